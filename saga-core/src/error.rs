@@ -1,0 +1,361 @@
+//! Errors: what a step returns ([`StepError`]), what an invalid definition
+//! gives ([`BuildError`]) and how a run ends badly ([`SagaError`]).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::report::SagaReport;
+
+/// The boxed error type user code may return: anything that converts into it
+/// (a `thiserror` enum, an `anyhow::Error`, a `String`, a `&str`) works.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The error of one attempt of a step or a compensation.
+///
+/// Built from any user error (`E: Into<BoxError>`, so `?` converts), then
+/// optionally marked:
+///
+/// - [`retryable`](StepError::retryable): the step's retry policy may try
+///   again (the default policy retries only marked errors);
+/// - [`outcome_unknown`](StepError::outcome_unknown): the step may have taken
+///   effect (a request was sent, its answer was lost), so a rollback
+///   compensates it too.
+///
+/// The engine makes its own step errors for a timed-out attempt
+/// ([`Timeout`], retryable and unknown), a panic ([`Panicked`], unknown) and
+/// a cancel-safe step dropped by a cancellation ([`Interrupted`], unknown).
+///
+/// `StepError` deliberately does not implement [`std::error::Error`]: that is
+/// what lets it convert from every error type with `?`, as `anyhow` does.
+/// Reach the user's error with [`error`](StepError::error) or
+/// [`downcast_ref`](StepError::downcast_ref).
+///
+/// ```
+/// use saga_core::StepError;
+///
+/// let e = StepError::new("gateway busy").retryable();
+/// assert!(e.is_retryable());
+/// assert!(!e.is_outcome_unknown());
+/// assert_eq!(e.to_string(), "gateway busy");
+/// ```
+pub struct StepError {
+    error: BoxError,
+    retryable: bool,
+    outcome_unknown: bool,
+}
+
+impl StepError {
+    /// Wraps a user error; neither retryable nor of unknown outcome.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        StepError {
+            error: error.into(),
+            retryable: false,
+            outcome_unknown: false,
+        }
+    }
+
+    /// Marks the error as transient: the step's retry policy may try again.
+    #[must_use]
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
+    }
+
+    /// Marks the step's effect as unknown: it may have happened, so a
+    /// rollback compensates this step too (compensations must tolerate
+    /// "nothing to undo").
+    #[must_use]
+    pub fn outcome_unknown(mut self) -> Self {
+        self.outcome_unknown = true;
+        self
+    }
+
+    /// Whether the error was marked retryable.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// Whether the step may have taken effect despite the error.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.outcome_unknown
+    }
+
+    /// Whether the attempt was cut off by its timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.error.is::<Timeout>()
+    }
+
+    /// Whether the attempt panicked.
+    pub fn is_panic(&self) -> bool {
+        self.error.is::<Panicked>()
+    }
+
+    /// The underlying error, as returned by the user's code.
+    pub fn error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.error
+    }
+
+    /// The underlying error, if it is a `T`.
+    pub fn downcast_ref<T: StdError + 'static>(&self) -> Option<&T> {
+        self.error.downcast_ref::<T>()
+    }
+
+    /// Unwraps the user's error.
+    pub fn into_inner(self) -> BoxError {
+        self.error
+    }
+
+    pub(crate) fn timeout(after: Duration) -> Self {
+        StepError::new(Timeout { after })
+            .retryable()
+            .outcome_unknown()
+    }
+
+    pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "non-string panic payload".to_owned()
+        };
+        StepError::new(Panicked { message }).outcome_unknown()
+    }
+
+    pub(crate) fn interrupted() -> Self {
+        StepError::new(Interrupted).outcome_unknown()
+    }
+}
+
+impl<E: Into<BoxError>> From<E> for StepError {
+    fn from(error: E) -> Self {
+        StepError::new(error)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepError")
+            .field("error", &self.error)
+            .field("retryable", &self.retryable)
+            .field("outcome_unknown", &self.outcome_unknown)
+            .finish()
+    }
+}
+
+/// An attempt ran longer than its step's timeout and was dropped; its
+/// outcome is unknown.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("attempt timed out after {after:?}")]
+pub struct Timeout {
+    /// The step's timeout.
+    pub after: Duration,
+}
+
+/// User code panicked; the panic was caught and its outcome is unknown.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("panicked: {message}")]
+pub struct Panicked {
+    /// The panic's message, when it was a string.
+    pub message: String,
+}
+
+/// A cancel-safe step was dropped mid-flight by a cancellation; its outcome
+/// is unknown.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("interrupted by cancellation")]
+pub struct Interrupted;
+
+/// A saga definition is invalid; no run exists yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The saga has no steps.
+    #[error("saga `{saga}` has no steps")]
+    NoSteps {
+        /// The saga's name.
+        saga: String,
+    },
+    /// A saga or step name is empty.
+    #[error("saga `{saga}` has a step with an empty name")]
+    EmptyName {
+        /// The saga's name.
+        saga: String,
+    },
+    /// Two steps share a name; names identify steps in logs, reports and
+    /// idempotency keys.
+    #[error("saga `{saga}` has two steps named `{step}`")]
+    DuplicateStep {
+        /// The saga's name.
+        saga: String,
+        /// The repeated name.
+        step: String,
+    },
+    /// A second pivot: a saga has at most one point of no return.
+    #[error("saga `{saga}` has two pivots: `{first}` and `{second}`")]
+    SecondPivot {
+        /// The saga's name.
+        saga: String,
+        /// The first pivot.
+        first: String,
+        /// The second pivot.
+        second: String,
+    },
+    /// A compensation on the pivot or on a step after it: nothing rolls back
+    /// once the pivot has succeeded.
+    #[error(
+        "step `{step}` of saga `{saga}` has a compensation but is on or after the pivot `{pivot}`"
+    )]
+    CompensationAfterPivot {
+        /// The saga's name.
+        saga: String,
+        /// The step with the compensation.
+        step: String,
+        /// The pivot.
+        pivot: String,
+    },
+    /// A timeout on a sync step: a sync step cannot be pre-empted.
+    #[error(
+        "step `{step}` of saga `{saga}` is sync and has a timeout; a sync step cannot be pre-empted, make it async"
+    )]
+    TimeoutOnSyncStep {
+        /// The saga's name.
+        saga: String,
+        /// The step.
+        step: String,
+    },
+    /// A retry policy allows zero attempts.
+    #[error("step `{step}` of saga `{saga}` has a retry policy of zero attempts; use at least 1")]
+    ZeroAttempts {
+        /// The saga's name.
+        saga: String,
+        /// The step.
+        step: String,
+    },
+}
+
+/// One failure recorded during a run: which step, in which phase, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The step whose action or compensation failed.
+    pub step: Arc<str>,
+    /// Whether it was the step's compensation that failed.
+    pub compensation: bool,
+    /// The attempt that failed last.
+    pub attempt: u32,
+    /// The error's message.
+    pub message: String,
+    /// Whether the failed attempt may have taken effect.
+    pub outcome_unknown: bool,
+}
+
+/// Where a stuck run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StuckPhase {
+    /// Going forward: the pivot's outcome is unknown, or a step on or after
+    /// the pivot failed for good. Finishing the run means making the
+    /// remaining steps succeed.
+    Forward,
+    /// Rolling back: a compensation failed for good. Finishing the run
+    /// means making the remaining compensations succeed.
+    Rollback,
+}
+
+/// How a run ended, when it did not complete.
+///
+/// Every variant carries the [`SagaReport`]. `source()` is the error of the
+/// step that failed (for `Stuck` in rollback: the compensation that failed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SagaError {
+    /// A step failed and every step that took effect was compensated: the
+    /// systems are back where they were.
+    #[error("saga `{saga}` failed at step `{step}` and was rolled back ({})", rollback_summary(.report))]
+    Compensated {
+        /// The saga's name.
+        saga: Arc<str>,
+        /// The step that failed.
+        step: Arc<str>,
+        /// That step's error.
+        #[source]
+        error: BoxError,
+        /// The run's report.
+        report: Box<SagaReport>,
+    },
+    /// The run can go neither forward nor back on its own; an operator must
+    /// act. `failures` lists every error that led here, in order.
+    #[error("saga `{saga}` is stuck at {} of step `{step}`: {}", if *.phase == StuckPhase::Rollback { "the compensation" } else { "the action" }, stuck_summary(.phase, .remaining))]
+    Stuck {
+        /// The saga's name.
+        saga: Arc<str>,
+        /// The step (or compensation) that failed last.
+        step: Arc<str>,
+        /// Forward or rollback.
+        phase: StuckPhase,
+        /// The last error.
+        #[source]
+        error: BoxError,
+        /// Every failure of the run, in order.
+        failures: Vec<Failure>,
+        /// What remains to be done: steps to run (forward) or steps to
+        /// compensate (rollback), in the order they would run.
+        remaining: Vec<Arc<str>>,
+        /// The run's report.
+        report: Box<SagaReport>,
+    },
+    /// The run was cancelled before its pivot and every step that took
+    /// effect was compensated.
+    #[error("saga `{saga}` was cancelled and rolled back ({})", rollback_summary(.report))]
+    Cancelled {
+        /// The saga's name.
+        saga: Arc<str>,
+        /// The run's report.
+        report: Box<SagaReport>,
+    },
+}
+
+impl SagaError {
+    /// The run's report, whatever the variant.
+    pub fn report(&self) -> &SagaReport {
+        match self {
+            SagaError::Compensated { report, .. }
+            | SagaError::Stuck { report, .. }
+            | SagaError::Cancelled { report, .. } => report,
+        }
+    }
+
+    /// Whether the run ended stuck.
+    pub fn is_stuck(&self) -> bool {
+        matches!(self, SagaError::Stuck { .. })
+    }
+}
+
+fn rollback_summary(report: &SagaReport) -> String {
+    let undone: Vec<&str> = report.compensated_steps().collect();
+    if undone.is_empty() {
+        "nothing to compensate".to_owned()
+    } else {
+        format!("compensated: {}", undone.join(", "))
+    }
+}
+
+fn stuck_summary(phase: &StuckPhase, remaining: &[Arc<str>]) -> String {
+    let what = match phase {
+        StuckPhase::Forward => "steps still to run",
+        StuckPhase::Rollback => "compensations still to run",
+    };
+    if remaining.is_empty() {
+        format!("no {what}; resolve the failed one")
+    } else {
+        let names: Vec<&str> = remaining.iter().map(|s| &**s).collect();
+        format!("{what}: {}", names.join(", "))
+    }
+}

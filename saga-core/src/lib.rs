@@ -1,0 +1,106 @@
+//! # saga-core: sagas for Rust services
+//!
+//! A service that must change several systems (its database, a payment
+//! provider, an inventory service) with no distributed transaction runs a
+//! *saga*: local steps in order; when one fails, the steps that took effect
+//! are undone by their *compensations*, in reverse order.
+//!
+//! - Define a [`Saga`] with its [`SagaBuilder`] from [`Step`]s (closures,
+//!   sync or async) or [`Task`] / [`AsyncTask`] types.
+//! - Each step returns `Result<T, E>`: its output `T` is handed to its
+//!   compensation, `E` is any error (or a [`StepError`] marked
+//!   [`retryable`](StepError::retryable) or
+//!   [`outcome_unknown`](StepError::outcome_unknown)).
+//! - Run it with [`Saga::run`] (async) or [`Saga::run_blocking`] (no runtime
+//!   needed for sync steps); the result is a [`SagaReport`] or a
+//!   [`SagaError`] telling compensated, stuck and cancelled apart.
+//! - Retries ([`RetryPolicy`]), timeouts, a pivot (the point of no return),
+//!   cancellation ([`CancellationToken`]), logs (target `saga`) and
+//!   observers ([`SagaObserver`]).
+//!
+//! The failure semantics are in `docs/DESIGN.md`.
+//!
+//! ```
+//! use saga_core::{Saga, Step, StepError, StepInfo};
+//!
+//! #[derive(Default)]
+//! struct Shop { stock: u32, charged: u32 }
+//!
+//! let saga = Saga::builder("buy")
+//!     .step(Step::new("reserve", |s: &mut Shop, _: &StepInfo<'_>| {
+//!         s.stock -= 1;
+//!         Ok::<_, StepError>(())
+//!     })
+//!     .compensate(|s: &mut Shop, _: Option<&()>, _: &StepInfo<'_>| {
+//!         s.stock += 1;
+//!         Ok::<_, StepError>(())
+//!     }))
+//!     .step(Step::new("charge", |s: &mut Shop, _: &StepInfo<'_>| {
+//!         s.charged += 10;
+//!         Ok::<_, StepError>(s.charged)
+//!     }))
+//!     .build()
+//!     .expect("a valid saga");
+//!
+//! let mut shop = Shop { stock: 5, charged: 0 };
+//! let report = saga.run_blocking(&mut shop).expect("both steps succeed");
+//! assert_eq!(report.status, saga_core::ExecutionStatus::Completed);
+//! assert_eq!((shop.stock, shop.charged), (4, 10));
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+mod blocking;
+mod cancel;
+pub mod clock;
+mod context;
+pub mod diagram;
+mod error;
+mod executor;
+mod id;
+pub mod logging;
+mod observer;
+mod policy;
+mod report;
+mod saga;
+mod step;
+
+pub use cancel::CancellationToken;
+pub use context::Context;
+pub use context::ContextError;
+pub use error::BoxError;
+pub use error::BuildError;
+pub use error::Failure;
+pub use error::Interrupted;
+pub use error::Panicked;
+pub use error::SagaError;
+pub use error::StepError;
+pub use error::StuckPhase;
+pub use error::Timeout;
+pub use id::ExecutionId;
+pub use observer::RunInfo;
+pub use observer::SagaEvent;
+pub use observer::SagaObserver;
+pub use policy::RetryOn;
+pub use policy::RetryPolicy;
+pub use report::ExecutionStatus;
+pub use report::Outcome;
+pub use report::SagaReport;
+pub use report::StepReport;
+pub use report::StepStatus;
+pub use saga::RunOptions;
+pub use saga::Saga;
+pub use saga::SagaBuilder;
+pub use saga::StepShape;
+pub use saga::default_compensation_retry;
+pub use step::AsyncTask;
+pub use step::BoxFuture;
+pub use step::Metadata;
+pub use step::Step;
+pub use step::StepInfo;
+pub use step::StepKind;
+pub use step::Task;
+
+#[doc(inline)]
+pub use saga_macros::{saga, saga_task};

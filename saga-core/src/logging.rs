@@ -1,0 +1,111 @@
+//! Log records through the `log` facade, target `saga`. The library never
+//! installs a logger; with none installed each record costs one atomic load.
+//!
+//! Levels: info = saga started/finished, debug = step started/succeeded,
+//! warn = step failed or retried, compensation started, cancellation
+//! ignored; error = compensation failed, run stuck. User text (names,
+//! error messages) is always an argument, never a format string.
+
+use std::time::Duration;
+
+use log::Level;
+
+use crate::observer::{RunInfo, SagaEvent};
+use crate::report::ExecutionStatus;
+
+/// The target of every record.
+pub const TARGET: &str = "saga";
+
+pub(crate) fn log_event(
+    run: &RunInfo<'_>,
+    event: &SagaEvent<'_>,
+    elapsed: impl FnOnce() -> Duration,
+) {
+    let level = level(event);
+    if level > log::max_level() || !log::log_enabled!(target: TARGET, level) {
+        return;
+    }
+    let (saga, id, elapsed) = (run.saga, run.execution_id, elapsed());
+    match event {
+        SagaEvent::SagaStarted => {
+            log::log!(target: TARGET, level, "saga started saga={saga} execution={id} elapsed={elapsed:?}");
+        }
+        SagaEvent::StepStarted { step, attempt } => log::log!(
+            target: TARGET, level,
+            "step started saga={saga} execution={id} step={step} attempt={attempt} elapsed={elapsed:?}"
+        ),
+        SagaEvent::StepSucceeded {
+            step,
+            attempt,
+            elapsed: took,
+        } => log::log!(
+            target: TARGET, level,
+            "step succeeded saga={saga} execution={id} step={step} attempt={attempt} took={took:?} elapsed={elapsed:?}"
+        ),
+        SagaEvent::StepFailed {
+            step,
+            attempt,
+            error,
+            retry_in,
+        } => match retry_in {
+            Some(delay) => log::log!(
+                target: TARGET, level,
+                "step failed, retrying saga={saga} execution={id} step={step} attempt={attempt} retry_in={delay:?} error={error} elapsed={elapsed:?}"
+            ),
+            None => log::log!(
+                target: TARGET, level,
+                "step failed saga={saga} execution={id} step={step} attempt={attempt} outcome_unknown={} error={error} elapsed={elapsed:?}",
+                error.is_outcome_unknown()
+            ),
+        },
+        SagaEvent::CompensationStarted { step, attempt } => log::log!(
+            target: TARGET, level,
+            "compensation started saga={saga} execution={id} step={step} attempt={attempt} elapsed={elapsed:?}"
+        ),
+        SagaEvent::CompensationSucceeded {
+            step,
+            attempt,
+            elapsed: took,
+        } => log::log!(
+            target: TARGET, level,
+            "compensation succeeded saga={saga} execution={id} step={step} attempt={attempt} took={took:?} elapsed={elapsed:?}"
+        ),
+        SagaEvent::CompensationFailed {
+            step,
+            attempt,
+            error,
+            retry_in,
+        } => log::log!(
+            target: TARGET, level,
+            "compensation failed saga={saga} execution={id} step={step} attempt={attempt} retry_in={retry_in:?} error={error} elapsed={elapsed:?}"
+        ),
+        SagaEvent::CancelIgnored { step } => log::log!(
+            target: TARGET, level,
+            "cancellation ignored after the pivot saga={saga} execution={id} step={step} elapsed={elapsed:?}"
+        ),
+        SagaEvent::SagaFinished { status, .. } => log::log!(
+            target: TARGET, level,
+            "saga finished saga={saga} execution={id} status={status} elapsed={elapsed:?}"
+        ),
+    }
+}
+
+fn level(event: &SagaEvent<'_>) -> Level {
+    match event {
+        SagaEvent::SagaStarted => Level::Info,
+        SagaEvent::StepStarted { .. } | SagaEvent::StepSucceeded { .. } => Level::Debug,
+        SagaEvent::StepFailed { .. }
+        | SagaEvent::CompensationStarted { .. }
+        | SagaEvent::CancelIgnored { .. } => Level::Warn,
+        SagaEvent::CompensationSucceeded { .. } => Level::Info,
+        SagaEvent::CompensationFailed {
+            retry_in: Some(_), ..
+        } => Level::Warn,
+        SagaEvent::CompensationFailed { retry_in: None, .. } => Level::Error,
+        SagaEvent::SagaFinished {
+            status: ExecutionStatus::Stuck,
+            ..
+        } => Level::Error,
+        SagaEvent::SagaFinished { .. } => Level::Info,
+    }
+}

@@ -1,0 +1,120 @@
+//! [`SagaObserver`]: every lifecycle event of a run, for custom loggers,
+//! metrics and before/after hooks.
+
+use std::time::Duration;
+
+use crate::error::StepError;
+use crate::id::ExecutionId;
+use crate::report::ExecutionStatus;
+
+/// A lifecycle event of one run.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SagaEvent<'a> {
+    /// The run started.
+    SagaStarted,
+    /// An attempt of a step's action is about to run (the "before" hook).
+    StepStarted {
+        /// The step.
+        step: &'a str,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// A step's action succeeded (an "after" hook).
+    StepSucceeded {
+        /// The step.
+        step: &'a str,
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// Time in the action, retries included.
+        elapsed: Duration,
+    },
+    /// An attempt of a step's action failed (an "after" hook).
+    StepFailed {
+        /// The step.
+        step: &'a str,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Its error.
+        error: &'a StepError,
+        /// The delay before the next attempt, or `None` if the step failed
+        /// for good.
+        retry_in: Option<Duration>,
+    },
+    /// A compensation attempt is about to run.
+    CompensationStarted {
+        /// The step being compensated.
+        step: &'a str,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// A compensation succeeded.
+    CompensationSucceeded {
+        /// The step compensated.
+        step: &'a str,
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// Time in the compensation, retries included.
+        elapsed: Duration,
+    },
+    /// A compensation attempt failed.
+    CompensationFailed {
+        /// The step whose compensation failed.
+        step: &'a str,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Its error.
+        error: &'a StepError,
+        /// The delay before the next attempt, or `None` if the compensation
+        /// failed for good.
+        retry_in: Option<Duration>,
+    },
+    /// A cancellation arrived after the pivot: recorded and ignored.
+    CancelIgnored {
+        /// The step about to run when the cancellation was seen.
+        step: &'a str,
+    },
+    /// The run ended.
+    SagaFinished {
+        /// How it ended.
+        status: ExecutionStatus,
+        /// The run's duration.
+        elapsed: Duration,
+    },
+}
+
+/// Which run an event belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct RunInfo<'a> {
+    /// The saga's name.
+    pub saga: &'a str,
+    /// The execution's id.
+    pub execution_id: &'a ExecutionId,
+}
+
+/// Receives every lifecycle event of the runs it is attached to, in order,
+/// on the thread running the saga: keep it quick.
+///
+/// Attach with [`SagaBuilder::observer`](crate::SagaBuilder::observer) (every
+/// run of the saga) or [`RunOptions::with_observer`](crate::RunOptions::with_observer)
+/// (one run).
+///
+/// ```
+/// use std::sync::Mutex;
+/// use saga_core::{RunInfo, SagaEvent, SagaObserver};
+///
+/// #[derive(Default)]
+/// struct Before(Mutex<Vec<String>>);
+///
+/// impl SagaObserver for Before {
+///     fn on_event(&self, _run: &RunInfo<'_>, event: &SagaEvent<'_>) {
+///         if let SagaEvent::StepStarted { step, .. } = event {
+///             self.0.lock().unwrap().push(step.to_string());
+///         }
+///     }
+/// }
+/// ```
+pub trait SagaObserver: Send + Sync {
+    /// Called for each event.
+    fn on_event(&self, run: &RunInfo<'_>, event: &SagaEvent<'_>);
+}

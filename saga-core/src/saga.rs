@@ -1,0 +1,444 @@
+//! [`Saga`]: an immutable saga definition, its [`SagaBuilder`], and the
+//! [`RunOptions`] of one run.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cancel::CancellationToken;
+use crate::clock::Clock;
+use crate::context::Context;
+use crate::error::{BuildError, SagaError};
+use crate::executor;
+use crate::id::ExecutionId;
+use crate::observer::SagaObserver;
+use crate::policy::{RetryOn, RetryPolicy};
+use crate::report::SagaReport;
+use crate::step::{Action, AsyncTask, Step, StepDef, StepKind, Task};
+
+/// A saga definition: a name and an ordered list of steps.
+///
+/// Immutable once built, `Send + Sync`, cheap to clone (an `Arc`), and run
+/// any number of times, concurrently: every run keeps its state to itself.
+///
+/// ```
+/// use saga_core::{Saga, Step, StepError, StepInfo};
+///
+/// #[derive(Default)]
+/// struct Order { log: Vec<&'static str> }
+///
+/// let saga = Saga::builder("order")
+///     .step(Step::new("create", |o: &mut Order, _: &StepInfo<'_>| {
+///         o.log.push("created");
+///         Ok::<_, StepError>(())
+///     })
+///     .compensate(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+///         o.log.push("cancelled");
+///         Ok::<_, StepError>(())
+///     }))
+///     .step(Step::new("charge", |_: &mut Order, _: &StepInfo<'_>| {
+///         Err::<(), _>("card declined")
+///     }))
+///     .build()?;
+///
+/// let mut order = Order::default();
+/// let err = saga.run_blocking(&mut order).unwrap_err();
+/// assert_eq!(order.log, ["created", "cancelled"]);
+/// assert_eq!(err.to_string(), "saga `order` failed at step `charge` and was rolled back (compensated: create)");
+/// // The step's own error is the source.
+/// use std::error::Error;
+/// assert_eq!(err.source().unwrap().to_string(), "card declined");
+/// # Ok::<(), saga_core::BuildError>(())
+/// ```
+pub struct Saga<C = Context> {
+    pub(crate) inner: Arc<SagaInner<C>>,
+}
+
+pub(crate) struct SagaInner<C> {
+    pub(crate) name: Arc<str>,
+    pub(crate) steps: Vec<StepDef<C>>,
+    pub(crate) observers: Vec<Arc<dyn SagaObserver>>,
+    pub(crate) undo_retry: RetryPolicy,
+    pub(crate) continue_on_compensation_failure: bool,
+    pub(crate) has_async: bool,
+}
+
+impl<C> Clone for Saga<C> {
+    fn clone(&self) -> Self {
+        Saga {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C> fmt::Debug for Saga<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let steps: Vec<(&str, &str)> = self
+            .inner
+            .steps
+            .iter()
+            .map(|s| (&*s.name, s.kind.label()))
+            .collect();
+        f.debug_struct("Saga")
+            .field("name", &self.inner.name)
+            .field("steps", &steps)
+            .finish()
+    }
+}
+
+/// A step of a definition as tools see it: name, kind, and what it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepShape {
+    /// The step's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: StepKind,
+    /// Whether it is async.
+    pub is_async: bool,
+    /// Its metadata.
+    pub metadata: crate::step::Metadata,
+}
+
+impl<C> Saga<C> {
+    /// Starts a definition named `name`.
+    pub fn builder(name: impl Into<Arc<str>>) -> SagaBuilder<C> {
+        SagaBuilder {
+            name: name.into(),
+            steps: Vec::new(),
+            observers: Vec::new(),
+            undo_retry: default_compensation_retry(),
+            continue_on_compensation_failure: false,
+        }
+    }
+
+    /// The saga's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The steps in order, as tools see them.
+    pub fn shape(&self) -> Vec<StepShape> {
+        self.inner
+            .steps
+            .iter()
+            .map(|s| StepShape {
+                name: s.name.to_string(),
+                kind: s.kind,
+                is_async: matches!(s.action, Action::Async(_)),
+                metadata: s.metadata.clone(),
+            })
+            .collect()
+    }
+}
+
+impl<C: Send + 'static> Saga<C> {
+    /// Runs the saga on `ctx`, inside a tokio runtime (its timers serve
+    /// timeouts and backoff).
+    ///
+    /// # Errors
+    /// [`SagaError::Compensated`] if a step failed and the rollback
+    /// succeeded, [`SagaError::Stuck`] if the run can go neither way on its
+    /// own, [`SagaError::Cancelled`] if it was cancelled before the pivot.
+    pub async fn run(&self, ctx: &mut C) -> Result<SagaReport, SagaError> {
+        self.run_with(ctx, RunOptions::new()).await
+    }
+
+    /// [`run`](Self::run) with options: an execution id, a clock, a
+    /// cancellation token, observers.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_with(
+        &self,
+        ctx: &mut C,
+        options: RunOptions,
+    ) -> Result<SagaReport, SagaError> {
+        executor::execute(&self.inner, ctx, options, false).await
+    }
+
+    /// Runs the saga on the calling thread, without an async runtime when
+    /// every step is sync.
+    ///
+    /// A saga with async steps is driven on a private current-thread tokio
+    /// runtime (on a scoped helper thread when the caller is itself inside a
+    /// runtime, which cannot be blocked on).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_blocking(&self, ctx: &mut C) -> Result<SagaReport, SagaError> {
+        self.run_blocking_with(ctx, RunOptions::new())
+    }
+
+    /// [`run_blocking`](Self::run_blocking) with options.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_blocking_with(
+        &self,
+        ctx: &mut C,
+        options: RunOptions,
+    ) -> Result<SagaReport, SagaError> {
+        if !self.inner.has_async {
+            return crate::blocking::block_on_ready(executor::execute(
+                &self.inner,
+                ctx,
+                options,
+                true,
+            ));
+        }
+        let drive = move || {
+            crate::blocking::block_on_runtime(executor::execute(&self.inner, ctx, options, false))
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(drive)
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        } else {
+            drive()
+        }
+    }
+}
+
+/// Builds a [`Saga`]; [`build`](SagaBuilder::build) checks the definition.
+pub struct SagaBuilder<C> {
+    name: Arc<str>,
+    steps: Vec<StepDef<C>>,
+    observers: Vec<Arc<dyn SagaObserver>>,
+    undo_retry: RetryPolicy,
+    continue_on_compensation_failure: bool,
+}
+
+/// The compensation retry policy a saga starts with: 3 attempts, every error
+/// retried, 100 ms backoff doubling up to 5 s. Compensations are retried by
+/// default because a compensation that gives up leaves the run stuck.
+pub fn default_compensation_retry() -> RetryPolicy {
+    RetryPolicy::attempts(3)
+        .with_backoff(Duration::from_millis(100))
+        .with_max_backoff(Duration::from_secs(5))
+        .retry_on(RetryOn::Any)
+}
+
+impl<C: 'static> SagaBuilder<C> {
+    /// Adds a step: compensable if it has a compensation, one with nothing
+    /// to undo otherwise, retriable if it comes after the pivot.
+    #[must_use]
+    pub fn step<T: Send + Sync + 'static>(mut self, step: Step<C, T>) -> Self {
+        self.steps.push(step.into_def());
+        self
+    }
+
+    /// Adds the pivot: the point of no return. It has no compensation; once
+    /// it succeeds the saga only goes forward.
+    #[must_use]
+    pub fn pivot<T: Send + Sync + 'static>(mut self, step: Step<C, T>) -> Self {
+        self.steps.push(step.into_pivot());
+        self
+    }
+
+    /// Adds a step from a sync [`Task`].
+    #[must_use]
+    pub fn task<K: Task<C>>(self, task: K) -> Self {
+        self.step(Step::from_task(task))
+    }
+
+    /// Adds a step from an [`AsyncTask`].
+    #[must_use]
+    pub fn async_task<K: AsyncTask<C>>(self, task: K) -> Self
+    where
+        C: Send,
+    {
+        self.step(Step::from_async_task(task))
+    }
+
+    /// Sets the retry policy of compensations that have none of their own
+    /// (default: [`default_compensation_retry`]).
+    #[must_use]
+    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
+        self.undo_retry = policy;
+        self
+    }
+
+    /// When a compensation fails for good: `false` (the default) halts the
+    /// rollback there, leaving the remaining compensations in order for an
+    /// operator; `true` attempts the remaining ones anyway. The run ends
+    /// stuck either way.
+    #[must_use]
+    pub fn continue_on_compensation_failure(mut self, yes: bool) -> Self {
+        self.continue_on_compensation_failure = yes;
+        self
+    }
+
+    /// Attaches an observer to every run of the saga.
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn SagaObserver>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Checks the definition and builds the saga.
+    ///
+    /// # Errors
+    /// A [`BuildError`] for no steps, an empty or duplicate step name, two
+    /// pivots, a compensation on or after the pivot, a timeout on a sync
+    /// step, or a retry policy of zero attempts.
+    pub fn build(mut self) -> Result<Saga<C>, BuildError> {
+        let saga = || self.name.to_string();
+        if self.steps.is_empty() {
+            return Err(BuildError::NoSteps { saga: saga() });
+        }
+        let mut names = HashSet::new();
+        let mut pivot: Option<Arc<str>> = None;
+        for step in &self.steps {
+            let name = || step.name.to_string();
+            if step.name.is_empty() {
+                return Err(BuildError::EmptyName { saga: saga() });
+            }
+            if !names.insert(step.name.clone()) {
+                return Err(BuildError::DuplicateStep {
+                    saga: saga(),
+                    step: name(),
+                });
+            }
+            if step.pivot
+                && let Some(first) = &pivot
+            {
+                return Err(BuildError::SecondPivot {
+                    saga: saga(),
+                    first: first.to_string(),
+                    second: name(),
+                });
+            }
+            if step.pivot {
+                pivot = Some(step.name.clone());
+            }
+            if step.undo.is_some()
+                && let Some(pivot) = &pivot
+            {
+                return Err(BuildError::CompensationAfterPivot {
+                    saga: saga(),
+                    step: name(),
+                    pivot: pivot.to_string(),
+                });
+            }
+            if step.timeout.is_some() && matches!(step.action, Action::Sync(_)) {
+                return Err(BuildError::TimeoutOnSyncStep {
+                    saga: saga(),
+                    step: name(),
+                });
+            }
+            let undo_attempts = step.undo_retry.as_ref().map(RetryPolicy::max_attempts);
+            if step.retry.max_attempts() == 0 || undo_attempts == Some(0) {
+                return Err(BuildError::ZeroAttempts {
+                    saga: saga(),
+                    step: name(),
+                });
+            }
+        }
+        if self.undo_retry.max_attempts() == 0 {
+            return Err(BuildError::ZeroAttempts {
+                saga: saga(),
+                step: "(compensation default)".to_owned(),
+            });
+        }
+        let mut after_pivot = false;
+        for step in &mut self.steps {
+            step.kind = if step.pivot {
+                after_pivot = true;
+                StepKind::Pivot
+            } else if after_pivot {
+                StepKind::Retriable
+            } else if step.undo.is_some() {
+                StepKind::Compensable
+            } else {
+                StepKind::NoUndo
+            };
+        }
+        let has_async = self.steps.iter().any(|s| {
+            matches!(s.action, Action::Async(_)) || s.undo.as_ref().is_some_and(|u| u.is_async())
+        });
+        Ok(Saga {
+            inner: Arc::new(SagaInner {
+                name: self.name,
+                steps: self.steps,
+                observers: self.observers,
+                undo_retry: self.undo_retry,
+                continue_on_compensation_failure: self.continue_on_compensation_failure,
+                has_async,
+            }),
+        })
+    }
+}
+
+/// Options of one run: an execution id, a clock, a cancellation token,
+/// observers. The default has none of them and allocates nothing.
+///
+/// ```
+/// use saga_core::{CancellationToken, RunOptions};
+/// use saga_core::clock::TestClock;
+///
+/// let token = CancellationToken::new();
+/// let options = RunOptions::new()
+///     .with_execution_id("order-42")
+///     .with_clock(TestClock::new())
+///     .with_cancellation(token.clone());
+/// # let _ = options;
+/// ```
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    pub(crate) execution_id: Option<ExecutionId>,
+    pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) cancel: Option<CancellationToken>,
+    pub(crate) observers: Vec<Arc<dyn SagaObserver>>,
+}
+
+impl RunOptions {
+    /// No options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names the execution (default: a generated id). Idempotency keys are
+    /// `{execution_id}/{step}`.
+    #[must_use]
+    pub fn with_execution_id(mut self, id: impl Into<ExecutionId>) -> Self {
+        self.execution_id = Some(id.into());
+        self
+    }
+
+    /// Reads time and sleeps through `clock` (default:
+    /// [`SystemClock`](crate::clock::SystemClock)).
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Lets `token` cancel the run.
+    #[must_use]
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Attaches an observer to this run only.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn SagaObserver>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+}
+
+impl fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("execution_id", &self.execution_id)
+            .field("clock", &self.clock.as_ref().map(|_| ".."))
+            .field("cancel", &self.cancel)
+            .field("observers", &self.observers.len())
+            .finish()
+    }
+}

@@ -1,0 +1,548 @@
+//! Steps: [`Step`] (the builder of one step), [`StepInfo`] (what a step
+//! knows about its run), and the [`Task`] / [`AsyncTask`] traits.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::StepError;
+use crate::id::ExecutionId;
+use crate::policy::RetryPolicy;
+
+/// A boxed, `Send` future: what async steps and compensations return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A step's metadata: free-form string pairs for logs, diagrams and tools.
+pub type Metadata = BTreeMap<String, String>;
+
+/// What a step or compensation knows of the run it is part of.
+///
+/// Pass [`idempotency_key`](StepInfo::idempotency_key) to remote services:
+/// it is the same for every attempt of the step in this execution, and for
+/// its compensation, so a repeated call can be recognised and absorbed.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo<'a> {
+    pub(crate) saga: &'a str,
+    pub(crate) execution_id: &'a ExecutionId,
+    pub(crate) step: &'a str,
+    pub(crate) attempt: u32,
+}
+
+impl<'a> StepInfo<'a> {
+    /// Information for calling a step by hand (in a unit test, say).
+    pub fn new(saga: &'a str, execution_id: &'a ExecutionId, step: &'a str, attempt: u32) -> Self {
+        StepInfo {
+            saga,
+            execution_id,
+            step,
+            attempt,
+        }
+    }
+
+    /// The saga's name.
+    pub fn saga(&self) -> &'a str {
+        self.saga
+    }
+
+    /// The execution's id.
+    pub fn execution_id(&self) -> &'a ExecutionId {
+        self.execution_id
+    }
+
+    /// The step's name.
+    pub fn step(&self) -> &'a str {
+        self.step
+    }
+
+    /// The attempt, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// `{execution_id}/{step}`: stable across attempts, retries and
+    /// recovery; the compensation sees the same key as its step.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.execution_id, self.step)
+    }
+}
+
+/// A step's place in the saga's failure semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    /// Has a compensation, run on rollback.
+    Compensable,
+    /// Nothing to undo (a validation, a read): skipped on rollback.
+    NoUndo,
+    /// The point of no return: once it succeeds the saga only goes forward.
+    Pivot,
+    /// After the pivot: no compensation, retried by its policy, and a
+    /// failure for good leaves the run stuck.
+    Retriable,
+}
+
+impl StepKind {
+    /// A lowercase label, for logs and diagrams.
+    pub fn label(self) -> &'static str {
+        match self {
+            StepKind::Compensable => "compensable",
+            StepKind::NoUndo => "no_undo",
+            StepKind::Pivot => "pivot",
+            StepKind::Retriable => "retriable",
+        }
+    }
+}
+
+pub(crate) type Output = Box<dyn Any + Send + Sync>;
+type SyncAction<C> = dyn Fn(&mut C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
+type AsyncAction<C> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+    + Send
+    + Sync;
+type SyncUndo<C> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_>) -> Result<(), StepError>
+    + Send
+    + Sync;
+type AsyncUndo<C> = dyn for<'a> Fn(
+        &'a mut C,
+        Option<&'a (dyn Any + Send + Sync)>,
+        &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<(), StepError>>
+    + Send
+    + Sync;
+
+/// A step's action, type-erased.
+pub(crate) enum Action<C> {
+    Sync(Box<SyncAction<C>>),
+    Async(Box<AsyncAction<C>>),
+}
+
+/// A compensation, type-erased; the output arrives as `&dyn Any` and is
+/// downcast to the step's own output type, which the typed builder
+/// guarantees.
+pub(crate) enum Undo<C> {
+    Sync(Box<SyncUndo<C>>),
+    Async(Box<AsyncUndo<C>>),
+}
+
+impl<C> Undo<C> {
+    pub(crate) fn is_async(&self) -> bool {
+        matches!(self, Undo::Async(_))
+    }
+}
+
+/// A step, type-erased: what a [`Saga`](crate::Saga) holds.
+pub(crate) struct StepDef<C> {
+    pub(crate) name: Arc<str>,
+    pub(crate) action: Action<C>,
+    pub(crate) undo: Option<Undo<C>>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) undo_retry: Option<RetryPolicy>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) metadata: Metadata,
+    pub(crate) cancel_safe: bool,
+    pub(crate) pivot: bool,
+    /// Set by the saga builder from the step's place.
+    pub(crate) kind: StepKind,
+}
+
+/// One step of a saga, with its output type `T`, built before it is added
+/// to a [`SagaBuilder`](crate::SagaBuilder).
+///
+/// ```
+/// use saga_core::{Step, StepError, StepInfo};
+///
+/// struct Shop { reserved: Vec<u32> }
+///
+/// let reserve = Step::new("reserve", |shop: &mut Shop, _: &StepInfo<'_>| {
+///     shop.reserved.push(7);
+///     Ok::<_, StepError>(7_u32)
+/// })
+/// .compensate(|shop: &mut Shop, item: Option<&u32>, _: &StepInfo<'_>| {
+///     shop.reserved.retain(|i| Some(i) != item);
+///     Ok::<_, StepError>(())
+/// });
+/// # let _ = reserve;
+/// ```
+pub struct Step<C, T = ()> {
+    def: StepDef<C>,
+    _output: PhantomData<fn() -> T>,
+}
+
+/// Boxes an async action; taking the closure here gives it the
+/// higher-ranked signature that a `let` binding cannot.
+fn erase_async<C, F>(action: F) -> Action<C>
+where
+    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Action::Async(Box::new(action))
+}
+
+/// Boxes an async compensation (see [`erase_async`]).
+fn erase_async_undo<C, F>(undo: F) -> Undo<C>
+where
+    F: for<'a> Fn(
+            &'a mut C,
+            Option<&'a (dyn Any + Send + Sync)>,
+            &'a StepInfo<'a>,
+        ) -> BoxFuture<'a, Result<(), StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Undo::Async(Box::new(undo))
+}
+
+fn erase_sync<C, T, E, F>(action: F) -> Action<C>
+where
+    T: Send + Sync + 'static,
+    E: Into<StepError>,
+    F: Fn(&mut C, &StepInfo<'_>) -> Result<T, E> + Send + Sync + 'static,
+{
+    Action::Sync(Box::new(move |ctx, info| match action(ctx, info) {
+        Ok(out) => Ok(Box::new(out) as Output),
+        Err(e) => Err(e.into()),
+    }))
+}
+
+impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
+    /// A step whose action is a sync function of the context and the
+    /// step's [`StepInfo`]. Its output is kept for its compensation.
+    pub fn new<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
+    where
+        E: Into<StepError>,
+        F: Fn(&mut C, &StepInfo<'_>) -> Result<T, E> + Send + Sync + 'static,
+    {
+        Self::from_action(name.into(), erase_sync(action))
+    }
+
+    /// A step whose action is async: a function returning a boxed future
+    /// (`Box::pin(async move { .. })`).
+    pub fn new_async<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
+    where
+        E: Into<StepError> + 'static,
+        F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<T, E>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let action = erase_async(move |ctx, info| {
+            let fut = action(ctx, info);
+            Box::pin(async move {
+                match fut.await {
+                    Ok(out) => Ok(Box::new(out) as Output),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        });
+        Self::from_action(name.into(), action)
+    }
+
+    /// A step from a sync [`Task`].
+    pub fn from_task<K>(task: K) -> Self
+    where
+        K: Task<C, Output = T>,
+    {
+        let name: Arc<str> = task.name().into();
+        let metadata = task.metadata();
+        let task = Arc::new(task);
+        let undo = if task.has_compensation() {
+            let task = Arc::clone(&task);
+            Some(Undo::Sync(Box::new(
+                move |ctx: &mut C, out: Option<&(dyn Any + Send + Sync)>, info: &StepInfo<'_>| {
+                    task.compensate(ctx, downcast_output::<T>(out, info)?, info)
+                },
+            ) as Box<SyncUndo<C>>))
+        } else {
+            None
+        };
+        let mut step = Self::from_action(
+            name,
+            Action::Sync(Box::new(move |ctx, info| {
+                task.execute(ctx, info).map(|out| Box::new(out) as Output)
+            })),
+        );
+        step.def.undo = undo;
+        step.def.metadata = metadata;
+        step
+    }
+
+    /// A step from an [`AsyncTask`].
+    pub fn from_async_task<K>(task: K) -> Self
+    where
+        C: Send,
+        K: AsyncTask<C, Output = T>,
+    {
+        let name: Arc<str> = task.name().into();
+        let metadata = task.metadata();
+        let task = Arc::new(task);
+        let undo = if task.has_compensation() {
+            let task = Arc::clone(&task);
+            Some(erase_async_undo(move |ctx, out, info| {
+                let task = Arc::clone(&task);
+                Box::pin(async move {
+                    let out = downcast_output::<T>(out, info)?;
+                    task.compensate(ctx, out, info).await
+                })
+            }))
+        } else {
+            None
+        };
+        let action = erase_async(move |ctx, info| {
+            let task = Arc::clone(&task);
+            Box::pin(async move {
+                let out = task.execute(ctx, info).await?;
+                Ok(Box::new(out) as Output)
+            })
+        });
+        let mut step = Self::from_action(name, action);
+        step.def.undo = undo;
+        step.def.metadata = metadata;
+        step
+    }
+
+    fn from_action(name: Arc<str>, action: Action<C>) -> Self {
+        Step {
+            def: StepDef {
+                name,
+                action,
+                undo: None,
+                retry: RetryPolicy::default(),
+                undo_retry: None,
+                timeout: None,
+                metadata: Metadata::new(),
+                cancel_safe: false,
+                pivot: false,
+                kind: StepKind::NoUndo,
+            },
+            _output: PhantomData,
+        }
+    }
+
+    /// Sets the compensation: a sync function of the context and this
+    /// step's output, run on rollback if the step took effect (or may have).
+    ///
+    /// The output is `Some` when the step succeeded and `None` when its
+    /// outcome is unknown (an attempt timed out, panicked, or returned an
+    /// error marked [`StepError::outcome_unknown`]): the step may have taken
+    /// effect without saying what it did, so the compensation must find out
+    /// (by the [`StepInfo::idempotency_key`]) and tolerate "nothing to undo".
+    #[must_use]
+    pub fn compensate<E, G>(mut self, undo: G) -> Self
+    where
+        E: Into<StepError>,
+        G: Fn(&mut C, Option<&T>, &StepInfo<'_>) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.def.undo = Some(Undo::Sync(Box::new(
+            move |ctx: &mut C, out: Option<&(dyn Any + Send + Sync)>, info: &StepInfo<'_>| {
+                undo(ctx, downcast_output::<T>(out, info)?, info).map_err(Into::into)
+            },
+        )));
+        self
+    }
+
+    /// Sets an async compensation (see [`compensate`](Self::compensate)).
+    #[must_use]
+    pub fn compensate_async<E, G>(mut self, undo: G) -> Self
+    where
+        E: Into<StepError> + 'static,
+        G: for<'a> Fn(&'a mut C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), E>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.def.undo = Some(erase_async_undo(
+            move |ctx, out, info| match downcast_output::<T>(out, info) {
+                Ok(out) => {
+                    let fut = undo(ctx, out, info);
+                    Box::pin(async move { fut.await.map_err(Into::into) })
+                }
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            },
+        ));
+        self
+    }
+
+    /// Sets the retry policy of the step's action (default: one attempt).
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.def.retry = policy;
+        self
+    }
+
+    /// Sets the retry policy of the step's compensation (default:
+    /// [`SagaBuilder::compensation_retry`](crate::SagaBuilder::compensation_retry)).
+    #[must_use]
+    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
+        self.def.undo_retry = Some(policy);
+        self
+    }
+
+    /// Limits each attempt of an async step; an attempt that runs longer is
+    /// dropped and counts as a retryable failure of unknown outcome. A sync
+    /// step cannot be pre-empted, so a timeout on one is a
+    /// [`BuildError::TimeoutOnSyncStep`](crate::BuildError::TimeoutOnSyncStep).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.def.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a metadata entry.
+    #[must_use]
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.def.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Marks an async step safe to drop mid-flight when its run is
+    /// cancelled before the pivot (its outcome then counts as unknown, so it
+    /// is compensated). Unmarked steps are always let finish.
+    #[must_use]
+    pub fn cancel_safe(mut self) -> Self {
+        self.def.cancel_safe = true;
+        self
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub(crate) fn into_def(self) -> StepDef<C> {
+        self.def
+    }
+
+    pub(crate) fn into_pivot(mut self) -> StepDef<C> {
+        self.def.pivot = true;
+        self.def
+    }
+}
+
+fn downcast_output<'o, T: 'static>(
+    out: Option<&'o (dyn Any + Send + Sync)>,
+    info: &StepInfo<'_>,
+) -> Result<Option<&'o T>, StepError> {
+    let Some(out) = out else {
+        return Ok(None);
+    };
+    // The typed builder pairs each compensation with its own step's output,
+    // so this only fails if that pairing is broken: an engine bug, reported
+    // as an error rather than a panic.
+    out.downcast_ref::<T>().map(Some).ok_or_else(|| {
+        StepError::new(format!(
+            "internal error: the output of step `{}` is not a `{}`",
+            info.step,
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+/// A step written as a type, in the style of the original package: a name,
+/// a sync action, an optional compensation, metadata.
+///
+/// ```
+/// use saga_core::{Context, Saga, Step, StepError, StepInfo, Task};
+///
+/// struct CreateOrder;
+///
+/// impl Task<Context> for CreateOrder {
+///     type Output = u64;
+///     fn name(&self) -> &str { "create_order" }
+///     fn execute(&self, ctx: &mut Context, _: &StepInfo<'_>) -> Result<u64, StepError> {
+///         ctx.insert("order", 7_u64);
+///         Ok(7)
+///     }
+///     fn has_compensation(&self) -> bool { true }
+///     fn compensate(&self, ctx: &mut Context, _: Option<&u64>, _: &StepInfo<'_>) -> Result<(), StepError> {
+///         let _ = ctx.remove::<u64>("order");
+///         Ok(())
+///     }
+/// }
+///
+/// let saga = Saga::builder("order").step(Step::from_task(CreateOrder)).build().unwrap();
+/// # let _ = saga;
+/// ```
+pub trait Task<C>: Send + Sync + 'static {
+    /// What the action returns and the compensation receives.
+    type Output: Send + Sync + 'static;
+
+    /// The step's name, unique in its saga.
+    fn name(&self) -> &str;
+
+    /// The action.
+    ///
+    /// # Errors
+    /// Any failure of the step; mark it [`StepError::retryable`] or
+    /// [`StepError::outcome_unknown`] as it applies.
+    fn execute(&self, ctx: &mut C, info: &StepInfo<'_>) -> Result<Self::Output, StepError>;
+
+    /// Whether [`compensate`](Task::compensate) undoes the action; `false`
+    /// (the default) makes the step one with nothing to undo.
+    fn has_compensation(&self) -> bool {
+        false
+    }
+
+    /// Undoes the action, given its output (`None` when the step's outcome
+    /// is unknown, see [`Step::compensate`]). Only called when
+    /// [`has_compensation`](Task::has_compensation) returns `true`.
+    ///
+    /// # Errors
+    /// A failure of the compensation; it is retried by the compensation's
+    /// policy, and when that is exhausted the run ends stuck.
+    fn compensate(
+        &self,
+        ctx: &mut C,
+        output: Option<&Self::Output>,
+        info: &StepInfo<'_>,
+    ) -> Result<(), StepError> {
+        let _ = (ctx, output, info);
+        Ok(())
+    }
+
+    /// Free-form metadata (default: none).
+    fn metadata(&self) -> Metadata {
+        Metadata::new()
+    }
+}
+
+/// An async [`Task`].
+pub trait AsyncTask<C>: Send + Sync + 'static {
+    /// What the action returns and the compensation receives.
+    type Output: Send + Sync + 'static;
+
+    /// The step's name, unique in its saga.
+    fn name(&self) -> &str;
+
+    /// The action.
+    fn execute<'a>(
+        &'a self,
+        ctx: &'a mut C,
+        info: &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<Self::Output, StepError>>;
+
+    /// Whether [`compensate`](AsyncTask::compensate) undoes the action.
+    fn has_compensation(&self) -> bool {
+        false
+    }
+
+    /// Undoes the action, given its output.
+    fn compensate<'a>(
+        &'a self,
+        ctx: &'a mut C,
+        output: Option<&'a Self::Output>,
+        info: &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<(), StepError>> {
+        let _ = (ctx, output, info);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Free-form metadata (default: none).
+    fn metadata(&self) -> Metadata {
+        Metadata::new()
+    }
+}
