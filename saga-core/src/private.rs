@@ -66,22 +66,6 @@ impl RetrySpec {
     }
 }
 
-/// The return type of a `#[saga_task]` function: a `Result`, or an alias
-/// of one.
-#[diagnostic::on_unimplemented(
-    message = "a `#[saga_task]` function returns `Result<T, E>`, not `{Self}`",
-    label = "expected `Result<T, E>`",
-    note = "`E` is any error that converts into `StepError`"
-)]
-pub trait TaskResult {
-    /// `T`.
-    type Ok: Send + Sync + 'static;
-}
-
-impl<T: Send + Sync + 'static, E> TaskResult for Result<T, E> {
-    type Ok = T;
-}
-
 /// What a `#[saga_task]` function is, as a step of a saga on `C`:
 /// implemented by the function's twin type.
 #[diagnostic::on_unimplemented(
@@ -114,6 +98,37 @@ pub trait StepOf<C>: 'static {
     /// Attaches the attribute's compensation, if any.
     fn with_compensation(step: Step<C, Self::Output>) -> Step<C, Self::Output> {
         step
+    }
+
+    /// The step with its action and the attribute's compensation, named
+    /// by `saga!`, else by the attribute (or after the function).
+    ///
+    /// `saga!` calls this (and [`push`](Self::push)) as
+    /// `<K as StepOf<C>>::step`, never as a generic argument: a plain
+    /// function named there gives one error, "expected type, found
+    /// function", at the user's token.
+    fn step(dsl: &Dsl) -> Step<C, Self::Output> {
+        Self::with_compensation(Self::action(dsl.name.unwrap_or(Self::NAME)))
+    }
+
+    /// Applies the options, `saga!`'s over the attribute's, and adds the
+    /// step to `builder`.
+    fn push(builder: SagaBuilder<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> SagaBuilder<C>
+    where
+        C: 'static,
+    {
+        let mut step = step.retry(dsl.retry.or(Self::RETRY).policy());
+        if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
+            step = step.timeout(timeout);
+        }
+        for (key, value) in Self::METADATA.iter().chain(dsl.metadata) {
+            step = step.metadata(*key, *value);
+        }
+        if dsl.pivot || Self::PIVOT {
+            builder.pivot(step)
+        } else {
+            builder.step(step)
+        }
     }
 }
 
@@ -155,39 +170,6 @@ pub struct Dsl {
     pub metadata: &'static [(&'static str, &'static str)],
     /// `pivot` rather than `step`.
     pub pivot: bool,
-}
-
-/// The step's name: `saga!`'s, else the attribute's (or the function's).
-pub const fn name_of<C, K: StepOf<C>>(dsl_name: Option<&'static str>) -> &'static str {
-    match dsl_name {
-        Some(name) => name,
-        None => K::NAME,
-    }
-}
-
-/// The step of `K` with its action and the attribute's compensation.
-pub fn step_of<C, K: StepOf<C>>(dsl: &Dsl) -> Step<C, K::Output> {
-    K::with_compensation(K::action(name_of::<C, K>(dsl.name)))
-}
-
-/// Applies the options, `saga!`'s over the attribute's, and adds the step.
-pub fn push<C: 'static, K: StepOf<C>>(
-    builder: SagaBuilder<C>,
-    step: Step<C, K::Output>,
-    dsl: &Dsl,
-) -> SagaBuilder<C> {
-    let mut step = step.retry(dsl.retry.or(K::RETRY).policy());
-    if let Some(timeout) = dsl.timeout.or(K::TIMEOUT) {
-        step = step.timeout(timeout);
-    }
-    for (key, value) in K::METADATA.iter().chain(dsl.metadata) {
-        step = step.metadata(*key, *value);
-    }
-    if dsl.pivot || K::PIVOT {
-        builder.pivot(step)
-    } else {
-        builder.step(step)
-    }
 }
 
 /// Builds a saga whose every rule `saga!` checked at compile time.

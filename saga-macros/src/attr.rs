@@ -104,10 +104,13 @@ impl Parse for TaskArgs {
                     let pairs = pairs.into_iter().map(|p| (p.key, p.value)).collect();
                     set_once(&mut args.metadata, &key, (key.clone(), pairs))
                 }
-                _ => Err(syn::Error::new(
-                    key.span(),
-                    format!("unknown argument `{key}`; expected {ARGS}"),
-                )),
+                _ => {
+                    skip_value(input)?;
+                    Err(syn::Error::new(
+                        key.span(),
+                        format!("unknown argument `{key}`; expected {ARGS}"),
+                    ))
+                }
             };
             if let Err(e) = result {
                 match &mut errors {
@@ -125,6 +128,15 @@ impl Parse for TaskArgs {
             None => Ok(args),
         }
     }
+}
+
+/// Skips what follows an unknown argument (`= value` or `(..)`), so the
+/// error names the argument rather than the next token.
+fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
+    while !input.is_empty() && !input.peek(Token![,]) {
+        input.parse::<proc_macro2::TokenTree>()?;
+    }
+    Ok(())
 }
 
 fn parse_retry(input: ParseStream<'_>) -> syn::Result<RetryArgs> {

@@ -144,8 +144,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let p = private();
     let ident = &item.sig.ident;
     let ctx = &task.context;
-    let ret = &task.ret;
-    let ok = quote_spanned!(ret.span()=> <#ret as #p::TaskResult>::Ok);
+    let ok = &task.ok;
     let name = match &args.name {
         Some((_, lit)) => lit.value(),
         None => ident.unraw().to_string(),
@@ -287,10 +286,11 @@ pub fn saga_stub(context: Option<&Type>) -> TokenStream {
 /// `<K as StepOf<C>>`, spanned at the step's path: every mention of a
 /// step has the same span, so a step that is not a saga task gives one
 /// error, not one per mention.
-fn step_of(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+fn step_of(step: &StepDef, ctx: &TokenStream, item: &str) -> TokenStream {
     let path = &step.task;
     let p = private();
-    quote_spanned!(path.span()=> <#path as #p::StepOf<#ctx>>)
+    let item = Ident::new(item, path.span());
+    quote_spanned!(path.span()=> <#path as #p::StepOf<#ctx>>::#item)
 }
 
 fn dsl_name(step: &StepDef) -> Option<&LitStr> {
@@ -304,18 +304,15 @@ fn dsl_name(step: &StepDef) -> Option<&LitStr> {
 fn name_expr(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     match dsl_name(step) {
         Some(lit) => quote!(#lit),
-        None => {
-            let k = step_of(step, ctx);
-            quote!(#k::NAME)
-        }
+        None => step_of(step, ctx, "NAME"),
     }
 }
 
 /// Whether the step is a pivot, as a `const` expression.
 fn pivot_expr(step: &StepDef, ctx: &TokenStream) -> TokenStream {
-    let k = step_of(step, ctx);
+    let k_pivot = step_of(step, ctx, "PIVOT");
     let dsl = step.pivot;
-    quote!((#dsl || #k::PIVOT))
+    quote!((#dsl || #k_pivot))
 }
 
 fn path_text(path: &Path) -> String {
@@ -360,9 +357,6 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
 
 fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     let p = private();
-    let k = &step.task;
-    let k_span = k.span();
-    let k_of = step_of(step, ctx);
     let mut attempts = None;
     let mut backoff = None;
     let mut max_backoff = None;
@@ -386,13 +380,17 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     let metadata = metadata(meta);
     let pivot = step.pivot;
     let undo = step.undo.as_ref().map(|(_, undo)| {
-        let output = quote!(#k_of::Output);
+        let output = step_of(step, ctx, "Output");
         let undo = compensation(undo, ctx, &output);
         quote!(let __saga_step = #undo::attach(__saga_step);)
     });
-    let step_of_call = quote_spanned!(k_span=> #p::step_of::<#ctx, #k>(&__saga_dsl));
-    let push_call =
-        quote_spanned!(k_span=> #p::push::<#ctx, #k>(__saga_builder, __saga_step, &__saga_dsl));
+    // The whole calls carry the step's span, so that an error about the
+    // step points at it rather than at the whole macro.
+    let span = step.task.span();
+    let step_call = step_of(step, ctx, "step");
+    let step_call = quote_spanned!(span=> #step_call(&__saga_dsl));
+    let push_call = step_of(step, ctx, "push");
+    let push_call = quote_spanned!(span=> #push_call(__saga_builder, __saga_step, &__saga_dsl));
     quote! {{
         let __saga_dsl = #p::Dsl {
             name: #name,
@@ -401,7 +399,7 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
             metadata: #metadata,
             pivot: #pivot,
         };
-        let __saga_step = #step_of_call;
+        let __saga_step = #step_call;
         #undo
         #push_call
     }}
@@ -414,15 +412,15 @@ fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
     let p = private();
     let mut out = TokenStream::new();
     for (i, step) in steps.iter().enumerate() {
-        let k = step_of(step, ctx);
         let text = path_text(&step.task);
         if let Some((keyword, undo)) = &step.undo {
             let span = keyword.span().join(undo.span()).unwrap_or(keyword.span());
             let message = format!(
                 "step `{text}` already has a compensation from its `#[saga_task(compensate = ..)]`; give it in one place"
             );
+            let has_compensation = step_of(step, ctx, "HAS_COMPENSATION");
             out.extend(quote_spanned! {span=>
-                const _: () = ::core::assert!(!#k::HAS_COMPENSATION, #message);
+                const _: () = ::core::assert!(!#has_compensation, #message);
             });
         }
         if let Some(option) = step
@@ -433,8 +431,9 @@ fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
             let message = format!(
                 "`timeout` needs an `async fn` step, and `{text}` is sync: a sync step cannot be interrupted"
             );
+            let is_async = step_of(step, ctx, "IS_ASYNC");
             out.extend(quote_spanned! {option.keyword.span()=>
-                const _: () = ::core::assert!(#k::IS_ASYNC, #message);
+                const _: () = ::core::assert!(#is_async, #message);
             });
         }
         let earlier: Vec<TokenStream> = steps[..i].iter().map(|s| pivot_expr(s, ctx)).collect();
@@ -449,12 +448,13 @@ fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
             });
         }
         let has_undo = step.undo.is_some();
+        let has_compensation = step_of(step, ctx, "HAS_COMPENSATION");
         let message = format!(
             "step `{text}` has a compensation but is or follows the pivot; once the pivot succeeds the saga only goes forward"
         );
         out.extend(quote_spanned! {span=>
             const _: () = ::core::assert!(
-                !((#has_undo || #k::HAS_COMPENSATION) && (#this #(|| #earlier)*)),
+                !((#has_undo || #has_compensation) && (#this #(|| #earlier)*)),
                 #message
             );
         });

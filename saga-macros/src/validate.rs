@@ -43,11 +43,8 @@ pub struct TaskFn {
     pub info: bool,
     /// `T` of an `Option<&T>` parameter: the function is a compensation.
     pub output_param: Option<Type>,
-    /// The return type, `Result<T, E>` or an alias of it (the type system
-    /// checks that it is a `Result`).
-    pub ret: Type,
-    /// Whether `T` is written `()`.
-    pub unit_ok: bool,
+    /// `T` of `Result<T, E>`.
+    pub ok: Type,
     pub is_async: bool,
 }
 
@@ -60,7 +57,7 @@ impl TaskFn {
     /// Whether it can be a compensation: an output parameter, or none and
     /// returning `Result<(), E>` (a compensation of a step without output).
     pub fn is_compensation(&self) -> bool {
-        self.output_param.is_some() || self.unit_ok
+        self.output_param.is_some() || is_unit(&self.ok)
     }
 }
 
@@ -73,24 +70,24 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
     let mut errors = Errors::default();
     let sig = &item.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.error(
-            sig.generics.span(),
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
             "a `#[saga_task]` function cannot be generic: a saga names it as one step with one context type",
-        );
+        ));
     }
     let mut inputs = sig.inputs.iter();
     let mut context = None;
     match inputs.next() {
-        Some(FnArg::Receiver(receiver)) => errors.error(
-            receiver.span(),
+        Some(FnArg::Receiver(receiver)) => errors.push(syn::Error::new_spanned(
+            receiver,
             "`#[saga_task]` cannot take `self`: write a free function taking the saga's context first, as `ctx: &mut C` or `ctx: &C`",
-        ),
+        )),
         Some(FnArg::Typed(arg)) => match &*arg.ty {
             Type::Reference(r) if !is_step_info(&r.elem) => context = Some((*r.elem).clone()),
-            other => errors.error(
-                other.span(),
+            other => errors.push(syn::Error::new_spanned(
+                other,
                 "the first parameter of a `#[saga_task]` function is the saga's context, as `ctx: &mut C` or `ctx: &C`",
-            ),
+            )),
         },
         None => errors.error(
             sig.paren_token.span.join(),
@@ -103,7 +100,7 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
         let ty = match arg {
             FnArg::Typed(arg) => &*arg.ty,
             FnArg::Receiver(r) => {
-                errors.error(r.span(), "`#[saga_task]` cannot take `self`");
+                errors.push(syn::Error::new_spanned(r, "`#[saga_task]` cannot take `self`"));
                 continue;
             }
         };
@@ -122,36 +119,34 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
             && output_param.is_none()
             && r.mutability.is_none()
         {
-            errors.error(
-                ty.span(),
+            errors.push(syn::Error::new_spanned(
+                ty,
                 format!(
                     "a compensation receives its step's output as `Option<&T>`, not `&T`: `None` when the step's outcome is unknown (a timeout, a panic); write `Option<{}>`",
                     quote::quote!(#ty).to_string().replace("& ", "&")
                 ),
-            );
+            ));
         } else {
-            errors.error(ty.span(), format!("unexpected parameter: {SHAPES}"));
+            errors.push(syn::Error::new_spanned(ty, format!("unexpected parameter: {SHAPES}")));
         }
     }
-    let ret = match &sig.output {
-        ReturnType::Type(_, ty) if could_be_result(ty) => Some((**ty).clone()),
-        _ => None,
+    let ok = match &sig.output {
+        ReturnType::Type(_, ty) => result_ok(ty).cloned(),
+        ReturnType::Default => None,
     };
-    if ret.is_none() {
-        let span = match &sig.output {
-            ReturnType::Type(_, ty) => ty.span(),
-            ReturnType::Default => sig.paren_token.span.join(),
-        };
-        errors.error(span, NOT_RESULT);
+    if ok.is_none() {
+        match &sig.output {
+            ReturnType::Type(_, ty) => errors.push(syn::Error::new_spanned(ty, NOT_RESULT)),
+            ReturnType::Default => errors.error(sig.paren_token.span.join(), NOT_RESULT),
+        }
     }
     errors.finish()?;
-    match (context, ret) {
-        (Some(context), Some(ret)) => Ok(TaskFn {
+    match (context, ok) {
+        (Some(context), Some(ok)) => Ok(TaskFn {
             context,
             info,
             output_param,
-            unit_ok: first_generic(&ret).is_some_and(is_unit),
-            ret,
+            ok,
             is_async: sig.asyncness.is_some(),
         }),
         // Each `None` pushed an error above.
@@ -165,7 +160,7 @@ fn is_step_info(ty: &Type) -> bool {
         && p.path.segments.last().is_some_and(|s| s.ident == "StepInfo"))
 }
 
-const NOT_RESULT: &str = "a `#[saga_task]` function returns `Result<T, E>` (or an alias of it), with `E` any error that converts into `StepError`";
+const NOT_RESULT: &str = "a `#[saga_task]` function returns `Result<T, E>` (or an alias named `Result`), with `E` any error that converts into `StepError`";
 
 /// `T` of `Option<&T>`.
 fn option_ref(ty: &Type) -> Option<&Type> {
@@ -179,11 +174,14 @@ fn option_ref(ty: &Type) -> Option<&Type> {
     }
 }
 
-/// A path with generic arguments: `Result<T, E>`, `io::Result<T>`, an
-/// alias `R<T>`. Anything else (no return type, a tuple, `impl Trait`) is
-/// surely not a `Result`; an alias is left to the type system.
-fn could_be_result(ty: &Type) -> bool {
-    first_generic(ty).is_some()
+/// `T` of `Result<T, E>`, `io::Result<T>` or any alias named `Result`:
+/// what a macro can tell apart (the type system checks the rest).
+fn result_ok(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    if p.path.segments.last().is_none_or(|s| s.ident != "Result") {
+        return None;
+    }
+    first_generic(ty)
 }
 
 fn is_unit(ty: &Type) -> bool {

@@ -19,34 +19,36 @@ struct Duration;
 mod core {}
 mod std {}
 
-type R<T> = ::core::result::Result<T, StepError>;
+mod types {
+    pub type Result<T> = ::core::result::Result<T, saga_core::StepError>;
+}
 
 struct Shop {
     log: Vec<&'static str>,
 }
 
 #[saga_task(undo = release, retry(attempts = 2, backoff = "1ms"), metadata(team = "shop"))]
-fn reserve(shop: &mut Shop) -> R<u32> {
+fn reserve(shop: &mut Shop) -> types::Result<u32> {
     shop.log.push("reserve");
     ::core::result::Result::Ok(7)
 }
 
 #[saga_task]
-fn release(shop: &mut Shop, item: ::core::option::Option<&u32>) -> R<()> {
+fn release(shop: &mut Shop, item: ::core::option::Option<&u32>) -> types::Result<()> {
     let _ = item;
     shop.log.push("release");
     ::core::result::Result::Ok(())
 }
 
 #[saga_task(timeout = "1s")]
-async fn notify(shop: &mut Shop, info: &StepInfo<'_>) -> R<()> {
+async fn notify(shop: &mut Shop, info: &StepInfo<'_>) -> types::Result<()> {
     let _ = info.attempt();
     shop.log.push("notify");
     ::core::result::Result::Ok(())
 }
 
 #[saga_task(pivot)]
-fn ship(shop: &mut Shop) -> R<()> {
+fn ship(shop: &mut Shop) -> types::Result<()> {
     shop.log.push("ship");
     ::core::result::Result::Ok(())
 }
