@@ -113,10 +113,8 @@ fn builder_shop() -> Saga<Shop> {
         )
         .pivot(Step::new("ship", |s: &mut Shop, _: &StepInfo<'_>| ship(s)))
         .step(
-            Step::new("receipt", |s: &mut Shop, _: &StepInfo<'_>| {
-                send_receipt(s)
-            })
-            .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_millis(1))),
+            Step::new("receipt", |s: &mut Shop, _: &StepInfo<'_>| send_receipt(s))
+                .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_millis(1))),
         )
         .build()
         .unwrap()
@@ -132,7 +130,7 @@ struct Seen {
     stuck: bool,
 }
 
-fn seen<C>(effects: Vec<String>, result: Result<SagaReport, SagaError>) -> Seen {
+fn seen(effects: Vec<String>, result: Result<SagaReport, SagaError>) -> Seen {
     let (report, error, stuck) = match &result {
         Ok(report) => (report.clone(), None, false),
         Err(e) => (e.report().clone(), Some(e.to_string()), e.is_stuck()),
@@ -160,7 +158,7 @@ fn seen<C>(effects: Vec<String>, result: Result<SagaReport, SagaError>) -> Seen 
 fn run_shop(saga: &Saga<Shop>, start: &Shop) -> Seen {
     let mut shop = start.clone();
     let result = saga.run_blocking(&mut shop);
-    seen::<Shop>(shop.log, result)
+    seen(shop.log, result)
 }
 
 /// Runs both sagas on `start` and returns what they showed, after checking
@@ -200,7 +198,10 @@ fn sync_retry_then_success() {
         ..Shop::default()
     });
     assert_eq!(seen.status, ExecutionStatus::Completed);
-    assert_eq!(seen.steps[2], ("charge".into(), StepStatus::Succeeded, 3, 0));
+    assert_eq!(
+        seen.steps[2],
+        ("charge".into(), StepStatus::Succeeded, 3, 0)
+    );
 }
 
 #[test]
@@ -219,7 +220,10 @@ fn sync_failure_compensates_in_reverse() {
             "saga `order` failed at step `charge` and was rolled back (compensated: create_order)"
         )
     );
-    assert_eq!(statuses(&seen)[1], ("create_order", StepStatus::Compensated));
+    assert_eq!(
+        statuses(&seen)[1],
+        ("create_order", StepStatus::Compensated)
+    );
 }
 
 #[test]
@@ -228,7 +232,10 @@ fn sync_retries_exhausted() {
         busy: 10,
         ..Shop::default()
     });
-    assert_eq!(seen.steps[2].2, 3, "the saga's `retry 3` wins over the attribute's 5");
+    assert_eq!(
+        seen.steps[2].2, 3,
+        "the saga's `retry 3` wins over the attribute's 5"
+    );
     assert!(seen.error.is_some());
     assert!(!seen.stuck);
 }
@@ -319,7 +326,9 @@ fn macro_trip() -> Saga<Trip> {
 
 fn builder_trip() -> Saga<Trip> {
     Saga::builder("trip")
-        .step(Step::new("notify", |t: &mut Trip, _: &StepInfo<'_>| notify(t)))
+        .step(Step::new("notify", |t: &mut Trip, _: &StepInfo<'_>| {
+            notify(t)
+        }))
         .step(
             Step::new_async("book_flight", |t, i| Box::pin(book_flight(t, i)))
                 .compensate_async(|t, f, _| Box::pin(cancel_flight(t, f)))
@@ -337,21 +346,18 @@ fn builder_trip() -> Saga<Trip> {
 async fn run_trip(saga: &Saga<Trip>, start: &Trip) -> Seen {
     let mut trip = start.clone();
     let result = saga.run(&mut trip).await;
-    seen::<Trip>(trip.log, result)
+    seen(trip.log, result)
 }
 
 async fn trip_twins(start: Trip) -> Seen {
     let by_macro = run_trip(&macro_trip(), &start).await;
     let by_builder = run_trip(&builder_trip(), &start).await;
     assert_eq!(by_macro, by_builder);
-    // The blocking entry point drives the same saga the same way.
+    // The blocking entry point drives the same saga the same way (on a
+    // helper thread, since this runs inside a runtime).
     let mut trip = start.clone();
-    let blocking = seen::<Trip>(trip.log.clone(), macro_trip().run_blocking(&mut trip));
-    let blocking = Seen {
-        effects: trip.log,
-        ..blocking
-    };
-    assert_eq!(blocking, by_macro);
+    let result = macro_trip().run_blocking(&mut trip);
+    assert_eq!(seen(trip.log, result), by_macro);
     by_macro
 }
 
@@ -377,7 +383,10 @@ async fn async_timeout_then_retry() {
     })
     .await;
     assert_eq!(seen.status, ExecutionStatus::Completed);
-    assert_eq!(seen.effects, ["notify", "flight #1 hangs", "flight #2", "hotel"]);
+    assert_eq!(
+        seen.effects,
+        ["notify", "flight #1 hangs", "flight #2", "hotel"]
+    );
     assert_eq!(seen.steps[1].2, 2);
 }
 
@@ -394,7 +403,9 @@ async fn async_failure_compensates_with_the_output() {
     );
     assert_eq!(
         seen.error.as_deref(),
-        Some("saga `trip` failed at step `book_hotel` and was rolled back (compensated: book_flight)")
+        Some(
+            "saga `trip` failed at step `book_hotel` and was rolled back (compensated: book_flight)"
+        )
     );
 }
 
@@ -409,7 +420,12 @@ async fn async_unknown_outcome_compensates_with_none() {
     // compensation is told it does not know what was booked.
     assert_eq!(
         seen.effects,
-        ["notify", "flight #1 hangs", "flight #2 hangs", "cancel flight None"]
+        [
+            "notify",
+            "flight #1 hangs",
+            "flight #2 hangs",
+            "cancel flight None"
+        ]
     );
     assert_eq!(statuses(&seen)[1], ("book_flight", StepStatus::Compensated));
     assert!(seen.error.is_some());

@@ -100,7 +100,10 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
         let ty = match arg {
             FnArg::Typed(arg) => &*arg.ty,
             FnArg::Receiver(r) => {
-                errors.push(syn::Error::new_spanned(r, "`#[saga_task]` cannot take `self`"));
+                errors.push(syn::Error::new_spanned(
+                    r,
+                    "`#[saga_task]` cannot take `self`",
+                ));
                 continue;
             }
         };
@@ -127,7 +130,10 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
                 ),
             ));
         } else {
-            errors.push(syn::Error::new_spanned(ty, format!("unexpected parameter: {SHAPES}")));
+            errors.push(syn::Error::new_spanned(
+                ty,
+                format!("unexpected parameter: {SHAPES}"),
+            ));
         }
     }
     let ok = match &sig.output {
