@@ -274,9 +274,10 @@ async fn forward<C>(env: &Env<'_, C>, state: &mut State, ctx: &mut C) -> Result<
                     error,
                 });
             }
-            if error.error().is::<Interrupted>() && env.cancel_requested() {
-                // Dropped mid-flight by the run's cancellation: compensated
-                // with the others.
+            if env.cancel_requested() {
+                // Dropped mid-flight by the run's cancellation (then
+                // compensated with the others), or its retries stopped by
+                // it: the run ends cancelled either way.
                 return Err(Stop::Cancelled);
             }
             return Err(Stop::Failed { index, error });
