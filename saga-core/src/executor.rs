@@ -19,7 +19,7 @@ use crate::observer::{RunInfo, SagaEvent, SagaObserver};
 use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::saga::{RunOptions, SagaInner};
-use crate::step::{Action, Output, StepDef, StepInfo, Undo};
+use crate::step::{Action, Output, StepDef, StepInfo, StepKind, Undo};
 
 static SYSTEM_CLOCK: SystemClock = SystemClock;
 
@@ -161,8 +161,10 @@ impl<'r, C> Execution<'r, C> {
                     if pivot_done || (step.pivot && unknown) {
                         return Err(Stop::Stuck { index, error });
                     }
-                    if error.error().is::<crate::error::Interrupted>() {
-                        // Dropped mid-flight: compensated with the others.
+                    if error.error().is::<crate::error::Interrupted>() || self.cancel_requested() {
+                        // Dropped mid-flight, or its retries stopped by the
+                        // cancel: compensated with the others if it may
+                        // have taken effect.
                         return Err(Stop::Cancelled { index: index + 1 });
                     }
                     return Err(Stop::Failed { index, error });
@@ -223,7 +225,11 @@ impl<'r, C> Execution<'r, C> {
                     // predicate says: giving up there means stuck.
                     let qualifies =
                         step.retry.retries(&error) || (step.pivot && error.is_outcome_unknown());
-                    let cancelled_before_pivot = droppable && self.cancel_requested();
+                    // Between attempts nothing is in flight: a cancel stops
+                    // the retries of any step before the pivot.
+                    let before_pivot =
+                        matches!(step.kind, StepKind::Compensable | StepKind::NoUndo);
+                    let cancelled_before_pivot = before_pivot && self.cancel_requested();
                     let retry_in = (attempt < step.retry.max_attempts()
                         && qualifies
                         && !interrupted
