@@ -430,3 +430,122 @@ async fn async_unknown_outcome_compensates_with_none() {
     assert_eq!(statuses(&seen)[1], ("book_flight", StepStatus::Compensated));
     assert!(seen.error.is_some());
 }
+
+// ------------------------------------------------------------- options ----
+
+#[derive(Default, Clone)]
+struct Counter {
+    log: Vec<String>,
+    /// `flaky` fails with this message this many times first.
+    failures: Vec<&'static str>,
+}
+
+fn is_transient(e: &StepError) -> bool {
+    e.to_string().starts_with("transient")
+}
+
+#[saga_task(metadata(owner = "attr", tier = "1"))]
+fn tick(c: &mut Counter, info: &StepInfo<'_>) -> Result<(), StepError> {
+    c.log.push(format!("tick {}", info.step()));
+    Ok(())
+}
+
+#[saga_task(retry(attempts = 9, on = is_transient))]
+fn flaky(c: &mut Counter, info: &StepInfo<'_>) -> Result<usize, StepError> {
+    c.log.push(format!("flaky #{}", info.attempt()));
+    if c.failures.is_empty() {
+        return Ok(c.log.len());
+    }
+    // Not retryable-marked: only the predicate can retry it.
+    Err(c.failures.remove(0).into())
+}
+
+#[saga_task]
+fn peek(c: &Counter) -> Result<usize, StepError> {
+    Ok(c.log.len())
+}
+
+fn macro_options() -> Saga<Counter> {
+    saga! {
+        name: "options",
+        context: Counter,
+        step tick;
+        step tick, name "tick_again", metadata(owner = "saga");
+        step flaky, retry forever, backoff 1ms, max_backoff 2ms;
+        step peek;
+    }
+}
+
+fn builder_options() -> Saga<Counter> {
+    Saga::builder("options")
+        .step(
+            Step::new("tick", |c: &mut Counter, i: &StepInfo<'_>| tick(c, i))
+                .metadata("owner", "attr")
+                .metadata("tier", "1"),
+        )
+        .step(
+            Step::new("tick_again", |c: &mut Counter, i: &StepInfo<'_>| tick(c, i))
+                .metadata("owner", "saga")
+                .metadata("tier", "1"),
+        )
+        .step(
+            Step::new("flaky", |c: &mut Counter, i: &StepInfo<'_>| flaky(c, i)).retry(
+                RetryPolicy::forever()
+                    .with_backoff(Duration::from_millis(1))
+                    .with_max_backoff(Duration::from_millis(2))
+                    .retry_if(is_transient),
+            ),
+        )
+        .step(Step::new("peek", |c: &mut Counter, _: &StepInfo<'_>| {
+            peek(c)
+        }))
+        .build()
+        .unwrap()
+}
+
+fn option_twins(start: Counter) -> Seen {
+    let run = |saga: Saga<Counter>| {
+        let mut c = start.clone();
+        let result = saga.run_blocking(&mut c);
+        seen(c.log, result)
+    };
+    let by_macro = run(macro_options());
+    assert_eq!(by_macro, run(builder_options()));
+    by_macro
+}
+
+#[test]
+fn options_shape_names_and_metadata() {
+    let shape = macro_options().shape();
+    assert_eq!(shape, builder_options().shape());
+    let names: Vec<&str> = shape.iter().map(|s| &*s.name).collect();
+    assert_eq!(names, ["tick", "tick_again", "flaky", "peek"]);
+    // The saga's `owner` replaces the attribute's; `tier` stays.
+    assert_eq!(shape[1].metadata["owner"], "saga");
+    assert_eq!(shape[1].metadata["tier"], "1");
+    assert_eq!(shape[0].metadata["owner"], "attr");
+}
+
+#[test]
+fn retry_forever_with_the_attribute_predicate() {
+    let seen = option_twins(Counter {
+        failures: vec!["transient 1", "transient 2", "transient 3", "transient 4"],
+        ..Counter::default()
+    });
+    assert_eq!(seen.status, ExecutionStatus::Completed);
+    assert_eq!(seen.steps[2].2, 5);
+    assert_eq!(seen.effects[..2], ["tick tick", "tick tick_again"]);
+}
+
+#[test]
+fn the_predicate_stops_retries() {
+    let seen = option_twins(Counter {
+        failures: vec!["transient", "fatal", "transient"],
+        ..Counter::default()
+    });
+    assert_eq!(seen.steps[2].2, 2);
+    assert_eq!(
+        seen.error.as_deref(),
+        Some("saga `options` failed at step `flaky` and was rolled back (nothing to compensate)")
+    );
+}

@@ -95,6 +95,18 @@ pub struct Dur {
     pub span: Span,
 }
 
+impl SagaDef {
+    /// Every step in order (a `parallel` block would yield its members).
+    pub fn steps(&self) -> Vec<&StepDef> {
+        self.entries
+            .iter()
+            .map(|e| match e {
+                Entry::Step(s) => s,
+            })
+            .collect()
+    }
+}
+
 impl Parse for SagaDef {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let span = input.span();

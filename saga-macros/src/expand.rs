@@ -7,7 +7,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, LitStr, Path, Type};
 
-use crate::ast::{Attempts, Dur, Entry, OptionValue, SagaDef, StepDef};
+use crate::ast::{Attempts, Dur, OptionValue, SagaDef, StepDef};
 use crate::attr::{RetryArgs, TaskArgs};
 use crate::validate::TaskFn;
 
@@ -147,7 +147,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let ok = &task.ok;
     let name = match &args.name {
         Some((_, lit)) => lit.value(),
-        None => ident.unraw().to_string(),
+        None => syn::ext::IdentExt::unraw(ident).to_string(),
     };
     let is_async = task.is_async;
     let pivot = args.pivot.is_some();
@@ -223,7 +223,7 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
     let p = private();
     let ident = &item.sig.ident;
     let vis = &item.vis;
-    let name = ident.unraw().to_string();
+    let name = syn::ext::IdentExt::unraw(ident).to_string();
     let has_self = matches!(item.sig.inputs.first(), Some(syn::FnArg::Receiver(_)));
     if has_self {
         // Likely inside an `impl` block, where a struct cannot go.
@@ -255,16 +255,6 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
                 step
             }
         }
-    }
-}
-
-trait Unraw {
-    fn unraw(&self) -> Ident;
-}
-
-impl Unraw for Ident {
-    fn unraw(&self) -> Ident {
-        syn::ext::IdentExt::unraw(self)
     }
 }
 
@@ -338,13 +328,7 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     let p = private();
     let ctx = context_of(saga);
     let name = saga.name.as_ref().map(LitStr::value).unwrap_or_default();
-    let steps: Vec<&StepDef> = saga
-        .entries
-        .iter()
-        .map(|e| match e {
-            Entry::Step(s) => s,
-        })
-        .collect();
+    let steps = saga.steps();
     let checks = checks(&steps, &ctx);
     let pushes = steps.iter().map(|step| push(step, &ctx));
     quote! {{

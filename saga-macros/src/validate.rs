@@ -11,7 +11,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
 
-use crate::ast::{Attempts, Entry, OptionValue, SagaDef, StepDef};
+use crate::ast::{Attempts, OptionValue, SagaDef, StepDef};
 use crate::attr::TaskArgs;
 
 /// Collects errors; `finish` combines them into one.
@@ -219,8 +219,9 @@ pub fn check_task_args(args: &TaskArgs, task: &TaskFn) -> syn::Result<()> {
         }
         return errors.finish();
     }
-    if let (Some(pivot), Some((keyword, _))) = (&args.pivot, &args.compensate) {
-        let _ = pivot;
+    if args.pivot.is_some()
+        && let Some((keyword, _)) = &args.compensate
+    {
         errors.error(
             keyword.span(),
             "the pivot has no compensation: it is the point of no return; drop `pivot` or the compensation",
@@ -265,13 +266,7 @@ pub fn check_saga(saga: &SagaDef) -> syn::Result<()> {
     let mut errors = Errors::default();
     check_has_steps(saga, &mut errors);
     check_has_name(saga, &mut errors);
-    let steps: Vec<&StepDef> = saga
-        .entries
-        .iter()
-        .map(|e| match e {
-            Entry::Step(s) => s,
-        })
-        .collect();
+    let steps = saga.steps();
     check_unique_names(&steps, &mut errors);
     check_one_pivot(&steps, &mut errors);
     check_no_compensation_from_pivot(&steps, &mut errors);
