@@ -1,9 +1,10 @@
 //! User code that shadows the prelude and common names still compiles:
 //! the expansions name std and the runtime by absolute paths.
 
+#![deny(warnings)]
 #![allow(dead_code, non_camel_case_types)]
 
-use saga_core::{saga, saga_task, StepError, StepInfo};
+use saga_core::{saga, saga_task, StepInfo};
 
 struct Result;
 struct Ok;
