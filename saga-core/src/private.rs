@@ -66,6 +66,22 @@ impl RetrySpec {
     }
 }
 
+/// Converts a `#[saga_task]` function's result. The expansion calls it
+/// spanned at the function's error type, so that an error type `StepError`
+/// cannot be made from is reported there, once.
+pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, StepError> {
+    result.map_err(Into::into)
+}
+
+/// [`step_result`] for an async function's boxed future; boxing before
+/// converting keeps rustc's "future returned by `f` is not `Send`" message
+/// when the function's future is not `Send`.
+pub fn step_future<'a, T: 'a, E: Into<StepError> + 'a>(
+    future: BoxFuture<'a, Result<T, E>>,
+) -> BoxFuture<'a, Result<T, StepError>> {
+    Box::pin(async move { future.await.map_err(Into::into) })
+}
+
 /// What a `#[saga_task]` function is, as a step of a saga on `C`:
 /// implemented by the function's twin type.
 #[diagnostic::on_unimplemented(

@@ -16,8 +16,8 @@ fn private() -> TokenStream {
 }
 
 fn duration(d: &Dur) -> TokenStream {
-    let nanos = d.value.as_nanos() as u64;
-    quote_spanned!(d.span=> ::core::time::Duration::from_nanos(#nanos))
+    let (secs, nanos) = (d.value.as_secs(), d.value.subsec_nanos());
+    quote_spanned!(d.span=> ::core::time::Duration::new(#secs, #nanos))
 }
 
 fn some_or_none<T>(value: Option<T>, f: impl FnOnce(T) -> TokenStream) -> TokenStream {
@@ -81,10 +81,25 @@ fn call(item: &ItemFn, task: &TaskFn, output: bool) -> TokenStream {
     let output = output.then(|| quote!(__saga_output,));
     let info = task.info.then(|| quote!(__saga_info));
     let call = quote!(#ident(__saga_ctx, #output #info));
+    // The error converts at the error type, so that a wrong one is
+    // reported there, once (see `step_result`); every token of the path
+    // carries that span.
     if task.is_async {
-        quote_spanned!(item.sig.span()=> ::std::boxed::Box::pin(#call))
+        let convert = quote_spanned! {task.error_span=>
+            ::saga_core::__private::step_future(__saga_future)
+        };
+        let boxed = quote_spanned!(item.sig.span()=> ::std::boxed::Box::pin(#call));
+        quote!({
+            let __saga_future: ::saga_core::__private::BoxFuture<'_, _> = #boxed;
+            #convert
+        })
     } else {
-        call
+        let convert = quote_spanned!(task.error_span=> ::saga_core::__private::step_result);
+        let result = quote_spanned!(task.error_span=> #convert(__saga_result));
+        quote!({
+            let __saga_result = #call;
+            #result
+        })
     }
 }
 

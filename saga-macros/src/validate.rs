@@ -45,6 +45,9 @@ pub struct TaskFn {
     pub output_param: Option<Type>,
     /// `T` of `Result<T, E>`.
     pub ok: Type,
+    /// Where the error type is written (`E` of `Result<T, E>`, else the
+    /// return type).
+    pub error_span: proc_macro2::Span,
     pub is_async: bool,
 }
 
@@ -153,11 +156,34 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
             info,
             output_param,
             ok,
+            error_span: error_span(&sig.output),
             is_async: sig.asyncness.is_some(),
         }),
         // Each `None` pushed an error above.
         _ => Err(syn::Error::new(sig.ident.span(), SHAPES)),
     }
+}
+
+fn error_span(output: &ReturnType) -> Span {
+    let ReturnType::Type(_, ty) = output else {
+        return output.span();
+    };
+    let Type::Path(p) = &**ty else {
+        return ty.span();
+    };
+    let error = p
+        .path
+        .segments
+        .last()
+        .and_then(|last| match &last.arguments {
+            PathArguments::AngleBracketed(args) => args
+                .args
+                .iter()
+                .filter(|a| matches!(a, GenericArgument::Type(_)))
+                .nth(1),
+            _ => None,
+        });
+    error.map_or_else(|| ty.span(), Spanned::span)
 }
 
 /// `StepInfo` or `StepInfo<'_>` (any path ending so).
