@@ -87,7 +87,7 @@ pub fn step_future<'a, T: 'a, E: Into<StepError> + 'a>(
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a step of a saga whose context is `{C}`",
     label = "not a `#[saga_task]` function taking `&mut {C}` or `&{C}`",
-    note = "`saga!` takes functions annotated with `#[saga_task]` whose first parameter is the saga's context",
+    note = "`saga!` takes functions annotated with `#[saga_task]` whose first parameter is the saga's context (its `context: ..`, by default `saga_core::Context`)",
     note = "a compensation (a function taking `Option<&T>`) is not a step: name it after its step, as `step create_order => undo cancel_order`",
     note = "a `Task` or `AsyncTask` type is added with `SagaBuilder::task` or `SagaBuilder::async_task`"
 )]
