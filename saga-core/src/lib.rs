@@ -65,6 +65,7 @@ mod policy;
 mod report;
 mod saga;
 mod step;
+pub mod store;
 
 pub use cancel::CancellationToken;
 pub use context::Context;
