@@ -343,6 +343,14 @@ pub enum StoreError {
         /// Why.
         detail: String,
     },
+    /// A context or output could not be encoded for the log.
+    #[error("{what} could not be encoded as JSON: {detail}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The encoder's error.
+        detail: String,
+    },
     /// The database reported an error.
     #[error("{store}: {what} failed")]
     Backend {
