@@ -277,7 +277,7 @@ impl SagaStore for MemoryStore {
         let doomed: Vec<ExecutionId> = inner
             .executions
             .values()
-            .filter(|s| super::purgeable(s.record.status) && s.record.updated_at_ms < before_ms)
+            .filter(|s| super::purgeable(s.record.status) && s.record.updated_at_ms <= before_ms)
             .map(|s| s.record.id.clone())
             .collect();
         for id in &doomed {

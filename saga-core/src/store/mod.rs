@@ -462,8 +462,8 @@ pub trait SagaStore: Send + Sync + 'static {
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>>;
 
     /// Deletes finished executions (and their logs and leases) last written
-    /// before `before_ms`, except stuck ones, which wait for an operator (milliseconds since the Unix epoch); returns how
-    /// many.
+    /// at or before `before_ms` (milliseconds since the Unix epoch), except
+    /// stuck ones, which wait for an operator; returns how many.
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
 }
 

@@ -1164,7 +1164,7 @@ impl SagaStore for SqliteStore {
             let err = db(path, "purging executions");
             let doomed = "SELECT id FROM executions
                 WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
-                  AND updated_at < ?1";
+                  AND updated_at <= ?1";
             conn.execute(
                 &format!("DELETE FROM events WHERE execution_id IN ({doomed})"),
                 [before_ms],
@@ -1179,7 +1179,7 @@ impl SagaStore for SqliteStore {
                 .execute(
                     "DELETE FROM executions
                      WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
-                       AND updated_at < ?1",
+                       AND updated_at <= ?1",
                     [before_ms],
                 )
                 .map_err(&err)?;
