@@ -74,7 +74,7 @@ async fn one_definition_runs_from_100_tasks_without_cross_talk() {
                 Box::pin(async move {
                     tokio::task::yield_now().await;
                     // Every third order fails and rolls back.
-                    if o.n % 3 == 0 {
+                    if o.n.is_multiple_of(3) {
                         Err(StepError::new(format!("no courier for {}", o.n)))
                     } else {
                         o.effects.push(format!("do ship for {}", o.n));
@@ -114,7 +114,7 @@ async fn one_definition_runs_from_100_tasks_without_cross_talk() {
     let mut ids = HashSet::new();
     for (order, result) in results {
         let n = order.n;
-        let expected: Vec<String> = if n % 3 == 0 {
+        let expected: Vec<String> = if n.is_multiple_of(3) {
             vec![
                 format!("do reserve for {n}"),
                 format!("do charge for {n}"),
@@ -143,7 +143,7 @@ async fn one_definition_runs_from_100_tasks_without_cross_talk() {
                 err.report()
             }
         };
-        let status = if n % 3 == 0 {
+        let status = if n.is_multiple_of(3) {
             ExecutionStatus::Compensated
         } else {
             ExecutionStatus::Completed

@@ -21,13 +21,13 @@ use saga_core::{
     SagaError, Step, StepError, StepInfo, StepStatus, StuckPhase,
 };
 
-/// 1. The README example did not run.
+/// Pitfall 1: The README example did not run.
 #[test]
 fn pitfall_01_readme_example_runs() {
     order_saga::main().expect("the example runs and behaves as it says");
 }
 
-/// 2. Two failure channels: one error type rolled back, another was
+/// Pitfall 2: Two failure channels: one error type rolled back, another was
 /// swallowed and the saga reported success. Here every way a step can fail
 /// goes through the one channel: the rollback, then `Err`.
 #[test]
@@ -103,7 +103,7 @@ fn pitfall_02_single_failure_channel() {
     }
 }
 
-/// 3. A step could be compensated twice (by itself, then by the rollback).
+/// Pitfall 3: A step could be compensated twice (by itself, then by the rollback).
 /// Here each compensation takes effect once: the failed step is never
 /// compensated, an unknown one once, and a compensation retried after a
 /// lost answer is absorbed by its idempotency key.
@@ -176,7 +176,7 @@ fn pitfall_03_never_compensated_twice() {
     assert!(!rec.effects.iter().any(|e| e.starts_with("undo b")));
 }
 
-/// 4. A failing task without a compensation crashed the framework and
+/// Pitfall 4: A failing task without a compensation crashed the framework and
 /// nothing was rolled back.
 #[test]
 fn pitfall_04_failing_step_without_compensation_rolls_back_the_rest() {
@@ -219,7 +219,7 @@ impl std::fmt::Display for Handmade {
 
 impl std::error::Error for Handmade {}
 
-/// 5. An error type the framework did not expect skipped the rollback.
+/// Pitfall 5: An error type the framework did not expect skipped the rollback.
 /// Here any error type rolls back, and comes back as itself.
 #[test]
 fn pitfall_05_any_error_type_rolls_back() {
@@ -272,7 +272,7 @@ fn pitfall_05_any_error_type_rolls_back() {
     ));
 }
 
-/// 6. One failing compensation aborted the rest of the rollback, and
+/// Pitfall 6: One failing compensation aborted the rest of the rollback, and
 /// compensation failures never reached the caller. Here the caller gets a
 /// `Stuck` error carrying the compensation's own error and what remains;
 /// with `continue_on_compensation_failure` the rest of the rollback runs.
@@ -326,7 +326,7 @@ fn pitfall_06_failing_compensation_reaches_the_caller() {
     assert_eq!(user_error::<Handmade>(&err).code, 503);
 }
 
-/// 7. A saga object was single-use: running it again compensated earlier
+/// Pitfall 7: A saga object was single-use: running it again compensated earlier
 /// runs' steps too. Here one definition runs many times, each run on its
 /// own state.
 #[test]
@@ -347,7 +347,7 @@ fn pitfall_07_definition_reusable() {
             }),
         )
         .step(Step::new("b", |r: &mut Run, _: &StepInfo<'_>| {
-            if r.n % 2 == 0 {
+            if r.n.is_multiple_of(2) {
                 Err("even runs fail")
             } else {
                 r.effects.push(format!("do b{}", r.n));
@@ -377,7 +377,7 @@ fn pitfall_07_definition_reusable() {
     );
 }
 
-/// 8. Importing the original replaced the process's log handlers. Here the
+/// Pitfall 8: Importing the original replaced the process's log handlers. Here the
 /// library never installs a logger nor raises the log level: after runs
 /// that log at every level, the process can still install its own. (That
 /// the error text is logged is in `test_observer_logging.rs`.)
@@ -411,7 +411,7 @@ fn pitfall_08_the_library_installs_no_logger() {
     );
 }
 
-/// 9. A task name containing `{` turned a failure into a format error with
+/// Pitfall 9: A task name containing `{` turned a failure into a format error with
 /// no rollback.
 #[test]
 fn pitfall_09_braces_in_names() {
@@ -438,7 +438,7 @@ fn pitfall_09_braces_in_names() {
     assert!(saga.to_mermaid().contains(r#"s1["{b} {{"]"#));
 }
 
-/// 10. A failed task stayed "in progress", there was no "compensated"
+/// Pitfall 10: A failed task stayed "in progress", there was no "compensated"
 /// status, and timing used the wall clock. Here no run ends with a step
 /// still running or compensating, every end has its status, and durations
 /// come from the run's monotonic clock (here a virtual one: minutes of
@@ -550,7 +550,7 @@ fn pitfall_10_statuses_and_monotonic_timing() {
     assert!(ends.iter().all(|e| e.report().status.is_finished()));
 }
 
-/// 12. An async task was marked completed without ever running.
+/// Pitfall 12: An async task was marked completed without ever running.
 #[test]
 fn pitfall_12_async_step_really_runs() {
     let polled = Arc::new(Mutex::new(0_u32));
