@@ -41,6 +41,16 @@ fn no_steps() {
 }
 
 #[test]
+fn empty_saga_name() {
+    let err = build(Saga::builder("").step(ok("a")));
+    assert_eq!(err, BuildError::EmptySagaName);
+    assert_eq!(
+        err.to_string(),
+        "a saga needs a name: `Saga::builder` was given an empty one"
+    );
+}
+
+#[test]
 fn empty_step_name() {
     let err = build(Saga::builder("s").step(ok("a")).step(ok("")));
     assert_eq!(err, BuildError::EmptyName { saga: "s".into() });
