@@ -424,3 +424,21 @@ fn a_timed_out_step_in_run_blocking_is_compensated_too() {
     );
     assert!(user_error::<Timeout>(&err).after == ms(20));
 }
+
+#[test]
+fn panic_in_a_retry_predicate_means_no_retry_and_the_rollback_still_runs() {
+    let saga = Saga::builder("p")
+        .step(compensable("a"))
+        .step(
+            failing("b", unavailable)
+                .retry(exact(3).retry_if(|_: &StepError| panic!("predicate bug"))),
+        )
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(rec.effects, ["do a", "try b#1", "undo a with a-out"]);
+    assert!(matches!(err, SagaError::Compensated { .. }));
+    assert_eq!(user_error::<PaymentError>(&err), &PaymentError::Unavailable);
+}
