@@ -978,7 +978,16 @@ impl<C> Env<'_, C> {
         };
         crate::logging::log_event(&run, event, || self.clock.now() - self.started);
         for observer in self.saga.observers.iter().chain(self.run_observers) {
-            observer.on_event(&run, event);
+            // An observer is user code: its panic must not tear down the
+            // run (and leave compensations undone), nor silence the others.
+            if catch_unwind(AssertUnwindSafe(|| observer.on_event(&run, event))).is_err() {
+                log::error!(
+                    target: crate::logging::TARGET,
+                    "observer panicked, event dropped for it saga={} execution={}",
+                    run.saga,
+                    run.execution_id
+                );
+            }
         }
     }
 }
