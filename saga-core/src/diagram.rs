@@ -7,9 +7,10 @@ use crate::step::StepKind;
 
 impl<C> Saga<C> {
     /// The definition as a Mermaid flowchart: steps in order (the pivot as
-    /// a hexagon, steps with nothing to undo in rounded boxes), and each
-    /// compensation as a dashed edge to an `undo` node, the undo nodes
-    /// chained in rollback order.
+    /// a hexagon, steps with nothing to undo in rounded boxes), parallel
+    /// groups between a `fork` and a `join`, and each compensation as a
+    /// dashed edge to an `undo` node, the undo nodes chained in rollback
+    /// order.
     ///
     /// ```
     /// use saga_core::{Saga, Step, StepError, StepInfo};
@@ -41,49 +42,124 @@ fn label(step: &StepShape) -> String {
     }
 }
 
-/// A Mermaid flowchart of a saga's steps.
-pub fn mermaid(name: &str, steps: &[StepShape]) -> String {
-    let q = |s: &str| s.replace('"', "#quot;");
-    let mut out = String::new();
-    let _ = writeln!(out, "---\ntitle: \"saga {}\"\n---\nflowchart TD", q(name));
-    let _ = writeln!(out, "    start((start))");
-    let mut previous = "start".to_owned();
+/// The steps as nodes of execution: runs of branches of one group
+/// together, other steps alone. Yields (group number, step indexes).
+fn nodes(steps: &[StepShape]) -> Vec<(Option<usize>, Vec<usize>)> {
+    let mut nodes: Vec<(Option<usize>, Vec<usize>)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let text = q(&label(step));
-        let node = match step.kind {
-            StepKind::Pivot => format!("s{i}{{{{\"{text}\"}}}}"),
-            StepKind::NoUndo => format!("s{i}(\"{text}\")"),
-            _ => format!("s{i}[\"{text}\"]"),
-        };
-        let _ = writeln!(out, "    {previous} --> {node}");
-        previous = format!("s{i}");
-    }
-    let _ = writeln!(out, "    {previous} --> done((done))");
-    let mut undo_chain: Option<usize> = None;
-    for (i, step) in steps.iter().enumerate() {
-        if step.kind == StepKind::Compensable {
-            let _ = writeln!(
-                out,
-                "    s{i} -. on failure .-> u{i}[\"undo {}\"]",
-                q(&step.name)
-            );
-            if let Some(prev) = undo_chain {
-                let _ = writeln!(out, "    u{i} -.-> u{prev}");
-            }
-            undo_chain = Some(i);
+        match (nodes.last_mut(), step.group) {
+            (Some((Some(g), members)), Some(group)) if *g == group => members.push(i),
+            _ => nodes.push((step.group, vec![i])),
         }
     }
-    out
+    nodes
 }
 
-/// A Graphviz DOT digraph of a saga's steps.
-pub fn dot(name: &str, steps: &[StepShape]) -> String {
-    let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut out = String::new();
-    let _ = writeln!(out, "digraph \"{}\" {{\n    rankdir=TB;", q(name));
-    let _ = writeln!(out, "    start [shape=circle, label=\"start\"];");
-    let mut previous = "start".to_owned();
-    for (i, step) in steps.iter().enumerate() {
+/// Writes a diagram through `Syntax`: forward edges through forks and
+/// joins, then compensation edges layer by layer in rollback order.
+fn render(steps: &[StepShape], syntax: &dyn Syntax, out: &mut String) {
+    let mut previous = vec!["start".to_owned()];
+    for (group, members) in nodes(steps) {
+        let heads: Vec<String> = members.iter().map(|&i| format!("s{i}")).collect();
+        for &i in &members {
+            syntax.step(out, i, &steps[i]);
+        }
+        match group {
+            Some(g) => {
+                syntax.junction(out, &format!("fork{g}"), "fork");
+                syntax.junction(out, &format!("join{g}"), "join");
+                for p in &previous {
+                    syntax.edge(out, p, &format!("fork{g}"));
+                }
+                for head in &heads {
+                    syntax.edge(out, &format!("fork{g}"), head);
+                    syntax.edge(out, head, &format!("join{g}"));
+                }
+                previous = vec![format!("join{g}")];
+            }
+            None => {
+                for p in &previous {
+                    syntax.edge(out, p, &heads[0]);
+                }
+                previous = heads;
+            }
+        }
+    }
+    for p in &previous {
+        syntax.edge(out, p, "done");
+    }
+    let mut layer: Vec<usize> = Vec::new();
+    for (_, members) in nodes(steps) {
+        let undone: Vec<usize> = members
+            .into_iter()
+            .filter(|&i| steps[i].kind == StepKind::Compensable)
+            .collect();
+        if undone.is_empty() {
+            continue;
+        }
+        for &i in &undone {
+            syntax.undo(out, i, &steps[i].name);
+            for &earlier in &layer {
+                syntax.rollback_edge(out, i, earlier);
+            }
+        }
+        layer = undone;
+    }
+}
+
+trait Syntax {
+    fn step(&self, out: &mut String, i: usize, step: &StepShape);
+    fn junction(&self, out: &mut String, id: &str, text: &str);
+    fn edge(&self, out: &mut String, from: &str, to: &str);
+    fn undo(&self, out: &mut String, i: usize, name: &str);
+    fn rollback_edge(&self, out: &mut String, from: usize, to: usize);
+}
+
+struct Mermaid;
+
+fn mermaid_text(s: &str) -> String {
+    s.replace('"', "#quot;")
+}
+
+impl Syntax for Mermaid {
+    fn step(&self, out: &mut String, i: usize, step: &StepShape) {
+        let text = mermaid_text(&label(step));
+        let _ = match step.kind {
+            StepKind::Pivot => writeln!(out, "    s{i}{{{{\"{text}\"}}}}"),
+            StepKind::NoUndo => writeln!(out, "    s{i}(\"{text}\")"),
+            _ => writeln!(out, "    s{i}[\"{text}\"]"),
+        };
+    }
+
+    fn junction(&self, out: &mut String, id: &str, text: &str) {
+        let _ = writeln!(out, "    {id}{{\"{text}\"}}");
+    }
+
+    fn edge(&self, out: &mut String, from: &str, to: &str) {
+        let _ = writeln!(out, "    {from} --> {to}");
+    }
+
+    fn undo(&self, out: &mut String, i: usize, name: &str) {
+        let _ = writeln!(
+            out,
+            "    s{i} -. on failure .-> u{i}[\"undo {}\"]",
+            mermaid_text(name)
+        );
+    }
+
+    fn rollback_edge(&self, out: &mut String, from: usize, to: usize) {
+        let _ = writeln!(out, "    u{from} -.-> u{to}");
+    }
+}
+
+struct Dot;
+
+fn dot_text(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+impl Syntax for Dot {
+    fn step(&self, out: &mut String, i: usize, step: &StepShape) {
         let shape = match step.kind {
             StepKind::Pivot => "hexagon",
             StepKind::NoUndo => "box, style=rounded",
@@ -92,33 +168,48 @@ pub fn dot(name: &str, steps: &[StepShape]) -> String {
         let _ = writeln!(
             out,
             "    s{i} [shape={shape}, label=\"{}\"];",
-            q(&label(step))
+            dot_text(&label(step))
         );
-        let _ = writeln!(out, "    {previous} -> s{i};");
-        previous = format!("s{i}");
     }
-    let _ = writeln!(
-        out,
-        "    done [shape=doublecircle, label=\"done\"];\n    {previous} -> done;"
+
+    fn junction(&self, out: &mut String, id: &str, text: &str) {
+        let _ = writeln!(out, "    {id} [shape=diamond, label=\"{text}\"];");
+    }
+
+    fn edge(&self, out: &mut String, from: &str, to: &str) {
+        let _ = writeln!(out, "    {from} -> {to};");
+    }
+
+    fn undo(&self, out: &mut String, i: usize, name: &str) {
+        let _ = writeln!(
+            out,
+            "    u{i} [shape=box, style=dashed, label=\"undo {}\"];\n    s{i} -> u{i} [style=dashed, label=\"on failure\"];",
+            dot_text(name)
+        );
+    }
+
+    fn rollback_edge(&self, out: &mut String, from: usize, to: usize) {
+        let _ = writeln!(out, "    u{from} -> u{to} [style=dashed];");
+    }
+}
+
+/// A Mermaid flowchart of a saga's steps.
+pub fn mermaid(name: &str, steps: &[StepShape]) -> String {
+    let mut out = format!(
+        "---\ntitle: \"saga {}\"\n---\nflowchart TD\n    start((start))\n    done((done))\n",
+        mermaid_text(name)
     );
-    let mut undo_chain: Option<usize> = None;
-    for (i, step) in steps.iter().enumerate() {
-        if step.kind == StepKind::Compensable {
-            let _ = writeln!(
-                out,
-                "    u{i} [shape=box, style=dashed, label=\"undo {}\"];",
-                q(&step.name)
-            );
-            let _ = writeln!(
-                out,
-                "    s{i} -> u{i} [style=dashed, label=\"on failure\"];"
-            );
-            if let Some(prev) = undo_chain {
-                let _ = writeln!(out, "    u{i} -> u{prev} [style=dashed];");
-            }
-            undo_chain = Some(i);
-        }
-    }
+    render(steps, &Mermaid, &mut out);
+    out
+}
+
+/// A Graphviz DOT digraph of a saga's steps.
+pub fn dot(name: &str, steps: &[StepShape]) -> String {
+    let mut out = format!(
+        "digraph \"{}\" {{\n    rankdir=TB;\n    start [shape=circle, label=\"start\"];\n    done [shape=doublecircle, label=\"done\"];\n",
+        dot_text(name)
+    );
+    render(steps, &Dot, &mut out);
     out.push_str("}\n");
     out
 }

@@ -232,6 +232,23 @@ pub enum BuildError {
         /// The step.
         step: String,
     },
+    /// A parallel group without steps.
+    #[error("saga `{saga}` has an empty parallel group")]
+    EmptyGroup {
+        /// The saga's name.
+        saga: String,
+    },
+    /// A parallel branch whose action or compensation takes the context
+    /// exclusively (`&mut C`): branches run at once and share it (`&C`).
+    #[error(
+        "step `{step}` of saga `{saga}` is in a parallel group but takes the context as `&mut`; build it with `Step::shared` (or `shared_async`) and `compensate_shared`, and keep what its compensation needs in its output"
+    )]
+    ExclusiveContextInGroup {
+        /// The saga's name.
+        saga: String,
+        /// The step.
+        step: String,
+    },
     /// A retry policy allows zero attempts.
     #[error("step `{step}` of saga `{saga}` has a retry policy of zero attempts; use at least 1")]
     ZeroAttempts {

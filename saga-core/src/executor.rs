@@ -3,42 +3,46 @@
 //!
 //! It emits events (logs and observers) and knows no store.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::cancel::CancellationToken;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Failure, SagaError, StepError, StuckPhase};
+use crate::error::{Failure, Interrupted, SagaError, StepError, StuckPhase};
 use crate::id::{ExecutionId, mix};
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
 use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
-use crate::saga::{RunOptions, SagaInner};
-use crate::step::{Action, Output, StepDef, StepInfo, Undo};
+use crate::saga::{Node, RunOptions, SagaInner};
+use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, Undo};
 
 static SYSTEM_CLOCK: SystemClock = SystemClock;
 
 /// Why the forward path stopped short of the end.
 enum Stop {
     /// Step `index` failed (cleanly, or with an unknown outcome before the
-    /// pivot): roll back from it.
+    /// pivot): roll back.
     Failed { index: usize, error: StepError },
-    /// Cancelled before the pivot; steps before `index` may have taken
-    /// effect.
-    Cancelled { index: usize },
+    /// Cancelled before the pivot: roll back.
+    Cancelled,
     /// Step `index` failed where no rollback is allowed: the pivot with an
-    /// unknown outcome, or a step after the pivot.
-    Stuck { index: usize, error: StepError },
+    /// unknown outcome, or a step after the pivot. `node` is where the
+    /// remaining work starts.
+    Stuck {
+        node: usize,
+        index: usize,
+        error: StepError,
+    },
 }
 
-/// The state of one run. Lives on the stack of [`execute`]; nothing of it
-/// is in the definition.
-struct Execution<'r, C> {
+/// What a run shares with every step, branches included: read-only.
+pub(crate) struct Env<'r, C> {
     saga: &'r SagaInner<C>,
     id: ExecutionId,
     clock: &'r dyn Clock,
@@ -46,14 +50,66 @@ struct Execution<'r, C> {
     run_observers: &'r [Arc<dyn SagaObserver>],
     /// Sync-only run driven without a runtime: sleeps block the thread.
     blocking: bool,
+    started: Instant,
+}
+
+/// What a run changes as it goes. Lives on the stack of [`execute`];
+/// nothing of it is in the definition.
+struct State {
     report: SagaReport,
     outputs: Vec<Option<Output>>,
     failures: Vec<Failure>,
-    started: Instant,
     /// The last clock reading: the end of one step is the start of the
     /// next, so each step costs one clock read.
     mark: Instant,
-    rng: u64,
+}
+
+/// The context as a step gets it: exclusively (`&mut C`) in a sequence,
+/// shared (`&C`) in a parallel group. A trait rather than an enum, so a
+/// sequence's future never holds a `&C` and stays `Send` for contexts that
+/// are `Send` but not `Sync`.
+trait Access<C> {
+    fn shared(&self) -> &C;
+    fn exclusive(&mut self) -> Option<&mut C>;
+}
+
+impl<C> Access<C> for &mut C {
+    fn shared(&self) -> &C {
+        self
+    }
+
+    fn exclusive(&mut self) -> Option<&mut C> {
+        Some(self)
+    }
+}
+
+impl<C> Access<C> for &C {
+    fn shared(&self) -> &C {
+        self
+    }
+
+    fn exclusive(&mut self) -> Option<&mut C> {
+        None
+    }
+}
+
+/// What may stop an attempt or a retry early.
+#[derive(Clone, Copy)]
+struct Brakes<'t> {
+    /// The run's cancellation token, when the step may be dropped by it
+    /// (cancel-safe, before the pivot).
+    cancel: Option<&'t CancellationToken>,
+    /// The group's token, fired when a sibling branch failed.
+    group: Option<&'t CancellationToken>,
+    /// Whether the step may be dropped mid-flight (cancel-safe).
+    droppable: bool,
+}
+
+impl Brakes<'_> {
+    fn applied(&self) -> bool {
+        self.cancel.is_some_and(CancellationToken::is_cancelled)
+            || self.group.is_some_and(CancellationToken::is_cancelled)
+    }
 }
 
 /// Runs one execution.
@@ -67,37 +123,34 @@ pub(crate) async fn execute<C>(
         Some(clock) => &**clock,
         None => &SYSTEM_CLOCK,
     };
-    let id = options
-        .execution_id
-        .clone()
-        .unwrap_or_else(ExecutionId::generate);
-    let mut ex = Execution::new(
+    let started = clock.now();
+    let env = Env {
         saga,
-        id,
+        id: options
+            .execution_id
+            .clone()
+            .unwrap_or_else(ExecutionId::generate),
         clock,
-        options.cancel.as_ref(),
-        &options.observers,
+        cancel: options.cancel.as_ref(),
+        run_observers: &options.observers,
         blocking,
-    );
-    ex.emit(&SagaEvent::SagaStarted);
-    match ex.forward(ctx).await {
-        Ok(()) => Ok(ex.finish(ExecutionStatus::Completed)),
-        Err(Stop::Stuck { index, error }) => Err(ex.stuck_forward(index, error)),
-        Err(stop) => ex.rollback(ctx, stop).await,
+        started,
+    };
+    let mut state = State::new(&env);
+    env.emit(&SagaEvent::SagaStarted);
+    match forward(&env, &mut state, ctx).await {
+        Ok(()) => Ok(state.finish(&env, ExecutionStatus::Completed)),
+        Err(Stop::Stuck { node, index, error }) => {
+            Err(stuck_forward(&env, &mut state, node, index, error))
+        }
+        Err(stop) => rollback(&env, &mut state, ctx, stop).await,
     }
 }
 
-impl<'r, C> Execution<'r, C> {
-    fn new(
-        saga: &'r SagaInner<C>,
-        id: ExecutionId,
-        clock: &'r dyn Clock,
-        cancel: Option<&'r CancellationToken>,
-        run_observers: &'r [Arc<dyn SagaObserver>],
-        blocking: bool,
-    ) -> Self {
-        let now = clock.now();
-        let steps = saga
+impl State {
+    fn new<C>(env: &Env<'_, C>) -> Self {
+        let steps = env
+            .saga
             .steps
             .iter()
             .map(|s| StepReport {
@@ -112,334 +165,20 @@ impl<'r, C> Execution<'r, C> {
                 last_error: None,
             })
             .collect();
-        let mut outputs = Vec::with_capacity(saga.steps.len());
-        outputs.resize_with(saga.steps.len(), || None);
-        Execution {
-            saga,
+        let mut outputs = Vec::with_capacity(env.saga.steps.len());
+        outputs.resize_with(env.saga.steps.len(), || None);
+        State {
             report: SagaReport {
-                saga: Arc::clone(&saga.name),
-                execution_id: id.clone(),
+                saga: Arc::clone(&env.saga.name),
+                execution_id: env.id.clone(),
                 status: ExecutionStatus::Running,
                 steps,
                 cancel_ignored: false,
                 duration: Duration::ZERO,
             },
-            id,
-            clock,
-            cancel,
-            run_observers,
-            blocking,
             outputs,
             failures: Vec::new(),
-            started: now,
-            mark: now,
-            rng: 0,
-        }
-    }
-
-    /// Runs the steps in order, up to the first that stops the run.
-    async fn forward(&mut self, ctx: &mut C) -> Result<(), Stop> {
-        let mut pivot_done = false;
-        for index in 0..self.saga.steps.len() {
-            let step = &self.saga.steps[index];
-            if self.cancel_requested() {
-                if !pivot_done {
-                    return Err(Stop::Cancelled { index });
-                }
-                if !self.report.cancel_ignored {
-                    self.report.cancel_ignored = true;
-                    self.emit(&SagaEvent::CancelIgnored { step: &step.name });
-                }
-            }
-            // Before the pivot a cancel-safe async step may be dropped when
-            // the run is cancelled; the pivot and what follows always finish.
-            let droppable = !pivot_done && !step.pivot && step.cancel_safe;
-            match self.run_step(index, ctx, droppable).await {
-                Ok(()) => pivot_done |= step.pivot,
-                Err(error) => {
-                    let unknown = self.report.steps[index].outcome == Outcome::Unknown;
-                    if pivot_done || (step.pivot && unknown) {
-                        return Err(Stop::Stuck { index, error });
-                    }
-                    if error.error().is::<crate::error::Interrupted>() {
-                        // Dropped mid-flight: compensated with the others.
-                        return Err(Stop::Cancelled { index: index + 1 });
-                    }
-                    return Err(Stop::Failed { index, error });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs one step's action until it succeeds or its policy gives up.
-    async fn run_step(
-        &mut self,
-        index: usize,
-        ctx: &mut C,
-        droppable: bool,
-    ) -> Result<(), StepError> {
-        let saga = self.saga;
-        let step = &saga.steps[index];
-        let start = self.mark;
-        self.report.steps[index].status = StepStatus::Running;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.report.steps[index].attempts = attempt;
-            self.emit(&SagaEvent::StepStarted {
-                step: &step.name,
-                attempt,
-            });
-            let info = StepInfo::new(&saga.name, &self.id, &step.name, attempt);
-            let result = self.attempt_action(step, ctx, &info, droppable).await;
-            let now = self.clock.now();
-            self.mark = now;
-            let report = &mut self.report.steps[index];
-            match result {
-                Ok(output) => {
-                    report.status = StepStatus::Succeeded;
-                    report.outcome = Outcome::Applied;
-                    report.duration = now - start;
-                    self.outputs[index] = Some(output);
-                    let elapsed = report.duration;
-                    self.emit(&SagaEvent::StepSucceeded {
-                        step: &step.name,
-                        attempt,
-                        elapsed,
-                    });
-                    return Ok(());
-                }
-                Err(error) => {
-                    // Unknown is sticky: once an attempt may have taken
-                    // effect, the step is compensated whatever follows.
-                    if error.is_outcome_unknown() {
-                        report.outcome = Outcome::Unknown;
-                    } else if report.outcome != Outcome::Unknown {
-                        report.outcome = Outcome::NotApplied;
-                    }
-                    let interrupted = error.error().is::<crate::error::Interrupted>();
-                    // The pivot retries an unknown outcome whatever its
-                    // predicate says: giving up there means stuck.
-                    let qualifies =
-                        step.retry.retries(&error) || (step.pivot && error.is_outcome_unknown());
-                    let cancelled_before_pivot = droppable && self.cancel_requested();
-                    let retry_in = (attempt < step.retry.max_attempts()
-                        && qualifies
-                        && !interrupted
-                        && !cancelled_before_pivot)
-                        .then(|| self.backoff(&step.retry, attempt + 1));
-                    self.emit(&SagaEvent::StepFailed {
-                        step: &step.name,
-                        attempt,
-                        error: &error,
-                        retry_in,
-                    });
-                    match retry_in {
-                        Some(delay) => self.sleep(delay).await,
-                        None => {
-                            let report = &mut self.report.steps[index];
-                            report.status = StepStatus::Failed;
-                            report.duration = self.mark - start;
-                            report.last_error = Some(error.to_string());
-                            return Err(error);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// One attempt of an action: panics caught, the timeout applied, and a
-    /// droppable step dropped on cancellation.
-    async fn attempt_action(
-        &self,
-        step: &StepDef<C>,
-        ctx: &mut C,
-        info: &StepInfo<'_>,
-        droppable: bool,
-    ) -> Result<Output, StepError> {
-        match &step.action {
-            Action::Sync(action) => catch_unwind(AssertUnwindSafe(|| action(ctx, info)))
-                .unwrap_or_else(|panic| Err(StepError::panicked(&*panic))),
-            Action::Async(action) => {
-                let future = match catch_unwind(AssertUnwindSafe(move || {
-                    // Moved, not reborrowed: the future keeps the borrow.
-                    let ctx = ctx;
-                    action(ctx, info)
-                })) {
-                    Ok(future) => CatchUnwind(future),
-                    Err(panic) => return Err(StepError::panicked(&*panic)),
-                };
-                let cancel = self.cancel.filter(|_| droppable);
-                guarded(future, step.timeout, cancel).await
-            }
-        }
-    }
-
-    /// Rolls back: compensates, in reverse order, every step that took
-    /// effect or may have.
-    async fn rollback(&mut self, ctx: &mut C, stop: Stop) -> Result<SagaReport, SagaError> {
-        self.report.status = ExecutionStatus::Compensating;
-        let (end, cause) = match stop {
-            Stop::Failed { index, error } => (index + 1, Some((index, error))),
-            Stop::Cancelled { index } => (index, None),
-            Stop::Stuck { index, error } => return Err(self.stuck_forward(index, error)),
-        };
-        let mut stuck: Option<(usize, StepError)> = None;
-        let mut remaining = Vec::new();
-        for index in (0..end).rev() {
-            if !self.report.steps[index].outcome.needs_compensation() {
-                continue;
-            }
-            if self.saga.steps[index].undo.is_none() {
-                self.report.steps[index].status = StepStatus::Skipped;
-                continue;
-            }
-            let halted = stuck.is_some() && !self.saga.continue_on_compensation_failure;
-            if halted {
-                remaining.push(Arc::clone(&self.saga.steps[index].name));
-                continue;
-            }
-            if let Err(error) = self.compensate(index, ctx).await {
-                remaining.push(Arc::clone(&self.saga.steps[index].name));
-                if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
-                    let failure = self.failure(earlier, true, &earlier_error);
-                    self.failures.push(failure);
-                }
-            }
-        }
-        match (stuck, cause) {
-            (None, Some((index, error))) => {
-                let report = self.finish(ExecutionStatus::Compensated);
-                Err(SagaError::Compensated {
-                    saga: Arc::clone(&self.saga.name),
-                    step: Arc::clone(&self.saga.steps[index].name),
-                    error: error.into_inner(),
-                    report: Box::new(report),
-                })
-            }
-            (None, None) => {
-                let report = self.finish(ExecutionStatus::Cancelled);
-                Err(SagaError::Cancelled {
-                    saga: Arc::clone(&self.saga.name),
-                    report: Box::new(report),
-                })
-            }
-            (Some((index, error)), cause) => {
-                if let Some((cause_index, cause_error)) = cause {
-                    // The failure that started the rollback comes first.
-                    let failure = self.failure(cause_index, false, &cause_error);
-                    self.failures.insert(0, failure);
-                }
-                let last = self.failure(index, true, &error);
-                self.failures.push(last);
-                let report = self.finish(ExecutionStatus::Stuck);
-                Err(SagaError::Stuck {
-                    saga: Arc::clone(&self.saga.name),
-                    step: Arc::clone(&self.saga.steps[index].name),
-                    phase: StuckPhase::Rollback,
-                    error: error.into_inner(),
-                    failures: std::mem::take(&mut self.failures),
-                    remaining,
-                    report: Box::new(report),
-                })
-            }
-        }
-    }
-
-    /// Runs one compensation until it succeeds or its policy gives up.
-    async fn compensate(&mut self, index: usize, ctx: &mut C) -> Result<(), StepError> {
-        let saga = self.saga;
-        let step = &saga.steps[index];
-        let Some(undo) = &step.undo else {
-            return Ok(());
-        };
-        let policy = step.undo_retry.as_ref().unwrap_or(&saga.undo_retry);
-        let start = self.clock.now();
-        self.report.steps[index].status = StepStatus::Compensating;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.report.steps[index].compensation_attempts = attempt;
-            self.emit(&SagaEvent::CompensationStarted {
-                step: &step.name,
-                attempt,
-            });
-            let info = StepInfo::new(&saga.name, &self.id, &step.name, attempt);
-            let output = self.outputs[index].as_deref();
-            let ctx = &mut *ctx;
-            let info = &info;
-            let result = match undo {
-                Undo::Sync(undo) => catch_unwind(AssertUnwindSafe(move || {
-                    let ctx = ctx;
-                    undo(ctx, output, info)
-                }))
-                .unwrap_or_else(|panic| Err(StepError::panicked(&*panic))),
-                Undo::Async(undo) => match catch_unwind(AssertUnwindSafe(move || {
-                    let ctx = ctx;
-                    undo(ctx, output, info)
-                })) {
-                    Ok(future) => guarded(CatchUnwind(future), None, None).await,
-                    Err(panic) => Err(StepError::panicked(&*panic)),
-                },
-            };
-            let now = self.clock.now();
-            self.mark = now;
-            match result {
-                Ok(()) => {
-                    let report = &mut self.report.steps[index];
-                    report.status = StepStatus::Compensated;
-                    report.compensation_duration = now - start;
-                    let elapsed = report.compensation_duration;
-                    self.emit(&SagaEvent::CompensationSucceeded {
-                        step: &step.name,
-                        attempt,
-                        elapsed,
-                    });
-                    return Ok(());
-                }
-                Err(error) => {
-                    let retry_in = (attempt < policy.max_attempts() && policy.retries(&error))
-                        .then(|| self.backoff(policy, attempt + 1));
-                    self.emit(&SagaEvent::CompensationFailed {
-                        step: &step.name,
-                        attempt,
-                        error: &error,
-                        retry_in,
-                    });
-                    match retry_in {
-                        Some(delay) => self.sleep(delay).await,
-                        None => {
-                            let report = &mut self.report.steps[index];
-                            report.status = StepStatus::CompensationFailed;
-                            report.compensation_duration = self.mark - start;
-                            report.last_error = Some(error.to_string());
-                            return Err(error);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Ends a run stuck going forward at step `index`.
-    fn stuck_forward(&mut self, index: usize, error: StepError) -> SagaError {
-        let failure = self.failure(index, false, &error);
-        self.failures.push(failure);
-        let remaining = self.saga.steps[index..]
-            .iter()
-            .map(|s| Arc::clone(&s.name))
-            .collect();
-        let report = self.finish(ExecutionStatus::Stuck);
-        SagaError::Stuck {
-            saga: Arc::clone(&self.saga.name),
-            step: Arc::clone(&self.saga.steps[index].name),
-            phase: StuckPhase::Forward,
-            error: error.into_inner(),
-            failures: std::mem::take(&mut self.failures),
-            remaining,
-            report: Box::new(report),
+            mark: env.started,
         }
     }
 
@@ -458,38 +197,460 @@ impl<'r, C> Execution<'r, C> {
         }
     }
 
-    fn finish(&mut self, status: ExecutionStatus) -> SagaReport {
+    fn finish<C>(&mut self, env: &Env<'_, C>, status: ExecutionStatus) -> SagaReport {
         self.report.status = status;
-        let elapsed = self.mark - self.started;
+        let elapsed = self.mark - env.started;
         self.report.duration = elapsed;
-        self.emit(&SagaEvent::SagaFinished { status, elapsed });
+        env.emit(&SagaEvent::SagaFinished { status, elapsed });
         self.report.clone()
     }
+}
 
+/// Runs the nodes in order, up to the first that stops the run.
+async fn forward<C>(env: &Env<'_, C>, state: &mut State, ctx: &mut C) -> Result<(), Stop> {
+    let saga = env.saga;
+    let mut pivot_done = false;
+    for (node_index, node) in saga.nodes.iter().enumerate() {
+        if env.cancel_requested() {
+            if !pivot_done {
+                return Err(Stop::Cancelled);
+            }
+            if !state.report.cancel_ignored {
+                state.report.cancel_ignored = true;
+                let step = &saga.steps[node.first()].name;
+                env.emit(&SagaEvent::CancelIgnored { step });
+            }
+        }
+        let failure = match node {
+            Node::Step(index) => {
+                let index = *index;
+                let step = &saga.steps[index];
+                // Before the pivot a cancel-safe async step may be dropped
+                // when the run is cancelled; the pivot and what follows
+                // always finish.
+                let brakes = Brakes {
+                    cancel: env.cancel.filter(|_| !pivot_done && !step.pivot),
+                    group: None,
+                    droppable: step.cancel_safe && !pivot_done && !step.pivot,
+                };
+                let result = run_action(
+                    env,
+                    index,
+                    &mut *ctx,
+                    &mut state.report.steps[index],
+                    &mut state.outputs[index],
+                    state.mark,
+                    brakes,
+                )
+                .await;
+                match result {
+                    Ok(end) => {
+                        state.mark = end;
+                        pivot_done |= step.pivot;
+                        None
+                    }
+                    Err((end, error)) => {
+                        state.mark = end;
+                        Some((index, error))
+                    }
+                }
+            }
+            Node::Group { range, ops } => {
+                let reports = &mut state.report.steps[range.clone()];
+                let outputs = &mut state.outputs[range.clone()];
+                let failure =
+                    (ops.run)(env, ctx, range.clone(), reports, outputs, pivot_done).await;
+                state.mark = env.clock.now();
+                failure
+            }
+        };
+        if let Some((index, error)) = failure {
+            let step = &saga.steps[index];
+            let unknown = state.report.steps[index].outcome == Outcome::Unknown;
+            if pivot_done || (step.pivot && unknown) {
+                return Err(Stop::Stuck {
+                    node: node_index,
+                    index,
+                    error,
+                });
+            }
+            if env.cancel_requested() {
+                // Dropped mid-flight by the run's cancellation (then
+                // compensated with the others), or its retries stopped by
+                // it: the run ends cancelled either way.
+                return Err(Stop::Cancelled);
+            }
+            return Err(Stop::Failed { index, error });
+        }
+    }
+    Ok(())
+}
+
+/// Runs one step's action until it succeeds or its policy gives up (or a
+/// brake is applied). Returns the clock reading at its end.
+async fn run_action<C>(
+    env: &Env<'_, C>,
+    index: usize,
+    mut ctx: impl Access<C>,
+    report: &mut StepReport,
+    output: &mut Option<Output>,
+    start: Instant,
+    brakes: Brakes<'_>,
+) -> Result<Instant, (Instant, StepError)> {
+    let step = &env.saga.steps[index];
+    report.status = StepStatus::Running;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        report.attempts = attempt;
+        env.emit(&SagaEvent::StepStarted {
+            step: &step.name,
+            attempt,
+        });
+        let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+        let result = attempt_action(step, &mut ctx, &info, brakes).await;
+        let now = env.clock.now();
+        let error = match result {
+            Ok(out) => {
+                report.status = StepStatus::Succeeded;
+                report.outcome = Outcome::Applied;
+                report.duration = now - start;
+                *output = Some(out);
+                env.emit(&SagaEvent::StepSucceeded {
+                    step: &step.name,
+                    attempt,
+                    elapsed: report.duration,
+                });
+                return Ok(now);
+            }
+            Err(error) => error,
+        };
+        // Unknown is sticky: once an attempt may have taken effect, the
+        // step is compensated whatever follows.
+        if error.is_outcome_unknown() {
+            report.outcome = Outcome::Unknown;
+        } else if report.outcome != Outcome::Unknown {
+            report.outcome = Outcome::NotApplied;
+        }
+        // The pivot retries an unknown outcome whatever its predicate says:
+        // giving up there means stuck.
+        let qualifies = step.retry.retries(&error) || (step.pivot && error.is_outcome_unknown());
+        let retry_in = (attempt < step.retry.max_attempts()
+            && qualifies
+            && !error.error().is::<Interrupted>()
+            && !brakes.applied())
+        .then(|| backoff(&step.retry, attempt + 1));
+        env.emit(&SagaEvent::StepFailed {
+            step: &step.name,
+            attempt,
+            error: &error,
+            retry_in,
+        });
+        match retry_in {
+            Some(delay) => env.sleep(delay).await,
+            None => {
+                report.status = StepStatus::Failed;
+                report.duration = now - start;
+                report.last_error = Some(error.to_string());
+                return Err((now, error));
+            }
+        }
+    }
+}
+
+/// One attempt of an action: panics caught, the timeout applied, and a
+/// droppable step dropped when a brake is applied.
+async fn attempt_action<C, A: Access<C>>(
+    step: &StepDef<C>,
+    ctx: &mut A,
+    info: &StepInfo<'_>,
+    brakes: Brakes<'_>,
+) -> Result<Output, StepError> {
+    let future = match &step.action {
+        Action::Sync(action) => {
+            let ctx = A::exclusive(ctx).ok_or_else(|| exclusive_in_group(info))?;
+            return catch(|| action(ctx, info));
+        }
+        Action::SharedSync(action) => return catch(|| action(A::shared(ctx), info)),
+        Action::Async(action) => {
+            let ctx = A::exclusive(ctx).ok_or_else(|| exclusive_in_group(info))?;
+            catch(move || Ok(action(ctx, info)))?
+        }
+        Action::SharedAsync(action) => {
+            let ctx = A::shared(ctx);
+            catch(move || Ok(action(ctx, info)))?
+        }
+    };
+    let brakes = if step.cancel_safe && brakes.droppable {
+        brakes
+    } else {
+        Brakes {
+            cancel: None,
+            group: None,
+            droppable: false,
+        }
+    };
+    guarded(CatchUnwind(future), step.timeout, brakes).await
+}
+
+fn exclusive_in_group(info: &StepInfo<'_>) -> StepError {
+    // `build()` rejects such a branch; reaching this is an engine bug,
+    // reported as an error rather than a panic.
+    StepError::new(format!(
+        "internal error: step `{}` takes `&mut` context inside a parallel group",
+        info.step
+    ))
+}
+
+/// Calls user code, turning a panic into a step error of unknown outcome.
+fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, StepError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| Err(StepError::panicked(&*panic)))
+}
+
+/// Rolls back: compensates, in reverse order (parallel branches at once),
+/// every step that took effect or may have.
+async fn rollback<C>(
+    env: &Env<'_, C>,
+    state: &mut State,
+    ctx: &mut C,
+    stop: Stop,
+) -> Result<SagaReport, SagaError> {
+    let saga = env.saga;
+    state.report.status = ExecutionStatus::Compensating;
+    let cause = match stop {
+        Stop::Failed { index, error } => Some((index, error)),
+        Stop::Cancelled => None,
+        Stop::Stuck { node, index, error } => {
+            return Err(stuck_forward(env, state, node, index, error));
+        }
+    };
+    let mut stuck: Option<(usize, StepError)> = None;
+    let mut remaining = Vec::new();
+    for node in saga.nodes.iter().rev() {
+        let range = node.range();
+        let mut pending = Vec::new();
+        for index in range.clone() {
+            let report = &mut state.report.steps[index];
+            if !report.outcome.needs_compensation() {
+                continue;
+            }
+            if saga.steps[index].undo.is_none() {
+                report.status = StepStatus::Skipped;
+            } else {
+                pending.push(index);
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        if stuck.is_some() && !saga.continue_on_compensation_failure {
+            remaining.extend(pending.iter().map(|&i| Arc::clone(&saga.steps[i].name)));
+            continue;
+        }
+        let failed = match node {
+            Node::Step(index) => {
+                let result = run_compensation(
+                    env,
+                    *index,
+                    &mut *ctx,
+                    &mut state.report.steps[*index],
+                    state.outputs[*index].as_deref(),
+                )
+                .await;
+                result.err().map(|e| vec![(*index, e)]).unwrap_or_default()
+            }
+            Node::Group { range, ops } => {
+                let reports = &mut state.report.steps[range.clone()];
+                let outputs = &state.outputs[range.clone()];
+                (ops.compensate)(env, ctx, range.clone(), reports, outputs).await
+            }
+        };
+        state.mark = env.clock.now();
+        for (index, error) in failed {
+            remaining.push(Arc::clone(&saga.steps[index].name));
+            if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
+                let failure = state.failure(earlier, true, &earlier_error);
+                state.failures.push(failure);
+            }
+        }
+    }
+    match (stuck, cause) {
+        (None, Some((index, error))) => {
+            let report = state.finish(env, ExecutionStatus::Compensated);
+            Err(SagaError::Compensated {
+                saga: Arc::clone(&saga.name),
+                step: Arc::clone(&saga.steps[index].name),
+                error: error.into_inner(),
+                report: Box::new(report),
+            })
+        }
+        (None, None) => {
+            let report = state.finish(env, ExecutionStatus::Cancelled);
+            Err(SagaError::Cancelled {
+                saga: Arc::clone(&saga.name),
+                report: Box::new(report),
+            })
+        }
+        (Some((index, error)), cause) => {
+            if let Some((cause_index, cause_error)) = cause {
+                // The failure that started the rollback comes first.
+                let failure = state.failure(cause_index, false, &cause_error);
+                state.failures.insert(0, failure);
+            }
+            let last = state.failure(index, true, &error);
+            state.failures.push(last);
+            let report = state.finish(env, ExecutionStatus::Stuck);
+            Err(SagaError::Stuck {
+                saga: Arc::clone(&saga.name),
+                step: Arc::clone(&saga.steps[index].name),
+                phase: StuckPhase::Rollback,
+                error: error.into_inner(),
+                failures: std::mem::take(&mut state.failures),
+                remaining,
+                report: Box::new(report),
+            })
+        }
+    }
+}
+
+/// Runs one compensation until it succeeds or its policy gives up.
+async fn run_compensation<C>(
+    env: &Env<'_, C>,
+    index: usize,
+    mut ctx: impl Access<C>,
+    report: &mut StepReport,
+    output: Option<&(dyn std::any::Any + Send + Sync)>,
+) -> Result<(), StepError> {
+    let saga = env.saga;
+    let step = &saga.steps[index];
+    let Some(undo) = &step.undo else {
+        return Ok(());
+    };
+    let policy = step.undo_retry.as_ref().unwrap_or(&saga.undo_retry);
+    let start = env.clock.now();
+    report.status = StepStatus::Compensating;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        report.compensation_attempts = attempt;
+        env.emit(&SagaEvent::CompensationStarted {
+            step: &step.name,
+            attempt,
+        });
+        let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
+        let result = attempt_undo(undo, &mut ctx, output, &info).await;
+        let now = env.clock.now();
+        let error = match result {
+            Ok(()) => {
+                report.status = StepStatus::Compensated;
+                report.compensation_duration = now - start;
+                env.emit(&SagaEvent::CompensationSucceeded {
+                    step: &step.name,
+                    attempt,
+                    elapsed: report.compensation_duration,
+                });
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let retry_in = (attempt < policy.max_attempts() && policy.retries(&error))
+            .then(|| backoff(policy, attempt + 1));
+        env.emit(&SagaEvent::CompensationFailed {
+            step: &step.name,
+            attempt,
+            error: &error,
+            retry_in,
+        });
+        match retry_in {
+            Some(delay) => env.sleep(delay).await,
+            None => {
+                report.status = StepStatus::CompensationFailed;
+                report.compensation_duration = now - start;
+                report.last_error = Some(error.to_string());
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// One attempt of a compensation, panics caught.
+async fn attempt_undo<C, A: Access<C>>(
+    undo: &Undo<C>,
+    ctx: &mut A,
+    output: Option<&(dyn std::any::Any + Send + Sync)>,
+    info: &StepInfo<'_>,
+) -> Result<(), StepError> {
+    let future = match undo {
+        Undo::Sync(undo) => {
+            let ctx = A::exclusive(ctx).ok_or_else(|| exclusive_in_group(info))?;
+            return catch(|| undo(ctx, output, info));
+        }
+        Undo::SharedSync(undo) => return catch(|| undo(A::shared(ctx), output, info)),
+        Undo::Async(undo) => {
+            let ctx = A::exclusive(ctx).ok_or_else(|| exclusive_in_group(info))?;
+            catch(move || Ok(undo(ctx, output, info)))?
+        }
+        Undo::SharedAsync(undo) => {
+            let ctx = A::shared(ctx);
+            catch(move || Ok(undo(ctx, output, info)))?
+        }
+    };
+    CatchUnwind(future).await
+}
+
+/// Ends a run stuck going forward at step `index` of node `node`.
+fn stuck_forward<C>(
+    env: &Env<'_, C>,
+    state: &mut State,
+    node: usize,
+    index: usize,
+    error: StepError,
+) -> SagaError {
+    let saga = env.saga;
+    let failure = state.failure(index, false, &error);
+    state.failures.push(failure);
+    let first = saga.nodes[node].first();
+    let remaining = state.report.steps[first..]
+        .iter()
+        .filter(|s| s.status != StepStatus::Succeeded)
+        .map(|s| Arc::clone(&s.name))
+        .collect();
+    let report = state.finish(env, ExecutionStatus::Stuck);
+    SagaError::Stuck {
+        saga: Arc::clone(&saga.name),
+        step: Arc::clone(&saga.steps[index].name),
+        phase: StuckPhase::Forward,
+        error: error.into_inner(),
+        failures: std::mem::take(&mut state.failures),
+        remaining,
+        report: Box::new(report),
+    }
+}
+
+impl<C> Node<C> {
+    fn first(&self) -> usize {
+        self.range().start
+    }
+
+    fn range(&self) -> Range<usize> {
+        match self {
+            Node::Step(index) => *index..*index + 1,
+            Node::Group { range, .. } => range.clone(),
+        }
+    }
+}
+
+impl<C> Env<'_, C> {
     fn cancel_requested(&self) -> bool {
         self.cancel.is_some_and(CancellationToken::is_cancelled)
     }
 
-    fn backoff(&mut self, policy: &RetryPolicy, attempt: u32) -> Duration {
-        if self.rng == 0 {
-            static SEEDS: AtomicU64 = AtomicU64::new(1);
-            self.rng = mix(SEEDS.fetch_add(1, Ordering::Relaxed)) | 1;
-        }
-        // xorshift64: plenty for spreading retries apart.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        policy.delay_before(attempt, unit)
-    }
-
-    async fn sleep(&mut self, delay: Duration) {
+    async fn sleep(&self, delay: Duration) {
         if self.blocking {
             self.clock.sleep_blocking(delay);
         } else {
             self.clock.sleep(delay).await;
         }
-        self.mark = self.clock.now();
     }
 
     fn emit(&self, event: &SagaEvent<'_>) {
@@ -504,12 +665,20 @@ impl<'r, C> Execution<'r, C> {
     }
 }
 
-/// Awaits an attempt's future under its timeout, and drops it if `cancel`
-/// fires first (only given for cancel-safe steps).
+/// The delay before `attempt`, with a fresh random pick for the jitter.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let random = mix(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
+    policy.delay_before(attempt, unit)
+}
+
+/// Awaits an attempt's future under its timeout, and drops it when a brake
+/// is applied (only given for cancel-safe steps).
 async fn guarded<T>(
     future: CatchUnwind<'_, T>,
     timeout: Option<Duration>,
-    cancel: Option<&CancellationToken>,
+    brakes: Brakes<'_>,
 ) -> Result<T, StepError> {
     let timed = async move {
         match timeout {
@@ -520,21 +689,31 @@ async fn guarded<T>(
             None => future.await,
         }
     };
-    match cancel {
-        Some(token) => {
-            tokio::select! {
-                biased;
-                result = timed => result,
-                () = token.cancelled() => Err(StepError::interrupted()),
+    if !brakes.droppable || (brakes.cancel.is_none() && brakes.group.is_none()) {
+        return timed.await;
+    }
+    let braked = async {
+        match (brakes.cancel, brakes.group) {
+            (Some(a), Some(b)) => {
+                tokio::select! {
+                    () = a.cancelled() => {},
+                    () = b.cancelled() => {},
+                }
             }
+            (Some(a), None) | (None, Some(a)) => a.cancelled().await,
+            (None, None) => std::future::pending().await,
         }
-        None => timed.await,
+    };
+    tokio::select! {
+        biased;
+        result = timed => result,
+        () = braked => Err(StepError::interrupted()),
     }
 }
 
 /// Polls a boxed future, turning a panic into a step error of unknown
 /// outcome.
-struct CatchUnwind<'a, T>(crate::step::BoxFuture<'a, Result<T, StepError>>);
+struct CatchUnwind<'a, T>(BoxFuture<'a, Result<T, StepError>>);
 
 impl<T> Future for CatchUnwind<'_, T> {
     type Output = Result<T, StepError>;
@@ -545,4 +724,148 @@ impl<T> Future for CatchUnwind<'_, T> {
             Err(panic) => Poll::Ready(Err(StepError::panicked(&*panic))),
         }
     }
+}
+
+type RunGroup<C> = for<'a> fn(
+    &'a Env<'a, C>,
+    &'a C,
+    Range<usize>,
+    &'a mut [StepReport],
+    &'a mut [Option<Output>],
+    bool,
+) -> BoxFuture<'a, Option<(usize, StepError)>>;
+
+type CompensateGroup<C> = for<'a> fn(
+    &'a Env<'a, C>,
+    &'a C,
+    Range<usize>,
+    &'a mut [StepReport],
+    &'a [Option<Output>],
+) -> BoxFuture<'a, Vec<(usize, StepError)>>;
+
+/// How a parallel group runs and rolls back. Made where `C: Sync` is known
+/// (the builder's `parallel`), so the executor itself needs only `C: Send`:
+/// a group's branches share `&C` across their futures.
+pub(crate) struct GroupOps<C> {
+    pub(crate) run: RunGroup<C>,
+    pub(crate) compensate: CompensateGroup<C>,
+}
+
+impl<C: Send + Sync> GroupOps<C> {
+    pub(crate) fn new() -> Self {
+        GroupOps {
+            run: |env, ctx, range, reports, outputs, pivot_done| {
+                Box::pin(run_group(env, ctx, range, reports, outputs, pivot_done))
+            },
+            compensate: |env, ctx, range, reports, outputs| {
+                Box::pin(compensate_group(env, ctx, range, reports, outputs))
+            },
+        }
+    }
+}
+
+/// Runs a group's branches at once. The first branch to fail for good
+/// stops its siblings' retries and drops the cancel-safe ones; the others
+/// are let finish. Returns the first failure.
+async fn run_group<C: Send + Sync>(
+    env: &Env<'_, C>,
+    ctx: &C,
+    range: Range<usize>,
+    reports: &mut [StepReport],
+    outputs: &mut [Option<Output>],
+    pivot_done: bool,
+) -> Option<(usize, StepError)> {
+    let group = CancellationToken::new();
+    let first_failure = AtomicUsize::new(usize::MAX);
+    let start = env.clock.now();
+    let branches = reports
+        .iter_mut()
+        .zip(outputs.iter_mut())
+        .zip(range.clone())
+        .map(|((report, output), index)| {
+            let group = &group;
+            let first_failure = &first_failure;
+            Box::pin(async move {
+                let step = &env.saga.steps[index];
+                let brakes = Brakes {
+                    cancel: env.cancel.filter(|_| !pivot_done),
+                    group: Some(group),
+                    droppable: step.cancel_safe && !pivot_done,
+                };
+                let result = run_action(env, index, ctx, report, output, start, brakes).await;
+                result.err().map(|(_, error)| {
+                    let _ = first_failure.compare_exchange(
+                        usize::MAX,
+                        index,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                    group.cancel();
+                    (index, error)
+                })
+            })
+        })
+        .collect();
+    let failures = join_all(branches).await;
+    let first = first_failure.load(Ordering::SeqCst);
+    failures
+        .into_iter()
+        .flatten()
+        .find(|(index, _)| *index == first)
+}
+
+/// Compensates, at once, every branch of a group that needs it; returns
+/// the compensations that failed for good.
+async fn compensate_group<C: Send + Sync>(
+    env: &Env<'_, C>,
+    ctx: &C,
+    range: Range<usize>,
+    reports: &mut [StepReport],
+    outputs: &[Option<Output>],
+) -> Vec<(usize, StepError)> {
+    let saga = env.saga;
+    let branches = reports
+        .iter_mut()
+        .zip(outputs)
+        .zip(range)
+        .filter(|((report, _), index)| {
+            report.outcome.needs_compensation() && saga.steps[*index].undo.is_some()
+        })
+        .map(|((report, output), index)| {
+            Box::pin(async move {
+                run_compensation(env, index, ctx, report, output.as_deref())
+                    .await
+                    .err()
+                    .map(|error| (index, error))
+            })
+        })
+        .collect();
+    join_all(branches).await.into_iter().flatten().collect()
+}
+
+/// Polls every future until all are done; results in input order.
+async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Option<F>> = futures.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, result) in futures.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                match Pin::new(future).poll(cx) {
+                    Poll::Ready(output) => {
+                        *result = Some(output);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
 }

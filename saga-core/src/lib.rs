@@ -89,6 +89,7 @@ pub use report::Outcome;
 pub use report::SagaReport;
 pub use report::StepReport;
 pub use report::StepStatus;
+pub use saga::Parallel;
 pub use saga::RunOptions;
 pub use saga::Saga;
 pub use saga::SagaBuilder;

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,12 +11,12 @@ use crate::cancel::CancellationToken;
 use crate::clock::Clock;
 use crate::context::Context;
 use crate::error::{BuildError, SagaError};
-use crate::executor;
+use crate::executor::{self, GroupOps};
 use crate::id::ExecutionId;
 use crate::observer::SagaObserver;
 use crate::policy::{RetryOn, RetryPolicy};
 use crate::report::SagaReport;
-use crate::step::{Action, AsyncTask, Step, StepDef, StepKind, Task};
+use crate::step::{AsyncTask, Step, StepDef, StepKind, Task};
 
 /// A saga definition: a name and an ordered list of steps.
 ///
@@ -57,7 +58,11 @@ pub struct Saga<C = Context> {
 
 pub(crate) struct SagaInner<C> {
     pub(crate) name: Arc<str>,
+    /// Every step, group branches included, in definition order; reports
+    /// and outputs are indexed the same way.
     pub(crate) steps: Vec<StepDef<C>>,
+    /// The order of execution: single steps and parallel groups.
+    pub(crate) nodes: Vec<Node<C>>,
     pub(crate) observers: Vec<Arc<dyn SagaObserver>>,
     pub(crate) undo_retry: RetryPolicy,
     pub(crate) continue_on_compensation_failure: bool,
@@ -87,6 +92,79 @@ impl<C> fmt::Debug for Saga<C> {
     }
 }
 
+/// One node of a definition: a step, or a group of steps run at once.
+pub(crate) enum Node<C> {
+    Step(usize),
+    Group {
+        range: Range<usize>,
+        ops: GroupOps<C>,
+    },
+}
+
+/// A group of steps that run at once: the branches of a saga's fork.
+///
+/// Branches share the context (`&C`), so a data race is impossible by
+/// construction; build them with [`Step::shared`] or [`Step::shared_async`]
+/// and give them compensations with [`Step::compensate_shared`] (or its
+/// async twin). A branch keeps what its compensation needs in its own
+/// output. Async branches run concurrently; sync branches run one after
+/// another, each to completion (a sync step cannot yield).
+///
+/// When a branch fails, the group stops its siblings' retries, drops the
+/// siblings marked [`cancel_safe`](Step::cancel_safe) (their outcome becomes
+/// unknown) and waits for the others; then the rollback compensates, at
+/// once, every branch that took effect or may have, and then the steps
+/// before the group in reverse order.
+///
+/// ```
+/// use saga_core::{Parallel, Saga, Step, StepError, StepInfo};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// #[derive(Default)]
+/// struct Trip { booked: AtomicU32 }
+///
+/// let book = |name: &'static str| {
+///     Step::shared(name, |t: &Trip, _: &StepInfo<'_>| {
+///         t.booked.fetch_add(1, Ordering::SeqCst);
+///         Ok::<_, StepError>(())
+///     })
+///     .compensate_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
+///         t.booked.fetch_sub(1, Ordering::SeqCst);
+///         Ok::<_, StepError>(())
+///     })
+/// };
+/// let saga = Saga::builder("trip")
+///     .parallel(Parallel::new().step(book("hotel")).step(book("flight")))
+///     .build()
+///     .unwrap();
+/// let mut trip = Trip::default();
+/// saga.run_blocking(&mut trip).unwrap();
+/// assert_eq!(trip.booked.load(Ordering::SeqCst), 2);
+/// ```
+pub struct Parallel<C> {
+    steps: Vec<StepDef<C>>,
+}
+
+impl<C: 'static> Default for Parallel<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: 'static> Parallel<C> {
+    /// An empty group; an empty group is a [`BuildError::EmptyGroup`].
+    pub fn new() -> Self {
+        Parallel { steps: Vec::new() }
+    }
+
+    /// Adds a branch.
+    #[must_use]
+    pub fn step<T: Send + Sync + 'static>(mut self, step: Step<C, T>) -> Self {
+        self.steps.push(step.into_def());
+        self
+    }
+}
+
 /// A step of a definition as tools see it: name, kind, and what it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepShape {
@@ -98,6 +176,9 @@ pub struct StepShape {
     pub is_async: bool,
     /// Its metadata.
     pub metadata: crate::step::Metadata,
+    /// The parallel group it is a branch of (numbered from 0 in definition
+    /// order), if any.
+    pub group: Option<usize>,
 }
 
 impl<C> Saga<C> {
@@ -106,6 +187,7 @@ impl<C> Saga<C> {
         SagaBuilder {
             name: name.into(),
             steps: Vec::new(),
+            nodes: Vec::new(),
             observers: Vec::new(),
             undo_retry: default_compensation_retry(),
             continue_on_compensation_failure: false,
@@ -119,14 +201,26 @@ impl<C> Saga<C> {
 
     /// The steps in order, as tools see them.
     pub fn shape(&self) -> Vec<StepShape> {
+        let mut groups = vec![None; self.inner.steps.len()];
+        let ranges = self.inner.nodes.iter().filter_map(|node| match node {
+            Node::Group { range, .. } => Some(range.clone()),
+            Node::Step(_) => None,
+        });
+        for (group, range) in ranges.enumerate() {
+            for slot in &mut groups[range] {
+                *slot = Some(group);
+            }
+        }
         self.inner
             .steps
             .iter()
-            .map(|s| StepShape {
+            .zip(groups)
+            .map(|(s, group)| StepShape {
                 name: s.name.to_string(),
                 kind: s.kind,
-                is_async: matches!(s.action, Action::Async(_)),
+                is_async: s.action.is_async(),
                 metadata: s.metadata.clone(),
+                group,
             })
             .collect()
     }
@@ -207,6 +301,7 @@ impl<C: Send + 'static> Saga<C> {
 pub struct SagaBuilder<C> {
     name: Arc<str>,
     steps: Vec<StepDef<C>>,
+    nodes: Vec<Node<C>>,
     observers: Vec<Arc<dyn SagaObserver>>,
     undo_retry: RetryPolicy,
     continue_on_compensation_failure: bool,
@@ -227,7 +322,23 @@ impl<C: 'static> SagaBuilder<C> {
     /// to undo otherwise, retriable if it comes after the pivot.
     #[must_use]
     pub fn step<T: Send + Sync + 'static>(mut self, step: Step<C, T>) -> Self {
+        self.nodes.push(Node::Step(self.steps.len()));
         self.steps.push(step.into_def());
+        self
+    }
+
+    /// Adds a group of steps that run at once (see [`Parallel`]).
+    #[must_use]
+    pub fn parallel(mut self, group: Parallel<C>) -> Self
+    where
+        C: Send + Sync,
+    {
+        let start = self.steps.len();
+        self.steps.extend(group.steps);
+        self.nodes.push(Node::Group {
+            range: start..self.steps.len(),
+            ops: GroupOps::new(),
+        });
         self
     }
 
@@ -235,6 +346,7 @@ impl<C: 'static> SagaBuilder<C> {
     /// it succeeds the saga only goes forward.
     #[must_use]
     pub fn pivot<T: Send + Sync + 'static>(mut self, step: Step<C, T>) -> Self {
+        self.nodes.push(Node::Step(self.steps.len()));
         self.steps.push(step.into_pivot());
         self
     }
@@ -287,6 +399,22 @@ impl<C: 'static> SagaBuilder<C> {
     /// step, or a retry policy of zero attempts.
     pub fn build(mut self) -> Result<Saga<C>, BuildError> {
         let saga = || self.name.to_string();
+        for node in &self.nodes {
+            let Node::Group { range, .. } = node else {
+                continue;
+            };
+            if range.is_empty() {
+                return Err(BuildError::EmptyGroup { saga: saga() });
+            }
+            for step in &self.steps[range.clone()] {
+                if !step.action.is_shared() || step.undo.as_ref().is_some_and(|u| !u.is_shared()) {
+                    return Err(BuildError::ExclusiveContextInGroup {
+                        saga: saga(),
+                        step: step.name.to_string(),
+                    });
+                }
+            }
+        }
         if self.steps.is_empty() {
             return Err(BuildError::NoSteps { saga: saga() });
         }
@@ -324,7 +452,7 @@ impl<C: 'static> SagaBuilder<C> {
                     pivot: pivot.to_string(),
                 });
             }
-            if step.timeout.is_some() && matches!(step.action, Action::Sync(_)) {
+            if step.timeout.is_some() && !step.action.is_async() {
                 return Err(BuildError::TimeoutOnSyncStep {
                     saga: saga(),
                     step: name(),
@@ -357,13 +485,15 @@ impl<C: 'static> SagaBuilder<C> {
                 StepKind::NoUndo
             };
         }
-        let has_async = self.steps.iter().any(|s| {
-            matches!(s.action, Action::Async(_)) || s.undo.as_ref().is_some_and(|u| u.is_async())
-        });
+        let has_async = self
+            .steps
+            .iter()
+            .any(|s| s.action.is_async() || s.undo.as_ref().is_some_and(|u| u.is_async()));
         Ok(Saga {
             inner: Arc::new(SagaInner {
                 name: self.name,
                 steps: self.steps,
+                nodes: self.nodes,
                 observers: self.observers,
                 undo_retry: self.undo_retry,
                 continue_on_compensation_failure: self.continue_on_compensation_failure,

@@ -112,10 +112,38 @@ type AsyncUndo<C> = dyn for<'a> Fn(
     + Send
     + Sync;
 
-/// A step's action, type-erased.
+type SharedSyncAction<C> = dyn Fn(&C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
+type SharedAsyncAction<C> = dyn for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+    + Send
+    + Sync;
+type SharedSyncUndo<C> = dyn Fn(&C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_>) -> Result<(), StepError>
+    + Send
+    + Sync;
+type SharedAsyncUndo<C> = dyn for<'a> Fn(
+        &'a C,
+        Option<&'a (dyn Any + Send + Sync)>,
+        &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<(), StepError>>
+    + Send
+    + Sync;
+
+/// A step's action, type-erased: sync or async, taking the context
+/// exclusively (`&mut C`) or shared (`&C`, as parallel branches must).
 pub(crate) enum Action<C> {
     Sync(Box<SyncAction<C>>),
     Async(Box<AsyncAction<C>>),
+    SharedSync(Box<SharedSyncAction<C>>),
+    SharedAsync(Box<SharedAsyncAction<C>>),
+}
+
+impl<C> Action<C> {
+    pub(crate) fn is_async(&self) -> bool {
+        matches!(self, Action::Async(_) | Action::SharedAsync(_))
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Action::SharedSync(_) | Action::SharedAsync(_))
+    }
 }
 
 /// A compensation, type-erased; the output arrives as `&dyn Any` and is
@@ -124,11 +152,17 @@ pub(crate) enum Action<C> {
 pub(crate) enum Undo<C> {
     Sync(Box<SyncUndo<C>>),
     Async(Box<AsyncUndo<C>>),
+    SharedSync(Box<SharedSyncUndo<C>>),
+    SharedAsync(Box<SharedAsyncUndo<C>>),
 }
 
 impl<C> Undo<C> {
     pub(crate) fn is_async(&self) -> bool {
-        matches!(self, Undo::Async(_))
+        matches!(self, Undo::Async(_) | Undo::SharedAsync(_))
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Undo::SharedSync(_) | Undo::SharedAsync(_))
     }
 }
 
@@ -197,6 +231,32 @@ where
     Undo::Async(Box::new(undo))
 }
 
+/// Boxes an async action on a shared context (see [`erase_async`]).
+fn erase_shared_async<C, F>(action: F) -> Action<C>
+where
+    F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Action::SharedAsync(Box::new(action))
+}
+
+/// Boxes an async compensation on a shared context (see [`erase_async`]).
+fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
+where
+    F: for<'a> Fn(
+            &'a C,
+            Option<&'a (dyn Any + Send + Sync)>,
+            &'a StepInfo<'a>,
+        ) -> BoxFuture<'a, Result<(), StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Undo::SharedAsync(Box::new(undo))
+}
+
 fn erase_sync<C, T, E, F>(action: F) -> Action<C>
 where
     T: Send + Sync + 'static,
@@ -231,6 +291,43 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
             + 'static,
     {
         let action = erase_async(move |ctx, info| {
+            let fut = action(ctx, info);
+            Box::pin(async move {
+                match fut.await {
+                    Ok(out) => Ok(Box::new(out) as Output),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        });
+        Self::from_action(name.into(), action)
+    }
+
+    /// A step whose sync action only reads the context (`&C`): the kind a
+    /// [`Parallel`](crate::Parallel) group runs, since its branches share
+    /// the context. It works as an ordinary step too.
+    pub fn shared<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
+    where
+        E: Into<StepError>,
+        F: Fn(&C, &StepInfo<'_>) -> Result<T, E> + Send + Sync + 'static,
+    {
+        let action = move |ctx: &C, info: &StepInfo<'_>| match action(ctx, info) {
+            Ok(out) => Ok(Box::new(out) as Output),
+            Err(e) => Err(e.into()),
+        };
+        Self::from_action(name.into(), Action::SharedSync(Box::new(action)))
+    }
+
+    /// A step whose async action only reads the context (`&C`); see
+    /// [`shared`](Self::shared).
+    pub fn shared_async<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
+    where
+        E: Into<StepError> + 'static,
+        F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<T, E>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let action = erase_shared_async(move |ctx, info| {
             let fut = action(ctx, info);
             Box::pin(async move {
                 match fut.await {
@@ -356,6 +453,46 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
             + 'static,
     {
         self.def.undo = Some(erase_async_undo(
+            move |ctx, out, info| match downcast_output::<T>(out, info) {
+                Ok(out) => {
+                    let fut = undo(ctx, out, info);
+                    Box::pin(async move { fut.await.map_err(Into::into) })
+                }
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            },
+        ));
+        self
+    }
+
+    /// Sets a sync compensation that only reads the context (`&C`), as the
+    /// branches of a [`Parallel`](crate::Parallel) group need; see
+    /// [`compensate`](Self::compensate).
+    #[must_use]
+    pub fn compensate_shared<E, G>(mut self, undo: G) -> Self
+    where
+        E: Into<StepError>,
+        G: Fn(&C, Option<&T>, &StepInfo<'_>) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.def.undo = Some(Undo::SharedSync(Box::new(
+            move |ctx: &C, out: Option<&(dyn Any + Send + Sync)>, info: &StepInfo<'_>| {
+                undo(ctx, downcast_output::<T>(out, info)?, info).map_err(Into::into)
+            },
+        )));
+        self
+    }
+
+    /// Sets an async compensation that only reads the context (`&C`); see
+    /// [`compensate_shared`](Self::compensate_shared).
+    #[must_use]
+    pub fn compensate_shared_async<E, G>(mut self, undo: G) -> Self
+    where
+        E: Into<StepError> + 'static,
+        G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), E>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.def.undo = Some(erase_shared_async_undo(
             move |ctx, out, info| match downcast_output::<T>(out, info) {
                 Ok(out) => {
                     let fut = undo(ctx, out, info);

@@ -1,0 +1,181 @@
+//! Helpers shared by the behaviour tests: a context that records every
+//! effect in order, steps that record into it, and a user error type.
+//!
+//! Each test binary uses a different subset, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use saga_core::clock::TestClock;
+use saga_core::{
+    RetryOn, RetryPolicy, RunOptions, SagaError, SagaReport, Step, StepError, StepInfo,
+};
+
+/// The context of most tests: every step and compensation appends what it
+/// did, so a test asserts the exact order of effects.
+#[derive(Debug, Default)]
+pub struct Rec {
+    pub effects: Vec<String>,
+}
+
+impl Rec {
+    pub fn push(&mut self, effect: impl Into<String>) {
+        self.effects.push(effect.into());
+    }
+}
+
+/// A user error type (a thiserror enum, as users write them), to show that
+/// `source()` downcasts to the user's own type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("card declined (code {0})")]
+    Declined(u32),
+    #[error("payment gateway unavailable")]
+    Unavailable,
+}
+
+/// What a compensation records: `undo {name} with {output}`, `none` when the
+/// step's outcome is unknown.
+pub fn undo_effect(name: &str, out: Option<&String>) -> String {
+    format!("undo {name} with {}", out.map_or("none", String::as_str))
+}
+
+/// A compensable step: records `do {name}`, outputs `{name}-out`; its
+/// compensation records [`undo_effect`].
+pub fn compensable(name: &'static str) -> Step<Rec, String> {
+    Step::new(name, move |r: &mut Rec, _: &StepInfo<'_>| {
+        r.push(format!("do {name}"));
+        Ok::<_, StepError>(format!("{name}-out"))
+    })
+    .compensate(undo(name))
+}
+
+/// A compensation recording [`undo_effect`].
+pub fn undo(
+    name: &'static str,
+) -> impl Fn(&mut Rec, Option<&String>, &StepInfo<'_>) -> Result<(), StepError> + Send + Sync + 'static
+{
+    move |r: &mut Rec, out: Option<&String>, _: &StepInfo<'_>| {
+        r.push(undo_effect(name, out));
+        Ok(())
+    }
+}
+
+/// A step with nothing to undo: records `do {name}`.
+pub fn plain(name: &'static str) -> Step<Rec, ()> {
+    Step::new(name, move |r: &mut Rec, _: &StepInfo<'_>| {
+        r.push(format!("do {name}"));
+        Ok::<_, StepError>(())
+    })
+}
+
+/// A step whose every attempt records `try {name}#{attempt}` and fails with
+/// `error()`; it has a compensation recording [`undo_effect`], which must
+/// only run if the error says the outcome is unknown.
+pub fn failing(
+    name: &'static str,
+    error: impl Fn() -> StepError + Send + Sync + 'static,
+) -> Step<Rec, String> {
+    Step::new(name, move |r: &mut Rec, info: &StepInfo<'_>| {
+        r.push(format!("try {name}#{}", info.attempt()));
+        Err::<String, _>(error())
+    })
+    .compensate(undo(name))
+}
+
+/// A step that fails with `error()` on its first `failures` attempts
+/// (recording `try {name}#{attempt}`), then succeeds (recording
+/// `do {name}#{attempt}`) with output `{name}-out`.
+pub fn flaky(
+    name: &'static str,
+    failures: u32,
+    error: impl Fn() -> StepError + Send + Sync + 'static,
+) -> Step<Rec, String> {
+    Step::new(name, move |r: &mut Rec, info: &StepInfo<'_>| {
+        if info.attempt() <= failures {
+            r.push(format!("try {name}#{}", info.attempt()));
+            return Err(error());
+        }
+        r.push(format!("do {name}#{}", info.attempt()));
+        Ok(format!("{name}-out"))
+    })
+    .compensate(undo(name))
+}
+
+/// The user's declined-card error.
+pub fn declined() -> StepError {
+    StepError::new(PaymentError::Declined(51))
+}
+
+/// The user's transient error, marked retryable.
+pub fn unavailable() -> StepError {
+    StepError::new(PaymentError::Unavailable).retryable()
+}
+
+/// A policy of `n` attempts with exact delays: 100 ms, doubling, no jitter,
+/// retrying what the step marks retryable.
+pub fn exact(n: u32) -> RetryPolicy {
+    RetryPolicy::attempts(n)
+        .with_backoff(Duration::from_millis(100))
+        .with_jitter(0.0)
+}
+
+/// [`exact`], retrying every error.
+pub fn exact_any(n: u32) -> RetryPolicy {
+    exact(n).retry_on(RetryOn::Any)
+}
+
+/// Options with a fresh virtual clock: backoff never sleeps for real.
+pub fn virtual_time() -> (TestClock, RunOptions) {
+    let clock = TestClock::new();
+    (clock.clone(), RunOptions::new().with_clock(clock))
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The user's error behind a saga error, downcast to its own type.
+pub fn user_error<E: std::error::Error + 'static>(err: &SagaError) -> &E {
+    let source = std::error::Error::source(err).expect("a saga error has a source");
+    source.downcast_ref::<E>().unwrap_or_else(|| {
+        panic!(
+            "the source is not a {}: {source}",
+            std::any::type_name::<E>()
+        )
+    })
+}
+
+/// Each step's (name, status, outcome, attempts, compensation attempts).
+pub fn rows(report: &SagaReport) -> Vec<(String, &'static str, &'static str, u32, u32)> {
+    report
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.to_string(),
+                s.status.label(),
+                s.outcome.label(),
+                s.attempts,
+                s.compensation_attempts,
+            )
+        })
+        .collect()
+}
+
+/// Builds the expected value of [`rows`].
+pub fn row(
+    name: &str,
+    status: &'static str,
+    outcome: &'static str,
+    attempts: u32,
+    compensation_attempts: u32,
+) -> (String, &'static str, &'static str, u32, u32) {
+    (
+        name.to_owned(),
+        status,
+        outcome,
+        attempts,
+        compensation_attempts,
+    )
+}

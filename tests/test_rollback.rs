@@ -1,0 +1,345 @@
+//! Rollback: a failed step is not compensated, the steps that took effect
+//! (or may have) are, in reverse order; steps with nothing to undo are
+//! skipped; an unknown outcome is compensated with `None` and is sticky.
+
+mod common;
+
+use common::*;
+use saga_core::{ExecutionStatus, Saga, SagaError, Step, StepError, StepInfo};
+
+#[test]
+fn failed_step_is_not_compensated_and_earlier_steps_are_undone_in_reverse() {
+    let saga = Saga::builder("order")
+        .step(compensable("a"))
+        .step(compensable("b"))
+        .step(compensable("c"))
+        .step(failing("d", declined))
+        .step(compensable("e"))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        [
+            "do a",
+            "do b",
+            "do c",
+            "try d#1",
+            "undo c with c-out",
+            "undo b with b-out",
+            "undo a with a-out",
+        ]
+    );
+    let SagaError::Compensated {
+        saga: name, step, ..
+    } = &err
+    else {
+        panic!("expected compensated, got {err:?}");
+    };
+    assert_eq!((&**name, &**step), ("order", "d"));
+    assert_eq!(
+        err.to_string(),
+        "saga `order` failed at step `d` and was rolled back (compensated: c, b, a)"
+    );
+    assert_eq!(
+        user_error::<PaymentError>(&err),
+        &PaymentError::Declined(51)
+    );
+    let report = err.report();
+    assert_eq!(report.status, ExecutionStatus::Compensated);
+    assert_eq!(
+        rows(report),
+        [
+            row("a", "compensated", "applied", 1, 1),
+            row("b", "compensated", "applied", 1, 1),
+            row("c", "compensated", "applied", 1, 1),
+            row("d", "failed", "not_applied", 1, 0),
+            row("e", "pending", "not_started", 0, 0),
+        ]
+    );
+    assert_eq!(
+        report.step("d").unwrap().last_error.as_deref(),
+        Some("card declined (code 51)")
+    );
+    assert_eq!(
+        report.compensated_steps().collect::<Vec<_>>(),
+        ["c", "b", "a"]
+    );
+}
+
+#[test]
+fn steps_with_nothing_to_undo_are_skipped_on_rollback() {
+    let saga = Saga::builder("skip")
+        .step(compensable("reserve"))
+        .step(plain("validate"))
+        .step(compensable("hold"))
+        .step(failing("charge", declined))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        [
+            "do reserve",
+            "do validate",
+            "do hold",
+            "try charge#1",
+            "undo hold with hold-out",
+            "undo reserve with reserve-out",
+        ]
+    );
+    assert_eq!(
+        rows(err.report()),
+        [
+            row("reserve", "compensated", "applied", 1, 1),
+            row("validate", "skipped", "applied", 1, 0),
+            row("hold", "compensated", "applied", 1, 1),
+            row("charge", "failed", "not_applied", 1, 0),
+        ]
+    );
+}
+
+#[test]
+fn failure_of_the_first_step_has_nothing_to_compensate() {
+    let saga = Saga::builder("first")
+        .step(failing("a", declined))
+        .step(compensable("b"))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(rec.effects, ["try a#1"]);
+    assert!(matches!(err, SagaError::Compensated { .. }));
+    assert_eq!(
+        err.to_string(),
+        "saga `first` failed at step `a` and was rolled back (nothing to compensate)"
+    );
+    assert_eq!(err.report().status, ExecutionStatus::Compensated);
+}
+
+#[test]
+fn error_marked_outcome_unknown_is_compensated_with_none_output() {
+    let saga = Saga::builder("unknown")
+        .step(compensable("a"))
+        .step(failing("b", || declined().outcome_unknown()))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        ["do a", "try b#1", "undo b with none", "undo a with a-out"]
+    );
+    assert_eq!(
+        err.to_string(),
+        "saga `unknown` failed at step `b` and was rolled back (compensated: b, a)"
+    );
+    assert_eq!(
+        user_error::<PaymentError>(&err),
+        &PaymentError::Declined(51)
+    );
+    assert_eq!(
+        rows(err.report()),
+        [
+            row("a", "compensated", "applied", 1, 1),
+            row("b", "compensated", "unknown", 1, 1),
+        ]
+    );
+}
+
+#[test]
+fn unknown_outcome_is_sticky_across_later_clean_failures() {
+    // Attempt 1 may have taken effect; attempts 2 and 3 fail cleanly. The
+    // step is still compensated, with no output to go by.
+    let saga = Saga::builder("sticky")
+        .step(compensable("a"))
+        .step(
+            Step::new("b", |r: &mut Rec, info: &StepInfo<'_>| {
+                r.push(format!("try b#{}", info.attempt()));
+                let error = declined().retryable();
+                Err::<String, _>(if info.attempt() == 1 {
+                    error.outcome_unknown()
+                } else {
+                    error
+                })
+            })
+            .compensate(undo("b"))
+            .retry(exact(3)),
+        )
+        .build()
+        .unwrap();
+    let (_, options) = virtual_time();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        [
+            "do a",
+            "try b#1",
+            "try b#2",
+            "try b#3",
+            "undo b with none",
+            "undo a with a-out"
+        ]
+    );
+    assert_eq!(
+        rows(err.report()),
+        [
+            row("a", "compensated", "applied", 1, 1),
+            row("b", "compensated", "unknown", 3, 1),
+        ]
+    );
+}
+
+#[test]
+fn clean_failures_alone_leave_the_failed_step_uncompensated_after_retries() {
+    // The counterpart of the sticky test: without an unknown attempt, the
+    // retried step is never compensated.
+    let saga = Saga::builder("clean")
+        .step(compensable("a"))
+        .step(failing("b", unavailable).retry(exact(3)))
+        .build()
+        .unwrap();
+    let (_, options) = virtual_time();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        ["do a", "try b#1", "try b#2", "try b#3", "undo a with a-out"]
+    );
+    assert_eq!(
+        rows(err.report()),
+        [
+            row("a", "compensated", "applied", 1, 1),
+            row("b", "failed", "not_applied", 3, 0),
+        ]
+    );
+}
+
+#[test]
+fn compensations_see_the_context_as_the_failed_attempt_left_it() {
+    let saga = Saga::builder("context")
+        .step(
+            Step::new("a", |r: &mut Rec, _: &StepInfo<'_>| {
+                r.push("do a");
+                Ok::<_, StepError>(())
+            })
+            .compensate(|r: &mut Rec, _: Option<&()>, _: &StepInfo<'_>| {
+                let seen = r.effects.join("|");
+                r.push(format!("undo a saw [{seen}]"));
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("b", |r: &mut Rec, _: &StepInfo<'_>| {
+            r.push("b wrote this before failing");
+            Err::<(), _>(declined())
+        }))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(
+        rec.effects.last().unwrap(),
+        "undo a saw [do a|b wrote this before failing]"
+    );
+}
+
+#[tokio::test]
+async fn async_compensations_run_in_reverse_order_with_sync_ones() {
+    let saga = Saga::builder("mixed-undo")
+        .step(compensable("a"))
+        .step(
+            Step::new_async("b", |r: &mut Rec, _: &StepInfo<'_>| {
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    r.push("do b");
+                    Ok::<_, StepError>("b-out".to_owned())
+                })
+            })
+            .compensate_async(
+                |r: &mut Rec, out: Option<&String>, _: &StepInfo<'_>| {
+                    Box::pin(async move {
+                        tokio::task::yield_now().await;
+                        r.push(undo_effect("b (async)", out));
+                        Ok::<_, StepError>(())
+                    })
+                },
+            ),
+        )
+        .step(compensable("c"))
+        .step(failing("d", declined))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run(&mut rec).await.unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        [
+            "do a",
+            "do b",
+            "do c",
+            "try d#1",
+            "undo c with c-out",
+            "undo b (async) with b-out",
+            "undo a with a-out",
+        ]
+    );
+    assert_eq!(err.report().status, ExecutionStatus::Compensated);
+}
+
+#[test]
+fn the_output_of_each_step_reaches_its_own_compensation() {
+    // Two steps with different output types: each compensation receives
+    // its own step's value.
+    #[derive(Default)]
+    struct Shop {
+        log: Vec<String>,
+    }
+    let saga = Saga::builder("outputs")
+        .step(
+            Step::new("reserve", |_: &mut Shop, _: &StepInfo<'_>| {
+                Ok::<_, StepError>(vec![3_u32, 4])
+            })
+            .compensate(|s: &mut Shop, items: Option<&Vec<u32>>, _: &StepInfo<'_>| {
+                s.log.push(format!("release {items:?}"));
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(
+            Step::new("charge", |_: &mut Shop, _: &StepInfo<'_>| {
+                Ok::<_, StepError>(("ch_1", 990_u64))
+            })
+            .compensate(
+                |s: &mut Shop, charge: Option<&(&str, u64)>, _: &StepInfo<'_>| {
+                    s.log.push(format!("refund {charge:?}"));
+                    Ok::<_, StepError>(())
+                },
+            ),
+        )
+        .step(Step::new("ship", |_: &mut Shop, _: &StepInfo<'_>| {
+            Err::<(), _>("no courier")
+        }))
+        .build()
+        .unwrap();
+    let mut shop = Shop::default();
+    let err = saga.run_blocking(&mut shop).unwrap_err();
+
+    assert_eq!(
+        shop.log,
+        [r#"refund Some(("ch_1", 990))"#, "release Some([3, 4])"]
+    );
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "no courier"
+    );
+}
