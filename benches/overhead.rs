@@ -8,14 +8,15 @@
 //! as a report with durations needs. The engine's overhead is its time minus
 //! the floor's; `benches/summary.py` prints both per step and their ratio.
 //!
-//! Run: `cargo bench --bench overhead` (quick check: `-- --test`).
+//! Run: `cargo bench --bench overhead` (quick check: `-- --test`). For
+//! instruction counts, see [`profile`].
 
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use saga_core::{BoxFuture, Saga, SagaError, Step, StepError, StepInfo};
 use tokio::runtime::Runtime;
 
@@ -381,4 +382,60 @@ fn async_concurrent(c: &mut Criterion) {
 }
 
 criterion_group!(benches, sync_one, async_one, async_concurrent);
-criterion_main!(benches);
+
+/// `SAGA_PROFILE=<case>:<runs>` runs one case that many times and nothing
+/// else, for `valgrind --tool=callgrind` (instruction counts do not depend
+/// on the machine's load, unlike times). Cases: `sync_floor_happy`,
+/// `sync_builder_happy`, `sync_floor_fail`, `sync_builder_fail`, and the
+/// same with `async_`.
+fn profile(spec: &str) {
+    let Some((case, runs)) = spec.split_once(':') else {
+        panic!("SAGA_PROFILE is `<case>:<runs>`, not `{spec}`");
+    };
+    let runs: u64 = match runs.parse() {
+        Ok(n) => n,
+        Err(e) => panic!("SAGA_PROFILE: `{runs}` is not a number of runs: {e}"),
+    };
+    let Some((mode, rest)) = case.split_once('_') else {
+        panic!("SAGA_PROFILE: unknown case `{case}`");
+    };
+    let path = match rest {
+        "floor_happy" | "builder_happy" => Path::Happy,
+        "floor_fail" | "builder_fail" => Path::Fail,
+        _ => panic!("SAGA_PROFILE: unknown case `{case}`"),
+    };
+    let floor = rest.starts_with("floor");
+    let mut ctx = Ctx::default();
+    match (mode, floor) {
+        ("sync", true) => {
+            let steps = direct_steps(path);
+            (0..runs).for_each(|_| check_floor(path, black_box(floor_sync(&steps, &mut ctx))));
+        }
+        ("sync", false) => {
+            let saga = builder_sync(path);
+            (0..runs).for_each(|_| check(path, black_box(saga.run_blocking(&mut ctx))));
+        }
+        ("async", true) => {
+            let steps = direct_async_steps(path);
+            time_async(&current_thread(), runs, async || {
+                check_floor(path, black_box(floor_async(&steps, &mut ctx).await));
+            });
+        }
+        ("async", false) => {
+            let saga = builder_async(path);
+            time_async(&current_thread(), runs, async || {
+                check(path, black_box(saga.run(&mut ctx).await));
+            });
+        }
+        _ => panic!("SAGA_PROFILE: unknown case `{case}`"),
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("SAGA_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
