@@ -143,7 +143,9 @@ pub(crate) async fn execute<C>(
         Err(Stop::Stuck { node, index, error }) => {
             Err(stuck_forward(&env, &mut state, node, index, error))
         }
-        Err(stop) => rollback(&env, &mut state, ctx, stop).await,
+        // Boxed: inline, the rollback's future would make every run in
+        // flight larger, though only failed runs need it.
+        Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
     }
 }
 
@@ -400,7 +402,14 @@ async fn attempt_action<C, A: Access<C>>(
             droppable: false,
         }
     };
-    guarded(CatchUnwind(future), step.timeout, brakes).await
+    let braked = brakes.droppable && (brakes.cancel.is_some() || brakes.group.is_some());
+    if step.timeout.is_none() && !braked {
+        return CatchUnwind(future).await;
+    }
+    // A timer and a select make a large future (over 500 bytes), held by
+    // every run in flight if it were inline: boxed, only the attempts that
+    // use them pay for it.
+    Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)).await
 }
 
 fn exclusive_in_group(info: &StepInfo<'_>) -> StepError {
