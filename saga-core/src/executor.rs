@@ -672,6 +672,7 @@ impl<C> Env<'_, C> {
         }
     }
 
+    #[inline]
     fn emit(&self, event: &SagaEvent<'_>) {
         let run = RunInfo {
             saga: &self.saga.name,
