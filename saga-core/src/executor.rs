@@ -447,7 +447,9 @@ async fn rollback<C>(
     let mut remaining = Vec::new();
     for node in saga.nodes.iter().rev() {
         let range = node.range();
-        let mut pending = Vec::new();
+        // Counted rather than collected: a vector per node was an
+        // allocation per compensated step.
+        let mut pending = 0;
         for index in range.clone() {
             let report = &mut state.report.steps[index];
             if !report.outcome.needs_compensation() {
@@ -456,14 +458,21 @@ async fn rollback<C>(
             if saga.steps[index].undo.is_none() {
                 report.status = StepStatus::Skipped;
             } else {
-                pending.push(index);
+                pending += 1;
             }
         }
-        if pending.is_empty() {
+        if pending == 0 {
             continue;
         }
         if stuck.is_some() && !saga.continue_on_compensation_failure {
-            remaining.extend(pending.iter().map(|&i| Arc::clone(&saga.steps[i].name)));
+            let steps = &state.report.steps;
+            remaining.extend(
+                range
+                    .filter(|&i| {
+                        steps[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
+                    })
+                    .map(|i| Arc::clone(&saga.steps[i].name)),
+            );
             continue;
         }
         let failed = match node {
