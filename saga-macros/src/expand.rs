@@ -488,3 +488,64 @@ mod tests {
         );
     }
 }
+
+/// `docs/MACROS.md` shows an expansion; this keeps it true.
+#[cfg(test)]
+mod docs_expansion {
+    use quote::ToTokens;
+
+    fn expansion() -> String {
+        let create: syn::ItemFn = syn::parse_quote! {
+            fn create_order(order: &mut Order) -> Result<u64, StepError> {
+                order.id = Some(1001);
+                Ok(1001)
+            }
+        };
+        let cancel: syn::ItemFn = syn::parse_quote! {
+            fn cancel_order(order: &mut Order, id: Option<&u64>) -> Result<(), StepError> {
+                order.id = None;
+                Ok(())
+            }
+        };
+        let create_args: crate::attr::TaskArgs =
+            syn::parse_quote!(undo = cancel_order, retry(attempts = 3, backoff = "100ms"));
+        let cancel_args: crate::attr::TaskArgs = syn::parse_quote!();
+        let saga: crate::ast::SagaDef = syn::parse_quote! {
+            name: "order",
+            context: Order,
+            step create_order, retry 5;
+            pivot ship_order;
+        };
+        let create_fn = crate::validate::check_task_fn(&create).unwrap();
+        let cancel_fn = crate::validate::check_task_fn(&cancel).unwrap();
+        let create = super::task(&create, &create_args, &create_fn);
+        let cancel = super::task(&cancel, &cancel_args, &cancel_fn);
+        let saga = super::saga(&saga);
+        let file: syn::File = syn::parse_quote! {
+            #create
+            #cancel
+            fn main() { let order = #saga; }
+        };
+        file.to_token_stream().to_string()
+    }
+
+    #[test]
+    fn the_documented_expansion_is_the_real_one() {
+        let doc = include_str!("../../docs/MACROS.md");
+        let start = doc.find("## Output\n\n```rust\n").unwrap() + "## Output\n\n```rust\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let documented: syn::File = syn::parse_str(&doc[start..end]).unwrap();
+        assert_eq!(
+            squash(&documented.to_token_stream().to_string()),
+            squash(&expansion())
+        );
+    }
+
+    /// Without what `rustfmt` may change inside macro arguments and
+    /// argument lists: spacing, trailing commas, redundant parentheses.
+    fn squash(code: &str) -> String {
+        code.chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, ',' | '(' | ')'))
+            .collect()
+    }
+}
