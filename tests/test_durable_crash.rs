@@ -6,6 +6,12 @@
 //! recovers. The effects ledger, a separate SQLite file written by the
 //! steps under their idempotency keys, shows every effect applied once and
 //! undone at most once, and counts the re-invocations it absorbed.
+//!
+//! The same for a saga with a parallel group of three async branches
+//! between two steps: killed at every commit and after every effect on the
+//! forward path, when a branch fails (its siblings are compensated at
+//! once), and when the step after the group fails (the whole group is);
+//! the log must show each branch's start and end, and each compensation's.
 
 #![cfg(unix)]
 
