@@ -65,6 +65,8 @@ async fn a_completed_run_logs_every_step_in_order_with_outputs_and_context() {
         assert_eq!(record.status, ExecutionStatus::Completed);
         assert_eq!(record.fingerprint, saga(&script).fingerprint());
         assert_eq!(record.last_seq, events.len() as u64);
+        // The final write released the lease.
+        assert_eq!(record.owner, None, "{name}");
     }
 }
 
@@ -215,8 +217,8 @@ async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_acti
     use EventKind::*;
     assert_eq!(
         *store.batches.lock().unwrap(),
+        // The first start was committed with the execution itself.
         vec![
-            vec![StepStarted],
             vec![StepSucceeded, StepStarted],
             vec![StepSucceeded, StepStarted],
             vec![StepSucceeded, Finished],
@@ -699,6 +701,7 @@ async fn a_lease_taken_over_fences_the_old_owner_out() {
             saga: "order".into(),
             fingerprint: "f".into(),
             context: "{}".into(),
+            events: Vec::new(),
         };
         let created = store.create(new, "a", Duration::ZERO).await.unwrap();
         let saga_core::store::Created::New(old) = created else {

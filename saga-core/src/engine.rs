@@ -391,6 +391,11 @@ impl SagaEngine {
             what: format!("the context of a new `{name}` execution"),
             detail: e.to_string(),
         })?;
+        // The first step's start is committed with the creation: one commit
+        // fewer per execution. The journal knows it is there already.
+        let mut first = Event::new(1, EventKind::StepStarted);
+        first.step = Some(0);
+        first.attempt = 1;
         let created = self
             .inner
             .store
@@ -400,6 +405,7 @@ impl SagaEngine {
                     saga: name.to_owned(),
                     fingerprint: runner.fingerprint().to_owned(),
                     context: context.clone(),
+                    events: vec![first.clone()],
                 },
                 &self.inner.owner,
                 self.inner.lease_ttl,
@@ -416,7 +422,7 @@ impl SagaEngine {
                 let job = Job {
                     id: id.clone(),
                     initial_context: context,
-                    events: Vec::new(),
+                    events: vec![first],
                     fresh: Some(Box::new(ctx)),
                     lease,
                     cancel: CancellationToken::new(),
@@ -722,7 +728,7 @@ impl SagaEngine {
         // A dry run of the decoding, so that a log this build cannot read
         // is refused before the lease is touched.
         let events = store.events(id).await?;
-        runner.check(id, &record.context, &events, mark.is_some())?;
+        runner.check(id, &record.context, &events)?;
         let Some(lease) = store
             .claim(id, &self.inner.owner, self.inner.lease_ttl)
             .await?
@@ -741,7 +747,7 @@ impl SagaEngine {
         };
         if let Some(kind) = mark {
             let event = Event::new(record.last_seq + 1, kind);
-            let phase = fold(id, runner.steps(), &record.context, &events, true)?.phase;
+            let phase = fold(id, runner.steps(), &events)?.phase;
             let status = match phase {
                 ResumePhase::Forward => ExecutionStatus::Running,
                 ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
@@ -783,7 +789,11 @@ impl SagaEngine {
         let inner = Arc::clone(&self.inner);
         handle.spawn(async move {
             let done = run.await;
-            let _ = inner.store.release(&id, &lease).await;
+            // The final write released the lease already.
+            let finished = matches!(&done, Ok(report) if report.status.is_finished());
+            if !finished {
+                let _ = inner.store.release(&id, &lease).await;
+            }
             inner
                 .live
                 .lock()
@@ -816,13 +826,7 @@ impl SagaEngine {
             }
         };
         let events = store.events(&record.id).await?;
-        let folded = fold(
-            &record.id,
-            shape.steps.len(),
-            &record.context,
-            &events,
-            false,
-        )?;
+        let folded = fold(&record.id, shape.steps.len(), &events)?;
         let steps = shape
             .steps
             .iter()
@@ -938,13 +942,7 @@ trait Runner: Send + Sync {
     fn context_type(&self) -> TypeId;
     fn context_type_name(&self) -> &'static str;
     /// Decodes a log without running anything.
-    fn check(
-        &self,
-        id: &ExecutionId,
-        initial: &str,
-        events: &[Event],
-        resuming: bool,
-    ) -> Result<(), EngineError>;
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError>;
     /// Decodes the log and returns the run, ready to spawn.
     fn prepare(
         self: Arc<Self>,
@@ -968,9 +966,8 @@ where
         id: &ExecutionId,
         initial: &str,
         events: &[Event],
-        resuming: bool,
     ) -> Result<(C, Option<Resume>), EngineError> {
-        let folded = fold(id, self.steps(), initial, events, resuming)?;
+        let folded = fold(id, self.steps(), events)?;
         let ctx = serde_json::from_str::<C>(folded.context.as_deref().unwrap_or(initial)).map_err(
             |e| EngineError::Undecodable {
                 execution_id: id.clone(),
@@ -1032,14 +1029,8 @@ where
         type_name::<C>()
     }
 
-    fn check(
-        &self,
-        id: &ExecutionId,
-        initial: &str,
-        events: &[Event],
-        resuming: bool,
-    ) -> Result<(), EngineError> {
-        self.decode(id, initial, events, resuming).map(|_| ())
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError> {
+        self.decode(id, initial, events).map(|_| ())
     }
 
     fn prepare(
@@ -1047,10 +1038,13 @@ where
         store: Arc<dyn SagaStore>,
         job: Job,
     ) -> Result<BoxFuture<'static, Done>, EngineError> {
-        let resuming = job.events.iter().any(|e| e.kind == EventKind::Resumed);
-        let (mut ctx, resume) = match job.fresh.map(|b| b.downcast::<C>()) {
+        let fresh = job.fresh.map(|b| b.downcast::<C>());
+        // A fresh start's log holds its first step's start, written with
+        // the execution.
+        let preloaded = matches!(fresh, Some(Ok(_)));
+        let (mut ctx, resume) = match fresh {
             Some(Ok(ctx)) => (*ctx, None),
-            _ => self.decode(&job.id, &job.initial_context, &job.events, resuming)?,
+            _ => self.decode(&job.id, &job.initial_context, &job.events)?,
         };
         let next_seq = job.events.last().map_or(1, |e| e.seq + 1);
         Ok(Box::pin(async move {
@@ -1061,6 +1055,7 @@ where
                 state: tokio::sync::Mutex::new(JournalState {
                     next_seq,
                     buffer: Vec::new(),
+                    preloaded,
                 }),
                 cancel: job.cancel.clone(),
                 _context: PhantomData,
@@ -1105,6 +1100,9 @@ struct JournalState {
     /// Events written at the next flush: what follows a step's start is
     /// committed with the next start (a step transition) or the end.
     buffer: Vec<Event>,
+    /// Whether the first step's first start is in the log already (written
+    /// with the execution).
+    preloaded: bool,
 }
 
 /// The executor's journal on a store: numbers events, buffers them, and
@@ -1133,14 +1131,24 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
-            event.seq = state.next_seq;
-            state.next_seq += 1;
+            let written = state.preloaded
+                && event.kind == EventKind::StepStarted
+                && event.step == Some(0)
+                && event.attempt == 1;
+            if written {
+                state.preloaded = false;
+            } else {
+                event.seq = state.next_seq;
+                state.next_seq += 1;
+            }
             let flush = matches!(
                 event.kind,
                 EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
             );
-            state.buffer.push(event);
-            if !flush {
+            if !written {
+                state.buffer.push(event);
+            }
+            if !flush || state.buffer.is_empty() {
                 return Ok(());
             }
             let events = std::mem::take(&mut state.buffer);
@@ -1166,16 +1174,9 @@ struct Folded {
 
 /// Reads a log: each step's state, outputs, the latest context and the
 /// direction. A step or compensation that started and never ended is set
-/// up to run again as the same attempt, its outcome unknown. `resuming`
-/// (an operator's resume) gives what failed for good a fresh budget.
-fn fold(
-    id: &ExecutionId,
-    steps: usize,
-    initial: &str,
-    events: &[Event],
-    resuming: bool,
-) -> Result<Folded, EngineError> {
-    let _ = initial;
+/// up to run again as the same attempt, its outcome unknown. After an
+/// operator's resume, what failed for good gets a fresh budget.
+fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, EngineError> {
     let mut folded = Folded {
         steps: (0..steps)
             .map(|_| ResumeStep {
@@ -1191,6 +1192,7 @@ fn fold(
         phase: ResumePhase::Forward,
     };
     let mut in_flight = vec![false; steps];
+    let mut finished = false;
     for event in events {
         if event.context.is_some() {
             folded.context.clone_from(&event.context);
@@ -1257,6 +1259,7 @@ fn fold(
                     s.last_error.clone_from(&event.error);
                 }
             }
+            (EventKind::Finished | EventKind::Abandoned, _) => finished = true,
             (EventKind::Resumed, _) => {
                 for s in &mut folded.steps {
                     match s.status {
@@ -1275,11 +1278,20 @@ fn fold(
             _ => {}
         }
     }
-    let _ = resuming;
     // Cut off by a crash: run the same attempt again; it may have taken
     // effect, so its outcome is unknown (sticky, as for a timeout).
     for (s, flying) in folded.steps.iter_mut().zip(in_flight) {
         if !flying {
+            continue;
+        }
+        if finished {
+            // Only the first step's start, written with the execution, of a
+            // run cancelled (or abandoned) before that step ran.
+            if s.status == StepStatus::Running {
+                s.status = StepStatus::Pending;
+                s.outcome = Outcome::NotStarted;
+                s.attempts = 0;
+            }
             continue;
         }
         match s.status {

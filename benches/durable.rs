@@ -1,0 +1,171 @@
+//! Durable throughput on the SQLite store, next to the raw SQLite commit
+//! rate measured in the same run on the same disk:
+//!
+//! - `raw_commit`: one row the size of a real event per transaction (WAL,
+//!   `synchronous=FULL`), the floor any durable log pays per commit;
+//! - `sequential`: one 10-step saga at a time; a step transition ("step k
+//!   succeeded" + "step k+1 started", or the last success + the end) is one
+//!   commit, plus one commit per saga to create the execution;
+//! - `concurrent_64`: 64 sagas at once, sharing commits (group commit).
+//!
+//! Throughput is in step transitions (10 per saga) or rows per second.
+//! Run: `cargo bench --bench durable`. Files go under
+//! `target/bench-durable/` (on the disk the project is on).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use saga_core::store::SqliteStore;
+use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
+use serde::{Deserialize, Serialize};
+
+const STEPS: usize = 10;
+const CONCURRENT: usize = 64;
+
+/// A context of a realistic size (about 200 bytes of JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Order {
+    order_id: String,
+    customer: String,
+    items: Vec<(String, u32)>,
+    total_cents: u64,
+    steps_done: u32,
+}
+
+fn order() -> Order {
+    Order {
+        order_id: "order-000000000042".to_owned(),
+        customer: "customer-7f3a9c21@example.com".to_owned(),
+        items: vec![
+            ("sku-book-0001".to_owned(), 2),
+            ("sku-pen-0042".to_owned(), 10),
+            ("sku-lamp-0777".to_owned(), 1),
+        ],
+        total_cents: 12_345,
+        steps_done: 0,
+    }
+}
+
+fn saga() -> Saga<Order> {
+    let mut builder = Saga::builder("bench");
+    for i in 0..STEPS {
+        builder = builder.step(
+            Step::new(format!("step_{i}"), |o: &mut Order, _: &StepInfo<'_>| {
+                o.steps_done += 1;
+                Ok::<_, StepError>(u64::from(o.steps_done))
+            })
+            .durable(),
+        );
+    }
+    builder.build().expect("a valid saga")
+}
+
+fn bench_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-durable");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+fn raw_commit(c: &mut Criterion, dir: &std::path::Path) {
+    let conn = rusqlite::Connection::open(dir.join("raw.db")).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("sync");
+    conn.execute_batch(
+        "CREATE TABLE events (execution_id TEXT, seq INTEGER, kind TEXT, output TEXT,
+            context TEXT, PRIMARY KEY (execution_id, seq)) WITHOUT ROWID",
+    )
+    .expect("schema");
+    let context = serde_json::to_string(&order()).expect("json");
+    let mut seq = 0_i64;
+    let mut group = c.benchmark_group("durable");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("raw_commit", |b| {
+        b.iter(|| {
+            seq += 1;
+            let tx = conn.unchecked_transaction().expect("begin");
+            tx.execute(
+                "INSERT INTO events VALUES ('0123456789abcdef0123456789abcdef', ?1, 'step_succeeded', '7', ?2)",
+                rusqlite::params![seq, context],
+            )
+            .expect("insert");
+            tx.commit().expect("commit");
+        });
+    });
+    group.finish();
+}
+
+fn engine_benches(c: &mut Criterion, dir: &std::path::Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let engine = rt.block_on(async {
+        let store = SqliteStore::open(dir.join("sagas.db")).expect("store");
+        let engine = SagaEngine::new(store);
+        engine.register(saga()).await.expect("register");
+        Arc::new(engine)
+    });
+    let mut group = c.benchmark_group("durable");
+    group.throughput(Throughput::Elements(STEPS as u64));
+    group.bench_function("sequential", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let id = engine.start("bench", order()).await.expect("start");
+                    engine.wait(&id).await.expect("wait");
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.throughput(Throughput::Elements((STEPS * CONCURRENT) as u64));
+    group.bench_function("concurrent_64", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let mut ids = Vec::with_capacity(CONCURRENT);
+                    let starts: Vec<_> = (0..CONCURRENT)
+                        .map(|_| {
+                            let engine = Arc::clone(&engine);
+                            tokio::spawn(async move { engine.start("bench", order()).await })
+                        })
+                        .collect();
+                    for start in starts {
+                        ids.push(start.await.expect("join").expect("start"));
+                    }
+                    for id in &ids {
+                        engine.wait(id).await.expect("wait");
+                    }
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    });
+    group.finish();
+}
+
+fn durable(c: &mut Criterion) {
+    let dir = bench_dir();
+    raw_commit(c, &dir);
+    engine_benches(c, &dir);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    targets = durable
+}
+criterion_main!(benches);
