@@ -759,3 +759,80 @@ async fn a_lease_taken_over_fences_the_old_owner_out() {
         assert!(err.to_string().contains("expected"), "{name}: {err}");
     }
 }
+
+#[test]
+fn a_parallel_group_cut_off_by_a_crash_is_carried_on_without_rerunning_earlier_steps() {
+    for (name, store) in stores("group") {
+        let build = |script: &Arc<Script>| {
+            let calls = |script: &Arc<Script>, what: &'static str, hang: bool| {
+                let script = Arc::clone(script);
+                Step::shared_async(what, move |_: &Order, info: &StepInfo<'_>| {
+                    let script = Arc::clone(&script);
+                    let key = info.idempotency_key();
+                    Box::pin(async move {
+                        script
+                            .ledger
+                            .lock()
+                            .unwrap()
+                            .calls
+                            .push((format!("do {what}"), key));
+                        if hang && script.hang.lock().unwrap().is_some() {
+                            script.hung.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, StepError>(())
+                    })
+                })
+            };
+            Saga::<Order>::builder("trip")
+                .step(calls(script, "pay", false))
+                .parallel(
+                    saga_core::Parallel::new()
+                        .step(calls(script, "hotel", false))
+                        .step(calls(script, "flight", true)),
+                )
+                .step(calls(script, "mail", false))
+                .build()
+                .unwrap()
+        };
+        let first = Arc::new(Script::default());
+        *first.hang.lock().unwrap() = Some(Point::Step(2));
+        let id = in_dying_runtime(|| {
+            let store = Arc::clone(&store);
+            let first = Arc::clone(&first);
+            async move {
+                let engine = short_lease(SagaEngine::with_store(store));
+                engine.register(build(&first)).await.unwrap();
+                let hung = first.hung.notified();
+                let id = engine.start("trip", Order::default()).await.unwrap();
+                hung.await;
+                id
+            }
+        });
+        let second = Arc::new(Script::default());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let report = rt.block_on(async {
+            let engine = short_lease(SagaEngine::with_store(Arc::clone(&store)));
+            engine.register(build(&second)).await.unwrap();
+            while !engine.recover().await.unwrap().resumed.contains(&id) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            engine.wait(&id).await.unwrap()
+        });
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        let after: Vec<String> = second.calls().into_iter().map(|c| c.0).collect();
+        // `pay` is not run again; the cut-off branch is, with its key;
+        // `hotel` may be (its success may not have been committed yet).
+        assert!(!after.contains(&"do pay".to_owned()), "{name}: {after:?}");
+        assert!(after.contains(&"do flight".to_owned()), "{name}: {after:?}");
+        assert_eq!(after.last().map(String::as_str), Some("do mail"), "{name}");
+        let flight_keys: Vec<String> = first
+            .calls()
+            .into_iter()
+            .chain(second.calls())
+            .filter(|c| c.0 == "do flight")
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(flight_keys, vec![format!("{id}/flight"); 2], "{name}");
+    }
+}
