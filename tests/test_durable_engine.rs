@@ -70,10 +70,12 @@ async fn a_completed_run_logs_every_step_in_order_with_outputs_and_context() {
     }
 }
 
-/// A store that remembers the size of each commit.
+/// A store that remembers the size of each commit, and fails the one
+/// numbered `fail_at` (from 1; 0: none).
 struct Commits {
     inner: MemoryStore,
     batches: std::sync::Mutex<Vec<Vec<EventKind>>>,
+    fail_at: usize,
 }
 
 impl SagaStore for Commits {
@@ -119,10 +121,17 @@ impl SagaStore for Commits {
         events: Vec<Event>,
         status: ExecutionStatus,
     ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<saga_core::store::Ack>> {
-        self.batches
-            .lock()
-            .unwrap()
-            .push(events.iter().map(|e| e.kind).collect());
+        let mut batches = self.batches.lock().unwrap();
+        batches.push(events.iter().map(|e| e.kind).collect());
+        if batches.len() == self.fail_at {
+            return Box::pin(std::future::ready(Err(
+                saga_core::store::StoreError::Backend {
+                    store: "the test store".into(),
+                    what: "appending events".into(),
+                    source: "disk full".into(),
+                },
+            )));
+        }
         self.inner.append(id, lease, events, status)
     }
     fn renew<'a>(
@@ -180,6 +189,7 @@ async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_acti
     let store = Arc::new(Commits {
         inner: memory.clone(),
         batches: Default::default(),
+        fail_at: 0,
     });
     // The step reads the log while it runs: its own start must be there.
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -835,4 +845,48 @@ fn a_parallel_group_cut_off_by_a_crash_is_carried_on_without_rerunning_earlier_s
             .collect();
         assert_eq!(flight_keys, vec![format!("{id}/flight"); 2], "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
+    let memory = MemoryStore::new();
+    // The second append (s1 succeeded + s2 started) fails.
+    let store = Arc::new(Commits {
+        inner: memory.clone(),
+        batches: Default::default(),
+        fail_at: 2,
+    });
+    let script = Arc::new(Script::default());
+    let engine = SagaEngine::with_store(store);
+    engine.register(saga(&script)).await.unwrap();
+    let id = engine.start("order", Order::default()).await.unwrap();
+    let err = engine.wait(&id).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("execution `{id}` stopped: the test store: appending events failed")
+    );
+    // Not one step after the failed write: s2's start was never logged,
+    // so s2 did not run.
+    let calls: Vec<String> = script.calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(calls, ["do s0", "do s1"]);
+    let record = memory.get(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, ExecutionStatus::Running);
+    let err = engine.wait(&id).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "execution `{id}` is running but no owner runs it; call `recover()` to carry it on"
+        )
+    );
+
+    // Once the store works, recovery carries it on: s1 again (its success
+    // was in the lost commit), then the rest.
+    let healthy = SagaEngine::new(memory.clone());
+    let script = Arc::new(Script::default());
+    healthy.register(saga(&script)).await.unwrap();
+    assert_eq!(healthy.recover().await.unwrap().resumed, vec![id.clone()]);
+    let report = healthy.wait(&id).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let calls: Vec<String> = script.calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(calls, ["do s1", "do s2", "do s3", "do s4"]);
 }

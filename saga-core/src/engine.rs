@@ -149,6 +149,17 @@ pub enum EngineError {
         /// Why.
         detail: String,
     },
+    /// `wait` found an unfinished execution that no owner runs (its owner
+    /// died, or its log could not be written).
+    #[error(
+        "execution `{execution_id}` is {status} but no owner runs it; call `recover()` to carry it on"
+    )]
+    NotRunning {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its status.
+        status: ExecutionStatus,
+    },
     /// The engine was called outside a tokio runtime.
     #[error("the saga engine must be called inside a tokio runtime")]
     NoRuntime,
@@ -440,7 +451,9 @@ impl SagaEngine {
     ///
     /// # Errors
     /// [`EngineError::NotFound`]; [`EngineError::Interrupted`] if the run
-    /// stopped because its log could not be written; store errors.
+    /// stopped because its log could not be written;
+    /// [`EngineError::NotRunning`] if no owner runs it (recover it first);
+    /// store errors.
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         loop {
             let live = self.live().get(id).map(|l| l.done.clone());
@@ -467,7 +480,16 @@ impl SagaEngine {
             if record.status.is_finished() {
                 return self.rebuilt_report(&record).await;
             }
-            // Run by another owner (or about to be recovered): poll.
+            let leased = record
+                .lease_expires_at_ms
+                .is_some_and(|expires| expires > now_ms());
+            if !leased {
+                return Err(EngineError::NotRunning {
+                    execution_id: id.clone(),
+                    status: record.status,
+                });
+            }
+            // Run by another owner: poll.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
