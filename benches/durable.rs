@@ -71,7 +71,9 @@ fn bench_dir() -> PathBuf {
     dir
 }
 
-fn raw_commit(c: &mut Criterion, dir: &std::path::Path) {
+/// A table shaped like the store's events, in its own file, configured as
+/// the store configures its file.
+fn raw_table(dir: &std::path::Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(dir.join("raw.db")).expect("open");
     conn.pragma_update(None, "journal_mode", "WAL")
         .expect("wal");
@@ -82,47 +84,80 @@ fn raw_commit(c: &mut Criterion, dir: &std::path::Path) {
             context TEXT, PRIMARY KEY (execution_id, seq)) WITHOUT ROWID",
     )
     .expect("schema");
-    let context = serde_json::to_string(&order()).expect("json");
-    let mut seq = 0_i64;
-    let mut group = c.benchmark_group("durable");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("raw_commit", |b| {
-        b.iter(|| {
-            seq += 1;
-            let tx = conn.unchecked_transaction().expect("begin");
-            tx.execute(
-                "INSERT INTO events VALUES ('0123456789abcdef0123456789abcdef', ?1, 'step_succeeded', '7', ?2)",
-                rusqlite::params![seq, context],
-            )
-            .expect("insert");
-            tx.commit().expect("commit");
-        });
-    });
-    group.finish();
+    conn
 }
 
-fn engine_benches(c: &mut Criterion, dir: &std::path::Path) {
+/// One transaction of one event-sized row.
+fn raw_commit_once(conn: &rusqlite::Connection, seq: i64, context: &str) {
+    let tx = conn.unchecked_transaction().expect("begin");
+    tx.execute(
+        "INSERT INTO events VALUES ('0123456789abcdef0123456789abcdef', ?1, 'step_succeeded', '7', ?2)",
+        rusqlite::params![seq, context],
+    )
+    .expect("insert");
+    tx.commit().expect("commit");
+}
+
+/// A runtime and an engine on a fresh store in `dir`, the saga registered.
+fn engine_on(dir: &std::path::Path) -> (tokio::runtime::Runtime, Arc<SagaEngine>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     let engine = rt.block_on(async {
-        let store = SqliteStore::open(dir.join("sagas.db")).expect("store");
-        let engine = SagaEngine::new(store);
+        let engine = SagaEngine::new(SqliteStore::open(dir.join("sagas.db")).expect("store"));
         engine.register(saga()).await.expect("register");
         Arc::new(engine)
     });
+    (rt, engine)
+}
+
+/// Runs `sagas` sagas one after another.
+async fn run_sequential(engine: &SagaEngine, sagas: u64) {
+    for _ in 0..sagas {
+        let id = engine.start("bench", order()).await.expect("start");
+        engine.wait(&id).await.expect("wait");
+    }
+}
+
+/// Starts `CONCURRENT` sagas at once and waits for them all.
+async fn run_concurrent(engine: &Arc<SagaEngine>) {
+    let starts: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let engine = Arc::clone(engine);
+            tokio::spawn(async move { engine.start("bench", order()).await })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(CONCURRENT);
+    for start in starts {
+        ids.push(start.await.expect("join").expect("start"));
+    }
+    for id in &ids {
+        engine.wait(id).await.expect("wait");
+    }
+}
+
+fn durable(c: &mut Criterion) {
+    let dir = bench_dir();
+    let conn = raw_table(&dir);
+    let context = serde_json::to_string(&order()).expect("json");
+    let mut seq = 0_i64;
+    let (rt, engine) = engine_on(&dir);
     let mut group = c.benchmark_group("durable");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("raw_commit", |b| {
+        b.iter(|| {
+            seq += 1;
+            raw_commit_once(&conn, seq, &context);
+        });
+    });
     group.throughput(Throughput::Elements(STEPS as u64));
     group.bench_function("sequential", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
-                for _ in 0..iters {
-                    let id = engine.start("bench", order()).await.expect("start");
-                    engine.wait(&id).await.expect("wait");
-                }
+                run_sequential(&engine, iters).await;
                 start.elapsed()
             })
         });
@@ -131,35 +166,15 @@ fn engine_benches(c: &mut Criterion, dir: &std::path::Path) {
     group.bench_function("concurrent_64", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut total = Duration::ZERO;
+                let start = Instant::now();
                 for _ in 0..iters {
-                    let start = Instant::now();
-                    let mut ids = Vec::with_capacity(CONCURRENT);
-                    let starts: Vec<_> = (0..CONCURRENT)
-                        .map(|_| {
-                            let engine = Arc::clone(&engine);
-                            tokio::spawn(async move { engine.start("bench", order()).await })
-                        })
-                        .collect();
-                    for start in starts {
-                        ids.push(start.await.expect("join").expect("start"));
-                    }
-                    for id in &ids {
-                        engine.wait(id).await.expect("wait");
-                    }
-                    total += start.elapsed();
+                    run_concurrent(&engine).await;
                 }
-                total
+                start.elapsed()
             })
         });
     });
     group.finish();
-}
-
-fn durable(c: &mut Criterion) {
-    let dir = bench_dir();
-    raw_commit(c, &dir);
-    engine_benches(c, &dir);
 }
 
 /// The three measured in alternation, round after round, on fresh files:
@@ -169,29 +184,11 @@ fn durable(c: &mut Criterion) {
 fn interleaved() {
     const ROUNDS: usize = 15;
     const RAW_COMMITS: usize = 50;
-    const SEQUENTIAL_SAGAS: usize = 5;
+    const SEQUENTIAL_SAGAS: u64 = 5;
     let dir = bench_dir();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let conn = rusqlite::Connection::open(dir.join("raw.db")).expect("open");
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
-    conn.pragma_update(None, "synchronous", "FULL")
-        .expect("sync");
-    conn.execute_batch(
-        "CREATE TABLE events (execution_id TEXT, seq INTEGER, kind TEXT, output TEXT,
-            context TEXT, PRIMARY KEY (execution_id, seq)) WITHOUT ROWID",
-    )
-    .expect("schema");
+    let conn = raw_table(&dir);
     let context = serde_json::to_string(&order()).expect("json");
-    let engine = rt.block_on(async {
-        let engine = SagaEngine::new(SqliteStore::open(dir.join("sagas.db")).expect("store"));
-        engine.register(saga()).await.expect("register");
-        Arc::new(engine)
-    });
+    let (rt, engine) = engine_on(&dir);
     let mut seq = 0_i64;
     let (mut raw, mut sequential, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
     let (mut seq_ratio, mut conc_ratio) = (Vec::new(), Vec::new());
@@ -199,40 +196,15 @@ fn interleaved() {
         let start = Instant::now();
         for _ in 0..RAW_COMMITS {
             seq += 1;
-            let tx = conn.unchecked_transaction().expect("begin");
-            tx.execute(
-                "INSERT INTO events VALUES ('0123456789abcdef0123456789abcdef', ?1, 'step_succeeded', '7', ?2)",
-                rusqlite::params![seq, context],
-            )
-            .expect("insert");
-            tx.commit().expect("commit");
+            raw_commit_once(&conn, seq, &context);
         }
         let r = RAW_COMMITS as f64 / start.elapsed().as_secs_f64();
-        let s = rt.block_on(async {
-            let start = Instant::now();
-            for _ in 0..SEQUENTIAL_SAGAS {
-                let id = engine.start("bench", order()).await.expect("start");
-                engine.wait(&id).await.expect("wait");
-            }
-            (SEQUENTIAL_SAGAS * STEPS) as f64 / start.elapsed().as_secs_f64()
-        });
-        let c = rt.block_on(async {
-            let start = Instant::now();
-            let starts: Vec<_> = (0..CONCURRENT)
-                .map(|_| {
-                    let engine = Arc::clone(&engine);
-                    tokio::spawn(async move { engine.start("bench", order()).await })
-                })
-                .collect();
-            let mut ids = Vec::with_capacity(CONCURRENT);
-            for start in starts {
-                ids.push(start.await.expect("join").expect("start"));
-            }
-            for id in &ids {
-                engine.wait(id).await.expect("wait");
-            }
-            (CONCURRENT * STEPS) as f64 / start.elapsed().as_secs_f64()
-        });
+        let start = Instant::now();
+        rt.block_on(run_sequential(&engine, SEQUENTIAL_SAGAS));
+        let s = (SEQUENTIAL_SAGAS as usize * STEPS) as f64 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        rt.block_on(run_concurrent(&engine));
+        let c = (CONCURRENT * STEPS) as f64 / start.elapsed().as_secs_f64();
         raw.push(r);
         sequential.push(s);
         concurrent.push(c);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable_common::{
-    Order, Point, STEPS, Script, in_dying_runtime, saga, scratch_dir, short_lease,
+    Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
 };
 use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore};
 use saga_core::{
@@ -289,35 +289,10 @@ fn crash_and_recover(
     let first = Arc::new(Script::default());
     *first.fail.lock().unwrap() = fail;
     *first.hang.lock().unwrap() = Some(point);
-    let id = in_dying_runtime(|| {
-        let store = Arc::clone(&store);
-        let first = Arc::clone(&first);
-        async move {
-            let engine = short_lease(SagaEngine::with_store(store));
-            engine.register(saga(&first)).await.unwrap();
-            let hung = first.hung.notified();
-            let id = engine.start("order", Order::default()).await.unwrap();
-            hung.await;
-            id
-        }
-    });
+    let id = start_and_crash(&store, saga(&first), &first);
     let second = Arc::new(Script::default());
     *second.fail.lock().unwrap() = fail;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let report = rt.block_on(async {
-        let engine = short_lease(SagaEngine::with_store(Arc::clone(&store)));
-        engine.register(saga(&second)).await.unwrap();
-        loop {
-            let recovery = engine.recover().await.unwrap();
-            assert!(recovery.refused.is_empty(), "{:?}", recovery.refused);
-            if recovery.resumed.contains(&id) {
-                break;
-            }
-            // The crashed owner's lease has not expired yet.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        engine.wait(&id).await.unwrap()
-    });
+    let report = recover_and_wait(&store, saga(&second), &id);
     (first, second, report)
 }
 
@@ -400,18 +375,7 @@ fn recovery_refuses_a_changed_definition_and_leaves_the_record_untouched() {
     for (name, store) in stores("fingerprint") {
         let first = Arc::new(Script::default());
         *first.hang.lock().unwrap() = Some(Point::Step(1));
-        let id = in_dying_runtime(|| {
-            let store = Arc::clone(&store);
-            let first = Arc::clone(&first);
-            async move {
-                let engine = short_lease(SagaEngine::with_store(store));
-                engine.register(saga(&first)).await.unwrap();
-                let hung = first.hung.notified();
-                let id = engine.start("order", Order::default()).await.unwrap();
-                hung.await;
-                id
-            }
-        });
+        let id = start_and_crash(&store, saga(&first), &first);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             std::thread::sleep(Duration::from_millis(150));
@@ -479,18 +443,7 @@ fn a_context_that_no_longer_decodes_is_refused_and_left_untouched() {
     for (name, store) in stores("context") {
         let first = Arc::new(Script::default());
         *first.hang.lock().unwrap() = Some(Point::Step(1));
-        let id = in_dying_runtime(|| {
-            let store = Arc::clone(&store);
-            let first = Arc::clone(&first);
-            async move {
-                let engine = short_lease(SagaEngine::with_store(store));
-                engine.register(saga(&first)).await.unwrap();
-                let hung = first.hung.notified();
-                let id = engine.start("order", Order::default()).await.unwrap();
-                hung.await;
-                id
-            }
-        });
+        let id = start_and_crash(&store, saga(&first), &first);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             std::thread::sleep(Duration::from_millis(150));
@@ -780,12 +733,7 @@ fn a_parallel_group_cut_off_by_a_crash_is_carried_on_without_rerunning_earlier_s
                     let script = Arc::clone(&script);
                     let key = info.idempotency_key();
                     Box::pin(async move {
-                        script
-                            .ledger
-                            .lock()
-                            .unwrap()
-                            .calls
-                            .push((format!("do {what}"), key));
+                        script.record(format!("do {what}"), key);
                         if hang && script.hang.lock().unwrap().is_some() {
                             script.hung.notify_one();
                             std::future::pending::<()>().await;
@@ -807,28 +755,9 @@ fn a_parallel_group_cut_off_by_a_crash_is_carried_on_without_rerunning_earlier_s
         };
         let first = Arc::new(Script::default());
         *first.hang.lock().unwrap() = Some(Point::Step(2));
-        let id = in_dying_runtime(|| {
-            let store = Arc::clone(&store);
-            let first = Arc::clone(&first);
-            async move {
-                let engine = short_lease(SagaEngine::with_store(store));
-                engine.register(build(&first)).await.unwrap();
-                let hung = first.hung.notified();
-                let id = engine.start("trip", Order::default()).await.unwrap();
-                hung.await;
-                id
-            }
-        });
+        let id = start_and_crash(&store, build(&first), &first);
         let second = Arc::new(Script::default());
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let report = rt.block_on(async {
-            let engine = short_lease(SagaEngine::with_store(Arc::clone(&store)));
-            engine.register(build(&second)).await.unwrap();
-            while !engine.recover().await.unwrap().resumed.contains(&id) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            engine.wait(&id).await.unwrap()
-        });
+        let report = recover_and_wait(&store, build(&second), &id);
         assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
         let after: Vec<String> = second.calls().into_iter().map(|c| c.0).collect();
         // `pay` is not run again; the cut-off branch is, with its key;
