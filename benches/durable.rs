@@ -6,7 +6,9 @@
 //! - `sequential`: one 10-step saga at a time; a step transition ("step k
 //!   succeeded" + "step k+1 started", or the last success + the end) is one
 //!   commit, plus one commit per saga to create the execution;
-//! - `concurrent_64`: 64 sagas at once, sharing commits (group commit).
+//! - `concurrent_64`: 64 sagas at once, sharing commits (group commit);
+//! - `json_encode_context` / `json_decode_context`: what the JSON encoding
+//!   of a context of about 200 bytes costs per event.
 //!
 //! Throughput is in step transitions (10 per saga) or rows per second.
 //! First, the three are measured in alternation and their ratios printed
@@ -146,6 +148,15 @@ fn durable(c: &mut Criterion) {
     let (rt, engine) = engine_on(&dir);
     let mut group = c.benchmark_group("durable");
     group.throughput(Throughput::Elements(1));
+    // What JSON costs per event: the context encoded at each step's end,
+    // and decoded once per recovery.
+    let sample = order();
+    group.bench_function("json_encode_context", |b| {
+        b.iter(|| serde_json::to_string(std::hint::black_box(&sample)).expect("json"));
+    });
+    group.bench_function("json_decode_context", |b| {
+        b.iter(|| serde_json::from_str::<Order>(std::hint::black_box(&context)).expect("json"));
+    });
     group.bench_function("raw_commit", |b| {
         b.iter(|| {
             seq += 1;
