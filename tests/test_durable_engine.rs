@@ -819,3 +819,138 @@ async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
     let calls: Vec<String> = script.calls().into_iter().map(|c| c.0).collect();
     assert_eq!(calls, ["do s1", "do s2", "do s3", "do s4"]);
 }
+
+/// A saga whose second step waits until the test opens its gate.
+fn gated(gate: &Arc<tokio::sync::Semaphore>, entered: &Arc<tokio::sync::Notify>) -> Saga<Order> {
+    let gate = Arc::clone(gate);
+    let entered = Arc::clone(entered);
+    Saga::<Order>::builder("gated")
+        .step(
+            Step::new("a", |o: &mut Order, _: &StepInfo<'_>| {
+                o.done.push("a".into());
+                Ok::<_, StepError>(())
+            })
+            .compensate(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                o.done.push("undo a".into());
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new_async(
+            "b",
+            move |o: &mut Order, _: &StepInfo<'_>| {
+                let gate = Arc::clone(&gate);
+                let entered = Arc::clone(&entered);
+                Box::pin(async move {
+                    entered.notify_one();
+                    let _permit = gate.acquire().await.map_err(StepError::new)?;
+                    o.done.push("b".into());
+                    Ok::<_, StepError>(())
+                })
+            },
+        ))
+        .step(Step::new("c", |o: &mut Order, _: &StepInfo<'_>| {
+            o.done.push("c".into());
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_owner_neither_recovers_a_live_run_nor_abandons_it_but_can_cancel_it() {
+    for (name, store) in stores("second-owner") {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let first = SagaEngine::with_store(Arc::clone(&store));
+        first.register(gated(&gate, &entered)).await.unwrap();
+        let second = SagaEngine::with_store(Arc::clone(&store));
+        second.register(gated(&gate, &entered)).await.unwrap();
+
+        let inside = entered.notified();
+        let id = first.start("gated", Order::default()).await.unwrap();
+        inside.await;
+        // `b` runs in the first engine: the second one must keep off.
+        let recovery = second.recover().await.unwrap();
+        assert_eq!(recovery.busy, vec![id.clone()], "{name}");
+        assert!(recovery.resumed.is_empty(), "{name}");
+        let err = second.abandon(&id).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "execution `{id}` is being run by `{}`",
+                first.owner()
+            )),
+            "{name}: {err}"
+        );
+        // A cancel from the second engine reaches the owner at its next
+        // write: `b` finishes (it is not cancel-safe), `c` never runs.
+        second.cancel(&id).await.unwrap();
+        gate.add_permits(1);
+        let report = second.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+        let events = store.events(&id).await.unwrap();
+        let last = events.last().unwrap().context.clone().unwrap();
+        assert_eq!(last, r#"{"done":["a","b","undo a"]}"#, "{name}");
+        // The request came with `c`'s start: `c` never ran, and the report
+        // rebuilt from the log (the second engine did not run it) says so.
+        assert!(
+            !events
+                .iter()
+                .any(|e| e.kind == EventKind::StepSucceeded && e.step == Some(2)),
+            "{name}"
+        );
+        assert_eq!(
+            report.step("c").unwrap().status,
+            StepStatus::Pending,
+            "{name}"
+        );
+        assert_eq!(
+            report.step("b").unwrap().status,
+            StepStatus::Skipped,
+            "{name}"
+        );
+        assert_eq!(
+            report.step("a").unwrap().status,
+            StepStatus::Compensated,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stuck_after_the_pivot_goes_forward_when_resumed() {
+    for (name, store) in stores("resume-forward") {
+        let courier_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let up = Arc::clone(&courier_up);
+        let saga = Saga::<Order>::builder("ship")
+            .pivot(Step::new("charge", |o: &mut Order, _: &StepInfo<'_>| {
+                o.done.push("charge".into());
+                Ok::<_, StepError>(())
+            }))
+            .step(Step::new("ship", move |o: &mut Order, _: &StepInfo<'_>| {
+                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(StepError::new("no courier"));
+                }
+                o.done.push("ship".into());
+                Ok(())
+            }))
+            .build()
+            .unwrap();
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga).await.unwrap();
+        let id = engine.start("ship", Order::default()).await.unwrap();
+        let report = engine.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
+        assert_eq!(
+            report.step("ship").unwrap().last_error.as_deref(),
+            Some("no courier")
+        );
+        courier_up.store(true, std::sync::atomic::Ordering::SeqCst);
+        engine.resume(&id).await.unwrap();
+        let report = engine.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        let events = store.events(&id).await.unwrap();
+        let context = events.last().unwrap().context.clone().unwrap();
+        // The pivot is not run again.
+        assert_eq!(context, r#"{"done":["charge","ship"]}"#, "{name}");
+    }
+}

@@ -849,6 +849,7 @@ impl SagaEngine {
         };
         let events = store.events(&record.id).await?;
         let folded = fold(&record.id, shape.steps.len(), &events)?;
+        let rolled_back = matches!(folded.phase, ResumePhase::Rollback { .. });
         let steps = shape
             .steps
             .iter()
@@ -856,7 +857,15 @@ impl SagaEngine {
             .map(|(s, f)| StepReport {
                 name: s.name.as_str().into(),
                 kind: kind_from_label(&s.kind),
-                status: f.status,
+                // As a live rollback reports a step with nothing to undo.
+                status: if rolled_back
+                    && f.status == StepStatus::Succeeded
+                    && kind_from_label(&s.kind) == StepKind::NoUndo
+                {
+                    StepStatus::Skipped
+                } else {
+                    f.status
+                },
                 outcome: f.outcome,
                 attempts: f.attempts,
                 compensation_attempts: f.compensation_attempts,
@@ -1214,7 +1223,6 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
         phase: ResumePhase::Forward,
     };
     let mut in_flight = vec![false; steps];
-    let mut finished = false;
     for event in events {
         if event.context.is_some() {
             folded.context.clone_from(&event.context);
@@ -1260,6 +1268,20 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
                 }
             }
             (EventKind::RollbackStarted, _) => {
+                // A step whose start is followed by the rollback without an
+                // end of its own was stopped by a cancellation before it
+                // ran (the start's commit brought the request).
+                for (s, flying) in folded.steps.iter_mut().zip(&mut in_flight) {
+                    if *flying && s.status == StepStatus::Running {
+                        *flying = false;
+                        s.attempts = s.attempts.saturating_sub(1);
+                        s.status = if s.attempts == 0 {
+                            StepStatus::Pending
+                        } else {
+                            StepStatus::Failed
+                        };
+                    }
+                }
                 folded.phase = ResumePhase::Rollback {
                     cause: index.map(|i| (i, event.error.clone().unwrap_or_default())),
                 };
@@ -1281,7 +1303,6 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
                     s.last_error.clone_from(&event.error);
                 }
             }
-            (EventKind::Finished | EventKind::Abandoned, _) => finished = true,
             (EventKind::Resumed, _) => {
                 for s in &mut folded.steps {
                     match s.status {
@@ -1304,16 +1325,6 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
     // effect, so its outcome is unknown (sticky, as for a timeout).
     for (s, flying) in folded.steps.iter_mut().zip(in_flight) {
         if !flying {
-            continue;
-        }
-        if finished {
-            // Only the first step's start, written with the execution, of a
-            // run cancelled (or abandoned) before that step ran.
-            if s.status == StepStatus::Running {
-                s.status = StepStatus::Pending;
-                s.outcome = Outcome::NotStarted;
-                s.attempts = 0;
-            }
             continue;
         }
         match s.status {

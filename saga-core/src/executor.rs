@@ -474,10 +474,6 @@ async fn run_action<C>(
     loop {
         attempt += 1;
         report.attempts = attempt;
-        env.emit(&SagaEvent::StepStarted {
-            step: &step.name,
-            attempt,
-        });
         if env.journal.is_some() {
             let mut event = Event::new(0, EventKind::StepStarted);
             event.step = Some(index as u32);
@@ -485,7 +481,24 @@ async fn run_action<C>(
             if env.log(event, ExecutionStatus::Running).await.is_err() {
                 return Err((env.clock.now(), StepError::new(JournalFailed)));
             }
+            // A durable run hears of a cancellation request at its writes:
+            // one that came with this start stops the step before it runs
+            // (the rollback that follows tells the log it never ran).
+            if brakes.cancel.is_some_and(CancellationToken::is_cancelled) {
+                attempt -= 1;
+                report.attempts = attempt;
+                report.status = if attempt == 0 {
+                    StepStatus::Pending
+                } else {
+                    StepStatus::Failed
+                };
+                return Err((env.clock.now(), StepError::interrupted()));
+            }
         }
+        env.emit(&SagaEvent::StepStarted {
+            step: &step.name,
+            attempt,
+        });
         let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
         let result = attempt_action(step, &mut ctx, &info, brakes).await;
         let now = env.clock.now();
