@@ -241,21 +241,22 @@ pub(crate) async fn execute_durable<C>(
             Box::pin(rollback(&env, &mut state, ctx, stop)).await
         }
     };
+    if env.journal.is_none() || matches!(result, Err(SagaError::Store { .. })) {
+        return result;
+    }
     if let Some(error) = env.take_abort() {
         return Err(store_error(&env, &mut state, error));
     }
-    if env.journal.is_some() && !matches!(result, Err(SagaError::Store { .. })) {
-        let status = match &result {
-            Ok(report) => report.status,
-            Err(error) => error.report().status,
-        };
-        let mut event = Event::new(0, EventKind::Finished);
-        event.context = env.snapshot(&*ctx);
-        if env.log(event, status).await.is_err()
-            && let Some(error) = env.take_abort()
-        {
-            return Err(store_error(&env, &mut state, error));
-        }
+    let status = match &result {
+        Ok(report) => report.status,
+        Err(error) => error.report().status,
+    };
+    let mut event = Event::new(0, EventKind::Finished);
+    event.context = env.snapshot(&*ctx);
+    if env.log(event, status).await.is_err()
+        && let Some(error) = env.take_abort()
+    {
+        return Err(store_error(&env, &mut state, error));
     }
     result
 }
@@ -987,10 +988,13 @@ impl<C> Env<'_, C> {
     }
 
     fn is_aborted(&self) -> bool {
-        self.aborted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
+        // In-memory runs have no journal to fail: no lock taken.
+        self.journal.is_some()
+            && self
+                .aborted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
     }
 
     fn take_abort(&self) -> Option<StoreError> {
