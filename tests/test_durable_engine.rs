@@ -800,7 +800,12 @@ async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
     assert_eq!(calls, ["do s0", "do s1"]);
     let record = memory.get(&id).await.unwrap().unwrap();
     assert_eq!(record.status, ExecutionStatus::Running);
-    let err = engine.wait(&id).await.unwrap_err();
+    // Asked again, the engine still knows why; another engine (another
+    // process) sees an execution that no owner runs.
+    let again = engine.wait(&id).await.unwrap_err();
+    assert_eq!(again.to_string(), err.to_string());
+    let other = SagaEngine::new(memory.clone());
+    let err = other.wait(&id).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(

@@ -445,8 +445,8 @@ impl SagaEngine {
     }
 
     /// Waits for an execution to end (in this process or another) and
-    /// returns its report. For a run of this process the report is the
-    /// run's own; otherwise it is rebuilt from the log (statuses,
+    /// returns its report: the run's own if this engine is running it when
+    /// `wait` is called, otherwise one rebuilt from the log (statuses,
     /// outcomes, attempts and errors; no durations).
     ///
     /// # Errors
@@ -517,7 +517,7 @@ impl SagaEngine {
         );
         for record in unfinished {
             let id = record.id.clone();
-            if self.live().contains_key(&id) {
+            if self.running_here(&id) {
                 continue;
             }
             match self.take_over(&record, None).await {
@@ -596,7 +596,7 @@ impl SagaEngine {
                 applies: "stuck or unfinished executions",
             });
         }
-        if self.live().contains_key(id) {
+        if self.running_here(id) {
             return Err(EngineError::Busy {
                 execution_id: id.clone(),
                 owner: self.inner.owner.clone(),
@@ -669,6 +669,13 @@ impl SagaEngine {
             .live
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a run of this engine is carrying `id` on right now.
+    fn running_here(&self, id: &ExecutionId) -> bool {
+        self.live()
+            .get(id)
+            .is_some_and(|live| live.done.borrow().is_none())
     }
 
     fn by_name(&self, name: &str) -> Result<Arc<dyn Runner>, EngineError> {
@@ -816,12 +823,17 @@ impl SagaEngine {
             if !finished {
                 let _ = inner.store.release(&id, &lease).await;
             }
-            inner
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+            // A run stopped by its store stays listed with its error, for
+            // `wait`, until a recovery runs it again.
+            let interrupted = done.is_err();
             let _ = tx.send(Some(done));
+            if !interrupted {
+                inner
+                    .live
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            }
         });
         Ok(())
     }
