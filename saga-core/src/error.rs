@@ -184,7 +184,11 @@ pub enum BuildError {
         /// The saga's name.
         saga: String,
     },
-    /// A saga or step name is empty.
+    /// The saga's name is empty; names identify sagas in logs, reports and
+    /// an engine's registry.
+    #[error("a saga needs a name: `Saga::builder` was given an empty one")]
+    EmptySagaName,
+    /// A step's name is empty.
     #[error("saga `{saga}` has a step with an empty name")]
     EmptyName {
         /// The saga's name.
@@ -328,6 +332,20 @@ pub enum SagaError {
         /// The run's report.
         report: Box<SagaReport>,
     },
+    /// A durable run could not write its log, and stopped at that point
+    /// without running another step or compensation. Its store still holds
+    /// the log up to the last write that succeeded: recovery (once the
+    /// store works again) carries the execution on from there.
+    #[error("saga `{saga}` stopped: its durable log could not be written")]
+    Store {
+        /// The saga's name.
+        saga: Arc<str>,
+        /// The store's error.
+        #[source]
+        error: crate::store::StoreError,
+        /// The run's report, as far as it got.
+        report: Box<SagaReport>,
+    },
     /// The run was cancelled before its pivot and every step that took
     /// effect was compensated.
     #[error("saga `{saga}` was cancelled and rolled back ({})", rollback_summary(.report))]
@@ -345,7 +363,8 @@ impl SagaError {
         match self {
             SagaError::Compensated { report, .. }
             | SagaError::Stuck { report, .. }
-            | SagaError::Cancelled { report, .. } => report,
+            | SagaError::Cancelled { report, .. }
+            | SagaError::Store { report, .. } => report,
         }
     }
 

@@ -1,14 +1,16 @@
 //! The executor: runs one execution of a saga forward, and back when it
 //! must, by the failure rules of `docs/DESIGN.md` section 3.
 //!
-//! It emits events (logs and observers) and knows no store.
+//! It emits events (logs and observers) and knows no store: a durable run
+//! is given a [`Journal`] that it awaits at each log point, and may start
+//! from a [`Resume`] (the state a log recorded) instead of from nothing.
 
 use std::future::{Future, poll_fn};
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,61 @@ use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::saga::{Node, RunOptions, SagaInner};
 use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, Undo};
+use crate::store::{Event, EventKind, StoreError};
+
+/// Where a durable run writes its log. The executor awaits
+/// [`record`](Journal::record) at each log point, in order; the journal
+/// decides what must be durable before it returns (every `*_started` and
+/// `finished` event, with whatever it buffered before).
+pub(crate) trait Journal<C>: Send + Sync {
+    /// Encodes the context for an event (synchronously, so no borrow of it
+    /// is held across an await).
+    fn encode_context(&self, ctx: &C) -> Result<String, StoreError>;
+
+    /// Records `event` (its `seq` is the journal's to set); `status` is the
+    /// execution's status after it.
+    fn record(
+        &self,
+        event: Event,
+        status: ExecutionStatus,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// Where a recovered run starts: what its log says of each step.
+pub(crate) struct Resume {
+    /// Per step: status, outcome and attempt counters. A step to run again
+    /// has `attempts` set to the attempt before the one to run.
+    pub(crate) steps: Vec<ResumeStep>,
+    /// The outputs of the steps that succeeded.
+    pub(crate) outputs: Vec<Option<Output>>,
+    /// Forward, or rolling back (from the failure of a step, or a
+    /// cancellation).
+    pub(crate) phase: ResumePhase,
+}
+
+/// One step of a [`Resume`].
+pub(crate) struct ResumeStep {
+    pub(crate) status: StepStatus,
+    pub(crate) outcome: Outcome,
+    pub(crate) attempts: u32,
+    pub(crate) compensation_attempts: u32,
+    pub(crate) last_error: Option<String>,
+}
+
+/// The direction of a [`Resume`].
+pub(crate) enum ResumePhase {
+    Forward,
+    /// Rolling back; `cause` is the failed step and its error's message
+    /// (none for a cancellation).
+    Rollback {
+        cause: Option<(usize, String)>,
+    },
+}
+
+/// A durable log could not be written; the run stopped there.
+#[derive(Debug, thiserror::Error)]
+#[error("the durable log could not be written")]
+struct JournalFailed;
 
 static SYSTEM_CLOCK: SystemClock = SystemClock;
 
@@ -31,6 +88,8 @@ enum Stop {
     Failed { index: usize, error: StepError },
     /// Cancelled before the pivot: roll back.
     Cancelled,
+    /// The journal failed: stop without another step or compensation.
+    Aborted,
     /// Step `index` failed where no rollback is allowed: the pivot with an
     /// unknown outcome, or a step after the pivot. `node` is where the
     /// remaining work starts.
@@ -51,6 +110,10 @@ pub(crate) struct Env<'r, C> {
     /// Sync-only run driven without a runtime: sleeps block the thread.
     blocking: bool,
     started: Instant,
+    /// The durable log, if the run is durable.
+    journal: Option<&'r dyn Journal<C>>,
+    /// The journal's first error: the run stops at the next check.
+    aborted: Mutex<Option<StoreError>>,
 }
 
 /// What a run changes as it goes. Lives on the stack of [`execute`];
@@ -119,6 +182,19 @@ pub(crate) async fn execute<C>(
     options: RunOptions,
     blocking: bool,
 ) -> Result<SagaReport, SagaError> {
+    execute_durable(saga, ctx, options, blocking, None, None).await
+}
+
+/// Runs one execution, journaled when `journal` is given, from the state a
+/// log recorded when `resume` is given.
+pub(crate) async fn execute_durable<C>(
+    saga: &SagaInner<C>,
+    ctx: &mut C,
+    options: RunOptions,
+    blocking: bool,
+    journal: Option<&dyn Journal<C>>,
+    resume: Option<Resume>,
+) -> Result<SagaReport, SagaError> {
     let clock: &dyn Clock = match &options.clock {
         Some(clock) => &**clock,
         None => &SYSTEM_CLOCK,
@@ -135,17 +211,65 @@ pub(crate) async fn execute<C>(
         run_observers: &options.observers,
         blocking,
         started,
+        journal,
+        aborted: Mutex::new(None),
     };
     let mut state = State::new(&env);
     env.emit(&SagaEvent::SagaStarted);
-    match forward(&env, &mut state, ctx).await {
-        Ok(()) => Ok(state.finish(&env, ExecutionStatus::Completed)),
-        Err(Stop::Stuck { node, index, error }) => {
-            Err(stuck_forward(&env, &mut state, node, index, error))
+    let phase = match resume {
+        Some(resume) => state.resume(resume),
+        None => ResumePhase::Forward,
+    };
+    let result = match phase {
+        ResumePhase::Forward => match forward(&env, &mut state, ctx).await {
+            Ok(()) => Ok(state.finish(&env, ExecutionStatus::Completed)),
+            Err(Stop::Stuck { node, index, error }) => {
+                Err(stuck_forward(&env, &mut state, node, index, error))
+            }
+            // Boxed: inline, the rollback's future would make every run in
+            // flight larger, though only failed runs need it.
+            Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
+        },
+        ResumePhase::Rollback { cause } => {
+            let stop = match cause {
+                Some((index, message)) => Stop::Failed {
+                    index,
+                    error: StepError::new(message),
+                },
+                None => Stop::Cancelled,
+            };
+            Box::pin(rollback(&env, &mut state, ctx, stop)).await
         }
-        // Boxed: inline, the rollback's future would make every run in
-        // flight larger, though only failed runs need it.
-        Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
+    };
+    if let Some(error) = env.take_abort() {
+        return Err(store_error(&env, &mut state, error));
+    }
+    if env.journal.is_some() && !matches!(result, Err(SagaError::Store { .. })) {
+        let status = match &result {
+            Ok(report) => report.status,
+            Err(error) => error.report().status,
+        };
+        let mut event = Event::new(0, EventKind::Finished);
+        event.context = env.snapshot(&*ctx);
+        if env.log(event, status).await.is_err()
+            && let Some(error) = env.take_abort()
+        {
+            return Err(store_error(&env, &mut state, error));
+        }
+    }
+    result
+}
+
+/// Ends a run whose journal failed.
+fn store_error<C>(env: &Env<'_, C>, state: &mut State, error: StoreError) -> SagaError {
+    let status = state.report.status;
+    let mut report = state.report.clone();
+    report.status = status;
+    report.duration = env.clock.now() - env.started;
+    SagaError::Store {
+        saga: Arc::clone(&env.saga.name),
+        error,
+        report: Box::new(report),
     }
 }
 
@@ -199,6 +323,28 @@ impl State {
         }
     }
 
+    /// Takes the state a log recorded; returns the direction to go.
+    fn resume(&mut self, resume: Resume) -> ResumePhase {
+        for ((report, step), output) in self
+            .report
+            .steps
+            .iter_mut()
+            .zip(resume.steps)
+            .zip(self.outputs.iter_mut().zip(resume.outputs))
+        {
+            report.status = step.status;
+            report.outcome = step.outcome;
+            report.attempts = step.attempts;
+            report.compensation_attempts = step.compensation_attempts;
+            report.last_error = step.last_error;
+            *output.0 = output.1;
+        }
+        if matches!(resume.phase, ResumePhase::Rollback { .. }) {
+            self.report.status = ExecutionStatus::Compensating;
+        }
+        resume.phase
+    }
+
     fn finish<C>(&mut self, env: &Env<'_, C>, status: ExecutionStatus) -> SagaReport {
         self.report.status = status;
         let elapsed = self.mark - env.started;
@@ -231,6 +377,11 @@ async fn forward<C>(env: &Env<'_, C>, state: &mut State, ctx: &mut C) -> Result<
                 state.report.cancel_ignored = true;
                 let step = &saga.steps[node.first()].name;
                 env.emit(&SagaEvent::CancelIgnored { step });
+                let mut event = Event::new(0, EventKind::CancelIgnored);
+                event.step = Some(node.first() as u32);
+                if env.log(event, ExecutionStatus::Running).await.is_err() {
+                    return Err(Stop::Aborted);
+                }
             }
         }
         let failure = match node {
@@ -276,6 +427,9 @@ async fn forward<C>(env: &Env<'_, C>, state: &mut State, ctx: &mut C) -> Result<
                 failure
             }
         };
+        if env.is_aborted() {
+            return Err(Stop::Aborted);
+        }
         if let Some((index, error)) = failure {
             let step = &saga.steps[index];
             let unknown = state.report.steps[index].outcome == Outcome::Unknown;
@@ -310,8 +464,13 @@ async fn run_action<C>(
     brakes: Brakes<'_>,
 ) -> Result<Instant, (Instant, StepError)> {
     let step = &env.saga.steps[index];
+    if report.status == StepStatus::Succeeded {
+        // Recovered: its success is in the log already.
+        return Ok(start);
+    }
     report.status = StepStatus::Running;
-    let mut attempt = 0;
+    // From 0 in a fresh run; a recovered run goes on where its log stopped.
+    let mut attempt = report.attempts;
     loop {
         attempt += 1;
         report.attempts = attempt;
@@ -319,6 +478,14 @@ async fn run_action<C>(
             step: &step.name,
             attempt,
         });
+        if env.journal.is_some() {
+            let mut event = Event::new(0, EventKind::StepStarted);
+            event.step = Some(index as u32);
+            event.attempt = attempt;
+            if env.log(event, ExecutionStatus::Running).await.is_err() {
+                return Err((env.clock.now(), StepError::new(JournalFailed)));
+            }
+        }
         let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
         let result = attempt_action(step, &mut ctx, &info, brakes).await;
         let now = env.clock.now();
@@ -327,12 +494,22 @@ async fn run_action<C>(
                 report.status = StepStatus::Succeeded;
                 report.outcome = Outcome::Applied;
                 report.duration = now - start;
-                *output = Some(out);
                 env.emit(&SagaEvent::StepSucceeded {
                     step: &step.name,
                     attempt,
                     elapsed: report.duration,
                 });
+                if env.journal.is_some() {
+                    let mut event = Event::new(0, EventKind::StepSucceeded);
+                    event.step = Some(index as u32);
+                    event.attempt = attempt;
+                    event.output = env.encode_output(step, &*out);
+                    event.context = env.snapshot(ctx.shared());
+                    if env.log(event, ExecutionStatus::Running).await.is_err() {
+                        return Err((now, StepError::new(JournalFailed)));
+                    }
+                }
+                *output = Some(out);
                 return Ok(now);
             }
             Err(error) => error,
@@ -358,6 +535,18 @@ async fn run_action<C>(
             error: &error,
             retry_in,
         });
+        if env.journal.is_some() {
+            let mut event = Event::new(0, EventKind::StepFailed);
+            event.step = Some(index as u32);
+            event.attempt = attempt;
+            event.error = Some(error.to_string());
+            event.outcome_unknown = error.is_outcome_unknown();
+            event.will_retry = retry_in.is_some();
+            event.context = env.snapshot(ctx.shared());
+            if env.log(event, ExecutionStatus::Running).await.is_err() {
+                return Err((now, StepError::new(JournalFailed)));
+            }
+        }
         match retry_in {
             Some(delay) => env.sleep(delay).await,
             None => {
@@ -442,7 +631,19 @@ async fn rollback<C>(
         Stop::Stuck { node, index, error } => {
             return Err(stuck_forward(env, state, node, index, error));
         }
+        Stop::Aborted => return Err(aborted(env, state)),
     };
+    if env.journal.is_some() {
+        let mut event = Event::new(0, EventKind::RollbackStarted);
+        if let Some((index, error)) = &cause {
+            event.step = Some(*index as u32);
+            event.error = Some(error.to_string());
+        }
+        event.context = env.snapshot(&*ctx);
+        if env.log(event, ExecutionStatus::Compensating).await.is_err() {
+            return Err(aborted(env, state));
+        }
+    }
     let mut stuck: Option<(usize, StepError)> = None;
     let mut remaining = Vec::new();
     for node in saga.nodes.iter().rev() {
@@ -494,6 +695,9 @@ async fn rollback<C>(
             }
         };
         state.mark = env.clock.now();
+        if env.is_aborted() {
+            return Err(aborted(env, state));
+        }
         for (index, error) in failed {
             remaining.push(Arc::clone(&saga.steps[index].name));
             if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
@@ -554,10 +758,15 @@ async fn run_compensation<C>(
     let Some(undo) = &step.undo else {
         return Ok(());
     };
+    if report.status == StepStatus::Compensated {
+        // Recovered: its success is in the log already.
+        return Ok(());
+    }
     let policy = step.undo_retry.as_ref().unwrap_or(&saga.undo_retry);
     let start = env.clock.now();
     report.status = StepStatus::Compensating;
-    let mut attempt = 0;
+    // From 0 in a fresh run; a recovered run goes on where its log stopped.
+    let mut attempt = report.compensation_attempts;
     loop {
         attempt += 1;
         report.compensation_attempts = attempt;
@@ -565,6 +774,14 @@ async fn run_compensation<C>(
             step: &step.name,
             attempt,
         });
+        if env.journal.is_some() {
+            let mut event = Event::new(0, EventKind::CompensationStarted);
+            event.step = Some(index as u32);
+            event.attempt = attempt;
+            if env.log(event, ExecutionStatus::Compensating).await.is_err() {
+                return Err(StepError::new(JournalFailed));
+            }
+        }
         let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
         let result = attempt_undo(undo, &mut ctx, output, &info).await;
         let now = env.clock.now();
@@ -577,6 +794,15 @@ async fn run_compensation<C>(
                     attempt,
                     elapsed: report.compensation_duration,
                 });
+                if env.journal.is_some() {
+                    let mut event = Event::new(0, EventKind::CompensationSucceeded);
+                    event.step = Some(index as u32);
+                    event.attempt = attempt;
+                    event.context = env.snapshot(ctx.shared());
+                    if env.log(event, ExecutionStatus::Compensating).await.is_err() {
+                        return Err(StepError::new(JournalFailed));
+                    }
+                }
                 return Ok(());
             }
             Err(error) => error,
@@ -589,6 +815,17 @@ async fn run_compensation<C>(
             error: &error,
             retry_in,
         });
+        if env.journal.is_some() {
+            let mut event = Event::new(0, EventKind::CompensationFailed);
+            event.step = Some(index as u32);
+            event.attempt = attempt;
+            event.error = Some(error.to_string());
+            event.will_retry = retry_in.is_some();
+            event.context = env.snapshot(ctx.shared());
+            if env.log(event, ExecutionStatus::Compensating).await.is_err() {
+                return Err(StepError::new(JournalFailed));
+            }
+        }
         match retry_in {
             Some(delay) => env.sleep(delay).await,
             None => {
@@ -668,7 +905,88 @@ impl<C> Node<C> {
     }
 }
 
+/// Ends a rollback whose journal failed.
+fn aborted<C>(env: &Env<'_, C>, state: &mut State) -> SagaError {
+    let error = env.take_abort().unwrap_or_else(|| StoreError::Closed {
+        store: "the journal".to_owned(),
+    });
+    store_error(env, state, error)
+}
+
 impl<C> Env<'_, C> {
+    /// Writes `event` to the journal (if any). On failure the error is kept
+    /// for the run's result, and the run stops at its next check.
+    async fn log(&self, event: Event, status: ExecutionStatus) -> Result<(), ()> {
+        let Some(journal) = self.journal else {
+            return Ok(());
+        };
+        if self.is_aborted() {
+            return Err(());
+        }
+        match journal.record(event, status).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.abort(error);
+                Err(())
+            }
+        }
+    }
+
+    /// The context, encoded for the journal; an encoding error aborts the
+    /// run (at its next log point).
+    fn snapshot(&self, ctx: &C) -> Option<String> {
+        let journal = self.journal?;
+        match journal.encode_context(ctx) {
+            Ok(json) => Some(json),
+            Err(error) => {
+                self.abort(error);
+                None
+            }
+        }
+    }
+
+    /// A step's output, encoded for the journal.
+    fn encode_output(
+        &self,
+        step: &StepDef<C>,
+        output: &(dyn std::any::Any + Send + Sync),
+    ) -> Option<String> {
+        let result = match &step.codec {
+            Some(codec) => (codec.encode)(output),
+            None => Err("the step has no codec; call `.durable()` on it".to_owned()),
+        };
+        result
+            .map_err(|detail| {
+                self.abort(StoreError::Encode {
+                    what: format!("the output of step `{}`", step.name),
+                    detail,
+                });
+            })
+            .ok()
+    }
+
+    fn abort(&self, error: StoreError) {
+        let mut slot = self
+            .aborted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert(error);
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.aborted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn take_abort(&self) -> Option<StoreError> {
+        self.aborted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     fn cancel_requested(&self) -> bool {
         self.cancel.is_some_and(CancellationToken::is_cancelled)
     }
@@ -689,7 +1007,16 @@ impl<C> Env<'_, C> {
         };
         crate::logging::log_event(&run, event, || self.clock.now() - self.started);
         for observer in self.saga.observers.iter().chain(self.run_observers) {
-            observer.on_event(&run, event);
+            // An observer is user code: its panic must not tear down the
+            // run (and leave compensations undone), nor silence the others.
+            if catch_unwind(AssertUnwindSafe(|| observer.on_event(&run, event))).is_err() {
+                log::error!(
+                    target: crate::logging::TARGET,
+                    "observer panicked, event dropped for it saga={} execution={}",
+                    run.saga,
+                    run.execution_id
+                );
+            }
         }
     }
 }

@@ -51,11 +51,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 mod blocking;
 mod cancel;
 pub mod clock;
 mod context;
 pub mod diagram;
+mod engine;
 mod error;
 mod executor;
 mod id;
@@ -65,10 +69,15 @@ mod policy;
 mod report;
 mod saga;
 mod step;
+pub mod store;
 
 pub use cancel::CancellationToken;
 pub use context::Context;
 pub use context::ContextError;
+pub use engine::EngineError;
+pub use engine::ExecutionView;
+pub use engine::Recovery;
+pub use engine::SagaEngine;
 pub use error::BoxError;
 pub use error::BuildError;
 pub use error::Failure;

@@ -179,6 +179,35 @@ pub(crate) struct StepDef<C> {
     pub(crate) pivot: bool,
     /// Set by the saga builder from the step's place.
     pub(crate) kind: StepKind,
+    /// How a durable run stores the output: set for `()` outputs, and by
+    /// [`Step::durable`] for others.
+    pub(crate) codec: Option<OutputCodec>,
+}
+
+/// Encodes and decodes a step's output for the durable log (JSON).
+#[derive(Clone, Copy)]
+pub(crate) struct OutputCodec {
+    pub(crate) encode: fn(&(dyn Any + Send + Sync)) -> Result<String, String>,
+    pub(crate) decode: fn(&str) -> Result<Output, String>,
+}
+
+impl OutputCodec {
+    fn of<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>() -> Self {
+        OutputCodec {
+            encode: |out| match out.downcast_ref::<T>() {
+                Some(out) => serde_json::to_string(out).map_err(|e| e.to_string()),
+                None => Err(format!(
+                    "internal error: the output is not a `{}`",
+                    std::any::type_name::<T>()
+                )),
+            },
+            decode: |text| {
+                serde_json::from_str::<T>(text)
+                    .map(|out| Box::new(out) as Output)
+                    .map_err(|e| e.to_string())
+            },
+        }
+    }
 }
 
 /// One step of a saga, with its output type `T`, built before it is added
@@ -415,6 +444,9 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
                 cancel_safe: false,
                 pivot: false,
                 kind: StepKind::NoUndo,
+                // A `()` output needs no opt-in: there is nothing to lose.
+                codec: (std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>())
+                    .then(OutputCodec::of::<()>),
             },
             _output: PhantomData,
         }
@@ -542,6 +574,33 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     #[must_use]
     pub fn cancel_safe(mut self) -> Self {
         self.def.cancel_safe = true;
+        self
+    }
+
+    /// Lets a durable saga (one run by a [`SagaEngine`](crate::SagaEngine))
+    /// log this step's output, as JSON, with the step's success, so that a
+    /// recovered rollback hands its compensation the same output.
+    ///
+    /// Steps returning `()` need not call it; the engine rejects, when the
+    /// saga is registered, a step returning anything else without it
+    /// ([`EngineError::OutputNotDurable`](crate::EngineError::OutputNotDurable)).
+    /// In-memory runs ignore it.
+    ///
+    /// ```
+    /// use saga_core::{Step, StepError, StepInfo};
+    ///
+    /// let charge = Step::new("charge", |_: &mut (), _: &StepInfo<'_>| {
+    ///     Ok::<_, StepError>(String::from("charge-17"))
+    /// })
+    /// .durable();
+    /// # let _ = charge;
+    /// ```
+    #[must_use]
+    pub fn durable(mut self) -> Self
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.def.codec = Some(OutputCodec::of::<T>());
         self
     }
 

@@ -1,0 +1,169 @@
+//! A durable order saga on `sagas.db`: kill it half-way, run it again, and
+//! it carries the order on from where it was.
+//!
+//! ```text
+//! cargo run --example durable_order            # Ctrl-C (or kill -9) it mid-way
+//! cargo run --example durable_order            # recovers order-42 and finishes it
+//! cargo run --example durable_order -- fail    # a new order whose shipping fails: rolled back
+//! ```
+//!
+//! Each step takes a second, so there is time to kill it. The log lives in
+//! `sagas.db` in the current directory (`rm sagas.db*` to start over); look
+//! inside with `sqlite3 sagas.db "SELECT * FROM events"`.
+
+use std::time::Duration;
+
+use saga_core::store::SqliteStore;
+use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
+use serde::{Deserialize, Serialize};
+
+/// The order, as the saga carries it (and logs it, as JSON).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Order {
+    id: String,
+    items: u32,
+    /// Set by the shipping step when the warehouse refuses.
+    fail_shipping: bool,
+    reserved: bool,
+    charge: Option<String>,
+    shipped: bool,
+}
+
+/// Stands for a call to a remote service that takes a while.
+async fn remote_call(what: &str, info: &StepInfo<'_>) {
+    println!(
+        "  {what} (attempt {}, idempotency key {})",
+        info.attempt(),
+        info.idempotency_key()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
+    Saga::builder("order")
+        .step(
+            Step::new_async("reserve_stock", |o: &mut Order, info: &StepInfo<'_>| {
+                Box::pin(async move {
+                    remote_call(&format!("reserving {} items", o.items), info).await;
+                    o.reserved = true;
+                    Ok::<_, StepError>(())
+                })
+            })
+            .compensate_async(|o: &mut Order, _: Option<&()>, info: &StepInfo<'_>| {
+                Box::pin(async move {
+                    remote_call("releasing the reserved items", info).await;
+                    o.reserved = false;
+                    Ok::<_, StepError>(())
+                })
+            }),
+        )
+        .step(
+            Step::new_async("charge_card", |o: &mut Order, info: &StepInfo<'_>| {
+                Box::pin(async move {
+                    remote_call("charging the card", info).await;
+                    // The payment provider's charge id: the output, logged
+                    // with the step, so a refund after a crash knows it.
+                    let charge = format!("ch_{}", o.id);
+                    o.charge = Some(charge.clone());
+                    Ok::<_, StepError>(charge)
+                })
+            })
+            .durable()
+            .compensate_async(
+                |o: &mut Order, charge: Option<&String>, info: &StepInfo<'_>| {
+                    let charge = charge.cloned();
+                    Box::pin(async move {
+                        // `None`: the charge may or may not have happened; the
+                        // provider finds it by the idempotency key.
+                        let what = match &charge {
+                            Some(charge) => format!("refunding {charge}"),
+                            None => "refunding whatever the key charged".to_owned(),
+                        };
+                        remote_call(&what, info).await;
+                        o.charge = None;
+                        Ok::<_, StepError>(())
+                    })
+                },
+            ),
+        )
+        .step(Step::new_async(
+            "ship",
+            |o: &mut Order, info: &StepInfo<'_>| {
+                Box::pin(async move {
+                    remote_call("asking the warehouse to ship", info).await;
+                    if o.fail_shipping {
+                        return Err(StepError::new("the warehouse has no courier today"));
+                    }
+                    o.shipped = true;
+                    Ok(())
+                })
+            },
+        ))
+        .step(Step::new_async(
+            "email",
+            |_: &mut Order, info: &StepInfo<'_>| {
+                Box::pin(async move {
+                    remote_call("emailing the customer", info).await;
+                    Ok::<_, StepError>(())
+                })
+            },
+        ))
+        .build()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let fail = std::env::args().nth(1).as_deref() == Some("fail");
+    let store = SqliteStore::open("sagas.db")?;
+    // A short lease, so that a rerun soon takes over a killed run's orders.
+    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_secs(2));
+    engine.register(order_saga()?).await?;
+
+    // First, carry on whatever an earlier, killed run left unfinished.
+    loop {
+        let recovery = engine.recover().await?;
+        for (id, error) in &recovery.refused {
+            println!("cannot recover {id}: {error}");
+        }
+        for id in &recovery.resumed {
+            println!("recovering {id}, left unfinished by an earlier run:");
+            let report = engine.wait(id).await?;
+            println!("{id} ended {}", report.status);
+        }
+        if recovery.busy.is_empty() {
+            break;
+        }
+        println!("waiting for the killed run's lease on its orders to expire...");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Then the order of this run. Its id is the order's: starting it again
+    // after a crash names the same execution and does not charge twice.
+    let id = if fail { "order-43" } else { "order-42" };
+    let order = Order {
+        id: id.to_owned(),
+        items: 2,
+        fail_shipping: fail,
+        ..Order::default()
+    };
+    let existing = engine.get(&id.into()).await?;
+    if let Some(view) = existing.filter(|v| v.record.status.is_finished()) {
+        println!(
+            "{id} already ended {} ({} events in its log); `rm sagas.db*` to start over",
+            view.record.status,
+            view.events.len()
+        );
+        return Ok(());
+    }
+    println!("starting {id} (kill me now and run me again):");
+    let id = engine.start_with_id("order", id, order).await?;
+    let report = engine.wait(&id).await?;
+    match report.status {
+        ExecutionStatus::Completed => println!("{id} completed"),
+        status => {
+            let failed = report.steps.iter().find_map(|s| s.last_error.as_deref());
+            println!("{id} ended {status}: {}", failed.unwrap_or("no error"));
+        }
+    }
+    Ok(())
+}

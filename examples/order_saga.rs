@@ -1,0 +1,144 @@
+//! The order saga of the original package's README, declared with the
+//! macros: create the order, reserve stock, charge the payment, ship.
+//!
+//! Run 1: the card is declined, so the reservation and the order are
+//! compensated in reverse order and the error says what was rolled back.
+//! Run 2: the payment gateway is busy twice; `retry 3` gets the payment
+//! through and the order ships.
+//!
+//! `cargo run --example order_saga`. The same saga written by hand with the
+//! `Task` trait is `examples/manual_tasks.rs`.
+
+use saga_core::{StepError, StepInfo, saga, saga_task};
+
+/// What every step of one order sees.
+#[derive(Debug, Default)]
+struct Order {
+    id: Option<u64>,
+    /// The gateway answers "busy" this many times first.
+    gateway_busy: u32,
+    /// The card is declined.
+    declined: bool,
+    stock: u32,
+    charged_cents: u64,
+    shipped: bool,
+}
+
+#[saga_task(undo = cancel_order)]
+fn create_order(order: &mut Order) -> Result<u64, StepError> {
+    order.id = Some(1001);
+    println!("  created order 1001");
+    Ok(1001)
+}
+
+#[saga_task]
+fn cancel_order(order: &mut Order, id: Option<&u64>) -> Result<(), StepError> {
+    println!("  cancelled order {id:?}");
+    order.id = None;
+    Ok(())
+}
+
+#[saga_task(undo = release_stock)]
+fn reserve_stock(order: &mut Order) -> Result<u32, StepError> {
+    let qty = 2;
+    order.stock = order.stock.checked_sub(qty).ok_or("out of stock")?;
+    println!("  reserved {qty} items ({} left)", order.stock);
+    Ok(qty)
+}
+
+#[saga_task]
+fn release_stock(order: &mut Order, qty: Option<&u32>) -> Result<(), StepError> {
+    // `None` would mean "unknown outcome"; this step always reports.
+    let qty = qty.copied().unwrap_or(0);
+    order.stock += qty;
+    println!("  released {qty} items ({} left)", order.stock);
+    Ok(())
+}
+
+#[saga_task]
+fn charge_payment(order: &mut Order, info: &StepInfo<'_>) -> Result<u64, StepError> {
+    if order.gateway_busy > 0 {
+        order.gateway_busy -= 1;
+        println!("  charge attempt {}: gateway busy", info.attempt());
+        // Marked retryable: the step's retry policy may try again.
+        return Err(StepError::new("payment gateway busy").retryable());
+    }
+    if order.declined {
+        println!("  charge attempt {}: card declined", info.attempt());
+        return Err("card declined".into());
+    }
+    order.charged_cents = 4_999;
+    println!("  charge attempt {}: charged 49.99", info.attempt());
+    Ok(4_999)
+}
+
+#[saga_task]
+fn refund_payment(order: &mut Order, cents: Option<&u64>) -> Result<(), StepError> {
+    println!("  refunded {cents:?} cents");
+    order.charged_cents = 0;
+    Ok(())
+}
+
+#[saga_task]
+fn ship_order(order: &mut Order) -> Result<(), StepError> {
+    order.shipped = true;
+    println!("  shipped");
+    Ok(())
+}
+
+/// Runs both scenarios; fails if the saga does not behave as the text says
+/// (the tests run this too).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let saga = saga! {
+        name: "order",
+        context: Order,
+        step create_order;
+        step reserve_stock;
+        step charge_payment => undo refund_payment, retry 3, backoff 50ms;
+        pivot ship_order;
+    };
+
+    println!("run 1: the card is declined");
+    let mut order = Order {
+        declined: true,
+        stock: 10,
+        ..Order::default()
+    };
+    let err = match saga.run_blocking(&mut order) {
+        Ok(report) => return Err(format!("expected a rollback, got {}", report.status).into()),
+        Err(err) => err,
+    };
+    println!("error: {err}");
+    if let Some(cause) = std::error::Error::source(&err) {
+        println!("  because: {cause}");
+    }
+    for (step, status) in err.report().statuses() {
+        println!("  {step}: {}", status.label());
+    }
+    println!("after run 1: {order:?}\n");
+    if order.id.is_some() || order.stock != 10 || order.charged_cents != 0 {
+        return Err("run 1 left effects behind".into());
+    }
+
+    println!("run 2: the gateway is busy twice, then the payment goes through");
+    let mut order = Order {
+        gateway_busy: 2,
+        stock: 10,
+        ..Order::default()
+    };
+    let report = saga.run_blocking(&mut order)?;
+    println!("status: {}", report.status.label());
+    for step in &report.steps {
+        println!(
+            "  {}: {} after {} attempt(s)",
+            step.name,
+            step.status.label(),
+            step.attempts
+        );
+    }
+    println!("after run 2: {order:?}");
+    if !order.shipped || report.step("charge_payment").map(|s| s.attempts) != Some(3) {
+        return Err("run 2 did not ship after three payment attempts".into());
+    }
+    Ok(())
+}

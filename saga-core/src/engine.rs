@@ -1,0 +1,1297 @@
+//! [`SagaEngine`]: durable execution. A registry of saga definitions by
+//! name, joined to a [`SagaStore`] that logs every execution, so that a
+//! crashed process's sagas are carried on by the next one.
+//!
+//! The engine runs each execution on the tokio runtime it is called from;
+//! its methods must be called inside one.
+
+use std::any::{Any, TypeId, type_name};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::cancel::CancellationToken;
+use crate::executor::{self, Journal, Resume, ResumePhase, ResumeStep};
+use crate::id::ExecutionId;
+use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
+use crate::saga::{RunOptions, Saga};
+use crate::step::{BoxFuture, Output, StepKind};
+use crate::store::{
+    Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution, SagaStore,
+    StoreError, now_ms,
+};
+
+/// An error of the engine. Each says what to do; none comes with a record
+/// deleted or overwritten.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No saga of that name is registered in this process.
+    #[error("no saga named `{name}` is registered (registered: {}); register it with `engine.register(saga)` first", list(.registered))]
+    UnknownSaga {
+        /// The name asked for.
+        name: String,
+        /// The names registered.
+        registered: Vec<String>,
+    },
+    /// An execution was started with a definition (by fingerprint) that
+    /// this process has not registered: the saga changed since. The record
+    /// was left untouched.
+    #[error("execution `{execution_id}` of saga `{saga}` was started with definition {fingerprint}, which this process has not registered ({}); register that version of the saga to carry it on, or `abandon` it; the record was left untouched", if .registered.is_empty() { "no version of it is registered".to_owned() } else { format!("registered versions: {}", .registered.join(", ")) })]
+    UnknownDefinition {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its saga's name.
+        saga: String,
+        /// The fingerprint it recorded.
+        fingerprint: String,
+        /// The fingerprints registered under that name here.
+        registered: Vec<String>,
+    },
+    /// A step returns a value without a codec, so a durable saga could not
+    /// log it.
+    #[error(
+        "step `{step}` of saga `{saga}` returns a value that a durable saga cannot log; call `.durable()` on the step (its output type must implement `Serialize` and `Deserialize`), or return `()` and keep the value in the context"
+    )]
+    OutputNotDurable {
+        /// The saga.
+        saga: String,
+        /// The step.
+        step: String,
+    },
+    /// `start` was given a context of another type than the saga's.
+    #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`")]
+    ContextType {
+        /// The saga.
+        saga: String,
+        /// Its context type.
+        expected: &'static str,
+        /// The type given.
+        found: &'static str,
+    },
+    /// A stored context or output no longer decodes (its type changed).
+    /// The record was left untouched.
+    #[error(
+        "{what} of execution `{execution_id}` no longer decodes: {detail}; make the type accept the stored JSON (serde `default`, `alias`), or `abandon` the execution; the record was left untouched"
+    )]
+    Undecodable {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// What failed to decode.
+        what: String,
+        /// The decoder's error.
+        detail: String,
+    },
+    /// A log that does not fit its definition (a step index out of range).
+    #[error(
+        "the log of execution `{execution_id}` does not fit its definition: {detail}; the record was left untouched"
+    )]
+    BadLog {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No execution with that id.
+    #[error("no execution `{execution_id}`")]
+    NotFound {
+        /// The id.
+        execution_id: ExecutionId,
+    },
+    /// Another owner (another process, or this one) runs the execution.
+    #[error("execution `{execution_id}` is being run by `{owner}`; wait for it, or cancel it")]
+    Busy {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its lease's holder.
+        owner: String,
+    },
+    /// The operation does not apply to an execution with that status.
+    #[error("execution `{execution_id}` is {status}; `{operation}` applies to {applies}")]
+    WrongStatus {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its status.
+        status: ExecutionStatus,
+        /// The operation.
+        operation: &'static str,
+        /// The statuses it applies to.
+        applies: &'static str,
+    },
+    /// A caller-given id names an execution of another saga.
+    #[error(
+        "execution `{execution_id}` exists already, of saga `{existing}`, not `{requested}`; choose another id"
+    )]
+    IdTaken {
+        /// The id.
+        execution_id: ExecutionId,
+        /// The saga it belongs to.
+        existing: String,
+        /// The saga asked for.
+        requested: String,
+    },
+    /// The run stopped because its log could not be written (see
+    /// [`SagaError::Store`](crate::SagaError::Store)); recovery carries it on
+    /// once the store works.
+    #[error("execution `{execution_id}` stopped: {detail}")]
+    Interrupted {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Why.
+        detail: String,
+    },
+    /// The engine was called outside a tokio runtime.
+    #[error("the saga engine must be called inside a tokio runtime")]
+    NoRuntime,
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// What [`SagaEngine::recover`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Executions this engine took over and is running again.
+    pub resumed: Vec<ExecutionId>,
+    /// Executions whose lease another live owner holds (a crashed owner's
+    /// lease frees itself when it expires: recover again then).
+    pub busy: Vec<ExecutionId>,
+    /// Executions it refused to run, and why; their records are untouched.
+    pub refused: Vec<(ExecutionId, EngineError)>,
+}
+
+/// An execution and its log, as [`SagaEngine::get`] shows it.
+#[derive(Debug, Clone)]
+pub struct ExecutionView {
+    /// The execution.
+    pub record: ExecutionRecord,
+    /// Its log, in order.
+    pub events: Vec<Event>,
+}
+
+/// Runs durable sagas: every execution is logged in a [`SagaStore`], and
+/// after a crash [`recover`](Self::recover) carries each unfinished one on
+/// from its log.
+///
+/// Delivery is *at least once*: a step (or compensation) that started and
+/// never recorded its end is run again after a crash, with the same
+/// [`idempotency_key`](crate::StepInfo::idempotency_key); its outcome then
+/// counts as unknown. An effect happens once when the step honours its key
+/// (the remote service, or the step's own table, ignores a repeated key).
+///
+/// Durable sagas need `C: Serialize + DeserializeOwned` (the default
+/// [`Context`](crate::Context) is), and every step returning a value other
+/// than `()` must be made [`durable`](crate::Step::durable).
+///
+/// ```
+/// use saga_core::{Context, SagaEngine, Saga, Step, StepError, StepInfo};
+/// use saga_core::store::MemoryStore;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let saga = Saga::<Context>::builder("greet")
+///     .step(Step::new("hello", |ctx: &mut Context, _: &StepInfo<'_>| {
+///         ctx.insert("greeted", true);
+///         Ok::<_, StepError>(())
+///     }))
+///     .build()?;
+/// let engine = SagaEngine::new(MemoryStore::new());
+/// engine.register(saga).await?;
+/// let id = engine.start("greet", Context::new()).await?;
+/// let report = engine.wait(&id).await?;
+/// assert_eq!(report.status, saga_core::ExecutionStatus::Completed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct SagaEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    store: Arc<dyn SagaStore>,
+    owner: String,
+    lease_ttl: Duration,
+    retention: Duration,
+    registry: RwLock<Registry>,
+    live: Mutex<HashMap<ExecutionId, Live>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// The latest version registered under each name.
+    by_name: HashMap<String, Arc<dyn Runner>>,
+    by_fingerprint: HashMap<String, Arc<dyn Runner>>,
+}
+
+struct Live {
+    cancel: CancellationToken,
+    done: watch::Receiver<Option<Done>>,
+}
+
+/// How a run in this process ended: its report, or why it stopped.
+type Done = Result<SagaReport, String>;
+
+impl std::fmt::Debug for SagaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaEngine")
+            .field("store", &self.inner.store.describe())
+            .field("owner", &self.inner.owner)
+            .finish()
+    }
+}
+
+impl SagaEngine {
+    /// An engine on `store`, with a 10 s lease and a 7-day retention.
+    pub fn new(store: impl SagaStore) -> Self {
+        Self::with_store(Arc::new(store))
+    }
+
+    /// An engine on a shared store.
+    pub fn with_store(store: Arc<dyn SagaStore>) -> Self {
+        let owner = format!("pid{}-{}", std::process::id(), ExecutionId::generate());
+        SagaEngine {
+            inner: Arc::new(EngineInner {
+                store,
+                owner,
+                lease_ttl: Duration::from_secs(10),
+                retention: Duration::from_secs(7 * 24 * 3600),
+                registry: RwLock::new(Registry::default()),
+                live: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Sets how long an owner's lease on an execution lasts without a
+    /// write or renewal (default 10 s; renewed every third of it while the
+    /// execution runs). After a crash, another owner can take an execution
+    /// over once its lease expired. Call before anything else.
+    #[must_use]
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.lease_ttl = ttl.max(Duration::from_millis(30));
+        }
+        self
+    }
+
+    /// Sets how long finished executions stay in the store before
+    /// [`purge`](Self::purge) deletes them (default 7 days). Call before
+    /// anything else.
+    #[must_use]
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.retention = retention;
+        }
+        self
+    }
+
+    /// The id this engine writes in the leases it holds.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SagaStore> {
+        &self.inner.store
+    }
+
+    /// Registers a definition: its shape is recorded in the store under its
+    /// fingerprint, and it becomes the version that `start(name, ..)` runs.
+    /// Registering an older version too lets `recover` carry on executions
+    /// started with it. Returns the fingerprint.
+    ///
+    /// # Errors
+    /// [`EngineError::OutputNotDurable`] for a step whose output cannot be
+    /// logged; [`EngineError::Store`] if the store fails.
+    pub async fn register<C>(&self, saga: Saga<C>) -> Result<String, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if let Some(step) = saga.inner.steps.iter().find(|s| s.codec.is_none()) {
+            return Err(EngineError::OutputNotDurable {
+                saga: saga.name().to_owned(),
+                step: step.name.to_string(),
+            });
+        }
+        let (shape, fingerprint) = describe(&saga);
+        self.inner
+            .store
+            .put_definition(DefinitionRecord {
+                fingerprint: fingerprint.clone(),
+                saga: saga.name().to_owned(),
+                shape,
+            })
+            .await?;
+        let runner: Arc<dyn Runner> = Arc::new(Typed {
+            saga,
+            fingerprint: fingerprint.clone(),
+        });
+        let mut registry = self.registry_mut();
+        registry
+            .by_name
+            .insert(runner.name().to_owned(), Arc::clone(&runner));
+        registry.by_fingerprint.insert(fingerprint.clone(), runner);
+        Ok(fingerprint)
+    }
+
+    /// Starts an execution of the saga registered as `name` on `ctx`, with
+    /// a fresh id; returns at once with the id (see [`wait`](Self::wait)).
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownSaga`], [`EngineError::ContextType`], or a
+    /// store error.
+    pub async fn start<C>(&self, name: &str, ctx: C) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.start_with_id(name, ExecutionId::generate(), ctx).await
+    }
+
+    /// Starts an execution with the caller's id (an order number, a request
+    /// id). Idempotent: if an execution of this saga with that id exists,
+    /// nothing starts and its id is returned.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), and [`EngineError::IdTaken`] if the id
+    /// belongs to another saga's execution.
+    pub async fn start_with_id<C>(
+        &self,
+        name: &str,
+        id: impl Into<ExecutionId>,
+        ctx: C,
+    ) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let id = id.into();
+        tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let runner = self.by_name(name)?;
+        if runner.context_type() != TypeId::of::<C>() {
+            return Err(EngineError::ContextType {
+                saga: name.to_owned(),
+                expected: runner.context_type_name(),
+                found: type_name::<C>(),
+            });
+        }
+        let context = serde_json::to_string(&ctx).map_err(|e| StoreError::Encode {
+            what: format!("the context of a new `{name}` execution"),
+            detail: e.to_string(),
+        })?;
+        let created = self
+            .inner
+            .store
+            .create(
+                NewExecution {
+                    id: id.clone(),
+                    saga: name.to_owned(),
+                    fingerprint: runner.fingerprint().to_owned(),
+                    context: context.clone(),
+                },
+                &self.inner.owner,
+                self.inner.lease_ttl,
+            )
+            .await?;
+        match created {
+            Created::Existing(existing) if existing.saga != name => Err(EngineError::IdTaken {
+                execution_id: id,
+                existing: existing.saga,
+                requested: name.to_owned(),
+            }),
+            Created::Existing(_) => Ok(id),
+            Created::New(lease) => {
+                let job = Job {
+                    id: id.clone(),
+                    initial_context: context,
+                    events: Vec::new(),
+                    fresh: Some(Box::new(ctx)),
+                    lease,
+                    cancel: CancellationToken::new(),
+                };
+                self.launch(runner, job)?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Waits for an execution to end (in this process or another) and
+    /// returns its report. For a run of this process the report is the
+    /// run's own; otherwise it is rebuilt from the log (statuses,
+    /// outcomes, attempts and errors; no durations).
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`]; [`EngineError::Interrupted`] if the run
+    /// stopped because its log could not be written; store errors.
+    pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
+        loop {
+            let live = self.live().get(id).map(|l| l.done.clone());
+            if let Some(mut done) = live {
+                let finished = done
+                    .wait_for(Option::is_some)
+                    .await
+                    .map(|v| v.clone())
+                    .ok()
+                    .flatten();
+                return match finished {
+                    Some(Ok(report)) => Ok(report),
+                    Some(Err(detail)) => Err(EngineError::Interrupted {
+                        execution_id: id.clone(),
+                        detail,
+                    }),
+                    None => Err(EngineError::Interrupted {
+                        execution_id: id.clone(),
+                        detail: "its run was dropped".to_owned(),
+                    }),
+                };
+            }
+            let record = self.record(id).await?;
+            if record.status.is_finished() {
+                return self.rebuilt_report(&record).await;
+            }
+            // Run by another owner (or about to be recovered): poll.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Carries on every unfinished execution whose lease is free or
+    /// expired and whose definition is registered here, from its log.
+    /// Executions this engine runs already are left alone.
+    ///
+    /// # Errors
+    /// Store errors while listing; errors of single executions are in
+    /// [`Recovery::refused`].
+    pub async fn recover(&self) -> Result<Recovery, EngineError> {
+        tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let mut recovery = Recovery::default();
+        let mut unfinished = self
+            .inner
+            .store
+            .list(Some(ExecutionStatus::Running))
+            .await?;
+        unfinished.extend(
+            self.inner
+                .store
+                .list(Some(ExecutionStatus::Compensating))
+                .await?,
+        );
+        for record in unfinished {
+            let id = record.id.clone();
+            if self.live().contains_key(&id) {
+                continue;
+            }
+            match self.take_over(&record, None).await {
+                Ok(true) => recovery.resumed.push(id),
+                Ok(false) => recovery.busy.push(id),
+                Err(error) => {
+                    log::error!(target: "saga", "recovery refused execution_id={id} error={error}");
+                    recovery.refused.push((id, error));
+                }
+            }
+        }
+        Ok(recovery)
+    }
+
+    /// Executions with `status` (all for `None`), oldest first.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+    ) -> Result<Vec<ExecutionRecord>, EngineError> {
+        Ok(self.inner.store.list(status).await?)
+    }
+
+    /// An execution and its log.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionView>, EngineError> {
+        let Some(record) = self.inner.store.get(id).await? else {
+            return Ok(None);
+        };
+        let events = self.inner.store.events(id).await?;
+        Ok(Some(ExecutionView { record, events }))
+    }
+
+    /// Runs a stuck execution again, once an operator fixed the cause: the
+    /// step (or compensation) that failed for good gets a fresh retry
+    /// budget, and the run goes on in the direction it was going.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongStatus`] if it is not stuck, [`EngineError::Busy`]
+    /// if another owner holds it, and the errors of
+    /// [`recover`](Self::recover).
+    pub async fn resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        let record = self.record(id).await?;
+        if record.status != ExecutionStatus::Stuck {
+            return Err(EngineError::WrongStatus {
+                execution_id: id.clone(),
+                status: record.status,
+                operation: "resume",
+                applies: "stuck executions",
+            });
+        }
+        match self.take_over(&record, Some(EventKind::Resumed)).await? {
+            true => Ok(()),
+            false => Err(self.busy(id).await),
+        }
+    }
+
+    /// Gives an execution up for good: it is marked abandoned and never
+    /// run again; nothing is compensated. For a stuck execution that an
+    /// operator settled by hand, or one whose definition is gone.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongStatus`] if it ended otherwise,
+    /// [`EngineError::Busy`] if an owner is running it.
+    pub async fn abandon(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        let record = self.record(id).await?;
+        if record.status.is_finished() && record.status != ExecutionStatus::Stuck {
+            return Err(EngineError::WrongStatus {
+                execution_id: id.clone(),
+                status: record.status,
+                operation: "abandon",
+                applies: "stuck or unfinished executions",
+            });
+        }
+        if self.live().contains_key(id) {
+            return Err(EngineError::Busy {
+                execution_id: id.clone(),
+                owner: self.inner.owner.clone(),
+            });
+        }
+        let store = &self.inner.store;
+        let Some(lease) = store
+            .claim(id, &self.inner.owner, self.inner.lease_ttl)
+            .await?
+        else {
+            return Err(self.busy(id).await);
+        };
+        let record = self.record(id).await?;
+        let event = Event::new(record.last_seq + 1, EventKind::Abandoned);
+        let appended = store
+            .append(id, &lease, vec![event], ExecutionStatus::Abandoned)
+            .await;
+        store.release(id, &lease).await?;
+        appended?;
+        Ok(())
+    }
+
+    /// Asks an execution to cancel. Its owner (this process or another)
+    /// sees the request at its next log write: before the pivot the run
+    /// rolls back and ends cancelled; after it the request is recorded and
+    /// ignored.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], store errors.
+    pub async fn cancel(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        if !self.inner.store.request_cancel(id).await? {
+            return Err(EngineError::NotFound {
+                execution_id: id.clone(),
+            });
+        }
+        if let Some(live) = self.live().get(id) {
+            live.cancel.cancel();
+        }
+        Ok(())
+    }
+
+    /// Deletes executions that finished (completed, compensated, cancelled
+    /// or abandoned; never stuck ones) longer ago than the retention;
+    /// returns how many.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge(&self) -> Result<u64, EngineError> {
+        let retention = i64::try_from(self.inner.retention.as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(retention);
+        Ok(self.inner.store.purge(before).await?)
+    }
+
+    fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Live>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn by_name(&self, name: &str) -> Result<Arc<dyn Runner>, EngineError> {
+        let registry = self.registry();
+        registry
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownSaga {
+                name: name.to_owned(),
+                registered: sorted(registry.by_name.keys()),
+            })
+    }
+
+    async fn record(&self, id: &ExecutionId) -> Result<ExecutionRecord, EngineError> {
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                execution_id: id.clone(),
+            })
+    }
+
+    async fn busy(&self, id: &ExecutionId) -> EngineError {
+        let owner = match self.inner.store.get(id).await {
+            Ok(Some(record)) => record.owner.unwrap_or_default(),
+            _ => String::new(),
+        };
+        EngineError::Busy {
+            execution_id: id.clone(),
+            owner,
+        }
+    }
+
+    /// Claims an execution and runs it from its log, after checking (before
+    /// any write) that its definition is registered and its log decodes.
+    /// `mark` is an event to log first (an operator's resume). `false` if
+    /// another owner holds its lease.
+    async fn take_over(
+        &self,
+        record: &ExecutionRecord,
+        mark: Option<EventKind>,
+    ) -> Result<bool, EngineError> {
+        let id = &record.id;
+        let runner = {
+            let registry = self.registry();
+            match registry.by_fingerprint.get(&record.fingerprint) {
+                Some(runner) => Arc::clone(runner),
+                None if !registry.by_name.contains_key(&record.saga)
+                    && !registry
+                        .by_fingerprint
+                        .values()
+                        .any(|r| r.name() == record.saga) =>
+                {
+                    return Err(EngineError::UnknownSaga {
+                        name: record.saga.clone(),
+                        registered: sorted(registry.by_name.keys()),
+                    });
+                }
+                None => {
+                    let mut registered: Vec<String> = registry
+                        .by_fingerprint
+                        .values()
+                        .filter(|r| r.name() == record.saga)
+                        .map(|r| r.fingerprint().to_owned())
+                        .collect();
+                    registered.sort();
+                    return Err(EngineError::UnknownDefinition {
+                        execution_id: id.clone(),
+                        saga: record.saga.clone(),
+                        fingerprint: record.fingerprint.clone(),
+                        registered,
+                    });
+                }
+            }
+        };
+        let store = &self.inner.store;
+        // A dry run of the decoding, so that a log this build cannot read
+        // is refused before the lease is touched.
+        let events = store.events(id).await?;
+        runner.check(id, &record.context, &events, mark.is_some())?;
+        let Some(lease) = store
+            .claim(id, &self.inner.owner, self.inner.lease_ttl)
+            .await?
+        else {
+            return Ok(false);
+        };
+        // Read again under the lease: the log may have grown meanwhile.
+        let mut events = store.events(id).await?;
+        let record = match store.get(id).await? {
+            Some(record) => record,
+            None => {
+                return Err(EngineError::NotFound {
+                    execution_id: id.clone(),
+                });
+            }
+        };
+        if let Some(kind) = mark {
+            let event = Event::new(record.last_seq + 1, kind);
+            let phase = fold(id, runner.steps(), &record.context, &events, true)?.phase;
+            let status = match phase {
+                ResumePhase::Forward => ExecutionStatus::Running,
+                ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
+            };
+            if let Err(error) = store.append(id, &lease, vec![event.clone()], status).await {
+                let _ = store.release(id, &lease).await;
+                return Err(error.into());
+            }
+            events.push(event);
+        }
+        let cancel = CancellationToken::new();
+        if record.cancel_requested {
+            cancel.cancel();
+        }
+        let job = Job {
+            id: id.clone(),
+            initial_context: record.context.clone(),
+            events,
+            fresh: None,
+            lease: lease.clone(),
+            cancel,
+        };
+        if let Err(error) = self.launch(runner, job) {
+            let _ = store.release(id, &lease).await;
+            return Err(error);
+        }
+        Ok(true)
+    }
+
+    /// Prepares a run (decoding its log) and spawns it.
+    fn launch(&self, runner: Arc<dyn Runner>, job: Job) -> Result<(), EngineError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let id = job.id.clone();
+        let lease = job.lease.clone();
+        let cancel = job.cancel.clone();
+        let run = runner.prepare(Arc::clone(&self.inner.store), job)?;
+        let (tx, rx) = watch::channel(None);
+        self.live().insert(id.clone(), Live { cancel, done: rx });
+        let inner = Arc::clone(&self.inner);
+        handle.spawn(async move {
+            let done = run.await;
+            let _ = inner.store.release(&id, &lease).await;
+            inner
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            let _ = tx.send(Some(done));
+        });
+        Ok(())
+    }
+
+    /// The report of a finished execution, rebuilt from its log and its
+    /// definition's stored shape.
+    async fn rebuilt_report(&self, record: &ExecutionRecord) -> Result<SagaReport, EngineError> {
+        let store = &self.inner.store;
+        let shape = match store.definition(&record.fingerprint).await? {
+            Some(definition) => serde_json::from_str::<Shape>(&definition.shape).map_err(|e| {
+                StoreError::BadRecord {
+                    store: store.describe(),
+                    what: format!("the definition {}", record.fingerprint),
+                    detail: e.to_string(),
+                }
+            })?,
+            None => {
+                return Err(StoreError::BadRecord {
+                    store: store.describe(),
+                    what: format!("execution `{}`", record.id),
+                    detail: format!("its definition {} is not stored", record.fingerprint),
+                }
+                .into());
+            }
+        };
+        let events = store.events(&record.id).await?;
+        let folded = fold(
+            &record.id,
+            shape.steps.len(),
+            &record.context,
+            &events,
+            false,
+        )?;
+        let steps = shape
+            .steps
+            .iter()
+            .zip(folded.steps)
+            .map(|(s, f)| StepReport {
+                name: s.name.as_str().into(),
+                kind: kind_from_label(&s.kind),
+                status: f.status,
+                outcome: f.outcome,
+                attempts: f.attempts,
+                compensation_attempts: f.compensation_attempts,
+                duration: Duration::ZERO,
+                compensation_duration: Duration::ZERO,
+                last_error: f.last_error,
+            })
+            .collect();
+        Ok(SagaReport {
+            saga: record.saga.as_str().into(),
+            execution_id: record.id.clone(),
+            status: record.status,
+            steps,
+            cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored),
+            duration: Duration::ZERO,
+        })
+    }
+}
+
+fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<String> = names.cloned().collect();
+    names.sort();
+    names
+}
+
+fn kind_from_label(label: &str) -> StepKind {
+    match label {
+        "compensable" => StepKind::Compensable,
+        "pivot" => StepKind::Pivot,
+        "retriable" => StepKind::Retriable,
+        _ => StepKind::NoUndo,
+    }
+}
+
+/// A definition's canonical description: what its fingerprint hashes.
+#[derive(Serialize, Deserialize)]
+struct Shape {
+    /// The description's own format, so it can evolve without colliding.
+    format: u32,
+    saga: String,
+    steps: Vec<ShapeStep>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ShapeStep {
+    name: String,
+    kind: String,
+    /// The parallel group it is a branch of.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    group: Option<usize>,
+}
+
+/// The canonical description of a definition (JSON: name, steps in order
+/// with their kinds and groups) and its fingerprint: SHA-256 of that text,
+/// hex. Stable across builds, platforms and compilers; retry policies,
+/// timeouts and metadata are not part of it (changing them does not change
+/// what a log means).
+fn describe<C>(saga: &Saga<C>) -> (String, String) {
+    let shape = Shape {
+        format: 1,
+        saga: saga.name().to_owned(),
+        steps: saga
+            .shape()
+            .into_iter()
+            .map(|s| ShapeStep {
+                name: s.name,
+                kind: s.kind.label().to_owned(),
+                group: s.group,
+            })
+            .collect(),
+    };
+    // Serializing plain strings and numbers cannot fail.
+    let text = serde_json::to_string(&shape).unwrap_or_default();
+    let digest = Sha256::digest(text.as_bytes());
+    let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+    (text, hex)
+}
+
+impl<C> Saga<C> {
+    /// The definition's fingerprint: SHA-256 (hex) of its canonical
+    /// description (name, steps in order, their kinds and parallel groups).
+    /// A durable execution records it; recovery runs an execution only
+    /// under a registered definition with the same fingerprint.
+    pub fn fingerprint(&self) -> String {
+        describe(self).1
+    }
+}
+
+/// What a run needs: its log so far and its lease.
+struct Job {
+    id: ExecutionId,
+    initial_context: String,
+    events: Vec<Event>,
+    /// The caller's context, for a fresh start (no decoding needed).
+    fresh: Option<Box<dyn Any + Send>>,
+    lease: Lease,
+    cancel: CancellationToken,
+}
+
+/// A registered definition, type-erased over its context.
+trait Runner: Send + Sync {
+    fn name(&self) -> &str;
+    fn fingerprint(&self) -> &str;
+    fn steps(&self) -> usize;
+    fn context_type(&self) -> TypeId;
+    fn context_type_name(&self) -> &'static str;
+    /// Decodes a log without running anything.
+    fn check(
+        &self,
+        id: &ExecutionId,
+        initial: &str,
+        events: &[Event],
+        resuming: bool,
+    ) -> Result<(), EngineError>;
+    /// Decodes the log and returns the run, ready to spawn.
+    fn prepare(
+        self: Arc<Self>,
+        store: Arc<dyn SagaStore>,
+        job: Job,
+    ) -> Result<BoxFuture<'static, Done>, EngineError>;
+}
+
+struct Typed<C> {
+    saga: Saga<C>,
+    fingerprint: String,
+}
+
+impl<C> Typed<C>
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The context and the resume state a log records.
+    fn decode(
+        &self,
+        id: &ExecutionId,
+        initial: &str,
+        events: &[Event],
+        resuming: bool,
+    ) -> Result<(C, Option<Resume>), EngineError> {
+        let folded = fold(id, self.steps(), initial, events, resuming)?;
+        let ctx = serde_json::from_str::<C>(folded.context.as_deref().unwrap_or(initial)).map_err(
+            |e| EngineError::Undecodable {
+                execution_id: id.clone(),
+                what: format!("the context (a `{}`)", type_name::<C>()),
+                detail: e.to_string(),
+            },
+        )?;
+        if events.is_empty() {
+            return Ok((ctx, None));
+        }
+        let mut outputs: Vec<Option<Output>> = Vec::with_capacity(self.steps());
+        for (step, json) in self.saga.inner.steps.iter().zip(&folded.outputs) {
+            let output = match (json, &step.codec) {
+                (Some(json), Some(codec)) => {
+                    Some(
+                        (codec.decode)(json).map_err(|detail| EngineError::Undecodable {
+                            execution_id: id.clone(),
+                            what: format!("the output of step `{}`", step.name),
+                            detail,
+                        })?,
+                    )
+                }
+                _ => None,
+            };
+            outputs.push(output);
+        }
+        Ok((
+            ctx,
+            Some(Resume {
+                steps: folded.steps,
+                outputs,
+                phase: folded.phase,
+            }),
+        ))
+    }
+}
+
+impl<C> Runner for Typed<C>
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn name(&self) -> &str {
+        self.saga.name()
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn steps(&self) -> usize {
+        self.saga.inner.steps.len()
+    }
+
+    fn context_type(&self) -> TypeId {
+        TypeId::of::<C>()
+    }
+
+    fn context_type_name(&self) -> &'static str {
+        type_name::<C>()
+    }
+
+    fn check(
+        &self,
+        id: &ExecutionId,
+        initial: &str,
+        events: &[Event],
+        resuming: bool,
+    ) -> Result<(), EngineError> {
+        self.decode(id, initial, events, resuming).map(|_| ())
+    }
+
+    fn prepare(
+        self: Arc<Self>,
+        store: Arc<dyn SagaStore>,
+        job: Job,
+    ) -> Result<BoxFuture<'static, Done>, EngineError> {
+        let resuming = job.events.iter().any(|e| e.kind == EventKind::Resumed);
+        let (mut ctx, resume) = match job.fresh.map(|b| b.downcast::<C>()) {
+            Some(Ok(ctx)) => (*ctx, None),
+            _ => self.decode(&job.id, &job.initial_context, &job.events, resuming)?,
+        };
+        let next_seq = job.events.last().map_or(1, |e| e.seq + 1);
+        Ok(Box::pin(async move {
+            let journal = StoreJournal::<C> {
+                store: Arc::clone(&store),
+                id: job.id.clone(),
+                lease: job.lease.clone(),
+                state: tokio::sync::Mutex::new(JournalState {
+                    next_seq,
+                    buffer: Vec::new(),
+                }),
+                cancel: job.cancel.clone(),
+                _context: PhantomData,
+            };
+            let options = RunOptions::new()
+                .with_execution_id(job.id.clone())
+                .with_cancellation(job.cancel.clone());
+            let run = executor::execute_durable(
+                &self.saga.inner,
+                &mut ctx,
+                options,
+                false,
+                Some(&journal),
+                resume,
+            );
+            let mut run = std::pin::pin!(run);
+            let period = job.lease.ttl / 3;
+            let mut renewals =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let result = loop {
+                tokio::select! {
+                    result = &mut run => break result,
+                    _ = renewals.tick() => match store.renew(&job.id, &job.lease).await {
+                        Ok(ack) if ack.cancel_requested => job.cancel.cancel(),
+                        Ok(_) => {}
+                        // A lost lease fails the run's next write.
+                        Err(error) => log::warn!(target: "saga", "lease renewal failed execution_id={} error={error}", job.id),
+                    },
+                }
+            };
+            match result {
+                Ok(report) => Ok(report),
+                Err(crate::SagaError::Store { error, .. }) => Err(error.to_string()),
+                Err(error) => Ok(error.report().clone()),
+            }
+        }))
+    }
+}
+
+struct JournalState {
+    next_seq: u64,
+    /// Events written at the next flush: what follows a step's start is
+    /// committed with the next start (a step transition) or the end.
+    buffer: Vec<Event>,
+}
+
+/// The executor's journal on a store: numbers events, buffers them, and
+/// commits at every point after which an effect may happen.
+struct StoreJournal<C> {
+    store: Arc<dyn SagaStore>,
+    id: ExecutionId,
+    lease: Lease,
+    state: tokio::sync::Mutex<JournalState>,
+    cancel: CancellationToken,
+    _context: PhantomData<fn(&C)>,
+}
+
+impl<C: Serialize> Journal<C> for StoreJournal<C> {
+    fn encode_context(&self, ctx: &C) -> Result<String, StoreError> {
+        serde_json::to_string(ctx).map_err(|e| StoreError::Encode {
+            what: format!("the context of execution `{}`", self.id),
+            detail: e.to_string(),
+        })
+    }
+
+    fn record(
+        &self,
+        mut event: Event,
+        status: ExecutionStatus,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().await;
+            event.seq = state.next_seq;
+            state.next_seq += 1;
+            let flush = matches!(
+                event.kind,
+                EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
+            );
+            state.buffer.push(event);
+            if !flush {
+                return Ok(());
+            }
+            let events = std::mem::take(&mut state.buffer);
+            let ack = self
+                .store
+                .append(&self.id, &self.lease, events, status)
+                .await?;
+            if ack.cancel_requested {
+                self.cancel.cancel();
+            }
+            Ok(())
+        })
+    }
+}
+
+/// What a log says of an execution.
+struct Folded {
+    steps: Vec<ResumeStep>,
+    outputs: Vec<Option<String>>,
+    context: Option<String>,
+    phase: ResumePhase,
+}
+
+/// Reads a log: each step's state, outputs, the latest context and the
+/// direction. A step or compensation that started and never ended is set
+/// up to run again as the same attempt, its outcome unknown. `resuming`
+/// (an operator's resume) gives what failed for good a fresh budget.
+fn fold(
+    id: &ExecutionId,
+    steps: usize,
+    initial: &str,
+    events: &[Event],
+    resuming: bool,
+) -> Result<Folded, EngineError> {
+    let _ = initial;
+    let mut folded = Folded {
+        steps: (0..steps)
+            .map(|_| ResumeStep {
+                status: StepStatus::Pending,
+                outcome: Outcome::NotStarted,
+                attempts: 0,
+                compensation_attempts: 0,
+                last_error: None,
+            })
+            .collect(),
+        outputs: vec![None; steps],
+        context: None,
+        phase: ResumePhase::Forward,
+    };
+    let mut in_flight = vec![false; steps];
+    for event in events {
+        if event.context.is_some() {
+            folded.context.clone_from(&event.context);
+        }
+        let index = match event.step {
+            Some(i) if (i as usize) < steps => Some(i as usize),
+            Some(i) => {
+                return Err(EngineError::BadLog {
+                    execution_id: id.clone(),
+                    detail: format!(
+                        "event {} names step {i}, but the saga has {steps} steps",
+                        event.seq
+                    ),
+                });
+            }
+            None => None,
+        };
+        let step = index.map(|i| (&mut folded.steps[i], &mut in_flight[i]));
+        match (event.kind, step) {
+            (EventKind::StepStarted, Some((s, flying))) => {
+                s.status = StepStatus::Running;
+                s.attempts = event.attempt;
+                *flying = true;
+            }
+            (EventKind::StepSucceeded, Some((s, flying))) => {
+                s.status = StepStatus::Succeeded;
+                s.outcome = Outcome::Applied;
+                s.attempts = event.attempt;
+                *flying = false;
+                folded.outputs[index.unwrap_or_default()].clone_from(&event.output);
+            }
+            (EventKind::StepFailed, Some((s, flying))) => {
+                *flying = false;
+                s.attempts = event.attempt;
+                if event.outcome_unknown {
+                    s.outcome = Outcome::Unknown;
+                } else if s.outcome != Outcome::Unknown {
+                    s.outcome = Outcome::NotApplied;
+                }
+                if !event.will_retry {
+                    s.status = StepStatus::Failed;
+                    s.last_error.clone_from(&event.error);
+                }
+            }
+            (EventKind::RollbackStarted, _) => {
+                folded.phase = ResumePhase::Rollback {
+                    cause: index.map(|i| (i, event.error.clone().unwrap_or_default())),
+                };
+            }
+            (EventKind::CompensationStarted, Some((s, flying))) => {
+                s.status = StepStatus::Compensating;
+                s.compensation_attempts = event.attempt;
+                *flying = true;
+            }
+            (EventKind::CompensationSucceeded, Some((s, flying))) => {
+                s.status = StepStatus::Compensated;
+                *flying = false;
+            }
+            (EventKind::CompensationFailed, Some((s, flying))) => {
+                *flying = false;
+                s.compensation_attempts = event.attempt;
+                if !event.will_retry {
+                    s.status = StepStatus::CompensationFailed;
+                    s.last_error.clone_from(&event.error);
+                }
+            }
+            (EventKind::Resumed, _) => {
+                for s in &mut folded.steps {
+                    match s.status {
+                        StepStatus::Failed => {
+                            s.status = StepStatus::Running;
+                            s.attempts = 0;
+                        }
+                        StepStatus::CompensationFailed => {
+                            s.status = StepStatus::Compensating;
+                            s.compensation_attempts = 0;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = resuming;
+    // Cut off by a crash: run the same attempt again; it may have taken
+    // effect, so its outcome is unknown (sticky, as for a timeout).
+    for (s, flying) in folded.steps.iter_mut().zip(in_flight) {
+        if !flying {
+            continue;
+        }
+        match s.status {
+            StepStatus::Running => {
+                s.attempts = s.attempts.saturating_sub(1);
+                s.outcome = Outcome::Unknown;
+            }
+            StepStatus::Compensating => {
+                s.compensation_attempts = s.compensation_attempts.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    Ok(folded)
+}

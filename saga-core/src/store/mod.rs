@@ -1,0 +1,486 @@
+//! Stores: where durable executions keep their log.
+//!
+//! A [`SagaStore`] persists definitions (by fingerprint), executions, their
+//! append-only event log and one lease per execution. It knows nothing of
+//! the executor: the [`SagaEngine`](crate::SagaEngine) joins the two.
+//!
+//! - [`MemoryStore`]: in memory, for tests; nothing survives the process.
+//! - [`SqliteStore`]: the embedded default, one SQLite file (feature
+//!   `sqlite`, on by default).
+//!
+//! Every method returns a boxed future, so a store backed by a network
+//! database fits the same trait; the trait is object-safe
+//! (`Arc<dyn SagaStore>`).
+//!
+//! # Ownership
+//!
+//! An execution is run by one owner at a time: [`create`](SagaStore::create)
+//! and [`claim`](SagaStore::claim) hand out a [`Lease`] with a fencing
+//! token, and every write of the log ([`append`](SagaStore::append),
+//! [`renew`](SagaStore::renew), [`release`](SagaStore::release)) checks that
+//! token in the same statement as the write. A claim bumps the token, so an
+//! owner whose lease was taken over can never write again
+//! ([`StoreError::LeaseLost`]).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::BoxError;
+use crate::id::ExecutionId;
+use crate::report::ExecutionStatus;
+use crate::step::BoxFuture;
+
+mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+/// What a store operation returns.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The right to write one execution's log, until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it (an engine's owner id).
+    pub owner: Arc<str>,
+    /// The fencing token: bumped by every claim, checked by every write.
+    pub token: i64,
+    /// How long each write or renewal extends the lease.
+    pub ttl: Duration,
+}
+
+/// What kind of event a log entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// An attempt of a step's action is about to run.
+    StepStarted,
+    /// A step's action succeeded; the event holds its output and the
+    /// context after it.
+    StepSucceeded,
+    /// An attempt of a step's action failed; the event holds the error and
+    /// the context as the attempt left it.
+    StepFailed,
+    /// The run turned back; `step` is the step whose failure caused it
+    /// (none for a cancellation).
+    RollbackStarted,
+    /// A compensation attempt is about to run.
+    CompensationStarted,
+    /// A compensation succeeded; the event holds the context after it.
+    CompensationSucceeded,
+    /// A compensation attempt failed.
+    CompensationFailed,
+    /// A cancellation after the pivot: recorded and ignored.
+    CancelIgnored,
+    /// The execution ended; the execution's status says how.
+    Finished,
+    /// An operator resumed a stuck execution.
+    Resumed,
+    /// An operator abandoned the execution.
+    Abandoned,
+}
+
+impl EventKind {
+    /// A snake_case label, as stored.
+    pub fn label(self) -> &'static str {
+        match self {
+            EventKind::StepStarted => "step_started",
+            EventKind::StepSucceeded => "step_succeeded",
+            EventKind::StepFailed => "step_failed",
+            EventKind::RollbackStarted => "rollback_started",
+            EventKind::CompensationStarted => "compensation_started",
+            EventKind::CompensationSucceeded => "compensation_succeeded",
+            EventKind::CompensationFailed => "compensation_failed",
+            EventKind::CancelIgnored => "cancel_ignored",
+            EventKind::Finished => "finished",
+            EventKind::Resumed => "resumed",
+            EventKind::Abandoned => "abandoned",
+        }
+    }
+
+    /// The kind of a stored label.
+    pub fn from_label(label: &str) -> Option<Self> {
+        const ALL: [EventKind; 11] = [
+            EventKind::StepStarted,
+            EventKind::StepSucceeded,
+            EventKind::StepFailed,
+            EventKind::RollbackStarted,
+            EventKind::CompensationStarted,
+            EventKind::CompensationSucceeded,
+            EventKind::CompensationFailed,
+            EventKind::CancelIgnored,
+            EventKind::Finished,
+            EventKind::Resumed,
+            EventKind::Abandoned,
+        ];
+        ALL.into_iter().find(|k| k.label() == label)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// The parse of a stored [`ExecutionStatus`] label.
+pub(crate) fn status_from_label(label: &str) -> Option<ExecutionStatus> {
+    const ALL: [ExecutionStatus; 7] = [
+        ExecutionStatus::Running,
+        ExecutionStatus::Compensating,
+        ExecutionStatus::Completed,
+        ExecutionStatus::Compensated,
+        ExecutionStatus::Cancelled,
+        ExecutionStatus::Stuck,
+        ExecutionStatus::Abandoned,
+    ];
+    ALL.into_iter().find(|s| s.label() == label)
+}
+
+/// One entry of an execution's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its place in the execution's log, from 1, without gaps.
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The step's index in the definition, for step, compensation and
+    /// rollback events.
+    pub step: Option<u32>,
+    /// The attempt, from 1 (0 where it does not apply).
+    pub attempt: u32,
+    /// The step's output, JSON (for `step_succeeded`).
+    pub output: Option<String>,
+    /// The context after the event, JSON.
+    pub context: Option<String>,
+    /// The error's message (for failures).
+    pub error: Option<String>,
+    /// Whether the failed attempt may have taken effect.
+    pub outcome_unknown: bool,
+    /// Whether a failed attempt will be retried.
+    pub will_retry: bool,
+    /// Wall-clock time of the write, milliseconds since the Unix epoch
+    /// (set by the store).
+    pub at_ms: i64,
+}
+
+impl Event {
+    /// An event of `kind` at `seq`, with nothing else set.
+    pub fn new(seq: u64, kind: EventKind) -> Self {
+        Event {
+            seq,
+            kind,
+            step: None,
+            attempt: 0,
+            output: None,
+            context: None,
+            error: None,
+            outcome_unknown: false,
+            will_retry: false,
+            at_ms: 0,
+        }
+    }
+}
+
+/// A definition's shape, kept by fingerprint for recovery checks,
+/// diagrams and tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionRecord {
+    /// SHA-256 of the canonical description, hex.
+    pub fingerprint: String,
+    /// The saga's name.
+    pub saga: String,
+    /// The canonical description, JSON (name, steps, kinds, order).
+    pub shape: String,
+}
+
+/// A new execution, as [`SagaStore::create`] records it.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Its id.
+    pub id: ExecutionId,
+    /// The saga's name.
+    pub saga: String,
+    /// The definition's fingerprint.
+    pub fingerprint: String,
+    /// The initial context, JSON.
+    pub context: String,
+}
+
+/// An execution as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionRecord {
+    /// Its id.
+    pub id: ExecutionId,
+    /// The saga's name.
+    pub saga: String,
+    /// The fingerprint of the definition it was started with.
+    pub fingerprint: String,
+    /// Its status.
+    pub status: ExecutionStatus,
+    /// The initial context, JSON.
+    pub context: String,
+    /// The sequence number of its last event (0: none yet).
+    pub last_seq: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last write, milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// Who holds its lease, if anyone.
+    pub owner: Option<String>,
+    /// When that lease expires, milliseconds since the Unix epoch.
+    pub lease_expires_at_ms: Option<i64>,
+    /// Whether a cancellation was requested.
+    pub cancel_requested: bool,
+}
+
+/// What [`SagaStore::create`] found.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// The execution is new; the caller holds its lease.
+    New(Lease),
+    /// An execution with that id exists already (a retried start); nothing
+    /// was written.
+    Existing(ExecutionRecord),
+}
+
+/// What the store tells the owner after a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ack {
+    /// A cancellation of the execution was requested.
+    pub cancel_requested: bool,
+}
+
+/// An error of a store. Every variant that concerns a file names it and
+/// says what to do; none of them comes with data deleted or overwritten.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file is not an SQLite database at all.
+    #[error(
+        "`{}` is not an SQLite database ({detail}); it was left untouched: point the store at another file, or restore this one from a backup",
+        path.display()
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// The file is an SQLite database, but damaged (truncated, say).
+    #[error(
+        "`{}` is damaged ({detail}); it was left untouched: restore it from a backup, or try `sqlite3 {} .recover` on a copy",
+        path.display(), path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite reported.
+        detail: String,
+    },
+    /// The file is an SQLite database of another application.
+    #[error(
+        "`{}` is an SQLite database of another application ({detail}); it was left untouched: point the store at a file of its own",
+        path.display()
+    )]
+    ForeignDatabase {
+        /// The file.
+        path: PathBuf,
+        /// What identifies it as foreign.
+        detail: String,
+    },
+    /// The file was written by a newer version of this library.
+    #[error(
+        "`{}` has schema version {found}, newer than this build understands ({supported}); it was left untouched: upgrade saga-core to the version that wrote it",
+        path.display()
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The schema version in the file.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// The file (or its directory) cannot be written.
+    #[error(
+        "`{}` is read-only ({detail}); make it and its directory writable (e.g. `chmod u+w`), or copy it somewhere writable",
+        path.display()
+    )]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// Another owner holds the execution's lease now: this owner must stop
+    /// writing (fencing).
+    #[error(
+        "the lease on execution `{execution_id}` was lost to another owner; this owner stopped writing its log"
+    )]
+    LeaseLost {
+        /// The execution.
+        execution_id: ExecutionId,
+    },
+    /// No execution with that id.
+    #[error("no execution `{execution_id}` in the store")]
+    NotFound {
+        /// The execution.
+        execution_id: ExecutionId,
+    },
+    /// A stored value that this build cannot read.
+    #[error("{what} in {store} cannot be read: {detail}; the record was left untouched")]
+    BadRecord {
+        /// The store (for SQLite: its file).
+        store: String,
+        /// Which record.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// A context or output could not be encoded for the log.
+    #[error("{what} could not be encoded as JSON: {detail}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The encoder's error.
+        detail: String,
+    },
+    /// The database reported an error.
+    #[error("{store}: {what} failed")]
+    Backend {
+        /// The store (for SQLite: its file).
+        store: String,
+        /// The operation.
+        what: String,
+        /// The database's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store was closed (its writer thread is gone).
+    #[error("{store} is closed")]
+    Closed {
+        /// The store.
+        store: String,
+    },
+}
+
+/// Where durable executions keep their log. See the [module
+/// documentation](self) for the ownership rules.
+///
+/// Implementations must make each call's writes durable (as far as the
+/// store promises durability) before its future resolves: the engine runs
+/// the next step only after the log says it may.
+pub trait SagaStore: Send + Sync + 'static {
+    /// Names the store in messages (for SQLite: its file).
+    fn describe(&self) -> String;
+
+    /// Records a definition's shape under its fingerprint (idempotent).
+    fn put_definition(&self, definition: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// The definition recorded under `fingerprint`.
+    fn definition(&self, fingerprint: &str)
+    -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>>;
+
+    /// Creates an execution with status `running` and hands its lease to
+    /// `owner`, or reports the existing execution with that id (nothing is
+    /// written then).
+    fn create(
+        &self,
+        execution: NewExecution,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Created>>;
+
+    /// Takes the lease of an execution if it is free, expired, or already
+    /// `owner`'s; bumps the fencing token. `None` if another owner holds a
+    /// live lease.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id.
+    fn claim(
+        &self,
+        id: &ExecutionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Option<Lease>>>;
+
+    /// Appends `events` (whose `seq` continue the log without gaps) and
+    /// sets the execution's `status`, in one commit, if `lease` is still
+    /// the execution's lease; extends the lease by its ttl.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] if another owner claimed it (nothing is
+    /// written).
+    fn append<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+        events: Vec<Event>,
+        status: ExecutionStatus,
+    ) -> BoxFuture<'a, StoreResult<Ack>>;
+
+    /// Extends the lease by its ttl.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] if another owner claimed it.
+    fn renew<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<Ack>>;
+
+    /// Gives the lease up (a no-op if it was lost).
+    fn release<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// The execution with that id.
+    fn get<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>>;
+
+    /// The execution's log, in order.
+    fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>>;
+
+    /// Executions with `status` (every one for `None`), oldest first.
+    fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>>;
+
+    /// Marks a cancellation request on the execution, for its owner to see
+    /// at its next write. `false` if there is no such execution.
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Deletes finished executions (and their logs and leases) last written
+    /// at or before `before_ms` (milliseconds since the Unix epoch), except
+    /// stuck ones, which wait for an operator; returns how many.
+    fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock (leases, event
+/// times, retention).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether retention may delete an execution with `status`: finished, and
+/// not stuck (a stuck execution waits for an operator, however old).
+pub(crate) fn purgeable(status: ExecutionStatus) -> bool {
+    status.is_finished() && status != ExecutionStatus::Stuck
+}

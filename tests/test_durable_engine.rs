@@ -1,0 +1,758 @@
+//! The durable engine on both stores: the log contract, recovery forward
+//! and back, fingerprints, and the operator's commands.
+
+mod durable_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use durable_common::{
+    Order, Point, STEPS, Script, in_dying_runtime, saga, scratch_dir, short_lease,
+};
+use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore};
+use saga_core::{
+    EngineError, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo,
+    StepStatus,
+};
+
+/// Both stores, fresh.
+fn stores(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
+    let dir = scratch_dir(test);
+    vec![
+        ("memory", Arc::new(MemoryStore::new()) as Arc<dyn SagaStore>),
+        (
+            "sqlite",
+            Arc::new(SqliteStore::open(dir.join("sagas.db")).unwrap()) as Arc<dyn SagaStore>,
+        ),
+    ]
+}
+
+fn kinds(events: &[Event]) -> Vec<(EventKind, Option<u32>)> {
+    events.iter().map(|e| (e.kind, e.step)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_run_logs_every_step_in_order_with_outputs_and_context() {
+    for (name, store) in stores("complete") {
+        let script = Arc::new(Script::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga(&script)).await.unwrap();
+        let id = engine.start("order", Order::default()).await.unwrap();
+        let report = engine.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        let events = store.events(&id).await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0..STEPS as u32 {
+            expected.push((EventKind::StepStarted, Some(i)));
+            expected.push((EventKind::StepSucceeded, Some(i)));
+        }
+        expected.push((EventKind::Finished, None));
+        assert_eq!(kinds(&events), expected, "{name}");
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=events.len() as u64).collect::<Vec<_>>(),
+            "{name}"
+        );
+        let third = &events[5];
+        assert_eq!(third.output.as_deref(), Some("20"), "{name}");
+        assert_eq!(
+            third.context.as_deref(),
+            Some(r#"{"done":["s0","s1","s2"]}"#),
+            "{name}"
+        );
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(record.status, ExecutionStatus::Completed);
+        assert_eq!(record.fingerprint, saga(&script).fingerprint());
+        assert_eq!(record.last_seq, events.len() as u64);
+    }
+}
+
+/// A store that remembers the size of each commit.
+struct Commits {
+    inner: MemoryStore,
+    batches: std::sync::Mutex<Vec<Vec<EventKind>>>,
+}
+
+impl SagaStore for Commits {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn put_definition(
+        &self,
+        d: saga_core::store::DefinitionRecord,
+    ) -> saga_core::BoxFuture<'_, saga_core::store::StoreResult<()>> {
+        self.inner.put_definition(d)
+    }
+    fn definition(
+        &self,
+        f: &str,
+    ) -> saga_core::BoxFuture<
+        '_,
+        saga_core::store::StoreResult<Option<saga_core::store::DefinitionRecord>>,
+    > {
+        self.inner.definition(f)
+    }
+    fn create(
+        &self,
+        e: saga_core::store::NewExecution,
+        o: &str,
+        t: Duration,
+    ) -> saga_core::BoxFuture<'_, saga_core::store::StoreResult<saga_core::store::Created>> {
+        self.inner.create(e, o, t)
+    }
+    fn claim(
+        &self,
+        id: &ExecutionId,
+        o: &str,
+        t: Duration,
+    ) -> saga_core::BoxFuture<'_, saga_core::store::StoreResult<Option<saga_core::store::Lease>>>
+    {
+        self.inner.claim(id, o, t)
+    }
+    fn append<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a saga_core::store::Lease,
+        events: Vec<Event>,
+        status: ExecutionStatus,
+    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<saga_core::store::Ack>> {
+        self.batches
+            .lock()
+            .unwrap()
+            .push(events.iter().map(|e| e.kind).collect());
+        self.inner.append(id, lease, events, status)
+    }
+    fn renew<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a saga_core::store::Lease,
+    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<saga_core::store::Ack>> {
+        self.inner.renew(id, lease)
+    }
+    fn release<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a saga_core::store::Lease,
+    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<()>> {
+        self.inner.release(id, lease)
+    }
+    fn get<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> saga_core::BoxFuture<
+        'a,
+        saga_core::store::StoreResult<Option<saga_core::store::ExecutionRecord>>,
+    > {
+        self.inner.get(id)
+    }
+    fn events<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<Vec<Event>>> {
+        self.inner.events(id)
+    }
+    fn list(
+        &self,
+        s: Option<ExecutionStatus>,
+    ) -> saga_core::BoxFuture<
+        '_,
+        saga_core::store::StoreResult<Vec<saga_core::store::ExecutionRecord>>,
+    > {
+        self.inner.list(s)
+    }
+    fn request_cancel<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<bool>> {
+        self.inner.request_cancel(id)
+    }
+    fn purge(&self, b: i64) -> saga_core::BoxFuture<'_, saga_core::store::StoreResult<u64>> {
+        self.inner.purge(b)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_action() {
+    let memory = MemoryStore::new();
+    let store = Arc::new(Commits {
+        inner: memory.clone(),
+        batches: Default::default(),
+    });
+    // The step reads the log while it runs: its own start must be there.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut builder = Saga::<Order>::builder("peek");
+    for i in 0..3 {
+        let memory = memory.clone();
+        let seen = Arc::clone(&seen);
+        builder = builder.step(Step::new_async(
+            format!("p{i}"),
+            move |_: &mut Order, info: &StepInfo<'_>| {
+                let memory = memory.clone();
+                let seen = Arc::clone(&seen);
+                let id = info.execution_id().clone();
+                Box::pin(async move {
+                    let events = memory.events(&id).await.unwrap();
+                    let last = events.last().map(|e| (e.kind, e.step));
+                    seen.lock().unwrap().push(last);
+                    Ok::<_, StepError>(())
+                })
+            },
+        ));
+    }
+    let engine = SagaEngine::with_store(store.clone());
+    engine.register(builder.build().unwrap()).await.unwrap();
+    let id = engine.start("peek", Order::default()).await.unwrap();
+    engine.wait(&id).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            Some((EventKind::StepStarted, Some(0))),
+            Some((EventKind::StepStarted, Some(1))),
+            Some((EventKind::StepStarted, Some(2))),
+        ]
+    );
+    use EventKind::*;
+    assert_eq!(
+        *store.batches.lock().unwrap(),
+        vec![
+            vec![StepStarted],
+            vec![StepSucceeded, StepStarted],
+            vec![StepSucceeded, StepStarted],
+            vec![StepSucceeded, Finished],
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_logs_the_failure_with_its_context_and_every_compensation() {
+    for (name, store) in stores("rollback") {
+        let script = Arc::new(Script::default());
+        *script.fail.lock().unwrap() = Some(3);
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga(&script)).await.unwrap();
+        let id = engine.start("order", Order::default()).await.unwrap();
+        let report = engine.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Compensated, "{name}");
+        let events = store.events(&id).await.unwrap();
+        let failed = events
+            .iter()
+            .find(|e| e.kind == EventKind::StepFailed)
+            .unwrap();
+        assert_eq!(failed.step, Some(3));
+        assert_eq!(failed.error.as_deref(), Some("s3 refused"));
+        assert_eq!(
+            failed.context.as_deref(),
+            Some(r#"{"done":["s0","s1","s2"]}"#)
+        );
+        let undone: Vec<Option<u32>> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::CompensationSucceeded)
+            .map(|e| e.step)
+            .collect();
+        assert_eq!(undone, vec![Some(2), Some(1), Some(0)], "{name}");
+        // Compensations got the logged outputs.
+        let calls = script.calls();
+        assert!(
+            calls.iter().any(|(what, _)| what == "undo s2 Some(20)"),
+            "{calls:?}"
+        );
+        // A report rebuilt from the log by another engine agrees.
+        let other = SagaEngine::with_store(Arc::clone(&store));
+        let rebuilt = other.wait(&id).await.unwrap();
+        assert_eq!(rebuilt.status, ExecutionStatus::Compensated);
+        assert_eq!(rebuilt.statuses(), report.statuses(), "{name}");
+    }
+}
+
+/// Runs the saga until it hangs at `point`, then "crashes" (drops the
+/// runtime: the step is cut off and the lease is not released); a second
+/// engine recovers it. Returns the script of the second run and the
+/// report.
+fn crash_and_recover(
+    store: Arc<dyn SagaStore>,
+    fail: Option<usize>,
+    point: Point,
+) -> (Arc<Script>, Arc<Script>, saga_core::SagaReport) {
+    let first = Arc::new(Script::default());
+    *first.fail.lock().unwrap() = fail;
+    *first.hang.lock().unwrap() = Some(point);
+    let id = in_dying_runtime(|| {
+        let store = Arc::clone(&store);
+        let first = Arc::clone(&first);
+        async move {
+            let engine = short_lease(SagaEngine::with_store(store));
+            engine.register(saga(&first)).await.unwrap();
+            let hung = first.hung.notified();
+            let id = engine.start("order", Order::default()).await.unwrap();
+            hung.await;
+            id
+        }
+    });
+    let second = Arc::new(Script::default());
+    *second.fail.lock().unwrap() = fail;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(async {
+        let engine = short_lease(SagaEngine::with_store(Arc::clone(&store)));
+        engine.register(saga(&second)).await.unwrap();
+        loop {
+            let recovery = engine.recover().await.unwrap();
+            assert!(recovery.refused.is_empty(), "{:?}", recovery.refused);
+            if recovery.resumed.contains(&id) {
+                break;
+            }
+            // The crashed owner's lease has not expired yet.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        engine.wait(&id).await.unwrap()
+    });
+    (first, second, report)
+}
+
+#[test]
+fn a_step_cut_off_by_a_crash_runs_again_with_the_same_key_and_the_run_completes() {
+    for (name, store) in stores("recover-forward") {
+        let (first, second, report) = crash_and_recover(Arc::clone(&store), None, Point::Step(2));
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        let before: Vec<String> = first.calls().into_iter().map(|c| c.0).collect();
+        assert_eq!(before, ["do s0", "do s1", "do s2"], "{name}");
+        let after = second.calls();
+        let names: Vec<&str> = after.iter().map(|c| c.0.as_str()).collect();
+        // s0 and s1 are not run again; s2 is, with the same key.
+        assert_eq!(names, ["do s2", "do s3", "do s4"], "{name}");
+        assert_eq!(after[0].1, first.calls()[2].1, "{name}");
+        // The same attempt, run again: the log shows its start twice.
+        let events = store.events(&report.execution_id).await_blocking();
+        let starts: Vec<u32> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::StepStarted && e.step == Some(2))
+            .map(|e| e.attempt)
+            .collect();
+        assert_eq!(starts, [1, 1], "{name}");
+        assert_eq!(report.step("s2").unwrap().status, StepStatus::Succeeded);
+    }
+}
+
+#[test]
+fn a_compensation_cut_off_by_a_crash_runs_again_and_the_rollback_finishes_with_the_same_outputs() {
+    for (name, store) in stores("recover-back") {
+        let (first, second, report) =
+            crash_and_recover(Arc::clone(&store), Some(3), Point::Compensation(1));
+        assert_eq!(report.status, ExecutionStatus::Compensated, "{name}");
+        let before: Vec<String> = first.calls().into_iter().map(|c| c.0).collect();
+        assert_eq!(
+            before,
+            [
+                "do s0",
+                "do s1",
+                "do s2",
+                "do s3",
+                "undo s2 Some(20)",
+                "undo s1 Some(10)"
+            ],
+            "{name}"
+        );
+        let after: Vec<String> = second.calls().into_iter().map(|c| c.0).collect();
+        // Recovery hands the compensations the outputs from the log.
+        assert_eq!(after, ["undo s1 Some(10)", "undo s0 Some(0)"], "{name}");
+        let rebuilt = SagaEngine::with_store(Arc::clone(&store));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let view = rt
+            .block_on(rebuilt.get(&report.execution_id))
+            .unwrap()
+            .unwrap();
+        let context = view.events.last().unwrap().context.clone().unwrap();
+        // The recovered rollback saw the context the first run left.
+        assert_eq!(
+            context, r#"{"done":["s0","s1","s2","undo s2","undo s1","undo s0"]}"#,
+            "{name}"
+        );
+    }
+}
+
+trait Blocking<T> {
+    fn await_blocking(self) -> T;
+}
+
+impl<'a, T> Blocking<T> for saga_core::BoxFuture<'a, saga_core::store::StoreResult<T>> {
+    fn await_blocking(self) -> T {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(self)
+            .unwrap()
+    }
+}
+
+#[test]
+fn recovery_refuses_a_changed_definition_and_leaves_the_record_untouched() {
+    for (name, store) in stores("fingerprint") {
+        let first = Arc::new(Script::default());
+        *first.hang.lock().unwrap() = Some(Point::Step(1));
+        let id = in_dying_runtime(|| {
+            let store = Arc::clone(&store);
+            let first = Arc::clone(&first);
+            async move {
+                let engine = short_lease(SagaEngine::with_store(store));
+                engine.register(saga(&first)).await.unwrap();
+                let hung = first.hung.notified();
+                let id = engine.start("order", Order::default()).await.unwrap();
+                hung.await;
+                id
+            }
+        });
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            std::thread::sleep(Duration::from_millis(150));
+            let before = (
+                store.get(&id).await.unwrap(),
+                store.events(&id).await.unwrap(),
+            );
+            // Version 2 of `order` has one more step.
+            let v2 = Saga::<Order>::builder("order")
+                .step(Step::new("s0", |_: &mut Order, _: &StepInfo<'_>| {
+                    Ok::<_, StepError>(())
+                }))
+                .step(Step::new("extra", |_: &mut Order, _: &StepInfo<'_>| {
+                    Ok::<_, StepError>(())
+                }))
+                .build()
+                .unwrap();
+            let engine = SagaEngine::with_store(Arc::clone(&store));
+            let v2_fingerprint = engine.register(v2).await.unwrap();
+            let recovery = engine.recover().await.unwrap();
+            assert!(recovery.resumed.is_empty(), "{name}");
+            let (refused_id, error) = &recovery.refused[0];
+            assert_eq!(refused_id, &id);
+            let message = error.to_string();
+            assert!(
+                matches!(error, EngineError::UnknownDefinition { .. }),
+                "{message}"
+            );
+            assert!(message.contains(&v2_fingerprint), "{message}");
+            assert!(message.contains("left untouched"), "{message}");
+            let after = (
+                store.get(&id).await.unwrap(),
+                store.events(&id).await.unwrap(),
+            );
+            assert_eq!(before, after, "{name}");
+
+            // An engine that knows no `order` at all says so.
+            let bare = SagaEngine::with_store(Arc::clone(&store));
+            let recovery = bare.recover().await.unwrap();
+            let message = recovery.refused[0].1.to_string();
+            assert!(
+                message.starts_with("no saga named `order` is registered"),
+                "{message}"
+            );
+
+            // Registering the old version again lets it finish.
+            let script = Arc::new(Script::default());
+            engine.register(saga(&script)).await.unwrap();
+            let recovery = engine.recover().await.unwrap();
+            assert_eq!(recovery.resumed, vec![id.clone()], "{name}");
+            let report = engine.wait(&id).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed);
+        });
+    }
+}
+
+/// The same saga with a context whose field changed type.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct OrderV2 {
+    done: u64,
+}
+
+#[test]
+fn a_context_that_no_longer_decodes_is_refused_and_left_untouched() {
+    for (name, store) in stores("context") {
+        let first = Arc::new(Script::default());
+        *first.hang.lock().unwrap() = Some(Point::Step(1));
+        let id = in_dying_runtime(|| {
+            let store = Arc::clone(&store);
+            let first = Arc::clone(&first);
+            async move {
+                let engine = short_lease(SagaEngine::with_store(store));
+                engine.register(saga(&first)).await.unwrap();
+                let hung = first.hung.notified();
+                let id = engine.start("order", Order::default()).await.unwrap();
+                hung.await;
+                id
+            }
+        });
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            std::thread::sleep(Duration::from_millis(150));
+            let before = (
+                store.get(&id).await.unwrap(),
+                store.events(&id).await.unwrap(),
+            );
+            let mut builder = Saga::<OrderV2>::builder("order");
+            for i in 0..STEPS {
+                builder = builder.step(
+                    Step::new(format!("s{i}"), |_: &mut OrderV2, _: &StepInfo<'_>| {
+                        Ok::<_, StepError>(0_u32)
+                    })
+                    .durable()
+                    .compensate(|_: &mut OrderV2, _: Option<&u32>, _: &StepInfo<'_>| {
+                        Ok::<_, StepError>(())
+                    }),
+                );
+            }
+            let engine = SagaEngine::with_store(Arc::clone(&store));
+            engine.register(builder.build().unwrap()).await.unwrap();
+            let recovery = engine.recover().await.unwrap();
+            let message = recovery.refused[0].1.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "the context (a `test_durable_engine::OrderV2`) of execution `{id}` no longer decodes"
+                )),
+                "{name}: {message}"
+            );
+            assert!(message.contains("left untouched"), "{message}");
+            let after = (
+                store.get(&id).await.unwrap(),
+                store.events(&id).await.unwrap(),
+            );
+            assert_eq!(before, after, "{name}");
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_with_the_same_id_is_idempotent_and_another_sagas_id_is_refused() {
+    for (name, store) in stores("idempotent") {
+        let script = Arc::new(Script::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga(&script)).await.unwrap();
+        let id = engine
+            .start_with_id("order", "order-42", Order::default())
+            .await
+            .unwrap();
+        engine.wait(&id).await.unwrap();
+        let again = engine
+            .start_with_id("order", "order-42", Order::default())
+            .await
+            .unwrap();
+        assert_eq!(again, id);
+        engine.wait(&id).await.unwrap();
+        let runs = script.calls().iter().filter(|c| c.0 == "do s0").count();
+        assert_eq!(runs, 1, "{name}");
+
+        let other = Saga::<Order>::builder("other")
+            .step(Step::new("x", |_: &mut Order, _: &StepInfo<'_>| {
+                Ok::<_, StepError>(())
+            }))
+            .build()
+            .unwrap();
+        engine.register(other).await.unwrap();
+        let err = engine
+            .start_with_id("other", "order-42", Order::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "execution `order-42` exists already, of saga `order`, not `other`; choose another id"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_rejects_an_output_without_a_codec_and_start_an_unknown_name() {
+    let engine = SagaEngine::new(MemoryStore::new());
+    let saga = Saga::<Order>::builder("loose")
+        .step(Step::new("charge", |_: &mut Order, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(17_u32)
+        }))
+        .build()
+        .unwrap();
+    let err = engine.register(saga).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "step `charge` of saga `loose` returns a value that a durable saga cannot log; call `.durable()`"
+        ),
+        "{err}"
+    );
+    let err = engine.start("loose", Order::default()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no saga named `loose` is registered (registered: none); register it with `engine.register(saga)` first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_run_can_be_resumed_or_abandoned_and_finished_runs_are_purged() {
+    for (name, store) in stores("operator") {
+        // A compensation that fails until the operator fixes its cause.
+        let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = Arc::clone(&broken);
+        let build = move || {
+            let flag = Arc::clone(&flag);
+            Saga::<Order>::builder("fragile")
+                .compensation_retry(saga_core::RetryPolicy::attempts(1))
+                .step(
+                    Step::new("a", |o: &mut Order, _: &StepInfo<'_>| {
+                        o.done.push("a".into());
+                        Ok::<_, StepError>(())
+                    })
+                    .compensate(
+                        move |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                                return Err(StepError::new("undo service down"));
+                            }
+                            o.done.push("undo a".into());
+                            Ok(())
+                        },
+                    ),
+                )
+                .step(Step::new("b", |_: &mut Order, _: &StepInfo<'_>| {
+                    Err::<(), _>("b refused")
+                }))
+                .build()
+                .unwrap()
+        };
+        let engine = SagaEngine::with_store(Arc::clone(&store)).with_retention(Duration::ZERO);
+        engine.register(build()).await.unwrap();
+        let first = engine.start("fragile", Order::default()).await.unwrap();
+        let second = engine.start("fragile", Order::default()).await.unwrap();
+        for id in [&first, &second] {
+            assert_eq!(
+                engine.wait(id).await.unwrap().status,
+                ExecutionStatus::Stuck,
+                "{name}"
+            );
+        }
+        let stuck = engine.list(Some(ExecutionStatus::Stuck)).await.unwrap();
+        assert_eq!(stuck.len(), 2, "{name}");
+        // Stuck runs are never purged.
+        assert_eq!(engine.purge().await.unwrap(), 0, "{name}");
+
+        broken.store(false, std::sync::atomic::Ordering::SeqCst);
+        engine.resume(&first).await.unwrap();
+        let report = engine.wait(&first).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Compensated, "{name}");
+        let view = engine.get(&first).await.unwrap().unwrap();
+        assert!(view.events.iter().any(|e| e.kind == EventKind::Resumed));
+
+        engine.abandon(&second).await.unwrap();
+        let record = store.get(&second).await.unwrap().unwrap();
+        assert_eq!(record.status, ExecutionStatus::Abandoned);
+        let err = engine.resume(&second).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("execution `{second}` is abandoned; `resume` applies to stuck executions")
+        );
+
+        // Retention zero: both finished runs go.
+        assert_eq!(engine.purge().await.unwrap(), 2, "{name}");
+        assert!(engine.get(&first).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_rolls_a_durable_run_back() {
+    for (name, store) in stores("cancel") {
+        let script = Arc::new(Script::default());
+        *script.hang.lock().unwrap() = Some(Point::Step(2));
+        let mut builder = Saga::<Order>::builder("order");
+        for i in 0..3 {
+            let script = Arc::clone(&script);
+            builder = builder.step(
+                Step::new_async(format!("s{i}"), move |o: &mut Order, _: &StepInfo<'_>| {
+                    let script = Arc::clone(&script);
+                    Box::pin(async move {
+                        if i == 2 {
+                            script.hung.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        o.done.push(format!("s{i}"));
+                        Ok::<_, StepError>(())
+                    })
+                })
+                .cancel_safe()
+                .compensate(
+                    move |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                        o.done.push(format!("undo s{i}"));
+                        Ok::<_, StepError>(())
+                    },
+                ),
+            );
+        }
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(builder.build().unwrap()).await.unwrap();
+        let hung = script.hung.notified();
+        let id = engine.start("order", Order::default()).await.unwrap();
+        hung.await;
+        engine.cancel(&id).await.unwrap();
+        let report = engine.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert!(record.cancel_requested);
+        assert_eq!(record.status, ExecutionStatus::Cancelled);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_over_fences_the_old_owner_out() {
+    for (name, store) in stores("fence") {
+        let new = saga_core::store::NewExecution {
+            id: ExecutionId::new("x"),
+            saga: "order".into(),
+            fingerprint: "f".into(),
+            context: "{}".into(),
+        };
+        let created = store.create(new, "a", Duration::ZERO).await.unwrap();
+        let saga_core::store::Created::New(old) = created else {
+            panic!("{name}: not created")
+        };
+        let id = ExecutionId::new("x");
+        // `a`'s lease expired at once: `b` takes over.
+        let taken = store
+            .claim(&id, "b", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(taken.token > old.token);
+        let err = store
+            .append(
+                &id,
+                &old,
+                vec![Event::new(1, EventKind::StepStarted)],
+                ExecutionStatus::Running,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the lease on execution `x` was lost to another owner; this owner stopped writing its log"
+        );
+        assert!(store.events(&id).await.unwrap().is_empty(), "{name}");
+        // `b` holds a live lease: `a` cannot claim it back.
+        assert!(
+            store
+                .claim(&id, "a", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store
+            .append(
+                &id,
+                &taken,
+                vec![Event::new(1, EventKind::StepStarted)],
+                ExecutionStatus::Running,
+            )
+            .await
+            .unwrap();
+        // A gap in the sequence is refused.
+        let err = store
+            .append(
+                &id,
+                &taken,
+                vec![Event::new(3, EventKind::StepStarted)],
+                ExecutionStatus::Running,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("expected"), "{name}: {err}");
+    }
+}

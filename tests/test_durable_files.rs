@@ -1,0 +1,185 @@
+//! Bad input to the SQLite store: each gives a clear error naming the file
+//! and what to do, and the file keeps every byte it had.
+
+mod durable_common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use durable_common::{Order, Script, saga, scratch_dir};
+use saga_core::SagaEngine;
+use saga_core::store::{SqliteStore, StoreError};
+
+fn bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+/// A store file holding a few finished executions, closed.
+fn real_store(path: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = SagaEngine::new(SqliteStore::open(path).unwrap());
+        let script = Arc::new(Script::default());
+        engine.register(saga(&script)).await.unwrap();
+        for _ in 0..40 {
+            let id = engine.start("order", Order::default()).await.unwrap();
+            engine.wait(&id).await.unwrap();
+        }
+    });
+    // The engine (and its store, which its finished tasks shared) is
+    // dropped: the WAL is checkpointed into the file and removed.
+    drop(rt);
+    assert!(!path.with_extension("db-wal").exists());
+}
+
+fn open_err(path: &Path) -> StoreError {
+    SqliteStore::open(path).unwrap_err()
+}
+
+#[test]
+fn a_file_of_garbage_bytes_is_not_a_database_and_stays_as_it_was() {
+    let dir = scratch_dir("garbage");
+    let path = dir.join("sagas.db");
+    let garbage: Vec<u8> = (0..4096_u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&path, &garbage).unwrap();
+    let err = open_err(&path);
+    assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "`{}` is not an SQLite database (its first bytes are not the SQLite header); it was left untouched: point the store at another file, or restore this one from a backup",
+            path.display()
+        )
+    );
+    assert_eq!(bytes(&path), garbage);
+}
+
+#[test]
+fn a_truncated_store_is_reported_damaged_and_stays_as_it_was() {
+    let dir = scratch_dir("truncated");
+    let path = dir.join("sagas.db");
+    real_store(&path);
+    let full = bytes(&path);
+    assert!(full.len() > 8 * 4096, "a store of several pages");
+    std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+    let before = bytes(&path);
+    let err = open_err(&path);
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("`{}` is damaged (truncated: ", path.display())),
+        "{message}"
+    );
+    assert!(
+        message.contains("it was left untouched: restore it from a backup"),
+        "{message}"
+    );
+    assert_eq!(bytes(&path), before);
+}
+
+#[test]
+fn an_sqlite_file_of_another_application_is_refused_and_stays_as_it_was() {
+    let dir = scratch_dir("foreign");
+    let path = dir.join("shop.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+             INSERT INTO customers (name) VALUES ('ada'), ('grace');",
+        )
+        .unwrap();
+    }
+    let before = bytes(&path);
+    let err = open_err(&path);
+    assert!(matches!(err, StoreError::ForeignDatabase { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "`{}` is an SQLite database of another application (application id 0x0, tables: customers); it was left untouched: point the store at a file of its own",
+            path.display()
+        )
+    );
+    assert_eq!(bytes(&path), before);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let names: i64 = conn
+        .query_row("SELECT count(*) FROM customers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(names, 2);
+}
+
+#[test]
+fn a_store_of_a_newer_schema_is_refused_and_stays_as_it_was() {
+    let dir = scratch_dir("newer");
+    let path = dir.join("sagas.db");
+    real_store(&path);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let before = bytes(&path);
+    let err = open_err(&path);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "`{}` has schema version 99, newer than this build understands (1); it was left untouched: upgrade saga-core to the version that wrote it",
+            path.display()
+        )
+    );
+    assert_eq!(bytes(&path), before);
+}
+
+#[test]
+fn a_read_only_store_is_refused_and_stays_as_it_was() {
+    let dir = scratch_dir("readonly");
+    let path = dir.join("sagas.db");
+    real_store(&path);
+    let before = bytes(&path);
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(&path, permissions.clone()).unwrap();
+    let err = open_err(&path);
+    assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "`{}` is read-only (the file's permissions forbid writing); make it and its directory writable (e.g. `chmod u+w`), or copy it somewhere writable",
+            path.display()
+        )
+    );
+    assert_eq!(bytes(&path), before);
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    // Writable again, it opens with everything in it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = SagaEngine::new(SqliteStore::open(&path).unwrap());
+        assert_eq!(engine.list(None).await.unwrap().len(), 40);
+    });
+}
+
+#[test]
+fn a_new_store_is_created_and_an_existing_one_reopens_with_its_executions() {
+    let dir = scratch_dir("reopen");
+    let path = dir.join("sagas.db");
+    real_store(&path);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    let app: i64 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .unwrap();
+    assert_eq!((version, app), (1, 0x5341_4741));
+    drop(conn);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = SagaEngine::new(SqliteStore::open(&path).unwrap());
+        let all = engine.list(None).await.unwrap();
+        assert_eq!(all.len(), 40);
+        assert!(
+            all.iter()
+                .all(|r| r.status == saga_core::ExecutionStatus::Completed)
+        );
+    });
+}
