@@ -974,13 +974,18 @@ impl<C> Env<'_, C> {
     }
 
     fn is_aborted(&self) -> bool {
-        self.aborted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
+        // Only a journal aborts a run: a run without one skips the lock
+        // (two atomic operations per step otherwise).
+        self.journal.is_some()
+            && self
+                .aborted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
     }
 
     fn take_abort(&self) -> Option<StoreError> {
+        self.journal?;
         self.aborted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
