@@ -58,15 +58,19 @@ pub enum EngineError {
         registered: Vec<String>,
     },
     /// A step returns a value without a codec, so a durable saga could not
-    /// log it.
+    /// log it: a `#[saga_task]` step whose output type lacks serde's
+    /// traits, or a [`Step`](crate::Step) built without
+    /// [`durable`](crate::Step::durable).
     #[error(
-        "step `{step}` of saga `{saga}` returns a value that a durable saga cannot log; call `.durable()` on the step (its output type must implement `Serialize` and `Deserialize`), or return `()` and keep the value in the context"
+        "step `{step}` of saga `{saga}` returns a `{output}`, which a durable saga cannot log; derive `serde::Serialize` and `serde::Deserialize` on that type (a `#[saga_task]` step then logs it by itself; a `Step` built by hand also needs `.durable()`), or return `()` and keep the value in the context"
     )]
     OutputNotDurable {
         /// The saga.
         saga: String,
         /// The step.
         step: String,
+        /// The step's output type.
+        output: &'static str,
     },
     /// `start` was given a context of another type than the saga's.
     #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`")]
@@ -207,7 +211,9 @@ pub struct ExecutionView {
 ///
 /// Durable sagas need `C: Serialize + DeserializeOwned` (the default
 /// [`Context`](crate::Context) is), and every step returning a value other
-/// than `()` must be made [`durable`](crate::Step::durable).
+/// than `()` must be made [`durable`](crate::Step::durable) (a
+/// `#[saga_task]` step is, when its output type implements
+/// `Serialize + DeserializeOwned`).
 ///
 /// ```
 /// use saga_core::{Context, SagaEngine, Saga, Step, StepError, StepInfo};
@@ -333,6 +339,7 @@ impl SagaEngine {
             return Err(EngineError::OutputNotDurable {
                 saga: saga.name().to_owned(),
                 step: step.name.to_string(),
+                output: step.output_type,
             });
         }
         let (shape, fingerprint) = describe(&saga);
