@@ -104,15 +104,16 @@ pub fn step_future<'a, T: 'a, E: Into<StepError> + 'a>(
 /// Gives a `#[saga_task]` step its output codec when its output can be
 /// logged, so that a durable saga can run it without an annotation.
 ///
-/// The expansion calls `(&Codec::<T>::NEW).codec(step)` with both traits in
-/// scope. Method lookup tries the receiver `&Codec<T>` as it is before it
-/// borrows it again, so [`Durable::codec`] (a method of `Codec<T>`, whose
-/// impl needs `T: Serialize + DeserializeOwned`) wins when it applies, and
-/// [`InMemory::codec`] (a method of `&Codec<T>`, for every `T`) otherwise:
-/// "autoref specialization". It chooses right only where `T` is a concrete
-/// type, as in a `#[saga_task]` expansion (its function is never generic);
-/// in generic code it would always take [`InMemory`]. A step left without a
-/// codec still runs in memory, and [`SagaEngine::register`] refuses it with
+/// The expansion calls `(&Codec::<T>::NEW).__saga_codec(step)` with both
+/// traits in scope. Method lookup tries the receiver `&Codec<T>` as it is
+/// before it borrows it again, so [`Durable::__saga_codec`] (a method of
+/// `Codec<T>`, whose impl needs `T: Serialize + DeserializeOwned`) wins
+/// when it applies, and [`InMemory::__saga_codec`] (a method of
+/// `&Codec<T>`, for every `T`) otherwise: "autoref specialization". It
+/// chooses right only where `T` is a concrete type, as in a `#[saga_task]`
+/// expansion (its function is never generic); in generic code it would
+/// always take [`InMemory`]. A step left without a codec still runs in
+/// memory, and [`SagaEngine::register`] refuses it with
 /// [`EngineError::OutputNotDurable`].
 ///
 /// [`SagaEngine::register`]: crate::SagaEngine::register
@@ -127,14 +128,14 @@ impl<T> Codec<T> {
 /// The codec, for an output that serde can log (see [`Codec`]).
 pub trait Durable<T> {
     /// `step.durable()`.
-    fn codec<C: 'static>(&self, step: Step<C, T>) -> Step<C, T>;
+    fn __saga_codec<C: 'static>(&self, step: Step<C, T>) -> Step<C, T>;
 }
 
 impl<T> Durable<T> for Codec<T>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn codec<C: 'static>(&self, step: Step<C, T>) -> Step<C, T> {
+    fn __saga_codec<C: 'static>(&self, step: Step<C, T>) -> Step<C, T> {
         step.durable()
     }
 }
@@ -142,11 +143,11 @@ where
 /// No codec, for any other output (see [`Codec`]).
 pub trait InMemory<T> {
     /// `step`, unchanged.
-    fn codec<C>(&self, step: Step<C, T>) -> Step<C, T>;
+    fn __saga_codec<C>(&self, step: Step<C, T>) -> Step<C, T>;
 }
 
 impl<T> InMemory<T> for &Codec<T> {
-    fn codec<C>(&self, step: Step<C, T>) -> Step<C, T> {
+    fn __saga_codec<C>(&self, step: Step<C, T>) -> Step<C, T> {
         step
     }
 }

@@ -240,7 +240,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
                     let _ = &__saga_info;
                     #call
                 });
-                (&#p::Codec::<#ok>::NEW).codec(__saga_step)
+                (&#p::Codec::<#ok>::NEW).__saga_codec(__saga_step)
             }
 
             #with_compensation

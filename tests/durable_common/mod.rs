@@ -186,7 +186,11 @@ where
 
 /// A second engine on `store` with `saga` registered recovers `id` (once
 /// the crashed owner's lease expired) and waits for it.
-pub fn recover_and_wait<C>(store: &Arc<dyn SagaStore>, saga: Saga<C>, id: &ExecutionId) -> SagaReport
+pub fn recover_and_wait<C>(
+    store: &Arc<dyn SagaStore>,
+    saga: Saga<C>,
+    id: &ExecutionId,
+) -> SagaReport
 where
     C: Serialize + DeserializeOwned + Send + 'static,
 {

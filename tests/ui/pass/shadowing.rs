@@ -18,8 +18,21 @@ struct Step;
 struct Saga;
 struct Parallel;
 struct Duration;
+struct Codec;
+struct Durable;
+struct InMemory;
 mod core {}
 mod std {}
+mod serde {}
+
+/// A trait of the user's whose method every value has, in scope where the
+/// expansion picks a step's output codec by method lookup.
+trait Describe {
+    fn codec(&self) -> &'static str {
+        "user"
+    }
+}
+impl<T: ?Sized> Describe for T {}
 
 mod types {
     pub type Result<T> = ::core::result::Result<T, saga_core::StepError>;
