@@ -17,16 +17,17 @@ use saga_core::store::SqliteStore;
 use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
 
-/// The order, as the saga carries it (and logs it, as JSON).
+/// The order, as the saga carries it (and logs it, as JSON). Public, like
+/// [`order_saga`], so that `tests/test_testkit.rs` tests this very saga.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Order {
-    id: String,
-    items: u32,
+pub struct Order {
+    pub id: String,
+    pub items: u32,
     /// Set by the shipping step when the warehouse refuses.
-    fail_shipping: bool,
-    reserved: bool,
-    charge: Option<String>,
-    shipped: bool,
+    pub fail_shipping: bool,
+    pub reserved: bool,
+    pub charge: Option<String>,
+    pub shipped: bool,
 }
 
 /// Stands for a call to a remote service that takes a while.
@@ -39,7 +40,7 @@ async fn remote_call(what: &str, info: &StepInfo<'_>) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
+pub fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
     Saga::builder("order")
         .step(
             Step::new_async("reserve_stock", |o: &mut Order, info: &StepInfo<'_>| {
@@ -69,37 +70,45 @@ fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
                 })
             })
             .durable()
-            .compensate_async(|o: &mut Order, charge: Option<&String>, info: &StepInfo<'_>| {
-                let charge = charge.cloned();
+            .compensate_async(
+                |o: &mut Order, charge: Option<&String>, info: &StepInfo<'_>| {
+                    let charge = charge.cloned();
+                    Box::pin(async move {
+                        // `None`: the charge may or may not have happened; the
+                        // provider finds it by the idempotency key.
+                        let what = match &charge {
+                            Some(charge) => format!("refunding {charge}"),
+                            None => "refunding whatever the key charged".to_owned(),
+                        };
+                        remote_call(&what, info).await;
+                        o.charge = None;
+                        Ok::<_, StepError>(())
+                    })
+                },
+            ),
+        )
+        .step(Step::new_async(
+            "ship",
+            |o: &mut Order, info: &StepInfo<'_>| {
                 Box::pin(async move {
-                    // `None`: the charge may or may not have happened; the
-                    // provider finds it by the idempotency key.
-                    let what = match &charge {
-                        Some(charge) => format!("refunding {charge}"),
-                        None => "refunding whatever the key charged".to_owned(),
-                    };
-                    remote_call(&what, info).await;
-                    o.charge = None;
+                    remote_call("asking the warehouse to ship", info).await;
+                    if o.fail_shipping {
+                        return Err(StepError::new("the warehouse has no courier today"));
+                    }
+                    o.shipped = true;
+                    Ok(())
+                })
+            },
+        ))
+        .step(Step::new_async(
+            "email",
+            |_: &mut Order, info: &StepInfo<'_>| {
+                Box::pin(async move {
+                    remote_call("emailing the customer", info).await;
                     Ok::<_, StepError>(())
                 })
-            }),
-        )
-        .step(Step::new_async("ship", |o: &mut Order, info: &StepInfo<'_>| {
-            Box::pin(async move {
-                remote_call("asking the warehouse to ship", info).await;
-                if o.fail_shipping {
-                    return Err(StepError::new("the warehouse has no courier today"));
-                }
-                o.shipped = true;
-                Ok(())
-            })
-        }))
-        .step(Step::new_async("email", |_: &mut Order, info: &StepInfo<'_>| {
-            Box::pin(async move {
-                remote_call("emailing the customer", info).await;
-                Ok::<_, StepError>(())
-            })
-        }))
+            },
+        ))
         .build()
 }
 

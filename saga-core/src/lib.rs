@@ -67,6 +67,8 @@ mod report;
 mod saga;
 mod step;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use cancel::CancellationToken;
 pub use context::Context;
