@@ -184,7 +184,11 @@ pub enum BuildError {
         /// The saga's name.
         saga: String,
     },
-    /// A saga or step name is empty.
+    /// The saga's name is empty; names identify sagas in logs, reports and
+    /// an engine's registry.
+    #[error("a saga needs a name: `Saga::builder` was given an empty one")]
+    EmptySagaName,
+    /// A step's name is empty.
     #[error("saga `{saga}` has a step with an empty name")]
     EmptyName {
         /// The saga's name.

@@ -93,7 +93,9 @@ pub struct RunInfo<'a> {
 }
 
 /// Receives every lifecycle event of the runs it is attached to, in order,
-/// on the thread running the saga: keep it quick.
+/// on the thread running the saga: keep it quick. A panic in
+/// [`on_event`](SagaObserver::on_event) is caught and logged (target `saga`,
+/// level error); the run and the other observers go on.
 ///
 /// Attach with [`SagaBuilder::observer`](crate::SagaBuilder::observer) (every
 /// run of the saga) or [`RunOptions::with_observer`](crate::RunOptions::with_observer)

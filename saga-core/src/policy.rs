@@ -15,7 +15,8 @@ pub enum RetryOn {
     Marked,
     /// Every error, panics included.
     Any,
-    /// Errors for which the predicate returns `true`.
+    /// Errors for which the predicate returns `true` (a panic in it counts
+    /// as `false`).
     If(Arc<dyn Fn(&StepError) -> bool + Send + Sync>),
 }
 
@@ -168,7 +169,12 @@ impl RetryPolicy {
         match &self.retry_on {
             RetryOn::Marked => error.is_retryable(),
             RetryOn::Any => true,
-            RetryOn::If(predicate) => predicate(error),
+            // The predicate is user code: a panic in it means "no retry",
+            // never a run torn down halfway (its rollback undone).
+            RetryOn::If(predicate) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| predicate(error)))
+                    .unwrap_or(false)
+            }
         }
     }
 

@@ -394,10 +394,13 @@ impl<C: 'static> SagaBuilder<C> {
     /// Checks the definition and builds the saga.
     ///
     /// # Errors
-    /// A [`BuildError`] for no steps, an empty or duplicate step name, two
-    /// pivots, a compensation on or after the pivot, a timeout on a sync
-    /// step, or a retry policy of zero attempts.
+    /// A [`BuildError`] for an empty saga name, no steps, an empty or
+    /// duplicate step name, two pivots, a compensation on or after the
+    /// pivot, a timeout on a sync step, or a retry policy of zero attempts.
     pub fn build(mut self) -> Result<Saga<C>, BuildError> {
+        if self.name.is_empty() {
+            return Err(BuildError::EmptySagaName);
+        }
         let saga = || self.name.to_string();
         for node in &self.nodes {
             let Node::Group { range, .. } = node else {

@@ -1,0 +1,416 @@
+//! Observability: a `SagaObserver` receives every lifecycle event in order
+//! (the original's before/after hooks are two of them); log records go
+//! through `log`, target `saga`, at the levels of DESIGN section 4, with
+//! user text as data, never as a format string.
+//!
+//! This binary installs its own test logger, once; each test filters the
+//! records of its own saga by name, since tests run in parallel.
+
+mod common;
+
+use std::sync::{Arc, Mutex, Once};
+
+use common::*;
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use saga_core::{
+    CancellationToken, RunInfo, RunOptions, Saga, SagaEvent, SagaObserver, Step, StepError,
+    StepInfo,
+};
+
+// ---------------------------------------------------------------- observer
+
+/// Records every event as a line of text.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl SagaObserver for Recorder {
+    fn on_event(&self, run: &RunInfo<'_>, event: &SagaEvent<'_>) {
+        let line = match event {
+            SagaEvent::SagaStarted => format!("saga started {} {}", run.saga, run.execution_id),
+            SagaEvent::StepStarted { step, attempt } => format!("before {step}#{attempt}"),
+            SagaEvent::StepSucceeded {
+                step,
+                attempt,
+                elapsed,
+            } => format!("after {step}#{attempt} ok in {elapsed:?}"),
+            SagaEvent::StepFailed {
+                step,
+                attempt,
+                error,
+                retry_in,
+            } => format!("after {step}#{attempt} failed: {error}, retry in {retry_in:?}"),
+            SagaEvent::CompensationStarted { step, attempt } => {
+                format!("undo {step}#{attempt}")
+            }
+            SagaEvent::CompensationSucceeded {
+                step,
+                attempt,
+                elapsed,
+            } => format!("undone {step}#{attempt} in {elapsed:?}"),
+            SagaEvent::CompensationFailed {
+                step,
+                attempt,
+                error,
+                retry_in,
+            } => format!("undo {step}#{attempt} failed: {error}, retry in {retry_in:?}"),
+            SagaEvent::CancelIgnored { step } => format!("cancel ignored at {step}"),
+            SagaEvent::SagaFinished { status, elapsed } => {
+                format!("saga finished {status} in {elapsed:?}")
+            }
+            other => format!("unexpected {other:?}"),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// A compensable step whose compensation fails on its first attempt.
+fn undo_fails_once(name: &'static str) -> Step<Rec, String> {
+    Step::new(name, move |r: &mut Rec, _: &StepInfo<'_>| {
+        r.push(format!("do {name}"));
+        Ok::<_, StepError>(String::new())
+    })
+    .compensate(
+        move |r: &mut Rec, _: Option<&String>, info: &StepInfo<'_>| {
+            if info.attempt() == 1 {
+                return Err(StepError::new("refund service busy"));
+            }
+            r.push(format!("undo {name}"));
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn observer_receives_every_event_in_order() {
+    let on_saga = Arc::new(Recorder::default());
+    let on_run = Arc::new(Recorder::default());
+    let saga = Saga::builder("observed")
+        .step(undo_fails_once("a"))
+        .step(flaky("b", 1, unavailable).retry(exact(2)))
+        .step(failing("c", declined))
+        .compensation_retry(exact_any(2))
+        .observer(on_saga.clone())
+        .build()
+        .unwrap();
+    let (_, options) = virtual_time();
+    let options = options
+        .with_execution_id("e1")
+        .with_observer(on_run.clone());
+    let mut rec = Rec::default();
+    saga.run_blocking_with(&mut rec, options).unwrap_err();
+
+    let expected = [
+        "saga started observed e1",
+        "before a#1",
+        "after a#1 ok in 0ns",
+        "before b#1",
+        "after b#1 failed: payment gateway unavailable, retry in Some(100ms)",
+        "before b#2",
+        "after b#2 ok in 100ms",
+        "before c#1",
+        "after c#1 failed: card declined (code 51), retry in None",
+        "undo b#1",
+        "undone b#1 in 0ns",
+        "undo a#1",
+        "undo a#1 failed: refund service busy, retry in Some(100ms)",
+        "undo a#2",
+        "undone a#2 in 100ms",
+        "saga finished compensated in 200ms",
+    ];
+    assert_eq!(on_saga.lines(), expected);
+    // An observer attached to one run sees the same events.
+    assert_eq!(on_run.lines(), expected);
+    // The events match what the steps did.
+    assert_eq!(
+        rec.effects,
+        [
+            "do a",
+            "try b#1",
+            "do b#2",
+            "try c#1",
+            "undo b with b-out",
+            "undo a"
+        ]
+    );
+}
+
+#[test]
+fn a_run_observer_is_for_that_run_only() {
+    let saga = Saga::builder("once").step(plain("a")).build().unwrap();
+    let observer = Arc::new(Recorder::default());
+    saga.run_blocking_with(
+        &mut Rec::default(),
+        RunOptions::new().with_observer(observer.clone()),
+    )
+    .unwrap();
+    saga.run_blocking(&mut Rec::default()).unwrap();
+    assert_eq!(observer.lines().len(), 4);
+}
+
+#[test]
+fn a_panicking_observer_does_not_tear_down_the_run() {
+    install_logger();
+    struct Panics;
+    impl SagaObserver for Panics {
+        fn on_event(&self, _: &RunInfo<'_>, event: &SagaEvent<'_>) {
+            if matches!(event, SagaEvent::StepStarted { .. }) {
+                panic!("metrics sink exploded");
+            }
+        }
+    }
+    let recorder = Arc::new(Recorder::default());
+    let saga = Saga::builder("panicking-observer")
+        .step(compensable("a"))
+        .step(failing("b", declined))
+        .observer(Arc::new(Panics))
+        .observer(recorder.clone())
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(rec.effects, ["do a", "try b#1", "undo a with a-out"]);
+    assert_eq!(err.report().status, saga_core::ExecutionStatus::Compensated);
+    // The other observers still see every event.
+    assert_eq!(recorder.lines().len(), 8);
+    // Each panic is logged as an error.
+    let panics: Vec<_> = records_of("panicking-observer")
+        .into_iter()
+        .filter(|(_, _, m)| m.starts_with("observer panicked"))
+        .map(|(_, level, _)| level)
+        .collect();
+    assert_eq!(panics, [Level::Error, Level::Error]);
+}
+
+// ----------------------------------------------------------------- logging
+
+/// Captures every record (target, level, message).
+struct TestLogger(Mutex<Vec<(String, Level, String)>>);
+
+static LOGGER: TestLogger = TestLogger(Mutex::new(Vec::new()));
+
+impl Log for TestLogger {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        self.0.lock().unwrap().push((
+            record.target().to_owned(),
+            record.level(),
+            record.args().to_string(),
+        ));
+    }
+
+    fn flush(&self) {}
+}
+
+fn install_logger() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&LOGGER).unwrap();
+        log::set_max_level(LevelFilter::Trace);
+    });
+}
+
+/// The records of the saga named `saga` (tests run in parallel).
+fn records_of(saga: &str) -> Vec<(String, Level, String)> {
+    let tag = format!("saga={saga} ");
+    LOGGER
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, message)| message.contains(&tag))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn records_name_saga_execution_step_attempt_and_elapsed_at_design_levels() {
+    install_logger();
+    let saga = Saga::builder("logs-stuck")
+        .step(
+            compensable("a").compensate(|_: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| {
+                Err::<(), _>(PaymentError::Unavailable)
+            }),
+        )
+        .step(failing("b", declined))
+        .compensation_retry(exact_any(2))
+        .build()
+        .unwrap();
+    let (_, options) = virtual_time();
+    saga.run_blocking_with(&mut Rec::default(), options.with_execution_id("e1"))
+        .unwrap_err();
+
+    let records = records_of("logs-stuck");
+    assert!(records.iter().all(|(target, _, _)| target == "saga"));
+    let got: Vec<(Level, &str)> = records.iter().map(|(_, l, m)| (*l, m.as_str())).collect();
+    let s = "saga=logs-stuck execution=e1";
+    let expected = [
+        (Level::Info, format!("saga started {s} elapsed=0ns")),
+        (
+            Level::Debug,
+            format!("step started {s} step=a attempt=1 elapsed=0ns"),
+        ),
+        (
+            Level::Debug,
+            format!("step succeeded {s} step=a attempt=1 took=0ns elapsed=0ns"),
+        ),
+        (
+            Level::Debug,
+            format!("step started {s} step=b attempt=1 elapsed=0ns"),
+        ),
+        (
+            Level::Warn,
+            format!(
+                "step failed {s} step=b attempt=1 outcome_unknown=false error=card declined (code 51) elapsed=0ns"
+            ),
+        ),
+        (
+            Level::Warn,
+            format!("compensation started {s} step=a attempt=1 elapsed=0ns"),
+        ),
+        (
+            Level::Warn,
+            format!(
+                "compensation failed {s} step=a attempt=1 retry_in=Some(100ms) error=payment gateway unavailable elapsed=0ns"
+            ),
+        ),
+        (
+            Level::Warn,
+            format!("compensation started {s} step=a attempt=2 elapsed=100ms"),
+        ),
+        (
+            Level::Error,
+            format!(
+                "compensation failed {s} step=a attempt=2 retry_in=None error=payment gateway unavailable elapsed=100ms"
+            ),
+        ),
+        (
+            Level::Error,
+            format!("saga finished {s} status=stuck elapsed=100ms"),
+        ),
+    ];
+    let expected: Vec<(Level, &str)> = expected.iter().map(|(l, m)| (*l, m.as_str())).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn retries_successes_and_ignored_cancels_have_their_levels() {
+    install_logger();
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    let saga = Saga::builder("logs-levels")
+        .step(compensable("a"))
+        .step(flaky("b", 1, unavailable).retry(exact(2)))
+        .pivot(Step::new("p", move |_: &mut Rec, _: &StepInfo<'_>| {
+            cancel.cancel();
+            Ok::<_, StepError>(())
+        }))
+        .step(plain("after"))
+        .build()
+        .unwrap();
+    let (_, options) = virtual_time();
+    saga.run_blocking_with(&mut Rec::default(), options.with_cancellation(token))
+        .unwrap();
+
+    let got: Vec<(Level, String)> = records_of("logs-levels")
+        .into_iter()
+        .map(|(_, level, message)| {
+            let what = message.split(" saga=").next().unwrap().to_owned();
+            (level, what)
+        })
+        .collect();
+    let expected = [
+        (Level::Info, "saga started"),
+        (Level::Debug, "step started"),
+        (Level::Debug, "step succeeded"),
+        (Level::Debug, "step started"),
+        (Level::Warn, "step failed, retrying"),
+        (Level::Debug, "step started"),
+        (Level::Debug, "step succeeded"),
+        (Level::Debug, "step started"),
+        (Level::Debug, "step succeeded"),
+        (Level::Warn, "cancellation ignored after the pivot"),
+        (Level::Debug, "step started"),
+        (Level::Debug, "step succeeded"),
+        (Level::Info, "saga finished"),
+    ]
+    .map(|(l, m)| (l, m.to_owned()));
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_rollback_logs_compensations_and_its_end_at_info() {
+    install_logger();
+    let saga = Saga::builder("logs-rollback")
+        .step(compensable("a"))
+        .step(failing("b", declined))
+        .build()
+        .unwrap();
+    saga.run_blocking(&mut Rec::default()).unwrap_err();
+
+    let got: Vec<(Level, String)> = records_of("logs-rollback")
+        .into_iter()
+        .map(|(_, l, m)| (l, m.split(" saga=").next().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Level::Info, "saga started"),
+            (Level::Debug, "step started"),
+            (Level::Debug, "step succeeded"),
+            (Level::Debug, "step started"),
+            (Level::Warn, "step failed"),
+            (Level::Warn, "compensation started"),
+            (Level::Info, "compensation succeeded"),
+            (Level::Info, "saga finished"),
+        ]
+        .map(|(l, m)| (l, m.to_owned()))
+    );
+    assert!(
+        records_of("logs-rollback")[7]
+            .2
+            .contains("status=compensated")
+    );
+}
+
+#[test]
+fn user_text_with_braces_is_data_not_a_format_string() {
+    install_logger();
+    let saga = Saga::builder("logs {0} {}")
+        .step(compensable("reserve {item}"))
+        .step(Step::new(
+            "charge {card} {}",
+            |_: &mut Rec, _: &StepInfo<'_>| Err::<(), _>("declined {reason} {:?}"),
+        ))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    // The rollback happened as for any other name.
+    assert_eq!(
+        rec.effects,
+        [
+            "do reserve {item}",
+            "undo reserve {item} with reserve {item}-out"
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        "saga `logs {0} {}` failed at step `charge {card} {}` and was rolled back (compensated: reserve {item})"
+    );
+    let records = records_of("logs {0} {}");
+    assert_eq!(records.len(), 8);
+    assert!(records.iter().any(|(_, level, m)| *level == Level::Warn
+        && m.contains("step=charge {card} {} attempt=1")
+        && m.contains("error=declined {reason} {:?}")));
+}

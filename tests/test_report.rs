@@ -1,0 +1,269 @@
+//! The report every run returns (inside every error too): the execution's
+//! status, per step its status, attempts, outcome and durations on the
+//! run's monotonic clock.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use saga_core::clock::{Clock, TestClock};
+use saga_core::{
+    ExecutionStatus, Outcome, RunOptions, Saga, SagaError, Step, StepError, StepInfo, StepKind,
+    StepStatus,
+};
+
+/// A context that holds the run's virtual clock, so steps "take time".
+struct Timed {
+    clock: TestClock,
+}
+
+fn takes(name: &'static str, time: Duration) -> Step<Timed, ()> {
+    Step::new(name, move |t: &mut Timed, _: &StepInfo<'_>| {
+        t.clock.advance(time);
+        Ok::<_, StepError>(())
+    })
+}
+
+#[test]
+fn durations_come_from_the_runs_monotonic_clock() {
+    let saga = Saga::builder("timed")
+        .step(takes("a", Duration::from_secs(3)).compensate(
+            |t: &mut Timed, _: Option<&()>, _: &StepInfo<'_>| {
+                t.clock.advance(ms(50));
+                Ok::<_, StepError>(())
+            },
+        ))
+        .step(
+            Step::new("b", |t: &mut Timed, info: &StepInfo<'_>| {
+                t.clock.advance(Duration::from_secs(1));
+                if info.attempt() == 1 {
+                    Err(unavailable())
+                } else {
+                    Ok(())
+                }
+            })
+            .retry(exact(2))
+            .compensate(|t: &mut Timed, _: Option<&()>, _: &StepInfo<'_>| {
+                t.clock.advance(ms(250));
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("c", |t: &mut Timed, _: &StepInfo<'_>| {
+            t.clock.advance(ms(500));
+            Err::<(), _>(declined())
+        }))
+        .build()
+        .unwrap();
+    let clock = TestClock::new();
+    let start = clock.now();
+    let mut timed = Timed {
+        clock: clock.clone(),
+    };
+    let err = saga
+        .run_blocking_with(&mut timed, RunOptions::new().with_clock(clock.clone()))
+        .unwrap_err();
+
+    let report = err.report();
+    let durations: Vec<(Duration, Duration)> = report
+        .steps
+        .iter()
+        .map(|s| (s.duration, s.compensation_duration))
+        .collect();
+    assert_eq!(
+        durations,
+        [
+            (Duration::from_secs(3), ms(50)),
+            // Two attempts of 1 s and the 100 ms backoff between them.
+            (ms(2100), ms(250)),
+            (ms(500), Duration::ZERO),
+        ]
+    );
+    assert_eq!(report.duration, ms(5900));
+    assert_eq!(clock.now() - start, ms(5900));
+}
+
+#[test]
+fn a_completed_run_reports_every_step() {
+    let saga = Saga::builder("shop")
+        .step(compensable("reserve"))
+        .step(plain("validate"))
+        .pivot(plain("charge"))
+        .step(plain("ship"))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let report = saga
+        .run_blocking_with(&mut rec, RunOptions::new().with_execution_id("run-1"))
+        .unwrap();
+
+    assert_eq!(&*report.saga, "shop");
+    assert_eq!(report.execution_id.as_str(), "run-1");
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert!(!report.cancel_ignored);
+    assert_eq!(
+        rows(&report),
+        [
+            row("reserve", "succeeded", "applied", 1, 0),
+            row("validate", "succeeded", "applied", 1, 0),
+            row("charge", "succeeded", "applied", 1, 0),
+            row("ship", "succeeded", "applied", 1, 0),
+        ]
+    );
+    assert_eq!(
+        report.steps.iter().map(|s| s.kind).collect::<Vec<_>>(),
+        [
+            StepKind::Compensable,
+            StepKind::NoUndo,
+            StepKind::Pivot,
+            StepKind::Retriable
+        ]
+    );
+    assert_eq!(
+        report.statuses(),
+        [
+            ("reserve", StepStatus::Succeeded),
+            ("validate", StepStatus::Succeeded),
+            ("charge", StepStatus::Succeeded),
+            ("ship", StepStatus::Succeeded),
+        ]
+    );
+    assert!(report.step("nope").is_none());
+    assert_eq!(report.compensated_steps().count(), 0);
+    assert!(report.steps.iter().all(|s| s.last_error.is_none()));
+}
+
+#[test]
+fn every_error_variant_carries_the_report() {
+    let compensated = Saga::builder("s")
+        .step(compensable("a"))
+        .step(failing("b", declined))
+        .build()
+        .unwrap()
+        .run_blocking(&mut Rec::default())
+        .unwrap_err();
+    assert!(matches!(compensated, SagaError::Compensated { .. }));
+    assert_eq!(compensated.report().status, ExecutionStatus::Compensated);
+    assert!(!compensated.is_stuck());
+
+    let stuck = Saga::builder("s")
+        .pivot(plain("a"))
+        .step(failing_plain("b"))
+        .build()
+        .unwrap()
+        .run_blocking(&mut Rec::default())
+        .unwrap_err();
+    assert!(stuck.is_stuck());
+    assert_eq!(stuck.report().status, ExecutionStatus::Stuck);
+
+    let token = saga_core::CancellationToken::new();
+    token.cancel();
+    let cancelled = Saga::builder("s")
+        .step(compensable("a"))
+        .build()
+        .unwrap()
+        .run_blocking_with(
+            &mut Rec::default(),
+            RunOptions::new().with_cancellation(token),
+        )
+        .unwrap_err();
+    assert!(matches!(cancelled, SagaError::Cancelled { .. }));
+    assert_eq!(cancelled.report().status, ExecutionStatus::Cancelled);
+    assert_eq!(cancelled.report().steps[0].status, StepStatus::Pending);
+}
+
+fn failing_plain(name: &'static str) -> Step<Rec, ()> {
+    Step::new(name, move |_: &mut Rec, _: &StepInfo<'_>| {
+        Err::<(), _>(declined())
+    })
+}
+
+#[test]
+fn generated_execution_ids_are_distinct_hex() {
+    let saga = Saga::builder("ids").step(plain("a")).build().unwrap();
+    let mut ids = HashSet::new();
+    for _ in 0..1000 {
+        let report = saga.run_blocking(&mut Rec::default()).unwrap();
+        let id = report.execution_id.to_string();
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 1000);
+}
+
+#[test]
+fn labels_are_snake_case() {
+    use ExecutionStatus as E;
+    assert_eq!(
+        [
+            E::Running,
+            E::Compensating,
+            E::Completed,
+            E::Compensated,
+            E::Cancelled,
+            E::Stuck,
+            E::Abandoned
+        ]
+        .map(|s| (s.to_string(), s.is_finished())),
+        [
+            ("running".to_owned(), false),
+            ("compensating".to_owned(), false),
+            ("completed".to_owned(), true),
+            ("compensated".to_owned(), true),
+            ("cancelled".to_owned(), true),
+            ("stuck".to_owned(), true),
+            ("abandoned".to_owned(), true),
+        ]
+    );
+    use StepStatus as S;
+    assert_eq!(
+        [
+            S::Pending,
+            S::Running,
+            S::Succeeded,
+            S::Failed,
+            S::Compensating,
+            S::Compensated,
+            S::CompensationFailed,
+            S::Skipped
+        ]
+        .map(|s| s.to_string()),
+        [
+            "pending",
+            "running",
+            "succeeded",
+            "failed",
+            "compensating",
+            "compensated",
+            "compensation_failed",
+            "skipped"
+        ]
+    );
+    assert_eq!(
+        [
+            Outcome::NotStarted,
+            Outcome::Applied,
+            Outcome::NotApplied,
+            Outcome::Unknown
+        ]
+        .map(|o| (o.label(), o.needs_compensation())),
+        [
+            ("not_started", false),
+            ("applied", true),
+            ("not_applied", false),
+            ("unknown", true)
+        ]
+    );
+    assert_eq!(
+        [
+            StepKind::Compensable,
+            StepKind::NoUndo,
+            StepKind::Pivot,
+            StepKind::Retriable
+        ]
+        .map(StepKind::label),
+        ["compensable", "no_undo", "pivot", "retriable"]
+    );
+}

@@ -1,0 +1,308 @@
+//! Sync and async steps mixed in one saga, run with `run` and with
+//! `run_blocking` (with no runtime, and from inside a tokio runtime), and
+//! the `Task` / `AsyncTask` traits.
+
+mod common;
+
+use common::*;
+use saga_core::{
+    AsyncTask, BoxFuture, ExecutionStatus, Metadata, Saga, SagaError, Step, StepError, StepInfo,
+    StepKind, Task,
+};
+
+fn async_step(name: &'static str) -> Step<Rec, String> {
+    Step::new_async(name, move |r: &mut Rec, _: &StepInfo<'_>| {
+        Box::pin(async move {
+            // A real suspension point: the step only finishes if the
+            // executor really drives it.
+            tokio::task::yield_now().await;
+            r.push(format!("do {name} (async)"));
+            Ok::<_, StepError>(format!("{name}-out"))
+        })
+    })
+    .compensate_async(move |r: &mut Rec, out: Option<&String>, _: &StepInfo<'_>| {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            r.push(undo_effect(&format!("{name} (async)"), out));
+            Ok::<_, StepError>(())
+        })
+    })
+}
+
+fn mixed(fail_at_end: bool) -> Saga<Rec> {
+    let builder = Saga::builder("mixed")
+        .step(compensable("a"))
+        .step(async_step("b"))
+        .step(compensable("c"))
+        .step(async_step("d"));
+    let builder = if fail_at_end {
+        builder.step(failing("e", declined))
+    } else {
+        builder
+    };
+    builder.build().unwrap()
+}
+
+const FORWARD: [&str; 4] = ["do a", "do b (async)", "do c", "do d (async)"];
+const ROLLBACK: [&str; 5] = [
+    "try e#1",
+    "undo d (async) with d-out",
+    "undo c with c-out",
+    "undo b (async) with b-out",
+    "undo a with a-out",
+];
+
+#[tokio::test]
+async fn mixed_saga_with_run() {
+    let mut rec = Rec::default();
+    let report = mixed(false).run(&mut rec).await.unwrap();
+    assert_eq!(rec.effects, FORWARD);
+    assert_eq!(report.status, ExecutionStatus::Completed);
+
+    let mut rec = Rec::default();
+    mixed(true).run(&mut rec).await.unwrap_err();
+    assert_eq!(rec.effects, [&FORWARD[..], &ROLLBACK[..]].concat());
+}
+
+#[test]
+fn mixed_saga_with_run_blocking_and_no_runtime() {
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let mut rec = Rec::default();
+    mixed(false).run_blocking(&mut rec).unwrap();
+    assert_eq!(rec.effects, FORWARD);
+
+    let mut rec = Rec::default();
+    mixed(true).run_blocking(&mut rec).unwrap_err();
+    assert_eq!(rec.effects, [&FORWARD[..], &ROLLBACK[..]].concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_blocking_from_inside_a_multi_thread_runtime() {
+    let mut rec = Rec::default();
+    mixed(true).run_blocking(&mut rec).unwrap_err();
+    assert_eq!(rec.effects, [&FORWARD[..], &ROLLBACK[..]].concat());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn run_blocking_from_inside_a_current_thread_runtime() {
+    let mut rec = Rec::default();
+    mixed(false).run_blocking(&mut rec).unwrap();
+    assert_eq!(rec.effects, FORWARD);
+}
+
+#[test]
+fn sync_only_saga_runs_blocking_without_any_runtime() {
+    let saga = Saga::builder("sync")
+        .step(compensable("a"))
+        .step(flaky("b", 1, unavailable).retry(exact(2)))
+        .build()
+        .unwrap();
+    let (clock, options) = virtual_time();
+    let mut rec = Rec::default();
+    saga.run_blocking_with(&mut rec, options).unwrap();
+    assert_eq!(rec.effects, ["do a", "try b#1", "do b#2"]);
+    assert_eq!(clock.sleeps(), [ms(100)]);
+}
+
+#[tokio::test]
+async fn sync_only_saga_runs_with_run_too() {
+    let saga = Saga::builder("sync")
+        .step(compensable("a"))
+        .step(failing("b", declined))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    saga.run(&mut rec).await.unwrap_err();
+    assert_eq!(rec.effects, ["do a", "try b#1", "undo a with a-out"]);
+}
+
+/// The original package's class style: a task with a name, an action, a
+/// compensation and metadata.
+struct CreateOrder;
+
+impl Task<Rec> for CreateOrder {
+    type Output = u64;
+
+    fn name(&self) -> &str {
+        "create_order"
+    }
+
+    fn execute(&self, r: &mut Rec, info: &StepInfo<'_>) -> Result<u64, StepError> {
+        r.push(format!("create order (attempt {})", info.attempt()));
+        Ok(1001)
+    }
+
+    fn has_compensation(&self) -> bool {
+        true
+    }
+
+    fn compensate(
+        &self,
+        r: &mut Rec,
+        order: Option<&u64>,
+        _: &StepInfo<'_>,
+    ) -> Result<(), StepError> {
+        r.push(format!("cancel order {order:?}"));
+        Ok(())
+    }
+
+    fn metadata(&self) -> Metadata {
+        Metadata::from([("owner".to_owned(), "orders-team".to_owned())])
+    }
+}
+
+struct Validate;
+
+impl Task<Rec> for Validate {
+    type Output = ();
+
+    fn name(&self) -> &str {
+        "validate"
+    }
+
+    fn execute(&self, r: &mut Rec, _: &StepInfo<'_>) -> Result<(), StepError> {
+        r.push("validate");
+        Ok(())
+    }
+}
+
+struct ReserveStock;
+
+impl AsyncTask<Rec> for ReserveStock {
+    type Output = String;
+
+    fn name(&self) -> &str {
+        "reserve_stock"
+    }
+
+    fn execute<'a>(
+        &'a self,
+        r: &'a mut Rec,
+        _: &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<String, StepError>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            r.push("reserve stock");
+            Ok("res-9".to_owned())
+        })
+    }
+
+    fn has_compensation(&self) -> bool {
+        true
+    }
+
+    fn compensate<'a>(
+        &'a self,
+        r: &'a mut Rec,
+        reservation: Option<&'a String>,
+        _: &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            r.push(format!("release {reservation:?}"));
+            Ok(())
+        })
+    }
+}
+
+struct ChargePayment;
+
+impl AsyncTask<Rec> for ChargePayment {
+    type Output = ();
+
+    fn name(&self) -> &str {
+        "charge_payment"
+    }
+
+    fn execute<'a>(
+        &'a self,
+        r: &'a mut Rec,
+        _: &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(async move {
+            r.push("charge payment");
+            Err(StepError::new(PaymentError::Declined(5)))
+        })
+    }
+}
+
+#[tokio::test]
+async fn task_and_async_task_types_run_and_compensate() {
+    let saga = Saga::builder("tasks")
+        .task(CreateOrder)
+        .task(Validate)
+        .async_task(ReserveStock)
+        .step(Step::from_async_task(ChargePayment))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run(&mut rec).await.unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        [
+            "create order (attempt 1)",
+            "validate",
+            "reserve stock",
+            "charge payment",
+            r#"release Some("res-9")"#,
+            "cancel order Some(1001)",
+        ]
+    );
+    assert!(matches!(err, SagaError::Compensated { ref step, .. } if &**step == "charge_payment"));
+    assert_eq!(user_error::<PaymentError>(&err), &PaymentError::Declined(5));
+    assert_eq!(
+        rows(err.report()),
+        [
+            row("create_order", "compensated", "applied", 1, 1),
+            row("validate", "skipped", "applied", 1, 0),
+            row("reserve_stock", "compensated", "applied", 1, 1),
+            row("charge_payment", "failed", "not_applied", 1, 0),
+        ]
+    );
+
+    let shape = saga.shape();
+    assert_eq!(
+        shape
+            .iter()
+            .map(|s| (s.name.as_str(), s.kind, s.is_async))
+            .collect::<Vec<_>>(),
+        [
+            ("create_order", StepKind::Compensable, false),
+            ("validate", StepKind::NoUndo, false),
+            ("reserve_stock", StepKind::Compensable, true),
+            ("charge_payment", StepKind::NoUndo, true),
+        ]
+    );
+    assert_eq!(
+        shape[0].metadata.get("owner").map(String::as_str),
+        Some("orders-team")
+    );
+}
+
+#[test]
+fn tasks_with_run_blocking() {
+    let saga = Saga::builder("tasks")
+        .step(Step::from_task(CreateOrder))
+        .async_task(ReserveStock)
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    saga.run_blocking(&mut rec).unwrap();
+    assert_eq!(rec.effects, ["create order (attempt 1)", "reserve stock"]);
+}
+
+#[test]
+fn metadata_set_on_a_step_is_kept() {
+    let saga = Saga::builder("meta")
+        .step(
+            plain("a")
+                .metadata("team", "payments")
+                .metadata("doc", "https://example.invalid/a"),
+        )
+        .build()
+        .unwrap();
+    let shape = saga.shape();
+    assert_eq!(shape[0].metadata.len(), 2);
+    assert_eq!(shape[0].metadata["team"], "payments");
+}
