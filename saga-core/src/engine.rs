@@ -823,6 +823,7 @@ impl SagaEngine {
             &events,
             false,
         )?;
+        let rolled_back = matches!(folded.phase, ResumePhase::Rollback { .. });
         let steps = shape
             .steps
             .iter()
@@ -830,7 +831,17 @@ impl SagaEngine {
             .map(|(s, f)| StepReport {
                 name: s.name.as_str().into(),
                 kind: kind_from_label(&s.kind),
-                status: f.status,
+                // A rollback passes over a step with nothing to undo that
+                // took effect (the log has no event for it), as the live
+                // report says.
+                status: if rolled_back
+                    && kind_from_label(&s.kind) == StepKind::NoUndo
+                    && f.outcome.needs_compensation()
+                {
+                    StepStatus::Skipped
+                } else {
+                    f.status
+                },
                 outcome: f.outcome,
                 attempts: f.attempts,
                 compensation_attempts: f.compensation_attempts,

@@ -860,7 +860,10 @@ impl<C: Send + 'static> SagaTest<C> {
 fn describe_result(result: &Result<SagaReport, SagaError>) -> String {
     match result {
         Ok(report) => format!("completed {} steps", report.steps.len()),
-        Err(error) => error.to_string(),
+        Err(error) => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
     }
 }
 
