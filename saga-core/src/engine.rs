@@ -20,7 +20,7 @@ use crate::cancel::CancellationToken;
 use crate::executor::{self, Journal, Resume, ResumePhase, ResumeStep};
 use crate::id::ExecutionId;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
-use crate::saga::{RunOptions, Saga};
+use crate::saga::{RunOptions, Saga, StepShape};
 use crate::step::{BoxFuture, Output, StepKind};
 use crate::store::{
     Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution, SagaStore,
@@ -492,7 +492,7 @@ impl SagaEngine {
             if self.live().contains_key(&id) {
                 continue;
             }
-            match self.take_over(&record, None).await {
+            match self.take_over(&record, None, false).await {
                 Ok(true) => recovery.resumed.push(id),
                 Ok(false) => recovery.busy.push(id),
                 Err(error) => {
@@ -501,7 +501,90 @@ impl SagaEngine {
                 }
             }
         }
+        // Stuck executions an operator asked to resume from a tool that
+        // does not hold the saga's code (`request_resume`).
+        for record in self.inner.store.list(Some(ExecutionStatus::Stuck)).await? {
+            let id = record.id.clone();
+            if self.live().contains_key(&id) {
+                continue;
+            }
+            let events = self.inner.store.events(&id).await?;
+            if !resume_requested(&events) {
+                continue;
+            }
+            match self
+                .take_over(&record, Some(EventKind::Resumed), true)
+                .await
+            {
+                Ok(true) => recovery.resumed.push(id),
+                Ok(false) => recovery.busy.push(id),
+                Err(error) => {
+                    log::error!(target: "saga", "requested resume refused execution_id={id} error={error}");
+                    recovery.refused.push((id, error));
+                }
+            }
+        }
         Ok(recovery)
+    }
+
+    /// Asks for a stuck execution to be resumed by whichever worker holds
+    /// its definition: records the request in its log, for the next
+    /// [`recover`](Self::recover) of such a worker to carry out (as
+    /// [`resume`](Self::resume) would). For tools that do not hold the
+    /// saga's code, such as the `saga` CLI; an engine with the definition
+    /// registered can call `resume` directly.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], [`EngineError::WrongStatus`] if it is not
+    /// stuck, [`EngineError::Busy`] if an owner holds it, store errors.
+    pub async fn request_resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        let record = self.record(id).await?;
+        if record.status != ExecutionStatus::Stuck {
+            return Err(EngineError::WrongStatus {
+                execution_id: id.clone(),
+                status: record.status,
+                operation: "resume",
+                applies: "stuck executions",
+            });
+        }
+        let store = &self.inner.store;
+        let Some(lease) = store
+            .claim(id, &self.inner.owner, self.inner.lease_ttl)
+            .await?
+        else {
+            return Err(self.busy(id).await);
+        };
+        // Read again under the lease: it may have changed meanwhile.
+        let record = self.record(id).await?;
+        let appended = if record.status == ExecutionStatus::Stuck {
+            let event = Event::new(record.last_seq + 1, EventKind::ResumeRequested);
+            store
+                .append(id, &lease, vec![event], ExecutionStatus::Stuck)
+                .await
+                .map(|_| ())
+                .map_err(EngineError::from)
+        } else {
+            Err(EngineError::WrongStatus {
+                execution_id: id.clone(),
+                status: record.status,
+                operation: "resume",
+                applies: "stuck executions",
+            })
+        };
+        store.release(id, &lease).await?;
+        appended
+    }
+
+    /// An execution's report, rebuilt from its log and its definition's
+    /// stored shape, whatever its status (statuses, outcomes, attempts and
+    /// errors; no durations). Needs no registered definition: for tools.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], store errors (a definition missing from
+    /// the store is a [`StoreError::BadRecord`]).
+    pub async fn report(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
+        let record = self.record(id).await?;
+        self.rebuilt_report(&record).await
     }
 
     /// Executions with `status` (all for `None`), oldest first.
@@ -545,7 +628,10 @@ impl SagaEngine {
                 applies: "stuck executions",
             });
         }
-        match self.take_over(&record, Some(EventKind::Resumed)).await? {
+        match self
+            .take_over(&record, Some(EventKind::Resumed), false)
+            .await?
+        {
             true => Ok(()),
             false => Err(self.busy(id).await),
         }
@@ -680,10 +766,13 @@ impl SagaEngine {
     /// any write) that its definition is registered and its log decodes.
     /// `mark` is an event to log first (an operator's resume). `false` if
     /// another owner holds its lease.
+    /// `requested`: carry out a pending [`request_resume`](Self::request_resume)
+    /// (skipped if it is no longer pending).
     async fn take_over(
         &self,
         record: &ExecutionRecord,
         mark: Option<EventKind>,
+        requested: bool,
     ) -> Result<bool, EngineError> {
         let id = &record.id;
         let runner = {
@@ -739,6 +828,19 @@ impl SagaEngine {
                 });
             }
         };
+        // Another owner may have carried it on between the listing and the
+        // claim: recovery is for unfinished executions, a resume for stuck
+        // ones (and a requested one only while the request is pending).
+        let still = match mark {
+            None => !record.status.is_finished(),
+            Some(_) => {
+                record.status == ExecutionStatus::Stuck && (!requested || resume_requested(&events))
+            }
+        };
+        if !still {
+            let _ = store.release(id, &lease).await;
+            return Ok(false);
+        }
         if let Some(kind) = mark {
             let event = Event::new(record.last_seq + 1, kind);
             let phase = fold(id, runner.steps(), &record.context, &events, true)?.phase;
@@ -861,6 +963,11 @@ impl SagaEngine {
     }
 }
 
+/// Whether the last event of a log is a pending resume request.
+fn resume_requested(events: &[Event]) -> bool {
+    events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
+}
+
 fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut names: Vec<String> = names.cloned().collect();
     names.sort();
@@ -918,6 +1025,35 @@ fn describe<C>(saga: &Saga<C>) -> (String, String) {
     let digest = Sha256::digest(text.as_bytes());
     let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
     (text, hex)
+}
+
+impl DefinitionRecord {
+    /// The steps of the stored shape, in order, as
+    /// [`diagram::mermaid`](crate::diagram::mermaid) and tools take them.
+    /// The shape keeps names, kinds and parallel groups only: metadata is
+    /// empty and `is_async` false.
+    ///
+    /// # Errors
+    /// [`StoreError::BadRecord`] if the stored shape does not parse.
+    pub fn steps(&self) -> Result<Vec<StepShape>, StoreError> {
+        let shape: Shape =
+            serde_json::from_str(&self.shape).map_err(|e| StoreError::BadRecord {
+                store: "the store".to_owned(),
+                what: format!("the definition {}", self.fingerprint),
+                detail: e.to_string(),
+            })?;
+        Ok(shape
+            .steps
+            .into_iter()
+            .map(|s| StepShape {
+                kind: kind_from_label(&s.kind),
+                name: s.name,
+                is_async: false,
+                metadata: crate::step::Metadata::new(),
+                group: s.group,
+            })
+            .collect())
+    }
 }
 
 impl<C> Saga<C> {
