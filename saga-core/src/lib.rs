@@ -68,6 +68,8 @@ mod observer;
 mod policy;
 mod report;
 mod saga;
+#[cfg(feature = "tracing")]
+mod spans;
 mod step;
 pub mod store;
 #[cfg(feature = "testkit")]
