@@ -537,11 +537,8 @@ async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<String, CliEr
     }
     let mut out = String::new();
     let _ = writeln!(out, "execution  {}", record.id);
-    let _ = writeln!(
-        out,
-        "saga       {} (definition {})",
-        record.saga, record.fingerprint
-    );
+    let _ = writeln!(out, "saga       {}", record.saga);
+    let _ = writeln!(out, "definition {}", record.fingerprint);
     let _ = writeln!(out, "status     {}", record.status);
     let _ = writeln!(out, "created    {}", utc(record.created_at_ms, true));
     let _ = writeln!(out, "updated    {}", utc(record.updated_at_ms, true));

@@ -199,6 +199,7 @@ async fn show_prints_steps_attempts_durations_errors_and_the_timeline() {
     let db = populated(&dir).await;
     let text = ok(&db, &["show", "stuck-1"]);
     assert!(text.contains("execution  stuck-1\n"), "{text}");
+    assert!(text.contains("saga       order\ndefinition "), "{text}");
     assert!(text.contains("status     stuck\n"), "{text}");
     assert!(text.contains("lease      free\n"), "{text}");
     let step = |name: &str| {
