@@ -170,17 +170,8 @@ enum Command {
 }
 
 fn parse_status(text: &str) -> Result<ExecutionStatus, String> {
-    const ALL: [ExecutionStatus; 7] = [
-        ExecutionStatus::Running,
-        ExecutionStatus::Compensating,
-        ExecutionStatus::Completed,
-        ExecutionStatus::Compensated,
-        ExecutionStatus::Cancelled,
-        ExecutionStatus::Stuck,
-        ExecutionStatus::Abandoned,
-    ];
-    ALL.into_iter().find(|s| s.label() == text).ok_or_else(|| {
-        let labels: Vec<&str> = ALL.iter().map(|s| s.label()).collect();
+    ExecutionStatus::from_label(text).ok_or_else(|| {
+        let labels: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.label()).collect();
         format!("expected one of: {}", labels.join(", "))
     })
 }

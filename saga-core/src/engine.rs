@@ -538,13 +538,30 @@ impl SagaEngine {
     /// [`EngineError::NotFound`], [`EngineError::WrongStatus`] if it is not
     /// stuck, [`EngineError::Busy`] if an owner holds it, store errors.
     pub async fn request_resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
-        let record = self.record(id).await?;
-        if record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
+        self.operator_event(
+            id,
+            EventKind::ResumeRequested,
+            ExecutionStatus::Stuck,
+            resumable,
+        )
+        .await
+    }
+
+    /// Writes an operator's event under the execution's lease, leaving it
+    /// `status`, if `applies` holds of it before the claim and again once
+    /// the lease is held (its owner may have moved it on meanwhile).
+    async fn operator_event(
+        &self,
+        id: &ExecutionId,
+        kind: EventKind,
+        status: ExecutionStatus,
+        applies: impl Fn(&ExecutionRecord) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        applies(&self.record(id).await?)?;
+        if self.live().contains_key(id) {
+            return Err(EngineError::Busy {
                 execution_id: id.clone(),
-                status: record.status,
-                operation: "resume",
-                applies: "stuck executions",
+                owner: self.inner.owner.clone(),
             });
         }
         let store = &self.inner.store;
@@ -554,22 +571,19 @@ impl SagaEngine {
         else {
             return Err(self.busy(id).await);
         };
-        // Read again under the lease: it may have changed meanwhile.
-        let record = self.record(id).await?;
-        let appended = if record.status == ExecutionStatus::Stuck {
-            let event = Event::new(record.last_seq + 1, EventKind::ResumeRequested);
-            store
-                .append(id, &lease, vec![event], ExecutionStatus::Stuck)
-                .await
-                .map(|_| ())
-                .map_err(EngineError::from)
-        } else {
-            Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "resume",
-                applies: "stuck executions",
-            })
+        let appended = match self.record(id).await {
+            Ok(record) => match applies(&record) {
+                Ok(()) => {
+                    let event = Event::new(record.last_seq + 1, kind);
+                    store
+                        .append(id, &lease, vec![event], status)
+                        .await
+                        .map(|_| ())
+                        .map_err(EngineError::from)
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
         };
         store.release(id, &lease).await?;
         appended
@@ -620,14 +634,7 @@ impl SagaEngine {
     /// [`recover`](Self::recover).
     pub async fn resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
         let record = self.record(id).await?;
-        if record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "resume",
-                applies: "stuck executions",
-            });
-        }
+        resumable(&record)?;
         match self
             .take_over(&record, Some(EventKind::Resumed), false)
             .await?
@@ -645,36 +652,18 @@ impl SagaEngine {
     /// [`EngineError::WrongStatus`] if it ended otherwise,
     /// [`EngineError::Busy`] if an owner is running it.
     pub async fn abandon(&self, id: &ExecutionId) -> Result<(), EngineError> {
-        let record = self.record(id).await?;
-        if record.status.is_finished() && record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "abandon",
-                applies: "stuck or unfinished executions",
-            });
-        }
-        if self.live().contains_key(id) {
-            return Err(EngineError::Busy {
-                execution_id: id.clone(),
-                owner: self.inner.owner.clone(),
-            });
-        }
-        let store = &self.inner.store;
-        let Some(lease) = store
-            .claim(id, &self.inner.owner, self.inner.lease_ttl)
-            .await?
-        else {
-            return Err(self.busy(id).await);
-        };
-        let record = self.record(id).await?;
-        let event = Event::new(record.last_seq + 1, EventKind::Abandoned);
-        let appended = store
-            .append(id, &lease, vec![event], ExecutionStatus::Abandoned)
-            .await;
-        store.release(id, &lease).await?;
-        appended?;
-        Ok(())
+        self.operator_event(id, EventKind::Abandoned, ExecutionStatus::Abandoned, |r| {
+            if r.status.is_finished() && r.status != ExecutionStatus::Stuck {
+                return Err(EngineError::WrongStatus {
+                    execution_id: r.id.clone(),
+                    status: r.status,
+                    operation: "abandon",
+                    applies: "stuck or unfinished executions",
+                });
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Asks an execution to cancel. Its owner (this process or another)
@@ -959,6 +948,20 @@ impl SagaEngine {
             steps,
             cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored),
             duration: Duration::ZERO,
+        })
+    }
+}
+
+/// `resume` applies to stuck executions only.
+fn resumable(record: &ExecutionRecord) -> Result<(), EngineError> {
+    if record.status == ExecutionStatus::Stuck {
+        Ok(())
+    } else {
+        Err(EngineError::WrongStatus {
+            execution_id: record.id.clone(),
+            status: record.status,
+            operation: "resume",
+            applies: "stuck executions",
         })
     }
 }

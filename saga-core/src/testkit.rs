@@ -316,6 +316,22 @@ impl Probe {
     }
 }
 
+/// One invocation of a sync action or compensation through the probe:
+/// twice in a row in the "twice" mode.
+fn invoke<T>(
+    probe: &Probe,
+    step: usize,
+    undo: bool,
+    mut call: impl FnMut() -> Result<T, StepError>,
+) -> Result<T, StepError> {
+    let at = probe.before(step, undo)?;
+    let mut result = call();
+    if probe.twice && result.is_ok() {
+        result = call();
+    }
+    probe.after(at, result)
+}
+
 fn mismatch() -> StepError {
     StepError::new("internal error: the test kit wrapped a step of another kind")
 }
@@ -381,23 +397,13 @@ fn wrap_action<C: Send + 'static>(saga: &Saga<C>, probe: &Arc<Probe>, i: usize) 
             let Action::Sync(f) = &orig.inner.steps[i].action else {
                 return Err(mismatch());
             };
-            let call = probe.before(i, false)?;
-            let mut result = f(ctx, info);
-            if probe.twice && result.is_ok() {
-                result = f(ctx, info);
-            }
-            probe.after(call, result)
+            invoke(&probe, i, false, || f(&mut *ctx, info))
         })),
         Action::SharedSync(_) => Action::SharedSync(Box::new(move |ctx: &C, info| {
             let Action::SharedSync(f) = &orig.inner.steps[i].action else {
                 return Err(mismatch());
             };
-            let call = probe.before(i, false)?;
-            let mut result = f(ctx, info);
-            if probe.twice && result.is_ok() {
-                result = f(ctx, info);
-            }
-            probe.after(call, result)
+            invoke(&probe, i, false, || f(ctx, info))
         })),
         Action::Async(_) => erase_async(move |ctx: &mut C, info| {
             let (orig, probe) = (orig.clone(), Arc::clone(&probe));
@@ -449,23 +455,13 @@ fn wrap_undo<C: Send + 'static>(
             let Some(Undo::Sync(f)) = &orig.inner.steps[i].undo else {
                 return Err(mismatch());
             };
-            let call = probe.before(i, true)?;
-            let mut result = f(ctx, out, info);
-            if probe.twice && result.is_ok() {
-                result = f(ctx, out, info);
-            }
-            probe.after(call, result)
+            invoke(&probe, i, true, || f(&mut *ctx, out, info))
         })),
         Undo::SharedSync(_) => Undo::SharedSync(Box::new(move |ctx: &C, out, info| {
             let Some(Undo::SharedSync(f)) = &orig.inner.steps[i].undo else {
                 return Err(mismatch());
             };
-            let call = probe.before(i, true)?;
-            let mut result = f(ctx, out, info);
-            if probe.twice && result.is_ok() {
-                result = f(ctx, out, info);
-            }
-            probe.after(call, result)
+            invoke(&probe, i, true, || f(ctx, out, info))
         })),
         Undo::Async(_) => erase_async_undo(move |ctx: &mut C, out, info| {
             let (orig, probe) = (orig.clone(), Arc::clone(&probe));

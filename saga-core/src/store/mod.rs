@@ -137,16 +137,7 @@ impl fmt::Display for EventKind {
 
 /// The parse of a stored [`ExecutionStatus`] label.
 pub(crate) fn status_from_label(label: &str) -> Option<ExecutionStatus> {
-    const ALL: [ExecutionStatus; 7] = [
-        ExecutionStatus::Running,
-        ExecutionStatus::Compensating,
-        ExecutionStatus::Completed,
-        ExecutionStatus::Compensated,
-        ExecutionStatus::Cancelled,
-        ExecutionStatus::Stuck,
-        ExecutionStatus::Abandoned,
-    ];
-    ALL.into_iter().find(|s| s.label() == label)
+    ExecutionStatus::from_label(label)
 }
 
 /// One entry of an execution's log.
