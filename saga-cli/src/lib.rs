@@ -370,8 +370,8 @@ async fn list(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32}  {:<13}  {:<12}  {}",
-        "ID", "SAGA", "STATUS", "UPDATED (UTC)"
+        "{:<32}  {:<13}  {:<12}  UPDATED (UTC)",
+        "ID", "SAGA", "STATUS"
     );
     for r in &records {
         let _ = writeln!(
