@@ -172,6 +172,9 @@ fn main() {
         Ok(report) => println!("unexpected success: {:?}", report.status),
         Err(err) => {
             println!("error: {err}");
+            if let Some(cause) = std::error::Error::source(&err) {
+                println!("  because: {cause}");
+            }
             for (step, status) in err.report().statuses() {
                 println!("  {step}: {}", status.label());
             }

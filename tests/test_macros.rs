@@ -549,3 +549,104 @@ fn the_predicate_stops_retries() {
         Some("saga `options` failed at step `flaky` and was rolled back (nothing to compensate)")
     );
 }
+
+// ---------------------------------------------------- compensation retry ----
+
+#[derive(Default, Clone)]
+struct Wallet {
+    log: Vec<String>,
+    /// `unpay` fails this many times first.
+    refund_failures: u32,
+}
+
+#[saga_task(undo = unpay, undo_retry(attempts = 4, backoff = "1ms", max_backoff = "2ms"))]
+fn pay(w: &mut Wallet) -> Result<u32, StepError> {
+    w.log.push("pay".into());
+    Ok(10)
+}
+
+#[saga_task]
+fn unpay(w: &mut Wallet, amount: Option<&u32>) -> Result<(), StepError> {
+    if w.refund_failures > 0 {
+        w.refund_failures -= 1;
+        w.log.push("refund fails".into());
+        return Err("bank offline".into());
+    }
+    w.log.push(format!("refund {amount:?}"));
+    Ok(())
+}
+
+#[saga_task]
+fn overdraw(_: &mut Wallet) -> Result<(), StepError> {
+    Err("insufficient funds".into())
+}
+
+fn macro_wallet(override_to_two: bool) -> Saga<Wallet> {
+    if override_to_two {
+        saga! {
+            name: "wallet",
+            context: Wallet,
+            step pay, undo_retry 2;
+            step overdraw;
+        }
+    } else {
+        saga! {
+            name: "wallet",
+            context: Wallet,
+            step pay;
+            step overdraw;
+        }
+    }
+}
+
+fn builder_wallet(undo_attempts: u32) -> Saga<Wallet> {
+    Saga::builder("wallet")
+        .step(
+            Step::new("pay", |w: &mut Wallet, _: &StepInfo<'_>| pay(w))
+                .compensate(|w: &mut Wallet, a: Option<&u32>, _: &StepInfo<'_>| unpay(w, a))
+                .compensation_retry(
+                    saga_core::default_compensation_retry()
+                        .with_max_attempts(undo_attempts)
+                        .with_backoff(Duration::from_millis(1))
+                        .with_max_backoff(Duration::from_millis(2)),
+                ),
+        )
+        .step(Step::new("overdraw", |w: &mut Wallet, _: &StepInfo<'_>| {
+            overdraw(w)
+        }))
+        .build()
+        .unwrap()
+}
+
+fn wallet_twins(by_macro: Saga<Wallet>, by_builder: Saga<Wallet>) -> Seen {
+    let start = Wallet {
+        refund_failures: 2,
+        ..Wallet::default()
+    };
+    let run = |saga: Saga<Wallet>| {
+        let mut w = start.clone();
+        let result = saga.run_blocking(&mut w);
+        seen(w.log, result)
+    };
+    let by_macro = run(by_macro);
+    assert_eq!(by_macro, run(by_builder));
+    by_macro
+}
+
+#[test]
+fn compensation_retries_from_the_attribute() {
+    let seen = wallet_twins(macro_wallet(false), builder_wallet(4));
+    assert!(!seen.stuck);
+    assert_eq!(seen.steps[0], ("pay".into(), StepStatus::Compensated, 1, 3));
+    assert_eq!(
+        seen.effects,
+        ["pay", "refund fails", "refund fails", "refund Some(10)"]
+    );
+}
+
+#[test]
+fn compensation_retries_overridden_by_the_saga() {
+    let seen = wallet_twins(macro_wallet(true), builder_wallet(2));
+    assert!(seen.stuck, "two attempts cannot outlast two failures");
+    assert_eq!(seen.steps[0].3, 2);
+}

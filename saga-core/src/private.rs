@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
-pub use crate::saga::{Saga, SagaBuilder};
+pub use crate::saga::{Saga, SagaBuilder, default_compensation_retry};
 pub use crate::step::{BoxFuture, Step, StepInfo};
 
 /// A retry policy as written in an attribute or in `saga!`: every field is
@@ -47,9 +47,24 @@ impl RetrySpec {
         }
     }
 
+    /// Whether anything was said.
+    pub const fn is_set(&self) -> bool {
+        self.attempts.is_some()
+            || self.backoff.is_some()
+            || self.max_backoff.is_some()
+            || self.retry_if.is_some()
+    }
+
     /// The policy, starting from [`RetryPolicy::default`].
     pub fn policy(&self) -> RetryPolicy {
-        let mut policy = RetryPolicy::default();
+        self.policy_from(RetryPolicy::default())
+    }
+
+    /// The policy, starting from `base`: a compensation's `undo_retry`
+    /// starts from [`default_compensation_retry`], so `undo_retry 5` keeps
+    /// retrying every error, with that backoff.
+    pub fn policy_from(&self, base: RetryPolicy) -> RetryPolicy {
+        let mut policy = base;
         if let Some(n) = self.attempts {
             policy = policy.with_max_attempts(n);
         }
@@ -104,6 +119,8 @@ pub trait StepOf<C>: 'static {
     const HAS_COMPENSATION: bool;
     /// The attribute's `retry(..)`.
     const RETRY: RetrySpec;
+    /// The attribute's `undo_retry(..)`: the compensation's retries.
+    const UNDO_RETRY: RetrySpec;
     /// The attribute's `timeout`.
     const TIMEOUT: Option<Duration>;
     /// The attribute's `metadata(..)`.
@@ -135,6 +152,10 @@ pub trait StepOf<C>: 'static {
         C: 'static,
     {
         let mut step = step.retry(dsl.retry.or(Self::RETRY).policy());
+        let undo_retry = dsl.undo_retry.or(Self::UNDO_RETRY);
+        if undo_retry.is_set() {
+            step = step.compensation_retry(undo_retry.policy_from(default_compensation_retry()));
+        }
         if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
             step = step.timeout(timeout);
         }
@@ -181,6 +202,8 @@ pub struct Dsl {
     pub name: Option<&'static str>,
     /// `retry`, `backoff`, `max_backoff`, `retry_if`.
     pub retry: RetrySpec,
+    /// `undo_retry`.
+    pub undo_retry: RetrySpec,
     /// `timeout`.
     pub timeout: Option<Duration>,
     /// `metadata(..)`.

@@ -6,6 +6,7 @@
 //!          | "context" ":" Type ","
 //! entry   := ("step" | "pivot") Path ("=>" ("undo" | "compensate") Path)? ("," option)* ";"
 //! option  := "retry" (LitInt | "forever")
+//!          | "undo_retry" (LitInt | "forever")     // the compensation's attempts
 //!          | "backoff" duration | "max_backoff" duration
 //!          | "retry_if" Path
 //!          | "timeout" duration
@@ -38,7 +39,7 @@ mod kw {
 pub const FIELDS: &str = "`name` or `context`";
 /// The options a step accepts in `saga!`.
 pub const STEP_OPTIONS: &str =
-    "`retry`, `backoff`, `max_backoff`, `retry_if`, `timeout`, `name` or `metadata`";
+    "`retry`, `backoff`, `max_backoff`, `retry_if`, `undo_retry`, `timeout`, `name` or `metadata`";
 
 /// A whole `saga! { .. }`.
 pub struct SagaDef {
@@ -73,6 +74,7 @@ pub struct StepOption {
 
 pub enum OptionValue {
     Retry(Attempts),
+    UndoRetry(Attempts),
     Backoff(Dur),
     MaxBackoff(Dur),
     RetryIf(Path),
@@ -214,18 +216,8 @@ impl Parse for StepOption {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let keyword: Ident = syn::ext::IdentExt::parse_any(input)?;
         let value = match keyword.to_string().as_str() {
-            "retry" => {
-                if input.peek(kw::forever) {
-                    let forever: kw::forever = input.parse()?;
-                    OptionValue::Retry(Attempts::Forever(forever.span))
-                } else if input.peek(LitInt) {
-                    OptionValue::Retry(Attempts::Count(input.parse()?))
-                } else {
-                    return Err(
-                        input.error("expected a number of attempts or `forever` after `retry`")
-                    );
-                }
-            }
+            "retry" => OptionValue::Retry(parse_attempts(input, &keyword)?),
+            "undo_retry" => OptionValue::UndoRetry(parse_attempts(input, &keyword)?),
             "backoff" => OptionValue::Backoff(parse_duration(input)?),
             "max_backoff" => OptionValue::MaxBackoff(parse_duration(input)?),
             "retry_if" => OptionValue::RetryIf(input.parse()?),
@@ -245,6 +237,20 @@ impl Parse for StepOption {
             }
         };
         Ok(StepOption { keyword, value })
+    }
+}
+
+/// `3` or `forever`, after `retry` or `undo_retry`.
+fn parse_attempts(input: ParseStream<'_>, keyword: &Ident) -> syn::Result<Attempts> {
+    if input.peek(kw::forever) {
+        let forever: kw::forever = input.parse()?;
+        Ok(Attempts::Forever(forever.span))
+    } else if input.peek(LitInt) {
+        Ok(Attempts::Count(input.parse()?))
+    } else {
+        Err(input.error(format!(
+            "expected a number of attempts or `forever` after `{keyword}`"
+        )))
     }
 }
 

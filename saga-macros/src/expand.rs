@@ -67,6 +67,26 @@ fn retry_spec(
     }
 }
 
+fn retry_args(args: Option<&RetryArgs>) -> TokenStream {
+    match args {
+        Some(RetryArgs {
+            attempts,
+            backoff,
+            max_backoff,
+            on,
+        }) => retry_spec(
+            attempts.as_ref(),
+            backoff.as_ref(),
+            max_backoff.as_ref(),
+            on.as_ref(),
+        ),
+        None => {
+            let p = private();
+            quote!(#p::RetrySpec::NONE)
+        }
+    }
+}
+
 fn metadata<'a>(pairs: impl IntoIterator<Item = &'a (Ident, LitStr)>) -> TokenStream {
     let pairs = pairs.into_iter().map(|(key, value)| {
         let key = key.to_string();
@@ -167,21 +187,8 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let is_async = task.is_async;
     let pivot = args.pivot.is_some();
     let has_compensation = args.compensate.is_some();
-    let retry = match &args.retry {
-        Some(RetryArgs {
-            attempts,
-            backoff,
-            max_backoff,
-            on,
-            ..
-        }) => retry_spec(
-            attempts.as_ref(),
-            backoff.as_ref(),
-            max_backoff.as_ref(),
-            on.as_ref(),
-        ),
-        None => quote!(#p::RetrySpec::NONE),
-    };
+    let retry = retry_args(args.retry.as_ref());
+    let undo_retry = retry_args(args.undo_retry.as_ref().map(|(_, r)| r));
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let call = call(item, task, false);
@@ -206,6 +213,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             const PIVOT: bool = #pivot;
             const HAS_COMPENSATION: bool = #has_compensation;
             const RETRY: #p::RetrySpec = #retry;
+            const UNDO_RETRY: #p::RetrySpec = #undo_retry;
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
 
@@ -256,6 +264,7 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
             const PIVOT: bool = false;
             const HAS_COMPENSATION: bool = false;
             const RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
+            const UNDO_RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = ::core::option::Option::None;
             const METADATA: &'static [(&'static str, &'static str)] = &[];
             fn action(_: &'static str) -> #p::Step<__SagaC, ()> {
@@ -357,6 +366,7 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
 fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     let p = private();
     let mut attempts = None;
+    let mut undo_attempts = None;
     let mut backoff = None;
     let mut max_backoff = None;
     let mut retry_if = None;
@@ -365,6 +375,7 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     for option in &step.options {
         match &option.value {
             OptionValue::Retry(a) => attempts = Some(a),
+            OptionValue::UndoRetry(a) => undo_attempts = Some(a),
             OptionValue::Backoff(d) => backoff = Some(d),
             OptionValue::MaxBackoff(d) => max_backoff = Some(d),
             OptionValue::RetryIf(path) => retry_if = Some(path),
@@ -375,6 +386,7 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     }
     let name = some_or_none(dsl_name(step), |lit| quote!(#lit));
     let retry = retry_spec(attempts, backoff, max_backoff, retry_if);
+    let undo_retry = retry_spec(undo_attempts, None, None, None);
     let timeout = some_or_none(timeout, duration);
     let metadata = metadata(meta);
     let pivot = step.pivot;
@@ -394,6 +406,7 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
         let __saga_dsl = #p::Dsl {
             name: #name,
             retry: #retry,
+            undo_retry: #undo_retry,
             timeout: #timeout,
             metadata: #metadata,
             pivot: #pivot,
@@ -405,71 +418,135 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
 }
 
 /// `const` assertions for what only the types know: another item's
-/// `name`, `pivot`, compensation and asyncness. Each is spanned at the
-/// token the user should change.
+/// `name`, `pivot`, compensation, retries and asyncness. Each is spanned at
+/// the token the user should change; one function per rule below.
 fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
-    let p = private();
     let mut out = TokenStream::new();
     for (i, step) in steps.iter().enumerate() {
-        let text = path_text(&step.task);
-        if let Some((keyword, undo)) = &step.undo {
-            let span = keyword.span().join(undo.span()).unwrap_or(keyword.span());
-            let message = format!(
-                "step `{text}` already has a compensation from its `#[saga_task(compensate = ..)]`; give it in one place"
-            );
-            let has_compensation = step_of(step, ctx, "HAS_COMPENSATION");
-            out.extend(quote_spanned! {span=>
-                const _: () = ::core::assert!(!#has_compensation, #message);
-            });
-        }
-        if let Some(option) = step
-            .options
-            .iter()
-            .find(|o| matches!(o.value, OptionValue::Timeout(_)))
-        {
-            let message = format!(
-                "`timeout` needs an `async fn` step, and `{text}` is sync: a sync step cannot be interrupted"
-            );
-            let is_async = step_of(step, ctx, "IS_ASYNC");
-            out.extend(quote_spanned! {option.keyword.span()=>
-                const _: () = ::core::assert!(#is_async, #message);
-            });
-        }
-        let earlier: Vec<TokenStream> = steps[..i].iter().map(|s| pivot_expr(s, ctx)).collect();
-        let this = pivot_expr(step, ctx);
-        let span = step.task.span();
-        if !earlier.is_empty() {
-            let message = format!(
-                "step `{text}` is a second pivot (a `pivot` here or in its `#[saga_task]`); a saga has one point of no return"
-            );
-            out.extend(quote_spanned! {span=>
-                const _: () = ::core::assert!(!(#this && (false #(|| #earlier)*)), #message);
-            });
-        }
-        let has_undo = step.undo.is_some();
-        let has_compensation = step_of(step, ctx, "HAS_COMPENSATION");
-        let message = format!(
-            "step `{text}` has a compensation but is or follows the pivot; once the pivot succeeds the saga only goes forward"
+        let earlier = &steps[..i];
+        out.extend(compensation_given_twice(step, ctx));
+        out.extend(timeout_needs_async(step, ctx));
+        out.extend(undo_retry_needs_compensation(step, ctx));
+        out.extend(one_pivot(step, earlier, ctx));
+        out.extend(no_compensation_from_pivot(step, earlier, ctx));
+        out.extend(unique_names(step, earlier, ctx));
+    }
+    out
+}
+
+/// Whether the step has a compensation, as a `const` expression.
+fn has_compensation(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+    let dsl = step.undo.is_some();
+    let attr = step_of(step, ctx, "HAS_COMPENSATION");
+    quote!((#dsl || #attr))
+}
+
+fn compensation_given_twice(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+    let Some((keyword, undo)) = &step.undo else {
+        return TokenStream::new();
+    };
+    let span = keyword.span().join(undo.span()).unwrap_or(keyword.span());
+    let message = format!(
+        "step `{}` already has a compensation from its `#[saga_task(compensate = ..)]`; give it in one place",
+        path_text(&step.task)
+    );
+    let attr = step_of(step, ctx, "HAS_COMPENSATION");
+    quote_spanned! {span=>
+        const _: () = ::core::assert!(!#attr, #message);
+    }
+}
+
+fn timeout_needs_async(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+    let Some(option) = step
+        .options
+        .iter()
+        .find(|o| matches!(o.value, OptionValue::Timeout(_)))
+    else {
+        return TokenStream::new();
+    };
+    let message = format!(
+        "`timeout` needs an `async fn` step, and `{}` is sync: a sync step cannot be interrupted",
+        path_text(&step.task)
+    );
+    let is_async = step_of(step, ctx, "IS_ASYNC");
+    quote_spanned! {option.keyword.span()=>
+        const _: () = ::core::assert!(#is_async, #message);
+    }
+}
+
+fn undo_retry_needs_compensation(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+    let option = step
+        .options
+        .iter()
+        .find(|o| matches!(o.value, OptionValue::UndoRetry(_)));
+    let dsl = option.is_some();
+    let attr = step_of(step, ctx, "UNDO_RETRY");
+    let has_compensation = has_compensation(step, ctx);
+    let span = option.map_or(step.task.span(), |o| o.keyword.span());
+    let message = format!(
+        "`undo_retry` retries a compensation, and step `{}` has none; give it one with `=> undo ..` or drop `undo_retry`",
+        path_text(&step.task)
+    );
+    quote_spanned! {span=>
+        const _: () = ::core::assert!(
+            !((#dsl || #attr.is_set()) && !#has_compensation),
+            #message
         );
-        out.extend(quote_spanned! {span=>
-            const _: () = ::core::assert!(
-                !((#has_undo || #has_compensation) && (#this #(|| #earlier)*)),
-                #message
-            );
-        });
-        let name = name_expr(step, ctx);
-        for other in &steps[..i] {
+    }
+}
+
+fn one_pivot(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenStream {
+    if earlier.is_empty() {
+        return TokenStream::new();
+    }
+    let this = pivot_expr(step, ctx);
+    let earlier = earlier.iter().map(|s| pivot_expr(s, ctx));
+    let message = format!(
+        "step `{}` is a second pivot (a `pivot` here or in its `#[saga_task]`); a saga has one point of no return",
+        path_text(&step.task)
+    );
+    quote_spanned! {step.task.span()=>
+        const _: () = ::core::assert!(!(#this && (false #(|| #earlier)*)), #message);
+    }
+}
+
+fn no_compensation_from_pivot(
+    step: &StepDef,
+    earlier: &[&StepDef],
+    ctx: &TokenStream,
+) -> TokenStream {
+    let this = pivot_expr(step, ctx);
+    let earlier = earlier.iter().map(|s| pivot_expr(s, ctx));
+    let has_compensation = has_compensation(step, ctx);
+    let message = format!(
+        "step `{}` has a compensation but is or follows the pivot; once the pivot succeeds the saga only goes forward",
+        path_text(&step.task)
+    );
+    quote_spanned! {step.task.span()=>
+        const _: () = ::core::assert!(
+            !(#has_compensation && (#this #(|| #earlier)*)),
+            #message
+        );
+    }
+}
+
+fn unique_names(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenStream {
+    let p = private();
+    let name = name_expr(step, ctx);
+    let text = path_text(&step.task);
+    earlier
+        .iter()
+        .map(|other| {
             let other_name = name_expr(other, ctx);
             let message = format!(
                 "steps `{}` and `{text}` have the same name (set by `name` in `#[saga_task]` or `saga!`); step names must be unique",
                 path_text(&other.task)
             );
-            out.extend(quote_spanned! {span=>
+            quote_spanned! {step.task.span()=>
                 const _: () = ::core::assert!(!#p::str_eq(#other_name, #name), #message);
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -486,5 +563,66 @@ mod tests {
             super::saga_stub(None).to_string(),
             ":: saga_core :: __private :: stub :: < _ > ()"
         );
+    }
+}
+
+/// `docs/MACROS.md` shows an expansion; this keeps it true.
+#[cfg(test)]
+mod docs_expansion {
+    use quote::ToTokens;
+
+    fn expansion() -> String {
+        let create: syn::ItemFn = syn::parse_quote! {
+            fn create_order(order: &mut Order) -> Result<u64, StepError> {
+                order.id = Some(1001);
+                Ok(1001)
+            }
+        };
+        let cancel: syn::ItemFn = syn::parse_quote! {
+            fn cancel_order(order: &mut Order, id: Option<&u64>) -> Result<(), StepError> {
+                order.id = None;
+                Ok(())
+            }
+        };
+        let create_args: crate::attr::TaskArgs =
+            syn::parse_quote!(undo = cancel_order, retry(attempts = 3, backoff = "100ms"));
+        let cancel_args: crate::attr::TaskArgs = syn::parse_quote!();
+        let saga: crate::ast::SagaDef = syn::parse_quote! {
+            name: "order",
+            context: Order,
+            step create_order, retry 5;
+            pivot ship_order;
+        };
+        let create_fn = crate::validate::check_task_fn(&create).unwrap();
+        let cancel_fn = crate::validate::check_task_fn(&cancel).unwrap();
+        let create = super::task(&create, &create_args, &create_fn);
+        let cancel = super::task(&cancel, &cancel_args, &cancel_fn);
+        let saga = super::saga(&saga);
+        let file: syn::File = syn::parse_quote! {
+            #create
+            #cancel
+            fn main() { let order = #saga; }
+        };
+        file.to_token_stream().to_string()
+    }
+
+    #[test]
+    fn the_documented_expansion_is_the_real_one() {
+        let doc = include_str!("../../docs/MACROS.md");
+        let start = doc.find("## Output\n\n```rust\n").unwrap() + "## Output\n\n```rust\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let documented: syn::File = syn::parse_str(&doc[start..end]).unwrap();
+        assert_eq!(
+            squash(&documented.to_token_stream().to_string()),
+            squash(&expansion())
+        );
+    }
+
+    /// Without what `rustfmt` may change inside macro arguments and
+    /// argument lists: spacing, trailing commas, redundant parentheses.
+    fn squash(code: &str) -> String {
+        code.chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, ',' | '(' | ')'))
+            .collect()
     }
 }

@@ -40,6 +40,9 @@ mod validate;
 ///   - `backoff 100ms`, `max_backoff 5s`: delays between attempts;
 ///   - `retry_if path`: a `fn(&StepError) -> bool` choosing which errors
 ///     are retried (default: those marked `StepError::retryable`);
+///   - `undo_retry 5` (or `forever`): attempts of the step's compensation,
+///     which otherwise gets `default_compensation_retry()` (3 attempts,
+///     every error retried); a step with no compensation cannot have it;
 ///   - `timeout 2s`: per attempt, for `async fn` steps only;
 ///   - `name "charge_again"`: the step's name (default: the attribute's
 ///     `name`, else the function's), so a function can run twice;
@@ -53,8 +56,8 @@ mod validate;
 /// token to change: no steps, a duplicate step name (at the second), a
 /// second pivot, a compensation on or after the pivot, a compensation
 /// given both here and in the attribute, a timeout on a sync step, zero
-/// attempts; and beyond it: a compensation whose context or output type
-/// does not match its step, a step that is not a `#[saga_task]` function
+/// attempts; and beyond it: `undo_retry` on a step without compensation,
+/// a compensation whose context or output type does not match its step, a step that is not a `#[saga_task]` function
 /// of the saga's context, an unknown option. Since no `BuildError` remains
 /// possible, `saga!` evaluates to the `Saga<C>` itself.
 ///
@@ -194,6 +197,7 @@ pub fn saga(input: TokenStream) -> TokenStream {
 ///     name = "create",                    // default: the function's name
 ///     retry(attempts = 3, backoff = "100ms", max_backoff = "5s", on = is_transient),
 ///     retry(forever),                     // instead of `attempts`
+///     undo_retry(attempts = 5, backoff = "1s"), // the compensation's retries (same arguments)
 ///     timeout = "2s",                     // async functions only
 ///     pivot,                              // the point of no return, no compensation
 ///     metadata(team = "payments"),

@@ -264,8 +264,14 @@ pub fn check_task_args(args: &TaskArgs, task: &TaskFn) -> syn::Result<()> {
     if let Some((_, name)) = &args.name {
         check_name(name, &mut errors);
     }
-    if let Some(Attempts::Count(n)) = args.retry.as_ref().and_then(|r| r.attempts.as_ref()) {
-        check_attempts(n, &mut errors);
+    let retries = [
+        args.retry.as_ref(),
+        args.undo_retry.as_ref().map(|(_, r)| r),
+    ];
+    for retry in retries.into_iter().flatten() {
+        if let Some(Attempts::Count(n)) = &retry.attempts {
+            check_attempts(n, &mut errors);
+        }
     }
     errors.finish()
 }
@@ -280,7 +286,7 @@ fn check_attempts(n: &syn::LitInt, errors: &mut Errors) {
     match n.base10_parse::<u32>() {
         Ok(0) => errors.error(
             n.span(),
-            "zero attempts would never run the step; use at least 1 (`retry 1` is no retry)",
+            "zero attempts would never run it; use at least 1 (`retry 1` is no retry)",
         ),
         Ok(_) => {}
         Err(e) => errors.push(e),
@@ -400,7 +406,9 @@ fn check_options(step: &StepDef, errors: &mut Errors) {
             );
         }
         match &option.value {
-            OptionValue::Retry(Attempts::Count(n)) => check_attempts(n, errors),
+            OptionValue::Retry(Attempts::Count(n)) | OptionValue::UndoRetry(Attempts::Count(n)) => {
+                check_attempts(n, errors)
+            }
             OptionValue::Name(name) => check_name(name, errors),
             _ => {}
         }
