@@ -87,7 +87,11 @@ pub fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
                 },
             ),
         )
-        .step(Step::new_async(
+        // The pivot: a parcel that left cannot be called back, so once it
+        // ships the order only goes forward (a failing email is retried,
+        // never a reason to refund). The test kit found the earlier version,
+        // with `ship` as an ordinary step, refunding shipped orders.
+        .pivot(Step::new_async(
             "ship",
             |o: &mut Order, info: &StepInfo<'_>| {
                 Box::pin(async move {

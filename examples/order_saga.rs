@@ -11,17 +11,18 @@
 
 use saga_core::{StepError, StepInfo, saga, saga_task};
 
-/// What every step of one order sees.
+/// What every step of one order sees. Public, like [`order_saga`], so
+/// that `tests/test_testkit.rs` tests this very saga.
 #[derive(Debug, Default)]
-struct Order {
-    id: Option<u64>,
+pub struct Order {
+    pub id: Option<u64>,
     /// The gateway answers "busy" this many times first.
-    gateway_busy: u32,
+    pub gateway_busy: u32,
     /// The card is declined.
-    declined: bool,
-    stock: u32,
-    charged_cents: u64,
-    shipped: bool,
+    pub declined: bool,
+    pub stock: u32,
+    pub charged_cents: u64,
+    pub shipped: bool,
 }
 
 #[saga_task(undo = cancel_order)]
@@ -86,17 +87,22 @@ fn ship_order(order: &mut Order) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Runs both scenarios; fails if the saga does not behave as the text says
-/// (the tests run this too).
-pub fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let saga = saga! {
+/// The saga: four steps, the last one the pivot.
+pub fn order_saga() -> saga_core::Saga<Order> {
+    saga! {
         name: "order",
         context: Order,
         step create_order;
         step reserve_stock;
         step charge_payment => undo refund_payment, retry 3, backoff 50ms;
         pivot ship_order;
-    };
+    }
+}
+
+/// Runs both scenarios; fails if the saga does not behave as the text says
+/// (the tests run this too).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let saga = order_saga();
 
     println!("run 1: the card is declined");
     let mut order = Order {

@@ -16,6 +16,10 @@ mod durable_order;
 
 use durable_order::{Order, order_saga};
 
+#[path = "../examples/order_saga.rs"]
+#[allow(dead_code)]
+mod macro_order;
+
 fn new_order() -> Order {
     Order {
         id: "order-42".to_owned(),
@@ -47,7 +51,8 @@ async fn the_example_order_saga_passes_every_failure_and_repeat() {
     assert_eq!(report.cases.len(), 1 + 4 * 2 + 2, "{report}");
     let report = kit.twice().await;
     report.assert_passed();
-    assert_eq!(report.cases.len(), 4, "{report}");
+    // Undisturbed, and rolled back from `charge_card` and from `ship`.
+    assert_eq!(report.cases.len(), 3, "{report}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -55,19 +60,21 @@ async fn the_example_order_saga_survives_a_crash_at_every_commit_in_memory() {
     let kit = SagaTest::new(&order_saga().unwrap(), new_order).with_state(order_state);
     let report = kit.crashes(Durability::Memory).await;
     report.assert_passed();
-    // Two paths (undisturbed, rolled back from `email`), each with its own
-    // run and a crash before and after each of its commits.
+    // Two paths (undisturbed, rolled back from the pivot `ship`), each
+    // with its own run and a crash before and after each of its commits.
     let text = report.to_string();
     assert!(text.contains("no failure, durable, 5 commits"), "{text}");
     assert!(
-        text.contains("step `email` fails cleanly, durable, 7 commits"),
+        text.contains("step `ship` fails cleanly, durable, 6 commits"),
         "{text}"
     );
-    assert_eq!(report.cases.len(), 1 + 5 * 2 + 1 + 7 * 2, "{text}");
-    // A crash while the failing step ran makes its outcome unknown: the
-    // rules, and the kit, expect its (no-undo) step to be skipped then.
+    assert_eq!(report.cases.len(), 1 + 5 * 2 + 1 + 6 * 2, "{text}");
+    // A crash while the pivot ran makes its outcome unknown: the rules,
+    // and the kit, expect the run to end stuck then.
     assert!(
-        text.contains("(while the failing step ran: its outcome is unknown)"),
+        text.contains(
+            "step `ship` fails cleanly, crash after commit 3 of 6 (while the failing step ran: its outcome is unknown): expected stuck, got stuck"
+        ),
         "{text}"
     );
 }
@@ -278,7 +285,7 @@ async fn a_context_that_loses_a_field_in_the_log_is_caught_by_a_crash() {
             u.session = Some("s-1".to_owned());
             Ok::<_, StepError>(())
         }))
-        .step(Step::new("send", |u: &mut Upload, _: &StepInfo<'_>| {
+        .pivot(Step::new("send", |u: &mut Upload, _: &StepInfo<'_>| {
             u.session.as_ref().ok_or("no session")?;
             u.done = true;
             Ok::<_, StepError>(())
@@ -292,9 +299,7 @@ async fn a_context_that_loses_a_field_in_the_log_is_caught_by_a_crash() {
     // Recovered after `open` succeeded, `send` finds no session.
     let text = report.to_string();
     assert!(
-        text.contains(
-            "FAIL no failure, crash after commit 2 of 3: expected completed, got compensated"
-        ),
+        text.contains("FAIL no failure, crash after commit 2 of 3: expected completed, got stuck"),
         "{text}"
     );
 }
@@ -314,4 +319,43 @@ async fn a_step_whose_output_cannot_be_logged_is_reported_not_run() {
     let text = report.to_string();
     assert!(text.contains("cannot register the saga"), "{text}");
     assert!(text.contains("call `.durable()` on the step"), "{text}");
+}
+
+/// `examples/order_saga.rs` keeps its stock in the context and its
+/// `reserve_stock` is neither keyed nor able to undo an unknown outcome
+/// (its compensation says so: "this step always reports"). The kit finds
+/// exactly that, and nothing else; when the example learns to, this test
+/// is to be changed to `assert_passed`.
+#[tokio::test]
+async fn the_macro_example_order_saga_is_checked_and_its_one_weakness_found() {
+    let kit = SagaTest::new(&macro_order::order_saga(), || macro_order::Order {
+        stock: 10,
+        ..macro_order::Order::default()
+    })
+    .with_state(|o: &macro_order::Order| (o.id, o.stock, o.charged_cents, o.shipped));
+    let report = kit.failures().await;
+    assert_eq!(report.cases.len(), 1 + 4 * 2 + 3, "{report}");
+    assert_eq!(
+        failed(&report),
+        ["step `reserve_stock` fails, outcome unknown"],
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains(
+            "rolled back, but the state is not the one it started from: (None, 8, 0, false) instead of (None, 10, 0, false)"
+        ),
+        "{report}"
+    );
+    let report = kit.twice().await;
+    assert_eq!(
+        failed(&report),
+        ["no failure, every step and compensation twice"],
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains(
+            "the final state differs: (Some(1001), 6, 4999, true) instead of (Some(1001), 8, 4999, true)"
+        ),
+        "{report}"
+    );
 }

@@ -22,7 +22,8 @@
 //! no compensation ran again after it succeeded, and that compensations ran
 //! in reverse order. [`SagaTest::with_state`] adds a comparison of the
 //! final context with the one an undisturbed run leaves (for the "twice"
-//! and crash modes), which is how idempotency shows.
+//! and crash modes: how idempotency shows) and, after a rollback, with the
+//! context the run started from (how an effect left behind shows).
 //!
 //! Add it as a dev-dependency with the feature on:
 //!
@@ -744,9 +745,11 @@ impl<C: Send + 'static> SagaTest<C> {
 
     /// Compares what `state` extracts from the final context of the
     /// "twice" and crash cases with what it extracts after an undisturbed
-    /// run of the same case: a step that is not idempotent shows as a
-    /// difference. Extract what your steps change (counters, ids, a fake
-    /// service's ledger kept in the context).
+    /// run of the same case (a step that is not idempotent shows as a
+    /// difference), and, after a rollback, with what it extracts from a
+    /// fresh context (an effect left behind shows). Extract what your
+    /// steps change and their compensations undo (stock, charges, a fake
+    /// service's ledger kept in the context), not test scaffolding.
     #[must_use]
     pub fn with_state<S, F>(mut self, state: F) -> Self
     where
@@ -785,17 +788,31 @@ impl<C: Send + 'static> SagaTest<C> {
 
     /// Runs the saga once undisturbed, then with each step failing cleanly
     /// and with an unknown outcome, and with each compensation failing;
-    /// checks every run against the rules.
+    /// checks every run against the rules, and (with
+    /// [`with_state`](Self::with_state)) that every run that was rolled
+    /// back left the state as a fresh context from the factory has it.
     pub async fn failures(&self) -> TestReport {
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
         for fault in plan.failure_cases() {
-            let (result, calls, _) = self.run_case(fault, false).await;
+            let (result, calls, ctx) = self.run_case(fault, false).await;
             let expected = plan.expected(fault);
             let status = status_of(&result);
             let mut problems = plan.check(fault, &calls, status, false);
             if status != expected {
                 problems.insert(0, format!("ended {status}: {}", describe_result(&result)));
+            }
+            // A clean rollback undoes every effect: the state is the
+            // state the run started from.
+            if status == ExecutionStatus::Compensated
+                && let Some(difference) = self
+                    .compare
+                    .as_ref()
+                    .and_then(|compare| compare(&(self.factory)(), &ctx))
+            {
+                problems.push(format!(
+                    "rolled back, but the state is not the one it started from: {difference}"
+                ));
             }
             cases.push(CaseReport {
                 name: plan.describe(fault),
