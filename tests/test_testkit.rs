@@ -359,3 +359,52 @@ async fn the_macro_example_order_saga_is_checked_and_its_one_weakness_found() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn a_rollback_that_goes_on_past_a_failed_compensation_is_expected_to() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Books {
+        a: bool,
+        b: bool,
+    }
+    let saga = Saga::builder("books")
+        .continue_on_compensation_failure(true)
+        .step(
+            Step::new("a", |s: &mut Books, _: &StepInfo<'_>| {
+                s.a = true;
+                Ok::<_, StepError>(())
+            })
+            .compensate(|s: &mut Books, _: Option<&()>, _: &StepInfo<'_>| {
+                s.a = false;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(
+            Step::new("b", |s: &mut Books, _: &StepInfo<'_>| {
+                s.b = true;
+                Ok::<_, StepError>(())
+            })
+            .compensate(|s: &mut Books, _: Option<&()>, _: &StepInfo<'_>| {
+                s.b = false;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .pivot(Step::new("close", |_: &mut Books, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let report = SagaTest::new(&saga, Books::default)
+        .with_state(|s: &Books| (s.a, s.b))
+        .failures()
+        .await;
+    report.assert_passed();
+    // `b`'s compensation fails; `a`'s still runs (and the kit accepts it).
+    let case = report
+        .cases
+        .iter()
+        .find(|c| c.name.starts_with("compensation of `b` fails"))
+        .unwrap();
+    assert_eq!(case.expected, saga_core::ExecutionStatus::Stuck);
+    assert!(case.summary.starts_with("compensated [a];"), "{report}");
+}

@@ -25,6 +25,10 @@
 //! and crash modes: how idempotency shows) and, after a rollback, with the
 //! context the run started from (how an effect left behind shows).
 //!
+//! Steps that sleep (real remote calls, or stand-ins for them) make every
+//! case wait: run the kit under `#[tokio::test(start_paused = true)]`
+//! (tokio's `test-util` feature) and tokio's timers cost nothing.
+//!
 //! Add it as a dev-dependency with the feature on:
 //!
 //! ```toml
