@@ -41,7 +41,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use saga_core::store::{Event, EventKind, ExecutionRecord, SagaStore, SqliteStore, StoreError};
+use saga_core::store::{
+    Event, EventKind, ExecutionRecord, SagaStore, SqliteOptions, SqliteStore, StoreError,
+};
 use saga_core::{EngineError, ExecutionId, ExecutionStatus, SagaEngine, SagaReport, diagram};
 use serde::Serialize;
 
@@ -113,6 +115,10 @@ struct Cli {
     /// Print JSON instead of text, for scripts.
     #[arg(long, global = true)]
     json: bool,
+    /// Skip SQLite's `quick_check` on open (it reads the whole file; for
+    /// very large stores you trust).
+    #[arg(long, global = true)]
+    no_integrity_check: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -249,7 +255,7 @@ where
 {
     let cli = parse(args)?;
     let spec = cli.store.as_deref().ok_or(CliError::NoStore)?;
-    let store = open_store(spec)?;
+    let store = open_store(spec, !cli.no_integrity_check)?;
     let engine = SagaEngine::with_store(store);
     execute(&engine, &cli, Mode::Tool).await
 }
@@ -267,12 +273,13 @@ where
     })
 }
 
-/// Opens the store named on the command line, never creating one.
+/// Opens the store named on the command line, never creating one;
+/// `integrity_check` runs SQLite's `quick_check` first.
 ///
 /// # Errors
 /// [`CliError::Missing`] for a file that does not exist, and the store's
 /// own errors for a file that is not a saga store.
-pub fn open_store(spec: &str) -> Result<Arc<dyn SagaStore>, CliError> {
+pub fn open_store(spec: &str, integrity_check: bool) -> Result<Arc<dyn SagaStore>, CliError> {
     if let Some((scheme, _)) = spec.split_once("://") {
         return match scheme {
             "postgres" | "postgresql" => Err(CliError::NoPostgres),
@@ -286,7 +293,8 @@ pub fn open_store(spec: &str) -> Result<Arc<dyn SagaStore>, CliError> {
     if !path.exists() {
         return Err(CliError::Missing(path.to_owned()));
     }
-    Ok(Arc::new(SqliteStore::open(path)?))
+    let options = SqliteOptions::new().with_integrity_check(integrity_check);
+    Ok(Arc::new(SqliteStore::open_with(path, options)?))
 }
 
 async fn execute(engine: &SagaEngine, cli: &Cli, mode: Mode) -> Result<String, CliError> {
