@@ -419,6 +419,7 @@ async fn cancel_writes_a_request_that_recovery_carries_out() {
                 saga: "order".to_owned(),
                 fingerprint: order_saga(&ready).fingerprint(),
                 context: "0".to_owned(),
+                events: Vec::new(),
             },
             "dead-owner",
             Duration::from_millis(1),

@@ -149,6 +149,17 @@ pub enum EngineError {
         /// Why.
         detail: String,
     },
+    /// `wait` found an unfinished execution that no owner runs (its owner
+    /// died, or its log could not be written).
+    #[error(
+        "execution `{execution_id}` is {status} but no owner runs it; call `recover()` to carry it on"
+    )]
+    NotRunning {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its status.
+        status: ExecutionStatus,
+    },
     /// The engine was called outside a tokio runtime.
     #[error("the saga engine must be called inside a tokio runtime")]
     NoRuntime,
@@ -391,6 +402,11 @@ impl SagaEngine {
             what: format!("the context of a new `{name}` execution"),
             detail: e.to_string(),
         })?;
+        // The first step's start is committed with the creation: one commit
+        // fewer per execution. The journal knows it is there already.
+        let mut first = Event::new(1, EventKind::StepStarted);
+        first.step = Some(0);
+        first.attempt = 1;
         let created = self
             .inner
             .store
@@ -400,6 +416,7 @@ impl SagaEngine {
                     saga: name.to_owned(),
                     fingerprint: runner.fingerprint().to_owned(),
                     context: context.clone(),
+                    events: vec![first.clone()],
                 },
                 &self.inner.owner,
                 self.inner.lease_ttl,
@@ -416,7 +433,7 @@ impl SagaEngine {
                 let job = Job {
                     id: id.clone(),
                     initial_context: context,
-                    events: Vec::new(),
+                    events: vec![first],
                     fresh: Some(Box::new(ctx)),
                     lease,
                     cancel: CancellationToken::new(),
@@ -428,13 +445,15 @@ impl SagaEngine {
     }
 
     /// Waits for an execution to end (in this process or another) and
-    /// returns its report. For a run of this process the report is the
-    /// run's own; otherwise it is rebuilt from the log (statuses,
+    /// returns its report: the run's own if this engine is running it when
+    /// `wait` is called, otherwise one rebuilt from the log (statuses,
     /// outcomes, attempts and errors; no durations).
     ///
     /// # Errors
     /// [`EngineError::NotFound`]; [`EngineError::Interrupted`] if the run
-    /// stopped because its log could not be written; store errors.
+    /// stopped because its log could not be written;
+    /// [`EngineError::NotRunning`] if no owner runs it (recover it first);
+    /// store errors.
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         loop {
             let live = self.live().get(id).map(|l| l.done.clone());
@@ -461,7 +480,16 @@ impl SagaEngine {
             if record.status.is_finished() {
                 return self.rebuilt_report(&record).await;
             }
-            // Run by another owner (or about to be recovered): poll.
+            let leased = record
+                .lease_expires_at_ms
+                .is_some_and(|expires| expires > now_ms());
+            if !leased {
+                return Err(EngineError::NotRunning {
+                    execution_id: id.clone(),
+                    status: record.status,
+                });
+            }
+            // Run by another owner: poll.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -489,7 +517,7 @@ impl SagaEngine {
         );
         for record in unfinished {
             let id = record.id.clone();
-            if self.live().contains_key(&id) {
+            if self.running_here(&id) {
                 continue;
             }
             match self.take_over(&record, None, false).await {
@@ -505,7 +533,7 @@ impl SagaEngine {
         // does not hold the saga's code (`request_resume`).
         for record in self.inner.store.list(Some(ExecutionStatus::Stuck)).await? {
             let id = record.id.clone();
-            if self.live().contains_key(&id) {
+            if self.running_here(&id) {
                 continue;
             }
             let events = self.inner.store.events(&id).await?;
@@ -558,7 +586,7 @@ impl SagaEngine {
         applies: impl Fn(&ExecutionRecord) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         applies(&self.record(id).await?)?;
-        if self.live().contains_key(id) {
+        if self.running_here(id) {
             return Err(EngineError::Busy {
                 execution_id: id.clone(),
                 owner: self.inner.owner.clone(),
@@ -718,6 +746,13 @@ impl SagaEngine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether a run of this engine is carrying `id` on right now.
+    fn running_here(&self, id: &ExecutionId) -> bool {
+        self.live()
+            .get(id)
+            .is_some_and(|live| live.done.borrow().is_none())
+    }
+
     fn by_name(&self, name: &str) -> Result<Arc<dyn Runner>, EngineError> {
         let registry = self.registry();
         registry
@@ -800,7 +835,7 @@ impl SagaEngine {
         // A dry run of the decoding, so that a log this build cannot read
         // is refused before the lease is touched.
         let events = store.events(id).await?;
-        runner.check(id, &record.context, &events, mark.is_some())?;
+        runner.check(id, &record.context, &events)?;
         let Some(lease) = store
             .claim(id, &self.inner.owner, self.inner.lease_ttl)
             .await?
@@ -832,7 +867,7 @@ impl SagaEngine {
         }
         if let Some(kind) = mark {
             let event = Event::new(record.last_seq + 1, kind);
-            let phase = fold(id, runner.steps(), &record.context, &events, true)?.phase;
+            let phase = fold(id, runner.steps(), &events)?.phase;
             let status = match phase {
                 ResumePhase::Forward => ExecutionStatus::Running,
                 ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
@@ -874,13 +909,22 @@ impl SagaEngine {
         let inner = Arc::clone(&self.inner);
         handle.spawn(async move {
             let done = run.await;
-            let _ = inner.store.release(&id, &lease).await;
-            inner
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+            // The final write released the lease already.
+            let finished = matches!(&done, Ok(report) if report.status.is_finished());
+            if !finished {
+                let _ = inner.store.release(&id, &lease).await;
+            }
+            // A run stopped by its store stays listed with its error, for
+            // `wait`, until a recovery runs it again.
+            let interrupted = done.is_err();
             let _ = tx.send(Some(done));
+            if !interrupted {
+                inner
+                    .live
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            }
         });
         Ok(())
     }
@@ -907,13 +951,7 @@ impl SagaEngine {
             }
         };
         let events = store.events(&record.id).await?;
-        let folded = fold(
-            &record.id,
-            shape.steps.len(),
-            &record.context,
-            &events,
-            false,
-        )?;
+        let folded = fold(&record.id, shape.steps.len(), &events)?;
         let rolled_back = matches!(folded.phase, ResumePhase::Rollback { .. });
         let steps = shape
             .steps
@@ -923,8 +961,9 @@ impl SagaEngine {
                 name: s.name.as_str().into(),
                 kind: kind_from_label(&s.kind),
                 // A rollback passes over a step with nothing to undo that
-                // took effect (the log has no event for it), as the live
-                // report says.
+                // took effect (the log has no event for it), as a live
+                // rollback reports it (whether it succeeded or its outcome is
+                // unknown).
                 status: if rolled_back
                     && kind_from_label(&s.kind) == StepKind::NoUndo
                     && f.outcome.needs_compensation()
@@ -1088,13 +1127,7 @@ trait Runner: Send + Sync {
     fn context_type(&self) -> TypeId;
     fn context_type_name(&self) -> &'static str;
     /// Decodes a log without running anything.
-    fn check(
-        &self,
-        id: &ExecutionId,
-        initial: &str,
-        events: &[Event],
-        resuming: bool,
-    ) -> Result<(), EngineError>;
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError>;
     /// Decodes the log and returns the run, ready to spawn.
     fn prepare(
         self: Arc<Self>,
@@ -1118,9 +1151,8 @@ where
         id: &ExecutionId,
         initial: &str,
         events: &[Event],
-        resuming: bool,
     ) -> Result<(C, Option<Resume>), EngineError> {
-        let folded = fold(id, self.steps(), initial, events, resuming)?;
+        let folded = fold(id, self.steps(), events)?;
         let ctx = serde_json::from_str::<C>(folded.context.as_deref().unwrap_or(initial)).map_err(
             |e| EngineError::Undecodable {
                 execution_id: id.clone(),
@@ -1182,14 +1214,8 @@ where
         type_name::<C>()
     }
 
-    fn check(
-        &self,
-        id: &ExecutionId,
-        initial: &str,
-        events: &[Event],
-        resuming: bool,
-    ) -> Result<(), EngineError> {
-        self.decode(id, initial, events, resuming).map(|_| ())
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError> {
+        self.decode(id, initial, events).map(|_| ())
     }
 
     fn prepare(
@@ -1197,10 +1223,13 @@ where
         store: Arc<dyn SagaStore>,
         job: Job,
     ) -> Result<BoxFuture<'static, Done>, EngineError> {
-        let resuming = job.events.iter().any(|e| e.kind == EventKind::Resumed);
-        let (mut ctx, resume) = match job.fresh.map(|b| b.downcast::<C>()) {
+        let fresh = job.fresh.map(|b| b.downcast::<C>());
+        // A fresh start's log holds its first step's start, written with
+        // the execution.
+        let preloaded = matches!(fresh, Some(Ok(_)));
+        let (mut ctx, resume) = match fresh {
             Some(Ok(ctx)) => (*ctx, None),
-            _ => self.decode(&job.id, &job.initial_context, &job.events, resuming)?,
+            _ => self.decode(&job.id, &job.initial_context, &job.events)?,
         };
         let next_seq = job.events.last().map_or(1, |e| e.seq + 1);
         Ok(Box::pin(async move {
@@ -1211,6 +1240,7 @@ where
                 state: tokio::sync::Mutex::new(JournalState {
                     next_seq,
                     buffer: Vec::new(),
+                    preloaded,
                 }),
                 cancel: job.cancel.clone(),
                 _context: PhantomData,
@@ -1255,6 +1285,9 @@ struct JournalState {
     /// Events written at the next flush: what follows a step's start is
     /// committed with the next start (a step transition) or the end.
     buffer: Vec<Event>,
+    /// Whether the first step's first start is in the log already (written
+    /// with the execution).
+    preloaded: bool,
 }
 
 /// The executor's journal on a store: numbers events, buffers them, and
@@ -1283,14 +1316,24 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
-            event.seq = state.next_seq;
-            state.next_seq += 1;
+            let written = state.preloaded
+                && event.kind == EventKind::StepStarted
+                && event.step == Some(0)
+                && event.attempt == 1;
+            if written {
+                state.preloaded = false;
+            } else {
+                event.seq = state.next_seq;
+                state.next_seq += 1;
+            }
             let flush = matches!(
                 event.kind,
                 EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
             );
-            state.buffer.push(event);
-            if !flush {
+            if !written {
+                state.buffer.push(event);
+            }
+            if !flush || state.buffer.is_empty() {
                 return Ok(());
             }
             let events = std::mem::take(&mut state.buffer);
@@ -1316,16 +1359,9 @@ struct Folded {
 
 /// Reads a log: each step's state, outputs, the latest context and the
 /// direction. A step or compensation that started and never ended is set
-/// up to run again as the same attempt, its outcome unknown. `resuming`
-/// (an operator's resume) gives what failed for good a fresh budget.
-fn fold(
-    id: &ExecutionId,
-    steps: usize,
-    initial: &str,
-    events: &[Event],
-    resuming: bool,
-) -> Result<Folded, EngineError> {
-    let _ = initial;
+/// up to run again as the same attempt, its outcome unknown. After an
+/// operator's resume, what failed for good gets a fresh budget.
+fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, EngineError> {
     let mut folded = Folded {
         steps: (0..steps)
             .map(|_| ResumeStep {
@@ -1386,6 +1422,20 @@ fn fold(
                 }
             }
             (EventKind::RollbackStarted, _) => {
+                // A step whose start is followed by the rollback without an
+                // end of its own was stopped by a cancellation before it
+                // ran (the start's commit brought the request).
+                for (s, flying) in folded.steps.iter_mut().zip(&mut in_flight) {
+                    if *flying && s.status == StepStatus::Running {
+                        *flying = false;
+                        s.attempts = s.attempts.saturating_sub(1);
+                        s.status = if s.attempts == 0 {
+                            StepStatus::Pending
+                        } else {
+                            StepStatus::Failed
+                        };
+                    }
+                }
                 folded.phase = ResumePhase::Rollback {
                     cause: index.map(|i| (i, event.error.clone().unwrap_or_default())),
                 };
@@ -1425,7 +1475,6 @@ fn fold(
             _ => {}
         }
     }
-    let _ = resuming;
     // Cut off by a crash: run the same attempt again; it may have taken
     // effect, so its outcome is unknown (sticky, as for a timeout).
     for (s, flying) in folded.steps.iter_mut().zip(in_flight) {

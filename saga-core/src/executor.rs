@@ -262,21 +262,22 @@ async fn run_execution<C>(
             Box::pin(rollback(&env, &mut state, ctx, stop)).await
         }
     };
+    if env.journal.is_none() || matches!(result, Err(SagaError::Store { .. })) {
+        return result;
+    }
     if let Some(error) = env.take_abort() {
         return Err(store_error(&env, &mut state, error));
     }
-    if env.journal.is_some() && !matches!(result, Err(SagaError::Store { .. })) {
-        let status = match &result {
-            Ok(report) => report.status,
-            Err(error) => error.report().status,
-        };
-        let mut event = Event::new(0, EventKind::Finished);
-        event.context = env.snapshot(&*ctx);
-        if env.log(event, status).await.is_err()
-            && let Some(error) = env.take_abort()
-        {
-            return Err(store_error(&env, &mut state, error));
-        }
+    let status = match &result {
+        Ok(report) => report.status,
+        Err(error) => error.report().status,
+    };
+    let mut event = Event::new(0, EventKind::Finished);
+    event.context = env.snapshot(&*ctx);
+    if env.log(event, status).await.is_err()
+        && let Some(error) = env.take_abort()
+    {
+        return Err(store_error(&env, &mut state, error));
     }
     result
 }
@@ -495,10 +496,6 @@ async fn run_action<C>(
     loop {
         attempt += 1;
         report.attempts = attempt;
-        env.emit(&SagaEvent::StepStarted {
-            step: &step.name,
-            attempt,
-        });
         if env.journal.is_some() {
             let mut event = Event::new(0, EventKind::StepStarted);
             event.step = Some(index as u32);
@@ -506,7 +503,24 @@ async fn run_action<C>(
             if env.log(event, ExecutionStatus::Running).await.is_err() {
                 return Err((env.clock.now(), StepError::new(JournalFailed)));
             }
+            // A durable run hears of a cancellation request at its writes:
+            // one that came with this start stops the step before it runs
+            // (the rollback that follows tells the log it never ran).
+            if brakes.cancel.is_some_and(CancellationToken::is_cancelled) {
+                attempt -= 1;
+                report.attempts = attempt;
+                report.status = if attempt == 0 {
+                    StepStatus::Pending
+                } else {
+                    StepStatus::Failed
+                };
+                return Err((env.clock.now(), StepError::interrupted()));
+            }
         }
+        env.emit(&SagaEvent::StepStarted {
+            step: &step.name,
+            attempt,
+        });
         let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
         let run = attempt_action(step, &mut ctx, &info, brakes);
         #[cfg(feature = "tracing")]
@@ -1001,10 +1015,13 @@ impl<C> Env<'_, C> {
     }
 
     fn is_aborted(&self) -> bool {
-        self.aborted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
+        // In-memory runs have no journal to fail: no lock taken.
+        self.journal.is_some()
+            && self
+                .aborted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
     }
 
     fn take_abort(&self) -> Option<StoreError> {

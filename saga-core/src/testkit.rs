@@ -88,7 +88,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::clock::TestClock;
-use crate::engine::SagaEngine;
+use crate::engine::{EngineError, SagaEngine};
 use crate::error::{SagaError, StepError};
 use crate::id::ExecutionId;
 use crate::policy::RetryPolicy;
@@ -1043,11 +1043,19 @@ where
             .register(saga.clone())
             .await
             .map_err(|e| format!("cannot register the saga: {e}"))?;
-        let id = first
-            .start(self.saga.name(), (self.factory)())
+        // A caller-given id, so that the caller can retry the start after
+        // a crash before its creation was committed.
+        let id = ExecutionId::generate();
+        let outcome = match first
+            .start_with_id(self.saga.name(), id.clone(), (self.factory)())
             .await
-            .map_err(|e| format!("cannot start the saga: {e}"))?;
-        let outcome = first.wait(&id).await;
+        {
+            Ok(id) => first.wait(&id).await,
+            Err(_) if crashing.crashed.load(Ordering::SeqCst) => Err(EngineError::NotFound {
+                execution_id: id.clone(),
+            }),
+            Err(e) => return Err(format!("cannot start the saga: {e}")),
+        };
         let commits = crashing.commits.load(Ordering::SeqCst);
         let mut failing_in_flight = false;
         let report = if crashing.crashed.load(Ordering::SeqCst) {
@@ -1072,6 +1080,14 @@ where
             }
             if recovery.busy.contains(&id) {
                 return Err("recovery found the execution busy".to_owned());
+            }
+            // The caller, whose start failed, starts it again (idempotent
+            // by its id: a no-op if it was created).
+            if !recovery.resumed.contains(&id) {
+                second
+                    .start_with_id(self.saga.name(), id.clone(), (self.factory)())
+                    .await
+                    .map_err(|e| format!("the retried start failed: {e}"))?;
             }
             second
                 .wait(&id)
@@ -1173,6 +1189,29 @@ struct CrashingStore {
 }
 
 impl CrashingStore {
+    /// Numbers the next commit; dies if the crash is just before it (or
+    /// came already).
+    fn next_commit(&self) -> StoreResult<usize> {
+        if self.crashed.load(Ordering::SeqCst) {
+            return Err(self.dead());
+        }
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.crash == Some((n, false)) {
+            self.crashed.store(true, Ordering::SeqCst);
+            return Err(self.dead());
+        }
+        Ok(n)
+    }
+
+    /// Dies if the crash is just after commit `n`.
+    fn after_commit(&self, n: usize) -> StoreResult<()> {
+        if self.crash == Some((n, true)) {
+            self.crashed.store(true, Ordering::SeqCst);
+            return Err(self.dead());
+        }
+        Ok(())
+    }
+
     fn dead(&self) -> StoreError {
         StoreError::Closed {
             store: format!("{} (crashed by the test kit)", self.inner.describe()),
@@ -1202,7 +1241,22 @@ impl SagaStore for CrashingStore {
         owner: &str,
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<Created>> {
-        self.inner.create(execution, owner, ttl)
+        // The creation is a commit of the log too (with the first events).
+        let owner = owner.to_owned();
+        Box::pin(async move {
+            let n = self.next_commit()?;
+            let id = execution.id.clone();
+            let created = self.inner.create(execution, &owner, ttl).await?;
+            if let Err(dead) = self.after_commit(n) {
+                // The run never starts, so nothing releases the lease: it
+                // expires (as `release` stands for after a crash).
+                if let Created::New(lease) = &created {
+                    let _ = self.inner.release(&id, lease).await;
+                }
+                return Err(dead);
+            }
+            Ok(created)
+        })
     }
 
     fn claim(
@@ -1222,19 +1276,9 @@ impl SagaStore for CrashingStore {
         status: ExecutionStatus,
     ) -> BoxFuture<'a, StoreResult<Ack>> {
         Box::pin(async move {
-            if self.crashed.load(Ordering::SeqCst) {
-                return Err(self.dead());
-            }
-            let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.crash == Some((n, false)) {
-                self.crashed.store(true, Ordering::SeqCst);
-                return Err(self.dead());
-            }
+            let n = self.next_commit()?;
             let ack = self.inner.append(id, lease, events, status).await?;
-            if self.crash == Some((n, true)) {
-                self.crashed.store(true, Ordering::SeqCst);
-                return Err(self.dead());
-            }
+            self.after_commit(n)?;
             Ok(ack)
         })
     }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `<point>` is `commit-before:N` / `commit-after:N` (the N-th commit of
-//! the saga's log, from 1) or `effect:N` (just after the N-th effect the
+//! the saga's log, from 1: the execution's creation with its first step's
+//! start) or `effect:N` (just after the N-th effect the
 //! steps and compensations applied to the ledger, before they return). At
 //! the point the helper prints `crash-point` and waits to be killed. At the
 //! end it prints `commits=C effects=E` and each execution's status.
@@ -69,7 +70,20 @@ impl SagaStore for Crashy {
         self.inner.definition(f)
     }
     fn create(&self, e: NewExecution, o: &str, t: Duration) -> BoxFuture<'_, StoreResult<Created>> {
-        self.inner.create(e, o, t)
+        // The execution's creation, with its first step's start, is the
+        // log's first commit.
+        let o = o.to_owned();
+        Box::pin(async move {
+            let n = COMMITS.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.point == Point::CommitBefore(n) {
+                crash_here();
+            }
+            let created = self.inner.create(e, &o, t).await?;
+            if self.point == Point::CommitAfter(n) {
+                crash_here();
+            }
+            Ok(created)
+        })
     }
     fn claim(
         &self,
