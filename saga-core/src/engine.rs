@@ -536,7 +536,14 @@ impl SagaEngine {
             if self.running_here(&id) {
                 continue;
             }
-            let events = self.inner.store.events(&id).await?;
+            // One unreadable log must not stop the others' recovery.
+            let events = match self.inner.store.events(&id).await {
+                Ok(events) => events,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
+            };
             if !resume_requested(&events) {
                 continue;
             }
