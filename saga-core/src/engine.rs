@@ -231,13 +231,15 @@ pub struct ExecutionView {
 #[derive(Clone)]
 pub struct SagaEngine {
     inner: Arc<EngineInner>,
+    /// The lease this engine takes on the executions it runs.
+    lease_ttl: Duration,
+    /// How long finished executions stay.
+    retention: Duration,
 }
 
 struct EngineInner {
     store: Arc<dyn SagaStore>,
     owner: String,
-    lease_ttl: Duration,
-    retention: Duration,
     registry: RwLock<Registry>,
     live: Mutex<HashMap<ExecutionId, Live>>,
 }
@@ -279,34 +281,29 @@ impl SagaEngine {
             inner: Arc::new(EngineInner {
                 store,
                 owner,
-                lease_ttl: Duration::from_secs(10),
-                retention: Duration::from_secs(7 * 24 * 3600),
                 registry: RwLock::new(Registry::default()),
                 live: Mutex::new(HashMap::new()),
             }),
+            lease_ttl: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
     /// Sets how long an owner's lease on an execution lasts without a
     /// write or renewal (default 10 s; renewed every third of it while the
     /// execution runs). After a crash, another owner can take an execution
-    /// over once its lease expired. Call before anything else.
+    /// over once its lease expired. At least 30 ms.
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.lease_ttl = ttl.max(Duration::from_millis(30));
-        }
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
         self
     }
 
     /// Sets how long finished executions stay in the store before
-    /// [`purge`](Self::purge) deletes them (default 7 days). Call before
-    /// anything else.
+    /// [`purge`](Self::purge) deletes them (default 7 days).
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.retention = retention;
-        }
+        self.retention = retention;
         self
     }
 
@@ -419,7 +416,7 @@ impl SagaEngine {
                     events: vec![first.clone()],
                 },
                 &self.inner.owner,
-                self.inner.lease_ttl,
+                self.lease_ttl,
             )
             .await?;
         match created {
@@ -600,10 +597,7 @@ impl SagaEngine {
             });
         }
         let store = &self.inner.store;
-        let Some(lease) = store
-            .claim(id, &self.inner.owner, self.inner.lease_ttl)
-            .await?
-        else {
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Err(self.busy(id).await);
         };
         let appended = match self.record(id).await {
@@ -727,7 +721,7 @@ impl SagaEngine {
     /// # Errors
     /// Store errors.
     pub async fn purge(&self) -> Result<u64, EngineError> {
-        let retention = i64::try_from(self.inner.retention.as_millis()).unwrap_or(i64::MAX);
+        let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention);
         Ok(self.inner.store.purge(before).await?)
     }
@@ -843,10 +837,7 @@ impl SagaEngine {
         // is refused before the lease is touched.
         let events = store.events(id).await?;
         runner.check(id, &record.context, &events)?;
-        let Some(lease) = store
-            .claim(id, &self.inner.owner, self.inner.lease_ttl)
-            .await?
-        else {
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Ok(false);
         };
         // Read again under the lease: the log may have grown meanwhile.

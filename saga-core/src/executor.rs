@@ -957,20 +957,29 @@ fn aborted<C>(env: &Env<'_, C>, state: &mut State) -> SagaError {
 impl<C> Env<'_, C> {
     /// Writes `event` to the journal (if any). On failure the error is kept
     /// for the run's result, and the run stops at its next check.
-    async fn log(&self, event: Event, status: ExecutionStatus) -> Result<(), ()> {
-        let Some(journal) = self.journal else {
-            return Ok(());
-        };
-        if self.is_aborted() {
-            return Err(());
-        }
-        match journal.record(event, status).await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.abort(error);
-                Err(())
+    ///
+    /// Boxed: awaited inline at every log point, its future (the event and
+    /// the journal's write) would make every run in flight larger, journal
+    /// or not; a journaled run pays one allocation beside a store write.
+    fn log(&self, event: Event, status: ExecutionStatus) -> BoxFuture<'_, Result<(), ()>> {
+        // Only the journal and the abort slot are captured, so the future is
+        // `Send` whatever the context is.
+        let (journal, aborted) = (self.journal, &self.aborted);
+        Box::pin(async move {
+            let Some(journal) = journal else {
+                return Ok(());
+            };
+            if lock(aborted).is_some() {
+                return Err(());
             }
-        }
+            match journal.record(event, status).await {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    lock(aborted).get_or_insert(error);
+                    Err(())
+                }
+            }
+        })
     }
 
     /// The context, encoded for the journal; an encoding error aborts the
@@ -1007,28 +1016,18 @@ impl<C> Env<'_, C> {
     }
 
     fn abort(&self, error: StoreError) {
-        let mut slot = self
-            .aborted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slot.get_or_insert(error);
+        lock(&self.aborted).get_or_insert(error);
     }
 
     fn is_aborted(&self) -> bool {
-        // In-memory runs have no journal to fail: no lock taken.
-        self.journal.is_some()
-            && self
-                .aborted
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_some()
+        // Only a journal aborts a run: a run without one skips the lock
+        // (two atomic operations per step otherwise).
+        self.journal.is_some() && lock(&self.aborted).is_some()
     }
 
     fn take_abort(&self) -> Option<StoreError> {
-        self.aborted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.journal?;
+        lock(&self.aborted).take()
     }
 
     fn cancel_requested(&self) -> bool {
@@ -1063,6 +1062,13 @@ impl<C> Env<'_, C> {
             }
         }
     }
+}
+
+/// The journal's abort slot; it stays consistent whatever panicked while
+/// it was held.
+fn lock(slot: &Mutex<Option<StoreError>>) -> std::sync::MutexGuard<'_, Option<StoreError>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The delay before `attempt`, with a fresh random pick for the jitter.

@@ -154,7 +154,9 @@ impl SqliteOptions {
 /// Every write goes through one writer thread, which groups the writes that
 /// arrive while it commits into one transaction (each in its own savepoint,
 /// so one failing write does not undo its neighbours): concurrent
-/// executions share fsyncs (*group commit*).
+/// executions share fsyncs (*group commit*). Reads run on the same thread,
+/// after the batch they arrived with is committed, so they never see a
+/// write that is not yet durable.
 ///
 /// Opening checks the file before writing anything: a file that is not an
 /// SQLite database, a damaged one, one of another application, one with a
