@@ -94,7 +94,7 @@ async fn a_requested_resume_is_carried_out_once_by_a_worker() {
     setup.ready.store(true, Ordering::SeqCst);
     let worker = setup.worker().await;
     let recovery = worker.recover().await.unwrap();
-    assert_eq!(recovery.resumed, [id.clone()]);
+    assert_eq!(recovery.resumed, std::slice::from_ref(&id));
     assert_eq!(
         worker.wait(&id).await.unwrap().status,
         ExecutionStatus::Completed
