@@ -21,6 +21,10 @@ pub struct Order {
     /// The card is declined.
     pub declined: bool,
     pub stock: u32,
+    /// Items this order holds: the warehouse's record of the reservation,
+    /// which makes reserving idempotent and lets a release undo even a
+    /// reservation whose outcome is unknown.
+    pub reserved: u32,
     pub charged_cents: u64,
     pub shipped: bool,
 }
@@ -42,15 +46,20 @@ fn cancel_order(order: &mut Order, id: Option<&u64>) -> Result<(), StepError> {
 #[saga_task(undo = release_stock)]
 fn reserve_stock(order: &mut Order) -> Result<u32, StepError> {
     let qty = 2;
-    order.stock = order.stock.checked_sub(qty).ok_or("out of stock")?;
+    if order.reserved == 0 {
+        order.stock = order.stock.checked_sub(qty).ok_or("out of stock")?;
+        order.reserved = qty;
+    }
     println!("  reserved {qty} items ({} left)", order.stock);
     Ok(qty)
 }
 
 #[saga_task]
-fn release_stock(order: &mut Order, qty: Option<&u32>) -> Result<(), StepError> {
-    // `None` would mean "unknown outcome"; this step always reports.
-    let qty = qty.copied().unwrap_or(0);
+fn release_stock(order: &mut Order, _qty: Option<&u32>) -> Result<(), StepError> {
+    // The reservation record, not the step's output, says what to release:
+    // it is there even when the step's outcome is unknown (output `None`),
+    // and releasing twice releases nothing the second time.
+    let qty = std::mem::take(&mut order.reserved);
     order.stock += qty;
     println!("  released {qty} items ({} left)", order.stock);
     Ok(())
