@@ -20,7 +20,7 @@ use crate::cancel::CancellationToken;
 use crate::executor::{self, Journal, Resume, ResumePhase, ResumeStep};
 use crate::id::ExecutionId;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
-use crate::saga::{RunOptions, Saga};
+use crate::saga::{RunOptions, Saga, StepShape};
 use crate::step::{BoxFuture, Output, StepKind};
 use crate::store::{
     Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution, SagaStore,
@@ -524,7 +524,7 @@ impl SagaEngine {
             if self.running_here(&id) {
                 continue;
             }
-            match self.take_over(&record, None).await {
+            match self.take_over(&record, None, false).await {
                 Ok(true) => recovery.resumed.push(id),
                 Ok(false) => recovery.busy.push(id),
                 Err(error) => {
@@ -533,7 +533,108 @@ impl SagaEngine {
                 }
             }
         }
+        // Stuck executions an operator asked to resume from a tool that
+        // does not hold the saga's code (`request_resume`).
+        for record in self.inner.store.list(Some(ExecutionStatus::Stuck)).await? {
+            let id = record.id.clone();
+            if self.running_here(&id) {
+                continue;
+            }
+            // One unreadable log must not stop the others' recovery.
+            let events = match self.inner.store.events(&id).await {
+                Ok(events) => events,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
+            };
+            if !resume_requested(&events) {
+                continue;
+            }
+            match self
+                .take_over(&record, Some(EventKind::Resumed), true)
+                .await
+            {
+                Ok(true) => recovery.resumed.push(id),
+                Ok(false) => recovery.busy.push(id),
+                Err(error) => {
+                    log::error!(target: "saga", "requested resume refused execution_id={id} error={error}");
+                    recovery.refused.push((id, error));
+                }
+            }
+        }
         Ok(recovery)
+    }
+
+    /// Asks for a stuck execution to be resumed by whichever worker holds
+    /// its definition: records the request in its log, for the next
+    /// [`recover`](Self::recover) of such a worker to carry out (as
+    /// [`resume`](Self::resume) would). For tools that do not hold the
+    /// saga's code, such as the `saga` CLI; an engine with the definition
+    /// registered can call `resume` directly.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], [`EngineError::WrongStatus`] if it is not
+    /// stuck, [`EngineError::Busy`] if an owner holds it, store errors.
+    pub async fn request_resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        self.operator_event(
+            id,
+            EventKind::ResumeRequested,
+            ExecutionStatus::Stuck,
+            resumable,
+        )
+        .await
+    }
+
+    /// Writes an operator's event under the execution's lease, leaving it
+    /// `status`, if `applies` holds of it before the claim and again once
+    /// the lease is held (its owner may have moved it on meanwhile).
+    async fn operator_event(
+        &self,
+        id: &ExecutionId,
+        kind: EventKind,
+        status: ExecutionStatus,
+        applies: impl Fn(&ExecutionRecord) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        applies(&self.record(id).await?)?;
+        if self.running_here(id) {
+            return Err(EngineError::Busy {
+                execution_id: id.clone(),
+                owner: self.inner.owner.clone(),
+            });
+        }
+        let store = &self.inner.store;
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
+            return Err(self.busy(id).await);
+        };
+        let appended = match self.record(id).await {
+            Ok(record) => match applies(&record) {
+                Ok(()) => {
+                    let event = Event::new(record.last_seq + 1, kind);
+                    store
+                        .append(id, &lease, vec![event], status)
+                        .await
+                        .map(|_| ())
+                        .map_err(EngineError::from)
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        store.release(id, &lease).await?;
+        appended
+    }
+
+    /// An execution's report, rebuilt from its log and its definition's
+    /// stored shape, whatever its status (statuses, outcomes, attempts and
+    /// errors; no durations). Needs no registered definition: for tools.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], store errors (a definition missing from
+    /// the store is a [`StoreError::BadRecord`]).
+    pub async fn report(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
+        let record = self.record(id).await?;
+        self.rebuilt_report(&record).await
     }
 
     /// Executions with `status` (all for `None`), oldest first.
@@ -569,15 +670,11 @@ impl SagaEngine {
     /// [`recover`](Self::recover).
     pub async fn resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
         let record = self.record(id).await?;
-        if record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "resume",
-                applies: "stuck executions",
-            });
-        }
-        match self.take_over(&record, Some(EventKind::Resumed)).await? {
+        resumable(&record)?;
+        match self
+            .take_over(&record, Some(EventKind::Resumed), false)
+            .await?
+        {
             true => Ok(()),
             false => Err(self.busy(id).await),
         }
@@ -591,33 +688,18 @@ impl SagaEngine {
     /// [`EngineError::WrongStatus`] if it ended otherwise,
     /// [`EngineError::Busy`] if an owner is running it.
     pub async fn abandon(&self, id: &ExecutionId) -> Result<(), EngineError> {
-        let record = self.record(id).await?;
-        if record.status.is_finished() && record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "abandon",
-                applies: "stuck or unfinished executions",
-            });
-        }
-        if self.running_here(id) {
-            return Err(EngineError::Busy {
-                execution_id: id.clone(),
-                owner: self.inner.owner.clone(),
-            });
-        }
-        let store = &self.inner.store;
-        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
-            return Err(self.busy(id).await);
-        };
-        let record = self.record(id).await?;
-        let event = Event::new(record.last_seq + 1, EventKind::Abandoned);
-        let appended = store
-            .append(id, &lease, vec![event], ExecutionStatus::Abandoned)
-            .await;
-        store.release(id, &lease).await?;
-        appended?;
-        Ok(())
+        self.operator_event(id, EventKind::Abandoned, ExecutionStatus::Abandoned, |r| {
+            if r.status.is_finished() && r.status != ExecutionStatus::Stuck {
+                return Err(EngineError::WrongStatus {
+                    execution_id: r.id.clone(),
+                    status: r.status,
+                    operation: "abandon",
+                    applies: "stuck or unfinished executions",
+                });
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Asks an execution to cancel. Its owner (this process or another)
@@ -716,10 +798,13 @@ impl SagaEngine {
     /// any write) that its definition is registered and its log decodes.
     /// `mark` is an event to log first (an operator's resume). `false` if
     /// another owner holds its lease.
+    /// `requested`: carry out a pending [`request_resume`](Self::request_resume)
+    /// (skipped if it is no longer pending).
     async fn take_over(
         &self,
         record: &ExecutionRecord,
         mark: Option<EventKind>,
+        requested: bool,
     ) -> Result<bool, EngineError> {
         let id = &record.id;
         let runner = {
@@ -772,6 +857,19 @@ impl SagaEngine {
                 });
             }
         };
+        // Another owner may have carried it on between the listing and the
+        // claim: recovery is for unfinished executions, a resume for stuck
+        // ones (and a requested one only while the request is pending).
+        let still = match mark {
+            None => !record.status.is_finished(),
+            Some(_) => {
+                record.status == ExecutionStatus::Stuck && (!requested || resume_requested(&events))
+            }
+        };
+        if !still {
+            let _ = store.release(id, &lease).await;
+            return Ok(false);
+        }
         if let Some(kind) = mark {
             let event = Event::new(record.last_seq + 1, kind);
             let phase = fold(id, runner.steps(), &events)?.phase;
@@ -867,10 +965,13 @@ impl SagaEngine {
             .map(|(s, f)| StepReport {
                 name: s.name.as_str().into(),
                 kind: kind_from_label(&s.kind),
-                // As a live rollback reports a step with nothing to undo.
+                // A rollback passes over a step with nothing to undo that
+                // took effect (the log has no event for it), as a live
+                // rollback reports it (whether it succeeded or its outcome is
+                // unknown).
                 status: if rolled_back
-                    && f.status == StepStatus::Succeeded
                     && kind_from_label(&s.kind) == StepKind::NoUndo
+                    && f.outcome.needs_compensation()
                 {
                     StepStatus::Skipped
                 } else {
@@ -893,6 +994,25 @@ impl SagaEngine {
             duration: Duration::ZERO,
         })
     }
+}
+
+/// `resume` applies to stuck executions only.
+fn resumable(record: &ExecutionRecord) -> Result<(), EngineError> {
+    if record.status == ExecutionStatus::Stuck {
+        Ok(())
+    } else {
+        Err(EngineError::WrongStatus {
+            execution_id: record.id.clone(),
+            status: record.status,
+            operation: "resume",
+            applies: "stuck executions",
+        })
+    }
+}
+
+/// Whether the last event of a log is a pending resume request.
+fn resume_requested(events: &[Event]) -> bool {
+    events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
 }
 
 fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
@@ -952,6 +1072,35 @@ fn describe<C>(saga: &Saga<C>) -> (String, String) {
     let digest = Sha256::digest(text.as_bytes());
     let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
     (text, hex)
+}
+
+impl DefinitionRecord {
+    /// The steps of the stored shape, in order, as
+    /// [`diagram::mermaid`](crate::diagram::mermaid) and tools take them.
+    /// The shape keeps names, kinds and parallel groups only: metadata is
+    /// empty and `is_async` false.
+    ///
+    /// # Errors
+    /// [`StoreError::BadRecord`] if the stored shape does not parse.
+    pub fn steps(&self) -> Result<Vec<StepShape>, StoreError> {
+        let shape: Shape =
+            serde_json::from_str(&self.shape).map_err(|e| StoreError::BadRecord {
+                store: "the store".to_owned(),
+                what: format!("the definition {}", self.fingerprint),
+                detail: e.to_string(),
+            })?;
+        Ok(shape
+            .steps
+            .into_iter()
+            .map(|s| StepShape {
+                kind: kind_from_label(&s.kind),
+                name: s.name,
+                is_async: false,
+                metadata: crate::step::Metadata::new(),
+                group: s.group,
+            })
+            .collect())
+    }
 }
 
 impl<C> Saga<C> {

@@ -190,6 +190,27 @@ pub(crate) async fn execute<C>(
 pub(crate) async fn execute_durable<C>(
     saga: &SagaInner<C>,
     ctx: &mut C,
+    #[allow(unused_mut)] mut options: RunOptions,
+    blocking: bool,
+    journal: Option<&dyn Journal<C>>,
+    resume: Option<Resume>,
+) -> Result<SagaReport, SagaError> {
+    #[cfg(feature = "tracing")]
+    {
+        let id = options
+            .execution_id
+            .get_or_insert_with(ExecutionId::generate)
+            .clone();
+        let run = run_execution(saga, ctx, options, blocking, journal, resume);
+        crate::spans::execution(&saga.name, &id, run).await
+    }
+    #[cfg(not(feature = "tracing"))]
+    run_execution(saga, ctx, options, blocking, journal, resume).await
+}
+
+async fn run_execution<C>(
+    saga: &SagaInner<C>,
+    ctx: &mut C,
     options: RunOptions,
     blocking: bool,
     journal: Option<&dyn Journal<C>>,
@@ -501,7 +522,10 @@ async fn run_action<C>(
             attempt,
         });
         let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
-        let result = attempt_action(step, &mut ctx, &info, brakes).await;
+        let run = attempt_action(step, &mut ctx, &info, brakes);
+        #[cfg(feature = "tracing")]
+        let run = crate::spans::attempt(false, &step.name, attempt, run);
+        let result = run.await;
         let now = env.clock.now();
         let error = match result {
             Ok(out) => {
@@ -797,7 +821,10 @@ async fn run_compensation<C>(
             }
         }
         let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
-        let result = attempt_undo(undo, &mut ctx, output, &info).await;
+        let run = attempt_undo(undo, &mut ctx, output, &info);
+        #[cfg(feature = "tracing")]
+        let run = crate::spans::attempt(true, &step.name, attempt, run);
+        let result = run.await;
         let now = env.clock.now();
         let error = match result {
             Ok(()) => {

@@ -76,8 +76,12 @@ mod observer;
 mod policy;
 mod report;
 mod saga;
+#[cfg(feature = "tracing")]
+mod spans;
 mod step;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use cancel::CancellationToken;
 pub use context::Context;

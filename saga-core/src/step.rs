@@ -242,7 +242,7 @@ pub struct Step<C, T = ()> {
 
 /// Boxes an async action; taking the closure here gives it the
 /// higher-ranked signature that a `let` binding cannot.
-fn erase_async<C, F>(action: F) -> Action<C>
+pub(crate) fn erase_async<C, F>(action: F) -> Action<C>
 where
     F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
@@ -253,7 +253,7 @@ where
 }
 
 /// Boxes an async compensation (see [`erase_async`]).
-fn erase_async_undo<C, F>(undo: F) -> Undo<C>
+pub(crate) fn erase_async_undo<C, F>(undo: F) -> Undo<C>
 where
     F: for<'a> Fn(
             &'a mut C,
@@ -268,7 +268,7 @@ where
 }
 
 /// Boxes an async action on a shared context (see [`erase_async`]).
-fn erase_shared_async<C, F>(action: F) -> Action<C>
+pub(crate) fn erase_shared_async<C, F>(action: F) -> Action<C>
 where
     F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
@@ -279,7 +279,7 @@ where
 }
 
 /// Boxes an async compensation on a shared context (see [`erase_async`]).
-fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
+pub(crate) fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
 where
     F: for<'a> Fn(
             &'a C,
