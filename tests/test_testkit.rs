@@ -318,7 +318,10 @@ async fn a_step_whose_output_cannot_be_logged_is_reported_not_run() {
     assert_eq!(report.cases.len(), 1, "{report}");
     let text = report.to_string();
     assert!(text.contains("cannot register the saga"), "{text}");
-    assert!(text.contains("call `.durable()` on the step"), "{text}");
+    assert!(
+        text.contains("a `Step` built by hand also needs `.durable()`"),
+        "{text}"
+    );
 }
 
 /// `examples/order_saga.rs`, checked by the kit: a failure (clean or of

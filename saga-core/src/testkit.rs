@@ -366,6 +366,7 @@ fn wrap<C: Send + 'static>(saga: &Saga<C>, probe: &Arc<Probe>, single: Option<us
             pivot: step.pivot,
             kind: step.kind,
             codec: step.codec,
+            output_type: step.output_type,
         })
         .collect();
     let nodes = inner
