@@ -196,6 +196,10 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let call = call(item, task, false);
+    // Spanned at the output type: an output that serde can log only when it
+    // borrows `'static` data (`&'static str`) fails here, and the error
+    // should point at that type.
+    let codec = quote_spanned!(ok.span()=> (&#p::Codec::<#ok>::NEW).__saga_codec(__saga_step));
     // A `&C` function is a shared step, so that it can be a `parallel`
     // branch; it runs as an ordinary step as well.
     let shared = task.shared;
@@ -240,7 +244,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
                     let _ = &__saga_info;
                     #call
                 });
-                (&#p::Codec::<#ok>::NEW).__saga_codec(__saga_step)
+                #codec
             }
 
             #with_compensation

@@ -259,7 +259,10 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// its saga can run in a durable `SagaEngine`, which logs the output and
 /// hands it back to the compensation after a crash. A step whose output
 /// does not implement them still runs in memory; `SagaEngine::register`
-/// refuses its saga with an error naming the type to derive them on.
+/// refuses its saga with an error naming the type to derive them on. An
+/// output that serde can read only by borrowing (`&'static str`, or a
+/// struct with such a field) does not compile as a step's output: return
+/// an owned type (`String`, `Cow<'static, str>`).
 ///
 /// # Arguments (of a step)
 ///
