@@ -13,7 +13,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use durable_common::{recover_and_wait, scratch_dir, start_and_crash_when};
 use saga_core::store::{EventKind, SagaStore, SqliteStore};
 use saga_core::{
-    ExecutionStatus, Outcome, Saga, SagaEngine, StepError, StepInfo, StepStatus, saga, saga_task,
+    ExecutionId, ExecutionStatus, Outcome, Saga, SagaEngine, StepError, StepInfo, StepStatus, saga,
+    saga_task,
 };
 use serde::{Deserialize, Serialize};
 
@@ -173,18 +174,56 @@ async fn a_saga_macro_saga_logs_its_outputs_without_an_annotation_and_completes(
     );
 }
 
-#[test]
-fn a_saga_macro_saga_cut_off_by_a_crash_is_rolled_back_with_the_outputs_from_its_log() {
-    let dir = scratch_dir("macro-crash");
-    plan("grace", |p| p.hang = true);
-    let hung = plan("grace", |p| Arc::clone(&p.hung));
-    let id = start_and_crash_when(&sqlite(&dir), travel(), trip("grace"), async move {
+/// Runs `travel` for `traveller` on a SQLite file in `dir` until
+/// `send_tickets` hangs, then crashes (the runtime dropped with the step
+/// cut off and the lease held). Returns the execution's id.
+fn crash_in_send_tickets(dir: &std::path::Path, traveller: &str) -> ExecutionId {
+    plan(traveller, |p| p.hang = true);
+    let hung = plan(traveller, |p| Arc::clone(&p.hung));
+    let id = start_and_crash_when(&sqlite(dir), travel(), trip(traveller), async move {
         hung.notified().await;
     });
     assert_eq!(
-        calls("grace"),
+        calls(traveller),
         ["book_seat", "charge_card", "send_tickets #1"]
     );
+    id
+}
+
+#[test]
+fn a_saga_macro_saga_cut_off_by_a_crash_is_carried_on_to_completion() {
+    let dir = scratch_dir("macro-forward");
+    let id = crash_in_send_tickets(&dir, "hedy");
+    plan("hedy", |p| p.hang = false);
+    let store = sqlite(&dir);
+    let report = recover_and_wait(&store, travel(), &id);
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    // The context went on from the one logged before the crash.
+    let events = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.events(&id))
+        .unwrap();
+    let last = events.iter().rev().find_map(|e| e.context.as_deref());
+    assert_eq!(
+        last,
+        Some(r#"{"traveller":"hedy","done":["book_seat","charge_card","send_tickets"]}"#)
+    );
+    // Only the cut-off step ran again, as the same attempt.
+    assert_eq!(
+        calls("hedy"),
+        [
+            "book_seat",
+            "charge_card",
+            "send_tickets #1",
+            "send_tickets #1"
+        ]
+    );
+}
+
+#[test]
+fn a_saga_macro_saga_cut_off_by_a_crash_is_rolled_back_with_the_outputs_from_its_log() {
+    let dir = scratch_dir("macro-crash");
+    let id = crash_in_send_tickets(&dir, "grace");
 
     // A new process: the store reopened from its file, the same saga
     // registered, and the cut-off step failing this time.
