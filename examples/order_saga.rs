@@ -12,8 +12,9 @@
 use saga_core::{StepError, StepInfo, saga, saga_task};
 
 /// What every step of one order sees. Public, like [`order_saga`], so
-/// that `tests/test_testkit.rs` tests this very saga.
-#[derive(Debug, Default)]
+/// that `tests/test_testkit.rs` tests this very saga, durable runs and
+/// crashes included (hence serde: a durable saga logs its context).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Order {
     pub id: Option<u64>,
     /// The gateway answers "busy" this many times first.

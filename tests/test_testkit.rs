@@ -325,8 +325,8 @@ async fn a_step_whose_output_cannot_be_logged_is_reported_not_run() {
 }
 
 /// `examples/order_saga.rs`, checked by the kit: a failure (clean or of
-/// unknown outcome) at every step and compensation, and every step and
-/// compensation run twice. Its reservation is keyed by the order, so an
+/// unknown outcome) at every step and compensation, every step and
+/// compensation run twice, and a crash at every commit. Its reservation is keyed by the order, so an
 /// unknown outcome is undone and a repeated call absorbed.
 #[tokio::test]
 async fn the_macro_example_order_saga_passes_the_kit() {
@@ -340,6 +340,13 @@ async fn the_macro_example_order_saga_passes_the_kit() {
     report.assert_passed();
     let report = kit.twice().await;
     assert_eq!(report.cases.len(), 4, "{report}");
+    report.assert_passed();
+    // Durable: its steps' outputs (`u64`, `u32`) are logged without an
+    // annotation. Each run uncrashed, then crashed before and after each
+    // of its commits: the run that completes (5 commits) and the longest
+    // rollback (8).
+    let report = kit.crashes(Durability::Memory).await;
+    assert_eq!(report.cases.len(), (1 + 2 * 5) + (1 + 2 * 8), "{report}");
     report.assert_passed();
 }
 
