@@ -549,3 +549,318 @@ fn the_predicate_stops_retries() {
         Some("saga `options` failed at step `flaky` and was rolled back (nothing to compensate)")
     );
 }
+
+// ---------------------------------------------------- compensation retry ----
+
+#[derive(Default, Clone)]
+struct Wallet {
+    log: Vec<String>,
+    /// `unpay` fails this many times first.
+    refund_failures: u32,
+}
+
+#[saga_task(undo = unpay, undo_retry(attempts = 4, backoff = "1ms", max_backoff = "2ms"))]
+fn pay(w: &mut Wallet) -> Result<u32, StepError> {
+    w.log.push("pay".into());
+    Ok(10)
+}
+
+#[saga_task]
+fn unpay(w: &mut Wallet, amount: Option<&u32>) -> Result<(), StepError> {
+    if w.refund_failures > 0 {
+        w.refund_failures -= 1;
+        w.log.push("refund fails".into());
+        return Err("bank offline".into());
+    }
+    w.log.push(format!("refund {amount:?}"));
+    Ok(())
+}
+
+#[saga_task]
+fn overdraw(_: &mut Wallet) -> Result<(), StepError> {
+    Err("insufficient funds".into())
+}
+
+fn macro_wallet(override_to_two: bool) -> Saga<Wallet> {
+    if override_to_two {
+        saga! {
+            name: "wallet",
+            context: Wallet,
+            step pay, undo_retry 2;
+            step overdraw;
+        }
+    } else {
+        saga! {
+            name: "wallet",
+            context: Wallet,
+            step pay;
+            step overdraw;
+        }
+    }
+}
+
+fn builder_wallet(undo_attempts: u32) -> Saga<Wallet> {
+    Saga::builder("wallet")
+        .step(
+            Step::new("pay", |w: &mut Wallet, _: &StepInfo<'_>| pay(w))
+                .compensate(|w: &mut Wallet, a: Option<&u32>, _: &StepInfo<'_>| unpay(w, a))
+                .compensation_retry(
+                    saga_core::default_compensation_retry()
+                        .with_max_attempts(undo_attempts)
+                        .with_backoff(Duration::from_millis(1))
+                        .with_max_backoff(Duration::from_millis(2)),
+                ),
+        )
+        .step(Step::new("overdraw", |w: &mut Wallet, _: &StepInfo<'_>| {
+            overdraw(w)
+        }))
+        .build()
+        .unwrap()
+}
+
+fn wallet_twins(by_macro: Saga<Wallet>, by_builder: Saga<Wallet>) -> Seen {
+    let start = Wallet {
+        refund_failures: 2,
+        ..Wallet::default()
+    };
+    let run = |saga: Saga<Wallet>| {
+        let mut w = start.clone();
+        let result = saga.run_blocking(&mut w);
+        seen(w.log, result)
+    };
+    let by_macro = run(by_macro);
+    assert_eq!(by_macro, run(by_builder));
+    by_macro
+}
+
+#[test]
+fn compensation_retries_from_the_attribute() {
+    let seen = wallet_twins(macro_wallet(false), builder_wallet(4));
+    assert!(!seen.stuck);
+    assert_eq!(seen.steps[0], ("pay".into(), StepStatus::Compensated, 1, 3));
+    assert_eq!(
+        seen.effects,
+        ["pay", "refund fails", "refund fails", "refund Some(10)"]
+    );
+}
+
+#[test]
+fn compensation_retries_overridden_by_the_saga() {
+    let seen = wallet_twins(macro_wallet(true), builder_wallet(2));
+    assert!(seen.stuck, "two attempts cannot outlast two failures");
+    assert_eq!(seen.steps[0].3, 2);
+}
+
+// ------------------------------------------------------------ parallel ----
+
+/// A fan-out: packing, then stock and courier at once, then a notice.
+#[derive(Default)]
+struct Fan {
+    log: std::sync::Mutex<Vec<String>>,
+    /// Both branches wait here: run one after the other, the first would
+    /// wait forever.
+    barrier: Option<std::sync::Arc<tokio::sync::Barrier>>,
+    courier_down: bool,
+}
+
+impl Fan {
+    fn push(&self, effect: impl Into<String>) {
+        self.log.lock().unwrap().push(effect.into());
+    }
+
+    async fn meet(&self) {
+        if let Some(barrier) = &self.barrier {
+            barrier.wait().await;
+        }
+    }
+}
+
+#[saga_task(undo = unpack)]
+fn pack(fan: &mut Fan) -> Result<(), StepError> {
+    fan.log.get_mut().unwrap().push("pack".into());
+    Ok(())
+}
+
+#[saga_task]
+fn unpack(fan: &mut Fan) -> Result<(), StepError> {
+    fan.log.get_mut().unwrap().push("unpack".into());
+    Ok(())
+}
+
+#[saga_task(undo = release_stock, retry(attempts = 2))]
+async fn reserve_stock(fan: &Fan, info: &StepInfo<'_>) -> Result<u32, StepError> {
+    fan.meet().await;
+    fan.push(format!("reserve_stock #{}", info.attempt()));
+    Ok(7)
+}
+
+#[saga_task]
+async fn release_stock(fan: &Fan, units: Option<&u32>) -> Result<(), StepError> {
+    fan.push(format!("release_stock {units:?}"));
+    Ok(())
+}
+
+#[saga_task]
+async fn book_courier(fan: &Fan) -> Result<String, StepError> {
+    fan.meet().await;
+    if fan.courier_down {
+        return Err("courier down".into());
+    }
+    fan.push("book_courier");
+    Ok("c-1".into())
+}
+
+#[saga_task]
+fn cancel_courier(fan: &Fan, id: Option<&String>) -> Result<(), StepError> {
+    fan.push(format!("cancel_courier {id:?}"));
+    Ok(())
+}
+
+#[saga_task]
+fn notify_fan(fan: &Fan) -> Result<(), StepError> {
+    fan.push("notify");
+    Ok(())
+}
+
+fn macro_fan() -> Saga<Fan> {
+    saga! {
+        name: "fan",
+        context: Fan,
+        step pack;
+        parallel {
+            step reserve_stock, retry 3;
+            step book_courier => undo cancel_courier, metadata(team = "logistics");
+        }
+        step notify_fan;
+    }
+}
+
+fn builder_fan() -> Saga<Fan> {
+    Saga::builder("fan")
+        .step(
+            Step::new("pack", |f: &mut Fan, _: &StepInfo<'_>| pack(f))
+                .compensate(|f: &mut Fan, _: Option<&()>, _: &StepInfo<'_>| unpack(f)),
+        )
+        .parallel(
+            saga_core::Parallel::new()
+                .step(
+                    Step::shared_async("reserve_stock", |f: &Fan, i: &StepInfo<'_>| {
+                        Box::pin(reserve_stock(f, i))
+                    })
+                    .compensate_shared_async(|f: &Fan, u: Option<&u32>, _: &StepInfo<'_>| {
+                        Box::pin(release_stock(f, u))
+                    })
+                    .retry(RetryPolicy::attempts(3)),
+                )
+                .step(
+                    Step::shared_async("book_courier", |f: &Fan, _: &StepInfo<'_>| {
+                        Box::pin(book_courier(f))
+                    })
+                    .compensate_shared(|f: &Fan, id: Option<&String>, _: &StepInfo<'_>| {
+                        cancel_courier(f, id)
+                    })
+                    .metadata("team", "logistics"),
+                ),
+        )
+        .step(Step::shared("notify_fan", |f: &Fan, _: &StepInfo<'_>| {
+            notify_fan(f)
+        }))
+        .build()
+        .unwrap()
+}
+
+async fn run_fan(saga: &Saga<Fan>, courier_down: bool) -> Seen {
+    let mut fan = Fan {
+        barrier: Some(std::sync::Arc::new(tokio::sync::Barrier::new(2))),
+        courier_down,
+        ..Fan::default()
+    };
+    let result = tokio::time::timeout(Duration::from_secs(10), saga.run(&mut fan))
+        .await
+        .expect("the branches did not run concurrently");
+    seen(fan.log.into_inner().unwrap(), result)
+}
+
+async fn fan_twins(courier_down: bool) -> Seen {
+    let by_macro = run_fan(&macro_fan(), courier_down).await;
+    let by_builder = run_fan(&builder_fan(), courier_down).await;
+    assert_eq!(by_macro, by_builder);
+    // The blocking entry point runs the async branches at once too (they
+    // meet at the barrier), on a helper thread since this runs inside a
+    // runtime.
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut fan = Fan {
+            barrier: Some(std::sync::Arc::new(tokio::sync::Barrier::new(2))),
+            courier_down,
+            ..Fan::default()
+        };
+        let result = macro_fan().run_blocking(&mut fan);
+        let _ = done.send(seen(fan.log.into_inner().unwrap(), result));
+    });
+    let blocking = outcome
+        .recv_timeout(Duration::from_secs(10))
+        .expect("under `run_blocking` the branches did not run concurrently");
+    assert_eq!(blocking, by_macro);
+    by_macro
+}
+
+#[test]
+fn parallel_shape_matches() {
+    let shape = macro_fan().shape();
+    assert_eq!(shape, builder_fan().shape());
+    let groups: Vec<_> = shape.iter().map(|s| (&*s.name, s.group)).collect();
+    assert_eq!(
+        groups,
+        [
+            ("pack", None),
+            ("reserve_stock", Some(0)),
+            ("book_courier", Some(0)),
+            ("notify_fan", None),
+        ]
+    );
+    assert_eq!(macro_fan().to_mermaid(), builder_fan().to_mermaid());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn parallel_branches_meet_at_a_barrier() {
+    let seen = fan_twins(false).await;
+    assert_eq!(seen.status, ExecutionStatus::Completed);
+    let mut group = seen.effects[1..3].to_vec();
+    group.sort();
+    assert_eq!(group, ["book_courier", "reserve_stock #1"]);
+    assert_eq!(
+        (seen.effects[0].as_str(), seen.effects[3].as_str()),
+        ("pack", "notify")
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn parallel_failing_branch_rolls_back_its_sibling_then_earlier_steps() {
+    let seen = fan_twins(true).await;
+    assert_eq!(seen.status, ExecutionStatus::Compensated);
+    assert_eq!(
+        seen.effects,
+        [
+            "pack",
+            "reserve_stock #1",
+            "release_stock Some(7)",
+            "unpack"
+        ]
+    );
+    assert_eq!(
+        statuses(&seen),
+        [
+            ("pack", StepStatus::Compensated),
+            ("reserve_stock", StepStatus::Compensated),
+            ("book_courier", StepStatus::Failed),
+            ("notify_fan", StepStatus::Pending),
+        ]
+    );
+    assert_eq!(
+        seen.error.as_deref(),
+        Some(
+            "saga `fan` failed at step `book_courier` and was rolled back (compensated: reserve_stock, pack)"
+        )
+    );
+}

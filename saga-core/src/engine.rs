@@ -20,7 +20,7 @@ use crate::cancel::CancellationToken;
 use crate::executor::{self, Journal, Resume, ResumePhase, ResumeStep};
 use crate::id::ExecutionId;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
-use crate::saga::{RunOptions, Saga};
+use crate::saga::{RunOptions, Saga, StepShape};
 use crate::step::{BoxFuture, Output, StepKind};
 use crate::store::{
     Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution, SagaStore,
@@ -149,6 +149,17 @@ pub enum EngineError {
         /// Why.
         detail: String,
     },
+    /// `wait` found an unfinished execution that no owner runs (its owner
+    /// died, or its log could not be written).
+    #[error(
+        "execution `{execution_id}` is {status} but no owner runs it; call `recover()` to carry it on"
+    )]
+    NotRunning {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its status.
+        status: ExecutionStatus,
+    },
     /// The engine was called outside a tokio runtime.
     #[error("the saga engine must be called inside a tokio runtime")]
     NoRuntime,
@@ -220,13 +231,15 @@ pub struct ExecutionView {
 #[derive(Clone)]
 pub struct SagaEngine {
     inner: Arc<EngineInner>,
+    /// The lease this engine takes on the executions it runs.
+    lease_ttl: Duration,
+    /// How long finished executions stay.
+    retention: Duration,
 }
 
 struct EngineInner {
     store: Arc<dyn SagaStore>,
     owner: String,
-    lease_ttl: Duration,
-    retention: Duration,
     registry: RwLock<Registry>,
     live: Mutex<HashMap<ExecutionId, Live>>,
 }
@@ -268,34 +281,29 @@ impl SagaEngine {
             inner: Arc::new(EngineInner {
                 store,
                 owner,
-                lease_ttl: Duration::from_secs(10),
-                retention: Duration::from_secs(7 * 24 * 3600),
                 registry: RwLock::new(Registry::default()),
                 live: Mutex::new(HashMap::new()),
             }),
+            lease_ttl: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
     /// Sets how long an owner's lease on an execution lasts without a
     /// write or renewal (default 10 s; renewed every third of it while the
     /// execution runs). After a crash, another owner can take an execution
-    /// over once its lease expired. Call before anything else.
+    /// over once its lease expired. At least 30 ms.
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.lease_ttl = ttl.max(Duration::from_millis(30));
-        }
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
         self
     }
 
     /// Sets how long finished executions stay in the store before
-    /// [`purge`](Self::purge) deletes them (default 7 days). Call before
-    /// anything else.
+    /// [`purge`](Self::purge) deletes them (default 7 days).
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.retention = retention;
-        }
+        self.retention = retention;
         self
     }
 
@@ -391,6 +399,11 @@ impl SagaEngine {
             what: format!("the context of a new `{name}` execution"),
             detail: e.to_string(),
         })?;
+        // The first step's start is committed with the creation: one commit
+        // fewer per execution. The journal knows it is there already.
+        let mut first = Event::new(1, EventKind::StepStarted);
+        first.step = Some(0);
+        first.attempt = 1;
         let created = self
             .inner
             .store
@@ -400,9 +413,10 @@ impl SagaEngine {
                     saga: name.to_owned(),
                     fingerprint: runner.fingerprint().to_owned(),
                     context: context.clone(),
+                    events: vec![first.clone()],
                 },
                 &self.inner.owner,
-                self.inner.lease_ttl,
+                self.lease_ttl,
             )
             .await?;
         match created {
@@ -416,7 +430,7 @@ impl SagaEngine {
                 let job = Job {
                     id: id.clone(),
                     initial_context: context,
-                    events: Vec::new(),
+                    events: vec![first],
                     fresh: Some(Box::new(ctx)),
                     lease,
                     cancel: CancellationToken::new(),
@@ -428,13 +442,15 @@ impl SagaEngine {
     }
 
     /// Waits for an execution to end (in this process or another) and
-    /// returns its report. For a run of this process the report is the
-    /// run's own; otherwise it is rebuilt from the log (statuses,
+    /// returns its report: the run's own if this engine is running it when
+    /// `wait` is called, otherwise one rebuilt from the log (statuses,
     /// outcomes, attempts and errors; no durations).
     ///
     /// # Errors
     /// [`EngineError::NotFound`]; [`EngineError::Interrupted`] if the run
-    /// stopped because its log could not be written; store errors.
+    /// stopped because its log could not be written;
+    /// [`EngineError::NotRunning`] if no owner runs it (recover it first);
+    /// store errors.
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         loop {
             let live = self.live().get(id).map(|l| l.done.clone());
@@ -461,7 +477,16 @@ impl SagaEngine {
             if record.status.is_finished() {
                 return self.rebuilt_report(&record).await;
             }
-            // Run by another owner (or about to be recovered): poll.
+            let leased = record
+                .lease_expires_at_ms
+                .is_some_and(|expires| expires > now_ms());
+            if !leased {
+                return Err(EngineError::NotRunning {
+                    execution_id: id.clone(),
+                    status: record.status,
+                });
+            }
+            // Run by another owner: poll.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -489,10 +514,10 @@ impl SagaEngine {
         );
         for record in unfinished {
             let id = record.id.clone();
-            if self.live().contains_key(&id) {
+            if self.running_here(&id) {
                 continue;
             }
-            match self.take_over(&record, None).await {
+            match self.take_over(&record, None, false).await {
                 Ok(true) => recovery.resumed.push(id),
                 Ok(false) => recovery.busy.push(id),
                 Err(error) => {
@@ -501,7 +526,108 @@ impl SagaEngine {
                 }
             }
         }
+        // Stuck executions an operator asked to resume from a tool that
+        // does not hold the saga's code (`request_resume`).
+        for record in self.inner.store.list(Some(ExecutionStatus::Stuck)).await? {
+            let id = record.id.clone();
+            if self.running_here(&id) {
+                continue;
+            }
+            // One unreadable log must not stop the others' recovery.
+            let events = match self.inner.store.events(&id).await {
+                Ok(events) => events,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
+            };
+            if !resume_requested(&events) {
+                continue;
+            }
+            match self
+                .take_over(&record, Some(EventKind::Resumed), true)
+                .await
+            {
+                Ok(true) => recovery.resumed.push(id),
+                Ok(false) => recovery.busy.push(id),
+                Err(error) => {
+                    log::error!(target: "saga", "requested resume refused execution_id={id} error={error}");
+                    recovery.refused.push((id, error));
+                }
+            }
+        }
         Ok(recovery)
+    }
+
+    /// Asks for a stuck execution to be resumed by whichever worker holds
+    /// its definition: records the request in its log, for the next
+    /// [`recover`](Self::recover) of such a worker to carry out (as
+    /// [`resume`](Self::resume) would). For tools that do not hold the
+    /// saga's code, such as the `saga` CLI; an engine with the definition
+    /// registered can call `resume` directly.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], [`EngineError::WrongStatus`] if it is not
+    /// stuck, [`EngineError::Busy`] if an owner holds it, store errors.
+    pub async fn request_resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        self.operator_event(
+            id,
+            EventKind::ResumeRequested,
+            ExecutionStatus::Stuck,
+            resumable,
+        )
+        .await
+    }
+
+    /// Writes an operator's event under the execution's lease, leaving it
+    /// `status`, if `applies` holds of it before the claim and again once
+    /// the lease is held (its owner may have moved it on meanwhile).
+    async fn operator_event(
+        &self,
+        id: &ExecutionId,
+        kind: EventKind,
+        status: ExecutionStatus,
+        applies: impl Fn(&ExecutionRecord) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        applies(&self.record(id).await?)?;
+        if self.running_here(id) {
+            return Err(EngineError::Busy {
+                execution_id: id.clone(),
+                owner: self.inner.owner.clone(),
+            });
+        }
+        let store = &self.inner.store;
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
+            return Err(self.busy(id).await);
+        };
+        let appended = match self.record(id).await {
+            Ok(record) => match applies(&record) {
+                Ok(()) => {
+                    let event = Event::new(record.last_seq + 1, kind);
+                    store
+                        .append(id, &lease, vec![event], status)
+                        .await
+                        .map(|_| ())
+                        .map_err(EngineError::from)
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        store.release(id, &lease).await?;
+        appended
+    }
+
+    /// An execution's report, rebuilt from its log and its definition's
+    /// stored shape, whatever its status (statuses, outcomes, attempts and
+    /// errors; no durations). Needs no registered definition: for tools.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], store errors (a definition missing from
+    /// the store is a [`StoreError::BadRecord`]).
+    pub async fn report(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
+        let record = self.record(id).await?;
+        self.rebuilt_report(&record).await
     }
 
     /// Executions with `status` (all for `None`), oldest first.
@@ -537,15 +663,11 @@ impl SagaEngine {
     /// [`recover`](Self::recover).
     pub async fn resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
         let record = self.record(id).await?;
-        if record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "resume",
-                applies: "stuck executions",
-            });
-        }
-        match self.take_over(&record, Some(EventKind::Resumed)).await? {
+        resumable(&record)?;
+        match self
+            .take_over(&record, Some(EventKind::Resumed), false)
+            .await?
+        {
             true => Ok(()),
             false => Err(self.busy(id).await),
         }
@@ -559,36 +681,18 @@ impl SagaEngine {
     /// [`EngineError::WrongStatus`] if it ended otherwise,
     /// [`EngineError::Busy`] if an owner is running it.
     pub async fn abandon(&self, id: &ExecutionId) -> Result<(), EngineError> {
-        let record = self.record(id).await?;
-        if record.status.is_finished() && record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "abandon",
-                applies: "stuck or unfinished executions",
-            });
-        }
-        if self.live().contains_key(id) {
-            return Err(EngineError::Busy {
-                execution_id: id.clone(),
-                owner: self.inner.owner.clone(),
-            });
-        }
-        let store = &self.inner.store;
-        let Some(lease) = store
-            .claim(id, &self.inner.owner, self.inner.lease_ttl)
-            .await?
-        else {
-            return Err(self.busy(id).await);
-        };
-        let record = self.record(id).await?;
-        let event = Event::new(record.last_seq + 1, EventKind::Abandoned);
-        let appended = store
-            .append(id, &lease, vec![event], ExecutionStatus::Abandoned)
-            .await;
-        store.release(id, &lease).await?;
-        appended?;
-        Ok(())
+        self.operator_event(id, EventKind::Abandoned, ExecutionStatus::Abandoned, |r| {
+            if r.status.is_finished() && r.status != ExecutionStatus::Stuck {
+                return Err(EngineError::WrongStatus {
+                    execution_id: r.id.clone(),
+                    status: r.status,
+                    operation: "abandon",
+                    applies: "stuck or unfinished executions",
+                });
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Asks an execution to cancel. Its owner (this process or another)
@@ -617,7 +721,7 @@ impl SagaEngine {
     /// # Errors
     /// Store errors.
     pub async fn purge(&self) -> Result<u64, EngineError> {
-        let retention = i64::try_from(self.inner.retention.as_millis()).unwrap_or(i64::MAX);
+        let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention);
         Ok(self.inner.store.purge(before).await?)
     }
@@ -641,6 +745,13 @@ impl SagaEngine {
             .live
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a run of this engine is carrying `id` on right now.
+    fn running_here(&self, id: &ExecutionId) -> bool {
+        self.live()
+            .get(id)
+            .is_some_and(|live| live.done.borrow().is_none())
     }
 
     fn by_name(&self, name: &str) -> Result<Arc<dyn Runner>, EngineError> {
@@ -680,10 +791,13 @@ impl SagaEngine {
     /// any write) that its definition is registered and its log decodes.
     /// `mark` is an event to log first (an operator's resume). `false` if
     /// another owner holds its lease.
+    /// `requested`: carry out a pending [`request_resume`](Self::request_resume)
+    /// (skipped if it is no longer pending).
     async fn take_over(
         &self,
         record: &ExecutionRecord,
         mark: Option<EventKind>,
+        requested: bool,
     ) -> Result<bool, EngineError> {
         let id = &record.id;
         let runner = {
@@ -722,11 +836,8 @@ impl SagaEngine {
         // A dry run of the decoding, so that a log this build cannot read
         // is refused before the lease is touched.
         let events = store.events(id).await?;
-        runner.check(id, &record.context, &events, mark.is_some())?;
-        let Some(lease) = store
-            .claim(id, &self.inner.owner, self.inner.lease_ttl)
-            .await?
-        else {
+        runner.check(id, &record.context, &events)?;
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Ok(false);
         };
         // Read again under the lease: the log may have grown meanwhile.
@@ -739,9 +850,22 @@ impl SagaEngine {
                 });
             }
         };
+        // Another owner may have carried it on between the listing and the
+        // claim: recovery is for unfinished executions, a resume for stuck
+        // ones (and a requested one only while the request is pending).
+        let still = match mark {
+            None => !record.status.is_finished(),
+            Some(_) => {
+                record.status == ExecutionStatus::Stuck && (!requested || resume_requested(&events))
+            }
+        };
+        if !still {
+            let _ = store.release(id, &lease).await;
+            return Ok(false);
+        }
         if let Some(kind) = mark {
             let event = Event::new(record.last_seq + 1, kind);
-            let phase = fold(id, runner.steps(), &record.context, &events, true)?.phase;
+            let phase = fold(id, runner.steps(), &events)?.phase;
             let status = match phase {
                 ResumePhase::Forward => ExecutionStatus::Running,
                 ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
@@ -783,13 +907,22 @@ impl SagaEngine {
         let inner = Arc::clone(&self.inner);
         handle.spawn(async move {
             let done = run.await;
-            let _ = inner.store.release(&id, &lease).await;
-            inner
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+            // The final write released the lease already.
+            let finished = matches!(&done, Ok(report) if report.status.is_finished());
+            if !finished {
+                let _ = inner.store.release(&id, &lease).await;
+            }
+            // A run stopped by its store stays listed with its error, for
+            // `wait`, until a recovery runs it again.
+            let interrupted = done.is_err();
             let _ = tx.send(Some(done));
+            if !interrupted {
+                inner
+                    .live
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            }
         });
         Ok(())
     }
@@ -816,13 +949,8 @@ impl SagaEngine {
             }
         };
         let events = store.events(&record.id).await?;
-        let folded = fold(
-            &record.id,
-            shape.steps.len(),
-            &record.context,
-            &events,
-            false,
-        )?;
+        let folded = fold(&record.id, shape.steps.len(), &events)?;
+        let rolled_back = matches!(folded.phase, ResumePhase::Rollback { .. });
         let steps = shape
             .steps
             .iter()
@@ -830,7 +958,18 @@ impl SagaEngine {
             .map(|(s, f)| StepReport {
                 name: s.name.as_str().into(),
                 kind: kind_from_label(&s.kind),
-                status: f.status,
+                // A rollback passes over a step with nothing to undo that
+                // took effect (the log has no event for it), as a live
+                // rollback reports it (whether it succeeded or its outcome is
+                // unknown).
+                status: if rolled_back
+                    && kind_from_label(&s.kind) == StepKind::NoUndo
+                    && f.outcome.needs_compensation()
+                {
+                    StepStatus::Skipped
+                } else {
+                    f.status
+                },
                 outcome: f.outcome,
                 attempts: f.attempts,
                 compensation_attempts: f.compensation_attempts,
@@ -848,6 +987,25 @@ impl SagaEngine {
             duration: Duration::ZERO,
         })
     }
+}
+
+/// `resume` applies to stuck executions only.
+fn resumable(record: &ExecutionRecord) -> Result<(), EngineError> {
+    if record.status == ExecutionStatus::Stuck {
+        Ok(())
+    } else {
+        Err(EngineError::WrongStatus {
+            execution_id: record.id.clone(),
+            status: record.status,
+            operation: "resume",
+            applies: "stuck executions",
+        })
+    }
+}
+
+/// Whether the last event of a log is a pending resume request.
+fn resume_requested(events: &[Event]) -> bool {
+    events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
 }
 
 fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
@@ -909,6 +1067,35 @@ fn describe<C>(saga: &Saga<C>) -> (String, String) {
     (text, hex)
 }
 
+impl DefinitionRecord {
+    /// The steps of the stored shape, in order, as
+    /// [`diagram::mermaid`](crate::diagram::mermaid) and tools take them.
+    /// The shape keeps names, kinds and parallel groups only: metadata is
+    /// empty and `is_async` false.
+    ///
+    /// # Errors
+    /// [`StoreError::BadRecord`] if the stored shape does not parse.
+    pub fn steps(&self) -> Result<Vec<StepShape>, StoreError> {
+        let shape: Shape =
+            serde_json::from_str(&self.shape).map_err(|e| StoreError::BadRecord {
+                store: "the store".to_owned(),
+                what: format!("the definition {}", self.fingerprint),
+                detail: e.to_string(),
+            })?;
+        Ok(shape
+            .steps
+            .into_iter()
+            .map(|s| StepShape {
+                kind: kind_from_label(&s.kind),
+                name: s.name,
+                is_async: false,
+                metadata: crate::step::Metadata::new(),
+                group: s.group,
+            })
+            .collect())
+    }
+}
+
 impl<C> Saga<C> {
     /// The definition's fingerprint: SHA-256 (hex) of its canonical
     /// description (name, steps in order, their kinds and parallel groups).
@@ -938,13 +1125,7 @@ trait Runner: Send + Sync {
     fn context_type(&self) -> TypeId;
     fn context_type_name(&self) -> &'static str;
     /// Decodes a log without running anything.
-    fn check(
-        &self,
-        id: &ExecutionId,
-        initial: &str,
-        events: &[Event],
-        resuming: bool,
-    ) -> Result<(), EngineError>;
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError>;
     /// Decodes the log and returns the run, ready to spawn.
     fn prepare(
         self: Arc<Self>,
@@ -968,9 +1149,8 @@ where
         id: &ExecutionId,
         initial: &str,
         events: &[Event],
-        resuming: bool,
     ) -> Result<(C, Option<Resume>), EngineError> {
-        let folded = fold(id, self.steps(), initial, events, resuming)?;
+        let folded = fold(id, self.steps(), events)?;
         let ctx = serde_json::from_str::<C>(folded.context.as_deref().unwrap_or(initial)).map_err(
             |e| EngineError::Undecodable {
                 execution_id: id.clone(),
@@ -1032,14 +1212,8 @@ where
         type_name::<C>()
     }
 
-    fn check(
-        &self,
-        id: &ExecutionId,
-        initial: &str,
-        events: &[Event],
-        resuming: bool,
-    ) -> Result<(), EngineError> {
-        self.decode(id, initial, events, resuming).map(|_| ())
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError> {
+        self.decode(id, initial, events).map(|_| ())
     }
 
     fn prepare(
@@ -1047,10 +1221,13 @@ where
         store: Arc<dyn SagaStore>,
         job: Job,
     ) -> Result<BoxFuture<'static, Done>, EngineError> {
-        let resuming = job.events.iter().any(|e| e.kind == EventKind::Resumed);
-        let (mut ctx, resume) = match job.fresh.map(|b| b.downcast::<C>()) {
+        let fresh = job.fresh.map(|b| b.downcast::<C>());
+        // A fresh start's log holds its first step's start, written with
+        // the execution.
+        let preloaded = matches!(fresh, Some(Ok(_)));
+        let (mut ctx, resume) = match fresh {
             Some(Ok(ctx)) => (*ctx, None),
-            _ => self.decode(&job.id, &job.initial_context, &job.events, resuming)?,
+            _ => self.decode(&job.id, &job.initial_context, &job.events)?,
         };
         let next_seq = job.events.last().map_or(1, |e| e.seq + 1);
         Ok(Box::pin(async move {
@@ -1061,6 +1238,7 @@ where
                 state: tokio::sync::Mutex::new(JournalState {
                     next_seq,
                     buffer: Vec::new(),
+                    preloaded,
                 }),
                 cancel: job.cancel.clone(),
                 _context: PhantomData,
@@ -1105,6 +1283,9 @@ struct JournalState {
     /// Events written at the next flush: what follows a step's start is
     /// committed with the next start (a step transition) or the end.
     buffer: Vec<Event>,
+    /// Whether the first step's first start is in the log already (written
+    /// with the execution).
+    preloaded: bool,
 }
 
 /// The executor's journal on a store: numbers events, buffers them, and
@@ -1133,14 +1314,24 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
-            event.seq = state.next_seq;
-            state.next_seq += 1;
+            let written = state.preloaded
+                && event.kind == EventKind::StepStarted
+                && event.step == Some(0)
+                && event.attempt == 1;
+            if written {
+                state.preloaded = false;
+            } else {
+                event.seq = state.next_seq;
+                state.next_seq += 1;
+            }
             let flush = matches!(
                 event.kind,
                 EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
             );
-            state.buffer.push(event);
-            if !flush {
+            if !written {
+                state.buffer.push(event);
+            }
+            if !flush || state.buffer.is_empty() {
                 return Ok(());
             }
             let events = std::mem::take(&mut state.buffer);
@@ -1166,16 +1357,9 @@ struct Folded {
 
 /// Reads a log: each step's state, outputs, the latest context and the
 /// direction. A step or compensation that started and never ended is set
-/// up to run again as the same attempt, its outcome unknown. `resuming`
-/// (an operator's resume) gives what failed for good a fresh budget.
-fn fold(
-    id: &ExecutionId,
-    steps: usize,
-    initial: &str,
-    events: &[Event],
-    resuming: bool,
-) -> Result<Folded, EngineError> {
-    let _ = initial;
+/// up to run again as the same attempt, its outcome unknown. After an
+/// operator's resume, what failed for good gets a fresh budget.
+fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, EngineError> {
     let mut folded = Folded {
         steps: (0..steps)
             .map(|_| ResumeStep {
@@ -1236,6 +1420,20 @@ fn fold(
                 }
             }
             (EventKind::RollbackStarted, _) => {
+                // A step whose start is followed by the rollback without an
+                // end of its own was stopped by a cancellation before it
+                // ran (the start's commit brought the request).
+                for (s, flying) in folded.steps.iter_mut().zip(&mut in_flight) {
+                    if *flying && s.status == StepStatus::Running {
+                        *flying = false;
+                        s.attempts = s.attempts.saturating_sub(1);
+                        s.status = if s.attempts == 0 {
+                            StepStatus::Pending
+                        } else {
+                            StepStatus::Failed
+                        };
+                    }
+                }
                 folded.phase = ResumePhase::Rollback {
                     cause: index.map(|i| (i, event.error.clone().unwrap_or_default())),
                 };
@@ -1275,7 +1473,6 @@ fn fold(
             _ => {}
         }
     }
-    let _ = resuming;
     // Cut off by a crash: run the same attempt again; it may have taken
     // effect, so its outcome is unknown (sticky, as for a timeout).
     for (s, flying) in folded.steps.iter_mut().zip(in_flight) {

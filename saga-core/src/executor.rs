@@ -190,6 +190,27 @@ pub(crate) async fn execute<C>(
 pub(crate) async fn execute_durable<C>(
     saga: &SagaInner<C>,
     ctx: &mut C,
+    #[allow(unused_mut)] mut options: RunOptions,
+    blocking: bool,
+    journal: Option<&dyn Journal<C>>,
+    resume: Option<Resume>,
+) -> Result<SagaReport, SagaError> {
+    #[cfg(feature = "tracing")]
+    {
+        let id = options
+            .execution_id
+            .get_or_insert_with(ExecutionId::generate)
+            .clone();
+        let run = run_execution(saga, ctx, options, blocking, journal, resume);
+        crate::spans::execution(&saga.name, &id, run).await
+    }
+    #[cfg(not(feature = "tracing"))]
+    run_execution(saga, ctx, options, blocking, journal, resume).await
+}
+
+async fn run_execution<C>(
+    saga: &SagaInner<C>,
+    ctx: &mut C,
     options: RunOptions,
     blocking: bool,
     journal: Option<&dyn Journal<C>>,
@@ -241,21 +262,22 @@ pub(crate) async fn execute_durable<C>(
             Box::pin(rollback(&env, &mut state, ctx, stop)).await
         }
     };
+    if env.journal.is_none() || matches!(result, Err(SagaError::Store { .. })) {
+        return result;
+    }
     if let Some(error) = env.take_abort() {
         return Err(store_error(&env, &mut state, error));
     }
-    if env.journal.is_some() && !matches!(result, Err(SagaError::Store { .. })) {
-        let status = match &result {
-            Ok(report) => report.status,
-            Err(error) => error.report().status,
-        };
-        let mut event = Event::new(0, EventKind::Finished);
-        event.context = env.snapshot(&*ctx);
-        if env.log(event, status).await.is_err()
-            && let Some(error) = env.take_abort()
-        {
-            return Err(store_error(&env, &mut state, error));
-        }
+    let status = match &result {
+        Ok(report) => report.status,
+        Err(error) => error.report().status,
+    };
+    let mut event = Event::new(0, EventKind::Finished);
+    event.context = env.snapshot(&*ctx);
+    if env.log(event, status).await.is_err()
+        && let Some(error) = env.take_abort()
+    {
+        return Err(store_error(&env, &mut state, error));
     }
     result
 }
@@ -474,10 +496,6 @@ async fn run_action<C>(
     loop {
         attempt += 1;
         report.attempts = attempt;
-        env.emit(&SagaEvent::StepStarted {
-            step: &step.name,
-            attempt,
-        });
         if env.journal.is_some() {
             let mut event = Event::new(0, EventKind::StepStarted);
             event.step = Some(index as u32);
@@ -485,9 +503,29 @@ async fn run_action<C>(
             if env.log(event, ExecutionStatus::Running).await.is_err() {
                 return Err((env.clock.now(), StepError::new(JournalFailed)));
             }
+            // A durable run hears of a cancellation request at its writes:
+            // one that came with this start stops the step before it runs
+            // (the rollback that follows tells the log it never ran).
+            if brakes.cancel.is_some_and(CancellationToken::is_cancelled) {
+                attempt -= 1;
+                report.attempts = attempt;
+                report.status = if attempt == 0 {
+                    StepStatus::Pending
+                } else {
+                    StepStatus::Failed
+                };
+                return Err((env.clock.now(), StepError::interrupted()));
+            }
         }
+        env.emit(&SagaEvent::StepStarted {
+            step: &step.name,
+            attempt,
+        });
         let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
-        let result = attempt_action(step, &mut ctx, &info, brakes).await;
+        let run = attempt_action(step, &mut ctx, &info, brakes);
+        #[cfg(feature = "tracing")]
+        let run = crate::spans::attempt(false, &step.name, attempt, run);
+        let result = run.await;
         let now = env.clock.now();
         let error = match result {
             Ok(out) => {
@@ -788,7 +826,10 @@ async fn run_compensation<C>(
             }
         }
         let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
-        let result = attempt_undo(undo, &mut ctx, output, &info).await;
+        let run = attempt_undo(undo, &mut ctx, output, &info);
+        #[cfg(feature = "tracing")]
+        let run = crate::spans::attempt(true, &step.name, attempt, run);
+        let result = run.await;
         let now = env.clock.now();
         *mark = now;
         let error = match result {

@@ -18,6 +18,14 @@
 //!   cancellation ([`CancellationToken`]), logs (target `saga`) and
 //!   observers ([`SagaObserver`]).
 //!
+//! - Make it durable with a [`SagaEngine`] on a [`store`]
+//!   ([`SqliteStore`](store::SqliteStore), one file): every step's start
+//!   and end is logged, and after a crash [`SagaEngine::recover`] carries
+//!   each unfinished execution on. Steps run *at least once*: one cut off
+//!   by a crash runs again with the same
+//!   [`idempotency_key`](StepInfo::idempotency_key), so pass the key to the
+//!   services you call.
+//!
 //! The failure semantics are in `docs/DESIGN.md`.
 //!
 //! ```
@@ -68,8 +76,12 @@ mod observer;
 mod policy;
 mod report;
 mod saga;
+#[cfg(feature = "tracing")]
+mod spans;
 mod step;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use cancel::CancellationToken;
 pub use context::Context;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
-pub use crate::saga::{Saga, SagaBuilder};
+pub use crate::saga::{Parallel, Saga, SagaBuilder, default_compensation_retry};
 pub use crate::step::{BoxFuture, Step, StepInfo};
 
 /// A retry policy as written in an attribute or in `saga!`: every field is
@@ -47,9 +47,24 @@ impl RetrySpec {
         }
     }
 
+    /// Whether anything was said.
+    pub const fn is_set(&self) -> bool {
+        self.attempts.is_some()
+            || self.backoff.is_some()
+            || self.max_backoff.is_some()
+            || self.retry_if.is_some()
+    }
+
     /// The policy, starting from [`RetryPolicy::default`].
     pub fn policy(&self) -> RetryPolicy {
-        let mut policy = RetryPolicy::default();
+        self.policy_from(RetryPolicy::default())
+    }
+
+    /// The policy, starting from `base`: a compensation's `undo_retry`
+    /// starts from [`default_compensation_retry`], so `undo_retry 5` keeps
+    /// retrying every error, with that backoff.
+    pub fn policy_from(&self, base: RetryPolicy) -> RetryPolicy {
+        let mut policy = base;
         if let Some(n) = self.attempts {
             policy = policy.with_max_attempts(n);
         }
@@ -98,12 +113,20 @@ pub trait StepOf<C>: 'static {
     const NAME: &'static str;
     /// Whether the function is `async`.
     const IS_ASYNC: bool;
+    /// Whether the function takes the context shared (`&C`), as a branch
+    /// of a `parallel` group must.
+    const SHARED: bool;
+    /// Whether the attribute's compensation, if any, takes the context
+    /// shared (`&C`); `true` without one.
+    const UNDO_SHARED: bool;
     /// Whether the attribute says `pivot`.
     const PIVOT: bool;
     /// Whether the attribute gives a compensation.
     const HAS_COMPENSATION: bool;
     /// The attribute's `retry(..)`.
     const RETRY: RetrySpec;
+    /// The attribute's `undo_retry(..)`: the compensation's retries.
+    const UNDO_RETRY: RetrySpec;
     /// The attribute's `timeout`.
     const TIMEOUT: Option<Duration>;
     /// The attribute's `metadata(..)`.
@@ -128,24 +151,48 @@ pub trait StepOf<C>: 'static {
         Self::with_compensation(Self::action(dsl.name.unwrap_or(Self::NAME)))
     }
 
-    /// Applies the options, `saga!`'s over the attribute's, and adds the
-    /// step to `builder`.
-    fn push(builder: SagaBuilder<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> SagaBuilder<C>
+    /// Applies the options, `saga!`'s over the attribute's (all but
+    /// `pivot`).
+    fn configure(step: Step<C, Self::Output>, dsl: &Dsl) -> Step<C, Self::Output>
     where
         C: 'static,
     {
         let mut step = step.retry(dsl.retry.or(Self::RETRY).policy());
+        let undo_retry = dsl.undo_retry.or(Self::UNDO_RETRY);
+        if undo_retry.is_set() {
+            step = step.compensation_retry(undo_retry.policy_from(default_compensation_retry()));
+        }
         if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
             step = step.timeout(timeout);
         }
         for (key, value) in Self::METADATA.iter().chain(dsl.metadata) {
             step = step.metadata(*key, *value);
         }
+        step
+    }
+
+    /// Applies the options, `saga!`'s over the attribute's, and adds the
+    /// step to `builder`.
+    fn push(builder: SagaBuilder<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> SagaBuilder<C>
+    where
+        C: 'static,
+    {
+        let step = Self::configure(step, dsl);
         if dsl.pivot || Self::PIVOT {
             builder.pivot(step)
         } else {
             builder.step(step)
         }
+    }
+
+    /// Applies the options and adds the step to a `parallel` group as a
+    /// branch. `saga!` has checked that it is no pivot and takes the
+    /// context shared.
+    fn branch(group: Parallel<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> Parallel<C>
+    where
+        C: 'static,
+    {
+        group.step(Self::configure(step, dsl))
     }
 }
 
@@ -161,6 +208,9 @@ pub trait UndoContext<C> {
     /// `Self`; naming the compensation through this projection makes the
     /// output check depend on this one.
     type Checked: ?Sized;
+    /// Whether the compensation takes the context shared (`&C`), as the
+    /// compensation of a `parallel` branch must.
+    const SHARED: bool;
 }
 
 /// Second half: `Self` receives the output `T` of the step it undoes.
@@ -181,6 +231,8 @@ pub struct Dsl {
     pub name: Option<&'static str>,
     /// `retry`, `backoff`, `max_backoff`, `retry_if`.
     pub retry: RetrySpec,
+    /// `undo_retry`.
+    pub undo_retry: RetrySpec,
     /// `timeout`.
     pub timeout: Option<Duration>,
     /// `metadata(..)`.

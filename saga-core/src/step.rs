@@ -24,6 +24,11 @@ pub type Metadata = BTreeMap<String, String>;
 /// Pass [`idempotency_key`](StepInfo::idempotency_key) to remote services:
 /// it is the same for every attempt of the step in this execution, and for
 /// its compensation, so a repeated call can be recognised and absorbed.
+///
+/// A durable saga (run by a [`SagaEngine`](crate::SagaEngine)) invokes each
+/// step and compensation *at least once*: one cut off by a crash runs again
+/// after recovery, with the same key and the same attempt number. The key is
+/// what makes its effect happen once.
 #[derive(Debug, Clone, Copy)]
 pub struct StepInfo<'a> {
     pub(crate) saga: &'a str,
@@ -235,7 +240,7 @@ pub struct Step<C, T = ()> {
 
 /// Boxes an async action; taking the closure here gives it the
 /// higher-ranked signature that a `let` binding cannot.
-fn erase_async<C, F>(action: F) -> Action<C>
+pub(crate) fn erase_async<C, F>(action: F) -> Action<C>
 where
     F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
@@ -246,7 +251,7 @@ where
 }
 
 /// Boxes an async compensation (see [`erase_async`]).
-fn erase_async_undo<C, F>(undo: F) -> Undo<C>
+pub(crate) fn erase_async_undo<C, F>(undo: F) -> Undo<C>
 where
     F: for<'a> Fn(
             &'a mut C,
@@ -261,7 +266,7 @@ where
 }
 
 /// Boxes an async action on a shared context (see [`erase_async`]).
-fn erase_shared_async<C, F>(action: F) -> Action<C>
+pub(crate) fn erase_shared_async<C, F>(action: F) -> Action<C>
 where
     F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
@@ -272,7 +277,7 @@ where
 }
 
 /// Boxes an async compensation on a shared context (see [`erase_async`]).
-fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
+pub(crate) fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
 where
     F: for<'a> Fn(
             &'a C,

@@ -4,8 +4,11 @@
 //! saga    := field* entry+
 //! field   := "name" ":" LitStr ","
 //!          | "context" ":" Type ","
-//! entry   := ("step" | "pivot") Path ("=>" ("undo" | "compensate") Path)? ("," option)* ";"
+//! entry   := step | group
+//! step    := ("step" | "pivot") Path ("=>" ("undo" | "compensate") Path)? ("," option)* ";"
+//! group   := "parallel" "{" step* "}"      // branches: `step` only, taking `&C`
 //! option  := "retry" (LitInt | "forever")
+//!          | "undo_retry" (LitInt | "forever")     // the compensation's attempts
 //!          | "backoff" duration | "max_backoff" duration
 //!          | "retry_if" Path
 //!          | "timeout" duration
@@ -14,8 +17,8 @@
 //! duration:= an integer or decimal with a unit suffix: 250ms, 2s, 1.5s, 5m, 1h
 //! ```
 //!
-//! An entry is the unit a future `parallel { entry* }` block would group;
-//! [`Entry`] is where that variant goes.
+//! The parser accepts `pivot` and an empty group inside `parallel { .. }`
+//! so that `validate.rs` can say what is wrong at the token.
 
 use std::time::Duration;
 
@@ -32,13 +35,14 @@ mod kw {
     syn::custom_keyword!(undo);
     syn::custom_keyword!(compensate);
     syn::custom_keyword!(forever);
+    syn::custom_keyword!(parallel);
 }
 
 /// The saga's header fields.
 pub const FIELDS: &str = "`name` or `context`";
 /// The options a step accepts in `saga!`.
 pub const STEP_OPTIONS: &str =
-    "`retry`, `backoff`, `max_backoff`, `retry_if`, `timeout`, `name` or `metadata`";
+    "`retry`, `backoff`, `max_backoff`, `retry_if`, `undo_retry`, `timeout`, `name` or `metadata`";
 
 /// A whole `saga! { .. }`.
 pub struct SagaDef {
@@ -52,6 +56,14 @@ pub struct SagaDef {
 /// One line of the saga.
 pub enum Entry {
     Step(StepDef),
+    Parallel(GroupDef),
+}
+
+/// `parallel { step a => undo ua; step b; }`.
+pub struct GroupDef {
+    /// The `parallel` keyword.
+    pub keyword: Ident,
+    pub branches: Vec<StepDef>,
 }
 
 /// `step path => undo path, options;` or `pivot path, options;`.
@@ -73,6 +85,7 @@ pub struct StepOption {
 
 pub enum OptionValue {
     Retry(Attempts),
+    UndoRetry(Attempts),
     Backoff(Dur),
     MaxBackoff(Dur),
     RetryIf(Path),
@@ -96,14 +109,23 @@ pub struct Dur {
 }
 
 impl SagaDef {
-    /// Every step in order (a `parallel` block would yield its members).
+    /// Every step in order, a group's branches in theirs.
     pub fn steps(&self) -> Vec<&StepDef> {
         self.entries
             .iter()
-            .map(|e| match e {
-                Entry::Step(s) => s,
+            .flat_map(|e| match e {
+                Entry::Step(s) => std::slice::from_ref(s),
+                Entry::Parallel(g) => g.branches.as_slice(),
             })
             .collect()
+    }
+
+    /// The `parallel` groups.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupDef> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Parallel(g) => Some(g),
+            Entry::Step(_) => None,
+        })
     }
 }
 
@@ -157,13 +179,36 @@ fn parse_field(input: ParseStream<'_>, def: &mut SagaDef) -> syn::Result<()> {
 
 impl Parse for Entry {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        // A `parallel { .. }` block would be one more branch here.
         let lookahead = input.lookahead1();
         if lookahead.peek(kw::step) || lookahead.peek(kw::pivot) {
             input.parse().map(Entry::Step)
+        } else if lookahead.peek(kw::parallel) {
+            input.parse().map(Entry::Parallel)
         } else {
             Err(lookahead.error())
         }
+    }
+}
+
+impl Parse for GroupDef {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let keyword: Ident = input.parse()?;
+        let content;
+        syn::braced!(content in input);
+        let mut branches = Vec::new();
+        while !content.is_empty() {
+            let lookahead = content.lookahead1();
+            if lookahead.peek(kw::step) || lookahead.peek(kw::pivot) {
+                branches.push(content.parse()?);
+            } else if lookahead.peek(kw::parallel) {
+                return Err(content.error(
+                    "a `parallel` group cannot contain another: list every branch in one `parallel { .. }`",
+                ));
+            } else {
+                return Err(lookahead.error());
+            }
+        }
+        Ok(GroupDef { keyword, branches })
     }
 }
 
@@ -214,18 +259,8 @@ impl Parse for StepOption {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let keyword: Ident = syn::ext::IdentExt::parse_any(input)?;
         let value = match keyword.to_string().as_str() {
-            "retry" => {
-                if input.peek(kw::forever) {
-                    let forever: kw::forever = input.parse()?;
-                    OptionValue::Retry(Attempts::Forever(forever.span))
-                } else if input.peek(LitInt) {
-                    OptionValue::Retry(Attempts::Count(input.parse()?))
-                } else {
-                    return Err(
-                        input.error("expected a number of attempts or `forever` after `retry`")
-                    );
-                }
-            }
+            "retry" => OptionValue::Retry(parse_attempts(input, &keyword)?),
+            "undo_retry" => OptionValue::UndoRetry(parse_attempts(input, &keyword)?),
             "backoff" => OptionValue::Backoff(parse_duration(input)?),
             "max_backoff" => OptionValue::MaxBackoff(parse_duration(input)?),
             "retry_if" => OptionValue::RetryIf(input.parse()?),
@@ -245,6 +280,20 @@ impl Parse for StepOption {
             }
         };
         Ok(StepOption { keyword, value })
+    }
+}
+
+/// `3` or `forever`, after `retry` or `undo_retry`.
+fn parse_attempts(input: ParseStream<'_>, keyword: &Ident) -> syn::Result<Attempts> {
+    if input.peek(kw::forever) {
+        let forever: kw::forever = input.parse()?;
+        Ok(Attempts::Forever(forever.span))
+    } else if input.peek(LitInt) {
+        Ok(Attempts::Count(input.parse()?))
+    } else {
+        Err(input.error(format!(
+            "expected a number of attempts or `forever` after `{keyword}`"
+        )))
     }
 }
 

@@ -5,6 +5,7 @@
 //! arg     := ("compensate" | "undo") "=" Path
 //!          | "name" "=" LitStr
 //!          | "retry" "(" retry ("," retry)* ")"
+//!          | "undo_retry" "(" retry ("," retry)* ")"   // the compensation's retries
 //!          | "timeout" "=" LitStr          // "2s", "250ms"
 //!          | "pivot"
 //!          | "metadata" "(" (Ident "=" LitStr),* ")"
@@ -21,8 +22,7 @@ use syn::{Ident, LitInt, LitStr, Path, Token};
 use crate::ast::{Attempts, Dur, MetaPair, duration_from_str};
 
 /// The arguments `#[saga_task]` accepts.
-pub const ARGS: &str =
-    "`compensate` (or `undo`), `name`, `retry(..)`, `timeout`, `pivot` or `metadata(..)`";
+pub const ARGS: &str = "`compensate` (or `undo`), `name`, `retry(..)`, `undo_retry(..)`, `timeout`, `pivot` or `metadata(..)`";
 /// The arguments `retry(..)` accepts.
 pub const RETRY_ARGS: &str = "`attempts`, `forever`, `backoff`, `max_backoff` or `on`";
 
@@ -32,6 +32,7 @@ pub struct TaskArgs {
     pub compensate: Option<(Ident, Path)>,
     pub name: Option<(Ident, LitStr)>,
     pub retry: Option<RetryArgs>,
+    pub undo_retry: Option<(Ident, RetryArgs)>,
     pub timeout: Option<(Ident, Dur)>,
     pub pivot: Option<Ident>,
     pub metadata: Option<(Ident, Vec<(Ident, LitStr)>)>,
@@ -96,6 +97,12 @@ impl Parse for TaskArgs {
                     syn::parenthesized!(content in input);
                     let retry = parse_retry(&content)?;
                     set_once(&mut args.retry, &key, retry)
+                }
+                "undo_retry" => {
+                    let content;
+                    syn::parenthesized!(content in input);
+                    let retry = parse_retry(&content)?;
+                    set_once(&mut args.undo_retry, &key, (key.clone(), retry))
                 }
                 "metadata" => {
                     let content;

@@ -7,7 +7,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, LitStr, Path, Type};
 
-use crate::ast::{Attempts, Dur, OptionValue, SagaDef, StepDef};
+use crate::ast::{Attempts, Dur, Entry, GroupDef, OptionValue, SagaDef, StepDef};
 use crate::attr::{RetryArgs, TaskArgs};
 use crate::validate::TaskFn;
 
@@ -63,6 +63,26 @@ fn retry_spec(
             backoff: #backoff,
             max_backoff: #max_backoff,
             retry_if: #retry_if,
+        }
+    }
+}
+
+fn retry_args(args: Option<&RetryArgs>) -> TokenStream {
+    match args {
+        Some(RetryArgs {
+            attempts,
+            backoff,
+            max_backoff,
+            on,
+        }) => retry_spec(
+            attempts.as_ref(),
+            backoff.as_ref(),
+            max_backoff.as_ref(),
+            on.as_ref(),
+        ),
+        None => {
+            let p = private();
+            quote!(#p::RetrySpec::NONE)
         }
     }
 }
@@ -133,14 +153,17 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             .as_ref()
             .map_or_else(|| quote!(()), ToTokens::to_token_stream);
         let call = call(item, task, task.output_param.is_some());
-        let compensate = if task.is_async {
-            quote!(compensate_async)
-        } else {
-            quote!(compensate)
+        let compensate = match (task.shared, task.is_async) {
+            (false, false) => quote!(compensate),
+            (false, true) => quote!(compensate_async),
+            (true, false) => quote!(compensate_shared),
+            (true, true) => quote!(compensate_shared_async),
         };
+        let shared = task.shared;
         out.extend(quote! {
             impl #p::UndoContext<#ctx> for #ident {
                 type Checked = #ident;
+                const SHARED: bool = #shared;
             }
             impl #p::UndoOutput<#ctx, #output> for #ident {
                 fn attach(step: #p::Step<#ctx, #output>) -> #p::Step<#ctx, #output> {
@@ -167,28 +190,26 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let is_async = task.is_async;
     let pivot = args.pivot.is_some();
     let has_compensation = args.compensate.is_some();
-    let retry = match &args.retry {
-        Some(RetryArgs {
-            attempts,
-            backoff,
-            max_backoff,
-            on,
-            ..
-        }) => retry_spec(
-            attempts.as_ref(),
-            backoff.as_ref(),
-            max_backoff.as_ref(),
-            on.as_ref(),
-        ),
-        None => quote!(#p::RetrySpec::NONE),
-    };
+    let retry = retry_args(args.retry.as_ref());
+    let undo_retry = retry_args(args.undo_retry.as_ref().map(|(_, r)| r));
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let call = call(item, task, false);
-    let constructor = if is_async {
-        quote!(new_async)
-    } else {
-        quote!(new)
+    // A `&C` function is a shared step, so that it can be a `parallel`
+    // branch; it runs as an ordinary step as well.
+    let shared = task.shared;
+    let constructor = match (shared, is_async) {
+        (false, false) => quote!(new),
+        (false, true) => quote!(new_async),
+        (true, false) => quote!(shared),
+        (true, true) => quote!(shared_async),
+    };
+    let undo_shared = match &args.compensate {
+        Some((_, undo)) => {
+            let undo = quote_spanned!(undo.span()=> <#undo as #p::UndoContext<#ctx>>::SHARED);
+            quote!(#undo)
+        }
+        None => quote!(true),
     };
     let with_compensation = args.compensate.as_ref().map(|(_, undo)| {
         let undo = compensation(undo, ctx, &quote!(#ok));
@@ -203,9 +224,12 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             type Output = #ok;
             const NAME: &'static str = #name;
             const IS_ASYNC: bool = #is_async;
+            const SHARED: bool = #shared;
+            const UNDO_SHARED: bool = #undo_shared;
             const PIVOT: bool = #pivot;
             const HAS_COMPENSATION: bool = #has_compensation;
             const RETRY: #p::RetrySpec = #retry;
+            const UNDO_RETRY: #p::RetrySpec = #undo_retry;
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
 
@@ -253,9 +277,12 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
             type Output = ();
             const NAME: &'static str = #name;
             const IS_ASYNC: bool = true;
+            const SHARED: bool = true;
+            const UNDO_SHARED: bool = true;
             const PIVOT: bool = false;
             const HAS_COMPENSATION: bool = false;
             const RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
+            const UNDO_RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = ::core::option::Option::None;
             const METADATA: &'static [(&'static str, &'static str)] = &[];
             fn action(_: &'static str) -> #p::Step<__SagaC, ()> {
@@ -264,6 +291,7 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
         }
         impl<__SagaC> #p::UndoContext<__SagaC> for #ident {
             type Checked = #ident;
+            const SHARED: bool = true;
         }
         impl<__SagaC, __SagaT> #p::UndoOutput<__SagaC, __SagaT> for #ident {
             fn attach(step: #p::Step<__SagaC, __SagaT>) -> #p::Step<__SagaC, __SagaT> {
@@ -328,6 +356,7 @@ fn path_text(path: &Path) -> String {
 /// ```text
 /// saga! { name: "order", context: Shop,
 ///         step create_order => undo cancel_order, retry 3;
+///         parallel { step reserve => undo release; step book; }
 ///         pivot ship; }
 /// ```
 /// Output: a block with the `const` checks across items (below), then
@@ -336,6 +365,10 @@ fn path_text(path: &Path) -> String {
 /// let b = { let dsl = Dsl { .. }; let s = step_of::<Shop, create_order>(&dsl);
 ///           let s = <<cancel_order as UndoContext<Shop>>::Checked as UndoOutput<..>>::attach(s);
 ///           push::<Shop, create_order>(b, s, &dsl) };
+/// let b = { let g = Parallel::<Shop>::new();
+///           let g = { .. <reserve as StepOf<Shop>>::branch(g, s, &dsl) };
+///           let g = { .. };
+///           b.parallel(g) };
 /// ..
 /// finish(b)
 /// ```
@@ -344,8 +377,14 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     let ctx = context_of(saga);
     let name = saga.name.as_ref().map(LitStr::value).unwrap_or_default();
     let steps = saga.steps();
-    let checks = checks(&steps, &ctx);
-    let pushes = steps.iter().map(|step| push(step, &ctx));
+    let mut checks = checks(&steps, &ctx);
+    for group in saga.groups() {
+        checks.extend(group_checks(group, &ctx));
+    }
+    let pushes = saga.entries.iter().map(|entry| match entry {
+        Entry::Step(step) => push(step, &ctx, Target::Builder),
+        Entry::Parallel(group) => parallel(group, &ctx),
+    });
     quote! {{
         #checks
         let __saga_builder = #p::Saga::<#ctx>::builder(#name);
@@ -354,9 +393,34 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     }}
 }
 
-fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+/// Where `push` adds a step.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The saga's builder, `__saga_builder`.
+    Builder,
+    /// A `parallel` group, `__saga_group`.
+    Group,
+}
+
+/// A `parallel { .. }` group: its branches added to a `Parallel`, which is
+/// added to the builder. `SagaBuilder::parallel` needs `C: Send + Sync`;
+/// the call carries the `parallel` keyword's span, so a context that is
+/// not `Sync` is reported there.
+fn parallel(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
+    let p = private();
+    let branches = group.branches.iter().map(|b| push(b, ctx, Target::Group));
+    let add = quote_spanned!(group.keyword.span()=> __saga_builder.parallel(__saga_group));
+    quote! {{
+        let __saga_group = #p::Parallel::<#ctx>::new();
+        #(let __saga_group = #branches;)*
+        #add
+    }}
+}
+
+fn push(step: &StepDef, ctx: &TokenStream, into: Target) -> TokenStream {
     let p = private();
     let mut attempts = None;
+    let mut undo_attempts = None;
     let mut backoff = None;
     let mut max_backoff = None;
     let mut retry_if = None;
@@ -365,6 +429,7 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     for option in &step.options {
         match &option.value {
             OptionValue::Retry(a) => attempts = Some(a),
+            OptionValue::UndoRetry(a) => undo_attempts = Some(a),
             OptionValue::Backoff(d) => backoff = Some(d),
             OptionValue::MaxBackoff(d) => max_backoff = Some(d),
             OptionValue::RetryIf(path) => retry_if = Some(path),
@@ -375,6 +440,7 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     }
     let name = some_or_none(dsl_name(step), |lit| quote!(#lit));
     let retry = retry_spec(attempts, backoff, max_backoff, retry_if);
+    let undo_retry = retry_spec(undo_attempts, None, None, None);
     let timeout = some_or_none(timeout, duration);
     let metadata = metadata(meta);
     let pivot = step.pivot;
@@ -388,12 +454,21 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     let span = step.task.span();
     let step_call = step_of(step, ctx, "step");
     let step_call = quote_spanned!(span=> #step_call(&__saga_dsl));
-    let push_call = step_of(step, ctx, "push");
-    let push_call = quote_spanned!(span=> #push_call(__saga_builder, __saga_step, &__saga_dsl));
+    let push_call = match into {
+        Target::Builder => {
+            let push = step_of(step, ctx, "push");
+            quote_spanned!(span=> #push(__saga_builder, __saga_step, &__saga_dsl))
+        }
+        Target::Group => {
+            let branch = step_of(step, ctx, "branch");
+            quote_spanned!(span=> #branch(__saga_group, __saga_step, &__saga_dsl))
+        }
+    };
     quote! {{
         let __saga_dsl = #p::Dsl {
             name: #name,
             retry: #retry,
+            undo_retry: #undo_retry,
             timeout: #timeout,
             metadata: #metadata,
             pivot: #pivot,
@@ -405,71 +480,175 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
 }
 
 /// `const` assertions for what only the types know: another item's
-/// `name`, `pivot`, compensation and asyncness. Each is spanned at the
-/// token the user should change.
+/// `name`, `pivot`, compensation, retries and asyncness. Each is spanned at
+/// the token the user should change; one function per rule below.
 fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
-    let p = private();
     let mut out = TokenStream::new();
     for (i, step) in steps.iter().enumerate() {
+        let earlier = &steps[..i];
+        out.extend(compensation_given_twice(step, ctx));
+        out.extend(timeout_needs_async(step, ctx));
+        out.extend(undo_retry_needs_compensation(step, ctx));
+        out.extend(one_pivot(step, earlier, ctx));
+        out.extend(no_compensation_from_pivot(step, earlier, ctx));
+        out.extend(unique_names(step, earlier, ctx));
+    }
+    out
+}
+
+/// `const` assertions for a group's branches: each takes the context
+/// shared, and so does its compensation, and none is a pivot by its
+/// attribute (the `pivot` keyword is rejected by `validate.rs`).
+fn group_checks(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
+    let ctx_text = ctx.to_string().replace(' ', "");
+    let mut out = TokenStream::new();
+    for step in &group.branches {
         let text = path_text(&step.task);
-        if let Some((keyword, undo)) = &step.undo {
-            let span = keyword.span().join(undo.span()).unwrap_or(keyword.span());
-            let message = format!(
-                "step `{text}` already has a compensation from its `#[saga_task(compensate = ..)]`; give it in one place"
-            );
-            let has_compensation = step_of(step, ctx, "HAS_COMPENSATION");
-            out.extend(quote_spanned! {span=>
-                const _: () = ::core::assert!(!#has_compensation, #message);
-            });
-        }
-        if let Some(option) = step
-            .options
-            .iter()
-            .find(|o| matches!(o.value, OptionValue::Timeout(_)))
-        {
-            let message = format!(
-                "`timeout` needs an `async fn` step, and `{text}` is sync: a sync step cannot be interrupted"
-            );
-            let is_async = step_of(step, ctx, "IS_ASYNC");
-            out.extend(quote_spanned! {option.keyword.span()=>
-                const _: () = ::core::assert!(#is_async, #message);
-            });
-        }
-        let earlier: Vec<TokenStream> = steps[..i].iter().map(|s| pivot_expr(s, ctx)).collect();
-        let this = pivot_expr(step, ctx);
-        let span = step.task.span();
-        if !earlier.is_empty() {
-            let message = format!(
-                "step `{text}` is a second pivot (a `pivot` here or in its `#[saga_task]`); a saga has one point of no return"
-            );
-            out.extend(quote_spanned! {span=>
-                const _: () = ::core::assert!(!(#this && (false #(|| #earlier)*)), #message);
-            });
-        }
-        let has_undo = step.undo.is_some();
-        let has_compensation = step_of(step, ctx, "HAS_COMPENSATION");
+        let shared = step_of(step, ctx, "SHARED");
         let message = format!(
-            "step `{text}` has a compensation but is or follows the pivot; once the pivot succeeds the saga only goes forward"
+            "step `{text}` is a `parallel` branch, and branches share the context: take it as `&{ctx_text}`, not `&mut {ctx_text}`, and keep what its compensation needs in its output"
         );
-        out.extend(quote_spanned! {span=>
-            const _: () = ::core::assert!(
-                !((#has_undo || #has_compensation) && (#this #(|| #earlier)*)),
-                #message
-            );
+        out.extend(quote_spanned! {step.task.span()=>
+            const _: () = ::core::assert!(#shared, #message);
         });
-        let name = name_expr(step, ctx);
-        for other in &steps[..i] {
+        let message = format!(
+            "the compensation of step `{text}` takes `&mut {ctx_text}`, and `{text}` is a `parallel` branch: branches share the context, so take it as `&{ctx_text}` and undo from the step's output"
+        );
+        let (span, undo_shared) = match &step.undo {
+            Some((_, undo)) => {
+                let p = private();
+                let shared = quote_spanned!(undo.span()=> <#undo as #p::UndoContext<#ctx>>::SHARED);
+                (undo.span(), shared)
+            }
+            None => (step.task.span(), step_of(step, ctx, "UNDO_SHARED")),
+        };
+        out.extend(quote_spanned! {span=>
+            const _: () = ::core::assert!(#undo_shared, #message);
+        });
+        let pivot = step_of(step, ctx, "PIVOT");
+        let message = format!(
+            "step `{text}` is the pivot (its `#[saga_task(pivot)]`) and cannot be a `parallel` branch: its siblings could fail after it succeeded, and nothing may roll back past the pivot"
+        );
+        out.extend(quote_spanned! {step.task.span()=>
+            const _: () = ::core::assert!(!#pivot, #message);
+        });
+    }
+    out
+}
+
+/// Whether the step has a compensation, as a `const` expression.
+fn has_compensation(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+    let dsl = step.undo.is_some();
+    let attr = step_of(step, ctx, "HAS_COMPENSATION");
+    quote!((#dsl || #attr))
+}
+
+fn compensation_given_twice(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+    let Some((keyword, undo)) = &step.undo else {
+        return TokenStream::new();
+    };
+    let span = keyword.span().join(undo.span()).unwrap_or(keyword.span());
+    let message = format!(
+        "step `{}` already has a compensation from its `#[saga_task(compensate = ..)]`; give it in one place",
+        path_text(&step.task)
+    );
+    let attr = step_of(step, ctx, "HAS_COMPENSATION");
+    quote_spanned! {span=>
+        const _: () = ::core::assert!(!#attr, #message);
+    }
+}
+
+fn timeout_needs_async(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+    let Some(option) = step
+        .options
+        .iter()
+        .find(|o| matches!(o.value, OptionValue::Timeout(_)))
+    else {
+        return TokenStream::new();
+    };
+    let message = format!(
+        "`timeout` needs an `async fn` step, and `{}` is sync: a sync step cannot be interrupted",
+        path_text(&step.task)
+    );
+    let is_async = step_of(step, ctx, "IS_ASYNC");
+    quote_spanned! {option.keyword.span()=>
+        const _: () = ::core::assert!(#is_async, #message);
+    }
+}
+
+fn undo_retry_needs_compensation(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+    let option = step
+        .options
+        .iter()
+        .find(|o| matches!(o.value, OptionValue::UndoRetry(_)));
+    let dsl = option.is_some();
+    let attr = step_of(step, ctx, "UNDO_RETRY");
+    let has_compensation = has_compensation(step, ctx);
+    let span = option.map_or(step.task.span(), |o| o.keyword.span());
+    let message = format!(
+        "`undo_retry` retries a compensation, and step `{}` has none; give it one with `=> undo ..` or drop `undo_retry`",
+        path_text(&step.task)
+    );
+    quote_spanned! {span=>
+        const _: () = ::core::assert!(
+            !((#dsl || #attr.is_set()) && !#has_compensation),
+            #message
+        );
+    }
+}
+
+fn one_pivot(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenStream {
+    if earlier.is_empty() {
+        return TokenStream::new();
+    }
+    let this = pivot_expr(step, ctx);
+    let earlier = earlier.iter().map(|s| pivot_expr(s, ctx));
+    let message = format!(
+        "step `{}` is a second pivot (a `pivot` here or in its `#[saga_task]`); a saga has one point of no return",
+        path_text(&step.task)
+    );
+    quote_spanned! {step.task.span()=>
+        const _: () = ::core::assert!(!(#this && (false #(|| #earlier)*)), #message);
+    }
+}
+
+fn no_compensation_from_pivot(
+    step: &StepDef,
+    earlier: &[&StepDef],
+    ctx: &TokenStream,
+) -> TokenStream {
+    let this = pivot_expr(step, ctx);
+    let earlier = earlier.iter().map(|s| pivot_expr(s, ctx));
+    let has_compensation = has_compensation(step, ctx);
+    let message = format!(
+        "step `{}` has a compensation but is or follows the pivot; once the pivot succeeds the saga only goes forward",
+        path_text(&step.task)
+    );
+    quote_spanned! {step.task.span()=>
+        const _: () = ::core::assert!(
+            !(#has_compensation && (#this #(|| #earlier)*)),
+            #message
+        );
+    }
+}
+
+fn unique_names(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenStream {
+    let p = private();
+    let name = name_expr(step, ctx);
+    let text = path_text(&step.task);
+    earlier
+        .iter()
+        .map(|other| {
             let other_name = name_expr(other, ctx);
             let message = format!(
                 "steps `{}` and `{text}` have the same name (set by `name` in `#[saga_task]` or `saga!`); step names must be unique",
                 path_text(&other.task)
             );
-            out.extend(quote_spanned! {span=>
+            quote_spanned! {step.task.span()=>
                 const _: () = ::core::assert!(!#p::str_eq(#other_name, #name), #message);
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -486,5 +665,66 @@ mod tests {
             super::saga_stub(None).to_string(),
             ":: saga_core :: __private :: stub :: < _ > ()"
         );
+    }
+}
+
+/// `docs/MACROS.md` shows an expansion; this keeps it true.
+#[cfg(test)]
+mod docs_expansion {
+    use quote::ToTokens;
+
+    fn expansion() -> String {
+        let create: syn::ItemFn = syn::parse_quote! {
+            fn create_order(order: &mut Order) -> Result<u64, StepError> {
+                order.id = Some(1001);
+                Ok(1001)
+            }
+        };
+        let cancel: syn::ItemFn = syn::parse_quote! {
+            fn cancel_order(order: &mut Order, id: Option<&u64>) -> Result<(), StepError> {
+                order.id = None;
+                Ok(())
+            }
+        };
+        let create_args: crate::attr::TaskArgs =
+            syn::parse_quote!(undo = cancel_order, retry(attempts = 3, backoff = "100ms"));
+        let cancel_args: crate::attr::TaskArgs = syn::parse_quote!();
+        let saga: crate::ast::SagaDef = syn::parse_quote! {
+            name: "order",
+            context: Order,
+            step create_order, retry 5;
+            pivot ship_order;
+        };
+        let create_fn = crate::validate::check_task_fn(&create).unwrap();
+        let cancel_fn = crate::validate::check_task_fn(&cancel).unwrap();
+        let create = super::task(&create, &create_args, &create_fn);
+        let cancel = super::task(&cancel, &cancel_args, &cancel_fn);
+        let saga = super::saga(&saga);
+        let file: syn::File = syn::parse_quote! {
+            #create
+            #cancel
+            fn main() { let order = #saga; }
+        };
+        file.to_token_stream().to_string()
+    }
+
+    #[test]
+    fn the_documented_expansion_is_the_real_one() {
+        let doc = include_str!("../../docs/MACROS.md");
+        let start = doc.find("## Output\n\n```rust\n").unwrap() + "## Output\n\n```rust\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let documented: syn::File = syn::parse_str(&doc[start..end]).unwrap();
+        assert_eq!(
+            squash(&documented.to_token_stream().to_string()),
+            squash(&expansion())
+        );
+    }
+
+    /// Without what `rustfmt` may change inside macro arguments and
+    /// argument lists: spacing, trailing commas, redundant parentheses.
+    fn squash(code: &str) -> String {
+        code.chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, ',' | '(' | ')'))
+            .collect()
     }
 }

@@ -83,6 +83,11 @@ pub enum EventKind {
     Resumed,
     /// An operator abandoned the execution.
     Abandoned,
+    /// An operator asked for a stuck execution to be resumed (from a tool
+    /// that does not hold the saga's code, such as the `saga` CLI); a
+    /// worker that has the definition registered carries it out at its
+    /// next [`recover`](crate::SagaEngine::recover).
+    ResumeRequested,
 }
 
 impl EventKind {
@@ -100,12 +105,13 @@ impl EventKind {
             EventKind::Finished => "finished",
             EventKind::Resumed => "resumed",
             EventKind::Abandoned => "abandoned",
+            EventKind::ResumeRequested => "resume_requested",
         }
     }
 
     /// The kind of a stored label.
     pub fn from_label(label: &str) -> Option<Self> {
-        const ALL: [EventKind; 11] = [
+        const ALL: [EventKind; 12] = [
             EventKind::StepStarted,
             EventKind::StepSucceeded,
             EventKind::StepFailed,
@@ -117,6 +123,7 @@ impl EventKind {
             EventKind::Finished,
             EventKind::Resumed,
             EventKind::Abandoned,
+            EventKind::ResumeRequested,
         ];
         ALL.into_iter().find(|k| k.label() == label)
     }
@@ -130,16 +137,7 @@ impl fmt::Display for EventKind {
 
 /// The parse of a stored [`ExecutionStatus`] label.
 pub(crate) fn status_from_label(label: &str) -> Option<ExecutionStatus> {
-    const ALL: [ExecutionStatus; 7] = [
-        ExecutionStatus::Running,
-        ExecutionStatus::Compensating,
-        ExecutionStatus::Completed,
-        ExecutionStatus::Compensated,
-        ExecutionStatus::Cancelled,
-        ExecutionStatus::Stuck,
-        ExecutionStatus::Abandoned,
-    ];
-    ALL.into_iter().find(|s| s.label() == label)
+    ExecutionStatus::from_label(label)
 }
 
 /// One entry of an execution's log.
@@ -210,6 +208,10 @@ pub struct NewExecution {
     pub fingerprint: String,
     /// The initial context, JSON.
     pub context: String,
+    /// The first events of its log (numbered from 1), committed with its
+    /// creation: the engine writes its first step's start there, which
+    /// saves a commit per execution.
+    pub events: Vec<Event>,
 }
 
 /// An execution as stored.
@@ -387,9 +389,9 @@ pub trait SagaStore: Send + Sync + 'static {
     fn definition(&self, fingerprint: &str)
     -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>>;
 
-    /// Creates an execution with status `running` and hands its lease to
-    /// `owner`, or reports the existing execution with that id (nothing is
-    /// written then).
+    /// Creates an execution with status `running` and its first events,
+    /// and hands its lease to `owner`, in one commit; or reports the
+    /// existing execution with that id (nothing is written then).
     fn create(
         &self,
         execution: NewExecution,
@@ -412,7 +414,8 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// Appends `events` (whose `seq` continue the log without gaps) and
     /// sets the execution's `status`, in one commit, if `lease` is still
-    /// the execution's lease; extends the lease by its ttl.
+    /// the execution's lease; extends the lease by its ttl, or releases it
+    /// (in the same commit) when `status` is a finished one.
     ///
     /// # Errors
     /// [`StoreError::LeaseLost`] if another owner claimed it (nothing is
