@@ -6,12 +6,13 @@
 //! the same work: call each step (and compensation) through a boxed trait
 //! object (sync) or a boxed future (async), and read the clock once per call
 //! as a report with durations needs. The engine's overhead is its time minus
-//! the floor's; `benches/summary.py` prints both per step and their ratio.
+//! the floor's; `--paired` prints both per step and their ratio.
 //!
 //! Run: `cargo bench --bench overhead` (criterion's statistics), or
 //! `cargo bench --bench overhead -- --paired` (a table of per-step figures
 //! from alternating batches, the figures of `docs/PERFORMANCE.md`); quick
-//! check: `cargo test --benches`. For instruction counts, see [`profile`].
+//! check: `cargo test --benches`. For instruction counts, see [`profile`]
+//! and `benches/callgrind.sh`.
 
 use std::future::Future;
 use std::hint::black_box;
