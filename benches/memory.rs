@@ -228,6 +228,12 @@ fn main() {
         panic!("the warm-up run did not complete");
     }
     drop(run);
+    // The future of one run, before it is polled: the largest single part
+    // of what an execution holds.
+    let future_size = {
+        let mut ctx = Ctx::default();
+        size_of_val(&saga.run(&mut ctx))
+    };
 
     let (engine, engine_allocs) = measure("engine", &mut contexts, |ctx| {
         let saga = &saga;
@@ -249,6 +255,7 @@ fn main() {
     println!("memory: {IN_FLIGHT} executions of a {STEPS}-step async saga in flight");
     println!("  engine: {engine} bytes per execution ({engine_allocs:.1} allocations)");
     println!("  floor:  {floor} bytes per execution ({floor_allocs:.1} allocations)");
+    println!("  of which the `Saga::run` future: {future_size} bytes");
     println!(
         "  size of the context: {} bytes (not counted)",
         size_of::<Ctx>()

@@ -176,25 +176,29 @@ impl Brakes<'_> {
 }
 
 /// Runs one execution.
-pub(crate) async fn execute<C>(
-    saga: &SagaInner<C>,
-    ctx: &mut C,
+///
+/// This and [`execute_durable`] are not `async fn`s: they return the future
+/// of [`run_execution`] itself, so no wrapper future stores the arguments
+/// once more in every run in flight.
+pub(crate) fn execute<'a, C>(
+    saga: &'a SagaInner<C>,
+    ctx: &'a mut C,
     options: RunOptions,
     blocking: bool,
-) -> Result<SagaReport, SagaError> {
-    execute_durable(saga, ctx, options, blocking, None, None).await
+) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
+    execute_durable(saga, ctx, options, blocking, None, None)
 }
 
 /// Runs one execution, journaled when `journal` is given, from the state a
 /// log recorded when `resume` is given.
-pub(crate) async fn execute_durable<C>(
-    saga: &SagaInner<C>,
-    ctx: &mut C,
+pub(crate) fn execute_durable<'a, C>(
+    saga: &'a SagaInner<C>,
+    ctx: &'a mut C,
     #[allow(unused_mut)] mut options: RunOptions,
     blocking: bool,
-    journal: Option<&dyn Journal<C>>,
+    journal: Option<&'a dyn Journal<C>>,
     resume: Option<Resume>,
-) -> Result<SagaReport, SagaError> {
+) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
     #[cfg(feature = "tracing")]
     {
         let id = options
@@ -202,10 +206,10 @@ pub(crate) async fn execute_durable<C>(
             .get_or_insert_with(ExecutionId::generate)
             .clone();
         let run = run_execution(saga, ctx, options, blocking, journal, resume);
-        crate::spans::execution(&saga.name, &id, run).await
+        async move { crate::spans::execution(&saga.name, &id, run).await }
     }
     #[cfg(not(feature = "tracing"))]
-    run_execution(saga, ctx, options, blocking, journal, resume).await
+    run_execution(saga, ctx, options, blocking, journal, resume)
 }
 
 async fn run_execution<C>(

@@ -234,8 +234,14 @@ impl<C: Send + 'static> Saga<C> {
     /// [`SagaError::Compensated`] if a step failed and the rollback
     /// succeeded, [`SagaError::Stuck`] if the run can go neither way on its
     /// own, [`SagaError::Cancelled`] if it was cancelled before the pivot.
-    pub async fn run(&self, ctx: &mut C) -> Result<SagaReport, SagaError> {
-        self.run_with(ctx, RunOptions::new()).await
+    // Not an `async fn`: it returns the executor's future itself, so no
+    // wrapper future holds the arguments a second time (every run in
+    // flight would pay for it).
+    pub fn run<'a>(
+        &'a self,
+        ctx: &'a mut C,
+    ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
+        executor::execute(&self.inner, ctx, RunOptions::new(), false)
     }
 
     /// [`run`](Self::run) with options: an execution id, a clock, a
@@ -243,12 +249,12 @@ impl<C: Send + 'static> Saga<C> {
     ///
     /// # Errors
     /// As [`run`](Self::run).
-    pub async fn run_with(
-        &self,
-        ctx: &mut C,
+    pub fn run_with<'a>(
+        &'a self,
+        ctx: &'a mut C,
         options: RunOptions,
-    ) -> Result<SagaReport, SagaError> {
-        executor::execute(&self.inner, ctx, options, false).await
+    ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
+        executor::execute(&self.inner, ctx, options, false)
     }
 
     /// Runs the saga on the calling thread, without an async runtime when
