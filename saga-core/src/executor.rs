@@ -212,78 +212,83 @@ pub(crate) fn execute_durable<'a, C>(
     run_execution(saga, ctx, options, blocking, journal, resume)
 }
 
-async fn run_execution<C>(
-    saga: &SagaInner<C>,
-    ctx: &mut C,
+/// The body of a run. Not an `async fn`: an `async fn` keeps each argument
+/// twice in its future (as passed, and moved into its body), an `async
+/// move` block keeps what it captures once.
+fn run_execution<'a, C>(
+    saga: &'a SagaInner<C>,
+    ctx: &'a mut C,
     options: RunOptions,
     blocking: bool,
-    journal: Option<&dyn Journal<C>>,
+    journal: Option<&'a dyn Journal<C>>,
     resume: Option<Resume>,
-) -> Result<SagaReport, SagaError> {
-    let clock: &dyn Clock = match &options.clock {
-        Some(clock) => &**clock,
-        None => &SYSTEM_CLOCK,
-    };
-    let started = clock.now();
-    let env = Env {
-        saga,
-        id: options
-            .execution_id
-            .clone()
-            .unwrap_or_else(ExecutionId::generate),
-        clock,
-        cancel: options.cancel.as_ref(),
-        run_observers: &options.observers,
-        blocking,
-        started,
-        journal,
-        aborted: Mutex::new(None),
-    };
-    let mut state = State::new(&env);
-    env.emit(&SagaEvent::SagaStarted);
-    let phase = match resume {
-        Some(resume) => state.resume(resume),
-        None => ResumePhase::Forward,
-    };
-    let result = match phase {
-        ResumePhase::Forward => match forward(&env, &mut state, ctx).await {
-            Ok(()) => Ok(state.finish(&env, ExecutionStatus::Completed)),
-            Err(Stop::Stuck { node, index, error }) => {
-                Err(stuck_forward(&env, &mut state, node, index, error))
+) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
+    async move {
+        let clock: &dyn Clock = match &options.clock {
+            Some(clock) => &**clock,
+            None => &SYSTEM_CLOCK,
+        };
+        let started = clock.now();
+        let env = Env {
+            saga,
+            id: options
+                .execution_id
+                .clone()
+                .unwrap_or_else(ExecutionId::generate),
+            clock,
+            cancel: options.cancel.as_ref(),
+            run_observers: &options.observers,
+            blocking,
+            started,
+            journal,
+            aborted: Mutex::new(None),
+        };
+        let mut state = State::new(&env);
+        env.emit(&SagaEvent::SagaStarted);
+        let phase = match resume {
+            Some(resume) => state.resume(resume),
+            None => ResumePhase::Forward,
+        };
+        let result = match phase {
+            ResumePhase::Forward => match forward(&env, &mut state, ctx).await {
+                Ok(()) => Ok(state.finish(&env, ExecutionStatus::Completed)),
+                Err(Stop::Stuck { node, index, error }) => {
+                    Err(stuck_forward(&env, &mut state, node, index, error))
+                }
+                // Boxed: inline, the rollback's future would make every run in
+                // flight larger, though only failed runs need it.
+                Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
+            },
+            ResumePhase::Rollback { cause } => {
+                let stop = match cause {
+                    Some((index, message)) => Stop::Failed {
+                        index,
+                        error: StepError::new(message),
+                    },
+                    None => Stop::Cancelled,
+                };
+                Box::pin(rollback(&env, &mut state, ctx, stop)).await
             }
-            // Boxed: inline, the rollback's future would make every run in
-            // flight larger, though only failed runs need it.
-            Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
-        },
-        ResumePhase::Rollback { cause } => {
-            let stop = match cause {
-                Some((index, message)) => Stop::Failed {
-                    index,
-                    error: StepError::new(message),
-                },
-                None => Stop::Cancelled,
-            };
-            Box::pin(rollback(&env, &mut state, ctx, stop)).await
+        };
+        if env.journal.is_none() || matches!(result, Err(SagaError::Store { .. })) {
+            return result;
         }
-    };
-    if env.journal.is_none() || matches!(result, Err(SagaError::Store { .. })) {
-        return result;
+        if let Some(error) = env.take_abort() {
+            return Err(store_error(&env, &mut state, error));
+        }
+        let status = match &result {
+            Ok(report) => report.status,
+            Err(error) => error.report().status,
+        };
+        let mut event = Event::new(0, EventKind::Finished);
+        event.context = env.snapshot(&*ctx);
+        if env.log(event, status).await.is_err()
+            && let Some(error) = env.take_abort()
+        {
+            return Err(store_error(&env, &mut state, error));
+        }
+        result
     }
-    if let Some(error) = env.take_abort() {
-        return Err(store_error(&env, &mut state, error));
-    }
-    let status = match &result {
-        Ok(report) => report.status,
-        Err(error) => error.report().status,
-    };
-    let mut event = Event::new(0, EventKind::Finished);
-    event.context = env.snapshot(&*ctx);
-    if env.log(event, status).await.is_err()
-        && let Some(error) = env.take_abort()
-    {
-        return Err(store_error(&env, &mut state, error));
-    }
-    result
 }
 
 /// Ends a run whose journal failed.
