@@ -485,7 +485,7 @@ async fn forward<C>(env: &Env<'_, C>, state: &mut State, ctx: &mut C) -> Result<
 
 /// Runs one step's action until it succeeds or its policy gives up (or a
 /// brake is applied). Returns the clock reading at its end.
-async fn run_action<C>(
+fn run_action<C>(
     env: &Env<'_, C>,
     index: usize,
     mut ctx: impl Access<C>,
@@ -493,114 +493,119 @@ async fn run_action<C>(
     output: &mut Option<Output>,
     start: Instant,
     brakes: Brakes<'_>,
-) -> Result<Instant, (Instant, StepError)> {
-    let step = &env.saga.steps[index];
-    if report.status == StepStatus::Succeeded {
-        // Recovered: its success is in the log already.
-        return Ok(start);
-    }
-    report.status = StepStatus::Running;
-    // From 0 in a fresh run; a recovered run goes on where its log stopped.
-    let mut attempt = report.attempts;
-    loop {
-        attempt += 1;
-        report.attempts = attempt;
-        if env.journal.is_some() {
-            let mut event = Event::new(0, EventKind::StepStarted);
-            event.step = Some(index as u32);
-            event.attempt = attempt;
-            if env.log(event, ExecutionStatus::Running).await.is_err() {
-                return Err((env.clock.now(), StepError::new(JournalFailed)));
-            }
-            // A durable run hears of a cancellation request at its writes:
-            // one that came with this start stops the step before it runs
-            // (the rollback that follows tells the log it never ran).
-            if brakes.cancel.is_some_and(CancellationToken::is_cancelled) {
-                attempt -= 1;
-                report.attempts = attempt;
-                report.status = if attempt == 0 {
-                    StepStatus::Pending
-                } else {
-                    StepStatus::Failed
-                };
-                return Err((env.clock.now(), StepError::interrupted()));
-            }
+) -> impl Future<Output = Result<Instant, (Instant, StepError)>> {
+    // An `async move` block rather than an `async fn`: its captures are
+    // stored once in the future, an `async fn`'s arguments twice.
+    async move {
+        let step = &env.saga.steps[index];
+        if report.status == StepStatus::Succeeded {
+            // Recovered: its success is in the log already.
+            return Ok(start);
         }
-        env.emit(&SagaEvent::StepStarted {
-            step: &step.name,
-            attempt,
-        });
-        let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
-        let run = attempt_action(step, &mut ctx, &info, brakes);
-        #[cfg(feature = "tracing")]
-        let run = crate::spans::attempt(false, &step.name, attempt, run);
-        let result = run.await;
-        let now = env.clock.now();
-        let error = match result {
-            Ok(out) => {
-                report.status = StepStatus::Succeeded;
-                report.outcome = Outcome::Applied;
-                report.duration = now - start;
-                env.emit(&SagaEvent::StepSucceeded {
-                    step: &step.name,
-                    attempt,
-                    elapsed: report.duration,
-                });
-                if env.journal.is_some() {
-                    let mut event = Event::new(0, EventKind::StepSucceeded);
-                    event.step = Some(index as u32);
-                    event.attempt = attempt;
-                    event.output = env.encode_output(step, &*out);
-                    event.context = env.snapshot(ctx.shared());
-                    if env.log(event, ExecutionStatus::Running).await.is_err() {
-                        return Err((now, StepError::new(JournalFailed)));
-                    }
+        report.status = StepStatus::Running;
+        // From 0 in a fresh run; a recovered run goes on where its log stopped.
+        let mut attempt = report.attempts;
+        loop {
+            attempt += 1;
+            report.attempts = attempt;
+            if env.journal.is_some() {
+                let mut event = Event::new(0, EventKind::StepStarted);
+                event.step = Some(index as u32);
+                event.attempt = attempt;
+                if env.log(event, ExecutionStatus::Running).await.is_err() {
+                    return Err((env.clock.now(), StepError::new(JournalFailed)));
                 }
-                *output = Some(out);
-                return Ok(now);
+                // A durable run hears of a cancellation request at its writes:
+                // one that came with this start stops the step before it runs
+                // (the rollback that follows tells the log it never ran).
+                if brakes.cancel.is_some_and(CancellationToken::is_cancelled) {
+                    attempt -= 1;
+                    report.attempts = attempt;
+                    report.status = if attempt == 0 {
+                        StepStatus::Pending
+                    } else {
+                        StepStatus::Failed
+                    };
+                    return Err((env.clock.now(), StepError::interrupted()));
+                }
             }
-            Err(error) => error,
-        };
-        // Unknown is sticky: once an attempt may have taken effect, the
-        // step is compensated whatever follows.
-        if error.is_outcome_unknown() {
-            report.outcome = Outcome::Unknown;
-        } else if report.outcome != Outcome::Unknown {
-            report.outcome = Outcome::NotApplied;
-        }
-        // The pivot retries an unknown outcome whatever its predicate says:
-        // giving up there means stuck.
-        let qualifies = step.retry.retries(&error) || (step.pivot && error.is_outcome_unknown());
-        let retry_in = (attempt < step.retry.max_attempts()
-            && qualifies
-            && !error.error().is::<Interrupted>()
-            && !brakes.applied())
-        .then(|| backoff(&step.retry, attempt + 1));
-        env.emit(&SagaEvent::StepFailed {
-            step: &step.name,
-            attempt,
-            error: &error,
-            retry_in,
-        });
-        if env.journal.is_some() {
-            let mut event = Event::new(0, EventKind::StepFailed);
-            event.step = Some(index as u32);
-            event.attempt = attempt;
-            event.error = Some(error.to_string());
-            event.outcome_unknown = error.is_outcome_unknown();
-            event.will_retry = retry_in.is_some();
-            event.context = env.snapshot(ctx.shared());
-            if env.log(event, ExecutionStatus::Running).await.is_err() {
-                return Err((now, StepError::new(JournalFailed)));
+            env.emit(&SagaEvent::StepStarted {
+                step: &step.name,
+                attempt,
+            });
+            let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+            let run = attempt_action(step, &mut ctx, &info, brakes);
+            #[cfg(feature = "tracing")]
+            let run = crate::spans::attempt(false, &step.name, attempt, run);
+            let result = run.await;
+            let now = env.clock.now();
+            let error = match result {
+                Ok(out) => {
+                    report.status = StepStatus::Succeeded;
+                    report.outcome = Outcome::Applied;
+                    report.duration = now - start;
+                    env.emit(&SagaEvent::StepSucceeded {
+                        step: &step.name,
+                        attempt,
+                        elapsed: report.duration,
+                    });
+                    if env.journal.is_some() {
+                        let mut event = Event::new(0, EventKind::StepSucceeded);
+                        event.step = Some(index as u32);
+                        event.attempt = attempt;
+                        event.output = env.encode_output(step, &*out);
+                        event.context = env.snapshot(ctx.shared());
+                        if env.log(event, ExecutionStatus::Running).await.is_err() {
+                            return Err((now, StepError::new(JournalFailed)));
+                        }
+                    }
+                    *output = Some(out);
+                    return Ok(now);
+                }
+                Err(error) => error,
+            };
+            // Unknown is sticky: once an attempt may have taken effect, the
+            // step is compensated whatever follows.
+            if error.is_outcome_unknown() {
+                report.outcome = Outcome::Unknown;
+            } else if report.outcome != Outcome::Unknown {
+                report.outcome = Outcome::NotApplied;
             }
-        }
-        match retry_in {
-            Some(delay) => env.sleep(delay).await,
-            None => {
-                report.status = StepStatus::Failed;
-                report.duration = now - start;
-                report.last_error = Some(error.to_string());
-                return Err((now, error));
+            // The pivot retries an unknown outcome whatever its predicate says:
+            // giving up there means stuck.
+            let qualifies =
+                step.retry.retries(&error) || (step.pivot && error.is_outcome_unknown());
+            let retry_in = (attempt < step.retry.max_attempts()
+                && qualifies
+                && !error.error().is::<Interrupted>()
+                && !brakes.applied())
+            .then(|| backoff(&step.retry, attempt + 1));
+            env.emit(&SagaEvent::StepFailed {
+                step: &step.name,
+                attempt,
+                error: &error,
+                retry_in,
+            });
+            if env.journal.is_some() {
+                let mut event = Event::new(0, EventKind::StepFailed);
+                event.step = Some(index as u32);
+                event.attempt = attempt;
+                event.error = Some(error.to_string());
+                event.outcome_unknown = error.is_outcome_unknown();
+                event.will_retry = retry_in.is_some();
+                event.context = env.snapshot(ctx.shared());
+                if env.log(event, ExecutionStatus::Running).await.is_err() {
+                    return Err((now, StepError::new(JournalFailed)));
+                }
+            }
+            match retry_in {
+                Some(delay) => env.sleep(delay).await,
+                None => {
+                    report.status = StepStatus::Failed;
+                    report.duration = now - start;
+                    report.last_error = Some(error.to_string());
+                    return Err((now, error));
+                }
             }
         }
     }
