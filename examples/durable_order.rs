@@ -69,37 +69,45 @@ fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
                 })
             })
             .durable()
-            .compensate_async(|o: &mut Order, charge: Option<&String>, info: &StepInfo<'_>| {
-                let charge = charge.cloned();
+            .compensate_async(
+                |o: &mut Order, charge: Option<&String>, info: &StepInfo<'_>| {
+                    let charge = charge.cloned();
+                    Box::pin(async move {
+                        // `None`: the charge may or may not have happened; the
+                        // provider finds it by the idempotency key.
+                        let what = match &charge {
+                            Some(charge) => format!("refunding {charge}"),
+                            None => "refunding whatever the key charged".to_owned(),
+                        };
+                        remote_call(&what, info).await;
+                        o.charge = None;
+                        Ok::<_, StepError>(())
+                    })
+                },
+            ),
+        )
+        .step(Step::new_async(
+            "ship",
+            |o: &mut Order, info: &StepInfo<'_>| {
                 Box::pin(async move {
-                    // `None`: the charge may or may not have happened; the
-                    // provider finds it by the idempotency key.
-                    let what = match &charge {
-                        Some(charge) => format!("refunding {charge}"),
-                        None => "refunding whatever the key charged".to_owned(),
-                    };
-                    remote_call(&what, info).await;
-                    o.charge = None;
+                    remote_call("asking the warehouse to ship", info).await;
+                    if o.fail_shipping {
+                        return Err(StepError::new("the warehouse has no courier today"));
+                    }
+                    o.shipped = true;
+                    Ok(())
+                })
+            },
+        ))
+        .step(Step::new_async(
+            "email",
+            |_: &mut Order, info: &StepInfo<'_>| {
+                Box::pin(async move {
+                    remote_call("emailing the customer", info).await;
                     Ok::<_, StepError>(())
                 })
-            }),
-        )
-        .step(Step::new_async("ship", |o: &mut Order, info: &StepInfo<'_>| {
-            Box::pin(async move {
-                remote_call("asking the warehouse to ship", info).await;
-                if o.fail_shipping {
-                    return Err(StepError::new("the warehouse has no courier today"));
-                }
-                o.shipped = true;
-                Ok(())
-            })
-        }))
-        .step(Step::new_async("email", |_: &mut Order, info: &StepInfo<'_>| {
-            Box::pin(async move {
-                remote_call("emailing the customer", info).await;
-                Ok::<_, StepError>(())
-            })
-        }))
+            },
+        ))
         .build()
 }
 
