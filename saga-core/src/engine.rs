@@ -23,8 +23,8 @@ use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus
 use crate::saga::{RunOptions, Saga};
 use crate::step::{BoxFuture, Output, StepKind};
 use crate::store::{
-    Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution, SagaStore,
-    StoreError, now_ms,
+    Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution,
+    SagaStore, StoreError, now_ms,
 };
 
 /// An error of the engine. Each says what to do; none comes with a record
@@ -241,10 +241,12 @@ struct Registry {
 struct Live {
     cancel: CancellationToken,
     done: watch::Receiver<Option<Done>>,
+    task: tokio::task::AbortHandle,
+    lease: Lease,
 }
 
 /// How a run in this process ended: its report, or why it stopped.
-type Done = Result<SagaReport, String>;
+pub(crate) type Done = Result<SagaReport, String>;
 
 impl std::fmt::Debug for SagaEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -422,6 +424,76 @@ impl SagaEngine {
                     cancel: CancellationToken::new(),
                 };
                 self.launch(runner, job)?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Submits an execution of the saga registered as `name` for a
+    /// [`Worker`](crate::Worker) to run (this process or another): it is
+    /// recorded, and its lease left free at once. Returns its id.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn submit<C>(&self, name: &str, ctx: C) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_with_id(name, ExecutionId::generate(), ctx)
+            .await
+    }
+
+    /// Submits an execution with the caller's id. Idempotent, as
+    /// [`start_with_id`](Self::start_with_id).
+    ///
+    /// # Errors
+    /// As [`start_with_id`](Self::start_with_id).
+    pub async fn submit_with_id<C>(
+        &self,
+        name: &str,
+        id: impl Into<ExecutionId>,
+        ctx: C,
+    ) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let id = id.into();
+        let runner = self.by_name(name)?;
+        if runner.context_type() != TypeId::of::<C>() {
+            return Err(EngineError::ContextType {
+                saga: name.to_owned(),
+                expected: runner.context_type_name(),
+                found: type_name::<C>(),
+            });
+        }
+        let context = serde_json::to_string(&ctx).map_err(|e| StoreError::Encode {
+            what: format!("the context of a new `{name}` execution"),
+            detail: e.to_string(),
+        })?;
+        let store = &self.inner.store;
+        let created = store
+            .create(
+                NewExecution {
+                    id: id.clone(),
+                    saga: name.to_owned(),
+                    fingerprint: runner.fingerprint().to_owned(),
+                    context,
+                },
+                &self.inner.owner,
+                self.inner.lease_ttl,
+            )
+            .await?;
+        match created {
+            Created::Existing(existing) if existing.saga != name => Err(EngineError::IdTaken {
+                execution_id: id,
+                existing: existing.saga,
+                requested: name.to_owned(),
+            }),
+            Created::Existing(_) => Ok(id),
+            Created::New(lease) => {
+                // Were this release lost, the lease would expire and a
+                // worker's poll would find the execution then.
+                store.release(&id, &lease).await?;
                 Ok(id)
             }
         }
@@ -686,38 +758,7 @@ impl SagaEngine {
         mark: Option<EventKind>,
     ) -> Result<bool, EngineError> {
         let id = &record.id;
-        let runner = {
-            let registry = self.registry();
-            match registry.by_fingerprint.get(&record.fingerprint) {
-                Some(runner) => Arc::clone(runner),
-                None if !registry.by_name.contains_key(&record.saga)
-                    && !registry
-                        .by_fingerprint
-                        .values()
-                        .any(|r| r.name() == record.saga) =>
-                {
-                    return Err(EngineError::UnknownSaga {
-                        name: record.saga.clone(),
-                        registered: sorted(registry.by_name.keys()),
-                    });
-                }
-                None => {
-                    let mut registered: Vec<String> = registry
-                        .by_fingerprint
-                        .values()
-                        .filter(|r| r.name() == record.saga)
-                        .map(|r| r.fingerprint().to_owned())
-                        .collect();
-                    registered.sort();
-                    return Err(EngineError::UnknownDefinition {
-                        execution_id: id.clone(),
-                        saga: record.saga.clone(),
-                        fingerprint: record.fingerprint.clone(),
-                        registered,
-                    });
-                }
-            }
-        };
+        let runner = self.runner_for(record)?;
         let store = &self.inner.store;
         // A dry run of the decoding, so that a log this build cannot read
         // is refused before the lease is touched.
@@ -729,69 +770,180 @@ impl SagaEngine {
         else {
             return Ok(false);
         };
-        // Read again under the lease: the log may have grown meanwhile.
-        let mut events = store.events(id).await?;
-        let record = match store.get(id).await? {
-            Some(record) => record,
-            None => {
-                return Err(EngineError::NotFound {
-                    execution_id: id.clone(),
-                });
-            }
-        };
-        if let Some(kind) = mark {
-            let event = Event::new(record.last_seq + 1, kind);
-            let phase = fold(id, runner.steps(), &record.context, &events, true)?.phase;
-            let status = match phase {
-                ResumePhase::Forward => ExecutionStatus::Running,
-                ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
-            };
-            if let Err(error) = store.append(id, &lease, vec![event.clone()], status).await {
-                let _ = store.release(id, &lease).await;
-                return Err(error.into());
-            }
-            events.push(event);
-        }
-        let cancel = CancellationToken::new();
-        if record.cancel_requested {
-            cancel.cancel();
-        }
-        let job = Job {
-            id: id.clone(),
-            initial_context: record.context.clone(),
-            events,
-            fresh: None,
-            lease: lease.clone(),
-            cancel,
-        };
-        if let Err(error) = self.launch(runner, job) {
-            let _ = store.release(id, &lease).await;
-            return Err(error);
-        }
+        self.launch_claimed(runner, id, lease, mark).await?;
         Ok(true)
     }
 
-    /// Prepares a run (decoding its log) and spawns it.
-    fn launch(&self, runner: Arc<dyn Runner>, job: Job) -> Result<(), EngineError> {
+    /// The registered definition an execution was started with.
+    fn runner_for(&self, record: &ExecutionRecord) -> Result<Arc<dyn Runner>, EngineError> {
+        let id = &record.id;
+        let registry = self.registry();
+        match registry.by_fingerprint.get(&record.fingerprint) {
+            Some(runner) => Ok(Arc::clone(runner)),
+            None if !registry.by_name.contains_key(&record.saga)
+                && !registry
+                    .by_fingerprint
+                    .values()
+                    .any(|r| r.name() == record.saga) =>
+            {
+                Err(EngineError::UnknownSaga {
+                    name: record.saga.clone(),
+                    registered: sorted(registry.by_name.keys()),
+                })
+            }
+            None => {
+                let mut registered: Vec<String> = registry
+                    .by_fingerprint
+                    .values()
+                    .filter(|r| r.name() == record.saga)
+                    .map(|r| r.fingerprint().to_owned())
+                    .collect();
+                registered.sort();
+                Err(EngineError::UnknownDefinition {
+                    execution_id: id.clone(),
+                    saga: record.saga.clone(),
+                    fingerprint: record.fingerprint.clone(),
+                    registered,
+                })
+            }
+        }
+    }
+
+    /// Runs an execution whose lease this engine holds, from its log (read
+    /// again under the lease: it may have grown since it was listed).
+    /// `mark` is an event to log first (an operator's resume). Gives the
+    /// lease up if the run cannot start.
+    async fn launch_claimed(
+        &self,
+        runner: Arc<dyn Runner>,
+        id: &ExecutionId,
+        lease: Lease,
+        mark: Option<EventKind>,
+    ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
+        let store = &self.inner.store;
+        let started = async {
+            let mut events = store.events(id).await?;
+            let record = self.record(id).await?;
+            if let Some(kind) = mark {
+                let event = Event::new(record.last_seq + 1, kind);
+                let phase = fold(id, runner.steps(), &record.context, &events, true)?.phase;
+                let status = match phase {
+                    ResumePhase::Forward => ExecutionStatus::Running,
+                    ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
+                };
+                store
+                    .append(id, &lease, vec![event.clone()], status)
+                    .await?;
+                events.push(event);
+            }
+            let cancel = CancellationToken::new();
+            if record.cancel_requested {
+                cancel.cancel();
+            }
+            let job = Job {
+                id: id.clone(),
+                initial_context: record.context.clone(),
+                events,
+                fresh: None,
+                lease: lease.clone(),
+                cancel,
+            };
+            self.launch(runner, job)
+        }
+        .await;
+        if started.is_err() {
+            let _ = store.release(id, &lease).await;
+        }
+        started
+    }
+
+    /// Runs an execution a worker claimed (see
+    /// [`SagaStore::claim_next`](crate::store::SagaStore::claim_next));
+    /// returns where its end will be told. Gives the lease up if the run
+    /// cannot start (its definition is not registered, its log does not
+    /// decode).
+    pub(crate) async fn run_claimed(
+        &self,
+        claimed: Claimed,
+    ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
+        let Claimed { record, lease } = claimed;
+        let runner = match self.runner_for(&record) {
+            Ok(runner) => runner,
+            Err(error) => {
+                let _ = self.inner.store.release(&record.id, &lease).await;
+                return Err(error);
+            }
+        };
+        self.launch_claimed(runner, &record.id, lease, None).await
+    }
+
+    /// The fingerprints of every registered definition.
+    pub(crate) fn fingerprints(&self) -> Vec<String> {
+        sorted(self.registry().by_fingerprint.keys())
+    }
+
+    /// The executions this engine runs now.
+    pub(crate) fn running(&self) -> Vec<ExecutionId> {
+        self.live().keys().cloned().collect()
+    }
+
+    /// The lease time to live.
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.inner.lease_ttl
+    }
+
+    /// Stops a run of this engine where it is (as a crash would) and gives
+    /// its lease up, so another owner carries it on from its log at once.
+    pub(crate) async fn abort_run(&self, id: &ExecutionId) {
+        let live = self.live().remove(id);
+        if let Some(live) = live {
+            live.task.abort();
+            if let Err(error) = self.inner.store.release(id, &live.lease).await {
+                log::warn!(target: "saga", "releasing an aborted run's lease failed execution_id={id} error={error}");
+            }
+        }
+    }
+
+    /// Prepares a run (decoding its log) and spawns it; returns where its
+    /// end will be told.
+    fn launch(
+        &self,
+        runner: Arc<dyn Runner>,
+        job: Job,
+    ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let id = job.id.clone();
         let lease = job.lease.clone();
         let cancel = job.cancel.clone();
         let run = runner.prepare(Arc::clone(&self.inner.store), job)?;
         let (tx, rx) = watch::channel(None);
-        self.live().insert(id.clone(), Live { cancel, done: rx });
         let inner = Arc::clone(&self.inner);
-        handle.spawn(async move {
+        let done = rx.clone();
+        let task_lease = lease.clone();
+        let task_id = id.clone();
+        // Spawned under the lock, so the task's own removal (which takes
+        // the lock) comes after its entry exists.
+        let mut live = self.live();
+        let task = handle.spawn(async move {
             let done = run.await;
-            let _ = inner.store.release(&id, &lease).await;
+            let _ = inner.store.release(&task_id, &task_lease).await;
             inner
                 .live
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+                .remove(&task_id);
             let _ = tx.send(Some(done));
         });
-        Ok(())
+        live.insert(
+            id,
+            Live {
+                cancel,
+                done: rx,
+                task: task.abort_handle(),
+                lease,
+            },
+        );
+        Ok(done)
     }
 
     /// The report of a finished execution, rebuilt from its log and its

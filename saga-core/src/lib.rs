@@ -67,6 +67,7 @@ mod report;
 mod saga;
 mod step;
 pub mod store;
+mod worker;
 
 pub use cancel::CancellationToken;
 pub use context::Context;
@@ -108,6 +109,9 @@ pub use step::Step;
 pub use step::StepInfo;
 pub use step::StepKind;
 pub use step::Task;
+pub use worker::Worker;
+pub use worker::WorkerHandle;
+pub use worker::WorkerStats;
 
 #[doc(inline)]
 pub use saga_macros::{saga, saga_task};
