@@ -8,7 +8,7 @@
 //!
 //! Options: `seed=N` (which steps fail, default 1), `fail=P` (permille of
 //! steps that fail for good, default 0), `step_ms=N` (each step sleeps up
-//! to N ms, default 0), `slow=I:MS` (step I sleeps MS ms before its
+//! to N/2 ms before its effect and up to N/2 after, default 0), `slow=I:MS` (step I sleeps MS ms before its
 //! effect), `ttl_ms=N` (lease, default 1000), `poll_ms=N` (default 250),
 //! `concurrency=N` (default 16).
 //!
@@ -149,13 +149,17 @@ fn saga(opts: &Options, ledger: &Arc<Ledger>) -> Saga<Job> {
                     if let Some(ms) = slow {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                     }
-                    if step_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(h % step_ms)).await;
-                    }
+                    // Half of the work before the effect, half after it:
+                    // a crash may cut a step either side of its effect.
+                    let pause = |bits: u64| {
+                        Duration::from_millis(if step_ms > 1 { bits % (step_ms / 2) } else { 0 })
+                    };
+                    tokio::time::sleep(pause(h >> 8)).await;
                     if h % 1000 < fail {
                         return Err(StepError::new(format!("{key} refused (seeded)")));
                     }
                     ledger.apply(&format!("do:{key}")).await?;
+                    tokio::time::sleep(pause(h >> 24)).await;
                     Ok::<(), StepError>(())
                 })
             })
@@ -260,7 +264,8 @@ impl SagaStore for Telling {
     }
 }
 
-/// Logs to stderr (the tests show it when they fail).
+/// Logs to stderr: errors, and with `PG_WORKER_LOG=1` everything down to
+/// info.
 struct Stderr;
 
 impl log::Log for Stderr {
@@ -335,7 +340,12 @@ async fn main_async(args: Vec<String>) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Info));
+    let level = if std::env::var_os("PG_WORKER_LOG").is_some() {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Error
+    };
+    let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(level));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
