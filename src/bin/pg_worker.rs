@@ -17,8 +17,8 @@
 //! primary key), so a repeated invocation is absorbed. A step's effect is
 //! `do:<key>`, its compensation's `undo:<key>`.
 //!
-//! A worker prints `ready` once it runs and `lease-lost <id>` when the
-//! store refuses a write because its lease was taken over.
+//! A worker prints `ready` once it runs and `lease-lost append|renew <id>` when
+//! the store refuses a write because its lease was taken over.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -183,9 +183,9 @@ fn saga(opts: &Options, ledger: &Arc<Ledger>) -> Saga<Job> {
 /// lost lease.
 struct Telling(PostgresStore);
 
-fn tell<T>(result: StoreResult<T>) -> StoreResult<T> {
+fn tell<T>(what: &str, result: StoreResult<T>) -> StoreResult<T> {
     if let Err(StoreError::LeaseLost { execution_id }) = &result {
-        println!("lease-lost {execution_id}");
+        println!("lease-lost {what} {execution_id}");
         let _ = std::io::stdout().flush();
     }
     result
@@ -222,14 +222,14 @@ impl SagaStore for Telling {
         events: Vec<Event>,
         status: ExecutionStatus,
     ) -> BoxFuture<'a, StoreResult<Ack>> {
-        Box::pin(async move { tell(self.0.append(id, lease, events, status).await) })
+        Box::pin(async move { tell("append", self.0.append(id, lease, events, status).await) })
     }
     fn renew<'a>(
         &'a self,
         id: &'a ExecutionId,
         lease: &'a Lease,
     ) -> BoxFuture<'a, StoreResult<Ack>> {
-        Box::pin(async move { tell(self.0.renew(id, lease).await) })
+        Box::pin(async move { tell("renew", self.0.renew(id, lease).await) })
     }
     fn release<'a>(
         &'a self,
