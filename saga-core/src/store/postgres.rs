@@ -381,12 +381,11 @@ impl PostgresStore {
         if !valid_schema(&options.schema) {
             return Err(StoreError::Backend {
                 store: describe,
-                what: "choosing the schema".to_owned(),
-                source: format!(
-                    "`{}` is not a plain schema name: use lowercase letters, digits and `_`, starting with a letter or `_`, at most 63 characters",
+                what: format!(
+                    "choosing the schema (`{}` is not a plain schema name: use lowercase letters, digits and `_`, starting with a letter or `_`, at most 63 characters)",
                     options.schema
-                )
-                .into(),
+                ),
+                source: "invalid schema name".into(),
             });
         }
         let schema = options.schema.clone();
