@@ -15,10 +15,10 @@ use tokio_postgres::{Client, NoTls};
 
 /// The server's URL: `SAGA_PG_URL`, or `scripts/pg.sh start`'s.
 pub fn pg_url() -> String {
-    if let Ok(url) = std::env::var("SAGA_PG_URL") {
-        if !url.is_empty() {
-            return url;
-        }
+    if let Ok(url) = std::env::var("SAGA_PG_URL")
+        && !url.is_empty()
+    {
+        return url;
     }
     script("start")
 }

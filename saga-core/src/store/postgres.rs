@@ -1106,10 +1106,10 @@ async fn append(
         ),
         None => (None, 0, 0),
     };
-    if let Some(cancel_requested) = cancel {
-        if usize::try_from(written).ok() == Some(events.len()) {
-            return Ok(Reply::Ack(Ack { cancel_requested }));
-        }
+    if let Some(cancel_requested) = cancel
+        && usize::try_from(written).ok() == Some(events.len())
+    {
+        return Ok(Reply::Ack(Ack { cancel_requested }));
     }
     if held == 0 {
         return Err(Failure::Refused(
