@@ -17,6 +17,9 @@
 //! - Retries ([`RetryPolicy`]), timeouts, a pivot (the point of no return),
 //!   cancellation ([`CancellationToken`]), logs (target `saga`) and
 //!   observers ([`SagaObserver`]).
+//! - Durable executions ([`SagaEngine`] on a [`store`]) survive crashes;
+//!   with the `postgres` feature, N [`Worker`] processes share one
+//!   PostgreSQL database and take over each other's executions.
 //!
 //! The failure semantics are in `docs/DESIGN.md`.
 //!
