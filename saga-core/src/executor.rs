@@ -226,7 +226,9 @@ pub(crate) async fn execute_durable<C>(
             Err(Stop::Stuck { node, index, error }) => {
                 Err(stuck_forward(&env, &mut state, node, index, error))
             }
-            Err(stop) => rollback(&env, &mut state, ctx, stop).await,
+            // Boxed: inline, the rollback's future would make every run in
+            // flight larger, though only failed runs need it.
+            Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
         },
         ResumePhase::Rollback { cause } => {
             let stop = match cause {
@@ -236,7 +238,7 @@ pub(crate) async fn execute_durable<C>(
                 },
                 None => Stop::Cancelled,
             };
-            rollback(&env, &mut state, ctx, stop).await
+            Box::pin(rollback(&env, &mut state, ctx, stop)).await
         }
     };
     if let Some(error) = env.take_abort() {
@@ -348,7 +350,17 @@ impl State {
         let elapsed = self.mark - env.started;
         self.report.duration = elapsed;
         env.emit(&SagaEvent::SagaFinished { status, elapsed });
-        self.report.clone()
+        // The run is over and nothing reads the steps' records again: they
+        // move into the report rather than being copied (a copy costs an
+        // allocation and two atomic operations per step).
+        SagaReport {
+            saga: Arc::clone(&self.report.saga),
+            execution_id: self.report.execution_id.clone(),
+            status,
+            steps: std::mem::take(&mut self.report.steps),
+            cancel_ignored: self.report.cancel_ignored,
+            duration: elapsed,
+        }
     }
 }
 
@@ -579,7 +591,14 @@ async fn attempt_action<C, A: Access<C>>(
             droppable: false,
         }
     };
-    guarded(CatchUnwind(future), step.timeout, brakes).await
+    let braked = brakes.droppable && (brakes.cancel.is_some() || brakes.group.is_some());
+    if step.timeout.is_none() && !braked {
+        return CatchUnwind(future).await;
+    }
+    // A timer and a select make a large future (over 500 bytes), held by
+    // every run in flight if it were inline: boxed, only the attempts that
+    // use them pay for it.
+    Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)).await
 }
 
 fn exclusive_in_group(info: &StepInfo<'_>) -> StepError {
@@ -629,7 +648,9 @@ async fn rollback<C>(
     let mut remaining = Vec::new();
     for node in saga.nodes.iter().rev() {
         let range = node.range();
-        let mut pending = Vec::new();
+        // Counted rather than collected: a vector per node was an
+        // allocation per compensated step.
+        let mut pending = 0;
         for index in range.clone() {
             let report = &mut state.report.steps[index];
             if !report.outcome.needs_compensation() {
@@ -638,14 +659,21 @@ async fn rollback<C>(
             if saga.steps[index].undo.is_none() {
                 report.status = StepStatus::Skipped;
             } else {
-                pending.push(index);
+                pending += 1;
             }
         }
-        if pending.is_empty() {
+        if pending == 0 {
             continue;
         }
         if stuck.is_some() && !saga.continue_on_compensation_failure {
-            remaining.extend(pending.iter().map(|&i| Arc::clone(&saga.steps[i].name)));
+            let steps = &state.report.steps;
+            remaining.extend(
+                range
+                    .filter(|&i| {
+                        steps[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
+                    })
+                    .map(|i| Arc::clone(&saga.steps[i].name)),
+            );
             continue;
         }
         let failed = match node {
@@ -971,6 +999,7 @@ impl<C> Env<'_, C> {
         }
     }
 
+    #[inline]
     fn emit(&self, event: &SagaEvent<'_>) {
         let run = RunInfo {
             saga: &self.saga.name,

@@ -28,7 +28,16 @@ impl ExecutionId {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let hi = mix(seed ^ n.rotate_left(17));
         let lo = mix(seed.wrapping_add(n));
-        ExecutionId(format!("{hi:016x}{lo:016x}").into())
+        // Written by hand: `format!` then `Arc<str>` costs two allocations
+        // and a reallocation on every run's start.
+        let mut text = [0u8; 32];
+        for (i, digit) in text.iter_mut().enumerate() {
+            let word = if i < 16 { hi } else { lo };
+            let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        let text = std::str::from_utf8(&text).expect("hex digits are ascii");
+        ExecutionId(Arc::from(text))
     }
 
     /// The id as text.
@@ -80,4 +89,25 @@ fn process_seed() -> u64 {
         hasher.write_u128(t.as_nanos());
     }
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_32_lowercase_hex_digits_and_distinct() {
+        let a = ExecutionId::generate();
+        let b = ExecutionId::generate();
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.as_str().len(), 32, "{id}");
+            assert!(
+                id.as_str()
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{id}"
+            );
+        }
+    }
 }

@@ -54,6 +54,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 mod blocking;
 mod cancel;
 pub mod clock;

@@ -16,13 +16,30 @@ use crate::report::ExecutionStatus;
 /// The target of every record.
 pub const TARGET: &str = "saga";
 
+/// Logs `event` if its level is enabled. Inlined, so that where the event
+/// is built the level folds to a constant and a disabled record costs one
+/// atomic load and a compare; the record itself is made out of line.
+#[inline]
 pub(crate) fn log_event(
     run: &RunInfo<'_>,
     event: &SagaEvent<'_>,
     elapsed: impl FnOnce() -> Duration,
 ) {
     let level = level(event);
-    if level > log::max_level() || !log::log_enabled!(target: TARGET, level) {
+    if level > log::max_level() {
+        return;
+    }
+    write_record(run, event, level, elapsed);
+}
+
+#[inline(never)]
+fn write_record(
+    run: &RunInfo<'_>,
+    event: &SagaEvent<'_>,
+    level: Level,
+    elapsed: impl FnOnce() -> Duration,
+) {
+    if !log::log_enabled!(target: TARGET, level) {
         return;
     }
     let (saga, id, elapsed) = (run.saga, run.execution_id, elapsed());
@@ -90,6 +107,7 @@ pub(crate) fn log_event(
     }
 }
 
+#[inline]
 fn level(event: &SagaEvent<'_>) -> Level {
     match event {
         SagaEvent::SagaStarted => Level::Info,

@@ -1,19 +1,297 @@
-//! Procedural macros for `saga-core`: `saga!` and `#[saga_task]`.
+//! Procedural macros for `saga-core`: [`saga!`](macro@saga) and
+//! [`#[saga_task]`](macro@saga_task).
 //!
-//! Use them through `saga_core`, which re-exports both.
+//! Use them through `saga_core`, which re-exports both; the expansions name
+//! `::saga_core::__private`, so this crate is never used alone.
 
 use proc_macro::TokenStream;
+use quote::quote;
 
-/// Declares a saga from annotated step functions (being built; see the macros issue).
+mod ast;
+mod attr;
+mod expand;
+mod validate;
+
+/// Declares a saga from `#[saga_task]` functions; evaluates to a
+/// `Saga<C>`, checked at compile time.
+///
+/// # Grammar
+///
+/// ```text
+/// saga! {
+///     name: "order",               // required
+///     context: OrderCtx,           // optional, default `saga_core::Context`
+///     step validate_cart;
+///     step create_order => undo cancel_order;
+///     step charge_payment => undo refund_payment, retry 3, timeout 2s;
+///     pivot ship_order;
+///     step send_receipt, retry forever, backoff 1s;
+/// }
+/// ```
+///
+/// - `step path` adds the `#[saga_task]` function at `path`; `pivot path`
+///   adds it as the pivot, the point of no return (a function whose
+///   attribute says `pivot` is the pivot wherever it is listed).
+/// - `=> undo path` (or `=> compensate path`) gives the step a
+///   compensation, a `#[saga_task]` function taking the same context and
+///   `Option<&T>`, `T` the step's output. It comes right after the step.
+/// - Options, after commas, override the function's attribute:
+///   - `retry 3` (attempts in all, at least 1) or `retry forever`;
+///   - `backoff 100ms`, `max_backoff 5s`: delays between attempts;
+///   - `retry_if path`: a `fn(&StepError) -> bool` choosing which errors
+///     are retried (default: those marked `StepError::retryable`);
+///   - `undo_retry 5` (or `forever`): attempts of the step's compensation,
+///     which otherwise gets `default_compensation_retry()` (3 attempts,
+///     every error retried); a step with no compensation cannot have it;
+///   - `timeout 2s`: per attempt, for `async fn` steps only;
+///   - `name "charge_again"`: the step's name (default: the attribute's
+///     `name`, else the function's), so a function can run twice;
+///   - `metadata(team = "payments")`.
+/// - Durations are one token, a number and its unit: `250ms`, `2s`,
+///   `1.5s`, `5m`, `1h`.
+///
+/// # Compile-time checks
+///
+/// Everything `SagaBuilder::build` would reject is a compile error at the
+/// token to change: no steps, a duplicate step name (at the second), a
+/// second pivot, a compensation on or after the pivot, a compensation
+/// given both here and in the attribute, a timeout on a sync step, zero
+/// attempts; and beyond it: `undo_retry` on a step without compensation,
+/// a compensation whose context or output type does not match its step, a step that is not a `#[saga_task]` function
+/// of the saga's context, an unknown option. Since no `BuildError` remains
+/// possible, `saga!` evaluates to the `Saga<C>` itself.
+///
+/// `Task` and `AsyncTask` types are not steps of `saga!`: their name and
+/// compensation are only known at run time, so a saga using them is built
+/// with `SagaBuilder::task`, whose `build` returns a `Result`.
+///
+/// # Example
+///
+/// ```
+/// use saga_core::{saga, saga_task, StepError};
+///
+/// #[derive(Default)]
+/// struct Shop { stock: u32, orders: Vec<u64>, log: Vec<String> }
+///
+/// #[saga_task]
+/// fn check_stock(shop: &Shop) -> Result<(), StepError> {
+///     if shop.stock == 0 { return Err("out of stock".into()) }
+///     Ok(())
+/// }
+///
+/// #[saga_task(undo = cancel_order)]
+/// fn create_order(shop: &mut Shop) -> Result<u64, StepError> {
+///     shop.orders.push(42);
+///     Ok(42)
+/// }
+///
+/// #[saga_task]
+/// fn cancel_order(shop: &mut Shop, order: Option<&u64>) -> Result<(), StepError> {
+///     shop.orders.retain(|o| Some(o) != order);
+///     Ok(())
+/// }
+///
+/// #[saga_task]
+/// fn charge(shop: &mut Shop) -> Result<(), StepError> {
+///     shop.log.push("charge".into());
+///     Err("card declined".into())
+/// }
+///
+/// let order = saga! {
+///     name: "order",
+///     context: Shop,
+///     step check_stock;
+///     step create_order;
+///     step charge, retry 2, backoff 1ms;
+/// };
+///
+/// let mut shop = Shop { stock: 1, ..Shop::default() };
+/// let err = order.run_blocking(&mut shop).unwrap_err();
+/// assert_eq!(shop.orders, Vec::<u64>::new());   // compensated
+/// assert_eq!(shop.log, ["charge"]);              // an unmarked error is not retried
+/// assert_eq!(err.to_string(), "saga `order` failed at step `charge` and was rolled back (compensated: create_order)");
+/// ```
+///
+/// Async steps, a timeout and a pivot:
+///
+/// ```
+/// use saga_core::{saga, saga_task, StepError, StepInfo};
+///
+/// #[derive(Default)]
+/// struct Trip { booked: Vec<String> }
+///
+/// #[saga_task]
+/// async fn book_flight(trip: &mut Trip, info: &StepInfo<'_>) -> Result<String, StepError> {
+///     let seat = format!("seat for {}", info.idempotency_key());
+///     trip.booked.push(seat.clone());
+///     Ok(seat)
+/// }
+///
+/// #[saga_task]
+/// async fn cancel_flight(trip: &mut Trip, seat: Option<&String>) -> Result<(), StepError> {
+///     trip.booked.retain(|s| Some(s) != seat);
+///     Ok(())
+/// }
+///
+/// #[saga_task(pivot)]
+/// fn issue_tickets(_trip: &mut Trip) -> Result<(), StepError> {
+///     Ok(())
+/// }
+///
+/// let trip = saga! {
+///     name: "trip",
+///     context: Trip,
+///     step book_flight => undo cancel_flight, timeout 2s, retry 3;
+///     step issue_tickets;
+/// };
+/// let mut state = Trip::default();
+/// let report = trip.run_blocking(&mut state).unwrap();
+/// assert_eq!(report.status, saga_core::ExecutionStatus::Completed);
+/// assert_eq!(state.booked.len(), 1);
+/// ```
 #[proc_macro]
 pub fn saga(input: TokenStream) -> TokenStream {
-    let _ = input;
-    quote::quote!(::core::compile_error!("`saga!` is not implemented yet")).into()
+    let def = match syn::parse::<ast::SagaDef>(input) {
+        Ok(def) => def,
+        Err(e) => {
+            let error = e.to_compile_error();
+            let stub = expand::saga_stub(None);
+            return quote!({ #error #stub }).into();
+        }
+    };
+    match validate::check_saga(&def) {
+        Ok(()) => expand::saga(&def).into(),
+        Err(e) => {
+            let error = e.to_compile_error();
+            let stub = expand::saga_stub(def.context.as_ref());
+            quote!({ #error #stub }).into()
+        }
+    }
 }
 
-/// Turns a function into a saga step (being built; see the macros issue).
+/// Turns a function into a saga step (or a compensation) that
+/// [`saga!`](macro@saga) can name; the function stays callable exactly as
+/// written, so it can be unit-tested alone.
+///
+/// # Shapes
+///
+/// ```text
+/// [async] fn step(ctx: &mut C [, info: &StepInfo<'_>]) -> Result<T, E>
+/// [async] fn compensation(ctx: &mut C, output: Option<&T> [, info: &StepInfo<'_>]) -> Result<(), E>
+/// ```
+///
+/// `&C` may replace `&mut C`; `E` is any error that converts into
+/// `StepError` (any `std::error::Error + Send + Sync`, a `String`, a
+/// `StepError`). A compensation receives its step's output as `Option<&T>`:
+/// `None` when the step's outcome is unknown (it timed out, panicked, or
+/// failed with an error marked `outcome_unknown`), so it must find out
+/// what to undo by itself; a compensation of a step whose output is `()`
+/// may leave that parameter out. A compensation's attribute takes no
+/// arguments.
+///
+/// # Arguments (of a step)
+///
+/// ```text
+/// #[saga_task(
+///     compensate = cancel_order,          // or `undo = ..`: a `#[saga_task]` compensation
+///     name = "create",                    // default: the function's name
+///     retry(attempts = 3, backoff = "100ms", max_backoff = "5s", on = is_transient),
+///     retry(forever),                     // instead of `attempts`
+///     undo_retry(attempts = 5, backoff = "1s"), // the compensation's retries (same arguments)
+///     timeout = "2s",                     // async functions only
+///     pivot,                              // the point of no return, no compensation
+///     metadata(team = "payments"),
+/// )]
+/// ```
+///
+/// `saga!` options override these, except a compensation, which is given
+/// in one place only. Alongside the function, the attribute emits a
+/// hidden type of the same name (types and functions live in different
+/// namespaces) through which `saga!` reads these arguments.
+///
+/// # Example
+///
+/// ```
+/// use saga_core::{saga, saga_task, StepError, StepInfo};
+///
+/// #[derive(Debug)]
+/// struct Gateway { calls: u32, charged: Vec<String> }
+///
+/// fn transient(e: &StepError) -> bool {
+///     e.to_string().contains("busy")
+/// }
+///
+/// #[saga_task(undo = refund, retry(attempts = 3, backoff = "1ms", on = transient))]
+/// fn charge(gw: &mut Gateway, info: &StepInfo<'_>) -> Result<String, StepError> {
+///     gw.calls += 1;
+///     if gw.calls < 2 { return Err("gateway busy".into()) }
+///     gw.charged.push(info.idempotency_key());
+///     Ok(info.idempotency_key())
+/// }
+///
+/// #[saga_task]
+/// fn refund(gw: &mut Gateway, payment: Option<&String>) -> Result<(), StepError> {
+///     gw.charged.retain(|p| Some(p) != payment);
+///     Ok(())
+/// }
+///
+/// // Still a plain function:
+/// let mut gw = Gateway { calls: 1, charged: vec![] };
+/// let id = saga_core::ExecutionId::from("test");
+/// let info = StepInfo::new("unit", &id, "charge", 1);
+/// assert_eq!(charge(&mut gw, &info).unwrap(), "test/charge");
+///
+/// let pay = saga! { name: "pay", context: Gateway, step charge; };
+/// let mut gw = Gateway { calls: 0, charged: vec![] };
+/// let report = pay.run_blocking(&mut gw).unwrap();
+/// assert_eq!(report.steps[0].attempts, 2);
+/// ```
 #[proc_macro_attribute]
 pub fn saga_task(args: TokenStream, item: TokenStream) -> TokenStream {
-    let _ = args;
-    item
+    let item2 = proc_macro2::TokenStream::from(item.clone());
+    let func = match syn::parse::<syn::ItemFn>(item) {
+        Ok(func) => func,
+        Err(_) => {
+            let what = match syn::parse2::<syn::Item>(item2.clone()) {
+                Ok(syn::Item::Struct(_)) => "a struct",
+                Ok(syn::Item::Enum(_)) => "an enum",
+                Ok(syn::Item::Impl(_)) => "an impl block",
+                Ok(syn::Item::Mod(_)) => "a module",
+                Ok(syn::Item::Const(_)) => "a const",
+                Ok(syn::Item::Static(_)) => "a static",
+                Ok(syn::Item::Trait(_)) => "a trait",
+                _ => "this item",
+            };
+            let error = syn::Error::new(
+                proc_macro2::Span::call_site(),
+                format!("`#[saga_task]` applies to a function, not to {what}"),
+            )
+            .to_compile_error();
+            return quote!(#error #item2).into();
+        }
+    };
+    let args = syn::parse::<attr::TaskArgs>(args);
+    let shape = validate::check_task_fn(&func);
+    let checked = match (&args, &shape) {
+        (Ok(args), Ok(shape)) => validate::check_task_args(args, shape),
+        _ => Ok(()),
+    };
+    match (args, shape, checked) {
+        (Ok(args), Ok(shape), Ok(())) => expand::task(&func, &args, &shape).into(),
+        (args, shape, checked) => {
+            let mut errors = validate::Errors::default();
+            for e in [args.err(), shape.err(), checked.err()]
+                .into_iter()
+                .flatten()
+            {
+                errors.push(e);
+            }
+            let error = match errors.finish() {
+                Err(e) => e.to_compile_error(),
+                Ok(()) => proc_macro2::TokenStream::new(),
+            };
+            let stub = expand::task_stub(&func);
+            quote!(#error #stub).into()
+        }
+    }
 }

@@ -1,0 +1,441 @@
+//! Engine overhead against a floor measured in the same run.
+//!
+//! Every saga here has 10 no-op steps, each with a no-op compensation. The
+//! happy path runs the 10 steps; the failure path fails at the last step and
+//! runs the 9 compensations. The floor is the least any engine must do for
+//! the same work: call each step (and compensation) through a boxed trait
+//! object (sync) or a boxed future (async), and read the clock once per call
+//! as a report with durations needs. The engine's overhead is its time minus
+//! the floor's; `benches/summary.py` prints both per step and their ratio.
+//!
+//! Run: `cargo bench --bench overhead` (quick check: `-- --test`). For
+//! instruction counts, see [`profile`].
+
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use saga_core::{BoxFuture, Saga, SagaError, Step, StepError, StepInfo};
+use tokio::runtime::Runtime;
+
+/// Steps per saga.
+const STEPS: usize = 10;
+/// Sagas run at once in the concurrent benchmarks.
+const CONCURRENT: usize = 64;
+/// The last step's error, the same for the engine and the floor.
+const DECLINED: &str = "declined";
+
+/// The user's context: the steps leave it alone.
+#[derive(Default)]
+struct Ctx {
+    _orders: u64,
+}
+
+/// Which step fails, if any: the last one, or none.
+#[derive(Clone, Copy)]
+enum Path {
+    Happy,
+    Fail,
+}
+
+impl Path {
+    fn label(self) -> &'static str {
+        match self {
+            Path::Happy => "happy",
+            Path::Fail => "fail",
+        }
+    }
+
+    fn fails(self, index: usize) -> bool {
+        matches!(self, Path::Fail) && index == STEPS - 1
+    }
+}
+
+const NAMES: [&str; STEPS] = [
+    "step_0", "step_1", "step_2", "step_3", "step_4", "step_5", "step_6", "step_7", "step_8",
+    "step_9",
+];
+
+// ---------------------------------------------------------------- the floor
+
+/// A step called directly: the floor's boxed trait object.
+trait Direct: Send + Sync {
+    fn run(&self, ctx: &mut Ctx) -> Result<(), StepError>;
+    fn undo(&self, ctx: &mut Ctx) -> Result<(), StepError>;
+}
+
+struct NoopStep {
+    fails: bool,
+}
+
+impl Direct for NoopStep {
+    fn run(&self, ctx: &mut Ctx) -> Result<(), StepError> {
+        black_box(ctx);
+        if self.fails {
+            return Err(StepError::new(DECLINED));
+        }
+        Ok(())
+    }
+
+    fn undo(&self, ctx: &mut Ctx) -> Result<(), StepError> {
+        black_box(ctx);
+        Ok(())
+    }
+}
+
+fn direct_steps(path: Path) -> Vec<Box<dyn Direct>> {
+    (0..STEPS)
+        .map(|i| {
+            Box::new(NoopStep {
+                fails: path.fails(i),
+            }) as Box<dyn Direct>
+        })
+        .collect()
+}
+
+/// The sync floor: each step through its trait object, one clock read per
+/// call, and the compensations in reverse after a failure.
+fn floor_sync(steps: &[Box<dyn Direct>], ctx: &mut Ctx) -> Result<Instant, StepError> {
+    let mut mark = Instant::now();
+    for (index, step) in steps.iter().enumerate() {
+        let result = step.run(ctx);
+        mark = Instant::now();
+        if let Err(error) = result {
+            for undo in steps[..index].iter().rev() {
+                let _ = undo.undo(ctx);
+                mark = Instant::now();
+            }
+            black_box(mark);
+            return Err(error);
+        }
+    }
+    Ok(mark)
+}
+
+type DirectAsync =
+    dyn for<'a> Fn(&'a mut Ctx) -> BoxFuture<'a, Result<(), StepError>> + Send + Sync;
+
+/// An async step and its compensation, each returning a boxed future.
+struct AsyncPair {
+    run: Box<DirectAsync>,
+    undo: Box<DirectAsync>,
+}
+
+fn boxed<F>(f: F) -> Box<DirectAsync>
+where
+    F: for<'a> Fn(&'a mut Ctx) -> BoxFuture<'a, Result<(), StepError>> + Send + Sync + 'static,
+{
+    Box::new(f)
+}
+
+fn direct_async_steps(path: Path) -> Vec<AsyncPair> {
+    (0..STEPS)
+        .map(|i| {
+            let fails = path.fails(i);
+            AsyncPair {
+                run: boxed(move |ctx| {
+                    Box::pin(async move {
+                        black_box(ctx);
+                        if fails {
+                            return Err(StepError::new(DECLINED));
+                        }
+                        Ok(())
+                    })
+                }),
+                undo: boxed(|ctx| {
+                    Box::pin(async move {
+                        black_box(ctx);
+                        Ok(())
+                    })
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The async floor: each step's boxed future awaited in turn, one clock
+/// read per call.
+async fn floor_async(steps: &[AsyncPair], ctx: &mut Ctx) -> Result<Instant, StepError> {
+    let mut mark = Instant::now();
+    for (index, step) in steps.iter().enumerate() {
+        let result = (step.run)(ctx).await;
+        mark = Instant::now();
+        if let Err(error) = result {
+            for pair in steps[..index].iter().rev() {
+                let _ = (pair.undo)(ctx).await;
+                mark = Instant::now();
+            }
+            black_box(mark);
+            return Err(error);
+        }
+    }
+    Ok(mark)
+}
+
+// --------------------------------------------------------------- the engine
+
+fn builder_sync(path: Path) -> Saga<Ctx> {
+    let mut builder = Saga::builder("bench");
+    for (i, name) in NAMES.into_iter().enumerate() {
+        let fails = path.fails(i);
+        builder = builder.step(
+            Step::new(name, move |ctx: &mut Ctx, _: &StepInfo<'_>| {
+                black_box(ctx);
+                if fails {
+                    return Err(StepError::new(DECLINED));
+                }
+                Ok(())
+            })
+            .compensate(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
+                black_box(ctx);
+                Ok::<_, StepError>(())
+            }),
+        );
+    }
+    match builder.build() {
+        Ok(saga) => saga,
+        Err(e) => panic!("the benchmark saga is valid: {e}"),
+    }
+}
+
+fn builder_async(path: Path) -> Saga<Ctx> {
+    let mut builder = Saga::builder("bench");
+    for (i, name) in NAMES.into_iter().enumerate() {
+        let fails = path.fails(i);
+        builder = builder.step(
+            Step::new_async(name, move |ctx: &mut Ctx, _: &StepInfo<'_>| {
+                Box::pin(async move {
+                    black_box(ctx);
+                    if fails {
+                        return Err(StepError::new(DECLINED));
+                    }
+                    Ok(())
+                })
+            })
+            .compensate_async(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
+                Box::pin(async move {
+                    black_box(ctx);
+                    Ok::<_, StepError>(())
+                })
+            }),
+        );
+    }
+    match builder.build() {
+        Ok(saga) => saga,
+        Err(e) => panic!("the benchmark saga is valid: {e}"),
+    }
+}
+
+/// Checks that a run ended as its path says, so a benchmark never times a
+/// run that went another way.
+fn check<T>(path: Path, result: Result<T, SagaError>) {
+    match (path, result) {
+        (Path::Happy, Ok(_)) | (Path::Fail, Err(SagaError::Compensated { .. })) => {}
+        (Path::Happy, Err(e)) => panic!("the happy path failed: {e}"),
+        (Path::Fail, Ok(_)) => panic!("the failure path succeeded"),
+        (Path::Fail, Err(e)) => panic!("the failure path did not compensate: {e}"),
+    }
+}
+
+fn check_floor<T>(path: Path, result: Result<T, StepError>) {
+    match (path, result) {
+        (Path::Happy, Ok(_)) | (Path::Fail, Err(_)) => {}
+        (Path::Happy, Err(e)) => panic!("the happy floor failed: {e}"),
+        (Path::Fail, Ok(_)) => panic!("the failing floor succeeded"),
+    }
+}
+
+// ------------------------------------------------------------ the benchmarks
+
+fn current_thread() -> Runtime {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("cannot start a tokio runtime: {e}"),
+    }
+}
+
+fn multi_thread() -> Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("cannot start a tokio runtime: {e}"),
+    }
+}
+
+/// One saga at a time, sync, through `run_blocking`.
+fn sync_one(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sync_one");
+    for path in [Path::Happy, Path::Fail] {
+        let floor = direct_steps(path);
+        group.bench_function(format!("floor_{}", path.label()), |b| {
+            let mut ctx = Ctx::default();
+            b.iter(|| check_floor(path, black_box(floor_sync(&floor, &mut ctx))));
+        });
+        let saga = builder_sync(path);
+        group.bench_function(format!("builder_{}", path.label()), |b| {
+            let mut ctx = Ctx::default();
+            b.iter(|| check(path, black_box(saga.run_blocking(&mut ctx))));
+        });
+    }
+    group.finish();
+}
+
+/// Times `iters` runs of `one` awaited in turn on a current-thread runtime,
+/// inside a single `block_on` so the runtime's entry is not counted.
+fn time_async(rt: &Runtime, iters: u64, mut one: impl AsyncFnMut()) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            one().await;
+        }
+        start.elapsed()
+    })
+}
+
+/// One saga at a time, async, through `run` on a current-thread runtime.
+fn async_one(c: &mut Criterion) {
+    let rt = current_thread();
+    let mut group = c.benchmark_group("async_one");
+    for path in [Path::Happy, Path::Fail] {
+        let floor = direct_async_steps(path);
+        group.bench_function(format!("floor_{}", path.label()), |b| {
+            let mut ctx = Ctx::default();
+            b.iter_custom(|iters| {
+                time_async(&rt, iters, async || {
+                    check_floor(path, black_box(floor_async(&floor, &mut ctx).await));
+                })
+            });
+        });
+        let saga = builder_async(path);
+        group.bench_function(format!("builder_{}", path.label()), |b| {
+            let mut ctx = Ctx::default();
+            b.iter_custom(|iters| {
+                time_async(&rt, iters, async || {
+                    check(path, black_box(saga.run(&mut ctx).await));
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Times `iters` rounds of 64 tasks spawned on a multi-thread runtime, each
+/// running `one` with its own context; a round ends when all 64 have.
+fn time_concurrent<F, Fut>(rt: &Runtime, iters: u64, one: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let tasks: Vec<_> = (0..CONCURRENT).map(|_| tokio::spawn(one())).collect();
+            for task in tasks {
+                if let Err(e) = task.await {
+                    panic!("a benchmark task failed: {e}");
+                }
+            }
+        }
+        start.elapsed()
+    })
+}
+
+/// 64 sagas at a time, async, each in its own task on a multi-thread
+/// runtime (one worker per core). One iteration is the whole round of 64.
+fn async_concurrent(c: &mut Criterion) {
+    let rt = multi_thread();
+    let mut group = c.benchmark_group("async_concurrent64");
+    for path in [Path::Happy, Path::Fail] {
+        let floor = Arc::new(direct_async_steps(path));
+        group.bench_function(format!("floor_{}", path.label()), |b| {
+            b.iter_custom(|iters| {
+                time_concurrent(&rt, iters, || {
+                    let floor = Arc::clone(&floor);
+                    async move {
+                        let mut ctx = Ctx::default();
+                        check_floor(path, black_box(floor_async(&floor, &mut ctx).await));
+                    }
+                })
+            });
+        });
+        let saga = builder_async(path);
+        group.bench_function(format!("builder_{}", path.label()), |b| {
+            b.iter_custom(|iters| {
+                time_concurrent(&rt, iters, || {
+                    let saga = saga.clone();
+                    async move {
+                        let mut ctx = Ctx::default();
+                        check(path, black_box(saga.run(&mut ctx).await));
+                    }
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sync_one, async_one, async_concurrent);
+
+/// `SAGA_PROFILE=<case>:<runs>` runs one case that many times and nothing
+/// else, for `valgrind --tool=callgrind` (instruction counts do not depend
+/// on the machine's load, unlike times). Cases: `sync_floor_happy`,
+/// `sync_builder_happy`, `sync_floor_fail`, `sync_builder_fail`, and the
+/// same with `async_`.
+fn profile(spec: &str) {
+    let Some((case, runs)) = spec.split_once(':') else {
+        panic!("SAGA_PROFILE is `<case>:<runs>`, not `{spec}`");
+    };
+    let runs: u64 = match runs.parse() {
+        Ok(n) => n,
+        Err(e) => panic!("SAGA_PROFILE: `{runs}` is not a number of runs: {e}"),
+    };
+    let Some((mode, rest)) = case.split_once('_') else {
+        panic!("SAGA_PROFILE: unknown case `{case}`");
+    };
+    let path = match rest {
+        "floor_happy" | "builder_happy" => Path::Happy,
+        "floor_fail" | "builder_fail" => Path::Fail,
+        _ => panic!("SAGA_PROFILE: unknown case `{case}`"),
+    };
+    let floor = rest.starts_with("floor");
+    let mut ctx = Ctx::default();
+    match (mode, floor) {
+        ("sync", true) => {
+            let steps = direct_steps(path);
+            (0..runs).for_each(|_| check_floor(path, black_box(floor_sync(&steps, &mut ctx))));
+        }
+        ("sync", false) => {
+            let saga = builder_sync(path);
+            (0..runs).for_each(|_| check(path, black_box(saga.run_blocking(&mut ctx))));
+        }
+        ("async", true) => {
+            let steps = direct_async_steps(path);
+            time_async(&current_thread(), runs, async || {
+                check_floor(path, black_box(floor_async(&steps, &mut ctx).await));
+            });
+        }
+        ("async", false) => {
+            let saga = builder_async(path);
+            time_async(&current_thread(), runs, async || {
+                check(path, black_box(saga.run(&mut ctx).await));
+            });
+        }
+        _ => panic!("SAGA_PROFILE: unknown case `{case}`"),
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("SAGA_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

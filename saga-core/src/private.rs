@@ -1,0 +1,277 @@
+//! What the `saga!` and `#[saga_task]` expansions use: not a public API,
+//! exempt from semver, hidden from the docs.
+//!
+//! `#[saga_task]` turns a function `f` into the function plus a twin type
+//! `f` (a braced struct, which lives in the type namespace only) carrying
+//! what the attribute said as associated consts, so that `saga!`, which
+//! cannot see other items, can check a saga across items with the type
+//! system and `const` assertions. See `docs/MACROS.md` for an expansion.
+
+use std::time::Duration;
+
+pub use crate::error::StepError;
+pub use crate::policy::RetryPolicy;
+pub use crate::saga::{Saga, SagaBuilder, default_compensation_retry};
+pub use crate::step::{BoxFuture, Step, StepInfo};
+
+/// A retry policy as written in an attribute or in `saga!`: every field is
+/// optional, so the two can be merged field by field.
+#[derive(Clone, Copy)]
+pub struct RetrySpec {
+    /// Attempts in all.
+    pub attempts: Option<u32>,
+    /// Delay before the second attempt.
+    pub backoff: Option<Duration>,
+    /// Cap on the delay.
+    pub max_backoff: Option<Duration>,
+    /// Which errors are retried (default: those marked retryable).
+    pub retry_if: Option<fn(&StepError) -> bool>,
+}
+
+impl RetrySpec {
+    /// Nothing said.
+    pub const NONE: RetrySpec = RetrySpec {
+        attempts: None,
+        backoff: None,
+        max_backoff: None,
+        retry_if: None,
+    };
+
+    /// `self`, with the fields it leaves out taken from `fallback`.
+    pub fn or(self, fallback: RetrySpec) -> RetrySpec {
+        RetrySpec {
+            attempts: self.attempts.or(fallback.attempts),
+            backoff: self.backoff.or(fallback.backoff),
+            max_backoff: self.max_backoff.or(fallback.max_backoff),
+            retry_if: self.retry_if.or(fallback.retry_if),
+        }
+    }
+
+    /// Whether anything was said.
+    pub const fn is_set(&self) -> bool {
+        self.attempts.is_some()
+            || self.backoff.is_some()
+            || self.max_backoff.is_some()
+            || self.retry_if.is_some()
+    }
+
+    /// The policy, starting from [`RetryPolicy::default`].
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy_from(RetryPolicy::default())
+    }
+
+    /// The policy, starting from `base`: a compensation's `undo_retry`
+    /// starts from [`default_compensation_retry`], so `undo_retry 5` keeps
+    /// retrying every error, with that backoff.
+    pub fn policy_from(&self, base: RetryPolicy) -> RetryPolicy {
+        let mut policy = base;
+        if let Some(n) = self.attempts {
+            policy = policy.with_max_attempts(n);
+        }
+        if let Some(d) = self.backoff {
+            policy = policy.with_backoff(d);
+        }
+        if let Some(d) = self.max_backoff {
+            policy = policy.with_max_backoff(d);
+        }
+        if let Some(predicate) = self.retry_if {
+            policy = policy.retry_if(predicate);
+        }
+        policy
+    }
+}
+
+/// Converts a `#[saga_task]` function's result. The expansion calls it
+/// spanned at the function's error type, so that an error type `StepError`
+/// cannot be made from is reported there, once.
+pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, StepError> {
+    result.map_err(Into::into)
+}
+
+/// [`step_result`] for an async function's boxed future; boxing before
+/// converting keeps rustc's "future returned by `f` is not `Send`" message
+/// when the function's future is not `Send`.
+pub fn step_future<'a, T: 'a, E: Into<StepError> + 'a>(
+    future: BoxFuture<'a, Result<T, E>>,
+) -> BoxFuture<'a, Result<T, StepError>> {
+    Box::pin(async move { future.await.map_err(Into::into) })
+}
+
+/// What a `#[saga_task]` function is, as a step of a saga on `C`:
+/// implemented by the function's twin type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a step of a saga whose context is `{C}`",
+    label = "not a `#[saga_task]` function taking `&mut {C}` or `&{C}`",
+    note = "`saga!` takes functions annotated with `#[saga_task]` whose first parameter is the saga's context (its `context: ..`, by default `saga_core::Context`)",
+    note = "a compensation (a function taking `Option<&T>`) is not a step: name it after its step, as `step create_order => undo cancel_order`",
+    note = "a `Task` or `AsyncTask` type is added with `SagaBuilder::task` or `SagaBuilder::async_task`"
+)]
+pub trait StepOf<C>: 'static {
+    /// The function's `Ok` type.
+    type Output: Send + Sync + 'static;
+    /// The step's name: the function's, or the attribute's `name`.
+    const NAME: &'static str;
+    /// Whether the function is `async`.
+    const IS_ASYNC: bool;
+    /// Whether the attribute says `pivot`.
+    const PIVOT: bool;
+    /// Whether the attribute gives a compensation.
+    const HAS_COMPENSATION: bool;
+    /// The attribute's `retry(..)`.
+    const RETRY: RetrySpec;
+    /// The attribute's `undo_retry(..)`: the compensation's retries.
+    const UNDO_RETRY: RetrySpec;
+    /// The attribute's `timeout`.
+    const TIMEOUT: Option<Duration>;
+    /// The attribute's `metadata(..)`.
+    const METADATA: &'static [(&'static str, &'static str)];
+
+    /// The step named `name`, with its action only.
+    fn action(name: &'static str) -> Step<C, Self::Output>;
+
+    /// Attaches the attribute's compensation, if any.
+    fn with_compensation(step: Step<C, Self::Output>) -> Step<C, Self::Output> {
+        step
+    }
+
+    /// The step with its action and the attribute's compensation, named
+    /// by `saga!`, else by the attribute (or after the function).
+    ///
+    /// `saga!` calls this (and [`push`](Self::push)) as
+    /// `<K as StepOf<C>>::step`, never as a generic argument: a plain
+    /// function named there gives one error, "expected type, found
+    /// function", at the user's token.
+    fn step(dsl: &Dsl) -> Step<C, Self::Output> {
+        Self::with_compensation(Self::action(dsl.name.unwrap_or(Self::NAME)))
+    }
+
+    /// Applies the options, `saga!`'s over the attribute's, and adds the
+    /// step to `builder`.
+    fn push(builder: SagaBuilder<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> SagaBuilder<C>
+    where
+        C: 'static,
+    {
+        let mut step = step.retry(dsl.retry.or(Self::RETRY).policy());
+        let undo_retry = dsl.undo_retry.or(Self::UNDO_RETRY);
+        if undo_retry.is_set() {
+            step = step.compensation_retry(undo_retry.policy_from(default_compensation_retry()));
+        }
+        if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
+            step = step.timeout(timeout);
+        }
+        for (key, value) in Self::METADATA.iter().chain(dsl.metadata) {
+            step = step.metadata(*key, *value);
+        }
+        if dsl.pivot || Self::PIVOT {
+            builder.pivot(step)
+        } else {
+            builder.step(step)
+        }
+    }
+}
+
+/// First half of "`Self` can compensate a step of context `C`": the
+/// context. Checked before [`UndoOutput`] (through [`UndoContext::Checked`])
+/// so that a mismatch gives one error, not two.
+#[diagnostic::on_unimplemented(
+    message = "compensation `{Self}` takes a different context than its step, which takes `{C}`",
+    label = "expected a `#[saga_task]` compensation taking `&mut {C}` or `&{C}`",
+    note = "a compensation takes the same context as the step it undoes; a compensation that is a plain function needs `#[saga_task]`"
+)]
+pub trait UndoContext<C> {
+    /// `Self`; naming the compensation through this projection makes the
+    /// output check depend on this one.
+    type Checked: ?Sized;
+}
+
+/// Second half: `Self` receives the output `T` of the step it undoes.
+#[diagnostic::on_unimplemented(
+    message = "compensation `{Self}` does not receive its step's output `{T}`",
+    label = "expected a compensation taking `Option<&{T}>` after the context",
+    note = "a compensation receives its step's output as `Option<&T>`: `Some` when the step succeeded, `None` when its outcome is unknown (a timeout, a panic, an error marked `outcome_unknown`)",
+    note = "a compensation of a step whose output is `()` may leave that parameter out"
+)]
+pub trait UndoOutput<C, T> {
+    /// Sets the compensation of `step`.
+    fn attach(step: Step<C, T>) -> Step<C, T>;
+}
+
+/// What `saga!` says about one step, beyond its function.
+pub struct Dsl {
+    /// `name "..."`.
+    pub name: Option<&'static str>,
+    /// `retry`, `backoff`, `max_backoff`, `retry_if`.
+    pub retry: RetrySpec,
+    /// `undo_retry`.
+    pub undo_retry: RetrySpec,
+    /// `timeout`.
+    pub timeout: Option<Duration>,
+    /// `metadata(..)`.
+    pub metadata: &'static [(&'static str, &'static str)],
+    /// `pivot` rather than `step`.
+    pub pivot: bool,
+}
+
+/// Builds a saga whose every rule `saga!` checked at compile time.
+pub fn finish<C: 'static>(builder: SagaBuilder<C>) -> Saga<C> {
+    match builder.build() {
+        Ok(saga) => saga,
+        // `saga!` rejects at compile time every definition `build` rejects
+        // (see `BuildError`'s variants), so this is a bug of the macros.
+        Err(e) => panic!("internal error of `saga!`, please report it: {e}"),
+    }
+}
+
+/// What `saga!` evaluates to next to a compile error, so that one mistake
+/// does not cascade into errors at every use of the saga. Never runs: the
+/// compile error stops the build.
+pub fn stub<C>() -> Saga<C> {
+    unreachable!("`saga!` emitted a compile error")
+}
+
+/// `a == b`, in a `const` context.
+pub const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn str_eq_compares_bytes() {
+        assert!(str_eq("charge", "charge"));
+        assert!(!str_eq("charge", "charges"));
+        assert!(!str_eq("charge", "change"));
+        assert!(str_eq("", ""));
+    }
+
+    #[test]
+    fn retry_spec_merges_field_by_field() {
+        let dsl = RetrySpec {
+            attempts: Some(3),
+            ..RetrySpec::NONE
+        };
+        let attr = RetrySpec {
+            attempts: Some(5),
+            backoff: Some(Duration::from_millis(7)),
+            ..RetrySpec::NONE
+        };
+        let merged = dsl.or(attr);
+        assert_eq!(merged.attempts, Some(3));
+        assert_eq!(merged.backoff, Some(Duration::from_millis(7)));
+        assert_eq!(merged.policy().max_attempts(), 3);
+        assert_eq!(RetrySpec::NONE.policy().max_attempts(), 1);
+    }
+}

@@ -1,0 +1,375 @@
+//! The `saga!` DSL: its model and its `Parse` impls.
+//!
+//! ```text
+//! saga    := field* entry+
+//! field   := "name" ":" LitStr ","
+//!          | "context" ":" Type ","
+//! entry   := ("step" | "pivot") Path ("=>" ("undo" | "compensate") Path)? ("," option)* ";"
+//! option  := "retry" (LitInt | "forever")
+//!          | "undo_retry" (LitInt | "forever")     // the compensation's attempts
+//!          | "backoff" duration | "max_backoff" duration
+//!          | "retry_if" Path
+//!          | "timeout" duration
+//!          | "name" LitStr
+//!          | "metadata" "(" (Ident "=" LitStr),* ")"
+//! duration:= an integer or decimal with a unit suffix: 250ms, 2s, 1.5s, 5m, 1h
+//! ```
+//!
+//! An entry is the unit a future `parallel { entry* }` block would group;
+//! [`Entry`] is where that variant goes.
+
+use std::time::Duration;
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Ident, LitFloat, LitInt, LitStr, Path, Token, Type};
+
+mod kw {
+    syn::custom_keyword!(name);
+    syn::custom_keyword!(context);
+    syn::custom_keyword!(step);
+    syn::custom_keyword!(pivot);
+    syn::custom_keyword!(undo);
+    syn::custom_keyword!(compensate);
+    syn::custom_keyword!(forever);
+}
+
+/// The saga's header fields.
+pub const FIELDS: &str = "`name` or `context`";
+/// The options a step accepts in `saga!`.
+pub const STEP_OPTIONS: &str =
+    "`retry`, `backoff`, `max_backoff`, `retry_if`, `undo_retry`, `timeout`, `name` or `metadata`";
+
+/// A whole `saga! { .. }`.
+pub struct SagaDef {
+    pub name: Option<LitStr>,
+    pub context: Option<Type>,
+    pub entries: Vec<Entry>,
+    /// Where an error about the whole saga points.
+    pub span: Span,
+}
+
+/// One line of the saga.
+pub enum Entry {
+    Step(StepDef),
+}
+
+/// `step path => undo path, options;` or `pivot path, options;`.
+pub struct StepDef {
+    /// The `step` or `pivot` keyword.
+    pub keyword: Ident,
+    pub pivot: bool,
+    pub task: Path,
+    /// The `undo` (or `compensate`) keyword and the compensation.
+    pub undo: Option<(Ident, Path)>,
+    pub options: Vec<StepOption>,
+}
+
+/// One option of a step, with its keyword kept for spans.
+pub struct StepOption {
+    pub keyword: Ident,
+    pub value: OptionValue,
+}
+
+pub enum OptionValue {
+    Retry(Attempts),
+    UndoRetry(Attempts),
+    Backoff(Dur),
+    MaxBackoff(Dur),
+    RetryIf(Path),
+    Timeout(Dur),
+    Name(LitStr),
+    Metadata(Vec<(Ident, LitStr)>),
+}
+
+/// `retry 3` or `retry forever`.
+#[derive(Clone)]
+pub enum Attempts {
+    Count(LitInt),
+    Forever(Span),
+}
+
+/// A parsed duration and where it was written.
+#[derive(Clone)]
+pub struct Dur {
+    pub value: Duration,
+    pub span: Span,
+}
+
+impl SagaDef {
+    /// Every step in order (a `parallel` block would yield its members).
+    pub fn steps(&self) -> Vec<&StepDef> {
+        self.entries
+            .iter()
+            .map(|e| match e {
+                Entry::Step(s) => s,
+            })
+            .collect()
+    }
+}
+
+impl Parse for SagaDef {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let span = input.span();
+        let mut def = SagaDef {
+            name: None,
+            context: None,
+            entries: Vec::new(),
+            span,
+        };
+        while input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+            parse_field(input, &mut def)?;
+        }
+        while !input.is_empty() {
+            def.entries.push(input.parse()?);
+        }
+        Ok(def)
+    }
+}
+
+fn parse_field(input: ParseStream<'_>, def: &mut SagaDef) -> syn::Result<()> {
+    let key: Ident = syn::ext::IdentExt::parse_any(input)?;
+    input.parse::<Token![:]>()?;
+    let duplicate = |what: &str| {
+        syn::Error::new(
+            key.span(),
+            format!("duplicate saga field `{what}`; give it once"),
+        )
+    };
+    if key == "name" {
+        if def.name.is_some() {
+            return Err(duplicate("name"));
+        }
+        def.name = Some(input.parse()?);
+    } else if key == "context" {
+        if def.context.is_some() {
+            return Err(duplicate("context"));
+        }
+        def.context = Some(input.parse()?);
+    } else {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("unknown saga field `{key}`; expected {FIELDS}"),
+        ));
+    }
+    input.parse::<Token![,]>()?;
+    Ok(())
+}
+
+impl Parse for Entry {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        // A `parallel { .. }` block would be one more branch here.
+        let lookahead = input.lookahead1();
+        if lookahead.peek(kw::step) || lookahead.peek(kw::pivot) {
+            input.parse().map(Entry::Step)
+        } else {
+            Err(lookahead.error())
+        }
+    }
+}
+
+impl Parse for StepDef {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let pivot = input.peek(kw::pivot);
+        let keyword: Ident = input.parse()?;
+        let task: Path = input.parse()?;
+        let undo = if input.peek(Token![=>]) {
+            input.parse::<Token![=>]>()?;
+            let lookahead = input.lookahead1();
+            if !(lookahead.peek(kw::undo) || lookahead.peek(kw::compensate)) {
+                return Err(lookahead.error());
+            }
+            let keyword: Ident = input.parse()?;
+            Some((keyword, input.parse()?))
+        } else {
+            None
+        };
+        let mut options = Vec::new();
+        while input.peek(Token![,]) {
+            input.parse::<Token![,]>()?;
+            options.push(input.parse()?);
+        }
+        let lookahead = input.lookahead1();
+        if !lookahead.peek(Token![;]) {
+            return Err(if lookahead.peek(Token![=>]) {
+                syn::Error::new(
+                    input.span(),
+                    "put `=> undo ..` right after the step's function, before its options",
+                )
+            } else {
+                lookahead.error()
+            });
+        }
+        input.parse::<Token![;]>()?;
+        Ok(StepDef {
+            keyword,
+            pivot,
+            task,
+            undo,
+            options,
+        })
+    }
+}
+
+impl Parse for StepOption {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let keyword: Ident = syn::ext::IdentExt::parse_any(input)?;
+        let value = match keyword.to_string().as_str() {
+            "retry" => OptionValue::Retry(parse_attempts(input, &keyword)?),
+            "undo_retry" => OptionValue::UndoRetry(parse_attempts(input, &keyword)?),
+            "backoff" => OptionValue::Backoff(parse_duration(input)?),
+            "max_backoff" => OptionValue::MaxBackoff(parse_duration(input)?),
+            "retry_if" => OptionValue::RetryIf(input.parse()?),
+            "timeout" => OptionValue::Timeout(parse_duration(input)?),
+            "name" => OptionValue::Name(input.parse()?),
+            "metadata" => {
+                let content;
+                syn::parenthesized!(content in input);
+                let pairs = Punctuated::<MetaPair, Token![,]>::parse_terminated(&content)?;
+                OptionValue::Metadata(pairs.into_iter().map(|p| (p.key, p.value)).collect())
+            }
+            _ => {
+                return Err(syn::Error::new(
+                    keyword.span(),
+                    format!("unknown step option `{keyword}`; expected {STEP_OPTIONS}"),
+                ));
+            }
+        };
+        Ok(StepOption { keyword, value })
+    }
+}
+
+/// `3` or `forever`, after `retry` or `undo_retry`.
+fn parse_attempts(input: ParseStream<'_>, keyword: &Ident) -> syn::Result<Attempts> {
+    if input.peek(kw::forever) {
+        let forever: kw::forever = input.parse()?;
+        Ok(Attempts::Forever(forever.span))
+    } else if input.peek(LitInt) {
+        Ok(Attempts::Count(input.parse()?))
+    } else {
+        Err(input.error(format!(
+            "expected a number of attempts or `forever` after `{keyword}`"
+        )))
+    }
+}
+
+/// `key = "value"` in `metadata(..)`.
+pub struct MetaPair {
+    pub key: Ident,
+    pub value: LitStr,
+}
+
+impl Parse for MetaPair {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let key = syn::ext::IdentExt::parse_any(input)?;
+        input.parse::<Token![=]>()?;
+        Ok(MetaPair {
+            key,
+            value: input.parse()?,
+        })
+    }
+}
+
+const DURATION_HELP: &str =
+    "write a number and its unit together, as in `250ms`, `2s`, `1.5s`, `5m` or `1h`";
+
+/// A duration written as one literal token: `250ms`, `2s`, `1.5s`.
+fn parse_duration(input: ParseStream<'_>) -> syn::Result<Dur> {
+    let (digits, suffix, span) = if input.peek(LitInt) {
+        let lit: LitInt = input.parse()?;
+        (
+            lit.base10_digits().to_owned(),
+            lit.suffix().to_owned(),
+            lit.span(),
+        )
+    } else if input.peek(LitFloat) {
+        let lit: LitFloat = input.parse()?;
+        (
+            lit.base10_digits().to_owned(),
+            lit.suffix().to_owned(),
+            lit.span(),
+        )
+    } else {
+        return Err(input.error(format!("expected a duration: {DURATION_HELP}")));
+    };
+    // `2 sec`: a number, then a separate word (never valid after a duration).
+    if input.peek(Ident) {
+        let word: Ident = input.fork().parse()?;
+        return Err(syn::Error::new(
+            span.join(word.span()).unwrap_or(span),
+            format!("malformed duration `{digits}{suffix} {word}`: {DURATION_HELP}"),
+        ));
+    }
+    let value = duration_from_parts(&digits, &suffix).map_err(|e| syn::Error::new(span, e))?;
+    Ok(Dur { value, span })
+}
+
+/// A duration from a string, as attributes write it: `"250ms"`, `"2s"`.
+pub fn duration_from_str(lit: &LitStr) -> syn::Result<Dur> {
+    let text = lit.value();
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(trimmed.len());
+    let (digits, suffix) = trimmed.split_at(split);
+    if suffix.starts_with(' ') || text != trimmed {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("malformed duration `{text}`: {DURATION_HELP}"),
+        ));
+    }
+    let value = duration_from_parts(&digits.replace('_', ""), suffix)
+        .map_err(|e| syn::Error::new(lit.span(), e))?;
+    Ok(Dur {
+        value,
+        span: lit.span(),
+    })
+}
+
+fn duration_from_parts(digits: &str, unit: &str) -> Result<Duration, String> {
+    let malformed = || format!("malformed duration `{digits}{unit}`: {DURATION_HELP}");
+    if unit.is_empty() {
+        return Err(format!("duration `{digits}` has no unit: {DURATION_HELP}"));
+    }
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(malformed()),
+    };
+    let number: f64 = digits.parse().map_err(|_| malformed())?;
+    Duration::try_from_secs_f64(number * scale).map_err(|_| malformed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(
+            duration_from_parts("250", "ms"),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            duration_from_parts("1.5", "s"),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(duration_from_parts("2", "m"), Ok(Duration::from_secs(120)));
+        assert!(duration_from_parts("2", "sec").is_err());
+        assert!(duration_from_parts("2", "").is_err());
+    }
+
+    #[test]
+    fn duration_strings() {
+        let ok = |s: &str| duration_from_str(&LitStr::new(s, Span::call_site())).map(|d| d.value);
+        assert_eq!(ok("100ms").ok(), Some(Duration::from_millis(100)));
+        assert_eq!(ok("1_000ms").ok(), Some(Duration::from_secs(1)));
+        assert!(ok("2 sec").is_err());
+        assert!(ok("2 s").is_err());
+        assert!(ok("s").is_err());
+        assert!(ok("").is_err());
+    }
+}

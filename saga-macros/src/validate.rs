@@ -1,0 +1,416 @@
+//! Checks, one rule per `check_*` function; each returns its errors so that
+//! independent mistakes are reported together.
+//!
+//! What a macro can see is checked here, at the user's tokens. What only
+//! the type system can see (another item's attribute, a compensation's
+//! types) is left to the bounds and `const` assertions of `expand.rs`.
+
+use std::collections::HashMap;
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
+
+use crate::ast::{Attempts, OptionValue, SagaDef, StepDef};
+use crate::attr::TaskArgs;
+
+/// Collects errors; `finish` combines them into one.
+#[derive(Default)]
+pub struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub fn error(&mut self, span: Span, message: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, message));
+    }
+
+    pub fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// A `#[saga_task]` function as the expansion needs it.
+pub struct TaskFn {
+    /// The context type `C` of `&mut C` or `&C`.
+    pub context: Type,
+    /// Whether it takes `&StepInfo<'_>` last.
+    pub info: bool,
+    /// `T` of an `Option<&T>` parameter: the function is a compensation.
+    pub output_param: Option<Type>,
+    /// `T` of `Result<T, E>`.
+    pub ok: Type,
+    /// Where the error type is written (`E` of `Result<T, E>`, else the
+    /// return type).
+    pub error_span: proc_macro2::Span,
+    pub is_async: bool,
+}
+
+impl TaskFn {
+    /// Whether it can be a step: no output parameter.
+    pub fn is_step(&self) -> bool {
+        self.output_param.is_none()
+    }
+
+    /// Whether it can be a compensation: an output parameter, or none and
+    /// returning `Result<(), E>` (a compensation of a step without output).
+    pub fn is_compensation(&self) -> bool {
+        self.output_param.is_some() || is_unit(&self.ok)
+    }
+}
+
+const SHAPES: &str = "a step is `fn(ctx: &mut C) -> Result<T, E>`, a compensation `fn(ctx: &mut C, output: Option<&T>) -> Result<(), E>`; either may take `info: &StepInfo<'_>` last, be `async` and take `&C` instead of `&mut C`";
+
+/// The function's shape: context first, then an optional `Option<&T>`,
+/// then an optional `&StepInfo<'_>`; returns `Result<T, E>`; not generic,
+/// no `self`.
+pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
+    let mut errors = Errors::default();
+    let sig = &item.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "a `#[saga_task]` function cannot be generic: a saga names it as one step with one context type",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    let mut context = None;
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver)) => errors.push(syn::Error::new_spanned(
+            receiver,
+            "`#[saga_task]` cannot take `self`: write a free function taking the saga's context first, as `ctx: &mut C` or `ctx: &C`",
+        )),
+        Some(FnArg::Typed(arg)) => match &*arg.ty {
+            Type::Reference(r) if !is_step_info(&r.elem) => context = Some((*r.elem).clone()),
+            other => errors.push(syn::Error::new_spanned(
+                other,
+                "the first parameter of a `#[saga_task]` function is the saga's context, as `ctx: &mut C` or `ctx: &C`",
+            )),
+        },
+        None => errors.error(
+            sig.paren_token.span.join(),
+            "a `#[saga_task]` function takes the saga's context first, as `ctx: &mut C` or `ctx: &C`",
+        ),
+    }
+    let mut output_param = None;
+    let mut info = false;
+    for arg in inputs {
+        let ty = match arg {
+            FnArg::Typed(arg) => &*arg.ty,
+            FnArg::Receiver(r) => {
+                errors.push(syn::Error::new_spanned(
+                    r,
+                    "`#[saga_task]` cannot take `self`",
+                ));
+                continue;
+            }
+        };
+        if let Type::Reference(r) = ty
+            && is_step_info(&r.elem)
+            && !info
+        {
+            info = true;
+        } else if let Some(inner) = option_ref(ty)
+            && !info
+            && output_param.is_none()
+        {
+            output_param = Some(inner.clone());
+        } else if let Type::Reference(r) = ty
+            && !info
+            && output_param.is_none()
+            && r.mutability.is_none()
+        {
+            errors.push(syn::Error::new_spanned(
+                ty,
+                format!(
+                    "a compensation receives its step's output as `Option<&T>`, not `&T`: `None` when the step's outcome is unknown (a timeout, a panic); write `Option<{}>`",
+                    quote::quote!(#ty).to_string().replace("& ", "&")
+                ),
+            ));
+        } else {
+            errors.push(syn::Error::new_spanned(
+                ty,
+                format!("unexpected parameter: {SHAPES}"),
+            ));
+        }
+    }
+    let ok = match &sig.output {
+        ReturnType::Type(_, ty) => result_ok(ty).cloned(),
+        ReturnType::Default => None,
+    };
+    if ok.is_none() {
+        match &sig.output {
+            ReturnType::Type(_, ty) => errors.push(syn::Error::new_spanned(ty, NOT_RESULT)),
+            ReturnType::Default => errors.error(sig.paren_token.span.join(), NOT_RESULT),
+        }
+    }
+    errors.finish()?;
+    match (context, ok) {
+        (Some(context), Some(ok)) => Ok(TaskFn {
+            context,
+            info,
+            output_param,
+            ok,
+            error_span: error_span(&sig.output),
+            is_async: sig.asyncness.is_some(),
+        }),
+        // Each `None` pushed an error above.
+        _ => Err(syn::Error::new(sig.ident.span(), SHAPES)),
+    }
+}
+
+fn error_span(output: &ReturnType) -> Span {
+    let ReturnType::Type(_, ty) = output else {
+        return output.span();
+    };
+    let Type::Path(p) = &**ty else {
+        return ty.span();
+    };
+    let error = p
+        .path
+        .segments
+        .last()
+        .and_then(|last| match &last.arguments {
+            PathArguments::AngleBracketed(args) => args
+                .args
+                .iter()
+                .filter(|a| matches!(a, GenericArgument::Type(_)))
+                .nth(1),
+            _ => None,
+        });
+    error.map_or_else(|| ty.span(), Spanned::span)
+}
+
+/// `StepInfo` or `StepInfo<'_>` (any path ending so).
+fn is_step_info(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| s.ident == "StepInfo"))
+}
+
+const NOT_RESULT: &str = "a `#[saga_task]` function returns `Result<T, E>` (or an alias named `Result`), with `E` any error that converts into `StepError`";
+
+/// `T` of `Option<&T>`.
+fn option_ref(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    if p.path.segments.last().is_none_or(|s| s.ident != "Option") {
+        return None;
+    }
+    match first_generic(ty)? {
+        Type::Reference(r) if r.mutability.is_none() => Some(&r.elem),
+        _ => None,
+    }
+}
+
+/// `T` of `Result<T, E>`, `io::Result<T>` or any alias named `Result`:
+/// what a macro can tell apart (the type system checks the rest).
+fn result_ok(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    if p.path.segments.last().is_none_or(|s| s.ident != "Result") {
+        return None;
+    }
+    first_generic(ty)
+}
+
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}
+
+/// The first generic type argument of a path type's last segment.
+fn first_generic(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// The attribute's arguments against the function they annotate.
+pub fn check_task_args(args: &TaskArgs, task: &TaskFn) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    if !task.is_step() {
+        if let Some(first) = args.first {
+            errors.error(
+                first,
+                "a compensation's `#[saga_task]` takes no arguments: give retries, timeouts and names to the step it undoes",
+            );
+        }
+        return errors.finish();
+    }
+    if args.pivot.is_some()
+        && let Some((keyword, _)) = &args.compensate
+    {
+        errors.error(
+            keyword.span(),
+            "the pivot has no compensation: it is the point of no return; drop `pivot` or the compensation",
+        );
+    }
+    if let Some((keyword, _)) = &args.timeout
+        && !task.is_async
+    {
+        errors.error(
+            keyword.span(),
+            "`timeout` needs an `async fn`: a sync step cannot be interrupted",
+        );
+    }
+    if let Some((_, name)) = &args.name {
+        check_name(name, &mut errors);
+    }
+    let retries = [
+        args.retry.as_ref(),
+        args.undo_retry.as_ref().map(|(_, r)| r),
+    ];
+    for retry in retries.into_iter().flatten() {
+        if let Some(Attempts::Count(n)) = &retry.attempts {
+            check_attempts(n, &mut errors);
+        }
+    }
+    errors.finish()
+}
+
+fn check_name(name: &syn::LitStr, errors: &mut Errors) {
+    if name.value().is_empty() {
+        errors.error(name.span(), "a step name cannot be empty");
+    }
+}
+
+fn check_attempts(n: &syn::LitInt, errors: &mut Errors) {
+    match n.base10_parse::<u32>() {
+        Ok(0) => errors.error(
+            n.span(),
+            "zero attempts would never run it; use at least 1 (`retry 1` is no retry)",
+        ),
+        Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+}
+
+/// All checks of a `saga!` that its tokens allow.
+pub fn check_saga(saga: &SagaDef) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    check_has_steps(saga, &mut errors);
+    check_has_name(saga, &mut errors);
+    let steps = saga.steps();
+    check_unique_names(&steps, &mut errors);
+    check_one_pivot(&steps, &mut errors);
+    check_no_compensation_from_pivot(&steps, &mut errors);
+    for step in &steps {
+        check_options(step, &mut errors);
+    }
+    errors.finish()
+}
+
+fn check_has_steps(saga: &SagaDef, errors: &mut Errors) {
+    if saga.entries.is_empty() {
+        errors.error(
+            saga.span,
+            "a saga needs at least one step: `step function_name;`",
+        );
+    }
+}
+
+fn check_has_name(saga: &SagaDef, errors: &mut Errors) {
+    match &saga.name {
+        None => errors.error(
+            saga.span,
+            "a saga needs a name: start with `name: \"...\",`",
+        ),
+        Some(name) if name.value().is_empty() => {
+            errors.error(name.span(), "a saga name cannot be empty")
+        }
+        Some(_) => {}
+    }
+}
+
+/// The name a step has by its tokens: `name "..."`, else its path (the
+/// attribute's `name` is checked by a `const` assertion).
+fn written_name(step: &StepDef) -> String {
+    step.options
+        .iter()
+        .find_map(|o| match &o.value {
+            OptionValue::Name(lit) => Some(lit.value()),
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            let path = &step.task;
+            quote::quote!(#path).to_string().replace(' ', "")
+        })
+}
+
+fn check_unique_names(steps: &[&StepDef], errors: &mut Errors) {
+    let mut seen = HashMap::new();
+    for step in steps {
+        let name = written_name(step);
+        if seen.insert(name.clone(), ()).is_some() {
+            errors.error(
+                step.task.span(),
+                format!(
+                    "duplicate step `{name}`: step names identify steps in reports and idempotency keys; to run a function twice, give the second `name \"...\"`"
+                ),
+            );
+        }
+    }
+}
+
+fn check_one_pivot(steps: &[&StepDef], errors: &mut Errors) {
+    let mut first = None;
+    for step in steps.iter().filter(|s| s.pivot) {
+        match &first {
+            None => first = Some(written_name(step)),
+            Some(first) => errors.error(
+                step.keyword.span(),
+                format!("a saga has one pivot, and `{first}` already is; make this one a `step`"),
+            ),
+        }
+    }
+}
+
+fn check_no_compensation_from_pivot(steps: &[&StepDef], errors: &mut Errors) {
+    let mut pivot: Option<String> = None;
+    for step in steps {
+        if step.pivot && pivot.is_none() {
+            pivot = Some(written_name(step));
+            if let Some((keyword, _)) = &step.undo {
+                errors.error(
+                    keyword.span(),
+                    "the pivot has no compensation: it is the point of no return; make it a `step`, or drop the compensation",
+                );
+            }
+        } else if let (Some(pivot), Some((keyword, _))) = (&pivot, &step.undo) {
+            errors.error(
+                keyword.span(),
+                format!(
+                    "a step after the pivot `{pivot}` has no compensation: once the pivot succeeds the saga only goes forward (retry this step instead)"
+                ),
+            );
+        }
+    }
+}
+
+fn check_options(step: &StepDef, errors: &mut Errors) {
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for option in &step.options {
+        let key = option.keyword.to_string();
+        if seen.insert(key.clone(), ()).is_some() {
+            errors.error(
+                option.keyword.span(),
+                format!("duplicate option `{key}`; give it once"),
+            );
+        }
+        match &option.value {
+            OptionValue::Retry(Attempts::Count(n)) | OptionValue::UndoRetry(Attempts::Count(n)) => {
+                check_attempts(n, errors)
+            }
+            OptionValue::Name(name) => check_name(name, errors),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! A saga declared with `saga!` and `#[saga_task]` runs exactly like the
+//! same saga written with the builder: same effects in the same order, same
+//! report (statuses, attempts, compensation attempts), same errors. Each
+//! scenario also asserts its expected outcome, so that the two cannot agree
+//! on a wrong answer.
+
+use std::time::Duration;
+
+use saga_core::{
+    ExecutionStatus, RetryPolicy, Saga, SagaError, SagaReport, Step, StepError, StepInfo,
+    StepStatus, saga, saga_task,
+};
+
+// ---------------------------------------------------------------- sync ----
+
+#[derive(Default, Clone)]
+struct Shop {
+    log: Vec<String>,
+    /// `charge` fails with a retryable error this many times first.
+    busy: u32,
+    /// `charge` then fails for good.
+    decline: bool,
+    /// `send_receipt` fails for good.
+    mail_down: bool,
+    charge_calls: u32,
+}
+
+#[saga_task]
+fn validate(shop: &Shop) -> Result<(), StepError> {
+    if shop.log.is_empty() {
+        Ok(())
+    } else {
+        Err("dirty shop".into())
+    }
+}
+
+#[saga_task(undo = cancel_order, metadata(team = "orders"))]
+fn create_order(shop: &mut Shop) -> Result<u64, StepError> {
+    shop.log.push("create_order".into());
+    Ok(42)
+}
+
+#[saga_task]
+fn cancel_order(shop: &mut Shop, order: Option<&u64>) -> Result<(), StepError> {
+    shop.log.push(format!("cancel_order {order:?}"));
+    Ok(())
+}
+
+#[saga_task(retry(attempts = 5, backoff = "1s"))]
+fn charge(shop: &mut Shop, info: &StepInfo<'_>) -> Result<String, StepError> {
+    shop.charge_calls += 1;
+    shop.log.push(format!("charge #{}", info.attempt()));
+    if shop.charge_calls <= shop.busy {
+        return Err(StepError::new("gateway busy").retryable());
+    }
+    if shop.decline {
+        return Err("card declined".into());
+    }
+    Ok(format!("pay-{}", info.step()))
+}
+
+#[saga_task]
+fn refund(shop: &mut Shop, payment: Option<&String>) -> Result<(), StepError> {
+    shop.log.push(format!("refund {payment:?}"));
+    Ok(())
+}
+
+#[saga_task(pivot)]
+fn ship(shop: &mut Shop) -> Result<(), StepError> {
+    shop.log.push("ship".into());
+    Ok(())
+}
+
+#[saga_task(name = "receipt")]
+fn send_receipt(shop: &mut Shop) -> Result<(), StepError> {
+    shop.log.push("receipt".into());
+    if shop.mail_down {
+        return Err(StepError::new("mail down").retryable());
+    }
+    Ok(())
+}
+
+fn macro_shop() -> Saga<Shop> {
+    saga! {
+        name: "order",
+        context: Shop,
+        step validate;
+        step create_order;
+        // `saga!` overrides the attribute's 5 attempts and 1 s backoff.
+        step charge => undo refund, retry 3, backoff 1ms, metadata(team = "payments");
+        step ship;
+        step send_receipt, retry 2, backoff 1ms;
+    }
+}
+
+fn builder_shop() -> Saga<Shop> {
+    Saga::builder("order")
+        .step(Step::new("validate", |s: &mut Shop, _: &StepInfo<'_>| {
+            validate(s)
+        }))
+        .step(
+            Step::new("create_order", |s: &mut Shop, _: &StepInfo<'_>| {
+                create_order(s)
+            })
+            .compensate(|s: &mut Shop, o: Option<&u64>, _: &StepInfo<'_>| cancel_order(s, o))
+            .metadata("team", "orders"),
+        )
+        .step(
+            Step::new("charge", |s: &mut Shop, i: &StepInfo<'_>| charge(s, i))
+                .compensate(|s: &mut Shop, p: Option<&String>, _: &StepInfo<'_>| refund(s, p))
+                .retry(RetryPolicy::attempts(3).with_backoff(Duration::from_millis(1)))
+                .metadata("team", "payments"),
+        )
+        .pivot(Step::new("ship", |s: &mut Shop, _: &StepInfo<'_>| ship(s)))
+        .step(
+            Step::new("receipt", |s: &mut Shop, _: &StepInfo<'_>| send_receipt(s))
+                .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_millis(1))),
+        )
+        .build()
+        .unwrap()
+}
+
+/// What a run shows a user, minus ids and durations.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    effects: Vec<String>,
+    status: ExecutionStatus,
+    steps: Vec<(String, StepStatus, u32, u32)>,
+    error: Option<String>,
+    stuck: bool,
+}
+
+fn seen(effects: Vec<String>, result: Result<SagaReport, SagaError>) -> Seen {
+    let (report, error, stuck) = match &result {
+        Ok(report) => (report.clone(), None, false),
+        Err(e) => (e.report().clone(), Some(e.to_string()), e.is_stuck()),
+    };
+    Seen {
+        effects,
+        status: report.status,
+        steps: report
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.name.to_string(),
+                    s.status,
+                    s.attempts,
+                    s.compensation_attempts,
+                )
+            })
+            .collect(),
+        error,
+        stuck,
+    }
+}
+
+fn run_shop(saga: &Saga<Shop>, start: &Shop) -> Seen {
+    let mut shop = start.clone();
+    let result = saga.run_blocking(&mut shop);
+    seen(shop.log, result)
+}
+
+/// Runs both sagas on `start` and returns what they showed, after checking
+/// that it is the same.
+fn twins(start: Shop) -> Seen {
+    let by_macro = run_shop(&macro_shop(), &start);
+    let by_builder = run_shop(&builder_shop(), &start);
+    assert_eq!(by_macro, by_builder);
+    by_macro
+}
+
+fn statuses(seen: &Seen) -> Vec<(&str, StepStatus)> {
+    seen.steps.iter().map(|s| (&*s.0, s.1)).collect()
+}
+
+#[test]
+fn same_shape_as_the_builder() {
+    assert_eq!(macro_shop().shape(), builder_shop().shape());
+    assert_eq!(macro_shop().name(), "order");
+}
+
+#[test]
+fn sync_happy_path() {
+    let seen = twins(Shop::default());
+    assert_eq!(seen.status, ExecutionStatus::Completed);
+    assert_eq!(
+        seen.effects,
+        ["create_order", "charge #1", "ship", "receipt"]
+    );
+    assert_eq!(seen.error, None);
+}
+
+#[test]
+fn sync_retry_then_success() {
+    let seen = twins(Shop {
+        busy: 2,
+        ..Shop::default()
+    });
+    assert_eq!(seen.status, ExecutionStatus::Completed);
+    assert_eq!(
+        seen.steps[2],
+        ("charge".into(), StepStatus::Succeeded, 3, 0)
+    );
+}
+
+#[test]
+fn sync_failure_compensates_in_reverse() {
+    let seen = twins(Shop {
+        decline: true,
+        ..Shop::default()
+    });
+    assert_eq!(
+        seen.effects,
+        ["create_order", "charge #1", "cancel_order Some(42)"]
+    );
+    assert_eq!(
+        seen.error.as_deref(),
+        Some(
+            "saga `order` failed at step `charge` and was rolled back (compensated: create_order)"
+        )
+    );
+    assert_eq!(
+        statuses(&seen)[1],
+        ("create_order", StepStatus::Compensated)
+    );
+}
+
+#[test]
+fn sync_retries_exhausted() {
+    let seen = twins(Shop {
+        busy: 10,
+        ..Shop::default()
+    });
+    assert_eq!(
+        seen.steps[2].2, 3,
+        "the saga's `retry 3` wins over the attribute's 5"
+    );
+    assert!(seen.error.is_some());
+    assert!(!seen.stuck);
+}
+
+#[test]
+fn sync_failure_after_the_pivot_is_stuck() {
+    let seen = twins(Shop {
+        mail_down: true,
+        ..Shop::default()
+    });
+    assert!(seen.stuck);
+    assert_eq!(seen.steps[4], ("receipt".into(), StepStatus::Failed, 2, 0));
+    assert_eq!(
+        seen.effects,
+        ["create_order", "charge #1", "ship", "receipt", "receipt"]
+    );
+}
+
+#[test]
+fn functions_stay_callable() {
+    let mut shop = Shop::default();
+    assert_eq!(create_order(&mut shop).unwrap(), 42);
+    cancel_order(&mut shop, None).unwrap();
+    assert_eq!(shop.log, ["create_order", "cancel_order None"]);
+}
+
+// --------------------------------------------------------------- async ----
+
+#[derive(Default, Clone)]
+struct Trip {
+    log: Vec<String>,
+    /// `book_flight` hangs on these attempts (and times out).
+    hang: Vec<u32>,
+    /// `book_hotel` fails for good.
+    no_rooms: bool,
+}
+
+#[saga_task(undo = cancel_flight, timeout = "10s")]
+async fn book_flight(trip: &mut Trip, info: &StepInfo<'_>) -> Result<String, StepError> {
+    tokio::task::yield_now().await;
+    if trip.hang.contains(&info.attempt()) {
+        trip.log.push(format!("flight #{} hangs", info.attempt()));
+        std::future::pending::<()>().await;
+    }
+    trip.log.push(format!("flight #{}", info.attempt()));
+    Ok("AF123".to_owned())
+}
+
+#[saga_task]
+async fn cancel_flight(trip: &mut Trip, flight: Option<&String>) -> Result<(), StepError> {
+    tokio::task::yield_now().await;
+    trip.log.push(format!("cancel flight {flight:?}"));
+    Ok(())
+}
+
+#[saga_task(compensate = cancel_hotel)]
+async fn book_hotel(trip: &mut Trip) -> Result<u32, StepError> {
+    tokio::task::yield_now().await;
+    if trip.no_rooms {
+        return Err("no rooms".into());
+    }
+    trip.log.push("hotel".into());
+    Ok(7)
+}
+
+#[saga_task]
+fn cancel_hotel(trip: &mut Trip, room: Option<&u32>) -> Result<(), StepError> {
+    trip.log.push(format!("cancel hotel {room:?}"));
+    Ok(())
+}
+
+#[saga_task]
+fn notify(trip: &mut Trip) -> Result<(), StepError> {
+    trip.log.push("notify".into());
+    Ok(())
+}
+
+fn macro_trip() -> Saga<Trip> {
+    saga! {
+        name: "trip",
+        context: Trip,
+        step notify;
+        // The saga's 20 ms timeout overrides the attribute's 10 s.
+        step book_flight, retry 2, backoff 1ms, timeout 20ms;
+        step book_hotel;
+    }
+}
+
+fn builder_trip() -> Saga<Trip> {
+    Saga::builder("trip")
+        .step(Step::new("notify", |t: &mut Trip, _: &StepInfo<'_>| {
+            notify(t)
+        }))
+        .step(
+            Step::new_async("book_flight", |t, i| Box::pin(book_flight(t, i)))
+                .compensate_async(|t, f, _| Box::pin(cancel_flight(t, f)))
+                .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_millis(1)))
+                .timeout(Duration::from_millis(20)),
+        )
+        .step(
+            Step::new_async("book_hotel", |t, _| Box::pin(book_hotel(t)))
+                .compensate(|t: &mut Trip, r: Option<&u32>, _: &StepInfo<'_>| cancel_hotel(t, r)),
+        )
+        .build()
+        .unwrap()
+}
+
+async fn run_trip(saga: &Saga<Trip>, start: &Trip) -> Seen {
+    let mut trip = start.clone();
+    let result = saga.run(&mut trip).await;
+    seen(trip.log, result)
+}
+
+async fn trip_twins(start: Trip) -> Seen {
+    let by_macro = run_trip(&macro_trip(), &start).await;
+    let by_builder = run_trip(&builder_trip(), &start).await;
+    assert_eq!(by_macro, by_builder);
+    // The blocking entry point drives the same saga the same way (on a
+    // helper thread, since this runs inside a runtime).
+    let mut trip = start.clone();
+    let result = macro_trip().run_blocking(&mut trip);
+    assert_eq!(seen(trip.log, result), by_macro);
+    by_macro
+}
+
+#[test]
+fn async_shape_matches() {
+    assert_eq!(macro_trip().shape(), builder_trip().shape());
+    assert!(macro_trip().shape()[1].is_async);
+    assert!(!macro_trip().shape()[0].is_async);
+}
+
+#[tokio::test]
+async fn async_happy_path() {
+    let seen = trip_twins(Trip::default()).await;
+    assert_eq!(seen.status, ExecutionStatus::Completed);
+    assert_eq!(seen.effects, ["notify", "flight #1", "hotel"]);
+}
+
+#[tokio::test]
+async fn async_timeout_then_retry() {
+    let seen = trip_twins(Trip {
+        hang: vec![1],
+        ..Trip::default()
+    })
+    .await;
+    assert_eq!(seen.status, ExecutionStatus::Completed);
+    assert_eq!(
+        seen.effects,
+        ["notify", "flight #1 hangs", "flight #2", "hotel"]
+    );
+    assert_eq!(seen.steps[1].2, 2);
+}
+
+#[tokio::test]
+async fn async_failure_compensates_with_the_output() {
+    let seen = trip_twins(Trip {
+        no_rooms: true,
+        ..Trip::default()
+    })
+    .await;
+    assert_eq!(
+        seen.effects,
+        ["notify", "flight #1", "cancel flight Some(\"AF123\")"]
+    );
+    assert_eq!(
+        seen.error.as_deref(),
+        Some(
+            "saga `trip` failed at step `book_hotel` and was rolled back (compensated: book_flight)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn async_unknown_outcome_compensates_with_none() {
+    let seen = trip_twins(Trip {
+        hang: vec![1, 2],
+        ..Trip::default()
+    })
+    .await;
+    // Both attempts timed out: the flight may be booked, and the
+    // compensation is told it does not know what was booked.
+    assert_eq!(
+        seen.effects,
+        [
+            "notify",
+            "flight #1 hangs",
+            "flight #2 hangs",
+            "cancel flight None"
+        ]
+    );
+    assert_eq!(statuses(&seen)[1], ("book_flight", StepStatus::Compensated));
+    assert!(seen.error.is_some());
+}
+
+// ------------------------------------------------------------- options ----
+
+#[derive(Default, Clone)]
+struct Counter {
+    log: Vec<String>,
+    /// `flaky` fails with this message this many times first.
+    failures: Vec<&'static str>,
+}
+
+fn is_transient(e: &StepError) -> bool {
+    e.to_string().starts_with("transient")
+}
+
+#[saga_task(metadata(owner = "attr", tier = "1"))]
+fn tick(c: &mut Counter, info: &StepInfo<'_>) -> Result<(), StepError> {
+    c.log.push(format!("tick {}", info.step()));
+    Ok(())
+}
+
+#[saga_task(retry(attempts = 9, on = is_transient))]
+fn flaky(c: &mut Counter, info: &StepInfo<'_>) -> Result<usize, StepError> {
+    c.log.push(format!("flaky #{}", info.attempt()));
+    if c.failures.is_empty() {
+        return Ok(c.log.len());
+    }
+    // Not retryable-marked: only the predicate can retry it.
+    Err(c.failures.remove(0).into())
+}
+
+#[saga_task]
+fn peek(c: &Counter) -> Result<usize, StepError> {
+    Ok(c.log.len())
+}
+
+fn macro_options() -> Saga<Counter> {
+    saga! {
+        name: "options",
+        context: Counter,
+        step tick;
+        step tick, name "tick_again", metadata(owner = "saga");
+        step flaky, retry forever, backoff 1ms, max_backoff 2ms;
+        step peek;
+    }
+}
+
+fn builder_options() -> Saga<Counter> {
+    Saga::builder("options")
+        .step(
+            Step::new("tick", |c: &mut Counter, i: &StepInfo<'_>| tick(c, i))
+                .metadata("owner", "attr")
+                .metadata("tier", "1"),
+        )
+        .step(
+            Step::new("tick_again", |c: &mut Counter, i: &StepInfo<'_>| tick(c, i))
+                .metadata("owner", "saga")
+                .metadata("tier", "1"),
+        )
+        .step(
+            Step::new("flaky", |c: &mut Counter, i: &StepInfo<'_>| flaky(c, i)).retry(
+                RetryPolicy::forever()
+                    .with_backoff(Duration::from_millis(1))
+                    .with_max_backoff(Duration::from_millis(2))
+                    .retry_if(is_transient),
+            ),
+        )
+        .step(Step::new("peek", |c: &mut Counter, _: &StepInfo<'_>| {
+            peek(c)
+        }))
+        .build()
+        .unwrap()
+}
+
+fn option_twins(start: Counter) -> Seen {
+    let run = |saga: Saga<Counter>| {
+        let mut c = start.clone();
+        let result = saga.run_blocking(&mut c);
+        seen(c.log, result)
+    };
+    let by_macro = run(macro_options());
+    assert_eq!(by_macro, run(builder_options()));
+    by_macro
+}
+
+#[test]
+fn options_shape_names_and_metadata() {
+    let shape = macro_options().shape();
+    assert_eq!(shape, builder_options().shape());
+    let names: Vec<&str> = shape.iter().map(|s| &*s.name).collect();
+    assert_eq!(names, ["tick", "tick_again", "flaky", "peek"]);
+    // The saga's `owner` replaces the attribute's; `tier` stays.
+    assert_eq!(shape[1].metadata["owner"], "saga");
+    assert_eq!(shape[1].metadata["tier"], "1");
+    assert_eq!(shape[0].metadata["owner"], "attr");
+}
+
+#[test]
+fn retry_forever_with_the_attribute_predicate() {
+    let seen = option_twins(Counter {
+        failures: vec!["transient 1", "transient 2", "transient 3", "transient 4"],
+        ..Counter::default()
+    });
+    assert_eq!(seen.status, ExecutionStatus::Completed);
+    assert_eq!(seen.steps[2].2, 5);
+    assert_eq!(seen.effects[..2], ["tick tick", "tick tick_again"]);
+}
+
+#[test]
+fn the_predicate_stops_retries() {
+    let seen = option_twins(Counter {
+        failures: vec!["transient", "fatal", "transient"],
+        ..Counter::default()
+    });
+    assert_eq!(seen.steps[2].2, 2);
+    assert_eq!(
+        seen.error.as_deref(),
+        Some("saga `options` failed at step `flaky` and was rolled back (nothing to compensate)")
+    );
+}
+
+// ---------------------------------------------------- compensation retry ----
+
+#[derive(Default, Clone)]
+struct Wallet {
+    log: Vec<String>,
+    /// `unpay` fails this many times first.
+    refund_failures: u32,
+}
+
+#[saga_task(undo = unpay, undo_retry(attempts = 4, backoff = "1ms", max_backoff = "2ms"))]
+fn pay(w: &mut Wallet) -> Result<u32, StepError> {
+    w.log.push("pay".into());
+    Ok(10)
+}
+
+#[saga_task]
+fn unpay(w: &mut Wallet, amount: Option<&u32>) -> Result<(), StepError> {
+    if w.refund_failures > 0 {
+        w.refund_failures -= 1;
+        w.log.push("refund fails".into());
+        return Err("bank offline".into());
+    }
+    w.log.push(format!("refund {amount:?}"));
+    Ok(())
+}
+
+#[saga_task]
+fn overdraw(_: &mut Wallet) -> Result<(), StepError> {
+    Err("insufficient funds".into())
+}
+
+fn macro_wallet(override_to_two: bool) -> Saga<Wallet> {
+    if override_to_two {
+        saga! {
+            name: "wallet",
+            context: Wallet,
+            step pay, undo_retry 2;
+            step overdraw;
+        }
+    } else {
+        saga! {
+            name: "wallet",
+            context: Wallet,
+            step pay;
+            step overdraw;
+        }
+    }
+}
+
+fn builder_wallet(undo_attempts: u32) -> Saga<Wallet> {
+    Saga::builder("wallet")
+        .step(
+            Step::new("pay", |w: &mut Wallet, _: &StepInfo<'_>| pay(w))
+                .compensate(|w: &mut Wallet, a: Option<&u32>, _: &StepInfo<'_>| unpay(w, a))
+                .compensation_retry(
+                    saga_core::default_compensation_retry()
+                        .with_max_attempts(undo_attempts)
+                        .with_backoff(Duration::from_millis(1))
+                        .with_max_backoff(Duration::from_millis(2)),
+                ),
+        )
+        .step(Step::new("overdraw", |w: &mut Wallet, _: &StepInfo<'_>| {
+            overdraw(w)
+        }))
+        .build()
+        .unwrap()
+}
+
+fn wallet_twins(by_macro: Saga<Wallet>, by_builder: Saga<Wallet>) -> Seen {
+    let start = Wallet {
+        refund_failures: 2,
+        ..Wallet::default()
+    };
+    let run = |saga: Saga<Wallet>| {
+        let mut w = start.clone();
+        let result = saga.run_blocking(&mut w);
+        seen(w.log, result)
+    };
+    let by_macro = run(by_macro);
+    assert_eq!(by_macro, run(by_builder));
+    by_macro
+}
+
+#[test]
+fn compensation_retries_from_the_attribute() {
+    let seen = wallet_twins(macro_wallet(false), builder_wallet(4));
+    assert!(!seen.stuck);
+    assert_eq!(seen.steps[0], ("pay".into(), StepStatus::Compensated, 1, 3));
+    assert_eq!(
+        seen.effects,
+        ["pay", "refund fails", "refund fails", "refund Some(10)"]
+    );
+}
+
+#[test]
+fn compensation_retries_overridden_by_the_saga() {
+    let seen = wallet_twins(macro_wallet(true), builder_wallet(2));
+    assert!(seen.stuck, "two attempts cannot outlast two failures");
+    assert_eq!(seen.steps[0].3, 2);
+}

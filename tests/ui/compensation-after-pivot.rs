@@ -1,0 +1,21 @@
+use saga_core::{saga, saga_task, StepError};
+
+struct Shop;
+
+#[saga_task]
+fn ship(_: &mut Shop) -> Result<(), StepError> { Ok(()) }
+
+#[saga_task]
+fn notify(_: &mut Shop) -> Result<(), StepError> { Ok(()) }
+
+#[saga_task]
+fn unnotify(_: &mut Shop) -> Result<(), StepError> { Ok(()) }
+
+fn main() {
+    let _saga = saga! {
+        name: "order",
+        context: Shop,
+        pivot ship;
+        step notify => undo unnotify;
+    };
+}

@@ -1,0 +1,16 @@
+use saga_core::{saga, saga_task, StepError};
+
+struct Shop;
+
+#[saga_task]
+fn charge(_: &mut Shop) -> Result<u64, StepError> { Ok(1) }
+
+fn refund(_: &mut Shop, _payment: Option<&u64>) -> Result<(), StepError> { Ok(()) }
+
+fn main() {
+    let _saga = saga! {
+        name: "order",
+        context: Shop,
+        step charge => undo refund;
+    };
+}

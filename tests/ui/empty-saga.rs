@@ -1,0 +1,10 @@
+use saga_core::saga;
+
+struct Shop;
+
+fn main() {
+    let _saga = saga! {
+        name: "order",
+        context: Shop,
+    };
+}

@@ -1,0 +1,18 @@
+use saga_core::{saga, saga_task, StepError};
+
+struct Shop;
+
+#[saga_task(pivot)]
+fn ship(_: &mut Shop) -> Result<(), StepError> { Ok(()) }
+
+#[saga_task]
+fn bill(_: &mut Shop) -> Result<(), StepError> { Ok(()) }
+
+fn main() {
+    let _saga = saga! {
+        name: "order",
+        context: Shop,
+        pivot bill;
+        step ship;
+    };
+}
