@@ -381,6 +381,32 @@ impl SagaEngine {
     {
         let id = id.into();
         tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        if let Some((runner, context, lease)) = self.create(name, &id, &ctx).await? {
+            let job = Job {
+                id: id.clone(),
+                initial_context: context,
+                events: Vec::new(),
+                fresh: Some(Box::new(ctx)),
+                lease,
+                cancel: CancellationToken::new(),
+            };
+            self.launch(runner, job)?;
+        }
+        Ok(id)
+    }
+
+    /// Records a new execution and takes its lease: the registered
+    /// definition, the context as logged, and the lease; `None` if an
+    /// execution of this saga with that id exists (nothing was written).
+    async fn create<C>(
+        &self,
+        name: &str,
+        id: &ExecutionId,
+        ctx: &C,
+    ) -> Result<Option<(Arc<dyn Runner>, String, Lease)>, EngineError>
+    where
+        C: Serialize + 'static,
+    {
         let runner = self.by_name(name)?;
         if runner.context_type() != TypeId::of::<C>() {
             return Err(EngineError::ContextType {
@@ -389,7 +415,7 @@ impl SagaEngine {
                 found: type_name::<C>(),
             });
         }
-        let context = serde_json::to_string(&ctx).map_err(|e| StoreError::Encode {
+        let context = serde_json::to_string(ctx).map_err(|e| StoreError::Encode {
             what: format!("the context of a new `{name}` execution"),
             detail: e.to_string(),
         })?;
@@ -409,23 +435,12 @@ impl SagaEngine {
             .await?;
         match created {
             Created::Existing(existing) if existing.saga != name => Err(EngineError::IdTaken {
-                execution_id: id,
+                execution_id: id.clone(),
                 existing: existing.saga,
                 requested: name.to_owned(),
             }),
-            Created::Existing(_) => Ok(id),
-            Created::New(lease) => {
-                let job = Job {
-                    id: id.clone(),
-                    initial_context: context,
-                    events: Vec::new(),
-                    fresh: Some(Box::new(ctx)),
-                    lease,
-                    cancel: CancellationToken::new(),
-                };
-                self.launch(runner, job)?;
-                Ok(id)
-            }
+            Created::Existing(_) => Ok(None),
+            Created::New(lease) => Ok(Some((runner, context, lease))),
         }
     }
 
@@ -458,45 +473,12 @@ impl SagaEngine {
         C: Serialize + DeserializeOwned + Send + 'static,
     {
         let id = id.into();
-        let runner = self.by_name(name)?;
-        if runner.context_type() != TypeId::of::<C>() {
-            return Err(EngineError::ContextType {
-                saga: name.to_owned(),
-                expected: runner.context_type_name(),
-                found: type_name::<C>(),
-            });
+        if let Some((_, _, lease)) = self.create(name, &id, &ctx).await? {
+            // Were this release lost, the lease would expire and a
+            // worker's poll would find the execution then.
+            self.inner.store.release(&id, &lease).await?;
         }
-        let context = serde_json::to_string(&ctx).map_err(|e| StoreError::Encode {
-            what: format!("the context of a new `{name}` execution"),
-            detail: e.to_string(),
-        })?;
-        let store = &self.inner.store;
-        let created = store
-            .create(
-                NewExecution {
-                    id: id.clone(),
-                    saga: name.to_owned(),
-                    fingerprint: runner.fingerprint().to_owned(),
-                    context,
-                },
-                &self.inner.owner,
-                self.inner.lease_ttl,
-            )
-            .await?;
-        match created {
-            Created::Existing(existing) if existing.saga != name => Err(EngineError::IdTaken {
-                execution_id: id,
-                existing: existing.saga,
-                requested: name.to_owned(),
-            }),
-            Created::Existing(_) => Ok(id),
-            Created::New(lease) => {
-                // Were this release lost, the lease would expire and a
-                // worker's poll would find the execution then.
-                store.release(&id, &lease).await?;
-                Ok(id)
-            }
-        }
+        Ok(id)
     }
 
     /// Waits for an execution to end (in this process or another) and
