@@ -149,8 +149,8 @@ impl PostgresOptions {
     }
 }
 
-/// The store many workers share: one PostgreSQL database (version 12 or
-/// newer), in a schema of its own.
+/// The store many workers share: one PostgreSQL database (tested on
+/// PostgreSQL 15), in a schema of its own.
 ///
 /// **Ownership.** Leases expire by the database's clock (`now` is the
 /// server's `clock_timestamp()`), and every write of a log checks the
