@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use saga_core::{BoxFuture, Saga, SagaError, Step, StepError, StepInfo};
+use saga_core::{BoxFuture, Saga, SagaError, Step, StepError, StepInfo, saga, saga_task};
 use tokio::runtime::Runtime;
 
 /// Steps per saga.
@@ -228,6 +228,111 @@ fn builder_async(path: Path) -> Saga<Ctx> {
     }
 }
 
+// The same sagas declared with `saga!`: one no-op task under ten names,
+// the last one failing on the failure path.
+
+#[saga_task]
+fn noop(ctx: &mut Ctx) -> Result<(), StepError> {
+    black_box(ctx);
+    Ok(())
+}
+
+#[saga_task]
+fn declined(ctx: &mut Ctx) -> Result<(), StepError> {
+    black_box(ctx);
+    Err(StepError::new(DECLINED))
+}
+
+#[saga_task]
+fn undo(ctx: &mut Ctx, _: Option<&()>) -> Result<(), StepError> {
+    black_box(ctx);
+    Ok(())
+}
+
+#[saga_task]
+async fn noop_async(ctx: &mut Ctx) -> Result<(), StepError> {
+    black_box(ctx);
+    Ok(())
+}
+
+#[saga_task]
+async fn declined_async(ctx: &mut Ctx) -> Result<(), StepError> {
+    black_box(ctx);
+    Err(StepError::new(DECLINED))
+}
+
+#[saga_task]
+async fn undo_async(ctx: &mut Ctx, _: Option<&()>) -> Result<(), StepError> {
+    black_box(ctx);
+    Ok(())
+}
+
+fn macro_sync(path: Path) -> Saga<Ctx> {
+    match path {
+        Path::Happy => saga! {
+            name: "bench",
+            context: Ctx,
+            step noop => undo undo, name "step_0";
+            step noop => undo undo, name "step_1";
+            step noop => undo undo, name "step_2";
+            step noop => undo undo, name "step_3";
+            step noop => undo undo, name "step_4";
+            step noop => undo undo, name "step_5";
+            step noop => undo undo, name "step_6";
+            step noop => undo undo, name "step_7";
+            step noop => undo undo, name "step_8";
+            step noop => undo undo, name "step_9";
+        },
+        Path::Fail => saga! {
+            name: "bench",
+            context: Ctx,
+            step noop => undo undo, name "step_0";
+            step noop => undo undo, name "step_1";
+            step noop => undo undo, name "step_2";
+            step noop => undo undo, name "step_3";
+            step noop => undo undo, name "step_4";
+            step noop => undo undo, name "step_5";
+            step noop => undo undo, name "step_6";
+            step noop => undo undo, name "step_7";
+            step noop => undo undo, name "step_8";
+            step declined => undo undo, name "step_9";
+        },
+    }
+}
+
+fn macro_async(path: Path) -> Saga<Ctx> {
+    match path {
+        Path::Happy => saga! {
+            name: "bench",
+            context: Ctx,
+            step noop_async => undo undo_async, name "step_0";
+            step noop_async => undo undo_async, name "step_1";
+            step noop_async => undo undo_async, name "step_2";
+            step noop_async => undo undo_async, name "step_3";
+            step noop_async => undo undo_async, name "step_4";
+            step noop_async => undo undo_async, name "step_5";
+            step noop_async => undo undo_async, name "step_6";
+            step noop_async => undo undo_async, name "step_7";
+            step noop_async => undo undo_async, name "step_8";
+            step noop_async => undo undo_async, name "step_9";
+        },
+        Path::Fail => saga! {
+            name: "bench",
+            context: Ctx,
+            step noop_async => undo undo_async, name "step_0";
+            step noop_async => undo undo_async, name "step_1";
+            step noop_async => undo undo_async, name "step_2";
+            step noop_async => undo undo_async, name "step_3";
+            step noop_async => undo undo_async, name "step_4";
+            step noop_async => undo undo_async, name "step_5";
+            step noop_async => undo undo_async, name "step_6";
+            step noop_async => undo undo_async, name "step_7";
+            step noop_async => undo undo_async, name "step_8";
+            step declined_async => undo undo_async, name "step_9";
+        },
+    }
+}
+
 /// Checks that a run ended as its path says, so a benchmark never times a
 /// run that went another way.
 fn check<T>(path: Path, result: Result<T, SagaError>) {
@@ -278,11 +383,12 @@ fn sync_one(c: &mut Criterion) {
             let mut ctx = Ctx::default();
             b.iter(|| check_floor(path, black_box(floor_sync(&floor, &mut ctx))));
         });
-        let saga = builder_sync(path);
-        group.bench_function(format!("builder_{}", path.label()), |b| {
-            let mut ctx = Ctx::default();
-            b.iter(|| check(path, black_box(saga.run_blocking(&mut ctx))));
-        });
+        for (how, saga) in [("builder", builder_sync(path)), ("macro", macro_sync(path))] {
+            group.bench_function(format!("{how}_{}", path.label()), |b| {
+                let mut ctx = Ctx::default();
+                b.iter(|| check(path, black_box(saga.run_blocking(&mut ctx))));
+            });
+        }
     }
     group.finish();
 }
@@ -313,15 +419,19 @@ fn async_one(c: &mut Criterion) {
                 })
             });
         });
-        let saga = builder_async(path);
-        group.bench_function(format!("builder_{}", path.label()), |b| {
-            let mut ctx = Ctx::default();
-            b.iter_custom(|iters| {
-                time_async(&rt, iters, async || {
-                    check(path, black_box(saga.run(&mut ctx).await));
-                })
+        for (how, saga) in [
+            ("builder", builder_async(path)),
+            ("macro", macro_async(path)),
+        ] {
+            group.bench_function(format!("{how}_{}", path.label()), |b| {
+                let mut ctx = Ctx::default();
+                b.iter_custom(|iters| {
+                    time_async(&rt, iters, async || {
+                        check(path, black_box(saga.run(&mut ctx).await));
+                    })
+                });
             });
-        });
+        }
     }
     group.finish();
 }
@@ -365,18 +475,22 @@ fn async_concurrent(c: &mut Criterion) {
                 })
             });
         });
-        let saga = builder_async(path);
-        group.bench_function(format!("builder_{}", path.label()), |b| {
-            b.iter_custom(|iters| {
-                time_concurrent(&rt, iters, || {
-                    let saga = saga.clone();
-                    async move {
-                        let mut ctx = Ctx::default();
-                        check(path, black_box(saga.run(&mut ctx).await));
-                    }
-                })
+        for (how, saga) in [
+            ("builder", builder_async(path)),
+            ("macro", macro_async(path)),
+        ] {
+            group.bench_function(format!("{how}_{}", path.label()), |b| {
+                b.iter_custom(|iters| {
+                    time_concurrent(&rt, iters, || {
+                        let saga = saga.clone();
+                        async move {
+                            let mut ctx = Ctx::default();
+                            check(path, black_box(saga.run(&mut ctx).await));
+                        }
+                    })
+                });
             });
-        });
+        }
     }
     group.finish();
 }
@@ -385,9 +499,9 @@ criterion_group!(benches, sync_one, async_one, async_concurrent);
 
 /// `SAGA_PROFILE=<case>:<runs>` runs one case that many times and nothing
 /// else, for `valgrind --tool=callgrind` (instruction counts do not depend
-/// on the machine's load, unlike times). Cases: `sync_floor_happy`,
-/// `sync_builder_happy`, `sync_floor_fail`, `sync_builder_fail`, and the
-/// same with `async_`.
+/// on the machine's load, unlike times). Cases:
+/// `{sync,async}_{floor,builder,macro}_{happy,fail}`, e.g.
+/// `SAGA_PROFILE=sync_builder_happy:4000`.
 fn profile(spec: &str) {
     let Some((case, runs)) = spec.split_once(':') else {
         panic!("SAGA_PROFILE is `<case>:<runs>`, not `{spec}`");
@@ -399,30 +513,40 @@ fn profile(spec: &str) {
     let Some((mode, rest)) = case.split_once('_') else {
         panic!("SAGA_PROFILE: unknown case `{case}`");
     };
-    let path = match rest {
-        "floor_happy" | "builder_happy" => Path::Happy,
-        "floor_fail" | "builder_fail" => Path::Fail,
+    let Some((how, path)) = rest.split_once('_') else {
+        panic!("SAGA_PROFILE: unknown case `{case}`");
+    };
+    let path = match path {
+        "happy" => Path::Happy,
+        "fail" => Path::Fail,
         _ => panic!("SAGA_PROFILE: unknown case `{case}`"),
     };
-    let floor = rest.starts_with("floor");
     let mut ctx = Ctx::default();
-    match (mode, floor) {
-        ("sync", true) => {
+    match (mode, how) {
+        ("sync", "floor") => {
             let steps = direct_steps(path);
             (0..runs).for_each(|_| check_floor(path, black_box(floor_sync(&steps, &mut ctx))));
         }
-        ("sync", false) => {
-            let saga = builder_sync(path);
+        ("sync", "builder" | "macro") => {
+            let saga = if how == "macro" {
+                macro_sync(path)
+            } else {
+                builder_sync(path)
+            };
             (0..runs).for_each(|_| check(path, black_box(saga.run_blocking(&mut ctx))));
         }
-        ("async", true) => {
+        ("async", "floor") => {
             let steps = direct_async_steps(path);
             time_async(&current_thread(), runs, async || {
                 check_floor(path, black_box(floor_async(&steps, &mut ctx).await));
             });
         }
-        ("async", false) => {
-            let saga = builder_async(path);
+        ("async", "builder" | "macro") => {
+            let saga = if how == "macro" {
+                macro_async(path)
+            } else {
+                builder_async(path)
+            };
             time_async(&current_thread(), runs, async || {
                 check(path, black_box(saga.run(&mut ctx).await));
             });

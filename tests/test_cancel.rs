@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{PaymentError, exact, unavailable, undo_effect};
+use common::{PaymentError, exact, unavailable, undo_effect, unless_hung};
 use saga_core::{
     CancellationToken, ExecutionStatus, RetryPolicy, RunInfo, RunOptions, Saga, SagaError,
     SagaEvent, SagaObserver, Step, StepError, StepInfo, StuckPhase,
@@ -195,7 +195,9 @@ async fn an_in_flight_cancel_safe_step_is_dropped_and_compensated_as_unknown() {
         ..Ctl::default()
     };
     let options = RunOptions::new().with_cancellation(token);
-    let err = saga.run_with(&mut ctl, options).await.unwrap_err();
+    let err = unless_hung(saga.run_with(&mut ctl, options))
+        .await
+        .unwrap_err();
     canceller.await.unwrap();
 
     assert_eq!(

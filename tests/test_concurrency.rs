@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::undo_effect;
+use common::{undo_effect, unless_hung};
 use saga_core::{ExecutionStatus, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo};
 use tokio::sync::Barrier;
 
@@ -107,10 +107,7 @@ async fn one_definition_runs_from_100_tasks_without_cross_talk() {
 
     // If runs could not all be in flight at once, the barrier would never
     // open: a generous limit turns that hang into a failure.
-    let all = futures_join(tasks);
-    let results = tokio::time::timeout(std::time::Duration::from_secs(120), all)
-        .await
-        .expect("all 100 runs in flight at once");
+    let results = unless_hung(futures_join(tasks)).await;
     let mut ids = HashSet::new();
     for (order, result) in results {
         let n = order.n;

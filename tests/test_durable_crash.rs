@@ -6,6 +6,12 @@
 //! recovers. The effects ledger, a separate SQLite file written by the
 //! steps under their idempotency keys, shows every effect applied once and
 //! undone at most once, and counts the re-invocations it absorbed.
+//!
+//! The same for a saga with a parallel group of three async branches
+//! between two steps: killed at every commit and after every effect on the
+//! forward path, when a branch fails (its siblings are compensated at
+//! once), and when the step after the group fails (the whole group is);
+//! the log must show each branch's start and end, and each compensation's.
 
 #![cfg(unix)]
 
@@ -92,9 +98,10 @@ fn every_log_point_on_both_paths_survives_a_sigkill_and_recovery() {
         assert!(stdout.contains(&format!("exec-1 {end}")), "{stdout}");
         let (commits, effects) = counts(&stdout);
         assert_eq!(ledger(&dry).0, expected_effects(rollback));
-        // Forward: a start per step, the last success with the end.
-        // Rollback: five starts, the failure with the first compensation's
-        // start, three transitions, the last one with the end.
+        // Forward: the creation with the first start, four transitions,
+        // the last success with the end. Rollback: the creation, four
+        // transitions, the failure with the first compensation's start,
+        // three transitions, the last one with the end.
         assert_eq!(commits, if rollback { 10 } else { 6 }, "{mode}");
         assert_eq!(effects, if rollback { 8 } else { 5 }, "{mode}");
 
@@ -119,11 +126,19 @@ fn every_log_point_on_both_paths_survives_a_sigkill_and_recovery() {
             assert_eq!(status.signal(), Some(9), "{mode} {point}");
 
             let stdout = run_to_end(helper(&dir, "recover"));
+            let (applied, invocations, absorbed) = ledger(&dir);
+            if point == "commit-before:1" {
+                // Killed before the execution existed: it never started,
+                // and nothing happened.
+                assert!(!stdout.contains("exec-1"), "{mode} {point}: {stdout}");
+                assert!(applied.is_empty() && invocations == 0, "{mode} {point}");
+                covered += 1;
+                continue;
+            }
             assert!(
                 stdout.contains(&format!("exec-1 {end}")),
                 "{mode} {point}: {stdout}"
             );
-            let (applied, invocations, absorbed) = ledger(&dir);
             assert_eq!(applied, expected_effects(rollback), "{mode} {point}");
             // Each effect once (the ledger's key), each invocation counted.
             assert_eq!(
@@ -145,4 +160,192 @@ fn every_log_point_on_both_paths_survives_a_sigkill_and_recovery() {
     );
     assert_eq!(covered, 2 * (6 + 10) + 5 + 8);
     assert!(absorbed_total > 0);
+}
+
+/// The effects a group mode ends with: `s0`, `b1`..`b3`, `s4` applied, or
+/// applied and undone.
+fn expected_group_effects(mode: &str) -> BTreeSet<(String, String)> {
+    let (done, undone): (&[&str], bool) = match mode {
+        "group-forward" => (&["s0", "b1", "b2", "b3", "s4"], false),
+        // `b2` refused: it never took effect; its siblings and `s0` are undone.
+        "group-rollback" => (&["s0", "b1", "b3"], true),
+        // `s4` refused: the whole group and `s0` are undone.
+        "group-late-rollback" => (&["s0", "b1", "b2", "b3"], true),
+        other => panic!("unknown mode {other}"),
+    };
+    let mut effects = BTreeSet::new();
+    for step in done {
+        effects.insert((format!("exec-1/{step}"), "do".to_owned()));
+        if undone {
+            effects.insert((format!("exec-1/{step}"), "undo".to_owned()));
+        }
+    }
+    effects
+}
+
+/// The saga's log as `(kind, step)`, in order.
+fn log(dir: &Path) -> Vec<(String, Option<i64>)> {
+    let conn = rusqlite::Connection::open(dir.join("sagas.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT kind, step FROM events WHERE execution_id = 'exec-1' ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Checks that in the log every start of a step or a compensation is
+/// followed by its end (a branch run again after a crash logs a new start
+/// and must end it), that each branch of the group (steps 1 to 3) started
+/// and ended, and that exactly the branches `undone` were compensated
+/// last. Returns the steps whose log has more than one start (run again).
+fn check_group_log(dir: &Path, undone: &[i64], context: &str) -> usize {
+    let log = log(dir);
+    let mut open_steps = BTreeSet::new();
+    let mut open_undos = BTreeSet::new();
+    let mut starts = std::collections::BTreeMap::<i64, usize>::new();
+    let mut ended = BTreeSet::new();
+    let mut compensated = BTreeSet::new();
+    for (kind, step) in &log {
+        match (kind.as_str(), *step) {
+            ("step_started", Some(s)) => {
+                open_steps.insert(s);
+                *starts.entry(s).or_default() += 1;
+            }
+            ("step_succeeded" | "step_failed", Some(s)) => {
+                assert!(
+                    open_steps.remove(&s),
+                    "{context}: {s} ended unstarted: {log:?}"
+                );
+                ended.insert(s);
+            }
+            ("compensation_started", Some(s)) => {
+                open_undos.insert(s);
+            }
+            ("compensation_succeeded", Some(s)) => {
+                assert!(
+                    open_undos.remove(&s),
+                    "{context}: {s} undone unstarted: {log:?}"
+                );
+                compensated.insert(s);
+            }
+            _ => {}
+        }
+    }
+    assert!(open_steps.is_empty(), "{context}: unended starts: {log:?}");
+    assert!(open_undos.is_empty(), "{context}: unended undos: {log:?}");
+    assert_eq!(
+        log.last().map(|e| e.0.as_str()),
+        Some("finished"),
+        "{context}"
+    );
+    for branch in 1..=3 {
+        assert!(ended.contains(&branch), "{context}: b{branch}: {log:?}");
+    }
+    let branches_undone: Vec<i64> = compensated
+        .into_iter()
+        .filter(|s| (1..=3).contains(s))
+        .collect();
+    // `b2`, cut off between its start and its refusal, may have an
+    // unknown outcome and be compensated too (nothing to undo: the ledger
+    // absorbs it); no other branch may be compensated beyond `undone`.
+    let extra: Vec<&i64> = branches_undone
+        .iter()
+        .filter(|s| !undone.contains(s))
+        .collect();
+    assert!(
+        extra.is_empty() || extra == [&2],
+        "{context}: compensated {branches_undone:?}: {log:?}"
+    );
+    for s in undone {
+        assert!(
+            branches_undone.contains(s),
+            "{context}: b{s} not compensated: {log:?}"
+        );
+    }
+    starts.values().filter(|n| **n > 1).count()
+}
+
+#[test]
+fn every_log_point_of_a_parallel_group_survives_a_sigkill_and_recovery() {
+    let mut covered = 0;
+    let mut absorbed_total = 0;
+    let mut rerun_total = 0;
+    let modes = [
+        ("group-forward", "completed", &[][..]),
+        ("group-rollback", "compensated", &[1, 3][..]),
+        ("group-late-rollback", "compensated", &[1, 2, 3][..]),
+    ];
+    for (mode, end, undone) in modes {
+        let dry = scratch_dir(&format!("crash-dry-{mode}"));
+        let stdout = run_to_end(helper(&dry, mode));
+        assert!(stdout.contains(&format!("exec-1 {end}")), "{stdout}");
+        let (commits, effects) = counts(&stdout);
+        let (applied, invocations, absorbed) = ledger(&dry);
+        assert_eq!(applied, expected_group_effects(mode), "{mode}");
+        // Uninterrupted: each step and compensation invoked once, none
+        // for `b2` that refused, nothing absorbed.
+        assert_eq!((invocations, absorbed), (applied.len() as i64, 0), "{mode}");
+        assert_eq!(check_group_log(&dry, undone, mode), 0, "{mode}");
+        // A commit per start (five steps, or four when `b2` refuses and
+        // `s4` never starts), per compensation start, and the end.
+        let expected = match mode {
+            "group-forward" => 5 + 1,
+            "group-rollback" => 4 + 3 + 1,
+            _ => 5 + 4 + 1,
+        };
+        assert_eq!(commits, expected, "{mode}");
+        assert_eq!(effects, applied.len(), "{mode}");
+
+        let points = (1..=commits)
+            .flat_map(|n| [format!("commit-before:{n}"), format!("commit-after:{n}")])
+            .chain((1..=effects).map(|n| format!("effect:{n}")));
+        for point in points {
+            let context = format!("{mode} {point}");
+            let dir = scratch_dir("crash-group");
+            let mut child = helper(&dir, mode)
+                .arg(&point)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "crash-point", "{context}: not reached");
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            assert_eq!(status.signal(), Some(9), "{context}");
+
+            let stdout = run_to_end(helper(&dir, "recover"));
+            let (applied, invocations, absorbed) = ledger(&dir);
+            covered += 1;
+            if !stdout.contains("exec-1") {
+                // Killed before the execution was created (the first
+                // commit when creation is one): nothing happened.
+                assert_eq!(point, "commit-before:1", "{context}: {stdout}");
+                assert!(applied.is_empty() && invocations == 0, "{context}");
+                continue;
+            }
+            assert!(
+                stdout.contains(&format!("exec-1 {end}")),
+                "{context}: {stdout}"
+            );
+            assert_eq!(applied, expected_group_effects(mode), "{context}");
+            assert_eq!(invocations - absorbed, applied.len() as i64, "{context}");
+            if point.starts_with("effect:") {
+                assert!(absorbed >= 1, "{context}: nothing absorbed");
+            }
+            rerun_total += check_group_log(&dir, undone, &context);
+            absorbed_total += absorbed;
+        }
+    }
+    println!(
+        "parallel group crash points covered: {covered}; re-invocations absorbed by the ledger: {absorbed_total}; steps run again after recovery: {rerun_total}"
+    );
+    assert_eq!(covered, 2 * (6 + 8 + 10) + 5 + 6 + 8);
+    assert!(absorbed_total > 0);
+    assert!(rerun_total > 0);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable_common::{
-    Order, Point, STEPS, Script, in_dying_runtime, saga, scratch_dir, short_lease,
+    Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
 };
 use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore};
 use saga_core::{
@@ -65,13 +65,17 @@ async fn a_completed_run_logs_every_step_in_order_with_outputs_and_context() {
         assert_eq!(record.status, ExecutionStatus::Completed);
         assert_eq!(record.fingerprint, saga(&script).fingerprint());
         assert_eq!(record.last_seq, events.len() as u64);
+        // The final write released the lease.
+        assert_eq!(record.owner, None, "{name}");
     }
 }
 
-/// A store that remembers the size of each commit.
+/// A store that remembers the size of each commit, and fails the one
+/// numbered `fail_at` (from 1; 0: none).
 struct Commits {
     inner: MemoryStore,
     batches: std::sync::Mutex<Vec<Vec<EventKind>>>,
+    fail_at: usize,
 }
 
 impl SagaStore for Commits {
@@ -117,10 +121,17 @@ impl SagaStore for Commits {
         events: Vec<Event>,
         status: ExecutionStatus,
     ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<saga_core::store::Ack>> {
-        self.batches
-            .lock()
-            .unwrap()
-            .push(events.iter().map(|e| e.kind).collect());
+        let mut batches = self.batches.lock().unwrap();
+        batches.push(events.iter().map(|e| e.kind).collect());
+        if batches.len() == self.fail_at {
+            return Box::pin(std::future::ready(Err(
+                saga_core::store::StoreError::Backend {
+                    store: "the test store".into(),
+                    what: "appending events".into(),
+                    source: "disk full".into(),
+                },
+            )));
+        }
         self.inner.append(id, lease, events, status)
     }
     fn renew<'a>(
@@ -178,6 +189,7 @@ async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_acti
     let store = Arc::new(Commits {
         inner: memory.clone(),
         batches: Default::default(),
+        fail_at: 0,
     });
     // The step reads the log while it runs: its own start must be there.
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -215,8 +227,8 @@ async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_acti
     use EventKind::*;
     assert_eq!(
         *store.batches.lock().unwrap(),
+        // The first start was committed with the execution itself.
         vec![
-            vec![StepStarted],
             vec![StepSucceeded, StepStarted],
             vec![StepSucceeded, StepStarted],
             vec![StepSucceeded, Finished],
@@ -277,35 +289,10 @@ fn crash_and_recover(
     let first = Arc::new(Script::default());
     *first.fail.lock().unwrap() = fail;
     *first.hang.lock().unwrap() = Some(point);
-    let id = in_dying_runtime(|| {
-        let store = Arc::clone(&store);
-        let first = Arc::clone(&first);
-        async move {
-            let engine = short_lease(SagaEngine::with_store(store));
-            engine.register(saga(&first)).await.unwrap();
-            let hung = first.hung.notified();
-            let id = engine.start("order", Order::default()).await.unwrap();
-            hung.await;
-            id
-        }
-    });
+    let id = start_and_crash(&store, saga(&first), &first);
     let second = Arc::new(Script::default());
     *second.fail.lock().unwrap() = fail;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let report = rt.block_on(async {
-        let engine = short_lease(SagaEngine::with_store(Arc::clone(&store)));
-        engine.register(saga(&second)).await.unwrap();
-        loop {
-            let recovery = engine.recover().await.unwrap();
-            assert!(recovery.refused.is_empty(), "{:?}", recovery.refused);
-            if recovery.resumed.contains(&id) {
-                break;
-            }
-            // The crashed owner's lease has not expired yet.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        engine.wait(&id).await.unwrap()
-    });
+    let report = recover_and_wait(&store, saga(&second), &id);
     (first, second, report)
 }
 
@@ -388,18 +375,7 @@ fn recovery_refuses_a_changed_definition_and_leaves_the_record_untouched() {
     for (name, store) in stores("fingerprint") {
         let first = Arc::new(Script::default());
         *first.hang.lock().unwrap() = Some(Point::Step(1));
-        let id = in_dying_runtime(|| {
-            let store = Arc::clone(&store);
-            let first = Arc::clone(&first);
-            async move {
-                let engine = short_lease(SagaEngine::with_store(store));
-                engine.register(saga(&first)).await.unwrap();
-                let hung = first.hung.notified();
-                let id = engine.start("order", Order::default()).await.unwrap();
-                hung.await;
-                id
-            }
-        });
+        let id = start_and_crash(&store, saga(&first), &first);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             std::thread::sleep(Duration::from_millis(150));
@@ -467,18 +443,7 @@ fn a_context_that_no_longer_decodes_is_refused_and_left_untouched() {
     for (name, store) in stores("context") {
         let first = Arc::new(Script::default());
         *first.hang.lock().unwrap() = Some(Point::Step(1));
-        let id = in_dying_runtime(|| {
-            let store = Arc::clone(&store);
-            let first = Arc::clone(&first);
-            async move {
-                let engine = short_lease(SagaEngine::with_store(store));
-                engine.register(saga(&first)).await.unwrap();
-                let hung = first.hung.notified();
-                let id = engine.start("order", Order::default()).await.unwrap();
-                hung.await;
-                id
-            }
-        });
+        let id = start_and_crash(&store, saga(&first), &first);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             std::thread::sleep(Duration::from_millis(150));
@@ -699,6 +664,7 @@ async fn a_lease_taken_over_fences_the_old_owner_out() {
             saga: "order".into(),
             fingerprint: "f".into(),
             context: "{}".into(),
+            events: Vec::new(),
         };
         let created = store.create(new, "a", Duration::ZERO).await.unwrap();
         let saga_core::store::Created::New(old) = created else {
@@ -754,5 +720,242 @@ async fn a_lease_taken_over_fences_the_old_owner_out() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("expected"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn a_parallel_group_cut_off_by_a_crash_is_carried_on_without_rerunning_earlier_steps() {
+    for (name, store) in stores("group") {
+        let build = |script: &Arc<Script>| {
+            let calls = |script: &Arc<Script>, what: &'static str, hang: bool| {
+                let script = Arc::clone(script);
+                Step::shared_async(what, move |_: &Order, info: &StepInfo<'_>| {
+                    let script = Arc::clone(&script);
+                    let key = info.idempotency_key();
+                    Box::pin(async move {
+                        script.record(format!("do {what}"), key);
+                        if hang && script.hang.lock().unwrap().is_some() {
+                            script.hung.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, StepError>(())
+                    })
+                })
+            };
+            Saga::<Order>::builder("trip")
+                .step(calls(script, "pay", false))
+                .parallel(
+                    saga_core::Parallel::new()
+                        .step(calls(script, "hotel", false))
+                        .step(calls(script, "flight", true)),
+                )
+                .step(calls(script, "mail", false))
+                .build()
+                .unwrap()
+        };
+        let first = Arc::new(Script::default());
+        *first.hang.lock().unwrap() = Some(Point::Step(2));
+        let id = start_and_crash(&store, build(&first), &first);
+        let second = Arc::new(Script::default());
+        let report = recover_and_wait(&store, build(&second), &id);
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        let after: Vec<String> = second.calls().into_iter().map(|c| c.0).collect();
+        // `pay` is not run again; the cut-off branch is, with its key;
+        // `hotel` may be (its success may not have been committed yet).
+        assert!(!after.contains(&"do pay".to_owned()), "{name}: {after:?}");
+        assert!(after.contains(&"do flight".to_owned()), "{name}: {after:?}");
+        assert_eq!(after.last().map(String::as_str), Some("do mail"), "{name}");
+        let flight_keys: Vec<String> = first
+            .calls()
+            .into_iter()
+            .chain(second.calls())
+            .filter(|c| c.0 == "do flight")
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(flight_keys, vec![format!("{id}/flight"); 2], "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
+    let memory = MemoryStore::new();
+    // The second append (s1 succeeded + s2 started) fails.
+    let store = Arc::new(Commits {
+        inner: memory.clone(),
+        batches: Default::default(),
+        fail_at: 2,
+    });
+    let script = Arc::new(Script::default());
+    let engine = SagaEngine::with_store(store);
+    engine.register(saga(&script)).await.unwrap();
+    let id = engine.start("order", Order::default()).await.unwrap();
+    let err = engine.wait(&id).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("execution `{id}` stopped: the test store: appending events failed")
+    );
+    // Not one step after the failed write: s2's start was never logged,
+    // so s2 did not run.
+    let calls: Vec<String> = script.calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(calls, ["do s0", "do s1"]);
+    let record = memory.get(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, ExecutionStatus::Running);
+    // Asked again, the engine still knows why; another engine (another
+    // process) sees an execution that no owner runs.
+    let again = engine.wait(&id).await.unwrap_err();
+    assert_eq!(again.to_string(), err.to_string());
+    let other = SagaEngine::new(memory.clone());
+    let err = other.wait(&id).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "execution `{id}` is running but no owner runs it; call `recover()` to carry it on"
+        )
+    );
+
+    // Once the store works, recovery carries it on: s1 again (its success
+    // was in the lost commit), then the rest.
+    let healthy = SagaEngine::new(memory.clone());
+    let script = Arc::new(Script::default());
+    healthy.register(saga(&script)).await.unwrap();
+    assert_eq!(healthy.recover().await.unwrap().resumed, vec![id.clone()]);
+    let report = healthy.wait(&id).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let calls: Vec<String> = script.calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(calls, ["do s1", "do s2", "do s3", "do s4"]);
+}
+
+/// A saga whose second step waits until the test opens its gate.
+fn gated(gate: &Arc<tokio::sync::Semaphore>, entered: &Arc<tokio::sync::Notify>) -> Saga<Order> {
+    let gate = Arc::clone(gate);
+    let entered = Arc::clone(entered);
+    Saga::<Order>::builder("gated")
+        .step(
+            Step::new("a", |o: &mut Order, _: &StepInfo<'_>| {
+                o.done.push("a".into());
+                Ok::<_, StepError>(())
+            })
+            .compensate(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                o.done.push("undo a".into());
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new_async(
+            "b",
+            move |o: &mut Order, _: &StepInfo<'_>| {
+                let gate = Arc::clone(&gate);
+                let entered = Arc::clone(&entered);
+                Box::pin(async move {
+                    entered.notify_one();
+                    let _permit = gate.acquire().await.map_err(StepError::new)?;
+                    o.done.push("b".into());
+                    Ok::<_, StepError>(())
+                })
+            },
+        ))
+        .step(Step::new("c", |o: &mut Order, _: &StepInfo<'_>| {
+            o.done.push("c".into());
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_owner_neither_recovers_a_live_run_nor_abandons_it_but_can_cancel_it() {
+    for (name, store) in stores("second-owner") {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let first = SagaEngine::with_store(Arc::clone(&store));
+        first.register(gated(&gate, &entered)).await.unwrap();
+        let second = SagaEngine::with_store(Arc::clone(&store));
+        second.register(gated(&gate, &entered)).await.unwrap();
+
+        let inside = entered.notified();
+        let id = first.start("gated", Order::default()).await.unwrap();
+        inside.await;
+        // `b` runs in the first engine: the second one must keep off.
+        let recovery = second.recover().await.unwrap();
+        assert_eq!(recovery.busy, vec![id.clone()], "{name}");
+        assert!(recovery.resumed.is_empty(), "{name}");
+        let err = second.abandon(&id).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "execution `{id}` is being run by `{}`",
+                first.owner()
+            )),
+            "{name}: {err}"
+        );
+        // A cancel from the second engine reaches the owner at its next
+        // write: `b` finishes (it is not cancel-safe), `c` never runs.
+        second.cancel(&id).await.unwrap();
+        gate.add_permits(1);
+        let report = second.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+        let events = store.events(&id).await.unwrap();
+        let last = events.last().unwrap().context.clone().unwrap();
+        assert_eq!(last, r#"{"done":["a","b","undo a"]}"#, "{name}");
+        // The request came with `c`'s start: `c` never ran, and the report
+        // rebuilt from the log (the second engine did not run it) says so.
+        assert!(
+            !events
+                .iter()
+                .any(|e| e.kind == EventKind::StepSucceeded && e.step == Some(2)),
+            "{name}"
+        );
+        assert_eq!(
+            report.step("c").unwrap().status,
+            StepStatus::Pending,
+            "{name}"
+        );
+        assert_eq!(
+            report.step("b").unwrap().status,
+            StepStatus::Skipped,
+            "{name}"
+        );
+        assert_eq!(
+            report.step("a").unwrap().status,
+            StepStatus::Compensated,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stuck_after_the_pivot_goes_forward_when_resumed() {
+    for (name, store) in stores("resume-forward") {
+        let courier_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let up = Arc::clone(&courier_up);
+        let saga = Saga::<Order>::builder("ship")
+            .pivot(Step::new("charge", |o: &mut Order, _: &StepInfo<'_>| {
+                o.done.push("charge".into());
+                Ok::<_, StepError>(())
+            }))
+            .step(Step::new("ship", move |o: &mut Order, _: &StepInfo<'_>| {
+                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(StepError::new("no courier"));
+                }
+                o.done.push("ship".into());
+                Ok(())
+            }))
+            .build()
+            .unwrap();
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga).await.unwrap();
+        let id = engine.start("ship", Order::default()).await.unwrap();
+        let report = engine.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
+        assert_eq!(
+            report.step("ship").unwrap().last_error.as_deref(),
+            Some("no courier")
+        );
+        courier_up.store(true, std::sync::atomic::Ordering::SeqCst);
+        engine.resume(&id).await.unwrap();
+        let report = engine.wait(&id).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        let events = store.events(&id).await.unwrap();
+        let context = events.last().unwrap().context.clone().unwrap();
+        // The pivot is not run again.
+        assert_eq!(context, r#"{"done":["charge","ship"]}"#, "{name}");
     }
 }

@@ -650,3 +650,200 @@ fn compensation_retries_overridden_by_the_saga() {
     assert!(seen.stuck, "two attempts cannot outlast two failures");
     assert_eq!(seen.steps[0].3, 2);
 }
+
+// ------------------------------------------------------------ parallel ----
+
+/// A fan-out: packing, then stock and courier at once, then a notice.
+#[derive(Default)]
+struct Fan {
+    log: std::sync::Mutex<Vec<String>>,
+    /// Both branches wait here: run one after the other, the first would
+    /// wait forever.
+    barrier: Option<std::sync::Arc<tokio::sync::Barrier>>,
+    courier_down: bool,
+}
+
+impl Fan {
+    fn push(&self, effect: impl Into<String>) {
+        self.log.lock().unwrap().push(effect.into());
+    }
+
+    async fn meet(&self) {
+        if let Some(barrier) = &self.barrier {
+            barrier.wait().await;
+        }
+    }
+}
+
+#[saga_task(undo = unpack)]
+fn pack(fan: &mut Fan) -> Result<(), StepError> {
+    fan.log.get_mut().unwrap().push("pack".into());
+    Ok(())
+}
+
+#[saga_task]
+fn unpack(fan: &mut Fan) -> Result<(), StepError> {
+    fan.log.get_mut().unwrap().push("unpack".into());
+    Ok(())
+}
+
+#[saga_task(undo = release_stock, retry(attempts = 2))]
+async fn reserve_stock(fan: &Fan, info: &StepInfo<'_>) -> Result<u32, StepError> {
+    fan.meet().await;
+    fan.push(format!("reserve_stock #{}", info.attempt()));
+    Ok(7)
+}
+
+#[saga_task]
+async fn release_stock(fan: &Fan, units: Option<&u32>) -> Result<(), StepError> {
+    fan.push(format!("release_stock {units:?}"));
+    Ok(())
+}
+
+#[saga_task]
+async fn book_courier(fan: &Fan) -> Result<String, StepError> {
+    fan.meet().await;
+    if fan.courier_down {
+        return Err("courier down".into());
+    }
+    fan.push("book_courier");
+    Ok("c-1".into())
+}
+
+#[saga_task]
+fn cancel_courier(fan: &Fan, id: Option<&String>) -> Result<(), StepError> {
+    fan.push(format!("cancel_courier {id:?}"));
+    Ok(())
+}
+
+#[saga_task]
+fn notify_fan(fan: &Fan) -> Result<(), StepError> {
+    fan.push("notify");
+    Ok(())
+}
+
+fn macro_fan() -> Saga<Fan> {
+    saga! {
+        name: "fan",
+        context: Fan,
+        step pack;
+        parallel {
+            step reserve_stock, retry 3;
+            step book_courier => undo cancel_courier, metadata(team = "logistics");
+        }
+        step notify_fan;
+    }
+}
+
+fn builder_fan() -> Saga<Fan> {
+    Saga::builder("fan")
+        .step(
+            Step::new("pack", |f: &mut Fan, _: &StepInfo<'_>| pack(f))
+                .compensate(|f: &mut Fan, _: Option<&()>, _: &StepInfo<'_>| unpack(f)),
+        )
+        .parallel(
+            saga_core::Parallel::new()
+                .step(
+                    Step::shared_async("reserve_stock", |f: &Fan, i: &StepInfo<'_>| {
+                        Box::pin(reserve_stock(f, i))
+                    })
+                    .compensate_shared_async(|f: &Fan, u: Option<&u32>, _: &StepInfo<'_>| {
+                        Box::pin(release_stock(f, u))
+                    })
+                    .retry(RetryPolicy::attempts(3)),
+                )
+                .step(
+                    Step::shared_async("book_courier", |f: &Fan, _: &StepInfo<'_>| {
+                        Box::pin(book_courier(f))
+                    })
+                    .compensate_shared(|f: &Fan, id: Option<&String>, _: &StepInfo<'_>| {
+                        cancel_courier(f, id)
+                    })
+                    .metadata("team", "logistics"),
+                ),
+        )
+        .step(Step::shared("notify_fan", |f: &Fan, _: &StepInfo<'_>| {
+            notify_fan(f)
+        }))
+        .build()
+        .unwrap()
+}
+
+async fn run_fan(saga: &Saga<Fan>, courier_down: bool) -> Seen {
+    let mut fan = Fan {
+        barrier: Some(std::sync::Arc::new(tokio::sync::Barrier::new(2))),
+        courier_down,
+        ..Fan::default()
+    };
+    let result = tokio::time::timeout(Duration::from_secs(10), saga.run(&mut fan))
+        .await
+        .expect("the branches did not run concurrently");
+    seen(fan.log.into_inner().unwrap(), result)
+}
+
+async fn fan_twins(courier_down: bool) -> Seen {
+    let by_macro = run_fan(&macro_fan(), courier_down).await;
+    let by_builder = run_fan(&builder_fan(), courier_down).await;
+    assert_eq!(by_macro, by_builder);
+    by_macro
+}
+
+#[test]
+fn parallel_shape_matches() {
+    let shape = macro_fan().shape();
+    assert_eq!(shape, builder_fan().shape());
+    let groups: Vec<_> = shape.iter().map(|s| (&*s.name, s.group)).collect();
+    assert_eq!(
+        groups,
+        [
+            ("pack", None),
+            ("reserve_stock", Some(0)),
+            ("book_courier", Some(0)),
+            ("notify_fan", None),
+        ]
+    );
+    assert_eq!(macro_fan().to_mermaid(), builder_fan().to_mermaid());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn parallel_branches_meet_at_a_barrier() {
+    let seen = fan_twins(false).await;
+    assert_eq!(seen.status, ExecutionStatus::Completed);
+    let mut group = seen.effects[1..3].to_vec();
+    group.sort();
+    assert_eq!(group, ["book_courier", "reserve_stock #1"]);
+    assert_eq!(
+        (seen.effects[0].as_str(), seen.effects[3].as_str()),
+        ("pack", "notify")
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn parallel_failing_branch_rolls_back_its_sibling_then_earlier_steps() {
+    let seen = fan_twins(true).await;
+    assert_eq!(seen.status, ExecutionStatus::Compensated);
+    assert_eq!(
+        seen.effects,
+        [
+            "pack",
+            "reserve_stock #1",
+            "release_stock Some(7)",
+            "unpack"
+        ]
+    );
+    assert_eq!(
+        statuses(&seen),
+        [
+            ("pack", StepStatus::Compensated),
+            ("reserve_stock", StepStatus::Compensated),
+            ("book_courier", StepStatus::Failed),
+            ("notify_fan", StepStatus::Pending),
+        ]
+    );
+    assert_eq!(
+        seen.error.as_deref(),
+        Some(
+            "saga `fan` failed at step `book_courier` and was rolled back (compensated: reserve_stock, pack)"
+        )
+    );
+}

@@ -298,7 +298,7 @@ async fn timed_out_async_step_is_dropped_and_compensated_as_unknown() {
         .build()
         .unwrap();
     let mut rec = Rec::default();
-    let err = saga.run(&mut rec).await.unwrap_err();
+    let err = unless_hung(saga.run(&mut rec)).await.unwrap_err();
 
     assert_eq!(
         rec.effects,
@@ -350,7 +350,9 @@ async fn timeouts_are_retryable_and_a_later_success_wins() {
         .unwrap();
     let (clock, options) = virtual_time();
     let mut rec = Rec::default();
-    let err = saga.run_with(&mut rec, options).await.unwrap_err();
+    let err = unless_hung(saga.run_with(&mut rec, options))
+        .await
+        .unwrap_err();
 
     assert_eq!(
         rec.effects,
@@ -387,7 +389,9 @@ async fn a_timeout_keeps_the_step_unknown_when_a_later_attempt_fails_cleanly() {
         .unwrap();
     let (_, options) = virtual_time();
     let mut rec = Rec::default();
-    let err = saga.run_with(&mut rec, options).await.unwrap_err();
+    let err = unless_hung(saga.run_with(&mut rec, options))
+        .await
+        .unwrap_err();
 
     assert_eq!(
         rec.effects,
@@ -411,8 +415,11 @@ fn a_timed_out_step_in_run_blocking_is_compensated_too() {
         .step(hangs("courier", ms(20)).retry(RetryPolicy::none()))
         .build()
         .unwrap();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking(&mut rec).unwrap_err();
+    let (rec, err) = unless_hung_blocking(move || {
+        let mut rec = Rec::default();
+        let err = saga.run_blocking(&mut rec).unwrap_err();
+        (rec, err)
+    });
     assert_eq!(
         rec.effects,
         [

@@ -344,6 +344,79 @@ fn failed_compensation_in_a_group_leaves_the_run_stuck_and_halts() {
     );
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn each_compensation_runs_once_and_none_for_branches_that_never_started() {
+    // Two groups around a failing step: the first group's branches are
+    // compensated once each; the second group never starts, so none of its
+    // branches is compensated, nor is the step that failed.
+    let refuse = Step::new("charge", |t: &mut Trip, _: &StepInfo<'_>| {
+        t.push("charge tried");
+        Err::<(), _>(StepError::new("card declined"))
+    })
+    .compensate(|t: &mut Trip, _: Option<&()>, _: &StepInfo<'_>| {
+        t.push("undo charge");
+        Ok::<_, StepError>(())
+    });
+    let saga = Saga::builder("twice")
+        .step(seq_step("order"))
+        .parallel(
+            Parallel::new()
+                .step(branch_ok("hotel"))
+                .step(branch_ok("flight"))
+                .step(branch_ok("car")),
+        )
+        .step(refuse)
+        .parallel(
+            Parallel::new()
+                .step(branch_ok("museum"))
+                .step(branch_ok("dinner")),
+        )
+        .build()
+        .unwrap();
+    let mut trip = Trip::default();
+    let err = saga.run(&mut trip).await.unwrap_err();
+    assert!(matches!(err, SagaError::Compensated { .. }), "{err}");
+    let effects = trip.effects();
+    let count = |e: &str| effects.iter().filter(|x| *x == e).count();
+    for branch in ["hotel", "flight", "car"] {
+        assert_eq!(count(branch), 1, "{effects:?}");
+        assert_eq!(
+            count(&format!("undo {branch} {branch}-booking")),
+            1,
+            "{effects:?}"
+        );
+    }
+    assert_eq!(count("undo order"), 1, "{effects:?}");
+    assert_eq!(effects.last().map(String::as_str), Some("undo order"));
+    for never in ["museum", "dinner", "undo charge"] {
+        assert!(
+            !effects.iter().any(|e| e.starts_with(never)),
+            "{never}: {effects:?}"
+        );
+    }
+    // Nine effects: order, three branches, the refusal, three undos of
+    // the branches, the undo of order; nothing else ran.
+    assert_eq!(effects.len(), 9, "{effects:?}");
+    let report = err.report();
+    for never in ["museum", "dinner"] {
+        let step = report.step(never).unwrap();
+        assert_eq!(
+            (step.status, step.outcome, step.compensation_attempts),
+            (StepStatus::Pending, Outcome::NotStarted, 0),
+            "{never}"
+        );
+    }
+    for branch in ["hotel", "flight", "car"] {
+        let step = report.step(branch).unwrap();
+        assert_eq!(
+            (step.status, step.compensation_attempts),
+            (StepStatus::Compensated, 1),
+            "{branch}"
+        );
+    }
+    assert_eq!(report.step("charge").unwrap().status, StepStatus::Failed);
+}
+
 /// After the pivot nothing rolls back: branches there have no compensation.
 fn invoice() -> Step<Trip> {
     Step::shared("invoice", |t: &Trip, _: &StepInfo<'_>| {

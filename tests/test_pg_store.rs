@@ -35,6 +35,7 @@ fn new(id: &str) -> NewExecution {
         saga: "order".into(),
         fingerprint: "f".into(),
         context: "{}".into(),
+        events: Vec::new(),
     }
 }
 
@@ -136,8 +137,36 @@ async fn the_log_leases_and_fencing_hold_on_postgres() {
         )
         .await
         .unwrap();
+    // The finishing write released the lease in the same commit.
+    let record = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((record.owner, record.lease_expires_at_ms), (None, None));
     store.release(&id, &taken).await.unwrap();
-    assert_eq!(store.purge(i64::MAX).await.unwrap(), 1);
+    // A creation commits its first events with it.
+    let mut first = Event::new(1, EventKind::StepStarted);
+    first.step = Some(0);
+    first.attempt = 1;
+    let mut with_events = new("z");
+    with_events.events = vec![first.clone()];
+    let Created::New(z) = store
+        .create(with_events, "a", Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    let zid = ExecutionId::new("z");
+    assert_eq!(store.events(&zid).await.unwrap().len(), 1);
+    assert_eq!(store.get(&zid).await.unwrap().unwrap().last_seq, 1);
+    store
+        .append(
+            &zid,
+            &z,
+            vec![Event::new(2, EventKind::Finished)],
+            ExecutionStatus::Completed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.purge(i64::MAX).await.unwrap(), 2);
     assert!(store.get(&id).await.unwrap().is_none());
 }
 

@@ -149,6 +149,17 @@ pub enum EngineError {
         /// Why.
         detail: String,
     },
+    /// `wait` found an unfinished execution that no owner runs (its owner
+    /// died, or its log could not be written).
+    #[error(
+        "execution `{execution_id}` is {status} but no owner runs it; call `recover()` to carry it on"
+    )]
+    NotRunning {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its status.
+        status: ExecutionStatus,
+    },
     /// The engine was called outside a tokio runtime.
     #[error("the saga engine must be called inside a tokio runtime")]
     NoRuntime,
@@ -220,13 +231,15 @@ pub struct ExecutionView {
 #[derive(Clone)]
 pub struct SagaEngine {
     inner: Arc<EngineInner>,
+    /// The lease this engine takes on the executions it runs.
+    lease_ttl: Duration,
+    /// How long finished executions stay.
+    retention: Duration,
 }
 
 struct EngineInner {
     store: Arc<dyn SagaStore>,
     owner: String,
-    lease_ttl: Duration,
-    retention: Duration,
     registry: RwLock<Registry>,
     live: Mutex<HashMap<ExecutionId, Live>>,
 }
@@ -270,34 +283,29 @@ impl SagaEngine {
             inner: Arc::new(EngineInner {
                 store,
                 owner,
-                lease_ttl: Duration::from_secs(10),
-                retention: Duration::from_secs(7 * 24 * 3600),
                 registry: RwLock::new(Registry::default()),
                 live: Mutex::new(HashMap::new()),
             }),
+            lease_ttl: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
     /// Sets how long an owner's lease on an execution lasts without a
     /// write or renewal (default 10 s; renewed every third of it while the
     /// execution runs). After a crash, another owner can take an execution
-    /// over once its lease expired. Call before anything else.
+    /// over once its lease expired. At least 30 ms.
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.lease_ttl = ttl.max(Duration::from_millis(30));
-        }
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
         self
     }
 
     /// Sets how long finished executions stay in the store before
-    /// [`purge`](Self::purge) deletes them (default 7 days). Call before
-    /// anything else.
+    /// [`purge`](Self::purge) deletes them (default 7 days).
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.retention = retention;
-        }
+        self.retention = retention;
         self
     }
 
@@ -381,11 +389,17 @@ impl SagaEngine {
     {
         let id = id.into();
         tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
-        if let Some((runner, context, lease)) = self.create(name, &id, &ctx).await? {
+        // The first step's start is committed with the creation: one commit
+        // fewer per execution. The journal knows it is there already.
+        let mut first = Event::new(1, EventKind::StepStarted);
+        first.step = Some(0);
+        first.attempt = 1;
+        let created = self.create(name, &id, &ctx, vec![first.clone()]).await?;
+        if let Some((runner, context, lease)) = created {
             let job = Job {
                 id: id.clone(),
                 initial_context: context,
-                events: Vec::new(),
+                events: vec![first],
                 fresh: Some(Box::new(ctx)),
                 lease,
                 cancel: CancellationToken::new(),
@@ -395,14 +409,16 @@ impl SagaEngine {
         Ok(id)
     }
 
-    /// Records a new execution and takes its lease: the registered
-    /// definition, the context as logged, and the lease; `None` if an
+    /// Records a new execution with its first `events` and takes its
+    /// lease: the registered definition, the context as logged, and the
+    /// lease; `None` if an
     /// execution of this saga with that id exists (nothing was written).
     async fn create<C>(
         &self,
         name: &str,
         id: &ExecutionId,
         ctx: &C,
+        events: Vec<Event>,
     ) -> Result<Option<(Arc<dyn Runner>, String, Lease)>, EngineError>
     where
         C: Serialize + 'static,
@@ -428,9 +444,10 @@ impl SagaEngine {
                     saga: name.to_owned(),
                     fingerprint: runner.fingerprint().to_owned(),
                     context: context.clone(),
+                    events,
                 },
                 &self.inner.owner,
-                self.inner.lease_ttl,
+                self.lease_ttl,
             )
             .await?;
         match created {
@@ -473,7 +490,8 @@ impl SagaEngine {
         C: Serialize + DeserializeOwned + Send + 'static,
     {
         let id = id.into();
-        if let Some((_, _, lease)) = self.create(name, &id, &ctx).await? {
+        // No step has started: the worker that claims it logs the first.
+        if let Some((_, _, lease)) = self.create(name, &id, &ctx, Vec::new()).await? {
             // Were this release lost, the lease would expire and a
             // worker's poll would find the execution then.
             self.inner.store.release(&id, &lease).await?;
@@ -482,13 +500,15 @@ impl SagaEngine {
     }
 
     /// Waits for an execution to end (in this process or another) and
-    /// returns its report. For a run of this process the report is the
-    /// run's own; otherwise it is rebuilt from the log (statuses,
+    /// returns its report: the run's own if this engine is running it when
+    /// `wait` is called, otherwise one rebuilt from the log (statuses,
     /// outcomes, attempts and errors; no durations).
     ///
     /// # Errors
     /// [`EngineError::NotFound`]; [`EngineError::Interrupted`] if the run
-    /// stopped because its log could not be written; store errors.
+    /// stopped because its log could not be written;
+    /// [`EngineError::NotRunning`] if no owner runs it (recover it first);
+    /// store errors.
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         loop {
             let live = self.live().get(id).map(|l| l.done.clone());
@@ -515,7 +535,16 @@ impl SagaEngine {
             if record.status.is_finished() {
                 return self.rebuilt_report(&record).await;
             }
-            // Run by another owner (or about to be recovered): poll.
+            let leased = record
+                .lease_expires_at_ms
+                .is_some_and(|expires| expires > now_ms());
+            if !leased {
+                return Err(EngineError::NotRunning {
+                    execution_id: id.clone(),
+                    status: record.status,
+                });
+            }
+            // Run by another owner: poll.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -543,7 +572,7 @@ impl SagaEngine {
         );
         for record in unfinished {
             let id = record.id.clone();
-            if self.live().contains_key(&id) {
+            if self.running_here(&id) {
                 continue;
             }
             match self.take_over(&record, None).await {
@@ -622,17 +651,14 @@ impl SagaEngine {
                 applies: "stuck or unfinished executions",
             });
         }
-        if self.live().contains_key(id) {
+        if self.running_here(id) {
             return Err(EngineError::Busy {
                 execution_id: id.clone(),
                 owner: self.inner.owner.clone(),
             });
         }
         let store = &self.inner.store;
-        let Some(lease) = store
-            .claim(id, &self.inner.owner, self.inner.lease_ttl)
-            .await?
-        else {
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Err(self.busy(id).await);
         };
         let record = self.record(id).await?;
@@ -671,7 +697,7 @@ impl SagaEngine {
     /// # Errors
     /// Store errors.
     pub async fn purge(&self) -> Result<u64, EngineError> {
-        let retention = i64::try_from(self.inner.retention.as_millis()).unwrap_or(i64::MAX);
+        let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention);
         Ok(self.inner.store.purge(before).await?)
     }
@@ -695,6 +721,13 @@ impl SagaEngine {
             .live
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a run of this engine is carrying `id` on right now.
+    fn running_here(&self, id: &ExecutionId) -> bool {
+        self.live()
+            .get(id)
+            .is_some_and(|live| live.done.borrow().is_none())
     }
 
     fn by_name(&self, name: &str) -> Result<Arc<dyn Runner>, EngineError> {
@@ -745,11 +778,8 @@ impl SagaEngine {
         // A dry run of the decoding, so that a log this build cannot read
         // is refused before the lease is touched.
         let events = store.events(id).await?;
-        runner.check(id, &record.context, &events, mark.is_some())?;
-        let Some(lease) = store
-            .claim(id, &self.inner.owner, self.inner.lease_ttl)
-            .await?
-        else {
+        runner.check(id, &record.context, &events)?;
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Ok(false);
         };
         self.launch_claimed(runner, id, lease, mark).await?;
@@ -808,7 +838,7 @@ impl SagaEngine {
             let record = self.record(id).await?;
             if let Some(kind) = mark {
                 let event = Event::new(record.last_seq + 1, kind);
-                let phase = fold(id, runner.steps(), &record.context, &events, true)?.phase;
+                let phase = fold(id, runner.steps(), &events)?.phase;
                 let status = match phase {
                     ResumePhase::Forward => ExecutionStatus::Running,
                     ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
@@ -866,12 +896,16 @@ impl SagaEngine {
 
     /// The executions this engine runs now.
     pub(crate) fn running(&self) -> Vec<ExecutionId> {
-        self.live().keys().cloned().collect()
+        self.live()
+            .iter()
+            .filter(|(_, live)| live.done.borrow().is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The lease time to live.
     pub(crate) fn lease_ttl(&self) -> Duration {
-        self.inner.lease_ttl
+        self.lease_ttl
     }
 
     /// Stops a run of this engine where it is (as a crash would) and gives
@@ -908,13 +942,22 @@ impl SagaEngine {
         let mut live = self.live();
         let task = handle.spawn(async move {
             let done = run.await;
-            let _ = inner.store.release(&task_id, &task_lease).await;
-            inner
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&task_id);
+            // The final write released the lease already.
+            let finished = matches!(&done, Ok(report) if report.status.is_finished());
+            if !finished {
+                let _ = inner.store.release(&task_id, &task_lease).await;
+            }
+            // A run stopped by its store stays listed with its error, for
+            // `wait`, until a recovery (or a worker) runs it again.
+            let interrupted = done.is_err();
             let _ = tx.send(Some(done));
+            if !interrupted {
+                inner
+                    .live
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&task_id);
+            }
         });
         live.insert(
             id,
@@ -950,13 +993,8 @@ impl SagaEngine {
             }
         };
         let events = store.events(&record.id).await?;
-        let folded = fold(
-            &record.id,
-            shape.steps.len(),
-            &record.context,
-            &events,
-            false,
-        )?;
+        let folded = fold(&record.id, shape.steps.len(), &events)?;
+        let rolled_back = matches!(folded.phase, ResumePhase::Rollback { .. });
         let steps = shape
             .steps
             .iter()
@@ -964,7 +1002,15 @@ impl SagaEngine {
             .map(|(s, f)| StepReport {
                 name: s.name.as_str().into(),
                 kind: kind_from_label(&s.kind),
-                status: f.status,
+                // As a live rollback reports a step with nothing to undo.
+                status: if rolled_back
+                    && f.status == StepStatus::Succeeded
+                    && kind_from_label(&s.kind) == StepKind::NoUndo
+                {
+                    StepStatus::Skipped
+                } else {
+                    f.status
+                },
                 outcome: f.outcome,
                 attempts: f.attempts,
                 compensation_attempts: f.compensation_attempts,
@@ -1072,13 +1118,7 @@ trait Runner: Send + Sync {
     fn context_type(&self) -> TypeId;
     fn context_type_name(&self) -> &'static str;
     /// Decodes a log without running anything.
-    fn check(
-        &self,
-        id: &ExecutionId,
-        initial: &str,
-        events: &[Event],
-        resuming: bool,
-    ) -> Result<(), EngineError>;
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError>;
     /// Decodes the log and returns the run, ready to spawn.
     fn prepare(
         self: Arc<Self>,
@@ -1102,9 +1142,8 @@ where
         id: &ExecutionId,
         initial: &str,
         events: &[Event],
-        resuming: bool,
     ) -> Result<(C, Option<Resume>), EngineError> {
-        let folded = fold(id, self.steps(), initial, events, resuming)?;
+        let folded = fold(id, self.steps(), events)?;
         let ctx = serde_json::from_str::<C>(folded.context.as_deref().unwrap_or(initial)).map_err(
             |e| EngineError::Undecodable {
                 execution_id: id.clone(),
@@ -1166,14 +1205,8 @@ where
         type_name::<C>()
     }
 
-    fn check(
-        &self,
-        id: &ExecutionId,
-        initial: &str,
-        events: &[Event],
-        resuming: bool,
-    ) -> Result<(), EngineError> {
-        self.decode(id, initial, events, resuming).map(|_| ())
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError> {
+        self.decode(id, initial, events).map(|_| ())
     }
 
     fn prepare(
@@ -1181,10 +1214,13 @@ where
         store: Arc<dyn SagaStore>,
         job: Job,
     ) -> Result<BoxFuture<'static, Done>, EngineError> {
-        let resuming = job.events.iter().any(|e| e.kind == EventKind::Resumed);
-        let (mut ctx, resume) = match job.fresh.map(|b| b.downcast::<C>()) {
+        let fresh = job.fresh.map(|b| b.downcast::<C>());
+        // A fresh start's log holds its first step's start, written with
+        // the execution.
+        let preloaded = matches!(fresh, Some(Ok(_)));
+        let (mut ctx, resume) = match fresh {
             Some(Ok(ctx)) => (*ctx, None),
-            _ => self.decode(&job.id, &job.initial_context, &job.events, resuming)?,
+            _ => self.decode(&job.id, &job.initial_context, &job.events)?,
         };
         let next_seq = job.events.last().map_or(1, |e| e.seq + 1);
         Ok(Box::pin(async move {
@@ -1195,6 +1231,7 @@ where
                 state: tokio::sync::Mutex::new(JournalState {
                     next_seq,
                     buffer: Vec::new(),
+                    preloaded,
                 }),
                 cancel: job.cancel.clone(),
                 _context: PhantomData,
@@ -1239,6 +1276,9 @@ struct JournalState {
     /// Events written at the next flush: what follows a step's start is
     /// committed with the next start (a step transition) or the end.
     buffer: Vec<Event>,
+    /// Whether the first step's first start is in the log already (written
+    /// with the execution).
+    preloaded: bool,
 }
 
 /// The executor's journal on a store: numbers events, buffers them, and
@@ -1267,14 +1307,24 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
-            event.seq = state.next_seq;
-            state.next_seq += 1;
+            let written = state.preloaded
+                && event.kind == EventKind::StepStarted
+                && event.step == Some(0)
+                && event.attempt == 1;
+            if written {
+                state.preloaded = false;
+            } else {
+                event.seq = state.next_seq;
+                state.next_seq += 1;
+            }
             let flush = matches!(
                 event.kind,
                 EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
             );
-            state.buffer.push(event);
-            if !flush {
+            if !written {
+                state.buffer.push(event);
+            }
+            if !flush || state.buffer.is_empty() {
                 return Ok(());
             }
             let events = std::mem::take(&mut state.buffer);
@@ -1300,16 +1350,9 @@ struct Folded {
 
 /// Reads a log: each step's state, outputs, the latest context and the
 /// direction. A step or compensation that started and never ended is set
-/// up to run again as the same attempt, its outcome unknown. `resuming`
-/// (an operator's resume) gives what failed for good a fresh budget.
-fn fold(
-    id: &ExecutionId,
-    steps: usize,
-    initial: &str,
-    events: &[Event],
-    resuming: bool,
-) -> Result<Folded, EngineError> {
-    let _ = initial;
+/// up to run again as the same attempt, its outcome unknown. After an
+/// operator's resume, what failed for good gets a fresh budget.
+fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, EngineError> {
     let mut folded = Folded {
         steps: (0..steps)
             .map(|_| ResumeStep {
@@ -1370,6 +1413,20 @@ fn fold(
                 }
             }
             (EventKind::RollbackStarted, _) => {
+                // A step whose start is followed by the rollback without an
+                // end of its own was stopped by a cancellation before it
+                // ran (the start's commit brought the request).
+                for (s, flying) in folded.steps.iter_mut().zip(&mut in_flight) {
+                    if *flying && s.status == StepStatus::Running {
+                        *flying = false;
+                        s.attempts = s.attempts.saturating_sub(1);
+                        s.status = if s.attempts == 0 {
+                            StepStatus::Pending
+                        } else {
+                            StepStatus::Failed
+                        };
+                    }
+                }
                 folded.phase = ResumePhase::Rollback {
                     cause: index.map(|i| (i, event.error.clone().unwrap_or_default())),
                 };
@@ -1409,7 +1466,6 @@ fn fold(
             _ => {}
         }
     }
-    let _ = resuming;
     // Cut off by a crash: run the same attempt again; it may have taken
     // effect, so its outcome is unknown (sticky, as for a timeout).
     for (s, flying) in folded.steps.iter_mut().zip(in_flight) {

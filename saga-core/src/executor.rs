@@ -241,21 +241,22 @@ pub(crate) async fn execute_durable<C>(
             Box::pin(rollback(&env, &mut state, ctx, stop)).await
         }
     };
+    if env.journal.is_none() || matches!(result, Err(SagaError::Store { .. })) {
+        return result;
+    }
     if let Some(error) = env.take_abort() {
         return Err(store_error(&env, &mut state, error));
     }
-    if env.journal.is_some() && !matches!(result, Err(SagaError::Store { .. })) {
-        let status = match &result {
-            Ok(report) => report.status,
-            Err(error) => error.report().status,
-        };
-        let mut event = Event::new(0, EventKind::Finished);
-        event.context = env.snapshot(&*ctx);
-        if env.log(event, status).await.is_err()
-            && let Some(error) = env.take_abort()
-        {
-            return Err(store_error(&env, &mut state, error));
-        }
+    let status = match &result {
+        Ok(report) => report.status,
+        Err(error) => error.report().status,
+    };
+    let mut event = Event::new(0, EventKind::Finished);
+    event.context = env.snapshot(&*ctx);
+    if env.log(event, status).await.is_err()
+        && let Some(error) = env.take_abort()
+    {
+        return Err(store_error(&env, &mut state, error));
     }
     result
 }
@@ -474,10 +475,6 @@ async fn run_action<C>(
     loop {
         attempt += 1;
         report.attempts = attempt;
-        env.emit(&SagaEvent::StepStarted {
-            step: &step.name,
-            attempt,
-        });
         if env.journal.is_some() {
             let mut event = Event::new(0, EventKind::StepStarted);
             event.step = Some(index as u32);
@@ -485,7 +482,24 @@ async fn run_action<C>(
             if env.log(event, ExecutionStatus::Running).await.is_err() {
                 return Err((env.clock.now(), StepError::new(JournalFailed)));
             }
+            // A durable run hears of a cancellation request at its writes:
+            // one that came with this start stops the step before it runs
+            // (the rollback that follows tells the log it never ran).
+            if brakes.cancel.is_some_and(CancellationToken::is_cancelled) {
+                attempt -= 1;
+                report.attempts = attempt;
+                report.status = if attempt == 0 {
+                    StepStatus::Pending
+                } else {
+                    StepStatus::Failed
+                };
+                return Err((env.clock.now(), StepError::interrupted()));
+            }
         }
+        env.emit(&SagaEvent::StepStarted {
+            step: &step.name,
+            attempt,
+        });
         let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
         let result = attempt_action(step, &mut ctx, &info, brakes).await;
         let now = env.clock.now();
@@ -916,20 +930,29 @@ fn aborted<C>(env: &Env<'_, C>, state: &mut State) -> SagaError {
 impl<C> Env<'_, C> {
     /// Writes `event` to the journal (if any). On failure the error is kept
     /// for the run's result, and the run stops at its next check.
-    async fn log(&self, event: Event, status: ExecutionStatus) -> Result<(), ()> {
-        let Some(journal) = self.journal else {
-            return Ok(());
-        };
-        if self.is_aborted() {
-            return Err(());
-        }
-        match journal.record(event, status).await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.abort(error);
-                Err(())
+    ///
+    /// Boxed: awaited inline at every log point, its future (the event and
+    /// the journal's write) would make every run in flight larger, journal
+    /// or not; a journaled run pays one allocation beside a store write.
+    fn log(&self, event: Event, status: ExecutionStatus) -> BoxFuture<'_, Result<(), ()>> {
+        // Only the journal and the abort slot are captured, so the future is
+        // `Send` whatever the context is.
+        let (journal, aborted) = (self.journal, &self.aborted);
+        Box::pin(async move {
+            let Some(journal) = journal else {
+                return Ok(());
+            };
+            if lock(aborted).is_some() {
+                return Err(());
             }
-        }
+            match journal.record(event, status).await {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    lock(aborted).get_or_insert(error);
+                    Err(())
+                }
+            }
+        })
     }
 
     /// The context, encoded for the journal; an encoding error aborts the
@@ -966,25 +989,18 @@ impl<C> Env<'_, C> {
     }
 
     fn abort(&self, error: StoreError) {
-        let mut slot = self
-            .aborted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slot.get_or_insert(error);
+        lock(&self.aborted).get_or_insert(error);
     }
 
     fn is_aborted(&self) -> bool {
-        self.aborted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
+        // Only a journal aborts a run: a run without one skips the lock
+        // (two atomic operations per step otherwise).
+        self.journal.is_some() && lock(&self.aborted).is_some()
     }
 
     fn take_abort(&self) -> Option<StoreError> {
-        self.aborted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.journal?;
+        lock(&self.aborted).take()
     }
 
     fn cancel_requested(&self) -> bool {
@@ -1019,6 +1035,13 @@ impl<C> Env<'_, C> {
             }
         }
     }
+}
+
+/// The journal's abort slot; it stays consistent whatever panicked while
+/// it was held.
+fn lock(slot: &Mutex<Option<StoreError>>) -> std::sync::MutexGuard<'_, Option<StoreError>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The delay before `attempt`, with a fresh random pick for the jitter.

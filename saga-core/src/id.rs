@@ -30,12 +30,7 @@ impl ExecutionId {
         let lo = mix(seed.wrapping_add(n));
         // Written by hand: `format!` then `Arc<str>` costs two allocations
         // and a reallocation on every run's start.
-        let mut text = [0u8; 32];
-        for (i, digit) in text.iter_mut().enumerate() {
-            let word = if i < 16 { hi } else { lo };
-            let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
-            *digit = b"0123456789abcdef"[nibble as usize];
-        }
+        let text = hex_digits(hi, lo);
         let text = std::str::from_utf8(&text).expect("hex digits are ascii");
         ExecutionId(Arc::from(text))
     }
@@ -70,6 +65,17 @@ impl From<String> for ExecutionId {
     }
 }
 
+/// `{hi:016x}{lo:016x}`, without the formatting machinery.
+fn hex_digits(hi: u64, lo: u64) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let word = (u128::from(hi) << 64) | u128::from(lo);
+    let mut text = [0u8; 32];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[((word >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    text
+}
+
 /// splitmix64's finalizer: spreads a counter over all 64 bits.
 pub(crate) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -94,6 +100,22 @@ fn process_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_digits_match_format() {
+        for (hi, lo) in [
+            (0, 0),
+            (1, 0xf),
+            (u64::MAX, 0x0123_4567_89ab_cdef),
+            (mix(7), mix(8)),
+        ] {
+            let text = hex_digits(hi, lo);
+            assert_eq!(
+                std::str::from_utf8(&text).unwrap(),
+                format!("{hi:016x}{lo:016x}")
+            );
+        }
+    }
 
     #[test]
     fn generated_ids_are_32_lowercase_hex_digits_and_distinct() {

@@ -21,6 +21,14 @@
 //!   with the `postgres` feature, N [`Worker`] processes share one
 //!   PostgreSQL database and take over each other's executions.
 //!
+//! - Make it durable with a [`SagaEngine`] on a [`store`]
+//!   ([`SqliteStore`](store::SqliteStore), one file): every step's start
+//!   and end is logged, and after a crash [`SagaEngine::recover`] carries
+//!   each unfinished execution on. Steps run *at least once*: one cut off
+//!   by a crash runs again with the same
+//!   [`idempotency_key`](StepInfo::idempotency_key), so pass the key to the
+//!   services you call.
+//!
 //! The failure semantics are in `docs/DESIGN.md`.
 //!
 //! ```

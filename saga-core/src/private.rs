@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
-pub use crate::saga::{Saga, SagaBuilder, default_compensation_retry};
+pub use crate::saga::{Parallel, Saga, SagaBuilder, default_compensation_retry};
 pub use crate::step::{BoxFuture, Step, StepInfo};
 
 /// A retry policy as written in an attribute or in `saga!`: every field is
@@ -113,6 +113,12 @@ pub trait StepOf<C>: 'static {
     const NAME: &'static str;
     /// Whether the function is `async`.
     const IS_ASYNC: bool;
+    /// Whether the function takes the context shared (`&C`), as a branch
+    /// of a `parallel` group must.
+    const SHARED: bool;
+    /// Whether the attribute's compensation, if any, takes the context
+    /// shared (`&C`); `true` without one.
+    const UNDO_SHARED: bool;
     /// Whether the attribute says `pivot`.
     const PIVOT: bool;
     /// Whether the attribute gives a compensation.
@@ -145,9 +151,9 @@ pub trait StepOf<C>: 'static {
         Self::with_compensation(Self::action(dsl.name.unwrap_or(Self::NAME)))
     }
 
-    /// Applies the options, `saga!`'s over the attribute's, and adds the
-    /// step to `builder`.
-    fn push(builder: SagaBuilder<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> SagaBuilder<C>
+    /// Applies the options, `saga!`'s over the attribute's (all but
+    /// `pivot`).
+    fn configure(step: Step<C, Self::Output>, dsl: &Dsl) -> Step<C, Self::Output>
     where
         C: 'static,
     {
@@ -162,11 +168,31 @@ pub trait StepOf<C>: 'static {
         for (key, value) in Self::METADATA.iter().chain(dsl.metadata) {
             step = step.metadata(*key, *value);
         }
+        step
+    }
+
+    /// Applies the options, `saga!`'s over the attribute's, and adds the
+    /// step to `builder`.
+    fn push(builder: SagaBuilder<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> SagaBuilder<C>
+    where
+        C: 'static,
+    {
+        let step = Self::configure(step, dsl);
         if dsl.pivot || Self::PIVOT {
             builder.pivot(step)
         } else {
             builder.step(step)
         }
+    }
+
+    /// Applies the options and adds the step to a `parallel` group as a
+    /// branch. `saga!` has checked that it is no pivot and takes the
+    /// context shared.
+    fn branch(group: Parallel<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> Parallel<C>
+    where
+        C: 'static,
+    {
+        group.step(Self::configure(step, dsl))
     }
 }
 
@@ -182,6 +208,9 @@ pub trait UndoContext<C> {
     /// `Self`; naming the compensation through this projection makes the
     /// output check depend on this one.
     type Checked: ?Sized;
+    /// Whether the compensation takes the context shared (`&C`), as the
+    /// compensation of a `parallel` branch must.
+    const SHARED: bool;
 }
 
 /// Second half: `Self` receives the output `T` of the step it undoes.

@@ -24,6 +24,11 @@ pub type Metadata = BTreeMap<String, String>;
 /// Pass [`idempotency_key`](StepInfo::idempotency_key) to remote services:
 /// it is the same for every attempt of the step in this execution, and for
 /// its compensation, so a repeated call can be recognised and absorbed.
+///
+/// A durable saga (run by a [`SagaEngine`](crate::SagaEngine)) invokes each
+/// step and compensation *at least once*: one cut off by a crash runs again
+/// after recovery, with the same key and the same attempt number. The key is
+/// what makes its effect happen once.
 #[derive(Debug, Clone, Copy)]
 pub struct StepInfo<'a> {
     pub(crate) saga: &'a str,

@@ -4,7 +4,9 @@
 //! saga    := field* entry+
 //! field   := "name" ":" LitStr ","
 //!          | "context" ":" Type ","
-//! entry   := ("step" | "pivot") Path ("=>" ("undo" | "compensate") Path)? ("," option)* ";"
+//! entry   := step | group
+//! step    := ("step" | "pivot") Path ("=>" ("undo" | "compensate") Path)? ("," option)* ";"
+//! group   := "parallel" "{" step* "}"      // branches: `step` only, taking `&C`
 //! option  := "retry" (LitInt | "forever")
 //!          | "undo_retry" (LitInt | "forever")     // the compensation's attempts
 //!          | "backoff" duration | "max_backoff" duration
@@ -15,8 +17,8 @@
 //! duration:= an integer or decimal with a unit suffix: 250ms, 2s, 1.5s, 5m, 1h
 //! ```
 //!
-//! An entry is the unit a future `parallel { entry* }` block would group;
-//! [`Entry`] is where that variant goes.
+//! The parser accepts `pivot` and an empty group inside `parallel { .. }`
+//! so that `validate.rs` can say what is wrong at the token.
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ mod kw {
     syn::custom_keyword!(undo);
     syn::custom_keyword!(compensate);
     syn::custom_keyword!(forever);
+    syn::custom_keyword!(parallel);
 }
 
 /// The saga's header fields.
@@ -53,6 +56,14 @@ pub struct SagaDef {
 /// One line of the saga.
 pub enum Entry {
     Step(StepDef),
+    Parallel(GroupDef),
+}
+
+/// `parallel { step a => undo ua; step b; }`.
+pub struct GroupDef {
+    /// The `parallel` keyword.
+    pub keyword: Ident,
+    pub branches: Vec<StepDef>,
 }
 
 /// `step path => undo path, options;` or `pivot path, options;`.
@@ -98,14 +109,23 @@ pub struct Dur {
 }
 
 impl SagaDef {
-    /// Every step in order (a `parallel` block would yield its members).
+    /// Every step in order, a group's branches in theirs.
     pub fn steps(&self) -> Vec<&StepDef> {
         self.entries
             .iter()
-            .map(|e| match e {
-                Entry::Step(s) => s,
+            .flat_map(|e| match e {
+                Entry::Step(s) => std::slice::from_ref(s),
+                Entry::Parallel(g) => g.branches.as_slice(),
             })
             .collect()
+    }
+
+    /// The `parallel` groups.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupDef> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Parallel(g) => Some(g),
+            Entry::Step(_) => None,
+        })
     }
 }
 
@@ -159,13 +179,36 @@ fn parse_field(input: ParseStream<'_>, def: &mut SagaDef) -> syn::Result<()> {
 
 impl Parse for Entry {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        // A `parallel { .. }` block would be one more branch here.
         let lookahead = input.lookahead1();
         if lookahead.peek(kw::step) || lookahead.peek(kw::pivot) {
             input.parse().map(Entry::Step)
+        } else if lookahead.peek(kw::parallel) {
+            input.parse().map(Entry::Parallel)
         } else {
             Err(lookahead.error())
         }
+    }
+}
+
+impl Parse for GroupDef {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let keyword: Ident = input.parse()?;
+        let content;
+        syn::braced!(content in input);
+        let mut branches = Vec::new();
+        while !content.is_empty() {
+            let lookahead = content.lookahead1();
+            if lookahead.peek(kw::step) || lookahead.peek(kw::pivot) {
+                branches.push(content.parse()?);
+            } else if lookahead.peek(kw::parallel) {
+                return Err(content.error(
+                    "a `parallel` group cannot contain another: list every branch in one `parallel { .. }`",
+                ));
+            } else {
+                return Err(lookahead.error());
+            }
+        }
+        Ok(GroupDef { keyword, branches })
     }
 }
 

@@ -7,7 +7,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, LitStr, Path, Type};
 
-use crate::ast::{Attempts, Dur, OptionValue, SagaDef, StepDef};
+use crate::ast::{Attempts, Dur, Entry, GroupDef, OptionValue, SagaDef, StepDef};
 use crate::attr::{RetryArgs, TaskArgs};
 use crate::validate::TaskFn;
 
@@ -153,14 +153,17 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             .as_ref()
             .map_or_else(|| quote!(()), ToTokens::to_token_stream);
         let call = call(item, task, task.output_param.is_some());
-        let compensate = if task.is_async {
-            quote!(compensate_async)
-        } else {
-            quote!(compensate)
+        let compensate = match (task.shared, task.is_async) {
+            (false, false) => quote!(compensate),
+            (false, true) => quote!(compensate_async),
+            (true, false) => quote!(compensate_shared),
+            (true, true) => quote!(compensate_shared_async),
         };
+        let shared = task.shared;
         out.extend(quote! {
             impl #p::UndoContext<#ctx> for #ident {
                 type Checked = #ident;
+                const SHARED: bool = #shared;
             }
             impl #p::UndoOutput<#ctx, #output> for #ident {
                 fn attach(step: #p::Step<#ctx, #output>) -> #p::Step<#ctx, #output> {
@@ -192,10 +195,21 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let call = call(item, task, false);
-    let constructor = if is_async {
-        quote!(new_async)
-    } else {
-        quote!(new)
+    // A `&C` function is a shared step, so that it can be a `parallel`
+    // branch; it runs as an ordinary step as well.
+    let shared = task.shared;
+    let constructor = match (shared, is_async) {
+        (false, false) => quote!(new),
+        (false, true) => quote!(new_async),
+        (true, false) => quote!(shared),
+        (true, true) => quote!(shared_async),
+    };
+    let undo_shared = match &args.compensate {
+        Some((_, undo)) => {
+            let undo = quote_spanned!(undo.span()=> <#undo as #p::UndoContext<#ctx>>::SHARED);
+            quote!(#undo)
+        }
+        None => quote!(true),
     };
     let with_compensation = args.compensate.as_ref().map(|(_, undo)| {
         let undo = compensation(undo, ctx, &quote!(#ok));
@@ -210,6 +224,8 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             type Output = #ok;
             const NAME: &'static str = #name;
             const IS_ASYNC: bool = #is_async;
+            const SHARED: bool = #shared;
+            const UNDO_SHARED: bool = #undo_shared;
             const PIVOT: bool = #pivot;
             const HAS_COMPENSATION: bool = #has_compensation;
             const RETRY: #p::RetrySpec = #retry;
@@ -261,6 +277,8 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
             type Output = ();
             const NAME: &'static str = #name;
             const IS_ASYNC: bool = true;
+            const SHARED: bool = true;
+            const UNDO_SHARED: bool = true;
             const PIVOT: bool = false;
             const HAS_COMPENSATION: bool = false;
             const RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
@@ -273,6 +291,7 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
         }
         impl<__SagaC> #p::UndoContext<__SagaC> for #ident {
             type Checked = #ident;
+            const SHARED: bool = true;
         }
         impl<__SagaC, __SagaT> #p::UndoOutput<__SagaC, __SagaT> for #ident {
             fn attach(step: #p::Step<__SagaC, __SagaT>) -> #p::Step<__SagaC, __SagaT> {
@@ -337,6 +356,7 @@ fn path_text(path: &Path) -> String {
 /// ```text
 /// saga! { name: "order", context: Shop,
 ///         step create_order => undo cancel_order, retry 3;
+///         parallel { step reserve => undo release; step book; }
 ///         pivot ship; }
 /// ```
 /// Output: a block with the `const` checks across items (below), then
@@ -345,6 +365,10 @@ fn path_text(path: &Path) -> String {
 /// let b = { let dsl = Dsl { .. }; let s = step_of::<Shop, create_order>(&dsl);
 ///           let s = <<cancel_order as UndoContext<Shop>>::Checked as UndoOutput<..>>::attach(s);
 ///           push::<Shop, create_order>(b, s, &dsl) };
+/// let b = { let g = Parallel::<Shop>::new();
+///           let g = { .. <reserve as StepOf<Shop>>::branch(g, s, &dsl) };
+///           let g = { .. };
+///           b.parallel(g) };
 /// ..
 /// finish(b)
 /// ```
@@ -353,8 +377,14 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     let ctx = context_of(saga);
     let name = saga.name.as_ref().map(LitStr::value).unwrap_or_default();
     let steps = saga.steps();
-    let checks = checks(&steps, &ctx);
-    let pushes = steps.iter().map(|step| push(step, &ctx));
+    let mut checks = checks(&steps, &ctx);
+    for group in saga.groups() {
+        checks.extend(group_checks(group, &ctx));
+    }
+    let pushes = saga.entries.iter().map(|entry| match entry {
+        Entry::Step(step) => push(step, &ctx, Target::Builder),
+        Entry::Parallel(group) => parallel(group, &ctx),
+    });
     quote! {{
         #checks
         let __saga_builder = #p::Saga::<#ctx>::builder(#name);
@@ -363,7 +393,31 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     }}
 }
 
-fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+/// Where `push` adds a step.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The saga's builder, `__saga_builder`.
+    Builder,
+    /// A `parallel` group, `__saga_group`.
+    Group,
+}
+
+/// A `parallel { .. }` group: its branches added to a `Parallel`, which is
+/// added to the builder. `SagaBuilder::parallel` needs `C: Send + Sync`;
+/// the call carries the `parallel` keyword's span, so a context that is
+/// not `Sync` is reported there.
+fn parallel(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
+    let p = private();
+    let branches = group.branches.iter().map(|b| push(b, ctx, Target::Group));
+    let add = quote_spanned!(group.keyword.span()=> __saga_builder.parallel(__saga_group));
+    quote! {{
+        let __saga_group = #p::Parallel::<#ctx>::new();
+        #(let __saga_group = #branches;)*
+        #add
+    }}
+}
+
+fn push(step: &StepDef, ctx: &TokenStream, into: Target) -> TokenStream {
     let p = private();
     let mut attempts = None;
     let mut undo_attempts = None;
@@ -400,8 +454,16 @@ fn push(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     let span = step.task.span();
     let step_call = step_of(step, ctx, "step");
     let step_call = quote_spanned!(span=> #step_call(&__saga_dsl));
-    let push_call = step_of(step, ctx, "push");
-    let push_call = quote_spanned!(span=> #push_call(__saga_builder, __saga_step, &__saga_dsl));
+    let push_call = match into {
+        Target::Builder => {
+            let push = step_of(step, ctx, "push");
+            quote_spanned!(span=> #push(__saga_builder, __saga_step, &__saga_dsl))
+        }
+        Target::Group => {
+            let branch = step_of(step, ctx, "branch");
+            quote_spanned!(span=> #branch(__saga_group, __saga_step, &__saga_dsl))
+        }
+    };
     quote! {{
         let __saga_dsl = #p::Dsl {
             name: #name,
@@ -430,6 +492,46 @@ fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
         out.extend(one_pivot(step, earlier, ctx));
         out.extend(no_compensation_from_pivot(step, earlier, ctx));
         out.extend(unique_names(step, earlier, ctx));
+    }
+    out
+}
+
+/// `const` assertions for a group's branches: each takes the context
+/// shared, and so does its compensation, and none is a pivot by its
+/// attribute (the `pivot` keyword is rejected by `validate.rs`).
+fn group_checks(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
+    let ctx_text = ctx.to_string().replace(' ', "");
+    let mut out = TokenStream::new();
+    for step in &group.branches {
+        let text = path_text(&step.task);
+        let shared = step_of(step, ctx, "SHARED");
+        let message = format!(
+            "step `{text}` is a `parallel` branch, and branches share the context: take it as `&{ctx_text}`, not `&mut {ctx_text}`, and keep what its compensation needs in its output"
+        );
+        out.extend(quote_spanned! {step.task.span()=>
+            const _: () = ::core::assert!(#shared, #message);
+        });
+        let message = format!(
+            "the compensation of step `{text}` takes `&mut {ctx_text}`, and `{text}` is a `parallel` branch: branches share the context, so take it as `&{ctx_text}` and undo from the step's output"
+        );
+        let (span, undo_shared) = match &step.undo {
+            Some((_, undo)) => {
+                let p = private();
+                let shared = quote_spanned!(undo.span()=> <#undo as #p::UndoContext<#ctx>>::SHARED);
+                (undo.span(), shared)
+            }
+            None => (step.task.span(), step_of(step, ctx, "UNDO_SHARED")),
+        };
+        out.extend(quote_spanned! {span=>
+            const _: () = ::core::assert!(#undo_shared, #message);
+        });
+        let pivot = step_of(step, ctx, "PIVOT");
+        let message = format!(
+            "step `{text}` is the pivot (its `#[saga_task(pivot)]`) and cannot be a `parallel` branch: its siblings could fail after it succeeded, and nothing may roll back past the pivot"
+        );
+        out.extend(quote_spanned! {step.task.span()=>
+            const _: () = ::core::assert!(!#pivot, #message);
+        });
     }
     out
 }

@@ -24,6 +24,10 @@ mod validate;
 ///     step validate_cart;
 ///     step create_order => undo cancel_order;
 ///     step charge_payment => undo refund_payment, retry 3, timeout 2s;
+///     parallel {                   // branches run at once, sharing `&OrderCtx`
+///         step reserve_stock => undo release_stock, retry 3;
+///         step book_courier => undo cancel_courier;
+///     }
 ///     pivot ship_order;
 ///     step send_receipt, retry forever, backoff 1s;
 /// }
@@ -49,6 +53,16 @@ mod validate;
 ///   - `metadata(team = "payments")`.
 /// - Durations are one token, a number and its unit: `250ms`, `2s`,
 ///   `1.5s`, `5m`, `1h`.
+/// - `parallel { step a => undo ua; step b, retry 3; }` is a group of
+///   branches that run at once (async ones concurrently; sync ones one
+///   after another, a sync step cannot yield), each with the options of a
+///   step. Branches share the context, so each one and its compensation
+///   take it as `&C` (and `C: Sync`), and keep what their compensation
+///   needs in their output. When a branch fails, the group stops its
+///   siblings' retries, waits for the running ones, then compensates every
+///   branch that took effect (or may have), at once, before the steps
+///   ahead of the group. The pivot cannot be a branch; a group is not
+///   empty and holds no other group.
 ///
 /// # Compile-time checks
 ///
@@ -58,7 +72,9 @@ mod validate;
 /// given both here and in the attribute, a timeout on a sync step, zero
 /// attempts; and beyond it: `undo_retry` on a step without compensation,
 /// a compensation whose context or output type does not match its step, a step that is not a `#[saga_task]` function
-/// of the saga's context, an unknown option. Since no `BuildError` remains
+/// of the saga's context, an unknown option; in a `parallel` group, a
+/// branch or compensation taking `&mut C`, a pivot (by keyword or by
+/// attribute), an empty or nested group. Since no `BuildError` remains
 /// possible, `saga!` evaluates to the `Saga<C>` itself.
 ///
 /// `Task` and `AsyncTask` types are not steps of `saga!`: their name and
@@ -149,6 +165,50 @@ mod validate;
 /// assert_eq!(report.status, saga_core::ExecutionStatus::Completed);
 /// assert_eq!(state.booked.len(), 1);
 /// ```
+///
+/// A parallel group, whose branches meet: run one after the other, the
+/// first would wait at the barrier forever.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use saga_core::{saga, saga_task, StepError};
+/// use tokio::sync::Barrier;
+///
+/// struct Trip { barrier: Barrier, booked: Mutex<Vec<String>> }
+///
+/// #[saga_task(undo = cancel_hotel)]
+/// async fn book_hotel(trip: &Trip) -> Result<String, StepError> {
+///     trip.barrier.wait().await;
+///     trip.booked.lock().unwrap().push("hotel".into());
+///     Ok("room 12".into())
+/// }
+///
+/// #[saga_task]
+/// fn cancel_hotel(trip: &Trip, room: Option<&String>) -> Result<(), StepError> {
+///     trip.booked.lock().unwrap().retain(|b| b != "hotel");
+///     Ok(())
+/// }
+///
+/// #[saga_task]
+/// async fn book_flight(trip: &Trip) -> Result<(), StepError> {
+///     trip.barrier.wait().await;
+///     Err("no seats".into())
+/// }
+///
+/// let trip = saga! {
+///     name: "trip",
+///     context: Trip,
+///     parallel {
+///         step book_hotel;
+///         step book_flight, retry 1;
+///     }
+/// };
+/// let mut state = Trip { barrier: Barrier::new(2), booked: Mutex::new(vec![]) };
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let err = runtime.block_on(trip.run(&mut state)).unwrap_err();
+/// assert_eq!(state.booked.lock().unwrap().len(), 0); // the hotel was cancelled
+/// assert_eq!(err.to_string(), "saga `trip` failed at step `book_flight` and was rolled back (compensated: book_hotel)");
+/// ```
 #[proc_macro]
 pub fn saga(input: TokenStream) -> TokenStream {
     let def = match syn::parse::<ast::SagaDef>(input) {
@@ -180,7 +240,9 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// [async] fn compensation(ctx: &mut C, output: Option<&T> [, info: &StepInfo<'_>]) -> Result<(), E>
 /// ```
 ///
-/// `&C` may replace `&mut C`; `E` is any error that converts into
+/// `&C` may replace `&mut C`: the function then only reads the context
+/// (mutating through its own locks or atomics), and can be a branch of a
+/// `parallel` group in `saga!`, which needs it; `E` is any error that converts into
 /// `StepError` (any `std::error::Error + Send + Sync`, a `String`, a
 /// `StepError`). A compensation receives its step's output as `Option<&T>`:
 /// `None` when the step's outcome is unknown (it timed out, panicked, or

@@ -11,7 +11,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
 
-use crate::ast::{Attempts, OptionValue, SagaDef, StepDef};
+use crate::ast::{Attempts, GroupDef, OptionValue, SagaDef, StepDef};
 use crate::attr::TaskArgs;
 
 /// Collects errors; `finish` combines them into one.
@@ -39,6 +39,9 @@ impl Errors {
 pub struct TaskFn {
     /// The context type `C` of `&mut C` or `&C`.
     pub context: Type,
+    /// Whether it takes `&C`: a shared step or compensation, which a
+    /// `parallel` group can run.
+    pub shared: bool,
     /// Whether it takes `&StepInfo<'_>` last.
     pub info: bool,
     /// `T` of an `Option<&T>` parameter: the function is a compensation.
@@ -80,13 +83,17 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
     }
     let mut inputs = sig.inputs.iter();
     let mut context = None;
+    let mut shared = false;
     match inputs.next() {
         Some(FnArg::Receiver(receiver)) => errors.push(syn::Error::new_spanned(
             receiver,
             "`#[saga_task]` cannot take `self`: write a free function taking the saga's context first, as `ctx: &mut C` or `ctx: &C`",
         )),
         Some(FnArg::Typed(arg)) => match &*arg.ty {
-            Type::Reference(r) if !is_step_info(&r.elem) => context = Some((*r.elem).clone()),
+            Type::Reference(r) if !is_step_info(&r.elem) => {
+                shared = r.mutability.is_none();
+                context = Some((*r.elem).clone());
+            }
             other => errors.push(syn::Error::new_spanned(
                 other,
                 "the first parameter of a `#[saga_task]` function is the saga's context, as `ctx: &mut C` or `ctx: &C`",
@@ -153,6 +160,7 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
     match (context, ok) {
         (Some(context), Some(ok)) => Ok(TaskFn {
             context,
+            shared,
             info,
             output_param,
             ok,
@@ -302,6 +310,10 @@ pub fn check_saga(saga: &SagaDef) -> syn::Result<()> {
     check_unique_names(&steps, &mut errors);
     check_one_pivot(&steps, &mut errors);
     check_no_compensation_from_pivot(&steps, &mut errors);
+    for group in saga.groups() {
+        check_group_not_empty(group, &mut errors);
+        check_no_pivot_in_group(group, &mut errors);
+    }
     for step in &steps {
         check_options(step, &mut errors);
     }
@@ -392,6 +404,24 @@ fn check_no_compensation_from_pivot(steps: &[&StepDef], errors: &mut Errors) {
                 ),
             );
         }
+    }
+}
+
+fn check_group_not_empty(group: &GroupDef, errors: &mut Errors) {
+    if group.branches.is_empty() {
+        errors.error(
+            group.keyword.span(),
+            "a `parallel` group needs at least one step: `parallel { step a; step b; }`",
+        );
+    }
+}
+
+fn check_no_pivot_in_group(group: &GroupDef, errors: &mut Errors) {
+    for branch in group.branches.iter().filter(|b| b.pivot) {
+        errors.error(
+            branch.keyword.span(),
+            "the pivot cannot be a `parallel` branch: its siblings could fail after it succeeded, and nothing may roll back past the pivot; make it a `step` before or after the group",
+        );
     }
 }
 

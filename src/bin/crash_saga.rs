@@ -4,11 +4,20 @@
 //!
 //! ```text
 //! crash_saga <store.db> <ledger.db> forward|rollback [<point>]
+//! crash_saga <store.db> <ledger.db> group-forward|group-rollback|group-late-rollback [<point>]
 //! crash_saga <store.db> <ledger.db> recover
 //! ```
 //!
+//! `forward` and `rollback` run `s0`..`s4` in a row (`s4` refuses in
+//! `rollback`). The `group-*` modes run `s0`, then a parallel group of
+//! three async branches `b1`, `b2`, `b3`, then `s4`: `group-rollback` has
+//! `b2` refuse (its siblings are compensated, then `s0`), and
+//! `group-late-rollback` has `s4` refuse (the whole group is compensated,
+//! at once, then `s0`).
+//!
 //! `<point>` is `commit-before:N` / `commit-after:N` (the N-th commit of
-//! the saga's log, from 1) or `effect:N` (just after the N-th effect the
+//! the saga's log, from 1: the execution's creation with its first step's
+//! start) or `effect:N` (just after the N-th effect the
 //! steps and compensations applied to the ledger, before they return). At
 //! the point the helper prints `crash-point` and waits to be killed. At the
 //! end it prints `commits=C effects=E` and each execution's status.
@@ -29,7 +38,7 @@ use saga_core::store::{
     SqliteStore, StoreResult,
 };
 use saga_core::{
-    BoxFuture, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo,
+    BoxFuture, ExecutionId, ExecutionStatus, Parallel, Saga, SagaEngine, Step, StepError, StepInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +78,20 @@ impl SagaStore for Crashy {
         self.inner.definition(f)
     }
     fn create(&self, e: NewExecution, o: &str, t: Duration) -> BoxFuture<'_, StoreResult<Created>> {
-        self.inner.create(e, o, t)
+        // The execution's creation, with its first step's start, is the
+        // log's first commit.
+        let o = o.to_owned();
+        Box::pin(async move {
+            let n = COMMITS.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.point == Point::CommitBefore(n) {
+                crash_here();
+            }
+            let created = self.inner.create(e, &o, t).await?;
+            if self.point == Point::CommitAfter(n) {
+                crash_here();
+            }
+            Ok(created)
+        })
     }
     fn claim(
         &self,
@@ -132,10 +154,13 @@ impl SagaStore for Crashy {
     }
 }
 
-/// The saga's context: whether its last step refuses (the rollback path).
+/// The saga's context: whether its last step refuses (the rollback path),
+/// or the group's branch `b2` does.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Job {
     fail_last: bool,
+    #[serde(default)]
+    fail_branch: bool,
     done: Vec<String>,
 }
 
@@ -202,39 +227,94 @@ impl Ledger {
     }
 }
 
+/// Step `s{i}`: applies its effect under its key, pushes to the context;
+/// `s4` refuses when the job says so.
+fn seq_step(ledger: &Arc<Ledger>, i: u32) -> Step<Job, u32> {
+    let run = Arc::clone(ledger);
+    let undo = Arc::clone(ledger);
+    Step::new(
+        format!("s{i}"),
+        move |job: &mut Job, info: &StepInfo<'_>| {
+            if i == 4 && job.fail_last {
+                return Err(StepError::new("s4 refused"));
+            }
+            run.apply(&info.idempotency_key(), "do")?;
+            job.done.push(format!("s{i}"));
+            Ok(i * 10)
+        },
+    )
+    .durable()
+    .compensate(
+        move |job: &mut Job, out: Option<&u32>, info: &StepInfo<'_>| {
+            if let Some(out) = out
+                && *out != i * 10
+            {
+                return Err(StepError::new(format!("s{i} got output {out}")));
+            }
+            undo.apply(&info.idempotency_key(), "undo")?;
+            job.done.push(format!("undo s{i}"));
+            Ok(())
+        },
+    )
+}
+
+/// `s0` to `s4` in a row.
 fn saga(ledger: &Arc<Ledger>) -> Result<Saga<Job>, saga_core::BuildError> {
     let mut builder = Saga::<Job>::builder("crashy");
     for i in 0..5_u32 {
-        let run = Arc::clone(ledger);
-        let undo = Arc::clone(ledger);
-        builder = builder.step(
-            Step::new(
-                format!("s{i}"),
-                move |job: &mut Job, info: &StepInfo<'_>| {
-                    if i == 4 && job.fail_last {
-                        return Err(StepError::new("s4 refused"));
-                    }
-                    run.apply(&info.idempotency_key(), "do")?;
-                    job.done.push(format!("s{i}"));
-                    Ok(i * 10)
-                },
-            )
-            .durable()
-            .compensate(
-                move |job: &mut Job, out: Option<&u32>, info: &StepInfo<'_>| {
-                    if let Some(out) = out
-                        && *out != i * 10
-                    {
-                        return Err(StepError::new(format!("s{i} got output {out}")));
-                    }
-                    undo.apply(&info.idempotency_key(), "undo")?;
-                    job.done.push(format!("undo s{i}"));
-                    Ok(())
-                },
-            ),
-        );
+        builder = builder.step(seq_step(ledger, i));
     }
     builder.build()
+}
+
+/// Branch `b{i}` of the group: async, on the shared context, yielding
+/// between its start and its effect so that its siblings interleave;
+/// `b2` refuses when the job says so.
+fn branch(ledger: &Arc<Ledger>, i: u32) -> Step<Job, u32> {
+    let run = Arc::clone(ledger);
+    let undo = Arc::clone(ledger);
+    Step::shared_async(format!("b{i}"), move |job: &Job, info: &StepInfo<'_>| {
+        let run = Arc::clone(&run);
+        let key = info.idempotency_key();
+        let refuse = i == 2 && job.fail_branch;
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if refuse {
+                return Err(StepError::new("b2 refused"));
+            }
+            run.apply(&key, "do")?;
+            Ok(i * 10)
+        })
+    })
+    .durable()
+    .compensate_shared_async(move |_: &Job, out: Option<&u32>, info: &StepInfo<'_>| {
+        let undo = Arc::clone(&undo);
+        let key = info.idempotency_key();
+        let out = out.copied();
+        Box::pin(async move {
+            if let Some(out) = out
+                && out != i * 10
+            {
+                return Err(StepError::new(format!("b{i} got output {out}")));
+            }
+            tokio::task::yield_now().await;
+            undo.apply(&key, "undo")
+        })
+    })
+}
+
+/// `s0`, then `b1`, `b2` and `b3` at once, then `s4`.
+fn group_saga(ledger: &Arc<Ledger>) -> Result<Saga<Job>, saga_core::BuildError> {
+    Saga::<Job>::builder("crashy-group")
+        .step(seq_step(ledger, 0))
+        .parallel(
+            Parallel::new()
+                .step(branch(ledger, 1))
+                .step(branch(ledger, 2))
+                .step(branch(ledger, 3)),
+        )
+        .step(seq_step(ledger, 4))
+        .build()
 }
 
 fn parse_point(text: Option<&str>) -> Option<Point> {
@@ -254,7 +334,7 @@ fn parse_point(text: Option<&str>) -> Option<Point> {
 async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let [db, ledger, mode, rest @ ..] = args else {
         return Err(
-            "usage: crash_saga <store.db> <ledger.db> forward|rollback|recover [point]".into(),
+            "usage: crash_saga <store.db> <ledger.db> forward|rollback|group-forward|group-rollback|group-late-rollback|recover [point]".into(),
         );
     };
     let point = parse_point(rest.first().map(String::as_str))
@@ -266,13 +346,20 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     };
     let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(200));
     engine.register(saga(&ledger)?).await?;
+    engine.register(group_saga(&ledger)?).await?;
     match mode.as_str() {
-        "forward" | "rollback" => {
+        "forward" | "rollback" | "group-forward" | "group-rollback" | "group-late-rollback" => {
             let job = Job {
-                fail_last: mode == "rollback",
+                fail_last: mode.ends_with("rollback") && mode != "group-rollback",
+                fail_branch: mode == "group-rollback",
                 done: Vec::new(),
             };
-            let id = engine.start_with_id("crashy", "exec-1", job).await?;
+            let name = if mode.starts_with("group") {
+                "crashy-group"
+            } else {
+                "crashy"
+            };
+            let id = engine.start_with_id(name, "exec-1", job).await?;
             engine.wait(&id).await?;
         }
         "recover" => loop {

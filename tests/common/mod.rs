@@ -179,3 +179,25 @@ pub fn row(
         compensation_attempts,
     )
 }
+
+/// How long a test waits for a run that should end before calling it hung.
+/// Not a timing assertion: a healthy run ends in milliseconds, and the
+/// limit only turns a would-be hang (a step never dropped, a timeout never
+/// applied) into a failure.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// Awaits `future`, failing the test if it hangs.
+pub async fn unless_hung<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(HANG, future)
+        .await
+        .expect("the run hung")
+}
+
+/// Runs `f` on its own thread, failing the test if it hangs.
+pub fn unless_hung_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(f());
+    });
+    receive.recv_timeout(HANG).expect("the run hung")
+}

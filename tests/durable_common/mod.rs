@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use saga_core::{Saga, SagaBuilder, SagaEngine, Step, StepError, StepInfo};
+use saga_core::store::SagaStore;
+use saga_core::{
+    ExecutionId, Saga, SagaBuilder, SagaEngine, SagaReport, Step, StepError, StepInfo,
+};
 use serde::{Deserialize, Serialize};
 
 /// A fresh directory under the system's temp dir, for one test.
@@ -54,6 +57,11 @@ pub struct Script {
 }
 
 impl Script {
+    /// Notes an invocation and its idempotency key.
+    pub fn record(&self, what: String, key: String) {
+        self.ledger.lock().unwrap().calls.push((what, key));
+    }
+
     pub fn calls(&self) -> Vec<(String, String)> {
         self.ledger.lock().unwrap().calls.clone()
     }
@@ -80,12 +88,7 @@ pub fn saga(script: &Arc<Script>) -> Saga<Order> {
                     let script = Arc::clone(&run);
                     let key = info.idempotency_key();
                     Box::pin(async move {
-                        script
-                            .ledger
-                            .lock()
-                            .unwrap()
-                            .calls
-                            .push((format!("do s{i}"), key));
+                        script.record(format!("do s{i}"), key);
                         if script.hang_here(Point::Step(i)) {
                             script.hung.notify_one();
                             std::future::pending::<()>().await;
@@ -105,12 +108,7 @@ pub fn saga(script: &Arc<Script>) -> Saga<Order> {
                     let key = info.idempotency_key();
                     let out = out.copied();
                     Box::pin(async move {
-                        script
-                            .ledger
-                            .lock()
-                            .unwrap()
-                            .calls
-                            .push((format!("undo s{i} {out:?}"), key));
+                        script.record(format!("undo s{i} {out:?}"), key);
                         if script.hang_here(Point::Compensation(i)) {
                             script.hung.notify_one();
                             std::future::pending::<()>().await;
@@ -144,4 +142,52 @@ where
 
 pub fn short_lease(engine: SagaEngine) -> SagaEngine {
     engine.with_lease_ttl(Duration::from_millis(100))
+}
+
+/// Starts `saga` (whose steps hang at `script`'s hang point) with an engine
+/// on `store`, and "crashes" once the hang point is reached: the runtime is
+/// dropped with the step cut off and the lease still held. Returns the
+/// execution's id.
+pub fn start_and_crash(
+    store: &Arc<dyn SagaStore>,
+    saga: Saga<Order>,
+    script: &Arc<Script>,
+) -> ExecutionId {
+    in_dying_runtime(|| {
+        let store = Arc::clone(store);
+        let script = Arc::clone(script);
+        async move {
+            let engine = short_lease(SagaEngine::with_store(store));
+            let name = saga.name().to_owned();
+            engine.register(saga).await.unwrap();
+            let hung = script.hung.notified();
+            let id = engine.start(&name, Order::default()).await.unwrap();
+            hung.await;
+            id
+        }
+    })
+}
+
+/// A second engine on `store` with `saga` registered recovers `id` (once
+/// the crashed owner's lease expired) and waits for it.
+pub fn recover_and_wait(
+    store: &Arc<dyn SagaStore>,
+    saga: Saga<Order>,
+    id: &ExecutionId,
+) -> SagaReport {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = short_lease(SagaEngine::with_store(Arc::clone(store)));
+        engine.register(saga).await.unwrap();
+        loop {
+            let recovery = engine.recover().await.unwrap();
+            assert!(recovery.refused.is_empty(), "{:?}", recovery.refused);
+            if recovery.resumed.contains(id) {
+                break;
+            }
+            // The crashed owner's lease has not expired yet.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        engine.wait(id).await.unwrap()
+    })
 }

@@ -118,7 +118,7 @@ impl SagaStore for MemoryStore {
             fingerprint: execution.fingerprint,
             status: ExecutionStatus::Running,
             context: execution.context,
-            last_seq: 0,
+            last_seq: execution.events.len() as u64,
             created_at_ms: now,
             updated_at_ms: now,
             owner: Some(owner.to_owned()),
@@ -130,7 +130,14 @@ impl SagaStore for MemoryStore {
             execution.id,
             Stored {
                 record,
-                events: Vec::new(),
+                events: execution
+                    .events
+                    .into_iter()
+                    .map(|mut e| {
+                        e.at_ms = now;
+                        e
+                    })
+                    .collect(),
                 token: 1,
             },
         );
@@ -197,7 +204,12 @@ impl SagaStore for MemoryStore {
                 e
             }));
             stored.record.status = status;
-            stored.record.lease_expires_at_ms = Some(now.saturating_add(ttl_ms(lease.ttl)));
+            if status.is_finished() {
+                stored.record.owner = None;
+                stored.record.lease_expires_at_ms = None;
+            } else {
+                stored.record.lease_expires_at_ms = Some(now.saturating_add(ttl_ms(lease.ttl)));
+            }
             Ok(Ack {
                 cancel_requested: stored.record.cancel_requested,
             })

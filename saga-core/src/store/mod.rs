@@ -216,6 +216,10 @@ pub struct NewExecution {
     pub fingerprint: String,
     /// The initial context, JSON.
     pub context: String,
+    /// The first events of its log (numbered from 1), committed with its
+    /// creation: the engine writes its first step's start there, which
+    /// saves a commit per execution.
+    pub events: Vec<Event>,
 }
 
 /// An execution as stored.
@@ -459,9 +463,9 @@ pub trait SagaStore: Send + Sync + 'static {
     fn definition(&self, fingerprint: &str)
     -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>>;
 
-    /// Creates an execution with status `running` and hands its lease to
-    /// `owner`, or reports the existing execution with that id (nothing is
-    /// written then).
+    /// Creates an execution with status `running` and its first events,
+    /// and hands its lease to `owner`, in one commit; or reports the
+    /// existing execution with that id (nothing is written then).
     fn create(
         &self,
         execution: NewExecution,
@@ -484,7 +488,8 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// Appends `events` (whose `seq` continue the log without gaps) and
     /// sets the execution's `status`, in one commit, if `lease` is still
-    /// the execution's lease; extends the lease by its ttl.
+    /// the execution's lease; extends the lease by its ttl, or releases it
+    /// (in the same commit) when `status` is a finished one.
     ///
     /// # Errors
     /// [`StoreError::LeaseLost`] if another owner claimed it (nothing is

@@ -836,7 +836,7 @@ async fn run_op(s: &Session, store: &Inner, op: &Op) -> Result<Reply, Failure> {
                     const_format!(
                         "INSERT INTO executions (id, saga, fingerprint, status, context, last_seq,
                             created_at, updated_at)
-                         VALUES ($1, $2, $3, 'running', $4, 0, {NOW}, {NOW})
+                         VALUES ($1, $2, $3, 'running', $4, $5, {NOW}, {NOW})
                          ON CONFLICT (id) DO NOTHING"
                     ),
                     &[
@@ -844,6 +844,7 @@ async fn run_op(s: &Session, store: &Inner, op: &Op) -> Result<Reply, Failure> {
                         &execution.saga,
                         &execution.fingerprint,
                         &execution.context,
+                        &i64::try_from(execution.events.len()).unwrap_or(i64::MAX),
                     ],
                 )
                 .await?;
@@ -868,6 +869,31 @@ async fn run_op(s: &Session, store: &Inner, op: &Op) -> Result<Reply, Failure> {
                 )
                 .await?;
             let token = row.map_or(1, |r| r.get(0));
+            if !execution.events.is_empty() {
+                let c = Columns::of(&execution.events);
+                s.execute(
+                    const_format!(
+                        "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+                            context, error, outcome_unknown, will_retry)
+                         SELECT $1, u.seq, {NOW}, u.kind, u.step, u.attempt, u.output,
+                            u.context, u.error, u.unknown, u.retry
+                         FROM {UNNEST_EVENTS}"
+                    ),
+                    &[
+                        &id,
+                        &c.seqs,
+                        &c.kinds,
+                        &c.steps,
+                        &c.attempts,
+                        &c.outputs,
+                        &c.contexts,
+                        &c.errors,
+                        &c.unknown,
+                        &c.retry,
+                    ],
+                )
+                .await?;
+            }
             Ok(Reply::Created(Created::New(Lease {
                 owner: owner.as_str().into(),
                 token,
@@ -1028,8 +1054,46 @@ async fn run_op(s: &Session, store: &Inner, op: &Op) -> Result<Reply, Failure> {
     }
 }
 
+/// The events' fields as arrays, for `unnest`.
+struct Columns<'a> {
+    seqs: Vec<i64>,
+    kinds: Vec<&'static str>,
+    steps: Vec<Option<i64>>,
+    attempts: Vec<i64>,
+    outputs: Vec<Option<&'a str>>,
+    contexts: Vec<Option<&'a str>>,
+    errors: Vec<Option<&'a str>>,
+    unknown: Vec<bool>,
+    retry: Vec<bool>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(events: &'a [Event]) -> Self {
+        Columns {
+            seqs: events
+                .iter()
+                .map(|e| i64::try_from(e.seq).unwrap_or(i64::MAX))
+                .collect(),
+            kinds: events.iter().map(|e| e.kind.label()).collect(),
+            steps: events.iter().map(|e| e.step.map(i64::from)).collect(),
+            attempts: events.iter().map(|e| i64::from(e.attempt)).collect(),
+            outputs: events.iter().map(|e| e.output.as_deref()).collect(),
+            contexts: events.iter().map(|e| e.context.as_deref()).collect(),
+            errors: events.iter().map(|e| e.error.as_deref()).collect(),
+            unknown: events.iter().map(|e| e.outcome_unknown).collect(),
+            retry: events.iter().map(|e| e.will_retry).collect(),
+        }
+    }
+}
+
+/// The rows of `unnest`ed event columns `$2`..`$10` (see [`Columns`]).
+const UNNEST_EVENTS: &str = "unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+    $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[])
+    AS u(seq, kind, step, attempt, output, context, error, unknown, retry)";
+
 /// Appends events in one statement: the lease's fence, the sequence check
-/// and the writes together, so a lost lease or a gap writes nothing.
+/// and the writes together, so a lost lease or a gap writes nothing. A
+/// finished status releases the lease in the same statement.
 async fn append(
     s: &Session,
     store: &Inner,
@@ -1043,20 +1107,14 @@ async fn append(
     let prev = first.saturating_sub(1);
     let new_last = if events.is_empty() { prev } else { last };
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let seqs: Vec<i64> = events.iter().map(|e| as_i64(e.seq)).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.label()).collect();
-    let steps: Vec<Option<i64>> = events.iter().map(|e| e.step.map(i64::from)).collect();
-    let attempts: Vec<i64> = events.iter().map(|e| i64::from(e.attempt)).collect();
-    let outputs: Vec<Option<&str>> = events.iter().map(|e| e.output.as_deref()).collect();
-    let contexts: Vec<Option<&str>> = events.iter().map(|e| e.context.as_deref()).collect();
-    let errors: Vec<Option<&str>> = events.iter().map(|e| e.error.as_deref()).collect();
-    let unknown: Vec<bool> = events.iter().map(|e| e.outcome_unknown).collect();
-    let retry: Vec<bool> = events.iter().map(|e| e.will_retry).collect();
+    let c = Columns::of(events);
     let row = s
         .query_opt(
             const_format!(
                 "WITH lease AS (
-                    UPDATE leases SET expires_at = {NOW} + $4
+                    UPDATE leases SET
+                        owner = CASE WHEN $17 THEN NULL ELSE owner END,
+                        expires_at = CASE WHEN $17 THEN NULL ELSE {NOW} + $4 END
                     WHERE execution_id = $1 AND token = $2 AND owner = $3
                     RETURNING execution_id
                 ), moved AS (
@@ -1086,15 +1144,16 @@ async fn append(
                 &status.label(),
                 &as_i64(new_last),
                 &as_i64(prev),
-                &seqs,
-                &kinds,
-                &steps,
-                &attempts,
-                &outputs,
-                &contexts,
-                &errors,
-                &unknown,
-                &retry,
+                &c.seqs,
+                &c.kinds,
+                &c.steps,
+                &c.attempts,
+                &c.outputs,
+                &c.contexts,
+                &c.errors,
+                &c.unknown,
+                &c.retry,
+                &status.is_finished(),
             ],
         )
         .await?;

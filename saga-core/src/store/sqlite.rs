@@ -154,7 +154,9 @@ impl SqliteOptions {
 /// Every write goes through one writer thread, which groups the writes that
 /// arrive while it commits into one transaction (each in its own savepoint,
 /// so one failing write does not undo its neighbours): concurrent
-/// executions share fsyncs (*group commit*).
+/// executions share fsyncs (*group commit*). Reads run on the same thread,
+/// after the batch they arrived with is committed, so they never see a
+/// write that is not yet durable.
 ///
 /// Opening checks the file before writing anything: a file that is not an
 /// SQLite database, a damaged one, one of another application, one with a
@@ -759,6 +761,42 @@ fn get_execution(conn: &Connection, path: &Path, id: &str) -> StoreResult<Option
 
 /// Whether `lease` is still the execution's lease: the condition every
 /// fenced statement embeds.
+/// Writes `events`, each under the fence. `Err(None)`: the lease is lost.
+fn insert_events(
+    conn: &Connection,
+    id: &ExecutionId,
+    lease: &Lease,
+    events: &[Event],
+    now: i64,
+) -> Result<(), Option<rusqlite::Error>> {
+    let mut insert = conn.prepare_cached(&format!(
+        "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+            context, error, outcome_unknown, will_retry)
+         SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 WHERE {LEASE_HELD}"
+    ))?;
+    for event in events {
+        let written = insert.execute(params![
+            id.as_str(),
+            lease.token,
+            &*lease.owner,
+            event.seq as i64,
+            now,
+            event.kind.label(),
+            event.step,
+            event.attempt,
+            event.output,
+            event.context,
+            event.error,
+            event.outcome_unknown,
+            event.will_retry
+        ])?;
+        if written != 1 {
+            return Err(None);
+        }
+    }
+    Ok(())
+}
+
 const LEASE_HELD: &str =
     "EXISTS (SELECT 1 FROM leases WHERE execution_id = ?1 AND token = ?2 AND owner = ?3)";
 
@@ -827,7 +865,7 @@ impl SagaStore for SqliteStore {
                 .prepare_cached(
                     "INSERT INTO executions (id, saga, fingerprint, status, context, last_seq,
                         created_at, updated_at)
-                     VALUES (?1, ?2, ?3, 'running', ?4, 0, ?5, ?5)
+                     VALUES (?1, ?2, ?3, 'running', ?4, ?6, ?5, ?5)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .and_then(|mut stmt| {
@@ -836,7 +874,8 @@ impl SagaStore for SqliteStore {
                         execution.saga,
                         execution.fingerprint,
                         execution.context,
-                        now
+                        now,
+                        execution.events.len() as i64
                     ])
                 })
                 .map_err(db(path, "creating an execution"))?;
@@ -863,11 +902,18 @@ impl SagaStore for SqliteStore {
                     |row| row.get(0),
                 )
                 .map_err(db(path, "creating a lease"))?;
-            Ok(Created::New(Lease {
+            let lease = Lease {
                 owner: owner.into(),
                 token,
                 ttl,
-            }))
+            };
+            insert_events(conn, &execution.id, &lease, &execution.events, now).map_err(|e| {
+                match e {
+                    Some(e) => db(path, "creating an execution")(e),
+                    None => lease_lost(&execution.id),
+                }
+            })?;
+            Ok(Created::New(lease))
         })
     }
 
@@ -940,7 +986,11 @@ impl SagaStore for SqliteStore {
                             lease.token,
                             &*lease.owner,
                             status.label(),
-                            if events.is_empty() { prev as i64 } else { last as i64 },
+                            if events.is_empty() {
+                                prev as i64
+                            } else {
+                                last as i64
+                            },
                             now,
                             prev as i64
                         ],
@@ -963,44 +1013,24 @@ impl SagaStore for SqliteStore {
                     Some(_) => lease_lost(&id),
                 });
             };
-            let mut insert = conn
-                .prepare_cached(&format!(
-                    "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
-                        context, error, outcome_unknown, will_retry)
-                     SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 WHERE {LEASE_HELD}"
-                ))
-                .map_err(&err)?;
-            for event in &events {
-                let written = insert
-                    .execute(params![
-                        id.as_str(),
-                        lease.token,
-                        &*lease.owner,
-                        event.seq as i64,
-                        now,
-                        event.kind.label(),
-                        event.step,
-                        event.attempt,
-                        event.output,
-                        event.context,
-                        event.error,
-                        event.outcome_unknown,
-                        event.will_retry
-                    ])
-                    .map_err(&err)?;
-                if written != 1 {
-                    return Err(lease_lost(&id));
-                }
-            }
+            insert_events(conn, &id, &lease, &events, now).map_err(|e| match e {
+                Some(e) => err(e),
+                None => lease_lost(&id),
+            })?;
+            // Extends the lease, or releases it when the execution ended.
             conn.prepare_cached(
-                "UPDATE leases SET expires_at = ?4 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
+                "UPDATE leases SET
+                    owner = CASE WHEN ?5 THEN NULL ELSE owner END,
+                    expires_at = CASE WHEN ?5 THEN NULL ELSE ?4 END
+                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     id.as_str(),
                     lease.token,
                     &*lease.owner,
-                    now.saturating_add(ttl_ms(lease.ttl))
+                    now.saturating_add(ttl_ms(lease.ttl)),
+                    status.is_finished()
                 ])
             })
             .map_err(&err)?;
