@@ -259,10 +259,15 @@ async fn a_worker_runs_what_another_process_submits() {
     }
     for id in &ids {
         // Noticed through NOTIFY: the poll is a minute away.
-        let report = tokio::time::timeout(Duration::from_secs(50), submitter.wait(id))
-            .await
-            .expect("the worker did not notice the work")
-            .unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(50), async {
+            // `wait` reports `NotRunning` until a worker holds it: poll.
+            while !store.get(id).await.unwrap().unwrap().status.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            submitter.wait(id).await.unwrap()
+        })
+        .await
+        .expect("the worker did not notice the work");
         assert_eq!(report.status, ExecutionStatus::Completed);
     }
     let stats = worker.shutdown(Duration::from_secs(10)).await;

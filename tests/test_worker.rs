@@ -29,6 +29,18 @@ fn saga(name: &str, steps: usize, calls: &Arc<AtomicUsize>, pause: Duration) -> 
     builder.build().unwrap()
 }
 
+/// Waits for a submitted execution to end, whoever runs it. (`wait`
+/// reports `NotRunning` while no worker holds the execution yet.)
+async fn finished(engine: &SagaEngine, id: &saga_core::ExecutionId) -> saga_core::SagaReport {
+    loop {
+        let record = engine.store().get(id).await.unwrap().unwrap();
+        if record.status.is_finished() {
+            return engine.wait(id).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn stores(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
     let dir = std::env::temp_dir().join(format!("saga-worker-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -71,7 +83,7 @@ async fn a_worker_runs_submitted_executions_of_the_definitions_it_has() {
         }
         let other = submitter.submit("b", Context::new()).await.unwrap();
         for id in &ids {
-            let report = submitter.wait(id).await.unwrap();
+            let report = finished(&submitter, id).await;
             assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
         }
         let stats = worker.shutdown(Duration::from_secs(5)).await;
@@ -125,7 +137,7 @@ async fn a_graceful_shutdown_releases_unfinished_runs_for_another_worker() {
             .spawn()
             .unwrap();
         for id in &ids {
-            let report = submitter.wait(id).await.unwrap();
+            let report = finished(&submitter, id).await;
             assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
         }
         let stats = worker.shutdown(Duration::from_secs(5)).await;

@@ -465,6 +465,10 @@ impl SagaEngine {
     /// [`Worker`](crate::Worker) to run (this process or another): it is
     /// recorded, and its lease left free at once. Returns its id.
     ///
+    /// Until a worker holds it, [`wait`](Self::wait) reports
+    /// [`EngineError::NotRunning`]; follow it with [`get`](Self::get) (its
+    /// status) instead.
+    ///
     /// # Errors
     /// As [`start`](Self::start).
     pub async fn submit<C>(&self, name: &str, ctx: C) -> Result<ExecutionId, EngineError>
