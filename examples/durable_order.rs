@@ -17,16 +17,17 @@ use saga_core::store::SqliteStore;
 use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
 
-/// The order, as the saga carries it (and logs it, as JSON).
+/// The order, as the saga carries it (and logs it, as JSON). Public, like
+/// [`order_saga`], so that `tests/test_testkit.rs` tests this very saga.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Order {
-    id: String,
-    items: u32,
+pub struct Order {
+    pub id: String,
+    pub items: u32,
     /// Set by the shipping step when the warehouse refuses.
-    fail_shipping: bool,
-    reserved: bool,
-    charge: Option<String>,
-    shipped: bool,
+    pub fail_shipping: bool,
+    pub reserved: bool,
+    pub charge: Option<String>,
+    pub shipped: bool,
 }
 
 /// Stands for a call to a remote service that takes a while.
@@ -39,7 +40,7 @@ async fn remote_call(what: &str, info: &StepInfo<'_>) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
+pub fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
     Saga::builder("order")
         .step(
             Step::new_async("reserve_stock", |o: &mut Order, info: &StepInfo<'_>| {
@@ -86,7 +87,11 @@ fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
                 },
             ),
         )
-        .step(Step::new_async(
+        // The pivot: a parcel that left cannot be called back, so once it
+        // ships the order only goes forward (a failing email is retried,
+        // never a reason to refund). The test kit found the earlier version,
+        // with `ship` as an ordinary step, refunding shipped orders.
+        .pivot(Step::new_async(
             "ship",
             |o: &mut Order, info: &StepInfo<'_>| {
                 Box::pin(async move {

@@ -18,6 +18,7 @@ struct Order {
     gateway_busy: u32,
     declined: bool,
     stock: u32,
+    reserved: u32,
     charged_cents: u64,
     shipped: bool,
 }
@@ -64,7 +65,10 @@ impl Task<Order> for ReserveStock {
 
     fn execute(&self, order: &mut Order, _: &StepInfo<'_>) -> Result<u32, StepError> {
         let qty = 2;
-        order.stock = order.stock.checked_sub(qty).ok_or("out of stock")?;
+        if order.reserved == 0 {
+            order.stock = order.stock.checked_sub(qty).ok_or("out of stock")?;
+            order.reserved = qty;
+        }
         println!("  reserved {qty} items ({} left)", order.stock);
         Ok(qty)
     }
@@ -76,10 +80,12 @@ impl Task<Order> for ReserveStock {
     fn compensate(
         &self,
         order: &mut Order,
-        qty: Option<&u32>,
+        _qty: Option<&u32>,
         _: &StepInfo<'_>,
     ) -> Result<(), StepError> {
-        let qty = qty.copied().unwrap_or(0);
+        // The reservation record says what to release, even for an unknown
+        // outcome, and only once.
+        let qty = std::mem::take(&mut order.reserved);
         order.stock += qty;
         println!("  released {qty} items ({} left)", order.stock);
         Ok(())

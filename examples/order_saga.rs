@@ -11,17 +11,23 @@
 
 use saga_core::{StepError, StepInfo, saga, saga_task};
 
-/// What every step of one order sees.
-#[derive(Debug, Default)]
-struct Order {
-    id: Option<u64>,
+/// What every step of one order sees. Public, like [`order_saga`], so
+/// that `tests/test_testkit.rs` tests this very saga, durable runs and
+/// crashes included (hence serde: a durable saga logs its context).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Order {
+    pub id: Option<u64>,
     /// The gateway answers "busy" this many times first.
-    gateway_busy: u32,
+    pub gateway_busy: u32,
     /// The card is declined.
-    declined: bool,
-    stock: u32,
-    charged_cents: u64,
-    shipped: bool,
+    pub declined: bool,
+    pub stock: u32,
+    /// Items this order holds: the warehouse's record of the reservation,
+    /// which makes reserving idempotent and lets a release undo even a
+    /// reservation whose outcome is unknown.
+    pub reserved: u32,
+    pub charged_cents: u64,
+    pub shipped: bool,
 }
 
 #[saga_task(undo = cancel_order)]
@@ -41,15 +47,20 @@ fn cancel_order(order: &mut Order, id: Option<&u64>) -> Result<(), StepError> {
 #[saga_task(undo = release_stock)]
 fn reserve_stock(order: &mut Order) -> Result<u32, StepError> {
     let qty = 2;
-    order.stock = order.stock.checked_sub(qty).ok_or("out of stock")?;
+    if order.reserved == 0 {
+        order.stock = order.stock.checked_sub(qty).ok_or("out of stock")?;
+        order.reserved = qty;
+    }
     println!("  reserved {qty} items ({} left)", order.stock);
     Ok(qty)
 }
 
 #[saga_task]
-fn release_stock(order: &mut Order, qty: Option<&u32>) -> Result<(), StepError> {
-    // `None` would mean "unknown outcome"; this step always reports.
-    let qty = qty.copied().unwrap_or(0);
+fn release_stock(order: &mut Order, _qty: Option<&u32>) -> Result<(), StepError> {
+    // The reservation record, not the step's output, says what to release:
+    // it is there even when the step's outcome is unknown (output `None`),
+    // and releasing twice releases nothing the second time.
+    let qty = std::mem::take(&mut order.reserved);
     order.stock += qty;
     println!("  released {qty} items ({} left)", order.stock);
     Ok(())
@@ -86,17 +97,22 @@ fn ship_order(order: &mut Order) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Runs both scenarios; fails if the saga does not behave as the text says
-/// (the tests run this too).
-pub fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let saga = saga! {
+/// The saga: four steps, the last one the pivot.
+pub fn order_saga() -> saga_core::Saga<Order> {
+    saga! {
         name: "order",
         context: Order,
         step create_order;
         step reserve_stock;
         step charge_payment => undo refund_payment, retry 3, backoff 50ms;
         pivot ship_order;
-    };
+    }
+}
+
+/// Runs both scenarios; fails if the saga does not behave as the text says
+/// (the tests run this too).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let saga = order_saga();
 
     println!("run 1: the card is declined");
     let mut order = Order {

@@ -198,7 +198,7 @@ async fn an_in_flight_cancel_safe_step_is_dropped_and_compensated_as_unknown() {
     let err = unless_hung(saga.run_with(&mut ctl, options))
         .await
         .unwrap_err();
-    canceller.await.unwrap();
+    unless_hung(canceller).await.unwrap();
 
     assert_eq!(
         ctl.effects,

@@ -51,8 +51,8 @@ fn mermaid_shows_steps_compensations_and_the_pivot() {
             "s3 --> s4",
             "s4 --> done",
             // Compensations, chained in rollback order.
-            r#"s0 -. on failure .-> u0["undo reserve"]"#,
-            r#"s2 -. on failure .-> u2["undo hold"]"#,
+            r#"s0 -. on rollback .-> u0["undo reserve"]"#,
+            r#"s2 -. on rollback .-> u2["undo hold"]"#,
             "u2 -.-> u0",
         ],
     );
@@ -82,9 +82,9 @@ fn dot_shows_steps_compensations_and_the_pivot() {
             "s3 -> s4;",
             "s4 -> done;",
             r#"u0 [shape=box, style=dashed, label="undo reserve"];"#,
-            r#"s0 -> u0 [style=dashed, label="on failure"];"#,
+            r#"s0 -> u0 [style=dashed, label="on rollback"];"#,
             r#"u2 [shape=box, style=dashed, label="undo hold"];"#,
-            r#"s2 -> u2 [style=dashed, label="on failure"];"#,
+            r#"s2 -> u2 [style=dashed, label="on rollback"];"#,
             "u2 -> u0 [style=dashed];",
         ],
     );

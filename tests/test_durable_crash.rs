@@ -46,6 +46,32 @@ fn run_to_end(mut command: Command) -> String {
     stdout
 }
 
+/// Every crash point of a run with `commits` commits and `effects`
+/// effects: before and after each commit, after each effect.
+fn crash_points(commits: usize, effects: usize) -> impl Iterator<Item = String> {
+    (1..=commits)
+        .flat_map(|n| [format!("commit-before:{n}"), format!("commit-after:{n}")])
+        .chain((1..=effects).map(|n| format!("effect:{n}")))
+}
+
+/// Runs the helper in `mode` until it reaches `point`, and SIGKILLs it.
+fn crash_at(dir: &Path, mode: &str, point: &str) {
+    let mut child = helper(dir, mode)
+        .arg(point)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "crash-point", "{mode} {point}: not reached");
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{mode} {point}");
+}
+
 /// `commits=C effects=E` of an uninterrupted run.
 fn counts(stdout: &str) -> (usize, usize) {
     let line = stdout.lines().find(|l| l.starts_with("commits=")).unwrap();
@@ -105,26 +131,9 @@ fn every_log_point_on_both_paths_survives_a_sigkill_and_recovery() {
         assert_eq!(commits, if rollback { 10 } else { 6 }, "{mode}");
         assert_eq!(effects, if rollback { 8 } else { 5 }, "{mode}");
 
-        let points = (1..=commits)
-            .flat_map(|n| [format!("commit-before:{n}"), format!("commit-after:{n}")])
-            .chain((1..=effects).map(|n| format!("effect:{n}")));
-        for point in points {
+        for point in crash_points(commits, effects) {
             let dir = scratch_dir("crash");
-            let mut child = helper(&dir, mode)
-                .arg(&point)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            assert_eq!(line.trim(), "crash-point", "{mode} {point}: not reached");
-            child.kill().unwrap();
-            let status = child.wait().unwrap();
-            assert_eq!(status.signal(), Some(9), "{mode} {point}");
-
+            crash_at(&dir, mode, &point);
             let stdout = run_to_end(helper(&dir, "recover"));
             let (applied, invocations, absorbed) = ledger(&dir);
             if point == "commit-before:1" {
@@ -298,27 +307,10 @@ fn every_log_point_of_a_parallel_group_survives_a_sigkill_and_recovery() {
         assert_eq!(commits, expected, "{mode}");
         assert_eq!(effects, applied.len(), "{mode}");
 
-        let points = (1..=commits)
-            .flat_map(|n| [format!("commit-before:{n}"), format!("commit-after:{n}")])
-            .chain((1..=effects).map(|n| format!("effect:{n}")));
-        for point in points {
+        for point in crash_points(commits, effects) {
             let context = format!("{mode} {point}");
             let dir = scratch_dir("crash-group");
-            let mut child = helper(&dir, mode)
-                .arg(&point)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            assert_eq!(line.trim(), "crash-point", "{context}: not reached");
-            child.kill().unwrap();
-            let status = child.wait().unwrap();
-            assert_eq!(status.signal(), Some(9), "{context}");
-
+            crash_at(&dir, mode, &point);
             let stdout = run_to_end(helper(&dir, "recover"));
             let (applied, invocations, absorbed) = ledger(&dir);
             covered += 1;

@@ -785,6 +785,23 @@ async fn fan_twins(courier_down: bool) -> Seen {
     let by_macro = run_fan(&macro_fan(), courier_down).await;
     let by_builder = run_fan(&builder_fan(), courier_down).await;
     assert_eq!(by_macro, by_builder);
+    // The blocking entry point runs the async branches at once too (they
+    // meet at the barrier), on a helper thread since this runs inside a
+    // runtime.
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut fan = Fan {
+            barrier: Some(std::sync::Arc::new(tokio::sync::Barrier::new(2))),
+            courier_down,
+            ..Fan::default()
+        };
+        let result = macro_fan().run_blocking(&mut fan);
+        let _ = done.send(seen(fan.log.into_inner().unwrap(), result));
+    });
+    let blocking = outcome
+        .recv_timeout(Duration::from_secs(10))
+        .expect("under `run_blocking` the branches did not run concurrently");
+    assert_eq!(blocking, by_macro);
     by_macro
 }
 

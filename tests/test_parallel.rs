@@ -11,6 +11,15 @@ use saga_core::{
 };
 use tokio::sync::Barrier;
 
+// A fan-out declared with `saga!`; the test runs the same code.
+#[path = "../examples/parallel_order.rs"]
+mod parallel_order;
+
+#[test]
+fn the_parallel_example_runs_and_rolls_back_its_group() {
+    parallel_order::main().expect("the example runs and behaves as it says");
+}
+
 /// The effects of a run, in the order they happened.
 #[derive(Default)]
 struct Trip {

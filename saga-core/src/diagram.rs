@@ -21,7 +21,7 @@ impl<C> Saga<C> {
     ///     .build().unwrap();
     /// let chart = saga.to_mermaid();
     /// assert!(chart.contains(r#"s1{{"b (pivot)"}}"#));
-    /// assert!(chart.contains(r#"s0 -. on failure .-> u0["undo a"]"#));
+    /// assert!(chart.contains(r#"s0 -. on rollback .-> u0["undo a"]"#));
     /// ```
     pub fn to_mermaid(&self) -> String {
         mermaid(self.name(), &self.shape())
@@ -142,7 +142,7 @@ impl Syntax for Mermaid {
     fn undo(&self, out: &mut String, i: usize, name: &str) {
         let _ = writeln!(
             out,
-            "    s{i} -. on failure .-> u{i}[\"undo {}\"]",
+            "    s{i} -. on rollback .-> u{i}[\"undo {}\"]",
             mermaid_text(name)
         );
     }
@@ -183,7 +183,7 @@ impl Syntax for Dot {
     fn undo(&self, out: &mut String, i: usize, name: &str) {
         let _ = writeln!(
             out,
-            "    u{i} [shape=box, style=dashed, label=\"undo {}\"];\n    s{i} -> u{i} [style=dashed, label=\"on failure\"];",
+            "    u{i} [shape=box, style=dashed, label=\"undo {}\"];\n    s{i} -> u{i} [style=dashed, label=\"on rollback\"];",
             dot_text(name)
         );
     }

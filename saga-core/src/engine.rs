@@ -20,7 +20,7 @@ use crate::cancel::CancellationToken;
 use crate::executor::{self, Journal, Resume, ResumePhase, ResumeStep};
 use crate::id::ExecutionId;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
-use crate::saga::{RunOptions, Saga};
+use crate::saga::{RunOptions, Saga, StepShape};
 use crate::step::{BoxFuture, Output, StepKind};
 use crate::store::{
     Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution,
@@ -58,15 +58,19 @@ pub enum EngineError {
         registered: Vec<String>,
     },
     /// A step returns a value without a codec, so a durable saga could not
-    /// log it.
+    /// log it: a `#[saga_task]` step whose output type lacks serde's
+    /// traits, or a [`Step`](crate::Step) built without
+    /// [`durable`](crate::Step::durable).
     #[error(
-        "step `{step}` of saga `{saga}` returns a value that a durable saga cannot log; call `.durable()` on the step (its output type must implement `Serialize` and `Deserialize`), or return `()` and keep the value in the context"
+        "step `{step}` of saga `{saga}` returns a `{output}`, which a durable saga cannot log; derive `serde::Serialize` and `serde::Deserialize` on that type (a `#[saga_task]` step then logs it by itself; a `Step` built by hand also needs `.durable()`), or return `()` and keep the value in the context"
     )]
     OutputNotDurable {
         /// The saga.
         saga: String,
         /// The step.
         step: String,
+        /// The step's output type.
+        output: &'static str,
     },
     /// `start` was given a context of another type than the saga's.
     #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`")]
@@ -207,7 +211,9 @@ pub struct ExecutionView {
 ///
 /// Durable sagas need `C: Serialize + DeserializeOwned` (the default
 /// [`Context`](crate::Context) is), and every step returning a value other
-/// than `()` must be made [`durable`](crate::Step::durable).
+/// than `()` must be made [`durable`](crate::Step::durable) (a
+/// `#[saga_task]` step is, when its output type implements
+/// `Serialize + DeserializeOwned`).
 ///
 /// ```
 /// use saga_core::{Context, SagaEngine, Saga, Step, StepError, StepInfo};
@@ -335,6 +341,7 @@ impl SagaEngine {
             return Err(EngineError::OutputNotDurable {
                 saga: saga.name().to_owned(),
                 step: step.name.to_string(),
+                output: step.output_type,
             });
         }
         let (shape, fingerprint) = describe(&saga);
@@ -579,7 +586,7 @@ impl SagaEngine {
             if self.running_here(&id) {
                 continue;
             }
-            match self.take_over(&record, None).await {
+            match self.take_over(&record, None, false).await {
                 Ok(true) => recovery.resumed.push(id),
                 Ok(false) => recovery.busy.push(id),
                 Err(error) => {
@@ -588,7 +595,108 @@ impl SagaEngine {
                 }
             }
         }
+        // Stuck executions an operator asked to resume from a tool that
+        // does not hold the saga's code (`request_resume`).
+        for record in self.inner.store.list(Some(ExecutionStatus::Stuck)).await? {
+            let id = record.id.clone();
+            if self.running_here(&id) {
+                continue;
+            }
+            // One unreadable log must not stop the others' recovery.
+            let events = match self.inner.store.events(&id).await {
+                Ok(events) => events,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
+            };
+            if !resume_requested(&events) {
+                continue;
+            }
+            match self
+                .take_over(&record, Some(EventKind::Resumed), true)
+                .await
+            {
+                Ok(true) => recovery.resumed.push(id),
+                Ok(false) => recovery.busy.push(id),
+                Err(error) => {
+                    log::error!(target: "saga", "requested resume refused execution_id={id} error={error}");
+                    recovery.refused.push((id, error));
+                }
+            }
+        }
         Ok(recovery)
+    }
+
+    /// Asks for a stuck execution to be resumed by whichever worker holds
+    /// its definition: records the request in its log, for the next
+    /// [`recover`](Self::recover) of such a worker to carry out (as
+    /// [`resume`](Self::resume) would). For tools that do not hold the
+    /// saga's code, such as the `saga` CLI; an engine with the definition
+    /// registered can call `resume` directly.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], [`EngineError::WrongStatus`] if it is not
+    /// stuck, [`EngineError::Busy`] if an owner holds it, store errors.
+    pub async fn request_resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        self.operator_event(
+            id,
+            EventKind::ResumeRequested,
+            ExecutionStatus::Stuck,
+            resumable,
+        )
+        .await
+    }
+
+    /// Writes an operator's event under the execution's lease, leaving it
+    /// `status`, if `applies` holds of it before the claim and again once
+    /// the lease is held (its owner may have moved it on meanwhile).
+    async fn operator_event(
+        &self,
+        id: &ExecutionId,
+        kind: EventKind,
+        status: ExecutionStatus,
+        applies: impl Fn(&ExecutionRecord) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        applies(&self.record(id).await?)?;
+        if self.running_here(id) {
+            return Err(EngineError::Busy {
+                execution_id: id.clone(),
+                owner: self.inner.owner.clone(),
+            });
+        }
+        let store = &self.inner.store;
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
+            return Err(self.busy(id).await);
+        };
+        let appended = match self.record(id).await {
+            Ok(record) => match applies(&record) {
+                Ok(()) => {
+                    let event = Event::new(record.last_seq + 1, kind);
+                    store
+                        .append(id, &lease, vec![event], status)
+                        .await
+                        .map(|_| ())
+                        .map_err(EngineError::from)
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        store.release(id, &lease).await?;
+        appended
+    }
+
+    /// An execution's report, rebuilt from its log and its definition's
+    /// stored shape, whatever its status (statuses, outcomes, attempts and
+    /// errors; no durations). Needs no registered definition: for tools.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], store errors (a definition missing from
+    /// the store is a [`StoreError::BadRecord`]).
+    pub async fn report(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
+        let record = self.record(id).await?;
+        self.rebuilt_report(&record).await
     }
 
     /// Executions with `status` (all for `None`), oldest first.
@@ -624,15 +732,11 @@ impl SagaEngine {
     /// [`recover`](Self::recover).
     pub async fn resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
         let record = self.record(id).await?;
-        if record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "resume",
-                applies: "stuck executions",
-            });
-        }
-        match self.take_over(&record, Some(EventKind::Resumed)).await? {
+        resumable(&record)?;
+        match self
+            .take_over(&record, Some(EventKind::Resumed), false)
+            .await?
+        {
             true => Ok(()),
             false => Err(self.busy(id).await),
         }
@@ -646,33 +750,18 @@ impl SagaEngine {
     /// [`EngineError::WrongStatus`] if it ended otherwise,
     /// [`EngineError::Busy`] if an owner is running it.
     pub async fn abandon(&self, id: &ExecutionId) -> Result<(), EngineError> {
-        let record = self.record(id).await?;
-        if record.status.is_finished() && record.status != ExecutionStatus::Stuck {
-            return Err(EngineError::WrongStatus {
-                execution_id: id.clone(),
-                status: record.status,
-                operation: "abandon",
-                applies: "stuck or unfinished executions",
-            });
-        }
-        if self.running_here(id) {
-            return Err(EngineError::Busy {
-                execution_id: id.clone(),
-                owner: self.inner.owner.clone(),
-            });
-        }
-        let store = &self.inner.store;
-        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
-            return Err(self.busy(id).await);
-        };
-        let record = self.record(id).await?;
-        let event = Event::new(record.last_seq + 1, EventKind::Abandoned);
-        let appended = store
-            .append(id, &lease, vec![event], ExecutionStatus::Abandoned)
-            .await;
-        store.release(id, &lease).await?;
-        appended?;
-        Ok(())
+        self.operator_event(id, EventKind::Abandoned, ExecutionStatus::Abandoned, |r| {
+            if r.status.is_finished() && r.status != ExecutionStatus::Stuck {
+                return Err(EngineError::WrongStatus {
+                    execution_id: r.id.clone(),
+                    status: r.status,
+                    operation: "abandon",
+                    applies: "stuck or unfinished executions",
+                });
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Asks an execution to cancel. Its owner (this process or another)
@@ -771,10 +860,13 @@ impl SagaEngine {
     /// any write) that its definition is registered and its log decodes.
     /// `mark` is an event to log first (an operator's resume). `false` if
     /// another owner holds its lease.
+    /// `requested`: carry out a pending [`request_resume`](Self::request_resume)
+    /// (skipped if it is no longer pending).
     async fn take_over(
         &self,
         record: &ExecutionRecord,
         mark: Option<EventKind>,
+        requested: bool,
     ) -> Result<bool, EngineError> {
         let id = &record.id;
         let runner = self.runner_for(record)?;
@@ -786,7 +878,22 @@ impl SagaEngine {
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Ok(false);
         };
-        self.launch_claimed(runner, id, lease, mark).await?;
+        // Another owner may have carried it on between the listing and the
+        // claim: recovery is for unfinished executions, a resume for stuck
+        // ones (and a requested one only while the request is pending).
+        let still = move |record: &ExecutionRecord, events: &[Event]| match mark {
+            None => !record.status.is_finished(),
+            Some(_) => {
+                record.status == ExecutionStatus::Stuck && (!requested || resume_requested(events))
+            }
+        };
+        if self
+            .launch_claimed(runner, id, lease, mark, still)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
         Ok(true)
     }
 
@@ -827,19 +934,24 @@ impl SagaEngine {
 
     /// Runs an execution whose lease this engine holds, from its log (read
     /// again under the lease: it may have grown since it was listed).
-    /// `mark` is an event to log first (an operator's resume). Gives the
-    /// lease up if the run cannot start.
+    /// `mark` is an event to log first (an operator's resume). `None` if
+    /// `still` finds, under the lease, that the run no longer applies.
+    /// Gives the lease up if the run does not start.
     async fn launch_claimed(
         &self,
         runner: Arc<dyn Runner>,
         id: &ExecutionId,
         lease: Lease,
         mark: Option<EventKind>,
-    ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
+        still: impl FnOnce(&ExecutionRecord, &[Event]) -> bool,
+    ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
         let store = &self.inner.store;
         let started = async {
             let mut events = store.events(id).await?;
             let record = self.record(id).await?;
+            if !still(&record, &events) {
+                return Ok(None);
+            }
             if let Some(kind) = mark {
                 let event = Event::new(record.last_seq + 1, kind);
                 let phase = fold(id, runner.steps(), &events)?.phase;
@@ -864,10 +976,10 @@ impl SagaEngine {
                 lease: lease.clone(),
                 cancel,
             };
-            self.launch(runner, job)
+            self.launch(runner, job).map(Some)
         }
         .await;
-        if started.is_err() {
+        if !matches!(started, Ok(Some(_))) {
             let _ = store.release(id, &lease).await;
         }
         started
@@ -875,13 +987,13 @@ impl SagaEngine {
 
     /// Runs an execution a worker claimed (see
     /// [`SagaStore::claim_next`](crate::store::SagaStore::claim_next));
-    /// returns where its end will be told. Gives the lease up if the run
-    /// cannot start (its definition is not registered, its log does not
+    /// returns where its end will be told (`None` if it finished
+    /// meanwhile). Gives the lease up if the run does not start (its definition is not registered, its log does not
     /// decode).
     pub(crate) async fn run_claimed(
         &self,
         claimed: Claimed,
-    ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
+    ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
         let Claimed { record, lease } = claimed;
         let runner = match self.runner_for(&record) {
             Ok(runner) => runner,
@@ -890,7 +1002,11 @@ impl SagaEngine {
                 return Err(error);
             }
         };
-        self.launch_claimed(runner, &record.id, lease, None).await
+        // `None` if another owner finished it since the claim's listing.
+        self.launch_claimed(runner, &record.id, lease, None, |r, _| {
+            !r.status.is_finished()
+        })
+        .await
     }
 
     /// The fingerprints of every registered definition.
@@ -1006,10 +1122,13 @@ impl SagaEngine {
             .map(|(s, f)| StepReport {
                 name: s.name.as_str().into(),
                 kind: kind_from_label(&s.kind),
-                // As a live rollback reports a step with nothing to undo.
+                // A rollback passes over a step with nothing to undo that
+                // took effect (the log has no event for it), as a live
+                // rollback reports it (whether it succeeded or its outcome is
+                // unknown).
                 status: if rolled_back
-                    && f.status == StepStatus::Succeeded
                     && kind_from_label(&s.kind) == StepKind::NoUndo
+                    && f.outcome.needs_compensation()
                 {
                     StepStatus::Skipped
                 } else {
@@ -1032,6 +1151,25 @@ impl SagaEngine {
             duration: Duration::ZERO,
         })
     }
+}
+
+/// `resume` applies to stuck executions only.
+fn resumable(record: &ExecutionRecord) -> Result<(), EngineError> {
+    if record.status == ExecutionStatus::Stuck {
+        Ok(())
+    } else {
+        Err(EngineError::WrongStatus {
+            execution_id: record.id.clone(),
+            status: record.status,
+            operation: "resume",
+            applies: "stuck executions",
+        })
+    }
+}
+
+/// Whether the last event of a log is a pending resume request.
+fn resume_requested(events: &[Event]) -> bool {
+    events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
 }
 
 fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
@@ -1091,6 +1229,35 @@ fn describe<C>(saga: &Saga<C>) -> (String, String) {
     let digest = Sha256::digest(text.as_bytes());
     let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
     (text, hex)
+}
+
+impl DefinitionRecord {
+    /// The steps of the stored shape, in order, as
+    /// [`diagram::mermaid`](crate::diagram::mermaid) and tools take them.
+    /// The shape keeps names, kinds and parallel groups only: metadata is
+    /// empty and `is_async` false.
+    ///
+    /// # Errors
+    /// [`StoreError::BadRecord`] if the stored shape does not parse.
+    pub fn steps(&self) -> Result<Vec<StepShape>, StoreError> {
+        let shape: Shape =
+            serde_json::from_str(&self.shape).map_err(|e| StoreError::BadRecord {
+                store: "the store".to_owned(),
+                what: format!("the definition {}", self.fingerprint),
+                detail: e.to_string(),
+            })?;
+        Ok(shape
+            .steps
+            .into_iter()
+            .map(|s| StepShape {
+                kind: kind_from_label(&s.kind),
+                name: s.name,
+                is_async: false,
+                metadata: crate::step::Metadata::new(),
+                group: s.group,
+            })
+            .collect())
+    }
 }
 
 impl<C> Saga<C> {

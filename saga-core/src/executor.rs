@@ -190,6 +190,27 @@ pub(crate) async fn execute<C>(
 pub(crate) async fn execute_durable<C>(
     saga: &SagaInner<C>,
     ctx: &mut C,
+    #[allow(unused_mut)] mut options: RunOptions,
+    blocking: bool,
+    journal: Option<&dyn Journal<C>>,
+    resume: Option<Resume>,
+) -> Result<SagaReport, SagaError> {
+    #[cfg(feature = "tracing")]
+    {
+        let id = options
+            .execution_id
+            .get_or_insert_with(ExecutionId::generate)
+            .clone();
+        let run = run_execution(saga, ctx, options, blocking, journal, resume);
+        crate::spans::execution(&saga.name, &id, run).await
+    }
+    #[cfg(not(feature = "tracing"))]
+    run_execution(saga, ctx, options, blocking, journal, resume).await
+}
+
+async fn run_execution<C>(
+    saga: &SagaInner<C>,
+    ctx: &mut C,
     options: RunOptions,
     blocking: bool,
     journal: Option<&dyn Journal<C>>,
@@ -501,7 +522,10 @@ async fn run_action<C>(
             attempt,
         });
         let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
-        let result = attempt_action(step, &mut ctx, &info, brakes).await;
+        let run = attempt_action(step, &mut ctx, &info, brakes);
+        #[cfg(feature = "tracing")]
+        let run = crate::spans::attempt(false, &step.name, attempt, run);
+        let result = run.await;
         let now = env.clock.now();
         let error = match result {
             Ok(out) => {
@@ -698,6 +722,7 @@ async fn rollback<C>(
                     &mut *ctx,
                     &mut state.report.steps[*index],
                     state.outputs[*index].as_deref(),
+                    &mut state.mark,
                 )
                 .await;
                 result.err().map(|e| vec![(*index, e)]).unwrap_or_default()
@@ -705,10 +730,11 @@ async fn rollback<C>(
             Node::Group { range, ops } => {
                 let reports = &mut state.report.steps[range.clone()];
                 let outputs = &state.outputs[range.clone()];
-                (ops.compensate)(env, ctx, range.clone(), reports, outputs).await
+                let failed = (ops.compensate)(env, ctx, range.clone(), reports, outputs).await;
+                state.mark = env.clock.now();
+                failed
             }
         };
-        state.mark = env.clock.now();
         if env.is_aborted() {
             return Err(aborted(env, state));
         }
@@ -766,6 +792,7 @@ async fn run_compensation<C>(
     mut ctx: impl Access<C>,
     report: &mut StepReport,
     output: Option<&(dyn std::any::Any + Send + Sync)>,
+    mark: &mut Instant,
 ) -> Result<(), StepError> {
     let saga = env.saga;
     let step = &saga.steps[index];
@@ -777,7 +804,9 @@ async fn run_compensation<C>(
         return Ok(());
     }
     let policy = step.undo_retry.as_ref().unwrap_or(&saga.undo_retry);
-    let start = env.clock.now();
+    // The last clock reading (the end of what ran before) is this
+    // compensation's start, and its end the next one's: one read each.
+    let start = *mark;
     report.status = StepStatus::Compensating;
     // From 0 in a fresh run; a recovered run goes on where its log stopped.
     let mut attempt = report.compensation_attempts;
@@ -797,8 +826,12 @@ async fn run_compensation<C>(
             }
         }
         let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
-        let result = attempt_undo(undo, &mut ctx, output, &info).await;
+        let run = attempt_undo(undo, &mut ctx, output, &info);
+        #[cfg(feature = "tracing")]
+        let run = crate::spans::attempt(true, &step.name, attempt, run);
+        let result = run.await;
         let now = env.clock.now();
+        *mark = now;
         let error = match result {
             Ok(()) => {
                 report.status = StepStatus::Compensated;
@@ -1203,6 +1236,7 @@ async fn compensate_group<C: Send + Sync>(
     outputs: &[Option<Output>],
 ) -> Vec<(usize, StepError)> {
     let saga = env.saga;
+    let start = env.clock.now();
     let branches = reports
         .iter_mut()
         .zip(outputs)
@@ -1211,8 +1245,9 @@ async fn compensate_group<C: Send + Sync>(
             report.outcome.needs_compensation() && saga.steps[*index].undo.is_some()
         })
         .map(|((report, output), index)| {
+            let mut mark = start;
             Box::pin(async move {
-                run_compensation(env, index, ctx, report, output.as_deref())
+                run_compensation(env, index, ctx, report, output.as_deref(), &mut mark)
                     .await
                     .err()
                     .map(|error| (index, error))

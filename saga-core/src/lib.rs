@@ -79,8 +79,12 @@ mod observer;
 mod policy;
 mod report;
 mod saga;
+#[cfg(feature = "tracing")]
+mod spans;
 mod step;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod worker;
 
 pub use cancel::CancellationToken;

@@ -7,7 +7,11 @@
 //! cannot see other items, can check a saga across items with the type
 //! system and `const` assertions. See `docs/MACROS.md` for an expansion.
 
+use std::marker::PhantomData;
 use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
@@ -95,6 +99,57 @@ pub fn step_future<'a, T: 'a, E: Into<StepError> + 'a>(
     future: BoxFuture<'a, Result<T, E>>,
 ) -> BoxFuture<'a, Result<T, StepError>> {
     Box::pin(async move { future.await.map_err(Into::into) })
+}
+
+/// Gives a `#[saga_task]` step its output codec when its output can be
+/// logged, so that a durable saga can run it without an annotation.
+///
+/// The expansion calls `(&Codec::<T>::NEW).__saga_codec(step)` with both
+/// traits in scope. Method lookup tries the receiver `&Codec<T>` as it is
+/// before it borrows it again, so [`Durable::__saga_codec`] (a method of
+/// `Codec<T>`, whose impl needs `T: Serialize + DeserializeOwned`) wins
+/// when it applies, and [`InMemory::__saga_codec`] (a method of
+/// `&Codec<T>`, for every `T`) otherwise: "autoref specialization". It
+/// chooses right only where `T` is a concrete type, as in a `#[saga_task]`
+/// expansion (its function is never generic); in generic code it would
+/// always take [`InMemory`]. A step left without a codec still runs in
+/// memory, and [`SagaEngine::register`] refuses it with
+/// [`EngineError::OutputNotDurable`].
+///
+/// [`SagaEngine::register`]: crate::SagaEngine::register
+/// [`EngineError::OutputNotDurable`]: crate::EngineError::OutputNotDurable
+pub struct Codec<T>(PhantomData<fn() -> T>);
+
+impl<T> Codec<T> {
+    /// The only value.
+    pub const NEW: Codec<T> = Codec(PhantomData);
+}
+
+/// The codec, for an output that serde can log (see [`Codec`]).
+pub trait Durable<T> {
+    /// `step.durable()`.
+    fn __saga_codec<C: 'static>(&self, step: Step<C, T>) -> Step<C, T>;
+}
+
+impl<T> Durable<T> for Codec<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn __saga_codec<C: 'static>(&self, step: Step<C, T>) -> Step<C, T> {
+        step.durable()
+    }
+}
+
+/// No codec, for any other output (see [`Codec`]).
+pub trait InMemory<T> {
+    /// `step`, unchanged.
+    fn __saga_codec<C>(&self, step: Step<C, T>) -> Step<C, T>;
+}
+
+impl<T> InMemory<T> for &Codec<T> {
+    fn __saga_codec<C>(&self, step: Step<C, T>) -> Step<C, T> {
+        step
+    }
 }
 
 /// What a `#[saga_task]` function is, as a step of a saga on `C`:

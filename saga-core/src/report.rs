@@ -27,6 +27,22 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
+    /// Every status, in the order of the lifecycle.
+    pub const ALL: [ExecutionStatus; 7] = [
+        ExecutionStatus::Running,
+        ExecutionStatus::Compensating,
+        ExecutionStatus::Completed,
+        ExecutionStatus::Compensated,
+        ExecutionStatus::Cancelled,
+        ExecutionStatus::Stuck,
+        ExecutionStatus::Abandoned,
+    ];
+
+    /// The status with this [`label`](Self::label), if any.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.label() == label)
+    }
+
     /// A snake_case label, for logs and tools.
     pub fn label(self) -> &'static str {
         match self {

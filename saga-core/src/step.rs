@@ -187,6 +187,8 @@ pub(crate) struct StepDef<C> {
     /// How a durable run stores the output: set for `()` outputs, and by
     /// [`Step::durable`] for others.
     pub(crate) codec: Option<OutputCodec>,
+    /// The output's type name, for messages.
+    pub(crate) output_type: &'static str,
 }
 
 /// Encodes and decodes a step's output for the durable log (JSON).
@@ -240,7 +242,7 @@ pub struct Step<C, T = ()> {
 
 /// Boxes an async action; taking the closure here gives it the
 /// higher-ranked signature that a `let` binding cannot.
-fn erase_async<C, F>(action: F) -> Action<C>
+pub(crate) fn erase_async<C, F>(action: F) -> Action<C>
 where
     F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
@@ -251,7 +253,7 @@ where
 }
 
 /// Boxes an async compensation (see [`erase_async`]).
-fn erase_async_undo<C, F>(undo: F) -> Undo<C>
+pub(crate) fn erase_async_undo<C, F>(undo: F) -> Undo<C>
 where
     F: for<'a> Fn(
             &'a mut C,
@@ -266,7 +268,7 @@ where
 }
 
 /// Boxes an async action on a shared context (see [`erase_async`]).
-fn erase_shared_async<C, F>(action: F) -> Action<C>
+pub(crate) fn erase_shared_async<C, F>(action: F) -> Action<C>
 where
     F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
@@ -277,7 +279,7 @@ where
 }
 
 /// Boxes an async compensation on a shared context (see [`erase_async`]).
-fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
+pub(crate) fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
 where
     F: for<'a> Fn(
             &'a C,
@@ -452,6 +454,7 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
                 // A `()` output needs no opt-in: there is nothing to lose.
                 codec: (std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>())
                     .then(OutputCodec::of::<()>),
+                output_type: std::any::type_name::<T>(),
             },
             _output: PhantomData,
         }
@@ -589,7 +592,8 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     /// Steps returning `()` need not call it; the engine rejects, when the
     /// saga is registered, a step returning anything else without it
     /// ([`EngineError::OutputNotDurable`](crate::EngineError::OutputNotDurable)).
-    /// In-memory runs ignore it.
+    /// In-memory runs ignore it. A `#[saga_task]` step gets it by itself
+    /// when its output type implements the two serde traits.
     ///
     /// ```
     /// use saga_core::{Step, StepError, StepInfo};

@@ -208,7 +208,8 @@ impl Worker {
                             let id = claimed.record.id.clone();
                             bump(&counters.claimed);
                             match engine.run_claimed(claimed).await {
-                                Ok(mut done) => {
+                                Ok(None) => {}
+                                Ok(Some(mut done)) => {
                                     mine.insert(id.clone());
                                     running.spawn(async move {
                                         let ended = done

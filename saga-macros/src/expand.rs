@@ -130,7 +130,8 @@ fn call(item: &ItemFn, task: &TaskFn, output: bool) -> TokenStream {
 /// ```
 /// Output: the function unchanged, its twin `struct create_order {}`, and
 /// `impl StepOf<Shop> for create_order` (consts for what the attribute
-/// says; `action` wraps the function in a `Step`; `with_compensation`
+/// says; `action` wraps the function in a `Step`, made durable when its
+/// output implements serde's traits (`Codec`); `with_compensation`
 /// attaches `cancel_order` through `UndoContext`/`UndoOutput`). A function
 /// that can be a compensation also gets the `Undo*` impls.
 pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
@@ -195,6 +196,10 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let call = call(item, task, false);
+    // Spanned at the output type: an output that serde can log only when it
+    // borrows `'static` data (`&'static str`) fails here, and the error
+    // should point at that type.
+    let codec = quote_spanned!(ok.span()=> (&#p::Codec::<#ok>::NEW).__saga_codec(__saga_step));
     // A `&C` function is a shared step, so that it can be a `parallel`
     // branch; it runs as an ordinary step as well.
     let shared = task.shared;
@@ -234,10 +239,12 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
 
             fn action(name: &'static str) -> #p::Step<#ctx, #ok> {
-                #p::Step::#constructor(name, |__saga_ctx, __saga_info| {
+                use #p::{Durable as _, InMemory as _};
+                let __saga_step = #p::Step::#constructor(name, |__saga_ctx, __saga_info| {
                     let _ = &__saga_info;
                     #call
-                })
+                });
+                #codec
             }
 
             #with_compensation

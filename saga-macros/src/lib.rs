@@ -251,6 +251,19 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// may leave that parameter out. A compensation's attribute takes no
 /// arguments.
 ///
+/// # Durable sagas
+///
+/// A step whose output type `T` implements serde's `Serialize` and
+/// `DeserializeOwned` (`#[derive(Serialize, Deserialize)]`; `()`, numbers,
+/// `String` do) gets a codec by itself, as `Step::durable` would give it:
+/// its saga can run in a durable `SagaEngine`, which logs the output and
+/// hands it back to the compensation after a crash. A step whose output
+/// does not implement them still runs in memory; `SagaEngine::register`
+/// refuses its saga with an error naming the type to derive them on. An
+/// output that serde can read only by borrowing (`&'static str`, or a
+/// struct with such a field) does not compile as a step's output: return
+/// an owned type (`String`, `Cow<'static, str>`).
+///
 /// # Arguments (of a step)
 ///
 /// ```text

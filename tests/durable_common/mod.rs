@@ -12,6 +12,7 @@ use saga_core::store::SagaStore;
 use saga_core::{
     ExecutionId, Saga, SagaBuilder, SagaEngine, SagaReport, Step, StepError, StepInfo,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A fresh directory under the system's temp dir, for one test.
@@ -153,15 +154,30 @@ pub fn start_and_crash(
     saga: Saga<Order>,
     script: &Arc<Script>,
 ) -> ExecutionId {
+    let script = Arc::clone(script);
+    start_and_crash_when(store, saga, Order::default(), async move {
+        script.hung.notified().await;
+    })
+}
+
+/// [`start_and_crash`] for any saga: starts it on `ctx` and crashes once
+/// `hung` is ready (the saga reached its hang point).
+pub fn start_and_crash_when<C>(
+    store: &Arc<dyn SagaStore>,
+    saga: Saga<C>,
+    ctx: C,
+    hung: impl std::future::Future<Output = ()>,
+) -> ExecutionId
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+{
     in_dying_runtime(|| {
         let store = Arc::clone(store);
-        let script = Arc::clone(script);
         async move {
             let engine = short_lease(SagaEngine::with_store(store));
             let name = saga.name().to_owned();
             engine.register(saga).await.unwrap();
-            let hung = script.hung.notified();
-            let id = engine.start(&name, Order::default()).await.unwrap();
+            let id = engine.start(&name, ctx).await.unwrap();
             hung.await;
             id
         }
@@ -170,11 +186,14 @@ pub fn start_and_crash(
 
 /// A second engine on `store` with `saga` registered recovers `id` (once
 /// the crashed owner's lease expired) and waits for it.
-pub fn recover_and_wait(
+pub fn recover_and_wait<C>(
     store: &Arc<dyn SagaStore>,
-    saga: Saga<Order>,
+    saga: Saga<C>,
     id: &ExecutionId,
-) -> SagaReport {
+) -> SagaReport
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+{
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let engine = short_lease(SagaEngine::with_store(Arc::clone(store)));

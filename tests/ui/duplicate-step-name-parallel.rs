@@ -5,9 +5,6 @@ struct Trip;
 #[saga_task]
 fn book_hotel(_: &Trip) -> Result<(), StepError> { Ok(()) }
 
-#[saga_task(name = "book_hotel")]
-fn book_room(_: &Trip) -> Result<(), StepError> { Ok(()) }
-
 fn main() {
     let _saga = saga! {
         name: "trip",
@@ -15,9 +12,6 @@ fn main() {
         step book_hotel;
         parallel {
             step book_hotel;
-        }
-        parallel {
-            step book_room;
         }
     };
 }

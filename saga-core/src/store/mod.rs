@@ -89,6 +89,11 @@ pub enum EventKind {
     Resumed,
     /// An operator abandoned the execution.
     Abandoned,
+    /// An operator asked for a stuck execution to be resumed (from a tool
+    /// that does not hold the saga's code, such as the `saga` CLI); a
+    /// worker that has the definition registered carries it out at its
+    /// next [`recover`](crate::SagaEngine::recover).
+    ResumeRequested,
 }
 
 impl EventKind {
@@ -106,12 +111,13 @@ impl EventKind {
             EventKind::Finished => "finished",
             EventKind::Resumed => "resumed",
             EventKind::Abandoned => "abandoned",
+            EventKind::ResumeRequested => "resume_requested",
         }
     }
 
     /// The kind of a stored label.
     pub fn from_label(label: &str) -> Option<Self> {
-        const ALL: [EventKind; 11] = [
+        const ALL: [EventKind; 12] = [
             EventKind::StepStarted,
             EventKind::StepSucceeded,
             EventKind::StepFailed,
@@ -123,6 +129,7 @@ impl EventKind {
             EventKind::Finished,
             EventKind::Resumed,
             EventKind::Abandoned,
+            EventKind::ResumeRequested,
         ];
         ALL.into_iter().find(|k| k.label() == label)
     }
@@ -136,16 +143,7 @@ impl fmt::Display for EventKind {
 
 /// The parse of a stored [`ExecutionStatus`] label.
 pub(crate) fn status_from_label(label: &str) -> Option<ExecutionStatus> {
-    const ALL: [ExecutionStatus; 7] = [
-        ExecutionStatus::Running,
-        ExecutionStatus::Compensating,
-        ExecutionStatus::Completed,
-        ExecutionStatus::Compensated,
-        ExecutionStatus::Cancelled,
-        ExecutionStatus::Stuck,
-        ExecutionStatus::Abandoned,
-    ];
-    ALL.into_iter().find(|s| s.label() == label)
+    ExecutionStatus::from_label(label)
 }
 
 /// One entry of an execution's log.

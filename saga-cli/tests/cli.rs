@@ -1,0 +1,542 @@
+//! The real `saga` binary against real SQLite files written by a real
+//! engine; and the same commands embedded (`saga_cli::run`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use saga_core::store::{NewExecution, SagaStore, SqliteStore};
+use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
+
+/// A fresh directory for one test.
+fn dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("saga-cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `order`: reserve (compensable), charge (the pivot), ship (retriable),
+/// which fails while the courier is not ready.
+fn order_saga(courier_ready: &Arc<AtomicBool>) -> Saga<u32> {
+    let ready = Arc::clone(courier_ready);
+    Saga::builder("order")
+        .step(
+            Step::new("reserve", |n: &mut u32, _: &StepInfo<'_>| {
+                *n += 1;
+                Ok::<_, StepError>(())
+            })
+            .compensate(|n: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+                *n -= 1;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .pivot(Step::new("charge", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .step(Step::new("ship", move |_: &mut u32, _: &StepInfo<'_>| {
+            if ready.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(StepError::new("no courier today"))
+            }
+        }))
+        .build()
+        .unwrap()
+}
+
+/// `refund`: a step that always fails after one that it compensates.
+fn refund_saga() -> Saga<u32> {
+    Saga::builder("refund")
+        .step(
+            Step::new("lock", |_: &mut u32, _: &StepInfo<'_>| {
+                Ok::<_, StepError>(())
+            })
+            .compensate(|_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(())),
+        )
+        .step(Step::new("pay_back", |_: &mut u32, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("bank closed"))
+        }))
+        .build()
+        .unwrap()
+}
+
+/// A store with `ok-1` completed, `stuck-1` stuck at `ship`, `refund-1`
+/// compensated, written by a real engine that is then dropped.
+async fn populated(dir: &Path) -> PathBuf {
+    let db = dir.join("sagas.db");
+    let ready = Arc::new(AtomicBool::new(true));
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(order_saga(&ready)).await.unwrap();
+    engine.register(refund_saga()).await.unwrap();
+    let id = engine.start_with_id("order", "ok-1", 0_u32).await.unwrap();
+    assert_eq!(
+        engine.wait(&id).await.unwrap().status,
+        ExecutionStatus::Completed
+    );
+    ready.store(false, Ordering::SeqCst);
+    let id = engine
+        .start_with_id("order", "stuck-1", 0_u32)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.wait(&id).await.unwrap().status,
+        ExecutionStatus::Stuck
+    );
+    let id = engine
+        .start_with_id("refund", "refund-1", 0_u32)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.wait(&id).await.unwrap().status,
+        ExecutionStatus::Compensated
+    );
+    db
+}
+
+fn saga(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Runs the binary on `db` and expects success; returns stdout.
+fn ok(db: &Path, args: &[&str]) -> String {
+    let mut all = vec!["--store", db.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = saga(&all);
+    assert!(
+        out.status.success(),
+        "saga {all:?} failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs the binary on `db` and expects exit code `code`; returns stderr.
+fn fails(db: &Path, args: &[&str], code: i32) -> String {
+    let mut all = vec!["--store", db.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = saga(&all);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "saga {all:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "", "nothing on stdout when it fails");
+    stderr(&out)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn list_prints_a_table_that_fits_80_columns() {
+    let dir = dir("list");
+    let db = populated(&dir).await;
+    let text = ok(&db, &["list"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    for line in &lines {
+        assert!(line.chars().count() <= 80, "too wide: {line:?}");
+    }
+    assert!(lines[0].starts_with("ID "), "{text}");
+    assert!(lines[0].contains("SAGA") && lines[0].contains("STATUS"));
+    let row = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no row {id}: {text}"))
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("ok-1"), ["ok-1", "order", "completed"]);
+    assert_eq!(row("stuck-1"), ["stuck-1", "order", "stuck"]);
+    assert_eq!(row("refund-1"), ["refund-1", "refund", "compensated"]);
+    assert_eq!(lines[4], "3 executions (1 stuck: `saga show <id>`)");
+
+    let text = ok(&db, &["list", "--status", "stuck", "--no-integrity-check"]);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains("stuck-1") && !text.contains("ok-1"), "{text}");
+
+    let rows = json(&ok(&db, &["list", "--saga", "order", "--json"]));
+    let ids: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ok-1", "stuck-1"]);
+    assert_eq!(rows[1]["status"], "stuck");
+    assert_eq!(rows[1]["fingerprint"].as_str().unwrap().len(), 64);
+
+    let err = fails(&db, &["list", "--status", "wedged"], 2);
+    assert!(
+        err.contains("expected one of: running, compensating"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn show_prints_steps_attempts_durations_errors_and_the_timeline() {
+    let dir = dir("show");
+    let db = populated(&dir).await;
+    let text = ok(&db, &["show", "stuck-1"]);
+    assert!(text.contains("execution  stuck-1\n"), "{text}");
+    assert!(text.contains("saga       order\ndefinition "), "{text}");
+    assert!(text.contains("status     stuck\n"), "{text}");
+    assert!(text.contains("lease      free\n"), "{text}");
+    let step = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no step {name}: {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    // name, kind, status, tries, undos, time.
+    let ship = step("ship ");
+    assert_eq!(ship[..5], ["ship", "retriable", "failed", "1", "0"]);
+    assert!(ship[5].ends_with('s'), "a duration: {ship:?}");
+    assert_eq!(
+        step("reserve")[..5],
+        ["reserve", "compensable", "succeeded", "1", "0"]
+    );
+    assert_eq!(step("charge")[..3], ["charge", "pivot", "succeeded"]);
+    assert!(
+        text.contains("error of `ship`: no courier today\n"),
+        "{text}"
+    );
+    assert!(text.contains("TIMELINE"), "{text}");
+    let timeline: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("TIMELINE"))
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            "step_started",
+            "step_succeeded",
+            "step_started",
+            "step_succeeded",
+            "step_started",
+            "step_failed",
+            "finished"
+        ]
+    );
+    assert!(
+        text.contains("step_failed             ship #1: no courier today"),
+        "{text}"
+    );
+
+    let doc = json(&ok(&db, &["show", "refund-1", "--json"]));
+    assert_eq!(doc["execution"]["status"], "compensated");
+    assert_eq!(doc["steps"][0]["name"], "lock");
+    assert_eq!(doc["steps"][0]["status"], "compensated");
+    assert_eq!(doc["steps"][0]["compensation_attempts"], 1);
+    assert!(
+        doc["steps"][0]["compensation_duration_ms"]
+            .as_i64()
+            .is_some()
+    );
+    assert_eq!(doc["steps"][1]["status"], "failed");
+    assert_eq!(doc["steps"][1]["last_error"], "bank closed");
+    assert_eq!(doc["events"][0]["kind"], "step_started");
+    assert_eq!(doc["events"][0]["step"], "lock");
+
+    let err = fails(&db, &["show", "nope"], 1);
+    assert_eq!(
+        err,
+        "error: no execution `nope` in the store; `saga list` shows them\n"
+    );
+}
+
+#[tokio::test]
+async fn diagram_prints_the_stored_shape_by_name_or_fingerprint() {
+    let dir = dir("diagram");
+    let db = populated(&dir).await;
+    let mermaid = ok(&db, &["diagram", "order"]);
+    assert!(mermaid.contains("flowchart TD"), "{mermaid}");
+    assert!(mermaid.contains("charge (pivot)"), "{mermaid}");
+    assert!(mermaid.contains("undo reserve"), "{mermaid}");
+    // The very diagram the definition draws of itself.
+    let ready = Arc::new(AtomicBool::new(true));
+    assert_eq!(
+        mermaid.trim_end(),
+        order_saga(&ready).to_mermaid().trim_end()
+    );
+    let dot = ok(&db, &["diagram", "order", "--dot"]);
+    assert_eq!(dot.trim_end(), order_saga(&ready).to_dot().trim_end());
+    assert!(mermaid.ends_with('\n') && dot.ends_with('\n'));
+
+    let fingerprint = order_saga(&ready).fingerprint();
+    let doc = json(&ok(&db, &["diagram", &fingerprint, "--json"]));
+    assert_eq!(doc["saga"], "order");
+    assert_eq!(doc["format"], "mermaid");
+    assert_eq!(
+        doc["diagram"].as_str().unwrap(),
+        order_saga(&ready).to_mermaid()
+    );
+
+    let err = fails(&db, &["diagram", "shipping"], 1);
+    assert!(
+        err.contains("no definition `shipping` in the store"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn resume_writes_a_request_that_a_worker_carries_out() {
+    let dir = dir("resume");
+    let db = populated(&dir).await;
+    // Without `--yes`: says what it would do, does nothing.
+    let err = fails(&db, &["resume", "stuck-1"], 1);
+    assert!(
+        err.contains("this would resume stuck execution `stuck-1`"),
+        "{err}"
+    );
+    assert!(err.contains("run it again with `--yes`"), "{err}");
+    let doc = json(&ok(&db, &["show", "stuck-1", "--json"]));
+    assert_eq!(doc["execution"]["resume_requested"], false);
+
+    let err = fails(&db, &["resume", "ok-1", "--yes"], 1);
+    assert!(
+        err.contains("execution `ok-1` is completed; `resume` applies to stuck executions"),
+        "{err}"
+    );
+
+    let doc = json(&ok(&db, &["resume", "stuck-1", "--yes", "--json"]));
+    assert_eq!(doc["result"], "requested");
+    let text = ok(&db, &["show", "stuck-1"]);
+    assert!(text.contains("requested  resume"), "{text}");
+    assert!(text.contains("status     stuck"), "{text}");
+
+    // A worker (the user's process, with the saga's code) picks it up.
+    let ready = Arc::new(AtomicBool::new(true));
+    let worker = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    worker.register(order_saga(&ready)).await.unwrap();
+    worker.register(refund_saga()).await.unwrap();
+    let recovery = worker.recover().await.unwrap();
+    assert_eq!(recovery.resumed, ["stuck-1".into()]);
+    let report = worker.wait(&"stuck-1".into()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert_eq!(report.step("ship").unwrap().attempts, 1);
+    // Carried out once: a second recover finds nothing to do.
+    assert!(worker.recover().await.unwrap().resumed.is_empty());
+    let doc = json(&ok(&db, &["show", "stuck-1", "--json"]));
+    assert_eq!(doc["execution"]["status"], "completed");
+    let kinds: Vec<&str> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds[6..],
+        [
+            "finished",
+            "resume_requested",
+            "resumed",
+            "step_started",
+            "step_succeeded",
+            "finished"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_worker_without_the_definition_leaves_a_resume_request_pending() {
+    let dir = dir("resume-elsewhere");
+    let db = populated(&dir).await;
+    ok(&db, &["resume", "stuck-1", "--yes"]);
+    let worker = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    worker.register(refund_saga()).await.unwrap();
+    let recovery = worker.recover().await.unwrap();
+    assert!(recovery.resumed.is_empty());
+    assert_eq!(recovery.refused.len(), 1);
+    let error = recovery.refused[0].1.to_string();
+    assert!(
+        error.contains("no saga named `order` is registered"),
+        "{error}"
+    );
+    let doc = json(&ok(&db, &["show", "stuck-1", "--json"]));
+    assert_eq!(doc["execution"]["resume_requested"], true);
+    assert_eq!(doc["execution"]["status"], "stuck");
+}
+
+#[tokio::test]
+async fn abandon_is_done_at_once_and_only_with_yes() {
+    let dir = dir("abandon");
+    let db = populated(&dir).await;
+    let err = fails(&db, &["abandon", "stuck-1"], 1);
+    assert!(err.contains("nothing is compensated"), "{err}");
+    assert!(ok(&db, &["show", "stuck-1"]).contains("status     stuck"));
+    let text = ok(&db, &["abandon", "stuck-1", "--yes"]);
+    assert_eq!(text, "abandoned `stuck-1`; nothing was compensated\n");
+    assert!(ok(&db, &["show", "stuck-1"]).contains("status     abandoned"));
+    let err = fails(&db, &["abandon", "refund-1", "--yes"], 1);
+    assert!(
+        err.contains("is compensated; `abandon` applies to"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_writes_a_request_that_recovery_carries_out() {
+    let dir = dir("cancel");
+    let db = populated(&dir).await;
+    let err = fails(&db, &["cancel", "ok-1", "--yes"], 1);
+    assert!(
+        err.contains("`cancel` applies to running or compensating"),
+        "{err}"
+    );
+
+    // An execution whose owner died before it ran a step: running, its
+    // lease expiring at once.
+    let ready = Arc::new(AtomicBool::new(true));
+    let store = SqliteStore::open(&db).unwrap();
+    store
+        .create(
+            NewExecution {
+                id: "orphan-1".into(),
+                saga: "order".to_owned(),
+                fingerprint: order_saga(&ready).fingerprint(),
+                context: "0".to_owned(),
+                events: Vec::new(),
+            },
+            "dead-owner",
+            Duration::from_millis(1),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let text = ok(&db, &["cancel", "orphan-1", "--yes"]);
+    assert!(text.starts_with("cancel of `orphan-1` requested"), "{text}");
+    assert!(ok(&db, &["show", "orphan-1"]).contains("requested  cancel"));
+
+    let worker = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    worker.register(order_saga(&ready)).await.unwrap();
+    let recovery = worker.recover().await.unwrap();
+    assert_eq!(recovery.resumed, ["orphan-1".into()]);
+    let report = worker.wait(&"orphan-1".into()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Cancelled);
+    assert_eq!(
+        report.step("reserve").unwrap().status,
+        saga_core::StepStatus::Pending
+    );
+}
+
+#[test]
+fn a_missing_store_is_an_error_and_is_not_created() {
+    let dir = dir("missing");
+    let db = dir.join("typo.db");
+    let err = fails(&db, &["list"], 1);
+    assert_eq!(
+        err,
+        format!(
+            "error: `{}` does not exist; the saga CLI never creates a store: give the path of the database your service writes\n",
+            db.display()
+        )
+    );
+    assert!(!db.exists());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+    let err = fails(&dir, &["list"], 1);
+    assert!(err.contains("is a directory"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_left_untouched() {
+    let dir = dir("garbage");
+    let db = dir.join("notes.txt");
+    std::fs::write(
+        &db,
+        "shopping list: eggs, flour, a saga store\n".repeat(200),
+    )
+    .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let err = fails(&db, &["list"], 1);
+    assert!(err.contains("is not an SQLite database"), "{err}");
+    assert!(err.contains("left untouched"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+}
+
+#[test]
+fn urls_and_missing_arguments_get_clear_errors() {
+    let out = saga(&["--store", "postgres://saga@localhost/sagas", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no PostgreSQL support"),
+        "{}",
+        stderr(&out)
+    );
+    let out = saga(&["--store", "mysql://localhost/sagas", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not a store this build supports"),
+        "{}",
+        stderr(&out)
+    );
+    let out = saga(&["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no store given; pass `--store <path>`"));
+    let out = saga(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("Usage: saga"), "{}", stdout(&out));
+    let out = saga(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unrecognized subcommand"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn embedded_resume_runs_the_execution_in_the_users_process() {
+    let dir = dir("embedded");
+    let db = populated(&dir).await;
+    let ready = Arc::new(AtomicBool::new(true));
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(order_saga(&ready)).await.unwrap();
+
+    let err = saga_cli::run(&engine, ["app", "resume", "stuck-1"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("run it again with `--yes`"),
+        "{err}"
+    );
+    let out = saga_cli::run(&engine, ["app", "resume", "stuck-1", "--yes"])
+        .await
+        .unwrap();
+    assert_eq!(out, "resumed `stuck-1`: it ended completed\n");
+    let out = saga_cli::run(&engine, ["app", "list", "--status", "stuck"])
+        .await
+        .unwrap();
+    assert!(out.ends_with("0 executions\n"), "{out}");
+    let err = saga_cli::run(&engine, ["app", "--store", "x.db", "list"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "this binary works on its own store; drop `--store`"
+    );
+}

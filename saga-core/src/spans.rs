@@ -1,0 +1,52 @@
+//! `tracing` spans (feature `tracing`): one `saga` span per execution and,
+//! inside it, one `step` or `compensation` span per attempt, so a
+//! subscriber (OpenTelemetry's among them) sees a saga as one trace, and
+//! the user's own spans and events inside a step nest under that step.
+//!
+//! Fields: `saga`, `execution_id` and (at the end) `status` on the
+//! execution span; `step`, `attempt` and, when the attempt fails, `error`
+//! and `outcome_unknown` on an attempt span. Target `saga`, level INFO.
+
+use std::future::Future;
+
+use tracing::Instrument;
+use tracing::field::{Empty, display};
+
+use crate::error::{SagaError, StepError};
+use crate::id::ExecutionId;
+use crate::report::SagaReport;
+
+/// Runs an execution inside its `saga` span; records its final status.
+pub(crate) async fn execution<F>(saga: &str, id: &ExecutionId, run: F) -> F::Output
+where
+    F: Future<Output = Result<SagaReport, SagaError>>,
+{
+    let span =
+        tracing::info_span!(target: "saga", "saga", saga, execution_id = %id, status = Empty);
+    let result = run.instrument(span.clone()).await;
+    let status = match &result {
+        Ok(report) => report.status,
+        Err(error) => error.report().status,
+    };
+    span.record("status", display(status));
+    result
+}
+
+/// Runs one attempt of a step's action (`compensation` false) or of its
+/// compensation inside its span; records a failure.
+pub(crate) async fn attempt<F, T>(compensation: bool, step: &str, attempt: u32, run: F) -> F::Output
+where
+    F: Future<Output = Result<T, StepError>>,
+{
+    let span = if compensation {
+        tracing::info_span!(target: "saga", "compensation", step, attempt, error = Empty, outcome_unknown = Empty)
+    } else {
+        tracing::info_span!(target: "saga", "step", step, attempt, error = Empty, outcome_unknown = Empty)
+    };
+    let result = run.instrument(span.clone()).await;
+    if let Err(error) = &result {
+        span.record("error", display(error));
+        span.record("outcome_unknown", error.is_outcome_unknown());
+    }
+    result
+}

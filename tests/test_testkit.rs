@@ -1,0 +1,400 @@
+//! The test kit (`saga_core::testkit`) on the project's own example sagas,
+//! and on sagas with the mistakes it exists to find: a compensation that
+//! cannot handle an unknown outcome, a step that is not idempotent, a
+//! context that loses a field in the durable log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use saga_core::testkit::{Durability, SagaTest, TestReport};
+use saga_core::{Parallel, RetryPolicy, Saga, Step, StepError, StepInfo};
+use serde::{Deserialize, Serialize};
+
+#[path = "../examples/durable_order.rs"]
+#[allow(dead_code)]
+mod durable_order;
+
+use durable_order::{Order, order_saga};
+
+#[path = "../examples/order_saga.rs"]
+#[allow(dead_code)]
+mod macro_order;
+
+fn new_order() -> Order {
+    Order {
+        id: "order-42".to_owned(),
+        items: 2,
+        ..Order::default()
+    }
+}
+
+fn order_state(o: &Order) -> (bool, Option<String>, bool) {
+    (o.reserved, o.charge.clone(), o.shipped)
+}
+
+fn names(report: &TestReport) -> Vec<&str> {
+    report.cases.iter().map(|c| c.name.as_str()).collect()
+}
+
+fn failed(report: &TestReport) -> Vec<&str> {
+    report.failures().map(|c| c.name.as_str()).collect()
+}
+
+// The example's steps "call a remote service" for a second each: paused
+// time makes that free.
+#[tokio::test(start_paused = true)]
+async fn the_example_order_saga_passes_every_failure_and_repeat() {
+    let kit = SagaTest::new(&order_saga().unwrap(), new_order).with_state(order_state);
+    let report = kit.failures().await;
+    report.assert_passed();
+    // 4 steps: undisturbed, 2 failures each, 2 compensations.
+    assert_eq!(report.cases.len(), 1 + 4 * 2 + 2, "{report}");
+    let report = kit.twice().await;
+    report.assert_passed();
+    // Undisturbed, and rolled back from `charge_card` and from `ship`.
+    assert_eq!(report.cases.len(), 3, "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_example_order_saga_survives_a_crash_at_every_commit_in_memory() {
+    let kit = SagaTest::new(&order_saga().unwrap(), new_order).with_state(order_state);
+    let report = kit.crashes(Durability::Memory).await;
+    report.assert_passed();
+    // Two paths (undisturbed, rolled back from the pivot `ship`), each
+    // with its own run and a crash before and after each of its commits.
+    let text = report.to_string();
+    assert!(text.contains("no failure, durable, 5 commits"), "{text}");
+    assert!(
+        text.contains("step `ship` fails cleanly, durable, 6 commits"),
+        "{text}"
+    );
+    assert_eq!(report.cases.len(), 1 + 5 * 2 + 1 + 6 * 2, "{text}");
+    // A crash while the pivot ran makes its outcome unknown: the rules,
+    // and the kit, expect the run to end stuck then.
+    assert!(
+        text.contains(
+            "step `ship` fails cleanly, crash after commit 3 of 6 (while the failing step ran: its outcome is unknown): expected stuck, got stuck"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_example_order_saga_survives_a_crash_at_every_commit_on_sqlite() {
+    let kit = SagaTest::new(&order_saga().unwrap(), new_order).with_state(order_state);
+    kit.crashes(Durability::Sqlite).await.assert_passed();
+}
+
+/// A trip: a compensable step, a parallel group, the pivot, and a
+/// retriable step after it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Trip {
+    held: bool,
+    paid: bool,
+    emailed: bool,
+}
+
+fn trip_saga(booked: &Arc<AtomicU32>) -> Saga<Trip> {
+    let book = |name: &'static str| {
+        let (up, down) = (Arc::clone(booked), Arc::clone(booked));
+        Step::shared_async(name, move |_: &Trip, info: &StepInfo<'_>| {
+            let up = Arc::clone(&up);
+            let key = info.idempotency_key();
+            Box::pin(async move {
+                up.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, StepError>(key)
+            })
+        })
+        .durable()
+        .compensate_shared(move |_: &Trip, key: Option<&String>, _: &StepInfo<'_>| {
+            // `None`: the booking may or may not exist; a real service
+            // looks it up by the idempotency key. Here: nothing to undo.
+            if key.is_some() {
+                down.fetch_sub(1, Ordering::SeqCst);
+            }
+            Ok::<_, StepError>(())
+        })
+    };
+    Saga::builder("trip")
+        .step(
+            Step::new("hold", |t: &mut Trip, _: &StepInfo<'_>| {
+                t.held = true;
+                Ok::<_, StepError>(())
+            })
+            .compensate(|t: &mut Trip, _: Option<&()>, _: &StepInfo<'_>| {
+                t.held = false;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .parallel(Parallel::new().step(book("hotel")).step(book("flight")))
+        .pivot(Step::new("pay", |t: &mut Trip, _: &StepInfo<'_>| {
+            t.paid = true;
+            Ok::<_, StepError>(())
+        }))
+        .step(
+            Step::new("email", |t: &mut Trip, _: &StepInfo<'_>| {
+                t.emailed = true;
+                Ok::<_, StepError>(())
+            })
+            .retry(RetryPolicy::attempts(3)),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_saga_with_a_group_a_pivot_and_a_retriable_step_passes() {
+    let booked = Arc::new(AtomicU32::new(0));
+    let kit = SagaTest::new(&trip_saga(&booked), Trip::default)
+        .with_state(|t: &Trip| (t.held, t.paid, t.emailed));
+    let report = kit.failures().await;
+    report.assert_passed();
+    let expectations: Vec<(&str, &str)> = report
+        .cases
+        .iter()
+        .map(|c| (c.name.as_str(), c.expected.label()))
+        .collect();
+    assert_eq!(
+        expectations,
+        [
+            ("no failure", "completed"),
+            ("step `hold` fails cleanly", "compensated"),
+            ("step `hold` fails, outcome unknown", "compensated"),
+            ("step `hotel` fails cleanly", "compensated"),
+            ("step `hotel` fails, outcome unknown", "compensated"),
+            ("step `flight` fails cleanly", "compensated"),
+            ("step `flight` fails, outcome unknown", "compensated"),
+            ("step `pay` fails cleanly", "compensated"),
+            ("step `pay` fails, outcome unknown", "stuck"),
+            ("step `email` fails cleanly", "stuck"),
+            ("step `email` fails, outcome unknown", "stuck"),
+            (
+                "compensation of `hold` fails (rollback from `hotel` failing)",
+                "stuck"
+            ),
+            (
+                "compensation of `hotel` fails (rollback from `pay` failing)",
+                "stuck"
+            ),
+            (
+                "compensation of `flight` fails (rollback from `pay` failing)",
+                "stuck"
+            ),
+        ]
+    );
+    kit.twice().await.assert_passed();
+    kit.crashes(Durability::Memory).await.assert_passed();
+}
+
+#[tokio::test]
+async fn a_compensation_that_needs_the_output_is_caught_on_an_unknown_outcome() {
+    let saga = Saga::builder("careless")
+        .step(
+            Step::new("reserve", |n: &mut u32, _: &StepInfo<'_>| {
+                *n += 1;
+                Ok::<_, StepError>(7_u32)
+            })
+            .durable()
+            .compensate(|n: &mut u32, id: Option<&u32>, _: &StepInfo<'_>| {
+                // The mistake: an unknown outcome gives `None`.
+                let id = id.ok_or("no reservation id")?;
+                *n -= id / 7;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("charge", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let report = SagaTest::new(&saga, || 0_u32).failures().await;
+    assert!(!report.passed());
+    assert_eq!(failed(&report), ["step `reserve` fails, outcome unknown"]);
+    let text = report.to_string();
+    assert!(
+        text.starts_with("saga `careless`: 6 cases, 5 passed, 1 failed\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  FAIL step `reserve` fails, outcome unknown: expected compensated, got stuck;"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("no reservation id"), "{text}");
+}
+
+#[tokio::test]
+async fn a_step_that_is_not_idempotent_is_caught_by_running_it_twice() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Account {
+        balance: i64,
+    }
+    let saga = Saga::builder("payout")
+        .step(
+            Step::new("debit", |a: &mut Account, _: &StepInfo<'_>| {
+                a.balance -= 10; // repeated, it debits twice
+                Ok::<_, StepError>(())
+            })
+            .compensate(|a: &mut Account, _: Option<&()>, _: &StepInfo<'_>| {
+                a.balance += 10;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("notify", |_: &mut Account, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let kit = SagaTest::new(&saga, Account::default).with_state(|a: &Account| a.balance);
+    // One failure at a time finds nothing wrong...
+    kit.failures().await.assert_passed();
+    // ...running each step twice does: the undisturbed run ends at -20.
+    let report = kit.twice().await;
+    assert_eq!(
+        failed(&report),
+        ["no failure, every step and compensation twice"]
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("the final state differs: -20 instead of -10"),
+        "{report}"
+    );
+    // On the rollback path the double debit is undone by a double credit.
+    assert_eq!(
+        names(&report),
+        [
+            "no failure, every step and compensation twice",
+            "step `notify` fails cleanly, every step and compensation twice"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_context_that_loses_a_field_in_the_log_is_caught_by_a_crash() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Upload {
+        // The mistake: not logged, so lost on recovery.
+        #[serde(skip)]
+        session: Option<String>,
+        done: bool,
+    }
+    let saga = Saga::builder("upload")
+        .step(Step::new("open", |u: &mut Upload, _: &StepInfo<'_>| {
+            u.session = Some("s-1".to_owned());
+            Ok::<_, StepError>(())
+        }))
+        .pivot(Step::new("send", |u: &mut Upload, _: &StepInfo<'_>| {
+            u.session.as_ref().ok_or("no session")?;
+            u.done = true;
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let kit = SagaTest::new(&saga, Upload::default).with_state(|u: &Upload| u.done);
+    kit.failures().await.assert_passed();
+    let report = kit.crashes(Durability::Memory).await;
+    assert!(!report.passed(), "{report}");
+    // Recovered after `open` succeeded, `send` finds no session.
+    let text = report.to_string();
+    assert!(
+        text.contains("FAIL no failure, crash after commit 2 of 3: expected completed, got stuck"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_step_whose_output_cannot_be_logged_is_reported_not_run() {
+    let saga = Saga::builder("opaque")
+        .step(Step::new("make", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(5_u64)
+        }))
+        .build()
+        .unwrap();
+    let report = SagaTest::new(&saga, || 0_u32)
+        .crashes(Durability::Memory)
+        .await;
+    assert_eq!(report.cases.len(), 1, "{report}");
+    let text = report.to_string();
+    assert!(text.contains("cannot register the saga"), "{text}");
+    assert!(
+        text.contains("a `Step` built by hand also needs `.durable()`"),
+        "{text}"
+    );
+}
+
+/// `examples/order_saga.rs`, checked by the kit: a failure (clean or of
+/// unknown outcome) at every step and compensation, every step and
+/// compensation run twice, and a crash at every commit. Its reservation is keyed by the order, so an
+/// unknown outcome is undone and a repeated call absorbed.
+#[tokio::test]
+async fn the_macro_example_order_saga_passes_the_kit() {
+    let kit = SagaTest::new(&macro_order::order_saga(), || macro_order::Order {
+        stock: 10,
+        ..macro_order::Order::default()
+    })
+    .with_state(|o: &macro_order::Order| (o.id, o.stock, o.charged_cents, o.shipped));
+    let report = kit.failures().await;
+    assert_eq!(report.cases.len(), 1 + 4 * 2 + 3, "{report}");
+    report.assert_passed();
+    let report = kit.twice().await;
+    assert_eq!(report.cases.len(), 4, "{report}");
+    report.assert_passed();
+    // Durable: its steps' outputs (`u64`, `u32`) are logged without an
+    // annotation. Each run uncrashed, then crashed before and after each
+    // of its commits: the run that completes (5 commits) and the longest
+    // rollback (8).
+    let report = kit.crashes(Durability::Memory).await;
+    assert_eq!(report.cases.len(), (1 + 2 * 5) + (1 + 2 * 8), "{report}");
+    report.assert_passed();
+}
+
+#[tokio::test]
+async fn a_rollback_that_goes_on_past_a_failed_compensation_is_expected_to() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Books {
+        a: bool,
+        b: bool,
+    }
+    let saga = Saga::builder("books")
+        .continue_on_compensation_failure(true)
+        .step(
+            Step::new("a", |s: &mut Books, _: &StepInfo<'_>| {
+                s.a = true;
+                Ok::<_, StepError>(())
+            })
+            .compensate(|s: &mut Books, _: Option<&()>, _: &StepInfo<'_>| {
+                s.a = false;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(
+            Step::new("b", |s: &mut Books, _: &StepInfo<'_>| {
+                s.b = true;
+                Ok::<_, StepError>(())
+            })
+            .compensate(|s: &mut Books, _: Option<&()>, _: &StepInfo<'_>| {
+                s.b = false;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .pivot(Step::new("close", |_: &mut Books, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let report = SagaTest::new(&saga, Books::default)
+        .with_state(|s: &Books| (s.a, s.b))
+        .failures()
+        .await;
+    report.assert_passed();
+    // `b`'s compensation fails; `a`'s still runs (and the kit accepts it).
+    let case = report
+        .cases
+        .iter()
+        .find(|c| c.name.starts_with("compensation of `b` fails"))
+        .unwrap();
+    assert_eq!(case.expected, saga_core::ExecutionStatus::Stuck);
+    assert!(case.summary.starts_with("compensated [a];"), "{report}");
+}
