@@ -5,6 +5,8 @@
 #   scripts/pg.sh start   installs PostgreSQL if missing, starts a cluster in
 #                         target/pg (port in target/pg/port), prints its URL
 #   scripts/pg.sh url     prints the URL of the running cluster
+#   scripts/pg.sh restart restarts the running cluster (same port and data),
+#                         for tests of a server that goes away
 #   scripts/pg.sh stop    stops it and removes its data
 #
 # Only ever listens on 127.0.0.1; no unix socket. Run as root (CI) or as a
@@ -68,6 +70,11 @@ CONF
 url)
     url
     ;;
+restart)
+    bin=$(pg_bin)
+    as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -m fast -w restart >/dev/null
+    url
+    ;;
 stop)
     bin=$(pg_bin)
     if [ -d "$data" ]; then
@@ -76,7 +83,7 @@ stop)
     rm -rf "$root"
     ;;
 *)
-    echo "usage: $0 start|url|stop" >&2
+    echo "usage: $0 start|url|restart|stop" >&2
     exit 2
     ;;
 esac

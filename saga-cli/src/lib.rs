@@ -80,7 +80,7 @@ pub enum CliError {
     UnsupportedUrl(String),
     /// A PostgreSQL URL to a build without PostgreSQL support.
     #[error(
-        "this build of `saga` has no PostgreSQL support (saga-core has no PostgreSQL store in this version); give an SQLite file path"
+        "this build of `saga` has no PostgreSQL support; rebuild it with `--features postgres`, or give an SQLite file path"
     )]
     NoPostgres,
     /// The store failed (including a file that is not a saga store).
@@ -109,9 +109,14 @@ pub enum CliError {
 #[derive(Debug, Parser)]
 #[command(name = "saga", version, about, long_about = None)]
 struct Cli {
-    /// The store: an SQLite file path (never created by this tool).
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The store: an SQLite file path (never created by this tool) or a
+    /// `postgres://user@host:port/database` URL.
+    #[arg(long, global = true, value_name = "PATH|URL")]
     store: Option<String>,
+    /// The PostgreSQL schema holding the saga tables (default `saga`, as
+    /// `PostgresStore` uses).
+    #[arg(long, global = true, value_name = "NAME", default_value = "saga")]
+    pg_schema: String,
     /// Print JSON instead of text, for scripts.
     #[arg(long, global = true)]
     json: bool,
@@ -255,7 +260,7 @@ where
 {
     let cli = parse(args)?;
     let spec = cli.store.as_deref().ok_or(CliError::NoStore)?;
-    let store = open_store(spec, !cli.no_integrity_check)?;
+    let store = open_store(spec, !cli.no_integrity_check, &cli.pg_schema).await?;
     let engine = SagaEngine::with_store(store);
     execute(&engine, &cli, Mode::Tool).await
 }
@@ -273,16 +278,23 @@ where
     })
 }
 
-/// Opens the store named on the command line, never creating one;
-/// `integrity_check` runs SQLite's `quick_check` first.
+/// Opens the store named on the command line, never creating one: an
+/// SQLite file (`integrity_check` runs SQLite's `quick_check` first) or,
+/// in a build with the `postgres` feature, a PostgreSQL URL whose saga
+/// tables are in `pg_schema`.
 ///
 /// # Errors
 /// [`CliError::Missing`] for a file that does not exist, and the store's
-/// own errors for a file that is not a saga store.
-pub fn open_store(spec: &str, integrity_check: bool) -> Result<Arc<dyn SagaStore>, CliError> {
+/// own errors for a file that is not a saga store or a server that cannot
+/// be reached.
+pub async fn open_store(
+    spec: &str,
+    integrity_check: bool,
+    pg_schema: &str,
+) -> Result<Arc<dyn SagaStore>, CliError> {
     if let Some((scheme, _)) = spec.split_once("://") {
         return match scheme {
-            "postgres" | "postgresql" => Err(CliError::NoPostgres),
+            "postgres" | "postgresql" => open_postgres(spec, pg_schema).await,
             _ => Err(CliError::UnsupportedUrl(spec.to_owned())),
         };
     }
@@ -295,6 +307,18 @@ pub fn open_store(spec: &str, integrity_check: bool) -> Result<Arc<dyn SagaStore
     }
     let options = SqliteOptions::new().with_integrity_check(integrity_check);
     Ok(Arc::new(SqliteStore::open_with(path, options)?))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, schema: &str) -> Result<Arc<dyn SagaStore>, CliError> {
+    use saga_core::store::{PostgresOptions, PostgresStore};
+    let options = PostgresOptions::new().with_schema(schema);
+    Ok(Arc::new(PostgresStore::connect_with(url, options).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str, _schema: &str) -> Result<Arc<dyn SagaStore>, CliError> {
+    Err(CliError::NoPostgres)
 }
 
 async fn execute(engine: &SagaEngine, cli: &Cli, mode: Mode) -> Result<String, CliError> {

@@ -478,15 +478,89 @@ fn a_file_that_is_not_a_store_is_left_untouched() {
     assert_eq!(std::fs::read(&db).unwrap(), before);
 }
 
+#[cfg(not(feature = "postgres"))]
 #[test]
-fn urls_and_missing_arguments_get_clear_errors() {
+fn a_postgres_url_without_the_feature_says_how_to_get_it() {
     let out = saga(&["--store", "postgres://saga@localhost/sagas", "list"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("no PostgreSQL support"),
+        stderr(&out).contains("no PostgreSQL support; rebuild it with `--features postgres`"),
         "{}",
         stderr(&out)
     );
+}
+
+/// The server of the PostgreSQL tests: `SAGA_PG_URL`, or the throwaway
+/// cluster of `scripts/pg.sh` (started if needed, so the test never skips).
+#[cfg(feature = "postgres")]
+fn pg_url() -> String {
+    if let Ok(url) = std::env::var("SAGA_PG_URL")
+        && !url.is_empty()
+    {
+        return url;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(root.join("scripts/pg.sh"))
+        .arg("start")
+        .current_dir(&root)
+        .output()
+        .expect("running scripts/pg.sh");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_store_is_listed_and_shown() {
+    use saga_core::store::{PostgresOptions, PostgresStore};
+    let url = pg_url();
+    let schema = format!("cli_{}", std::process::id());
+    let store = PostgresStore::connect_with(&url, PostgresOptions::new().with_schema(&schema))
+        .await
+        .unwrap();
+    let engine = SagaEngine::new(store);
+    engine.register(refund_saga()).await.unwrap();
+    let id = engine
+        .start_with_id("refund", "pg-refund-1", 0_u32)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.wait(&id).await.unwrap().status,
+        ExecutionStatus::Compensated
+    );
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str(), "--pg-schema", schema.as_str()];
+        all.extend_from_slice(args);
+        saga(&all)
+    };
+    let out = cli(&["list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert!(listed.contains("pg-refund-1"), "{listed}");
+    assert!(listed.contains("compensated"), "{listed}");
+    let out = cli(&["show", "pg-refund-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("pay_back"), "{}", stdout(&out));
+
+    // A server that is not there: a clear error naming it, no password.
+    let out = saga(&[
+        "--store",
+        "postgres://saga:secret@127.0.0.1:1/sagas",
+        "list",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+}
+
+#[test]
+fn urls_and_missing_arguments_get_clear_errors() {
     let out = saga(&["--store", "mysql://localhost/sagas", "list"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -23,8 +23,8 @@ use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus
 use crate::saga::{RunOptions, Saga, StepShape};
 use crate::step::{BoxFuture, Output, StepKind};
 use crate::store::{
-    Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution, SagaStore,
-    StoreError, now_ms,
+    Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution,
+    SagaStore, StoreError, now_ms,
 };
 
 /// An error of the engine. Each says what to do; none comes with a record
@@ -260,10 +260,12 @@ struct Registry {
 struct Live {
     cancel: CancellationToken,
     done: watch::Receiver<Option<Done>>,
+    task: tokio::task::AbortHandle,
+    lease: Lease,
 }
 
 /// How a run in this process ended: its report, or why it stopped.
-type Done = Result<SagaReport, String>;
+pub(crate) type Done = Result<SagaReport, String>;
 
 impl std::fmt::Debug for SagaEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -394,6 +396,40 @@ impl SagaEngine {
     {
         let id = id.into();
         tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        // The first step's start is committed with the creation: one commit
+        // fewer per execution. The journal knows it is there already.
+        let mut first = Event::new(1, EventKind::StepStarted);
+        first.step = Some(0);
+        first.attempt = 1;
+        let created = self.create(name, &id, &ctx, vec![first.clone()]).await?;
+        if let Some((runner, context, lease)) = created {
+            let job = Job {
+                id: id.clone(),
+                initial_context: context,
+                events: vec![first],
+                fresh: Some(Box::new(ctx)),
+                lease,
+                cancel: CancellationToken::new(),
+            };
+            self.launch(runner, job)?;
+        }
+        Ok(id)
+    }
+
+    /// Records a new execution with its first `events` and takes its
+    /// lease: the registered definition, the context as logged, and the
+    /// lease; `None` if an
+    /// execution of this saga with that id exists (nothing was written).
+    async fn create<C>(
+        &self,
+        name: &str,
+        id: &ExecutionId,
+        ctx: &C,
+        events: Vec<Event>,
+    ) -> Result<Option<(Arc<dyn Runner>, String, Lease)>, EngineError>
+    where
+        C: Serialize + 'static,
+    {
         let runner = self.by_name(name)?;
         if runner.context_type() != TypeId::of::<C>() {
             return Err(EngineError::ContextType {
@@ -402,15 +438,10 @@ impl SagaEngine {
                 found: type_name::<C>(),
             });
         }
-        let context = serde_json::to_string(&ctx).map_err(|e| StoreError::Encode {
+        let context = serde_json::to_string(ctx).map_err(|e| StoreError::Encode {
             what: format!("the context of a new `{name}` execution"),
             detail: e.to_string(),
         })?;
-        // The first step's start is committed with the creation: one commit
-        // fewer per execution. The journal knows it is there already.
-        let mut first = Event::new(1, EventKind::StepStarted);
-        first.step = Some(0);
-        first.attempt = 1;
         let created = self
             .inner
             .store
@@ -420,7 +451,7 @@ impl SagaEngine {
                     saga: name.to_owned(),
                     fingerprint: runner.fingerprint().to_owned(),
                     context: context.clone(),
-                    events: vec![first.clone()],
+                    events,
                 },
                 &self.inner.owner,
                 self.lease_ttl,
@@ -428,24 +459,55 @@ impl SagaEngine {
             .await?;
         match created {
             Created::Existing(existing) if existing.saga != name => Err(EngineError::IdTaken {
-                execution_id: id,
+                execution_id: id.clone(),
                 existing: existing.saga,
                 requested: name.to_owned(),
             }),
-            Created::Existing(_) => Ok(id),
-            Created::New(lease) => {
-                let job = Job {
-                    id: id.clone(),
-                    initial_context: context,
-                    events: vec![first],
-                    fresh: Some(Box::new(ctx)),
-                    lease,
-                    cancel: CancellationToken::new(),
-                };
-                self.launch(runner, job)?;
-                Ok(id)
-            }
+            Created::Existing(_) => Ok(None),
+            Created::New(lease) => Ok(Some((runner, context, lease))),
         }
+    }
+
+    /// Submits an execution of the saga registered as `name` for a
+    /// [`Worker`](crate::Worker) to run (this process or another): it is
+    /// recorded, and its lease left free at once. Returns its id.
+    ///
+    /// Until a worker holds it, [`wait`](Self::wait) reports
+    /// [`EngineError::NotRunning`]; follow it with [`get`](Self::get) (its
+    /// status) instead.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn submit<C>(&self, name: &str, ctx: C) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_with_id(name, ExecutionId::generate(), ctx)
+            .await
+    }
+
+    /// Submits an execution with the caller's id. Idempotent, as
+    /// [`start_with_id`](Self::start_with_id).
+    ///
+    /// # Errors
+    /// As [`start_with_id`](Self::start_with_id).
+    pub async fn submit_with_id<C>(
+        &self,
+        name: &str,
+        id: impl Into<ExecutionId>,
+        ctx: C,
+    ) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let id = id.into();
+        // No step has started: the worker that claims it logs the first.
+        if let Some((_, _, lease)) = self.create(name, &id, &ctx, Vec::new()).await? {
+            // Were this release lost, the lease would expire and a
+            // worker's poll would find the execution then.
+            self.inner.store.release(&id, &lease).await?;
+        }
+        Ok(id)
     }
 
     /// Waits for an execution to end (in this process or another) and
@@ -807,38 +869,7 @@ impl SagaEngine {
         requested: bool,
     ) -> Result<bool, EngineError> {
         let id = &record.id;
-        let runner = {
-            let registry = self.registry();
-            match registry.by_fingerprint.get(&record.fingerprint) {
-                Some(runner) => Arc::clone(runner),
-                None if !registry.by_name.contains_key(&record.saga)
-                    && !registry
-                        .by_fingerprint
-                        .values()
-                        .any(|r| r.name() == record.saga) =>
-                {
-                    return Err(EngineError::UnknownSaga {
-                        name: record.saga.clone(),
-                        registered: sorted(registry.by_name.keys()),
-                    });
-                }
-                None => {
-                    let mut registered: Vec<String> = registry
-                        .by_fingerprint
-                        .values()
-                        .filter(|r| r.name() == record.saga)
-                        .map(|r| r.fingerprint().to_owned())
-                        .collect();
-                    registered.sort();
-                    return Err(EngineError::UnknownDefinition {
-                        execution_id: id.clone(),
-                        saga: record.saga.clone(),
-                        fingerprint: record.fingerprint.clone(),
-                        registered,
-                    });
-                }
-            }
-        };
+        let runner = self.runner_for(record)?;
         let store = &self.inner.store;
         // A dry run of the decoding, so that a log this build cannot read
         // is refused before the lease is touched.
@@ -847,80 +878,197 @@ impl SagaEngine {
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Ok(false);
         };
-        // Read again under the lease: the log may have grown meanwhile.
-        let mut events = store.events(id).await?;
-        let record = match store.get(id).await? {
-            Some(record) => record,
-            None => {
-                return Err(EngineError::NotFound {
-                    execution_id: id.clone(),
-                });
-            }
-        };
         // Another owner may have carried it on between the listing and the
         // claim: recovery is for unfinished executions, a resume for stuck
         // ones (and a requested one only while the request is pending).
-        let still = match mark {
+        let still = move |record: &ExecutionRecord, events: &[Event]| match mark {
             None => !record.status.is_finished(),
             Some(_) => {
-                record.status == ExecutionStatus::Stuck && (!requested || resume_requested(&events))
+                record.status == ExecutionStatus::Stuck && (!requested || resume_requested(events))
             }
         };
-        if !still {
-            let _ = store.release(id, &lease).await;
+        if self
+            .launch_claimed(runner, id, lease, mark, still)
+            .await?
+            .is_none()
+        {
             return Ok(false);
-        }
-        if let Some(kind) = mark {
-            let event = Event::new(record.last_seq + 1, kind);
-            let phase = fold(id, runner.steps(), &events)?.phase;
-            let status = match phase {
-                ResumePhase::Forward => ExecutionStatus::Running,
-                ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
-            };
-            if let Err(error) = store.append(id, &lease, vec![event.clone()], status).await {
-                let _ = store.release(id, &lease).await;
-                return Err(error.into());
-            }
-            events.push(event);
-        }
-        let cancel = CancellationToken::new();
-        if record.cancel_requested {
-            cancel.cancel();
-        }
-        let job = Job {
-            id: id.clone(),
-            initial_context: record.context.clone(),
-            events,
-            fresh: None,
-            lease: lease.clone(),
-            cancel,
-        };
-        if let Err(error) = self.launch(runner, job) {
-            let _ = store.release(id, &lease).await;
-            return Err(error);
         }
         Ok(true)
     }
 
-    /// Prepares a run (decoding its log) and spawns it.
-    fn launch(&self, runner: Arc<dyn Runner>, job: Job) -> Result<(), EngineError> {
+    /// The registered definition an execution was started with.
+    fn runner_for(&self, record: &ExecutionRecord) -> Result<Arc<dyn Runner>, EngineError> {
+        let id = &record.id;
+        let registry = self.registry();
+        match registry.by_fingerprint.get(&record.fingerprint) {
+            Some(runner) => Ok(Arc::clone(runner)),
+            None if !registry.by_name.contains_key(&record.saga)
+                && !registry
+                    .by_fingerprint
+                    .values()
+                    .any(|r| r.name() == record.saga) =>
+            {
+                Err(EngineError::UnknownSaga {
+                    name: record.saga.clone(),
+                    registered: sorted(registry.by_name.keys()),
+                })
+            }
+            None => {
+                let mut registered: Vec<String> = registry
+                    .by_fingerprint
+                    .values()
+                    .filter(|r| r.name() == record.saga)
+                    .map(|r| r.fingerprint().to_owned())
+                    .collect();
+                registered.sort();
+                Err(EngineError::UnknownDefinition {
+                    execution_id: id.clone(),
+                    saga: record.saga.clone(),
+                    fingerprint: record.fingerprint.clone(),
+                    registered,
+                })
+            }
+        }
+    }
+
+    /// Runs an execution whose lease this engine holds, from its log (read
+    /// again under the lease: it may have grown since it was listed).
+    /// `mark` is an event to log first (an operator's resume). `None` if
+    /// `still` finds, under the lease, that the run no longer applies.
+    /// Gives the lease up if the run does not start.
+    async fn launch_claimed(
+        &self,
+        runner: Arc<dyn Runner>,
+        id: &ExecutionId,
+        lease: Lease,
+        mark: Option<EventKind>,
+        still: impl FnOnce(&ExecutionRecord, &[Event]) -> bool,
+    ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
+        let store = &self.inner.store;
+        let started = async {
+            let mut events = store.events(id).await?;
+            let record = self.record(id).await?;
+            if !still(&record, &events) {
+                return Ok(None);
+            }
+            if let Some(kind) = mark {
+                let event = Event::new(record.last_seq + 1, kind);
+                let phase = fold(id, runner.steps(), &events)?.phase;
+                let status = match phase {
+                    ResumePhase::Forward => ExecutionStatus::Running,
+                    ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
+                };
+                store
+                    .append(id, &lease, vec![event.clone()], status)
+                    .await?;
+                events.push(event);
+            }
+            let cancel = CancellationToken::new();
+            if record.cancel_requested {
+                cancel.cancel();
+            }
+            let job = Job {
+                id: id.clone(),
+                initial_context: record.context.clone(),
+                events,
+                fresh: None,
+                lease: lease.clone(),
+                cancel,
+            };
+            self.launch(runner, job).map(Some)
+        }
+        .await;
+        if !matches!(started, Ok(Some(_))) {
+            let _ = store.release(id, &lease).await;
+        }
+        started
+    }
+
+    /// Runs an execution a worker claimed (see
+    /// [`SagaStore::claim_next`](crate::store::SagaStore::claim_next));
+    /// returns where its end will be told (`None` if it finished
+    /// meanwhile). Gives the lease up if the run does not start (its definition is not registered, its log does not
+    /// decode).
+    pub(crate) async fn run_claimed(
+        &self,
+        claimed: Claimed,
+    ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
+        let Claimed { record, lease } = claimed;
+        let runner = match self.runner_for(&record) {
+            Ok(runner) => runner,
+            Err(error) => {
+                let _ = self.inner.store.release(&record.id, &lease).await;
+                return Err(error);
+            }
+        };
+        // `None` if another owner finished it since the claim's listing.
+        self.launch_claimed(runner, &record.id, lease, None, |r, _| {
+            !r.status.is_finished()
+        })
+        .await
+    }
+
+    /// The fingerprints of every registered definition.
+    pub(crate) fn fingerprints(&self) -> Vec<String> {
+        sorted(self.registry().by_fingerprint.keys())
+    }
+
+    /// The executions this engine runs now.
+    pub(crate) fn running(&self) -> Vec<ExecutionId> {
+        self.live()
+            .iter()
+            .filter(|(_, live)| live.done.borrow().is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The lease time to live.
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// Stops a run of this engine where it is (as a crash would) and gives
+    /// its lease up, so another owner carries it on from its log at once.
+    pub(crate) async fn abort_run(&self, id: &ExecutionId) {
+        let live = self.live().remove(id);
+        if let Some(live) = live {
+            live.task.abort();
+            if let Err(error) = self.inner.store.release(id, &live.lease).await {
+                log::warn!(target: "saga", "releasing an aborted run's lease failed execution_id={id} error={error}");
+            }
+        }
+    }
+
+    /// Prepares a run (decoding its log) and spawns it; returns where its
+    /// end will be told.
+    fn launch(
+        &self,
+        runner: Arc<dyn Runner>,
+        job: Job,
+    ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let id = job.id.clone();
         let lease = job.lease.clone();
         let cancel = job.cancel.clone();
         let run = runner.prepare(Arc::clone(&self.inner.store), job)?;
         let (tx, rx) = watch::channel(None);
-        self.live().insert(id.clone(), Live { cancel, done: rx });
         let inner = Arc::clone(&self.inner);
-        handle.spawn(async move {
+        let done = rx.clone();
+        let task_lease = lease.clone();
+        let task_id = id.clone();
+        // Spawned under the lock, so the task's own removal (which takes
+        // the lock) comes after its entry exists.
+        let mut live = self.live();
+        let task = handle.spawn(async move {
             let done = run.await;
             // The final write released the lease already.
             let finished = matches!(&done, Ok(report) if report.status.is_finished());
             if !finished {
-                let _ = inner.store.release(&id, &lease).await;
+                let _ = inner.store.release(&task_id, &task_lease).await;
             }
             // A run stopped by its store stays listed with its error, for
-            // `wait`, until a recovery runs it again.
+            // `wait`, until a recovery (or a worker) runs it again.
             let interrupted = done.is_err();
             let _ = tx.send(Some(done));
             if !interrupted {
@@ -928,10 +1076,19 @@ impl SagaEngine {
                     .live
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id);
+                    .remove(&task_id);
             }
         });
-        Ok(())
+        live.insert(
+            id,
+            Live {
+                cancel,
+                done: rx,
+                task: task.abort_handle(),
+                lease,
+            },
+        );
+        Ok(done)
     }
 
     /// The report of a finished execution, rebuilt from its log and its

@@ -17,6 +17,9 @@
 //! - Retries ([`RetryPolicy`]), timeouts, a pivot (the point of no return),
 //!   cancellation ([`CancellationToken`]), logs (target `saga`) and
 //!   observers ([`SagaObserver`]).
+//! - Durable executions ([`SagaEngine`] on a [`store`]) survive crashes;
+//!   with the `postgres` feature, N [`Worker`] processes share one
+//!   PostgreSQL database and take over each other's executions.
 //!
 //! - Make it durable with a [`SagaEngine`] on a [`store`]
 //!   ([`SqliteStore`](store::SqliteStore), one file): every step's start
@@ -82,6 +85,7 @@ mod step;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod worker;
 
 pub use cancel::CancellationToken;
 pub use context::Context;
@@ -123,6 +127,9 @@ pub use step::Step;
 pub use step::StepInfo;
 pub use step::StepKind;
 pub use step::Task;
+pub use worker::Worker;
+pub use worker::WorkerHandle;
+pub use worker::WorkerStats;
 
 #[doc(inline)]
 pub use saga_macros::{saga, saga_task};

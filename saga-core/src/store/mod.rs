@@ -7,6 +7,8 @@
 //! - [`MemoryStore`]: in memory, for tests; nothing survives the process.
 //! - [`SqliteStore`]: the embedded default, one SQLite file (feature
 //!   `sqlite`, on by default).
+//! - `PostgresStore`: one PostgreSQL database shared by many worker
+//!   processes (feature `postgres`; see [`Worker`](crate::Worker)).
 //!
 //! Every method returns a boxed future, so a store backed by a network
 //! database fits the same trait; the trait is object-safe
@@ -33,10 +35,14 @@ use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -251,6 +257,33 @@ pub enum Created {
     Existing(ExecutionRecord),
 }
 
+/// What [`SagaStore::claim_next`] looks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// The definitions the claimer can run: only executions started with
+    /// one of these fingerprints are claimed (a rolling upgrade leaves the
+    /// others to workers that have them).
+    pub fingerprints: Vec<String>,
+    /// Who claims.
+    pub owner: String,
+    /// The lease's time to live.
+    pub ttl: Duration,
+    /// The most executions to claim.
+    pub limit: usize,
+    /// Executions not to claim (the claimer runs them already, or refused
+    /// them).
+    pub exclude: Vec<ExecutionId>,
+}
+
+/// An execution handed out by [`SagaStore::claim_next`], with its lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The execution, as it was when claimed.
+    pub record: ExecutionRecord,
+    /// The claimer's lease on it.
+    pub lease: Lease,
+}
+
 /// What the store tells the owner after a write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ack {
@@ -364,6 +397,45 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// A database schema written by a newer version of this library, which
+    /// this build cannot work with.
+    #[error(
+        "{store} has schema version {found}, which needs saga-core understanding version {required} or newer (this build understands {supported}); it was left untouched: upgrade saga-core on this worker"
+    )]
+    IncompatibleSchema {
+        /// The store.
+        store: String,
+        /// The schema version found.
+        found: i64,
+        /// The oldest schema version a build must understand to use it.
+        required: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// The database schema holds tables that are not ours.
+    #[error(
+        "{store} holds tables of another application ({detail}); they were left untouched: give the store a schema of its own (`PostgresOptions::with_schema`)"
+    )]
+    ForeignSchema {
+        /// The store.
+        store: String,
+        /// What identifies it as foreign.
+        detail: String,
+    },
+    /// The database server cannot be reached (down, restarting, or the
+    /// address is wrong). Nothing was written by the failed call.
+    #[error(
+        "{store} is unreachable while {what}; check that the server runs and the URL is right (for the test cluster: `scripts/pg.sh start`)"
+    )]
+    Unavailable {
+        /// The store.
+        store: String,
+        /// The operation.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
     /// The store was closed (its writer thread is gone).
     #[error("{store} is closed")]
     Closed {
@@ -463,6 +535,50 @@ pub trait SagaStore: Send + Sync + 'static {
     /// Marks a cancellation request on the execution, for its owner to see
     /// at its next write. `false` if there is no such execution.
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Claims up to `request.limit` unfinished executions (running or
+    /// compensating) whose definition is in `request.fingerprints` and
+    /// whose lease is free or expired, oldest first, each with a new lease
+    /// (its fencing token bumped) for `request.owner`.
+    ///
+    /// The default implementation lists and claims one by one (each claim
+    /// is atomic, so two claimers never both win); a shared database store
+    /// overrides it with one statement (`FOR UPDATE SKIP LOCKED`).
+    fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
+        Box::pin(async move {
+            let mut claimed = Vec::new();
+            let now = now_ms();
+            for status in [ExecutionStatus::Running, ExecutionStatus::Compensating] {
+                for record in self.list(Some(status)).await? {
+                    if claimed.len() >= request.limit {
+                        return Ok(claimed);
+                    }
+                    let free = record.owner.is_none()
+                        || record.lease_expires_at_ms.is_none_or(|at| at <= now);
+                    if !free
+                        || !request.fingerprints.contains(&record.fingerprint)
+                        || request.exclude.contains(&record.id)
+                    {
+                        continue;
+                    }
+                    if let Some(lease) = self.claim(&record.id, &request.owner, request.ttl).await?
+                    {
+                        claimed.push(Claimed { record, lease });
+                    }
+                }
+            }
+            Ok(claimed)
+        })
+    }
+
+    /// A signal that new work may be claimable (an execution was created,
+    /// or a lease released): the value changes when it may. `None` (the
+    /// default) if the store cannot tell; claimers then rely on polling.
+    /// A store shared by processes signals the other processes' work too
+    /// (PostgreSQL: `LISTEN`/`NOTIFY`).
+    fn work_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 
     /// Deletes finished executions (and their logs and leases) last written
     /// at or before `before_ms` (milliseconds since the Unix epoch), except

@@ -1,0 +1,338 @@
+//! [`Worker`]: runs the executions of a shared store, one of N processes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::engine::{EngineError, SagaEngine};
+use crate::id::ExecutionId;
+use crate::store::ClaimRequest;
+
+/// Runs the executions of a store shared by many processes: any process
+/// may [`start`](SagaEngine::start) an execution, and the workers run
+/// them.
+///
+/// A worker claims unfinished executions whose definition it has
+/// registered (by fingerprint: during a rolling upgrade, an execution
+/// started with a definition this worker lacks is left to the workers that
+/// have it), at most [`concurrency`](Self::with_concurrency) at a time.
+/// Each claim gives it a lease, which the engine renews while the run goes
+/// on. When a worker dies or stalls, its leases expire and another worker
+/// takes the executions over, carrying each on from its log; a step that
+/// started and never recorded its end runs again with the same
+/// [`idempotency_key`](crate::StepInfo::idempotency_key).
+///
+/// Fencing guards the log, not the outside world. A worker that stalled
+/// past its lease (a long GC-like pause, a `SIGSTOP`, a partition) and
+/// wakes up can write nothing more to the log (its writes are refused with
+/// [`StoreError::LeaseLost`](crate::store::StoreError::LeaseLost)), but a
+/// step it was inside may still call a remote service once more. Steps
+/// must therefore pass their idempotency key to every service they call,
+/// and the services must apply a key at most once.
+///
+/// New work is noticed at once where the store signals it
+/// ([`work_signal`](crate::store::SagaStore::work_signal): PostgreSQL's
+/// `LISTEN`/`NOTIFY`), and expired leases by a slow poll
+/// ([`with_poll_interval`](Self::with_poll_interval)); a worker never
+/// polls in a busy loop. When the store is unreachable (the database
+/// restarts), the worker logs it and tries again with exponential backoff;
+/// the runs that could not write their log stop before their next step,
+/// and are carried on from the log once the store is back.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use saga_core::{SagaEngine, Worker};
+/// use saga_core::store::MemoryStore;
+///
+/// # async fn demo() -> Result<(), saga_core::EngineError> {
+/// let engine = SagaEngine::new(MemoryStore::new());
+/// // engine.register(saga).await?; for each saga this worker runs
+/// let worker = Worker::new(engine).with_concurrency(16).spawn()?;
+/// // ... until asked to stop:
+/// let stats = worker.shutdown(Duration::from_secs(30)).await;
+/// println!("finished {} executions", stats.finished);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Worker {
+    engine: SagaEngine,
+    concurrency: usize,
+    poll: Duration,
+    max_backoff: Duration,
+}
+
+/// What a worker did, so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Executions it claimed (new ones and take-overs).
+    pub claimed: u64,
+    /// Runs that ended (completed, compensated, cancelled or stuck).
+    pub finished: u64,
+    /// Runs that stopped because the log could not be written (a lost
+    /// lease, an unreachable store); whoever holds the lease next carries
+    /// them on.
+    pub interrupted: u64,
+    /// Runs it stopped at shutdown, releasing their leases.
+    pub released: u64,
+    /// Executions it refused to run (a log it cannot decode); left as they
+    /// were, for an operator.
+    pub refused: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    claimed: AtomicU64,
+    finished: AtomicU64,
+    interrupted: AtomicU64,
+    released: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkerStats {
+        WorkerStats {
+            claimed: self.claimed.load(Ordering::Relaxed),
+            finished: self.finished.load(Ordering::Relaxed),
+            interrupted: self.interrupted.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A running worker; [`shutdown`](Self::shutdown) stops it. Dropping the
+/// handle stops it too, releasing its leases at once.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: watch::Sender<Option<Duration>>,
+    task: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+impl Worker {
+    /// A worker running `engine`'s registered sagas: 16 executions at a
+    /// time, polling for expired leases every 5 s.
+    pub fn new(engine: SagaEngine) -> Self {
+        Worker {
+            engine,
+            concurrency: 16,
+            poll: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    /// The most executions it runs at a time (at least 1).
+    #[must_use]
+    pub fn with_concurrency(mut self, executions: usize) -> Self {
+        self.concurrency = executions.max(1);
+        self
+    }
+
+    /// How often it looks for executions whose lease expired (default
+    /// 5 s; at least 10 ms). New work is noticed sooner where the store
+    /// signals it.
+    #[must_use]
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The longest wait between attempts while the store is unreachable
+    /// (default 5 s; the waits double from 100 ms).
+    #[must_use]
+    pub fn with_max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Starts the worker on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`EngineError::NoRuntime`] outside a tokio runtime.
+    pub fn spawn(self) -> Result<WorkerHandle, EngineError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let (stop, stopped) = watch::channel(None);
+        let counters = Arc::new(Counters::default());
+        let task = handle.spawn(self.run(stopped, Arc::clone(&counters)));
+        Ok(WorkerHandle {
+            stop,
+            task: Some(task),
+            counters,
+        })
+    }
+
+    async fn run(self, mut stop: watch::Receiver<Option<Duration>>, counters: Arc<Counters>) {
+        let engine = &self.engine;
+        let store = Arc::clone(engine.store());
+        let mut signal = store.work_signal();
+        let mut running: JoinSet<(ExecutionId, bool)> = JoinSet::new();
+        let mut mine: HashSet<ExecutionId> = HashSet::new();
+        let mut refused: HashSet<ExecutionId> = HashSet::new();
+        let mut backoff: Option<Duration> = None;
+        log::info!(target: "saga", "worker started owner={} concurrency={}", engine.owner(), self.concurrency);
+        while stop.borrow().is_none() {
+            let free = self.concurrency.saturating_sub(running.len());
+            let mut more = false;
+            if free > 0 {
+                let mut exclude = engine.running();
+                exclude.extend(refused.iter().cloned());
+                let request = ClaimRequest {
+                    fingerprints: engine.fingerprints(),
+                    owner: engine.owner().to_owned(),
+                    ttl: engine.lease_ttl(),
+                    limit: free,
+                    exclude,
+                };
+                match store.claim_next(request).await {
+                    Ok(claims) => {
+                        if backoff.take().is_some() {
+                            log::info!(target: "saga", "store reachable again store={}", store.describe());
+                        }
+                        more = claims.len() == free;
+                        for claimed in claims {
+                            let id = claimed.record.id.clone();
+                            bump(&counters.claimed);
+                            match engine.run_claimed(claimed).await {
+                                Ok(None) => {}
+                                Ok(Some(mut done)) => {
+                                    mine.insert(id.clone());
+                                    running.spawn(async move {
+                                        let ended = done
+                                            .wait_for(Option::is_some)
+                                            .await
+                                            .ok()
+                                            .and_then(|d| d.as_ref().map(Result::is_ok));
+                                        (id, ended == Some(true))
+                                    });
+                                }
+                                Err(EngineError::Store(error)) => {
+                                    bump(&counters.interrupted);
+                                    log::warn!(target: "saga", "worker could not start a claimed execution execution_id={id} error={error}");
+                                }
+                                Err(error) => {
+                                    bump(&counters.refused);
+                                    log::error!(target: "saga", "worker refused execution_id={id} error={error}");
+                                    refused.insert(id);
+                                }
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let wait = backoff.map_or(Duration::from_millis(100), |b| {
+                            (b * 2).min(self.max_backoff)
+                        });
+                        log::warn!(target: "saga", "worker cannot claim work; retrying in {wait:?} owner={} error={error}", engine.owner());
+                        backoff = Some(wait);
+                    }
+                }
+            }
+            if more && backoff.is_none() {
+                // A full batch: there may be more waiting; reap finished
+                // runs first, without waiting.
+                while let Some(Ok((id, ok))) = running.try_join_next() {
+                    finish(&counters, &mut mine, &id, ok);
+                }
+                if running.len() < self.concurrency {
+                    continue;
+                }
+            }
+            let wait = backoff.unwrap_or(self.poll);
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() { break },
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    if let Ok((id, ok)) = joined {
+                        finish(&counters, &mut mine, &id, ok);
+                    }
+                }
+                changed = async {
+                    match signal.as_mut() {
+                        Some(s) => s.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if !changed {
+                        // The store stopped signalling: polling remains.
+                        signal = None;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Stop claiming; let the runs finish within the grace period, then
+        // stop the rest and release their leases for another worker.
+        let grace = (*stop.borrow()).unwrap_or_default();
+        log::info!(target: "saga", "worker stopping owner={} running={} grace={grace:?}", engine.owner(), running.len());
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                joined = running.join_next() => match joined {
+                    Some(Ok((id, ok))) => finish(&counters, &mut mine, &id, ok),
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        running.abort_all();
+        for id in mine.drain() {
+            engine.abort_run(&id).await;
+            bump(&counters.released);
+        }
+        log::info!(target: "saga", "worker stopped owner={} stats={:?}", engine.owner(), counters.snapshot());
+    }
+}
+
+fn finish(counters: &Counters, mine: &mut HashSet<ExecutionId>, id: &ExecutionId, ok: bool) {
+    mine.remove(id);
+    if ok {
+        bump(&counters.finished);
+    } else {
+        bump(&counters.interrupted);
+    }
+}
+
+impl WorkerHandle {
+    /// What the worker did so far.
+    pub fn stats(&self) -> WorkerStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the worker gracefully: it claims nothing more, lets its runs
+    /// finish for up to `grace`, then stops the others where they are and
+    /// releases their leases, so another worker carries them on at once
+    /// (a step cut off runs again there, with the same idempotency key).
+    /// Returns what it did.
+    pub async fn shutdown(mut self, grace: Duration) -> WorkerStats {
+        let _ = self.stop.send(Some(grace));
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.counters.snapshot()
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        // Without a grace period: the runs stop and their leases are
+        // released by the worker's task.
+        if self.task.is_some() {
+            let _ = self.stop.send(Some(Duration::ZERO));
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The PostgreSQL store's contract on a real server: the log, leases on
+//! the database's clock, fencing, claims that skip each other, the work
+//! signal, the engine and the worker on it, and bad input (a foreign
+//! schema, a newer incompatible one, a bad schema name, a server that is
+//! not there), each refused clearly with nothing written.
+#![cfg(feature = "postgres")]
+
+mod pg_common;
+
+use std::time::Duration;
+
+use pg_common::{client, fresh_schema, pg_url};
+use saga_core::store::{
+    ClaimRequest, Created, Event, EventKind, NewExecution, PostgresOptions, PostgresStore,
+    SagaStore, StoreError,
+};
+use saga_core::{
+    Context, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
+};
+
+async fn store(test: &str) -> (PostgresStore, String) {
+    let schema = fresh_schema(test);
+    let store = PostgresStore::connect_with(
+        &pg_url(),
+        PostgresOptions::new().with_schema(schema.clone()),
+    )
+    .await
+    .unwrap();
+    (store, schema)
+}
+
+fn new(id: &str) -> NewExecution {
+    NewExecution {
+        id: ExecutionId::new(id),
+        saga: "order".into(),
+        fingerprint: "f".into(),
+        context: "{}".into(),
+        events: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn the_log_leases_and_fencing_hold_on_postgres() {
+    let (store, _) = store("fence").await;
+    let Created::New(old) = store.create(new("x"), "a", Duration::ZERO).await.unwrap() else {
+        panic!("not created")
+    };
+    let id = ExecutionId::new("x");
+    // A retried create writes nothing and reports the execution.
+    let Created::Existing(existing) = store.create(new("x"), "c", Duration::ZERO).await.unwrap()
+    else {
+        panic!("created twice")
+    };
+    assert_eq!(existing.owner.as_deref(), Some("a"));
+    // `a`'s lease expired at once (on the server's clock): `b` takes over.
+    let taken = store
+        .claim(&id, "b", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(taken.token > old.token);
+    let err = store
+        .append(
+            &id,
+            &old,
+            vec![Event::new(1, EventKind::StepStarted)],
+            ExecutionStatus::Running,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(store.events(&id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.renew(&id, &old).await.unwrap_err(),
+        StoreError::LeaseLost { .. }
+    ));
+    // `b` holds a live lease: `a` cannot claim it back.
+    assert!(
+        store
+            .claim(&id, "a", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut started = Event::new(1, EventKind::StepStarted);
+    started.step = Some(0);
+    started.attempt = 1;
+    let mut done = Event::new(2, EventKind::StepSucceeded);
+    done.step = Some(0);
+    done.attempt = 1;
+    done.output = Some("7".into());
+    done.context = Some("{\"k\":1}".into());
+    store
+        .append(&id, &taken, vec![started, done], ExecutionStatus::Running)
+        .await
+        .unwrap();
+    let events = store.events(&id).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].output.as_deref(), Some("7"));
+    assert_eq!(events[1].context.as_deref(), Some("{\"k\":1}"));
+    assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 2);
+    // A gap in the sequence is refused, and writes nothing.
+    let err = store
+        .append(
+            &id,
+            &taken,
+            vec![Event::new(4, EventKind::StepStarted)],
+            ExecutionStatus::Running,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("expected 3"), "{err}");
+    assert_eq!(store.events(&id).await.unwrap().len(), 2);
+    // A cancel request reaches the owner at its next write.
+    assert!(store.request_cancel(&id).await.unwrap());
+    assert!(store.renew(&id, &taken).await.unwrap().cancel_requested);
+    assert!(
+        !store
+            .request_cancel(&ExecutionId::new("nope"))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .claim(&ExecutionId::new("nope"), "a", Duration::ZERO)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+    // Finished and old enough: purged.
+    store
+        .append(
+            &id,
+            &taken,
+            vec![Event::new(3, EventKind::Finished)],
+            ExecutionStatus::Completed,
+        )
+        .await
+        .unwrap();
+    // The finishing write released the lease in the same commit.
+    let record = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((record.owner, record.lease_expires_at_ms), (None, None));
+    store.release(&id, &taken).await.unwrap();
+    // A creation commits its first events with it.
+    let mut first = Event::new(1, EventKind::StepStarted);
+    first.step = Some(0);
+    first.attempt = 1;
+    let mut with_events = new("z");
+    with_events.events = vec![first.clone()];
+    let Created::New(z) = store
+        .create(with_events, "a", Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    let zid = ExecutionId::new("z");
+    assert_eq!(store.events(&zid).await.unwrap().len(), 1);
+    assert_eq!(store.get(&zid).await.unwrap().unwrap().last_seq, 1);
+    store
+        .append(
+            &zid,
+            &z,
+            vec![Event::new(2, EventKind::Finished)],
+            ExecutionStatus::Completed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.purge(i64::MAX).await.unwrap(), 2);
+    assert!(store.get(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn claims_skip_each_other_honour_fingerprints_and_signal_new_work() {
+    let (store, _) = store("claims").await;
+    let mut signal = store.work_signal().unwrap();
+    signal.borrow_and_update();
+    for n in 0..10 {
+        let Created::New(lease) = store
+            .create(new(&format!("e{n}")), "submitter", Duration::from_secs(60))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        store
+            .release(&ExecutionId::new(format!("e{n}")), &lease)
+            .await
+            .unwrap();
+    }
+    // The submitter's commits were notified to this listener.
+    tokio::time::timeout(Duration::from_secs(30), signal.changed())
+        .await
+        .expect("no work signal")
+        .unwrap();
+    let request = |owner: &str, fingerprint: &str| ClaimRequest {
+        fingerprints: vec![fingerprint.to_owned()],
+        owner: owner.to_owned(),
+        ttl: Duration::from_secs(60),
+        limit: 4,
+        exclude: vec![ExecutionId::new("e0")],
+    };
+    assert!(
+        store
+            .claim_next(request("w", "other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (a, b, c) = tokio::join!(
+        store.claim_next(request("a", "f")),
+        store.claim_next(request("b", "f")),
+        store.claim_next(request("c", "f")),
+    );
+    let mut ids: Vec<String> = [a.unwrap(), b.unwrap(), c.unwrap()]
+        .into_iter()
+        .flatten()
+        .map(|c| c.record.id.to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"],
+        "each claimed once"
+    );
+    assert!(
+        store
+            .claim_next(request("d", "f"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "live leases"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_what_another_process_submits() {
+    let (store, _) = store("worker").await;
+    let saga = || {
+        Saga::<Context>::builder("greet")
+            .step(Step::new("hello", |ctx: &mut Context, _: &StepInfo<'_>| {
+                ctx.insert("greeted", true);
+                Ok::<_, StepError>(())
+            }))
+            .build()
+            .unwrap()
+    };
+    let submitter = SagaEngine::new(store.clone());
+    submitter.register(saga()).await.unwrap();
+    let engine = SagaEngine::new(store.clone());
+    engine.register(saga()).await.unwrap();
+    let worker = Worker::new(engine)
+        .with_poll_interval(Duration::from_secs(60))
+        .spawn()
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(submitter.submit("greet", Context::new()).await.unwrap());
+    }
+    for id in &ids {
+        // Noticed through NOTIFY: the poll is a minute away.
+        let report = tokio::time::timeout(Duration::from_secs(50), async {
+            // `wait` reports `NotRunning` until a worker holds it: poll.
+            while !store.get(id).await.unwrap().unwrap().status.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            submitter.wait(id).await.unwrap()
+        })
+        .await
+        .expect("the worker did not notice the work");
+        assert_eq!(report.status, ExecutionStatus::Completed);
+    }
+    let stats = worker.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((stats.claimed, stats.finished), (20, 20));
+}
+
+#[tokio::test]
+async fn a_foreign_schema_is_refused_and_left_untouched() {
+    let url = pg_url();
+    let schema = fresh_schema("foreign");
+    let sql = client(&url).await;
+    sql.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.invoices (id INT); INSERT INTO {schema}.invoices VALUES (1)"
+    ))
+    .await
+    .unwrap();
+    let err = PostgresStore::connect_with(&url, PostgresOptions::new().with_schema(schema.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ForeignSchema { .. }), "{err}");
+    assert!(err.to_string().contains("invoices"), "{err}");
+    let tables: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "nothing was created");
+}
+
+#[tokio::test]
+async fn a_newer_incompatible_schema_is_refused_and_a_newer_compatible_one_is_used() {
+    let (store, schema) = store("newer").await;
+    drop(store);
+    let url = pg_url();
+    let sql = client(&url).await;
+    // A newer build added things old builds can ignore: still usable.
+    sql.batch_execute(&format!(
+        "UPDATE {schema}.saga_schema SET version = 7; ALTER TABLE {schema}.executions ADD COLUMN priority INT"
+    ))
+    .await
+    .unwrap();
+    let opts = || PostgresOptions::new().with_schema(schema.clone());
+    let store = PostgresStore::connect_with(&url, opts()).await.unwrap();
+    store.create(new("y"), "a", Duration::ZERO).await.unwrap();
+    drop(store);
+    // A newer build that old ones cannot live with: refused, untouched.
+    sql.batch_execute(&format!(
+        "UPDATE {schema}.saga_schema SET min_compatible = 5"
+    ))
+    .await
+    .unwrap();
+    let err = PostgresStore::connect_with(&url, opts()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::IncompatibleSchema {
+                found: 7,
+                required: 5,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade saga-core"), "{err}");
+    let row = sql
+        .query_one(
+            &format!("SELECT version, min_compatible FROM {schema}.saga_schema"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (7, 5));
+}
+
+#[tokio::test]
+async fn a_bad_schema_name_a_bad_url_and_an_absent_server_are_refused_clearly() {
+    let err = PostgresStore::connect_with(&pg_url(), PostgresOptions::new().with_schema("x; DROP"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a plain schema name"), "{err}");
+    let err = PostgresStore::connect("postgres://[::1").await.unwrap_err();
+    assert!(err.to_string().contains("connection URL"), "{err}");
+    // A port nothing listens on (bound, then freed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = PostgresStore::connect(&format!("postgres://nobody:secret@127.0.0.1:{port}/db"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}/db")), "{text}");
+    assert!(!text.contains("secret"), "the password leaked: {text}");
+}

@@ -1,0 +1,146 @@
+//! The worker on the embedded stores (no PostgreSQL needed): it runs what
+//! another engine submits, finding it by its poll (these stores send no
+//! work signal), leaves executions of definitions it lacks alone, and a
+//! graceful shutdown releases what it could not finish, for another worker
+//! to carry on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
+use saga_core::{Context, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
+
+fn saga(name: &str, steps: usize, calls: &Arc<AtomicUsize>, pause: Duration) -> Saga<Context> {
+    let mut builder = Saga::<Context>::builder(name);
+    for i in 0..steps {
+        let calls = Arc::clone(calls);
+        builder = builder.step(Step::new_async(
+            format!("s{i}"),
+            move |_: &mut Context, _: &StepInfo<'_>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    tokio::time::sleep(pause).await;
+                    Ok::<(), StepError>(())
+                })
+            },
+        ));
+    }
+    builder.build().unwrap()
+}
+
+/// Waits for a submitted execution to end, whoever runs it. (`wait`
+/// reports `NotRunning` while no worker holds the execution yet.)
+async fn finished(engine: &SagaEngine, id: &saga_core::ExecutionId) -> saga_core::SagaReport {
+    loop {
+        let record = engine.store().get(id).await.unwrap().unwrap();
+        if record.status.is_finished() {
+            return engine.wait(id).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn stores(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
+    let dir = std::env::temp_dir().join(format!("saga-worker-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    vec![
+        ("memory", Arc::new(MemoryStore::new()) as Arc<dyn SagaStore>),
+        (
+            "sqlite",
+            Arc::new(SqliteStore::open(dir.join("sagas.db")).unwrap()),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_submitted_executions_of_the_definitions_it_has() {
+    for (name, store) in stores("runs") {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let submitter = SagaEngine::with_store(Arc::clone(&store));
+        submitter
+            .register(saga("a", 2, &calls, Duration::ZERO))
+            .await
+            .unwrap();
+        submitter
+            .register(saga("b", 1, &calls, Duration::ZERO))
+            .await
+            .unwrap();
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        // This worker has `a` only.
+        engine
+            .register(saga("a", 2, &calls, Duration::ZERO))
+            .await
+            .unwrap();
+        let worker = Worker::new(engine)
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(submitter.submit("a", Context::new()).await.unwrap());
+        }
+        let other = submitter.submit("b", Context::new()).await.unwrap();
+        for id in &ids {
+            let report = finished(&submitter, id).await;
+            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        }
+        let stats = worker.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((stats.claimed, stats.finished), (5, 5), "{name}");
+        assert_eq!(calls.load(Ordering::SeqCst), 10, "{name}");
+        let record = store.get(&other).await.unwrap().unwrap();
+        assert_eq!(
+            record.status,
+            ExecutionStatus::Running,
+            "{name}: `b` was left alone"
+        );
+        assert_eq!(record.owner, None, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_releases_unfinished_runs_for_another_worker() {
+    for (name, store) in stores("shutdown") {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let slow = || saga("slow", 3, &calls, Duration::from_secs(1));
+        let submitter = SagaEngine::with_store(Arc::clone(&store));
+        submitter.register(slow()).await.unwrap();
+        let first = SagaEngine::with_store(Arc::clone(&store));
+        first.register(slow()).await.unwrap();
+        let worker = Worker::new(first)
+            .with_concurrency(2)
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(submitter.submit("slow", Context::new()).await.unwrap());
+        }
+        while worker.stats().claimed < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // No grace: both runs are mid-step; they are stopped and released.
+        let stats = worker.shutdown(Duration::ZERO).await;
+        assert_eq!(stats.released, 2, "{name}: {stats:?}");
+        for id in &ids {
+            let record = store.get(id).await.unwrap().unwrap();
+            assert_eq!(record.owner, None, "{name}: every lease is free");
+        }
+        // Another worker (another process, as far as the store knows)
+        // carries them on at once, not after a lease's expiry.
+        let second =
+            SagaEngine::with_store(Arc::clone(&store)).with_lease_ttl(Duration::from_secs(3600));
+        second.register(slow()).await.unwrap();
+        let worker = Worker::new(second)
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        for id in &ids {
+            let report = finished(&submitter, id).await;
+            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        }
+        let stats = worker.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(stats.finished, 4, "{name}: {stats:?}");
+    }
+}
