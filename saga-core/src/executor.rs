@@ -215,6 +215,9 @@ pub(crate) fn execute_durable<'a, C>(
 /// The body of a run. Not an `async fn`: an `async fn` keeps each argument
 /// twice in its future (as passed, and moved into its body), an `async
 /// move` block keeps what it captures once.
+// Deliberately not an `async fn` (see above): clippy's suggestion would
+// store the arguments twice.
+#[allow(clippy::manual_async_fn)]
 fn run_execution<'a, C>(
     saga: &'a SagaInner<C>,
     ctx: &'a mut C,
@@ -485,6 +488,9 @@ async fn forward<C>(env: &Env<'_, C>, state: &mut State, ctx: &mut C) -> Result<
 
 /// Runs one step's action until it succeeds or its policy gives up (or a
 /// brake is applied). Returns the clock reading at its end.
+// Deliberately not an `async fn` (see the comment in its body): clippy's
+// suggestion would store the arguments twice.
+#[allow(clippy::manual_async_fn)]
 fn run_action<C>(
     env: &Env<'_, C>,
     index: usize,
