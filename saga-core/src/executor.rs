@@ -100,31 +100,66 @@ enum Stop {
     },
 }
 
-/// What a run shares with every step, branches included: read-only.
+/// What a run shares with every step, branches included: read-only. Owned
+/// by the run's future (made before it, from the [`RunOptions`], so the
+/// future holds the options once).
 pub(crate) struct Env<'r, C> {
     saga: &'r SagaInner<C>,
     id: ExecutionId,
-    clock: &'r dyn Clock,
-    cancel: Option<&'r CancellationToken>,
-    run_observers: &'r [Arc<dyn SagaObserver>],
+    /// The run's clock; the system clock when none.
+    clock: Option<Arc<dyn Clock>>,
+    cancel: Option<CancellationToken>,
+    run_observers: Vec<Arc<dyn SagaObserver>>,
     /// Sync-only run driven without a runtime: sleeps block the thread.
     blocking: bool,
-    started: Instant,
-    /// The durable log, if the run is durable.
-    journal: Option<&'r dyn Journal<C>>,
+    /// When the run started: read at its first poll.
+    started: Option<Instant>,
+    /// The durable log and its abort slot, if the run is durable: behind
+    /// one pointer, so an in-memory run does not carry them.
+    durable: Option<Box<Durable<'r, C>>>,
+}
+
+/// What only a durable run needs.
+struct Durable<'r, C> {
+    journal: &'r dyn Journal<C>,
     /// The journal's first error: the run stops at the next check.
     aborted: Mutex<Option<StoreError>>,
 }
 
-/// What a run changes as it goes. Lives on the stack of [`execute`];
-/// nothing of it is in the definition.
+/// One step's record while its run is in flight (32 bytes; the public
+/// [`StepReport`] is built from it when the run ends). The step's name is
+/// its index in the definition; what only a failure or a rollback needs is
+/// in [`Extra`].
+pub(crate) struct Record {
+    output: Option<Output>,
+    /// Time spent in its action, in nanoseconds.
+    duration: u64,
+    attempts: u32,
+    status: StepStatus,
+    outcome: Outcome,
+}
+
+/// What a step's record needs only once something failed: kept apart from
+/// the [`Record`]s, and allocated the first time it is needed.
+#[derive(Default)]
+pub(crate) struct Extra {
+    compensation_attempts: u32,
+    compensation_duration: Duration,
+    last_error: Option<String>,
+}
+
+/// What a run changes as it goes. Lives in the run's future; nothing of it
+/// is in the definition.
 struct State {
-    report: SagaReport,
-    outputs: Vec<Option<Output>>,
-    failures: Vec<Failure>,
+    records: Vec<Record>,
+    /// One per step once a step failed for good or a rollback started;
+    /// empty (no allocation) until then.
+    extra: Vec<Extra>,
     /// The last clock reading: the end of one step is the start of the
     /// next, so each step costs one clock read.
     mark: Instant,
+    status: ExecutionStatus,
+    cancel_ignored: bool,
 }
 
 /// The context as a step gets it: exclusively (`&mut C`) in a sequence,
@@ -194,22 +229,43 @@ pub(crate) fn execute<'a, C>(
 pub(crate) fn execute_durable<'a, C>(
     saga: &'a SagaInner<C>,
     ctx: &'a mut C,
-    #[allow(unused_mut)] mut options: RunOptions,
+    options: RunOptions,
     blocking: bool,
     journal: Option<&'a dyn Journal<C>>,
     resume: Option<Resume>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
+    let RunOptions {
+        execution_id,
+        clock,
+        cancel,
+        observers,
+    } = options;
+    let env = Env {
+        saga,
+        id: execution_id.unwrap_or_else(ExecutionId::generate),
+        clock,
+        cancel,
+        run_observers: observers,
+        blocking,
+        started: None,
+        durable: journal.map(|journal| {
+            Box::new(Durable {
+                journal,
+                aborted: Mutex::new(None),
+            })
+        }),
+    };
+    // Boxed: held by the future until its end, though read only at the
+    // start of a recovered run.
+    let resume = resume.map(Box::new);
     #[cfg(feature = "tracing")]
     {
-        let id = options
-            .execution_id
-            .get_or_insert_with(ExecutionId::generate)
-            .clone();
-        let run = run_execution(saga, ctx, options, blocking, journal, resume);
+        let id = env.id.clone();
+        let run = run_execution(env, ctx, resume);
         async move { crate::spans::execution(&saga.name, &id, run).await }
     }
     #[cfg(not(feature = "tracing"))]
-    run_execution(saga, ctx, options, blocking, journal, resume)
+    run_execution(env, ctx, resume)
 }
 
 /// The body of a run. Not an `async fn`: an `async fn` keeps each argument
@@ -219,48 +275,29 @@ pub(crate) fn execute_durable<'a, C>(
 // store the arguments twice.
 #[allow(clippy::manual_async_fn)]
 fn run_execution<'a, C>(
-    saga: &'a SagaInner<C>,
+    mut env: Env<'a, C>,
     ctx: &'a mut C,
-    options: RunOptions,
-    blocking: bool,
-    journal: Option<&'a dyn Journal<C>>,
-    resume: Option<Resume>,
+    resume: Option<Box<Resume>>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
     async move {
-        let clock: &dyn Clock = match &options.clock {
-            Some(clock) => &**clock,
-            None => &SYSTEM_CLOCK,
-        };
-        let started = clock.now();
-        let env = Env {
-            saga,
-            id: options
-                .execution_id
-                .clone()
-                .unwrap_or_else(ExecutionId::generate),
-            clock,
-            cancel: options.cancel.as_ref(),
-            run_observers: &options.observers,
-            blocking,
-            started,
-            journal,
-            aborted: Mutex::new(None),
-        };
-        let mut state = State::new(&env);
+        let started = env.clock().now();
+        env.started = Some(started);
+        let env = &env;
+        let mut state = State::new(env.saga, started);
         env.emit(&SagaEvent::SagaStarted);
         let phase = match resume {
-            Some(resume) => state.resume(resume),
+            Some(resume) => state.resume(*resume),
             None => ResumePhase::Forward,
         };
         let result = match phase {
-            ResumePhase::Forward => match forward(&env, &mut state, ctx).await {
-                Ok(()) => Ok(state.finish(&env, ExecutionStatus::Completed)),
+            ResumePhase::Forward => match forward(env, &mut state, ctx).await {
+                Ok(()) => Ok(state.finish(env, ExecutionStatus::Completed)),
                 Err(Stop::Stuck { node, index, error }) => {
-                    Err(stuck_forward(&env, &mut state, node, index, error))
+                    Err(stuck_forward(env, &mut state, node, index, error))
                 }
                 // Boxed: inline, the rollback's future would make every run in
                 // flight larger, though only failed runs need it.
-                Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
+                Err(stop) => Box::pin(rollback(env, &mut state, ctx, stop)).await,
             },
             ResumePhase::Rollback { cause } => {
                 let stop = match cause {
@@ -270,36 +307,45 @@ fn run_execution<'a, C>(
                     },
                     None => Stop::Cancelled,
                 };
-                Box::pin(rollback(&env, &mut state, ctx, stop)).await
+                Box::pin(rollback(env, &mut state, ctx, stop)).await
             }
         };
-        if env.journal.is_none() || matches!(result, Err(SagaError::Store { .. })) {
+        if env.durable.is_none() || matches!(result, Err(SagaError::Store { .. })) {
             return result;
         }
-        if let Some(error) = env.take_abort() {
-            return Err(store_error(&env, &mut state, error));
-        }
-        let status = match &result {
-            Ok(report) => report.status,
-            Err(error) => error.report().status,
-        };
-        let mut event = Event::new(0, EventKind::Finished);
-        event.context = env.snapshot(&*ctx);
-        if env.log(event, status).await.is_err()
-            && let Some(error) = env.take_abort()
-        {
-            return Err(store_error(&env, &mut state, error));
-        }
-        result
+        // Boxed: the end of a durable run, held by no run in flight.
+        Box::pin(finish_durable(env, &mut state, ctx, result)).await
     }
+}
+
+/// Logs the end of a durable run.
+async fn finish_durable<C>(
+    env: &Env<'_, C>,
+    state: &mut State,
+    ctx: &mut C,
+    result: Result<SagaReport, SagaError>,
+) -> Result<SagaReport, SagaError> {
+    if let Some(error) = env.take_abort() {
+        return Err(store_error(env, state, error));
+    }
+    let status = match &result {
+        Ok(report) => report.status,
+        Err(error) => error.report().status,
+    };
+    let mut event = Event::new(0, EventKind::Finished);
+    event.context = env.snapshot(&*ctx);
+    if env.log(event, status).await.is_err()
+        && let Some(error) = env.take_abort()
+    {
+        return Err(store_error(env, state, error));
+    }
+    result
 }
 
 /// Ends a run whose journal failed.
 fn store_error<C>(env: &Env<'_, C>, state: &mut State, error: StoreError) -> SagaError {
-    let status = state.report.status;
-    let mut report = state.report.clone();
-    report.status = status;
-    report.duration = env.clock.now() - env.started;
+    let duration = env.since_start(env.clock().now());
+    let report = state.report(env, state.status, duration);
     SagaError::Store {
         saga: Arc::clone(&env.saga.name),
         error,
@@ -308,49 +354,51 @@ fn store_error<C>(env: &Env<'_, C>, state: &mut State, error: StoreError) -> Sag
 }
 
 impl State {
-    fn new<C>(env: &Env<'_, C>) -> Self {
-        let steps = env
-            .saga
+    fn new<C>(saga: &SagaInner<C>, started: Instant) -> Self {
+        let records = saga
             .steps
             .iter()
-            .map(|s| StepReport {
-                name: Arc::clone(&s.name),
-                kind: s.kind,
+            .map(|_| Record {
+                output: None,
+                duration: 0,
+                attempts: 0,
                 status: StepStatus::Pending,
                 outcome: Outcome::NotStarted,
-                attempts: 0,
-                compensation_attempts: 0,
-                duration: Duration::ZERO,
-                compensation_duration: Duration::ZERO,
-                last_error: None,
             })
             .collect();
-        let mut outputs = Vec::with_capacity(env.saga.steps.len());
-        outputs.resize_with(env.saga.steps.len(), || None);
         State {
-            report: SagaReport {
-                saga: Arc::clone(&env.saga.name),
-                execution_id: env.id.clone(),
-                status: ExecutionStatus::Running,
-                steps,
-                cancel_ignored: false,
-                duration: Duration::ZERO,
-            },
-            outputs,
-            failures: Vec::new(),
-            mark: env.started,
+            records,
+            extra: Vec::new(),
+            mark: started,
+            status: ExecutionStatus::Running,
+            cancel_ignored: false,
         }
     }
 
-    fn failure(&self, index: usize, compensation: bool, error: &StepError) -> Failure {
-        let report = &self.report.steps[index];
+    /// Every step's [`Extra`], allocated the first time.
+    fn extra(&mut self) -> &mut [Extra] {
+        if self.extra.is_empty() {
+            self.extra.resize_with(self.records.len(), Extra::default);
+        }
+        &mut self.extra
+    }
+
+    fn failure<C>(
+        &self,
+        saga: &SagaInner<C>,
+        index: usize,
+        compensation: bool,
+        error: &StepError,
+    ) -> Failure {
         Failure {
-            step: Arc::clone(&report.name),
+            step: Arc::clone(&saga.steps[index].name),
             compensation,
             attempt: if compensation {
-                report.compensation_attempts
+                self.extra
+                    .get(index)
+                    .map_or(0, |extra| extra.compensation_attempts)
             } else {
-                report.attempts
+                self.records[index].attempts
             },
             message: error.to_string(),
             outcome_unknown: error.is_outcome_unknown(),
@@ -359,131 +407,201 @@ impl State {
 
     /// Takes the state a log recorded; returns the direction to go.
     fn resume(&mut self, resume: Resume) -> ResumePhase {
-        for ((report, step), output) in self
-            .report
+        let rare = resume
             .steps
-            .iter_mut()
-            .zip(resume.steps)
-            .zip(self.outputs.iter_mut().zip(resume.outputs))
-        {
-            report.status = step.status;
-            report.outcome = step.outcome;
-            report.attempts = step.attempts;
-            report.compensation_attempts = step.compensation_attempts;
-            report.last_error = step.last_error;
-            *output.0 = output.1;
+            .iter()
+            .any(|step| step.compensation_attempts > 0 || step.last_error.is_some());
+        if rare {
+            self.extra();
+        }
+        for (index, (step, output)) in resume.steps.into_iter().zip(resume.outputs).enumerate() {
+            let Some(record) = self.records.get_mut(index) else {
+                break;
+            };
+            record.status = step.status;
+            record.outcome = step.outcome;
+            record.attempts = step.attempts;
+            record.output = output;
+            if let Some(extra) = self.extra.get_mut(index) {
+                extra.compensation_attempts = step.compensation_attempts;
+                extra.last_error = step.last_error;
+            }
         }
         if matches!(resume.phase, ResumePhase::Rollback { .. }) {
-            self.report.status = ExecutionStatus::Compensating;
+            self.status = ExecutionStatus::Compensating;
         }
         resume.phase
     }
 
-    fn finish<C>(&mut self, env: &Env<'_, C>, status: ExecutionStatus) -> SagaReport {
-        self.report.status = status;
-        let elapsed = self.mark - env.started;
-        self.report.duration = elapsed;
-        env.emit(&SagaEvent::SagaFinished { status, elapsed });
-        // The run is over and nothing reads the steps' records again: they
-        // move into the report rather than being copied (a copy costs an
-        // allocation and two atomic operations per step).
+    /// The public report of the run so far. The steps' last errors move
+    /// into it: it is made once, when the run ends.
+    fn report<C>(
+        &mut self,
+        env: &Env<'_, C>,
+        status: ExecutionStatus,
+        duration: Duration,
+    ) -> SagaReport {
+        let mut extra = self.extra.iter_mut();
+        let steps = env
+            .saga
+            .steps
+            .iter()
+            .zip(&self.records)
+            .map(|(step, record)| {
+                let extra = extra.next();
+                StepReport {
+                    name: Arc::clone(&step.name),
+                    kind: step.kind,
+                    status: record.status,
+                    outcome: record.outcome,
+                    attempts: record.attempts,
+                    compensation_attempts: extra.as_ref().map_or(0, |e| e.compensation_attempts),
+                    duration: Duration::from_nanos(record.duration),
+                    compensation_duration: extra
+                        .as_ref()
+                        .map_or(Duration::ZERO, |e| e.compensation_duration),
+                    last_error: extra.and_then(|e| e.last_error.take()),
+                }
+            })
+            .collect();
         SagaReport {
-            saga: Arc::clone(&self.report.saga),
-            execution_id: self.report.execution_id.clone(),
+            saga: Arc::clone(&env.saga.name),
+            execution_id: env.id.clone(),
             status,
-            steps: std::mem::take(&mut self.report.steps),
-            cancel_ignored: self.report.cancel_ignored,
-            duration: elapsed,
+            steps,
+            cancel_ignored: self.cancel_ignored,
+            duration,
         }
+    }
+
+    fn finish<C>(&mut self, env: &Env<'_, C>, status: ExecutionStatus) -> SagaReport {
+        self.status = status;
+        let elapsed = env.since_start(self.mark);
+        env.emit(&SagaEvent::SagaFinished { status, elapsed });
+        self.report(env, status, elapsed)
     }
 }
 
+/// A duration in nanoseconds, saturated.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Runs the nodes in order, up to the first that stops the run.
-async fn forward<C>(env: &Env<'_, C>, state: &mut State, ctx: &mut C) -> Result<(), Stop> {
-    let saga = env.saga;
-    let mut pivot_done = false;
-    for (node_index, node) in saga.nodes.iter().enumerate() {
-        if env.cancel_requested() {
-            if !pivot_done {
-                return Err(Stop::Cancelled);
-            }
-            if !state.report.cancel_ignored {
-                state.report.cancel_ignored = true;
-                let step = &saga.steps[node.first()].name;
-                env.emit(&SagaEvent::CancelIgnored { step });
-                let mut event = Event::new(0, EventKind::CancelIgnored);
-                event.step = Some(node.first() as u32);
-                if env.log(event, ExecutionStatus::Running).await.is_err() {
-                    return Err(Stop::Aborted);
-                }
-            }
-        }
-        let failure = match node {
-            Node::Step(index) => {
-                let index = *index;
-                let step = &saga.steps[index];
-                // Before the pivot a cancel-safe async step may be dropped
-                // when the run is cancelled; the pivot and what follows
-                // always finish.
-                let brakes = Brakes {
-                    cancel: env.cancel.filter(|_| !pivot_done && !step.pivot),
-                    group: None,
-                    droppable: step.cancel_safe && !pivot_done && !step.pivot,
-                };
-                let result = run_action(
-                    env,
-                    index,
-                    &mut *ctx,
-                    &mut state.report.steps[index],
-                    &mut state.outputs[index],
-                    state.mark,
-                    brakes,
-                )
-                .await;
-                match result {
-                    Ok(end) => {
-                        state.mark = end;
-                        pivot_done |= step.pivot;
-                        None
-                    }
-                    Err((end, error)) => {
-                        state.mark = end;
-                        Some((index, error))
-                    }
-                }
-            }
-            Node::Group { range, ops } => {
-                let reports = &mut state.report.steps[range.clone()];
-                let outputs = &mut state.outputs[range.clone()];
-                let failure =
-                    (ops.run)(env, ctx, range.clone(), reports, outputs, pivot_done).await;
-                state.mark = env.clock.now();
-                failure
-            }
-        };
-        if env.is_aborted() {
-            return Err(Stop::Aborted);
-        }
-        if let Some((index, error)) = failure {
-            let step = &saga.steps[index];
-            let unknown = state.report.steps[index].outcome == Outcome::Unknown;
-            if pivot_done || (step.pivot && unknown) {
-                return Err(Stop::Stuck {
-                    node: node_index,
-                    index,
-                    error,
-                });
-            }
+// Deliberately not an `async fn`: clippy's suggestion would store the
+// arguments twice.
+#[allow(clippy::manual_async_fn)]
+fn forward<'a, C>(
+    env: &'a Env<'_, C>,
+    state: &'a mut State,
+    ctx: &'a mut C,
+) -> impl Future<Output = Result<(), Stop>> + 'a {
+    async move {
+        let saga = env.saga;
+        let mut pivot_done = false;
+        for (node_index, node) in saga.nodes.iter().enumerate() {
             if env.cancel_requested() {
-                // Dropped mid-flight by the run's cancellation (then
-                // compensated with the others), or its retries stopped by
-                // it: the run ends cancelled either way.
-                return Err(Stop::Cancelled);
+                if !pivot_done {
+                    return Err(Stop::Cancelled);
+                }
+                if !state.cancel_ignored {
+                    state.cancel_ignored = true;
+                    let step = &saga.steps[node.first()].name;
+                    env.emit(&SagaEvent::CancelIgnored { step });
+                    if env.durable.is_some() {
+                        let mut event = Event::new(0, EventKind::CancelIgnored);
+                        event.step = Some(node.first() as u32);
+                        if env.log(event, ExecutionStatus::Running).await.is_err() {
+                            return Err(Stop::Aborted);
+                        }
+                    }
+                }
             }
-            return Err(Stop::Failed { index, error });
+            let failure = match node {
+                Node::Step(index) => {
+                    let index = *index;
+                    let step = &saga.steps[index];
+                    // Before the pivot a cancel-safe async step may be dropped
+                    // when the run is cancelled; the pivot and what follows
+                    // always finish.
+                    let brakes = Brakes {
+                        cancel: env.cancel.as_ref().filter(|_| !pivot_done && !step.pivot),
+                        group: None,
+                        droppable: step.cancel_safe && !pivot_done && !step.pivot,
+                    };
+                    let result = run_action(
+                        env,
+                        index,
+                        &mut *ctx,
+                        &mut state.records[index],
+                        state.mark,
+                        brakes,
+                    )
+                    .await;
+                    match result {
+                        Ok(end) => {
+                            state.mark = end;
+                            pivot_done |= step.pivot;
+                            None
+                        }
+                        Err(halt) => {
+                            state.mark = halt.end;
+                            if halt.failed {
+                                state.extra()[index].last_error = Some(halt.error.to_string());
+                            }
+                            Some((index, halt.error))
+                        }
+                    }
+                }
+                Node::Group { range, ops } => {
+                    let records = &mut state.records[range.clone()];
+                    let (failure, errors) =
+                        (ops.run)(env, ctx, range.clone(), records, pivot_done).await;
+                    state.mark = env.clock().now();
+                    if !errors.is_empty() {
+                        let extra = state.extra();
+                        for (index, message) in errors {
+                            extra[index].last_error = Some(message);
+                        }
+                    }
+                    failure
+                }
+            };
+            if env.is_aborted() {
+                return Err(Stop::Aborted);
+            }
+            if let Some((index, error)) = failure {
+                let step = &saga.steps[index];
+                let unknown = state.records[index].outcome == Outcome::Unknown;
+                if pivot_done || (step.pivot && unknown) {
+                    return Err(Stop::Stuck {
+                        node: node_index,
+                        index,
+                        error,
+                    });
+                }
+                if env.cancel_requested() {
+                    // Dropped mid-flight by the run's cancellation (then
+                    // compensated with the others), or its retries stopped by
+                    // it: the run ends cancelled either way.
+                    return Err(Stop::Cancelled);
+                }
+                return Err(Stop::Failed { index, error });
+            }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Why a step's action stopped short of success.
+struct Halt {
+    /// The clock reading at its end.
+    end: Instant,
+    error: StepError,
+    /// Whether the step failed for good (its last error goes in the
+    /// report), rather than being stopped by the journal or by a
+    /// cancellation at a write.
+    failed: bool,
 }
 
 /// Runs one step's action until it succeeds or its policy gives up (or a
@@ -491,81 +609,90 @@ async fn forward<C>(env: &Env<'_, C>, state: &mut State, ctx: &mut C) -> Result<
 // Deliberately not an `async fn` (see the comment in its body): clippy's
 // suggestion would store the arguments twice.
 #[allow(clippy::manual_async_fn)]
-fn run_action<C>(
-    env: &Env<'_, C>,
+fn run_action<'a, C>(
+    env: &'a Env<'_, C>,
     index: usize,
-    mut ctx: impl Access<C>,
-    report: &mut StepReport,
-    output: &mut Option<Output>,
+    mut ctx: impl Access<C> + 'a,
+    record: &'a mut Record,
     start: Instant,
-    brakes: Brakes<'_>,
-) -> impl Future<Output = Result<Instant, (Instant, StepError)>> {
+    brakes: Brakes<'a>,
+) -> impl Future<Output = Result<Instant, Halt>> + 'a {
     // An `async move` block rather than an `async fn`: its captures are
     // stored once in the future, an `async fn`'s arguments twice.
     async move {
         let step = &env.saga.steps[index];
-        if report.status == StepStatus::Succeeded {
+        if record.status == StepStatus::Succeeded {
             // Recovered: its success is in the log already.
             return Ok(start);
         }
-        report.status = StepStatus::Running;
+        record.status = StepStatus::Running;
+        let halt = |end, error| Halt {
+            end,
+            error,
+            failed: false,
+        };
         // From 0 in a fresh run; a recovered run goes on where its log stopped.
-        let mut attempt = report.attempts;
+        let mut attempt = record.attempts;
         loop {
             attempt += 1;
-            report.attempts = attempt;
-            if env.journal.is_some() {
+            record.attempts = attempt;
+            if env.durable.is_some() {
                 let mut event = Event::new(0, EventKind::StepStarted);
                 event.step = Some(index as u32);
                 event.attempt = attempt;
                 if env.log(event, ExecutionStatus::Running).await.is_err() {
-                    return Err((env.clock.now(), StepError::new(JournalFailed)));
+                    return Err(halt(env.clock().now(), StepError::new(JournalFailed)));
                 }
                 // A durable run hears of a cancellation request at its writes:
                 // one that came with this start stops the step before it runs
                 // (the rollback that follows tells the log it never ran).
                 if brakes.cancel.is_some_and(CancellationToken::is_cancelled) {
                     attempt -= 1;
-                    report.attempts = attempt;
-                    report.status = if attempt == 0 {
+                    record.attempts = attempt;
+                    record.status = if attempt == 0 {
                         StepStatus::Pending
                     } else {
                         StepStatus::Failed
                     };
-                    return Err((env.clock.now(), StepError::interrupted()));
+                    return Err(halt(env.clock().now(), StepError::interrupted()));
                 }
             }
             env.emit(&SagaEvent::StepStarted {
                 step: &step.name,
                 attempt,
             });
-            let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
-            let run = attempt_action(step, &mut ctx, &info, brakes);
-            #[cfg(feature = "tracing")]
-            let run = crate::spans::attempt(false, &step.name, attempt, run);
-            let result = run.await;
-            let now = env.clock.now();
+            let result = {
+                let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+                let run = attempt_action(step, &mut ctx, &info, brakes);
+                #[cfg(feature = "tracing")]
+                let run = crate::spans::attempt(false, &step.name, attempt, run);
+                run.await
+            };
+            let now = env.clock().now();
             let error = match result {
                 Ok(out) => {
-                    report.status = StepStatus::Succeeded;
-                    report.outcome = Outcome::Applied;
-                    report.duration = now - start;
+                    record.status = StepStatus::Succeeded;
+                    record.outcome = Outcome::Applied;
+                    let elapsed = now - start;
+                    record.duration = nanos(elapsed);
                     env.emit(&SagaEvent::StepSucceeded {
                         step: &step.name,
                         attempt,
-                        elapsed: report.duration,
+                        elapsed,
                     });
-                    if env.journal.is_some() {
+                    if env.durable.is_some() {
                         let mut event = Event::new(0, EventKind::StepSucceeded);
                         event.step = Some(index as u32);
                         event.attempt = attempt;
                         event.output = env.encode_output(step, &*out);
                         event.context = env.snapshot(ctx.shared());
+                        record.output = Some(out);
                         if env.log(event, ExecutionStatus::Running).await.is_err() {
-                            return Err((now, StepError::new(JournalFailed)));
+                            return Err(halt(now, StepError::new(JournalFailed)));
                         }
+                    } else {
+                        record.output = Some(out);
                     }
-                    *output = Some(out);
                     return Ok(now);
                 }
                 Err(error) => error,
@@ -573,9 +700,9 @@ fn run_action<C>(
             // Unknown is sticky: once an attempt may have taken effect, the
             // step is compensated whatever follows.
             if error.is_outcome_unknown() {
-                report.outcome = Outcome::Unknown;
-            } else if report.outcome != Outcome::Unknown {
-                report.outcome = Outcome::NotApplied;
+                record.outcome = Outcome::Unknown;
+            } else if record.outcome != Outcome::Unknown {
+                record.outcome = Outcome::NotApplied;
             }
             // The pivot retries an unknown outcome whatever its predicate says:
             // giving up there means stuck.
@@ -592,7 +719,7 @@ fn run_action<C>(
                 error: &error,
                 retry_in,
             });
-            if env.journal.is_some() {
+            if env.durable.is_some() {
                 let mut event = Event::new(0, EventKind::StepFailed);
                 event.step = Some(index as u32);
                 event.attempt = attempt;
@@ -601,44 +728,54 @@ fn run_action<C>(
                 event.will_retry = retry_in.is_some();
                 event.context = env.snapshot(ctx.shared());
                 if env.log(event, ExecutionStatus::Running).await.is_err() {
-                    return Err((now, StepError::new(JournalFailed)));
+                    return Err(halt(now, StepError::new(JournalFailed)));
                 }
             }
-            match retry_in {
-                Some(delay) => env.sleep(delay).await,
-                None => {
-                    report.status = StepStatus::Failed;
-                    report.duration = now - start;
-                    report.last_error = Some(error.to_string());
-                    return Err((now, error));
-                }
-            }
+            let Some(delay) = retry_in else {
+                record.status = StepStatus::Failed;
+                record.duration = nanos(now - start);
+                return Err(Halt {
+                    end: now,
+                    error,
+                    failed: true,
+                });
+            };
+            drop(error);
+            env.sleep(delay).await;
         }
     }
 }
 
 /// One attempt of an action: panics caught, the timeout applied, and a
 /// droppable step dropped when a brake is applied.
-async fn attempt_action<C, A: Access<C>>(
-    step: &StepDef<C>,
-    ctx: &mut A,
-    info: &StepInfo<'_>,
-    brakes: Brakes<'_>,
-) -> Result<Output, StepError> {
+fn attempt_action<'a, C, A: Access<C>>(
+    step: &'a StepDef<C>,
+    ctx: &'a mut A,
+    info: &'a StepInfo<'a>,
+    brakes: Brakes<'a>,
+) -> Attempt<'a, Output> {
     let future = match &step.action {
         Action::Sync(action) => {
-            let ctx = A::exclusive(ctx).ok_or_else(|| exclusive_in_group(info))?;
-            return catch(|| action(ctx, info));
+            return Attempt::done(match A::exclusive(ctx) {
+                Some(ctx) => catch(|| action(ctx, info)),
+                None => Err(exclusive_in_group(info)),
+            });
         }
-        Action::SharedSync(action) => return catch(|| action(A::shared(ctx), info)),
-        Action::Async(action) => {
-            let ctx = A::exclusive(ctx).ok_or_else(|| exclusive_in_group(info))?;
-            catch(move || Ok(action(ctx, info)))?
+        Action::SharedSync(action) => {
+            return Attempt::done(catch(|| action(A::shared(ctx), info)));
         }
+        Action::Async(action) => match A::exclusive(ctx) {
+            Some(ctx) => catch(move || Ok(action(ctx, info))),
+            None => Err(exclusive_in_group(info)),
+        },
         Action::SharedAsync(action) => {
             let ctx = A::shared(ctx);
-            catch(move || Ok(action(ctx, info)))?
+            catch(move || Ok(action(ctx, info)))
         }
+    };
+    let future = match future {
+        Ok(future) => future,
+        Err(error) => return Attempt::done(Err(error)),
     };
     let brakes = if step.cancel_safe && brakes.droppable {
         brakes
@@ -651,12 +788,45 @@ async fn attempt_action<C, A: Access<C>>(
     };
     let braked = brakes.droppable && (brakes.cancel.is_some() || brakes.group.is_some());
     if step.timeout.is_none() && !braked {
-        return CatchUnwind(future).await;
+        return Attempt::Running(CatchUnwind(future));
     }
     // A timer and a select make a large future (over 500 bytes), held by
     // every run in flight if it were inline: boxed, only the attempts that
     // use them pay for it.
-    Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)).await
+    Attempt::Guarded(Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)))
+}
+
+/// The future of one attempt of an action or a compensation: a sync one
+/// is done when it is made; an async one is the step's future, polled with
+/// its panics caught (and, when a timeout or a brake applies, guarded).
+/// Smaller than an `async fn`'s future, which would hold its arguments
+/// twice beside the step's future.
+enum Attempt<'a, T> {
+    Done(Option<Result<T, StepError>>),
+    Running(CatchUnwind<'a, T>),
+    Guarded(BoxFuture<'a, Result<T, StepError>>),
+}
+
+impl<T> Attempt<'_, T> {
+    fn done(result: Result<T, StepError>) -> Self {
+        Attempt::Done(Some(result))
+    }
+}
+
+impl<T: Unpin> Future for Attempt<'_, T> {
+    type Output = Result<T, StepError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Attempt::Done(result) => Poll::Ready(result.take().unwrap_or_else(|| {
+                Err(StepError::new(
+                    "internal error: an attempt was polled after it ended",
+                ))
+            })),
+            Attempt::Running(future) => Pin::new(future).poll(cx),
+            Attempt::Guarded(future) => future.as_mut().poll(cx),
+        }
+    }
 }
 
 fn exclusive_in_group(info: &StepInfo<'_>) -> StepError {
@@ -682,7 +852,7 @@ async fn rollback<C>(
     stop: Stop,
 ) -> Result<SagaReport, SagaError> {
     let saga = env.saga;
-    state.report.status = ExecutionStatus::Compensating;
+    state.status = ExecutionStatus::Compensating;
     let cause = match stop {
         Stop::Failed { index, error } => Some((index, error)),
         Stop::Cancelled => None,
@@ -691,7 +861,7 @@ async fn rollback<C>(
         }
         Stop::Aborted => return Err(aborted(env, state)),
     };
-    if env.journal.is_some() {
+    if env.durable.is_some() {
         let mut event = Event::new(0, EventKind::RollbackStarted);
         if let Some((index, error)) = &cause {
             event.step = Some(*index as u32);
@@ -702,6 +872,8 @@ async fn rollback<C>(
             return Err(aborted(env, state));
         }
     }
+    state.extra();
+    let mut failures = Vec::new();
     let mut stuck: Option<(usize, StepError)> = None;
     let mut remaining = Vec::new();
     for node in saga.nodes.iter().rev() {
@@ -710,12 +882,12 @@ async fn rollback<C>(
         // allocation per compensated step.
         let mut pending = 0;
         for index in range.clone() {
-            let report = &mut state.report.steps[index];
-            if !report.outcome.needs_compensation() {
+            let record = &mut state.records[index];
+            if !record.outcome.needs_compensation() {
                 continue;
             }
             if saga.steps[index].undo.is_none() {
-                report.status = StepStatus::Skipped;
+                record.status = StepStatus::Skipped;
             } else {
                 pending += 1;
             }
@@ -724,11 +896,11 @@ async fn rollback<C>(
             continue;
         }
         if stuck.is_some() && !saga.continue_on_compensation_failure {
-            let steps = &state.report.steps;
+            let records = &state.records;
             remaining.extend(
                 range
                     .filter(|&i| {
-                        steps[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
+                        records[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
                     })
                     .map(|i| Arc::clone(&saga.steps[i].name)),
             );
@@ -736,22 +908,25 @@ async fn rollback<C>(
         }
         let failed = match node {
             Node::Step(index) => {
+                let index = *index;
+                let record = &mut state.records[index];
                 let result = run_compensation(
                     env,
-                    *index,
+                    index,
                     &mut *ctx,
-                    &mut state.report.steps[*index],
-                    state.outputs[*index].as_deref(),
+                    &mut record.status,
+                    record.output.as_deref(),
+                    &mut state.extra[index],
                     &mut state.mark,
                 )
                 .await;
-                result.err().map(|e| vec![(*index, e)]).unwrap_or_default()
+                result.err().map(|e| vec![(index, e)]).unwrap_or_default()
             }
             Node::Group { range, ops } => {
-                let reports = &mut state.report.steps[range.clone()];
-                let outputs = &state.outputs[range.clone()];
-                let failed = (ops.compensate)(env, ctx, range.clone(), reports, outputs).await;
-                state.mark = env.clock.now();
+                let records = &mut state.records[range.clone()];
+                let extra = &mut state.extra[range.clone()];
+                let failed = (ops.compensate)(env, ctx, range.clone(), records, extra).await;
+                state.mark = env.clock().now();
                 failed
             }
         };
@@ -761,8 +936,7 @@ async fn rollback<C>(
         for (index, error) in failed {
             remaining.push(Arc::clone(&saga.steps[index].name));
             if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
-                let failure = state.failure(earlier, true, &earlier_error);
-                state.failures.push(failure);
+                failures.push(state.failure(saga, earlier, true, &earlier_error));
             }
         }
     }
@@ -786,18 +960,16 @@ async fn rollback<C>(
         (Some((index, error)), cause) => {
             if let Some((cause_index, cause_error)) = cause {
                 // The failure that started the rollback comes first.
-                let failure = state.failure(cause_index, false, &cause_error);
-                state.failures.insert(0, failure);
+                failures.insert(0, state.failure(saga, cause_index, false, &cause_error));
             }
-            let last = state.failure(index, true, &error);
-            state.failures.push(last);
+            failures.push(state.failure(saga, index, true, &error));
             let report = state.finish(env, ExecutionStatus::Stuck);
             Err(SagaError::Stuck {
                 saga: Arc::clone(&saga.name),
                 step: Arc::clone(&saga.steps[index].name),
                 phase: StuckPhase::Rollback,
                 error: error.into_inner(),
-                failures: std::mem::take(&mut state.failures),
+                failures,
                 remaining,
                 report: Box::new(report),
             })
@@ -805,13 +977,15 @@ async fn rollback<C>(
     }
 }
 
-/// Runs one compensation until it succeeds or its policy gives up.
+/// Runs one compensation until it succeeds or its policy gives up. `status`
+/// is the step's in its [`Record`], `mark` the last clock reading.
 async fn run_compensation<C>(
     env: &Env<'_, C>,
     index: usize,
     mut ctx: impl Access<C>,
-    report: &mut StepReport,
+    status: &mut StepStatus,
     output: Option<&(dyn std::any::Any + Send + Sync)>,
+    extra: &mut Extra,
     mark: &mut Instant,
 ) -> Result<(), StepError> {
     let saga = env.saga;
@@ -819,7 +993,7 @@ async fn run_compensation<C>(
     let Some(undo) = &step.undo else {
         return Ok(());
     };
-    if report.status == StepStatus::Compensated {
+    if *status == StepStatus::Compensated {
         // Recovered: its success is in the log already.
         return Ok(());
     }
@@ -827,17 +1001,17 @@ async fn run_compensation<C>(
     // The last clock reading (the end of what ran before) is this
     // compensation's start, and its end the next one's: one read each.
     let start = *mark;
-    report.status = StepStatus::Compensating;
+    *status = StepStatus::Compensating;
     // From 0 in a fresh run; a recovered run goes on where its log stopped.
-    let mut attempt = report.compensation_attempts;
+    let mut attempt = extra.compensation_attempts;
     loop {
         attempt += 1;
-        report.compensation_attempts = attempt;
+        extra.compensation_attempts = attempt;
         env.emit(&SagaEvent::CompensationStarted {
             step: &step.name,
             attempt,
         });
-        if env.journal.is_some() {
+        if env.durable.is_some() {
             let mut event = Event::new(0, EventKind::CompensationStarted);
             event.step = Some(index as u32);
             event.attempt = attempt;
@@ -845,23 +1019,25 @@ async fn run_compensation<C>(
                 return Err(StepError::new(JournalFailed));
             }
         }
-        let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
-        let run = attempt_undo(undo, &mut ctx, output, &info);
-        #[cfg(feature = "tracing")]
-        let run = crate::spans::attempt(true, &step.name, attempt, run);
-        let result = run.await;
-        let now = env.clock.now();
+        let result = {
+            let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
+            let run = attempt_undo(undo, &mut ctx, output, &info);
+            #[cfg(feature = "tracing")]
+            let run = crate::spans::attempt(true, &step.name, attempt, run);
+            run.await
+        };
+        let now = env.clock().now();
         *mark = now;
         let error = match result {
             Ok(()) => {
-                report.status = StepStatus::Compensated;
-                report.compensation_duration = now - start;
+                *status = StepStatus::Compensated;
+                extra.compensation_duration = now - start;
                 env.emit(&SagaEvent::CompensationSucceeded {
                     step: &step.name,
                     attempt,
-                    elapsed: report.compensation_duration,
+                    elapsed: extra.compensation_duration,
                 });
-                if env.journal.is_some() {
+                if env.durable.is_some() {
                     let mut event = Event::new(0, EventKind::CompensationSucceeded);
                     event.step = Some(index as u32);
                     event.attempt = attempt;
@@ -882,7 +1058,7 @@ async fn run_compensation<C>(
             error: &error,
             retry_in,
         });
-        if env.journal.is_some() {
+        if env.durable.is_some() {
             let mut event = Event::new(0, EventKind::CompensationFailed);
             event.step = Some(index as u32);
             event.attempt = attempt;
@@ -896,9 +1072,9 @@ async fn run_compensation<C>(
         match retry_in {
             Some(delay) => env.sleep(delay).await,
             None => {
-                report.status = StepStatus::CompensationFailed;
-                report.compensation_duration = now - start;
-                report.last_error = Some(error.to_string());
+                *status = StepStatus::CompensationFailed;
+                extra.compensation_duration = now - start;
+                extra.last_error = Some(error.to_string());
                 return Err(error);
             }
         }
@@ -906,28 +1082,35 @@ async fn run_compensation<C>(
 }
 
 /// One attempt of a compensation, panics caught.
-async fn attempt_undo<C, A: Access<C>>(
-    undo: &Undo<C>,
-    ctx: &mut A,
-    output: Option<&(dyn std::any::Any + Send + Sync)>,
-    info: &StepInfo<'_>,
-) -> Result<(), StepError> {
+fn attempt_undo<'a, C, A: Access<C>>(
+    undo: &'a Undo<C>,
+    ctx: &'a mut A,
+    output: Option<&'a (dyn std::any::Any + Send + Sync)>,
+    info: &'a StepInfo<'a>,
+) -> Attempt<'a, ()> {
     let future = match undo {
         Undo::Sync(undo) => {
-            let ctx = A::exclusive(ctx).ok_or_else(|| exclusive_in_group(info))?;
-            return catch(|| undo(ctx, output, info));
+            return Attempt::done(match A::exclusive(ctx) {
+                Some(ctx) => catch(|| undo(ctx, output, info)),
+                None => Err(exclusive_in_group(info)),
+            });
         }
-        Undo::SharedSync(undo) => return catch(|| undo(A::shared(ctx), output, info)),
-        Undo::Async(undo) => {
-            let ctx = A::exclusive(ctx).ok_or_else(|| exclusive_in_group(info))?;
-            catch(move || Ok(undo(ctx, output, info)))?
+        Undo::SharedSync(undo) => {
+            return Attempt::done(catch(|| undo(A::shared(ctx), output, info)));
         }
+        Undo::Async(undo) => match A::exclusive(ctx) {
+            Some(ctx) => catch(move || Ok(undo(ctx, output, info))),
+            None => Err(exclusive_in_group(info)),
+        },
         Undo::SharedAsync(undo) => {
             let ctx = A::shared(ctx);
-            catch(move || Ok(undo(ctx, output, info)))?
+            catch(move || Ok(undo(ctx, output, info)))
         }
     };
-    CatchUnwind(future).await
+    match future {
+        Ok(future) => Attempt::Running(CatchUnwind(future)),
+        Err(error) => Attempt::done(Err(error)),
+    }
 }
 
 /// Ends a run stuck going forward at step `index` of node `node`.
@@ -939,13 +1122,13 @@ fn stuck_forward<C>(
     error: StepError,
 ) -> SagaError {
     let saga = env.saga;
-    let failure = state.failure(index, false, &error);
-    state.failures.push(failure);
+    let failures = vec![state.failure(saga, index, false, &error)];
     let first = saga.nodes[node].first();
-    let remaining = state.report.steps[first..]
+    let remaining = state.records[first..]
         .iter()
-        .filter(|s| s.status != StepStatus::Succeeded)
-        .map(|s| Arc::clone(&s.name))
+        .zip(&saga.steps[first..])
+        .filter(|(record, _)| record.status != StepStatus::Succeeded)
+        .map(|(_, step)| Arc::clone(&step.name))
         .collect();
     let report = state.finish(env, ExecutionStatus::Stuck);
     SagaError::Stuck {
@@ -953,7 +1136,7 @@ fn stuck_forward<C>(
         step: Arc::clone(&saga.steps[index].name),
         phase: StuckPhase::Forward,
         error: error.into_inner(),
-        failures: std::mem::take(&mut state.failures),
+        failures,
         remaining,
         report: Box::new(report),
     }
@@ -981,6 +1164,18 @@ fn aborted<C>(env: &Env<'_, C>, state: &mut State) -> SagaError {
 }
 
 impl<C> Env<'_, C> {
+    fn clock(&self) -> &dyn Clock {
+        match &self.clock {
+            Some(clock) => &**clock,
+            None => &SYSTEM_CLOCK,
+        }
+    }
+
+    /// The time from the run's start to `now`.
+    fn since_start(&self, now: Instant) -> Duration {
+        self.started.map_or(Duration::ZERO, |started| now - started)
+    }
+
     /// Writes `event` to the journal (if any). On failure the error is kept
     /// for the run's result, and the run stops at its next check.
     ///
@@ -988,20 +1183,20 @@ impl<C> Env<'_, C> {
     /// the journal's write) would make every run in flight larger, journal
     /// or not; a journaled run pays one allocation beside a store write.
     fn log(&self, event: Event, status: ExecutionStatus) -> BoxFuture<'_, Result<(), ()>> {
-        // Only the journal and the abort slot are captured, so the future is
-        // `Send` whatever the context is.
-        let (journal, aborted) = (self.journal, &self.aborted);
+        // Only the durable part is captured, so the future is `Send`
+        // whatever the context is.
+        let durable = self.durable.as_deref();
         Box::pin(async move {
-            let Some(journal) = journal else {
+            let Some(durable) = durable else {
                 return Ok(());
             };
-            if lock(aborted).is_some() {
+            if lock(&durable.aborted).is_some() {
                 return Err(());
             }
-            match journal.record(event, status).await {
+            match durable.journal.record(event, status).await {
                 Ok(()) => Ok(()),
                 Err(error) => {
-                    lock(aborted).get_or_insert(error);
+                    lock(&durable.aborted).get_or_insert(error);
                     Err(())
                 }
             }
@@ -1011,8 +1206,8 @@ impl<C> Env<'_, C> {
     /// The context, encoded for the journal; an encoding error aborts the
     /// run (at its next log point).
     fn snapshot(&self, ctx: &C) -> Option<String> {
-        let journal = self.journal?;
-        match journal.encode_context(ctx) {
+        let durable = self.durable.as_deref()?;
+        match durable.journal.encode_context(ctx) {
             Ok(json) => Some(json),
             Err(error) => {
                 self.abort(error);
@@ -1042,29 +1237,34 @@ impl<C> Env<'_, C> {
     }
 
     fn abort(&self, error: StoreError) {
-        lock(&self.aborted).get_or_insert(error);
+        if let Some(durable) = &self.durable {
+            lock(&durable.aborted).get_or_insert(error);
+        }
     }
 
     fn is_aborted(&self) -> bool {
         // Only a journal aborts a run: a run without one skips the lock
         // (two atomic operations per step otherwise).
-        self.journal.is_some() && lock(&self.aborted).is_some()
+        self.durable
+            .as_ref()
+            .is_some_and(|durable| lock(&durable.aborted).is_some())
     }
 
     fn take_abort(&self) -> Option<StoreError> {
-        self.journal?;
-        lock(&self.aborted).take()
+        lock(&self.durable.as_ref()?.aborted).take()
     }
 
     fn cancel_requested(&self) -> bool {
-        self.cancel.is_some_and(CancellationToken::is_cancelled)
+        self.cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     async fn sleep(&self, delay: Duration) {
         if self.blocking {
-            self.clock.sleep_blocking(delay);
+            self.clock().sleep_blocking(delay);
         } else {
-            self.clock.sleep(delay).await;
+            self.clock().sleep(delay).await;
         }
     }
 
@@ -1074,8 +1274,8 @@ impl<C> Env<'_, C> {
             saga: &self.saga.name,
             execution_id: &self.id,
         };
-        crate::logging::log_event(&run, event, || self.clock.now() - self.started);
-        for observer in self.saga.observers.iter().chain(self.run_observers) {
+        crate::logging::log_event(&run, event, || self.since_start(self.clock().now()));
+        for observer in self.saga.observers.iter().chain(&self.run_observers) {
             // An observer is user code: its panic must not tear down the
             // run (and leave compensations undone), nor silence the others.
             if catch_unwind(AssertUnwindSafe(|| observer.on_event(&run, event))).is_err() {
@@ -1158,21 +1358,24 @@ impl<T> Future for CatchUnwind<'_, T> {
     }
 }
 
+/// What a group's run returns: its first failure, and the last error of
+/// every branch that failed for good (for the report).
+type GroupRun = (Option<(usize, StepError)>, Vec<(usize, String)>);
+
 type RunGroup<C> = for<'a> fn(
     &'a Env<'a, C>,
     &'a C,
     Range<usize>,
-    &'a mut [StepReport],
-    &'a mut [Option<Output>],
+    &'a mut [Record],
     bool,
-) -> BoxFuture<'a, Option<(usize, StepError)>>;
+) -> BoxFuture<'a, GroupRun>;
 
 type CompensateGroup<C> = for<'a> fn(
     &'a Env<'a, C>,
     &'a C,
     Range<usize>,
-    &'a mut [StepReport],
-    &'a [Option<Output>],
+    &'a mut [Record],
+    &'a mut [Extra],
 ) -> BoxFuture<'a, Vec<(usize, StepError)>>;
 
 /// How a parallel group runs and rolls back. Made where `C: Sync` is known
@@ -1186,11 +1389,11 @@ pub(crate) struct GroupOps<C> {
 impl<C: Send + Sync> GroupOps<C> {
     pub(crate) fn new() -> Self {
         GroupOps {
-            run: |env, ctx, range, reports, outputs, pivot_done| {
-                Box::pin(run_group(env, ctx, range, reports, outputs, pivot_done))
+            run: |env, ctx, range, records, pivot_done| {
+                Box::pin(run_group(env, ctx, range, records, pivot_done))
             },
-            compensate: |env, ctx, range, reports, outputs| {
-                Box::pin(compensate_group(env, ctx, range, reports, outputs))
+            compensate: |env, ctx, range, records, extra| {
+                Box::pin(compensate_group(env, ctx, range, records, extra))
             },
         }
     }
@@ -1198,34 +1401,32 @@ impl<C: Send + Sync> GroupOps<C> {
 
 /// Runs a group's branches at once. The first branch to fail for good
 /// stops its siblings' retries and drops the cancel-safe ones; the others
-/// are let finish. Returns the first failure.
+/// are let finish.
 async fn run_group<C: Send + Sync>(
     env: &Env<'_, C>,
     ctx: &C,
     range: Range<usize>,
-    reports: &mut [StepReport],
-    outputs: &mut [Option<Output>],
+    records: &mut [Record],
     pivot_done: bool,
-) -> Option<(usize, StepError)> {
+) -> GroupRun {
     let group = CancellationToken::new();
     let first_failure = AtomicUsize::new(usize::MAX);
-    let start = env.clock.now();
-    let branches = reports
+    let start = env.clock().now();
+    let branches = records
         .iter_mut()
-        .zip(outputs.iter_mut())
         .zip(range.clone())
-        .map(|((report, output), index)| {
+        .map(|(record, index)| {
             let group = &group;
             let first_failure = &first_failure;
             Box::pin(async move {
                 let step = &env.saga.steps[index];
                 let brakes = Brakes {
-                    cancel: env.cancel.filter(|_| !pivot_done),
+                    cancel: env.cancel.as_ref().filter(|_| !pivot_done),
                     group: Some(group),
                     droppable: step.cancel_safe && !pivot_done,
                 };
-                let result = run_action(env, index, ctx, report, output, start, brakes).await;
-                result.err().map(|(_, error)| {
+                let result = run_action(env, index, ctx, record, start, brakes).await;
+                result.err().map(|halt| {
                     let _ = first_failure.compare_exchange(
                         usize::MAX,
                         index,
@@ -1233,17 +1434,24 @@ async fn run_group<C: Send + Sync>(
                         Ordering::SeqCst,
                     );
                     group.cancel();
-                    (index, error)
+                    (index, halt)
                 })
             })
         })
         .collect();
-    let failures = join_all(branches).await;
+    let halts = join_all(branches).await;
     let first = first_failure.load(Ordering::SeqCst);
-    failures
-        .into_iter()
-        .flatten()
-        .find(|(index, _)| *index == first)
+    let mut failure = None;
+    let mut errors = Vec::new();
+    for (index, halt) in halts.into_iter().flatten() {
+        if halt.failed {
+            errors.push((index, halt.error.to_string()));
+        }
+        if index == first && failure.is_none() {
+            failure = Some((index, halt.error));
+        }
+    }
+    (failure, errors)
 }
 
 /// Compensates, at once, every branch of a group that needs it; returns
@@ -1252,22 +1460,23 @@ async fn compensate_group<C: Send + Sync>(
     env: &Env<'_, C>,
     ctx: &C,
     range: Range<usize>,
-    reports: &mut [StepReport],
-    outputs: &[Option<Output>],
+    records: &mut [Record],
+    extra: &mut [Extra],
 ) -> Vec<(usize, StepError)> {
     let saga = env.saga;
-    let start = env.clock.now();
-    let branches = reports
+    let start = env.clock().now();
+    let branches = records
         .iter_mut()
-        .zip(outputs)
+        .zip(extra)
         .zip(range)
-        .filter(|((report, _), index)| {
-            report.outcome.needs_compensation() && saga.steps[*index].undo.is_some()
+        .filter(|((record, _), index)| {
+            record.outcome.needs_compensation() && saga.steps[*index].undo.is_some()
         })
-        .map(|((report, output), index)| {
+        .map(|((record, extra), index)| {
             let mut mark = start;
+            let Record { status, output, .. } = record;
             Box::pin(async move {
-                run_compensation(env, index, ctx, report, output.as_deref(), &mut mark)
+                run_compensation(env, index, ctx, status, output.as_deref(), extra, &mut mark)
                     .await
                     .err()
                     .map(|error| (index, error))
