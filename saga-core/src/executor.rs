@@ -282,39 +282,27 @@ fn run_execution<'a, C>(
     async move {
         let started = env.clock().now();
         env.started = Some(started);
-        let env = &env;
         let mut state = State::new(env.saga, started);
         env.emit(&SagaEvent::SagaStarted);
-        let phase = match resume {
-            Some(resume) => state.resume(*resume),
-            None => ResumePhase::Forward,
-        };
-        let result = match phase {
-            ResumePhase::Forward => match forward(env, &mut state, ctx).await {
-                Ok(()) => Ok(state.finish(env, ExecutionStatus::Completed)),
+        // A recovered run that was rolling back goes on rolling back. (Its
+        // cause boxed: the match holds it while the forward path runs.)
+        let result = match resume.and_then(|resume| state.resume(*resume)) {
+            Some(stop) => Box::pin(rollback(&env, &mut state, ctx, *stop)).await,
+            None => match forward(&env, &mut state, ctx).await {
+                Ok(()) => Ok(state.finish(&env, ExecutionStatus::Completed)),
                 Err(Stop::Stuck { node, index, error }) => {
-                    Err(stuck_forward(env, &mut state, node, index, error))
+                    Err(stuck_forward(&env, &mut state, node, index, error))
                 }
                 // Boxed: inline, the rollback's future would make every run in
                 // flight larger, though only failed runs need it.
-                Err(stop) => Box::pin(rollback(env, &mut state, ctx, stop)).await,
+                Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
             },
-            ResumePhase::Rollback { cause } => {
-                let stop = match cause {
-                    Some((index, message)) => Stop::Failed {
-                        index,
-                        error: StepError::new(message),
-                    },
-                    None => Stop::Cancelled,
-                };
-                Box::pin(rollback(env, &mut state, ctx, stop)).await
-            }
         };
         if env.durable.is_none() || matches!(result, Err(SagaError::Store { .. })) {
             return result;
         }
         // Boxed: the end of a durable run, held by no run in flight.
-        Box::pin(finish_durable(env, &mut state, ctx, result)).await
+        Box::pin(finish_durable(&env, &mut state, ctx, result)).await
     }
 }
 
@@ -332,9 +320,10 @@ async fn finish_durable<C>(
         Ok(report) => report.status,
         Err(error) => error.report().status,
     };
-    let mut event = Event::new(0, EventKind::Finished);
-    event.context = env.snapshot(&*ctx);
-    if env.log(event, status).await.is_err()
+    let log = env.log(EventKind::Finished, status, |event| {
+        event.context = env.snapshot(&*ctx);
+    });
+    if log.await.is_err()
         && let Some(error) = env.take_abort()
     {
         return Err(store_error(env, state, error));
@@ -405,8 +394,9 @@ impl State {
         }
     }
 
-    /// Takes the state a log recorded; returns the direction to go.
-    fn resume(&mut self, resume: Resume) -> ResumePhase {
+    /// Takes the state a log recorded; returns where its rollback starts
+    /// if it was rolling back.
+    fn resume(&mut self, resume: Resume) -> Option<Box<Stop>> {
         let rare = resume
             .steps
             .iter()
@@ -427,10 +417,17 @@ impl State {
                 extra.last_error = step.last_error;
             }
         }
-        if matches!(resume.phase, ResumePhase::Rollback { .. }) {
-            self.status = ExecutionStatus::Compensating;
-        }
-        resume.phase
+        let ResumePhase::Rollback { cause } = resume.phase else {
+            return None;
+        };
+        self.status = ExecutionStatus::Compensating;
+        Some(Box::new(match cause {
+            Some((index, message)) => Stop::Failed {
+                index,
+                error: StepError::new(message),
+            },
+            None => Stop::Cancelled,
+        }))
     }
 
     /// The public report of the run so far. The steps' last errors move
@@ -497,9 +494,12 @@ fn forward<'a, C>(
     ctx: &'a mut C,
 ) -> impl Future<Output = Result<(), Stop>> + 'a {
     async move {
-        let saga = env.saga;
         let mut pivot_done = false;
-        for (node_index, node) in saga.nodes.iter().enumerate() {
+        // Indexed rather than iterated, and the definition read again after
+        // each await: the future holds less across the steps' awaits.
+        for node_index in 0..env.saga.nodes.len() {
+            let saga = env.saga;
+            let node = &saga.nodes[node_index];
             if env.cancel_requested() {
                 if !pivot_done {
                     return Err(Stop::Cancelled);
@@ -509,9 +509,14 @@ fn forward<'a, C>(
                     let step = &saga.steps[node.first()].name;
                     env.emit(&SagaEvent::CancelIgnored { step });
                     if env.durable.is_some() {
-                        let mut event = Event::new(0, EventKind::CancelIgnored);
-                        event.step = Some(node.first() as u32);
-                        if env.log(event, ExecutionStatus::Running).await.is_err() {
+                        let log = env.log(
+                            EventKind::CancelIgnored,
+                            ExecutionStatus::Running,
+                            |event| {
+                                event.step = Some(node.first() as u32);
+                            },
+                        );
+                        if log.await.is_err() {
                             return Err(Stop::Aborted);
                         }
                     }
@@ -521,6 +526,7 @@ fn forward<'a, C>(
                 Node::Step(index) => {
                     let index = *index;
                     let step = &saga.steps[index];
+                    let pivot = step.pivot;
                     // Before the pivot a cancel-safe async step may be dropped
                     // when the run is cancelled; the pivot and what follows
                     // always finish.
@@ -541,7 +547,7 @@ fn forward<'a, C>(
                     match result {
                         Ok(end) => {
                             state.mark = end;
-                            pivot_done |= step.pivot;
+                            pivot_done |= pivot;
                             None
                         }
                         Err(halt) => {
@@ -571,6 +577,7 @@ fn forward<'a, C>(
                 return Err(Stop::Aborted);
             }
             if let Some((index, error)) = failure {
+                let saga = env.saga;
                 let step = &saga.steps[index];
                 let unknown = state.records[index].outcome == Outcome::Unknown;
                 if pivot_done || (step.pivot && unknown) {
@@ -637,10 +644,11 @@ fn run_action<'a, C>(
             attempt += 1;
             record.attempts = attempt;
             if env.durable.is_some() {
-                let mut event = Event::new(0, EventKind::StepStarted);
-                event.step = Some(index as u32);
-                event.attempt = attempt;
-                if env.log(event, ExecutionStatus::Running).await.is_err() {
+                let log = env.log(EventKind::StepStarted, ExecutionStatus::Running, |event| {
+                    event.step = Some(index as u32);
+                    event.attempt = attempt;
+                });
+                if log.await.is_err() {
                     return Err(halt(env.clock().now(), StepError::new(JournalFailed)));
                 }
                 // A durable run hears of a cancellation request at its writes:
@@ -661,16 +669,22 @@ fn run_action<'a, C>(
                 step: &step.name,
                 attempt,
             });
-            let result = {
-                let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
-                let run = attempt_action(step, &mut ctx, &info, brakes);
-                #[cfg(feature = "tracing")]
-                let run = crate::spans::attempt(false, &step.name, attempt, run);
-                run.await
-            };
-            let now = env.clock().now();
-            let error = match result {
-                Ok(out) => {
+            // Scoped so that what the future holds across each await is
+            // only what is used after it: a local borrowed or moved on one
+            // path only is kept until the end of its scope.
+            let delay = {
+                let (now, error) = 'failed: {
+                    let out = match {
+                        let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+                        let run = attempt_action(step, &mut ctx, &info, brakes);
+                        #[cfg(feature = "tracing")]
+                        let run = crate::spans::attempt(false, &step.name, attempt, run);
+                        run.await
+                    } {
+                        Ok(out) => out,
+                        Err(error) => break 'failed (env.clock().now(), error),
+                    };
+                    let now = env.clock().now();
                     record.status = StepStatus::Succeeded;
                     record.outcome = Outcome::Applied;
                     let elapsed = now - start;
@@ -680,67 +694,73 @@ fn run_action<'a, C>(
                         attempt,
                         elapsed,
                     });
-                    if env.durable.is_some() {
-                        let mut event = Event::new(0, EventKind::StepSucceeded);
-                        event.step = Some(index as u32);
-                        event.attempt = attempt;
-                        event.output = env.encode_output(step, &*out);
-                        event.context = env.snapshot(ctx.shared());
+                    if env.durable.is_none() {
                         record.output = Some(out);
-                        if env.log(event, ExecutionStatus::Running).await.is_err() {
-                            return Err(halt(now, StepError::new(JournalFailed)));
-                        }
-                    } else {
-                        record.output = Some(out);
+                        return Ok(now);
+                    }
+                    let encoded = env.encode_output(step, &*out);
+                    record.output = Some(out);
+                    let log = env.log(
+                        EventKind::StepSucceeded,
+                        ExecutionStatus::Running,
+                        |event| {
+                            event.step = Some(index as u32);
+                            event.attempt = attempt;
+                            event.output = encoded;
+                            event.context = env.snapshot(ctx.shared());
+                        },
+                    );
+                    if log.await.is_err() {
+                        return Err(halt(now, StepError::new(JournalFailed)));
                     }
                     return Ok(now);
+                };
+                // Unknown is sticky: once an attempt may have taken effect, the
+                // step is compensated whatever follows.
+                if error.is_outcome_unknown() {
+                    record.outcome = Outcome::Unknown;
+                } else if record.outcome != Outcome::Unknown {
+                    record.outcome = Outcome::NotApplied;
                 }
-                Err(error) => error,
-            };
-            // Unknown is sticky: once an attempt may have taken effect, the
-            // step is compensated whatever follows.
-            if error.is_outcome_unknown() {
-                record.outcome = Outcome::Unknown;
-            } else if record.outcome != Outcome::Unknown {
-                record.outcome = Outcome::NotApplied;
-            }
-            // The pivot retries an unknown outcome whatever its predicate says:
-            // giving up there means stuck.
-            let qualifies =
-                step.retry.retries(&error) || (step.pivot && error.is_outcome_unknown());
-            let retry_in = (attempt < step.retry.max_attempts()
-                && qualifies
-                && !error.error().is::<Interrupted>()
-                && !brakes.applied())
-            .then(|| backoff(&step.retry, attempt + 1));
-            env.emit(&SagaEvent::StepFailed {
-                step: &step.name,
-                attempt,
-                error: &error,
-                retry_in,
-            });
-            if env.durable.is_some() {
-                let mut event = Event::new(0, EventKind::StepFailed);
-                event.step = Some(index as u32);
-                event.attempt = attempt;
-                event.error = Some(error.to_string());
-                event.outcome_unknown = error.is_outcome_unknown();
-                event.will_retry = retry_in.is_some();
-                event.context = env.snapshot(ctx.shared());
-                if env.log(event, ExecutionStatus::Running).await.is_err() {
-                    return Err(halt(now, StepError::new(JournalFailed)));
-                }
-            }
-            let Some(delay) = retry_in else {
-                record.status = StepStatus::Failed;
-                record.duration = nanos(now - start);
-                return Err(Halt {
-                    end: now,
-                    error,
-                    failed: true,
+                // The pivot retries an unknown outcome whatever its predicate says:
+                // giving up there means stuck.
+                let qualifies =
+                    step.retry.retries(&error) || (step.pivot && error.is_outcome_unknown());
+                let retry_in = (attempt < step.retry.max_attempts()
+                    && qualifies
+                    && !error.error().is::<Interrupted>()
+                    && !brakes.applied())
+                .then(|| backoff(&step.retry, attempt + 1));
+                env.emit(&SagaEvent::StepFailed {
+                    step: &step.name,
+                    attempt,
+                    error: &error,
+                    retry_in,
                 });
+                if env.durable.is_some() {
+                    let log = env.log(EventKind::StepFailed, ExecutionStatus::Running, |event| {
+                        event.step = Some(index as u32);
+                        event.attempt = attempt;
+                        event.error = Some(error.to_string());
+                        event.outcome_unknown = error.is_outcome_unknown();
+                        event.will_retry = retry_in.is_some();
+                        event.context = env.snapshot(ctx.shared());
+                    });
+                    if log.await.is_err() {
+                        return Err(halt(now, StepError::new(JournalFailed)));
+                    }
+                }
+                let Some(delay) = retry_in else {
+                    record.status = StepStatus::Failed;
+                    record.duration = nanos(now - start);
+                    return Err(Halt {
+                        end: now,
+                        error,
+                        failed: true,
+                    });
+                };
+                delay
             };
-            drop(error);
             env.sleep(delay).await;
         }
     }
@@ -862,13 +882,18 @@ async fn rollback<C>(
         Stop::Aborted => return Err(aborted(env, state)),
     };
     if env.durable.is_some() {
-        let mut event = Event::new(0, EventKind::RollbackStarted);
-        if let Some((index, error)) = &cause {
-            event.step = Some(*index as u32);
-            event.error = Some(error.to_string());
-        }
-        event.context = env.snapshot(&*ctx);
-        if env.log(event, ExecutionStatus::Compensating).await.is_err() {
+        let log = env.log(
+            EventKind::RollbackStarted,
+            ExecutionStatus::Compensating,
+            |event| {
+                if let Some((index, error)) = &cause {
+                    event.step = Some(*index as u32);
+                    event.error = Some(error.to_string());
+                }
+                event.context = env.snapshot(&*ctx);
+            },
+        );
+        if log.await.is_err() {
             return Err(aborted(env, state));
         }
     }
@@ -1012,10 +1037,15 @@ async fn run_compensation<C>(
             attempt,
         });
         if env.durable.is_some() {
-            let mut event = Event::new(0, EventKind::CompensationStarted);
-            event.step = Some(index as u32);
-            event.attempt = attempt;
-            if env.log(event, ExecutionStatus::Compensating).await.is_err() {
+            let log = env.log(
+                EventKind::CompensationStarted,
+                ExecutionStatus::Compensating,
+                |event| {
+                    event.step = Some(index as u32);
+                    event.attempt = attempt;
+                },
+            );
+            if log.await.is_err() {
                 return Err(StepError::new(JournalFailed));
             }
         }
@@ -1038,11 +1068,16 @@ async fn run_compensation<C>(
                     elapsed: extra.compensation_duration,
                 });
                 if env.durable.is_some() {
-                    let mut event = Event::new(0, EventKind::CompensationSucceeded);
-                    event.step = Some(index as u32);
-                    event.attempt = attempt;
-                    event.context = env.snapshot(ctx.shared());
-                    if env.log(event, ExecutionStatus::Compensating).await.is_err() {
+                    let log = env.log(
+                        EventKind::CompensationSucceeded,
+                        ExecutionStatus::Compensating,
+                        |event| {
+                            event.step = Some(index as u32);
+                            event.attempt = attempt;
+                            event.context = env.snapshot(ctx.shared());
+                        },
+                    );
+                    if log.await.is_err() {
                         return Err(StepError::new(JournalFailed));
                     }
                 }
@@ -1059,13 +1094,18 @@ async fn run_compensation<C>(
             retry_in,
         });
         if env.durable.is_some() {
-            let mut event = Event::new(0, EventKind::CompensationFailed);
-            event.step = Some(index as u32);
-            event.attempt = attempt;
-            event.error = Some(error.to_string());
-            event.will_retry = retry_in.is_some();
-            event.context = env.snapshot(ctx.shared());
-            if env.log(event, ExecutionStatus::Compensating).await.is_err() {
+            let log = env.log(
+                EventKind::CompensationFailed,
+                ExecutionStatus::Compensating,
+                |event| {
+                    event.step = Some(index as u32);
+                    event.attempt = attempt;
+                    event.error = Some(error.to_string());
+                    event.will_retry = retry_in.is_some();
+                    event.context = env.snapshot(ctx.shared());
+                },
+            );
+            if log.await.is_err() {
                 return Err(StepError::new(JournalFailed));
             }
         }
@@ -1182,7 +1222,17 @@ impl<C> Env<'_, C> {
     /// Boxed: awaited inline at every log point, its future (the event and
     /// the journal's write) would make every run in flight larger, journal
     /// or not; a journaled run pays one allocation beside a store write.
-    fn log(&self, event: Event, status: ExecutionStatus) -> BoxFuture<'_, Result<(), ()>> {
+    ///
+    /// `fill` sets the event's fields: the event is made here, so the
+    /// caller's future does not hold it across the write.
+    fn log(
+        &self,
+        kind: EventKind,
+        status: ExecutionStatus,
+        fill: impl FnOnce(&mut Event),
+    ) -> BoxFuture<'_, Result<(), ()>> {
+        let mut event = Event::new(0, kind);
+        fill(&mut event);
         // Only the durable part is captured, so the future is `Send`
         // whatever the context is.
         let durable = self.durable.as_deref();
