@@ -438,29 +438,19 @@ impl State {
         status: ExecutionStatus,
         duration: Duration,
     ) -> SagaReport {
-        let mut extra = self.extra.iter_mut();
-        let steps = env
-            .saga
-            .steps
-            .iter()
-            .zip(&self.records)
-            .map(|(step, record)| {
-                let extra = extra.next();
-                StepReport {
-                    name: Arc::clone(&step.name),
-                    kind: step.kind,
-                    status: record.status,
-                    outcome: record.outcome,
-                    attempts: record.attempts,
-                    compensation_attempts: extra.as_ref().map_or(0, |e| e.compensation_attempts),
-                    duration: Duration::from_nanos(record.duration),
-                    compensation_duration: extra
-                        .as_ref()
-                        .map_or(Duration::ZERO, |e| e.compensation_duration),
-                    last_error: extra.and_then(|e| e.last_error.take()),
-                }
-            })
-            .collect();
+        let definition = env.saga.steps.iter().zip(&self.records);
+        // Without a failure there is no `Extra`: that loop, the common one,
+        // does not look for it.
+        let steps = if self.extra.is_empty() {
+            definition
+                .map(|(step, record)| step_report(step, record, None))
+                .collect()
+        } else {
+            definition
+                .zip(&mut self.extra)
+                .map(|((step, record), extra)| step_report(step, record, Some(extra)))
+                .collect()
+        };
         SagaReport {
             saga: Arc::clone(&env.saga.name),
             execution_id: env.id.clone(),
@@ -476,6 +466,31 @@ impl State {
         let elapsed = env.since_start(self.mark);
         env.emit(&SagaEvent::SagaFinished { status, elapsed });
         self.report(env, status, elapsed)
+    }
+}
+
+/// The public report of one step, from its record. Its last error moves
+/// into it.
+#[inline(always)]
+fn step_report<C>(step: &StepDef<C>, record: &Record, extra: Option<&mut Extra>) -> StepReport {
+    let (compensation_attempts, compensation_duration, last_error) = match extra {
+        Some(extra) => (
+            extra.compensation_attempts,
+            extra.compensation_duration,
+            extra.last_error.take(),
+        ),
+        None => (0, Duration::ZERO, None),
+    };
+    StepReport {
+        name: Arc::clone(&step.name),
+        kind: step.kind,
+        status: record.status,
+        outcome: record.outcome,
+        attempts: record.attempts,
+        compensation_attempts,
+        duration: Duration::from_nanos(record.duration),
+        compensation_duration,
+        last_error,
     }
 }
 
@@ -676,10 +691,12 @@ fn run_action<'a, C>(
                 let (now, error) = 'failed: {
                     let out = match {
                         let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
-                        let run = attempt_action(step, &mut ctx, &info, brakes);
-                        #[cfg(feature = "tracing")]
-                        let run = crate::spans::attempt(false, &step.name, attempt, run);
-                        run.await
+                        settle!(
+                            attempt_action(step, &mut ctx, &info, brakes),
+                            false,
+                            &step.name,
+                            attempt
+                        )
                     } {
                         Ok(out) => out,
                         Err(error) => break 'failed (env.clock().now(), error),
@@ -768,6 +785,7 @@ fn run_action<'a, C>(
 
 /// One attempt of an action: panics caught, the timeout applied, and a
 /// droppable step dropped when a brake is applied.
+#[inline]
 fn attempt_action<'a, C, A: Access<C>>(
     step: &'a StepDef<C>,
     ctx: &'a mut A,
@@ -776,13 +794,13 @@ fn attempt_action<'a, C, A: Access<C>>(
 ) -> Attempt<'a, Output> {
     let future = match &step.action {
         Action::Sync(action) => {
-            return Attempt::done(match A::exclusive(ctx) {
+            return Attempt::Done(match A::exclusive(ctx) {
                 Some(ctx) => catch(|| action(ctx, info)),
                 None => Err(exclusive_in_group(info)),
             });
         }
         Action::SharedSync(action) => {
-            return Attempt::done(catch(|| action(A::shared(ctx), info)));
+            return Attempt::Done(catch(|| action(A::shared(ctx), info)));
         }
         Action::Async(action) => match A::exclusive(ctx) {
             Some(ctx) => catch(move || Ok(action(ctx, info))),
@@ -795,7 +813,7 @@ fn attempt_action<'a, C, A: Access<C>>(
     };
     let future = match future {
         Ok(future) => future,
-        Err(error) => return Attempt::done(Err(error)),
+        Err(error) => return Attempt::Done(Err(error)),
     };
     let brakes = if step.cancel_safe && brakes.droppable {
         brakes
@@ -808,46 +826,80 @@ fn attempt_action<'a, C, A: Access<C>>(
     };
     let braked = brakes.droppable && (brakes.cancel.is_some() || brakes.group.is_some());
     if step.timeout.is_none() && !braked {
-        return Attempt::Running(CatchUnwind(future));
+        return Attempt::Pending(Running::Plain(CatchUnwind(future)));
     }
     // A timer and a select make a large future (over 500 bytes), held by
     // every run in flight if it were inline: boxed, only the attempts that
     // use them pay for it.
-    Attempt::Guarded(Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)))
+    Attempt::Pending(Running::Guarded(Box::pin(guarded(
+        CatchUnwind(future),
+        step.timeout,
+        brakes,
+    ))))
 }
 
-/// The future of one attempt of an action or a compensation: a sync one
-/// is done when it is made; an async one is the step's future, polled with
-/// its panics caught (and, when a timeout or a brake applies, guarded).
-/// Smaller than an `async fn`'s future, which would hold its arguments
-/// twice beside the step's future.
+/// One attempt of an action or a compensation, as made: a sync one is
+/// done already (no future, no await); an async one is the step's future,
+/// to be awaited. Smaller than an `async fn`'s future, which would hold
+/// its arguments twice beside the step's future.
 enum Attempt<'a, T> {
-    Done(Option<Result<T, StepError>>),
-    Running(CatchUnwind<'a, T>),
-    Guarded(BoxFuture<'a, Result<T, StepError>>),
+    Done(Result<T, StepError>),
+    Pending(Running<'a, T>),
 }
 
-impl<T> Attempt<'_, T> {
-    fn done(result: Result<T, StepError>) -> Self {
-        Attempt::Done(Some(result))
-    }
-}
-
-impl<T: Unpin> Future for Attempt<'_, T> {
-    type Output = Result<T, StepError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Attempt::Done(result) => Poll::Ready(result.take().unwrap_or_else(|| {
-                Err(StepError::new(
-                    "internal error: an attempt was polled after it ended",
-                ))
-            })),
-            Attempt::Running(future) => Pin::new(future).poll(cx),
-            Attempt::Guarded(future) => future.as_mut().poll(cx),
+#[cfg(feature = "tracing")]
+impl<T: Unpin> Attempt<'_, T> {
+    async fn settle(self) -> Result<T, StepError> {
+        match self {
+            Attempt::Done(result) => result,
+            Attempt::Pending(running) => running.await,
         }
     }
 }
+
+/// The step's future, polled with its panics caught; boxed with its timer
+/// and brakes when a timeout or a brake applies.
+enum Running<'a, T> {
+    Plain(CatchUnwind<'a, T>),
+    Guarded(BoxFuture<'a, Result<T, StepError>>),
+}
+
+impl<T> Future for Running<'_, T> {
+    type Output = Result<T, StepError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Running::Plain(future) => Pin::new(future).poll(cx),
+            Running::Guarded(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The result of an [`Attempt`]: a sync one's without an await. With
+/// tracing, the attempt is made inside its span (the step's own spans and
+/// events nest under it).
+macro_rules! settle {
+    ($make:expr, $compensation:expr, $step:expr, $attempt:expr) => {{
+        // The match ends before the await: the future does not hold the
+        // `Attempt` beside the step's future.
+        #[cfg(not(feature = "tracing"))]
+        let result = 'settled: {
+            let running = match $make {
+                Attempt::Done(result) => break 'settled result,
+                Attempt::Pending(running) => running,
+            };
+            running.await
+        };
+        #[cfg(feature = "tracing")]
+        let result = crate::spans::attempt($compensation, $step, $attempt, async {
+            $make.settle().await
+        })
+        .await;
+        result
+    }};
+}
+use settle;
 
 fn exclusive_in_group(info: &StepInfo<'_>) -> StepError {
     // `build()` rejects such a branch; reaching this is an engine bug,
@@ -1051,10 +1103,12 @@ async fn run_compensation<C>(
         }
         let result = {
             let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
-            let run = attempt_undo(undo, &mut ctx, output, &info);
-            #[cfg(feature = "tracing")]
-            let run = crate::spans::attempt(true, &step.name, attempt, run);
-            run.await
+            settle!(
+                attempt_undo(undo, &mut ctx, output, &info),
+                true,
+                &step.name,
+                attempt
+            )
         };
         let now = env.clock().now();
         *mark = now;
@@ -1130,13 +1184,13 @@ fn attempt_undo<'a, C, A: Access<C>>(
 ) -> Attempt<'a, ()> {
     let future = match undo {
         Undo::Sync(undo) => {
-            return Attempt::done(match A::exclusive(ctx) {
+            return Attempt::Done(match A::exclusive(ctx) {
                 Some(ctx) => catch(|| undo(ctx, output, info)),
                 None => Err(exclusive_in_group(info)),
             });
         }
         Undo::SharedSync(undo) => {
-            return Attempt::done(catch(|| undo(A::shared(ctx), output, info)));
+            return Attempt::Done(catch(|| undo(A::shared(ctx), output, info)));
         }
         Undo::Async(undo) => match A::exclusive(ctx) {
             Some(ctx) => catch(move || Ok(undo(ctx, output, info))),
@@ -1148,8 +1202,8 @@ fn attempt_undo<'a, C, A: Access<C>>(
         }
     };
     match future {
-        Ok(future) => Attempt::Running(CatchUnwind(future)),
-        Err(error) => Attempt::done(Err(error)),
+        Ok(future) => Attempt::Pending(Running::Plain(CatchUnwind(future))),
+        Err(error) => Attempt::Done(Err(error)),
     }
 }
 
