@@ -7,6 +7,7 @@
 //! cannot see other items, can check a saga across items with the type
 //! system and `const` assertions. See `docs/MACROS.md` for an expansion.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -92,11 +93,13 @@ pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, Ste
     result.map_err(Into::into)
 }
 
-/// [`step_result`] for an async function's boxed future; boxing before
-/// converting keeps rustc's "future returned by `f` is not `Send`" message
-/// when the function's future is not `Send`.
+/// [`step_result`] for an async function's future, boxed once with the
+/// conversion inside. The expansion passes the function's own future, so
+/// a future that is not `Send` fails this bound with rustc's "future
+/// returned by `f` is not `Send`" message, spanned at the function's
+/// `async`; the error type's bound is spanned at the error type.
 pub fn step_future<'a, T: 'a, E: Into<StepError> + 'a>(
-    future: BoxFuture<'a, Result<T, E>>,
+    future: impl Future<Output = Result<T, E>> + Send + 'a,
 ) -> BoxFuture<'a, Result<T, StepError>> {
     Box::pin(async move { future.await.map_err(Into::into) })
 }

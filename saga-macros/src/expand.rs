@@ -105,12 +105,15 @@ fn call(item: &ItemFn, task: &TaskFn, output: bool) -> TokenStream {
     // reported there, once (see `step_result`); every token of the path
     // carries that span.
     if task.is_async {
+        // One box, made by `step_future` around the function's own future.
+        // Its argument is spanned at the `async`, where a future that is
+        // not `Send` is reported; the rest of the call at the error type.
+        let future = quote_spanned!(item.sig.span()=> __saga_future);
         let convert = quote_spanned! {task.error_span=>
-            ::saga_core::__private::step_future(__saga_future)
+            ::saga_core::__private::step_future(#future)
         };
-        let boxed = quote_spanned!(item.sig.span()=> ::std::boxed::Box::pin(#call));
         quote!({
-            let __saga_future: ::saga_core::__private::BoxFuture<'_, _> = #boxed;
+            let __saga_future = #call;
             #convert
         })
     } else {
