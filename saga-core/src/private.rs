@@ -18,6 +18,7 @@ pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
 pub use crate::saga::{Parallel, Saga, SagaBuilder, default_compensation_retry};
 pub use crate::step::{BoxFuture, Step, StepInfo};
+use crate::step::{Output, erase_async, erase_shared_async};
 
 /// A retry policy as written in an attribute or in `saga!`: every field is
 /// optional, so the two can be merged field by field.
@@ -93,15 +94,117 @@ pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, Ste
     result.map_err(Into::into)
 }
 
-/// [`step_result`] for an async function's future, boxed once with the
-/// conversion inside. The expansion passes the function's own future, so
-/// a future that is not `Send` fails this bound with rustc's "future
-/// returned by `f` is not `Send`" message, spanned at the function's
-/// `async`; the error type's bound is spanned at the error type.
-pub fn step_future<'a, T: 'a, E: Into<StepError> + 'a>(
-    future: impl Future<Output = Result<T, E>> + Send + 'a,
-) -> BoxFuture<'a, Result<T, StepError>> {
-    Box::pin(async move { future.await.map_err(Into::into) })
+/// An async `#[saga_task]` function whose `Ok` type is `T` (`()` for a
+/// compensation): see [`AsyncFn::future`].
+pub struct AsyncFn<T>(PhantomData<fn() -> T>);
+
+impl<T> AsyncFn<T> {
+    /// [`step_result`] for an async function's future: the one boxed
+    /// future the engine awaits, with the `Ok` value made what the engine
+    /// keeps ([`Erase`]) and the error a `StepError`, where
+    /// [`Step::new_async`] would box the function's future and then that
+    /// future again.
+    ///
+    /// The expansion passes the function's own future, whose output is
+    /// checked against `T`. A future that is not `Send` fails the bound on
+    /// the argument, with rustc's "future returned by `f` is not `Send`",
+    /// spanned at the function's `async`; the bound on `E` is spanned at
+    /// the error type. Steps and compensations call this one function, so
+    /// that a function that is both gets each error once.
+    pub fn future<'a, O: 'a, E: Into<StepError>>(
+        future: impl Future<Output = Result<T, E>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<O, StepError>>
+    where
+        T: Erase<O>,
+    {
+        Box::pin(async move {
+            match future.await {
+                Ok(out) => Ok(out.erase()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// What [`AsyncFn::future`] makes of an async function's `Ok` value: a step's
+/// output boxed as the engine keeps it, a compensation's `()` as it is.
+pub trait Erase<O> {
+    /// `self`, as `O`.
+    fn erase(self) -> O;
+}
+
+impl<T: Send + Sync + 'static> Erase<Output> for T {
+    fn erase(self) -> Output {
+        Box::new(self)
+    }
+}
+
+impl Erase<()> for () {
+    fn erase(self) {}
+}
+
+/// [`Step::new_async`] for an async `#[saga_task]` function, whose future
+/// [`AsyncFn::future`] has already converted.
+pub fn step_async<C: 'static, T: Send + Sync + 'static, F>(
+    name: &'static str,
+    action: F,
+) -> Step<C, T>
+where
+    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Step::from_action(name.into(), erase_async(action))
+}
+
+/// [`Step::shared_async`] for an async `#[saga_task]` function taking
+/// `&C` (see [`step_async`]).
+pub fn step_shared_async<C: 'static, T: Send + Sync + 'static, F>(
+    name: &'static str,
+    action: F,
+) -> Step<C, T>
+where
+    F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Step::from_action(name.into(), erase_shared_async(action))
+}
+
+/// [`Step::compensate_async`] for an async `#[saga_task]` compensation,
+/// whose future [`AsyncFn::future`] has already converted.
+pub fn compensate_async<C: 'static, T: Send + Sync + 'static, G>(
+    step: Step<C, T>,
+    undo: G,
+) -> Step<C, T>
+where
+    G: for<'a> Fn(
+            &'a mut C,
+            Option<&'a T>,
+            &'a StepInfo<'a>,
+        ) -> BoxFuture<'a, Result<(), StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    step.compensate_converted_async(undo)
+}
+
+/// [`Step::compensate_shared_async`] for an async `#[saga_task]`
+/// compensation taking `&C` (see [`compensate_async`]).
+pub fn compensate_shared_async<C: 'static, T: Send + Sync + 'static, G>(
+    step: Step<C, T>,
+    undo: G,
+) -> Step<C, T>
+where
+    G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    step.compensate_converted_shared_async(undo)
 }
 
 /// Gives a `#[saga_task]` step its output codec when its output can be

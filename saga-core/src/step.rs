@@ -438,7 +438,7 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
         step
     }
 
-    fn from_action(name: Arc<str>, action: Action<C>) -> Self {
+    pub(crate) fn from_action(name: Arc<str>, action: Action<C>) -> Self {
         Step {
             def: StepDef {
                 name,
@@ -484,7 +484,7 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
 
     /// Sets an async compensation (see [`compensate`](Self::compensate)).
     #[must_use]
-    pub fn compensate_async<E, G>(mut self, undo: G) -> Self
+    pub fn compensate_async<E, G>(self, undo: G) -> Self
     where
         E: Into<StepError> + 'static,
         G: for<'a> Fn(&'a mut C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), E>>
@@ -492,12 +492,29 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
             + Sync
             + 'static,
     {
+        self.compensate_converted_async(move |ctx, out, info| {
+            let fut = undo(ctx, out, info);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        })
+    }
+
+    /// [`compensate_async`](Self::compensate_async) for a compensation
+    /// whose future already returns a `StepError`: no second box to
+    /// convert it (`saga!`'s expansion, through `__private`).
+    pub(crate) fn compensate_converted_async<G>(mut self, undo: G) -> Self
+    where
+        G: for<'a> Fn(
+                &'a mut C,
+                Option<&'a T>,
+                &'a StepInfo<'a>,
+            ) -> BoxFuture<'a, Result<(), StepError>>
+            + Send
+            + Sync
+            + 'static,
+    {
         self.def.undo = Some(erase_async_undo(
             move |ctx, out, info| match downcast_output::<T>(out, info) {
-                Ok(out) => {
-                    let fut = undo(ctx, out, info);
-                    Box::pin(async move { fut.await.map_err(Into::into) })
-                }
+                Ok(out) => undo(ctx, out, info),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             },
         ));
@@ -524,7 +541,7 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     /// Sets an async compensation that only reads the context (`&C`); see
     /// [`compensate_shared`](Self::compensate_shared).
     #[must_use]
-    pub fn compensate_shared_async<E, G>(mut self, undo: G) -> Self
+    pub fn compensate_shared_async<E, G>(self, undo: G) -> Self
     where
         E: Into<StepError> + 'static,
         G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), E>>
@@ -532,12 +549,29 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
             + Sync
             + 'static,
     {
+        self.compensate_converted_shared_async(move |ctx, out, info| {
+            let fut = undo(ctx, out, info);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        })
+    }
+
+    /// [`compensate_shared_async`](Self::compensate_shared_async) for a
+    /// compensation whose future already returns a `StepError` (see
+    /// [`compensate_converted_async`](Self::compensate_converted_async)).
+    pub(crate) fn compensate_converted_shared_async<G>(mut self, undo: G) -> Self
+    where
+        G: for<'a> Fn(
+                &'a C,
+                Option<&'a T>,
+                &'a StepInfo<'a>,
+            ) -> BoxFuture<'a, Result<(), StepError>>
+            + Send
+            + Sync
+            + 'static,
+    {
         self.def.undo = Some(erase_shared_async_undo(
             move |ctx, out, info| match downcast_output::<T>(out, info) {
-                Ok(out) => {
-                    let fut = undo(ctx, out, info);
-                    Box::pin(async move { fut.await.map_err(Into::into) })
-                }
+                Ok(out) => undo(ctx, out, info),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             },
         ));

@@ -95,22 +95,29 @@ fn metadata<'a>(pairs: impl IntoIterator<Item = &'a (Ident, LitStr)>) -> TokenSt
     quote!(&[#(#pairs),*])
 }
 
-/// The call of the function from a closure of `(ctx, output, info)`.
-fn call(item: &ItemFn, task: &TaskFn, output: bool) -> TokenStream {
+/// The call of the function from a closure of `(ctx, info)` for a step,
+/// `(ctx, output, info)` for a compensation (`undo`).
+fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
     let ident = &item.sig.ident;
-    let output = output.then(|| quote!(__saga_output,));
+    let output = (undo && task.output_param.is_some()).then(|| quote!(__saga_output,));
     let info = task.info.then(|| quote!(__saga_info));
     let call = quote!(#ident(__saga_ctx, #output #info));
     // The error converts at the error type, so that a wrong one is
     // reported there, once (see `step_result`); every token of the path
     // carries that span.
     if task.is_async {
-        // One box, made by `step_future` around the function's own future.
-        // Its argument is spanned at the `async`, where a future that is
-        // not `Send` is reported; the rest of the call at the error type.
+        // One boxed future, made by `AsyncFn::future` around the
+        // function's own, whose output it checks against the step's output
+        // type (`()` for a compensation). Its argument is spanned at the
+        // `async`, where a future that is not `Send` is reported.
+        let ok = if undo {
+            quote!(())
+        } else {
+            task.ok.to_token_stream()
+        };
         let future = quote_spanned!(item.sig.span()=> __saga_future);
         let convert = quote_spanned! {task.error_span=>
-            ::saga_core::__private::step_future(#future)
+            ::saga_core::__private::AsyncFn::<#ok>::future(#future)
         };
         quote!({
             let __saga_future = #call;
@@ -156,12 +163,19 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             .output_param
             .as_ref()
             .map_or_else(|| quote!(()), ToTokens::to_token_stream);
-        let call = call(item, task, task.output_param.is_some());
-        let compensate = match (task.shared, task.is_async) {
-            (false, false) => quote!(compensate),
-            (false, true) => quote!(compensate_async),
-            (true, false) => quote!(compensate_shared),
-            (true, true) => quote!(compensate_shared_async),
+        let call = call(item, task, true);
+        let closure = quote! {
+            |__saga_ctx, __saga_output, __saga_info| {
+                let _ = (&__saga_output, &__saga_info);
+                #call
+            }
+        };
+        // Async ones through `__private`, which boxes their futures once.
+        let attach = match (task.shared, task.is_async) {
+            (false, false) => quote!(step.compensate(#closure)),
+            (false, true) => quote!(#p::compensate_async(step, #closure)),
+            (true, false) => quote!(step.compensate_shared(#closure)),
+            (true, true) => quote!(#p::compensate_shared_async(step, #closure)),
         };
         let shared = task.shared;
         out.extend(quote! {
@@ -171,10 +185,7 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             }
             impl #p::UndoOutput<#ctx, #output> for #ident {
                 fn attach(step: #p::Step<#ctx, #output>) -> #p::Step<#ctx, #output> {
-                    step.#compensate(|__saga_ctx, __saga_output, __saga_info| {
-                        let _ = (&__saga_output, &__saga_info);
-                        #call
-                    })
+                    #attach
                 }
             }
         });
@@ -206,11 +217,12 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     // A `&C` function is a shared step, so that it can be a `parallel`
     // branch; it runs as an ordinary step as well.
     let shared = task.shared;
+    // Async ones through `__private`, which boxes their futures once.
     let constructor = match (shared, is_async) {
-        (false, false) => quote!(new),
-        (false, true) => quote!(new_async),
-        (true, false) => quote!(shared),
-        (true, true) => quote!(shared_async),
+        (false, false) => quote!(#p::Step::new),
+        (false, true) => quote!(#p::step_async),
+        (true, false) => quote!(#p::Step::shared),
+        (true, true) => quote!(#p::step_shared_async),
     };
     let undo_shared = match &args.compensate {
         Some((_, undo)) => {
@@ -243,7 +255,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
 
             fn action(name: &'static str) -> #p::Step<#ctx, #ok> {
                 use #p::{Durable as _, InMemory as _};
-                let __saga_step = #p::Step::#constructor(name, |__saga_ctx, __saga_info| {
+                let __saga_step = #constructor(name, |__saga_ctx, __saga_info| {
                     let _ = &__saga_info;
                     #call
                 });
