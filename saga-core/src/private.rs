@@ -94,61 +94,40 @@ pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, Ste
     result.map_err(Into::into)
 }
 
-/// An async `#[saga_task]` function whose `Ok` type is `T` (`()` for a
-/// compensation): see [`AsyncFn::future`].
-pub struct AsyncFn<T>(PhantomData<fn() -> T>);
+/// A step's output as the engine keeps it: what the expansion boxes an
+/// async step's output as (see [`step_future`]).
+pub type Erased = Output;
 
-impl<T> AsyncFn<T> {
-    /// [`step_result`] for an async function's future: the one boxed
-    /// future the engine awaits, with the `Ok` value made what the engine
-    /// keeps ([`Erase`]) and the error a `StepError`, where
-    /// [`Step::new_async`] would box the function's future and then that
-    /// future again.
-    ///
-    /// The expansion passes the function's own future, whose output is
-    /// checked against `T`. A future that is not `Send` fails the bound on
-    /// the argument, with rustc's "future returned by `f` is not `Send`",
-    /// spanned at the function's `async`; the bound on `E` is spanned at
-    /// the error type. Steps and compensations call this one function, so
-    /// that a function that is both gets each error once.
-    pub fn future<'a, O: 'a, E: Into<StepError>>(
-        future: impl Future<Output = Result<T, E>> + Send + 'a,
-    ) -> BoxFuture<'a, Result<O, StepError>>
-    where
-        T: Erase<O>,
-    {
-        Box::pin(async move {
-            match future.await {
-                Ok(out) => Ok(out.erase()),
-                Err(e) => Err(e.into()),
-            }
-        })
-    }
-}
-
-/// What [`AsyncFn::future`] makes of an async function's `Ok` value: a step's
-/// output boxed as the engine keeps it, a compensation's `()` as it is.
-pub trait Erase<O> {
-    /// `self`, as `O`.
-    fn erase(self) -> O;
-}
-
-impl<T: Send + Sync + 'static> Erase<Output> for T {
-    fn erase(self) -> Output {
-        Box::new(self)
-    }
-}
-
-impl Erase<()> for () {
-    fn erase(self) {}
+/// [`step_result`] for an async function's future: the one boxed future
+/// the engine awaits, with the `Ok` value passed through `output` and the
+/// error through `error`, where [`Step::new_async`] would box the
+/// function's future and then that future again.
+///
+/// Each bound is checked where the expansion spans it, so that a mistake
+/// is reported at the token to change: the function's own future must be
+/// `Send` (rustc's "future returned by `f` is not `Send`", at its
+/// `async`); `output`, a closure spanned at the output type, boxes a
+/// step's output as [`Erased`] (which needs it `Send + Sync`), or keeps a
+/// compensation's `()`; `error`, a closure spanned at the error type,
+/// converts the error. Steps and compensations expand to the same call
+/// with the same spans, so that a function that is both gets each error
+/// once.
+pub fn step_future<'a, T, O: 'a, E>(
+    future: impl Future<Output = Result<T, E>> + Send + 'a,
+    output: impl FnOnce(T) -> O + Send + 'a,
+    error: impl FnOnce(E) -> StepError + Send + 'a,
+) -> BoxFuture<'a, Result<O, StepError>> {
+    Box::pin(async move {
+        match future.await {
+            Ok(out) => Ok(output(out)),
+            Err(e) => Err(error(e)),
+        }
+    })
 }
 
 /// [`Step::new_async`] for an async `#[saga_task]` function, whose future
-/// [`AsyncFn::future`] has already converted.
-pub fn step_async<C: 'static, T: Send + Sync + 'static, F>(
-    name: &'static str,
-    action: F,
-) -> Step<C, T>
+/// [`step_future`] has already converted.
+pub fn step_async<C, T: 'static, F>(name: &'static str, action: F) -> Step<C, T>
 where
     F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
@@ -160,10 +139,7 @@ where
 
 /// [`Step::shared_async`] for an async `#[saga_task]` function taking
 /// `&C` (see [`step_async`]).
-pub fn step_shared_async<C: 'static, T: Send + Sync + 'static, F>(
-    name: &'static str,
-    action: F,
-) -> Step<C, T>
+pub fn step_shared_async<C, T: 'static, F>(name: &'static str, action: F) -> Step<C, T>
 where
     F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
@@ -174,7 +150,7 @@ where
 }
 
 /// [`Step::compensate_async`] for an async `#[saga_task]` compensation,
-/// whose future [`AsyncFn::future`] has already converted.
+/// whose future [`step_future`] has already converted.
 pub fn compensate_async<C: 'static, T: Send + Sync + 'static, G>(
     step: Step<C, T>,
     undo: G,

@@ -305,6 +305,33 @@ where
     }))
 }
 
+impl<C, T: 'static> Step<C, T> {
+    /// Bounded by less than the constructors that call it, so that an
+    /// output that is not `Send + Sync` is reported by them, or by
+    /// `saga!`'s own checks, and not once more here (`__private`).
+    pub(crate) fn from_action(name: Arc<str>, action: Action<C>) -> Self {
+        Step {
+            def: StepDef {
+                name,
+                action,
+                undo: None,
+                retry: RetryPolicy::default(),
+                undo_retry: None,
+                timeout: None,
+                metadata: Metadata::new(),
+                cancel_safe: false,
+                pivot: false,
+                kind: StepKind::NoUndo,
+                // A `()` output needs no opt-in: there is nothing to lose.
+                codec: (std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>())
+                    .then(OutputCodec::of::<()>),
+                output_type: std::any::type_name::<T>(),
+            },
+            _output: PhantomData,
+        }
+    }
+}
+
 impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     /// A step whose action is a sync function of the context and the
     /// step's [`StepInfo`]. Its output is kept for its compensation.
@@ -436,28 +463,6 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
         step.def.undo = undo;
         step.def.metadata = metadata;
         step
-    }
-
-    pub(crate) fn from_action(name: Arc<str>, action: Action<C>) -> Self {
-        Step {
-            def: StepDef {
-                name,
-                action,
-                undo: None,
-                retry: RetryPolicy::default(),
-                undo_retry: None,
-                timeout: None,
-                metadata: Metadata::new(),
-                cancel_safe: false,
-                pivot: false,
-                kind: StepKind::NoUndo,
-                // A `()` output needs no opt-in: there is nothing to lose.
-                codec: (std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>())
-                    .then(OutputCodec::of::<()>),
-                output_type: std::any::type_name::<T>(),
-            },
-            _output: PhantomData,
-        }
     }
 
     /// Sets the compensation: a sync function of the context and this

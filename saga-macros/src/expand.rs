@@ -106,22 +106,27 @@ fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
     // reported there, once (see `step_result`); every token of the path
     // carries that span.
     if task.is_async {
-        // One boxed future, made by `AsyncFn::future` around the
-        // function's own, whose output it checks against the step's output
-        // type (`()` for a compensation). Its argument is spanned at the
-        // `async`, where a future that is not `Send` is reported.
-        let ok = if undo {
-            quote!(())
-        } else {
-            task.ok.to_token_stream()
-        };
+        // One boxed future, made by `step_future` around the function's
+        // own. Each part is spanned where its check is reported: the
+        // future at the `async` (not `Send`), the output's boxing at the
+        // output type (not `Send + Sync`), the error's conversion at the
+        // error type.
+        let p = private();
         let future = quote_spanned!(item.sig.span()=> __saga_future);
-        let convert = quote_spanned! {task.error_span=>
-            ::saga_core::__private::AsyncFn::<#ok>::future(#future)
+        let output = if undo {
+            quote!(|__saga_ok: ()| __saga_ok)
+        } else {
+            let ok = &task.ok;
+            quote_spanned! {ok.span()=>
+                |__saga_ok: #ok| -> #p::Erased { ::std::boxed::Box::new(__saga_ok) }
+            }
+        };
+        let error = quote_spanned! {task.error_span=>
+            |__saga_error| ::core::convert::Into::<#p::StepError>::into(__saga_error)
         };
         quote!({
             let __saga_future = #call;
-            #convert
+            #p::step_future(#future, #output, #error)
         })
     } else {
         let convert = quote_spanned!(task.error_span=> ::saga_core::__private::step_result);
