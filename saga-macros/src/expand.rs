@@ -110,7 +110,9 @@ fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
         // own. Each part is spanned where its check is reported: the
         // future at the `async` (not `Send`), the output's boxing at the
         // output type (not `Send + Sync`), the error's conversion at the
-        // error type.
+        // error type. The error's conversion is a closure rather than the
+        // path `Into::into`, which would be checked again at the call, at
+        // the attribute: see `allow_closure`.
         let p = private();
         let future = quote_spanned!(item.sig.span()=> __saga_future);
         let output = if undo {
@@ -136,6 +138,14 @@ fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
             #result
         })
     }
+}
+
+/// The error's conversion in an async function's call (see `call`) is a
+/// closure that clippy would have the user's code replace by a path, since
+/// it carries the user's spans.
+fn allow_closure(task: &TaskFn) -> Option<TokenStream> {
+    task.is_async
+        .then(|| quote!(#[allow(clippy::redundant_closure)]))
 }
 
 /// Input:
@@ -183,12 +193,14 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             (true, true) => quote!(#p::compensate_shared_async(step, #closure)),
         };
         let shared = task.shared;
+        let allow = allow_closure(task);
         out.extend(quote! {
             impl #p::UndoContext<#ctx> for #ident {
                 type Checked = #ident;
                 const SHARED: bool = #shared;
             }
             impl #p::UndoOutput<#ctx, #output> for #ident {
+                #allow
                 fn attach(step: #p::Step<#ctx, #output>) -> #p::Step<#ctx, #output> {
                     #attach
                 }
@@ -215,6 +227,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let call = call(item, task, false);
+    let allow = allow_closure(task);
     // Spanned at the output type: an output that serde can log only when it
     // borrows `'static` data (`&'static str`) fails here, and the error
     // should point at that type.
@@ -258,6 +271,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
 
+            #allow
             fn action(name: &'static str) -> #p::Step<#ctx, #ok> {
                 use #p::{Durable as _, InMemory as _};
                 let __saga_step = #constructor(name, |__saga_ctx, __saga_info| {
