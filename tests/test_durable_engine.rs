@@ -659,67 +659,7 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_taken_over_fences_the_old_owner_out() {
     for (name, store) in stores("fence") {
-        let new = saga_core::store::NewExecution {
-            id: ExecutionId::new("x"),
-            saga: "order".into(),
-            fingerprint: "f".into(),
-            context: "{}".into(),
-            events: Vec::new(),
-        };
-        let created = store.create(new, "a", Duration::ZERO).await.unwrap();
-        let saga_core::store::Created::New(old) = created else {
-            panic!("{name}: not created")
-        };
-        let id = ExecutionId::new("x");
-        // `a`'s lease expired at once: `b` takes over.
-        let taken = store
-            .claim(&id, "b", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(taken.token > old.token);
-        let err = store
-            .append(
-                &id,
-                &old,
-                vec![Event::new(1, EventKind::StepStarted)],
-                ExecutionStatus::Running,
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the lease on execution `x` was lost to another owner; this owner stopped writing its log"
-        );
-        assert!(store.events(&id).await.unwrap().is_empty(), "{name}");
-        // `b` holds a live lease: `a` cannot claim it back.
-        assert!(
-            store
-                .claim(&id, "a", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        store
-            .append(
-                &id,
-                &taken,
-                vec![Event::new(1, EventKind::StepStarted)],
-                ExecutionStatus::Running,
-            )
-            .await
-            .unwrap();
-        // A gap in the sequence is refused.
-        let err = store
-            .append(
-                &id,
-                &taken,
-                vec![Event::new(3, EventKind::StepStarted)],
-                ExecutionStatus::Running,
-            )
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("expected"), "{name}: {err}");
+        durable_common::fencing::contract(name, &*store).await;
     }
 }
 

@@ -4,6 +4,8 @@
 //! graceful shutdown releases what it could not finish, for another worker
 //! to carry on.
 
+mod durable_common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,9 +31,20 @@ fn saga(name: &str, steps: usize, calls: &Arc<AtomicUsize>, pause: Duration) -> 
     builder.build().unwrap()
 }
 
-/// Waits for a submitted execution to end, whoever runs it. (`wait`
-/// reports `NotRunning` while no worker holds the execution yet.)
+/// Waits for a submitted execution to end, whoever runs it: `wait` waits
+/// for one that no one has run yet.
 async fn finished(engine: &SagaEngine, id: &saga_core::ExecutionId) -> saga_core::SagaReport {
+    tokio::time::timeout(Duration::from_secs(60), engine.wait(id))
+        .await
+        .expect("no worker ran the execution")
+        .unwrap()
+}
+
+/// Waits for an execution whose run was stopped and released to end:
+/// until another worker claims it, its run has started and no one holds
+/// it, which `wait` reports as `NotRunning`; so the status is followed
+/// first.
+async fn carried_on(engine: &SagaEngine, id: &saga_core::ExecutionId) -> saga_core::SagaReport {
     loop {
         let record = engine.store().get(id).await.unwrap().unwrap();
         if record.status.is_finished() {
@@ -137,10 +150,17 @@ async fn a_graceful_shutdown_releases_unfinished_runs_for_another_worker() {
             .spawn()
             .unwrap();
         for id in &ids {
-            let report = finished(&submitter, id).await;
+            let report = carried_on(&submitter, id).await;
             assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
         }
         let stats = worker.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stats.finished, 4, "{name}: {stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
+    for (name, store) in stores("submitted") {
+        durable_common::submitted::contract(name, store).await;
     }
 }

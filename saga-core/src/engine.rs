@@ -153,8 +153,10 @@ pub enum EngineError {
         /// Why.
         detail: String,
     },
-    /// `wait` found an unfinished execution that no owner runs (its owner
-    /// died, or its log could not be written).
+    /// `wait` found an unfinished execution whose run had started and that
+    /// no owner runs now (its owner died, or its log could not be
+    /// written). A submitted execution no run has started yet is waited
+    /// for instead.
     #[error(
         "execution `{execution_id}` is {status} but no owner runs it; call `recover()` to carry it on"
     )]
@@ -472,9 +474,9 @@ impl SagaEngine {
     /// [`Worker`](crate::Worker) to run (this process or another): it is
     /// recorded, and its lease left free at once. Returns its id.
     ///
-    /// Until a worker holds it, [`wait`](Self::wait) reports
-    /// [`EngineError::NotRunning`]; follow it with [`get`](Self::get) (its
-    /// status) instead.
+    /// [`wait`](Self::wait) on it waits until a worker (or a
+    /// [`recover`](Self::recover)) has run it to its end, however long no
+    /// one claims it.
     ///
     /// # Errors
     /// As [`start`](Self::start).
@@ -515,11 +517,24 @@ impl SagaEngine {
     /// `wait` is called, otherwise one rebuilt from the log (statuses,
     /// outcomes, attempts and errors; no durations).
     ///
+    /// An execution [submitted](Self::submit) that no one has run yet is
+    /// waited for like one that another owner runs: `wait` returns once a
+    /// [`Worker`](crate::Worker) (of any process, this one included) or a
+    /// [`recover`](Self::recover) has run it to its end, or an operator
+    /// [abandoned](Self::abandon) it (the report then says `abandoned`,
+    /// its steps `pending`). A [cancelled](Self::cancel) one ends
+    /// `cancelled` once a worker picks it up: the request stops its first
+    /// step before it runs. With no worker for its saga, the wait does not
+    /// end; bound it with [`tokio::time::timeout`] where that can happen.
+    /// While another owner runs it (or before anyone does), `wait` reads
+    /// the record every 50 ms.
+    ///
     /// # Errors
-    /// [`EngineError::NotFound`]; [`EngineError::Interrupted`] if the run
-    /// stopped because its log could not be written;
-    /// [`EngineError::NotRunning`] if no owner runs it (recover it first);
-    /// store errors.
+    /// [`EngineError::NotFound`] for an unknown id;
+    /// [`EngineError::Interrupted`] if this engine's run stopped because its
+    /// log could not be written; [`EngineError::NotRunning`] if a run had
+    /// started and no owner runs it now (its owner died: recover it
+    /// first); store errors.
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         loop {
             let live = self.live().get(id).map(|l| l.done.clone());
@@ -549,13 +564,16 @@ impl SagaEngine {
             let leased = record
                 .lease_expires_at_ms
                 .is_some_and(|expires| expires > now_ms());
-            if !leased {
+            // Nothing logged: submitted, and no run has started (or one
+            // stopped before its first write); a worker will claim it.
+            let pending = record.last_seq == 0;
+            if !leased && !pending {
                 return Err(EngineError::NotRunning {
                     execution_id: id.clone(),
                     status: record.status,
                 });
             }
-            // Run by another owner: poll.
+            // Run by another owner, or waiting for one: poll.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
