@@ -247,54 +247,62 @@ fn durable(c: &mut Criterion) {
 
 /// Everything measured in alternation, round after round, on fresh files:
 /// on a shared machine the load and the disk's fsync latency drift between
-/// criterion's groups, so the ratios are taken within each round and their
-/// median is reported (with the median rates).
+/// criterion's groups, so the ratios are taken within each round, the raw
+/// commits timed just before and just after the sequential sagas (so a
+/// drift within the round cancels out), and the ratios' median and
+/// quartiles over the rounds are reported, with the rates'.
 fn interleaved() {
-    const ROUNDS: usize = 15;
+    const ROUNDS: usize = 31;
     const MEMORY_RUNS: u64 = 200;
     const MEMORY_ENGINE_SAGAS: u64 = 20;
-    const RAW_COMMITS: usize = 50;
-    const SEQUENTIAL_SAGAS: u64 = 5;
+    /// Twice this many raw commits per round: as many commits as the
+    /// sequential sagas make (11 per saga: the creation, then one per step
+    /// transition).
+    const RAW_COMMITS: usize = 11;
+    const SEQUENTIAL_SAGAS: u64 = 2;
     let dir = bench_dir();
     let conn = raw_table(&dir);
     let context = serde_json::to_string(&order()).expect("json");
     let (rt, engine, memory) = engines_on(&dir);
     let in_memory = saga();
     let mut seq = 0_i64;
-    // Step transitions (or rows) per second, per round.
-    let rate =
-        |transitions: usize, start: Instant| transitions as f64 / start.elapsed().as_secs_f64();
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
+    let mut raw_commits = |n: usize| {
         let start = Instant::now();
-        rt.block_on(run_in_memory(&in_memory, MEMORY_RUNS));
-        let memory_run = rate(MEMORY_RUNS as usize * STEPS, start);
-        let start = Instant::now();
-        rt.block_on(run_sequential(&memory, MEMORY_ENGINE_SAGAS));
-        let memory_sequential = rate(MEMORY_ENGINE_SAGAS as usize * STEPS, start);
-        let start = Instant::now();
-        rt.block_on(run_concurrent(&memory));
-        let memory_concurrent = rate(CONCURRENT * STEPS, start);
-        let start = Instant::now();
-        for _ in 0..RAW_COMMITS {
+        for _ in 0..n {
             seq += 1;
             raw_commit_once(&conn, seq, &context);
         }
-        let raw = rate(RAW_COMMITS, start);
+        start.elapsed()
+    };
+    // Step transitions (or commits) per second.
+    let rate = |n: usize, took: Duration| n as f64 / took.as_secs_f64();
+    let mut rows: Vec<[f64; 11]> = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        rt.block_on(run_in_memory(&in_memory, MEMORY_RUNS));
+        let memory_run = rate(MEMORY_RUNS as usize * STEPS, start.elapsed());
+        let start = Instant::now();
+        rt.block_on(run_sequential(&memory, MEMORY_ENGINE_SAGAS));
+        let memory_sequential = rate(MEMORY_ENGINE_SAGAS as usize * STEPS, start.elapsed());
+        let start = Instant::now();
+        rt.block_on(run_concurrent(&memory));
+        let memory_concurrent = rate(CONCURRENT * STEPS, start.elapsed());
+        let before = raw_commits(RAW_COMMITS);
         let start = Instant::now();
         rt.block_on(run_sequential(&engine, SEQUENTIAL_SAGAS));
-        let sequential = rate(SEQUENTIAL_SAGAS as usize * STEPS, start);
+        let sequential = rate(SEQUENTIAL_SAGAS as usize * STEPS, start.elapsed());
+        let after = raw_commits(RAW_COMMITS);
+        let raw = rate(2 * RAW_COMMITS, before + after);
         let start = Instant::now();
         rt.block_on(run_concurrent(&engine));
-        let concurrent = rate(CONCURRENT * STEPS, start);
-        rounds.push([
+        let concurrent = rate(CONCURRENT * STEPS, start.elapsed());
+        rows.push([
             memory_run,
             memory_sequential,
             memory_concurrent,
             raw,
             sequential,
             concurrent,
-            // Ratios within the round.
             sequential / raw,
             memory_run / sequential,
             memory_sequential / sequential,
@@ -302,47 +310,50 @@ fn interleaved() {
             memory_concurrent / concurrent,
         ]);
     }
-    let m = |i: usize| median(&mut rounds.iter().map(|r| r[i]).collect::<Vec<_>>());
-    let per_step = |rate: f64| 1e6 / rate;
+    let q = |i: usize| quartiles(rows.iter().map(|r| r[i]).collect());
+    let show = |what: &str, i: usize, per_step: bool| {
+        let (low, mid, high) = q(i);
+        let step = if per_step {
+            format!(", {:.2} us per step", 1e6 / mid)
+        } else {
+            String::new()
+        };
+        println!("  {what}: {mid:.0}/s ({low:.0}-{high:.0}){step}");
+    };
+    let ratio = |what: &str, i: usize| {
+        let (low, mid, high) = q(i);
+        println!("  {what}: {mid:.2} ({low:.2}-{high:.2})");
+    };
     println!(
-        "durable interleaved ({ROUNDS} rounds, medians; rates in step transitions/s, times per step):"
+        "durable interleaved: {ROUNDS} rounds; median (quartiles) over the rounds; rates in step transitions/s, raw in commits/s"
     );
-    println!(
-        "  in memory, Saga::run:            {:>9.0}/s {:>9.2} us",
-        m(0),
-        per_step(m(0))
+    show("in memory, Saga::run", 0, true);
+    show("in memory, engine, sequential", 1, true);
+    show("in memory, engine, 64 at once", 2, true);
+    show("raw SQLite commits", 3, false);
+    show("SQLite, engine, sequential", 4, true);
+    show("SQLite, engine, 64 at once", 5, true);
+    ratio("SQLite sequential transitions per raw commit", 6);
+    ratio(
+        "SQLite sequential, times slower than Saga::run in memory",
+        7,
     );
-    println!(
-        "  in memory, engine, sequential:   {:>9.0}/s {:>9.2} us",
-        m(1),
-        per_step(m(1))
+    ratio(
+        "SQLite sequential, times slower than the engine in memory",
+        8,
     );
-    println!(
-        "  in memory, engine, 64 at once:   {:>9.0}/s {:>9.2} us",
-        m(2),
-        per_step(m(2))
-    );
-    println!("  raw SQLite commits:              {:>9.0}/s", m(3));
-    println!(
-        "  SQLite, engine, sequential:      {:>9.0}/s {:>9.2} us ({:.2} of raw commits; {:.0}x slower than Saga::run in memory, {:.0}x than the engine in memory)",
-        m(4),
-        per_step(m(4)),
-        m(6),
-        m(7),
-        m(8)
-    );
-    println!(
-        "  SQLite, engine, 64 at once:      {:>9.0}/s {:>9.2} us ({:.1}x sequential; {:.1}x slower than the engine in memory 64 at once)",
-        m(5),
-        per_step(m(5)),
-        m(9),
-        m(10)
+    ratio("SQLite 64 at once, times sequential", 9);
+    ratio(
+        "SQLite 64 at once, times slower than the engine in memory 64 at once",
+        10,
     );
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The lower quartile, the median and the upper quartile.
+fn quartiles(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let at = |q: usize| values[(values.len() - 1) * q / 4];
+    (at(1), at(2), at(3))
 }
 
 criterion_group! {
