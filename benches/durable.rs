@@ -134,6 +134,15 @@ async fn registered(store: impl SagaStore) -> Arc<SagaEngine> {
     Arc::new(engine)
 }
 
+/// How long `run` takes on `rt`.
+fn timed(rt: &tokio::runtime::Runtime, run: impl Future<Output = ()>) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        run.await;
+        start.elapsed()
+    })
+}
+
 /// Runs the saga `runs` times with `Saga::run`, in memory.
 async fn run_in_memory(saga: &Saga<Order>, runs: u64) {
     for _ in 0..runs {
@@ -193,52 +202,30 @@ fn durable(c: &mut Criterion) {
     });
     group.throughput(Throughput::Elements(STEPS as u64));
     group.bench_function("memory_run", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                run_in_memory(&in_memory, iters).await;
-                start.elapsed()
-            })
-        });
+        b.iter_custom(|iters| timed(&rt, run_in_memory(&in_memory, iters)));
     });
     group.bench_function("memory_engine_sequential", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                run_sequential(&memory, iters).await;
-                start.elapsed()
-            })
-        });
+        b.iter_custom(|iters| timed(&rt, run_sequential(&memory, iters)));
     });
     group.bench_function("sequential", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                run_sequential(&engine, iters).await;
-                start.elapsed()
-            })
-        });
+        b.iter_custom(|iters| timed(&rt, run_sequential(&engine, iters)));
     });
     group.throughput(Throughput::Elements((STEPS * CONCURRENT) as u64));
     group.bench_function("memory_engine_concurrent_64", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
+            timed(&rt, async {
                 for _ in 0..iters {
                     run_concurrent(&memory).await;
                 }
-                start.elapsed()
             })
         });
     });
     group.bench_function("concurrent_64", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
+            timed(&rt, async {
                 for _ in 0..iters {
                     run_concurrent(&engine).await;
                 }
-                start.elapsed()
             })
         });
     });
@@ -278,24 +265,23 @@ fn interleaved() {
     let rate = |n: usize, took: Duration| n as f64 / took.as_secs_f64();
     let mut rows: Vec<[f64; 11]> = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        let start = Instant::now();
-        rt.block_on(run_in_memory(&in_memory, MEMORY_RUNS));
-        let memory_run = rate(MEMORY_RUNS as usize * STEPS, start.elapsed());
-        let start = Instant::now();
-        rt.block_on(run_sequential(&memory, MEMORY_ENGINE_SAGAS));
-        let memory_sequential = rate(MEMORY_ENGINE_SAGAS as usize * STEPS, start.elapsed());
-        let start = Instant::now();
-        rt.block_on(run_concurrent(&memory));
-        let memory_concurrent = rate(CONCURRENT * STEPS, start.elapsed());
+        let memory_run = rate(
+            MEMORY_RUNS as usize * STEPS,
+            timed(&rt, run_in_memory(&in_memory, MEMORY_RUNS)),
+        );
+        let memory_sequential = rate(
+            MEMORY_ENGINE_SAGAS as usize * STEPS,
+            timed(&rt, run_sequential(&memory, MEMORY_ENGINE_SAGAS)),
+        );
+        let memory_concurrent = rate(CONCURRENT * STEPS, timed(&rt, run_concurrent(&memory)));
         let before = raw_commits(RAW_COMMITS);
-        let start = Instant::now();
-        rt.block_on(run_sequential(&engine, SEQUENTIAL_SAGAS));
-        let sequential = rate(SEQUENTIAL_SAGAS as usize * STEPS, start.elapsed());
+        let sequential = rate(
+            SEQUENTIAL_SAGAS as usize * STEPS,
+            timed(&rt, run_sequential(&engine, SEQUENTIAL_SAGAS)),
+        );
         let after = raw_commits(RAW_COMMITS);
         let raw = rate(2 * RAW_COMMITS, before + after);
-        let start = Instant::now();
-        rt.block_on(run_concurrent(&engine));
-        let concurrent = rate(CONCURRENT * STEPS, start.elapsed());
+        let concurrent = rate(CONCURRENT * STEPS, timed(&rt, run_concurrent(&engine)));
         rows.push([
             memory_run,
             memory_sequential,

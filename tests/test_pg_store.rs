@@ -10,9 +10,10 @@ mod pg_common;
 
 use std::time::Duration;
 
+use durable_common::fencing::new;
 use pg_common::{client, fresh_schema, pg_url};
 use saga_core::store::{
-    ClaimRequest, Created, NewExecution, PostgresOptions, PostgresStore, SagaStore, StoreError,
+    ClaimRequest, Created, PostgresOptions, PostgresStore, SagaStore, StoreError,
 };
 use saga_core::{
     Context, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
@@ -27,16 +28,6 @@ async fn store(test: &str) -> (PostgresStore, String) {
     .await
     .unwrap();
     (store, schema)
-}
-
-fn new(id: &str) -> NewExecution {
-    NewExecution {
-        id: ExecutionId::new(id),
-        saga: "order".into(),
-        fingerprint: "f".into(),
-        context: "{}".into(),
-        events: Vec::new(),
-    }
 }
 
 #[tokio::test]

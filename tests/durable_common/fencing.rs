@@ -7,7 +7,8 @@ use std::time::Duration;
 use saga_core::store::{Created, Event, EventKind, NewExecution, SagaStore, StoreError};
 use saga_core::{ExecutionId, ExecutionStatus};
 
-fn new(id: &str) -> NewExecution {
+/// A new execution `id` of saga `order`, definition `f`, no events.
+pub fn new(id: &str) -> NewExecution {
     NewExecution {
         id: ExecutionId::new(id),
         saga: "order".into(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use saga_core::store::SagaStore;
 use saga_core::{
     EngineError, ExecutionId, ExecutionStatus, SagaEngine, SagaReport, StepStatus, Worker,
+    WorkerHandle,
 };
 use tokio::task::JoinHandle;
 
@@ -60,6 +61,32 @@ fn statuses(report: &SagaReport) -> Vec<StepStatus> {
     report.steps.iter().map(|s| s.status).collect()
 }
 
+/// A worker of `engine`, polling often (the embedded stores send no work
+/// signal).
+fn worker(engine: SagaEngine) -> WorkerHandle {
+    Worker::new(engine)
+        .with_poll_interval(Duration::from_millis(20))
+        .spawn()
+        .unwrap()
+}
+
+/// Asserts that the wait ended with `status` and that no step ran.
+async fn ended_before_any_step(
+    name: &str,
+    waiter: JoinHandle<Result<SagaReport, EngineError>>,
+    status: ExecutionStatus,
+    script: &Script,
+) {
+    let report = ended(name, waiter).await.unwrap();
+    assert_eq!(report.status, status, "{name}");
+    assert_eq!(
+        statuses(&report),
+        vec![StepStatus::Pending; STEPS],
+        "{name}"
+    );
+    assert!(script.calls().is_empty(), "{name}: nothing ran");
+}
+
 /// The whole contract on one store; `name` labels failures.
 pub async fn contract(name: &str, store: Arc<dyn SagaStore>) {
     run_by_a_worker_of_another_engine(name, &store).await;
@@ -86,10 +113,7 @@ async fn run_by_a_worker_of_another_engine(name: &str, store: &Arc<dyn SagaStore
     assert!(script.calls().is_empty(), "{name}");
 
     let runner = engine_on(store, &script).await;
-    let worker = Worker::new(runner)
-        .with_poll_interval(Duration::from_millis(20))
-        .spawn()
-        .unwrap();
+    let worker = worker(runner);
     let report = ended(name, waiting).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
     assert_eq!(report.execution_id, id, "{name}");
@@ -111,10 +135,7 @@ async fn run_by_a_worker_of_the_waiting_engine(name: &str, store: &Arc<dyn SagaS
     let id = engine.submit("order", Order::default()).await.unwrap();
     let mut waiting = waiter(&engine, &id);
     still_waiting(name, &mut waiting).await;
-    let worker = Worker::new(engine.clone())
-        .with_poll_interval(Duration::from_millis(20))
-        .spawn()
-        .unwrap();
+    let worker = worker(engine.clone());
     let report = ended(name, waiting).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
     assert_eq!(script.calls().len(), STEPS, "{name}");
@@ -130,14 +151,7 @@ async fn abandoned_before_anyone_ran_it(name: &str, store: &Arc<dyn SagaStore>) 
     let mut waiting = waiter(&engine, &id);
     still_waiting(name, &mut waiting).await;
     engine.abandon(&id).await.unwrap();
-    let report = ended(name, waiting).await.unwrap();
-    assert_eq!(report.status, ExecutionStatus::Abandoned, "{name}");
-    assert_eq!(
-        statuses(&report),
-        vec![StepStatus::Pending; STEPS],
-        "{name}"
-    );
-    assert!(script.calls().is_empty(), "{name}: nothing ran");
+    ended_before_any_step(name, waiting, ExecutionStatus::Abandoned, &script).await;
 }
 
 /// Cancelled before any worker ran it: the request waits with the
@@ -153,18 +167,8 @@ async fn cancelled_before_anyone_ran_it(name: &str, store: &Arc<dyn SagaStore>) 
     assert!(store.get(&id).await.unwrap().unwrap().cancel_requested);
 
     let runner = engine_on(store, &script).await;
-    let worker = Worker::new(runner)
-        .with_poll_interval(Duration::from_millis(20))
-        .spawn()
-        .unwrap();
-    let report = ended(name, waiting).await.unwrap();
-    assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
-    assert_eq!(
-        statuses(&report),
-        vec![StepStatus::Pending; STEPS],
-        "{name}"
-    );
-    assert!(script.calls().is_empty(), "{name}: nothing ran");
+    let worker = worker(runner);
+    ended_before_any_step(name, waiting, ExecutionStatus::Cancelled, &script).await;
     worker.shutdown(HANG).await;
 }
 
