@@ -741,26 +741,28 @@ async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
     let record = memory.get(&id).await.unwrap().unwrap();
     assert_eq!(record.status, ExecutionStatus::Running);
     // Asked again, the engine still knows why; another engine (another
-    // process) sees an execution that no owner runs.
+    // process) waits for someone to carry it on.
     let again = engine.wait(&id).await.unwrap_err();
     assert_eq!(again.to_string(), err.to_string());
     let other = SagaEngine::new(memory.clone());
-    let err = other.wait(&id).await.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "execution `{id}` is running but no owner runs it; call `recover()` to carry it on"
-        )
-    );
+    let waiting = tokio::spawn({
+        let id = id.clone();
+        async move { other.wait(&id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "no one carries it on yet");
 
     // Once the store works, recovery carries it on: s1 again (its success
-    // was in the lost commit), then the rest.
+    // was in the lost commit), then the rest; the other engine's wait
+    // ends with it.
     let healthy = SagaEngine::new(memory.clone());
     let script = Arc::new(Script::default());
     healthy.register(saga(&script)).await.unwrap();
     assert_eq!(healthy.recover().await.unwrap().resumed, vec![id.clone()]);
     let report = healthy.wait(&id).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
+    let seen = waiting.await.unwrap().unwrap();
+    assert_eq!(seen.status, ExecutionStatus::Completed);
     let calls: Vec<String> = script.calls().into_iter().map(|c| c.0).collect();
     assert_eq!(calls, ["do s1", "do s2", "do s3", "do s4"]);
 }

@@ -40,20 +40,6 @@ async fn finished(engine: &SagaEngine, id: &saga_core::ExecutionId) -> saga_core
         .unwrap()
 }
 
-/// Waits for an execution whose run was stopped and released to end:
-/// until another worker claims it, its run has started and no one holds
-/// it, which `wait` reports as `NotRunning`; so the status is followed
-/// first.
-async fn carried_on(engine: &SagaEngine, id: &saga_core::ExecutionId) -> saga_core::SagaReport {
-    loop {
-        let record = engine.store().get(id).await.unwrap().unwrap();
-        if record.status.is_finished() {
-            return engine.wait(id).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn stores(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
     let dir = std::env::temp_dir().join(format!("saga-worker-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -150,7 +136,7 @@ async fn a_graceful_shutdown_releases_unfinished_runs_for_another_worker() {
             .spawn()
             .unwrap();
         for id in &ids {
-            let report = carried_on(&submitter, id).await;
+            let report = submitter.wait(id).await.unwrap();
             assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
         }
         let stats = worker.shutdown(Duration::from_secs(5)).await;
