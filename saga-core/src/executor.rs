@@ -285,18 +285,23 @@ fn run_execution<'a, C>(
         let mut state = State::new(env.saga, started);
         env.emit(&SagaEvent::SagaStarted);
         // A recovered run that was rolling back goes on rolling back. (Its
-        // cause boxed: the match holds it while the forward path runs.)
-        let result = match resume.and_then(|resume| state.resume(*resume)) {
-            Some(stop) => Box::pin(rollback(&env, &mut state, ctx, *stop)).await,
-            None => match forward(&env, &mut state, ctx).await {
-                Ok(()) => Ok(state.finish(&env, ExecutionStatus::Completed)),
-                Err(Stop::Stuck { node, index, error }) => {
+        // cause is boxed, and each match ends before the next await: a
+        // match's scrutinee, and a local moved on one path only, are held
+        // to the end of their scope, across the awaits in it.)
+        let result = {
+            let stop = match resume.and_then(|resume| state.resume(*resume)) {
+                Some(stop) => Some(*stop),
+                None => forward(&env, &mut state, ctx).await.err(),
+            };
+            match stop {
+                None => Ok(state.finish(&env, ExecutionStatus::Completed)),
+                Some(Stop::Stuck { node, index, error }) => {
                     Err(stuck_forward(&env, &mut state, node, index, error))
                 }
-                // Boxed: inline, the rollback's future would make every run in
-                // flight larger, though only failed runs need it.
-                Err(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
-            },
+                // Boxed: inline, the rollback's future would make every run
+                // in flight larger, though only failed runs need it.
+                Some(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
+            }
         };
         if env.durable.is_none() || matches!(result, Err(SagaError::Store { .. })) {
             return result;
@@ -513,22 +518,23 @@ fn forward<'a, C>(
         // Indexed rather than iterated, and the definition read again after
         // each await: the future holds less across the steps' awaits.
         for node_index in 0..env.saga.nodes.len() {
-            let saga = env.saga;
-            let node = &saga.nodes[node_index];
             if env.cancel_requested() {
                 if !pivot_done {
                     return Err(Stop::Cancelled);
                 }
                 if !state.cancel_ignored {
                     state.cancel_ignored = true;
-                    let step = &saga.steps[node.first()].name;
-                    env.emit(&SagaEvent::CancelIgnored { step });
+                    let saga = env.saga;
+                    let first = saga.nodes[node_index].first();
+                    env.emit(&SagaEvent::CancelIgnored {
+                        step: &saga.steps[first].name,
+                    });
                     if env.durable.is_some() {
                         let log = env.log(
                             EventKind::CancelIgnored,
                             ExecutionStatus::Running,
                             |event| {
-                                event.step = Some(node.first() as u32);
+                                event.step = Some(first as u32);
                             },
                         );
                         if log.await.is_err() {
@@ -537,10 +543,10 @@ fn forward<'a, C>(
                     }
                 }
             }
-            let failure = match node {
+            let failure = match &env.saga.nodes[node_index] {
                 Node::Step(index) => {
                     let index = *index;
-                    let step = &saga.steps[index];
+                    let step = &env.saga.steps[index];
                     let pivot = step.pivot;
                     // Before the pivot a cancel-safe async step may be dropped
                     // when the run is cancelled; the pivot and what follows
