@@ -1378,17 +1378,29 @@ impl<C> Env<'_, C> {
         }
     }
 
-    #[inline]
+    /// Tells the logger and the observers of `event`. Inlined, so that
+    /// where the event is built its log level folds to a constant: without
+    /// a logger and observers an event costs an atomic load and two length
+    /// checks, and is never built beyond its fields on the stack.
+    #[inline(always)]
     fn emit(&self, event: &SagaEvent<'_>) {
         let run = RunInfo {
             saga: &self.saga.name,
             execution_id: &self.id,
         };
         crate::logging::log_event(&run, event, || self.since_start(self.clock().now()));
+        if !self.saga.observers.is_empty() || !self.run_observers.is_empty() {
+            self.notify(&run, event);
+        }
+    }
+
+    /// Calls every observer with `event`: out of line, as few runs have any.
+    #[inline(never)]
+    fn notify(&self, run: &RunInfo<'_>, event: &SagaEvent<'_>) {
         for observer in self.saga.observers.iter().chain(&self.run_observers) {
             // An observer is user code: its panic must not tear down the
             // run (and leave compensations undone), nor silence the others.
-            if catch_unwind(AssertUnwindSafe(|| observer.on_event(&run, event))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| observer.on_event(run, event))).is_err() {
                 log::error!(
                     target: crate::logging::TARGET,
                     "observer panicked, event dropped for it saga={} execution={}",
