@@ -67,13 +67,27 @@ impl From<String> for ExecutionId {
 
 /// `{hi:016x}{lo:016x}`, without the formatting machinery.
 fn hex_digits(hi: u64, lo: u64) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let word = (u128::from(hi) << 64) | u128::from(lo);
     let mut text = [0u8; 32];
-    for (i, digit) in text.iter_mut().enumerate() {
-        *digit = HEX[((word >> (124 - 4 * i)) & 0xf) as usize];
-    }
+    text[..16].copy_from_slice(&hex_word(hi).to_be_bytes());
+    text[16..].copy_from_slice(&hex_word(lo).to_be_bytes());
     text
+}
+
+/// The 16 lowercase hex digits of `x`, most significant first in the
+/// big-endian bytes: all digits at once (SWAR), no loop, no table.
+fn hex_word(x: u64) -> u128 {
+    const ONES: u128 = u128::MAX / 0xff; // 0x0101...01
+    // Spread the nibbles, one to a byte: nibble i goes to byte i.
+    let mut y = u128::from(x);
+    y = (y | (y << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    y = (y | (y << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    y = (y | (y << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    y = (y | (y << 4)) & (ONES * 0x0f);
+    // A byte d is at most 15, so d + 6 carries into bit 4 exactly when
+    // d >= 10, and never into the next byte.
+    let letters = ((y + ONES * 6) >> 4) & ONES;
+    // '0' + d for a digit, 'a' + d - 10 = '0' + d + 0x27 for a letter.
+    y + ONES * u128::from(b'0') + letters * 0x27
 }
 
 /// splitmix64's finalizer: spreads a counter over all 64 bits.
@@ -108,7 +122,11 @@ mod tests {
             (1, 0xf),
             (u64::MAX, 0x0123_4567_89ab_cdef),
             (mix(7), mix(8)),
-        ] {
+            (0xfedc_ba98_7654_3210, 0xa9a9_0909_afaf_9f9f),
+        ]
+        .into_iter()
+        .chain((0..1000).map(|n| (mix(n), mix(n ^ 0xff))))
+        {
             let text = hex_digits(hi, lo);
             assert_eq!(
                 std::str::from_utf8(&text).unwrap(),
