@@ -280,7 +280,7 @@ fn run_execution<'a, C>(
     resume: Option<Box<Resume>>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
     async move {
-        let started = env.clock().now();
+        let started = env.now();
         env.started = Some(started);
         let mut state = State::new(env.saga, started);
         env.emit(&SagaEvent::SagaStarted);
@@ -338,7 +338,7 @@ async fn finish_durable<C>(
 
 /// Ends a run whose journal failed.
 fn store_error<C>(env: &Env<'_, C>, state: &mut State, error: StoreError) -> SagaError {
-    let duration = env.since_start(env.clock().now());
+    let duration = env.since_start(env.now());
     let report = state.report(env, state.status, duration);
     SagaError::Store {
         saga: Arc::clone(&env.saga.name),
@@ -584,7 +584,7 @@ fn forward<'a, C>(
                     let records = &mut state.records[range.clone()];
                     let (failure, errors) =
                         (ops.run)(env, ctx, range.clone(), records, pivot_done).await;
-                    state.mark = env.clock().now();
+                    state.mark = env.now();
                     if !errors.is_empty() {
                         let extra = state.extra();
                         for (index, message) in errors {
@@ -670,7 +670,7 @@ fn run_action<'a, C>(
                     event.attempt = attempt;
                 });
                 if log.await.is_err() {
-                    return Err(halt(env.clock().now(), StepError::new(JournalFailed)));
+                    return Err(halt(env.now(), StepError::new(JournalFailed)));
                 }
                 // A durable run hears of a cancellation request at its writes:
                 // one that came with this start stops the step before it runs
@@ -683,7 +683,7 @@ fn run_action<'a, C>(
                     } else {
                         StepStatus::Failed
                     };
-                    return Err(halt(env.clock().now(), StepError::interrupted()));
+                    return Err(halt(env.now(), StepError::interrupted()));
                 }
             }
             env.emit(&SagaEvent::StepStarted {
@@ -705,9 +705,9 @@ fn run_action<'a, C>(
                         )
                     } {
                         Ok(out) => out,
-                        Err(error) => break 'failed (env.clock().now(), error),
+                        Err(error) => break 'failed (env.now(), error),
                     };
-                    let now = env.clock().now();
+                    let now = env.now();
                     record.status = StepStatus::Succeeded;
                     record.outcome = Outcome::Applied;
                     let elapsed = now - start;
@@ -1009,7 +1009,7 @@ async fn rollback<C>(
                 let records = &mut state.records[range.clone()];
                 let extra = &mut state.extra[range.clone()];
                 let failed = (ops.compensate)(env, ctx, range.clone(), records, extra).await;
-                state.mark = env.clock().now();
+                state.mark = env.now();
                 failed
             }
         };
@@ -1116,7 +1116,7 @@ async fn run_compensation<C>(
                 attempt
             )
         };
-        let now = env.clock().now();
+        let now = env.now();
         *mark = now;
         let error = match result {
             Ok(()) => {
@@ -1271,6 +1271,16 @@ impl<C> Env<'_, C> {
         }
     }
 
+    /// The run's clock's reading: the system clock's without a call
+    /// through a trait object when the run has no clock of its own.
+    #[inline]
+    fn now(&self) -> Instant {
+        match &self.clock {
+            Some(clock) => clock.now(),
+            None => Instant::now(),
+        }
+    }
+
     /// The time from the run's start to `now`.
     fn since_start(&self, now: Instant) -> Duration {
         self.started.map_or(Duration::ZERO, |started| now - started)
@@ -1388,7 +1398,7 @@ impl<C> Env<'_, C> {
             saga: &self.saga.name,
             execution_id: &self.id,
         };
-        crate::logging::log_event(&run, event, || self.since_start(self.clock().now()));
+        crate::logging::log_event(&run, event, || self.since_start(self.now()));
         if !self.saga.observers.is_empty() || !self.run_observers.is_empty() {
             self.notify(&run, event);
         }
@@ -1533,7 +1543,7 @@ async fn run_group<C: Send + Sync>(
 ) -> GroupRun {
     let group = CancellationToken::new();
     let first_failure = AtomicUsize::new(usize::MAX);
-    let start = env.clock().now();
+    let start = env.now();
     let branches = records
         .iter_mut()
         .zip(range.clone())
@@ -1586,7 +1596,7 @@ async fn compensate_group<C: Send + Sync>(
     extra: &mut [Extra],
 ) -> Vec<(usize, StepError)> {
     let saga = env.saga;
-    let start = env.clock().now();
+    let start = env.now();
     let branches = records
         .iter_mut()
         .zip(extra)
