@@ -22,7 +22,7 @@ use crate::observer::{RunInfo, SagaEvent, SagaObserver};
 use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::saga::{Node, RunOptions, SagaInner};
-use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, Undo};
+use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, SyncAction, Undo};
 use crate::store::{Event, EventKind, StoreError};
 
 /// Where a durable run writes its log. The executor awaits
@@ -203,7 +203,19 @@ struct Brakes<'t> {
     droppable: bool,
 }
 
-impl Brakes<'_> {
+impl<'t> Brakes<'t> {
+    /// A step's brakes in a sequence. Before the pivot a cancel-safe async
+    /// step may be dropped when the run is cancelled; the pivot and what
+    /// follows always finish.
+    #[inline(always)]
+    fn of<C>(env: &'t Env<'_, C>, step: &StepDef<C>, pivot_done: bool) -> Self {
+        Brakes {
+            cancel: env.cancel.as_ref().filter(|_| !pivot_done && !step.pivot),
+            group: None,
+            droppable: step.cancel_safe && !pivot_done && !step.pivot,
+        }
+    }
+
     fn applied(&self) -> bool {
         self.cancel.is_some_and(CancellationToken::is_cancelled)
             || self.group.is_some_and(CancellationToken::is_cancelled)
@@ -366,6 +378,29 @@ impl State {
             mark: started,
             status: ExecutionStatus::Running,
             cancel_ignored: false,
+        }
+    }
+
+    /// Takes the end of a step's action; returns its error if it stops
+    /// the run.
+    #[inline(always)]
+    fn step_ended(
+        &mut self,
+        index: usize,
+        result: Result<Instant, Halt>,
+    ) -> Option<(usize, StepError)> {
+        match result {
+            Ok(end) => {
+                self.mark = end;
+                None
+            }
+            Err(halt) => {
+                self.mark = halt.end;
+                if halt.failed {
+                    self.extra()[index].last_error = Some(halt.error.to_string());
+                }
+                Some((index, halt.error))
+            }
         }
     }
 
@@ -544,18 +579,24 @@ fn forward<'a, C>(
                 }
             }
             let failure = match &env.saga.nodes[node_index] {
-                Node::Step(index) => {
-                    let index = *index;
+                // A sync step in a run that can call it without a future.
+                &Node::Step(index) if env.sync_action(&env.saga.steps[index]).is_some() => {
+                    let step = &env.saga.steps[index];
+                    let result = run_sync_action(
+                        env,
+                        step,
+                        &mut *ctx,
+                        &mut state.records[index],
+                        state.mark,
+                        Brakes::of(env, step, pivot_done),
+                    );
+                    pivot_done |= step.pivot && result.is_ok();
+                    state.step_ended(index, result)
+                }
+                &Node::Step(index) => {
                     let step = &env.saga.steps[index];
                     let pivot = step.pivot;
-                    // Before the pivot a cancel-safe async step may be dropped
-                    // when the run is cancelled; the pivot and what follows
-                    // always finish.
-                    let brakes = Brakes {
-                        cancel: env.cancel.as_ref().filter(|_| !pivot_done && !step.pivot),
-                        group: None,
-                        droppable: step.cancel_safe && !pivot_done && !step.pivot,
-                    };
+                    let brakes = Brakes::of(env, step, pivot_done);
                     let result = run_action(
                         env,
                         index,
@@ -565,20 +606,8 @@ fn forward<'a, C>(
                         brakes,
                     )
                     .await;
-                    match result {
-                        Ok(end) => {
-                            state.mark = end;
-                            pivot_done |= pivot;
-                            None
-                        }
-                        Err(halt) => {
-                            state.mark = halt.end;
-                            if halt.failed {
-                                state.extra()[index].last_error = Some(halt.error.to_string());
-                            }
-                            Some((index, halt.error))
-                        }
-                    }
+                    pivot_done |= pivot && result.is_ok();
+                    state.step_ended(index, result)
                 }
                 Node::Group { range, ops } => {
                     let records = &mut state.records[range.clone()];
@@ -708,15 +737,7 @@ fn run_action<'a, C>(
                         Err(error) => break 'failed (env.now(), error),
                     };
                     let now = env.now();
-                    record.status = StepStatus::Succeeded;
-                    record.outcome = Outcome::Applied;
-                    let elapsed = now - start;
-                    record.duration = nanos(elapsed);
-                    env.emit(&SagaEvent::StepSucceeded {
-                        step: &step.name,
-                        attempt,
-                        elapsed,
-                    });
+                    action_succeeded(env, step, record, attempt, start, now);
                     if env.durable.is_none() {
                         record.output = Some(out);
                         return Ok(now);
@@ -738,28 +759,7 @@ fn run_action<'a, C>(
                     }
                     return Ok(now);
                 };
-                // Unknown is sticky: once an attempt may have taken effect, the
-                // step is compensated whatever follows.
-                if error.is_outcome_unknown() {
-                    record.outcome = Outcome::Unknown;
-                } else if record.outcome != Outcome::Unknown {
-                    record.outcome = Outcome::NotApplied;
-                }
-                // The pivot retries an unknown outcome whatever its predicate says:
-                // giving up there means stuck.
-                let qualifies =
-                    step.retry.retries(&error) || (step.pivot && error.is_outcome_unknown());
-                let retry_in = (attempt < step.retry.max_attempts()
-                    && qualifies
-                    && !error.error().is::<Interrupted>()
-                    && !brakes.applied())
-                .then(|| backoff(&step.retry, attempt + 1));
-                env.emit(&SagaEvent::StepFailed {
-                    step: &step.name,
-                    attempt,
-                    error: &error,
-                    retry_in,
-                });
+                let retry_in = action_failed(env, step, record, attempt, &error, &brakes);
                 if env.durable.is_some() {
                     let log = env.log(EventKind::StepFailed, ExecutionStatus::Running, |event| {
                         event.step = Some(index as u32);
@@ -774,18 +774,138 @@ fn run_action<'a, C>(
                     }
                 }
                 let Some(delay) = retry_in else {
-                    record.status = StepStatus::Failed;
-                    record.duration = nanos(now - start);
-                    return Err(Halt {
-                        end: now,
-                        error,
-                        failed: true,
-                    });
+                    return Err(action_gave_up(record, start, now, error));
                 };
                 delay
             };
             env.sleep(delay).await;
         }
+    }
+}
+
+/// [`run_action`] for a sync action in a run without a journal, driven
+/// without a runtime (`run_blocking`): nothing in it waits (a backoff
+/// sleep blocks the thread), so it is a plain call, without a future to
+/// make, poll and drop for every step. Out of line, so that the code of
+/// the run's future stays as small for the runs that do not use it.
+#[inline(never)]
+fn run_sync_action<C>(
+    env: &Env<'_, C>,
+    step: &StepDef<C>,
+    ctx: &mut C,
+    record: &mut Record,
+    start: Instant,
+    brakes: Brakes<'_>,
+) -> Result<Instant, Halt> {
+    let Some(action) = env.sync_action(step) else {
+        // Only called for a step `sync_action` gives.
+        return Err(Halt {
+            end: start,
+            error: StepError::new("internal error: a step without a sync action run as one"),
+            failed: true,
+        });
+    };
+    if record.status == StepStatus::Succeeded {
+        return Ok(start);
+    }
+    record.status = StepStatus::Running;
+    let mut attempt = record.attempts;
+    loop {
+        attempt += 1;
+        record.attempts = attempt;
+        env.emit(&SagaEvent::StepStarted {
+            step: &step.name,
+            attempt,
+        });
+        let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+        #[cfg(not(feature = "tracing"))]
+        let result = catch(|| action(&mut *ctx, &info));
+        #[cfg(feature = "tracing")]
+        let result = crate::spans::attempt_sync(false, &step.name, attempt, || {
+            catch(|| action(&mut *ctx, &info))
+        });
+        let now = env.now();
+        let error = match result {
+            Ok(out) => {
+                action_succeeded(env, step, record, attempt, start, now);
+                record.output = Some(out);
+                return Ok(now);
+            }
+            Err(error) => error,
+        };
+        let Some(delay) = action_failed(env, step, record, attempt, &error, &brakes) else {
+            return Err(action_gave_up(record, start, now, error));
+        };
+        env.clock().sleep_blocking(delay);
+    }
+}
+
+/// Records an action's successful attempt, which ended at `now`.
+#[inline(always)]
+fn action_succeeded<C>(
+    env: &Env<'_, C>,
+    step: &StepDef<C>,
+    record: &mut Record,
+    attempt: u32,
+    start: Instant,
+    now: Instant,
+) {
+    record.status = StepStatus::Succeeded;
+    record.outcome = Outcome::Applied;
+    let elapsed = now - start;
+    record.duration = nanos(elapsed);
+    env.emit(&SagaEvent::StepSucceeded {
+        step: &step.name,
+        attempt,
+        elapsed,
+    });
+}
+
+/// Records an action's failed attempt; returns the delay before the next
+/// one if the step's policy retries it. Out of line: the failure path's
+/// code kept out of the hot loop.
+#[inline(never)]
+fn action_failed<C>(
+    env: &Env<'_, C>,
+    step: &StepDef<C>,
+    record: &mut Record,
+    attempt: u32,
+    error: &StepError,
+    brakes: &Brakes<'_>,
+) -> Option<Duration> {
+    // Unknown is sticky: once an attempt may have taken effect, the
+    // step is compensated whatever follows.
+    if error.is_outcome_unknown() {
+        record.outcome = Outcome::Unknown;
+    } else if record.outcome != Outcome::Unknown {
+        record.outcome = Outcome::NotApplied;
+    }
+    // The pivot retries an unknown outcome whatever its predicate says:
+    // giving up there means stuck.
+    let qualifies = step.retry.retries(error) || (step.pivot && error.is_outcome_unknown());
+    let retry_in = (attempt < step.retry.max_attempts()
+        && qualifies
+        && !error.error().is::<Interrupted>()
+        && !brakes.applied())
+    .then(|| backoff(&step.retry, attempt + 1));
+    env.emit(&SagaEvent::StepFailed {
+        step: &step.name,
+        attempt,
+        error,
+        retry_in,
+    });
+    retry_in
+}
+
+/// Records that an action's policy gave up after an attempt that ended at
+/// `now` with `error`.
+fn action_gave_up(record: &mut Record, start: Instant, now: Instant, error: StepError) -> Halt {
+    record.status = StepStatus::Failed;
+    record.duration = nanos(now - start);
+    Halt {
+        end: now,
+        error,
+        failed: true,
     }
 }
 
@@ -1278,6 +1398,21 @@ impl<C> Env<'_, C> {
         match &self.clock {
             Some(clock) => clock.now(),
             None => Instant::now(),
+        }
+    }
+
+    /// A step's sync action, when the run can call it without a future:
+    /// driven without a runtime and without a journal (see
+    /// [`run_sync_action`]).
+    #[inline]
+    fn sync_action<'s>(&self, step: &'s StepDef<C>) -> Option<&'s SyncAction<C>> {
+        // The run's kind first: an async run pays one test per step.
+        if !self.blocking || self.durable.is_some() {
+            return None;
+        }
+        match &step.action {
+            Action::Sync(action) => Some(&**action),
+            _ => None,
         }
     }
 

@@ -9,8 +9,8 @@
 
 use std::future::Future;
 
-use tracing::Instrument;
 use tracing::field::{Empty, display};
+use tracing::{Instrument, Span};
 
 use crate::error::{SagaError, StepError};
 use crate::id::ExecutionId;
@@ -38,15 +38,36 @@ pub(crate) async fn attempt<F, T>(compensation: bool, step: &str, attempt: u32, 
 where
     F: Future<Output = Result<T, StepError>>,
 {
-    let span = if compensation {
+    let span = attempt_span(compensation, step, attempt);
+    let result = run.instrument(span.clone()).await;
+    record_failure(&span, &result);
+    result
+}
+
+/// [`attempt`] for a sync attempt, made by a call rather than a future.
+pub(crate) fn attempt_sync<T>(
+    compensation: bool,
+    step: &str,
+    attempt: u32,
+    run: impl FnOnce() -> Result<T, StepError>,
+) -> Result<T, StepError> {
+    let span = attempt_span(compensation, step, attempt);
+    let result = span.in_scope(run);
+    record_failure(&span, &result);
+    result
+}
+
+fn attempt_span(compensation: bool, step: &str, attempt: u32) -> Span {
+    if compensation {
         tracing::info_span!(target: "saga", "compensation", step, attempt, error = Empty, outcome_unknown = Empty)
     } else {
         tracing::info_span!(target: "saga", "step", step, attempt, error = Empty, outcome_unknown = Empty)
-    };
-    let result = run.instrument(span.clone()).await;
-    if let Err(error) = &result {
+    }
+}
+
+fn record_failure<T>(span: &Span, result: &Result<T, StepError>) {
+    if let Err(error) = result {
         span.record("error", display(error));
         span.record("outcome_unknown", error.is_outcome_unknown());
     }
-    result
 }

@@ -102,7 +102,8 @@ impl StepKind {
 }
 
 pub(crate) type Output = Box<dyn Any + Send + Sync>;
-type SyncAction<C> = dyn Fn(&mut C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
+pub(crate) type SyncAction<C> =
+    dyn Fn(&mut C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
 type AsyncAction<C> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
     + Send
     + Sync;
