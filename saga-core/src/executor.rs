@@ -1529,19 +1529,23 @@ impl<C> Env<'_, C> {
     /// checks, and is never built beyond its fields on the stack.
     #[inline(always)]
     fn emit(&self, event: &SagaEvent<'_>) {
-        let run = RunInfo {
+        crate::logging::log_event(|| self.run_info(), event, || self.since_start(self.now()));
+        if !self.saga.observers.is_empty() || !self.run_observers.is_empty() {
+            self.notify(event);
+        }
+    }
+
+    fn run_info(&self) -> RunInfo<'_> {
+        RunInfo {
             saga: &self.saga.name,
             execution_id: &self.id,
-        };
-        crate::logging::log_event(&run, event, || self.since_start(self.now()));
-        if !self.saga.observers.is_empty() || !self.run_observers.is_empty() {
-            self.notify(&run, event);
         }
     }
 
     /// Calls every observer with `event`: out of line, as few runs have any.
     #[inline(never)]
-    fn notify(&self, run: &RunInfo<'_>, event: &SagaEvent<'_>) {
+    fn notify(&self, event: &SagaEvent<'_>) {
+        let run = &self.run_info();
         for observer in self.saga.observers.iter().chain(&self.run_observers) {
             // An observer is user code: its panic must not tear down the
             // run (and leave compensations undone), nor silence the others.

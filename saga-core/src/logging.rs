@@ -18,10 +18,11 @@ pub const TARGET: &str = "saga";
 
 /// Logs `event` if its level is enabled. Inlined, so that where the event
 /// is built the level folds to a constant and a disabled record costs one
-/// atomic load and a compare; the record itself is made out of line.
+/// atomic load and a compare; the record itself (and `run`, the run's
+/// names) is made out of line.
 #[inline]
-pub(crate) fn log_event(
-    run: &RunInfo<'_>,
+pub(crate) fn log_event<'r>(
+    run: impl FnOnce() -> RunInfo<'r>,
     event: &SagaEvent<'_>,
     elapsed: impl FnOnce() -> Duration,
 ) {
@@ -29,7 +30,7 @@ pub(crate) fn log_event(
     if level > log::max_level() {
         return;
     }
-    write_record(run, event, level, elapsed);
+    write_record(&run(), event, level, elapsed);
 }
 
 #[inline(never)]
