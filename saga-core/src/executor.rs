@@ -579,22 +579,22 @@ fn forward<'a, C>(
                 }
             }
             let failure = match &env.saga.nodes[node_index] {
-                // A sync step in a run that can call it without a future.
-                &Node::Step(index) if env.sync_action(&env.saga.steps[index]).is_some() => {
+                &Node::Step(index) => 'step: {
                     let step = &env.saga.steps[index];
-                    let result = run_sync_action(
-                        env,
-                        step,
-                        &mut *ctx,
-                        &mut state.records[index],
-                        state.mark,
-                        Brakes::of(env, step, pivot_done),
-                    );
-                    pivot_done |= step.pivot && result.is_ok();
-                    state.step_ended(index, result)
-                }
-                &Node::Step(index) => {
-                    let step = &env.saga.steps[index];
+                    // A sync step in a run that can call it without a future.
+                    if let Some(action) = env.sync_action(step) {
+                        let result = run_sync_action(
+                            env,
+                            step,
+                            action,
+                            &mut *ctx,
+                            &mut state.records[index],
+                            state.mark,
+                            Brakes::of(env, step, pivot_done),
+                        );
+                        pivot_done |= step.pivot && result.is_ok();
+                        break 'step state.step_ended(index, result);
+                    }
                     let pivot = step.pivot;
                     let brakes = Brakes::of(env, step, pivot_done);
                     let result = run_action(
@@ -792,19 +792,12 @@ fn run_action<'a, C>(
 fn run_sync_action<C>(
     env: &Env<'_, C>,
     step: &StepDef<C>,
+    action: &SyncAction<C>,
     ctx: &mut C,
     record: &mut Record,
     start: Instant,
     brakes: Brakes<'_>,
 ) -> Result<Instant, Halt> {
-    let Some(action) = env.sync_action(step) else {
-        // Only called for a step `sync_action` gives.
-        return Err(Halt {
-            end: start,
-            error: StepError::new("internal error: a step without a sync action run as one"),
-            failed: true,
-        });
-    };
     if record.status == StepStatus::Succeeded {
         return Ok(start);
     }
