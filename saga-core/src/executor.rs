@@ -789,9 +789,10 @@ fn run_action<'a, C>(
 /// [`run_action`] for a sync action in a run without a journal, driven
 /// without a runtime (`run_blocking`): nothing in it waits (a backoff
 /// sleep blocks the thread), so it is a plain call, without a future to
-/// make, poll and drop for every step. Out of line, so that the code of
-/// the run's future stays as small for the runs that do not use it.
-#[inline(never)]
+/// make, poll and drop for every step. Inlined: 81 instructions fewer per
+/// sync run, 47 more per async one (whose future's code grows), by
+/// callgrind.
+#[inline(always)]
 fn run_sync_action<C>(
     env: &Env<'_, C>,
     step: &StepDef<C>,
