@@ -1,17 +1,25 @@
-//! Durable throughput on the SQLite store, next to the raw SQLite commit
-//! rate measured in the same run on the same disk:
+//! Durable throughput on the SQLite store, next to its two floors measured
+//! in the same run on the same machine: the same saga in memory, and the
+//! raw SQLite commit rate on the same disk.
 //!
+//! - `memory_run`: the saga run by `Saga::run` with no engine and no store
+//!   (the in-memory run of `benches/overhead.rs`, with this bench's
+//!   context and durable outputs): what the steps and the executor cost;
+//! - `memory_engine_sequential` / `memory_engine_concurrent_64`: the same
+//!   runs as below through a `SagaEngine` on a `MemoryStore` (the journal,
+//!   JSON encoding, leases and spawned tasks, without a disk);
 //! - `raw_commit`: one row the size of a real event per transaction (WAL,
 //!   `synchronous=FULL`), the floor any durable log pays per commit;
-//! - `sequential`: one 10-step saga at a time; a step transition ("step k
-//!   succeeded" + "step k+1 started", or the last success + the end) is one
-//!   commit, plus one commit per saga to create the execution;
-//! - `concurrent_64`: 64 sagas at once, sharing commits (group commit);
+//! - `sequential`: one 10-step saga at a time on SQLite; a step transition
+//!   ("step k succeeded" + "step k+1 started", or the last success + the
+//!   end) is one commit, plus one commit per saga to create the execution;
+//! - `concurrent_64`: 64 sagas at once on SQLite, sharing commits (group
+//!   commit);
 //! - `json_encode_context` / `json_decode_context`: what the JSON encoding
 //!   of a context of about 200 bytes costs per event.
 //!
 //! Throughput is in step transitions (10 per saga) or rows per second.
-//! First, the three are measured in alternation and their ratios printed
+//! First, all of them are measured in alternation and their ratios printed
 //! (`durable interleaved ...`); then criterion measures each.
 //! Run: `cargo bench --bench durable`. Files go under
 //! `target/bench-durable/` (on the disk the project is on).
@@ -21,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use saga_core::store::SqliteStore;
+use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
 use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
 
@@ -100,19 +108,47 @@ fn raw_commit_once(conn: &rusqlite::Connection, seq: i64, context: &str) {
     tx.commit().expect("commit");
 }
 
-/// A runtime and an engine on a fresh store in `dir`, the saga registered.
-fn engine_on(dir: &std::path::Path) -> (tokio::runtime::Runtime, Arc<SagaEngine>) {
+/// A runtime, an engine on a fresh SQLite store in `dir` and one on a
+/// memory store, the saga registered on both.
+fn engines_on(
+    dir: &std::path::Path,
+) -> (tokio::runtime::Runtime, Arc<SagaEngine>, Arc<SagaEngine>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let engine = rt.block_on(async {
-        let engine = SagaEngine::new(SqliteStore::open(dir.join("sagas.db")).expect("store"));
-        engine.register(saga()).await.expect("register");
-        Arc::new(engine)
+    let (sqlite, memory) = rt.block_on(async {
+        let sqlite = SqliteStore::open(dir.join("sagas.db")).expect("store");
+        (
+            registered(sqlite).await,
+            registered(MemoryStore::new()).await,
+        )
     });
-    (rt, engine)
+    (rt, sqlite, memory)
+}
+
+async fn registered(store: impl SagaStore) -> Arc<SagaEngine> {
+    let engine = SagaEngine::new(store);
+    engine.register(saga()).await.expect("register");
+    Arc::new(engine)
+}
+
+/// How long `run` takes on `rt`.
+fn timed(rt: &tokio::runtime::Runtime, run: impl Future<Output = ()>) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        run.await;
+        start.elapsed()
+    })
+}
+
+/// Runs the saga `runs` times with `Saga::run`, in memory.
+async fn run_in_memory(saga: &Saga<Order>, runs: u64) {
+    for _ in 0..runs {
+        let mut ctx = order();
+        saga.run(&mut ctx).await.expect("run");
+    }
 }
 
 /// Runs `sagas` sagas one after another.
@@ -145,7 +181,8 @@ fn durable(c: &mut Criterion) {
     let conn = raw_table(&dir);
     let context = serde_json::to_string(&order()).expect("json");
     let mut seq = 0_i64;
-    let (rt, engine) = engine_on(&dir);
+    let (rt, engine, memory) = engines_on(&dir);
+    let in_memory = saga();
     let mut group = c.benchmark_group("durable");
     group.throughput(Throughput::Elements(1));
     // What JSON costs per event: the context encoded at each step's end,
@@ -164,77 +201,145 @@ fn durable(c: &mut Criterion) {
         });
     });
     group.throughput(Throughput::Elements(STEPS as u64));
+    group.bench_function("memory_run", |b| {
+        b.iter_custom(|iters| timed(&rt, run_in_memory(&in_memory, iters)));
+    });
+    group.bench_function("memory_engine_sequential", |b| {
+        b.iter_custom(|iters| timed(&rt, run_sequential(&memory, iters)));
+    });
     group.bench_function("sequential", |b| {
+        b.iter_custom(|iters| timed(&rt, run_sequential(&engine, iters)));
+    });
+    group.throughput(Throughput::Elements((STEPS * CONCURRENT) as u64));
+    group.bench_function("memory_engine_concurrent_64", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                run_sequential(&engine, iters).await;
-                start.elapsed()
+            timed(&rt, async {
+                for _ in 0..iters {
+                    run_concurrent(&memory).await;
+                }
             })
         });
     });
-    group.throughput(Throughput::Elements((STEPS * CONCURRENT) as u64));
     group.bench_function("concurrent_64", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
+            timed(&rt, async {
                 for _ in 0..iters {
                     run_concurrent(&engine).await;
                 }
-                start.elapsed()
             })
         });
     });
     group.finish();
 }
 
-/// The three measured in alternation, round after round, on fresh files:
-/// on a shared machine the disk's fsync latency drifts between criterion's
-/// groups, so the ratios are taken within each round and their median is
-/// reported (with the median rates).
+/// Everything measured in alternation, round after round, on fresh files:
+/// on a shared machine the load and the disk's fsync latency drift between
+/// criterion's groups, so the ratios are taken within each round, the raw
+/// commits timed just before and just after the sequential sagas (so a
+/// drift within the round cancels out), and the ratios' median and
+/// quartiles over the rounds are reported, with the rates'.
 fn interleaved() {
-    const ROUNDS: usize = 15;
-    const RAW_COMMITS: usize = 50;
-    const SEQUENTIAL_SAGAS: u64 = 5;
+    const ROUNDS: usize = 31;
+    const MEMORY_RUNS: u64 = 200;
+    const MEMORY_ENGINE_SAGAS: u64 = 20;
+    /// Twice this many raw commits per round: as many commits as the
+    /// sequential sagas make (11 per saga: the creation, then one per step
+    /// transition).
+    const RAW_COMMITS: usize = 11;
+    const SEQUENTIAL_SAGAS: u64 = 2;
     let dir = bench_dir();
     let conn = raw_table(&dir);
     let context = serde_json::to_string(&order()).expect("json");
-    let (rt, engine) = engine_on(&dir);
+    let (rt, engine, memory) = engines_on(&dir);
+    let in_memory = saga();
     let mut seq = 0_i64;
-    let (mut raw, mut sequential, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut seq_ratio, mut conc_ratio) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    let mut raw_commits = |n: usize| {
         let start = Instant::now();
-        for _ in 0..RAW_COMMITS {
+        for _ in 0..n {
             seq += 1;
             raw_commit_once(&conn, seq, &context);
         }
-        let r = RAW_COMMITS as f64 / start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        rt.block_on(run_sequential(&engine, SEQUENTIAL_SAGAS));
-        let s = (SEQUENTIAL_SAGAS as usize * STEPS) as f64 / start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        rt.block_on(run_concurrent(&engine));
-        let c = (CONCURRENT * STEPS) as f64 / start.elapsed().as_secs_f64();
-        raw.push(r);
-        sequential.push(s);
-        concurrent.push(c);
-        seq_ratio.push(s / r);
-        conc_ratio.push(c / s);
+        start.elapsed()
+    };
+    // Step transitions (or commits) per second.
+    let rate = |n: usize, took: Duration| n as f64 / took.as_secs_f64();
+    let mut rows: Vec<[f64; 11]> = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let memory_run = rate(
+            MEMORY_RUNS as usize * STEPS,
+            timed(&rt, run_in_memory(&in_memory, MEMORY_RUNS)),
+        );
+        let memory_sequential = rate(
+            MEMORY_ENGINE_SAGAS as usize * STEPS,
+            timed(&rt, run_sequential(&memory, MEMORY_ENGINE_SAGAS)),
+        );
+        let memory_concurrent = rate(CONCURRENT * STEPS, timed(&rt, run_concurrent(&memory)));
+        let before = raw_commits(RAW_COMMITS);
+        let sequential = rate(
+            SEQUENTIAL_SAGAS as usize * STEPS,
+            timed(&rt, run_sequential(&engine, SEQUENTIAL_SAGAS)),
+        );
+        let after = raw_commits(RAW_COMMITS);
+        let raw = rate(2 * RAW_COMMITS, before + after);
+        let concurrent = rate(CONCURRENT * STEPS, timed(&rt, run_concurrent(&engine)));
+        rows.push([
+            memory_run,
+            memory_sequential,
+            memory_concurrent,
+            raw,
+            sequential,
+            concurrent,
+            sequential / raw,
+            memory_run / sequential,
+            memory_sequential / sequential,
+            concurrent / sequential,
+            memory_concurrent / concurrent,
+        ]);
     }
+    let q = |i: usize| quartiles(rows.iter().map(|r| r[i]).collect());
+    let show = |what: &str, i: usize, per_step: bool| {
+        let (low, mid, high) = q(i);
+        let step = if per_step {
+            format!(", {:.2} us per step", 1e6 / mid)
+        } else {
+            String::new()
+        };
+        println!("  {what}: {mid:.0}/s ({low:.0}-{high:.0}){step}");
+    };
+    let ratio = |what: &str, i: usize| {
+        let (low, mid, high) = q(i);
+        println!("  {what}: {mid:.2} ({low:.2}-{high:.2})");
+    };
     println!(
-        "durable interleaved ({ROUNDS} rounds, medians): raw commits {:.0}/s; sequential {:.0} step transitions/s ({:.2} of raw); 64 concurrent {:.0} step transitions/s ({:.1}x sequential)",
-        median(&mut raw),
-        median(&mut sequential),
-        median(&mut seq_ratio),
-        median(&mut concurrent),
-        median(&mut conc_ratio),
+        "durable interleaved: {ROUNDS} rounds; median (quartiles) over the rounds; rates in step transitions/s, raw in commits/s"
+    );
+    show("in memory, Saga::run", 0, true);
+    show("in memory, engine, sequential", 1, true);
+    show("in memory, engine, 64 at once", 2, true);
+    show("raw SQLite commits", 3, false);
+    show("SQLite, engine, sequential", 4, true);
+    show("SQLite, engine, 64 at once", 5, true);
+    ratio("SQLite sequential transitions per raw commit", 6);
+    ratio(
+        "SQLite sequential, times slower than Saga::run in memory",
+        7,
+    );
+    ratio(
+        "SQLite sequential, times slower than the engine in memory",
+        8,
+    );
+    ratio("SQLite 64 at once, times sequential", 9);
+    ratio(
+        "SQLite 64 at once, times slower than the engine in memory 64 at once",
+        10,
     );
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The lower quartile, the median and the upper quartile.
+fn quartiles(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let at = |q: usize| values[(values.len() - 1) * q / 4];
+    (at(1), at(2), at(3))
 }
 
 criterion_group! {

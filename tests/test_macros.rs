@@ -864,3 +864,68 @@ async fn parallel_failing_branch_rolls_back_its_sibling_then_earlier_steps() {
         )
     );
 }
+
+// ------------------------------------------- async, other error types ----
+
+/// Async tasks whose error is not a `StepError`: the expansion converts it
+/// inside the one future it boxes, for a step and for a compensation.
+#[derive(Default)]
+struct Vault {
+    log: Vec<String>,
+    /// `close_vault` fails.
+    jammed: bool,
+}
+
+#[saga_task(undo = close_vault)]
+async fn open_vault(vault: &mut Vault) -> Result<u32, std::io::Error> {
+    tokio::task::yield_now().await;
+    vault.log.push("open".into());
+    Ok(3)
+}
+
+#[saga_task]
+async fn close_vault(vault: &mut Vault, code: Option<&u32>) -> Result<(), std::io::Error> {
+    tokio::task::yield_now().await;
+    if vault.jammed {
+        return Err(std::io::Error::other("the door is jammed"));
+    }
+    vault.log.push(format!("close {code:?}"));
+    Ok(())
+}
+
+#[saga_task]
+async fn take_gold(_: &mut Vault) -> Result<(), std::io::Error> {
+    tokio::task::yield_now().await;
+    Err(std::io::Error::other("the alarm went off"))
+}
+
+fn vault_saga() -> Saga<Vault> {
+    saga! {
+        name: "vault",
+        context: Vault,
+        step open_vault;
+        step take_gold;
+    }
+}
+
+#[tokio::test]
+async fn async_errors_of_other_types_become_step_errors() {
+    let mut vault = Vault::default();
+    let error = vault_saga().run(&mut vault).await.unwrap_err();
+    assert_eq!(vault.log, ["open", "close Some(3)"]);
+    assert!(matches!(error, SagaError::Compensated { .. }), "{error}");
+    let failed = &error.report().steps[1];
+    assert_eq!(failed.status, StepStatus::Failed);
+    assert_eq!(failed.last_error.as_deref(), Some("the alarm went off"));
+
+    let mut vault = Vault {
+        jammed: true,
+        ..Vault::default()
+    };
+    let error = vault_saga().run(&mut vault).await.unwrap_err();
+    assert_eq!(vault.log, ["open"]);
+    assert!(error.is_stuck(), "{error}");
+    let opened = &error.report().steps[0];
+    assert_eq!(opened.status, StepStatus::CompensationFailed);
+    assert_eq!(opened.last_error.as_deref(), Some("the door is jammed"));
+}

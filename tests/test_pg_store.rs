@@ -5,14 +5,15 @@
 //! not there), each refused clearly with nothing written.
 #![cfg(feature = "postgres")]
 
+mod durable_common;
 mod pg_common;
 
 use std::time::Duration;
 
+use durable_common::fencing::new;
 use pg_common::{client, fresh_schema, pg_url};
 use saga_core::store::{
-    ClaimRequest, Created, Event, EventKind, NewExecution, PostgresOptions, PostgresStore,
-    SagaStore, StoreError,
+    ClaimRequest, Created, PostgresOptions, PostgresStore, SagaStore, StoreError,
 };
 use saga_core::{
     Context, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
@@ -29,145 +30,11 @@ async fn store(test: &str) -> (PostgresStore, String) {
     (store, schema)
 }
 
-fn new(id: &str) -> NewExecution {
-    NewExecution {
-        id: ExecutionId::new(id),
-        saga: "order".into(),
-        fingerprint: "f".into(),
-        context: "{}".into(),
-        events: Vec::new(),
-    }
-}
-
 #[tokio::test]
 async fn the_log_leases_and_fencing_hold_on_postgres() {
     let (store, _) = store("fence").await;
-    let Created::New(old) = store.create(new("x"), "a", Duration::ZERO).await.unwrap() else {
-        panic!("not created")
-    };
-    let id = ExecutionId::new("x");
-    // A retried create writes nothing and reports the execution.
-    let Created::Existing(existing) = store.create(new("x"), "c", Duration::ZERO).await.unwrap()
-    else {
-        panic!("created twice")
-    };
-    assert_eq!(existing.owner.as_deref(), Some("a"));
-    // `a`'s lease expired at once (on the server's clock): `b` takes over.
-    let taken = store
-        .claim(&id, "b", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(taken.token > old.token);
-    let err = store
-        .append(
-            &id,
-            &old,
-            vec![Event::new(1, EventKind::StepStarted)],
-            ExecutionStatus::Running,
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
-    assert!(store.events(&id).await.unwrap().is_empty());
-    assert!(matches!(
-        store.renew(&id, &old).await.unwrap_err(),
-        StoreError::LeaseLost { .. }
-    ));
-    // `b` holds a live lease: `a` cannot claim it back.
-    assert!(
-        store
-            .claim(&id, "a", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let mut started = Event::new(1, EventKind::StepStarted);
-    started.step = Some(0);
-    started.attempt = 1;
-    let mut done = Event::new(2, EventKind::StepSucceeded);
-    done.step = Some(0);
-    done.attempt = 1;
-    done.output = Some("7".into());
-    done.context = Some("{\"k\":1}".into());
-    store
-        .append(&id, &taken, vec![started, done], ExecutionStatus::Running)
-        .await
-        .unwrap();
-    let events = store.events(&id).await.unwrap();
-    assert_eq!(events.len(), 2);
-    assert_eq!(events[1].output.as_deref(), Some("7"));
-    assert_eq!(events[1].context.as_deref(), Some("{\"k\":1}"));
-    assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 2);
-    // A gap in the sequence is refused, and writes nothing.
-    let err = store
-        .append(
-            &id,
-            &taken,
-            vec![Event::new(4, EventKind::StepStarted)],
-            ExecutionStatus::Running,
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("expected 3"), "{err}");
-    assert_eq!(store.events(&id).await.unwrap().len(), 2);
-    // A cancel request reaches the owner at its next write.
-    assert!(store.request_cancel(&id).await.unwrap());
-    assert!(store.renew(&id, &taken).await.unwrap().cancel_requested);
-    assert!(
-        !store
-            .request_cancel(&ExecutionId::new("nope"))
-            .await
-            .unwrap()
-    );
-    assert!(matches!(
-        store
-            .claim(&ExecutionId::new("nope"), "a", Duration::ZERO)
-            .await
-            .unwrap_err(),
-        StoreError::NotFound { .. }
-    ));
-    // Finished and old enough: purged.
-    store
-        .append(
-            &id,
-            &taken,
-            vec![Event::new(3, EventKind::Finished)],
-            ExecutionStatus::Completed,
-        )
-        .await
-        .unwrap();
-    // The finishing write released the lease in the same commit.
-    let record = store.get(&id).await.unwrap().unwrap();
-    assert_eq!((record.owner, record.lease_expires_at_ms), (None, None));
-    store.release(&id, &taken).await.unwrap();
-    // A creation commits its first events with it.
-    let mut first = Event::new(1, EventKind::StepStarted);
-    first.step = Some(0);
-    first.attempt = 1;
-    let mut with_events = new("z");
-    with_events.events = vec![first.clone()];
-    let Created::New(z) = store
-        .create(with_events, "a", Duration::from_secs(60))
-        .await
-        .unwrap()
-    else {
-        panic!("not created")
-    };
-    let zid = ExecutionId::new("z");
-    assert_eq!(store.events(&zid).await.unwrap().len(), 1);
-    assert_eq!(store.get(&zid).await.unwrap().unwrap().last_seq, 1);
-    store
-        .append(
-            &zid,
-            &z,
-            vec![Event::new(2, EventKind::Finished)],
-            ExecutionStatus::Completed,
-        )
-        .await
-        .unwrap();
-    assert_eq!(store.purge(i64::MAX).await.unwrap(), 2);
-    assert!(store.get(&id).await.unwrap().is_none());
+    // Here leases expire on the database's clock (`clock_timestamp()`).
+    durable_common::fencing::contract("postgres", &store).await;
 }
 
 #[tokio::test]
@@ -259,15 +126,11 @@ async fn a_worker_runs_what_another_process_submits() {
     }
     for id in &ids {
         // Noticed through NOTIFY: the poll is a minute away.
-        let report = tokio::time::timeout(Duration::from_secs(50), async {
-            // `wait` reports `NotRunning` until a worker holds it: poll.
-            while !store.get(id).await.unwrap().unwrap().status.is_finished() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            submitter.wait(id).await.unwrap()
-        })
-        .await
-        .expect("the worker did not notice the work");
+        // `wait` waits for a submitted execution until a worker runs it.
+        let report = tokio::time::timeout(Duration::from_secs(50), submitter.wait(id))
+            .await
+            .expect("the worker did not notice the work")
+            .unwrap();
         assert_eq!(report.status, ExecutionStatus::Completed);
     }
     let stats = worker.shutdown(Duration::from_secs(10)).await;
@@ -367,4 +230,10 @@ async fn a_bad_schema_name_a_bad_url_and_an_absent_server_are_refused_clearly() 
     let text = err.to_string();
     assert!(text.contains(&format!("127.0.0.1:{port}/db")), "{text}");
     assert!(!text.contains("secret"), "the password leaked: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
+    let (store, _) = store("submitted").await;
+    durable_common::submitted::contract("postgres", std::sync::Arc::new(store)).await;
 }

@@ -4,6 +4,8 @@
 //! graceful shutdown releases what it could not finish, for another worker
 //! to carry on.
 
+mod durable_common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,16 +31,13 @@ fn saga(name: &str, steps: usize, calls: &Arc<AtomicUsize>, pause: Duration) -> 
     builder.build().unwrap()
 }
 
-/// Waits for a submitted execution to end, whoever runs it. (`wait`
-/// reports `NotRunning` while no worker holds the execution yet.)
+/// Waits for a submitted execution to end, whoever runs it: `wait` waits
+/// for one that no one has run yet.
 async fn finished(engine: &SagaEngine, id: &saga_core::ExecutionId) -> saga_core::SagaReport {
-    loop {
-        let record = engine.store().get(id).await.unwrap().unwrap();
-        if record.status.is_finished() {
-            return engine.wait(id).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(60), engine.wait(id))
+        .await
+        .expect("no worker ran the execution")
+        .unwrap()
 }
 
 fn stores(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
@@ -137,10 +136,17 @@ async fn a_graceful_shutdown_releases_unfinished_runs_for_another_worker() {
             .spawn()
             .unwrap();
         for id in &ids {
-            let report = finished(&submitter, id).await;
+            let report = submitter.wait(id).await.unwrap();
             assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
         }
         let stats = worker.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stats.finished, 4, "{name}: {stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
+    for (name, store) in stores("submitted") {
+        durable_common::submitted::contract(name, store).await;
     }
 }

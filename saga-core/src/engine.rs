@@ -153,17 +153,6 @@ pub enum EngineError {
         /// Why.
         detail: String,
     },
-    /// `wait` found an unfinished execution that no owner runs (its owner
-    /// died, or its log could not be written).
-    #[error(
-        "execution `{execution_id}` is {status} but no owner runs it; call `recover()` to carry it on"
-    )]
-    NotRunning {
-        /// The execution.
-        execution_id: ExecutionId,
-        /// Its status.
-        status: ExecutionStatus,
-    },
     /// The engine was called outside a tokio runtime.
     #[error("the saga engine must be called inside a tokio runtime")]
     NoRuntime,
@@ -472,9 +461,9 @@ impl SagaEngine {
     /// [`Worker`](crate::Worker) to run (this process or another): it is
     /// recorded, and its lease left free at once. Returns its id.
     ///
-    /// Until a worker holds it, [`wait`](Self::wait) reports
-    /// [`EngineError::NotRunning`]; follow it with [`get`](Self::get) (its
-    /// status) instead.
+    /// [`wait`](Self::wait) on it waits until a worker (or a
+    /// [`recover`](Self::recover)) has run it to its end, however long no
+    /// one claims it.
     ///
     /// # Errors
     /// As [`start`](Self::start).
@@ -515,11 +504,24 @@ impl SagaEngine {
     /// `wait` is called, otherwise one rebuilt from the log (statuses,
     /// outcomes, attempts and errors; no durations).
     ///
+    /// `wait` ends when the execution does, whoever runs it: a run another
+    /// owner holds, one [submitted](Self::submit) that no one has run yet,
+    /// and one whose owner stopped (a worker shut down and released it,
+    /// or a process died and its lease expired) are all waited for until a
+    /// [`Worker`](crate::Worker) (of any process, this one included) or a
+    /// [`recover`](Self::recover) has carried them to their end, or an
+    /// operator [abandoned](Self::abandon) them (the report then says
+    /// `abandoned`). A [cancelled](Self::cancel) one ends `cancelled` once
+    /// a run picks it up. With no worker and no recovery for its saga, the
+    /// wait does not end; bound it with [`tokio::time::timeout`] where that
+    /// can happen. While this engine does not run it, `wait` reads the
+    /// record every 50 ms.
+    ///
     /// # Errors
-    /// [`EngineError::NotFound`]; [`EngineError::Interrupted`] if the run
-    /// stopped because its log could not be written;
-    /// [`EngineError::NotRunning`] if no owner runs it (recover it first);
-    /// store errors.
+    /// [`EngineError::NotFound`] for an unknown id;
+    /// [`EngineError::Interrupted`] if this engine's run stopped because its
+    /// log could not be written (another engine's `wait` goes on waiting
+    /// for a recovery); store errors.
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         loop {
             let live = self.live().get(id).map(|l| l.done.clone());
@@ -546,16 +548,7 @@ impl SagaEngine {
             if record.status.is_finished() {
                 return self.rebuilt_report(&record).await;
             }
-            let leased = record
-                .lease_expires_at_ms
-                .is_some_and(|expires| expires > now_ms());
-            if !leased {
-                return Err(EngineError::NotRunning {
-                    execution_id: id.clone(),
-                    status: record.status,
-                });
-            }
-            // Run by another owner: poll.
+            // Run by another owner, or waiting for one to take it: poll.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

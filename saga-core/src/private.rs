@@ -7,6 +7,7 @@
 //! cannot see other items, can check a saga across items with the type
 //! system and `const` assertions. See `docs/MACROS.md` for an expansion.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
 pub use crate::saga::{Parallel, Saga, SagaBuilder, default_compensation_retry};
 pub use crate::step::{BoxFuture, Step, StepInfo};
+use crate::step::{Output, erase_async, erase_shared_async};
 
 /// A retry policy as written in an attribute or in `saga!`: every field is
 /// optional, so the two can be merged field by field.
@@ -92,13 +94,93 @@ pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, Ste
     result.map_err(Into::into)
 }
 
-/// [`step_result`] for an async function's boxed future; boxing before
-/// converting keeps rustc's "future returned by `f` is not `Send`" message
-/// when the function's future is not `Send`.
-pub fn step_future<'a, T: 'a, E: Into<StepError> + 'a>(
-    future: BoxFuture<'a, Result<T, E>>,
-) -> BoxFuture<'a, Result<T, StepError>> {
-    Box::pin(async move { future.await.map_err(Into::into) })
+/// A step's output as the engine keeps it: what the expansion boxes an
+/// async step's output as (see [`step_future`]).
+pub type Erased = Output;
+
+/// [`step_result`] for an async function's future: the one boxed future
+/// the engine awaits, with the `Ok` value passed through `output` and the
+/// error through `error`, where [`Step::new_async`] would box the
+/// function's future and then that future again.
+///
+/// Each bound is checked where the expansion spans it, so that a mistake
+/// is reported at the token to change: the function's own future must be
+/// `Send` (rustc's "future returned by `f` is not `Send`", at its
+/// `async`); `output`, a closure spanned at the output type, boxes a
+/// step's output as [`Erased`] (which needs it `Send + Sync`), or keeps a
+/// compensation's `()`; `error`, a closure spanned at the error type,
+/// converts the error. Steps and compensations expand to the same call
+/// with the same spans, so that a function that is both gets each error
+/// once.
+pub fn step_future<'a, T, O: 'a, E>(
+    future: impl Future<Output = Result<T, E>> + Send + 'a,
+    output: impl FnOnce(T) -> O + Send + 'a,
+    error: impl FnOnce(E) -> StepError + Send + 'a,
+) -> BoxFuture<'a, Result<O, StepError>> {
+    Box::pin(async move {
+        match future.await {
+            Ok(out) => Ok(output(out)),
+            Err(e) => Err(error(e)),
+        }
+    })
+}
+
+/// [`Step::new_async`] for an async `#[saga_task]` function, whose future
+/// [`step_future`] has already converted.
+pub fn step_async<C, T: 'static, F>(name: &'static str, action: F) -> Step<C, T>
+where
+    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Step::from_action(name.into(), erase_async(action))
+}
+
+/// [`Step::shared_async`] for an async `#[saga_task]` function taking
+/// `&C` (see [`step_async`]).
+pub fn step_shared_async<C, T: 'static, F>(name: &'static str, action: F) -> Step<C, T>
+where
+    F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Step::from_action(name.into(), erase_shared_async(action))
+}
+
+/// [`Step::compensate_async`] for an async `#[saga_task]` compensation,
+/// whose future [`step_future`] has already converted.
+pub fn compensate_async<C: 'static, T: Send + Sync + 'static, G>(
+    step: Step<C, T>,
+    undo: G,
+) -> Step<C, T>
+where
+    G: for<'a> Fn(
+            &'a mut C,
+            Option<&'a T>,
+            &'a StepInfo<'a>,
+        ) -> BoxFuture<'a, Result<(), StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    step.compensate_converted_async(undo)
+}
+
+/// [`Step::compensate_shared_async`] for an async `#[saga_task]`
+/// compensation taking `&C` (see [`compensate_async`]).
+pub fn compensate_shared_async<C: 'static, T: Send + Sync + 'static, G>(
+    step: Step<C, T>,
+    undo: G,
+) -> Step<C, T>
+where
+    G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    step.compensate_converted_shared_async(undo)
 }
 
 /// Gives a `#[saga_task]` step its output codec when its output can be

@@ -305,6 +305,33 @@ where
     }))
 }
 
+impl<C, T: 'static> Step<C, T> {
+    /// Bounded by less than the constructors that call it, so that an
+    /// output that is not `Send + Sync` is reported by them, or by
+    /// `saga!`'s own checks, and not once more here (`__private`).
+    pub(crate) fn from_action(name: Arc<str>, action: Action<C>) -> Self {
+        Step {
+            def: StepDef {
+                name,
+                action,
+                undo: None,
+                retry: RetryPolicy::default(),
+                undo_retry: None,
+                timeout: None,
+                metadata: Metadata::new(),
+                cancel_safe: false,
+                pivot: false,
+                kind: StepKind::NoUndo,
+                // A `()` output needs no opt-in: there is nothing to lose.
+                codec: (std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>())
+                    .then(OutputCodec::of::<()>),
+                output_type: std::any::type_name::<T>(),
+            },
+            _output: PhantomData,
+        }
+    }
+}
+
 impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     /// A step whose action is a sync function of the context and the
     /// step's [`StepInfo`]. Its output is kept for its compensation.
@@ -438,28 +465,6 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
         step
     }
 
-    fn from_action(name: Arc<str>, action: Action<C>) -> Self {
-        Step {
-            def: StepDef {
-                name,
-                action,
-                undo: None,
-                retry: RetryPolicy::default(),
-                undo_retry: None,
-                timeout: None,
-                metadata: Metadata::new(),
-                cancel_safe: false,
-                pivot: false,
-                kind: StepKind::NoUndo,
-                // A `()` output needs no opt-in: there is nothing to lose.
-                codec: (std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>())
-                    .then(OutputCodec::of::<()>),
-                output_type: std::any::type_name::<T>(),
-            },
-            _output: PhantomData,
-        }
-    }
-
     /// Sets the compensation: a sync function of the context and this
     /// step's output, run on rollback if the step took effect (or may have).
     ///
@@ -484,7 +489,7 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
 
     /// Sets an async compensation (see [`compensate`](Self::compensate)).
     #[must_use]
-    pub fn compensate_async<E, G>(mut self, undo: G) -> Self
+    pub fn compensate_async<E, G>(self, undo: G) -> Self
     where
         E: Into<StepError> + 'static,
         G: for<'a> Fn(&'a mut C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), E>>
@@ -492,12 +497,29 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
             + Sync
             + 'static,
     {
+        self.compensate_converted_async(move |ctx, out, info| {
+            let fut = undo(ctx, out, info);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        })
+    }
+
+    /// [`compensate_async`](Self::compensate_async) for a compensation
+    /// whose future already returns a `StepError`: no second box to
+    /// convert it (`saga!`'s expansion, through `__private`).
+    pub(crate) fn compensate_converted_async<G>(mut self, undo: G) -> Self
+    where
+        G: for<'a> Fn(
+                &'a mut C,
+                Option<&'a T>,
+                &'a StepInfo<'a>,
+            ) -> BoxFuture<'a, Result<(), StepError>>
+            + Send
+            + Sync
+            + 'static,
+    {
         self.def.undo = Some(erase_async_undo(
             move |ctx, out, info| match downcast_output::<T>(out, info) {
-                Ok(out) => {
-                    let fut = undo(ctx, out, info);
-                    Box::pin(async move { fut.await.map_err(Into::into) })
-                }
+                Ok(out) => undo(ctx, out, info),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             },
         ));
@@ -524,7 +546,7 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     /// Sets an async compensation that only reads the context (`&C`); see
     /// [`compensate_shared`](Self::compensate_shared).
     #[must_use]
-    pub fn compensate_shared_async<E, G>(mut self, undo: G) -> Self
+    pub fn compensate_shared_async<E, G>(self, undo: G) -> Self
     where
         E: Into<StepError> + 'static,
         G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), E>>
@@ -532,12 +554,29 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
             + Sync
             + 'static,
     {
+        self.compensate_converted_shared_async(move |ctx, out, info| {
+            let fut = undo(ctx, out, info);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        })
+    }
+
+    /// [`compensate_shared_async`](Self::compensate_shared_async) for a
+    /// compensation whose future already returns a `StepError` (see
+    /// [`compensate_converted_async`](Self::compensate_converted_async)).
+    pub(crate) fn compensate_converted_shared_async<G>(mut self, undo: G) -> Self
+    where
+        G: for<'a> Fn(
+                &'a C,
+                Option<&'a T>,
+                &'a StepInfo<'a>,
+            ) -> BoxFuture<'a, Result<(), StepError>>
+            + Send
+            + Sync
+            + 'static,
+    {
         self.def.undo = Some(erase_shared_async_undo(
             move |ctx, out, info| match downcast_output::<T>(out, info) {
-                Ok(out) => {
-                    let fut = undo(ctx, out, info);
-                    Box::pin(async move { fut.await.map_err(Into::into) })
-                }
+                Ok(out) => undo(ctx, out, info),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             },
         ));

@@ -95,23 +95,40 @@ fn metadata<'a>(pairs: impl IntoIterator<Item = &'a (Ident, LitStr)>) -> TokenSt
     quote!(&[#(#pairs),*])
 }
 
-/// The call of the function from a closure of `(ctx, output, info)`.
-fn call(item: &ItemFn, task: &TaskFn, output: bool) -> TokenStream {
+/// The call of the function from a closure of `(ctx, info)` for a step,
+/// `(ctx, output, info)` for a compensation (`undo`).
+fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
     let ident = &item.sig.ident;
-    let output = output.then(|| quote!(__saga_output,));
+    let output = (undo && task.output_param.is_some()).then(|| quote!(__saga_output,));
     let info = task.info.then(|| quote!(__saga_info));
     let call = quote!(#ident(__saga_ctx, #output #info));
     // The error converts at the error type, so that a wrong one is
     // reported there, once (see `step_result`); every token of the path
     // carries that span.
     if task.is_async {
-        let convert = quote_spanned! {task.error_span=>
-            ::saga_core::__private::step_future(__saga_future)
+        // One boxed future, made by `step_future` around the function's
+        // own. Each part is spanned where its check is reported: the
+        // future at the `async` (not `Send`), the output's boxing at the
+        // output type (not `Send + Sync`), the error's conversion at the
+        // error type. The error's conversion is a closure rather than the
+        // path `Into::into`, which would be checked again at the call, at
+        // the attribute: see `allow_closure`.
+        let p = private();
+        let future = quote_spanned!(item.sig.span()=> __saga_future);
+        let output = if undo {
+            quote!(|__saga_ok: ()| __saga_ok)
+        } else {
+            let ok = &task.ok;
+            quote_spanned! {ok.span()=>
+                |__saga_ok: #ok| -> #p::Erased { ::std::boxed::Box::new(__saga_ok) }
+            }
         };
-        let boxed = quote_spanned!(item.sig.span()=> ::std::boxed::Box::pin(#call));
+        let error = quote_spanned! {task.error_span=>
+            |__saga_error| ::core::convert::Into::<#p::StepError>::into(__saga_error)
+        };
         quote!({
-            let __saga_future: ::saga_core::__private::BoxFuture<'_, _> = #boxed;
-            #convert
+            let __saga_future = #call;
+            #p::step_future(#future, #output, #error)
         })
     } else {
         let convert = quote_spanned!(task.error_span=> ::saga_core::__private::step_result);
@@ -121,6 +138,14 @@ fn call(item: &ItemFn, task: &TaskFn, output: bool) -> TokenStream {
             #result
         })
     }
+}
+
+/// The error's conversion in an async function's call (see `call`) is a
+/// closure that clippy would have the user's code replace by a path, since
+/// it carries the user's spans.
+fn allow_closure(task: &TaskFn) -> Option<TokenStream> {
+    task.is_async
+        .then(|| quote!(#[allow(clippy::redundant_closure)]))
 }
 
 /// Input:
@@ -153,25 +178,31 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             .output_param
             .as_ref()
             .map_or_else(|| quote!(()), ToTokens::to_token_stream);
-        let call = call(item, task, task.output_param.is_some());
-        let compensate = match (task.shared, task.is_async) {
-            (false, false) => quote!(compensate),
-            (false, true) => quote!(compensate_async),
-            (true, false) => quote!(compensate_shared),
-            (true, true) => quote!(compensate_shared_async),
+        let call = call(item, task, true);
+        let closure = quote! {
+            |__saga_ctx, __saga_output, __saga_info| {
+                let _ = (&__saga_output, &__saga_info);
+                #call
+            }
+        };
+        // Async ones through `__private`, which boxes their futures once.
+        let attach = match (task.shared, task.is_async) {
+            (false, false) => quote!(step.compensate(#closure)),
+            (false, true) => quote!(#p::compensate_async(step, #closure)),
+            (true, false) => quote!(step.compensate_shared(#closure)),
+            (true, true) => quote!(#p::compensate_shared_async(step, #closure)),
         };
         let shared = task.shared;
+        let allow = allow_closure(task);
         out.extend(quote! {
             impl #p::UndoContext<#ctx> for #ident {
                 type Checked = #ident;
                 const SHARED: bool = #shared;
             }
             impl #p::UndoOutput<#ctx, #output> for #ident {
+                #allow
                 fn attach(step: #p::Step<#ctx, #output>) -> #p::Step<#ctx, #output> {
-                    step.#compensate(|__saga_ctx, __saga_output, __saga_info| {
-                        let _ = (&__saga_output, &__saga_info);
-                        #call
-                    })
+                    #attach
                 }
             }
         });
@@ -196,6 +227,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let call = call(item, task, false);
+    let allow = allow_closure(task);
     // Spanned at the output type: an output that serde can log only when it
     // borrows `'static` data (`&'static str`) fails here, and the error
     // should point at that type.
@@ -203,11 +235,12 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     // A `&C` function is a shared step, so that it can be a `parallel`
     // branch; it runs as an ordinary step as well.
     let shared = task.shared;
+    // Async ones through `__private`, which boxes their futures once.
     let constructor = match (shared, is_async) {
-        (false, false) => quote!(new),
-        (false, true) => quote!(new_async),
-        (true, false) => quote!(shared),
-        (true, true) => quote!(shared_async),
+        (false, false) => quote!(#p::Step::new),
+        (false, true) => quote!(#p::step_async),
+        (true, false) => quote!(#p::Step::shared),
+        (true, true) => quote!(#p::step_shared_async),
     };
     let undo_shared = match &args.compensate {
         Some((_, undo)) => {
@@ -238,9 +271,10 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
 
+            #allow
             fn action(name: &'static str) -> #p::Step<#ctx, #ok> {
                 use #p::{Durable as _, InMemory as _};
-                let __saga_step = #p::Step::#constructor(name, |__saga_ctx, __saga_info| {
+                let __saga_step = #constructor(name, |__saga_ctx, __saga_info| {
                     let _ = &__saga_info;
                     #call
                 });

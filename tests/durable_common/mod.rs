@@ -3,6 +3,9 @@
 //! that a test can place at any step or compensation.
 #![allow(dead_code)]
 
+pub mod fencing;
+pub mod submitted;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

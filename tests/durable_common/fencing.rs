@@ -1,0 +1,182 @@
+//! The store contract every [`SagaStore`] keeps, checked on a fresh store
+//! by each store's test binary: the log, leases and fencing, cancel
+//! requests, unknown ids, creation with first events, and purging.
+
+use std::time::Duration;
+
+use saga_core::store::{Created, Event, EventKind, NewExecution, SagaStore, StoreError};
+use saga_core::{ExecutionId, ExecutionStatus};
+
+/// A new execution `id` of saga `order`, definition `f`, no events.
+pub fn new(id: &str) -> NewExecution {
+    NewExecution {
+        id: ExecutionId::new(id),
+        saga: "order".into(),
+        fingerprint: "f".into(),
+        context: "{}".into(),
+        events: Vec::new(),
+    }
+}
+
+/// The whole contract on `store`, which must be empty; `name` labels
+/// failures.
+pub async fn contract(name: &str, store: &dyn SagaStore) {
+    let Created::New(old) = store.create(new("x"), "a", Duration::ZERO).await.unwrap() else {
+        panic!("{name}: not created")
+    };
+    let id = ExecutionId::new("x");
+    // A retried create writes nothing and reports the execution.
+    let Created::Existing(existing) = store.create(new("x"), "c", Duration::ZERO).await.unwrap()
+    else {
+        panic!("{name}: created twice")
+    };
+    assert_eq!(existing.owner.as_deref(), Some("a"), "{name}");
+    // `a`'s lease expired at once (on the store's clock): `b` takes over.
+    let taken = store
+        .claim(&id, "b", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(taken.token > old.token, "{name}");
+    let err = store
+        .append(
+            &id,
+            &old,
+            vec![Event::new(1, EventKind::StepStarted)],
+            ExecutionStatus::Running,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{name}: {err}");
+    assert_eq!(
+        err.to_string(),
+        "the lease on execution `x` was lost to another owner; this owner stopped writing its log",
+        "{name}"
+    );
+    assert!(store.events(&id).await.unwrap().is_empty(), "{name}");
+    assert!(
+        matches!(
+            store.renew(&id, &old).await.unwrap_err(),
+            StoreError::LeaseLost { .. }
+        ),
+        "{name}"
+    );
+    // `b` holds a live lease: `a` cannot claim it back.
+    assert!(
+        store
+            .claim(&id, "a", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "{name}"
+    );
+    let mut started = Event::new(1, EventKind::StepStarted);
+    started.step = Some(0);
+    started.attempt = 1;
+    let mut done = Event::new(2, EventKind::StepSucceeded);
+    done.step = Some(0);
+    done.attempt = 1;
+    done.output = Some("7".into());
+    done.context = Some("{\"k\":1}".into());
+    store
+        .append(&id, &taken, vec![started, done], ExecutionStatus::Running)
+        .await
+        .unwrap();
+    let events = store.events(&id).await.unwrap();
+    assert_eq!(events.len(), 2, "{name}");
+    assert_eq!(events[1].output.as_deref(), Some("7"), "{name}");
+    assert_eq!(events[1].context.as_deref(), Some("{\"k\":1}"), "{name}");
+    assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 2, "{name}");
+    // A gap in the sequence is refused, and writes nothing.
+    let err = store
+        .append(
+            &id,
+            &taken,
+            vec![Event::new(4, EventKind::StepStarted)],
+            ExecutionStatus::Running,
+        )
+        .await
+        .unwrap_err();
+    // Each store words what it expected its own way (PostgreSQL and
+    // SQLite: the log's end, 3; memory: the next sequence number, 3).
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::BadRecord { .. }), "{name}: {err}");
+    assert!(
+        text.starts_with("event 4 of execution `x`")
+            && (text.contains("expected 3") || text.contains("expected sequence number 3")),
+        "{name}: {err}"
+    );
+    assert_eq!(store.events(&id).await.unwrap().len(), 2, "{name}");
+    // A cancel request reaches the owner at its next write.
+    assert!(store.request_cancel(&id).await.unwrap(), "{name}");
+    assert!(
+        store.renew(&id, &taken).await.unwrap().cancel_requested,
+        "{name}"
+    );
+    assert!(
+        !store
+            .request_cancel(&ExecutionId::new("nope"))
+            .await
+            .unwrap(),
+        "{name}"
+    );
+    assert!(
+        matches!(
+            store
+                .claim(&ExecutionId::new("nope"), "a", Duration::ZERO)
+                .await
+                .unwrap_err(),
+            StoreError::NotFound { .. }
+        ),
+        "{name}"
+    );
+    // Finished and old enough: purged.
+    store
+        .append(
+            &id,
+            &taken,
+            vec![Event::new(3, EventKind::Finished)],
+            ExecutionStatus::Completed,
+        )
+        .await
+        .unwrap();
+    // The finishing write released the lease in the same commit.
+    let record = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.owner, record.lease_expires_at_ms),
+        (None, None),
+        "{name}"
+    );
+    store.release(&id, &taken).await.unwrap();
+    // A creation commits its first events with it.
+    let mut first = Event::new(1, EventKind::StepStarted);
+    first.step = Some(0);
+    first.attempt = 1;
+    let mut with_events = new("z");
+    with_events.events = vec![first];
+    let Created::New(z) = store
+        .create(with_events, "a", Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("{name}: not created")
+    };
+    let zid = ExecutionId::new("z");
+    assert_eq!(store.events(&zid).await.unwrap().len(), 1, "{name}");
+    assert_eq!(
+        store.get(&zid).await.unwrap().unwrap().last_seq,
+        1,
+        "{name}"
+    );
+    store
+        .append(
+            &zid,
+            &z,
+            vec![Event::new(2, EventKind::Finished)],
+            ExecutionStatus::Completed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.purge(i64::MAX).await.unwrap(), 2, "{name}");
+    assert!(store.get(&id).await.unwrap().is_none(), "{name}");
+}
