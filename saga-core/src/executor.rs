@@ -410,7 +410,9 @@ impl State {
     /// Every step's [`Extra`], allocated the first time.
     fn extra(&mut self) -> &mut [Extra] {
         if self.extra.is_empty() {
-            self.extra.resize_with(self.records.len(), Extra::default);
+            // Collected (one allocation of the exact size) rather than
+            // resized (the vector's out-of-line growth path).
+            self.extra = self.records.iter().map(|_| Extra::default()).collect();
         }
         &mut self.extra
     }
