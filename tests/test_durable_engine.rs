@@ -901,3 +901,58 @@ async fn a_run_stuck_after_the_pivot_goes_forward_when_resumed() {
         assert_eq!(context, r#"{"done":["charge","ship"]}"#, "{name}");
     }
 }
+
+/// A saga whose `slow` step takes at least 40 ms, whose compensation takes
+/// at least 40 ms, and whose last step fails.
+fn slow_then_failing() -> Saga<Order> {
+    Saga::builder("slow")
+        .step(
+            Step::new("slow", |_: &mut Order, _: &StepInfo<'_>| {
+                std::thread::sleep(Duration::from_millis(40));
+                Ok::<_, StepError>(())
+            })
+            .compensate(|_: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                std::thread::sleep(Duration::from_millis(40));
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("never", |_: &mut Order, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("refused"))
+        }))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_rebuilt_from_the_log_has_the_durations_its_timestamps_give() {
+    for (name, store) in stores("logged-durations") {
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(slow_then_failing()).await.unwrap();
+        let id = engine.start("slow", Order::default()).await.unwrap();
+        let live = engine.wait(&id).await.unwrap();
+        assert_eq!(live.status, ExecutionStatus::Compensated, "{name}");
+
+        let rebuilt = SagaEngine::with_store(Arc::clone(&store))
+            .report(&id)
+            .await
+            .unwrap();
+        assert_eq!(rebuilt.statuses(), live.statuses(), "{name}");
+        // Sleeps of 40 ms between two timestamps in whole milliseconds: at
+        // least 39 (a slower machine only makes them longer).
+        let slow = &rebuilt.steps[0];
+        assert!(
+            slow.duration >= Duration::from_millis(39),
+            "{name}: {slow:?}"
+        );
+        assert!(
+            slow.compensation_duration >= Duration::from_millis(39),
+            "{name}: {slow:?}"
+        );
+        assert!(
+            rebuilt.duration >= slow.duration + slow.compensation_duration,
+            "{name}: {rebuilt:?}"
+        );
+        // A step with no compensation has none to time.
+        assert_eq!(rebuilt.steps[1].compensation_duration, Duration::ZERO);
+    }
+}

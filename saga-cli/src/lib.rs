@@ -43,6 +43,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use saga_core::store::{
     Event, EventKind, ExecutionRecord, SagaStore, SqliteOptions, SqliteStore, StoreError,
+    logged_durations,
 };
 use saga_core::{EngineError, ExecutionId, ExecutionStatus, SagaEngine, SagaReport, diagram};
 use serde::Serialize;
@@ -440,37 +441,6 @@ async fn record(engine: &SagaEngine, id: &str) -> Result<(ExecutionRecord, Vec<E
     Ok((view.record, view.events))
 }
 
-/// Per step: time spent in its action and in its compensation, from the
-/// first start to the last end in the log (wall clock, milliseconds).
-fn durations(steps: usize, events: &[Event]) -> Vec<(Option<i64>, Option<i64>)> {
-    let mut spans: Vec<[(Option<i64>, Option<i64>); 2]> = vec![[(None, None); 2]; steps];
-    for event in events {
-        let Some(step) = event.step.map(|s| s as usize).filter(|&s| s < steps) else {
-            continue;
-        };
-        let (which, start) = match event.kind {
-            EventKind::StepStarted => (0, true),
-            EventKind::StepSucceeded | EventKind::StepFailed => (0, false),
-            EventKind::CompensationStarted => (1, true),
-            EventKind::CompensationSucceeded | EventKind::CompensationFailed => (1, false),
-            _ => continue,
-        };
-        let span = &mut spans[step][which];
-        if start {
-            span.0.get_or_insert(event.at_ms);
-        } else {
-            span.1 = Some(event.at_ms);
-        }
-    }
-    spans
-        .into_iter()
-        .map(|[action, undo]| {
-            let took = |(a, b): (Option<i64>, Option<i64>)| Some(b? - a?);
-            (took(action), took(undo))
-        })
-        .collect()
-}
-
 fn seconds(ms: Option<i64>) -> String {
     ms.map_or_else(
         || "-".to_owned(),
@@ -517,7 +487,7 @@ fn resume_pending(events: &[Event]) -> bool {
 async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<String, CliError> {
     let (record, events) = record(engine, id).await?;
     let report: SagaReport = engine.report(&record.id).await?;
-    let times = durations(report.steps.len(), &events);
+    let times = logged_durations(report.steps.len(), &events);
     let step_name = |e: &Event| {
         e.step
             .and_then(|s| report.steps.get(s as usize))

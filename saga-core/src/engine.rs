@@ -24,7 +24,7 @@ use crate::saga::{RunOptions, Saga, StepShape};
 use crate::step::{BoxFuture, Output, StepKind};
 use crate::store::{
     Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution,
-    SagaStore, StoreError, now_ms,
+    SagaStore, StoreError, logged_durations, now_ms,
 };
 
 /// An error of the engine. Each says what to do; none comes with a record
@@ -502,7 +502,8 @@ impl SagaEngine {
     /// Waits for an execution to end (in this process or another) and
     /// returns its report: the run's own if this engine is running it when
     /// `wait` is called, otherwise one rebuilt from the log (statuses,
-    /// outcomes, attempts and errors; no durations).
+    /// outcomes, attempts and errors; durations from the log's timestamps,
+    /// to the millisecond, including any time spent waiting for recovery).
     ///
     /// `wait` ends when the execution does, whoever runs it: a run another
     /// owner holds, one [submitted](Self::submit) that no one has run yet,
@@ -682,7 +683,9 @@ impl SagaEngine {
 
     /// An execution's report, rebuilt from its log and its definition's
     /// stored shape, whatever its status (statuses, outcomes, attempts and
-    /// errors; no durations). Needs no registered definition: for tools.
+    /// errors; durations from the log's timestamps, to the millisecond,
+    /// including any time spent waiting for recovery). Needs no registered
+    /// definition: for tools.
     ///
     /// # Errors
     /// [`EngineError::NotFound`], store errors (a definition missing from
@@ -1108,11 +1111,20 @@ impl SagaEngine {
         let events = store.events(&record.id).await?;
         let folded = fold(&record.id, shape.steps.len(), &events)?;
         let rolled_back = matches!(folded.phase, ResumePhase::Rollback { .. });
+        // Durations by the log's timestamps; zero where a span is missing
+        // or the clock went back.
+        let since = |ms: Option<i64>| Duration::from_millis(ms.map_or(0, |ms| ms.max(0) as u64));
+        let spans = logged_durations(shape.steps.len(), &events);
+        let run = events
+            .first()
+            .zip(events.last())
+            .map(|(first, last)| last.at_ms - first.at_ms);
         let steps = shape
             .steps
             .iter()
             .zip(folded.steps)
-            .map(|(s, f)| StepReport {
+            .zip(spans)
+            .map(|((s, f), (action, undo))| StepReport {
                 name: s.name.as_str().into(),
                 kind: kind_from_label(&s.kind),
                 // A rollback passes over a step with nothing to undo that
@@ -1130,8 +1142,8 @@ impl SagaEngine {
                 outcome: f.outcome,
                 attempts: f.attempts,
                 compensation_attempts: f.compensation_attempts,
-                duration: Duration::ZERO,
-                compensation_duration: Duration::ZERO,
+                duration: since(action),
+                compensation_duration: since(undo),
                 last_error: f.last_error,
             })
             .collect();
@@ -1141,7 +1153,7 @@ impl SagaEngine {
             status: record.status,
             steps,
             cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored),
-            duration: Duration::ZERO,
+            duration: since(run),
         })
     }
 }

@@ -173,6 +173,40 @@ pub struct Event {
     pub at_ms: i64,
 }
 
+/// Per step of a log with `steps` steps: the milliseconds its action and
+/// its compensation took by the log's timestamps, each from its first
+/// start to its last success or failure (`None` where the log has no such
+/// pair: not run, or not ended). Wall clock: the time includes any wait for
+/// a retry or a recovery, and a clock that went back gives a negative span.
+pub fn logged_durations(steps: usize, events: &[Event]) -> Vec<(Option<i64>, Option<i64>)> {
+    let mut spans: Vec<[(Option<i64>, Option<i64>); 2]> = vec![[(None, None); 2]; steps];
+    for event in events {
+        let Some(step) = event.step.map(|s| s as usize).filter(|&s| s < steps) else {
+            continue;
+        };
+        let (which, start) = match event.kind {
+            EventKind::StepStarted => (0, true),
+            EventKind::StepSucceeded | EventKind::StepFailed => (0, false),
+            EventKind::CompensationStarted => (1, true),
+            EventKind::CompensationSucceeded | EventKind::CompensationFailed => (1, false),
+            _ => continue,
+        };
+        let span = &mut spans[step][which];
+        if start {
+            span.0.get_or_insert(event.at_ms);
+        } else {
+            span.1 = Some(event.at_ms);
+        }
+    }
+    spans
+        .into_iter()
+        .map(|[action, undo]| {
+            let took = |(a, b): (Option<i64>, Option<i64>)| Some(b? - a?);
+            (took(action), took(undo))
+        })
+        .collect()
+}
+
 impl Event {
     /// An event of `kind` at `seq`, with nothing else set.
     pub fn new(seq: u64, kind: EventKind) -> Self {
