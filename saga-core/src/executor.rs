@@ -595,7 +595,7 @@ fn forward<'a, C>(
                             &mut *ctx,
                             &mut state.records[index],
                             state.mark,
-                            Brakes::of(env, step, pivot_done),
+                            pivot_done,
                         );
                         pivot_done |= step.pivot && result.is_ok();
                         break 'step state.step_ended(index, result);
@@ -802,7 +802,7 @@ fn run_sync_action<C>(
     ctx: &mut C,
     record: &mut Record,
     start: Instant,
-    brakes: Brakes<'_>,
+    pivot_done: bool,
 ) -> Result<Instant, Halt> {
     if record.status == StepStatus::Succeeded {
         return Ok(start);
@@ -832,6 +832,9 @@ fn run_sync_action<C>(
             }
             Err(error) => error,
         };
+        // The brakes are read only after a failure: not made for every
+        // step that succeeds.
+        let brakes = Brakes::of(env, step, pivot_done);
         let Some(delay) = action_failed(env, step, record, attempt, &error, &brakes) else {
             return Err(action_gave_up(record, start, now, error));
         };
