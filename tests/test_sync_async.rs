@@ -104,6 +104,58 @@ fn sync_only_saga_runs_blocking_without_any_runtime() {
     assert_eq!(clock.sleeps(), [ms(100)]);
 }
 
+/// `run_blocking` keeps the records of a sync saga of up to 16 steps on
+/// its stack and allocates them for more: both sides of that bound run,
+/// report and compensate (with each step's output) the same.
+#[test]
+fn sync_sagas_at_and_past_the_blocking_records_bound() {
+    const NAMES: [&str; 17] = [
+        "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
+        "s14", "s15", "s16",
+    ];
+    for steps in [15, 16, 17] {
+        let build = |fail: bool| {
+            let mut builder = Saga::builder("long");
+            for &name in &NAMES[..steps - 1] {
+                builder = builder.step(compensable(name));
+            }
+            let last = NAMES[steps - 1];
+            builder
+                .step(if fail {
+                    failing(last, declined)
+                } else {
+                    compensable(last)
+                })
+                .build()
+                .unwrap()
+        };
+        let mut rec = Rec::default();
+        let report = build(false).run_blocking(&mut rec).unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{steps} steps");
+        assert_eq!(report.steps.len(), steps);
+        for (step, name) in report.steps.iter().zip(NAMES) {
+            assert_eq!(&*step.name, name);
+            assert_eq!(step.attempts, 1, "{name} of {steps}");
+        }
+        assert_eq!(rec.effects.len(), steps);
+
+        let mut rec = Rec::default();
+        let error = build(true).run_blocking(&mut rec).unwrap_err();
+        let SagaError::Compensated { report, .. } = &error else {
+            panic!("{steps} steps: not compensated: {error}");
+        };
+        assert_eq!(report.steps.len(), steps);
+        let forward = NAMES[..steps - 1].iter().map(|name| format!("do {name}"));
+        let tried = std::iter::once(format!("try {}#1", NAMES[steps - 1]));
+        let undone = NAMES[..steps - 1]
+            .iter()
+            .rev()
+            .map(|name| format!("undo {name} with {name}-out"));
+        let expected: Vec<String> = forward.chain(tried).chain(undone).collect();
+        assert_eq!(rec.effects, expected, "{steps} steps");
+    }
+}
+
 #[tokio::test]
 async fn sync_only_saga_runs_with_run_too() {
     let saga = Saga::builder("sync")

@@ -154,8 +154,8 @@ pub(crate) struct Extra {
 
 /// What a run changes as it goes. Lives in the run's future; nothing of it
 /// is in the definition.
-struct State {
-    records: Vec<Record>,
+struct State<'a> {
+    records: Records<'a>,
     /// One per step once a step failed for good or a rollback started;
     /// empty (no allocation) until then.
     extra: Vec<Extra>,
@@ -231,13 +231,18 @@ impl<'t> Brakes<'t> {
 /// This and [`execute_durable`] are not `async fn`s: they return the future
 /// of [`run_execution`] itself, so no wrapper future stores the arguments
 /// once more in every run in flight.
+///
+/// `lent`, when given, is where the run keeps its step records (one per
+/// step, fresh, as [`Record::fresh`] makes them): `run_blocking` lends an
+/// array on its stack, which saves the run an allocation and a free.
 pub(crate) fn execute<'a, C>(
     saga: &'a SagaInner<C>,
     ctx: &'a mut C,
     options: RunOptions,
     blocking: bool,
+    lent: Option<&'a mut [Record]>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
-    execute_durable(saga, ctx, options, blocking, None, None)
+    start(saga, ctx, options, blocking, None, None, lent)
 }
 
 /// Runs one execution, journaled when `journal` is given, from the state a
@@ -249,6 +254,19 @@ pub(crate) fn execute_durable<'a, C>(
     blocking: bool,
     journal: Option<&'a dyn Journal<C>>,
     resume: Option<Resume>,
+) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
+    start(saga, ctx, options, blocking, journal, resume, None)
+}
+
+/// [`execute`] and [`execute_durable`].
+fn start<'a, C>(
+    saga: &'a SagaInner<C>,
+    ctx: &'a mut C,
+    options: RunOptions,
+    blocking: bool,
+    journal: Option<&'a dyn Journal<C>>,
+    resume: Option<Resume>,
+    lent: Option<&'a mut [Record]>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
     let RunOptions {
         execution_id,
@@ -278,11 +296,11 @@ pub(crate) fn execute_durable<'a, C>(
     #[cfg(feature = "tracing")]
     {
         let id = env.id.clone();
-        let run = run_execution(env, ctx, resume);
+        let run = run_execution(env, ctx, resume, lent);
         async move { crate::spans::execution(&saga.name, &id, run).await }
     }
     #[cfg(not(feature = "tracing"))]
-    run_execution(env, ctx, resume)
+    run_execution(env, ctx, resume, lent)
 }
 
 /// The body of a run. Not an `async fn`: an `async fn` keeps each argument
@@ -295,11 +313,12 @@ fn run_execution<'a, C>(
     mut env: Env<'a, C>,
     ctx: &'a mut C,
     resume: Option<Box<Resume>>,
+    lent: Option<&'a mut [Record]>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
     async move {
         let started = env.now();
         env.started = Some(started);
-        let mut state = State::new(env.saga, started);
+        let mut state = State::new(env.saga, started, lent);
         env.emit(&SagaEvent::SagaStarted);
         // A recovered run that was rolling back goes on rolling back. (Its
         // cause is boxed, and each match ends before the next await: a
@@ -331,7 +350,7 @@ fn run_execution<'a, C>(
 /// Logs the end of a durable run.
 async fn finish_durable<C>(
     env: &Env<'_, C>,
-    state: &mut State,
+    state: &mut State<'_>,
     ctx: &mut C,
     result: Result<SagaReport, SagaError>,
 ) -> Result<SagaReport, SagaError> {
@@ -354,7 +373,7 @@ async fn finish_durable<C>(
 }
 
 /// Ends a run whose journal failed.
-fn store_error<C>(env: &Env<'_, C>, state: &mut State, error: StoreError) -> SagaError {
+fn store_error<C>(env: &Env<'_, C>, state: &mut State<'_>, error: StoreError) -> SagaError {
     let duration = env.since_start(env.now());
     let report = state.report(env, state.status, duration);
     SagaError::Store {
@@ -364,19 +383,55 @@ fn store_error<C>(env: &Env<'_, C>, state: &mut State, error: StoreError) -> Sag
     }
 }
 
-impl State {
-    fn new<C>(saga: &SagaInner<C>, started: Instant) -> Self {
-        let records = saga
-            .steps
-            .iter()
-            .map(|_| Record {
-                output: None,
-                duration: Duration::ZERO,
-                attempts: 0,
-                status: StepStatus::Pending,
-                outcome: Outcome::NotStarted,
-            })
-            .collect();
+impl Record {
+    /// A step's record before the run: not started.
+    pub(crate) fn fresh() -> Self {
+        Record {
+            output: None,
+            duration: Duration::ZERO,
+            attempts: 0,
+            status: StepStatus::Pending,
+            outcome: Outcome::NotStarted,
+        }
+    }
+}
+
+/// Where a run keeps its step records.
+enum Records<'a> {
+    /// Its own vector.
+    Owned(Vec<Record>),
+    /// Lent by the caller (`run_blocking`'s stack): no allocation.
+    Lent(&'a mut [Record]),
+}
+
+impl std::ops::Deref for Records<'_> {
+    type Target = [Record];
+
+    #[inline(always)]
+    fn deref(&self) -> &[Record] {
+        match self {
+            Records::Owned(records) => records,
+            Records::Lent(records) => records,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Records<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [Record] {
+        match self {
+            Records::Owned(records) => records,
+            Records::Lent(records) => records,
+        }
+    }
+}
+
+impl<'a> State<'a> {
+    fn new<C>(saga: &SagaInner<C>, started: Instant, lent: Option<&'a mut [Record]>) -> Self {
+        let records = match lent {
+            Some(records) if records.len() == saga.steps.len() => Records::Lent(records),
+            _ => Records::Owned(saga.steps.iter().map(|_| Record::fresh()).collect()),
+        };
         State {
             records,
             extra: Vec::new(),
@@ -485,7 +540,7 @@ impl State {
         status: ExecutionStatus,
         duration: Duration,
     ) -> SagaReport {
-        let definition = env.saga.steps.iter().zip(&self.records);
+        let definition = env.saga.steps.iter().zip(self.records.iter());
         // Without a failure there is no `Extra`: that loop, the common one,
         // does not look for it.
         let steps = if self.extra.is_empty() {
@@ -547,7 +602,7 @@ fn step_report<C>(step: &StepDef<C>, record: &Record, extra: Option<&mut Extra>)
 #[allow(clippy::manual_async_fn)]
 fn forward<'a, C>(
     env: &'a Env<'_, C>,
-    state: &'a mut State,
+    state: &'a mut State<'_>,
     ctx: &'a mut C,
 ) -> impl Future<Output = Result<(), Stop>> + 'a {
     async move {
@@ -1044,7 +1099,7 @@ fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, StepError> {
 /// every step that took effect or may have.
 async fn rollback<C>(
     env: &Env<'_, C>,
-    state: &mut State,
+    state: &mut State<'_>,
     ctx: &mut C,
     stop: Stop,
 ) -> Result<SagaReport, SagaError> {
@@ -1335,7 +1390,7 @@ fn attempt_undo<'a, C, A: Access<C>>(
 /// Ends a run stuck going forward at step `index` of node `node`.
 fn stuck_forward<C>(
     env: &Env<'_, C>,
-    state: &mut State,
+    state: &mut State<'_>,
     node: usize,
     index: usize,
     error: StepError,
@@ -1375,7 +1430,7 @@ impl<C> Node<C> {
 }
 
 /// Ends a rollback whose journal failed.
-fn aborted<C>(env: &Env<'_, C>, state: &mut State) -> SagaError {
+fn aborted<C>(env: &Env<'_, C>, state: &mut State<'_>) -> SagaError {
     let error = env.take_abort().unwrap_or_else(|| StoreError::Closed {
         store: "the journal".to_owned(),
     });

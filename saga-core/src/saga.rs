@@ -11,7 +11,7 @@ use crate::cancel::CancellationToken;
 use crate::clock::Clock;
 use crate::context::Context;
 use crate::error::{BuildError, SagaError};
-use crate::executor::{self, GroupOps};
+use crate::executor::{self, GroupOps, Record};
 use crate::id::ExecutionId;
 use crate::observer::SagaObserver;
 use crate::policy::{RetryOn, RetryPolicy};
@@ -241,7 +241,7 @@ impl<C: Send + 'static> Saga<C> {
         &'a self,
         ctx: &'a mut C,
     ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
-        executor::execute(&self.inner, ctx, RunOptions::new(), false)
+        executor::execute(&self.inner, ctx, RunOptions::new(), false, None)
     }
 
     /// [`run`](Self::run) with options: an execution id, a clock, a
@@ -254,7 +254,7 @@ impl<C: Send + 'static> Saga<C> {
         ctx: &'a mut C,
         options: RunOptions,
     ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
-        executor::execute(&self.inner, ctx, options, false)
+        executor::execute(&self.inner, ctx, options, false, None)
     }
 
     /// Runs the saga on the calling thread, without an async runtime when
@@ -280,15 +280,27 @@ impl<C: Send + 'static> Saga<C> {
         options: RunOptions,
     ) -> Result<SagaReport, SagaError> {
         if !self.inner.has_async {
+            // The run's records on this stack, when its steps are few: no
+            // allocation for them (about 100 instructions a run fewer, by
+            // callgrind).
+            let mut records: [Record; LENT_RECORDS] = std::array::from_fn(|_| Record::fresh());
+            let lent = records.get_mut(..self.inner.steps.len());
             return crate::blocking::block_on_ready(executor::execute(
                 &self.inner,
                 ctx,
                 options,
                 true,
+                lent,
             ));
         }
         let drive = move || {
-            crate::blocking::block_on_runtime(executor::execute(&self.inner, ctx, options, false))
+            crate::blocking::block_on_runtime(executor::execute(
+                &self.inner,
+                ctx,
+                options,
+                false,
+                None,
+            ))
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             std::thread::scope(|scope| {
@@ -302,6 +314,10 @@ impl<C: Send + 'static> Saga<C> {
         }
     }
 }
+
+/// How many steps' records a sync `run_blocking` keeps on its stack (40
+/// bytes each); a saga with more steps allocates them.
+const LENT_RECORDS: usize = 16;
 
 /// Builds a [`Saga`]; [`build`](SagaBuilder::build) checks the definition.
 pub struct SagaBuilder<C> {
