@@ -1422,6 +1422,7 @@ where
                 false,
                 Some(&journal),
                 resume,
+                None,
             );
             let mut run = std::pin::pin!(run);
             let period = job.lease.ttl / 3;

@@ -242,24 +242,13 @@ pub(crate) fn execute<'a, C>(
     blocking: bool,
     lent: Option<&'a mut [Record]>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
-    start(saga, ctx, options, blocking, None, None, lent)
+    execute_durable(saga, ctx, options, blocking, None, None, lent)
 }
 
 /// Runs one execution, journaled when `journal` is given, from the state a
-/// log recorded when `resume` is given.
+/// log recorded when `resume` is given; its records in `lent` when given
+/// (as for [`execute`]).
 pub(crate) fn execute_durable<'a, C>(
-    saga: &'a SagaInner<C>,
-    ctx: &'a mut C,
-    options: RunOptions,
-    blocking: bool,
-    journal: Option<&'a dyn Journal<C>>,
-    resume: Option<Resume>,
-) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
-    start(saga, ctx, options, blocking, journal, resume, None)
-}
-
-/// [`execute`] and [`execute_durable`].
-fn start<'a, C>(
     saga: &'a SagaInner<C>,
     ctx: &'a mut C,
     options: RunOptions,
