@@ -8,6 +8,7 @@
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -236,7 +237,12 @@ struct EngineInner {
     store: Arc<dyn SagaStore>,
     owner: String,
     registry: RwLock<Registry>,
+    /// The executions this engine is claiming or running, at most one
+    /// entry (so one run) per id: an entry is made before the first await
+    /// of whatever may lead to a run, and removed only by whoever made it.
     live: Mutex<HashMap<ExecutionId, Live>>,
+    /// The next [`Live::slot`].
+    slots: AtomicU64,
 }
 
 #[derive(Default)]
@@ -246,11 +252,58 @@ struct Registry {
     by_fingerprint: HashMap<String, Arc<dyn Runner>>,
 }
 
+/// An entry of the live set.
 struct Live {
+    /// Who made the entry: only they remove or replace it.
+    slot: u64,
+    /// The run, once launched; `None` while its maker is still claiming
+    /// (or, for an operator's command, writing under the lease).
+    run: Option<LiveRun>,
+}
+
+impl Live {
+    /// Whether the entry stands for work going on (a claim, or a run that
+    /// has not ended), as opposed to a run that stopped and stays listed
+    /// for `wait`.
+    fn active(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_none_or(|run| run.done.borrow().is_none())
+    }
+}
+
+/// A run of this engine.
+struct LiveRun {
     cancel: CancellationToken,
     done: watch::Receiver<Option<Done>>,
     task: tokio::task::AbortHandle,
     lease: Lease,
+}
+
+/// A claiming entry in the live set, made by [`SagaEngine::enter`]: while
+/// it stands, nothing else in this engine claims or runs its execution.
+/// Dropped without a launch, it removes its entry (and only its own).
+struct Claiming {
+    inner: Arc<EngineInner>,
+    id: ExecutionId,
+    slot: u64,
+    launched: bool,
+}
+
+impl Drop for Claiming {
+    fn drop(&mut self) {
+        if self.launched {
+            return;
+        }
+        let mut live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if live.get(&self.id).is_some_and(|l| l.slot == self.slot) {
+            live.remove(&self.id);
+        }
+    }
 }
 
 /// How a run in this process ended: its report, or why it stopped.
@@ -280,6 +333,7 @@ impl SagaEngine {
                 owner,
                 registry: RwLock::new(Registry::default()),
                 live: Mutex::new(HashMap::new()),
+                slots: AtomicU64::new(0),
             }),
             lease_ttl: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -390,8 +444,18 @@ impl SagaEngine {
         let mut first = Event::new(1, EventKind::StepStarted);
         first.step = Some(0);
         first.attempt = 1;
+        // `None` if this engine runs it already: then it exists, and the
+        // creation below writes nothing.
+        let claiming = self.enter(&id);
         let created = self.create(name, &id, &ctx, vec![first.clone()]).await?;
         if let Some((runner, context, lease)) = created {
+            let Some(claiming) = claiming else {
+                self.inner.store.release(&id, &lease).await?;
+                return Err(EngineError::Busy {
+                    execution_id: id,
+                    owner: self.inner.owner.clone(),
+                });
+            };
             let job = Job {
                 id: id.clone(),
                 initial_context: context,
@@ -400,7 +464,7 @@ impl SagaEngine {
                 lease,
                 cancel: CancellationToken::new(),
             };
-            self.launch(runner, job)?;
+            self.launch(runner, job, claiming)?;
         }
         Ok(id)
     }
@@ -525,7 +589,11 @@ impl SagaEngine {
     /// for a recovery); store errors.
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         loop {
-            let live = self.live().get(id).map(|l| l.done.clone());
+            let live = self
+                .live()
+                .get(id)
+                .and_then(|l| l.run.as_ref())
+                .map(|run| run.done.clone());
             if let Some(mut done) = live {
                 let finished = done
                     .wait_for(Option::is_some)
@@ -577,10 +645,10 @@ impl SagaEngine {
         );
         for record in unfinished {
             let id = record.id.clone();
-            if self.running_here(&id) {
+            let Some(claiming) = self.enter(&id) else {
                 continue;
-            }
-            match self.take_over(&record, None, false).await {
+            };
+            match self.take_over(&record, None, false, claiming).await {
                 Ok(true) => recovery.resumed.push(id),
                 Ok(false) => recovery.busy.push(id),
                 Err(error) => {
@@ -593,9 +661,9 @@ impl SagaEngine {
         // does not hold the saga's code (`request_resume`).
         for record in self.inner.store.list(Some(ExecutionStatus::Stuck)).await? {
             let id = record.id.clone();
-            if self.running_here(&id) {
+            let Some(claiming) = self.enter(&id) else {
                 continue;
-            }
+            };
             // One unreadable log must not stop the others' recovery.
             let events = match self.inner.store.events(&id).await {
                 Ok(events) => events,
@@ -608,7 +676,7 @@ impl SagaEngine {
                 continue;
             }
             match self
-                .take_over(&record, Some(EventKind::Resumed), true)
+                .take_over(&record, Some(EventKind::Resumed), true, claiming)
                 .await
             {
                 Ok(true) => recovery.resumed.push(id),
@@ -652,13 +720,11 @@ impl SagaEngine {
         status: ExecutionStatus,
         applies: impl Fn(&ExecutionRecord) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
+        // Held until the lease is given up again.
+        let Some(_claiming) = self.enter(id) else {
+            return Err(self.busy_here(id));
+        };
         applies(&self.record(id).await?)?;
-        if self.running_here(id) {
-            return Err(EngineError::Busy {
-                execution_id: id.clone(),
-                owner: self.inner.owner.clone(),
-            });
-        }
         let store = &self.inner.store;
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Err(self.busy(id).await);
@@ -727,10 +793,13 @@ impl SagaEngine {
     /// if another owner holds it, and the errors of
     /// [`recover`](Self::recover).
     pub async fn resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        let Some(claiming) = self.enter(id) else {
+            return Err(self.busy_here(id));
+        };
         let record = self.record(id).await?;
         resumable(&record)?;
         match self
-            .take_over(&record, Some(EventKind::Resumed), false)
+            .take_over(&record, Some(EventKind::Resumed), false, claiming)
             .await?
         {
             true => Ok(()),
@@ -773,8 +842,8 @@ impl SagaEngine {
                 execution_id: id.clone(),
             });
         }
-        if let Some(live) = self.live().get(id) {
-            live.cancel.cancel();
+        if let Some(run) = self.live().get(id).and_then(|l| l.run.as_ref()) {
+            run.cancel.cancel();
         }
         Ok(())
     }
@@ -812,11 +881,32 @@ impl SagaEngine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a run of this engine is carrying `id` on right now.
-    fn running_here(&self, id: &ExecutionId) -> bool {
-        self.live()
-            .get(id)
-            .is_some_and(|live| live.done.borrow().is_none())
+    /// Makes a claiming entry for `id` in the live set, to be made before
+    /// the first await of anything that may lead to a run of it; `None` if
+    /// this engine is claiming or running it already. Replaces the entry of
+    /// a run that stopped (kept for `wait`).
+    fn enter(&self, id: &ExecutionId) -> Option<Claiming> {
+        let mut live = self.live();
+        if live.get(id).is_some_and(Live::active) {
+            return None;
+        }
+        let slot = self.inner.slots.fetch_add(1, Ordering::Relaxed);
+        live.insert(id.clone(), Live { slot, run: None });
+        Some(Claiming {
+            inner: Arc::clone(&self.inner),
+            id: id.clone(),
+            slot,
+            launched: false,
+        })
+    }
+
+    /// The answer to a command on an execution this engine is claiming or
+    /// running.
+    fn busy_here(&self, id: &ExecutionId) -> EngineError {
+        EngineError::Busy {
+            execution_id: id.clone(),
+            owner: self.inner.owner.clone(),
+        }
     }
 
     fn by_name(&self, name: &str) -> Result<Arc<dyn Runner>, EngineError> {
@@ -863,6 +953,7 @@ impl SagaEngine {
         record: &ExecutionRecord,
         mark: Option<EventKind>,
         requested: bool,
+        claiming: Claiming,
     ) -> Result<bool, EngineError> {
         let id = &record.id;
         let runner = self.runner_for(record)?;
@@ -884,7 +975,7 @@ impl SagaEngine {
             }
         };
         if self
-            .launch_claimed(runner, id, lease, mark, still)
+            .launch_claimed(runner, id, lease, mark, still, claiming)
             .await?
             .is_none()
         {
@@ -940,6 +1031,7 @@ impl SagaEngine {
         lease: Lease,
         mark: Option<EventKind>,
         still: impl FnOnce(&ExecutionRecord, &[Event]) -> bool,
+        claiming: Claiming,
     ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
         let store = &self.inner.store;
         let started = async {
@@ -972,7 +1064,7 @@ impl SagaEngine {
                 lease: lease.clone(),
                 cancel,
             };
-            self.launch(runner, job).map(Some)
+            self.launch(runner, job, claiming).map(Some)
         }
         .await;
         if !matches!(started, Ok(Some(_))) {
@@ -991,6 +1083,12 @@ impl SagaEngine {
         claimed: Claimed,
     ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
         let Claimed { record, lease } = claimed;
+        let Some(claiming) = self.enter(&record.id) else {
+            // Claimed or run by another entry point of this engine: the
+            // store's claim makes that one fail or this one stale.
+            let _ = self.inner.store.release(&record.id, &lease).await;
+            return Ok(None);
+        };
         let runner = match self.runner_for(&record) {
             Ok(runner) => runner,
             Err(error) => {
@@ -999,9 +1097,14 @@ impl SagaEngine {
             }
         };
         // `None` if another owner finished it since the claim's listing.
-        self.launch_claimed(runner, &record.id, lease, None, |r, _| {
-            !r.status.is_finished()
-        })
+        self.launch_claimed(
+            runner,
+            &record.id,
+            lease,
+            None,
+            |r, _| !r.status.is_finished(),
+            claiming,
+        )
         .await
     }
 
@@ -1014,7 +1117,7 @@ impl SagaEngine {
     pub(crate) fn running(&self) -> Vec<ExecutionId> {
         self.live()
             .iter()
-            .filter(|(_, live)| live.done.borrow().is_none())
+            .filter(|(_, live)| live.active())
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -1027,21 +1130,28 @@ impl SagaEngine {
     /// Stops a run of this engine where it is (as a crash would) and gives
     /// its lease up, so another owner carries it on from its log at once.
     pub(crate) async fn abort_run(&self, id: &ExecutionId) {
-        let live = self.live().remove(id);
-        if let Some(live) = live {
-            live.task.abort();
-            if let Err(error) = self.inner.store.release(id, &live.lease).await {
+        let run = {
+            let mut live = self.live();
+            match live.get(id) {
+                Some(Live { run: Some(_), .. }) => live.remove(id).and_then(|l| l.run),
+                _ => None,
+            }
+        };
+        if let Some(run) = run {
+            run.task.abort();
+            if let Err(error) = self.inner.store.release(id, &run.lease).await {
                 log::warn!(target: "saga", "releasing an aborted run's lease failed execution_id={id} error={error}");
             }
         }
     }
 
-    /// Prepares a run (decoding its log) and spawns it; returns where its
-    /// end will be told.
+    /// Prepares a run (decoding its log) and spawns it, in the place of
+    /// its claiming entry; returns where its end will be told.
     fn launch(
         &self,
         runner: Arc<dyn Runner>,
         job: Job,
+        mut claiming: Claiming,
     ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let id = job.id.clone();
@@ -1053,9 +1163,17 @@ impl SagaEngine {
         let done = rx.clone();
         let task_lease = lease.clone();
         let task_id = id.clone();
+        let slot = claiming.slot;
         // Spawned under the lock, so the task's own removal (which takes
         // the lock) comes after its entry exists.
         let mut live = self.live();
+        // One live run per execution: the entry is still the claiming one
+        // this run was claimed under.
+        debug_assert!(
+            live.get(&id)
+                .is_some_and(|l| l.slot == slot && l.run.is_none()),
+            "a second live run of execution {id}"
+        );
         let task = handle.spawn(async move {
             let done = run.await;
             // The final write released the lease already.
@@ -1068,22 +1186,26 @@ impl SagaEngine {
             let interrupted = done.is_err();
             let _ = tx.send(Some(done));
             if !interrupted {
-                inner
-                    .live
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&task_id);
+                let mut live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
+                if live.get(&task_id).is_some_and(|l| l.slot == slot) {
+                    live.remove(&task_id);
+                }
             }
         });
         live.insert(
             id,
             Live {
-                cancel,
-                done: rx,
-                task: task.abort_handle(),
-                lease,
+                slot,
+                run: Some(LiveRun {
+                    cancel,
+                    done: rx,
+                    task: task.abort_handle(),
+                    lease,
+                }),
             },
         );
+        drop(live);
+        claiming.launched = true;
         Ok(done)
     }
 

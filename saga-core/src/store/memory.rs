@@ -163,7 +163,8 @@ impl SagaStore for MemoryStore {
         let now = now_ms();
         let free = match (&stored.record.owner, stored.record.lease_expires_at_ms) {
             (None, _) => true,
-            (Some(holder), _) if holder == owner => true,
+            // Held, by any owner (this one too: its run goes on), until it
+            // expires.
             (Some(_), Some(expires)) => expires <= now,
             (Some(_), None) => true,
         };

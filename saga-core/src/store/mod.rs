@@ -505,9 +505,12 @@ pub trait SagaStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<Created>>;
 
-    /// Takes the lease of an execution if it is free, expired, or already
-    /// `owner`'s; bumps the fencing token. `None` if another owner holds a
-    /// live lease.
+    /// Takes the lease of an execution if it is free or expired; bumps the
+    /// fencing token. `None` if a live lease is held, by another owner or
+    /// by `owner` itself: a lease its holder still has means a run of it
+    /// goes on, and a second claim would start a second run. An owner that
+    /// holds the lease keeps using the [`Lease`] (the token) it holds; an
+    /// owner that stopped its run releases the lease first, then claims.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown id.

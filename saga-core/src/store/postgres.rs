@@ -906,8 +906,7 @@ async fn run_op(s: &Session, store: &Inner, op: &Op) -> Result<Reply, Failure> {
                     const_format!(
                         "UPDATE leases SET owner = $2, token = token + 1, expires_at = {NOW} + $3
                          WHERE execution_id = $1
-                           AND (owner IS NULL OR owner = $2 OR expires_at IS NULL
-                                OR expires_at <= {NOW})
+                           AND (owner IS NULL OR expires_at IS NULL OR expires_at <= {NOW})
                          RETURNING token"
                     ),
                     &[&id.as_str(), owner, &ttl_ms(*ttl)],

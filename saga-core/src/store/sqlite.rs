@@ -931,7 +931,7 @@ impl SagaStore for SqliteStore {
                 .prepare_cached(
                     "UPDATE leases SET owner = ?2, token = token + 1, expires_at = ?3
                      WHERE execution_id = ?1
-                       AND (owner IS NULL OR owner = ?2 OR expires_at IS NULL OR expires_at <= ?4)
+                       AND (owner IS NULL OR expires_at IS NULL OR expires_at <= ?4)
                      RETURNING token",
                 )
                 .and_then(|mut stmt| {
