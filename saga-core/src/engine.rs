@@ -1748,13 +1748,18 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
                 }
             }
             (EventKind::Resumed, _) => {
+                // Exactly what the resumed phase runs again: going forward,
+                // the steps that failed for good; rolling back, the
+                // compensations that did (the step whose failure started
+                // the rollback stays failed: it is not run again).
+                let forward = matches!(folded.phase, ResumePhase::Forward);
                 for s in &mut folded.steps {
                     match s.status {
-                        StepStatus::Failed => {
+                        StepStatus::Failed if forward => {
                             s.status = StepStatus::Running;
                             s.attempts = 0;
                         }
-                        StepStatus::CompensationFailed => {
+                        StepStatus::CompensationFailed if !forward => {
                             s.status = StepStatus::Compensating;
                             s.compensation_attempts = 0;
                         }
