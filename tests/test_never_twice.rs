@@ -16,14 +16,16 @@ mod durable_common;
 mod pg_common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use durable_common::{Order, STEPS, Script, saga, scratch_dir};
 use saga_core::store::{Created, MemoryStore, NewExecution, SagaStore, SqliteStore};
 use saga_core::testkit::DelayedStore;
-use saga_core::{ExecutionId, ExecutionStatus, SagaEngine, Worker};
+use saga_core::{
+    ExecutionId, ExecutionStatus, RetryPolicy, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
+};
 
 /// How many executions each race runs: enough for a race to show in
 /// every run of the test, few enough for a test of a few seconds.
@@ -254,5 +256,91 @@ async fn a_start_next_to_a_recovery_loop_runs_once_and_its_wait_succeeds() {
         let tally = tally(&script);
         assert!(tally.repeated.is_empty(), "{name}: {:?}", tally.repeated);
         assert!(tally.uneven.is_empty(), "{name}: {:?}", tally.uneven);
+    }
+}
+
+/// Reserves (noting each invocation and its key in `ledger`), then `pay`
+/// fails; reserve's compensation (noted too) fails while `up` is false:
+/// stuck rolling back.
+fn fragile(up: &Arc<AtomicBool>, ledger: &Arc<Mutex<Vec<String>>>) -> Saga<Order> {
+    let (up, did, undid) = (Arc::clone(up), Arc::clone(ledger), Arc::clone(ledger));
+    Saga::<Order>::builder("fragile")
+        .compensation_retry(RetryPolicy::attempts(1))
+        .step(
+            Step::new("reserve", move |_: &mut Order, info: &StepInfo<'_>| {
+                did.lock()
+                    .unwrap()
+                    .push(format!("do {}", info.idempotency_key()));
+                Ok::<_, StepError>(())
+            })
+            .compensate(move |_: &mut Order, _: Option<&()>, info: &StepInfo<'_>| {
+                undid
+                    .lock()
+                    .unwrap()
+                    .push(format!("undo {}", info.idempotency_key()));
+                if !up.load(Ordering::SeqCst) {
+                    return Err(StepError::new("stock service down"));
+                }
+                Ok(())
+            }),
+        )
+        .step(Step::new("pay", |_: &mut Order, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("card declined"))
+        }))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_next_to_a_recovery_loop_runs_once_and_its_wait_succeeds() {
+    for (name, store) in stores("resume").await {
+        let up = Arc::new(AtomicBool::new(false));
+        let ledger = Arc::new(Mutex::new(Vec::new()));
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(fragile(&up, &ledger)).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..EXECUTIONS {
+            let id = engine.start("fragile", Order::default()).await.unwrap();
+            let report = engine.wait(&id).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
+            ids.push(id);
+        }
+        up.store(true, Ordering::SeqCst);
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops = [recover_loop(&engine, &stop), recover_loop(&engine, &stop)];
+        // Every resume at once: the recoveries' listings fall between a
+        // resume's commit and its run's start more often.
+        let mut resumes = tokio::task::JoinSet::new();
+        for id in &ids {
+            let (engine, id) = (engine.clone(), id.clone());
+            resumes.spawn(async move { engine.resume(&id).await });
+        }
+        while let Some(resumed) = resumes.join_next().await {
+            resumed.unwrap().unwrap();
+        }
+        let mut errors = Vec::new();
+        for id in &ids {
+            match engine.wait(id).await {
+                Ok(report) => assert_eq!(report.status, ExecutionStatus::Compensated, "{name}"),
+                Err(error) => errors.push((id.clone(), error.to_string())),
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        for looping in loops {
+            looping.await.unwrap();
+        }
+        assert!(errors.is_empty(), "{name}: wait failed: {errors:?}");
+        // Each step ran once; each compensation once before the resume
+        // (failing) and once after.
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for call in ledger.lock().unwrap().iter() {
+            *counts.entry(call.clone()).or_default() += 1;
+        }
+        let wrong: Vec<_> = counts
+            .iter()
+            .filter(|(call, n)| **n != if call.starts_with("undo") { 2 } else { 1 })
+            .collect();
+        assert!(wrong.is_empty(), "{name}: {wrong:?}");
+        assert_eq!(counts.len(), 2 * EXECUTIONS, "{name}");
     }
 }

@@ -661,9 +661,6 @@ impl SagaEngine {
         // does not hold the saga's code (`request_resume`).
         for record in self.inner.store.list(Some(ExecutionStatus::Stuck)).await? {
             let id = record.id.clone();
-            let Some(claiming) = self.enter(&id) else {
-                continue;
-            };
             // One unreadable log must not stop the others' recovery.
             let events = match self.inner.store.events(&id).await {
                 Ok(events) => events,
@@ -675,6 +672,11 @@ impl SagaEngine {
             if !resume_requested(&events) {
                 continue;
             }
+            // Only now: a stuck execution no one asked to resume is left
+            // free for an operator's command of this engine.
+            let Some(claiming) = self.enter(&id) else {
+                continue;
+            };
             match self
                 .take_over(&record, Some(EventKind::Resumed), true, claiming)
                 .await
