@@ -12,16 +12,15 @@
 //! most one, one and zero.
 
 mod durable_common;
-#[cfg(feature = "postgres")]
-mod pg_common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use durable_common::{Order, STEPS, Script, saga, scratch_dir};
-use saga_core::store::{Created, MemoryStore, NewExecution, SagaStore, SqliteStore};
+use durable_common::every_store::every_store;
+use durable_common::{Order, STEPS, Script, saga};
+use saga_core::store::{Created, NewExecution, SagaStore};
 use saga_core::testkit::DelayedStore;
 use saga_core::{
     ExecutionId, ExecutionStatus, RetryPolicy, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
@@ -34,37 +33,12 @@ const EXECUTIONS: usize = 12;
 /// How late the wrapped stores answer.
 const DELAYS: [u64; 3] = [0, 1, 10];
 
-/// Every store, fresh, unwrapped.
-async fn bare_stores(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
-    let dir = scratch_dir(test);
-    #[allow(unused_mut)]
-    let mut stores = vec![
-        ("memory", Arc::new(MemoryStore::new()) as Arc<dyn SagaStore>),
-        (
-            "sqlite",
-            Arc::new(SqliteStore::open(dir.join("sagas.db")).unwrap()) as Arc<dyn SagaStore>,
-        ),
-    ];
-    #[cfg(feature = "postgres")]
-    {
-        use saga_core::store::{PostgresOptions, PostgresStore};
-        let store = PostgresStore::connect_with(
-            &pg_common::pg_url(),
-            PostgresOptions::new().with_schema(pg_common::fresh_schema(test)),
-        )
-        .await
-        .unwrap();
-        stores.push(("postgres", Arc::new(store) as Arc<dyn SagaStore>));
-    }
-    stores
-}
-
 /// Every store, fresh, behind a [`DelayedStore`] for each delay; the label
 /// names both.
 async fn stores(test: &str) -> Vec<(String, Arc<dyn SagaStore>)> {
     let mut all = Vec::new();
     for ms in DELAYS {
-        for (name, store) in bare_stores(&format!("{test}{ms}")).await {
+        for (name, store) in every_store(&format!("{test}{ms}")).await {
             let delayed = DelayedStore::shared(store, Duration::from_millis(ms));
             all.push((
                 format!("{name} +{ms}ms"),
@@ -142,7 +116,7 @@ async fn wait_all(engine: &SagaEngine, ids: &[ExecutionId]) -> Vec<(ExecutionId,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_cannot_claim_again_a_lease_it_holds() {
-    for (name, store) in bare_stores("reclaim").await {
+    for (name, store) in every_store("reclaim").await {
         let new = NewExecution {
             id: ExecutionId::new("x"),
             saga: "order".into(),

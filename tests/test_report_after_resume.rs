@@ -6,43 +6,16 @@
 //! compensation), each resumed, abandoned, or asked to cancel.
 
 mod durable_common;
-#[cfg(feature = "postgres")]
-mod pg_common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use durable_common::{Order, scratch_dir};
-use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
+use durable_common::Order;
+use durable_common::every_store::every_store as stores;
 use saga_core::{
     ExecutionId, ExecutionStatus, Outcome, RetryPolicy, Saga, SagaEngine, SagaReport, Step,
     StepError, StepInfo, StepStatus,
 };
-
-/// Every store, fresh.
-async fn stores(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
-    let dir = scratch_dir(test);
-    #[allow(unused_mut)]
-    let mut stores = vec![
-        ("memory", Arc::new(MemoryStore::new()) as Arc<dyn SagaStore>),
-        (
-            "sqlite",
-            Arc::new(SqliteStore::open(dir.join("sagas.db")).unwrap()) as Arc<dyn SagaStore>,
-        ),
-    ];
-    #[cfg(feature = "postgres")]
-    {
-        use saga_core::store::{PostgresOptions, PostgresStore};
-        let store = PostgresStore::connect_with(
-            &pg_common::pg_url(),
-            PostgresOptions::new().with_schema(pg_common::fresh_schema(test)),
-        )
-        .await
-        .unwrap();
-        stores.push(("postgres", Arc::new(store) as Arc<dyn SagaStore>));
-    }
-    stores
-}
 
 /// One step of a report, without its durations (which the clock decides).
 type Row = (
@@ -222,135 +195,103 @@ async fn stuck(label: &str, engine: &SagaEngine, name: &str, expected: &[Row]) -
     id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_stuck_going_forward_reports_every_step_after_resume_abandon_and_cancel() {
-    for (name, store) in stores("forward").await {
+/// On every store: three executions of `saga` (built with a switch that
+/// is off) stuck with the `stuck` report; then, with the switch on, one is
+/// resumed and ends `resumed` with the `after` report, one is abandoned and
+/// one asked to cancel, both keeping the `stuck` report.
+async fn operator_commands(
+    test: &str,
+    saga: fn(&Arc<AtomicBool>) -> Saga<Order>,
+    stuck_rows: &[Row],
+    resumed: ExecutionStatus,
+    after: &[Row],
+) {
+    for (name, store) in stores(test).await {
         let up = Arc::new(AtomicBool::new(false));
+        let saga = saga(&up);
+        let saga_name = saga.name().to_owned();
         let engine = SagaEngine::with_store(Arc::clone(&store));
-        engine.register(ship(&up)).await.unwrap();
-        let resumed = stuck(name, &engine, "ship", STUCK_FORWARD).await;
-        let abandoned = stuck(name, &engine, "ship", STUCK_FORWARD).await;
-        let cancelled = stuck(name, &engine, "ship", STUCK_FORWARD).await;
+        engine.register(saga).await.unwrap();
+        let to_resume = stuck(name, &engine, &saga_name, stuck_rows).await;
+        let abandoned = stuck(name, &engine, &saga_name, stuck_rows).await;
+        let cancelled = stuck(name, &engine, &saga_name, stuck_rows).await;
 
-        // Resumed: the failed step runs again on a fresh budget, the pivot
-        // does not.
         up.store(true, Ordering::SeqCst);
-        engine.resume(&resumed).await.unwrap();
-        let after: &[Row] = &[
-            (
-                "charge",
-                StepStatus::Succeeded,
-                Outcome::Applied,
-                1,
-                0,
-                None,
-            ),
-            // Its error before the resume stays its last.
-            (
-                "ship",
-                StepStatus::Succeeded,
-                Outcome::Applied,
-                1,
-                0,
-                Some("no courier"),
-            ),
-        ];
-        let report = engine.wait(&resumed).await.unwrap();
+        engine.resume(&to_resume).await.unwrap();
+        let report = engine.wait(&to_resume).await.unwrap();
         let label = format!("{name}, resumed");
-        assert_report(&label, &report, ExecutionStatus::Completed, after);
-        assert_rebuilt(&label, &engine, &resumed, ExecutionStatus::Completed, after).await;
+        assert_report(&label, &report, resumed, after);
+        assert_rebuilt(&label, &engine, &to_resume, resumed, after).await;
 
         // Abandoned: nothing runs; the steps stay as they were.
         engine.abandon(&abandoned).await.unwrap();
         let label = format!("{name}, abandoned");
-        assert_rebuilt(
-            &label,
-            &engine,
-            &abandoned,
-            ExecutionStatus::Abandoned,
-            STUCK_FORWARD,
-        )
-        .await;
+        let status = ExecutionStatus::Abandoned;
+        assert_rebuilt(&label, &engine, &abandoned, status, stuck_rows).await;
 
         // Asked to cancel: a stuck run is not running; nothing changes.
         engine.cancel(&cancelled).await.unwrap();
         let label = format!("{name}, asked to cancel");
-        assert_rebuilt(
-            &label,
-            &engine,
-            &cancelled,
-            ExecutionStatus::Stuck,
-            STUCK_FORWARD,
-        )
-        .await;
+        let status = ExecutionStatus::Stuck;
+        assert_rebuilt(&label, &engine, &cancelled, status, stuck_rows).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stuck_going_forward_reports_every_step_after_resume_abandon_and_cancel() {
+    // Resumed: the failed step runs again on a fresh budget, the pivot
+    // does not; its error before the resume stays its last.
+    let after: &[Row] = &[
+        (
+            "charge",
+            StepStatus::Succeeded,
+            Outcome::Applied,
+            1,
+            0,
+            None,
+        ),
+        (
+            "ship",
+            StepStatus::Succeeded,
+            Outcome::Applied,
+            1,
+            0,
+            Some("no courier"),
+        ),
+    ];
+    operator_commands(
+        "forward",
+        ship,
+        STUCK_FORWARD,
+        ExecutionStatus::Completed,
+        after,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stuck_rolling_back_reports_every_step_after_resume_abandon_and_cancel() {
-    for (name, store) in stores("rollback").await {
-        let up = Arc::new(AtomicBool::new(false));
-        let engine = SagaEngine::with_store(Arc::clone(&store));
-        engine.register(reserve(&up)).await.unwrap();
-        let resumed = stuck(name, &engine, "reserve", STUCK_ROLLING_BACK).await;
-        let abandoned = stuck(name, &engine, "reserve", STUCK_ROLLING_BACK).await;
-        let cancelled = stuck(name, &engine, "reserve", STUCK_ROLLING_BACK).await;
-
-        // Resumed: the failed compensation runs again on a fresh budget;
-        // the step whose failure started the rollback stays failed, as it
-        // was (it is not run again).
-        up.store(true, Ordering::SeqCst);
-        engine.resume(&resumed).await.unwrap();
-        let after: &[Row] = &[
-            (
-                "reserve",
-                StepStatus::Compensated,
-                Outcome::Applied,
-                1,
-                1,
-                Some("stock service down"),
-            ),
-            (
-                "pay",
-                StepStatus::Failed,
-                Outcome::NotApplied,
-                1,
-                0,
-                Some("card declined"),
-            ),
-        ];
-        let report = engine.wait(&resumed).await.unwrap();
-        let label = format!("{name}, resumed");
-        assert_report(&label, &report, ExecutionStatus::Compensated, after);
-        assert_rebuilt(
-            &label,
-            &engine,
-            &resumed,
-            ExecutionStatus::Compensated,
-            after,
-        )
-        .await;
-
-        engine.abandon(&abandoned).await.unwrap();
-        let label = format!("{name}, abandoned");
-        assert_rebuilt(
-            &label,
-            &engine,
-            &abandoned,
-            ExecutionStatus::Abandoned,
-            STUCK_ROLLING_BACK,
-        )
-        .await;
-
-        engine.cancel(&cancelled).await.unwrap();
-        let label = format!("{name}, asked to cancel");
-        assert_rebuilt(
-            &label,
-            &engine,
-            &cancelled,
-            ExecutionStatus::Stuck,
-            STUCK_ROLLING_BACK,
-        )
-        .await;
-    }
+    // Resumed: the failed compensation runs again on a fresh budget; the
+    // step whose failure started the rollback stays failed, as it was (it
+    // is not run again).
+    let after: &[Row] = &[
+        (
+            "reserve",
+            StepStatus::Compensated,
+            Outcome::Applied,
+            1,
+            1,
+            Some("stock service down"),
+        ),
+        (
+            "pay",
+            StepStatus::Failed,
+            Outcome::NotApplied,
+            1,
+            0,
+            Some("card declined"),
+        ),
+    ];
+    let compensated = ExecutionStatus::Compensated;
+    operator_commands("rollback", reserve, STUCK_ROLLING_BACK, compensated, after).await;
 }

@@ -3,6 +3,7 @@
 //! that a test can place at any step or compensation.
 #![allow(dead_code)]
 
+pub mod every_store;
 pub mod fencing;
 pub mod submitted;
 

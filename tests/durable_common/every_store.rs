@@ -1,0 +1,35 @@
+//! Every store, fresh: memory, SQLite, and PostgreSQL with the `postgres`
+//! feature (its server from `SAGA_PG_URL` or `scripts/pg.sh`).
+
+use std::sync::Arc;
+
+use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
+
+#[cfg(feature = "postgres")]
+#[path = "../pg_common/mod.rs"]
+mod pg_common;
+
+/// Every store, fresh, for test `test`, each with its name.
+pub async fn every_store(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
+    let dir = super::scratch_dir(test);
+    #[allow(unused_mut)]
+    let mut stores = vec![
+        ("memory", Arc::new(MemoryStore::new()) as Arc<dyn SagaStore>),
+        (
+            "sqlite",
+            Arc::new(SqliteStore::open(dir.join("sagas.db")).unwrap()) as Arc<dyn SagaStore>,
+        ),
+    ];
+    #[cfg(feature = "postgres")]
+    {
+        use saga_core::store::{PostgresOptions, PostgresStore};
+        let store = PostgresStore::connect_with(
+            &pg_common::pg_url(),
+            PostgresOptions::new().with_schema(pg_common::fresh_schema(test)),
+        )
+        .await
+        .unwrap();
+        stores.push(("postgres", Arc::new(store) as Arc<dyn SagaStore>));
+    }
+    stores
+}
