@@ -27,13 +27,11 @@ type Row = (
     Option<&'static str>,
 );
 
+/// A [`Row`] as a report has it.
+type OwnedRow = (String, StepStatus, Outcome, u32, u32, Option<String>);
+
 /// A report as its status and rows.
-fn rows(
-    report: &SagaReport,
-) -> (
-    ExecutionStatus,
-    Vec<(String, StepStatus, Outcome, u32, u32, Option<String>)>,
-) {
+fn rows(report: &SagaReport) -> (ExecutionStatus, Vec<OwnedRow>) {
     let steps = report
         .steps
         .iter()

@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
 
+// Its own copy of the PostgreSQL helpers: every test binary that uses
+// `durable_common` gets the store list, whether or not it declares
+// `pg_common` itself (a few do, for their own helpers).
 #[cfg(feature = "postgres")]
+#[allow(clippy::duplicate_mod)]
 #[path = "../pg_common/mod.rs"]
 mod pg_common;
 
