@@ -1,0 +1,113 @@
+//! Arguments: the command line the `saga` tool and embedding binaries parse.
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand};
+use saga_core::ExecutionStatus;
+
+use crate::CliError;
+
+/// Inspect and mend durable saga executions.
+#[derive(Debug, Parser)]
+#[command(name = "saga", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// The store: an SQLite file path (never created by this tool) or a
+    /// `postgres://user@host:port/database` URL.
+    #[arg(long, global = true, value_name = "PATH|URL")]
+    pub(crate) store: Option<String>,
+    /// The PostgreSQL schema holding the saga tables (default `saga`, as
+    /// `PostgresStore` uses).
+    #[arg(long, global = true, value_name = "NAME", default_value = "saga")]
+    pub(crate) pg_schema: String,
+    /// Print JSON instead of text, for scripts.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Skip SQLite's `quick_check` on open (it reads the whole file; for
+    /// very large stores you trust).
+    #[arg(long, global = true)]
+    pub(crate) no_integrity_check: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List executions, oldest first.
+    List {
+        /// Only executions with this status (running, compensating,
+        /// completed, compensated, cancelled, stuck, abandoned).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<ExecutionStatus>,
+        /// Only executions of this saga.
+        #[arg(long)]
+        saga: Option<String>,
+    },
+    /// Show one execution: its steps and its log as a timeline.
+    Show {
+        /// The execution's id.
+        id: String,
+    },
+    /// Print a definition as a diagram, from the shape the store keeps.
+    Diagram {
+        /// A saga's name (its newest definition in the store) or a
+        /// definition's fingerprint.
+        saga: String,
+        /// Graphviz DOT instead of Mermaid.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Resume a stuck execution once its cause is fixed.
+    Resume {
+        /// The execution's id.
+        id: String,
+        /// Do it (without, the command says what it would do).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Give an execution up for good: marked abandoned, nothing compensated.
+    Abandon {
+        /// The execution's id.
+        id: String,
+        /// Do it (without, the command says what it would do).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Cancel a running execution: before its pivot it rolls back.
+    Cancel {
+        /// The execution's id.
+        id: String,
+        /// Do it (without, the command says what it would do).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub(crate) fn parse_status(text: &str) -> Result<ExecutionStatus, String> {
+    ExecutionStatus::from_label(text).ok_or_else(|| {
+        let labels: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.label()).collect();
+        format!("expected one of: {}", labels.join(", "))
+    })
+}
+
+/// Where the commands run: the standalone tool (no user code) or a user's
+/// binary (its sagas registered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The standalone `saga` tool: no user code.
+    Tool,
+    /// A user's binary, its sagas registered.
+    Embedded,
+}
+
+pub(crate) fn parse<I, T>(args: I) -> Result<Cli, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            CliError::Help(e.render().to_string())
+        }
+        _ => CliError::Usage(e.render().to_string()),
+    })
+}
