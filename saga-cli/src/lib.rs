@@ -80,8 +80,11 @@ pub enum CliError {
     /// The path is a directory.
     #[error("`{}` is a directory; give the path of the SQLite file in it", .0.display())]
     Directory(PathBuf),
-    /// A URL of a database this build does not support.
-    #[error("`{0}` is not a store this build supports; give an SQLite file path")]
+    /// A URL of a database this build does not support (its password, if
+    /// any, masked).
+    #[error(
+        "`{0}` is not a store this build supports; give an SQLite file path or a `postgres://` URL"
+    )]
     UnsupportedUrl(String),
     /// A PostgreSQL URL to a build without PostgreSQL support.
     #[error(

@@ -614,3 +614,35 @@ async fn embedded_resume_runs_the_execution_in_the_users_process() {
         "this binary works on its own store; drop `--store`"
     );
 }
+
+#[test]
+fn a_password_in_a_store_argument_is_never_echoed() {
+    // An unsupported scheme: named, with the password masked.
+    let out = saga(&["--store", "mysql://root:hunter2@db.internal/sagas", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("`mysql://root:***@db.internal/sagas`"),
+        "{err}"
+    );
+    // A password in the query string.
+    let out = saga(&[
+        "--store",
+        "mysql://db.internal/sagas?password=hunter2",
+        "list",
+    ]);
+    let err = stderr(&out);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("password=***"), "{err}");
+    // A PostgreSQL key/value connection string is not a file path.
+    let out = saga(&[
+        "--store",
+        "host=127.0.0.1 port=1 user=saga password='hunter 2' dbname=sagas",
+        "list",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains("hunter"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+}
