@@ -46,6 +46,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use saga_core::escape::user_text;
 use saga_core::store::{Event, ExecutionRecord, StoreError};
 use saga_core::{EngineError, ExecutionId, SagaEngine};
 
@@ -143,10 +144,27 @@ fn finish(result: Result<String, CliError>) -> ExitCode {
             ExitCode::from(2)
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", user_text(&chain(&error)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error`'s message followed by each of its causes, `: `-separated
+/// ("... listing executions failed: <why>: <why>"); a cause whose text
+/// the message already holds is not repeated.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let why = cause.to_string();
+        if !why.is_empty() && !text.contains(&why) {
+            text.push_str(": ");
+            text.push_str(&why);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Runs one command (`args` as a process gets them, the program name

@@ -646,3 +646,24 @@ fn a_password_in_a_store_argument_is_never_echoed() {
     assert!(!err.contains("hunter"), "{err}");
     assert!(!err.contains("does not exist"), "{err}");
 }
+
+#[tokio::test]
+async fn a_store_error_is_printed_with_its_causes() {
+    let dir = dir("cause");
+    let db = populated(&dir).await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE executions SET created_at = 'yesterday' WHERE id = 'ok-1'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = fails(&db, &["list"], 1);
+    let line = err.lines().next().unwrap_or_default();
+    // The operation, then why: the database's own words, naming the column.
+    let (head, why) = line
+        .split_once("listing executions failed: ")
+        .unwrap_or_else(|| panic!("no cause after the operation: {err}"));
+    assert!(head.contains(&db.display().to_string()), "{err}");
+    assert!(why.contains("Text"), "{err}");
+}
