@@ -1,5 +1,6 @@
 //! Operator commands: `resume`, `abandon` and `cancel`, each only with `--yes`.
 
+use saga_core::escape::Escaped;
 use saga_core::store::ExecutionRecord;
 use saga_core::{EngineError, ExecutionStatus, SagaEngine};
 use serde::Serialize;
@@ -33,7 +34,7 @@ fn command_out(
             status: status.label(),
         })
     } else {
-        text + "\n"
+        format!("{}\n", Escaped(&text))
     }
 }
 

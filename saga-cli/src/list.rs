@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use saga_core::escape::user_text;
 use saga_core::store::ExecutionRecord;
 use saga_core::{ExecutionStatus, SagaEngine};
 
@@ -38,8 +39,8 @@ pub(crate) async fn list(
         let _ = writeln!(
             out,
             "{:<32}  {:<13}  {:<12}  {}",
-            fit(r.id.as_str(), 32),
-            fit(&r.saga, 13),
+            fit(&user_text(r.id.as_str()), 32),
+            fit(&user_text(&r.saga), 13),
             r.status.label(),
             utc(r.updated_at_ms, false)
         );

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use saga_core::escape::{Escaped, user_text};
 use saga_core::store::{Event, EventKind, logged_durations};
 use saga_core::{SagaEngine, SagaReport};
 use serde::Serialize;
@@ -90,15 +91,20 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
         return Ok(to_json(&doc));
     }
     let mut out = String::new();
-    let _ = writeln!(out, "execution  {}", record.id);
-    let _ = writeln!(out, "saga       {}", record.saga);
+    let _ = writeln!(out, "execution  {}", Escaped(record.id.as_str()));
+    let _ = writeln!(out, "saga       {}", Escaped(&record.saga));
     let _ = writeln!(out, "definition {}", record.fingerprint);
     let _ = writeln!(out, "status     {}", record.status);
     let _ = writeln!(out, "created    {}", utc(record.created_at_ms, true));
     let _ = writeln!(out, "updated    {}", utc(record.updated_at_ms, true));
     match (&record.owner, record.lease_expires_at_ms) {
         (Some(owner), Some(until)) => {
-            let _ = writeln!(out, "lease      {owner}, until {}", utc(until, true));
+            let _ = writeln!(
+                out,
+                "lease      {}, until {}",
+                Escaped(owner),
+                utc(until, true)
+            );
         }
         _ => {
             let _ = writeln!(out, "lease      free");
@@ -123,7 +129,7 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
         let _ = writeln!(
             out,
             "{:<20}  {:<11}  {:<19}  {:>5}  {:>5}  {:>9}",
-            fit(&s.name, 20),
+            fit(&user_text(&s.name), 20),
             s.kind.label(),
             s.status.label(),
             s.attempts,
@@ -135,8 +141,8 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
         let _ = writeln!(
             out,
             "error of `{}`: {}",
-            s.name,
-            s.last_error.as_deref().unwrap_or_default()
+            Escaped(&s.name),
+            Escaped(s.last_error.as_deref().unwrap_or_default())
         );
     }
     out.push('\n');
@@ -145,13 +151,13 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
         let offset = (e.at_ms - record.created_at_ms) as f64 / 1000.0;
         let mut line = format!("{offset:>9.3}  {:<22}", e.kind.label());
         if let Some(step) = step_name(e) {
-            let _ = write!(line, "  {step}");
+            let _ = write!(line, "  {}", Escaped(step));
         }
         if e.attempt > 0 {
             let _ = write!(line, " #{}", e.attempt);
         }
         if let Some(error) = &e.error {
-            let _ = write!(line, ": {error}");
+            let _ = write!(line, ": {}", Escaped(error));
         }
         if e.outcome_unknown {
             line.push_str(" (outcome unknown)");

@@ -667,3 +667,51 @@ async fn a_store_error_is_printed_with_its_causes() {
     assert!(head.contains(&db.display().to_string()), "{err}");
     assert!(why.contains("Text"), "{err}");
 }
+
+#[tokio::test]
+async fn escapes_and_newlines_in_ids_and_errors_are_printed_escaped() {
+    let dir = dir("escape");
+    let db = dir.join("sagas.db");
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let saga = Saga::builder("hostile")
+        .step(Step::new("pay", |_: &mut u32, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("declined\u{1b}[2J\nerror of `pay`: forged"))
+        }))
+        .build()
+        .unwrap();
+    engine.register(saga).await.unwrap();
+    let raw_id = "evil\u{1b}[31m\nid";
+    let id = engine
+        .start_with_id("hostile", raw_id, 0_u32)
+        .await
+        .unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+
+    let listed = ok(&db, &["list"]);
+    assert!(!listed.contains('\u{1b}'), "{listed:?}");
+    assert!(listed.contains("evil\\u{1b}[31m\\u{a}id"), "{listed}");
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+
+    let shown = ok(&db, &["show", raw_id]);
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    assert!(
+        shown.contains("execution  evil\\u{1b}[31m\\u{a}id\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("error of `pay`: declined\\u{1b}[2J\\u{a}error of `pay`: forged\n"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.lines().filter(|l| l.starts_with("error of")).count(),
+        1,
+        "{shown}"
+    );
+    // JSON keeps the text as it is: JSON escapes it itself.
+    let doc = json(&ok(&db, &["show", raw_id, "--json"]));
+    assert_eq!(doc["execution"]["id"], raw_id);
+
+    let err = fails(&db, &["show", "nope\u{1b}[2J"], 1);
+    assert!(err.contains("`nope\\u{1b}[2J`"), "{err}");
+}
