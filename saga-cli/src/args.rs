@@ -12,7 +12,7 @@ use crate::CliError;
 #[command(name = "saga", version, about, long_about = None)]
 pub(crate) struct Cli {
     /// The store: an SQLite file path (never created by this tool) or a
-    /// `postgres://user@host:port/database` URL.
+    /// `postgres://user@host:port/database` URL [default: `SAGA_STORE`].
     #[arg(long, global = true, value_name = "PATH|URL")]
     pub(crate) store: Option<String>,
     /// The PostgreSQL schema holding the saga tables (default `saga`, as
@@ -41,6 +41,13 @@ pub(crate) enum Command {
         /// Only executions of this saga.
         #[arg(long)]
         saga: Option<String>,
+        /// Only executions created since then: a time ago (`90s`, `15m`,
+        /// `2h`, `7d`) or a UTC date (`2026-12-01`, `2026-12-01 09:30`).
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<Since>,
+        /// At most N executions (the oldest N that match).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
     },
     /// Show one execution: its steps and its log as a timeline.
     Show {
@@ -80,6 +87,46 @@ pub(crate) enum Command {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// A `--since` bound: a time ago or an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Since {
+    /// So many milliseconds before now.
+    Ago(i64),
+    /// Milliseconds since the Unix epoch.
+    At(i64),
+}
+
+impl Since {
+    /// The bound in milliseconds since the Unix epoch, `now_ms` being now.
+    pub(crate) fn at_ms(self, now_ms: i64) -> i64 {
+        match self {
+            Since::Ago(ms) => now_ms.saturating_sub(ms),
+            Since::At(ms) => ms,
+        }
+    }
+}
+
+pub(crate) fn parse_since(text: &str) -> Result<Since, String> {
+    let text = text.trim();
+    let unit = |u: char| match u {
+        's' => Some(1_000),
+        'm' => Some(60_000),
+        'h' => Some(3_600_000),
+        'd' => Some(86_400_000),
+        _ => None,
+    };
+    if let Some(last) = text.chars().last()
+        && let Some(scale) = unit(last)
+        && let Ok(n) = text[..text.len() - 1].parse::<i64>()
+    {
+        return Ok(Since::Ago(n.saturating_mul(scale)));
+    }
+    crate::output::parse_utc(text).map(Since::At).ok_or_else(|| {
+        "give a time ago (`90s`, `15m`, `2h`, `7d`) or a UTC date (`2026-12-01`, `2026-12-01 09:30`)"
+            .to_owned()
+    })
 }
 
 pub(crate) fn parse_status(text: &str) -> Result<ExecutionStatus, String> {

@@ -43,6 +43,7 @@ mod output;
 mod show;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,6 +53,7 @@ use saga_core::{EngineError, ExecutionId, SagaEngine};
 
 use args::{Cli, Command, Mode, parse};
 pub use open::open_store;
+use output::Style;
 
 /// An error of the CLI: each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +66,10 @@ pub enum CliError {
     /// the answer.
     #[error("{0}")]
     Help(String),
-    /// No `--store` was given to the standalone tool.
+    /// No `--store` was given to the standalone tool, and `SAGA_STORE` is
+    /// not set.
     #[error(
-        "no store given; pass `--store <path>` with the SQLite file your service writes (e.g. `--store sagas.db`)"
+        "no store given; pass `--store <path>` or set `SAGA_STORE` to the SQLite file your service writes (e.g. `--store sagas.db`) or its PostgreSQL URL"
     )]
     NoStore,
     /// `--store` was given to a binary that embeds the CLI.
@@ -118,15 +121,25 @@ pub enum CliError {
 /// the command on `engine` (whose store and registered sagas it uses),
 /// prints to stdout (errors to stderr) and returns the exit code: 0 done,
 /// 1 refused or failed, 2 bad arguments. `resume` runs the execution in
-/// this process and waits for it.
+/// this process and waits for it. Statuses are coloured when stdout is a
+/// terminal and `NO_COLOR` is not set.
 pub async fn main(engine: SagaEngine) -> ExitCode {
-    finish(run(&engine, std::env::args_os()).await)
+    let mut stdout = std::io::stdout();
+    let result = run_embedded(
+        &engine,
+        std::env::args_os(),
+        Style::for_stdout(),
+        &mut stdout,
+    )
+    .await;
+    finish(result)
 }
 
-/// The `saga` binary: opens the store given by `--store` and runs the
-/// command. Exit codes as [`main`].
+/// The `saga` binary: opens the store given by `--store` (or
+/// `SAGA_STORE`) and runs the command. Exit codes and colour as [`main`].
 pub async fn tool_main() -> ExitCode {
-    finish(run_tool(std::env::args_os()).await)
+    let mut stdout = std::io::stdout();
+    finish(run_standalone(std::env::args_os(), Style::for_stdout(), &mut stdout).await)
 }
 
 fn finish(result: Result<String, CliError>) -> ExitCode {
@@ -168,7 +181,8 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Runs one command (`args` as a process gets them, the program name
-/// first) on `engine`, as [`main`] does, and returns its output.
+/// first) on `engine`, as [`main`] does, and returns its output (without
+/// colour; `watch` returns what it printed once the execution ends).
 ///
 /// # Errors
 /// A [`CliError`] saying what went wrong and what to do.
@@ -177,15 +191,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = parse(args)?;
-    if cli.store.is_some() {
-        return Err(CliError::StoreEmbedded);
-    }
-    execute(engine, &cli, Mode::Embedded).await
+    let mut streamed = Vec::new();
+    let text = run_embedded(engine, args, Style::default(), &mut streamed).await?;
+    Ok(String::from_utf8_lossy(&streamed).into_owned() + &text)
 }
 
 /// Runs one command as the standalone `saga` tool does: the store comes
-/// from `--store`.
+/// from `--store`, else from the environment variable `SAGA_STORE`.
 ///
 /// # Errors
 /// A [`CliError`] saying what went wrong and what to do.
@@ -194,17 +206,72 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = parse(args)?;
-    let spec = cli.store.as_deref().ok_or(CliError::NoStore)?;
-    let store = open_store(spec, !cli.no_integrity_check, &cli.pg_schema).await?;
-    let engine = SagaEngine::with_store(store);
-    execute(&engine, &cli, Mode::Tool).await
+    let mut streamed = Vec::new();
+    let text = run_standalone(args, Style::default(), &mut streamed).await?;
+    Ok(String::from_utf8_lossy(&streamed).into_owned() + &text)
 }
 
-async fn execute(engine: &SagaEngine, cli: &Cli, mode: Mode) -> Result<String, CliError> {
+async fn run_embedded<I, T>(
+    engine: &SagaEngine,
+    args: I,
+    style: Style,
+    stream: &mut dyn Write,
+) -> Result<String, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = parse(args)?;
+    if cli.store.is_some() {
+        return Err(CliError::StoreEmbedded);
+    }
+    execute(engine, &cli, Mode::Embedded, style, stream).await
+}
+
+async fn run_standalone<I, T>(
+    args: I,
+    style: Style,
+    stream: &mut dyn Write,
+) -> Result<String, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = parse(args)?;
+    let from_env = std::env::var("SAGA_STORE").ok().filter(|s| !s.is_empty());
+    let spec = cli
+        .store
+        .as_deref()
+        .or(from_env.as_deref())
+        .ok_or(CliError::NoStore)?;
+    let store = open_store(spec, !cli.no_integrity_check, &cli.pg_schema).await?;
+    let engine = SagaEngine::with_store(store);
+    execute(&engine, &cli, Mode::Tool, style, stream).await
+}
+
+/// Runs the parsed command. Commands return their whole output; `watch`
+/// writes to `stream` as events arrive.
+async fn execute(
+    engine: &SagaEngine,
+    cli: &Cli,
+    mode: Mode,
+    style: Style,
+    _stream: &mut dyn Write,
+) -> Result<String, CliError> {
     match &cli.command {
-        Command::List { status, saga } => {
-            list::list(engine, *status, saga.as_deref(), cli.json).await
+        Command::List {
+            status,
+            saga,
+            since,
+            limit,
+        } => {
+            let filter = list::Filter {
+                status: *status,
+                saga: saga.as_deref(),
+                since: *since,
+                limit: *limit,
+            };
+            list::list(engine, &filter, cli.json, style).await
         }
         Command::Show { id } => show::show(engine, id, cli.json).await,
         Command::Diagram { saga, dot } => diagram::diagram_of(engine, saga, *dot, cli.json).await,

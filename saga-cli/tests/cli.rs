@@ -715,3 +715,92 @@ async fn escapes_and_newlines_in_ids_and_errors_are_printed_escaped() {
     let err = fails(&db, &["show", "nope\u{1b}[2J"], 1);
     assert!(err.contains("`nope\\u{1b}[2J`"), "{err}");
 }
+
+#[tokio::test]
+async fn list_prints_full_ids_and_filters_by_status_time_and_count() {
+    let dir = dir("list-full");
+    let db = populated(&dir).await;
+    let long_id = "0193a5f2-7c1e-7d40-9a6b-3f2e1d0c9b8a/retry-of-order-42";
+    let ready = Arc::new(AtomicBool::new(true));
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(order_saga(&ready)).await.unwrap();
+    let id = engine.start_with_id("order", long_id, 0_u32).await.unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+
+    let text = ok(&db, &["list"]);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(long_id))
+        .unwrap_or_else(|| panic!("the id is not whole: {text}"));
+    assert_eq!(row.split_whitespace().nth(1), Some("order"), "{text}");
+    // Columns line up under their headers.
+    let header = text.lines().next().unwrap();
+    assert_eq!(
+        header.find("SAGA"),
+        row.find("  order").map(|at| at + 2),
+        "{text}"
+    );
+
+    let text = ok(&db, &["list", "--limit", "2"]);
+    let ids: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ids, ["ok-1", "stuck-1"], "{text}");
+    assert!(
+        text.ends_with("2 of 4 executions shown (1 stuck: `saga show <id>`)\n"),
+        "{text}"
+    );
+    let rows = json(&ok(&db, &["list", "--limit", "1", "--json"]));
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+
+    let text = ok(&db, &["list", "--since", "1h", "--status", "completed"]);
+    assert!(text.contains("ok-1") && text.contains(long_id), "{text}");
+    assert!(!text.contains("stuck-1"), "{text}");
+    let text = ok(&db, &["list", "--since", "2999-01-01"]);
+    assert!(text.ends_with("0 executions\n"), "{text}");
+    let text = ok(&db, &["list", "--since", "2000-01-01 00:00"]);
+    assert!(text.contains("4 executions"), "{text}");
+    let err = fails(&db, &["list", "--since", "last tuesday"], 2);
+    assert!(
+        err.contains("give a time ago (`90s`, `15m`, `2h`, `7d`) or a UTC date"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_store_comes_from_saga_store_unless_store_is_given() {
+    let dir = dir("env");
+    let db = populated(&dir).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["list"])
+        .env("SAGA_STORE", &db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("stuck-1"), "{}", stdout(&out));
+    // `--store` wins.
+    let other = dir.join("other.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["--store", other.to_str().unwrap(), "list"])
+        .env("SAGA_STORE", &db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("other.db"), "{}", stderr(&out));
+    // Neither: the error names both ways.
+    let out = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["list"])
+        .env_remove("SAGA_STORE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("pass `--store <path>` or set `SAGA_STORE`"),
+        "{}",
+        stderr(&out)
+    );
+}
