@@ -53,6 +53,11 @@ pub(crate) enum Command {
     Show {
         /// The execution's id.
         id: String,
+        /// Also print its context and its steps' outputs (escaped). They
+        /// can hold personal data: without this flag only their sizes are
+        /// shown, and `--json` has them as `null`.
+        #[arg(long)]
+        context: bool,
     },
     /// Print a definition as a diagram, from the shape the store keeps.
     Diagram {

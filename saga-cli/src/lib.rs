@@ -273,7 +273,7 @@ async fn execute(
             };
             list::list(engine, &filter, cli.json, style).await
         }
-        Command::Show { id } => show::show(engine, id, cli.json).await,
+        Command::Show { id, context } => show::show(engine, id, cli.json, *context, style).await,
         Command::Diagram { saga, dot } => diagram::diagram_of(engine, saga, *dot, cli.json).await,
         Command::Resume { id, yes } => commands::resume(engine, id, *yes, cli.json, mode).await,
         Command::Abandon { id, yes } => commands::abandon(engine, id, *yes, cli.json).await,

@@ -7,7 +7,7 @@ use saga_core::store::{Event, EventKind, logged_durations};
 use saga_core::{SagaEngine, SagaReport};
 use serde::Serialize;
 
-use crate::output::{ExecutionJson, execution_json, fit, seconds, to_json, utc};
+use crate::output::{ExecutionJson, Style, execution_json, fit, seconds, to_json, utc};
 use crate::{CliError, record};
 
 #[derive(Serialize)]
@@ -21,6 +21,8 @@ struct StepJson<'a> {
     duration_ms: Option<i64>,
     compensation_duration_ms: Option<i64>,
     last_error: Option<&'a str>,
+    /// The size of its output's JSON, when it has one.
+    output_bytes: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -40,16 +42,58 @@ struct ShowJson<'a> {
     execution: ExecutionJson<'a>,
     steps: Vec<StepJson<'a>>,
     events: Vec<EventJson<'a>>,
+    /// The size of the latest context's JSON.
+    context_bytes: usize,
+    /// The latest context, with `--context` (`null` without).
+    context: Option<serde_json::Value>,
+    /// Each step's output by step name, with `--context` (`null` without).
+    outputs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A stored JSON text as a value (as a string if it does not parse).
+fn value(raw: &str) -> serde_json::Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
+}
+
+/// Byte counts for a person: `812 B`, `4.2 KiB`, `8.0 MiB`.
+fn size(bytes: usize) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
 }
 
 fn resume_pending(events: &[Event]) -> bool {
     events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
 }
 
-pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<String, CliError> {
+/// Prints execution `id`. Its context and its steps' outputs can hold
+/// personal data: only their sizes are shown unless `context` is set.
+pub(crate) async fn show(
+    engine: &SagaEngine,
+    id: &str,
+    json: bool,
+    context: bool,
+    style: Style,
+) -> Result<String, CliError> {
     let (record, events) = record(engine, id).await?;
     let report: SagaReport = engine.report(&record.id).await?;
     let times = logged_durations(report.steps.len(), &events);
+    // The latest output of each step, and the latest context.
+    let mut outputs: Vec<Option<&str>> = vec![None; report.steps.len()];
+    for e in &events {
+        if e.kind == EventKind::StepSucceeded
+            && let Some(slot) = e.step.and_then(|s| outputs.get_mut(s as usize))
+        {
+            *slot = e.output.as_deref();
+        }
+    }
+    let latest_context = events
+        .iter()
+        .rev()
+        .find_map(|e| e.context.as_deref())
+        .unwrap_or(&record.context);
     let step_name = |e: &Event| {
         e.step
             .and_then(|s| report.steps.get(s as usize))
@@ -62,7 +106,8 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
                 .steps
                 .iter()
                 .zip(&times)
-                .map(|(s, (action, undo))| StepJson {
+                .zip(&outputs)
+                .map(|((s, (action, undo)), output)| StepJson {
                     name: &s.name,
                     kind: s.kind.label(),
                     status: s.status.label(),
@@ -72,6 +117,7 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
                     duration_ms: *action,
                     compensation_duration_ms: *undo,
                     last_error: s.last_error.as_deref(),
+                    output_bytes: output.map(str::len),
                 })
                 .collect(),
             events: events
@@ -87,6 +133,16 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
                     will_retry: e.will_retry,
                 })
                 .collect(),
+            context_bytes: latest_context.len(),
+            context: context.then(|| value(latest_context)),
+            outputs: context.then(|| {
+                report
+                    .steps
+                    .iter()
+                    .zip(&outputs)
+                    .filter_map(|(s, o)| Some((s.name.to_string(), value((*o)?))))
+                    .collect()
+            }),
         };
         return Ok(to_json(&doc));
     }
@@ -94,9 +150,18 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
     let _ = writeln!(out, "execution  {}", Escaped(record.id.as_str()));
     let _ = writeln!(out, "saga       {}", Escaped(&record.saga));
     let _ = writeln!(out, "definition {}", record.fingerprint);
-    let _ = writeln!(out, "status     {}", record.status);
+    let _ = writeln!(
+        out,
+        "status     {}",
+        style.paint(record.status, record.status.label())
+    );
     let _ = writeln!(out, "created    {}", utc(record.created_at_ms, true));
     let _ = writeln!(out, "updated    {}", utc(record.updated_at_ms, true));
+    let _ = write!(out, "context    {}", size(latest_context.len()));
+    if !context {
+        out.push_str(" (`--context` prints it and the outputs)");
+    }
+    out.push('\n');
     match (&record.owner, record.lease_expires_at_ms) {
         (Some(owner), Some(until)) => {
             let _ = writeln!(
@@ -122,19 +187,20 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
     out.push('\n');
     let _ = writeln!(
         out,
-        "{:<20}  {:<11}  {:<19}  {:>5}  {:>5}  {:>9}",
-        "STEP", "KIND", "STATUS", "TRIES", "UNDOS", "TIME"
+        "{:<20}  {:<11}  {:<19}  {:>5}  {:>5}  {:>9}  {:>9}",
+        "STEP", "KIND", "STATUS", "TRIES", "UNDOS", "TIME", "OUTPUT"
     );
-    for (s, (action, _)) in report.steps.iter().zip(&times) {
+    for ((s, (action, _)), output) in report.steps.iter().zip(&times).zip(&outputs) {
         let _ = writeln!(
             out,
-            "{:<20}  {:<11}  {:<19}  {:>5}  {:>5}  {:>9}",
+            "{:<20}  {:<11}  {:<19}  {:>5}  {:>5}  {:>9}  {:>9}",
             fit(&user_text(&s.name), 20),
             s.kind.label(),
             s.status.label(),
             s.attempts,
             s.compensation_attempts,
-            seconds(*action)
+            seconds(*action),
+            output.map_or_else(|| "-".to_owned(), |o| size(o.len()))
         );
     }
     for s in report.steps.iter().filter(|s| s.last_error.is_some()) {
@@ -167,6 +233,16 @@ pub(crate) async fn show(engine: &SagaEngine, id: &str, json: bool) -> Result<St
         }
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    if context {
+        out.push('\n');
+        let _ = writeln!(out, "CONTEXT (JSON)");
+        let _ = writeln!(out, "{}", Escaped(latest_context));
+        for (s, o) in report.steps.iter().zip(&outputs) {
+            if let Some(o) = o {
+                let _ = writeln!(out, "output of `{}`: {}", Escaped(&s.name), Escaped(o));
+            }
+        }
     }
     Ok(out)
 }

@@ -804,3 +804,63 @@ async fn the_store_comes_from_saga_store_unless_store_is_given() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn show_gives_sizes_and_prints_contexts_and_outputs_only_when_asked() {
+    let dir = dir("show-context");
+    let db = dir.join("sagas.db");
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let saga = Saga::builder("profile")
+        .step(
+            Step::new("lookup", |name: &mut String, _: &StepInfo<'_>| {
+                name.push_str("\u{1b}[31m");
+                Ok::<_, StepError>("card 4242".to_owned())
+            })
+            .durable(),
+        )
+        .build()
+        .unwrap();
+    engine.register(saga).await.unwrap();
+    let id = engine
+        .start_with_id("profile", "p-1", "Ada Lovelace".to_owned())
+        .await
+        .unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+
+    let text = ok(&db, &["show", "p-1"]);
+    assert!(!text.contains("Ada") && !text.contains("4242"), "{text}");
+    // "Ada Lovelace\u001b[31m" as JSON: 24 bytes; "card 4242": 11.
+    assert!(
+        text.contains("context    24 B (`--context` prints it and the outputs)\n"),
+        "{text}"
+    );
+    let lookup: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("lookup"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(lookup[lookup.len() - 2..], ["11", "B"], "{text}");
+
+    let text = ok(&db, &["show", "p-1", "--context"]);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        text.contains("CONTEXT (JSON)\n\"Ada Lovelace\\u001b[31m\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("output of `lookup`: \"card 4242\"\n"),
+        "{text}"
+    );
+
+    let doc = json(&ok(&db, &["show", "p-1", "--json"]));
+    assert_eq!(doc["context"], serde_json::Value::Null);
+    assert_eq!(doc["outputs"], serde_json::Value::Null);
+    assert_eq!(doc["context_bytes"], 24);
+    assert_eq!(doc["steps"][0]["output_bytes"], 11);
+    assert_eq!(doc["execution"]["id"], "p-1");
+    let doc = json(&ok(&db, &["show", "p-1", "--json", "--context"]));
+    assert_eq!(doc["context"], "Ada Lovelace\u{1b}[31m");
+    assert_eq!(doc["outputs"]["lookup"], "card 4242");
+}
