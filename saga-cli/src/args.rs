@@ -68,6 +68,15 @@ pub(crate) enum Command {
         #[arg(long)]
         dot: bool,
     },
+    /// Follow one execution until it ends, or (without an id) the store.
+    Watch {
+        /// The execution's id; without, every execution that appears or
+        /// changes status is printed until Ctrl-C.
+        id: Option<String>,
+        /// How often to look at the store, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 500)]
+        interval: u64,
+    },
     /// Resume a stuck execution once its cause is fixed.
     Resume {
         /// The execution's id.

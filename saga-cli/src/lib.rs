@@ -10,6 +10,7 @@
 //! saga --store sagas.db resume  <id> --yes        # a stuck execution: try again
 //! saga --store sagas.db abandon <id> --yes        # give it up, compensate nothing
 //! saga --store sagas.db cancel  <id> --yes        # roll it back (before the pivot)
+//! saga --store sagas.db watch [<id>]               # follow one execution, or the store
 //! ```
 //!
 //! Every command takes `--json` for scripts. The tool holds none of your
@@ -41,6 +42,7 @@ mod list;
 mod open;
 mod output;
 mod show;
+mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -256,7 +258,7 @@ async fn execute(
     cli: &Cli,
     mode: Mode,
     style: Style,
-    _stream: &mut dyn Write,
+    stream: &mut dyn Write,
 ) -> Result<String, CliError> {
     match &cli.command {
         Command::List {
@@ -275,6 +277,13 @@ async fn execute(
         }
         Command::Show { id, context } => show::show(engine, id, cli.json, *context, style).await,
         Command::Diagram { saga, dot } => diagram::diagram_of(engine, saga, *dot, cli.json).await,
+        Command::Watch { id, interval } => {
+            let every = std::time::Duration::from_millis((*interval).max(1));
+            match id {
+                Some(id) => watch::execution(engine, id, every, style, stream).await,
+                None => watch::store(engine, every, style, stream).await,
+            }
+        }
         Command::Resume { id, yes } => commands::resume(engine, id, *yes, cli.json, mode).await,
         Command::Abandon { id, yes } => commands::abandon(engine, id, *yes, cli.json).await,
         Command::Cancel { id, yes } => commands::cancel(engine, id, *yes, cli.json).await,

@@ -64,6 +64,29 @@ fn size(bytes: usize) -> String {
     }
 }
 
+/// One event as a timeline line: seconds since `start_ms`, its kind, its
+/// step and attempt, its error (escaped) and its flags.
+pub(crate) fn timeline_line(e: &Event, start_ms: i64, step: Option<&str>) -> String {
+    let offset = (e.at_ms - start_ms) as f64 / 1000.0;
+    let mut line = format!("{offset:>9.3}  {:<22}", e.kind.label());
+    if let Some(step) = step {
+        let _ = write!(line, "  {}", Escaped(step));
+    }
+    if e.attempt > 0 {
+        let _ = write!(line, " #{}", e.attempt);
+    }
+    if let Some(error) = &e.error {
+        let _ = write!(line, ": {}", Escaped(error));
+    }
+    if e.outcome_unknown {
+        line.push_str(" (outcome unknown)");
+    }
+    if e.will_retry {
+        line.push_str(" (will retry)");
+    }
+    line.trim_end().to_owned()
+}
+
 fn resume_pending(events: &[Event]) -> bool {
     events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
 }
@@ -214,24 +237,7 @@ pub(crate) async fn show(
     out.push('\n');
     let _ = writeln!(out, "TIMELINE (seconds since the start)");
     for e in &events {
-        let offset = (e.at_ms - record.created_at_ms) as f64 / 1000.0;
-        let mut line = format!("{offset:>9.3}  {:<22}", e.kind.label());
-        if let Some(step) = step_name(e) {
-            let _ = write!(line, "  {}", Escaped(step));
-        }
-        if e.attempt > 0 {
-            let _ = write!(line, " #{}", e.attempt);
-        }
-        if let Some(error) = &e.error {
-            let _ = write!(line, ": {}", Escaped(error));
-        }
-        if e.outcome_unknown {
-            line.push_str(" (outcome unknown)");
-        }
-        if e.will_retry {
-            line.push_str(" (will retry)");
-        }
-        out.push_str(line.trim_end());
+        out.push_str(&timeline_line(e, record.created_at_ms, step_name(e)));
         out.push('\n');
     }
     if context {

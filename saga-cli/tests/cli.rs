@@ -864,3 +864,125 @@ async fn show_gives_sizes_and_prints_contexts_and_outputs_only_when_asked() {
     assert_eq!(doc["context"], "Ada Lovelace\u{1b}[31m");
     assert_eq!(doc["outputs"]["lookup"], "card 4242");
 }
+
+/// A child's stdout, line by line, read on a thread.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `wanted` (bounded, so a hang fails the
+/// test rather than blocking it); returns the lines read until then.
+fn until(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let found = line.contains(wanted);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(e) => panic!("no line with {wanted:?} ({e}); read: {seen:#?}"),
+        }
+    }
+}
+
+/// `gated`: `pack`, then `ship`, which waits for a permit of `gate`.
+fn gated_saga(gate: &Arc<tokio::sync::Semaphore>) -> Saga<u32> {
+    let gate = Arc::clone(gate);
+    Saga::builder("gated")
+        .step(Step::new("pack", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .step(Step::new_async(
+            "ship",
+            move |_: &mut u32, _: &StepInfo<'_>| {
+                let gate = Arc::clone(&gate);
+                Box::pin(async move {
+                    gate.acquire().await.unwrap().forget();
+                    Ok::<_, StepError>(())
+                })
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_follows_an_execution_until_it_ends_and_the_store_until_stopped() {
+    let dir = dir("watch");
+    let db = dir.join("sagas.db");
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(gated_saga(&gate)).await.unwrap();
+    let id = engine.start_with_id("gated", "w-1", 0_u32).await.unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args([
+            "--store",
+            db.to_str().unwrap(),
+            "watch",
+            "w-1",
+            "--interval",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let first = until(&lines, "step_started            ship #1");
+    assert!(
+        first[0].starts_with("watching execution `w-1` of saga `gated`"),
+        "{first:#?}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("step_succeeded          pack"))
+    );
+    // Still running: the watcher is still there, waiting.
+    gate.add_permits(1);
+    engine.wait(&id).await.unwrap();
+    let rest = until(&lines, "ended");
+    assert_eq!(rest.last().unwrap(), "ended completed", "{rest:#?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("step_succeeded          ship #1"))
+    );
+    assert!(child.wait().unwrap().success());
+
+    // The whole store: a new execution shows up with its statuses.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["--store", db.to_str().unwrap(), "watch", "--interval", "20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let first = until(&lines, "watching the store");
+    assert_eq!(
+        first,
+        ["watching the store: 1 execution, 0 unfinished; Ctrl-C stops"]
+    );
+    let id = engine.start_with_id("gated", "w-2", 0_u32).await.unwrap();
+    until(&lines, "  w-2  gated  running");
+    gate.add_permits(1);
+    engine.wait(&id).await.unwrap();
+    until(&lines, "  w-2  gated  completed");
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    let err = fails(&db, &["watch", "nope"], 1);
+    assert!(err.contains("no execution `nope`"), "{err}");
+}
