@@ -9,10 +9,16 @@ use crate::CliError;
 
 /// Inspect and mend durable saga executions.
 #[derive(Debug, Parser)]
-#[command(name = "saga", version, about, long_about = None)]
+#[command(
+    name = "saga",
+    version,
+    about,
+    long_about = None,
+    after_help = "The store comes from `--store`, else from `SAGA_STORE`. Colour: on a terminal, unless `NO_COLOR` is set.\nExample: SAGA_STORE=sagas.db saga list --status stuck"
+)]
 pub(crate) struct Cli {
     /// The store: an SQLite file path (never created by this tool) or a
-    /// `postgres://user@host:port/database` URL [default: `SAGA_STORE`].
+    /// `postgres://user@host:port/database` URL; without it, `SAGA_STORE`.
     #[arg(long, global = true, value_name = "PATH|URL")]
     pub(crate) store: Option<String>,
     /// The PostgreSQL schema holding the saga tables (default `saga`, as
@@ -33,6 +39,9 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// List executions, oldest first.
+    #[command(
+        after_help = "Example: saga --store sagas.db list --status stuck --since 1d --limit 20"
+    )]
     List {
         /// Only executions with this status (running, compensating,
         /// completed, compensated, cancelled, stuck, abandoned).
@@ -50,6 +59,9 @@ pub(crate) enum Command {
         limit: Option<usize>,
     },
     /// Show one execution: its steps and its log as a timeline.
+    #[command(
+        after_help = "Example: saga --store sagas.db show 0193a5f2-7c1e-7d40-9a6b-3f2e1d0c9b8a"
+    )]
     Show {
         /// The execution's id.
         id: String,
@@ -60,6 +72,9 @@ pub(crate) enum Command {
         context: bool,
     },
     /// Print a definition as a diagram, from the shape the store keeps.
+    #[command(
+        after_help = "Example: saga --store sagas.db diagram order --dot | dot -Tsvg > order.svg"
+    )]
     Diagram {
         /// A saga's name (its newest definition in the store) or a
         /// definition's fingerprint.
@@ -69,6 +84,9 @@ pub(crate) enum Command {
         dot: bool,
     },
     /// Follow one execution until it ends, or (without an id) the store.
+    #[command(
+        after_help = "Example: saga --store sagas.db watch 0193a5f2-7c1e-7d40-9a6b-3f2e1d0c9b8a"
+    )]
     Watch {
         /// The execution's id; without, every execution that appears or
         /// changes status is printed until Ctrl-C.
@@ -78,6 +96,9 @@ pub(crate) enum Command {
         interval: u64,
     },
     /// Resume a stuck execution once its cause is fixed.
+    #[command(
+        after_help = "Example: saga --store sagas.db resume 0193a5f2-7c1e-7d40-9a6b-3f2e1d0c9b8a --yes"
+    )]
     Resume {
         /// The execution's id.
         id: String,
@@ -86,6 +107,9 @@ pub(crate) enum Command {
         yes: bool,
     },
     /// Give an execution up for good: marked abandoned, nothing compensated.
+    #[command(
+        after_help = "Example: saga --store sagas.db abandon 0193a5f2-7c1e-7d40-9a6b-3f2e1d0c9b8a --yes"
+    )]
     Abandon {
         /// The execution's id.
         id: String,
@@ -94,6 +118,9 @@ pub(crate) enum Command {
         yes: bool,
     },
     /// Cancel a running execution: before its pivot it rolls back.
+    #[command(
+        after_help = "Example: saga --store sagas.db cancel 0193a5f2-7c1e-7d40-9a6b-3f2e1d0c9b8a --yes"
+    )]
     Cancel {
         /// The execution's id.
         id: String,
