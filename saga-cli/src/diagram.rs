@@ -10,6 +10,13 @@ fn is_fingerprint(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+fn no_definition(engine: &SagaEngine, wanted: &str) -> CliError {
+    CliError::NoDefinition {
+        wanted: wanted.to_owned(),
+        store: engine.store().describe(),
+    }
+}
+
 #[derive(Serialize)]
 struct DiagramJson<'a> {
     saga: &'a str,
@@ -36,12 +43,12 @@ pub(crate) async fn diagram_of(
             .rev()
             .find(|r| r.saga == wanted)
             .map(|r| r.fingerprint)
-            .ok_or_else(|| CliError::NoDefinition(wanted.to_owned()))?
+            .ok_or_else(|| no_definition(engine, wanted))?
     };
     let definition = store
         .definition(&fingerprint)
         .await?
-        .ok_or_else(|| CliError::NoDefinition(wanted.to_owned()))?;
+        .ok_or_else(|| no_definition(engine, wanted))?;
     let steps = definition.steps()?;
     let text = if dot {
         diagram::dot(&definition.saga, &steps)

@@ -92,11 +92,12 @@ pub enum CliError {
         "`{0}` is not a store this build supports; give an SQLite file path or a `postgres://` URL"
     )]
     UnsupportedUrl(String),
-    /// A PostgreSQL URL to a build without PostgreSQL support.
+    /// A PostgreSQL URL or connection string (its password masked) to a
+    /// build without PostgreSQL support.
     #[error(
-        "this build of `saga` has no PostgreSQL support; rebuild it with `--features postgres`, or give an SQLite file path"
+        "`{0}` is a PostgreSQL store, and this build of `saga` has no PostgreSQL support; rebuild it with `--features postgres`, or give an SQLite file path"
     )]
-    NoPostgres,
+    NoPostgres(String),
     /// The store failed (including a file that is not a saga store).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -104,13 +105,23 @@ pub enum CliError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// No execution with that id.
-    #[error("no execution `{0}` in the store; `saga list` shows them")]
-    NoExecution(String),
+    #[error("no execution `{id}` in {store}; `saga list` shows them")]
+    NoExecution {
+        /// The id asked for.
+        id: String,
+        /// The store, as it names itself (for SQLite: its file).
+        store: String,
+    },
     /// No definition matches a name or fingerprint.
     #[error(
-        "no definition `{0}` in the store: give a saga's name (one with an execution in the store) or a definition's fingerprint (`saga show <id>` prints it)"
+        "no definition `{wanted}` in {store}: give a saga's name (one with an execution in the store) or a definition's fingerprint (`saga show <id>` prints it)"
     )]
-    NoDefinition(String),
+    NoDefinition {
+        /// The name or fingerprint asked for.
+        wanted: String,
+        /// The store, as it names itself (for SQLite: its file).
+        store: String,
+    },
     /// A command that changes an execution, without `--yes`.
     #[error("{0}; run it again with `--yes` to do it")]
     NeedsYes(String),
@@ -295,6 +306,9 @@ async fn record(engine: &SagaEngine, id: &str) -> Result<(ExecutionRecord, Vec<E
     let view = engine
         .get(&ExecutionId::from(id))
         .await?
-        .ok_or_else(|| CliError::NoExecution(id.to_owned()))?;
+        .ok_or_else(|| CliError::NoExecution {
+            id: id.to_owned(),
+            store: engine.store().describe(),
+        })?;
     Ok((view.record, view.events))
 }

@@ -50,8 +50,8 @@ async fn open_postgres(url: &str, schema: &str) -> Result<Arc<dyn SagaStore>, Cl
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(_url: &str, _schema: &str) -> Result<Arc<dyn SagaStore>, CliError> {
-    Err(CliError::NoPostgres)
+async fn open_postgres(url: &str, _schema: &str) -> Result<Arc<dyn SagaStore>, CliError> {
+    Err(CliError::NoPostgres(redacted(url)))
 }
 
 /// The keys of libpq's key/value connection strings that `tokio-postgres`

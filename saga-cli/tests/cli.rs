@@ -264,7 +264,10 @@ async fn show_prints_steps_attempts_durations_errors_and_the_timeline() {
     let err = fails(&db, &["show", "nope"], 1);
     assert_eq!(
         err,
-        "error: no execution `nope` in the store; `saga list` shows them\n"
+        format!(
+            "error: no execution `nope` in the SQLite store `{}`; `saga list` shows them\n",
+            db.display()
+        )
     );
 }
 
@@ -297,7 +300,10 @@ async fn diagram_prints_the_stored_shape_by_name_or_fingerprint() {
 
     let err = fails(&db, &["diagram", "shipping"], 1);
     assert!(
-        err.contains("no definition `shipping` in the store"),
+        err.contains(&format!(
+            "no definition `shipping` in the SQLite store `{}`",
+            db.display()
+        )),
         "{err}"
     );
 }
@@ -481,8 +487,14 @@ fn a_file_that_is_not_a_store_is_left_untouched() {
 #[cfg(not(feature = "postgres"))]
 #[test]
 fn a_postgres_url_without_the_feature_says_how_to_get_it() {
-    let out = saga(&["--store", "postgres://saga@localhost/sagas", "list"]);
+    let out = saga(&["--store", "postgres://saga:pw@localhost/sagas", "list"]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .starts_with("error: `postgres://saga:***@localhost/sagas` is a PostgreSQL store"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         stderr(&out).contains("no PostgreSQL support; rebuild it with `--features postgres`"),
         "{}",
