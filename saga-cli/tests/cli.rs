@@ -502,22 +502,25 @@ fn a_postgres_url_without_the_feature_says_how_to_get_it() {
     );
 }
 
-/// The server of the PostgreSQL tests: `SAGA_PG_URL`, or the throwaway
-/// cluster of `scripts/pg.sh` (started if needed, so the test never skips).
+/// The server of the PostgreSQL tests: `SAGA_PG_URL`, else the cluster of
+/// `scripts/pg.sh start`, the project's one start-the-server helper (it
+/// starts the cluster if none runs and prints its URL last), so the test
+/// never skips.
 #[cfg(feature = "postgres")]
 fn pg_url() -> String {
-    if let Ok(url) = std::env::var("SAGA_PG_URL")
-        && !url.is_empty()
-    {
+    if let Some(url) = std::env::var("SAGA_PG_URL").ok().filter(|u| !u.is_empty()) {
         return url;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(root.join("scripts/pg.sh"))
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh");
+    let out = Command::new(&script)
         .arg("start")
-        .current_dir(&root)
         .output()
-        .expect("running scripts/pg.sh");
-    assert!(out.status.success(), "{}", stderr(&out));
+        .expect("running scripts/pg.sh start");
+    assert!(
+        out.status.success(),
+        "scripts/pg.sh start: {}",
+        stderr(&out)
+    );
     stdout(&out)
         .lines()
         .last()
