@@ -89,7 +89,7 @@ pub(crate) enum Command {
     )]
     Watch {
         /// The execution's id; without, every execution that appears or
-        /// changes status is printed until Ctrl-C.
+        /// changes status is printed until Ctrl-C. With `--json`: one JSON document a line.
         id: Option<String>,
         /// How often to look at the store, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 500)]

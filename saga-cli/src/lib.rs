@@ -291,8 +291,8 @@ async fn execute(
         Command::Watch { id, interval } => {
             let every = std::time::Duration::from_millis((*interval).max(1));
             match id {
-                Some(id) => watch::execution(engine, id, every, style, stream).await,
-                None => watch::store(engine, every, style, stream).await,
+                Some(id) => watch::execution(engine, id, every, cli.json, style, stream).await,
+                None => watch::store(engine, every, cli.json, style, stream).await,
             }
         }
         Command::Resume { id, yes } => commands::resume(engine, id, *yes, cli.json, mode).await,

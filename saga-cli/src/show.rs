@@ -26,7 +26,7 @@ struct StepJson<'a> {
 }
 
 #[derive(Serialize)]
-struct EventJson<'a> {
+pub(crate) struct EventJson<'a> {
     seq: u64,
     kind: &'a str,
     step: Option<&'a str>,
@@ -48,6 +48,20 @@ struct ShowJson<'a> {
     context: Option<serde_json::Value>,
     /// Each step's output by step name, with `--context` (`null` without).
     outputs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An event as `--json` prints it (`show`'s `events`, `watch`'s lines).
+pub(crate) fn event_json<'a>(e: &'a Event, step: Option<&'a str>) -> EventJson<'a> {
+    EventJson {
+        seq: e.seq,
+        kind: e.kind.label(),
+        step,
+        attempt: e.attempt,
+        at_ms: e.at_ms,
+        error: e.error.as_deref(),
+        outcome_unknown: e.outcome_unknown,
+        will_retry: e.will_retry,
+    }
 }
 
 /// A stored JSON text as a value (as a string if it does not parse).
@@ -143,19 +157,7 @@ pub(crate) async fn show(
                     output_bytes: output.map(str::len),
                 })
                 .collect(),
-            events: events
-                .iter()
-                .map(|e| EventJson {
-                    seq: e.seq,
-                    kind: e.kind.label(),
-                    step: step_name(e),
-                    attempt: e.attempt,
-                    at_ms: e.at_ms,
-                    error: e.error.as_deref(),
-                    outcome_unknown: e.outcome_unknown,
-                    will_retry: e.will_retry,
-                })
-                .collect(),
+            events: events.iter().map(|e| event_json(e, step_name(e))).collect(),
             context_bytes: latest_context.len(),
             context: context.then(|| value(latest_context)),
             outputs: context.then(|| {

@@ -13,7 +13,7 @@ use saga_core::escape::Escaped;
 use saga_core::{ExecutionId, ExecutionStatus, SagaEngine};
 
 use crate::output::{Style, utc};
-use crate::show::timeline_line;
+use crate::show::{event_json, timeline_line};
 use crate::{CliError, record};
 
 /// Writes `line` and a newline to `out`, at once (a person is watching).
@@ -23,13 +23,21 @@ fn emit(out: &mut dyn Write, line: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// One JSON document on one line (`--json`: JSON lines).
+fn json_line(value: &impl serde::Serialize) -> String {
+    // Serializing strings, numbers and booleans cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 /// Prints execution `id`'s events as they are logged, as `show`'s
-/// timeline does, and returns when the execution has ended (stuck counts:
-/// it waits for an operator).
+/// timeline does (with `json`: one `show --json` event a line, then
+/// `{"ended": "<status>"}`), and returns when the execution has ended
+/// (stuck counts: it waits for an operator).
 pub(crate) async fn execution(
     engine: &SagaEngine,
     id: &str,
     every: Duration,
+    json: bool,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<String, CliError> {
@@ -42,14 +50,16 @@ pub(crate) async fn execution(
         .iter()
         .map(|s| s.name.to_string())
         .collect();
-    emit(
-        out,
-        &format!(
-            "watching execution `{}` of saga `{}` (seconds since its start)",
-            Escaped(record.id.as_str()),
-            Escaped(&record.saga)
-        ),
-    )?;
+    if !json {
+        emit(
+            out,
+            &format!(
+                "watching execution `{}` of saga `{}` (seconds since its start)",
+                Escaped(record.id.as_str()),
+                Escaped(&record.saga)
+            ),
+        )?;
+    }
     let mut seen = 0_u64;
     loop {
         let (record, events) = crate::record(engine, id).await?;
@@ -59,10 +69,19 @@ pub(crate) async fn execution(
                 .step
                 .and_then(|s| steps.get(s as usize))
                 .map(String::as_str);
-            emit(out, &timeline_line(e, record.created_at_ms, step))?;
+            let line = if json {
+                json_line(&event_json(e, step))
+            } else {
+                timeline_line(e, record.created_at_ms, step)
+            };
+            emit(out, &line)?;
             seen = e.seq;
         }
         if record.status.is_finished() {
+            if json {
+                let end = serde_json::json!({ "ended": record.status.label() });
+                return Ok(json_line(&end) + "\n");
+            }
             return Ok(format!(
                 "ended {}\n",
                 style.paint(record.status, record.status.label())
@@ -74,9 +93,11 @@ pub(crate) async fn execution(
 
 /// Prints a line for every execution that appears in the store or changes
 /// status, until the process is stopped; starts with the unfinished ones.
+/// With `json`, each line is `{"id", "saga", "status", "updated_at_ms"}`.
 pub(crate) async fn store(
     engine: &SagaEngine,
     every: Duration,
+    json: bool,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<String, CliError> {
@@ -84,7 +105,7 @@ pub(crate) async fn store(
     let mut first = true;
     loop {
         let records = engine.list(None).await?;
-        if first {
+        if first && !json {
             let unfinished = records.iter().filter(|r| !r.status.is_finished()).count();
             emit(
                 out,
@@ -101,7 +122,15 @@ pub(crate) async fn store(
                 None => !first || !r.status.is_finished(),
                 Some(status) => status != r.status,
             };
-            if show {
+            if show && json {
+                let line = serde_json::json!({
+                    "id": r.id.as_str(),
+                    "saga": r.saga,
+                    "status": r.status.label(),
+                    "updated_at_ms": r.updated_at_ms,
+                });
+                emit(out, &json_line(&line))?;
+            } else if show {
                 emit(
                     out,
                     &format!(

@@ -203,6 +203,13 @@ async fn watch_follows_an_execution_until_it_ends_and_the_store_until_stopped() 
             .any(|l| l.contains("step_succeeded          ship #1"))
     );
     assert!(child.wait().unwrap().success());
+    // An ended execution, for scripts: its log as JSON lines, then the end.
+    let text = ok(&db, &["watch", "w-1", "--json"]);
+    let docs: Vec<serde_json::Value> = text.lines().map(json).collect();
+    assert_eq!(docs[0]["kind"], "step_started");
+    assert_eq!(docs[0]["step"], "pack");
+    assert_eq!(docs.len(), 6, "{text}");
+    assert_eq!(docs[5], serde_json::json!({ "ended": "completed" }));
 
     // The whole store: a new execution shows up with its statuses.
     let mut child = Command::new(env!("CARGO_BIN_EXE_saga"))
