@@ -1,149 +1,15 @@
 //! The real `saga` binary against real SQLite files written by a real
 //! engine; and the same commands embedded (`saga_cli::run`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use saga_core::store::{NewExecution, SagaStore, SqliteStore};
-use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
-
-/// A fresh directory for one test.
-fn dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("saga-cli-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// `order`: reserve (compensable), charge (the pivot), ship (retriable),
-/// which fails while the courier is not ready.
-fn order_saga(courier_ready: &Arc<AtomicBool>) -> Saga<u32> {
-    let ready = Arc::clone(courier_ready);
-    Saga::builder("order")
-        .step(
-            Step::new("reserve", |n: &mut u32, _: &StepInfo<'_>| {
-                *n += 1;
-                Ok::<_, StepError>(())
-            })
-            .compensate(|n: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
-                *n -= 1;
-                Ok::<_, StepError>(())
-            }),
-        )
-        .pivot(Step::new("charge", |_: &mut u32, _: &StepInfo<'_>| {
-            Ok::<_, StepError>(())
-        }))
-        .step(Step::new("ship", move |_: &mut u32, _: &StepInfo<'_>| {
-            if ready.load(Ordering::SeqCst) {
-                Ok(())
-            } else {
-                Err(StepError::new("no courier today"))
-            }
-        }))
-        .build()
-        .unwrap()
-}
-
-/// `refund`: a step that always fails after one that it compensates.
-fn refund_saga() -> Saga<u32> {
-    Saga::builder("refund")
-        .step(
-            Step::new("lock", |_: &mut u32, _: &StepInfo<'_>| {
-                Ok::<_, StepError>(())
-            })
-            .compensate(|_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(())),
-        )
-        .step(Step::new("pay_back", |_: &mut u32, _: &StepInfo<'_>| {
-            Err::<(), _>(StepError::new("bank closed"))
-        }))
-        .build()
-        .unwrap()
-}
-
-/// A store with `ok-1` completed, `stuck-1` stuck at `ship`, `refund-1`
-/// compensated, written by a real engine that is then dropped.
-async fn populated(dir: &Path) -> PathBuf {
-    let db = dir.join("sagas.db");
-    let ready = Arc::new(AtomicBool::new(true));
-    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
-    engine.register(order_saga(&ready)).await.unwrap();
-    engine.register(refund_saga()).await.unwrap();
-    let id = engine.start_with_id("order", "ok-1", 0_u32).await.unwrap();
-    assert_eq!(
-        engine.wait(&id).await.unwrap().status,
-        ExecutionStatus::Completed
-    );
-    ready.store(false, Ordering::SeqCst);
-    let id = engine
-        .start_with_id("order", "stuck-1", 0_u32)
-        .await
-        .unwrap();
-    assert_eq!(
-        engine.wait(&id).await.unwrap().status,
-        ExecutionStatus::Stuck
-    );
-    let id = engine
-        .start_with_id("refund", "refund-1", 0_u32)
-        .await
-        .unwrap();
-    assert_eq!(
-        engine.wait(&id).await.unwrap().status,
-        ExecutionStatus::Compensated
-    );
-    db
-}
-
-fn saga(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_saga"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-/// Runs the binary on `db` and expects success; returns stdout.
-fn ok(db: &Path, args: &[&str]) -> String {
-    let mut all = vec!["--store", db.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let out = saga(&all);
-    assert!(
-        out.status.success(),
-        "saga {all:?} failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-/// Runs the binary on `db` and expects exit code `code`; returns stderr.
-fn fails(db: &Path, args: &[&str], code: i32) -> String {
-    let mut all = vec!["--store", db.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let out = saga(&all);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "saga {all:?}: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert_eq!(stdout(&out), "", "nothing on stdout when it fails");
-    stderr(&out)
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap()
-}
+use saga_core::{ExecutionStatus, SagaEngine};
+use support::*;
 
 #[tokio::test]
 async fn list_prints_a_table_that_fits_80_columns() {
@@ -264,7 +130,10 @@ async fn show_prints_steps_attempts_durations_errors_and_the_timeline() {
     let err = fails(&db, &["show", "nope"], 1);
     assert_eq!(
         err,
-        "error: no execution `nope` in the store; `saga list` shows them\n"
+        format!(
+            "error: no execution `nope` in the SQLite store `{}`; `saga list` shows them\n",
+            db.display()
+        )
     );
 }
 
@@ -297,7 +166,10 @@ async fn diagram_prints_the_stored_shape_by_name_or_fingerprint() {
 
     let err = fails(&db, &["diagram", "shipping"], 1);
     assert!(
-        err.contains("no definition `shipping` in the store"),
+        err.contains(&format!(
+            "no definition `shipping` in the SQLite store `{}`",
+            db.display()
+        )),
         "{err}"
     );
 }
@@ -481,8 +353,14 @@ fn a_file_that_is_not_a_store_is_left_untouched() {
 #[cfg(not(feature = "postgres"))]
 #[test]
 fn a_postgres_url_without_the_feature_says_how_to_get_it() {
-    let out = saga(&["--store", "postgres://saga@localhost/sagas", "list"]);
+    let out = saga(&["--store", "postgres://saga:pw@localhost/sagas", "list"]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .starts_with("error: `postgres://saga:***@localhost/sagas` is a PostgreSQL store"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         stderr(&out).contains("no PostgreSQL support; rebuild it with `--features postgres`"),
         "{}",
@@ -490,22 +368,25 @@ fn a_postgres_url_without_the_feature_says_how_to_get_it() {
     );
 }
 
-/// The server of the PostgreSQL tests: `SAGA_PG_URL`, or the throwaway
-/// cluster of `scripts/pg.sh` (started if needed, so the test never skips).
+/// The server of the PostgreSQL tests: `SAGA_PG_URL`, else the cluster of
+/// `scripts/pg.sh start`, the project's one start-the-server helper (it
+/// starts the cluster if none runs and prints its URL last), so the test
+/// never skips.
 #[cfg(feature = "postgres")]
 fn pg_url() -> String {
-    if let Ok(url) = std::env::var("SAGA_PG_URL")
-        && !url.is_empty()
-    {
+    if let Some(url) = std::env::var("SAGA_PG_URL").ok().filter(|u| !u.is_empty()) {
         return url;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(root.join("scripts/pg.sh"))
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh");
+    let out = std::process::Command::new(&script)
         .arg("start")
-        .current_dir(&root)
         .output()
-        .expect("running scripts/pg.sh");
-    assert!(out.status.success(), "{}", stderr(&out));
+        .expect("running scripts/pg.sh start");
+    assert!(
+        out.status.success(),
+        "scripts/pg.sh start: {}",
+        stderr(&out)
+    );
     stdout(&out)
         .lines()
         .last()

@@ -72,6 +72,7 @@ mod context;
 pub mod diagram;
 mod engine;
 mod error;
+pub mod escape;
 mod executor;
 mod id;
 pub mod logging;

@@ -1,0 +1,195 @@
+//! Opening a store: the SQLite file or PostgreSQL URL named by `--store`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use saga_core::store::{SagaStore, SqliteOptions, SqliteStore};
+
+use crate::CliError;
+
+/// Opens the store named on the command line, never creating one: an
+/// SQLite file (`integrity_check` runs SQLite's `quick_check` first) or,
+/// in a build with the `postgres` feature, a PostgreSQL URL or key/value
+/// connection string (`host=db user=saga dbname=sagas`) whose saga tables
+/// are in `pg_schema`. No error repeats a password given in `spec`.
+///
+/// # Errors
+/// [`CliError::Missing`] for a file that does not exist, and the store's
+/// own errors for a file that is not a saga store or a server that cannot
+/// be reached.
+pub async fn open_store(
+    spec: &str,
+    integrity_check: bool,
+    pg_schema: &str,
+) -> Result<Arc<dyn SagaStore>, CliError> {
+    if let Some((scheme, _)) = spec.split_once("://") {
+        return match scheme {
+            "postgres" | "postgresql" => open_postgres(spec, pg_schema).await,
+            _ => Err(CliError::UnsupportedUrl(redacted(spec))),
+        };
+    }
+    if is_key_value(spec) {
+        return open_postgres(spec, pg_schema).await;
+    }
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Err(CliError::Directory(path.to_owned()));
+    }
+    if !path.exists() {
+        return Err(CliError::Missing(path.to_owned()));
+    }
+    let options = SqliteOptions::new().with_integrity_check(integrity_check);
+    Ok(Arc::new(SqliteStore::open_with(path, options)?))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, schema: &str) -> Result<Arc<dyn SagaStore>, CliError> {
+    use saga_core::store::{PostgresOptions, PostgresStore};
+    let options = PostgresOptions::new().with_schema(schema);
+    Ok(Arc::new(PostgresStore::connect_with(url, options).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str, _schema: &str) -> Result<Arc<dyn SagaStore>, CliError> {
+    Err(CliError::NoPostgres(redacted(url)))
+}
+
+/// The keys of libpq's key/value connection strings that `tokio-postgres`
+/// reads: a `--store` starting with one of them followed by `=` is a
+/// PostgreSQL connection string, not a file name.
+const CONNECTION_KEYS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// Whether `spec` is a PostgreSQL key/value connection string.
+fn is_key_value(spec: &str) -> bool {
+    let spec = spec.trim_start();
+    CONNECTION_KEYS.iter().any(|key| {
+        spec.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
+}
+
+/// `spec` (a URL or a key/value connection string) with its password, if
+/// any, replaced by `***`, for error messages.
+pub(crate) fn redacted(spec: &str) -> String {
+    match spec.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => authority.to_owned(),
+                },
+                None => authority.to_owned(),
+            };
+            let tail = match tail.split_once('?') {
+                Some((path, query)) => {
+                    let query: Vec<String> = query
+                        .split('&')
+                        .map(|pair| match pair.split_once('=') {
+                            Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                                format!("{key}=***")
+                            }
+                            _ => pair.to_owned(),
+                        })
+                        .collect();
+                    format!("{path}?{}", query.join("&"))
+                }
+                None => tail.to_owned(),
+            };
+            format!("{scheme}://{authority}{tail}")
+        }
+        None => redacted_key_value(spec),
+    }
+}
+
+/// A key/value connection string with the value of `password` replaced by
+/// `***` (values may be quoted with `'` and hold `\'`).
+fn redacted_key_value(spec: &str) -> String {
+    let mut out = String::new();
+    let mut chars = spec.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|&c| c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        if key.is_empty() && chars.peek().is_none() {
+            return out;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'=').is_some() {
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            if chars.next_if_eq(&'\'').is_some() {
+                value.push('\'');
+                while let Some(c) = chars.next() {
+                    value.push(c);
+                    match c {
+                        '\\' => value.extend(chars.next()),
+                        '\'' => break,
+                        _ => {}
+                    }
+                }
+            } else {
+                while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                    value.push(c);
+                }
+            }
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&key);
+        out.push('=');
+        out.push_str(if key == "password" { "***" } else { &value });
+        if key.is_empty() {
+            // A stray `=`: nothing more to read as pairs.
+            return out;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked_in_urls_and_key_value_strings() {
+        assert_eq!(
+            redacted("mysql://root:pw@db:3306/x"),
+            "mysql://root:***@db:3306/x"
+        );
+        assert_eq!(redacted("mysql://root@db/x"), "mysql://root@db/x");
+        assert_eq!(redacted("redis://:pw@db"), "redis://:***@db");
+        assert_eq!(
+            redacted("pg://db/x?sslmode=require&PASSWORD=pw"),
+            "pg://db/x?sslmode=require&PASSWORD=***"
+        );
+        assert_eq!(
+            redacted("host=db password='a \\' b' user=saga"),
+            "host=db password=*** user=saga"
+        );
+        assert_eq!(redacted("password = pw"), "password=***");
+        assert!(is_key_value("host=db dbname=x"));
+        assert!(is_key_value(" user = saga"));
+        assert!(!is_key_value("sagas.db"));
+        assert!(!is_key_value("hostname=x.db"));
+    }
+}

@@ -1,0 +1,256 @@
+//! `saga show`: one execution, its steps and its log as a timeline.
+
+use std::fmt::Write as _;
+
+use saga_core::escape::{Escaped, user_text};
+use saga_core::store::{Event, EventKind, logged_durations};
+use saga_core::{SagaEngine, SagaReport};
+use serde::Serialize;
+
+use crate::output::{ExecutionJson, Style, execution_json, fit, seconds, to_json, utc};
+use crate::{CliError, record};
+
+#[derive(Serialize)]
+struct StepJson<'a> {
+    name: &'a str,
+    kind: &'a str,
+    status: &'a str,
+    outcome: &'a str,
+    attempts: u32,
+    compensation_attempts: u32,
+    duration_ms: Option<i64>,
+    compensation_duration_ms: Option<i64>,
+    last_error: Option<&'a str>,
+    /// The size of its output's JSON, when it has one.
+    output_bytes: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct EventJson<'a> {
+    seq: u64,
+    kind: &'a str,
+    step: Option<&'a str>,
+    attempt: u32,
+    at_ms: i64,
+    error: Option<&'a str>,
+    outcome_unknown: bool,
+    will_retry: bool,
+}
+
+#[derive(Serialize)]
+struct ShowJson<'a> {
+    execution: ExecutionJson<'a>,
+    steps: Vec<StepJson<'a>>,
+    events: Vec<EventJson<'a>>,
+    /// The size of the latest context's JSON.
+    context_bytes: usize,
+    /// The latest context, with `--context` (`null` without).
+    context: Option<serde_json::Value>,
+    /// Each step's output by step name, with `--context` (`null` without).
+    outputs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An event as `--json` prints it (`show`'s `events`, `watch`'s lines).
+pub(crate) fn event_json<'a>(e: &'a Event, step: Option<&'a str>) -> EventJson<'a> {
+    EventJson {
+        seq: e.seq,
+        kind: e.kind.label(),
+        step,
+        attempt: e.attempt,
+        at_ms: e.at_ms,
+        error: e.error.as_deref(),
+        outcome_unknown: e.outcome_unknown,
+        will_retry: e.will_retry,
+    }
+}
+
+/// A stored JSON text as a value (as a string if it does not parse).
+fn value(raw: &str) -> serde_json::Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
+}
+
+/// Byte counts for a person: `812 B`, `4.2 KiB`, `8.0 MiB`.
+fn size(bytes: usize) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
+/// One event as a timeline line: seconds since `start_ms`, its kind, its
+/// step and attempt, its error (escaped) and its flags.
+pub(crate) fn timeline_line(e: &Event, start_ms: i64, step: Option<&str>) -> String {
+    let offset = (e.at_ms - start_ms) as f64 / 1000.0;
+    let mut line = format!("{offset:>9.3}  {:<22}", e.kind.label());
+    if let Some(step) = step {
+        let _ = write!(line, "  {}", Escaped(step));
+    }
+    if e.attempt > 0 {
+        let _ = write!(line, " #{}", e.attempt);
+    }
+    if let Some(error) = &e.error {
+        let _ = write!(line, ": {}", Escaped(error));
+    }
+    if e.outcome_unknown {
+        line.push_str(" (outcome unknown)");
+    }
+    if e.will_retry {
+        line.push_str(" (will retry)");
+    }
+    line.trim_end().to_owned()
+}
+
+fn resume_pending(events: &[Event]) -> bool {
+    events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
+}
+
+/// Prints execution `id`. Its context and its steps' outputs can hold
+/// personal data: only their sizes are shown unless `context` is set.
+pub(crate) async fn show(
+    engine: &SagaEngine,
+    id: &str,
+    json: bool,
+    context: bool,
+    style: Style,
+) -> Result<String, CliError> {
+    let (record, events) = record(engine, id).await?;
+    let report: SagaReport = engine.report(&record.id).await?;
+    let times = logged_durations(report.steps.len(), &events);
+    // The latest output of each step, and the latest context.
+    let mut outputs: Vec<Option<&str>> = vec![None; report.steps.len()];
+    for e in &events {
+        if e.kind == EventKind::StepSucceeded
+            && let Some(slot) = e.step.and_then(|s| outputs.get_mut(s as usize))
+        {
+            *slot = e.output.as_deref();
+        }
+    }
+    let latest_context = events
+        .iter()
+        .rev()
+        .find_map(|e| e.context.as_deref())
+        .unwrap_or(&record.context);
+    let step_name = |e: &Event| {
+        e.step
+            .and_then(|s| report.steps.get(s as usize))
+            .map(|s| &*s.name)
+    };
+    if json {
+        let doc = ShowJson {
+            execution: execution_json(&record, resume_pending(&events)),
+            steps: report
+                .steps
+                .iter()
+                .zip(&times)
+                .zip(&outputs)
+                .map(|((s, (action, undo)), output)| StepJson {
+                    name: &s.name,
+                    kind: s.kind.label(),
+                    status: s.status.label(),
+                    outcome: s.outcome.label(),
+                    attempts: s.attempts,
+                    compensation_attempts: s.compensation_attempts,
+                    duration_ms: *action,
+                    compensation_duration_ms: *undo,
+                    last_error: s.last_error.as_deref(),
+                    output_bytes: output.map(str::len),
+                })
+                .collect(),
+            events: events.iter().map(|e| event_json(e, step_name(e))).collect(),
+            context_bytes: latest_context.len(),
+            context: context.then(|| value(latest_context)),
+            outputs: context.then(|| {
+                report
+                    .steps
+                    .iter()
+                    .zip(&outputs)
+                    .filter_map(|(s, o)| Some((s.name.to_string(), value((*o)?))))
+                    .collect()
+            }),
+        };
+        return Ok(to_json(&doc));
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "execution  {}", Escaped(record.id.as_str()));
+    let _ = writeln!(out, "saga       {}", Escaped(&record.saga));
+    let _ = writeln!(out, "definition {}", record.fingerprint);
+    let _ = writeln!(
+        out,
+        "status     {}",
+        style.paint(record.status, record.status.label())
+    );
+    let _ = writeln!(out, "created    {}", utc(record.created_at_ms, true));
+    let _ = writeln!(out, "updated    {}", utc(record.updated_at_ms, true));
+    let _ = write!(out, "context    {}", size(latest_context.len()));
+    if !context {
+        out.push_str(" (`--context` prints it and the outputs)");
+    }
+    out.push('\n');
+    match (&record.owner, record.lease_expires_at_ms) {
+        (Some(owner), Some(until)) => {
+            let _ = writeln!(
+                out,
+                "lease      {}, until {}",
+                Escaped(owner),
+                utc(until, true)
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "lease      free");
+        }
+    }
+    if record.cancel_requested {
+        let _ = writeln!(out, "requested  cancel");
+    }
+    if resume_pending(&events) {
+        let _ = writeln!(
+            out,
+            "requested  resume (a worker with this definition carries it out at its next `recover()`)"
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{:<20}  {:<11}  {:<19}  {:>5}  {:>5}  {:>9}  {:>9}",
+        "STEP", "KIND", "STATUS", "TRIES", "UNDOS", "TIME", "OUTPUT"
+    );
+    for ((s, (action, _)), output) in report.steps.iter().zip(&times).zip(&outputs) {
+        let _ = writeln!(
+            out,
+            "{:<20}  {:<11}  {:<19}  {:>5}  {:>5}  {:>9}  {:>9}",
+            fit(&user_text(&s.name), 20),
+            s.kind.label(),
+            s.status.label(),
+            s.attempts,
+            s.compensation_attempts,
+            seconds(*action),
+            output.map_or_else(|| "-".to_owned(), |o| size(o.len()))
+        );
+    }
+    for s in report.steps.iter().filter(|s| s.last_error.is_some()) {
+        let _ = writeln!(
+            out,
+            "error of `{}`: {}",
+            Escaped(&s.name),
+            Escaped(s.last_error.as_deref().unwrap_or_default())
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(out, "TIMELINE (seconds since the start)");
+    for e in &events {
+        out.push_str(&timeline_line(e, record.created_at_ms, step_name(e)));
+        out.push('\n');
+    }
+    if context {
+        out.push('\n');
+        let _ = writeln!(out, "CONTEXT (JSON)");
+        let _ = writeln!(out, "{}", Escaped(latest_context));
+        for (s, o) in report.steps.iter().zip(&outputs) {
+            if let Some(o) = o {
+                let _ = writeln!(out, "output of `{}`: {}", Escaped(&s.name), Escaped(o));
+            }
+        }
+    }
+    Ok(out)
+}

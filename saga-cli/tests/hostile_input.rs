@@ -1,0 +1,110 @@
+//! Hostile and broken input, from outside: passwords in `--store` never
+//! echoed, store errors with their causes, and control characters in
+//! ids and step errors escaped before they reach a terminal.
+
+mod support;
+
+use saga_core::store::SqliteStore;
+use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
+use support::*;
+
+#[test]
+fn a_password_in_a_store_argument_is_never_echoed() {
+    // An unsupported scheme: named, with the password masked.
+    let out = saga(&["--store", "mysql://root:hunter2@db.internal/sagas", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("`mysql://root:***@db.internal/sagas`"),
+        "{err}"
+    );
+    // A password in the query string.
+    let out = saga(&[
+        "--store",
+        "mysql://db.internal/sagas?password=hunter2",
+        "list",
+    ]);
+    let err = stderr(&out);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("password=***"), "{err}");
+    // A PostgreSQL key/value connection string is not a file path.
+    let out = saga(&[
+        "--store",
+        "host=127.0.0.1 port=1 user=saga password='hunter 2' dbname=sagas",
+        "list",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains("hunter"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn a_store_error_is_printed_with_its_causes() {
+    let dir = dir("cause");
+    let db = populated(&dir).await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE executions SET created_at = 'yesterday' WHERE id = 'ok-1'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = fails(&db, &["list"], 1);
+    let line = err.lines().next().unwrap_or_default();
+    // The operation, then why: the database's own words, naming the column.
+    let (head, why) = line
+        .split_once("listing executions failed: ")
+        .unwrap_or_else(|| panic!("no cause after the operation: {err}"));
+    assert!(head.contains(&db.display().to_string()), "{err}");
+    assert!(why.contains("Text"), "{err}");
+}
+
+#[tokio::test]
+async fn escapes_and_newlines_in_ids_and_errors_are_printed_escaped() {
+    let dir = dir("escape");
+    let db = dir.join("sagas.db");
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let saga = Saga::builder("hostile")
+        .step(Step::new("pay", |_: &mut u32, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("declined\u{1b}[2J\nerror of `pay`: forged"))
+        }))
+        .build()
+        .unwrap();
+    engine.register(saga).await.unwrap();
+    let raw_id = "evil\u{1b}[31m\nid";
+    let id = engine
+        .start_with_id("hostile", raw_id, 0_u32)
+        .await
+        .unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+
+    let listed = ok(&db, &["list"]);
+    assert!(!listed.contains('\u{1b}'), "{listed:?}");
+    assert!(listed.contains("evil\\u{1b}[31m\\u{a}id"), "{listed}");
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+
+    let shown = ok(&db, &["show", raw_id]);
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    assert!(
+        shown.contains("execution  evil\\u{1b}[31m\\u{a}id\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("error of `pay`: declined\\u{1b}[2J\\u{a}error of `pay`: forged\n"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.lines().filter(|l| l.starts_with("error of")).count(),
+        1,
+        "{shown}"
+    );
+    // JSON keeps the text as it is: JSON escapes it itself.
+    let doc = json(&ok(&db, &["show", raw_id, "--json"]));
+    assert_eq!(doc["execution"]["id"], raw_id);
+
+    let err = fails(&db, &["show", "nope\u{1b}[2J"], 1);
+    assert!(err.contains("`nope\\u{1b}[2J`"), "{err}");
+}

@@ -1,0 +1,236 @@
+//! Inspecting a store as an operator does: whole ids and filters in
+//! `list`, the store from `SAGA_STORE`, sizes and (on request) contexts in
+//! `show`, and `watch` following an execution or the store.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use saga_core::store::SqliteStore;
+use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
+use support::*;
+
+#[tokio::test]
+async fn list_prints_full_ids_and_filters_by_status_time_and_count() {
+    let dir = dir("list-full");
+    let db = populated(&dir).await;
+    let long_id = "0193a5f2-7c1e-7d40-9a6b-3f2e1d0c9b8a/retry-of-order-42";
+    let ready = Arc::new(AtomicBool::new(true));
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(order_saga(&ready)).await.unwrap();
+    let id = engine.start_with_id("order", long_id, 0_u32).await.unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+
+    let text = ok(&db, &["list"]);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(long_id))
+        .unwrap_or_else(|| panic!("the id is not whole: {text}"));
+    assert_eq!(row.split_whitespace().nth(1), Some("order"), "{text}");
+    // Columns line up under their headers.
+    let header = text.lines().next().unwrap();
+    assert_eq!(
+        header.find("SAGA"),
+        row.find("  order").map(|at| at + 2),
+        "{text}"
+    );
+
+    let text = ok(&db, &["list", "--limit", "2"]);
+    let ids: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ids, ["ok-1", "stuck-1"], "{text}");
+    assert!(
+        text.ends_with("2 of 4 executions shown (1 stuck: `saga show <id>`)\n"),
+        "{text}"
+    );
+    let rows = json(&ok(&db, &["list", "--limit", "1", "--json"]));
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+
+    let text = ok(&db, &["list", "--since", "1h", "--status", "completed"]);
+    assert!(text.contains("ok-1") && text.contains(long_id), "{text}");
+    assert!(!text.contains("stuck-1"), "{text}");
+    let text = ok(&db, &["list", "--since", "2999-01-01"]);
+    assert!(text.ends_with("0 executions\n"), "{text}");
+    let text = ok(&db, &["list", "--since", "2000-01-01 00:00"]);
+    assert!(text.contains("4 executions"), "{text}");
+    let err = fails(&db, &["list", "--since", "last tuesday"], 2);
+    assert!(
+        err.contains("give a time ago (`90s`, `15m`, `2h`, `7d`) or a UTC date"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_store_comes_from_saga_store_unless_store_is_given() {
+    let dir = dir("env");
+    let db = populated(&dir).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["list"])
+        .env("SAGA_STORE", &db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("stuck-1"), "{}", stdout(&out));
+    // `--store` wins.
+    let other = dir.join("other.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["--store", other.to_str().unwrap(), "list"])
+        .env("SAGA_STORE", &db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("other.db"), "{}", stderr(&out));
+    // Neither: the error names both ways.
+    let out = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["list"])
+        .env_remove("SAGA_STORE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("pass `--store <path>` or set `SAGA_STORE`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn show_gives_sizes_and_prints_contexts_and_outputs_only_when_asked() {
+    let dir = dir("show-context");
+    let db = dir.join("sagas.db");
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let saga = Saga::builder("profile")
+        .step(
+            Step::new("lookup", |name: &mut String, _: &StepInfo<'_>| {
+                name.push_str("\u{1b}[31m");
+                Ok::<_, StepError>("card 4242".to_owned())
+            })
+            .durable(),
+        )
+        .build()
+        .unwrap();
+    engine.register(saga).await.unwrap();
+    let id = engine
+        .start_with_id("profile", "p-1", "Ada Lovelace".to_owned())
+        .await
+        .unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+
+    let text = ok(&db, &["show", "p-1"]);
+    assert!(!text.contains("Ada") && !text.contains("4242"), "{text}");
+    // "Ada Lovelace\u001b[31m" as JSON: 24 bytes; "card 4242": 11.
+    assert!(
+        text.contains("context    24 B (`--context` prints it and the outputs)\n"),
+        "{text}"
+    );
+    let lookup: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("lookup"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(lookup[lookup.len() - 2..], ["11", "B"], "{text}");
+
+    let text = ok(&db, &["show", "p-1", "--context"]);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        text.contains("CONTEXT (JSON)\n\"Ada Lovelace\\u001b[31m\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("output of `lookup`: \"card 4242\"\n"),
+        "{text}"
+    );
+
+    let doc = json(&ok(&db, &["show", "p-1", "--json"]));
+    assert_eq!(doc["context"], serde_json::Value::Null);
+    assert_eq!(doc["outputs"], serde_json::Value::Null);
+    assert_eq!(doc["context_bytes"], 24);
+    assert_eq!(doc["steps"][0]["output_bytes"], 11);
+    assert_eq!(doc["execution"]["id"], "p-1");
+    let doc = json(&ok(&db, &["show", "p-1", "--json", "--context"]));
+    assert_eq!(doc["context"], "Ada Lovelace\u{1b}[31m");
+    assert_eq!(doc["outputs"]["lookup"], "card 4242");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_follows_an_execution_until_it_ends_and_the_store_until_stopped() {
+    let dir = dir("watch");
+    let db = dir.join("sagas.db");
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(gated_saga(&gate)).await.unwrap();
+    let id = engine.start_with_id("gated", "w-1", 0_u32).await.unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args([
+            "--store",
+            db.to_str().unwrap(),
+            "watch",
+            "w-1",
+            "--interval",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let first = until(&lines, "step_started            ship #1");
+    assert!(
+        first[0].starts_with("watching execution `w-1` of saga `gated`"),
+        "{first:#?}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("step_succeeded          pack"))
+    );
+    // Still running: the watcher is still there, waiting.
+    gate.add_permits(1);
+    engine.wait(&id).await.unwrap();
+    let rest = until(&lines, "ended");
+    assert_eq!(rest.last().unwrap(), "ended completed", "{rest:#?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("step_succeeded          ship #1"))
+    );
+    assert!(child.wait().unwrap().success());
+    // An ended execution, for scripts: its log as JSON lines, then the end.
+    let text = ok(&db, &["watch", "w-1", "--json"]);
+    let docs: Vec<serde_json::Value> = text.lines().map(json).collect();
+    assert_eq!(docs[0]["kind"], "step_started");
+    assert_eq!(docs[0]["step"], "pack");
+    assert_eq!(docs.len(), 6, "{text}");
+    assert_eq!(docs[5], serde_json::json!({ "ended": "completed" }));
+
+    // The whole store: a new execution shows up with its statuses.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["--store", db.to_str().unwrap(), "watch", "--interval", "20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let first = until(&lines, "watching the store");
+    assert_eq!(
+        first,
+        ["watching the store: 1 execution, 0 unfinished; Ctrl-C stops"]
+    );
+    let id = engine.start_with_id("gated", "w-2", 0_u32).await.unwrap();
+    until(&lines, "  w-2  gated  running");
+    gate.add_permits(1);
+    engine.wait(&id).await.unwrap();
+    until(&lines, "  w-2  gated  completed");
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    let err = fails(&db, &["watch", "nope"], 1);
+    assert!(err.contains("no execution `nope`"), "{err}");
+}
