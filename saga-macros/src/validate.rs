@@ -273,7 +273,7 @@ pub fn check_task_args(args: &TaskArgs, task: &TaskFn, ident: &Ident) -> syn::Re
         check_name(name, &mut errors);
     }
     if let Some((_, undo)) = &args.compensate
-        && path_text(undo) == syn::ext::IdentExt::unraw(ident).to_string()
+        && syn::ext::IdentExt::unraw(ident) == path_text(undo)
     {
         undo_is_step(undo, &mut errors);
     }
