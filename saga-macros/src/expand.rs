@@ -500,11 +500,11 @@ fn aliases(steps: &[&StepDef]) -> TokenStream {
         });
     }
     quote! {
-        #uses
         #[allow(unused_imports)]
         use __saga_plain::*;
         #[allow(unused_imports)]
         use #p::NotPlain as _;
+        #uses
         mod __saga_plain {
             #fallbacks
         }
