@@ -160,6 +160,38 @@ fn timeout_on_a_sync_step() {
 }
 
 #[test]
+fn zero_timeout() {
+    let err = build(Saga::builder("s").step(async_ok("a").timeout(Duration::ZERO)));
+    assert_eq!(
+        err,
+        BuildError::ZeroTimeout {
+            saga: "s".into(),
+            step: "a".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "step `a` of saga `s` has a timeout of zero, which would fail every attempt before it starts; give a positive duration or none"
+    );
+}
+
+#[test]
+fn slash_in_step_name() {
+    let err = build(Saga::builder("s").step(ok("a")).step(ok("refund/7")));
+    assert_eq!(
+        err,
+        BuildError::SlashInStepName {
+            saga: "s".into(),
+            step: "refund/7".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "step `refund/7` of saga `s` has a `/` in its name, which would make idempotency keys (`{execution_id}/{step}`) ambiguous; rename the step, and if an older build ran this saga, finish its in-flight executions with that build first (a renamed step gets new keys)"
+    );
+}
+
+#[test]
 fn zero_attempts_on_a_step() {
     let err = build(Saga::builder("s").step(ok("a").retry(RetryPolicy::attempts(0))));
     assert_eq!(

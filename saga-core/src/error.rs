@@ -236,6 +236,29 @@ pub enum BuildError {
         /// The step.
         step: String,
     },
+    /// A timeout of zero: every attempt would time out before it starts.
+    #[error(
+        "step `{step}` of saga `{saga}` has a timeout of zero, which would fail every attempt before it starts; give a positive duration or none"
+    )]
+    ZeroTimeout {
+        /// The saga's name.
+        saga: String,
+        /// The step.
+        step: String,
+    },
+    /// A step name containing `/`. A step's idempotency key is
+    /// `{execution_id}/{step}` (see [`StepInfo`](crate::StepInfo)); the
+    /// step follows the last `/` only if its name has none, and execution
+    /// ids may contain `/`.
+    #[error(
+        "step `{step}` of saga `{saga}` has a `/` in its name, which would make idempotency keys (`{{execution_id}}/{{step}}`) ambiguous; rename the step, and if an older build ran this saga, finish its in-flight executions with that build first (a renamed step gets new keys)"
+    )]
+    SlashInStepName {
+        /// The saga's name.
+        saga: String,
+        /// The step's name.
+        step: String,
+    },
     /// A parallel group without steps.
     #[error("saga `{saga}` has an empty parallel group")]
     EmptyGroup {

@@ -281,9 +281,9 @@ pub trait StepOf<C>: 'static {
     /// by `saga!`, else by the attribute (or after the function).
     ///
     /// `saga!` calls this (and [`push`](Self::push)) as
-    /// `<K as StepOf<C>>::step`, never as a generic argument: a plain
-    /// function named there gives one error, "expected type, found
-    /// function", at the user's token.
+    /// `<K as StepOf<C>>::step`, never as a generic argument, with `K` the
+    /// step's alias (see [`NotPlain`]): a plain function named in `saga!`
+    /// gives one error, [`Annotated`]'s, at the user's token.
     fn step(dsl: &Dsl) -> Step<C, Self::Output> {
         Self::with_compensation(Self::action(dsl.name.unwrap_or(Self::NAME)))
     }
@@ -361,6 +361,40 @@ pub trait UndoOutput<C, T> {
     /// Sets the compensation of `step`.
     fn attach(step: Step<C, T>) -> Step<C, T>;
 }
+
+/// Whether a path named in `saga!` is a plain function (no `#[saga_task]`).
+///
+/// `saga!` imports each step and compensation under an alias next to a
+/// glob import of generated fallback types of the same names. An explicit
+/// import shadows a glob one in each namespace it fills, so the alias is
+/// the user's twin type when `#[saga_task]` made one, and the fallback when
+/// the path is a plain function (which fills only the value namespace).
+/// The fallback has an inherent `__SAGA_PLAIN` of `true`, which wins over
+/// this trait's `false`; [`Plain`] turns that into an error in our words
+/// rather than rustc's "expected type, found function".
+pub trait NotPlain {
+    /// `false`: anything but a fallback.
+    const __SAGA_PLAIN: bool = false;
+}
+
+impl<T: ?Sized> NotPlain for T {}
+
+/// `Plain<true>` names a fallback: see [`NotPlain`].
+pub struct Plain<const PLAIN: bool>;
+
+/// Implemented by `Plain<false>` only.
+#[diagnostic::on_unimplemented(
+    message = "a plain function cannot be a saga step or compensation: add `#[saga_task]` above its `fn`",
+    label = "this function has no `#[saga_task]`",
+    note = "`#[saga_task]` keeps the function callable as written and lets `saga!` read its context, output and options"
+)]
+pub trait Annotated {
+    /// Named by `saga!`'s check.
+    const OK: () = ();
+}
+
+#[diagnostic::do_not_recommend]
+impl Annotated for Plain<false> {}
 
 /// What `saga!` says about one step, beyond its function.
 pub struct Dsl {

@@ -417,8 +417,10 @@ impl<C: 'static> SagaBuilder<C> {
     ///
     /// # Errors
     /// A [`BuildError`] for an empty saga name, no steps, an empty or
-    /// duplicate step name, two pivots, a compensation on or after the
-    /// pivot, a timeout on a sync step, or a retry policy of zero attempts.
+    /// duplicate step name, a step name containing `/` (it would make
+    /// idempotency keys ambiguous), two pivots, a compensation on or after
+    /// the pivot, a timeout on a sync step or of zero, or a retry policy of
+    /// zero attempts.
     pub fn build(mut self) -> Result<Saga<C>, BuildError> {
         if self.name.is_empty() {
             return Err(BuildError::EmptySagaName);
@@ -450,6 +452,12 @@ impl<C: 'static> SagaBuilder<C> {
             if step.name.is_empty() {
                 return Err(BuildError::EmptyName { saga: saga() });
             }
+            if step.name.contains('/') {
+                return Err(BuildError::SlashInStepName {
+                    saga: saga(),
+                    step: name(),
+                });
+            }
             if !names.insert(step.name.clone()) {
                 return Err(BuildError::DuplicateStep {
                     saga: saga(),
@@ -475,6 +483,12 @@ impl<C: 'static> SagaBuilder<C> {
                     saga: saga(),
                     step: name(),
                     pivot: pivot.to_string(),
+                });
+            }
+            if step.timeout == Some(Duration::ZERO) {
+                return Err(BuildError::ZeroTimeout {
+                    saga: saga(),
+                    step: name(),
                 });
             }
             if step.timeout.is_some() && !step.action.is_async() {

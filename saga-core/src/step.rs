@@ -70,6 +70,24 @@ impl<'a> StepInfo<'a> {
 
     /// `{execution_id}/{step}`: stable across attempts, retries and
     /// recovery; the compensation sees the same key as its step.
+    ///
+    /// # The key format is a versioned contract
+    ///
+    /// Format 1 (every release so far): the execution id, one `/`, the
+    /// step's name, byte for byte, with no escaping. Keys are computed on
+    /// each run, not stored, so a release that changed the format would
+    /// hand the re-run steps of in-flight executions new keys and double
+    /// their effects; a change would need a new format number and a
+    /// migration note. Step names cannot contain `/` (a
+    /// [`BuildError::SlashInStepName`](crate::BuildError::SlashInStepName),
+    /// and a compile error in `saga!` and `#[saga_task]`), so the step is
+    /// what follows the last `/`, while execution ids may contain `/`.
+    ///
+    /// Length: neither execution ids nor step names are bounded, so
+    /// neither is the key (its length in bytes is the id's plus the
+    /// name's plus one). Services often cap keys (255 bytes is common):
+    /// keep ids and names short enough, or hash the key for such a
+    /// service.
     pub fn idempotency_key(&self) -> String {
         format!("{}/{}", self.execution_id, self.step)
     }
@@ -602,7 +620,9 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     /// Limits each attempt of an async step; an attempt that runs longer is
     /// dropped and counts as a retryable failure of unknown outcome. A sync
     /// step cannot be pre-empted, so a timeout on one is a
-    /// [`BuildError::TimeoutOnSyncStep`](crate::BuildError::TimeoutOnSyncStep).
+    /// [`BuildError::TimeoutOnSyncStep`](crate::BuildError::TimeoutOnSyncStep),
+    /// and a zero timeout, which would fail every attempt before it starts,
+    /// a [`BuildError::ZeroTimeout`](crate::BuildError::ZeroTimeout).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.def.timeout = Some(timeout);

@@ -25,6 +25,7 @@ use std::time::Duration;
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
 use syn::{Ident, LitFloat, LitInt, LitStr, Path, Token, Type};
 
 mod kw {
@@ -75,6 +76,11 @@ pub struct StepDef {
     /// The `undo` (or `compensate`) keyword and the compensation.
     pub undo: Option<(Ident, Path)>,
     pub options: Vec<StepOption>,
+    /// What the expansion names the step's type by, `__saga_step_N`, and
+    /// its compensation's, `__saga_undo_N` (set once the saga is parsed,
+    /// N being the step's index; see `expand::aliases`).
+    pub alias: Ident,
+    pub undo_alias: Ident,
 }
 
 /// One option of a step, with its keyword kept for spans.
@@ -143,6 +149,18 @@ impl Parse for SagaDef {
         }
         while !input.is_empty() {
             def.entries.push(input.parse()?);
+        }
+        let steps = def.entries.iter_mut().flat_map(|e| match e {
+            Entry::Step(s) => std::slice::from_mut(s),
+            Entry::Parallel(g) => g.branches.as_mut_slice(),
+        });
+        for (i, step) in steps.enumerate() {
+            step.alias = Ident::new(&format!("__saga_step_{i}"), step.task.span());
+            let undo_span = step
+                .undo
+                .as_ref()
+                .map_or(step.task.span(), |(_, u)| u.span());
+            step.undo_alias = Ident::new(&format!("__saga_undo_{i}"), undo_span);
         }
         Ok(def)
     }
@@ -245,12 +263,15 @@ impl Parse for StepDef {
             });
         }
         input.parse::<Token![;]>()?;
+        let alias = Ident::new("__saga_step", task.span());
         Ok(StepDef {
             keyword,
             pivot,
             task,
             undo,
             options,
+            undo_alias: alias.clone(),
+            alias,
         })
     }
 }

@@ -250,7 +250,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
         None => quote!(true),
     };
     let with_compensation = args.compensate.as_ref().map(|(_, undo)| {
-        let undo = compensation(undo, ctx, &quote!(#ok));
+        let undo = compensation(undo, undo.span(), ctx, &quote!(#ok));
         quote! {
             fn with_compensation(step: #p::Step<#ctx, #ok>) -> #p::Step<#ctx, #ok> {
                 #undo::attach(step)
@@ -289,9 +289,14 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
 /// `<<undo as UndoContext<C>>::Checked as UndoOutput<C, T>>`, spanned at
 /// the compensation so that a mismatch points there; the context is
 /// checked first and a failure there hides the output check.
-fn compensation(undo: &Path, ctx: &dyn ToTokens, output: &TokenStream) -> TokenStream {
+fn compensation(
+    undo: &dyn ToTokens,
+    span: proc_macro2::Span,
+    ctx: &dyn ToTokens,
+    output: &TokenStream,
+) -> TokenStream {
     let p = private();
-    quote_spanned! {undo.span()=>
+    quote_spanned! {span=>
         <<#undo as #p::UndoContext<#ctx>>::Checked as #p::UndoOutput<#ctx, #output>>
     }
 }
@@ -300,7 +305,6 @@ fn compensation(undo: &Path, ctx: &dyn ToTokens, output: &TokenStream) -> TokenS
 /// every bound, so that the one error is not followed by others wherever
 /// `saga!` names the function.
 pub fn task_stub(item: &ItemFn) -> TokenStream {
-    let p = private();
     let ident = &item.sig.ident;
     let vis = &item.vis;
     let name = syn::ext::IdentExt::unraw(ident).to_string();
@@ -309,11 +313,24 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
         // Likely inside an `impl` block, where a struct cannot go.
         return item.to_token_stream();
     }
+    let impls = stub_impls(ident, &name);
     quote! {
         #item
         #[allow(non_camel_case_types)]
         #[doc(hidden)]
         #vis struct #ident {}
+        #impls
+    }
+}
+
+/// Impls of every trait `saga!` names a step or compensation by, for any
+/// context and output, so that a type that stands in for one after an
+/// error adds no errors of its own.
+fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
+    let p = private();
+    // Never offered by rustc as "the trait is implemented for ..".
+    quote! {
+        #[diagnostic::do_not_recommend]
         impl<__SagaC: 'static> #p::StepOf<__SagaC> for #ident {
             type Output = ();
             const NAME: &'static str = #name;
@@ -330,10 +347,12 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
                 ::core::unreachable!()
             }
         }
+        #[diagnostic::do_not_recommend]
         impl<__SagaC> #p::UndoContext<__SagaC> for #ident {
             type Checked = #ident;
             const SHARED: bool = true;
         }
+        #[diagnostic::do_not_recommend]
         impl<__SagaC, __SagaT> #p::UndoOutput<__SagaC, __SagaT> for #ident {
             fn attach(step: #p::Step<__SagaC, __SagaT>) -> #p::Step<__SagaC, __SagaT> {
                 step
@@ -361,10 +380,11 @@ pub fn saga_stub(context: Option<&Type>) -> TokenStream {
 /// step has the same span, so a step that is not a saga task gives one
 /// error, not one per mention.
 fn step_of(step: &StepDef, ctx: &TokenStream, item: &str) -> TokenStream {
-    let path = &step.task;
+    let path = &step.alias;
+    let span = step.task.span();
     let p = private();
-    let item = Ident::new(item, path.span());
-    quote_spanned!(path.span()=> <#path as #p::StepOf<#ctx>>::#item)
+    let item = Ident::new(item, span);
+    quote_spanned!(span=> <#path as #p::StepOf<#ctx>>::#item)
 }
 
 fn dsl_name(step: &StepDef) -> Option<&LitStr> {
@@ -426,12 +446,70 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
         Entry::Step(step) => push(step, &ctx, Target::Builder),
         Entry::Parallel(group) => parallel(group, &ctx),
     });
+    let aliases = aliases(&steps);
     quote! {{
+        #aliases
         #checks
         let __saga_builder = #p::Saga::<#ctx>::builder(#name);
         #(let __saga_builder = #pushes;)*
         #p::finish(__saga_builder)
     }}
+}
+
+/// Input: `step create_order => undo cancel_order;` (the first step).
+/// Output:
+/// ```text
+/// use create_order as __saga_step_0;  use cancel_order as __saga_undo_0;
+/// use __saga_plain::*;                // fallbacks, shadowed by the above
+/// mod __saga_plain { pub struct __saga_step_0 {} /* __SAGA_PLAIN, stubs */ .. }
+/// const _: () = <Plain<{ __saga_step_0::__SAGA_PLAIN }> as Annotated>::OK;
+/// ```
+/// The rest of the expansion names the aliases. A `#[saga_task]` function
+/// has a twin type, which the explicit import brings and which shadows the
+/// glob's fallback; a plain function fills only the value namespace, so
+/// the alias is the fallback type, whose `__SAGA_PLAIN` fails the check in
+/// our words (see `NotPlain`), and whose stub impls add no other error.
+fn aliases(steps: &[&StepDef]) -> TokenStream {
+    let p = private();
+    let mut uses = TokenStream::new();
+    let mut fallbacks = TokenStream::new();
+    let mut checks = TokenStream::new();
+    let pairs = steps.iter().flat_map(|step| {
+        let undo = step.undo.as_ref().map(|(_, undo)| (undo, &step.undo_alias));
+        std::iter::once((&step.task, &step.alias)).chain(undo)
+    });
+    for (path, alias) in pairs {
+        let name = path_text(path);
+        let stubs = stub_impls(alias, &name);
+        uses.extend(quote! {
+            #[allow(unused_imports)]
+            use #path as #alias;
+        });
+        fallbacks.extend(quote! {
+            #[allow(non_camel_case_types)]
+            pub struct #alias {}
+            impl #alias {
+                pub const __SAGA_PLAIN: bool = true;
+            }
+            #stubs
+        });
+        // Every token at the user's path, where the error points.
+        checks.extend(quote_spanned! {path.span()=>
+            const _: () = <::saga_core::__private::Plain<{ #alias::__SAGA_PLAIN }>
+                as ::saga_core::__private::Annotated>::OK;
+        });
+    }
+    quote! {
+        #[allow(unused_imports)]
+        use __saga_plain::*;
+        #[allow(unused_imports)]
+        use #p::NotPlain as _;
+        #uses
+        mod __saga_plain {
+            #fallbacks
+        }
+        #checks
+    }
 }
 
 /// Where `push` adds a step.
@@ -487,7 +565,7 @@ fn push(step: &StepDef, ctx: &TokenStream, into: Target) -> TokenStream {
     let pivot = step.pivot;
     let undo = step.undo.as_ref().map(|(_, undo)| {
         let output = step_of(step, ctx, "Output");
-        let undo = compensation(undo, ctx, &output);
+        let undo = compensation(&step.undo_alias, undo.span(), ctx, &output);
         quote!(let __saga_step = #undo::attach(__saga_step);)
     });
     // The whole calls carry the step's span, so that an error about the
@@ -558,7 +636,9 @@ fn group_checks(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
         let (span, undo_shared) = match &step.undo {
             Some((_, undo)) => {
                 let p = private();
-                let shared = quote_spanned!(undo.span()=> <#undo as #p::UndoContext<#ctx>>::SHARED);
+                let alias = &step.undo_alias;
+                let shared =
+                    quote_spanned!(undo.span()=> <#alias as #p::UndoContext<#ctx>>::SHARED);
                 (undo.span(), shared)
             }
             None => (step.task.span(), step_of(step, ctx, "UNDO_SHARED")),

@@ -348,7 +348,7 @@ pub fn saga_task(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = syn::parse::<attr::TaskArgs>(args);
     let shape = validate::check_task_fn(&func);
     let checked = match (&args, &shape) {
-        (Ok(args), Ok(shape)) => validate::check_task_args(args, shape),
+        (Ok(args), Ok(shape)) => validate::check_task_args(args, shape, &func.sig.ident),
         _ => Ok(()),
     };
     match (args, shape, checked) {

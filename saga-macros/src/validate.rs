@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
+use syn::{FnArg, GenericArgument, Ident, ItemFn, Path, PathArguments, ReturnType, Type};
 
-use crate::ast::{Attempts, GroupDef, OptionValue, SagaDef, StepDef};
+use crate::ast::{Attempts, Dur, GroupDef, OptionValue, SagaDef, StepDef};
 use crate::attr::TaskArgs;
 
 /// Collects errors; `finish` combines them into one.
@@ -242,7 +242,7 @@ fn first_generic(ty: &Type) -> Option<&Type> {
 }
 
 /// The attribute's arguments against the function they annotate.
-pub fn check_task_args(args: &TaskArgs, task: &TaskFn) -> syn::Result<()> {
+pub fn check_task_args(args: &TaskArgs, task: &TaskFn, ident: &Ident) -> syn::Result<()> {
     let mut errors = Errors::default();
     if !task.is_step() {
         if let Some(first) = args.first {
@@ -272,6 +272,14 @@ pub fn check_task_args(args: &TaskArgs, task: &TaskFn) -> syn::Result<()> {
     if let Some((_, name)) = &args.name {
         check_name(name, &mut errors);
     }
+    if let Some((_, undo)) = &args.compensate
+        && syn::ext::IdentExt::unraw(ident) == path_text(undo)
+    {
+        undo_is_step(undo, &mut errors);
+    }
+    if let Some((_, timeout)) = &args.timeout {
+        check_timeout(timeout, &mut errors);
+    }
     let retries = [
         args.retry.as_ref(),
         args.undo_retry.as_ref().map(|(_, r)| r),
@@ -285,9 +293,40 @@ pub fn check_task_args(args: &TaskArgs, task: &TaskFn) -> syn::Result<()> {
 }
 
 fn check_name(name: &syn::LitStr, errors: &mut Errors) {
-    if name.value().is_empty() {
+    let value = name.value();
+    if value.is_empty() {
         errors.error(name.span(), "a step name cannot be empty");
+    } else if value.contains('/') {
+        errors.error(
+            name.span(),
+            "a step name cannot contain `/`: a step's idempotency key is `{execution_id}/{step}`, and the step must be what follows the last `/`; rename the step, and if an older build ran this saga, finish its in-flight executions with that build first (a renamed step gets new keys)",
+        );
     }
+}
+
+/// `step charge => undo charge`: rollback would run the step again.
+fn undo_is_step(undo: &Path, errors: &mut Errors) {
+    let name = path_text(undo);
+    errors.error(
+        undo.span(),
+        format!(
+            "`{name}` cannot undo itself: on rollback it would run `{name}` again; name the function that reverses it, as `step charge => undo refund`"
+        ),
+    );
+}
+
+fn check_timeout(timeout: &Dur, errors: &mut Errors) {
+    if timeout.value.is_zero() {
+        errors.error(
+            timeout.span,
+            "a timeout of zero would fail every attempt before it starts; give a positive duration, or no `timeout`",
+        );
+    }
+}
+
+/// A path as written, without spaces: `shop::create_order`.
+fn path_text(path: &Path) -> String {
+    quote::quote!(#path).to_string().replace(' ', "")
 }
 
 fn check_attempts(n: &syn::LitInt, errors: &mut Errors) {
@@ -316,6 +355,11 @@ pub fn check_saga(saga: &SagaDef) -> syn::Result<()> {
     }
     for step in &steps {
         check_options(step, &mut errors);
+        if let Some((_, undo)) = &step.undo
+            && path_text(undo) == path_text(&step.task)
+        {
+            undo_is_step(undo, &mut errors);
+        }
     }
     errors.finish()
 }
@@ -351,10 +395,7 @@ fn written_name(step: &StepDef) -> String {
             OptionValue::Name(lit) => Some(lit.value()),
             _ => None,
         })
-        .unwrap_or_else(|| {
-            let path = &step.task;
-            quote::quote!(#path).to_string().replace(' ', "")
-        })
+        .unwrap_or_else(|| path_text(&step.task))
 }
 
 fn check_unique_names(steps: &[&StepDef], errors: &mut Errors) {
@@ -440,6 +481,7 @@ fn check_options(step: &StepDef, errors: &mut Errors) {
                 check_attempts(n, errors)
             }
             OptionValue::Name(name) => check_name(name, errors),
+            OptionValue::Timeout(timeout) => check_timeout(timeout, errors),
             _ => {}
         }
     }
