@@ -1428,6 +1428,8 @@ where
             let period = job.lease.ttl / 3;
             let mut renewals =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            // After a stall, one renewal, not one per missed tick.
+            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let result = loop {
                 tokio::select! {
                     result = &mut run => break result,
