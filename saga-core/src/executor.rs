@@ -9,7 +9,7 @@ use std::future::{Future, poll_fn};
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use crate::cancel::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Failure, Interrupted, SagaError, StepError, StuckPhase};
-use crate::id::{ExecutionId, mix};
+use crate::id::ExecutionId;
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
-use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::saga::{Node, RunOptions, SagaInner};
 use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, SyncAction, Undo};
@@ -932,7 +931,7 @@ fn action_failed<C>(
         && qualifies
         && !error.error().is::<Interrupted>()
         && !brakes.applied())
-    .then(|| backoff(&step.retry, attempt + 1));
+    .then(|| step.retry.random_delay_before(attempt + 1));
     env.emit(&SagaEvent::StepFailed {
         step: &step.name,
         attempt,
@@ -1311,7 +1310,7 @@ async fn run_compensation<C>(
             Err(error) => error,
         };
         let retry_in = (attempt < policy.max_attempts() && policy.retries(&error))
-            .then(|| backoff(policy, attempt + 1));
+            .then(|| policy.random_delay_before(attempt + 1));
         env.emit(&SagaEvent::CompensationFailed {
             step: &step.name,
             attempt,
@@ -1611,14 +1610,6 @@ impl<C> Env<'_, C> {
 fn lock(slot: &Mutex<Option<StoreError>>) -> std::sync::MutexGuard<'_, Option<StoreError>> {
     slot.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The delay before `attempt`, with a fresh random pick for the jitter.
-fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let random = mix(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
-    policy.delay_before(attempt, unit)
 }
 
 /// Awaits an attempt's future under its timeout, and drops it when a brake
