@@ -1586,9 +1586,9 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
                 } else if s.outcome != Outcome::Unknown {
                     s.outcome = Outcome::NotApplied;
                 }
+                s.last_error.clone_from(&event.error);
                 if !event.will_retry {
                     s.status = StepStatus::Failed;
-                    s.last_error.clone_from(&event.error);
                 }
             }
             (EventKind::RollbackStarted, _) => {
@@ -1622,9 +1622,9 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
             (EventKind::CompensationFailed, Some((s, flying))) => {
                 *flying = false;
                 s.compensation_attempts = event.attempt;
+                s.last_error.clone_from(&event.error);
                 if !event.will_retry {
                     s.status = StepStatus::CompensationFailed;
-                    s.last_error.clone_from(&event.error);
                 }
             }
             (EventKind::Resumed, _) => {
