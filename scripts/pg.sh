@@ -2,19 +2,34 @@
 # A throwaway PostgreSQL cluster on loopback, shared by the tests, CI and the
 # README's "scaling out" section.
 #
-#   scripts/pg.sh start   installs PostgreSQL if missing, starts a cluster in
-#                         target/pg (port in target/pg/port), prints its URL
+#   scripts/pg.sh start   installs PostgreSQL if missing, starts a cluster,
+#                         prints its URL
 #   scripts/pg.sh url     prints the URL of the running cluster
 #   scripts/pg.sh restart restarts the running cluster (same port and data),
 #                         for tests of a server that goes away
 #   scripts/pg.sh stop    stops it and removes its data
+#
+# The checkout keeps what finds the cluster, in target/pg: `port`, and
+# `cluster`, the path of its data. The data itself lives in a directory of
+# its own under /var/tmp (`saga-pg.XXXXXX`, owned by `postgres`), because
+# the `postgres` user must enter every directory above it: a checkout under
+# /root or in a `mktemp -d` folder is closed to that user.
+#
+# A process that sets SAGA_PG_USER_PID=<its pid> when it calls `start` (the
+# tests do, when SAGA_PG_URL is unset) registers as a user of the cluster;
+# if that `start` created the cluster, it also leaves a watcher that stops
+# the cluster and removes its data once no registered process has been alive
+# for 10 s. A cluster started without it (CI, the README) runs until
+# `scripts/pg.sh stop`.
 #
 # Only ever listens on 127.0.0.1; no unix socket. Run as root (CI) or as a
 # user who can run `runuser -u postgres`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/target/pg"
-data="$root/data"
+# Outside $root, which `stop` removes: serializes starts, stops and the
+# watcher's check (tests start the cluster from parallel threads).
+lock="$PWD/target/pg.lock"
 
 pg_bin() {
     local dir
@@ -37,21 +52,68 @@ s.close()
 PY
 }
 
-as_postgres() { runuser -u postgres -- "$@"; }
+# From `/`: the caller's directory may be closed to `postgres`. Without the
+# lock's descriptor, which a server left running would otherwise hold.
+as_postgres() { (cd / && runuser -u postgres -- "$@" 9>&-); }
+
+# The cluster's data directory, or nothing if none was started.
+data_dir() {
+    if [ -f "$root/cluster" ]; then
+        echo "$(cat "$root/cluster")/data"
+    fi
+}
 
 url() {
     echo "postgres://postgres@127.0.0.1:$(cat "$root/port")/postgres"
 }
 
+running() {
+    local data
+    data=$(data_dir)
+    [ -n "$data" ] && [ -f "$root/port" ] &&
+        as_postgres "$1/pg_ctl" -D "$data" status >/dev/null 2>&1
+}
+
+register() {
+    if [ -n "${SAGA_PG_USER_PID:-}" ]; then
+        echo "$SAGA_PG_USER_PID" >>"$root/users"
+    fi
+}
+
+stop_cluster() {
+    local data
+    data=$(data_dir)
+    if [ -n "$data" ] && [ -d "$data" ]; then
+        as_postgres "$(pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    if [ -f "$root/cluster" ]; then
+        rm -rf "$(cat "$root/cluster")"
+    elif [ -d "$root/data" ]; then
+        # A cluster of an earlier version of this script, kept in target/pg.
+        as_postgres "$(pg_bin)/pg_ctl" -D "$root/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$root"
+}
+
+mkdir -p target
+exec 9>"$lock"
+
 case "${1:-}" in
 start)
+    flock 9
     bin=$(pg_bin)
-    if [ -f "$root/port" ] && as_postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    if running "$bin"; then
+        register
         url
         exit 0
     fi
-    rm -rf "$root"
+    stop_cluster
     mkdir -p "$root"
+    cluster=$(mktemp -d /var/tmp/saga-pg.XXXXXX)
+    echo "$cluster" >"$root/cluster"
+    chown postgres "$cluster"
+    chmod 700 "$cluster"
+    data="$cluster/data"
     install -d -o postgres -m 700 "$data"
     as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust --no-sync >/dev/null
     port=$(free_port)
@@ -65,6 +127,12 @@ CONF
     echo "$port" >"$root/port"
     chmod 755 "$root"
     as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
+    if [ -n "${SAGA_PG_USER_PID:-}" ]; then
+        register
+        # Detached, every descriptor closed, so the caller's wait for this
+        # script's output ends now.
+        setsid "$PWD/scripts/pg.sh" watch "$cluster" </dev/null >/dev/null 2>&1 9>&- &
+    fi
     url
     ;;
 url)
@@ -72,15 +140,44 @@ url)
     ;;
 restart)
     bin=$(pg_bin)
+    data=$(data_dir)
     as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -m fast -w restart >/dev/null
     url
     ;;
 stop)
-    bin=$(pg_bin)
-    if [ -d "$data" ]; then
-        as_postgres "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$root"
+    flock 9
+    stop_cluster
+    ;;
+watch)
+    # Internal (see the top): stops cluster $2 once no registered user has
+    # been alive for 10 s in a row; ends if the cluster was stopped or
+    # replaced meanwhile.
+    idle=0
+    while :; do
+        sleep 1
+        exec 9>"$lock"
+        flock 9
+        if [ ! -f "$root/cluster" ] || [ "$(cat "$root/cluster")" != "$2" ]; then
+            exit 0
+        fi
+        alive=0
+        for pid in $(cat "$root/users" 2>/dev/null); do
+            if kill -0 "$pid" 2>/dev/null; then
+                alive=1
+                break
+            fi
+        done
+        if [ "$alive" = 1 ]; then
+            idle=0
+        else
+            idle=$((idle + 1))
+        fi
+        if [ "$idle" -ge 10 ]; then
+            stop_cluster
+            exit 0
+        fi
+        exec 9>&-
+    done
     ;;
 *)
     echo "usage: $0 start|url|restart|stop" >&2

@@ -1552,6 +1552,8 @@ where
             let period = job.lease.ttl / 3;
             let mut renewals =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            // After a stall, one renewal, not one per missed tick.
+            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let result = loop {
                 tokio::select! {
                     result = &mut run => break result,
@@ -1708,9 +1710,9 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
                 } else if s.outcome != Outcome::Unknown {
                     s.outcome = Outcome::NotApplied;
                 }
+                s.last_error.clone_from(&event.error);
                 if !event.will_retry {
                     s.status = StepStatus::Failed;
-                    s.last_error.clone_from(&event.error);
                 }
             }
             (EventKind::RollbackStarted, _) => {
@@ -1744,9 +1746,9 @@ fn fold(id: &ExecutionId, steps: usize, events: &[Event]) -> Result<Folded, Engi
             (EventKind::CompensationFailed, Some((s, flying))) => {
                 *flying = false;
                 s.compensation_attempts = event.attempt;
+                s.last_error.clone_from(&event.error);
                 if !event.will_retry {
                     s.status = StepStatus::CompensationFailed;
-                    s.last_error.clone_from(&event.error);
                 }
             }
             (EventKind::Resumed, _) => {

@@ -9,7 +9,7 @@ use std::future::{Future, poll_fn};
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use crate::cancel::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Failure, Interrupted, SagaError, StepError, StuckPhase};
-use crate::id::{ExecutionId, mix};
+use crate::id::ExecutionId;
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
-use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::saga::{Node, RunOptions, SagaInner};
 use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, SyncAction, Undo};
@@ -436,11 +435,14 @@ impl<'a> State<'a> {
     fn step_ended(
         &mut self,
         index: usize,
-        result: Result<Instant, Halt>,
+        result: Result<Ended, Halt>,
     ) -> Option<(usize, StepError)> {
         match result {
             Ok(end) => {
-                self.mark = end;
+                self.mark = end.at;
+                if let Some(message) = end.recovered {
+                    self.extra()[index].last_error = Some(message.into());
+                }
                 None
             }
             Err(halt) => {
@@ -697,6 +699,15 @@ fn forward<'a, C>(
 }
 
 /// Why a step's action stopped short of success.
+/// The end of a step's action that succeeded.
+struct Ended {
+    /// The clock reading at its end.
+    at: Instant,
+    /// The error of the last failed attempt, if a retry recovered from it
+    /// (it goes in the report): a null pointer in the common case.
+    recovered: Option<Box<str>>,
+}
+
 struct Halt {
     /// The clock reading at its end.
     end: Instant,
@@ -719,14 +730,17 @@ fn run_action<'a, C>(
     record: &'a mut Record,
     start: Instant,
     brakes: Brakes<'a>,
-) -> impl Future<Output = Result<Instant, Halt>> + 'a {
+) -> impl Future<Output = Result<Ended, Halt>> + 'a {
     // An `async move` block rather than an `async fn`: its captures are
     // stored once in the future, an `async fn`'s arguments twice.
     async move {
         let step = &env.saga.steps[index];
         if record.status == StepStatus::Succeeded {
             // Recovered: its success is in the log already.
-            return Ok(start);
+            return Ok(Ended {
+                at: start,
+                recovered: None,
+            });
         }
         record.status = StepStatus::Running;
         let halt = |end, error| Halt {
@@ -736,6 +750,8 @@ fn run_action<'a, C>(
         };
         // From 0 in a fresh run; a recovered run goes on where its log stopped.
         let mut attempt = record.attempts;
+        // The error of the last failed attempt a retry recovered from.
+        let mut recovered: Option<Box<str>> = None;
         loop {
             attempt += 1;
             record.attempts = attempt;
@@ -786,7 +802,7 @@ fn run_action<'a, C>(
                     action_succeeded(env, step, record, attempt, start, now);
                     if env.durable.is_none() {
                         record.output = Some(out);
-                        return Ok(now);
+                        return Ok(Ended { at: now, recovered });
                     }
                     let encoded = env.encode_output(step, &*out);
                     record.output = Some(out);
@@ -803,7 +819,7 @@ fn run_action<'a, C>(
                     if log.await.is_err() {
                         return Err(halt(now, StepError::new(JournalFailed)));
                     }
-                    return Ok(now);
+                    return Ok(Ended { at: now, recovered });
                 };
                 let retry_in = action_failed(env, step, record, attempt, &error, &brakes);
                 if env.durable.is_some() {
@@ -822,6 +838,7 @@ fn run_action<'a, C>(
                 let Some(delay) = retry_in else {
                     return Err(action_gave_up(record, start, now, error));
                 };
+                recovered = Some(error.to_string().into_boxed_str());
                 delay
             };
             env.sleep(delay).await;
@@ -844,7 +861,7 @@ fn run_sync_action<C>(
     record: &mut Record,
     start: Instant,
     pivot_done: bool,
-) -> Result<Instant, Halt> {
+) -> Result<Ended, Halt> {
     // Neither read nor written here, unlike in `run_action`: whether the
     // step succeeded already (only a recovered run's steps have, and a
     // recovered run is durable, so never here), and its `Running` status
@@ -852,6 +869,7 @@ fn run_sync_action<C>(
     // final status): about 6 instructions a step, by callgrind.
     debug_assert_eq!(record.status, StepStatus::Pending);
     let mut attempt = record.attempts;
+    let mut recovered: Option<Box<str>> = None;
     loop {
         attempt += 1;
         record.attempts = attempt;
@@ -871,7 +889,7 @@ fn run_sync_action<C>(
             Ok(out) => {
                 action_succeeded(env, step, record, attempt, start, now);
                 record.output = Some(out);
-                return Ok(now);
+                return Ok(Ended { at: now, recovered });
             }
             Err(error) => error,
         };
@@ -881,6 +899,7 @@ fn run_sync_action<C>(
         let Some(delay) = action_failed(env, step, record, attempt, &error, &brakes) else {
             return Err(action_gave_up(record, start, now, error));
         };
+        recovered = Some(error.to_string().into_boxed_str());
         env.clock().sleep_blocking(delay);
     }
 }
@@ -932,7 +951,7 @@ fn action_failed<C>(
         && qualifies
         && !error.error().is::<Interrupted>()
         && !brakes.applied())
-    .then(|| backoff(&step.retry, attempt + 1));
+    .then(|| step.retry.random_delay_before(attempt + 1));
     env.emit(&SagaEvent::StepFailed {
         step: &step.name,
         attempt,
@@ -1311,7 +1330,7 @@ async fn run_compensation<C>(
             Err(error) => error,
         };
         let retry_in = (attempt < policy.max_attempts() && policy.retries(&error))
-            .then(|| backoff(policy, attempt + 1));
+            .then(|| policy.random_delay_before(attempt + 1));
         env.emit(&SagaEvent::CompensationFailed {
             step: &step.name,
             attempt,
@@ -1334,12 +1353,13 @@ async fn run_compensation<C>(
                 return Err(StepError::new(JournalFailed));
             }
         }
+        // Recovered from or not, the last error so far.
+        extra.last_error = Some(error.to_string());
         match retry_in {
             Some(delay) => env.sleep(delay).await,
             None => {
                 *status = StepStatus::CompensationFailed;
                 extra.compensation_duration = now - start;
-                extra.last_error = Some(error.to_string());
                 return Err(error);
             }
         }
@@ -1613,14 +1633,6 @@ fn lock(slot: &Mutex<Option<StoreError>>) -> std::sync::MutexGuard<'_, Option<St
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The delay before `attempt`, with a fresh random pick for the jitter.
-fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let random = mix(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
-    policy.delay_before(attempt, unit)
-}
-
 /// Awaits an attempt's future under its timeout, and drops it when a brake
 /// is applied (only given for cancel-safe steps).
 async fn guarded<T>(
@@ -1742,7 +1754,7 @@ async fn run_group<C: Send + Sync>(
                     droppable: step.cancel_safe && !pivot_done,
                 };
                 let result = run_action(env, index, ctx, record, start, brakes).await;
-                result.err().map(|halt| {
+                if result.is_err() {
                     let _ = first_failure.compare_exchange(
                         usize::MAX,
                         index,
@@ -1750,16 +1762,25 @@ async fn run_group<C: Send + Sync>(
                         Ordering::SeqCst,
                     );
                     group.cancel();
-                    (index, halt)
-                })
+                }
+                (index, result)
             })
         })
         .collect();
-    let halts = join_all(branches).await;
+    let ends = join_all(branches).await;
     let first = first_failure.load(Ordering::SeqCst);
     let mut failure = None;
     let mut errors = Vec::new();
-    for (index, halt) in halts.into_iter().flatten() {
+    for (index, result) in ends {
+        let halt = match result {
+            Ok(end) => {
+                if let Some(message) = end.recovered {
+                    errors.push((index, message.into()));
+                }
+                continue;
+            }
+            Err(halt) => halt,
+        };
         if halt.failed {
             errors.push((index, halt.error.to_string()));
         }

@@ -4,14 +4,17 @@ use std::cmp::Ordering as Order;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The id of one execution (one run) of a saga; part of every step's
 /// idempotency key. Cheap to clone.
 ///
-/// Generated ids are 32 hex digits, unique across processes with
-/// overwhelming likelihood (a per-process random seed and a counter).
+/// Generated ids are 32 lowercase hex digits laid out as a uuid v7 (RFC
+/// 9562) in its simple form: 48 bits of Unix time in milliseconds, then
+/// the version and variant bits around 74 random bits from a per-thread
+/// generator seeded from the OS. Two processes started together get
+/// different ids; ids generated later sort after earlier ones (at
+/// millisecond grain), which keeps index inserts in stores local.
 ///
 /// Ids compare, order and hash as their text, whether chosen or generated.
 #[derive(Clone)]
@@ -34,14 +37,20 @@ impl ExecutionId {
         ExecutionId(Repr::Given(id.into()))
     }
 
-    /// A fresh id.
+    /// A fresh id: a uuid v7, written as 32 hex digits.
     pub fn generate() -> Self {
-        static SEED: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let seed = *SEED.get_or_init(process_seed);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let hi = mix(seed ^ n.rotate_left(17));
-        let lo = mix(seed.wrapping_add(n));
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        // Ten random bytes from the thread's own generator: no lock and no
+        // shared write (`Uuid::now_v7` takes a process-wide lock for its
+        // counter on every id).
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+        random[8..].copy_from_slice(&fastrand::u16(..).to_le_bytes());
+        let (hi, lo) = uuid::Builder::from_unix_timestamp_millis(millis, &random)
+            .into_uuid()
+            .as_u64_pair();
         // Written by hand: `format!` then `Arc<str>` costs two allocations
         // and a reallocation on every run's start.
         ExecutionId(Repr::Generated(hex_digits(hi, lo)))
@@ -136,27 +145,6 @@ fn hex_word(x: u64) -> u128 {
     y + ONES * u128::from(b'0') + letters * 0x27
 }
 
-/// splitmix64's finalizer: spreads a counter over all 64 bits.
-pub(crate) fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn process_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS's randomness: a portable source of
-    // entropy without another dependency. This is for uniqueness, never for
-    // anything stored and compared later.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(t.as_nanos());
-    }
-    hasher.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,11 +155,10 @@ mod tests {
             (0, 0),
             (1, 0xf),
             (u64::MAX, 0x0123_4567_89ab_cdef),
-            (mix(7), mix(8)),
             (0xfedc_ba98_7654_3210, 0xa9a9_0909_afaf_9f9f),
         ]
         .into_iter()
-        .chain((0..1000).map(|n| (mix(n), mix(n ^ 0xff))))
+        .chain((0..1000).map(|_| (fastrand::u64(..), fastrand::u64(..))))
         {
             let text = hex_digits(hi, lo);
             assert_eq!(
@@ -229,5 +216,34 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn generated_ids_are_uuid_v7_with_distinct_halves() {
+        let millis = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        };
+        let before = millis();
+        let ids: Vec<ExecutionId> = (0..1000).map(|_| ExecutionId::generate()).collect();
+        let after = millis();
+        for id in &ids {
+            let text = id.as_str();
+            let (hi, lo) = text.split_at(16);
+            assert_ne!(hi, lo, "{id}");
+            let uuid = uuid::Uuid::parse_str(text).unwrap();
+            assert_eq!(uuid.get_version_num(), 7, "{id}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
+            // The first 48 bits are the Unix time in milliseconds.
+            let stamp = u128::from_str_radix(&text[..12], 16).unwrap();
+            assert!(
+                (before..=after).contains(&stamp),
+                "{id}: {before}..={after}"
+            );
+        }
+        let distinct: std::collections::HashSet<&str> = ids.iter().map(|id| id.as_str()).collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 }

@@ -187,4 +187,11 @@ impl RetryPolicy {
         let jittered = base * (1.0 - self.jitter * unit.clamp(0.0, 1.0));
         Duration::try_from_secs_f64(jittered).unwrap_or(self.max_backoff)
     }
+
+    /// [`delay_before`](Self::delay_before) with a fresh random pick from
+    /// the thread's generator, seeded from the OS: processes and threads
+    /// draw different jitter, so they do not retry in lockstep.
+    pub(crate) fn random_delay_before(&self, attempt: u32) -> Duration {
+        self.delay_before(attempt, fastrand::f64())
+    }
 }

@@ -166,7 +166,8 @@ pub struct StepReport {
     pub duration: Duration,
     /// Time spent in its compensation, retries included (monotonic).
     pub compensation_duration: Duration,
-    /// The last error of its action or compensation, if any.
+    /// The last error of its action or compensation, if any: whether the
+    /// step failed for good with it or a retry recovered from it.
     pub last_error: Option<String>,
 }
 

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, NoTls};
 
-/// The server's URL: `SAGA_PG_URL`, or `scripts/pg.sh start`'s.
+/// The server's URL: `SAGA_PG_URL`, or `scripts/pg.sh start`'s. A cluster
+/// the tests start is theirs: it stops once no test process has been alive
+/// for 10 s (`SAGA_PG_USER_PID`, see the script).
 pub fn pg_url() -> String {
     if let Ok(url) = std::env::var("SAGA_PG_URL")
         && !url.is_empty()
@@ -29,6 +31,7 @@ pub fn script(command: &str) -> String {
     let out = Command::new(root.join("scripts/pg.sh"))
         .arg(command)
         .current_dir(root)
+        .env("SAGA_PG_USER_PID", std::process::id().to_string())
         .output()
         .expect("running scripts/pg.sh");
     assert!(
