@@ -371,7 +371,8 @@ fn a_postgres_url_without_the_feature_says_how_to_get_it() {
 /// The server of the PostgreSQL tests: `SAGA_PG_URL`, else the cluster of
 /// `scripts/pg.sh start`, the project's one start-the-server helper (it
 /// starts the cluster if none runs and prints its URL last), so the test
-/// never skips.
+/// never skips. A cluster it starts is the tests': it stops once no test
+/// process has been alive for 10 s (`SAGA_PG_USER_PID`, see the script).
 #[cfg(feature = "postgres")]
 fn pg_url() -> String {
     if let Some(url) = std::env::var("SAGA_PG_URL").ok().filter(|u| !u.is_empty()) {
@@ -380,6 +381,7 @@ fn pg_url() -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh");
     let out = std::process::Command::new(&script)
         .arg("start")
+        .env("SAGA_PG_USER_PID", std::process::id().to_string())
         .output()
         .expect("running scripts/pg.sh start");
     assert!(
