@@ -5,8 +5,62 @@
 //! *saga*: local steps in order; when one fails, the steps that took effect
 //! are undone by their *compensations*, in reverse order.
 //!
-//! - Define a [`Saga`] with its [`SagaBuilder`] from [`Step`]s (closures,
-//!   sync or async) or [`Task`] / [`AsyncTask`] types.
+//! ```
+//! use saga_core::{saga, saga_task, StepError};
+//!
+//! #[derive(Default)]
+//! struct Order { id: Option<u64>, stock: u32 }
+//!
+//! #[saga_task(undo = cancel_order)]
+//! fn create_order(o: &mut Order) -> Result<u64, StepError> {
+//!     o.id = Some(42);
+//!     Ok(42)
+//! }
+//!
+//! #[saga_task]
+//! fn cancel_order(o: &mut Order, _id: Option<&u64>) -> Result<(), StepError> {
+//!     o.id = None;
+//!     Ok(())
+//! }
+//!
+//! #[saga_task(undo = release_stock)]
+//! fn reserve_stock(o: &mut Order) -> Result<(), StepError> {
+//!     o.stock -= 1;
+//!     Ok(())
+//! }
+//!
+//! #[saga_task]
+//! fn release_stock(o: &mut Order, _: Option<&()>) -> Result<(), StepError> {
+//!     o.stock += 1;
+//!     Ok(())
+//! }
+//!
+//! #[saga_task]
+//! fn charge_payment(_o: &mut Order) -> Result<(), StepError> {
+//!     Err("card declined".into())
+//! }
+//!
+//! let order = saga! {
+//!     name: "order",
+//!     context: Order,
+//!     step create_order;
+//!     step reserve_stock;
+//!     step charge_payment, retry 3, backoff 10ms;
+//! };
+//! let mut o = Order { id: None, stock: 5 };
+//! let err = order.run_blocking(&mut o).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "saga `order` failed at step `charge_payment` and was rolled back \
+//!      (compensated: reserve_stock, create_order)"
+//! );
+//! assert_eq!((o.id, o.stock), (None, 5));
+//! ```
+//!
+//! - [`saga!`] declares a saga from `#[saga_task]` functions, checked at
+//!   compile time; [`Saga::builder`] builds the same from [`Step`]s
+//!   (closures, sync or async) or [`Task`] / [`AsyncTask`] types, at run
+//!   time.
 //! - Each step returns `Result<T, E>`: its output `T` is handed to its
 //!   compensation, `E` is any error (or a [`StepError`] marked
 //!   [`retryable`](StepError::retryable) or
@@ -17,19 +71,33 @@
 //! - Retries ([`RetryPolicy`]), timeouts, a pivot (the point of no return),
 //!   cancellation ([`CancellationToken`]), logs (target `saga`) and
 //!   observers ([`SagaObserver`]).
-//! - Durable executions ([`SagaEngine`] on a [`store`]) survive crashes;
-//!   with the `postgres` feature, N [`Worker`] processes share one
+//! - Make it durable with a [`SagaEngine`] on a [`store`]
+//!   (`SqliteStore`, one file): every step's start and end is logged, and
+//!   after a crash [`SagaEngine::recover`] carries each unfinished
+//!   execution on. Steps run *at least once*: one cut off by a crash runs
+//!   again with the same [`idempotency_key`](StepInfo::idempotency_key), so
+//!   pass the key to the services you call.
+//! - With the `postgres` feature, N [`Worker`] processes share one
 //!   PostgreSQL database and take over each other's executions.
 //!
-//! - Make it durable with a [`SagaEngine`] on a [`store`]
-//!   ([`SqliteStore`](store::SqliteStore), one file): every step's start
-//!   and end is logged, and after a crash [`SagaEngine::recover`] carries
-//!   each unfinished execution on. Steps run *at least once*: one cut off
-//!   by a crash runs again with the same
-//!   [`idempotency_key`](StepInfo::idempotency_key), so pass the key to the
-//!   services you call.
+//! The guides: [the design and its failure semantics](guide::design),
+//! [what the macros expand to](guide::macros) and
+//! [running sagas in production](guide::operations).
 //!
-//! The failure semantics are in `docs/DESIGN.md`.
+//! ## Features
+//!
+//! | Feature    | Default | What it adds |
+//! |------------|---------|--------------|
+//! | `sqlite`   | yes     | `store::SqliteStore`, the embedded durable store: one SQLite file (bundled, no system library) |
+//! | `postgres` | no      | `store::PostgresStore`, the store many [`Worker`] processes share |
+//! | `tracing`  | no      | a `tracing` span per execution (`saga`) and per step or compensation attempt (`step`, `compensation`), so a saga shows as one trace |
+//! | `testkit`  | no      | `saga_core::testkit`: run your sagas against failures at every step and compensation, repeated steps, and crashes at every log point |
+//!
+//! Items that need a feature say so in these docs.
+//!
+//! ## Without the macros
+//!
+//! The builder, with closures:
 //!
 //! ```
 //! use saga_core::{Saga, Step, StepError, StepInfo};
@@ -61,6 +129,10 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
+// On docs.rs (and in CI's docs.rs-like build), mark each feature-gated
+// item with the feature it needs ("Available on crate feature `postgres`
+// only"); `doc_cfg` derives the marks from the `#[cfg]`s.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -74,6 +146,7 @@ mod engine;
 mod error;
 pub mod escape;
 mod executor;
+pub mod guide;
 mod id;
 pub mod logging;
 mod observer;

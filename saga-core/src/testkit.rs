@@ -80,7 +80,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -1164,7 +1164,7 @@ fn open_store(durability: Durability) -> Result<(Arc<dyn SagaStore>, TempFile), 
         Durability::Memory => Ok((Arc::new(MemoryStore::new()), TempFile(None))),
         #[cfg(feature = "sqlite")]
         Durability::Sqlite => {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let path = std::env::temp_dir().join(format!(
                 "saga-testkit-{}-{}-{}.db",
                 std::process::id(),

@@ -142,6 +142,7 @@ impl fmt::Display for EventKind {
 }
 
 /// The parse of a stored [`ExecutionStatus`] label.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn status_from_label(label: &str) -> Option<ExecutionStatus> {
     ExecutionStatus::from_label(label)
 }
