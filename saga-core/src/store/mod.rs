@@ -470,6 +470,14 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The file exists but is empty (0 bytes). It is not taken for a new
+    /// store: an empty file where a store was expected is more often a
+    /// mistake (a wrong path, a truncating copy) than an intent.
+    #[error("`{}` is empty: delete it to start a new store", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// The store was closed (its writer thread is gone).
     #[error("{store} is closed")]
     Closed {

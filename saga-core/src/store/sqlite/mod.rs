@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use self::open::{check_and_migrate, open_error, precheck_file};
+use self::open::{Access, check_and_migrate, create_file, open_error, precheck_file};
 pub use self::options::{SqliteOptions, Synchronous};
 use self::writer::{Job, Pending, writer_loop};
 use super::{StoreError, StoreResult};
@@ -79,6 +79,13 @@ impl SqliteStore {
     /// Opens (or creates) the store in the file at `path`, with durable
     /// commits.
     ///
+    /// A missing file is created, readable and writable by its owner only
+    /// (mode `0600` on Unix: the store holds contexts in clear); SQLite's
+    /// `-wal` and `-shm` files take the same mode. An existing file is
+    /// written to only if it is a store of ours: a file of another
+    /// application (another application id, or none) and an empty file are
+    /// refused, byte for byte as they were.
+    ///
     /// # Errors
     /// A [`StoreError`] naming the file if it cannot be used; it is left as
     /// it was.
@@ -92,17 +99,45 @@ impl SqliteStore {
     /// As [`open`](Self::open).
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
-        precheck_file(&path)?;
+        let created = create_file(&path)?;
+        if !created {
+            precheck_file(&path, Access::ReadWrite)?;
+        }
         let conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| open_error(&path, "opening", e))?;
-        check_and_migrate(&conn, &path, &options)?;
+        check_and_migrate(&conn, &path, &options, created)?;
+        Self::start(path, conn, options.max_batch)
+    }
+
+    /// Opens an existing store for reading only (`SQLITE_OPEN_READ_ONLY`):
+    /// for tools that list and show executions, on files they may not
+    /// write. Nothing is written, no migration runs, and the integrity
+    /// check is skipped (it reads the whole file); the store's writes fail
+    /// with [`StoreError::ReadOnly`].
+    ///
+    /// While a writer has the store open, its `-wal` and `-shm` files
+    /// exist and are read (SQLite needs read access to both). With no
+    /// writer they do not exist; if the directory lets this process create
+    /// them SQLite does so, and otherwise the file is opened as immutable
+    /// (SQLite's `immutable=1`), which is sound then: without a `-wal` file
+    /// and with a directory nobody here can write, no writer is running.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the file if it is missing, not a store of
+    /// ours, or of a newer schema.
+    pub fn open_read_only(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        precheck_file(&path, Access::ReadOnly)?;
+        let conn = open::open_read_only(&path)?;
+        Self::start(path, conn, 1)
+    }
+
+    /// Starts the writer thread on an opened, checked connection.
+    fn start(path: PathBuf, conn: Connection, max_batch: usize) -> StoreResult<Self> {
         let (sender, receiver) = mpsc::channel::<Job>();
-        let max_batch = options.max_batch;
         let writer = std::thread::Builder::new()
             .name("saga-sqlite-writer".to_owned())
             .spawn(move || writer_loop(&conn, &receiver, max_batch))

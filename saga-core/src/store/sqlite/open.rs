@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::describe;
 use super::options::{SqliteOptions, Synchronous};
@@ -61,21 +61,49 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The newest schema version this build knows.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Checks what can be checked without SQLite: a non-empty file must start
-/// with the SQLite header, and be as long as the header says; it must be
-/// writable.
-pub(super) fn precheck_file(path: &Path) -> StoreResult<()> {
-    let metadata = match std::fs::metadata(path) {
-        Ok(metadata) => metadata,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(StoreError::Backend {
-                store: describe(path),
-                what: "reading the file's metadata".to_owned(),
-                source: Box::new(e),
-            });
-        }
-    };
+/// What an opener means to do with the file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// Read and write it (and migrate it).
+    ReadWrite,
+    /// Only read it.
+    ReadOnly,
+}
+
+/// Creates the file at `path` if it is missing, readable and writable by
+/// its owner only, before SQLite opens it (SQLite gives its `-wal` and
+/// `-shm` files the database file's mode). `Ok(true)` if this call created
+/// it; `Ok(false)` if it existed. The process umask is left alone, and an
+/// existing file's mode is never changed.
+pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+            detail: format!("the file cannot be created in its directory: {e}"),
+        }),
+        Err(e) => Err(StoreError::Backend {
+            store: describe(path),
+            what: "creating the file".to_owned(),
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// Checks what can be checked without SQLite in an existing file: it must
+/// not be empty, must start with the SQLite header and be as long as the
+/// header says; for writing, it must be writable.
+pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
+    let metadata = std::fs::metadata(path).map_err(|e| StoreError::Backend {
+        store: describe(path),
+        what: "reading the file's metadata".to_owned(),
+        source: Box::new(e),
+    })?;
     if metadata.is_dir() {
         return Err(StoreError::NotADatabase {
             path: path.to_path_buf(),
@@ -84,8 +112,9 @@ pub(super) fn precheck_file(path: &Path) -> StoreResult<()> {
     }
     let len = metadata.len();
     if len == 0 {
-        // An empty file is a new database to SQLite.
-        return check_writable(path, &metadata);
+        return Err(StoreError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     let mut header = [0_u8; 100];
     let mut file = std::fs::File::open(path).map_err(|e| StoreError::Backend {
@@ -138,7 +167,10 @@ pub(super) fn precheck_file(path: &Path) -> StoreResult<()> {
             ),
         });
     }
-    check_writable(path, &metadata)
+    if access == Access::ReadWrite {
+        check_writable(path, &metadata)?;
+    }
+    Ok(())
 }
 
 pub(super) fn check_writable(path: &Path, metadata: &std::fs::Metadata) -> StoreResult<()> {
@@ -177,11 +209,13 @@ pub(super) fn open_error(path: &Path, what: &str, error: rusqlite::Error) -> Sto
 }
 
 /// Validates an opened file, then sets it up and migrates it. Nothing is
-/// written before the file is known to be ours (or empty) and sound.
+/// written before the file is known to be ours (or `created` by this open)
+/// and sound.
 pub(super) fn check_and_migrate(
     conn: &Connection,
     path: &Path,
     options: &SqliteOptions,
+    created: bool,
 ) -> StoreResult<()> {
     let err = |what: &str| {
         let what = what.to_owned();
@@ -214,28 +248,7 @@ pub(super) fn check_and_migrate(
         rows.collect::<Result<_, _>>()
             .map_err(err("reading the schema"))?
     };
-    if application_id != APPLICATION_ID {
-        if application_id != 0 || !tables.is_empty() {
-            let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
-            return Err(StoreError::ForeignDatabase {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "application id {application_id:#x}, tables: {}",
-                    if shown.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        shown.join(", ")
-                    }
-                ),
-            });
-        }
-    } else if version > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema {
-            path: path.to_path_buf(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    check_ours(path, application_id, &tables, version, created)?;
     if options.integrity_check && !tables.is_empty() {
         let verdict: String = conn
             .pragma_query_value(None, "quick_check", |row| row.get(0))
@@ -263,7 +276,104 @@ pub(super) fn check_and_migrate(
     };
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(err("setting `synchronous`"))?;
-    migrate(conn, path)
+    if created || version < SCHEMA_VERSION {
+        migrate(conn, path)?;
+    }
+    Ok(())
+}
+
+/// Refuses a file that is not a store of ours (another application id, or
+/// none: only a file this open created may be stamped) or one of a newer
+/// schema.
+fn check_ours(
+    path: &Path,
+    application_id: i64,
+    tables: &[String],
+    version: i64,
+    created: bool,
+) -> StoreResult<()> {
+    let fresh = created && application_id == 0 && tables.is_empty();
+    if application_id != APPLICATION_ID && !fresh {
+        let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        return Err(StoreError::ForeignDatabase {
+            path: path.to_path_buf(),
+            detail: format!(
+                "application id {application_id:#x}, tables: {}",
+                if shown.is_empty() {
+                    "none".to_owned()
+                } else {
+                    shown.join(", ")
+                }
+            ),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Opens an existing store read-only and checks it is ours, writing
+/// nothing (see [`SqliteStore::open_read_only`](super::SqliteStore::open_read_only)).
+pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| open_error(path, "opening read-only", e))?;
+    let conn = match read_header(&conn) {
+        Ok(_) => conn,
+        // No writer (no `-wal`) and SQLite could not create the `-shm`:
+        // nobody can be writing, so the file cannot change under us.
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)
+            ) && !wal_path(path).exists() =>
+        {
+            drop(conn);
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(|e| open_error(path, "opening read-only", e))?
+        }
+        Err(e) => return Err(open_error(path, "reading the application id", e)),
+    };
+    let (application_id, version) =
+        read_header(&conn).map_err(|e| open_error(path, "reading the application id", e))?;
+    let tables: Vec<String> = Vec::new();
+    check_ours(path, application_id, &tables, version, false)?;
+    conn.busy_timeout(SqliteOptions::new().busy_timeout)
+        .map_err(|e| open_error(path, "setting the busy timeout", e))?;
+    Ok(conn)
+}
+
+/// The file's application id and schema version.
+fn read_header(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let application_id = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    let version = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    Ok((application_id, version))
+}
+
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+/// `file:` URI of `path` with `immutable=1` (`%`, `?` and `#` escaped).
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction that
