@@ -459,7 +459,7 @@ pub enum StoreError {
     /// The database server cannot be reached (down, restarting, or the
     /// address is wrong). Nothing was written by the failed call.
     #[error(
-        "{store} is unreachable while {what}; check that the server runs and the URL is right (for the test cluster: `scripts/pg.sh start`)"
+        "check that the server runs and the URL is right (for the test cluster: `scripts/pg.sh start`); {store} is unreachable while {what}"
     )]
     Unavailable {
         /// The store.
@@ -467,6 +467,25 @@ pub enum StoreError {
         /// The operation.
         what: String,
         /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The database server refused the credentials: a wrong password, or
+    /// a user it does not know. Unlike [`Unavailable`](Self::Unavailable)
+    /// this is not an outage: trying again fails the same way until the
+    /// credentials are fixed, so a [`Worker`](crate::Worker) stops instead
+    /// of retrying.
+    #[error(
+        "authentication failed for user `{user}` at {store} while {what}; check the user and password of the URL"
+    )]
+    Unauthorized {
+        /// The store.
+        store: String,
+        /// The user the store connected as.
+        user: String,
+        /// The operation.
+        what: String,
+        /// The server's error.
         #[source]
         source: BoxError,
     },

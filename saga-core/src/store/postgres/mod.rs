@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use self::listen::listener_loop;
 pub use self::options::PostgresOptions;
 use self::schema::check_and_migrate;
-use self::session::{Session, open_session, sql_error};
+use self::session::{Session, open_session, sql_error, while_doing};
 use self::writer::{Job, Op, Reply, writer_loop};
 use super::{StoreError, StoreResult};
 use crate::step::BoxFuture;
@@ -210,14 +210,7 @@ impl PostgresStore {
             false,
         )
         .await
-        .map_err(|e| match e {
-            StoreError::Unavailable { store, source, .. } => StoreError::Unavailable {
-                store,
-                what: what.to_owned(),
-                source,
-            },
-            other => other,
-        })?;
+        .map_err(|e| while_doing(e, what))?;
         let session = Arc::new(session);
         *slot = Some(Arc::clone(&session));
         Ok(session)

@@ -76,6 +76,58 @@ pub(super) fn sql_error(store: &str, what: &str, e: tokio_postgres::Error) -> St
     }
 }
 
+/// Maps a failed connection: refused credentials are
+/// [`StoreError::Unauthorized`] (no outage: retrying cannot help), anything
+/// else [`StoreError::Unavailable`].
+fn connect_error(
+    config: &tokio_postgres::Config,
+    describe: &str,
+    e: tokio_postgres::Error,
+) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let refused = [
+        SqlState::INVALID_PASSWORD,
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+    ];
+    if e.code().is_some_and(|code| refused.contains(code)) {
+        StoreError::Unauthorized {
+            store: describe.to_owned(),
+            user: config.get_user().unwrap_or_default().to_owned(),
+            what: "connecting".to_owned(),
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::Unavailable {
+            store: describe.to_owned(),
+            what: "connecting".to_owned(),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// `error` of a connection opened for `what`, naming that operation.
+pub(super) fn while_doing(error: StoreError, what: &str) -> StoreError {
+    match error {
+        StoreError::Unavailable { store, source, .. } => StoreError::Unavailable {
+            store,
+            what: what.to_owned(),
+            source,
+        },
+        StoreError::Unauthorized {
+            store,
+            user,
+            source,
+            ..
+        } => StoreError::Unauthorized {
+            store,
+            user,
+            what: what.to_owned(),
+            source,
+        },
+        other => other,
+    }
+}
+
 /// Whether the error means the server is gone (or going): the connection
 /// closed, an I/O error, or the server shutting down.
 pub(super) fn unreachable(e: &tokio_postgres::Error) -> bool {
@@ -125,15 +177,10 @@ pub(super) async fn open(
     schema: &str,
     listen: bool,
 ) -> StoreResult<(Session, Notifications)> {
-    let (client, mut connection) =
-        config
-            .connect(NoTls)
-            .await
-            .map_err(|e| StoreError::Unavailable {
-                store: describe.to_owned(),
-                what: "connecting".to_owned(),
-                source: Box::new(e),
-            })?;
+    let (client, mut connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| connect_error(config, describe, e))?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {

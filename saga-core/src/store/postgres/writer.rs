@@ -120,9 +120,27 @@ pub(super) async fn writer_loop(
         let s = match live {
             Ok(s) => s,
             Err(error) => {
-                log::warn!(target: "saga", "postgres store unreachable; writes fail until it is back store={} error={error}", store.describe);
+                if matches!(error, StoreError::Unauthorized { .. }) {
+                    log::error!(target: "saga", "postgres store refused the credentials; writes fail until they are fixed store={} error={error}", store.describe);
+                } else {
+                    log::warn!(target: "saga", "postgres store unreachable; writes fail until it is back store={} error={error}", store.describe);
+                }
                 for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(unavailable(&store, &job.op, &error)));
+                    let reply = match &error {
+                        StoreError::Unauthorized {
+                            store,
+                            user,
+                            source,
+                            ..
+                        } => StoreError::Unauthorized {
+                            store: store.clone(),
+                            user: user.clone(),
+                            what: job.op.what().to_owned(),
+                            source: source.to_string().into(),
+                        },
+                        _ => unavailable(&store, &job.op, &error),
+                    };
+                    let _ = job.reply.send(Err(reply));
                 }
                 continue;
             }
