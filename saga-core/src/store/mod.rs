@@ -650,6 +650,19 @@ pub trait SagaStore: Send + Sync + 'static {
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
 }
 
+/// One row with a status this build does not know (written by a newer
+/// version, or edited by hand) must not fail a listing of every
+/// execution: the listing leaves it out and says so.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn skip_unknown_status(store: &str, id: &str, status: &str) {
+    log::warn!(
+        target: "saga",
+        "listing skips an execution of unknown status store={store} execution_id={} status={}",
+        crate::escape::user_text(id),
+        crate::escape::user_text(status)
+    );
+}
+
 /// Milliseconds since the Unix epoch, by the wall clock (leases, event
 /// times, retention).
 pub(crate) fn now_ms() -> i64 {

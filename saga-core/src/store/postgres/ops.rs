@@ -13,7 +13,8 @@ use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 use crate::store::{
     Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
-    Lease, NewExecution, SagaStore, StoreError, StoreResult,
+    Lease, NewExecution, SagaStore, StoreError, StoreResult, skip_unknown_status,
+    status_from_label,
 };
 
 pub(super) fn expect_reply<T>(
@@ -253,7 +254,17 @@ impl SagaStore for PostgresStore {
                 )
                 .await
                 .map_err(self.db(what))?;
-            rows.iter().map(|row| execution(&self.inner, row)).collect()
+            let mut records = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let status: String = row.get(3);
+                if status_from_label(&status).is_none() {
+                    let id: String = row.get(0);
+                    skip_unknown_status(&self.inner.describe, &id, &status);
+                    continue;
+                }
+                records.push(execution(&self.inner, row)?);
+            }
+            Ok(records)
         })
     }
 

@@ -103,9 +103,9 @@ pub(super) async fn migrate(client: &Client, store: &str, schema: &str) -> Store
         )
         .await
         .map_err(err)?;
-    // The schema is a checked identifier, so it can be spliced in.
+    // A checked identifier, quoted: a keyword (`user`) is a name too.
     client
-        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .await
         .map_err(err)?;
     let tables: Vec<String> = client

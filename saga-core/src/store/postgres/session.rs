@@ -194,10 +194,10 @@ pub(super) async fn open(
             }
         }
     });
-    // The schema is a checked identifier, so it can be spliced in.
+    // A checked identifier, quoted: a keyword (`user`) is a name too.
     client
         .batch_execute(&format!(
-            "SET search_path TO {schema}; SET application_name TO 'saga'"
+            "SET search_path TO \"{schema}\"; SET application_name TO 'saga'"
         ))
         .await
         .map_err(|e| sql_error(describe, "setting the schema", e))?;

@@ -15,7 +15,7 @@ use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 use crate::store::{
     Ack, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution,
-    SagaStore, StoreError, StoreResult, now_ms, ttl_ms,
+    SagaStore, StoreError, StoreResult, now_ms, skip_unknown_status, status_from_label, ttl_ms,
 };
 
 impl SagaStore for SqliteStore {
@@ -382,7 +382,12 @@ impl SagaStore for SqliteStore {
                 .map_err(&err)?;
             let mut records = Vec::new();
             for row in rows {
-                records.push(execution(path, row.map_err(&err)?)?);
+                let raw = row.map_err(&err)?;
+                if status_from_label(&raw.3).is_none() {
+                    skip_unknown_status(&describe(path), &raw.0, &raw.3);
+                    continue;
+                }
+                records.push(execution(path, raw)?);
             }
             Ok(records)
         })
