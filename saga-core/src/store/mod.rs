@@ -34,12 +34,14 @@ use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 
+mod listing;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use listing::{BadCursor, ExecutionSummary, ListCursor, ListQuery};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -590,11 +592,49 @@ pub trait SagaStore: Send + Sync + 'static {
     /// The execution's log, in order.
     fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>>;
 
-    /// Executions with `status` (every one for `None`), oldest first.
+    /// Executions with `status` (every one for `None`), oldest first,
+    /// each with its context: all of them read at once. For a listing, use
+    /// [`list_summaries`](Self::list_summaries), which reads no context and
+    /// pages.
     fn list(
         &self,
         status: Option<ExecutionStatus>,
     ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>>;
+
+    /// Summaries of the executions `query` selects (no contexts), in
+    /// `(created_at, id)` order, after `query.after`, at most
+    /// `query.limit`. A row this build cannot read is left out with a
+    /// warning, so one bad row does not hide the others.
+    ///
+    /// The default reads [`list`](Self::list) and drops the contexts, so
+    /// stores written before this method still compile; the SQLite and
+    /// PostgreSQL stores read no context column.
+    fn list_summaries(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        Box::pin(async move {
+            let records = self.list(query.status).await?;
+            let mut summaries: Vec<ExecutionSummary> = records
+                .into_iter()
+                .map(ExecutionSummary::from)
+                .filter(|s| query.is_after(s))
+                .collect();
+            summaries.sort_by(|a, b| {
+                (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str()))
+            });
+            if let Some(limit) = query.limit {
+                summaries.truncate(limit);
+            }
+            Ok(summaries)
+        })
+    }
+
+    /// The initial context (JSON) of one execution; `None` if there is no
+    /// such execution. The default reads [`get`](Self::get).
+    fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        Box::pin(async move { Ok(self.get(id).await?.map(|record| record.context)) })
+    }
 
     /// Marks a cancellation request on the execution, for its owner to see
     /// at its next write. `false` if there is no such execution.

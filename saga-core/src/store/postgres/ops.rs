@@ -6,15 +6,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::PostgresStore;
-use super::rows::{SELECT_EXECUTION, execution};
+use super::rows::{SELECT_EXECUTION, SELECT_SUMMARY, execution, summary};
 use super::writer::{Op, Reply};
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 use crate::store::{
     Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
-    Lease, NewExecution, SagaStore, StoreError, StoreResult, skip_unknown_status,
-    status_from_label,
+    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult,
+    skip_unknown_status, status_from_label,
 };
 
 pub(super) fn expect_reply<T>(
@@ -265,6 +265,56 @@ impl SagaStore for PostgresStore {
                 records.push(execution(&self.inner, row)?);
             }
             Ok(records)
+        })
+    }
+
+    fn list_summaries(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        Box::pin(async move {
+            let what = "listing executions";
+            let s = self.reader(what).await?;
+            let label = query.status.map(ExecutionStatus::label);
+            let after = query.after.as_ref();
+            let after_ms = after.map(|c| c.created_at_ms);
+            let after_id = after.map(|c| c.id.as_str());
+            let limit = query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+            // Ids compare byte for byte (`COLLATE "C"`), as in the other
+            // stores, whatever the database's collation.
+            let rows = s
+                .query(
+                    const_format!(
+                        "{SELECT_SUMMARY}
+                         WHERE ($1::text IS NULL OR e.status = $1)
+                           AND ($2::bigint IS NULL
+                                OR (e.created_at, e.id COLLATE \"C\") > ($2, $3::text COLLATE \"C\"))
+                         ORDER BY e.created_at, e.id COLLATE \"C\"
+                         LIMIT $4"
+                    ),
+                    &[&label, &after_ms, &after_id, &limit],
+                )
+                .await
+                .map_err(self.db(what))?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| summary(&self.inner, row))
+                .collect())
+        })
+    }
+
+    fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        Box::pin(async move {
+            let what = "reading a context";
+            let s = self.reader(what).await?;
+            let row = s
+                .query_opt(
+                    "SELECT context FROM executions WHERE id = $1",
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(self.db(what))?;
+            Ok(row.map(|row| row.get(0)))
         })
     }
 

@@ -6,7 +6,10 @@ use super::Inner;
 use super::session::Session;
 use super::writer::Failure;
 use crate::id::ExecutionId;
-use crate::store::{ExecutionRecord, StoreError, StoreResult, status_from_label};
+use crate::store::{
+    ExecutionRecord, ExecutionSummary, StoreError, StoreResult, skip_unknown_status,
+    status_from_label,
+};
 
 pub(super) fn lease_lost(id: &ExecutionId) -> StoreError {
     StoreError::LeaseLost {
@@ -53,4 +56,33 @@ pub(super) async fn get_execution(
     row.map(|row| execution(store, &row))
         .transpose()
         .map_err(Failure::Refused)
+}
+
+/// The columns of a summary: those of [`SELECT_EXECUTION`] but the
+/// context, which a listing never reads.
+pub(super) const SELECT_SUMMARY: &str = "SELECT e.id, e.saga, e.fingerprint, e.status, e.last_seq,
+        e.created_at, e.updated_at, l.owner, l.expires_at, e.cancel_requested
+    FROM executions e LEFT JOIN leases l ON l.execution_id = e.id";
+
+/// A row of [`SELECT_SUMMARY`]; `None` (with a warning) for a status this
+/// build does not know.
+pub(super) fn summary(store: &Inner, row: &Row) -> Option<ExecutionSummary> {
+    let id: String = row.get(0);
+    let status: String = row.get(3);
+    let Some(status) = status_from_label(&status) else {
+        skip_unknown_status(&store.describe, &id, &status);
+        return None;
+    };
+    Some(ExecutionSummary {
+        id: ExecutionId::new(id),
+        saga: row.get(1),
+        fingerprint: row.get(2),
+        status,
+        last_seq: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+        created_at_ms: row.get(5),
+        updated_at_ms: row.get(6),
+        owner: row.get(7),
+        lease_expires_at_ms: row.get(8),
+        cancel_requested: row.get(9),
+    })
 }

@@ -6,16 +6,17 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, params};
 
 use super::rows::{
-    LEASE_HELD, SELECT_EXECUTION, bad_record, db, execution, get_execution, insert_events,
-    lease_lost, raw_execution,
+    LEASE_HELD, SELECT_EXECUTION, SELECT_SUMMARY, bad_record, db, execution, get_execution,
+    insert_events, lease_lost, raw_execution, summary,
 };
 use super::{SqliteStore, describe};
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 use crate::store::{
-    Ack, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution,
-    SagaStore, StoreError, StoreResult, now_ms, skip_unknown_status, status_from_label, ttl_ms,
+    Ack, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, ExecutionSummary, Lease,
+    ListQuery, NewExecution, SagaStore, StoreError, StoreResult, now_ms, skip_unknown_status,
+    status_from_label, ttl_ms,
 };
 
 impl SagaStore for SqliteStore {
@@ -390,6 +391,52 @@ impl SagaStore for SqliteStore {
                 records.push(execution(path, raw)?);
             }
             Ok(records)
+        })
+    }
+
+    fn list_summaries(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        self.read(move |conn, path| {
+            let err = db(path, "listing executions");
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "{SELECT_SUMMARY}
+                     WHERE (?1 IS NULL OR e.status = ?1)
+                       AND (?2 IS NULL OR (e.created_at, e.id) > (?2, ?3))
+                     ORDER BY e.created_at, e.id LIMIT ?4"
+                ))
+                .map_err(&err)?;
+            let after = query.after.as_ref();
+            let limit = query
+                .limit
+                .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.status.map(ExecutionStatus::label),
+                        after.map(|c| c.created_at_ms),
+                        after.map(|c| c.id.as_str()),
+                        limit
+                    ],
+                    |row| summary(path, row),
+                )
+                .map_err(&err)?;
+            let mut summaries = Vec::new();
+            for row in rows {
+                summaries.extend(row.map_err(&err)?);
+            }
+            Ok(summaries)
+        })
+    }
+
+    fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let id = id.clone();
+        self.read(move |conn, path| {
+            conn.prepare_cached("SELECT context FROM executions WHERE id = ?1")
+                .and_then(|mut stmt| stmt.query_row([id.as_str()], |row| row.get(0)).optional())
+                .map_err(db(path, "reading a context"))
         })
     }
 

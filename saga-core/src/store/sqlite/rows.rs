@@ -7,7 +7,10 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::describe;
 use crate::id::ExecutionId;
-use crate::store::{Event, ExecutionRecord, Lease, StoreError, StoreResult, status_from_label};
+use crate::store::{
+    Event, ExecutionRecord, ExecutionSummary, Lease, StoreError, StoreResult, skip_unknown_status,
+    status_from_label,
+};
 
 /// Maps an error of a statement.
 pub(super) fn db(path: &Path, what: &str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -167,4 +170,36 @@ pub(super) fn lease_lost(id: &ExecutionId) -> StoreError {
     StoreError::LeaseLost {
         execution_id: id.clone(),
     }
+}
+
+/// The columns of a summary: those of [`SELECT_EXECUTION`] but the
+/// context, which a listing never reads.
+pub(super) const SELECT_SUMMARY: &str = "SELECT e.id, e.saga, e.fingerprint, e.status, e.last_seq,
+        e.created_at, e.updated_at, l.owner, l.expires_at, e.cancel_requested
+    FROM executions e LEFT JOIN leases l ON l.execution_id = e.id";
+
+/// A row of [`SELECT_SUMMARY`]; `None` (with a warning) for a status this
+/// build does not know.
+pub(super) fn summary(
+    path: &Path,
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Option<ExecutionSummary>> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(3)?;
+    let Some(status) = status_from_label(&status) else {
+        skip_unknown_status(&describe(path), &id, &status);
+        return Ok(None);
+    };
+    Ok(Some(ExecutionSummary {
+        id: ExecutionId::new(id),
+        saga: row.get(1)?,
+        fingerprint: row.get(2)?,
+        status,
+        last_seq: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+        created_at_ms: row.get(5)?,
+        updated_at_ms: row.get(6)?,
+        owner: row.get(7)?,
+        lease_expires_at_ms: row.get(8)?,
+        cancel_requested: row.get(9)?,
+    }))
 }
