@@ -58,9 +58,9 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// **Group commit.** Writes go through one connection, whose task groups
 /// the writes that arrive while it commits into one transaction, so
 /// concurrent executions share commits. Reads use a second connection.
-/// [`claim_next`](SagaStore::claim_next) takes executions with `FOR UPDATE
+/// [`claim_next`](super::SagaStore::claim_next) takes executions with `FOR UPDATE
 /// SKIP LOCKED`, so claimers never wait for each other. A third connection
-/// `LISTEN`s for new work ([`work_signal`](SagaStore::work_signal)).
+/// `LISTEN`s for new work ([`work_signal`](super::SagaStore::work_signal)).
 ///
 /// **A server that goes away.** A call made while the server is down (or
 /// restarting) fails with [`StoreError::Unavailable`] and writes nothing;

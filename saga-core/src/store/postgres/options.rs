@@ -1,6 +1,6 @@
 //! Options of the PostgreSQL store: its schema and batch size.
 
-/// Options of a [`PostgresStore`].
+/// Options of a [`PostgresStore`](super::PostgresStore).
 ///
 /// ```
 /// use saga_core::store::PostgresOptions;

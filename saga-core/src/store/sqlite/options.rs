@@ -17,7 +17,7 @@ pub enum Synchronous {
     Normal,
 }
 
-/// Options of a [`SqliteStore`].
+/// Options of a [`SqliteStore`](super::SqliteStore).
 ///
 /// ```
 /// use saga_core::store::{SqliteOptions, Synchronous};
