@@ -31,9 +31,10 @@ use crate::step::BoxFuture;
 /// write that is not yet durable.
 ///
 /// Opening checks the file before writing anything: a file that is not an
-/// SQLite database, a damaged one, one of another application, one with a
-/// newer schema, or a read-only one gives a [`StoreError`] naming the file,
-/// and the file is left as it was. A file of an older schema is migrated.
+/// SQLite database, a damaged one, an empty one, one without our
+/// application id, one with a newer schema, or a read-only one gives a
+/// [`StoreError`] naming the file, and the file is left as it was. A file
+/// of an older schema is migrated. A missing file is created, `0600`.
 ///
 /// Contexts and outputs are stored as JSON text, readable with the
 /// `sqlite3` shell: `SELECT seq, kind, step, context FROM events WHERE
