@@ -116,6 +116,11 @@ start)
     data="$cluster/data"
     install -d -o postgres -m 700 "$data"
     as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust --no-sync >/dev/null
+    # One role must give its password (the others are trusted): the tests
+    # of refused credentials log in as it.
+    { echo "host all saga_password 127.0.0.1/32 scram-sha-256"; cat "$data/pg_hba.conf"; } >"$root/hba"
+    cat "$root/hba" >"$data/pg_hba.conf"
+    rm "$root/hba"
     port=$(free_port)
     cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
 use saga_core::ExecutionStatus;
+use saga_core::store::ListCursor;
 
 use crate::CliError;
 
@@ -57,6 +58,10 @@ pub(crate) enum Command {
         /// At most N executions (the oldest N that match).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Only executions after this cursor: the next page of a listing
+        /// cut by `--limit`, which prints the cursor to give.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<ListCursor>,
     },
     /// Show one execution: its steps and its log as a timeline.
     #[command(

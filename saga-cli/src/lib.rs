@@ -277,12 +277,14 @@ async fn execute(
             saga,
             since,
             limit,
+            after,
         } => {
             let filter = list::Filter {
                 status: *status,
                 saga: saga.as_deref(),
                 since: *since,
                 limit: *limit,
+                after: after.as_ref(),
             };
             list::list(engine, &filter, cli.json, style).await
         }

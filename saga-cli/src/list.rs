@@ -3,12 +3,12 @@
 use std::fmt::Write as _;
 
 use saga_core::escape::user_text;
-use saga_core::store::ExecutionRecord;
+use saga_core::store::{ExecutionSummary, ListCursor, ListQuery};
 use saga_core::{ExecutionStatus, SagaEngine};
 
 use crate::CliError;
 use crate::args::Since;
-use crate::output::{ExecutionJson, Style, Table, execution_json, now_ms, to_json, utc};
+use crate::output::{ExecutionJson, Style, Table, now_ms, summary_json, to_json, utc};
 
 /// Which executions `list` prints.
 #[derive(Debug, Default)]
@@ -21,10 +21,10 @@ pub(crate) struct Filter<'a> {
     pub(crate) since: Option<Since>,
     /// At most this many, the oldest first.
     pub(crate) limit: Option<usize>,
+    /// Only those after this cursor (the store pages).
+    pub(crate) after: Option<&'a ListCursor>,
 }
 
-// TODO-design: `--limit` cuts the store's whole listing here; keyset paging
-// (`--after <cursor>`) waits for a paged listing in `SagaStore`.
 pub(crate) async fn list(
     engine: &SagaEngine,
     filter: &Filter<'_>,
@@ -32,8 +32,13 @@ pub(crate) async fn list(
     style: Style,
 ) -> Result<String, CliError> {
     let since = filter.since.map(|s| s.at_ms(now_ms()));
-    let mut records: Vec<ExecutionRecord> = engine
-        .list(filter.status)
+    // Summaries: a listing reads no context.
+    let mut query = ListQuery::new();
+    query.status = filter.status;
+    query.after = filter.after.cloned();
+    let mut records: Vec<ExecutionSummary> = engine
+        .store()
+        .list_summaries(query)
         .await?
         .into_iter()
         .filter(|r| filter.saga.is_none_or(|s| r.saga == s))
@@ -48,8 +53,7 @@ pub(crate) async fn list(
         records.truncate(limit);
     }
     if json {
-        let rows: Vec<ExecutionJson<'_>> =
-            records.iter().map(|r| execution_json(r, false)).collect();
+        let rows: Vec<ExecutionJson<'_>> = records.iter().map(summary_json).collect();
         return Ok(to_json(&rows));
     }
     // Ids whole, however long: an operator copies them into `saga show`.
@@ -69,6 +73,10 @@ pub(crate) async fn list(
         "executions"
     };
     if records.len() < matched {
+        if let Some(last) = records.last() {
+            let cursor = last.cursor().to_string();
+            let _ = writeln!(out, "next page: `--after {}`", user_text(&cursor));
+        }
         let _ = write!(out, "{} of {matched} {noun} shown", records.len());
     } else {
         let _ = write!(out, "{matched} {noun}");

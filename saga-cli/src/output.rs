@@ -3,7 +3,7 @@
 use std::io::IsTerminal as _;
 
 use saga_core::ExecutionStatus;
-use saga_core::store::ExecutionRecord;
+use saga_core::store::{ExecutionRecord, ExecutionSummary};
 use serde::Serialize;
 
 /// How text output looks: coloured statuses or plain.
@@ -83,6 +83,22 @@ pub(crate) fn execution_json<'a>(
         lease_expires_at_ms: record.lease_expires_at_ms,
         cancel_requested: record.cancel_requested,
         resume_requested,
+    }
+}
+
+/// The JSON of a listed execution (a summary: no context is read).
+pub(crate) fn summary_json(summary: &ExecutionSummary) -> ExecutionJson<'_> {
+    ExecutionJson {
+        id: summary.id.as_str(),
+        saga: &summary.saga,
+        fingerprint: &summary.fingerprint,
+        status: summary.status.label(),
+        created_at_ms: summary.created_at_ms,
+        updated_at_ms: summary.updated_at_ms,
+        owner: summary.owner.as_deref(),
+        lease_expires_at_ms: summary.lease_expires_at_ms,
+        cancel_requested: summary.cancel_requested,
+        resume_requested: false,
     }
 }
 

@@ -397,6 +397,25 @@ fn pg_url() -> String {
         .to_owned()
 }
 
+/// `scripts/pg.sh` makes the role `saga_password` give a password; the
+/// server refuses a wrong one (whether or not the role exists).
+#[cfg(feature = "postgres")]
+#[test]
+fn a_wrong_postgres_password_says_authentication_failed() {
+    let url = pg_url();
+    let (_, host) = url.split_once('@').unwrap();
+    let wrong = format!("postgres://saga_password:not-the-password@{host}");
+    let out = saga(&["--store", &wrong, "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("authentication failed for user `saga_password`"),
+        "{err}"
+    );
+    assert!(!err.contains("unreachable"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_store_is_listed_and_shown() {

@@ -24,8 +24,8 @@ use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus
 use crate::saga::{RunOptions, Saga, StepShape};
 use crate::step::{BoxFuture, Output, StepKind};
 use crate::store::{
-    Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, NewExecution,
-    SagaStore, StoreError, logged_durations, now_ms,
+    Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, ListQuery,
+    NewExecution, SagaStore, StoreError, logged_durations, now_ms,
 };
 
 /// An error of the engine. Each says what to do; none comes with a record
@@ -632,21 +632,29 @@ impl SagaEngine {
     pub async fn recover(&self) -> Result<Recovery, EngineError> {
         tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let mut recovery = Recovery::default();
-        let mut unfinished = self
-            .inner
-            .store
-            .list(Some(ExecutionStatus::Running))
+        // Summaries: no context is read until an execution is taken over.
+        let store = &self.inner.store;
+        let mut unfinished = store
+            .list_summaries(ListQuery::new().with_status(ExecutionStatus::Running))
             .await?;
         unfinished.extend(
-            self.inner
-                .store
-                .list(Some(ExecutionStatus::Compensating))
+            store
+                .list_summaries(ListQuery::new().with_status(ExecutionStatus::Compensating))
                 .await?,
         );
-        for record in unfinished {
-            let id = record.id.clone();
+        for summary in unfinished {
+            let id = summary.id;
             let Some(claiming) = self.enter(&id) else {
                 continue;
+            };
+            let record = match store.get(&id).await {
+                Ok(Some(record)) => record,
+                // Purged since the listing.
+                Ok(None) => continue,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
             };
             match self.take_over(&record, None, false, claiming).await {
                 Ok(true) => recovery.resumed.push(id),
@@ -659,8 +667,11 @@ impl SagaEngine {
         }
         // Stuck executions an operator asked to resume from a tool that
         // does not hold the saga's code (`request_resume`).
-        for record in self.inner.store.list(Some(ExecutionStatus::Stuck)).await? {
-            let id = record.id.clone();
+        let stuck = store
+            .list_summaries(ListQuery::new().with_status(ExecutionStatus::Stuck))
+            .await?;
+        for summary in stuck {
+            let id = summary.id;
             // One unreadable log must not stop the others' recovery.
             let events = match self.inner.store.events(&id).await {
                 Ok(events) => events,
@@ -676,6 +687,14 @@ impl SagaEngine {
             // free for an operator's command of this engine.
             let Some(claiming) = self.enter(&id) else {
                 continue;
+            };
+            let record = match store.get(&id).await {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
             };
             match self
                 .take_over(&record, Some(EventKind::Resumed), true, claiming)

@@ -10,7 +10,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::engine::{EngineError, SagaEngine};
 use crate::id::ExecutionId;
-use crate::store::ClaimRequest;
+use crate::store::{ClaimRequest, StoreError};
 
 /// Runs the executions of a store shared by many processes: any process
 /// may [`start`](SagaEngine::start) an execution, and the workers run
@@ -41,7 +41,10 @@ use crate::store::ClaimRequest;
 /// polls in a busy loop. When the store is unreachable (the database
 /// restarts), the worker logs it and tries again with exponential backoff;
 /// the runs that could not write their log stop before their next step,
-/// and are carried on from the log once the store is back.
+/// and are carried on from the log once the store is back. Refused
+/// credentials ([`StoreError::Unauthorized`]) are no outage: the worker
+/// logs an error and stops, as after [`shutdown`](WorkerHandle::shutdown)
+/// with no grace period.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -231,6 +234,11 @@ impl Worker {
                                 }
                             }
                         }
+                    }
+                    Err(error @ StoreError::Unauthorized { .. }) => {
+                        // Not an outage: every retry would be refused too.
+                        log::error!(target: "saga", "worker stops: the store refused its credentials owner={} error={error}", engine.owner());
+                        break;
                     }
                     Err(error) => {
                         let wait = backoff.map_or(Duration::from_millis(100), |b| {

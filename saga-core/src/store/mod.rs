@@ -34,12 +34,14 @@ use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 
+mod listing;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use listing::{BadCursor, ExecutionSummary, ListCursor, ListQuery};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -460,7 +462,7 @@ pub enum StoreError {
     /// The database server cannot be reached (down, restarting, or the
     /// address is wrong). Nothing was written by the failed call.
     #[error(
-        "{store} is unreachable while {what}; check that the server runs and the URL is right (for the test cluster: `scripts/pg.sh start`)"
+        "check that the server runs and the URL is right (for the test cluster: `scripts/pg.sh start`); {store} is unreachable while {what}"
     )]
     Unavailable {
         /// The store.
@@ -470,6 +472,33 @@ pub enum StoreError {
         /// The client's error.
         #[source]
         source: BoxError,
+    },
+    /// The database server refused the credentials: a wrong password, or
+    /// a user it does not know. Unlike [`Unavailable`](Self::Unavailable)
+    /// this is not an outage: trying again fails the same way until the
+    /// credentials are fixed, so a [`Worker`](crate::Worker) stops instead
+    /// of retrying.
+    #[error(
+        "authentication failed for user `{user}` at {store} while {what}; check the user and password of the URL"
+    )]
+    Unauthorized {
+        /// The store.
+        store: String,
+        /// The user the store connected as.
+        user: String,
+        /// The operation.
+        what: String,
+        /// The server's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The file exists but is empty (0 bytes). It is not taken for a new
+    /// store: an empty file where a store was expected is more often a
+    /// mistake (a wrong path, a truncating copy) than an intent.
+    #[error("`{}` is empty: delete it to start a new store", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
     },
     /// The store was closed (its writer thread is gone).
     #[error("{store} is closed")]
@@ -564,11 +593,49 @@ pub trait SagaStore: Send + Sync + 'static {
     /// The execution's log, in order.
     fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>>;
 
-    /// Executions with `status` (every one for `None`), oldest first.
+    /// Executions with `status` (every one for `None`), oldest first,
+    /// each with its context: all of them read at once. For a listing, use
+    /// [`list_summaries`](Self::list_summaries), which reads no context and
+    /// pages.
     fn list(
         &self,
         status: Option<ExecutionStatus>,
     ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>>;
+
+    /// Summaries of the executions `query` selects (no contexts), in
+    /// `(created_at, id)` order, after `query.after`, at most
+    /// `query.limit`. A row this build cannot read is left out with a
+    /// warning, so one bad row does not hide the others.
+    ///
+    /// The default reads [`list`](Self::list) and drops the contexts, so
+    /// stores written before this method still compile; the SQLite and
+    /// PostgreSQL stores read no context column.
+    fn list_summaries(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        Box::pin(async move {
+            let records = self.list(query.status).await?;
+            let mut summaries: Vec<ExecutionSummary> = records
+                .into_iter()
+                .map(ExecutionSummary::from)
+                .filter(|s| query.is_after(s))
+                .collect();
+            summaries.sort_by(|a, b| {
+                (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str()))
+            });
+            if let Some(limit) = query.limit {
+                summaries.truncate(limit);
+            }
+            Ok(summaries)
+        })
+    }
+
+    /// The initial context (JSON) of one execution; `None` if there is no
+    /// such execution. The default reads [`get`](Self::get).
+    fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        Box::pin(async move { Ok(self.get(id).await?.map(|record| record.context)) })
+    }
 
     /// Marks a cancellation request on the execution, for its owner to see
     /// at its next write. `false` if there is no such execution.
@@ -622,6 +689,19 @@ pub trait SagaStore: Send + Sync + 'static {
     /// at or before `before_ms` (milliseconds since the Unix epoch), except
     /// stuck ones, which wait for an operator; returns how many.
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
+}
+
+/// One row with a status this build does not know (written by a newer
+/// version, or edited by hand) must not fail a listing of every
+/// execution: the listing leaves it out and says so.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn skip_unknown_status(store: &str, id: &str, status: &str) {
+    log::warn!(
+        target: "saga",
+        "listing skips an execution of unknown status store={store} execution_id={} status={}",
+        crate::escape::user_text(id),
+        crate::escape::user_text(status)
+    );
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock (leases, event

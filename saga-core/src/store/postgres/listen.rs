@@ -1,0 +1,71 @@
+//! The PostgreSQL store's listener: `LISTEN`s for new work and turns each
+//! notification into a bump of the work signal.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::session::open;
+use super::{CHANNEL, Inner};
+
+/// The listener: `LISTEN`s on its own connection and bumps the work
+/// signal on each notification of this schema; reconnects with backoff
+/// when the connection is lost (and bumps the signal then, since
+/// notifications sent meanwhile were missed).
+pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(store) = inner.upgrade() else {
+            return;
+        };
+        let opened = open(&store.config, &store.describe, &store.schema, true).await;
+        let (session, mut notifications) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                log::warn!(target: "saga", "postgres store unreachable; listening again in {backoff:?} store={} error={error}", store.describe);
+                drop(store);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.notified() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Err(e) = session
+            .client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+        {
+            log::warn!(target: "saga", "postgres store listen failed store={} error={e}", store.describe);
+            drop(store);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.notified() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        store.signal.send_modify(|n| *n = n.wrapping_add(1));
+        let schema = store.schema.clone();
+        drop(store);
+        loop {
+            tokio::select! {
+                n = notifications.recv() => match n {
+                    Some(n) if n.payload() == schema => {
+                        let Some(store) = inner.upgrade() else { return };
+                        store.signal.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                () = stop.notified() => return,
+            }
+        }
+        if let Some(store) = inner.upgrade() {
+            log::warn!(target: "saga", "postgres store listener lost its connection; reconnecting store={}", store.describe);
+        }
+    }
+}

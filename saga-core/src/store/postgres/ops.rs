@@ -1,0 +1,344 @@
+//! The PostgreSQL store's [`SagaStore`] operations: writes go to the
+//! writer's batch, reads to the reading connection.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::PostgresStore;
+use super::rows::{SELECT_EXECUTION, SELECT_SUMMARY, execution, summary};
+use super::writer::{Op, Reply};
+use crate::id::ExecutionId;
+use crate::report::ExecutionStatus;
+use crate::step::BoxFuture;
+use crate::store::{
+    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
+    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult,
+    skip_unknown_status, status_from_label,
+};
+
+pub(super) fn expect_reply<T>(
+    store: &PostgresStore,
+    reply: StoreResult<Reply>,
+    pick: impl FnOnce(Reply) -> Option<T>,
+) -> StoreResult<T> {
+    pick(reply?).ok_or_else(|| StoreError::Closed {
+        store: store.inner.describe.clone(),
+    })
+}
+
+impl SagaStore for PostgresStore {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    fn put_definition(&self, definition: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            let reply = self.write(Op::PutDefinition(definition)).await;
+            expect_reply(self, reply, |r| matches!(r, Reply::Done).then_some(()))
+        })
+    }
+
+    fn definition(
+        &self,
+        fingerprint: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
+        let fingerprint = fingerprint.to_owned();
+        Box::pin(async move {
+            let what = "reading a definition";
+            let s = self.reader(what).await?;
+            let row = s
+                .query_opt(
+                    "SELECT saga, shape FROM definitions WHERE fingerprint = $1",
+                    &[&fingerprint],
+                )
+                .await
+                .map_err(self.db(what))?;
+            Ok(row.map(|row| DefinitionRecord {
+                fingerprint: fingerprint.clone(),
+                saga: row.get(0),
+                shape: row.get(1),
+            }))
+        })
+    }
+
+    fn create(
+        &self,
+        execution: NewExecution,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Created>> {
+        let op = Op::Create {
+            execution,
+            owner: owner.to_owned(),
+            ttl,
+        };
+        Box::pin(async move {
+            let reply = self.write(op).await;
+            expect_reply(self, reply, |r| match r {
+                Reply::Created(c) => Some(c),
+                _ => None,
+            })
+        })
+    }
+
+    fn claim(
+        &self,
+        id: &ExecutionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
+        let op = Op::Claim {
+            id: id.clone(),
+            owner: owner.to_owned(),
+            ttl,
+        };
+        Box::pin(async move {
+            let reply = self.write(op).await;
+            expect_reply(self, reply, |r| match r {
+                Reply::Lease(l) => Some(l),
+                _ => None,
+            })
+        })
+    }
+
+    fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
+        Box::pin(async move {
+            if request.limit == 0 || request.fingerprints.is_empty() {
+                return Ok(Vec::new());
+            }
+            let reply = self.write(Op::ClaimNext(request)).await;
+            expect_reply(self, reply, |r| match r {
+                Reply::Claimed(c) => Some(c),
+                _ => None,
+            })
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+        events: Vec<Event>,
+        status: ExecutionStatus,
+    ) -> BoxFuture<'a, StoreResult<Ack>> {
+        let op = Op::Append {
+            id: id.clone(),
+            lease: lease.clone(),
+            events,
+            status,
+        };
+        Box::pin(async move {
+            let reply = self.write(op).await;
+            expect_reply(self, reply, |r| match r {
+                Reply::Ack(a) => Some(a),
+                _ => None,
+            })
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<Ack>> {
+        let op = Op::Renew {
+            id: id.clone(),
+            lease: lease.clone(),
+        };
+        Box::pin(async move {
+            let reply = self.write(op).await;
+            expect_reply(self, reply, |r| match r {
+                Reply::Ack(a) => Some(a),
+                _ => None,
+            })
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        let op = Op::Release {
+            id: id.clone(),
+            lease: lease.clone(),
+        };
+        Box::pin(async move {
+            let reply = self.write(op).await;
+            expect_reply(self, reply, |r| matches!(r, Reply::Done).then_some(()))
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
+        Box::pin(async move {
+            let what = "reading an execution";
+            let s = self.reader(what).await?;
+            let row = s
+                .query_opt(
+                    const_format!("{SELECT_EXECUTION} WHERE e.id = $1"),
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(self.db(what))?;
+            row.map(|row| execution(&self.inner, &row)).transpose()
+        })
+    }
+
+    fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        Box::pin(async move {
+            let what = "reading events";
+            let s = self.reader(what).await?;
+            let rows = s
+                .query(
+                    "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
+                        will_retry, at
+                     FROM events WHERE execution_id = $1 ORDER BY seq",
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(self.db(what))?;
+            let bad = |seq: i64, detail: String| StoreError::BadRecord {
+                store: self.inner.describe.clone(),
+                what: format!("event {seq} of execution `{id}`"),
+                detail,
+            };
+            let mut events = Vec::with_capacity(rows.len());
+            for row in rows {
+                let seq: i64 = row.get(0);
+                let kind: String = row.get(1);
+                let kind = EventKind::from_label(&kind)
+                    .ok_or_else(|| bad(seq, format!("unknown kind `{kind}`")))?;
+                let step = row
+                    .get::<_, Option<i64>>(2)
+                    .map(u32::try_from)
+                    .transpose()
+                    .map_err(|_| bad(seq, "step index out of range".to_owned()))?;
+                let attempt = u32::try_from(row.get::<_, i64>(3))
+                    .map_err(|_| bad(seq, "attempt out of range".to_owned()))?;
+                events.push(Event {
+                    seq: u64::try_from(seq).map_err(|_| bad(seq, "negative seq".to_owned()))?,
+                    kind,
+                    step,
+                    attempt,
+                    output: row.get(4),
+                    context: row.get(5),
+                    error: row.get(6),
+                    outcome_unknown: row.get(7),
+                    will_retry: row.get(8),
+                    at_ms: row.get(9),
+                });
+            }
+            Ok(events)
+        })
+    }
+
+    fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
+        Box::pin(async move {
+            let what = "listing executions";
+            let s = self.reader(what).await?;
+            let label = status.map(ExecutionStatus::label);
+            let rows = s
+                .query(
+                    const_format!(
+                        "{SELECT_EXECUTION} WHERE $1::text IS NULL OR e.status = $1
+                         ORDER BY e.created_at, e.id"
+                    ),
+                    &[&label],
+                )
+                .await
+                .map_err(self.db(what))?;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let status: String = row.get(3);
+                if status_from_label(&status).is_none() {
+                    let id: String = row.get(0);
+                    skip_unknown_status(&self.inner.describe, &id, &status);
+                    continue;
+                }
+                records.push(execution(&self.inner, row)?);
+            }
+            Ok(records)
+        })
+    }
+
+    fn list_summaries(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        Box::pin(async move {
+            let what = "listing executions";
+            let s = self.reader(what).await?;
+            let label = query.status.map(ExecutionStatus::label);
+            let after = query.after.as_ref();
+            let after_ms = after.map(|c| c.created_at_ms);
+            let after_id = after.map(|c| c.id.as_str());
+            let limit = query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+            // Ids compare byte for byte (`COLLATE "C"`), as in the other
+            // stores, whatever the database's collation.
+            let rows = s
+                .query(
+                    const_format!(
+                        "{SELECT_SUMMARY}
+                         WHERE ($1::text IS NULL OR e.status = $1)
+                           AND ($2::bigint IS NULL
+                                OR (e.created_at, e.id COLLATE \"C\") > ($2, $3::text COLLATE \"C\"))
+                         ORDER BY e.created_at, e.id COLLATE \"C\"
+                         LIMIT $4"
+                    ),
+                    &[&label, &after_ms, &after_id, &limit],
+                )
+                .await
+                .map_err(self.db(what))?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| summary(&self.inner, row))
+                .collect())
+        })
+    }
+
+    fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        Box::pin(async move {
+            let what = "reading a context";
+            let s = self.reader(what).await?;
+            let row = s
+                .query_opt(
+                    "SELECT context FROM executions WHERE id = $1",
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(self.db(what))?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
+        Box::pin(async move {
+            let reply = self.write(Op::RequestCancel(id.clone())).await;
+            expect_reply(self, reply, |r| match r {
+                Reply::Changed(c) => Some(c),
+                _ => None,
+            })
+        })
+    }
+
+    fn work_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.signal.subscribe())
+    }
+
+    fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let reply = self.write(Op::Purge(before_ms)).await;
+            expect_reply(self, reply, |r| match r {
+                Reply::Count(n) => Some(n),
+                _ => None,
+            })
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! Connections of the PostgreSQL store: opening one on the store's schema,
+//! its prepared statements, and what a client error means.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
+
+use crate::store::{StoreError, StoreResult};
+
+/// A connection with its prepared statements.
+pub(super) struct Session {
+    pub(super) client: Client,
+    pub(super) statements: tokio::sync::Mutex<HashMap<&'static str, Statement>>,
+}
+
+impl Session {
+    pub(super) async fn statement(
+        &self,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        let mut statements = self.statements.lock().await;
+        if let Some(statement) = statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    pub(super) async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query(&statement, params).await
+    }
+
+    pub(super) async fn query_opt(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    pub(super) async fn execute(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.execute(&statement, params).await
+    }
+}
+
+/// Maps a client error: a lost or refused connection is
+/// [`StoreError::Unavailable`]; anything else the database said is
+/// [`StoreError::Backend`].
+pub(super) fn sql_error(store: &str, what: &str, e: tokio_postgres::Error) -> StoreError {
+    if unreachable(&e) {
+        StoreError::Unavailable {
+            store: store.to_owned(),
+            what: what.to_owned(),
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::Backend {
+            store: store.to_owned(),
+            what: what.to_owned(),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Maps a failed connection: refused credentials are
+/// [`StoreError::Unauthorized`] (no outage: retrying cannot help), anything
+/// else [`StoreError::Unavailable`].
+fn connect_error(
+    config: &tokio_postgres::Config,
+    describe: &str,
+    e: tokio_postgres::Error,
+) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let refused = [
+        SqlState::INVALID_PASSWORD,
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+    ];
+    if e.code().is_some_and(|code| refused.contains(code)) {
+        StoreError::Unauthorized {
+            store: describe.to_owned(),
+            user: config.get_user().unwrap_or_default().to_owned(),
+            what: "connecting".to_owned(),
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::Unavailable {
+            store: describe.to_owned(),
+            what: "connecting".to_owned(),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// `error` of a connection opened for `what`, naming that operation.
+pub(super) fn while_doing(error: StoreError, what: &str) -> StoreError {
+    match error {
+        StoreError::Unavailable { store, source, .. } => StoreError::Unavailable {
+            store,
+            what: what.to_owned(),
+            source,
+        },
+        StoreError::Unauthorized {
+            store,
+            user,
+            source,
+            ..
+        } => StoreError::Unauthorized {
+            store,
+            user,
+            what: what.to_owned(),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// Whether the error means the server is gone (or going): the connection
+/// closed, an I/O error, or the server shutting down.
+pub(super) fn unreachable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        return [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::CONNECTION_DOES_NOT_EXIST,
+        ]
+        .contains(code);
+    }
+    // No SQL state: the error came from the socket or the protocol.
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Opens a connection on `schema` (its connection task runs on the
+/// runtime). With `listen`, notifications are forwarded on the returned
+/// channel instead of dropped.
+pub(super) async fn open_session(
+    config: &tokio_postgres::Config,
+    describe: &str,
+    schema: &str,
+    listen: bool,
+) -> StoreResult<Session> {
+    Ok(open(config, describe, schema, listen).await?.0)
+}
+
+pub(super) type Notifications = mpsc::UnboundedReceiver<tokio_postgres::Notification>;
+
+pub(super) async fn open(
+    config: &tokio_postgres::Config,
+    describe: &str,
+    schema: &str,
+    listen: bool,
+) -> StoreResult<(Session, Notifications)> {
+    let (client, mut connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| connect_error(config, describe, e))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) if listen => {
+                    let _ = tx.send(n);
+                }
+                Some(Ok(_)) => {}
+                // The client sees the connection closed at its next call.
+                Some(Err(_)) | None => break,
+            }
+        }
+    });
+    // A checked identifier, quoted: a keyword (`user`) is a name too.
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{schema}\"; SET application_name TO 'saga'"
+        ))
+        .await
+        .map_err(|e| sql_error(describe, "setting the schema", e))?;
+    Ok((
+        Session {
+            client,
+            statements: tokio::sync::Mutex::new(HashMap::new()),
+        },
+        rx,
+    ))
+}

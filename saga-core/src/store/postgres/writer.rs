@@ -1,0 +1,235 @@
+//! The writer of the PostgreSQL store: one connection, one transaction per
+//! batch of waiting writes (group commit), one write per transaction after
+//! a failure.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::session::{Session, open_session, sql_error, unreachable};
+use super::writes::run_op;
+use super::{CHANNEL, Inner};
+use crate::id::ExecutionId;
+use crate::report::ExecutionStatus;
+use crate::store::{
+    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, Lease, NewExecution, StoreError,
+    StoreResult,
+};
+
+/// A write for the writer's task, and where its answer goes.
+pub(super) struct Job {
+    pub(super) op: Op,
+    pub(super) reply: oneshot::Sender<StoreResult<Reply>>,
+}
+
+pub(super) enum Op {
+    PutDefinition(DefinitionRecord),
+    Create {
+        execution: NewExecution,
+        owner: String,
+        ttl: Duration,
+    },
+    Claim {
+        id: ExecutionId,
+        owner: String,
+        ttl: Duration,
+    },
+    ClaimNext(ClaimRequest),
+    Append {
+        id: ExecutionId,
+        lease: Lease,
+        events: Vec<Event>,
+        status: ExecutionStatus,
+    },
+    Renew {
+        id: ExecutionId,
+        lease: Lease,
+    },
+    Release {
+        id: ExecutionId,
+        lease: Lease,
+    },
+    RequestCancel(ExecutionId),
+    Purge(i64),
+}
+
+impl Op {
+    pub(super) fn what(&self) -> &'static str {
+        match self {
+            Op::PutDefinition(_) => "recording a definition",
+            Op::Create { .. } => "creating an execution",
+            Op::Claim { .. } => "claiming an execution",
+            Op::ClaimNext(_) => "claiming executions",
+            Op::Append { .. } => "appending events",
+            Op::Renew { .. } => "renewing a lease",
+            Op::Release { .. } => "releasing a lease",
+            Op::RequestCancel(_) => "requesting a cancellation",
+            Op::Purge(_) => "purging executions",
+        }
+    }
+
+    /// Whether it may make work claimable (other workers are told).
+    pub(super) fn signals_work(&self) -> bool {
+        matches!(self, Op::Create { .. } | Op::Release { .. })
+    }
+}
+
+pub(super) enum Reply {
+    Done,
+    Created(Created),
+    Lease(Option<Lease>),
+    Claimed(Vec<Claimed>),
+    Ack(Ack),
+    Changed(bool),
+    Count(u64),
+}
+
+/// Why an operation failed: the database refused a statement (the
+/// transaction is aborted), or the operation found it must not write
+/// (nothing was written, the transaction goes on).
+pub(super) enum Failure {
+    Sql(tokio_postgres::Error),
+    Refused(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+/// The writer: one transaction per batch of the writes waiting. A write
+/// that fails in the database aborts the transaction; the batch is then
+/// run again one write per transaction, so only that write fails.
+pub(super) async fn writer_loop(
+    inner: Weak<Inner>,
+    mut session: Option<Session>,
+    mut receiver: mpsc::UnboundedReceiver<Job>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::new();
+    while receiver.recv_many(&mut batch, max_batch).await > 0 {
+        let Some(store) = inner.upgrade() else {
+            return;
+        };
+        let live = match session.take().filter(|s| !s.client.is_closed()) {
+            Some(s) => Ok(s),
+            None => open_session(&store.config, &store.describe, &store.schema, false).await,
+        };
+        let s = match live {
+            Ok(s) => s,
+            Err(error) => {
+                if matches!(error, StoreError::Unauthorized { .. }) {
+                    log::error!(target: "saga", "postgres store refused the credentials; writes fail until they are fixed store={} error={error}", store.describe);
+                } else {
+                    log::warn!(target: "saga", "postgres store unreachable; writes fail until it is back store={} error={error}", store.describe);
+                }
+                for job in batch.drain(..) {
+                    let reply = match &error {
+                        StoreError::Unauthorized {
+                            store,
+                            user,
+                            source,
+                            ..
+                        } => StoreError::Unauthorized {
+                            store: store.clone(),
+                            user: user.clone(),
+                            what: job.op.what().to_owned(),
+                            source: source.to_string().into(),
+                        },
+                        _ => unavailable(&store, &job.op, &error),
+                    };
+                    let _ = job.reply.send(Err(reply));
+                }
+                continue;
+            }
+        };
+        let jobs = std::mem::take(&mut batch);
+        match run_batch(&s, &store, &jobs).await {
+            Ok(replies) => {
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    let _ = job.reply.send(reply);
+                }
+            }
+            Err(e) if unreachable(&e) || s.client.is_closed() => {
+                log::warn!(target: "saga", "postgres store connection lost; a commit's outcome is unknown store={} error={e}", store.describe);
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Unavailable {
+                        store: store.describe.clone(),
+                        what: job.op.what().to_owned(),
+                        source: Box::new(clone_error(&e)),
+                    }));
+                }
+                continue;
+            }
+            Err(_) => {
+                for job in jobs {
+                    let reply = run_batch(&s, &store, std::slice::from_ref(&job))
+                        .await
+                        .map_err(|e| sql_error(&store.describe, job.op.what(), e))
+                        .and_then(|mut r| r.pop().unwrap_or_else(|| Err(store_closed(&store))));
+                    let _ = job.reply.send(reply);
+                }
+            }
+        }
+        session = Some(s);
+    }
+}
+
+/// A client error cannot be cloned; its text can.
+pub(super) fn clone_error(e: &tokio_postgres::Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+pub(super) fn store_closed(store: &Inner) -> StoreError {
+    StoreError::Closed {
+        store: store.describe.clone(),
+    }
+}
+
+pub(super) fn unavailable(store: &Inner, op: &Op, error: &StoreError) -> StoreError {
+    StoreError::Unavailable {
+        store: store.describe.clone(),
+        what: op.what().to_owned(),
+        source: error.to_string().into(),
+    }
+}
+
+/// Runs `jobs` in one transaction. `Err` if the database refused a
+/// statement (the transaction was rolled back); otherwise each job's
+/// answer, committed.
+pub(super) async fn run_batch(
+    s: &Session,
+    store: &Inner,
+    jobs: &[Job],
+) -> Result<Vec<StoreResult<Reply>>, tokio_postgres::Error> {
+    s.client.batch_execute("BEGIN").await?;
+    let mut replies = Vec::with_capacity(jobs.len());
+    let mut signal = false;
+    for job in jobs {
+        match run_op(s, store, &job.op).await {
+            Ok(reply) => {
+                signal |= job.op.signals_work();
+                replies.push(Ok(reply));
+            }
+            Err(Failure::Refused(error)) => replies.push(Err(error)),
+            Err(Failure::Sql(e)) => {
+                let _ = s.client.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+        }
+    }
+    if signal {
+        // Delivered to the listeners when the transaction commits.
+        if let Err(e) = s
+            .execute("SELECT pg_notify($1, current_schema())", &[&CHANNEL])
+            .await
+        {
+            let _ = s.client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    }
+    s.client.batch_execute("COMMIT").await?;
+    Ok(replies)
+}

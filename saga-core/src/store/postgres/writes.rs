@@ -1,0 +1,432 @@
+//! The PostgreSQL store's writes, each run by the writer inside the
+//! batch's transaction: one function per operation.
+
+use std::time::Duration;
+
+use super::rows::{execution, get_execution, lease_lost};
+use super::session::Session;
+use super::writer::{Failure, Op, Reply};
+use super::{Inner, NOW};
+use crate::id::ExecutionId;
+use crate::report::ExecutionStatus;
+use crate::store::{
+    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, Lease, NewExecution, StoreError,
+    ttl_ms,
+};
+
+/// Runs one write inside the batch's transaction.
+pub(super) async fn run_op(s: &Session, store: &Inner, op: &Op) -> Result<Reply, Failure> {
+    match op {
+        Op::PutDefinition(d) => put_definition(s, d).await,
+        Op::Create {
+            execution,
+            owner,
+            ttl,
+        } => create(s, store, execution, owner, *ttl).await,
+        Op::Claim { id, owner, ttl } => claim(s, store, id, owner, *ttl).await,
+        Op::ClaimNext(request) => claim_next(s, store, request).await,
+        Op::Append {
+            id,
+            lease,
+            events,
+            status,
+        } => append(s, store, id, lease, events, *status).await,
+        Op::Renew { id, lease } => renew(s, id, lease).await,
+        Op::Release { id, lease } => release(s, id, lease).await,
+        Op::RequestCancel(id) => request_cancel(s, id).await,
+        Op::Purge(before) => purge(s, *before).await,
+    }
+}
+
+/// Records a definition; one already recorded stays as it was.
+async fn put_definition(s: &Session, d: &DefinitionRecord) -> Result<Reply, Failure> {
+    s.execute(
+        const_format!(
+            "INSERT INTO definitions (fingerprint, saga, shape, registered_at)
+             VALUES ($1, $2, $3, {NOW}) ON CONFLICT (fingerprint) DO NOTHING"
+        ),
+        &[&d.fingerprint, &d.saga, &d.shape],
+    )
+    .await?;
+    Ok(Reply::Done)
+}
+
+/// Inserts an execution with its lease and first events; an id already
+/// taken answers with the existing execution.
+async fn create(
+    s: &Session,
+    store: &Inner,
+    execution: &NewExecution,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Reply, Failure> {
+    let id = execution.id.as_str();
+    let inserted = s
+        .execute(
+            const_format!(
+                "INSERT INTO executions (id, saga, fingerprint, status, context, last_seq,
+                    created_at, updated_at)
+                 VALUES ($1, $2, $3, 'running', $4, $5, {NOW}, {NOW})
+                 ON CONFLICT (id) DO NOTHING"
+            ),
+            &[
+                &id,
+                &execution.saga,
+                &execution.fingerprint,
+                &execution.context,
+                &i64::try_from(execution.events.len()).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return match get_execution(s, store, id).await? {
+            Some(existing) => Ok(Reply::Created(Created::Existing(existing))),
+            None => Err(Failure::Refused(StoreError::NotFound {
+                execution_id: execution.id.clone(),
+            })),
+        };
+    }
+    let row = s
+        .query_opt(
+            const_format!(
+                "INSERT INTO leases (execution_id, owner, token, expires_at)
+                 VALUES ($1, $2, 1, {NOW} + $3)
+                 ON CONFLICT (execution_id) DO UPDATE
+                 SET owner = $2, token = leases.token + 1, expires_at = {NOW} + $3
+                 RETURNING token"
+            ),
+            &[&id, &owner, &ttl_ms(ttl)],
+        )
+        .await?;
+    let token = row.map_or(1, |r| r.get(0));
+    if !execution.events.is_empty() {
+        let c = Columns::of(&execution.events);
+        s.execute(
+            const_format!(
+                "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+                    context, error, outcome_unknown, will_retry)
+                 SELECT $1, u.seq, {NOW}, u.kind, u.step, u.attempt, u.output,
+                    u.context, u.error, u.unknown, u.retry
+                 FROM {UNNEST_EVENTS}"
+            ),
+            &[
+                &id,
+                &c.seqs,
+                &c.kinds,
+                &c.steps,
+                &c.attempts,
+                &c.outputs,
+                &c.contexts,
+                &c.errors,
+                &c.unknown,
+                &c.retry,
+            ],
+        )
+        .await?;
+    }
+    Ok(Reply::Created(Created::New(Lease {
+        owner: owner.into(),
+        token,
+        ttl,
+    })))
+}
+
+/// Takes the lease of an execution nobody holds (or whose lease expired).
+async fn claim(
+    s: &Session,
+    store: &Inner,
+    id: &ExecutionId,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Reply, Failure> {
+    let row = s
+        .query_opt(
+            const_format!(
+                "UPDATE leases SET owner = $2, token = token + 1, expires_at = {NOW} + $3
+                 WHERE execution_id = $1
+                   AND (owner IS NULL OR expires_at IS NULL OR expires_at <= {NOW})
+                 RETURNING token"
+            ),
+            &[&id.as_str(), &owner, &ttl_ms(ttl)],
+        )
+        .await?;
+    match row {
+        Some(row) => Ok(Reply::Lease(Some(Lease {
+            owner: owner.into(),
+            token: row.get(0),
+            ttl,
+        }))),
+        None if get_execution(s, store, id.as_str()).await?.is_none() => {
+            Err(Failure::Refused(StoreError::NotFound {
+                execution_id: id.clone(),
+            }))
+        }
+        None => Ok(Reply::Lease(None)),
+    }
+}
+
+/// Takes up to `request.limit` claimable executions, skipping those another
+/// claimer has locked.
+async fn claim_next(s: &Session, store: &Inner, request: &ClaimRequest) -> Result<Reply, Failure> {
+    let exclude: Vec<&str> = request.exclude.iter().map(ExecutionId::as_str).collect();
+    let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+    let rows = s
+        .query(
+            const_format!(
+                "WITH picked AS (
+                    SELECT l.execution_id FROM leases l
+                    JOIN executions e ON e.id = l.execution_id
+                    WHERE e.status IN ('running', 'compensating')
+                      AND e.fingerprint = ANY($1)
+                      AND NOT (e.id = ANY($5))
+                      AND (l.owner IS NULL OR l.expires_at IS NULL
+                           OR l.expires_at <= {NOW})
+                    ORDER BY e.created_at, e.id
+                    LIMIT $4
+                    FOR UPDATE OF l SKIP LOCKED
+                ), claimed AS (
+                    UPDATE leases l SET owner = $2, token = l.token + 1,
+                        expires_at = {NOW} + $3
+                    FROM picked WHERE l.execution_id = picked.execution_id
+                    RETURNING l.execution_id, l.owner, l.token, l.expires_at
+                )
+                SELECT e.id, e.saga, e.fingerprint, e.status, e.context, e.last_seq,
+                    e.created_at, e.updated_at, c.owner, c.expires_at,
+                    e.cancel_requested, c.token
+                FROM claimed c JOIN executions e ON e.id = c.execution_id
+                ORDER BY e.created_at, e.id"
+            ),
+            &[
+                &request.fingerprints,
+                &request.owner,
+                &ttl_ms(request.ttl),
+                &limit,
+                &exclude,
+            ],
+        )
+        .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let token: i64 = row.get(11);
+        claimed.push(Claimed {
+            record: execution(store, &row).map_err(Failure::Refused)?,
+            lease: Lease {
+                owner: request.owner.as_str().into(),
+                token,
+                ttl: request.ttl,
+            },
+        });
+    }
+    Ok(Reply::Claimed(claimed))
+}
+
+/// Extends a lease that is still held.
+async fn renew(s: &Session, id: &ExecutionId, lease: &Lease) -> Result<Reply, Failure> {
+    let row = s
+        .query_opt(
+            const_format!(
+                "UPDATE leases SET expires_at = {NOW} + $4
+                 WHERE execution_id = $1 AND token = $2 AND owner = $3
+                 RETURNING (SELECT cancel_requested FROM executions WHERE id = $1)"
+            ),
+            &[
+                &id.as_str(),
+                &lease.token,
+                &&*lease.owner,
+                &ttl_ms(lease.ttl),
+            ],
+        )
+        .await?;
+    match row {
+        Some(row) => Ok(Reply::Ack(Ack {
+            cancel_requested: row.get::<_, Option<bool>>(0).unwrap_or(false),
+        })),
+        None => Err(Failure::Refused(lease_lost(id))),
+    }
+}
+
+/// Gives a lease up (a lease taken over meanwhile is left alone).
+async fn release(s: &Session, id: &ExecutionId, lease: &Lease) -> Result<Reply, Failure> {
+    s.execute(
+        "UPDATE leases SET owner = NULL, expires_at = NULL
+         WHERE execution_id = $1 AND token = $2 AND owner = $3",
+        &[&id.as_str(), &lease.token, &&*lease.owner],
+    )
+    .await?;
+    Ok(Reply::Done)
+}
+
+/// Marks an execution for cancellation.
+async fn request_cancel(s: &Session, id: &ExecutionId) -> Result<Reply, Failure> {
+    let changed = s
+        .execute(
+            "UPDATE executions SET cancel_requested = TRUE WHERE id = $1",
+            &[&id.as_str()],
+        )
+        .await?;
+    Ok(Reply::Changed(changed == 1))
+}
+
+/// Deletes finished executions last updated at or before `before` (ms).
+async fn purge(s: &Session, before: i64) -> Result<Reply, Failure> {
+    s.execute(
+        "DELETE FROM events WHERE execution_id IN (SELECT id FROM executions
+            WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
+              AND updated_at <= $1)",
+        &[&before],
+    )
+    .await?;
+    s.execute(
+        "DELETE FROM leases WHERE execution_id IN (SELECT id FROM executions
+            WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
+              AND updated_at <= $1)",
+        &[&before],
+    )
+    .await?;
+    let purged = s
+        .execute(
+            "DELETE FROM executions
+             WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
+               AND updated_at <= $1",
+            &[&before],
+        )
+        .await?;
+    Ok(Reply::Count(purged))
+}
+
+/// The events' fields as arrays, for `unnest`.
+pub(super) struct Columns<'a> {
+    seqs: Vec<i64>,
+    kinds: Vec<&'static str>,
+    steps: Vec<Option<i64>>,
+    attempts: Vec<i64>,
+    outputs: Vec<Option<&'a str>>,
+    contexts: Vec<Option<&'a str>>,
+    errors: Vec<Option<&'a str>>,
+    unknown: Vec<bool>,
+    retry: Vec<bool>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(events: &'a [Event]) -> Self {
+        Columns {
+            seqs: events
+                .iter()
+                .map(|e| i64::try_from(e.seq).unwrap_or(i64::MAX))
+                .collect(),
+            kinds: events.iter().map(|e| e.kind.label()).collect(),
+            steps: events.iter().map(|e| e.step.map(i64::from)).collect(),
+            attempts: events.iter().map(|e| i64::from(e.attempt)).collect(),
+            outputs: events.iter().map(|e| e.output.as_deref()).collect(),
+            contexts: events.iter().map(|e| e.context.as_deref()).collect(),
+            errors: events.iter().map(|e| e.error.as_deref()).collect(),
+            unknown: events.iter().map(|e| e.outcome_unknown).collect(),
+            retry: events.iter().map(|e| e.will_retry).collect(),
+        }
+    }
+}
+
+/// The rows of `unnest`ed event columns `$2`..`$10` (see [`Columns`]).
+pub(super) const UNNEST_EVENTS: &str =
+    "unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+    $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[])
+    AS u(seq, kind, step, attempt, output, context, error, unknown, retry)";
+
+/// Appends events in one statement: the lease's fence, the sequence check
+/// and the writes together, so a lost lease or a gap writes nothing. A
+/// finished status releases the lease in the same statement.
+pub(super) async fn append(
+    s: &Session,
+    store: &Inner,
+    id: &ExecutionId,
+    lease: &Lease,
+    events: &[Event],
+    status: ExecutionStatus,
+) -> Result<Reply, Failure> {
+    let first = events.first().map_or(0, |e| e.seq);
+    let last = events.last().map_or(0, |e| e.seq);
+    let prev = first.saturating_sub(1);
+    let new_last = if events.is_empty() { prev } else { last };
+    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let c = Columns::of(events);
+    let row = s
+        .query_opt(
+            const_format!(
+                "WITH lease AS (
+                    UPDATE leases SET
+                        owner = CASE WHEN $17 THEN NULL ELSE owner END,
+                        expires_at = CASE WHEN $17 THEN NULL ELSE {NOW} + $4 END
+                    WHERE execution_id = $1 AND token = $2 AND owner = $3
+                    RETURNING execution_id
+                ), moved AS (
+                    UPDATE executions SET status = $5, last_seq = $6, updated_at = {NOW}
+                    WHERE id = $1 AND last_seq = $7 AND EXISTS (SELECT 1 FROM lease)
+                    RETURNING cancel_requested
+                ), written AS (
+                    INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+                        context, error, outcome_unknown, will_retry)
+                    SELECT $1, u.seq, {NOW}, u.kind, u.step, u.attempt, u.output, u.context,
+                        u.error, u.unknown, u.retry
+                    FROM unnest($8::bigint[], $9::text[], $10::bigint[], $11::bigint[],
+                        $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[])
+                        AS u(seq, kind, step, attempt, output, context, error, unknown, retry)
+                    WHERE EXISTS (SELECT 1 FROM moved)
+                    RETURNING 1
+                )
+                SELECT (SELECT cancel_requested FROM moved),
+                    (SELECT count(*) FROM lease),
+                    (SELECT count(*) FROM written)"
+            ),
+            &[
+                &id.as_str(),
+                &lease.token,
+                &&*lease.owner,
+                &ttl_ms(lease.ttl),
+                &status.label(),
+                &as_i64(new_last),
+                &as_i64(prev),
+                &c.seqs,
+                &c.kinds,
+                &c.steps,
+                &c.attempts,
+                &c.outputs,
+                &c.contexts,
+                &c.errors,
+                &c.unknown,
+                &c.retry,
+                &status.is_finished(),
+            ],
+        )
+        .await?;
+    let (cancel, held, written) = match row {
+        Some(row) => (
+            row.get::<_, Option<bool>>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2),
+        ),
+        None => (None, 0, 0),
+    };
+    if let Some(cancel_requested) = cancel
+        && usize::try_from(written).ok() == Some(events.len())
+    {
+        return Ok(Reply::Ack(Ack { cancel_requested }));
+    }
+    if held == 0 {
+        return Err(Failure::Refused(
+            match get_execution(s, store, id.as_str()).await? {
+                None => StoreError::NotFound {
+                    execution_id: id.clone(),
+                },
+                Some(_) => lease_lost(id),
+            },
+        ));
+    }
+    let found = get_execution(s, store, id.as_str())
+        .await?
+        .map_or(0, |r| r.last_seq);
+    Err(Failure::Refused(StoreError::BadRecord {
+        store: store.describe.clone(),
+        what: format!("event {first} of execution `{id}`"),
+        detail: format!("the log ends at {found}, expected {prev}"),
+    }))
+}

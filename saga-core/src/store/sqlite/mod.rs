@@ -1,0 +1,254 @@
+//! [`SqliteStore`]: the embedded durable store, one SQLite file.
+
+mod open;
+mod ops;
+mod options;
+mod rows;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use self::open::{Access, check_and_migrate, create_file, open_error, precheck_file};
+pub use self::options::{SqliteOptions, Synchronous};
+use self::writer::{Job, Pending, writer_loop};
+use super::{StoreError, StoreResult};
+use crate::step::BoxFuture;
+
+/// The embedded store: one SQLite file (plus SQLite's `-wal` and `-shm`
+/// companions), in WAL mode, with durable commits by default.
+///
+/// Every write goes through one writer thread, which groups the writes that
+/// arrive while it commits into one transaction (each in its own savepoint,
+/// so one failing write does not undo its neighbours): concurrent
+/// executions share fsyncs (*group commit*). Reads run on the same thread,
+/// after the batch they arrived with is committed, so they never see a
+/// write that is not yet durable.
+///
+/// Opening checks the file before writing anything: a file that is not an
+/// SQLite database, a damaged one, an empty one, one without our
+/// application id, one with a newer schema, or a read-only one gives a
+/// [`StoreError`] naming the file, and the file is left as it was. A file
+/// of an older schema is migrated. A missing file is created, `0600`.
+///
+/// Contexts and outputs are stored as JSON text, readable with the
+/// `sqlite3` shell: `SELECT seq, kind, step, context FROM events WHERE
+/// execution_id = '...' ORDER BY seq`.
+///
+/// ```no_run
+/// use saga_core::store::SqliteStore;
+///
+/// let store = SqliteStore::open("sagas.db")?;
+/// # Ok::<(), saga_core::store::StoreError>(())
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    sender: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop; joining closes the
+        // connection (and checkpoints the WAL) before the store is gone.
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store in the file at `path`, with durable
+    /// commits.
+    ///
+    /// A missing file is created, readable and writable by its owner only
+    /// (mode `0600` on Unix: the store holds contexts in clear); SQLite's
+    /// `-wal` and `-shm` files take the same mode. An existing file is
+    /// written to only if it is a store of ours: a file of another
+    /// application (another application id, or none) and an empty file are
+    /// refused, byte for byte as they were.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the file if it cannot be used; it is left as
+    /// it was.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, SqliteOptions::new())
+    }
+
+    /// Opens the store with `options`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let created = create_file(&path)?;
+        if !created {
+            precheck_file(&path, Access::ReadWrite)?;
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(&path, "opening", e))?;
+        check_and_migrate(&conn, &path, &options, created)?;
+        Self::start(path, conn, options.max_batch)
+    }
+
+    /// Opens an existing store for reading only (`SQLITE_OPEN_READ_ONLY`):
+    /// for tools that list and show executions, on files they may not
+    /// write. Nothing is written, no migration runs, and the integrity
+    /// check is skipped (it reads the whole file); the store's writes fail
+    /// with [`StoreError::ReadOnly`].
+    ///
+    /// While a writer has the store open, its `-wal` and `-shm` files
+    /// exist and are read (SQLite needs read access to both). With no
+    /// writer they do not exist; if the directory lets this process create
+    /// them SQLite does so, and otherwise the file is opened as immutable
+    /// (SQLite's `immutable=1`), which is sound then: without a `-wal` file
+    /// and with a directory nobody here can write, no writer is running.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the file if it is missing, not a store of
+    /// ours, or of a newer schema.
+    pub fn open_read_only(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        precheck_file(&path, Access::ReadOnly)?;
+        let conn = open::open_read_only(&path)?;
+        Self::start(path, conn, 1)
+    }
+
+    /// Starts the writer thread on an opened, checked connection.
+    fn start(path: PathBuf, conn: Connection, max_batch: usize) -> StoreResult<Self> {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("saga-sqlite-writer".to_owned())
+            .spawn(move || writer_loop(&conn, &receiver, max_batch))
+            .map_err(|e| StoreError::Backend {
+                store: describe(&path),
+                what: "starting the writer thread".to_owned(),
+                source: Box::new(e),
+            })?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                sender: Some(sender),
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn closed(&self) -> StoreError {
+        StoreError::Closed {
+            store: describe(&self.inner.path),
+        }
+    }
+
+    fn send(&self, job: Job) -> StoreResult<()> {
+        self.inner
+            .sender
+            .as_ref()
+            .ok_or_else(|| self.closed())?
+            .send(job)
+            .map_err(|_| self.closed())
+    }
+
+    /// Runs `work` in the next group commit; resolves once it is durable.
+    fn write<T, F>(&self, what: &'static str, work: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let path = self.inner.path.clone();
+        let job = Job::Write(Box::new(move |conn| match conn {
+            Err(message) => Pending {
+                ok: false,
+                finish: Box::new(move |_| {
+                    let _ = tx.send(Err(StoreError::Backend {
+                        store: describe(&path),
+                        what: format!("beginning a transaction ({what})"),
+                        source: message.into(),
+                    }));
+                }),
+            },
+            Ok(conn) => match work(conn, &path) {
+                Ok(value) => Pending {
+                    ok: true,
+                    finish: Box::new(move |commit| {
+                        let result =
+                            commit
+                                .map(|()| value)
+                                .map_err(|message| StoreError::Backend {
+                                    store: describe(&path),
+                                    what: format!("committing ({what})"),
+                                    source: message.into(),
+                                });
+                        let _ = tx.send(result);
+                    }),
+                },
+                Err(error) => Pending {
+                    ok: false,
+                    finish: Box::new(move |_| {
+                        let _ = tx.send(Err(error));
+                    }),
+                },
+            },
+        }));
+        self.submit(job, rx)
+    }
+
+    /// Runs `work` on the writer's connection, outside any transaction.
+    fn read<T, F>(&self, work: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let path = self.inner.path.clone();
+        let job = Job::Read(Box::new(move |conn| {
+            let _ = tx.send(work(conn, &path));
+        }));
+        self.submit(job, rx)
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<StoreResult<T>>,
+    ) -> BoxFuture<'static, StoreResult<T>> {
+        let sent = self.send(job);
+        let closed = self.closed();
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| closed)?
+        })
+    }
+}
+
+fn describe(path: &Path) -> String {
+    format!("the SQLite store `{}`", path.display())
+}

@@ -1,0 +1,401 @@
+//! Opening an SQLite store file: checks before anything is written, the
+//! schema and its migrations.
+
+use std::io::Read;
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::describe;
+use super::options::{SqliteOptions, Synchronous};
+use crate::store::{StoreError, StoreResult};
+
+/// `PRAGMA application_id` of our files: "SAGA" in ASCII. A file with
+/// another id belongs to another application and is never touched.
+pub(super) const APPLICATION_ID: i64 = 0x5341_4741;
+
+/// The migrations, in order: `MIGRATIONS[n]` takes the schema from version
+/// `n` to `n + 1`. The file's `PRAGMA user_version` is its version.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: definitions, executions, their logs and leases.
+    "CREATE TABLE definitions (
+        fingerprint TEXT PRIMARY KEY,
+        saga TEXT NOT NULL,
+        shape TEXT NOT NULL,
+        registered_at INTEGER NOT NULL
+    );
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        saga TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status TEXT NOT NULL,
+        context TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX executions_by_status ON executions (status, created_at);
+    CREATE TABLE events (
+        execution_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        step INTEGER,
+        attempt INTEGER NOT NULL,
+        output TEXT,
+        context TEXT,
+        error TEXT,
+        outcome_unknown INTEGER NOT NULL,
+        will_retry INTEGER NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE leases (
+        execution_id TEXT PRIMARY KEY,
+        owner TEXT,
+        token INTEGER NOT NULL,
+        expires_at INTEGER
+    ) WITHOUT ROWID;",
+];
+
+/// The newest schema version this build knows.
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// What an opener means to do with the file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// Read and write it (and migrate it).
+    ReadWrite,
+    /// Only read it.
+    ReadOnly,
+}
+
+/// Creates the file at `path` if it is missing, readable and writable by
+/// its owner only, before SQLite opens it (SQLite gives its `-wal` and
+/// `-shm` files the database file's mode). `Ok(true)` if this call created
+/// it; `Ok(false)` if it existed. The process umask is left alone, and an
+/// existing file's mode is never changed.
+pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+            detail: format!("the file cannot be created in its directory: {e}"),
+        }),
+        Err(e) => Err(StoreError::Backend {
+            store: describe(path),
+            what: "creating the file".to_owned(),
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// Checks what can be checked without SQLite in an existing file: it must
+/// not be empty, must start with the SQLite header and be as long as the
+/// header says; for writing, it must be writable.
+pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
+    let metadata = std::fs::metadata(path).map_err(|e| StoreError::Backend {
+        store: describe(path),
+        what: "reading the file's metadata".to_owned(),
+        source: Box::new(e),
+    })?;
+    if metadata.is_dir() {
+        return Err(StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: "it is a directory".to_owned(),
+        });
+    }
+    let len = metadata.len();
+    if len == 0 {
+        return Err(StoreError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut header = [0_u8; 100];
+    let mut file = std::fs::File::open(path).map_err(|e| StoreError::Backend {
+        store: describe(path),
+        what: "opening the file".to_owned(),
+        source: Box::new(e),
+    })?;
+    let mut read = 0;
+    while read < header.len() {
+        match file.read(&mut header[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(StoreError::Backend {
+                    store: describe(path),
+                    what: "reading the file's header".to_owned(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    if !header.starts_with(b"SQLite format 3\0") {
+        return Err(StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: "its first bytes are not the SQLite header".to_owned(),
+        });
+    }
+    if read < header.len() {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("{len} bytes, shorter than an SQLite header"),
+        });
+    }
+    // Bytes 16-17: page size (1 means 65536); 28-31: pages, valid when the
+    // change counter (24-27) equals the version-valid-for number (92-95).
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(u32::from_be_bytes([
+        header[28], header[29], header[30], header[31],
+    ]));
+    let size_valid = header[24..28] == header[92..96];
+    if size_valid && pages > 0 && len < pages.saturating_mul(page_size) {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "truncated: {len} bytes, but its header says {pages} pages of {page_size} bytes"
+            ),
+        });
+    }
+    if access == Access::ReadWrite {
+        check_writable(path, &metadata)?;
+    }
+    Ok(())
+}
+
+pub(super) fn check_writable(path: &Path, metadata: &std::fs::Metadata) -> StoreResult<()> {
+    if metadata.permissions().readonly() {
+        return Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+            detail: "the file's permissions forbid writing".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Turns an SQLite error met while opening into the error users can act on.
+pub(super) fn open_error(path: &Path, what: &str, error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            detail: error.to_string(),
+        },
+        Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: error.to_string(),
+        },
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            StoreError::ReadOnly {
+                path: path.to_path_buf(),
+                detail: error.to_string(),
+            }
+        }
+        _ => StoreError::Backend {
+            store: describe(path),
+            what: what.to_owned(),
+            source: Box::new(error),
+        },
+    }
+}
+
+/// Validates an opened file, then sets it up and migrates it. Nothing is
+/// written before the file is known to be ours (or `created` by this open)
+/// and sound.
+pub(super) fn check_and_migrate(
+    conn: &Connection,
+    path: &Path,
+    options: &SqliteOptions,
+    created: bool,
+) -> StoreResult<()> {
+    let err = |what: &str| {
+        let what = what.to_owned();
+        move |e: rusqlite::Error| open_error(path, &what, e)
+    };
+    if conn
+        .is_readonly(rusqlite::MAIN_DB)
+        .map_err(err("checking access"))?
+    {
+        return Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+            detail: "SQLite opened it read-only".to_owned(),
+        });
+    }
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(err("setting the busy timeout"))?;
+    let application_id: i64 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(err("reading the application id"))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(err("reading the schema version"))?;
+    let tables: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .map_err(err("reading the schema"))?;
+        let rows = stmt
+            .query_map([], |row| row.get(0))
+            .map_err(err("reading the schema"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(err("reading the schema"))?
+    };
+    check_ours(path, application_id, &tables, version, created)?;
+    if options.integrity_check && !tables.is_empty() {
+        let verdict: String = conn
+            .pragma_query_value(None, "quick_check", |row| row.get(0))
+            .map_err(err("checking integrity"))?;
+        if verdict != "ok" {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: verdict,
+            });
+        }
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(err("switching to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend {
+            store: describe(path),
+            what: "switching to WAL".to_owned(),
+            source: format!("SQLite kept journal mode `{mode}`").into(),
+        });
+    }
+    let synchronous = match options.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(err("setting `synchronous`"))?;
+    if created || version < SCHEMA_VERSION {
+        migrate(conn, path)?;
+    }
+    Ok(())
+}
+
+/// Refuses a file that is not a store of ours (another application id, or
+/// none: only a file this open created may be stamped) or one of a newer
+/// schema.
+fn check_ours(
+    path: &Path,
+    application_id: i64,
+    tables: &[String],
+    version: i64,
+    created: bool,
+) -> StoreResult<()> {
+    let fresh = created && application_id == 0 && tables.is_empty();
+    if application_id != APPLICATION_ID && !fresh {
+        let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        return Err(StoreError::ForeignDatabase {
+            path: path.to_path_buf(),
+            detail: format!(
+                "application id {application_id:#x}, tables: {}",
+                if shown.is_empty() {
+                    "none".to_owned()
+                } else {
+                    shown.join(", ")
+                }
+            ),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Opens an existing store read-only and checks it is ours, writing
+/// nothing (see [`SqliteStore::open_read_only`](super::SqliteStore::open_read_only)).
+pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| open_error(path, "opening read-only", e))?;
+    let conn = match read_header(&conn) {
+        Ok(_) => conn,
+        // No writer (no `-wal`) and SQLite could not create the `-shm`:
+        // nobody can be writing, so the file cannot change under us.
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)
+            ) && !wal_path(path).exists() =>
+        {
+            drop(conn);
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(|e| open_error(path, "opening read-only", e))?
+        }
+        Err(e) => return Err(open_error(path, "reading the application id", e)),
+    };
+    let (application_id, version) =
+        read_header(&conn).map_err(|e| open_error(path, "reading the application id", e))?;
+    let tables: Vec<String> = Vec::new();
+    check_ours(path, application_id, &tables, version, false)?;
+    conn.busy_timeout(SqliteOptions::new().busy_timeout)
+        .map_err(|e| open_error(path, "setting the busy timeout", e))?;
+    Ok(conn)
+}
+
+/// The file's application id and schema version.
+fn read_header(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let application_id = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    let version = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    Ok((application_id, version))
+}
+
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+/// `file:` URI of `path` with `immutable=1` (`%`, `?` and `#` escaped).
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction that
+/// re-reads the version (another process may have migrated meanwhile).
+pub(super) fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
+    let err = |e: rusqlite::Error| open_error(path, "migrating the schema", e);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+    let result = (|| {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            conn.execute_batch(sql)?;
+            log::info!(target: "saga", "sqlite store migrated path={} version={}", path.display(), from + 1);
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION.max(version))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(err),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(err(e))
+        }
+    }
+}

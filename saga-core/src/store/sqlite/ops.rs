@@ -1,0 +1,483 @@
+//! The SQLite store's [`SagaStore`] operations: each a statement or a few,
+//! run by the writer thread.
+
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::rows::{
+    LEASE_HELD, SELECT_EXECUTION, SELECT_SUMMARY, bad_record, db, execution, get_execution,
+    insert_events, lease_lost, raw_execution, summary,
+};
+use super::{SqliteStore, describe};
+use crate::id::ExecutionId;
+use crate::report::ExecutionStatus;
+use crate::step::BoxFuture;
+use crate::store::{
+    Ack, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, ExecutionSummary, Lease,
+    ListQuery, NewExecution, SagaStore, StoreError, StoreResult, now_ms, skip_unknown_status,
+    status_from_label, ttl_ms,
+};
+
+impl SagaStore for SqliteStore {
+    fn describe(&self) -> String {
+        describe(&self.inner.path)
+    }
+
+    fn put_definition(&self, definition: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
+        self.write("recording a definition", move |conn, path| {
+            conn.prepare_cached(
+                "INSERT INTO definitions (fingerprint, saga, shape, registered_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (fingerprint) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    definition.fingerprint,
+                    definition.saga,
+                    definition.shape,
+                    now_ms()
+                ])
+            })
+            .map_err(db(path, "recording a definition"))?;
+            Ok(())
+        })
+    }
+
+    fn definition(
+        &self,
+        fingerprint: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
+        let fingerprint = fingerprint.to_owned();
+        self.read(move |conn, path| {
+            conn.prepare_cached("SELECT saga, shape FROM definitions WHERE fingerprint = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row([&fingerprint], |row| {
+                        Ok(DefinitionRecord {
+                            fingerprint: fingerprint.clone(),
+                            saga: row.get(0)?,
+                            shape: row.get(1)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(db(path, "reading a definition"))
+        })
+    }
+
+    fn create(
+        &self,
+        execution: NewExecution,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Created>> {
+        let owner = owner.to_owned();
+        self.write("creating an execution", move |conn, path| {
+            let now = now_ms();
+            let id = execution.id.as_str();
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO executions (id, saga, fingerprint, status, context, last_seq,
+                        created_at, updated_at)
+                     VALUES (?1, ?2, ?3, 'running', ?4, ?6, ?5, ?5)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        id,
+                        execution.saga,
+                        execution.fingerprint,
+                        execution.context,
+                        now,
+                        execution.events.len() as i64
+                    ])
+                })
+                .map_err(db(path, "creating an execution"))?;
+            if inserted == 0 {
+                return match get_execution(conn, path, id)? {
+                    Some(existing) => Ok(Created::Existing(existing)),
+                    None => Err(StoreError::NotFound {
+                        execution_id: execution.id.clone(),
+                    }),
+                };
+            }
+            conn.prepare_cached(
+                "INSERT INTO leases (execution_id, owner, token, expires_at) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (execution_id) DO UPDATE SET owner = ?2, token = token + 1, expires_at = ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![id, owner, now.saturating_add(ttl_ms(ttl))])
+            })
+            .map_err(db(path, "creating a lease"))?;
+            let token: i64 = conn
+                .query_row(
+                    "SELECT token FROM leases WHERE execution_id = ?1",
+                    [id],
+                    |row| row.get(0),
+                )
+                .map_err(db(path, "creating a lease"))?;
+            let lease = Lease {
+                owner: owner.into(),
+                token,
+                ttl,
+            };
+            insert_events(conn, &execution.id, &lease, &execution.events, now).map_err(|e| {
+                match e {
+                    Some(e) => db(path, "creating an execution")(e),
+                    None => lease_lost(&execution.id),
+                }
+            })?;
+            Ok(Created::New(lease))
+        })
+    }
+
+    fn claim(
+        &self,
+        id: &ExecutionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
+        let id = id.clone();
+        let owner = owner.to_owned();
+        self.write("claiming an execution", move |conn, path| {
+            let now = now_ms();
+            let token: Option<i64> = conn
+                .prepare_cached(
+                    "UPDATE leases SET owner = ?2, token = token + 1, expires_at = ?3
+                     WHERE execution_id = ?1
+                       AND (owner IS NULL OR expires_at IS NULL OR expires_at <= ?4)
+                     RETURNING token",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![id.as_str(), owner, now.saturating_add(ttl_ms(ttl)), now],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(db(path, "claiming an execution"))?;
+            match token {
+                Some(token) => Ok(Some(Lease {
+                    owner: owner.into(),
+                    token,
+                    ttl,
+                })),
+                None if get_execution(conn, path, id.as_str())?.is_none() => {
+                    Err(StoreError::NotFound { execution_id: id })
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+        events: Vec<Event>,
+        status: ExecutionStatus,
+    ) -> BoxFuture<'a, StoreResult<Ack>> {
+        let id = id.clone();
+        let lease = lease.clone();
+        self.write("appending events", move |conn, path| {
+            let now = now_ms();
+            let err = db(path, "appending events");
+            let first = events.first().map_or(0, |e| e.seq);
+            let last = events.last().map_or(0, |e| e.seq);
+            let prev = first.saturating_sub(1);
+            // The fence and the sequence check in the statement that moves
+            // the execution on: a lost lease or a gap writes nothing.
+            let cancel: Option<bool> = conn
+                .prepare_cached(&format!(
+                    "UPDATE executions SET status = ?4, last_seq = ?5, updated_at = ?6
+                     WHERE id = ?1 AND last_seq = ?7 AND {LEASE_HELD}
+                     RETURNING cancel_requested"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![
+                            id.as_str(),
+                            lease.token,
+                            &*lease.owner,
+                            status.label(),
+                            if events.is_empty() {
+                                prev as i64
+                            } else {
+                                last as i64
+                            },
+                            now,
+                            prev as i64
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(&err)?;
+            let Some(cancel_requested) = cancel else {
+                let record = get_execution(conn, path, id.as_str())?;
+                return Err(match record {
+                    None => StoreError::NotFound { execution_id: id },
+                    Some(r) if r.last_seq != prev && r.owner.as_deref() == Some(&*lease.owner) => {
+                        bad_record(
+                            path,
+                            format!("event {first} of execution `{id}`"),
+                            format!("the log ends at {}, expected {prev}", r.last_seq),
+                        )
+                    }
+                    Some(_) => lease_lost(&id),
+                });
+            };
+            insert_events(conn, &id, &lease, &events, now).map_err(|e| match e {
+                Some(e) => err(e),
+                None => lease_lost(&id),
+            })?;
+            // Extends the lease, or releases it when the execution ended.
+            conn.prepare_cached(
+                "UPDATE leases SET
+                    owner = CASE WHEN ?5 THEN NULL ELSE owner END,
+                    expires_at = CASE WHEN ?5 THEN NULL ELSE ?4 END
+                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id.as_str(),
+                    lease.token,
+                    &*lease.owner,
+                    now.saturating_add(ttl_ms(lease.ttl)),
+                    status.is_finished()
+                ])
+            })
+            .map_err(&err)?;
+            Ok(Ack { cancel_requested })
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<Ack>> {
+        let id = id.clone();
+        let lease = lease.clone();
+        self.write("renewing a lease", move |conn, path| {
+            let now = now_ms();
+            let cancel: Option<bool> = conn
+                .prepare_cached(
+                    "UPDATE leases SET expires_at = ?4
+                     WHERE execution_id = ?1 AND token = ?2 AND owner = ?3
+                     RETURNING (SELECT cancel_requested FROM executions WHERE id = ?1)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![
+                            id.as_str(),
+                            lease.token,
+                            &*lease.owner,
+                            now.saturating_add(ttl_ms(lease.ttl))
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(db(path, "renewing a lease"))?;
+            match cancel {
+                Some(cancel_requested) => Ok(Ack { cancel_requested }),
+                None => Err(lease_lost(&id)),
+            }
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        let id = id.clone();
+        let lease = lease.clone();
+        self.write("releasing a lease", move |conn, path| {
+            conn.prepare_cached(
+                "UPDATE leases SET owner = NULL, expires_at = NULL
+                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id.as_str(), lease.token, &*lease.owner]))
+            .map_err(db(path, "releasing a lease"))?;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
+        let id = id.clone();
+        self.read(move |conn, path| get_execution(conn, path, id.as_str()))
+    }
+
+    fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        let id = id.clone();
+        self.read(move |conn, path| {
+            let err = db(path, "reading events");
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
+                        will_retry, at
+                     FROM events WHERE execution_id = ?1 ORDER BY seq",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([id.as_str()], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<u32>>(2)?,
+                        row.get::<_, u32>(3)?,
+                        row.get::<_, Option<String>>(4)?,
+                        row.get::<_, Option<String>>(5)?,
+                        row.get::<_, Option<String>>(6)?,
+                        row.get::<_, bool>(7)?,
+                        row.get::<_, bool>(8)?,
+                        row.get::<_, i64>(9)?,
+                    ))
+                })
+                .map_err(&err)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (seq, kind, step, attempt, output, context, error, unknown, retry, at) =
+                    row.map_err(&err)?;
+                let kind = EventKind::from_label(&kind).ok_or_else(|| {
+                    bad_record(
+                        path,
+                        format!("event {seq} of execution `{id}`"),
+                        format!("unknown kind `{kind}`"),
+                    )
+                })?;
+                events.push(Event {
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    kind,
+                    step,
+                    attempt,
+                    output,
+                    context,
+                    error,
+                    outcome_unknown: unknown,
+                    will_retry: retry,
+                    at_ms: at,
+                });
+            }
+            Ok(events)
+        })
+    }
+
+    fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
+        self.read(move |conn, path| {
+            let err = db(path, "listing executions");
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "{SELECT_EXECUTION} WHERE ?1 IS NULL OR e.status = ?1 ORDER BY e.created_at, e.id"
+                ))
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([status.map(ExecutionStatus::label)], raw_execution)
+                .map_err(&err)?;
+            let mut records = Vec::new();
+            for row in rows {
+                let raw = row.map_err(&err)?;
+                if status_from_label(&raw.3).is_none() {
+                    skip_unknown_status(&describe(path), &raw.0, &raw.3);
+                    continue;
+                }
+                records.push(execution(path, raw)?);
+            }
+            Ok(records)
+        })
+    }
+
+    fn list_summaries(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        self.read(move |conn, path| {
+            let err = db(path, "listing executions");
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "{SELECT_SUMMARY}
+                     WHERE (?1 IS NULL OR e.status = ?1)
+                       AND (?2 IS NULL OR (e.created_at, e.id) > (?2, ?3))
+                     ORDER BY e.created_at, e.id LIMIT ?4"
+                ))
+                .map_err(&err)?;
+            let after = query.after.as_ref();
+            let limit = query
+                .limit
+                .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.status.map(ExecutionStatus::label),
+                        after.map(|c| c.created_at_ms),
+                        after.map(|c| c.id.as_str()),
+                        limit
+                    ],
+                    |row| summary(path, row),
+                )
+                .map_err(&err)?;
+            let mut summaries = Vec::new();
+            for row in rows {
+                summaries.extend(row.map_err(&err)?);
+            }
+            Ok(summaries)
+        })
+    }
+
+    fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let id = id.clone();
+        self.read(move |conn, path| {
+            conn.prepare_cached("SELECT context FROM executions WHERE id = ?1")
+                .and_then(|mut stmt| stmt.query_row([id.as_str()], |row| row.get(0)).optional())
+                .map_err(db(path, "reading a context"))
+        })
+    }
+
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
+        let id = id.clone();
+        self.write("requesting a cancellation", move |conn, path| {
+            let changed = conn
+                .execute(
+                    "UPDATE executions SET cancel_requested = 1 WHERE id = ?1",
+                    [id.as_str()],
+                )
+                .map_err(db(path, "requesting a cancellation"))?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        self.write("purging executions", move |conn, path| {
+            let err = db(path, "purging executions");
+            let doomed = "SELECT id FROM executions
+                WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
+                  AND updated_at <= ?1";
+            conn.execute(
+                &format!("DELETE FROM events WHERE execution_id IN ({doomed})"),
+                [before_ms],
+            )
+            .map_err(&err)?;
+            conn.execute(
+                &format!("DELETE FROM leases WHERE execution_id IN ({doomed})"),
+                [before_ms],
+            )
+            .map_err(&err)?;
+            let purged = conn
+                .execute(
+                    "DELETE FROM executions
+                     WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
+                       AND updated_at <= ?1",
+                    [before_ms],
+                )
+                .map_err(&err)?;
+            Ok(purged as u64)
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! Refused credentials are not an outage: a wrong PostgreSQL password is
+//! `StoreError::Unauthorized` naming the user, and a worker whose
+//! credentials stop working stops instead of retrying forever.
+//!
+//! `scripts/pg.sh` makes the role `saga_password` log in with a password
+//! (every other role is trusted).
+#![cfg(feature = "postgres")]
+
+mod durable_common;
+mod pg_common;
+
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use durable_common::{Script, saga};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use pg_common::{client, fresh_schema, pg_url};
+use saga_core::store::{PostgresOptions, PostgresStore, StoreError};
+use saga_core::{SagaEngine, Worker};
+
+const ROLE: &str = "saga_password";
+
+struct Records(Mutex<Vec<(Level, String)>>);
+
+static RECORDS: Records = Records(Mutex::new(Vec::new()));
+
+impl Log for Records {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((record.level(), record.args().to_string()));
+    }
+
+    fn flush(&self) {}
+}
+
+fn install_logger() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&RECORDS).unwrap();
+        log::set_max_level(LevelFilter::Info);
+    });
+}
+
+/// The URL of the server as `ROLE` with `password`.
+fn url_as(password: &str) -> String {
+    let url = pg_url();
+    let rest = url.split_once('@').unwrap().1;
+    format!("postgres://{ROLE}:{password}@{rest}")
+}
+
+/// Creates `ROLE` if the server has none (once per test process: two
+/// concurrent `CREATE ROLE`s collide).
+async fn role() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let admin = client(&pg_url()).await;
+        admin
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}') THEN
+                        CREATE ROLE {ROLE} LOGIN;
+                    END IF;
+                 END $$;
+                 GRANT CREATE ON DATABASE postgres TO {ROLE};"
+            ))
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_unauthorized_not_unreachable() {
+    // Whatever its password is now (the other test sets its own), it is
+    // not `wrong`.
+    role().await;
+    let err = PostgresStore::connect_with(
+        &url_as("wrong"),
+        PostgresOptions::new().with_schema(fresh_schema("auth")),
+    )
+    .await
+    .unwrap_err();
+    let StoreError::Unauthorized { user, what, .. } = &err else {
+        panic!("expected Unauthorized, got {err:?}");
+    };
+    assert_eq!((user.as_str(), what.as_str()), (ROLE, "connecting"));
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("authentication failed for user `{ROLE}` at ")),
+        "{message}"
+    );
+    assert!(!message.contains("wrong"), "no password in {message}");
+    // The server's reason is in the cause chain (as the CLI prints it).
+    let mut chain = Vec::new();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        chain.push(c.to_string());
+        cause = c.source();
+    }
+    assert!(
+        chain.iter().any(|c| c.contains(&format!(
+            "password authentication failed for user \"{ROLE}\""
+        ))),
+        "{chain:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_password_stops_working_stops_instead_of_retrying() {
+    install_logger();
+    role().await;
+    // Another password than the other test's, so the two can run together.
+    let admin = client(&pg_url()).await;
+    admin
+        .batch_execute(&format!("ALTER ROLE {ROLE} PASSWORD 'worker'"))
+        .await
+        .unwrap();
+    let store = PostgresStore::connect_with(
+        &url_as("worker"),
+        PostgresOptions::new().with_schema(fresh_schema("auth_worker")),
+    )
+    .await
+    .unwrap();
+    let engine = SagaEngine::new(store);
+    // A registered saga, so the worker has something to claim.
+    engine
+        .register(saga(&Arc::new(Script::default())))
+        .await
+        .unwrap();
+    let owner = engine.owner().to_owned();
+    let worker = Worker::new(engine)
+        .with_poll_interval(Duration::from_millis(20))
+        .with_max_backoff(Duration::from_millis(100))
+        .spawn()
+        .unwrap();
+    // The password changes and the worker's connections are cut: its next
+    // claim must connect again, and is refused.
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {ROLE} PASSWORD 'rotated';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{ROLE}';"
+        ))
+        .await
+        .unwrap();
+    let stopped = format!("worker stopped owner={owner} ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !RECORDS
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.starts_with(&stopped))
+    {
+        if Instant::now() >= deadline {
+            let records = RECORDS.0.lock().unwrap();
+            let last = &records[records.len().saturating_sub(2)..];
+            panic!(
+                "the worker kept retrying ({} records): {last:?}",
+                records.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let records = RECORDS.0.lock().unwrap().clone();
+    let refusal = records
+        .iter()
+        .find(|(_, m)| m.starts_with("worker stops: the store refused its credentials"))
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert_eq!(refusal.0, Level::Error);
+    assert!(
+        refusal.1.contains(&format!("owner={owner} "))
+            && refusal
+                .1
+                .contains(&format!("authentication failed for user `{ROLE}`")),
+        "{refusal:?}"
+    );
+    // The refusal was not retried as an outage (the lost connection
+    // before it may have been, once).
+    assert!(
+        !records
+            .iter()
+            .any(|(_, m)| m.starts_with("worker cannot claim work")
+                && m.contains("authentication failed")),
+        "{records:?}"
+    );
+    worker.shutdown(Duration::ZERO).await;
+}
