@@ -135,6 +135,20 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command may write to the store (an operator command);
+    /// the others open it read-only.
+    pub(crate) fn writes(&self) -> bool {
+        match self {
+            Command::Resume { .. } | Command::Abandon { .. } | Command::Cancel { .. } => true,
+            Command::List { .. }
+            | Command::Show { .. }
+            | Command::Diagram { .. }
+            | Command::Watch { .. } => false,
+        }
+    }
+}
+
 /// A `--since` bound: a time ago or an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Since {

@@ -54,7 +54,7 @@ use saga_core::store::{Event, ExecutionRecord, StoreError};
 use saga_core::{EngineError, ExecutionId, SagaEngine};
 
 use args::{Cli, Command, Mode, parse};
-pub use open::open_store;
+pub use open::{open_store, open_store_read_only};
 use output::Style;
 
 /// An error of the CLI: each says what to do.
@@ -257,7 +257,11 @@ where
         .as_deref()
         .or(from_env.as_deref())
         .ok_or(CliError::NoStore)?;
-    let store = open_store(spec, !cli.no_integrity_check, &cli.pg_schema).await?;
+    let store = if cli.command.writes() {
+        open_store(spec, !cli.no_integrity_check, &cli.pg_schema).await?
+    } else {
+        open_store_read_only(spec, &cli.pg_schema).await?
+    };
     let engine = SagaEngine::with_store(store);
     execute(&engine, &cli, Mode::Tool, style, stream).await
 }

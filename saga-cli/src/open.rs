@@ -31,6 +31,33 @@ pub async fn open_store(
     if is_key_value(spec) {
         return open_postgres(spec, pg_schema).await;
     }
+    let path = existing_file(spec)?;
+    let options = SqliteOptions::new().with_integrity_check(integrity_check);
+    Ok(Arc::new(SqliteStore::open_with(path, options)?))
+}
+
+/// Opens the store named on the command line for reading only, as `list`,
+/// `show`, `diagram` and `watch` do: an SQLite file is opened read-only
+/// ([`SqliteStore::open_read_only`]: no migration, no full check, and no
+/// write access needed to the file or its directory), so inspecting a
+/// store never changes a byte of it. A PostgreSQL store is opened as by
+/// [`open_store`].
+///
+/// # Errors
+/// As [`open_store`].
+pub async fn open_store_read_only(
+    spec: &str,
+    pg_schema: &str,
+) -> Result<Arc<dyn SagaStore>, CliError> {
+    if spec.contains("://") || is_key_value(spec) {
+        return open_store(spec, false, pg_schema).await;
+    }
+    let path = existing_file(spec)?;
+    Ok(Arc::new(SqliteStore::open_read_only(path)?))
+}
+
+/// `spec` as the path of an existing file: the CLI never creates a store.
+fn existing_file(spec: &str) -> Result<&Path, CliError> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Err(CliError::Directory(path.to_owned()));
@@ -38,8 +65,7 @@ pub async fn open_store(
     if !path.exists() {
         return Err(CliError::Missing(path.to_owned()));
     }
-    let options = SqliteOptions::new().with_integrity_check(integrity_check);
-    Ok(Arc::new(SqliteStore::open_with(path, options)?))
+    Ok(path)
 }
 
 #[cfg(feature = "postgres")]

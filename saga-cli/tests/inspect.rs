@@ -234,3 +234,54 @@ async fn watch_follows_an_execution_until_it_ends_and_the_store_until_stopped() 
     let err = fails(&db, &["watch", "nope"], 1);
     assert!(err.contains("no execution `nope`"), "{err}");
 }
+
+/// `list`, `show` and `diagram` open the store read-only: a user who may
+/// read the file but write neither it nor its directory inspects it, and
+/// no byte of it changes. Tests run as root, which ignores permission
+/// bits, so the commands run as `nobody` (via `runuser`).
+#[tokio::test]
+async fn inspecting_needs_no_write_access_and_changes_no_byte() {
+    use std::os::unix::fs::PermissionsExt;
+    const NOBODY: u32 = 65534;
+    let dir = dir("read-only-inspect");
+    let db = populated(&dir).await;
+    let fingerprint = {
+        let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+        let view = engine.get(&"ok-1".into()).await.unwrap().unwrap();
+        view.record.fingerprint.clone()
+    };
+    for path in [&db, &dir] {
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let before = std::fs::read(&db).unwrap();
+
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_saga"), "--store"])
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "saga {args:?} as nobody failed: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    };
+    let listed = as_nobody(&["list"]);
+    assert!(
+        listed.contains("ok-1") && listed.contains("stuck-1"),
+        "{listed}"
+    );
+    let shown = as_nobody(&["show", "stuck-1"]);
+    assert!(shown.contains("stuck"), "{shown}");
+    let drawn = as_nobody(&["diagram", &fingerprint]);
+    assert!(drawn.contains("ship"), "{drawn}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "a byte changed");
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
