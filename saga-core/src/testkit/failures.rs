@@ -1,0 +1,112 @@
+//! The in-memory modes: injected failures, and every step run twice.
+
+use super::SagaTest;
+use super::inject::{Call, Fault, Probe, wrap};
+use super::oracle::Plan;
+use super::report::{CaseReport, TestReport, describe_result, status_of};
+
+use crate::clock::TestClock;
+use crate::error::SagaError;
+use crate::report::{ExecutionStatus, SagaReport};
+use crate::saga::RunOptions;
+
+impl<C: Send + 'static> SagaTest<C> {
+    /// Runs one case in memory; returns the status, what the probe saw and
+    /// the final context.
+    async fn run_case(
+        &self,
+        fault: Fault,
+        twice: bool,
+    ) -> (Result<SagaReport, SagaError>, Vec<Call>, C) {
+        let probe = Probe::new(fault, twice);
+        let saga = wrap(&self.saga, &probe, None);
+        let mut ctx = (self.factory)();
+        let options = RunOptions::new().with_clock(TestClock::new());
+        let result = saga.run_with(&mut ctx, options).await;
+        let calls = probe.calls().clone();
+        (result, calls, ctx)
+    }
+
+    /// Runs the saga once undisturbed, then with each step failing cleanly
+    /// and with an unknown outcome, and with each compensation failing;
+    /// checks every run against the rules, and (with
+    /// [`with_state`](Self::with_state)) that every run that was rolled
+    /// back left the state as a fresh context from the factory has it.
+    pub async fn failures(&self) -> TestReport {
+        let plan = Plan::of(&self.saga);
+        let mut cases = Vec::new();
+        for fault in plan.failure_cases() {
+            let (result, calls, ctx) = self.run_case(fault, false).await;
+            let expected = plan.expected(fault);
+            let status = status_of(&result);
+            let mut problems = plan.check(fault, &calls, status, false);
+            if status != expected {
+                problems.insert(0, format!("ended {status}: {}", describe_result(&result)));
+            }
+            // A clean rollback undoes every effect: the state is the
+            // state the run started from.
+            if status == ExecutionStatus::Compensated
+                && let Some(difference) = self
+                    .compare
+                    .as_ref()
+                    .and_then(|compare| compare(&(self.factory)(), &ctx))
+            {
+                problems.push(format!(
+                    "rolled back, but the state is not the one it started from: {difference}"
+                ));
+            }
+            cases.push(CaseReport {
+                name: plan.describe(fault),
+                expected,
+                actual: Some(status),
+                summary: plan.summary(&calls),
+                problems,
+            });
+        }
+        self.report(cases)
+    }
+
+    /// Runs every step's action twice in a row (with the same
+    /// [`StepInfo`](crate::StepInfo), so the same idempotency key), undisturbed and on each
+    /// rollback path, each compensation twice too; checks that each run
+    /// ends as the undisturbed one does and (with
+    /// [`with_state`](Self::with_state)) leaves the same state.
+    pub async fn twice(&self) -> TestReport {
+        let plan = Plan::of(&self.saga);
+        let mut cases = Vec::new();
+        let faults = std::iter::once(Fault::None).chain(
+            (0..plan.names.len())
+                .filter_map(|s| (plan.can_roll_back(s) && s > 0).then_some(Fault::Clean(s))),
+        );
+        for fault in faults {
+            let (once, _, once_ctx) = self.run_case(fault, false).await;
+            let (result, calls, ctx) = self.run_case(fault, true).await;
+            let expected = status_of(&once);
+            let status = status_of(&result);
+            let mut problems = plan.check(fault, &calls, status, false);
+            if status != expected {
+                problems.insert(
+                    0,
+                    format!(
+                        "ended {status} where a single run ends {expected}: {}",
+                        describe_result(&result)
+                    ),
+                );
+            }
+            if let Some(difference) = self.compare.as_ref().and_then(|c| c(&once_ctx, &ctx)) {
+                problems.push(format!("the final state differs: {difference}"));
+            }
+            cases.push(CaseReport {
+                name: format!(
+                    "{}, every step and compensation twice",
+                    plan.describe(fault)
+                ),
+                expected,
+                actual: Some(status),
+                summary: plan.summary(&calls),
+                problems,
+            });
+        }
+        self.report(cases)
+    }
+}
