@@ -4,9 +4,9 @@
 use super::inject::{Call, Fault, Probe, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, failed_case};
-use super::{Durability, SagaTest};
+use super::{DelayedStore, Durability, SagaTest, StoreOp};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,11 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::engine::{EngineError, SagaEngine};
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
-use crate::step::BoxFuture;
-use crate::store::{
-    Ack, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, MemoryStore,
-    NewExecution, SagaStore, StoreError, StoreResult,
-};
+use crate::store::{EventKind, MemoryStore, SagaStore, StoreError};
 
 impl<C> SagaTest<C>
 where
@@ -160,13 +156,8 @@ where
         };
         let single = failing;
         let saga = wrap(&self.saga, &probe, single);
-        let crashing = Arc::new(CrashingStore {
-            inner: Arc::clone(&store),
-            crash,
-            commits: AtomicUsize::new(0),
-            crashed: AtomicBool::new(false),
-        });
-        let first = SagaEngine::with_store(Arc::clone(&crashing) as Arc<dyn SagaStore>);
+        let (crashing, crashed) = crashing(&store, crash);
+        let first = SagaEngine::new(crashing.clone());
         first
             .register(saga.clone())
             .await
@@ -179,14 +170,14 @@ where
             .await
         {
             Ok(id) => first.wait(&id).await,
-            Err(_) if crashing.crashed.load(Ordering::SeqCst) => Err(EngineError::NotFound {
+            Err(_) if crashed.load(Ordering::SeqCst) => Err(EngineError::NotFound {
                 execution_id: id.clone(),
             }),
             Err(e) => return Err(format!("cannot start the saga: {e}")),
         };
-        let commits = crashing.commits.load(Ordering::SeqCst);
+        let commits = crashing.commits();
         let mut failing_in_flight = false;
-        let report = if crashing.crashed.load(Ordering::SeqCst) {
+        let report = if crashed.load(Ordering::SeqCst) {
             drop(first);
             // What the log says at the crash: the failing step started and
             // did not end?
@@ -296,154 +287,39 @@ fn open_store(durability: Durability) -> Result<(Arc<dyn SagaStore>, TempFile), 
     }
 }
 
-/// A store that dies at a chosen commit: from then on every write fails,
-/// as if its process had been killed (reads still work, for the report).
-struct CrashingStore {
-    inner: Arc<dyn SagaStore>,
-    /// The commit (from 1) to die at, and whether after writing it.
+/// `store`, dying at a chosen commit (from 1; after writing it or before):
+/// from then on every write fails, as if its process had been killed
+/// (reads still work, for the report; a release stands for the lease
+/// expiring). The flag tells whether it died.
+fn crashing(
+    store: &Arc<dyn SagaStore>,
     crash: Option<(usize, bool)>,
-    commits: AtomicUsize,
-    crashed: AtomicBool,
-}
-
-impl CrashingStore {
-    /// Numbers the next commit; dies if the crash is just before it (or
-    /// came already).
-    fn next_commit(&self) -> StoreResult<usize> {
-        if self.crashed.load(Ordering::SeqCst) {
-            return Err(self.dead());
-        }
-        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.crash == Some((n, false)) {
-            self.crashed.store(true, Ordering::SeqCst);
-            return Err(self.dead());
-        }
-        Ok(n)
-    }
-
-    /// Dies if the crash is just after commit `n`.
-    fn after_commit(&self, n: usize) -> StoreResult<()> {
-        if self.crash == Some((n, true)) {
-            self.crashed.store(true, Ordering::SeqCst);
-            return Err(self.dead());
-        }
-        Ok(())
-    }
-
-    fn dead(&self) -> StoreError {
-        StoreError::Closed {
-            store: format!("{} (crashed by the test kit)", self.inner.describe()),
-        }
-    }
-}
-
-impl SagaStore for CrashingStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn put_definition(&self, definition: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
-        self.inner.put_definition(definition)
-    }
-
-    fn definition(
-        &self,
-        fingerprint: &str,
-    ) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
-        self.inner.definition(fingerprint)
-    }
-
-    fn create(
-        &self,
-        execution: NewExecution,
-        owner: &str,
-        ttl: Duration,
-    ) -> BoxFuture<'_, StoreResult<Created>> {
-        // The creation is a commit of the log too (with the first events).
-        let owner = owner.to_owned();
-        Box::pin(async move {
-            let n = self.next_commit()?;
-            let id = execution.id.clone();
-            let created = self.inner.create(execution, &owner, ttl).await?;
-            if let Err(dead) = self.after_commit(n) {
-                // The run never starts, so nothing releases the lease: it
-                // expires (as `release` stands for after a crash).
-                if let Created::New(lease) = &created {
-                    let _ = self.inner.release(&id, lease).await;
-                }
-                return Err(dead);
+) -> (DelayedStore, Arc<AtomicBool>) {
+    let crashed = Arc::new(AtomicBool::new(false));
+    let describe = store.describe();
+    let dead = move || StoreError::Closed {
+        store: format!("{describe} (crashed by the test kit)"),
+    };
+    let (before, after) = (Arc::clone(&crashed), Arc::clone(&crashed));
+    let dead_after = dead.clone();
+    let store = DelayedStore::shared(Arc::clone(store), Duration::ZERO)
+        .before_call(move |call| {
+            let writes = call.commit.is_some() || call.op == StoreOp::Renew;
+            if writes && before.load(Ordering::SeqCst) {
+                return Err(dead());
             }
-            Ok(created)
+            if call.commit.is_some_and(|n| crash == Some((n, false))) {
+                before.store(true, Ordering::SeqCst);
+                return Err(dead());
+            }
+            Ok(())
         })
-    }
-
-    fn claim(
-        &self,
-        id: &ExecutionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
-        self.inner.claim(id, owner, ttl)
-    }
-
-    fn append<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-        events: Vec<Event>,
-        status: ExecutionStatus,
-    ) -> BoxFuture<'a, StoreResult<Ack>> {
-        Box::pin(async move {
-            let n = self.next_commit()?;
-            let ack = self.inner.append(id, lease, events, status).await?;
-            self.after_commit(n)?;
-            Ok(ack)
-        })
-    }
-
-    fn renew<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-    ) -> BoxFuture<'a, StoreResult<Ack>> {
-        if self.crashed.load(Ordering::SeqCst) {
-            return Box::pin(std::future::ready(Err(self.dead())));
-        }
-        self.inner.renew(id, lease)
-    }
-
-    fn release<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        // After a crash this stands for the lease expiring.
-        self.inner.release(id, lease)
-    }
-
-    fn get<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-    ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
-        self.inner.get(id)
-    }
-
-    fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
-        self.inner.events(id)
-    }
-
-    fn list(
-        &self,
-        status: Option<ExecutionStatus>,
-    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
-        self.inner.list(status)
-    }
-
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
-        self.inner.request_cancel(id)
-    }
-
-    fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        self.inner.purge(before_ms)
-    }
+        .after_call(move |call, _| {
+            if call.commit.is_some_and(|n| crash == Some((n, true))) {
+                after.store(true, Ordering::SeqCst);
+                return Err(dead_after());
+            }
+            Ok(())
+        });
+    (store, crashed)
 }

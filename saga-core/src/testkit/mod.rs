@@ -86,7 +86,7 @@ mod inject;
 mod oracle;
 mod report;
 
-pub use delayed_store::DelayedStore;
+pub use delayed_store::{DelayedStore, StoreCall, StoreOp};
 pub use report::{CaseReport, TestReport};
 
 use std::fmt;
