@@ -2,13 +2,13 @@
 //! by default the rollback halts there (the remaining compensations are
 //! listed and not run), or continues when asked.
 
-mod common;
+mod support;
 
-use common::*;
 use saga_core::{
     ExecutionStatus, Failure, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo, StuckPhase,
     default_compensation_retry,
 };
+use support::steps::*;
 
 /// A compensable step whose compensation fails on its first `failures`
 /// attempts (recording `undo {name} failed#{attempt}`), then succeeds.

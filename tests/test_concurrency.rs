@@ -2,13 +2,13 @@
 //! context: no cross-talk, distinct execution ids, and the definition
 //! holds no run state.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::{undo_effect, unless_hung};
 use saga_core::{ExecutionStatus, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo};
+use support::steps::{undo_effect, unless_hung};
 use tokio::sync::Barrier;
 
 /// One task's own context.

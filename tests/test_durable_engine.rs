@@ -1,18 +1,18 @@
 //! The durable engine on both stores: the log contract, recovery forward
 //! and back, fingerprints, and the operator's commands.
 
-mod durable_common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable_common::{
-    Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
-};
 use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore, StoreError};
 use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{
     EngineError, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, StepStatus,
+};
+use support::durable::{
+    Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
 };
 
 /// Both stores, fresh.
@@ -569,7 +569,7 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_taken_over_fences_the_old_owner_out() {
     for (name, store) in stores("fence") {
-        durable_common::fencing::contract(name, &*store).await;
+        support::fencing::contract(name, &*store).await;
     }
 }
 

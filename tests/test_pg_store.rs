@@ -5,19 +5,18 @@
 //! not there), each refused clearly with nothing written.
 #![cfg(feature = "postgres")]
 
-mod durable_common;
-mod pg_common;
+mod support;
 
 use std::time::Duration;
 
-use durable_common::fencing::new;
-use pg_common::{client, fresh_schema, pg_url};
 use saga_core::store::{
     ClaimRequest, Created, PostgresOptions, PostgresStore, SagaStore, StoreError,
 };
 use saga_core::{
     Context, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
 };
+use support::fencing::new;
+use support::pg::{client, fresh_schema, pg_url};
 
 async fn store(test: &str) -> (PostgresStore, String) {
     let schema = fresh_schema(test);
@@ -34,7 +33,7 @@ async fn store(test: &str) -> (PostgresStore, String) {
 async fn the_log_leases_and_fencing_hold_on_postgres() {
     let (store, _) = store("fence").await;
     // Here leases expire on the database's clock (`clock_timestamp()`).
-    durable_common::fencing::contract("postgres", &store).await;
+    support::fencing::contract("postgres", &store).await;
 }
 
 #[tokio::test]
@@ -235,5 +234,5 @@ async fn a_bad_schema_name_a_bad_url_and_an_absent_server_are_refused_clearly() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
     let (store, _) = store("submitted").await;
-    durable_common::submitted::contract("postgres", std::sync::Arc::new(store)).await;
+    support::submitted::contract("postgres", std::sync::Arc::new(store)).await;
 }

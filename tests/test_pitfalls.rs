@@ -4,7 +4,7 @@
 //! Not here: 11 (parallel groups: their own issue, tested with them) and
 //! 13 ("no tests are shipped": this whole directory).
 
-mod common;
+mod support;
 
 // The README's first command runs this example; the test runs the same code.
 #[path = "../examples/order_saga.rs"]
@@ -14,12 +14,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use saga_core::clock::TestClock;
 use saga_core::{
     CancellationToken, Context, ContextError, ExecutionStatus, RetryPolicy, RunOptions, Saga,
     SagaError, Step, StepError, StepInfo, StepStatus, StuckPhase,
 };
+use support::steps::*;
 
 /// Pitfall 1: The README example did not run.
 #[test]

@@ -2,17 +2,17 @@
 //! status, per step its status, attempts, outcome and durations on the
 //! run's monotonic clock.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
 use saga_core::clock::{Clock, TestClock};
 use saga_core::{
     ExecutionStatus, Outcome, RunOptions, Saga, SagaError, Step, StepError, StepInfo, StepKind,
     StepStatus,
 };
+use support::steps::*;
 
 /// A context that holds the run's virtual clock, so steps "take time".
 struct Timed {

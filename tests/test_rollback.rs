@@ -2,10 +2,10 @@
 //! (or may have) are, in reverse order; steps with nothing to undo are
 //! skipped; an unknown outcome is compensated with `None` and is sticky.
 
-mod common;
+mod support;
 
-use common::*;
 use saga_core::{ExecutionStatus, Saga, SagaError, Step, StepError, StepInfo};
+use support::steps::*;
 
 #[test]
 fn failed_step_is_not_compensated_and_earlier_steps_are_undone_in_reverse() {

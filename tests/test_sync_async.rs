@@ -2,13 +2,13 @@
 //! `run_blocking` (with no runtime, and from inside a tokio runtime), and
 //! the `Task` / `AsyncTask` traits.
 
-mod common;
+mod support;
 
-use common::*;
 use saga_core::{
     AsyncTask, BoxFuture, ExecutionStatus, Metadata, Saga, SagaError, Step, StepError, StepInfo,
     StepKind, Task,
 };
+use support::steps::*;
 
 fn async_step(name: &'static str) -> Step<Rec, String> {
     Step::new_async(name, move |r: &mut Rec, _: &StepInfo<'_>| {
