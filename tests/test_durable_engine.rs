@@ -566,13 +566,6 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_taken_over_fences_the_old_owner_out() {
-    for (name, store) in stores("fence") {
-        support::fencing::contract(name, &*store).await;
-    }
-}
-
 #[test]
 fn a_parallel_group_cut_off_by_a_crash_is_carried_on_without_rerunning_earlier_steps() {
     for (name, store) in stores("group") {

@@ -143,10 +143,3 @@ async fn a_graceful_shutdown_releases_unfinished_runs_for_another_worker() {
         assert_eq!(stats.finished, 4, "{name}: {stats:?}");
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
-    for (name, store) in stores("submitted") {
-        support::submitted::contract(name, store).await;
-    }
-}

@@ -7,14 +7,13 @@
 //!   a ledger outside it, with crashes placed anywhere (the durable tests);
 //! - [`stores`]: every store, fresh: memory, SQLite and, with the
 //!   `postgres` feature, PostgreSQL;
-//! - [`fencing`] and [`submitted`]: the store contract's checks, run by
-//!   `store_contract.rs` on each store;
+//! - [`submitted`]: an engine's `wait` on a submitted execution, checked
+//!   by `store_contract.rs` on each store;
 //! - [`pg`] (feature `postgres`): the server, a schema per test, the
 //!   `pg_worker` helper processes and the ledger's verdict.
 #![allow(dead_code)]
 
 pub mod durable;
-pub mod fencing;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod steps;

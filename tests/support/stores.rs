@@ -1,9 +1,11 @@
 //! Every store, fresh: memory, SQLite, and PostgreSQL with the `postgres`
-//! feature (its server from `SAGA_PG_URL` or `scripts/pg.sh`).
+//! feature (its server from `SAGA_PG_URL` or `scripts/pg.sh`); and a bare
+//! execution to write to one.
 
 use std::sync::Arc;
 
-use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
+use saga_core::ExecutionId;
+use saga_core::store::{MemoryStore, NewExecution, SagaStore, SqliteStore};
 
 #[cfg(feature = "postgres")]
 use super::pg;
@@ -31,4 +33,15 @@ pub async fn every_store(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> 
         stores.push(("postgres", Arc::new(store) as Arc<dyn SagaStore>));
     }
     stores
+}
+
+/// A new execution `id` of saga `order`, definition `f`, no events.
+pub fn new_execution(id: &str) -> NewExecution {
+    NewExecution {
+        id: ExecutionId::new(id),
+        saga: "order".into(),
+        fingerprint: "f".into(),
+        context: "{}".into(),
+        events: Vec::new(),
+    }
 }
