@@ -51,8 +51,10 @@ async fn the_example_order_saga_passes_every_failure_and_repeat() {
     assert_eq!(report.cases.len(), 1 + 4 * 2 + 2, "{report}");
     let report = kit.twice().await;
     report.assert_passed();
-    // Undisturbed, and rolled back from `charge_card` and from `ship`.
-    assert_eq!(report.cases.len(), 3, "{report}");
+    // Undisturbed with every step twice, and rolled back from
+    // `charge_card` and from `ship` with every step twice, then with every
+    // compensation twice.
+    assert_eq!(report.cases.len(), 5, "{report}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,21 +255,26 @@ async fn a_step_that_is_not_idempotent_is_caught_by_running_it_twice() {
     let report = kit.twice().await;
     assert_eq!(
         failed(&report),
-        ["no failure, every step and compensation twice"]
+        [
+            "no failure, every step twice",
+            "step `notify` fails cleanly, every step twice",
+            "step `notify` fails cleanly, every compensation twice",
+        ]
     );
+    let text = report.to_string();
     assert!(
-        report
-            .to_string()
-            .contains("the final state differs: -20 instead of -10"),
+        text.contains("the final state differs: -20 instead of -10"),
         "{report}"
     );
-    // On the rollback path the double debit is undone by a double credit.
-    assert_eq!(
-        names(&report),
-        [
-            "no failure, every step and compensation twice",
-            "step `notify` fails cleanly, every step and compensation twice"
-        ]
+    // On the rollback path the double debit is not hidden by a double
+    // credit: each is doubled in a case of its own.
+    assert!(
+        text.contains("the final state differs: -10 instead of 0"),
+        "{report}"
+    );
+    assert!(
+        text.contains("the final state differs: 10 instead of 0"),
+        "{report}"
     );
 }
 
@@ -339,7 +346,9 @@ async fn the_macro_example_order_saga_passes_the_kit() {
     assert_eq!(report.cases.len(), 1 + 4 * 2 + 3, "{report}");
     report.assert_passed();
     let report = kit.twice().await;
-    assert_eq!(report.cases.len(), 4, "{report}");
+    // Undisturbed, and each of its three rollback paths with every step
+    // twice, then with every compensation twice.
+    assert_eq!(report.cases.len(), 1 + 3 * 2, "{report}");
     report.assert_passed();
     // Durable: its steps' outputs (`u64`, `u32`) are logged without an
     // annotation. Each run uncrashed, then crashed before and after each
@@ -397,4 +406,58 @@ async fn a_rollback_that_goes_on_past_a_failed_compensation_is_expected_to() {
         .unwrap();
     assert_eq!(case.expected, saga_core::ExecutionStatus::Stuck);
     assert!(case.summary.starts_with("compensated [a];"), "{report}");
+}
+
+#[tokio::test]
+async fn a_compensation_that_is_not_idempotent_is_caught_though_its_step_is_keyed() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Stock {
+        units: i64,
+        /// The idempotency keys the reservation has seen.
+        keys: Vec<String>,
+    }
+    let saga = Saga::builder("reserve")
+        .step(
+            Step::new("reserve", |s: &mut Stock, info: &StepInfo<'_>| {
+                // Keyed: a repeat with the same key is absorbed.
+                let key = info.idempotency_key();
+                if !s.keys.contains(&key) {
+                    s.keys.push(key);
+                    s.units -= 1;
+                }
+                Ok::<_, StepError>(())
+            })
+            .compensate(|s: &mut Stock, _: Option<&()>, _: &StepInfo<'_>| {
+                s.units += 1; // repeated, it puts back twice
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("notify", |_: &mut Stock, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let kit = SagaTest::new(&saga, Stock::default).with_state(|s: &Stock| s.units);
+    kit.failures().await.assert_passed();
+    let report = kit.twice().await;
+    // The step's key absorbs its repeat: no case blames it; the
+    // compensation run twice puts back two units for one.
+    assert_eq!(
+        names(&report),
+        [
+            "no failure, every step twice",
+            "step `notify` fails cleanly, every step twice",
+            "step `notify` fails cleanly, every compensation twice",
+        ]
+    );
+    assert_eq!(
+        failed(&report),
+        ["step `notify` fails cleanly, every compensation twice"]
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("the final state differs: 1 instead of 0"),
+        "{report}"
+    );
 }

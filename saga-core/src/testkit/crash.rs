@@ -1,7 +1,7 @@
 //! The crash harness: a durable run stopped dead at each log commit, then
 //! recovered.
 
-use super::inject::{Call, Fault, Probe, wrap};
+use super::inject::{Call, Fault, Probe, Twice, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, failed_case};
 use super::{DelayedStore, Durability, SagaTest, StoreOp};
@@ -149,7 +149,7 @@ where
         durability: Durability,
     ) -> Result<DurableRun<C>, String> {
         let (store, _file) = open_store(durability)?;
-        let probe = Probe::new(fault, false);
+        let probe = Probe::new(fault, Twice::Nothing);
         let failing = match fault {
             Fault::Clean(s) | Fault::Unknown(s) => Some(s),
             _ => None,

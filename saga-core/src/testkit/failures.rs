@@ -1,7 +1,8 @@
-//! The in-memory modes: injected failures, and every step run twice.
+//! The in-memory modes: injected failures, and actions or compensations
+//! run twice.
 
 use super::SagaTest;
-use super::inject::{Call, Fault, Probe, wrap};
+use super::inject::{Call, Fault, Probe, Twice, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, describe_result, status_of};
 
@@ -16,7 +17,7 @@ impl<C: Send + 'static> SagaTest<C> {
     async fn run_case(
         &self,
         fault: Fault,
-        twice: bool,
+        twice: Twice,
     ) -> (Result<SagaReport, SagaError>, Vec<Call>, C) {
         let probe = Probe::new(fault, twice);
         let saga = wrap(&self.saga, &probe, None);
@@ -36,7 +37,7 @@ impl<C: Send + 'static> SagaTest<C> {
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
         for fault in plan.failure_cases() {
-            let (result, calls, ctx) = self.run_case(fault, false).await;
+            let (result, calls, ctx) = self.run_case(fault, Twice::Nothing).await;
             let expected = plan.expected(fault);
             let status = status_of(&result);
             let mut problems = plan.check(fault, &calls, status, false);
@@ -67,10 +68,15 @@ impl<C: Send + 'static> SagaTest<C> {
     }
 
     /// Runs every step's action twice in a row (with the same
-    /// [`StepInfo`](crate::StepInfo), so the same idempotency key), undisturbed and on each
-    /// rollback path, each compensation twice too; checks that each run
-    /// ends as the undisturbed one does and (with
+    /// [`StepInfo`](crate::StepInfo), so the same idempotency key),
+    /// undisturbed and on each rollback path; then, on each rollback path,
+    /// every compensation twice in a row (the actions once). Checks that
+    /// each run ends as a single run does and (with
     /// [`with_state`](Self::with_state)) leaves the same state.
+    ///
+    /// Actions and compensations are doubled in separate cases, so each
+    /// case names what is not idempotent, and a non-idempotent pair (a
+    /// doubled debit undone by a doubled credit) cannot cancel out.
     pub async fn twice(&self) -> TestReport {
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
@@ -79,33 +85,35 @@ impl<C: Send + 'static> SagaTest<C> {
                 .filter_map(|s| (plan.can_roll_back(s) && s > 0).then_some(Fault::Clean(s))),
         );
         for fault in faults {
-            let (once, _, once_ctx) = self.run_case(fault, false).await;
-            let (result, calls, ctx) = self.run_case(fault, true).await;
-            let expected = status_of(&once);
-            let status = status_of(&result);
-            let mut problems = plan.check(fault, &calls, status, false);
-            if status != expected {
-                problems.insert(
-                    0,
-                    format!(
-                        "ended {status} where a single run ends {expected}: {}",
-                        describe_result(&result)
-                    ),
-                );
+            let (once, _, once_ctx) = self.run_case(fault, Twice::Nothing).await;
+            let rolls_back = matches!(fault, Fault::Clean(s) if plan.rolls_back_anything(s));
+            let doubled = std::iter::once((Twice::Actions, "every step twice"))
+                .chain(rolls_back.then_some((Twice::Compensations, "every compensation twice")));
+            for (twice, what) in doubled {
+                let (result, calls, ctx) = self.run_case(fault, twice).await;
+                let expected = status_of(&once);
+                let status = status_of(&result);
+                let mut problems = plan.check(fault, &calls, status, false);
+                if status != expected {
+                    problems.insert(
+                        0,
+                        format!(
+                            "ended {status} where a single run ends {expected}: {}",
+                            describe_result(&result)
+                        ),
+                    );
+                }
+                if let Some(difference) = self.compare.as_ref().and_then(|c| c(&once_ctx, &ctx)) {
+                    problems.push(format!("the final state differs: {difference}"));
+                }
+                cases.push(CaseReport {
+                    name: format!("{}, {what}", plan.describe(fault)),
+                    expected,
+                    actual: Some(status),
+                    summary: plan.summary(&calls),
+                    problems,
+                });
             }
-            if let Some(difference) = self.compare.as_ref().and_then(|c| c(&once_ctx, &ctx)) {
-                problems.push(format!("the final state differs: {difference}"));
-            }
-            cases.push(CaseReport {
-                name: format!(
-                    "{}, every step and compensation twice",
-                    plan.describe(fault)
-                ),
-                expected,
-                actual: Some(status),
-                summary: plan.summary(&calls),
-                problems,
-            });
         }
         self.report(cases)
     }

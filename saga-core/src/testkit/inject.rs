@@ -49,20 +49,41 @@ pub(super) enum End {
     Failed { unknown: bool },
 }
 
+/// What a case runs twice in a row: the actions, or the compensations,
+/// never both (a non-idempotent action and compensation doubled together
+/// cancel out on a rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Twice {
+    Nothing,
+    Actions,
+    Compensations,
+}
+
 /// Injects a case's fault and records every invocation.
 pub(super) struct Probe {
     fault: Fault,
-    twice: bool,
+    twice: Twice,
     calls: Mutex<Vec<Call>>,
 }
 
 impl Probe {
-    pub(super) fn new(fault: Fault, twice: bool) -> Arc<Self> {
+    pub(super) fn new(fault: Fault, twice: Twice) -> Arc<Self> {
         Arc::new(Probe {
             fault,
             twice,
             calls: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Whether the case runs an action (`undo` false) or a compensation
+    /// twice in a row.
+    fn doubles(&self, undo: bool) -> bool {
+        let doubled = if undo {
+            Twice::Compensations
+        } else {
+            Twice::Actions
+        };
+        self.twice == doubled
     }
 
     pub(super) fn calls(&self) -> std::sync::MutexGuard<'_, Vec<Call>> {
@@ -120,7 +141,7 @@ impl Probe {
 }
 
 /// One invocation of a sync action or compensation through the probe:
-/// twice in a row in the "twice" mode.
+/// twice in a row when the case doubles its kind.
 fn invoke<T>(
     probe: &Probe,
     step: usize,
@@ -129,7 +150,7 @@ fn invoke<T>(
 ) -> Result<T, StepError> {
     let at = probe.before(step, undo)?;
     let mut result = call();
-    if probe.twice && result.is_ok() {
+    if probe.doubles(undo) && result.is_ok() {
         result = call();
     }
     probe.after(at, result)
@@ -221,7 +242,7 @@ fn wrap_action<C: Send + 'static>(saga: &Saga<C>, probe: &Arc<Probe>, i: usize) 
                 };
                 let call = probe.before(i, false)?;
                 let mut result = f(&mut *ctx, info).await;
-                if probe.twice && result.is_ok() {
+                if probe.doubles(false) && result.is_ok() {
                     result = f(&mut *ctx, info).await;
                 }
                 probe.after(call, result)
@@ -238,7 +259,7 @@ fn wrap_action<C: Send + 'static>(saga: &Saga<C>, probe: &Arc<Probe>, i: usize) 
                 Err(e) => return Box::pin(std::future::ready(Err(e))),
             };
             let first = f(ctx, info);
-            let second = probe.twice.then(|| f(ctx, info));
+            let second = probe.doubles(false).then(|| f(ctx, info));
             let probe = Arc::clone(&probe);
             Box::pin(async move {
                 let mut result = first.await;
@@ -279,7 +300,7 @@ fn wrap_undo<C: Send + 'static>(
                 };
                 let call = probe.before(i, true)?;
                 let mut result = f(&mut *ctx, out, info).await;
-                if probe.twice && result.is_ok() {
+                if probe.doubles(true) && result.is_ok() {
                     result = f(&mut *ctx, out, info).await;
                 }
                 probe.after(call, result)
@@ -294,7 +315,7 @@ fn wrap_undo<C: Send + 'static>(
                 Err(e) => return Box::pin(std::future::ready(Err(e))),
             };
             let first = f(ctx, out, info);
-            let second = probe.twice.then(|| f(ctx, out, info));
+            let second = probe.doubles(true).then(|| f(ctx, out, info));
             let probe = Arc::clone(&probe);
             Box::pin(async move {
                 let mut result = first.await;

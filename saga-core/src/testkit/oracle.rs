@@ -52,6 +52,12 @@ impl Plan {
             .is_none_or(|p| self.node_of[step] <= self.node_of[p])
     }
 
+    /// Whether a clean failure of `step` has something to compensate: a
+    /// step with a compensation before it.
+    pub(super) fn rolls_back_anything(&self, step: usize) -> bool {
+        (0..step).any(|s| self.has_undo[s] && self.node_of[s] < self.node_of[step])
+    }
+
     /// Every failure case: each step failing cleanly and with an unknown
     /// outcome, then each compensation failing (the rollback started by the
     /// next step that can roll back, failing cleanly, or by the step
