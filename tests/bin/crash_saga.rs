@@ -22,6 +22,9 @@
 //! the point the helper prints `crash-point` and waits to be killed. At the
 //! end it prints `commits=C effects=E` and each execution's status.
 //!
+//! The execution's id is `exec-1`, or `$CRASH_SAGA_ID` when set (several
+//! executions in one store: the fixture of `tests/fixtures/`).
+//!
 //! The ledger is a separate SQLite file, outside the saga: every
 //! invocation is counted, and each effect is keyed by the step's
 //! idempotency key, so a repeated invocation is absorbed (and counted).
@@ -277,7 +280,8 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 "crashy"
             };
-            let id = engine.start_with_id(name, "exec-1", job).await?;
+            let id = std::env::var("CRASH_SAGA_ID").unwrap_or_else(|_| "exec-1".to_owned());
+            let id = engine.start_with_id(name, id, job).await?;
             engine.wait(&id).await?;
         }
         "recover" => loop {
