@@ -6,9 +6,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use saga_core::testkit::{Durability, SagaTest, TestReport};
+use std::time::Duration;
+
+use saga_core::store::{Created, MemoryStore, SagaStore, StoreError};
+use saga_core::testkit::{DelayedStore, Durability, SagaTest, StoreOp, TestReport};
+use saga_core::{ExecutionId, ExecutionStatus};
 use saga_core::{Parallel, RetryPolicy, Saga, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
+
+mod support;
+
+use support::stores::new_execution;
 
 #[path = "../examples/durable_order.rs"]
 #[allow(dead_code)]
@@ -459,5 +467,81 @@ async fn a_compensation_that_is_not_idempotent_is_caught_though_its_step_is_keye
             .to_string()
             .contains("the final state differs: 1 instead of 0"),
         "{report}"
+    );
+}
+
+fn disk_full() -> StoreError {
+    StoreError::Backend {
+        store: "the test store".into(),
+        what: "writing".into(),
+        source: "disk full".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_commit_refused_before_the_call_never_reaches_the_store() {
+    let memory = MemoryStore::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = DelayedStore::new(memory.clone(), Duration::ZERO).before_call({
+        let seen = Arc::clone(&seen);
+        move |call| {
+            seen.lock().unwrap().push((call.op, call.commit));
+            if call.commit == Some(1) {
+                return Err(disk_full());
+            }
+            Ok(())
+        }
+    });
+    let ttl = Duration::from_secs(60);
+    let err = store
+        .create(new_execution("x"), "a", ttl)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    let id = ExecutionId::new("x");
+    assert_eq!(memory.get(&id).await.unwrap(), None, "written anyway");
+    // The retry is commit 2 and goes through; reads are not commits.
+    let Created::New(_) = store.create(new_execution("x"), "a", ttl).await.unwrap() else {
+        panic!("not created")
+    };
+    assert!(store.get(&id).await.unwrap().is_some());
+    assert_eq!(store.commits(), 2);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (StoreOp::Create, Some(1)),
+            (StoreOp::Create, Some(2)),
+            (StoreOp::Get, None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_create_refused_after_the_write_is_stored_and_its_lease_given_back() {
+    let memory = MemoryStore::new();
+    let store = DelayedStore::new(memory.clone(), Duration::ZERO).after_call(|call, answer| {
+        assert!(answer.is_ok(), "the inner store failed: {answer:?}");
+        if call.op == StoreOp::Create {
+            return Err(disk_full());
+        }
+        Ok(())
+    });
+    let err = store
+        .create(new_execution("x"), "a", Duration::from_secs(3600))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    // Written, but the caller never heard: no one holds its lease.
+    let id = ExecutionId::new("x");
+    let record = memory.get(&id).await.unwrap().expect("not written");
+    assert_eq!(record.status, ExecutionStatus::Running);
+    assert_eq!(record.owner, None);
+    assert!(
+        memory
+            .claim(&id, "b", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some(),
+        "the lease was not given back"
     );
 }
