@@ -3,15 +3,15 @@
 //! is compensated); before the pivot the run compensates and ends
 //! cancelled, after it the cancel is recorded and ignored.
 
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 
-use common::{PaymentError, exact, unavailable, undo_effect, unless_hung};
 use saga_core::{
     CancellationToken, ExecutionStatus, RetryPolicy, RunInfo, RunOptions, Saga, SagaError,
     SagaEvent, SagaObserver, Step, StepError, StepInfo, StuckPhase,
 };
+use support::steps::{PaymentError, exact, unavailable, undo_effect, unless_hung};
 use tokio::sync::Notify;
 
 /// A context that can reach the run's token, so a step can cancel its own
@@ -145,8 +145,8 @@ async fn an_in_flight_step_not_marked_cancel_safe_is_let_finish() {
     );
     assert!(matches!(err, SagaError::Cancelled { .. }));
     assert_eq!(
-        common::rows(err.report())[0],
-        common::row("b", "compensated", "applied", 1, 1)
+        support::steps::rows(err.report())[0],
+        support::steps::row("b", "compensated", "applied", 1, 1)
     );
 }
 
@@ -399,7 +399,7 @@ fn cancel_whose_rollback_fails_ends_stuck() {
     assert_eq!(failures.len(), 1);
     assert_eq!(err.report().status, ExecutionStatus::Stuck);
     assert_eq!(
-        common::user_error::<PaymentError>(&err),
+        support::steps::user_error::<PaymentError>(&err),
         &PaymentError::Unavailable
     );
 }

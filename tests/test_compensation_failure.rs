@@ -2,13 +2,13 @@
 //! by default the rollback halts there (the remaining compensations are
 //! listed and not run), or continues when asked.
 
-mod common;
+mod support;
 
-use common::*;
 use saga_core::{
     ExecutionStatus, Failure, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo, StuckPhase,
     default_compensation_retry,
 };
+use support::steps::*;
 
 /// A compensable step whose compensation fails on its first `failures`
 /// attempts (recording `undo {name} failed#{attempt}`), then succeeds.
@@ -345,4 +345,57 @@ fn unknown_outcome_step_whose_compensation_fails_is_stuck_in_rollback() {
         std::error::Error::source(&err).unwrap().to_string(),
         "cannot tell whether b happened"
     );
+}
+
+/// A compensation that fails for good reaches the caller: a `Stuck` error
+/// carrying the compensation's own error and what remains; with
+/// `continue_on_compensation_failure` the rest of the rollback runs.
+#[test]
+fn a_failing_compensation_reaches_the_caller() {
+    let build = |continue_on_failure: bool| {
+        Saga::builder("undo-fails")
+            .step(compensable("a"))
+            .step(compensable("b").compensate(
+                |r: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| {
+                    r.push("undo b failed");
+                    Err::<(), _>(Handmade { code: 503 })
+                },
+            ))
+            .step(failing("c", declined))
+            .compensation_retry(RetryPolicy::none())
+            .continue_on_compensation_failure(continue_on_failure)
+            .build()
+            .unwrap()
+    };
+
+    let mut rec = Rec::default();
+    let err = build(false).run_blocking(&mut rec).unwrap_err();
+    assert_eq!(rec.effects, ["do a", "do b", "try c#1", "undo b failed"]);
+    let SagaError::Stuck {
+        phase, remaining, ..
+    } = &err
+    else {
+        panic!("expected stuck, got {err:?}");
+    };
+    assert_eq!(*phase, StuckPhase::Rollback);
+    assert_eq!(
+        remaining.iter().map(|s| &**s).collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+    assert_eq!(user_error::<Handmade>(&err).code, 503);
+
+    let mut rec = Rec::default();
+    let err = build(true).run_blocking(&mut rec).unwrap_err();
+    assert_eq!(
+        rec.effects,
+        [
+            "do a",
+            "do b",
+            "try c#1",
+            "undo b failed",
+            "undo a with a-out"
+        ]
+    );
+    assert!(err.is_stuck());
+    assert_eq!(user_error::<Handmade>(&err).code, 503);
 }

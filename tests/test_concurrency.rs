@@ -2,13 +2,13 @@
 //! context: no cross-talk, distinct execution ids, and the definition
 //! holds no run state.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::{undo_effect, unless_hung};
 use saga_core::{ExecutionStatus, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo};
+use support::steps::{undo_effect, unless_hung};
 use tokio::sync::Barrier;
 
 /// One task's own context.
@@ -200,4 +200,54 @@ fn blocking_runs_on_many_threads_share_one_definition() {
             assert_eq!(handle.join().unwrap(), [1, 2].repeat(50));
         }
     });
+}
+
+/// One definition runs many times in a row, each run on its own state: a
+/// later run's rollback never compensates an earlier run's steps.
+#[test]
+fn one_definition_runs_many_times_each_on_its_own_state() {
+    struct Run {
+        n: u32,
+        effects: Vec<String>,
+    }
+    let saga = Saga::builder("reuse")
+        .step(
+            Step::new("a", |r: &mut Run, _: &StepInfo<'_>| {
+                r.effects.push(format!("do a{}", r.n));
+                Ok::<_, StepError>(r.n)
+            })
+            .compensate(|r: &mut Run, n: Option<&u32>, _: &StepInfo<'_>| {
+                r.effects.push(format!("undo a{}", n.unwrap()));
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("b", |r: &mut Run, _: &StepInfo<'_>| {
+            if r.n.is_multiple_of(2) {
+                Err("even runs fail")
+            } else {
+                r.effects.push(format!("do b{}", r.n));
+                Ok(())
+            }
+        }))
+        .build()
+        .unwrap();
+    let runs: Vec<Vec<String>> = (1..=4)
+        .map(|n| {
+            let mut run = Run {
+                n,
+                effects: Vec::new(),
+            };
+            let _ = saga.run_blocking(&mut run);
+            run.effects
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            vec!["do a1", "do b1"],
+            vec!["do a2", "undo a2"],
+            vec!["do a3", "do b3"],
+            vec!["do a4", "undo a4"],
+        ]
+    );
 }

@@ -2,12 +2,12 @@
 //! values (usable with `?` in a step), and what a step knows of its run
 //! (`StepInfo`).
 
-mod common;
+mod support;
 
-use common::user_error;
 use saga_core::{
     Context, ContextError, ExecutionId, RunOptions, Saga, SagaError, Step, StepError, StepInfo,
 };
+use support::steps::user_error;
 
 #[test]
 fn insert_get_get_mut_remove() {

@@ -4,10 +4,10 @@
 //! The tests check the nodes and edges (each a line), not the layout of
 //! the text around them.
 
-mod common;
+mod support;
 
-use common::*;
 use saga_core::Saga;
+use support::steps::*;
 
 fn order() -> Saga<Rec> {
     Saga::builder("order")

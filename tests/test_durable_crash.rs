@@ -21,9 +21,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-mod durable_common;
+mod support;
 
-use durable_common::scratch_dir;
+use support::durable::scratch_dir;
 
 fn helper(dir: &Path, mode: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_crash_saga"));

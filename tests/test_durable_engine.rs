@@ -1,18 +1,18 @@
 //! The durable engine on both stores: the log contract, recovery forward
 //! and back, fingerprints, and the operator's commands.
 
-mod durable_common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable_common::{
-    Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
-};
-use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore};
+use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore, StoreError};
+use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{
-    EngineError, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo,
-    StepStatus,
+    EngineError, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, StepStatus,
+};
+use support::durable::{
+    Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
 };
 
 /// Both stores, fresh.
@@ -70,127 +70,37 @@ async fn a_completed_run_logs_every_step_in_order_with_outputs_and_context() {
     }
 }
 
-/// A store that remembers the size of each commit, and fails the one
-/// numbered `fail_at` (from 1; 0: none).
-struct Commits {
-    inner: MemoryStore,
-    batches: std::sync::Mutex<Vec<Vec<EventKind>>>,
-    fail_at: usize,
-}
+/// The kinds of events of each append, in order.
+type Batches = Arc<std::sync::Mutex<Vec<Vec<EventKind>>>>;
 
-impl SagaStore for Commits {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn put_definition(
-        &self,
-        d: saga_core::store::DefinitionRecord,
-    ) -> saga_core::BoxFuture<'_, saga_core::store::StoreResult<()>> {
-        self.inner.put_definition(d)
-    }
-    fn definition(
-        &self,
-        f: &str,
-    ) -> saga_core::BoxFuture<
-        '_,
-        saga_core::store::StoreResult<Option<saga_core::store::DefinitionRecord>>,
-    > {
-        self.inner.definition(f)
-    }
-    fn create(
-        &self,
-        e: saga_core::store::NewExecution,
-        o: &str,
-        t: Duration,
-    ) -> saga_core::BoxFuture<'_, saga_core::store::StoreResult<saga_core::store::Created>> {
-        self.inner.create(e, o, t)
-    }
-    fn claim(
-        &self,
-        id: &ExecutionId,
-        o: &str,
-        t: Duration,
-    ) -> saga_core::BoxFuture<'_, saga_core::store::StoreResult<Option<saga_core::store::Lease>>>
-    {
-        self.inner.claim(id, o, t)
-    }
-    fn append<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a saga_core::store::Lease,
-        events: Vec<Event>,
-        status: ExecutionStatus,
-    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<saga_core::store::Ack>> {
-        let mut batches = self.batches.lock().unwrap();
-        batches.push(events.iter().map(|e| e.kind).collect());
-        if batches.len() == self.fail_at {
-            return Box::pin(std::future::ready(Err(
-                saga_core::store::StoreError::Backend {
-                    store: "the test store".into(),
-                    what: "appending events".into(),
-                    source: "disk full".into(),
-                },
-            )));
+/// `memory` behind the test kit's delegating store, remembering the kinds
+/// of events of each append, and failing the one numbered `fail_at` (from
+/// 1; 0: none) before it reaches the store.
+fn commits(memory: &MemoryStore, fail_at: usize) -> (DelayedStore, Batches) {
+    let batches = Batches::default();
+    let seen = Arc::clone(&batches);
+    let store = DelayedStore::new(memory.clone(), Duration::ZERO).before_call(move |call| {
+        if call.op != StoreOp::Append {
+            return Ok(());
         }
-        self.inner.append(id, lease, events, status)
-    }
-    fn renew<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a saga_core::store::Lease,
-    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<saga_core::store::Ack>> {
-        self.inner.renew(id, lease)
-    }
-    fn release<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a saga_core::store::Lease,
-    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<()>> {
-        self.inner.release(id, lease)
-    }
-    fn get<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-    ) -> saga_core::BoxFuture<
-        'a,
-        saga_core::store::StoreResult<Option<saga_core::store::ExecutionRecord>>,
-    > {
-        self.inner.get(id)
-    }
-    fn events<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<Vec<Event>>> {
-        self.inner.events(id)
-    }
-    fn list(
-        &self,
-        s: Option<ExecutionStatus>,
-    ) -> saga_core::BoxFuture<
-        '_,
-        saga_core::store::StoreResult<Vec<saga_core::store::ExecutionRecord>>,
-    > {
-        self.inner.list(s)
-    }
-    fn request_cancel<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-    ) -> saga_core::BoxFuture<'a, saga_core::store::StoreResult<bool>> {
-        self.inner.request_cancel(id)
-    }
-    fn purge(&self, b: i64) -> saga_core::BoxFuture<'_, saga_core::store::StoreResult<u64>> {
-        self.inner.purge(b)
-    }
+        let mut batches = seen.lock().unwrap();
+        batches.push(call.events.clone());
+        if batches.len() == fail_at {
+            return Err(StoreError::Backend {
+                store: "the test store".into(),
+                what: "appending events".into(),
+                source: "disk full".into(),
+            });
+        }
+        Ok(())
+    });
+    (store, batches)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_action() {
     let memory = MemoryStore::new();
-    let store = Arc::new(Commits {
-        inner: memory.clone(),
-        batches: Default::default(),
-        fail_at: 0,
-    });
+    let (store, batches) = commits(&memory, 0);
     // The step reads the log while it runs: its own start must be there.
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut builder = Saga::<Order>::builder("peek");
@@ -212,7 +122,7 @@ async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_acti
             },
         ));
     }
-    let engine = SagaEngine::with_store(store.clone());
+    let engine = SagaEngine::new(store);
     engine.register(builder.build().unwrap()).await.unwrap();
     let id = engine.start("peek", Order::default()).await.unwrap();
     engine.wait(&id).await.unwrap();
@@ -226,7 +136,7 @@ async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_acti
     );
     use EventKind::*;
     assert_eq!(
-        *store.batches.lock().unwrap(),
+        *batches.lock().unwrap(),
         // The first start was committed with the execution itself.
         vec![
             vec![StepSucceeded, StepStarted],
@@ -656,13 +566,6 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_taken_over_fences_the_old_owner_out() {
-    for (name, store) in stores("fence") {
-        durable_common::fencing::contract(name, &*store).await;
-    }
-}
-
 #[test]
 fn a_parallel_group_cut_off_by_a_crash_is_carried_on_without_rerunning_earlier_steps() {
     for (name, store) in stores("group") {
@@ -720,13 +623,9 @@ fn a_parallel_group_cut_off_by_a_crash_is_carried_on_without_rerunning_earlier_s
 async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
     let memory = MemoryStore::new();
     // The second append (s1 succeeded + s2 started) fails.
-    let store = Arc::new(Commits {
-        inner: memory.clone(),
-        batches: Default::default(),
-        fail_at: 2,
-    });
+    let (store, _) = commits(&memory, 2);
     let script = Arc::new(Script::default());
-    let engine = SagaEngine::with_store(store);
+    let engine = SagaEngine::new(store);
     engine.register(saga(&script)).await.unwrap();
     let id = engine.start("order", Order::default()).await.unwrap();
     let err = engine.wait(&id).await.unwrap_err();

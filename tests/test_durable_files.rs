@@ -1,14 +1,14 @@
 //! Bad input to the SQLite store: each gives a clear error naming the file
 //! and what to do, and the file keeps every byte it had.
 
-mod durable_common;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use durable_common::{Order, Script, saga, scratch_dir};
 use saga_core::SagaEngine;
 use saga_core::store::{SqliteStore, StoreError};
+use support::durable::{Order, Script, saga, scratch_dir};
 
 fn bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()

@@ -5,18 +5,18 @@
 //! from the log. A step whose output lacks serde still runs in memory, and
 //! `register` refuses it saying what to derive.
 
-mod durable_common;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use durable_common::{recover_and_wait, scratch_dir, start_and_crash_when};
 use saga_core::store::{EventKind, SagaStore, SqliteStore};
 use saga_core::{
     ExecutionId, ExecutionStatus, Outcome, Saga, SagaEngine, StepError, StepInfo, StepStatus, saga,
     saga_task,
 };
 use serde::{Deserialize, Serialize};
+use support::durable::{recover_and_wait, scratch_dir, start_and_crash_when};
 
 /// The context: who travels (each test its own traveller, which keys its
 /// plan below) and what the steps did.

@@ -11,20 +11,20 @@
 //! them), and `wait` errors for executions that completed. All must be at
 //! most one, one and zero.
 
-mod durable_common;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use durable_common::every_store::every_store;
-use durable_common::{Order, STEPS, Script, saga};
 use saga_core::store::{Created, NewExecution, SagaStore};
 use saga_core::testkit::DelayedStore;
 use saga_core::{
     ExecutionId, ExecutionStatus, RetryPolicy, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
 };
+use support::durable::{Order, STEPS, Script, saga};
+use support::stores::every_store;
 
 /// How many executions each race runs: enough for a race to show in
 /// every run of the test, few enough for a test of a few seconds.

@@ -6,16 +6,16 @@
 //! This binary installs its own test logger, once; each test filters the
 //! records of its own saga by name, since tests run in parallel.
 
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex, Once};
 
-use common::*;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use saga_core::{
     CancellationToken, RunInfo, RunOptions, Saga, SagaEvent, SagaObserver, Step, StepError,
     StepInfo,
 };
+use support::steps::*;
 
 // ---------------------------------------------------------------- observer
 

@@ -2,14 +2,14 @@
 //! is caught and becomes a failure of unknown outcome; a timed-out async
 //! attempt is dropped, its outcome unknown. Neither tears down the caller.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use saga_core::{
     ExecutionStatus, Panicked, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo, Timeout,
 };
+use support::steps::*;
 
 fn panicking_sync(message: &'static str) -> Step<Rec, String> {
     Step::new(

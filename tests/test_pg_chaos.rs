@@ -6,11 +6,11 @@
 //! Replay a run with `SAGA_CHAOS_SEED=<seed>` (printed).
 #![cfg(feature = "postgres")]
 
-mod pg_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use pg_common::{Rng, client, create_ledger, fresh_schema, pg_url, seed, spawn, submit, verdict};
+use support::pg::{Rng, client, create_ledger, fresh_schema, pg_url, seed, spawn, submit, verdict};
 
 const SAGAS: u64 = 500;
 const WORKERS: usize = 3;
@@ -44,7 +44,7 @@ async fn chaos_of_killed_workers_loses_and_repeats_no_effect() {
     let mut kills = 0;
     let started = Instant::now();
     let mut next_kill = Instant::now() + Duration::from_millis(200 + rng.below(800));
-    pg_common::wait_finished(&sql, &schema, Duration::from_secs(300), || {
+    support::pg::wait_finished(&sql, &schema, Duration::from_secs(300), || {
         if Instant::now() < next_kill {
             return;
         }

@@ -4,11 +4,11 @@
 //! the key was applied) and its log write is refused (`LeaseLost`).
 #![cfg(feature = "postgres")]
 
-mod pg_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use pg_common::{client, create_ledger, fresh_schema, pg_url, spawn, submit};
+use support::pg::{client, create_ledger, fresh_schema, pg_url, spawn, submit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_past_its_lease_writes_nothing_and_its_call_is_absorbed() {

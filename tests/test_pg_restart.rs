@@ -4,11 +4,11 @@
 //! recorded, and finish every execution afterwards.
 #![cfg(feature = "postgres")]
 
-mod pg_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use pg_common::{client, create_ledger, fresh_schema, script, spawn, submit, verdict};
+use support::pg::{client, create_ledger, fresh_schema, script, spawn, submit, verdict};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_reconnect_after_a_server_restart_and_finish_everything() {
@@ -47,12 +47,12 @@ async fn workers_reconnect_after_a_server_restart_and_finish_everything() {
     script("restart");
     println!("server restarted in {:?}", before_restart.elapsed());
     let sql = client(&url).await;
-    let unfinished_at_restart = pg_common::unfinished(&sql, &schema).await;
+    let unfinished_at_restart = support::pg::unfinished(&sql, &schema).await;
     assert!(
         unfinished_at_restart > 0,
         "every execution finished before the restart: nothing was tested"
     );
-    pg_common::wait_finished(&sql, &schema, Duration::from_secs(180), || {}).await;
+    support::pg::wait_finished(&sql, &schema, Duration::from_secs(180), || {}).await;
     for w in &mut workers {
         assert!(
             w.child.try_wait().unwrap().is_none(),

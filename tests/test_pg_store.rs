@@ -1,23 +1,18 @@
-//! The PostgreSQL store's contract on a real server: the log, leases on
-//! the database's clock, fencing, claims that skip each other, the work
-//! signal, the engine and the worker on it, and bad input (a foreign
-//! schema, a newer incompatible one, a bad schema name, a server that is
-//! not there), each refused clearly with nothing written.
+//! The PostgreSQL store on a real server, beyond the contract every store
+//! keeps (`store_contract.rs`): the engine and a worker on it across
+//! processes, and bad input (a foreign schema, a newer incompatible one, a
+//! bad schema name, a server that is not there), each refused clearly with
+//! nothing written.
 #![cfg(feature = "postgres")]
 
-mod durable_common;
-mod pg_common;
+mod support;
 
 use std::time::Duration;
 
-use durable_common::fencing::new;
-use pg_common::{client, fresh_schema, pg_url};
-use saga_core::store::{
-    ClaimRequest, Created, PostgresOptions, PostgresStore, SagaStore, StoreError,
-};
-use saga_core::{
-    Context, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
-};
+use saga_core::store::{PostgresOptions, PostgresStore, SagaStore, StoreError};
+use saga_core::{Context, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
+use support::pg::{client, fresh_schema, pg_url};
+use support::stores::new_execution;
 
 async fn store(test: &str) -> (PostgresStore, String) {
     let schema = fresh_schema(test);
@@ -28,76 +23,6 @@ async fn store(test: &str) -> (PostgresStore, String) {
     .await
     .unwrap();
     (store, schema)
-}
-
-#[tokio::test]
-async fn the_log_leases_and_fencing_hold_on_postgres() {
-    let (store, _) = store("fence").await;
-    // Here leases expire on the database's clock (`clock_timestamp()`).
-    durable_common::fencing::contract("postgres", &store).await;
-}
-
-#[tokio::test]
-async fn claims_skip_each_other_honour_fingerprints_and_signal_new_work() {
-    let (store, _) = store("claims").await;
-    let mut signal = store.work_signal().unwrap();
-    signal.borrow_and_update();
-    for n in 0..10 {
-        let Created::New(lease) = store
-            .create(new(&format!("e{n}")), "submitter", Duration::from_secs(60))
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        store
-            .release(&ExecutionId::new(format!("e{n}")), &lease)
-            .await
-            .unwrap();
-    }
-    // The submitter's commits were notified to this listener.
-    tokio::time::timeout(Duration::from_secs(30), signal.changed())
-        .await
-        .expect("no work signal")
-        .unwrap();
-    let request = |owner: &str, fingerprint: &str| ClaimRequest {
-        fingerprints: vec![fingerprint.to_owned()],
-        owner: owner.to_owned(),
-        ttl: Duration::from_secs(60),
-        limit: 4,
-        exclude: vec![ExecutionId::new("e0")],
-    };
-    assert!(
-        store
-            .claim_next(request("w", "other"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let (a, b, c) = tokio::join!(
-        store.claim_next(request("a", "f")),
-        store.claim_next(request("b", "f")),
-        store.claim_next(request("c", "f")),
-    );
-    let mut ids: Vec<String> = [a.unwrap(), b.unwrap(), c.unwrap()]
-        .into_iter()
-        .flatten()
-        .map(|c| c.record.id.to_string())
-        .collect();
-    ids.sort();
-    assert_eq!(
-        ids,
-        ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"],
-        "each claimed once"
-    );
-    assert!(
-        store
-            .claim_next(request("d", "f"))
-            .await
-            .unwrap()
-            .is_empty(),
-        "live leases"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +102,10 @@ async fn a_newer_incompatible_schema_is_refused_and_a_newer_compatible_one_is_us
     .unwrap();
     let opts = || PostgresOptions::new().with_schema(schema.clone());
     let store = PostgresStore::connect_with(&url, opts()).await.unwrap();
-    store.create(new("y"), "a", Duration::ZERO).await.unwrap();
+    store
+        .create(new_execution("y"), "a", Duration::ZERO)
+        .await
+        .unwrap();
     drop(store);
     // A newer build that old ones cannot live with: refused, untouched.
     sql.batch_execute(&format!(
@@ -230,10 +158,4 @@ async fn a_bad_schema_name_a_bad_url_and_an_absent_server_are_refused_clearly() 
     let text = err.to_string();
     assert!(text.contains(&format!("127.0.0.1:{port}/db")), "{text}");
     assert!(!text.contains("secret"), "the password leaked: {text}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
-    let (store, _) = store("submitted").await;
-    durable_common::submitted::contract("postgres", std::sync::Arc::new(store)).await;
 }

@@ -2,12 +2,12 @@
 //! unknown outcome is retried then stuck; after it nothing rolls back, a
 //! failure is retried by policy and then the run is stuck, forward.
 
-mod common;
+mod support;
 
-use common::*;
 use saga_core::{
     ExecutionStatus, Failure, Saga, SagaError, Step, StepError, StepInfo, StepKind, StuckPhase,
 };
+use support::steps::*;
 
 fn ship_order(pivot: Step<Rec, String>, after: Step<Rec, String>) -> Saga<Rec> {
     Saga::builder("ship")

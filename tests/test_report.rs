@@ -2,17 +2,17 @@
 //! status, per step its status, attempts, outcome and durations on the
 //! run's monotonic clock.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
 use saga_core::clock::{Clock, TestClock};
 use saga_core::{
-    ExecutionStatus, Outcome, RunOptions, Saga, SagaError, Step, StepError, StepInfo, StepKind,
-    StepStatus,
+    CancellationToken, ExecutionStatus, Outcome, RetryPolicy, RunOptions, Saga, SagaError, Step,
+    StepError, StepInfo, StepKind, StepStatus,
 };
+use support::steps::*;
 
 /// A context that holds the run's virtual clock, so steps "take time".
 struct Timed {
@@ -266,4 +266,115 @@ fn labels_are_snake_case() {
         .map(StepKind::label),
         ["compensable", "no_undo", "pivot", "retriable"]
     );
+}
+
+/// No run ends with a step still running or compensating, every end has
+/// its status (compensated included), and durations come from the run's
+/// monotonic clock, never the wall clock (here a virtual one: minutes of
+/// "work" that take no real time).
+#[test]
+fn every_step_ends_in_a_status_and_durations_come_from_the_run_clock() {
+    struct Slow {
+        clock: TestClock,
+    }
+    let work = |name: &'static str, fail: bool| {
+        Step::new(name, move |s: &mut Slow, _: &StepInfo<'_>| {
+            s.clock.advance(Duration::from_secs(60));
+            if fail {
+                Err(StepError::new("failed"))
+            } else {
+                Ok(())
+            }
+        })
+        .compensate(|s: &mut Slow, _: Option<&()>, _: &StepInfo<'_>| {
+            s.clock.advance(Duration::from_secs(30));
+            Ok::<_, StepError>(())
+        })
+    };
+    let saga = Saga::builder("timing")
+        .step(work("a", false))
+        .step(work("b", true))
+        .build()
+        .unwrap();
+    let clock = TestClock::new();
+    let mut slow = Slow {
+        clock: clock.clone(),
+    };
+    let err = saga
+        .run_blocking_with(&mut slow, RunOptions::new().with_clock(clock))
+        .unwrap_err();
+    let report = err.report();
+    assert_eq!(
+        report.statuses(),
+        [("a", StepStatus::Compensated), ("b", StepStatus::Failed)]
+    );
+    assert_eq!(report.steps[0].duration, Duration::from_secs(60));
+    assert_eq!(
+        report.steps[0].compensation_duration,
+        Duration::from_secs(30)
+    );
+    assert_eq!(report.steps[1].duration, Duration::from_secs(60));
+    assert_eq!(report.duration, Duration::from_secs(150));
+
+    // However a run ends, no step is left running or compensating.
+    let ends: Vec<SagaError> =
+        vec![
+            // Stuck forward.
+            Saga::builder("s")
+                .pivot(plain("p"))
+                .step(Step::new("x", |_: &mut Rec, _: &StepInfo<'_>| {
+                    Err::<(), _>(declined())
+                }))
+                .build()
+                .unwrap()
+                .run_blocking(&mut Rec::default())
+                .unwrap_err(),
+            // Stuck in rollback.
+            Saga::builder("s")
+                .step(compensable("a").compensate(
+                    |_: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| Err::<(), _>("no"),
+                ))
+                .step(failing("x", declined))
+                .compensation_retry(RetryPolicy::none())
+                .build()
+                .unwrap()
+                .run_blocking(&mut Rec::default())
+                .unwrap_err(),
+            // Cancelled.
+            {
+                let token = CancellationToken::new();
+                let cancel = token.clone();
+                Saga::builder("s")
+                    .step(compensable("a"))
+                    .step(Step::new("c", move |_: &mut Rec, _: &StepInfo<'_>| {
+                        cancel.cancel();
+                        Ok::<_, StepError>(())
+                    }))
+                    .step(plain("never"))
+                    .build()
+                    .unwrap()
+                    .run_blocking_with(
+                        &mut Rec::default(),
+                        RunOptions::new().with_cancellation(token),
+                    )
+                    .unwrap_err()
+            },
+        ];
+    let statuses: Vec<Vec<StepStatus>> = ends
+        .iter()
+        .map(|e| e.report().steps.iter().map(|s| s.status).collect())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            vec![StepStatus::Succeeded, StepStatus::Failed],
+            vec![StepStatus::CompensationFailed, StepStatus::Failed],
+            vec![
+                StepStatus::Compensated,
+                StepStatus::Skipped,
+                StepStatus::Pending
+            ],
+        ]
+    );
+    assert!(ends.iter().all(|e| e.report().status.is_finished()));
 }

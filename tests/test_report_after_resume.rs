@@ -5,17 +5,17 @@
 //! forward (after its pivot) and one stuck rolling back (on a failing
 //! compensation), each resumed, abandoned, or asked to cancel.
 
-mod durable_common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use durable_common::Order;
-use durable_common::every_store::every_store as stores;
 use saga_core::{
     ExecutionId, ExecutionStatus, Outcome, RetryPolicy, Saga, SagaEngine, SagaReport, Step,
     StepError, StepInfo, StepStatus,
 };
+use support::durable::Order;
+use support::stores::every_store as stores;
 
 /// One step of a report, without its durations (which the clock decides).
 type Row = (

@@ -2,15 +2,15 @@
 //! backoff with a cap and jitter, all timed by a virtual clock (no test
 //! here sleeps).
 
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use saga_core::{
     ExecutionStatus, RetryOn, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo,
 };
+use support::steps::*;
 
 #[test]
 fn retryable_error_is_retried_with_exponential_backoff_until_success() {

@@ -2,10 +2,14 @@
 //! (or may have) are, in reverse order; steps with nothing to undo are
 //! skipped; an unknown outcome is compensated with `None` and is sticky.
 
-mod common;
+mod support;
 
-use common::*;
-use saga_core::{ExecutionStatus, Saga, SagaError, Step, StepError, StepInfo};
+use std::collections::HashSet;
+
+use saga_core::{
+    Context, ContextError, ExecutionStatus, Saga, SagaError, Step, StepError, StepInfo,
+};
+use support::steps::*;
 
 #[test]
 fn failed_step_is_not_compensated_and_earlier_steps_are_undone_in_reverse() {
@@ -342,4 +346,258 @@ fn the_output_of_each_step_reaches_its_own_compensation() {
         std::error::Error::source(&err).unwrap().to_string(),
         "no courier"
     );
+}
+
+/// Every way a step can fail goes through one channel: the rollback, then
+/// `Err`; no kind of failure is swallowed into a reported success.
+#[test]
+fn every_way_a_step_fails_rolls_back_through_one_channel() {
+    type Fails = Box<dyn Fn() -> Step<Rec, ()>>;
+    let ways: Vec<(&str, Fails)> = vec![
+        (
+            "a plain step error",
+            Box::new(|| {
+                Step::new("b", |_: &mut Rec, _: &StepInfo<'_>| {
+                    Err::<(), _>(StepError::new("no"))
+                })
+            }),
+        ),
+        (
+            "a retryable error, retries exhausted",
+            Box::new(|| {
+                Step::new("b", |_: &mut Rec, _: &StepInfo<'_>| {
+                    Err::<(), _>(unavailable())
+                })
+                .retry(exact(2))
+            }),
+        ),
+        (
+            "an error of unknown outcome",
+            Box::new(|| {
+                Step::new("b", |_: &mut Rec, _: &StepInfo<'_>| {
+                    Err::<(), _>(declined().outcome_unknown())
+                })
+            }),
+        ),
+        (
+            "a user enum",
+            Box::new(|| {
+                Step::new("b", |_: &mut Rec, _: &StepInfo<'_>| {
+                    Err::<(), _>(PaymentError::Declined(1))
+                })
+            }),
+        ),
+        (
+            "a context lookup",
+            Box::new(|| {
+                Step::new("b", |_: &mut Rec, _: &StepInfo<'_>| {
+                    Context::new().get::<u8>("k")?;
+                    Ok::<_, StepError>(())
+                })
+            }),
+        ),
+        (
+            "a panic",
+            Box::new(|| {
+                Step::new(
+                    "b",
+                    |_: &mut Rec, _: &StepInfo<'_>| -> Result<(), StepError> { panic!("boom") },
+                )
+            }),
+        ),
+    ];
+    for (way, fails) in ways {
+        let saga = Saga::builder("channel")
+            .step(compensable("a"))
+            .step(fails())
+            .step(compensable("c"))
+            .build()
+            .unwrap();
+        let (_, options) = virtual_time();
+        let mut rec = Rec::default();
+        let result = saga.run_blocking_with(&mut rec, options);
+        let err = result.expect_err(way);
+        assert!(matches!(err, SagaError::Compensated { .. }), "{way}: {err}");
+        assert_eq!(rec.effects, ["do a", "undo a with a-out"], "{way}");
+        assert_eq!(err.report().status, ExecutionStatus::Compensated, "{way}");
+    }
+}
+
+/// Each compensation takes effect once: the failed step is never
+/// compensated, an unknown one once, and a compensation retried after a
+/// lost answer is absorbed by its idempotency key.
+#[test]
+fn each_compensation_takes_effect_once() {
+    #[derive(Default)]
+    struct Bank {
+        /// Every call of a compensation, by step.
+        calls: Vec<String>,
+        /// Refunds applied, by idempotency key: the effect that must happen
+        /// once.
+        refunded: HashSet<String>,
+    }
+    let refund = |name: &'static str| {
+        move |b: &mut Bank, _: Option<&()>, info: &StepInfo<'_>| {
+            b.calls.push(name.to_owned());
+            let first = b.refunded.insert(info.idempotency_key());
+            // The first refund of "a" takes effect but its answer is lost:
+            // the engine calls again, and the key absorbs the repeat.
+            if name == "a" && first {
+                return Err(StepError::new("answer lost"));
+            }
+            Ok::<_, StepError>(())
+        }
+    };
+    let saga = Saga::builder("twice")
+        .step(
+            Step::new("a", |_: &mut Bank, _: &StepInfo<'_>| Ok::<_, StepError>(()))
+                .compensate(refund("a")),
+        )
+        .step(
+            Step::new("b", |_: &mut Bank, _: &StepInfo<'_>| {
+                Err::<(), _>(StepError::new("lost").outcome_unknown())
+            })
+            .compensate(refund("b")),
+        )
+        .compensation_retry(exact_any(3))
+        .build()
+        .unwrap();
+    let (_, options) = virtual_time();
+    let mut bank = Bank::default();
+    let err = saga
+        .run_blocking_with(&mut bank, options.with_execution_id("e"))
+        .unwrap_err();
+
+    // "a" was called twice (the re-invocation happened), b once.
+    assert_eq!(bank.calls, ["b", "a", "a"]);
+    // Each refund took effect once.
+    assert_eq!(
+        bank.refunded,
+        HashSet::from(["e/a".to_owned(), "e/b".to_owned()])
+    );
+    assert_eq!(
+        rows(err.report())[0],
+        row("a", "compensated", "applied", 1, 2)
+    );
+
+    // And a step that failed cleanly is not compensated at all.
+    let saga = Saga::builder("twice")
+        .step(compensable("a"))
+        .step(failing("b", declined))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    saga.run_blocking(&mut rec).unwrap_err();
+    assert_eq!(
+        rec.effects.iter().filter(|e| e.starts_with("undo")).count(),
+        1
+    );
+    assert!(!rec.effects.iter().any(|e| e.starts_with("undo b")));
+}
+
+/// A failing step without a compensation rolls the earlier steps back.
+#[test]
+fn a_failing_step_without_a_compensation_rolls_back_the_rest() {
+    let saga = Saga::builder("no-undo")
+        .step(compensable("a"))
+        .step(compensable("b"))
+        .step(Step::new("c", |r: &mut Rec, _: &StepInfo<'_>| {
+            r.push("try c");
+            Err::<(), _>(declined())
+        }))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        [
+            "do a",
+            "do b",
+            "try c",
+            "undo b with b-out",
+            "undo a with a-out"
+        ]
+    );
+    assert!(matches!(err, SagaError::Compensated { ref step, .. } if &**step == "c"));
+}
+
+/// Any error type rolls back, and comes back to the caller as itself.
+#[test]
+fn any_error_type_rolls_back_and_comes_back_as_itself() {
+    fn run(fail: impl Fn() -> StepError + Send + Sync + 'static) -> (Vec<String>, SagaError) {
+        let saga = Saga::builder("types")
+            .step(compensable("a"))
+            .step(failing("b", fail))
+            .build()
+            .unwrap();
+        let mut rec = Rec::default();
+        let err = saga.run_blocking(&mut rec).unwrap_err();
+        (rec.effects, err)
+    }
+    let rolled_back = ["do a", "try b#1", "undo a with a-out"];
+
+    let (effects, err) = run(|| std::io::Error::other("disk full").into());
+    assert_eq!(effects, rolled_back);
+    assert_eq!(user_error::<std::io::Error>(&err).to_string(), "disk full");
+
+    let (effects, err) = run(|| Handmade { code: 7 }.into());
+    assert_eq!(effects, rolled_back);
+    assert_eq!(user_error::<Handmade>(&err).code, 7);
+
+    let (effects, err) = run(|| "a string slice".into());
+    assert_eq!(effects, rolled_back);
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "a string slice"
+    );
+
+    let (effects, err) = run(|| format!("a string {}", 1).into());
+    assert_eq!(effects, rolled_back);
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "a string 1"
+    );
+
+    let (effects, err) = run(|| {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(Handmade { code: 9 });
+        boxed.into()
+    });
+    assert_eq!(effects, rolled_back);
+    assert_eq!(user_error::<Handmade>(&err).code, 9);
+
+    let (effects, err) = run(|| StepError::new(ContextError::Missing { key: "k".into() }));
+    assert_eq!(effects, rolled_back);
+    assert!(matches!(
+        user_error::<ContextError>(&err),
+        ContextError::Missing { .. }
+    ));
+}
+
+/// Braces in step names are text: a failure still rolls back, and the
+/// names print as written.
+#[test]
+fn braces_in_step_names_are_text_and_the_rollback_runs() {
+    let saga = Saga::builder("{saga} {}")
+        .step(compensable("{0}"))
+        .step(failing("{b} {{", || StepError::new("bad {x} {}")))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking(&mut rec).unwrap_err();
+
+    assert_eq!(
+        rec.effects,
+        ["do {0}", "try {b} {{#1", "undo {0} with {0}-out"]
+    );
+    assert_eq!(
+        err.to_string(),
+        "saga `{saga} {}` failed at step `{b} {{` and was rolled back (compensated: {0})"
+    );
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "bad {x} {}"
+    );
+    assert!(saga.to_mermaid().contains(r#"s1["{b} {{"]"#));
 }

@@ -2,13 +2,15 @@
 //! `run_blocking` (with no runtime, and from inside a tokio runtime), and
 //! the `Task` / `AsyncTask` traits.
 
-mod common;
+mod support;
 
-use common::*;
+use std::sync::{Arc, Mutex};
+
 use saga_core::{
     AsyncTask, BoxFuture, ExecutionStatus, Metadata, Saga, SagaError, Step, StepError, StepInfo,
     StepKind, Task,
 };
+use support::steps::*;
 
 fn async_step(name: &'static str) -> Step<Rec, String> {
     Step::new_async(name, move |r: &mut Rec, _: &StepInfo<'_>| {
@@ -357,4 +359,46 @@ fn metadata_set_on_a_step_is_kept() {
     let shape = saga.shape();
     assert_eq!(shape[0].metadata.len(), 2);
     assert_eq!(shape[0].metadata["team"], "payments");
+}
+
+/// An async step really runs to its end before it is marked completed.
+#[test]
+fn an_async_step_really_runs_to_its_end() {
+    let polled = Arc::new(Mutex::new(0_u32));
+    let saga = {
+        let polled = Arc::clone(&polled);
+        Saga::builder("async")
+            .step(Step::new_async(
+                "slow",
+                move |r: &mut Rec, _: &StepInfo<'_>| {
+                    let polled = Arc::clone(&polled);
+                    Box::pin(async move {
+                        // Ten suspension points: the step completes only if the
+                        // engine drives the future to its end.
+                        for _ in 0..10 {
+                            tokio::task::yield_now().await;
+                            *polled.lock().unwrap() += 1;
+                        }
+                        r.push("slow step done");
+                        Ok::<_, StepError>(())
+                    })
+                },
+            ))
+            .step(plain("after"))
+            .build()
+            .unwrap()
+    };
+    let mut rec = Rec::default();
+    let report = saga.run_blocking(&mut rec).unwrap();
+    assert_eq!(rec.effects, ["slow step done", "do after"]);
+    assert_eq!(*polled.lock().unwrap(), 10);
+    assert_eq!(report.status, ExecutionStatus::Completed);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    runtime.block_on(saga.run(&mut rec)).unwrap();
+    assert_eq!(rec.effects, ["slow step done", "do after"]);
+    assert_eq!(*polled.lock().unwrap(), 20);
 }

@@ -6,9 +6,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use saga_core::testkit::{Durability, SagaTest, TestReport};
+use std::time::Duration;
+
+use saga_core::store::{Created, MemoryStore, SagaStore, StoreError};
+use saga_core::testkit::{DelayedStore, Durability, SagaTest, StoreOp, TestReport};
+use saga_core::{ExecutionId, ExecutionStatus};
 use saga_core::{Parallel, RetryPolicy, Saga, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
+
+mod support;
+
+use support::stores::new_execution;
 
 #[path = "../examples/durable_order.rs"]
 #[allow(dead_code)]
@@ -51,8 +59,10 @@ async fn the_example_order_saga_passes_every_failure_and_repeat() {
     assert_eq!(report.cases.len(), 1 + 4 * 2 + 2, "{report}");
     let report = kit.twice().await;
     report.assert_passed();
-    // Undisturbed, and rolled back from `charge_card` and from `ship`.
-    assert_eq!(report.cases.len(), 3, "{report}");
+    // Undisturbed with every step twice, and rolled back from
+    // `charge_card` and from `ship` with every step twice, then with every
+    // compensation twice.
+    assert_eq!(report.cases.len(), 5, "{report}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,21 +263,26 @@ async fn a_step_that_is_not_idempotent_is_caught_by_running_it_twice() {
     let report = kit.twice().await;
     assert_eq!(
         failed(&report),
-        ["no failure, every step and compensation twice"]
+        [
+            "no failure, every step twice",
+            "step `notify` fails cleanly, every step twice",
+            "step `notify` fails cleanly, every compensation twice",
+        ]
     );
+    let text = report.to_string();
     assert!(
-        report
-            .to_string()
-            .contains("the final state differs: -20 instead of -10"),
+        text.contains("the final state differs: -20 instead of -10"),
         "{report}"
     );
-    // On the rollback path the double debit is undone by a double credit.
-    assert_eq!(
-        names(&report),
-        [
-            "no failure, every step and compensation twice",
-            "step `notify` fails cleanly, every step and compensation twice"
-        ]
+    // On the rollback path the double debit is not hidden by a double
+    // credit: each is doubled in a case of its own.
+    assert!(
+        text.contains("the final state differs: -10 instead of 0"),
+        "{report}"
+    );
+    assert!(
+        text.contains("the final state differs: 10 instead of 0"),
+        "{report}"
     );
 }
 
@@ -339,7 +354,9 @@ async fn the_macro_example_order_saga_passes_the_kit() {
     assert_eq!(report.cases.len(), 1 + 4 * 2 + 3, "{report}");
     report.assert_passed();
     let report = kit.twice().await;
-    assert_eq!(report.cases.len(), 4, "{report}");
+    // Undisturbed, and each of its three rollback paths with every step
+    // twice, then with every compensation twice.
+    assert_eq!(report.cases.len(), 1 + 3 * 2, "{report}");
     report.assert_passed();
     // Durable: its steps' outputs (`u64`, `u32`) are logged without an
     // annotation. Each run uncrashed, then crashed before and after each
@@ -397,4 +414,134 @@ async fn a_rollback_that_goes_on_past_a_failed_compensation_is_expected_to() {
         .unwrap();
     assert_eq!(case.expected, saga_core::ExecutionStatus::Stuck);
     assert!(case.summary.starts_with("compensated [a];"), "{report}");
+}
+
+#[tokio::test]
+async fn a_compensation_that_is_not_idempotent_is_caught_though_its_step_is_keyed() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Stock {
+        units: i64,
+        /// The idempotency keys the reservation has seen.
+        keys: Vec<String>,
+    }
+    let saga = Saga::builder("reserve")
+        .step(
+            Step::new("reserve", |s: &mut Stock, info: &StepInfo<'_>| {
+                // Keyed: a repeat with the same key is absorbed.
+                let key = info.idempotency_key();
+                if !s.keys.contains(&key) {
+                    s.keys.push(key);
+                    s.units -= 1;
+                }
+                Ok::<_, StepError>(())
+            })
+            .compensate(|s: &mut Stock, _: Option<&()>, _: &StepInfo<'_>| {
+                s.units += 1; // repeated, it puts back twice
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("notify", |_: &mut Stock, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let kit = SagaTest::new(&saga, Stock::default).with_state(|s: &Stock| s.units);
+    kit.failures().await.assert_passed();
+    let report = kit.twice().await;
+    // The step's key absorbs its repeat: no case blames it; the
+    // compensation run twice puts back two units for one.
+    assert_eq!(
+        names(&report),
+        [
+            "no failure, every step twice",
+            "step `notify` fails cleanly, every step twice",
+            "step `notify` fails cleanly, every compensation twice",
+        ]
+    );
+    assert_eq!(
+        failed(&report),
+        ["step `notify` fails cleanly, every compensation twice"]
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("the final state differs: 1 instead of 0"),
+        "{report}"
+    );
+}
+
+fn disk_full() -> StoreError {
+    StoreError::Backend {
+        store: "the test store".into(),
+        what: "writing".into(),
+        source: "disk full".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_commit_refused_before_the_call_never_reaches_the_store() {
+    let memory = MemoryStore::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = DelayedStore::new(memory.clone(), Duration::ZERO).before_call({
+        let seen = Arc::clone(&seen);
+        move |call| {
+            seen.lock().unwrap().push((call.op, call.commit));
+            if call.commit == Some(1) {
+                return Err(disk_full());
+            }
+            Ok(())
+        }
+    });
+    let ttl = Duration::from_secs(60);
+    let err = store
+        .create(new_execution("x"), "a", ttl)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    let id = ExecutionId::new("x");
+    assert_eq!(memory.get(&id).await.unwrap(), None, "written anyway");
+    // The retry is commit 2 and goes through; reads are not commits.
+    let Created::New(_) = store.create(new_execution("x"), "a", ttl).await.unwrap() else {
+        panic!("not created")
+    };
+    assert!(store.get(&id).await.unwrap().is_some());
+    assert_eq!(store.commits(), 2);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (StoreOp::Create, Some(1)),
+            (StoreOp::Create, Some(2)),
+            (StoreOp::Get, None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_create_refused_after_the_write_is_stored_and_its_lease_given_back() {
+    let memory = MemoryStore::new();
+    let store = DelayedStore::new(memory.clone(), Duration::ZERO).after_call(|call, answer| {
+        assert!(answer.is_ok(), "the inner store failed: {answer:?}");
+        if call.op == StoreOp::Create {
+            return Err(disk_full());
+        }
+        Ok(())
+    });
+    let err = store
+        .create(new_execution("x"), "a", Duration::from_secs(3600))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    // Written, but the caller never heard: no one holds its lease.
+    let id = ExecutionId::new("x");
+    let record = memory.get(&id).await.unwrap().expect("not written");
+    assert_eq!(record.status, ExecutionStatus::Running);
+    assert_eq!(record.owner, None);
+    assert!(
+        memory
+            .claim(&id, "b", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some(),
+        "the lease was not given back"
+    );
 }

@@ -4,7 +4,7 @@
 //! graceful shutdown releases what it could not finish, for another worker
 //! to carry on.
 
-mod durable_common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -141,12 +141,5 @@ async fn a_graceful_shutdown_releases_unfinished_runs_for_another_worker() {
         }
         let stats = worker.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stats.finished, 4, "{name}: {stats:?}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
-    for (name, store) in stores("submitted") {
-        durable_common::submitted::contract(name, store).await;
     }
 }

@@ -13,7 +13,7 @@ use saga_core::{
 };
 use tokio::task::JoinHandle;
 
-use super::{Order, STEPS, Script, saga};
+use super::durable::{Order, STEPS, Script, saga};
 
 /// Long enough for a `wait` that wrongly gives up on a submitted
 /// execution to have done so (it would at its first read of the record).

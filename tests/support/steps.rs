@@ -201,3 +201,17 @@ pub fn unless_hung_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 's
     });
     receive.recv_timeout(HANG).expect("the run hung")
 }
+
+/// A hand-written error type: no thiserror, no framework trait.
+#[derive(Debug)]
+pub struct Handmade {
+    pub code: u16,
+}
+
+impl std::fmt::Display for Handmade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "handmade error {}", self.code)
+    }
+}
+
+impl std::error::Error for Handmade {}

@@ -26,13 +26,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saga_core::store::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, ExecutionRecord, Lease,
-    NewExecution, PostgresOptions, PostgresStore, SagaStore, StoreError, StoreResult,
-};
-use saga_core::{
-    BoxFuture, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
-};
+use saga_core::store::{PostgresOptions, PostgresStore, StoreError};
+use saga_core::testkit::{DelayedStore, StoreOp};
+use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo, Worker};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::NoTls;
 
@@ -179,89 +175,18 @@ fn saga(opts: &Options, ledger: &Arc<Ledger>) -> Saga<Job> {
     }
 }
 
-/// The PostgreSQL store, telling stdout when a write was refused for a
-/// lost lease.
-struct Telling(PostgresStore);
-
-fn tell<T>(what: &str, result: StoreResult<T>) -> StoreResult<T> {
-    if let Err(StoreError::LeaseLost { execution_id }) = &result {
-        println!("lease-lost {what} {execution_id}");
-        let _ = std::io::stdout().flush();
-    }
-    result
-}
-
-impl SagaStore for Telling {
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    fn put_definition(&self, d: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
-        self.0.put_definition(d)
-    }
-    fn definition(&self, f: &str) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
-        self.0.definition(f)
-    }
-    fn create(&self, e: NewExecution, o: &str, t: Duration) -> BoxFuture<'_, StoreResult<Created>> {
-        self.0.create(e, o, t)
-    }
-    fn claim(
-        &self,
-        id: &ExecutionId,
-        o: &str,
-        t: Duration,
-    ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
-        self.0.claim(id, o, t)
-    }
-    fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
-        self.0.claim_next(request)
-    }
-    fn append<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-        events: Vec<Event>,
-        status: ExecutionStatus,
-    ) -> BoxFuture<'a, StoreResult<Ack>> {
-        Box::pin(async move { tell("append", self.0.append(id, lease, events, status).await) })
-    }
-    fn renew<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-    ) -> BoxFuture<'a, StoreResult<Ack>> {
-        Box::pin(async move { tell("renew", self.0.renew(id, lease).await) })
-    }
-    fn release<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        self.0.release(id, lease)
-    }
-    fn get<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-    ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
-        self.0.get(id)
-    }
-    fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
-        self.0.events(id)
-    }
-    fn list(
-        &self,
-        status: Option<ExecutionStatus>,
-    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
-        self.0.list(status)
-    }
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
-        self.0.request_cancel(id)
-    }
-    fn work_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.0.work_signal()
-    }
-    fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        self.0.purge(before_ms)
-    }
+/// The PostgreSQL store behind the test kit's delegating store, telling
+/// stdout when a write was refused for a lost lease.
+fn telling(store: PostgresStore) -> DelayedStore {
+    DelayedStore::new(store, Duration::ZERO).after_call(|call, answer| {
+        if matches!(call.op, StoreOp::Append | StoreOp::Renew)
+            && let Err(StoreError::LeaseLost { execution_id }) = answer
+        {
+            println!("lease-lost {} {execution_id}", call.op.label());
+            let _ = std::io::stdout().flush();
+        }
+        Ok(())
+    })
 }
 
 /// Logs to stderr: errors, and with `PG_WORKER_LOG=1` everything down to
@@ -307,7 +232,7 @@ async fn main_async(args: Vec<String>) -> Result<(), String> {
         schema: format!("{schema}_fx"),
         client: tokio::sync::Mutex::new(None),
     });
-    let engine = SagaEngine::new(Telling(store)).with_lease_ttl(Duration::from_millis(opts.ttl_ms));
+    let engine = SagaEngine::new(telling(store)).with_lease_ttl(Duration::from_millis(opts.ttl_ms));
     engine
         .register(saga(&opts, &ledger))
         .await

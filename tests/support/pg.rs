@@ -69,7 +69,7 @@ pub async fn client(url: &str) -> Client {
     client
 }
 
-/// Creates the ledger of `schema` (see `src/bin/pg_worker.rs`).
+/// Creates the ledger of `schema` (see `tests/bin/pg_worker.rs`).
 pub async fn create_ledger(client: &Client, schema: &str) {
     client
         .batch_execute(&format!(

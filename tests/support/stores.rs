@@ -1,21 +1,18 @@
 //! Every store, fresh: memory, SQLite, and PostgreSQL with the `postgres`
-//! feature (its server from `SAGA_PG_URL` or `scripts/pg.sh`).
+//! feature (its server from `SAGA_PG_URL` or `scripts/pg.sh`); and a bare
+//! execution to write to one.
 
 use std::sync::Arc;
 
-use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
+use saga_core::ExecutionId;
+use saga_core::store::{MemoryStore, NewExecution, SagaStore, SqliteStore};
 
-// Its own copy of the PostgreSQL helpers: every test binary that uses
-// `durable_common` gets the store list, whether or not it declares
-// `pg_common` itself (a few do, for their own helpers).
 #[cfg(feature = "postgres")]
-#[allow(clippy::duplicate_mod)]
-#[path = "../pg_common/mod.rs"]
-mod pg_common;
+use super::pg;
 
 /// Every store, fresh, for test `test`, each with its name.
 pub async fn every_store(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> {
-    let dir = super::scratch_dir(test);
+    let dir = super::durable::scratch_dir(test);
     #[allow(unused_mut)]
     let mut stores = vec![
         ("memory", Arc::new(MemoryStore::new()) as Arc<dyn SagaStore>),
@@ -28,12 +25,23 @@ pub async fn every_store(test: &str) -> Vec<(&'static str, Arc<dyn SagaStore>)> 
     {
         use saga_core::store::{PostgresOptions, PostgresStore};
         let store = PostgresStore::connect_with(
-            &pg_common::pg_url(),
-            PostgresOptions::new().with_schema(pg_common::fresh_schema(test)),
+            &pg::pg_url(),
+            PostgresOptions::new().with_schema(pg::fresh_schema(test)),
         )
         .await
         .unwrap();
         stores.push(("postgres", Arc::new(store) as Arc<dyn SagaStore>));
     }
     stores
+}
+
+/// A new execution `id` of saga `order`, definition `f`, no events.
+pub fn new_execution(id: &str) -> NewExecution {
+    NewExecution {
+        id: ExecutionId::new(id),
+        saga: "order".into(),
+        fingerprint: "f".into(),
+        context: "{}".into(),
+        events: Vec::new(),
+    }
 }

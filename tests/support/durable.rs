@@ -3,10 +3,6 @@
 //! that a test can place at any step or compensation.
 #![allow(dead_code)]
 
-pub mod every_store;
-pub mod fencing;
-pub mod submitted;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

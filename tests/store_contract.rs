@@ -1,32 +1,131 @@
-//! The store contract every [`SagaStore`] keeps, checked on a fresh store
-//! by each store's test binary: the log, leases and fencing, cancel
-//! requests, unknown ids, creation with first events, and purging.
+//! The store contract every [`SagaStore`] keeps, run on each store, fresh:
+//! memory, SQLite and, with the `postgres` feature, PostgreSQL (its
+//! server from `SAGA_PG_URL` or `scripts/pg.sh`): the log, leases and
+//! fencing, cancel requests, unknown ids, creation with first events and
+//! purging; claims that skip each other and honour fingerprints; and an
+//! engine's `wait` on a submitted execution no one has run yet.
+
+mod support;
 
 use std::time::Duration;
 
-use saga_core::store::{Created, Event, EventKind, NewExecution, SagaStore, StoreError};
+use saga_core::store::{ClaimRequest, Created, Event, EventKind, SagaStore, StoreError};
 use saga_core::{ExecutionId, ExecutionStatus};
+use support::stores::{every_store, new_execution};
 
-/// A new execution `id` of saga `order`, definition `f`, no events.
-pub fn new(id: &str) -> NewExecution {
-    NewExecution {
-        id: ExecutionId::new(id),
-        saga: "order".into(),
-        fingerprint: "f".into(),
-        context: "{}".into(),
-        events: Vec::new(),
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_leases_and_fencing_hold_on_every_store() {
+    // On PostgreSQL leases expire on the database's clock
+    // (`clock_timestamp()`).
+    for (name, store) in every_store("fence").await {
+        contract(name, &*store).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
+    for (name, store) in every_store("submitted").await {
+        support::submitted::contract(name, store).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_each_other_honour_fingerprints_and_signal_new_work() {
+    for (name, store) in every_store("claims").await {
+        claims(name, &*store).await;
+    }
+}
+
+/// Ten executions created and released by a submitter are claimed by
+/// three concurrent claimers, each once; a claimer of another definition
+/// gets none, and live leases none; a store with a work signal signals
+/// the submitter's commits.
+async fn claims(name: &str, store: &dyn SagaStore) {
+    let mut signal = store.work_signal();
+    if let Some(signal) = &mut signal {
+        signal.borrow_and_update();
+    }
+    for n in 0..10 {
+        let Created::New(lease) = store
+            .create(
+                new_execution(&format!("e{n}")),
+                "submitter",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: e{n} not created")
+        };
+        store
+            .release(&ExecutionId::new(format!("e{n}")), &lease)
+            .await
+            .unwrap();
+    }
+    // The submitter's commits were notified to this listener.
+    if let Some(signal) = &mut signal {
+        tokio::time::timeout(Duration::from_secs(30), signal.changed())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: no work signal"))
+            .unwrap();
+    }
+    let request = |owner: &str, fingerprint: &str| ClaimRequest {
+        fingerprints: vec![fingerprint.to_owned()],
+        owner: owner.to_owned(),
+        ttl: Duration::from_secs(60),
+        limit: 4,
+        exclude: vec![ExecutionId::new("e0")],
+    };
+    assert!(
+        store
+            .claim_next(request("w", "other"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{name}"
+    );
+    let (a, b, c) = tokio::join!(
+        store.claim_next(request("a", "f")),
+        store.claim_next(request("b", "f")),
+        store.claim_next(request("c", "f")),
+    );
+    let mut ids: Vec<String> = [a.unwrap(), b.unwrap(), c.unwrap()]
+        .into_iter()
+        .flatten()
+        .map(|c| c.record.id.to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"],
+        "{name}: each claimed once"
+    );
+    assert!(
+        store
+            .claim_next(request("d", "f"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{name}: live leases"
+    );
 }
 
 /// The whole contract on `store`, which must be empty; `name` labels
 /// failures.
-pub async fn contract(name: &str, store: &dyn SagaStore) {
-    let Created::New(old) = store.create(new("x"), "a", Duration::ZERO).await.unwrap() else {
+async fn contract(name: &str, store: &dyn SagaStore) {
+    let Created::New(old) = store
+        .create(new_execution("x"), "a", Duration::ZERO)
+        .await
+        .unwrap()
+    else {
         panic!("{name}: not created")
     };
     let id = ExecutionId::new("x");
     // A retried create writes nothing and reports the execution.
-    let Created::Existing(existing) = store.create(new("x"), "c", Duration::ZERO).await.unwrap()
+    let Created::Existing(existing) = store
+        .create(new_execution("x"), "c", Duration::ZERO)
+        .await
+        .unwrap()
     else {
         panic!("{name}: created twice")
     };
@@ -152,7 +251,7 @@ pub async fn contract(name: &str, store: &dyn SagaStore) {
     let mut first = Event::new(1, EventKind::StepStarted);
     first.step = Some(0);
     first.attempt = 1;
-    let mut with_events = new("z");
+    let mut with_events = new_execution("z");
     with_events.events = vec![first];
     let Created::New(z) = store
         .create(with_events, "a", Duration::from_secs(60))

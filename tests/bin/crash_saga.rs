@@ -22,6 +22,9 @@
 //! the point the helper prints `crash-point` and waits to be killed. At the
 //! end it prints `commits=C effects=E` and each execution's status.
 //!
+//! The execution's id is `exec-1`, or `$CRASH_SAGA_ID` when set (several
+//! executions in one store: the fixture of `tests/fixtures/`).
+//!
 //! The ledger is a separate SQLite file, outside the saga: every
 //! invocation is counted, and each effect is keyed by the step's
 //! idempotency key, so a repeated invocation is absorbed (and counted).
@@ -33,13 +36,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use saga_core::store::{
-    Ack, Created, DefinitionRecord, Event, ExecutionRecord, Lease, NewExecution, SagaStore,
-    SqliteStore, StoreResult,
-};
-use saga_core::{
-    BoxFuture, ExecutionId, ExecutionStatus, Parallel, Saga, SagaEngine, Step, StepError, StepInfo,
-};
+use saga_core::store::SqliteStore;
+use saga_core::testkit::DelayedStore;
+use saga_core::{Parallel, Saga, SagaEngine, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,7 +49,6 @@ enum Point {
     Effect(usize),
 }
 
-static COMMITS: AtomicUsize = AtomicUsize::new(0);
 static EFFECTS: AtomicUsize = AtomicUsize::new(0);
 
 fn crash_here() -> ! {
@@ -61,97 +59,22 @@ fn crash_here() -> ! {
     }
 }
 
-/// The SQLite store, counting commits of the log and stopping at one.
-struct Crashy {
-    inner: SqliteStore,
-    point: Point,
-}
-
-impl SagaStore for Crashy {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn put_definition(&self, d: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
-        self.inner.put_definition(d)
-    }
-    fn definition(&self, f: &str) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
-        self.inner.definition(f)
-    }
-    fn create(&self, e: NewExecution, o: &str, t: Duration) -> BoxFuture<'_, StoreResult<Created>> {
-        // The execution's creation, with its first step's start, is the
-        // log's first commit.
-        let o = o.to_owned();
-        Box::pin(async move {
-            let n = COMMITS.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.point == Point::CommitBefore(n) {
+/// The SQLite store behind the test kit's delegating store, stopping
+/// dead just before or just after the chosen commit of the log.
+fn crashy(inner: SqliteStore, point: Point) -> DelayedStore {
+    DelayedStore::new(inner, Duration::ZERO)
+        .before_call(move |call| {
+            if call.commit.is_some_and(|n| point == Point::CommitBefore(n)) {
                 crash_here();
             }
-            let created = self.inner.create(e, &o, t).await?;
-            if self.point == Point::CommitAfter(n) {
-                crash_here();
-            }
-            Ok(created)
+            Ok(())
         })
-    }
-    fn claim(
-        &self,
-        id: &ExecutionId,
-        o: &str,
-        t: Duration,
-    ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
-        self.inner.claim(id, o, t)
-    }
-    fn append<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-        events: Vec<Event>,
-        status: ExecutionStatus,
-    ) -> BoxFuture<'a, StoreResult<Ack>> {
-        Box::pin(async move {
-            let n = COMMITS.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.point == Point::CommitBefore(n) {
+        .after_call(move |call, _| {
+            if call.commit.is_some_and(|n| point == Point::CommitAfter(n)) {
                 crash_here();
             }
-            let ack = self.inner.append(id, lease, events, status).await?;
-            if self.point == Point::CommitAfter(n) {
-                crash_here();
-            }
-            Ok(ack)
+            Ok(())
         })
-    }
-    fn renew<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-    ) -> BoxFuture<'a, StoreResult<Ack>> {
-        self.inner.renew(id, lease)
-    }
-    fn release<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        lease: &'a Lease,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        self.inner.release(id, lease)
-    }
-    fn get<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-    ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
-        self.inner.get(id)
-    }
-    fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
-        self.inner.events(id)
-    }
-    fn list(&self, s: Option<ExecutionStatus>) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
-        self.inner.list(s)
-    }
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
-        self.inner.request_cancel(id)
-    }
-    fn purge(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        self.inner.purge(before)
-    }
 }
 
 /// The saga's context: whether its last step refuses (the rollback path),
@@ -340,10 +263,8 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let point = parse_point(rest.first().map(String::as_str))
         .ok_or("the point is `commit-before:N`, `commit-after:N` or `effect:N`")?;
     let ledger = Arc::new(Ledger::open(ledger, point)?);
-    let store = Crashy {
-        inner: SqliteStore::open(db)?,
-        point,
-    };
+    let store = crashy(SqliteStore::open(db)?, point);
+    let commits = store.clone();
     let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(200));
     engine.register(saga(&ledger)?).await?;
     engine.register(group_saga(&ledger)?).await?;
@@ -359,7 +280,8 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 "crashy"
             };
-            let id = engine.start_with_id(name, "exec-1", job).await?;
+            let id = std::env::var("CRASH_SAGA_ID").unwrap_or_else(|_| "exec-1".to_owned());
+            let id = engine.start_with_id(name, id, job).await?;
             engine.wait(&id).await?;
         }
         "recover" => loop {
@@ -380,7 +302,7 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "commits={} effects={}",
-        COMMITS.load(Ordering::SeqCst),
+        commits.commits(),
         EFFECTS.load(Ordering::SeqCst)
     );
     for record in engine.list(None).await? {

@@ -1,0 +1,325 @@
+//! The crash harness: a durable run stopped dead at each log commit, then
+//! recovered.
+
+use super::inject::{Call, Fault, Probe, Twice, wrap};
+use super::oracle::Plan;
+use super::report::{CaseReport, TestReport, failed_case};
+use super::{DelayedStore, Durability, SagaTest, StoreOp};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::engine::{EngineError, SagaEngine};
+use crate::id::ExecutionId;
+use crate::report::ExecutionStatus;
+use crate::store::{EventKind, MemoryStore, SagaStore, StoreError};
+
+impl<C> SagaTest<C>
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Runs the saga durably (on an engine and a store), undisturbed and
+    /// on its longest rollback path, and then once per log commit of each,
+    /// stopping the owner dead just before and just after that commit; a
+    /// new engine on the same store then recovers the execution. Each case
+    /// must end as the undisturbed run did, with the same step statuses
+    /// (and, with [`with_state`](Self::with_state), the same final state),
+    /// and no compensation for a step that never started.
+    ///
+    /// One exception, by the rules: a crash while the failing step of the
+    /// rollback path runs (its start logged, its failure not) makes that
+    /// step's outcome unknown, so the case must end as a run in which that
+    /// step fails with an unknown outcome does (stuck if it is the pivot;
+    /// its own compensation run if it has one); the final state is not
+    /// compared then, as that run's step did take effect.
+    ///
+    /// The crashed owner writes nothing after the crash; its lease is
+    /// treated as expired. The failing step of the rollback path gets one
+    /// attempt (its retry policy is not used here).
+    pub async fn crashes(&self, durability: Durability) -> TestReport {
+        let plan = Plan::of(&self.saga);
+        let mut cases = Vec::new();
+        let paths = std::iter::once(Fault::None).chain(plan.longest_rollback().map(Fault::Clean));
+        for fault in paths {
+            let path = plan.describe(fault);
+            let baseline = match self.durable_run(fault, None, durability).await {
+                Ok(run) => run,
+                Err(problem) => {
+                    cases.push(failed_case(
+                        format!("{path}, durable"),
+                        plan.expected(fault),
+                        problem,
+                    ));
+                    continue;
+                }
+            };
+            let mut problems = plan.check(fault, &baseline.calls, baseline.status, false);
+            if baseline.status != plan.expected(fault) {
+                problems.insert(0, format!("ended {}", baseline.status));
+            }
+            cases.push(CaseReport {
+                name: format!("{path}, durable, {} commits", baseline.commits),
+                expected: plan.expected(fault),
+                actual: Some(baseline.status),
+                summary: plan.summary(&baseline.calls),
+                problems,
+            });
+            // The same path with the failing step's outcome unknown: what
+            // a crash while it runs must end like.
+            let unknown = match fault {
+                Fault::Clean(s) => {
+                    Some(self.durable_run(Fault::Unknown(s), None, durability).await)
+                }
+                _ => None,
+            };
+            for commit in 1..=baseline.commits {
+                for after in [false, true] {
+                    let when = if after { "after" } else { "before" };
+                    let name = format!(
+                        "{path}, crash {when} commit {commit} of {}",
+                        baseline.commits
+                    );
+                    let run = match self
+                        .durable_run(fault, Some((commit, after)), durability)
+                        .await
+                    {
+                        Ok(run) => run,
+                        Err(problem) => {
+                            cases.push(failed_case(name, baseline.status, problem));
+                            continue;
+                        }
+                    };
+                    let (reference, name) = match (&unknown, run.failing_in_flight) {
+                        (Some(Ok(unknown)), true) => (
+                            unknown,
+                            format!("{name} (while the failing step ran: its outcome is unknown)"),
+                        ),
+                        (Some(Err(problem)), true) => {
+                            cases.push(failed_case(
+                                name,
+                                baseline.status,
+                                format!("the run with an unknown outcome failed: {problem}"),
+                            ));
+                            continue;
+                        }
+                        _ => (&baseline, name),
+                    };
+                    let mut problems = plan.check(fault, &run.calls, run.status, true);
+                    if run.status != reference.status {
+                        problems.insert(0, format!("ended {}", run.status));
+                    }
+                    if run.steps != reference.steps {
+                        problems.push(format!(
+                            "step statuses {} instead of {}",
+                            run.steps.join(" "),
+                            reference.steps.join(" ")
+                        ));
+                    }
+                    if let (Some(compare), Some(a), Some(b), false) = (
+                        &self.compare,
+                        &reference.context,
+                        &run.context,
+                        run.failing_in_flight,
+                    ) && let Some(difference) = compare(a, b)
+                    {
+                        problems.push(format!("the final state differs: {difference}"));
+                    }
+                    cases.push(CaseReport {
+                        name,
+                        expected: reference.status,
+                        actual: Some(run.status),
+                        summary: plan.summary(&run.calls),
+                        problems,
+                    });
+                }
+            }
+        }
+        self.report(cases)
+    }
+
+    /// One durable run of a case, crashed at `crash` (commit number, after
+    /// it or before it) and recovered by a second engine.
+    async fn durable_run(
+        &self,
+        fault: Fault,
+        crash: Option<(usize, bool)>,
+        durability: Durability,
+    ) -> Result<DurableRun<C>, String> {
+        let (store, _file) = open_store(durability)?;
+        let probe = Probe::new(fault, Twice::Nothing);
+        let failing = match fault {
+            Fault::Clean(s) | Fault::Unknown(s) => Some(s),
+            _ => None,
+        };
+        let single = failing;
+        let saga = wrap(&self.saga, &probe, single);
+        let (crashing, crashed) = crashing(&store, crash);
+        let first = SagaEngine::new(crashing.clone());
+        first
+            .register(saga.clone())
+            .await
+            .map_err(|e| format!("cannot register the saga: {e}"))?;
+        // A caller-given id, so that the caller can retry the start after
+        // a crash before its creation was committed.
+        let id = ExecutionId::generate();
+        let outcome = match first
+            .start_with_id(self.saga.name(), id.clone(), (self.factory)())
+            .await
+        {
+            Ok(id) => first.wait(&id).await,
+            Err(_) if crashed.load(Ordering::SeqCst) => Err(EngineError::NotFound {
+                execution_id: id.clone(),
+            }),
+            Err(e) => return Err(format!("cannot start the saga: {e}")),
+        };
+        let commits = crashing.commits();
+        let mut failing_in_flight = false;
+        let report = if crashed.load(Ordering::SeqCst) {
+            drop(first);
+            // What the log says at the crash: the failing step started and
+            // did not end?
+            if let (Some(step), Ok(events)) = (failing, store.events(&id).await) {
+                let last = events.iter().rev().find(|e| e.step == Some(step as u32));
+                failing_in_flight = last.is_some_and(|e| e.kind == EventKind::StepStarted);
+            }
+            let second = SagaEngine::with_store(Arc::clone(&store));
+            second
+                .register(saga)
+                .await
+                .map_err(|e| format!("cannot register the saga after the crash: {e}"))?;
+            let recovery = second
+                .recover()
+                .await
+                .map_err(|e| format!("recovery failed: {e}"))?;
+            if let Some((_, error)) = recovery.refused.iter().find(|(r, _)| *r == id) {
+                return Err(format!("recovery refused the execution: {error}"));
+            }
+            if recovery.busy.contains(&id) {
+                return Err("recovery found the execution busy".to_owned());
+            }
+            // The caller, whose start failed, starts it again (idempotent
+            // by its id: a no-op if it was created).
+            if !recovery.resumed.contains(&id) {
+                second
+                    .start_with_id(self.saga.name(), id.clone(), (self.factory)())
+                    .await
+                    .map_err(|e| format!("the retried start failed: {e}"))?;
+            }
+            second
+                .wait(&id)
+                .await
+                .map_err(|e| format!("the recovered run did not end: {e}"))?
+        } else {
+            outcome.map_err(|e| format!("the run did not end: {e}"))?
+        };
+        let context = final_context::<C>(&*store, &id).await;
+        let calls = probe.calls().clone();
+        Ok(DurableRun {
+            status: report.status,
+            steps: report
+                .steps
+                .iter()
+                .map(|s| format!("{}={}", s.name, s.status))
+                .collect(),
+            calls,
+            commits,
+            context,
+            failing_in_flight,
+        })
+    }
+}
+
+struct DurableRun<C> {
+    /// The crash cut the failing step of the path off.
+    failing_in_flight: bool,
+    status: ExecutionStatus,
+    steps: Vec<String>,
+    calls: Vec<Call>,
+    commits: usize,
+    context: Option<C>,
+}
+
+/// The context the log's `finished` event holds.
+async fn final_context<C: DeserializeOwned>(store: &dyn SagaStore, id: &ExecutionId) -> Option<C> {
+    let events = store.events(id).await.ok()?;
+    let finished = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::Finished)?;
+    serde_json::from_str(finished.context.as_deref()?).ok()
+}
+
+/// A temporary SQLite file, deleted on drop.
+struct TempFile(Option<std::path::PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+}
+
+fn open_store(durability: Durability) -> Result<(Arc<dyn SagaStore>, TempFile), String> {
+    match durability {
+        Durability::Memory => Ok((Arc::new(MemoryStore::new()), TempFile(None))),
+        #[cfg(feature = "sqlite")]
+        Durability::Sqlite => {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "saga-testkit-{}-{}-{}.db",
+                std::process::id(),
+                ExecutionId::generate(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let file = TempFile(Some(path.clone()));
+            let store = crate::store::SqliteStore::open(&path)
+                .map_err(|e| format!("cannot open a temporary store: {e}"))?;
+            Ok((Arc::new(store), file))
+        }
+    }
+}
+
+/// `store`, dying at a chosen commit (from 1; after writing it or before):
+/// from then on every write fails, as if its process had been killed
+/// (reads still work, for the report; a release stands for the lease
+/// expiring). The flag tells whether it died.
+fn crashing(
+    store: &Arc<dyn SagaStore>,
+    crash: Option<(usize, bool)>,
+) -> (DelayedStore, Arc<AtomicBool>) {
+    let crashed = Arc::new(AtomicBool::new(false));
+    let describe = store.describe();
+    let dead = move || StoreError::Closed {
+        store: format!("{describe} (crashed by the test kit)"),
+    };
+    let (before, after) = (Arc::clone(&crashed), Arc::clone(&crashed));
+    let dead_after = dead.clone();
+    let store = DelayedStore::shared(Arc::clone(store), Duration::ZERO)
+        .before_call(move |call| {
+            let writes = call.commit.is_some() || call.op == StoreOp::Renew;
+            if writes && before.load(Ordering::SeqCst) {
+                return Err(dead());
+            }
+            if call.commit.is_some_and(|n| crash == Some((n, false))) {
+                before.store(true, Ordering::SeqCst);
+                return Err(dead());
+            }
+            Ok(())
+        })
+        .after_call(move |call, _| {
+            if call.commit.is_some_and(|n| crash == Some((n, true))) {
+                after.store(true, Ordering::SeqCst);
+                return Err(dead_after());
+            }
+            Ok(())
+        });
+    (store, crashed)
+}

@@ -1,0 +1,329 @@
+//! Fault injection: wraps a saga's actions and compensations in a probe.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::error::StepError;
+use crate::policy::RetryPolicy;
+use crate::saga::{Node, Saga, SagaInner};
+use crate::step::{
+    Action, BoxFuture, Output, StepDef, StepInfo, Undo, erase_async, erase_async_undo,
+    erase_shared_async, erase_shared_async_undo,
+};
+
+/// What a case does to the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fault {
+    None,
+    /// Every attempt of the step's action fails without running it.
+    Clean(usize),
+    /// Every attempt runs the action, then reports an unknown outcome.
+    Unknown(usize),
+    /// Every attempt of the step's compensation fails without running it;
+    /// the rollback is started by `trigger`.
+    Undo {
+        step: usize,
+        trigger: Trigger,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// A later step fails cleanly.
+    Clean(usize),
+    /// The step itself fails with an unknown outcome.
+    Unknown(usize),
+}
+
+/// One invocation of an action or a compensation, as the probe saw it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Call {
+    pub(super) step: usize,
+    pub(super) undo: bool,
+    /// `None` while running, or if it was dropped or cut off.
+    pub(super) end: Option<End>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    Ok,
+    Failed { unknown: bool },
+}
+
+/// What a case runs twice in a row: the actions, or the compensations,
+/// never both (a non-idempotent action and compensation doubled together
+/// cancel out on a rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Twice {
+    Nothing,
+    Actions,
+    Compensations,
+}
+
+/// Injects a case's fault and records every invocation.
+pub(super) struct Probe {
+    fault: Fault,
+    twice: Twice,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Probe {
+    pub(super) fn new(fault: Fault, twice: Twice) -> Arc<Self> {
+        Arc::new(Probe {
+            fault,
+            twice,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether the case runs an action (`undo` false) or a compensation
+    /// twice in a row.
+    fn doubles(&self, undo: bool) -> bool {
+        let doubled = if undo {
+            Twice::Compensations
+        } else {
+            Twice::Actions
+        };
+        self.twice == doubled
+    }
+
+    pub(super) fn calls(&self) -> std::sync::MutexGuard<'_, Vec<Call>> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the start of an invocation; fails it at once if the case
+    /// injects a clean failure there.
+    fn before(&self, step: usize, undo: bool) -> Result<usize, StepError> {
+        let injected = match self.fault {
+            Fault::Clean(s) if !undo => s == step,
+            Fault::Undo { trigger, .. } if !undo => trigger == Trigger::Clean(step),
+            Fault::Undo { step: s, .. } if undo => s == step,
+            _ => false,
+        };
+        let mut calls = self.calls();
+        calls.push(Call {
+            step,
+            undo,
+            end: injected.then_some(End::Failed { unknown: false }),
+        });
+        if injected {
+            let what = if undo { "compensation" } else { "step" };
+            return Err(StepError::new(format!("injected failure of the {what}")));
+        }
+        Ok(calls.len() - 1)
+    }
+
+    /// Records the end of an invocation; turns a success into an unknown
+    /// outcome if the case injects one there.
+    fn after<T>(&self, call: usize, result: Result<T, StepError>) -> Result<T, StepError> {
+        let step = self.calls()[call].step;
+        let undo = self.calls()[call].undo;
+        let unknown = !undo
+            && match self.fault {
+                Fault::Unknown(s) => s == step,
+                Fault::Undo { trigger, .. } => trigger == Trigger::Unknown(step),
+                _ => false,
+            };
+        let result = match result {
+            Ok(_) if unknown => Err(StepError::new(
+                "injected failure after the step ran (outcome unknown)",
+            )
+            .outcome_unknown()),
+            other => other,
+        };
+        self.calls()[call].end = Some(match &result {
+            Ok(_) => End::Ok,
+            Err(e) => End::Failed {
+                unknown: e.is_outcome_unknown(),
+            },
+        });
+        result
+    }
+}
+
+/// One invocation of a sync action or compensation through the probe:
+/// twice in a row when the case doubles its kind.
+fn invoke<T>(
+    probe: &Probe,
+    step: usize,
+    undo: bool,
+    mut call: impl FnMut() -> Result<T, StepError>,
+) -> Result<T, StepError> {
+    let at = probe.before(step, undo)?;
+    let mut result = call();
+    if probe.doubles(undo) && result.is_ok() {
+        result = call();
+    }
+    probe.after(at, result)
+}
+
+fn mismatch() -> StepError {
+    StepError::new("internal error: the test kit wrapped a step of another kind")
+}
+
+/// The saga with every action and compensation wrapped by `probe`; the
+/// trigger of a crash case gets one attempt (so a rollback does not wait
+/// for a real backoff).
+pub(super) fn wrap<C: Send + 'static>(
+    saga: &Saga<C>,
+    probe: &Arc<Probe>,
+    single: Option<usize>,
+) -> Saga<C> {
+    let inner = &saga.inner;
+    let steps = inner
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| StepDef {
+            name: Arc::clone(&step.name),
+            action: wrap_action(saga, probe, i),
+            undo: step.undo.as_ref().map(|u| wrap_undo(saga, probe, i, u)),
+            retry: if single == Some(i) {
+                RetryPolicy::none()
+            } else {
+                step.retry.clone()
+            },
+            undo_retry: step.undo_retry.clone(),
+            timeout: step.timeout,
+            metadata: step.metadata.clone(),
+            cancel_safe: step.cancel_safe,
+            pivot: step.pivot,
+            kind: step.kind,
+            codec: step.codec,
+            output_type: step.output_type,
+        })
+        .collect();
+    let nodes = inner
+        .nodes
+        .iter()
+        .map(|node| match node {
+            Node::Step(i) => Node::Step(*i),
+            Node::Group { range, ops } => Node::Group {
+                range: range.clone(),
+                ops: crate::executor::GroupOps {
+                    run: ops.run,
+                    compensate: ops.compensate,
+                },
+            },
+        })
+        .collect();
+    Saga {
+        inner: Arc::new(SagaInner {
+            name: Arc::clone(&inner.name),
+            steps,
+            nodes,
+            observers: inner.observers.clone(),
+            undo_retry: inner.undo_retry.clone(),
+            continue_on_compensation_failure: inner.continue_on_compensation_failure,
+            has_async: inner.has_async,
+        }),
+    }
+}
+
+fn wrap_action<C: Send + 'static>(saga: &Saga<C>, probe: &Arc<Probe>, i: usize) -> Action<C> {
+    let (orig, probe) = (saga.clone(), Arc::clone(probe));
+    match &saga.inner.steps[i].action {
+        Action::Sync(_) => Action::Sync(Box::new(move |ctx: &mut C, info: &StepInfo<'_>| {
+            let Action::Sync(f) = &orig.inner.steps[i].action else {
+                return Err(mismatch());
+            };
+            invoke(&probe, i, false, || f(&mut *ctx, info))
+        })),
+        Action::SharedSync(_) => Action::SharedSync(Box::new(move |ctx: &C, info| {
+            let Action::SharedSync(f) = &orig.inner.steps[i].action else {
+                return Err(mismatch());
+            };
+            invoke(&probe, i, false, || f(ctx, info))
+        })),
+        Action::Async(_) => erase_async(move |ctx: &mut C, info| {
+            let (orig, probe) = (orig.clone(), Arc::clone(&probe));
+            Box::pin(async move {
+                let Action::Async(f) = &orig.inner.steps[i].action else {
+                    return Err(mismatch());
+                };
+                let call = probe.before(i, false)?;
+                let mut result = f(&mut *ctx, info).await;
+                if probe.doubles(false) && result.is_ok() {
+                    result = f(&mut *ctx, info).await;
+                }
+                probe.after(call, result)
+            }) as BoxFuture<'_, Result<Output, StepError>>
+        }),
+        // The futures are made before the first is awaited, so that no
+        // `&C` is held across an await (which would need `C: Sync`).
+        Action::SharedAsync(_) => erase_shared_async(move |ctx: &C, info| {
+            let Action::SharedAsync(f) = &orig.inner.steps[i].action else {
+                return Box::pin(std::future::ready(Err(mismatch())));
+            };
+            let call = match probe.before(i, false) {
+                Ok(call) => call,
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            };
+            let first = f(ctx, info);
+            let second = probe.doubles(false).then(|| f(ctx, info));
+            let probe = Arc::clone(&probe);
+            Box::pin(async move {
+                let mut result = first.await;
+                if let Some(second) = second.filter(|_| result.is_ok()) {
+                    result = second.await;
+                }
+                probe.after(call, result)
+            }) as BoxFuture<'_, Result<Output, StepError>>
+        }),
+    }
+}
+
+fn wrap_undo<C: Send + 'static>(
+    saga: &Saga<C>,
+    probe: &Arc<Probe>,
+    i: usize,
+    undo: &Undo<C>,
+) -> Undo<C> {
+    let (orig, probe) = (saga.clone(), Arc::clone(probe));
+    match undo {
+        Undo::Sync(_) => Undo::Sync(Box::new(move |ctx: &mut C, out, info| {
+            let Some(Undo::Sync(f)) = &orig.inner.steps[i].undo else {
+                return Err(mismatch());
+            };
+            invoke(&probe, i, true, || f(&mut *ctx, out, info))
+        })),
+        Undo::SharedSync(_) => Undo::SharedSync(Box::new(move |ctx: &C, out, info| {
+            let Some(Undo::SharedSync(f)) = &orig.inner.steps[i].undo else {
+                return Err(mismatch());
+            };
+            invoke(&probe, i, true, || f(ctx, out, info))
+        })),
+        Undo::Async(_) => erase_async_undo(move |ctx: &mut C, out, info| {
+            let (orig, probe) = (orig.clone(), Arc::clone(&probe));
+            Box::pin(async move {
+                let Some(Undo::Async(f)) = &orig.inner.steps[i].undo else {
+                    return Err(mismatch());
+                };
+                let call = probe.before(i, true)?;
+                let mut result = f(&mut *ctx, out, info).await;
+                if probe.doubles(true) && result.is_ok() {
+                    result = f(&mut *ctx, out, info).await;
+                }
+                probe.after(call, result)
+            }) as BoxFuture<'_, Result<(), StepError>>
+        }),
+        Undo::SharedAsync(_) => erase_shared_async_undo(move |ctx: &C, out, info| {
+            let Some(Undo::SharedAsync(f)) = &orig.inner.steps[i].undo else {
+                return Box::pin(std::future::ready(Err(mismatch())));
+            };
+            let call = match probe.before(i, true) {
+                Ok(call) => call,
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            };
+            let first = f(ctx, out, info);
+            let second = probe.doubles(true).then(|| f(ctx, out, info));
+            let probe = Arc::clone(&probe);
+            Box::pin(async move {
+                let mut result = first.await;
+                if let Some(second) = second.filter(|_| result.is_ok()) {
+                    result = second.await;
+                }
+                probe.after(call, result)
+            }) as BoxFuture<'_, Result<(), StepError>>
+        }),
+    }
+}

@@ -1,0 +1,21 @@
+//! Helpers of the integration tests, one module per concern; each test
+//! binary declares `mod support;` and uses its subset.
+//!
+//! - [`steps`]: a context that records every effect in order, steps that
+//!   record into it, a user error type (the behaviour tests);
+//! - [`durable`]: scratch files and a five-step saga whose effects land in
+//!   a ledger outside it, with crashes placed anywhere (the durable tests);
+//! - [`stores`]: every store, fresh: memory, SQLite and, with the
+//!   `postgres` feature, PostgreSQL;
+//! - [`submitted`]: an engine's `wait` on a submitted execution, checked
+//!   by `store_contract.rs` on each store;
+//! - [`pg`] (feature `postgres`): the server, a schema per test, the
+//!   `pg_worker` helper processes and the ledger's verdict.
+#![allow(dead_code)]
+
+pub mod durable;
+#[cfg(feature = "postgres")]
+pub mod pg;
+pub mod steps;
+pub mod stores;
+pub mod submitted;
