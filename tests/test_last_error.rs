@@ -3,16 +3,16 @@
 //! report too, whether the run is sync, async, a parallel branch or
 //! durable, and whether the action or the compensation recovered.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
-use common::*;
 use saga_core::store::MemoryStore;
 use saga_core::{
     ExecutionStatus, Parallel, Saga, SagaEngine, SagaReport, Step, StepError, StepInfo,
 };
 use serde::{Deserialize, Serialize};
+use support::steps::*;
 
 const RECOVERED: &str = "payment gateway unavailable";
 

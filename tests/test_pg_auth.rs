@@ -6,17 +6,16 @@
 //! (every other role is trusted).
 #![cfg(feature = "postgres")]
 
-mod durable_common;
-mod pg_common;
+mod support;
 
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use durable_common::{Script, saga};
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use pg_common::{client, fresh_schema, pg_url};
 use saga_core::store::{PostgresOptions, PostgresStore, StoreError};
 use saga_core::{SagaEngine, Worker};
+use support::durable::{Script, saga};
+use support::pg::{client, fresh_schema, pg_url};
 
 const ROLE: &str = "saga_password";
 

@@ -3,14 +3,14 @@
 //! neither retry in lockstep nor share ids. Each check spawns real child
 //! processes (this test binary again, running only [`child_process`]).
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use saga_core::{ExecutionId, RetryPolicy, Saga};
+use support::steps::*;
 
 /// Set in the children's environment: the child prints what it drew.
 const CHILD: &str = "SAGA_RANDOMNESS_CHILD";

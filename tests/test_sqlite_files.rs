@@ -3,16 +3,16 @@
 //! byte; a new store is private to its owner; a read-only opener writes
 //! nothing and works where it may not write.
 
-mod durable_common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use durable_common::{Order, Script, saga, scratch_dir};
 use saga_core::store::{SagaStore, SqliteStore, StoreError};
 use saga_core::{ExecutionId, SagaEngine};
+use support::durable::{Order, Script, saga, scratch_dir};
 
 fn bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()

@@ -3,19 +3,17 @@
 //! left out with a warning naming it (the others are listed); a
 //! PostgreSQL schema named like an SQL keyword works.
 
-mod durable_common;
-#[cfg(feature = "postgres")]
-mod pg_common;
+mod support;
 
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use durable_common::{Order, Script, saga, scratch_dir};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use saga_core::store::{
     ExecutionSummary, ListCursor, ListQuery, MemoryStore, NewExecution, SagaStore, SqliteStore,
 };
 use saga_core::{ExecutionId, ExecutionStatus, SagaEngine};
+use support::durable::{Order, Script, saga, scratch_dir};
 
 struct Records(Mutex<Vec<(Level, String)>>);
 
@@ -108,8 +106,8 @@ async fn an_sqlite_row_of_unknown_status_is_skipped_with_a_warning() {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use pg_common::{client, fresh_schema, pg_url};
     use saga_core::store::{PostgresOptions, PostgresStore};
+    use support::pg::{client, fresh_schema, pg_url};
 
     #[tokio::test]
     async fn a_postgres_row_of_unknown_status_is_skipped_with_a_warning() {

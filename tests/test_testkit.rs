@@ -545,3 +545,36 @@ async fn a_create_refused_after_the_write_is_stored_and_its_lease_given_back() {
         "the lease was not given back"
     );
 }
+
+/// The delegating store passes the listing and context reads on as
+/// themselves (not through the trait's defaults, which load every
+/// context), so a wrapped SQLite or PostgreSQL store keeps its cheap
+/// listing.
+#[tokio::test]
+async fn the_delegating_store_passes_summaries_and_context_reads_on() {
+    let memory = MemoryStore::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = DelayedStore::new(memory.clone(), Duration::ZERO).before_call({
+        let seen = Arc::clone(&seen);
+        move |call| {
+            seen.lock().unwrap().push(call.op);
+            Ok(())
+        }
+    });
+    let ttl = Duration::from_secs(60);
+    memory.create(new_execution("x"), "a", ttl).await.unwrap();
+    let summaries = store
+        .list_summaries(saga_core::store::ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(summaries.len(), 1);
+    let id = ExecutionId::new("x");
+    assert_eq!(
+        store.context(&id).await.unwrap(),
+        memory.context(&id).await.unwrap()
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [StoreOp::ListSummaries, StoreOp::Context]
+    );
+}

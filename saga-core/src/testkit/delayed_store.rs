@@ -11,7 +11,7 @@ use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 use crate::store::{
     Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
-    Lease, NewExecution, SagaStore, StoreError, StoreResult,
+    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult,
 };
 
 /// Which [`SagaStore`] method a [`StoreCall`] is.
@@ -41,6 +41,10 @@ pub enum StoreOp {
     Events,
     /// [`SagaStore::list`].
     List,
+    /// [`SagaStore::list_summaries`].
+    ListSummaries,
+    /// [`SagaStore::context`].
+    Context,
     /// [`SagaStore::request_cancel`].
     RequestCancel,
     /// [`SagaStore::purge`].
@@ -62,6 +66,8 @@ impl StoreOp {
             StoreOp::Get => "get",
             StoreOp::Events => "events",
             StoreOp::List => "list",
+            StoreOp::ListSummaries => "list_summaries",
+            StoreOp::Context => "context",
             StoreOp::RequestCancel => "request_cancel",
             StoreOp::Purge => "purge",
         }
@@ -387,6 +393,19 @@ impl SagaStore for DelayedStore {
     ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
         let call = self.call(StoreOp::List, None, &[]);
         self.through(call, || self.inner.list(status))
+    }
+
+    fn list_summaries(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        let call = self.call(StoreOp::ListSummaries, None, &[]);
+        self.through(call, || self.inner.list_summaries(query))
+    }
+
+    fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let call = self.call(StoreOp::Context, Some(id), &[]);
+        self.through(call, || self.inner.context(id))
     }
 
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
