@@ -5,7 +5,8 @@
 //! `f` (a braced struct, which lives in the type namespace only) carrying
 //! what the attribute said as associated consts, so that `saga!`, which
 //! cannot see other items, can check a saga across items with the type
-//! system and `const` assertions. See `docs/MACROS.md` for an expansion.
+//! system: bounds, and the rules of [`checks`]. See `docs/MACROS.md` for
+//! an expansion.
 
 use std::future::Future;
 use std::marker::PhantomData;

@@ -417,7 +417,7 @@ fn path_text(path: &Path) -> String {
 ///         parallel { step reserve => undo release; step book; }
 ///         pivot ship; }
 /// ```
-/// Output: a block with the `const` checks across items (below), then
+/// Output: a block with the rule checks across items (below), then
 /// ```text
 /// let b = Saga::<Shop>::builder("order");
 /// let b = { let dsl = Dsl { .. }; let s = step_of::<Shop, create_order>(&dsl);

@@ -3,7 +3,8 @@
 //!
 //! What a macro can see is checked here, at the user's tokens. What only
 //! the type system can see (another item's attribute, a compensation's
-//! types) is left to the bounds and `const` assertions of `expand.rs`.
+//! types) is left to the bounds and rule checks (`saga_core::checks`) of
+//! `expand.rs`.
 
 use std::collections::HashMap;
 
@@ -384,7 +385,7 @@ fn check_has_name(saga: &SagaDef, errors: &mut Errors) {
 }
 
 /// The name a step has by its tokens: `name "..."`, else its path (the
-/// attribute's `name` is checked by a `const` assertion).
+/// attribute's `name` is checked by the `UniqueName` rule).
 fn written_name(step: &StepDef) -> String {
     step.options
         .iter()
