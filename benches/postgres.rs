@@ -25,10 +25,9 @@ const STEPS: u64 = 8;
 const IN_FLIGHT: usize = 16;
 
 fn url() -> String {
-    if let Ok(url) = std::env::var("SAGA_PG_URL")
-        && !url.is_empty()
-    {
-        return url;
+    match std::env::var("SAGA_PG_URL") {
+        Ok(url) if !url.is_empty() => return url,
+        _ => {}
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new(root.join("scripts/pg.sh"))

@@ -137,6 +137,12 @@
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+// rustc's notes name an item by its shortest public path, and never by a
+// path through a `#[doc(hidden)]` module: these re-exports keep
+// `__private` out of `saga!`'s compile errors.
+pub use __private::checks;
+#[doc(hidden)]
+pub use __private::{StepOf, step_future};
 mod blocking;
 mod cancel;
 pub mod clock;

@@ -5,7 +5,8 @@
 //! `f` (a braced struct, which lives in the type namespace only) carrying
 //! what the attribute said as associated consts, so that `saga!`, which
 //! cannot see other items, can check a saga across items with the type
-//! system and `const` assertions. See `docs/MACROS.md` for an expansion.
+//! system: bounds, and the rules of [`checks`]. See `docs/MACROS.md` for
+//! an expansion.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -87,18 +88,11 @@ impl RetrySpec {
     }
 }
 
-/// Converts a `#[saga_task]` function's result. The expansion calls it
-/// spanned at the function's error type, so that an error type `StepError`
-/// cannot be made from is reported there, once.
-pub fn step_result<T, E: Into<StepError>>(result: Result<T, E>) -> Result<T, StepError> {
-    result.map_err(Into::into)
-}
-
 /// A step's output as the engine keeps it: what the expansion boxes an
 /// async step's output as (see [`step_future`]).
 pub type Erased = Output;
 
-/// [`step_result`] for an async function's future: the one boxed future
+/// The conversion of an async function's result: the one boxed future
 /// the engine awaits, with the `Ok` value passed through `output` and the
 /// error through `error`, where [`Step::new_async`] would box the
 /// function's future and then that future again.
@@ -283,7 +277,7 @@ pub trait StepOf<C>: 'static {
     /// `saga!` calls this (and [`push`](Self::push)) as
     /// `<K as StepOf<C>>::step`, never as a generic argument, with `K` the
     /// step's alias (see [`NotPlain`]): a plain function named in `saga!`
-    /// gives one error, [`Annotated`]'s, at the user's token.
+    /// gives one error, [`checks::Annotated`]'s, at the user's token.
     fn step(dsl: &Dsl) -> Step<C, Self::Output> {
         Self::with_compensation(Self::action(dsl.name.unwrap_or(Self::NAME)))
     }
@@ -370,8 +364,8 @@ pub trait UndoOutput<C, T> {
 /// the user's twin type when `#[saga_task]` made one, and the fallback when
 /// the path is a plain function (which fills only the value namespace).
 /// The fallback has an inherent `__SAGA_PLAIN` of `true`, which wins over
-/// this trait's `false`; [`Plain`] turns that into an error in our words
-/// rather than rustc's "expected type, found function".
+/// this trait's `false`; [`checks::Plain`] turns that into an error in our
+/// words rather than rustc's "expected type, found function".
 pub trait NotPlain {
     /// `false`: anything but a fallback.
     const __SAGA_PLAIN: bool = false;
@@ -379,22 +373,149 @@ pub trait NotPlain {
 
 impl<T: ?Sized> NotPlain for T {}
 
-/// `Plain<true>` names a fallback: see [`NotPlain`].
-pub struct Plain<const PLAIN: bool>;
+/// The rules `saga!` checks across items at compile time, as traits its
+/// compile errors name.
+///
+/// `saga!` cannot see another item's `#[saga_task]`, so a rule that
+/// depends on one (a second compensation, a second pivot, a sync step
+/// with a `timeout`..) is checked by the type system: the expansion
+/// requires `Step: Rule<HOLDS>`, with `Step` the step's `#[saga_task]`
+/// function (its twin type) and `HOLDS` whether the rule holds, computed
+/// from what the attributes said. Each rule is implemented for every type
+/// with `HOLDS = true` only, so a broken rule is a compile error in the
+/// rule's own words, at the token to change. Nothing here is meant to be
+/// named by hand.
+///
+/// The traits are public and documented (re-exported as
+/// `saga_core::checks`) so that rustc's notes name them by a path that
+/// reads well; their shape is exempt from semver, as the expansion is.
+pub mod checks {
+    /// Whether a path named in `saga!` is a plain function: `Plain<true>`
+    /// (see [`Annotated`]).
+    pub struct Plain<const PLAIN: bool>;
 
-/// Implemented by `Plain<false>` only.
-#[diagnostic::on_unimplemented(
-    message = "a plain function cannot be a saga step or compensation: add `#[saga_task]` above its `fn`",
-    label = "this function has no `#[saga_task]`",
-    note = "`#[saga_task]` keeps the function callable as written and lets `saga!` read its context, output and options"
-)]
-pub trait Annotated {
-    /// Named by `saga!`'s check.
-    const OK: () = ();
+    /// A step or compensation named in `saga!` is a `#[saga_task]`
+    /// function: implemented by `Plain<false>` only.
+    #[diagnostic::on_unimplemented(
+        message = "a plain function cannot be a saga step or compensation: add `#[saga_task]` above its `fn`",
+        label = "this function has no `#[saga_task]`",
+        note = "`#[saga_task]` keeps the function callable as written and lets `saga!` read its context, output and options"
+    )]
+    pub trait Annotated {
+        /// Named by `saga!`'s check.
+        const OK: () = ();
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl Annotated for Plain<false> {}
+
+    /// Defines a rule: a trait with the given message, label and note,
+    /// implemented for every type when the rule holds.
+    macro_rules! rule {
+        (
+            $(#[$doc:meta])*
+            $name:ident<$($param:ident,)*> {
+                message: $message:literal,
+                label: $label:literal,
+                note: $note:literal $(,)?
+            }
+        ) => {
+            $(#[$doc])*
+            #[diagnostic::on_unimplemented(message = $message, label = $label, note = $note)]
+            pub trait $name<$($param: ?Sized,)* const HOLDS: bool> {
+                /// Named by `saga!`'s check.
+                const OK: () = ();
+            }
+
+            #[diagnostic::do_not_recommend]
+            impl<S: ?Sized, $($param: ?Sized,)*> $name<$($param,)* true> for S {}
+        };
+    }
+
+    rule! {
+        /// A step's compensation is given once: in its `#[saga_task]` or
+        /// in `saga!`, not in both.
+        OneCompensation<> {
+            message: "step `{Self}` already has a compensation from its `#[saga_task(compensate = ..)]`; give it in one place",
+            label: "a second compensation for `{Self}`",
+            note: "drop this `=> undo ..` or the attribute's `compensate = ..`",
+        }
+    }
+
+    rule! {
+        /// A `timeout` is given to an `async fn` step only: a sync step
+        /// cannot be interrupted.
+        TimeoutNeedsAsync<> {
+            message: "`timeout` needs an `async fn` step, and `{Self}` is sync: a sync step cannot be interrupted",
+            label: "a `timeout` on a sync step",
+            note: "make `{Self}` an `async fn`, or drop `timeout`",
+        }
+    }
+
+    rule! {
+        /// `undo_retry` is given to a step with a compensation only.
+        UndoRetryNeedsCompensation<> {
+            message: "`undo_retry` retries a compensation, and step `{Self}` has none; give it one with `=> undo ..` or drop `undo_retry`",
+            label: "`{Self}` has no compensation to retry",
+            note: "an `undo_retry` may come from `saga!` or from the step's `#[saga_task(undo_retry(..))]`",
+        }
+    }
+
+    rule! {
+        /// A saga has at most one pivot.
+        OnePivot<> {
+            message: "step `{Self}` is a second pivot (a `pivot` here or in its `#[saga_task]`); a saga has one point of no return",
+            label: "a second pivot",
+            note: "keep `pivot` (in `saga!` or in `#[saga_task(pivot)]`) on one step only",
+        }
+    }
+
+    rule! {
+        /// No step at or after the pivot has a compensation.
+        NoCompensationFromPivot<> {
+            message: "step `{Self}` has a compensation but is or follows the pivot; once the pivot succeeds the saga only goes forward",
+            label: "a compensation at or after the pivot",
+            note: "move `{Self}` before the pivot, or drop its compensation",
+        }
+    }
+
+    rule! {
+        /// Step names are unique within a saga.
+        UniqueName<Earlier,> {
+            message: "steps `{Earlier}` and `{Self}` have the same name (set by `name` in `#[saga_task]` or `saga!`); step names must be unique",
+            label: "the same name as `{Earlier}`",
+            note: "give one of them another name with `name \"..\"` in `saga!`",
+        }
+    }
+
+    rule! {
+        /// A `parallel` branch takes the context shared (`&C`).
+        SharedBranch<C,> {
+            message: "step `{Self}` is a `parallel` branch, and branches share the context: take it as `&{C}`, not `&mut {C}`, and keep what its compensation needs in its output",
+            label: "a branch taking `&mut {C}`",
+            note: "branches run at the same time, so none of them may change the context",
+        }
+    }
+
+    rule! {
+        /// A `parallel` branch's compensation takes the context shared
+        /// (`&C`).
+        SharedBranchCompensation<C,> {
+            message: "the compensation of step `{Self}` takes `&mut {C}`, and `{Self}` is a `parallel` branch: branches share the context, so take it as `&{C}` and undo from the step's output",
+            label: "a compensation taking `&mut {C}`",
+            note: "the compensations of a group's branches run at the same time, so none of them may change the context",
+        }
+    }
+
+    rule! {
+        /// The pivot is not a `parallel` branch.
+        PivotNotBranch<> {
+            message: "step `{Self}` is the pivot (its `#[saga_task(pivot)]`) and cannot be a `parallel` branch: its siblings could fail after it succeeded, and nothing may roll back past the pivot",
+            label: "the pivot, in a `parallel` group",
+            note: "move `{Self}` out of the group, after it",
+        }
+    }
 }
-
-#[diagnostic::do_not_recommend]
-impl Annotated for Plain<false> {}
 
 /// What `saga!` says about one step, beyond its function.
 pub struct Dsl {

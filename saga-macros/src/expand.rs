@@ -2,7 +2,7 @@
 //! here rejects. The runtime is reached as `::saga_core::__private::..`,
 //! std by absolute paths, and the names we introduce start with `__saga_`.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, LitStr, Path, Type};
@@ -103,17 +103,20 @@ fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
     let info = task.info.then(|| quote!(__saga_info));
     let call = quote!(#ident(__saga_ctx, #output #info));
     // The error converts at the error type, so that a wrong one is
-    // reported there, once (see `step_result`); every token of the path
-    // carries that span.
+    // reported there, once, as rustc's "the trait bound `E: Into<StepError>`
+    // is not satisfied". The conversion is a closure rather than the path
+    // `Into::into`, which would be checked again at the call, at the
+    // attribute: see `allow_closure`.
+    let p = private();
+    let error = quote_spanned! {task.error_span=>
+        |__saga_error| ::core::convert::Into::<#p::StepError>::into(__saga_error)
+    };
     if task.is_async {
         // One boxed future, made by `step_future` around the function's
         // own. Each part is spanned where its check is reported: the
         // future at the `async` (not `Send`), the output's boxing at the
         // output type (not `Send + Sync`), the error's conversion at the
-        // error type. The error's conversion is a closure rather than the
-        // path `Into::into`, which would be checked again at the call, at
-        // the attribute: see `allow_closure`.
-        let p = private();
+        // error type.
         let future = quote_spanned!(item.sig.span()=> __saga_future);
         let output = if undo {
             quote!(|__saga_ok: ()| __saga_ok)
@@ -123,29 +126,23 @@ fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
                 |__saga_ok: #ok| -> #p::Erased { ::std::boxed::Box::new(__saga_ok) }
             }
         };
-        let error = quote_spanned! {task.error_span=>
-            |__saga_error| ::core::convert::Into::<#p::StepError>::into(__saga_error)
-        };
         quote!({
             let __saga_future = #call;
             #p::step_future(#future, #output, #error)
         })
     } else {
-        let convert = quote_spanned!(task.error_span=> ::saga_core::__private::step_result);
-        let result = quote_spanned!(task.error_span=> #convert(__saga_result));
         quote!({
             let __saga_result = #call;
-            #result
+            __saga_result.map_err(#error)
         })
     }
 }
 
-/// The error's conversion in an async function's call (see `call`) is a
-/// closure that clippy would have the user's code replace by a path, since
-/// it carries the user's spans.
-fn allow_closure(task: &TaskFn) -> Option<TokenStream> {
-    task.is_async
-        .then(|| quote!(#[allow(clippy::redundant_closure)]))
+/// The error's conversion in a function's call (see `call`) is a closure
+/// that clippy would have the user's code replace by a path, since it
+/// carries the user's spans.
+fn allow_closure() -> TokenStream {
+    quote!(#[allow(clippy::redundant_closure)])
 }
 
 /// Input:
@@ -193,7 +190,7 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             (true, true) => quote!(#p::compensate_shared_async(step, #closure)),
         };
         let shared = task.shared;
-        let allow = allow_closure(task);
+        let allow = allow_closure();
         out.extend(quote! {
             impl #p::UndoContext<#ctx> for #ident {
                 type Checked = #ident;
@@ -227,7 +224,7 @@ fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let call = call(item, task, false);
-    let allow = allow_closure(task);
+    let allow = allow_closure();
     // Spanned at the output type: an output that serde can log only when it
     // borrows `'static` data (`&'static str`) fails here, and the error
     // should point at that type.
@@ -420,7 +417,7 @@ fn path_text(path: &Path) -> String {
 ///         parallel { step reserve => undo release; step book; }
 ///         pivot ship; }
 /// ```
-/// Output: a block with the `const` checks across items (below), then
+/// Output: a block with the rule checks across items (below), then
 /// ```text
 /// let b = Saga::<Shop>::builder("order");
 /// let b = { let dsl = Dsl { .. }; let s = step_of::<Shop, create_order>(&dsl);
@@ -462,7 +459,7 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
 /// use create_order as __saga_step_0;  use cancel_order as __saga_undo_0;
 /// use __saga_plain::*;                // fallbacks, shadowed by the above
 /// mod __saga_plain { pub struct __saga_step_0 {} /* __SAGA_PLAIN, stubs */ .. }
-/// const _: () = <Plain<{ __saga_step_0::__SAGA_PLAIN }> as Annotated>::OK;
+/// const _: () = <checks::Plain<{ __saga_step_0::__SAGA_PLAIN }> as checks::Annotated>::OK;
 /// ```
 /// The rest of the expansion names the aliases. A `#[saga_task]` function
 /// has a twin type, which the explicit import brings and which shadows the
@@ -495,8 +492,8 @@ fn aliases(steps: &[&StepDef]) -> TokenStream {
         });
         // Every token at the user's path, where the error points.
         checks.extend(quote_spanned! {path.span()=>
-            const _: () = <::saga_core::__private::Plain<{ #alias::__SAGA_PLAIN }>
-                as ::saga_core::__private::Annotated>::OK;
+            const _: () = <::saga_core::checks::Plain<{ #alias::__SAGA_PLAIN }>
+                as ::saga_core::checks::Annotated>::OK;
         });
     }
     quote! {
@@ -598,9 +595,10 @@ fn push(step: &StepDef, ctx: &TokenStream, into: Target) -> TokenStream {
     }}
 }
 
-/// `const` assertions for what only the types know: another item's
-/// `name`, `pivot`, compensation, retries and asyncness. Each is spanned at
-/// the token the user should change; one function per rule below.
+/// Checks of what only the types know: another item's `name`, `pivot`,
+/// compensation, retries and asyncness, as rules of `saga_core::checks`
+/// (see `rule`). Each is spanned at the token the user should change; one
+/// function per rule below.
 fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
     for (i, step) in steps.iter().enumerate() {
@@ -615,24 +613,34 @@ fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
     out
 }
 
-/// `const` assertions for a group's branches: each takes the context
-/// shared, and so does its compensation, and none is a pivot by its
-/// attribute (the `pivot` keyword is rejected by `validate.rs`).
+/// `const _: () = <Step as checks::Rule<Params.., { holds }>>::OK;`, with
+/// `Step` the step's alias: each rule is implemented for every type when
+/// `holds` is `true` only, so a broken rule is a compile error in the
+/// rule's words (its `on_unimplemented`, which names the step as
+/// `{Self}`), every token of it at `span`, where the error points.
+fn rule(
+    span: Span,
+    step: &StepDef,
+    rule: &str,
+    params: &[&dyn ToTokens],
+    holds: TokenStream,
+) -> TokenStream {
+    let alias = Ident::new(&step.alias.to_string(), span);
+    let rule = Ident::new(rule, span);
+    quote_spanned! {span=>
+        const _: () = <#alias as ::saga_core::checks::#rule<#(#params,)* { #holds }>>::OK;
+    }
+}
+
+/// A group's branches: each takes the context shared, and so does its
+/// compensation, and none is a pivot by its attribute (the `pivot`
+/// keyword is rejected by `validate.rs`).
 fn group_checks(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
-    let ctx_text = ctx.to_string().replace(' ', "");
     let mut out = TokenStream::new();
     for step in &group.branches {
-        let text = path_text(&step.task);
+        let span = step.task.span();
         let shared = step_of(step, ctx, "SHARED");
-        let message = format!(
-            "step `{text}` is a `parallel` branch, and branches share the context: take it as `&{ctx_text}`, not `&mut {ctx_text}`, and keep what its compensation needs in its output"
-        );
-        out.extend(quote_spanned! {step.task.span()=>
-            const _: () = ::core::assert!(#shared, #message);
-        });
-        let message = format!(
-            "the compensation of step `{text}` takes `&mut {ctx_text}`, and `{text}` is a `parallel` branch: branches share the context, so take it as `&{ctx_text}` and undo from the step's output"
-        );
+        out.extend(rule(span, step, "SharedBranch", &[ctx], shared));
         let (span, undo_shared) = match &step.undo {
             Some((_, undo)) => {
                 let p = private();
@@ -641,18 +649,23 @@ fn group_checks(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
                     quote_spanned!(undo.span()=> <#alias as #p::UndoContext<#ctx>>::SHARED);
                 (undo.span(), shared)
             }
-            None => (step.task.span(), step_of(step, ctx, "UNDO_SHARED")),
+            None => (span, step_of(step, ctx, "UNDO_SHARED")),
         };
-        out.extend(quote_spanned! {span=>
-            const _: () = ::core::assert!(#undo_shared, #message);
-        });
+        out.extend(rule(
+            span,
+            step,
+            "SharedBranchCompensation",
+            &[ctx],
+            undo_shared,
+        ));
         let pivot = step_of(step, ctx, "PIVOT");
-        let message = format!(
-            "step `{text}` is the pivot (its `#[saga_task(pivot)]`) and cannot be a `parallel` branch: its siblings could fail after it succeeded, and nothing may roll back past the pivot"
-        );
-        out.extend(quote_spanned! {step.task.span()=>
-            const _: () = ::core::assert!(!#pivot, #message);
-        });
+        out.extend(rule(
+            step.task.span(),
+            step,
+            "PivotNotBranch",
+            &[],
+            quote!(!#pivot),
+        ));
     }
     out
 }
@@ -669,14 +682,8 @@ fn compensation_given_twice(step: &StepDef, ctx: &TokenStream) -> TokenStream {
         return TokenStream::new();
     };
     let span = keyword.span().join(undo.span()).unwrap_or(keyword.span());
-    let message = format!(
-        "step `{}` already has a compensation from its `#[saga_task(compensate = ..)]`; give it in one place",
-        path_text(&step.task)
-    );
     let attr = step_of(step, ctx, "HAS_COMPENSATION");
-    quote_spanned! {span=>
-        const _: () = ::core::assert!(!#attr, #message);
-    }
+    rule(span, step, "OneCompensation", &[], quote!(!#attr))
 }
 
 fn timeout_needs_async(step: &StepDef, ctx: &TokenStream) -> TokenStream {
@@ -687,14 +694,14 @@ fn timeout_needs_async(step: &StepDef, ctx: &TokenStream) -> TokenStream {
     else {
         return TokenStream::new();
     };
-    let message = format!(
-        "`timeout` needs an `async fn` step, and `{}` is sync: a sync step cannot be interrupted",
-        path_text(&step.task)
-    );
     let is_async = step_of(step, ctx, "IS_ASYNC");
-    quote_spanned! {option.keyword.span()=>
-        const _: () = ::core::assert!(#is_async, #message);
-    }
+    rule(
+        option.keyword.span(),
+        step,
+        "TimeoutNeedsAsync",
+        &[],
+        is_async,
+    )
 }
 
 fn undo_retry_needs_compensation(step: &StepDef, ctx: &TokenStream) -> TokenStream {
@@ -706,16 +713,8 @@ fn undo_retry_needs_compensation(step: &StepDef, ctx: &TokenStream) -> TokenStre
     let attr = step_of(step, ctx, "UNDO_RETRY");
     let has_compensation = has_compensation(step, ctx);
     let span = option.map_or(step.task.span(), |o| o.keyword.span());
-    let message = format!(
-        "`undo_retry` retries a compensation, and step `{}` has none; give it one with `=> undo ..` or drop `undo_retry`",
-        path_text(&step.task)
-    );
-    quote_spanned! {span=>
-        const _: () = ::core::assert!(
-            !((#dsl || #attr.is_set()) && !#has_compensation),
-            #message
-        );
-    }
+    let holds = quote!(!((#dsl || #attr.is_set()) && !#has_compensation));
+    rule(span, step, "UndoRetryNeedsCompensation", &[], holds)
 }
 
 fn one_pivot(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenStream {
@@ -724,13 +723,8 @@ fn one_pivot(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenSt
     }
     let this = pivot_expr(step, ctx);
     let earlier = earlier.iter().map(|s| pivot_expr(s, ctx));
-    let message = format!(
-        "step `{}` is a second pivot (a `pivot` here or in its `#[saga_task]`); a saga has one point of no return",
-        path_text(&step.task)
-    );
-    quote_spanned! {step.task.span()=>
-        const _: () = ::core::assert!(!(#this && (false #(|| #earlier)*)), #message);
-    }
+    let holds = quote!(!(#this && (false #(|| #earlier)*)));
+    rule(step.task.span(), step, "OnePivot", &[], holds)
 }
 
 fn no_compensation_from_pivot(
@@ -741,33 +735,25 @@ fn no_compensation_from_pivot(
     let this = pivot_expr(step, ctx);
     let earlier = earlier.iter().map(|s| pivot_expr(s, ctx));
     let has_compensation = has_compensation(step, ctx);
-    let message = format!(
-        "step `{}` has a compensation but is or follows the pivot; once the pivot succeeds the saga only goes forward",
-        path_text(&step.task)
-    );
-    quote_spanned! {step.task.span()=>
-        const _: () = ::core::assert!(
-            !(#has_compensation && (#this #(|| #earlier)*)),
-            #message
-        );
-    }
+    let holds = quote!(!(#has_compensation && (#this #(|| #earlier)*)));
+    rule(
+        step.task.span(),
+        step,
+        "NoCompensationFromPivot",
+        &[],
+        holds,
+    )
 }
 
 fn unique_names(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenStream {
     let p = private();
     let name = name_expr(step, ctx);
-    let text = path_text(&step.task);
     earlier
         .iter()
         .map(|other| {
             let other_name = name_expr(other, ctx);
-            let message = format!(
-                "steps `{}` and `{text}` have the same name (set by `name` in `#[saga_task]` or `saga!`); step names must be unique",
-                path_text(&other.task)
-            );
-            quote_spanned! {step.task.span()=>
-                const _: () = ::core::assert!(!#p::str_eq(#other_name, #name), #message);
-            }
+            let holds = quote!(!#p::str_eq(#other_name, #name));
+            rule(step.task.span(), step, "UniqueName", &[&other.alias], holds)
         })
         .collect()
 }

@@ -3,7 +3,8 @@
 //!
 //! What a macro can see is checked here, at the user's tokens. What only
 //! the type system can see (another item's attribute, a compensation's
-//! types) is left to the bounds and `const` assertions of `expand.rs`.
+//! types) is left to the bounds and rule checks (`saga_core::checks`) of
+//! `expand.rs`.
 
 use std::collections::HashMap;
 
@@ -117,33 +118,31 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
                 continue;
             }
         };
-        if let Type::Reference(r) = ty
-            && is_step_info(&r.elem)
-            && !info
-        {
+        let reference = match ty {
+            Type::Reference(r) => Some(r),
+            _ => None,
+        };
+        if !info && reference.is_some_and(|r| is_step_info(&r.elem)) {
             info = true;
-        } else if let Some(inner) = option_ref(ty)
-            && !info
-            && output_param.is_none()
-        {
-            output_param = Some(inner.clone());
-        } else if let Type::Reference(r) = ty
-            && !info
-            && output_param.is_none()
-            && r.mutability.is_none()
-        {
-            errors.push(syn::Error::new_spanned(
-                ty,
-                format!(
-                    "a compensation receives its step's output as `Option<&T>`, not `&T`: `None` when the step's outcome is unknown (a timeout, a panic); write `Option<{}>`",
-                    quote::quote!(#ty).to_string().replace("& ", "&")
-                ),
-            ));
-        } else {
-            errors.push(syn::Error::new_spanned(
+            continue;
+        }
+        // The output comes before the `StepInfo`, once.
+        let may_be_output = !info && output_param.is_none();
+        match option_ref(ty) {
+            Some(inner) if may_be_output => output_param = Some(inner.clone()),
+            _ if may_be_output && reference.is_some_and(|r| r.mutability.is_none()) => {
+                errors.push(syn::Error::new_spanned(
+                    ty,
+                    format!(
+                        "a compensation receives its step's output as `Option<&T>`, not `&T`: `None` when the step's outcome is unknown (a timeout, a panic); write `Option<{}>`",
+                        quote::quote!(#ty).to_string().replace("& ", "&")
+                    ),
+                ));
+            }
+            _ => errors.push(syn::Error::new_spanned(
                 ty,
                 format!("unexpected parameter: {SHAPES}"),
-            ));
+            )),
         }
     }
     let ok = match &sig.output {
@@ -253,29 +252,27 @@ pub fn check_task_args(args: &TaskArgs, task: &TaskFn, ident: &Ident) -> syn::Re
         }
         return errors.finish();
     }
-    if args.pivot.is_some()
-        && let Some((keyword, _)) = &args.compensate
-    {
+    if let (Some(_), Some((keyword, _))) = (&args.pivot, &args.compensate) {
         errors.error(
             keyword.span(),
             "the pivot has no compensation: it is the point of no return; drop `pivot` or the compensation",
         );
     }
-    if let Some((keyword, _)) = &args.timeout
-        && !task.is_async
-    {
-        errors.error(
+    match &args.timeout {
+        Some((keyword, _)) if !task.is_async => errors.error(
             keyword.span(),
             "`timeout` needs an `async fn`: a sync step cannot be interrupted",
-        );
+        ),
+        _ => {}
     }
     if let Some((_, name)) = &args.name {
         check_name(name, &mut errors);
     }
-    if let Some((_, undo)) = &args.compensate
-        && syn::ext::IdentExt::unraw(ident) == path_text(undo)
-    {
-        undo_is_step(undo, &mut errors);
+    match &args.compensate {
+        Some((_, undo)) if syn::ext::IdentExt::unraw(ident) == path_text(undo) => {
+            undo_is_step(undo, &mut errors);
+        }
+        _ => {}
     }
     if let Some((_, timeout)) = &args.timeout {
         check_timeout(timeout, &mut errors);
@@ -355,10 +352,11 @@ pub fn check_saga(saga: &SagaDef) -> syn::Result<()> {
     }
     for step in &steps {
         check_options(step, &mut errors);
-        if let Some((_, undo)) = &step.undo
-            && path_text(undo) == path_text(&step.task)
-        {
-            undo_is_step(undo, &mut errors);
+        match &step.undo {
+            Some((_, undo)) if path_text(undo) == path_text(&step.task) => {
+                undo_is_step(undo, &mut errors);
+            }
+            _ => {}
         }
     }
     errors.finish()
@@ -387,7 +385,7 @@ fn check_has_name(saga: &SagaDef, errors: &mut Errors) {
 }
 
 /// The name a step has by its tokens: `name "..."`, else its path (the
-/// attribute's `name` is checked by a `const` assertion).
+/// attribute's `name` is checked by the `UniqueName` rule).
 fn written_name(step: &StepDef) -> String {
     step.options
         .iter()
