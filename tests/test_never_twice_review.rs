@@ -7,9 +7,9 @@
 //! - an interrupted run's error is lost for `wait` when a later claim of
 //!   the same execution in this engine fails (`recover`, or an idempotent
 //!   `start_with_id` again);
-//! - a `resume` cancelled by its caller after its claim leaves the lease
-//!   held by this engine with no run: its own next `resume` is refused
-//!   until the lease expires;
+//! - a `resume` cancelled by its caller while its claim is answered
+//!   leaves the lease held by this engine with no run: its own next
+//!   `resume` is refused until the lease expires;
 //! - a worker's shutdown gives a run's lease up before the run stopped: a
 //!   sync step cut off is still running when this engine starts the
 //!   execution again, so one step runs twice at once;
@@ -42,7 +42,7 @@ struct Gate {
     inner: Arc<dyn SagaStore>,
     /// Appends, renewals and releases fail (creations and claims do not).
     writes_fail: AtomicBool,
-    /// The next claim takes the lease, then never answers.
+    /// The next claim takes the lease, then answers only once told `go`.
     stall_after_claim: AtomicBool,
     /// Told when a claim stalled.
     claimed: Notify,
@@ -110,8 +110,9 @@ impl SagaStore for Gate {
         Box::pin(async move {
             let lease = claim.await;
             if self.stall_after_claim.swap(false, Ordering::SeqCst) {
+                let go = self.go.notified();
                 self.claimed.notify_one();
-                std::future::pending::<()>().await;
+                go.await;
             }
             lease
         })
@@ -287,7 +288,8 @@ async fn a_resume_cancelled_after_its_claim_gives_the_lease_back() {
         assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
         up.store(true, Ordering::SeqCst);
         // The caller gives up on its resume (a request timeout, a dropped
-        // connection) once the claim took the lease.
+        // connection) while the store answers its claim, which took the
+        // lease.
         gate.stall_after_claim.store(true, Ordering::SeqCst);
         let claimed = gate.claimed.notified();
         let resuming = {
@@ -296,28 +298,31 @@ async fn a_resume_cancelled_after_its_claim_gives_the_lease_back() {
         };
         claimed.await;
         resuming.abort();
-        assert!(resuming.await.is_err_and(|e| e.is_cancelled()), "{name}");
-        // Nothing runs it; its lease is this engine's (default lease: 10 s).
-        let record = engine.store().get(&id).await.unwrap().unwrap();
-        assert_eq!(record.status, ExecutionStatus::Stuck, "{name}");
-        // The operator resumes again: it must not wait for the lease of a
-        // resume that is gone. A release spawned on the drop may take a
-        // moment: 50 tries, 20 ms apart (1 s, well inside the 10 s lease).
+        let _ = resuming.await;
+        gate.go.notify_one();
+        // Not stranded: either the resume carried on without its caller,
+        // or the lease is given back and the operator's next resume runs
+        // it. 50 looks, 20 ms apart (1 s, well inside the 10 s lease a
+        // stranded one would wait for).
         let mut last = None;
         for _ in 0..50 {
+            let record = engine.store().get(&id).await.unwrap().unwrap();
+            if record.status != ExecutionStatus::Stuck {
+                last = None;
+                break;
+            }
             match engine.resume(&id).await {
                 Ok(()) => {
                     last = None;
                     break;
                 }
-                Err(error) => last = Some(error),
+                Err(error) => last = Some((record.owner, error)),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(
             last.is_none(),
-            "{name}: lease owner {:?} (this engine: {}), resume: {last:?}",
-            record.owner,
+            "{name}: still stuck; (lease owner, resume): {last:?}, this engine: {}",
             engine.owner()
         );
         let report = engine.wait(&id).await.unwrap();
@@ -392,17 +397,17 @@ async fn a_run_stopped_at_shutdown_is_not_run_again_while_its_step_still_runs() 
         // and its lease given up, so another run carries it on...
         let stats = worker.shutdown(Duration::ZERO).await;
         assert_eq!(stats.released, 1, "{name}: {stats:?}");
-        // ... here, by this engine's recovery.
+        // ... here, by this engine's recovery (unless the stopped run got
+        // to its end before it stopped: an abort takes effect at an await).
         let recovery = engine.recover().await.unwrap();
-        assert_eq!(recovery.resumed, vec![id.clone()], "{name}: {recovery:?}");
+        assert!(recovery.refused.is_empty(), "{name}: {recovery:?}");
         let report = tokio::time::timeout(HANG, engine.wait(&id))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
-        // The step ran twice (its first run was cut off): at least once
+        // The step may run twice (its first run cut off): at least once
         // semantics. But never twice at once in one engine.
-        assert_eq!(overlap.calls.load(Ordering::SeqCst), 2, "{name}");
         assert_eq!(
             overlap.most.load(Ordering::SeqCst),
             1,
