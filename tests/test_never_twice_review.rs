@@ -30,8 +30,8 @@ use saga_core::store::{
     NewExecution, SagaStore, StoreError, StoreResult,
 };
 use saga_core::{
-    BoxFuture, EngineError, ExecutionId, ExecutionStatus, RetryPolicy, Saga, SagaEngine, Step,
-    StepError, StepInfo, Worker,
+    BoxFuture, EngineError, ExecutionId, ExecutionStatus, Parallel, RetryPolicy, Saga, SagaEngine,
+    SagaReport, Step, StepError, StepInfo, StepStatus, Worker,
 };
 use tokio::sync::Notify;
 
@@ -455,5 +455,125 @@ async fn a_start_next_to_a_command_on_its_new_id_runs_it() {
             waited.map_err(|_| "hung: nothing runs it"),
             script.calls().len()
         );
+    }
+}
+
+/// Charges (the pivot), then books `a`, `b` and `c` at once; `b` and `c`
+/// fail while `up` is false: stuck going forward, two branches failed.
+fn group_forward(up: &Arc<AtomicBool>) -> Saga<Order> {
+    let branch = |name: &'static str, fragile: bool| {
+        let up = Arc::clone(up);
+        Step::shared(name, move |_: &Order, _: &StepInfo<'_>| {
+            if fragile && !up.load(Ordering::SeqCst) {
+                return Err(StepError::new(format!("{name} down")));
+            }
+            Ok::<_, StepError>(())
+        })
+    };
+    Saga::<Order>::builder("group-forward")
+        .pivot(Step::new("charge", |_: &mut Order, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .parallel(
+            Parallel::new()
+                .step(branch("a", false))
+                .step(branch("b", true))
+                .step(branch("c", true)),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Books `x` and `y` at once, then `pay` fails; both compensations fail
+/// while `up` is false: stuck rolling back a group.
+fn group_rollback(up: &Arc<AtomicBool>) -> Saga<Order> {
+    let branch = |name: &'static str| {
+        let up = Arc::clone(up);
+        Step::shared(name, |_: &Order, _: &StepInfo<'_>| Ok::<_, StepError>(())).compensate_shared(
+            move |_: &Order, _: Option<&()>, _: &StepInfo<'_>| {
+                if !up.load(Ordering::SeqCst) {
+                    return Err(StepError::new("undo down"));
+                }
+                Ok::<_, StepError>(())
+            },
+        )
+    };
+    Saga::<Order>::builder("group-rollback")
+        .compensation_retry(RetryPolicy::attempts(1))
+        .parallel(Parallel::new().step(branch("x")).step(branch("y")))
+        .step(Step::new("pay", |_: &mut Order, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("card declined"))
+        }))
+        .build()
+        .unwrap()
+}
+
+/// Each step's name, status, attempts and compensation attempts.
+fn rows(report: &SagaReport) -> Vec<(String, StepStatus, u32, u32)> {
+    report
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.to_string(),
+                s.status,
+                s.attempts,
+                s.compensation_attempts,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_parallel_group_reports_every_branch_after_resume() {
+    use StepStatus::{Compensated, Failed, Succeeded};
+    for (name, store) in every_store("review_group").await {
+        let up = Arc::new(AtomicBool::new(false));
+        let engine = SagaEngine::with_store(store);
+        engine.register(group_forward(&up)).await.unwrap();
+        engine.register(group_rollback(&up)).await.unwrap();
+        let forward = engine
+            .start("group-forward", Order::default())
+            .await
+            .unwrap();
+        let rollback = engine
+            .start("group-rollback", Order::default())
+            .await
+            .unwrap();
+        for id in [&forward, &rollback] {
+            let report = engine.wait(id).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Stuck, "{name}: {report:?}");
+        }
+        up.store(true, Ordering::SeqCst);
+        let row = |step: &str, status, attempts, undos| (step.to_owned(), status, attempts, undos);
+        let cases = [
+            (
+                &forward,
+                ExecutionStatus::Completed,
+                vec![
+                    row("charge", Succeeded, 1, 0),
+                    row("a", Succeeded, 1, 0),
+                    row("b", Succeeded, 1, 0),
+                    row("c", Succeeded, 1, 0),
+                ],
+            ),
+            (
+                &rollback,
+                ExecutionStatus::Compensated,
+                vec![
+                    row("x", Compensated, 1, 1),
+                    row("y", Compensated, 1, 1),
+                    row("pay", Failed, 1, 0),
+                ],
+            ),
+        ];
+        for (id, status, expected) in cases {
+            engine.resume(id).await.unwrap();
+            let report = engine.wait(id).await.unwrap();
+            assert_eq!(report.status, status, "{name}");
+            assert_eq!(rows(&report), expected, "{name}: the run's report");
+            let rebuilt = engine.report(id).await.unwrap();
+            assert_eq!(rows(&rebuilt), expected, "{name}: rebuilt from the log");
+        }
     }
 }
