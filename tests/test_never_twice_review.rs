@@ -17,14 +17,12 @@
 //!   not exist yet creates the execution, answers `Busy` and leaves it
 //!   unrun: a retry returns its id and nothing ever runs it.
 
-mod durable_common;
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use durable_common::every_store::every_store;
-use durable_common::{Order, Script, saga};
 use saga_core::store::{
     Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, ExecutionRecord, Lease,
     NewExecution, SagaStore, StoreError, StoreResult,
@@ -33,6 +31,8 @@ use saga_core::{
     BoxFuture, EngineError, ExecutionId, ExecutionStatus, Parallel, RetryPolicy, Saga, SagaEngine,
     SagaReport, Step, StepError, StepInfo, StepStatus, Worker,
 };
+use support::durable::{Order, Script, saga};
+use support::stores::every_store;
 use tokio::sync::Notify;
 
 /// A store that passes everything to `inner`, except where a test turns a
@@ -215,7 +215,6 @@ async fn engine_on(gate: &Arc<Gate>, script: &Arc<Script>) -> SagaEngine {
 const HANG: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: a failed claim in this engine removes an interrupted run's entry; wait then polls"]
 async fn an_interrupted_run_stays_interrupted_for_wait_after_a_failed_claim_here() {
     for (name, gate) in gated("review_interrupted").await {
         let script = Arc::new(Script::default());
@@ -277,7 +276,6 @@ fn fragile(up: &Arc<AtomicBool>) -> Saga<Order> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: a resume cancelled after its claim keeps the lease; this engine's resume is Busy until it expires"]
 async fn a_resume_cancelled_after_its_claim_gives_the_lease_back() {
     for (name, gate) in gated("review_cancelled").await {
         let up = Arc::new(AtomicBool::new(false));
@@ -374,7 +372,6 @@ fn blocking(overlap: &Arc<Overlap>) -> Saga<Order> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
-#[ignore = "fails: abort_run releases the lease before the aborted task stopped; a step runs twice at once"]
 async fn a_run_stopped_at_shutdown_is_not_run_again_while_its_step_still_runs() {
     for (name, store) in every_store("review_abort").await {
         let overlap = Arc::new(Overlap::default());
@@ -417,7 +414,6 @@ async fn a_run_stopped_at_shutdown_is_not_run_again_while_its_step_still_runs() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: start_with_id racing a command on a not-yet-existing id creates the execution, answers Busy, never runs it"]
 async fn a_start_next_to_a_command_on_its_new_id_runs_it() {
     for (name, gate) in gated("review_start_busy").await {
         let script = Arc::new(Script::default());

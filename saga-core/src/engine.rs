@@ -288,6 +288,8 @@ struct Claiming {
     id: ExecutionId,
     slot: u64,
     launched: bool,
+    previous: Option<Live>,
+    lease: Option<Lease>,
 }
 
 impl Drop for Claiming {
@@ -295,13 +297,31 @@ impl Drop for Claiming {
         if self.launched {
             return;
         }
+        // A claim that took the lease and was dropped before its launch
+        // (its caller gave up): give the lease back rather than hold it,
+        // with no run, until it expires.
+        if let Some(lease) = self.lease.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let (store, id) = (Arc::clone(&self.inner.store), self.id.clone());
+                handle.spawn(async move {
+                    let _ = store.release(&id, &lease).await;
+                });
+            }
+        }
         let mut live = self
             .inner
             .live
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if live.get(&self.id).is_some_and(|l| l.slot == self.slot) {
-            live.remove(&self.id);
+            match self.previous.take() {
+                Some(previous) => {
+                    live.insert(self.id.clone(), previous);
+                }
+                None => {
+                    live.remove(&self.id);
+                }
+            }
         }
     }
 }
@@ -741,11 +761,14 @@ impl SagaEngine {
         status: ExecutionStatus,
         applies: impl Fn(&ExecutionRecord) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
+        // Checked before entering, so a command on an id that does not
+        // exist yet never holds off a `start_with_id` creating it; checked
+        // again under the lease.
+        applies(&self.record(id).await?)?;
         // Held until the lease is given up again.
         let Some(_claiming) = self.enter(id) else {
             return Err(self.busy_here(id));
         };
-        applies(&self.record(id).await?)?;
         let store = &self.inner.store;
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Err(self.busy(id).await);
@@ -814,15 +837,23 @@ impl SagaEngine {
     /// if another owner holds it, and the errors of
     /// [`recover`](Self::recover).
     pub async fn resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        let record = self.record(id).await?;
+        resumable(&record)?;
         let Some(claiming) = self.enter(id) else {
             return Err(self.busy_here(id));
         };
-        let record = self.record(id).await?;
-        resumable(&record)?;
-        match self
-            .take_over(&record, Some(EventKind::Resumed), false, claiming)
-            .await?
-        {
+        let engine = self.clone();
+        let taken = tokio::spawn(async move {
+            engine
+                .take_over(&record, Some(EventKind::Resumed), false, claiming)
+                .await
+        })
+        .await
+        .map_err(|e| EngineError::Interrupted {
+            execution_id: id.clone(),
+            detail: e.to_string(),
+        })??;
+        match taken {
             true => Ok(()),
             false => Err(self.busy(id).await),
         }
@@ -912,12 +943,14 @@ impl SagaEngine {
             return None;
         }
         let slot = self.inner.slots.fetch_add(1, Ordering::Relaxed);
-        live.insert(id.clone(), Live { slot, run: None });
+        let previous = live.insert(id.clone(), Live { slot, run: None });
         Some(Claiming {
             inner: Arc::clone(&self.inner),
             id: id.clone(),
             slot,
             launched: false,
+            previous,
+            lease: None,
         })
     }
 
@@ -974,7 +1007,7 @@ impl SagaEngine {
         record: &ExecutionRecord,
         mark: Option<EventKind>,
         requested: bool,
-        claiming: Claiming,
+        mut claiming: Claiming,
     ) -> Result<bool, EngineError> {
         let id = &record.id;
         let runner = self.runner_for(record)?;
@@ -986,6 +1019,7 @@ impl SagaEngine {
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Ok(false);
         };
+        claiming.lease = Some(lease.clone());
         // Another owner may have carried it on between the listing and the
         // claim: recovery is for unfinished executions, a resume for stuck
         // ones (and a requested one only while the request is pending).
@@ -1160,6 +1194,8 @@ impl SagaEngine {
         };
         if let Some(run) = run {
             run.task.abort();
+            let mut done = run.done.clone();
+            let _ = done.wait_for(|_| false).await;
             if let Err(error) = self.inner.store.release(id, &run.lease).await {
                 log::warn!(target: "saga", "releasing an aborted run's lease failed execution_id={id} error={error}");
             }
