@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::cancel::CancellationToken;
-use crate::executor::{self, Journal, Resume, ResumePhase, ResumeStep};
+use crate::executor;
 use crate::id::ExecutionId;
+use crate::journal::{Journal, Resume, ResumePhase, ResumeStep};
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::saga::{RunOptions, Saga, StepShape};
 use crate::step::{BoxFuture, Output, StepKind};

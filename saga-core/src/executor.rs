@@ -18,61 +18,13 @@ use crate::cancel::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Failure, Interrupted, SagaError, StepError, StuckPhase};
 use crate::id::{ExecutionId, mix};
+use crate::journal::{Event, EventKind, Journal, Resume, ResumePhase, StoreError};
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
 use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
-use crate::saga::{Node, RunOptions, SagaInner};
+pub(crate) use crate::saga::GroupOps;
+use crate::saga::{Node, RunOptions, Saga, SagaInner, SharedContext};
 use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, SyncAction, Undo};
-use crate::store::{Event, EventKind, StoreError};
-
-/// Where a durable run writes its log. The executor awaits
-/// [`record`](Journal::record) at each log point, in order; the journal
-/// decides what must be durable before it returns (every `*_started` and
-/// `finished` event, with whatever it buffered before).
-pub(crate) trait Journal<C>: Send + Sync {
-    /// Encodes the context for an event (synchronously, so no borrow of it
-    /// is held across an await).
-    fn encode_context(&self, ctx: &C) -> Result<String, StoreError>;
-
-    /// Records `event` (its `seq` is the journal's to set); `status` is the
-    /// execution's status after it.
-    fn record(
-        &self,
-        event: Event,
-        status: ExecutionStatus,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
-}
-
-/// Where a recovered run starts: what its log says of each step.
-pub(crate) struct Resume {
-    /// Per step: status, outcome and attempt counters. A step to run again
-    /// has `attempts` set to the attempt before the one to run.
-    pub(crate) steps: Vec<ResumeStep>,
-    /// The outputs of the steps that succeeded.
-    pub(crate) outputs: Vec<Option<Output>>,
-    /// Forward, or rolling back (from the failure of a step, or a
-    /// cancellation).
-    pub(crate) phase: ResumePhase,
-}
-
-/// One step of a [`Resume`].
-pub(crate) struct ResumeStep {
-    pub(crate) status: StepStatus,
-    pub(crate) outcome: Outcome,
-    pub(crate) attempts: u32,
-    pub(crate) compensation_attempts: u32,
-    pub(crate) last_error: Option<String>,
-}
-
-/// The direction of a [`Resume`].
-pub(crate) enum ResumePhase {
-    Forward,
-    /// Rolling back; `cause` is the failed step and its error's message
-    /// (none for a cancellation).
-    Rollback {
-        cause: Option<(usize, String)>,
-    },
-}
 
 /// A durable log could not be written; the run stopped there.
 #[derive(Debug, thiserror::Error)]
@@ -185,9 +137,9 @@ impl<C> Access<C> for &mut C {
     }
 }
 
-impl<C> Access<C> for &C {
+impl<C> Access<C> for &dyn SharedContext<C> {
     fn shared(&self) -> &C {
-        self
+        SharedContext::context(*self)
     }
 
     fn exclusive(&mut self) -> Option<&mut C> {
@@ -657,8 +609,11 @@ fn forward<'a, C>(
                 }
                 Node::Group { range, ops } => {
                     let records = &mut state.records[range.clone()];
+                    // Boxed: inline, a group's future would make every run
+                    // in flight larger.
+                    let shared = (ops.run)(&*ctx);
                     let (failure, errors) =
-                        (ops.run)(env, ctx, range.clone(), records, pivot_done).await;
+                        Box::pin(run_group(env, shared, range.clone(), records, pivot_done)).await;
                     state.mark = env.now();
                     if !errors.is_empty() {
                         let extra = state.extra();
@@ -1173,7 +1128,9 @@ async fn rollback<C>(
             Node::Group { range, ops } => {
                 let records = &mut state.records[range.clone()];
                 let extra = &mut state.extra[range.clone()];
-                let failed = (ops.compensate)(env, ctx, range.clone(), records, extra).await;
+                let shared = (ops.compensate)(&*ctx);
+                let failed =
+                    Box::pin(compensate_group(env, shared, range.clone(), records, extra)).await;
                 state.mark = env.now();
                 failed
             }
@@ -1678,49 +1635,12 @@ impl<T> Future for CatchUnwind<'_, T> {
 /// every branch that failed for good (for the report).
 type GroupRun = (Option<(usize, StepError)>, Vec<(usize, String)>);
 
-type RunGroup<C> = for<'a> fn(
-    &'a Env<'a, C>,
-    &'a C,
-    Range<usize>,
-    &'a mut [Record],
-    bool,
-) -> BoxFuture<'a, GroupRun>;
-
-type CompensateGroup<C> = for<'a> fn(
-    &'a Env<'a, C>,
-    &'a C,
-    Range<usize>,
-    &'a mut [Record],
-    &'a mut [Extra],
-) -> BoxFuture<'a, Vec<(usize, StepError)>>;
-
-/// How a parallel group runs and rolls back. Made where `C: Sync` is known
-/// (the builder's `parallel`), so the executor itself needs only `C: Send`:
-/// a group's branches share `&C` across their futures.
-pub(crate) struct GroupOps<C> {
-    pub(crate) run: RunGroup<C>,
-    pub(crate) compensate: CompensateGroup<C>,
-}
-
-impl<C: Send + Sync> GroupOps<C> {
-    pub(crate) fn new() -> Self {
-        GroupOps {
-            run: |env, ctx, range, records, pivot_done| {
-                Box::pin(run_group(env, ctx, range, records, pivot_done))
-            },
-            compensate: |env, ctx, range, records, extra| {
-                Box::pin(compensate_group(env, ctx, range, records, extra))
-            },
-        }
-    }
-}
-
 /// Runs a group's branches at once. The first branch to fail for good
 /// stops its siblings' retries and drops the cancel-safe ones; the others
 /// are let finish.
-async fn run_group<C: Send + Sync>(
+async fn run_group<C>(
     env: &Env<'_, C>,
-    ctx: &C,
+    ctx: &dyn SharedContext<C>,
     range: Range<usize>,
     records: &mut [Record],
     pivot_done: bool,
@@ -1772,9 +1692,9 @@ async fn run_group<C: Send + Sync>(
 
 /// Compensates, at once, every branch of a group that needs it; returns
 /// the compensations that failed for good.
-async fn compensate_group<C: Send + Sync>(
+async fn compensate_group<C>(
     env: &Env<'_, C>,
-    ctx: &C,
+    ctx: &dyn SharedContext<C>,
     range: Range<usize>,
     records: &mut [Record],
     extra: &mut [Extra],
@@ -1828,3 +1748,84 @@ async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
     .await;
     results.into_iter().flatten().collect()
 }
+
+impl<C: Send + 'static> Saga<C> {
+    /// Runs the saga on `ctx`, inside a tokio runtime (its timers serve
+    /// timeouts and backoff).
+    ///
+    /// # Errors
+    /// [`SagaError::Compensated`] if a step failed and the rollback
+    /// succeeded, [`SagaError::Stuck`] if the run can go neither way on its
+    /// own, [`SagaError::Cancelled`] if it was cancelled before the pivot.
+    // Not an `async fn`: it returns the executor's future itself, so no
+    // wrapper future holds the arguments a second time (every run in
+    // flight would pay for it).
+    pub fn run<'a>(
+        &'a self,
+        ctx: &'a mut C,
+    ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
+        execute(&self.inner, ctx, RunOptions::new(), false, None)
+    }
+
+    /// [`run`](Self::run) with options: an execution id, a clock, a
+    /// cancellation token, observers.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_with<'a>(
+        &'a self,
+        ctx: &'a mut C,
+        options: RunOptions,
+    ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
+        execute(&self.inner, ctx, options, false, None)
+    }
+
+    /// Runs the saga on the calling thread, without an async runtime when
+    /// every step is sync.
+    ///
+    /// A saga with async steps is driven on a private current-thread tokio
+    /// runtime (on a scoped helper thread when the caller is itself inside a
+    /// runtime, which cannot be blocked on).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_blocking(&self, ctx: &mut C) -> Result<SagaReport, SagaError> {
+        self.run_blocking_with(ctx, RunOptions::new())
+    }
+
+    /// [`run_blocking`](Self::run_blocking) with options.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_blocking_with(
+        &self,
+        ctx: &mut C,
+        options: RunOptions,
+    ) -> Result<SagaReport, SagaError> {
+        if !self.inner.has_async {
+            // The run's records on this stack, when its steps are few: no
+            // allocation for them (about 100 instructions a run fewer, by
+            // callgrind).
+            let mut records: [Record; LENT_RECORDS] = std::array::from_fn(|_| Record::fresh());
+            let lent = records.get_mut(..self.inner.steps.len());
+            return crate::blocking::block_on_ready(execute(&self.inner, ctx, options, true, lent));
+        }
+        let drive = move || {
+            crate::blocking::block_on_runtime(execute(&self.inner, ctx, options, false, None))
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(drive)
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        } else {
+            drive()
+        }
+    }
+}
+
+/// How many steps' records a sync `run_blocking` keeps on its stack (40
+/// bytes each); a saga with more steps allocates them.
+const LENT_RECORDS: usize = 16;

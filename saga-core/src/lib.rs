@@ -75,6 +75,7 @@ mod error;
 pub mod escape;
 mod executor;
 mod id;
+mod journal;
 pub mod logging;
 mod observer;
 mod policy;
@@ -82,6 +83,7 @@ mod report;
 mod saga;
 #[cfg(feature = "tracing")]
 mod spans;
+mod status;
 mod step;
 pub mod store;
 #[cfg(feature = "testkit")]

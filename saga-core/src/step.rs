@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::error::StepError;
 use crate::id::ExecutionId;
 use crate::policy::RetryPolicy;
+pub use crate::status::StepKind;
 
 /// A boxed, `Send` future: what async steps and compensations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -72,32 +73,6 @@ impl<'a> StepInfo<'a> {
     /// recovery; the compensation sees the same key as its step.
     pub fn idempotency_key(&self) -> String {
         format!("{}/{}", self.execution_id, self.step)
-    }
-}
-
-/// A step's place in the saga's failure semantics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StepKind {
-    /// Has a compensation, run on rollback.
-    Compensable,
-    /// Nothing to undo (a validation, a read): skipped on rollback.
-    NoUndo,
-    /// The point of no return: once it succeeds the saga only goes forward.
-    Pivot,
-    /// After the pivot: no compensation, retried by its policy, and a
-    /// failure for good leaves the run stuck.
-    Retriable,
-}
-
-impl StepKind {
-    /// A lowercase label, for logs and diagrams.
-    pub fn label(self) -> &'static str {
-        match self {
-            StepKind::Compensable => "compensable",
-            StepKind::NoUndo => "no_undo",
-            StepKind::Pivot => "pivot",
-            StepKind::Retriable => "retriable",
-        }
     }
 }
 
