@@ -17,17 +17,15 @@
 //! - Retries ([`RetryPolicy`]), timeouts, a pivot (the point of no return),
 //!   cancellation ([`CancellationToken`]), logs (target `saga`) and
 //!   observers ([`SagaObserver`]).
-//! - Durable executions ([`SagaEngine`] on a [`store`]) survive crashes;
-//!   with the `postgres` feature, N [`Worker`] processes share one
-//!   PostgreSQL database and take over each other's executions.
-//!
 //! - Make it durable with a [`SagaEngine`] on a [`store`]
 //!   ([`SqliteStore`](store::SqliteStore), one file): every step's start
 //!   and end is logged, and after a crash [`SagaEngine::recover`] carries
 //!   each unfinished execution on. Steps run *at least once*: one cut off
 //!   by a crash runs again with the same
 //!   [`idempotency_key`](StepInfo::idempotency_key), so pass the key to the
-//!   services you call.
+//!   services you call. With the `postgres` feature, N [`Worker`]
+//!   processes share one PostgreSQL database and take over each other's
+//!   executions.
 //!
 //! The failure semantics are in `docs/DESIGN.md`.
 //!

@@ -4,6 +4,18 @@
 //!
 //! The engine runs each execution on the tokio runtime it is called from;
 //! its methods must be called inside one.
+//!
+//! It joins the executor (which knows no store) and a store (which knows no
+//! executor) through the log's vocabulary in `crate::journal`:
+//!
+//! - `mod.rs`: [`SagaEngine`], its registry, start / submit / wait / recover
+//! - `error.rs`: [`EngineError`]
+//! - `live.rs`: the live set; claiming and launching runs
+//! - `operator.rs`: resume, abandon, cancel, purge, and the reads tools use
+//! - `replay.rs`: a log folded back into step states; rebuilt reports
+//! - `runner.rs`: a registered definition, erased over its context
+//! - `journal.rs`: the executor's journal on a store
+//! - `shape.rs`: a definition's shape and fingerprint
 
 use std::any::{TypeId, type_name};
 use std::collections::HashMap;

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Done, EngineError, JournalState, StoreJournal, fold};
 use crate::cancel::CancellationToken;
-use crate::executor;
+use crate::executor::{self, Run};
 use crate::id::ExecutionId;
 use crate::journal::Resume;
 use crate::saga::{RunOptions, Saga};
@@ -157,14 +157,14 @@ where
             let options = RunOptions::new()
                 .with_execution_id(job.id.clone())
                 .with_cancellation(job.cancel.clone());
-            let run = executor::execute_durable(
+            let run = executor::execute(
                 &self.saga.inner,
                 &mut ctx,
-                options,
-                false,
-                Some(&journal),
-                resume,
-                None,
+                Run {
+                    journal: Some(&journal),
+                    resume,
+                    ..Run::new(options)
+                },
             );
             let mut run = std::pin::pin!(run);
             let period = job.lease.ttl / 3;

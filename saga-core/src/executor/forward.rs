@@ -266,9 +266,8 @@ pub(super) fn run_action<'a, C>(
 /// [`run_action`] for a sync action in a run without a journal, driven
 /// without a runtime (`run_blocking`): nothing in it waits (a backoff
 /// sleep blocks the thread), so it is a plain call, without a future to
-/// make, poll and drop for every step. Inlined: 81 instructions fewer per
-/// sync run, 47 more per async one (whose future's code grows), by
-/// callgrind.
+/// make, poll and drop for every step. Inlined: a sync run saves more than
+/// an async one (whose future's code grows) loses (docs/PERFORMANCE.md).
 #[inline(always)]
 pub(super) fn run_sync_action<C>(
     env: &Env<'_, C>,
@@ -283,7 +282,7 @@ pub(super) fn run_sync_action<C>(
     // step succeeded already (only a recovered run's steps have, and a
     // recovered run is durable, so never here), and its `Running` status
     // (nothing reads the record before its attempts end, which write the
-    // final status): about 6 instructions a step, by callgrind.
+    // final status): work on every step of the hot path.
     debug_assert_eq!(record.status, StepStatus::Pending);
     let mut attempt = record.attempts;
     loop {

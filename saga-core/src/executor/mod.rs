@@ -1,9 +1,21 @@
 //! The executor: runs one execution of a saga forward, and back when it
 //! must, by the failure rules of `docs/DESIGN.md` section 3.
 //!
-//! It emits events (logs and observers) and knows no store: a durable run
-//! is given a [`Journal`] that it awaits at each log point, and may start
-//! from a [`Resume`] (the state a log recorded) instead of from nothing.
+//! It emits events (logs and observers) and knows neither the stores nor
+//! the engine: a durable run is given a [`Journal`] (the log's vocabulary,
+//! in `crate::journal`, below both) that it awaits at each log point, and
+//! may start from a [`Resume`] (the state a log recorded) instead of from
+//! nothing; the engine implements the journal on a store.
+//! `tests/layers.rs` checks that nothing here names a module above it.
+//!
+//! - `mod.rs`: [`execute`] and the run's body, from its start to its end
+//! - `env.rs`: what a run shares with every step; logging and events
+//! - `state.rs`: the step records and the report built from them
+//! - `forward.rs`: the forward path, action attempts, the sync fast path
+//! - `rollback.rs`: compensations in reverse order
+//! - `group.rs`: parallel groups
+//! - `guard.rs`: an attempt under its guards (panics, timeout, brakes)
+//! - `run.rs`: the [`Saga`](crate::Saga) run methods
 
 use std::future::Future;
 use std::ops::Range;
@@ -58,37 +70,54 @@ enum Stop {
     },
 }
 
-/// Runs one execution.
+/// What [`execute`] takes besides the saga and the context: how the run
+/// is driven, and for a durable run its journal and where its log left it.
+pub(crate) struct Run<'a, C> {
+    pub(crate) options: RunOptions,
+    /// Sync-only run driven without a runtime: sleeps block the thread.
+    pub(crate) blocking: bool,
+    /// The durable log, for a journaled run.
+    pub(crate) journal: Option<&'a dyn Journal<C>>,
+    /// The state a log recorded, for a recovered run: it starts there
+    /// instead of from nothing.
+    pub(crate) resume: Option<Resume>,
+    /// Where the run keeps its step records (one per step, fresh, as
+    /// [`Record::fresh`] makes them): `run_blocking` lends an array on its
+    /// stack, which saves the run an allocation and a free.
+    pub(crate) lent: Option<&'a mut [Record]>,
+}
+
+impl<C> Run<'_, C> {
+    /// An in-memory run on an async runtime, with `options`.
+    pub(crate) fn new(options: RunOptions) -> Self {
+        Run {
+            options,
+            blocking: false,
+            journal: None,
+            resume: None,
+            lent: None,
+        }
+    }
+}
+
+/// Runs one execution, journaled when `run.journal` is given, from the
+/// state a log recorded when `run.resume` is given.
 ///
-/// This and [`execute_durable`] are not `async fn`s: they return the future
-/// of [`run_execution`] itself, so no wrapper future stores the arguments
-/// once more in every run in flight.
-///
-/// `lent`, when given, is where the run keeps its step records (one per
-/// step, fresh, as [`Record::fresh`] makes them): `run_blocking` lends an
-/// array on its stack, which saves the run an allocation and a free.
+/// Not an `async fn`: it returns the future of [`run_execution`] itself, so
+/// no wrapper future stores the arguments once more in every run in
+/// flight.
 pub(crate) fn execute<'a, C>(
     saga: &'a SagaInner<C>,
     ctx: &'a mut C,
-    options: RunOptions,
-    blocking: bool,
-    lent: Option<&'a mut [Record]>,
+    run: Run<'a, C>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
-    execute_durable(saga, ctx, options, blocking, None, None, lent)
-}
-
-/// Runs one execution, journaled when `journal` is given, from the state a
-/// log recorded when `resume` is given; its records in `lent` when given
-/// (as for [`execute`]).
-pub(crate) fn execute_durable<'a, C>(
-    saga: &'a SagaInner<C>,
-    ctx: &'a mut C,
-    options: RunOptions,
-    blocking: bool,
-    journal: Option<&'a dyn Journal<C>>,
-    resume: Option<Resume>,
-    lent: Option<&'a mut [Record]>,
-) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
+    let Run {
+        options,
+        blocking,
+        journal,
+        resume,
+        lent,
+    } = run;
     let RunOptions {
         execution_id,
         clock,

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use super::{Record, execute};
+use super::{Record, Run, execute};
 use crate::error::SagaError;
 use crate::report::SagaReport;
 use crate::saga::{RunOptions, Saga};
@@ -22,7 +22,7 @@ impl<C: Send + 'static> Saga<C> {
         &'a self,
         ctx: &'a mut C,
     ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
-        execute(&self.inner, ctx, RunOptions::new(), false, None)
+        execute(&self.inner, ctx, Run::new(RunOptions::new()))
     }
 
     /// [`run`](Self::run) with options: an execution id, a clock, a
@@ -35,7 +35,7 @@ impl<C: Send + 'static> Saga<C> {
         ctx: &'a mut C,
         options: RunOptions,
     ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
-        execute(&self.inner, ctx, options, false, None)
+        execute(&self.inner, ctx, Run::new(options))
     }
 
     /// Runs the saga on the calling thread, without an async runtime when
@@ -62,15 +62,21 @@ impl<C: Send + 'static> Saga<C> {
     ) -> Result<SagaReport, SagaError> {
         if !self.inner.has_async {
             // The run's records on this stack, when its steps are few: no
-            // allocation for them (about 100 instructions a run fewer, by
-            // callgrind).
+            // allocation for them.
             let mut records: [Record; LENT_RECORDS] = std::array::from_fn(|_| Record::fresh());
             let lent = records.get_mut(..self.inner.steps.len());
-            return crate::blocking::block_on_ready(execute(&self.inner, ctx, options, true, lent));
+            return crate::blocking::block_on_ready(execute(
+                &self.inner,
+                ctx,
+                Run {
+                    blocking: true,
+                    lent,
+                    ..Run::new(options)
+                },
+            ));
         }
-        let drive = move || {
-            crate::blocking::block_on_runtime(execute(&self.inner, ctx, options, false, None))
-        };
+        let drive =
+            move || crate::blocking::block_on_runtime(execute(&self.inner, ctx, Run::new(options)));
         if tokio::runtime::Handle::try_current().is_ok() {
             std::thread::scope(|scope| {
                 scope

@@ -20,8 +20,8 @@ use crate::step::{Output, StepDef};
 pub(crate) struct Record {
     pub(super) output: Option<Output>,
     /// Time spent in its action. A `Duration` rather than nanoseconds in
-    /// a `u64`, which would be 8 bytes less a step in flight: converting
-    /// there and back cost about 17 instructions a step, by callgrind.
+    /// a `u64`, which would be 8 bytes less a step in flight but a
+    /// conversion there and back at every step (docs/PERFORMANCE.md).
     pub(super) duration: Duration,
     pub(super) attempts: u32,
     pub(super) status: StepStatus,
