@@ -72,7 +72,7 @@ impl SagaEngine {
     ///
     /// # Errors
     /// [`EngineError::NotFound`], store errors (a definition missing from
-    /// the store is a [`StoreError::BadRecord`]).
+    /// the store is a [`StoreError::BadRecord`](crate::store::StoreError::BadRecord)).
     pub async fn report(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         let record = self.record(id).await?;
         self.rebuilt_report(&record).await

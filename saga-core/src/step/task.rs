@@ -50,7 +50,7 @@ pub trait Task<C>: Send + Sync + 'static {
     }
 
     /// Undoes the action, given its output (`None` when the step's outcome
-    /// is unknown, see [`Step::compensate`]). Only called when
+    /// is unknown, see [`Step::compensate`](crate::Step::compensate)). Only called when
     /// [`has_compensation`](Task::has_compensation) returns `true`.
     ///
     /// # Errors
