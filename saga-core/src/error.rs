@@ -365,7 +365,7 @@ pub enum SagaError {
         saga: Arc<str>,
         /// The store's error.
         #[source]
-        error: crate::store::StoreError,
+        error: crate::journal::StoreError,
         /// The run's report, as far as it got.
         report: Box<SagaReport>,
     },

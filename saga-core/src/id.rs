@@ -25,8 +25,8 @@ enum Repr {
     /// Chosen by the caller.
     Given(Arc<str>),
     /// Generated: its 32 hex digits inline, so a run's start allocates
-    /// nothing for its id (an `Arc<str>` cost its allocation, its free and
-    /// a UTF-8 check: about 230 instructions a run, by callgrind).
+    /// nothing for its id (an `Arc<str>` costs an allocation, its free and
+    /// a UTF-8 check on every run).
     Generated([u8; 32]),
 }
 

@@ -154,6 +154,7 @@ pub mod escape;
 mod executor;
 pub mod guide;
 mod id;
+mod journal;
 pub mod logging;
 mod observer;
 mod policy;
@@ -161,6 +162,7 @@ mod report;
 mod saga;
 #[cfg(feature = "tracing")]
 mod spans;
+mod status;
 mod step;
 pub mod store;
 #[cfg(feature = "testkit")]

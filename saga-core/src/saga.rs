@@ -10,12 +10,10 @@ use std::time::Duration;
 use crate::cancel::CancellationToken;
 use crate::clock::Clock;
 use crate::context::Context;
-use crate::error::{BuildError, SagaError};
-use crate::executor::{self, GroupOps, Record};
+use crate::error::BuildError;
 use crate::id::ExecutionId;
 use crate::observer::SagaObserver;
 use crate::policy::{RetryOn, RetryPolicy};
-use crate::report::SagaReport;
 use crate::step::{AsyncTask, Step, StepDef, StepKind, Task};
 
 /// A saga definition: a name and an ordered list of steps.
@@ -99,6 +97,47 @@ pub(crate) enum Node<C> {
         range: Range<usize>,
         ops: GroupOps<C>,
     },
+}
+
+/// How a parallel group's branches share the context: made where `C: Sync`
+/// is known (the builder's [`parallel`](SagaBuilder::parallel)), so the
+/// executor itself needs only `C: Send`. It hands the branches a
+/// [`SharedContext`], which is `Sync` whatever the executor knows of `C`.
+///
+/// `run` serves the branches' actions, `compensate` their compensations:
+/// the same function today, in two fields so a definition copied field by
+/// field (the test kit's) names both uses.
+pub(crate) struct GroupOps<C> {
+    pub(crate) run: Share<C>,
+    pub(crate) compensate: Share<C>,
+}
+
+/// A group's context as its branches get it (see [`GroupOps`]).
+pub(crate) type Share<C> = for<'a> fn(&'a C) -> &'a dyn SharedContext<C>;
+
+impl<C: Sync> GroupOps<C> {
+    pub(crate) fn new() -> Self {
+        GroupOps {
+            run: share::<C>,
+            compensate: share::<C>,
+        }
+    }
+}
+
+fn share<C: Sync>(ctx: &C) -> &dyn SharedContext<C> {
+    ctx
+}
+
+/// The context of a parallel group's branches: `&C` behind a trait object
+/// that is `Sync`, made only where `C: Sync` (see [`GroupOps`]).
+pub(crate) trait SharedContext<C>: Sync {
+    fn context(&self) -> &C;
+}
+
+impl<C: Sync> SharedContext<C> for C {
+    fn context(&self) -> &C {
+        self
+    }
 }
 
 /// A group of steps that run at once: the branches of a saga's fork.
@@ -225,99 +264,6 @@ impl<C> Saga<C> {
             .collect()
     }
 }
-
-impl<C: Send + 'static> Saga<C> {
-    /// Runs the saga on `ctx`, inside a tokio runtime (its timers serve
-    /// timeouts and backoff).
-    ///
-    /// # Errors
-    /// [`SagaError::Compensated`] if a step failed and the rollback
-    /// succeeded, [`SagaError::Stuck`] if the run can go neither way on its
-    /// own, [`SagaError::Cancelled`] if it was cancelled before the pivot.
-    // Not an `async fn`: it returns the executor's future itself, so no
-    // wrapper future holds the arguments a second time (every run in
-    // flight would pay for it).
-    pub fn run<'a>(
-        &'a self,
-        ctx: &'a mut C,
-    ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
-        executor::execute(&self.inner, ctx, RunOptions::new(), false, None)
-    }
-
-    /// [`run`](Self::run) with options: an execution id, a clock, a
-    /// cancellation token, observers.
-    ///
-    /// # Errors
-    /// As [`run`](Self::run).
-    pub fn run_with<'a>(
-        &'a self,
-        ctx: &'a mut C,
-        options: RunOptions,
-    ) -> impl Future<Output = Result<SagaReport, SagaError>> + Send + 'a {
-        executor::execute(&self.inner, ctx, options, false, None)
-    }
-
-    /// Runs the saga on the calling thread, without an async runtime when
-    /// every step is sync.
-    ///
-    /// A saga with async steps is driven on a private current-thread tokio
-    /// runtime (on a scoped helper thread when the caller is itself inside a
-    /// runtime, which cannot be blocked on).
-    ///
-    /// # Errors
-    /// As [`run`](Self::run).
-    pub fn run_blocking(&self, ctx: &mut C) -> Result<SagaReport, SagaError> {
-        self.run_blocking_with(ctx, RunOptions::new())
-    }
-
-    /// [`run_blocking`](Self::run_blocking) with options.
-    ///
-    /// # Errors
-    /// As [`run`](Self::run).
-    pub fn run_blocking_with(
-        &self,
-        ctx: &mut C,
-        options: RunOptions,
-    ) -> Result<SagaReport, SagaError> {
-        if !self.inner.has_async {
-            // The run's records on this stack, when its steps are few: no
-            // allocation for them (about 100 instructions a run fewer, by
-            // callgrind).
-            let mut records: [Record; LENT_RECORDS] = std::array::from_fn(|_| Record::fresh());
-            let lent = records.get_mut(..self.inner.steps.len());
-            return crate::blocking::block_on_ready(executor::execute(
-                &self.inner,
-                ctx,
-                options,
-                true,
-                lent,
-            ));
-        }
-        let drive = move || {
-            crate::blocking::block_on_runtime(executor::execute(
-                &self.inner,
-                ctx,
-                options,
-                false,
-                None,
-            ))
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(drive)
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-        } else {
-            drive()
-        }
-    }
-}
-
-/// How many steps' records a sync `run_blocking` keeps on its stack (40
-/// bytes each); a saga with more steps allocates them.
-const LENT_RECORDS: usize = 16;
 
 /// Builds a [`Saga`]; [`build`](SagaBuilder::build) checks the definition.
 pub struct SagaBuilder<C> {

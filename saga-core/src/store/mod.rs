@@ -24,12 +24,9 @@
 //! owner whose lease was taken over can never write again
 //! ([`StoreError::LeaseLost`]).
 
-use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::error::BoxError;
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
@@ -41,6 +38,7 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use crate::journal::{Event, EventKind, StoreError};
 pub use listing::{BadCursor, ExecutionSummary, ListCursor, ListQuery};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -62,118 +60,10 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
-/// What kind of event a log entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum EventKind {
-    /// An attempt of a step's action is about to run.
-    StepStarted,
-    /// A step's action succeeded; the event holds its output and the
-    /// context after it.
-    StepSucceeded,
-    /// An attempt of a step's action failed; the event holds the error and
-    /// the context as the attempt left it.
-    StepFailed,
-    /// The run turned back; `step` is the step whose failure caused it
-    /// (none for a cancellation).
-    RollbackStarted,
-    /// A compensation attempt is about to run.
-    CompensationStarted,
-    /// A compensation succeeded; the event holds the context after it.
-    CompensationSucceeded,
-    /// A compensation attempt failed.
-    CompensationFailed,
-    /// A cancellation after the pivot: recorded and ignored.
-    CancelIgnored,
-    /// The execution ended; the execution's status says how.
-    Finished,
-    /// An operator resumed a stuck execution.
-    Resumed,
-    /// An operator abandoned the execution.
-    Abandoned,
-    /// An operator asked for a stuck execution to be resumed (from a tool
-    /// that does not hold the saga's code, such as the `saga` CLI); a
-    /// worker that has the definition registered carries it out at its
-    /// next [`recover`](crate::SagaEngine::recover).
-    ResumeRequested,
-}
-
-impl EventKind {
-    /// A snake_case label, as stored.
-    pub fn label(self) -> &'static str {
-        match self {
-            EventKind::StepStarted => "step_started",
-            EventKind::StepSucceeded => "step_succeeded",
-            EventKind::StepFailed => "step_failed",
-            EventKind::RollbackStarted => "rollback_started",
-            EventKind::CompensationStarted => "compensation_started",
-            EventKind::CompensationSucceeded => "compensation_succeeded",
-            EventKind::CompensationFailed => "compensation_failed",
-            EventKind::CancelIgnored => "cancel_ignored",
-            EventKind::Finished => "finished",
-            EventKind::Resumed => "resumed",
-            EventKind::Abandoned => "abandoned",
-            EventKind::ResumeRequested => "resume_requested",
-        }
-    }
-
-    /// The kind of a stored label.
-    pub fn from_label(label: &str) -> Option<Self> {
-        const ALL: [EventKind; 12] = [
-            EventKind::StepStarted,
-            EventKind::StepSucceeded,
-            EventKind::StepFailed,
-            EventKind::RollbackStarted,
-            EventKind::CompensationStarted,
-            EventKind::CompensationSucceeded,
-            EventKind::CompensationFailed,
-            EventKind::CancelIgnored,
-            EventKind::Finished,
-            EventKind::Resumed,
-            EventKind::Abandoned,
-            EventKind::ResumeRequested,
-        ];
-        ALL.into_iter().find(|k| k.label() == label)
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
 /// The parse of a stored [`ExecutionStatus`] label.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn status_from_label(label: &str) -> Option<ExecutionStatus> {
     ExecutionStatus::from_label(label)
-}
-
-/// One entry of an execution's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Its place in the execution's log, from 1, without gaps.
-    pub seq: u64,
-    /// What happened.
-    pub kind: EventKind,
-    /// The step's index in the definition, for step, compensation and
-    /// rollback events.
-    pub step: Option<u32>,
-    /// The attempt, from 1 (0 where it does not apply).
-    pub attempt: u32,
-    /// The step's output, JSON (for `step_succeeded`).
-    pub output: Option<String>,
-    /// The context after the event, JSON.
-    pub context: Option<String>,
-    /// The error's message (for failures).
-    pub error: Option<String>,
-    /// Whether the failed attempt may have taken effect.
-    pub outcome_unknown: bool,
-    /// Whether a failed attempt will be retried.
-    pub will_retry: bool,
-    /// Wall-clock time of the write, milliseconds since the Unix epoch
-    /// (set by the store).
-    pub at_ms: i64,
 }
 
 /// Per step of a log with `steps` steps: the milliseconds its action and
@@ -208,24 +98,6 @@ pub fn logged_durations(steps: usize, events: &[Event]) -> Vec<(Option<i64>, Opt
             (took(action), took(undo))
         })
         .collect()
-}
-
-impl Event {
-    /// An event of `kind` at `seq`, with nothing else set.
-    pub fn new(seq: u64, kind: EventKind) -> Self {
-        Event {
-            seq,
-            kind,
-            step: None,
-            attempt: 0,
-            output: None,
-            context: None,
-            error: None,
-            outcome_unknown: false,
-            will_retry: false,
-            at_ms: 0,
-        }
-    }
 }
 
 /// A definition's shape, kept by fingerprint for recovery checks,
@@ -326,186 +198,6 @@ pub struct Claimed {
 pub struct Ack {
     /// A cancellation of the execution was requested.
     pub cancel_requested: bool,
-}
-
-/// An error of a store. Every variant that concerns a file names it and
-/// says what to do; none of them comes with data deleted or overwritten.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The file is not an SQLite database at all.
-    #[error(
-        "`{}` is not an SQLite database ({detail}); it was left untouched: point the store at another file, or restore this one from a backup",
-        path.display()
-    )]
-    NotADatabase {
-        /// The file.
-        path: PathBuf,
-        /// What was found.
-        detail: String,
-    },
-    /// The file is an SQLite database, but damaged (truncated, say).
-    #[error(
-        "`{}` is damaged ({detail}); it was left untouched: restore it from a backup, or try `sqlite3 {} .recover` on a copy",
-        path.display(), path.display()
-    )]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What SQLite reported.
-        detail: String,
-    },
-    /// The file is an SQLite database of another application.
-    #[error(
-        "`{}` is an SQLite database of another application ({detail}); it was left untouched: point the store at a file of its own",
-        path.display()
-    )]
-    ForeignDatabase {
-        /// The file.
-        path: PathBuf,
-        /// What identifies it as foreign.
-        detail: String,
-    },
-    /// The file was written by a newer version of this library.
-    #[error(
-        "`{}` has schema version {found}, newer than this build understands ({supported}); it was left untouched: upgrade saga-core to the version that wrote it",
-        path.display()
-    )]
-    NewerSchema {
-        /// The file.
-        path: PathBuf,
-        /// The schema version in the file.
-        found: i64,
-        /// The newest version this build knows.
-        supported: i64,
-    },
-    /// The file (or its directory) cannot be written.
-    #[error(
-        "`{}` is read-only ({detail}); make it and its directory writable (e.g. `chmod u+w`), or copy it somewhere writable",
-        path.display()
-    )]
-    ReadOnly {
-        /// The file.
-        path: PathBuf,
-        /// What was found.
-        detail: String,
-    },
-    /// Another owner holds the execution's lease now: this owner must stop
-    /// writing (fencing).
-    #[error(
-        "the lease on execution `{execution_id}` was lost to another owner; this owner stopped writing its log"
-    )]
-    LeaseLost {
-        /// The execution.
-        execution_id: ExecutionId,
-    },
-    /// No execution with that id.
-    #[error("no execution `{execution_id}` in the store")]
-    NotFound {
-        /// The execution.
-        execution_id: ExecutionId,
-    },
-    /// A stored value that this build cannot read.
-    #[error("{what} in {store} cannot be read: {detail}; the record was left untouched")]
-    BadRecord {
-        /// The store (for SQLite: its file).
-        store: String,
-        /// Which record.
-        what: String,
-        /// Why.
-        detail: String,
-    },
-    /// A context or output could not be encoded for the log.
-    #[error("{what} could not be encoded as JSON: {detail}")]
-    Encode {
-        /// What was being encoded.
-        what: String,
-        /// The encoder's error.
-        detail: String,
-    },
-    /// The database reported an error.
-    #[error("{store}: {what} failed")]
-    Backend {
-        /// The store (for SQLite: its file).
-        store: String,
-        /// The operation.
-        what: String,
-        /// The database's error.
-        #[source]
-        source: BoxError,
-    },
-    /// A database schema written by a newer version of this library, which
-    /// this build cannot work with.
-    #[error(
-        "{store} has schema version {found}, which needs saga-core understanding version {required} or newer (this build understands {supported}); it was left untouched: upgrade saga-core on this worker"
-    )]
-    IncompatibleSchema {
-        /// The store.
-        store: String,
-        /// The schema version found.
-        found: i64,
-        /// The oldest schema version a build must understand to use it.
-        required: i64,
-        /// The newest version this build knows.
-        supported: i64,
-    },
-    /// The database schema holds tables that are not ours.
-    #[error(
-        "{store} holds tables of another application ({detail}); they were left untouched: give the store a schema of its own (`PostgresOptions::with_schema`)"
-    )]
-    ForeignSchema {
-        /// The store.
-        store: String,
-        /// What identifies it as foreign.
-        detail: String,
-    },
-    /// The database server cannot be reached (down, restarting, or the
-    /// address is wrong). Nothing was written by the failed call.
-    #[error(
-        "check that the server runs and the URL is right (for the test cluster: `scripts/pg.sh start`); {store} is unreachable while {what}"
-    )]
-    Unavailable {
-        /// The store.
-        store: String,
-        /// The operation.
-        what: String,
-        /// The client's error.
-        #[source]
-        source: BoxError,
-    },
-    /// The database server refused the credentials: a wrong password, or
-    /// a user it does not know. Unlike [`Unavailable`](Self::Unavailable)
-    /// this is not an outage: trying again fails the same way until the
-    /// credentials are fixed, so a [`Worker`](crate::Worker) stops instead
-    /// of retrying.
-    #[error(
-        "authentication failed for user `{user}` at {store} while {what}; check the user and password of the URL"
-    )]
-    Unauthorized {
-        /// The store.
-        store: String,
-        /// The user the store connected as.
-        user: String,
-        /// The operation.
-        what: String,
-        /// The server's error.
-        #[source]
-        source: BoxError,
-    },
-    /// The file exists but is empty (0 bytes). It is not taken for a new
-    /// store: an empty file where a store was expected is more often a
-    /// mistake (a wrong path, a truncating copy) than an intent.
-    #[error("`{}` is empty: delete it to start a new store", path.display())]
-    Empty {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The store was closed (its writer thread is gone).
-    #[error("{store} is closed")]
-    Closed {
-        /// The store.
-        store: String,
-    },
 }
 
 /// Where durable executions keep their log. See the [module

@@ -12,6 +12,17 @@ use std::time::Duration;
 use crate::error::StepError;
 use crate::id::ExecutionId;
 use crate::policy::RetryPolicy;
+pub use crate::status::StepKind;
+
+mod def;
+mod task;
+
+pub(crate) use def::{
+    Action, Output, OutputCodec, StepDef, SyncAction, Undo, erase_async, erase_async_undo,
+    erase_shared_async, erase_shared_async_undo,
+};
+use def::{SyncUndo, erase_sync};
+pub use task::{AsyncTask, Task};
 
 /// A boxed, `Send` future: what async steps and compensations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -93,149 +104,6 @@ impl<'a> StepInfo<'a> {
     }
 }
 
-/// A step's place in the saga's failure semantics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StepKind {
-    /// Has a compensation, run on rollback.
-    Compensable,
-    /// Nothing to undo (a validation, a read): skipped on rollback.
-    NoUndo,
-    /// The point of no return: once it succeeds the saga only goes forward.
-    Pivot,
-    /// After the pivot: no compensation, retried by its policy, and a
-    /// failure for good leaves the run stuck.
-    Retriable,
-}
-
-impl StepKind {
-    /// A lowercase label, for logs and diagrams.
-    pub fn label(self) -> &'static str {
-        match self {
-            StepKind::Compensable => "compensable",
-            StepKind::NoUndo => "no_undo",
-            StepKind::Pivot => "pivot",
-            StepKind::Retriable => "retriable",
-        }
-    }
-}
-
-pub(crate) type Output = Box<dyn Any + Send + Sync>;
-pub(crate) type SyncAction<C> =
-    dyn Fn(&mut C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
-type AsyncAction<C> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
-    + Send
-    + Sync;
-type SyncUndo<C> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_>) -> Result<(), StepError>
-    + Send
-    + Sync;
-type AsyncUndo<C> = dyn for<'a> Fn(
-        &'a mut C,
-        Option<&'a (dyn Any + Send + Sync)>,
-        &'a StepInfo<'a>,
-    ) -> BoxFuture<'a, Result<(), StepError>>
-    + Send
-    + Sync;
-
-type SharedSyncAction<C> = dyn Fn(&C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
-type SharedAsyncAction<C> = dyn for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
-    + Send
-    + Sync;
-type SharedSyncUndo<C> = dyn Fn(&C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_>) -> Result<(), StepError>
-    + Send
-    + Sync;
-type SharedAsyncUndo<C> = dyn for<'a> Fn(
-        &'a C,
-        Option<&'a (dyn Any + Send + Sync)>,
-        &'a StepInfo<'a>,
-    ) -> BoxFuture<'a, Result<(), StepError>>
-    + Send
-    + Sync;
-
-/// A step's action, type-erased: sync or async, taking the context
-/// exclusively (`&mut C`) or shared (`&C`, as parallel branches must).
-pub(crate) enum Action<C> {
-    Sync(Box<SyncAction<C>>),
-    Async(Box<AsyncAction<C>>),
-    SharedSync(Box<SharedSyncAction<C>>),
-    SharedAsync(Box<SharedAsyncAction<C>>),
-}
-
-impl<C> Action<C> {
-    pub(crate) fn is_async(&self) -> bool {
-        matches!(self, Action::Async(_) | Action::SharedAsync(_))
-    }
-
-    pub(crate) fn is_shared(&self) -> bool {
-        matches!(self, Action::SharedSync(_) | Action::SharedAsync(_))
-    }
-}
-
-/// A compensation, type-erased; the output arrives as `&dyn Any` and is
-/// downcast to the step's own output type, which the typed builder
-/// guarantees.
-pub(crate) enum Undo<C> {
-    Sync(Box<SyncUndo<C>>),
-    Async(Box<AsyncUndo<C>>),
-    SharedSync(Box<SharedSyncUndo<C>>),
-    SharedAsync(Box<SharedAsyncUndo<C>>),
-}
-
-impl<C> Undo<C> {
-    pub(crate) fn is_async(&self) -> bool {
-        matches!(self, Undo::Async(_) | Undo::SharedAsync(_))
-    }
-
-    pub(crate) fn is_shared(&self) -> bool {
-        matches!(self, Undo::SharedSync(_) | Undo::SharedAsync(_))
-    }
-}
-
-/// A step, type-erased: what a [`Saga`](crate::Saga) holds.
-pub(crate) struct StepDef<C> {
-    pub(crate) name: Arc<str>,
-    pub(crate) action: Action<C>,
-    pub(crate) undo: Option<Undo<C>>,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) undo_retry: Option<RetryPolicy>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) metadata: Metadata,
-    pub(crate) cancel_safe: bool,
-    pub(crate) pivot: bool,
-    /// Set by the saga builder from the step's place.
-    pub(crate) kind: StepKind,
-    /// How a durable run stores the output: set for `()` outputs, and by
-    /// [`Step::durable`] for others.
-    pub(crate) codec: Option<OutputCodec>,
-    /// The output's type name, for messages.
-    pub(crate) output_type: &'static str,
-}
-
-/// Encodes and decodes a step's output for the durable log (JSON).
-#[derive(Clone, Copy)]
-pub(crate) struct OutputCodec {
-    pub(crate) encode: fn(&(dyn Any + Send + Sync)) -> Result<String, String>,
-    pub(crate) decode: fn(&str) -> Result<Output, String>,
-}
-
-impl OutputCodec {
-    fn of<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>() -> Self {
-        OutputCodec {
-            encode: |out| match out.downcast_ref::<T>() {
-                Some(out) => serde_json::to_string(out).map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "internal error: the output is not a `{}`",
-                    std::any::type_name::<T>()
-                )),
-            },
-            decode: |text| {
-                serde_json::from_str::<T>(text)
-                    .map(|out| Box::new(out) as Output)
-                    .map_err(|e| e.to_string())
-            },
-        }
-    }
-}
-
 /// One step of a saga, with its output type `T`, built before it is added
 /// to a [`SagaBuilder`](crate::SagaBuilder).
 ///
@@ -257,71 +125,6 @@ impl OutputCodec {
 pub struct Step<C, T = ()> {
     def: StepDef<C>,
     _output: PhantomData<fn() -> T>,
-}
-
-/// Boxes an async action; taking the closure here gives it the
-/// higher-ranked signature that a `let` binding cannot.
-pub(crate) fn erase_async<C, F>(action: F) -> Action<C>
-where
-    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Action::Async(Box::new(action))
-}
-
-/// Boxes an async compensation (see [`erase_async`]).
-pub(crate) fn erase_async_undo<C, F>(undo: F) -> Undo<C>
-where
-    F: for<'a> Fn(
-            &'a mut C,
-            Option<&'a (dyn Any + Send + Sync)>,
-            &'a StepInfo<'a>,
-        ) -> BoxFuture<'a, Result<(), StepError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Undo::Async(Box::new(undo))
-}
-
-/// Boxes an async action on a shared context (see [`erase_async`]).
-pub(crate) fn erase_shared_async<C, F>(action: F) -> Action<C>
-where
-    F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Action::SharedAsync(Box::new(action))
-}
-
-/// Boxes an async compensation on a shared context (see [`erase_async`]).
-pub(crate) fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
-where
-    F: for<'a> Fn(
-            &'a C,
-            Option<&'a (dyn Any + Send + Sync)>,
-            &'a StepInfo<'a>,
-        ) -> BoxFuture<'a, Result<(), StepError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Undo::SharedAsync(Box::new(undo))
-}
-
-fn erase_sync<C, T, E, F>(action: F) -> Action<C>
-where
-    T: Send + Sync + 'static,
-    E: Into<StepError>,
-    F: Fn(&mut C, &StepInfo<'_>) -> Result<T, E> + Send + Sync + 'static,
-{
-    Action::Sync(Box::new(move |ctx, info| match action(ctx, info) {
-        Ok(out) => Ok(Box::new(out) as Output),
-        Err(e) => Err(e.into()),
-    }))
 }
 
 impl<C, T: 'static> Step<C, T> {
@@ -705,109 +508,4 @@ fn downcast_output<'o, T: 'static>(
             std::any::type_name::<T>()
         ))
     })
-}
-
-/// A step written as a type, in the style of the original package: a name,
-/// a sync action, an optional compensation, metadata.
-///
-/// ```
-/// use saga_core::{Context, Saga, Step, StepError, StepInfo, Task};
-///
-/// struct CreateOrder;
-///
-/// impl Task<Context> for CreateOrder {
-///     type Output = u64;
-///     fn name(&self) -> &str { "create_order" }
-///     fn execute(&self, ctx: &mut Context, _: &StepInfo<'_>) -> Result<u64, StepError> {
-///         ctx.insert("order", 7_u64);
-///         Ok(7)
-///     }
-///     fn has_compensation(&self) -> bool { true }
-///     fn compensate(&self, ctx: &mut Context, _: Option<&u64>, _: &StepInfo<'_>) -> Result<(), StepError> {
-///         let _ = ctx.remove::<u64>("order");
-///         Ok(())
-///     }
-/// }
-///
-/// let saga = Saga::builder("order").step(Step::from_task(CreateOrder)).build().unwrap();
-/// # let _ = saga;
-/// ```
-pub trait Task<C>: Send + Sync + 'static {
-    /// What the action returns and the compensation receives.
-    type Output: Send + Sync + 'static;
-
-    /// The step's name, unique in its saga.
-    fn name(&self) -> &str;
-
-    /// The action.
-    ///
-    /// # Errors
-    /// Any failure of the step; mark it [`StepError::retryable`] or
-    /// [`StepError::outcome_unknown`] as it applies.
-    fn execute(&self, ctx: &mut C, info: &StepInfo<'_>) -> Result<Self::Output, StepError>;
-
-    /// Whether [`compensate`](Task::compensate) undoes the action; `false`
-    /// (the default) makes the step one with nothing to undo.
-    fn has_compensation(&self) -> bool {
-        false
-    }
-
-    /// Undoes the action, given its output (`None` when the step's outcome
-    /// is unknown, see [`Step::compensate`]). Only called when
-    /// [`has_compensation`](Task::has_compensation) returns `true`.
-    ///
-    /// # Errors
-    /// A failure of the compensation; it is retried by the compensation's
-    /// policy, and when that is exhausted the run ends stuck.
-    fn compensate(
-        &self,
-        ctx: &mut C,
-        output: Option<&Self::Output>,
-        info: &StepInfo<'_>,
-    ) -> Result<(), StepError> {
-        let _ = (ctx, output, info);
-        Ok(())
-    }
-
-    /// Free-form metadata (default: none).
-    fn metadata(&self) -> Metadata {
-        Metadata::new()
-    }
-}
-
-/// An async [`Task`].
-pub trait AsyncTask<C>: Send + Sync + 'static {
-    /// What the action returns and the compensation receives.
-    type Output: Send + Sync + 'static;
-
-    /// The step's name, unique in its saga.
-    fn name(&self) -> &str;
-
-    /// The action.
-    fn execute<'a>(
-        &'a self,
-        ctx: &'a mut C,
-        info: &'a StepInfo<'a>,
-    ) -> BoxFuture<'a, Result<Self::Output, StepError>>;
-
-    /// Whether [`compensate`](AsyncTask::compensate) undoes the action.
-    fn has_compensation(&self) -> bool {
-        false
-    }
-
-    /// Undoes the action, given its output.
-    fn compensate<'a>(
-        &'a self,
-        ctx: &'a mut C,
-        output: Option<&'a Self::Output>,
-        info: &'a StepInfo<'a>,
-    ) -> BoxFuture<'a, Result<(), StepError>> {
-        let _ = (ctx, output, info);
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    /// Free-form metadata (default: none).
-    fn metadata(&self) -> Metadata {
-        Metadata::new()
-    }
 }

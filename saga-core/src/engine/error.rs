@@ -1,0 +1,145 @@
+//! The engine's errors: what went wrong with a durable execution, and what
+//! to do about it.
+
+use crate::id::ExecutionId;
+use crate::report::ExecutionStatus;
+use crate::store::StoreError;
+
+/// An error of the engine. Each says what to do; none comes with a record
+/// deleted or overwritten.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No saga of that name is registered in this process.
+    #[error("no saga named `{name}` is registered (registered: {}); register it with `engine.register(saga)` first", list(.registered))]
+    UnknownSaga {
+        /// The name asked for.
+        name: String,
+        /// The names registered.
+        registered: Vec<String>,
+    },
+    /// An execution was started with a definition (by fingerprint) that
+    /// this process has not registered: the saga changed since. The record
+    /// was left untouched.
+    #[error("execution `{execution_id}` of saga `{saga}` was started with definition {fingerprint}, which this process has not registered ({}); register that version of the saga to carry it on, or `abandon` it; the record was left untouched", if .registered.is_empty() { "no version of it is registered".to_owned() } else { format!("registered versions: {}", .registered.join(", ")) })]
+    UnknownDefinition {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its saga's name.
+        saga: String,
+        /// The fingerprint it recorded.
+        fingerprint: String,
+        /// The fingerprints registered under that name here.
+        registered: Vec<String>,
+    },
+    /// A step returns a value without a codec, so a durable saga could not
+    /// log it: a `#[saga_task]` step whose output type lacks serde's
+    /// traits, or a [`Step`](crate::Step) built without
+    /// [`durable`](crate::Step::durable).
+    #[error(
+        "step `{step}` of saga `{saga}` returns a `{output}`, which a durable saga cannot log; derive `serde::Serialize` and `serde::Deserialize` on that type (a `#[saga_task]` step then logs it by itself; a `Step` built by hand also needs `.durable()`), or return `()` and keep the value in the context"
+    )]
+    OutputNotDurable {
+        /// The saga.
+        saga: String,
+        /// The step.
+        step: String,
+        /// The step's output type.
+        output: &'static str,
+    },
+    /// `start` was given a context of another type than the saga's.
+    #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`")]
+    ContextType {
+        /// The saga.
+        saga: String,
+        /// Its context type.
+        expected: &'static str,
+        /// The type given.
+        found: &'static str,
+    },
+    /// A stored context or output no longer decodes (its type changed).
+    /// The record was left untouched.
+    #[error(
+        "{what} of execution `{execution_id}` no longer decodes: {detail}; make the type accept the stored JSON (serde `default`, `alias`), or `abandon` the execution; the record was left untouched"
+    )]
+    Undecodable {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// What failed to decode.
+        what: String,
+        /// The decoder's error.
+        detail: String,
+    },
+    /// A log that does not fit its definition (a step index out of range).
+    #[error(
+        "the log of execution `{execution_id}` does not fit its definition: {detail}; the record was left untouched"
+    )]
+    BadLog {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No execution with that id.
+    #[error("no execution `{execution_id}`")]
+    NotFound {
+        /// The id.
+        execution_id: ExecutionId,
+    },
+    /// Another owner (another process, or this one) runs the execution.
+    #[error("execution `{execution_id}` is being run by `{owner}`; wait for it, or cancel it")]
+    Busy {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its lease's holder.
+        owner: String,
+    },
+    /// The operation does not apply to an execution with that status.
+    #[error("execution `{execution_id}` is {status}; `{operation}` applies to {applies}")]
+    WrongStatus {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Its status.
+        status: ExecutionStatus,
+        /// The operation.
+        operation: &'static str,
+        /// The statuses it applies to.
+        applies: &'static str,
+    },
+    /// A caller-given id names an execution of another saga.
+    #[error(
+        "execution `{execution_id}` exists already, of saga `{existing}`, not `{requested}`; choose another id"
+    )]
+    IdTaken {
+        /// The id.
+        execution_id: ExecutionId,
+        /// The saga it belongs to.
+        existing: String,
+        /// The saga asked for.
+        requested: String,
+    },
+    /// The run stopped because its log could not be written (see
+    /// [`SagaError::Store`](crate::SagaError::Store)); recovery carries it on
+    /// once the store works.
+    #[error("execution `{execution_id}` stopped: {detail}")]
+    Interrupted {
+        /// The execution.
+        execution_id: ExecutionId,
+        /// Why.
+        detail: String,
+    },
+    /// The engine was called outside a tokio runtime.
+    #[error("the saga engine must be called inside a tokio runtime")]
+    NoRuntime,
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}

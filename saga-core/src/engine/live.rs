@@ -1,0 +1,465 @@
+//! The live set: the runs this engine is claiming or running, at most one
+//! per execution, and how a claimed execution is launched.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{EngineError, EngineInner, Job, Registry, Runner, SagaEngine, fold, resume_requested};
+use crate::cancel::CancellationToken;
+use crate::id::ExecutionId;
+use crate::journal::ResumePhase;
+use crate::report::{ExecutionStatus, SagaReport};
+use crate::store::{Claimed, Event, EventKind, ExecutionRecord, Lease};
+
+/// An entry of the live set.
+pub(super) struct Live {
+    /// Who made the entry: only they remove or replace it.
+    pub(super) slot: u64,
+    /// The run, once launched; `None` while its maker is still claiming
+    /// (or, for an operator's command, writing under the lease).
+    pub(super) run: Option<LiveRun>,
+}
+
+impl Live {
+    /// Whether the entry stands for work going on (a claim, or a run that
+    /// has not ended), as opposed to a run that stopped and stays listed
+    /// for `wait`.
+    pub(super) fn active(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_none_or(|run| run.done.borrow().is_none())
+    }
+}
+
+/// A run of this engine.
+pub(super) struct LiveRun {
+    pub(super) cancel: CancellationToken,
+    pub(super) done: watch::Receiver<Option<Done>>,
+    pub(super) task: tokio::task::AbortHandle,
+    pub(super) lease: Lease,
+}
+
+/// A claiming entry in the live set, made by [`SagaEngine::enter`]: while
+/// it stands, nothing else in this engine claims or runs its execution.
+/// Dropped without a launch, it gives back the lease it took, if any, and
+/// puts back the entry it replaced (or removes its own).
+pub(super) struct Claiming {
+    pub(super) inner: Arc<EngineInner>,
+    pub(super) id: ExecutionId,
+    pub(super) slot: u64,
+    pub(super) launched: bool,
+    /// The entry it replaced: a stopped run's, kept for `wait`.
+    pub(super) previous: Option<Live>,
+    /// The lease its claim took, once it has one.
+    pub(super) lease: Option<Lease>,
+}
+
+impl Drop for Claiming {
+    fn drop(&mut self) {
+        if self.launched {
+            return;
+        }
+        // A claim that took the lease and was dropped before its launch
+        // (its caller gave up): give the lease back rather than hold it,
+        // with no run, until it expires.
+        if let Some(lease) = self.lease.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let (store, id) = (Arc::clone(&self.inner.store), self.id.clone());
+                handle.spawn(async move {
+                    let _ = store.release(&id, &lease).await;
+                });
+            }
+        }
+        let mut live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if live.get(&self.id).is_some_and(|l| l.slot == self.slot) {
+            match self.previous.take() {
+                Some(previous) => {
+                    live.insert(self.id.clone(), previous);
+                }
+                None => {
+                    live.remove(&self.id);
+                }
+            }
+        }
+    }
+}
+
+/// How a run in this process ended: its report, or why it stopped.
+pub(crate) type Done = Result<SagaReport, String>;
+
+impl SagaEngine {
+    pub(super) fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn live(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Live>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes a claiming entry for `id` in the live set, to be made before
+    /// the first await of anything that may lead to a run of it; `None` if
+    /// this engine is claiming or running it already. Replaces the entry of
+    /// a run that stopped (kept for `wait`).
+    pub(super) fn enter(&self, id: &ExecutionId) -> Option<Claiming> {
+        let mut live = self.live();
+        if live.get(id).is_some_and(Live::active) {
+            return None;
+        }
+        let slot = self.inner.slots.fetch_add(1, Ordering::Relaxed);
+        let previous = live.insert(id.clone(), Live { slot, run: None });
+        Some(Claiming {
+            inner: Arc::clone(&self.inner),
+            id: id.clone(),
+            slot,
+            launched: false,
+            previous,
+            lease: None,
+        })
+    }
+
+    /// The answer to a command on an execution this engine is claiming or
+    /// running.
+    pub(super) fn busy_here(&self, id: &ExecutionId) -> EngineError {
+        EngineError::Busy {
+            execution_id: id.clone(),
+            owner: self.inner.owner.clone(),
+        }
+    }
+
+    pub(super) fn by_name(&self, name: &str) -> Result<Arc<dyn Runner>, EngineError> {
+        let registry = self.registry();
+        registry
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownSaga {
+                name: name.to_owned(),
+                registered: sorted(registry.by_name.keys()),
+            })
+    }
+
+    pub(super) async fn record(&self, id: &ExecutionId) -> Result<ExecutionRecord, EngineError> {
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                execution_id: id.clone(),
+            })
+    }
+
+    pub(super) async fn busy(&self, id: &ExecutionId) -> EngineError {
+        let owner = match self.inner.store.get(id).await {
+            Ok(Some(record)) => record.owner.unwrap_or_default(),
+            _ => String::new(),
+        };
+        EngineError::Busy {
+            execution_id: id.clone(),
+            owner,
+        }
+    }
+
+    /// Claims an execution and runs it from its log, after checking (before
+    /// any write) that its definition is registered and its log decodes.
+    /// `mark` is an event to log first (an operator's resume). `false` if
+    /// another owner holds its lease.
+    /// `requested`: carry out a pending [`request_resume`](Self::request_resume)
+    /// (skipped if it is no longer pending).
+    pub(super) async fn take_over(
+        &self,
+        record: &ExecutionRecord,
+        mark: Option<EventKind>,
+        requested: bool,
+        mut claiming: Claiming,
+    ) -> Result<bool, EngineError> {
+        let id = &record.id;
+        let runner = self.runner_for(record)?;
+        let store = &self.inner.store;
+        // A dry run of the decoding, so that a log this build cannot read
+        // is refused before the lease is touched.
+        let events = store.events(id).await?;
+        runner.check(id, &record.context, &events)?;
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
+            return Ok(false);
+        };
+        claiming.lease = Some(lease.clone());
+        // Another owner may have carried it on between the listing and the
+        // claim: recovery is for unfinished executions, a resume for stuck
+        // ones (and a requested one only while the request is pending).
+        let still = move |record: &ExecutionRecord, events: &[Event]| match mark {
+            None => !record.status.is_finished(),
+            Some(_) => {
+                record.status == ExecutionStatus::Stuck && (!requested || resume_requested(events))
+            }
+        };
+        if self
+            .launch_claimed(runner, id, lease, mark, still, claiming)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The registered definition an execution was started with.
+    pub(super) fn runner_for(
+        &self,
+        record: &ExecutionRecord,
+    ) -> Result<Arc<dyn Runner>, EngineError> {
+        let id = &record.id;
+        let registry = self.registry();
+        match registry.by_fingerprint.get(&record.fingerprint) {
+            Some(runner) => Ok(Arc::clone(runner)),
+            None if !registry.by_name.contains_key(&record.saga)
+                && !registry
+                    .by_fingerprint
+                    .values()
+                    .any(|r| r.name() == record.saga) =>
+            {
+                Err(EngineError::UnknownSaga {
+                    name: record.saga.clone(),
+                    registered: sorted(registry.by_name.keys()),
+                })
+            }
+            None => {
+                let mut registered: Vec<String> = registry
+                    .by_fingerprint
+                    .values()
+                    .filter(|r| r.name() == record.saga)
+                    .map(|r| r.fingerprint().to_owned())
+                    .collect();
+                registered.sort();
+                Err(EngineError::UnknownDefinition {
+                    execution_id: id.clone(),
+                    saga: record.saga.clone(),
+                    fingerprint: record.fingerprint.clone(),
+                    registered,
+                })
+            }
+        }
+    }
+
+    /// Runs an execution whose lease this engine holds, from its log (read
+    /// again under the lease: it may have grown since it was listed).
+    /// `mark` is an event to log first (an operator's resume). `None` if
+    /// `still` finds, under the lease, that the run no longer applies.
+    /// Gives the lease up if the run does not start.
+    pub(super) async fn launch_claimed(
+        &self,
+        runner: Arc<dyn Runner>,
+        id: &ExecutionId,
+        lease: Lease,
+        mark: Option<EventKind>,
+        still: impl FnOnce(&ExecutionRecord, &[Event]) -> bool,
+        claiming: Claiming,
+    ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
+        let store = &self.inner.store;
+        let started = async {
+            let mut events = store.events(id).await?;
+            let record = self.record(id).await?;
+            if !still(&record, &events) {
+                return Ok(None);
+            }
+            if let Some(kind) = mark {
+                let event = Event::new(record.last_seq + 1, kind);
+                let phase = fold(id, runner.steps(), &events)?.phase;
+                let status = match phase {
+                    ResumePhase::Forward => ExecutionStatus::Running,
+                    ResumePhase::Rollback { .. } => ExecutionStatus::Compensating,
+                };
+                store
+                    .append(id, &lease, vec![event.clone()], status)
+                    .await?;
+                events.push(event);
+            }
+            let cancel = CancellationToken::new();
+            if record.cancel_requested {
+                cancel.cancel();
+            }
+            let job = Job {
+                id: id.clone(),
+                initial_context: record.context.clone(),
+                events,
+                fresh: None,
+                lease: lease.clone(),
+                cancel,
+            };
+            self.launch(runner, job, claiming).map(Some)
+        }
+        .await;
+        if !matches!(started, Ok(Some(_))) {
+            let _ = store.release(id, &lease).await;
+        }
+        started
+    }
+
+    /// Runs an execution a worker claimed (see
+    /// [`SagaStore::claim_next`](crate::store::SagaStore::claim_next));
+    /// returns where its end will be told (`None` if it finished
+    /// meanwhile). Gives the lease up if the run does not start (its definition is not registered, its log does not
+    /// decode).
+    pub(crate) async fn run_claimed(
+        &self,
+        claimed: Claimed,
+    ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
+        let Claimed { record, lease } = claimed;
+        let Some(claiming) = self.enter(&record.id) else {
+            // Claimed or run by another entry point of this engine: the
+            // store's claim makes that one fail or this one stale.
+            let _ = self.inner.store.release(&record.id, &lease).await;
+            return Ok(None);
+        };
+        let runner = match self.runner_for(&record) {
+            Ok(runner) => runner,
+            Err(error) => {
+                let _ = self.inner.store.release(&record.id, &lease).await;
+                return Err(error);
+            }
+        };
+        // `None` if another owner finished it since the claim's listing.
+        self.launch_claimed(
+            runner,
+            &record.id,
+            lease,
+            None,
+            |r, _| !r.status.is_finished(),
+            claiming,
+        )
+        .await
+    }
+
+    /// The fingerprints of every registered definition.
+    pub(crate) fn fingerprints(&self) -> Vec<String> {
+        sorted(self.registry().by_fingerprint.keys())
+    }
+
+    /// The executions this engine runs now.
+    pub(crate) fn running(&self) -> Vec<ExecutionId> {
+        self.live()
+            .iter()
+            .filter(|(_, live)| live.active())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The lease time to live.
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// Stops a run of this engine where it is (as a crash would) and gives
+    /// its lease up, so another owner carries it on from its log at once.
+    pub(crate) async fn abort_run(&self, id: &ExecutionId) {
+        let run = {
+            let mut live = self.live();
+            match live.get(id) {
+                Some(Live { run: Some(_), .. }) => live.remove(id).and_then(|l| l.run),
+                _ => None,
+            }
+        };
+        if let Some(run) = run {
+            run.task.abort();
+            // An abort takes effect at the run's next await, and a sync
+            // step does not await: the lease goes back only once the task
+            // is gone (its sender dropped), or another owner, or this
+            // engine's recover, would start the step again beside it.
+            let mut done = run.done.clone();
+            let _ = done.wait_for(|_| false).await;
+            if let Err(error) = self.inner.store.release(id, &run.lease).await {
+                log::warn!(target: "saga", "releasing an aborted run's lease failed execution_id={id} error={error}");
+            }
+        }
+    }
+
+    /// Prepares a run (decoding its log) and spawns it, in the place of
+    /// its claiming entry; returns where its end will be told.
+    pub(super) fn launch(
+        &self,
+        runner: Arc<dyn Runner>,
+        job: Job,
+        mut claiming: Claiming,
+    ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let id = job.id.clone();
+        let lease = job.lease.clone();
+        let cancel = job.cancel.clone();
+        let run = runner.prepare(Arc::clone(&self.inner.store), job)?;
+        let (tx, rx) = watch::channel(None);
+        let inner = Arc::clone(&self.inner);
+        let done = rx.clone();
+        let task_lease = lease.clone();
+        let task_id = id.clone();
+        let slot = claiming.slot;
+        // Spawned under the lock, so the task's own removal (which takes
+        // the lock) comes after its entry exists.
+        let mut live = self.live();
+        // One live run per execution: the entry is still the claiming one
+        // this run was claimed under.
+        debug_assert!(
+            live.get(&id)
+                .is_some_and(|l| l.slot == slot && l.run.is_none()),
+            "a second live run of execution {id}"
+        );
+        let task = handle.spawn(async move {
+            let done = run.await;
+            // The final write released the lease already.
+            let finished = matches!(&done, Ok(report) if report.status.is_finished());
+            if !finished {
+                let _ = inner.store.release(&task_id, &task_lease).await;
+            }
+            // A run stopped by its store stays listed with its error, for
+            // `wait`, until a recovery (or a worker) runs it again.
+            let interrupted = done.is_err();
+            let _ = tx.send(Some(done));
+            if !interrupted {
+                let mut live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
+                if live.get(&task_id).is_some_and(|l| l.slot == slot) {
+                    live.remove(&task_id);
+                }
+            }
+        });
+        live.insert(
+            id,
+            Live {
+                slot,
+                run: Some(LiveRun {
+                    cancel,
+                    done: rx,
+                    task: task.abort_handle(),
+                    lease,
+                }),
+            },
+        );
+        drop(live);
+        claiming.launched = true;
+        Ok(done)
+    }
+}
+
+pub(super) fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<String> = names.cloned().collect();
+    names.sort();
+    names
+}

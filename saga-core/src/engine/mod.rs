@@ -1,0 +1,540 @@
+//! [`SagaEngine`]: durable execution. A registry of saga definitions by
+//! name, joined to a [`SagaStore`] that logs every execution, so that a
+//! crashed process's sagas are carried on by the next one.
+//!
+//! The engine runs each execution on the tokio runtime it is called from;
+//! its methods must be called inside one.
+//!
+//! It joins the executor (which knows no store) and a store (which knows no
+//! executor) through the log's vocabulary in `crate::journal`:
+//!
+//! - `mod.rs`: [`SagaEngine`], its registry, start / submit / wait / recover
+//! - `error.rs`: [`EngineError`]
+//! - `live.rs`: the live set; claiming and launching runs
+//! - `operator.rs`: resume, abandon, cancel, purge, and the reads tools use
+//! - `replay.rs`: a log folded back into step states; rebuilt reports
+//! - `runner.rs`: a registered definition, erased over its context
+//! - `journal.rs`: the executor's journal on a store
+//! - `shape.rs`: a definition's shape and fingerprint
+
+use std::any::{TypeId, type_name};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cancel::CancellationToken;
+use crate::id::ExecutionId;
+use crate::report::{ExecutionStatus, SagaReport};
+use crate::saga::Saga;
+use crate::store::{
+    Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, ListQuery, NewExecution,
+    SagaStore, StoreError,
+};
+
+mod error;
+mod journal;
+mod live;
+mod operator;
+mod replay;
+mod runner;
+mod shape;
+
+pub use error::EngineError;
+use journal::{JournalState, StoreJournal};
+pub(crate) use live::Done;
+use live::Live;
+use replay::{fold, resume_requested};
+use runner::{Job, Runner, Typed};
+use shape::{Shape, describe, kind_from_label};
+
+/// What [`SagaEngine::recover`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Executions this engine took over and is running again.
+    pub resumed: Vec<ExecutionId>,
+    /// Executions whose lease another live owner holds (a crashed owner's
+    /// lease frees itself when it expires: recover again then).
+    pub busy: Vec<ExecutionId>,
+    /// Executions it refused to run, and why; their records are untouched.
+    pub refused: Vec<(ExecutionId, EngineError)>,
+}
+
+/// An execution and its log, as [`SagaEngine::get`] shows it.
+#[derive(Debug, Clone)]
+pub struct ExecutionView {
+    /// The execution.
+    pub record: ExecutionRecord,
+    /// Its log, in order.
+    pub events: Vec<Event>,
+}
+
+/// Runs durable sagas: every execution is logged in a [`SagaStore`], and
+/// after a crash [`recover`](Self::recover) carries each unfinished one on
+/// from its log.
+///
+/// Delivery is *at least once*: a step (or compensation) that started and
+/// never recorded its end is run again after a crash, with the same
+/// [`idempotency_key`](crate::StepInfo::idempotency_key); its outcome then
+/// counts as unknown. An effect happens once when the step honours its key
+/// (the remote service, or the step's own table, ignores a repeated key).
+///
+/// Durable sagas need `C: Serialize + DeserializeOwned` (the default
+/// [`Context`](crate::Context) is), and every step returning a value other
+/// than `()` must be made [`durable`](crate::Step::durable) (a
+/// `#[saga_task]` step is, when its output type implements
+/// `Serialize + DeserializeOwned`).
+///
+/// ```
+/// use saga_core::{Context, SagaEngine, Saga, Step, StepError, StepInfo};
+/// use saga_core::store::MemoryStore;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let saga = Saga::<Context>::builder("greet")
+///     .step(Step::new("hello", |ctx: &mut Context, _: &StepInfo<'_>| {
+///         ctx.insert("greeted", true);
+///         Ok::<_, StepError>(())
+///     }))
+///     .build()?;
+/// let engine = SagaEngine::new(MemoryStore::new());
+/// engine.register(saga).await?;
+/// let id = engine.start("greet", Context::new()).await?;
+/// let report = engine.wait(&id).await?;
+/// assert_eq!(report.status, saga_core::ExecutionStatus::Completed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct SagaEngine {
+    inner: Arc<EngineInner>,
+    /// The lease this engine takes on the executions it runs.
+    lease_ttl: Duration,
+    /// How long finished executions stay.
+    retention: Duration,
+}
+
+struct EngineInner {
+    store: Arc<dyn SagaStore>,
+    owner: String,
+    registry: RwLock<Registry>,
+    /// The executions this engine is claiming or running, at most one
+    /// entry (so one run) per id: an entry is made before the first await
+    /// of whatever may lead to a run, and removed only by whoever made it.
+    live: Mutex<HashMap<ExecutionId, Live>>,
+    /// The next [`Live::slot`].
+    slots: AtomicU64,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// The latest version registered under each name.
+    by_name: HashMap<String, Arc<dyn Runner>>,
+    by_fingerprint: HashMap<String, Arc<dyn Runner>>,
+}
+
+impl std::fmt::Debug for SagaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaEngine")
+            .field("store", &self.inner.store.describe())
+            .field("owner", &self.inner.owner)
+            .finish()
+    }
+}
+
+impl SagaEngine {
+    /// An engine on `store`, with a 10 s lease and a 7-day retention.
+    pub fn new(store: impl SagaStore) -> Self {
+        Self::with_store(Arc::new(store))
+    }
+
+    /// An engine on a shared store.
+    pub fn with_store(store: Arc<dyn SagaStore>) -> Self {
+        let owner = format!("pid{}-{}", std::process::id(), ExecutionId::generate());
+        SagaEngine {
+            inner: Arc::new(EngineInner {
+                store,
+                owner,
+                registry: RwLock::new(Registry::default()),
+                live: Mutex::new(HashMap::new()),
+                slots: AtomicU64::new(0),
+            }),
+            lease_ttl: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    /// Sets how long an owner's lease on an execution lasts without a
+    /// write or renewal (default 10 s; renewed every third of it while the
+    /// execution runs). After a crash, another owner can take an execution
+    /// over once its lease expired. At least 30 ms.
+    #[must_use]
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Sets how long finished executions stay in the store before
+    /// [`purge`](Self::purge) deletes them (default 7 days).
+    #[must_use]
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The id this engine writes in the leases it holds.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SagaStore> {
+        &self.inner.store
+    }
+
+    /// Registers a definition: its shape is recorded in the store under its
+    /// fingerprint, and it becomes the version that `start(name, ..)` runs.
+    /// Registering an older version too lets `recover` carry on executions
+    /// started with it. Returns the fingerprint.
+    ///
+    /// # Errors
+    /// [`EngineError::OutputNotDurable`] for a step whose output cannot be
+    /// logged; [`EngineError::Store`] if the store fails.
+    pub async fn register<C>(&self, saga: Saga<C>) -> Result<String, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if let Some(step) = saga.inner.steps.iter().find(|s| s.codec.is_none()) {
+            return Err(EngineError::OutputNotDurable {
+                saga: saga.name().to_owned(),
+                step: step.name.to_string(),
+                output: step.output_type,
+            });
+        }
+        let (shape, fingerprint) = describe(&saga);
+        self.inner
+            .store
+            .put_definition(DefinitionRecord {
+                fingerprint: fingerprint.clone(),
+                saga: saga.name().to_owned(),
+                shape,
+            })
+            .await?;
+        let runner: Arc<dyn Runner> = Arc::new(Typed {
+            saga,
+            fingerprint: fingerprint.clone(),
+        });
+        let mut registry = self.registry_mut();
+        registry
+            .by_name
+            .insert(runner.name().to_owned(), Arc::clone(&runner));
+        registry.by_fingerprint.insert(fingerprint.clone(), runner);
+        Ok(fingerprint)
+    }
+
+    /// Starts an execution of the saga registered as `name` on `ctx`, with
+    /// a fresh id; returns at once with the id (see [`wait`](Self::wait)).
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownSaga`], [`EngineError::ContextType`], or a
+    /// store error.
+    pub async fn start<C>(&self, name: &str, ctx: C) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.start_with_id(name, ExecutionId::generate(), ctx).await
+    }
+
+    /// Starts an execution with the caller's id (an order number, a request
+    /// id). Idempotent: if an execution of this saga with that id exists,
+    /// nothing starts and its id is returned.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), and [`EngineError::IdTaken`] if the id
+    /// belongs to another saga's execution.
+    pub async fn start_with_id<C>(
+        &self,
+        name: &str,
+        id: impl Into<ExecutionId>,
+        ctx: C,
+    ) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let id = id.into();
+        tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        // The first step's start is committed with the creation: one commit
+        // fewer per execution. The journal knows it is there already.
+        let mut first = Event::new(1, EventKind::StepStarted);
+        first.step = Some(0);
+        first.attempt = 1;
+        // `None` if this engine runs it already: then it exists, and the
+        // creation below writes nothing.
+        let claiming = self.enter(&id);
+        let created = self.create(name, &id, &ctx, vec![first.clone()]).await?;
+        if let Some((runner, context, lease)) = created {
+            let Some(claiming) = claiming else {
+                self.inner.store.release(&id, &lease).await?;
+                return Err(EngineError::Busy {
+                    execution_id: id,
+                    owner: self.inner.owner.clone(),
+                });
+            };
+            let job = Job {
+                id: id.clone(),
+                initial_context: context,
+                events: vec![first],
+                fresh: Some(Box::new(ctx)),
+                lease,
+                cancel: CancellationToken::new(),
+            };
+            self.launch(runner, job, claiming)?;
+        }
+        Ok(id)
+    }
+
+    /// Records a new execution with its first `events` and takes its
+    /// lease: the registered definition, the context as logged, and the
+    /// lease; `None` if an
+    /// execution of this saga with that id exists (nothing was written).
+    async fn create<C>(
+        &self,
+        name: &str,
+        id: &ExecutionId,
+        ctx: &C,
+        events: Vec<Event>,
+    ) -> Result<Option<(Arc<dyn Runner>, String, Lease)>, EngineError>
+    where
+        C: Serialize + 'static,
+    {
+        let runner = self.by_name(name)?;
+        if runner.context_type() != TypeId::of::<C>() {
+            return Err(EngineError::ContextType {
+                saga: name.to_owned(),
+                expected: runner.context_type_name(),
+                found: type_name::<C>(),
+            });
+        }
+        let context = serde_json::to_string(ctx).map_err(|e| StoreError::Encode {
+            what: format!("the context of a new `{name}` execution"),
+            detail: e.to_string(),
+        })?;
+        let created = self
+            .inner
+            .store
+            .create(
+                NewExecution {
+                    id: id.clone(),
+                    saga: name.to_owned(),
+                    fingerprint: runner.fingerprint().to_owned(),
+                    context: context.clone(),
+                    events,
+                },
+                &self.inner.owner,
+                self.lease_ttl,
+            )
+            .await?;
+        match created {
+            Created::Existing(existing) if existing.saga != name => Err(EngineError::IdTaken {
+                execution_id: id.clone(),
+                existing: existing.saga,
+                requested: name.to_owned(),
+            }),
+            Created::Existing(_) => Ok(None),
+            Created::New(lease) => Ok(Some((runner, context, lease))),
+        }
+    }
+
+    /// Submits an execution of the saga registered as `name` for a
+    /// [`Worker`](crate::Worker) to run (this process or another): it is
+    /// recorded, and its lease left free at once. Returns its id.
+    ///
+    /// [`wait`](Self::wait) on it waits until a worker (or a
+    /// [`recover`](Self::recover)) has run it to its end, however long no
+    /// one claims it.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn submit<C>(&self, name: &str, ctx: C) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_with_id(name, ExecutionId::generate(), ctx)
+            .await
+    }
+
+    /// Submits an execution with the caller's id. Idempotent, as
+    /// [`start_with_id`](Self::start_with_id).
+    ///
+    /// # Errors
+    /// As [`start_with_id`](Self::start_with_id).
+    pub async fn submit_with_id<C>(
+        &self,
+        name: &str,
+        id: impl Into<ExecutionId>,
+        ctx: C,
+    ) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let id = id.into();
+        // No step has started: the worker that claims it logs the first.
+        if let Some((_, _, lease)) = self.create(name, &id, &ctx, Vec::new()).await? {
+            // Were this release lost, the lease would expire and a
+            // worker's poll would find the execution then.
+            self.inner.store.release(&id, &lease).await?;
+        }
+        Ok(id)
+    }
+
+    /// Waits for an execution to end (in this process or another) and
+    /// returns its report: the run's own if this engine is running it when
+    /// `wait` is called, otherwise one rebuilt from the log (statuses,
+    /// outcomes, attempts and errors; durations from the log's timestamps,
+    /// to the millisecond, including any time spent waiting for recovery).
+    ///
+    /// `wait` ends when the execution does, whoever runs it: a run another
+    /// owner holds, one [submitted](Self::submit) that no one has run yet,
+    /// and one whose owner stopped (a worker shut down and released it,
+    /// or a process died and its lease expired) are all waited for until a
+    /// [`Worker`](crate::Worker) (of any process, this one included) or a
+    /// [`recover`](Self::recover) has carried them to their end, or an
+    /// operator [abandoned](Self::abandon) them (the report then says
+    /// `abandoned`). A [cancelled](Self::cancel) one ends `cancelled` once
+    /// a run picks it up. With no worker and no recovery for its saga, the
+    /// wait does not end; bound it with [`tokio::time::timeout`] where that
+    /// can happen. While this engine does not run it, `wait` reads the
+    /// record every 50 ms.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`] for an unknown id;
+    /// [`EngineError::Interrupted`] if this engine's run stopped because its
+    /// log could not be written (another engine's `wait` goes on waiting
+    /// for a recovery); store errors.
+    pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
+        loop {
+            let live = self
+                .live()
+                .get(id)
+                .and_then(|l| l.run.as_ref())
+                .map(|run| run.done.clone());
+            if let Some(mut done) = live {
+                let finished = done
+                    .wait_for(Option::is_some)
+                    .await
+                    .map(|v| v.clone())
+                    .ok()
+                    .flatten();
+                return match finished {
+                    Some(Ok(report)) => Ok(report),
+                    Some(Err(detail)) => Err(EngineError::Interrupted {
+                        execution_id: id.clone(),
+                        detail,
+                    }),
+                    None => Err(EngineError::Interrupted {
+                        execution_id: id.clone(),
+                        detail: "its run was dropped".to_owned(),
+                    }),
+                };
+            }
+            let record = self.record(id).await?;
+            if record.status.is_finished() {
+                return self.rebuilt_report(&record).await;
+            }
+            // Run by another owner, or waiting for one to take it: poll.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Carries on every unfinished execution whose lease is free or
+    /// expired and whose definition is registered here, from its log.
+    /// Executions this engine runs already are left alone.
+    ///
+    /// # Errors
+    /// Store errors while listing; errors of single executions are in
+    /// [`Recovery::refused`].
+    pub async fn recover(&self) -> Result<Recovery, EngineError> {
+        tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let mut recovery = Recovery::default();
+        // Summaries: no context is read until an execution is taken over.
+        let store = &self.inner.store;
+        let mut unfinished = store
+            .list_summaries(ListQuery::new().with_status(ExecutionStatus::Running))
+            .await?;
+        unfinished.extend(
+            store
+                .list_summaries(ListQuery::new().with_status(ExecutionStatus::Compensating))
+                .await?,
+        );
+        for summary in unfinished {
+            let id = summary.id;
+            let Some(claiming) = self.enter(&id) else {
+                continue;
+            };
+            let record = match store.get(&id).await {
+                Ok(Some(record)) => record,
+                // Purged since the listing.
+                Ok(None) => continue,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
+            };
+            match self.take_over(&record, None, false, claiming).await {
+                Ok(true) => recovery.resumed.push(id),
+                Ok(false) => recovery.busy.push(id),
+                Err(error) => {
+                    log::error!(target: "saga", "recovery refused execution_id={id} error={error}");
+                    recovery.refused.push((id, error));
+                }
+            }
+        }
+        // Stuck executions an operator asked to resume from a tool that
+        // does not hold the saga's code (`request_resume`).
+        let stuck = store
+            .list_summaries(ListQuery::new().with_status(ExecutionStatus::Stuck))
+            .await?;
+        for summary in stuck {
+            let id = summary.id;
+            // One unreadable log must not stop the others' recovery.
+            let events = match self.inner.store.events(&id).await {
+                Ok(events) => events,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
+            };
+            if !resume_requested(&events) {
+                continue;
+            }
+            // Only now: a stuck execution no one asked to resume is left
+            // free for an operator's command of this engine.
+            let Some(claiming) = self.enter(&id) else {
+                continue;
+            };
+            let record = match store.get(&id).await {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(error) => {
+                    recovery.refused.push((id, error.into()));
+                    continue;
+                }
+            };
+            match self
+                .take_over(&record, Some(EventKind::Resumed), true, claiming)
+                .await
+            {
+                Ok(true) => recovery.resumed.push(id),
+                Ok(false) => recovery.busy.push(id),
+                Err(error) => {
+                    log::error!(target: "saga", "requested resume refused execution_id={id} error={error}");
+                    recovery.refused.push((id, error));
+                }
+            }
+        }
+        Ok(recovery)
+    }
+}

@@ -1,0 +1,206 @@
+//! Operator commands on executions: request a resume, resume, abandon,
+//! cancel, purge, and the reads tools use (report, list, get).
+
+use super::{EngineError, ExecutionView, SagaEngine};
+use crate::id::ExecutionId;
+use crate::report::{ExecutionStatus, SagaReport};
+use crate::store::{Event, EventKind, ExecutionRecord, now_ms};
+
+impl SagaEngine {
+    /// Asks for a stuck execution to be resumed by whichever worker holds
+    /// its definition: records the request in its log, for the next
+    /// [`recover`](Self::recover) of such a worker to carry out (as
+    /// [`resume`](Self::resume) would). For tools that do not hold the
+    /// saga's code, such as the `saga` CLI; an engine with the definition
+    /// registered can call `resume` directly.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], [`EngineError::WrongStatus`] if it is not
+    /// stuck, [`EngineError::Busy`] if an owner holds it, store errors.
+    pub async fn request_resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        self.operator_event(
+            id,
+            EventKind::ResumeRequested,
+            ExecutionStatus::Stuck,
+            resumable,
+        )
+        .await
+    }
+
+    /// Writes an operator's event under the execution's lease, leaving it
+    /// `status`, if `applies` holds of it before the claim and again once
+    /// the lease is held (its owner may have moved it on meanwhile).
+    pub(super) async fn operator_event(
+        &self,
+        id: &ExecutionId,
+        kind: EventKind,
+        status: ExecutionStatus,
+        applies: impl Fn(&ExecutionRecord) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        // Checked before entering, so a command on an id that does not
+        // exist yet never holds off a `start_with_id` creating it; checked
+        // again under the lease.
+        applies(&self.record(id).await?)?;
+        // Held until the lease is given up again.
+        let Some(_claiming) = self.enter(id) else {
+            return Err(self.busy_here(id));
+        };
+        let store = &self.inner.store;
+        let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
+            return Err(self.busy(id).await);
+        };
+        let appended = match self.record(id).await {
+            Ok(record) => match applies(&record) {
+                Ok(()) => {
+                    let event = Event::new(record.last_seq + 1, kind);
+                    store
+                        .append(id, &lease, vec![event], status)
+                        .await
+                        .map(|_| ())
+                        .map_err(EngineError::from)
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        store.release(id, &lease).await?;
+        appended
+    }
+
+    /// An execution's report, rebuilt from its log and its definition's
+    /// stored shape, whatever its status (statuses, outcomes, attempts and
+    /// errors; durations from the log's timestamps, to the millisecond,
+    /// including any time spent waiting for recovery). Needs no registered
+    /// definition: for tools.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], store errors (a definition missing from
+    /// the store is a [`StoreError::BadRecord`](crate::store::StoreError::BadRecord)).
+    pub async fn report(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
+        let record = self.record(id).await?;
+        self.rebuilt_report(&record).await
+    }
+
+    /// Executions with `status` (all for `None`), oldest first.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+    ) -> Result<Vec<ExecutionRecord>, EngineError> {
+        Ok(self.inner.store.list(status).await?)
+    }
+
+    /// An execution and its log.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionView>, EngineError> {
+        let Some(record) = self.inner.store.get(id).await? else {
+            return Ok(None);
+        };
+        let events = self.inner.store.events(id).await?;
+        Ok(Some(ExecutionView { record, events }))
+    }
+
+    /// Runs a stuck execution again, once an operator fixed the cause: the
+    /// step (or compensation) that failed for good gets a fresh retry
+    /// budget, and the run goes on in the direction it was going.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongStatus`] if it is not stuck, [`EngineError::Busy`]
+    /// if another owner holds it, and the errors of
+    /// [`recover`](Self::recover).
+    pub async fn resume(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        let record = self.record(id).await?;
+        resumable(&record)?;
+        let Some(claiming) = self.enter(id) else {
+            return Err(self.busy_here(id));
+        };
+        // In a task of its own: a caller that gives up mid-claim does not
+        // cut it between taking the lease and launching the run.
+        let engine = self.clone();
+        let taken = tokio::spawn(async move {
+            engine
+                .take_over(&record, Some(EventKind::Resumed), false, claiming)
+                .await
+        })
+        .await
+        .map_err(|e| EngineError::Interrupted {
+            execution_id: id.clone(),
+            detail: e.to_string(),
+        })??;
+        match taken {
+            true => Ok(()),
+            false => Err(self.busy(id).await),
+        }
+    }
+
+    /// Gives an execution up for good: it is marked abandoned and never
+    /// run again; nothing is compensated. For a stuck execution that an
+    /// operator settled by hand, or one whose definition is gone.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongStatus`] if it ended otherwise,
+    /// [`EngineError::Busy`] if an owner is running it.
+    pub async fn abandon(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        self.operator_event(id, EventKind::Abandoned, ExecutionStatus::Abandoned, |r| {
+            if r.status.is_finished() && r.status != ExecutionStatus::Stuck {
+                return Err(EngineError::WrongStatus {
+                    execution_id: r.id.clone(),
+                    status: r.status,
+                    operation: "abandon",
+                    applies: "stuck or unfinished executions",
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Asks an execution to cancel. Its owner (this process or another)
+    /// sees the request at its next log write: before the pivot the run
+    /// rolls back and ends cancelled; after it the request is recorded and
+    /// ignored.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], store errors.
+    pub async fn cancel(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        if !self.inner.store.request_cancel(id).await? {
+            return Err(EngineError::NotFound {
+                execution_id: id.clone(),
+            });
+        }
+        if let Some(run) = self.live().get(id).and_then(|l| l.run.as_ref()) {
+            run.cancel.cancel();
+        }
+        Ok(())
+    }
+
+    /// Deletes executions that finished (completed, compensated, cancelled
+    /// or abandoned; never stuck ones) longer ago than the retention;
+    /// returns how many.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge(&self) -> Result<u64, EngineError> {
+        let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(retention);
+        Ok(self.inner.store.purge(before).await?)
+    }
+}
+
+/// `resume` applies to stuck executions only.
+pub(super) fn resumable(record: &ExecutionRecord) -> Result<(), EngineError> {
+    if record.status == ExecutionStatus::Stuck {
+        Ok(())
+    } else {
+        Err(EngineError::WrongStatus {
+            execution_id: record.id.clone(),
+            status: record.status,
+            operation: "resume",
+            applies: "stuck executions",
+        })
+    }
+}

@@ -1,0 +1,246 @@
+//! Replay: a log folded back into each step's state, for a recovered run
+//! and for a report rebuilt from the log.
+
+use std::time::Duration;
+
+use super::{EngineError, SagaEngine, Shape, kind_from_label};
+use crate::id::ExecutionId;
+use crate::journal::{ResumePhase, ResumeStep};
+use crate::report::{Outcome, SagaReport, StepReport, StepStatus};
+use crate::step::StepKind;
+use crate::store::{Event, EventKind, ExecutionRecord, StoreError, logged_durations};
+
+impl SagaEngine {
+    /// The report of a finished execution, rebuilt from its log and its
+    /// definition's stored shape.
+    pub(super) async fn rebuilt_report(
+        &self,
+        record: &ExecutionRecord,
+    ) -> Result<SagaReport, EngineError> {
+        let store = &self.inner.store;
+        let shape = match store.definition(&record.fingerprint).await? {
+            Some(definition) => serde_json::from_str::<Shape>(&definition.shape).map_err(|e| {
+                StoreError::BadRecord {
+                    store: store.describe(),
+                    what: format!("the definition {}", record.fingerprint),
+                    detail: e.to_string(),
+                }
+            })?,
+            None => {
+                return Err(StoreError::BadRecord {
+                    store: store.describe(),
+                    what: format!("execution `{}`", record.id),
+                    detail: format!("its definition {} is not stored", record.fingerprint),
+                }
+                .into());
+            }
+        };
+        let events = store.events(&record.id).await?;
+        let folded = fold(&record.id, shape.steps.len(), &events)?;
+        let rolled_back = matches!(folded.phase, ResumePhase::Rollback { .. });
+        // Durations by the log's timestamps; zero where a span is missing
+        // or the clock went back.
+        let since = |ms: Option<i64>| Duration::from_millis(ms.map_or(0, |ms| ms.max(0) as u64));
+        let spans = logged_durations(shape.steps.len(), &events);
+        let run = events
+            .first()
+            .zip(events.last())
+            .map(|(first, last)| last.at_ms - first.at_ms);
+        let steps = shape
+            .steps
+            .iter()
+            .zip(folded.steps)
+            .zip(spans)
+            .map(|((s, f), (action, undo))| StepReport {
+                name: s.name.as_str().into(),
+                kind: kind_from_label(&s.kind),
+                // A rollback passes over a step with nothing to undo that
+                // took effect (the log has no event for it), as a live
+                // rollback reports it (whether it succeeded or its outcome is
+                // unknown).
+                status: if rolled_back
+                    && kind_from_label(&s.kind) == StepKind::NoUndo
+                    && f.outcome.needs_compensation()
+                {
+                    StepStatus::Skipped
+                } else {
+                    f.status
+                },
+                outcome: f.outcome,
+                attempts: f.attempts,
+                compensation_attempts: f.compensation_attempts,
+                duration: since(action),
+                compensation_duration: since(undo),
+                last_error: f.last_error,
+            })
+            .collect();
+        Ok(SagaReport {
+            saga: record.saga.as_str().into(),
+            execution_id: record.id.clone(),
+            status: record.status,
+            steps,
+            cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored),
+            duration: since(run),
+        })
+    }
+}
+
+/// Whether the last event of a log is a pending resume request.
+pub(super) fn resume_requested(events: &[Event]) -> bool {
+    events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
+}
+
+/// What a log says of an execution.
+pub(super) struct Folded {
+    pub(super) steps: Vec<ResumeStep>,
+    pub(super) outputs: Vec<Option<String>>,
+    pub(super) context: Option<String>,
+    pub(super) phase: ResumePhase,
+}
+
+/// Reads a log: each step's state, outputs, the latest context and the
+/// direction. A step or compensation that started and never ended is set
+/// up to run again as the same attempt, its outcome unknown. After an
+/// operator's resume, what failed for good gets a fresh budget.
+pub(super) fn fold(
+    id: &ExecutionId,
+    steps: usize,
+    events: &[Event],
+) -> Result<Folded, EngineError> {
+    let mut folded = Folded {
+        steps: (0..steps)
+            .map(|_| ResumeStep {
+                status: StepStatus::Pending,
+                outcome: Outcome::NotStarted,
+                attempts: 0,
+                compensation_attempts: 0,
+                last_error: None,
+            })
+            .collect(),
+        outputs: vec![None; steps],
+        context: None,
+        phase: ResumePhase::Forward,
+    };
+    let mut in_flight = vec![false; steps];
+    for event in events {
+        if event.context.is_some() {
+            folded.context.clone_from(&event.context);
+        }
+        let index = match event.step {
+            Some(i) if (i as usize) < steps => Some(i as usize),
+            Some(i) => {
+                return Err(EngineError::BadLog {
+                    execution_id: id.clone(),
+                    detail: format!(
+                        "event {} names step {i}, but the saga has {steps} steps",
+                        event.seq
+                    ),
+                });
+            }
+            None => None,
+        };
+        let step = index.map(|i| (&mut folded.steps[i], &mut in_flight[i]));
+        match (event.kind, step) {
+            (EventKind::StepStarted, Some((s, flying))) => {
+                s.status = StepStatus::Running;
+                s.attempts = event.attempt;
+                *flying = true;
+            }
+            (EventKind::StepSucceeded, Some((s, flying))) => {
+                s.status = StepStatus::Succeeded;
+                s.outcome = Outcome::Applied;
+                s.attempts = event.attempt;
+                *flying = false;
+                folded.outputs[index.unwrap_or_default()].clone_from(&event.output);
+            }
+            (EventKind::StepFailed, Some((s, flying))) => {
+                *flying = false;
+                s.attempts = event.attempt;
+                if event.outcome_unknown {
+                    s.outcome = Outcome::Unknown;
+                } else if s.outcome != Outcome::Unknown {
+                    s.outcome = Outcome::NotApplied;
+                }
+                s.last_error.clone_from(&event.error);
+                if !event.will_retry {
+                    s.status = StepStatus::Failed;
+                }
+            }
+            (EventKind::RollbackStarted, _) => {
+                // A step whose start is followed by the rollback without an
+                // end of its own was stopped by a cancellation before it
+                // ran (the start's commit brought the request).
+                for (s, flying) in folded.steps.iter_mut().zip(&mut in_flight) {
+                    if *flying && s.status == StepStatus::Running {
+                        *flying = false;
+                        s.attempts = s.attempts.saturating_sub(1);
+                        s.status = if s.attempts == 0 {
+                            StepStatus::Pending
+                        } else {
+                            StepStatus::Failed
+                        };
+                    }
+                }
+                folded.phase = ResumePhase::Rollback {
+                    cause: index.map(|i| (i, event.error.clone().unwrap_or_default())),
+                };
+            }
+            (EventKind::CompensationStarted, Some((s, flying))) => {
+                s.status = StepStatus::Compensating;
+                s.compensation_attempts = event.attempt;
+                *flying = true;
+            }
+            (EventKind::CompensationSucceeded, Some((s, flying))) => {
+                s.status = StepStatus::Compensated;
+                *flying = false;
+            }
+            (EventKind::CompensationFailed, Some((s, flying))) => {
+                *flying = false;
+                s.compensation_attempts = event.attempt;
+                s.last_error.clone_from(&event.error);
+                if !event.will_retry {
+                    s.status = StepStatus::CompensationFailed;
+                }
+            }
+            (EventKind::Resumed, _) => {
+                // Exactly what the resumed phase runs again: going forward,
+                // the steps that failed for good; rolling back, the
+                // compensations that did (the step whose failure started
+                // the rollback stays failed: it is not run again).
+                let forward = matches!(folded.phase, ResumePhase::Forward);
+                for s in &mut folded.steps {
+                    match s.status {
+                        StepStatus::Failed if forward => {
+                            s.status = StepStatus::Running;
+                            s.attempts = 0;
+                        }
+                        StepStatus::CompensationFailed if !forward => {
+                            s.status = StepStatus::Compensating;
+                            s.compensation_attempts = 0;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Cut off by a crash: run the same attempt again; it may have taken
+    // effect, so its outcome is unknown (sticky, as for a timeout).
+    for (s, flying) in folded.steps.iter_mut().zip(in_flight) {
+        if !flying {
+            continue;
+        }
+        match s.status {
+            StepStatus::Running => {
+                s.attempts = s.attempts.saturating_sub(1);
+                s.outcome = Outcome::Unknown;
+            }
+            StepStatus::Compensating => {
+                s.compensation_attempts = s.compensation_attempts.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    Ok(folded)
+}

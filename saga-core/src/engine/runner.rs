@@ -1,0 +1,193 @@
+//! Runners: a registered definition, type-erased over its context, that
+//! decodes a log and makes the run to spawn.
+
+use std::any::{Any, TypeId, type_name};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Done, EngineError, JournalState, StoreJournal, fold};
+use crate::cancel::CancellationToken;
+use crate::executor::{self, Run};
+use crate::id::ExecutionId;
+use crate::journal::Resume;
+use crate::saga::{RunOptions, Saga};
+use crate::step::{BoxFuture, Output};
+use crate::store::{Event, Lease, SagaStore};
+
+/// What a run needs: its log so far and its lease.
+pub(super) struct Job {
+    pub(super) id: ExecutionId,
+    pub(super) initial_context: String,
+    pub(super) events: Vec<Event>,
+    /// The caller's context, for a fresh start (no decoding needed).
+    pub(super) fresh: Option<Box<dyn Any + Send>>,
+    pub(super) lease: Lease,
+    pub(super) cancel: CancellationToken,
+}
+
+/// A registered definition, type-erased over its context.
+pub(super) trait Runner: Send + Sync {
+    fn name(&self) -> &str;
+    fn fingerprint(&self) -> &str;
+    fn steps(&self) -> usize;
+    fn context_type(&self) -> TypeId;
+    fn context_type_name(&self) -> &'static str;
+    /// Decodes a log without running anything.
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError>;
+    /// Decodes the log and returns the run, ready to spawn.
+    fn prepare(
+        self: Arc<Self>,
+        store: Arc<dyn SagaStore>,
+        job: Job,
+    ) -> Result<BoxFuture<'static, Done>, EngineError>;
+}
+
+pub(super) struct Typed<C> {
+    pub(super) saga: Saga<C>,
+    pub(super) fingerprint: String,
+}
+
+impl<C> Typed<C>
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The context and the resume state a log records.
+    pub(super) fn decode(
+        &self,
+        id: &ExecutionId,
+        initial: &str,
+        events: &[Event],
+    ) -> Result<(C, Option<Resume>), EngineError> {
+        let folded = fold(id, self.steps(), events)?;
+        let ctx = serde_json::from_str::<C>(folded.context.as_deref().unwrap_or(initial)).map_err(
+            |e| EngineError::Undecodable {
+                execution_id: id.clone(),
+                what: format!("the context (a `{}`)", type_name::<C>()),
+                detail: e.to_string(),
+            },
+        )?;
+        if events.is_empty() {
+            return Ok((ctx, None));
+        }
+        let mut outputs: Vec<Option<Output>> = Vec::with_capacity(self.steps());
+        for (step, json) in self.saga.inner.steps.iter().zip(&folded.outputs) {
+            let output = match (json, &step.codec) {
+                (Some(json), Some(codec)) => {
+                    Some(
+                        (codec.decode)(json).map_err(|detail| EngineError::Undecodable {
+                            execution_id: id.clone(),
+                            what: format!("the output of step `{}`", step.name),
+                            detail,
+                        })?,
+                    )
+                }
+                _ => None,
+            };
+            outputs.push(output);
+        }
+        Ok((
+            ctx,
+            Some(Resume {
+                steps: folded.steps,
+                outputs,
+                phase: folded.phase,
+            }),
+        ))
+    }
+}
+
+impl<C> Runner for Typed<C>
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn name(&self) -> &str {
+        self.saga.name()
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn steps(&self) -> usize {
+        self.saga.inner.steps.len()
+    }
+
+    fn context_type(&self) -> TypeId {
+        TypeId::of::<C>()
+    }
+
+    fn context_type_name(&self) -> &'static str {
+        type_name::<C>()
+    }
+
+    fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError> {
+        self.decode(id, initial, events).map(|_| ())
+    }
+
+    fn prepare(
+        self: Arc<Self>,
+        store: Arc<dyn SagaStore>,
+        job: Job,
+    ) -> Result<BoxFuture<'static, Done>, EngineError> {
+        let fresh = job.fresh.map(|b| b.downcast::<C>());
+        // A fresh start's log holds its first step's start, written with
+        // the execution.
+        let preloaded = matches!(fresh, Some(Ok(_)));
+        let (mut ctx, resume) = match fresh {
+            Some(Ok(ctx)) => (*ctx, None),
+            _ => self.decode(&job.id, &job.initial_context, &job.events)?,
+        };
+        let next_seq = job.events.last().map_or(1, |e| e.seq + 1);
+        Ok(Box::pin(async move {
+            let journal = StoreJournal::<C> {
+                store: Arc::clone(&store),
+                id: job.id.clone(),
+                lease: job.lease.clone(),
+                state: tokio::sync::Mutex::new(JournalState {
+                    next_seq,
+                    buffer: Vec::new(),
+                    preloaded,
+                }),
+                cancel: job.cancel.clone(),
+                _context: PhantomData,
+            };
+            let options = RunOptions::new()
+                .with_execution_id(job.id.clone())
+                .with_cancellation(job.cancel.clone());
+            let run = executor::execute(
+                &self.saga.inner,
+                &mut ctx,
+                Run {
+                    journal: Some(&journal),
+                    resume,
+                    ..Run::new(options)
+                },
+            );
+            let mut run = std::pin::pin!(run);
+            let period = job.lease.ttl / 3;
+            let mut renewals =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            // After a stall, one renewal, not one per missed tick.
+            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let result = loop {
+                tokio::select! {
+                    result = &mut run => break result,
+                    _ = renewals.tick() => match store.renew(&job.id, &job.lease).await {
+                        Ok(ack) if ack.cancel_requested => job.cancel.cancel(),
+                        Ok(_) => {}
+                        // A lost lease fails the run's next write.
+                        Err(error) => log::warn!(target: "saga", "lease renewal failed execution_id={} error={error}", job.id),
+                    },
+                }
+            };
+            match result {
+                Ok(report) => Ok(report),
+                Err(crate::SagaError::Store { error, .. }) => Err(error.to_string()),
+                Err(error) => Ok(error.report().clone()),
+            }
+        }))
+    }
+}

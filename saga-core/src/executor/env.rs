@@ -1,0 +1,233 @@
+//! The run's environment: what a run shares with every step (the saga,
+//! its id, clock, cancellation, observers and the durable journal), and
+//! how it logs, emits events, sleeps and reads the clock.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cancel::CancellationToken;
+use crate::clock::{Clock, SystemClock};
+use crate::id::ExecutionId;
+use crate::journal::{Event, EventKind, Journal, StoreError};
+use crate::observer::{RunInfo, SagaEvent, SagaObserver};
+use crate::report::ExecutionStatus;
+use crate::saga::SagaInner;
+use crate::step::{Action, BoxFuture, StepDef, SyncAction};
+
+pub(super) static SYSTEM_CLOCK: SystemClock = SystemClock;
+
+/// What a run shares with every step, branches included: read-only. Owned
+/// by the run's future (made before it, from the [`RunOptions`], so the
+/// future holds the options once).
+pub(crate) struct Env<'r, C> {
+    pub(super) saga: &'r SagaInner<C>,
+    pub(super) id: ExecutionId,
+    /// The run's clock; the system clock when none.
+    pub(super) clock: Option<Arc<dyn Clock>>,
+    pub(super) cancel: Option<CancellationToken>,
+    pub(super) run_observers: Vec<Arc<dyn SagaObserver>>,
+    /// Sync-only run driven without a runtime: sleeps block the thread.
+    pub(super) blocking: bool,
+    /// Whether the saga or the run has observers: one test per event.
+    pub(super) observed: bool,
+    /// When the run started: read at its first poll.
+    pub(super) started: Option<Instant>,
+    /// The durable log and its abort slot, if the run is durable: behind
+    /// one pointer, so an in-memory run does not carry them.
+    pub(super) durable: Option<Box<Durable<'r, C>>>,
+}
+
+/// What only a durable run needs.
+pub(super) struct Durable<'r, C> {
+    pub(super) journal: &'r dyn Journal<C>,
+    /// The journal's first error: the run stops at the next check.
+    pub(super) aborted: Mutex<Option<StoreError>>,
+}
+
+impl<C> Env<'_, C> {
+    pub(super) fn clock(&self) -> &dyn Clock {
+        match &self.clock {
+            Some(clock) => &**clock,
+            None => &SYSTEM_CLOCK,
+        }
+    }
+
+    /// The run's clock's reading: the system clock's without a call
+    /// through a trait object when the run has no clock of its own.
+    #[inline]
+    pub(super) fn now(&self) -> Instant {
+        match &self.clock {
+            Some(clock) => clock.now(),
+            None => Instant::now(),
+        }
+    }
+
+    /// A step's sync action, when the run can call it without a future:
+    /// driven without a runtime and without a journal (see
+    /// [`run_sync_action`]).
+    #[inline]
+    pub(super) fn sync_action<'s>(&self, step: &'s StepDef<C>) -> Option<&'s SyncAction<C>> {
+        // The run's kind first: an async run pays one test per step.
+        if !self.blocking || self.durable.is_some() {
+            return None;
+        }
+        match &step.action {
+            Action::Sync(action) => Some(&**action),
+            _ => None,
+        }
+    }
+
+    /// The time from the run's start to `now`.
+    pub(super) fn since_start(&self, now: Instant) -> Duration {
+        self.started.map_or(Duration::ZERO, |started| now - started)
+    }
+
+    /// Writes `event` to the journal (if any). On failure the error is kept
+    /// for the run's result, and the run stops at its next check.
+    ///
+    /// Boxed: awaited inline at every log point, its future (the event and
+    /// the journal's write) would make every run in flight larger, journal
+    /// or not; a journaled run pays one allocation beside a store write.
+    ///
+    /// `fill` sets the event's fields: the event is made here, so the
+    /// caller's future does not hold it across the write.
+    pub(super) fn log(
+        &self,
+        kind: EventKind,
+        status: ExecutionStatus,
+        fill: impl FnOnce(&mut Event),
+    ) -> BoxFuture<'_, Result<(), ()>> {
+        let mut event = Event::new(0, kind);
+        fill(&mut event);
+        // Only the durable part is captured, so the future is `Send`
+        // whatever the context is.
+        let durable = self.durable.as_deref();
+        Box::pin(async move {
+            let Some(durable) = durable else {
+                return Ok(());
+            };
+            if lock(&durable.aborted).is_some() {
+                return Err(());
+            }
+            match durable.journal.record(event, status).await {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    lock(&durable.aborted).get_or_insert(error);
+                    Err(())
+                }
+            }
+        })
+    }
+
+    /// The context, encoded for the journal; an encoding error aborts the
+    /// run (at its next log point).
+    pub(super) fn snapshot(&self, ctx: &C) -> Option<String> {
+        let durable = self.durable.as_deref()?;
+        match durable.journal.encode_context(ctx) {
+            Ok(json) => Some(json),
+            Err(error) => {
+                self.abort(error);
+                None
+            }
+        }
+    }
+
+    /// A step's output, encoded for the journal.
+    pub(super) fn encode_output(
+        &self,
+        step: &StepDef<C>,
+        output: &(dyn std::any::Any + Send + Sync),
+    ) -> Option<String> {
+        let result = match &step.codec {
+            Some(codec) => (codec.encode)(output),
+            None => Err("the step has no codec; call `.durable()` on it".to_owned()),
+        };
+        result
+            .map_err(|detail| {
+                self.abort(StoreError::Encode {
+                    what: format!("the output of step `{}`", step.name),
+                    detail,
+                });
+            })
+            .ok()
+    }
+
+    pub(super) fn abort(&self, error: StoreError) {
+        if let Some(durable) = &self.durable {
+            lock(&durable.aborted).get_or_insert(error);
+        }
+    }
+
+    pub(super) fn is_aborted(&self) -> bool {
+        // Only a journal aborts a run: a run without one skips the lock
+        // (two atomic operations per step otherwise).
+        self.durable
+            .as_ref()
+            .is_some_and(|durable| lock(&durable.aborted).is_some())
+    }
+
+    pub(super) fn take_abort(&self) -> Option<StoreError> {
+        lock(&self.durable.as_ref()?.aborted).take()
+    }
+
+    pub(super) fn cancel_requested(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    pub(super) async fn sleep(&self, delay: Duration) {
+        if self.blocking {
+            self.clock().sleep_blocking(delay);
+        } else {
+            self.clock().sleep(delay).await;
+        }
+    }
+
+    /// Tells the logger and the observers of `event`. Inlined, so that
+    /// where the event is built its log level folds to a constant: without
+    /// a logger and observers an event costs an atomic load and a test,
+    /// and is never built beyond its fields on the stack.
+    #[inline(always)]
+    pub(super) fn emit(&self, event: &SagaEvent<'_>) {
+        crate::logging::log_event(|| self.run_info(), event, || self.since_start(self.now()));
+        if self.observed {
+            self.notify(event);
+        }
+    }
+
+    pub(super) fn run_info(&self) -> RunInfo<'_> {
+        RunInfo {
+            saga: &self.saga.name,
+            execution_id: &self.id,
+        }
+    }
+
+    /// Calls every observer with `event`: out of line, as few runs have any.
+    #[inline(never)]
+    pub(super) fn notify(&self, event: &SagaEvent<'_>) {
+        let run = &self.run_info();
+        for observer in self.saga.observers.iter().chain(&self.run_observers) {
+            // An observer is user code: its panic must not tear down the
+            // run (and leave compensations undone), nor silence the others.
+            if catch_unwind(AssertUnwindSafe(|| observer.on_event(run, event))).is_err() {
+                log::error!(
+                    target: crate::logging::TARGET,
+                    "observer panicked, event dropped for it saga={} execution={}",
+                    run.saga,
+                    run.execution_id
+                );
+            }
+        }
+    }
+}
+
+/// The journal's abort slot; it stays consistent whatever panicked while
+/// it was held.
+pub(super) fn lock(
+    slot: &Mutex<Option<StoreError>>,
+) -> std::sync::MutexGuard<'_, Option<StoreError>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

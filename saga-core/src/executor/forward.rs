@@ -1,0 +1,439 @@
+//! The forward path: the nodes in order, each step's action attempted
+//! until it succeeds or its policy gives up (a sync fast path for runs
+//! without a runtime or a journal), and a run stuck going forward.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::guard::{attempt_action, catch, settle};
+use super::{Access, Brakes, Env, JournalFailed, Record, State, Stop, run_group};
+use crate::cancel::CancellationToken;
+use crate::error::{Interrupted, SagaError, StepError, StuckPhase};
+use crate::journal::EventKind;
+use crate::observer::SagaEvent;
+use crate::report::{ExecutionStatus, Outcome, StepStatus};
+use crate::saga::Node;
+use crate::step::{StepDef, StepInfo, SyncAction};
+
+/// Runs the nodes in order, up to the first that stops the run.
+// Deliberately not an `async fn`: clippy's suggestion would store the
+// arguments twice.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn forward<'a, C>(
+    env: &'a Env<'_, C>,
+    state: &'a mut State<'_>,
+    ctx: &'a mut C,
+) -> impl Future<Output = Result<(), Stop>> + 'a {
+    async move {
+        let mut pivot_done = false;
+        // Indexed rather than iterated, and the definition read again after
+        // each await: the future holds less across the steps' awaits.
+        for node_index in 0..env.saga.nodes.len() {
+            if env.cancel_requested() {
+                if !pivot_done {
+                    return Err(Stop::Cancelled);
+                }
+                if !state.cancel_ignored {
+                    state.cancel_ignored = true;
+                    let saga = env.saga;
+                    let first = saga.nodes[node_index].first();
+                    env.emit(&SagaEvent::CancelIgnored {
+                        step: &saga.steps[first].name,
+                    });
+                    if env.durable.is_some() {
+                        let log = env.log(
+                            EventKind::CancelIgnored,
+                            ExecutionStatus::Running,
+                            |event| {
+                                event.step = Some(first as u32);
+                            },
+                        );
+                        if log.await.is_err() {
+                            return Err(Stop::Aborted);
+                        }
+                    }
+                }
+            }
+            let failure = match &env.saga.nodes[node_index] {
+                &Node::Step(index) => 'step: {
+                    let step = &env.saga.steps[index];
+                    // A sync step in a run that can call it without a future.
+                    if let Some(action) = env.sync_action(step) {
+                        let result = run_sync_action(
+                            env,
+                            step,
+                            action,
+                            &mut *ctx,
+                            &mut state.records[index],
+                            state.mark,
+                            pivot_done,
+                        );
+                        pivot_done |= step.pivot && result.is_ok();
+                        break 'step state.step_ended(index, result);
+                    }
+                    let pivot = step.pivot;
+                    let brakes = Brakes::of(env, step, pivot_done);
+                    let result = run_action(
+                        env,
+                        index,
+                        &mut *ctx,
+                        &mut state.records[index],
+                        state.mark,
+                        brakes,
+                    )
+                    .await;
+                    pivot_done |= pivot && result.is_ok();
+                    state.step_ended(index, result)
+                }
+                Node::Group { range, ops } => {
+                    let records = &mut state.records[range.clone()];
+                    // Boxed: inline, a group's future would make every run
+                    // in flight larger.
+                    let shared = (ops.run)(&*ctx);
+                    let (failure, errors) =
+                        Box::pin(run_group(env, shared, range.clone(), records, pivot_done)).await;
+                    state.mark = env.now();
+                    if !errors.is_empty() {
+                        let extra = state.extra();
+                        for (index, message) in errors {
+                            extra[index].last_error = Some(message);
+                        }
+                    }
+                    failure
+                }
+            };
+            if env.is_aborted() {
+                return Err(Stop::Aborted);
+            }
+            if let Some((index, error)) = failure {
+                let saga = env.saga;
+                let step = &saga.steps[index];
+                let unknown = state.records[index].outcome == Outcome::Unknown;
+                if pivot_done || (step.pivot && unknown) {
+                    return Err(Stop::Stuck {
+                        node: node_index,
+                        index,
+                        error,
+                    });
+                }
+                if env.cancel_requested() {
+                    // Dropped mid-flight by the run's cancellation (then
+                    // compensated with the others), or its retries stopped by
+                    // it: the run ends cancelled either way.
+                    return Err(Stop::Cancelled);
+                }
+                return Err(Stop::Failed { index, error });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The end of a step's action that succeeded.
+pub(super) struct Ended {
+    /// The clock reading at its end.
+    pub(super) at: Instant,
+    /// The error of the last failed attempt, if a retry recovered from it
+    /// (it goes in the report): a null pointer in the common case.
+    pub(super) recovered: Option<Box<str>>,
+}
+
+/// Why a step's action stopped short of success.
+pub(super) struct Halt {
+    /// The clock reading at its end.
+    pub(super) end: Instant,
+    pub(super) error: StepError,
+    /// Whether the step failed for good (its last error goes in the
+    /// report), rather than being stopped by the journal or by a
+    /// cancellation at a write.
+    pub(super) failed: bool,
+}
+
+/// Runs one step's action until it succeeds or its policy gives up (or a
+/// brake is applied). Returns the clock reading at its end.
+// Deliberately not an `async fn` (see the comment in its body): clippy's
+// suggestion would store the arguments twice.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn run_action<'a, C>(
+    env: &'a Env<'_, C>,
+    index: usize,
+    mut ctx: impl Access<C> + 'a,
+    record: &'a mut Record,
+    start: Instant,
+    brakes: Brakes<'a>,
+) -> impl Future<Output = Result<Ended, Halt>> + 'a {
+    // An `async move` block rather than an `async fn`: its captures are
+    // stored once in the future, an `async fn`'s arguments twice.
+    async move {
+        let step = &env.saga.steps[index];
+        if record.status == StepStatus::Succeeded {
+            // Recovered: its success is in the log already.
+            return Ok(Ended {
+                at: start,
+                recovered: None,
+            });
+        }
+        record.status = StepStatus::Running;
+        let halt = |end, error| Halt {
+            end,
+            error,
+            failed: false,
+        };
+        // From 0 in a fresh run; a recovered run goes on where its log stopped.
+        let mut attempt = record.attempts;
+        // The error of the last failed attempt a retry recovered from.
+        let mut recovered: Option<Box<str>> = None;
+        loop {
+            attempt += 1;
+            record.attempts = attempt;
+            if env.durable.is_some() {
+                let log = env.log(EventKind::StepStarted, ExecutionStatus::Running, |event| {
+                    event.step = Some(index as u32);
+                    event.attempt = attempt;
+                });
+                if log.await.is_err() {
+                    return Err(halt(env.now(), StepError::new(JournalFailed)));
+                }
+                // A durable run hears of a cancellation request at its writes:
+                // one that came with this start stops the step before it runs
+                // (the rollback that follows tells the log it never ran).
+                if brakes.cancel.is_some_and(CancellationToken::is_cancelled) {
+                    attempt -= 1;
+                    record.attempts = attempt;
+                    record.status = if attempt == 0 {
+                        StepStatus::Pending
+                    } else {
+                        StepStatus::Failed
+                    };
+                    return Err(halt(env.now(), StepError::interrupted()));
+                }
+            }
+            env.emit(&SagaEvent::StepStarted {
+                step: &step.name,
+                attempt,
+            });
+            // Scoped so that what the future holds across each await is
+            // only what is used after it: a local borrowed or moved on one
+            // path only is kept until the end of its scope.
+            let delay = {
+                let (now, error) = 'failed: {
+                    let out = match {
+                        let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+                        settle!(
+                            attempt_action(step, &mut ctx, &info, brakes),
+                            false,
+                            &step.name,
+                            attempt
+                        )
+                    } {
+                        Ok(out) => out,
+                        Err(error) => break 'failed (env.now(), error),
+                    };
+                    let now = env.now();
+                    action_succeeded(env, step, record, attempt, start, now);
+                    if env.durable.is_none() {
+                        record.output = Some(out);
+                        return Ok(Ended { at: now, recovered });
+                    }
+                    let encoded = env.encode_output(step, &*out);
+                    record.output = Some(out);
+                    let log = env.log(
+                        EventKind::StepSucceeded,
+                        ExecutionStatus::Running,
+                        |event| {
+                            event.step = Some(index as u32);
+                            event.attempt = attempt;
+                            event.output = encoded;
+                            event.context = env.snapshot(ctx.shared());
+                        },
+                    );
+                    if log.await.is_err() {
+                        return Err(halt(now, StepError::new(JournalFailed)));
+                    }
+                    return Ok(Ended { at: now, recovered });
+                };
+                let retry_in = action_failed(env, step, record, attempt, &error, &brakes);
+                if env.durable.is_some() {
+                    let log = env.log(EventKind::StepFailed, ExecutionStatus::Running, |event| {
+                        event.step = Some(index as u32);
+                        event.attempt = attempt;
+                        event.error = Some(error.to_string());
+                        event.outcome_unknown = error.is_outcome_unknown();
+                        event.will_retry = retry_in.is_some();
+                        event.context = env.snapshot(ctx.shared());
+                    });
+                    if log.await.is_err() {
+                        return Err(halt(now, StepError::new(JournalFailed)));
+                    }
+                }
+                let Some(delay) = retry_in else {
+                    return Err(action_gave_up(record, start, now, error));
+                };
+                recovered = Some(error.to_string().into_boxed_str());
+                delay
+            };
+            env.sleep(delay).await;
+        }
+    }
+}
+
+/// [`run_action`] for a sync action in a run without a journal, driven
+/// without a runtime (`run_blocking`): nothing in it waits (a backoff
+/// sleep blocks the thread), so it is a plain call, without a future to
+/// make, poll and drop for every step. Inlined: a sync run saves more than
+/// an async one (whose future's code grows) loses (docs/PERFORMANCE.md).
+#[inline(always)]
+pub(super) fn run_sync_action<C>(
+    env: &Env<'_, C>,
+    step: &StepDef<C>,
+    action: &SyncAction<C>,
+    ctx: &mut C,
+    record: &mut Record,
+    start: Instant,
+    pivot_done: bool,
+) -> Result<Ended, Halt> {
+    // Neither read nor written here, unlike in `run_action`: whether the
+    // step succeeded already (only a recovered run's steps have, and a
+    // recovered run is durable, so never here), and its `Running` status
+    // (nothing reads the record before its attempts end, which write the
+    // final status): work on every step of the hot path.
+    debug_assert_eq!(record.status, StepStatus::Pending);
+    let mut attempt = record.attempts;
+    let mut recovered: Option<Box<str>> = None;
+    loop {
+        attempt += 1;
+        record.attempts = attempt;
+        env.emit(&SagaEvent::StepStarted {
+            step: &step.name,
+            attempt,
+        });
+        let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+        #[cfg(not(feature = "tracing"))]
+        let result = catch(|| action(&mut *ctx, &info));
+        #[cfg(feature = "tracing")]
+        let result = crate::spans::attempt_sync(false, &step.name, attempt, || {
+            catch(|| action(&mut *ctx, &info))
+        });
+        let now = env.now();
+        let error = match result {
+            Ok(out) => {
+                action_succeeded(env, step, record, attempt, start, now);
+                record.output = Some(out);
+                return Ok(Ended { at: now, recovered });
+            }
+            Err(error) => error,
+        };
+        // The brakes are read only after a failure: not made for every
+        // step that succeeds.
+        let brakes = Brakes::of(env, step, pivot_done);
+        let Some(delay) = action_failed(env, step, record, attempt, &error, &brakes) else {
+            return Err(action_gave_up(record, start, now, error));
+        };
+        recovered = Some(error.to_string().into_boxed_str());
+        env.clock().sleep_blocking(delay);
+    }
+}
+
+/// Records an action's successful attempt, which ended at `now`.
+#[inline(always)]
+pub(super) fn action_succeeded<C>(
+    env: &Env<'_, C>,
+    step: &StepDef<C>,
+    record: &mut Record,
+    attempt: u32,
+    start: Instant,
+    now: Instant,
+) {
+    record.status = StepStatus::Succeeded;
+    record.outcome = Outcome::Applied;
+    let elapsed = now - start;
+    record.duration = elapsed;
+    env.emit(&SagaEvent::StepSucceeded {
+        step: &step.name,
+        attempt,
+        elapsed,
+    });
+}
+
+/// Records an action's failed attempt; returns the delay before the next
+/// one if the step's policy retries it. Out of line: the failure path's
+/// code kept out of the hot loop.
+#[inline(never)]
+pub(super) fn action_failed<C>(
+    env: &Env<'_, C>,
+    step: &StepDef<C>,
+    record: &mut Record,
+    attempt: u32,
+    error: &StepError,
+    brakes: &Brakes<'_>,
+) -> Option<Duration> {
+    // Unknown is sticky: once an attempt may have taken effect, the
+    // step is compensated whatever follows.
+    if error.is_outcome_unknown() {
+        record.outcome = Outcome::Unknown;
+    } else if record.outcome != Outcome::Unknown {
+        record.outcome = Outcome::NotApplied;
+    }
+    // The pivot retries an unknown outcome whatever its predicate says:
+    // giving up there means stuck.
+    let qualifies = step.retry.retries(error) || (step.pivot && error.is_outcome_unknown());
+    let retry_in = (attempt < step.retry.max_attempts()
+        && qualifies
+        && !error.error().is::<Interrupted>()
+        && !brakes.applied())
+    .then(|| step.retry.random_delay_before(attempt + 1));
+    env.emit(&SagaEvent::StepFailed {
+        step: &step.name,
+        attempt,
+        error,
+        retry_in,
+    });
+    retry_in
+}
+
+/// Records that an action's policy gave up after an attempt that ended at
+/// `now` with `error`.
+pub(super) fn action_gave_up(
+    record: &mut Record,
+    start: Instant,
+    now: Instant,
+    error: StepError,
+) -> Halt {
+    record.status = StepStatus::Failed;
+    record.duration = now - start;
+    Halt {
+        end: now,
+        error,
+        failed: true,
+    }
+}
+
+/// Ends a run stuck going forward at step `index` of node `node`.
+pub(super) fn stuck_forward<C>(
+    env: &Env<'_, C>,
+    state: &mut State<'_>,
+    node: usize,
+    index: usize,
+    error: StepError,
+) -> SagaError {
+    let saga = env.saga;
+    let failures = vec![state.failure(saga, index, false, &error)];
+    let first = saga.nodes[node].first();
+    let remaining = state.records[first..]
+        .iter()
+        .zip(&saga.steps[first..])
+        .filter(|(record, _)| record.status != StepStatus::Succeeded)
+        .map(|(_, step)| Arc::clone(&step.name))
+        .collect();
+    let report = state.finish(env, ExecutionStatus::Stuck);
+    SagaError::Stuck {
+        saga: Arc::clone(&saga.name),
+        step: Arc::clone(&saga.steps[index].name),
+        phase: StuckPhase::Forward,
+        error: error.into_inner(),
+        failures,
+        remaining,
+        report: Box::new(report),
+    }
+}

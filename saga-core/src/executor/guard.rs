@@ -1,0 +1,293 @@
+//! One attempt under its guards: the context's access, the brakes
+//! (cancellation, a failed sibling), panics caught, the timeout, and the
+//! backoff before a retry.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+
+use std::task::Poll;
+use std::time::Duration;
+
+use super::Env;
+use crate::cancel::CancellationToken;
+use crate::error::StepError;
+use crate::saga::SharedContext;
+use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, Undo};
+
+/// The context as a step gets it: exclusively (`&mut C`) in a sequence,
+/// shared (`&C`) in a parallel group. A trait rather than an enum, so a
+/// sequence's future never holds a `&C` and stays `Send` for contexts that
+/// are `Send` but not `Sync`.
+pub(super) trait Access<C> {
+    fn shared(&self) -> &C;
+    fn exclusive(&mut self) -> Option<&mut C>;
+}
+
+impl<C> Access<C> for &mut C {
+    fn shared(&self) -> &C {
+        self
+    }
+
+    fn exclusive(&mut self) -> Option<&mut C> {
+        Some(self)
+    }
+}
+
+impl<C> Access<C> for &dyn SharedContext<C> {
+    fn shared(&self) -> &C {
+        SharedContext::context(*self)
+    }
+
+    fn exclusive(&mut self) -> Option<&mut C> {
+        None
+    }
+}
+
+/// What may stop an attempt or a retry early.
+#[derive(Clone, Copy)]
+pub(super) struct Brakes<'t> {
+    /// The run's cancellation token, when the step may be dropped by it
+    /// (cancel-safe, before the pivot).
+    pub(super) cancel: Option<&'t CancellationToken>,
+    /// The group's token, fired when a sibling branch failed.
+    pub(super) group: Option<&'t CancellationToken>,
+    /// Whether the step may be dropped mid-flight (cancel-safe).
+    pub(super) droppable: bool,
+}
+
+impl<'t> Brakes<'t> {
+    /// A step's brakes in a sequence. Before the pivot a cancel-safe async
+    /// step may be dropped when the run is cancelled; the pivot and what
+    /// follows always finish.
+    #[inline(always)]
+    pub(super) fn of<C>(env: &'t Env<'_, C>, step: &StepDef<C>, pivot_done: bool) -> Self {
+        Brakes {
+            cancel: env.cancel.as_ref().filter(|_| !pivot_done && !step.pivot),
+            group: None,
+            droppable: step.cancel_safe && !pivot_done && !step.pivot,
+        }
+    }
+
+    pub(super) fn applied(&self) -> bool {
+        self.cancel.is_some_and(CancellationToken::is_cancelled)
+            || self.group.is_some_and(CancellationToken::is_cancelled)
+    }
+}
+
+/// One attempt of an action: panics caught, the timeout applied, and a
+/// droppable step dropped when a brake is applied.
+#[inline]
+pub(super) fn attempt_action<'a, C, A: Access<C>>(
+    step: &'a StepDef<C>,
+    ctx: &'a mut A,
+    info: &'a StepInfo<'a>,
+    brakes: Brakes<'a>,
+) -> Attempt<'a, Output> {
+    let future = match &step.action {
+        Action::Sync(action) => {
+            return Attempt::Done(match A::exclusive(ctx) {
+                Some(ctx) => catch(|| action(ctx, info)),
+                None => Err(exclusive_in_group(info)),
+            });
+        }
+        Action::SharedSync(action) => {
+            return Attempt::Done(catch(|| action(A::shared(ctx), info)));
+        }
+        Action::Async(action) => match A::exclusive(ctx) {
+            Some(ctx) => catch(move || Ok(action(ctx, info))),
+            None => Err(exclusive_in_group(info)),
+        },
+        Action::SharedAsync(action) => {
+            let ctx = A::shared(ctx);
+            catch(move || Ok(action(ctx, info)))
+        }
+    };
+    let future = match future {
+        Ok(future) => future,
+        Err(error) => return Attempt::Done(Err(error)),
+    };
+    let brakes = if step.cancel_safe && brakes.droppable {
+        brakes
+    } else {
+        Brakes {
+            cancel: None,
+            group: None,
+            droppable: false,
+        }
+    };
+    let braked = brakes.droppable && (brakes.cancel.is_some() || brakes.group.is_some());
+    if step.timeout.is_none() && !braked {
+        return Attempt::Pending(Running::Plain(CatchUnwind(future)));
+    }
+    // A timer and a select make a large future (over 500 bytes), held by
+    // every run in flight if it were inline: boxed, only the attempts that
+    // use them pay for it.
+    Attempt::Pending(Running::Guarded(Box::pin(guarded(
+        CatchUnwind(future),
+        step.timeout,
+        brakes,
+    ))))
+}
+
+/// One attempt of an action or a compensation, as made: a sync one is
+/// done already (no future, no await); an async one is the step's future,
+/// to be awaited. Smaller than an `async fn`'s future, which would hold
+/// its arguments twice beside the step's future.
+pub(super) enum Attempt<'a, T> {
+    Done(Result<T, StepError>),
+    Pending(Running<'a, T>),
+}
+
+#[cfg(feature = "tracing")]
+impl<T: Unpin> Attempt<'_, T> {
+    pub(super) async fn settle(self) -> Result<T, StepError> {
+        match self {
+            Attempt::Done(result) => result,
+            Attempt::Pending(running) => running.await,
+        }
+    }
+}
+
+/// The step's future, polled with its panics caught; boxed with its timer
+/// and brakes when a timeout or a brake applies.
+pub(super) enum Running<'a, T> {
+    Plain(CatchUnwind<'a, T>),
+    Guarded(BoxFuture<'a, Result<T, StepError>>),
+}
+
+impl<T> Future for Running<'_, T> {
+    type Output = Result<T, StepError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Running::Plain(future) => Pin::new(future).poll(cx),
+            Running::Guarded(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The result of an [`Attempt`]: a sync one's without an await. With
+/// tracing, the attempt is made inside its span (the step's own spans and
+/// events nest under it).
+macro_rules! settle {
+    ($make:expr, $compensation:expr, $step:expr, $attempt:expr) => {{
+        // The match ends before the await: the future does not hold the
+        // `Attempt` beside the step's future.
+        #[cfg(not(feature = "tracing"))]
+        let result = 'settled: {
+            let running = match $make {
+                $crate::executor::guard::Attempt::Done(result) => break 'settled result,
+                $crate::executor::guard::Attempt::Pending(running) => running,
+            };
+            running.await
+        };
+        #[cfg(feature = "tracing")]
+        let result = crate::spans::attempt($compensation, $step, $attempt, async {
+            $make.settle().await
+        })
+        .await;
+        result
+    }};
+}
+pub(super) use settle;
+
+pub(super) fn exclusive_in_group(info: &StepInfo<'_>) -> StepError {
+    // `build()` rejects such a branch; reaching this is an engine bug,
+    // reported as an error rather than a panic.
+    StepError::new(format!(
+        "internal error: step `{}` takes `&mut` context inside a parallel group",
+        info.step
+    ))
+}
+
+/// Calls user code, turning a panic into a step error of unknown outcome.
+pub(super) fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, StepError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| Err(StepError::panicked(&*panic)))
+}
+
+/// One attempt of a compensation, panics caught.
+pub(super) fn attempt_undo<'a, C, A: Access<C>>(
+    undo: &'a Undo<C>,
+    ctx: &'a mut A,
+    output: Option<&'a (dyn std::any::Any + Send + Sync)>,
+    info: &'a StepInfo<'a>,
+) -> Attempt<'a, ()> {
+    let future = match undo {
+        Undo::Sync(undo) => {
+            return Attempt::Done(match A::exclusive(ctx) {
+                Some(ctx) => catch(|| undo(ctx, output, info)),
+                None => Err(exclusive_in_group(info)),
+            });
+        }
+        Undo::SharedSync(undo) => {
+            return Attempt::Done(catch(|| undo(A::shared(ctx), output, info)));
+        }
+        Undo::Async(undo) => match A::exclusive(ctx) {
+            Some(ctx) => catch(move || Ok(undo(ctx, output, info))),
+            None => Err(exclusive_in_group(info)),
+        },
+        Undo::SharedAsync(undo) => {
+            let ctx = A::shared(ctx);
+            catch(move || Ok(undo(ctx, output, info)))
+        }
+    };
+    match future {
+        Ok(future) => Attempt::Pending(Running::Plain(CatchUnwind(future))),
+        Err(error) => Attempt::Done(Err(error)),
+    }
+}
+
+/// Awaits an attempt's future under its timeout, and drops it when a brake
+/// is applied (only given for cancel-safe steps).
+pub(super) async fn guarded<T>(
+    future: CatchUnwind<'_, T>,
+    timeout: Option<Duration>,
+    brakes: Brakes<'_>,
+) -> Result<T, StepError> {
+    let timed = async move {
+        match timeout {
+            Some(limit) => match tokio::time::timeout(limit, future).await {
+                Ok(result) => result,
+                Err(_) => Err(StepError::timeout(limit)),
+            },
+            None => future.await,
+        }
+    };
+    if !brakes.droppable || (brakes.cancel.is_none() && brakes.group.is_none()) {
+        return timed.await;
+    }
+    let braked = async {
+        match (brakes.cancel, brakes.group) {
+            (Some(a), Some(b)) => {
+                tokio::select! {
+                    () = a.cancelled() => {},
+                    () = b.cancelled() => {},
+                }
+            }
+            (Some(a), None) | (None, Some(a)) => a.cancelled().await,
+            (None, None) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        result = timed => result,
+        () = braked => Err(StepError::interrupted()),
+    }
+}
+
+/// Polls a boxed future, turning a panic into a step error of unknown
+/// outcome.
+pub(super) struct CatchUnwind<'a, T>(BoxFuture<'a, Result<T, StepError>>);
+
+impl<T> Future for CatchUnwind<'_, T> {
+    type Output = Result<T, StepError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => Poll::Ready(Err(StepError::panicked(&*panic))),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The executor: runs one execution of a saga forward, and back when it
+//! must, by the failure rules of `docs/DESIGN.md` section 3.
+//!
+//! It emits events (logs and observers) and knows neither the stores nor
+//! the engine: a durable run is given a [`Journal`] (the log's vocabulary,
+//! in `crate::journal`, below both) that it awaits at each log point, and
+//! may start from a [`Resume`] (the state a log recorded) instead of from
+//! nothing; the engine implements the journal on a store.
+//! `tests/layers.rs` checks that nothing here names a module above it.
+//!
+//! - `mod.rs`: [`execute`] and the run's body, from its start to its end
+//! - `env.rs`: what a run shares with every step; logging and events
+//! - `state.rs`: the step records and the report built from them
+//! - `forward.rs`: the forward path, action attempts, the sync fast path
+//! - `rollback.rs`: compensations in reverse order
+//! - `group.rs`: parallel groups
+//! - `guard.rs`: an attempt under its guards (panics, timeout, brakes)
+//! - `run.rs`: the [`Saga`](crate::Saga) run methods
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{SagaError, StepError};
+use crate::id::ExecutionId;
+use crate::journal::{EventKind, Journal, Resume, StoreError};
+use crate::observer::SagaEvent;
+use crate::report::{ExecutionStatus, SagaReport};
+// The test kit copies definitions and names their groups here.
+#[cfg(feature = "testkit")]
+pub(crate) use crate::saga::GroupOps;
+use crate::saga::{Node, RunOptions, SagaInner};
+
+mod env;
+mod forward;
+mod group;
+mod guard;
+mod rollback;
+mod run;
+mod state;
+
+use env::{Durable, Env};
+use forward::{forward, stuck_forward};
+use group::{compensate_group, run_group};
+use guard::{Access, Brakes};
+use rollback::rollback;
+use state::{Extra, Record, State};
+
+/// A durable log could not be written; the run stopped there.
+#[derive(Debug, thiserror::Error)]
+#[error("the durable log could not be written")]
+struct JournalFailed;
+
+/// Why the forward path stopped short of the end.
+enum Stop {
+    /// Step `index` failed (cleanly, or with an unknown outcome before the
+    /// pivot): roll back.
+    Failed { index: usize, error: StepError },
+    /// Cancelled before the pivot: roll back.
+    Cancelled,
+    /// The journal failed: stop without another step or compensation.
+    Aborted,
+    /// Step `index` failed where no rollback is allowed: the pivot with an
+    /// unknown outcome, or a step after the pivot. `node` is where the
+    /// remaining work starts.
+    Stuck {
+        node: usize,
+        index: usize,
+        error: StepError,
+    },
+}
+
+/// What [`execute`] takes besides the saga and the context: how the run
+/// is driven, and for a durable run its journal and where its log left it.
+pub(crate) struct Run<'a, C> {
+    pub(crate) options: RunOptions,
+    /// Sync-only run driven without a runtime: sleeps block the thread.
+    pub(crate) blocking: bool,
+    /// The durable log, for a journaled run.
+    pub(crate) journal: Option<&'a dyn Journal<C>>,
+    /// The state a log recorded, for a recovered run: it starts there
+    /// instead of from nothing.
+    pub(crate) resume: Option<Resume>,
+    /// Where the run keeps its step records (one per step, fresh, as
+    /// [`Record::fresh`] makes them): `run_blocking` lends an array on its
+    /// stack, which saves the run an allocation and a free.
+    pub(crate) lent: Option<&'a mut [Record]>,
+}
+
+impl<C> Run<'_, C> {
+    /// An in-memory run on an async runtime, with `options`.
+    pub(crate) fn new(options: RunOptions) -> Self {
+        Run {
+            options,
+            blocking: false,
+            journal: None,
+            resume: None,
+            lent: None,
+        }
+    }
+}
+
+/// Runs one execution, journaled when `run.journal` is given, from the
+/// state a log recorded when `run.resume` is given.
+///
+/// Not an `async fn`: it returns the future of [`run_execution`] itself, so
+/// no wrapper future stores the arguments once more in every run in
+/// flight.
+pub(crate) fn execute<'a, C>(
+    saga: &'a SagaInner<C>,
+    ctx: &'a mut C,
+    run: Run<'a, C>,
+) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
+    let Run {
+        options,
+        blocking,
+        journal,
+        resume,
+        lent,
+    } = run;
+    let RunOptions {
+        execution_id,
+        clock,
+        cancel,
+        observers,
+    } = options;
+    let env = Env {
+        saga,
+        id: execution_id.unwrap_or_else(ExecutionId::generate),
+        clock,
+        cancel,
+        observed: !saga.observers.is_empty() || !observers.is_empty(),
+        run_observers: observers,
+        blocking,
+        started: None,
+        durable: journal.map(|journal| {
+            Box::new(Durable {
+                journal,
+                aborted: Mutex::new(None),
+            })
+        }),
+    };
+    // Boxed: held by the future until its end, though read only at the
+    // start of a recovered run.
+    let resume = resume.map(Box::new);
+    #[cfg(feature = "tracing")]
+    {
+        let id = env.id.clone();
+        let run = run_execution(env, ctx, resume, lent);
+        async move { crate::spans::execution(&saga.name, &id, run).await }
+    }
+    #[cfg(not(feature = "tracing"))]
+    run_execution(env, ctx, resume, lent)
+}
+
+/// The body of a run. Not an `async fn`: an `async fn` keeps each argument
+/// twice in its future (as passed, and moved into its body), an `async
+/// move` block keeps what it captures once.
+// Deliberately not an `async fn` (see above): clippy's suggestion would
+// store the arguments twice.
+#[allow(clippy::manual_async_fn)]
+fn run_execution<'a, C>(
+    mut env: Env<'a, C>,
+    ctx: &'a mut C,
+    resume: Option<Box<Resume>>,
+    lent: Option<&'a mut [Record]>,
+) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
+    async move {
+        let started = env.now();
+        env.started = Some(started);
+        let mut state = State::new(env.saga, started, lent);
+        env.emit(&SagaEvent::SagaStarted);
+        // A recovered run that was rolling back goes on rolling back. (Its
+        // cause is boxed, and each match ends before the next await: a
+        // match's scrutinee, and a local moved on one path only, are held
+        // to the end of their scope, across the awaits in it.)
+        let result = {
+            let stop = match resume.and_then(|resume| state.resume(*resume)) {
+                Some(stop) => Some(*stop),
+                None => forward(&env, &mut state, ctx).await.err(),
+            };
+            match stop {
+                None => Ok(state.finish(&env, ExecutionStatus::Completed)),
+                Some(Stop::Stuck { node, index, error }) => {
+                    Err(stuck_forward(&env, &mut state, node, index, error))
+                }
+                // Boxed: inline, the rollback's future would make every run
+                // in flight larger, though only failed runs need it.
+                Some(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
+            }
+        };
+        if env.durable.is_none() || matches!(result, Err(SagaError::Store { .. })) {
+            return result;
+        }
+        // Boxed: the end of a durable run, held by no run in flight.
+        Box::pin(finish_durable(&env, &mut state, ctx, result)).await
+    }
+}
+
+/// Logs the end of a durable run.
+async fn finish_durable<C>(
+    env: &Env<'_, C>,
+    state: &mut State<'_>,
+    ctx: &mut C,
+    result: Result<SagaReport, SagaError>,
+) -> Result<SagaReport, SagaError> {
+    if let Some(error) = env.take_abort() {
+        return Err(store_error(env, state, error));
+    }
+    let status = match &result {
+        Ok(report) => report.status,
+        Err(error) => error.report().status,
+    };
+    let log = env.log(EventKind::Finished, status, |event| {
+        event.context = env.snapshot(&*ctx);
+    });
+    if log.await.is_err()
+        && let Some(error) = env.take_abort()
+    {
+        return Err(store_error(env, state, error));
+    }
+    result
+}
+
+/// Ends a run whose journal failed.
+fn store_error<C>(env: &Env<'_, C>, state: &mut State<'_>, error: StoreError) -> SagaError {
+    let duration = env.since_start(env.now());
+    let report = state.report(env, state.status, duration);
+    SagaError::Store {
+        saga: Arc::clone(&env.saga.name),
+        error,
+        report: Box::new(report),
+    }
+}
+
+impl<C> Node<C> {
+    fn first(&self) -> usize {
+        self.range().start
+    }
+
+    fn range(&self) -> Range<usize> {
+        match self {
+            Node::Step(index) => *index..*index + 1,
+            Node::Group { range, .. } => range.clone(),
+        }
+    }
+}

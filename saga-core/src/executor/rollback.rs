@@ -1,0 +1,287 @@
+//! The rollback: compensations in reverse order, each attempted until
+//! it succeeds or its policy gives up, and how a rollback ends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::guard::{attempt_undo, settle};
+use super::{
+    Access, Env, Extra, JournalFailed, State, Stop, compensate_group, store_error, stuck_forward,
+};
+use crate::error::{SagaError, StepError, StuckPhase};
+use crate::journal::{EventKind, StoreError};
+use crate::observer::SagaEvent;
+use crate::report::{ExecutionStatus, SagaReport, StepStatus};
+use crate::saga::Node;
+use crate::step::StepInfo;
+
+/// Rolls back: compensates, in reverse order (parallel branches at once),
+/// every step that took effect or may have.
+pub(super) async fn rollback<C>(
+    env: &Env<'_, C>,
+    state: &mut State<'_>,
+    ctx: &mut C,
+    stop: Stop,
+) -> Result<SagaReport, SagaError> {
+    let saga = env.saga;
+    state.status = ExecutionStatus::Compensating;
+    let cause = match stop {
+        Stop::Failed { index, error } => Some((index, error)),
+        Stop::Cancelled => None,
+        Stop::Stuck { node, index, error } => {
+            return Err(stuck_forward(env, state, node, index, error));
+        }
+        Stop::Aborted => return Err(aborted(env, state)),
+    };
+    if env.durable.is_some() {
+        let log = env.log(
+            EventKind::RollbackStarted,
+            ExecutionStatus::Compensating,
+            |event| {
+                if let Some((index, error)) = &cause {
+                    event.step = Some(*index as u32);
+                    event.error = Some(error.to_string());
+                }
+                event.context = env.snapshot(&*ctx);
+            },
+        );
+        if log.await.is_err() {
+            return Err(aborted(env, state));
+        }
+    }
+    state.extra();
+    let mut failures = Vec::new();
+    let mut stuck: Option<(usize, StepError)> = None;
+    let mut remaining = Vec::new();
+    for node in saga.nodes.iter().rev() {
+        let range = node.range();
+        // Counted rather than collected: a vector per node was an
+        // allocation per compensated step.
+        let mut pending = 0;
+        for index in range.clone() {
+            let record = &mut state.records[index];
+            if !record.outcome.needs_compensation() {
+                continue;
+            }
+            if saga.steps[index].undo.is_none() {
+                record.status = StepStatus::Skipped;
+            } else {
+                pending += 1;
+            }
+        }
+        if pending == 0 {
+            continue;
+        }
+        if stuck.is_some() && !saga.continue_on_compensation_failure {
+            let records = &state.records;
+            remaining.extend(
+                range
+                    .filter(|&i| {
+                        records[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
+                    })
+                    .map(|i| Arc::clone(&saga.steps[i].name)),
+            );
+            continue;
+        }
+        let failed = match node {
+            Node::Step(index) => {
+                let index = *index;
+                let record = &mut state.records[index];
+                let result = run_compensation(
+                    env,
+                    index,
+                    &mut *ctx,
+                    &mut record.status,
+                    record.output.as_deref(),
+                    &mut state.extra[index],
+                    &mut state.mark,
+                )
+                .await;
+                result.err().map(|e| vec![(index, e)]).unwrap_or_default()
+            }
+            Node::Group { range, ops } => {
+                let records = &mut state.records[range.clone()];
+                let extra = &mut state.extra[range.clone()];
+                let shared = (ops.compensate)(&*ctx);
+                let failed =
+                    Box::pin(compensate_group(env, shared, range.clone(), records, extra)).await;
+                state.mark = env.now();
+                failed
+            }
+        };
+        if env.is_aborted() {
+            return Err(aborted(env, state));
+        }
+        for (index, error) in failed {
+            remaining.push(Arc::clone(&saga.steps[index].name));
+            if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
+                failures.push(state.failure(saga, earlier, true, &earlier_error));
+            }
+        }
+    }
+    match (stuck, cause) {
+        (None, Some((index, error))) => {
+            let report = state.finish(env, ExecutionStatus::Compensated);
+            Err(SagaError::Compensated {
+                saga: Arc::clone(&saga.name),
+                step: Arc::clone(&saga.steps[index].name),
+                error: error.into_inner(),
+                report: Box::new(report),
+            })
+        }
+        (None, None) => {
+            let report = state.finish(env, ExecutionStatus::Cancelled);
+            Err(SagaError::Cancelled {
+                saga: Arc::clone(&saga.name),
+                report: Box::new(report),
+            })
+        }
+        (Some((index, error)), cause) => {
+            if let Some((cause_index, cause_error)) = cause {
+                // The failure that started the rollback comes first.
+                failures.insert(0, state.failure(saga, cause_index, false, &cause_error));
+            }
+            failures.push(state.failure(saga, index, true, &error));
+            let report = state.finish(env, ExecutionStatus::Stuck);
+            Err(SagaError::Stuck {
+                saga: Arc::clone(&saga.name),
+                step: Arc::clone(&saga.steps[index].name),
+                phase: StuckPhase::Rollback,
+                error: error.into_inner(),
+                failures,
+                remaining,
+                report: Box::new(report),
+            })
+        }
+    }
+}
+
+/// Runs one compensation until it succeeds or its policy gives up. `status`
+/// is the step's in its [`Record`], `mark` the last clock reading.
+pub(super) async fn run_compensation<C>(
+    env: &Env<'_, C>,
+    index: usize,
+    mut ctx: impl Access<C>,
+    status: &mut StepStatus,
+    output: Option<&(dyn std::any::Any + Send + Sync)>,
+    extra: &mut Extra,
+    mark: &mut Instant,
+) -> Result<(), StepError> {
+    let saga = env.saga;
+    let step = &saga.steps[index];
+    let Some(undo) = &step.undo else {
+        return Ok(());
+    };
+    if *status == StepStatus::Compensated {
+        // Recovered: its success is in the log already.
+        return Ok(());
+    }
+    let policy = step.undo_retry.as_ref().unwrap_or(&saga.undo_retry);
+    // The last clock reading (the end of what ran before) is this
+    // compensation's start, and its end the next one's: one read each.
+    let start = *mark;
+    *status = StepStatus::Compensating;
+    // From 0 in a fresh run; a recovered run goes on where its log stopped.
+    let mut attempt = extra.compensation_attempts;
+    loop {
+        attempt += 1;
+        extra.compensation_attempts = attempt;
+        env.emit(&SagaEvent::CompensationStarted {
+            step: &step.name,
+            attempt,
+        });
+        if env.durable.is_some() {
+            let log = env.log(
+                EventKind::CompensationStarted,
+                ExecutionStatus::Compensating,
+                |event| {
+                    event.step = Some(index as u32);
+                    event.attempt = attempt;
+                },
+            );
+            if log.await.is_err() {
+                return Err(StepError::new(JournalFailed));
+            }
+        }
+        let result = {
+            let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
+            settle!(
+                attempt_undo(undo, &mut ctx, output, &info),
+                true,
+                &step.name,
+                attempt
+            )
+        };
+        let now = env.now();
+        *mark = now;
+        let error = match result {
+            Ok(()) => {
+                *status = StepStatus::Compensated;
+                extra.compensation_duration = now - start;
+                env.emit(&SagaEvent::CompensationSucceeded {
+                    step: &step.name,
+                    attempt,
+                    elapsed: extra.compensation_duration,
+                });
+                if env.durable.is_some() {
+                    let log = env.log(
+                        EventKind::CompensationSucceeded,
+                        ExecutionStatus::Compensating,
+                        |event| {
+                            event.step = Some(index as u32);
+                            event.attempt = attempt;
+                            event.context = env.snapshot(ctx.shared());
+                        },
+                    );
+                    if log.await.is_err() {
+                        return Err(StepError::new(JournalFailed));
+                    }
+                }
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let retry_in = (attempt < policy.max_attempts() && policy.retries(&error))
+            .then(|| policy.random_delay_before(attempt + 1));
+        env.emit(&SagaEvent::CompensationFailed {
+            step: &step.name,
+            attempt,
+            error: &error,
+            retry_in,
+        });
+        if env.durable.is_some() {
+            let log = env.log(
+                EventKind::CompensationFailed,
+                ExecutionStatus::Compensating,
+                |event| {
+                    event.step = Some(index as u32);
+                    event.attempt = attempt;
+                    event.error = Some(error.to_string());
+                    event.will_retry = retry_in.is_some();
+                    event.context = env.snapshot(ctx.shared());
+                },
+            );
+            if log.await.is_err() {
+                return Err(StepError::new(JournalFailed));
+            }
+        }
+        // Recovered from or not, the last error so far.
+        extra.last_error = Some(error.to_string());
+        match retry_in {
+            Some(delay) => env.sleep(delay).await,
+            None => {
+                *status = StepStatus::CompensationFailed;
+                extra.compensation_duration = now - start;
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// Ends a rollback whose journal failed.
+pub(super) fn aborted<C>(env: &Env<'_, C>, state: &mut State<'_>) -> SagaError {
+    let error = env.take_abort().unwrap_or_else(|| StoreError::Closed {
+        store: "the journal".to_owned(),
+    });
+    store_error(env, state, error)
+}

@@ -1,0 +1,276 @@
+//! A run's state: the step records it keeps while in flight, what it
+//! keeps only once something failed, and the report built from them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::forward::{Ended, Halt};
+use super::{Env, Stop};
+use crate::error::{Failure, StepError};
+use crate::journal::{Resume, ResumePhase};
+use crate::observer::SagaEvent;
+use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
+use crate::saga::SagaInner;
+use crate::step::{Output, StepDef};
+
+/// One step's record while its run is in flight (40 bytes; the public
+/// [`StepReport`] is built from it when the run ends). The step's name is
+/// its index in the definition; what only a failure or a rollback needs is
+/// in [`Extra`].
+pub(crate) struct Record {
+    pub(super) output: Option<Output>,
+    /// Time spent in its action. A `Duration` rather than nanoseconds in
+    /// a `u64`, which would be 8 bytes less a step in flight but a
+    /// conversion there and back at every step (docs/PERFORMANCE.md).
+    pub(super) duration: Duration,
+    pub(super) attempts: u32,
+    pub(super) status: StepStatus,
+    pub(super) outcome: Outcome,
+}
+
+/// What a step's record needs only once something failed: kept apart from
+/// the [`Record`]s, and allocated the first time it is needed.
+#[derive(Default)]
+pub(crate) struct Extra {
+    pub(super) compensation_attempts: u32,
+    pub(super) compensation_duration: Duration,
+    pub(super) last_error: Option<String>,
+}
+
+/// What a run changes as it goes. Lives in the run's future; nothing of it
+/// is in the definition.
+pub(super) struct State<'a> {
+    pub(super) records: Records<'a>,
+    /// One per step once a step failed for good or a rollback started;
+    /// empty (no allocation) until then.
+    pub(super) extra: Vec<Extra>,
+    /// The last clock reading: the end of one step is the start of the
+    /// next, so each step costs one clock read.
+    pub(super) mark: Instant,
+    pub(super) status: ExecutionStatus,
+    pub(super) cancel_ignored: bool,
+}
+
+impl Record {
+    /// A step's record before the run: not started.
+    pub(crate) fn fresh() -> Self {
+        Record {
+            output: None,
+            duration: Duration::ZERO,
+            attempts: 0,
+            status: StepStatus::Pending,
+            outcome: Outcome::NotStarted,
+        }
+    }
+}
+
+/// Where a run keeps its step records.
+pub(super) enum Records<'a> {
+    /// Its own vector.
+    Owned(Vec<Record>),
+    /// Lent by the caller (`run_blocking`'s stack): no allocation.
+    Lent(&'a mut [Record]),
+}
+
+impl std::ops::Deref for Records<'_> {
+    type Target = [Record];
+
+    #[inline(always)]
+    fn deref(&self) -> &[Record] {
+        match self {
+            Records::Owned(records) => records,
+            Records::Lent(records) => records,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Records<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [Record] {
+        match self {
+            Records::Owned(records) => records,
+            Records::Lent(records) => records,
+        }
+    }
+}
+
+impl<'a> State<'a> {
+    pub(super) fn new<C>(
+        saga: &SagaInner<C>,
+        started: Instant,
+        lent: Option<&'a mut [Record]>,
+    ) -> Self {
+        let records = match lent {
+            Some(records) if records.len() == saga.steps.len() => Records::Lent(records),
+            _ => Records::Owned(saga.steps.iter().map(|_| Record::fresh()).collect()),
+        };
+        State {
+            records,
+            extra: Vec::new(),
+            mark: started,
+            status: ExecutionStatus::Running,
+            cancel_ignored: false,
+        }
+    }
+
+    /// Takes the end of a step's action; returns its error if it stops
+    /// the run.
+    #[inline(always)]
+    pub(super) fn step_ended(
+        &mut self,
+        index: usize,
+        result: Result<Ended, Halt>,
+    ) -> Option<(usize, StepError)> {
+        match result {
+            Ok(end) => {
+                self.mark = end.at;
+                if let Some(message) = end.recovered {
+                    self.extra()[index].last_error = Some(message.into());
+                }
+                None
+            }
+            Err(halt) => {
+                self.mark = halt.end;
+                if halt.failed {
+                    self.extra()[index].last_error = Some(halt.error.to_string());
+                }
+                Some((index, halt.error))
+            }
+        }
+    }
+
+    /// Every step's [`Extra`], allocated the first time.
+    pub(super) fn extra(&mut self) -> &mut [Extra] {
+        if self.extra.is_empty() {
+            // Collected (one allocation of the exact size) rather than
+            // resized (the vector's out-of-line growth path).
+            self.extra = self.records.iter().map(|_| Extra::default()).collect();
+        }
+        &mut self.extra
+    }
+
+    pub(super) fn failure<C>(
+        &self,
+        saga: &SagaInner<C>,
+        index: usize,
+        compensation: bool,
+        error: &StepError,
+    ) -> Failure {
+        Failure {
+            step: Arc::clone(&saga.steps[index].name),
+            compensation,
+            attempt: if compensation {
+                self.extra
+                    .get(index)
+                    .map_or(0, |extra| extra.compensation_attempts)
+            } else {
+                self.records[index].attempts
+            },
+            message: error.to_string(),
+            outcome_unknown: error.is_outcome_unknown(),
+        }
+    }
+
+    /// Takes the state a log recorded; returns where its rollback starts
+    /// if it was rolling back.
+    pub(super) fn resume(&mut self, resume: Resume) -> Option<Box<Stop>> {
+        let rare = resume
+            .steps
+            .iter()
+            .any(|step| step.compensation_attempts > 0 || step.last_error.is_some());
+        if rare {
+            self.extra();
+        }
+        for (index, (step, output)) in resume.steps.into_iter().zip(resume.outputs).enumerate() {
+            let Some(record) = self.records.get_mut(index) else {
+                break;
+            };
+            record.status = step.status;
+            record.outcome = step.outcome;
+            record.attempts = step.attempts;
+            record.output = output;
+            if let Some(extra) = self.extra.get_mut(index) {
+                extra.compensation_attempts = step.compensation_attempts;
+                extra.last_error = step.last_error;
+            }
+        }
+        let ResumePhase::Rollback { cause } = resume.phase else {
+            return None;
+        };
+        self.status = ExecutionStatus::Compensating;
+        Some(Box::new(match cause {
+            Some((index, message)) => Stop::Failed {
+                index,
+                error: StepError::new(message),
+            },
+            None => Stop::Cancelled,
+        }))
+    }
+
+    /// The public report of the run so far. The steps' last errors move
+    /// into it: it is made once, when the run ends.
+    pub(super) fn report<C>(
+        &mut self,
+        env: &Env<'_, C>,
+        status: ExecutionStatus,
+        duration: Duration,
+    ) -> SagaReport {
+        let definition = env.saga.steps.iter().zip(self.records.iter());
+        // Without a failure there is no `Extra`: that loop, the common one,
+        // does not look for it.
+        let steps = if self.extra.is_empty() {
+            definition
+                .map(|(step, record)| step_report(step, record, None))
+                .collect()
+        } else {
+            definition
+                .zip(&mut self.extra)
+                .map(|((step, record), extra)| step_report(step, record, Some(extra)))
+                .collect()
+        };
+        SagaReport {
+            saga: Arc::clone(&env.saga.name),
+            execution_id: env.id.clone(),
+            status,
+            steps,
+            cancel_ignored: self.cancel_ignored,
+            duration,
+        }
+    }
+
+    pub(super) fn finish<C>(&mut self, env: &Env<'_, C>, status: ExecutionStatus) -> SagaReport {
+        self.status = status;
+        let elapsed = env.since_start(self.mark);
+        env.emit(&SagaEvent::SagaFinished { status, elapsed });
+        self.report(env, status, elapsed)
+    }
+}
+
+/// The public report of one step, from its record. Its last error moves
+/// into it.
+#[inline(always)]
+pub(super) fn step_report<C>(
+    step: &StepDef<C>,
+    record: &Record,
+    extra: Option<&mut Extra>,
+) -> StepReport {
+    let (compensation_attempts, compensation_duration, last_error) = match extra {
+        Some(extra) => (
+            extra.compensation_attempts,
+            extra.compensation_duration,
+            extra.last_error.take(),
+        ),
+        None => (0, Duration::ZERO, None),
+    };
+    StepReport {
+        name: Arc::clone(&step.name),
+        kind: step.kind,
+        status: record.status,
+        outcome: record.outcome,
+        attempts: record.attempts,
+        compensation_attempts,
+        duration: record.duration,
+        compensation_duration,
+        last_error,
+    }
+}

@@ -1,0 +1,194 @@
+//! A step as the executor runs it: its action and compensation erased to
+//! one type each, whatever their form (sync or async, exclusive or
+//! shared context), and the codec of its output.
+
+use super::{BoxFuture, Metadata, StepInfo};
+use crate::error::StepError;
+use crate::policy::RetryPolicy;
+pub use crate::status::StepKind;
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) type Output = Box<dyn Any + Send + Sync>;
+pub(crate) type SyncAction<C> =
+    dyn Fn(&mut C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
+type AsyncAction<C> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+    + Send
+    + Sync;
+pub(super) type SyncUndo<C> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_>) -> Result<(), StepError>
+    + Send
+    + Sync;
+type AsyncUndo<C> = dyn for<'a> Fn(
+        &'a mut C,
+        Option<&'a (dyn Any + Send + Sync)>,
+        &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<(), StepError>>
+    + Send
+    + Sync;
+
+type SharedSyncAction<C> = dyn Fn(&C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
+type SharedAsyncAction<C> = dyn for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+    + Send
+    + Sync;
+type SharedSyncUndo<C> = dyn Fn(&C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_>) -> Result<(), StepError>
+    + Send
+    + Sync;
+type SharedAsyncUndo<C> = dyn for<'a> Fn(
+        &'a C,
+        Option<&'a (dyn Any + Send + Sync)>,
+        &'a StepInfo<'a>,
+    ) -> BoxFuture<'a, Result<(), StepError>>
+    + Send
+    + Sync;
+
+/// A step's action, type-erased: sync or async, taking the context
+/// exclusively (`&mut C`) or shared (`&C`, as parallel branches must).
+pub(crate) enum Action<C> {
+    Sync(Box<SyncAction<C>>),
+    Async(Box<AsyncAction<C>>),
+    SharedSync(Box<SharedSyncAction<C>>),
+    SharedAsync(Box<SharedAsyncAction<C>>),
+}
+
+impl<C> Action<C> {
+    pub(crate) fn is_async(&self) -> bool {
+        matches!(self, Action::Async(_) | Action::SharedAsync(_))
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Action::SharedSync(_) | Action::SharedAsync(_))
+    }
+}
+
+/// A compensation, type-erased; the output arrives as `&dyn Any` and is
+/// downcast to the step's own output type, which the typed builder
+/// guarantees.
+pub(crate) enum Undo<C> {
+    Sync(Box<SyncUndo<C>>),
+    Async(Box<AsyncUndo<C>>),
+    SharedSync(Box<SharedSyncUndo<C>>),
+    SharedAsync(Box<SharedAsyncUndo<C>>),
+}
+
+impl<C> Undo<C> {
+    pub(crate) fn is_async(&self) -> bool {
+        matches!(self, Undo::Async(_) | Undo::SharedAsync(_))
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Undo::SharedSync(_) | Undo::SharedAsync(_))
+    }
+}
+
+/// A step, type-erased: what a [`Saga`](crate::Saga) holds.
+pub(crate) struct StepDef<C> {
+    pub(crate) name: Arc<str>,
+    pub(crate) action: Action<C>,
+    pub(crate) undo: Option<Undo<C>>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) undo_retry: Option<RetryPolicy>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) metadata: Metadata,
+    pub(crate) cancel_safe: bool,
+    pub(crate) pivot: bool,
+    /// Set by the saga builder from the step's place.
+    pub(crate) kind: StepKind,
+    /// How a durable run stores the output: set for `()` outputs, and by
+    /// [`Step::durable`] for others.
+    pub(crate) codec: Option<OutputCodec>,
+    /// The output's type name, for messages.
+    pub(crate) output_type: &'static str,
+}
+
+/// Encodes and decodes a step's output for the durable log (JSON).
+#[derive(Clone, Copy)]
+pub(crate) struct OutputCodec {
+    pub(crate) encode: fn(&(dyn Any + Send + Sync)) -> Result<String, String>,
+    pub(crate) decode: fn(&str) -> Result<Output, String>,
+}
+
+impl OutputCodec {
+    pub(super) fn of<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>()
+    -> Self {
+        OutputCodec {
+            encode: |out| match out.downcast_ref::<T>() {
+                Some(out) => serde_json::to_string(out).map_err(|e| e.to_string()),
+                None => Err(format!(
+                    "internal error: the output is not a `{}`",
+                    std::any::type_name::<T>()
+                )),
+            },
+            decode: |text| {
+                serde_json::from_str::<T>(text)
+                    .map(|out| Box::new(out) as Output)
+                    .map_err(|e| e.to_string())
+            },
+        }
+    }
+}
+
+/// Boxes an async action; taking the closure here gives it the
+/// higher-ranked signature that a `let` binding cannot.
+pub(crate) fn erase_async<C, F>(action: F) -> Action<C>
+where
+    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Action::Async(Box::new(action))
+}
+
+/// Boxes an async compensation (see [`erase_async`]).
+pub(crate) fn erase_async_undo<C, F>(undo: F) -> Undo<C>
+where
+    F: for<'a> Fn(
+            &'a mut C,
+            Option<&'a (dyn Any + Send + Sync)>,
+            &'a StepInfo<'a>,
+        ) -> BoxFuture<'a, Result<(), StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Undo::Async(Box::new(undo))
+}
+
+/// Boxes an async action on a shared context (see [`erase_async`]).
+pub(crate) fn erase_shared_async<C, F>(action: F) -> Action<C>
+where
+    F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Action::SharedAsync(Box::new(action))
+}
+
+/// Boxes an async compensation on a shared context (see [`erase_async`]).
+pub(crate) fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
+where
+    F: for<'a> Fn(
+            &'a C,
+            Option<&'a (dyn Any + Send + Sync)>,
+            &'a StepInfo<'a>,
+        ) -> BoxFuture<'a, Result<(), StepError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Undo::SharedAsync(Box::new(undo))
+}
+
+pub(super) fn erase_sync<C, T, E, F>(action: F) -> Action<C>
+where
+    T: Send + Sync + 'static,
+    E: Into<StepError>,
+    F: Fn(&mut C, &StepInfo<'_>) -> Result<T, E> + Send + Sync + 'static,
+{
+    Action::Sync(Box::new(move |ctx, info| match action(ctx, info) {
+        Ok(out) => Ok(Box::new(out) as Output),
+        Err(e) => Err(e.into()),
+    }))
+}
