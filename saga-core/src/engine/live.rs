@@ -92,6 +92,47 @@ impl Drop for Claiming {
     }
 }
 
+/// Debug builds: one run task of an execution alive in this engine, from
+/// its spawn until its run has returned (or its task was dropped, once
+/// aborted). Made at the spawn, it asserts that no other task of the same
+/// execution is alive: at most one live run per execution id.
+#[cfg(debug_assertions)]
+struct TaskAlive {
+    inner: Arc<EngineInner>,
+    id: ExecutionId,
+}
+
+#[cfg(debug_assertions)]
+impl TaskAlive {
+    fn new(inner: &Arc<EngineInner>, id: &ExecutionId) -> Self {
+        let mut tasks = inner.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let alive = tasks.entry(id.clone()).or_insert(0);
+        *alive += 1;
+        assert_eq!(*alive, 1, "two live runs of execution {id} in one engine");
+        TaskAlive {
+            inner: Arc::clone(inner),
+            id: id.clone(),
+        }
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Drop for TaskAlive {
+    fn drop(&mut self) {
+        let mut tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(alive) = tasks.get_mut(&self.id) {
+            *alive -= 1;
+            if *alive == 0 {
+                tasks.remove(&self.id);
+            }
+        }
+    }
+}
+
 /// How a run in this process ended: its report, or why it stopped.
 pub(crate) type Done = Result<SagaReport, String>;
 
@@ -422,8 +463,14 @@ impl SagaEngine {
                 .is_some_and(|l| l.slot == slot && l.run.is_none()),
             "a second live run of execution {id}"
         );
+        #[cfg(debug_assertions)]
+        let alive = TaskAlive::new(&self.inner, &id);
         let task = handle.spawn(async move {
             let done = run.await;
+            // The run's code has returned: another run may start once the
+            // end is told below.
+            #[cfg(debug_assertions)]
+            drop(alive);
             // The final write released the lease already.
             let finished = matches!(&done, Ok(report) if report.status.is_finished());
             if !finished {

@@ -127,6 +127,11 @@ struct EngineInner {
     live: Mutex<HashMap<ExecutionId, Live>>,
     /// The next [`Live::slot`].
     slots: AtomicU64,
+    /// Debug builds: the run tasks alive per execution, counted by the
+    /// tasks themselves, so the one-live-run rule is checked on what runs,
+    /// not on the bookkeeping that is meant to ensure it.
+    #[cfg(debug_assertions)]
+    tasks: Mutex<HashMap<ExecutionId, u32>>,
 }
 
 #[derive(Default)]
@@ -161,6 +166,8 @@ impl SagaEngine {
                 registry: RwLock::new(Registry::default()),
                 live: Mutex::new(HashMap::new()),
                 slots: AtomicU64::new(0),
+                #[cfg(debug_assertions)]
+                tasks: Mutex::new(HashMap::new()),
             }),
             lease_ttl: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
