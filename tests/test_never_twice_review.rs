@@ -393,7 +393,10 @@ async fn a_run_stopped_at_shutdown_is_not_run_again_while_its_step_still_runs() 
         // Shut down without grace: the run is stopped "as a crash would"
         // and its lease given up, so another run carries it on...
         let stats = worker.shutdown(Duration::ZERO).await;
-        assert_eq!(stats.released, 1, "{name}: {stats:?}");
+        // One lease given up, or none if the stopped run reached its end
+        // first (the step never awaits, and a store that answers at once
+        // may let the rest of the run through before the abort lands).
+        assert!(stats.released <= 1, "{name}: {stats:?}");
         // ... here, by this engine's recovery (unless the stopped run got
         // to its end before it stopped: an abort takes effect at an await).
         let recovery = engine.recover().await.unwrap();

@@ -173,7 +173,8 @@ impl fmt::Debug for DelayedStore {
 
 impl DelayedStore {
     /// `inner`, answering `delay` after it does (zero: at once, through
-    /// the wrapper all the same).
+    /// the wrapper all the same, after yielding to the runtime once, so
+    /// racing callers interleave even on a store that never awaits).
     pub fn new(inner: impl SagaStore, delay: Duration) -> Self {
         Self::shared(Arc::new(inner), delay)
     }
@@ -269,11 +270,20 @@ impl DelayedStore {
             {
                 answer = Err(replaced);
             }
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            late(delay).await;
             answer
         })
+    }
+}
+
+/// Waits `delay` before an answer is handed back; at zero it still yields
+/// to the runtime once, so callers racing on a store that answers at once
+/// (memory) interleave as they would on any store that does I/O.
+async fn late(delay: Duration) {
+    if delay.is_zero() {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -328,9 +338,7 @@ impl SagaStore for DelayedStore {
                 }
                 answer = Err(replaced);
             }
-            if !self.delay.is_zero() {
-                tokio::time::sleep(self.delay).await;
-            }
+            late(self.delay).await;
             answer
         })
     }
