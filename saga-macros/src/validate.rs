@@ -4,7 +4,7 @@
 //! What a macro can see is checked here, at the user's tokens. What only
 //! the type system can see (another item's attribute, a compensation's
 //! types) is left to the bounds and rule checks (`saga_core::checks`) of
-//! `expand.rs`.
+//! `expand/`.
 
 use std::collections::HashMap;
 

@@ -1,0 +1,185 @@
+//! Code generation only: everything here was validated before, so nothing
+//! here rejects. The runtime is reached as `::saga_core::__private::..`,
+//! std by absolute paths, and the names we introduce start with `__saga_`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemFn, LitStr, Path, Type};
+
+use crate::ast::{Attempts, Dur, Entry, GroupDef, OptionValue, SagaDef, StepDef};
+use crate::attr::{RetryArgs, TaskArgs};
+use crate::validate::TaskFn;
+
+mod checks;
+mod saga;
+mod task;
+
+use checks::*;
+use saga::*;
+pub use saga::{saga, saga_stub};
+use task::*;
+pub use task::{task, task_stub};
+
+pub(super) fn private() -> TokenStream {
+    quote!(::saga_core::__private)
+}
+
+pub(super) fn duration(d: &Dur) -> TokenStream {
+    let (secs, nanos) = (d.value.as_secs(), d.value.subsec_nanos());
+    quote_spanned!(d.span=> ::core::time::Duration::new(#secs, #nanos))
+}
+
+pub(super) fn some_or_none<T>(value: Option<T>, f: impl FnOnce(T) -> TokenStream) -> TokenStream {
+    match value {
+        Some(v) => {
+            let v = f(v);
+            quote!(::core::option::Option::Some(#v))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+pub(super) fn attempts(a: &Attempts) -> TokenStream {
+    match a {
+        Attempts::Count(n) => {
+            let n = n.base10_parse::<u32>().unwrap_or(1);
+            quote!(#n)
+        }
+        Attempts::Forever(span) => {
+            let p = private();
+            quote_spanned!(*span=> #p::RetryPolicy::FOREVER_ATTEMPTS)
+        }
+    }
+}
+
+pub(super) fn retry_spec(
+    attempts_: Option<&Attempts>,
+    backoff: Option<&Dur>,
+    max_backoff: Option<&Dur>,
+    retry_if: Option<&Path>,
+) -> TokenStream {
+    let p = private();
+    let attempts_ = some_or_none(attempts_, attempts);
+    let backoff = some_or_none(backoff, duration);
+    let max_backoff = some_or_none(max_backoff, duration);
+    let retry_if = some_or_none(
+        retry_if,
+        |path| quote_spanned!(path.span()=> #path as fn(&#p::StepError) -> bool),
+    );
+    quote! {
+        #p::RetrySpec {
+            attempts: #attempts_,
+            backoff: #backoff,
+            max_backoff: #max_backoff,
+            retry_if: #retry_if,
+        }
+    }
+}
+
+pub(super) fn retry_args(args: Option<&RetryArgs>) -> TokenStream {
+    match args {
+        Some(RetryArgs {
+            attempts,
+            backoff,
+            max_backoff,
+            on,
+        }) => retry_spec(
+            attempts.as_ref(),
+            backoff.as_ref(),
+            max_backoff.as_ref(),
+            on.as_ref(),
+        ),
+        None => {
+            let p = private();
+            quote!(#p::RetrySpec::NONE)
+        }
+    }
+}
+
+pub(super) fn metadata<'a>(pairs: impl IntoIterator<Item = &'a (Ident, LitStr)>) -> TokenStream {
+    let pairs = pairs.into_iter().map(|(key, value)| {
+        let key = key.to_string();
+        quote!((#key, #value))
+    });
+    quote!(&[#(#pairs),*])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_text_has_no_spaces() {
+        let path: syn::Path = syn::parse_quote!(shop::create_order);
+        assert_eq!(super::path_text(&path), "shop::create_order");
+    }
+
+    #[test]
+    fn stub_context_defaults_to_inference() {
+        assert_eq!(
+            super::saga_stub(None).to_string(),
+            ":: saga_core :: __private :: stub :: < _ > ()"
+        );
+    }
+}
+
+/// `docs/MACROS.md` shows an expansion; this keeps it true.
+#[cfg(test)]
+mod docs_expansion {
+    use quote::ToTokens;
+
+    fn expansion() -> String {
+        let create: syn::ItemFn = syn::parse_quote! {
+            fn create_order(order: &mut Order) -> Result<u64, StepError> {
+                order.id = Some(1001);
+                Ok(1001)
+            }
+        };
+        let cancel: syn::ItemFn = syn::parse_quote! {
+            fn cancel_order(order: &mut Order, id: Option<&u64>) -> Result<(), StepError> {
+                order.id = None;
+                Ok(())
+            }
+        };
+        let create_args: crate::attr::TaskArgs =
+            syn::parse_quote!(undo = cancel_order, retry(attempts = 3, backoff = "100ms"));
+        let cancel_args: crate::attr::TaskArgs = syn::parse_quote!();
+        let saga: crate::ast::SagaDef = syn::parse_quote! {
+            name: "order",
+            context: Order,
+            step create_order, retry 5;
+            pivot ship_order;
+        };
+        let create_fn = crate::validate::check_task_fn(&create).unwrap();
+        let cancel_fn = crate::validate::check_task_fn(&cancel).unwrap();
+        let create = super::task(&create, &create_args, &create_fn);
+        let cancel = super::task(&cancel, &cancel_args, &cancel_fn);
+        let saga = super::saga(&saga);
+        let file: syn::File = syn::parse_quote! {
+            #create
+            #cancel
+            fn main() { let order = #saga; }
+        };
+        file.to_token_stream().to_string()
+    }
+
+    #[test]
+    fn the_documented_expansion_is_the_real_one() {
+        let doc = include_str!("../../../docs/MACROS.md");
+        let start = doc.find("## Output\n\n```rust,ignore\n").unwrap()
+            + "## Output\n\n```rust,ignore\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let documented: syn::File = syn::parse_str(&doc[start..end]).unwrap();
+        assert_eq!(
+            squash(&documented.to_token_stream().to_string()),
+            squash(&expansion())
+        );
+    }
+
+    /// Without what `rustfmt` may change inside macro arguments and
+    /// argument lists: spacing, trailing commas, redundant parentheses.
+    fn squash(code: &str) -> String {
+        code.chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, ',' | '(' | ')'))
+            .collect()
+    }
+}

@@ -1,0 +1,267 @@
+//! The expansion of `#[saga_task]`: the function unchanged, its twin type
+//! and the `Task` impl that calls it (or a stub next to an error).
+
+use super::*;
+
+/// The call of the function from a closure of `(ctx, info)` for a step,
+/// `(ctx, output, info)` for a compensation (`undo`).
+pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
+    let ident = &item.sig.ident;
+    let output = (undo && task.output_param.is_some()).then(|| quote!(__saga_output,));
+    let info = task.info.then(|| quote!(__saga_info));
+    let call = quote!(#ident(__saga_ctx, #output #info));
+    // The error converts at the error type, so that a wrong one is
+    // reported there, once, as rustc's "the trait bound `E: Into<StepError>`
+    // is not satisfied". The conversion is a closure rather than the path
+    // `Into::into`, which would be checked again at the call, at the
+    // attribute: see `allow_closure`.
+    let p = private();
+    let error = quote_spanned! {task.error_span=>
+        |__saga_error| ::core::convert::Into::<#p::StepError>::into(__saga_error)
+    };
+    if task.is_async {
+        // One boxed future, made by `step_future` around the function's
+        // own. Each part is spanned where its check is reported: the
+        // future at the `async` (not `Send`), the output's boxing at the
+        // output type (not `Send + Sync`), the error's conversion at the
+        // error type.
+        let future = quote_spanned!(item.sig.span()=> __saga_future);
+        let output = if undo {
+            quote!(|__saga_ok: ()| __saga_ok)
+        } else {
+            let ok = &task.ok;
+            quote_spanned! {ok.span()=>
+                |__saga_ok: #ok| -> #p::Erased { ::std::boxed::Box::new(__saga_ok) }
+            }
+        };
+        quote!({
+            let __saga_future = #call;
+            #p::step_future(#future, #output, #error)
+        })
+    } else {
+        quote!({
+            let __saga_result = #call;
+            __saga_result.map_err(#error)
+        })
+    }
+}
+
+/// The error's conversion in a function's call (see `call`) is a closure
+/// that clippy would have the user's code replace by a path, since it
+/// carries the user's spans.
+pub(super) fn allow_closure() -> TokenStream {
+    quote!(#[allow(clippy::redundant_closure)])
+}
+
+/// Input:
+/// ```text
+/// #[saga_task(undo = cancel_order, retry(attempts = 3))]
+/// fn create_order(ctx: &mut Shop) -> Result<u64, E> { .. }
+/// ```
+/// Output: the function unchanged, its twin `struct create_order {}`, and
+/// `impl StepOf<Shop> for create_order` (consts for what the attribute
+/// says; `action` wraps the function in a `Step`, made durable when its
+/// output implements serde's traits (`Codec`); `with_compensation`
+/// attaches `cancel_order` through `UndoContext`/`UndoOutput`). A function
+/// that can be a compensation also gets the `Undo*` impls.
+pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
+    let p = private();
+    let ident = &item.sig.ident;
+    let vis = &item.vis;
+    let ctx = &task.context;
+    let mut out = quote! {
+        #item
+        #[allow(non_camel_case_types)]
+        #[doc(hidden)]
+        #vis struct #ident {}
+    };
+    if task.is_step() {
+        out.extend(step_impl(item, args, task));
+    }
+    if task.is_compensation() {
+        let output = task
+            .output_param
+            .as_ref()
+            .map_or_else(|| quote!(()), ToTokens::to_token_stream);
+        let call = call(item, task, true);
+        let closure = quote! {
+            |__saga_ctx, __saga_output, __saga_info| {
+                let _ = (&__saga_output, &__saga_info);
+                #call
+            }
+        };
+        // Async ones through `__private`, which boxes their futures once.
+        let attach = match (task.shared, task.is_async) {
+            (false, false) => quote!(step.compensate(#closure)),
+            (false, true) => quote!(#p::compensate_async(step, #closure)),
+            (true, false) => quote!(step.compensate_shared(#closure)),
+            (true, true) => quote!(#p::compensate_shared_async(step, #closure)),
+        };
+        let shared = task.shared;
+        let allow = allow_closure();
+        out.extend(quote! {
+            impl #p::UndoContext<#ctx> for #ident {
+                type Checked = #ident;
+                const SHARED: bool = #shared;
+            }
+            impl #p::UndoOutput<#ctx, #output> for #ident {
+                #allow
+                fn attach(step: #p::Step<#ctx, #output>) -> #p::Step<#ctx, #output> {
+                    #attach
+                }
+            }
+        });
+    }
+    out
+}
+
+pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
+    let p = private();
+    let ident = &item.sig.ident;
+    let ctx = &task.context;
+    let ok = &task.ok;
+    let name = match &args.name {
+        Some((_, lit)) => lit.value(),
+        None => syn::ext::IdentExt::unraw(ident).to_string(),
+    };
+    let is_async = task.is_async;
+    let pivot = args.pivot.is_some();
+    let has_compensation = args.compensate.is_some();
+    let retry = retry_args(args.retry.as_ref());
+    let undo_retry = retry_args(args.undo_retry.as_ref().map(|(_, r)| r));
+    let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
+    let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
+    let call = call(item, task, false);
+    let allow = allow_closure();
+    // Spanned at the output type: an output that serde can log only when it
+    // borrows `'static` data (`&'static str`) fails here, and the error
+    // should point at that type.
+    let codec = quote_spanned!(ok.span()=> (&#p::Codec::<#ok>::NEW).__saga_codec(__saga_step));
+    // A `&C` function is a shared step, so that it can be a `parallel`
+    // branch; it runs as an ordinary step as well.
+    let shared = task.shared;
+    // Async ones through `__private`, which boxes their futures once.
+    let constructor = match (shared, is_async) {
+        (false, false) => quote!(#p::Step::new),
+        (false, true) => quote!(#p::step_async),
+        (true, false) => quote!(#p::Step::shared),
+        (true, true) => quote!(#p::step_shared_async),
+    };
+    let undo_shared = match &args.compensate {
+        Some((_, undo)) => {
+            let undo = quote_spanned!(undo.span()=> <#undo as #p::UndoContext<#ctx>>::SHARED);
+            quote!(#undo)
+        }
+        None => quote!(true),
+    };
+    let with_compensation = args.compensate.as_ref().map(|(_, undo)| {
+        let undo = compensation(undo, undo.span(), ctx, &quote!(#ok));
+        quote! {
+            fn with_compensation(step: #p::Step<#ctx, #ok>) -> #p::Step<#ctx, #ok> {
+                #undo::attach(step)
+            }
+        }
+    });
+    quote! {
+        impl #p::StepOf<#ctx> for #ident {
+            type Output = #ok;
+            const NAME: &'static str = #name;
+            const IS_ASYNC: bool = #is_async;
+            const SHARED: bool = #shared;
+            const UNDO_SHARED: bool = #undo_shared;
+            const PIVOT: bool = #pivot;
+            const HAS_COMPENSATION: bool = #has_compensation;
+            const RETRY: #p::RetrySpec = #retry;
+            const UNDO_RETRY: #p::RetrySpec = #undo_retry;
+            const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
+            const METADATA: &'static [(&'static str, &'static str)] = #metadata;
+
+            #allow
+            fn action(name: &'static str) -> #p::Step<#ctx, #ok> {
+                use #p::{Durable as _, InMemory as _};
+                let __saga_step = #constructor(name, |__saga_ctx, __saga_info| {
+                    let _ = &__saga_info;
+                    #call
+                });
+                #codec
+            }
+
+            #with_compensation
+        }
+    }
+}
+
+/// `<<undo as UndoContext<C>>::Checked as UndoOutput<C, T>>`, spanned at
+/// the compensation so that a mismatch points there; the context is
+/// checked first and a failure there hides the output check.
+pub(super) fn compensation(
+    undo: &dyn ToTokens,
+    span: proc_macro2::Span,
+    ctx: &dyn ToTokens,
+    output: &TokenStream,
+) -> TokenStream {
+    let p = private();
+    quote_spanned! {span=>
+        <<#undo as #p::UndoContext<#ctx>>::Checked as #p::UndoOutput<#ctx, #output>>
+    }
+}
+
+/// On an error in `#[saga_task]`: the function and a twin that satisfies
+/// every bound, so that the one error is not followed by others wherever
+/// `saga!` names the function.
+pub fn task_stub(item: &ItemFn) -> TokenStream {
+    let ident = &item.sig.ident;
+    let vis = &item.vis;
+    let name = syn::ext::IdentExt::unraw(ident).to_string();
+    let has_self = matches!(item.sig.inputs.first(), Some(syn::FnArg::Receiver(_)));
+    if has_self {
+        // Likely inside an `impl` block, where a struct cannot go.
+        return item.to_token_stream();
+    }
+    let impls = stub_impls(ident, &name);
+    quote! {
+        #item
+        #[allow(non_camel_case_types)]
+        #[doc(hidden)]
+        #vis struct #ident {}
+        #impls
+    }
+}
+
+/// Impls of every trait `saga!` names a step or compensation by, for any
+/// context and output, so that a type that stands in for one after an
+/// error adds no errors of its own.
+pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
+    let p = private();
+    // Never offered by rustc as "the trait is implemented for ..".
+    quote! {
+        #[diagnostic::do_not_recommend]
+        impl<__SagaC: 'static> #p::StepOf<__SagaC> for #ident {
+            type Output = ();
+            const NAME: &'static str = #name;
+            const IS_ASYNC: bool = true;
+            const SHARED: bool = true;
+            const UNDO_SHARED: bool = true;
+            const PIVOT: bool = false;
+            const HAS_COMPENSATION: bool = false;
+            const RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
+            const UNDO_RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
+            const TIMEOUT: ::core::option::Option<::core::time::Duration> = ::core::option::Option::None;
+            const METADATA: &'static [(&'static str, &'static str)] = &[];
+            fn action(_: &'static str) -> #p::Step<__SagaC, ()> {
+                ::core::unreachable!()
+            }
+        }
+        #[diagnostic::do_not_recommend]
+        impl<__SagaC> #p::UndoContext<__SagaC> for #ident {
+            type Checked = #ident;
+            const SHARED: bool = true;
+        }
+        #[diagnostic::do_not_recommend]
+        impl<__SagaC, __SagaT> #p::UndoOutput<__SagaC, __SagaT> for #ident {
+            fn attach(step: #p::Step<__SagaC, __SagaT>) -> #p::Step<__SagaC, __SagaT> {
+                step
+            }
+        }
+    }
+}
