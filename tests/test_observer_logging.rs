@@ -414,3 +414,36 @@ fn user_text_with_braces_is_data_not_a_format_string() {
         && m.contains("step=charge {card} {} attempt=1")
         && m.contains("error=declined {reason} {:?}")));
 }
+
+/// A step error and an execution id carrying ESC and a newline reach the
+/// log escaped: one line per record, no terminal escape acted on.
+#[test]
+fn control_characters_in_user_text_are_escaped_in_records() {
+    install_logger();
+    let saga = Saga::builder("logs-escape")
+        .step(Step::new("charge", |_: &mut Rec, _: &StepInfo<'_>| {
+            Err::<(), _>("declined\n\u{1b}[2Jcleared")
+        }))
+        .build()
+        .unwrap();
+    let options = RunOptions::new().with_execution_id("e-\u{1b}[31m\nred");
+    saga.run_blocking_with(&mut Rec::default(), options)
+        .unwrap_err();
+
+    let records = records_of("logs-escape");
+    assert!(!records.is_empty());
+    for (_, _, message) in &records {
+        assert!(
+            !message.contains('\u{1b}') && !message.contains('\n'),
+            "raw control text in {message:?}"
+        );
+        assert!(
+            message.contains(r"execution=e-\u{1b}[31m\u{a}red"),
+            "{message}"
+        );
+    }
+    assert!(
+        records.iter().any(|(_, level, m)| *level == Level::Warn
+            && m.contains(r"error=declined\u{a}\u{1b}[2Jcleared"))
+    );
+}

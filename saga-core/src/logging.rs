@@ -4,12 +4,14 @@
 //! Levels: info = saga started/finished, debug = step started/succeeded,
 //! warn = step failed or retried, compensation started, cancellation
 //! ignored; error = compensation failed, run stuck. User text (names,
-//! error messages) is always an argument, never a format string.
+//! error messages) is always an argument, never a format string, and is
+//! escaped ([`escape::user_text`](crate::escape::user_text)).
 
 use std::time::Duration;
 
 use log::Level;
 
+use crate::escape::user_text;
 use crate::observer::{RunInfo, SagaEvent};
 use crate::report::ExecutionStatus;
 
@@ -46,19 +48,26 @@ fn write_record(
     let (saga, id, elapsed) = (run.saga, run.execution_id, elapsed());
     match event {
         SagaEvent::SagaStarted => {
-            log::log!(target: TARGET, level, "saga started saga={saga} execution={id} elapsed={elapsed:?}");
+            emit(
+                level,
+                format_args!("saga started saga={saga} execution={id} elapsed={elapsed:?}"),
+            );
         }
-        SagaEvent::StepStarted { step, attempt } => log::log!(
-            target: TARGET, level,
-            "step started saga={saga} execution={id} step={step} attempt={attempt} elapsed={elapsed:?}"
+        SagaEvent::StepStarted { step, attempt } => emit(
+            level,
+            format_args!(
+                "step started saga={saga} execution={id} step={step} attempt={attempt} elapsed={elapsed:?}"
+            ),
         ),
         SagaEvent::StepSucceeded {
             step,
             attempt,
             elapsed: took,
-        } => log::log!(
-            target: TARGET, level,
-            "step succeeded saga={saga} execution={id} step={step} attempt={attempt} took={took:?} elapsed={elapsed:?}"
+        } => emit(
+            level,
+            format_args!(
+                "step succeeded saga={saga} execution={id} step={step} attempt={attempt} took={took:?} elapsed={elapsed:?}"
+            ),
         ),
         SagaEvent::StepFailed {
             step,
@@ -66,46 +75,68 @@ fn write_record(
             error,
             retry_in,
         } => match retry_in {
-            Some(delay) => log::log!(
-                target: TARGET, level,
-                "step failed, retrying saga={saga} execution={id} step={step} attempt={attempt} retry_in={delay:?} error={error} elapsed={elapsed:?}"
+            Some(delay) => emit(
+                level,
+                format_args!(
+                    "step failed, retrying saga={saga} execution={id} step={step} attempt={attempt} retry_in={delay:?} error={error} elapsed={elapsed:?}"
+                ),
             ),
-            None => log::log!(
-                target: TARGET, level,
-                "step failed saga={saga} execution={id} step={step} attempt={attempt} outcome_unknown={} error={error} elapsed={elapsed:?}",
-                error.is_outcome_unknown()
+            None => emit(
+                level,
+                format_args!(
+                    "step failed saga={saga} execution={id} step={step} attempt={attempt} outcome_unknown={} error={error} elapsed={elapsed:?}",
+                    error.is_outcome_unknown()
+                ),
             ),
         },
-        SagaEvent::CompensationStarted { step, attempt } => log::log!(
-            target: TARGET, level,
-            "compensation started saga={saga} execution={id} step={step} attempt={attempt} elapsed={elapsed:?}"
+        SagaEvent::CompensationStarted { step, attempt } => emit(
+            level,
+            format_args!(
+                "compensation started saga={saga} execution={id} step={step} attempt={attempt} elapsed={elapsed:?}"
+            ),
         ),
         SagaEvent::CompensationSucceeded {
             step,
             attempt,
             elapsed: took,
-        } => log::log!(
-            target: TARGET, level,
-            "compensation succeeded saga={saga} execution={id} step={step} attempt={attempt} took={took:?} elapsed={elapsed:?}"
+        } => emit(
+            level,
+            format_args!(
+                "compensation succeeded saga={saga} execution={id} step={step} attempt={attempt} took={took:?} elapsed={elapsed:?}"
+            ),
         ),
         SagaEvent::CompensationFailed {
             step,
             attempt,
             error,
             retry_in,
-        } => log::log!(
-            target: TARGET, level,
-            "compensation failed saga={saga} execution={id} step={step} attempt={attempt} retry_in={retry_in:?} error={error} elapsed={elapsed:?}"
+        } => emit(
+            level,
+            format_args!(
+                "compensation failed saga={saga} execution={id} step={step} attempt={attempt} retry_in={retry_in:?} error={error} elapsed={elapsed:?}"
+            ),
         ),
-        SagaEvent::CancelIgnored { step } => log::log!(
-            target: TARGET, level,
-            "cancellation ignored after the pivot saga={saga} execution={id} step={step} elapsed={elapsed:?}"
+        SagaEvent::CancelIgnored { step } => emit(
+            level,
+            format_args!(
+                "cancellation ignored after the pivot saga={saga} execution={id} step={step} elapsed={elapsed:?}"
+            ),
         ),
-        SagaEvent::SagaFinished { status, .. } => log::log!(
-            target: TARGET, level,
-            "saga finished saga={saga} execution={id} status={status} elapsed={elapsed:?}"
+        SagaEvent::SagaFinished { status, .. } => emit(
+            level,
+            format_args!(
+                "saga finished saga={saga} execution={id} status={status} elapsed={elapsed:?}"
+            ),
         ),
     }
+}
+
+/// Writes one record. User text (saga, step and execution names, error
+/// messages) reaches a terminal or a log file escaped: a control character
+/// or ESC in it is written as `\u{..}`, never acted on.
+fn emit(level: Level, message: std::fmt::Arguments<'_>) {
+    let text = message.to_string();
+    log::log!(target: TARGET, level, "{}", user_text(&text));
 }
 
 #[inline]
