@@ -8,43 +8,17 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter};
 use saga_core::store::{PostgresOptions, PostgresStore, StoreError};
 use saga_core::{SagaEngine, Worker};
 use support::durable::{Script, saga};
+use support::logs::{RECORDS, install_logger};
 use support::pg::{client, fresh_schema, pg_url};
 
 const ROLE: &str = "saga_password";
-
-struct Records(Mutex<Vec<(Level, String)>>);
-
-static RECORDS: Records = Records(Mutex::new(Vec::new()));
-
-impl Log for Records {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((record.level(), record.args().to_string()));
-    }
-
-    fn flush(&self) {}
-}
-
-fn install_logger() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&RECORDS).unwrap();
-        log::set_max_level(LevelFilter::Info);
-    });
-}
 
 /// The URL of the server as `ROLE` with `password`.
 fn url_as(password: &str) -> String {
@@ -112,7 +86,7 @@ async fn a_wrong_password_is_unauthorized_not_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_password_stops_working_stops_instead_of_retrying() {
-    install_logger();
+    install_logger(LevelFilter::Info);
     role().await;
     // Another password than the other test's, so the two can run together.
     let admin = client(&pg_url()).await;

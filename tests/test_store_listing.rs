@@ -5,42 +5,16 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter};
 use saga_core::store::{
     ExecutionSummary, ListCursor, ListQuery, MemoryStore, NewExecution, SagaStore, SqliteStore,
 };
 use saga_core::{ExecutionId, ExecutionStatus, SagaEngine};
 use support::durable::{Order, Script, saga, scratch_dir};
-
-struct Records(Mutex<Vec<(Level, String)>>);
-
-static RECORDS: Records = Records(Mutex::new(Vec::new()));
-
-impl Log for Records {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((record.level(), record.args().to_string()));
-    }
-
-    fn flush(&self) {}
-}
-
-fn install_logger() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&RECORDS).unwrap();
-        log::set_max_level(LevelFilter::Warn);
-    });
-}
+use support::logs::{RECORDS, install_logger};
 
 /// Runs `n` executions to the end on `store`; their ids.
 async fn executions(store: impl SagaStore, n: usize) -> Vec<ExecutionId> {
@@ -75,7 +49,7 @@ fn skipped(id: &ExecutionId) -> (Level, String) {
 
 #[tokio::test]
 async fn an_sqlite_row_of_unknown_status_is_skipped_with_a_warning() {
-    install_logger();
+    install_logger(LevelFilter::Warn);
     let dir = scratch_dir("unknown-status");
     let path = dir.join("sagas.db");
     let ids = executions(SqliteStore::open(&path).unwrap(), 3).await;
@@ -111,7 +85,7 @@ mod postgres {
 
     #[tokio::test]
     async fn a_postgres_row_of_unknown_status_is_skipped_with_a_warning() {
-        install_logger();
+        install_logger(LevelFilter::Warn);
         let schema = fresh_schema("unknown_status");
         let options = PostgresOptions::new().with_schema(schema.clone());
         let store = PostgresStore::connect_with(&pg_url(), options.clone())

@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod durable;
+pub mod logs;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod steps;
