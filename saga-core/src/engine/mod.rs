@@ -46,7 +46,7 @@ mod shape;
 pub use error::EngineError;
 use journal::{JournalState, StoreJournal};
 pub(crate) use live::Done;
-use live::Live;
+use live::{Claiming, Live};
 use replay::{fold, resume_requested};
 use runner::{Job, Runner, Typed};
 use shape::{Shape, describe, kind_from_label};
@@ -481,23 +481,7 @@ impl SagaEngine {
             let Some(claiming) = self.enter(&id) else {
                 continue;
             };
-            let record = match store.get(&id).await {
-                Ok(Some(record)) => record,
-                // Purged since the listing.
-                Ok(None) => continue,
-                Err(error) => {
-                    recovery.refused.push((id, error.into()));
-                    continue;
-                }
-            };
-            match self.take_over(&record, None, false, claiming).await {
-                Ok(true) => recovery.resumed.push(id),
-                Ok(false) => recovery.busy.push(id),
-                Err(error) => {
-                    log::error!(target: "saga", "recovery refused execution_id={id} error={error}");
-                    recovery.refused.push((id, error));
-                }
-            }
+            self.recover_one(id, None, claiming, &mut recovery).await;
         }
         // Stuck executions an operator asked to resume from a tool that
         // does not hold the saga's code (`request_resume`).
@@ -522,26 +506,41 @@ impl SagaEngine {
             let Some(claiming) = self.enter(&id) else {
                 continue;
             };
-            let record = match store.get(&id).await {
-                Ok(Some(record)) => record,
-                Ok(None) => continue,
-                Err(error) => {
-                    recovery.refused.push((id, error.into()));
-                    continue;
-                }
-            };
-            match self
-                .take_over(&record, Some(EventKind::Resumed), true, claiming)
-                .await
-            {
-                Ok(true) => recovery.resumed.push(id),
-                Ok(false) => recovery.busy.push(id),
-                Err(error) => {
-                    log::error!(target: "saga", "requested resume refused execution_id={id} error={error}");
-                    recovery.refused.push((id, error));
-                }
-            }
+            let mark = Some(EventKind::Resumed);
+            self.recover_one(id, mark, claiming, &mut recovery).await;
         }
         Ok(recovery)
+    }
+
+    /// Takes over one listed execution for [`recover`](Self::recover): an
+    /// unfinished one (`mark` none), or a stuck one whose resume was
+    /// requested (`mark` [`EventKind::Resumed`]). Its record (with its
+    /// context) is read only now; one purged since the listing is skipped.
+    async fn recover_one(
+        &self,
+        id: ExecutionId,
+        mark: Option<EventKind>,
+        claiming: Claiming,
+        recovery: &mut Recovery,
+    ) {
+        let record = match self.inner.store.get(&id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(error) => {
+                recovery.refused.push((id, error.into()));
+                return;
+            }
+        };
+        match self
+            .take_over(&record, mark, mark.is_some(), claiming)
+            .await
+        {
+            Ok(true) => recovery.resumed.push(id),
+            Ok(false) => recovery.busy.push(id),
+            Err(error) => {
+                log::error!(target: "saga", "recovery refused execution_id={id} error={error}");
+                recovery.refused.push((id, error));
+            }
+        }
     }
 }
