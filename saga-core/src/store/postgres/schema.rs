@@ -64,6 +64,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         token BIGINT NOT NULL,
         expires_at BIGINT
     );",
+    // 2: listings of every status page in `(created_at, id)` order
+    // (`saga list` with no `--status`) without sorting the whole table;
+    // `id` in the "C" collation, as the listing orders it.
+    "CREATE INDEX executions_by_created ON executions (created_at, id COLLATE \"C\");",
 ];
 
 /// The newest schema version this build knows.
