@@ -96,7 +96,9 @@ pub(crate) enum Command {
         /// The execution's id; without, every execution that appears or
         /// changes status is printed until Ctrl-C. With `--json`: one JSON document a line.
         id: Option<String>,
-        /// How often to look at the store, in milliseconds.
+        /// How often to look at the store, in milliseconds. A PostgreSQL
+        /// store also says when an execution starts, changes status or
+        /// ends, and those show at once.
         #[arg(long, value_name = "MS", default_value_t = 500)]
         interval: u64,
     },

@@ -430,6 +430,10 @@ impl SagaStore for DelayedStore {
         self.inner.work_signal()
     }
 
+    fn change_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.change_signal()
+    }
+
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
         let call = self.call(StoreOp::Purge, None, &[]);
         self.through(call, || self.inner.purge(before_ms))

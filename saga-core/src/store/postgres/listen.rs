@@ -1,5 +1,6 @@
-//! The PostgreSQL store's listener: `LISTEN`s for new work and turns each
-//! notification into a bump of the work signal.
+//! The PostgreSQL store's listener: `LISTEN`s for new work and status
+//! changes and turns each notification into a bump of the work signal
+//! (new work only) and of the change signal (both).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::session::open;
-use super::{CHANNEL, Inner};
+use super::{CHANNEL, Inner, STATUS_CHANNEL};
 
 /// The listener: `LISTEN`s on its own connection and bumps the work
 /// signal on each notification of this schema; reconnects with backoff
@@ -35,7 +36,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         };
         if let Err(e) = session
             .client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {STATUS_CHANNEL}"))
             .await
         {
             log::warn!(target: "saga", "postgres store listen failed store={} error={e}", store.describe);
@@ -49,6 +50,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         }
         backoff = Duration::from_millis(100);
         store.signal.send_modify(|n| *n = n.wrapping_add(1));
+        store.changes.send_modify(|n| *n = n.wrapping_add(1));
         let schema = store.schema.clone();
         drop(store);
         loop {
@@ -56,7 +58,10 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
                 n = notifications.recv() => match n {
                     Some(n) if n.payload() == schema => {
                         let Some(store) = inner.upgrade() else { return };
-                        store.signal.send_modify(|n| *n = n.wrapping_add(1));
+                        if n.channel() == CHANNEL {
+                            store.signal.send_modify(|n| *n = n.wrapping_add(1));
+                        }
+                        store.changes.send_modify(|n| *n = n.wrapping_add(1));
                     }
                     Some(_) => {}
                     None => break,

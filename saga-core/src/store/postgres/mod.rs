@@ -35,6 +35,12 @@ use crate::step::BoxFuture;
 /// The channel of the work notifications; the payload is the schema.
 const CHANNEL: &str = "saga_work";
 
+/// The channel of status notifications (an execution changed status or
+/// had a cancel requested; its step events do not notify, see
+/// [`change_signal`](super::SagaStore::change_signal)); the payload is the
+/// schema.
+const STATUS_CHANNEL: &str = "saga_status";
+
 /// Now, in milliseconds since the Unix epoch, by the database's clock:
 /// every lease expiry is computed and compared on it, so the workers'
 /// clocks do not matter.
@@ -95,6 +101,8 @@ struct Inner {
     writes: mpsc::UnboundedSender<Job>,
     reads: tokio::sync::Mutex<Option<Arc<Session>>>,
     signal: watch::Sender<u64>,
+    /// Bumped on every work and status notification.
+    changes: watch::Sender<u64>,
     stop: Arc<Notify>,
 }
 
@@ -157,6 +165,7 @@ impl PostgresStore {
         check_and_migrate(&session, &describe, &schema).await?;
         let (writes, receiver) = mpsc::unbounded_channel();
         let (signal, _) = watch::channel(0);
+        let (changes, _) = watch::channel(0);
         let stop = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             describe,
@@ -165,6 +174,7 @@ impl PostgresStore {
             writes,
             reads: tokio::sync::Mutex::new(None),
             signal,
+            changes,
             stop: Arc::clone(&stop),
         });
         tokio::spawn(writer_loop(

@@ -9,12 +9,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::session::{Session, open_session, sql_error, unreachable};
 use super::writes::run_op;
-use super::{CHANNEL, Inner};
+use super::{CHANNEL, Inner, STATUS_CHANNEL};
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::store::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, Lease, NewExecution, StoreError,
-    StoreResult,
+    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, Lease, NewExecution,
+    StoreError, StoreResult,
 };
 
 /// A write for the writer's task, and where its answer goes.
@@ -72,6 +72,27 @@ impl Op {
     /// Whether it may make work claimable (other workers are told).
     pub(super) fn signals_work(&self) -> bool {
         matches!(self, Op::Create { .. } | Op::Release { .. })
+    }
+
+    /// Whether it may change what a listing shows of an execution beyond
+    /// [`signals_work`](Self::signals_work): a status or a cancel request.
+    /// Step events do not count: a notification makes PostgreSQL take a
+    /// database-wide lock at commit, and a few per execution is all a
+    /// watcher needs.
+    pub(super) fn signals_status(&self) -> bool {
+        match self {
+            Op::Append { events, .. } => events.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::RollbackStarted
+                        | EventKind::Finished
+                        | EventKind::Resumed
+                        | EventKind::Abandoned
+                )
+            }),
+            Op::RequestCancel(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -206,11 +227,12 @@ pub(super) async fn run_batch(
 ) -> Result<Vec<StoreResult<Reply>>, tokio_postgres::Error> {
     s.client.batch_execute("BEGIN").await?;
     let mut replies = Vec::with_capacity(jobs.len());
-    let mut signal = false;
+    let (mut signal, mut status) = (false, false);
     for job in jobs {
         match run_op(s, store, &job.op).await {
             Ok(reply) => {
                 signal |= job.op.signals_work();
+                status |= job.op.signals_status();
                 replies.push(Ok(reply));
             }
             Err(Failure::Refused(error)) => replies.push(Err(error)),
@@ -220,10 +242,18 @@ pub(super) async fn run_batch(
             }
         }
     }
-    if signal {
-        // Delivered to the listeners when the transaction commits.
+    // Delivered to the listeners when the transaction commits.
+    let notify = match (signal, status) {
+        (false, false) => None,
+        (true, false) => Some(CHANNEL),
+        (false, true) => Some(STATUS_CHANNEL),
+        // A listener of either channel bumps the change signal; the work
+        // channel alone also wakes claimers.
+        (true, true) => Some(CHANNEL),
+    };
+    if let Some(channel) = notify {
         if let Err(e) = s
-            .execute("SELECT pg_notify($1, current_schema())", &[&CHANNEL])
+            .execute("SELECT pg_notify($1, current_schema())", &[&channel])
             .await
         {
             let _ = s.client.batch_execute("ROLLBACK").await;
