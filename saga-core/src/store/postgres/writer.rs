@@ -251,14 +251,16 @@ pub(super) async fn run_batch(
         // channel alone also wakes claimers.
         (true, true) => Some(CHANNEL),
     };
-    if let Some(channel) = notify {
-        if let Err(e) = s
+    let notified = match notify {
+        Some(channel) => s
             .execute("SELECT pg_notify($1, current_schema())", &[&channel])
             .await
-        {
-            let _ = s.client.batch_execute("ROLLBACK").await;
-            return Err(e);
-        }
+            .map(drop),
+        None => Ok(()),
+    };
+    if let Err(e) = notified {
+        let _ = s.client.batch_execute("ROLLBACK").await;
+        return Err(e);
     }
     s.client.batch_execute("COMMIT").await?;
     Ok(replies)
