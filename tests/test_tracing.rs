@@ -17,8 +17,8 @@ use saga_core::{ExecutionStatus, RetryPolicy, Saga, SagaEngine, Step, StepError,
 use support::durable::{Point, Script, saga, start_and_crash};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing_core::span::Current;
 use tracing::{Event, Instrument, Metadata, Subscriber};
+use tracing_core::span::Current;
 
 #[derive(Debug, Clone)]
 struct Span {
