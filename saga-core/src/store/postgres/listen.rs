@@ -19,7 +19,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         let Some(store) = inner.upgrade() else {
             return;
         };
-        let opened = open(&store.config, &store.describe, &store.schema, true).await;
+        let opened = open(&store.target, &store.describe, &store.schema, true).await;
         let (session, mut notifications) = match opened {
             Ok(opened) => opened,
             Err(error) => {

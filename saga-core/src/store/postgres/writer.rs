@@ -115,7 +115,7 @@ pub(super) async fn writer_loop(
         };
         let live = match session.take().filter(|s| !s.client.is_closed()) {
             Some(s) => Ok(s),
-            None => open_session(&store.config, &store.describe, &store.schema, false).await,
+            None => open_session(&store.target, &store.describe, &store.schema, false).await,
         };
         let s = match live {
             Ok(s) => s,
