@@ -77,11 +77,25 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// an advisory lock, so that old and new workers can run side by side
 /// during a rolling upgrade).
 ///
+/// **TLS.** `sslmode` and `sslrootcert` in the connection string have
+/// libpq's meanings: `disable`, `prefer` (the default: TLS if the server
+/// offers it, certificate not checked), `require` (always TLS, certificate
+/// not checked), `verify-ca` (signed by a trusted CA) and `verify-full`
+/// (and names the host). The trusted CAs are `sslrootcert`'s PEM file, else
+/// the operating system's. A refused certificate is a
+/// [`StoreError::Backend`] naming the host and the mode. The guide
+/// [operations](crate::guide::operations) has the details.
+///
 /// ```no_run
 /// use saga_core::store::PostgresStore;
 ///
 /// # async fn demo() -> Result<(), saga_core::store::StoreError> {
 /// let store = PostgresStore::connect("postgres://saga@db.internal/orders").await?;
+/// // A managed database: encrypted, and the server proven to be the one named.
+/// let managed = PostgresStore::connect(
+///     "postgres://saga@db.example.com/orders?sslmode=verify-full&sslrootcert=/etc/saga/db-ca.pem",
+/// )
+/// .await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -125,7 +139,9 @@ impl PostgresStore {
     /// [`StoreError::Unavailable`] if the server cannot be reached,
     /// [`StoreError::ForeignSchema`] or [`StoreError::IncompatibleSchema`]
     /// if the schema cannot be used (it is left as it was), or
-    /// [`StoreError::Backend`] for a malformed URL or a failed migration.
+    /// [`StoreError::Backend`] for a malformed URL, an unknown `sslmode`,
+    /// an unreadable `sslrootcert`, a refused server certificate or a
+    /// failed migration.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         Self::connect_with(url, PostgresOptions::new()).await
     }
