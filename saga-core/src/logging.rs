@@ -58,136 +58,114 @@ fn write_record(
         ("saga", Value::from_display(&saga)),
         ("execution", Value::from_display(&execution)),
     ];
-    let elapsed = ("elapsed", Value::from_debug(&elapsed));
+    let elapsed = [("elapsed", Value::from_debug(&elapsed))];
+    let attempt = |message, step, attempt, extra: &[(&str, Value<'_>)]| {
+        write_attempt(level, message, &run, (step, attempt), extra, &elapsed);
+    };
     match event {
-        SagaEvent::SagaStarted => write(level, "saga started", &[&run[..], &[elapsed]]),
-        SagaEvent::StepStarted { step, attempt } => {
-            let step = Escaped(step);
-            let fields = [
-                ("step", Value::from_display(&step)),
-                ("attempt", Value::from(*attempt)),
-                elapsed,
-            ];
-            write(level, "step started", &[&run[..], &fields]);
-        }
+        SagaEvent::SagaStarted => write(level, "saga started", &[&run, &elapsed]),
+        SagaEvent::StepStarted { step, attempt: n } => attempt("step started", step, *n, &[]),
         SagaEvent::StepSucceeded {
             step,
-            attempt,
+            attempt: n,
             elapsed: took,
-        } => {
-            let step = Escaped(step);
-            let fields = [
-                ("step", Value::from_display(&step)),
-                ("attempt", Value::from(*attempt)),
-                ("took", Value::from_debug(took)),
-                elapsed,
-            ];
-            write(level, "step succeeded", &[&run[..], &fields]);
-        }
+        } => attempt(
+            "step succeeded",
+            step,
+            *n,
+            &[("took", Value::from_debug(took))],
+        ),
         SagaEvent::StepFailed {
             step,
-            attempt,
+            attempt: n,
             error,
             retry_in,
         } => {
-            let (step, text) = (Escaped(step), error.to_string());
+            let text = error.to_string();
             let text = Escaped(&text);
-            let head = [
-                ("step", Value::from_display(&step)),
-                ("attempt", Value::from(*attempt)),
-            ];
-            let tail = [("error", Value::from_display(&text)), elapsed];
+            let field = ("error", Value::from_display(&text));
             match retry_in {
-                Some(delay) => write(
-                    level,
+                Some(delay) => attempt(
                     "step failed, retrying",
-                    &[
-                        &run[..],
-                        &head,
-                        &[("retry_in", Value::from_debug(delay))],
-                        &tail,
-                    ],
+                    step,
+                    *n,
+                    &[("retry_in", Value::from_debug(delay)), field],
                 ),
                 None => {
-                    let unknown = error.is_outcome_unknown();
-                    write(
-                        level,
+                    let unknown = Value::from(error.is_outcome_unknown());
+                    attempt(
                         "step failed",
-                        &[
-                            &run[..],
-                            &head,
-                            &[("outcome_unknown", Value::from(unknown))],
-                            &tail,
-                        ],
+                        step,
+                        *n,
+                        &[("outcome_unknown", unknown), field],
                     );
                 }
             }
         }
-        SagaEvent::CompensationStarted { step, attempt } => {
-            let step = Escaped(step);
-            let fields = [
-                ("step", Value::from_display(&step)),
-                ("attempt", Value::from(*attempt)),
-                elapsed,
-            ];
-            write(level, "compensation started", &[&run[..], &fields]);
+        SagaEvent::CompensationStarted { step, attempt: n } => {
+            attempt("compensation started", step, *n, &[]);
         }
         SagaEvent::CompensationSucceeded {
             step,
-            attempt,
+            attempt: n,
             elapsed: took,
-        } => {
-            let step = Escaped(step);
-            let fields = [
-                ("step", Value::from_display(&step)),
-                ("attempt", Value::from(*attempt)),
-                ("took", Value::from_debug(took)),
-                elapsed,
-            ];
-            write(level, "compensation succeeded", &[&run[..], &fields]);
-        }
+        } => attempt(
+            "compensation succeeded",
+            step,
+            *n,
+            &[("took", Value::from_debug(took))],
+        ),
         SagaEvent::CompensationFailed {
             step,
-            attempt,
+            attempt: n,
             error,
             retry_in,
         } => {
-            let (step, error) = (Escaped(step), error.to_string());
-            let error = Escaped(&error);
-            let head = [
-                ("step", Value::from_display(&step)),
-                ("attempt", Value::from(*attempt)),
-            ];
-            let tail = [("error", Value::from_display(&error)), elapsed];
+            let text = error.to_string();
+            let text = Escaped(&text);
+            let error = ("error", Value::from_display(&text));
             match retry_in {
-                Some(delay) => write(
-                    level,
+                Some(delay) => attempt(
                     "compensation failed, retrying",
-                    &[
-                        &run[..],
-                        &head,
-                        &[("retry_in", Value::from_debug(delay))],
-                        &tail,
-                    ],
+                    step,
+                    *n,
+                    &[("retry_in", Value::from_debug(delay)), error],
                 ),
-                None => write(level, "compensation failed", &[&run[..], &head, &tail]),
+                None => attempt("compensation failed", step, *n, &[error]),
             }
         }
         SagaEvent::CancelIgnored { step } => {
             let step = Escaped(step);
-            let fields = [("step", Value::from_display(&step)), elapsed];
+            let step = [("step", Value::from_display(&step))];
             write(
                 level,
                 "cancellation ignored after the pivot",
-                &[&run[..], &fields],
+                &[&run, &step, &elapsed],
             );
         }
         SagaEvent::SagaFinished { status, .. } => {
-            let status = status.label();
-            let fields = [("status", Value::from(status)), elapsed];
-            write(level, "saga finished", &[&run[..], &fields]);
+            let status = [("status", Value::from(status.label()))];
+            write(level, "saga finished", &[&run, &status, &elapsed]);
         }
     }
+}
+
+/// A record of one attempt: the run, `step` and `attempt`, `extra`, then
+/// `elapsed`.
+fn write_attempt(
+    level: Level,
+    message: &'static str,
+    run: &[(&str, Value<'_>)],
+    (step, attempt): (&str, u32),
+    extra: &[(&str, Value<'_>)],
+    elapsed: &[(&str, Value<'_>)],
+) {
+    let step = Escaped(step);
+    let head = [
+        ("step", Value::from_display(&step)),
+        ("attempt", Value::from(attempt)),
+    ];
+    write(level, message, &[run, &head, extra, elapsed]);
 }
 
 /// Writes one record: `message` is fixed text, and the details are

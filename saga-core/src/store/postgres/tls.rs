@@ -272,27 +272,30 @@ pub(super) fn connector(parsed: &Parsed) -> Result<Tls, String> {
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("setting up TLS: {e}"))?;
+    let verifier = |check| {
+        Arc::new(Verifier {
+            check,
+            provider: Arc::clone(&provider),
+        })
+    };
     let config = match mode {
         SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified(Arc::clone(&provider))))
+            .with_custom_certificate_verifier(verifier(Check::Nothing))
             .with_no_client_auth(),
         SslMode::VerifyCa => {
             let roots = Arc::new(roots(parsed.root_cert.as_ref())?);
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(SignedByTrustedCa {
-                    roots,
-                    provider: Arc::clone(&provider),
-                }))
+                .with_custom_certificate_verifier(verifier(Check::SignedBy(roots)))
                 .with_no_client_auth()
         }
         SslMode::VerifyFull => {
             let roots = Arc::new(roots(parsed.root_cert.as_ref())?);
-            let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            let full = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
                 .build()
                 .map_err(|e| format!("setting up TLS certificate checks: {e}"))?;
-            builder.with_webpki_verifier(verifier).with_no_client_auth()
+            builder.with_webpki_verifier(full).with_no_client_auth()
         }
     };
     Ok(Tls {
@@ -337,15 +340,28 @@ fn roots(root_cert: Option<&RootCert>) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the names in the
-/// certificate are not compared with the host.
+/// The certificate check of `prefer`, `require` and `verify-ca` (for
+/// `verify-full`, rustls' own `WebPkiServerVerifier`). Either way the
+/// handshake's signatures are checked, so the server holds the key of the
+/// certificate it showed.
 #[derive(Debug)]
-struct SignedByTrustedCa {
-    roots: Arc<RootCertStore>,
+struct Verifier {
+    check: Check,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for SignedByTrustedCa {
+#[derive(Debug)]
+enum Check {
+    /// `prefer` and `require` (libpq's meaning: encrypted, not
+    /// authenticated): any certificate is taken. Never built for
+    /// `verify-*` (see [`connector`]).
+    Nothing,
+    /// `verify-ca`: the chain must lead to one of these CAs; the names in
+    /// the certificate are not compared with the host.
+    SignedBy(Arc<RootCertStore>),
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -354,14 +370,16 @@ impl ServerCertVerifier for SignedByTrustedCa {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Check::SignedBy(roots) = &self.check {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -397,58 +415,6 @@ impl ServerCertVerifier for SignedByTrustedCa {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// `prefer` and `require` (libpq's meaning: encrypted, not
-/// authenticated): any certificate is taken. Never used for `verify-*`
-/// (see [`connector`]). The handshake's signatures are still checked, so
-/// the server holds the key of the certificate it showed.
-#[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
