@@ -381,3 +381,29 @@ fn a_recovered_run_is_a_root_span_marked_resumed() {
         .collect();
     assert_eq!(steps, ["s2", "s3", "s4"]);
 }
+
+/// A submitted execution's first run, claimed by a `Worker` spawned inside
+/// a span: a root span, not marked resumed (nothing was taken over).
+#[test]
+fn a_submitted_run_a_worker_claims_is_a_root_not_resumed() {
+    let recorder = Arc::new(Recorder::default());
+    let dispatch = tracing::Dispatch::new(Sub(Arc::clone(&recorder)));
+    let _guard = tracing::dispatcher::set_default(&dispatch);
+    let (id, report) = runtime().block_on(async {
+        let engine = SagaEngine::new(MemoryStore::new());
+        engine.register(order()).await.unwrap();
+        let id = engine.submit("order", 0_u32).await.unwrap();
+        let startup = tracing::info_span!("service startup");
+        let worker = startup.in_scope(|| saga_core::Worker::new(engine.clone()).spawn().unwrap());
+        let report = engine.wait(&id).await.unwrap();
+        worker.shutdown(std::time::Duration::ZERO).await;
+        (id, report)
+    });
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let spans = recorder.spans();
+    let runs: Vec<&Span> = spans.iter().filter(|s| s.name == "saga").collect();
+    assert_eq!(runs.len(), 1, "{spans:#?}");
+    assert_eq!(runs[0].parent, None, "{spans:#?}");
+    assert_eq!(runs[0].fields["execution_id"], id.as_str());
+    assert_eq!(runs[0].fields["resumed"], "false");
+}

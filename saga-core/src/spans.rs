@@ -7,10 +7,11 @@
 //! nests under the caller's current span; a durable run started with
 //! `SagaEngine::start` goes on in a task of its own, and its span's
 //! parent is the span current where `start` was called (an HTTP
-//! request's, say), captured at the call; a run taken over from its log
-//! (`recover`, a `Worker`) starts a trace of its own, a root span with
-//! `resumed = true`: whatever span the recovering code is in has nothing
-//! to do with the run.
+//! request's, say), captured at the call; a run claimed from the store
+//! (by `recover` or a `Worker`) starts a trace of its own, a root span,
+//! with `resumed = true` if it was taken over from a log that has events
+//! (`false` for a submitted execution's first run): whatever span the
+//! claiming code is in has nothing to do with the run.
 //!
 //! Fields: `saga`, `execution_id`, `resumed` and (at the end) `status` on
 //! the execution span; `step`, `attempt` and, when the attempt fails, `error`
@@ -35,8 +36,14 @@ pub(crate) enum Origin {
     /// Under this span, the caller's when it started a durable run, which
     /// then goes on in a task of its own.
     Caller(Span),
-    /// A root span with `resumed = true`: a run taken over from its log.
-    Resumed,
+    /// A root span: a run claimed from the store, which has nothing to do
+    /// with whatever span the claiming code is in. `resumed` if its log
+    /// has events (it was taken over); not for a submitted execution's
+    /// first run.
+    Claimed {
+        /// Whether the run goes on from a log that has events.
+        resumed: bool,
+    },
 }
 
 /// Runs an execution inside its `saga` span; records its final status.
@@ -51,8 +58,8 @@ where
         Origin::Caller(parent) => {
             tracing::info_span!(target: "saga", parent: &parent, "saga", saga, execution_id = %id, resumed = false, status = Empty)
         }
-        Origin::Resumed => {
-            tracing::info_span!(target: "saga", parent: None, "saga", saga, execution_id = %id, resumed = true, status = Empty)
+        Origin::Claimed { resumed } => {
+            tracing::info_span!(target: "saga", parent: None, "saga", saga, execution_id = %id, resumed, status = Empty)
         }
     };
     let result = run.instrument(span.clone()).await;
