@@ -85,6 +85,9 @@ pub(crate) struct Run<'a, C> {
     /// [`Record::fresh`] makes them): `run_blocking` lends an array on its
     /// stack, which saves the run an allocation and a free.
     pub(crate) lent: Option<&'a mut [Record]>,
+    /// Where the run's `saga` span hangs.
+    #[cfg(feature = "tracing")]
+    pub(crate) origin: crate::spans::Origin,
 }
 
 impl<C> Run<'_, C> {
@@ -96,6 +99,8 @@ impl<C> Run<'_, C> {
             journal: None,
             resume: None,
             lent: None,
+            #[cfg(feature = "tracing")]
+            origin: crate::spans::Origin::Current,
         }
     }
 }
@@ -117,6 +122,8 @@ pub(crate) fn execute<'a, C>(
         journal,
         resume,
         lent,
+        #[cfg(feature = "tracing")]
+        origin,
     } = run;
     let RunOptions {
         execution_id,
@@ -147,7 +154,7 @@ pub(crate) fn execute<'a, C>(
     {
         let id = env.id.clone();
         let run = run_execution(env, ctx, resume, lent);
-        async move { crate::spans::execution(&saga.name, &id, run).await }
+        async move { crate::spans::execution(&saga.name, &id, origin, run).await }
     }
     #[cfg(not(feature = "tracing"))]
     run_execution(env, ctx, resume, lent)

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 
 use super::session::open;
 use super::{CHANNEL, Inner, STATUS_CHANNEL};
+use crate::escape::Escaped;
 
 /// The listener: `LISTEN`s on its own connection and bumps the work
 /// signal on each notification of this schema; reconnects with backoff
@@ -20,11 +21,11 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         let Some(store) = inner.upgrade() else {
             return;
         };
-        let opened = open(&store.config, &store.describe, &store.schema, true).await;
+        let opened = open(&store.target, &store.describe, &store.schema, true).await;
         let (session, mut notifications) = match opened {
             Ok(opened) => opened,
             Err(error) => {
-                log::warn!(target: "saga", "postgres store unreachable; listening again in {backoff:?} store={} error={error}", store.describe);
+                log::warn!(target: "saga", store:% = Escaped(&store.describe), retry_in:? = backoff, error:% = Escaped(&error.to_string()); "postgres store unreachable, listening again later");
                 drop(store);
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -39,7 +40,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
             .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {STATUS_CHANNEL}"))
             .await
         {
-            log::warn!(target: "saga", "postgres store listen failed store={} error={e}", store.describe);
+            log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&e.to_string()); "postgres store listen failed");
             drop(store);
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -70,7 +71,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
             }
         }
         if let Some(store) = inner.upgrade() {
-            log::warn!(target: "saga", "postgres store listener lost its connection; reconnecting store={}", store.describe);
+            log::warn!(target: "saga", store:% = Escaped(&store.describe); "postgres store listener lost its connection, reconnecting");
         }
     }
 }

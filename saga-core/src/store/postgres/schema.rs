@@ -160,7 +160,7 @@ pub(super) async fn migrate(client: &Client, store: &str, schema: &str) -> Store
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         client.batch_execute(sql).await.map_err(err)?;
-        log::info!(target: "saga", "postgres store migrated schema={schema} version={}", from + 1);
+        log::info!(target: "saga", schema = schema, version = from + 1; "postgres store migrated");
     }
     client
         .execute(

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::session::{Session, open_session, sql_error, unreachable};
 use super::writes::run_op;
 use super::{CHANNEL, Inner, STATUS_CHANNEL};
+use crate::escape::Escaped;
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::store::{
@@ -136,15 +137,15 @@ pub(super) async fn writer_loop(
         };
         let live = match session.take().filter(|s| !s.client.is_closed()) {
             Some(s) => Ok(s),
-            None => open_session(&store.config, &store.describe, &store.schema, false).await,
+            None => open_session(&store.target, &store.describe, &store.schema, false).await,
         };
         let s = match live {
             Ok(s) => s,
             Err(error) => {
                 if matches!(error, StoreError::Unauthorized { .. }) {
-                    log::error!(target: "saga", "postgres store refused the credentials; writes fail until they are fixed store={} error={error}", store.describe);
+                    log::error!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&error.to_string()); "postgres store refused the credentials, writes fail until they are fixed");
                 } else {
-                    log::warn!(target: "saga", "postgres store unreachable; writes fail until it is back store={} error={error}", store.describe);
+                    log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&error.to_string()); "postgres store unreachable, writes fail until it is back");
                 }
                 for job in batch.drain(..) {
                     let reply = match &error {
@@ -174,7 +175,7 @@ pub(super) async fn writer_loop(
                 }
             }
             Err(e) if unreachable(&e) || s.client.is_closed() => {
-                log::warn!(target: "saga", "postgres store connection lost; a commit's outcome is unknown store={} error={e}", store.describe);
+                log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&e.to_string()); "postgres store connection lost, a commit's outcome is unknown");
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Unavailable {
                         store: store.describe.clone(),
