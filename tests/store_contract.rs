@@ -38,13 +38,13 @@ async fn claims_skip_each_other_honour_fingerprints_and_signal_new_work() {
 
 /// Ten executions created and released by a submitter are claimed by
 /// three concurrent claimers, each once; a claimer of another definition
-/// gets none, and live leases none; a store with a work signal signals
-/// the submitter's commits.
+/// gets none, and live leases none; every store signals the submitter's
+/// commits (in this process at least), and a release alone.
 async fn claims(name: &str, store: &dyn SagaStore) {
-    let mut signal = store.work_signal();
-    if let Some(signal) = &mut signal {
-        signal.borrow_and_update();
-    }
+    let mut signal = store
+        .work_signal()
+        .unwrap_or_else(|| panic!("{name}: no work signal"));
+    signal.borrow_and_update();
     for n in 0..10 {
         let Created::New(lease) = store
             .create(
@@ -63,12 +63,10 @@ async fn claims(name: &str, store: &dyn SagaStore) {
             .unwrap();
     }
     // The submitter's commits were notified to this listener.
-    if let Some(signal) = &mut signal {
-        tokio::time::timeout(Duration::from_secs(30), signal.changed())
-            .await
-            .unwrap_or_else(|_| panic!("{name}: no work signal"))
-            .unwrap();
-    }
+    tokio::time::timeout(Duration::from_secs(30), signal.changed())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no work signal"))
+        .unwrap();
     let request = |owner: &str, fingerprint: &str| ClaimRequest {
         fingerprints: vec![fingerprint.to_owned()],
         owner: owner.to_owned(),
@@ -89,11 +87,11 @@ async fn claims(name: &str, store: &dyn SagaStore) {
         store.claim_next(request("b", "f")),
         store.claim_next(request("c", "f")),
     );
-    let mut ids: Vec<String> = [a.unwrap(), b.unwrap(), c.unwrap()]
+    let claimed: Vec<_> = [a.unwrap(), b.unwrap(), c.unwrap()]
         .into_iter()
         .flatten()
-        .map(|c| c.record.id.to_string())
         .collect();
+    let mut ids: Vec<String> = claimed.iter().map(|c| c.record.id.to_string()).collect();
     ids.sort();
     assert_eq!(
         ids,
@@ -107,6 +105,136 @@ async fn claims(name: &str, store: &dyn SagaStore) {
             .unwrap()
             .is_empty(),
         "{name}: live leases"
+    );
+    // A release alone signals too (a worker shut down, a run stopped).
+    signal.borrow_and_update();
+    let first = &claimed[0];
+    store.release(&first.record.id, &first.lease).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), signal.changed())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no work signal for a release"))
+        .unwrap();
+    let again = store.claim_next(request("d", "f")).await.unwrap();
+    let again: Vec<&str> = again.iter().map(|c| c.record.id.as_str()).collect();
+    assert_eq!(
+        again,
+        [first.record.id.as_str()],
+        "{name}: released, claimable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_take_the_oldest_free_unfinished_executions_first() {
+    for (name, store) in every_store("claim_order").await {
+        claim_order(name, &*store).await;
+    }
+}
+
+/// Claims go oldest first, up to the limit, and take running and
+/// compensating executions whose lease is free or expired, never a
+/// finished or stuck one.
+async fn claim_order(name: &str, store: &dyn SagaStore) {
+    let id = |n: u32| ExecutionId::new(format!("o{n}"));
+    let mut leases = Vec::new();
+    for n in 0..6 {
+        let Created::New(lease) = store
+            .create(
+                new_execution(&format!("o{n}")),
+                "maker",
+                Duration::from_millis(30),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: o{n} not created")
+        };
+        leases.push(lease);
+        // Distinct creation times, so the order is the creation order.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let end = |seq: u64, kind: EventKind| vec![Event::new(seq, kind)];
+    // o1 finished, o2 stuck, o3 compensating; o0, o4, o5 running.
+    store
+        .append(
+            &id(1),
+            &leases[1],
+            end(1, EventKind::Finished),
+            ExecutionStatus::Completed,
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &id(2),
+            &leases[2],
+            end(1, EventKind::Finished),
+            ExecutionStatus::Stuck,
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &id(3),
+            &leases[3],
+            end(1, EventKind::RollbackStarted),
+            ExecutionStatus::Compensating,
+        )
+        .await
+        .unwrap();
+    for n in [0, 3, 4, 5] {
+        store.release(&id(n), &leases[n as usize]).await.unwrap();
+    }
+    let request = |limit: usize| ClaimRequest {
+        fingerprints: vec!["f".to_owned()],
+        owner: "w".to_owned(),
+        ttl: Duration::from_millis(30),
+        limit,
+        exclude: Vec::new(),
+    };
+    let ids = |claimed: Vec<saga_core::store::Claimed>| {
+        claimed
+            .into_iter()
+            .map(|c| c.record.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.claim_next(request(2)).await.unwrap()),
+        ["o0", "o3"],
+        "{name}"
+    );
+    assert_eq!(
+        ids(store.claim_next(request(5)).await.unwrap()),
+        ["o4", "o5"],
+        "{name}"
+    );
+    // Once those leases expired (30 ms), all four are claimable again;
+    // the record comes with the claim.
+    let mut again = Vec::new();
+    while again.len() < 4 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        again = store.claim_next(request(10)).await.unwrap();
+        assert!(
+            again.is_empty() || again.len() == 4,
+            "{name}: {}",
+            again.len()
+        );
+    }
+    let statuses: Vec<_> = again.iter().map(|c| c.record.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            ExecutionStatus::Running,
+            ExecutionStatus::Compensating,
+            ExecutionStatus::Running,
+            ExecutionStatus::Running
+        ],
+        "{name}"
+    );
+    assert!(
+        again
+            .iter()
+            .all(|c| c.record.context == "{}" && c.record.owner.as_deref() == Some("w")),
+        "{name}"
     );
 }
 

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use self::open::{Access, check_and_migrate, create_file, open_error, precheck_file};
 pub use self::options::{SqliteOptions, Synchronous};
@@ -29,6 +29,12 @@ use crate::step::BoxFuture;
 /// executions share fsyncs (*group commit*). Reads run on the same thread,
 /// after the batch they arrived with is committed, so they never see a
 /// write that is not yet durable.
+///
+/// Its [`work_signal`](super::SagaStore::work_signal) tells of the
+/// creations and releases of this process (a [`Worker`](crate::Worker)
+/// hears of them at once); another process's work is found by the
+/// worker's poll. [`claim_next`](super::SagaStore::claim_next) is one
+/// statement that reads no context but those of the executions it claims.
 ///
 /// Opening checks the file before writing anything: a file that is not an
 /// SQLite database, a damaged one, an empty one, one without our
@@ -55,6 +61,9 @@ struct Inner {
     path: PathBuf,
     sender: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
+    /// Bumped when this process made work claimable (a creation, a
+    /// release): the [`work_signal`](super::SagaStore::work_signal).
+    work: watch::Sender<u64>,
 }
 
 impl Drop for Inner {
@@ -152,6 +161,7 @@ impl SqliteStore {
                 path,
                 sender: Some(sender),
                 writer: Some(writer),
+                work: watch::channel(0).0,
             }),
         })
     }
@@ -159,6 +169,11 @@ impl SqliteStore {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Tells this process's claimers that work may have become claimable.
+    fn signal_work(&self) {
+        self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn closed(&self) -> StoreError {
