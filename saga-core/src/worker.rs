@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
-use crate::engine::{EngineError, SagaEngine};
+use crate::engine::{Done, EngineError, SagaEngine};
 use crate::id::ExecutionId;
 use crate::store::{ClaimRequest, StoreError};
 
@@ -66,6 +67,7 @@ pub struct Worker {
     concurrency: usize,
     poll: Duration,
     max_backoff: Duration,
+    purge_every: Duration,
 }
 
 /// What a worker did, so far.
@@ -85,6 +87,12 @@ pub struct WorkerStats {
     /// Executions it refused to run (a log it cannot decode); left as they
     /// were, for an operator.
     pub refused: u64,
+    /// Stuck executions it resumed at an operator's request
+    /// ([`request_resume`](SagaEngine::request_resume), the `saga` CLI);
+    /// also counted in `claimed`.
+    pub resumed: u64,
+    /// Finished executions its purges deleted.
+    pub purged: u64,
 }
 
 #[derive(Default)]
@@ -94,6 +102,8 @@ struct Counters {
     interrupted: AtomicU64,
     released: AtomicU64,
     refused: AtomicU64,
+    resumed: AtomicU64,
+    purged: AtomicU64,
 }
 
 impl Counters {
@@ -104,6 +114,8 @@ impl Counters {
             interrupted: self.interrupted.load(Ordering::Relaxed),
             released: self.released.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            resumed: self.resumed.load(Ordering::Relaxed),
+            purged: self.purged.load(Ordering::Relaxed),
         }
     }
 }
@@ -129,14 +141,48 @@ impl std::fmt::Debug for Counters {
 
 impl Worker {
     /// A worker running `engine`'s registered sagas: 16 executions at a
-    /// time, polling for expired leases every 5 s.
+    /// time, polling for expired leases and resume requests every 5 s,
+    /// purging by the engine's retention every hour, and ending a run
+    /// stuck once one step attempt crashed its process 3 times.
     pub fn new(engine: SagaEngine) -> Self {
         Worker {
             engine,
             concurrency: 16,
             poll: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
+            purge_every: Duration::from_secs(3600),
         }
+    }
+
+    /// How often it deletes the executions that finished longer ago than
+    /// the engine's [retention](SagaEngine::with_retention) (default every
+    /// hour, the first time at its start; at least 10 ms), as
+    /// [`purge`](SagaEngine::purge) does. Stuck executions are never
+    /// purged. To keep everything, give the engine a retention of
+    /// [`Duration::MAX`].
+    #[must_use]
+    pub fn with_purge_interval(mut self, every: Duration) -> Self {
+        self.purge_every = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How many times one attempt of a step (or of a compensation) may be
+    /// started without an end before the take-over that finds it ends the
+    /// execution stuck instead of running it again (default 3; at least
+    /// 1). A step that takes its process down (an abort, an out-of-memory
+    /// kill, a segfault in a native library) would otherwise be run again
+    /// at every restart, forever; stuck, the report says
+    /// ``step `x` crashed its process 3 times``, and an operator resumes
+    /// (or abandons) it once the cause is known.
+    ///
+    /// Every start cut off counts, whatever cut it off: a crash, a stall
+    /// past the lease, or a shutdown whose grace period ended before the
+    /// step did (give [`shutdown`](WorkerHandle::shutdown) a grace period
+    /// longer than your steps take).
+    #[must_use]
+    pub fn with_crash_limit(mut self, starts: u32) -> Self {
+        self.engine.set_crash_limit(starts);
+        self
     }
 
     /// The most executions it runs at a time (at least 1).
@@ -187,8 +233,28 @@ impl Worker {
         let mut mine: HashSet<ExecutionId> = HashSet::new();
         let mut refused: HashSet<ExecutionId> = HashSet::new();
         let mut backoff: Option<Duration> = None;
+        // Resume requests at each poll, purges on their own schedule; both
+        // the first time at once.
+        let mut next_sweep = Instant::now();
+        let mut next_purge = Instant::now();
+        let mut purging: Option<JoinHandle<()>> = None;
         log::info!(target: "saga", "worker started owner={} concurrency={}", engine.owner(), self.concurrency);
         while stop.borrow().is_none() {
+            let now = Instant::now();
+            if now >= next_purge {
+                next_purge = now + self.purge_every;
+                if purging.as_ref().is_none_or(JoinHandle::is_finished) {
+                    purging = Some(tokio::spawn(purge(engine.clone(), Arc::clone(&counters))));
+                }
+            }
+            if now >= next_sweep && backoff.is_none() {
+                next_sweep = now + self.poll;
+                let free = self.concurrency.saturating_sub(running.len());
+                if free > 0 {
+                    self.sweep(free, &counters, &mut running, &mut mine, &mut refused)
+                        .await;
+                }
+            }
             let free = self.concurrency.saturating_sub(running.len());
             let mut more = false;
             if free > 0 {
@@ -212,17 +278,7 @@ impl Worker {
                             bump(&counters.claimed);
                             match engine.run_claimed(claimed).await {
                                 Ok(None) => {}
-                                Ok(Some(mut done)) => {
-                                    mine.insert(id.clone());
-                                    running.spawn(async move {
-                                        let ended = done
-                                            .wait_for(Option::is_some)
-                                            .await
-                                            .ok()
-                                            .and_then(|d| d.as_ref().map(Result::is_ok));
-                                        (id, ended == Some(true))
-                                    });
-                                }
+                                Ok(Some(done)) => track(&mut running, &mut mine, id, done),
                                 Err(EngineError::Store(error)) => {
                                     bump(&counters.interrupted);
                                     log::warn!(target: "saga", "worker could not start a claimed execution execution_id={id} error={error}");
@@ -260,6 +316,7 @@ impl Worker {
                 }
             }
             let wait = backoff.unwrap_or(self.poll);
+            let deadline = (Instant::now() + wait).min(next_purge);
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() { break },
                 Some(joined) = running.join_next(), if !running.is_empty() => {
@@ -278,8 +335,11 @@ impl Worker {
                         signal = None;
                     }
                 }
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(deadline) => {}
             }
+        }
+        if let Some(purging) = purging {
+            purging.abort();
         }
         // Stop claiming; let the runs finish within the grace period, then
         // stop the rest and release their leases for another worker.
@@ -304,6 +364,86 @@ impl Worker {
         }
         log::info!(target: "saga", "worker stopped owner={} stats={:?}", engine.owner(), counters.snapshot());
     }
+}
+
+impl Worker {
+    /// Carries out the pending resume requests of the definitions this
+    /// worker has, at most `free` of them.
+    async fn sweep(
+        &self,
+        free: usize,
+        counters: &Counters,
+        running: &mut JoinSet<(ExecutionId, bool)>,
+        mine: &mut HashSet<ExecutionId>,
+        refused: &mut HashSet<ExecutionId>,
+    ) {
+        let engine = &self.engine;
+        let requests = match engine.store().resume_requests().await {
+            Ok(requests) => requests,
+            Err(error) => {
+                log::warn!(target: "saga", "worker cannot read resume requests owner={} error={error}", engine.owner());
+                return;
+            }
+        };
+        let fingerprints = engine.fingerprints();
+        let mine_to_run = requests
+            .into_iter()
+            .filter(|r| fingerprints.contains(&r.fingerprint) && !refused.contains(&r.id))
+            .take(free)
+            .collect::<Vec<_>>();
+        for request in mine_to_run {
+            let id = request.id;
+            match engine.carry_out_resume_request(&id).await {
+                Ok(None) => {}
+                Ok(Some(done)) => {
+                    bump(&counters.claimed);
+                    bump(&counters.resumed);
+                    log::info!(target: "saga", "worker resumes an execution at an operator's request execution_id={id}");
+                    track(running, mine, id, done);
+                }
+                Err(EngineError::Store(error)) => {
+                    log::warn!(target: "saga", "worker could not resume a requested execution execution_id={id} error={error}");
+                }
+                Err(error) => {
+                    bump(&counters.refused);
+                    log::error!(target: "saga", "worker refused execution_id={id} error={error}");
+                    refused.insert(id);
+                }
+            }
+        }
+    }
+}
+
+/// Deletes what the engine's retention lets go.
+async fn purge(engine: SagaEngine, counters: Arc<Counters>) {
+    match engine.purge().await {
+        Ok(0) => {}
+        Ok(purged) => {
+            counters.purged.fetch_add(purged, Ordering::Relaxed);
+            log::info!(target: "saga", "worker purged finished executions owner={} purged={purged}", engine.owner());
+        }
+        Err(error) => {
+            log::warn!(target: "saga", "worker could not purge owner={} error={error}", engine.owner());
+        }
+    }
+}
+
+/// Follows a run this worker started until its end.
+fn track(
+    running: &mut JoinSet<(ExecutionId, bool)>,
+    mine: &mut HashSet<ExecutionId>,
+    id: ExecutionId,
+    mut done: watch::Receiver<Option<Done>>,
+) {
+    mine.insert(id.clone());
+    running.spawn(async move {
+        let ended = done
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|d| d.as_ref().map(Result::is_ok));
+        (id, ended == Some(true))
+    });
 }
 
 fn finish(counters: &Counters, mine: &mut HashSet<ExecutionId>, id: &ExecutionId, ok: bool) {

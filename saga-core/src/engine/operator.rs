@@ -132,8 +132,8 @@ impl SagaEngine {
             detail: e.to_string(),
         })??;
         match taken {
-            true => Ok(()),
-            false => Err(self.busy(id).await),
+            Some(_) => Ok(()),
+            None => Err(self.busy(id).await),
         }
     }
 

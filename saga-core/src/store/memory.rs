@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, ExecutionRecord,
+    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
     ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult, now_ms,
     ttl_ms,
 };
@@ -109,6 +109,22 @@ impl MemoryStore {
         let value = write(stored, now)?;
         stored.record.updated_at_ms = now;
         Ok(value)
+    }
+}
+
+/// A record's summary, cloning everything but its context.
+fn summary_of(r: &ExecutionRecord) -> ExecutionSummary {
+    ExecutionSummary {
+        id: r.id.clone(),
+        saga: r.saga.clone(),
+        fingerprint: r.fingerprint.clone(),
+        status: r.status,
+        last_seq: r.last_seq,
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        owner: r.owner.clone(),
+        lease_expires_at_ms: r.lease_expires_at_ms,
+        cancel_requested: r.cancel_requested,
     }
 }
 
@@ -329,18 +345,7 @@ impl SagaStore for MemoryStore {
             .filter_map(|id| inner.executions.get(id))
             .map(|s| &s.record)
             .filter(|r| query.status.is_none_or(|want| r.status == want))
-            .map(|r| ExecutionSummary {
-                id: r.id.clone(),
-                saga: r.saga.clone(),
-                fingerprint: r.fingerprint.clone(),
-                status: r.status,
-                last_seq: r.last_seq,
-                created_at_ms: r.created_at_ms,
-                updated_at_ms: r.updated_at_ms,
-                owner: r.owner.clone(),
-                lease_expires_at_ms: r.lease_expires_at_ms,
-                cancel_requested: r.cancel_requested,
-            })
+            .map(summary_of)
             .filter(|s| query.is_after(s))
             .collect();
         drop(inner);
@@ -395,6 +400,21 @@ impl SagaStore for MemoryStore {
             });
         }
         ready(Ok(claimed))
+    }
+
+    fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        let inner = self.lock();
+        let requested = inner
+            .order
+            .iter()
+            .filter_map(|id| inner.executions.get(id))
+            .filter(|s| {
+                s.record.status == ExecutionStatus::Stuck
+                    && s.events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
+            })
+            .map(|s| summary_of(&s.record))
+            .collect();
+        ready(Ok(requested))
     }
 
     fn work_signal(&self) -> Option<watch::Receiver<u64>> {

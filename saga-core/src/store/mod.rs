@@ -383,6 +383,31 @@ pub trait SagaStore: Send + Sync + 'static {
         })
     }
 
+    /// The stuck executions whose log ends with a pending resume request
+    /// ([`EventKind::ResumeRequested`], written by
+    /// [`request_resume`](crate::SagaEngine::request_resume), e.g. from the
+    /// `saga` CLI), oldest first, without their contexts: what a
+    /// [`Worker`](crate::Worker) carries out at each poll.
+    ///
+    /// The default lists the stuck executions and reads each one's log;
+    /// the stores of this crate read only the last event of each, in one
+    /// statement.
+    fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        Box::pin(async move {
+            let stuck = self
+                .list_summaries(ListQuery::new().with_status(ExecutionStatus::Stuck))
+                .await?;
+            let mut requested = Vec::new();
+            for summary in stuck {
+                let events = self.events(&summary.id).await?;
+                if events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested) {
+                    requested.push(summary);
+                }
+            }
+            Ok(requested)
+        })
+    }
+
     /// A signal that new work may be claimable (an execution was created,
     /// or a lease released): the value changes when it may. `None` (the
     /// default) if the store cannot tell; claimers then rely on polling.

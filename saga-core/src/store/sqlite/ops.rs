@@ -521,6 +521,26 @@ impl SagaStore for SqliteStore {
         })
     }
 
+    fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        self.read(move |conn, path| {
+            let err = db(path, "listing resume requests");
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "{SELECT_SUMMARY}
+                     JOIN events v ON v.execution_id = e.id AND v.seq = e.last_seq
+                     WHERE e.status = 'stuck' AND v.kind = 'resume_requested'
+                     ORDER BY e.created_at, e.id"
+                ))
+                .map_err(&err)?;
+            let rows = stmt.query_map([], |row| summary(path, row)).map_err(&err)?;
+            let mut summaries = Vec::new();
+            for row in rows {
+                summaries.extend(row.map_err(&err)?);
+            }
+            Ok(summaries)
+        })
+    }
+
     fn work_signal(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.work.subscribe())
     }
