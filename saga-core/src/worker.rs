@@ -1,4 +1,5 @@
-//! [`Worker`]: runs the executions of a shared store, one of N processes.
+//! [`Worker`]: carries executions on, the one call a service makes at
+//! startup, on every store; one of N processes on a shared store.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,9 +14,18 @@ use crate::engine::{Done, EngineError, SagaEngine};
 use crate::id::ExecutionId;
 use crate::store::{ClaimRequest, StoreError};
 
-/// Runs the executions of a store shared by many processes: any process
-/// may [`start`](SagaEngine::start) an execution, and the workers run
-/// them.
+/// Carries executions on: the one call a service makes at startup, on
+/// every store, after registering its sagas. No user code needs a loop of
+/// [`recover`](SagaEngine::recover): the worker takes over what a crashed
+/// or stopped process left (once its lease expired, or at once if it was
+/// released), runs what was [submitted](SagaEngine::submit), carries out
+/// an operator's [resume requests](SagaEngine::request_resume) (the `saga`
+/// CLI's `resume`) and the [cancellations](SagaEngine::cancel) of
+/// executions no process runs, [purges](Self::with_purge_interval) by the
+/// engine's retention, and ends a [crash loop](Self::with_crash_limit).
+/// On a store shared by many processes, any process may
+/// [`start`](SagaEngine::start) an execution, and the workers run the
+/// ones their owner left.
 ///
 /// A worker claims unfinished executions whose definition it has
 /// registered (by fingerprint: during a rolling upgrade, an execution
@@ -36,10 +46,13 @@ use crate::store::{ClaimRequest, StoreError};
 /// and the services must apply a key at most once.
 ///
 /// New work is noticed at once where the store signals it
-/// ([`work_signal`](crate::store::SagaStore::work_signal): PostgreSQL's
-/// `LISTEN`/`NOTIFY`), and expired leases by a slow poll
-/// ([`with_poll_interval`](Self::with_poll_interval)); a worker never
-/// polls in a busy loop. When the store is unreachable (the database
+/// ([`work_signal`](crate::store::SagaStore::work_signal): every store of
+/// this crate signals the creations and releases of its own process, and
+/// PostgreSQL those of every process, by `LISTEN`/`NOTIFY`); expired
+/// leases, other processes' work on SQLite, and resume requests are found
+/// by a slow poll ([`with_poll_interval`](Self::with_poll_interval)). A
+/// claim reads no context but those of the executions it takes; a worker
+/// never polls in a busy loop. When the store is unreachable (the database
 /// restarts), the worker logs it and tries again with exponential backoff;
 /// the runs that could not write their log stop before their next step,
 /// and are carried on from the log once the store is back. Refused
@@ -50,17 +63,20 @@ use crate::store::{ClaimRequest, StoreError};
 /// ```no_run
 /// use std::time::Duration;
 /// use saga_core::{SagaEngine, Worker};
-/// use saga_core::store::MemoryStore;
+/// use saga_core::store::SqliteStore;
 ///
-/// # async fn demo() -> Result<(), saga_core::EngineError> {
-/// let engine = SagaEngine::new(MemoryStore::new());
-/// // engine.register(saga).await?; for each saga this worker runs
-/// let worker = Worker::new(engine).with_concurrency(16).spawn()?;
-/// // ... until asked to stop:
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = SagaEngine::new(SqliteStore::open("sagas.db")?);
+/// // engine.register(saga).await?; for each saga this service runs
+/// let worker = Worker::new(engine.clone()).spawn()?;
+/// // ... serve requests that call engine.start(..), until asked to stop:
 /// let stats = worker.shutdown(Duration::from_secs(30)).await;
 /// println!("finished {} executions", stats.finished);
 /// # Ok(()) }
 /// ```
+///
+/// See [`WorkerHandle::shutdown`] for the shutdown of a service beside
+/// an HTTP server's.
 #[derive(Debug, Clone)]
 pub struct Worker {
     engine: SagaEngine,
@@ -464,8 +480,47 @@ impl WorkerHandle {
     /// Stops the worker gracefully: it claims nothing more, lets its runs
     /// finish for up to `grace`, then stops the others where they are and
     /// releases their leases, so another worker carries them on at once
-    /// (a step cut off runs again there, with the same idempotency key).
-    /// Returns what it did.
+    /// (a step cut off runs again there, with the same idempotency key,
+    /// and counts towards the [crash limit](Worker::with_crash_limit)).
+    /// Returns what it did. The runs it waits for include those that
+    /// [`start`](SagaEngine::start) began in this process.
+    ///
+    /// In a service, stop the HTTP server first (it stops taking requests
+    /// and finishes those in flight, which may start executions), then the
+    /// worker. With axum, whose `serve(..).with_graceful_shutdown(signal)`
+    /// takes any future as its signal, one watch channel stops both
+    /// (`axum` and tokio's `signal` feature are the service's
+    /// dependencies, not this crate's):
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use saga_core::{SagaEngine, Worker};
+    /// use saga_core::store::SqliteStore;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = SagaEngine::new(SqliteStore::open("sagas.db")?);
+    /// // engine.register(saga).await?; for each saga this service runs
+    /// let worker = Worker::new(engine.clone()).spawn()?;
+    ///
+    /// let (stop, stopping) = tokio::sync::watch::channel(false);
+    /// // Sends `true` on SIGTERM or Ctrl-C, e.g. in a task:
+    /// //   tokio::signal::ctrl_c().await?; stop.send(true)?;
+    /// # stop.send(true)?;
+    /// let mut until_stop = stopping.clone();
+    /// let server_stop = async move {
+    ///     let _ = until_stop.wait_for(|stop| *stop).await;
+    /// };
+    /// // axum::serve(listener, app.with_state(engine.clone()))
+    /// //     .with_graceful_shutdown(server_stop)
+    /// //     .await?;
+    /// # server_stop.await;
+    /// // The server has finished its requests; now the runs, for up to
+    /// // 30 s (within the orchestrator's own grace period, before its
+    /// // SIGKILL); what is left is released for the next process.
+    /// let stats = worker.shutdown(Duration::from_secs(30)).await;
+    /// println!("finished {}, released {}", stats.finished, stats.released);
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(mut self, grace: Duration) -> WorkerStats {
         let _ = self.stop.send(Some(grace));
         if let Some(task) = self.task.take() {

@@ -462,9 +462,19 @@ impl SagaEngine {
         }
     }
 
-    /// Carries on every unfinished execution whose lease is free or
-    /// expired and whose definition is registered here, from its log.
-    /// Executions this engine runs already are left alone.
+    /// Carries on, once, every unfinished execution whose lease is free or
+    /// expired and whose definition is registered here, from its log, and
+    /// every stuck one whose resume was [requested](Self::request_resume).
+    /// Executions this engine runs already are left alone, and so are
+    /// those whose lease is still held (a crashed owner's until it
+    /// expires: they are in [`Recovery::busy`]).
+    ///
+    /// The one-shot call a [`Worker`](crate::Worker) is built on: a
+    /// service starts a worker at startup and needs no loop of `recover`
+    /// (a loop beside live runs is what the worker's claims do safely). A
+    /// take-over that finds a crash loop ends the execution stuck (see
+    /// [`Worker::with_crash_limit`](crate::Worker::with_crash_limit); 3
+    /// starts here).
     ///
     /// # Errors
     /// Store errors while listing; errors of single executions are in
