@@ -9,7 +9,11 @@ mod support;
 
 use std::time::Duration;
 
-use saga_core::store::{ClaimRequest, Created, Event, EventKind, SagaStore, StoreError};
+use saga_core::BoxFuture;
+use saga_core::store::{
+    Ack, ClaimRequest, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease,
+    MemoryStore, NewExecution, SagaStore, StoreError, StoreResult,
+};
 use saga_core::{ExecutionId, ExecutionStatus};
 use support::stores::{every_store, new_execution};
 
@@ -127,6 +131,149 @@ async fn claims(name: &str, store: &dyn SagaStore) {
 async fn claims_take_the_oldest_free_unfinished_executions_first() {
     for (name, store) in every_store("claim_order").await {
         claim_order(name, &*store).await;
+    }
+    claim_order("default bodies", &Defaults(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_requests_list_the_stuck_executions_asked_to_resume() {
+    for (name, store) in every_store("resume_requests").await {
+        resume_requests(name, &*store).await;
+    }
+    resume_requests("default bodies", &Defaults(MemoryStore::new())).await;
+}
+
+/// Three stuck executions: one asked to resume, one asked and resumed
+/// since, one never asked; and a running one. Only the first is listed.
+async fn resume_requests(name: &str, store: &dyn SagaStore) {
+    let ttl = Duration::from_secs(60);
+    let mut leases = Vec::new();
+    for n in 0..4 {
+        let Created::New(lease) = store
+            .create(new_execution(&format!("r{n}")), "owner", ttl)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: r{n} not created")
+        };
+        leases.push(lease);
+    }
+    let id = |n: usize| ExecutionId::new(format!("r{n}"));
+    for n in 0..3 {
+        store
+            .append(
+                &id(n),
+                &leases[n],
+                vec![Event::new(1, EventKind::Finished)],
+                ExecutionStatus::Stuck,
+            )
+            .await
+            .unwrap();
+    }
+    // An operator's requests, each under a lease of its own.
+    for n in 0..2 {
+        let lease = store.claim(&id(n), "cli", ttl).await.unwrap().unwrap();
+        store
+            .append(
+                &id(n),
+                &lease,
+                vec![Event::new(2, EventKind::ResumeRequested)],
+                ExecutionStatus::Stuck,
+            )
+            .await
+            .unwrap();
+        store.release(&id(n), &lease).await.unwrap();
+    }
+    let lease = store.claim(&id(1), "worker", ttl).await.unwrap().unwrap();
+    store
+        .append(
+            &id(1),
+            &lease,
+            vec![Event::new(3, EventKind::Resumed)],
+            ExecutionStatus::Running,
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .resume_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| format!("{} {} {}", s.id, s.status, s.last_seq))
+        .collect();
+    assert_eq!(listed, ["r0 stuck 2"], "{name}");
+}
+
+/// A store that keeps only the required methods (those of a
+/// `MemoryStore`), so every default body of `SagaStore` runs.
+struct Defaults(MemoryStore);
+
+impl SagaStore for Defaults {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn put_definition(&self, d: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
+        self.0.put_definition(d)
+    }
+    fn definition(&self, f: &str) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
+        self.0.definition(f)
+    }
+    fn create(
+        &self,
+        e: NewExecution,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Created>> {
+        self.0.create(e, owner, ttl)
+    }
+    fn claim(
+        &self,
+        id: &ExecutionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
+        self.0.claim(id, owner, ttl)
+    }
+    fn append<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+        events: Vec<Event>,
+        status: ExecutionStatus,
+    ) -> BoxFuture<'a, StoreResult<Ack>> {
+        self.0.append(id, lease, events, status)
+    }
+    fn renew<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<Ack>> {
+        self.0.renew(id, lease)
+    }
+    fn release<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.0.release(id, lease)
+    }
+    fn get<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
+        self.0.get(id)
+    }
+    fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        self.0.events(id)
+    }
+    fn list(&self, s: Option<ExecutionStatus>) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
+        self.0.list(s)
+    }
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
+        self.0.request_cancel(id)
+    }
+    fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        self.0.purge(before_ms)
     }
 }
 
