@@ -30,7 +30,8 @@
 //! step's last error (`error <step>: <message>`).
 //!
 //! The execution's id is `exec-1`, or `$CRASH_SAGA_ID` when set (several
-//! executions in one store: the fixture of `tests/fixtures/`).
+//! executions in one store: the fixture of `tests/fixtures/`). The lease
+//! lasts 200 ms, or `$CRASH_SAGA_LEASE_MS`.
 //!
 //! The ledger is a separate SQLite file, outside the saga: every
 //! invocation is counted, and each effect is keyed by the step's
@@ -277,7 +278,14 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let ledger = Arc::new(Ledger::open(ledger, point)?);
     let store = crashy(SqliteStore::open(db)?, point);
     let commits = store.clone();
-    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(200));
+    // A short lease, unless `$CRASH_SAGA_LEASE_MS` says otherwise (the
+    // liveness test gives an hour, so that only a proof of the owner's
+    // death lets another process take over).
+    let lease_ms = std::env::var("CRASH_SAGA_LEASE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(200);
+    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(lease_ms));
     engine.register(saga(&ledger)?).await?;
     engine.register(group_saga(&ledger)?).await?;
     match mode.as_str() {

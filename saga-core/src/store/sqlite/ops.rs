@@ -21,6 +21,11 @@ use crate::store::{
     skip_unknown_status, status_from_label, ttl_ms,
 };
 
+/// A JSON array of strings, for `json_each`.
+fn json_list(items: Vec<String>) -> String {
+    serde_json::Value::from(items).to_string()
+}
+
 impl SagaStore for SqliteStore {
     fn describe(&self) -> String {
         describe(&self.inner.path)
@@ -73,7 +78,9 @@ impl SagaStore for SqliteStore {
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<Created>> {
         let owner = owner.to_owned();
+        let owners = self.owners();
         let created = self.write("creating an execution", move |conn, path| {
+            super::owners(&owners).hold(&owner);
             let now = now_ms();
             let id = execution.id.as_str();
             let inserted = conn
@@ -147,18 +154,40 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
         let id = id.clone();
         let owner = owner.to_owned();
+        let owners = self.owners();
         self.write("claiming an execution", move |conn, path| {
             let now = now_ms();
+            let mut owners = super::owners(&owners);
+            owners.hold(&owner);
+            let holder: Option<String> = conn
+                .prepare_cached(
+                    "SELECT owner FROM leases
+                     WHERE execution_id = ?1 AND owner IS NOT NULL AND expires_at > ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![id.as_str(), now], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(db(path, "claiming an execution"))?;
+            let dead = json_list(owners.dead_among(holder));
+            drop(owners);
             let token: Option<i64> = conn
                 .prepare_cached(
                     "UPDATE leases SET owner = ?2, token = token + 1, expires_at = ?3
                      WHERE execution_id = ?1
-                       AND (owner IS NULL OR expires_at IS NULL OR expires_at <= ?4)
+                       AND (owner IS NULL OR expires_at IS NULL OR expires_at <= ?4
+                            OR owner IN (SELECT value FROM json_each(?5)))
                      RETURNING token",
                 )
                 .and_then(|mut stmt| {
                     stmt.query_row(
-                        params![id.as_str(), owner, now.saturating_add(ttl_ms(ttl)), now],
+                        params![
+                            id.as_str(),
+                            owner,
+                            now.saturating_add(ttl_ms(ttl)),
+                            now,
+                            dead
+                        ],
                         |row| row.get(0),
                     )
                     .optional()
@@ -461,9 +490,28 @@ impl SagaStore for SqliteStore {
         if request.limit == 0 || request.fingerprints.is_empty() {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
+        let owners = self.owners();
         self.write("claiming executions", move |conn, path| {
             let err = db(path, "claiming executions");
             let now = now_ms();
+            let mut owners = super::owners(&owners);
+            owners.hold(&request.owner);
+            // The owners of live leases on unfinished executions, and of
+            // those the ones whose process is gone.
+            let holders = conn
+                .prepare_cached(
+                    "SELECT DISTINCT l.owner FROM leases l
+                     JOIN executions e ON e.id = l.execution_id
+                     WHERE e.status IN ('running', 'compensating')
+                       AND l.owner IS NOT NULL AND l.expires_at > ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([now], |row| row.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(&err)?;
+            let dead = json_list(owners.dead_among(holders));
+            drop(owners);
             let as_json = |items: Vec<&str>| serde_json::Value::from(items).to_string();
             let fingerprints = as_json(request.fingerprints.iter().map(String::as_str).collect());
             let exclude = as_json(request.exclude.iter().map(ExecutionId::as_str).collect());
@@ -477,7 +525,8 @@ impl SagaStore for SqliteStore {
                         WHERE e.status IN ('running', 'compensating')
                           AND e.fingerprint IN (SELECT value FROM json_each(?4))
                           AND e.id NOT IN (SELECT value FROM json_each(?5))
-                          AND (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= ?3)
+                          AND (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= ?3
+                               OR l.owner IN (SELECT value FROM json_each(?7)))
                         ORDER BY e.created_at, e.id
                         LIMIT ?6)
                      RETURNING execution_id, token",
@@ -491,7 +540,8 @@ impl SagaStore for SqliteStore {
                         now,
                         fingerprints,
                         exclude,
-                        limit
+                        limit,
+                        dead
                     ],
                     |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
                 )
