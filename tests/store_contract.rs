@@ -159,11 +159,11 @@ async fn resume_requests(name: &str, store: &dyn SagaStore) {
         leases.push(lease);
     }
     let id = |n: usize| ExecutionId::new(format!("r{n}"));
-    for n in 0..3 {
+    for (n, lease) in leases.iter().enumerate().take(3) {
         store
             .append(
                 &id(n),
-                &leases[n],
+                lease,
                 vec![Event::new(1, EventKind::Finished)],
                 ExecutionStatus::Stuck,
             )
