@@ -108,7 +108,11 @@ async fn a_worker_carries_out_a_resume_requested_from_the_cli() {
         broken.store(false, Ordering::SeqCst);
         let cli = SagaEngine::with_store(Arc::clone(&store));
         cli.request_resume(&id).await.unwrap();
-        let report = report_until(&cli, &id, |r| r.status != ExecutionStatus::Stuck).await;
+        // Resumed (`compensating`), then ended.
+        let report = report_until(&cli, &id, |r| {
+            r.status.is_finished() && r.status != ExecutionStatus::Stuck
+        })
+        .await;
         assert_eq!(report.status, ExecutionStatus::Compensated, "{name}");
         let steps: Vec<_> = report
             .steps
