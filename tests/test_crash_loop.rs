@@ -10,27 +10,14 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 mod support;
 
-use support::durable::scratch_dir;
-
-fn helper(dir: &Path, mode: &str, point: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crash_saga"));
-    command
-        .arg(dir.join("sagas.db"))
-        .arg(dir.join("ledger.db"))
-        .arg(mode)
-        .arg(point)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
+use support::durable::{crash_saga, scratch_dir};
 
 /// Runs the helper until it stops dead inside `s2`, and SIGKILLs it.
 fn killed_inside_s2(dir: &Path, mode: &str) {
-    let mut child = helper(dir, mode, "step:2").spawn().unwrap();
+    let mut child = crash_saga(dir, mode, "step:2").spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -51,7 +38,7 @@ fn killed_inside_s2(dir: &Path, mode: &str) {
 /// Runs a worker helper to its end; its stdout. One that stops dead in
 /// `s2` instead is killed, and the test fails.
 fn run_to_end(dir: &Path) -> String {
-    let mut child = helper(dir, "worker", "step:2").spawn().unwrap();
+    let mut child = crash_saga(dir, "worker", "step:2").spawn().unwrap();
     let mut stdout = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();

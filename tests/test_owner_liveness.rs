@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use saga_core::ExecutionId;
@@ -19,20 +19,15 @@ use saga_core::store::{SagaStore, SqliteStore};
 
 mod support;
 
-use support::durable::scratch_dir;
+use support::durable::{crash_saga, scratch_dir};
 
 const HOUR_MS: &str = "3600000";
 
+/// The helper with an hour-long lease: only a proof of its death lets
+/// another process take its execution over.
 fn helper(dir: &Path, mode: &str, point: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crash_saga"));
-    command
-        .arg(dir.join("sagas.db"))
-        .arg(dir.join("ledger.db"))
-        .arg(mode)
-        .arg(point)
-        .env("CRASH_SAGA_LEASE_MS", HOUR_MS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = crash_saga(dir, mode, point);
+    command.env("CRASH_SAGA_LEASE_MS", HOUR_MS);
     command
 }
 

@@ -223,16 +223,7 @@ mod tests {
         assert!(sidecar("pid1-live").exists());
         assert!(opened.dead.contains("pid2-died"));
         drop(live);
-        assert!(!sidecar_path(&db, "pid1-live").exists());
-    }
-
-    fn sidecar_path(db: &Path, owner: &str) -> PathBuf {
-        Owners {
-            db: db.to_path_buf(),
-            mine: HashMap::new(),
-            dead: HashSet::new(),
-        }
-        .sidecar(owner)
-        .unwrap()
+        let closed = Owners::new(&db, false).sidecar("pid1-live").unwrap();
+        assert!(!closed.exists());
     }
 }
