@@ -253,3 +253,25 @@ async fn a_worker_cancels_an_execution_whose_owner_died() {
         worker.shutdown(HANG).await;
     }
 }
+
+/// Intervals too long for the clock mean "never", not a panic of the
+/// worker's task: the work signal still runs what is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_endless_intervals_still_runs_signalled_work() {
+    let script = Arc::new(Script::default());
+    let engine = SagaEngine::new(saga_core::store::MemoryStore::new());
+    engine.register(saga(&script)).await.unwrap();
+    let worker = Worker::new(engine.clone())
+        .with_poll_interval(Duration::MAX)
+        .with_purge_interval(Duration::MAX)
+        .spawn()
+        .unwrap();
+    let id = engine.submit("order", Order::default()).await.unwrap();
+    let report = tokio::time::timeout(HANG, engine.wait(&id))
+        .await
+        .expect("the worker did not run it")
+        .unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let stats = worker.shutdown(HANG).await;
+    assert_eq!((stats.claimed, stats.finished), (1, 1));
+}

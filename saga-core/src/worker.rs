@@ -258,13 +258,13 @@ impl Worker {
         while stop.borrow().is_none() {
             let now = Instant::now();
             if now >= next_purge {
-                next_purge = now + self.purge_every;
+                next_purge = later(now, self.purge_every);
                 if purging.as_ref().is_none_or(JoinHandle::is_finished) {
                     purging = Some(tokio::spawn(purge(engine.clone(), Arc::clone(&counters))));
                 }
             }
             if now >= next_sweep && backoff.is_none() {
-                next_sweep = now + self.poll;
+                next_sweep = later(now, self.poll);
                 let free = self.concurrency.saturating_sub(running.len());
                 if free > 0 {
                     self.sweep(free, &counters, &mut running, &mut mine, &mut refused)
@@ -332,7 +332,7 @@ impl Worker {
                 }
             }
             let wait = backoff.unwrap_or(self.poll);
-            let deadline = (Instant::now() + wait).min(next_purge);
+            let deadline = later(Instant::now(), wait).min(next_purge);
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() { break },
                 Some(joined) = running.join_next(), if !running.is_empty() => {
@@ -428,6 +428,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// `after` from `now`; an interval too long for the clock (a poll or a
+/// purge interval of `Duration::MAX`) means about never.
+fn later(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// Deletes what the engine's retention lets go.
