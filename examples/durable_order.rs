@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --example durable_order            # Ctrl-C (or kill -9) it mid-way
-//! cargo run --example durable_order            # recovers order-42 and finishes it
+//! cargo run --example durable_order            # carries order-42 on and finishes it
 //! cargo run --example durable_order -- fail    # a new order whose shipping fails: rolled back
 //! ```
 //!
@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use saga_core::store::SqliteStore;
-use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
+use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
 use serde::{Deserialize, Serialize};
 
 /// The order, as the saga carries it (and logs it, as JSON). Public, like
@@ -124,23 +124,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_secs(2));
     engine.register(order_saga()?).await?;
 
-    // First, carry on whatever an earlier, killed run left unfinished.
-    loop {
-        let recovery = engine.recover().await?;
-        for (id, error) in &recovery.refused {
-            println!("cannot recover {id}: {error}");
-        }
-        for id in &recovery.resumed {
-            println!("recovering {id}, left unfinished by an earlier run:");
-            let report = engine.wait(id).await?;
-            println!("{id} ended {}", report.status);
-        }
-        if recovery.busy.is_empty() {
-            break;
-        }
-        println!("waiting for the killed run's lease on its orders to expire...");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    // The one call a service makes at startup: a worker carries on
+    // whatever an earlier, killed run left unfinished (once its lease
+    // expires), with no `recover()` loop here. It looks for expired
+    // leases every second (5 s by default).
+    let worker = Worker::new(engine.clone())
+        .with_poll_interval(Duration::from_secs(1))
+        .spawn()?;
 
     // Then the order of this run. Its id is the order's: starting it again
     // after a crash names the same execution and does not charge twice.
@@ -151,16 +141,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         fail_shipping: fail,
         ..Order::default()
     };
-    let existing = engine.get(&id.into()).await?;
-    if let Some(view) = existing.filter(|v| v.record.status.is_finished()) {
-        println!(
-            "{id} already ended {} ({} events in its log); `rm sagas.db*` to start over",
-            view.record.status,
-            view.events.len()
-        );
-        return Ok(());
+    match engine.get(&id.into()).await? {
+        Some(view) if view.record.status.is_finished() => {
+            println!(
+                "{id} already ended {} ({} events in its log); `rm sagas.db*` to start over",
+                view.record.status,
+                view.events.len()
+            );
+            worker.shutdown(Duration::ZERO).await;
+            return Ok(());
+        }
+        Some(_) => {
+            println!("{id} was left unfinished by an earlier run; the worker carries it on:")
+        }
+        None => println!("starting {id} (kill me now and run me again):"),
     }
-    println!("starting {id} (kill me now and run me again):");
     let id = engine.start_with_id("order", id, order).await?;
     let report = engine.wait(&id).await?;
     match report.status {
@@ -170,5 +165,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{id} ended {status}: {}", failed.unwrap_or("no error"));
         }
     }
+    // Lets any other run it took over finish (or releases it).
+    worker.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }

@@ -9,7 +9,11 @@ mod support;
 
 use std::time::Duration;
 
-use saga_core::store::{ClaimRequest, Created, Event, EventKind, SagaStore, StoreError};
+use saga_core::BoxFuture;
+use saga_core::store::{
+    Ack, ClaimRequest, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease,
+    MemoryStore, NewExecution, SagaStore, StoreError, StoreResult,
+};
 use saga_core::{ExecutionId, ExecutionStatus};
 use support::stores::{every_store, new_execution};
 
@@ -38,13 +42,13 @@ async fn claims_skip_each_other_honour_fingerprints_and_signal_new_work() {
 
 /// Ten executions created and released by a submitter are claimed by
 /// three concurrent claimers, each once; a claimer of another definition
-/// gets none, and live leases none; a store with a work signal signals
-/// the submitter's commits.
+/// gets none, and live leases none; every store signals the submitter's
+/// commits (in this process at least), and a release alone.
 async fn claims(name: &str, store: &dyn SagaStore) {
-    let mut signal = store.work_signal();
-    if let Some(signal) = &mut signal {
-        signal.borrow_and_update();
-    }
+    let mut signal = store
+        .work_signal()
+        .unwrap_or_else(|| panic!("{name}: no work signal"));
+    signal.borrow_and_update();
     for n in 0..10 {
         let Created::New(lease) = store
             .create(
@@ -63,12 +67,10 @@ async fn claims(name: &str, store: &dyn SagaStore) {
             .unwrap();
     }
     // The submitter's commits were notified to this listener.
-    if let Some(signal) = &mut signal {
-        tokio::time::timeout(Duration::from_secs(30), signal.changed())
-            .await
-            .unwrap_or_else(|_| panic!("{name}: no work signal"))
-            .unwrap();
-    }
+    tokio::time::timeout(Duration::from_secs(30), signal.changed())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no work signal"))
+        .unwrap();
     let request = |owner: &str, fingerprint: &str| ClaimRequest {
         fingerprints: vec![fingerprint.to_owned()],
         owner: owner.to_owned(),
@@ -89,11 +91,11 @@ async fn claims(name: &str, store: &dyn SagaStore) {
         store.claim_next(request("b", "f")),
         store.claim_next(request("c", "f")),
     );
-    let mut ids: Vec<String> = [a.unwrap(), b.unwrap(), c.unwrap()]
+    let claimed: Vec<_> = [a.unwrap(), b.unwrap(), c.unwrap()]
         .into_iter()
         .flatten()
-        .map(|c| c.record.id.to_string())
         .collect();
+    let mut ids: Vec<String> = claimed.iter().map(|c| c.record.id.to_string()).collect();
     ids.sort();
     assert_eq!(
         ids,
@@ -107,6 +109,279 @@ async fn claims(name: &str, store: &dyn SagaStore) {
             .unwrap()
             .is_empty(),
         "{name}: live leases"
+    );
+    // A release alone signals too (a worker shut down, a run stopped).
+    signal.borrow_and_update();
+    let first = &claimed[0];
+    store.release(&first.record.id, &first.lease).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), signal.changed())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no work signal for a release"))
+        .unwrap();
+    let again = store.claim_next(request("d", "f")).await.unwrap();
+    let again: Vec<&str> = again.iter().map(|c| c.record.id.as_str()).collect();
+    assert_eq!(
+        again,
+        [first.record.id.as_str()],
+        "{name}: released, claimable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_take_the_oldest_free_unfinished_executions_first() {
+    for (name, store) in every_store("claim_order").await {
+        claim_order(name, &*store).await;
+    }
+    claim_order("default bodies", &Defaults(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_requests_list_the_stuck_executions_asked_to_resume() {
+    for (name, store) in every_store("resume_requests").await {
+        resume_requests(name, &*store).await;
+    }
+    resume_requests("default bodies", &Defaults(MemoryStore::new())).await;
+}
+
+/// Three stuck executions: one asked to resume, one asked and resumed
+/// since, one never asked; and a running one. Only the first is listed.
+async fn resume_requests(name: &str, store: &dyn SagaStore) {
+    let ttl = Duration::from_secs(60);
+    let mut leases = Vec::new();
+    for n in 0..4 {
+        let Created::New(lease) = store
+            .create(new_execution(&format!("r{n}")), "owner", ttl)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: r{n} not created")
+        };
+        leases.push(lease);
+    }
+    let id = |n: usize| ExecutionId::new(format!("r{n}"));
+    for (n, lease) in leases.iter().enumerate().take(3) {
+        store
+            .append(
+                &id(n),
+                lease,
+                vec![Event::new(1, EventKind::Finished)],
+                ExecutionStatus::Stuck,
+            )
+            .await
+            .unwrap();
+    }
+    // An operator's requests, each under a lease of its own.
+    for n in 0..2 {
+        let lease = store.claim(&id(n), "cli", ttl).await.unwrap().unwrap();
+        store
+            .append(
+                &id(n),
+                &lease,
+                vec![Event::new(2, EventKind::ResumeRequested)],
+                ExecutionStatus::Stuck,
+            )
+            .await
+            .unwrap();
+        store.release(&id(n), &lease).await.unwrap();
+    }
+    let lease = store.claim(&id(1), "worker", ttl).await.unwrap().unwrap();
+    store
+        .append(
+            &id(1),
+            &lease,
+            vec![Event::new(3, EventKind::Resumed)],
+            ExecutionStatus::Running,
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .resume_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| format!("{} {} {}", s.id, s.status, s.last_seq))
+        .collect();
+    assert_eq!(listed, ["r0 stuck 2"], "{name}");
+}
+
+/// A store that keeps only the required methods (those of a
+/// `MemoryStore`), so every default body of `SagaStore` runs.
+struct Defaults(MemoryStore);
+
+impl SagaStore for Defaults {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn put_definition(&self, d: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
+        self.0.put_definition(d)
+    }
+    fn definition(&self, f: &str) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
+        self.0.definition(f)
+    }
+    fn create(
+        &self,
+        e: NewExecution,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Created>> {
+        self.0.create(e, owner, ttl)
+    }
+    fn claim(
+        &self,
+        id: &ExecutionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
+        self.0.claim(id, owner, ttl)
+    }
+    fn append<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+        events: Vec<Event>,
+        status: ExecutionStatus,
+    ) -> BoxFuture<'a, StoreResult<Ack>> {
+        self.0.append(id, lease, events, status)
+    }
+    fn renew<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<Ack>> {
+        self.0.renew(id, lease)
+    }
+    fn release<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.0.release(id, lease)
+    }
+    fn get<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
+        self.0.get(id)
+    }
+    fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        self.0.events(id)
+    }
+    fn list(&self, s: Option<ExecutionStatus>) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
+        self.0.list(s)
+    }
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
+        self.0.request_cancel(id)
+    }
+    fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        self.0.purge(before_ms)
+    }
+}
+
+/// Claims go oldest first, up to the limit, and take running and
+/// compensating executions whose lease is free or expired, never a
+/// finished or stuck one.
+async fn claim_order(name: &str, store: &dyn SagaStore) {
+    let id = |n: u32| ExecutionId::new(format!("o{n}"));
+    let mut leases = Vec::new();
+    for n in 0..6 {
+        let Created::New(lease) = store
+            .create(
+                new_execution(&format!("o{n}")),
+                "maker",
+                Duration::from_millis(30),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: o{n} not created")
+        };
+        leases.push(lease);
+        // Distinct creation times, so the order is the creation order.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let end = |seq: u64, kind: EventKind| vec![Event::new(seq, kind)];
+    // o1 finished, o2 stuck, o3 compensating; o0, o4, o5 running.
+    store
+        .append(
+            &id(1),
+            &leases[1],
+            end(1, EventKind::Finished),
+            ExecutionStatus::Completed,
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &id(2),
+            &leases[2],
+            end(1, EventKind::Finished),
+            ExecutionStatus::Stuck,
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &id(3),
+            &leases[3],
+            end(1, EventKind::RollbackStarted),
+            ExecutionStatus::Compensating,
+        )
+        .await
+        .unwrap();
+    for n in [0, 3, 4, 5] {
+        store.release(&id(n), &leases[n as usize]).await.unwrap();
+    }
+    let request = |limit: usize| ClaimRequest {
+        fingerprints: vec!["f".to_owned()],
+        owner: "w".to_owned(),
+        ttl: Duration::from_millis(30),
+        limit,
+        exclude: Vec::new(),
+    };
+    let ids = |claimed: Vec<saga_core::store::Claimed>| {
+        claimed
+            .into_iter()
+            .map(|c| c.record.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.claim_next(request(2)).await.unwrap()),
+        ["o0", "o3"],
+        "{name}"
+    );
+    assert_eq!(
+        ids(store.claim_next(request(5)).await.unwrap()),
+        ["o4", "o5"],
+        "{name}"
+    );
+    // Once those leases expired (30 ms), all four are claimable again;
+    // the record comes with the claim.
+    let mut again = Vec::new();
+    while again.len() < 4 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        again = store.claim_next(request(10)).await.unwrap();
+        assert!(
+            again.is_empty() || again.len() == 4,
+            "{name}: {}",
+            again.len()
+        );
+    }
+    let statuses: Vec<_> = again.iter().map(|c| c.record.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            ExecutionStatus::Running,
+            ExecutionStatus::Compensating,
+            ExecutionStatus::Running,
+            ExecutionStatus::Running
+        ],
+        "{name}"
+    );
+    assert!(
+        again
+            .iter()
+            .all(|c| c.record.context == "{}" && c.record.owner.as_deref() == Some("w")),
+        "{name}"
     );
 }
 

@@ -29,6 +29,10 @@ async fn chaos_of_killed_workers_loses_and_repeats_no_effect() {
         "ttl_ms=1000".to_owned(),
         "poll_ms=200".to_owned(),
         "concurrency=8".to_owned(),
+        // The kills come from outside, every few hundred ms, and may cut
+        // one step's attempt many times: no crash loop of the step's own,
+        // which the default limit (3 cut-off starts) would end stuck.
+        "crash_limit=1000".to_owned(),
     ];
     // The store's schema exists once a process connected: submit first.
     submit(&url, &schema, 0, &args);

@@ -1,6 +1,6 @@
 //! The worker on the embedded stores (no PostgreSQL needed): it runs what
-//! another engine submits, finding it by its poll (these stores send no
-//! work signal), leaves executions of definitions it lacks alone, and a
+//! another engine submits (hearing of it by the store's work signal, or
+//! its poll), leaves executions of definitions it lacks alone, and a
 //! graceful shutdown releases what it could not finish, for another worker
 //! to carry on.
 

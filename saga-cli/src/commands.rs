@@ -72,7 +72,7 @@ pub(crate) async fn resume(
         Mode::Tool => {
             engine.request_resume(&record.id).await?;
             let text = format!(
-                "resume of `{id}` requested: a worker with saga `{}` (definition {}) registered carries it out at its next `recover()`; `saga show {id}` follows it",
+                "resume of `{id}` requested: a worker with saga `{}` (definition {}) registered carries it out at its next poll; `saga show {id}` follows it",
                 record.saga, record.fingerprint
             );
             Ok(command_out(
@@ -148,7 +148,7 @@ pub(crate) async fn cancel(
     }
     engine.cancel(&record.id).await?;
     let text = format!(
-        "cancel of `{id}` requested: its owner sees it at its next log write (or a worker at its next `recover()`)"
+        "cancel of `{id}` requested: its owner sees it at its next log write (or, if its owner died, the worker that takes it over)"
     );
     Ok(command_out(
         json,

@@ -204,7 +204,7 @@ pub(crate) async fn show(
     if resume_pending(&events) {
         let _ = writeln!(
             out,
-            "requested  resume (a worker with this definition carries it out at its next `recover()`)"
+            "requested  resume (a worker with this definition carries it out at its next poll)"
         );
     }
     out.push('\n');

@@ -58,8 +58,9 @@ pub enum EventKind {
     Abandoned,
     /// An operator asked for a stuck execution to be resumed (from a tool
     /// that does not hold the saga's code, such as the `saga` CLI); a
-    /// worker that has the definition registered carries it out at its
-    /// next [`recover`](crate::SagaEngine::recover).
+    /// [`Worker`](crate::Worker) that has the definition registered
+    /// carries it out at its next poll (as does a
+    /// [`recover`](crate::SagaEngine::recover)).
     ResumeRequested,
 }
 

@@ -1,4 +1,5 @@
-//! [`Worker`]: runs the executions of a shared store, one of N processes.
+//! [`Worker`]: carries executions on, the one call a service makes at
+//! startup, on every store; one of N processes on a shared store.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -7,14 +8,24 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
-use crate::engine::{EngineError, SagaEngine};
+use crate::engine::{Done, EngineError, SagaEngine};
 use crate::id::ExecutionId;
 use crate::store::{ClaimRequest, StoreError};
 
-/// Runs the executions of a store shared by many processes: any process
-/// may [`start`](SagaEngine::start) an execution, and the workers run
-/// them.
+/// Carries executions on: the one call a service makes at startup, on
+/// every store, after registering its sagas. No user code needs a loop of
+/// [`recover`](SagaEngine::recover): the worker takes over what a crashed
+/// or stopped process left (once its lease expired, or at once if it was
+/// released), runs what was [submitted](SagaEngine::submit), carries out
+/// an operator's [resume requests](SagaEngine::request_resume) (the `saga`
+/// CLI's `resume`) and the [cancellations](SagaEngine::cancel) of
+/// executions no process runs, [purges](Self::with_purge_interval) by the
+/// engine's retention, and ends a [crash loop](Self::with_crash_limit).
+/// On a store shared by many processes, any process may
+/// [`start`](SagaEngine::start) an execution, and the workers run the
+/// ones their owner left.
 ///
 /// A worker claims unfinished executions whose definition it has
 /// registered (by fingerprint: during a rolling upgrade, an execution
@@ -35,10 +46,13 @@ use crate::store::{ClaimRequest, StoreError};
 /// and the services must apply a key at most once.
 ///
 /// New work is noticed at once where the store signals it
-/// ([`work_signal`](crate::store::SagaStore::work_signal): PostgreSQL's
-/// `LISTEN`/`NOTIFY`), and expired leases by a slow poll
-/// ([`with_poll_interval`](Self::with_poll_interval)); a worker never
-/// polls in a busy loop. When the store is unreachable (the database
+/// ([`work_signal`](crate::store::SagaStore::work_signal): every store of
+/// this crate signals the creations and releases of its own process, and
+/// PostgreSQL those of every process, by `LISTEN`/`NOTIFY`); expired
+/// leases, other processes' work on SQLite, and resume requests are found
+/// by a slow poll ([`with_poll_interval`](Self::with_poll_interval)). A
+/// claim reads no context but those of the executions it takes; a worker
+/// never polls in a busy loop. When the store is unreachable (the database
 /// restarts), the worker logs it and tries again with exponential backoff;
 /// the runs that could not write their log stop before their next step,
 /// and are carried on from the log once the store is back. Refused
@@ -49,23 +63,27 @@ use crate::store::{ClaimRequest, StoreError};
 /// ```no_run
 /// use std::time::Duration;
 /// use saga_core::{SagaEngine, Worker};
-/// use saga_core::store::MemoryStore;
+/// use saga_core::store::SqliteStore;
 ///
-/// # async fn demo() -> Result<(), saga_core::EngineError> {
-/// let engine = SagaEngine::new(MemoryStore::new());
-/// // engine.register(saga).await?; for each saga this worker runs
-/// let worker = Worker::new(engine).with_concurrency(16).spawn()?;
-/// // ... until asked to stop:
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = SagaEngine::new(SqliteStore::open("sagas.db")?);
+/// // engine.register(saga).await?; for each saga this service runs
+/// let worker = Worker::new(engine.clone()).spawn()?;
+/// // ... serve requests that call engine.start(..), until asked to stop:
 /// let stats = worker.shutdown(Duration::from_secs(30)).await;
 /// println!("finished {} executions", stats.finished);
 /// # Ok(()) }
 /// ```
+///
+/// See [`WorkerHandle::shutdown`] for the shutdown of a service beside
+/// an HTTP server's.
 #[derive(Debug, Clone)]
 pub struct Worker {
     engine: SagaEngine,
     concurrency: usize,
     poll: Duration,
     max_backoff: Duration,
+    purge_every: Duration,
 }
 
 /// What a worker did, so far.
@@ -85,6 +103,12 @@ pub struct WorkerStats {
     /// Executions it refused to run (a log it cannot decode); left as they
     /// were, for an operator.
     pub refused: u64,
+    /// Stuck executions it resumed at an operator's request
+    /// ([`request_resume`](SagaEngine::request_resume), the `saga` CLI);
+    /// also counted in `claimed`.
+    pub resumed: u64,
+    /// Finished executions its purges deleted.
+    pub purged: u64,
 }
 
 #[derive(Default)]
@@ -94,6 +118,8 @@ struct Counters {
     interrupted: AtomicU64,
     released: AtomicU64,
     refused: AtomicU64,
+    resumed: AtomicU64,
+    purged: AtomicU64,
 }
 
 impl Counters {
@@ -104,6 +130,8 @@ impl Counters {
             interrupted: self.interrupted.load(Ordering::Relaxed),
             released: self.released.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            resumed: self.resumed.load(Ordering::Relaxed),
+            purged: self.purged.load(Ordering::Relaxed),
         }
     }
 }
@@ -129,14 +157,48 @@ impl std::fmt::Debug for Counters {
 
 impl Worker {
     /// A worker running `engine`'s registered sagas: 16 executions at a
-    /// time, polling for expired leases every 5 s.
+    /// time, polling for expired leases and resume requests every 5 s,
+    /// purging by the engine's retention every hour, and ending a run
+    /// stuck once one step attempt crashed its process 3 times.
     pub fn new(engine: SagaEngine) -> Self {
         Worker {
             engine,
             concurrency: 16,
             poll: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
+            purge_every: Duration::from_secs(3600),
         }
+    }
+
+    /// How often it deletes the executions that finished longer ago than
+    /// the engine's [retention](SagaEngine::with_retention) (default every
+    /// hour, the first time at its start; at least 10 ms), as
+    /// [`purge`](SagaEngine::purge) does. Stuck executions are never
+    /// purged. To keep everything, give the engine a retention of
+    /// [`Duration::MAX`].
+    #[must_use]
+    pub fn with_purge_interval(mut self, every: Duration) -> Self {
+        self.purge_every = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How many times one attempt of a step (or of a compensation) may be
+    /// started without an end before the take-over that finds it ends the
+    /// execution stuck instead of running it again (default 3; at least
+    /// 1). A step that takes its process down (an abort, an out-of-memory
+    /// kill, a segfault in a native library) would otherwise be run again
+    /// at every restart, forever; stuck, the report says
+    /// ``step `x` crashed its process 3 times``, and an operator resumes
+    /// (or abandons) it once the cause is known.
+    ///
+    /// Every start cut off counts, whatever cut it off: a crash, a stall
+    /// past the lease, or a shutdown whose grace period ended before the
+    /// step did (give [`shutdown`](WorkerHandle::shutdown) a grace period
+    /// longer than your steps take).
+    #[must_use]
+    pub fn with_crash_limit(mut self, starts: u32) -> Self {
+        self.engine.set_crash_limit(starts);
+        self
     }
 
     /// The most executions it runs at a time (at least 1).
@@ -187,8 +249,28 @@ impl Worker {
         let mut mine: HashSet<ExecutionId> = HashSet::new();
         let mut refused: HashSet<ExecutionId> = HashSet::new();
         let mut backoff: Option<Duration> = None;
+        // Resume requests at each poll, purges on their own schedule; both
+        // the first time at once.
+        let mut next_sweep = Instant::now();
+        let mut next_purge = Instant::now();
+        let mut purging: Option<JoinHandle<()>> = None;
         log::info!(target: "saga", "worker started owner={} concurrency={}", engine.owner(), self.concurrency);
         while stop.borrow().is_none() {
+            let now = Instant::now();
+            if now >= next_purge {
+                next_purge = later(now, self.purge_every);
+                if purging.as_ref().is_none_or(JoinHandle::is_finished) {
+                    purging = Some(tokio::spawn(purge(engine.clone(), Arc::clone(&counters))));
+                }
+            }
+            if now >= next_sweep && backoff.is_none() {
+                next_sweep = later(now, self.poll);
+                let free = self.concurrency.saturating_sub(running.len());
+                if free > 0 {
+                    self.sweep(free, &counters, &mut running, &mut mine, &mut refused)
+                        .await;
+                }
+            }
             let free = self.concurrency.saturating_sub(running.len());
             let mut more = false;
             if free > 0 {
@@ -212,17 +294,7 @@ impl Worker {
                             bump(&counters.claimed);
                             match engine.run_claimed(claimed).await {
                                 Ok(None) => {}
-                                Ok(Some(mut done)) => {
-                                    mine.insert(id.clone());
-                                    running.spawn(async move {
-                                        let ended = done
-                                            .wait_for(Option::is_some)
-                                            .await
-                                            .ok()
-                                            .and_then(|d| d.as_ref().map(Result::is_ok));
-                                        (id, ended == Some(true))
-                                    });
-                                }
+                                Ok(Some(done)) => track(&mut running, &mut mine, id, done),
                                 Err(EngineError::Store(error)) => {
                                     bump(&counters.interrupted);
                                     log::warn!(target: "saga", "worker could not start a claimed execution execution_id={id} error={error}");
@@ -260,6 +332,7 @@ impl Worker {
                 }
             }
             let wait = backoff.unwrap_or(self.poll);
+            let deadline = later(Instant::now(), wait).min(next_purge);
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() { break },
                 Some(joined) = running.join_next(), if !running.is_empty() => {
@@ -278,8 +351,11 @@ impl Worker {
                         signal = None;
                     }
                 }
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(deadline) => {}
             }
+        }
+        if let Some(purging) = purging {
+            purging.abort();
         }
         // Stop claiming; let the runs finish within the grace period, then
         // stop the rest and release their leases for another worker.
@@ -306,6 +382,94 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Carries out the pending resume requests of the definitions this
+    /// worker has, at most `free` of them.
+    async fn sweep(
+        &self,
+        free: usize,
+        counters: &Counters,
+        running: &mut JoinSet<(ExecutionId, bool)>,
+        mine: &mut HashSet<ExecutionId>,
+        refused: &mut HashSet<ExecutionId>,
+    ) {
+        let engine = &self.engine;
+        let requests = match engine.store().resume_requests().await {
+            Ok(requests) => requests,
+            Err(error) => {
+                log::warn!(target: "saga", "worker cannot read resume requests owner={} error={error}", engine.owner());
+                return;
+            }
+        };
+        let fingerprints = engine.fingerprints();
+        let mine_to_run = requests
+            .into_iter()
+            .filter(|r| fingerprints.contains(&r.fingerprint) && !refused.contains(&r.id))
+            .take(free)
+            .collect::<Vec<_>>();
+        for request in mine_to_run {
+            let id = request.id;
+            match engine.carry_out_resume_request(&id).await {
+                Ok(None) => {}
+                Ok(Some(done)) => {
+                    bump(&counters.claimed);
+                    bump(&counters.resumed);
+                    log::info!(target: "saga", "worker resumes an execution at an operator's request execution_id={id}");
+                    track(running, mine, id, done);
+                }
+                Err(EngineError::Store(error)) => {
+                    log::warn!(target: "saga", "worker could not resume a requested execution execution_id={id} error={error}");
+                }
+                Err(error) => {
+                    bump(&counters.refused);
+                    log::error!(target: "saga", "worker refused execution_id={id} error={error}");
+                    refused.insert(id);
+                }
+            }
+        }
+    }
+}
+
+/// `after` from `now`; an interval too long for the clock (a poll or a
+/// purge interval of `Duration::MAX`) means about never.
+fn later(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// Deletes what the engine's retention lets go.
+async fn purge(engine: SagaEngine, counters: Arc<Counters>) {
+    match engine.purge().await {
+        Ok(0) => {}
+        Ok(purged) => {
+            counters.purged.fetch_add(purged, Ordering::Relaxed);
+            log::info!(target: "saga", "worker purged finished executions owner={} purged={purged}", engine.owner());
+        }
+        Err(error) => {
+            log::warn!(target: "saga", "worker could not purge owner={} error={error}", engine.owner());
+        }
+    }
+}
+
+/// Follows a run this worker started until its end.
+fn track(
+    running: &mut JoinSet<(ExecutionId, bool)>,
+    mine: &mut HashSet<ExecutionId>,
+    id: ExecutionId,
+    mut done: watch::Receiver<Option<Done>>,
+) {
+    mine.insert(id.clone());
+    running.spawn(async move {
+        let ended = done
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|d| d.as_ref().map(Result::is_ok));
+        (id, ended == Some(true))
+    });
+}
+
 fn finish(counters: &Counters, mine: &mut HashSet<ExecutionId>, id: &ExecutionId, ok: bool) {
     mine.remove(id);
     if ok {
@@ -324,8 +488,47 @@ impl WorkerHandle {
     /// Stops the worker gracefully: it claims nothing more, lets its runs
     /// finish for up to `grace`, then stops the others where they are and
     /// releases their leases, so another worker carries them on at once
-    /// (a step cut off runs again there, with the same idempotency key).
-    /// Returns what it did.
+    /// (a step cut off runs again there, with the same idempotency key,
+    /// and counts towards the [crash limit](Worker::with_crash_limit)).
+    /// Returns what it did. The runs it waits for include those that
+    /// [`start`](SagaEngine::start) began in this process.
+    ///
+    /// In a service, stop the HTTP server first (it stops taking requests
+    /// and finishes those in flight, which may start executions), then the
+    /// worker. With axum, whose `serve(..).with_graceful_shutdown(signal)`
+    /// takes any future as its signal, one watch channel stops both
+    /// (`axum` and tokio's `signal` feature are the service's
+    /// dependencies, not this crate's):
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use saga_core::{SagaEngine, Worker};
+    /// use saga_core::store::SqliteStore;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = SagaEngine::new(SqliteStore::open("sagas.db")?);
+    /// // engine.register(saga).await?; for each saga this service runs
+    /// let worker = Worker::new(engine.clone()).spawn()?;
+    ///
+    /// let (stop, stopping) = tokio::sync::watch::channel(false);
+    /// // Sends `true` on SIGTERM or Ctrl-C, e.g. in a task:
+    /// //   tokio::signal::ctrl_c().await?; stop.send(true)?;
+    /// # stop.send(true)?;
+    /// let mut until_stop = stopping.clone();
+    /// let server_stop = async move {
+    ///     let _ = until_stop.wait_for(|stop| *stop).await;
+    /// };
+    /// // axum::serve(listener, app.with_state(engine.clone()))
+    /// //     .with_graceful_shutdown(server_stop)
+    /// //     .await?;
+    /// # server_stop.await;
+    /// // The server has finished its requests; now the runs, for up to
+    /// // 30 s (within the orchestrator's own grace period, before its
+    /// // SIGKILL); what is left is released for the next process.
+    /// let stats = worker.shutdown(Duration::from_secs(30)).await;
+    /// println!("finished {}, released {}", stats.finished, stats.released);
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(mut self, grace: Duration) -> WorkerStats {
         let _ = self.stop.send(Some(grace));
         if let Some(task) = self.task.take() {

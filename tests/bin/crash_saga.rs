@@ -6,6 +6,7 @@
 //! crash_saga <store.db> <ledger.db> forward|rollback [<point>]
 //! crash_saga <store.db> <ledger.db> group-forward|group-rollback|group-late-rollback [<point>]
 //! crash_saga <store.db> <ledger.db> recover
+//! crash_saga <store.db> <ledger.db> worker [<point>]
 //! ```
 //!
 //! `forward` and `rollback` run `s0`..`s4` in a row (`s4` refuses in
@@ -19,11 +20,18 @@
 //! the saga's log, from 1: the execution's creation with its first step's
 //! start) or `effect:N` (just after the N-th effect the
 //! steps and compensations applied to the ledger, before they return). At
-//! the point the helper prints `crash-point` and waits to be killed. At the
-//! end it prints `commits=C effects=E` and each execution's status.
+//! the point the helper prints `crash-point` and waits to be killed.
+//! `step:N` stops whenever step `sN` starts its action, in every process
+//! (a step that crashes its process each time it runs). At the end it
+//! prints `commits=C effects=E` and each execution's status.
+//!
+//! `worker` carries the execution on with a [`Worker`] (the one call a
+//! service makes at startup, no `recover`) until it ends, and prints each
+//! step's last error (`error <step>: <message>`).
 //!
 //! The execution's id is `exec-1`, or `$CRASH_SAGA_ID` when set (several
-//! executions in one store: the fixture of `tests/fixtures/`).
+//! executions in one store: the fixture of `tests/fixtures/`). The lease
+//! lasts 200 ms, or `$CRASH_SAGA_LEASE_MS`.
 //!
 //! The ledger is a separate SQLite file, outside the saga: every
 //! invocation is counted, and each effect is keyed by the step's
@@ -38,7 +46,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use saga_core::store::SqliteStore;
 use saga_core::testkit::DelayedStore;
-use saga_core::{Parallel, Saga, SagaEngine, Step, StepError, StepInfo};
+use saga_core::{Parallel, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,6 +55,7 @@ enum Point {
     CommitBefore(usize),
     CommitAfter(usize),
     Effect(usize),
+    Step(u32),
 }
 
 static EFFECTS: AtomicUsize = AtomicUsize::new(0);
@@ -158,6 +167,9 @@ fn seq_step(ledger: &Arc<Ledger>, i: u32) -> Step<Job, u32> {
     Step::new(
         format!("s{i}"),
         move |job: &mut Job, info: &StepInfo<'_>| {
+            if run.point == Point::Step(i) {
+                crash_here();
+            }
             if i == 4 && job.fail_last {
                 return Err(StepError::new("s4 refused"));
             }
@@ -250,6 +262,7 @@ fn parse_point(text: Option<&str>) -> Option<Point> {
         "commit-before" => Some(Point::CommitBefore(n)),
         "commit-after" => Some(Point::CommitAfter(n)),
         "effect" => Some(Point::Effect(n)),
+        "step" => u32::try_from(n).ok().map(Point::Step),
         _ => None,
     }
 }
@@ -257,15 +270,22 @@ fn parse_point(text: Option<&str>) -> Option<Point> {
 async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let [db, ledger, mode, rest @ ..] = args else {
         return Err(
-            "usage: crash_saga <store.db> <ledger.db> forward|rollback|group-forward|group-rollback|group-late-rollback|recover [point]".into(),
+            "usage: crash_saga <store.db> <ledger.db> forward|rollback|group-forward|group-rollback|group-late-rollback|recover|worker [point]".into(),
         );
     };
     let point = parse_point(rest.first().map(String::as_str))
-        .ok_or("the point is `commit-before:N`, `commit-after:N` or `effect:N`")?;
+        .ok_or("the point is `commit-before:N`, `commit-after:N`, `effect:N` or `step:N`")?;
     let ledger = Arc::new(Ledger::open(ledger, point)?);
     let store = crashy(SqliteStore::open(db)?, point);
     let commits = store.clone();
-    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(200));
+    // A short lease, unless `$CRASH_SAGA_LEASE_MS` says otherwise (the
+    // liveness test gives an hour, so that only a proof of the owner's
+    // death lets another process take over).
+    let lease_ms = std::env::var("CRASH_SAGA_LEASE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(200);
+    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(lease_ms));
     engine.register(saga(&ledger)?).await?;
     engine.register(group_saga(&ledger)?).await?;
     match mode.as_str() {
@@ -298,6 +318,20 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             // The killed owner's lease has not expired yet.
             tokio::time::sleep(Duration::from_millis(50)).await;
         },
+        "worker" => {
+            let id = std::env::var("CRASH_SAGA_ID").unwrap_or_else(|_| "exec-1".to_owned());
+            let id = saga_core::ExecutionId::new(id);
+            let worker = Worker::new(engine.clone())
+                .with_poll_interval(Duration::from_millis(50))
+                .spawn()?;
+            let report = engine.wait(&id).await?;
+            worker.shutdown(Duration::from_secs(5)).await;
+            for step in &report.steps {
+                if let Some(error) = &step.last_error {
+                    println!("error {}: {error}", step.name);
+                }
+            }
+        }
         other => return Err(format!("unknown mode `{other}`").into()),
     }
     println!(

@@ -10,7 +10,7 @@
 //! steps that fail for good, default 0), `step_ms=N` (each step sleeps up
 //! to N/2 ms before its effect and up to N/2 after, default 0), `slow=I:MS` (step I sleeps MS ms before its
 //! effect), `ttl_ms=N` (lease, default 1000), `poll_ms=N` (default 250),
-//! `concurrency=N` (default 16).
+//! `concurrency=N` (default 16), `crash_limit=N` (the worker's, default 3).
 //!
 //! The ledger lives in schema `<schema>_fx`: `calls` records every
 //! invocation (idempotency key, pid), `effects` applies each key once (its
@@ -47,6 +47,7 @@ struct Options {
     ttl_ms: u64,
     poll_ms: u64,
     concurrency: usize,
+    crash_limit: u32,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
@@ -80,6 +81,7 @@ fn options(args: &[String]) -> Result<Options, String> {
         ttl_ms: num("ttl_ms", 1000)?,
         poll_ms: num("poll_ms", 250)?,
         concurrency: usize::try_from(num("concurrency", 16)?).map_err(|e| e.to_string())?,
+        crash_limit: u32::try_from(num("crash_limit", 3)?).map_err(|e| e.to_string())?,
     })
 }
 
@@ -250,6 +252,7 @@ async fn main_async(args: Vec<String>) -> Result<(), String> {
         .with_concurrency(opts.concurrency)
         .with_poll_interval(Duration::from_millis(opts.poll_ms))
         .with_max_backoff(Duration::from_millis(1000))
+        .with_crash_limit(opts.crash_limit)
         .spawn()
         .map_err(|e| e.to_string())?;
     println!("ready");

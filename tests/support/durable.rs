@@ -28,6 +28,20 @@ pub fn scratch_dir(test: &str) -> PathBuf {
     dir
 }
 
+/// The `crash_saga` helper process on the store and ledger in `dir`, in
+/// `mode` from `point` (see `tests/bin/crash_saga.rs`), its output piped.
+pub fn crash_saga(dir: &std::path::Path, mode: &str, point: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_crash_saga"));
+    command
+        .arg(dir.join("sagas.db"))
+        .arg(dir.join("ledger.db"))
+        .arg(mode)
+        .arg(point)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
 /// The context of the test saga: what the steps saw, in order.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {

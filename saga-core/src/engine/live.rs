@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::crash::{CrashLoop, crash_loops};
 use super::{EngineError, EngineInner, Job, Registry, Runner, SagaEngine, fold, resume_requested};
 use crate::cancel::CancellationToken;
 use crate::id::ExecutionId;
@@ -223,8 +224,9 @@ impl SagaEngine {
 
     /// Claims an execution and runs it from its log, after checking (before
     /// any write) that its definition is registered and its log decodes.
-    /// `mark` is an event to log first (an operator's resume). `false` if
-    /// another owner holds its lease.
+    /// `mark` is an event to log first (an operator's resume). Returns
+    /// where the run's end will be told; `None` if another owner holds its
+    /// lease (or the take-over no longer applies).
     /// `requested`: carry out a pending [`request_resume`](Self::request_resume)
     /// (skipped if it is no longer pending).
     pub(super) async fn take_over(
@@ -233,7 +235,7 @@ impl SagaEngine {
         mark: Option<EventKind>,
         requested: bool,
         mut claiming: Claiming,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
         let id = &record.id;
         let runner = self.runner_for(record)?;
         let store = &self.inner.store;
@@ -242,7 +244,7 @@ impl SagaEngine {
         let events = store.events(id).await?;
         runner.check(id, &record.context, &events)?;
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         claiming.lease = Some(lease.clone());
         // Another owner may have carried it on between the listing and the
@@ -254,14 +256,8 @@ impl SagaEngine {
                 record.status == ExecutionStatus::Stuck && (!requested || resume_requested(events))
             }
         };
-        if self
-            .launch_claimed(runner, id, lease, mark, still, claiming)
-            .await?
-            .is_none()
-        {
-            return Ok(false);
-        }
-        Ok(true)
+        self.launch_claimed(runner, id, lease, mark, still, claiming)
+            .await
     }
 
     /// The registered definition an execution was started with.
@@ -314,7 +310,7 @@ impl SagaEngine {
         lease: Lease,
         mark: Option<EventKind>,
         still: impl FnOnce(&ExecutionRecord, &[Event]) -> bool,
-        claiming: Claiming,
+        mut claiming: Claiming,
     ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
         let store = &self.inner.store;
         let started = async {
@@ -335,6 +331,16 @@ impl SagaEngine {
                     .await?;
                 events.push(event);
             }
+            let loops = crash_loops(&events, runner.steps(), self.crash_limit);
+            if !loops.is_empty() {
+                let report = self
+                    .end_crash_loop(&*runner, &record, &lease, &events, &loops)
+                    .await?;
+                // The final write released the lease; the run is over.
+                claiming.lease = None;
+                drop(claiming);
+                return Ok(Some(watch::channel(Some(Ok(report))).1));
+            }
             let cancel = CancellationToken::new();
             if record.cancel_requested {
                 cancel.cancel();
@@ -354,6 +360,36 @@ impl SagaEngine {
             let _ = store.release(id, &lease).await;
         }
         started
+    }
+
+    /// Ends an execution whose take-over found a crash loop: each looping
+    /// attempt fails for good, its outcome unknown, with a message naming
+    /// its step, and the execution ends stuck, for an operator (who can
+    /// resume it once the cause is fixed). Returns its report.
+    async fn end_crash_loop(
+        &self,
+        runner: &dyn Runner,
+        record: &ExecutionRecord,
+        lease: &Lease,
+        events: &[Event],
+        loops: &[CrashLoop],
+    ) -> Result<SagaReport, EngineError> {
+        let id = &record.id;
+        let mut seq = events.last().map_or(record.last_seq, |e| e.seq);
+        let mut written = Vec::with_capacity(loops.len() + 1);
+        for looping in loops {
+            seq += 1;
+            let message = looping.message(&runner.step_name(looping.step));
+            log::error!(target: "saga", "crash loop: the execution ends stuck execution_id={id} {message}");
+            written.push(looping.failure(seq, message));
+        }
+        written.push(Event::new(seq + 1, EventKind::Finished));
+        self.inner
+            .store
+            .append(id, lease, written, ExecutionStatus::Stuck)
+            .await?;
+        let record = self.record(id).await?;
+        self.rebuilt_report(&record).await
     }
 
     /// Runs an execution a worker claimed (see

@@ -34,7 +34,9 @@ use crate::store::{
     Created, DefinitionRecord, Event, EventKind, ExecutionRecord, Lease, ListQuery, NewExecution,
     SagaStore, StoreError,
 };
+use tokio::sync::watch;
 
+mod crash;
 mod error;
 mod journal;
 mod live;
@@ -115,6 +117,9 @@ pub struct SagaEngine {
     lease_ttl: Duration,
     /// How long finished executions stay.
     retention: Duration,
+    /// How many starts of one step attempt without an end make a
+    /// take-over end the execution stuck (a crash loop).
+    crash_limit: u32,
 }
 
 struct EngineInner {
@@ -171,6 +176,7 @@ impl SagaEngine {
             }),
             lease_ttl: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
+            crash_limit: 3,
         }
     }
 
@@ -456,9 +462,19 @@ impl SagaEngine {
         }
     }
 
-    /// Carries on every unfinished execution whose lease is free or
-    /// expired and whose definition is registered here, from its log.
-    /// Executions this engine runs already are left alone.
+    /// Carries on, once, every unfinished execution whose lease is free or
+    /// expired and whose definition is registered here, from its log, and
+    /// every stuck one whose resume was [requested](Self::request_resume).
+    /// Executions this engine runs already are left alone, and so are
+    /// those whose lease is still held (a crashed owner's until it
+    /// expires: they are in [`Recovery::busy`]).
+    ///
+    /// The one-shot call a [`Worker`](crate::Worker) is built on: a
+    /// service starts a worker at startup and needs no loop of `recover`
+    /// (a loop beside live runs is what the worker's claims do safely). A
+    /// take-over that finds a crash loop ends the execution stuck (see
+    /// [`Worker::with_crash_limit`](crate::Worker::with_crash_limit); 3
+    /// starts here).
     ///
     /// # Errors
     /// Store errors while listing; errors of single executions are in
@@ -484,25 +500,11 @@ impl SagaEngine {
             self.recover_one(id, None, claiming, &mut recovery).await;
         }
         // Stuck executions an operator asked to resume from a tool that
-        // does not hold the saga's code (`request_resume`).
-        let stuck = store
-            .list_summaries(ListQuery::new().with_status(ExecutionStatus::Stuck))
-            .await?;
-        for summary in stuck {
+        // does not hold the saga's code (`request_resume`); a stuck
+        // execution no one asked to resume is left free for an operator's
+        // command of this engine.
+        for summary in store.resume_requests().await? {
             let id = summary.id;
-            // One unreadable log must not stop the others' recovery.
-            let events = match self.inner.store.events(&id).await {
-                Ok(events) => events,
-                Err(error) => {
-                    recovery.refused.push((id, error.into()));
-                    continue;
-                }
-            };
-            if !resume_requested(&events) {
-                continue;
-            }
-            // Only now: a stuck execution no one asked to resume is left
-            // free for an operator's command of this engine.
             let Some(claiming) = self.enter(&id) else {
                 continue;
             };
@@ -535,12 +537,37 @@ impl SagaEngine {
             .take_over(&record, mark, mark.is_some(), claiming)
             .await
         {
-            Ok(true) => recovery.resumed.push(id),
-            Ok(false) => recovery.busy.push(id),
+            Ok(Some(_)) => recovery.resumed.push(id),
+            Ok(None) => recovery.busy.push(id),
             Err(error) => {
                 log::error!(target: "saga", "recovery refused execution_id={id} error={error}");
                 recovery.refused.push((id, error));
             }
         }
+    }
+
+    /// Carries out a pending [`request_resume`](Self::request_resume) of a
+    /// stuck execution, for a [`Worker`](crate::Worker): returns where the
+    /// resumed run's end will be told, `None` if it is no longer pending
+    /// (another owner carried it out, or it is gone) or this engine runs
+    /// it already.
+    pub(crate) async fn carry_out_resume_request(
+        &self,
+        id: &ExecutionId,
+    ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
+        let Some(claiming) = self.enter(id) else {
+            return Ok(None);
+        };
+        let Some(record) = self.inner.store.get(id).await? else {
+            return Ok(None);
+        };
+        self.take_over(&record, Some(EventKind::Resumed), true, claiming)
+            .await
+    }
+
+    /// How many times one step attempt may be started without an end
+    /// before a take-over ends the execution stuck (at least 1).
+    pub(crate) fn set_crash_limit(&mut self, starts: u32) {
+        self.crash_limit = starts.max(1);
     }
 }

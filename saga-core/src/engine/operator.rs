@@ -8,9 +8,10 @@ use crate::store::{Event, EventKind, ExecutionRecord, now_ms};
 
 impl SagaEngine {
     /// Asks for a stuck execution to be resumed by whichever worker holds
-    /// its definition: records the request in its log, for the next
-    /// [`recover`](Self::recover) of such a worker to carry out (as
-    /// [`resume`](Self::resume) would). For tools that do not hold the
+    /// its definition: records the request in its log, for a
+    /// [`Worker`](crate::Worker) with the definition to carry out at its
+    /// next poll, or the next [`recover`](Self::recover) of such an
+    /// engine (as [`resume`](Self::resume) would). For tools that do not hold the
     /// saga's code, such as the `saga` CLI; an engine with the definition
     /// registered can call `resume` directly.
     ///
@@ -132,8 +133,8 @@ impl SagaEngine {
             detail: e.to_string(),
         })??;
         match taken {
-            true => Ok(()),
-            false => Err(self.busy(id).await),
+            Some(_) => Ok(()),
+            None => Err(self.busy(id).await),
         }
     }
 

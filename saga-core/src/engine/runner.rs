@@ -33,6 +33,8 @@ pub(super) trait Runner: Send + Sync {
     fn name(&self) -> &str;
     fn fingerprint(&self) -> &str;
     fn steps(&self) -> usize;
+    /// The name of step `index`.
+    fn step_name(&self, index: usize) -> String;
     fn context_type(&self) -> TypeId;
     fn context_type_name(&self) -> &'static str;
     /// Decodes a log without running anything.
@@ -113,6 +115,14 @@ where
 
     fn steps(&self) -> usize {
         self.saga.inner.steps.len()
+    }
+
+    fn step_name(&self, index: usize) -> String {
+        self.saga
+            .inner
+            .steps
+            .get(index)
+            .map_or_else(|| format!("#{index}"), |step| step.name.to_string())
     }
 
     fn context_type(&self) -> TypeId {

@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use super::{
-    Ack, Created, DefinitionRecord, Event, ExecutionRecord, Lease, NewExecution, SagaStore,
-    StoreError, StoreResult, now_ms, ttl_ms,
+    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
+    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult, now_ms,
+    ttl_ms,
 };
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
@@ -17,10 +20,25 @@ use crate::step::BoxFuture;
 /// same data, so two engines on one `MemoryStore` behave like two
 /// processes on one database.
 ///
+/// Its [`work_signal`](SagaStore::work_signal) is bumped by every creation
+/// and every lease released, so a [`Worker`](crate::Worker) on it hears of
+/// new work at once.
+///
 /// [`SqliteStore`]: super::SqliteStore
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// Bumped when work may have become claimable (a creation, a release).
+    work: Arc<watch::Sender<u64>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            inner: Arc::default(),
+            work: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +70,23 @@ impl MemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Tells claimers that work may have become claimable.
+    fn signal_work(&self) {
+        self.work.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether a stored execution is unfinished, free (or expired) and
+    /// claimable by `request` at `now`.
+    fn claimable(stored: &Stored, request: &ClaimRequest, now: i64) -> bool {
+        let record = &stored.record;
+        matches!(
+            record.status,
+            ExecutionStatus::Running | ExecutionStatus::Compensating
+        ) && (record.owner.is_none() || record.lease_expires_at_ms.is_none_or(|at| at <= now))
+            && request.fingerprints.contains(&record.fingerprint)
+            && !request.exclude.contains(&record.id)
+    }
+
     fn fenced<T>(
         &self,
         id: &ExecutionId,
@@ -74,6 +109,22 @@ impl MemoryStore {
         let value = write(stored, now)?;
         stored.record.updated_at_ms = now;
         Ok(value)
+    }
+}
+
+/// A record's summary, cloning everything but its context.
+fn summary_of(r: &ExecutionRecord) -> ExecutionSummary {
+    ExecutionSummary {
+        id: r.id.clone(),
+        saga: r.saga.clone(),
+        fingerprint: r.fingerprint.clone(),
+        status: r.status,
+        last_seq: r.last_seq,
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        owner: r.owner.clone(),
+        lease_expires_at_ms: r.lease_expires_at_ms,
+        cancel_requested: r.cancel_requested,
     }
 }
 
@@ -141,6 +192,8 @@ impl SagaStore for MemoryStore {
                 token: 1,
             },
         );
+        drop(inner);
+        self.signal_work();
         ready(Ok(Created::New(Lease {
             owner: owner.into(),
             token: 1,
@@ -240,6 +293,9 @@ impl SagaStore for MemoryStore {
             stored.record.lease_expires_at_ms = None;
             Ok(())
         });
+        if result.is_ok() {
+            self.signal_work();
+        }
         ready(match result {
             Err(StoreError::LeaseLost { .. }) => Ok(()),
             other => other,
@@ -275,6 +331,94 @@ impl SagaStore for MemoryStore {
             .map(|s| s.record.clone())
             .collect();
         ready(Ok(records))
+    }
+
+    /// Summaries without cloning a single context.
+    fn list_summaries(
+        &self,
+        query: ListQuery,
+    ) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        let inner = self.lock();
+        let mut summaries: Vec<ExecutionSummary> = inner
+            .order
+            .iter()
+            .filter_map(|id| inner.executions.get(id))
+            .map(|s| &s.record)
+            .filter(|r| query.status.is_none_or(|want| r.status == want))
+            .map(summary_of)
+            .filter(|s| query.is_after(s))
+            .collect();
+        drop(inner);
+        // Creation order is `created_at` order but for ties within a
+        // millisecond, which the listing breaks by id.
+        summaries.sort_by(|a, b| {
+            (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str()))
+        });
+        if let Some(limit) = query.limit {
+            summaries.truncate(limit);
+        }
+        ready(Ok(summaries))
+    }
+
+    /// Under one lock: no context is cloned but those of the executions
+    /// it claims.
+    fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let Inner {
+            executions, order, ..
+        } = &mut *inner;
+        let mut picked: Vec<&ExecutionId> = order
+            .iter()
+            .filter(|id| {
+                executions
+                    .get(*id)
+                    .is_some_and(|s| Self::claimable(s, &request, now))
+            })
+            .collect();
+        picked.sort_by_key(|id| {
+            executions
+                .get(*id)
+                .map(|s| (s.record.created_at_ms, s.record.id.as_str()))
+        });
+        picked.truncate(request.limit);
+        let mut claimed = Vec::with_capacity(picked.len());
+        for id in picked {
+            let Some(stored) = executions.get_mut(id) else {
+                continue;
+            };
+            stored.token += 1;
+            stored.record.owner = Some(request.owner.clone());
+            stored.record.lease_expires_at_ms = Some(now.saturating_add(ttl_ms(request.ttl)));
+            claimed.push(Claimed {
+                record: stored.record.clone(),
+                lease: Lease {
+                    owner: request.owner.as_str().into(),
+                    token: stored.token,
+                    ttl: request.ttl,
+                },
+            });
+        }
+        ready(Ok(claimed))
+    }
+
+    fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        let inner = self.lock();
+        let requested = inner
+            .order
+            .iter()
+            .filter_map(|id| inner.executions.get(id))
+            .filter(|s| {
+                s.record.status == ExecutionStatus::Stuck
+                    && s.events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested)
+            })
+            .map(|s| summary_of(&s.record))
+            .collect();
+        ready(Ok(requested))
+    }
+
+    fn work_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.work.subscribe())
     }
 
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {

@@ -338,33 +338,73 @@ pub trait SagaStore: Send + Sync + 'static {
     /// whose lease is free or expired, oldest first, each with a new lease
     /// (its fencing token bumped) for `request.owner`.
     ///
-    /// The default implementation lists and claims one by one (each claim
-    /// is atomic, so two claimers never both win); a shared database store
-    /// overrides it with one statement (`FOR UPDATE SKIP LOCKED`).
+    /// The default implementation lists summaries (no contexts) and claims
+    /// one by one (each claim is atomic, so two claimers never both win),
+    /// then reads the record of each execution it claimed; the stores of
+    /// this crate override it with one statement (PostgreSQL: `FOR UPDATE
+    /// SKIP LOCKED`).
     fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
         Box::pin(async move {
-            let mut claimed = Vec::new();
-            let now = now_ms();
+            let mut candidates = Vec::new();
             for status in [ExecutionStatus::Running, ExecutionStatus::Compensating] {
-                for record in self.list(Some(status)).await? {
-                    if claimed.len() >= request.limit {
-                        return Ok(claimed);
-                    }
-                    let free = record.owner.is_none()
-                        || record.lease_expires_at_ms.is_none_or(|at| at <= now);
-                    if !free
-                        || !request.fingerprints.contains(&record.fingerprint)
-                        || request.exclude.contains(&record.id)
-                    {
-                        continue;
-                    }
-                    if let Some(lease) = self.claim(&record.id, &request.owner, request.ttl).await?
-                    {
-                        claimed.push(Claimed { record, lease });
-                    }
+                candidates.extend(
+                    self.list_summaries(ListQuery::new().with_status(status))
+                        .await?,
+                );
+            }
+            candidates.sort_by(|a, b| {
+                (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str()))
+            });
+            let now = now_ms();
+            let mut claimed = Vec::new();
+            for summary in candidates {
+                if claimed.len() >= request.limit {
+                    break;
+                }
+                let free = summary.owner.is_none()
+                    || summary.lease_expires_at_ms.is_none_or(|at| at <= now);
+                if !free
+                    || !request.fingerprints.contains(&summary.fingerprint)
+                    || request.exclude.contains(&summary.id)
+                {
+                    continue;
+                }
+                let Some(lease) = self.claim(&summary.id, &request.owner, request.ttl).await?
+                else {
+                    continue;
+                };
+                match self.get(&summary.id).await? {
+                    Some(record) => claimed.push(Claimed { record, lease }),
+                    // Purged since the listing.
+                    None => self.release(&summary.id, &lease).await?,
                 }
             }
             Ok(claimed)
+        })
+    }
+
+    /// The stuck executions whose log ends with a pending resume request
+    /// ([`EventKind::ResumeRequested`], written by
+    /// [`request_resume`](crate::SagaEngine::request_resume), e.g. from the
+    /// `saga` CLI), oldest first, without their contexts: what a
+    /// [`Worker`](crate::Worker) carries out at each poll.
+    ///
+    /// The default lists the stuck executions and reads each one's log;
+    /// the stores of this crate read only the last event of each, in one
+    /// statement.
+    fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        Box::pin(async move {
+            let stuck = self
+                .list_summaries(ListQuery::new().with_status(ExecutionStatus::Stuck))
+                .await?;
+            let mut requested = Vec::new();
+            for summary in stuck {
+                let events = self.events(&summary.id).await?;
+                if events.last().map(|e| e.kind) == Some(EventKind::ResumeRequested) {
+                    requested.push(summary);
+                }
+            }
+            Ok(requested)
         })
     }
 

@@ -328,6 +328,29 @@ impl SagaStore for PostgresStore {
         })
     }
 
+    fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        Box::pin(async move {
+            let what = "listing resume requests";
+            let s = self.reader(what).await?;
+            let rows = s
+                .query(
+                    const_format!(
+                        "{SELECT_SUMMARY}
+                         JOIN events v ON v.execution_id = e.id AND v.seq = e.last_seq
+                         WHERE e.status = 'stuck' AND v.kind = 'resume_requested'
+                         ORDER BY e.created_at, e.id COLLATE \"C\""
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(self.db(what))?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| summary(&self.inner, row))
+                .collect())
+        })
+    }
+
     fn work_signal(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.signal.subscribe())
     }

@@ -1,5 +1,6 @@
 //! [`SqliteStore`]: the embedded durable store, one SQLite file.
 
+mod liveness;
 mod open;
 mod ops;
 mod options;
@@ -7,13 +8,14 @@ mod rows;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use self::liveness::Owners;
 use self::open::{Access, check_and_migrate, create_file, open_error, precheck_file};
 pub use self::options::{SqliteOptions, Synchronous};
 use self::writer::{Job, Pending, writer_loop};
@@ -29,6 +31,22 @@ use crate::step::BoxFuture;
 /// executions share fsyncs (*group commit*). Reads run on the same thread,
 /// after the batch they arrived with is committed, so they never see a
 /// write that is not yet durable.
+///
+/// Its [`work_signal`](super::SagaStore::work_signal) tells of the
+/// creations and releases of this process (a [`Worker`](crate::Worker)
+/// hears of them at once); another process's work is found by the
+/// worker's poll. [`claim_next`](super::SagaStore::claim_next) is one
+/// statement that reads no context but those of the executions it claims.
+///
+/// All the owners of a store run on the machine that holds its file, so
+/// an owner's liveness is proved by an OS file lock: each owner (an
+/// engine, from its first lease here) locks a sidecar file of its own,
+/// `<file>-owner-<owner id>`, while the store is open. A claim that finds
+/// a live lease tries its owner's lock: a process that died (SIGKILL, a
+/// crash, a power cut) holds none, and its executions are taken over at
+/// once instead of when their leases expire; a live one's leases stand.
+/// The sidecar is removed when the store closes, or by the first claimer
+/// (or the next open) that finds its owner dead.
 ///
 /// Opening checks the file before writing anything: a file that is not an
 /// SQLite database, a damaged one, an empty one, one without our
@@ -55,6 +73,11 @@ struct Inner {
     path: PathBuf,
     sender: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
+    /// Bumped when this process made work claimable (a creation, a
+    /// release): the [`work_signal`](super::SagaStore::work_signal).
+    work: watch::Sender<u64>,
+    /// Owners' liveness by OS file locks (`liveness.rs`).
+    owners: Arc<Mutex<Owners>>,
 }
 
 impl Drop for Inner {
@@ -110,7 +133,7 @@ impl SqliteStore {
         )
         .map_err(|e| open_error(&path, "opening", e))?;
         check_and_migrate(&conn, &path, &options, created)?;
-        Self::start(path, conn, options.max_batch)
+        Self::start(path, conn, options.max_batch, true)
     }
 
     /// Opens an existing store for reading only (`SQLITE_OPEN_READ_ONLY`):
@@ -133,11 +156,16 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         precheck_file(&path, Access::ReadOnly)?;
         let conn = open::open_read_only(&path)?;
-        Self::start(path, conn, 1)
+        Self::start(path, conn, 1, false)
     }
 
     /// Starts the writer thread on an opened, checked connection.
-    fn start(path: PathBuf, conn: Connection, max_batch: usize) -> StoreResult<Self> {
+    fn start(
+        path: PathBuf,
+        conn: Connection,
+        max_batch: usize,
+        writable: bool,
+    ) -> StoreResult<Self> {
         let (sender, receiver) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
             .name("saga-sqlite-writer".to_owned())
@@ -149,9 +177,11 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                owners: Arc::new(Mutex::new(Owners::new(&path, writable))),
                 path,
                 sender: Some(sender),
                 writer: Some(writer),
+                work: watch::channel(0).0,
             }),
         })
     }
@@ -159,6 +189,16 @@ impl SqliteStore {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The owners' liveness, for a write job (on the writer thread).
+    fn owners(&self) -> Arc<Mutex<Owners>> {
+        Arc::clone(&self.inner.owners)
+    }
+
+    /// Tells this process's claimers that work may have become claimable.
+    fn signal_work(&self) {
+        self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn closed(&self) -> StoreError {
@@ -247,6 +287,11 @@ impl SqliteStore {
             rx.await.map_err(|_| closed)?
         })
     }
+}
+
+/// The owners, whatever a panic left them as.
+fn owners(owners: &Mutex<Owners>) -> MutexGuard<'_, Owners> {
+    owners.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn describe(path: &Path) -> String {

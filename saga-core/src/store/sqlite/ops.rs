@@ -13,11 +13,18 @@ use super::{SqliteStore, describe};
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
+use tokio::sync::watch;
+
 use crate::store::{
-    Ack, Created, DefinitionRecord, Event, EventKind, ExecutionRecord, ExecutionSummary, Lease,
-    ListQuery, NewExecution, SagaStore, StoreError, StoreResult, now_ms, skip_unknown_status,
-    status_from_label, ttl_ms,
+    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
+    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult, now_ms,
+    skip_unknown_status, status_from_label, ttl_ms,
 };
+
+/// A JSON array of strings, for `json_each`.
+fn json_list(items: Vec<String>) -> String {
+    serde_json::Value::from(items).to_string()
+}
 
 impl SagaStore for SqliteStore {
     fn describe(&self) -> String {
@@ -71,7 +78,9 @@ impl SagaStore for SqliteStore {
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<Created>> {
         let owner = owner.to_owned();
-        self.write("creating an execution", move |conn, path| {
+        let owners = self.owners();
+        let created = self.write("creating an execution", move |conn, path| {
+            super::owners(&owners).hold(&owner);
             let now = now_ms();
             let id = execution.id.as_str();
             let inserted = conn
@@ -127,6 +136,13 @@ impl SagaStore for SqliteStore {
                 }
             })?;
             Ok(Created::New(lease))
+        });
+        Box::pin(async move {
+            let created = created.await;
+            if matches!(created, Ok(Created::New(_))) {
+                self.signal_work();
+            }
+            created
         })
     }
 
@@ -138,18 +154,40 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
         let id = id.clone();
         let owner = owner.to_owned();
+        let owners = self.owners();
         self.write("claiming an execution", move |conn, path| {
             let now = now_ms();
+            let mut owners = super::owners(&owners);
+            owners.hold(&owner);
+            let holder: Option<String> = conn
+                .prepare_cached(
+                    "SELECT owner FROM leases
+                     WHERE execution_id = ?1 AND owner IS NOT NULL AND expires_at > ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![id.as_str(), now], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(db(path, "claiming an execution"))?;
+            let dead = json_list(owners.dead_among(holder));
+            drop(owners);
             let token: Option<i64> = conn
                 .prepare_cached(
                     "UPDATE leases SET owner = ?2, token = token + 1, expires_at = ?3
                      WHERE execution_id = ?1
-                       AND (owner IS NULL OR expires_at IS NULL OR expires_at <= ?4)
+                       AND (owner IS NULL OR expires_at IS NULL OR expires_at <= ?4
+                            OR owner IN (SELECT value FROM json_each(?5)))
                      RETURNING token",
                 )
                 .and_then(|mut stmt| {
                     stmt.query_row(
-                        params![id.as_str(), owner, now.saturating_add(ttl_ms(ttl)), now],
+                        params![
+                            id.as_str(),
+                            owner,
+                            now.saturating_add(ttl_ms(ttl)),
+                            now,
+                            dead
+                        ],
                         |row| row.get(0),
                     )
                     .optional()
@@ -293,13 +331,19 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         let id = id.clone();
         let lease = lease.clone();
-        self.write("releasing a lease", move |conn, path| {
+        let released = self.write("releasing a lease", move |conn, path| {
             conn.prepare_cached(
                 "UPDATE leases SET owner = NULL, expires_at = NULL
                  WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
             )
             .and_then(|mut stmt| stmt.execute(params![id.as_str(), lease.token, &*lease.owner]))
-            .map_err(db(path, "releasing a lease"))?;
+            .map(|changed| changed == 1)
+            .map_err(db(path, "releasing a lease"))
+        });
+        Box::pin(async move {
+            if released.await? {
+                self.signal_work();
+            }
             Ok(())
         })
     }
@@ -438,6 +482,117 @@ impl SagaStore for SqliteStore {
                 .and_then(|mut stmt| stmt.query_row([id.as_str()], |row| row.get(0)).optional())
                 .map_err(db(path, "reading a context"))
         })
+    }
+
+    /// One statement, which reads no context but those of the executions
+    /// it claims (to run them).
+    fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
+        if request.limit == 0 || request.fingerprints.is_empty() {
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
+        let owners = self.owners();
+        self.write("claiming executions", move |conn, path| {
+            let err = db(path, "claiming executions");
+            let now = now_ms();
+            let mut owners = super::owners(&owners);
+            owners.hold(&request.owner);
+            // The owners of live leases on unfinished executions, and of
+            // those the ones whose process is gone.
+            let holders = conn
+                .prepare_cached(
+                    "SELECT DISTINCT l.owner FROM leases l
+                     JOIN executions e ON e.id = l.execution_id
+                     WHERE e.status IN ('running', 'compensating')
+                       AND l.owner IS NOT NULL AND l.expires_at > ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([now], |row| row.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(&err)?;
+            let dead = json_list(owners.dead_among(holders));
+            drop(owners);
+            let as_json = |items: Vec<&str>| serde_json::Value::from(items).to_string();
+            let fingerprints = as_json(request.fingerprints.iter().map(String::as_str).collect());
+            let exclude = as_json(request.exclude.iter().map(ExecutionId::as_str).collect());
+            let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE leases SET owner = ?1, token = token + 1, expires_at = ?2
+                     WHERE execution_id IN (
+                        SELECT e.id FROM executions e
+                        JOIN leases l ON l.execution_id = e.id
+                        WHERE e.status IN ('running', 'compensating')
+                          AND e.fingerprint IN (SELECT value FROM json_each(?4))
+                          AND e.id NOT IN (SELECT value FROM json_each(?5))
+                          AND (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= ?3
+                               OR l.owner IN (SELECT value FROM json_each(?7)))
+                        ORDER BY e.created_at, e.id
+                        LIMIT ?6)
+                     RETURNING execution_id, token",
+                )
+                .map_err(&err)?;
+            let tokens = stmt
+                .query_map(
+                    params![
+                        request.owner,
+                        now.saturating_add(ttl_ms(request.ttl)),
+                        now,
+                        fingerprints,
+                        exclude,
+                        limit,
+                        dead
+                    ],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            let mut claimed = Vec::with_capacity(tokens.len());
+            for (id, token) in tokens {
+                // In the claim's transaction: the execution as claimed.
+                let Some(record) = get_execution(conn, path, &id)? else {
+                    continue;
+                };
+                claimed.push(Claimed {
+                    record,
+                    lease: Lease {
+                        owner: request.owner.as_str().into(),
+                        token,
+                        ttl: request.ttl,
+                    },
+                });
+            }
+            claimed.sort_by(|a, b| {
+                (a.record.created_at_ms, a.record.id.as_str())
+                    .cmp(&(b.record.created_at_ms, b.record.id.as_str()))
+            });
+            Ok(claimed)
+        })
+    }
+
+    fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
+        self.read(move |conn, path| {
+            let err = db(path, "listing resume requests");
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "{SELECT_SUMMARY}
+                     JOIN events v ON v.execution_id = e.id AND v.seq = e.last_seq
+                     WHERE e.status = 'stuck' AND v.kind = 'resume_requested'
+                     ORDER BY e.created_at, e.id"
+                ))
+                .map_err(&err)?;
+            let rows = stmt.query_map([], |row| summary(path, row)).map_err(&err)?;
+            let mut summaries = Vec::new();
+            for row in rows {
+                summaries.extend(row.map_err(&err)?);
+            }
+            Ok(summaries)
+        })
+    }
+
+    fn work_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.work.subscribe())
     }
 
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {

@@ -1,0 +1,277 @@
+//! What a `Worker` does with no other call in user code, on every store
+//! (memory, SQLite and, with the `postgres` feature, PostgreSQL): it hears
+//! of this process's new work at once (its poll set to an hour), carries
+//! out an operator's resume request made from an engine without the
+//! saga's code (as the `saga` CLI makes it), runs the cancellation of an
+//! execution whose owner died, and purges finished executions by the
+//! engine's retention.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use saga_core::store::{Event, EventKind, NewExecution};
+use saga_core::{
+    Context, ExecutionId, ExecutionStatus, Outcome, Saga, SagaEngine, SagaReport, Step, StepError,
+    StepInfo, StepStatus, Worker,
+};
+use support::durable::{Order, STEPS, Script, saga};
+use support::stores::every_store;
+
+/// How long a worker may take before the test gives up (a hang, not a
+/// timing check).
+const HANG: Duration = Duration::from_secs(60);
+
+/// `charge`, then `ship`, which always refuses; `charge`'s compensation
+/// refuses while `broken` is set, which leaves the execution stuck.
+fn refund_saga(broken: &Arc<AtomicBool>) -> Saga<Context> {
+    let broken = Arc::clone(broken);
+    Saga::<Context>::builder("refund")
+        .step(
+            Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
+                Ok::<(), StepError>(())
+            })
+            .compensate(move |_: &mut Context, _: Option<&()>, _: &StepInfo<'_>| {
+                if broken.load(Ordering::SeqCst) {
+                    return Err(StepError::new("the payment service refused the refund"));
+                }
+                Ok::<(), StepError>(())
+            }),
+        )
+        .step(Step::new("ship", |_: &mut Context, _: &StepInfo<'_>| {
+            Err::<(), StepError>(StepError::new("out of stock"))
+        }))
+        .build()
+        .unwrap()
+}
+
+/// Reads the report until `done` holds of it.
+async fn report_until(
+    engine: &SagaEngine,
+    id: &ExecutionId,
+    done: impl Fn(&SagaReport) -> bool,
+) -> SagaReport {
+    tokio::time::timeout(HANG, async {
+        loop {
+            let report = engine.report(id).await.unwrap();
+            if done(&report) {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the worker did not get there")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_hears_of_this_process_s_new_work_at_once() {
+    for (name, store) in every_store("local_work").await {
+        let script = Arc::new(Script::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga(&script)).await.unwrap();
+        // Its poll would find the work in an hour only.
+        let worker = Worker::new(engine.clone())
+            .with_poll_interval(Duration::from_secs(3600))
+            .spawn()
+            .unwrap();
+        for round in 0..3 {
+            let id = engine.submit("order", Order::default()).await.unwrap();
+            let report = tokio::time::timeout(HANG, engine.wait(&id))
+                .await
+                .unwrap_or_else(|_| panic!("{name}: round {round} not run"))
+                .unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        }
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!((stats.claimed, stats.finished), (3, 3), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_carries_out_a_resume_requested_from_the_cli() {
+    for (name, store) in every_store("cli_resume").await {
+        let broken = Arc::new(AtomicBool::new(true));
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(refund_saga(&broken)).await.unwrap();
+        let worker = Worker::new(engine.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let id = engine.start("refund", Context::new()).await.unwrap();
+        let stuck = engine.wait(&id).await.unwrap();
+        assert_eq!(stuck.status, ExecutionStatus::Stuck, "{name}");
+        // The operator fixes the payment service, then asks from the CLI:
+        // an engine of its own, without the saga's code, and no recover.
+        broken.store(false, Ordering::SeqCst);
+        let cli = SagaEngine::with_store(Arc::clone(&store));
+        cli.request_resume(&id).await.unwrap();
+        // Resumed (`compensating`), then ended.
+        let report = report_until(&cli, &id, |r| {
+            r.status.is_finished() && r.status != ExecutionStatus::Stuck
+        })
+        .await;
+        assert_eq!(report.status, ExecutionStatus::Compensated, "{name}");
+        let steps: Vec<_> = report
+            .steps
+            .iter()
+            .map(|s| (&*s.name, s.status, s.outcome, s.attempts))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("charge", StepStatus::Compensated, Outcome::Applied, 1),
+                ("ship", StepStatus::Failed, Outcome::NotApplied, 1),
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            report.steps[1].last_error.as_deref(),
+            Some("out of stock"),
+            "{name}"
+        );
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!(stats.resumed, 1, "{name}: {stats:?}");
+        assert_eq!(stats.refused, 0, "{name}: {stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_purges_by_the_engine_s_retention() {
+    for (name, store) in every_store("purge").await {
+        let script = Arc::new(Script::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store)).with_retention(Duration::ZERO);
+        engine.register(saga(&script)).await.unwrap();
+        let broken = Arc::new(AtomicBool::new(true));
+        engine.register(refund_saga(&broken)).await.unwrap();
+        let worker = Worker::new(engine.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .with_purge_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let done = engine.start("order", Order::default()).await.unwrap();
+        let stuck = engine.start("refund", Context::new()).await.unwrap();
+        assert_eq!(
+            engine.wait(&stuck).await.unwrap().status,
+            ExecutionStatus::Stuck
+        );
+        // Gone once it has completed and a purge came by.
+        tokio::time::timeout(HANG, async {
+            while store.get(&done).await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: never purged"));
+        assert_eq!(script.calls().len(), STEPS, "{name}: it completed");
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!(stats.purged, 1, "{name}: {stats:?}");
+        // A stuck execution waits for an operator, however old.
+        assert!(store.get(&stuck).await.unwrap().is_some(), "{name}");
+    }
+}
+
+/// The owner of an execution died inside its second step (its lease
+/// left to expire); an operator cancels it (no process runs it); a worker
+/// carries out the cancellation: the steps that may have taken effect are
+/// compensated, and it ends cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cancels_an_execution_whose_owner_died() {
+    for (name, store) in every_store("orphan_cancel").await {
+        let script = Arc::new(Script::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        let fingerprint = engine.register(saga(&script)).await.unwrap();
+        // The log the dead owner left: `s0` done, `s1` started.
+        let step = |seq, kind, step: u32| {
+            let mut event = Event::new(seq, kind);
+            event.step = Some(step);
+            event.attempt = 1;
+            event
+        };
+        let mut s0 = step(2, EventKind::StepSucceeded, 0);
+        s0.output = Some("0".to_owned());
+        let id = ExecutionId::new("orphan");
+        store
+            .create(
+                NewExecution {
+                    id: id.clone(),
+                    saga: "order".to_owned(),
+                    fingerprint,
+                    context: serde_json::to_string(&Order::default()).unwrap(),
+                    events: vec![
+                        step(1, EventKind::StepStarted, 0),
+                        s0,
+                        step(3, EventKind::StepStarted, 1),
+                    ],
+                },
+                "dead-owner",
+                Duration::from_millis(50),
+            )
+            .await
+            .unwrap();
+        let operator = SagaEngine::with_store(Arc::clone(&store));
+        operator.cancel(&id).await.unwrap();
+        let worker = Worker::new(engine.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let report = tokio::time::timeout(HANG, engine.wait(&id))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: not cancelled"))
+            .unwrap();
+        assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+        // `s1` may have taken effect before its owner died: it is
+        // compensated with `s0`. (Its outcome is left out: the rebuilt
+        // report reads the cancelled re-run's start as a step stopped
+        // before it ran, and says `not_started`.)
+        let steps: Vec<_> = report
+            .steps
+            .iter()
+            .map(|s| (&*s.name, s.status, s.compensation_attempts))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("s0", StepStatus::Compensated, 1),
+                ("s1", StepStatus::Compensated, 1),
+                ("s2", StepStatus::Pending, 0),
+                ("s3", StepStatus::Pending, 0),
+                ("s4", StepStatus::Pending, 0),
+            ],
+            "{name}: {report:?}"
+        );
+        let undone: Vec<String> = script
+            .calls()
+            .into_iter()
+            .map(|(what, _)| what)
+            .filter(|what| what.starts_with("undo"))
+            .collect();
+        assert_eq!(undone, ["undo s1 None", "undo s0 Some(0)"], "{name}");
+        assert_eq!(report.steps.len(), STEPS);
+        worker.shutdown(HANG).await;
+    }
+}
+
+/// Intervals too long for the clock mean "never", not a panic of the
+/// worker's task: the work signal still runs what is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_endless_intervals_still_runs_signalled_work() {
+    let script = Arc::new(Script::default());
+    let engine = SagaEngine::new(saga_core::store::MemoryStore::new());
+    engine.register(saga(&script)).await.unwrap();
+    let worker = Worker::new(engine.clone())
+        .with_poll_interval(Duration::MAX)
+        .with_purge_interval(Duration::MAX)
+        .spawn()
+        .unwrap();
+    let id = engine.submit("order", Order::default()).await.unwrap();
+    let report = tokio::time::timeout(HANG, engine.wait(&id))
+        .await
+        .expect("the worker did not run it")
+        .unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let stats = worker.shutdown(HANG).await;
+    assert_eq!((stats.claimed, stats.finished), (1, 1));
+}
