@@ -15,7 +15,7 @@ use log::{Level, LevelFilter};
 use saga_core::store::{PostgresOptions, PostgresStore, StoreError};
 use saga_core::{SagaEngine, Worker};
 use support::durable::{Script, saga};
-use support::logs::{RECORDS, install_logger};
+use support::logs::{entries_where, install_logger};
 use support::pg::{client, fresh_schema, pg_url};
 
 const ROLE: &str = "saga_password";
@@ -121,17 +121,11 @@ async fn a_worker_whose_password_stops_working_stops_instead_of_retrying() {
         ))
         .await
         .unwrap();
-    let stopped = format!("worker stopped owner={owner} ");
+    let ours = || entries_where("owner", &owner);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !RECORDS
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|(_, m)| m.starts_with(&stopped))
-    {
+    while !ours().iter().any(|e| e.message == "worker stopped") {
         if Instant::now() >= deadline {
-            let records = RECORDS.0.lock().unwrap();
+            let records = ours();
             let last = &records[records.len().saturating_sub(2)..];
             panic!(
                 "the worker kept retrying ({} records): {last:?}",
@@ -140,17 +134,15 @@ async fn a_worker_whose_password_stops_working_stops_instead_of_retrying() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let records = RECORDS.0.lock().unwrap().clone();
+    let records = ours();
     let refusal = records
         .iter()
-        .find(|(_, m)| m.starts_with("worker stops: the store refused its credentials"))
+        .find(|e| e.message == "worker stops: the store refused its credentials")
         .unwrap_or_else(|| panic!("{records:?}"));
-    assert_eq!(refusal.0, Level::Error);
+    assert_eq!(refusal.level, Level::Error);
+    let error = refusal.field("error").unwrap_or_default();
     assert!(
-        refusal.1.contains(&format!("owner={owner} "))
-            && refusal
-                .1
-                .contains(&format!("authentication failed for user `{ROLE}`")),
+        error.contains(&format!("authentication failed for user `{ROLE}`")),
         "{refusal:?}"
     );
     // The refusal was not retried as an outage (the lost connection
@@ -158,8 +150,10 @@ async fn a_worker_whose_password_stops_working_stops_instead_of_retrying() {
     assert!(
         !records
             .iter()
-            .any(|(_, m)| m.starts_with("worker cannot claim work")
-                && m.contains("authentication failed")),
+            .any(|e| e.message.starts_with("worker cannot claim work")
+                && e.field("error")
+                    .unwrap_or_default()
+                    .contains("authentication failed")),
         "{records:?}"
     );
     worker.shutdown(Duration::ZERO).await;

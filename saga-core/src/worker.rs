@@ -11,6 +11,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::engine::{Done, EngineError, SagaEngine};
+use crate::escape::Escaped;
 use crate::id::ExecutionId;
 use crate::store::{ClaimRequest, StoreError};
 
@@ -254,7 +255,7 @@ impl Worker {
         let mut next_sweep = Instant::now();
         let mut next_purge = Instant::now();
         let mut purging: Option<JoinHandle<()>> = None;
-        log::info!(target: "saga", "worker started owner={} concurrency={}", engine.owner(), self.concurrency);
+        log::info!(target: "saga", owner:% = Escaped(engine.owner()), concurrency = self.concurrency; "worker started");
         while stop.borrow().is_none() {
             let now = Instant::now();
             if now >= next_purge {
@@ -286,7 +287,7 @@ impl Worker {
                 match store.claim_next(request).await {
                     Ok(claims) => {
                         if backoff.take().is_some() {
-                            log::info!(target: "saga", "store reachable again store={}", store.describe());
+                            log::info!(target: "saga", store:% = Escaped(&store.describe()); "store reachable again");
                         }
                         more = claims.len() == free;
                         for claimed in claims {
@@ -297,11 +298,11 @@ impl Worker {
                                 Ok(Some(done)) => track(&mut running, &mut mine, id, done),
                                 Err(EngineError::Store(error)) => {
                                     bump(&counters.interrupted);
-                                    log::warn!(target: "saga", "worker could not start a claimed execution execution_id={id} error={error}");
+                                    log::warn!(target: "saga", execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker could not start a claimed execution");
                                 }
                                 Err(error) => {
                                     bump(&counters.refused);
-                                    log::error!(target: "saga", "worker refused execution_id={id} error={error}");
+                                    log::error!(target: "saga", execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker refused an execution");
                                     refused.insert(id);
                                 }
                             }
@@ -309,14 +310,14 @@ impl Worker {
                     }
                     Err(error @ StoreError::Unauthorized { .. }) => {
                         // Not an outage: every retry would be refused too.
-                        log::error!(target: "saga", "worker stops: the store refused its credentials owner={} error={error}", engine.owner());
+                        log::error!(target: "saga", owner:% = Escaped(engine.owner()), error:% = Escaped(&error.to_string()); "worker stops: the store refused its credentials");
                         break;
                     }
                     Err(error) => {
                         let wait = backoff.map_or(Duration::from_millis(100), |b| {
                             (b * 2).min(self.max_backoff)
                         });
-                        log::warn!(target: "saga", "worker cannot claim work; retrying in {wait:?} owner={} error={error}", engine.owner());
+                        log::warn!(target: "saga", owner:% = Escaped(engine.owner()), retry_in:? = wait, error:% = Escaped(&error.to_string()); "worker cannot claim work, retrying");
                         backoff = Some(wait);
                     }
                 }
@@ -360,7 +361,7 @@ impl Worker {
         // Stop claiming; let the runs finish within the grace period, then
         // stop the rest and release their leases for another worker.
         let grace = (*stop.borrow()).unwrap_or_default();
-        log::info!(target: "saga", "worker stopping owner={} running={} grace={grace:?}", engine.owner(), running.len());
+        log::info!(target: "saga", owner:% = Escaped(engine.owner()), running = running.len(), grace:? = grace; "worker stopping");
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
         loop {
@@ -378,7 +379,7 @@ impl Worker {
             engine.abort_run(&id).await;
             bump(&counters.released);
         }
-        log::info!(target: "saga", "worker stopped owner={} stats={:?}", engine.owner(), counters.snapshot());
+        log::info!(target: "saga", owner:% = Escaped(engine.owner()), stats:? = counters.snapshot(); "worker stopped");
     }
 }
 
@@ -397,7 +398,7 @@ impl Worker {
         let requests = match engine.store().resume_requests().await {
             Ok(requests) => requests,
             Err(error) => {
-                log::warn!(target: "saga", "worker cannot read resume requests owner={} error={error}", engine.owner());
+                log::warn!(target: "saga", owner:% = Escaped(engine.owner()), error:% = Escaped(&error.to_string()); "worker cannot read resume requests");
                 return;
             }
         };
@@ -414,15 +415,15 @@ impl Worker {
                 Ok(Some(done)) => {
                     bump(&counters.claimed);
                     bump(&counters.resumed);
-                    log::info!(target: "saga", "worker resumes an execution at an operator's request execution_id={id}");
+                    log::info!(target: "saga", execution:% = Escaped(id.as_str()); "worker resumes an execution at an operator's request");
                     track(running, mine, id, done);
                 }
                 Err(EngineError::Store(error)) => {
-                    log::warn!(target: "saga", "worker could not resume a requested execution execution_id={id} error={error}");
+                    log::warn!(target: "saga", execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker could not resume a requested execution");
                 }
                 Err(error) => {
                     bump(&counters.refused);
-                    log::error!(target: "saga", "worker refused execution_id={id} error={error}");
+                    log::error!(target: "saga", execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker refused an execution");
                     refused.insert(id);
                 }
             }
@@ -444,10 +445,10 @@ async fn purge(engine: SagaEngine, counters: Arc<Counters>) {
         Ok(0) => {}
         Ok(purged) => {
             counters.purged.fetch_add(purged, Ordering::Relaxed);
-            log::info!(target: "saga", "worker purged finished executions owner={} purged={purged}", engine.owner());
+            log::info!(target: "saga", owner:% = Escaped(engine.owner()), purged = purged; "worker purged finished executions");
         }
         Err(error) => {
-            log::warn!(target: "saga", "worker could not purge owner={} error={error}", engine.owner());
+            log::warn!(target: "saga", owner:% = Escaped(engine.owner()), error:% = Escaped(&error.to_string()); "worker could not purge");
         }
     }
 }

@@ -380,7 +380,7 @@ impl SagaEngine {
         for looping in loops {
             seq += 1;
             let message = looping.message(&runner.step_name(looping.step));
-            log::error!(target: "saga", "crash loop: the execution ends stuck execution_id={id} {message}");
+            log::error!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&message); "crash loop: the execution ends stuck");
             written.push(looping.failure(seq, message));
         }
         written.push(Event::new(seq + 1, EventKind::Finished));
@@ -465,7 +465,7 @@ impl SagaEngine {
             let mut done = run.done.clone();
             let _ = done.wait_for(|_| false).await;
             if let Err(error) = self.inner.store.release(id, &run.lease).await {
-                log::warn!(target: "saga", "releasing an aborted run's lease failed execution_id={id} error={error}");
+                log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing an aborted run's lease failed");
             }
         }
     }

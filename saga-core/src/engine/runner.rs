@@ -200,7 +200,7 @@ where
                         Ok(ack) if ack.cancel_requested => job.cancel.cancel(),
                         Ok(_) => {}
                         // A lost lease fails the run's next write.
-                        Err(error) => log::warn!(target: "saga", "lease renewal failed execution_id={} error={error}", job.id),
+                        Err(error) => log::warn!(target: "saga", execution:% = crate::escape::Escaped(job.id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "lease renewal failed"),
                     },
                 }
             };

@@ -442,9 +442,10 @@ pub trait SagaStore: Send + Sync + 'static {
 pub(crate) fn skip_unknown_status(store: &str, id: &str, status: &str) {
     log::warn!(
         target: "saga",
-        "listing skips an execution of unknown status store={store} execution_id={} status={}",
-        crate::escape::user_text(id),
-        crate::escape::user_text(status)
+        store:% = crate::escape::Escaped(store),
+        execution:% = crate::escape::Escaped(id),
+        status:% = crate::escape::Escaped(status);
+        "listing skips an execution of unknown status"
     );
 }
 

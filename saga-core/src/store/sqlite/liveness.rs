@@ -109,7 +109,7 @@ impl Owners {
                 self.mine.insert(owner.to_owned(), conn);
             }
             Err(error) => {
-                log::debug!(target: "saga", "owner lock not taken; leases expire by time owner={owner} error={error}");
+                log::debug!(target: "saga", owner:% = crate::escape::Escaped(owner), error:% = crate::escape::Escaped(&error.to_string()); "owner lock not taken; leases expire by time");
             }
         }
     }

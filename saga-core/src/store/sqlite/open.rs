@@ -388,7 +388,7 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             conn.execute_batch(sql)?;
-            log::info!(target: "saga", "sqlite store migrated path={} version={}", path.display(), from + 1);
+            log::info!(target: "saga", path:% = crate::escape::Escaped(&path.display().to_string()), version = from + 1; "sqlite store migrated");
         }
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION.max(version))?;

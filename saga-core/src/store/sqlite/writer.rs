@@ -56,7 +56,7 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
                         conn.execute_batch("ROLLBACK TO job; RELEASE job")
                     };
                     if let Err(e) = closed {
-                        log::error!(target: "saga", "sqlite savepoint failed error={e}");
+                        log::error!(target: "saga", error:% = crate::escape::Escaped(&e.to_string()); "sqlite savepoint failed");
                     }
                     pending.push(step);
                     continue;
