@@ -102,12 +102,12 @@ fn builder_shop() -> Saga<Shop> {
             Step::new("create_order", |s: &mut Shop, _: &StepInfo<'_>| {
                 create_order(s)
             })
-            .compensate(|s: &mut Shop, o: Option<&u64>, _: &StepInfo<'_>| cancel_order(s, o))
+            .undo(|s: &mut Shop, o: Option<&u64>, _: &StepInfo<'_>| cancel_order(s, o))
             .metadata("team", "orders"),
         )
         .step(
             Step::new("charge", |s: &mut Shop, i: &StepInfo<'_>| charge(s, i))
-                .compensate(|s: &mut Shop, p: Option<&String>, _: &StepInfo<'_>| refund(s, p))
+                .undo(|s: &mut Shop, p: Option<&String>, _: &StepInfo<'_>| refund(s, p))
                 .retry(RetryPolicy::attempts(3).with_backoff(Duration::from_millis(1)))
                 .metadata("team", "payments"),
         )
@@ -331,13 +331,13 @@ fn builder_trip() -> Saga<Trip> {
         }))
         .step(
             Step::new_async("book_flight", |t, i| Box::pin(book_flight(t, i)))
-                .compensate_async(|t, f, _| Box::pin(cancel_flight(t, f)))
+                .undo_async(|t, f, _| Box::pin(cancel_flight(t, f)))
                 .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_millis(1)))
                 .timeout(Duration::from_millis(20)),
         )
         .step(
             Step::new_async("book_hotel", |t, _| Box::pin(book_hotel(t)))
-                .compensate(|t: &mut Trip, r: Option<&u32>, _: &StepInfo<'_>| cancel_hotel(t, r)),
+                .undo(|t: &mut Trip, r: Option<&u32>, _: &StepInfo<'_>| cancel_hotel(t, r)),
         )
         .build()
         .unwrap()
@@ -603,9 +603,9 @@ fn builder_wallet(undo_attempts: u32) -> Saga<Wallet> {
     Saga::builder("wallet")
         .step(
             Step::new("pay", |w: &mut Wallet, _: &StepInfo<'_>| pay(w))
-                .compensate(|w: &mut Wallet, a: Option<&u32>, _: &StepInfo<'_>| unpay(w, a))
-                .compensation_retry(
-                    saga_core::default_compensation_retry()
+                .undo(|w: &mut Wallet, a: Option<&u32>, _: &StepInfo<'_>| unpay(w, a))
+                .undo_retry(
+                    saga_core::default_undo_retry()
                         .with_max_attempts(undo_attempts)
                         .with_backoff(Duration::from_millis(1))
                         .with_max_backoff(Duration::from_millis(2)),
@@ -739,7 +739,7 @@ fn builder_fan() -> Saga<Fan> {
     Saga::builder("fan")
         .step(
             Step::new("pack", |f: &mut Fan, _: &StepInfo<'_>| pack(f))
-                .compensate(|f: &mut Fan, _: Option<&()>, _: &StepInfo<'_>| unpack(f)),
+                .undo(|f: &mut Fan, _: Option<&()>, _: &StepInfo<'_>| unpack(f)),
         )
         .parallel(
             saga_core::Parallel::new()
@@ -747,7 +747,7 @@ fn builder_fan() -> Saga<Fan> {
                     Step::shared_async("reserve_stock", |f: &Fan, i: &StepInfo<'_>| {
                         Box::pin(reserve_stock(f, i))
                     })
-                    .compensate_shared_async(|f: &Fan, u: Option<&u32>, _: &StepInfo<'_>| {
+                    .undo_shared_async(|f: &Fan, u: Option<&u32>, _: &StepInfo<'_>| {
                         Box::pin(release_stock(f, u))
                     })
                     .retry(RetryPolicy::attempts(3)),
@@ -756,7 +756,7 @@ fn builder_fan() -> Saga<Fan> {
                     Step::shared_async("book_courier", |f: &Fan, _: &StepInfo<'_>| {
                         Box::pin(book_courier(f))
                     })
-                    .compensate_shared(|f: &Fan, id: Option<&String>, _: &StepInfo<'_>| {
+                    .undo_shared(|f: &Fan, id: Option<&String>, _: &StepInfo<'_>| {
                         cancel_courier(f, id)
                     })
                     .metadata("team", "logistics"),

@@ -110,7 +110,7 @@
 //!         s.stock -= 1;
 //!         Ok::<_, StepError>(())
 //!     })
-//!     .compensate(|s: &mut Shop, _: Option<&()>, _: &StepInfo<'_>| {
+//!     .undo(|s: &mut Shop, _: Option<&()>, _: &StepInfo<'_>| {
 //!         s.stock += 1;
 //!         Ok::<_, StepError>(())
 //!     }))
@@ -185,6 +185,7 @@ pub use error::SagaError;
 pub use error::StepError;
 pub use error::StuckPhase;
 pub use error::Timeout;
+pub use executor::Using;
 pub use id::ExecutionId;
 pub use observer::RunInfo;
 pub use observer::SagaEvent;
@@ -201,14 +202,19 @@ pub use saga::RunOptions;
 pub use saga::Saga;
 pub use saga::SagaBuilder;
 pub use saga::StepShape;
+#[allow(deprecated)]
 pub use saga::default_compensation_retry;
-pub use step::AsyncTask;
 pub use step::BoxFuture;
 pub use step::Metadata;
+pub use step::Provides;
+pub use step::RetrySpec;
 pub use step::Step;
 pub use step::StepInfo;
 pub use step::StepKind;
 pub use step::Task;
+pub use step::TaskFn;
+pub use step::UndoFn;
+pub use step::default_undo_retry;
 pub use worker::Worker;
 pub use worker::WorkerHandle;
 pub use worker::WorkerStats;

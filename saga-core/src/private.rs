@@ -17,76 +17,9 @@ use serde::de::DeserializeOwned;
 
 pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
-pub use crate::saga::{Parallel, Saga, SagaBuilder, default_compensation_retry};
-pub use crate::step::{BoxFuture, Step, StepInfo};
+pub use crate::saga::{Parallel, Saga, SagaBuilder, default_undo_retry};
+pub use crate::step::{BoxFuture, RetrySpec, Step, StepInfo};
 use crate::step::{Output, erase_async, erase_shared_async};
-
-/// A retry policy as written in an attribute or in `saga!`: every field is
-/// optional, so the two can be merged field by field.
-#[derive(Clone, Copy)]
-pub struct RetrySpec {
-    /// Attempts in all.
-    pub attempts: Option<u32>,
-    /// Delay before the second attempt.
-    pub backoff: Option<Duration>,
-    /// Cap on the delay.
-    pub max_backoff: Option<Duration>,
-    /// Which errors are retried (default: those marked retryable).
-    pub retry_if: Option<fn(&StepError) -> bool>,
-}
-
-impl RetrySpec {
-    /// Nothing said.
-    pub const NONE: RetrySpec = RetrySpec {
-        attempts: None,
-        backoff: None,
-        max_backoff: None,
-        retry_if: None,
-    };
-
-    /// `self`, with the fields it leaves out taken from `fallback`.
-    pub fn or(self, fallback: RetrySpec) -> RetrySpec {
-        RetrySpec {
-            attempts: self.attempts.or(fallback.attempts),
-            backoff: self.backoff.or(fallback.backoff),
-            max_backoff: self.max_backoff.or(fallback.max_backoff),
-            retry_if: self.retry_if.or(fallback.retry_if),
-        }
-    }
-
-    /// Whether anything was said.
-    pub const fn is_set(&self) -> bool {
-        self.attempts.is_some()
-            || self.backoff.is_some()
-            || self.max_backoff.is_some()
-            || self.retry_if.is_some()
-    }
-
-    /// The policy, starting from [`RetryPolicy::default`].
-    pub fn policy(&self) -> RetryPolicy {
-        self.policy_from(RetryPolicy::default())
-    }
-
-    /// The policy, starting from `base`: a compensation's `undo_retry`
-    /// starts from [`default_compensation_retry`], so `undo_retry 5` keeps
-    /// retrying every error, with that backoff.
-    pub fn policy_from(&self, base: RetryPolicy) -> RetryPolicy {
-        let mut policy = base;
-        if let Some(n) = self.attempts {
-            policy = policy.with_max_attempts(n);
-        }
-        if let Some(d) = self.backoff {
-            policy = policy.with_backoff(d);
-        }
-        if let Some(d) = self.max_backoff {
-            policy = policy.with_max_backoff(d);
-        }
-        if let Some(predicate) = self.retry_if {
-            policy = policy.retry_if(predicate);
-        }
-        policy
-    }
-}
 
 /// A step's output as the engine keeps it: what the expansion boxes an
 /// async step's output as (see [`step_future`]).
@@ -159,7 +92,7 @@ where
         + Sync
         + 'static,
 {
-    step.compensate_converted_async(undo)
+    step.undo_converted_async(undo)
 }
 
 /// [`Step::compensate_shared_async`] for an async `#[saga_task]`
@@ -174,7 +107,7 @@ where
         + Sync
         + 'static,
 {
-    step.compensate_converted_shared_async(undo)
+    step.undo_converted_shared_async(undo)
 }
 
 /// Gives a `#[saga_task]` step its output codec when its output can be
@@ -235,7 +168,7 @@ impl<T> InMemory<T> for &Codec<T> {
     label = "not a `#[saga_task]` function taking `&mut {C}` or `&{C}`",
     note = "`saga!` takes functions annotated with `#[saga_task]` whose first parameter is the saga's context (its `context: ..`, by default `saga_core::Context`)",
     note = "a compensation (a function taking `Option<&T>`) is not a step: name it after its step, as `step create_order => undo cancel_order`",
-    note = "a `Task` or `AsyncTask` type is added with `SagaBuilder::task` or `SagaBuilder::async_task`"
+    note = "a type implementing `Task` by hand is added with `SagaBuilder::task`"
 )]
 pub trait StepOf<C>: 'static {
     /// The function's `Ok` type.
@@ -291,7 +224,7 @@ pub trait StepOf<C>: 'static {
         let mut step = step.retry(dsl.retry.or(Self::RETRY).policy());
         let undo_retry = dsl.undo_retry.or(Self::UNDO_RETRY);
         if undo_retry.is_set() {
-            step = step.compensation_retry(undo_retry.policy_from(default_compensation_retry()));
+            step = step.undo_retry(undo_retry.policy_from(default_undo_retry()));
         }
         if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
             step = step.timeout(timeout);

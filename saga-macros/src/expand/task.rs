@@ -92,9 +92,9 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
         };
         // Async ones through `__private`, which boxes their futures once.
         let attach = match (task.shared, task.is_async) {
-            (false, false) => quote!(step.compensate(#closure)),
+            (false, false) => quote!(step.undo(#closure)),
             (false, true) => quote!(#p::compensate_async(step, #closure)),
-            (true, false) => quote!(step.compensate_shared(#closure)),
+            (true, false) => quote!(step.undo_shared(#closure)),
             (true, true) => quote!(#p::compensate_shared_async(step, #closure)),
         };
         let shared = task.shared;
