@@ -59,8 +59,12 @@
 //!
 //! - [`saga!`] declares a saga from `#[saga_task]` functions, checked at
 //!   compile time; [`Saga::builder`] builds the same from [`Step`]s
-//!   (closures, sync or async) or [`Task`] / [`AsyncTask`] types, at run
-//!   time.
+//!   (closures, sync or async) or [`Task`] types, at run time.
+//! - What steps use but the log must not hold (clients, pools,
+//!   configuration) are the saga's dependencies, `Saga<C, D>`: a step
+//!   reaches them with [`StepInfo::dependencies`]; an in-memory run gets
+//!   them from [`Saga::using`], a durable one from
+//!   [`SagaEngine::with_dependencies`].
 //! - Each step returns `Result<T, E>`: its output `T` is handed to its
 //!   compensation, `E` is any error (or a [`StepError`] marked
 //!   [`retryable`](StepError::retryable) or

@@ -24,8 +24,8 @@ use crate::policy::{RetryOn, RetryPolicy};
 /// The action and the undo are plain function pointers: a sync task runs
 /// as a plain call, without a future; an async one returns a boxed
 /// future. The error type is [`StepError`]; convert yours with `?` or
-/// `.map_err(Into::into)` (mark it [`permanent`](StepError::permanent) or
-/// [`outcome_unknown`](StepError::outcome_unknown) as it applies).
+/// `.map_err(Into::into)` (and mark it
+/// [`outcome_unknown`](StepError::outcome_unknown) when it applies).
 ///
 /// ```
 /// use saga_core::{Saga, StepError, Task, TaskFn, UndoFn};
