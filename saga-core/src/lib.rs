@@ -146,7 +146,7 @@ pub mod __private;
 // `__private` out of `saga!`'s compile errors.
 pub use __private::checks;
 #[doc(hidden)]
-pub use __private::{StepOf, step_future};
+pub use __private::step_future;
 mod blocking;
 mod cancel;
 pub mod clock;

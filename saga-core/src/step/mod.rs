@@ -24,6 +24,8 @@ pub(crate) use def::{
     erase_shared_async, erase_shared_async_undo,
 };
 pub use provides::Provides;
+#[doc(hidden)]
+pub use task::{Dsl, undo_shared};
 pub use task::{RetrySpec, Task, TaskFn, UndoFn, default_undo_retry};
 
 /// A boxed, `Send` future: what async steps and compensations return.
@@ -574,6 +576,25 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     /// ```
     pub fn from_task<K: Task<C, D, Output = T>>(task: K) -> Self {
         let _ = task;
+        let mut step = K::__saga_codec(Self::task_named::<K>(K::NAME));
+        step.def.retry = K::RETRY.policy();
+        if K::UNDO_RETRY.is_set() {
+            step.def.undo_retry = Some(K::UNDO_RETRY.policy_from(default_undo_retry()));
+        }
+        step.def.timeout = K::TIMEOUT;
+        for (key, value) in K::METADATA {
+            step.def
+                .metadata
+                .insert((*key).to_owned(), (*value).to_owned());
+        }
+        step.def.cancel_safe = K::CANCEL_SAFE;
+        step.def.pivot = K::PIVOT;
+        step
+    }
+
+    /// A task's action and undo, named `name`, without its options:
+    /// `saga!` applies them itself, merged with its own (`__private`).
+    pub(crate) fn task_named<K: Task<C, D, Output = T> + ?Sized>(name: &'static str) -> Self {
         let action = match K::ACTION {
             TaskFn::Exclusive(f) => {
                 Action::Sync(Box::new(move |ctx: &mut C, info: &StepInfo<'_, D>| {
@@ -594,27 +615,21 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
                 Box::pin(async move { fut.await.map(|out| Box::new(out) as Output) })
             }),
         };
-        let mut step = Self::from_action(K::NAME.into(), action);
-        step = match K::UNDO {
+        let step = Self::from_action(name.into(), action);
+        match K::UNDO {
             None => step,
-            Some(UndoFn::Exclusive(g)) => step.undo(g),
-            Some(UndoFn::Shared(g)) => step.undo_shared(g),
-            Some(UndoFn::ExclusiveAsync(g)) => step.undo_converted_async(g),
-            Some(UndoFn::SharedAsync(g)) => step.undo_converted_shared_async(g),
-        };
-        step.def.retry = K::RETRY.policy();
-        if K::UNDO_RETRY.is_set() {
-            step.def.undo_retry = Some(K::UNDO_RETRY.policy_from(default_undo_retry()));
+            Some(undo) => step.with_undo(undo),
         }
-        step.def.timeout = K::TIMEOUT;
-        for (key, value) in K::METADATA {
-            step.def
-                .metadata
-                .insert((*key).to_owned(), (*value).to_owned());
+    }
+
+    /// Sets an undo given in one of the four shapes of a [`Task`].
+    pub(crate) fn with_undo(self, undo: UndoFn<C, D, T>) -> Self {
+        match undo {
+            UndoFn::Exclusive(g) => self.undo(g),
+            UndoFn::Shared(g) => self.undo_shared(g),
+            UndoFn::ExclusiveAsync(g) => self.undo_converted_async(g),
+            UndoFn::SharedAsync(g) => self.undo_converted_shared_async(g),
         }
-        step.def.cancel_safe = K::CANCEL_SAFE;
-        step.def.pivot = K::PIVOT;
-        step
     }
 }
 

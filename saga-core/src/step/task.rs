@@ -68,7 +68,7 @@ use crate::policy::{RetryOn, RetryPolicy};
 /// [`SagaBuilder::build`]: crate::SagaBuilder::build
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a step of a saga whose context is `{C}` and dependencies `{D}`",
-    label = "not a `Task<{C}, {D}>`",
+    label = "not a `#[saga_task]` function taking `&mut {C}` or `&{C}`, nor a type implementing `Task<{C}, {D}>`",
     note = "a step is a `#[saga_task]` function whose first parameter is the saga's context (its `context: ..`, by default `saga_core::Context`), or a type implementing `saga_core::Task` by hand",
     note = "a compensation (a function taking `Option<&T>`) is not a step: name it after its step, as `step create_order => undo cancel_order`"
 )]
@@ -112,6 +112,72 @@ pub trait Task<C, D = ()>: 'static {
     /// succeeded, `None` when its outcome is unknown (see
     /// [`Step::undo`](crate::Step::undo)).
     const UNDO: Option<UndoFn<C, D, Self::Output>> = None;
+
+    /// Not for hand-written impls: `#[saga_task]`'s impl overrides it to
+    /// make the step [`durable`](crate::Step::durable) when its output
+    /// implements serde's traits, a choice only a concrete type allows.
+    #[doc(hidden)]
+    fn __saga_codec(step: crate::Step<C, Self::Output, D>) -> crate::Step<C, Self::Output, D>
+    where
+        Self: Sized,
+    {
+        step
+    }
+
+    /// Not for hand-written impls: the step `saga!` adds, named and
+    /// configured by `saga!`'s options over the task's own (all but the
+    /// pivot, which `saga!` reads from [`PIVOT`](Self::PIVOT)).
+    #[doc(hidden)]
+    fn __saga_step(dsl: &Dsl) -> crate::Step<C, Self::Output, D>
+    where
+        Self: Sized,
+        C: 'static,
+        D: 'static,
+    {
+        let step = crate::Step::task_named::<Self>(dsl.name.unwrap_or(Self::NAME));
+        let mut step = Self::__saga_codec(step).retry(dsl.retry.or(Self::RETRY).policy());
+        let undo_retry = dsl.undo_retry.or(Self::UNDO_RETRY);
+        if undo_retry.is_set() {
+            step = step.undo_retry(undo_retry.policy_from(default_undo_retry()));
+        }
+        if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
+            step = step.timeout(timeout);
+        }
+        for (key, value) in Self::METADATA.iter().chain(dsl.metadata) {
+            step = step.metadata(*key, *value);
+        }
+        if Self::CANCEL_SAFE {
+            step = step.cancel_safe();
+        }
+        step
+    }
+}
+
+/// What `saga!` says about one step, beyond its task (`__private`).
+#[doc(hidden)]
+pub struct Dsl {
+    /// `name "..."`.
+    pub name: Option<&'static str>,
+    /// `retry`, `backoff`, `max_backoff`, `retry_if`.
+    pub retry: RetrySpec,
+    /// `undo_retry`.
+    pub undo_retry: RetrySpec,
+    /// `timeout`.
+    pub timeout: Option<Duration>,
+    /// `metadata(..)`.
+    pub metadata: &'static [(&'static str, &'static str)],
+    /// `pivot` rather than `step`.
+    pub pivot: bool,
+}
+
+/// Whether an undo, if any, takes the context shared: `true` without one
+/// (`saga!`'s check of a `parallel` branch's compensation).
+#[doc(hidden)]
+pub const fn undo_shared<C, D, T>(undo: &Option<UndoFn<C, D, T>>) -> bool {
+    match undo {
+        Some(undo) => undo.is_shared(),
+        None => true,
+    }
 }
 
 /// A sync action taking the context exclusively.
