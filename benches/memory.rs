@@ -117,7 +117,7 @@ fn saga() -> Saga<Ctx> {
                     })
                 },
             )
-            .compensate_async(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo_async(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
                 Box::pin(async move {
                     black_box(ctx);
                     Ok::<_, StepError>(())

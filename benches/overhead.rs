@@ -191,7 +191,7 @@ fn builder_sync(path: Path) -> Saga<Ctx> {
                 }
                 Ok(())
             })
-            .compensate(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
                 black_box(ctx);
                 Ok::<_, StepError>(())
             }),
@@ -217,7 +217,7 @@ fn builder_async(path: Path) -> Saga<Ctx> {
                     Ok(())
                 })
             })
-            .compensate_async(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo_async(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
                 Box::pin(async move {
                     black_box(ctx);
                     Ok::<_, StepError>(())

@@ -118,7 +118,7 @@ fn definition() -> Saga<Ctx> {
                 black_box(ctx);
                 Ok::<_, StepError>(())
             })
-            .compensate(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
                 black_box(ctx);
                 Ok::<_, StepError>(())
             }),
@@ -137,7 +137,7 @@ fn async_definition() -> Saga<Ctx> {
                     Ok::<_, StepError>(())
                 })
             })
-            .compensate(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|ctx: &mut Ctx, _: Option<&()>, _: &StepInfo<'_>| {
                 black_box(ctx);
                 Ok::<_, StepError>(())
             }),

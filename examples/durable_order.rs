@@ -50,7 +50,7 @@ pub fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
                     Ok::<_, StepError>(())
                 })
             })
-            .compensate_async(|o: &mut Order, _: Option<&()>, info: &StepInfo<'_>| {
+            .undo_async(|o: &mut Order, _: Option<&()>, info: &StepInfo<'_>| {
                 Box::pin(async move {
                     remote_call("releasing the reserved items", info).await;
                     o.reserved = false;
@@ -70,7 +70,7 @@ pub fn order_saga() -> Result<Saga<Order>, saga_core::BuildError> {
                 })
             })
             .durable()
-            .compensate_async(
+            .undo_async(
                 |o: &mut Order, charge: Option<&String>, info: &StepInfo<'_>| {
                     let charge = charge.cloned();
                     Box::pin(async move {

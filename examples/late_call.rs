@@ -112,14 +112,12 @@ pub fn charge_saga(
                 })
             })
             .timeout(Duration::from_millis(50))
-            .compensate_async(
-                move |_: &mut (), _: Option<&()>, info: &StepInfo<'_>| {
-                    // `None`: the charge's outcome is unknown (it timed out).
-                    // Refund it if it arrived; void its key if not.
-                    on_refund.refund(&info.idempotency_key().to_string());
-                    Box::pin(async { Ok::<_, StepError>(()) })
-                },
-            ),
+            .undo_async(move |_: &mut (), _: Option<&()>, info: &StepInfo<'_>| {
+                // `None`: the charge's outcome is unknown (it timed out).
+                // Refund it if it arrived; void its key if not.
+                on_refund.refund(&info.idempotency_key().to_string());
+                Box::pin(async { Ok::<_, StepError>(()) })
+            }),
         )
         .build()
 }

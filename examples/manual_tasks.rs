@@ -1,16 +1,15 @@
 //! The order saga of `examples/order_saga.rs`, written by hand with the
-//! `Task` trait: one type per step carrying its name, action and
-//! compensation. This is what `#[saga_task]` and `saga!` save you from
-//! writing: the attribute generates a type of the function's name holding
-//! the step's settings (see `docs/MACROS.md` for the exact expansion), and
-//! `saga!` adds each to a `Saga::builder`, after checking at compile time
-//! what `build` would otherwise check at run time.
+//! `Task` trait: one type per step carrying its name, options, action and
+//! undo as associated items. `#[saga_task]` writes the same impl for a
+//! function (see `docs/MACROS.md` for the exact expansion); here
+//! `SagaBuilder::task` adds each, and `build` checks at run time what
+//! `saga!` checks at compile time.
 //!
 //! `cargo run --example manual_tasks` prints the same as `order_saga`.
 
 use std::time::Duration;
 
-use saga_core::{RetryPolicy, Saga, Step, StepError, StepInfo, Task};
+use saga_core::{RetrySpec, Saga, StepError, Task, TaskFn, UndoFn};
 
 #[derive(Debug, Default)]
 struct Order {
@@ -23,47 +22,31 @@ struct Order {
     shipped: bool,
 }
 
+/// A step is a type; its action and undo are function pointers (here
+/// closures that capture nothing), its options consts.
 struct CreateOrder;
 
 impl Task<Order> for CreateOrder {
     type Output = u64;
-
-    fn name(&self) -> &str {
-        "create_order"
-    }
-
-    fn execute(&self, order: &mut Order, _: &StepInfo<'_>) -> Result<u64, StepError> {
+    const NAME: &'static str = "create_order";
+    const ACTION: TaskFn<Order, (), u64> = TaskFn::Exclusive(|order, _info| {
         order.id = Some(1001);
         println!("  created order 1001");
         Ok(1001)
-    }
-
-    fn has_compensation(&self) -> bool {
-        true
-    }
-
-    fn compensate(
-        &self,
-        order: &mut Order,
-        id: Option<&u64>,
-        _: &StepInfo<'_>,
-    ) -> Result<(), StepError> {
+    });
+    const UNDO: Option<UndoFn<Order, (), u64>> = Some(UndoFn::Exclusive(|order, id, _info| {
         println!("  cancelled order {id:?}");
         order.id = None;
         Ok(())
-    }
+    }));
 }
 
 struct ReserveStock;
 
 impl Task<Order> for ReserveStock {
     type Output = u32;
-
-    fn name(&self) -> &str {
-        "reserve_stock"
-    }
-
-    fn execute(&self, order: &mut Order, _: &StepInfo<'_>) -> Result<u32, StepError> {
+    const NAME: &'static str = "reserve_stock";
+    const ACTION: TaskFn<Order, (), u32> = TaskFn::Exclusive(|order, _| {
         let qty = 2;
         if order.reserved == 0 {
             order.stock = order.stock.checked_sub(qty).ok_or("out of stock")?;
@@ -71,41 +54,26 @@ impl Task<Order> for ReserveStock {
         }
         println!("  reserved {qty} items ({} left)", order.stock);
         Ok(qty)
-    }
-
-    fn has_compensation(&self) -> bool {
-        true
-    }
-
-    fn compensate(
-        &self,
-        order: &mut Order,
-        _qty: Option<&u32>,
-        _: &StepInfo<'_>,
-    ) -> Result<(), StepError> {
-        // The reservation record says what to release, even for an unknown
-        // outcome, and only once.
+    });
+    // The reservation record says what to release, even for an unknown
+    // outcome, and only once.
+    const UNDO: Option<UndoFn<Order, (), u32>> = Some(UndoFn::Exclusive(|order, _qty, _| {
         let qty = std::mem::take(&mut order.reserved);
         order.stock += qty;
         println!("  released {qty} items ({} left)", order.stock);
         Ok(())
-    }
+    }));
 }
 
+/// Named functions work as well as closures.
 struct ChargePayment;
 
-impl Task<Order> for ChargePayment {
-    type Output = u64;
-
-    fn name(&self) -> &str {
-        "charge_payment"
-    }
-
-    fn execute(&self, order: &mut Order, info: &StepInfo<'_>) -> Result<u64, StepError> {
+impl ChargePayment {
+    fn charge(order: &mut Order, info: &saga_core::StepInfo<'_>) -> Result<u64, StepError> {
         if order.gateway_busy > 0 {
             order.gateway_busy -= 1;
             println!("  charge attempt {}: gateway busy", info.attempt());
-            return Err(StepError::new("payment gateway busy").retryable());
+            return Err(StepError::new("payment gateway busy"));
         }
         if order.declined {
             println!("  charge attempt {}: card declined", info.attempt());
@@ -116,15 +84,10 @@ impl Task<Order> for ChargePayment {
         Ok(4_999)
     }
 
-    fn has_compensation(&self) -> bool {
-        true
-    }
-
-    fn compensate(
-        &self,
+    fn refund(
         order: &mut Order,
         cents: Option<&u64>,
-        _: &StepInfo<'_>,
+        _: &saga_core::StepInfo<'_>,
     ) -> Result<(), StepError> {
         println!("  refunded {cents:?} cents");
         order.charged_cents = 0;
@@ -132,20 +95,32 @@ impl Task<Order> for ChargePayment {
     }
 }
 
+impl Task<Order> for ChargePayment {
+    type Output = u64;
+    const NAME: &'static str = "charge_payment";
+    // Three attempts, 50 ms apart, for a busy gateway only: a declined
+    // card is final.
+    const RETRY: RetrySpec = RetrySpec {
+        attempts: Some(3),
+        backoff: Some(Duration::from_millis(50)),
+        max_backoff: None,
+        retry_if: Some(|e| e.to_string().contains("busy")),
+    };
+    const ACTION: TaskFn<Order, (), u64> = TaskFn::Exclusive(Self::charge);
+    const UNDO: Option<UndoFn<Order, (), u64>> = Some(UndoFn::Exclusive(Self::refund));
+}
+
 struct ShipOrder;
 
 impl Task<Order> for ShipOrder {
     type Output = ();
-
-    fn name(&self) -> &str {
-        "ship_order"
-    }
-
-    fn execute(&self, order: &mut Order, _: &StepInfo<'_>) -> Result<(), StepError> {
+    const NAME: &'static str = "ship_order";
+    const PIVOT: bool = true;
+    const ACTION: TaskFn<Order, (), ()> = TaskFn::Exclusive(|order, _| {
         order.shipped = true;
         println!("  shipped");
         Ok(())
-    }
+    });
 }
 
 fn main() {
@@ -154,11 +129,8 @@ fn main() {
     let saga = match Saga::builder("order")
         .task(CreateOrder)
         .task(ReserveStock)
-        .step(
-            Step::from_task(ChargePayment)
-                .retry(RetryPolicy::attempts(3).with_backoff(Duration::from_millis(50))),
-        )
-        .pivot(Step::from_task(ShipOrder))
+        .task(ChargePayment)
+        .task(ShipOrder)
         .build()
     {
         Ok(saga) => saga,

@@ -42,7 +42,7 @@ fn saga() -> Result<Saga<Order>, saga_core::BuildError> {
                 o.reserved = true;
                 Box::pin(call("reserve", info.idempotency_key()))
             })
-            .compensate_async(|o: &mut Order, _: Option<&()>, info: &StepInfo<'_>| {
+            .undo_async(|o: &mut Order, _: Option<&()>, info: &StepInfo<'_>| {
                 o.reserved = false;
                 Box::pin(call("release", info.idempotency_key()))
             }),

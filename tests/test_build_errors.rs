@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use saga_core::{
-    BoxFuture, BuildError, RetryPolicy, Saga, SagaBuilder, Step, StepError, StepInfo, Task,
+    BoxFuture, BuildError, Parallel, RetryPolicy, Saga, SagaBuilder, Step, StepError, StepInfo,
+    Task, TaskFn, UndoFn,
 };
 
 fn ok(name: &'static str) -> Step<(), ()> {
@@ -12,7 +13,7 @@ fn ok(name: &'static str) -> Step<(), ()> {
 }
 
 fn undoable(name: &'static str) -> Step<(), ()> {
-    ok(name).compensate(|_: &mut (), _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(()))
+    ok(name).undo(|_: &mut (), _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(()))
 }
 
 fn async_ok(name: &'static str) -> Step<(), ()> {
@@ -129,15 +130,9 @@ fn compensation_after_the_pivot_from_a_task() {
     struct Refund;
     impl Task<()> for Refund {
         type Output = ();
-        fn name(&self) -> &str {
-            "refund"
-        }
-        fn execute(&self, _: &mut (), _: &StepInfo<'_>) -> Result<(), StepError> {
-            Ok(())
-        }
-        fn has_compensation(&self) -> bool {
-            true
-        }
+        const NAME: &'static str = "refund";
+        const ACTION: TaskFn<(), (), ()> = TaskFn::Exclusive(|_, _| Ok(()));
+        const UNDO: Option<UndoFn<(), (), ()>> = Some(UndoFn::Exclusive(|_, _, _| Ok(())));
     }
     let err = build(Saga::builder("s").pivot(ok("pay")).task(Refund));
     assert!(matches!(err, BuildError::CompensationAfterPivot { ref step, .. } if step == "refund"));
@@ -209,8 +204,7 @@ fn zero_attempts_on_a_step() {
 
 #[test]
 fn zero_attempts_on_a_steps_compensation() {
-    let err =
-        build(Saga::builder("s").step(undoable("a").compensation_retry(RetryPolicy::attempts(0))));
+    let err = build(Saga::builder("s").step(undoable("a").undo_retry(RetryPolicy::attempts(0))));
     assert!(matches!(err, BuildError::ZeroAttempts { ref step, .. } if step == "a"));
 }
 
@@ -219,7 +213,7 @@ fn zero_attempts_on_the_sagas_compensation_policy() {
     let err = build(
         Saga::builder("s")
             .step(undoable("a"))
-            .compensation_retry(RetryPolicy::attempts(0)),
+            .undo_retry(RetryPolicy::attempts(0)),
     );
     assert_eq!(
         err.to_string(),
@@ -242,4 +236,97 @@ fn valid_definitions_build() {
     // A build error is its own type, with no run and no report.
     fn is_std_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
     is_std_error(&BuildError::NoSteps { saga: "x".into() });
+}
+
+/// Tasks written by hand, each breaking one rule that `build` checks.
+mod tasks {
+    use super::*;
+
+    pub struct Charge;
+    impl Task<()> for Charge {
+        type Output = ();
+        const NAME: &'static str = "charge";
+        const ACTION: TaskFn<(), (), ()> = TaskFn::Exclusive(|_, _| Ok(()));
+    }
+
+    /// Another type with the same name.
+    pub struct ChargeAgain;
+    impl Task<()> for ChargeAgain {
+        type Output = ();
+        const NAME: &'static str = "charge";
+        const ACTION: TaskFn<(), (), ()> = TaskFn::Exclusive(|_, _| Ok(()));
+    }
+
+    /// The pivot, with an undo.
+    pub struct UndoablePivot;
+    impl Task<()> for UndoablePivot {
+        type Output = ();
+        const NAME: &'static str = "ship";
+        const PIVOT: bool = true;
+        const ACTION: TaskFn<(), (), ()> = TaskFn::Exclusive(|_, _| Ok(()));
+        const UNDO: Option<UndoFn<(), (), ()>> = Some(UndoFn::Exclusive(|_, _, _| Ok(())));
+    }
+
+    /// A sync action with a timeout.
+    pub struct SyncTimeout;
+    impl Task<()> for SyncTimeout {
+        type Output = ();
+        const NAME: &'static str = "wait";
+        const TIMEOUT: Option<Duration> = Some(Duration::from_secs(1));
+        const ACTION: TaskFn<(), (), ()> = TaskFn::Exclusive(|_, _| Ok(()));
+    }
+
+    /// Takes the context as `&mut C`.
+    pub struct Exclusive;
+    impl Task<()> for Exclusive {
+        type Output = ();
+        const NAME: &'static str = "book";
+        const ACTION: TaskFn<(), (), ()> =
+            TaskFn::ExclusiveAsync(|_, _| Box::pin(async { Ok(()) }));
+    }
+
+    /// Takes the context shared, and its undo exclusively.
+    pub struct ExclusiveUndo;
+    impl Task<()> for ExclusiveUndo {
+        type Output = ();
+        const NAME: &'static str = "hotel";
+        const ACTION: TaskFn<(), (), ()> = TaskFn::Shared(|_, _| Ok(()));
+        const UNDO: Option<UndoFn<(), (), ()>> = Some(UndoFn::Exclusive(|_, _, _| Ok(())));
+    }
+}
+
+#[test]
+fn a_task_is_checked_as_any_step() {
+    use tasks::*;
+    let err = build(Saga::builder("s").task(Charge).task(ChargeAgain));
+    assert_eq!(
+        err,
+        BuildError::DuplicateStep {
+            saga: "s".into(),
+            step: "charge".into()
+        }
+    );
+    let err = build(Saga::builder("s").task(UndoablePivot));
+    assert!(
+        matches!(err, BuildError::CompensationAfterPivot { ref step, ref pivot, .. } if step == "ship" && pivot == "ship"),
+        "{err}"
+    );
+    let err = build(Saga::builder("s").task(SyncTimeout));
+    assert!(
+        matches!(err, BuildError::TimeoutOnSyncStep { ref step, .. } if step == "wait"),
+        "{err}"
+    );
+    for (group, step) in [
+        (Parallel::new().task(Exclusive), "book"),
+        (Parallel::new().task(ExclusiveUndo), "hotel"),
+    ] {
+        let err = build(Saga::builder("s").parallel(group));
+        assert_eq!(
+            err,
+            BuildError::ExclusiveContextInGroup {
+                saga: "s".into(),
+                step: step.into()
+            }
+        );
+    }
 }

@@ -27,7 +27,7 @@ fn step(name: &'static str) -> Step<Ctl, String> {
         c.effects.push(format!("do {name}"));
         Ok::<_, StepError>(format!("{name}-out"))
     })
-    .compensate(move |c: &mut Ctl, out: Option<&String>, _: &StepInfo<'_>| {
+    .undo(move |c: &mut Ctl, out: Option<&String>, _: &StepInfo<'_>| {
         c.effects.push(undo_effect(name, out));
         Ok::<_, StepError>(())
     })
@@ -69,7 +69,7 @@ fn cancel_between_steps_compensates_what_took_effect() {
     let saga = Saga::builder("c")
         .step(step("a"))
         .step(
-            cancels("b").compensate(|c: &mut Ctl, out: Option<&String>, _: &StepInfo<'_>| {
+            cancels("b").undo(|c: &mut Ctl, out: Option<&String>, _: &StepInfo<'_>| {
                 c.effects.push(undo_effect("b", out));
                 Ok::<_, StepError>(())
             }),
@@ -127,7 +127,7 @@ async fn an_in_flight_step_not_marked_cancel_safe_is_let_finish() {
                     Ok::<_, StepError>("b-out".to_owned())
                 })
             })
-            .compensate(|c: &mut Ctl, out: Option<&String>, _: &StepInfo<'_>| {
+            .undo(|c: &mut Ctl, out: Option<&String>, _: &StepInfo<'_>| {
                 c.effects.push(undo_effect("b", out));
                 Ok::<_, StepError>(())
             }),
@@ -170,12 +170,10 @@ async fn an_in_flight_cancel_safe_step_is_dropped_and_compensated_as_unknown() {
                     })
                 })
                 .cancel_safe()
-                .compensate(
-                    |c: &mut Ctl, out: Option<&String>, _: &StepInfo<'_>| {
-                        c.effects.push(undo_effect("b", out));
-                        Ok::<_, StepError>(())
-                    },
-                ),
+                .undo(|c: &mut Ctl, out: Option<&String>, _: &StepInfo<'_>| {
+                    c.effects.push(undo_effect("b", out));
+                    Ok::<_, StepError>(())
+                }),
             )
             .step(step("c"))
             .build()
@@ -369,13 +367,13 @@ fn cancel_whose_rollback_fails_ends_stuck() {
     let saga = Saga::builder("c")
         .step(step("a"))
         .step(
-            cancels("b").compensate(|c: &mut Ctl, _: Option<&String>, _: &StepInfo<'_>| {
+            cancels("b").undo(|c: &mut Ctl, _: Option<&String>, _: &StepInfo<'_>| {
                 c.effects.push("undo b failed".to_owned());
                 Err::<(), _>(PaymentError::Unavailable)
             }),
         )
         .step(step("c"))
-        .compensation_retry(RetryPolicy::none())
+        .undo_retry(RetryPolicy::none())
         .build()
         .unwrap();
     let mut ctl = Ctl::default();

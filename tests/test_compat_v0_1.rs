@@ -85,7 +85,7 @@ where
     T: std::fmt::Debug + Send + Sync + 'static,
 {
     let calls = Arc::clone(calls);
-    step.compensate(
+    step.undo(
         move |order: &mut Order, out: Option<&T>, info: &StepInfo<'_>| {
             let what = format!("undo {name}");
             record(&calls, what.clone(), info, out.map(|o| format!("{o:?}")));

@@ -6,7 +6,7 @@ mod support;
 
 use saga_core::{
     ExecutionStatus, Failure, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo, StuckPhase,
-    default_compensation_retry,
+    default_undo_retry,
 };
 use support::steps::*;
 
@@ -17,7 +17,7 @@ fn undo_fails(name: &'static str, failures: u32) -> Step<Rec, String> {
         r.push(format!("do {name}"));
         Ok::<_, StepError>(format!("{name}-out"))
     })
-    .compensate(
+    .undo(
         move |r: &mut Rec, out: Option<&String>, info: &StepInfo<'_>| {
             if info.attempt() <= failures {
                 r.push(format!("undo {name} failed#{}", info.attempt()));
@@ -40,7 +40,7 @@ fn failing_compensation_is_retried_then_halts_the_rollback_stuck() {
         .step(compensable("b"))
         .step(undo_fails("c", u32::MAX))
         .step(failing("d", declined))
-        .compensation_retry(exact_any(3))
+        .undo_retry(exact_any(3))
         .build()
         .unwrap();
     let (clock, options) = virtual_time();
@@ -122,7 +122,7 @@ fn continue_on_compensation_failure_runs_the_remaining_compensations() {
         .step(compensable("b"))
         .step(undo_fails("c", u32::MAX))
         .step(failing("d", declined))
-        .compensation_retry(exact_any(2))
+        .undo_retry(exact_any(2))
         .continue_on_compensation_failure(true)
         .build()
         .unwrap();
@@ -176,7 +176,7 @@ fn with_continue_every_failed_compensation_is_listed_in_order() {
         .step(compensable("b"))
         .step(undo_fails("c", u32::MAX))
         .step(failing("d", declined))
-        .compensation_retry(RetryPolicy::none())
+        .undo_retry(RetryPolicy::none())
         .continue_on_compensation_failure(true)
         .build()
         .unwrap();
@@ -222,7 +222,7 @@ fn compensation_that_succeeds_on_retry_completes_the_rollback() {
         .step(compensable("a"))
         .step(undo_fails("b", 2))
         .step(failing("c", declined))
-        .compensation_retry(exact_any(3))
+        .undo_retry(exact_any(3))
         .build()
         .unwrap();
     let (clock, options) = virtual_time();
@@ -256,10 +256,10 @@ fn compensation_that_succeeds_on_retry_completes_the_rollback() {
 #[test]
 fn a_step_compensation_policy_overrides_the_sagas() {
     let saga = Saga::builder("refund")
-        .step(undo_fails("a", 3).compensation_retry(exact_any(4)))
+        .step(undo_fails("a", 3).undo_retry(exact_any(4)))
         .step(undo_fails("b", 1))
         .step(failing("c", declined))
-        .compensation_retry(RetryPolicy::none())
+        .undo_retry(RetryPolicy::none())
         .build()
         .unwrap();
     let (_, options) = virtual_time();
@@ -272,9 +272,9 @@ fn a_step_compensation_policy_overrides_the_sagas() {
     assert!(err.is_stuck());
 
     let saga = Saga::builder("refund")
-        .step(undo_fails("a", 3).compensation_retry(exact_any(4)))
+        .step(undo_fails("a", 3).undo_retry(exact_any(4)))
         .step(failing("c", declined))
-        .compensation_retry(RetryPolicy::none())
+        .undo_retry(RetryPolicy::none())
         .build()
         .unwrap();
     let (clock, options) = virtual_time();
@@ -287,7 +287,7 @@ fn a_step_compensation_policy_overrides_the_sagas() {
 
 #[test]
 fn compensations_are_retried_by_default() {
-    let policy = default_compensation_retry();
+    let policy = default_undo_retry();
     assert_eq!(policy.max_attempts(), 3);
     // Every error, not only marked ones.
     assert!(policy.retries(&declined()));
@@ -319,12 +319,12 @@ fn unknown_outcome_step_whose_compensation_fails_is_stuck_in_rollback() {
                 r.push("try b#1");
                 Err::<(), _>(declined().outcome_unknown())
             })
-            .compensate(|r: &mut Rec, out: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|r: &mut Rec, out: Option<&()>, _: &StepInfo<'_>| {
                 r.push(format!("undo b saw {out:?}"));
                 Err::<(), _>("cannot tell whether b happened")
             }),
         )
-        .compensation_retry(RetryPolicy::none())
+        .undo_retry(RetryPolicy::none())
         .build()
         .unwrap();
     let mut rec = Rec::default();
@@ -355,14 +355,14 @@ fn a_failing_compensation_reaches_the_caller() {
     let build = |continue_on_failure: bool| {
         Saga::builder("undo-fails")
             .step(compensable("a"))
-            .step(compensable("b").compensate(
-                |r: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| {
+            .step(
+                compensable("b").undo(|r: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| {
                     r.push("undo b failed");
                     Err::<(), _>(Handmade { code: 503 })
-                },
-            ))
+                }),
+            )
             .step(failing("c", declined))
-            .compensation_retry(RetryPolicy::none())
+            .undo_retry(RetryPolicy::none())
             .continue_on_compensation_failure(continue_on_failure)
             .build()
             .unwrap()

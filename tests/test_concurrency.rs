@@ -31,7 +31,7 @@ fn step(name: &'static str) -> Step<Order, String> {
             Ok::<_, StepError>(format!("{name}-{}", o.n))
         })
     })
-    .compensate_async(
+    .undo_async(
         move |o: &mut Order, out: Option<&String>, info: &StepInfo<'_>| {
             let id = info.execution_id().to_string();
             Box::pin(async move {
@@ -83,7 +83,7 @@ async fn one_definition_runs_from_100_tasks_without_cross_talk() {
                 })
             },
         ))
-        .compensation_retry(RetryPolicy::none())
+        .undo_retry(RetryPolicy::none())
         .build()
         .unwrap();
 
@@ -216,7 +216,7 @@ fn one_definition_runs_many_times_each_on_its_own_state() {
                 r.effects.push(format!("do a{}", r.n));
                 Ok::<_, StepError>(r.n)
             })
-            .compensate(|r: &mut Run, n: Option<&u32>, _: &StepInfo<'_>| {
+            .undo(|r: &mut Run, n: Option<&u32>, _: &StepInfo<'_>| {
                 r.effects.push(format!("undo a{}", n.unwrap()));
                 Ok::<_, StepError>(())
             }),

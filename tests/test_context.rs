@@ -89,7 +89,7 @@ fn order_saga() -> Saga {
                 ctx.insert("log", vec!["order created".to_owned()]);
                 Ok::<_, StepError>(())
             })
-            .compensate(|ctx: &mut Context, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|ctx: &mut Context, _: Option<&()>, _: &StepInfo<'_>| {
                 ctx.remove::<u64>("order_id")?;
                 ctx.get_mut::<Vec<String>>("log")?
                     .push("order cancelled".into());
@@ -176,7 +176,7 @@ fn step_info_names_the_saga_execution_step_attempt_and_key() {
                 s.0.push(describe("action", info));
                 Ok::<_, StepError>(())
             })
-            .compensate(move |s: &mut Seen, _: Option<&()>, info: &StepInfo<'_>| {
+            .undo(move |s: &mut Seen, _: Option<&()>, info: &StepInfo<'_>| {
                 s.0.push(describe("undo", info));
                 Ok::<_, StepError>(())
             }),
@@ -222,7 +222,7 @@ fn any_user_type_is_a_context() {
                 a.balance -= 30;
                 Ok::<_, StepError>(30_i64)
             })
-            .compensate(|a: &mut Account, amount: Option<&i64>, _: &StepInfo<'_>| {
+            .undo(|a: &mut Account, amount: Option<&i64>, _: &StepInfo<'_>| {
                 a.balance += amount.copied().unwrap_or(0);
                 Ok::<_, StepError>(())
             }),

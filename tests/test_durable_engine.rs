@@ -368,7 +368,7 @@ fn a_context_that_no_longer_decodes_is_refused_and_left_untouched() {
                         Ok::<_, StepError>(0_u32)
                     })
                     .durable()
-                    .compensate(|_: &mut OrderV2, _: Option<&u32>, _: &StepInfo<'_>| {
+                    .undo(|_: &mut OrderV2, _: Option<&u32>, _: &StepInfo<'_>| {
                         Ok::<_, StepError>(())
                     }),
                 );
@@ -463,13 +463,13 @@ async fn a_stuck_run_can_be_resumed_or_abandoned_and_finished_runs_are_purged() 
         let build = move || {
             let flag = Arc::clone(&flag);
             Saga::<Order>::builder("fragile")
-                .compensation_retry(saga_core::RetryPolicy::attempts(1))
+                .undo_retry(saga_core::RetryPolicy::attempts(1))
                 .step(
                     Step::new("a", |o: &mut Order, _: &StepInfo<'_>| {
                         o.done.push("a".into());
                         Ok::<_, StepError>(())
                     })
-                    .compensate(
+                    .undo(
                         move |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
                             if flag.load(std::sync::atomic::Ordering::SeqCst) {
                                 return Err(StepError::new("undo service down"));
@@ -544,12 +544,10 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
                     })
                 })
                 .cancel_safe()
-                .compensate(
-                    move |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
-                        o.done.push(format!("undo s{i}"));
-                        Ok::<_, StepError>(())
-                    },
-                ),
+                .undo(move |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                    o.done.push(format!("undo s{i}"));
+                    Ok::<_, StepError>(())
+                }),
             );
         }
         let engine = SagaEngine::with_store(Arc::clone(&store));
@@ -676,7 +674,7 @@ fn gated(gate: &Arc<tokio::sync::Semaphore>, entered: &Arc<tokio::sync::Notify>)
                 o.done.push("a".into());
                 Ok::<_, StepError>(())
             })
-            .compensate(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
                 o.done.push("undo a".into());
                 Ok::<_, StepError>(())
             }),
@@ -810,7 +808,7 @@ fn slow_then_failing() -> Saga<Order> {
                 std::thread::sleep(Duration::from_millis(40));
                 Ok::<_, StepError>(())
             })
-            .compensate(|_: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|_: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
                 std::thread::sleep(Duration::from_millis(40));
                 Ok::<_, StepError>(())
             }),

@@ -93,14 +93,14 @@ fn a_compensation_reports_the_error_a_retry_recovered_from() {
     let saga = Saga::builder("recovered-undo")
         .step(
             compensable("a")
-                .compensate(|_: &mut Rec, _: Option<&String>, info: &StepInfo<'_>| {
+                .undo(|_: &mut Rec, _: Option<&String>, info: &StepInfo<'_>| {
                     if info.attempt() == 1 {
                         Err(StepError::new("the refund service timed out").retryable())
                     } else {
                         Ok(())
                     }
                 })
-                .compensation_retry(exact(2)),
+                .undo_retry(exact(2)),
         )
         .step(Step::new("b", |_: &mut Rec, _: &StepInfo<'_>| {
             Err::<(), _>(StepError::new("declined"))

@@ -102,12 +102,12 @@ fn builder_shop() -> Saga<Shop> {
             Step::new("create_order", |s: &mut Shop, _: &StepInfo<'_>| {
                 create_order(s)
             })
-            .compensate(|s: &mut Shop, o: Option<&u64>, _: &StepInfo<'_>| cancel_order(s, o))
+            .undo(|s: &mut Shop, o: Option<&u64>, _: &StepInfo<'_>| cancel_order(s, o))
             .metadata("team", "orders"),
         )
         .step(
             Step::new("charge", |s: &mut Shop, i: &StepInfo<'_>| charge(s, i))
-                .compensate(|s: &mut Shop, p: Option<&String>, _: &StepInfo<'_>| refund(s, p))
+                .undo(|s: &mut Shop, p: Option<&String>, _: &StepInfo<'_>| refund(s, p))
                 .retry(RetryPolicy::attempts(3).with_backoff(Duration::from_millis(1)))
                 .metadata("team", "payments"),
         )
@@ -331,13 +331,13 @@ fn builder_trip() -> Saga<Trip> {
         }))
         .step(
             Step::new_async("book_flight", |t, i| Box::pin(book_flight(t, i)))
-                .compensate_async(|t, f, _| Box::pin(cancel_flight(t, f)))
+                .undo_async(|t, f, _| Box::pin(cancel_flight(t, f)))
                 .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_millis(1)))
                 .timeout(Duration::from_millis(20)),
         )
         .step(
             Step::new_async("book_hotel", |t, _| Box::pin(book_hotel(t)))
-                .compensate(|t: &mut Trip, r: Option<&u32>, _: &StepInfo<'_>| cancel_hotel(t, r)),
+                .undo(|t: &mut Trip, r: Option<&u32>, _: &StepInfo<'_>| cancel_hotel(t, r)),
         )
         .build()
         .unwrap()
@@ -603,9 +603,9 @@ fn builder_wallet(undo_attempts: u32) -> Saga<Wallet> {
     Saga::builder("wallet")
         .step(
             Step::new("pay", |w: &mut Wallet, _: &StepInfo<'_>| pay(w))
-                .compensate(|w: &mut Wallet, a: Option<&u32>, _: &StepInfo<'_>| unpay(w, a))
-                .compensation_retry(
-                    saga_core::default_compensation_retry()
+                .undo(|w: &mut Wallet, a: Option<&u32>, _: &StepInfo<'_>| unpay(w, a))
+                .undo_retry(
+                    saga_core::default_undo_retry()
                         .with_max_attempts(undo_attempts)
                         .with_backoff(Duration::from_millis(1))
                         .with_max_backoff(Duration::from_millis(2)),
@@ -739,7 +739,7 @@ fn builder_fan() -> Saga<Fan> {
     Saga::builder("fan")
         .step(
             Step::new("pack", |f: &mut Fan, _: &StepInfo<'_>| pack(f))
-                .compensate(|f: &mut Fan, _: Option<&()>, _: &StepInfo<'_>| unpack(f)),
+                .undo(|f: &mut Fan, _: Option<&()>, _: &StepInfo<'_>| unpack(f)),
         )
         .parallel(
             saga_core::Parallel::new()
@@ -747,7 +747,7 @@ fn builder_fan() -> Saga<Fan> {
                     Step::shared_async("reserve_stock", |f: &Fan, i: &StepInfo<'_>| {
                         Box::pin(reserve_stock(f, i))
                     })
-                    .compensate_shared_async(|f: &Fan, u: Option<&u32>, _: &StepInfo<'_>| {
+                    .undo_shared_async(|f: &Fan, u: Option<&u32>, _: &StepInfo<'_>| {
                         Box::pin(release_stock(f, u))
                     })
                     .retry(RetryPolicy::attempts(3)),
@@ -756,7 +756,7 @@ fn builder_fan() -> Saga<Fan> {
                     Step::shared_async("book_courier", |f: &Fan, _: &StepInfo<'_>| {
                         Box::pin(book_courier(f))
                     })
-                    .compensate_shared(|f: &Fan, id: Option<&String>, _: &StepInfo<'_>| {
+                    .undo_shared(|f: &Fan, id: Option<&String>, _: &StepInfo<'_>| {
                         cancel_courier(f, id)
                     })
                     .metadata("team", "logistics"),
@@ -928,4 +928,125 @@ async fn async_errors_of_other_types_become_step_errors() {
     let opened = &error.report().steps[0];
     assert_eq!(opened.status, StepStatus::CompensationFailed);
     assert_eq!(opened.last_error.as_deref(), Some("the door is jammed"));
+}
+
+/// `saga!` takes a `Task` written by hand next to `#[saga_task]`
+/// functions: its consts say its name, pivot and undo, `saga!`'s options
+/// merge with its own, and a `=> undo` from `saga!` attaches to it.
+mod hand_written_tasks {
+    use saga_core::{RetrySpec, StepError, StepInfo, Task, TaskFn, UndoFn, saga, saga_task};
+
+    #[derive(Debug, Default)]
+    pub struct Cart {
+        pub log: Vec<String>,
+        pub busy: u32,
+    }
+
+    pub struct Reserve;
+
+    impl Task<Cart> for Reserve {
+        type Output = u32;
+        const NAME: &'static str = "reserve";
+        const ACTION: TaskFn<Cart, (), u32> = TaskFn::Exclusive(|cart, _| {
+            cart.log.push("reserve".to_owned());
+            Ok(7)
+        });
+        const UNDO: Option<UndoFn<Cart, (), u32>> = Some(UndoFn::Exclusive(|cart, n, _| {
+            cart.log.push(format!("release {n:?}"));
+            Ok(())
+        }));
+    }
+
+    /// Busy while the cart says so; retried by `saga!`'s `retry 3` over
+    /// its own `retry_if`.
+    pub struct Charge;
+
+    impl Task<Cart> for Charge {
+        type Output = ();
+        const NAME: &'static str = "charge";
+        const RETRY: RetrySpec = RetrySpec {
+            retry_if: Some(|_| true),
+            ..RetrySpec::NONE
+        };
+        const ACTION: TaskFn<Cart, (), ()> = TaskFn::ExclusiveAsync(|cart, info| {
+            Box::pin(async move {
+                cart.log.push(format!("charge #{}", info.attempt()));
+                if cart.busy > 0 {
+                    cart.busy -= 1;
+                    return Err(StepError::new("busy"));
+                }
+                Ok(())
+            })
+        });
+    }
+
+    #[saga_task]
+    pub fn refund(cart: &mut Cart) -> Result<(), StepError> {
+        cart.log.push("refund".to_owned());
+        Ok(())
+    }
+
+    #[saga_task]
+    pub fn ship(cart: &mut Cart, _: &StepInfo<'_>) -> Result<(), StepError> {
+        cart.log.push("ship".to_owned());
+        Err(StepError::new("no courier"))
+    }
+
+    #[tokio::test]
+    async fn a_hand_written_task_is_a_step_of_saga() {
+        let saga = saga! {
+            name: "cart",
+            context: Cart,
+            step Reserve;
+            step Charge => undo refund, retry 3;
+            step ship;
+        };
+        let shape: Vec<_> = saga.shape().into_iter().map(|s| (s.name, s.kind)).collect();
+        assert_eq!(
+            shape,
+            [
+                ("reserve".to_owned(), saga_core::StepKind::Compensable),
+                ("charge".to_owned(), saga_core::StepKind::Compensable),
+                ("ship".to_owned(), saga_core::StepKind::NoUndo),
+            ]
+        );
+        let mut cart = Cart {
+            busy: 2,
+            ..Cart::default()
+        };
+        let err = saga.run(&mut cart).await.unwrap_err();
+        assert!(
+            matches!(err, saga_core::SagaError::Compensated { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            cart.log,
+            [
+                "reserve",
+                "charge #1",
+                "charge #2",
+                "charge #3",
+                "ship",
+                "refund",
+                "release Some(7)"
+            ]
+        );
+    }
+
+    /// A `#[saga_task]` function's twin is a `Task` the builder takes.
+    #[test]
+    fn a_generated_step_is_a_task_the_builder_takes() {
+        let saga = saga_core::Saga::<Cart>::builder("built")
+            .task(Reserve)
+            .task(ship {})
+            .build()
+            .unwrap();
+        let mut cart = Cart::default();
+        let err = saga.run_blocking(&mut cart).unwrap_err();
+        assert!(
+            matches!(err, saga_core::SagaError::Compensated { .. }),
+            "{err}"
+        );
+        assert_eq!(cart.log, ["reserve", "ship", "release Some(7)"]);
+    }
 }

@@ -239,7 +239,7 @@ async fn a_start_next_to_a_recovery_loop_runs_once_and_its_wait_succeeds() {
 fn fragile(up: &Arc<AtomicBool>, ledger: &Arc<Mutex<Vec<String>>>) -> Saga<Order> {
     let (up, did, undid) = (Arc::clone(up), Arc::clone(ledger), Arc::clone(ledger));
     Saga::<Order>::builder("fragile")
-        .compensation_retry(RetryPolicy::attempts(1))
+        .undo_retry(RetryPolicy::attempts(1))
         .step(
             Step::new("reserve", move |_: &mut Order, info: &StepInfo<'_>| {
                 did.lock()
@@ -247,7 +247,7 @@ fn fragile(up: &Arc<AtomicBool>, ledger: &Arc<Mutex<Vec<String>>>) -> Saga<Order
                     .push(format!("do {}", info.idempotency_key()));
                 Ok::<_, StepError>(())
             })
-            .compensate(move |_: &mut Order, _: Option<&()>, info: &StepInfo<'_>| {
+            .undo(move |_: &mut Order, _: Option<&()>, info: &StepInfo<'_>| {
                 undid
                     .lock()
                     .unwrap()

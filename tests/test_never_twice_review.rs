@@ -256,12 +256,12 @@ async fn an_interrupted_run_stays_interrupted_for_wait_after_a_failed_claim_here
 fn fragile(up: &Arc<AtomicBool>) -> Saga<Order> {
     let up = Arc::clone(up);
     Saga::<Order>::builder("fragile")
-        .compensation_retry(RetryPolicy::attempts(1))
+        .undo_retry(RetryPolicy::attempts(1))
         .step(
             Step::new("reserve", |_: &mut Order, _: &StepInfo<'_>| {
                 Ok::<_, StepError>(())
             })
-            .compensate(move |_: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(move |_: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
                 if !up.load(Ordering::SeqCst) {
                     return Err(StepError::new("stock service down"));
                 }
@@ -488,7 +488,7 @@ fn group_forward(up: &Arc<AtomicBool>) -> Saga<Order> {
 fn group_rollback(up: &Arc<AtomicBool>) -> Saga<Order> {
     let branch = |name: &'static str| {
         let up = Arc::clone(up);
-        Step::shared(name, |_: &Order, _: &StepInfo<'_>| Ok::<_, StepError>(())).compensate_shared(
+        Step::shared(name, |_: &Order, _: &StepInfo<'_>| Ok::<_, StepError>(())).undo_shared(
             move |_: &Order, _: Option<&()>, _: &StepInfo<'_>| {
                 if !up.load(Ordering::SeqCst) {
                     return Err(StepError::new("undo down"));
@@ -498,7 +498,7 @@ fn group_rollback(up: &Arc<AtomicBool>) -> Saga<Order> {
         )
     };
     Saga::<Order>::builder("group-rollback")
-        .compensation_retry(RetryPolicy::attempts(1))
+        .undo_retry(RetryPolicy::attempts(1))
         .parallel(Parallel::new().step(branch("x")).step(branch("y")))
         .step(Step::new("pay", |_: &mut Order, _: &StepInfo<'_>| {
             Err::<(), _>(StepError::new("card declined"))

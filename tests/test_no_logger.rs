@@ -21,15 +21,16 @@ fn the_library_installs_no_logger() {
     }
     static QUIET: Quiet = Quiet;
 
-    let saga =
-        Saga::builder("no-logger")
-            .step(compensable("a").compensate(
-                |_: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| Err::<(), _>("refund failed"),
-            ))
-            .step(failing("b", declined))
-            .compensation_retry(RetryPolicy::none())
-            .build()
-            .unwrap();
+    let saga = Saga::builder("no-logger")
+        .step(
+            compensable("a").undo(|_: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| {
+                Err::<(), _>("refund failed")
+            }),
+        )
+        .step(failing("b", declined))
+        .undo_retry(RetryPolicy::none())
+        .build()
+        .unwrap();
     saga.run_blocking(&mut Rec::default()).unwrap_err();
 
     assert_eq!(log::max_level(), log::LevelFilter::Off);

@@ -76,7 +76,7 @@ fn undo_fails_once(name: &'static str) -> Step<Rec, String> {
         r.push(format!("do {name}"));
         Ok::<_, StepError>(String::new())
     })
-    .compensate(
+    .undo(
         move |r: &mut Rec, _: Option<&String>, info: &StepInfo<'_>| {
             if info.attempt() == 1 {
                 return Err(StepError::new("refund service busy"));
@@ -95,7 +95,7 @@ fn observer_receives_every_event_in_order() {
         .step(undo_fails_once("a"))
         .step(flaky("b", 1, unavailable).retry(exact(2)))
         .step(failing("c", declined))
-        .compensation_retry(exact_any(2))
+        .undo_retry(exact_any(2))
         .observer(on_saga.clone())
         .build()
         .unwrap();
@@ -221,12 +221,12 @@ fn records_name_saga_execution_step_attempt_and_elapsed_at_design_levels() {
     install_logger();
     let saga = Saga::builder("logs-stuck")
         .step(
-            compensable("a").compensate(|_: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| {
+            compensable("a").undo(|_: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| {
                 Err::<(), _>(PaymentError::Unavailable)
             }),
         )
         .step(failing("b", declined))
-        .compensation_retry(exact_any(2))
+        .undo_retry(exact_any(2))
         .build()
         .unwrap();
     let (_, options) = virtual_time();

@@ -19,7 +19,7 @@ fn panicking_sync(message: &'static str) -> Step<Rec, String> {
             panic!("{message}")
         },
     )
-    .compensate(undo("boom"))
+    .undo(undo("boom"))
 }
 
 #[test]
@@ -91,7 +91,7 @@ async fn panic_while_an_async_step_is_polled_is_caught() {
                     Ok::<_, StepError>("never".to_owned())
                 })
             })
-            .compensate(undo("boom")),
+            .undo(undo("boom")),
         )
         .build()
         .unwrap();
@@ -122,7 +122,7 @@ async fn panic_while_an_async_step_builds_its_future_is_caught() {
                 }
                 Box::pin(async move { Ok::<_, StepError>("never".to_owned()) })
             })
-            .compensate(undo("boom")),
+            .undo(undo("boom")),
         )
         .build()
         .unwrap();
@@ -161,7 +161,7 @@ fn panic_is_retried_only_by_a_policy_that_retries_every_error() {
                 }
                 Ok::<_, StepError>("boom-out".to_owned())
             })
-            .compensate(undo("boom"))
+            .undo(undo("boom"))
             .retry(exact_any(3)),
         )
         .step(failing("next", declined))
@@ -195,7 +195,7 @@ fn panic_in_a_sync_compensation_is_caught_retried_then_stuck() {
                 r.push("do b");
                 Ok::<_, StepError>(())
             })
-            .compensate(
+            .undo(
                 |r: &mut Rec, _: Option<&()>, info: &StepInfo<'_>| -> Result<(), StepError> {
                     r.push(format!("undo b#{}", info.attempt()));
                     panic!("refund api exploded")
@@ -203,7 +203,7 @@ fn panic_in_a_sync_compensation_is_caught_retried_then_stuck() {
             ),
         )
         .step(failing("c", declined))
-        .compensation_retry(exact_any(2))
+        .undo_retry(exact_any(2))
         .build()
         .unwrap();
     let (_, options) = virtual_time();
@@ -230,7 +230,7 @@ async fn panic_in_an_async_compensation_is_caught_and_retried() {
                 r.push("do a");
                 Ok::<_, StepError>(())
             })
-            .compensate_async(|r: &mut Rec, _: Option<&()>, info: &StepInfo<'_>| {
+            .undo_async(|r: &mut Rec, _: Option<&()>, info: &StepInfo<'_>| {
                 let attempt = info.attempt();
                 Box::pin(async move {
                     r.push(format!("undo a#{attempt}"));
@@ -243,7 +243,7 @@ async fn panic_in_an_async_compensation_is_caught_and_retried() {
             }),
         )
         .step(failing("b", declined))
-        .compensation_retry(exact_any(2))
+        .undo_retry(exact_any(2))
         .build()
         .unwrap();
     let (_, options) = virtual_time();
@@ -287,7 +287,7 @@ fn hangs(name: &'static str, timeout: Duration) -> Step<Rec, String> {
         })
     })
     .timeout(timeout)
-    .compensate(undo(name))
+    .undo(undo(name))
 }
 
 #[tokio::test]
@@ -343,7 +343,7 @@ async fn timeouts_are_retryable_and_a_later_success_wins() {
             })
             .timeout(ms(20))
             .retry(exact(3))
-            .compensate(undo("courier")),
+            .undo(undo("courier")),
         )
         .step(failing("next", declined))
         .build()
@@ -383,7 +383,7 @@ async fn a_timeout_keeps_the_step_unknown_when_a_later_attempt_fails_cleanly() {
             })
             .timeout(ms(20))
             .retry(exact(3))
-            .compensate(undo("courier")),
+            .undo(undo("courier")),
         )
         .build()
         .unwrap();

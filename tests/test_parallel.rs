@@ -42,7 +42,7 @@ fn seq_step(name: &'static str) -> Step<Trip> {
         t.push(name);
         Ok::<_, StepError>(())
     })
-    .compensate(move |t: &mut Trip, _: Option<&()>, _: &StepInfo<'_>| {
+    .undo(move |t: &mut Trip, _: Option<&()>, _: &StepInfo<'_>| {
         t.push(format!("undo {name}"));
         Ok::<_, StepError>(())
     })
@@ -57,7 +57,7 @@ fn branch_ok(name: &'static str) -> Step<Trip, String> {
             Ok::<_, StepError>(format!("{name}-booking"))
         })
     })
-    .compensate_shared(move |t: &Trip, out: Option<&String>, _: &StepInfo<'_>| {
+    .undo_shared(move |t: &Trip, out: Option<&String>, _: &StepInfo<'_>| {
         t.push(format!("undo {name} {}", out.map_or("?", |s| s.as_str())));
         Ok::<_, StepError>(())
     })
@@ -106,7 +106,7 @@ async fn failing_branch_rolls_back_siblings_then_earlier_steps() {
             Err::<(), _>(StepError::new("card declined"))
         })
     })
-    .compensate_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
+    .undo_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
         t.push("undo payment");
         Ok::<_, StepError>(())
     });
@@ -119,7 +119,7 @@ async fn failing_branch_rolls_back_siblings_then_earlier_steps() {
             Ok::<_, StepError>(7_u32)
         })
     })
-    .compensate_shared(|t: &Trip, out: Option<&u32>, _: &StepInfo<'_>| {
+    .undo_shared(|t: &Trip, out: Option<&u32>, _: &StepInfo<'_>| {
         t.push(format!("undo courier {out:?}"));
         Ok::<_, StepError>(())
     });
@@ -200,7 +200,7 @@ async fn cancel_safe_sibling_is_dropped_and_compensated() {
         })
     })
     .cancel_safe()
-    .compensate_shared(|t: &Trip, out: Option<&()>, _: &StepInfo<'_>| {
+    .undo_shared(|t: &Trip, out: Option<&()>, _: &StepInfo<'_>| {
         t.push(format!("undo hang {out:?}"));
         Ok::<_, StepError>(())
     });
@@ -231,7 +231,7 @@ fn panic_in_a_branch_is_an_unknown_outcome() {
         "boom",
         |_: &Trip, _: &StepInfo<'_>| -> Result<(), StepError> { panic!("branch exploded") },
     )
-    .compensate_shared(|t: &Trip, out: Option<&()>, _: &StepInfo<'_>| {
+    .undo_shared(|t: &Trip, out: Option<&()>, _: &StepInfo<'_>| {
         t.push(format!("undo boom {out:?}"));
         Ok::<_, StepError>(())
     });
@@ -239,7 +239,7 @@ fn panic_in_a_branch_is_an_unknown_outcome() {
         t.push("ok");
         Ok::<_, StepError>(())
     })
-    .compensate_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
+    .undo_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
         t.push("undo ok");
         Ok::<_, StepError>(())
     });
@@ -315,11 +315,11 @@ fn failed_compensation_in_a_group_leaves_the_run_stuck_and_halts() {
         t.push("flaky");
         Ok::<_, StepError>(())
     })
-    .compensate_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
+    .undo_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
         t.push("undo flaky failed");
         Err::<(), _>("refund service down")
     })
-    .compensation_retry(
+    .undo_retry(
         RetryPolicy::attempts(2)
             .with_backoff(Duration::ZERO)
             .retry_on(RetryOn::Any),
@@ -362,7 +362,7 @@ async fn each_compensation_runs_once_and_none_for_branches_that_never_started() 
         t.push("charge tried");
         Err::<(), _>(StepError::new("card declined"))
     })
-    .compensate(|t: &mut Trip, _: Option<&()>, _: &StepInfo<'_>| {
+    .undo(|t: &mut Trip, _: Option<&()>, _: &StepInfo<'_>| {
         t.push("undo charge");
         Ok::<_, StepError>(())
     });
@@ -493,7 +493,7 @@ async fn run_cancellation_drops_cancel_safe_branches() {
         })
     })
     .cancel_safe()
-    .compensate_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
+    .undo_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
         t.push("undo waiting");
         Ok::<_, StepError>(())
     });

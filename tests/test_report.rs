@@ -29,7 +29,7 @@ fn takes(name: &'static str, time: Duration) -> Step<Timed, ()> {
 #[test]
 fn durations_come_from_the_runs_monotonic_clock() {
     let saga = Saga::builder("timed")
-        .step(takes("a", Duration::from_secs(3)).compensate(
+        .step(takes("a", Duration::from_secs(3)).undo(
             |t: &mut Timed, _: Option<&()>, _: &StepInfo<'_>| {
                 t.clock.advance(ms(50));
                 Ok::<_, StepError>(())
@@ -45,7 +45,7 @@ fn durations_come_from_the_runs_monotonic_clock() {
                 }
             })
             .retry(exact(2))
-            .compensate(|t: &mut Timed, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|t: &mut Timed, _: Option<&()>, _: &StepInfo<'_>| {
                 t.clock.advance(ms(250));
                 Ok::<_, StepError>(())
             }),
@@ -286,7 +286,7 @@ fn every_step_ends_in_a_status_and_durations_come_from_the_run_clock() {
                 Ok(())
             }
         })
-        .compensate(|s: &mut Slow, _: Option<&()>, _: &StepInfo<'_>| {
+        .undo(|s: &mut Slow, _: Option<&()>, _: &StepInfo<'_>| {
             s.clock.advance(Duration::from_secs(30));
             Ok::<_, StepError>(())
         })
@@ -317,49 +317,49 @@ fn every_step_ends_in_a_status_and_durations_come_from_the_run_clock() {
     assert_eq!(report.duration, Duration::from_secs(150));
 
     // However a run ends, no step is left running or compensating.
-    let ends: Vec<SagaError> =
-        vec![
-            // Stuck forward.
+    let ends: Vec<SagaError> = vec![
+        // Stuck forward.
+        Saga::builder("s")
+            .pivot(plain("p"))
+            .step(Step::new("x", |_: &mut Rec, _: &StepInfo<'_>| {
+                Err::<(), _>(declined())
+            }))
+            .build()
+            .unwrap()
+            .run_blocking(&mut Rec::default())
+            .unwrap_err(),
+        // Stuck in rollback.
+        Saga::builder("s")
+            .step(
+                compensable("a")
+                    .undo(|_: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| Err::<(), _>("no")),
+            )
+            .step(failing("x", declined))
+            .undo_retry(RetryPolicy::none())
+            .build()
+            .unwrap()
+            .run_blocking(&mut Rec::default())
+            .unwrap_err(),
+        // Cancelled.
+        {
+            let token = CancellationToken::new();
+            let cancel = token.clone();
             Saga::builder("s")
-                .pivot(plain("p"))
-                .step(Step::new("x", |_: &mut Rec, _: &StepInfo<'_>| {
-                    Err::<(), _>(declined())
+                .step(compensable("a"))
+                .step(Step::new("c", move |_: &mut Rec, _: &StepInfo<'_>| {
+                    cancel.cancel();
+                    Ok::<_, StepError>(())
                 }))
+                .step(plain("never"))
                 .build()
                 .unwrap()
-                .run_blocking(&mut Rec::default())
-                .unwrap_err(),
-            // Stuck in rollback.
-            Saga::builder("s")
-                .step(compensable("a").compensate(
-                    |_: &mut Rec, _: Option<&String>, _: &StepInfo<'_>| Err::<(), _>("no"),
-                ))
-                .step(failing("x", declined))
-                .compensation_retry(RetryPolicy::none())
-                .build()
-                .unwrap()
-                .run_blocking(&mut Rec::default())
-                .unwrap_err(),
-            // Cancelled.
-            {
-                let token = CancellationToken::new();
-                let cancel = token.clone();
-                Saga::builder("s")
-                    .step(compensable("a"))
-                    .step(Step::new("c", move |_: &mut Rec, _: &StepInfo<'_>| {
-                        cancel.cancel();
-                        Ok::<_, StepError>(())
-                    }))
-                    .step(plain("never"))
-                    .build()
-                    .unwrap()
-                    .run_blocking_with(
-                        &mut Rec::default(),
-                        RunOptions::new().with_cancellation(token),
-                    )
-                    .unwrap_err()
-            },
-        ];
+                .run_blocking_with(
+                    &mut Rec::default(),
+                    RunOptions::new().with_cancellation(token),
+                )
+                .unwrap_err()
+        },
+    ];
     let statuses: Vec<Vec<StepStatus>> = ends
         .iter()
         .map(|e| e.report().steps.iter().map(|s| s.status).collect())

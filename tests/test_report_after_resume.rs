@@ -113,13 +113,13 @@ fn ship(courier_up: &Arc<AtomicBool>) -> Saga<Order> {
 fn reserve(stock_up: &Arc<AtomicBool>) -> Saga<Order> {
     let up = Arc::clone(stock_up);
     Saga::<Order>::builder("reserve")
-        .compensation_retry(RetryPolicy::attempts(1))
+        .undo_retry(RetryPolicy::attempts(1))
         .step(
             Step::new("reserve", |o: &mut Order, _: &StepInfo<'_>| {
                 o.done.push("reserve".into());
                 Ok::<_, StepError>(())
             })
-            .compensate(move |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(move |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
                 if !up.load(Ordering::SeqCst) {
                     return Err(StepError::new("stock service down"));
                 }

@@ -173,7 +173,7 @@ fn unknown_outcome_is_sticky_across_later_clean_failures() {
                     error
                 })
             })
-            .compensate(undo("b"))
+            .undo(undo("b"))
             .retry(exact(3)),
         )
         .build()
@@ -236,7 +236,7 @@ fn compensations_see_the_context_as_the_failed_attempt_left_it() {
                 r.push("do a");
                 Ok::<_, StepError>(())
             })
-            .compensate(|r: &mut Rec, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|r: &mut Rec, _: Option<&()>, _: &StepInfo<'_>| {
                 let seen = r.effects.join("|");
                 r.push(format!("undo a saw [{seen}]"));
                 Ok::<_, StepError>(())
@@ -269,15 +269,13 @@ async fn async_compensations_run_in_reverse_order_with_sync_ones() {
                     Ok::<_, StepError>("b-out".to_owned())
                 })
             })
-            .compensate_async(
-                |r: &mut Rec, out: Option<&String>, _: &StepInfo<'_>| {
-                    Box::pin(async move {
-                        tokio::task::yield_now().await;
-                        r.push(undo_effect("b (async)", out));
-                        Ok::<_, StepError>(())
-                    })
-                },
-            ),
+            .undo_async(|r: &mut Rec, out: Option<&String>, _: &StepInfo<'_>| {
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    r.push(undo_effect("b (async)", out));
+                    Ok::<_, StepError>(())
+                })
+            }),
         )
         .step(compensable("c"))
         .step(failing("d", declined))
@@ -314,7 +312,7 @@ fn the_output_of_each_step_reaches_its_own_compensation() {
             Step::new("reserve", |_: &mut Shop, _: &StepInfo<'_>| {
                 Ok::<_, StepError>(vec![3_u32, 4])
             })
-            .compensate(|s: &mut Shop, items: Option<&Vec<u32>>, _: &StepInfo<'_>| {
+            .undo(|s: &mut Shop, items: Option<&Vec<u32>>, _: &StepInfo<'_>| {
                 s.log.push(format!("release {items:?}"));
                 Ok::<_, StepError>(())
             }),
@@ -323,7 +321,7 @@ fn the_output_of_each_step_reaches_its_own_compensation() {
             Step::new("charge", |_: &mut Shop, _: &StepInfo<'_>| {
                 Ok::<_, StepError>(("ch_1", 990_u64))
             })
-            .compensate(
+            .undo(
                 |s: &mut Shop, charge: Option<&(&str, u64)>, _: &StepInfo<'_>| {
                     s.log.push(format!("refund {charge:?}"));
                     Ok::<_, StepError>(())
@@ -451,15 +449,15 @@ fn each_compensation_takes_effect_once() {
     let saga = Saga::builder("twice")
         .step(
             Step::new("a", |_: &mut Bank, _: &StepInfo<'_>| Ok::<_, StepError>(()))
-                .compensate(refund("a")),
+                .undo(refund("a")),
         )
         .step(
             Step::new("b", |_: &mut Bank, _: &StepInfo<'_>| {
                 Err::<(), _>(StepError::new("lost").outcome_unknown())
             })
-            .compensate(refund("b")),
+            .undo(refund("b")),
         )
-        .compensation_retry(exact_any(3))
+        .undo_retry(exact_any(3))
         .build()
         .unwrap();
     let (_, options) = virtual_time();

@@ -1,14 +1,15 @@
 //! Sync and async steps mixed in one saga, run with `run` and with
 //! `run_blocking` (with no runtime, and from inside a tokio runtime), and
-//! the `Task` / `AsyncTask` traits.
+//! the `Task` trait (sync and async actions and undos, options as consts).
 
 mod support;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use saga_core::{
-    AsyncTask, BoxFuture, ExecutionStatus, Metadata, Saga, SagaError, Step, StepError, StepInfo,
-    StepKind, Task,
+    BoxFuture, ExecutionStatus, RetrySpec, Saga, SagaError, Step, StepError, StepInfo, StepKind,
+    Task, TaskFn, UndoFn,
 };
 use support::steps::*;
 
@@ -22,7 +23,7 @@ fn async_step(name: &'static str) -> Step<Rec, String> {
             Ok::<_, StepError>(format!("{name}-out"))
         })
     })
-    .compensate_async(move |r: &mut Rec, out: Option<&String>, _: &StepInfo<'_>| {
+    .undo_async(move |r: &mut Rec, out: Option<&String>, _: &StepInfo<'_>| {
         Box::pin(async move {
             tokio::task::yield_now().await;
             r.push(undo_effect(&format!("{name} (async)"), out));
@@ -171,66 +172,38 @@ async fn sync_only_saga_runs_with_run_too() {
 }
 
 /// The original package's class style: a task with a name, an action, a
-/// compensation and metadata.
+/// compensation and metadata, as associated items of one `Task` impl.
 struct CreateOrder;
 
 impl Task<Rec> for CreateOrder {
     type Output = u64;
-
-    fn name(&self) -> &str {
-        "create_order"
-    }
-
-    fn execute(&self, r: &mut Rec, info: &StepInfo<'_>) -> Result<u64, StepError> {
+    const NAME: &'static str = "create_order";
+    const METADATA: &'static [(&'static str, &'static str)] = &[("owner", "orders-team")];
+    const ACTION: TaskFn<Rec, (), u64> = TaskFn::Exclusive(|r, info| {
         r.push(format!("create order (attempt {})", info.attempt()));
         Ok(1001)
-    }
-
-    fn has_compensation(&self) -> bool {
-        true
-    }
-
-    fn compensate(
-        &self,
-        r: &mut Rec,
-        order: Option<&u64>,
-        _: &StepInfo<'_>,
-    ) -> Result<(), StepError> {
+    });
+    const UNDO: Option<UndoFn<Rec, (), u64>> = Some(UndoFn::Exclusive(|r, order, _| {
         r.push(format!("cancel order {order:?}"));
         Ok(())
-    }
-
-    fn metadata(&self) -> Metadata {
-        Metadata::from([("owner".to_owned(), "orders-team".to_owned())])
-    }
+    }));
 }
 
 struct Validate;
 
 impl Task<Rec> for Validate {
     type Output = ();
-
-    fn name(&self) -> &str {
-        "validate"
-    }
-
-    fn execute(&self, r: &mut Rec, _: &StepInfo<'_>) -> Result<(), StepError> {
+    const NAME: &'static str = "validate";
+    const ACTION: TaskFn<Rec, (), ()> = TaskFn::Exclusive(|r, _| {
         r.push("validate");
         Ok(())
-    }
+    });
 }
 
 struct ReserveStock;
 
-impl AsyncTask<Rec> for ReserveStock {
-    type Output = String;
-
-    fn name(&self) -> &str {
-        "reserve_stock"
-    }
-
-    fn execute<'a>(
-        &'a self,
+impl ReserveStock {
+    fn reserve<'a>(
         r: &'a mut Rec,
         _: &'a StepInfo<'a>,
     ) -> BoxFuture<'a, Result<String, StepError>> {
@@ -241,12 +214,7 @@ impl AsyncTask<Rec> for ReserveStock {
         })
     }
 
-    fn has_compensation(&self) -> bool {
-        true
-    }
-
-    fn compensate<'a>(
-        &'a self,
+    fn release<'a>(
         r: &'a mut Rec,
         reservation: Option<&'a String>,
         _: &'a StepInfo<'a>,
@@ -259,34 +227,33 @@ impl AsyncTask<Rec> for ReserveStock {
     }
 }
 
+impl Task<Rec> for ReserveStock {
+    type Output = String;
+    const NAME: &'static str = "reserve_stock";
+    const ACTION: TaskFn<Rec, (), String> = TaskFn::ExclusiveAsync(Self::reserve);
+    const UNDO: Option<UndoFn<Rec, (), String>> = Some(UndoFn::ExclusiveAsync(Self::release));
+}
+
 struct ChargePayment;
 
-impl AsyncTask<Rec> for ChargePayment {
+impl Task<Rec> for ChargePayment {
     type Output = ();
-
-    fn name(&self) -> &str {
-        "charge_payment"
-    }
-
-    fn execute<'a>(
-        &'a self,
-        r: &'a mut Rec,
-        _: &'a StepInfo<'a>,
-    ) -> BoxFuture<'a, Result<(), StepError>> {
+    const NAME: &'static str = "charge_payment";
+    const ACTION: TaskFn<Rec, (), ()> = TaskFn::ExclusiveAsync(|r, _| {
         Box::pin(async move {
             r.push("charge payment");
             Err(StepError::new(PaymentError::Declined(5)))
         })
-    }
+    });
 }
 
 #[tokio::test]
-async fn task_and_async_task_types_run_and_compensate() {
+async fn sync_and_async_task_types_run_and_compensate() {
     let saga = Saga::builder("tasks")
         .task(CreateOrder)
         .task(Validate)
-        .async_task(ReserveStock)
-        .step(Step::from_async_task(ChargePayment))
+        .task(ReserveStock)
+        .step(Step::from_task(ChargePayment))
         .build()
         .unwrap();
     let mut rec = Rec::default();
@@ -338,12 +305,66 @@ async fn task_and_async_task_types_run_and_compensate() {
 fn tasks_with_run_blocking() {
     let saga = Saga::builder("tasks")
         .step(Step::from_task(CreateOrder))
-        .async_task(ReserveStock)
+        .task(ReserveStock)
         .build()
         .unwrap();
     let mut rec = Rec::default();
     saga.run_blocking(&mut rec).unwrap();
     assert_eq!(rec.effects, ["create order (attempt 1)", "reserve stock"]);
+}
+
+/// A task's options: retries (here of its action), a timeout, the pivot,
+/// and dependencies reached through `StepInfo`.
+struct Flaky;
+
+impl Task<Rec, u32> for Flaky {
+    type Output = ();
+    const NAME: &'static str = "flaky";
+    const PIVOT: bool = true;
+    const RETRY: RetrySpec = RetrySpec {
+        retry_if: Some(|_| true),
+        ..RetrySpec::attempts(3)
+    };
+    const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+    const ACTION: TaskFn<Rec, u32, ()> = TaskFn::SharedAsync(|_, info| {
+        let attempt = info.attempt();
+        let fails = *info.dependencies();
+        Box::pin(async move {
+            if attempt <= fails {
+                return Err(StepError::new(format!("attempt {attempt} failed")));
+            }
+            Ok(())
+        })
+    });
+}
+
+#[tokio::test]
+async fn a_task_says_its_options_as_consts() {
+    let saga = Saga::<Rec, u32>::builder("options")
+        .task(Flaky)
+        .build()
+        .unwrap();
+    assert_eq!(saga.shape()[0].kind, StepKind::Pivot);
+    let mut rec = Rec::default();
+    let report = saga.using(&2).run(&mut rec).await.unwrap();
+    assert_eq!(report.steps[0].attempts, 3);
+    // A pivot that fails cleanly rolls back what came before it (nothing).
+    let err = saga.using(&3).run(&mut rec).await.unwrap_err();
+    assert!(matches!(err, SagaError::Compensated { .. }), "{err}");
+    assert_eq!(err.report().steps[0].attempts, 3);
+    // The same task in a saga with another action first: it is still the
+    // pivot, and `build` refuses a second one.
+    let second = Saga::<Rec, u32>::builder("two")
+        .task(Flaky)
+        .pivot(Step::new("again", |_: &mut Rec, _: &StepInfo<'_, u32>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(second, saga_core::BuildError::SecondPivot { .. }),
+        "{second}"
+    );
 }
 
 #[test]

@@ -116,7 +116,7 @@ fn trip_saga(booked: &Arc<AtomicU32>) -> Saga<Trip> {
             })
         })
         .durable()
-        .compensate_shared(move |_: &Trip, key: Option<&String>, _: &StepInfo<'_>| {
+        .undo_shared(move |_: &Trip, key: Option<&String>, _: &StepInfo<'_>| {
             // `None`: the booking may or may not exist; a real service
             // looks it up by the idempotency key. Here: nothing to undo.
             if key.is_some() {
@@ -131,7 +131,7 @@ fn trip_saga(booked: &Arc<AtomicU32>) -> Saga<Trip> {
                 t.held = true;
                 Ok::<_, StepError>(())
             })
-            .compensate(|t: &mut Trip, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|t: &mut Trip, _: Option<&()>, _: &StepInfo<'_>| {
                 t.held = false;
                 Ok::<_, StepError>(())
             }),
@@ -205,7 +205,7 @@ async fn a_compensation_that_needs_the_output_is_caught_on_an_unknown_outcome() 
                 Ok::<_, StepError>(7_u32)
             })
             .durable()
-            .compensate(|n: &mut u32, id: Option<&u32>, _: &StepInfo<'_>| {
+            .undo(|n: &mut u32, id: Option<&u32>, _: &StepInfo<'_>| {
                 // The mistake: an unknown outcome gives `None`.
                 let id = id.ok_or("no reservation id")?;
                 *n -= id / 7;
@@ -246,7 +246,7 @@ async fn a_step_that_is_not_idempotent_is_caught_by_running_it_twice() {
                 a.balance -= 10; // repeated, it debits twice
                 Ok::<_, StepError>(())
             })
-            .compensate(|a: &mut Account, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|a: &mut Account, _: Option<&()>, _: &StepInfo<'_>| {
                 a.balance += 10;
                 Ok::<_, StepError>(())
             }),
@@ -381,7 +381,7 @@ async fn a_rollback_that_goes_on_past_a_failed_compensation_is_expected_to() {
                 s.a = true;
                 Ok::<_, StepError>(())
             })
-            .compensate(|s: &mut Books, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|s: &mut Books, _: Option<&()>, _: &StepInfo<'_>| {
                 s.a = false;
                 Ok::<_, StepError>(())
             }),
@@ -391,7 +391,7 @@ async fn a_rollback_that_goes_on_past_a_failed_compensation_is_expected_to() {
                 s.b = true;
                 Ok::<_, StepError>(())
             })
-            .compensate(|s: &mut Books, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|s: &mut Books, _: Option<&()>, _: &StepInfo<'_>| {
                 s.b = false;
                 Ok::<_, StepError>(())
             }),
@@ -435,7 +435,7 @@ async fn a_compensation_that_is_not_idempotent_is_caught_though_its_step_is_keye
                 }
                 Ok::<_, StepError>(())
             })
-            .compensate(|s: &mut Stock, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|s: &mut Stock, _: Option<&()>, _: &StepInfo<'_>| {
                 s.units += 1; // repeated, it puts back twice
                 Ok::<_, StepError>(())
             }),

@@ -168,7 +168,7 @@ fn order() -> Saga<u32> {
                 *n += 1;
                 Ok::<_, StepError>(())
             })
-            .compensate(|_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
                 tracing::info!("releasing the stock");
                 Ok::<_, StepError>(())
             }),

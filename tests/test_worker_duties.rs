@@ -33,7 +33,7 @@ fn refund_saga(broken: &Arc<AtomicBool>) -> Saga<Context> {
             Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
                 Ok::<(), StepError>(())
             })
-            .compensate(move |_: &mut Context, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(move |_: &mut Context, _: Option<&()>, _: &StepInfo<'_>| {
                 if broken.load(Ordering::SeqCst) {
                     return Err(StepError::new("the payment service refused the refund"));
                 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::saga::{Saga, StepShape};
 use crate::step::StepKind;
 
-impl<C> Saga<C> {
+impl<C, D> Saga<C, D> {
     /// The definition as a Mermaid flowchart: steps in order (the pivot as
     /// a hexagon, steps with nothing to undo in rounded boxes), parallel
     /// groups between a `fork` and a `join`, and each compensation as a
@@ -16,7 +16,7 @@ impl<C> Saga<C> {
     /// use saga_core::{Saga, Step, StepError, StepInfo};
     /// let saga: Saga<()> = Saga::builder("demo")
     ///     .step(Step::new("a", |_: &mut (), _: &StepInfo<'_>| Ok::<_, StepError>(()))
-    ///         .compensate(|_: &mut (), _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(())))
+    ///         .undo(|_: &mut (), _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(())))
     ///     .pivot(Step::new("b", |_: &mut (), _: &StepInfo<'_>| Ok::<_, StepError>(())))
     ///     .build().unwrap();
     /// let chart = saga.to_mermaid();

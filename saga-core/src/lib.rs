@@ -59,8 +59,12 @@
 //!
 //! - [`saga!`] declares a saga from `#[saga_task]` functions, checked at
 //!   compile time; [`Saga::builder`] builds the same from [`Step`]s
-//!   (closures, sync or async) or [`Task`] / [`AsyncTask`] types, at run
-//!   time.
+//!   (closures, sync or async) or [`Task`] types, at run time.
+//! - What steps use but the log must not hold (clients, pools,
+//!   configuration) are the saga's dependencies, `Saga<C, D>`: a step
+//!   reaches them with [`StepInfo::dependencies`]; an in-memory run gets
+//!   them from [`Saga::using`], a durable one from
+//!   [`SagaEngine::with_dependencies`].
 //! - Each step returns `Result<T, E>`: its output `T` is handed to its
 //!   compensation, `E` is any error (or a [`StepError`] marked
 //!   [`retryable`](StepError::retryable) or
@@ -110,7 +114,7 @@
 //!         s.stock -= 1;
 //!         Ok::<_, StepError>(())
 //!     })
-//!     .compensate(|s: &mut Shop, _: Option<&()>, _: &StepInfo<'_>| {
+//!     .undo(|s: &mut Shop, _: Option<&()>, _: &StepInfo<'_>| {
 //!         s.stock += 1;
 //!         Ok::<_, StepError>(())
 //!     }))
@@ -142,7 +146,7 @@ pub mod __private;
 // `__private` out of `saga!`'s compile errors.
 pub use __private::checks;
 #[doc(hidden)]
-pub use __private::{StepOf, step_future};
+pub use __private::step_future;
 mod blocking;
 mod cancel;
 pub mod clock;
@@ -185,6 +189,7 @@ pub use error::SagaError;
 pub use error::StepError;
 pub use error::StuckPhase;
 pub use error::Timeout;
+pub use executor::Using;
 pub use id::ExecutionId;
 pub use observer::RunInfo;
 pub use observer::SagaEvent;
@@ -201,14 +206,19 @@ pub use saga::RunOptions;
 pub use saga::Saga;
 pub use saga::SagaBuilder;
 pub use saga::StepShape;
+#[allow(deprecated)]
 pub use saga::default_compensation_retry;
-pub use step::AsyncTask;
 pub use step::BoxFuture;
 pub use step::Metadata;
+pub use step::Provides;
+pub use step::RetrySpec;
 pub use step::Step;
 pub use step::StepInfo;
 pub use step::StepKind;
 pub use step::Task;
+pub use step::TaskFn;
+pub use step::UndoFn;
+pub use step::default_undo_retry;
 pub use worker::Worker;
 pub use worker::WorkerHandle;
 pub use worker::WorkerStats;

@@ -10,99 +10,27 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
-pub use crate::saga::{Parallel, Saga, SagaBuilder, default_compensation_retry};
-pub use crate::step::{BoxFuture, Step, StepInfo};
-use crate::step::{Output, erase_async, erase_shared_async};
+pub use crate::saga::{Parallel, Saga, SagaBuilder, default_undo_retry};
+pub use crate::step::{
+    BoxFuture, Dsl, RetrySpec, Step, StepInfo, Task, TaskFn, UndoFn, undo_shared,
+};
 
-/// A retry policy as written in an attribute or in `saga!`: every field is
-/// optional, so the two can be merged field by field.
-#[derive(Clone, Copy)]
-pub struct RetrySpec {
-    /// Attempts in all.
-    pub attempts: Option<u32>,
-    /// Delay before the second attempt.
-    pub backoff: Option<Duration>,
-    /// Cap on the delay.
-    pub max_backoff: Option<Duration>,
-    /// Which errors are retried (default: those marked retryable).
-    pub retry_if: Option<fn(&StepError) -> bool>,
-}
-
-impl RetrySpec {
-    /// Nothing said.
-    pub const NONE: RetrySpec = RetrySpec {
-        attempts: None,
-        backoff: None,
-        max_backoff: None,
-        retry_if: None,
-    };
-
-    /// `self`, with the fields it leaves out taken from `fallback`.
-    pub fn or(self, fallback: RetrySpec) -> RetrySpec {
-        RetrySpec {
-            attempts: self.attempts.or(fallback.attempts),
-            backoff: self.backoff.or(fallback.backoff),
-            max_backoff: self.max_backoff.or(fallback.max_backoff),
-            retry_if: self.retry_if.or(fallback.retry_if),
-        }
-    }
-
-    /// Whether anything was said.
-    pub const fn is_set(&self) -> bool {
-        self.attempts.is_some()
-            || self.backoff.is_some()
-            || self.max_backoff.is_some()
-            || self.retry_if.is_some()
-    }
-
-    /// The policy, starting from [`RetryPolicy::default`].
-    pub fn policy(&self) -> RetryPolicy {
-        self.policy_from(RetryPolicy::default())
-    }
-
-    /// The policy, starting from `base`: a compensation's `undo_retry`
-    /// starts from [`default_compensation_retry`], so `undo_retry 5` keeps
-    /// retrying every error, with that backoff.
-    pub fn policy_from(&self, base: RetryPolicy) -> RetryPolicy {
-        let mut policy = base;
-        if let Some(n) = self.attempts {
-            policy = policy.with_max_attempts(n);
-        }
-        if let Some(d) = self.backoff {
-            policy = policy.with_backoff(d);
-        }
-        if let Some(d) = self.max_backoff {
-            policy = policy.with_max_backoff(d);
-        }
-        if let Some(predicate) = self.retry_if {
-            policy = policy.retry_if(predicate);
-        }
-        policy
-    }
-}
-
-/// A step's output as the engine keeps it: what the expansion boxes an
-/// async step's output as (see [`step_future`]).
-pub type Erased = Output;
-
-/// The conversion of an async function's result: the one boxed future
-/// the engine awaits, with the `Ok` value passed through `output` and the
-/// error through `error`, where [`Step::new_async`] would box the
-/// function's future and then that future again.
+/// The conversion of an async function's result: one boxed future, the
+/// one an async [`TaskFn`] or [`UndoFn`] returns, with the `Ok` value
+/// passed through `output` and the error through `error`.
 ///
 /// Each bound is checked where the expansion spans it, so that a mistake
 /// is reported at the token to change: the function's own future must be
 /// `Send` (rustc's "future returned by `f` is not `Send`", at its
-/// `async`); `output`, a closure spanned at the output type, boxes a
-/// step's output as [`Erased`] (which needs it `Send + Sync`), or keeps a
-/// compensation's `()`; `error`, a closure spanned at the error type,
+/// `async`); `output`, a closure spanned at the output type, passes the
+/// output on (its `Send + Sync` is checked at the impl's `type Output`);
+/// `error`, a closure spanned at the error type,
 /// converts the error. Steps and compensations expand to the same call
 /// with the same spans, so that a function that is both gets each error
 /// once.
@@ -117,64 +45,6 @@ pub fn step_future<'a, T, O: 'a, E>(
             Err(e) => Err(error(e)),
         }
     })
-}
-
-/// [`Step::new_async`] for an async `#[saga_task]` function, whose future
-/// [`step_future`] has already converted.
-pub fn step_async<C, T: 'static, F>(name: &'static str, action: F) -> Step<C, T>
-where
-    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Step::from_action(name.into(), erase_async(action))
-}
-
-/// [`Step::shared_async`] for an async `#[saga_task]` function taking
-/// `&C` (see [`step_async`]).
-pub fn step_shared_async<C, T: 'static, F>(name: &'static str, action: F) -> Step<C, T>
-where
-    F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Step::from_action(name.into(), erase_shared_async(action))
-}
-
-/// [`Step::compensate_async`] for an async `#[saga_task]` compensation,
-/// whose future [`step_future`] has already converted.
-pub fn compensate_async<C: 'static, T: Send + Sync + 'static, G>(
-    step: Step<C, T>,
-    undo: G,
-) -> Step<C, T>
-where
-    G: for<'a> Fn(
-            &'a mut C,
-            Option<&'a T>,
-            &'a StepInfo<'a>,
-        ) -> BoxFuture<'a, Result<(), StepError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    step.compensate_converted_async(undo)
-}
-
-/// [`Step::compensate_shared_async`] for an async `#[saga_task]`
-/// compensation taking `&C` (see [`compensate_async`]).
-pub fn compensate_shared_async<C: 'static, T: Send + Sync + 'static, G>(
-    step: Step<C, T>,
-    undo: G,
-) -> Step<C, T>
-where
-    G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), StepError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    step.compensate_converted_shared_async(undo)
 }
 
 /// Gives a `#[saga_task]` step its output codec when its output can be
@@ -204,14 +74,14 @@ impl<T> Codec<T> {
 /// The codec, for an output that serde can log (see [`Codec`]).
 pub trait Durable<T> {
     /// `step.durable()`.
-    fn __saga_codec<C: 'static>(&self, step: Step<C, T>) -> Step<C, T>;
+    fn __saga_codec<C: 'static, D: 'static>(&self, step: Step<C, T, D>) -> Step<C, T, D>;
 }
 
 impl<T> Durable<T> for Codec<T>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn __saga_codec<C: 'static>(&self, step: Step<C, T>) -> Step<C, T> {
+    fn __saga_codec<C: 'static, D: 'static>(&self, step: Step<C, T, D>) -> Step<C, T, D> {
         step.durable()
     }
 }
@@ -219,111 +89,25 @@ where
 /// No codec, for any other output (see [`Codec`]).
 pub trait InMemory<T> {
     /// `step`, unchanged.
-    fn __saga_codec<C>(&self, step: Step<C, T>) -> Step<C, T>;
+    fn __saga_codec<C, D>(&self, step: Step<C, T, D>) -> Step<C, T, D>;
 }
 
 impl<T> InMemory<T> for &Codec<T> {
-    fn __saga_codec<C>(&self, step: Step<C, T>) -> Step<C, T> {
+    fn __saga_codec<C, D>(&self, step: Step<C, T, D>) -> Step<C, T, D> {
         step
     }
 }
 
-/// What a `#[saga_task]` function is, as a step of a saga on `C`:
-/// implemented by the function's twin type.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a step of a saga whose context is `{C}`",
-    label = "not a `#[saga_task]` function taking `&mut {C}` or `&{C}`",
-    note = "`saga!` takes functions annotated with `#[saga_task]` whose first parameter is the saga's context (its `context: ..`, by default `saga_core::Context`)",
-    note = "a compensation (a function taking `Option<&T>`) is not a step: name it after its step, as `step create_order => undo cancel_order`",
-    note = "a `Task` or `AsyncTask` type is added with `SagaBuilder::task` or `SagaBuilder::async_task`"
-)]
-pub trait StepOf<C>: 'static {
-    /// The function's `Ok` type.
-    type Output: Send + Sync + 'static;
-    /// The step's name: the function's, or the attribute's `name`.
-    const NAME: &'static str;
-    /// Whether the function is `async`.
-    const IS_ASYNC: bool;
-    /// Whether the function takes the context shared (`&C`), as a branch
-    /// of a `parallel` group must.
-    const SHARED: bool;
-    /// Whether the attribute's compensation, if any, takes the context
-    /// shared (`&C`); `true` without one.
-    const UNDO_SHARED: bool;
-    /// Whether the attribute says `pivot`.
-    const PIVOT: bool;
-    /// Whether the attribute gives a compensation.
-    const HAS_COMPENSATION: bool;
-    /// The attribute's `retry(..)`.
-    const RETRY: RetrySpec;
-    /// The attribute's `undo_retry(..)`: the compensation's retries.
-    const UNDO_RETRY: RetrySpec;
-    /// The attribute's `timeout`.
-    const TIMEOUT: Option<Duration>;
-    /// The attribute's `metadata(..)`.
-    const METADATA: &'static [(&'static str, &'static str)];
-
-    /// The step named `name`, with its action only.
-    fn action(name: &'static str) -> Step<C, Self::Output>;
-
-    /// Attaches the attribute's compensation, if any.
-    fn with_compensation(step: Step<C, Self::Output>) -> Step<C, Self::Output> {
-        step
-    }
-
-    /// The step with its action and the attribute's compensation, named
-    /// by `saga!`, else by the attribute (or after the function).
-    ///
-    /// `saga!` calls this (and [`push`](Self::push)) as
-    /// `<K as StepOf<C>>::step`, never as a generic argument, with `K` the
-    /// step's alias (see [`NotPlain`]): a plain function named in `saga!`
-    /// gives one error, [`checks::Annotated`]'s, at the user's token.
-    fn step(dsl: &Dsl) -> Step<C, Self::Output> {
-        Self::with_compensation(Self::action(dsl.name.unwrap_or(Self::NAME)))
-    }
-
-    /// Applies the options, `saga!`'s over the attribute's (all but
-    /// `pivot`).
-    fn configure(step: Step<C, Self::Output>, dsl: &Dsl) -> Step<C, Self::Output>
-    where
-        C: 'static,
-    {
-        let mut step = step.retry(dsl.retry.or(Self::RETRY).policy());
-        let undo_retry = dsl.undo_retry.or(Self::UNDO_RETRY);
-        if undo_retry.is_set() {
-            step = step.compensation_retry(undo_retry.policy_from(default_compensation_retry()));
-        }
-        if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
-            step = step.timeout(timeout);
-        }
-        for (key, value) in Self::METADATA.iter().chain(dsl.metadata) {
-            step = step.metadata(*key, *value);
-        }
-        step
-    }
-
-    /// Applies the options, `saga!`'s over the attribute's, and adds the
-    /// step to `builder`.
-    fn push(builder: SagaBuilder<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> SagaBuilder<C>
-    where
-        C: 'static,
-    {
-        let step = Self::configure(step, dsl);
-        if dsl.pivot || Self::PIVOT {
-            builder.pivot(step)
-        } else {
-            builder.step(step)
-        }
-    }
-
-    /// Applies the options and adds the step to a `parallel` group as a
-    /// branch. `saga!` has checked that it is no pivot and takes the
-    /// context shared.
-    fn branch(group: Parallel<C>, step: Step<C, Self::Output>, dsl: &Dsl) -> Parallel<C>
-    where
-        C: 'static,
-    {
-        group.step(Self::configure(step, dsl))
+/// Adds a step `saga!` made, as the pivot if `pivot`.
+pub fn push<C: 'static, T: Send + Sync + 'static>(
+    builder: SagaBuilder<C>,
+    step: Step<C, T>,
+    pivot: bool,
+) -> SagaBuilder<C> {
+    if pivot {
+        builder.pivot(step)
+    } else {
+        builder.step(step)
     }
 }
 
@@ -352,8 +136,25 @@ pub trait UndoContext<C> {
     note = "a compensation of a step whose output is `()` may leave that parameter out"
 )]
 pub trait UndoOutput<C, T> {
+    /// The compensation, in the shape of its function.
+    const UNDO: UndoFn<C, (), T>;
+
     /// Sets the compensation of `step`.
-    fn attach(step: Step<C, T>) -> Step<C, T>;
+    fn attach(step: Step<C, T>) -> Step<C, T>
+    where
+        C: 'static,
+        T: Send + Sync + 'static,
+    {
+        attach_undo(step, Self::UNDO)
+    }
+}
+
+/// Sets `undo` as the compensation of `step`.
+pub fn attach_undo<C: 'static, T: Send + Sync + 'static>(
+    step: Step<C, T>,
+    undo: UndoFn<C, (), T>,
+) -> Step<C, T> {
+    step.with_undo(undo)
 }
 
 /// Whether a path named in `saga!` is a plain function (no `#[saga_task]`).
@@ -517,22 +318,6 @@ pub mod checks {
     }
 }
 
-/// What `saga!` says about one step, beyond its function.
-pub struct Dsl {
-    /// `name "..."`.
-    pub name: Option<&'static str>,
-    /// `retry`, `backoff`, `max_backoff`, `retry_if`.
-    pub retry: RetrySpec,
-    /// `undo_retry`.
-    pub undo_retry: RetrySpec,
-    /// `timeout`.
-    pub timeout: Option<Duration>,
-    /// `metadata(..)`.
-    pub metadata: &'static [(&'static str, &'static str)],
-    /// `pivot` rather than `step`.
-    pub pivot: bool,
-}
-
 /// Builds a saga whose every rule `saga!` checked at compile time.
 pub fn finish<C: 'static>(builder: SagaBuilder<C>) -> Saga<C> {
     match builder.build() {
@@ -569,6 +354,7 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn str_eq_compares_bytes() {

@@ -13,8 +13,9 @@ use crate::context::Context;
 use crate::error::BuildError;
 use crate::id::ExecutionId;
 use crate::observer::SagaObserver;
-use crate::policy::{RetryOn, RetryPolicy};
-use crate::step::{AsyncTask, Step, StepDef, StepKind, Task};
+use crate::policy::RetryPolicy;
+pub use crate::step::default_undo_retry;
+use crate::step::{Step, StepDef, StepKind, Task};
 
 /// A saga definition: a name and an ordered list of steps.
 ///
@@ -32,7 +33,7 @@ use crate::step::{AsyncTask, Step, StepDef, StepKind, Task};
 ///         o.log.push("created");
 ///         Ok::<_, StepError>(())
 ///     })
-///     .compensate(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+///     .undo(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
 ///         o.log.push("cancelled");
 ///         Ok::<_, StepError>(())
 ///     }))
@@ -50,15 +51,15 @@ use crate::step::{AsyncTask, Step, StepDef, StepKind, Task};
 /// assert_eq!(err.source().unwrap().to_string(), "card declined");
 /// # Ok::<(), saga_core::BuildError>(())
 /// ```
-pub struct Saga<C = Context> {
-    pub(crate) inner: Arc<SagaInner<C>>,
+pub struct Saga<C = Context, D = ()> {
+    pub(crate) inner: Arc<SagaInner<C, D>>,
 }
 
-pub(crate) struct SagaInner<C> {
+pub(crate) struct SagaInner<C, D> {
     pub(crate) name: Arc<str>,
     /// Every step, group branches included, in definition order; reports
     /// and outputs are indexed the same way.
-    pub(crate) steps: Vec<StepDef<C>>,
+    pub(crate) steps: Vec<StepDef<C, D>>,
     /// The order of execution: single steps and parallel groups.
     pub(crate) nodes: Vec<Node<C>>,
     pub(crate) observers: Vec<Arc<dyn SagaObserver>>,
@@ -67,7 +68,7 @@ pub(crate) struct SagaInner<C> {
     pub(crate) has_async: bool,
 }
 
-impl<C> Clone for Saga<C> {
+impl<C, D> Clone for Saga<C, D> {
     fn clone(&self) -> Self {
         Saga {
             inner: Arc::clone(&self.inner),
@@ -75,7 +76,7 @@ impl<C> Clone for Saga<C> {
     }
 }
 
-impl<C> fmt::Debug for Saga<C> {
+impl<C, D> fmt::Debug for Saga<C, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let steps: Vec<(&str, &str)> = self
             .inner
@@ -144,7 +145,7 @@ impl<C: Sync> SharedContext<C> for C {
 ///
 /// Branches share the context (`&C`), so a data race is impossible by
 /// construction; build them with [`Step::shared`] or [`Step::shared_async`]
-/// and give them compensations with [`Step::compensate_shared`] (or its
+/// and give them compensations with [`Step::undo_shared`] (or its
 /// async twin). A branch keeps what its compensation needs in its own
 /// output. Async branches run concurrently; sync branches run one after
 /// another, each to completion (a sync step cannot yield).
@@ -167,7 +168,7 @@ impl<C: Sync> SharedContext<C> for C {
 ///         t.booked.fetch_add(1, Ordering::SeqCst);
 ///         Ok::<_, StepError>(())
 ///     })
-///     .compensate_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
+///     .undo_shared(|t: &Trip, _: Option<&()>, _: &StepInfo<'_>| {
 ///         t.booked.fetch_sub(1, Ordering::SeqCst);
 ///         Ok::<_, StepError>(())
 ///     })
@@ -180,17 +181,17 @@ impl<C: Sync> SharedContext<C> for C {
 /// saga.run_blocking(&mut trip).unwrap();
 /// assert_eq!(trip.booked.load(Ordering::SeqCst), 2);
 /// ```
-pub struct Parallel<C> {
-    steps: Vec<StepDef<C>>,
+pub struct Parallel<C, D = ()> {
+    steps: Vec<StepDef<C, D>>,
 }
 
-impl<C: 'static> Default for Parallel<C> {
+impl<C: 'static, D: 'static> Default for Parallel<C, D> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<C: 'static> Parallel<C> {
+impl<C: 'static, D: 'static> Parallel<C, D> {
     /// An empty group; an empty group is a [`BuildError::EmptyGroup`].
     pub fn new() -> Self {
         Parallel { steps: Vec::new() }
@@ -198,9 +199,15 @@ impl<C: 'static> Parallel<C> {
 
     /// Adds a branch.
     #[must_use]
-    pub fn step<T: Send + Sync + 'static>(mut self, step: Step<C, T>) -> Self {
+    pub fn step<T: Send + Sync + 'static>(mut self, step: Step<C, T, D>) -> Self {
         self.steps.push(step.into_def());
         self
+    }
+
+    /// Adds the branch a [`Task`] describes (see [`Step::from_task`]).
+    #[must_use]
+    pub fn task<K: Task<C, D>>(self, task: K) -> Self {
+        self.step(Step::from_task(task))
     }
 }
 
@@ -220,15 +227,15 @@ pub struct StepShape {
     pub group: Option<usize>,
 }
 
-impl<C> Saga<C> {
+impl<C, D> Saga<C, D> {
     /// Starts a definition named `name`.
-    pub fn builder(name: impl Into<Arc<str>>) -> SagaBuilder<C> {
+    pub fn builder(name: impl Into<Arc<str>>) -> SagaBuilder<C, D> {
         SagaBuilder {
             name: name.into(),
             steps: Vec::new(),
             nodes: Vec::new(),
             observers: Vec::new(),
-            undo_retry: default_compensation_retry(),
+            undo_retry: default_undo_retry(),
             continue_on_compensation_failure: false,
         }
     }
@@ -266,30 +273,26 @@ impl<C> Saga<C> {
 }
 
 /// Builds a [`Saga`]; [`build`](SagaBuilder::build) checks the definition.
-pub struct SagaBuilder<C> {
+pub struct SagaBuilder<C, D = ()> {
     name: Arc<str>,
-    steps: Vec<StepDef<C>>,
+    steps: Vec<StepDef<C, D>>,
     nodes: Vec<Node<C>>,
     observers: Vec<Arc<dyn SagaObserver>>,
     undo_retry: RetryPolicy,
     continue_on_compensation_failure: bool,
 }
 
-/// The compensation retry policy a saga starts with: 3 attempts, every error
-/// retried, 100 ms backoff doubling up to 5 s. Compensations are retried by
-/// default because a compensation that gives up leaves the run stuck.
+/// Renamed to [`default_undo_retry`].
+#[deprecated(since = "0.2.0", note = "renamed to `default_undo_retry`")]
 pub fn default_compensation_retry() -> RetryPolicy {
-    RetryPolicy::attempts(3)
-        .with_backoff(Duration::from_millis(100))
-        .with_max_backoff(Duration::from_secs(5))
-        .retry_on(RetryOn::Any)
+    default_undo_retry()
 }
 
-impl<C: 'static> SagaBuilder<C> {
+impl<C: 'static, D: 'static> SagaBuilder<C, D> {
     /// Adds a step: compensable if it has a compensation, one with nothing
     /// to undo otherwise, retriable if it comes after the pivot.
     #[must_use]
-    pub fn step<T: Send + Sync + 'static>(mut self, step: Step<C, T>) -> Self {
+    pub fn step<T: Send + Sync + 'static>(mut self, step: Step<C, T, D>) -> Self {
         self.nodes.push(Node::Step(self.steps.len()));
         self.steps.push(step.into_def());
         self
@@ -297,7 +300,7 @@ impl<C: 'static> SagaBuilder<C> {
 
     /// Adds a group of steps that run at once (see [`Parallel`]).
     #[must_use]
-    pub fn parallel(mut self, group: Parallel<C>) -> Self
+    pub fn parallel(mut self, group: Parallel<C, D>) -> Self
     where
         C: Send + Sync,
     {
@@ -313,33 +316,32 @@ impl<C: 'static> SagaBuilder<C> {
     /// Adds the pivot: the point of no return. It has no compensation; once
     /// it succeeds the saga only goes forward.
     #[must_use]
-    pub fn pivot<T: Send + Sync + 'static>(mut self, step: Step<C, T>) -> Self {
+    pub fn pivot<T: Send + Sync + 'static>(mut self, step: Step<C, T, D>) -> Self {
         self.nodes.push(Node::Step(self.steps.len()));
         self.steps.push(step.into_pivot());
         self
     }
 
-    /// Adds a step from a sync [`Task`].
+    /// Adds the step a [`Task`] describes (see [`Step::from_task`]): the
+    /// pivot if it says `PIVOT`.
     #[must_use]
-    pub fn task<K: Task<C>>(self, task: K) -> Self {
+    pub fn task<K: Task<C, D>>(self, task: K) -> Self {
         self.step(Step::from_task(task))
     }
 
-    /// Adds a step from an [`AsyncTask`].
-    #[must_use]
-    pub fn async_task<K: AsyncTask<C>>(self, task: K) -> Self
-    where
-        C: Send,
-    {
-        self.step(Step::from_async_task(task))
-    }
-
     /// Sets the retry policy of compensations that have none of their own
-    /// (default: [`default_compensation_retry`]).
+    /// (default: [`default_undo_retry`]).
     #[must_use]
-    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
+    pub fn undo_retry(mut self, policy: RetryPolicy) -> Self {
         self.undo_retry = policy;
         self
+    }
+
+    /// Renamed to [`undo_retry`](Self::undo_retry).
+    #[deprecated(since = "0.2.0", note = "renamed to `SagaBuilder::undo_retry`")]
+    #[must_use]
+    pub fn compensation_retry(self, policy: RetryPolicy) -> Self {
+        self.undo_retry(policy)
     }
 
     /// When a compensation fails for good: `false` (the default) halts the
@@ -367,7 +369,7 @@ impl<C: 'static> SagaBuilder<C> {
     /// idempotency keys ambiguous), two pivots, a compensation on or after
     /// the pivot, a timeout on a sync step or of zero, or a retry policy of
     /// zero attempts.
-    pub fn build(mut self) -> Result<Saga<C>, BuildError> {
+    pub fn build(mut self) -> Result<Saga<C, D>, BuildError> {
         if self.name.is_empty() {
             return Err(BuildError::EmptySagaName);
         }

@@ -45,7 +45,7 @@ mod validate;
 ///   - `retry_if path`: a `fn(&StepError) -> bool` choosing which errors
 ///     are retried (default: those marked `StepError::retryable`);
 ///   - `undo_retry 5` (or `forever`): attempts of the step's compensation,
-///     which otherwise gets `default_compensation_retry()` (3 attempts,
+///     which otherwise gets `default_undo_retry()` (3 attempts,
 ///     every error retried); a step with no compensation cannot have it;
 ///   - `timeout 2s`: per attempt, for `async fn` steps only;
 ///   - `name "charge_again"`: the step's name (default: the attribute's

@@ -179,7 +179,7 @@ fn seq_step(ledger: &Arc<Ledger>, i: u32) -> Step<Job, u32> {
         },
     )
     .durable()
-    .compensate(
+    .undo(
         move |job: &mut Job, out: Option<&u32>, info: &StepInfo<'_>| {
             if let Some(out) = out
                 && *out != i * 10
@@ -222,7 +222,7 @@ fn branch(ledger: &Arc<Ledger>, i: u32) -> Step<Job, u32> {
         })
     })
     .durable()
-    .compensate_shared_async(move |_: &Job, out: Option<&u32>, info: &StepInfo<'_>| {
+    .undo_shared_async(move |_: &Job, out: Option<&u32>, info: &StepInfo<'_>| {
         let undo = Arc::clone(&undo);
         let key = info.idempotency_key();
         let out = out.copied();

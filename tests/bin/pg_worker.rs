@@ -161,13 +161,11 @@ fn saga(opts: &Options, ledger: &Arc<Ledger>) -> Saga<Job> {
                     Ok::<(), StepError>(())
                 })
             })
-            .compensate_async(
-                move |_: &mut Job, _: Option<&()>, info: &StepInfo<'_>| {
-                    let ledger = Arc::clone(&undo);
-                    let key = info.idempotency_key();
-                    Box::pin(async move { ledger.apply(&format!("undo:{key}")).await })
-                },
-            ),
+            .undo_async(move |_: &mut Job, _: Option<&()>, info: &StepInfo<'_>| {
+                let ledger = Arc::clone(&undo);
+                let key = info.idempotency_key();
+                Box::pin(async move { ledger.apply(&format!("undo:{key}")).await })
+            }),
         );
     }
     // Built from fixed parts: cannot fail.

@@ -117,7 +117,7 @@ pub fn saga(script: &Arc<Script>) -> Saga<Order> {
                 },
             )
             .durable()
-            .compensate_async(
+            .undo_async(
                 move |o: &mut Order, out: Option<&u32>, info: &StepInfo<'_>| {
                     let script = Arc::clone(&undo);
                     let key = info.idempotency_key();

@@ -47,7 +47,7 @@ pub fn compensable(name: &'static str) -> Step<Rec, String> {
         r.push(format!("do {name}"));
         Ok::<_, StepError>(format!("{name}-out"))
     })
-    .compensate(undo(name))
+    .undo(undo(name))
 }
 
 /// A compensation recording [`undo_effect`].
@@ -80,7 +80,7 @@ pub fn failing(
         r.push(format!("try {name}#{}", info.attempt()));
         Err::<String, _>(error())
     })
-    .compensate(undo(name))
+    .undo(undo(name))
 }
 
 /// A step that fails with `error()` on its first `failures` attempts
@@ -99,7 +99,7 @@ pub fn flaky(
         r.push(format!("do {name}#{}", info.attempt()));
         Ok(format!("{name}-out"))
     })
-    .compensate(undo(name))
+    .undo(undo(name))
 }
 
 /// The user's declined-card error.

@@ -29,7 +29,7 @@ pub fn order_saga(courier_ready: &Arc<AtomicBool>) -> Saga<u32> {
                 *n += 1;
                 Ok::<_, StepError>(())
             })
-            .compensate(|n: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+            .undo(|n: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
                 *n -= 1;
                 Ok::<_, StepError>(())
             }),
@@ -55,7 +55,7 @@ pub fn refund_saga() -> Saga<u32> {
             Step::new("lock", |_: &mut u32, _: &StepInfo<'_>| {
                 Ok::<_, StepError>(())
             })
-            .compensate(|_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(())),
+            .undo(|_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(())),
         )
         .step(Step::new("pay_back", |_: &mut u32, _: &StepInfo<'_>| {
             Err::<(), _>(StepError::new("bank closed"))

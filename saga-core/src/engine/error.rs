@@ -50,6 +50,18 @@ pub enum EngineError {
         /// The step's output type.
         output: &'static str,
     },
+    /// A saga declares dependencies of a type the engine was not given:
+    /// a worker that cannot run it must not claim its executions. Nothing
+    /// was registered.
+    #[error(
+        "saga `{saga}` needs dependencies of type `{dependencies}`, which this engine was not given; build the engine with `.with_dependencies(..)` of that type before registering the saga"
+    )]
+    MissingDependencies {
+        /// The saga.
+        saga: String,
+        /// The type of its dependencies.
+        dependencies: &'static str,
+    },
     /// `start` was given a context of another type than the saga's.
     #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`")]
     ContextType {

@@ -17,7 +17,7 @@
 //! - `journal.rs`: the executor's journal on a store
 //! - `shape.rs`: a definition's shape and fingerprint
 
-use std::any::{TypeId, type_name};
+use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -120,6 +120,25 @@ pub struct SagaEngine {
     /// How many starts of one step attempt without an end make a
     /// take-over end the execution stuck (a crash loop).
     crash_limit: u32,
+    /// The dependencies sagas may declare, one value per type (see
+    /// [`with_dependencies`](Self::with_dependencies)).
+    dependencies: Dependencies,
+}
+
+/// The engine's dependencies: one value per type, each shared with the
+/// registered sagas that declare it for the engine's life.
+#[derive(Clone, Default)]
+struct Dependencies(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl Dependencies {
+    /// The value of type `D`: `()` is always there.
+    fn get<D: Send + Sync + 'static>(&self) -> Option<Arc<D>> {
+        if TypeId::of::<D>() == TypeId::of::<()>() {
+            let unit: Arc<dyn Any + Send + Sync> = Arc::new(());
+            return unit.downcast::<D>().ok();
+        }
+        self.0.get(&TypeId::of::<D>())?.clone().downcast::<D>().ok()
+    }
 }
 
 struct EngineInner {
@@ -177,7 +196,52 @@ impl SagaEngine {
             lease_ttl: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
             crash_limit: 3,
+            dependencies: Dependencies::default(),
         }
+    }
+
+    /// Gives the engine `deps`, the dependencies (clients, pools,
+    /// configuration) of the sagas that declare their type `D`
+    /// (`Saga<C, D>`): one value per type, a second call with the same
+    /// type replacing the first. Register the sagas after this call: each
+    /// keeps its dependencies from its registration for the engine's life,
+    /// and every run of it borrows them (no clone per run or per step).
+    /// They are never logged, and not part of a saga's fingerprint.
+    ///
+    /// ```
+    /// use saga_core::{SagaEngine, Saga, Step, StepError, StepInfo};
+    /// use saga_core::store::MemoryStore;
+    ///
+    /// struct Mailer { from: &'static str }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let saga = Saga::<String, Mailer>::builder("welcome")
+    ///     .step(Step::new("mail", |sent: &mut String, info: &StepInfo<'_, Mailer>| {
+    ///         *sent = format!("from {}", info.dependencies().from);
+    ///         Ok::<_, StepError>(())
+    ///     }))
+    ///     .build()?;
+    /// let engine = SagaEngine::new(MemoryStore::new()).with_dependencies(Mailer { from: "shop" });
+    /// engine.register(saga).await?;
+    /// let id = engine.start("welcome", String::new()).await?;
+    /// engine.wait(&id).await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn with_dependencies<D: Send + Sync + 'static>(self, deps: D) -> Self {
+        self.with_shared_dependencies(Arc::new(deps))
+    }
+
+    /// [`with_dependencies`](Self::with_dependencies) with a value shared
+    /// already: the test kit hands its engines the same one.
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    pub(crate) fn with_shared_dependencies<D: Send + Sync + 'static>(
+        mut self,
+        deps: Arc<D>,
+    ) -> Self {
+        self.dependencies.0.insert(TypeId::of::<D>(), deps);
+        self
     }
 
     /// Sets how long an owner's lease on an execution lasts without a
@@ -213,13 +277,27 @@ impl SagaEngine {
     /// Registering an older version too lets `recover` carry on executions
     /// started with it. Returns the fingerprint.
     ///
+    /// A saga with dependencies (`Saga<C, D>`) is registered only on an
+    /// engine given a `D` ([`with_dependencies`](Self::with_dependencies)),
+    /// so that an engine (or a [`Worker`](crate::Worker)) that could not
+    /// run its executions never takes them.
+    ///
     /// # Errors
-    /// [`EngineError::OutputNotDurable`] for a step whose output cannot be
-    /// logged; [`EngineError::Store`] if the store fails.
-    pub async fn register<C>(&self, saga: Saga<C>) -> Result<String, EngineError>
+    /// [`EngineError::MissingDependencies`] for a saga whose dependencies
+    /// this engine lacks; [`EngineError::OutputNotDurable`] for a step
+    /// whose output cannot be logged; [`EngineError::Store`] if the store
+    /// fails. Nothing is registered then.
+    pub async fn register<C, D>(&self, saga: Saga<C, D>) -> Result<String, EngineError>
     where
         C: Serialize + DeserializeOwned + Send + 'static,
+        D: Send + Sync + 'static,
     {
+        let Some(deps) = self.dependencies.get::<D>() else {
+            return Err(EngineError::MissingDependencies {
+                saga: saga.name().to_owned(),
+                dependencies: type_name::<D>(),
+            });
+        };
         if let Some(step) = saga.inner.steps.iter().find(|s| s.codec.is_none()) {
             return Err(EngineError::OutputNotDurable {
                 saga: saga.name().to_owned(),
@@ -238,6 +316,7 @@ impl SagaEngine {
             .await?;
         let runner: Arc<dyn Runner> = Arc::new(Typed {
             saga,
+            deps,
             fingerprint: fingerprint.clone(),
         });
         let mut registry = self.registry_mut();

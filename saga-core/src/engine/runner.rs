@@ -47,14 +47,18 @@ pub(super) trait Runner: Send + Sync {
     ) -> Result<BoxFuture<'static, Done>, EngineError>;
 }
 
-pub(super) struct Typed<C> {
-    pub(super) saga: Saga<C>,
+pub(super) struct Typed<C, D> {
+    pub(super) saga: Saga<C, D>,
+    /// The dependencies, taken from the engine at registration: each run
+    /// borrows them.
+    pub(super) deps: Arc<D>,
     pub(super) fingerprint: String,
 }
 
-impl<C> Typed<C>
+impl<C, D> Typed<C, D>
 where
     C: Serialize + DeserializeOwned + Send + 'static,
+    D: Send + Sync + 'static,
 {
     /// The context and the resume state a log records.
     pub(super) fn decode(
@@ -101,9 +105,10 @@ where
     }
 }
 
-impl<C> Runner for Typed<C>
+impl<C, D> Runner for Typed<C, D>
 where
     C: Serialize + DeserializeOwned + Send + 'static,
+    D: Send + Sync + 'static,
 {
     fn name(&self) -> &str {
         self.saga.name()
@@ -178,6 +183,7 @@ where
                 .with_cancellation(job.cancel.clone());
             let run = executor::execute(
                 &self.saga.inner,
+                &*self.deps,
                 &mut ctx,
                 Run {
                     journal: Some(&journal),

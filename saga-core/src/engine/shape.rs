@@ -40,7 +40,7 @@ pub(super) struct ShapeStep {
 /// hex. Stable across builds, platforms and compilers; retry policies,
 /// timeouts and metadata are not part of it (changing them does not change
 /// what a log means).
-pub(super) fn describe<C>(saga: &Saga<C>) -> (String, String) {
+pub(super) fn describe<C, D>(saga: &Saga<C, D>) -> (String, String) {
     let shape = Shape {
         format: 1,
         saga: saga.name().to_owned(),
@@ -90,7 +90,7 @@ impl DefinitionRecord {
     }
 }
 
-impl<C> Saga<C> {
+impl<C, D> Saga<C, D> {
     /// The definition's fingerprint: SHA-256 (hex) of its canonical
     /// description (name, steps in order, their kinds and parallel groups).
     /// A durable execution records it; recovery runs an execution only

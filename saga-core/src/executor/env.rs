@@ -21,8 +21,11 @@ pub(super) static SYSTEM_CLOCK: SystemClock = SystemClock;
 /// What a run shares with every step, branches included: read-only. Owned
 /// by the run's future (made before it, from the [`RunOptions`], so the
 /// future holds the options once).
-pub(crate) struct Env<'r, C> {
-    pub(super) saga: &'r SagaInner<C>,
+pub(crate) struct Env<'r, C, D> {
+    pub(super) saga: &'r SagaInner<C, D>,
+    /// The saga's dependencies, lent for the run: every step's
+    /// [`StepInfo`](crate::StepInfo) borrows them, nothing clones them.
+    pub(super) deps: &'r D,
     pub(super) id: ExecutionId,
     /// The run's clock; the system clock when none.
     pub(super) clock: Option<Arc<dyn Clock>>,
@@ -46,7 +49,7 @@ pub(super) struct Durable<'r, C> {
     pub(super) aborted: Mutex<Option<StoreError>>,
 }
 
-impl<C> Env<'_, C> {
+impl<C, D> Env<'_, C, D> {
     pub(super) fn clock(&self) -> &dyn Clock {
         match &self.clock {
             Some(clock) => &**clock,
@@ -68,7 +71,7 @@ impl<C> Env<'_, C> {
     /// driven without a runtime and without a journal (see
     /// [`run_sync_action`]).
     #[inline]
-    pub(super) fn sync_action<'s>(&self, step: &'s StepDef<C>) -> Option<&'s SyncAction<C>> {
+    pub(super) fn sync_action<'s>(&self, step: &'s StepDef<C, D>) -> Option<&'s SyncAction<C, D>> {
         // The run's kind first: an async run pays one test per step.
         if !self.blocking || self.durable.is_some() {
             return None;
@@ -137,7 +140,7 @@ impl<C> Env<'_, C> {
     /// A step's output, encoded for the journal.
     pub(super) fn encode_output(
         &self,
-        step: &StepDef<C>,
+        step: &StepDef<C, D>,
         output: &(dyn std::any::Any + Send + Sync),
     ) -> Option<String> {
         let result = match &step.codec {

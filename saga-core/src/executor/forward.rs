@@ -20,8 +20,8 @@ use crate::step::{StepDef, StepInfo, SyncAction};
 // Deliberately not an `async fn`: clippy's suggestion would store the
 // arguments twice.
 #[allow(clippy::manual_async_fn)]
-pub(super) fn forward<'a, C>(
-    env: &'a Env<'_, C>,
+pub(super) fn forward<'a, C, D>(
+    env: &'a Env<'_, C, D>,
     state: &'a mut State<'_>,
     ctx: &'a mut C,
 ) -> impl Future<Output = Result<(), Stop>> + 'a {
@@ -155,8 +155,8 @@ pub(super) struct Halt {
 // Deliberately not an `async fn` (see the comment in its body): clippy's
 // suggestion would store the arguments twice.
 #[allow(clippy::manual_async_fn)]
-pub(super) fn run_action<'a, C>(
-    env: &'a Env<'_, C>,
+pub(super) fn run_action<'a, C, D>(
+    env: &'a Env<'_, C, D>,
     index: usize,
     mut ctx: impl Access<C> + 'a,
     record: &'a mut Record,
@@ -219,7 +219,8 @@ pub(super) fn run_action<'a, C>(
             let delay = {
                 let (now, error) = 'failed: {
                     let out = match {
-                        let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+                        let info =
+                            StepInfo::of(&env.saga.name, &env.id, &step.name, attempt, env.deps);
                         settle!(
                             attempt_action(step, &mut ctx, &info, brakes),
                             false,
@@ -284,10 +285,10 @@ pub(super) fn run_action<'a, C>(
 /// make, poll and drop for every step. Inlined: a sync run saves more than
 /// an async one (whose future's code grows) loses (docs/PERFORMANCE.md).
 #[inline(always)]
-pub(super) fn run_sync_action<C>(
-    env: &Env<'_, C>,
-    step: &StepDef<C>,
-    action: &SyncAction<C>,
+pub(super) fn run_sync_action<C, D>(
+    env: &Env<'_, C, D>,
+    step: &StepDef<C, D>,
+    action: &SyncAction<C, D>,
     ctx: &mut C,
     record: &mut Record,
     start: Instant,
@@ -308,7 +309,7 @@ pub(super) fn run_sync_action<C>(
             step: &step.name,
             attempt,
         });
-        let info = StepInfo::new(&env.saga.name, &env.id, &step.name, attempt);
+        let info = StepInfo::of(&env.saga.name, &env.id, &step.name, attempt, env.deps);
         #[cfg(not(feature = "tracing"))]
         let result = catch(|| action(&mut *ctx, &info));
         #[cfg(feature = "tracing")]
@@ -337,9 +338,9 @@ pub(super) fn run_sync_action<C>(
 
 /// Records an action's successful attempt, which ended at `now`.
 #[inline(always)]
-pub(super) fn action_succeeded<C>(
-    env: &Env<'_, C>,
-    step: &StepDef<C>,
+pub(super) fn action_succeeded<C, D>(
+    env: &Env<'_, C, D>,
+    step: &StepDef<C, D>,
     record: &mut Record,
     attempt: u32,
     start: Instant,
@@ -360,9 +361,9 @@ pub(super) fn action_succeeded<C>(
 /// one if the step's policy retries it. Out of line: the failure path's
 /// code kept out of the hot loop.
 #[inline(never)]
-pub(super) fn action_failed<C>(
-    env: &Env<'_, C>,
-    step: &StepDef<C>,
+pub(super) fn action_failed<C, D>(
+    env: &Env<'_, C, D>,
+    step: &StepDef<C, D>,
     record: &mut Record,
     attempt: u32,
     error: &StepError,
@@ -410,8 +411,8 @@ pub(super) fn action_gave_up(
 }
 
 /// Ends a run stuck going forward at step `index` of node `node`.
-pub(super) fn stuck_forward<C>(
-    env: &Env<'_, C>,
+pub(super) fn stuck_forward<C, D>(
+    env: &Env<'_, C, D>,
     state: &mut State<'_>,
     node: usize,
     index: usize,

@@ -20,8 +20,8 @@ pub(super) type GroupRun = (Option<(usize, StepError)>, Vec<(usize, String)>);
 /// Runs a group's branches at once. The first branch to fail for good
 /// stops its siblings' retries and drops the cancel-safe ones; the others
 /// are let finish.
-pub(super) async fn run_group<C>(
-    env: &Env<'_, C>,
+pub(super) async fn run_group<C, D>(
+    env: &Env<'_, C, D>,
     ctx: &dyn SharedContext<C>,
     range: Range<usize>,
     records: &mut [Record],
@@ -83,8 +83,8 @@ pub(super) async fn run_group<C>(
 
 /// Compensates, at once, every branch of a group that needs it; returns
 /// the compensations that failed for good.
-pub(super) async fn compensate_group<C>(
-    env: &Env<'_, C>,
+pub(super) async fn compensate_group<C, D>(
+    env: &Env<'_, C, D>,
     ctx: &dyn SharedContext<C>,
     range: Range<usize>,
     records: &mut [Record],

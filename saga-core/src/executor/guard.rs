@@ -61,7 +61,7 @@ impl<'t> Brakes<'t> {
     /// step may be dropped when the run is cancelled; the pivot and what
     /// follows always finish.
     #[inline(always)]
-    pub(super) fn of<C>(env: &'t Env<'_, C>, step: &StepDef<C>, pivot_done: bool) -> Self {
+    pub(super) fn of<C, D>(env: &'t Env<'_, C, D>, step: &StepDef<C, D>, pivot_done: bool) -> Self {
         Brakes {
             cancel: env.cancel.as_ref().filter(|_| !pivot_done && !step.pivot),
             group: None,
@@ -78,10 +78,10 @@ impl<'t> Brakes<'t> {
 /// One attempt of an action: panics caught, the timeout applied, and a
 /// droppable step dropped when a brake is applied.
 #[inline]
-pub(super) fn attempt_action<'a, C, A: Access<C>>(
-    step: &'a StepDef<C>,
+pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
+    step: &'a StepDef<C, D>,
     ctx: &'a mut A,
-    info: &'a StepInfo<'a>,
+    info: &'a StepInfo<'a, D>,
     brakes: Brakes<'a>,
 ) -> Attempt<'a, Output> {
     let future = match &step.action {
@@ -193,7 +193,7 @@ macro_rules! settle {
 }
 pub(super) use settle;
 
-pub(super) fn exclusive_in_group(info: &StepInfo<'_>) -> StepError {
+pub(super) fn exclusive_in_group<D>(info: &StepInfo<'_, D>) -> StepError {
     // `build()` rejects such a branch; reaching this is an engine bug,
     // reported as an error rather than a panic.
     StepError::new(format!(
@@ -208,11 +208,11 @@ pub(super) fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, St
 }
 
 /// One attempt of a compensation, panics caught.
-pub(super) fn attempt_undo<'a, C, A: Access<C>>(
-    undo: &'a Undo<C>,
+pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
+    undo: &'a Undo<C, D>,
     ctx: &'a mut A,
     output: Option<&'a (dyn std::any::Any + Send + Sync)>,
-    info: &'a StepInfo<'a>,
+    info: &'a StepInfo<'a, D>,
 ) -> Attempt<'a, ()> {
     let future = match undo {
         Undo::Sync(undo) => {

@@ -37,6 +37,8 @@ mod group;
 mod guard;
 mod rollback;
 mod run;
+
+pub use run::Using;
 mod state;
 
 use env::{Durable, Env};
@@ -111,8 +113,9 @@ impl<C> Run<'_, C> {
 /// Not an `async fn`: it returns the future of [`run_execution`] itself, so
 /// no wrapper future stores the arguments once more in every run in
 /// flight.
-pub(crate) fn execute<'a, C>(
-    saga: &'a SagaInner<C>,
+pub(crate) fn execute<'a, C, D>(
+    saga: &'a SagaInner<C, D>,
+    deps: &'a D,
     ctx: &'a mut C,
     run: Run<'a, C>,
 ) -> impl Future<Output = Result<SagaReport, SagaError>> + 'a {
@@ -133,6 +136,7 @@ pub(crate) fn execute<'a, C>(
     } = options;
     let env = Env {
         saga,
+        deps,
         id: execution_id.unwrap_or_else(ExecutionId::generate),
         clock,
         cancel,
@@ -166,8 +170,8 @@ pub(crate) fn execute<'a, C>(
 // Deliberately not an `async fn` (see above): clippy's suggestion would
 // store the arguments twice.
 #[allow(clippy::manual_async_fn)]
-fn run_execution<'a, C>(
-    mut env: Env<'a, C>,
+fn run_execution<'a, C, D>(
+    mut env: Env<'a, C, D>,
     ctx: &'a mut C,
     resume: Option<Box<Resume>>,
     lent: Option<&'a mut [Record]>,
@@ -205,8 +209,8 @@ fn run_execution<'a, C>(
 }
 
 /// Logs the end of a durable run.
-async fn finish_durable<C>(
-    env: &Env<'_, C>,
+async fn finish_durable<C, D>(
+    env: &Env<'_, C, D>,
     state: &mut State<'_>,
     ctx: &mut C,
     result: Result<SagaReport, SagaError>,
@@ -230,7 +234,7 @@ async fn finish_durable<C>(
 }
 
 /// Ends a run whose journal failed.
-fn store_error<C>(env: &Env<'_, C>, state: &mut State<'_>, error: StoreError) -> SagaError {
+fn store_error<C, D>(env: &Env<'_, C, D>, state: &mut State<'_>, error: StoreError) -> SagaError {
     let duration = env.since_start(env.now());
     let report = state.report(env, state.status, duration);
     SagaError::Store {

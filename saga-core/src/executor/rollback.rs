@@ -17,8 +17,8 @@ use crate::step::StepInfo;
 
 /// Rolls back: compensates, in reverse order (parallel branches at once),
 /// every step that took effect or may have.
-pub(super) async fn rollback<C>(
-    env: &Env<'_, C>,
+pub(super) async fn rollback<C, D>(
+    env: &Env<'_, C, D>,
     state: &mut State<'_>,
     ctx: &mut C,
     stop: Stop,
@@ -158,8 +158,8 @@ pub(super) async fn rollback<C>(
 
 /// Runs one compensation until it succeeds or its policy gives up. `status`
 /// is the step's in its [`Record`], `mark` the last clock reading.
-pub(super) async fn run_compensation<C>(
-    env: &Env<'_, C>,
+pub(super) async fn run_compensation<C, D>(
+    env: &Env<'_, C, D>,
     index: usize,
     mut ctx: impl Access<C>,
     status: &mut StepStatus,
@@ -204,7 +204,7 @@ pub(super) async fn run_compensation<C>(
             }
         }
         let result = {
-            let info = StepInfo::new(&saga.name, &env.id, &step.name, attempt);
+            let info = StepInfo::of(&saga.name, &env.id, &step.name, attempt, env.deps);
             settle!(
                 attempt_undo(undo, &mut ctx, output, &info),
                 true,
@@ -279,7 +279,7 @@ pub(super) async fn run_compensation<C>(
 }
 
 /// Ends a rollback whose journal failed.
-pub(super) fn aborted<C>(env: &Env<'_, C>, state: &mut State<'_>) -> SagaError {
+pub(super) fn aborted<C, D>(env: &Env<'_, C, D>, state: &mut State<'_>) -> SagaError {
     let error = env.take_abort().unwrap_or_else(|| StoreError::Closed {
         store: "the journal".to_owned(),
     });

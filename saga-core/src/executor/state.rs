@@ -95,8 +95,8 @@ impl std::ops::DerefMut for Records<'_> {
 }
 
 impl<'a> State<'a> {
-    pub(super) fn new<C>(
-        saga: &SagaInner<C>,
+    pub(super) fn new<C, D>(
+        saga: &SagaInner<C, D>,
         started: Instant,
         lent: Option<&'a mut [Record]>,
     ) -> Self {
@@ -149,9 +149,9 @@ impl<'a> State<'a> {
         &mut self.extra
     }
 
-    pub(super) fn failure<C>(
+    pub(super) fn failure<C, D>(
         &self,
-        saga: &SagaInner<C>,
+        saga: &SagaInner<C, D>,
         index: usize,
         compensation: bool,
         error: &StepError,
@@ -209,9 +209,9 @@ impl<'a> State<'a> {
 
     /// The public report of the run so far. The steps' last errors move
     /// into it: it is made once, when the run ends.
-    pub(super) fn report<C>(
+    pub(super) fn report<C, D>(
         &mut self,
-        env: &Env<'_, C>,
+        env: &Env<'_, C, D>,
         status: ExecutionStatus,
         duration: Duration,
     ) -> SagaReport {
@@ -238,7 +238,11 @@ impl<'a> State<'a> {
         }
     }
 
-    pub(super) fn finish<C>(&mut self, env: &Env<'_, C>, status: ExecutionStatus) -> SagaReport {
+    pub(super) fn finish<C, D>(
+        &mut self,
+        env: &Env<'_, C, D>,
+        status: ExecutionStatus,
+    ) -> SagaReport {
         self.status = status;
         let elapsed = env.since_start(self.mark);
         env.emit(&SagaEvent::SagaFinished { status, elapsed });
@@ -249,8 +253,8 @@ impl<'a> State<'a> {
 /// The public report of one step, from its record. Its last error moves
 /// into it.
 #[inline(always)]
-pub(super) fn step_report<C>(
-    step: &StepDef<C>,
+pub(super) fn step_report<C, D>(
+    step: &StepDef<C, D>,
     record: &Record,
     extra: Option<&mut Extra>,
 ) -> StepReport {

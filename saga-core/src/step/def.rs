@@ -11,47 +11,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) type Output = Box<dyn Any + Send + Sync>;
-pub(crate) type SyncAction<C> =
-    dyn Fn(&mut C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
-type AsyncAction<C> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+pub(crate) type SyncAction<C, D> =
+    dyn Fn(&mut C, &StepInfo<'_, D>) -> Result<Output, StepError> + Send + Sync;
+type AsyncAction<C, D> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<Output, StepError>>
     + Send
     + Sync;
-pub(super) type SyncUndo<C> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_>) -> Result<(), StepError>
+pub(super) type SyncUndo<C, D> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_, D>) -> Result<(), StepError>
     + Send
     + Sync;
-type AsyncUndo<C> = dyn for<'a> Fn(
+type AsyncUndo<C, D> = dyn for<'a> Fn(
         &'a mut C,
         Option<&'a (dyn Any + Send + Sync)>,
-        &'a StepInfo<'a>,
+        &'a StepInfo<'a, D>,
     ) -> BoxFuture<'a, Result<(), StepError>>
     + Send
     + Sync;
 
-type SharedSyncAction<C> = dyn Fn(&C, &StepInfo<'_>) -> Result<Output, StepError> + Send + Sync;
-type SharedAsyncAction<C> = dyn for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+type SharedSyncAction<C, D> =
+    dyn Fn(&C, &StepInfo<'_, D>) -> Result<Output, StepError> + Send + Sync;
+type SharedAsyncAction<C, D> = dyn for<'a> Fn(&'a C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<Output, StepError>>
     + Send
     + Sync;
-type SharedSyncUndo<C> = dyn Fn(&C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_>) -> Result<(), StepError>
+type SharedSyncUndo<C, D> = dyn Fn(&C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_, D>) -> Result<(), StepError>
     + Send
     + Sync;
-type SharedAsyncUndo<C> = dyn for<'a> Fn(
+type SharedAsyncUndo<C, D> = dyn for<'a> Fn(
         &'a C,
         Option<&'a (dyn Any + Send + Sync)>,
-        &'a StepInfo<'a>,
+        &'a StepInfo<'a, D>,
     ) -> BoxFuture<'a, Result<(), StepError>>
     + Send
     + Sync;
 
 /// A step's action, type-erased: sync or async, taking the context
 /// exclusively (`&mut C`) or shared (`&C`, as parallel branches must).
-pub(crate) enum Action<C> {
-    Sync(Box<SyncAction<C>>),
-    Async(Box<AsyncAction<C>>),
-    SharedSync(Box<SharedSyncAction<C>>),
-    SharedAsync(Box<SharedAsyncAction<C>>),
+pub(crate) enum Action<C, D> {
+    Sync(Box<SyncAction<C, D>>),
+    Async(Box<AsyncAction<C, D>>),
+    SharedSync(Box<SharedSyncAction<C, D>>),
+    SharedAsync(Box<SharedAsyncAction<C, D>>),
 }
 
-impl<C> Action<C> {
+impl<C, D> Action<C, D> {
     pub(crate) fn is_async(&self) -> bool {
         matches!(self, Action::Async(_) | Action::SharedAsync(_))
     }
@@ -64,14 +65,14 @@ impl<C> Action<C> {
 /// A compensation, type-erased; the output arrives as `&dyn Any` and is
 /// downcast to the step's own output type, which the typed builder
 /// guarantees.
-pub(crate) enum Undo<C> {
-    Sync(Box<SyncUndo<C>>),
-    Async(Box<AsyncUndo<C>>),
-    SharedSync(Box<SharedSyncUndo<C>>),
-    SharedAsync(Box<SharedAsyncUndo<C>>),
+pub(crate) enum Undo<C, D> {
+    Sync(Box<SyncUndo<C, D>>),
+    Async(Box<AsyncUndo<C, D>>),
+    SharedSync(Box<SharedSyncUndo<C, D>>),
+    SharedAsync(Box<SharedAsyncUndo<C, D>>),
 }
 
-impl<C> Undo<C> {
+impl<C, D> Undo<C, D> {
     pub(crate) fn is_async(&self) -> bool {
         matches!(self, Undo::Async(_) | Undo::SharedAsync(_))
     }
@@ -82,10 +83,10 @@ impl<C> Undo<C> {
 }
 
 /// A step, type-erased: what a [`Saga`](crate::Saga) holds.
-pub(crate) struct StepDef<C> {
+pub(crate) struct StepDef<C, D> {
     pub(crate) name: Arc<str>,
-    pub(crate) action: Action<C>,
-    pub(crate) undo: Option<Undo<C>>,
+    pub(crate) action: Action<C, D>,
+    pub(crate) undo: Option<Undo<C, D>>,
     pub(crate) retry: RetryPolicy,
     pub(crate) undo_retry: Option<RetryPolicy>,
     pub(crate) timeout: Option<Duration>,
@@ -130,9 +131,9 @@ impl OutputCodec {
 
 /// Boxes an async action; taking the closure here gives it the
 /// higher-ranked signature that a `let` binding cannot.
-pub(crate) fn erase_async<C, F>(action: F) -> Action<C>
+pub(crate) fn erase_async<C, D, F>(action: F) -> Action<C, D>
 where
-    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
         + Sync
         + 'static,
@@ -141,12 +142,12 @@ where
 }
 
 /// Boxes an async compensation (see [`erase_async`]).
-pub(crate) fn erase_async_undo<C, F>(undo: F) -> Undo<C>
+pub(crate) fn erase_async_undo<C, D, F>(undo: F) -> Undo<C, D>
 where
     F: for<'a> Fn(
             &'a mut C,
             Option<&'a (dyn Any + Send + Sync)>,
-            &'a StepInfo<'a>,
+            &'a StepInfo<'a, D>,
         ) -> BoxFuture<'a, Result<(), StepError>>
         + Send
         + Sync
@@ -156,9 +157,9 @@ where
 }
 
 /// Boxes an async action on a shared context (see [`erase_async`]).
-pub(crate) fn erase_shared_async<C, F>(action: F) -> Action<C>
+pub(crate) fn erase_shared_async<C, D, F>(action: F) -> Action<C, D>
 where
-    F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<Output, StepError>>
+    F: for<'a> Fn(&'a C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<Output, StepError>>
         + Send
         + Sync
         + 'static,
@@ -167,12 +168,12 @@ where
 }
 
 /// Boxes an async compensation on a shared context (see [`erase_async`]).
-pub(crate) fn erase_shared_async_undo<C, F>(undo: F) -> Undo<C>
+pub(crate) fn erase_shared_async_undo<C, D, F>(undo: F) -> Undo<C, D>
 where
     F: for<'a> Fn(
             &'a C,
             Option<&'a (dyn Any + Send + Sync)>,
-            &'a StepInfo<'a>,
+            &'a StepInfo<'a, D>,
         ) -> BoxFuture<'a, Result<(), StepError>>
         + Send
         + Sync
@@ -181,11 +182,11 @@ where
     Undo::SharedAsync(Box::new(undo))
 }
 
-pub(super) fn erase_sync<C, T, E, F>(action: F) -> Action<C>
+pub(super) fn erase_sync<C, D, T, E, F>(action: F) -> Action<C, D>
 where
     T: Send + Sync + 'static,
     E: Into<StepError>,
-    F: Fn(&mut C, &StepInfo<'_>) -> Result<T, E> + Send + Sync + 'static,
+    F: Fn(&mut C, &StepInfo<'_, D>) -> Result<T, E> + Send + Sync + 'static,
 {
     Action::Sync(Box::new(move |ctx, info| match action(ctx, info) {
         Ok(out) => Ok(Box::new(out) as Output),

@@ -1,5 +1,5 @@
 //! Steps: [`Step`] (the builder of one step), [`StepInfo`] (what a step
-//! knows about its run), and the [`Task`] / [`AsyncTask`] traits.
+//! knows about its run), the [`Task`] trait and [`Provides`].
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -15,14 +15,18 @@ use crate::policy::RetryPolicy;
 pub use crate::status::StepKind;
 
 mod def;
+mod provides;
 mod task;
 
+use def::erase_sync;
 pub(crate) use def::{
     Action, Output, OutputCodec, StepDef, SyncAction, Undo, erase_async, erase_async_undo,
     erase_shared_async, erase_shared_async_undo,
 };
-use def::{SyncUndo, erase_sync};
-pub use task::{AsyncTask, Task};
+pub use provides::Provides;
+#[doc(hidden)]
+pub use task::{Dsl, undo_shared};
+pub use task::{RetrySpec, Task, TaskFn, UndoFn, default_undo_retry};
 
 /// A boxed, `Send` future: what async steps and compensations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -40,23 +44,80 @@ pub type Metadata = BTreeMap<String, String>;
 /// step and compensation *at least once*: one cut off by a crash runs again
 /// after recovery, with the same key and the same attempt number. The key is
 /// what makes its effect happen once.
-#[derive(Debug, Clone, Copy)]
-pub struct StepInfo<'a> {
+pub struct StepInfo<'a, D = ()> {
     pub(crate) saga: &'a str,
     pub(crate) execution_id: &'a ExecutionId,
     pub(crate) step: &'a str,
     pub(crate) attempt: u32,
+    pub(crate) dependencies: &'a D,
+}
+
+impl<D> Clone for StepInfo<'_, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D> Copy for StepInfo<'_, D> {}
+
+impl<D> std::fmt::Debug for StepInfo<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepInfo")
+            .field("saga", &self.saga)
+            .field("execution_id", &self.execution_id)
+            .field("step", &self.step)
+            .field("attempt", &self.attempt)
+            .field("dependencies", &std::any::type_name::<D>())
+            .finish()
+    }
 }
 
 impl<'a> StepInfo<'a> {
-    /// Information for calling a step by hand (in a unit test, say).
+    /// Information for calling a step by hand (in a unit test, say), with
+    /// no dependencies; add them with
+    /// [`with_dependencies`](Self::with_dependencies).
     pub fn new(saga: &'a str, execution_id: &'a ExecutionId, step: &'a str, attempt: u32) -> Self {
+        StepInfo::of(saga, execution_id, step, attempt, &())
+    }
+}
+
+impl<'a, D> StepInfo<'a, D> {
+    /// What the executor hands a step.
+    pub(crate) fn of(
+        saga: &'a str,
+        execution_id: &'a ExecutionId,
+        step: &'a str,
+        attempt: u32,
+        dependencies: &'a D,
+    ) -> Self {
         StepInfo {
             saga,
             execution_id,
             step,
             attempt,
+            dependencies,
         }
+    }
+
+    /// The same information with `dependencies`: for calling a step that
+    /// uses them by hand (in a unit test, say).
+    pub fn with_dependencies<E>(self, dependencies: &'a E) -> StepInfo<'a, E> {
+        StepInfo::of(
+            self.saga,
+            self.execution_id,
+            self.step,
+            self.attempt,
+            dependencies,
+        )
+    }
+
+    /// The saga's dependencies (its clients, pools, configuration): the
+    /// value given to [`SagaEngine::with_dependencies`](crate::SagaEngine::with_dependencies)
+    /// for a durable run, or to [`Saga::using`](crate::Saga::using) for an
+    /// in-memory one; `&()` for a saga without dependencies. They are
+    /// never logged.
+    pub fn dependencies(&self) -> &'a D {
+        self.dependencies
     }
 
     /// The saga's name.
@@ -116,22 +177,22 @@ impl<'a> StepInfo<'a> {
 ///     shop.reserved.push(7);
 ///     Ok::<_, StepError>(7_u32)
 /// })
-/// .compensate(|shop: &mut Shop, item: Option<&u32>, _: &StepInfo<'_>| {
+/// .undo(|shop: &mut Shop, item: Option<&u32>, _: &StepInfo<'_>| {
 ///     shop.reserved.retain(|i| Some(i) != item);
 ///     Ok::<_, StepError>(())
 /// });
 /// # let _ = reserve;
 /// ```
-pub struct Step<C, T = ()> {
-    def: StepDef<C>,
+pub struct Step<C, T = (), D = ()> {
+    def: StepDef<C, D>,
     _output: PhantomData<fn() -> T>,
 }
 
-impl<C, T: 'static> Step<C, T> {
+impl<C, T: 'static, D> Step<C, T, D> {
     /// Bounded by less than the constructors that call it, so that an
     /// output that is not `Send + Sync` is reported by them, or by
     /// `saga!`'s own checks, and not once more here (`__private`).
-    pub(crate) fn from_action(name: Arc<str>, action: Action<C>) -> Self {
+    pub(crate) fn from_action(name: Arc<str>, action: Action<C, D>) -> Self {
         Step {
             def: StepDef {
                 name,
@@ -154,13 +215,13 @@ impl<C, T: 'static> Step<C, T> {
     }
 }
 
-impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
+impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     /// A step whose action is a sync function of the context and the
     /// step's [`StepInfo`]. Its output is kept for its compensation.
     pub fn new<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
     where
         E: Into<StepError>,
-        F: Fn(&mut C, &StepInfo<'_>) -> Result<T, E> + Send + Sync + 'static,
+        F: Fn(&mut C, &StepInfo<'_, D>) -> Result<T, E> + Send + Sync + 'static,
     {
         Self::from_action(name.into(), erase_sync(action))
     }
@@ -170,7 +231,7 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     pub fn new_async<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
     where
         E: Into<StepError> + 'static,
-        F: for<'a> Fn(&'a mut C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<T, E>>
+        F: for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<T, E>>
             + Send
             + Sync
             + 'static,
@@ -193,9 +254,9 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     pub fn shared<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
     where
         E: Into<StepError>,
-        F: Fn(&C, &StepInfo<'_>) -> Result<T, E> + Send + Sync + 'static,
+        F: Fn(&C, &StepInfo<'_, D>) -> Result<T, E> + Send + Sync + 'static,
     {
-        let action = move |ctx: &C, info: &StepInfo<'_>| match action(ctx, info) {
+        let action = move |ctx: &C, info: &StepInfo<'_, D>| match action(ctx, info) {
             Ok(out) => Ok(Box::new(out) as Output),
             Err(e) => Err(e.into()),
         };
@@ -207,7 +268,7 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     pub fn shared_async<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
     where
         E: Into<StepError> + 'static,
-        F: for<'a> Fn(&'a C, &'a StepInfo<'a>) -> BoxFuture<'a, Result<T, E>>
+        F: for<'a> Fn(&'a C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<T, E>>
             + Send
             + Sync
             + 'static,
@@ -224,69 +285,6 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
         Self::from_action(name.into(), action)
     }
 
-    /// A step from a sync [`Task`].
-    pub fn from_task<K>(task: K) -> Self
-    where
-        K: Task<C, Output = T>,
-    {
-        let name: Arc<str> = task.name().into();
-        let metadata = task.metadata();
-        let task = Arc::new(task);
-        let undo = if task.has_compensation() {
-            let task = Arc::clone(&task);
-            Some(Undo::Sync(Box::new(
-                move |ctx: &mut C, out: Option<&(dyn Any + Send + Sync)>, info: &StepInfo<'_>| {
-                    task.compensate(ctx, downcast_output::<T>(out, info)?, info)
-                },
-            ) as Box<SyncUndo<C>>))
-        } else {
-            None
-        };
-        let mut step = Self::from_action(
-            name,
-            Action::Sync(Box::new(move |ctx, info| {
-                task.execute(ctx, info).map(|out| Box::new(out) as Output)
-            })),
-        );
-        step.def.undo = undo;
-        step.def.metadata = metadata;
-        step
-    }
-
-    /// A step from an [`AsyncTask`].
-    pub fn from_async_task<K>(task: K) -> Self
-    where
-        C: Send,
-        K: AsyncTask<C, Output = T>,
-    {
-        let name: Arc<str> = task.name().into();
-        let metadata = task.metadata();
-        let task = Arc::new(task);
-        let undo = if task.has_compensation() {
-            let task = Arc::clone(&task);
-            Some(erase_async_undo(move |ctx, out, info| {
-                let task = Arc::clone(&task);
-                Box::pin(async move {
-                    let out = downcast_output::<T>(out, info)?;
-                    task.compensate(ctx, out, info).await
-                })
-            }))
-        } else {
-            None
-        };
-        let action = erase_async(move |ctx, info| {
-            let task = Arc::clone(&task);
-            Box::pin(async move {
-                let out = task.execute(ctx, info).await?;
-                Ok(Box::new(out) as Output)
-            })
-        });
-        let mut step = Self::from_action(name, action);
-        step.def.undo = undo;
-        step.def.metadata = metadata;
-        step
-    }
-
     /// Sets the compensation: a sync function of the context and this
     /// step's output, run on rollback if the step took effect (or may have).
     ///
@@ -296,51 +294,54 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     /// effect without saying what it did, so the compensation must find out
     /// (by the [`StepInfo::idempotency_key`]) and tolerate "nothing to undo".
     #[must_use]
-    pub fn compensate<E, G>(mut self, undo: G) -> Self
+    pub fn undo<E, G>(mut self, undo: G) -> Self
     where
         E: Into<StepError>,
-        G: Fn(&mut C, Option<&T>, &StepInfo<'_>) -> Result<(), E> + Send + Sync + 'static,
+        G: Fn(&mut C, Option<&T>, &StepInfo<'_, D>) -> Result<(), E> + Send + Sync + 'static,
     {
         self.def.undo = Some(Undo::Sync(Box::new(
-            move |ctx: &mut C, out: Option<&(dyn Any + Send + Sync)>, info: &StepInfo<'_>| {
-                undo(ctx, downcast_output::<T>(out, info)?, info).map_err(Into::into)
+            move |ctx: &mut C, out: Option<&(dyn Any + Send + Sync)>, info: &StepInfo<'_, D>| {
+                undo(ctx, downcast_output::<T, D>(out, info)?, info).map_err(Into::into)
             },
         )));
         self
     }
 
-    /// Sets an async compensation (see [`compensate`](Self::compensate)).
+    /// Sets an async compensation (see [`undo`](Self::undo)).
     #[must_use]
-    pub fn compensate_async<E, G>(self, undo: G) -> Self
+    pub fn undo_async<E, G>(self, undo: G) -> Self
     where
         E: Into<StepError> + 'static,
-        G: for<'a> Fn(&'a mut C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), E>>
+        G: for<'a> Fn(
+                &'a mut C,
+                Option<&'a T>,
+                &'a StepInfo<'a, D>,
+            ) -> BoxFuture<'a, Result<(), E>>
             + Send
             + Sync
             + 'static,
     {
-        self.compensate_converted_async(move |ctx, out, info| {
+        self.undo_converted_async(move |ctx, out, info| {
             let fut = undo(ctx, out, info);
             Box::pin(async move { fut.await.map_err(Into::into) })
         })
     }
 
-    /// [`compensate_async`](Self::compensate_async) for a compensation
-    /// whose future already returns a `StepError`: no second box to
-    /// convert it (`saga!`'s expansion, through `__private`).
-    pub(crate) fn compensate_converted_async<G>(mut self, undo: G) -> Self
+    /// [`undo_async`](Self::undo_async) for a compensation whose future
+    /// already returns a `StepError`: no second box to convert it.
+    pub(crate) fn undo_converted_async<G>(mut self, undo: G) -> Self
     where
         G: for<'a> Fn(
                 &'a mut C,
                 Option<&'a T>,
-                &'a StepInfo<'a>,
+                &'a StepInfo<'a, D>,
             ) -> BoxFuture<'a, Result<(), StepError>>
             + Send
             + Sync
             + 'static,
     {
         self.def.undo = Some(erase_async_undo(
-            move |ctx, out, info| match downcast_output::<T>(out, info) {
+            move |ctx, out, info| match downcast_output::<T, D>(out, info) {
                 Ok(out) => undo(ctx, out, info),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             },
@@ -350,54 +351,54 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
 
     /// Sets a sync compensation that only reads the context (`&C`), as the
     /// branches of a [`Parallel`](crate::Parallel) group need; see
-    /// [`compensate`](Self::compensate).
+    /// [`undo`](Self::undo).
     #[must_use]
-    pub fn compensate_shared<E, G>(mut self, undo: G) -> Self
+    pub fn undo_shared<E, G>(mut self, undo: G) -> Self
     where
         E: Into<StepError>,
-        G: Fn(&C, Option<&T>, &StepInfo<'_>) -> Result<(), E> + Send + Sync + 'static,
+        G: Fn(&C, Option<&T>, &StepInfo<'_, D>) -> Result<(), E> + Send + Sync + 'static,
     {
         self.def.undo = Some(Undo::SharedSync(Box::new(
-            move |ctx: &C, out: Option<&(dyn Any + Send + Sync)>, info: &StepInfo<'_>| {
-                undo(ctx, downcast_output::<T>(out, info)?, info).map_err(Into::into)
+            move |ctx: &C, out: Option<&(dyn Any + Send + Sync)>, info: &StepInfo<'_, D>| {
+                undo(ctx, downcast_output::<T, D>(out, info)?, info).map_err(Into::into)
             },
         )));
         self
     }
 
     /// Sets an async compensation that only reads the context (`&C`); see
-    /// [`compensate_shared`](Self::compensate_shared).
+    /// [`undo_shared`](Self::undo_shared).
     #[must_use]
-    pub fn compensate_shared_async<E, G>(self, undo: G) -> Self
+    pub fn undo_shared_async<E, G>(self, undo: G) -> Self
     where
         E: Into<StepError> + 'static,
-        G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a>) -> BoxFuture<'a, Result<(), E>>
+        G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<(), E>>
             + Send
             + Sync
             + 'static,
     {
-        self.compensate_converted_shared_async(move |ctx, out, info| {
+        self.undo_converted_shared_async(move |ctx, out, info| {
             let fut = undo(ctx, out, info);
             Box::pin(async move { fut.await.map_err(Into::into) })
         })
     }
 
-    /// [`compensate_shared_async`](Self::compensate_shared_async) for a
-    /// compensation whose future already returns a `StepError` (see
-    /// [`compensate_converted_async`](Self::compensate_converted_async)).
-    pub(crate) fn compensate_converted_shared_async<G>(mut self, undo: G) -> Self
+    /// [`undo_shared_async`](Self::undo_shared_async) for a compensation
+    /// whose future already returns a `StepError` (see
+    /// [`undo_converted_async`](Self::undo_converted_async)).
+    pub(crate) fn undo_converted_shared_async<G>(mut self, undo: G) -> Self
     where
         G: for<'a> Fn(
                 &'a C,
                 Option<&'a T>,
-                &'a StepInfo<'a>,
+                &'a StepInfo<'a, D>,
             ) -> BoxFuture<'a, Result<(), StepError>>
             + Send
             + Sync
             + 'static,
     {
         self.def.undo = Some(erase_shared_async_undo(
-            move |ctx, out, info| match downcast_output::<T>(out, info) {
+            move |ctx, out, info| match downcast_output::<T, D>(out, info) {
                 Ok(out) => undo(ctx, out, info),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             },
@@ -405,6 +406,59 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
         self
     }
 
+    /// Renamed to [`undo`](Self::undo).
+    #[deprecated(since = "0.2.0", note = "renamed to `Step::undo`")]
+    #[must_use]
+    pub fn compensate<E, G>(self, undo: G) -> Self
+    where
+        E: Into<StepError>,
+        G: Fn(&mut C, Option<&T>, &StepInfo<'_, D>) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.undo(undo)
+    }
+
+    /// Renamed to [`undo_async`](Self::undo_async).
+    #[deprecated(since = "0.2.0", note = "renamed to `Step::undo_async`")]
+    #[must_use]
+    pub fn compensate_async<E, G>(self, undo: G) -> Self
+    where
+        E: Into<StepError> + 'static,
+        G: for<'a> Fn(
+                &'a mut C,
+                Option<&'a T>,
+                &'a StepInfo<'a, D>,
+            ) -> BoxFuture<'a, Result<(), E>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.undo_async(undo)
+    }
+
+    /// Renamed to [`undo_shared`](Self::undo_shared).
+    #[deprecated(since = "0.2.0", note = "renamed to `Step::undo_shared`")]
+    #[must_use]
+    pub fn compensate_shared<E, G>(self, undo: G) -> Self
+    where
+        E: Into<StepError>,
+        G: Fn(&C, Option<&T>, &StepInfo<'_, D>) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.undo_shared(undo)
+    }
+
+    /// Renamed to [`undo_shared_async`](Self::undo_shared_async).
+    #[deprecated(since = "0.2.0", note = "renamed to `Step::undo_shared_async`")]
+    #[must_use]
+    pub fn compensate_shared_async<E, G>(self, undo: G) -> Self
+    where
+        E: Into<StepError> + 'static,
+        G: for<'a> Fn(&'a C, Option<&'a T>, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<(), E>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.undo_shared_async(undo)
+    }
     /// Sets the retry policy of the step's action (default: one attempt).
     #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
@@ -413,11 +467,18 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
     }
 
     /// Sets the retry policy of the step's compensation (default:
-    /// [`SagaBuilder::compensation_retry`](crate::SagaBuilder::compensation_retry)).
+    /// [`SagaBuilder::undo_retry`](crate::SagaBuilder::undo_retry)).
     #[must_use]
-    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
+    pub fn undo_retry(mut self, policy: RetryPolicy) -> Self {
         self.def.undo_retry = Some(policy);
         self
+    }
+
+    /// Renamed to [`undo_retry`](Self::undo_retry).
+    #[deprecated(since = "0.2.0", note = "renamed to `Step::undo_retry`")]
+    #[must_use]
+    pub fn compensation_retry(self, policy: RetryPolicy) -> Self {
+        self.undo_retry(policy)
     }
 
     /// Limits each attempt of an async step; an attempt that runs longer is
@@ -481,19 +542,100 @@ impl<C: 'static, T: Send + Sync + 'static> Step<C, T> {
         &self.def.name
     }
 
-    pub(crate) fn into_def(self) -> StepDef<C> {
+    pub(crate) fn into_def(self) -> StepDef<C, D> {
         self.def
     }
 
-    pub(crate) fn into_pivot(mut self) -> StepDef<C> {
+    pub(crate) fn into_pivot(mut self) -> StepDef<C, D> {
         self.def.pivot = true;
         self.def
     }
 }
 
-fn downcast_output<'o, T: 'static>(
+impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
+    /// The step a [`Task`] describes: its name, action, undo and options.
+    /// [`SagaBuilder::build`](crate::SagaBuilder::build) checks it as it
+    /// checks any step. A sync action or undo is called as it is, without
+    /// a future. An output other than `()` needs
+    /// [`durable`](Self::durable) for a durable saga, as any step's.
+    ///
+    /// ```
+    /// use saga_core::{Step, Task, TaskFn};
+    ///
+    /// struct Ping;
+    /// impl Task<u32> for Ping {
+    ///     type Output = ();
+    ///     const NAME: &'static str = "ping";
+    ///     const ACTION: TaskFn<u32, (), ()> = TaskFn::Exclusive(|n, _| {
+    ///         *n += 1;
+    ///         Ok(())
+    ///     });
+    /// }
+    /// let step = Step::from_task(Ping);
+    /// assert_eq!(step.name(), "ping");
+    /// ```
+    pub fn from_task<K: Task<C, D, Output = T>>(task: K) -> Self {
+        let _ = task;
+        let mut step = K::__saga_codec(Self::task_named::<K>(K::NAME));
+        step.def.retry = K::RETRY.policy();
+        if K::UNDO_RETRY.is_set() {
+            step.def.undo_retry = Some(K::UNDO_RETRY.policy_from(default_undo_retry()));
+        }
+        step.def.timeout = K::TIMEOUT;
+        for (key, value) in K::METADATA {
+            step.def
+                .metadata
+                .insert((*key).to_owned(), (*value).to_owned());
+        }
+        step.def.cancel_safe = K::CANCEL_SAFE;
+        step.def.pivot = K::PIVOT;
+        step
+    }
+
+    /// A task's action and undo, named `name`, without its options:
+    /// `saga!` applies them itself, merged with its own (`__private`).
+    pub(crate) fn task_named<K: Task<C, D, Output = T> + ?Sized>(name: &'static str) -> Self {
+        let action = match K::ACTION {
+            TaskFn::Exclusive(f) => {
+                Action::Sync(Box::new(move |ctx: &mut C, info: &StepInfo<'_, D>| {
+                    f(ctx, info).map(|out| Box::new(out) as Output)
+                }))
+            }
+            TaskFn::Shared(f) => {
+                Action::SharedSync(Box::new(move |ctx: &C, info: &StepInfo<'_, D>| {
+                    f(ctx, info).map(|out| Box::new(out) as Output)
+                }))
+            }
+            TaskFn::ExclusiveAsync(f) => erase_async(move |ctx, info| {
+                let fut = f(ctx, info);
+                Box::pin(async move { fut.await.map(|out| Box::new(out) as Output) })
+            }),
+            TaskFn::SharedAsync(f) => erase_shared_async(move |ctx, info| {
+                let fut = f(ctx, info);
+                Box::pin(async move { fut.await.map(|out| Box::new(out) as Output) })
+            }),
+        };
+        let step = Self::from_action(name.into(), action);
+        match K::UNDO {
+            None => step,
+            Some(undo) => step.with_undo(undo),
+        }
+    }
+
+    /// Sets an undo given in one of the four shapes of a [`Task`].
+    pub(crate) fn with_undo(self, undo: UndoFn<C, D, T>) -> Self {
+        match undo {
+            UndoFn::Exclusive(g) => self.undo(g),
+            UndoFn::Shared(g) => self.undo_shared(g),
+            UndoFn::ExclusiveAsync(g) => self.undo_converted_async(g),
+            UndoFn::SharedAsync(g) => self.undo_converted_shared_async(g),
+        }
+    }
+}
+
+fn downcast_output<'o, T: 'static, D>(
     out: Option<&'o (dyn Any + Send + Sync)>,
-    info: &StepInfo<'_>,
+    info: &StepInfo<'_, D>,
 ) -> Result<Option<&'o T>, StepError> {
     let Some(out) = out else {
         return Ok(None);

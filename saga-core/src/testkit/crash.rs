@@ -17,9 +17,10 @@ use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::store::{EventKind, MemoryStore, SagaStore, StoreError};
 
-impl<C> SagaTest<C>
+impl<C, D> SagaTest<C, D>
 where
     C: Serialize + DeserializeOwned + Send + 'static,
+    D: Send + Sync + 'static,
 {
     /// Runs the saga durably (on an engine and a store), undisturbed and
     /// on its longest rollback path, and then once per log commit of each,
@@ -40,12 +41,16 @@ where
     /// treated as expired. The failing step of the rollback path gets one
     /// attempt (its retry policy is not used here).
     pub async fn crashes(&self, durability: Durability) -> TestReport {
+        let deps = match self.dependencies() {
+            Ok(deps) => deps,
+            Err(report) => return report,
+        };
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
         let paths = std::iter::once(Fault::None).chain(plan.longest_rollback().map(Fault::Clean));
         for fault in paths {
             let path = plan.describe(fault);
-            let baseline = match self.durable_run(fault, None, durability).await {
+            let baseline = match self.durable_run(&deps, fault, None, durability).await {
                 Ok(run) => run,
                 Err(problem) => {
                     cases.push(failed_case(
@@ -70,9 +75,10 @@ where
             // The same path with the failing step's outcome unknown: what
             // a crash while it runs must end like.
             let unknown = match fault {
-                Fault::Clean(s) => {
-                    Some(self.durable_run(Fault::Unknown(s), None, durability).await)
-                }
+                Fault::Clean(s) => Some(
+                    self.durable_run(&deps, Fault::Unknown(s), None, durability)
+                        .await,
+                ),
                 _ => None,
             };
             for commit in 1..=baseline.commits {
@@ -83,7 +89,7 @@ where
                         baseline.commits
                     );
                     let run = match self
-                        .durable_run(fault, Some((commit, after)), durability)
+                        .durable_run(&deps, fault, Some((commit, after)), durability)
                         .await
                     {
                         Ok(run) => run,
@@ -144,6 +150,7 @@ where
     /// it or before it) and recovered by a second engine.
     async fn durable_run(
         &self,
+        deps: &Arc<D>,
         fault: Fault,
         crash: Option<(usize, bool)>,
         durability: Durability,
@@ -157,7 +164,7 @@ where
         let single = failing;
         let saga = wrap(&self.saga, &probe, single);
         let (crashing, crashed) = crashing(&store, crash);
-        let first = SagaEngine::new(crashing.clone());
+        let first = SagaEngine::new(crashing.clone()).with_shared_dependencies(Arc::clone(deps));
         first
             .register(saga.clone())
             .await
@@ -185,7 +192,8 @@ where
                 let last = events.iter().rev().find(|e| e.step == Some(step as u32));
                 failing_in_flight = last.is_some_and(|e| e.kind == EventKind::StepStarted);
             }
-            let second = SagaEngine::with_store(Arc::clone(&store));
+            let second = SagaEngine::with_store(Arc::clone(&store))
+                .with_shared_dependencies(Arc::clone(deps));
             second
                 .register(saga)
                 .await

@@ -11,11 +11,12 @@ use crate::error::SagaError;
 use crate::report::{ExecutionStatus, SagaReport};
 use crate::saga::RunOptions;
 
-impl<C: Send + 'static> SagaTest<C> {
+impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// Runs one case in memory; returns the status, what the probe saw and
     /// the final context.
     async fn run_case(
         &self,
+        deps: &D,
         fault: Fault,
         twice: Twice,
     ) -> (Result<SagaReport, SagaError>, Vec<Call>, C) {
@@ -23,7 +24,7 @@ impl<C: Send + 'static> SagaTest<C> {
         let saga = wrap(&self.saga, &probe, None);
         let mut ctx = (self.factory)();
         let options = RunOptions::new().with_clock(TestClock::new());
-        let result = saga.run_with(&mut ctx, options).await;
+        let result = saga.using(deps).run_with(&mut ctx, options).await;
         let calls = probe.calls().clone();
         (result, calls, ctx)
     }
@@ -34,10 +35,14 @@ impl<C: Send + 'static> SagaTest<C> {
     /// [`with_state`](Self::with_state)) that every run that was rolled
     /// back left the state as a fresh context from the factory has it.
     pub async fn failures(&self) -> TestReport {
+        let deps = match self.dependencies() {
+            Ok(deps) => deps,
+            Err(report) => return report,
+        };
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
         for fault in plan.failure_cases() {
-            let (result, calls, ctx) = self.run_case(fault, Twice::Nothing).await;
+            let (result, calls, ctx) = self.run_case(&deps, fault, Twice::Nothing).await;
             let expected = plan.expected(fault);
             let status = status_of(&result);
             let mut problems = plan.check(fault, &calls, status, false);
@@ -78,6 +83,10 @@ impl<C: Send + 'static> SagaTest<C> {
     /// case names what is not idempotent, and a non-idempotent pair (a
     /// doubled debit undone by a doubled credit) cannot cancel out.
     pub async fn twice(&self) -> TestReport {
+        let deps = match self.dependencies() {
+            Ok(deps) => deps,
+            Err(report) => return report,
+        };
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
         let faults = std::iter::once(Fault::None).chain(
@@ -85,12 +94,12 @@ impl<C: Send + 'static> SagaTest<C> {
                 .filter_map(|s| (plan.can_roll_back(s) && s > 0).then_some(Fault::Clean(s))),
         );
         for fault in faults {
-            let (once, _, once_ctx) = self.run_case(fault, Twice::Nothing).await;
+            let (once, _, once_ctx) = self.run_case(&deps, fault, Twice::Nothing).await;
             let rolls_back = matches!(fault, Fault::Clean(s) if plan.rolls_back_anything(s));
             let doubled = std::iter::once((Twice::Actions, "every step twice"))
                 .chain(rolls_back.then_some((Twice::Compensations, "every compensation twice")));
             for (twice, what) in doubled {
-                let (result, calls, ctx) = self.run_case(fault, twice).await;
+                let (result, calls, ctx) = self.run_case(&deps, fault, twice).await;
                 let expected = status_of(&once);
                 let status = status_of(&result);
                 let mut problems = plan.check(fault, &calls, status, false);

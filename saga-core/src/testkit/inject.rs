@@ -163,11 +163,11 @@ fn mismatch() -> StepError {
 /// The saga with every action and compensation wrapped by `probe`; the
 /// trigger of a crash case gets one attempt (so a rollback does not wait
 /// for a real backoff).
-pub(super) fn wrap<C: Send + 'static>(
-    saga: &Saga<C>,
+pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
+    saga: &Saga<C, D>,
     probe: &Arc<Probe>,
     single: Option<usize>,
-) -> Saga<C> {
+) -> Saga<C, D> {
     let inner = &saga.inner;
     let steps = inner
         .steps
@@ -219,10 +219,14 @@ pub(super) fn wrap<C: Send + 'static>(
     }
 }
 
-fn wrap_action<C: Send + 'static>(saga: &Saga<C>, probe: &Arc<Probe>, i: usize) -> Action<C> {
+fn wrap_action<C: Send + 'static, D: Sync + 'static>(
+    saga: &Saga<C, D>,
+    probe: &Arc<Probe>,
+    i: usize,
+) -> Action<C, D> {
     let (orig, probe) = (saga.clone(), Arc::clone(probe));
     match &saga.inner.steps[i].action {
-        Action::Sync(_) => Action::Sync(Box::new(move |ctx: &mut C, info: &StepInfo<'_>| {
+        Action::Sync(_) => Action::Sync(Box::new(move |ctx: &mut C, info: &StepInfo<'_, D>| {
             let Action::Sync(f) = &orig.inner.steps[i].action else {
                 return Err(mismatch());
             };
@@ -272,12 +276,12 @@ fn wrap_action<C: Send + 'static>(saga: &Saga<C>, probe: &Arc<Probe>, i: usize) 
     }
 }
 
-fn wrap_undo<C: Send + 'static>(
-    saga: &Saga<C>,
+fn wrap_undo<C: Send + 'static, D: Sync + 'static>(
+    saga: &Saga<C, D>,
     probe: &Arc<Probe>,
     i: usize,
-    undo: &Undo<C>,
-) -> Undo<C> {
+    undo: &Undo<C, D>,
+) -> Undo<C, D> {
     let (orig, probe) = (saga.clone(), Arc::clone(probe));
     match undo {
         Undo::Sync(_) => Undo::Sync(Box::new(move |ctx: &mut C, out, info| {

@@ -52,7 +52,7 @@
 //!             o.reserved = 2;
 //!             Ok::<_, StepError>(())
 //!         })
-//!         .compensate(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+//!         .undo(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
 //!             o.reserved = 0; // setting, not subtracting: safe to repeat
 //!             Ok::<_, StepError>(())
 //!         }))
@@ -103,8 +103,14 @@ type Compare<C> = dyn Fn(&C, &C) -> Option<String> + Send + Sync;
 
 /// Tests one saga against failures, repeated steps and crashes. See the
 /// [module documentation](self) for what each case checks.
-pub struct SagaTest<C> {
-    saga: Saga<C>,
+///
+/// A saga with dependencies (`Saga<C, D>`) gets them once, from
+/// [`with_dependencies`](Self::with_dependencies): every case borrows the
+/// same value, and so does the engine that recovers after each simulated
+/// crash.
+pub struct SagaTest<C, D = ()> {
+    saga: Saga<C, D>,
+    deps: Option<Arc<D>>,
     factory: Arc<dyn Fn() -> C + Send + Sync>,
     compare: Option<Arc<Compare<C>>>,
 }
@@ -122,15 +128,65 @@ pub enum Durability {
     Sqlite,
 }
 
-impl<C: Send + 'static> SagaTest<C> {
+impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// A test of `saga`; `factory` makes the context of each case (the one
-    /// your saga starts from in production).
-    pub fn new(saga: &Saga<C>, factory: impl Fn() -> C + Send + Sync + 'static) -> Self {
+    /// your saga starts from in production). A saga with dependencies
+    /// needs [`with_dependencies`](Self::with_dependencies) too.
+    pub fn new(saga: &Saga<C, D>, factory: impl Fn() -> C + Send + Sync + 'static) -> Self {
         SagaTest {
             saga: saga.clone(),
+            deps: None,
             factory: Arc::new(factory),
             compare: None,
         }
+    }
+
+    /// Gives the saga its dependencies: every case, in memory and durable,
+    /// and every engine that recovers after a simulated crash, uses this
+    /// one value. Without it, a saga whose dependencies are not `()` fails
+    /// every mode with one case saying so.
+    ///
+    /// ```
+    /// use saga_core::testkit::SagaTest;
+    /// use saga_core::{Saga, Step, StepError, StepInfo};
+    ///
+    /// struct Rates { vat: u32 }
+    ///
+    /// let saga = Saga::<u32, Rates>::builder("price")
+    ///     .step(Step::new("tax", |p: &mut u32, info: &StepInfo<'_, Rates>| {
+    ///         *p += info.dependencies().vat;
+    ///         Ok::<_, StepError>(())
+    ///     }))
+    ///     .build()
+    ///     .unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let kit = SagaTest::new(&saga, || 100).with_dependencies(Rates { vat: 20 });
+    /// kit.failures().await.assert_passed();
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn with_dependencies(mut self, deps: D) -> Self {
+        self.deps = Some(Arc::new(deps));
+        self
+    }
+
+    /// The dependencies every case uses: those given, or `()` for a saga
+    /// without any; else the problem to report.
+    fn dependencies(&self) -> Result<Arc<D>, TestReport> {
+        if let Some(deps) = &self.deps {
+            return Ok(Arc::clone(deps));
+        }
+        let unit: Arc<dyn std::any::Any + Send + Sync> = Arc::new(());
+        unit.downcast::<D>().map_err(|_| {
+            self.report(vec![report::failed_case(
+                "dependencies".to_owned(),
+                crate::report::ExecutionStatus::Completed,
+                format!(
+                    "the saga needs dependencies of type `{}`: give them with `SagaTest::with_dependencies`",
+                    std::any::type_name::<D>()
+                ),
+            )])
+        })
     }
 
     /// Compares what `state` extracts from the final context of the
@@ -161,9 +217,10 @@ impl<C: Send + 'static> SagaTest<C> {
     }
 }
 
-impl<C> SagaTest<C>
+impl<C, D> SagaTest<C, D>
 where
     C: Serialize + DeserializeOwned + Send + 'static,
+    D: Send + Sync + 'static,
 {
     /// Runs [`failures`](Self::failures), [`twice`](Self::twice) and
     /// [`crashes`](Self::crashes) and joins their reports.

@@ -19,7 +19,7 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    pub(super) fn of<C>(saga: &Saga<C>) -> Self {
+    pub(super) fn of<C, D>(saga: &Saga<C, D>) -> Self {
         let inner = &saga.inner;
         let mut node_of = vec![0; inner.steps.len()];
         for (n, node) in inner.nodes.iter().enumerate() {

@@ -18,15 +18,24 @@ pub fn saga_stub(context: Option<&Type>) -> TokenStream {
     quote!(#p::stub::<#context>())
 }
 
-/// `<K as StepOf<C>>`, spanned at the step's path: every mention of a
-/// step has the same span, so a step that is not a saga task gives one
-/// error, not one per mention.
+/// What `<K as Task<C>>` says of `item`, spanned at the step's path:
+/// every mention of a step has the same span and names the one trait, so
+/// a step that is not a task gives one error, not one per mention.
 pub(super) fn step_of(step: &StepDef, ctx: &TokenStream, item: &str) -> TokenStream {
     let path = &step.alias;
     let span = step.task.span();
     let p = private();
-    let item = Ident::new(item, span);
-    quote_spanned!(span=> <#path as #p::StepOf<#ctx>>::#item)
+    let task = quote_spanned!(span=> <#path as #p::Task<#ctx>>);
+    match item {
+        "IS_ASYNC" => quote_spanned!(span=> #task::ACTION.is_async()),
+        "SHARED" => quote_spanned!(span=> #task::ACTION.is_shared()),
+        "HAS_COMPENSATION" => quote_spanned!(span=> #task::UNDO.is_some()),
+        "UNDO_SHARED" => quote_spanned!(span=> #p::undo_shared(&#task::UNDO)),
+        _ => {
+            let item = Ident::new(item, span);
+            quote_spanned!(span=> #task::#item)
+        }
+    }
 }
 
 pub(super) fn dsl_name(step: &StepDef) -> Option<&LitStr> {
@@ -213,17 +222,14 @@ fn push(step: &StepDef, ctx: &TokenStream, into: Target) -> TokenStream {
     // The whole calls carry the step's span, so that an error about the
     // step points at it rather than at the whole macro.
     let span = step.task.span();
-    let step_call = step_of(step, ctx, "step");
+    let step_call = step_of(step, ctx, "__saga_step");
     let step_call = quote_spanned!(span=> #step_call(&__saga_dsl));
     let push_call = match into {
         Target::Builder => {
-            let push = step_of(step, ctx, "push");
-            quote_spanned!(span=> #push(__saga_builder, __saga_step, &__saga_dsl))
+            let pivot = step_of(step, ctx, "PIVOT");
+            quote_spanned!(span=> #p::push(__saga_builder, __saga_step, __saga_dsl.pivot || #pivot))
         }
-        Target::Group => {
-            let branch = step_of(step, ctx, "branch");
-            quote_spanned!(span=> #branch(__saga_group, __saga_step, &__saga_dsl))
-        }
+        Target::Group => quote_spanned!(span=> __saga_group.step(__saga_step)),
     };
     quote! {{
         let __saga_dsl = #p::Dsl {

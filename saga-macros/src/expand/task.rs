@@ -30,9 +30,7 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
             quote!(|__saga_ok: ()| __saga_ok)
         } else {
             let ok = &task.ok;
-            quote_spanned! {ok.span()=>
-                |__saga_ok: #ok| -> #p::Erased { ::std::boxed::Box::new(__saga_ok) }
-            }
+            quote_spanned!(ok.span()=> |__saga_ok: #ok| __saga_ok)
         };
         quote!({
             let __saga_future = #call;
@@ -59,11 +57,12 @@ pub(super) fn allow_closure() -> TokenStream {
 /// fn create_order(ctx: &mut Shop) -> Result<u64, E> { .. }
 /// ```
 /// Output: the function unchanged, its twin `struct create_order {}`, and
-/// `impl StepOf<Shop> for create_order` (consts for what the attribute
-/// says; `action` wraps the function in a `Step`, made durable when its
-/// output implements serde's traits (`Codec`); `with_compensation`
-/// attaches `cancel_order` through `UndoContext`/`UndoOutput`). A function
-/// that can be a compensation also gets the `Undo*` impls.
+/// `impl Task<Shop> for create_order` (consts for what the attribute
+/// says; `ACTION` calls the function; `UNDO` is `cancel_order`'s, read
+/// through `UndoContext`/`UndoOutput`; `__saga_codec` makes the step
+/// durable when its output implements serde's traits (`Codec`)). A
+/// function that can be a compensation also gets the `Undo*` impls,
+/// `UndoOutput::UNDO` calling it.
 pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let p = private();
     let ident = &item.sig.ident;
@@ -90,13 +89,7 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
                 #call
             }
         };
-        // Async ones through `__private`, which boxes their futures once.
-        let attach = match (task.shared, task.is_async) {
-            (false, false) => quote!(step.compensate(#closure)),
-            (false, true) => quote!(#p::compensate_async(step, #closure)),
-            (true, false) => quote!(step.compensate_shared(#closure)),
-            (true, true) => quote!(#p::compensate_shared_async(step, #closure)),
-        };
+        let shape = shape(task, true);
         let shared = task.shared;
         let allow = allow_closure();
         out.extend(quote! {
@@ -106,9 +99,7 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             }
             impl #p::UndoOutput<#ctx, #output> for #ident {
                 #allow
-                fn attach(step: #p::Step<#ctx, #output>) -> #p::Step<#ctx, #output> {
-                    #attach
-                }
+                const UNDO: #p::UndoFn<#ctx, (), #output> = #shape(#closure);
             }
         });
     }
@@ -124,9 +115,7 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
         Some((_, lit)) => lit.value(),
         None => syn::ext::IdentExt::unraw(ident).to_string(),
     };
-    let is_async = task.is_async;
     let pivot = args.pivot.is_some();
-    let has_compensation = args.compensate.is_some();
     let retry = retry_args(args.retry.as_ref());
     let undo_retry = retry_args(args.undo_retry.as_ref().map(|(_, r)| r));
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
@@ -137,58 +126,50 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     // borrows `'static` data (`&'static str`) fails here, and the error
     // should point at that type.
     let codec = quote_spanned!(ok.span()=> (&#p::Codec::<#ok>::NEW).__saga_codec(__saga_step));
-    // A `&C` function is a shared step, so that it can be a `parallel`
-    // branch; it runs as an ordinary step as well.
-    let shared = task.shared;
-    // Async ones through `__private`, which boxes their futures once.
-    let constructor = match (shared, is_async) {
-        (false, false) => quote!(#p::Step::new),
-        (false, true) => quote!(#p::step_async),
-        (true, false) => quote!(#p::Step::shared),
-        (true, true) => quote!(#p::step_shared_async),
-    };
-    let undo_shared = match &args.compensate {
+    let shape = shape(task, false);
+    let undo = match &args.compensate {
         Some((_, undo)) => {
-            let undo = quote_spanned!(undo.span()=> <#undo as #p::UndoContext<#ctx>>::SHARED);
-            quote!(#undo)
+            let undo = compensation(undo, undo.span(), ctx, &quote!(#ok));
+            quote!(::core::option::Option::Some(#undo::UNDO))
         }
-        None => quote!(true),
+        None => quote!(::core::option::Option::None),
     };
-    let with_compensation = args.compensate.as_ref().map(|(_, undo)| {
-        let undo = compensation(undo, undo.span(), ctx, &quote!(#ok));
-        quote! {
-            fn with_compensation(step: #p::Step<#ctx, #ok>) -> #p::Step<#ctx, #ok> {
-                #undo::attach(step)
-            }
-        }
-    });
     quote! {
-        impl #p::StepOf<#ctx> for #ident {
+        impl #p::Task<#ctx> for #ident {
             type Output = #ok;
             const NAME: &'static str = #name;
-            const IS_ASYNC: bool = #is_async;
-            const SHARED: bool = #shared;
-            const UNDO_SHARED: bool = #undo_shared;
             const PIVOT: bool = #pivot;
-            const HAS_COMPENSATION: bool = #has_compensation;
             const RETRY: #p::RetrySpec = #retry;
             const UNDO_RETRY: #p::RetrySpec = #undo_retry;
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
-
             #allow
-            fn action(name: &'static str) -> #p::Step<#ctx, #ok> {
+            const ACTION: #p::TaskFn<#ctx, (), #ok> = #shape(|__saga_ctx, __saga_info| {
+                let _ = &__saga_info;
+                #call
+            });
+            const UNDO: ::core::option::Option<#p::UndoFn<#ctx, (), #ok>> = #undo;
+
+            fn __saga_codec(__saga_step: #p::Step<#ctx, #ok>) -> #p::Step<#ctx, #ok> {
                 use #p::{Durable as _, InMemory as _};
-                let __saga_step = #constructor(name, |__saga_ctx, __saga_info| {
-                    let _ = &__saga_info;
-                    #call
-                });
                 #codec
             }
-
-            #with_compensation
         }
     }
+}
+
+/// The variant of `TaskFn` (or `UndoFn`) for the function's shape:
+/// `&mut C` or `&C`, sync or async.
+fn shape(task: &TaskFn, undo: bool) -> TokenStream {
+    let p = private();
+    let kind = if undo { quote!(UndoFn) } else { quote!(TaskFn) };
+    let variant = match (task.shared, task.is_async) {
+        (false, false) => quote!(Exclusive),
+        (false, true) => quote!(ExclusiveAsync),
+        (true, false) => quote!(Shared),
+        (true, true) => quote!(SharedAsync),
+    };
+    quote!(#p::#kind::#variant)
 }
 
 /// `<<undo as UndoContext<C>>::Checked as UndoOutput<C, T>>`, spanned at
@@ -236,21 +217,11 @@ pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
     // Never offered by rustc as "the trait is implemented for ..".
     quote! {
         #[diagnostic::do_not_recommend]
-        impl<__SagaC: 'static> #p::StepOf<__SagaC> for #ident {
+        impl<__SagaC: 'static, __SagaD> #p::Task<__SagaC, __SagaD> for #ident {
             type Output = ();
             const NAME: &'static str = #name;
-            const IS_ASYNC: bool = true;
-            const SHARED: bool = true;
-            const UNDO_SHARED: bool = true;
-            const PIVOT: bool = false;
-            const HAS_COMPENSATION: bool = false;
-            const RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
-            const UNDO_RETRY: #p::RetrySpec = #p::RetrySpec::NONE;
-            const TIMEOUT: ::core::option::Option<::core::time::Duration> = ::core::option::Option::None;
-            const METADATA: &'static [(&'static str, &'static str)] = &[];
-            fn action(_: &'static str) -> #p::Step<__SagaC, ()> {
-                ::core::unreachable!()
-            }
+            const ACTION: #p::TaskFn<__SagaC, __SagaD, ()> =
+                #p::TaskFn::SharedAsync(|_, _| ::core::unreachable!());
         }
         #[diagnostic::do_not_recommend]
         impl<__SagaC> #p::UndoContext<__SagaC> for #ident {
@@ -259,9 +230,8 @@ pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
         }
         #[diagnostic::do_not_recommend]
         impl<__SagaC, __SagaT> #p::UndoOutput<__SagaC, __SagaT> for #ident {
-            fn attach(step: #p::Step<__SagaC, __SagaT>) -> #p::Step<__SagaC, __SagaT> {
-                step
-            }
+            const UNDO: #p::UndoFn<__SagaC, (), __SagaT> =
+                #p::UndoFn::SharedAsync(|_, _, _| ::core::unreachable!());
         }
     }
 }

@@ -2,14 +2,14 @@ use saga_core::{saga, StepError};
 
 struct Shop;
 
-use saga_core::{StepInfo, Task};
+use saga_core::{Task, TaskFn};
 
 struct Charge;
 
 impl Task<Shop> for Charge {
     type Output = ();
-    fn name(&self) -> &str { "charge" }
-    fn execute(&self, _: &mut Shop, _: &StepInfo<'_>) -> Result<(), StepError> { Ok(()) }
+    const NAME: &'static str = "charge";
+    const ACTION: TaskFn<Shop, (), ()> = TaskFn::Exclusive(|_, _| Ok::<(), StepError>(()));
 }
 
 fn main() {
