@@ -105,7 +105,7 @@ impl Task<Order> for ChargePayment {
         if order.gateway_busy > 0 {
             order.gateway_busy -= 1;
             println!("  charge attempt {}: gateway busy", info.attempt());
-            return Err(StepError::new("payment gateway busy").retryable());
+            return Err(StepError::new("payment gateway busy"));
         }
         if order.declined {
             println!("  charge attempt {}: card declined", info.attempt());

@@ -31,7 +31,8 @@ pub struct RetrySpec {
     pub backoff: Option<Duration>,
     /// Cap on the delay.
     pub max_backoff: Option<Duration>,
-    /// Which errors are retried (default: those marked retryable).
+    /// Which errors are retried (default: every error not marked
+    /// permanent).
     pub retry_if: Option<fn(&StepError) -> bool>,
 }
 

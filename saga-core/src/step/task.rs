@@ -39,7 +39,7 @@ pub trait Task<C>: Send + Sync + 'static {
     /// The action.
     ///
     /// # Errors
-    /// Any failure of the step; mark it [`StepError::retryable`] or
+    /// Any failure of the step; mark it [`StepError::permanent`] or
     /// [`StepError::outcome_unknown`] as it applies.
     fn execute(&self, ctx: &mut C, info: &StepInfo<'_>) -> Result<Self::Output, StepError>;
 

@@ -64,6 +64,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         token BIGINT NOT NULL,
         expires_at BIGINT
     );",
+    // 2 (0.2.0): an event's detail (a failure's cause chain and permanent
+    // mark, a run's outcome), JSON; NULL in events written before. Old
+    // workers neither read nor write it: `min_compatible` stays.
+    "ALTER TABLE events ADD COLUMN detail TEXT;",
 ];
 
 /// The newest schema version this build knows.

@@ -56,6 +56,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         token INTEGER NOT NULL,
         expires_at INTEGER
     ) WITHOUT ROWID;",
+    // 2 (0.2.0): an event's detail (a failure's cause chain and permanent
+    // mark, a run's outcome), JSON; NULL in events written before.
+    "ALTER TABLE events ADD COLUMN detail TEXT;",
 ];
 
 /// The newest schema version this build knows.
