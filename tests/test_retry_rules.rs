@@ -25,6 +25,27 @@ fn reset() -> StepError {
     StepError::new(Reset)
 }
 
+/// A step recording `do {name}`, whose compensation records
+/// `undo {name}#{attempt}` and fails with `error()` on its first
+/// `failures` attempts.
+fn undo_failing(
+    name: &'static str,
+    failures: u32,
+    error: impl Fn() -> StepError + Send + Sync + 'static,
+) -> Step<Rec, ()> {
+    Step::new(name, move |r: &mut Rec, _: &StepInfo<'_>| {
+        r.push(format!("do {name}"));
+        Ok::<_, StepError>(())
+    })
+    .compensate(move |r: &mut Rec, _: Option<&()>, info: &StepInfo<'_>| {
+        r.push(format!("undo {name}#{}", info.attempt()));
+        if info.attempt() <= failures {
+            return Err(error());
+        }
+        Ok(())
+    })
+}
+
 fn stuck_parts(err: &SagaError) -> (&str, StuckPhase, Vec<&str>) {
     match err {
         SagaError::Stuck {
@@ -50,20 +71,7 @@ fn any_step_or_compensation_with_a_policy_retries_an_error_not_permanent() {
     // A user's own error type, with no mark: retried by the step's policy
     // and by the compensation's.
     let saga = Saga::builder("not-permanent")
-        .step(
-            Step::new("reserve", |r: &mut Rec, _: &StepInfo<'_>| {
-                r.push("do reserve");
-                Ok::<_, StepError>(())
-            })
-            .compensate(|r: &mut Rec, _: Option<&()>, info: &StepInfo<'_>| {
-                r.push(format!("undo reserve#{}", info.attempt()));
-                if info.attempt() < 2 {
-                    return Err(reset());
-                }
-                Ok(())
-            })
-            .compensation_retry(exact(3)),
-        )
+        .step(undo_failing("reserve", 1, reset).compensation_retry(exact(3)))
         .step(flaky("charge", 2, reset).retry(exact(3)))
         .step(failing("ship", || declined().permanent()))
         .build()
@@ -458,16 +466,7 @@ fn after_the_pivot_permanent_or_exhausted_is_stuck_forward() {
 #[test]
 fn a_compensation_without_undo_retry_gets_three_attempts_100ms_doubling() {
     let saga = Saga::builder("undo-default")
-        .step(
-            Step::new("reserve", |r: &mut Rec, _: &StepInfo<'_>| {
-                r.push("do reserve");
-                Ok::<_, StepError>(())
-            })
-            .compensate(|r: &mut Rec, _: Option<&()>, info: &StepInfo<'_>| {
-                r.push(format!("undo reserve#{}", info.attempt()));
-                Err::<(), _>(reset())
-            }),
-        )
+        .step(undo_failing("reserve", u32::MAX, reset))
         .step(failing("charge", || reset().permanent()))
         .build()
         .unwrap();
@@ -501,17 +500,7 @@ fn a_compensation_without_undo_retry_gets_three_attempts_100ms_doubling() {
 fn a_compensation_permanent_or_exhausted_is_stuck_at_once() {
     let saga = Saga::builder("undo-permanent")
         .step(compensable("reserve"))
-        .step(
-            Step::new("hold", |r: &mut Rec, _: &StepInfo<'_>| {
-                r.push("do hold");
-                Ok::<_, StepError>(())
-            })
-            .compensate(|r: &mut Rec, _: Option<&()>, info: &StepInfo<'_>| {
-                r.push(format!("undo hold#{}", info.attempt()));
-                Err::<(), _>(reset().permanent())
-            })
-            .compensation_retry(exact(5)),
-        )
+        .step(undo_failing("hold", u32::MAX, || reset().permanent()).compensation_retry(exact(5)))
         .step(failing("charge", || reset().permanent()))
         .build()
         .unwrap();
