@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use saga_core::store::SqliteStore;
-use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
+use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo, WaitError, Worker};
 use serde::{Deserialize, Serialize};
 
 /// The order, as the saga carries it (and logs it, as JSON). Public, like
@@ -157,13 +157,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => println!("starting {id} (kill me now and run me again):"),
     }
     let id = engine.start_with_id("order", id, order).await?;
-    let report = engine.wait(&id).await?;
-    match report.status {
-        ExecutionStatus::Completed => println!("{id} completed"),
-        status => {
-            let failed = report.steps.iter().find_map(|s| s.last_error.as_deref());
-            println!("{id} ended {status}: {}", failed.unwrap_or("no error"));
+    // `wait` gives what an in-memory run gives: the report, or the saga's
+    // error (compensated, stuck, ...) with the report in it.
+    match engine.wait(&id).await {
+        Ok(_) => println!("{id} completed"),
+        Err(WaitError::Saga(failed)) => {
+            println!("{id} ended {}: {failed}", failed.report().status);
         }
+        Err(other) => return Err(other.into()),
     }
     // Lets any other run it took over finish (or releases it).
     worker.shutdown(Duration::from_secs(10)).await;

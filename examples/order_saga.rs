@@ -71,8 +71,8 @@ fn charge_payment(order: &mut Order, info: &StepInfo<'_>) -> Result<u64, StepErr
     if order.gateway_busy > 0 {
         order.gateway_busy -= 1;
         println!("  charge attempt {}: gateway busy", info.attempt());
-        // Marked retryable: the step's retry policy may try again.
-        return Err(StepError::new("payment gateway busy").retryable());
+        // A plain error: the step's retry policy tries again.
+        return Err(StepError::new("payment gateway busy"));
     }
     if order.declined {
         println!("  charge attempt {}: card declined", info.attempt());

@@ -44,7 +44,8 @@ use syn::visit::{self, Visit};
 ///   (`SagaBuilder::observer`). `diagram` renders a definition's shape;
 ///   `__private` is what the macros' expansions build definitions with.
 /// - `execution`: the executor and what it alone uses (logging, spans, the
-///   blocking driver).
+///   blocking driver), and `logged`, the logged form of its errors and
+///   outcomes that the engine reads back.
 /// - `durability`: the engine and the stores.
 /// - `distribution`: the worker.
 /// - `tools`: the test kit, and `guide` (the design, macro and operations
@@ -68,7 +69,10 @@ const FLOORS: &[(&str, &[&str])] = &[
             "__private",
         ],
     ),
-    ("execution", &["executor", "logging", "spans", "blocking"]),
+    (
+        "execution",
+        &["executor", "logged", "logging", "spans", "blocking"],
+    ),
     ("durability", &["engine", "store"]),
     ("distribution", &["worker"]),
     ("tools", &["testkit", "guide"]),

@@ -82,6 +82,7 @@ fn failing_compensation_is_retried_then_halts_the_rollback_stuck() {
                 attempt: 1,
                 message: "card declined (code 51)".into(),
                 outcome_unknown: false,
+                permanent: true,
             },
             Failure {
                 step: "c".into(),
@@ -89,6 +90,7 @@ fn failing_compensation_is_retried_then_halts_the_rollback_stuck() {
                 attempt: 3,
                 message: "payment gateway unavailable".into(),
                 outcome_unknown: false,
+                permanent: false,
             },
         ]
     );
@@ -289,8 +291,9 @@ fn a_step_compensation_policy_overrides_the_sagas() {
 fn compensations_are_retried_by_default() {
     let policy = default_undo_retry();
     assert_eq!(policy.max_attempts(), 3);
-    // Every error, not only marked ones.
-    assert!(policy.retries(&declined()));
+    // Every error but a permanent one.
+    assert!(policy.retries(&unavailable()));
+    assert!(!policy.retries(&declined()));
 
     let saga = Saga::builder("refund")
         .step(undo_fails("a", 2))

@@ -38,7 +38,7 @@ async fn a_completed_run_logs_every_step_in_order_with_outputs_and_context() {
         let engine = SagaEngine::with_store(Arc::clone(&store));
         engine.register(saga(&script)).await.unwrap();
         let id = engine.start("order", Order::default()).await.unwrap();
-        let report = engine.wait(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
         let events = store.events(&id).await.unwrap();
         let mut expected = Vec::new();
@@ -125,7 +125,7 @@ async fn each_commit_is_a_step_transition_and_a_start_is_durable_before_its_acti
     let engine = SagaEngine::new(store);
     engine.register(builder.build().unwrap()).await.unwrap();
     let id = engine.start("peek", Order::default()).await.unwrap();
-    engine.wait(&id).await.unwrap();
+    engine.wait(&id).await.or_else(support::ended).unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
         vec![
@@ -154,7 +154,7 @@ async fn a_failed_run_logs_the_failure_with_its_context_and_every_compensation()
         let engine = SagaEngine::with_store(Arc::clone(&store));
         engine.register(saga(&script)).await.unwrap();
         let id = engine.start("order", Order::default()).await.unwrap();
-        let report = engine.wait(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Compensated, "{name}");
         let events = store.events(&id).await.unwrap();
         let failed = events
@@ -181,7 +181,7 @@ async fn a_failed_run_logs_the_failure_with_its_context_and_every_compensation()
         );
         // A report rebuilt from the log by another engine agrees.
         let other = SagaEngine::with_store(Arc::clone(&store));
-        let rebuilt = other.wait(&id).await.unwrap();
+        let rebuilt = other.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(rebuilt.status, ExecutionStatus::Compensated);
         assert_eq!(rebuilt.statuses(), report.statuses(), "{name}");
     }
@@ -336,7 +336,7 @@ fn recovery_refuses_a_changed_definition_and_leaves_the_record_untouched() {
             engine.register(saga(&script)).await.unwrap();
             let recovery = engine.recover().await.unwrap();
             assert_eq!(recovery.resumed, vec![id.clone()], "{name}");
-            let report = engine.wait(&id).await.unwrap();
+            let report = engine.wait(&id).await.or_else(support::ended).unwrap();
             assert_eq!(report.status, ExecutionStatus::Completed);
         });
     }
@@ -403,13 +403,13 @@ async fn a_start_with_the_same_id_is_idempotent_and_another_sagas_id_is_refused(
             .start_with_id("order", "order-42", Order::default())
             .await
             .unwrap();
-        engine.wait(&id).await.unwrap();
+        engine.wait(&id).await.or_else(support::ended).unwrap();
         let again = engine
             .start_with_id("order", "order-42", Order::default())
             .await
             .unwrap();
         assert_eq!(again, id);
-        engine.wait(&id).await.unwrap();
+        engine.wait(&id).await.or_else(support::ended).unwrap();
         let runs = script.calls().iter().filter(|c| c.0 == "do s0").count();
         assert_eq!(runs, 1, "{name}");
 
@@ -491,7 +491,12 @@ async fn a_stuck_run_can_be_resumed_or_abandoned_and_finished_runs_are_purged() 
         let second = engine.start("fragile", Order::default()).await.unwrap();
         for id in [&first, &second] {
             assert_eq!(
-                engine.wait(id).await.unwrap().status,
+                engine
+                    .wait(id)
+                    .await
+                    .or_else(support::ended)
+                    .unwrap()
+                    .status,
                 ExecutionStatus::Stuck,
                 "{name}"
             );
@@ -503,7 +508,7 @@ async fn a_stuck_run_can_be_resumed_or_abandoned_and_finished_runs_are_purged() 
 
         broken.store(false, std::sync::atomic::Ordering::SeqCst);
         engine.resume(&first).await.unwrap();
-        let report = engine.wait(&first).await.unwrap();
+        let report = engine.wait(&first).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Compensated, "{name}");
         let view = engine.get(&first).await.unwrap().unwrap();
         assert!(view.events.iter().any(|e| e.kind == EventKind::Resumed));
@@ -556,7 +561,7 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
         let id = engine.start("order", Order::default()).await.unwrap();
         hung.await;
         engine.cancel(&id).await.unwrap();
-        let report = engine.wait(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
         let record = store.get(&id).await.unwrap().unwrap();
         assert!(record.cancel_requested);
@@ -656,7 +661,7 @@ async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
     let script = Arc::new(Script::default());
     healthy.register(saga(&script)).await.unwrap();
     assert_eq!(healthy.recover().await.unwrap().resumed, vec![id.clone()]);
-    let report = healthy.wait(&id).await.unwrap();
+    let report = healthy.wait(&id).await.or_else(support::ended).unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
     let seen = waiting.await.unwrap().unwrap();
     assert_eq!(seen.status, ExecutionStatus::Completed);
@@ -729,7 +734,7 @@ async fn a_second_owner_neither_recovers_a_live_run_nor_abandons_it_but_can_canc
         // write: `b` finishes (it is not cancel-safe), `c` never runs.
         second.cancel(&id).await.unwrap();
         gate.add_permits(1);
-        let report = second.wait(&id).await.unwrap();
+        let report = second.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
         let events = store.events(&id).await.unwrap();
         let last = events.last().unwrap().context.clone().unwrap();
@@ -772,7 +777,7 @@ async fn a_run_stuck_after_the_pivot_goes_forward_when_resumed() {
             }))
             .step(Step::new("ship", move |o: &mut Order, _: &StepInfo<'_>| {
                 if !up.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(StepError::new("no courier"));
+                    return Err(StepError::new("no courier").permanent());
                 }
                 o.done.push("ship".into());
                 Ok(())
@@ -782,7 +787,7 @@ async fn a_run_stuck_after_the_pivot_goes_forward_when_resumed() {
         let engine = SagaEngine::with_store(Arc::clone(&store));
         engine.register(saga).await.unwrap();
         let id = engine.start("ship", Order::default()).await.unwrap();
-        let report = engine.wait(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
         assert_eq!(
             report.step("ship").unwrap().last_error.as_deref(),
@@ -790,7 +795,7 @@ async fn a_run_stuck_after_the_pivot_goes_forward_when_resumed() {
         );
         courier_up.store(true, std::sync::atomic::Ordering::SeqCst);
         engine.resume(&id).await.unwrap();
-        let report = engine.wait(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
         let events = store.events(&id).await.unwrap();
         let context = events.last().unwrap().context.clone().unwrap();
@@ -826,7 +831,7 @@ async fn a_report_rebuilt_from_the_log_has_the_durations_its_timestamps_give() {
         let engine = SagaEngine::with_store(Arc::clone(&store));
         engine.register(slow_then_failing()).await.unwrap();
         let id = engine.start("slow", Order::default()).await.unwrap();
-        let live = engine.wait(&id).await.unwrap();
+        let live = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(live.status, ExecutionStatus::Compensated, "{name}");
 
         let rebuilt = SagaEngine::with_store(Arc::clone(&store))

@@ -51,10 +51,10 @@ fn charge(shop: &mut Shop, info: &StepInfo<'_>) -> Result<String, StepError> {
     shop.charge_calls += 1;
     shop.log.push(format!("charge #{}", info.attempt()));
     if shop.charge_calls <= shop.busy {
-        return Err(StepError::new("gateway busy").retryable());
+        return Err(StepError::new("gateway busy"));
     }
     if shop.decline {
-        return Err("card declined".into());
+        return Err(StepError::new("card declined").permanent());
     }
     Ok(format!("pay-{}", info.step()))
 }
@@ -75,7 +75,7 @@ fn ship(shop: &mut Shop) -> Result<(), StepError> {
 fn send_receipt(shop: &mut Shop) -> Result<(), StepError> {
     shop.log.push("receipt".into());
     if shop.mail_down {
-        return Err(StepError::new("mail down").retryable());
+        return Err(StepError::new("mail down"));
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use saga_core::store::{
 };
 use saga_core::{
     BoxFuture, EngineError, ExecutionId, ExecutionStatus, Parallel, RetryPolicy, Saga, SagaEngine,
-    SagaReport, Step, StepError, StepInfo, StepStatus, Worker,
+    SagaReport, Step, StepError, StepInfo, StepStatus, WaitError, Worker,
 };
 use support::durable::{Order, Script, saga};
 use support::stores::every_store;
@@ -228,7 +228,7 @@ async fn an_interrupted_run_stays_interrupted_for_wait_after_a_failed_claim_here
             .unwrap();
         let first = engine.wait(&id).await;
         assert!(
-            matches!(first, Err(EngineError::Interrupted { .. })),
+            matches!(first, Err(WaitError::Engine(EngineError::RunLost { .. }))),
             "{name}: {first:?}"
         );
         // The lease is still this engine's (its release failed), so each of
@@ -243,7 +243,10 @@ async fn an_interrupted_run_stays_interrupted_for_wait_after_a_failed_claim_here
         // No recovery ran it again: `wait` still tells the run's end.
         let second = tokio::time::timeout(HANG, engine.wait(&id)).await;
         assert!(
-            matches!(second, Ok(Err(EngineError::Interrupted { .. }))),
+            matches!(
+                second,
+                Ok(Err(WaitError::Engine(EngineError::RunLost { .. })))
+            ),
             "{name}: after a failed claim here, wait {:?}",
             second.map_err(|_| "hung (polling the store)")
         );
@@ -269,7 +272,7 @@ fn fragile(up: &Arc<AtomicBool>) -> Saga<Order> {
             }),
         )
         .step(Step::new("pay", |_: &mut Order, _: &StepInfo<'_>| {
-            Err::<(), _>(StepError::new("card declined"))
+            Err::<(), _>(StepError::new("card declined").permanent())
         }))
         .build()
         .unwrap()
@@ -282,7 +285,7 @@ async fn a_resume_cancelled_after_its_claim_gives_the_lease_back() {
         let engine = SagaEngine::with_store(Arc::clone(&gate) as Arc<dyn SagaStore>);
         engine.register(fragile(&up)).await.unwrap();
         let id = engine.start("fragile", Order::default()).await.unwrap();
-        let report = engine.wait(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
         up.store(true, Ordering::SeqCst);
         // The caller gives up on its resume (a request timeout, a dropped
@@ -323,7 +326,7 @@ async fn a_resume_cancelled_after_its_claim_gives_the_lease_back() {
             "{name}: still stuck; (lease owner, resume): {last:?}, this engine: {}",
             engine.owner()
         );
-        let report = engine.wait(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Compensated, "{name}");
     }
 }
@@ -464,7 +467,7 @@ fn group_forward(up: &Arc<AtomicBool>) -> Saga<Order> {
         let up = Arc::clone(up);
         Step::shared(name, move |_: &Order, _: &StepInfo<'_>| {
             if fragile && !up.load(Ordering::SeqCst) {
-                return Err(StepError::new(format!("{name} down")));
+                return Err(StepError::new(format!("{name} down")).permanent());
             }
             Ok::<_, StepError>(())
         })
@@ -501,7 +504,7 @@ fn group_rollback(up: &Arc<AtomicBool>) -> Saga<Order> {
         .undo_retry(RetryPolicy::attempts(1))
         .parallel(Parallel::new().step(branch("x")).step(branch("y")))
         .step(Step::new("pay", |_: &mut Order, _: &StepInfo<'_>| {
-            Err::<(), _>(StepError::new("card declined"))
+            Err::<(), _>(StepError::new("card declined").permanent())
         }))
         .build()
         .unwrap()
@@ -540,7 +543,7 @@ async fn a_stuck_parallel_group_reports_every_branch_after_resume() {
             .await
             .unwrap();
         for id in [&forward, &rollback] {
-            let report = engine.wait(id).await.unwrap();
+            let report = engine.wait(id).await.or_else(support::ended).unwrap();
             assert_eq!(report.status, ExecutionStatus::Stuck, "{name}: {report:?}");
         }
         up.store(true, Ordering::SeqCst);
@@ -568,7 +571,7 @@ async fn a_stuck_parallel_group_reports_every_branch_after_resume() {
         ];
         for (id, status, expected) in cases {
             engine.resume(id).await.unwrap();
-            let report = engine.wait(id).await.unwrap();
+            let report = engine.wait(id).await.or_else(support::ended).unwrap();
             assert_eq!(report.status, status, "{name}");
             assert_eq!(rows(&report), expected, "{name}: the run's report");
             let rebuilt = engine.report(id).await.unwrap();

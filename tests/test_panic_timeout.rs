@@ -142,15 +142,16 @@ async fn panic_while_an_async_step_builds_its_future_is_caught() {
 }
 
 #[test]
-fn panic_is_retried_only_by_a_policy_that_retries_every_error() {
-    // Not marked retryable: the default predicate gives up at once.
+fn a_panic_is_retried_like_any_other_error() {
+    // A panic is no permanent error: the policy retries it.
     let saga = Saga::builder("p")
         .step(panicking_sync("x").retry(exact(3)))
         .build()
         .unwrap();
+    let (_, options) = virtual_time();
     let mut rec = Rec::default();
-    let err = saga.run_blocking(&mut rec).unwrap_err();
-    assert_eq!(err.report().step("boom").unwrap().attempts, 1);
+    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    assert_eq!(err.report().step("boom").unwrap().attempts, 3);
 
     let saga = Saga::builder("p")
         .step(

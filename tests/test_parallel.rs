@@ -128,7 +128,7 @@ async fn failing_branch_rolls_back_siblings_then_earlier_steps() {
         Box::pin(async move {
             t.push(format!("stock attempt {attempt}"));
             tokio::task::yield_now().await;
-            Err::<(), _>(StepError::new("busy").retryable())
+            Err::<(), _>(StepError::new("busy"))
         })
     })
     .retry(RetryPolicy::attempts(100).with_backoff(Duration::from_millis(1)));
@@ -442,7 +442,7 @@ async fn a_group_after_the_pivot_goes_forward_or_sticks() {
         let calls = Arc::clone(&calls);
         Box::pin(async move {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err::<(), _>(StepError::new("mail server busy").retryable())
+                Err::<(), _>(StepError::new("mail server busy"))
             } else {
                 Ok(())
             }
@@ -461,7 +461,9 @@ async fn a_group_after_the_pivot_goes_forward_or_sticks() {
     assert_eq!(report.status, ExecutionStatus::Completed);
     assert_eq!(report.step("notify").unwrap().attempts, 2);
 
-    let never = Step::shared("never", |_: &Trip, _: &StepInfo<'_>| Err::<(), _>("gone"));
+    let never = Step::shared("never", |_: &Trip, _: &StepInfo<'_>| {
+        Err::<(), _>(StepError::new("gone").permanent())
+    });
     let saga = Saga::builder("after")
         .pivot(Step::new("ship", |_: &mut Trip, _: &StepInfo<'_>| {
             Ok::<_, StepError>(())

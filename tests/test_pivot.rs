@@ -5,7 +5,8 @@
 mod support;
 
 use saga_core::{
-    ExecutionStatus, Failure, Saga, SagaError, Step, StepError, StepInfo, StepKind, StuckPhase,
+    ExecutionStatus, Failure, RetryPolicy, Saga, SagaError, Step, StepError, StepInfo, StepKind,
+    StuckPhase,
 };
 use support::steps::*;
 
@@ -74,10 +75,13 @@ fn clean_failure_of_the_pivot_rolls_back_the_steps_before_it() {
 
 #[test]
 fn unknown_outcome_of_the_pivot_is_retried_with_the_same_key_then_stuck_forward() {
-    // The pivot's error is not marked retryable: the pivot retries an
-    // unknown outcome anyway, since giving up means stuck.
+    // The pivot's predicate says no retry: the pivot retries an unknown
+    // outcome anyway, since giving up means stuck.
     let saga = ship_order(
-        pivot_step(u32::MAX, || declined().outcome_unknown()).retry(exact(3)),
+        pivot_step(u32::MAX, || {
+            StepError::new(PaymentError::Declined(51)).outcome_unknown()
+        })
+        .retry(exact(3).retry_if(|_| false)),
         compensable_free("ship"),
     );
     let (clock, options) = virtual_time();
@@ -120,6 +124,7 @@ fn unknown_outcome_of_the_pivot_is_retried_with_the_same_key_then_stuck_forward(
             attempt: 3,
             message: "card declined (code 51)".into(),
             outcome_unknown: true,
+            permanent: false,
         }]
     );
     assert_eq!(
@@ -166,7 +171,7 @@ fn unknown_outcome_of_the_pivot_with_one_attempt_is_stuck_at_once() {
 #[test]
 fn unknown_outcome_of_the_pivot_then_success_goes_forward() {
     let saga = ship_order(
-        pivot_step(2, || declined().outcome_unknown()).retry(exact(3)),
+        pivot_step(2, || unavailable().outcome_unknown()).retry(exact(3)),
         compensable_free("ship"),
     );
     let (_, options) = virtual_time();
@@ -327,7 +332,10 @@ fn after_the_pivot_a_panic_is_stuck_not_rolled_back() {
             |_: &mut Rec, _: &StepInfo<'_>| -> Result<String, StepError> {
                 panic!("courier api exploded")
             },
-        ),
+        )
+        // One attempt: without a policy a step after the pivot is retried
+        // forever.
+        .retry(RetryPolicy::none()),
     );
     let mut rec = Rec::default();
     let err = saga.run_blocking(&mut rec).unwrap_err();
@@ -349,7 +357,7 @@ fn a_saga_whose_first_step_is_the_pivot_is_stuck_when_the_next_fails() {
     let saga = Saga::builder("pivot-first")
         .pivot(pivot_step(0, declined))
         .step(Step::new("after", |_: &mut Rec, _: &StepInfo<'_>| {
-            Err::<(), _>("nope")
+            Err::<(), _>(StepError::new("nope").permanent())
         }))
         .build()
         .unwrap();

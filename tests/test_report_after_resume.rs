@@ -99,7 +99,7 @@ fn ship(courier_up: &Arc<AtomicBool>) -> Saga<Order> {
         }))
         .step(Step::new("ship", move |o: &mut Order, _: &StepInfo<'_>| {
             if !up.load(Ordering::SeqCst) {
-                return Err(StepError::new("no courier"));
+                return Err(StepError::new("no courier").permanent());
             }
             o.done.push("ship".into());
             Ok(())
@@ -128,7 +128,7 @@ fn reserve(stock_up: &Arc<AtomicBool>) -> Saga<Order> {
             }),
         )
         .step(Step::new("pay", |_: &mut Order, _: &StepInfo<'_>| {
-            Err::<(), _>(StepError::new("card declined"))
+            Err::<(), _>(StepError::new("card declined").permanent())
         }))
         .build()
         .unwrap()
@@ -175,7 +175,7 @@ const STUCK_ROLLING_BACK: &[Row] = &[
 /// Starts `name` and waits for it to be stuck with the `stuck` report.
 async fn stuck(label: &str, engine: &SagaEngine, name: &str, expected: &[Row]) -> ExecutionId {
     let id = engine.start(name, Order::default()).await.unwrap();
-    let report = engine.wait(&id).await.unwrap();
+    let report = engine.wait(&id).await.or_else(support::ended).unwrap();
     assert_report(
         &format!("{label}, stuck"),
         &report,
@@ -216,7 +216,11 @@ async fn operator_commands(
 
         up.store(true, Ordering::SeqCst);
         engine.resume(&to_resume).await.unwrap();
-        let report = engine.wait(&to_resume).await.unwrap();
+        let report = engine
+            .wait(&to_resume)
+            .await
+            .or_else(support::ended)
+            .unwrap();
         let label = format!("{name}, resumed");
         assert_report(&label, &report, resumed, after);
         assert_rebuilt(&label, &engine, &to_resume, resumed, after).await;

@@ -86,9 +86,9 @@ fn unmarked_error_is_not_retried_by_the_default_predicate() {
 }
 
 #[test]
-fn retry_on_any_retries_unmarked_errors() {
+fn retry_on_any_retries_errors_not_marked_permanent() {
     let saga = Saga::builder("any")
-        .step(flaky("b", 2, declined).retry(exact_any(3)))
+        .step(flaky("b", 2, unavailable).retry(exact_any(3)))
         .build()
         .unwrap();
     let (clock, options) = virtual_time();
@@ -140,9 +140,7 @@ fn exhausted_retries_roll_back_with_the_last_error() {
         .step(
             Step::new("b", |r: &mut Rec, info: &StepInfo<'_>| {
                 r.push(format!("try b#{}", info.attempt()));
-                Err::<(), _>(
-                    StepError::new(format!("busy, attempt {}", info.attempt())).retryable(),
-                )
+                Err::<(), _>(StepError::new(format!("busy, attempt {}", info.attempt())))
             })
             .retry(exact(3)),
         )
@@ -361,15 +359,28 @@ fn attempts_and_idempotency_key_seen_by_the_step() {
 }
 
 #[test]
-fn retry_on_marked_is_the_default() {
+fn every_error_but_a_permanent_one_is_retried_by_default() {
     let policy = RetryPolicy::attempts(3);
     assert!(policy.retries(&unavailable()));
     assert!(!policy.retries(&declined()));
+    // `Any` is the default, and no predicate retries a permanent error.
     assert!(
-        RetryPolicy::attempts(3)
+        !RetryPolicy::attempts(3)
             .retry_on(RetryOn::Any)
             .retries(&declined())
     );
+    assert!(
+        !RetryPolicy::attempts(3)
+            .retry_if(|_| true)
+            .retries(&declined())
+    );
+    #[allow(deprecated)]
+    let marked = RetryPolicy::attempts(3).retry_on(RetryOn::Marked);
+    assert!(marked.retries(&unavailable()));
+    // `retryable()` has no effect.
+    #[allow(deprecated)]
+    let marked_error = declined().retryable();
+    assert!(marked_error.is_permanent());
     assert_eq!(RetryPolicy::new().max_attempts(), 1);
     assert_eq!(RetryPolicy::none().max_attempts(), 1);
 }

@@ -166,7 +166,7 @@ fn unknown_outcome_is_sticky_across_later_clean_failures() {
         .step(
             Step::new("b", |r: &mut Rec, info: &StepInfo<'_>| {
                 r.push(format!("try b#{}", info.attempt()));
-                let error = declined().retryable();
+                let error = unavailable();
                 Err::<String, _>(if info.attempt() == 1 {
                     error.outcome_unknown()
                 } else {

@@ -55,8 +55,9 @@ async fn the_example_order_saga_passes_every_failure_and_repeat() {
     let kit = SagaTest::new(&order_saga().unwrap(), new_order).with_state(order_state);
     let report = kit.failures().await;
     report.assert_passed();
-    // 4 steps: undisturbed, 2 failures each, 2 compensations.
-    assert_eq!(report.cases.len(), 1 + 4 * 2 + 2, "{report}");
+    // 4 steps: undisturbed, 3 failures each (clean, unknown, once), 2
+    // compensations.
+    assert_eq!(report.cases.len(), 1 + 4 * 3 + 2, "{report}");
     let report = kit.twice().await;
     report.assert_passed();
     // Undisturbed with every step twice, and rolled back from
@@ -170,14 +171,19 @@ async fn a_saga_with_a_group_a_pivot_and_a_retriable_step_passes() {
             ("no failure", "completed"),
             ("step `hold` fails cleanly", "compensated"),
             ("step `hold` fails, outcome unknown", "compensated"),
+            ("step `hold` fails once, then succeeds", "compensated"),
             ("step `hotel` fails cleanly", "compensated"),
             ("step `hotel` fails, outcome unknown", "compensated"),
+            ("step `hotel` fails once, then succeeds", "compensated"),
             ("step `flight` fails cleanly", "compensated"),
             ("step `flight` fails, outcome unknown", "compensated"),
+            ("step `flight` fails once, then succeeds", "compensated"),
             ("step `pay` fails cleanly", "compensated"),
             ("step `pay` fails, outcome unknown", "stuck"),
+            ("step `pay` fails once, then succeeds", "compensated"),
             ("step `email` fails cleanly", "stuck"),
             ("step `email` fails, outcome unknown", "stuck"),
+            ("step `email` fails once, then succeeds", "completed"),
             (
                 "compensation of `hold` fails (rollback from `hotel` failing)",
                 "stuck"
@@ -222,7 +228,7 @@ async fn a_compensation_that_needs_the_output_is_caught_on_an_unknown_outcome() 
     assert_eq!(failed(&report), ["step `reserve` fails, outcome unknown"]);
     let text = report.to_string();
     assert!(
-        text.starts_with("saga `careless`: 6 cases, 5 passed, 1 failed\n"),
+        text.starts_with("saga `careless`: 8 cases, 7 passed, 1 failed\n"),
         "{text}"
     );
     assert!(
@@ -351,7 +357,7 @@ async fn the_macro_example_order_saga_passes_the_kit() {
     })
     .with_state(|o: &macro_order::Order| (o.id, o.stock, o.charged_cents, o.shipped));
     let report = kit.failures().await;
-    assert_eq!(report.cases.len(), 1 + 4 * 2 + 3, "{report}");
+    assert_eq!(report.cases.len(), 1 + 4 * 3 + 3, "{report}");
     report.assert_passed();
     let report = kit.twice().await;
     // Undisturbed, and each of its three rollback paths with every step

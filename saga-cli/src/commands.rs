@@ -2,7 +2,7 @@
 
 use saga_core::escape::Escaped;
 use saga_core::store::ExecutionRecord;
-use saga_core::{EngineError, ExecutionStatus, SagaEngine};
+use saga_core::{EngineError, ExecutionStatus, SagaEngine, WaitError};
 use serde::Serialize;
 
 use crate::args::Mode;
@@ -86,7 +86,20 @@ pub(crate) async fn resume(
         }
         Mode::Embedded => {
             engine.resume(&record.id).await?;
-            let report = engine.wait(&record.id).await?;
+            // A resumed run that ends stuck again (or compensated) is
+            // still an answer: its status is what the operator asked.
+            let report = match engine.wait(&record.id).await {
+                Ok(report) => report,
+                Err(WaitError::Saga(ended)) => ended.report().clone(),
+                Err(WaitError::Engine(error)) => return Err(error.into()),
+                Err(other) => {
+                    return Err(EngineError::RunLost {
+                        execution_id: record.id.clone(),
+                        detail: other.to_string(),
+                    }
+                    .into());
+                }
+            };
             let text = format!("resumed `{id}`: it ended {}", report.status);
             Ok(command_out(json, id, "resume", "done", report.status, text))
         }

@@ -307,7 +307,11 @@ async fn cancel_writes_a_request_that_recovery_carries_out() {
     worker.register(order_saga(&ready)).await.unwrap();
     let recovery = worker.recover().await.unwrap();
     assert_eq!(recovery.resumed, ["orphan-1".into()]);
-    let report = worker.wait(&"orphan-1".into()).await.unwrap();
+    let report = worker
+        .wait(&"orphan-1".into())
+        .await
+        .or_else(support::ended)
+        .unwrap();
     assert_eq!(report.status, ExecutionStatus::Cancelled);
     assert_eq!(
         report.step("reserve").unwrap().status,
@@ -432,7 +436,12 @@ async fn a_postgres_store_is_listed_and_shown() {
         .await
         .unwrap();
     assert_eq!(
-        engine.wait(&id).await.unwrap().status,
+        engine
+            .wait(&id)
+            .await
+            .or_else(support::ended)
+            .unwrap()
+            .status,
         ExecutionStatus::Compensated
     );
     let cli = |args: &[&str]| {

@@ -21,7 +21,7 @@ async fn list_prints_full_ids_and_filters_by_status_time_and_count() {
     let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
     engine.register(order_saga(&ready)).await.unwrap();
     let id = engine.start_with_id("order", long_id, 0_u32).await.unwrap();
-    engine.wait(&id).await.unwrap();
+    engine.wait(&id).await.or_else(support::ended).unwrap();
     drop(engine);
 
     let text = ok(&db, &["list"]);
@@ -121,7 +121,7 @@ async fn show_gives_sizes_and_prints_contexts_and_outputs_only_when_asked() {
         .start_with_id("profile", "p-1", "Ada Lovelace".to_owned())
         .await
         .unwrap();
-    engine.wait(&id).await.unwrap();
+    engine.wait(&id).await.or_else(support::ended).unwrap();
     drop(engine);
 
     let text = ok(&db, &["show", "p-1"]);
@@ -195,7 +195,7 @@ async fn watch_follows_an_execution_until_it_ends_and_the_store_until_stopped() 
     );
     // Still running: the watcher is still there, waiting.
     gate.add_permits(1);
-    engine.wait(&id).await.unwrap();
+    engine.wait(&id).await.or_else(support::ended).unwrap();
     let rest = until(&lines, "ended");
     assert_eq!(rest.last().unwrap(), "ended completed", "{rest:#?}");
     assert!(
@@ -226,7 +226,7 @@ async fn watch_follows_an_execution_until_it_ends_and_the_store_until_stopped() 
     let id = engine.start_with_id("gated", "w-2", 0_u32).await.unwrap();
     until(&lines, "  w-2  gated  running");
     gate.add_permits(1);
-    engine.wait(&id).await.unwrap();
+    engine.wait(&id).await.or_else(support::ended).unwrap();
     until(&lines, "  w-2  gated  completed");
     child.kill().unwrap();
     let _ = child.wait();

@@ -17,14 +17,15 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// Built from any user error (`E: Into<BoxError>`, so `?` converts), then
 /// optionally marked:
 ///
-/// - [`retryable`](StepError::retryable): the step's retry policy may try
-///   again (the default policy retries only marked errors);
+/// - [`permanent`](StepError::permanent): no retry can fix it (a declined
+///   card, a validation error), so no policy tries again; every other error
+///   is retried while the step's policy has attempts left;
 /// - [`outcome_unknown`](StepError::outcome_unknown): the step may have taken
 ///   effect (a request was sent, its answer was lost), so a rollback
 ///   compensates it too.
 ///
 /// The engine makes its own step errors for a timed-out attempt
-/// ([`Timeout`], retryable and unknown), a panic ([`Panicked`], unknown) and
+/// ([`Timeout`], unknown), a panic ([`Panicked`], unknown) and
 /// a cancel-safe step dropped by a cancellation ([`Interrupted`], unknown).
 ///
 /// `StepError` deliberately does not implement [`std::error::Error`]: that is
@@ -35,31 +36,46 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// ```
 /// use saga_core::StepError;
 ///
-/// let e = StepError::new("gateway busy").retryable();
-/// assert!(e.is_retryable());
+/// let e = StepError::new("card declined").permanent();
+/// assert!(e.is_permanent());
 /// assert!(!e.is_outcome_unknown());
-/// assert_eq!(e.to_string(), "gateway busy");
+/// assert_eq!(e.to_string(), "card declined");
 /// ```
 pub struct StepError {
     error: BoxError,
-    retryable: bool,
+    permanent: bool,
     outcome_unknown: bool,
 }
 
 impl StepError {
-    /// Wraps a user error; neither retryable nor of unknown outcome.
+    /// Wraps a user error; not permanent (a retry policy retries it) and
+    /// not of unknown outcome.
     pub fn new(error: impl Into<BoxError>) -> Self {
         StepError {
             error: error.into(),
-            retryable: false,
+            permanent: false,
             outcome_unknown: false,
         }
     }
 
-    /// Marks the error as transient: the step's retry policy may try again.
+    /// Marks the error as one no retry can fix: no policy tries the step
+    /// (or the compensation) again. Before the pivot the run rolls back;
+    /// on the pivot with an unknown outcome, after the pivot, or in a
+    /// compensation, it ends stuck at once.
     #[must_use]
-    pub fn retryable(mut self) -> Self {
-        self.retryable = true;
+    pub fn permanent(mut self) -> Self {
+        self.permanent = true;
+        self
+    }
+
+    /// Does nothing: since 0.2.0 every error not marked
+    /// [`permanent`](Self::permanent) is retried by the step's policy.
+    #[deprecated(
+        since = "0.2.0",
+        note = "every error is retried unless marked `permanent()`; drop the call"
+    )]
+    #[must_use]
+    pub fn retryable(self) -> Self {
         self
     }
 
@@ -72,9 +88,16 @@ impl StepError {
         self
     }
 
-    /// Whether the error was marked retryable.
+    /// Whether the error was marked [`permanent`](Self::permanent).
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// Whether a retry policy may retry the error: whether it is not
+    /// permanent.
+    #[deprecated(since = "0.2.0", note = "use `!is_permanent()`")]
     pub fn is_retryable(&self) -> bool {
-        self.retryable
+        !self.permanent
     }
 
     /// Whether the step may have taken effect despite the error.
@@ -108,9 +131,7 @@ impl StepError {
     }
 
     pub(crate) fn timeout(after: Duration) -> Self {
-        StepError::new(Timeout { after })
-            .retryable()
-            .outcome_unknown()
+        StepError::new(Timeout { after }).outcome_unknown()
     }
 
     pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
@@ -145,7 +166,7 @@ impl fmt::Debug for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StepError")
             .field("error", &self.error)
-            .field("retryable", &self.retryable)
+            .field("permanent", &self.permanent)
             .field("outcome_unknown", &self.outcome_unknown)
             .finish()
     }
@@ -299,6 +320,8 @@ pub struct Failure {
     pub message: String,
     /// Whether the failed attempt may have taken effect.
     pub outcome_unknown: bool,
+    /// Whether the error was marked [`permanent`](StepError::permanent).
+    pub permanent: bool,
 }
 
 /// Where a stuck run stopped.
@@ -316,7 +339,11 @@ pub enum StuckPhase {
 /// How a run ended, when it did not complete.
 ///
 /// Every variant carries the [`SagaReport`]. `source()` is the error of the
-/// step that failed (for `Stuck` in rollback: the compensation that failed).
+/// step that failed (for `Stuck` in rollback: the compensation that failed):
+/// the user's own error after an in-memory run, its logged form
+/// ([`LoggedError`](crate::LoggedError): message, cause chain as text,
+/// marks) after a durable one, so that every engine reading the log gives
+/// the same error. Its text is user data.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SagaError {
@@ -378,6 +405,18 @@ pub enum SagaError {
         /// The run's report.
         report: Box<SagaReport>,
     },
+    /// An operator gave up on a durable execution
+    /// ([`SagaEngine::abandon`](crate::SagaEngine::abandon)): nothing more
+    /// runs, and nothing was compensated by it.
+    #[error(
+        "saga `{saga}` was abandoned by an operator; nothing more runs and nothing was compensated by it"
+    )]
+    Abandoned {
+        /// The saga's name.
+        saga: Arc<str>,
+        /// The execution's report, as far as it got.
+        report: Box<SagaReport>,
+    },
 }
 
 impl SagaError {
@@ -387,6 +426,7 @@ impl SagaError {
             SagaError::Compensated { report, .. }
             | SagaError::Stuck { report, .. }
             | SagaError::Cancelled { report, .. }
+            | SagaError::Abandoned { report, .. }
             | SagaError::Store { report, .. } => report,
         }
     }

@@ -120,6 +120,29 @@ impl From<String> for ExecutionId {
     }
 }
 
+/// Any text is an id (what [`ExecutionId::new`] takes), so parsing never
+/// fails: `"order-42".parse::<ExecutionId>()`, or an axum `Path<ExecutionId>`.
+impl std::str::FromStr for ExecutionId {
+    type Err = std::convert::Infallible;
+
+    fn from_str(id: &str) -> Result<Self, Self::Err> {
+        Ok(ExecutionId::new(id))
+    }
+}
+
+/// Serialized as its text.
+impl serde::Serialize for ExecutionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ExecutionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(ExecutionId::from)
+    }
+}
+
 /// `{hi:016x}{lo:016x}`, without the formatting machinery.
 fn hex_digits(hi: u64, lo: u64) -> [u8; 32] {
     let mut text = [0u8; 32];

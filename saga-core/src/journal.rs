@@ -131,6 +131,11 @@ pub struct Event {
     pub outcome_unknown: bool,
     /// Whether a failed attempt will be retried.
     pub will_retry: bool,
+    /// More of what happened, JSON, written since 0.2.0 (`None` in older
+    /// logs, which still decode): for a failure, its error's cause chain
+    /// as text and its permanent mark; for `finished`, how the run ended,
+    /// in the form [`SagaEngine::wait`](crate::SagaEngine::wait) returns.
+    pub detail: Option<String>,
     /// Wall-clock time of the write, milliseconds since the Unix epoch
     /// (set by the store).
     pub at_ms: i64,
@@ -149,6 +154,7 @@ impl Event {
             error: None,
             outcome_unknown: false,
             will_retry: false,
+            detail: None,
             at_ms: 0,
         }
     }
@@ -376,9 +382,17 @@ pub(crate) struct ResumeStep {
 /// The direction of a [`Resume`].
 pub(crate) enum ResumePhase {
     Forward,
-    /// Rolling back; `cause` is the failed step and its error's message
+    /// Rolling back; `cause` is the failed step and its error as logged
     /// (none for a cancellation).
     Rollback {
-        cause: Option<(usize, String)>,
+        cause: Option<(usize, LoggedCause)>,
     },
+}
+
+/// The error of the failure that started a rollback, as its
+/// `rollback_started` event logged it.
+pub(crate) struct LoggedCause {
+    pub(crate) message: String,
+    pub(crate) outcome_unknown: bool,
+    pub(crate) detail: Option<String>,
 }

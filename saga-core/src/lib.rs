@@ -67,8 +67,9 @@
 //!   [`SagaEngine::with_dependencies`].
 //! - Each step returns `Result<T, E>`: its output `T` is handed to its
 //!   compensation, `E` is any error (or a [`StepError`] marked
-//!   [`retryable`](StepError::retryable) or
-//!   [`outcome_unknown`](StepError::outcome_unknown)).
+//!   [`permanent`](StepError::permanent) or
+//!   [`outcome_unknown`](StepError::outcome_unknown)); a retry policy
+//!   retries every error not marked permanent.
 //! - Run it with [`Saga::run`] (async) or [`Saga::run_blocking`] (no runtime
 //!   needed for sync steps); the result is a [`SagaReport`] or a
 //!   [`SagaError`] telling compensated, stuck and cancelled apart.
@@ -159,6 +160,7 @@ mod executor;
 pub mod guide;
 mod id;
 mod journal;
+mod logged;
 pub mod logging;
 mod observer;
 mod policy;
@@ -178,8 +180,11 @@ pub use context::Context;
 pub use context::ContextError;
 pub use engine::EngineError;
 pub use engine::ExecutionView;
+#[allow(deprecated)]
 pub use engine::Recovery;
+pub use engine::RecoveryReport;
 pub use engine::SagaEngine;
+pub use engine::WaitError;
 pub use error::BoxError;
 pub use error::BuildError;
 pub use error::Failure;
@@ -191,6 +196,7 @@ pub use error::StuckPhase;
 pub use error::Timeout;
 pub use executor::Using;
 pub use id::ExecutionId;
+pub use logged::LoggedError;
 pub use observer::RunInfo;
 pub use observer::SagaEvent;
 pub use observer::SagaObserver;

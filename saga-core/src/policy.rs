@@ -7,22 +7,30 @@ use std::time::Duration;
 
 use crate::error::StepError;
 
-/// Which errors a [`RetryPolicy`] retries.
+/// Which errors a [`RetryPolicy`] retries. A
+/// [`permanent`](StepError::permanent) error is never retried, whatever
+/// this says: a predicate only narrows.
 #[derive(Clone, Default)]
 pub enum RetryOn {
-    /// Only errors marked [`StepError::retryable`] (timeouts are marked).
-    #[default]
+    /// Since 0.2.0 the same as [`Any`](Self::Any): 0.1 retried only errors
+    /// marked `retryable()`, a mark that no longer has an effect.
+    #[deprecated(
+        since = "0.2.0",
+        note = "every error not marked `permanent()` is retried: use `RetryOn::Any`"
+    )]
     Marked,
-    /// Every error, panics included.
+    /// Every error not marked permanent: timeouts and panics included.
+    #[default]
     Any,
-    /// Errors for which the predicate returns `true` (a panic in it counts
-    /// as `false`).
+    /// Errors not marked permanent for which the predicate returns `true`
+    /// (a panic in it counts as `false`).
     If(Arc<dyn Fn(&StepError) -> bool + Send + Sync>),
 }
 
 impl fmt::Debug for RetryOn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            #[allow(deprecated)]
             RetryOn::Marked => f.write_str("Marked"),
             RetryOn::Any => f.write_str("Any"),
             RetryOn::If(_) => f.write_str("If(..)"),
@@ -33,7 +41,11 @@ impl fmt::Debug for RetryOn {
 /// How a step or a compensation is retried: a number of attempts, an
 /// exponential backoff with jitter and a cap, and which errors qualify.
 ///
-/// The default is one attempt (no retry). Counters are per step and per run.
+/// Every error is retried except one marked
+/// [`permanent`](StepError::permanent); [`retry_if`](Self::retry_if) only
+/// narrows that. The default is one attempt (no retry), except on a step
+/// after the pivot, which without a policy of its own is retried
+/// [`forever`](Self::forever). Counters are per step and per run.
 ///
 /// ```
 /// use std::time::Duration;
@@ -58,9 +70,13 @@ pub struct RetryPolicy {
     multiplier: f64,
     jitter: f64,
     retry_on: RetryOn,
+    /// Whether nothing was said: the default, which a step after the pivot
+    /// takes as [`forever`](Self::forever). Every setter clears it.
+    unset: bool,
 }
 
 impl Default for RetryPolicy {
+    /// One attempt; on a step after the pivot, [`forever`](Self::forever).
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 1,
@@ -68,7 +84,8 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(10),
             multiplier: 2.0,
             jitter: 0.2,
-            retry_on: RetryOn::Marked,
+            retry_on: RetryOn::Any,
+            unset: true,
         }
     }
 }
@@ -79,18 +96,19 @@ impl RetryPolicy {
     /// 10 s cap on backoff, about 28 hours.
     pub const FOREVER_ATTEMPTS: u32 = 10_000;
 
-    /// One attempt, no retry.
+    /// The default policy ([`Default`]), to build on with the `with_*`
+    /// setters.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// No retry: one attempt.
+    /// No retry: one attempt, also on a step after the pivot.
     pub fn none() -> Self {
-        Self::default()
+        Self::default().with_max_attempts(1)
     }
 
-    /// Up to `n` attempts in all (the first one included), retrying the
-    /// errors of [`RetryOn::Marked`] unless told otherwise. `0` is a
+    /// Up to `n` attempts in all (the first one included), retrying every
+    /// error not marked permanent unless told otherwise. `0` is a
     /// [`BuildError::ZeroAttempts`](crate::BuildError::ZeroAttempts) when the
     /// saga is built.
     pub fn attempts(n: u32) -> Self {
@@ -106,6 +124,7 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n;
+        self.unset = false;
         self
     }
 
@@ -114,6 +133,7 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_backoff(mut self, initial: Duration) -> Self {
         self.backoff = initial;
+        self.unset = false;
         self
     }
 
@@ -121,6 +141,7 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_max_backoff(mut self, cap: Duration) -> Self {
         self.max_backoff = cap;
+        self.unset = false;
         self
     }
 
@@ -129,6 +150,7 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_multiplier(mut self, multiplier: f64) -> Self {
         self.multiplier = multiplier.max(1.0);
+        self.unset = false;
         self
     }
 
@@ -138,6 +160,7 @@ impl RetryPolicy {
     /// in lockstep; `0.0` makes delays exact.
     #[must_use]
     pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.unset = false;
         self.jitter = if jitter.is_nan() {
             0.0
         } else {
@@ -146,14 +169,18 @@ impl RetryPolicy {
         self
     }
 
-    /// Sets which errors are retried.
+    /// Sets which errors are retried (a permanent one never is).
     #[must_use]
     pub fn retry_on(mut self, retry_on: RetryOn) -> Self {
         self.retry_on = retry_on;
+        self.unset = false;
         self
     }
 
-    /// Retries the errors for which `predicate` returns `true`.
+    /// Retries the errors for which `predicate` returns `true`; a
+    /// [`permanent`](StepError::permanent) error is not retried even then
+    /// (the predicate only narrows). On the pivot, an error of unknown
+    /// outcome is retried whatever it says: giving up there means stuck.
     #[must_use]
     pub fn retry_if(self, predicate: impl Fn(&StepError) -> bool + Send + Sync + 'static) -> Self {
         self.retry_on(RetryOn::If(Arc::new(predicate)))
@@ -164,10 +191,15 @@ impl RetryPolicy {
         self.max_attempts
     }
 
-    /// Whether this policy retries `error` (attempts aside).
+    /// Whether this policy retries `error` (attempts aside): never a
+    /// permanent error; otherwise unless a predicate says `false`.
     pub fn retries(&self, error: &StepError) -> bool {
+        if error.is_permanent() {
+            return false;
+        }
         match &self.retry_on {
-            RetryOn::Marked => error.is_retryable(),
+            #[allow(deprecated)]
+            RetryOn::Marked => true,
             RetryOn::Any => true,
             // The predicate is user code: a panic in it means "no retry",
             // never a run torn down halfway (its rollback undone).
@@ -176,6 +208,12 @@ impl RetryPolicy {
                     .unwrap_or(false)
             }
         }
+    }
+
+    /// Whether nothing was said: the [`Default`], which a step after the
+    /// pivot takes as [`forever`](Self::forever).
+    pub(crate) fn is_unset(&self) -> bool {
+        self.unset
     }
 
     /// The delay before attempt `attempt` (2 for the first retry), given a

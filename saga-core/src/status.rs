@@ -171,3 +171,96 @@ impl StepKind {
         }
     }
 }
+
+impl StepStatus {
+    /// Every status, in the order of a step's life.
+    pub const ALL: [StepStatus; 8] = [
+        StepStatus::Pending,
+        StepStatus::Running,
+        StepStatus::Succeeded,
+        StepStatus::Failed,
+        StepStatus::Compensating,
+        StepStatus::Compensated,
+        StepStatus::CompensationFailed,
+        StepStatus::Skipped,
+    ];
+
+    /// The status with this [`label`](Self::label), if any.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.label() == label)
+    }
+}
+
+impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::NotStarted,
+        Outcome::Applied,
+        Outcome::NotApplied,
+        Outcome::Unknown,
+    ];
+
+    /// The outcome with this [`label`](Self::label), if any.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.label() == label)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl StepKind {
+    /// Every kind.
+    pub const ALL: [StepKind; 4] = [
+        StepKind::Compensable,
+        StepKind::NoUndo,
+        StepKind::Pivot,
+        StepKind::Retriable,
+    ];
+
+    /// The kind with this [`label`](Self::label), if any.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.label() == label)
+    }
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Serialized as its label (what `Display` prints), and read back from it.
+macro_rules! serde_as_label {
+    ($($ty:ident: $what:literal),* $(,)?) => {$(
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.label())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let label = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                $ty::from_label(&label).ok_or_else(|| {
+                    let expected: Vec<&str> = $ty::ALL.iter().map(|s| s.label()).collect();
+                    serde::de::Error::custom(format!(
+                        concat!("unknown ", $what, " `{}`, expected one of: {}"),
+                        label,
+                        expected.join(", ")
+                    ))
+                })
+            }
+        }
+    )*};
+}
+
+serde_as_label! {
+    ExecutionStatus: "execution status",
+    StepStatus: "step status",
+    Outcome: "outcome",
+    StepKind: "step kind",
+}

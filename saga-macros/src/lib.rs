@@ -43,7 +43,8 @@ mod validate;
 ///   - `retry 3` (attempts in all, at least 1) or `retry forever`;
 ///   - `backoff 100ms`, `max_backoff 5s`: delays between attempts;
 ///   - `retry_if path`: a `fn(&StepError) -> bool` choosing which errors
-///     are retried (default: those marked `StepError::retryable`);
+///     are retried (default: every error not marked `StepError::permanent`;
+///     a predicate only narrows that);
 ///   - `undo_retry 5` (or `forever`): attempts of the step's compensation,
 ///     which otherwise gets `default_undo_retry()` (3 attempts,
 ///     every error retried); a step with no compensation cannot have it;
@@ -124,7 +125,7 @@ mod validate;
 /// let mut shop = Shop { stock: 1, ..Shop::default() };
 /// let err = order.run_blocking(&mut shop).unwrap_err();
 /// assert_eq!(shop.orders, Vec::<u64>::new());   // compensated
-/// assert_eq!(shop.log, ["charge"]);              // an unmarked error is not retried
+/// assert_eq!(shop.log, ["charge", "charge"]);    // a plain error is retried
 /// assert_eq!(err.to_string(), "saga `order` failed at step `charge` and was rolled back (compensated: create_order)");
 /// ```
 ///

@@ -221,6 +221,6 @@ where
             // The crashed owner's lease has not expired yet.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        engine.wait(id).await.unwrap()
+        engine.wait(id).await.or_else(super::ended).unwrap()
     })
 }

@@ -20,3 +20,13 @@ pub mod pg;
 pub mod steps;
 pub mod stores;
 pub mod submitted;
+
+/// A `wait` that ended and did not complete (compensated, stuck,
+/// cancelled, abandoned) as its report: `.or_else(support::ended)` for
+/// tests that check the status themselves.
+pub fn ended(error: saga_core::WaitError) -> Result<saga_core::SagaReport, saga_core::WaitError> {
+    match error {
+        saga_core::WaitError::Saga(failed) => Ok(failed.report().clone()),
+        other => Err(other),
+    }
+}

@@ -102,18 +102,19 @@ pub fn flaky(
     .undo(undo(name))
 }
 
-/// The user's declined-card error.
+/// The user's declined-card error: no retry fixes it, so it is marked
+/// permanent.
 pub fn declined() -> StepError {
-    StepError::new(PaymentError::Declined(51))
+    StepError::new(PaymentError::Declined(51)).permanent()
 }
 
-/// The user's transient error, marked retryable.
+/// The user's transient error: a plain error, which a policy retries.
 pub fn unavailable() -> StepError {
-    StepError::new(PaymentError::Unavailable).retryable()
+    StepError::new(PaymentError::Unavailable)
 }
 
 /// A policy of `n` attempts with exact delays: 100 ms, doubling, no jitter,
-/// retrying what the step marks retryable.
+/// retrying every error not marked permanent.
 pub fn exact(n: u32) -> RetryPolicy {
     RetryPolicy::attempts(n)
         .with_backoff(Duration::from_millis(100))

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use saga_core::store::SagaStore;
 use saga_core::{
-    EngineError, ExecutionId, ExecutionStatus, SagaEngine, SagaReport, StepStatus, Worker,
-    WorkerHandle,
+    EngineError, ExecutionId, ExecutionStatus, SagaEngine, SagaReport, StepStatus, WaitError,
+    Worker, WorkerHandle,
 };
 use tokio::task::JoinHandle;
 
@@ -32,10 +32,18 @@ async fn engine_on(store: &Arc<dyn SagaStore>, script: &Arc<Script>) -> SagaEngi
     engine
 }
 
-/// `wait(id)` on its own task.
+/// `wait(id)` on its own task; an execution that ended and did not
+/// complete gives its report too (its status says how it ended).
 fn waiter(engine: &SagaEngine, id: &ExecutionId) -> JoinHandle<Result<SagaReport, EngineError>> {
     let (engine, id) = (engine.clone(), id.clone());
-    tokio::spawn(async move { engine.wait(&id).await })
+    tokio::spawn(async move {
+        match engine.wait(&id).await {
+            Ok(report) => Ok(report),
+            Err(WaitError::Saga(ended)) => Ok(ended.report().clone()),
+            Err(WaitError::Engine(error)) => Err(error),
+            Err(other) => panic!("an unknown wait error: {other}"),
+        }
+    })
 }
 
 /// Asserts that `waiter` has not returned: the execution is not finished,
@@ -178,7 +186,7 @@ async fn unknown_id(name: &str, store: &Arc<dyn SagaStore>) {
     let engine = engine_on(store, &script).await;
     let err = engine.wait(&ExecutionId::new("nope")).await.unwrap_err();
     assert!(
-        matches!(&err, EngineError::NotFound { execution_id } if execution_id.as_str() == "nope"),
+        matches!(&err, WaitError::Engine(EngineError::NotFound { execution_id }) if execution_id.as_str() == "nope"),
         "{name}: {err:?}"
     );
     assert_eq!(err.to_string(), "no execution `nope`", "{name}");

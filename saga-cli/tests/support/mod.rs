@@ -41,7 +41,7 @@ pub fn order_saga(courier_ready: &Arc<AtomicBool>) -> Saga<u32> {
             if ready.load(Ordering::SeqCst) {
                 Ok(())
             } else {
-                Err(StepError::new("no courier today"))
+                Err(StepError::new("no courier today").permanent())
             }
         }))
         .build()
@@ -74,7 +74,7 @@ pub async fn populated(dir: &Path) -> PathBuf {
     engine.register(refund_saga()).await.unwrap();
     let id = engine.start_with_id("order", "ok-1", 0_u32).await.unwrap();
     assert_eq!(
-        engine.wait(&id).await.unwrap().status,
+        engine.wait(&id).await.or_else(ended).unwrap().status,
         ExecutionStatus::Completed
     );
     ready.store(false, Ordering::SeqCst);
@@ -83,7 +83,7 @@ pub async fn populated(dir: &Path) -> PathBuf {
         .await
         .unwrap();
     assert_eq!(
-        engine.wait(&id).await.unwrap().status,
+        engine.wait(&id).await.or_else(ended).unwrap().status,
         ExecutionStatus::Stuck
     );
     let id = engine
@@ -91,7 +91,7 @@ pub async fn populated(dir: &Path) -> PathBuf {
         .await
         .unwrap();
     assert_eq!(
-        engine.wait(&id).await.unwrap().status,
+        engine.wait(&id).await.or_else(ended).unwrap().status,
         ExecutionStatus::Compensated
     );
     db
@@ -199,4 +199,14 @@ pub fn gated_saga(gate: &Arc<tokio::sync::Semaphore>) -> Saga<u32> {
         ))
         .build()
         .unwrap()
+}
+
+/// A `wait` that ended and did not complete (compensated, stuck,
+/// cancelled, abandoned) as its report: `.or_else(support::ended)` for
+/// tests that check the status themselves.
+pub fn ended(error: saga_core::WaitError) -> Result<saga_core::SagaReport, saga_core::WaitError> {
+    match error {
+        saga_core::WaitError::Saga(failed) => Ok(failed.report().clone()),
+        other => Err(other),
+    }
 }

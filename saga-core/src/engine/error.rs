@@ -1,6 +1,7 @@
 //! The engine's errors: what went wrong with a durable execution, and what
 //! to do about it.
 
+use crate::error::SagaError;
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::store::StoreError;
@@ -133,11 +134,13 @@ pub enum EngineError {
         /// The saga asked for.
         requested: String,
     },
-    /// The run stopped because its log could not be written (see
-    /// [`SagaError::Store`](crate::SagaError::Store)); recovery carries it on
-    /// once the store works.
+    /// This engine's run of the execution stopped because its log could
+    /// not be written (see [`SagaError::Store`](crate::SagaError::Store));
+    /// recovery carries it on once the store works. (0.1 called it
+    /// `Interrupted`, a word now kept for a cancel-safe step dropped by a
+    /// cancellation.)
     #[error("execution `{execution_id}` stopped: {detail}")]
-    Interrupted {
+    RunLost {
         /// The execution.
         execution_id: ExecutionId,
         /// Why.
@@ -146,6 +149,53 @@ pub enum EngineError {
     /// The engine was called outside a tokio runtime.
     #[error("the saga engine must be called inside a tokio runtime")]
     NoRuntime,
+}
+
+/// Why [`SagaEngine::wait`](crate::SagaEngine::wait) gives no
+/// [`SagaReport`](crate::SagaReport) of a completed execution.
+///
+/// ```
+/// # use saga_core::{EngineError, ExecutionId, SagaError, WaitError};
+/// fn status(outcome: Result<saga_core::SagaReport, WaitError>) -> String {
+///     match outcome {
+///         Ok(report) => report.status.to_string(),
+///         // Compensated, stuck, cancelled or abandoned: the report is in it.
+///         Err(WaitError::Saga(failed)) => failed.report().status.to_string(),
+///         Err(other) => format!("could not wait: {other}"),
+///     }
+/// }
+/// let unknown = EngineError::NotFound { execution_id: ExecutionId::new("x") };
+/// assert_eq!(status(Err(unknown.into())), "could not wait: no execution `x`");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The execution ended, and not completed: compensated, stuck,
+    /// cancelled or abandoned. The same error an in-memory run gives, its
+    /// step errors in their logged form.
+    #[error(transparent)]
+    Saga(#[from] SagaError),
+    /// The execution could not be waited for: an unknown id, a store
+    /// error, or this engine's run lost its log
+    /// ([`EngineError::RunLost`]).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl WaitError {
+    /// The execution's report, when it ended ([`WaitError::Saga`]).
+    pub fn report(&self) -> Option<&crate::SagaReport> {
+        match self {
+            WaitError::Saga(error) => Some(error.report()),
+            WaitError::Engine(_) => None,
+        }
+    }
+}
+
+impl From<StoreError> for WaitError {
+    fn from(error: StoreError) -> Self {
+        WaitError::Engine(error.into())
+    }
 }
 
 fn list(names: &[String]) -> String {

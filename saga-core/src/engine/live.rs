@@ -135,7 +135,17 @@ impl Drop for TaskAlive {
 }
 
 /// How a run in this process ended: its report, or why it stopped.
-pub(crate) type Done = Result<SagaReport, String>;
+pub(crate) type Done = Result<SagaReport, Stopped>;
+
+/// Why a run stopped without an end: its log could not be written.
+#[derive(Debug, Clone)]
+pub(crate) struct Stopped {
+    /// Another owner took the execution's lease: its `wait` goes on
+    /// waiting for that owner.
+    pub(crate) lease_lost: bool,
+    /// The store's error.
+    pub(crate) detail: String,
+}
 
 impl SagaEngine {
     pub(super) fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {

@@ -45,10 +45,10 @@ mod replay;
 mod runner;
 mod shape;
 
-pub use error::EngineError;
+pub use error::{EngineError, WaitError};
 use journal::{JournalState, StoreJournal};
-pub(crate) use live::Done;
 use live::{Claiming, Live};
+pub(crate) use live::{Done, Stopped};
 use replay::{fold, resume_requested};
 use runner::{Job, Runner, Typed};
 use shape::{Shape, describe, kind_from_label};
@@ -56,7 +56,7 @@ use shape::{Shape, describe, kind_from_label};
 /// What [`SagaEngine::recover`] did.
 #[derive(Debug, Default)]
 #[non_exhaustive]
-pub struct Recovery {
+pub struct RecoveryReport {
     /// Executions this engine took over and is running again.
     pub resumed: Vec<ExecutionId>,
     /// Executions whose lease another live owner holds (a crashed owner's
@@ -65,6 +65,10 @@ pub struct Recovery {
     /// Executions it refused to run, and why; their records are untouched.
     pub refused: Vec<(ExecutionId, EngineError)>,
 }
+
+/// [`RecoveryReport`]'s name in 0.1.
+#[deprecated(since = "0.2.0", note = "renamed `RecoveryReport`")]
+pub type Recovery = RecoveryReport;
 
 /// An execution and its log, as [`SagaEngine::get`] shows it.
 #[derive(Debug, Clone)]
@@ -483,36 +487,52 @@ impl SagaEngine {
     }
 
     /// Waits for an execution to end (in this process or another) and
-    /// returns its report: the run's own if this engine is running it when
-    /// `wait` is called, otherwise one rebuilt from the log (statuses,
-    /// outcomes, attempts and errors; durations from the log's timestamps,
-    /// to the millisecond, including any time spent waiting for recovery).
+    /// returns how it ended, as an in-memory [`Saga::run`] does: its report
+    /// if it completed, [`WaitError::Saga`] with the [`SagaError`](crate::SagaError) if it
+    /// ended compensated, stuck, cancelled or abandoned. The report is the
+    /// run's own if this engine is running it when `wait` is called,
+    /// otherwise one rebuilt from the log (statuses, outcomes, attempts and
+    /// errors; durations from the log's timestamps, to the millisecond,
+    /// including any time spent waiting for recovery). The errors inside a
+    /// `SagaError` are always read from the log, in their logged form
+    /// ([`LoggedError`](crate::LoggedError)), so this engine, another one on
+    /// the same store and a later `wait` all give the same error.
     ///
     /// `wait` ends when the execution does, whoever runs it: a run another
     /// owner holds, one [submitted](Self::submit) that no one has run yet,
-    /// and one whose owner stopped (a worker shut down and released it,
-    /// or a process died and its lease expired) are all waited for until a
+    /// one whose owner stopped (a worker shut down and released it, or a
+    /// process died and its lease expired), and one whose lease this
+    /// engine lost to another owner are all waited for until a
     /// [`Worker`](crate::Worker) (of any process, this one included) or a
     /// [`recover`](Self::recover) has carried them to their end, or an
-    /// operator [abandoned](Self::abandon) them (the report then says
-    /// `abandoned`). A [cancelled](Self::cancel) one ends `cancelled` once
-    /// a run picks it up. With no worker and no recovery for its saga, the
-    /// wait does not end; bound it with [`tokio::time::timeout`] where that
-    /// can happen. While this engine does not run it, `wait` reads the
-    /// record every 50 ms.
+    /// operator [abandoned](Self::abandon) them ([`SagaError::Abandoned`](crate::SagaError::Abandoned)).
+    /// A [cancelled](Self::cancel) one ends cancelled once a run picks it
+    /// up. With no worker and no recovery for its saga, the wait does not
+    /// end; bound it with [`tokio::time::timeout`] where that can happen.
+    /// While this engine does not run it, `wait` reads the record every
+    /// 50 ms.
+    ///
+    /// [`Saga::run`]: crate::Saga::run
     ///
     /// # Errors
-    /// [`EngineError::NotFound`] for an unknown id;
-    /// [`EngineError::Interrupted`] if this engine's run stopped because its
-    /// log could not be written (another engine's `wait` goes on waiting
-    /// for a recovery); store errors.
-    pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
+    /// [`WaitError::Saga`] for an execution that ended and did not
+    /// complete; [`WaitError::Engine`] with [`EngineError::NotFound`] for
+    /// an unknown id, [`EngineError::RunLost`] if this engine's run stopped
+    /// because its log could not be written (another engine's `wait` goes
+    /// on waiting for a recovery), and store errors.
+    pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, WaitError> {
+        // Once this engine's run lost its lease, its entry tells nothing
+        // more: the record does.
+        let mut lease_lost = false;
         loop {
-            let live = self
-                .live()
-                .get(id)
-                .and_then(|l| l.run.as_ref())
-                .map(|run| run.done.clone());
+            let live = if lease_lost {
+                None
+            } else {
+                self.live()
+                    .get(id)
+                    .and_then(|l| l.run.as_ref())
+                    .map(|run| run.done.clone())
+            };
             if let Some(mut done) = live {
                 let finished = done
                     .wait_for(Option::is_some)
@@ -520,25 +540,58 @@ impl SagaEngine {
                     .map(|v| v.clone())
                     .ok()
                     .flatten();
-                return match finished {
-                    Some(Ok(report)) => Ok(report),
-                    Some(Err(detail)) => Err(EngineError::Interrupted {
-                        execution_id: id.clone(),
-                        detail,
-                    }),
-                    None => Err(EngineError::Interrupted {
-                        execution_id: id.clone(),
-                        detail: "its run was dropped".to_owned(),
-                    }),
-                };
+                match finished {
+                    Some(Ok(report)) => {
+                        let record = self.record(id).await?;
+                        return self.outcome(&record, Some(report)).await;
+                    }
+                    Some(Err(stopped)) if stopped.lease_lost => lease_lost = true,
+                    Some(Err(stopped)) => {
+                        return Err(EngineError::RunLost {
+                            execution_id: id.clone(),
+                            detail: stopped.detail,
+                        }
+                        .into());
+                    }
+                    None => {
+                        return Err(EngineError::RunLost {
+                            execution_id: id.clone(),
+                            detail: "its run was dropped".to_owned(),
+                        }
+                        .into());
+                    }
+                }
             }
             let record = self.record(id).await?;
             if record.status.is_finished() {
-                return self.rebuilt_report(&record).await;
+                return self.outcome(&record, None).await;
             }
             // Run by another owner, or waiting for one to take it: poll.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The last context the log of an execution holds (the initial one if
+    /// no event logged a context yet), decoded as a `C`: a handler's way to
+    /// read what a durable run left in its context.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`] for an unknown id;
+    /// [`EngineError::Undecodable`] if the stored context is not a `C`;
+    /// store errors.
+    pub async fn context<C: DeserializeOwned>(&self, id: &ExecutionId) -> Result<C, EngineError> {
+        let record = self.record(id).await?;
+        let events = self.inner.store.events(id).await?;
+        let json = events
+            .iter()
+            .rev()
+            .find_map(|e| e.context.as_deref())
+            .unwrap_or(&record.context);
+        serde_json::from_str(json).map_err(|e| EngineError::Undecodable {
+            execution_id: id.clone(),
+            what: format!("the context (as `{}`)", std::any::type_name::<C>()),
+            detail: e.to_string(),
+        })
     }
 
     /// Carries on, once, every unfinished execution whose lease is free or
@@ -546,7 +599,7 @@ impl SagaEngine {
     /// every stuck one whose resume was [requested](Self::request_resume).
     /// Executions this engine runs already are left alone, and so are
     /// those whose lease is still held (a crashed owner's until it
-    /// expires: they are in [`Recovery::busy`]).
+    /// expires: they are in [`RecoveryReport::busy`]).
     ///
     /// The one-shot call a [`Worker`](crate::Worker) is built on: a
     /// service starts a worker at startup and needs no loop of `recover`
@@ -557,10 +610,10 @@ impl SagaEngine {
     ///
     /// # Errors
     /// Store errors while listing; errors of single executions are in
-    /// [`Recovery::refused`].
-    pub async fn recover(&self) -> Result<Recovery, EngineError> {
+    /// [`RecoveryReport::refused`].
+    pub async fn recover(&self) -> Result<RecoveryReport, EngineError> {
         tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
-        let mut recovery = Recovery::default();
+        let mut recovery = RecoveryReport::default();
         // Summaries: no context is read until an execution is taken over.
         let store = &self.inner.store;
         let mut unfinished = store
@@ -602,7 +655,7 @@ impl SagaEngine {
         id: ExecutionId,
         mark: Option<EventKind>,
         claiming: Claiming,
-        recovery: &mut Recovery,
+        recovery: &mut RecoveryReport,
     ) {
         let record = match self.inner.store.get(&id).await {
             Ok(Some(record)) => record,

@@ -128,7 +128,7 @@ impl SagaEngine {
                 .await
         })
         .await
-        .map_err(|e| EngineError::Interrupted {
+        .map_err(|e| EngineError::RunLost {
             execution_id: id.clone(),
             detail: e.to_string(),
         })??;

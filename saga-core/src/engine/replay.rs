@@ -1,12 +1,15 @@
 //! Replay: a log folded back into each step's state, for a recovered run
 //! and for a report rebuilt from the log.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{EngineError, SagaEngine, Shape, kind_from_label};
+use super::{EngineError, SagaEngine, Shape, WaitError, kind_from_label};
+use crate::error::{Failure, SagaError, StuckPhase};
 use crate::id::ExecutionId;
-use crate::journal::{ResumePhase, ResumeStep};
-use crate::report::{Outcome, SagaReport, StepReport, StepStatus};
+use crate::journal::{LoggedCause, ResumePhase, ResumeStep};
+use crate::logged::{LoggedError, read_outcome};
+use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::step::StepKind;
 use crate::store::{Event, EventKind, ExecutionRecord, StoreError, logged_durations};
 
@@ -182,7 +185,16 @@ pub(super) fn fold(
                     }
                 }
                 folded.phase = ResumePhase::Rollback {
-                    cause: index.map(|i| (i, event.error.clone().unwrap_or_default())),
+                    cause: index.map(|i| {
+                        (
+                            i,
+                            LoggedCause {
+                                message: event.error.clone().unwrap_or_default(),
+                                outcome_unknown: event.outcome_unknown,
+                                detail: event.detail.clone(),
+                            },
+                        )
+                    }),
                 };
             }
             (EventKind::CompensationStarted, Some((s, flying))) => {
@@ -243,4 +255,145 @@ pub(super) fn fold(
         }
     }
     Ok(folded)
+}
+
+impl SagaEngine {
+    /// How a finished execution ended, as [`wait`](SagaEngine::wait)
+    /// returns it: `report` (the run's own, or one rebuilt from the log),
+    /// and for an execution that did not complete, the [`SagaError`] its
+    /// `finished` event logged.
+    pub(super) async fn outcome(
+        &self,
+        record: &ExecutionRecord,
+        report: Option<SagaReport>,
+    ) -> Result<SagaReport, WaitError> {
+        let report = match report {
+            Some(report) => report,
+            None => self.rebuilt_report(record).await?,
+        };
+        let saga: Arc<str> = record.saga.as_str().into();
+        match record.status {
+            ExecutionStatus::Completed => return Ok(report),
+            ExecutionStatus::Abandoned => {
+                return Err(SagaError::Abandoned {
+                    saga,
+                    report: Box::new(report),
+                }
+                .into());
+            }
+            _ => {}
+        }
+        let events = self.inner.store.events(&record.id).await?;
+        let logged = events
+            .iter()
+            .rev()
+            .find(|e| e.kind == EventKind::Finished)
+            .and_then(|e| e.detail.as_deref())
+            .and_then(read_outcome);
+        Err(match logged {
+            Some(outcome) => outcome.into_error(&record.saga, report),
+            None => from_old_log(saga, record.status, &events, report),
+        }
+        .into())
+    }
+}
+
+/// The error of an execution whose log was written before 0.2.0 (its
+/// `finished` event says no more than the status): the step and message
+/// of the failure that decided it, as far as the log records them.
+fn from_old_log(
+    saga: Arc<str>,
+    status: ExecutionStatus,
+    events: &[Event],
+    report: SagaReport,
+) -> SagaError {
+    let name = |step: Option<u32>| -> Arc<str> {
+        step.and_then(|i| report.steps.get(i as usize))
+            .map_or_else(|| "".into(), |s| Arc::clone(&s.name))
+    };
+    let error_of = |e: &Event| {
+        LoggedError::from_event(
+            e.error.as_deref().unwrap_or_default(),
+            e.outcome_unknown,
+            e.detail.as_deref(),
+        )
+    };
+    if status == ExecutionStatus::Stuck {
+        let last = events.iter().rev().find(|e| {
+            matches!(
+                e.kind,
+                EventKind::StepFailed | EventKind::CompensationFailed
+            ) && !e.will_retry
+        });
+        let (step, phase, error, attempt, compensation) = match last {
+            Some(e) => (
+                name(e.step),
+                if e.kind == EventKind::CompensationFailed {
+                    StuckPhase::Rollback
+                } else {
+                    StuckPhase::Forward
+                },
+                error_of(e),
+                e.attempt,
+                e.kind == EventKind::CompensationFailed,
+            ),
+            None => (
+                "".into(),
+                StuckPhase::Forward,
+                LoggedError::from_event("", false, None),
+                0,
+                false,
+            ),
+        };
+        let first = report
+            .steps
+            .iter()
+            .position(|s| s.name == step)
+            .unwrap_or_default();
+        let remaining = report
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| match phase {
+                StuckPhase::Forward => *i >= first && s.status != StepStatus::Succeeded,
+                StuckPhase::Rollback => matches!(
+                    s.status,
+                    StepStatus::CompensationFailed | StepStatus::Compensating
+                ),
+            })
+            .map(|(_, s)| Arc::clone(&s.name))
+            .collect();
+        return SagaError::Stuck {
+            saga,
+            failures: vec![Failure {
+                step: Arc::clone(&step),
+                compensation,
+                attempt,
+                message: error.message().to_owned(),
+                outcome_unknown: error.is_outcome_unknown(),
+                permanent: error.is_permanent(),
+            }],
+            step,
+            phase,
+            error: Box::new(error),
+            remaining,
+            report: Box::new(report),
+        };
+    }
+    let cause = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::RollbackStarted && e.step.is_some());
+    match (status, cause) {
+        (ExecutionStatus::Compensated, Some(e)) => SagaError::Compensated {
+            saga,
+            step: name(e.step),
+            error: Box::new(error_of(e)),
+            report: Box::new(report),
+        },
+        _ => SagaError::Cancelled {
+            saga,
+            report: Box::new(report),
+        },
+    }
 }

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Done, EngineError, JournalState, StoreJournal, fold};
+use super::{Done, EngineError, JournalState, Stopped, StoreJournal, fold};
 use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
 use crate::id::ExecutionId;
 use crate::journal::Resume;
 use crate::saga::{RunOptions, Saga};
 use crate::step::{BoxFuture, Output};
-use crate::store::{Event, Lease, SagaStore};
+use crate::store::{Event, Lease, SagaStore, StoreError};
 
 /// What a run needs: its log so far and its lease.
 pub(super) struct Job {
@@ -212,7 +212,10 @@ where
             };
             match result {
                 Ok(report) => Ok(report),
-                Err(crate::SagaError::Store { error, .. }) => Err(error.to_string()),
+                Err(crate::SagaError::Store { error, .. }) => Err(Stopped {
+                    lease_lost: matches!(error, StoreError::LeaseLost { .. }),
+                    detail: error.to_string(),
+                }),
                 Err(error) => Ok(error.report().clone()),
             }
         }))

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::guard::{attempt_action, catch, settle};
-use super::{Access, Brakes, Env, JournalFailed, Record, State, Stop, run_group};
+use super::{Access, Brakes, Env, JournalFailed, Record, State, Stop, final_error, run_group};
 use crate::cancel::CancellationToken;
 use crate::error::{Interrupted, SagaError, StepError, StuckPhase};
 use crate::journal::EventKind;
+use crate::logged::failure_detail;
 use crate::observer::SagaEvent;
+use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, StepStatus};
 use crate::saga::Node;
-use crate::step::{StepDef, StepInfo, SyncAction};
+use crate::step::{StepDef, StepInfo, StepKind, SyncAction};
 
 /// Runs the nodes in order, up to the first that stops the run.
 // Deliberately not an `async fn`: clippy's suggestion would store the
@@ -262,6 +264,7 @@ pub(super) fn run_action<'a, C, D>(
                         event.error = Some(error.to_string());
                         event.outcome_unknown = error.is_outcome_unknown();
                         event.will_retry = retry_in.is_some();
+                        event.detail = failure_detail(&error);
                         event.context = env.snapshot(ctx.shared());
                     });
                     if log.await.is_err() {
@@ -376,14 +379,24 @@ pub(super) fn action_failed<C, D>(
     } else if record.outcome != Outcome::Unknown {
         record.outcome = Outcome::NotApplied;
     }
-    // The pivot retries an unknown outcome whatever its predicate says:
-    // giving up there means stuck.
-    let qualifies = step.retry.retries(error) || (step.pivot && error.is_outcome_unknown());
-    let retry_in = (attempt < step.retry.max_attempts()
+    // A step after the pivot without a policy of its own is retried
+    // forever: giving up there means stuck.
+    let forever;
+    let policy = if step.kind == StepKind::Retriable && step.retry.is_unset() {
+        forever = RetryPolicy::forever();
+        &forever
+    } else {
+        &step.retry
+    };
+    // The pivot retries an unknown outcome whatever its predicate says
+    // (giving up there means stuck), but not a permanent error.
+    let qualifies = policy.retries(error)
+        || (step.pivot && error.is_outcome_unknown() && !error.is_permanent());
+    let retry_in = (attempt < policy.max_attempts()
         && qualifies
         && !error.error().is::<Interrupted>()
         && !brakes.applied())
-    .then(|| step.retry.random_delay_before(attempt + 1));
+    .then(|| policy.random_delay_before(attempt + 1));
     env.emit(&SagaEvent::StepFailed {
         step: &step.name,
         attempt,
@@ -432,7 +445,7 @@ pub(super) fn stuck_forward<C, D>(
         saga: Arc::clone(&saga.name),
         step: Arc::clone(&saga.steps[index].name),
         phase: StuckPhase::Forward,
-        error: error.into_inner(),
+        error: final_error(env, error),
         failures,
         remaining,
         report: Box::new(report),

@@ -21,9 +21,10 @@ use std::future::Future;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use crate::error::{SagaError, StepError};
+use crate::error::{BoxError, SagaError, StepError};
 use crate::id::ExecutionId;
 use crate::journal::{EventKind, Journal, Resume, StoreError};
+use crate::logged::{LoggedError, outcome_detail};
 use crate::observer::SagaEvent;
 use crate::report::{ExecutionStatus, SagaReport};
 // The test kit copies definitions and names their groups here.
@@ -186,7 +187,7 @@ fn run_execution<'a, C, D>(
         // match's scrutinee, and a local moved on one path only, are held
         // to the end of their scope, across the awaits in it.)
         let result = {
-            let stop = match resume.and_then(|resume| state.resume(*resume)) {
+            let stop = match resume.and_then(|resume| state.resume(env.saga, *resume)) {
                 Some(stop) => Some(*stop),
                 None => forward(&env, &mut state, ctx).await.err(),
             };
@@ -224,6 +225,7 @@ async fn finish_durable<C, D>(
     };
     let log = env.log(EventKind::Finished, status, |event| {
         event.context = env.snapshot(&*ctx);
+        event.detail = result.as_ref().err().and_then(outcome_detail);
     });
     if log.await.is_err()
         && let Some(error) = env.take_abort()
@@ -231,6 +233,17 @@ async fn finish_durable<C, D>(
         return Err(store_error(env, state, error));
     }
     result
+}
+
+/// The error a run's [`SagaError`] carries for a step's `error`: a durable
+/// run's is the logged form ([`LoggedError`]), as every engine reading the
+/// log gives it; an in-memory run's is the user's own error.
+fn final_error<C, D>(env: &Env<'_, C, D>, error: StepError) -> BoxError {
+    if env.durable.is_some() {
+        Box::new(LoggedError::of(&error))
+    } else {
+        error.into_inner()
+    }
 }
 
 /// Ends a run whose journal failed.

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use super::guard::{attempt_undo, settle};
 use super::{
-    Access, Env, Extra, JournalFailed, State, Stop, compensate_group, store_error, stuck_forward,
+    Access, Env, Extra, JournalFailed, State, Stop, compensate_group, final_error, store_error,
+    stuck_forward,
 };
 use crate::error::{SagaError, StepError, StuckPhase};
 use crate::journal::{EventKind, StoreError};
+use crate::logged::failure_detail;
 use crate::observer::SagaEvent;
 use crate::report::{ExecutionStatus, SagaReport, StepStatus};
 use crate::saga::Node;
@@ -41,6 +43,8 @@ pub(super) async fn rollback<C, D>(
                 if let Some((index, error)) = &cause {
                     event.step = Some(*index as u32);
                     event.error = Some(error.to_string());
+                    event.outcome_unknown = error.is_outcome_unknown();
+                    event.detail = failure_detail(error);
                 }
                 event.context = env.snapshot(&*ctx);
             },
@@ -125,7 +129,7 @@ pub(super) async fn rollback<C, D>(
             Err(SagaError::Compensated {
                 saga: Arc::clone(&saga.name),
                 step: Arc::clone(&saga.steps[index].name),
-                error: error.into_inner(),
+                error: final_error(env, error),
                 report: Box::new(report),
             })
         }
@@ -147,7 +151,7 @@ pub(super) async fn rollback<C, D>(
                 saga: Arc::clone(&saga.name),
                 step: Arc::clone(&saga.steps[index].name),
                 phase: StuckPhase::Rollback,
-                error: error.into_inner(),
+                error: final_error(env, error),
                 failures,
                 remaining,
                 report: Box::new(report),
@@ -257,7 +261,9 @@ pub(super) async fn run_compensation<C, D>(
                     event.step = Some(index as u32);
                     event.attempt = attempt;
                     event.error = Some(error.to_string());
+                    event.outcome_unknown = error.is_outcome_unknown();
                     event.will_retry = retry_in.is_some();
+                    event.detail = failure_detail(&error);
                     event.context = env.snapshot(ctx.shared());
                 },
             );

@@ -8,10 +8,11 @@ use super::forward::{Ended, Halt};
 use super::{Env, Stop};
 use crate::error::{Failure, StepError};
 use crate::journal::{Resume, ResumePhase};
+use crate::logged::LoggedError;
 use crate::observer::SagaEvent;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::saga::SagaInner;
-use crate::step::{Output, StepDef};
+use crate::step::{Output, StepDef, StepKind};
 
 /// One step's record while its run is in flight (40 bytes; the public
 /// [`StepReport`] is built from it when the run ends). The step's name is
@@ -168,12 +169,13 @@ impl<'a> State<'a> {
             },
             message: error.to_string(),
             outcome_unknown: error.is_outcome_unknown(),
+            permanent: error.is_permanent(),
         }
     }
 
     /// Takes the state a log recorded; returns where its rollback starts
     /// if it was rolling back.
-    pub(super) fn resume(&mut self, resume: Resume) -> Option<Box<Stop>> {
+    pub(super) fn resume<C, D>(&mut self, saga: &SagaInner<C, D>, resume: Resume) -> Option<Box<Stop>> {
         let rare = resume
             .steps
             .iter()
@@ -195,15 +197,56 @@ impl<'a> State<'a> {
             }
         }
         let ResumePhase::Rollback { cause } = resume.phase else {
-            return None;
+            return self.failed_for_good(saga);
         };
         self.status = ExecutionStatus::Compensating;
         Some(Box::new(match cause {
-            Some((index, message)) => Stop::Failed {
+            Some((index, cause)) => Stop::Failed {
                 index,
-                error: StepError::new(message),
+                error: LoggedError::from_event(
+                    &cause.message,
+                    cause.outcome_unknown,
+                    cause.detail.as_deref(),
+                )
+                .into_step_error(),
             },
             None => Stop::Cancelled,
+        }))
+    }
+
+    /// Where a recovered run going forward stops at once: a step whose
+    /// failure the log recorded as final (not to be retried), cut off
+    /// before the rollback or the end it led to was logged. The decision
+    /// logged is followed, never taken again under this build's rules: the
+    /// step is not run again, and the run goes where that failure leads
+    /// (as [`forward`](super::forward::forward) decides for a live one).
+    fn failed_for_good<C, D>(&mut self, saga: &SagaInner<C, D>) -> Option<Box<Stop>> {
+        let index = self
+            .records
+            .iter()
+            .position(|record| record.status == StepStatus::Failed)?;
+        let message = self
+            .extra
+            .get(index)
+            .and_then(|extra| extra.last_error.clone())
+            .unwrap_or_default();
+        let step = &saga.steps[index];
+        let unknown = self.records[index].outcome == Outcome::Unknown;
+        let mut error = StepError::new(message);
+        if unknown {
+            error = error.outcome_unknown();
+        }
+        let after_pivot = step.kind == StepKind::Retriable;
+        Some(Box::new(if after_pivot || (step.pivot && unknown) {
+            let node = saga
+                .nodes
+                .iter()
+                .position(|node| node.range().contains(&index))
+                .unwrap_or_default();
+            Stop::Stuck { node, index, error }
+        } else {
+            self.status = ExecutionStatus::Compensating;
+            Stop::Failed { index, error }
         }))
     }
 

@@ -482,7 +482,8 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     }
 
     /// Limits each attempt of an async step; an attempt that runs longer is
-    /// dropped and counts as a retryable failure of unknown outcome. A sync
+    /// dropped and counts as a failure of unknown outcome (retried by the
+    /// step's policy like any other). A sync
     /// step cannot be pre-empted, so a timeout on one is a
     /// [`BuildError::TimeoutOnSyncStep`](crate::BuildError::TimeoutOnSyncStep),
     /// and a zero timeout, which would fail every attempt before it starts,

@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::{EngineError, SagaEngine};
+use crate::engine::{EngineError, SagaEngine, WaitError};
 use crate::id::ExecutionId;
-use crate::report::ExecutionStatus;
+use crate::report::{ExecutionStatus, SagaReport};
 use crate::store::{EventKind, MemoryStore, SagaStore, StoreError};
 
 impl<C, D> SagaTest<C, D>
@@ -176,10 +176,11 @@ where
             .start_with_id(self.saga.name(), id.clone(), (self.factory)())
             .await
         {
-            Ok(id) => first.wait(&id).await,
+            Ok(id) => first.wait(&id).await.or_else(ended),
             Err(_) if crashed.load(Ordering::SeqCst) => Err(EngineError::NotFound {
                 execution_id: id.clone(),
-            }),
+            }
+            .into()),
             Err(e) => return Err(format!("cannot start the saga: {e}")),
         };
         let commits = crashing.commits();
@@ -219,6 +220,7 @@ where
             second
                 .wait(&id)
                 .await
+                .or_else(ended)
                 .map_err(|e| format!("the recovered run did not end: {e}"))?
         } else {
             outcome.map_err(|e| format!("the run did not end: {e}"))?
@@ -237,6 +239,14 @@ where
             context,
             failing_in_flight,
         })
+    }
+}
+
+/// The report of a run that ended, completed or not.
+fn ended(error: WaitError) -> Result<SagaReport, WaitError> {
+    match error {
+        WaitError::Saga(failed) => Ok(failed.report().clone()),
+        other => Err(other),
     }
 }
 

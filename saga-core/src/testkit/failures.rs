@@ -30,7 +30,10 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     }
 
     /// Runs the saga once undisturbed, then with each step failing cleanly
-    /// and with an unknown outcome, and with each compensation failing;
+    /// and with an unknown outcome (permanent errors: no retry hides the
+    /// rollback), each step failing once and then succeeding (a plain
+    /// error: the step's policy decides whether the run goes on), and with
+    /// each compensation failing (permanently);
     /// checks every run against the rules, and (with
     /// [`with_state`](Self::with_state)) that every run that was rolled
     /// back left the state as a fresh context from the factory has it.

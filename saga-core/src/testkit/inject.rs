@@ -14,10 +14,15 @@ use crate::step::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fault {
     None,
-    /// Every attempt of the step's action fails without running it.
+    /// Every attempt of the step's action fails without running it, with
+    /// a permanent error (so no retry hides the rollback).
     Clean(usize),
-    /// Every attempt runs the action, then reports an unknown outcome.
+    /// Every attempt runs the action, then reports an unknown outcome
+    /// (permanent too).
     Unknown(usize),
+    /// The step's first attempt fails cleanly, with an error its policy
+    /// may retry; later attempts run the action.
+    Once(usize),
     /// Every attempt of the step's compensation fails without running it;
     /// the rollback is started by `trigger`.
     Undo {
@@ -95,6 +100,9 @@ impl Probe {
     fn before(&self, step: usize, undo: bool) -> Result<usize, StepError> {
         let injected = match self.fault {
             Fault::Clean(s) if !undo => s == step,
+            Fault::Once(s) if !undo => {
+                s == step && !self.calls().iter().any(|c| c.step == step && !c.undo)
+            }
             Fault::Undo { trigger, .. } if !undo => trigger == Trigger::Clean(step),
             Fault::Undo { step: s, .. } if undo => s == step,
             _ => false,
@@ -106,8 +114,11 @@ impl Probe {
             end: injected.then_some(End::Failed { unknown: false }),
         });
         if injected {
+            if let Fault::Once(_) = self.fault {
+                return Err(once_error());
+            }
             let what = if undo { "compensation" } else { "step" };
-            return Err(StepError::new(format!("injected failure of the {what}")));
+            return Err(StepError::new(format!("injected failure of the {what}")).permanent());
         }
         Ok(calls.len() - 1)
     }
@@ -127,7 +138,8 @@ impl Probe {
             Ok(_) if unknown => Err(StepError::new(
                 "injected failure after the step ran (outcome unknown)",
             )
-            .outcome_unknown()),
+            .outcome_unknown()
+            .permanent()),
             other => other,
         };
         self.calls()[call].end = Some(match &result {
@@ -138,6 +150,12 @@ impl Probe {
         });
         result
     }
+}
+
+/// The error of a [`Fault::Once`] case's first attempt: not permanent,
+/// so the step's policy decides whether it is retried.
+pub(super) fn once_error() -> StepError {
+    StepError::new("injected failure of the step's first attempt")
 }
 
 /// One invocation of a sync action or compensation through the probe:

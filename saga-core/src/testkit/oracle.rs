@@ -1,7 +1,7 @@
 //! The oracle: what the failure rules say each case must end as, and the
 //! rules a run must keep.
 
-use super::inject::{Call, End, Fault, Trigger};
+use super::inject::{Call, End, Fault, Trigger, once_error};
 
 use crate::report::ExecutionStatus;
 use crate::saga::{Node, Saga};
@@ -16,6 +16,9 @@ pub(super) struct Plan {
     node_of: Vec<usize>,
     pivot: Option<usize>,
     continue_on_failure: bool,
+    /// Per step: whether its policy retries a first attempt's failure
+    /// ([`once_error`]).
+    retries_once: Vec<bool>,
 }
 
 impl Plan {
@@ -38,6 +41,15 @@ impl Plan {
             node_of,
             pivot: inner.steps.iter().position(|s| s.pivot),
             continue_on_failure: inner.continue_on_compensation_failure,
+            retries_once: inner
+                .steps
+                .iter()
+                .map(|s| {
+                    // After the pivot, no policy means forever.
+                    let forever = s.kind == StepKind::Retriable && s.retry.is_unset();
+                    (forever || s.retry.max_attempts() > 1) && s.retry.retries(&once_error())
+                })
+                .collect(),
         }
     }
 
@@ -59,8 +71,9 @@ impl Plan {
     }
 
     /// Every failure case: each step failing cleanly and with an unknown
-    /// outcome, then each compensation failing (the rollback started by the
-    /// next step that can roll back, failing cleanly, or by the step
+    /// outcome (permanent errors), each step failing once and then
+    /// succeeding, then each compensation failing (the rollback started by
+    /// the next step that can roll back, failing cleanly, or by the step
     /// itself failing with an unknown outcome).
     pub(super) fn failure_cases(&self) -> Vec<Fault> {
         let n = self.names.len();
@@ -68,6 +81,7 @@ impl Plan {
         for step in 0..n {
             cases.push(Fault::Clean(step));
             cases.push(Fault::Unknown(step));
+            cases.push(Fault::Once(step));
         }
         for step in (0..n).filter(|&s| self.has_undo[s]) {
             let trigger = (step + 1..n)
@@ -94,6 +108,7 @@ impl Plan {
             Fault::None => "no failure".to_owned(),
             Fault::Clean(s) => format!("step `{}` fails cleanly", self.name(s)),
             Fault::Unknown(s) => format!("step `{}` fails, outcome unknown", self.name(s)),
+            Fault::Once(s) => format!("step `{}` fails once, then succeeds", self.name(s)),
             Fault::Undo { step, trigger } => {
                 let cause = match trigger {
                     Trigger::Clean(t) => format!("`{}` failing", self.name(t)),
@@ -119,6 +134,8 @@ impl Plan {
             Fault::None => ExecutionStatus::Completed,
             Fault::Clean(s) if after_pivot(s) => ExecutionStatus::Stuck,
             Fault::Clean(_) => ExecutionStatus::Compensated,
+            Fault::Once(s) if self.retries_once[s] => ExecutionStatus::Completed,
+            Fault::Once(s) => self.expected(Fault::Clean(s)),
             // The pivot with an unknown outcome can go neither way.
             Fault::Unknown(s) if after_pivot(s) || self.kinds[s] == StepKind::Pivot => {
                 ExecutionStatus::Stuck

@@ -195,7 +195,7 @@ impl SagaStore for PostgresStore {
             let rows = s
                 .query(
                     "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
-                        will_retry, at
+                        will_retry, at, detail
                      FROM events WHERE execution_id = $1 ORDER BY seq",
                     &[&id.as_str()],
                 )
@@ -230,6 +230,7 @@ impl SagaStore for PostgresStore {
                     outcome_unknown: row.get(7),
                     will_retry: row.get(8),
                     at_ms: row.get(9),
+                    detail: row.get(10),
                 });
             }
             Ok(events)

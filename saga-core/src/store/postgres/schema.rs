@@ -64,10 +64,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         token BIGINT NOT NULL,
         expires_at BIGINT
     );",
-    // 2: listings of every status page in `(created_at, id)` order
-    // (`saga list` with no `--status`) without sorting the whole table;
-    // `id` in the "C" collation, as the listing orders it.
-    "CREATE INDEX executions_by_created ON executions (created_at, id COLLATE \"C\");",
+    // 2 (0.2.0): listings of every status page in `(created_at, id)`
+    // order (`saga list` with no `--status`) without sorting the whole
+    // table, `id` in the "C" collation as the listing orders it; an
+    // event's detail (a failure's cause chain and permanent mark, a run's
+    // outcome), JSON, NULL in events written before. Old workers neither
+    // read nor write it: `min_compatible` stays.
+    "CREATE INDEX executions_by_created ON executions (created_at, id COLLATE \"C\");
+    ALTER TABLE events ADD COLUMN detail TEXT;",
 ];
 
 /// The newest schema version this build knows.

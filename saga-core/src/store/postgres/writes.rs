@@ -104,9 +104,9 @@ async fn create(
         s.execute(
             const_format!(
                 "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
-                    context, error, outcome_unknown, will_retry)
+                    context, error, outcome_unknown, will_retry, detail)
                  SELECT $1, u.seq, {NOW}, u.kind, u.step, u.attempt, u.output,
-                    u.context, u.error, u.unknown, u.retry
+                    u.context, u.error, u.unknown, u.retry, u.detail
                  FROM {UNNEST_EVENTS}"
             ),
             &[
@@ -120,6 +120,7 @@ async fn create(
                 &c.errors,
                 &c.unknown,
                 &c.retry,
+                &c.details,
             ],
         )
         .await?;
@@ -305,6 +306,7 @@ pub(super) struct Columns<'a> {
     errors: Vec<Option<&'a str>>,
     unknown: Vec<bool>,
     retry: Vec<bool>,
+    details: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -322,15 +324,16 @@ impl<'a> Columns<'a> {
             errors: events.iter().map(|e| e.error.as_deref()).collect(),
             unknown: events.iter().map(|e| e.outcome_unknown).collect(),
             retry: events.iter().map(|e| e.will_retry).collect(),
+            details: events.iter().map(|e| e.detail.as_deref()).collect(),
         }
     }
 }
 
-/// The rows of `unnest`ed event columns `$2`..`$10` (see [`Columns`]).
+/// The rows of `unnest`ed event columns `$2`..`$11` (see [`Columns`]).
 pub(super) const UNNEST_EVENTS: &str =
     "unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
-    $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[])
-    AS u(seq, kind, step, attempt, output, context, error, unknown, retry)";
+    $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[], $11::text[])
+    AS u(seq, kind, step, attempt, output, context, error, unknown, retry, detail)";
 
 /// Appends events in one statement: the lease's fence, the sequence check
 /// and the writes together, so a lost lease or a gap writes nothing. A
@@ -364,12 +367,14 @@ pub(super) async fn append(
                     RETURNING cancel_requested
                 ), written AS (
                     INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
-                        context, error, outcome_unknown, will_retry)
+                        context, error, outcome_unknown, will_retry, detail)
                     SELECT $1, u.seq, {NOW}, u.kind, u.step, u.attempt, u.output, u.context,
-                        u.error, u.unknown, u.retry
+                        u.error, u.unknown, u.retry, u.detail
                     FROM unnest($8::bigint[], $9::text[], $10::bigint[], $11::bigint[],
-                        $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[])
-                        AS u(seq, kind, step, attempt, output, context, error, unknown, retry)
+                        $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[],
+                        $18::text[])
+                        AS u(seq, kind, step, attempt, output, context, error, unknown, retry,
+                            detail)
                     WHERE EXISTS (SELECT 1 FROM moved)
                     RETURNING 1
                 )
@@ -395,6 +400,7 @@ pub(super) async fn append(
                 &c.unknown,
                 &c.retry,
                 &status.is_finished(),
+                &c.details,
             ],
         )
         .await?;

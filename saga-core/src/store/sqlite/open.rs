@@ -56,9 +56,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         token INTEGER NOT NULL,
         expires_at INTEGER
     ) WITHOUT ROWID;",
-    // 2: listings of every status page in `(created_at, id)` order
-    // (`saga list` with no `--status`) without sorting the whole table.
-    "CREATE INDEX executions_by_created ON executions (created_at, id);",
+    // 2 (0.2.0): listings of every status page in `(created_at, id)`
+    // order (`saga list` with no `--status`) without sorting the whole
+    // table; an event's detail (a failure's cause chain and permanent
+    // mark, a run's outcome), JSON, NULL in events written before.
+    "CREATE INDEX executions_by_created ON executions (created_at, id);
+    ALTER TABLE events ADD COLUMN detail TEXT;",
 ];
 
 /// The newest schema version this build knows.

@@ -363,7 +363,7 @@ impl SagaStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
-                        will_retry, at
+                        will_retry, at, detail
                      FROM events WHERE execution_id = ?1 ORDER BY seq",
                 )
                 .map_err(&err)?;
@@ -380,12 +380,13 @@ impl SagaStore for SqliteStore {
                         row.get::<_, bool>(7)?,
                         row.get::<_, bool>(8)?,
                         row.get::<_, i64>(9)?,
+                        row.get::<_, Option<String>>(10)?,
                     ))
                 })
                 .map_err(&err)?;
             let mut events = Vec::new();
             for row in rows {
-                let (seq, kind, step, attempt, output, context, error, unknown, retry, at) =
+                let (seq, kind, step, attempt, output, context, error, unknown, retry, at, detail) =
                     row.map_err(&err)?;
                 let kind = EventKind::from_label(&kind).ok_or_else(|| {
                     bad_record(
@@ -404,6 +405,7 @@ impl SagaStore for SqliteStore {
                     error,
                     outcome_unknown: unknown,
                     will_retry: retry,
+                    detail,
                     at_ms: at,
                 });
             }

@@ -137,8 +137,8 @@ pub(super) fn insert_events(
 ) -> Result<(), Option<rusqlite::Error>> {
     let mut insert = conn.prepare_cached(&format!(
         "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
-            context, error, outcome_unknown, will_retry)
-         SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 WHERE {LEASE_HELD}"
+            context, error, outcome_unknown, will_retry, detail)
+         SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 WHERE {LEASE_HELD}"
     ))?;
     for event in events {
         let written = insert.execute(params![
@@ -154,7 +154,8 @@ pub(super) fn insert_events(
             event.context,
             event.error,
             event.outcome_unknown,
-            event.will_retry
+            event.will_retry,
+            event.detail
         ])?;
         if written != 1 {
             return Err(None);
