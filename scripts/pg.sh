@@ -5,6 +5,9 @@
 #   scripts/pg.sh start   installs PostgreSQL if missing, starts a cluster,
 #                         prints its URL
 #   scripts/pg.sh url     prints the URL of the running cluster
+#   scripts/pg.sh ca      prints the path of the CA certificate the cluster's
+#                         server certificate is signed by (for
+#                         `sslmode=verify-full&sslrootcert=<path>`)
 #   scripts/pg.sh restart restarts the running cluster (same port and data),
 #                         for tests of a server that goes away
 #   scripts/pg.sh stop    stops it and removes its data
@@ -21,6 +24,11 @@
 # the cluster and removes its data once no registered process has been alive
 # for 10 s. A cluster started without it (CI, the README) runs until
 # `scripts/pg.sh stop`.
+#
+# TLS is on (`ssl = on`), optional for clients: the URL has no `sslmode`,
+# so a client that does not ask for TLS connects as before. `start` makes a
+# throwaway CA and a server certificate it signs, for `localhost` and
+# 127.0.0.1; the CA's certificate is target/pg/ca.crt (`scripts/pg.sh ca`).
 #
 # Only ever listens on 127.0.0.1; no unix socket. Run as root (CI) or as a
 # user who can run `runuser -u postgres`.
@@ -65,6 +73,27 @@ data_dir() {
 
 url() {
     echo "postgres://postgres@127.0.0.1:$(cat "$root/port")/postgres"
+}
+
+# A CA and a server certificate it signs (for localhost and 127.0.0.1), in
+# data directory $1; the CA's certificate copied to $root/ca.crt.
+make_certs() {
+    local data=$1 tmp
+    if ! command -v openssl >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+    fi
+    tmp=$(mktemp -d)
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=saga test CA" \
+        -keyout "$tmp/ca.key" -out "$tmp/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$tmp/server.key" -out "$tmp/server.csr" 2>/dev/null
+    printf 'subjectAltName = DNS:localhost, IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n' >"$tmp/ext"
+    openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" \
+        -CAcreateserial -days 30 -extfile "$tmp/ext" -out "$tmp/server.crt" 2>/dev/null
+    install -o postgres -m 600 "$tmp/server.key" "$data/server.key"
+    install -o postgres -m 644 "$tmp/server.crt" "$data/server.crt"
+    install -m 644 "$tmp/ca.crt" "$root/ca.crt"
+    rm -rf "$tmp"
 }
 
 running() {
@@ -122,12 +151,16 @@ start)
     cat "$root/hba" >"$data/pg_hba.conf"
     rm "$root/hba"
     port=$(free_port)
+    make_certs "$data"
     cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = ''
 max_connections = 200
 fsync = on
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
 CONF
     echo "$port" >"$root/port"
     chmod 755 "$root"
@@ -142,6 +175,13 @@ CONF
     ;;
 url)
     url
+    ;;
+ca)
+    if [ ! -f "$root/ca.crt" ]; then
+        echo "no CA certificate: the cluster was not started by this version of the script (scripts/pg.sh stop, then start)" >&2
+        exit 1
+    fi
+    echo "$root/ca.crt"
     ;;
 restart)
     bin=$(pg_bin)
@@ -185,7 +225,7 @@ watch)
     done
     ;;
 *)
-    echo "usage: $0 start|url|restart|stop" >&2
+    echo "usage: $0 start|url|ca|restart|stop" >&2
     exit 2
     ;;
 esac

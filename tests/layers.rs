@@ -139,9 +139,11 @@ fn check(src: &Path) -> Vec<String> {
             continue;
         }
         graph.entry(from.clone()).or_default().insert(to.clone());
-        if let (Some(&a), Some(&b)) = (floor_of.get(from.as_str()), floor_of.get(to.as_str()))
-            && b > a
-        {
+        let upward = match (floor_of.get(from.as_str()), floor_of.get(to.as_str())) {
+            (Some(&a), Some(&b)) if b > a => Some((a, b)),
+            _ => None,
+        };
+        if let Some((a, b)) = upward {
             report.push(format!(
                 "{}: `{}` goes up from `{from}` ({}) to `{to}` ({})",
                 reference.file, reference.path, FLOORS[a].0, FLOORS[b].0
@@ -220,13 +222,19 @@ impl Crate {
                 syn::Item::Mod(module) => {
                     declared.insert(module.ident.to_string());
                     for attr in &module.attrs {
-                        if let syn::Meta::NameValue(nv) = &attr.meta
-                            && nv.path.is_ident("path")
-                            && let syn::Expr::Lit(syn::ExprLit {
-                                lit: syn::Lit::Str(file),
-                                ..
-                            }) = &nv.value
-                        {
+                        let file = match &attr.meta {
+                            syn::Meta::NameValue(nv) if nv.path.is_ident("path") => {
+                                match &nv.value {
+                                    syn::Expr::Lit(syn::ExprLit {
+                                        lit: syn::Lit::Str(file),
+                                        ..
+                                    }) => Some(file),
+                                    _ => None,
+                                }
+                            }
+                            _ => None,
+                        };
+                        if let Some(file) = file {
                             let stem = file.value().trim_end_matches(".rs").to_owned();
                             renamed.insert(stem, module.ident.to_string());
                         }
@@ -254,10 +262,9 @@ impl Crate {
             {
                 module.pop();
             }
-            if let Some(first) = module.first_mut()
-                && let Some(name) = renamed.get(first.as_str())
-            {
-                first.clone_from(name);
+            let name = module.first().and_then(|first| renamed.get(first.as_str()));
+            if let Some(name) = name.cloned() {
+                module[0] = name;
             }
             let Some(top) = module.first().cloned() else {
                 // lib.rs: its `mod` and `pub use` lists are the crate's
@@ -368,9 +375,7 @@ impl Collector {
     }
 
     fn record(&mut self, segments: &[String]) {
-        if let Some(path) = self.absolute(segments)
-            && !path.is_empty()
-        {
+        if let Some(path) = self.absolute(segments).filter(|p| !p.is_empty()) {
             self.paths.push(path);
         }
     }

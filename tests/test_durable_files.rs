@@ -121,7 +121,7 @@ fn a_store_of_a_newer_schema_is_refused_and_stays_as_it_was() {
     assert_eq!(
         err.to_string(),
         format!(
-            "`{}` has schema version 99, newer than this build understands (1); it was left untouched: upgrade saga-core to the version that wrote it",
+            "`{}` has schema version 99, newer than this build understands (2); it was left untouched: upgrade saga-core to the version that wrote it",
             path.display()
         )
     );
@@ -170,7 +170,7 @@ fn a_new_store_is_created_and_an_existing_one_reopens_with_its_executions() {
     let app: i64 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, app), (1, 0x5341_4741));
+    assert_eq!((version, app), (2, 0x5341_4741));
     drop(conn);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -8,13 +8,14 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter};
 use saga_core::{
     CancellationToken, RunInfo, RunOptions, Saga, SagaEvent, SagaObserver, Step, StepError,
     StepInfo,
 };
+use support::logs::{self, Entry};
 use support::steps::*;
 
 // ---------------------------------------------------------------- observer
@@ -182,54 +183,37 @@ fn a_panicking_observer_does_not_tear_down_the_run() {
     // Each panic is logged as an error.
     let panics: Vec<_> = records_of("panicking-observer")
         .into_iter()
-        .filter(|(_, _, m)| m.starts_with("observer panicked"))
-        .map(|(_, level, _)| level)
+        .filter(|e| e.message == "observer panicked, event dropped for it")
+        .map(|e| e.level)
         .collect();
     assert_eq!(panics, [Level::Error, Level::Error]);
 }
 
 // ----------------------------------------------------------------- logging
 
-/// Captures every record (target, level, message).
-struct TestLogger(Mutex<Vec<(String, Level, String)>>);
-
-static LOGGER: TestLogger = TestLogger(Mutex::new(Vec::new()));
-
-impl Log for TestLogger {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        self.0.lock().unwrap().push((
-            record.target().to_owned(),
-            record.level(),
-            record.args().to_string(),
-        ));
-    }
-
-    fn flush(&self) {}
-}
-
 fn install_logger() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&LOGGER).unwrap();
-        log::set_max_level(LevelFilter::Trace);
-    });
+    logs::install_logger(LevelFilter::Trace);
 }
 
 /// The records of the saga named `saga` (tests run in parallel).
-fn records_of(saga: &str) -> Vec<(String, Level, String)> {
-    let tag = format!("saga={saga} ");
-    LOGGER
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, _, message)| message.contains(&tag))
-        .cloned()
-        .collect()
+fn records_of(saga: &str) -> Vec<Entry> {
+    logs::entries_where("saga", saga)
+}
+
+/// A record as the test expects it: level, message, key-values.
+fn record(
+    level: Level,
+    message: &str,
+    fields: &[(&str, &str)],
+) -> (Level, String, Vec<(String, String)>) {
+    (
+        level,
+        message.to_owned(),
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
 }
 
 #[test]
@@ -250,56 +234,121 @@ fn records_name_saga_execution_step_attempt_and_elapsed_at_design_levels() {
         .unwrap_err();
 
     let records = records_of("logs-stuck");
-    assert!(records.iter().all(|(target, _, _)| target == "saga"));
-    let got: Vec<(Level, &str)> = records.iter().map(|(_, l, m)| (*l, m.as_str())).collect();
-    let s = "saga=logs-stuck execution=e1";
+    assert!(records.iter().all(|e| e.target == "saga"));
+    let got: Vec<_> = records
+        .into_iter()
+        .map(|e| (e.level, e.message, e.fields))
+        .collect();
+    let s = [("saga", "logs-stuck"), ("execution", "e1")];
+    let with = |more: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        s.iter().chain(more).copied().collect()
+    };
     let expected = [
-        (Level::Info, format!("saga started {s} elapsed=0ns")),
-        (
+        record(Level::Info, "saga started", &with(&[("elapsed", "0ns")])),
+        record(
             Level::Debug,
-            format!("step started {s} step=a attempt=1 elapsed=0ns"),
+            "step started",
+            &with(&[("step", "a"), ("attempt", "1"), ("elapsed", "0ns")]),
         ),
-        (
+        record(
             Level::Debug,
-            format!("step succeeded {s} step=a attempt=1 took=0ns elapsed=0ns"),
+            "step succeeded",
+            &with(&[
+                ("step", "a"),
+                ("attempt", "1"),
+                ("took", "0ns"),
+                ("elapsed", "0ns"),
+            ]),
         ),
-        (
+        record(
             Level::Debug,
-            format!("step started {s} step=b attempt=1 elapsed=0ns"),
+            "step started",
+            &with(&[("step", "b"), ("attempt", "1"), ("elapsed", "0ns")]),
         ),
-        (
+        record(
             Level::Warn,
-            format!(
-                "step failed {s} step=b attempt=1 outcome_unknown=false error=card declined (code 51) elapsed=0ns"
-            ),
+            "step failed",
+            &with(&[
+                ("step", "b"),
+                ("attempt", "1"),
+                ("outcome_unknown", "false"),
+                ("error", "card declined (code 51)"),
+                ("elapsed", "0ns"),
+            ]),
         ),
-        (
+        record(
             Level::Warn,
-            format!("compensation started {s} step=a attempt=1 elapsed=0ns"),
+            "compensation started",
+            &with(&[("step", "a"), ("attempt", "1"), ("elapsed", "0ns")]),
         ),
-        (
+        record(
             Level::Warn,
-            format!(
-                "compensation failed {s} step=a attempt=1 retry_in=Some(100ms) error=payment gateway unavailable elapsed=0ns"
-            ),
+            "compensation failed, retrying",
+            &with(&[
+                ("step", "a"),
+                ("attempt", "1"),
+                ("retry_in", "100ms"),
+                ("error", "payment gateway unavailable"),
+                ("elapsed", "0ns"),
+            ]),
         ),
-        (
+        record(
             Level::Warn,
-            format!("compensation started {s} step=a attempt=2 elapsed=100ms"),
+            "compensation started",
+            &with(&[("step", "a"), ("attempt", "2"), ("elapsed", "100ms")]),
         ),
-        (
+        record(
             Level::Error,
-            format!(
-                "compensation failed {s} step=a attempt=2 retry_in=None error=payment gateway unavailable elapsed=100ms"
-            ),
+            "compensation failed",
+            &with(&[
+                ("step", "a"),
+                ("attempt", "2"),
+                ("error", "payment gateway unavailable"),
+                ("elapsed", "100ms"),
+            ]),
         ),
-        (
+        record(
             Level::Error,
-            format!("saga finished {s} status=stuck elapsed=100ms"),
+            "saga finished",
+            &with(&[("status", "stuck"), ("elapsed", "100ms")]),
         ),
     ];
-    let expected: Vec<(Level, &str)> = expected.iter().map(|(l, m)| (*l, m.as_str())).collect();
     assert_eq!(got, expected);
+}
+
+/// A retried step's record: fixed text, the delay as a key-value.
+#[test]
+fn a_retried_step_logs_its_delay_as_a_field() {
+    install_logger();
+    let saga = Saga::builder("logs-retry")
+        .step(flaky("b", 1, unavailable).retry(exact(2)))
+        .build()
+        .unwrap();
+    let (_, options) = virtual_time();
+    saga.run_blocking_with(&mut Rec::default(), options.with_execution_id("r1"))
+        .unwrap();
+    let retried: Vec<_> = records_of("logs-retry")
+        .into_iter()
+        .filter(|e| e.message == "step failed, retrying")
+        .map(|e| (e.level, e.fields))
+        .collect();
+    assert_eq!(
+        retried,
+        [record(
+            Level::Warn,
+            "",
+            &[
+                ("saga", "logs-retry"),
+                ("execution", "r1"),
+                ("step", "b"),
+                ("attempt", "1"),
+                ("retry_in", "100ms"),
+                ("error", "payment gateway unavailable"),
+                ("elapsed", "0ns"),
+            ]
+        )]
+        .map(|(l, _, f)| (l, f))
+    );
 }
 
 #[test]
@@ -323,10 +372,7 @@ fn retries_successes_and_ignored_cancels_have_their_levels() {
 
     let got: Vec<(Level, String)> = records_of("logs-levels")
         .into_iter()
-        .map(|(_, level, message)| {
-            let what = message.split(" saga=").next().unwrap().to_owned();
-            (level, what)
-        })
+        .map(|e| (e.level, e.message))
         .collect();
     let expected = [
         (Level::Info, "saga started"),
@@ -359,7 +405,7 @@ fn a_rollback_logs_compensations_and_its_end_at_info() {
 
     let got: Vec<(Level, String)> = records_of("logs-rollback")
         .into_iter()
-        .map(|(_, l, m)| (l, m.split(" saga=").next().unwrap().to_owned()))
+        .map(|e| (e.level, e.message))
         .collect();
     assert_eq!(
         got,
@@ -375,10 +421,9 @@ fn a_rollback_logs_compensations_and_its_end_at_info() {
         ]
         .map(|(l, m)| (l, m.to_owned()))
     );
-    assert!(
-        records_of("logs-rollback")[7]
-            .2
-            .contains("status=compensated")
+    assert_eq!(
+        records_of("logs-rollback")[7].field("status"),
+        Some("compensated")
     );
 }
 
@@ -410,9 +455,11 @@ fn user_text_with_braces_is_data_not_a_format_string() {
     );
     let records = records_of("logs {0} {}");
     assert_eq!(records.len(), 8);
-    assert!(records.iter().any(|(_, level, m)| *level == Level::Warn
-        && m.contains("step=charge {card} {} attempt=1")
-        && m.contains("error=declined {reason} {:?}")));
+    assert!(records.iter().any(|e| e.level == Level::Warn
+        && e.message == "step failed"
+        && e.field("step") == Some("charge {card} {}")
+        && e.field("attempt") == Some("1")
+        && e.field("error") == Some("declined {reason} {:?}")));
 }
 
 /// A step error and an execution id carrying ESC and a newline reach the
@@ -432,18 +479,21 @@ fn control_characters_in_user_text_are_escaped_in_records() {
 
     let records = records_of("logs-escape");
     assert!(!records.is_empty());
-    for (_, _, message) in &records {
-        assert!(
-            !message.contains('\u{1b}') && !message.contains('\n'),
-            "raw control text in {message:?}"
-        );
-        assert!(
-            message.contains(r"execution=e-\u{1b}[31m\u{a}red"),
-            "{message}"
+    for entry in &records {
+        for (key, value) in &entry.fields {
+            assert!(
+                !value.contains('\u{1b}') && !value.contains('\n'),
+                "raw control text in {key}={value:?}"
+            );
+        }
+        assert_eq!(
+            entry.field("execution"),
+            Some(r"e-\u{1b}[31m\u{a}red"),
+            "{entry:?}"
         );
     }
     assert!(
-        records.iter().any(|(_, level, m)| *level == Level::Warn
-            && m.contains(r"error=declined\u{a}\u{1b}[2Jcleared"))
+        records.iter().any(|e| e.level == Level::Warn
+            && e.field("error") == Some(r"declined\u{a}\u{1b}[2Jcleared"))
     );
 }

@@ -120,7 +120,7 @@ async fn a_newer_incompatible_schema_is_refused_and_a_newer_compatible_one_is_us
             StoreError::IncompatibleSchema {
                 found: 7,
                 required: 5,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),

@@ -116,6 +116,31 @@ mod postgres {
         assert!(message.contains("status=frozen"), "{message}");
     }
 
+    /// The schema gains the index of unfiltered listings.
+    #[tokio::test]
+    async fn a_postgres_schema_has_the_listing_index() {
+        let schema = fresh_schema("by_created");
+        PostgresStore::connect_with(
+            &pg_url(),
+            PostgresOptions::new().with_schema(schema.clone()),
+        )
+        .await
+        .unwrap();
+        let row = client(&pg_url())
+            .await
+            .query_one(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'executions_by_created'",
+                &[&schema],
+            )
+            .await
+            .unwrap();
+        let definition: String = row.get(0);
+        assert!(
+            definition.contains("(created_at, id COLLATE \"C\")"),
+            "{definition}"
+        );
+    }
+
     #[tokio::test]
     async fn summaries_page_by_cursor_on_postgres() {
         let store = PostgresStore::connect_with(
@@ -303,6 +328,50 @@ async fn an_sqlite_listing_reads_no_context() {
     assert!(store.list(None).await.is_err(), "list reads contexts");
     let summaries = store.list_summaries(ListQuery::new()).await.unwrap();
     assert_eq!(summaries.len(), 30);
+}
+
+/// A store written by an older build (schema version 1, without the
+/// index) gains the index when it is opened, and a listing of every
+/// status walks it in order instead of sorting the table.
+#[tokio::test]
+async fn an_unfiltered_sqlite_listing_walks_an_index() {
+    let dir = scratch_dir("by-created");
+    let path = dir.join("store.db");
+    std::fs::copy("tests/fixtures/stopped-mid-step/store.db", &path).unwrap();
+    let version = |conn: &rusqlite::Connection| -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&rusqlite::Connection::open(&path).unwrap()), 1);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.list_summaries(ListQuery::new()).await.unwrap().len(),
+        3
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(version(&conn), 2);
+    // The listing's shape (store/sqlite/ops.rs `list_summaries`).
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT e.id FROM executions e
+             WHERE (?1 IS NULL OR e.status = ?1)
+               AND (?2 IS NULL OR (e.created_at, e.id) > (?2, ?3))
+             ORDER BY e.created_at, e.id LIMIT ?4",
+        )
+        .unwrap()
+        .query_map(
+            rusqlite::params![None::<String>, None::<i64>, None::<String>, 50],
+            |row| row.get::<_, String>(3),
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        plan.iter().any(|p| p.contains("executions_by_created")),
+        "{plan:?}"
+    );
+    assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
 }
 
 #[test]

@@ -1,23 +1,30 @@
 //! Feature `tracing`: a span per execution and per step (and compensation)
 //! attempt, nested so that a saga is one trace and the user's own events
-//! inside a step belong to that step. A subscriber written here records
-//! every span with its parent and fields.
+//! inside a step belong to that step; a durable run joins the trace of the
+//! request that started it, and a run taken over from its log starts a
+//! trace of its own. A subscriber written here records every span with its
+//! parent and fields.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use saga_core::store::MemoryStore;
+use saga_core::store::{MemoryStore, SagaStore};
 use saga_core::{ExecutionStatus, RetryPolicy, Saga, SagaEngine, Step, StepError, StepInfo};
+use support::durable::{Point, Script, saga, start_and_crash};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+use tracing::{Event, Instrument, Metadata, Subscriber};
+use tracing_core::span::Current;
 
 #[derive(Debug, Clone)]
 struct Span {
     id: u64,
     name: &'static str,
+    metadata: &'static Metadata<'static>,
     parent: Option<u64>,
     fields: BTreeMap<String, String>,
 }
@@ -69,6 +76,7 @@ impl Subscriber for Sub {
         self.0.spans.lock().unwrap().push(Span {
             id,
             name: attrs.metadata().name(),
+            metadata: attrs.metadata(),
             parent,
             fields,
         });
@@ -94,6 +102,17 @@ impl Subscriber for Sub {
 
     fn enter(&self, span: &Id) {
         self.0.stack.lock().unwrap().push(span.into_u64());
+    }
+
+    /// What `Span::current()` returns: the innermost entered span (the
+    /// engine captures it when a durable run starts).
+    fn current_span(&self) -> Current {
+        let Some(id) = self.0.stack.lock().unwrap().last().copied() else {
+            return Current::none();
+        };
+        let spans = self.0.spans.lock().unwrap();
+        let span = spans.iter().find(|s| s.id == id).unwrap();
+        Current::new(Id::from_u64(id), span.metadata)
     }
 
     fn exit(&self, span: &Id) {
@@ -266,4 +285,125 @@ fn a_durable_run_has_the_same_spans() {
     assert_eq!(root.fields["execution_id"], report.execution_id.as_str());
     assert_eq!(root.fields["status"], "completed");
     assert_eq!(recorder.children(root.id).len(), 4);
+}
+
+/// A current-thread runtime, so every task is polled on the thread whose
+/// default subscriber records it.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `start_with_id` called inside an HTTP request's span: the durable run
+/// goes on in a task of its own, and its `saga` span is a child of the
+/// request's (one trace from the request to the last step).
+#[test]
+fn a_durable_run_joins_the_trace_of_the_request_that_started_it() {
+    let recorder = Arc::new(Recorder::default());
+    let dispatch = tracing::Dispatch::new(Sub(Arc::clone(&recorder)));
+    let _guard = tracing::dispatcher::set_default(&dispatch);
+    let report = runtime().block_on(async {
+        let engine = SagaEngine::new(MemoryStore::new());
+        engine.register(order()).await.unwrap();
+        let request = tracing::info_span!("http request", method = "POST", path = "/orders");
+        let id = engine
+            .start_with_id("order", "order-7", 0_u32)
+            .instrument(request)
+            .await
+            .unwrap();
+        // Waited for outside the request's span: the run's span does not
+        // depend on where it is awaited.
+        engine.wait(&id).await.unwrap()
+    });
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let spans = recorder.spans();
+    let request = spans
+        .iter()
+        .find(|s| s.name == "http request")
+        .expect("the request's span");
+    let run = spans
+        .iter()
+        .find(|s| s.name == "saga")
+        .expect("the run's span");
+    assert_eq!(run.parent, Some(request.id), "{spans:#?}");
+    assert_eq!(run.fields["execution_id"], "order-7");
+    assert_eq!(run.fields["resumed"], "false");
+    assert_eq!(run.fields["status"], "completed");
+    assert_eq!(recorder.children(run.id).len(), 4);
+}
+
+/// A run recovered after its owner crashed is a root span with `resumed =
+/// true`, even though the recovery is called inside a span of its own: the
+/// recovering loop is not what the run belongs to.
+#[test]
+fn a_recovered_run_is_a_root_span_marked_resumed() {
+    let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+    let script = Arc::new(Script::default());
+    *script.hang.lock().unwrap() = Some(Point::Step(2));
+    // Crashed mid-step, with no subscriber: only the recovery is recorded.
+    let id = start_and_crash(&store, saga(&script), &script);
+    *script.hang.lock().unwrap() = None;
+
+    let recorder = Arc::new(Recorder::default());
+    let dispatch = tracing::Dispatch::new(Sub(Arc::clone(&recorder)));
+    let _guard = tracing::dispatcher::set_default(&dispatch);
+    let report = runtime().block_on(async {
+        let engine = SagaEngine::with_store(Arc::clone(&store))
+            .with_lease_ttl(std::time::Duration::from_millis(100));
+        engine.register(saga(&script)).await.unwrap();
+        let sweep = tracing::info_span!("recovery sweep");
+        loop {
+            let recovery = engine.recover().instrument(sweep.clone()).await.unwrap();
+            if recovery.resumed.contains(&id) {
+                break;
+            }
+            // The crashed owner's lease has not expired yet.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        engine.wait(&id).await.unwrap()
+    });
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let spans = recorder.spans();
+    let runs: Vec<&Span> = spans.iter().filter(|s| s.name == "saga").collect();
+    assert_eq!(runs.len(), 1, "{spans:#?}");
+    let run = runs[0];
+    assert_eq!(run.parent, None, "{spans:#?}");
+    assert_eq!(run.fields["execution_id"], id.as_str());
+    assert_eq!(run.fields["resumed"], "true");
+    assert_eq!(run.fields["status"], "completed");
+    // Its steps hang under it: the one cut off by the crash, then the rest.
+    let steps: Vec<String> = recorder
+        .children(run.id)
+        .into_iter()
+        .map(|(_, step, _, _)| step)
+        .collect();
+    assert_eq!(steps, ["s2", "s3", "s4"]);
+}
+
+/// A submitted execution's first run, claimed by a `Worker` spawned inside
+/// a span: a root span, not marked resumed (nothing was taken over).
+#[test]
+fn a_submitted_run_a_worker_claims_is_a_root_not_resumed() {
+    let recorder = Arc::new(Recorder::default());
+    let dispatch = tracing::Dispatch::new(Sub(Arc::clone(&recorder)));
+    let _guard = tracing::dispatcher::set_default(&dispatch);
+    let (id, report) = runtime().block_on(async {
+        let engine = SagaEngine::new(MemoryStore::new());
+        engine.register(order()).await.unwrap();
+        let id = engine.submit("order", 0_u32).await.unwrap();
+        let startup = tracing::info_span!("service startup");
+        let worker = startup.in_scope(|| saga_core::Worker::new(engine.clone()).spawn().unwrap());
+        let report = engine.wait(&id).await.unwrap();
+        worker.shutdown(std::time::Duration::ZERO).await;
+        (id, report)
+    });
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let spans = recorder.spans();
+    let runs: Vec<&Span> = spans.iter().filter(|s| s.name == "saga").collect();
+    assert_eq!(runs.len(), 1, "{spans:#?}");
+    assert_eq!(runs[0].parent, None, "{spans:#?}");
+    assert_eq!(runs[0].fields["execution_id"], id.as_str());
+    assert_eq!(runs[0].fields["resumed"], "false");
 }

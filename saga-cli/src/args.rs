@@ -96,7 +96,9 @@ pub(crate) enum Command {
         /// The execution's id; without, every execution that appears or
         /// changes status is printed until Ctrl-C. With `--json`: one JSON document a line.
         id: Option<String>,
-        /// How often to look at the store, in milliseconds.
+        /// How often to look at the store, in milliseconds. A PostgreSQL
+        /// store also says when an execution starts, changes status or
+        /// ends, and those show at once.
         #[arg(long, value_name = "MS", default_value_t = 500)]
         interval: u64,
     },
@@ -177,11 +179,12 @@ pub(crate) fn parse_since(text: &str) -> Result<Since, String> {
         'd' => Some(86_400_000),
         _ => None,
     };
-    if let Some(last) = text.chars().last()
-        && let Some(scale) = unit(last)
-        && let Ok(n) = text[..text.len() - 1].parse::<i64>()
-    {
-        return Ok(Since::Ago(n.saturating_mul(scale)));
+    let ago = text.chars().last().and_then(unit).and_then(|scale| {
+        let n = text[..text.len() - 1].parse::<i64>().ok()?;
+        Some(n.saturating_mul(scale))
+    });
+    if let Some(ms) = ago {
+        return Ok(Since::Ago(ms));
     }
     crate::output::parse_utc(text).map(Since::At).ok_or_else(|| {
         "give a time ago (`90s`, `15m`, `2h`, `7d`) or a UTC date (`2026-12-01`, `2026-12-01 09:30`)"

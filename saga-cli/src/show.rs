@@ -119,10 +119,8 @@ pub(crate) async fn show(
     let times = logged_durations(report.steps.len(), &events);
     // The latest output of each step, and the latest context.
     let mut outputs: Vec<Option<&str>> = vec![None; report.steps.len()];
-    for e in &events {
-        if e.kind == EventKind::StepSucceeded
-            && let Some(slot) = e.step.and_then(|s| outputs.get_mut(s as usize))
-        {
+    for e in events.iter().filter(|e| e.kind == EventKind::StepSucceeded) {
+        if let Some(slot) = e.step.and_then(|s| outputs.get_mut(s as usize)) {
             *slot = e.output.as_deref();
         }
     }

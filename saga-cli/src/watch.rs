@@ -1,20 +1,67 @@
 //! `saga watch`: follow one execution until it ends, or the whole store.
 //!
-//! Both poll the store every `--interval` milliseconds, on SQLite and on
-//! PostgreSQL alike.
-// TODO-design: follow PostgreSQL with `LISTEN` (the store has a work
-// signal) rather than polling, once the store offers a change feed.
+//! On SQLite both look at the store every `--interval` milliseconds (a
+//! file has no way to tell another process it changed). On PostgreSQL
+//! the store `LISTEN`s ([`SagaStore::change_signal`]): the store watch
+//! looks when an execution is created, changes status, has a cancel
+//! requested or ends, and otherwise only every [`SAFETY_POLL`]; the
+//! execution watch looks at once on those too, and every `--interval`
+//! for its step events, which do not notify (a notification per step
+//! transition would make PostgreSQL take a database-wide lock at every
+//! commit).
+//!
+//! [`SagaStore::change_signal`]: saga_core::store::SagaStore::change_signal
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
 use saga_core::escape::Escaped;
+use saga_core::store::{ExecutionSummary, ListQuery};
 use saga_core::{ExecutionId, ExecutionStatus, SagaEngine};
+use tokio::sync::watch;
 
 use crate::output::{Style, utc};
 use crate::show::{event_json, timeline_line};
 use crate::{CliError, record};
+
+/// How often the store watch looks at a store that signals changes, in
+/// case a notification was missed (a lost connection is signalled too).
+const SAFETY_POLL: Duration = Duration::from_secs(30);
+
+/// Waits `every`, or less when the store signals a change.
+async fn pause(signal: &mut Option<watch::Receiver<u64>>, every: Duration) {
+    let Some(changes) = signal.as_mut() else {
+        tokio::time::sleep(every).await;
+        return;
+    };
+    tokio::select! {
+        changed = changes.changed() => {
+            if changed.is_err() {
+                // The store stopped signalling: polling remains.
+                *signal = None;
+            }
+        }
+        () = tokio::time::sleep(every) => {}
+    }
+}
+
+/// Every execution's summary (no contexts), page by page.
+async fn summaries(engine: &SagaEngine) -> Result<Vec<ExecutionSummary>, CliError> {
+    const PAGE: usize = 500;
+    let mut all = Vec::new();
+    let mut query = ListQuery::new().with_limit(PAGE);
+    loop {
+        let page = engine.store().list_summaries(query.clone()).await?;
+        let last = page.last().map(ExecutionSummary::cursor);
+        let full = page.len() == PAGE;
+        all.extend(page);
+        match last {
+            Some(cursor) if full => query = query.with_after(cursor),
+            _ => return Ok(all),
+        }
+    }
+}
 
 /// Writes `line` and a newline to `out`, at once (a person is watching).
 fn emit(out: &mut dyn Write, line: &str) -> Result<(), CliError> {
@@ -60,6 +107,7 @@ pub(crate) async fn execution(
             ),
         )?;
     }
+    let mut signal = engine.store().change_signal();
     let mut seen = 0_u64;
     loop {
         let (record, events) = crate::record(engine, id).await?;
@@ -87,7 +135,7 @@ pub(crate) async fn execution(
                 style.paint(record.status, record.status.label())
             ));
         }
-        tokio::time::sleep(every).await;
+        pause(&mut signal, every).await;
     }
 }
 
@@ -102,9 +150,10 @@ pub(crate) async fn store(
     out: &mut dyn Write,
 ) -> Result<String, CliError> {
     let mut known: HashMap<ExecutionId, ExecutionStatus> = HashMap::new();
+    let mut signal = engine.store().change_signal();
     let mut first = true;
     loop {
-        let records = engine.list(None).await?;
+        let records = summaries(engine).await?;
         if first && !json {
             let unfinished = records.iter().filter(|r| !r.status.is_finished()).count();
             emit(
@@ -144,6 +193,7 @@ pub(crate) async fn store(
             }
         }
         first = false;
-        tokio::time::sleep(every).await;
+        let every = if signal.is_some() { SAFETY_POLL } else { every };
+        pause(&mut signal, every).await;
     }
 }

@@ -461,6 +461,48 @@ async fn a_postgres_store_is_listed_and_shown() {
     assert!(!err.contains("secret"), "{err}");
 }
 
+/// On PostgreSQL the store watch `LISTEN`s: with a poll interval of ten
+/// minutes, a new execution and its end still show within the test's
+/// bound (60 s), so they came by notification.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_watch_on_postgres_shows_changes_as_they_are_notified() {
+    use saga_core::store::{PostgresOptions, PostgresStore};
+    let url = pg_url();
+    let schema = format!("cli_watch_{}", std::process::id());
+    let store = PostgresStore::connect_with(&url, PostgresOptions::new().with_schema(&schema))
+        .await
+        .unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let engine = SagaEngine::new(store);
+    engine.register(gated_saga(&gate)).await.unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args([
+            "--store",
+            &url,
+            "--pg-schema",
+            &schema,
+            "watch",
+            "--interval",
+            "600000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    until(&lines, "watching the store: 0 executions");
+    let id = engine
+        .start_with_id("gated", "pg-w-1", 0_u32)
+        .await
+        .unwrap();
+    until(&lines, "  pg-w-1  gated  running");
+    gate.add_permits(1);
+    engine.wait(&id).await.unwrap();
+    until(&lines, "  pg-w-1  gated  completed");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
 #[test]
 fn urls_and_missing_arguments_get_clear_errors() {
     let out = saga(&["--store", "mysql://localhost/sagas", "list"]);

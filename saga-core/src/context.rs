@@ -73,9 +73,11 @@ impl Entry {
         &self,
         key: &str,
     ) -> Result<&T, ContextError> {
-        if self.value.get().is_none()
-            && let Some(encoded) = &self.encoded
-        {
+        let undecoded = match &self.encoded {
+            Some(encoded) if self.value.get().is_none() => Some(encoded),
+            _ => None,
+        };
+        if let Some(encoded) = undecoded {
             let decoded = serde_json::from_value::<T>(encoded.clone()).map_err(|e| {
                 ContextError::Undecodable {
                     key: key.to_owned(),

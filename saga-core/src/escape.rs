@@ -5,7 +5,7 @@
 //! of them can recolour, move or clear an operator's terminal, and a
 //! newline can forge a line of output or a log record. Everything that
 //! shows such text to a person passes it through [`user_text`] first (the
-//! `saga` CLI does; log values carrying user text are to follow).
+//! `saga` CLI does, and so do the log records' key-values).
 //!
 //! What is escaped: every character of Unicode's control category (C0,
 //! DEL and C1, so ESC, CR, LF and TAB too) and the bidirectional

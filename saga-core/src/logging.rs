@@ -3,15 +3,22 @@
 //!
 //! Levels: info = saga started/finished, debug = step started/succeeded,
 //! warn = step failed or retried, compensation started, cancellation
-//! ignored; error = compensation failed, run stuck. User text (names,
-//! error messages) is always an argument, never a format string, and is
-//! escaped ([`escape::user_text`](crate::escape::user_text)).
+//! ignored; error = compensation failed, run stuck.
+//!
+//! Messages are short fixed text (`step failed`); the details are `log`
+//! key-values: `saga`, `execution`, and as the event has them `step`,
+//! `attempt`, `took` (the attempt), `retry_in`, `outcome_unknown`,
+//! `error`, `status` and `elapsed` (since the run started). A logger
+//! prints them only if it reads key-values (env_logger with its `kv`
+//! feature). User text among them (names, ids, error messages) is escaped
+//! ([`escape::user_text`](crate::escape::user_text)).
 
 use std::time::Duration;
 
 use log::Level;
+use log::kv::{Key, Source, Value, VisitSource};
 
-use crate::escape::user_text;
+use crate::escape::Escaped;
 use crate::observer::{RunInfo, SagaEvent};
 use crate::report::ExecutionStatus;
 
@@ -45,98 +52,155 @@ fn write_record(
     if !log::log_enabled!(target: TARGET, level) {
         return;
     }
-    let (saga, id, elapsed) = (run.saga, run.execution_id, elapsed());
+    let elapsed = elapsed();
+    let (saga, execution) = (Escaped(run.saga), Escaped(run.execution_id.as_str()));
+    let run = [
+        ("saga", Value::from_display(&saga)),
+        ("execution", Value::from_display(&execution)),
+    ];
+    let elapsed = [("elapsed", Value::from_debug(&elapsed))];
+    let attempt = |message, step, attempt, extra: &[(&str, Value<'_>)]| {
+        write_attempt(level, message, &run, (step, attempt), extra, &elapsed);
+    };
     match event {
-        SagaEvent::SagaStarted => {
-            emit(
-                level,
-                format_args!("saga started saga={saga} execution={id} elapsed={elapsed:?}"),
-            );
-        }
-        SagaEvent::StepStarted { step, attempt } => emit(
-            level,
-            format_args!(
-                "step started saga={saga} execution={id} step={step} attempt={attempt} elapsed={elapsed:?}"
-            ),
-        ),
+        SagaEvent::SagaStarted => write(level, "saga started", &[&run, &elapsed]),
+        SagaEvent::StepStarted { step, attempt: n } => attempt("step started", step, *n, &[]),
         SagaEvent::StepSucceeded {
             step,
-            attempt,
+            attempt: n,
             elapsed: took,
-        } => emit(
-            level,
-            format_args!(
-                "step succeeded saga={saga} execution={id} step={step} attempt={attempt} took={took:?} elapsed={elapsed:?}"
-            ),
+        } => attempt(
+            "step succeeded",
+            step,
+            *n,
+            &[("took", Value::from_debug(took))],
         ),
         SagaEvent::StepFailed {
             step,
-            attempt,
+            attempt: n,
             error,
             retry_in,
-        } => match retry_in {
-            Some(delay) => emit(
-                level,
-                format_args!(
-                    "step failed, retrying saga={saga} execution={id} step={step} attempt={attempt} retry_in={delay:?} error={error} elapsed={elapsed:?}"
+        } => {
+            let text = error.to_string();
+            let text = Escaped(&text);
+            let field = ("error", Value::from_display(&text));
+            match retry_in {
+                Some(delay) => attempt(
+                    "step failed, retrying",
+                    step,
+                    *n,
+                    &[("retry_in", Value::from_debug(delay)), field],
                 ),
-            ),
-            None => emit(
-                level,
-                format_args!(
-                    "step failed saga={saga} execution={id} step={step} attempt={attempt} outcome_unknown={} error={error} elapsed={elapsed:?}",
-                    error.is_outcome_unknown()
-                ),
-            ),
-        },
-        SagaEvent::CompensationStarted { step, attempt } => emit(
-            level,
-            format_args!(
-                "compensation started saga={saga} execution={id} step={step} attempt={attempt} elapsed={elapsed:?}"
-            ),
-        ),
+                None => {
+                    let unknown = Value::from(error.is_outcome_unknown());
+                    attempt(
+                        "step failed",
+                        step,
+                        *n,
+                        &[("outcome_unknown", unknown), field],
+                    );
+                }
+            }
+        }
+        SagaEvent::CompensationStarted { step, attempt: n } => {
+            attempt("compensation started", step, *n, &[]);
+        }
         SagaEvent::CompensationSucceeded {
             step,
-            attempt,
+            attempt: n,
             elapsed: took,
-        } => emit(
-            level,
-            format_args!(
-                "compensation succeeded saga={saga} execution={id} step={step} attempt={attempt} took={took:?} elapsed={elapsed:?}"
-            ),
+        } => attempt(
+            "compensation succeeded",
+            step,
+            *n,
+            &[("took", Value::from_debug(took))],
         ),
         SagaEvent::CompensationFailed {
             step,
-            attempt,
+            attempt: n,
             error,
             retry_in,
-        } => emit(
-            level,
-            format_args!(
-                "compensation failed saga={saga} execution={id} step={step} attempt={attempt} retry_in={retry_in:?} error={error} elapsed={elapsed:?}"
-            ),
-        ),
-        SagaEvent::CancelIgnored { step } => emit(
-            level,
-            format_args!(
-                "cancellation ignored after the pivot saga={saga} execution={id} step={step} elapsed={elapsed:?}"
-            ),
-        ),
-        SagaEvent::SagaFinished { status, .. } => emit(
-            level,
-            format_args!(
-                "saga finished saga={saga} execution={id} status={status} elapsed={elapsed:?}"
-            ),
-        ),
+        } => {
+            let text = error.to_string();
+            let text = Escaped(&text);
+            let error = ("error", Value::from_display(&text));
+            match retry_in {
+                Some(delay) => attempt(
+                    "compensation failed, retrying",
+                    step,
+                    *n,
+                    &[("retry_in", Value::from_debug(delay)), error],
+                ),
+                None => attempt("compensation failed", step, *n, &[error]),
+            }
+        }
+        SagaEvent::CancelIgnored { step } => {
+            let step = Escaped(step);
+            let step = [("step", Value::from_display(&step))];
+            write(
+                level,
+                "cancellation ignored after the pivot",
+                &[&run, &step, &elapsed],
+            );
+        }
+        SagaEvent::SagaFinished { status, .. } => {
+            let status = [("status", Value::from(status.label()))];
+            write(level, "saga finished", &[&run, &status, &elapsed]);
+        }
     }
 }
 
-/// Writes one record. User text (saga, step and execution names, error
-/// messages) reaches a terminal or a log file escaped: a control character
-/// or ESC in it is written as `\u{..}`, never acted on.
-fn emit(level: Level, message: std::fmt::Arguments<'_>) {
-    let text = message.to_string();
-    log::log!(target: TARGET, level, "{}", user_text(&text));
+/// A record of one attempt: the run, `step` and `attempt`, `extra`, then
+/// `elapsed`.
+fn write_attempt(
+    level: Level,
+    message: &'static str,
+    run: &[(&str, Value<'_>)],
+    (step, attempt): (&str, u32),
+    extra: &[(&str, Value<'_>)],
+    elapsed: &[(&str, Value<'_>)],
+) {
+    let step = Escaped(step);
+    let head = [
+        ("step", Value::from_display(&step)),
+        ("attempt", Value::from(attempt)),
+    ];
+    write(level, message, &[run, &head, extra, elapsed]);
+}
+
+/// Writes one record: `message` is fixed text, and the details are
+/// key-values, in `groups` order (a logger prints them after the message,
+/// or as fields of a JSON record). User text among them (saga, step and
+/// execution names, error messages) is [`Escaped`]: a control character
+/// or ESC in it is written as `\u{..}`, never acted on by a terminal.
+fn write(level: Level, message: &'static str, groups: &[&[(&str, Value<'_>)]]) {
+    let fields = Fields(groups);
+    log::logger().log(
+        &log::Record::builder()
+            .args(format_args!("{message}"))
+            .level(level)
+            .target(TARGET)
+            .module_path_static(Some(module_path!()))
+            .file_static(Some(file!()))
+            .line(Some(line!()))
+            .key_values(&fields)
+            .build(),
+    );
+}
+
+/// The key-values of a record, kept in groups so each event names only its
+/// own fields without building a list on the heap.
+struct Fields<'a, 'v>(&'a [&'a [(&'a str, Value<'v>)]]);
+
+impl Source for Fields<'_, '_> {
+    fn visit<'kvs>(&'kvs self, visitor: &mut dyn VisitSource<'kvs>) -> Result<(), log::kv::Error> {
+        for group in self.0 {
+            for (key, value) in group.iter() {
+                visitor.visit_pair(Key::from_str(key), value.clone())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[inline]

@@ -177,9 +177,8 @@ fn saga(opts: &Options, ledger: &Arc<Ledger>) -> Saga<Job> {
 /// stdout when a write was refused for a lost lease.
 fn telling(store: PostgresStore) -> DelayedStore {
     DelayedStore::new(store, Duration::ZERO).after_call(|call, answer| {
-        if matches!(call.op, StoreOp::Append | StoreOp::Renew)
-            && let Err(StoreError::LeaseLost { execution_id }) = answer
-        {
+        let renewing = matches!(call.op, StoreOp::Append | StoreOp::Renew);
+        if let (true, Err(StoreError::LeaseLost { execution_id })) = (renewing, answer) {
             println!("lease-lost {} {execution_id}", call.op.label());
             let _ = std::io::stdout().flush();
         }

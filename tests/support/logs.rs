@@ -1,15 +1,63 @@
-//! A logger that keeps every record (level and message) for a test binary
-//! to read: installed once per binary, at the level the first caller asks.
+//! A logger that keeps every record for a test binary to read: its level
+//! and message in [`RECORDS`], and with its target and key-values in
+//! [`ENTRIES`]. Installed once per binary, at the level the first caller
+//! asks.
+#![allow(dead_code)]
 
 use std::sync::{Mutex, Once};
 
+use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-/// The records so far.
+/// The records so far: level and message.
 pub struct Records(pub Mutex<Vec<(Level, String)>>);
 
 /// The one logger of the binary.
 pub static RECORDS: Records = Records(Mutex::new(Vec::new()));
+
+/// One record in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub target: String,
+    pub level: Level,
+    pub message: String,
+    /// The key-values, in the record's order, each value as it displays.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Entry {
+    /// The value of `key`, if the record has it.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every record so far, with its key-values.
+pub static ENTRIES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// The records whose `key` is `value` (tests run in parallel: each picks
+/// its own saga's records).
+pub fn entries_where(key: &str, value: &str) -> Vec<Entry> {
+    ENTRIES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.field(key) == Some(value))
+        .cloned()
+        .collect()
+}
+
+struct Collect(Vec<(String, String)>);
+
+impl<'kvs> VisitSource<'kvs> for Collect {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        self.0.push((key.to_string(), value.to_string()));
+        Ok(())
+    }
+}
 
 impl Log for Records {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
@@ -17,10 +65,16 @@ impl Log for Records {
     }
 
     fn log(&self, record: &Record<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((record.level(), record.args().to_string()));
+        let message = record.args().to_string();
+        let mut fields = Collect(Vec::new());
+        record.key_values().visit(&mut fields).unwrap();
+        ENTRIES.lock().unwrap().push(Entry {
+            target: record.target().to_owned(),
+            level: record.level(),
+            message: message.clone(),
+            fields: fields.0,
+        });
+        self.0.lock().unwrap().push((record.level(), message));
     }
 
     fn flush(&self) {}

@@ -137,6 +137,15 @@ where
         store: Arc<dyn SagaStore>,
         job: Job,
     ) -> Result<BoxFuture<'static, Done>, EngineError> {
+        // A fresh start's span hangs under its caller's, current now (this
+        // runs inside `start`); a claimed run's is a root.
+        #[cfg(feature = "tracing")]
+        let origin = match job.fresh {
+            Some(_) => crate::spans::Origin::Caller(tracing::Span::current()),
+            None => crate::spans::Origin::Claimed {
+                resumed: !job.events.is_empty(),
+            },
+        };
         let fresh = job.fresh.map(|b| b.downcast::<C>());
         // A fresh start's log holds its first step's start, written with
         // the execution.
@@ -169,6 +178,8 @@ where
                 Run {
                     journal: Some(&journal),
                     resume,
+                    #[cfg(feature = "tracing")]
+                    origin,
                     ..Run::new(options)
                 },
             );

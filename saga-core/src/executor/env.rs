@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::CancellationToken;
 use crate::clock::{Clock, SystemClock};
+use crate::escape::Escaped;
 use crate::id::ExecutionId;
 use crate::journal::{Event, EventKind, Journal, StoreError};
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
@@ -217,9 +218,9 @@ impl<C, D> Env<'_, C, D> {
             if catch_unwind(AssertUnwindSafe(|| observer.on_event(run, event))).is_err() {
                 log::error!(
                     target: crate::logging::TARGET,
-                    "observer panicked, event dropped for it saga={} execution={}",
-                    run.saga,
-                    run.execution_id
+                    saga:% = Escaped(run.saga),
+                    execution:% = Escaped(run.execution_id.as_str());
+                    "observer panicked, event dropped for it"
                 );
             }
         }

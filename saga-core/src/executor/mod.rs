@@ -87,6 +87,9 @@ pub(crate) struct Run<'a, C> {
     /// [`Record::fresh`] makes them): `run_blocking` lends an array on its
     /// stack, which saves the run an allocation and a free.
     pub(crate) lent: Option<&'a mut [Record]>,
+    /// Where the run's `saga` span hangs.
+    #[cfg(feature = "tracing")]
+    pub(crate) origin: crate::spans::Origin,
 }
 
 impl<C> Run<'_, C> {
@@ -98,6 +101,8 @@ impl<C> Run<'_, C> {
             journal: None,
             resume: None,
             lent: None,
+            #[cfg(feature = "tracing")]
+            origin: crate::spans::Origin::Current,
         }
     }
 }
@@ -120,6 +125,8 @@ pub(crate) fn execute<'a, C, D>(
         journal,
         resume,
         lent,
+        #[cfg(feature = "tracing")]
+        origin,
     } = run;
     let RunOptions {
         execution_id,
@@ -151,7 +158,7 @@ pub(crate) fn execute<'a, C, D>(
     {
         let id = env.id.clone();
         let run = run_execution(env, ctx, resume, lent);
-        async move { crate::spans::execution(&saga.name, &id, run).await }
+        async move { crate::spans::execution(&saga.name, &id, origin, run).await }
     }
     #[cfg(not(feature = "tracing"))]
     run_execution(env, ctx, resume, lent)

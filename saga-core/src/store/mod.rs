@@ -377,6 +377,18 @@ pub trait SagaStore: Send + Sync + 'static {
         None
     }
 
+    /// A signal that what a listing shows may have changed: an execution
+    /// was created, changed status (rolled back, finished, resumed,
+    /// abandoned), had a cancel requested, or released its lease. The
+    /// value changes when it may, in this process and (PostgreSQL:
+    /// `LISTEN`/`NOTIFY`) in others; a step's own events do not signal
+    /// (a notification per step transition would make PostgreSQL take a
+    /// database-wide lock at every commit). `None` (the default) if the
+    /// store cannot tell; watchers then poll. `saga watch` uses it.
+    fn change_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Deletes finished executions (and their logs and leases) last written
     /// at or before `before_ms` (milliseconds since the Unix epoch), except
     /// stuck ones, which wait for an operator; returns how many.

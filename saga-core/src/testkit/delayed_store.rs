@@ -248,6 +248,12 @@ impl DelayedStore {
         })
     }
 
+    /// The before hook's refusal of `call`, if it refuses it.
+    fn refusal(&self, call: Option<&StoreCall>) -> Option<StoreError> {
+        let (call, before) = (call?, self.before.as_ref()?);
+        before(call).err()
+    }
+
     /// `forward()` (unless the before hook refuses the call), its answer
     /// shown to the after hook, then held back by the delay.
     fn through<'a, T: Send + 'a>(
@@ -255,9 +261,7 @@ impl DelayedStore {
         call: Option<StoreCall>,
         forward: impl FnOnce() -> BoxFuture<'a, StoreResult<T>>,
     ) -> BoxFuture<'a, StoreResult<T>> {
-        if let (Some(call), Some(before)) = (&call, &self.before)
-            && let Err(refused) = before(call)
-        {
+        if let Some(refused) = self.refusal(call.as_ref()) {
             return Box::pin(std::future::ready(Err(refused)));
         }
         let answer = forward();
@@ -265,9 +269,9 @@ impl DelayedStore {
         let delay = self.delay;
         Box::pin(async move {
             let mut answer = answer.await;
-            if let Some((call, after)) = after
-                && let Err(replaced) = after(&call, answer.as_ref().map(|_| ()))
-            {
+            let replaced =
+                after.and_then(|(call, after)| after(&call, answer.as_ref().map(|_| ())).err());
+            if let Some(replaced) = replaced {
                 answer = Err(replaced);
             }
             late(delay).await;
@@ -319,9 +323,7 @@ impl SagaStore for DelayedStore {
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<Created>> {
         let call = self.call(StoreOp::Create, Some(&execution.id), &execution.events);
-        if let (Some(call), Some(before)) = (&call, &self.before)
-            && let Err(refused) = before(call)
-        {
+        if let Some(refused) = self.refusal(call.as_ref()) {
             return Box::pin(std::future::ready(Err(refused)));
         }
         let id = execution.id.clone();
@@ -329,9 +331,9 @@ impl SagaStore for DelayedStore {
         let after = call.zip(self.after.clone());
         Box::pin(async move {
             let mut answer = answer.await;
-            if let Some((call, after)) = after
-                && let Err(replaced) = after(&call, answer.as_ref().map(|_| ()))
-            {
+            let replaced =
+                after.and_then(|(call, after)| after(&call, answer.as_ref().map(|_| ())).err());
+            if let Some(replaced) = replaced {
                 // Nothing else would release the lease: it expires.
                 if let Ok(Created::New(lease)) = &answer {
                     let _ = self.inner.release(&id, lease).await;
@@ -428,6 +430,10 @@ impl SagaStore for DelayedStore {
 
     fn work_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.work_signal()
+    }
+
+    fn change_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.change_signal()
     }
 
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {

@@ -1,5 +1,6 @@
-//! The PostgreSQL store's listener: `LISTEN`s for new work and turns each
-//! notification into a bump of the work signal.
+//! The PostgreSQL store's listener: `LISTEN`s for new work and status
+//! changes and turns each notification into a bump of the work signal
+//! (new work only) and of the change signal (both).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::session::open;
-use super::{CHANNEL, Inner};
+use super::{CHANNEL, Inner, STATUS_CHANNEL};
+use crate::escape::Escaped;
 
 /// The listener: `LISTEN`s on its own connection and bumps the work
 /// signal on each notification of this schema; reconnects with backoff
@@ -19,11 +21,11 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         let Some(store) = inner.upgrade() else {
             return;
         };
-        let opened = open(&store.config, &store.describe, &store.schema, true).await;
+        let opened = open(&store.target, &store.describe, &store.schema, true).await;
         let (session, mut notifications) = match opened {
             Ok(opened) => opened,
             Err(error) => {
-                log::warn!(target: "saga", "postgres store unreachable; listening again in {backoff:?} store={} error={error}", store.describe);
+                log::warn!(target: "saga", store:% = Escaped(&store.describe), retry_in:? = backoff, error:% = Escaped(&error.to_string()); "postgres store unreachable, listening again later");
                 drop(store);
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -35,10 +37,10 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         };
         if let Err(e) = session
             .client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {STATUS_CHANNEL}"))
             .await
         {
-            log::warn!(target: "saga", "postgres store listen failed store={} error={e}", store.describe);
+            log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&e.to_string()); "postgres store listen failed");
             drop(store);
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -49,6 +51,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         }
         backoff = Duration::from_millis(100);
         store.signal.send_modify(|n| *n = n.wrapping_add(1));
+        store.changes.send_modify(|n| *n = n.wrapping_add(1));
         let schema = store.schema.clone();
         drop(store);
         loop {
@@ -56,7 +59,10 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
                 n = notifications.recv() => match n {
                     Some(n) if n.payload() == schema => {
                         let Some(store) = inner.upgrade() else { return };
-                        store.signal.send_modify(|n| *n = n.wrapping_add(1));
+                        if n.channel() == CHANNEL {
+                            store.signal.send_modify(|n| *n = n.wrapping_add(1));
+                        }
+                        store.changes.send_modify(|n| *n = n.wrapping_add(1));
                     }
                     Some(_) => {}
                     None => break,
@@ -65,7 +71,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
             }
         }
         if let Some(store) = inner.upgrade() {
-            log::warn!(target: "saga", "postgres store listener lost its connection; reconnecting store={}", store.describe);
+            log::warn!(target: "saga", store:% = Escaped(&store.describe); "postgres store listener lost its connection, reconnecting");
         }
     }
 }

@@ -16,6 +16,7 @@ mod options;
 mod rows;
 mod schema;
 mod session;
+mod tls;
 mod writer;
 mod writes;
 
@@ -27,13 +28,19 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use self::listen::listener_loop;
 pub use self::options::PostgresOptions;
 use self::schema::check_and_migrate;
-use self::session::{Session, open_session, sql_error, while_doing};
+use self::session::{Session, Target, open_session, sql_error, while_doing};
 use self::writer::{Job, Op, Reply, writer_loop};
 use super::{StoreError, StoreResult};
 use crate::step::BoxFuture;
 
 /// The channel of the work notifications; the payload is the schema.
 const CHANNEL: &str = "saga_work";
+
+/// The channel of status notifications (an execution changed status or
+/// had a cancel requested; its step events do not notify, see
+/// [`change_signal`](super::SagaStore::change_signal)); the payload is the
+/// schema.
+const STATUS_CHANNEL: &str = "saga_status";
 
 /// Now, in milliseconds since the Unix epoch, by the database's clock:
 /// every lease expiry is computed and compared on it, so the workers'
@@ -76,11 +83,25 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// an advisory lock, so that old and new workers can run side by side
 /// during a rolling upgrade).
 ///
+/// **TLS.** `sslmode` and `sslrootcert` in the connection string have
+/// libpq's meanings: `disable`, `prefer` (the default: TLS if the server
+/// offers it, certificate not checked), `require` (always TLS, certificate
+/// not checked), `verify-ca` (signed by a trusted CA) and `verify-full`
+/// (and names the host). The trusted CAs are `sslrootcert`'s PEM file, else
+/// the operating system's. A refused certificate is a
+/// [`StoreError::Backend`] naming the host and the mode. The guide
+/// [operations](crate::guide::operations) has the details.
+///
 /// ```no_run
 /// use saga_core::store::PostgresStore;
 ///
 /// # async fn demo() -> Result<(), saga_core::store::StoreError> {
 /// let store = PostgresStore::connect("postgres://saga@db.internal/orders").await?;
+/// // A managed database: encrypted, and the server proven to be the one named.
+/// let managed = PostgresStore::connect(
+///     "postgres://saga@db.example.com/orders?sslmode=verify-full&sslrootcert=/etc/saga/db-ca.pem",
+/// )
+/// .await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -90,11 +111,13 @@ pub struct PostgresStore {
 
 struct Inner {
     describe: String,
-    config: tokio_postgres::Config,
+    target: Target,
     schema: String,
     writes: mpsc::UnboundedSender<Job>,
     reads: tokio::sync::Mutex<Option<Arc<Session>>>,
     signal: watch::Sender<u64>,
+    /// Bumped on every work and status notification.
+    changes: watch::Sender<u64>,
     stop: Arc<Notify>,
 }
 
@@ -124,7 +147,9 @@ impl PostgresStore {
     /// [`StoreError::Unavailable`] if the server cannot be reached,
     /// [`StoreError::ForeignSchema`] or [`StoreError::IncompatibleSchema`]
     /// if the schema cannot be used (it is left as it was), or
-    /// [`StoreError::Backend`] for a malformed URL or a failed migration.
+    /// [`StoreError::Backend`] for a malformed URL, an unknown `sslmode`,
+    /// an unreadable `sslrootcert`, a refused server certificate or a
+    /// failed migration.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         Self::connect_with(url, PostgresOptions::new()).await
     }
@@ -135,13 +160,25 @@ impl PostgresStore {
     /// As [`connect`](Self::connect), and [`StoreError::Backend`] for a
     /// schema name that is not a plain identifier.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> StoreResult<Self> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Backend {
+        let url_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Backend {
             store: "the PostgreSQL store".to_owned(),
             what: "reading the connection URL (expected `postgres://user@host:port/database`)"
                 .to_owned(),
-            source: Box::new(e),
-        })?;
+            source,
+        };
+        // `sslmode` and `sslrootcert` first: tokio-postgres refuses the
+        // `verify-*` modes.
+        let parsed = tls::parse(url).map_err(|e| url_error(e.into()))?;
+        let mut config =
+            tokio_postgres::Config::from_str(&parsed.rest).map_err(|e| url_error(Box::new(e)))?;
         let describe = describe(&config, &options.schema);
+        let tls = tls::connector(&parsed).map_err(|e| StoreError::Backend {
+            store: describe.clone(),
+            what: "setting up TLS".to_owned(),
+            source: e.into(),
+        })?;
+        config.ssl_mode(tls.client_mode);
+        let target = Target { config, tls };
         if !valid_schema(&options.schema) {
             return Err(StoreError::Backend {
                 store: describe,
@@ -153,18 +190,20 @@ impl PostgresStore {
             });
         }
         let schema = options.schema.clone();
-        let session = open_session(&config, &describe, &schema, false).await?;
+        let session = open_session(&target, &describe, &schema, false).await?;
         check_and_migrate(&session, &describe, &schema).await?;
         let (writes, receiver) = mpsc::unbounded_channel();
         let (signal, _) = watch::channel(0);
+        let (changes, _) = watch::channel(0);
         let stop = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             describe,
-            config,
+            target,
             schema,
             writes,
             reads: tokio::sync::Mutex::new(None),
             signal,
+            changes,
             stop: Arc::clone(&stop),
         });
         tokio::spawn(writer_loop(
@@ -204,7 +243,7 @@ impl PostgresStore {
             return Ok(Arc::clone(session));
         }
         let session = open_session(
-            &self.inner.config,
+            &self.inner.target,
             &self.inner.describe,
             &self.inner.schema,
             false,

@@ -332,6 +332,10 @@ impl SagaStore for PostgresStore {
         Some(self.inner.signal.subscribe())
     }
 
+    fn change_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.changes.subscribe())
+    }
+
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
             let reply = self.write(Op::Purge(before_ms)).await;

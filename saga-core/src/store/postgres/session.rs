@@ -5,9 +5,17 @@ use std::collections::HashMap;
 
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
+use tokio_postgres::{AsyncMessage, Client, Row, Statement};
 
+use super::tls::{SslMode, Tls, certificate_refused};
 use crate::store::{StoreError, StoreResult};
+
+/// Where and how a store connects: the client's configuration (without
+/// the TLS parameters it does not know) and the TLS connector.
+pub(super) struct Target {
+    pub(super) config: tokio_postgres::Config,
+    pub(super) tls: Tls,
+}
 
 /// A connection with its prepared statements.
 pub(super) struct Session {
@@ -77,19 +85,31 @@ pub(super) fn sql_error(store: &str, what: &str, e: tokio_postgres::Error) -> St
 }
 
 /// Maps a failed connection: refused credentials are
-/// [`StoreError::Unauthorized`] (no outage: retrying cannot help), anything
+/// [`StoreError::Unauthorized`] (no outage: retrying cannot help), a
+/// refused server certificate is [`StoreError::Backend`] saying so, anything
 /// else [`StoreError::Unavailable`].
-fn connect_error(
-    config: &tokio_postgres::Config,
-    describe: &str,
-    e: tokio_postgres::Error,
-) -> StoreError {
+fn connect_error(target: &Target, describe: &str, e: tokio_postgres::Error) -> StoreError {
+    let config = &target.config;
     use tokio_postgres::error::SqlState;
     let refused = [
         SqlState::INVALID_PASSWORD,
         SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
     ];
-    if e.code().is_some_and(|code| refused.contains(code)) {
+    if certificate_refused(&e) {
+        let mode = match target.tls.mode {
+            SslMode::VerifyFull => "verify-full",
+            SslMode::VerifyCa => "verify-ca",
+            // Never refused: these take any certificate.
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => "require",
+        };
+        StoreError::Backend {
+            store: describe.to_owned(),
+            what: format!(
+                "connecting with sslmode={mode} (the server's certificate was refused: name its CA with `sslrootcert=<file>`, and connect by a host name the certificate has)"
+            ),
+            source: Box::new(e),
+        }
+    } else if e.code().is_some_and(|code| refused.contains(code)) {
         StoreError::Unauthorized {
             store: describe.to_owned(),
             user: config.get_user().unwrap_or_default().to_owned(),
@@ -161,26 +181,27 @@ pub(super) fn unreachable(e: &tokio_postgres::Error) -> bool {
 /// runtime). With `listen`, notifications are forwarded on the returned
 /// channel instead of dropped.
 pub(super) async fn open_session(
-    config: &tokio_postgres::Config,
+    target: &Target,
     describe: &str,
     schema: &str,
     listen: bool,
 ) -> StoreResult<Session> {
-    Ok(open(config, describe, schema, listen).await?.0)
+    Ok(open(target, describe, schema, listen).await?.0)
 }
 
 pub(super) type Notifications = mpsc::UnboundedReceiver<tokio_postgres::Notification>;
 
 pub(super) async fn open(
-    config: &tokio_postgres::Config,
+    target: &Target,
     describe: &str,
     schema: &str,
     listen: bool,
 ) -> StoreResult<(Session, Notifications)> {
-    let (client, mut connection) = config
-        .connect(NoTls)
+    let (client, mut connection) = target
+        .config
+        .connect(target.tls.connector.clone())
         .await
-        .map_err(|e| connect_error(config, describe, e))?;
+        .map_err(|e| connect_error(target, describe, e))?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {

@@ -9,12 +9,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::session::{Session, open_session, sql_error, unreachable};
 use super::writes::run_op;
-use super::{CHANNEL, Inner};
+use super::{CHANNEL, Inner, STATUS_CHANNEL};
+use crate::escape::Escaped;
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::store::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, Lease, NewExecution, StoreError,
-    StoreResult,
+    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, Lease, NewExecution,
+    StoreError, StoreResult,
 };
 
 /// A write for the writer's task, and where its answer goes.
@@ -73,6 +74,27 @@ impl Op {
     pub(super) fn signals_work(&self) -> bool {
         matches!(self, Op::Create { .. } | Op::Release { .. })
     }
+
+    /// Whether it may change what a listing shows of an execution beyond
+    /// [`signals_work`](Self::signals_work): a status or a cancel request.
+    /// Step events do not count: a notification makes PostgreSQL take a
+    /// database-wide lock at commit, and a few per execution is all a
+    /// watcher needs.
+    pub(super) fn signals_status(&self) -> bool {
+        match self {
+            Op::Append { events, .. } => events.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::RollbackStarted
+                        | EventKind::Finished
+                        | EventKind::Resumed
+                        | EventKind::Abandoned
+                )
+            }),
+            Op::RequestCancel(_) => true,
+            _ => false,
+        }
+    }
 }
 
 pub(super) enum Reply {
@@ -115,15 +137,15 @@ pub(super) async fn writer_loop(
         };
         let live = match session.take().filter(|s| !s.client.is_closed()) {
             Some(s) => Ok(s),
-            None => open_session(&store.config, &store.describe, &store.schema, false).await,
+            None => open_session(&store.target, &store.describe, &store.schema, false).await,
         };
         let s = match live {
             Ok(s) => s,
             Err(error) => {
                 if matches!(error, StoreError::Unauthorized { .. }) {
-                    log::error!(target: "saga", "postgres store refused the credentials; writes fail until they are fixed store={} error={error}", store.describe);
+                    log::error!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&error.to_string()); "postgres store refused the credentials, writes fail until they are fixed");
                 } else {
-                    log::warn!(target: "saga", "postgres store unreachable; writes fail until it is back store={} error={error}", store.describe);
+                    log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&error.to_string()); "postgres store unreachable, writes fail until it is back");
                 }
                 for job in batch.drain(..) {
                     let reply = match &error {
@@ -153,7 +175,7 @@ pub(super) async fn writer_loop(
                 }
             }
             Err(e) if unreachable(&e) || s.client.is_closed() => {
-                log::warn!(target: "saga", "postgres store connection lost; a commit's outcome is unknown store={} error={e}", store.describe);
+                log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&e.to_string()); "postgres store connection lost, a commit's outcome is unknown");
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Unavailable {
                         store: store.describe.clone(),
@@ -206,11 +228,12 @@ pub(super) async fn run_batch(
 ) -> Result<Vec<StoreResult<Reply>>, tokio_postgres::Error> {
     s.client.batch_execute("BEGIN").await?;
     let mut replies = Vec::with_capacity(jobs.len());
-    let mut signal = false;
+    let (mut signal, mut status) = (false, false);
     for job in jobs {
         match run_op(s, store, &job.op).await {
             Ok(reply) => {
                 signal |= job.op.signals_work();
+                status |= job.op.signals_status();
                 replies.push(Ok(reply));
             }
             Err(Failure::Refused(error)) => replies.push(Err(error)),
@@ -220,15 +243,25 @@ pub(super) async fn run_batch(
             }
         }
     }
-    if signal {
-        // Delivered to the listeners when the transaction commits.
-        if let Err(e) = s
-            .execute("SELECT pg_notify($1, current_schema())", &[&CHANNEL])
+    // Delivered to the listeners when the transaction commits.
+    let notify = match (signal, status) {
+        (false, false) => None,
+        (true, false) => Some(CHANNEL),
+        (false, true) => Some(STATUS_CHANNEL),
+        // A listener of either channel bumps the change signal; the work
+        // channel alone also wakes claimers.
+        (true, true) => Some(CHANNEL),
+    };
+    let notified = match notify {
+        Some(channel) => s
+            .execute("SELECT pg_notify($1, current_schema())", &[&channel])
             .await
-        {
-            let _ = s.client.batch_execute("ROLLBACK").await;
-            return Err(e);
-        }
+            .map(drop),
+        None => Ok(()),
+    };
+    if let Err(e) = notified {
+        let _ = s.client.batch_execute("ROLLBACK").await;
+        return Err(e);
     }
     s.client.batch_execute("COMMIT").await?;
     Ok(replies)

@@ -56,6 +56,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         token INTEGER NOT NULL,
         expires_at INTEGER
     ) WITHOUT ROWID;",
+    // 2: listings of every status page in `(created_at, id)` order
+    // (`saga list` with no `--status`) without sorting the whole table.
+    "CREATE INDEX executions_by_created ON executions (created_at, id);",
 ];
 
 /// The newest schema version this build knows.
