@@ -70,12 +70,15 @@ impl Config {
             "--grace-ms",
         ];
         for pair in args.chunks(2) {
-            if !KNOWN.contains(&pair[0].as_str()) || pair.len() < 2 {
+            if !KNOWN.contains(&pair[0].as_str()) {
                 return Err(format!(
-                    "unexpected argument `{}`; expected one of {} followed by a value",
+                    "unexpected argument `{}`; expected one of {}, each followed by a value",
                     pair[0],
                     KNOWN.join(", ")
                 ));
+            }
+            if pair.len() < 2 {
+                return Err(format!("`{}` needs a value", pair[0]));
             }
         }
         let setting = |arg: &str, var: &str, default: &str| -> String {
@@ -105,7 +108,13 @@ impl Config {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let config = Config::read()?;
+    let config = match Config::read() {
+        Ok(config) => config,
+        Err(usage) => {
+            eprintln!("axum-orders: {usage}");
+            std::process::exit(2);
+        }
+    };
     let services = Services {
         payments: PaymentsClient::new(&config.payment_url),
     };
