@@ -13,8 +13,8 @@
 //! saga's steps reach the payment service through the engine's
 //! dependencies ([`saga::Services`]). A [`Worker`] started with the service
 //! carries on whatever a killed process left unfinished, once its lease
-//! has expired; SIGTERM or Ctrl-C stops the server, then the worker with a
-//! grace period.
+//! has expired. SIGTERM or Ctrl-C stops the server, then gives the runs in
+//! flight a grace period to finish before the process exits.
 //!
 //! Settings, each an argument or else an environment variable:
 //!
@@ -38,7 +38,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use saga_core::store::SqliteStore;
-use saga_core::{SagaEngine, Worker};
+use saga_core::{EngineError, ExecutionStatus, SagaEngine, Worker};
+use tokio::task::JoinSet;
 
 use crate::payments::PaymentsClient;
 use crate::saga::{Services, order_saga};
@@ -132,7 +133,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let app = Router::new()
         .route("/orders", post(api::create_order))
         .route("/orders/{id}", get(api::get_order))
-        .with_state(engine);
+        .with_state(engine.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     // The address actually bound (port 0 picks one), for whoever started us.
     println!("listening on {}", listener.local_addr()?);
@@ -141,12 +142,46 @@ async fn main() -> Result<(), Box<dyn Error>> {
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_requested())
         .await?;
-    let stats = worker.shutdown(config.grace).await;
+    // No request comes in any more: let the runs in flight finish, the
+    // worker's and those the requests started, for up to the grace period.
+    let (stats, drained) =
+        tokio::join!(worker.shutdown(config.grace), drain(&engine, config.grace));
+    let (finished, left) = drained?;
     println!(
-        "stopped: the worker claimed {} executions, finished {}, released {}",
-        stats.claimed, stats.finished, stats.released
+        "stopped: {finished} runs finished, {left} left to the next start; \
+         the worker claimed {} executions, released {}",
+        stats.claimed, stats.released
     );
     Ok(())
+}
+
+/// Waits up to `grace` for the unfinished executions this process runs;
+/// returns how many finished and how many were still running. Runs started
+/// by `POST /orders` are the engine's, not the worker's, so the worker's
+/// shutdown does not wait for them; one cut off by the exit is carried on
+/// by the next start once its lease expires.
+async fn drain(engine: &SagaEngine, grace: Duration) -> Result<(usize, usize), EngineError> {
+    let mut runs = JoinSet::new();
+    for status in [ExecutionStatus::Running, ExecutionStatus::Compensating] {
+        for record in engine.list(Some(status)).await? {
+            if record.owner.as_deref() == Some(engine.owner()) {
+                let engine = engine.clone();
+                runs.spawn(async move { engine.wait(&record.id).await });
+            }
+        }
+    }
+    println!("stopping: waiting up to {grace:?} for {} runs", runs.len());
+    let _ = std::io::stdout().flush();
+    let mut finished = 0;
+    let _ = tokio::time::timeout(grace, async {
+        while let Some(run) = runs.join_next().await {
+            if matches!(run, Ok(Ok(_))) {
+                finished += 1;
+            }
+        }
+    })
+    .await;
+    Ok((finished, runs.len()))
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM on Unix (what `docker stop` and

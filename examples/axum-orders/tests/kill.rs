@@ -259,6 +259,8 @@ async fn serve_payments(payments: Payments) -> String {
 struct Service {
     child: Child,
     url: String,
+    /// Its stdout, line by line.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Service {
@@ -293,6 +295,21 @@ impl Service {
         Service {
             url: format!("http://{address}"),
             child,
+            lines: lines_rx,
+        }
+    }
+
+    /// Waits (bounded) for the next line of stdout that starts with
+    /// `prefix`; returns it.
+    fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line `{prefix}...` from the service: {e}"),
+            }
         }
     }
 
@@ -302,13 +319,17 @@ impl Service {
         self.child.wait().expect("the killed service is reaped");
     }
 
-    /// SIGTERM, then waits (bounded) for the process to exit.
-    fn terminate(mut self) -> ExitStatus {
+    /// Sends SIGTERM.
+    fn terminate(&self) {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(sent.success(), "SIGTERM could not be sent");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + BOUND;
         loop {
             if let Some(status) = self.child.try_wait().expect("the service can be waited on") {
@@ -526,7 +547,60 @@ async fn orders_survive_sigkill_inside_a_step_and_inside_a_compensation() {
     assert!(absorbed("refund", "order-y/charge"), "{requests:?}");
 
     // SIGTERM: the service stops gracefully, with success.
-    let status = service.terminate();
+    let mut service = service;
+    service.terminate();
+    let status = service.exit();
     assert!(status.success(), "the service exited with {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM while a step waits for the payment service: the service stops
+/// taking requests, lets the run finish, then exits; the next start finds
+/// the order completed, and its charge was sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_runs_in_flight_finish() {
+    let dir = temp_dir();
+    let store = dir.join("orders.db");
+    let payments = Payments::open(&dir.join("ledger.db"));
+    let payment_url = serve_payments(payments.clone()).await;
+    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    let (arrived, release) = payments.hold("charge", "order-z");
+    let mut service = Service::start(&store, &payment_url);
+    place(&http, &service, json!({ "id": "order-z", "amount": 500 })).await;
+    arrival(arrived, "order-z's charge").await;
+    service.terminate();
+    // Released only once the service is shutting down.
+    assert_eq!(
+        service.line("stopping:"),
+        "stopping: waiting up to 10s for 1 runs"
+    );
+    let _ = release.send(());
+    assert!(
+        service
+            .line("stopped:")
+            .starts_with("stopped: 1 runs finished, 0 left"),
+        "the run in flight was cut off"
+    );
+    let status = service.exit();
+    assert!(status.success(), "the service exited with {status}");
+
+    let service = Service::start(&store, &payment_url);
+    let (status, report) = get_order(&http, &service, "order-z").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["status"], "completed", "{report}");
+    // Charged once, and never sent again: the run was not carried on by
+    // the second start.
+    let requests = payments.requests();
+    assert_eq!(
+        requests,
+        [(
+            1,
+            "charge".into(),
+            "order-z/charge".into(),
+            "applied".into()
+        )],
+        "{requests:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
