@@ -13,11 +13,20 @@ use crate::saga::{Order, SAGA};
 /// `POST /orders`: starts the order's saga under the order's id and
 /// answers `202 Accepted` with it. Posting the same order again names the
 /// same execution (`start_with_id` is idempotent): the same answer, and
-/// nothing runs twice.
+/// nothing runs twice. `422` for an id that is empty or has a `/`.
 pub async fn create_order(
     State(engine): State<SagaEngine>,
     Json(mut order): Json<Order>,
 ) -> Response {
+    // The id names the execution and, in `GET /orders/{id}`, one path
+    // segment.
+    if order.id.is_empty() || order.id.contains('/') {
+        let error = format!(
+            "an order id must be non-empty and without `/`, not {:?}",
+            order.id
+        );
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(ErrorBody { error })).into_response();
+    }
     // What the saga sets is not the client's to say.
     order.reserved = false;
     let id = order.id.clone();

@@ -490,6 +490,12 @@ async fn orders_survive_sigkill_inside_a_step_and_inside_a_compensation() {
     }
     let (status, body) = get_order(&http, &service, "order-unknown").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = post_order(&http, &service, json!({ "id": "a/b", "amount": 1 })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["error"],
+        "an order id must be non-empty and without `/`, not \"a/b\""
+    );
 
     // The ledger: the steps' keys and no others (a charge under another
     // key would be a second payment for its order)...
