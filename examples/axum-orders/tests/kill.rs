@@ -404,6 +404,31 @@ async fn arrival(rx: oneshot::Receiver<()>, what: &str) {
         .unwrap();
 }
 
+/// What each test runs in: a temporary directory with the service's store
+/// path, the payment service (serving, its ledger in the directory) and an
+/// HTTP client.
+struct World {
+    dir: PathBuf,
+    store: PathBuf,
+    payments: Payments,
+    payment_url: String,
+    http: HttpClient,
+}
+
+impl World {
+    async fn new() -> World {
+        let dir = temp_dir();
+        let payments = Payments::open(&dir.join("ledger.db"));
+        World {
+            store: dir.join("orders.db"),
+            payment_url: serve_payments(payments.clone()).await,
+            payments,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            dir,
+        }
+    }
+}
+
 fn temp_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "axum-orders-kill-{}-{}",
@@ -419,11 +444,13 @@ fn temp_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_survive_sigkill_inside_a_step_and_inside_a_compensation() {
-    let dir = temp_dir();
-    let store = dir.join("orders.db");
-    let payments = Payments::open(&dir.join("ledger.db"));
-    let payment_url = serve_payments(payments.clone()).await;
-    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let World {
+        dir,
+        store,
+        payments,
+        payment_url,
+        http,
+    } = World::new().await;
 
     // 1. Killed inside a step: order-x's charge is applied, its answer
     //    held, and the service killed before it hears it.
@@ -565,11 +592,13 @@ async fn orders_survive_sigkill_inside_a_step_and_inside_a_compensation() {
 /// the order completed, and its charge was sent once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_runs_in_flight_finish() {
-    let dir = temp_dir();
-    let store = dir.join("orders.db");
-    let payments = Payments::open(&dir.join("ledger.db"));
-    let payment_url = serve_payments(payments.clone()).await;
-    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let World {
+        dir,
+        store,
+        payments,
+        payment_url,
+        http,
+    } = World::new().await;
 
     let (arrived, release) = payments.hold("charge", "order-z");
     let mut service = Service::start(&store, &payment_url);
