@@ -1,0 +1,132 @@
+//! The HTTP API: `POST /orders` starts an order's saga, `GET /orders/{id}`
+//! returns its execution's report.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use saga_core::{EngineError, ExecutionId, SagaEngine, SagaReport};
+use serde::Serialize;
+
+use crate::saga::{Order, SAGA};
+
+/// `POST /orders`: starts the order's saga under the order's id and
+/// answers `202 Accepted` with it. Posting the same order again names the
+/// same execution (`start_with_id` is idempotent): the same answer, and
+/// nothing runs twice. `422` for an id that is empty or has a `/`.
+pub async fn create_order(
+    State(engine): State<SagaEngine>,
+    Json(mut order): Json<Order>,
+) -> Response {
+    // The id names the execution and, in `GET /orders/{id}`, one path
+    // segment.
+    if order.id.is_empty() || order.id.contains('/') {
+        let error = format!(
+            "an order id must be non-empty and without `/`, not {:?}",
+            order.id
+        );
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(ErrorBody { error })).into_response();
+    }
+    // What the saga sets is not the client's to say.
+    order.reserved = false;
+    let id = order.id.clone();
+    match engine.start_with_id(SAGA, id, order).await {
+        Ok(id) => (StatusCode::ACCEPTED, Json(Accepted { id: id.to_string() })).into_response(),
+        Err(error) => engine_error(&error),
+    }
+}
+
+/// `GET /orders/{id}`: the execution's report, rebuilt from the log (so it
+/// works for a run this process does not hold, or one a killed process
+/// left); `404` for an unknown order.
+pub async fn get_order(State(engine): State<SagaEngine>, Path(id): Path<String>) -> Response {
+    match engine.report(&ExecutionId::from(id)).await {
+        Ok(report) => Json(report_body(&report)).into_response(),
+        Err(error) => engine_error(&error),
+    }
+}
+
+/// The answer to `POST /orders`.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// The execution's id: the order's.
+    pub id: String,
+}
+
+/// An execution's report as JSON. `SagaReport` is not `Serialize` (yet):
+/// this is its one mapping, to replace by the report itself when it is.
+#[derive(Debug, Serialize)]
+pub struct ReportBody {
+    /// The execution's id.
+    pub id: String,
+    /// The saga's name.
+    pub saga: String,
+    /// `running`, `compensating`, `completed`, `compensated`, ...
+    pub status: &'static str,
+    /// Each step, in definition order.
+    pub steps: Vec<StepBody>,
+}
+
+/// One step of a [`ReportBody`].
+#[derive(Debug, Serialize)]
+pub struct StepBody {
+    /// The step's name.
+    pub name: String,
+    /// Its status (`succeeded`, `compensated`, `failed`, ...).
+    pub status: &'static str,
+    /// Whether its action took effect.
+    pub outcome: &'static str,
+    /// Attempts of its action.
+    pub attempts: u32,
+    /// Attempts of its compensation.
+    pub compensation_attempts: u32,
+    /// Its last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// Maps a report to its JSON body (see [`ReportBody`]).
+pub fn report_body(report: &SagaReport) -> ReportBody {
+    ReportBody {
+        id: report.execution_id.to_string(),
+        saga: report.saga.to_string(),
+        status: report.status.label(),
+        steps: report
+            .steps
+            .iter()
+            .map(|s| StepBody {
+                name: s.name.to_string(),
+                status: s.status.label(),
+                outcome: s.outcome.label(),
+                attempts: s.attempts,
+                compensation_attempts: s.compensation_attempts,
+                last_error: s.last_error.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// An error's answer: `404` for an unknown execution, `409` for an id
+/// another saga holds, `500` for the rest (a store failure), logged.
+fn engine_error(error: &EngineError) -> Response {
+    let status = match error {
+        EngineError::NotFound { .. } => StatusCode::NOT_FOUND,
+        EngineError::IdTaken { .. } => StatusCode::CONFLICT,
+        _ => {
+            log::error!(target: "axum_orders", error:% = error; "request failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    (
+        status,
+        Json(ErrorBody {
+            error: error.to_string(),
+        }),
+    )
+        .into_response()
+}
+
+/// The body of an error answer.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    error: String,
+}

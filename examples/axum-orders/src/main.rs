@@ -1,0 +1,212 @@
+//! An axum service whose orders run as a durable saga on SQLite.
+//!
+//! ```text
+//! cargo run -p axum-orders -- --listen 127.0.0.1:3000 --store orders.db \
+//!     --payment-url http://127.0.0.1:3001
+//! curl -i -X POST localhost:3000/orders -H 'content-type: application/json' \
+//!     -d '{"id": "order-1", "amount": 1250}'
+//! curl localhost:3000/orders/order-1
+//! ```
+//!
+//! `POST /orders` starts the saga under the order's id (a repeated POST
+//! names the same execution), `GET /orders/{id}` returns its report. The
+//! saga's steps reach the payment service through the engine's
+//! dependencies ([`saga::Services`]). A [`Worker`] started with the service
+//! carries on whatever a killed process left unfinished, once its lease
+//! has expired. SIGTERM or Ctrl-C stops the server, then gives the runs in
+//! flight a grace period to finish before the process exits.
+//!
+//! Settings, each an argument or else an environment variable:
+//!
+//! | argument        | variable             | default                 |
+//! |-----------------|----------------------|-------------------------|
+//! | `--listen`      | `ORDERS_LISTEN`      | `127.0.0.1:3000`        |
+//! | `--store`       | `ORDERS_STORE`       | `orders.db`             |
+//! | `--payment-url` | `PAYMENT_URL`        | `http://127.0.0.1:3001` |
+//! | `--lease-ttl-ms`| `ORDERS_LEASE_TTL_MS`| `10000`                 |
+//! | `--poll-ms`     | `ORDERS_POLL_MS`     | `5000`                  |
+//! | `--grace-ms`    | `ORDERS_GRACE_MS`    | `10000`                 |
+
+mod api;
+mod payments;
+mod saga;
+
+use std::error::Error;
+use std::io::Write;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use saga_core::store::SqliteStore;
+use saga_core::{EngineError, ExecutionStatus, SagaEngine, Worker};
+use tokio::task::JoinSet;
+
+use crate::payments::PaymentsClient;
+use crate::saga::{Services, order_saga};
+
+/// The service's settings.
+#[derive(Debug)]
+struct Config {
+    listen: String,
+    store: String,
+    payment_url: String,
+    /// How long a killed process' lease holds its executions.
+    lease_ttl: Duration,
+    /// How often the worker looks for expired leases.
+    poll: Duration,
+    /// How long shutdown waits for the worker's runs.
+    grace: Duration,
+}
+
+impl Config {
+    /// Reads `--name value` arguments, then `VARIABLE`s, then defaults.
+    fn read() -> Result<Self, String> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        const KNOWN: [&str; 6] = [
+            "--listen",
+            "--store",
+            "--payment-url",
+            "--lease-ttl-ms",
+            "--poll-ms",
+            "--grace-ms",
+        ];
+        for pair in args.chunks(2) {
+            if !KNOWN.contains(&pair[0].as_str()) {
+                return Err(format!(
+                    "unexpected argument `{}`; expected one of {}, each followed by a value",
+                    pair[0],
+                    KNOWN.join(", ")
+                ));
+            }
+            if pair.len() < 2 {
+                return Err(format!("`{}` needs a value", pair[0]));
+            }
+        }
+        let setting = |arg: &str, var: &str, default: &str| -> String {
+            args.chunks(2)
+                .find(|pair| pair[0] == arg)
+                .map(|pair| pair[1].clone())
+                .or_else(|| std::env::var(var).ok())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        let millis = |arg: &str, var: &str, default: &str| -> Result<Duration, String> {
+            let value = setting(arg, var, default);
+            value
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|_| format!("`{arg}` ({var}) must be milliseconds, not `{value}`"))
+        };
+        Ok(Config {
+            listen: setting("--listen", "ORDERS_LISTEN", "127.0.0.1:3000"),
+            store: setting("--store", "ORDERS_STORE", "orders.db"),
+            payment_url: setting("--payment-url", "PAYMENT_URL", "http://127.0.0.1:3001"),
+            lease_ttl: millis("--lease-ttl-ms", "ORDERS_LEASE_TTL_MS", "10000")?,
+            poll: millis("--poll-ms", "ORDERS_POLL_MS", "5000")?,
+            grace: millis("--grace-ms", "ORDERS_GRACE_MS", "10000")?,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let config = match Config::read() {
+        Ok(config) => config,
+        Err(usage) => {
+            eprintln!("axum-orders: {usage}");
+            std::process::exit(2);
+        }
+    };
+    let services = Services {
+        payments: PaymentsClient::new(&config.payment_url),
+    };
+    let engine = SagaEngine::new(SqliteStore::open(&config.store)?)
+        .with_lease_ttl(config.lease_ttl)
+        .with_dependencies(services);
+    engine.register(order_saga()?).await?;
+
+    // The one call that carries runs on: it takes over what a killed
+    // process left, once its lease has expired.
+    let worker = Worker::new(engine.clone())
+        .with_poll_interval(config.poll)
+        .spawn()?;
+
+    let app = Router::new()
+        .route("/orders", post(api::create_order))
+        .route("/orders/{id}", get(api::get_order))
+        .with_state(engine.clone());
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    // The address actually bound (port 0 picks one), for whoever started us.
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_requested())
+        .await?;
+    // No request comes in any more: let the runs in flight finish, the
+    // worker's and those the requests started, for up to the grace period.
+    let (stats, drained) =
+        tokio::join!(worker.shutdown(config.grace), drain(&engine, config.grace));
+    let (finished, left) = drained?;
+    println!(
+        "stopped: {finished} runs finished, {left} left to the next start; \
+         the worker claimed {} executions, released {}",
+        stats.claimed, stats.released
+    );
+    Ok(())
+}
+
+/// Waits up to `grace` for the unfinished executions this process runs;
+/// returns how many finished and how many were still running. Runs started
+/// by `POST /orders` are the engine's, not the worker's, so the worker's
+/// shutdown does not wait for them; one cut off by the exit is carried on
+/// by the next start once its lease expires.
+async fn drain(engine: &SagaEngine, grace: Duration) -> Result<(usize, usize), EngineError> {
+    let mut runs = JoinSet::new();
+    for status in [ExecutionStatus::Running, ExecutionStatus::Compensating] {
+        for record in engine.list(Some(status)).await? {
+            if record.owner.as_deref() == Some(engine.owner()) {
+                let engine = engine.clone();
+                runs.spawn(async move { engine.wait(&record.id).await });
+            }
+        }
+    }
+    println!("stopping: waiting up to {grace:?} for {} runs", runs.len());
+    let _ = std::io::stdout().flush();
+    let mut finished = 0;
+    let _ = tokio::time::timeout(grace, async {
+        while let Some(run) = runs.join_next().await {
+            if matches!(run, Ok(Ok(_))) {
+                finished += 1;
+            }
+        }
+    })
+    .await;
+    Ok((finished, runs.len()))
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM on Unix (what `docker stop` and
+/// Kubernetes send).
+async fn stop_requested() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No handler could be installed: wait for SIGTERM only.
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
