@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use saga_core::{EngineError, ExecutionId, SagaEngine, SagaReport};
+use saga_core::{EngineError, ExecutionId, SagaEngine};
 use serde::Serialize;
 
 use crate::saga::{Order, SAGA};
@@ -41,7 +41,9 @@ pub async fn create_order(
 /// left); `404` for an unknown order.
 pub async fn get_order(State(engine): State<SagaEngine>, Path(id): Path<String>) -> Response {
     match engine.report(&ExecutionId::from(id)).await {
-        Ok(report) => Json(report_body(&report)).into_response(),
+        // The report as saga-core serializes it (statuses as labels,
+        // durations as `*_us` microseconds).
+        Ok(report) => Json(report).into_response(),
         Err(error) => engine_error(&error),
     }
 }
@@ -51,58 +53,6 @@ pub async fn get_order(State(engine): State<SagaEngine>, Path(id): Path<String>)
 pub struct Accepted {
     /// The execution's id: the order's.
     pub id: String,
-}
-
-/// An execution's report as JSON. `SagaReport` is not `Serialize` (yet):
-/// this is its one mapping, to replace by the report itself when it is.
-#[derive(Debug, Serialize)]
-pub struct ReportBody {
-    /// The execution's id.
-    pub id: String,
-    /// The saga's name.
-    pub saga: String,
-    /// `running`, `compensating`, `completed`, `compensated`, ...
-    pub status: &'static str,
-    /// Each step, in definition order.
-    pub steps: Vec<StepBody>,
-}
-
-/// One step of a [`ReportBody`].
-#[derive(Debug, Serialize)]
-pub struct StepBody {
-    /// The step's name.
-    pub name: String,
-    /// Its status (`succeeded`, `compensated`, `failed`, ...).
-    pub status: &'static str,
-    /// Whether its action took effect.
-    pub outcome: &'static str,
-    /// Attempts of its action.
-    pub attempts: u32,
-    /// Attempts of its compensation.
-    pub compensation_attempts: u32,
-    /// Its last error, if any.
-    pub last_error: Option<String>,
-}
-
-/// Maps a report to its JSON body (see [`ReportBody`]).
-pub fn report_body(report: &SagaReport) -> ReportBody {
-    ReportBody {
-        id: report.execution_id.to_string(),
-        saga: report.saga.to_string(),
-        status: report.status.label(),
-        steps: report
-            .steps
-            .iter()
-            .map(|s| StepBody {
-                name: s.name.to_string(),
-                status: s.status.label(),
-                outcome: s.outcome.label(),
-                attempts: s.attempts,
-                compensation_attempts: s.compensation_attempts,
-                last_error: s.last_error.clone(),
-            })
-            .collect(),
-    }
 }
 
 /// An error's answer: `404` for an unknown execution, `409` for an id

@@ -38,11 +38,12 @@ pub struct Order {
 
 /// A payment error as the step reports it: no answer may mean the charge
 /// went through, so it is retried with the same key and, if it still
-/// fails, compensated (the refund is harmless for a key never charged).
+/// fails, compensated (the refund is harmless for a key never charged); a
+/// refusal is final, so it is not retried.
 fn step_error(error: PaymentError) -> StepError {
     match error {
-        PaymentError::Unreachable(_) => StepError::new(error).retryable().outcome_unknown(),
-        PaymentError::Refused { .. } => StepError::new(error),
+        PaymentError::Unreachable(_) => StepError::new(error).outcome_unknown(),
+        PaymentError::Refused { .. } => StepError::new(error).permanent(),
     }
 }
 

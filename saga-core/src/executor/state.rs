@@ -175,7 +175,11 @@ impl<'a> State<'a> {
 
     /// Takes the state a log recorded; returns where its rollback starts
     /// if it was rolling back.
-    pub(super) fn resume<C, D>(&mut self, saga: &SagaInner<C, D>, resume: Resume) -> Option<Box<Stop>> {
+    pub(super) fn resume<C, D>(
+        &mut self,
+        saga: &SagaInner<C, D>,
+        resume: Resume,
+    ) -> Option<Box<Stop>> {
         let rare = resume
             .steps
             .iter()
