@@ -101,7 +101,7 @@ async fn a_worker_carries_out_a_resume_requested_from_the_cli() {
             .spawn()
             .unwrap();
         let id = engine.start("refund", Context::new()).await.unwrap();
-        let stuck = engine.wait(&id).await.unwrap();
+        let stuck = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(stuck.status, ExecutionStatus::Stuck, "{name}");
         // The operator fixes the payment service, then asks from the CLI:
         // an engine of its own, without the saga's code, and no recover.
@@ -154,7 +154,12 @@ async fn a_worker_purges_by_the_engine_s_retention() {
         let done = engine.start("order", Order::default()).await.unwrap();
         let stuck = engine.start("refund", Context::new()).await.unwrap();
         assert_eq!(
-            engine.wait(&stuck).await.unwrap().status,
+            engine
+                .wait(&stuck)
+                .await
+                .or_else(support::ended)
+                .unwrap()
+                .status,
             ExecutionStatus::Stuck
         );
         // Gone once it has completed and a purge came by.
@@ -220,6 +225,7 @@ async fn a_worker_cancels_an_execution_whose_owner_died() {
         let report = tokio::time::timeout(HANG, engine.wait(&id))
             .await
             .unwrap_or_else(|_| panic!("{name}: not cancelled"))
+            .or_else(support::ended)
             .unwrap();
         assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
         // `s1` may have taken effect before its owner died: it is

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use saga_core::escape::{Escaped, user_text};
 use saga_core::store::{Event, EventKind, logged_durations};
-use saga_core::{SagaEngine, SagaReport};
+use saga_core::{LoggedError, SagaEngine, SagaReport};
 use serde::Serialize;
 
 use crate::output::{ExecutionJson, Style, execution_json, fit, seconds, to_json, utc};
@@ -33,6 +33,11 @@ pub(crate) struct EventJson<'a> {
     attempt: u32,
     at_ms: i64,
     error: Option<&'a str>,
+    /// The error's cause chain, outermost first, as logged (empty before
+    /// 0.2.0 and for events without an error).
+    causes: Vec<String>,
+    /// Whether the error was marked permanent.
+    permanent: bool,
     outcome_unknown: bool,
     will_retry: bool,
 }
@@ -52,6 +57,7 @@ struct ShowJson<'a> {
 
 /// An event as `--json` prints it (`show`'s `events`, `watch`'s lines).
 pub(crate) fn event_json<'a>(e: &'a Event, step: Option<&'a str>) -> EventJson<'a> {
+    let logged = LoggedError::of_event(e);
     EventJson {
         seq: e.seq,
         kind: e.kind.label(),
@@ -59,6 +65,10 @@ pub(crate) fn event_json<'a>(e: &'a Event, step: Option<&'a str>) -> EventJson<'
         attempt: e.attempt,
         at_ms: e.at_ms,
         error: e.error.as_deref(),
+        causes: logged.as_ref().map_or_else(Vec::new, |l| {
+            l.causes().into_iter().map(str::to_owned).collect()
+        }),
+        permanent: logged.as_ref().is_some_and(LoggedError::is_permanent),
         outcome_unknown: e.outcome_unknown,
         will_retry: e.will_retry,
     }
@@ -79,7 +89,8 @@ fn size(bytes: usize) -> String {
 }
 
 /// One event as a timeline line: seconds since `start_ms`, its kind, its
-/// step and attempt, its error (escaped) and its flags.
+/// step and attempt, its error with its cause chain (`error: cause:
+/// cause`, escaped) and its flags.
 pub(crate) fn timeline_line(e: &Event, start_ms: i64, step: Option<&str>) -> String {
     let offset = (e.at_ms - start_ms) as f64 / 1000.0;
     let mut line = format!("{offset:>9.3}  {:<22}", e.kind.label());
@@ -89,8 +100,14 @@ pub(crate) fn timeline_line(e: &Event, start_ms: i64, step: Option<&str>) -> Str
     if e.attempt > 0 {
         let _ = write!(line, " #{}", e.attempt);
     }
-    if let Some(error) = &e.error {
-        let _ = write!(line, ": {}", Escaped(error));
+    if let Some(logged) = LoggedError::of_event(e) {
+        let _ = write!(line, ": {}", Escaped(logged.message()));
+        for cause in logged.causes() {
+            let _ = write!(line, ": {}", Escaped(cause));
+        }
+        if logged.is_permanent() {
+            line.push_str(" (permanent)");
+        }
     }
     if e.outcome_unknown {
         line.push_str(" (outcome unknown)");

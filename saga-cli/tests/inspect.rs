@@ -101,6 +101,65 @@ async fn the_store_comes_from_saga_store_unless_store_is_given() {
     );
 }
 
+/// A card refusal with its cause, as a payment client reports it.
+#[derive(Debug)]
+struct Declined(std::io::Error);
+
+impl std::fmt::Display for Declined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("card declined")
+    }
+}
+
+impl std::error::Error for Declined {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// `show` prints each error with its cause chain and permanent mark, as
+/// the log keeps them, in the timeline and in `--json`.
+#[tokio::test]
+async fn show_prints_each_error_with_its_cause_chain() {
+    let dir = dir("show-causes");
+    let db = dir.join("sagas.db");
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let saga = Saga::builder("pay")
+        .step(Step::new("charge", |_: &mut u32, _: &StepInfo<'_>| {
+            let cause = std::io::Error::other("gateway said 402\u{1b}[2J");
+            Err::<(), _>(StepError::new(Declined(cause)).permanent())
+        }))
+        .build()
+        .unwrap();
+    engine.register(saga).await.unwrap();
+    let id = engine.start_with_id("pay", "c-1", 0_u32).await.unwrap();
+    engine.wait(&id).await.or_else(support::ended).unwrap();
+    drop(engine);
+
+    let text = ok(&db, &["show", "c-1"]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("step_failed"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.ends_with("charge #1: card declined: gateway said 402\\u{1b}[2J (permanent)"),
+        "{line}"
+    );
+    let doc = json(&ok(&db, &["show", "c-1", "--json"]));
+    let failed = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "step_failed")
+        .unwrap();
+    assert_eq!(failed["error"], "card declined");
+    assert_eq!(
+        failed["causes"],
+        serde_json::json!(["gateway said 402\u{1b}[2J"])
+    );
+    assert_eq!(failed["permanent"], true);
+}
+
 #[tokio::test]
 async fn show_gives_sizes_and_prints_contexts_and_outputs_only_when_asked() {
     let dir = dir("show-context");

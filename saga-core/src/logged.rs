@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BoxError, Failure, SagaError, StepError, StuckPhase};
+use crate::journal::Event;
 
 /// A step's or a compensation's error as the durable log keeps it: its
 /// message, its cause chain as text, and its marks. The errors inside the
@@ -55,6 +56,19 @@ impl StdError for CauseText {
 }
 
 impl LoggedError {
+    /// The error a failure event (`step_failed`, `compensation_failed`)
+    /// logged, with its cause chain and marks as the log keeps them (a log
+    /// written before 0.2.0 has no chain: the message alone); `None` for
+    /// an event without an error. What `saga show` prints.
+    pub fn of_event(event: &Event) -> Option<LoggedError> {
+        let message = event.error.as_deref()?;
+        Some(Self::from_event(
+            message,
+            event.outcome_unknown,
+            event.detail.as_deref(),
+        ))
+    }
+
     /// The error's message (its `Display`).
     pub fn message(&self) -> &str {
         &self.message

@@ -412,9 +412,7 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
                     step: name(),
                 });
             }
-            if step.pivot
-                && let Some(first) = &pivot
-            {
+            if let (true, Some(first)) = (step.pivot, &pivot) {
                 return Err(BuildError::SecondPivot {
                     saga: saga(),
                     first: first.to_string(),
@@ -424,9 +422,7 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
             if step.pivot {
                 pivot = Some(step.name.clone());
             }
-            if step.undo.is_some()
-                && let Some(pivot) = &pivot
-            {
+            if let (true, Some(pivot)) = (step.undo.is_some(), &pivot) {
                 return Err(BuildError::CompensationAfterPivot {
                     saga: saga(),
                     step: name(),

@@ -181,9 +181,7 @@ fn seq_step(ledger: &Arc<Ledger>, i: u32) -> Step<Job, u32> {
     .durable()
     .undo(
         move |job: &mut Job, out: Option<&u32>, info: &StepInfo<'_>| {
-            if let Some(out) = out
-                && *out != i * 10
-            {
+            if let Some(out) = out.filter(|out| **out != i * 10) {
                 return Err(StepError::new(format!("s{i} got output {out}")));
             }
             undo.apply(&info.idempotency_key(), "undo")?;
@@ -227,9 +225,7 @@ fn branch(ledger: &Arc<Ledger>, i: u32) -> Step<Job, u32> {
         let key = info.idempotency_key();
         let out = out.copied();
         Box::pin(async move {
-            if let Some(out) = out
-                && out != i * 10
-            {
+            if let Some(out) = out.filter(|out| *out != i * 10) {
                 return Err(StepError::new(format!("b{i} got output {out}")));
             }
             tokio::task::yield_now().await;
@@ -324,7 +320,12 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let worker = Worker::new(engine.clone())
                 .with_poll_interval(Duration::from_millis(50))
                 .spawn()?;
-            let report = engine.wait(&id).await?;
+            // Stuck, compensated or completed: the report either way.
+            let report = match engine.wait(&id).await {
+                Ok(report) => report,
+                Err(saga_core::WaitError::Saga(failed)) => failed.report().clone(),
+                Err(other) => return Err(other.into()),
+            };
             worker.shutdown(Duration::from_secs(5)).await;
             for step in &report.steps {
                 if let Some(error) = &step.last_error {

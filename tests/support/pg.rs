@@ -17,9 +17,7 @@ use tokio_postgres::{Client, NoTls};
 /// the tests start is theirs: it stops once no test process has been alive
 /// for 10 s (`SAGA_PG_USER_PID`, see the script).
 pub fn pg_url() -> String {
-    if let Ok(url) = std::env::var("SAGA_PG_URL")
-        && !url.is_empty()
-    {
+    if let Some(url) = std::env::var("SAGA_PG_URL").ok().filter(|u| !u.is_empty()) {
         return url;
     }
     script("start")

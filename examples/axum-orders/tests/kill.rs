@@ -556,11 +556,11 @@ async fn orders_survive_sigkill_inside_a_step_and_inside_a_compensation() {
         let compensated = reports[id]["status"] == "compensated";
         assert_eq!(refunds, usize::from(compensated), "{key}: {requests:?}");
         // ...and never charged after its refund (not even refused).
-        if let Some(refund_seq) = requests
+        let refund_seq = requests
             .iter()
             .find(|(_, k, key_, _)| k == "refund" && *key_ == key)
-            .map(|(seq, ..)| *seq)
-        {
+            .map(|(seq, ..)| *seq);
+        if let Some(refund_seq) = refund_seq {
             assert!(
                 !requests
                     .iter()

@@ -67,13 +67,13 @@ impl Drop for Claiming {
         // A claim that took the lease and was dropped before its launch
         // (its caller gave up): give the lease back rather than hold it,
         // with no run, until it expires.
-        if let Some(lease) = self.lease.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            let (store, id) = (Arc::clone(&self.inner.store), self.id.clone());
-            handle.spawn(async move {
-                let _ = store.release(&id, &lease).await;
-            });
+        if let Some(lease) = self.lease.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let (store, id) = (Arc::clone(&self.inner.store), self.id.clone());
+                handle.spawn(async move {
+                    let _ = store.release(&id, &lease).await;
+                });
+            }
         }
         let mut live = self
             .inner

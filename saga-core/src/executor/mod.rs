@@ -227,9 +227,11 @@ async fn finish_durable<C, D>(
         event.context = env.snapshot(&*ctx);
         event.detail = result.as_ref().err().and_then(outcome_detail);
     });
-    if log.await.is_err()
-        && let Some(error) = env.take_abort()
-    {
+    let abort = match log.await {
+        Ok(_) => None,
+        Err(_) => env.take_abort(),
+    };
+    if let Some(error) = abort {
         return Err(store_error(env, state, error));
     }
     result

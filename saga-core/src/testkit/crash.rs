@@ -124,13 +124,16 @@ where
                             reference.steps.join(" ")
                         ));
                     }
-                    if let (Some(compare), Some(a), Some(b), false) = (
+                    let difference = match (
                         &self.compare,
                         &reference.context,
                         &run.context,
                         run.failing_in_flight,
-                    ) && let Some(difference) = compare(a, b)
-                    {
+                    ) {
+                        (Some(compare), Some(a), Some(b), false) => compare(a, b),
+                        _ => None,
+                    };
+                    if let Some(difference) = difference {
                         problems.push(format!("the final state differs: {difference}"));
                     }
                     cases.push(CaseReport {

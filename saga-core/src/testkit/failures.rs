@@ -54,12 +54,14 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
             }
             // A clean rollback undoes every effect: the state is the
             // state the run started from.
-            if status == ExecutionStatus::Compensated
-                && let Some(difference) = self
+            let difference = match status {
+                ExecutionStatus::Compensated => self
                     .compare
                     .as_ref()
-                    .and_then(|compare| compare(&(self.factory)(), &ctx))
-            {
+                    .and_then(|compare| compare(&(self.factory)(), &ctx)),
+                _ => None,
+            };
+            if let Some(difference) = difference {
                 problems.push(format!(
                     "rolled back, but the state is not the one it started from: {difference}"
                 ));

@@ -225,9 +225,7 @@ impl Plan {
                 continue;
             }
             let node = self.node_of[call.step];
-            if let Some(previous) = last
-                && node > previous
-            {
+            if last.is_some_and(|previous| node > previous) {
                 problems.push(format!(
                     "the compensation of `{}` ran after that of a later step (rollback must go in reverse order)",
                     self.name(call.step)

@@ -412,9 +412,8 @@ pub(super) async fn append(
         ),
         None => (None, 0, 0),
     };
-    if let Some(cancel_requested) = cancel
-        && usize::try_from(written).ok() == Some(events.len())
-    {
+    let all_written = usize::try_from(written).ok() == Some(events.len());
+    if let (Some(cancel_requested), true) = (cancel, all_written) {
         return Ok(Reply::Ack(Ack { cancel_requested }));
     }
     if held == 0 {
