@@ -215,7 +215,7 @@ pub fn saga(input: TokenStream) -> TokenStream {
         Ok(def) => def,
         Err(e) => {
             let error = e.to_compile_error();
-            let stub = expand::saga_stub(None);
+            let stub = expand::saga_stub(None, None);
             return quote!({ #error #stub }).into();
         }
     };
@@ -223,7 +223,7 @@ pub fn saga(input: TokenStream) -> TokenStream {
         Ok(()) => expand::saga(&def).into(),
         Err(e) => {
             let error = e.to_compile_error();
-            let stub = expand::saga_stub(def.context.as_ref());
+            let stub = expand::saga_stub(def.context.as_ref(), def.dependencies.as_ref());
             quote!({ #error #stub }).into()
         }
     }

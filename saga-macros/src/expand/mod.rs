@@ -9,7 +9,7 @@ use syn::{Ident, ItemFn, LitStr, Path, Type};
 
 use crate::ast::{Attempts, Dur, Entry, GroupDef, OptionValue, SagaDef, StepDef};
 use crate::attr::{RetryArgs, TaskArgs};
-use crate::validate::TaskFn;
+use crate::validate::{Param, TaskFn};
 
 mod checks;
 mod saga;
@@ -116,8 +116,8 @@ mod tests {
     #[test]
     fn stub_context_defaults_to_inference() {
         assert_eq!(
-            super::saga_stub(None).to_string(),
-            ":: saga_core :: __private :: stub :: < _ > ()"
+            super::saga_stub(None, None).to_string(),
+            ":: saga_core :: __private :: stub :: < _ , _ > ()"
         );
     }
 }
