@@ -62,14 +62,14 @@ pub enum Param {
     /// `&StepInfo<'_>`.
     Info,
     /// `&T`, a dependency: the saga's dependencies provide the `T`.
-    Dependency(Type),
+    Dependency(Box<Type>),
 }
 
 impl TaskFn {
     /// The types of the dependency parameters, in order.
     pub fn dependencies(&self) -> impl Iterator<Item = &Type> {
         self.params.iter().filter_map(|p| match p {
-            Param::Dependency(ty) => Some(ty),
+            Param::Dependency(ty) => Some(&**ty),
             _ => None,
         })
     }
@@ -152,7 +152,7 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
                 info = true;
                 params.push(Param::Info);
             }
-            (Some(r), _) => params.push(Param::Dependency((*r.elem).clone())),
+            (Some(r), _) => params.push(Param::Dependency(r.elem.clone())),
             (None, Some(inner)) => {
                 if output_param.is_some() {
                     errors.push(syn::Error::new_spanned(
