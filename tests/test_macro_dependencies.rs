@@ -156,6 +156,22 @@ fn checkout() -> Saga<Order, Services> {
     }
 }
 
+type StepRow = (&'static str, StepStatus, Outcome, u32, u32);
+
+/// A run that completed, as `steps` shows it.
+const COMPLETED: [StepRow; 3] = [
+    ("reserve", StepStatus::Succeeded, Outcome::Applied, 1, 0),
+    ("charge", StepStatus::Succeeded, Outcome::Applied, 1, 0),
+    ("ship", StepStatus::Succeeded, Outcome::Applied, 1, 0),
+];
+
+/// A run whose `ship` failed, each earlier step compensated once.
+const ROLLED_BACK: [StepRow; 3] = [
+    ("reserve", StepStatus::Compensated, Outcome::Applied, 1, 1),
+    ("charge", StepStatus::Compensated, Outcome::Applied, 1, 1),
+    ("ship", StepStatus::Failed, Outcome::NotApplied, 1, 0),
+];
+
 /// Each step's name, status, outcome and attempts, and the compensation's.
 fn steps(report: &SagaReport) -> Vec<(&str, StepStatus, Outcome, u32, u32)> {
     report
@@ -180,14 +196,7 @@ async fn steps_and_undos_get_the_tools_lent_to_an_in_memory_run() {
     let mut order = Order::default();
     let report = saga.using(&services).run(&mut order).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
-    assert_eq!(
-        steps(&report),
-        [
-            ("reserve", StepStatus::Succeeded, Outcome::Applied, 1, 0),
-            ("charge", StepStatus::Succeeded, Outcome::Applied, 1, 0),
-            ("ship", StepStatus::Succeeded, Outcome::Applied, 1, 0),
-        ]
-    );
+    assert_eq!(steps(&report), COMPLETED);
     assert_eq!(
         ledger.calls(),
         ["memory:reserve", "memory:charge attempt 1"]
@@ -219,14 +228,7 @@ async fn undos_get_the_tools_when_an_in_memory_run_rolls_back() {
     );
     let report = err.report();
     assert_eq!(report.status, ExecutionStatus::Compensated);
-    assert_eq!(
-        steps(report),
-        [
-            ("reserve", StepStatus::Compensated, Outcome::Applied, 1, 1),
-            ("charge", StepStatus::Compensated, Outcome::Applied, 1, 1),
-            ("ship", StepStatus::Failed, Outcome::NotApplied, 1, 0),
-        ]
-    );
+    assert_eq!(steps(report), ROLLED_BACK);
     assert_eq!(
         ledger.calls(),
         [
@@ -252,14 +254,7 @@ async fn the_durable_engine_hands_its_dependencies_to_saga_macro_steps_and_undos
     let id = engine.start("checkout", Order::default()).await.unwrap();
     let report = engine.wait(&id).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
-    assert_eq!(
-        steps(&report),
-        [
-            ("reserve", StepStatus::Succeeded, Outcome::Applied, 1, 0),
-            ("charge", StepStatus::Succeeded, Outcome::Applied, 1, 0),
-            ("ship", StepStatus::Succeeded, Outcome::Applied, 1, 0),
-        ]
-    );
+    assert_eq!(steps(&report), COMPLETED);
 
     let failing = Order {
         fail: true,
@@ -268,14 +263,7 @@ async fn the_durable_engine_hands_its_dependencies_to_saga_macro_steps_and_undos
     let id = engine.start("checkout", failing).await.unwrap();
     let report = engine.wait(&id).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Compensated);
-    assert_eq!(
-        steps(&report),
-        [
-            ("reserve", StepStatus::Compensated, Outcome::Applied, 1, 1),
-            ("charge", StepStatus::Compensated, Outcome::Applied, 1, 1),
-            ("ship", StepStatus::Failed, Outcome::NotApplied, 1, 0),
-        ]
-    );
+    assert_eq!(steps(&report), ROLLED_BACK);
     assert_eq!(
         ledger.calls(),
         [
