@@ -18,7 +18,7 @@ pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
 pub use crate::saga::{Parallel, Saga, SagaBuilder, default_undo_retry};
 pub use crate::step::{
-    BoxFuture, Dsl, RetrySpec, Step, StepInfo, Task, TaskFn, UndoFn, undo_shared,
+    BoxFuture, Dsl, Provides, RetrySpec, Step, StepInfo, Task, TaskFn, UndoFn, undo_shared,
 };
 
 /// The conversion of an async function's result: one boxed future, the
@@ -99,11 +99,11 @@ impl<T> InMemory<T> for &Codec<T> {
 }
 
 /// Adds a step `saga!` made, as the pivot if `pivot`.
-pub fn push<C: 'static, T: Send + Sync + 'static>(
-    builder: SagaBuilder<C>,
-    step: Step<C, T>,
+pub fn push<C: 'static, T: Send + Sync + 'static, D: 'static>(
+    builder: SagaBuilder<C, D>,
+    step: Step<C, T, D>,
     pivot: bool,
-) -> SagaBuilder<C> {
+) -> SagaBuilder<C, D> {
     if pivot {
         builder.pivot(step)
     } else {
@@ -128,7 +128,9 @@ pub trait UndoContext<C> {
     const SHARED: bool;
 }
 
-/// Second half: `Self` receives the output `T` of the step it undoes.
+/// Second half: `Self` receives the output `T` of the step it undoes,
+/// whatever the saga's dependencies (checked before [`UndoOf`], through
+/// [`UndoOutput::Checked`], so that a mismatch gives one error).
 #[diagnostic::on_unimplemented(
     message = "compensation `{Self}` does not receive its step's output `{T}`",
     label = "expected a compensation taking `Option<&{T}>` after the context",
@@ -136,24 +138,39 @@ pub trait UndoContext<C> {
     note = "a compensation of a step whose output is `()` may leave that parameter out"
 )]
 pub trait UndoOutput<C, T> {
+    /// `Self`, as for [`UndoContext::Checked`].
+    type Checked: ?Sized;
+    /// Named by the check of a `#[saga_task(undo = ..)]`.
+    const OK: () = ();
+}
+
+/// The compensation for a saga whose dependencies are `D`: implemented
+/// for every `D` that provides what the compensation asks for (its `&T`
+/// parameters, each a [`checks::Dependency`] bound).
+#[diagnostic::on_unimplemented(
+    message = "compensation `{Self}` cannot undo a step whose output is `{T}` in a saga whose context is `{C}` and dependencies `{D}`",
+    label = "not a `#[saga_task]` compensation of this step"
+)]
+pub trait UndoOf<C, T, D> {
     /// The compensation, in the shape of its function.
-    const UNDO: UndoFn<C, (), T>;
+    const UNDO: UndoFn<C, D, T>;
 
     /// Sets the compensation of `step`.
-    fn attach(step: Step<C, T>) -> Step<C, T>
+    fn attach(step: Step<C, T, D>) -> Step<C, T, D>
     where
         C: 'static,
         T: Send + Sync + 'static,
+        D: 'static,
     {
         attach_undo(step, Self::UNDO)
     }
 }
 
 /// Sets `undo` as the compensation of `step`.
-pub fn attach_undo<C: 'static, T: Send + Sync + 'static>(
-    step: Step<C, T>,
-    undo: UndoFn<C, (), T>,
-) -> Step<C, T> {
+pub fn attach_undo<C: 'static, T: Send + Sync + 'static, D: 'static>(
+    step: Step<C, T, D>,
+    undo: UndoFn<C, D, T>,
+) -> Step<C, T, D> {
     step.with_undo(undo)
 }
 
@@ -209,6 +226,21 @@ pub mod checks {
 
     #[diagnostic::do_not_recommend]
     impl Annotated for Plain<false> {}
+
+    /// The saga's dependencies `Self` provide the `T` that the
+    /// `#[saga_task]` function `Step` asks for as `&T`: [`Provides<T>`],
+    /// in words that name the function.
+    ///
+    /// [`Provides<T>`]: crate::Provides
+    #[diagnostic::on_unimplemented(
+        message = "`{Step}` asks for `&{T}`, and the saga's dependencies `{Self}` do not provide it",
+        label = "`{Self}` does not provide `{T}`",
+        note = "implement `saga_core::Provides<{T}>` for `{Self}` (returning the `{T}` it holds), or name dependencies that provide it with `dependencies: ..` in `saga!`"
+    )]
+    pub trait Dependency<Step: ?Sized, T: ?Sized>: crate::Provides<T> {}
+
+    #[diagnostic::do_not_recommend]
+    impl<Step: ?Sized, T: ?Sized, D: crate::Provides<T> + ?Sized> Dependency<Step, T> for D {}
 
     /// Defines a rule: a trait with the given message, label and note,
     /// implemented for every type when the rule holds.
@@ -319,7 +351,7 @@ pub mod checks {
 }
 
 /// Builds a saga whose every rule `saga!` checked at compile time.
-pub fn finish<C: 'static>(builder: SagaBuilder<C>) -> Saga<C> {
+pub fn finish<C: 'static, D: 'static>(builder: SagaBuilder<C, D>) -> Saga<C, D> {
     match builder.build() {
         Ok(saga) => saga,
         // `saga!` rejects at compile time every definition `build` rejects
@@ -331,7 +363,7 @@ pub fn finish<C: 'static>(builder: SagaBuilder<C>) -> Saga<C> {
 /// What `saga!` evaluates to next to a compile error, so that one mistake
 /// does not cascade into errors at every use of the saga. Never runs: the
 /// compile error stops the build.
-pub fn stub<C>() -> Saga<C> {
+pub fn stub<C, D>() -> Saga<C, D> {
     unreachable!("`saga!` emitted a compile error")
 }
 

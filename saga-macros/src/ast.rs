@@ -4,6 +4,7 @@
 //! saga    := field* entry+
 //! field   := "name" ":" LitStr ","
 //!          | "context" ":" Type ","
+//!          | "dependencies" ":" Type ","
 //! entry   := step | group
 //! step    := ("step" | "pivot") Path ("=>" ("undo" | "compensate") Path)? ("," option)* ";"
 //! group   := "parallel" "{" step* "}"      // branches: `step` only, taking `&C`
@@ -40,7 +41,7 @@ mod kw {
 }
 
 /// The saga's header fields.
-pub const FIELDS: &str = "`name` or `context`";
+pub const FIELDS: &str = "`name`, `context` or `dependencies`";
 /// The options a step accepts in `saga!`.
 pub const STEP_OPTIONS: &str =
     "`retry`, `backoff`, `max_backoff`, `retry_if`, `undo_retry`, `timeout`, `name` or `metadata`";
@@ -49,6 +50,8 @@ pub const STEP_OPTIONS: &str =
 pub struct SagaDef {
     pub name: Option<LitStr>,
     pub context: Option<Type>,
+    /// `dependencies: D`, the saga's tools (`Saga<C, D>`).
+    pub dependencies: Option<Type>,
     pub entries: Vec<Entry>,
     /// Where an error about the whole saga points.
     pub span: Span,
@@ -141,6 +144,7 @@ impl Parse for SagaDef {
         let mut def = SagaDef {
             name: None,
             context: None,
+            dependencies: None,
             entries: Vec::new(),
             span,
         };
@@ -185,6 +189,11 @@ fn parse_field(input: ParseStream<'_>, def: &mut SagaDef) -> syn::Result<()> {
             return Err(duplicate("context"));
         }
         def.context = Some(input.parse()?);
+    } else if key == "dependencies" {
+        if def.dependencies.is_some() {
+            return Err(duplicate("dependencies"));
+        }
+        def.dependencies = Some(input.parse()?);
     } else {
         return Err(syn::Error::new(
             key.span(),

@@ -13,7 +13,7 @@ mod expand;
 mod validate;
 
 /// Declares a saga from `#[saga_task]` functions; evaluates to a
-/// `Saga<C>`, checked at compile time.
+/// `Saga<C, D>`, checked at compile time.
 ///
 /// # Grammar
 ///
@@ -21,6 +21,7 @@ mod validate;
 /// saga! {
 ///     name: "order",               // required
 ///     context: OrderCtx,           // optional, default `saga_core::Context`
+///     dependencies: Services,      // optional, default `()`
 ///     step validate_cart;
 ///     step create_order => undo cancel_order;
 ///     step charge_payment => undo refund_payment, retry 3, timeout 2s;
@@ -33,6 +34,12 @@ mod validate;
 /// }
 /// ```
 ///
+/// - `dependencies: D` are the saga's tools (clients, pools), lent to an
+///   in-memory run by `saga.using(&services)` and to a durable one by
+///   `SagaEngine::with_dependencies`; every step is read as a
+///   `Task<C, D>`, so a `#[saga_task]` function asking for `&T` needs
+///   `D: Provides<T>` (a compile error naming the function, `T` and `D`
+///   otherwise). See `#[saga_task]`'s example with dependencies.
 /// - `step path` adds the `#[saga_task]` function at `path`; `pivot path`
 ///   adds it as the pivot, the point of no return (a function whose
 ///   attribute says `pivot` is the pivot wherever it is listed).
@@ -216,7 +223,7 @@ pub fn saga(input: TokenStream) -> TokenStream {
         Ok(def) => def,
         Err(e) => {
             let error = e.to_compile_error();
-            let stub = expand::saga_stub(None);
+            let stub = expand::saga_stub(None, None);
             return quote!({ #error #stub }).into();
         }
     };
@@ -224,7 +231,7 @@ pub fn saga(input: TokenStream) -> TokenStream {
         Ok(()) => expand::saga(&def).into(),
         Err(e) => {
             let error = e.to_compile_error();
-            let stub = expand::saga_stub(def.context.as_ref());
+            let stub = expand::saga_stub(def.context.as_ref(), def.dependencies.as_ref());
             quote!({ #error #stub }).into()
         }
     }
@@ -237,9 +244,17 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// # Shapes
 ///
 /// ```text
-/// [async] fn step(ctx: &mut C [, info: &StepInfo<'_>]) -> Result<T, E>
-/// [async] fn compensation(ctx: &mut C, output: Option<&T> [, info: &StepInfo<'_>]) -> Result<(), E>
+/// [async] fn step(ctx: &mut C [, info: &StepInfo<'_>] [, tool: &T]..) -> Result<T, E>
+/// [async] fn compensation(ctx: &mut C, output: Option<&T> [, info: &StepInfo<'_>] [, tool: &T]..) -> Result<(), E>
 /// ```
+///
+/// After the context, the parameters come in any order. Any `&T` other
+/// than `&StepInfo<'_>` asks the saga's dependencies for a `T` (an HTTP
+/// client, a pool): the generated `Task` impl serves every saga whose
+/// dependencies `D` implement `Provides<T>` for each such `T` (every type
+/// provides itself), and a `saga!` whose `dependencies:` lack one is a
+/// compile error naming the function, `T` and `D`. A function without
+/// such parameters fits any saga.
 ///
 /// `&C` may replace `&mut C`: the function then only reads the context
 /// (mutating through its own locks or atomics), and can be a branch of a
@@ -321,6 +336,50 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// let mut gw = Gateway { calls: 0, charged: vec![] };
 /// let report = pay.run_blocking(&mut gw).unwrap();
 /// assert_eq!(report.steps[0].attempts, 2);
+/// ```
+///
+/// # Example with dependencies
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use saga_core::{saga, saga_task, Provides, StepError};
+///
+/// struct Payments { next: AtomicU64 }
+/// struct Mailer { sent: AtomicU64 }
+/// struct Services { payments: Payments, mailer: Mailer }
+///
+/// impl Provides<Payments> for Services {
+///     fn provide(&self) -> &Payments { &self.payments }
+/// }
+/// impl Provides<Mailer> for Services {
+///     fn provide(&self) -> &Mailer { &self.mailer }
+/// }
+///
+/// #[derive(Default)]
+/// struct Order { payment: Option<u64> }
+///
+/// #[saga_task]
+/// fn charge(order: &mut Order, payments: &Payments, mailer: &Mailer) -> Result<u64, StepError> {
+///     let id = payments.next.fetch_add(1, Ordering::SeqCst);
+///     mailer.sent.fetch_add(1, Ordering::SeqCst);
+///     order.payment = Some(id);
+///     Ok(id)
+/// }
+///
+/// let checkout = saga! {
+///     name: "checkout",
+///     context: Order,
+///     dependencies: Services,
+///     step charge;
+/// };
+/// let services = Services {
+///     payments: Payments { next: AtomicU64::new(7) },
+///     mailer: Mailer { sent: AtomicU64::new(0) },
+/// };
+/// let mut order = Order::default();
+/// checkout.using(&services).run_blocking(&mut order).unwrap();
+/// assert_eq!(order.payment, Some(7));
+/// assert_eq!(services.mailer.sent.load(Ordering::SeqCst), 1);
 /// ```
 #[proc_macro_attribute]
 pub fn saga_task(args: TokenStream, item: TokenStream) -> TokenStream {

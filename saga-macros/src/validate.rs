@@ -43,10 +43,10 @@ pub struct TaskFn {
     /// Whether it takes `&C`: a shared step or compensation, which a
     /// `parallel` group can run.
     pub shared: bool,
-    /// Whether it takes `&StepInfo<'_>` last.
-    pub info: bool,
     /// `T` of an `Option<&T>` parameter: the function is a compensation.
     pub output_param: Option<Type>,
+    /// The parameters after the context, in the function's order.
+    pub params: Vec<Param>,
     /// `T` of `Result<T, E>`.
     pub ok: Type,
     /// Where the error type is written (`E` of `Result<T, E>`, else the
@@ -55,7 +55,25 @@ pub struct TaskFn {
     pub is_async: bool,
 }
 
+/// A parameter after the context.
+pub enum Param {
+    /// `Option<&T>`, a compensation's step output.
+    Output,
+    /// `&StepInfo<'_>`.
+    Info,
+    /// `&T`, a dependency: the saga's dependencies provide the `T`.
+    Dependency(Box<Type>),
+}
+
 impl TaskFn {
+    /// The types of the dependency parameters, in order.
+    pub fn dependencies(&self) -> impl Iterator<Item = &Type> {
+        self.params.iter().filter_map(|p| match p {
+            Param::Dependency(ty) => Some(&**ty),
+            _ => None,
+        })
+    }
+
     /// Whether it can be a step: no output parameter.
     pub fn is_step(&self) -> bool {
         self.output_param.is_none()
@@ -68,11 +86,11 @@ impl TaskFn {
     }
 }
 
-const SHAPES: &str = "a step is `fn(ctx: &mut C) -> Result<T, E>`, a compensation `fn(ctx: &mut C, output: Option<&T>) -> Result<(), E>`; either may take `info: &StepInfo<'_>` last, be `async` and take `&C` instead of `&mut C`";
+const SHAPES: &str = "a step is `fn(ctx: &mut C) -> Result<T, E>`, a compensation `fn(ctx: &mut C, output: Option<&T>) -> Result<(), E>`; after the context either may take `info: &StepInfo<'_>` and dependencies as `&T`, be `async` and take `&C` instead of `&mut C`";
 
-/// The function's shape: context first, then an optional `Option<&T>`,
-/// then an optional `&StepInfo<'_>`; returns `Result<T, E>`; not generic,
-/// no `self`.
+/// The function's shape: context first, then in any order an optional
+/// `Option<&T>`, an optional `&StepInfo<'_>` and `&T` dependencies;
+/// returns `Result<T, E>`; not generic, no `self`.
 pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
     let mut errors = Errors::default();
     let sig = &item.sig;
@@ -107,6 +125,7 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
     }
     let mut output_param = None;
     let mut info = false;
+    let mut params = Vec::new();
     for arg in inputs {
         let ty = match arg {
             FnArg::Typed(arg) => &*arg.ty,
@@ -118,28 +137,33 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
                 continue;
             }
         };
-        let reference = match ty {
-            Type::Reference(r) => Some(r),
+        let shared_ref = match ty {
+            Type::Reference(r) if r.mutability.is_none() => Some(r),
             _ => None,
         };
-        if !info && reference.is_some_and(|r| is_step_info(&r.elem)) {
-            info = true;
-            continue;
-        }
-        // The output comes before the `StepInfo`, once.
-        let may_be_output = !info && output_param.is_none();
-        match option_ref(ty) {
-            Some(inner) if may_be_output => output_param = Some(inner.clone()),
-            _ if may_be_output && reference.is_some_and(|r| r.mutability.is_none()) => {
-                errors.push(syn::Error::new_spanned(
-                    ty,
-                    format!(
-                        "a compensation receives its step's output as `Option<&T>`, not `&T`: `None` when the step's outcome is unknown (a timeout, a panic); write `Option<{}>`",
-                        quote::quote!(#ty).to_string().replace("& ", "&")
-                    ),
-                ));
+        match (shared_ref, option_ref(ty)) {
+            (Some(r), _) if is_step_info(&r.elem) => {
+                if info {
+                    errors.push(syn::Error::new_spanned(
+                        ty,
+                        "a second `&StepInfo<'_>`: take it once",
+                    ));
+                }
+                info = true;
+                params.push(Param::Info);
             }
-            _ => errors.push(syn::Error::new_spanned(
+            (Some(r), _) => params.push(Param::Dependency(r.elem.clone())),
+            (None, Some(inner)) => {
+                if output_param.is_some() {
+                    errors.push(syn::Error::new_spanned(
+                        ty,
+                        "a second `Option<&T>`: a compensation receives one step output",
+                    ));
+                }
+                output_param = Some(inner.clone());
+                params.push(Param::Output);
+            }
+            (None, None) => errors.push(syn::Error::new_spanned(
                 ty,
                 format!("unexpected parameter: {SHAPES}"),
             )),
@@ -160,8 +184,8 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
         (Some(context), Some(ok)) => Ok(TaskFn {
             context,
             shared,
-            info,
             output_param,
+            params,
             ok,
             error_span: error_span(&sig.output),
             is_async: sig.asyncness.is_some(),

@@ -1,8 +1,18 @@
-use saga_core::{saga_task, StepError};
+use saga_core::{saga, saga_task, StepError};
 
 struct Shop;
 
 #[saga_task]
+fn charge(_: &mut Shop) -> Result<u64, StepError> { Ok(1) }
+
+// `&u64` asks the saga's dependencies for a `u64`: the output is missing.
+#[saga_task]
 fn refund(_: &mut Shop, _payment: &u64) -> Result<(), StepError> { Ok(()) }
 
-fn main() {}
+fn main() {
+    let _saga = saga! {
+        name: "order",
+        context: Shop,
+        step charge => undo refund;
+    };
+}

@@ -8,7 +8,7 @@ use super::*;
 /// compensation, retries and asyncness, as rules of `saga_core::checks`
 /// (see `rule`). Each is spanned at the token the user should change; one
 /// function per rule below.
-pub(super) fn checks(steps: &[&StepDef], ctx: &TokenStream) -> TokenStream {
+pub(super) fn checks(steps: &[&StepDef], ctx: &SagaTypes) -> TokenStream {
     let mut out = TokenStream::new();
     for (i, step) in steps.iter().enumerate() {
         let earlier = &steps[..i];
@@ -44,7 +44,7 @@ pub(super) fn rule(
 /// A group's branches: each takes the context shared, and so does its
 /// compensation, and none is a pivot by its attribute (the `pivot`
 /// keyword is rejected by `validate.rs`).
-pub(super) fn group_checks(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
+pub(super) fn group_checks(group: &GroupDef, ctx: &SagaTypes) -> TokenStream {
     let mut out = TokenStream::new();
     for step in &group.branches {
         let span = step.task.span();
@@ -80,13 +80,13 @@ pub(super) fn group_checks(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
 }
 
 /// Whether the step has a compensation, as a `const` expression.
-pub(super) fn has_compensation(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+pub(super) fn has_compensation(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
     let dsl = step.undo.is_some();
     let attr = step_of(step, ctx, "HAS_COMPENSATION");
     quote!((#dsl || #attr))
 }
 
-pub(super) fn compensation_given_twice(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+pub(super) fn compensation_given_twice(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
     let Some((keyword, undo)) = &step.undo else {
         return TokenStream::new();
     };
@@ -95,7 +95,7 @@ pub(super) fn compensation_given_twice(step: &StepDef, ctx: &TokenStream) -> Tok
     rule(span, step, "OneCompensation", &[], quote!(!#attr))
 }
 
-pub(super) fn timeout_needs_async(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+pub(super) fn timeout_needs_async(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
     let Some(option) = step
         .options
         .iter()
@@ -113,7 +113,7 @@ pub(super) fn timeout_needs_async(step: &StepDef, ctx: &TokenStream) -> TokenStr
     )
 }
 
-pub(super) fn undo_retry_needs_compensation(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+pub(super) fn undo_retry_needs_compensation(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
     let option = step
         .options
         .iter()
@@ -126,7 +126,7 @@ pub(super) fn undo_retry_needs_compensation(step: &StepDef, ctx: &TokenStream) -
     rule(span, step, "UndoRetryNeedsCompensation", &[], holds)
 }
 
-pub(super) fn one_pivot(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenStream {
+pub(super) fn one_pivot(step: &StepDef, earlier: &[&StepDef], ctx: &SagaTypes) -> TokenStream {
     if earlier.is_empty() {
         return TokenStream::new();
     }
@@ -139,7 +139,7 @@ pub(super) fn one_pivot(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream)
 pub(super) fn no_compensation_from_pivot(
     step: &StepDef,
     earlier: &[&StepDef],
-    ctx: &TokenStream,
+    ctx: &SagaTypes,
 ) -> TokenStream {
     let this = pivot_expr(step, ctx);
     let earlier = earlier.iter().map(|s| pivot_expr(s, ctx));
@@ -154,7 +154,7 @@ pub(super) fn no_compensation_from_pivot(
     )
 }
 
-pub(super) fn unique_names(step: &StepDef, earlier: &[&StepDef], ctx: &TokenStream) -> TokenStream {
+pub(super) fn unique_names(step: &StepDef, earlier: &[&StepDef], ctx: &SagaTypes) -> TokenStream {
     let p = private();
     let name = name_expr(step, ctx);
     earlier

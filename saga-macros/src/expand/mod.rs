@@ -9,7 +9,7 @@ use syn::{Ident, ItemFn, LitStr, Path, Type};
 
 use crate::ast::{Attempts, Dur, Entry, GroupDef, OptionValue, SagaDef, StepDef};
 use crate::attr::{RetryArgs, TaskArgs};
-use crate::validate::TaskFn;
+use crate::validate::{Param, TaskFn};
 
 mod checks;
 mod saga;
@@ -116,8 +116,8 @@ mod tests {
     #[test]
     fn stub_context_defaults_to_inference() {
         assert_eq!(
-            super::saga_stub(None).to_string(),
-            ":: saga_core :: __private :: stub :: < _ > ()"
+            super::saga_stub(None, None).to_string(),
+            ":: saga_core :: __private :: stub :: < _ , _ > ()"
         );
     }
 }
@@ -129,9 +129,10 @@ mod docs_expansion {
 
     fn expansion() -> String {
         let create: syn::ItemFn = syn::parse_quote! {
-            fn create_order(order: &mut Order) -> Result<u64, StepError> {
-                order.id = Some(1001);
-                Ok(1001)
+            fn create_order(order: &mut Order, orders: &OrdersClient) -> Result<u64, StepError> {
+                let id = orders.create(order)?;
+                order.id = Some(id);
+                Ok(id)
             }
         };
         let cancel: syn::ItemFn = syn::parse_quote! {
@@ -146,6 +147,7 @@ mod docs_expansion {
         let saga: crate::ast::SagaDef = syn::parse_quote! {
             name: "order",
             context: Order,
+            dependencies: Services,
             step create_order, retry 5;
             pivot ship_order;
         };

@@ -3,29 +3,59 @@
 
 use super::*;
 
-pub(super) fn context_of(saga: &SagaDef) -> TokenStream {
-    match &saga.context {
-        Some(ty) => ty.to_token_stream(),
-        None => quote!(::saga_core::Context),
+/// The saga's context `C` and dependencies `D`: as tokens, the context
+/// (what the rules and compensations name); `Task<C, D>` through `task`.
+pub(super) struct SagaTypes {
+    pub ctx: TokenStream,
+    pub deps: TokenStream,
+}
+
+impl SagaTypes {
+    /// `Task<C, D>`.
+    fn task(&self) -> TokenStream {
+        let p = private();
+        let (ctx, deps) = (&self.ctx, &self.deps);
+        quote!(#p::Task<#ctx, #deps>)
+    }
+}
+
+impl ToTokens for SagaTypes {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        self.ctx.to_tokens(tokens);
+    }
+}
+
+pub(super) fn types_of(saga: &SagaDef) -> SagaTypes {
+    SagaTypes {
+        ctx: match &saga.context {
+            Some(ty) => ty.to_token_stream(),
+            None => quote!(::saga_core::Context),
+        },
+        deps: match &saga.dependencies {
+            Some(ty) => ty.to_token_stream(),
+            None => quote!(()),
+        },
     }
 }
 
 /// `saga!` next to its compile errors: a value of the right type, so that
 /// the uses of the saga do not add errors.
-pub fn saga_stub(context: Option<&Type>) -> TokenStream {
+pub fn saga_stub(context: Option<&Type>, dependencies: Option<&Type>) -> TokenStream {
     let p = private();
     let context = context.map_or_else(|| quote!(_), ToTokens::to_token_stream);
-    quote!(#p::stub::<#context>())
+    let dependencies = dependencies.map_or_else(|| quote!(_), ToTokens::to_token_stream);
+    quote!(#p::stub::<#context, #dependencies>())
 }
 
 /// What `<K as Task<C>>` says of `item`, spanned at the step's path:
 /// every mention of a step has the same span and names the one trait, so
 /// a step that is not a task gives one error, not one per mention.
-pub(super) fn step_of(step: &StepDef, ctx: &TokenStream, item: &str) -> TokenStream {
+pub(super) fn step_of(step: &StepDef, ctx: &SagaTypes, item: &str) -> TokenStream {
     let path = &step.alias;
     let span = step.task.span();
     let p = private();
-    let task = quote_spanned!(span=> <#path as #p::Task<#ctx>>);
+    let task = ctx.task();
+    let task = quote_spanned!(span=> <#path as #task>);
     match item {
         "IS_ASYNC" => quote_spanned!(span=> #task::ACTION.is_async()),
         "SHARED" => quote_spanned!(span=> #task::ACTION.is_shared()),
@@ -46,7 +76,7 @@ pub(super) fn dsl_name(step: &StepDef) -> Option<&LitStr> {
 }
 
 /// The step's name as a `const` expression.
-pub(super) fn name_expr(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+pub(super) fn name_expr(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
     match dsl_name(step) {
         Some(lit) => quote!(#lit),
         None => step_of(step, ctx, "NAME"),
@@ -54,7 +84,7 @@ pub(super) fn name_expr(step: &StepDef, ctx: &TokenStream) -> TokenStream {
 }
 
 /// Whether the step is a pivot, as a `const` expression.
-pub(super) fn pivot_expr(step: &StepDef, ctx: &TokenStream) -> TokenStream {
+pub(super) fn pivot_expr(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
     let k_pivot = step_of(step, ctx, "PIVOT");
     let dsl = step.pivot;
     quote!((#dsl || #k_pivot))
@@ -86,7 +116,7 @@ pub(super) fn path_text(path: &Path) -> String {
 /// ```
 pub fn saga(saga: &SagaDef) -> TokenStream {
     let p = private();
-    let ctx = context_of(saga);
+    let ctx = types_of(saga);
     let name = saga.name.as_ref().map(LitStr::value).unwrap_or_default();
     let steps = saga.steps();
     let mut checks = checks(&steps, &ctx);
@@ -98,10 +128,11 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
         Entry::Parallel(group) => parallel(group, &ctx),
     });
     let aliases = aliases(&steps);
+    let deps = &ctx.deps;
     quote! {{
         #aliases
         #checks
-        let __saga_builder = #p::Saga::<#ctx>::builder(#name);
+        let __saga_builder = #p::Saga::<#ctx, #deps>::builder(#name);
         #(let __saga_builder = #pushes;)*
         #p::finish(__saga_builder)
     }}
@@ -176,18 +207,19 @@ enum Target {
 /// added to the builder. `SagaBuilder::parallel` needs `C: Send + Sync`;
 /// the call carries the `parallel` keyword's span, so a context that is
 /// not `Sync` is reported there.
-pub(super) fn parallel(group: &GroupDef, ctx: &TokenStream) -> TokenStream {
+pub(super) fn parallel(group: &GroupDef, ctx: &SagaTypes) -> TokenStream {
     let p = private();
     let branches = group.branches.iter().map(|b| push(b, ctx, Target::Group));
+    let deps = &ctx.deps;
     let add = quote_spanned!(group.keyword.span()=> __saga_builder.parallel(__saga_group));
     quote! {{
-        let __saga_group = #p::Parallel::<#ctx>::new();
+        let __saga_group = #p::Parallel::<#ctx, #deps>::new();
         #(let __saga_group = #branches;)*
         #add
     }}
 }
 
-fn push(step: &StepDef, ctx: &TokenStream, into: Target) -> TokenStream {
+fn push(step: &StepDef, ctx: &SagaTypes, into: Target) -> TokenStream {
     let p = private();
     let mut attempts = None;
     let mut undo_attempts = None;
@@ -216,7 +248,11 @@ fn push(step: &StepDef, ctx: &TokenStream, into: Target) -> TokenStream {
     let pivot = step.pivot;
     let undo = step.undo.as_ref().map(|(_, undo)| {
         let output = step_of(step, ctx, "Output");
-        let undo = compensation(&step.undo_alias, undo.span(), ctx, &output);
+        let checked = compensation(&step.undo_alias, undo.span(), ctx, &output);
+        let deps = &ctx.deps;
+        let undo = quote_spanned! {undo.span()=>
+            <#checked::Checked as #p::UndoOf<#ctx, #output, #deps>>
+        };
         quote!(let __saga_step = #undo::attach(__saga_step);)
     });
     // The whole calls carry the step's span, so that an error about the

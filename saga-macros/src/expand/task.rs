@@ -4,18 +4,33 @@
 use super::*;
 
 /// The call of the function from a closure of `(ctx, info)` for a step,
-/// `(ctx, output, info)` for a compensation (`undo`).
+/// `(ctx, output, info)` for a compensation (`undo`): the parameters after
+/// the context in the function's order, each dependency `&T` borrowed
+/// from the saga's dependencies (`info.dependencies()`). The function's
+/// `&StepInfo<'_>` is the same information without the dependencies (its
+/// type is `StepInfo<'_, ()>`), made next to the call: an async call then
+/// runs in an `async move` block that owns it.
 pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
     let ident = &item.sig.ident;
-    let output = (undo && task.output_param.is_some()).then(|| quote!(__saga_output,));
-    let info = task.info.then(|| quote!(__saga_info));
-    let call = quote!(#ident(__saga_ctx, #output #info));
+    let p = private();
+    let args = task.params.iter().map(|param| match param {
+        Param::Output if undo => quote!(__saga_output),
+        // A step has no output parameter (`is_step`).
+        Param::Output => quote!(::core::option::Option::None),
+        Param::Info => quote!(&__saga_plain_info),
+        Param::Dependency(ty) => quote_spanned! {ty.span()=>
+            <__SagaD as #p::Provides<#ty>>::provide(__saga_info.dependencies())
+        },
+    });
+    let call = quote!(#ident(__saga_ctx, #(#args),*));
+    let has_info = task.params.iter().any(|p| matches!(p, Param::Info));
+    let plain_info =
+        has_info.then(|| quote!(let __saga_plain_info = __saga_info.with_dependencies(&());));
     // The error converts at the error type, so that a wrong one is
     // reported there, once, as rustc's "the trait bound `E: Into<StepError>`
     // is not satisfied". The conversion is a closure rather than the path
     // `Into::into`, which would be checked again at the call, at the
     // attribute: see `allow_closure`.
-    let p = private();
     let error = quote_spanned! {task.error_span=>
         |__saga_error| ::core::convert::Into::<#p::StepError>::into(__saga_error)
     };
@@ -32,12 +47,20 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
             let ok = &task.ok;
             quote_spanned!(ok.span()=> |__saga_ok: #ok| __saga_ok)
         };
+        let call = match plain_info {
+            Some(plain_info) => quote!(async move {
+                #plain_info
+                #call.await
+            }),
+            None => call,
+        };
         quote!({
             let __saga_future = #call;
             #p::step_future(#future, #output, #error)
         })
     } else {
         quote!({
+            #plain_info
             let __saga_result = #call;
             __saga_result.map_err(#error)
         })
@@ -92,14 +115,21 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
         let shape = shape(task, true);
         let shared = task.shared;
         let allow = allow_closure();
+        let bounds = dependency_bounds(ident, task);
         out.extend(quote! {
             impl #p::UndoContext<#ctx> for #ident {
                 type Checked = #ident;
                 const SHARED: bool = #shared;
             }
             impl #p::UndoOutput<#ctx, #output> for #ident {
+                type Checked = #ident;
+            }
+            impl<__SagaD> #p::UndoOf<#ctx, #output, __SagaD> for #ident
+            where
+                __SagaD: #bounds,
+            {
                 #allow
-                const UNDO: #p::UndoFn<#ctx, (), #output> = #shape(#closure);
+                const UNDO: #p::UndoFn<#ctx, __SagaD, #output> = #shape(#closure);
             }
         });
     }
@@ -127,15 +157,34 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     // should point at that type.
     let codec = quote_spanned!(ok.span()=> (&#p::Codec::<#ok>::NEW).__saga_codec(__saga_step));
     let shape = shape(task, false);
-    let undo = match &args.compensate {
+    let bounds = dependency_bounds(ident, task);
+    // An undo named by the attribute: its context and output are checked
+    // here, whatever the dependencies; what it asks of them is a bound of
+    // the impl, so that the task serves the sagas whose dependencies
+    // provide what both functions ask for.
+    let (undo, undo_check, undo_bound) = match &args.compensate {
         Some((_, undo)) => {
-            let undo = compensation(undo, undo.span(), ctx, &quote!(#ok));
-            quote!(::core::option::Option::Some(#undo::UNDO))
+            let checked = compensation(undo, undo.span(), ctx, &quote!(#ok));
+            let of = quote_spanned!(undo.span()=> #p::UndoOf<#ctx, #ok, __SagaD>);
+            (
+                quote!(::core::option::Option::Some(<#undo as #of>::UNDO)),
+                quote!(const _: () = #checked::OK;),
+                quote_spanned!(undo.span()=> #undo: #of,),
+            )
         }
-        None => quote!(::core::option::Option::None),
+        None => (
+            quote!(::core::option::Option::None),
+            TokenStream::new(),
+            TokenStream::new(),
+        ),
     };
     quote! {
-        impl #p::Task<#ctx> for #ident {
+        #undo_check
+        impl<__SagaD> #p::Task<#ctx, __SagaD> for #ident
+        where
+            __SagaD: #bounds,
+            #undo_bound
+        {
             type Output = #ok;
             const NAME: &'static str = #name;
             const PIVOT: bool = #pivot;
@@ -144,13 +193,15 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
             #allow
-            const ACTION: #p::TaskFn<#ctx, (), #ok> = #shape(|__saga_ctx, __saga_info| {
+            const ACTION: #p::TaskFn<#ctx, __SagaD, #ok> = #shape(|__saga_ctx, __saga_info| {
                 let _ = &__saga_info;
                 #call
             });
-            const UNDO: ::core::option::Option<#p::UndoFn<#ctx, (), #ok>> = #undo;
+            const UNDO: ::core::option::Option<#p::UndoFn<#ctx, __SagaD, #ok>> = #undo;
 
-            fn __saga_codec(__saga_step: #p::Step<#ctx, #ok>) -> #p::Step<#ctx, #ok> {
+            fn __saga_codec(
+                __saga_step: #p::Step<#ctx, #ok, __SagaD>,
+            ) -> #p::Step<#ctx, #ok, __SagaD> {
                 use #p::{Durable as _, InMemory as _};
                 #codec
             }
@@ -170,6 +221,17 @@ fn shape(task: &TaskFn, undo: bool) -> TokenStream {
         (true, true) => quote!(SharedAsync),
     };
     quote!(#p::#kind::#variant)
+}
+
+/// What the impl of a function asks of the saga's dependencies `__SagaD`:
+/// `Send + Sync + 'static` and, for each `&T` parameter, the rule
+/// `checks::Dependency<f, T>` (that is, `Provides<T>`, in words that name
+/// the function), spanned at the parameter.
+pub(super) fn dependency_bounds(ident: &Ident, task: &TaskFn) -> TokenStream {
+    let tools = task
+        .dependencies()
+        .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::Dependency<#ident, #ty>));
+    quote!(::core::marker::Send + ::core::marker::Sync + 'static #(#tools)*)
 }
 
 /// `<<undo as UndoContext<C>>::Checked as UndoOutput<C, T>>`, spanned at
@@ -230,7 +292,11 @@ pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
         }
         #[diagnostic::do_not_recommend]
         impl<__SagaC, __SagaT> #p::UndoOutput<__SagaC, __SagaT> for #ident {
-            const UNDO: #p::UndoFn<__SagaC, (), __SagaT> =
+            type Checked = #ident;
+        }
+        #[diagnostic::do_not_recommend]
+        impl<__SagaC, __SagaT, __SagaD> #p::UndoOf<__SagaC, __SagaT, __SagaD> for #ident {
+            const UNDO: #p::UndoFn<__SagaC, __SagaD, __SagaT> =
                 #p::UndoFn::SharedAsync(|_, _, _| ::core::unreachable!());
         }
     }
