@@ -261,7 +261,10 @@ async fn the_durable_engine_hands_its_dependencies_to_saga_macro_steps_and_undos
         ..Order::default()
     };
     let id = engine.start("checkout", failing).await.unwrap();
-    let report = engine.wait(&id).await.unwrap();
+    let report = match engine.wait(&id).await {
+        Err(saga_core::WaitError::Saga(failed)) => failed.report().clone(),
+        other => panic!("the failing order did not roll back: {other:?}"),
+    };
     assert_eq!(report.status, ExecutionStatus::Compensated);
     assert_eq!(steps(&report), ROLLED_BACK);
     assert_eq!(
