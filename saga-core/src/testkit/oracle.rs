@@ -202,10 +202,15 @@ impl Plan {
                 }
             }
         }
-        if let Fault::Undo { step, .. } = fault
-            && status == ExecutionStatus::Stuck
-            && !self.continue_on_failure
-        {
+        let halted_at = match fault {
+            Fault::Undo { step, .. }
+                if status == ExecutionStatus::Stuck && !self.continue_on_failure =>
+            {
+                Some(step)
+            }
+            _ => None,
+        };
+        if let Some(step) = halted_at {
             for s in (0..n).filter(|&s| self.node_of[s] < self.node_of[step]) {
                 if undo_calls(s).next().is_some() {
                     problems.push(format!(
