@@ -377,6 +377,9 @@ pub(crate) struct ResumeStep {
     pub(crate) attempts: u32,
     pub(crate) compensation_attempts: u32,
     pub(crate) last_error: Option<String>,
+    /// The detail (cause chain and marks) of the failure that logged
+    /// `last_error`, if the log has one.
+    pub(crate) last_detail: Option<String>,
 }
 
 /// The direction of a [`Resume`].

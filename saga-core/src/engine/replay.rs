@@ -118,6 +118,7 @@ pub(super) fn fold(
                 attempts: 0,
                 compensation_attempts: 0,
                 last_error: None,
+                last_detail: None,
             })
             .collect(),
         outputs: vec![None; steps],
@@ -165,6 +166,7 @@ pub(super) fn fold(
                     s.outcome = Outcome::NotApplied;
                 }
                 s.last_error.clone_from(&event.error);
+                s.last_detail.clone_from(&event.detail);
                 if !event.will_retry {
                     s.status = StepStatus::Failed;
                 }
@@ -210,6 +212,7 @@ pub(super) fn fold(
                 *flying = false;
                 s.compensation_attempts = event.attempt;
                 s.last_error.clone_from(&event.error);
+                s.last_detail.clone_from(&event.detail);
                 if !event.will_retry {
                     s.status = StepStatus::CompensationFailed;
                 }

@@ -187,6 +187,13 @@ impl<'a> State<'a> {
         if rare {
             self.extra();
         }
+        // The first failure logged as final keeps its causes and marks for
+        // `failed_for_good`.
+        let failed_detail = resume
+            .steps
+            .iter()
+            .find(|step| step.status == StepStatus::Failed)
+            .and_then(|step| step.last_detail.clone());
         for (index, (step, output)) in resume.steps.into_iter().zip(resume.outputs).enumerate() {
             let Some(record) = self.records.get_mut(index) else {
                 break;
@@ -201,7 +208,7 @@ impl<'a> State<'a> {
             }
         }
         let ResumePhase::Rollback { cause } = resume.phase else {
-            return self.failed_for_good(saga);
+            return self.failed_for_good(saga, failed_detail.as_deref());
         };
         self.status = ExecutionStatus::Compensating;
         Some(Box::new(match cause {
@@ -224,7 +231,11 @@ impl<'a> State<'a> {
     /// logged is followed, never taken again under this build's rules: the
     /// step is not run again, and the run goes where that failure leads
     /// (as [`forward`](super::forward::forward) decides for a live one).
-    fn failed_for_good<C, D>(&mut self, saga: &SagaInner<C, D>) -> Option<Box<Stop>> {
+    fn failed_for_good<C, D>(
+        &mut self,
+        saga: &SagaInner<C, D>,
+        detail: Option<&str>,
+    ) -> Option<Box<Stop>> {
         let index = self
             .records
             .iter()
@@ -236,10 +247,7 @@ impl<'a> State<'a> {
             .unwrap_or_default();
         let step = &saga.steps[index];
         let unknown = self.records[index].outcome == Outcome::Unknown;
-        let mut error = StepError::new(message);
-        if unknown {
-            error = error.outcome_unknown();
-        }
+        let error = LoggedError::from_event(&message, unknown, detail).into_step_error();
         let after_pivot = step.kind == StepKind::Retriable;
         Some(Box::new(if after_pivot || (step.pivot && unknown) {
             let node = saga
