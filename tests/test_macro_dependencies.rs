@@ -279,3 +279,121 @@ async fn the_durable_engine_hands_its_dependencies_to_saga_macro_steps_and_undos
     );
     assert_eq!(ledger.sent.load(Ordering::SeqCst), 3);
 }
+
+/// Sync, reaching the whole dependency struct through its
+/// `&StepInfo<'_, Services>`.
+#[saga_task(undo = unhold)]
+fn hold(order: &mut Order, info: &StepInfo<'_, Services>) -> Result<u32, StepError> {
+    let services = info.dependencies();
+    services.client.call(format!(
+        "hold in {} attempt {}",
+        info.step(),
+        info.attempt()
+    ));
+    services.mailer.sent.fetch_add(1, Ordering::SeqCst);
+    order.seat = Some(7);
+    Ok(7)
+}
+
+/// Its undo, taking `StepInfo<'_, Services>` by value before the output.
+#[saga_task]
+fn unhold(
+    order: &mut Order,
+    info: StepInfo<'_, Services>,
+    seat: Option<&u32>,
+) -> Result<(), StepError> {
+    info.dependencies()
+        .client
+        .call(format!("unhold {seat:?} in {}", info.step()));
+    order.seat = None;
+    Ok(())
+}
+
+/// Async, taking `StepInfo<'_, Client>`: the part of the saga's
+/// dependencies that `Services` provides.
+#[saga_task]
+async fn bill(order: &mut Order, info: StepInfo<'_, Client>) -> Result<u64, StepError> {
+    info.dependencies().call(format!("bill in {}", info.step()));
+    order.charged = Some(900);
+    Ok(900)
+}
+
+/// An async undo named in `saga!`, with `&StepInfo<'_, Services>`.
+#[saga_task]
+async fn unbill(
+    order: &mut Order,
+    cents: Option<&u64>,
+    info: &StepInfo<'_, Services>,
+) -> Result<(), StepError> {
+    info.dependencies()
+        .client
+        .call(format!("unbill {cents:?} in {}", info.step()));
+    info.dependencies()
+        .mailer
+        .sent
+        .fetch_add(1, Ordering::SeqCst);
+    order.charged = None;
+    Ok(())
+}
+
+fn held_checkout() -> Saga<Order, Services> {
+    saga! {
+        name: "held_checkout",
+        context: Order,
+        dependencies: Services,
+        step hold;
+        step bill => undo unbill;
+        step ship;
+    }
+}
+
+#[tokio::test]
+async fn steps_and_undos_taking_step_info_of_the_dependencies_reach_them() {
+    let (services, ledger) = services("memory");
+    let mut order = Order::default();
+    let report = held_checkout()
+        .using(&services)
+        .run(&mut order)
+        .await
+        .unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert_eq!(
+        ledger.calls(),
+        ["memory:hold in hold attempt 1", "memory:bill in bill"]
+    );
+    assert_eq!(ledger.sent.load(Ordering::SeqCst), 1);
+    assert_eq!((order.seat, order.charged), (Some(7), Some(900)));
+
+    let mut order = Order {
+        fail: true,
+        ..Order::default()
+    };
+    let err = held_checkout()
+        .using(&services)
+        .run(&mut order)
+        .await
+        .unwrap_err();
+    assert_eq!(err.report().status, ExecutionStatus::Compensated);
+    assert_eq!(
+        &ledger.calls()[2..],
+        [
+            "memory:hold in hold attempt 1",
+            "memory:bill in bill",
+            "memory:unbill Some(900) in bill",
+            "memory:unhold Some(7) in hold",
+        ]
+    );
+    // The first run's hold, the second's hold and its unbill.
+    assert_eq!(ledger.sent.load(Ordering::SeqCst), 3);
+    assert_eq!((order.seat, order.charged), (None, None));
+}
+
+#[test]
+fn a_step_taking_step_info_of_the_dependencies_is_callable_by_hand() {
+    let (services, ledger) = services("unit");
+    let id = saga_core::ExecutionId::new("unit-1");
+    let info = StepInfo::new("unit", &id, "hold", 3).with_dependencies(&services);
+    let mut order = Order::default();
+    assert_eq!(hold(&mut order, &info).unwrap(), 7);
+    assert_eq!(ledger.calls(), ["unit:hold in hold attempt 3"]);
+}

@@ -20,6 +20,7 @@ pub use crate::saga::{Parallel, Saga, SagaBuilder, default_undo_retry};
 pub use crate::step::{
     BoxFuture, Dsl, Provides, RetrySpec, Step, StepInfo, Task, TaskFn, UndoFn, undo_shared,
 };
+pub use checks::UndoOf;
 
 /// The conversion of an async function's result: one boxed future, the
 /// one an async [`TaskFn`] or [`UndoFn`] returns, with the `Ok` value
@@ -128,42 +129,29 @@ pub trait UndoContext<C> {
     const SHARED: bool;
 }
 
-/// Second half: `Self` receives the output `T` of the step it undoes,
-/// whatever the saga's dependencies (checked before [`UndoOf`], through
-/// [`UndoOutput::Checked`], so that a mismatch gives one error).
-#[diagnostic::on_unimplemented(
-    message = "compensation `{Self}` does not receive its step's output `{T}`",
-    label = "expected a compensation taking `Option<&{T}>` after the context",
-    note = "a compensation receives its step's output as `Option<&T>`: `Some` when the step succeeded, `None` when its outcome is unknown (a timeout, a panic, an error marked `outcome_unknown`)",
-    note = "a compensation of a step whose output is `()` may leave that parameter out"
-)]
+/// Second half: what `Self` receives, as `Option<&Received>`, when it
+/// undoes a step whose output is `T`. A `#[saga_task]` compensation
+/// implements it for every `T` with its own `Received`, and
+/// [`checks::UndoReceives`] compares the two, so that a mismatch is one
+/// error in words that name the step and both types.
 pub trait UndoOutput<C, T> {
-    /// `Self`, as for [`UndoContext::Checked`].
-    type Checked: ?Sized;
-    /// Named by the check of a `#[saga_task(undo = ..)]`.
-    const OK: () = ();
+    /// The `T` of the compensation's `Option<&T>` (`()` without one).
+    type Received: ?Sized;
 }
 
-/// The compensation for a saga whose dependencies are `D`: implemented
-/// for every `D` that provides what the compensation asks for (its `&T`
-/// parameters, each a [`checks::Dependency`] bound).
-#[diagnostic::on_unimplemented(
-    message = "compensation `{Self}` cannot undo a step whose output is `{T}` in a saga whose context is `{C}` and dependencies `{D}`",
-    label = "not a `#[saga_task]` compensation of this step"
-)]
-pub trait UndoOf<C, T, D> {
-    /// The compensation, in the shape of its function.
-    const UNDO: UndoFn<C, D, T>;
-
-    /// Sets the compensation of `step`.
-    fn attach(step: Step<C, T, D>) -> Step<C, T, D>
-    where
-        C: 'static,
-        T: Send + Sync + 'static,
-        D: 'static,
-    {
-        attach_undo(step, Self::UNDO)
-    }
+/// The step output `output` as the `R` its compensation receives, for a
+/// compensation's [`UndoOf`] impl, which holds for every output `T`. Every
+/// expansion that names that impl checks that `T` is `R`
+/// ([`checks::UndoReceives`], a compile error otherwise), so the cast
+/// always succeeds; were it ever to fail, the compensation would see an
+/// unknown outcome (`None`), never another type's value.
+pub fn received<T: 'static, R: 'static>(output: Option<&T>) -> Option<&R> {
+    debug_assert_eq!(
+        std::any::TypeId::of::<T>(),
+        std::any::TypeId::of::<R>(),
+        "a compensation received another output than it takes: a bug of the macros, please report it"
+    );
+    output.and_then(|output| (output as &dyn std::any::Any).downcast_ref::<R>())
 }
 
 /// Sets `undo` as the compensation of `step`.
@@ -241,6 +229,70 @@ pub mod checks {
 
     #[diagnostic::do_not_recommend]
     impl<Step: ?Sized, T: ?Sized, D: crate::Provides<T> + ?Sized> Dependency<Step, T> for D {}
+
+    /// The saga's dependencies `Self` are, or provide, the `T` of the
+    /// `StepInfo<'_, T>` that the `#[saga_task]` function `Step` takes:
+    /// [`Provides<T>`], in words that name the function.
+    ///
+    /// [`Provides<T>`]: crate::Provides
+    #[diagnostic::on_unimplemented(
+        message = "`{Step}` takes `StepInfo<'_, {T}>`, and the saga's dependencies `{Self}` are not `{T}` and do not provide it",
+        label = "`{Self}` is not `{T}` and does not provide it",
+        note = "take `StepInfo<'_, {Self}>` to reach the saga's dependencies, name `{T}` with `dependencies: ..` in `saga!`, or implement `saga_core::Provides<{T}>` for `{Self}`"
+    )]
+    pub trait InfoDependencies<Step: ?Sized, T: ?Sized>: crate::Provides<T> {}
+
+    #[diagnostic::do_not_recommend]
+    impl<Step: ?Sized, T: ?Sized, D: crate::Provides<T> + ?Sized> InfoDependencies<Step, T> for D {}
+
+    /// The compensation for a saga whose dependencies are `D`: implemented
+    /// for every `D` that provides what the compensation asks for (its `&T`
+    /// parameters, each a [`Dependency`] bound), and for every output
+    /// `T`, so that a step's impl can require it of the undo its attribute
+    /// names without a wrong output failing that bound (and being reported a
+    /// second time, wherever `saga!` names the step). That the undo receives
+    /// the step's output is [`UndoReceives`], checked once where the
+    /// step names its undo; the call converts with [`received`](super::received).
+    #[diagnostic::on_unimplemented(
+        message = "compensation `{Self}` cannot undo a step whose output is `{T}` in a saga whose context is `{C}` and dependencies `{D}`",
+        label = "not a `#[saga_task]` compensation of this step"
+    )]
+    pub trait UndoOf<C, T, D> {
+        /// The compensation, in the shape of its function.
+        const UNDO: super::UndoFn<C, D, T>;
+
+        /// Sets the compensation of `step`.
+        fn attach(step: super::Step<C, T, D>) -> super::Step<C, T, D>
+        where
+            C: 'static,
+            T: Send + Sync + 'static,
+            D: 'static,
+        {
+            super::attach_undo(step, Self::UNDO)
+        }
+    }
+
+    /// The compensation `Undo` of step `Step` receives the step's output
+    /// `T`: implemented by `T` only, for `Self` the type of the
+    /// compensation's `Option<&Self>` ([`UndoOutput::Received`]).
+    ///
+    /// [`UndoOutput::Received`]: super::UndoOutput::Received
+    #[diagnostic::on_unimplemented(
+        message = "compensation `{Undo}` cannot undo step `{Step}`: `{Step}` returns `{T}`, and `{Undo}` undoes a step that returns `{Self}`",
+        label = "expected a compensation taking `Option<&{T}>` after the context",
+        note = "a compensation receives its step's output as `Option<&T>`: `Some` when the step succeeded, `None` when its outcome is unknown (a timeout, a panic, an error marked `outcome_unknown`)",
+        note = "a compensation of a step whose output is `()` may leave that parameter out"
+    )]
+    pub trait UndoReceives<Step: ?Sized, Undo: ?Sized, T: ?Sized> {
+        /// `Undo`: naming the compensation through this projection makes
+        /// what follows depend on this check.
+        type Undo: ?Sized;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<Step: ?Sized, Undo: ?Sized, T: ?Sized> UndoReceives<Step, Undo, T> for T {
+        type Undo = Undo;
+    }
 
     /// Defines a rule: a trait with the given message, label and note,
     /// implemented for every type when the rule holds.

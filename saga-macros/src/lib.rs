@@ -256,6 +256,12 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// compile error naming the function, `T` and `D`. A function without
 /// such parameters fits any saga.
 ///
+/// `info` may also be taken by value (`StepInfo<'_>`), and either way
+/// with the saga's dependencies, `StepInfo<'_, D>`, to reach the whole
+/// dependency struct through `info.dependencies()`: the function then
+/// fits the sagas whose dependencies are `D` (or provide it). Without
+/// them, `StepInfo<'_>` is `StepInfo<'_, ()>`.
+///
 /// `&C` may replace `&mut C`: the function then only reads the context
 /// (mutating through its own locks or atomics), and can be a branch of a
 /// `parallel` group in `saga!`, which needs it; `E` is any error that converts into

@@ -59,8 +59,14 @@ pub struct TaskFn {
 pub enum Param {
     /// `Option<&T>`, a compensation's step output.
     Output,
-    /// `&StepInfo<'_>`.
-    Info,
+    /// `&StepInfo<'_>` or `StepInfo<'_>` (`by_ref` tells which), with
+    /// the dependencies `D` of `StepInfo<'_, D>` if written: the step then
+    /// reaches them (or the part of the saga's that `D` is) through
+    /// `info.dependencies()`.
+    Info {
+        by_ref: bool,
+        dependencies: Option<Box<Type>>,
+    },
     /// `&T`, a dependency: the saga's dependencies provide the `T`.
     Dependency(Box<Type>),
 }
@@ -70,6 +76,17 @@ impl TaskFn {
     pub fn dependencies(&self) -> impl Iterator<Item = &Type> {
         self.params.iter().filter_map(|p| match p {
             Param::Dependency(ty) => Some(&**ty),
+            _ => None,
+        })
+    }
+
+    /// The `D` of a `StepInfo<'_, D>` parameter.
+    pub fn info_dependencies(&self) -> Option<&Type> {
+        self.params.iter().find_map(|p| match p {
+            Param::Info {
+                dependencies: Some(ty),
+                ..
+            } => Some(&**ty),
             _ => None,
         })
     }
@@ -86,10 +103,11 @@ impl TaskFn {
     }
 }
 
-const SHAPES: &str = "a step is `fn(ctx: &mut C) -> Result<T, E>`, a compensation `fn(ctx: &mut C, output: Option<&T>) -> Result<(), E>`; after the context either may take `info: &StepInfo<'_>` and dependencies as `&T`, be `async` and take `&C` instead of `&mut C`";
+const SHAPES: &str = "a step is `fn(ctx: &mut C) -> Result<T, E>`, a compensation `fn(ctx: &mut C, output: Option<&T>) -> Result<(), E>`; after the context either may take `info: &StepInfo<'_>` (or `&StepInfo<'_, D>`, `D` the saga's dependencies) and dependencies as `&T`, be `async` and take `&C` instead of `&mut C`";
 
 /// The function's shape: context first, then in any order an optional
-/// `Option<&T>`, an optional `&StepInfo<'_>` and `&T` dependencies;
+/// `Option<&T>`, an optional `&StepInfo<'_>` (or `StepInfo<'_, D>`, by
+/// reference or by value) and `&T` dependencies;
 /// returns `Result<T, E>`; not generic, no `self`.
 pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
     let mut errors = Errors::default();
@@ -141,8 +159,12 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
             Type::Reference(r) if r.mutability.is_none() => Some(r),
             _ => None,
         };
+        let step_info = match shared_ref {
+            Some(r) => step_info(&r.elem).map(|deps| (true, deps)),
+            None => step_info(ty).map(|deps| (false, deps)),
+        };
         match (shared_ref, option_ref(ty)) {
-            (Some(r), _) if is_step_info(&r.elem) => {
+            _ if step_info.is_some() => {
                 if info {
                     errors.push(syn::Error::new_spanned(
                         ty,
@@ -150,7 +172,12 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
                     ));
                 }
                 info = true;
-                params.push(Param::Info);
+                if let Some((by_ref, dependencies)) = step_info {
+                    params.push(Param::Info {
+                        by_ref,
+                        dependencies: dependencies.cloned().map(Box::new),
+                    });
+                }
             }
             (Some(r), _) => params.push(Param::Dependency(r.elem.clone())),
             (None, Some(inner)) => {
@@ -219,8 +246,17 @@ fn error_span(output: &ReturnType) -> Span {
 
 /// `StepInfo` or `StepInfo<'_>` (any path ending so).
 fn is_step_info(ty: &Type) -> bool {
-    matches!(ty, Type::Path(p) if p.qself.is_none()
-        && p.path.segments.last().is_some_and(|s| s.ident == "StepInfo"))
+    step_info(ty).is_some()
+}
+
+/// `Some(D)` for `StepInfo<'_, D>`, `Some(None)` for `StepInfo<'_>` or
+/// `StepInfo` (any path ending so), `None` for any other type.
+fn step_info(ty: &Type) -> Option<Option<&Type>> {
+    let Type::Path(p) = ty else { return None };
+    if p.qself.is_some() || p.path.segments.last().is_none_or(|s| s.ident != "StepInfo") {
+        return None;
+    }
+    Some(first_generic(ty))
 }
 
 const NOT_RESULT: &str = "a `#[saga_task]` function returns `Result<T, E>` (or an alias named `Result`), with `E` any error that converts into `StepError`";

@@ -105,7 +105,8 @@ pub(super) fn path_text(path: &Path) -> String {
 /// ```text
 /// let b = Saga::<Shop>::builder("order");
 /// let b = { let dsl = Dsl { .. }; let s = step_of::<Shop, create_order>(&dsl);
-///           let s = <<cancel_order as UndoContext<Shop>>::Checked as UndoOutput<..>>::attach(s);
+///           let s = <<<cancel_order as UndoContext<Shop>>::Checked as UndoOutput<..>>::Received
+///                       as checks::UndoReceives<..>>::Undo as UndoOf<..>>::attach(s);
 ///           push::<Shop, create_order>(b, s, &dsl) };
 /// let b = { let g = Parallel::<Shop>::new();
 ///           let g = { .. <reserve as StepOf<Shop>>::branch(g, s, &dsl) };
@@ -248,10 +249,10 @@ fn push(step: &StepDef, ctx: &SagaTypes, into: Target) -> TokenStream {
     let pivot = step.pivot;
     let undo = step.undo.as_ref().map(|(_, undo)| {
         let output = step_of(step, ctx, "Output");
-        let checked = compensation(&step.undo_alias, undo.span(), ctx, &output);
+        let checked = compensation(&step.undo_alias, undo.span(), &step.alias, ctx, &output);
         let deps = &ctx.deps;
         let undo = quote_spanned! {undo.span()=>
-            <#checked::Checked as #p::UndoOf<#ctx, #output, #deps>>
+            <#checked as #p::UndoOf<#ctx, #output, #deps>>
         };
         quote!(let __saga_step = #undo::attach(__saga_step);)
     });

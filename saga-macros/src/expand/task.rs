@@ -6,26 +6,35 @@ use super::*;
 /// The call of the function from a closure of `(ctx, info)` for a step,
 /// `(ctx, output, info)` for a compensation (`undo`): the parameters after
 /// the context in the function's order, each dependency `&T` borrowed
-/// from the saga's dependencies (`info.dependencies()`). The function's
-/// `&StepInfo<'_>` is the same information without the dependencies (its
-/// type is `StepInfo<'_, ()>`), made next to the call: an async call then
-/// runs in an `async move` block that owns it.
-pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool) -> TokenStream {
+/// from the saga's dependencies `d` (`info.dependencies()`). The function's
+/// `StepInfo<'_>` is the same information without the dependencies (its
+/// type is `StepInfo<'_, ()>`), and its `StepInfo<'_, X>` the same with the
+/// `X` that the saga's dependencies provide (every type provides itself),
+/// made next to the call: an async call then runs in an `async move` block
+/// that owns it.
+pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> TokenStream {
     let ident = &item.sig.ident;
     let p = private();
     let args = task.params.iter().map(|param| match param {
         Param::Output if undo => quote!(__saga_output),
         // A step has no output parameter (`is_step`).
         Param::Output => quote!(::core::option::Option::None),
-        Param::Info => quote!(&__saga_plain_info),
+        Param::Info { by_ref: true, .. } => quote!(&__saga_plain_info),
+        Param::Info { by_ref: false, .. } => quote!(__saga_plain_info),
         Param::Dependency(ty) => quote_spanned! {ty.span()=>
-            <__SagaD as #p::Provides<#ty>>::provide(__saga_info.dependencies())
+            <#d as #p::Provides<#ty>>::provide(__saga_info.dependencies())
         },
     });
     let call = quote!(#ident(__saga_ctx, #(#args),*));
-    let has_info = task.params.iter().any(|p| matches!(p, Param::Info));
-    let plain_info =
-        has_info.then(|| quote!(let __saga_plain_info = __saga_info.with_dependencies(&());));
+    let has_info = task.params.iter().any(|p| matches!(p, Param::Info { .. }));
+    let info_deps = match task.info_dependencies() {
+        Some(ty) => quote_spanned! {ty.span()=>
+            <#d as #p::Provides<#ty>>::provide(__saga_info.dependencies())
+        },
+        None => quote!(&()),
+    };
+    let plain_info = has_info
+        .then(|| quote!(let __saga_plain_info = __saga_info.with_dependencies(#info_deps);));
     // The error converts at the error type, so that a wrong one is
     // reported there, once, as rustc's "the trait bound `E: Into<StepError>`
     // is not satisfied". The conversion is a closure rather than the path
@@ -105,9 +114,12 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             .output_param
             .as_ref()
             .map_or_else(|| quote!(()), ToTokens::to_token_stream);
-        let call = call(item, task, true);
+        let d = deps_param(item, args);
+        let call = call(item, task, true, &d);
+        let t = param_name(item, args, "T", "__SagaT");
         let closure = quote! {
             |__saga_ctx, __saga_output, __saga_info| {
+                let __saga_output = #p::received::<#t, #output>(__saga_output);
                 let _ = (&__saga_output, &__saga_info);
                 #call
             }
@@ -121,15 +133,15 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
                 type Checked = #ident;
                 const SHARED: bool = #shared;
             }
-            impl #p::UndoOutput<#ctx, #output> for #ident {
-                type Checked = #ident;
+            impl<#t> #p::UndoOutput<#ctx, #t> for #ident {
+                type Received = #output;
             }
-            impl<__SagaD> #p::UndoOf<#ctx, #output, __SagaD> for #ident
+            impl<#t: 'static, #d> #p::UndoOf<#ctx, #t, #d> for #ident
             where
-                __SagaD: #bounds,
+                #d: #bounds,
             {
                 #allow
-                const UNDO: #p::UndoFn<#ctx, __SagaD, #output> = #shape(#closure);
+                const UNDO: #p::UndoFn<#ctx, #d, #t> = #shape(#closure);
             }
         });
     }
@@ -150,7 +162,8 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     let undo_retry = retry_args(args.undo_retry.as_ref().map(|(_, r)| r));
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
-    let call = call(item, task, false);
+    let d = deps_param(item, args);
+    let call = call(item, task, false, &d);
     let allow = allow_closure();
     // Spanned at the output type: an output that serde can log only when it
     // borrows `'static` data (`&'static str`) fails here, and the error
@@ -159,30 +172,27 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     let shape = shape(task, false);
     let bounds = dependency_bounds(ident, task);
     // An undo named by the attribute: its context and output are checked
-    // here, whatever the dependencies; what it asks of them is a bound of
-    // the impl, so that the task serves the sagas whose dependencies
-    // provide what both functions ask for.
-    let (undo, undo_check, undo_bound) = match &args.compensate {
+    // in `UNDO`, once, at the attribute's `undo = ..`, whatever the
+    // dependencies; the impl's bound is what the undo asks of them
+    // (`UndoOf`, which holds for every output), so that the task serves
+    // the sagas whose dependencies provide what both functions ask for,
+    // and a wrong output is not reported again wherever `saga!` names the
+    // step.
+    let (undo, undo_bound) = match &args.compensate {
         Some((_, undo)) => {
-            let checked = compensation(undo, undo.span(), ctx, &quote!(#ok));
-            let of = quote_spanned!(undo.span()=> #p::UndoOf<#ctx, #ok, __SagaD>);
+            let checked = compensation(undo, undo.span(), ident, ctx, &quote!(#ok));
+            let of = quote_spanned!(undo.span()=> #p::UndoOf<#ctx, #ok, #d>);
             (
-                quote!(::core::option::Option::Some(<#undo as #of>::UNDO)),
-                quote!(const _: () = #checked::OK;),
+                quote!(::core::option::Option::Some(<#checked as #of>::UNDO)),
                 quote_spanned!(undo.span()=> #undo: #of,),
             )
         }
-        None => (
-            quote!(::core::option::Option::None),
-            TokenStream::new(),
-            TokenStream::new(),
-        ),
+        None => (quote!(::core::option::Option::None), TokenStream::new()),
     };
     quote! {
-        #undo_check
-        impl<__SagaD> #p::Task<#ctx, __SagaD> for #ident
+        impl<#d> #p::Task<#ctx, #d> for #ident
         where
-            __SagaD: #bounds,
+            #d: #bounds,
             #undo_bound
         {
             type Output = #ok;
@@ -193,20 +203,60 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
             #allow
-            const ACTION: #p::TaskFn<#ctx, __SagaD, #ok> = #shape(|__saga_ctx, __saga_info| {
+            const ACTION: #p::TaskFn<#ctx, #d, #ok> = #shape(|__saga_ctx, __saga_info| {
                 let _ = &__saga_info;
                 #call
             });
-            const UNDO: ::core::option::Option<#p::UndoFn<#ctx, __SagaD, #ok>> = #undo;
+            const UNDO: ::core::option::Option<#p::UndoFn<#ctx, #d, #ok>> = #undo;
 
             fn __saga_codec(
-                __saga_step: #p::Step<#ctx, #ok, __SagaD>,
-            ) -> #p::Step<#ctx, #ok, __SagaD> {
+                __saga_step: #p::Step<#ctx, #ok, #d>,
+            ) -> #p::Step<#ctx, #ok, #d> {
                 use #p::{Durable as _, InMemory as _};
                 #codec
             }
         }
     }
+}
+
+/// The name of the impls' parameter for the saga's dependencies: `D`, as
+/// in `Task<C, D>` (see `param_name`).
+pub(super) fn deps_param(item: &ItemFn, args: &TaskArgs) -> Ident {
+    param_name(item, args, "D", "__SagaD")
+}
+
+/// The name of a type parameter of the generated impls: `short` (`D`, as
+/// in `Task<C, D>`), so that rustc's notes ("the trait `Task<Order, D>` is
+/// implemented for `charge`") name nothing the user did not write, unless
+/// the function or the attribute names a `short` of its own, which the
+/// parameter would shadow; then `fallback`.
+pub(super) fn param_name(item: &ItemFn, args: &TaskArgs, short: &str, fallback: &str) -> Ident {
+    fn names(tokens: TokenStream, name: &str) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) => ident == name,
+            proc_macro2::TokenTree::Group(group) => names(group.stream(), name),
+            _ => false,
+        })
+    }
+    let mut tokens = item.sig.to_token_stream();
+    if let Some((_, undo)) = &args.compensate {
+        undo.to_tokens(&mut tokens);
+    }
+    for retry in [
+        args.retry.as_ref(),
+        args.undo_retry.as_ref().map(|(_, r)| r),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        retry.on.to_tokens(&mut tokens);
+    }
+    let name = if names(tokens, short) {
+        fallback
+    } else {
+        short
+    };
+    Ident::new(name, proc_macro2::Span::call_site())
 }
 
 /// The variant of `TaskFn` (or `UndoFn`) for the function's shape:
@@ -223,29 +273,39 @@ fn shape(task: &TaskFn, undo: bool) -> TokenStream {
     quote!(#p::#kind::#variant)
 }
 
-/// What the impl of a function asks of the saga's dependencies `__SagaD`:
+/// What the impl of a function asks of the saga's dependencies `D`:
 /// `Send + Sync + 'static` and, for each `&T` parameter, the rule
 /// `checks::Dependency<f, T>` (that is, `Provides<T>`, in words that name
-/// the function), spanned at the parameter.
+/// the function), spanned at the parameter; for a `StepInfo<'_, X>`
+/// parameter, `checks::InfoDependencies<f, X>`, spanned at the `X`.
 pub(super) fn dependency_bounds(ident: &Ident, task: &TaskFn) -> TokenStream {
     let tools = task
         .dependencies()
         .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::Dependency<#ident, #ty>));
-    quote!(::core::marker::Send + ::core::marker::Sync + 'static #(#tools)*)
+    let info = task
+        .info_dependencies()
+        .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::InfoDependencies<#ident, #ty>));
+    quote!(::core::marker::Send + ::core::marker::Sync + 'static #(#tools)* #info)
 }
 
-/// `<<undo as UndoContext<C>>::Checked as UndoOutput<C, T>>`, spanned at
-/// the compensation so that a mismatch points there; the context is
-/// checked first and a failure there hides the output check.
+/// The compensation `undo` of `step`, checked, as a type:
+/// `<<<undo as UndoContext<C>>::Checked as UndoOutput<C, T>>::Received
+/// as checks::UndoReceives<step, undo, T>>::Undo`, spanned at the
+/// compensation so that a mismatch points there. The context is checked
+/// first; a failure there hides the output check, and a failure of either
+/// hides what is asked of the type it names (`UndoOf`), so that a wrong
+/// compensation is one error.
 pub(super) fn compensation(
     undo: &dyn ToTokens,
     span: proc_macro2::Span,
+    step: &dyn ToTokens,
     ctx: &dyn ToTokens,
     output: &TokenStream,
 ) -> TokenStream {
     let p = private();
     quote_spanned! {span=>
-        <<#undo as #p::UndoContext<#ctx>>::Checked as #p::UndoOutput<#ctx, #output>>
+        <<<#undo as #p::UndoContext<#ctx>>::Checked as #p::UndoOutput<#ctx, #output>>::Received
+            as ::saga_core::checks::UndoReceives<#step, #undo, #output>>::Undo
     }
 }
 
@@ -292,8 +352,9 @@ pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
         }
         #[diagnostic::do_not_recommend]
         impl<__SagaC, __SagaT> #p::UndoOutput<__SagaC, __SagaT> for #ident {
-            type Checked = #ident;
+            type Received = __SagaT;
         }
+
         #[diagnostic::do_not_recommend]
         impl<__SagaC, __SagaT, __SagaD> #p::UndoOf<__SagaC, __SagaT, __SagaD> for #ident {
             const UNDO: #p::UndoFn<__SagaC, __SagaD, __SagaT> =
