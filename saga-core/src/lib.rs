@@ -216,6 +216,7 @@ pub use saga::StepShape;
 pub use saga::default_compensation_retry;
 pub use step::BoxFuture;
 pub use step::Metadata;
+pub use step::Name;
 pub use step::Provides;
 pub use step::RetrySpec;
 pub use step::Step;
