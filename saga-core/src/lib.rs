@@ -145,6 +145,8 @@ pub mod __private;
 // rustc's notes name an item by its shortest public path, and never by a
 // path through a `#[doc(hidden)]` module: these re-exports keep
 // `__private` out of `saga!`'s compile errors.
+#[doc(hidden)]
+pub use __private::StepFuture;
 pub use __private::checks;
 #[doc(hidden)]
 pub use __private::step_future;
@@ -224,6 +226,7 @@ pub use step::StepInfo;
 pub use step::StepKind;
 pub use step::Task;
 pub use step::TaskFn;
+pub use step::TaskFuture;
 pub use step::UndoFn;
 pub use step::default_undo_retry;
 pub use worker::Worker;

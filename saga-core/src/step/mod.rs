@@ -27,7 +27,7 @@ pub use name::Name;
 pub use provides::Provides;
 #[doc(hidden)]
 pub use task::{Dsl, undo_shared};
-pub use task::{RetrySpec, Task, TaskFn, UndoFn, default_undo_retry};
+pub use task::{RetrySpec, Task, TaskFn, TaskFuture, UndoFn, default_undo_retry};
 
 /// A boxed, `Send` future: what async steps and compensations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -608,14 +608,12 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
                     f(ctx, info).map(|out| Box::new(out) as Output)
                 }))
             }
-            TaskFn::ExclusiveAsync(f) => erase_async(move |ctx, info| {
-                let fut = f(ctx, info);
-                Box::pin(async move { fut.await.map(|out| Box::new(out) as Output) })
-            }),
-            TaskFn::SharedAsync(f) => erase_shared_async(move |ctx, info| {
-                let fut = f(ctx, info);
-                Box::pin(async move { fut.await.map(|out| Box::new(out) as Output) })
-            }),
+            // The task's own box is the one the executor awaits: one box
+            // per attempt.
+            TaskFn::ExclusiveAsync(f) => erase_async(move |ctx, info| f(ctx, info).into_erased()),
+            TaskFn::SharedAsync(f) => {
+                erase_shared_async(move |ctx, info| f(ctx, info).into_erased())
+            }
         };
         let step = Self::from_action(name.into(), action);
         match K::UNDO {
