@@ -255,7 +255,9 @@ mod tests {
         assert_eq!(literal, made);
         assert_eq!(hash(&literal), hash(&made));
         assert_eq!(literal.cmp(&made), Ordering::Equal);
-        assert!(Name::from("a") < Name::from(String::from("b")));
+        let (a, b) = (Name::from("a"), Name::from(String::from("b")));
+        assert_eq!(a.cmp(&b), Ordering::Less);
+        assert_eq!(b.cmp(&a), Ordering::Greater);
         assert_eq!(literal, "charge");
         assert_eq!("charge", made);
         assert_ne!(literal, "refund");
