@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::id::ExecutionId;
+use crate::name::Name;
 use crate::status::StepKind;
 pub use crate::status::{ExecutionStatus, Outcome, StepStatus};
-use crate::step::Name;
 
 /// One step of a run.
 ///

@@ -14,16 +14,15 @@ use crate::policy::RetryPolicy;
 pub use crate::status::StepKind;
 
 mod def;
-mod name;
 mod provides;
 mod task;
 
+pub use crate::name::Name;
 use def::erase_sync;
 pub(crate) use def::{
     Action, Output, OutputCodec, StepDef, SyncAction, Undo, erase_async, erase_async_undo,
     erase_shared_async, erase_shared_async_undo,
 };
-pub use name::Name;
 pub use provides::Provides;
 #[doc(hidden)]
 pub use task::{Dsl, undo_shared};
