@@ -6,11 +6,16 @@
 #
 # Usage: benches/callgrind.sh <case>...   e.g. sync_builder_happy async_floor_fail
 # Cases: {sync,async}_{floor,builder,macro}_{happy,fail}
+# SAGA_BENCH_BIN=<path> counts a bench binary built before (a copy of an
+# older build, for before -> after figures) instead of building one.
 set -eu
 cd "$(dirname "$0")/.."
-CARGO_PROFILE_BENCH_DEBUG=true cargo bench --bench overhead --no-run >/dev/null 2>&1
-bin=$(CARGO_PROFILE_BENCH_DEBUG=true cargo bench --bench overhead --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*overhead[^"]*\)".*/\1/p' | tail -n 1)
+bin=${SAGA_BENCH_BIN:-}
+if [ -z "$bin" ]; then
+    CARGO_PROFILE_BENCH_DEBUG=true cargo bench --bench overhead --no-run >/dev/null
+    bin=$(CARGO_PROFILE_BENCH_DEBUG=true cargo bench --bench overhead --no-run --message-format=json 2>/dev/null |
+        sed -n 's/.*"executable":"\([^"]*overhead[^"]*\)".*/\1/p' | tail -n 1)
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for case in "$@"; do

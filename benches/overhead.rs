@@ -8,11 +8,14 @@
 //! as a report with durations needs. The engine's overhead is its time minus
 //! the floor's; `--paired` prints both per step and their ratio.
 //!
-//! Run: `cargo bench --bench overhead` (criterion's statistics), or
-//! `cargo bench --bench overhead -- --paired` (a table of per-step figures
-//! from alternating batches, the figures of `docs/PERFORMANCE.md`); quick
-//! check: `cargo test --benches`. For instruction counts, see [`profile`]
-//! and `benches/callgrind.sh`.
+//! Run: `cargo bench --bench overhead -- --rounds 7` (issue #17's item 2:
+//! per round, every case against its floor in alternating batches; the
+//! median of the per-round ratios, the failing case against the happy
+//! one, the CPU and the load printed with them), `cargo bench --bench
+//! overhead` (criterion's statistics), or `cargo bench --bench overhead
+//! -- --paired` (one table of per-step figures from alternating batches);
+//! quick check: `cargo test --benches`. For instruction counts, see
+//! [`profile`] and `benches/callgrind.sh`.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -22,6 +25,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group};
 use saga_core::{BoxFuture, Saga, SagaError, Step, StepError, StepInfo, saga, saga_task};
 use tokio::runtime::Runtime;
+
+mod support;
+use support::{arg, cpu_model, load_average, median, verdict};
 
 /// Steps per saga.
 const STEPS: usize = 10;
@@ -703,9 +709,173 @@ fn paired_table() {
     println!("\none `Instant::now()` (in every floor step): {clock_read:.1} ns");
 }
 
+/// Issue #17's targets for one run at a time: a sync `run_blocking` at
+/// most this many times its floor per step...
+const SYNC_LIMIT: f64 = 2.2;
+/// ...an async `run` on a current-thread runtime at most this many...
+const ASYNC_LIMIT: f64 = 1.9;
+/// ...and a failing saga (the last step fails, 9 compensations) at most
+/// this many times a happy one.
+const FAIL_LIMIT: f64 = 2.0;
+
+/// One case's figures in one round, in nanoseconds per saga.
+struct Measured {
+    floor_happy: f64,
+    happy: f64,
+    floor_fail: f64,
+    fail: f64,
+}
+
+/// `cargo bench --bench overhead -- --rounds <n>`: issue #17's item 2.
+/// Each round measures every case (sync `run_blocking` and async `run` on
+/// a current-thread runtime, builder and `saga!`) against its floor in
+/// alternating batches (the fastest of `--pairs` batches each), so the
+/// floor is always from the same round; the cases take turns within a
+/// round. Prints each round, then the median of the per-round ratios with
+/// the targets, the CPU model and the load average.
+fn rounds_table(rounds: u64) {
+    let pairs = arg("--pairs").map_or(7, |n| n as u32);
+    let batch = arg("--batch").unwrap_or(2000);
+    println!(
+        "overhead: {} cores available, {}; load average {} at the start",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        load_average()
+    );
+    println!(
+        "{rounds} rounds; per case and round the fastest of {pairs} alternating batches of {batch} sagas, floor and saga"
+    );
+    let current = current_thread();
+    let per_saga = |(floor, engine): (f64, f64)| (floor * STEPS as f64, engine * STEPS as f64);
+    let measure_sync = |sync: &[Saga<Ctx>; 2]| {
+        let mut out = [(0.0, 0.0); 2];
+        for (slot, (path, saga)) in out
+            .iter_mut()
+            .zip([Path::Happy, Path::Fail].iter().zip(sync))
+        {
+            let path = *path;
+            let direct = direct_steps(path);
+            let (mut ctx, mut floor_ctx) = (Ctx::default(), Ctx::default());
+            *slot = per_saga(paired(
+                batch,
+                pairs,
+                STEPS as f64,
+                |n| {
+                    time_sync(n, || {
+                        check_floor(path, black_box(floor_sync(&direct, &mut floor_ctx)))
+                    })
+                },
+                |n| time_sync(n, || check(path, black_box(saga.run_blocking(&mut ctx)))),
+            ));
+        }
+        out
+    };
+    let measure_async = |sagas: &[Saga<Ctx>; 2]| {
+        let mut out = [(0.0, 0.0); 2];
+        for (slot, (path, saga)) in out
+            .iter_mut()
+            .zip([Path::Happy, Path::Fail].iter().zip(sagas))
+        {
+            let path = *path;
+            let direct = direct_async_steps(path);
+            let (mut ctx, mut floor_ctx) = (Ctx::default(), Ctx::default());
+            *slot = per_saga(paired(
+                batch,
+                pairs,
+                STEPS as f64,
+                |n| {
+                    time_async(&current, n, async || {
+                        check_floor(path, black_box(floor_async(&direct, &mut floor_ctx).await));
+                    })
+                },
+                |n| {
+                    time_async(&current, n, async || {
+                        check(path, black_box(saga.run(&mut ctx).await));
+                    })
+                },
+            ));
+        }
+        out
+    };
+    let cases: [(&str, bool, [Saga<Ctx>; 2]); 4] = [
+        (
+            "sync run_blocking, builder",
+            false,
+            [builder_sync(Path::Happy), builder_sync(Path::Fail)],
+        ),
+        (
+            "sync run_blocking, saga!",
+            false,
+            [macro_sync(Path::Happy), macro_sync(Path::Fail)],
+        ),
+        (
+            "async run current-thread, builder",
+            true,
+            [builder_async(Path::Happy), builder_async(Path::Fail)],
+        ),
+        (
+            "async run current-thread, saga!",
+            true,
+            [macro_async(Path::Happy), macro_async(Path::Fail)],
+        ),
+    ];
+    let mut results: Vec<Vec<Measured>> = cases.iter().map(|_| Vec::new()).collect();
+    println!(
+        "| round | case | floor ns/step | saga ns/step | saga/floor | fail ns/saga | fail floor ns/saga | fail/happy |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for round in 1..=rounds {
+        for ((name, is_async, sagas), kept) in cases.iter().zip(&mut results) {
+            let [(floor_happy, happy), (floor_fail, fail)] = if *is_async {
+                measure_async(sagas)
+            } else {
+                measure_sync(sagas)
+            };
+            let steps = STEPS as f64;
+            println!(
+                "| {round} | {name} | {:.1} | {:.1} | {:.2}x | {fail:.0} | {floor_fail:.0} | {:.2}x |",
+                floor_happy / steps,
+                happy / steps,
+                happy / floor_happy,
+                fail / happy,
+            );
+            kept.push(Measured {
+                floor_happy,
+                happy,
+                floor_fail,
+                fail,
+            });
+        }
+    }
+    println!("load average {} at the end", load_average());
+    println!();
+    println!(
+        "| case | median saga/floor | target | median fail/happy | target | median ns/step saga (floor) | median fail/fail floor |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for ((name, is_async, _), kept) in cases.iter().zip(&results) {
+        let med = |f: fn(&Measured) -> f64| median(kept.iter().map(f).collect());
+        let ratio = med(|m| m.happy / m.floor_happy);
+        let fail_ratio = med(|m| m.fail / m.happy);
+        let limit = if *is_async { ASYNC_LIMIT } else { SYNC_LIMIT };
+        println!(
+            "| {name} | {ratio:.2}x | <= {limit}: {} | {fail_ratio:.2}x | <= {FAIL_LIMIT}: {} | {:.1} ({:.1}) | {:.2}x |",
+            verdict(ratio <= limit),
+            verdict(fail_ratio <= FAIL_LIMIT),
+            med(|m| m.happy) / STEPS as f64,
+            med(|m| m.floor_happy) / STEPS as f64,
+            med(|m| m.fail / m.floor_fail),
+        );
+    }
+}
+
 fn main() {
     if let Ok(spec) = std::env::var("SAGA_PROFILE") {
         profile(&spec);
+        return;
+    }
+    if std::env::args().any(|arg| arg == "--rounds") {
+        rounds_table(arg("--rounds").unwrap_or(7));
         return;
     }
     if std::env::args().any(|arg| arg == "--paired") {

@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 use saga_core::{BoxFuture, Saga, Step, StepError, StepInfo};
 use tokio::runtime::Runtime;
 
+mod support;
+use support::{arg, cpu_model, load_average, median, verdict};
+
 /// Steps per saga.
 const STEPS: usize = 10;
 /// Tasks in flight in the concurrent async measurement.
@@ -296,43 +299,6 @@ fn round(window: Duration, rt: &Runtime) -> Round {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 0 {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-fn arg(name: &str) -> Option<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    let at = args.iter().position(|a| a == name)?;
-    args.get(at + 1)?.parse().ok()
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
     let full = std::env::args().any(|a| a == "--bench");
@@ -404,7 +370,6 @@ fn main() {
         "medians of {} counted rounds: floor {floor:.2}x, shared {shared:.2}x, own {own:.2}x; async 64 tasks: floor {async_floor:.2}x, engine {async_engine:.2}x",
         counted.len()
     );
-    let verdict = |met: bool| if met { "met" } else { "NOT met" };
     println!(
         "target: shared >= 0.9 x floor: {shared_vs_floor:.2} ({})",
         verdict(shared_vs_floor >= 0.9)

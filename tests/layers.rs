@@ -51,7 +51,7 @@ use syn::visit::{self, Visit};
 /// - `tools`: the test kit, and `guide` (the design, macro and operations
 ///   guides as doc modules: no code, and free to link anywhere).
 const FLOORS: &[(&str, &[&str])] = &[
-    ("vocabulary", &["id", "status", "escape"]),
+    ("vocabulary", &["id", "name", "status", "escape"]),
     ("log vocabulary", &["journal"]),
     (
         "definitions",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use saga_core::{
     BoxFuture, BuildError, Parallel, RetryPolicy, Saga, SagaBuilder, Step, StepError, StepInfo,
-    Task, TaskFn, UndoFn,
+    Task, TaskFn, TaskFuture, UndoFn,
 };
 
 fn ok(name: &'static str) -> Step<(), ()> {
@@ -282,7 +282,7 @@ mod tasks {
         type Output = ();
         const NAME: &'static str = "book";
         const ACTION: TaskFn<(), (), ()> =
-            TaskFn::ExclusiveAsync(|_, _| Box::pin(async { Ok(()) }));
+            TaskFn::ExclusiveAsync(|_, _| TaskFuture::new(async { Ok(()) }));
     }
 
     /// Takes the context shared, and its undo exclusively.

@@ -934,7 +934,9 @@ async fn async_errors_of_other_types_become_step_errors() {
 /// functions: its consts say its name, pivot and undo, `saga!`'s options
 /// merge with its own, and a `=> undo` from `saga!` attaches to it.
 mod hand_written_tasks {
-    use saga_core::{RetrySpec, StepError, StepInfo, Task, TaskFn, UndoFn, saga, saga_task};
+    use saga_core::{
+        RetrySpec, StepError, StepInfo, Task, TaskFn, TaskFuture, UndoFn, saga, saga_task,
+    };
 
     #[derive(Debug, Default)]
     pub struct Cart {
@@ -969,7 +971,7 @@ mod hand_written_tasks {
             ..RetrySpec::NONE
         };
         const ACTION: TaskFn<Cart, (), ()> = TaskFn::ExclusiveAsync(|cart, info| {
-            Box::pin(async move {
+            TaskFuture::new(async move {
                 cart.log.push(format!("charge #{}", info.attempt()));
                 if cart.busy > 0 {
                     cart.busy -= 1;

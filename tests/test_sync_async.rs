@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use saga_core::{
     BoxFuture, ExecutionStatus, RetrySpec, Saga, SagaError, Step, StepError, StepInfo, StepKind,
-    Task, TaskFn, UndoFn,
+    Task, TaskFn, TaskFuture, UndoFn,
 };
 use support::steps::*;
 
@@ -203,11 +203,8 @@ impl Task<Rec> for Validate {
 struct ReserveStock;
 
 impl ReserveStock {
-    fn reserve<'a>(
-        r: &'a mut Rec,
-        _: &'a StepInfo<'a>,
-    ) -> BoxFuture<'a, Result<String, StepError>> {
-        Box::pin(async move {
+    fn reserve<'a>(r: &'a mut Rec, _: &'a StepInfo<'a>) -> TaskFuture<'a, String> {
+        TaskFuture::new(async move {
             tokio::task::yield_now().await;
             r.push("reserve stock");
             Ok("res-9".to_owned())
@@ -240,7 +237,7 @@ impl Task<Rec> for ChargePayment {
     type Output = ();
     const NAME: &'static str = "charge_payment";
     const ACTION: TaskFn<Rec, (), ()> = TaskFn::ExclusiveAsync(|r, _| {
-        Box::pin(async move {
+        TaskFuture::new(async move {
             r.push("charge payment");
             Err(StepError::new(PaymentError::Declined(5)))
         })
@@ -329,7 +326,7 @@ impl Task<Rec, u32> for Flaky {
     const ACTION: TaskFn<Rec, u32, ()> = TaskFn::SharedAsync(|_, info| {
         let attempt = info.attempt();
         let fails = *info.dependencies();
-        Box::pin(async move {
+        TaskFuture::new(async move {
             if attempt <= fails {
                 return Err(StepError::new(format!("attempt {attempt} failed")));
             }

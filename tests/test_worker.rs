@@ -14,7 +14,7 @@ use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
 use saga_core::{Context, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
 
 fn saga(name: &str, steps: usize, calls: &Arc<AtomicUsize>, pause: Duration) -> Saga<Context> {
-    let mut builder = Saga::<Context>::builder(name);
+    let mut builder = Saga::<Context>::builder(name.to_owned());
     for i in 0..steps {
         let calls = Arc::clone(calls);
         builder = builder.step(Step::new_async(

@@ -145,6 +145,8 @@ pub mod __private;
 // rustc's notes name an item by its shortest public path, and never by a
 // path through a `#[doc(hidden)]` module: these re-exports keep
 // `__private` out of `saga!`'s compile errors.
+#[doc(hidden)]
+pub use __private::StepFuture;
 pub use __private::checks;
 #[doc(hidden)]
 pub use __private::step_future;
@@ -162,6 +164,7 @@ mod id;
 mod journal;
 mod logged;
 pub mod logging;
+mod name;
 mod observer;
 mod policy;
 mod report;
@@ -197,6 +200,7 @@ pub use error::Timeout;
 pub use executor::Using;
 pub use id::ExecutionId;
 pub use logged::LoggedError;
+pub use name::Name;
 pub use observer::RunInfo;
 pub use observer::SagaEvent;
 pub use observer::SagaObserver;
@@ -223,6 +227,7 @@ pub use step::StepInfo;
 pub use step::StepKind;
 pub use step::Task;
 pub use step::TaskFn;
+pub use step::TaskFuture;
 pub use step::UndoFn;
 pub use step::default_undo_retry;
 pub use worker::Worker;

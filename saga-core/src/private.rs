@@ -18,7 +18,8 @@ pub use crate::error::StepError;
 pub use crate::policy::RetryPolicy;
 pub use crate::saga::{Parallel, Saga, SagaBuilder, default_undo_retry};
 pub use crate::step::{
-    BoxFuture, Dsl, Provides, RetrySpec, Step, StepInfo, Task, TaskFn, UndoFn, undo_shared,
+    BoxFuture, Dsl, Provides, RetrySpec, Step, StepInfo, Task, TaskFn, TaskFuture, UndoFn,
+    undo_shared,
 };
 pub use checks::UndoOf;
 
@@ -34,18 +35,39 @@ pub use checks::UndoOf;
 /// `error`, a closure spanned at the error type,
 /// converts the error. Steps and compensations expand to the same call
 /// with the same spans, so that a function that is both gets each error
-/// once.
-pub fn step_future<'a, T, O: 'a, E>(
+/// once: the call returns what the shape it is given to returns (see
+/// [`StepFuture`]), a [`TaskFuture`] for an action, a [`BoxFuture`] for
+/// an undo.
+pub fn step_future<'a, T, O: 'a, E, F: StepFuture<'a, O>>(
     future: impl Future<Output = Result<T, E>> + Send + 'a,
     output: impl FnOnce(T) -> O + Send + 'a,
     error: impl FnOnce(E) -> StepError + Send + 'a,
-) -> BoxFuture<'a, Result<O, StepError>> {
-    Box::pin(async move {
+) -> F {
+    F::__saga_box(async move {
         match future.await {
             Ok(out) => Ok(output(out)),
             Err(e) => Err(error(e)),
         }
     })
+}
+
+/// The boxed futures [`step_future`] makes: an action's [`TaskFuture`]
+/// (the output erased inside its one box) or an undo's [`BoxFuture`].
+pub trait StepFuture<'a, O>: Sized {
+    /// Boxes `future`, once.
+    fn __saga_box(future: impl Future<Output = Result<O, StepError>> + Send + 'a) -> Self;
+}
+
+impl<'a, O: 'a> StepFuture<'a, O> for BoxFuture<'a, Result<O, StepError>> {
+    fn __saga_box(future: impl Future<Output = Result<O, StepError>> + Send + 'a) -> Self {
+        Box::pin(future)
+    }
+}
+
+impl<'a, O: Send + Sync + 'static> StepFuture<'a, O> for TaskFuture<'a, O> {
+    fn __saga_box(future: impl Future<Output = Result<O, StepError>> + Send + 'a) -> Self {
+        TaskFuture::new(future)
+    }
 }
 
 /// Gives a `#[saga_task]` step its output codec when its output can be

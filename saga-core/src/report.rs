@@ -7,12 +7,12 @@
 //! shows it, and leave it out of what an untrusted client sees if it may
 //! hold secrets.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::ExecutionId;
+use crate::name::Name;
 use crate::status::StepKind;
 pub use crate::status::{ExecutionStatus, Outcome, StepStatus};
 
@@ -26,7 +26,7 @@ pub use crate::status::{ExecutionStatus, Outcome, StepStatus};
 #[non_exhaustive]
 pub struct StepReport {
     /// The step's name.
-    pub name: Arc<str>,
+    pub name: Name,
     /// Its kind in the saga.
     pub kind: StepKind,
     /// Its status at the end of the run.
@@ -71,7 +71,7 @@ pub struct StepReport {
 #[non_exhaustive]
 pub struct SagaReport {
     /// The saga's name.
-    pub saga: Arc<str>,
+    pub saga: Name,
     /// The execution's id.
     pub execution_id: ExecutionId,
     /// How the execution ended.

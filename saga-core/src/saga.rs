@@ -15,7 +15,7 @@ use crate::id::ExecutionId;
 use crate::observer::SagaObserver;
 use crate::policy::RetryPolicy;
 pub use crate::step::default_undo_retry;
-use crate::step::{Step, StepDef, StepKind, Task};
+use crate::step::{Name, Step, StepDef, StepKind, Task};
 
 /// A saga definition: a name and an ordered list of steps.
 ///
@@ -56,7 +56,7 @@ pub struct Saga<C = Context, D = ()> {
 }
 
 pub(crate) struct SagaInner<C, D> {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     /// Every step, group branches included, in definition order; reports
     /// and outputs are indexed the same way.
     pub(crate) steps: Vec<StepDef<C, D>>,
@@ -229,7 +229,7 @@ pub struct StepShape {
 
 impl<C, D> Saga<C, D> {
     /// Starts a definition named `name`.
-    pub fn builder(name: impl Into<Arc<str>>) -> SagaBuilder<C, D> {
+    pub fn builder(name: impl Into<Name>) -> SagaBuilder<C, D> {
         SagaBuilder {
             name: name.into(),
             steps: Vec::new(),
@@ -274,7 +274,7 @@ impl<C, D> Saga<C, D> {
 
 /// Builds a [`Saga`]; [`build`](SagaBuilder::build) checks the definition.
 pub struct SagaBuilder<C, D = ()> {
-    name: Arc<str>,
+    name: Name,
     steps: Vec<StepDef<C, D>>,
     nodes: Vec<Node<C>>,
     observers: Vec<Arc<dyn SagaObserver>>,
@@ -394,7 +394,7 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
             return Err(BuildError::NoSteps { saga: saga() });
         }
         let mut names = HashSet::new();
-        let mut pivot: Option<Arc<str>> = None;
+        let mut pivot: Option<Name> = None;
         for step in &self.steps {
             let name = || step.name.to_string();
             if step.name.is_empty() {

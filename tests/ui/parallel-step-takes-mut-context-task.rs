@@ -1,4 +1,4 @@
-use saga_core::{saga, saga_task, StepError, Task, TaskFn};
+use saga_core::{saga, saga_task, StepError, Task, TaskFn, TaskFuture};
 
 struct Shop;
 
@@ -7,7 +7,7 @@ struct Book;
 impl Task<Shop> for Book {
     type Output = ();
     const NAME: &'static str = "book";
-    const ACTION: TaskFn<Shop, (), ()> = TaskFn::ExclusiveAsync(|_, _| Box::pin(async { Ok(()) }));
+    const ACTION: TaskFn<Shop, (), ()> = TaskFn::ExclusiveAsync(|_, _| TaskFuture::new(async { Ok(()) }));
 }
 
 #[saga_task]

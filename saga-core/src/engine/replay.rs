@@ -55,7 +55,7 @@ impl SagaEngine {
             .zip(folded.steps)
             .zip(spans)
             .map(|((s, f), (action, undo))| StepReport {
-                name: s.name.as_str().into(),
+                name: s.name.clone().into(),
                 kind: kind_from_label(&s.kind),
                 // A rollback passes over a step with nothing to undo that
                 // took effect (the log has no event for it), as a live
@@ -78,7 +78,7 @@ impl SagaEngine {
             })
             .collect();
         Ok(SagaReport {
-            saga: record.saga.as_str().into(),
+            saga: record.saga.clone().into(),
             execution_id: record.id.clone(),
             status: record.status,
             steps,
@@ -312,7 +312,7 @@ fn from_old_log(
 ) -> SagaError {
     let name = |step: Option<u32>| -> Arc<str> {
         step.and_then(|i| report.steps.get(i as usize))
-            .map_or_else(|| "".into(), |s| Arc::clone(&s.name))
+            .map_or_else(|| "".into(), |s| s.name.to_arc())
     };
     let error_of = |e: &Event| {
         LoggedError::from_event(
@@ -364,7 +364,7 @@ fn from_old_log(
                     StepStatus::CompensationFailed | StepStatus::Compensating
                 ),
             })
-            .map(|(_, s)| Arc::clone(&s.name))
+            .map(|(_, s)| s.name.to_arc())
             .collect();
         return SagaError::Stuck {
             saga,

@@ -3,7 +3,6 @@
 //! without a runtime or a journal), and a run stuck going forward.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::guard::{attempt_action, catch, settle};
@@ -438,12 +437,12 @@ pub(super) fn stuck_forward<C, D>(
         .iter()
         .zip(&saga.steps[first..])
         .filter(|(record, _)| record.status != StepStatus::Succeeded)
-        .map(|(_, step)| Arc::clone(&step.name))
+        .map(|(_, step)| step.name.to_arc())
         .collect();
     let report = state.finish(env, ExecutionStatus::Stuck);
     SagaError::Stuck {
-        saga: Arc::clone(&saga.name),
-        step: Arc::clone(&saga.steps[index].name),
+        saga: saga.name.to_arc(),
+        step: saga.steps[index].name.to_arc(),
         phase: StuckPhase::Forward,
         error: final_error(env, error),
         failures,

@@ -19,7 +19,7 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::error::{BoxError, SagaError, StepError};
 use crate::id::ExecutionId;
@@ -253,7 +253,7 @@ fn store_error<C, D>(env: &Env<'_, C, D>, state: &mut State<'_>, error: StoreErr
     let duration = env.since_start(env.now());
     let report = state.report(env, state.status, duration);
     SagaError::Store {
-        saga: Arc::clone(&env.saga.name),
+        saga: env.saga.name.to_arc(),
         error,
         report: Box::new(report),
     }

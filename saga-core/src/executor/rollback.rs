@@ -1,7 +1,6 @@
 //! The rollback: compensations in reverse order, each attempted until
 //! it succeeds or its policy gives up, and how a rollback ends.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::guard::{attempt_undo, settle};
@@ -83,7 +82,7 @@ pub(super) async fn rollback<C, D>(
                     .filter(|&i| {
                         records[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
                     })
-                    .map(|i| Arc::clone(&saga.steps[i].name)),
+                    .map(|i| saga.steps[i].name.to_arc()),
             );
             continue;
         }
@@ -117,7 +116,7 @@ pub(super) async fn rollback<C, D>(
             return Err(aborted(env, state));
         }
         for (index, error) in failed {
-            remaining.push(Arc::clone(&saga.steps[index].name));
+            remaining.push(saga.steps[index].name.to_arc());
             if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
                 failures.push(state.failure(saga, earlier, true, &earlier_error));
             }
@@ -127,8 +126,8 @@ pub(super) async fn rollback<C, D>(
         (None, Some((index, error))) => {
             let report = state.finish(env, ExecutionStatus::Compensated);
             Err(SagaError::Compensated {
-                saga: Arc::clone(&saga.name),
-                step: Arc::clone(&saga.steps[index].name),
+                saga: saga.name.to_arc(),
+                step: saga.steps[index].name.to_arc(),
                 error: final_error(env, error),
                 report: Box::new(report),
             })
@@ -136,7 +135,7 @@ pub(super) async fn rollback<C, D>(
         (None, None) => {
             let report = state.finish(env, ExecutionStatus::Cancelled);
             Err(SagaError::Cancelled {
-                saga: Arc::clone(&saga.name),
+                saga: saga.name.to_arc(),
                 report: Box::new(report),
             })
         }
@@ -148,8 +147,8 @@ pub(super) async fn rollback<C, D>(
             failures.push(state.failure(saga, index, true, &error));
             let report = state.finish(env, ExecutionStatus::Stuck);
             Err(SagaError::Stuck {
-                saga: Arc::clone(&saga.name),
-                step: Arc::clone(&saga.steps[index].name),
+                saga: saga.name.to_arc(),
+                step: saga.steps[index].name.to_arc(),
                 phase: StuckPhase::Rollback,
                 error: final_error(env, error),
                 failures,

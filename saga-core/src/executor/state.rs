@@ -1,7 +1,6 @@
 //! A run's state: the step records it keeps while in flight, what it
 //! keeps only once something failed, and the report built from them.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::forward::{Ended, Halt};
@@ -158,7 +157,7 @@ impl<'a> State<'a> {
         error: &StepError,
     ) -> Failure {
         Failure {
-            step: Arc::clone(&saga.steps[index].name),
+            step: saga.steps[index].name.to_arc(),
             compensation,
             attempt: if compensation {
                 self.extra
@@ -284,7 +283,7 @@ impl<'a> State<'a> {
                 .collect()
         };
         SagaReport {
-            saga: Arc::clone(&env.saga.name),
+            saga: env.saga.name.clone(),
             execution_id: env.id.clone(),
             status,
             steps,
@@ -322,7 +321,7 @@ pub(super) fn step_report<C, D>(
         None => (0, Duration::ZERO, None),
     };
     StepReport {
-        name: Arc::clone(&step.name),
+        name: step.name.clone(),
         kind: step.kind,
         status: record.status,
         outcome: record.outcome,

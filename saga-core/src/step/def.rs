@@ -7,7 +7,6 @@ use crate::error::StepError;
 use crate::policy::RetryPolicy;
 pub use crate::status::StepKind;
 use std::any::Any;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) type Output = Box<dyn Any + Send + Sync>;
@@ -84,7 +83,7 @@ impl<C, D> Undo<C, D> {
 
 /// A step, type-erased: what a [`Saga`](crate::Saga) holds.
 pub(crate) struct StepDef<C, D> {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: super::Name,
     pub(crate) action: Action<C, D>,
     pub(crate) undo: Option<Undo<C, D>>,
     pub(crate) retry: RetryPolicy,

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::StepError;
@@ -18,6 +17,7 @@ mod def;
 mod provides;
 mod task;
 
+pub use crate::name::Name;
 use def::erase_sync;
 pub(crate) use def::{
     Action, Output, OutputCodec, StepDef, SyncAction, Undo, erase_async, erase_async_undo,
@@ -26,7 +26,7 @@ pub(crate) use def::{
 pub use provides::Provides;
 #[doc(hidden)]
 pub use task::{Dsl, undo_shared};
-pub use task::{RetrySpec, Task, TaskFn, UndoFn, default_undo_retry};
+pub use task::{RetrySpec, Task, TaskFn, TaskFuture, UndoFn, default_undo_retry};
 
 /// A boxed, `Send` future: what async steps and compensations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -192,7 +192,7 @@ impl<C, T: 'static, D> Step<C, T, D> {
     /// Bounded by less than the constructors that call it, so that an
     /// output that is not `Send + Sync` is reported by them, or by
     /// `saga!`'s own checks, and not once more here (`__private`).
-    pub(crate) fn from_action(name: Arc<str>, action: Action<C, D>) -> Self {
+    pub(crate) fn from_action(name: Name, action: Action<C, D>) -> Self {
         Step {
             def: StepDef {
                 name,
@@ -218,7 +218,7 @@ impl<C, T: 'static, D> Step<C, T, D> {
 impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     /// A step whose action is a sync function of the context and the
     /// step's [`StepInfo`]. Its output is kept for its compensation.
-    pub fn new<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
+    pub fn new<E, F>(name: impl Into<Name>, action: F) -> Self
     where
         E: Into<StepError>,
         F: Fn(&mut C, &StepInfo<'_, D>) -> Result<T, E> + Send + Sync + 'static,
@@ -228,7 +228,7 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
 
     /// A step whose action is async: a function returning a boxed future
     /// (`Box::pin(async move { .. })`).
-    pub fn new_async<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
+    pub fn new_async<E, F>(name: impl Into<Name>, action: F) -> Self
     where
         E: Into<StepError> + 'static,
         F: for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<T, E>>
@@ -251,7 +251,7 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     /// A step whose sync action only reads the context (`&C`): the kind a
     /// [`Parallel`](crate::Parallel) group runs, since its branches share
     /// the context. It works as an ordinary step too.
-    pub fn shared<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
+    pub fn shared<E, F>(name: impl Into<Name>, action: F) -> Self
     where
         E: Into<StepError>,
         F: Fn(&C, &StepInfo<'_, D>) -> Result<T, E> + Send + Sync + 'static,
@@ -265,7 +265,7 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
 
     /// A step whose async action only reads the context (`&C`); see
     /// [`shared`](Self::shared).
-    pub fn shared_async<E, F>(name: impl Into<Arc<str>>, action: F) -> Self
+    pub fn shared_async<E, F>(name: impl Into<Name>, action: F) -> Self
     where
         E: Into<StepError> + 'static,
         F: for<'a> Fn(&'a C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<T, E>>
@@ -607,14 +607,12 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
                     f(ctx, info).map(|out| Box::new(out) as Output)
                 }))
             }
-            TaskFn::ExclusiveAsync(f) => erase_async(move |ctx, info| {
-                let fut = f(ctx, info);
-                Box::pin(async move { fut.await.map(|out| Box::new(out) as Output) })
-            }),
-            TaskFn::SharedAsync(f) => erase_shared_async(move |ctx, info| {
-                let fut = f(ctx, info);
-                Box::pin(async move { fut.await.map(|out| Box::new(out) as Output) })
-            }),
+            // The task's own box is the one the executor awaits: one box
+            // per attempt.
+            TaskFn::ExclusiveAsync(f) => erase_async(move |ctx, info| f(ctx, info).into_erased()),
+            TaskFn::SharedAsync(f) => {
+                erase_shared_async(move |ctx, info| f(ctx, info).into_erased())
+            }
         };
         let step = Self::from_action(name.into(), action);
         match K::UNDO {

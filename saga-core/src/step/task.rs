@@ -3,8 +3,13 @@
 //! undo as function pointers in one of four shapes ([`TaskFn`],
 //! [`UndoFn`]) and its options as associated consts.
 
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::def::Output;
 use super::{BoxFuture, StepInfo};
 use crate::error::StepError;
 use crate::policy::{RetryOn, RetryPolicy};
@@ -183,13 +188,11 @@ pub const fn undo_shared<C, D, T>(undo: &Option<UndoFn<C, D, T>>) -> bool {
 /// A sync action taking the context exclusively.
 type SyncFn<C, D, T> = fn(&mut C, &StepInfo<'_, D>) -> Result<T, StepError>;
 /// An async action taking the context exclusively.
-type AsyncFn<C, D, T> =
-    for<'a> fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<T, StepError>>;
+type AsyncFn<C, D, T> = for<'a> fn(&'a mut C, &'a StepInfo<'a, D>) -> TaskFuture<'a, T>;
 /// A sync action taking the context shared.
 type SharedFn<C, D, T> = fn(&C, &StepInfo<'_, D>) -> Result<T, StepError>;
 /// An async action taking the context shared.
-type SharedAsyncFn<C, D, T> =
-    for<'a> fn(&'a C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<T, StepError>>;
+type SharedAsyncFn<C, D, T> = for<'a> fn(&'a C, &'a StepInfo<'a, D>) -> TaskFuture<'a, T>;
 
 /// A [`Task`]'s action, in one of four shapes: sync or async, taking the
 /// context exclusively (`&mut C`) or shared (`&C`, the only kind a
@@ -202,11 +205,11 @@ pub enum TaskFn<C, D, T> {
     /// `fn(&mut C, &StepInfo<D>) -> Result<T, StepError>`, run as a plain
     /// call.
     Exclusive(SyncFn<C, D, T>),
-    /// `fn(&mut C, &StepInfo<D>) -> BoxFuture<Result<T, StepError>>`.
+    /// `fn(&mut C, &StepInfo<D>) -> TaskFuture<T>`.
     ExclusiveAsync(AsyncFn<C, D, T>),
     /// `fn(&C, &StepInfo<D>) -> Result<T, StepError>`.
     Shared(SharedFn<C, D, T>),
-    /// `fn(&C, &StepInfo<D>) -> BoxFuture<Result<T, StepError>>`.
+    /// `fn(&C, &StepInfo<D>) -> TaskFuture<T>`.
     SharedAsync(SharedAsyncFn<C, D, T>),
 }
 
@@ -229,6 +232,86 @@ impl<C, D, T> Clone for TaskFn<C, D, T> {
 }
 
 impl<C, D, T> Copy for TaskFn<C, D, T> {}
+
+/// The future an async [`Task`] action returns ([`TaskFn::ExclusiveAsync`],
+/// [`TaskFn::SharedAsync`]): `TaskFuture::new(async move { .. })`.
+///
+/// It boxes the action's future once, with what the executor does to its
+/// output inside the same box, so that an attempt of an async task costs
+/// one allocation; a `BoxFuture` of the action's own output would need a
+/// second future, boxed again, around it. It is also a future of the
+/// action's result, for calling a task's action by hand (in a unit test).
+///
+/// ```
+/// use saga_core::{ExecutionId, StepError, StepInfo, Task, TaskFn, TaskFuture};
+///
+/// struct Quote;
+///
+/// impl Task<u32> for Quote {
+///     type Output = u32;
+///     const NAME: &'static str = "quote";
+///     const ACTION: TaskFn<u32, (), u32> = TaskFn::ExclusiveAsync(|total, _info| {
+///         TaskFuture::new(async move {
+///             *total += 7;
+///             Ok::<_, StepError>(*total)
+///         })
+///     });
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let TaskFn::ExclusiveAsync(quote) = Quote::ACTION else { unreachable!() };
+/// let id = ExecutionId::new("order-1");
+/// let mut total = 0;
+/// assert_eq!(quote(&mut total, &StepInfo::new("order", &id, "quote", 1)).await?, 7);
+/// # Ok::<(), StepError>(())
+/// # }).unwrap();
+/// ```
+pub struct TaskFuture<'a, T> {
+    inner: BoxFuture<'a, Result<Output, StepError>>,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Send + Sync + 'static> TaskFuture<'a, T> {
+    /// Boxes an async action's future.
+    pub fn new(future: impl Future<Output = Result<T, StepError>> + Send + 'a) -> Self {
+        TaskFuture {
+            inner: Box::pin(async move { future.await.map(|out| Box::new(out) as Output) }),
+            _output: PhantomData,
+        }
+    }
+}
+
+impl<'a, T> TaskFuture<'a, T> {
+    /// The boxed future as the executor awaits it.
+    pub(crate) fn into_erased(self) -> BoxFuture<'a, Result<Output, StepError>> {
+        self.inner
+    }
+}
+
+impl<T: 'static> Future for TaskFuture<'_, T> {
+    type Output = Result<T, StepError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx).map(|result| {
+            result.and_then(|out| match out.downcast::<T>() {
+                Ok(out) => Ok(*out),
+                // `new` boxed a `T`: unreachable, reported rather than a panic.
+                Err(_) => Err(StepError::new(format!(
+                    "internal error: a task's output is not a `{}`",
+                    std::any::type_name::<T>()
+                ))),
+            })
+        })
+    }
+}
+
+impl<T> std::fmt::Debug for TaskFuture<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskFuture")
+            .field("output", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
+}
 
 /// A sync undo taking the context exclusively.
 type SyncUndoFn<C, D, T> = fn(&mut C, Option<&T>, &StepInfo<'_, D>) -> Result<(), StepError>;

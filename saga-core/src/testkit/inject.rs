@@ -192,7 +192,7 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
         .iter()
         .enumerate()
         .map(|(i, step)| StepDef {
-            name: Arc::clone(&step.name),
+            name: step.name.clone(),
             action: wrap_action(saga, probe, i),
             undo: step.undo.as_ref().map(|u| wrap_undo(saga, probe, i, u)),
             retry: if single == Some(i) {
@@ -226,7 +226,7 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
         .collect();
     Saga {
         inner: Arc::new(SagaInner {
-            name: Arc::clone(&inner.name),
+            name: inner.name.clone(),
             steps,
             nodes,
             observers: inner.observers.clone(),
