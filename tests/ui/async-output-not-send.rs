@@ -1,5 +1,5 @@
-// An async step's output must be `Send + Sync`: each error points at the
-// output type, not at the attribute.
+// An async step's output must be `Send + Sync`: errors at the output type,
+// and (a known gap since the one-box TaskFuture) again at the attribute.
 use std::rc::Rc;
 
 use saga_core::{saga_task, StepError};
