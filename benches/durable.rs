@@ -351,7 +351,47 @@ criterion_group! {
     targets = durable
 }
 
+/// `SAGA_PROFILE=<case>:<sagas>` runs one case that many times and
+/// nothing else, for `valgrind --tool=callgrind` (instruction counts) or
+/// `strace -f -c` (fsyncs and writes per step). Cases: `memory_engine`
+/// (one saga at a time on a `MemoryStore`, 200-byte context),
+/// `memory_engine_20k` (the same with a 20 KB context), `sqlite` (one at
+/// a time on SQLite), `sqlite_64` (64 at once on SQLite, `<sagas>` rounds
+/// of 64), `raw` (`<sagas>` x 11 raw commits).
+fn profile(spec: &str) {
+    let Some((case, runs)) = spec.split_once(':') else {
+        panic!("SAGA_PROFILE is `<case>:<sagas>`, not `{spec}`");
+    };
+    let runs: u64 = match runs.parse() {
+        Ok(n) => n,
+        Err(e) => panic!("SAGA_PROFILE: `{runs}` is not a number: {e}"),
+    };
+    let dir = bench_dir();
+    let (rt, engine, memory) = engines_on(&dir);
+    match case {
+        "memory_engine" => rt.block_on(run_sequential(&memory, runs)),
+        "sqlite" => rt.block_on(run_sequential(&engine, runs)),
+        "sqlite_64" => rt.block_on(async {
+            for _ in 0..runs {
+                run_concurrent(&engine).await;
+            }
+        }),
+        "raw" => {
+            let conn = raw_table(&dir);
+            let context = serde_json::to_string(&order()).expect("json");
+            for seq in 0..runs as i64 * 11 {
+                raw_commit_once(&conn, seq, &context);
+            }
+        }
+        _ => panic!("SAGA_PROFILE: unknown case `{case}`"),
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("SAGA_PROFILE") {
+        profile(&spec);
+        return;
+    }
     interleaved();
     benches();
     Criterion::default().configure_from_args().final_summary();

@@ -129,7 +129,7 @@ impl SagaStore for SqliteStore {
                 token,
                 ttl,
             };
-            insert_events(conn, &execution.id, &lease, &execution.events, now).map_err(|e| {
+            insert_events(conn, &execution.id, Some(&lease), &execution.events, now).map_err(|e| {
                 match e {
                     Some(e) => db(path, "creating an execution")(e),
                     None => lease_lost(&execution.id),
@@ -223,12 +223,15 @@ impl SagaStore for SqliteStore {
             let last = events.last().map_or(0, |e| e.seq);
             let prev = first.saturating_sub(1);
             // The fence and the sequence check in the statement that moves
-            // the execution on: a lost lease or a gap writes nothing.
-            let cancel: Option<bool> = conn
+            // the execution on: a lost lease or a gap writes nothing. The
+            // status is set by a second statement, only when it changes:
+            // naming it in this `SET` would rewrite its index entry (a page
+            // of the log) at every step.
+            let moved: Option<(bool, String)> = conn
                 .prepare_cached(&format!(
-                    "UPDATE executions SET status = ?4, last_seq = ?5, updated_at = ?6
-                     WHERE id = ?1 AND last_seq = ?7 AND {LEASE_HELD}
-                     RETURNING cancel_requested"
+                    "UPDATE executions SET last_seq = ?4, updated_at = ?5
+                     WHERE id = ?1 AND last_seq = ?6 AND {LEASE_HELD}
+                     RETURNING cancel_requested, status"
                 ))
                 .and_then(|mut stmt| {
                     stmt.query_row(
@@ -236,7 +239,6 @@ impl SagaStore for SqliteStore {
                             id.as_str(),
                             lease.token,
                             &*lease.owner,
-                            status.label(),
                             if events.is_empty() {
                                 prev as i64
                             } else {
@@ -245,12 +247,12 @@ impl SagaStore for SqliteStore {
                             now,
                             prev as i64
                         ],
-                        |row| row.get(0),
+                        |row| Ok((row.get(0)?, row.get(1)?)),
                     )
                     .optional()
                 })
                 .map_err(&err)?;
-            let Some(cancel_requested) = cancel else {
+            let Some((cancel_requested, was)) = moved else {
                 let record = get_execution(conn, path, id.as_str())?;
                 return Err(match record {
                     None => StoreError::NotFound { execution_id: id },
@@ -264,24 +266,37 @@ impl SagaStore for SqliteStore {
                     Some(_) => lease_lost(&id),
                 });
             };
-            insert_events(conn, &id, &lease, &events, now).map_err(|e| match e {
+            if was != status.label() {
+                conn.prepare_cached("UPDATE executions SET status = ?2 WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute(params![id.as_str(), status.label()]))
+                    .map_err(&err)?;
+            }
+            // Fenced by the update above, in this transaction.
+            insert_events(conn, &id, None, &events, now).map_err(|e| match e {
                 Some(e) => err(e),
                 None => lease_lost(&id),
             })?;
             // Extends the lease, or releases it when the execution ended.
+            // An extension is skipped while more than two thirds of the
+            // ttl are left (the run renews it every third of the ttl
+            // anyway): rewriting the lease's page at every step costs a
+            // page of the log per step.
+            let ttl = ttl_ms(lease.ttl);
             conn.prepare_cached(
                 "UPDATE leases SET
                     owner = CASE WHEN ?5 THEN NULL ELSE owner END,
                     expires_at = CASE WHEN ?5 THEN NULL ELSE ?4 END
-                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
+                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3
+                    AND (?5 OR expires_at IS NULL OR expires_at < ?4 - ?6)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     id.as_str(),
                     lease.token,
                     &*lease.owner,
-                    now.saturating_add(ttl_ms(lease.ttl)),
-                    status.is_finished()
+                    now.saturating_add(ttl),
+                    status.is_finished(),
+                    ttl / 3
                 ])
             })
             .map_err(&err)?;
