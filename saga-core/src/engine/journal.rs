@@ -1,8 +1,11 @@
 //! The executor's journal on a store: numbers events, buffers them, and
 //! commits at every point after which an effect may happen.
 
+use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use serde::Serialize;
 
@@ -25,13 +28,56 @@ pub(super) struct JournalState {
 
 /// The executor's journal on a store: numbers events, buffers them, and
 /// commits at every point after which an effect may happen.
+///
+/// An event that is only buffered (a success, a failure) is numbered under
+/// a plain mutex and costs no await; a flush holds `flushing` across its
+/// write, so that the writes of concurrent branches reach the store in
+/// the order of their numbers.
 pub(super) struct StoreJournal<C> {
     pub(super) store: Arc<dyn SagaStore>,
     pub(super) id: ExecutionId,
     pub(super) lease: Lease,
-    pub(super) state: tokio::sync::Mutex<JournalState>,
+    pub(super) state: Mutex<JournalState>,
+    /// Held by the flush under way, from the numbering of its event to its
+    /// commit.
+    pub(super) flushing: tokio::sync::Mutex<()>,
     pub(super) cancel: CancellationToken,
     pub(super) _context: PhantomData<fn(&C)>,
+}
+
+/// The future of a record that only buffered its event: zero-sized, so
+/// boxing it allocates nothing.
+struct Buffered;
+
+impl Future for Buffered {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<C> StoreJournal<C> {
+    fn state(&self) -> MutexGuard<'_, JournalState> {
+        // Plain numbers and a buffer: consistent whatever panicked.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Numbers `event` and buffers it, unless it is the first step's first
+    /// start that the creation wrote already. Under the state's lock.
+    fn push(state: &mut JournalState, mut event: Event) {
+        let written = state.preloaded
+            && event.kind == EventKind::StepStarted
+            && event.step == Some(0)
+            && event.attempt == 1;
+        if written {
+            state.preloaded = false;
+            return;
+        }
+        event.seq = state.next_seq;
+        state.next_seq += 1;
+        state.buffer.push(event);
+    }
 }
 
 impl<C: Serialize> Journal<C> for StoreJournal<C> {
@@ -44,32 +90,30 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
 
     fn record(
         &self,
-        mut event: Event,
+        event: Event,
         status: ExecutionStatus,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let flush = matches!(
+            event.kind,
+            EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
+        );
+        if !flush {
+            Self::push(&mut self.state(), event);
+            return Box::pin(Buffered);
+        }
         Box::pin(async move {
-            let mut state = self.state.lock().await;
-            let written = state.preloaded
-                && event.kind == EventKind::StepStarted
-                && event.step == Some(0)
-                && event.attempt == 1;
-            if written {
-                state.preloaded = false;
-            } else {
-                event.seq = state.next_seq;
-                state.next_seq += 1;
-            }
-            let flush = matches!(
-                event.kind,
-                EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
-            );
-            if !written {
-                state.buffer.push(event);
-            }
-            if !flush || state.buffer.is_empty() {
+            let _flushing = match self.flushing.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => self.flushing.lock().await,
+            };
+            let events = {
+                let mut state = self.state();
+                Self::push(&mut state, event);
+                std::mem::take(&mut state.buffer)
+            };
+            if events.is_empty() {
                 return Ok(());
             }
-            let events = std::mem::take(&mut state.buffer);
             let ack = self
                 .store
                 .append(&self.id, &self.lease, events, status)

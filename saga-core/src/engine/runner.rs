@@ -170,11 +170,12 @@ where
                 store: Arc::clone(&store),
                 id: job.id.clone(),
                 lease: job.lease.clone(),
-                state: tokio::sync::Mutex::new(JournalState {
+                state: std::sync::Mutex::new(JournalState {
                     next_seq,
                     buffer: Vec::new(),
                     preloaded,
                 }),
+                flushing: tokio::sync::Mutex::new(()),
                 cancel: job.cancel.clone(),
                 _context: PhantomData,
             };
