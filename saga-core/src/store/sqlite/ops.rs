@@ -653,3 +653,129 @@ impl SagaStore for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(test: &str) -> SqliteStore {
+        let dir = std::env::temp_dir().join(format!("saga-ops-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        SqliteStore::open(dir.join("sagas.db")).unwrap()
+    }
+
+    fn started(seq: u64, step: u32) -> Event {
+        let mut event = Event::new(seq, EventKind::StepStarted);
+        event.step = Some(step);
+        event.attempt = 1;
+        event
+    }
+
+    async fn create(store: &SqliteStore, id: &str, ttl: Duration) -> Lease {
+        let created = store
+            .create(
+                NewExecution {
+                    id: ExecutionId::new(id),
+                    saga: "s".to_owned(),
+                    fingerprint: "f".to_owned(),
+                    context: "{}".to_owned(),
+                    events: vec![started(1, 0)],
+                },
+                "owner",
+                ttl,
+            )
+            .await
+            .unwrap();
+        match created {
+            Created::New(lease) => lease,
+            Created::Existing(_) => panic!("{id} existed"),
+        }
+    }
+
+    async fn status_listed(store: &SqliteStore, status: ExecutionStatus) -> Vec<String> {
+        store
+            .list_summaries(ListQuery::new().with_status(status))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id.as_str().to_owned())
+            .collect()
+    }
+
+    /// The status is written only when it changes: the record and the
+    /// status index (which listings by status read) follow every change.
+    #[tokio::test]
+    async fn an_append_moves_the_status_and_its_index_only_when_it_changes() {
+        let store = scratch("status");
+        let id = ExecutionId::new("a");
+        let lease = create(&store, "a", Duration::from_secs(60)).await;
+        let running = ExecutionStatus::Running;
+        store
+            .append(&id, &lease, vec![started(2, 1)], running)
+            .await
+            .unwrap();
+        assert_eq!(status_listed(&store, running).await, ["a"]);
+        let rollback = ExecutionStatus::Compensating;
+        let events = vec![Event::new(3, EventKind::RollbackStarted)];
+        store.append(&id, &lease, events, rollback).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().status, rollback);
+        assert!(status_listed(&store, running).await.is_empty());
+        assert_eq!(status_listed(&store, rollback).await, ["a"]);
+        let end = ExecutionStatus::Compensated;
+        let events = vec![Event::new(4, EventKind::Finished)];
+        store.append(&id, &lease, events, end).await.unwrap();
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((record.status, record.last_seq), (end, 4));
+        assert_eq!(status_listed(&store, end).await, ["a"]);
+        assert!(status_listed(&store, rollback).await.is_empty());
+        assert_eq!(store.events(&id).await.unwrap().len(), 4);
+    }
+
+    /// An append extends the lease once a third of its ttl has gone, not
+    /// before; a finishing append releases it whatever is left.
+    #[tokio::test]
+    async fn an_append_extends_the_lease_once_a_third_of_its_ttl_is_gone() {
+        let store = scratch("lease");
+        let id = ExecutionId::new("b");
+        let ttl = Duration::from_secs(30);
+        let lease = create(&store, "b", ttl).await;
+        let expires = |r: ExecutionRecord| r.lease_expires_at_ms.unwrap();
+        let first = expires(store.get(&id).await.unwrap().unwrap());
+        let running = ExecutionStatus::Running;
+        store
+            .append(&id, &lease, vec![started(2, 1)], running)
+            .await
+            .unwrap();
+        // Fresh: the extension was skipped.
+        assert_eq!(expires(store.get(&id).await.unwrap().unwrap()), first);
+        // Moved back by half the ttl, as if that much time had gone.
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute(
+            "UPDATE leases SET expires_at = expires_at - 15000 WHERE execution_id = 'b'",
+            [],
+        )
+        .unwrap();
+        let before = now_ms();
+        store
+            .append(&id, &lease, vec![started(3, 2)], running)
+            .await
+            .unwrap();
+        let extended = expires(store.get(&id).await.unwrap().unwrap());
+        assert!(extended >= before + 30_000, "{extended} < {before} + ttl");
+        // Another owner's lease is not touched, and the append is refused.
+        let stranger = Lease {
+            owner: "other".into(),
+            ..lease.clone()
+        };
+        let refused = store
+            .append(&id, &stranger, vec![started(4, 3)], running)
+            .await;
+        assert!(matches!(refused, Err(StoreError::LeaseLost { .. })));
+        let events = vec![Event::new(4, EventKind::Finished)];
+        let end = ExecutionStatus::Completed;
+        store.append(&id, &lease, events, end).await.unwrap();
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((record.owner, record.lease_expires_at_ms), (None, None));
+    }
+}
