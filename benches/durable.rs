@@ -29,10 +29,13 @@
 //! Run: `cargo bench --bench durable`. Files go under
 //! `target/bench-durable/` (on the disk the project is on).
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{cpu_model, load_average};
 use criterion::{Criterion, Throughput, criterion_group};
 use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
 use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
@@ -401,24 +404,6 @@ fn interleaved() {
         10,
     );
     println!("durable: load average {} at the end", load_average());
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// The lower quartile, the median and the upper quartile.

@@ -18,10 +18,13 @@
 //! start (with the previous step's end) before running it, so each is one
 //! durable commit of the log unless group commit merges them.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{cpu_model, load_average};
 use criterion::{Criterion, Throughput, criterion_group};
 use saga_core::store::{PostgresOptions, PostgresStore};
 use saga_core::{Context, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
@@ -233,24 +236,6 @@ fn interleaved() {
         println!("  {what}: {mid:.2} ({low:.2}-{high:.2})");
     }
     println!("postgres: load average {} at the end", load_average());
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 criterion_group!(benches, bench);
