@@ -88,6 +88,12 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
         })
     }
 
+    fn last_context(&self) -> Option<String> {
+        let state = self.state();
+        let last = state.buffer.iter().rev().find_map(|e| e.context.as_ref());
+        last.cloned()
+    }
+
     fn record(
         &self,
         event: Event,

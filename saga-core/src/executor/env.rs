@@ -137,6 +137,12 @@ impl<C, D> Env<'_, C, D> {
         }
     }
 
+    /// The context as the journal last recorded it since its last commit
+    /// (see [`Journal::last_context`]).
+    pub(super) fn last_context(&self) -> Option<String> {
+        self.durable.as_deref()?.journal.last_context()
+    }
+
     /// A step's output, encoded for the journal.
     pub(super) fn encode_output(
         &self,
