@@ -94,19 +94,26 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
         last.cloned()
     }
 
+    fn buffer(&self, event: Event) -> Option<Event> {
+        let flush = matches!(
+            event.kind,
+            EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
+        );
+        if flush {
+            return Some(event);
+        }
+        Self::push(&mut self.state(), event);
+        None
+    }
+
     fn record(
         &self,
         event: Event,
         status: ExecutionStatus,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let flush = matches!(
-            event.kind,
-            EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
-        );
-        if !flush {
-            Self::push(&mut self.state(), event);
+        let Some(event) = self.buffer(event) else {
             return Box::pin(Buffered);
-        }
+        };
         Box::pin(async move {
             let _flushing = match self.flushing.try_lock() {
                 Ok(guard) => guard,
