@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -41,6 +42,9 @@ pub(super) struct StoreJournal<C> {
     /// Held by the flush under way, from the numbering of its event to its
     /// commit.
     pub(super) flushing: tokio::sync::Mutex<()>,
+    /// The length of the context's last encoding: the next one starts with
+    /// room for it, rather than growing (and copying) from a few bytes.
+    pub(super) encoded_len: AtomicUsize,
     pub(super) cancel: CancellationToken,
     pub(super) _context: PhantomData<fn(&C)>,
 }
@@ -82,10 +86,17 @@ impl<C> StoreJournal<C> {
 
 impl<C: Serialize> Journal<C> for StoreJournal<C> {
     fn encode_context(&self, ctx: &C) -> Result<String, StoreError> {
-        serde_json::to_string(ctx).map_err(|e| StoreError::Encode {
+        let error = |detail: String| StoreError::Encode {
             what: format!("the context of execution `{}`", self.id),
-            detail: e.to_string(),
-        })
+            detail,
+        };
+        // A little more than the last length: a context that grows a bit
+        // still fits.
+        let last = self.encoded_len.load(Ordering::Relaxed);
+        let mut json = Vec::with_capacity(last + last / 16 + 64);
+        serde_json::to_writer(&mut json, ctx).map_err(|e| error(e.to_string()))?;
+        self.encoded_len.store(json.len(), Ordering::Relaxed);
+        String::from_utf8(json).map_err(|e| error(e.to_string()))
     }
 
     fn last_context(&self) -> Option<String> {

@@ -4,6 +4,7 @@
 use std::any::{Any, TypeId, type_name};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -176,6 +177,7 @@ where
                     preloaded,
                 }),
                 flushing: tokio::sync::Mutex::new(()),
+                encoded_len: AtomicUsize::new(job.initial_context.len()),
                 cancel: job.cancel.clone(),
                 _context: PhantomData,
             };
