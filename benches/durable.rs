@@ -16,7 +16,12 @@
 //! - `concurrent_64`: 64 sagas at once on SQLite, sharing commits (group
 //!   commit);
 //! - `json_encode_context` / `json_decode_context`: what the JSON encoding
-//!   of a context of about 200 bytes costs per event.
+//!   of a context of about 200 bytes costs per event;
+//! - in the interleaved rounds only: the engine on a `MemoryStore` with a
+//!   context of about 20 KB, and `serde_json::to_vec` of both contexts,
+//!   so that what a larger context adds per step can be set against what
+//!   its encoding adds (issue 17's `t(20 KB) - t(200 B) <= 1.2 x
+//!   (enc(20 KB) - enc(200 B))`).
 //!
 //! Throughput is in step transitions (10 per saga) or rows per second.
 //! First, all of them are measured in alternation and their ratios printed
@@ -24,10 +29,13 @@
 //! Run: `cargo bench --bench durable`. Files go under
 //! `target/bench-durable/` (on the disk the project is on).
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{cpu_model, load_average};
 use criterion::{Criterion, Throughput, criterion_group};
 use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
 use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
@@ -58,6 +66,21 @@ fn order() -> Order {
         total_cents: 12_345,
         steps_done: 0,
     }
+}
+
+/// The same context grown to about 20 KB of JSON (800 more items):
+/// built once, then cloned (a clone costs a tenth of a build, and is
+/// what a caller holding the order would pay).
+fn big_order() -> Order {
+    static BIG: std::sync::OnceLock<Order> = std::sync::OnceLock::new();
+    BIG.get_or_init(|| {
+        let mut order = order();
+        order
+            .items
+            .extend((0..800).map(|i| (format!("sku-item-{i:06}"), i)));
+        order
+    })
+    .clone()
 }
 
 fn saga() -> Saga<Order> {
@@ -153,8 +176,13 @@ async fn run_in_memory(saga: &Saga<Order>, runs: u64) {
 
 /// Runs `sagas` sagas one after another.
 async fn run_sequential(engine: &SagaEngine, sagas: u64) {
+    run_sequential_on(engine, sagas, order).await;
+}
+
+/// Runs `sagas` sagas one after another, each on a context `ctx` makes.
+async fn run_sequential_on(engine: &SagaEngine, sagas: u64, ctx: fn() -> Order) {
     for _ in 0..sagas {
-        let id = engine.start("bench", order()).await.expect("start");
+        let id = engine.start("bench", ctx()).await.expect("start");
         engine.wait(&id).await.expect("wait");
     }
 }
@@ -263,7 +291,23 @@ fn interleaved() {
     };
     // Step transitions (or commits) per second.
     let rate = |n: usize, took: Duration| n as f64 / took.as_secs_f64();
-    let mut rows: Vec<[f64; 11]> = Vec::with_capacity(ROUNDS);
+    // Nanoseconds per `serde_json::to_vec` of `ctx`, over `n` encodings.
+    let encode = |ctx: &Order, n: u32| {
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(serde_json::to_vec(std::hint::black_box(ctx)).expect("json"));
+        }
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(n)
+    };
+    let (small, big) = (order(), big_order());
+    println!(
+        "durable: {}; load average {} at the start; contexts of {} and {} bytes",
+        cpu_model(),
+        load_average(),
+        serde_json::to_vec(&small).expect("json").len(),
+        serde_json::to_vec(&big).expect("json").len()
+    );
+    let mut rows: Vec<[f64; 16]> = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let memory_run = rate(
             MEMORY_RUNS as usize * STEPS,
@@ -274,6 +318,17 @@ fn interleaved() {
             timed(&rt, run_sequential(&memory, MEMORY_ENGINE_SAGAS)),
         );
         let memory_concurrent = rate(CONCURRENT * STEPS, timed(&rt, run_concurrent(&memory)));
+        let enc_small = encode(&small, 2000);
+        let memory_big = rate(
+            MEMORY_ENGINE_SAGAS as usize * STEPS,
+            timed(
+                &rt,
+                run_sequential_on(&memory, MEMORY_ENGINE_SAGAS, big_order),
+            ),
+        );
+        let enc_big = encode(&big, 50);
+        // Nanoseconds per step.
+        let (t_small, t_big) = (1e9 / memory_sequential, 1e9 / memory_big);
         let before = raw_commits(RAW_COMMITS);
         let sequential = rate(
             SEQUENTIAL_SAGAS as usize * STEPS,
@@ -294,6 +349,11 @@ fn interleaved() {
             memory_sequential / sequential,
             concurrent / sequential,
             memory_concurrent / concurrent,
+            memory_big,
+            enc_small,
+            enc_big,
+            (t_big - t_small) / (enc_big - enc_small),
+            t_small / enc_small,
         ]);
     }
     let q = |i: usize| quartiles(rows.iter().map(|r| r[i]).collect());
@@ -316,6 +376,16 @@ fn interleaved() {
     show("in memory, Saga::run", 0, true);
     show("in memory, engine, sequential", 1, true);
     show("in memory, engine, 64 at once", 2, true);
+    show("in memory, engine, sequential, 20 KB context", 11, true);
+    let (low, mid, high) = q(12);
+    println!("  serde_json::to_vec, 200 B context: {mid:.0} ns ({low:.0}-{high:.0})");
+    let (low, mid, high) = q(13);
+    println!("  serde_json::to_vec, 20 KB context: {mid:.0} ns ({low:.0}-{high:.0})");
+    ratio(
+        "engine in memory, (t(20 KB) - t(200 B)) / (enc(20 KB) - enc(200 B)), per step",
+        14,
+    );
+    ratio("engine in memory, t(200 B) per step / enc(200 B)", 15);
     show("raw SQLite commits", 3, false);
     show("SQLite, engine, sequential", 4, true);
     show("SQLite, engine, 64 at once", 5, true);
@@ -333,6 +403,7 @@ fn interleaved() {
         "SQLite 64 at once, times slower than the engine in memory 64 at once",
         10,
     );
+    println!("durable: load average {} at the end", load_average());
 }
 
 /// The lower quartile, the median and the upper quartile.
@@ -351,7 +422,48 @@ criterion_group! {
     targets = durable
 }
 
+/// `SAGA_PROFILE=<case>:<sagas>` runs one case that many times and
+/// nothing else, for `valgrind --tool=callgrind` (instruction counts) or
+/// `strace -f -c` (fsyncs and writes per step). Cases: `memory_engine`
+/// (one saga at a time on a `MemoryStore`, 200-byte context),
+/// `memory_engine_20k` (the same with a 20 KB context), `sqlite` (one at
+/// a time on SQLite), `sqlite_64` (64 at once on SQLite, `<sagas>` rounds
+/// of 64), `raw` (`<sagas>` x 11 raw commits).
+fn profile(spec: &str) {
+    let Some((case, runs)) = spec.split_once(':') else {
+        panic!("SAGA_PROFILE is `<case>:<sagas>`, not `{spec}`");
+    };
+    let runs: u64 = match runs.parse() {
+        Ok(n) => n,
+        Err(e) => panic!("SAGA_PROFILE: `{runs}` is not a number: {e}"),
+    };
+    let dir = bench_dir();
+    let (rt, engine, memory) = engines_on(&dir);
+    match case {
+        "memory_engine" => rt.block_on(run_sequential(&memory, runs)),
+        "memory_engine_20k" => rt.block_on(run_sequential_on(&memory, runs, big_order)),
+        "sqlite" => rt.block_on(run_sequential(&engine, runs)),
+        "sqlite_64" => rt.block_on(async {
+            for _ in 0..runs {
+                run_concurrent(&engine).await;
+            }
+        }),
+        "raw" => {
+            let conn = raw_table(&dir);
+            let context = serde_json::to_string(&order()).expect("json");
+            for seq in 0..runs as i64 * 11 {
+                raw_commit_once(&conn, seq, &context);
+            }
+        }
+        _ => panic!("SAGA_PROFILE: unknown case `{case}`"),
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("SAGA_PROFILE") {
+        profile(&spec);
+        return;
+    }
     interleaved();
     benches();
     Criterion::default().configure_from_args().final_summary();

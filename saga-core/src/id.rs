@@ -79,8 +79,16 @@ impl PartialEq for ExecutionId {
 impl Eq for ExecutionId {}
 
 impl Hash for ExecutionId {
+    /// As its text hashes (`str`'s bytes, then `0xff`), without the UTF-8
+    /// check of [`as_str`](Self::as_str): a store's map hashes the id on
+    /// every write.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        let bytes: &[u8] = match &self.0 {
+            Repr::Given(id) => id.as_bytes(),
+            Repr::Generated(text) => text,
+        };
+        state.write(bytes);
+        state.write_u8(0xff);
     }
 }
 
@@ -171,6 +179,21 @@ fn hex_word(x: u64) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_hashes_as_its_text_does() {
+        use std::collections::hash_map::DefaultHasher;
+        let hash = |value: &dyn Fn(&mut DefaultHasher)| {
+            let mut hasher = DefaultHasher::new();
+            value(&mut hasher);
+            hasher.finish()
+        };
+        let generated = ExecutionId::generate();
+        let given = ExecutionId::new("order-42");
+        for (id, text) in [(&generated, generated.as_str()), (&given, "order-42")] {
+            assert_eq!(hash(&|h| id.hash(h)), hash(&|h| text.hash(h)), "{text}");
+        }
+    }
 
     #[test]
     fn hex_digits_match_format() {

@@ -349,6 +349,18 @@ pub(crate) trait Journal<C>: Send + Sync {
     /// is held across an await).
     fn encode_context(&self, ctx: &C) -> Result<String, StoreError>;
 
+    /// The context of the last event recorded since the last commit that
+    /// holds one, if any: the context as it is now when no step ran since
+    /// (every step's end logs the context it left), so that the run's end
+    /// copies it rather than encoding the context again.
+    fn last_context(&self) -> Option<String>;
+
+    /// Buffers `event` at once when nothing must be committed before the
+    /// run goes on (a step's or a compensation's end: it is committed with
+    /// the next start or the end), so that recording it needs no future;
+    /// gives it back otherwise, for [`record`](Journal::record).
+    fn buffer(&self, event: Event) -> Option<Event>;
+
     /// Records `event` (its `seq` is the journal's to set); `status` is the
     /// execution's status after it.
     fn record(

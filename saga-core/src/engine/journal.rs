@@ -1,8 +1,12 @@
 //! The executor's journal on a store: numbers events, buffers them, and
 //! commits at every point after which an effect may happen.
 
+use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use serde::Serialize;
 
@@ -25,51 +29,115 @@ pub(super) struct JournalState {
 
 /// The executor's journal on a store: numbers events, buffers them, and
 /// commits at every point after which an effect may happen.
+///
+/// An event that is only buffered (a success, a failure) is numbered under
+/// a plain mutex and costs no await; a flush holds `flushing` across its
+/// write, so that the writes of concurrent branches reach the store in
+/// the order of their numbers.
 pub(super) struct StoreJournal<C> {
     pub(super) store: Arc<dyn SagaStore>,
     pub(super) id: ExecutionId,
     pub(super) lease: Lease,
-    pub(super) state: tokio::sync::Mutex<JournalState>,
+    pub(super) state: Mutex<JournalState>,
+    /// Held by the flush under way, from the numbering of its event to its
+    /// commit.
+    pub(super) flushing: tokio::sync::Mutex<()>,
+    /// The length of the context's last encoding: the next one starts with
+    /// room for it, rather than growing (and copying) from a few bytes.
+    pub(super) encoded_len: AtomicUsize,
     pub(super) cancel: CancellationToken,
     pub(super) _context: PhantomData<fn(&C)>,
 }
 
+/// The future of a record that only buffered its event: zero-sized, so
+/// boxing it allocates nothing.
+struct Buffered;
+
+impl Future for Buffered {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<C> StoreJournal<C> {
+    fn state(&self) -> MutexGuard<'_, JournalState> {
+        // Plain numbers and a buffer: consistent whatever panicked.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Numbers `event` and buffers it, unless it is the first step's first
+    /// start that the creation wrote already. Under the state's lock.
+    fn push(state: &mut JournalState, mut event: Event) {
+        let written = state.preloaded
+            && event.kind == EventKind::StepStarted
+            && event.step == Some(0)
+            && event.attempt == 1;
+        if written {
+            state.preloaded = false;
+            return;
+        }
+        event.seq = state.next_seq;
+        state.next_seq += 1;
+        state.buffer.push(event);
+    }
+}
+
 impl<C: Serialize> Journal<C> for StoreJournal<C> {
     fn encode_context(&self, ctx: &C) -> Result<String, StoreError> {
-        serde_json::to_string(ctx).map_err(|e| StoreError::Encode {
+        let error = |detail: String| StoreError::Encode {
             what: format!("the context of execution `{}`", self.id),
-            detail: e.to_string(),
-        })
+            detail,
+        };
+        // A little more than the last length: a context that grows a bit
+        // still fits.
+        let last = self.encoded_len.load(Ordering::Relaxed);
+        let mut json = Vec::with_capacity(last + last / 16 + 64);
+        serde_json::to_writer(&mut json, ctx).map_err(|e| error(e.to_string()))?;
+        self.encoded_len.store(json.len(), Ordering::Relaxed);
+        String::from_utf8(json).map_err(|e| error(e.to_string()))
+    }
+
+    fn last_context(&self) -> Option<String> {
+        let state = self.state();
+        let last = state.buffer.iter().rev().find_map(|e| e.context.as_ref());
+        last.cloned()
+    }
+
+    fn buffer(&self, event: Event) -> Option<Event> {
+        let flush = matches!(
+            event.kind,
+            EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
+        );
+        if flush {
+            return Some(event);
+        }
+        Self::push(&mut self.state(), event);
+        None
     }
 
     fn record(
         &self,
-        mut event: Event,
+        event: Event,
         status: ExecutionStatus,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let Some(event) = self.buffer(event) else {
+            return Box::pin(Buffered);
+        };
         Box::pin(async move {
-            let mut state = self.state.lock().await;
-            let written = state.preloaded
-                && event.kind == EventKind::StepStarted
-                && event.step == Some(0)
-                && event.attempt == 1;
-            if written {
-                state.preloaded = false;
-            } else {
-                event.seq = state.next_seq;
-                state.next_seq += 1;
-            }
-            let flush = matches!(
-                event.kind,
-                EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
-            );
-            if !written {
-                state.buffer.push(event);
-            }
-            if !flush || state.buffer.is_empty() {
+            let _flushing = match self.flushing.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => self.flushing.lock().await,
+            };
+            let events = {
+                let mut state = self.state();
+                Self::push(&mut state, event);
+                std::mem::take(&mut state.buffer)
+            };
+            if events.is_empty() {
                 return Ok(());
             }
-            let events = std::mem::take(&mut state.buffer);
             let ack = self
                 .store
                 .append(&self.id, &self.lease, events, status)

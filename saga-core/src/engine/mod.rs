@@ -371,7 +371,7 @@ impl SagaEngine {
         // creation below writes nothing.
         let claiming = self.enter(&id);
         let created = self.create(name, &id, &ctx, vec![first.clone()]).await?;
-        if let Some((runner, context, lease)) = created {
+        if let Some((runner, lease)) = created {
             let Some(claiming) = claiming else {
                 self.inner.store.release(&id, &lease).await?;
                 return Err(EngineError::Busy {
@@ -381,7 +381,8 @@ impl SagaEngine {
             };
             let job = Job {
                 id: id.clone(),
-                initial_context: context,
+                // A fresh start runs on `ctx` itself: nothing to decode.
+                initial_context: String::new(),
                 events: vec![first],
                 fresh: Some(Box::new(ctx)),
                 lease,
@@ -393,8 +394,7 @@ impl SagaEngine {
     }
 
     /// Records a new execution with its first `events` and takes its
-    /// lease: the registered definition, the context as logged, and the
-    /// lease; `None` if an
+    /// lease: the registered definition and the lease; `None` if an
     /// execution of this saga with that id exists (nothing was written).
     async fn create<C>(
         &self,
@@ -402,7 +402,7 @@ impl SagaEngine {
         id: &ExecutionId,
         ctx: &C,
         events: Vec<Event>,
-    ) -> Result<Option<(Arc<dyn Runner>, String, Lease)>, EngineError>
+    ) -> Result<Option<(Arc<dyn Runner>, Lease)>, EngineError>
     where
         C: Serialize + 'static,
     {
@@ -426,7 +426,7 @@ impl SagaEngine {
                     id: id.clone(),
                     saga: name.to_owned(),
                     fingerprint: runner.fingerprint().to_owned(),
-                    context: context.clone(),
+                    context,
                     events,
                 },
                 &self.inner.owner,
@@ -440,7 +440,7 @@ impl SagaEngine {
                 requested: name.to_owned(),
             }),
             Created::Existing(_) => Ok(None),
-            Created::New(lease) => Ok(Some((runner, context, lease))),
+            Created::New(lease) => Ok(Some((runner, lease))),
         }
     }
 
@@ -478,7 +478,7 @@ impl SagaEngine {
     {
         let id = id.into();
         // No step has started: the worker that claims it logs the first.
-        if let Some((_, _, lease)) = self.create(name, &id, &ctx, Vec::new()).await? {
+        if let Some((_, lease)) = self.create(name, &id, &ctx, Vec::new()).await? {
             // Were this release lost, the lease would expire and a
             // worker's poll would find the execution then.
             self.inner.store.release(&id, &lease).await?;
@@ -541,6 +541,11 @@ impl SagaEngine {
                     .ok()
                     .flatten();
                 match finished {
+                    // The run's own end: a completed run's last write
+                    // committed its status, so there is nothing to read.
+                    Some(Ok(report)) if report.status == ExecutionStatus::Completed => {
+                        return Ok(report);
+                    }
                     Some(Ok(report)) => {
                         let record = self.record(id).await?;
                         return self.outcome(&record, Some(report)).await;

@@ -274,12 +274,11 @@ impl SagaEngine {
             Some(report) => report,
             None => self.rebuilt_report(record).await?,
         };
-        let saga: Arc<str> = record.saga.as_str().into();
         match record.status {
             ExecutionStatus::Completed => return Ok(report),
             ExecutionStatus::Abandoned => {
                 return Err(SagaError::Abandoned {
-                    saga,
+                    saga: record.saga.as_str().into(),
                     report: Box::new(report),
                 }
                 .into());
@@ -295,7 +294,7 @@ impl SagaEngine {
             .and_then(read_outcome);
         Err(match logged {
             Some(outcome) => outcome.into_error(&record.saga, report),
-            None => from_old_log(saga, record.status, &events, report),
+            None => from_old_log(record.saga.as_str().into(), record.status, &events, report),
         }
         .into())
     }

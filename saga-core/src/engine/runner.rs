@@ -4,6 +4,7 @@
 use std::any::{Any, TypeId, type_name};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -170,11 +171,13 @@ where
                 store: Arc::clone(&store),
                 id: job.id.clone(),
                 lease: job.lease.clone(),
-                state: tokio::sync::Mutex::new(JournalState {
+                state: std::sync::Mutex::new(JournalState {
                     next_seq,
                     buffer: Vec::new(),
                     preloaded,
                 }),
+                flushing: tokio::sync::Mutex::new(()),
+                encoded_len: AtomicUsize::new(job.initial_context.len()),
                 cancel: job.cancel.clone(),
                 _context: PhantomData,
             };

@@ -93,6 +93,9 @@ impl<C, D> Env<'_, C, D> {
     /// Boxed: awaited inline at every log point, its future (the event and
     /// the journal's write) would make every run in flight larger, journal
     /// or not; a journaled run pays one allocation beside a store write.
+    /// An event the journal only buffers is recorded here, at the call:
+    /// its future is zero-sized, and boxing it allocates nothing (every
+    /// caller awaits the future at once).
     ///
     /// `fill` sets the event's fields: the event is made here, so the
     /// caller's future does not hold it across the write.
@@ -106,14 +109,16 @@ impl<C, D> Env<'_, C, D> {
         fill(&mut event);
         // Only the durable part is captured, so the future is `Send`
         // whatever the context is.
-        let durable = self.durable.as_deref();
+        let Some(durable) = self.durable.as_deref() else {
+            return Box::pin(Done::<true>);
+        };
+        if lock(&durable.aborted).is_some() {
+            return Box::pin(Done::<false>);
+        }
+        let Some(event) = durable.journal.buffer(event) else {
+            return Box::pin(Done::<true>);
+        };
         Box::pin(async move {
-            let Some(durable) = durable else {
-                return Ok(());
-            };
-            if lock(&durable.aborted).is_some() {
-                return Err(());
-            }
             match durable.journal.record(event, status).await {
                 Ok(()) => Ok(()),
                 Err(error) => {
@@ -135,6 +140,12 @@ impl<C, D> Env<'_, C, D> {
                 None
             }
         }
+    }
+
+    /// The context as the journal last recorded it since its last commit
+    /// (see [`Journal::last_context`]).
+    pub(super) fn last_context(&self) -> Option<String> {
+        self.durable.as_deref()?.journal.last_context()
     }
 
     /// A step's output, encoded for the journal.
@@ -224,6 +235,21 @@ impl<C, D> Env<'_, C, D> {
                 );
             }
         }
+    }
+}
+
+/// The future of a log point settled at the call: `Ok(())` when `OK`, else
+/// `Err(())`. Zero-sized, so boxing it allocates nothing.
+struct Done<const OK: bool>;
+
+impl<const OK: bool> std::future::Future for Done<OK> {
+    type Output = Result<(), ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(if OK { Ok(()) } else { Err(()) })
     }
 }
 

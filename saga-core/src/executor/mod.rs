@@ -224,7 +224,9 @@ async fn finish_durable<C, D>(
         Err(error) => error.report().status,
     };
     let log = env.log(EventKind::Finished, status, |event| {
-        event.context = env.snapshot(&*ctx);
+        // Every step's end logged the context it left: the last one logged
+        // since the last commit is the context as it is, encoded already.
+        event.context = env.last_context().or_else(|| env.snapshot(&*ctx));
         event.detail = result.as_ref().err().and_then(outcome_detail);
     });
     let abort = match log.await {

@@ -166,6 +166,9 @@ impl SqliteStore {
         max_batch: usize,
         writable: bool,
     ) -> StoreResult<Self> {
+        // Room for every statement the store caches (about twenty), so that
+        // none is parsed again after another pushed it out.
+        conn.set_prepared_statement_cache_capacity(64);
         let (sender, receiver) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
             .name("saga-sqlite-writer".to_owned())

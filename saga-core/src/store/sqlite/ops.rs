@@ -129,7 +129,7 @@ impl SagaStore for SqliteStore {
                 token,
                 ttl,
             };
-            insert_events(conn, &execution.id, &lease, &execution.events, now).map_err(|e| {
+            insert_events(conn, &execution.id, Some(&lease), &execution.events, now).map_err(|e| {
                 match e {
                     Some(e) => db(path, "creating an execution")(e),
                     None => lease_lost(&execution.id),
@@ -223,12 +223,15 @@ impl SagaStore for SqliteStore {
             let last = events.last().map_or(0, |e| e.seq);
             let prev = first.saturating_sub(1);
             // The fence and the sequence check in the statement that moves
-            // the execution on: a lost lease or a gap writes nothing.
-            let cancel: Option<bool> = conn
+            // the execution on: a lost lease or a gap writes nothing. The
+            // status is set by a second statement, only when it changes:
+            // naming it in this `SET` would rewrite its index entry (a page
+            // of the log) at every step.
+            let moved: Option<(bool, String)> = conn
                 .prepare_cached(&format!(
-                    "UPDATE executions SET status = ?4, last_seq = ?5, updated_at = ?6
-                     WHERE id = ?1 AND last_seq = ?7 AND {LEASE_HELD}
-                     RETURNING cancel_requested"
+                    "UPDATE executions SET last_seq = ?4, updated_at = ?5
+                     WHERE id = ?1 AND last_seq = ?6 AND {LEASE_HELD}
+                     RETURNING cancel_requested, status"
                 ))
                 .and_then(|mut stmt| {
                     stmt.query_row(
@@ -236,7 +239,6 @@ impl SagaStore for SqliteStore {
                             id.as_str(),
                             lease.token,
                             &*lease.owner,
-                            status.label(),
                             if events.is_empty() {
                                 prev as i64
                             } else {
@@ -245,12 +247,12 @@ impl SagaStore for SqliteStore {
                             now,
                             prev as i64
                         ],
-                        |row| row.get(0),
+                        |row| Ok((row.get(0)?, row.get(1)?)),
                     )
                     .optional()
                 })
                 .map_err(&err)?;
-            let Some(cancel_requested) = cancel else {
+            let Some((cancel_requested, was)) = moved else {
                 let record = get_execution(conn, path, id.as_str())?;
                 return Err(match record {
                     None => StoreError::NotFound { execution_id: id },
@@ -264,24 +266,37 @@ impl SagaStore for SqliteStore {
                     Some(_) => lease_lost(&id),
                 });
             };
-            insert_events(conn, &id, &lease, &events, now).map_err(|e| match e {
+            if was != status.label() {
+                conn.prepare_cached("UPDATE executions SET status = ?2 WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute(params![id.as_str(), status.label()]))
+                    .map_err(&err)?;
+            }
+            // Fenced by the update above, in this transaction.
+            insert_events(conn, &id, None, &events, now).map_err(|e| match e {
                 Some(e) => err(e),
                 None => lease_lost(&id),
             })?;
             // Extends the lease, or releases it when the execution ended.
+            // An extension is skipped while more than two thirds of the
+            // ttl are left (the run renews it every third of the ttl
+            // anyway): rewriting the lease's page at every step costs a
+            // page of the log per step.
+            let ttl = ttl_ms(lease.ttl);
             conn.prepare_cached(
                 "UPDATE leases SET
                     owner = CASE WHEN ?5 THEN NULL ELSE owner END,
                     expires_at = CASE WHEN ?5 THEN NULL ELSE ?4 END
-                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
+                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3
+                    AND (?5 OR expires_at IS NULL OR expires_at < ?4 - ?6)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     id.as_str(),
                     lease.token,
                     &*lease.owner,
-                    now.saturating_add(ttl_ms(lease.ttl)),
-                    status.is_finished()
+                    now.saturating_add(ttl),
+                    status.is_finished(),
+                    ttl / 3
                 ])
             })
             .map_err(&err)?;
@@ -636,5 +651,131 @@ impl SagaStore for SqliteStore {
                 .map_err(&err)?;
             Ok(purged as u64)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(test: &str) -> SqliteStore {
+        let dir = std::env::temp_dir().join(format!("saga-ops-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        SqliteStore::open(dir.join("sagas.db")).unwrap()
+    }
+
+    fn started(seq: u64, step: u32) -> Event {
+        let mut event = Event::new(seq, EventKind::StepStarted);
+        event.step = Some(step);
+        event.attempt = 1;
+        event
+    }
+
+    async fn create(store: &SqliteStore, id: &str, ttl: Duration) -> Lease {
+        let created = store
+            .create(
+                NewExecution {
+                    id: ExecutionId::new(id),
+                    saga: "s".to_owned(),
+                    fingerprint: "f".to_owned(),
+                    context: "{}".to_owned(),
+                    events: vec![started(1, 0)],
+                },
+                "owner",
+                ttl,
+            )
+            .await
+            .unwrap();
+        match created {
+            Created::New(lease) => lease,
+            Created::Existing(_) => panic!("{id} existed"),
+        }
+    }
+
+    async fn status_listed(store: &SqliteStore, status: ExecutionStatus) -> Vec<String> {
+        store
+            .list_summaries(ListQuery::new().with_status(status))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id.as_str().to_owned())
+            .collect()
+    }
+
+    /// The status is written only when it changes: the record and the
+    /// status index (which listings by status read) follow every change.
+    #[tokio::test]
+    async fn an_append_moves_the_status_and_its_index_only_when_it_changes() {
+        let store = scratch("status");
+        let id = ExecutionId::new("a");
+        let lease = create(&store, "a", Duration::from_secs(60)).await;
+        let running = ExecutionStatus::Running;
+        store
+            .append(&id, &lease, vec![started(2, 1)], running)
+            .await
+            .unwrap();
+        assert_eq!(status_listed(&store, running).await, ["a"]);
+        let rollback = ExecutionStatus::Compensating;
+        let events = vec![Event::new(3, EventKind::RollbackStarted)];
+        store.append(&id, &lease, events, rollback).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().status, rollback);
+        assert!(status_listed(&store, running).await.is_empty());
+        assert_eq!(status_listed(&store, rollback).await, ["a"]);
+        let end = ExecutionStatus::Compensated;
+        let events = vec![Event::new(4, EventKind::Finished)];
+        store.append(&id, &lease, events, end).await.unwrap();
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((record.status, record.last_seq), (end, 4));
+        assert_eq!(status_listed(&store, end).await, ["a"]);
+        assert!(status_listed(&store, rollback).await.is_empty());
+        assert_eq!(store.events(&id).await.unwrap().len(), 4);
+    }
+
+    /// An append extends the lease once a third of its ttl has gone, not
+    /// before; a finishing append releases it whatever is left.
+    #[tokio::test]
+    async fn an_append_extends_the_lease_once_a_third_of_its_ttl_is_gone() {
+        let store = scratch("lease");
+        let id = ExecutionId::new("b");
+        let ttl = Duration::from_secs(30);
+        let lease = create(&store, "b", ttl).await;
+        let expires = |r: ExecutionRecord| r.lease_expires_at_ms.unwrap();
+        let first = expires(store.get(&id).await.unwrap().unwrap());
+        let running = ExecutionStatus::Running;
+        store
+            .append(&id, &lease, vec![started(2, 1)], running)
+            .await
+            .unwrap();
+        // Fresh: the extension was skipped.
+        assert_eq!(expires(store.get(&id).await.unwrap().unwrap()), first);
+        // Moved back by half the ttl, as if that much time had gone.
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute(
+            "UPDATE leases SET expires_at = expires_at - 15000 WHERE execution_id = 'b'",
+            [],
+        )
+        .unwrap();
+        let before = now_ms();
+        store
+            .append(&id, &lease, vec![started(3, 2)], running)
+            .await
+            .unwrap();
+        let extended = expires(store.get(&id).await.unwrap().unwrap());
+        assert!(extended >= before + 30_000, "{extended} < {before} + ttl");
+        // Another owner's lease is not touched, and the append is refused.
+        let stranger = Lease {
+            owner: "other".into(),
+            ..lease.clone()
+        };
+        let refused = store
+            .append(&id, &stranger, vec![started(4, 3)], running)
+            .await;
+        assert!(matches!(refused, Err(StoreError::LeaseLost { .. })));
+        let events = vec![Event::new(4, EventKind::Finished)];
+        let end = ExecutionStatus::Completed;
+        store.append(&id, &lease, events, end).await.unwrap();
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((record.owner, record.lease_expires_at_ms), (None, None));
     }
 }

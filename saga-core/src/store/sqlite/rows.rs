@@ -125,26 +125,29 @@ pub(super) fn get_execution(
     raw.map(|raw| execution(path, raw)).transpose()
 }
 
-/// Whether `lease` is still the execution's lease: the condition every
-/// fenced statement embeds.
-/// Writes `events`, each under the fence. `Err(None)`: the lease is lost.
+/// Inserts `events`, each only if `lease` is still held; with no lease,
+/// for a caller whose transaction fenced the execution already, without
+/// the check. `Err(None)`: the lease was lost.
 pub(super) fn insert_events(
     conn: &Connection,
     id: &ExecutionId,
-    lease: &Lease,
+    lease: Option<&Lease>,
     events: &[Event],
     now: i64,
 ) -> Result<(), Option<rusqlite::Error>> {
-    let mut insert = conn.prepare_cached(&format!(
-        "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+    const INSERT: &str = "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
             context, error, outcome_unknown, will_retry, detail)
-         SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 WHERE {LEASE_HELD}"
-    ))?;
+         SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14";
+    let mut insert = match lease {
+        Some(_) => conn.prepare_cached(&format!("{INSERT} WHERE {LEASE_HELD}"))?,
+        // `?2` and `?3` (the lease) are bound and unused.
+        None => conn.prepare_cached(INSERT)?,
+    };
     for event in events {
         let written = insert.execute(params![
             id.as_str(),
-            lease.token,
-            &*lease.owner,
+            lease.map_or(0, |l| l.token),
+            lease.map_or("", |l| &*l.owner),
             event.seq as i64,
             now,
             event.kind.label(),
@@ -164,6 +167,8 @@ pub(super) fn insert_events(
     Ok(())
 }
 
+/// Whether `lease` is still the execution's lease: the condition every
+/// fenced statement embeds.
 pub(super) const LEASE_HELD: &str =
     "EXISTS (SELECT 1 FROM leases WHERE execution_id = ?1 AND token = ?2 AND owner = ?3)";
 

@@ -25,6 +25,14 @@ pub(super) struct Pending {
     pub(super) finish: Box<dyn FnOnce(Result<(), String>) + Send>,
 }
 
+/// Runs one statement of transaction control (`BEGIN IMMEDIATE`,
+/// `SAVEPOINT job`, ...) from the connection's statement cache: parsing
+/// them again for every write cost as much as the write's own
+/// statements.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// The writer thread: one batch of writes per transaction, then the reads
 /// that arrived with them.
 pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max_batch: usize) {
@@ -42,16 +50,14 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
             }
         }
         if !writes.is_empty() {
-            let begun = conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| e.to_string());
+            let begun = control(conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string());
             let mut pending = Vec::with_capacity(writes.len());
             for write in writes {
                 let Err(message) = &begun else {
-                    let savepoint = conn.execute_batch("SAVEPOINT job");
+                    let savepoint = control(conn, "SAVEPOINT job");
                     let step = write(savepoint.as_ref().map(|()| conn).map_err(|e| e.to_string()));
                     let closed = if step.ok {
-                        conn.execute_batch("RELEASE job")
+                        control(conn, "RELEASE job")
                     } else {
                         conn.execute_batch("ROLLBACK TO job; RELEASE job")
                     };
@@ -67,7 +73,7 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
             }
             let commit = match begun {
                 Ok(()) => {
-                    let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+                    let commit = control(conn, "COMMIT").map_err(|e| e.to_string());
                     if commit.is_err() {
                         let _ = conn.execute_batch("ROLLBACK");
                     }
