@@ -29,17 +29,17 @@
 //! Run: `cargo bench --bench durable`. Files go under
 //! `target/bench-durable/` (on the disk the project is on).
 
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cpu_model, load_average};
 use criterion::{Criterion, Throughput, criterion_group};
 use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
 use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
+use support::{cpu_model, load_average, quartiles};
 
 const STEPS: usize = 10;
 const CONCURRENT: usize = 64;
@@ -404,13 +404,6 @@ fn interleaved() {
         10,
     );
     println!("durable: load average {} at the end", load_average());
-}
-
-/// The lower quartile, the median and the upper quartile.
-fn quartiles(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let at = |q: usize| values[(values.len() - 1) * q / 4];
-    (at(1), at(2), at(3))
 }
 
 criterion_group! {

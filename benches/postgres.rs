@@ -18,16 +18,16 @@
 //! start (with the previous step's end) before running it, so each is one
 //! durable commit of the log unless group commit merges them.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{cpu_model, load_average};
 use criterion::{Criterion, Throughput, criterion_group};
 use saga_core::store::{PostgresOptions, PostgresStore};
 use saga_core::{Context, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
+use support::{cpu_model, load_average, quartiles};
 use tokio::runtime::Runtime;
 use tokio_postgres::NoTls;
 
@@ -213,12 +213,7 @@ fn interleaved() {
         );
         rows.push([raw1, w1, w4, w1 / raw1, w4 / w1]);
     }
-    let q = |i: usize| {
-        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
-        v.sort_by(f64::total_cmp);
-        let at = |k: usize| v[(v.len() - 1) * k / 4];
-        (at(1), at(2), at(3))
-    };
+    let q = |i: usize| quartiles(rows.iter().map(|r| r[i]).collect());
     println!("postgres interleaved: {ROUNDS} rounds; median (quartiles) over the rounds");
     for (what, i) in [
         ("raw commits, 1 client, per s", 0),

@@ -1,5 +1,6 @@
 //! What the timed benches print beside their figures: the CPU, the load,
-//! and the median of per-round ratios.
+//! and the median of per-round ratios. Each bench uses a part of it.
+#![allow(dead_code)]
 
 /// The median of `values` (NaN when there are none).
 pub fn median(mut values: Vec<f64>) -> f64 {
@@ -13,6 +14,14 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     } else {
         values[mid]
     }
+}
+
+/// The lower quartile, the median and the upper quartile of `values`
+/// (which must not be empty).
+pub fn quartiles(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: usize| values[(values.len() - 1) * q / 4];
+    (at(1), at(2), at(3))
 }
 
 /// The CPU's model name, from `/proc/cpuinfo`.
