@@ -246,10 +246,9 @@ pub trait SagaStore: Send + Sync + 'static {
     /// Appends `events` (whose `seq` continue the log without gaps) and
     /// sets the execution's `status`, in one commit, if `lease` is still
     /// the execution's lease; extends the lease by its ttl, or releases it
-    /// (in the same commit) when `status` is a finished one. A store may
-    /// skip an extension while more than two thirds of the ttl are left
-    /// (the SQLite store does, to write one page fewer per step): the
-    /// engine renews every third of the ttl besides.
+    /// (in the same commit) when `status` is a finished one. The
+    /// extension must not be skipped: each append commits a step's start,
+    /// and the step may block the thread the engine renews the lease on.
     ///
     /// # Errors
     /// [`StoreError::LeaseLost`] if another owner claimed it (nothing is

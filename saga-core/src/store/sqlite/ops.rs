@@ -276,27 +276,24 @@ impl SagaStore for SqliteStore {
                 Some(e) => err(e),
                 None => lease_lost(&id),
             })?;
-            // Extends the lease, or releases it when the execution ended.
-            // An extension is skipped while more than two thirds of the
-            // ttl are left (the run renews it every third of the ttl
-            // anyway): rewriting the lease's page at every step costs a
-            // page of the log per step.
-            let ttl = ttl_ms(lease.ttl);
+            // Extends the lease by a whole ttl, or releases it when the
+            // execution ended. Every append commits a start (or the end),
+            // and a step's start must give the step the whole ttl: a sync
+            // step blocks the thread the run's renewals fire on
+            // (tests/test_lease_blocking.rs).
             conn.prepare_cached(
                 "UPDATE leases SET
                     owner = CASE WHEN ?5 THEN NULL ELSE owner END,
                     expires_at = CASE WHEN ?5 THEN NULL ELSE ?4 END
-                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3
-                    AND (?5 OR expires_at IS NULL OR expires_at < ?4 - ?6)",
+                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     id.as_str(),
                     lease.token,
                     &*lease.owner,
-                    now.saturating_add(ttl),
-                    status.is_finished(),
-                    ttl / 3
+                    now.saturating_add(ttl_ms(lease.ttl)),
+                    status.is_finished()
                 ])
             })
             .map_err(&err)?;
@@ -732,23 +729,30 @@ mod tests {
         assert_eq!(store.events(&id).await.unwrap().len(), 4);
     }
 
-    /// An append extends the lease once a third of its ttl has gone, not
-    /// before; a finishing append releases it whatever is left.
+    /// Every append extends the lease by a whole ttl from its commit; a
+    /// finishing append releases it.
     #[tokio::test]
-    async fn an_append_extends_the_lease_once_a_third_of_its_ttl_is_gone() {
+    async fn every_append_extends_the_lease_by_its_ttl() {
         let store = scratch("lease");
         let id = ExecutionId::new("b");
         let ttl = Duration::from_secs(30);
         let lease = create(&store, "b", ttl).await;
         let expires = |r: ExecutionRecord| r.lease_expires_at_ms.unwrap();
-        let first = expires(store.get(&id).await.unwrap().unwrap());
         let running = ExecutionStatus::Running;
+        // Moved back by a little, as if that much time had gone.
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute(
+            "UPDATE leases SET expires_at = expires_at - 1000 WHERE execution_id = 'b'",
+            [],
+        )
+        .unwrap();
+        let before = now_ms();
         store
             .append(&id, &lease, vec![started(2, 1)], running)
             .await
             .unwrap();
-        // Fresh: the extension was skipped.
-        assert_eq!(expires(store.get(&id).await.unwrap().unwrap()), first);
+        let extended = expires(store.get(&id).await.unwrap().unwrap());
+        assert!(extended >= before + 30_000, "{extended} < {before} + ttl");
         // Moved back by half the ttl, as if that much time had gone.
         let conn = rusqlite::Connection::open(store.path()).unwrap();
         conn.execute(
