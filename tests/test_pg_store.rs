@@ -9,7 +9,10 @@ mod support;
 
 use std::time::Duration;
 
-use saga_core::store::{PostgresOptions, PostgresStore, SagaStore, StoreError};
+use saga_core::ExecutionId;
+use saga_core::store::{
+    Created, Event, EventKind, PostgresOptions, PostgresStore, SagaStore, StoreError,
+};
 use saga_core::{Context, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
 use support::pg::{client, fresh_schema, pg_url};
 use support::stores::new_execution;
@@ -158,4 +161,85 @@ async fn a_bad_schema_name_a_bad_url_and_an_absent_server_are_refused_clearly() 
     let text = err.to_string();
     assert!(text.contains(&format!("127.0.0.1:{port}/db")), "{text}");
     assert!(!text.contains("secret"), "the password leaked: {text}");
+}
+
+/// Appends that reach the writer together share one pipelined
+/// transaction. One the database rejects (a NUL in a text column) and one
+/// on a lost lease fail alone, with their own errors; the others commit
+/// whole, and the rejected one writes nothing.
+#[tokio::test]
+async fn appends_waiting_together_commit_together_and_fail_alone() {
+    let (store, _) = store("batch").await;
+    let mut leases = Vec::new();
+    for i in 0..6 {
+        let created = store
+            .create(
+                new_execution(&format!("b{i}")),
+                "a",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let Created::New(lease) = created else {
+            panic!("b{i}: not created")
+        };
+        leases.push(lease);
+    }
+    let ids: Vec<ExecutionId> = (0..6).map(|i| ExecutionId::new(format!("b{i}"))).collect();
+    let events = |i: usize| {
+        let mut started = Event::new(1, EventKind::StepStarted);
+        started.step = Some(0);
+        started.attempt = 1;
+        let mut failed = Event::new(2, EventKind::StepFailed);
+        failed.step = Some(0);
+        failed.attempt = 1;
+        failed.error = Some(match i {
+            2 => "a NUL \u{0} PostgreSQL's text refuses".to_owned(),
+            _ => format!("failure {i}"),
+        });
+        vec![started, failed]
+    };
+    let mut stale = leases[4].clone();
+    stale.token -= 1;
+    // A current-thread runtime: every append reaches the writer's queue
+    // before the writer runs, so they make one batch.
+    let results = tokio::join!(
+        store.append(&ids[0], &leases[0], events(0), ExecutionStatus::Running),
+        store.append(&ids[1], &leases[1], events(1), ExecutionStatus::Running),
+        store.append(&ids[2], &leases[2], events(2), ExecutionStatus::Running),
+        store.append(&ids[3], &leases[3], events(3), ExecutionStatus::Running),
+        store.append(&ids[4], &stale, events(4), ExecutionStatus::Running),
+        store.append(&ids[5], &leases[5], events(5), ExecutionStatus::Running),
+    );
+    let (r0, r1, r2, r3, r4, r5) = results;
+    for (i, r) in [(0, &r0), (1, &r1), (3, &r3), (5, &r5)] {
+        assert!(r.is_ok(), "b{i}: {:?}", r.as_ref().err());
+    }
+    let rejected = r2.unwrap_err();
+    assert!(
+        matches!(rejected, StoreError::Backend { .. }),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected.to_string().contains("appending events"),
+        "{rejected}"
+    );
+    let lost = r4.unwrap_err();
+    assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
+    for i in 0..6 {
+        let logged = store.events(&ids[i]).await.unwrap();
+        let record = store.get(&ids[i]).await.unwrap().unwrap();
+        if i == 2 || i == 4 {
+            assert!(logged.is_empty(), "b{i}: {logged:?}");
+            assert_eq!(record.last_seq, 0, "b{i}");
+        } else {
+            assert_eq!(logged.len(), 2, "b{i}");
+            assert_eq!(
+                logged[1].error.as_deref(),
+                Some(format!("failure {i}").as_str()),
+                "b{i}"
+            );
+            assert_eq!(record.last_seq, 2, "b{i}");
+        }
+    }
 }

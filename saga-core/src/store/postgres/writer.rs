@@ -2,13 +2,16 @@
 //! batch of waiting writes (group commit), one write per transaction after
 //! a failure.
 
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Weak;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::session::{Session, open_session, sql_error, unreachable};
-use super::writes::run_op;
+use super::writes::{append, append_sql, run_op};
 use super::{CHANNEL, Inner, STATUS_CHANNEL};
 use crate::escape::Escaped;
 use crate::id::ExecutionId;
@@ -17,6 +20,9 @@ use crate::store::{
     Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, Lease, NewExecution,
     StoreError, StoreResult,
 };
+
+/// Tells the listeners of a channel, at commit, that the schema changed.
+const NOTIFY: &str = "SELECT pg_notify($1, current_schema())";
 
 /// A write for the writer's task, and where its answer goes.
 pub(super) struct Job {
@@ -226,6 +232,9 @@ pub(super) async fn run_batch(
     store: &Inner,
     jobs: &[Job],
 ) -> Result<Vec<StoreResult<Reply>>, tokio_postgres::Error> {
+    if jobs.iter().all(|job| matches!(job.op, Op::Append { .. })) {
+        return run_appends(s, store, jobs).await;
+    }
     s.client.batch_execute("BEGIN").await?;
     let mut replies = Vec::with_capacity(jobs.len());
     let (mut signal, mut status) = (false, false);
@@ -253,10 +262,7 @@ pub(super) async fn run_batch(
         (true, true) => Some(CHANNEL),
     };
     let notified = match notify {
-        Some(channel) => s
-            .execute("SELECT pg_notify($1, current_schema())", &[&channel])
-            .await
-            .map(drop),
+        Some(channel) => s.execute(NOTIFY, &[&channel]).await.map(drop),
         None => Ok(()),
     };
     if let Err(e) = notified {
@@ -265,4 +271,115 @@ pub(super) async fn run_batch(
     }
     s.client.batch_execute("COMMIT").await?;
     Ok(replies)
+}
+
+/// Runs a batch of appends in one transaction, pipelined: `BEGIN`, every
+/// append's statement, the notification and `COMMIT` are sent together,
+/// and the writer waits for one round trip rather than one per
+/// statement.
+///
+/// Each request is sent when its future is first polled, and
+/// [`in_order`] polls them first in this order, so the server runs them
+/// so. An append is one statement in its common path; what follows it
+/// (only when it was refused) reads, after the `COMMIT`. A statement the
+/// database refuses aborts the transaction, which turns the pipelined
+/// `COMMIT` into a rollback: the batch then answers `Err`, as
+/// [`run_batch`] does, and the writer runs each append again alone.
+async fn run_appends(
+    s: &Session,
+    store: &Inner,
+    jobs: &[Job],
+) -> Result<Vec<StoreResult<Reply>>, tokio_postgres::Error> {
+    // Prepared before the pipeline: a statement still to prepare would be
+    // sent a round trip later, after the `COMMIT`.
+    let statement = s.statement(append_sql()).await?;
+    let status = jobs.iter().any(|job| job.op.signals_status());
+    let notify = match status {
+        true => Some(s.statement(NOTIFY).await?),
+        false => None,
+    };
+    let begin = s.client.batch_execute("BEGIN");
+    let appends: Vec<_> = jobs
+        .iter()
+        .filter_map(|job| match &job.op {
+            Op::Append {
+                id,
+                lease,
+                events,
+                status,
+            } => Some(Box::pin(append(
+                s, store, &statement, id, lease, events, *status,
+            ))),
+            _ => None,
+        })
+        .collect();
+    // Committed with the appends; one for an append that is then refused
+    // only wakes a watcher for nothing.
+    let notified = async {
+        match &notify {
+            Some(statement) => s
+                .client
+                .execute(statement, &[&STATUS_CHANNEL])
+                .await
+                .map(drop),
+            None => Ok(()),
+        }
+    };
+    let commit = s.client.batch_execute("COMMIT");
+    let (begun, replies, notified, committed) = in_order(begin, appends, notified, commit).await;
+    begun?;
+    let mut answers = Vec::with_capacity(jobs.len());
+    for reply in replies {
+        match reply {
+            Ok(reply) => answers.push(Ok(reply)),
+            Err(Failure::Refused(error)) => answers.push(Err(error)),
+            Err(Failure::Sql(e)) => return Err(e),
+        }
+    }
+    notified?;
+    committed?;
+    Ok(answers)
+}
+
+/// Awaits `first`, each of `middle`, `then` and `last`, polling them in
+/// that order every time: the first poll of each comes before the first
+/// poll of the next. (`tokio::join!` rotates which future it polls
+/// first.)
+async fn in_order<A: Future, M: Future, N: Future, B: Future>(
+    first: A,
+    mut middle: Vec<Pin<Box<M>>>,
+    then: N,
+    last: B,
+) -> (A::Output, Vec<M::Output>, N::Output, B::Output) {
+    let (mut first, mut then, mut last) = (pin!(first), pin!(then), pin!(last));
+    let (mut a, mut n, mut b) = (None, None, None);
+    let mut m: Vec<Option<M::Output>> = middle.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut done = poll_once(first.as_mut(), &mut a, cx);
+        for (future, out) in middle.iter_mut().zip(&mut m) {
+            done &= poll_once(future.as_mut(), out, cx);
+        }
+        done &= poll_once(then.as_mut(), &mut n, cx);
+        done &= poll_once(last.as_mut(), &mut b, cx);
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    match (a, n, b) {
+        (Some(a), Some(n), Some(b)) => (a, m.into_iter().flatten().collect(), n, b),
+        _ => unreachable!("in_order returns once every future is done"),
+    }
+}
+
+/// Polls `future` unless it is done; whether it is done now.
+fn poll_once<F: Future>(
+    future: Pin<&mut F>,
+    out: &mut Option<F::Output>,
+    cx: &mut std::task::Context<'_>,
+) -> bool {
+    if out.is_none() {
+        if let Poll::Ready(value) = future.poll(cx) {
+            *out = Some(value);
+        }
+    }
+    out.is_some()
 }

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use super::rows::{execution, get_execution, lease_lost};
+use tokio_postgres::Statement;
+
 use super::session::Session;
 use super::writer::{Failure, Op, Reply};
 use super::{Inner, NOW};
@@ -30,7 +32,10 @@ pub(super) async fn run_op(s: &Session, store: &Inner, op: &Op) -> Result<Reply,
             lease,
             events,
             status,
-        } => append(s, store, id, lease, events, *status).await,
+        } => {
+            let statement = s.statement(append_sql()).await?;
+            append(s, store, &statement, id, lease, events, *status).await
+        }
         Op::Renew { id, lease } => renew(s, id, lease).await,
         Op::Release { id, lease } => release(s, id, lease).await,
         Op::RequestCancel(id) => request_cancel(s, id).await,
@@ -335,12 +340,51 @@ pub(super) const UNNEST_EVENTS: &str =
     $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[], $11::text[])
     AS u(seq, kind, step, attempt, output, context, error, unknown, retry, detail)";
 
+/// The statement of an append: the lease checked and extended (or
+/// dropped when the execution finishes), the execution row moved on and
+/// the events inserted, all or nothing.
+pub(super) fn append_sql() -> &'static str {
+    const_format!(
+        "WITH lease AS (
+            UPDATE leases SET
+                owner = CASE WHEN $17 THEN NULL ELSE owner END,
+                expires_at = CASE WHEN $17 THEN NULL ELSE {NOW} + $4 END
+            WHERE execution_id = $1 AND token = $2 AND owner = $3
+            RETURNING execution_id
+        ), moved AS (
+            UPDATE executions SET status = $5, last_seq = $6, updated_at = {NOW}
+            WHERE id = $1 AND last_seq = $7 AND EXISTS (SELECT 1 FROM lease)
+            RETURNING cancel_requested
+        ), written AS (
+            INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+                context, error, outcome_unknown, will_retry, detail)
+            SELECT $1, u.seq, {NOW}, u.kind, u.step, u.attempt, u.output, u.context,
+                u.error, u.unknown, u.retry, u.detail
+            FROM unnest($8::bigint[], $9::text[], $10::bigint[], $11::bigint[],
+                $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[],
+                $18::text[])
+                AS u(seq, kind, step, attempt, output, context, error, unknown, retry,
+                    detail)
+            WHERE EXISTS (SELECT 1 FROM moved)
+            RETURNING 1
+        )
+        SELECT (SELECT cancel_requested FROM moved),
+            (SELECT count(*) FROM lease),
+            (SELECT count(*) FROM written)"
+    )
+}
+
 /// Appends events in one statement: the lease's fence, the sequence check
 /// and the writes together, so a lost lease or a gap writes nothing. A
 /// finished status releases the lease in the same statement.
+///
+/// `statement` is [`append_sql`] prepared: with it, the statement is sent
+/// when the future is first polled, which the writer's pipelined batches
+/// rely on.
 pub(super) async fn append(
     s: &Session,
     store: &Inner,
+    statement: &Statement,
     id: &ExecutionId,
     lease: &Lease,
     events: &[Event],
@@ -353,35 +397,9 @@ pub(super) async fn append(
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let c = Columns::of(events);
     let row = s
+        .client
         .query_opt(
-            const_format!(
-                "WITH lease AS (
-                    UPDATE leases SET
-                        owner = CASE WHEN $17 THEN NULL ELSE owner END,
-                        expires_at = CASE WHEN $17 THEN NULL ELSE {NOW} + $4 END
-                    WHERE execution_id = $1 AND token = $2 AND owner = $3
-                    RETURNING execution_id
-                ), moved AS (
-                    UPDATE executions SET status = $5, last_seq = $6, updated_at = {NOW}
-                    WHERE id = $1 AND last_seq = $7 AND EXISTS (SELECT 1 FROM lease)
-                    RETURNING cancel_requested
-                ), written AS (
-                    INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
-                        context, error, outcome_unknown, will_retry, detail)
-                    SELECT $1, u.seq, {NOW}, u.kind, u.step, u.attempt, u.output, u.context,
-                        u.error, u.unknown, u.retry, u.detail
-                    FROM unnest($8::bigint[], $9::text[], $10::bigint[], $11::bigint[],
-                        $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[],
-                        $18::text[])
-                        AS u(seq, kind, step, attempt, output, context, error, unknown, retry,
-                            detail)
-                    WHERE EXISTS (SELECT 1 FROM moved)
-                    RETURNING 1
-                )
-                SELECT (SELECT cancel_requested FROM moved),
-                    (SELECT count(*) FROM lease),
-                    (SELECT count(*) FROM written)"
-            ),
+            statement,
             &[
                 &id.as_str(),
                 &lease.token,
