@@ -164,7 +164,8 @@ async fn a_bad_schema_name_a_bad_url_and_an_absent_server_are_refused_clearly() 
 }
 
 /// Appends that reach the writer together share one pipelined
-/// transaction. One the database rejects (a NUL in a text column) and one
+/// transaction. One the database rejects (two events with one sequence
+/// number: the engine never writes that, the events' key refuses it) and one
 /// on a lost lease fail alone, with their own errors; the others commit
 /// whole, and the rejected one writes nothing.
 #[tokio::test]
@@ -193,10 +194,10 @@ async fn appends_waiting_together_commit_together_and_fail_alone() {
         let mut failed = Event::new(2, EventKind::StepFailed);
         failed.step = Some(0);
         failed.attempt = 1;
-        failed.error = Some(match i {
-            2 => "a NUL \u{0} PostgreSQL's text refuses".to_owned(),
-            _ => format!("failure {i}"),
-        });
+        failed.error = Some(format!("failure {i}"));
+        if i == 2 {
+            failed.seq = 1;
+        }
         vec![started, failed]
     };
     let mut stale = leases[4].clone();
@@ -242,4 +243,41 @@ async fn appends_waiting_together_commit_together_and_fail_alone() {
             assert_eq!(record.last_seq, 2, "b{i}");
         }
     }
+}
+
+/// A step's error message may hold any text, NUL included, which
+/// PostgreSQL's `text` refuses: the store writes it with U+FFFD in the
+/// NUL's place, and the run is logged and compensated as on any store
+/// (it was lost before: the append failed).
+#[tokio::test]
+async fn an_error_message_with_a_nul_is_logged_with_a_replacement() {
+    let (store, _) = store("nul").await;
+    let engine = SagaEngine::new(store.clone());
+    let saga = Saga::<Context>::builder("nul")
+        .step(
+            Step::new("reserve", |_: &mut Context, _: &StepInfo<'_>| {
+                Ok::<_, StepError>(())
+            })
+            .undo(|_: &mut Context, _: Option<&()>, _: &StepInfo<'_>| Ok::<_, StepError>(())),
+        )
+        .step(Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("card \u{0} declined").permanent())
+        }))
+        .build()
+        .unwrap();
+    engine.register(saga).await.unwrap();
+    let id = engine.start("nul", Context::new()).await.unwrap();
+    let error = engine.wait(&id).await.unwrap_err();
+    let report = error.report().expect("the run ended");
+    assert_eq!(report.status, ExecutionStatus::Compensated);
+    // The run's own report keeps the message as the step gave it; the
+    // log has it as PostgreSQL could store it.
+    let charge = &report.steps[1];
+    assert_eq!(charge.last_error.as_deref(), Some("card \u{0} declined"));
+    let events = store.events(&id).await.unwrap();
+    let failed = events
+        .iter()
+        .find(|e| e.kind == EventKind::StepFailed)
+        .expect("the failure is logged");
+    assert_eq!(failed.error.as_deref(), Some("card \u{fffd} declined"));
 }

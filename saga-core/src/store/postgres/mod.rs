@@ -64,7 +64,9 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 ///
 /// **Group commit.** Writes go through one connection, whose task groups
 /// the writes that arrive while it commits into one transaction, so
-/// concurrent executions share commits. Reads use a second connection.
+/// concurrent executions share commits; a batch of appends goes to the
+/// server pipelined, one round trip per commit. Reads use a second
+/// connection.
 /// [`claim_next`](super::SagaStore::claim_next) takes executions with `FOR UPDATE
 /// SKIP LOCKED`, so claimers never wait for each other. A third connection
 /// `LISTEN`s for new work ([`work_signal`](super::SagaStore::work_signal)).
@@ -81,7 +83,9 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// version gives [`StoreError::IncompatibleSchema`], and both are left as
 /// they were. An older schema is migrated (additive migrations only, under
 /// an advisory lock, so that old and new workers can run side by side
-/// during a rolling upgrade).
+/// during a rolling upgrade). PostgreSQL's `text` cannot hold a NUL
+/// character: a step error message with one is logged with U+FFFD in its
+/// place (the run's own report keeps the message as it was).
 ///
 /// **TLS.** `sslmode` and `sslrootcert` in the connection string have
 /// libpq's meanings: `disable`, `prefer` (the default: TLS if the server

@@ -1,6 +1,7 @@
 //! The PostgreSQL store's writes, each run by the writer inside the
 //! batch's transaction: one function per operation.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::rows::{execution, get_execution, lease_lost};
@@ -308,7 +309,7 @@ pub(super) struct Columns<'a> {
     attempts: Vec<i64>,
     outputs: Vec<Option<&'a str>>,
     contexts: Vec<Option<&'a str>>,
-    errors: Vec<Option<&'a str>>,
+    errors: Vec<Option<Cow<'a, str>>>,
     unknown: Vec<bool>,
     retry: Vec<bool>,
     details: Vec<Option<&'a str>>,
@@ -326,11 +327,25 @@ impl<'a> Columns<'a> {
             attempts: events.iter().map(|e| i64::from(e.attempt)).collect(),
             outputs: events.iter().map(|e| e.output.as_deref()).collect(),
             contexts: events.iter().map(|e| e.context.as_deref()).collect(),
-            errors: events.iter().map(|e| e.error.as_deref()).collect(),
+            errors: events
+                .iter()
+                .map(|e| e.error.as_deref().map(text))
+                .collect(),
             unknown: events.iter().map(|e| e.outcome_unknown).collect(),
             retry: events.iter().map(|e| e.will_retry).collect(),
             details: events.iter().map(|e| e.detail.as_deref()).collect(),
         }
+    }
+}
+
+/// `s` as PostgreSQL's `text` takes it: with U+FFFD for each NUL, the
+/// one character it refuses. An error message can hold anything (a C
+/// library's, a peer's bytes); the other columns are JSON or names.
+fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
