@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use saga_core::clock::TestClock;
 use saga_core::store::{Event, EventKind, MemoryStore, NewExecution, SagaStore};
 use saga_core::{
     ExecutionId, ExecutionStatus, RetryPolicy, Saga, SagaEngine, SagaError, Step, StepError,
@@ -58,6 +59,15 @@ fn stuck_parts(err: &SagaError) -> (&str, StuckPhase, Vec<&str>) {
     }
 }
 
+/// Runs `saga` on virtual time, blocking, expecting it to fail: what it
+/// did, the clock (its sleeps) and the error.
+fn run_failing(saga: &Saga<Rec>) -> (Rec, TestClock, SagaError) {
+    let (clock, options) = virtual_time();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    (rec, clock, err)
+}
+
 fn compensated_step(err: &SagaError) -> &str {
     match err {
         SagaError::Compensated { step, .. } => step,
@@ -76,9 +86,7 @@ fn any_step_or_compensation_with_a_policy_retries_an_error_not_permanent() {
         .step(failing("ship", || declined().permanent()))
         .build()
         .unwrap();
-    let (clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, clock, err) = run_failing(&saga);
 
     assert_eq!(
         rec.effects,
@@ -105,9 +113,7 @@ fn any_permanent_error_is_not_retried() {
         .step(failing("charge", || reset().permanent()).retry(exact(5)))
         .build()
         .unwrap();
-    let (clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, clock, err) = run_failing(&saga);
 
     assert_eq!(
         rec.effects,
@@ -255,9 +261,7 @@ fn before_the_pivot_exhausted_or_permanent_rolls_back_compensating_the_step_only
         .step(failing("charge", move || (errors.lock().unwrap())()).retry(exact(3)))
         .build()
         .unwrap();
-    let (_clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, _, err) = run_failing(&saga);
     assert_eq!(
         rec.effects,
         [
@@ -334,9 +338,7 @@ fn the_pivot_failing_cleanly_exhausted_or_permanent_rolls_back_the_steps_before_
             .step(compensable_free("notify"))
             .build()
             .unwrap();
-        let (_clock, options) = virtual_time();
-        let mut rec = Rec::default();
-        let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+        let (rec, _, err) = run_failing(&saga);
         assert_eq!(rec.effects, expected, "{what}");
         assert_eq!(compensated_step(&err), "ship", "{what}");
     }
@@ -354,9 +356,7 @@ fn the_pivot_with_an_unknown_outcome_is_retried_up_to_the_limit_whatever_retry_i
         .step(compensable_free("notify"))
         .build()
         .unwrap();
-    let (clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, clock, err) = run_failing(&saga);
 
     assert_eq!(
         rec.effects,
@@ -378,9 +378,7 @@ fn the_pivot_with_an_unknown_outcome_and_permanent_is_stuck_at_once() {
         .step(compensable_free("notify"))
         .build()
         .unwrap();
-    let (clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, clock, err) = run_failing(&saga);
 
     assert_eq!(rec.effects, ["do reserve", "try ship#1"]);
     assert!(clock.sleeps().is_empty());
@@ -399,9 +397,7 @@ fn after_the_pivot_without_retry_a_step_is_retried_forever_up_to_the_ceiling() {
         .step(failing_free("notify", reset))
         .build()
         .unwrap();
-    let (clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, clock, err) = run_failing(&saga);
 
     let attempts = RetryPolicy::FOREVER_ATTEMPTS;
     assert_eq!(attempts, 10_000);
@@ -451,9 +447,7 @@ fn after_the_pivot_permanent_or_exhausted_is_stuck_forward() {
         .step(failing_free("notify", reset).retry(exact(2)))
         .build()
         .unwrap();
-    let (_clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, _, err) = run_failing(&saga);
     assert_eq!(rec.effects, ["do ship", "try notify#1", "try notify#2"]);
     assert_eq!(
         stuck_parts(&err),
@@ -470,9 +464,7 @@ fn a_compensation_without_undo_retry_gets_three_attempts_100ms_doubling() {
         .step(failing("charge", || reset().permanent()))
         .build()
         .unwrap();
-    let (clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, clock, err) = run_failing(&saga);
 
     assert_eq!(
         rec.effects,
@@ -504,9 +496,7 @@ fn a_compensation_permanent_or_exhausted_is_stuck_at_once() {
         .step(failing("charge", || reset().permanent()))
         .build()
         .unwrap();
-    let (clock, options) = virtual_time();
-    let mut rec = Rec::default();
-    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    let (rec, clock, err) = run_failing(&saga);
 
     assert_eq!(
         rec.effects,
