@@ -21,7 +21,7 @@ type AsyncAction<C, D> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFu
 pub(crate) type AsyncUnitAction<C, D> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<(), StepError>>
     + Send
     + Sync;
-pub(super) type SyncUndo<C, D> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_, D>) -> Result<(), StepError>
+pub(crate) type SyncUndo<C, D> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_, D>) -> Result<(), StepError>
     + Send
     + Sync;
 type AsyncUndo<C, D> = dyn for<'a> Fn(

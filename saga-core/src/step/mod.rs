@@ -19,8 +19,8 @@ mod task;
 
 pub use crate::name::Name;
 pub(crate) use def::{
-    Action, Output, OutputCodec, StepDef, SyncAction, Undo, erase_async, erase_async_undo,
-    erase_shared_async, erase_shared_async_undo,
+    Action, Output, OutputCodec, StepDef, SyncAction, SyncUndo, Undo, erase_async,
+    erase_async_undo, erase_shared_async, erase_shared_async_undo,
 };
 use def::{AsyncUnitAction, erase_sync, same_type};
 pub use provides::Provides;
