@@ -124,7 +124,7 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     if step.timeout.is_none() && !braked {
         return Attempt::Pending(match future {
             Made::Erased(future) => Running::Plain(CatchUnwind(future)),
-            Made::Unit(future) => Running::Unit(CatchUnwind(future), unit_output),
+            Made::Unit(future) => Running::Unit(CatchUnwind(future)),
         });
     }
     // A timer and a select make a large future (over 500 bytes), held by
@@ -135,7 +135,7 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
         Made::Unit(future) => Box::pin(async move {
             guarded(CatchUnwind(future), step.timeout, brakes)
                 .await
-                .map(|()| unit_output())
+                .map(|()| Output::from_unit())
         }),
     }))
 }
@@ -147,10 +147,23 @@ enum Made<'a> {
     Unit(BoxFuture<'a, Result<(), StepError>>),
 }
 
-/// The erased output of an action whose output is `()`: a box of a
-/// zero-sized value, which allocates nothing.
-fn unit_output() -> Output {
-    Box::new(())
+/// What an attempt's `()` output becomes: the erased output of an action
+/// (a box of a zero-sized value, which allocates nothing), or a
+/// compensation's `()`.
+pub(super) trait FromUnit {
+    fn from_unit() -> Self;
+}
+
+impl FromUnit for Output {
+    #[inline]
+    fn from_unit() -> Self {
+        Box::new(())
+    }
+}
+
+impl FromUnit for () {
+    #[inline]
+    fn from_unit() -> Self {}
 }
 
 /// One attempt of an action or a compensation, as made: a sync one is
@@ -163,7 +176,7 @@ pub(super) enum Attempt<'a, T> {
 }
 
 #[cfg(feature = "tracing")]
-impl<T: Unpin> Attempt<'_, T> {
+impl<T: Unpin + FromUnit> Attempt<'_, T> {
     pub(super) async fn settle(self) -> Result<T, StepError> {
         match self {
             Attempt::Done(result) => result,
@@ -176,21 +189,21 @@ impl<T: Unpin> Attempt<'_, T> {
 /// and brakes when a timeout or a brake applies.
 pub(super) enum Running<'a, T> {
     Plain(CatchUnwind<'a, T>),
-    /// A future whose output is `()`, and how to make a `T` of it.
-    Unit(CatchUnwind<'a, ()>, fn() -> T),
+    /// A future whose output is `()`, made a `T` as it is polled.
+    Unit(CatchUnwind<'a, ()>),
     Guarded(BoxFuture<'a, Result<T, StepError>>),
 }
 
-impl<T> Future for Running<'_, T> {
+impl<T: FromUnit> Future for Running<'_, T> {
     type Output = Result<T, StepError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Running::Plain(future) => Pin::new(future).poll(cx),
-            Running::Unit(future, output) => Pin::new(future)
+            Running::Unit(future) => Pin::new(future)
                 .poll(cx)
-                .map(|result| result.map(|()| output())),
+                .map(|result| result.map(|()| T::from_unit())),
             Running::Guarded(future) => future.as_mut().poll(cx),
         }
     }
