@@ -199,15 +199,8 @@ pub(super) async fn run_compensation<C, D>(
     // compensation's start, and its end the next one's: one read each.
     let start = *mark;
     *status = StepStatus::Compensating;
-    // From 0 in a fresh run; a recovered run goes on where its log stopped.
-    let mut attempt = extra.compensation_attempts;
     loop {
-        attempt += 1;
-        extra.compensation_attempts = attempt;
-        env.emit(&SagaEvent::CompensationStarted {
-            step: &step.name,
-            attempt,
-        });
+        let attempt = compensation_started(env, step, extra);
         if env.durable.is_some() {
             let log = env.log(
                 EventKind::CompensationStarted,
@@ -305,14 +298,8 @@ pub(super) fn run_sync_compensation<C, D>(
     debug_assert_ne!(*status, StepStatus::Compensated);
     let start = *mark;
     *status = StepStatus::Compensating;
-    let mut attempt = extra.compensation_attempts;
     loop {
-        attempt += 1;
-        extra.compensation_attempts = attempt;
-        env.emit(&SagaEvent::CompensationStarted {
-            step: &step.name,
-            attempt,
-        });
+        let attempt = compensation_started(env, step, extra);
         let info = StepInfo::of(&saga.name, &env.id, &step.name, attempt, env.deps);
         #[cfg(not(feature = "tracing"))]
         let result = catch(|| undo(&mut *ctx, output, &info));
@@ -337,6 +324,18 @@ pub(super) fn run_sync_compensation<C, D>(
             None => return Err(compensation_gave_up(status, extra, now - start, error)),
         }
     }
+}
+
+/// Starts a compensation's next attempt; returns its number. (Counted
+/// from 0 in a fresh run; a recovered run goes on where its log stopped.)
+fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: &mut Extra) -> u32 {
+    let attempt = extra.compensation_attempts + 1;
+    extra.compensation_attempts = attempt;
+    env.emit(&SagaEvent::CompensationStarted {
+        step: &step.name,
+        attempt,
+    });
+    attempt
 }
 
 /// Records a compensation's successful attempt, `elapsed` after its start.
