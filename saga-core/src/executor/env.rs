@@ -14,7 +14,7 @@ use crate::journal::{Event, EventKind, Journal, StoreError};
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
 use crate::report::ExecutionStatus;
 use crate::saga::SagaInner;
-use crate::step::{Action, BoxFuture, StepDef, SyncAction};
+use crate::step::{Action, BoxFuture, StepDef, SyncAction, SyncUndo, Undo};
 
 pub(super) static SYSTEM_CLOCK: SystemClock = SystemClock;
 
@@ -78,6 +78,19 @@ impl<C, D> Env<'_, C, D> {
         }
         match &step.action {
             Action::Sync(action) => Some(&**action),
+            _ => None,
+        }
+    }
+
+    /// A step's sync compensation, when the run can call it without a
+    /// future (as [`sync_action`](Self::sync_action) says for actions).
+    #[inline]
+    pub(super) fn sync_undo<'s>(&self, step: &'s StepDef<C, D>) -> Option<&'s SyncUndo<C, D>> {
+        if !self.blocking || self.durable.is_some() {
+            return None;
+        }
+        match &step.undo {
+            Some(Undo::Sync(undo)) => Some(&**undo),
             _ => None,
         }
     }

@@ -95,12 +95,16 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
             return Attempt::Done(catch(|| action(A::shared(ctx), info)));
         }
         Action::Async(action) => match A::exclusive(ctx) {
-            Some(ctx) => catch(move || Ok(action(ctx, info))),
+            Some(ctx) => catch(move || Ok(Made::Erased(action(ctx, info)))),
+            None => Err(exclusive_in_group(info)),
+        },
+        Action::AsyncUnit(action) => match A::exclusive(ctx) {
+            Some(ctx) => catch(move || Ok(Made::Unit(action(ctx, info)))),
             None => Err(exclusive_in_group(info)),
         },
         Action::SharedAsync(action) => {
             let ctx = A::shared(ctx);
-            catch(move || Ok(action(ctx, info)))
+            catch(move || Ok(Made::Erased(action(ctx, info))))
         }
     };
     let future = match future {
@@ -118,16 +122,48 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     };
     let braked = brakes.droppable && (brakes.cancel.is_some() || brakes.group.is_some());
     if step.timeout.is_none() && !braked {
-        return Attempt::Pending(Running::Plain(CatchUnwind(future)));
+        return Attempt::Pending(match future {
+            Made::Erased(future) => Running::Plain(CatchUnwind(future)),
+            Made::Unit(future) => Running::Unit(CatchUnwind(future)),
+        });
     }
     // A timer and a select make a large future (over 500 bytes), held by
     // every run in flight if it were inline: boxed, only the attempts that
     // use them pay for it.
-    Attempt::Pending(Running::Guarded(Box::pin(guarded(
-        CatchUnwind(future),
-        step.timeout,
-        brakes,
-    ))))
+    Attempt::Pending(Running::Guarded(match future {
+        Made::Erased(future) => Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)),
+        Made::Unit(future) => Box::pin(async move {
+            guarded(CatchUnwind(future), step.timeout, brakes)
+                .await
+                .map(|()| Output::from_unit())
+        }),
+    }))
+}
+
+/// An async action's future as its action made it: its output erased
+/// already, or `()` (an [`Action::AsyncUnit`]), erased as it is polled.
+enum Made<'a> {
+    Erased(BoxFuture<'a, Result<Output, StepError>>),
+    Unit(BoxFuture<'a, Result<(), StepError>>),
+}
+
+/// What an attempt's `()` output becomes: the erased output of an action
+/// (a box of a zero-sized value, which allocates nothing), or a
+/// compensation's `()`.
+pub(super) trait FromUnit {
+    fn from_unit() -> Self;
+}
+
+impl FromUnit for Output {
+    #[inline]
+    fn from_unit() -> Self {
+        Box::new(())
+    }
+}
+
+impl FromUnit for () {
+    #[inline]
+    fn from_unit() -> Self {}
 }
 
 /// One attempt of an action or a compensation, as made: a sync one is
@@ -140,7 +176,7 @@ pub(super) enum Attempt<'a, T> {
 }
 
 #[cfg(feature = "tracing")]
-impl<T: Unpin> Attempt<'_, T> {
+impl<T: Unpin + FromUnit> Attempt<'_, T> {
     pub(super) async fn settle(self) -> Result<T, StepError> {
         match self {
             Attempt::Done(result) => result,
@@ -153,16 +189,21 @@ impl<T: Unpin> Attempt<'_, T> {
 /// and brakes when a timeout or a brake applies.
 pub(super) enum Running<'a, T> {
     Plain(CatchUnwind<'a, T>),
+    /// A future whose output is `()`, made a `T` as it is polled.
+    Unit(CatchUnwind<'a, ()>),
     Guarded(BoxFuture<'a, Result<T, StepError>>),
 }
 
-impl<T> Future for Running<'_, T> {
+impl<T: FromUnit> Future for Running<'_, T> {
     type Output = Result<T, StepError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Running::Plain(future) => Pin::new(future).poll(cx),
+            Running::Unit(future) => Pin::new(future)
+                .poll(cx)
+                .map(|result| result.map(|()| T::from_unit())),
             Running::Guarded(future) => future.as_mut().poll(cx),
         }
     }

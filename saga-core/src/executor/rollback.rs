@@ -1,9 +1,9 @@
 //! The rollback: compensations in reverse order, each attempted until
 //! it succeeds or its policy gives up, and how a rollback ends.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::guard::{attempt_undo, settle};
+use super::guard::{attempt_undo, catch, settle};
 use super::{
     Access, Env, Extra, JournalFailed, State, Stop, compensate_group, final_error, store_error,
     stuck_forward,
@@ -14,7 +14,7 @@ use crate::logged::failure_detail;
 use crate::observer::SagaEvent;
 use crate::report::{ExecutionStatus, SagaReport, StepStatus};
 use crate::saga::Node;
-use crate::step::StepInfo;
+use crate::step::{StepDef, StepInfo, SyncUndo};
 
 /// Rolls back: compensates, in reverse order (parallel branches at once),
 /// every step that took effect or may have.
@@ -90,16 +90,32 @@ pub(super) async fn rollback<C, D>(
             Node::Step(index) => {
                 let index = *index;
                 let record = &mut state.records[index];
-                let result = run_compensation(
-                    env,
-                    index,
-                    &mut *ctx,
-                    &mut record.status,
-                    record.output.as_deref(),
-                    &mut state.extra[index],
-                    &mut state.mark,
-                )
-                .await;
+                // A sync compensation in a run that can call it without a
+                // future, as the forward path does for actions.
+                let result = match env.sync_undo(&saga.steps[index]) {
+                    Some(undo) => run_sync_compensation(
+                        env,
+                        index,
+                        undo,
+                        &mut *ctx,
+                        &mut record.status,
+                        record.output.as_deref(),
+                        &mut state.extra[index],
+                        &mut state.mark,
+                    ),
+                    None => {
+                        run_compensation(
+                            env,
+                            index,
+                            &mut *ctx,
+                            &mut record.status,
+                            record.output.as_deref(),
+                            &mut state.extra[index],
+                            &mut state.mark,
+                        )
+                        .await
+                    }
+                };
                 result.err().map(|e| vec![(index, e)]).unwrap_or_default()
             }
             Node::Group { range, ops } => {
@@ -179,20 +195,12 @@ pub(super) async fn run_compensation<C, D>(
         // Recovered: its success is in the log already.
         return Ok(());
     }
-    let policy = step.undo_retry.as_ref().unwrap_or(&saga.undo_retry);
     // The last clock reading (the end of what ran before) is this
     // compensation's start, and its end the next one's: one read each.
     let start = *mark;
     *status = StepStatus::Compensating;
-    // From 0 in a fresh run; a recovered run goes on where its log stopped.
-    let mut attempt = extra.compensation_attempts;
     loop {
-        attempt += 1;
-        extra.compensation_attempts = attempt;
-        env.emit(&SagaEvent::CompensationStarted {
-            step: &step.name,
-            attempt,
-        });
+        let attempt = compensation_started(env, step, extra);
         if env.durable.is_some() {
             let log = env.log(
                 EventKind::CompensationStarted,
@@ -219,13 +227,7 @@ pub(super) async fn run_compensation<C, D>(
         *mark = now;
         let error = match result {
             Ok(()) => {
-                *status = StepStatus::Compensated;
-                extra.compensation_duration = now - start;
-                env.emit(&SagaEvent::CompensationSucceeded {
-                    step: &step.name,
-                    attempt,
-                    elapsed: extra.compensation_duration,
-                });
+                compensation_succeeded(env, step, status, extra, attempt, now - start);
                 if env.durable.is_some() {
                     let log = env.log(
                         EventKind::CompensationSucceeded,
@@ -244,14 +246,7 @@ pub(super) async fn run_compensation<C, D>(
             }
             Err(error) => error,
         };
-        let retry_in = (attempt < policy.max_attempts() && policy.retries(&error))
-            .then(|| policy.random_delay_before(attempt + 1));
-        env.emit(&SagaEvent::CompensationFailed {
-            step: &step.name,
-            attempt,
-            error: &error,
-            retry_in,
-        });
+        let retry_in = compensation_failed(env, step, attempt, &error);
         if env.durable.is_some() {
             let log = env.log(
                 EventKind::CompensationFailed,
@@ -270,17 +265,130 @@ pub(super) async fn run_compensation<C, D>(
                 return Err(StepError::new(JournalFailed));
             }
         }
-        // Recovered from or not, the last error so far.
-        extra.last_error = Some(error.to_string());
         match retry_in {
-            Some(delay) => env.sleep(delay).await,
-            None => {
-                *status = StepStatus::CompensationFailed;
-                extra.compensation_duration = now - start;
-                return Err(error);
+            Some(delay) => {
+                // Recovered from or not, the last error so far.
+                extra.last_error = Some(error.to_string());
+                env.sleep(delay).await;
             }
+            None => return Err(compensation_gave_up(status, extra, now - start, error)),
         }
     }
+}
+
+/// [`run_compensation`] for a sync compensation in a run without a
+/// journal, driven without a runtime (`run_blocking`): a plain call, no
+/// future to make, poll and drop for each compensation (a backoff sleep
+/// blocks the thread, as `Env::sleep` does in such a run).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_sync_compensation<C, D>(
+    env: &Env<'_, C, D>,
+    index: usize,
+    undo: &SyncUndo<C, D>,
+    ctx: &mut C,
+    status: &mut StepStatus,
+    output: Option<&(dyn std::any::Any + Send + Sync)>,
+    extra: &mut Extra,
+    mark: &mut Instant,
+) -> Result<(), StepError> {
+    let saga = env.saga;
+    let step = &saga.steps[index];
+    // Only a recovered run has compensations done already, and a
+    // recovered run is durable, so never here.
+    debug_assert_ne!(*status, StepStatus::Compensated);
+    let start = *mark;
+    *status = StepStatus::Compensating;
+    loop {
+        let attempt = compensation_started(env, step, extra);
+        let info = StepInfo::of(&saga.name, &env.id, &step.name, attempt, env.deps);
+        #[cfg(not(feature = "tracing"))]
+        let result = catch(|| undo(&mut *ctx, output, &info));
+        #[cfg(feature = "tracing")]
+        let result = crate::spans::attempt_sync(true, &step.name, attempt, || {
+            catch(|| undo(&mut *ctx, output, &info))
+        });
+        let now = env.now();
+        *mark = now;
+        let error = match result {
+            Ok(()) => {
+                compensation_succeeded(env, step, status, extra, attempt, now - start);
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        match compensation_failed(env, step, attempt, &error) {
+            Some(delay) => {
+                extra.last_error = Some(error.to_string());
+                env.clock().sleep_blocking(delay);
+            }
+            None => return Err(compensation_gave_up(status, extra, now - start, error)),
+        }
+    }
+}
+
+/// Starts a compensation's next attempt; returns its number. (Counted
+/// from 0 in a fresh run; a recovered run goes on where its log stopped.)
+fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: &mut Extra) -> u32 {
+    let attempt = extra.compensation_attempts + 1;
+    extra.compensation_attempts = attempt;
+    env.emit(&SagaEvent::CompensationStarted {
+        step: &step.name,
+        attempt,
+    });
+    attempt
+}
+
+/// Records a compensation's successful attempt, `elapsed` after its start.
+fn compensation_succeeded<C, D>(
+    env: &Env<'_, C, D>,
+    step: &StepDef<C, D>,
+    status: &mut StepStatus,
+    extra: &mut Extra,
+    attempt: u32,
+    elapsed: Duration,
+) {
+    *status = StepStatus::Compensated;
+    extra.compensation_duration = elapsed;
+    env.emit(&SagaEvent::CompensationSucceeded {
+        step: &step.name,
+        attempt,
+        elapsed,
+    });
+}
+
+/// Tells of a compensation's failed attempt; returns the delay before the
+/// next one if its policy retries it.
+fn compensation_failed<C, D>(
+    env: &Env<'_, C, D>,
+    step: &StepDef<C, D>,
+    attempt: u32,
+    error: &StepError,
+) -> Option<Duration> {
+    let policy = step.undo_retry.as_ref().unwrap_or(&env.saga.undo_retry);
+    let retry_in = (attempt < policy.max_attempts() && policy.retries(error))
+        .then(|| policy.random_delay_before(attempt + 1));
+    env.emit(&SagaEvent::CompensationFailed {
+        step: &step.name,
+        attempt,
+        error,
+        retry_in,
+    });
+    retry_in
+}
+
+/// Records that a compensation's policy gave up on `error`, `elapsed`
+/// after its start.
+fn compensation_gave_up(
+    status: &mut StepStatus,
+    extra: &mut Extra,
+    elapsed: Duration,
+    error: StepError,
+) -> StepError {
+    *status = StepStatus::CompensationFailed;
+    extra.compensation_duration = elapsed;
+    // The last error, which the compensation failed for good with.
+    extra.last_error = Some(error.to_string());
+    error
 }
 
 /// Ends a rollback whose journal failed.

@@ -15,7 +15,13 @@ pub(crate) type SyncAction<C, D> =
 type AsyncAction<C, D> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<Output, StepError>>
     + Send
     + Sync;
-pub(super) type SyncUndo<C, D> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_, D>) -> Result<(), StepError>
+/// An async action whose future already has the executor's types but for
+/// the output, `()`: the user's own future, awaited without a second box
+/// around it to erase its output (see [`Action::AsyncUnit`]).
+pub(crate) type AsyncUnitAction<C, D> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<(), StepError>>
+    + Send
+    + Sync;
+pub(crate) type SyncUndo<C, D> = dyn Fn(&mut C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_, D>) -> Result<(), StepError>
     + Send
     + Sync;
 type AsyncUndo<C, D> = dyn for<'a> Fn(
@@ -47,13 +53,42 @@ type SharedAsyncUndo<C, D> = dyn for<'a> Fn(
 pub(crate) enum Action<C, D> {
     Sync(Box<SyncAction<C, D>>),
     Async(Box<AsyncAction<C, D>>),
+    /// An async action on `&mut C` whose output is `()` and whose error a
+    /// [`StepError`] ([`Step::new_async`](super::Step::new_async) with those
+    /// types): the executor erases the output as it polls, so a step
+    /// allocates one future (the user's) rather than two.
+    AsyncUnit(Box<AsyncUnitAction<C, D>>),
     SharedSync(Box<SharedSyncAction<C, D>>),
     SharedAsync(Box<SharedAsyncAction<C, D>>),
 }
 
 impl<C, D> Action<C, D> {
     pub(crate) fn is_async(&self) -> bool {
-        matches!(self, Action::Async(_) | Action::SharedAsync(_))
+        matches!(
+            self,
+            Action::Async(_) | Action::AsyncUnit(_) | Action::SharedAsync(_)
+        )
+    }
+
+    /// The future of an async action on `&mut C`, its output erased: for
+    /// callers that wrap an action in another (the test kit), where a
+    /// second box does not matter. `None` for other actions.
+    #[cfg(feature = "testkit")]
+    pub(crate) fn call_async<'a>(
+        &'a self,
+        ctx: &'a mut C,
+        info: &'a StepInfo<'a, D>,
+    ) -> Option<BoxFuture<'a, Result<Output, StepError>>> {
+        match self {
+            Action::Async(f) => Some(f(ctx, info)),
+            Action::AsyncUnit(f) => {
+                let future = f(ctx, info);
+                Some(Box::pin(async move {
+                    future.await.map(|()| Box::new(()) as Output)
+                }))
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn is_shared(&self) -> bool {
@@ -191,4 +226,21 @@ where
         Ok(out) => Ok(Box::new(out) as Output),
         Err(e) => Err(e.into()),
     }))
+}
+
+/// `value` as a `U`, when `T` and `U` are the same type; `value` back
+/// otherwise. Lets a generic constructor take a cheaper path for one
+/// instance of its type parameters, without `unsafe`.
+pub(crate) fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut slot = Some(value);
+    let taken = (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<U>>()
+        .and_then(Option::take);
+    match (taken, slot) {
+        (Some(same), _) => Ok(same),
+        (None, Some(value)) => Err(value),
+        // The slot is emptied only by a downcast that succeeded, which
+        // returned its value.
+        (None, None) => unreachable!("`same_type` lost its value"),
+    }
 }

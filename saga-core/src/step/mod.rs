@@ -18,11 +18,11 @@ mod provides;
 mod task;
 
 pub use crate::name::Name;
-use def::erase_sync;
 pub(crate) use def::{
-    Action, Output, OutputCodec, StepDef, SyncAction, Undo, erase_async, erase_async_undo,
-    erase_shared_async, erase_shared_async_undo,
+    Action, Output, OutputCodec, StepDef, SyncAction, SyncUndo, Undo, erase_async,
+    erase_async_undo, erase_shared_async, erase_shared_async_undo,
 };
+use def::{AsyncUnitAction, erase_sync, same_type};
 pub use provides::Provides;
 #[doc(hidden)]
 pub use task::{Dsl, undo_shared};
@@ -30,6 +30,16 @@ pub use task::{RetrySpec, Task, TaskFn, TaskFuture, UndoFn, default_undo_retry};
 
 /// A boxed, `Send` future: what async steps and compensations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`Step::new_async`]'s action, boxed as it is (before its output is
+/// erased).
+type AsyncActionOf<C, D, T, E> =
+    dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<T, E>> + Send + Sync;
+
+/// [`Step::undo_async`]'s compensation, boxed as it is.
+type AsyncUndoOf<C, D, T, E> = dyn for<'a> Fn(&'a mut C, Option<&'a T>, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<(), E>>
+    + Send
+    + Sync;
 
 /// A step's metadata: free-form string pairs for logs, diagrams and tools.
 pub type Metadata = BTreeMap<String, String>;
@@ -236,15 +246,22 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
             + Sync
             + 'static,
     {
-        let action = erase_async(move |ctx, info| {
-            let fut = action(ctx, info);
-            Box::pin(async move {
-                match fut.await {
-                    Ok(out) => Ok(Box::new(out) as Output),
-                    Err(e) => Err(e.into()),
-                }
-            })
-        });
+        // An action with the executor's types but for its `()` output is
+        // kept as it is: its future is the only one a step allocates.
+        // Others are wrapped in a future that converts what they return.
+        let action: Box<AsyncActionOf<C, D, T, E>> = Box::new(action);
+        let action = match same_type::<_, Box<AsyncUnitAction<C, D>>>(action) {
+            Ok(unit) => Action::AsyncUnit(unit),
+            Err(action) => erase_async(move |ctx, info| {
+                let fut = action(ctx, info);
+                Box::pin(async move {
+                    match fut.await {
+                        Ok(out) => Ok(Box::new(out) as Output),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+            }),
+        };
         Self::from_action(name.into(), action)
     }
 
@@ -321,10 +338,16 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
             + Sync
             + 'static,
     {
-        self.undo_converted_async(move |ctx, out, info| {
-            let fut = undo(ctx, out, info);
-            Box::pin(async move { fut.await.map_err(Into::into) })
-        })
+        // A compensation whose error is a `StepError` already is called as
+        // it is: no second future to convert its error.
+        let undo: Box<AsyncUndoOf<C, D, T, E>> = Box::new(undo);
+        match same_type::<_, Box<AsyncUndoOf<C, D, T, StepError>>>(undo) {
+            Ok(undo) => self.undo_converted_async(move |ctx, out, info| undo(ctx, out, info)),
+            Err(undo) => self.undo_converted_async(move |ctx, out, info| {
+                let fut = undo(ctx, out, info);
+                Box::pin(async move { fut.await.map_err(Into::into) })
+            }),
+        }
     }
 
     /// [`undo_async`](Self::undo_async) for a compensation whose future
@@ -649,4 +672,40 @@ fn downcast_output<'o, T: 'static, D>(
             std::any::type_name::<T>()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("declined")]
+    struct Declined;
+
+    #[test]
+    fn an_async_step_of_unit_and_step_error_keeps_its_own_future() {
+        let unit = Step::<(), ()>::new_async("unit", |_: &mut (), _: &StepInfo<'_>| {
+            Box::pin(async { Ok::<_, StepError>(()) })
+        });
+        assert!(matches!(unit.def.action, Action::AsyncUnit(_)));
+        let converted = Step::<(), ()>::new_async("converted", |_: &mut (), _: &StepInfo<'_>| {
+            Box::pin(async { Err::<(), _>(Declined) })
+        });
+        assert!(matches!(converted.def.action, Action::Async(_)));
+        let output = Step::<(), u32>::new_async("output", |_: &mut (), _: &StepInfo<'_>| {
+            Box::pin(async { Ok::<_, StepError>(7) })
+        });
+        assert!(matches!(output.def.action, Action::Async(_)));
+    }
+
+    #[test]
+    fn same_type_gives_the_value_as_the_other_type_only_when_they_are_one() {
+        assert_eq!(def::same_type::<u32, u32>(7), Ok(7));
+        assert_eq!(def::same_type::<u32, i32>(7), Err(7));
+        let text = String::from("kept");
+        assert_eq!(
+            def::same_type::<String, &str>(text),
+            Err(String::from("kept"))
+        );
+    }
 }

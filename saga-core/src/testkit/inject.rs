@@ -256,16 +256,23 @@ fn wrap_action<C: Send + 'static, D: Sync + 'static>(
             };
             invoke(&probe, i, false, || f(ctx, info))
         })),
-        Action::Async(_) => erase_async(move |ctx: &mut C, info| {
+        Action::Async(_) | Action::AsyncUnit(_) => erase_async(move |ctx: &mut C, info| {
             let (orig, probe) = (orig.clone(), Arc::clone(&probe));
             Box::pin(async move {
-                let Action::Async(f) = &orig.inner.steps[i].action else {
+                let f = &orig.inner.steps[i].action;
+                if !matches!(f, Action::Async(_) | Action::AsyncUnit(_)) {
+                    return Err(mismatch());
+                }
+                let call = probe.before(i, false)?;
+                let Some(first) = f.call_async(&mut *ctx, info) else {
                     return Err(mismatch());
                 };
-                let call = probe.before(i, false)?;
-                let mut result = f(&mut *ctx, info).await;
+                let mut result = first.await;
                 if probe.doubles(false) && result.is_ok() {
-                    result = f(&mut *ctx, info).await;
+                    let Some(second) = f.call_async(&mut *ctx, info) else {
+                        return Err(mismatch());
+                    };
+                    result = second.await;
                 }
                 probe.after(call, result)
             }) as BoxFuture<'_, Result<Output, StepError>>
