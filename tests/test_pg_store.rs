@@ -227,9 +227,9 @@ async fn appends_waiting_together_commit_together_and_fail_alone() {
     );
     let lost = r4.unwrap_err();
     assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
-    for i in 0..6 {
-        let logged = store.events(&ids[i]).await.unwrap();
-        let record = store.get(&ids[i]).await.unwrap().unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let logged = store.events(id).await.unwrap();
+        let record = store.get(id).await.unwrap().unwrap();
         if i == 2 || i == 4 {
             assert!(logged.is_empty(), "b{i}: {logged:?}");
             assert_eq!(record.last_seq, 0, "b{i}");
