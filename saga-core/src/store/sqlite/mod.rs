@@ -1,5 +1,24 @@
 //! [`SqliteStore`]: the embedded durable store, one SQLite file.
 
+/// The text of `rows::SELECT_EXECUTION`, for `concat!`: a statement built on
+/// it is a literal, not a `format!` each time it is looked up.
+macro_rules! select_execution {
+    () => {
+        "SELECT e.id, e.saga, e.fingerprint, e.status, e.context, e.last_seq,
+        e.created_at, e.updated_at, l.owner, l.expires_at, e.cancel_requested
+    FROM executions e LEFT JOIN leases l ON l.execution_id = e.id"
+    };
+}
+
+/// Whether the lease `?2` (token), `?3` (owner) is still the lease of
+/// execution `?1`: the condition every fenced statement embeds (with
+/// `concat!`).
+macro_rules! lease_held {
+    () => {
+        "EXISTS (SELECT 1 FROM leases WHERE execution_id = ?1 AND token = ?2 AND owner = ?3)"
+    };
+}
+
 mod liveness;
 mod open;
 mod ops;

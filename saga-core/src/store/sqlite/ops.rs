@@ -6,8 +6,8 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, params};
 
 use super::rows::{
-    LEASE_HELD, SELECT_EXECUTION, SELECT_SUMMARY, bad_record, db, execution, get_execution,
-    insert_events, lease_lost, raw_execution, summary,
+    SELECT_EXECUTION, SELECT_SUMMARY, bad_record, db, execution, get_execution, insert_events,
+    lease_lost, raw_execution, summary,
 };
 use super::{SqliteStore, describe};
 use crate::id::ExecutionId;
@@ -227,11 +227,12 @@ impl SagaStore for SqliteStore {
             // status is set by a second statement, only when it changes:
             // naming it in this `SET` would rewrite its index entry (a page
             // of the log) at every step.
-            let moved: Option<(bool, String)> = conn
-                .prepare_cached(&format!(
+            let moved: Option<(bool, bool)> = conn
+                .prepare_cached(concat!(
                     "UPDATE executions SET last_seq = ?4, updated_at = ?5
-                     WHERE id = ?1 AND last_seq = ?6 AND {LEASE_HELD}
-                     RETURNING cancel_requested, status"
+                     WHERE id = ?1 AND last_seq = ?6 AND ",
+                    lease_held!(),
+                    " RETURNING cancel_requested, status"
                 ))
                 .and_then(|mut stmt| {
                     stmt.query_row(
@@ -247,12 +248,12 @@ impl SagaStore for SqliteStore {
                             now,
                             prev as i64
                         ],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| Ok((row.get(0)?, row.get_ref(1)?.as_str()? == status.label())),
                     )
                     .optional()
                 })
                 .map_err(&err)?;
-            let Some((cancel_requested, was)) = moved else {
+            let Some((cancel_requested, unchanged)) = moved else {
                 let record = get_execution(conn, path, id.as_str())?;
                 return Err(match record {
                     None => StoreError::NotFound { execution_id: id },
@@ -266,7 +267,7 @@ impl SagaStore for SqliteStore {
                     Some(_) => lease_lost(&id),
                 });
             };
-            if was != status.label() {
+            if !unchanged {
                 conn.prepare_cached("UPDATE executions SET status = ?2 WHERE id = ?1")
                     .and_then(|mut stmt| stmt.execute(params![id.as_str(), status.label()]))
                     .map_err(&err)?;
