@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, watch};
 use self::liveness::Owners;
 use self::open::{Access, check_and_migrate, create_file, open_error, precheck_file};
 pub use self::options::{SqliteOptions, Synchronous};
-use self::writer::{Job, Pending, writer_loop};
+use self::writer::{Job, Pending, Undo, Write, writer_loop};
 use super::{StoreError, StoreResult};
 use crate::step::BoxFuture;
 
@@ -45,9 +45,12 @@ use crate::step::BoxFuture;
 /// companions), in WAL mode, with durable commits by default.
 ///
 /// Every write goes through one writer thread, which groups the writes that
-/// arrive while it commits into one transaction (each in its own savepoint,
-/// so one failing write does not undo its neighbours): concurrent
-/// executions share fsyncs (*group commit*). Reads run on the same thread,
+/// arrive while it commits into one transaction: concurrent executions
+/// share fsyncs (*group commit*). A failing write does not undo its
+/// neighbours: a creation or a purge runs in a savepoint of its own, and
+/// the other writes (an append, a claim, a renewal) write nothing when
+/// they fail, but for a damaged file or an I/O error, which roll back the
+/// batch so far (its writes fail; none is half-applied). Reads run on the same thread,
 /// after the batch they arrived with is committed, so they never see a
 /// write that is not yet durable.
 ///
@@ -238,15 +241,39 @@ impl SqliteStore {
             .map_err(|_| self.closed())
     }
 
-    /// Runs `work` in the next group commit; resolves once it is durable.
+    /// Runs `work` in the next group commit, in a savepoint of its own;
+    /// resolves once it is durable.
     fn write<T, F>(&self, what: &'static str, work: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_undone(what, Undo::Savepoint, work)
+    }
+
+    /// As [`write`](Self::write), without a savepoint: for `work` that
+    /// writes nothing when it fails (see [`Undo::Batch`]).
+    fn write_fenced<T, F>(&self, what: &'static str, work: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_undone(what, Undo::Batch, work)
+    }
+
+    fn write_undone<T, F>(
+        &self,
+        what: &'static str,
+        undo: Undo,
+        work: F,
+    ) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let path = self.inner.path.clone();
-        let job = Job::Write(Box::new(move |conn| match conn {
+        let work: Box<writer::WriteWork> = Box::new(move |conn| match conn {
             Err(message) => Pending {
                 ok: false,
                 finish: Box::new(move |_| {
@@ -279,8 +306,8 @@ impl SqliteStore {
                     }),
                 },
             },
-        }));
-        self.submit(job, rx)
+        });
+        self.submit(Job::Write(Write { undo, work }), rx)
     }
 
     /// Runs `work` on the writer's connection, outside any transaction.

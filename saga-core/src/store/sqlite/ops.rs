@@ -32,7 +32,7 @@ impl SagaStore for SqliteStore {
     }
 
     fn put_definition(&self, definition: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
-        self.write("recording a definition", move |conn, path| {
+        self.write_fenced("recording a definition", move |conn, path| {
             conn.prepare_cached(
                 "INSERT INTO definitions (fingerprint, saga, shape, registered_at)
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (fingerprint) DO NOTHING",
@@ -155,7 +155,7 @@ impl SagaStore for SqliteStore {
         let id = id.clone();
         let owner = owner.to_owned();
         let owners = self.owners();
-        self.write("claiming an execution", move |conn, path| {
+        self.write_fenced("claiming an execution", move |conn, path| {
             let now = now_ms();
             let mut owners = super::owners(&owners);
             owners.hold(&owner);
@@ -216,7 +216,7 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<Ack>> {
         let id = id.clone();
         let lease = lease.clone();
-        self.write("appending events", move |conn, path| {
+        self.write_fenced("appending events", move |conn, path| {
             let now = now_ms();
             let err = db(path, "appending events");
             let first = events.first().map_or(0, |e| e.seq);
@@ -309,7 +309,7 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<Ack>> {
         let id = id.clone();
         let lease = lease.clone();
-        self.write("renewing a lease", move |conn, path| {
+        self.write_fenced("renewing a lease", move |conn, path| {
             let now = now_ms();
             let cancel: Option<bool> = conn
                 .prepare_cached(
@@ -344,7 +344,7 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         let id = id.clone();
         let lease = lease.clone();
-        let released = self.write("releasing a lease", move |conn, path| {
+        let released = self.write_fenced("releasing a lease", move |conn, path| {
             conn.prepare_cached(
                 "UPDATE leases SET owner = NULL, expires_at = NULL
                  WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
@@ -506,7 +506,7 @@ impl SagaStore for SqliteStore {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         let owners = self.owners();
-        self.write("claiming executions", move |conn, path| {
+        self.write_fenced("claiming executions", move |conn, path| {
             let err = db(path, "claiming executions");
             let now = now_ms();
             let mut owners = super::owners(&owners);
@@ -612,7 +612,7 @@ impl SagaStore for SqliteStore {
 
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
         let id = id.clone();
-        self.write("requesting a cancellation", move |conn, path| {
+        self.write_fenced("requesting a cancellation", move |conn, path| {
             let changed = conn
                 .execute(
                     "UPDATE executions SET cancel_requested = 1 WHERE id = ?1",
