@@ -226,33 +226,44 @@ impl SagaStore for SqliteStore {
             // the execution on: a lost lease or a gap writes nothing. The
             // status is set by a second statement, only when it changes:
             // naming it in this `SET` would rewrite its index entry (a page
-            // of the log) at every step.
-            let moved: Option<(bool, bool)> = conn
+            // of the log) at every step. What the engine is told is read
+            // by a `SELECT` after it: `RETURNING` builds a temporary table
+            // for its rows, about 14k instructions an append.
+            let moved = conn
                 .prepare_cached(concat!(
                     "UPDATE executions SET last_seq = ?4, updated_at = ?5
                      WHERE id = ?1 AND last_seq = ?6 AND ",
-                    lease_held!(),
-                    " RETURNING cancel_requested, status"
+                    lease_held!()
                 ))
                 .and_then(|mut stmt| {
-                    stmt.query_row(
-                        params![
-                            id.as_str(),
-                            lease.token,
-                            &*lease.owner,
-                            if events.is_empty() {
-                                prev as i64
-                            } else {
-                                last as i64
-                            },
-                            now,
+                    stmt.execute(params![
+                        id.as_str(),
+                        lease.token,
+                        &*lease.owner,
+                        if events.is_empty() {
                             prev as i64
-                        ],
-                        |row| Ok((row.get(0)?, row.get_ref(1)?.as_str()? == status.label())),
-                    )
-                    .optional()
+                        } else {
+                            last as i64
+                        },
+                        now,
+                        prev as i64
+                    ])
                 })
                 .map_err(&err)?;
+            let moved: Option<(bool, bool)> = if moved == 1 {
+                conn.prepare_cached(
+                    "SELECT cancel_requested, status = ?2 FROM executions WHERE id = ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![id.as_str(), status.label()], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                })
+                .map(Some)
+                .map_err(&err)?
+            } else {
+                None
+            };
             let Some((cancel_requested, unchanged)) = moved else {
                 let record = get_execution(conn, path, id.as_str())?;
                 return Err(match record {
