@@ -12,8 +12,11 @@ pub(super) enum Job {
     /// commit's fate is known.
     Write(Write),
     /// Runs after the batch's commit.
-    Read(Box<dyn FnOnce(&Connection) + Send>),
+    Read(Read),
 }
+
+/// A read, given a connection outside any transaction.
+pub(super) type Read = Box<dyn FnOnce(&Connection) + Send>;
 
 /// A write and how a failure of it is undone.
 pub(super) struct Write {
