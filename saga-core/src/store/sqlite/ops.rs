@@ -741,6 +741,40 @@ mod tests {
         assert_eq!(store.events(&id).await.unwrap().len(), 4);
     }
 
+    /// An append whose events fail half-way (a row already there: a
+    /// damaged log) writes none of them and does not move the execution.
+    #[tokio::test]
+    async fn an_append_that_fails_half_way_writes_nothing() {
+        let store = scratch("half-way");
+        let id = ExecutionId::new("c");
+        let lease = create(&store, "c", Duration::from_secs(60)).await;
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute(
+            "INSERT INTO events (execution_id, seq, at, kind, attempt, outcome_unknown, will_retry)
+             VALUES ('c', 3, 0, 'step_started', 1, 0, 0)",
+            [],
+        )
+        .unwrap();
+        let events = vec![started(2, 1), started(3, 2)];
+        let running = ExecutionStatus::Running;
+        assert!(store.append(&id, &lease, events, running).await.is_err());
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(record.last_seq, 1);
+        let seqs: Vec<u64> = store
+            .events(&id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [1, 3]);
+        // The store goes on.
+        let events = vec![Event::new(2, EventKind::Finished)];
+        let end = ExecutionStatus::Completed;
+        store.append(&id, &lease, events, end).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 2);
+    }
+
     /// Every append extends the lease by a whole ttl from its commit; a
     /// finishing append releases it.
     #[tokio::test]

@@ -124,8 +124,14 @@ pub(super) fn get_execution(
 }
 
 /// The columns of an event row, in the order [`bind_event`] binds them.
+///
+/// `OR FAIL`: a row that conflicts fails the statement and leaves the rows
+/// before it, where the default (`ABORT`) undoes them, for which SQLite
+/// copies every page the statement writes to a statement journal. Each
+/// caller undoes a failed insert anyway: a creation in its savepoint, an
+/// append with its batch (its fencing update wrote before it).
 const EVENT_COLUMNS: &str =
-    "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+    "INSERT OR FAIL INTO events (execution_id, seq, at, kind, step, attempt, output,
     context, error, outcome_unknown, will_retry, detail)";
 
 /// How many parameters one event row binds.
