@@ -226,13 +226,17 @@ impl SagaStore for SqliteStore {
             // the execution on: a lost lease or a gap writes nothing. The
             // status is set by a second statement, only when it changes:
             // naming it in this `SET` would rewrite its index entry (a page
-            // of the log) at every step. What the engine is told is read
-            // by a `SELECT` after it: `RETURNING` builds a temporary table
-            // for its rows, about 14k instructions an append.
-            let moved = conn
+            // of the log) at every step. The usual append (the status
+            // unchanged, no cancellation asked) is this one statement,
+            // which tells both; any other reads them after moving the
+            // execution (`RETURNING` builds a temporary table for its
+            // rows, about 14k instructions an append).
+            let to = if events.is_empty() { prev } else { last } as i64;
+            let usual = conn
                 .prepare_cached(concat!(
                     "UPDATE executions SET last_seq = ?4, updated_at = ?5
-                     WHERE id = ?1 AND last_seq = ?6 AND ",
+                     WHERE id = ?1 AND last_seq = ?6 AND status = ?7
+                       AND cancel_requested = 0 AND ",
                     lease_held!()
                 ))
                 .and_then(|mut stmt| {
@@ -240,29 +244,47 @@ impl SagaStore for SqliteStore {
                         id.as_str(),
                         lease.token,
                         &*lease.owner,
-                        if events.is_empty() {
-                            prev as i64
-                        } else {
-                            last as i64
-                        },
+                        to,
                         now,
-                        prev as i64
+                        prev as i64,
+                        status.label()
                     ])
                 })
                 .map_err(&err)?;
-            let moved: Option<(bool, bool)> = if moved == 1 {
-                conn.prepare_cached(
-                    "SELECT cancel_requested, status = ?2 FROM executions WHERE id = ?1",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![id.as_str(), status.label()], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
-                })
-                .map(Some)
-                .map_err(&err)?
+            let moved: Option<(bool, bool)> = if usual == 1 {
+                Some((false, true))
             } else {
-                None
+                let moved = conn
+                    .prepare_cached(concat!(
+                        "UPDATE executions SET last_seq = ?4, updated_at = ?5
+                         WHERE id = ?1 AND last_seq = ?6 AND ",
+                        lease_held!()
+                    ))
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![
+                            id.as_str(),
+                            lease.token,
+                            &*lease.owner,
+                            to,
+                            now,
+                            prev as i64
+                        ])
+                    })
+                    .map_err(&err)?;
+                if moved == 1 {
+                    conn.prepare_cached(
+                        "SELECT cancel_requested, status = ?2 FROM executions WHERE id = ?1",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![id.as_str(), status.label()], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                    })
+                    .map(Some)
+                    .map_err(&err)?
+                } else {
+                    None
+                }
             };
             let Some((cancel_requested, unchanged)) = moved else {
                 let record = get_execution(conn, path, id.as_str())?;
@@ -293,22 +315,21 @@ impl SagaStore for SqliteStore {
             // and a step's start must give the step the whole ttl: a sync
             // step blocks the thread the run's renewals fire on
             // (tests/test_lease_blocking.rs).
-            conn.prepare_cached(
-                "UPDATE leases SET
-                    owner = CASE WHEN ?5 THEN NULL ELSE owner END,
-                    expires_at = CASE WHEN ?5 THEN NULL ELSE ?4 END
-                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    id.as_str(),
-                    lease.token,
-                    &*lease.owner,
-                    now.saturating_add(ttl_ms(lease.ttl)),
-                    status.is_finished()
-                ])
-            })
-            .map_err(&err)?;
+            // Fenced above: the lease is this append's.
+            let lease_sql = if status.is_finished() {
+                "UPDATE leases SET owner = NULL, expires_at = NULL WHERE execution_id = ?1"
+            } else {
+                "UPDATE leases SET expires_at = ?2 WHERE execution_id = ?1"
+            };
+            conn.prepare_cached(lease_sql)
+                .and_then(|mut stmt| {
+                    if status.is_finished() {
+                        stmt.execute([id.as_str()])
+                    } else {
+                        stmt.execute(params![id.as_str(), now.saturating_add(ttl_ms(lease.ttl))])
+                    }
+                })
+                .map_err(&err)?;
             Ok(Ack { cancel_requested })
         })
     }
@@ -739,6 +760,33 @@ mod tests {
         assert_eq!(status_listed(&store, end).await, ["a"]);
         assert!(status_listed(&store, rollback).await.is_empty());
         assert_eq!(store.events(&id).await.unwrap().len(), 4);
+    }
+
+    /// An append tells of a cancellation request, with the status
+    /// unchanged or changed.
+    #[tokio::test]
+    async fn an_append_tells_of_a_cancellation_request() {
+        let store = scratch("cancel");
+        let id = ExecutionId::new("d");
+        let lease = create(&store, "d", Duration::from_secs(60)).await;
+        let running = ExecutionStatus::Running;
+        let ack = store
+            .append(&id, &lease, vec![started(2, 1)], running)
+            .await
+            .unwrap();
+        assert!(!ack.cancel_requested);
+        assert!(store.request_cancel(&id).await.unwrap());
+        let ack = store
+            .append(&id, &lease, vec![started(3, 2)], running)
+            .await
+            .unwrap();
+        assert!(ack.cancel_requested);
+        let events = vec![Event::new(4, EventKind::RollbackStarted)];
+        let rollback = ExecutionStatus::Compensating;
+        let ack = store.append(&id, &lease, events, rollback).await.unwrap();
+        assert!(ack.cancel_requested);
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((record.status, record.last_seq), (rollback, 4));
     }
 
     /// An append whose events fail half-way (a row already there: a
