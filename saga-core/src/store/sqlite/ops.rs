@@ -232,45 +232,43 @@ impl SagaStore for SqliteStore {
             // execution (`RETURNING` builds a temporary table for its
             // rows, about 14k instructions an append).
             let to = if events.is_empty() { prev } else { last } as i64;
-            let usual = conn
-                .prepare_cached(concat!(
+            // Moves the execution by `sql` (`?7`: `status`, if named).
+            let move_on = |sql: &str, status: Option<&str>| {
+                conn.prepare_cached(sql)
+                    .and_then(|mut stmt| {
+                        stmt.raw_bind_parameter(1, id.as_str())?;
+                        stmt.raw_bind_parameter(2, lease.token)?;
+                        stmt.raw_bind_parameter(3, &*lease.owner)?;
+                        stmt.raw_bind_parameter(4, to)?;
+                        stmt.raw_bind_parameter(5, now)?;
+                        stmt.raw_bind_parameter(6, prev as i64)?;
+                        if let Some(status) = status {
+                            stmt.raw_bind_parameter(7, status)?;
+                        }
+                        stmt.raw_execute()
+                    })
+                    .map_err(&err)
+            };
+            let usual = move_on(
+                concat!(
                     "UPDATE executions SET last_seq = ?4, updated_at = ?5
                      WHERE id = ?1 AND last_seq = ?6 AND status = ?7
                        AND cancel_requested = 0 AND ",
                     lease_held!()
-                ))
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        id.as_str(),
-                        lease.token,
-                        &*lease.owner,
-                        to,
-                        now,
-                        prev as i64,
-                        status.label()
-                    ])
-                })
-                .map_err(&err)?;
+                ),
+                Some(status.label()),
+            )?;
             let moved: Option<(bool, bool)> = if usual == 1 {
                 Some((false, true))
             } else {
-                let moved = conn
-                    .prepare_cached(concat!(
+                let moved = move_on(
+                    concat!(
                         "UPDATE executions SET last_seq = ?4, updated_at = ?5
                          WHERE id = ?1 AND last_seq = ?6 AND ",
                         lease_held!()
-                    ))
-                    .and_then(|mut stmt| {
-                        stmt.execute(params![
-                            id.as_str(),
-                            lease.token,
-                            &*lease.owner,
-                            to,
-                            now,
-                            prev as i64
-                        ])
-                    })
-                    .map_err(&err)?;
+                    ),
+                    None,
+                )?;
                 if moved == 1 {
                     conn.prepare_cached(
                         "SELECT cancel_requested, status = ?2 FROM executions WHERE id = ?1",
