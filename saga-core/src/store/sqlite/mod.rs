@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, watch};
 use self::liveness::Owners;
 use self::open::{Access, check_and_migrate, create_file, open_error, precheck_file};
 pub use self::options::{SqliteOptions, Synchronous};
-use self::writer::{Job, Pending, Read, Undo, Write, writer_loop};
+use self::writer::{Db, Job, Pending, Read, Undo, Write, writer_loop};
 use super::{StoreError, StoreResult};
 use crate::step::BoxFuture;
 
@@ -277,7 +277,7 @@ impl SqliteStore {
     fn write<T, F>(&self, what: &'static str, work: F) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Db<'_>, &Path) -> StoreResult<T> + Send + 'static,
     {
         self.write_undone(what, Undo::Savepoint, work)
     }
@@ -287,7 +287,7 @@ impl SqliteStore {
     fn write_fenced<T, F>(&self, what: &'static str, work: F) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Db<'_>, &Path) -> StoreResult<T> + Send + 'static,
     {
         self.write_undone(what, Undo::Batch, work)
     }
@@ -300,7 +300,7 @@ impl SqliteStore {
     ) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Db<'_>, &Path) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let path = self.inner.path.clone();

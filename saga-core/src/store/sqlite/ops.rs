@@ -233,21 +233,20 @@ impl SagaStore for SqliteStore {
             // rows, about 14k instructions an append).
             let to = if events.is_empty() { prev } else { last } as i64;
             // Moves the execution by `sql` (`?7`: `status`, if named).
-            let move_on = |sql: &str, status: Option<&str>| {
-                conn.prepare_cached(sql)
-                    .and_then(|mut stmt| {
-                        stmt.raw_bind_parameter(1, id.as_str())?;
-                        stmt.raw_bind_parameter(2, lease.token)?;
-                        stmt.raw_bind_parameter(3, &*lease.owner)?;
-                        stmt.raw_bind_parameter(4, to)?;
-                        stmt.raw_bind_parameter(5, now)?;
-                        stmt.raw_bind_parameter(6, prev as i64)?;
-                        if let Some(status) = status {
-                            stmt.raw_bind_parameter(7, status)?;
-                        }
-                        stmt.raw_execute()
-                    })
-                    .map_err(&err)
+            let move_on = |sql: &'static str, status: Option<&str>| {
+                conn.kept(sql, |stmt| {
+                    stmt.raw_bind_parameter(1, id.as_str())?;
+                    stmt.raw_bind_parameter(2, lease.token)?;
+                    stmt.raw_bind_parameter(3, &*lease.owner)?;
+                    stmt.raw_bind_parameter(4, to)?;
+                    stmt.raw_bind_parameter(5, now)?;
+                    stmt.raw_bind_parameter(6, prev as i64)?;
+                    if let Some(status) = status {
+                        stmt.raw_bind_parameter(7, status)?;
+                    }
+                    stmt.raw_execute()
+                })
+                .map_err(&err)
             };
             let usual = move_on(
                 concat!(
@@ -299,9 +298,10 @@ impl SagaStore for SqliteStore {
                 });
             };
             if !unchanged {
-                conn.prepare_cached("UPDATE executions SET status = ?2 WHERE id = ?1")
-                    .and_then(|mut stmt| stmt.execute(params![id.as_str(), status.label()]))
-                    .map_err(&err)?;
+                conn.kept("UPDATE executions SET status = ?2 WHERE id = ?1", |stmt| {
+                    stmt.execute(params![id.as_str(), status.label()])
+                })
+                .map_err(&err)?;
             }
             // Fenced by the update above, in this transaction.
             insert_events(conn, &id, None, &events, now).map_err(|e| match e {
@@ -319,15 +319,14 @@ impl SagaStore for SqliteStore {
             } else {
                 "UPDATE leases SET expires_at = ?2 WHERE execution_id = ?1"
             };
-            conn.prepare_cached(lease_sql)
-                .and_then(|mut stmt| {
-                    if status.is_finished() {
-                        stmt.execute([id.as_str()])
-                    } else {
-                        stmt.execute(params![id.as_str(), now.saturating_add(ttl_ms(lease.ttl))])
-                    }
-                })
-                .map_err(&err)?;
+            conn.kept(lease_sql, |stmt| {
+                if status.is_finished() {
+                    stmt.execute([id.as_str()])
+                } else {
+                    stmt.execute(params![id.as_str(), now.saturating_add(ttl_ms(lease.ttl))])
+                }
+            })
+            .map_err(&err)?;
             Ok(Ack { cancel_requested })
         })
     }

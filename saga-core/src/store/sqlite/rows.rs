@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use super::describe;
+use super::writer::Db;
 use crate::id::ExecutionId;
 use crate::store::{
     Event, ExecutionRecord, ExecutionSummary, Lease, StoreError, StoreResult, skip_unknown_status,
@@ -189,7 +190,7 @@ fn bind_event(
 /// for a caller whose transaction fenced the execution already, without
 /// the check, several rows a statement. `Err(None)`: the lease was lost.
 pub(super) fn insert_events(
-    conn: &Connection,
+    conn: &Db<'_>,
     id: &ExecutionId,
     lease: Option<&Lease>,
     events: &[Event],
@@ -197,11 +198,13 @@ pub(super) fn insert_events(
 ) -> Result<(), Option<rusqlite::Error>> {
     let Some(lease) = lease else {
         for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let mut insert = conn.prepare_cached(insert_rows_sql(chunk.len()))?;
-            for (row, event) in chunk.iter().enumerate() {
-                bind_event(&mut insert, row * EVENT_PARAMS + 1, id.as_str(), event, now)?;
-            }
-            if insert.raw_execute()? != chunk.len() {
+            let written = conn.kept(insert_rows_sql(chunk.len()), |insert| {
+                for (row, event) in chunk.iter().enumerate() {
+                    bind_event(insert, row * EVENT_PARAMS + 1, id.as_str(), event, now)?;
+                }
+                insert.raw_execute()
+            })?;
+            if written != chunk.len() {
                 return Err(None);
             }
         }

@@ -2,9 +2,11 @@
 //! per batch of writes; a write that may fail half-way in its own
 //! savepoint.
 
+use std::cell::RefCell;
+use std::ops::Deref;
 use std::sync::mpsc;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Statement};
 
 /// Work for the writer thread.
 pub(super) enum Job {
@@ -42,7 +44,62 @@ pub(super) enum Undo {
     Batch,
 }
 
-pub(super) type WriteWork = dyn FnOnce(Result<&Connection, String>) -> Pending + Send;
+pub(super) type WriteWork = dyn FnOnce(Result<&Db<'_>, String>) -> Pending + Send;
+
+/// The writer's connection, with the statements of the hot path (an
+/// append's) kept prepared by the address of their text: rusqlite's
+/// statement cache hashes the text and moves an LRU entry (an allocation)
+/// at each use and again at each return, about 5k instructions a write.
+pub(super) struct Db<'c> {
+    conn: &'c Connection,
+    kept: RefCell<Vec<(usize, Statement<'c>)>>,
+}
+
+/// How many statements a [`Db`] keeps; more go through the connection's
+/// cache.
+const KEPT: usize = 16;
+
+impl<'c> Db<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Db {
+            conn,
+            kept: RefCell::new(Vec::with_capacity(KEPT)),
+        }
+    }
+
+    /// Runs `run` on the statement of `sql` (a literal, or text that lives
+    /// as long as the program), prepared the first time.
+    pub(super) fn kept<T>(
+        &self,
+        sql: &'static str,
+        run: impl FnOnce(&mut Statement<'c>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let key = sql.as_ptr() as usize;
+        let Ok(mut kept) = self.kept.try_borrow_mut() else {
+            // Called from within `run`: not kept.
+            return run(&mut *self.conn.prepare_cached(sql)?);
+        };
+        if let Some(i) = kept.iter().position(|(k, _)| *k == key) {
+            return run(&mut kept[i].1);
+        }
+        if kept.len() == KEPT {
+            drop(kept);
+            return run(&mut *self.conn.prepare_cached(sql)?);
+        }
+        let stmt = self.conn.prepare(sql)?;
+        kept.push((key, stmt));
+        let last = kept.len() - 1;
+        run(&mut kept[last].1)
+    }
+}
+
+impl Deref for Db<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
 
 pub(super) struct Pending {
     /// Whether the work succeeded (its savepoint is kept).
@@ -52,16 +109,17 @@ pub(super) struct Pending {
 }
 
 /// Runs one statement of transaction control (`BEGIN IMMEDIATE`,
-/// `SAVEPOINT job`, ...) from the connection's statement cache: parsing
+/// `SAVEPOINT job`, ...) kept prepared ([`Db::kept`]): parsing
 /// them again for every write cost as much as the write's own
 /// statements.
-fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+fn control(db: &Db<'_>, sql: &'static str) -> rusqlite::Result<()> {
+    db.kept(sql, |stmt| stmt.execute([])).map(|_| ())
 }
 
 /// The writer thread: one batch of writes per transaction, then the reads
 /// that arrived with them.
 pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max_batch: usize) {
+    let db = Db::new(conn);
     while let Ok(first) = receiver.recv() {
         let mut writes = Vec::new();
         let mut reads = Vec::new();
@@ -76,7 +134,7 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
             }
         }
         if !writes.is_empty() {
-            write_batch(conn, writes);
+            write_batch(&db, writes);
         }
         for read in reads {
             read(conn);
@@ -84,13 +142,14 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
     }
 }
 
-fn begin(conn: &Connection) -> Result<(), String> {
-    control(conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string())
+fn begin(db: &Db<'_>) -> Result<(), String> {
+    control(db, "BEGIN IMMEDIATE").map_err(|e| e.to_string())
 }
 
 /// Runs `writes` in one transaction and commits it, then answers them.
-fn write_batch(conn: &Connection, writes: Vec<Write>) {
-    let mut begun = begin(conn);
+fn write_batch(db: &Db<'_>, writes: Vec<Write>) {
+    let conn = db.conn;
+    let mut begun = begin(db);
     let mut pending = Vec::with_capacity(writes.len());
     for write in writes {
         if let Err(message) = &begun {
@@ -101,11 +160,10 @@ fn write_batch(conn: &Connection, writes: Vec<Write>) {
         }
         match write.undo {
             Undo::Savepoint => {
-                let savepoint = control(conn, "SAVEPOINT job");
-                let step =
-                    (write.work)(savepoint.as_ref().map(|()| conn).map_err(|e| e.to_string()));
+                let savepoint = control(db, "SAVEPOINT job");
+                let step = (write.work)(savepoint.as_ref().map(|()| db).map_err(|e| e.to_string()));
                 let closed = if step.ok {
-                    control(conn, "RELEASE job")
+                    control(db, "RELEASE job")
                 } else {
                     conn.execute_batch("ROLLBACK TO job; RELEASE job")
                 };
@@ -116,7 +174,7 @@ fn write_batch(conn: &Connection, writes: Vec<Write>) {
             }
             Undo::Batch => {
                 let before = conn.total_changes();
-                let step = (write.work)(Ok(conn));
+                let step = (write.work)(Ok(db));
                 let half_way = !step.ok && (conn.is_autocommit() || conn.total_changes() != before);
                 if !half_way {
                     pending.push(step);
@@ -134,13 +192,13 @@ fn write_batch(conn: &Connection, writes: Vec<Write>) {
                     (p.finish)(undone.clone());
                 }
                 (step.finish)(undone);
-                begun = begin(conn);
+                begun = begin(db);
             }
         }
     }
     let commit = match begun {
         Ok(()) => {
-            let commit = control(conn, "COMMIT").map_err(|e| e.to_string());
+            let commit = control(db, "COMMIT").map_err(|e| e.to_string());
             if commit.is_err() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
@@ -214,6 +272,29 @@ mod tests {
     fn answer(answers: &Answers, name: &str) -> Result<(), String> {
         let answers = answers.lock().unwrap();
         answers.iter().find(|(n, _)| *n == name).unwrap().1.clone()
+    }
+
+    /// A statement is prepared once; a nested one and those beyond the
+    /// kept ones still run (through the connection's cache).
+    #[test]
+    fn a_db_keeps_its_statements_prepared() {
+        let conn = Connection::open_in_memory().unwrap();
+        let db = Db::new(&conn);
+        let one = |db: &Db<'_>| db.kept("SELECT 1", |s| s.query_row([], |r| r.get::<_, i64>(0)));
+        assert_eq!(one(&db).unwrap(), 1);
+        assert_eq!(one(&db).unwrap(), 1);
+        assert_eq!(db.kept.borrow().len(), 1);
+        let nested = db.kept("SELECT 2", |s| {
+            let inner = one(&db)?;
+            Ok(inner + s.query_row([], |r| r.get::<_, i64>(0))?)
+        });
+        assert_eq!(nested.unwrap(), 3);
+        for n in 0..2 * KEPT {
+            let sql: &'static str = Box::leak(format!("SELECT {n}").into_boxed_str());
+            let got = db.kept(sql, |s| s.query_row([], |r| r.get::<_, usize>(0)));
+            assert_eq!(got.unwrap(), n);
+        }
+        assert_eq!(db.kept.borrow().len(), KEPT);
     }
 
     #[test]
