@@ -377,10 +377,16 @@ impl SqliteStore {
         sent: StoreResult<()>,
         rx: oneshot::Receiver<StoreResult<T>>,
     ) -> BoxFuture<'static, StoreResult<T>> {
-        let closed = self.closed();
+        if let Err(e) = sent {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        // The error only if the thread went away: describing the store
+        // formats its path, which every call paid for before.
+        let path = self.inner.path.clone();
         Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| closed)?
+            rx.await.map_err(|_| StoreError::Closed {
+                store: describe(&path),
+            })?
         })
     }
 }
