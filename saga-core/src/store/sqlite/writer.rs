@@ -158,7 +158,8 @@ fn write_batch(db: &Db<'_>, writes: Vec<Write>) {
             pending.push((write.work)(Err(message.clone())));
             continue;
         }
-        match write.undo {
+        let before = conn.total_changes();
+        let step = match write.undo {
             Undo::Savepoint => {
                 let savepoint = control(db, "SAVEPOINT job");
                 let step = (write.work)(savepoint.as_ref().map(|()| db).map_err(|e| e.to_string()));
@@ -170,31 +171,31 @@ fn write_batch(db: &Db<'_>, writes: Vec<Write>) {
                 if let Err(e) = closed {
                     log::error!(target: "saga", error:% = crate::escape::Escaped(&e.to_string()); "sqlite savepoint failed");
                 }
-                pending.push(step);
+                step
             }
-            Undo::Batch => {
-                let before = conn.total_changes();
-                let step = (write.work)(Ok(db));
-                let half_way = !step.ok && (conn.is_autocommit() || conn.total_changes() != before);
-                if !half_way {
-                    pending.push(step);
-                    continue;
-                }
-                // It wrote, then failed: nothing but the whole transaction
-                // undoes it. Its own caller hears its error.
-                log::error!(target: "saga", "sqlite write failed half-way; its batch is rolled back");
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                let undone =
-                    Err("rolled back: another write of the same commit failed half-way".to_owned());
-                for p in pending.drain(..) {
-                    (p.finish)(undone.clone());
-                }
-                (step.finish)(undone);
-                begun = begin(db);
-            }
+            Undo::Batch => (write.work)(Ok(db)),
+        };
+        // The transaction is gone (SQLite rolls it back itself on some
+        // errors: a full disk, an I/O error), or a write without a
+        // savepoint wrote, then failed: nothing but the whole transaction
+        // undoes it.
+        let lost = conn.is_autocommit();
+        let half_way = write.undo == Undo::Batch && !step.ok && conn.total_changes() != before;
+        if !lost && !half_way {
+            pending.push(step);
+            continue;
         }
+        log::error!(target: "saga", "sqlite write failed half-way; its batch is rolled back");
+        if !lost {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        // Its own caller hears its error, if it failed.
+        let undone = Err("rolled back: a write of the same commit failed half-way".to_owned());
+        for p in pending.drain(..) {
+            (p.finish)(undone.clone());
+        }
+        (step.finish)(undone);
+        begun = begin(db);
     }
     let commit = match begun {
         Ok(()) => {
@@ -272,6 +273,41 @@ mod tests {
     fn answer(answers: &Answers, name: &str) -> Result<(), String> {
         let answers = answers.lock().unwrap();
         answers.iter().find(|(n, _)| *n == name).unwrap().1.clone()
+    }
+
+    /// A transaction that ends under a write (as SQLite ends it itself on
+    /// a full disk or an I/O error) fails the writes before it, which were
+    /// in it, and the batch goes on in a new one.
+    #[test]
+    fn a_transaction_lost_under_a_write_fails_its_writes_and_goes_on() {
+        for undo in [Undo::Savepoint, Undo::Batch] {
+            let (rows, answers) = run(|a| {
+                let answers = Arc::clone(a);
+                let lost = Job::Write(Write {
+                    undo,
+                    work: Box::new(move |conn| {
+                        let conn = conn.unwrap();
+                        conn.execute("INSERT INTO t VALUES ('b')", []).unwrap();
+                        conn.execute_batch("ROLLBACK").unwrap();
+                        Pending {
+                            ok: true,
+                            finish: Box::new(move |commit| {
+                                answers.lock().unwrap().push(("b", commit));
+                            }),
+                        }
+                    }),
+                });
+                vec![
+                    job(a, "a", Undo::Batch, false, false),
+                    lost,
+                    job(a, "c", Undo::Batch, false, false),
+                ]
+            });
+            assert_eq!(rows, ["c"], "{undo:?}");
+            assert!(answer(&answers, "a").is_err());
+            assert!(answer(&answers, "b").is_err());
+            assert_eq!(answer(&answers, "c"), Ok(()));
+        }
     }
 
     /// A statement is prepared once; a nested one and those beyond the
