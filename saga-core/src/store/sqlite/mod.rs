@@ -1,5 +1,24 @@
 //! [`SqliteStore`]: the embedded durable store, one SQLite file.
 
+/// The text of `rows::SELECT_EXECUTION`, for `concat!`: a statement built on
+/// it is a literal, not a `format!` each time it is looked up.
+macro_rules! select_execution {
+    () => {
+        "SELECT e.id, e.saga, e.fingerprint, e.status, e.context, e.last_seq,
+        e.created_at, e.updated_at, l.owner, l.expires_at, e.cancel_requested
+    FROM executions e LEFT JOIN leases l ON l.execution_id = e.id"
+    };
+}
+
+/// Whether the lease `?2` (token), `?3` (owner) is still the lease of
+/// execution `?1`: the condition every fenced statement embeds (with
+/// `concat!`).
+macro_rules! lease_held {
+    () => {
+        "EXISTS (SELECT 1 FROM leases WHERE execution_id = ?1 AND token = ?2 AND owner = ?3)"
+    };
+}
+
 mod liveness;
 mod open;
 mod ops;
@@ -18,7 +37,7 @@ use tokio::sync::{oneshot, watch};
 use self::liveness::Owners;
 use self::open::{Access, check_and_migrate, create_file, open_error, precheck_file};
 pub use self::options::{SqliteOptions, Synchronous};
-use self::writer::{Job, Pending, writer_loop};
+use self::writer::{Db, Job, Pending, Read, Undo, Write, writer_loop};
 use super::{StoreError, StoreResult};
 use crate::step::BoxFuture;
 
@@ -26,11 +45,16 @@ use crate::step::BoxFuture;
 /// companions), in WAL mode, with durable commits by default.
 ///
 /// Every write goes through one writer thread, which groups the writes that
-/// arrive while it commits into one transaction (each in its own savepoint,
-/// so one failing write does not undo its neighbours): concurrent
-/// executions share fsyncs (*group commit*). Reads run on the same thread,
-/// after the batch they arrived with is committed, so they never see a
-/// write that is not yet durable.
+/// arrive while it commits into one transaction: concurrent executions
+/// share fsyncs (*group commit*). A failing write does not undo its
+/// neighbours: a creation or a purge runs in a savepoint of its own, and
+/// the other writes (an append, a claim, a renewal) write nothing when
+/// they fail, but for a damaged file or an I/O error, which roll back the
+/// batch so far (its writes fail; none is half-applied). Reads run on a
+/// reader thread with a connection of its own (on a read-only store, on
+/// the one thread after its batch): they see every write whose future
+/// resolved, and never one that is not yet durable, as a commit is visible
+/// to other connections only once it is synced.
 ///
 /// Its [`work_signal`](super::SagaStore::work_signal) tells of the
 /// creations and releases of this process (a [`Worker`](crate::Worker)
@@ -73,6 +97,9 @@ struct Inner {
     path: PathBuf,
     sender: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
+    /// The reader thread of a store opened to write: reads on a
+    /// connection of their own, off the writer's thread.
+    reader: Option<(mpsc::Sender<Read>, JoinHandle<()>)>,
     /// Bumped when this process made work claimable (a creation, a
     /// release): the [`work_signal`](super::SagaStore::work_signal).
     work: watch::Sender<u64>,
@@ -84,6 +111,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel ends the writer's loop; joining closes the
         // connection (and checkpoints the WAL) before the store is gone.
+        if let Some((sender, reader)) = self.reader.take() {
+            drop(sender);
+            let _ = reader.join();
+        }
         self.sender.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -133,7 +164,8 @@ impl SqliteStore {
         )
         .map_err(|e| open_error(&path, "opening", e))?;
         check_and_migrate(&conn, &path, &options, created)?;
-        Self::start(path, conn, options.max_batch, true)
+        let reader = open::open_reader(&path, &options)?;
+        Self::start(path, conn, options.max_batch, Some(reader))
     }
 
     /// Opens an existing store for reading only (`SQLITE_OPEN_READ_ONLY`):
@@ -156,16 +188,40 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         precheck_file(&path, Access::ReadOnly)?;
         let conn = open::open_read_only(&path)?;
-        Self::start(path, conn, 1, false)
+        Self::start(path, conn, 1, None)
     }
 
-    /// Starts the writer thread on an opened, checked connection.
+    /// Starts the writer thread on an opened, checked connection, and the
+    /// reader thread on `reader`, a second connection of a store opened to
+    /// write (reads of a read-only store run on its one thread).
     fn start(
         path: PathBuf,
         conn: Connection,
         max_batch: usize,
-        writable: bool,
+        reader: Option<Connection>,
     ) -> StoreResult<Self> {
+        let writable = reader.is_some();
+        let thread_error = |what: &str, e: std::io::Error| StoreError::Backend {
+            store: describe(&path),
+            what: what.to_owned(),
+            source: Box::new(e),
+        };
+        let reader = match reader {
+            Some(reader) => {
+                reader.set_prepared_statement_cache_capacity(64);
+                let (sender, receiver) = mpsc::channel::<Read>();
+                let thread = std::thread::Builder::new()
+                    .name("saga-sqlite-reader".to_owned())
+                    .spawn(move || {
+                        while let Ok(read) = receiver.recv() {
+                            read(&reader);
+                        }
+                    })
+                    .map_err(|e| thread_error("starting the reader thread", e))?;
+                Some((sender, thread))
+            }
+            None => None,
+        };
         // Room for every statement the store caches (about twenty), so that
         // none is parsed again after another pushed it out.
         conn.set_prepared_statement_cache_capacity(64);
@@ -173,17 +229,14 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("saga-sqlite-writer".to_owned())
             .spawn(move || writer_loop(&conn, &receiver, max_batch))
-            .map_err(|e| StoreError::Backend {
-                store: describe(&path),
-                what: "starting the writer thread".to_owned(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| thread_error("starting the writer thread", e))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 owners: Arc::new(Mutex::new(Owners::new(&path, writable))),
                 path,
                 sender: Some(sender),
                 writer: Some(writer),
+                reader,
                 work: watch::channel(0).0,
             }),
         })
@@ -219,15 +272,39 @@ impl SqliteStore {
             .map_err(|_| self.closed())
     }
 
-    /// Runs `work` in the next group commit; resolves once it is durable.
+    /// Runs `work` in the next group commit, in a savepoint of its own;
+    /// resolves once it is durable.
     fn write<T, F>(&self, what: &'static str, work: F) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Db<'_>, &Path) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_undone(what, Undo::Savepoint, work)
+    }
+
+    /// As [`write`](Self::write), without a savepoint: for `work` that
+    /// writes nothing when it fails (see [`Undo::Batch`]).
+    fn write_fenced<T, F>(&self, what: &'static str, work: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>, &Path) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_undone(what, Undo::Batch, work)
+    }
+
+    fn write_undone<T, F>(
+        &self,
+        what: &'static str,
+        undo: Undo,
+        work: F,
+    ) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>, &Path) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let path = self.inner.path.clone();
-        let job = Job::Write(Box::new(move |conn| match conn {
+        let work: Box<writer::WriteWork> = Box::new(move |conn| match conn {
             Err(message) => Pending {
                 ok: false,
                 finish: Box::new(move |_| {
@@ -260,11 +337,15 @@ impl SqliteStore {
                     }),
                 },
             },
-        }));
-        self.submit(job, rx)
+        });
+        self.submit(Job::Write(Write { undo, work }), rx)
     }
 
-    /// Runs `work` on the writer's connection, outside any transaction.
+    /// Runs `work` outside any transaction: on the reader's connection, or
+    /// on the writer's after its batch for a read-only store. It sees
+    /// every write whose future resolved: a commit is visible to other
+    /// connections once it is durable (in WAL mode the commit's frames are
+    /// synced before the WAL index publishes them).
     fn read<T, F>(&self, work: F) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,
@@ -272,10 +353,14 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         let path = self.inner.path.clone();
-        let job = Job::Read(Box::new(move |conn| {
+        let read: Read = Box::new(move |conn| {
             let _ = tx.send(work(conn, &path));
-        }));
-        self.submit(job, rx)
+        });
+        let sent = match &self.inner.reader {
+            Some((reader, _)) => reader.send(read).map_err(|_| self.closed()),
+            None => self.send(Job::Read(read)),
+        };
+        self.answer(sent, rx)
     }
 
     fn submit<T: Send + 'static>(
@@ -283,11 +368,25 @@ impl SqliteStore {
         job: Job,
         rx: oneshot::Receiver<StoreResult<T>>,
     ) -> BoxFuture<'static, StoreResult<T>> {
-        let sent = self.send(job);
-        let closed = self.closed();
+        self.answer(self.send(job), rx)
+    }
+
+    /// The answer to a job `sent` to a thread.
+    fn answer<T: Send + 'static>(
+        &self,
+        sent: StoreResult<()>,
+        rx: oneshot::Receiver<StoreResult<T>>,
+    ) -> BoxFuture<'static, StoreResult<T>> {
+        if let Err(e) = sent {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        // The error only if the thread went away: describing the store
+        // formats its path, which every call paid for before.
+        let path = self.inner.path.clone();
         Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| closed)?
+            rx.await.map_err(|_| StoreError::Closed {
+                store: describe(&path),
+            })?
         })
     }
 }

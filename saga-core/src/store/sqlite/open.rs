@@ -323,6 +323,20 @@ fn check_ours(
     Ok(())
 }
 
+/// The reader's connection to a store opened (and checked, migrated) to
+/// write: `query_only`, so it cannot write even by mistake.
+pub(super) fn open_reader(path: &Path, options: &SqliteOptions) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| open_error(path, "opening the reader", e))?;
+    conn.busy_timeout(options.busy_timeout)
+        .and_then(|()| conn.pragma_update(None, "query_only", true))
+        .map_err(|e| open_error(path, "opening the reader", e))?;
+    Ok(conn)
+}
+
 /// Opens an existing store read-only and checks it is ours, writing
 /// nothing (see [`SqliteStore::open_read_only`](super::SqliteStore::open_read_only)).
 pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {

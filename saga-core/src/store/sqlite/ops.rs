@@ -6,8 +6,8 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, params};
 
 use super::rows::{
-    LEASE_HELD, SELECT_EXECUTION, SELECT_SUMMARY, bad_record, db, execution, get_execution,
-    insert_events, lease_lost, raw_execution, summary,
+    SELECT_EXECUTION, SELECT_SUMMARY, bad_record, db, execution, get_execution, insert_events,
+    lease_lost, raw_execution, summary,
 };
 use super::{SqliteStore, describe};
 use crate::id::ExecutionId;
@@ -32,7 +32,7 @@ impl SagaStore for SqliteStore {
     }
 
     fn put_definition(&self, definition: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
-        self.write("recording a definition", move |conn, path| {
+        self.write_fenced("recording a definition", move |conn, path| {
             conn.prepare_cached(
                 "INSERT INTO definitions (fingerprint, saga, shape, registered_at)
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (fingerprint) DO NOTHING",
@@ -155,7 +155,7 @@ impl SagaStore for SqliteStore {
         let id = id.clone();
         let owner = owner.to_owned();
         let owners = self.owners();
-        self.write("claiming an execution", move |conn, path| {
+        self.write_fenced("claiming an execution", move |conn, path| {
             let now = now_ms();
             let mut owners = super::owners(&owners);
             owners.hold(&owner);
@@ -216,7 +216,7 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<Ack>> {
         let id = id.clone();
         let lease = lease.clone();
-        self.write("appending events", move |conn, path| {
+        self.write_fenced("appending events", move |conn, path| {
             let now = now_ms();
             let err = db(path, "appending events");
             let first = events.first().map_or(0, |e| e.seq);
@@ -226,33 +226,64 @@ impl SagaStore for SqliteStore {
             // the execution on: a lost lease or a gap writes nothing. The
             // status is set by a second statement, only when it changes:
             // naming it in this `SET` would rewrite its index entry (a page
-            // of the log) at every step.
-            let moved: Option<(bool, String)> = conn
-                .prepare_cached(&format!(
-                    "UPDATE executions SET last_seq = ?4, updated_at = ?5
-                     WHERE id = ?1 AND last_seq = ?6 AND {LEASE_HELD}
-                     RETURNING cancel_requested, status"
-                ))
-                .and_then(|mut stmt| {
-                    stmt.query_row(
-                        params![
-                            id.as_str(),
-                            lease.token,
-                            &*lease.owner,
-                            if events.is_empty() {
-                                prev as i64
-                            } else {
-                                last as i64
-                            },
-                            now,
-                            prev as i64
-                        ],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
-                    .optional()
+            // of the log) at every step. The usual append (the status
+            // unchanged, no cancellation asked) is this one statement,
+            // which tells both; any other reads them after moving the
+            // execution (`RETURNING` builds a temporary table for its
+            // rows, about 14k instructions an append).
+            let to = if events.is_empty() { prev } else { last } as i64;
+            // Moves the execution by `sql` (`?7`: `status`, if named).
+            let move_on = |sql: &'static str, status: Option<&str>| {
+                conn.kept(sql, |stmt| {
+                    stmt.raw_bind_parameter(1, id.as_str())?;
+                    stmt.raw_bind_parameter(2, lease.token)?;
+                    stmt.raw_bind_parameter(3, &*lease.owner)?;
+                    stmt.raw_bind_parameter(4, to)?;
+                    stmt.raw_bind_parameter(5, now)?;
+                    stmt.raw_bind_parameter(6, prev as i64)?;
+                    if let Some(status) = status {
+                        stmt.raw_bind_parameter(7, status)?;
+                    }
+                    stmt.raw_execute()
                 })
-                .map_err(&err)?;
-            let Some((cancel_requested, was)) = moved else {
+                .map_err(&err)
+            };
+            let usual = move_on(
+                concat!(
+                    "UPDATE executions SET last_seq = ?4, updated_at = ?5
+                     WHERE id = ?1 AND last_seq = ?6 AND status = ?7
+                       AND cancel_requested = 0 AND ",
+                    lease_held!()
+                ),
+                Some(status.label()),
+            )?;
+            let moved: Option<(bool, bool)> = if usual == 1 {
+                Some((false, true))
+            } else {
+                let moved = move_on(
+                    concat!(
+                        "UPDATE executions SET last_seq = ?4, updated_at = ?5
+                         WHERE id = ?1 AND last_seq = ?6 AND ",
+                        lease_held!()
+                    ),
+                    None,
+                )?;
+                if moved == 1 {
+                    conn.prepare_cached(
+                        "SELECT cancel_requested, status = ?2 FROM executions WHERE id = ?1",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![id.as_str(), status.label()], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                    })
+                    .map(Some)
+                    .map_err(&err)?
+                } else {
+                    None
+                }
+            };
+            let Some((cancel_requested, unchanged)) = moved else {
                 let record = get_execution(conn, path, id.as_str())?;
                 return Err(match record {
                     None => StoreError::NotFound { execution_id: id },
@@ -266,10 +297,11 @@ impl SagaStore for SqliteStore {
                     Some(_) => lease_lost(&id),
                 });
             };
-            if was != status.label() {
-                conn.prepare_cached("UPDATE executions SET status = ?2 WHERE id = ?1")
-                    .and_then(|mut stmt| stmt.execute(params![id.as_str(), status.label()]))
-                    .map_err(&err)?;
+            if !unchanged {
+                conn.kept("UPDATE executions SET status = ?2 WHERE id = ?1", |stmt| {
+                    stmt.execute(params![id.as_str(), status.label()])
+                })
+                .map_err(&err)?;
             }
             // Fenced by the update above, in this transaction.
             insert_events(conn, &id, None, &events, now).map_err(|e| match e {
@@ -281,20 +313,18 @@ impl SagaStore for SqliteStore {
             // and a step's start must give the step the whole ttl: a sync
             // step blocks the thread the run's renewals fire on
             // (tests/test_lease_blocking.rs).
-            conn.prepare_cached(
-                "UPDATE leases SET
-                    owner = CASE WHEN ?5 THEN NULL ELSE owner END,
-                    expires_at = CASE WHEN ?5 THEN NULL ELSE ?4 END
-                 WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    id.as_str(),
-                    lease.token,
-                    &*lease.owner,
-                    now.saturating_add(ttl_ms(lease.ttl)),
-                    status.is_finished()
-                ])
+            // Fenced above: the lease is this append's.
+            let lease_sql = if status.is_finished() {
+                "UPDATE leases SET owner = NULL, expires_at = NULL WHERE execution_id = ?1"
+            } else {
+                "UPDATE leases SET expires_at = ?2 WHERE execution_id = ?1"
+            };
+            conn.kept(lease_sql, |stmt| {
+                if status.is_finished() {
+                    stmt.execute([id.as_str()])
+                } else {
+                    stmt.execute(params![id.as_str(), now.saturating_add(ttl_ms(lease.ttl))])
+                }
             })
             .map_err(&err)?;
             Ok(Ack { cancel_requested })
@@ -308,7 +338,7 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<Ack>> {
         let id = id.clone();
         let lease = lease.clone();
-        self.write("renewing a lease", move |conn, path| {
+        self.write_fenced("renewing a lease", move |conn, path| {
             let now = now_ms();
             let cancel: Option<bool> = conn
                 .prepare_cached(
@@ -343,7 +373,7 @@ impl SagaStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         let id = id.clone();
         let lease = lease.clone();
-        let released = self.write("releasing a lease", move |conn, path| {
+        let released = self.write_fenced("releasing a lease", move |conn, path| {
             conn.prepare_cached(
                 "UPDATE leases SET owner = NULL, expires_at = NULL
                  WHERE execution_id = ?1 AND token = ?2 AND owner = ?3",
@@ -505,7 +535,7 @@ impl SagaStore for SqliteStore {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         let owners = self.owners();
-        self.write("claiming executions", move |conn, path| {
+        self.write_fenced("claiming executions", move |conn, path| {
             let err = db(path, "claiming executions");
             let now = now_ms();
             let mut owners = super::owners(&owners);
@@ -611,7 +641,7 @@ impl SagaStore for SqliteStore {
 
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
         let id = id.clone();
-        self.write("requesting a cancellation", move |conn, path| {
+        self.write_fenced("requesting a cancellation", move |conn, path| {
             let changed = conn
                 .execute(
                     "UPDATE executions SET cancel_requested = 1 WHERE id = ?1",
@@ -727,6 +757,67 @@ mod tests {
         assert_eq!(status_listed(&store, end).await, ["a"]);
         assert!(status_listed(&store, rollback).await.is_empty());
         assert_eq!(store.events(&id).await.unwrap().len(), 4);
+    }
+
+    /// An append tells of a cancellation request, with the status
+    /// unchanged or changed.
+    #[tokio::test]
+    async fn an_append_tells_of_a_cancellation_request() {
+        let store = scratch("cancel");
+        let id = ExecutionId::new("d");
+        let lease = create(&store, "d", Duration::from_secs(60)).await;
+        let running = ExecutionStatus::Running;
+        let ack = store
+            .append(&id, &lease, vec![started(2, 1)], running)
+            .await
+            .unwrap();
+        assert!(!ack.cancel_requested);
+        assert!(store.request_cancel(&id).await.unwrap());
+        let ack = store
+            .append(&id, &lease, vec![started(3, 2)], running)
+            .await
+            .unwrap();
+        assert!(ack.cancel_requested);
+        let events = vec![Event::new(4, EventKind::RollbackStarted)];
+        let rollback = ExecutionStatus::Compensating;
+        let ack = store.append(&id, &lease, events, rollback).await.unwrap();
+        assert!(ack.cancel_requested);
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((record.status, record.last_seq), (rollback, 4));
+    }
+
+    /// An append whose events fail half-way (a row already there: a
+    /// damaged log) writes none of them and does not move the execution.
+    #[tokio::test]
+    async fn an_append_that_fails_half_way_writes_nothing() {
+        let store = scratch("half-way");
+        let id = ExecutionId::new("c");
+        let lease = create(&store, "c", Duration::from_secs(60)).await;
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute(
+            "INSERT INTO events (execution_id, seq, at, kind, attempt, outcome_unknown, will_retry)
+             VALUES ('c', 3, 0, 'step_started', 1, 0, 0)",
+            [],
+        )
+        .unwrap();
+        let events = vec![started(2, 1), started(3, 2)];
+        let running = ExecutionStatus::Running;
+        assert!(store.append(&id, &lease, events, running).await.is_err());
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(record.last_seq, 1);
+        let seqs: Vec<u64> = store
+            .events(&id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [1, 3]);
+        // The store goes on.
+        let events = vec![Event::new(2, EventKind::Finished)];
+        let end = ExecutionStatus::Completed;
+        store.append(&id, &lease, events, end).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 2);
     }
 
     /// Every append extends the lease by a whole ttl from its commit; a

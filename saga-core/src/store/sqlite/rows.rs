@@ -3,32 +3,34 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use super::describe;
+use super::writer::Db;
 use crate::id::ExecutionId;
 use crate::store::{
     Event, ExecutionRecord, ExecutionSummary, Lease, StoreError, StoreResult, skip_unknown_status,
     status_from_label,
 };
 
-/// Maps an error of a statement.
-pub(super) fn db(path: &Path, what: &str) -> impl Fn(rusqlite::Error) -> StoreError {
-    let store = describe(path);
-    let path = path.to_path_buf();
-    let what = what.to_owned();
+/// Maps an error of a statement. Allocates nothing until an error comes:
+/// it is made for every statement a write runs.
+pub(super) fn db<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
     move |e| match e.sqlite_error_code() {
         Some(ErrorCode::ReadOnly) => StoreError::ReadOnly {
-            path: path.clone(),
+            path: path.to_path_buf(),
             detail: e.to_string(),
         },
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
-            path: path.clone(),
+            path: path.to_path_buf(),
             detail: e.to_string(),
         },
         _ => StoreError::Backend {
-            store: store.clone(),
-            what: what.clone(),
+            store: describe(path),
+            what: what.to_owned(),
             source: Box::new(e),
         },
     }
@@ -42,10 +44,7 @@ pub(super) fn bad_record(path: &Path, what: String, detail: String) -> StoreErro
     }
 }
 
-pub(super) const SELECT_EXECUTION: &str =
-    "SELECT e.id, e.saga, e.fingerprint, e.status, e.context, e.last_seq,
-        e.created_at, e.updated_at, l.owner, l.expires_at, e.cancel_requested
-    FROM executions e LEFT JOIN leases l ON l.execution_id = e.id";
+pub(super) const SELECT_EXECUTION: &str = select_execution!();
 
 pub(super) type RawExecution = (
     String,
@@ -119,58 +118,115 @@ pub(super) fn get_execution(
     id: &str,
 ) -> StoreResult<Option<ExecutionRecord>> {
     let raw = conn
-        .prepare_cached(&format!("{SELECT_EXECUTION} WHERE e.id = ?1"))
+        .prepare_cached(concat!(select_execution!(), " WHERE e.id = ?1"))
         .and_then(|mut stmt| stmt.query_row([id], raw_execution).optional())
         .map_err(db(path, "reading an execution"))?;
     raw.map(|raw| execution(path, raw)).transpose()
 }
 
+/// The columns of an event row, in the order [`bind_event`] binds them.
+///
+/// `OR FAIL`: a row that conflicts fails the statement and leaves the rows
+/// before it, where the default (`ABORT`) undoes them, for which SQLite
+/// copies every page the statement writes to a statement journal. Each
+/// caller undoes a failed insert anyway: a creation in its savepoint, an
+/// append with its batch (its fencing update wrote before it).
+const EVENT_COLUMNS: &str =
+    "INSERT OR FAIL INTO events (execution_id, seq, at, kind, step, attempt, output,
+    context, error, outcome_unknown, will_retry, detail)";
+
+/// How many parameters one event row binds.
+const EVENT_PARAMS: usize = 12;
+
+/// The most events one statement of [`insert_events`] inserts; a longer
+/// batch takes several statements.
+const EVENTS_PER_STATEMENT: usize = 4;
+
+/// `INSERT INTO events ... VALUES (...), ...` of `rows` rows, `1..=`
+/// [`EVENTS_PER_STATEMENT`]; built once.
+fn insert_rows_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=EVENTS_PER_STATEMENT)
+            .map(|n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|row| {
+                        let params: Vec<String> = (1..=EVENT_PARAMS)
+                            .map(|p| format!("?{}", row * EVENT_PARAMS + p))
+                            .collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                format!("{EVENT_COLUMNS} VALUES {}", rows.join(", "))
+            })
+            .collect()
+    });
+    &all[rows - 1]
+}
+
+/// Binds one event's row from parameter `first` on, borrowing its text.
+fn bind_event(
+    stmt: &mut rusqlite::Statement<'_>,
+    first: usize,
+    id: &str,
+    event: &Event,
+    now: i64,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(first, id)?;
+    stmt.raw_bind_parameter(first + 1, event.seq as i64)?;
+    stmt.raw_bind_parameter(first + 2, now)?;
+    stmt.raw_bind_parameter(first + 3, event.kind.label())?;
+    stmt.raw_bind_parameter(first + 4, event.step)?;
+    stmt.raw_bind_parameter(first + 5, event.attempt)?;
+    stmt.raw_bind_parameter(first + 6, event.output.as_deref())?;
+    stmt.raw_bind_parameter(first + 7, event.context.as_deref())?;
+    stmt.raw_bind_parameter(first + 8, event.error.as_deref())?;
+    stmt.raw_bind_parameter(first + 9, event.outcome_unknown)?;
+    stmt.raw_bind_parameter(first + 10, event.will_retry)?;
+    stmt.raw_bind_parameter(first + 11, event.detail.as_deref())
+}
+
 /// Inserts `events`, each only if `lease` is still held; with no lease,
 /// for a caller whose transaction fenced the execution already, without
-/// the check. `Err(None)`: the lease was lost.
+/// the check, several rows a statement. `Err(None)`: the lease was lost.
 pub(super) fn insert_events(
-    conn: &Connection,
+    conn: &Db<'_>,
     id: &ExecutionId,
     lease: Option<&Lease>,
     events: &[Event],
     now: i64,
 ) -> Result<(), Option<rusqlite::Error>> {
-    const INSERT: &str = "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
-            context, error, outcome_unknown, will_retry, detail)
-         SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14";
-    let mut insert = match lease {
-        Some(_) => conn.prepare_cached(&format!("{INSERT} WHERE {LEASE_HELD}"))?,
-        // `?2` and `?3` (the lease) are bound and unused.
-        None => conn.prepare_cached(INSERT)?,
+    let Some(lease) = lease else {
+        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+            let written = conn.kept(insert_rows_sql(chunk.len()), |insert| {
+                for (row, event) in chunk.iter().enumerate() {
+                    bind_event(insert, row * EVENT_PARAMS + 1, id.as_str(), event, now)?;
+                }
+                insert.raw_execute()
+            })?;
+            if written != chunk.len() {
+                return Err(None);
+            }
+        }
+        return Ok(());
     };
+    let mut insert = conn.prepare_cached(concat!(
+        "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+            context, error, outcome_unknown, will_retry, detail)
+         SELECT ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 WHERE ",
+        lease_held!()
+    ))?;
     for event in events {
-        let written = insert.execute(params![
-            id.as_str(),
-            lease.map_or(0, |l| l.token),
-            lease.map_or("", |l| &*l.owner),
-            event.seq as i64,
-            now,
-            event.kind.label(),
-            event.step,
-            event.attempt,
-            event.output,
-            event.context,
-            event.error,
-            event.outcome_unknown,
-            event.will_retry,
-            event.detail
-        ])?;
-        if written != 1 {
+        insert.raw_bind_parameter(1, id.as_str())?;
+        insert.raw_bind_parameter(2, lease.token)?;
+        insert.raw_bind_parameter(3, &*lease.owner)?;
+        bind_event(&mut insert, 4, id.as_str(), event, now)?;
+        if insert.raw_execute()? != 1 {
             return Err(None);
         }
     }
     Ok(())
 }
-
-/// Whether `lease` is still the execution's lease: the condition every
-/// fenced statement embeds.
-pub(super) const LEASE_HELD: &str =
-    "EXISTS (SELECT 1 FROM leases WHERE execution_id = ?1 AND token = ?2 AND owner = ?3)";
 
 pub(super) fn lease_lost(id: &ExecutionId) -> StoreError {
     StoreError::LeaseLost {
@@ -178,7 +234,7 @@ pub(super) fn lease_lost(id: &ExecutionId) -> StoreError {
     }
 }
 
-/// The columns of a summary: those of [`SELECT_EXECUTION`] but the
+/// The columns of a summary: those of `SELECT_EXECUTION` but the
 /// context, which a listing never reads.
 pub(super) const SELECT_SUMMARY: &str = "SELECT e.id, e.saga, e.fingerprint, e.status, e.last_seq,
         e.created_at, e.updated_at, l.owner, l.expires_at, e.cancel_requested

@@ -1,22 +1,105 @@
 //! The writer thread of the SQLite store: group commit, one transaction
-//! per batch of writes, each write in its own savepoint.
+//! per batch of writes; a write that may fail half-way in its own
+//! savepoint.
 
+use std::cell::RefCell;
+use std::ops::Deref;
 use std::sync::mpsc;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Statement};
 
 /// Work for the writer thread.
 pub(super) enum Job {
-    /// Runs inside the batch's transaction, in a savepoint; returns what to
-    /// do once the commit's fate is known.
-    /// Given an error instead of a connection when the transaction could
-    /// not begin.
-    Write(Box<WriteWork>),
+    /// Runs inside the batch's transaction; returns what to do once the
+    /// commit's fate is known.
+    Write(Write),
     /// Runs after the batch's commit.
-    Read(Box<dyn FnOnce(&Connection) + Send>),
+    Read(Read),
 }
 
-pub(super) type WriteWork = dyn FnOnce(Result<&Connection, String>) -> Pending + Send;
+/// A read, given a connection outside any transaction.
+pub(super) type Read = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A write and how a failure of it is undone.
+pub(super) struct Write {
+    pub(super) undo: Undo,
+    /// Given an error instead of a connection when the transaction could
+    /// not begin.
+    pub(super) work: Box<WriteWork>,
+}
+
+/// How the writer undoes a write that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Undo {
+    /// In a savepoint of its own, rolled back alone: for a write of
+    /// several statements that may fail after one of them wrote.
+    Savepoint,
+    /// Without a savepoint (two statements and their copies of the pages
+    /// it writes, about a tenth of an append's cost): for a write whose
+    /// failure writes nothing (one writing statement, or a first statement
+    /// that fences the rest). Should one fail after writing anyway (a
+    /// damaged file, an I/O error), the writer rolls back its whole batch
+    /// so far, the writes before it fail with it, and the rest of the
+    /// batch goes on in a new transaction.
+    Batch,
+}
+
+pub(super) type WriteWork = dyn FnOnce(Result<&Db<'_>, String>) -> Pending + Send;
+
+/// The writer's connection, with the statements of the hot path (an
+/// append's) kept prepared by the address of their text: rusqlite's
+/// statement cache hashes the text and moves an LRU entry (an allocation)
+/// at each use and again at each return, about 5k instructions a write.
+pub(super) struct Db<'c> {
+    conn: &'c Connection,
+    kept: RefCell<Vec<(usize, Statement<'c>)>>,
+}
+
+/// How many statements a [`Db`] keeps; more go through the connection's
+/// cache.
+const KEPT: usize = 16;
+
+impl<'c> Db<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Db {
+            conn,
+            kept: RefCell::new(Vec::with_capacity(KEPT)),
+        }
+    }
+
+    /// Runs `run` on the statement of `sql` (a literal, or text that lives
+    /// as long as the program), prepared the first time.
+    pub(super) fn kept<T>(
+        &self,
+        sql: &'static str,
+        run: impl FnOnce(&mut Statement<'c>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let key = sql.as_ptr() as usize;
+        let Ok(mut kept) = self.kept.try_borrow_mut() else {
+            // Called from within `run`: not kept.
+            return run(&mut *self.conn.prepare_cached(sql)?);
+        };
+        if let Some(i) = kept.iter().position(|(k, _)| *k == key) {
+            return run(&mut kept[i].1);
+        }
+        if kept.len() == KEPT {
+            drop(kept);
+            return run(&mut *self.conn.prepare_cached(sql)?);
+        }
+        let stmt = self.conn.prepare(sql)?;
+        kept.push((key, stmt));
+        let last = kept.len() - 1;
+        run(&mut kept[last].1)
+    }
+}
+
+impl Deref for Db<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
 
 pub(super) struct Pending {
     /// Whether the work succeeded (its savepoint is kept).
@@ -26,16 +109,17 @@ pub(super) struct Pending {
 }
 
 /// Runs one statement of transaction control (`BEGIN IMMEDIATE`,
-/// `SAVEPOINT job`, ...) from the connection's statement cache: parsing
+/// `SAVEPOINT job`, ...) kept prepared ([`Db::kept`]): parsing
 /// them again for every write cost as much as the write's own
 /// statements.
-fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+fn control(db: &Db<'_>, sql: &'static str) -> rusqlite::Result<()> {
+    db.kept(sql, |stmt| stmt.execute([])).map(|_| ())
 }
 
 /// The writer thread: one batch of writes per transaction, then the reads
 /// that arrived with them.
 pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max_batch: usize) {
+    let db = Db::new(conn);
     while let Ok(first) = receiver.recv() {
         let mut writes = Vec::new();
         let mut reads = Vec::new();
@@ -50,43 +134,252 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
             }
         }
         if !writes.is_empty() {
-            let begun = control(conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string());
-            let mut pending = Vec::with_capacity(writes.len());
-            for write in writes {
-                let Err(message) = &begun else {
-                    let savepoint = control(conn, "SAVEPOINT job");
-                    let step = write(savepoint.as_ref().map(|()| conn).map_err(|e| e.to_string()));
-                    let closed = if step.ok {
-                        control(conn, "RELEASE job")
-                    } else {
-                        conn.execute_batch("ROLLBACK TO job; RELEASE job")
-                    };
-                    if let Err(e) = closed {
-                        log::error!(target: "saga", error:% = crate::escape::Escaped(&e.to_string()); "sqlite savepoint failed");
-                    }
-                    pending.push(step);
-                    continue;
-                };
-                // The transaction never began: the work does not run and
-                // its caller hears why.
-                pending.push(write(Err(message.clone())));
-            }
-            let commit = match begun {
-                Ok(()) => {
-                    let commit = control(conn, "COMMIT").map_err(|e| e.to_string());
-                    if commit.is_err() {
-                        let _ = conn.execute_batch("ROLLBACK");
-                    }
-                    commit
-                }
-                Err(message) => Err(message),
-            };
-            for p in pending {
-                (p.finish)(commit.clone());
-            }
+            write_batch(&db, writes);
         }
         for read in reads {
             read(conn);
         }
+    }
+}
+
+fn begin(db: &Db<'_>) -> Result<(), String> {
+    control(db, "BEGIN IMMEDIATE").map_err(|e| e.to_string())
+}
+
+/// Runs `writes` in one transaction and commits it, then answers them.
+fn write_batch(db: &Db<'_>, writes: Vec<Write>) {
+    let conn = db.conn;
+    let mut begun = begin(db);
+    let mut pending = Vec::with_capacity(writes.len());
+    for write in writes {
+        if let Err(message) = &begun {
+            // The transaction never began: the work does not run and its
+            // caller hears why.
+            pending.push((write.work)(Err(message.clone())));
+            continue;
+        }
+        let before = conn.total_changes();
+        let step = match write.undo {
+            Undo::Savepoint => {
+                let savepoint = control(db, "SAVEPOINT job");
+                let step = (write.work)(savepoint.as_ref().map(|()| db).map_err(|e| e.to_string()));
+                let closed = if step.ok {
+                    control(db, "RELEASE job")
+                } else {
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                };
+                if let Err(e) = closed {
+                    log::error!(target: "saga", error:% = crate::escape::Escaped(&e.to_string()); "sqlite savepoint failed");
+                }
+                step
+            }
+            Undo::Batch => (write.work)(Ok(db)),
+        };
+        // The transaction is gone (SQLite rolls it back itself on some
+        // errors: a full disk, an I/O error), or a write without a
+        // savepoint wrote, then failed: nothing but the whole transaction
+        // undoes it.
+        let lost = conn.is_autocommit();
+        let half_way = write.undo == Undo::Batch && !step.ok && conn.total_changes() != before;
+        if !lost && !half_way {
+            pending.push(step);
+            continue;
+        }
+        log::error!(target: "saga", "sqlite write failed half-way; its batch is rolled back");
+        if !lost {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        // Its own caller hears its error, if it failed.
+        let undone = Err("rolled back: a write of the same commit failed half-way".to_owned());
+        for p in pending.drain(..) {
+            (p.finish)(undone.clone());
+        }
+        (step.finish)(undone);
+        begun = begin(db);
+    }
+    let commit = match begun {
+        Ok(()) => {
+            let commit = control(db, "COMMIT").map_err(|e| e.to_string());
+            if commit.is_err() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            commit
+        }
+        Err(message) => Err(message),
+    };
+    for p in pending {
+        (p.finish)(commit.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    type Answers = Arc<Mutex<Vec<(&'static str, Result<(), String>)>>>;
+
+    /// A write that inserts `row`, then fails if `fail_after` (or fails
+    /// before writing if `fail_before`).
+    fn job(
+        answers: &Answers,
+        name: &'static str,
+        undo: Undo,
+        fail_before: bool,
+        fail_after: bool,
+    ) -> Job {
+        let answers = Arc::clone(answers);
+        Job::Write(Write {
+            undo,
+            work: Box::new(move |conn| {
+                let conn = conn.unwrap();
+                let ok = !fail_before && {
+                    conn.execute("INSERT INTO t VALUES (?1)", [name]).unwrap();
+                    !fail_after
+                };
+                Pending {
+                    ok,
+                    finish: Box::new(move |commit| {
+                        let answer = if ok { commit } else { Err("failed".to_owned()) };
+                        answers.lock().unwrap().push((name, answer));
+                    }),
+                }
+            }),
+        })
+    }
+
+    /// Runs `jobs` as one batch on a fresh database; the rows committed
+    /// and each write's answer.
+    fn run(jobs: impl FnOnce(&Answers) -> Vec<Job>) -> (Vec<String>, Answers) {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (name TEXT)").unwrap();
+        let answers = Answers::default();
+        let (sender, receiver) = mpsc::channel();
+        for job in jobs(&answers) {
+            sender.send(job).unwrap();
+        }
+        drop(sender);
+        writer_loop(&conn, &receiver, 512);
+        let mut stmt = conn.prepare("SELECT name FROM t ORDER BY name").unwrap();
+        let rows = stmt
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<Vec<String>, _>>()
+            .unwrap();
+        (rows, answers)
+    }
+
+    fn answer(answers: &Answers, name: &str) -> Result<(), String> {
+        let answers = answers.lock().unwrap();
+        answers.iter().find(|(n, _)| *n == name).unwrap().1.clone()
+    }
+
+    /// A transaction that ends under a write (as SQLite ends it itself on
+    /// a full disk or an I/O error) fails the writes before it, which were
+    /// in it, and the batch goes on in a new one.
+    #[test]
+    fn a_transaction_lost_under_a_write_fails_its_writes_and_goes_on() {
+        for undo in [Undo::Savepoint, Undo::Batch] {
+            let (rows, answers) = run(|a| {
+                let answers = Arc::clone(a);
+                let lost = Job::Write(Write {
+                    undo,
+                    work: Box::new(move |conn| {
+                        let conn = conn.unwrap();
+                        conn.execute("INSERT INTO t VALUES ('b')", []).unwrap();
+                        conn.execute_batch("ROLLBACK").unwrap();
+                        Pending {
+                            ok: true,
+                            finish: Box::new(move |commit| {
+                                answers.lock().unwrap().push(("b", commit));
+                            }),
+                        }
+                    }),
+                });
+                vec![
+                    job(a, "a", Undo::Batch, false, false),
+                    lost,
+                    job(a, "c", Undo::Batch, false, false),
+                ]
+            });
+            assert_eq!(rows, ["c"], "{undo:?}");
+            assert!(answer(&answers, "a").is_err());
+            assert!(answer(&answers, "b").is_err());
+            assert_eq!(answer(&answers, "c"), Ok(()));
+        }
+    }
+
+    /// A statement is prepared once; a nested one and those beyond the
+    /// kept ones still run (through the connection's cache).
+    #[test]
+    fn a_db_keeps_its_statements_prepared() {
+        let conn = Connection::open_in_memory().unwrap();
+        let db = Db::new(&conn);
+        let one = |db: &Db<'_>| db.kept("SELECT 1", |s| s.query_row([], |r| r.get::<_, i64>(0)));
+        assert_eq!(one(&db).unwrap(), 1);
+        assert_eq!(one(&db).unwrap(), 1);
+        assert_eq!(db.kept.borrow().len(), 1);
+        let nested = db.kept("SELECT 2", |s| {
+            let inner = one(&db)?;
+            Ok(inner + s.query_row([], |r| r.get::<_, i64>(0))?)
+        });
+        assert_eq!(nested.unwrap(), 3);
+        for n in 0..2 * KEPT {
+            let sql: &'static str = Box::leak(format!("SELECT {n}").into_boxed_str());
+            let got = db.kept(sql, |s| s.query_row([], |r| r.get::<_, usize>(0)));
+            assert_eq!(got.unwrap(), n);
+        }
+        assert_eq!(db.kept.borrow().len(), KEPT);
+    }
+
+    #[test]
+    fn a_write_that_fails_before_writing_leaves_its_neighbours() {
+        let (rows, answers) = run(|a| {
+            vec![
+                job(a, "a", Undo::Batch, false, false),
+                job(a, "b", Undo::Batch, true, false),
+                job(a, "c", Undo::Batch, false, false),
+            ]
+        });
+        assert_eq!(rows, ["a", "c"]);
+        assert_eq!(answer(&answers, "a"), Ok(()));
+        assert!(answer(&answers, "b").is_err());
+        assert_eq!(answer(&answers, "c"), Ok(()));
+    }
+
+    #[test]
+    fn a_savepoint_undoes_a_half_way_failure_alone() {
+        let (rows, answers) = run(|a| {
+            vec![
+                job(a, "a", Undo::Batch, false, false),
+                job(a, "b", Undo::Savepoint, false, true),
+                job(a, "c", Undo::Batch, false, false),
+            ]
+        });
+        assert_eq!(rows, ["a", "c"]);
+        assert_eq!(answer(&answers, "a"), Ok(()));
+        assert!(answer(&answers, "b").is_err());
+        assert_eq!(answer(&answers, "c"), Ok(()));
+    }
+
+    /// Without a savepoint, a write that fails after writing takes the
+    /// batch so far with it: nothing of it is committed, every write of it
+    /// hears so, and the writes after it commit.
+    #[test]
+    fn a_half_way_failure_without_a_savepoint_rolls_back_the_batch_so_far() {
+        let (rows, answers) = run(|a| {
+            vec![
+                job(a, "a", Undo::Savepoint, false, false),
+                job(a, "b", Undo::Batch, false, false),
+                job(a, "c", Undo::Batch, false, true),
+                job(a, "d", Undo::Batch, false, false),
+            ]
+        });
+        assert_eq!(rows, ["d"]);
+        assert!(answer(&answers, "a").is_err());
+        assert!(answer(&answers, "b").is_err());
+        assert!(answer(&answers, "c").is_err());
+        assert_eq!(answer(&answers, "d"), Ok(()));
     }
 }
