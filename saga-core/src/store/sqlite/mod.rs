@@ -53,8 +53,9 @@ use crate::step::BoxFuture;
 /// batch so far (its writes fail; none is half-applied). Reads run on a
 /// reader thread with a connection of its own (on a read-only store, on
 /// the one thread after its batch): they see every write whose future
-/// resolved, and never one that is not yet durable, as a commit is visible
-/// to other connections only once it is synced.
+/// resolved, and none that is not committed (with the default
+/// `synchronous=FULL`, a commit is visible to other connections only once
+/// it is synced).
 ///
 /// Its [`work_signal`](super::SagaStore::work_signal) tells of the
 /// creations and releases of this process (a [`Worker`](crate::Worker)
@@ -343,9 +344,9 @@ impl SqliteStore {
 
     /// Runs `work` outside any transaction: on the reader's connection, or
     /// on the writer's after its batch for a read-only store. It sees
-    /// every write whose future resolved: a commit is visible to other
-    /// connections once it is durable (in WAL mode the commit's frames are
-    /// synced before the WAL index publishes them).
+    /// every write whose future resolved: a write's future resolves after
+    /// its commit (with `synchronous=FULL`, in WAL mode, the commit's
+    /// frames are synced before the WAL index publishes them).
     fn read<T, F>(&self, work: F) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,

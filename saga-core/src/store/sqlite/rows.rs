@@ -128,9 +128,10 @@ pub(super) fn get_execution(
 ///
 /// `OR FAIL`: a row that conflicts fails the statement and leaves the rows
 /// before it, where the default (`ABORT`) undoes them, for which SQLite
-/// copies every page the statement writes to a statement journal. Each
-/// caller undoes a failed insert anyway: a creation in its savepoint, an
-/// append with its batch (its fencing update wrote before it).
+/// copies every page the statement writes to a statement journal. An
+/// append undoes a failed insert anyway, with its batch (its fencing
+/// update wrote before it); a creation inserts with its own statement,
+/// in its savepoint.
 const EVENT_COLUMNS: &str =
     "INSERT OR FAIL INTO events (execution_id, seq, at, kind, step, attempt, output,
     context, error, outcome_unknown, will_retry, detail)";

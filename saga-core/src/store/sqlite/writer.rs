@@ -52,7 +52,7 @@ pub(super) type WriteWork = dyn FnOnce(Result<&Db<'_>, String>) -> Pending + Sen
 /// at each use and again at each return, about 5k instructions a write.
 pub(super) struct Db<'c> {
     conn: &'c Connection,
-    kept: RefCell<Vec<(usize, Statement<'c>)>>,
+    kept: RefCell<Vec<((usize, usize), Statement<'c>)>>,
 }
 
 /// How many statements a [`Db`] keeps; more go through the connection's
@@ -74,7 +74,8 @@ impl<'c> Db<'c> {
         sql: &'static str,
         run: impl FnOnce(&mut Statement<'c>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
-        let key = sql.as_ptr() as usize;
+        // The address and the length: a prefix of a text is another text.
+        let key = (sql.as_ptr() as usize, sql.len());
         let Ok(mut kept) = self.kept.try_borrow_mut() else {
             // Called from within `run`: not kept.
             return run(&mut *self.conn.prepare_cached(sql)?);
@@ -142,7 +143,16 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
     }
 }
 
+/// Begins a batch's transaction. One still open (a `ROLLBACK` after a
+/// failure failed too) is rolled back first: none of its writes was
+/// answered as committed, and left open it would fail every later batch
+/// and hold the write lock against other processes.
 fn begin(db: &Db<'_>) -> Result<(), String> {
+    if !db.conn.is_autocommit() {
+        db.conn
+            .execute_batch("ROLLBACK")
+            .map_err(|e| format!("a failed transaction could not be rolled back: {e}"))?;
+    }
     control(db, "BEGIN IMMEDIATE").map_err(|e| e.to_string())
 }
 
@@ -381,5 +391,126 @@ mod tests {
         assert!(answer(&answers, "b").is_err());
         assert!(answer(&answers, "c").is_err());
         assert_eq!(answer(&answers, "d"), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod full_disk_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    type Answers = Arc<Mutex<Vec<(&'static str, Result<(), String>)>>>;
+
+    fn job(
+        answers: &Answers,
+        name: &'static str,
+        undo: Undo,
+        sql: &'static str,
+        fail_after: bool,
+    ) -> Job {
+        let answers = Arc::clone(answers);
+        Job::Write(Write {
+            undo,
+            work: Box::new(move |conn| {
+                let conn = conn.unwrap();
+                let ok = conn.execute(sql, [name]).is_ok() && !fail_after;
+                Pending {
+                    ok,
+                    finish: Box::new(move |commit| {
+                        let answer = if ok { commit } else { Err("failed".to_owned()) };
+                        answers.lock().unwrap().push((name, answer));
+                    }),
+                }
+            }),
+        })
+    }
+
+    /// A real SQLITE_FULL (`max_page_count`) in a savepoint write, which
+    /// makes SQLite roll the whole transaction back: every answer says
+    /// what is on disk.
+    #[test]
+    fn a_full_disk_under_a_savepoint_write_leaves_every_answer_true() {
+        let dir = std::env::temp_dir().join(format!("saga-writer-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (name TEXT, b BLOB);")
+            .unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.execute_batch(&format!("PRAGMA max_page_count={}", pages + 2))
+            .unwrap();
+        let answers = Answers::default();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let small = "INSERT INTO t VALUES (?1, NULL)";
+        let big = "INSERT INTO t VALUES (?1, zeroblob(200000))";
+        for j in [
+            job(&answers, "a", Undo::Batch, small, false),
+            job(&answers, "b", Undo::Savepoint, big, false),
+            job(&answers, "c", Undo::Batch, small, true),
+            job(&answers, "d", Undo::Batch, small, false),
+        ] {
+            sender.send(j).unwrap();
+        }
+        drop(sender);
+        writer_loop(&conn, &receiver, 512);
+        drop(conn);
+        let check = Connection::open(&path).unwrap();
+        let mut stmt = check.prepare("SELECT name FROM t ORDER BY name").unwrap();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let answers = answers.lock().unwrap().clone();
+        assert_eq!(answers.len(), 4, "{answers:?}");
+        assert!(rows.contains(&"d".to_owned()), "{rows:?}");
+        for (name, answer) in &answers {
+            assert_eq!(
+                answer.is_ok(),
+                rows.iter().any(|r| r == name),
+                "{name}: answer {answer:?} but rows {rows:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::*;
+
+    /// A transaction left open by a rollback that failed does not stop
+    /// the next batch.
+    #[test]
+    fn a_transaction_left_open_is_rolled_back_before_the_next_batch() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x); BEGIN; INSERT INTO t VALUES (1);")
+            .unwrap();
+        let db = Db::new(&conn);
+        assert_eq!(begin(&db), Ok(()));
+        control(&db, "COMMIT").unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+    /// Two texts at one address, of different lengths (one a prefix of
+    /// the other), are two statements.
+    #[test]
+    fn a_kept_statement_is_found_by_its_whole_text() {
+        let conn = Connection::open_in_memory().unwrap();
+        let db = Db::new(&conn);
+        let long: &'static str = "SELECT 1 + 1";
+        let short: &'static str = &long[..8]; // "SELECT 1"
+        let a = db
+            .kept(long, |s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .unwrap();
+        let b = db
+            .kept(short, |s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .unwrap();
+        assert_eq!((a, b), (2, 1));
     }
 }
