@@ -281,3 +281,75 @@ async fn an_error_message_with_a_nul_is_logged_with_a_replacement() {
         .expect("the failure is logged");
     assert_eq!(failed.error.as_deref(), Some("card \u{fffd} declined"));
 }
+
+/// Renewals and releases in a batch with appends (not pipelined: one
+/// statement at a time): with one append the database rejects in it,
+/// each write still gets its own answer and only its own effect.
+#[tokio::test]
+async fn renewals_and_releases_batched_with_appends_answer_alone() {
+    let (store, _) = store("mixed").await;
+    let mut leases = Vec::new();
+    for i in 0..5 {
+        let created = store
+            .create(
+                new_execution(&format!("m{i}")),
+                "a",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let Created::New(lease) = created else {
+            panic!("m{i}: not created")
+        };
+        leases.push(lease);
+    }
+    let ids: Vec<ExecutionId> = (0..5).map(|i| ExecutionId::new(format!("m{i}"))).collect();
+    let started = |seq: u64| {
+        let mut event = Event::new(seq, EventKind::StepStarted);
+        event.step = Some(0);
+        event.attempt = 1;
+        event
+    };
+    let mut stale = leases[3].clone();
+    stale.token -= 1;
+    let (appended, rejected, renewed, lost, released) = tokio::join!(
+        store.append(
+            &ids[0],
+            &leases[0],
+            vec![started(1)],
+            ExecutionStatus::Running
+        ),
+        // Two events numbered 1: the events' key refuses the second.
+        store.append(
+            &ids[1],
+            &leases[1],
+            vec![started(1), started(1)],
+            ExecutionStatus::Running
+        ),
+        store.renew(&ids[2], &leases[2]),
+        store.renew(&ids[3], &stale),
+        store.release(&ids[4], &leases[4]),
+    );
+    appended.unwrap();
+    let rejected = rejected.unwrap_err();
+    assert!(
+        matches!(rejected, StoreError::Backend { .. }),
+        "{rejected:?}"
+    );
+    assert!(!renewed.unwrap().cancel_requested);
+    let lost = lost.unwrap_err();
+    assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
+    released.unwrap();
+    assert_eq!(store.events(&ids[0]).await.unwrap().len(), 1);
+    assert!(store.events(&ids[1]).await.unwrap().is_empty());
+    let owners: Vec<Option<String>> = {
+        let mut owners = Vec::new();
+        for id in &ids {
+            let record = store.get(id).await.unwrap().unwrap();
+            owners.push(record.owner);
+        }
+        owners
+    };
+    let a = Some("a".to_owned());
+    assert_eq!(owners, [a.clone(), a.clone(), a.clone(), a, None]);
+}
