@@ -282,8 +282,8 @@ async fn an_error_message_with_a_nul_is_logged_with_a_replacement() {
     assert_eq!(failed.error.as_deref(), Some("card \u{fffd} declined"));
 }
 
-/// Renewals and releases in a batch with appends (not pipelined: one
-/// statement at a time): with one append the database rejects in it,
+/// Renewals and releases in a batch with appends (the appends pipelined
+/// first, then the others): with one append the database rejects in it,
 /// each write still gets its own answer and only its own effect.
 #[tokio::test]
 async fn renewals_and_releases_batched_with_appends_answer_alone() {
@@ -352,4 +352,58 @@ async fn renewals_and_releases_batched_with_appends_answer_alone() {
     };
     let a = Some("a".to_owned());
     assert_eq!(owners, [a.clone(), a.clone(), a.clone(), a, None]);
+}
+
+/// Appends beside a renewal and a release in one batch (the appends
+/// pipelined first, then the others): every write commits, each with its
+/// own answer.
+#[tokio::test]
+async fn appends_beside_other_writes_commit_with_them() {
+    let (store, _) = store("beside").await;
+    let mut leases = Vec::new();
+    for i in 0..4 {
+        let created = store
+            .create(
+                new_execution(&format!("w{i}")),
+                "a",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let Created::New(lease) = created else {
+            panic!("w{i}: not created")
+        };
+        leases.push(lease);
+    }
+    let ids: Vec<ExecutionId> = (0..4).map(|i| ExecutionId::new(format!("w{i}"))).collect();
+    let started = |seq: u64| {
+        let mut event = Event::new(seq, EventKind::StepStarted);
+        event.step = Some(0);
+        event.attempt = 1;
+        event
+    };
+    let (first, renewed, released, last) = tokio::join!(
+        store.append(
+            &ids[0],
+            &leases[0],
+            vec![started(1)],
+            ExecutionStatus::Running
+        ),
+        store.renew(&ids[1], &leases[1]),
+        store.release(&ids[2], &leases[2]),
+        store.append(
+            &ids[3],
+            &leases[3],
+            vec![started(1), started(2)],
+            ExecutionStatus::Running
+        ),
+    );
+    assert!(!first.unwrap().cancel_requested);
+    assert!(!renewed.unwrap().cancel_requested);
+    released.unwrap();
+    assert!(!last.unwrap().cancel_requested);
+    assert_eq!(store.events(&ids[0]).await.unwrap().len(), 1);
+    assert_eq!(store.events(&ids[3]).await.unwrap().len(), 2);
+    assert_eq!(store.get(&ids[3]).await.unwrap().unwrap().last_seq, 2);
+    assert_eq!(store.get(&ids[2]).await.unwrap().unwrap().owner, None);
 }

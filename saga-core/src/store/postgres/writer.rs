@@ -2,7 +2,7 @@
 //! batch of waiting writes (group commit), one write per transaction after
 //! a failure.
 
-use std::future::{Future, poll_fn};
+use std::future::{Future, poll_fn, ready};
 use std::pin::{Pin, pin};
 use std::sync::Weak;
 use std::task::Poll;
@@ -235,11 +235,46 @@ pub(super) async fn run_batch(
     if jobs.iter().all(|job| matches!(job.op, Op::Append { .. })) {
         return run_appends(s, store, jobs).await;
     }
-    s.client.batch_execute("BEGIN").await?;
+    // The appends first, pipelined with the `BEGIN` (as in
+    // `run_appends`), then the other writes one statement at a time: a
+    // claim does not make every append beside it a round trip of its own.
+    let statement = match jobs.iter().any(|job| matches!(job.op, Op::Append { .. })) {
+        true => Some(s.statement(append_sql()).await?),
+        false => None,
+    };
+    let begin = s.client.batch_execute("BEGIN");
+    let appends: Vec<_> = match &statement {
+        Some(statement) => jobs
+            .iter()
+            .filter_map(|job| match &job.op {
+                Op::Append {
+                    id,
+                    lease,
+                    events,
+                    status,
+                } => Some(Box::pin(append(
+                    s, store, statement, id, lease, events, *status,
+                ))),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let (begun, appended, (), ()) = in_order(begin, appends, ready(()), ready(())).await;
+    begun?;
+    let mut appended = appended.into_iter();
     let mut replies = Vec::with_capacity(jobs.len());
     let (mut signal, mut status) = (false, false);
     for job in jobs {
-        match run_op(s, store, &job.op).await {
+        let result = match &job.op {
+            Op::Append { .. } => match appended.next() {
+                Some(result) => result,
+                // One result per append, in their order.
+                None => Err(Failure::Refused(store_closed(store))),
+            },
+            op => run_op(s, store, op).await,
+        };
+        match result {
             Ok(reply) => {
                 signal |= job.op.signals_work();
                 status |= job.op.signals_status();
