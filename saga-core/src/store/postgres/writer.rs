@@ -9,6 +9,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Statement;
 
 use super::session::{Session, open_session, sql_error, unreachable};
 use super::writes::{append, append_sql, run_op};
@@ -243,21 +244,8 @@ pub(super) async fn run_batch(
         false => None,
     };
     let begin = s.client.batch_execute("BEGIN");
-    let appends: Vec<_> = match &statement {
-        Some(statement) => jobs
-            .iter()
-            .filter_map(|job| match &job.op {
-                Op::Append {
-                    id,
-                    lease,
-                    events,
-                    status,
-                } => Some(Box::pin(append(
-                    s, store, statement, id, lease, events, *status,
-                ))),
-                _ => None,
-            })
-            .collect(),
+    let appends = match &statement {
+        Some(statement) => append_futures(s, store, statement, jobs),
         None => Vec::new(),
     };
     let (begun, appended, (), ()) = in_order(begin, appends, ready(()), ready(())).await;
@@ -334,20 +322,7 @@ async fn run_appends(
         false => None,
     };
     let begin = s.client.batch_execute("BEGIN");
-    let appends: Vec<_> = jobs
-        .iter()
-        .filter_map(|job| match &job.op {
-            Op::Append {
-                id,
-                lease,
-                events,
-                status,
-            } => Some(Box::pin(append(
-                s, store, &statement, id, lease, events, *status,
-            ))),
-            _ => None,
-        })
-        .collect();
+    let appends = append_futures(s, store, &statement, jobs);
     // Committed with the appends; one for an append that is then refused
     // only wakes a watcher for nothing.
     let notified = async {
@@ -374,6 +349,29 @@ async fn run_appends(
     notified?;
     committed?;
     Ok(answers)
+}
+
+/// The appends of `jobs`, in their order, each a future that sends its
+/// statement when first polled.
+fn append_futures<'a>(
+    s: &'a Session,
+    store: &'a Inner,
+    statement: &'a Statement,
+    jobs: &'a [Job],
+) -> Vec<Pin<Box<impl Future<Output = Result<Reply, Failure>> + 'a>>> {
+    jobs.iter()
+        .filter_map(|job| match &job.op {
+            Op::Append {
+                id,
+                lease,
+                events,
+                status,
+            } => Some(Box::pin(append(
+                s, store, statement, id, lease, events, *status,
+            ))),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Awaits `first`, each of `middle`, `then` and `last`, polling them in
