@@ -9,7 +9,8 @@
 //! First, the raw commits of 1 client and the runs of 1 and 4 workers are
 //! measured in alternation, round after round, and the medians (and
 //! quartiles) of the per-round ratios printed (`postgres interleaved
-//! ...`), with the CPU model and load average: issue 17's targets are
+//! ...`), with the CPU model and load average and the cores the bench
+//! process and the server kept busy while the workers ran: issue 17's targets are
 //! 1 worker >= 0.8 x the 1-client raw commit rate, and 4 workers >= 2 x
 //! 1 worker. Then criterion measures each alone.
 //!
@@ -60,6 +61,55 @@ fn saga() -> Saga<Context> {
     builder.build().unwrap()
 }
 
+/// CPU time so far, in clock ticks (`/proc/<pid>/stat`'s user and system
+/// times): this process's, and that of every process named `postgres`
+/// (the server: its backends, WAL writer and the rest) with its reaped
+/// children's.
+fn cpu_ticks() -> (u64, u64) {
+    let times = |stat: &str, children: bool| -> u64 {
+        // The fields after the command's closing parenthesis: utime is
+        // the 12th of them, stime the 13th, cutime and cstime follow.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let take = if children { 4 } else { 2 };
+        fields.iter().take(take).sum()
+    };
+    let own = std::fs::read_to_string("/proc/self/stat").map_or(0, |s| times(&s, false));
+    let mut server = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if stat.contains("(postgres)") {
+            server += times(&stat, true);
+        }
+    }
+    (own, server)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if it cannot say).
+fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// How a timed part went: its time, and the cores the bench process and
+/// the server kept busy during it on average.
+struct Timed {
+    took: Duration,
+    bench_cores: f64,
+    server_cores: f64,
+}
+
 /// `iters` single-row INSERTs, each its own commit, split across `clients`
 /// connections; the time they took.
 async fn raw(url: &str, clients: u64, iters: u64) -> Duration {
@@ -103,7 +153,7 @@ async fn raw(url: &str, clients: u64, iters: u64) -> Duration {
 /// timed), then `workers` workers (each its own store and connections)
 /// run them; the time from the workers' start to the last execution's
 /// end.
-async fn workers(url: &str, workers: usize, iters: u64, round: u64) -> Duration {
+async fn workers(url: &str, workers: usize, iters: u64, round: u64) -> Timed {
     // Enough executions to keep every worker's 16 slots busy for a while;
     // the time is scaled back to `iters` below.
     let run = iters.max(STEPS * 64 * workers as u64);
@@ -122,6 +172,7 @@ async fn workers(url: &str, workers: usize, iters: u64, round: u64) -> Duration 
         engine.register(saga()).await.unwrap();
         engines.push(engine);
     }
+    let (own_before, server_before) = cpu_ticks();
     let start = Instant::now();
     let handles: Vec<_> = engines
         .into_iter()
@@ -148,6 +199,8 @@ async fn workers(url: &str, workers: usize, iters: u64, round: u64) -> Duration 
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = start.elapsed();
+    let (own_after, server_after) = cpu_ticks();
+    let cores = |ticks: u64| ticks as f64 / ticks_per_second() / elapsed.as_secs_f64();
     for h in handles {
         h.shutdown(Duration::from_secs(5)).await;
     }
@@ -155,8 +208,12 @@ async fn workers(url: &str, workers: usize, iters: u64, round: u64) -> Duration 
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
-    // Scaled to exactly `iters` transitions.
-    elapsed.mul_f64(iters as f64 / (executions * STEPS) as f64)
+    Timed {
+        // Scaled to exactly `iters` transitions.
+        took: elapsed.mul_f64(iters as f64 / (executions * STEPS) as f64),
+        bench_cores: cores(own_after.saturating_sub(own_before)),
+        server_cores: cores(server_after.saturating_sub(server_before)),
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -178,7 +235,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("step_transitions/{n}_workers"), |b| {
             b.iter_custom(|iters| {
                 let r = round.fetch_add(1, Ordering::Relaxed);
-                rt.block_on(workers(&url, n, iters, r))
+                rt.block_on(workers(&url, n, iters, r)).took
             });
         });
     }
@@ -200,18 +257,23 @@ fn interleaved() {
         load_average()
     );
     let rate = |n: u64, took: Duration| n as f64 / took.as_secs_f64();
-    let mut rows: Vec<[f64; 5]> = Vec::new();
+    let mut rows: Vec<[f64; 9]> = Vec::new();
     for round in 0..ROUNDS {
         let raw1 = rate(RAW_COMMITS, rt.block_on(raw(&url, 1, RAW_COMMITS)));
-        let w1 = rate(
-            TRANSITIONS,
-            rt.block_on(workers(&url, 1, TRANSITIONS, 1000 + round)),
-        );
-        let w4 = rate(
-            TRANSITIONS,
-            rt.block_on(workers(&url, 4, TRANSITIONS, 2000 + round)),
-        );
-        rows.push([raw1, w1, w4, w1 / raw1, w4 / w1]);
+        let w1 = rt.block_on(workers(&url, 1, TRANSITIONS, 1000 + round));
+        let w4 = rt.block_on(workers(&url, 4, TRANSITIONS, 2000 + round));
+        let (r1, r4) = (rate(TRANSITIONS, w1.took), rate(TRANSITIONS, w4.took));
+        rows.push([
+            raw1,
+            r1,
+            r4,
+            r1 / raw1,
+            r4 / r1,
+            w1.bench_cores,
+            w1.server_cores,
+            w4.bench_cores,
+            w4.server_cores,
+        ]);
     }
     let q = |i: usize| quartiles(rows.iter().map(|r| r[i]).collect());
     println!("postgres interleaved: {ROUNDS} rounds; median (quartiles) over the rounds");
@@ -226,6 +288,10 @@ fn interleaved() {
     for (what, i) in [
         ("1 worker / raw 1 client (target >= 0.8)", 3),
         ("4 workers / 1 worker (target >= 2)", 4),
+        ("cores busy, 1 worker: the bench", 5),
+        ("cores busy, 1 worker: the server", 6),
+        ("cores busy, 4 workers: the bench", 7),
+        ("cores busy, 4 workers: the server", 8),
     ] {
         let (low, mid, high) = q(i);
         println!("  {what}: {mid:.2} ({low:.2}-{high:.2})");
@@ -233,9 +299,40 @@ fn interleaved() {
     println!("postgres: load average {} at the end", load_average());
 }
 
+/// `SAGA_PROFILE=<case>:<n>` runs one case and nothing else, for
+/// `strace -f -c` or CPU time counts (`/usr/bin/time`, the server's
+/// processes in `/proc`): `raw` (`<n>` 1-client commits), `workers_1`
+/// and `workers_4` (`<n>` rounds of 2048 step transitions).
+fn profile(spec: &str) {
+    let Some((case, n)) = spec.split_once(':') else {
+        panic!("SAGA_PROFILE is `<case>:<n>`, not `{spec}`");
+    };
+    let n: u64 = match n.parse() {
+        Ok(n) => n,
+        Err(e) => panic!("SAGA_PROFILE: `{n}` is not a number: {e}"),
+    };
+    let url = url();
+    let rt = Runtime::new().unwrap();
+    let took = match case {
+        "raw" => rt.block_on(raw(&url, 1, n)),
+        "workers_1" | "workers_4" => {
+            let w = if case == "workers_1" { 1 } else { 4 };
+            (0..n)
+                .map(|round| rt.block_on(workers(&url, w, 2048, 3000 + round)).took)
+                .sum()
+        }
+        _ => panic!("SAGA_PROFILE: unknown case `{case}`"),
+    };
+    println!("{case}: {n} in {took:?}");
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
+    if let Ok(spec) = std::env::var("SAGA_PROFILE") {
+        profile(&spec);
+        return;
+    }
     interleaved();
     benches();
     Criterion::default().configure_from_args().final_summary();
