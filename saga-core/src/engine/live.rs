@@ -355,9 +355,15 @@ impl SagaEngine {
             if record.cancel_requested {
                 cancel.cancel();
             }
+            let context_len = events
+                .iter()
+                .rev()
+                .find_map(|e| e.context.as_ref())
+                .map_or(record.context.len(), String::len);
             let job = Job {
                 id: id.clone(),
                 initial_context: record.context.clone(),
+                context_len,
                 events,
                 fresh: None,
                 lease: lease.clone(),

@@ -19,7 +19,7 @@
 
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -322,6 +322,7 @@ impl SagaEngine {
             saga,
             deps,
             fingerprint: fingerprint.clone(),
+            context_len: AtomicUsize::new(0),
         });
         let mut registry = self.registry_mut();
         registry
@@ -371,7 +372,7 @@ impl SagaEngine {
         // creation below writes nothing.
         let claiming = self.enter(&id);
         let created = self.create(name, &id, &ctx, vec![first.clone()]).await?;
-        if let Some((runner, lease)) = created {
+        if let Some((runner, lease, context_len)) = created {
             let Some(claiming) = claiming else {
                 self.inner.store.release(&id, &lease).await?;
                 return Err(EngineError::Busy {
@@ -383,6 +384,7 @@ impl SagaEngine {
                 id: id.clone(),
                 // A fresh start runs on `ctx` itself: nothing to decode.
                 initial_context: String::new(),
+                context_len,
                 events: vec![first],
                 fresh: Some(Box::new(ctx)),
                 lease,
@@ -394,15 +396,16 @@ impl SagaEngine {
     }
 
     /// Records a new execution with its first `events` and takes its
-    /// lease: the registered definition and the lease; `None` if an
-    /// execution of this saga with that id exists (nothing was written).
+    /// lease: the registered definition, the lease and the length of the
+    /// encoded context; `None` if an execution of this saga with that id
+    /// exists (nothing was written).
     async fn create<C>(
         &self,
         name: &str,
         id: &ExecutionId,
         ctx: &C,
         events: Vec<Event>,
-    ) -> Result<Option<(Arc<dyn Runner>, Lease)>, EngineError>
+    ) -> Result<Option<(Arc<dyn Runner>, Lease, usize)>, EngineError>
     where
         C: Serialize + 'static,
     {
@@ -414,10 +417,20 @@ impl SagaEngine {
                 found: type_name::<C>(),
             });
         }
-        let context = serde_json::to_string(ctx).map_err(|e| StoreError::Encode {
+        let error = |detail: String| StoreError::Encode {
             what: format!("the context of a new `{name}` execution"),
-            detail: e.to_string(),
-        })?;
+            detail,
+        };
+        // Room for a context as long as this saga's last one, so that a
+        // large context is not grown (and copied) from a few bytes.
+        let last = runner.context_len().load(Ordering::Relaxed);
+        let mut json = Vec::with_capacity(last + last / 16 + 64);
+        serde_json::to_writer(&mut json, ctx).map_err(|e| error(e.to_string()))?;
+        if json.len() != last {
+            runner.context_len().store(json.len(), Ordering::Relaxed);
+        }
+        let context = String::from_utf8(json).map_err(|e| error(e.to_string()))?;
+        let context_len = context.len();
         let created = self
             .inner
             .store
@@ -440,7 +453,7 @@ impl SagaEngine {
                 requested: name.to_owned(),
             }),
             Created::Existing(_) => Ok(None),
-            Created::New(lease) => Ok(Some((runner, lease))),
+            Created::New(lease) => Ok(Some((runner, lease, context_len))),
         }
     }
 
@@ -478,7 +491,7 @@ impl SagaEngine {
     {
         let id = id.into();
         // No step has started: the worker that claims it logs the first.
-        if let Some((_, lease)) = self.create(name, &id, &ctx, Vec::new()).await? {
+        if let Some((_, lease, _)) = self.create(name, &id, &ctx, Vec::new()).await? {
             // Were this release lost, the lease would expire and a
             // worker's poll would find the execution then.
             self.inner.store.release(&id, &lease).await?;

@@ -22,6 +22,9 @@ use crate::store::{Event, Lease, SagaStore, StoreError};
 pub(super) struct Job {
     pub(super) id: ExecutionId,
     pub(super) initial_context: String,
+    /// The length of the last context the log holds (or of the caller's,
+    /// encoded at a fresh start): the first encoding's starting room.
+    pub(super) context_len: usize,
     pub(super) events: Vec<Event>,
     /// The caller's context, for a fresh start (no decoding needed).
     pub(super) fresh: Option<Box<dyn Any + Send>>,
@@ -38,6 +41,9 @@ pub(super) trait Runner: Send + Sync {
     fn step_name(&self, index: usize) -> String;
     fn context_type(&self) -> TypeId;
     fn context_type_name(&self) -> &'static str;
+    /// The length of the last context a start encoded: the next start's
+    /// starting room.
+    fn context_len(&self) -> &AtomicUsize;
     /// Decodes a log without running anything.
     fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError>;
     /// Decodes the log and returns the run, ready to spawn.
@@ -54,6 +60,8 @@ pub(super) struct Typed<C, D> {
     /// borrows them.
     pub(super) deps: Arc<D>,
     pub(super) fingerprint: String,
+    /// See [`Runner::context_len`].
+    pub(super) context_len: AtomicUsize,
 }
 
 impl<C, D> Typed<C, D>
@@ -139,6 +147,10 @@ where
         type_name::<C>()
     }
 
+    fn context_len(&self) -> &AtomicUsize {
+        &self.context_len
+    }
+
     fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError> {
         self.decode(id, initial, events).map(|_| ())
     }
@@ -177,7 +189,7 @@ where
                     preloaded,
                 }),
                 flushing: tokio::sync::Mutex::new(()),
-                encoded_len: AtomicUsize::new(job.initial_context.len()),
+                encoded_len: AtomicUsize::new(job.context_len),
                 cancel: job.cancel.clone(),
                 _context: PhantomData,
             };
