@@ -9,7 +9,7 @@ use super::describe;
 use super::writer::Db;
 use crate::id::ExecutionId;
 use crate::store::{
-    Event, ExecutionRecord, ExecutionSummary, Lease, StoreError, StoreResult, skip_unknown_status,
+    Event, ExecutionRecord, ExecutionSummary, StoreError, StoreResult, skip_unknown_status,
     status_from_label,
 };
 
@@ -130,8 +130,7 @@ pub(super) fn get_execution(
 /// before it, where the default (`ABORT`) undoes them, for which SQLite
 /// copies every page the statement writes to a statement journal. An
 /// append undoes a failed insert anyway, with its batch (its fencing
-/// update wrote before it); a creation inserts with its own statement,
-/// in its savepoint.
+/// update wrote before it), a creation with its savepoint.
 const EVENT_COLUMNS: &str =
     "INSERT OR FAIL INTO events (execution_id, seq, at, kind, step, attempt, output,
     context, error, outcome_unknown, will_retry, detail)";
@@ -187,44 +186,23 @@ fn bind_event(
     stmt.raw_bind_parameter(first + 11, event.detail.as_deref())
 }
 
-/// Inserts `events`, each only if `lease` is still held; with no lease,
-/// for a caller whose transaction fenced the execution already, without
-/// the check, several rows a statement. `Err(None)`: the lease was lost.
+/// Inserts `events`, several rows a statement, for a caller whose
+/// transaction fenced the execution already (an append's fencing update, a
+/// creation's new lease). A row that is there already fails the statement
+/// (`OR FAIL`, see [`EVENT_COLUMNS`]).
 pub(super) fn insert_events(
     conn: &Db<'_>,
     id: &ExecutionId,
-    lease: Option<&Lease>,
     events: &[Event],
     now: i64,
-) -> Result<(), Option<rusqlite::Error>> {
-    let Some(lease) = lease else {
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let written = conn.kept(insert_rows_sql(chunk.len()), |insert| {
-                for (row, event) in chunk.iter().enumerate() {
-                    bind_event(insert, row * EVENT_PARAMS + 1, id.as_str(), event, now)?;
-                }
-                insert.raw_execute()
-            })?;
-            if written != chunk.len() {
-                return Err(None);
+) -> rusqlite::Result<()> {
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        conn.kept(insert_rows_sql(chunk.len()), |insert| {
+            for (row, event) in chunk.iter().enumerate() {
+                bind_event(insert, row * EVENT_PARAMS + 1, id.as_str(), event, now)?;
             }
-        }
-        return Ok(());
-    };
-    let mut insert = conn.prepare_cached(concat!(
-        "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
-            context, error, outcome_unknown, will_retry, detail)
-         SELECT ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 WHERE ",
-        lease_held!()
-    ))?;
-    for event in events {
-        insert.raw_bind_parameter(1, id.as_str())?;
-        insert.raw_bind_parameter(2, lease.token)?;
-        insert.raw_bind_parameter(3, &*lease.owner)?;
-        bind_event(&mut insert, 4, id.as_str(), event, now)?;
-        if insert.raw_execute()? != 1 {
-            return Err(None);
-        }
+            insert.raw_execute()
+        })?;
     }
     Ok(())
 }
