@@ -759,6 +759,16 @@ mod tests {
             .collect()
     }
 
+    /// Moves the lease of `id` back by `ms`, as if that much time had gone.
+    fn age_lease(store: &SqliteStore, id: &str, ms: i64) {
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.execute(
+            "UPDATE leases SET expires_at = expires_at - ?2 WHERE execution_id = ?1",
+            rusqlite::params![id, ms],
+        )
+        .unwrap();
+    }
+
     /// The status is written only when it changes: the record and the
     /// status index (which listings by status read) follow every change.
     #[tokio::test]
@@ -870,12 +880,7 @@ mod tests {
             "{extended} < {before} + ttl"
         );
         // Moved back by a second: still more than a ttl away.
-        let conn = rusqlite::Connection::open(store.path()).unwrap();
-        conn.execute(
-            "UPDATE leases SET expires_at = expires_at - 1000 WHERE execution_id = 's'",
-            [],
-        )
-        .unwrap();
+        age_lease(&store, "s", 1000);
         let before = now_ms();
         store
             .append(&id, &lease, vec![started(3, 2)], running)
@@ -926,12 +931,7 @@ mod tests {
         let expires = |r: ExecutionRecord| r.lease_expires_at_ms.unwrap();
         let running = ExecutionStatus::Running;
         // Moved back by a little, as if that much time had gone.
-        let conn = rusqlite::Connection::open(store.path()).unwrap();
-        conn.execute(
-            "UPDATE leases SET expires_at = expires_at - 1000 WHERE execution_id = 'b'",
-            [],
-        )
-        .unwrap();
+        age_lease(&store, "b", 1000);
         let before = now_ms();
         store
             .append(&id, &lease, vec![started(2, 1)], running)
@@ -940,12 +940,7 @@ mod tests {
         let extended = expires(store.get(&id).await.unwrap().unwrap());
         assert!(extended >= before + 30_000, "{extended} < {before} + ttl");
         // Moved back by half the ttl, as if that much time had gone.
-        let conn = rusqlite::Connection::open(store.path()).unwrap();
-        conn.execute(
-            "UPDATE leases SET expires_at = expires_at - 15000 WHERE execution_id = 'b'",
-            [],
-        )
-        .unwrap();
+        age_lease(&store, "b", 15000);
         let before = now_ms();
         store
             .append(&id, &lease, vec![started(3, 2)], running)
