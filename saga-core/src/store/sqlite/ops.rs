@@ -152,8 +152,9 @@ impl SagaStore for SqliteStore {
                 ttl,
             };
             // The lease was taken above, in this write's savepoint: its
-            // events need no fence of their own.
-            insert_events(conn, &execution.id, &execution.events, now)
+            // events need no fence of their own. Not a kept statement, as
+            // the ones above.
+            insert_events(conn, &execution.id, &execution.events, now, false)
                 .map_err(db(path, "creating an execution"))?;
             Ok(Created::New(lease))
         });
@@ -324,7 +325,7 @@ impl SagaStore for SqliteStore {
                 .map_err(&err)?;
             }
             // Fenced by the update above, in this transaction.
-            insert_events(conn, &id, &events, now).map_err(&err)?;
+            insert_events(conn, &id, &events, now, true).map_err(&err)?;
             // Extends the lease, or releases it when the execution ended.
             // Every append commits a start (or the end), and a step's start
             // must give the step the whole ttl: a sync step blocks the

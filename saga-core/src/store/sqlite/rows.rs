@@ -193,21 +193,33 @@ fn bind_event(
 /// transaction fenced the execution already (an append's fencing update, a
 /// creation's new lease). A row that is there already fails the statement
 /// (`OR FAIL`, see [`EVENT_COLUMNS`]).
+///
+/// `kept`: whether the statement is one the writer keeps prepared
+/// ([`Db::kept`]: an append's, the hot path) or one from the connection's
+/// cache (a creation's). A kept statement holds some of the connection's
+/// lookaside memory for good; one more kept for creations left too little
+/// of it, and the appends' statements allocated from the heap instead.
 pub(super) fn insert_events(
     conn: &Db<'_>,
     id: &ExecutionId,
     events: &[Event],
     now: i64,
+    kept: bool,
 ) -> rusqlite::Result<()> {
     for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-        conn.kept(insert_rows_sql(chunk.len()), |insert| {
+        let run = |insert: &mut rusqlite::Statement<'_>| {
             insert.raw_bind_parameter(1, id.as_str())?;
             insert.raw_bind_parameter(2, now)?;
             for (row, event) in chunk.iter().enumerate() {
                 bind_event(insert, 3 + row * EVENT_PARAMS, event)?;
             }
             insert.raw_execute()
-        })?;
+        };
+        if kept {
+            conn.kept(insert_rows_sql(chunk.len()), run)?;
+        } else {
+            run(&mut *conn.prepare_cached(insert_rows_sql(chunk.len()))?)?;
+        }
     }
     Ok(())
 }
