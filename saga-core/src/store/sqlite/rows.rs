@@ -9,7 +9,7 @@ use super::describe;
 use super::writer::Db;
 use crate::id::ExecutionId;
 use crate::store::{
-    Event, ExecutionRecord, ExecutionSummary, Lease, StoreError, StoreResult, skip_unknown_status,
+    Event, ExecutionRecord, ExecutionSummary, StoreError, StoreResult, skip_unknown_status,
     status_from_label,
 };
 
@@ -124,27 +124,29 @@ pub(super) fn get_execution(
     raw.map(|raw| execution(path, raw)).transpose()
 }
 
-/// The columns of an event row, in the order [`bind_event`] binds them.
+/// The columns of an event row: the execution id, `seq`, the time, then
+/// the rest in the order [`bind_event`] binds them.
 ///
 /// `OR FAIL`: a row that conflicts fails the statement and leaves the rows
 /// before it, where the default (`ABORT`) undoes them, for which SQLite
 /// copies every page the statement writes to a statement journal. An
 /// append undoes a failed insert anyway, with its batch (its fencing
-/// update wrote before it); a creation inserts with its own statement,
-/// in its savepoint.
+/// update wrote before it), a creation with its savepoint.
 const EVENT_COLUMNS: &str =
     "INSERT OR FAIL INTO events (execution_id, seq, at, kind, step, attempt, output,
     context, error, outcome_unknown, will_retry, detail)";
 
-/// How many parameters one event row binds.
-const EVENT_PARAMS: usize = 12;
+/// How many parameters one event row binds: all its columns but the
+/// execution id and the time, which every row of a statement shares (`?1`,
+/// `?2`, bound once: SQLite copies every bound text).
+const EVENT_PARAMS: usize = 10;
 
 /// The most events one statement of [`insert_events`] inserts; a longer
 /// batch takes several statements.
 const EVENTS_PER_STATEMENT: usize = 4;
 
-/// `INSERT INTO events ... VALUES (...), ...` of `rows` rows, `1..=`
-/// [`EVENTS_PER_STATEMENT`]; built once.
+/// `INSERT INTO events ... VALUES (?1, ?3, ?2, ...), (?1, ?13, ?2, ...)`
+/// of `rows` rows, `1..=` [`EVENTS_PER_STATEMENT`]; built once.
 fn insert_rows_sql(rows: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
@@ -152,10 +154,13 @@ fn insert_rows_sql(rows: usize) -> &'static str {
             .map(|n| {
                 let rows: Vec<String> = (0..n)
                     .map(|row| {
-                        let params: Vec<String> = (1..=EVENT_PARAMS)
-                            .map(|p| format!("?{}", row * EVENT_PARAMS + p))
+                        let first = 3 + row * EVENT_PARAMS;
+                        let params: Vec<String> = (first..first + EVENT_PARAMS)
+                            .map(|p| format!("?{p}"))
                             .collect();
-                        format!("({})", params.join(", "))
+                        // The columns' order: execution_id, seq, at, then
+                        // the row's own.
+                        format!("(?1, {}, ?2, {})", params[0], params[1..].join(", "))
                     })
                     .collect();
                 format!("{EVENT_COLUMNS} VALUES {}", rows.join(", "))
@@ -165,65 +170,55 @@ fn insert_rows_sql(rows: usize) -> &'static str {
     &all[rows - 1]
 }
 
-/// Binds one event's row from parameter `first` on, borrowing its text.
+/// Binds one event's own columns from parameter `first` on, borrowing
+/// its text.
 fn bind_event(
     stmt: &mut rusqlite::Statement<'_>,
     first: usize,
-    id: &str,
     event: &Event,
-    now: i64,
 ) -> rusqlite::Result<()> {
-    stmt.raw_bind_parameter(first, id)?;
-    stmt.raw_bind_parameter(first + 1, event.seq as i64)?;
-    stmt.raw_bind_parameter(first + 2, now)?;
-    stmt.raw_bind_parameter(first + 3, event.kind.label())?;
-    stmt.raw_bind_parameter(first + 4, event.step)?;
-    stmt.raw_bind_parameter(first + 5, event.attempt)?;
-    stmt.raw_bind_parameter(first + 6, event.output.as_deref())?;
-    stmt.raw_bind_parameter(first + 7, event.context.as_deref())?;
-    stmt.raw_bind_parameter(first + 8, event.error.as_deref())?;
-    stmt.raw_bind_parameter(first + 9, event.outcome_unknown)?;
-    stmt.raw_bind_parameter(first + 10, event.will_retry)?;
-    stmt.raw_bind_parameter(first + 11, event.detail.as_deref())
+    stmt.raw_bind_parameter(first, event.seq as i64)?;
+    stmt.raw_bind_parameter(first + 1, event.kind.label())?;
+    stmt.raw_bind_parameter(first + 2, event.step)?;
+    stmt.raw_bind_parameter(first + 3, event.attempt)?;
+    stmt.raw_bind_parameter(first + 4, event.output.as_deref())?;
+    stmt.raw_bind_parameter(first + 5, event.context.as_deref())?;
+    stmt.raw_bind_parameter(first + 6, event.error.as_deref())?;
+    stmt.raw_bind_parameter(first + 7, event.outcome_unknown)?;
+    stmt.raw_bind_parameter(first + 8, event.will_retry)?;
+    stmt.raw_bind_parameter(first + 9, event.detail.as_deref())
 }
 
-/// Inserts `events`, each only if `lease` is still held; with no lease,
-/// for a caller whose transaction fenced the execution already, without
-/// the check, several rows a statement. `Err(None)`: the lease was lost.
+/// Inserts `events`, several rows a statement, for a caller whose
+/// transaction fenced the execution already (an append's fencing update, a
+/// creation's new lease). A row that is there already fails the statement
+/// (`OR FAIL`, see [`EVENT_COLUMNS`]).
+///
+/// `kept`: whether the statement is one the writer keeps prepared
+/// ([`Db::kept`]: an append's, the hot path) or one from the connection's
+/// cache (a creation's). A kept statement holds some of the connection's
+/// lookaside memory for good; one more kept for creations left too little
+/// of it, and the appends' statements allocated from the heap instead.
 pub(super) fn insert_events(
     conn: &Db<'_>,
     id: &ExecutionId,
-    lease: Option<&Lease>,
     events: &[Event],
     now: i64,
-) -> Result<(), Option<rusqlite::Error>> {
-    let Some(lease) = lease else {
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let written = conn.kept(insert_rows_sql(chunk.len()), |insert| {
-                for (row, event) in chunk.iter().enumerate() {
-                    bind_event(insert, row * EVENT_PARAMS + 1, id.as_str(), event, now)?;
-                }
-                insert.raw_execute()
-            })?;
-            if written != chunk.len() {
-                return Err(None);
+    kept: bool,
+) -> rusqlite::Result<()> {
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        let run = |insert: &mut rusqlite::Statement<'_>| {
+            insert.raw_bind_parameter(1, id.as_str())?;
+            insert.raw_bind_parameter(2, now)?;
+            for (row, event) in chunk.iter().enumerate() {
+                bind_event(insert, 3 + row * EVENT_PARAMS, event)?;
             }
-        }
-        return Ok(());
-    };
-    let mut insert = conn.prepare_cached(concat!(
-        "INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
-            context, error, outcome_unknown, will_retry, detail)
-         SELECT ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 WHERE ",
-        lease_held!()
-    ))?;
-    for event in events {
-        insert.raw_bind_parameter(1, id.as_str())?;
-        insert.raw_bind_parameter(2, lease.token)?;
-        insert.raw_bind_parameter(3, &*lease.owner)?;
-        bind_event(&mut insert, 4, id.as_str(), event, now)?;
-        if insert.raw_execute()? != 1 {
-            return Err(None);
+            insert.raw_execute()
+        };
+        if kept {
+            conn.kept(insert_rows_sql(chunk.len()), run)?;
+        } else {
+            run(&mut *conn.prepare_cached(insert_rows_sql(chunk.len()))?)?;
         }
     }
     Ok(())
