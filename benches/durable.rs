@@ -21,7 +21,10 @@
 //!   context of about 20 KB, and `serde_json::to_vec` of both contexts,
 //!   so that what a larger context adds per step can be set against what
 //!   its encoding adds (issue 17's `t(20 KB) - t(200 B) <= 1.2 x
-//!   (enc(20 KB) - enc(200 B))`).
+//!   (enc(20 KB) - enc(200 B))`); and the engine on a `MemoryStore` on a
+//!   current-thread runtime, where a run's task and the caller waiting for
+//!   it share one thread, against the multi-thread runtime above, where
+//!   each run is handed from the caller's thread to a worker and back.
 //!
 //! Throughput is in step transitions (10 per saga) or rows per second.
 //! First, all of them are measured in alternation and their ratios printed
@@ -151,6 +154,16 @@ fn engines_on(
     (rt, sqlite, memory)
 }
 
+/// A current-thread runtime and an engine on a `MemoryStore` made on it.
+fn current_thread_engine() -> (tokio::runtime::Runtime, Arc<SagaEngine>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let engine = rt.block_on(registered(MemoryStore::new()));
+    (rt, engine)
+}
+
 async fn registered(store: impl SagaStore) -> Arc<SagaEngine> {
     let engine = SagaEngine::new(store);
     engine.register(saga()).await.expect("register");
@@ -163,6 +176,24 @@ fn timed(rt: &tokio::runtime::Runtime, run: impl Future<Output = ()>) -> Duratio
         let start = Instant::now();
         run.await;
         start.elapsed()
+    })
+}
+
+/// How long `run` takes as a task on `rt`'s workers, the way a service's
+/// request handler runs it (the caller above is `block_on`'s thread,
+/// outside the workers).
+fn timed_in_task(
+    rt: &tokio::runtime::Runtime,
+    run: impl Future<Output = ()> + Send + 'static,
+) -> Duration {
+    rt.block_on(async {
+        tokio::spawn(async {
+            let start = Instant::now();
+            run.await;
+            start.elapsed()
+        })
+        .await
+        .expect("join")
     })
 }
 
@@ -279,6 +310,9 @@ fn interleaved() {
     let conn = raw_table(&dir);
     let context = serde_json::to_string(&order()).expect("json");
     let (rt, engine, memory) = engines_on(&dir);
+    // The same engine on a current-thread runtime: the run's task and its
+    // waiter on one thread, with no hand-off between threads.
+    let (ct, memory_ct) = current_thread_engine();
     let in_memory = saga();
     let mut seq = 0_i64;
     let mut raw_commits = |n: usize| {
@@ -307,7 +341,7 @@ fn interleaved() {
         serde_json::to_vec(&small).expect("json").len(),
         serde_json::to_vec(&big).expect("json").len()
     );
-    let mut rows: Vec<[f64; 16]> = Vec::with_capacity(ROUNDS);
+    let mut rows: Vec<[f64; 20]> = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let memory_run = rate(
             MEMORY_RUNS as usize * STEPS,
@@ -327,8 +361,29 @@ fn interleaved() {
             ),
         );
         let enc_big = encode(&big, 50);
+        let task_small = {
+            let memory = Arc::clone(&memory);
+            rate(
+                MEMORY_ENGINE_SAGAS as usize * STEPS,
+                timed_in_task(&rt, async move {
+                    run_sequential(&memory, MEMORY_ENGINE_SAGAS).await
+                }),
+            )
+        };
+        let ct_small = rate(
+            MEMORY_ENGINE_SAGAS as usize * STEPS,
+            timed(&ct, run_sequential(&memory_ct, MEMORY_ENGINE_SAGAS)),
+        );
+        let ct_big = rate(
+            MEMORY_ENGINE_SAGAS as usize * STEPS,
+            timed(
+                &ct,
+                run_sequential_on(&memory_ct, MEMORY_ENGINE_SAGAS, big_order),
+            ),
+        );
         // Nanoseconds per step.
         let (t_small, t_big) = (1e9 / memory_sequential, 1e9 / memory_big);
+        let (ct_t_small, ct_t_big) = (1e9 / ct_small, 1e9 / ct_big);
         let before = raw_commits(RAW_COMMITS);
         let sequential = rate(
             SEQUENTIAL_SAGAS as usize * STEPS,
@@ -354,6 +409,10 @@ fn interleaved() {
             enc_big,
             (t_big - t_small) / (enc_big - enc_small),
             t_small / enc_small,
+            ct_small,
+            ct_big,
+            (ct_t_big - ct_t_small) / (enc_big - enc_small),
+            task_small,
         ]);
     }
     let q = |i: usize| quartiles(rows.iter().map(|r| r[i]).collect());
@@ -386,6 +445,25 @@ fn interleaved() {
         14,
     );
     ratio("engine in memory, t(200 B) per step / enc(200 B)", 15);
+    show(
+        "in memory, engine, sequential, from a task on the runtime",
+        19,
+        true,
+    );
+    show(
+        "in memory, engine, sequential, current-thread runtime",
+        16,
+        true,
+    );
+    show(
+        "in memory, engine, sequential, 20 KB context, current-thread runtime",
+        17,
+        true,
+    );
+    ratio(
+        "engine in memory, current-thread, (t(20 KB) - t(200 B)) / (enc(20 KB) - enc(200 B))",
+        18,
+    );
     show("raw SQLite commits", 3, false);
     show("SQLite, engine, sequential", 4, true);
     show("SQLite, engine, 64 at once", 5, true);
@@ -419,7 +497,8 @@ criterion_group! {
 /// nothing else, for `valgrind --tool=callgrind` (instruction counts) or
 /// `strace -f -c` (fsyncs and writes per step). Cases: `memory_engine`
 /// (one saga at a time on a `MemoryStore`, 200-byte context),
-/// `memory_engine_20k` (the same with a 20 KB context), `sqlite` (one at
+/// `memory_engine_20k` (the same with a 20 KB context),
+/// `memory_engine_ct` (the first on a current-thread runtime), `sqlite` (one at
 /// a time on SQLite), `sqlite_64` (64 at once on SQLite, `<sagas>` rounds
 /// of 64), `raw` (`<sagas>` x 11 raw commits).
 fn profile(spec: &str) {
@@ -435,6 +514,10 @@ fn profile(spec: &str) {
     match case {
         "memory_engine" => rt.block_on(run_sequential(&memory, runs)),
         "memory_engine_20k" => rt.block_on(run_sequential_on(&memory, runs, big_order)),
+        "memory_engine_ct" => {
+            let (ct, memory_ct) = current_thread_engine();
+            ct.block_on(run_sequential(&memory_ct, runs));
+        }
         "sqlite" => rt.block_on(run_sequential(&engine, runs)),
         "sqlite_64" => rt.block_on(async {
             for _ in 0..runs {
