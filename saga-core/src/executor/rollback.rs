@@ -8,6 +8,7 @@ use super::{
     Access, Env, Extra, JournalFailed, State, Stop, compensate_group, final_error, store_error,
     stuck_forward,
 };
+use crate::clock::elapsed;
 use crate::error::{SagaError, StepError, StuckPhase};
 use crate::journal::{EventKind, StoreError};
 use crate::logged::failure_detail;
@@ -227,7 +228,7 @@ pub(super) async fn run_compensation<C, D>(
         *mark = now;
         let error = match result {
             Ok(()) => {
-                compensation_succeeded(env, step, status, extra, attempt, now - start);
+                compensation_succeeded(env, step, status, extra, attempt, elapsed(start, now));
                 if env.durable.is_some() {
                     let log = env.log(
                         EventKind::CompensationSucceeded,
@@ -271,7 +272,14 @@ pub(super) async fn run_compensation<C, D>(
                 extra.last_error = Some(error.to_string());
                 env.sleep(delay).await;
             }
-            None => return Err(compensation_gave_up(status, extra, now - start, error)),
+            None => {
+                return Err(compensation_gave_up(
+                    status,
+                    extra,
+                    elapsed(start, now),
+                    error,
+                ));
+            }
         }
     }
 }
@@ -311,7 +319,7 @@ pub(super) fn run_sync_compensation<C, D>(
         *mark = now;
         let error = match result {
             Ok(()) => {
-                compensation_succeeded(env, step, status, extra, attempt, now - start);
+                compensation_succeeded(env, step, status, extra, attempt, elapsed(start, now));
                 return Ok(());
             }
             Err(error) => error,
@@ -321,7 +329,14 @@ pub(super) fn run_sync_compensation<C, D>(
                 extra.last_error = Some(error.to_string());
                 env.clock().sleep_blocking(delay);
             }
-            None => return Err(compensation_gave_up(status, extra, now - start, error)),
+            None => {
+                return Err(compensation_gave_up(
+                    status,
+                    extra,
+                    elapsed(start, now),
+                    error,
+                ));
+            }
         }
     }
 }
