@@ -132,10 +132,14 @@ pub(super) async fn rollback<C, D>(
         if env.is_aborted() {
             return Err(aborted(env, state));
         }
-        for (index, error) in failed {
-            remaining.push(saga.steps[index].name.to_arc());
-            if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
-                failures.push(state.failure(saga, earlier, true, &earlier_error));
+        // Empty but for a failure: not iterated then (an iterator made and
+        // dropped for every compensated step).
+        if !failed.is_empty() {
+            for (index, error) in failed {
+                remaining.push(saga.steps[index].name.to_arc());
+                if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
+                    failures.push(state.failure(saga, earlier, true, &earlier_error));
+                }
             }
         }
     }
