@@ -291,8 +291,11 @@ pub(super) async fn run_compensation<C, D>(
 /// [`run_compensation`] for a sync compensation in a run without a
 /// journal, driven without a runtime (`run_blocking`): a plain call, no
 /// future to make, poll and drop for each compensation (a backoff sleep
-/// blocks the thread, as `Env::sleep` does in such a run).
+/// blocks the thread, as `Env::sleep` does in such a run). Inlined, as
+/// [`run_sync_action`](super::forward::run_sync_action) is: a call with
+/// eight arguments cost about 25 instructions a compensation.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(super) fn run_sync_compensation<C, D>(
     env: &Env<'_, C, D>,
     index: usize,
