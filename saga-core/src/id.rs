@@ -15,7 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// the version and variant bits around 74 random bits from a per-thread
 /// generator seeded from the OS. Two processes started together get
 /// different ids; ids generated later sort after earlier ones (at
-/// millisecond grain), which keeps index inserts in stores local.
+/// millisecond grain), which keeps index inserts in stores local. The id
+/// of an in-memory run on the system clock is made at its start, its time
+/// read from the instant the run starts at: the thread's last system clock
+/// reading (at most a second old) plus the monotonic time since.
 ///
 /// Ids compare, order and hash as their text, whether chosen or generated.
 #[derive(Clone)]

@@ -276,14 +276,7 @@ pub(super) async fn run_compensation<C, D>(
                 extra.last_error = Some(error.to_string());
                 env.sleep(delay).await;
             }
-            None => {
-                return Err(compensation_gave_up(
-                    status,
-                    extra,
-                    elapsed(start, now),
-                    error,
-                ));
-            }
+            None => return Err(compensation_gave_up(status, extra, start, now, error)),
         }
     }
 }
@@ -336,14 +329,7 @@ pub(super) fn run_sync_compensation<C, D>(
                 extra.last_error = Some(error.to_string());
                 env.clock().sleep_blocking(delay);
             }
-            None => {
-                return Err(compensation_gave_up(
-                    status,
-                    extra,
-                    elapsed(start, now),
-                    error,
-                ));
-            }
+            None => return Err(compensation_gave_up(status, extra, start, now, error)),
         }
     }
 }
@@ -398,16 +384,17 @@ fn compensation_failed<C, D>(
     retry_in
 }
 
-/// Records that a compensation's policy gave up on `error`, `elapsed`
-/// after its start.
+/// Records that a compensation's policy gave up on `error`, at `now`
+/// after its start at `start`.
 fn compensation_gave_up(
     status: &mut StepStatus,
     extra: &mut Extra,
-    elapsed: Duration,
+    start: Instant,
+    now: Instant,
     error: StepError,
 ) -> StepError {
     *status = StepStatus::CompensationFailed;
-    extra.compensation_duration = elapsed;
+    extra.compensation_duration = elapsed(start, now);
     // The last error, which the compensation failed for good with.
     extra.last_error = Some(error.to_string());
     error
