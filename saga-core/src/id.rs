@@ -55,11 +55,13 @@ impl ExecutionId {
     /// shared between threads.
     pub(crate) fn generate_at(now: Instant) -> Self {
         Self::with_millis(ANCHOR.with(|anchor| {
-            if let Some((at, millis)) = anchor.get() {
-                let since = crate::clock::elapsed(at, now);
-                if now >= at && since < ANCHOR_LIFE {
-                    return millis + u64::from(since.subsec_millis());
-                }
+            // (std's subtraction, once a run: `crate::clock::elapsed` is in
+            // a layer above this one.)
+            let since = anchor.get().and_then(|(at, millis)| {
+                now.checked_duration_since(at).map(|since| (since, millis))
+            });
+            if let Some((since, millis)) = since.filter(|(since, _)| *since < ANCHOR_LIFE) {
+                return millis + u64::from(since.subsec_millis());
             }
             let millis = unix_millis();
             anchor.set(Some((now, millis)));
