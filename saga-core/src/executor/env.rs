@@ -97,7 +97,9 @@ impl<C, D> Env<'_, C, D> {
 
     /// The time from the run's start to `now`.
     pub(super) fn since_start(&self, now: Instant) -> Duration {
-        self.started.map_or(Duration::ZERO, |started| now - started)
+        self.started.map_or(Duration::ZERO, |started| {
+            crate::clock::elapsed(started, now)
+        })
     }
 
     /// Writes `event` to the journal (if any). On failure the error is kept

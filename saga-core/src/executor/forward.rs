@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::guard::{attempt_action, catch, settle};
 use super::{Access, Brakes, Env, JournalFailed, Record, State, Stop, final_error, run_group};
 use crate::cancel::CancellationToken;
+use crate::clock::elapsed;
 use crate::error::{Interrupted, SagaError, StepError, StuckPhase};
 use crate::journal::EventKind;
 use crate::logged::failure_detail;
@@ -350,7 +351,7 @@ pub(super) fn action_succeeded<C, D>(
 ) {
     record.status = StepStatus::Succeeded;
     record.outcome = Outcome::Applied;
-    let elapsed = now - start;
+    let elapsed = elapsed(start, now);
     record.duration = elapsed;
     env.emit(&SagaEvent::StepSucceeded {
         step: &step.name,
@@ -414,7 +415,7 @@ pub(super) fn action_gave_up(
     error: StepError,
 ) -> Halt {
     record.status = StepStatus::Failed;
-    record.duration = now - start;
+    record.duration = elapsed(start, now);
     Halt {
         end: now,
         error,

@@ -8,6 +8,7 @@ use super::{
     Access, Env, Extra, JournalFailed, State, Stop, compensate_group, final_error, store_error,
     stuck_forward,
 };
+use crate::clock::elapsed;
 use crate::error::{SagaError, StepError, StuckPhase};
 use crate::journal::{EventKind, StoreError};
 use crate::logged::failure_detail;
@@ -131,10 +132,14 @@ pub(super) async fn rollback<C, D>(
         if env.is_aborted() {
             return Err(aborted(env, state));
         }
-        for (index, error) in failed {
-            remaining.push(saga.steps[index].name.to_arc());
-            if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
-                failures.push(state.failure(saga, earlier, true, &earlier_error));
+        // Empty but for a failure: not iterated then (an iterator made and
+        // dropped for every compensated step).
+        if !failed.is_empty() {
+            for (index, error) in failed {
+                remaining.push(saga.steps[index].name.to_arc());
+                if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
+                    failures.push(state.failure(saga, earlier, true, &earlier_error));
+                }
             }
         }
     }
@@ -227,7 +232,7 @@ pub(super) async fn run_compensation<C, D>(
         *mark = now;
         let error = match result {
             Ok(()) => {
-                compensation_succeeded(env, step, status, extra, attempt, now - start);
+                compensation_succeeded(env, step, status, extra, attempt, elapsed(start, now));
                 if env.durable.is_some() {
                     let log = env.log(
                         EventKind::CompensationSucceeded,
@@ -271,7 +276,7 @@ pub(super) async fn run_compensation<C, D>(
                 extra.last_error = Some(error.to_string());
                 env.sleep(delay).await;
             }
-            None => return Err(compensation_gave_up(status, extra, now - start, error)),
+            None => return Err(compensation_gave_up(status, extra, start, now, error)),
         }
     }
 }
@@ -279,8 +284,11 @@ pub(super) async fn run_compensation<C, D>(
 /// [`run_compensation`] for a sync compensation in a run without a
 /// journal, driven without a runtime (`run_blocking`): a plain call, no
 /// future to make, poll and drop for each compensation (a backoff sleep
-/// blocks the thread, as `Env::sleep` does in such a run).
+/// blocks the thread, as `Env::sleep` does in such a run). Inlined, as
+/// [`run_sync_action`](super::forward::run_sync_action) is: a call with
+/// eight arguments cost about 25 instructions a compensation.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(super) fn run_sync_compensation<C, D>(
     env: &Env<'_, C, D>,
     index: usize,
@@ -311,7 +319,7 @@ pub(super) fn run_sync_compensation<C, D>(
         *mark = now;
         let error = match result {
             Ok(()) => {
-                compensation_succeeded(env, step, status, extra, attempt, now - start);
+                compensation_succeeded(env, step, status, extra, attempt, elapsed(start, now));
                 return Ok(());
             }
             Err(error) => error,
@@ -321,7 +329,7 @@ pub(super) fn run_sync_compensation<C, D>(
                 extra.last_error = Some(error.to_string());
                 env.clock().sleep_blocking(delay);
             }
-            None => return Err(compensation_gave_up(status, extra, now - start, error)),
+            None => return Err(compensation_gave_up(status, extra, start, now, error)),
         }
     }
 }
@@ -376,16 +384,17 @@ fn compensation_failed<C, D>(
     retry_in
 }
 
-/// Records that a compensation's policy gave up on `error`, `elapsed`
-/// after its start.
+/// Records that a compensation's policy gave up on `error`, at `now`
+/// after its start at `start`.
 fn compensation_gave_up(
     status: &mut StepStatus,
     extra: &mut Extra,
-    elapsed: Duration,
+    start: Instant,
+    now: Instant,
     error: StepError,
 ) -> StepError {
     *status = StepStatus::CompensationFailed;
-    extra.compensation_duration = elapsed;
+    extra.compensation_duration = elapsed(start, now);
     // The last error, which the compensation failed for good with.
     extra.last_error = Some(error.to_string());
     error
