@@ -1,11 +1,10 @@
 //! [`ExecutionId`]: names one run of a saga.
 
-use std::cell::Cell;
 use std::cmp::Ordering as Order;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The id of one execution (one run) of a saga; part of every step's
 /// idempotency key. Cheap to clone.
@@ -15,10 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// the version and variant bits around 74 random bits from a per-thread
 /// generator seeded from the OS. Two processes started together get
 /// different ids; ids generated later sort after earlier ones (at
-/// millisecond grain), which keeps index inserts in stores local. The id
-/// of an in-memory run on the system clock is made at its start, its time
-/// read from the instant the run starts at: the thread's last system clock
-/// reading (at most a second old) plus the monotonic time since.
+/// millisecond grain), which keeps index inserts in stores local.
 ///
 /// Ids compare, order and hash as their text, whether chosen or generated.
 #[derive(Clone)]
@@ -43,44 +39,9 @@ impl ExecutionId {
 
     /// A fresh id: a uuid v7, written as 32 hex digits.
     pub fn generate() -> Self {
-        Self::with_millis(unix_millis())
-    }
-
-    /// A fresh id as [`generate`](Self::generate) makes it, for a run that
-    /// started at `now`, a reading of [`Instant::now`] just taken: its Unix
-    /// time is `now`'s distance from a per-thread anchor (a system clock
-    /// reading and the instant it was taken, renewed once it is a second
-    /// old), so a run does not read the system clock for its id, only
-    /// the monotonic clock it reads for its report anyway. Nothing is
-    /// shared between threads.
-    pub(crate) fn generate_at(now: Instant) -> Self {
-        Self::with_millis(ANCHOR.with(|anchor| {
-            // (std's subtraction, once a run: `crate::clock::elapsed` is in
-            // a layer above this one.)
-            let since = anchor.get().and_then(|(at, millis)| {
-                now.checked_duration_since(at).map(|since| (since, millis))
-            });
-            if let Some((since, millis)) = since.filter(|(since, _)| *since < ANCHOR_LIFE) {
-                return millis + u64::from(since.subsec_millis());
-            }
-            let millis = unix_millis();
-            anchor.set(Some((now, millis)));
-            millis
-        }))
-    }
-
-    /// The id an in-memory run holds until its first poll, where
-    /// [`generate_at`](Self::generate_at) makes its own (its text is not
-    /// hex digits, so it is never mistaken for a generated one).
-    pub(crate) const UNSET: ExecutionId = ExecutionId(Repr::Generated([0; 32]));
-
-    /// Whether this is [`UNSET`](Self::UNSET).
-    pub(crate) fn is_unset(&self) -> bool {
-        matches!(&self.0, Repr::Generated(text) if text[0] == 0)
-    }
-
-    /// A uuid v7 of Unix time `millis`, with fresh random bits.
-    fn with_millis(millis: u64) -> Self {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         // Ten random bytes from the thread's own generator: no lock and no
         // shared write (`Uuid::now_v7` takes a process-wide lock for its
         // counter on every id).
@@ -188,24 +149,6 @@ impl<'de> serde::Deserialize<'de> for ExecutionId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer).map(ExecutionId::from)
     }
-}
-
-/// How long a thread's anchor of [`ExecutionId::generate_at`] serves: the
-/// system clock is read again after it (under a second, so an id's time
-/// is the anchor's plus the instant's sub-second part).
-const ANCHOR_LIFE: Duration = Duration::from_secs(1);
-
-thread_local! {
-    /// The thread's last system clock reading for ids, in Unix
-    /// milliseconds, and the instant it was taken.
-    static ANCHOR: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
-}
-
-/// The system clock in Unix milliseconds.
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `{hi:016x}{lo:016x}`, without the formatting machinery.
@@ -319,71 +262,6 @@ mod tests {
                 "{id}"
             );
         }
-    }
-
-    #[test]
-    fn ids_generated_at_a_run_start_are_uuid_v7_of_that_time() {
-        let millis = || {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-        };
-        // On a thread of its own: the first id reads the system clock (the
-        // anchor), the others derive their time from it.
-        let (before, ids, after) = std::thread::spawn(move || {
-            let before = millis();
-            let ids: Vec<ExecutionId> = (0..1000)
-                .map(|_| ExecutionId::generate_at(Instant::now()))
-                .collect();
-            (before, ids, millis())
-        })
-        .join()
-        .unwrap();
-        let mut last = 0;
-        for id in &ids {
-            assert!(!id.is_unset(), "{id}");
-            let uuid = uuid::Uuid::parse_str(id.as_str()).unwrap();
-            assert_eq!(uuid.get_version_num(), 7, "{id}");
-            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
-            let stamp = u128::from_str_radix(&id.as_str()[..12], 16).unwrap();
-            assert!(
-                (before..=after).contains(&stamp),
-                "{id}: {before}..={after}"
-            );
-            // Made later on one thread, never earlier in time.
-            assert!(stamp >= last, "{id}");
-            last = stamp;
-        }
-        let distinct: std::collections::HashSet<&str> = ids.iter().map(|id| id.as_str()).collect();
-        assert_eq!(distinct.len(), ids.len());
-    }
-
-    #[test]
-    fn an_instant_before_the_anchor_or_past_its_life_renews_it() {
-        std::thread::spawn(|| {
-            let now = Instant::now();
-            let stamp = |id: &ExecutionId| u64::from_str_radix(&id.as_str()[..12], 16).unwrap();
-            let anchored = stamp(&ExecutionId::generate_at(now));
-            // Half a second on: derived from the anchor.
-            let later = stamp(&ExecutionId::generate_at(now + Duration::from_millis(500)));
-            assert_eq!(later, anchored + 500);
-            // Past the anchor's life, or before it: the system clock again.
-            for at in [now + Duration::from_secs(5), now - Duration::from_millis(1)] {
-                let before = unix_millis();
-                let renewed = stamp(&ExecutionId::generate_at(at));
-                assert!((before..=unix_millis()).contains(&renewed));
-            }
-        })
-        .join()
-        .unwrap();
-    }
-
-    #[test]
-    fn the_unset_id_is_not_a_generated_one() {
-        assert!(ExecutionId::UNSET.is_unset());
-        assert!(!ExecutionId::generate().is_unset());
-        assert!(!ExecutionId::new("order-42").is_unset());
     }
 
     #[test]

@@ -138,15 +138,7 @@ pub(crate) fn execute<'a, C, D>(
     let env = Env {
         saga,
         deps,
-        id: match execution_id {
-            Some(id) => id,
-            // Made at the first poll from the run's start (a system clock
-            // reading), so the run reads no clock for its id; a run on its
-            // own clock, or with a span that names its id before the first
-            // poll, gets one now.
-            None if clock.is_none() && !cfg!(feature = "tracing") => ExecutionId::UNSET,
-            None => ExecutionId::generate(),
-        },
+        id: execution_id.unwrap_or_else(ExecutionId::generate),
         clock,
         cancel,
         observed: !saga.observers.is_empty() || !observers.is_empty(),
@@ -188,9 +180,6 @@ fn run_execution<'a, C, D>(
     async move {
         let started = env.now();
         env.started = Some(started);
-        if env.id.is_unset() {
-            env.id = ExecutionId::generate_at(started);
-        }
         let mut state = State::new(env.saga, started, lent);
         env.emit(&SagaEvent::SagaStarted);
         // A recovered run that was rolling back goes on rolling back. (Its
