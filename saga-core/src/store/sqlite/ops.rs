@@ -870,15 +870,19 @@ mod tests {
         let lease = create(&store, "s", ttl).await;
         let expires = |r: ExecutionRecord| r.lease_expires_at_ms.unwrap();
         let running = ExecutionStatus::Running;
+        // Less than a ttl away (the creation left exactly a ttl, which an
+        // append in the same millisecond would leave as it is).
+        age_lease(&store, "s", 1000);
         let before = now_ms();
         store
             .append(&id, &lease, vec![started(2, 1)], running)
             .await
             .unwrap();
         let extended = expires(store.get(&id).await.unwrap().unwrap());
+        // Extended beyond a whole ttl, by the slack.
         assert!(
-            extended >= before + 3_600_000,
-            "{extended} < {before} + ttl"
+            extended >= before + 3_600_000 + 3_600_000 / LEASE_SLACK,
+            "{extended} < {before} + ttl + slack"
         );
         // Moved back by a second: still more than a ttl away.
         age_lease(&store, "s", 1000);
