@@ -42,7 +42,7 @@ use criterion::{Criterion, Throughput, criterion_group};
 use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
 use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
-use support::{cpu_model, load_average, quartiles};
+use support::{cpu_model, load_average, profile_spec, quartiles};
 
 const STEPS: usize = 10;
 const CONCURRENT: usize = 64;
@@ -498,17 +498,11 @@ criterion_group! {
 /// `strace -f -c` (fsyncs and writes per step). Cases: `memory_engine`
 /// (one saga at a time on a `MemoryStore`, 200-byte context),
 /// `memory_engine_20k` (the same with a 20 KB context),
-/// `memory_engine_ct` (the first on a current-thread runtime), `sqlite` (one at
-/// a time on SQLite), `sqlite_64` (64 at once on SQLite, `<sagas>` rounds
-/// of 64), `raw` (`<sagas>` x 11 raw commits).
+/// `memory_engine_ct` (the first on a current-thread runtime), `sqlite`
+/// (one at a time on SQLite), `sqlite_64` (64 at once on SQLite,
+/// `<sagas>` rounds of 64), `raw` (`<sagas>` x 11 raw commits).
 fn profile(spec: &str) {
-    let Some((case, runs)) = spec.split_once(':') else {
-        panic!("SAGA_PROFILE is `<case>:<sagas>`, not `{spec}`");
-    };
-    let runs: u64 = match runs.parse() {
-        Ok(n) => n,
-        Err(e) => panic!("SAGA_PROFILE: `{runs}` is not a number: {e}"),
-    };
+    let (case, runs) = profile_spec(spec);
     let dir = bench_dir();
     let (rt, engine, memory) = engines_on(&dir);
     match case {

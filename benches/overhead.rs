@@ -27,7 +27,7 @@ use saga_core::{BoxFuture, Saga, SagaError, Step, StepError, StepInfo, saga, sag
 use tokio::runtime::Runtime;
 
 mod support;
-use support::{arg, cpu_model, load_average, median, verdict};
+use support::{arg, cpu_model, load_average, median, profile_spec, verdict};
 
 /// Steps per saga.
 const STEPS: usize = 10;
@@ -512,13 +512,7 @@ criterion_group!(benches, sync_one, async_one, async_concurrent);
 /// `{sync,async}_{floor,builder,macro}_{happy,fail}`, e.g.
 /// `SAGA_PROFILE=sync_builder_happy:4000`.
 fn profile(spec: &str) {
-    let Some((case, runs)) = spec.split_once(':') else {
-        panic!("SAGA_PROFILE is `<case>:<runs>`, not `{spec}`");
-    };
-    let runs: u64 = match runs.parse() {
-        Ok(n) => n,
-        Err(e) => panic!("SAGA_PROFILE: `{runs}` is not a number of runs: {e}"),
-    };
+    let (case, runs) = profile_spec(spec);
     let Some((mode, rest)) = case.split_once('_') else {
         panic!("SAGA_PROFILE: unknown case `{case}`");
     };

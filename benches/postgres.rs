@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group};
 use saga_core::store::{PostgresOptions, PostgresStore};
 use saga_core::{Context, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
-use support::{cpu_model, load_average, quartiles};
+use support::{cpu_model, load_average, profile_spec, quartiles};
 use tokio::runtime::Runtime;
 use tokio_postgres::NoTls;
 
@@ -320,13 +320,7 @@ fn interleaved() {
 /// processes in `/proc`): `raw` (`<n>` 1-client commits), `workers_1`
 /// and `workers_4` (`<n>` rounds of 2048 step transitions).
 fn profile(spec: &str) {
-    let Some((case, n)) = spec.split_once(':') else {
-        panic!("SAGA_PROFILE is `<case>:<n>`, not `{spec}`");
-    };
-    let n: u64 = match n.parse() {
-        Ok(n) => n,
-        Err(e) => panic!("SAGA_PROFILE: `{n}` is not a number: {e}"),
-    };
+    let (case, n) = profile_spec(spec);
     let url = url();
     let rt = Runtime::new().unwrap();
     let took = match case {

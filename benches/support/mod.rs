@@ -51,6 +51,18 @@ pub fn arg(name: &str) -> Option<u64> {
     args.get(at + 1)?.parse().ok()
 }
 
+/// A `SAGA_PROFILE` value, `<case>:<n>`: the case and the count. Panics
+/// with what is wrong, as a bench's setup does.
+pub fn profile_spec(spec: &str) -> (&str, u64) {
+    let Some((case, n)) = spec.split_once(':') else {
+        panic!("SAGA_PROFILE is `<case>:<n>`, not `{spec}`");
+    };
+    match n.parse() {
+        Ok(n) => (case, n),
+        Err(e) => panic!("SAGA_PROFILE: `{n}` is not a number: {e}"),
+    }
+}
+
 /// "met" or "NOT met".
 pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }

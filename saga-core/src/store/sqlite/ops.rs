@@ -761,6 +761,25 @@ mod tests {
     }
 
     /// Moves the lease of `id` back by `ms`, as if that much time had gone.
+    /// Appends the start of step `step` as event `seq` under `lease`: the
+    /// time just before, and the lease's expiry after.
+    async fn append_start(
+        store: &SqliteStore,
+        id: &ExecutionId,
+        lease: &Lease,
+        seq: u64,
+        step: u32,
+    ) -> (i64, i64) {
+        let before = now_ms();
+        let running = ExecutionStatus::Running;
+        store
+            .append(id, lease, vec![started(seq, step)], running)
+            .await
+            .unwrap();
+        let record = store.get(id).await.unwrap().unwrap();
+        (before, record.lease_expires_at_ms.unwrap())
+    }
+
     fn age_lease(store: &SqliteStore, id: &str, ms: i64) {
         let conn = rusqlite::Connection::open(store.path()).unwrap();
         conn.execute(
@@ -868,17 +887,10 @@ mod tests {
         let id = ExecutionId::new("s");
         let ttl = Duration::from_secs(3600);
         let lease = create(&store, "s", ttl).await;
-        let expires = |r: ExecutionRecord| r.lease_expires_at_ms.unwrap();
-        let running = ExecutionStatus::Running;
         // Less than a ttl away (the creation left exactly a ttl, which an
         // append in the same millisecond would leave as it is).
         age_lease(&store, "s", 1000);
-        let before = now_ms();
-        store
-            .append(&id, &lease, vec![started(2, 1)], running)
-            .await
-            .unwrap();
-        let extended = expires(store.get(&id).await.unwrap().unwrap());
+        let (before, extended) = append_start(&store, &id, &lease, 2, 1).await;
         // Extended beyond a whole ttl, by the slack.
         assert!(
             extended >= before + 3_600_000 + 3_600_000 / LEASE_SLACK,
@@ -886,12 +898,7 @@ mod tests {
         );
         // Moved back by a second: still more than a ttl away.
         age_lease(&store, "s", 1000);
-        let before = now_ms();
-        store
-            .append(&id, &lease, vec![started(3, 2)], running)
-            .await
-            .unwrap();
-        let left = expires(store.get(&id).await.unwrap().unwrap());
+        let (before, left) = append_start(&store, &id, &lease, 3, 2).await;
         assert_eq!(left, extended - 1000);
         assert!(left >= before + 3_600_000, "{left} < {before} + ttl");
     }
@@ -933,25 +940,14 @@ mod tests {
         let id = ExecutionId::new("b");
         let ttl = Duration::from_secs(30);
         let lease = create(&store, "b", ttl).await;
-        let expires = |r: ExecutionRecord| r.lease_expires_at_ms.unwrap();
         let running = ExecutionStatus::Running;
         // Moved back by a little, as if that much time had gone.
         age_lease(&store, "b", 1000);
-        let before = now_ms();
-        store
-            .append(&id, &lease, vec![started(2, 1)], running)
-            .await
-            .unwrap();
-        let extended = expires(store.get(&id).await.unwrap().unwrap());
+        let (before, extended) = append_start(&store, &id, &lease, 2, 1).await;
         assert!(extended >= before + 30_000, "{extended} < {before} + ttl");
         // Moved back by half the ttl, as if that much time had gone.
         age_lease(&store, "b", 15000);
-        let before = now_ms();
-        store
-            .append(&id, &lease, vec![started(3, 2)], running)
-            .await
-            .unwrap();
-        let extended = expires(store.get(&id).await.unwrap().unwrap());
+        let (before, extended) = append_start(&store, &id, &lease, 3, 2).await;
         assert!(extended >= before + 30_000, "{extended} < {before} + ttl");
         // Another owner's lease is not touched, and the append is refused.
         let stranger = Lease {
