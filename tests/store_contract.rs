@@ -128,6 +128,49 @@ async fn claims(name: &str, store: &dyn SagaStore) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_deletes_only_finished_executions_and_keeps_the_order() {
+    for (name, store) in every_store("purge_order").await {
+        let mut leases = Vec::new();
+        for i in 0..6 {
+            let Created::New(lease) = store
+                .create(
+                    new_execution(&format!("p{i}")),
+                    "a",
+                    Duration::from_secs(60),
+                )
+                .await
+                .unwrap()
+            else {
+                panic!("{name}: p{i} not created")
+            };
+            leases.push(lease);
+        }
+        // p0, p2 and p4 finish; p1, p3 and p5 are still running.
+        for i in (0..6).step_by(2) {
+            store
+                .append(
+                    &ExecutionId::new(format!("p{i}")),
+                    &leases[i],
+                    vec![Event::new(1, EventKind::Finished)],
+                    ExecutionStatus::Completed,
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.purge(i64::MAX).await.unwrap(), 3, "{name}");
+        let left: Vec<String> = store
+            .list(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(left, ["p1", "p3", "p5"], "{name}");
+        assert_eq!(store.purge(i64::MAX).await.unwrap(), 0, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_take_the_oldest_free_unfinished_executions_first() {
     for (name, store) in every_store("claim_order").await {
         claim_order(name, &*store).await;

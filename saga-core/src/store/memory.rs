@@ -500,16 +500,15 @@ impl SagaStore for MemoryStore {
 
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
         let mut inner = self.lock();
-        let doomed: Vec<ExecutionId> = inner
-            .executions
-            .values()
-            .filter(|s| super::purgeable(s.record.status) && s.record.updated_at_ms <= before_ms)
-            .map(|s| s.record.id.clone())
-            .collect();
-        for id in &doomed {
-            inner.executions.remove(id);
-        }
-        inner.order.retain(|id| !doomed.contains(id));
-        ready(Ok(doomed.len() as u64))
+        let Inner {
+            executions, order, ..
+        } = &mut *inner;
+        let before = executions.len();
+        executions.retain(|_, s| {
+            !(super::purgeable(s.record.status) && s.record.updated_at_ms <= before_ms)
+        });
+        // One pass over the creation order, whatever the number purged.
+        order.retain(|id| executions.contains_key(id));
+        ready(Ok((before - executions.len()) as u64))
     }
 }
