@@ -46,6 +46,9 @@ use support::{cpu_model, load_average, profile_spec, quartiles};
 
 const STEPS: usize = 10;
 const CONCURRENT: usize = 64;
+/// Sagas per round of the engine in memory, whose store is purged after
+/// each round.
+const MEMORY_ENGINE_SAGAS: u64 = 20;
 
 /// A context of a realistic size (about 200 bytes of JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +226,19 @@ async fn run_sequential_on(engine: &SagaEngine, contexts: Vec<Order>) {
     }
 }
 
+/// `sagas` sagas on contexts `ctx` makes, in rounds as the interleaved
+/// bench runs them: a round's contexts made first, its finished executions
+/// purged after.
+async fn run_in_rounds(engine: &SagaEngine, sagas: u64, ctx: fn() -> Order) {
+    let mut left = sagas;
+    while left > 0 {
+        let n = left.min(MEMORY_ENGINE_SAGAS);
+        run_sequential_on(engine, contexts(n, ctx)).await;
+        engine.purge().await.expect("purge");
+        left -= n;
+    }
+}
+
 /// `n` contexts that `ctx` makes.
 fn contexts(n: u64, ctx: fn() -> Order) -> Vec<Order> {
     (0..n).map(|_| ctx()).collect()
@@ -318,7 +334,6 @@ fn durable(c: &mut Criterion) {
 fn interleaved() {
     const ROUNDS: usize = 31;
     const MEMORY_RUNS: u64 = 200;
-    const MEMORY_ENGINE_SAGAS: u64 = 20;
     /// Twice this many raw commits per round: as many commits as the
     /// sequential sagas make (11 per saga: the creation, then one per step
     /// transition).
@@ -512,7 +527,8 @@ criterion_group! {
 }
 
 /// `SAGA_PROFILE=<case>:<sagas>` runs one case that many times and
-/// nothing else, for `valgrind --tool=callgrind` (instruction counts) or
+/// nothing else (the engine in memory in rounds, as the interleaved bench
+/// runs it), for `valgrind --tool=callgrind` (instruction counts) or
 /// `strace -f -c` (fsyncs and writes per step). Cases: `memory_engine`
 /// (one saga at a time on a `MemoryStore`, 200-byte context),
 /// `memory_engine_20k` (the same with a 20 KB context),
@@ -524,11 +540,11 @@ fn profile(spec: &str) {
     let dir = bench_dir();
     let (rt, engine, memory) = engines_on(&dir);
     match case {
-        "memory_engine" => rt.block_on(run_sequential(&memory, runs)),
-        "memory_engine_20k" => rt.block_on(run_sequential_on(&memory, contexts(runs, big_order))),
+        "memory_engine" => rt.block_on(run_in_rounds(&memory, runs, order)),
+        "memory_engine_20k" => rt.block_on(run_in_rounds(&memory, runs, big_order)),
         "memory_engine_ct" => {
             let (ct, memory_ct) = current_thread_engine();
-            ct.block_on(run_sequential(&memory_ct, runs));
+            ct.block_on(run_in_rounds(&memory_ct, runs, order));
         }
         "sqlite" => rt.block_on(run_sequential(&engine, runs)),
         "sqlite_64" => rt.block_on(async {
