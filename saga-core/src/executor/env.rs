@@ -105,12 +105,10 @@ impl<C, D> Env<'_, C, D> {
     /// Writes `event` to the journal (if any). On failure the error is kept
     /// for the run's result, and the run stops at its next check.
     ///
-    /// Boxed: awaited inline at every log point, its future (the event and
-    /// the journal's write) would make every run in flight larger, journal
-    /// or not; a journaled run pays one allocation beside a store write.
-    /// An event the journal only buffers is recorded here, at the call:
-    /// its future is zero-sized, and boxing it allocates nothing (every
-    /// caller awaits the future at once).
+    /// An event the journal only buffers is recorded here, at the call,
+    /// and the future is ready at once; a write is the journal's own boxed
+    /// future, polled in place (see [`Logged`]): a journaled run pays no
+    /// allocation beside its store write's.
     ///
     /// `fill` sets the event's fields: the event is made here, so the
     /// caller's future does not hold it across the write.
@@ -119,29 +117,22 @@ impl<C, D> Env<'_, C, D> {
         kind: EventKind,
         status: ExecutionStatus,
         fill: impl FnOnce(&mut Event),
-    ) -> BoxFuture<'_, Result<(), ()>> {
+    ) -> Logged<'_> {
         let mut event = Event::new(0, kind);
         fill(&mut event);
-        // Only the durable part is captured, so the future is `Send`
-        // whatever the context is.
         let Some(durable) = self.durable.as_deref() else {
-            return Box::pin(Done::<true>);
+            return Logged::Done(true);
         };
         if lock(&durable.aborted).is_some() {
-            return Box::pin(Done::<false>);
+            return Logged::Done(false);
         }
         let Some(event) = durable.journal.buffer(event) else {
-            return Box::pin(Done::<true>);
+            return Logged::Done(true);
         };
-        Box::pin(async move {
-            match durable.journal.record(event, status).await {
-                Ok(()) => Ok(()),
-                Err(error) => {
-                    lock(&durable.aborted).get_or_insert(error);
-                    Err(())
-                }
-            }
-        })
+        Logged::Writing {
+            write: durable.journal.record(event, status),
+            aborted: &durable.aborted,
+        }
     }
 
     /// The context, encoded for the journal; an encoding error aborts the
@@ -253,18 +244,41 @@ impl<C, D> Env<'_, C, D> {
     }
 }
 
-/// The future of a log point settled at the call: `Ok(())` when `OK`, else
-/// `Err(())`. Zero-sized, so boxing it allocates nothing.
-struct Done<const OK: bool>;
+/// The future of a log point ([`Env::log`]): `Ok(())` once the event is
+/// recorded, `Err(())` if the journal failed, now or before (its error is
+/// then in the run's abort slot). Polled in place by the caller's future,
+/// it holds no more than the journal's boxed write and the slot: only the
+/// durable part of the run, so it is `Send` whatever the context is.
+pub(super) enum Logged<'a> {
+    /// Settled at the call: recorded (or nothing to record) when `true`.
+    Done(bool),
+    /// The journal's write under way.
+    Writing {
+        write: BoxFuture<'a, Result<(), StoreError>>,
+        aborted: &'a Mutex<Option<StoreError>>,
+    },
+}
 
-impl<const OK: bool> std::future::Future for Done<OK> {
+impl std::future::Future for Logged<'_> {
     type Output = Result<(), ()>;
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::task::Poll::Ready(if OK { Ok(()) } else { Err(()) })
+        use std::task::Poll;
+        match self.get_mut() {
+            Logged::Done(true) => Poll::Ready(Ok(())),
+            Logged::Done(false) => Poll::Ready(Err(())),
+            Logged::Writing { write, aborted } => match write.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+                Poll::Ready(Err(error)) => {
+                    lock(aborted).get_or_insert(error);
+                    Poll::Ready(Err(()))
+                }
+            },
+        }
     }
 }
 
