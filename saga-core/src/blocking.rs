@@ -1,7 +1,7 @@
 //! Driving a run to completion from sync code.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -10,8 +10,10 @@ use std::thread::{self, Thread};
 /// all sync (its backoff sleeps block the thread instead of awaiting). One
 /// poll with a no-op waker, no runtime, no allocation; should the future
 /// ever wait anyway, the thread parks until it is woken.
-pub(crate) fn block_on_ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
+///
+/// Pinned by the caller, where the future is made: taken by value, a run's
+/// future (some hundreds of bytes) would be copied once more into place.
+pub(crate) fn block_on_ready<F: Future>(mut future: Pin<&mut F>) -> F::Output {
     if let Poll::Ready(out) = future
         .as_mut()
         .poll(&mut Context::from_waker(Waker::noop()))

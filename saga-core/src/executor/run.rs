@@ -190,7 +190,7 @@ fn run_blocking<C: Send + 'static, D: Send + Sync + 'static>(
         // allocation for them.
         let mut records: [Record; LENT_RECORDS] = std::array::from_fn(|_| Record::fresh());
         let lent = records.get_mut(..saga.steps.len());
-        return crate::blocking::block_on_ready(execute(
+        let run = std::pin::pin!(execute(
             saga,
             deps,
             ctx,
@@ -200,6 +200,7 @@ fn run_blocking<C: Send + 'static, D: Send + Sync + 'static>(
                 ..Run::new(options)
             },
         ));
+        return crate::blocking::block_on_ready(run);
     }
     let drive =
         move || crate::blocking::block_on_runtime(execute(saga, deps, ctx, Run::new(options)));
