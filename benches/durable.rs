@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
+use saga_core::store::{MemoryStore, SqliteStore};
 use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
 use support::{cpu_model, load_average, profile_spec, quartiles};
@@ -150,8 +150,8 @@ fn engines_on(
     let (sqlite, memory) = rt.block_on(async {
         let sqlite = SqliteStore::open(dir.join("sagas.db")).expect("store");
         (
-            registered(sqlite).await,
-            registered(MemoryStore::new()).await,
+            registered(SagaEngine::new(sqlite)).await,
+            registered(memory_engine()).await,
         )
     });
     (rt, sqlite, memory)
@@ -163,16 +163,20 @@ fn current_thread_engine() -> (tokio::runtime::Runtime, Arc<SagaEngine>) {
         .enable_all()
         .build()
         .expect("runtime");
-    let engine = rt.block_on(registered(MemoryStore::new()));
+    let engine = rt.block_on(registered(memory_engine()));
     (rt, engine)
 }
 
-/// An engine on `store` with the saga registered, and no retention: its
+/// An engine on a fresh `MemoryStore` with no retention: its
 /// [`purge`](SagaEngine::purge) deletes every finished execution, as a
-/// service's retention does with old ones, so that a store in memory
-/// does not grow round after round.
-async fn registered(store: impl SagaStore) -> Arc<SagaEngine> {
-    let engine = SagaEngine::new(store).with_retention(Duration::ZERO);
+/// service's retention does with old ones, so that a store in memory does
+/// not grow round after round.
+fn memory_engine() -> SagaEngine {
+    SagaEngine::new(MemoryStore::new()).with_retention(Duration::ZERO)
+}
+
+/// `engine` with the saga registered.
+async fn registered(engine: SagaEngine) -> Arc<SagaEngine> {
     engine.register(saga()).await.expect("register");
     Arc::new(engine)
 }
@@ -212,9 +216,10 @@ async fn run_in_memory(saga: &Saga<Order>, runs: u64) {
     }
 }
 
-/// Runs `sagas` sagas one after another.
-async fn run_sequential(engine: &SagaEngine, sagas: u64) {
-    run_sequential_on(engine, contexts(sagas, order)).await;
+/// Runs `sagas` sagas one after another, on contexts made at the call
+/// (before a clock around the returned future starts).
+fn run_sequential(engine: &SagaEngine, sagas: u64) -> impl Future<Output = ()> + '_ {
+    run_sequential_on(engine, contexts(sagas, order))
 }
 
 /// Runs one saga after another, one on each of `contexts` (made before
@@ -226,16 +231,36 @@ async fn run_sequential_on(engine: &SagaEngine, contexts: Vec<Order>) {
     }
 }
 
-/// `sagas` sagas on contexts `ctx` makes, in rounds as the interleaved
-/// bench runs them: a round's contexts made first, its finished executions
-/// purged after.
-async fn run_in_rounds(engine: &SagaEngine, sagas: u64, ctx: fn() -> Order) {
+/// How long the engine in memory takes over `sagas` sagas on contexts
+/// `ctx` makes, one after another, in rounds of [`MEMORY_ENGINE_SAGAS`]:
+/// a round's contexts are made before its clock starts, and each saga's
+/// execution is purged once it finished, on the clock (the purge frees the
+/// contexts and outputs the store kept, as a store handing its bytes on to
+/// a disk frees them at each write; and the heap does not grow).
+fn memory_rounds(
+    rt: &tokio::runtime::Runtime,
+    engine: &SagaEngine,
+    sagas: u64,
+    ctx: fn() -> Order,
+) -> Duration {
+    let mut took = Duration::ZERO;
     let mut left = sagas;
     while left > 0 {
         let n = left.min(MEMORY_ENGINE_SAGAS);
-        run_sequential_on(engine, contexts(n, ctx)).await;
-        engine.purge().await.expect("purge");
+        let batch = contexts(n, ctx);
+        took += timed(rt, run_purging(engine, batch));
         left -= n;
+    }
+    took
+}
+
+/// Runs one saga after another, one on each of `contexts`, purging each
+/// once it finished.
+async fn run_purging(engine: &SagaEngine, contexts: Vec<Order>) {
+    for ctx in contexts {
+        let id = engine.start("bench", ctx).await.expect("start");
+        engine.wait(&id).await.expect("wait");
+        engine.purge().await.expect("purge");
     }
 }
 
@@ -244,15 +269,32 @@ fn contexts(n: u64, ctx: fn() -> Order) -> Vec<Order> {
     (0..n).map(|_| ctx()).collect()
 }
 
-/// Starts `CONCURRENT` sagas at once and waits for them all.
-async fn run_concurrent(engine: &Arc<SagaEngine>) {
-    let starts: Vec<_> = (0..CONCURRENT)
-        .map(|_| {
+/// Starts `CONCURRENT` sagas at once, on contexts made at the call, and
+/// waits for them all.
+fn run_concurrent(engine: &Arc<SagaEngine>) -> impl Future<Output = ()> + '_ {
+    run_concurrent_on(engine, contexts(CONCURRENT as u64, order))
+}
+
+/// [`run_concurrent`] on the engine in memory, then its purge (timed, as
+/// in [`memory_rounds`]).
+fn memory_concurrent(engine: &Arc<SagaEngine>) -> impl Future<Output = ()> + '_ {
+    let run = run_concurrent(engine);
+    async move {
+        run.await;
+        engine.purge().await.expect("purge");
+    }
+}
+
+/// Starts one saga on each of `contexts` at once and waits for them all.
+async fn run_concurrent_on(engine: &Arc<SagaEngine>, contexts: Vec<Order>) {
+    let starts: Vec<_> = contexts
+        .into_iter()
+        .map(|ctx| {
             let engine = Arc::clone(engine);
-            tokio::spawn(async move { engine.start("bench", order()).await })
+            tokio::spawn(async move { engine.start("bench", ctx).await })
         })
         .collect();
-    let mut ids = Vec::with_capacity(CONCURRENT);
+    let mut ids = Vec::with_capacity(starts.len());
     for start in starts {
         ids.push(start.await.expect("join").expect("start"));
     }
@@ -290,7 +332,7 @@ fn durable(c: &mut Criterion) {
         b.iter_custom(|iters| timed(&rt, run_in_memory(&in_memory, iters)));
     });
     group.bench_function("memory_engine_sequential", |b| {
-        b.iter_custom(|iters| timed(&rt, run_sequential(&memory, iters)));
+        b.iter_custom(|iters| memory_rounds(&rt, &memory, iters, order));
     });
     group.bench_function("sequential", |b| {
         b.iter_custom(|iters| timed(&rt, run_sequential(&engine, iters)));
@@ -298,20 +340,16 @@ fn durable(c: &mut Criterion) {
     group.throughput(Throughput::Elements((STEPS * CONCURRENT) as u64));
     group.bench_function("memory_engine_concurrent_64", |b| {
         b.iter_custom(|iters| {
-            timed(&rt, async {
-                for _ in 0..iters {
-                    run_concurrent(&memory).await;
-                }
-            })
+            (0..iters)
+                .map(|_| timed(&rt, memory_concurrent(&memory)))
+                .sum()
         });
     });
     group.bench_function("concurrent_64", |b| {
         b.iter_custom(|iters| {
-            timed(&rt, async {
-                for _ in 0..iters {
-                    run_concurrent(&engine).await;
-                }
-            })
+            (0..iters)
+                .map(|_| timed(&rt, run_concurrent(&engine)))
+                .sum()
         });
     });
     group.finish();
@@ -324,13 +362,16 @@ fn durable(c: &mut Criterion) {
 /// drift within the round cancels out), and the ratios' median and
 /// quartiles over the rounds are reported, with the rates'.
 ///
-/// The engine in memory is timed on contexts made before its clock starts
-/// (making the caller's context is not the engine's work), and its stores
-/// are purged after each round, as a service's retention purges old
-/// executions: a `MemoryStore` keeps every event's context, so without
-/// it the heap grows by about 220 KB per 20 KB saga, and each new 4 KB
-/// page costs a page fault that a store handing its bytes on to a disk
-/// does not pay (it doubled the 20 KB ratio below).
+/// Every engine run is timed on contexts made before its clock starts
+/// (making the caller's context is not the engine's work). The engine in
+/// memory purges each execution once it finished, on the clock
+/// ([`memory_rounds`]; 64 at once, once all 64 finished): a `MemoryStore`
+/// keeps every event's context, so without a purge the heap grows by
+/// about 220 KB per 20 KB saga, and each new 4 KB page costs a page fault
+/// that a store handing its bytes on to a disk does not pay (it doubled
+/// the 20 KB ratio below). A purge of a whole round at once was no
+/// better: the allocator gave the freed megabytes back to the kernel, and
+/// the next round faulted them in again.
 fn interleaved() {
     const ROUNDS: usize = 31;
     const MEMORY_RUNS: u64 = 200;
@@ -380,40 +421,23 @@ fn interleaved() {
             MEMORY_RUNS as usize * STEPS,
             timed(&rt, run_in_memory(&in_memory, MEMORY_RUNS)),
         );
-        // The engine in memory runs on contexts made before its clock
-        // starts, and its store is emptied after each round (below).
-        let batch = |ctx: fn() -> Order| contexts(MEMORY_ENGINE_SAGAS, ctx);
-        let memory_sequential = rate(
-            MEMORY_ENGINE_SAGAS as usize * STEPS,
-            timed(&rt, run_sequential_on(&memory, batch(order))),
-        );
-        let memory_concurrent = rate(CONCURRENT * STEPS, timed(&rt, run_concurrent(&memory)));
+        // The engine in memory: contexts made before its clock starts, its
+        // purge timed (see `memory_rounds`).
+        let sagas = MEMORY_ENGINE_SAGAS;
+        let per_step = |took| rate(sagas as usize * STEPS, took);
+        let memory_sequential = per_step(memory_rounds(&rt, &memory, sagas, order));
+        let memory_concurrent = rate(CONCURRENT * STEPS, timed(&rt, memory_concurrent(&memory)));
         let enc_small = encode(&small, 2000);
-        let memory_big = rate(
-            MEMORY_ENGINE_SAGAS as usize * STEPS,
-            timed(&rt, run_sequential_on(&memory, batch(big_order))),
-        );
+        let memory_big = per_step(memory_rounds(&rt, &memory, sagas, big_order));
         let enc_big = encode(&big, 50);
         let task_small = {
-            let (memory, contexts) = (Arc::clone(&memory), batch(order));
-            rate(
-                MEMORY_ENGINE_SAGAS as usize * STEPS,
-                timed_in_task(
-                    &rt,
-                    async move { run_sequential_on(&memory, contexts).await },
-                ),
-            )
+            let (memory, batch) = (Arc::clone(&memory), contexts(sagas, order));
+            per_step(timed_in_task(&rt, async move {
+                run_purging(&memory, batch).await;
+            }))
         };
-        let ct_small = rate(
-            MEMORY_ENGINE_SAGAS as usize * STEPS,
-            timed(&ct, run_sequential_on(&memory_ct, batch(order))),
-        );
-        let ct_big = rate(
-            MEMORY_ENGINE_SAGAS as usize * STEPS,
-            timed(&ct, run_sequential_on(&memory_ct, batch(big_order))),
-        );
-        rt.block_on(memory.purge()).expect("purge");
-        ct.block_on(memory_ct.purge()).expect("purge");
+        let ct_small = per_step(memory_rounds(&ct, &memory_ct, sagas, order));
+        let ct_big = per_step(memory_rounds(&ct, &memory_ct, sagas, big_order));
         // Nanoseconds per step.
         let (t_small, t_big) = (1e9 / memory_sequential, 1e9 / memory_big);
         let (ct_t_small, ct_t_big) = (1e9 / ct_small, 1e9 / ct_big);
@@ -540,11 +564,15 @@ fn profile(spec: &str) {
     let dir = bench_dir();
     let (rt, engine, memory) = engines_on(&dir);
     match case {
-        "memory_engine" => rt.block_on(run_in_rounds(&memory, runs, order)),
-        "memory_engine_20k" => rt.block_on(run_in_rounds(&memory, runs, big_order)),
+        "memory_engine" => {
+            memory_rounds(&rt, &memory, runs, order);
+        }
+        "memory_engine_20k" => {
+            memory_rounds(&rt, &memory, runs, big_order);
+        }
         "memory_engine_ct" => {
             let (ct, memory_ct) = current_thread_engine();
-            ct.block_on(run_in_rounds(&memory_ct, runs, order));
+            memory_rounds(&ct, &memory_ct, runs, order);
         }
         "sqlite" => rt.block_on(run_sequential(&engine, runs)),
         "sqlite_64" => rt.block_on(async {
