@@ -56,8 +56,48 @@ struct Inner {
 #[derive(Debug)]
 struct Stored {
     record: ExecutionRecord,
-    events: Vec<Event>,
+    events: Log,
     token: i64,
+}
+
+/// An execution's events, kept as its writes brought them: one vector per
+/// creation or append, so that a write moves its vector in, where one
+/// flat vector would free it and copy the whole log each time it grows.
+#[derive(Debug)]
+struct Log(Vec<Vec<Event>>);
+
+impl Log {
+    /// The log of a creation's first events, stamped `now`.
+    fn new(events: Vec<Event>, now: i64) -> Self {
+        // Room for the writes of a saga of about ten steps.
+        let mut log = Log(Vec::with_capacity(16));
+        log.push(events, now);
+        log
+    }
+
+    /// Adds a write's events, stamped `now`.
+    fn push(&mut self, mut events: Vec<Event>, now: i64) {
+        if events.is_empty() {
+            return;
+        }
+        for event in &mut events {
+            event.at_ms = now;
+        }
+        self.0.push(events);
+    }
+
+    fn last(&self) -> Option<&Event> {
+        self.0.last().and_then(|write| write.last())
+    }
+
+    /// Every event, in order.
+    fn to_vec(&self) -> Vec<Event> {
+        let mut all = Vec::with_capacity(self.0.iter().map(Vec::len).sum());
+        for write in &self.0 {
+            all.extend_from_slice(write);
+        }
+        all
+    }
 }
 
 impl MemoryStore {
@@ -256,14 +296,7 @@ impl SagaStore for MemoryStore {
             execution.id,
             Stored {
                 record,
-                events: execution
-                    .events
-                    .into_iter()
-                    .map(|mut e| {
-                        e.at_ms = now;
-                        e
-                    })
-                    .collect(),
+                events: Log::new(execution.events, now),
                 token: 1,
             },
         );
@@ -328,10 +361,7 @@ impl SagaStore for MemoryStore {
                 }
             }
             stored.record.last_seq += events.len() as u64;
-            stored.events.extend(events.into_iter().map(|mut e| {
-                e.at_ms = now;
-                e
-            }));
+            stored.events.push(events, now);
             stored.record.status = status;
             if status.is_finished() {
                 stored.record.owner = None;
@@ -389,7 +419,7 @@ impl SagaStore for MemoryStore {
             .lock()
             .executions
             .get(id)
-            .map(|s| s.events.clone())
+            .map(|s| s.events.to_vec())
             .unwrap_or_default()))
     }
 
