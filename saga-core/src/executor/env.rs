@@ -107,8 +107,8 @@ impl<C, D> Env<'_, C, D> {
     ///
     /// An event the journal only buffers is recorded here, at the call,
     /// and the future is ready at once; a write is the journal's own boxed
-    /// future, polled in place (see [`Logged`]): a journaled run pays no
-    /// allocation beside its store write's.
+    /// future, polled in place (see [`Logged`]), with no second box around
+    /// it.
     ///
     /// `fill` sets the event's fields: the event is made here, so the
     /// caller's future does not hold it across the write.

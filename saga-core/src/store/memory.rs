@@ -25,8 +25,8 @@ use crate::step::BoxFuture;
 /// processes on one database.
 ///
 /// Its [`work_signal`](SagaStore::work_signal) is bumped by every creation
-/// and every lease released, so a [`Worker`](crate::Worker) on it hears of
-/// new work at once.
+/// and every lease released while someone listens, so a
+/// [`Worker`](crate::Worker) on it hears of new work at once.
 ///
 /// [`SqliteStore`]: super::SqliteStore
 #[derive(Debug, Clone)]
