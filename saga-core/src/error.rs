@@ -135,18 +135,24 @@ impl StepError {
     }
 
     pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "non-string panic payload".to_owned()
-        };
+        let message = panic_message(payload);
         StepError::new(Panicked { message }).outcome_unknown()
     }
 
     pub(crate) fn interrupted() -> Self {
         StepError::new(Interrupted).outcome_unknown()
+    }
+}
+
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!`
+/// makes them).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
     }
 }
 

@@ -26,6 +26,7 @@ mod options;
 mod rows;
 mod writer;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -316,7 +317,12 @@ impl SqliteStore {
                     }));
                 }),
             },
-            Ok(conn) => match work(conn, &path) {
+            // A panic of `work` (a bug) fails this write alone, as an
+            // error would (its savepoint, or its batch, is rolled back):
+            // the writer thread goes on with the others.
+            Ok(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn, &path)))
+                .unwrap_or_else(|panic| Err(panicked(&path, what, &*panic)))
+            {
                 Ok(value) => Pending {
                     ok: true,
                     finish: Box::new(move |commit| {
@@ -355,7 +361,11 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         let path = self.inner.path.clone();
         let read: Read = Box::new(move |conn| {
-            let _ = tx.send(work(conn, &path));
+            // A panic of `work` (a bug) fails this read alone: the thread
+            // goes on with the next.
+            let answer = catch_unwind(AssertUnwindSafe(|| work(conn, &path)))
+                .unwrap_or_else(|panic| Err(panicked(&path, "reading", &*panic)));
+            let _ = tx.send(answer);
         });
         let sent = match &self.inner.reader {
             Some((reader, _)) => reader.send(read).map_err(|_| self.closed()),
@@ -389,6 +399,15 @@ impl SqliteStore {
                 store: describe(&path),
             })?
         })
+    }
+}
+
+/// The error of work that panicked doing `what` on the store at `path`.
+fn panicked(path: &Path, what: &str, payload: &(dyn std::any::Any + Send)) -> StoreError {
+    StoreError::Backend {
+        store: describe(path),
+        what: format!("{what} (the store's code panicked: a bug, please report it)"),
+        source: crate::error::panic_message(payload).into(),
     }
 }
 

@@ -1060,4 +1060,47 @@ mod failure_tests {
             t.await.unwrap();
         }
     }
+
+    /// A panic in the store's own code (a bug) fails the call that hit it,
+    /// with the panic's message, and nothing else: its write is rolled
+    /// back, a write of the same commit commits, and the threads go on.
+    #[tokio::test]
+    async fn a_panic_in_the_store_s_code_fails_that_call_alone() {
+        let store = scratch("panic");
+        let lease = create(&store, "a").await;
+        let id = ExecutionId::new("a");
+        let chain = |error: &StoreError| {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        };
+        let read = store
+            .read(|_, _| -> StoreResult<()> { panic!("a read bug") })
+            .await
+            .unwrap_err();
+        assert!(chain(&read).contains("panicked"), "{}", chain(&read));
+        assert!(chain(&read).contains("a read bug"), "{}", chain(&read));
+        assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 1);
+        let bad = store.write("renaming", |conn, _| -> StoreResult<()> {
+            conn.execute("UPDATE executions SET saga = 'renamed'", [])
+                .unwrap();
+            panic!("a write bug")
+        });
+        let good = store.append(&id, &lease, vec![started(2, 1)], ExecutionStatus::Running);
+        let (bad, good) = tokio::join!(bad, good);
+        let bad = bad.unwrap_err();
+        assert!(chain(&bad).contains("a write bug"), "{}", chain(&bad));
+        good.unwrap();
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((record.saga.as_str(), record.last_seq), ("s", 2));
+        // The writer goes on.
+        store
+            .append(&id, &lease, vec![started(3, 2)], ExecutionStatus::Running)
+            .await
+            .unwrap();
+    }
 }
