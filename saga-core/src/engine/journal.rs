@@ -61,6 +61,25 @@ impl Future for Buffered {
     }
 }
 
+/// `value` as JSON, in a buffer with room for a little more than `last`
+/// bytes (the length of the previous encoding of its kind, which it
+/// updates when it changed): a context of a steady size is written without
+/// growing (and copying) the buffer from a few bytes. A buffer left much
+/// larger than its text (a small context after a large one) is shrunk to
+/// it, as the store may keep the text for as long as the execution.
+pub(super) fn encode_sized(value: &impl Serialize, last: &AtomicUsize) -> Result<String, String> {
+    let before = last.load(Ordering::Relaxed);
+    let mut json = Vec::with_capacity(before + before / 16 + 64);
+    serde_json::to_writer(&mut json, value).map_err(|e| e.to_string())?;
+    if json.len() != before {
+        last.store(json.len(), Ordering::Relaxed);
+    }
+    if json.capacity() > 2 * json.len() + 4096 {
+        json.shrink_to_fit();
+    }
+    String::from_utf8(json).map_err(|e| e.to_string())
+}
+
 impl<C> StoreJournal<C> {
     fn state(&self) -> MutexGuard<'_, JournalState> {
         // Plain numbers and a buffer: consistent whatever panicked.
@@ -86,17 +105,10 @@ impl<C> StoreJournal<C> {
 
 impl<C: Serialize> Journal<C> for StoreJournal<C> {
     fn encode_context(&self, ctx: &C) -> Result<String, StoreError> {
-        let error = |detail: String| StoreError::Encode {
+        encode_sized(ctx, &self.encoded_len).map_err(|detail| StoreError::Encode {
             what: format!("the context of execution `{}`", self.id),
             detail,
-        };
-        // A little more than the last length: a context that grows a bit
-        // still fits.
-        let last = self.encoded_len.load(Ordering::Relaxed);
-        let mut json = Vec::with_capacity(last + last / 16 + 64);
-        serde_json::to_writer(&mut json, ctx).map_err(|e| error(e.to_string()))?;
-        self.encoded_len.store(json.len(), Ordering::Relaxed);
-        String::from_utf8(json).map_err(|e| error(e.to_string()))
+        })
     }
 
     fn last_context(&self) -> Option<String> {
@@ -147,5 +159,31 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encoding_is_sized_from_the_last_and_shrunk_after_a_large_one() {
+        let last = AtomicUsize::new(0);
+        let large = "x".repeat(1 << 20);
+        let json = encode_sized(&large, &last).unwrap();
+        assert_eq!(last.load(Ordering::Relaxed), json.len());
+        // The next one of a steady size fits the buffer made for it.
+        let again = encode_sized(&large, &last).unwrap();
+        assert_eq!(again, json);
+        assert!(again.capacity() <= json.len() + json.len() / 16 + 64);
+        // A small one after it does not keep the large buffer.
+        let small = encode_sized(&"order-42", &last).unwrap();
+        assert_eq!(small, "\"order-42\"");
+        assert!(
+            small.capacity() < 4096 + 2 * small.len(),
+            "{}",
+            small.capacity()
+        );
+        assert_eq!(last.load(Ordering::Relaxed), small.len());
     }
 }

@@ -19,7 +19,7 @@
 
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -417,19 +417,13 @@ impl SagaEngine {
                 found: type_name::<C>(),
             });
         }
-        let error = |detail: String| StoreError::Encode {
-            what: format!("the context of a new `{name}` execution"),
-            detail,
-        };
-        // Room for a context as long as this saga's last one, so that a
-        // large context is not grown (and copied) from a few bytes.
-        let last = runner.context_len().load(Ordering::Relaxed);
-        let mut json = Vec::with_capacity(last + last / 16 + 64);
-        serde_json::to_writer(&mut json, ctx).map_err(|e| error(e.to_string()))?;
-        if json.len() != last {
-            runner.context_len().store(json.len(), Ordering::Relaxed);
-        }
-        let context = String::from_utf8(json).map_err(|e| error(e.to_string()))?;
+        // Sized as this saga's last new context was.
+        let context = journal::encode_sized(ctx, runner.context_len()).map_err(|detail| {
+            StoreError::Encode {
+                what: format!("the context of a new `{name}` execution"),
+                detail,
+            }
+        })?;
         let context_len = context.len();
         let created = self
             .inner
