@@ -1061,23 +1061,46 @@ mod failure_tests {
         }
     }
 
+    /// The text of `error` and of its causes.
+    fn chain(error: &StoreError) -> String {
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+
+    /// Holds the writer thread in a write of its own until the returned
+    /// sender is dropped, so that the writes sent meanwhile make its next
+    /// batch together.
+    fn hold_writer(
+        store: &SqliteStore,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        BoxFuture<'static, StoreResult<()>>,
+    ) {
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holding = store.write("holding", move |_, _| {
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            Ok(())
+        });
+        held_rx.recv().unwrap();
+        (release_tx, holding)
+    }
+
     /// A panic in the store's own code (a bug) fails the call that hit it,
-    /// with the panic's message, and nothing else: its write is rolled
-    /// back, a write of the same commit commits, and the threads go on.
+    /// with the panic's message; the threads go on. A write with a
+    /// savepoint of its own is undone alone: a write of the same commit
+    /// commits.
     #[tokio::test]
     async fn a_panic_in_the_store_s_code_fails_that_call_alone() {
         let store = scratch("panic");
         let lease = create(&store, "a").await;
         let id = ExecutionId::new("a");
-        let chain = |error: &StoreError| {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        };
         let read = store
             .read(|_, _| -> StoreResult<()> { panic!("a read bug") })
             .await
@@ -1085,13 +1108,16 @@ mod failure_tests {
         assert!(chain(&read).contains("panicked"), "{}", chain(&read));
         assert!(chain(&read).contains("a read bug"), "{}", chain(&read));
         assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 1);
+        let (release, holding) = hold_writer(&store);
         let bad = store.write("renaming", |conn, _| -> StoreResult<()> {
             conn.execute("UPDATE executions SET saga = 'renamed'", [])
                 .unwrap();
             panic!("a write bug")
         });
         let good = store.append(&id, &lease, vec![started(2, 1)], ExecutionStatus::Running);
-        let (bad, good) = tokio::join!(bad, good);
+        drop(release);
+        let (holding, bad, good) = tokio::join!(holding, bad, good);
+        holding.unwrap();
         let bad = bad.unwrap_err();
         assert!(chain(&bad).contains("a write bug"), "{}", chain(&bad));
         good.unwrap();
@@ -1102,5 +1128,35 @@ mod failure_tests {
             .append(&id, &lease, vec![started(3, 2)], ExecutionStatus::Running)
             .await
             .unwrap();
+    }
+
+    /// A write without a savepoint that panicked after writing is undone
+    /// with the writes of its commit before it (they hear so); those after
+    /// it commit.
+    #[tokio::test]
+    async fn a_panic_half_way_through_a_write_without_savepoint_undoes_its_batch() {
+        let store = scratch("panic_batch");
+        let (a, b) = (create(&store, "a").await, create(&store, "b").await);
+        let (id_a, id_b) = (ExecutionId::new("a"), ExecutionId::new("b"));
+        let (release, holding) = hold_writer(&store);
+        let before = store.append(&id_a, &a, vec![started(2, 1)], ExecutionStatus::Running);
+        let bad = store.write_fenced("renaming", |conn, _| -> StoreResult<()> {
+            conn.execute("UPDATE executions SET saga = 'renamed'", [])
+                .unwrap();
+            panic!("a write bug")
+        });
+        let after = store.append(&id_b, &b, vec![started(2, 1)], ExecutionStatus::Running);
+        drop(release);
+        let (holding, before, bad, after) = tokio::join!(holding, before, bad, after);
+        holding.unwrap();
+        assert!(chain(&before.unwrap_err()).contains("rolled back"));
+        assert!(chain(&bad.unwrap_err()).contains("a write bug"));
+        after.unwrap();
+        let (a_now, b_now) = (
+            store.get(&id_a).await.unwrap().unwrap(),
+            store.get(&id_b).await.unwrap().unwrap(),
+        );
+        assert_eq!((a_now.saga.as_str(), a_now.last_seq), ("s", 1));
+        assert_eq!((b_now.saga.as_str(), b_now.last_seq), ("s", 2));
     }
 }
