@@ -50,17 +50,8 @@ async fn claims(name: &str, store: &dyn SagaStore) {
         .unwrap_or_else(|| panic!("{name}: no work signal"));
     signal.borrow_and_update();
     for n in 0..10 {
-        let Created::New(lease) = store
-            .create(
-                new_execution(&format!("e{n}")),
-                "submitter",
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap()
-        else {
-            panic!("{name}: e{n} not created")
-        };
+        let ttl = Duration::from_secs(60);
+        let lease = created(name, store, &format!("e{n}"), "submitter", ttl).await;
         store
             .release(&ExecutionId::new(format!("e{n}")), &lease)
             .await
@@ -132,18 +123,8 @@ async fn a_purge_deletes_only_finished_executions_and_keeps_the_order() {
     for (name, store) in every_store("purge_order").await {
         let mut leases = Vec::new();
         for i in 0..6 {
-            let Created::New(lease) = store
-                .create(
-                    new_execution(&format!("p{i}")),
-                    "a",
-                    Duration::from_secs(60),
-                )
-                .await
-                .unwrap()
-            else {
-                panic!("{name}: p{i} not created")
-            };
-            leases.push(lease);
+            let ttl = Duration::from_secs(60);
+            leases.push(created(name, &*store, &format!("p{i}"), "a", ttl).await);
         }
         // p0, p2 and p4 finish; p1, p3 and p5 are still running.
         for i in (0..6).step_by(2) {
@@ -192,14 +173,7 @@ async fn resume_requests(name: &str, store: &dyn SagaStore) {
     let ttl = Duration::from_secs(60);
     let mut leases = Vec::new();
     for n in 0..4 {
-        let Created::New(lease) = store
-            .create(new_execution(&format!("r{n}")), "owner", ttl)
-            .await
-            .unwrap()
-        else {
-            panic!("{name}: r{n} not created")
-        };
-        leases.push(lease);
+        leases.push(created(name, store, &format!("r{n}"), "owner", ttl).await);
     }
     let id = |n: usize| ExecutionId::new(format!("r{n}"));
     for (n, lease) in leases.iter().enumerate().take(3) {
@@ -327,18 +301,8 @@ async fn claim_order(name: &str, store: &dyn SagaStore) {
     let id = |n: u32| ExecutionId::new(format!("o{n}"));
     let mut leases = Vec::new();
     for n in 0..6 {
-        let Created::New(lease) = store
-            .create(
-                new_execution(&format!("o{n}")),
-                "maker",
-                Duration::from_millis(30),
-            )
-            .await
-            .unwrap()
-        else {
-            panic!("{name}: o{n} not created")
-        };
-        leases.push(lease);
+        let ttl = Duration::from_millis(30);
+        leases.push(created(name, store, &format!("o{n}"), "maker", ttl).await);
         // Distinct creation times, so the order is the creation order.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -428,16 +392,20 @@ async fn claim_order(name: &str, store: &dyn SagaStore) {
     );
 }
 
+/// Creates execution `id` (of [`new_execution`]) for `owner` with a
+/// lease of `ttl`, and returns the lease; `name` labels the failure of a
+/// store that reports it existing.
+async fn created(name: &str, store: &dyn SagaStore, id: &str, owner: &str, ttl: Duration) -> Lease {
+    match store.create(new_execution(id), owner, ttl).await.unwrap() {
+        Created::New(lease) => lease,
+        Created::Existing(_) => panic!("{name}: {id} not created"),
+    }
+}
+
 /// The whole contract on `store`, which must be empty; `name` labels
 /// failures.
 async fn contract(name: &str, store: &dyn SagaStore) {
-    let Created::New(old) = store
-        .create(new_execution("x"), "a", Duration::ZERO)
-        .await
-        .unwrap()
-    else {
-        panic!("{name}: not created")
-    };
+    let old = created(name, store, "x", "a", Duration::ZERO).await;
     let id = ExecutionId::new("x");
     // A retried create writes nothing and reports the execution.
     let Created::Existing(existing) = store

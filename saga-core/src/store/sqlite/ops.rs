@@ -1092,6 +1092,16 @@ mod failure_tests {
         (release_tx, holding)
     }
 
+    /// A write's work that writes (renames every execution), then panics.
+    fn rename_then_panic(
+        conn: &crate::store::sqlite::Db<'_>,
+        _: &std::path::Path,
+    ) -> StoreResult<()> {
+        conn.execute("UPDATE executions SET saga = 'renamed'", [])
+            .unwrap();
+        panic!("a write bug")
+    }
+
     /// A panic in the store's own code (a bug) fails the call that hit it,
     /// with the panic's message; the threads go on. A write with a
     /// savepoint of its own is undone alone: a write of the same commit
@@ -1109,11 +1119,7 @@ mod failure_tests {
         assert!(chain(&read).contains("a read bug"), "{}", chain(&read));
         assert_eq!(store.get(&id).await.unwrap().unwrap().last_seq, 1);
         let (release, holding) = hold_writer(&store);
-        let bad = store.write("renaming", |conn, _| -> StoreResult<()> {
-            conn.execute("UPDATE executions SET saga = 'renamed'", [])
-                .unwrap();
-            panic!("a write bug")
-        });
+        let bad = store.write("renaming", rename_then_panic);
         let good = store.append(&id, &lease, vec![started(2, 1)], ExecutionStatus::Running);
         drop(release);
         let (holding, bad, good) = tokio::join!(holding, bad, good);
@@ -1140,11 +1146,7 @@ mod failure_tests {
         let (id_a, id_b) = (ExecutionId::new("a"), ExecutionId::new("b"));
         let (release, holding) = hold_writer(&store);
         let before = store.append(&id_a, &a, vec![started(2, 1)], ExecutionStatus::Running);
-        let bad = store.write_fenced("renaming", |conn, _| -> StoreResult<()> {
-            conn.execute("UPDATE executions SET saga = 'renamed'", [])
-                .unwrap();
-            panic!("a write bug")
-        });
+        let bad = store.write_fenced("renaming", rename_then_panic);
         let after = store.append(&id_b, &b, vec![started(2, 1)], ExecutionStatus::Running);
         drop(release);
         let (holding, before, bad, after) = tokio::join!(holding, before, bad, after);
