@@ -317,9 +317,9 @@ impl SqliteStore {
                     }));
                 }),
             },
-            // A panic of `work` (a bug) fails this write alone, as an
-            // error would (its savepoint, or its batch, is rolled back):
-            // the writer thread goes on with the others.
+            // A panic of `work` (a bug) fails this write as an error
+            // would: its savepoint is rolled back, or, for a write without
+            // one that wrote, its batch. The writer thread goes on.
             Ok(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn, &path)))
                 .unwrap_or_else(|panic| Err(panicked(&path, what, &*panic)))
             {
