@@ -2,7 +2,8 @@
 //! case of an unwind-at-every-step matrix, the running engine, a second
 //! engine on the same store and `Saga::run` give equal errors; a lease
 //! this engine lost does not end its `wait`; `context` reads the last
-//! logged context.
+//! logged context; a `wait` just after a run completed here gives that
+//! run's own report, while the record says it completed.
 
 mod support;
 
@@ -356,4 +357,84 @@ async fn a_lease_this_engine_lost_does_not_end_its_wait() {
         Err(e) => panic!("the lost lease ended the wait: {e}"),
     };
     assert_eq!(report.status, ExecutionStatus::Completed);
+}
+
+/// A saga of one step that naps 2.5 ms (a report of its own run has
+/// sub-millisecond durations) and fails if the plan says so.
+fn napping() -> Saga<Plan> {
+    Saga::builder("napping")
+        .step(Step::new_async(
+            "nap",
+            |plan: &mut Plan, _: &StepInfo<'_>| {
+                let fail = plan.fail_step.is_some();
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_micros(2500)).await;
+                    if fail {
+                        return Err(StepError::new(std::io::Error::other("no nap")).permanent());
+                    }
+                    Ok::<(), StepError>(())
+                })
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+/// A `wait` called after its run completed here (a fast run on a
+/// multi-thread runtime ends before its caller waits) gives the run's own
+/// report, the one a `wait` during the run gave, not one rebuilt from the
+/// log at a millisecond's resolution.
+#[tokio::test]
+async fn a_wait_after_the_run_completed_here_gives_the_runs_own_report() {
+    let engine = SagaEngine::new(MemoryStore::new());
+    engine.register(napping()).await.unwrap();
+    let id = engine.start("napping", Plan::default()).await.unwrap();
+    // Called before the run's task first ran: it waits on the run itself.
+    let during = engine.wait(&id).await.unwrap();
+    let after = engine.wait(&id).await.unwrap();
+    assert_eq!(format!("{after:?}"), format!("{during:?}"));
+    let rebuilt = engine.report(&id).await.unwrap();
+    assert_ne!(
+        format!("{rebuilt:?}"),
+        format!("{during:?}"),
+        "a rebuilt report has the log's millisecond durations"
+    );
+}
+
+/// The kept report of a run that completed here is not given for an
+/// execution another engine purged since (not found), nor for one it
+/// created again with the same id (its own outcome).
+#[tokio::test]
+async fn a_kept_report_is_not_given_once_another_engine_purged_the_execution() {
+    let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+    let here = SagaEngine::with_store(Arc::clone(&store));
+    here.register(napping()).await.unwrap();
+    let elsewhere = SagaEngine::with_store(store).with_retention(Duration::ZERO);
+    elsewhere.register(napping()).await.unwrap();
+    let id = here
+        .start_with_id("napping", "order-7", Plan::default())
+        .await
+        .unwrap();
+    here.wait(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(elsewhere.purge().await.unwrap(), 1);
+    let purged = here.wait(&id).await.unwrap_err();
+    assert!(
+        matches!(purged, WaitError::Engine(EngineError::NotFound { .. })),
+        "{purged:?}"
+    );
+    let failing = Plan {
+        fail_step: Some("nap".to_owned()),
+        ..Plan::default()
+    };
+    elsewhere
+        .start_with_id("napping", "order-7", failing)
+        .await
+        .unwrap();
+    let error = saga_error(unless_hung(here.wait(&id)).await);
+    assert_eq!(error.report().status, ExecutionStatus::Compensated);
+    assert_eq!(
+        error.to_string(),
+        saga_error(elsewhere.wait(&id).await).to_string()
+    );
 }

@@ -531,7 +531,17 @@ impl SagaEngine {
             // A run stopped by its store stays listed with its error, for
             // `wait`, until a recovery (or a worker) runs it again.
             let interrupted = done.is_err();
+            let completed =
+                matches!(&done, Ok(report) if report.status == ExecutionStatus::Completed);
             let _ = tx.send(Some(done));
+            if completed {
+                // Kept before its entry goes: a `wait` finds one or the other.
+                inner
+                    .ended
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keep(task_id.clone(), tx.subscribe());
+            }
             if !interrupted {
                 let mut live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
                 if live.get(&task_id).is_some_and(|l| l.slot == slot) {

@@ -11,6 +11,7 @@
 //! - `mod.rs`: [`SagaEngine`], its registry, start / submit / wait / recover
 //! - `error.rs`: [`EngineError`]
 //! - `live.rs`: the live set; claiming and launching runs
+//! - `ended.rs`: the ends of runs completed lately, for `wait`
 //! - `operator.rs`: resume, abandon, cancel, purge, and the reads tools use
 //! - `replay.rs`: a log folded back into step states; rebuilt reports
 //! - `runner.rs`: a registered definition, erased over its context
@@ -20,7 +21,7 @@
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -37,6 +38,7 @@ use crate::store::{
 use tokio::sync::watch;
 
 mod crash;
+mod ended;
 mod error;
 mod journal;
 mod live;
@@ -155,6 +157,8 @@ struct EngineInner {
     live: Mutex<HashMap<ExecutionId, Live>>,
     /// The next [`Live::slot`].
     slots: AtomicU64,
+    /// The ends of the runs this engine completed lately, for `wait`.
+    ended: Mutex<ended::Ended>,
     /// Debug builds: the run tasks alive per execution, counted by the
     /// tasks themselves, so the one-live-run rule is checked on what runs,
     /// not on the bookkeeping that is meant to ensure it.
@@ -194,6 +198,7 @@ impl SagaEngine {
                 registry: RwLock::new(Registry::default()),
                 live: Mutex::new(HashMap::new()),
                 slots: AtomicU64::new(0),
+                ended: Mutex::default(),
                 #[cfg(debug_assertions)]
                 tasks: Mutex::new(HashMap::new()),
             }),
@@ -497,8 +502,12 @@ impl SagaEngine {
     /// returns how it ended, as an in-memory [`Saga::run`] does: its report
     /// if it completed, [`WaitError::Saga`] with the [`SagaError`](crate::SagaError) if it
     /// ended compensated, stuck, cancelled or abandoned. The report is the
-    /// run's own if this engine is running it when `wait` is called,
-    /// otherwise one rebuilt from the log (statuses, outcomes, attempts and
+    /// run's own if this engine is running it when `wait` is called, or
+    /// completed it in the last 10 seconds (and its record, read once,
+    /// says it completed; at most 1024 such runs are kept; should another
+    /// engine purge it and the id be started again and complete within
+    /// those seconds, the earlier run's report is given), otherwise one
+    /// rebuilt from the log (statuses, outcomes, attempts and
     /// errors; durations from the log's timestamps, to the millisecond,
     /// including any time spent waiting for recovery). The errors inside a
     /// `SagaError` are always read from the log, in their logged form
@@ -576,7 +585,18 @@ impl SagaEngine {
             }
             let record = self.record(id).await?;
             if record.status.is_finished() {
-                return self.outcome(&record, None).await;
+                // Completed by a run of this engine lately: that run's own
+                // report, not one rebuilt from the log.
+                let kept = (record.status == ExecutionStatus::Completed)
+                    .then(|| {
+                        self.inner
+                            .ended
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .report(id)
+                    })
+                    .flatten();
+                return self.outcome(&record, kept).await;
             }
             // Run by another owner, or waiting for one to take it: poll.
             tokio::time::sleep(Duration::from_millis(50)).await;
