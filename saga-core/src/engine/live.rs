@@ -34,6 +34,14 @@ impl Live {
             .as_ref()
             .is_none_or(|run| run.done.borrow().is_none())
     }
+
+    /// Whether the entry is a run stopped by its store (its log could not
+    /// be written), listed for `wait` until it runs again.
+    fn stopped(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_some_and(|run| matches!(*run.done.borrow(), Some(Err(_))))
+    }
 }
 
 /// A run of this engine.
@@ -47,7 +55,8 @@ pub(super) struct LiveRun {
 /// A claiming entry in the live set, made by [`SagaEngine::enter`]: while
 /// it stands, nothing else in this engine claims or runs its execution.
 /// Dropped without a launch, it gives back the lease it took, if any, and
-/// puts back the entry it replaced (or removes its own).
+/// puts back the entry it replaced if that was a run stopped by its store
+/// (or removes its own).
 pub(super) struct Claiming {
     pub(super) inner: Arc<EngineInner>,
     pub(super) id: ExecutionId,
@@ -81,7 +90,10 @@ impl Drop for Claiming {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if live.get(&self.id).is_some_and(|l| l.slot == self.slot) {
-            match self.previous.take() {
+            // Only a run stopped by its store stays listed (for `wait`,
+            // until it runs again): one that ended may have been replaced
+            // just before its task's removal, which then skipped it.
+            match self.previous.take().filter(Live::stopped) {
                 Some(previous) => {
                     live.insert(self.id.clone(), previous);
                 }
@@ -571,4 +583,73 @@ pub(super) fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String>
     let mut names: Vec<String> = names.cloned().collect();
     names.sort();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// Lists a run of `id` that ended with `done`, as its task leaves it
+    /// before removing it.
+    fn list_ended(engine: &SagaEngine, id: &ExecutionId, done: Done) {
+        let task = tokio::spawn(async {});
+        let run = LiveRun {
+            cancel: CancellationToken::new(),
+            done: watch::channel(Some(done)).1,
+            task: task.abort_handle(),
+            lease: Lease {
+                owner: "here".into(),
+                token: 1,
+                ttl: Duration::from_secs(10),
+            },
+        };
+        engine.live().insert(
+            id.clone(),
+            Live {
+                slot: 99,
+                run: Some(run),
+            },
+        );
+    }
+
+    /// `start_with_id` of an execution whose run just ended replaces the
+    /// run's entry before the run's task removes it (the task then skips
+    /// it, not its own). Its claim given up, the entry must not come back:
+    /// nothing would remove it again.
+    #[tokio::test]
+    async fn a_claim_given_up_puts_back_a_stopped_run_but_not_an_ended_one() {
+        let engine = SagaEngine::new(MemoryStore::new());
+        let (ended, stopped) = (ExecutionId::new("ended"), ExecutionId::new("stopped"));
+        let report = SagaReport {
+            saga: "s".into(),
+            execution_id: ended.clone(),
+            status: ExecutionStatus::Completed,
+            steps: Vec::new(),
+            cancel_ignored: false,
+            duration: Duration::ZERO,
+        };
+        list_ended(&engine, &ended, Ok(report));
+        let stop = Stopped {
+            lease_lost: false,
+            detail: "disk full".to_owned(),
+        };
+        list_ended(&engine, &stopped, Err(stop));
+        drop(
+            engine
+                .enter(&ended)
+                .expect("an ended run's entry is replaced"),
+        );
+        drop(
+            engine
+                .enter(&stopped)
+                .expect("a stopped run's entry is replaced"),
+        );
+        let live = engine.live();
+        assert!(
+            live.get(&ended).is_none(),
+            "the ended run's entry came back"
+        );
+        assert!(live.get(&stopped).is_some_and(Live::stopped));
+    }
 }
