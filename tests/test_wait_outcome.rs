@@ -438,3 +438,33 @@ async fn a_kept_report_is_not_given_once_another_engine_purged_the_execution() {
         saga_error(elsewhere.wait(&id).await).to_string()
     );
 }
+
+/// A `wait` on a compensated execution whose run is no longer this
+/// engine's reads the record and the log once each, and not the stored
+/// definition (the registered one has the same shape): the report and the
+/// logged error come from the one read of the log. The same report as the
+/// run's own, but for durations at the log's millisecond resolution.
+#[tokio::test]
+async fn a_late_wait_reads_the_record_and_the_log_once_each() {
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call({
+        let calls = Arc::clone(&calls);
+        move |call| {
+            calls.lock().unwrap().push(call.op.label());
+            Ok(())
+        }
+    });
+    let engine = SagaEngine::new(store);
+    engine.register(napping()).await.unwrap();
+    let failing = Plan {
+        fail_step: Some("nap".to_owned()),
+        ..Plan::default()
+    };
+    let id = engine.start("napping", failing).await.unwrap();
+    let during = saga_error(engine.wait(&id).await);
+    calls.lock().unwrap().clear();
+    let late = saga_error(engine.wait(&id).await);
+    assert_eq!(*calls.lock().unwrap(), ["get", "events"]);
+    assert_eq!(late.to_string(), during.to_string());
+    assert_eq!(late.report().statuses(), during.report().statuses());
+}

@@ -314,18 +314,19 @@ impl SagaEngine {
                 output: step.output_type,
             });
         }
-        let (shape, fingerprint) = describe(&saga);
+        let (shape, text, fingerprint) = describe(&saga);
         self.inner
             .store
             .put_definition(DefinitionRecord {
                 fingerprint: fingerprint.clone(),
                 saga: saga.name().to_owned(),
-                shape,
+                shape: text,
             })
             .await?;
         let runner: Arc<dyn Runner> = Arc::new(Typed {
             saga,
             deps,
+            shape,
             fingerprint: fingerprint.clone(),
             context_len: AtomicUsize::new(0),
         });

@@ -69,14 +69,15 @@ impl SagaEngine {
     }
 
     /// An execution's report, rebuilt from its log and its definition's
-    /// stored shape, whatever its status (statuses, outcomes, attempts and
+    /// shape (the registered definition's, or else the stored one),
+    /// whatever its status (statuses, outcomes, attempts and
     /// errors; durations from the log's timestamps, to the millisecond,
     /// including any time spent waiting for recovery). Needs no registered
     /// definition: for tools.
     ///
     /// # Errors
-    /// [`EngineError::NotFound`], store errors (a definition missing from
-    /// the store is a [`StoreError::BadRecord`](crate::store::StoreError::BadRecord)).
+    /// [`EngineError::NotFound`], store errors (a definition neither
+    /// registered here nor stored is a [`StoreError::BadRecord`](crate::store::StoreError::BadRecord)).
     pub async fn report(&self, id: &ExecutionId) -> Result<SagaReport, EngineError> {
         let record = self.record(id).await?;
         self.rebuilt_report(&record).await

@@ -15,36 +15,40 @@ use crate::store::{Event, EventKind, ExecutionRecord, StoreError, logged_duratio
 
 impl SagaEngine {
     /// The report of a finished execution, rebuilt from its log and its
-    /// definition's stored shape.
+    /// definition's shape (the registered one's, or else the stored one).
     pub(super) async fn rebuilt_report(
         &self,
         record: &ExecutionRecord,
     ) -> Result<SagaReport, EngineError> {
-        let store = &self.inner.store;
-        let shape = match store.definition(&record.fingerprint).await? {
-            Some(definition) => serde_json::from_str::<Shape>(&definition.shape).map_err(|e| {
-                StoreError::BadRecord {
-                    store: store.describe(),
-                    what: format!("the definition {}", record.fingerprint),
-                    detail: e.to_string(),
-                }
-            })?,
+        let events = self.inner.store.events(&record.id).await?;
+        self.report_from_log(record, &events).await
+    }
+
+    /// [`rebuilt_report`](Self::rebuilt_report) from a log read already.
+    async fn report_from_log(
+        &self,
+        record: &ExecutionRecord,
+        events: &[Event],
+    ) -> Result<SagaReport, EngineError> {
+        let registered = self
+            .registry()
+            .by_fingerprint
+            .get(&record.fingerprint)
+            .cloned();
+        let stored;
+        let shape = match &registered {
+            Some(runner) => runner.shape(),
             None => {
-                return Err(StoreError::BadRecord {
-                    store: store.describe(),
-                    what: format!("execution `{}`", record.id),
-                    detail: format!("its definition {} is not stored", record.fingerprint),
-                }
-                .into());
+                stored = self.stored_shape(record).await?;
+                &stored
             }
         };
-        let events = store.events(&record.id).await?;
-        let folded = fold(&record.id, shape.steps.len(), &events)?;
+        let folded = fold(&record.id, shape.steps.len(), events)?;
         let rolled_back = matches!(folded.phase, ResumePhase::Rollback { .. });
         // Durations by the log's timestamps; zero where a span is missing
         // or the clock went back.
         let since = |ms: Option<i64>| Duration::from_millis(ms.map_or(0, |ms| ms.max(0) as u64));
-        let spans = logged_durations(shape.steps.len(), &events);
+        let spans = logged_durations(shape.steps.len(), events);
         let run = events
             .first()
             .zip(events.last())
@@ -84,6 +88,27 @@ impl SagaEngine {
             steps,
             cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored),
             duration: since(run),
+        })
+    }
+
+    /// The shape stored with a definition this engine has not registered.
+    async fn stored_shape(&self, record: &ExecutionRecord) -> Result<Shape, EngineError> {
+        let store = &self.inner.store;
+        let Some(definition) = store.definition(&record.fingerprint).await? else {
+            return Err(StoreError::BadRecord {
+                store: store.describe(),
+                what: format!("execution `{}`", record.id),
+                detail: format!("its definition {} is not stored", record.fingerprint),
+            }
+            .into());
+        };
+        serde_json::from_str::<Shape>(&definition.shape).map_err(|e| {
+            StoreError::BadRecord {
+                store: store.describe(),
+                what: format!("the definition {}", record.fingerprint),
+                detail: e.to_string(),
+            }
+            .into()
         })
     }
 }
@@ -270,9 +295,20 @@ impl SagaEngine {
         record: &ExecutionRecord,
         report: Option<SagaReport>,
     ) -> Result<SagaReport, WaitError> {
+        // A completed or abandoned execution has no logged error to read.
+        let logged_error = !matches!(
+            record.status,
+            ExecutionStatus::Completed | ExecutionStatus::Abandoned
+        );
+        // The log, read once: for the report, the logged error, or both.
+        let events = if report.is_none() || logged_error {
+            self.inner.store.events(&record.id).await?
+        } else {
+            Vec::new()
+        };
         let report = match report {
             Some(report) => report,
-            None => self.rebuilt_report(record).await?,
+            None => self.report_from_log(record, &events).await?,
         };
         match record.status {
             ExecutionStatus::Completed => return Ok(report),
@@ -285,7 +321,6 @@ impl SagaEngine {
             }
             _ => {}
         }
-        let events = self.inner.store.events(&record.id).await?;
         let logged = events
             .iter()
             .rev()

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicUsize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Done, EngineError, JournalState, Stopped, StoreJournal, fold};
+use super::{Done, EngineError, JournalState, Shape, Stopped, StoreJournal, fold};
 use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
 use crate::id::ExecutionId;
@@ -36,6 +36,8 @@ pub(super) struct Job {
 pub(super) trait Runner: Send + Sync {
     fn name(&self) -> &str;
     fn fingerprint(&self) -> &str;
+    /// The canonical description its fingerprint hashes.
+    fn shape(&self) -> &Shape;
     fn steps(&self) -> usize;
     /// The name of step `index`.
     fn step_name(&self, index: usize) -> String;
@@ -59,6 +61,8 @@ pub(super) struct Typed<C, D> {
     /// The dependencies, taken from the engine at registration: each run
     /// borrows them.
     pub(super) deps: Arc<D>,
+    /// Its canonical description, as stored with the fingerprint.
+    pub(super) shape: Shape,
     pub(super) fingerprint: String,
     /// See [`Runner::context_len`].
     pub(super) context_len: AtomicUsize,
@@ -125,6 +129,10 @@ where
 
     fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    fn shape(&self) -> &Shape {
+        &self.shape
     }
 
     fn steps(&self) -> usize {

@@ -36,11 +36,11 @@ pub(super) struct ShapeStep {
 }
 
 /// The canonical description of a definition (JSON: name, steps in order
-/// with their kinds and groups) and its fingerprint: SHA-256 of that text,
-/// hex. Stable across builds, platforms and compilers; retry policies,
+/// with their kinds and groups), its text and its fingerprint: SHA-256 of
+/// that text, hex. Stable across builds, platforms and compilers; retry policies,
 /// timeouts and metadata are not part of it (changing them does not change
 /// what a log means).
-pub(super) fn describe<C, D>(saga: &Saga<C, D>) -> (String, String) {
+pub(super) fn describe<C, D>(saga: &Saga<C, D>) -> (Shape, String, String) {
     let shape = Shape {
         format: 1,
         saga: saga.name().to_owned(),
@@ -58,7 +58,7 @@ pub(super) fn describe<C, D>(saga: &Saga<C, D>) -> (String, String) {
     let text = serde_json::to_string(&shape).unwrap_or_default();
     let digest = Sha256::digest(text.as_bytes());
     let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
-    (text, hex)
+    (shape, text, hex)
 }
 
 impl DefinitionRecord {
@@ -96,6 +96,6 @@ impl<C, D> Saga<C, D> {
     /// A durable execution records it; recovery runs an execution only
     /// under a registered definition with the same fingerprint.
     pub fn fingerprint(&self) -> String {
-        describe(self).1
+        describe(self).2
     }
 }
