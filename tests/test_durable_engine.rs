@@ -671,9 +671,22 @@ async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
 
 /// A saga whose second step waits until the test opens its gate.
 fn gated(gate: &Arc<tokio::sync::Semaphore>, entered: &Arc<tokio::sync::Notify>) -> Saga<Order> {
+    gated_before(gate, entered, false)
+}
+
+/// [`gated`], its third step the pivot if `pivot`.
+fn gated_before(
+    gate: &Arc<tokio::sync::Semaphore>,
+    entered: &Arc<tokio::sync::Notify>,
+    pivot: bool,
+) -> Saga<Order> {
     let gate = Arc::clone(gate);
     let entered = Arc::clone(entered);
-    Saga::<Order>::builder("gated")
+    let c = Step::new("c", |o: &mut Order, _: &StepInfo<'_>| {
+        o.done.push("c".into());
+        Ok::<_, StepError>(())
+    });
+    let builder = Saga::<Order>::builder("gated")
         .step(
             Step::new("a", |o: &mut Order, _: &StepInfo<'_>| {
                 o.done.push("a".into());
@@ -696,13 +709,13 @@ fn gated(gate: &Arc<tokio::sync::Semaphore>, entered: &Arc<tokio::sync::Notify>)
                     Ok::<_, StepError>(())
                 })
             },
-        ))
-        .step(Step::new("c", |o: &mut Order, _: &StepInfo<'_>| {
-            o.done.push("c".into());
-            Ok::<_, StepError>(())
-        }))
-        .build()
-        .unwrap()
+        ));
+    let builder = if pivot {
+        builder.pivot(c)
+    } else {
+        builder.step(c)
+    };
+    builder.build().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -856,5 +869,46 @@ async fn a_report_rebuilt_from_the_log_has_the_durations_its_timestamps_give() {
         );
         // A step with no compensation has none to time.
         assert_eq!(rebuilt.steps[1].compensation_duration, Duration::ZERO);
+    }
+}
+
+/// A cancel request another engine makes while the step before the pivot
+/// runs reaches the owner with the pivot's start commit: the pivot has not
+/// run, so it never does, and the run rolls back and ends cancelled (the
+/// pivot is not cancelled once it started, nor are the steps after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_that_arrives_with_the_pivots_start_stops_the_pivot() {
+    for (name, store) in stores("cancel-at-pivot") {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let first = SagaEngine::with_store(Arc::clone(&store));
+        first
+            .register(gated_before(&gate, &entered, true))
+            .await
+            .unwrap();
+        let second = SagaEngine::with_store(Arc::clone(&store));
+        second
+            .register(gated_before(&gate, &entered, true))
+            .await
+            .unwrap();
+        let inside = entered.notified();
+        let id = first.start("gated", Order::default()).await.unwrap();
+        inside.await;
+        second.cancel(&id).await.unwrap();
+        gate.add_permits(1);
+        let report = second.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+        let events = store.events(&id).await.unwrap();
+        let last = events.last().unwrap().context.clone().unwrap();
+        assert_eq!(last, r#"{"done":["a","b","undo a"]}"#, "{name}");
+        assert_eq!(
+            report.statuses(),
+            [
+                ("a", StepStatus::Compensated),
+                ("b", StepStatus::Skipped),
+                ("c", StepStatus::Pending),
+            ],
+            "{name}"
+        );
     }
 }
