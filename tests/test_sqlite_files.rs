@@ -240,3 +240,81 @@ fn read_only_helper() {
         }
     });
 }
+
+/// Runs [`another_process_helper`] on `path`: another process opening the
+/// file with SQLite and closing it, as an operator's `sqlite3` shell does.
+/// Its output.
+fn read_as_another_process(path: &Path) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([
+            "another_process_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SAGA_ANOTHER_PROCESS_PATH", path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// Not a test of its own: the body [`read_as_another_process`] runs.
+/// Prints how many executions a plain SQLite connection sees.
+#[test]
+#[ignore = "run as another process by the second-open test"]
+fn another_process_helper() {
+    let Some(path) = std::env::var_os("SAGA_ANOTHER_PROCESS_PATH") else {
+        return;
+    };
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM executions", [], |row| row.get(0))
+        .unwrap();
+    println!("executions {count}");
+}
+
+/// A store opened again in the same process (to write, or to read) leaves
+/// the locks of the store open on the file alone. Closing any descriptor
+/// of a file drops every POSIX lock the process holds on it: another
+/// process that opened and closed the file then believed itself its last
+/// user and deleted the write-ahead log the live store went on writing to,
+/// so later commits were seen by no one else and lost in a crash.
+#[test]
+fn a_second_open_in_the_process_keeps_the_live_stores_log() {
+    for second in ["read-write", "read-only"] {
+        let dir = scratch_dir(&format!("second-open-{second}"));
+        let path = dir.join("sagas.db");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let script = Arc::new(Script::default());
+        let engine = rt.block_on(async {
+            let engine = SagaEngine::new(SqliteStore::open(&path).unwrap());
+            engine.register(saga(&script)).await.unwrap();
+            engine
+        });
+        let run_one = || {
+            rt.block_on(async {
+                let id = engine.start("order", Order::default()).await.unwrap();
+                engine.wait(&id).await.or_else(support::ended).unwrap();
+            });
+        };
+        run_one();
+        if second == "read-write" {
+            drop(SqliteStore::open(&path).unwrap());
+        } else {
+            drop(SqliteStore::open_read_only(&path).unwrap());
+        }
+        let out = read_as_another_process(&path);
+        assert!(out.contains("executions 1"), "{second}: {out}");
+        assert!(
+            companion(&path, "-wal").exists(),
+            "{second}: the live store's write-ahead log was deleted"
+        );
+        run_one();
+        let out = read_as_another_process(&path);
+        assert!(out.contains("executions 2"), "{second}: {out}");
+        drop(engine);
+    }
+}

@@ -201,7 +201,10 @@ pub(super) fn run_action<'a, C, D>(
                 // one that came with this start stops the step before it runs
                 // (the rollback that follows tells the log it never ran),
                 // the pivot included.
-                if brakes.unstarted.is_some_and(CancellationToken::is_cancelled) {
+                if brakes
+                    .unstarted
+                    .is_some_and(CancellationToken::is_cancelled)
+                {
                     attempt -= 1;
                     record.attempts = attempt;
                     record.status = if attempt == 0 {

@@ -1,8 +1,9 @@
 //! Opening an SQLite store file: checks before anything is written, the
 //! schema and its migrations.
 
-use std::io::Read;
+use std::fs::File;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
@@ -86,8 +87,13 @@ pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(true),
+    // Opened and closed under the kept descriptors' lock: see `kept_files`.
+    let created = {
+        let _kept = kept_files();
+        options.open(path).map(drop)
+    };
+    match created {
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(StoreError::ReadOnly {
             path: path.to_path_buf(),
@@ -123,26 +129,17 @@ pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
         });
     }
     let mut header = [0_u8; 100];
-    let mut file = std::fs::File::open(path).map_err(|e| StoreError::Backend {
-        store: describe(path),
-        what: "opening the file".to_owned(),
-        source: Box::new(e),
-    })?;
-    let mut read = 0;
-    while read < header.len() {
-        match file.read(&mut header[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(StoreError::Backend {
-                    store: describe(path),
-                    what: "reading the file's header".to_owned(),
-                    source: Box::new(e),
-                });
-            }
-        }
-    }
+    let read = with_kept_file(path, |file| read_prefix(file, &mut header))
+        .map_err(|e| StoreError::Backend {
+            store: describe(path),
+            what: "opening the file".to_owned(),
+            source: Box::new(e),
+        })?
+        .map_err(|e| StoreError::Backend {
+            store: describe(path),
+            what: "reading the file's header".to_owned(),
+            source: Box::new(e),
+        })?;
     if !header.starts_with(b"SQLite format 3\0") {
         return Err(StoreError::NotADatabase {
             path: path.to_path_buf(),
@@ -177,6 +174,72 @@ pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
         check_writable(path, &metadata)?;
     }
     Ok(())
+}
+
+/// Calls `read` with the file at `path`, opened through a descriptor this
+/// process keeps open for as long as the file exists.
+///
+/// Closing any descriptor of a file drops every POSIX lock the process
+/// holds on it, SQLite's included: those of a store (or any SQLite
+/// connection) open on the same file in this process. Another process's
+/// SQLite closing its last connection would then find no other user and
+/// delete the write-ahead log the live store goes on writing to: its later
+/// commits seen by no one else, and lost in a crash. SQLite keeps the
+/// descriptors it closes for the same reason. A file deleted (or renamed
+/// over) since is no longer reachable by its path: its descriptor is closed
+/// at the next call.
+#[cfg(unix)]
+fn with_kept_file<T>(path: &Path, read: impl FnOnce(&File) -> T) -> std::io::Result<T> {
+    use std::os::unix::fs::MetadataExt;
+    let mut kept = kept_files();
+    kept.retain(|file| file.metadata().is_ok_and(|m| m.nlink() > 0));
+    let wanted = std::fs::metadata(path)?;
+    let same = |file: &File| {
+        file.metadata()
+            .is_ok_and(|m| m.dev() == wanted.dev() && m.ino() == wanted.ino())
+    };
+    if let Some(file) = kept.iter().find(|file| same(file)) {
+        return Ok(read(file));
+    }
+    let file = File::open(path)?;
+    let value = read(&file);
+    kept.push(file);
+    Ok(value)
+}
+
+/// The descriptors [`with_kept_file`] keeps (none but on Unix), locked:
+/// [`create_file`] also opens and closes a new file under this lock, so
+/// that its close cannot come after a concurrent opener's SQLite locked
+/// the file.
+fn kept_files() -> MutexGuard<'static, Vec<File>> {
+    static KEPT: Mutex<Vec<File>> = Mutex::new(Vec::new());
+    KEPT.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Elsewhere no lock is dropped by a close: the file is opened for the
+/// call.
+#[cfg(not(unix))]
+fn with_kept_file<T>(path: &Path, read: impl FnOnce(&File) -> T) -> std::io::Result<T> {
+    Ok(read(&File::open(path)?))
+}
+
+/// Reads the first bytes of `file` into `buf`, from its start whatever its
+/// offset; returns how many (fewer at its end).
+fn read_prefix(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut read = 0;
+    while read < buf.len() {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut buf[read..], read as u64);
+        #[cfg(not(unix))]
+        let n = std::io::Read::read(&mut &*file, &mut buf[read..]);
+        match n {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(read)
 }
 
 pub(super) fn check_writable(path: &Path, metadata: &std::fs::Metadata) -> StoreResult<()> {
