@@ -87,6 +87,28 @@ fn an_sqlite_file_without_an_application_id_is_refused_byte_for_byte() {
     }
 }
 
+/// A file of another application with tables is refused naming them, by a
+/// read-only open as by one to write, and left byte for byte.
+#[test]
+fn another_applications_tables_are_named_by_both_opens() {
+    let dir = scratch_dir("foreign-tables");
+    let path = dir.join("app.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE users (id); CREATE TABLE orders (id);")
+        .unwrap();
+    let before = bytes(&path);
+    let expected = format!(
+        "`{}` is an SQLite database of another application (application id 0x0, tables: orders, users); it was left untouched: point the store at a file of its own",
+        path.display()
+    );
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert_eq!(err.to_string(), expected);
+    let err = SqliteStore::open_read_only(&path).unwrap_err();
+    assert_eq!(err.to_string(), expected);
+    assert_eq!(bytes(&path), before);
+}
+
 #[test]
 fn an_empty_file_is_refused_and_stays_empty() {
     let dir = scratch_dir("empty");

@@ -307,16 +307,7 @@ pub(super) fn check_and_migrate(
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(err("reading the schema version"))?;
-    let tables: Vec<String> = {
-        let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
-            .map_err(err("reading the schema"))?;
-        let rows = stmt
-            .query_map([], |row| row.get(0))
-            .map_err(err("reading the schema"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(err("reading the schema"))?
-    };
+    let tables = table_names(conn).map_err(err("reading the schema"))?;
     check_ours(path, application_id, &tables, version, created)?;
     if options.integrity_check && !tables.is_empty() {
         let verdict: String = conn
@@ -424,11 +415,24 @@ pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
     };
     let (application_id, version) =
         read_header(&conn).map_err(|e| open_error(path, "reading the application id", e))?;
-    let tables: Vec<String> = Vec::new();
+    // The tables are named only in a refusal: not read for our own files.
+    let tables = if application_id == APPLICATION_ID {
+        Vec::new()
+    } else {
+        table_names(&conn).map_err(|e| open_error(path, "reading the schema", e))?
+    };
     check_ours(path, application_id, &tables, version, false)?;
     conn.busy_timeout(SqliteOptions::new().busy_timeout)
         .map_err(|e| open_error(path, "setting the busy timeout", e))?;
     Ok(conn)
+}
+
+/// The names of the file's tables, in order.
+fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
+    rows.collect()
 }
 
 /// The file's application id and schema version.
