@@ -9,7 +9,8 @@ use std::time::Duration;
 use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore, StoreError};
 use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{
-    EngineError, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, StepStatus,
+    EngineError, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo,
+    StepStatus,
 };
 use support::durable::{
     Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
@@ -566,6 +567,46 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
         let record = store.get(&id).await.unwrap().unwrap();
         assert!(record.cancel_requested);
         assert_eq!(record.status, ExecutionStatus::Cancelled);
+        // Ended: a second request is refused, as the CLI refuses it.
+        let again = engine.cancel(&id).await.unwrap_err();
+        assert_eq!(
+            again.to_string(),
+            format!(
+                "execution `{id}` is cancelled; `cancel` applies to running or compensating executions"
+            ),
+            "{name}"
+        );
+    }
+}
+
+/// A cancel of an execution that completed is refused and records nothing.
+#[tokio::test]
+async fn a_cancel_of_a_completed_execution_is_refused_and_records_nothing() {
+    for (name, store) in stores("cancel-completed") {
+        let script = Arc::new(Script::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga(&script)).await.unwrap();
+        let id = engine.start("order", Order::default()).await.unwrap();
+        engine.wait(&id).await.or_else(support::ended).unwrap();
+        let err = engine.cancel(&id).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EngineError::WrongStatus {
+                    status: ExecutionStatus::Completed,
+                    operation: "cancel",
+                    ..
+                }
+            ),
+            "{name}: {err:?}"
+        );
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert!(!record.cancel_requested, "{name}");
+        let unknown = engine.cancel(&ExecutionId::new("nope")).await.unwrap_err();
+        assert!(
+            matches!(unknown, EngineError::NotFound { .. }),
+            "{name}: {unknown:?}"
+        );
     }
 }
 

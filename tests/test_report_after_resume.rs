@@ -3,7 +3,7 @@
 //! attempts and last error, from the run's own report (`wait`) and rebuilt
 //! from the log (`report`, by another engine too). For a run stuck going
 //! forward (after its pivot) and one stuck rolling back (on a failing
-//! compensation), each resumed, abandoned, or asked to cancel.
+//! compensation), each resumed, abandoned, or asked to cancel (refused).
 
 mod support;
 
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use saga_core::{
-    ExecutionId, ExecutionStatus, Outcome, RetryPolicy, Saga, SagaEngine, SagaReport, Step,
-    StepError, StepInfo, StepStatus,
+    EngineError, ExecutionId, ExecutionStatus, Outcome, RetryPolicy, Saga, SagaEngine, SagaReport,
+    Step, StepError, StepInfo, StepStatus,
 };
 use support::durable::Order;
 use support::stores::every_store as stores;
@@ -231,8 +231,19 @@ async fn operator_commands(
         let status = ExecutionStatus::Abandoned;
         assert_rebuilt(&label, &engine, &abandoned, status, stuck_rows).await;
 
-        // Asked to cancel: a stuck run is not running; nothing changes.
-        engine.cancel(&cancelled).await.unwrap();
+        // Asked to cancel: a stuck run is not running, the request is
+        // refused, and nothing changes.
+        let refused = engine.cancel(&cancelled).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                EngineError::WrongStatus {
+                    status: ExecutionStatus::Stuck,
+                    ..
+                }
+            ),
+            "{name}: {refused:?}"
+        );
         let label = format!("{name}, asked to cancel");
         let status = ExecutionStatus::Stuck;
         assert_rebuilt(&label, &engine, &cancelled, status, stuck_rows).await;

@@ -164,11 +164,23 @@ impl SagaEngine {
     /// Asks an execution to cancel. Its owner (this process or another)
     /// sees the request at its next log write: before the pivot the run
     /// rolls back and ends cancelled; after it the request is recorded and
-    /// ignored.
+    /// ignored. An execution that ends between the check of its status
+    /// and the request keeps the request, which nothing reads.
     ///
     /// # Errors
-    /// [`EngineError::NotFound`], store errors.
+    /// [`EngineError::NotFound`]; [`EngineError::WrongStatus`] if it has
+    /// ended (completed, compensated, cancelled, stuck or abandoned):
+    /// nothing is recorded; store errors.
     pub async fn cancel(&self, id: &ExecutionId) -> Result<(), EngineError> {
+        let record = self.record(id).await?;
+        if record.status.is_finished() {
+            return Err(EngineError::WrongStatus {
+                execution_id: record.id,
+                status: record.status,
+                operation: "cancel",
+                applies: "running or compensating executions",
+            });
+        }
         if !self.inner.store.request_cancel(id).await? {
             return Err(EngineError::NotFound {
                 execution_id: id.clone(),
