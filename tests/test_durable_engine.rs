@@ -710,13 +710,9 @@ async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
     assert_eq!(calls, ["do s1", "do s2", "do s3", "do s4"]);
 }
 
-/// A saga whose second step waits until the test opens its gate.
-fn gated(gate: &Arc<tokio::sync::Semaphore>, entered: &Arc<tokio::sync::Notify>) -> Saga<Order> {
-    gated_before(gate, entered, false)
-}
-
-/// [`gated`], its third step the pivot if `pivot`.
-fn gated_before(
+/// A saga whose second step waits until the test opens its gate; its
+/// third step is the pivot if `pivot`.
+fn gated(
     gate: &Arc<tokio::sync::Semaphore>,
     entered: &Arc<tokio::sync::Notify>,
     pivot: bool,
@@ -759,15 +755,26 @@ fn gated_before(
     builder.build().unwrap()
 }
 
+/// With `c` a plain step, and with `c` the pivot: a cancel request that
+/// arrives with the pivot's start commit stops the pivot too (it has not
+/// run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_owner_neither_recovers_a_live_run_nor_abandons_it_but_can_cancel_it() {
-    for (name, store) in stores("second-owner") {
+    for ((name, store), pivot) in stores("second-owner")
+        .into_iter()
+        .zip([false, false])
+        .chain(stores("second-owner-pivot").into_iter().zip([true, true]))
+    {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let entered = Arc::new(tokio::sync::Notify::new());
         let first = SagaEngine::with_store(Arc::clone(&store));
-        first.register(gated(&gate, &entered)).await.unwrap();
+        first.register(gated(&gate, &entered, pivot)).await.unwrap();
         let second = SagaEngine::with_store(Arc::clone(&store));
-        second.register(gated(&gate, &entered)).await.unwrap();
+        second
+            .register(gated(&gate, &entered, pivot))
+            .await
+            .unwrap();
+        let name = format!("{name}, pivot {pivot}");
 
         let inside = entered.notified();
         let id = first.start("gated", Order::default()).await.unwrap();
@@ -910,46 +917,5 @@ async fn a_report_rebuilt_from_the_log_has_the_durations_its_timestamps_give() {
         );
         // A step with no compensation has none to time.
         assert_eq!(rebuilt.steps[1].compensation_duration, Duration::ZERO);
-    }
-}
-
-/// A cancel request another engine makes while the step before the pivot
-/// runs reaches the owner with the pivot's start commit: the pivot has not
-/// run, so it never does, and the run rolls back and ends cancelled (the
-/// pivot is not cancelled once it started, nor are the steps after it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_that_arrives_with_the_pivots_start_stops_the_pivot() {
-    for (name, store) in stores("cancel-at-pivot") {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let entered = Arc::new(tokio::sync::Notify::new());
-        let first = SagaEngine::with_store(Arc::clone(&store));
-        first
-            .register(gated_before(&gate, &entered, true))
-            .await
-            .unwrap();
-        let second = SagaEngine::with_store(Arc::clone(&store));
-        second
-            .register(gated_before(&gate, &entered, true))
-            .await
-            .unwrap();
-        let inside = entered.notified();
-        let id = first.start("gated", Order::default()).await.unwrap();
-        inside.await;
-        second.cancel(&id).await.unwrap();
-        gate.add_permits(1);
-        let report = second.wait(&id).await.or_else(support::ended).unwrap();
-        assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
-        let events = store.events(&id).await.unwrap();
-        let last = events.last().unwrap().context.clone().unwrap();
-        assert_eq!(last, r#"{"done":["a","b","undo a"]}"#, "{name}");
-        assert_eq!(
-            report.statuses(),
-            [
-                ("a", StepStatus::Compensated),
-                ("b", StepStatus::Skipped),
-                ("c", StepStatus::Pending),
-            ],
-            "{name}"
-        );
     }
 }
