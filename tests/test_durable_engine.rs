@@ -865,6 +865,74 @@ async fn a_run_stuck_after_the_pivot_goes_forward_when_resumed() {
     }
 }
 
+/// A cancel requested after the pivot is recorded and ignored, and stays
+/// ignored when the execution, stuck after the pivot, is resumed: the run
+/// goes forward from its log and never compensates what came before the
+/// pivot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ignored_after_the_pivot_stays_ignored_when_resumed() {
+    for (name, store) in stores("cancel-after-pivot-resumed") {
+        let courier_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (up, inside, open) = (
+            Arc::clone(&courier_up),
+            Arc::clone(&entered),
+            Arc::clone(&gate),
+        );
+        let saga = Saga::<Order>::builder("ship")
+            .step(
+                Step::new("reserve", |o: &mut Order, _: &StepInfo<'_>| {
+                    o.done.push("reserve".into());
+                    Ok::<_, StepError>(())
+                })
+                .undo(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                    o.done.push("undo reserve".into());
+                    Ok::<_, StepError>(())
+                }),
+            )
+            .pivot(Step::new("charge", |o: &mut Order, _: &StepInfo<'_>| {
+                o.done.push("charge".into());
+                Ok::<_, StepError>(())
+            }))
+            .step(Step::new_async(
+                "ship",
+                move |o: &mut Order, _: &StepInfo<'_>| {
+                    let (up, inside, open) =
+                        (Arc::clone(&up), Arc::clone(&inside), Arc::clone(&open));
+                    Box::pin(async move {
+                        if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                            inside.notify_one();
+                            let _permit = open.acquire().await.map_err(StepError::new)?;
+                            return Err(StepError::new("no courier").permanent());
+                        }
+                        o.done.push("ship".into());
+                        Ok(())
+                    })
+                },
+            ))
+            .build()
+            .unwrap();
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga).await.unwrap();
+        let shipping = entered.notified();
+        let id = engine.start("ship", Order::default()).await.unwrap();
+        shipping.await;
+        engine.cancel(&id).await.unwrap();
+        gate.add_permits(1);
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
+        assert!(store.get(&id).await.unwrap().unwrap().cancel_requested);
+        courier_up.store(true, std::sync::atomic::Ordering::SeqCst);
+        engine.resume(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        let events = store.events(&id).await.unwrap();
+        let context = events.last().unwrap().context.clone().unwrap();
+        assert_eq!(context, r#"{"done":["reserve","charge","ship"]}"#, "{name}");
+    }
+}
+
 /// A saga whose `slow` step takes at least 40 ms, whose compensation takes
 /// at least 40 ms, and whose last step fails.
 fn slow_then_failing() -> Saga<Order> {

@@ -28,7 +28,7 @@ pub(super) fn forward<'a, C, D>(
     ctx: &'a mut C,
 ) -> impl Future<Output = Result<(), Stop>> + 'a {
     async move {
-        let mut pivot_done = false;
+        let mut pivot_done = state.pivot_done;
         // Indexed rather than iterated, and the definition read again after
         // each await: the future holds less across the steps' awaits.
         for node_index in 0..env.saga.nodes.len() {

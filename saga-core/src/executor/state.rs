@@ -49,6 +49,10 @@ pub(super) struct State<'a> {
     pub(super) mark: Instant,
     pub(super) status: ExecutionStatus,
     pub(super) cancel_ignored: bool,
+    /// Whether a pivot succeeded before this run started (a recovered or
+    /// resumed run's log says so): a cancellation is then ignored from the
+    /// first step on.
+    pub(super) pivot_done: bool,
 }
 
 impl Record {
@@ -110,6 +114,7 @@ impl<'a> State<'a> {
             mark: started,
             status: ExecutionStatus::Running,
             cancel_ignored: false,
+            pivot_done: false,
         }
     }
 
@@ -206,6 +211,11 @@ impl<'a> State<'a> {
                 extra.last_error = step.last_error;
             }
         }
+        self.pivot_done = saga
+            .steps
+            .iter()
+            .zip(self.records.iter())
+            .any(|(step, record)| step.pivot && record.status == StepStatus::Succeeded);
         let ResumePhase::Rollback { cause } = resume.phase else {
             return self.failed_for_good(saga, failed_detail.as_deref());
         };
