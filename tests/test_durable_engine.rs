@@ -9,8 +9,8 @@ use std::time::Duration;
 use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore, StoreError};
 use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{
-    EngineError, ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo,
-    StepStatus,
+    EngineError, ExecutionId, ExecutionStatus, RetryPolicy, Saga, SagaEngine, Step, StepError,
+    StepInfo, StepStatus,
 };
 use support::durable::{
     Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
@@ -930,6 +930,115 @@ async fn a_cancel_ignored_after_the_pivot_stays_ignored_when_resumed() {
         let events = store.events(&id).await.unwrap();
         let context = events.last().unwrap().context.clone().unwrap();
         assert_eq!(context, r#"{"done":["reserve","charge","ship"]}"#, "{name}");
+    }
+}
+
+/// A cancel request that arrives while the pivot's first attempt runs
+/// does not stop its retry: the pivot may have taken effect (an unknown
+/// outcome), or is retried by its policy as an in-memory run retries it;
+/// the run completes and the cancel is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_pivots_first_attempt_does_not_stop_its_retry() {
+    for unknown in [false, true] {
+        for (name, store) in stores(&format!("cancel-pivot-retry-{unknown}")) {
+            let entered = Arc::new(tokio::sync::Notify::new());
+            let gate = Arc::new(tokio::sync::Semaphore::new(0));
+            let (inside, open) = (Arc::clone(&entered), Arc::clone(&gate));
+            let saga = Saga::<Order>::builder("charge")
+                .pivot(
+                    Step::new_async("charge", move |o: &mut Order, info: &StepInfo<'_>| {
+                        let first = info.attempt() == 1;
+                        let (inside, open) = (Arc::clone(&inside), Arc::clone(&open));
+                        Box::pin(async move {
+                            if first {
+                                inside.notify_one();
+                                let _permit = open.acquire().await.map_err(StepError::new)?;
+                                let error = StepError::new("gateway timeout");
+                                return Err(if unknown {
+                                    error.outcome_unknown()
+                                } else {
+                                    error
+                                });
+                            }
+                            o.done.push("charge".into());
+                            Ok(())
+                        })
+                    })
+                    .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_millis(1))),
+                )
+                .build()
+                .unwrap();
+            let engine = SagaEngine::with_store(Arc::clone(&store));
+            engine.register(saga).await.unwrap();
+            let charging = entered.notified();
+            let id = engine.start("charge", Order::default()).await.unwrap();
+            charging.await;
+            engine.cancel(&id).await.unwrap();
+            gate.add_permits(1);
+            let report = engine.wait(&id).await.or_else(support::ended).unwrap();
+            let name = format!("{name}, unknown {unknown}");
+            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+            assert_eq!(report.step("charge").unwrap().attempts, 2, "{name}");
+        }
+    }
+}
+
+/// A pivot whose attempt a crash cut off may have taken effect: its
+/// recovery runs it again, whatever cancel request is on file (made during
+/// the cut-off attempt, after its start was logged), and the execution
+/// completes.
+#[test]
+fn a_pivot_cut_off_by_a_crash_runs_again_despite_a_cancel_request() {
+    for (name, store) in stores("cancel-pivot-crash") {
+        let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let saga = {
+            let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
+            move || {
+                let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
+                Saga::<Order>::builder("charge")
+                    .pivot(Step::new_async(
+                        "charge",
+                        move |o: &mut Order, _: &StepInfo<'_>| {
+                            let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
+                            Box::pin(async move {
+                                if !crashed.load(std::sync::atomic::Ordering::SeqCst) {
+                                    entered.notify_one();
+                                    std::future::pending::<()>().await;
+                                }
+                                o.done.push("charge".into());
+                                Ok::<_, StepError>(())
+                            })
+                        },
+                    ))
+                    .build()
+                    .unwrap()
+            }
+        };
+        // The first owner dies (its runtime is dropped) inside the pivot.
+        let ttl = Duration::from_millis(100);
+        let dying = tokio::runtime::Runtime::new().unwrap();
+        let id = dying.block_on(async {
+            let engine = SagaEngine::with_store(Arc::clone(&store)).with_lease_ttl(ttl);
+            engine.register(saga()).await.unwrap();
+            let charging = entered.notified();
+            let id = engine.start("charge", Order::default()).await.unwrap();
+            charging.await;
+            engine.cancel(&id).await.unwrap();
+            id
+        });
+        drop(dying);
+        crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let engine = SagaEngine::with_store(Arc::clone(&store));
+            engine.register(saga()).await.unwrap();
+            tokio::time::sleep(ttl * 2).await;
+            let recovery = engine.recover().await.unwrap();
+            assert_eq!(recovery.resumed, vec![id.clone()], "{name}");
+            let report = engine.wait(&id).await.or_else(support::ended).unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        });
     }
 }
 

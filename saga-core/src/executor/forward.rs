@@ -199,11 +199,14 @@ pub(super) fn run_action<'a, C, D>(
                 }
                 // A durable run hears of a cancellation request at its writes:
                 // one that came with this start stops the step before it runs
-                // (the rollback that follows tells the log it never ran),
-                // the pivot included.
-                if brakes
-                    .unstarted
-                    .is_some_and(CancellationToken::is_cancelled)
+                // (the rollback that follows tells the log it never ran).
+                // The pivot too, but only before it may have taken effect:
+                // its first attempt, unless the log says one was cut off.
+                let stoppable = !step.pivot || (attempt == 1 && record.outcome != Outcome::Unknown);
+                if stoppable
+                    && brakes
+                        .unstarted
+                        .is_some_and(CancellationToken::is_cancelled)
                 {
                     attempt -= 1;
                     record.attempts = attempt;

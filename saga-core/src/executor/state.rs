@@ -49,9 +49,10 @@ pub(super) struct State<'a> {
     pub(super) mark: Instant,
     pub(super) status: ExecutionStatus,
     pub(super) cancel_ignored: bool,
-    /// Whether a pivot succeeded before this run started (a recovered or
-    /// resumed run's log says so): a cancellation is then ignored from the
-    /// first step on.
+    /// Whether a pivot succeeded, or may have taken effect (an attempt a
+    /// crash cut off), before this run started (a recovered or resumed
+    /// run's log says so): a cancellation is then ignored from the first
+    /// step on, and the pivot, if cut off, runs again.
     pub(super) pivot_done: bool,
 }
 
@@ -215,7 +216,10 @@ impl<'a> State<'a> {
             .steps
             .iter()
             .zip(self.records.iter())
-            .any(|(step, record)| step.pivot && record.status == StepStatus::Succeeded);
+            .any(|(step, record)| {
+                step.pivot
+                    && (record.status == StepStatus::Succeeded || record.outcome == Outcome::Unknown)
+            });
         let ResumePhase::Rollback { cause } = resume.phase else {
             return self.failed_for_good(saga, failed_detail.as_deref());
         };
