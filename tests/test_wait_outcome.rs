@@ -468,3 +468,39 @@ async fn a_late_wait_reads_the_record_and_the_log_once_each() {
     assert_eq!(late.to_string(), during.to_string());
     assert_eq!(late.report().statuses(), during.report().statuses());
 }
+
+/// An outage of the store (a database restarting) does not end a `wait`:
+/// it reads again until the store is back, and gives the outcome.
+#[tokio::test]
+async fn a_wait_goes_on_through_an_outage_of_the_store() {
+    let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+    let running = SagaEngine::with_store(Arc::clone(&store));
+    running.register(napping()).await.unwrap();
+    let down = Arc::new(AtomicBool::new(true));
+    let outage = DelayedStore::shared(Arc::clone(&store), Duration::ZERO).before_call({
+        let down = Arc::clone(&down);
+        move |call| {
+            if down.load(Ordering::SeqCst) && call.op == StoreOp::Get {
+                return Err(StoreError::Unavailable {
+                    store: "the test's store".to_owned(),
+                    what: "reading an execution".to_owned(),
+                    source: Box::new(std::io::Error::other("connection refused")),
+                });
+            }
+            Ok(())
+        }
+    });
+    let waiting = SagaEngine::new(outage);
+    waiting.register(napping()).await.unwrap();
+    let id = running.start("napping", Plan::default()).await.unwrap();
+    let wait = {
+        let id = id.clone();
+        tokio::spawn(async move { waiting.wait(&id).await })
+    };
+    running.wait(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!wait.is_finished(), "the wait ended during the outage");
+    down.store(false, Ordering::SeqCst);
+    let report = unless_hung(wait).await.unwrap().unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+}

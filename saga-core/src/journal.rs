@@ -293,9 +293,7 @@ pub enum StoreError {
     },
     /// The database server cannot be reached (down, restarting, or the
     /// address is wrong). Nothing was written by the failed call.
-    #[error(
-        "check that the server runs and the URL is right (for the test cluster: `scripts/pg.sh start`); {store} is unreachable while {what}"
-    )]
+    #[error("{store} is unreachable while {what}; check that the server runs and the URL is right")]
     Unavailable {
         /// The store.
         store: String,

@@ -536,11 +536,16 @@ impl SagaEngine {
     /// complete; [`WaitError::Engine`] with [`EngineError::NotFound`] for
     /// an unknown id, [`EngineError::RunLost`] if this engine's run stopped
     /// because its log could not be written (another engine's `wait` goes
-    /// on waiting for a recovery), and store errors.
+    /// on waiting for a recovery), and store errors other than an outage:
+    /// while the store cannot be reached ([`StoreError::Unavailable`], a
+    /// database restarting), `wait` logs a warning once and reads again
+    /// every 250 ms until it can, as a [`Worker`](crate::Worker) does.
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, WaitError> {
         // Once this engine's run lost its lease, its entry tells nothing
         // more: the record does.
         let mut lease_lost = false;
+        // Whether an outage of the store was logged.
+        let mut warned = false;
         loop {
             let live = if lease_lost {
                 None
@@ -584,23 +589,43 @@ impl SagaEngine {
                     }
                 }
             }
-            let record = self.record(id).await?;
-            if record.status.is_finished() {
-                // Completed by a run of this engine lately: that run's own
-                // report, not one rebuilt from the log.
-                let kept = (record.status == ExecutionStatus::Completed)
-                    .then(|| {
-                        self.inner
-                            .ended
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .report(id)
-                    })
-                    .flatten();
-                return self.outcome(&record, kept).await;
+            let outcome = match self.record(id).await {
+                Ok(record) if record.status.is_finished() => {
+                    // Completed by a run of this engine lately: that run's
+                    // own report, not one rebuilt from the log.
+                    let kept = (record.status == ExecutionStatus::Completed)
+                        .then(|| {
+                            self.inner
+                                .ended
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .report(id)
+                        })
+                        .flatten();
+                    self.outcome(&record, kept).await
+                }
+                // Run by another owner, or waiting for one to take it: poll.
+                Ok(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(error) => Err(error.into()),
+            };
+            match outcome {
+                // An outage (a database restarting): the execution goes on
+                // where its owner is, and is waited for once the store is
+                // back, as workers wait for it.
+                Err(WaitError::Engine(EngineError::Store(
+                    error @ StoreError::Unavailable { .. },
+                ))) => {
+                    if !warned {
+                        warned = true;
+                        log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "store unavailable while waiting; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                outcome => return outcome,
             }
-            // Run by another owner, or waiting for one to take it: poll.
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

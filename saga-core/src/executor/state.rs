@@ -218,7 +218,8 @@ impl<'a> State<'a> {
             .zip(self.records.iter())
             .any(|(step, record)| {
                 step.pivot
-                    && (record.status == StepStatus::Succeeded || record.outcome == Outcome::Unknown)
+                    && (record.status == StepStatus::Succeeded
+                        || record.outcome == Outcome::Unknown)
             });
         let ResumePhase::Rollback { cause } = resume.phase else {
             return self.failed_for_good(saga, failed_detail.as_deref());
