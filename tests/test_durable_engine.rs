@@ -9,8 +9,8 @@ use std::time::Duration;
 use saga_core::store::{Event, EventKind, MemoryStore, SagaStore, SqliteStore, StoreError};
 use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{
-    EngineError, ExecutionId, ExecutionStatus, RetryPolicy, Saga, SagaEngine, Step, StepError,
-    StepInfo, StepStatus,
+    EngineError, ExecutionId, ExecutionStatus, Outcome, RetryPolicy, Saga, SagaEngine, Step,
+    StepError, StepInfo, StepStatus,
 };
 use support::durable::{
     Order, Point, STEPS, Script, recover_and_wait, saga, scratch_dir, start_and_crash,
@@ -985,60 +985,79 @@ async fn a_cancel_during_the_pivots_first_attempt_does_not_stop_its_retry() {
 
 /// A pivot whose attempt a crash cut off may have taken effect: its
 /// recovery runs it again, whatever cancel request is on file (made during
-/// the cut-off attempt, after its start was logged), and the execution
-/// completes.
+/// the cut-off attempt, after its start was logged). If the attempt run
+/// again succeeds, the execution completes; if it fails cleanly, the
+/// execution ends stuck, the pivot's outcome unknown (the cut-off attempt
+/// may have charged), in the run's report and in one rebuilt from the log.
 #[test]
 fn a_pivot_cut_off_by_a_crash_runs_again_despite_a_cancel_request() {
-    for (name, store) in stores("cancel-pivot-crash") {
-        let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let entered = Arc::new(tokio::sync::Notify::new());
-        let saga = {
-            let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
-            move || {
+    for again_fails in [false, true] {
+        for (name, store) in stores(&format!("cancel-pivot-crash-{again_fails}")) {
+            let name = format!("{name}, the attempt run again fails: {again_fails}");
+            let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let entered = Arc::new(tokio::sync::Notify::new());
+            let saga = {
                 let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
-                Saga::<Order>::builder("charge")
-                    .pivot(Step::new_async(
-                        "charge",
-                        move |o: &mut Order, _: &StepInfo<'_>| {
-                            let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
-                            Box::pin(async move {
-                                if !crashed.load(std::sync::atomic::Ordering::SeqCst) {
-                                    entered.notify_one();
-                                    std::future::pending::<()>().await;
-                                }
-                                o.done.push("charge".into());
-                                Ok::<_, StepError>(())
-                            })
-                        },
-                    ))
-                    .build()
-                    .unwrap()
-            }
-        };
-        // The first owner dies (its runtime is dropped) inside the pivot.
-        let ttl = Duration::from_millis(100);
-        let dying = tokio::runtime::Runtime::new().unwrap();
-        let id = dying.block_on(async {
-            let engine = SagaEngine::with_store(Arc::clone(&store)).with_lease_ttl(ttl);
-            engine.register(saga()).await.unwrap();
-            let charging = entered.notified();
-            let id = engine.start("charge", Order::default()).await.unwrap();
-            charging.await;
-            engine.cancel(&id).await.unwrap();
-            id
-        });
-        drop(dying);
-        crashed.store(true, std::sync::atomic::Ordering::SeqCst);
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let engine = SagaEngine::with_store(Arc::clone(&store));
-            engine.register(saga()).await.unwrap();
-            tokio::time::sleep(ttl * 2).await;
-            let recovery = engine.recover().await.unwrap();
-            assert_eq!(recovery.resumed, vec![id.clone()], "{name}");
-            let report = engine.wait(&id).await.or_else(support::ended).unwrap();
-            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
-        });
+                move || {
+                    let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
+                    Saga::<Order>::builder("charge")
+                        .pivot(Step::new_async(
+                            "charge",
+                            move |o: &mut Order, _: &StepInfo<'_>| {
+                                let (crashed, entered) =
+                                    (Arc::clone(&crashed), Arc::clone(&entered));
+                                Box::pin(async move {
+                                    if !crashed.load(std::sync::atomic::Ordering::SeqCst) {
+                                        entered.notify_one();
+                                        std::future::pending::<()>().await;
+                                    }
+                                    if again_fails {
+                                        return Err(StepError::new("card declined").permanent());
+                                    }
+                                    o.done.push("charge".into());
+                                    Ok::<_, StepError>(())
+                                })
+                            },
+                        ))
+                        .build()
+                        .unwrap()
+                }
+            };
+            // The first owner dies (its runtime is dropped) inside the pivot.
+            let ttl = Duration::from_millis(100);
+            let dying = tokio::runtime::Runtime::new().unwrap();
+            let id = dying.block_on(async {
+                let engine = SagaEngine::with_store(Arc::clone(&store)).with_lease_ttl(ttl);
+                engine.register(saga()).await.unwrap();
+                let charging = entered.notified();
+                let id = engine.start("charge", Order::default()).await.unwrap();
+                charging.await;
+                engine.cancel(&id).await.unwrap();
+                id
+            });
+            drop(dying);
+            crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let engine = SagaEngine::with_store(Arc::clone(&store));
+                engine.register(saga()).await.unwrap();
+                tokio::time::sleep(ttl * 2).await;
+                let recovery = engine.recover().await.unwrap();
+                assert_eq!(recovery.resumed, vec![id.clone()], "{name}");
+                let report = engine.wait(&id).await.or_else(support::ended).unwrap();
+                let rebuilt = engine.report(&id).await.unwrap();
+                for report in [&report, &rebuilt] {
+                    let charge = report.step("charge").unwrap();
+                    if again_fails {
+                        assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
+                        assert_eq!(charge.outcome, Outcome::Unknown, "{name}");
+                    } else {
+                        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+                        assert_eq!(charge.outcome, Outcome::Applied, "{name}");
+                    }
+                }
+            });
+        }
     }
 }
 

@@ -171,6 +171,11 @@ pub(super) fn fold(
         let step = index.map(|i| (&mut folded.steps[i], &mut in_flight[i]));
         match (event.kind, step) {
             (EventKind::StepStarted, Some((s, flying))) => {
+                // Started again with no end of the attempt before: a crash
+                // cut that one off, and it may have taken effect.
+                if *flying && s.status == StepStatus::Running {
+                    s.outcome = Outcome::Unknown;
+                }
                 s.status = StepStatus::Running;
                 s.attempts = event.attempt;
                 *flying = true;
