@@ -437,6 +437,17 @@ async fn a_kept_report_is_not_given_once_another_engine_purged_the_execution() {
         error.to_string(),
         saga_error(elsewhere.wait(&id).await).to_string()
     );
+    // Purged again, then submitted here and run to its end elsewhere: this
+    // engine forgot the first run's report when it created the execution.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(elsewhere.purge().await.unwrap(), 1);
+    here.submit_with_id("napping", "order-7", Plan::default())
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.recover().await.unwrap().resumed, [id.clone()]);
+    let report = unless_hung(here.wait(&id)).await.unwrap();
+    let rebuilt = elsewhere.report(&id).await.unwrap();
+    assert_eq!(format!("{report:?}"), format!("{rebuilt:?}"));
 }
 
 /// A `wait` on a compensated execution whose run is no longer this

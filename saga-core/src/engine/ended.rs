@@ -6,9 +6,11 @@
 //!
 //! A kept end is used only while the execution's record says it completed
 //! (so a purged execution is not found, and one created again with the
-//! same id is waited for), and only for [`FOR`] after its run ended: an
-//! execution another engine purged and created again, and that completed
-//! again, within that time, would get the earlier run's report.
+//! same id is waited for), and only for [`KEEP_FOR`] after its run ended;
+//! this engine forgets it when it purges or creates an execution under
+//! its id. An execution another engine purged and another created again,
+//! and that completed again, within that time, would get the earlier
+//! run's report.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -21,12 +23,12 @@ use crate::report::SagaReport;
 
 /// How many completed runs' ends are kept at most, the oldest forgotten
 /// first.
-pub(super) const KEPT: usize = 1024;
+pub(super) const MAX_KEPT: usize = 1024;
 
 /// How long a completed run's end is kept.
-pub(super) const FOR: Duration = Duration::from_secs(10);
+pub(super) const KEEP_FOR: Duration = Duration::from_secs(10);
 
-/// The ends of the last [`KEPT`] runs this engine completed, for [`FOR`]
+/// The ends of the last [`MAX_KEPT`] runs this engine completed, for [`KEEP_FOR`]
 /// each.
 #[derive(Default)]
 pub(super) struct Ended {
@@ -41,14 +43,14 @@ struct Kept {
 }
 
 impl Ended {
-    /// Keeps a completed run's end, forgetting the oldest beyond [`KEPT`]
-    /// and those older than [`FOR`]. An id kept again keeps its place in
+    /// Keeps a completed run's end, forgetting the oldest beyond [`MAX_KEPT`]
+    /// and those older than [`KEEP_FOR`]. An id kept again keeps its place in
     /// the order (it may be forgotten a little early).
     pub(super) fn keep(&mut self, id: ExecutionId, done: watch::Receiver<Option<Done>>) {
         let at = Instant::now();
         while let Some(oldest) = self.order.front() {
-            let stale = self.done.get(oldest).is_none_or(|k| at - k.at >= FOR);
-            if !stale && self.order.len() < KEPT {
+            let stale = self.done.get(oldest).is_none_or(|k| at - k.at >= KEEP_FOR);
+            if !stale && self.order.len() < MAX_KEPT {
                 break;
             }
             if let Some(oldest) = self.order.pop_front() {
@@ -60,11 +62,24 @@ impl Ended {
         }
     }
 
-    /// The report of a run of `id` this engine completed less than [`FOR`]
+    /// Forgets what is kept of `id` (an execution created again under it).
+    pub(super) fn forget(&mut self, id: &ExecutionId) {
+        if self.done.remove(id).is_some() {
+            self.order.retain(|kept| kept != id);
+        }
+    }
+
+    /// Forgets every kept end (the store may have purged them).
+    pub(super) fn clear(&mut self) {
+        self.done.clear();
+        self.order.clear();
+    }
+
+    /// The report of a run of `id` this engine completed less than [`KEEP_FOR`]
     /// ago, if it is kept.
     pub(super) fn report(&self, id: &ExecutionId) -> Option<SagaReport> {
         let kept = self.done.get(id)?;
-        if kept.at.elapsed() >= FOR {
+        if kept.at.elapsed() >= KEEP_FOR {
             return None;
         }
         match &*kept.done.borrow() {
@@ -110,13 +125,16 @@ mod tests {
 
     #[test]
     fn the_oldest_end_is_forgotten_first() {
-        let ended = ended(KEPT + 2);
-        assert_eq!((ended.done.len(), ended.order.len()), (KEPT, KEPT));
+        let ended = ended(MAX_KEPT + 2);
+        assert_eq!((ended.done.len(), ended.order.len()), (MAX_KEPT, MAX_KEPT));
         assert_eq!(saga_of(&ended, "e-0"), None);
         assert_eq!(saga_of(&ended, "e-1"), None);
         assert_eq!(saga_of(&ended, "e-2").as_deref(), Some("run 2"));
-        let last = format!("e-{}", KEPT + 1);
-        assert_eq!(saga_of(&ended, &last), Some(format!("run {}", KEPT + 1)));
+        let last = format!("e-{}", MAX_KEPT + 1);
+        assert_eq!(
+            saga_of(&ended, &last),
+            Some(format!("run {}", MAX_KEPT + 1))
+        );
     }
 
     #[test]
@@ -130,13 +148,25 @@ mod tests {
     #[test]
     fn an_end_older_than_its_time_is_not_given_and_goes_at_the_next_keep() {
         let mut ended = ended(2);
-        let old = Instant::now().checked_sub(FOR).expect("a clock past FOR");
+        let old = Instant::now()
+            .checked_sub(KEEP_FOR)
+            .expect("a clock past KEEP_FOR");
         ended.done.get_mut(&ExecutionId::new("e-0")).unwrap().at = old;
         assert_eq!(saga_of(&ended, "e-0"), None);
         assert_eq!(saga_of(&ended, "e-1").as_deref(), Some("run 1"));
         ended.keep(ExecutionId::new("e-2"), completed("run 2"));
         assert_eq!((ended.done.len(), ended.order.len()), (2, 2));
         assert!(!ended.done.contains_key(&ExecutionId::new("e-0")));
+    }
+
+    #[test]
+    fn a_forgotten_end_is_not_given_and_its_place_goes() {
+        let mut ended = ended(3);
+        ended.forget(&ExecutionId::new("e-1"));
+        assert_eq!(saga_of(&ended, "e-1"), None);
+        assert_eq!((ended.done.len(), ended.order.len()), (2, 2));
+        ended.clear();
+        assert_eq!((ended.done.len(), ended.order.len()), (0, 0));
     }
 
     #[test]

@@ -174,6 +174,13 @@ impl SagaEngine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(super) fn ended(&self) -> std::sync::MutexGuard<'_, super::ended::Ended> {
+        self.inner
+            .ended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(super) fn live(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Live>> {
         self.inner
             .live

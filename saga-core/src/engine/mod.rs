@@ -21,7 +21,7 @@
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -453,7 +453,11 @@ impl SagaEngine {
                 requested: name.to_owned(),
             }),
             Created::Existing(_) => Ok(None),
-            Created::New(lease) => Ok(Some((runner, lease, context_len))),
+            Created::New(lease) => {
+                // A new execution under an id whose earlier one was purged.
+                self.ended().forget(id);
+                Ok(Some((runner, lease, context_len)))
+            }
         }
     }
 
@@ -506,8 +510,9 @@ impl SagaEngine {
     /// run's own if this engine is running it when `wait` is called, or
     /// completed it in the last 10 seconds (and its record, read once,
     /// says it completed; at most 1024 such runs are kept; should another
-    /// engine purge it and the id be started again and complete within
-    /// those seconds, the earlier run's report is given), otherwise one
+    /// engine purge it and another start the id again, and that run
+    /// complete, within those seconds, the earlier run's report is given),
+    /// otherwise one
     /// rebuilt from the log (statuses, outcomes, attempts and
     /// errors; durations from the log's timestamps, to the millisecond,
     /// including any time spent waiting for recovery). The errors inside a
@@ -594,13 +599,7 @@ impl SagaEngine {
                     // Completed by a run of this engine lately: that run's
                     // own report, not one rebuilt from the log.
                     let kept = (record.status == ExecutionStatus::Completed)
-                        .then(|| {
-                            self.inner
-                                .ended
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .report(id)
-                        })
+                        .then(|| self.ended().report(id))
                         .flatten();
                     self.outcome(&record, kept).await
                 }

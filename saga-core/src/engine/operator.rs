@@ -201,7 +201,12 @@ impl SagaEngine {
     pub async fn purge(&self) -> Result<u64, EngineError> {
         let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention);
-        Ok(self.inner.store.purge(before).await?)
+        let purged = self.inner.store.purge(before).await?;
+        if purged > 0 {
+            // Their ids may be started again.
+            self.ended().clear();
+        }
+        Ok(purged)
     }
 }
 
