@@ -755,15 +755,19 @@ fn gated(
     builder.build().unwrap()
 }
 
-/// With `c` a plain step, and with `c` the pivot: a cancel request that
-/// arrives with the pivot's start commit stops the pivot too (it has not
-/// run).
+/// Run twice, with `c` a plain step and with `c` the pivot: in both, the
+/// cancel request arrives with `c`'s start commit and stops `c` before it
+/// runs (a pivot that has not run is stopped too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_owner_neither_recovers_a_live_run_nor_abandons_it_but_can_cancel_it() {
     for ((name, store), pivot) in stores("second-owner")
         .into_iter()
-        .zip([false, false])
-        .chain(stores("second-owner-pivot").into_iter().zip([true, true]))
+        .map(|store| (store, false))
+        .chain(
+            stores("second-owner-pivot")
+                .into_iter()
+                .map(|store| (store, true)),
+        )
     {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let entered = Arc::new(tokio::sync::Notify::new());

@@ -415,11 +415,12 @@ pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
     };
     let (application_id, version) =
         read_header(&conn).map_err(|e| open_error(path, "reading the application id", e))?;
-    // The tables are named only in a refusal: not read for our own files.
+    // The tables are named only in a refusal (not read for our own
+    // files), and a schema that cannot be read does not change it.
     let tables = if application_id == APPLICATION_ID {
         Vec::new()
     } else {
-        table_names(&conn).map_err(|e| open_error(path, "reading the schema", e))?
+        table_names(&conn).unwrap_or_default()
     };
     check_ours(path, application_id, &tables, version, false)?;
     conn.busy_timeout(SqliteOptions::new().busy_timeout)
