@@ -83,11 +83,12 @@ mod validate;
 /// of the saga's context, an unknown option; in a `parallel` group, a
 /// branch or compensation taking `&mut C`, a pivot (by keyword or by
 /// attribute), an empty or nested group. Since no `BuildError` remains
-/// possible, `saga!` evaluates to the `Saga<C>` itself.
+/// possible, `saga!` evaluates to the `Saga<C, D>` itself (`D` the
+/// `dependencies:` type, `()` without one).
 ///
-/// `Task` and `AsyncTask` types are not steps of `saga!`: their name and
-/// compensation are only known at run time, so a saga using them is built
-/// with `SagaBuilder::task`, whose `build` returns a `Result`.
+/// A `step` names a type implementing `Task`: a `#[saga_task]` function's
+/// or one written by hand (its name, action and compensation are the
+/// trait's consts).
 ///
 /// # Example
 ///
