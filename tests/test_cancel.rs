@@ -256,6 +256,26 @@ fn cancel_after_the_pivot_is_recorded_and_ignored() {
     assert_eq!(*events.0.lock().unwrap(), ["cancel ignored at ship"]);
 }
 
+/// A cancel that arrives during the last step finds nothing left to
+/// stop: the run completes, and its report and its observers say the
+/// cancel was ignored.
+#[test]
+fn cancel_during_the_last_step_is_ignored_and_reported() {
+    let events = Arc::new(Events::default());
+    let saga = Saga::builder("c")
+        .step(step("a"))
+        .step(cancels("last"))
+        .observer(events.clone())
+        .build()
+        .unwrap();
+    let mut ctl = Ctl::default();
+    let report = run(&saga, &mut ctl).unwrap();
+    assert_eq!(ctl.effects, ["do a", "do last, cancel"]);
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert!(report.cancel_ignored);
+    assert_eq!(*events.0.lock().unwrap(), ["cancel ignored at last"]);
+}
+
 #[tokio::test]
 async fn cancel_safe_steps_on_and_after_the_pivot_are_never_dropped() {
     let finishing = |name: &'static str| {

@@ -937,6 +937,59 @@ async fn a_cancel_ignored_after_the_pivot_stays_ignored_when_resumed() {
     }
 }
 
+/// A cancel request made while the last step runs (by the engine running
+/// it, or by another) finds nothing left to stop: the execution completes,
+/// and both the run's report and one rebuilt from the log say the cancel
+/// was ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_last_step_is_ignored_and_reported() {
+    for elsewhere in [false, true] {
+        for (name, store) in stores(&format!("cancel-last-step-{elsewhere}")) {
+            let name = format!("{name}, from another engine: {elsewhere}");
+            let entered = Arc::new(tokio::sync::Notify::new());
+            let gate = Arc::new(tokio::sync::Semaphore::new(0));
+            let (inside, open) = (Arc::clone(&entered), Arc::clone(&gate));
+            let saga = Saga::<Order>::builder("last")
+                .step(Step::new("a", |o: &mut Order, _: &StepInfo<'_>| {
+                    o.done.push("a".into());
+                    Ok::<_, StepError>(())
+                }))
+                .step(Step::new_async(
+                    "last",
+                    move |o: &mut Order, _: &StepInfo<'_>| {
+                        let (inside, open) = (Arc::clone(&inside), Arc::clone(&open));
+                        Box::pin(async move {
+                            inside.notify_one();
+                            let _permit = open.acquire().await.map_err(StepError::new)?;
+                            o.done.push("last".into());
+                            Ok::<_, StepError>(())
+                        })
+                    },
+                ))
+                .build()
+                .unwrap();
+            let running = SagaEngine::with_store(Arc::clone(&store));
+            running.register(saga).await.unwrap();
+            let other = SagaEngine::with_store(Arc::clone(&store));
+            let last = entered.notified();
+            let id = running.start("last", Order::default()).await.unwrap();
+            last.await;
+            if elsewhere {
+                other.cancel(&id).await.unwrap();
+            } else {
+                running.cancel(&id).await.unwrap();
+            }
+            gate.add_permits(1);
+            let report = running.wait(&id).await.unwrap();
+            let rebuilt = other.report(&id).await.unwrap();
+            for report in [&report, &rebuilt] {
+                assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+                assert!(report.cancel_ignored, "{name}");
+            }
+        }
+    }
+}
+
 /// A cancel request that arrives while the pivot's first attempt runs
 /// does not stop its retry: the pivot may have taken effect (an unknown
 /// outcome), or is retried by its policy as an in-memory run retries it;

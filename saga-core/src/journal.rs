@@ -48,7 +48,8 @@ pub enum EventKind {
     CompensationSucceeded,
     /// A compensation attempt failed.
     CompensationFailed,
-    /// A cancellation after the pivot: recorded and ignored.
+    /// A cancellation after the pivot, or during the last step: recorded
+    /// and ignored.
     CancelIgnored,
     /// The execution ended; the execution's status says how.
     Finished,

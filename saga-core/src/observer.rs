@@ -69,7 +69,8 @@ pub enum SagaEvent<'a> {
         /// failed for good.
         retry_in: Option<Duration>,
     },
-    /// A cancellation arrived after the pivot: recorded and ignored.
+    /// A cancellation arrived after the pivot, or during the last step:
+    /// recorded and ignored. `step` is where the run went on, or its last.
     CancelIgnored {
         /// The step about to run when the cancellation was seen.
         step: &'a str,

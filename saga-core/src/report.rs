@@ -78,7 +78,8 @@ pub struct SagaReport {
     pub status: ExecutionStatus,
     /// Every step, in definition order.
     pub steps: Vec<StepReport>,
-    /// Whether a cancellation arrived after the pivot and was ignored.
+    /// Whether a cancellation arrived that the run did not act on: after
+    /// the pivot, or during the last step (nothing was left to stop).
     pub cancel_ignored: bool,
     /// The run's duration (monotonic).
     pub duration: Duration,

@@ -86,7 +86,10 @@ impl SagaEngine {
             execution_id: record.id.clone(),
             status: record.status,
             steps,
-            cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored),
+            // A request that came with the last commit was not logged as
+            // ignored: the execution completed with it on file.
+            cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored)
+                || (record.status == ExecutionStatus::Completed && record.cancel_requested),
             duration: since(run),
         })
     }

@@ -36,26 +36,8 @@ pub(super) fn forward<'a, C, D>(
                 if !pivot_done {
                     return Err(Stop::Cancelled);
                 }
-                if !state.cancel_ignored {
-                    state.cancel_ignored = true;
-                    let saga = env.saga;
-                    let first = saga.nodes[node_index].first();
-                    env.emit(&SagaEvent::CancelIgnored {
-                        step: &saga.steps[first].name,
-                    });
-                    if env.durable.is_some() {
-                        let log = env.log(
-                            EventKind::CancelIgnored,
-                            ExecutionStatus::Running,
-                            |event| {
-                                event.step = Some(first as u32);
-                            },
-                        );
-                        if log.await.is_err() {
-                            return Err(Stop::Aborted);
-                        }
-                    }
-                }
+                let first = env.saga.nodes[node_index].first();
+                ignore_cancel(env, state, first).await?;
             }
             let failure = match &env.saga.nodes[node_index] {
                 &Node::Step(index) => 'step: {
@@ -128,8 +110,43 @@ pub(super) fn forward<'a, C, D>(
                 return Err(Stop::Failed { index, error });
             }
         }
+        // A cancel that came during the last step: nothing is left to stop.
+        if env.cancel_requested() {
+            let last = env.saga.steps.len().saturating_sub(1);
+            ignore_cancel(env, state, last).await?;
+        }
         Ok(())
     }
+}
+
+/// Records, once per run, that a cancellation was ignored at step `step`
+/// (after the pivot, or with nothing left to stop): in the report, for the
+/// observers, and in a durable run's log.
+async fn ignore_cancel<C, D>(
+    env: &Env<'_, C, D>,
+    state: &mut State<'_>,
+    step: usize,
+) -> Result<(), Stop> {
+    if state.cancel_ignored {
+        return Ok(());
+    }
+    state.cancel_ignored = true;
+    env.emit(&SagaEvent::CancelIgnored {
+        step: &env.saga.steps[step].name,
+    });
+    if env.durable.is_some() {
+        let log = env.log(
+            EventKind::CancelIgnored,
+            ExecutionStatus::Running,
+            |event| {
+                event.step = Some(step as u32);
+            },
+        );
+        if log.await.is_err() {
+            return Err(Stop::Aborted);
+        }
+    }
+    Ok(())
 }
 
 /// The end of a step's action that succeeded.

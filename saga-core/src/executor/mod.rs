@@ -214,7 +214,7 @@ async fn finish_durable<C, D>(
     env: &Env<'_, C, D>,
     state: &mut State<'_>,
     ctx: &mut C,
-    result: Result<SagaReport, SagaError>,
+    mut result: Result<SagaReport, SagaError>,
 ) -> Result<SagaReport, SagaError> {
     if let Some(error) = env.take_abort() {
         return Err(store_error(env, state, error));
@@ -235,6 +235,10 @@ async fn finish_durable<C, D>(
     };
     if let Some(error) = abort {
         return Err(store_error(env, state, error));
+    }
+    // A cancel that came with the last commit found the run completed.
+    if let Ok(report) = &mut result {
+        report.cancel_ignored |= env.cancel_requested();
     }
     result
 }
