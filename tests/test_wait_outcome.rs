@@ -444,7 +444,10 @@ async fn a_kept_report_is_not_given_once_another_engine_purged_the_execution() {
     here.submit_with_id("napping", "order-7", Plan::default())
         .await
         .unwrap();
-    assert_eq!(elsewhere.recover().await.unwrap().resumed, [id.clone()]);
+    assert_eq!(
+        elsewhere.recover().await.unwrap().resumed,
+        std::slice::from_ref(&id)
+    );
     let report = unless_hung(here.wait(&id)).await.unwrap();
     let rebuilt = elsewhere.report(&id).await.unwrap();
     assert_eq!(format!("{report:?}"), format!("{rebuilt:?}"));
