@@ -219,12 +219,16 @@ pub(super) fn run_action<'a, C, D>(
                 // (the rollback that follows tells the log it never ran).
                 // The pivot too, but only before it may have taken effect:
                 // its first attempt, unless the log says one was cut off.
-                let stoppable = !step.pivot || (attempt == 1 && record.outcome != Outcome::Unknown);
-                if stoppable
-                    && brakes
-                        .unstarted
-                        .is_some_and(CancellationToken::is_cancelled)
-                {
+                // (The pivot's in-flight brake is off: a running pivot is
+                // never dropped.)
+                let stop = if step.pivot {
+                    env.cancel
+                        .as_ref()
+                        .filter(|_| attempt == 1 && record.outcome != Outcome::Unknown)
+                } else {
+                    brakes.cancel
+                };
+                if stop.is_some_and(CancellationToken::is_cancelled) {
                     attempt -= 1;
                     record.attempts = attempt;
                     record.status = if attempt == 0 {

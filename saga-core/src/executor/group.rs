@@ -40,7 +40,6 @@ pub(super) async fn run_group<C, D>(
                 let step = &env.saga.steps[index];
                 let brakes = Brakes {
                     cancel: env.cancel.as_ref().filter(|_| !pivot_done),
-                    unstarted: env.cancel.as_ref().filter(|_| !pivot_done),
                     group: Some(group),
                     droppable: step.cancel_safe && !pivot_done,
                 };

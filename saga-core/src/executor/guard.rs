@@ -50,9 +50,6 @@ pub(super) struct Brakes<'t> {
     /// The run's cancellation token, when the step may be dropped by it
     /// (cancel-safe, before the pivot).
     pub(super) cancel: Option<&'t CancellationToken>,
-    /// The run's cancellation token, when a cancellation stops the step
-    /// before it starts: until a pivot succeeded, the pivot included.
-    pub(super) unstarted: Option<&'t CancellationToken>,
     /// The group's token, fired when a sibling branch failed.
     pub(super) group: Option<&'t CancellationToken>,
     /// Whether the step may be dropped mid-flight (cancel-safe).
@@ -67,7 +64,6 @@ impl<'t> Brakes<'t> {
     pub(super) fn of<C, D>(env: &'t Env<'_, C, D>, step: &StepDef<C, D>, pivot_done: bool) -> Self {
         Brakes {
             cancel: env.cancel.as_ref().filter(|_| !pivot_done && !step.pivot),
-            unstarted: env.cancel.as_ref().filter(|_| !pivot_done),
             group: None,
             droppable: step.cancel_safe && !pivot_done && !step.pivot,
         }
@@ -120,7 +116,6 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     } else {
         Brakes {
             cancel: None,
-            unstarted: None,
             group: None,
             droppable: false,
         }
