@@ -518,3 +518,41 @@ async fn a_wait_goes_on_through_an_outage_of_the_store() {
     let report = unless_hung(wait).await.unwrap().unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
 }
+
+/// A run of this engine that an outage of the store stopped (its writes
+/// fail) does not end a `wait` either: it waits until the execution is
+/// carried on (here by a recovery once the lease expired and the store is
+/// back) and gives that run's outcome.
+#[tokio::test]
+async fn a_wait_goes_on_when_an_outage_stops_this_engines_run() {
+    let down = Arc::new(AtomicBool::new(true));
+    let outage = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call({
+        let down = Arc::clone(&down);
+        move |call| {
+            if down.load(Ordering::SeqCst) && call.op == StoreOp::Append {
+                return Err(StoreError::Unavailable {
+                    store: "the test's store".to_owned(),
+                    what: "appending to a log".to_owned(),
+                    source: Box::new(std::io::Error::other("connection refused")),
+                });
+            }
+            Ok(())
+        }
+    });
+    let engine = Arc::new(SagaEngine::new(outage).with_lease_ttl(Duration::from_millis(100)));
+    engine.register(napping()).await.unwrap();
+    let id = engine.start("napping", Plan::default()).await.unwrap();
+    let wait = {
+        let (engine, id) = (Arc::clone(&engine), id.clone());
+        tokio::spawn(async move { engine.wait(&id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!wait.is_finished(), "{:?}", wait.await);
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        engine.recover().await.unwrap().resumed,
+        std::slice::from_ref(&id)
+    );
+    let report = unless_hung(wait).await.unwrap().unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+}

@@ -155,6 +155,9 @@ pub(crate) struct Stopped {
     /// Another owner took the execution's lease: its `wait` goes on
     /// waiting for that owner.
     pub(crate) lease_lost: bool,
+    /// The store could not be reached (an outage): its `wait` goes on
+    /// waiting for whoever carries the execution on once it is back.
+    pub(crate) outage: bool,
     /// The store's error.
     pub(crate) detail: String,
 }
@@ -639,6 +642,7 @@ mod tests {
         list_ended(&engine, &ended, Ok(report));
         let stop = Stopped {
             lease_lost: false,
+            outage: false,
             detail: "disk full".to_owned(),
         };
         list_ended(&engine, &stopped, Err(stop));

@@ -22,7 +22,7 @@ use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -540,19 +540,28 @@ impl SagaEngine {
     /// [`WaitError::Saga`] for an execution that ended and did not
     /// complete; [`WaitError::Engine`] with [`EngineError::NotFound`] for
     /// an unknown id, [`EngineError::RunLost`] if this engine's run stopped
-    /// because its log could not be written (another engine's `wait` goes
-    /// on waiting for a recovery), and store errors other than an outage:
+    /// because its log could not be written, other than by an outage or a
+    /// lost lease (another engine's `wait` goes on waiting for a
+    /// recovery), and store errors other than an outage:
     /// while the store cannot be reached ([`StoreError::Unavailable`], a
-    /// database restarting), `wait` logs a warning once and reads again
-    /// every 250 ms until it can, as a [`Worker`](crate::Worker) does.
+    /// database restarting), `wait` reads again every 250 ms, with a
+    /// warning every 30 s, as a [`Worker`](crate::Worker) does, and a run
+    /// of this engine that the outage stopped is waited for until a
+    /// worker (or a recovery) carries it on. An outage that never ends
+    /// (a server gone for good) is waited through for good: bound the
+    /// wait with [`tokio::time::timeout`].
     pub async fn wait(&self, id: &ExecutionId) -> Result<SagaReport, WaitError> {
-        // Once this engine's run lost its lease, its entry tells nothing
-        // more: the record does.
-        let mut lease_lost = false;
-        // Whether an outage of the store was logged.
-        let mut warned = false;
+        // Once this engine's run ended other than completed, lost its
+        // lease or was stopped by an outage, its entry tells nothing more:
+        // the record does.
+        let mut read_record = false;
+        // The run's own report, of a run of this engine that ended other
+        // than completed.
+        let mut own: Option<SagaReport> = None;
+        // When an outage of the store was last logged.
+        let mut warned: Option<Instant> = None;
         loop {
-            let live = if lease_lost {
+            let live = if read_record {
                 None
             } else {
                 self.live()
@@ -573,11 +582,8 @@ impl SagaEngine {
                     Some(Ok(report)) if report.status == ExecutionStatus::Completed => {
                         return Ok(report);
                     }
-                    Some(Ok(report)) => {
-                        let record = self.record(id).await?;
-                        return self.outcome(&record, Some(report)).await;
-                    }
-                    Some(Err(stopped)) if stopped.lease_lost => lease_lost = true,
+                    Some(Ok(report)) => own = Some(report),
+                    Some(Err(stopped)) if stopped.lease_lost || stopped.outage => {}
                     Some(Err(stopped)) => {
                         return Err(EngineError::RunLost {
                             execution_id: id.clone(),
@@ -593,15 +599,18 @@ impl SagaEngine {
                         .into());
                     }
                 }
+                read_record = true;
             }
             let outcome = match self.record(id).await {
                 Ok(record) if record.status.is_finished() => {
-                    // Completed by a run of this engine lately: that run's
-                    // own report, not one rebuilt from the log.
-                    let kept = (record.status == ExecutionStatus::Completed)
-                        .then(|| self.ended().report(id))
-                        .flatten();
-                    self.outcome(&record, kept).await
+                    // The run's own report if this engine ran it: one that
+                    // ended here, or completed here lately.
+                    let report = own.clone().or_else(|| {
+                        (record.status == ExecutionStatus::Completed)
+                            .then(|| self.ended().report(id))
+                            .flatten()
+                    });
+                    self.outcome(&record, report).await
                 }
                 // Run by another owner, or waiting for one to take it: poll.
                 Ok(_) => {
@@ -612,13 +621,14 @@ impl SagaEngine {
             };
             match outcome {
                 // An outage (a database restarting): the execution goes on
-                // where its owner is, and is waited for once the store is
-                // back, as workers wait for it.
+                // where its owner is, or is carried on by a worker once the
+                // store is back; it is waited for, as workers wait for the
+                // store. Logged every 30 s while it lasts.
                 Err(WaitError::Engine(EngineError::Store(
                     error @ StoreError::Unavailable { .. },
                 ))) => {
-                    if !warned {
-                        warned = true;
+                    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                        warned = Some(Instant::now());
                         log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "store unavailable while waiting; retrying");
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;

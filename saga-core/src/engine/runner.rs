@@ -237,6 +237,7 @@ where
                 Ok(report) => Ok(report),
                 Err(crate::SagaError::Store { error, .. }) => Err(Stopped {
                     lease_lost: matches!(error, StoreError::LeaseLost { .. }),
+                    outage: matches!(error, StoreError::Unavailable { .. }),
                     detail: error.to_string(),
                 }),
                 Err(error) => Ok(error.report().clone()),
