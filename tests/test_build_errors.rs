@@ -293,6 +293,15 @@ mod tasks {
         const ACTION: TaskFn<(), (), ()> = TaskFn::Shared(|_, _| Ok(()));
         const UNDO: Option<UndoFn<(), (), ()>> = Some(UndoFn::Exclusive(|_, _, _| Ok(())));
     }
+
+    /// The pivot, taking the context shared (as a branch may).
+    pub struct SharedPivot;
+    impl Task<()> for SharedPivot {
+        type Output = ();
+        const NAME: &'static str = "charge";
+        const ACTION: TaskFn<(), (), ()> = TaskFn::Shared(|_, _| Ok(()));
+        const PIVOT: bool = true;
+    }
 }
 
 #[test]
@@ -329,4 +338,23 @@ fn a_task_is_checked_as_any_step() {
             }
         );
     }
+    // The pivot is one step run alone: a group holding it is refused (a
+    // group's rollback would undo its siblings past it).
+    let group = Parallel::new()
+        .task(SharedPivot)
+        .step(Step::shared("hotel", |_: &(), _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }));
+    let err = build(Saga::builder("s").parallel(group));
+    assert_eq!(
+        err,
+        BuildError::PivotInGroup {
+            saga: "s".into(),
+            step: "charge".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "step `charge` of saga `s` is the pivot but is in a parallel group; make it a step of its own, before or after the group"
+    );
 }

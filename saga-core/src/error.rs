@@ -303,6 +303,18 @@ pub enum BuildError {
         /// The step.
         step: String,
     },
+    /// A step in a parallel group is the pivot: the point of no return
+    /// must be one step, run alone, so that what comes before it can be
+    /// compensated and what follows it cannot.
+    #[error(
+        "step `{step}` of saga `{saga}` is the pivot but is in a parallel group; make it a step of its own, before or after the group"
+    )]
+    PivotInGroup {
+        /// The saga's name.
+        saga: String,
+        /// The step.
+        step: String,
+    },
     /// A retry policy allows zero attempts.
     #[error("step `{step}` of saga `{saga}` has a retry policy of zero attempts; use at least 1")]
     ZeroAttempts {

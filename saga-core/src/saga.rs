@@ -382,6 +382,12 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
                 return Err(BuildError::EmptyGroup { saga: saga() });
             }
             for step in &self.steps[range.clone()] {
+                if step.pivot {
+                    return Err(BuildError::PivotInGroup {
+                        saga: saga(),
+                        step: step.name.to_string(),
+                    });
+                }
                 if !step.action.is_shared() || step.undo.as_ref().is_some_and(|u| !u.is_shared()) {
                     return Err(BuildError::ExclusiveContextInGroup {
                         saga: saga(),
