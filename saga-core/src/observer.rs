@@ -70,9 +70,10 @@ pub enum SagaEvent<'a> {
         retry_in: Option<Duration>,
     },
     /// A cancellation arrived after the pivot, or during the last step:
-    /// recorded and ignored. `step` is where the run went on, or its last.
+    /// recorded and ignored.
     CancelIgnored {
-        /// The step about to run when the cancellation was seen.
+        /// The step about to run when the cancellation was seen, or the
+        /// last step if it came during that one.
         step: &'a str,
     },
     /// The run ended.

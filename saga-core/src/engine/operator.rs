@@ -163,9 +163,11 @@ impl SagaEngine {
 
     /// Asks an execution to cancel. Its owner (this process or another)
     /// sees the request at its next log write: before the pivot the run
-    /// rolls back and ends cancelled; after it the request is recorded and
-    /// ignored. An execution that ends between the check of its status
-    /// and the request keeps the request, which nothing reads.
+    /// rolls back and ends cancelled; after it, or during the last step
+    /// (nothing is left to stop), the request is recorded and ignored
+    /// ([`SagaReport::cancel_ignored`](crate::SagaReport::cancel_ignored)).
+    /// An execution that completes between the check of its status and
+    /// the request keeps the request, and its report says it was ignored.
     ///
     /// # Errors
     /// [`EngineError::NotFound`]; [`EngineError::WrongStatus`] if it has

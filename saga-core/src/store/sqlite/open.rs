@@ -420,7 +420,7 @@ pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
     let tables = if application_id == APPLICATION_ID {
         Vec::new()
     } else {
-        table_names(&conn).unwrap_or_default()
+        table_names(&conn).unwrap_or_else(|_| vec!["(unreadable)".to_owned()])
     };
     check_ours(path, application_id, &tables, version, false)?;
     conn.busy_timeout(SqliteOptions::new().busy_timeout)
