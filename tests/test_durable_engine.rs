@@ -907,7 +907,11 @@ async fn a_cancel_ignored_after_the_pivot_stays_ignored_when_resumed() {
                     Box::pin(async move {
                         if !up.load(std::sync::atomic::Ordering::SeqCst) {
                             inside.notify_one();
-                            let _permit = open.acquire().await.map_err(StepError::new)?;
+                            if let Ok(permit) = open.acquire().await {
+                                // Only the first run waits for the cancel.
+                                permit.forget();
+                                open.add_permits(1);
+                            }
                             return Err(StepError::new("no courier").permanent());
                         }
                         o.done.push("ship".into());
@@ -927,13 +931,24 @@ async fn a_cancel_ignored_after_the_pivot_stays_ignored_when_resumed() {
         let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
         assert!(store.get(&id).await.unwrap().unwrap().cancel_requested);
+        // Resumed with the courier still down: stuck again, the cancel
+        // ignored (and logged as ignored) once.
+        engine.resume(&id).await.unwrap();
+        let report = engine.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(report.status, ExecutionStatus::Stuck, "{name}");
         courier_up.store(true, std::sync::atomic::Ordering::SeqCst);
         engine.resume(&id).await.unwrap();
         let report = engine.wait(&id).await.or_else(support::ended).unwrap();
         assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        assert!(report.cancel_ignored, "{name}");
         let events = store.events(&id).await.unwrap();
         let context = events.last().unwrap().context.clone().unwrap();
         assert_eq!(context, r#"{"done":["reserve","charge","ship"]}"#, "{name}");
+        let ignored = events
+            .iter()
+            .filter(|e| e.kind == EventKind::CancelIgnored)
+            .count();
+        assert_eq!(ignored, 1, "{name}: logged as ignored once, not per resume");
     }
 }
 

@@ -379,6 +379,9 @@ pub(crate) struct Resume {
     /// Forward, or rolling back (from the failure of a step, or a
     /// cancellation).
     pub(crate) phase: ResumePhase,
+    /// Whether the log records a cancellation as ignored already: a run
+    /// carried on from it does not record it again.
+    pub(crate) cancel_ignored: bool,
 }
 
 /// One step of a [`Resume`].

@@ -212,6 +212,7 @@ impl<'a> State<'a> {
                 extra.last_error = step.last_error;
             }
         }
+        self.cancel_ignored = resume.cancel_ignored;
         self.pivot_done = saga
             .steps
             .iter()
