@@ -556,3 +556,38 @@ async fn a_wait_goes_on_when_an_outage_stops_this_engines_run() {
     let report = unless_hung(wait).await.unwrap().unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
 }
+
+/// A report rebuilt for an execution whose definition is neither
+/// registered here nor stored is a clear error naming the definition,
+/// not a guess at its steps.
+#[tokio::test]
+async fn a_report_without_its_definition_is_a_bad_record() {
+    let store = MemoryStore::new();
+    let created = store
+        .create(
+            saga_core::store::NewExecution {
+                id: ExecutionId::new("orphan"),
+                saga: "gone".to_owned(),
+                fingerprint: "f00d".to_owned(),
+                context: "{}".to_owned(),
+                events: Vec::new(),
+            },
+            "elsewhere",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(created, saga_core::store::Created::New(_)));
+    let tool = SagaEngine::new(store);
+    let err = tool.report(&ExecutionId::new("orphan")).await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::Store(StoreError::BadRecord { .. })),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(
+            "execution `orphan` in the memory store cannot be read: its definition f00d is not stored"
+        ),
+        "{err}"
+    );
+}
