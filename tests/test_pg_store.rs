@@ -160,6 +160,12 @@ async fn a_bad_schema_name_a_bad_url_and_an_absent_server_are_refused_clearly() 
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains(&format!("127.0.0.1:{port}/db")), "{text}");
+    // What failed first, then what to check; nothing of this project's
+    // test scripts.
+    assert!(
+        text.ends_with("; check that the server runs and the URL is right"),
+        "{text}"
+    );
     assert!(!text.contains("secret"), "the password leaked: {text}");
 }
 

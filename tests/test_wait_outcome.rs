@@ -483,6 +483,25 @@ async fn a_late_wait_reads_the_record_and_the_log_once_each() {
     assert_eq!(late.report().statuses(), during.report().statuses());
 }
 
+/// A store hook that fails every `op` call as an outage would, while
+/// `down` is set.
+fn unreachable_while(
+    down: &Arc<AtomicBool>,
+    op: StoreOp,
+) -> impl Fn(&saga_core::testkit::StoreCall) -> Result<(), StoreError> + Send + Sync + 'static {
+    let down = Arc::clone(down);
+    move |call| {
+        if down.load(Ordering::SeqCst) && call.op == op {
+            return Err(StoreError::Unavailable {
+                store: "the test's store".to_owned(),
+                what: format!("calling `{}`", op.label()),
+                source: Box::new(std::io::Error::other("connection refused")),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// An outage of the store (a database restarting) does not end a `wait`:
 /// it reads again until the store is back, and gives the outcome.
 #[tokio::test]
@@ -491,19 +510,8 @@ async fn a_wait_goes_on_through_an_outage_of_the_store() {
     let running = SagaEngine::with_store(Arc::clone(&store));
     running.register(napping()).await.unwrap();
     let down = Arc::new(AtomicBool::new(true));
-    let outage = DelayedStore::shared(Arc::clone(&store), Duration::ZERO).before_call({
-        let down = Arc::clone(&down);
-        move |call| {
-            if down.load(Ordering::SeqCst) && call.op == StoreOp::Get {
-                return Err(StoreError::Unavailable {
-                    store: "the test's store".to_owned(),
-                    what: "reading an execution".to_owned(),
-                    source: Box::new(std::io::Error::other("connection refused")),
-                });
-            }
-            Ok(())
-        }
-    });
+    let outage = DelayedStore::shared(Arc::clone(&store), Duration::ZERO)
+        .before_call(unreachable_while(&down, StoreOp::Get));
     let waiting = SagaEngine::new(outage);
     waiting.register(napping()).await.unwrap();
     let id = running.start("napping", Plan::default()).await.unwrap();
@@ -526,19 +534,8 @@ async fn a_wait_goes_on_through_an_outage_of_the_store() {
 #[tokio::test]
 async fn a_wait_goes_on_when_an_outage_stops_this_engines_run() {
     let down = Arc::new(AtomicBool::new(true));
-    let outage = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call({
-        let down = Arc::clone(&down);
-        move |call| {
-            if down.load(Ordering::SeqCst) && call.op == StoreOp::Append {
-                return Err(StoreError::Unavailable {
-                    store: "the test's store".to_owned(),
-                    what: "appending to a log".to_owned(),
-                    source: Box::new(std::io::Error::other("connection refused")),
-                });
-            }
-            Ok(())
-        }
-    });
+    let outage = DelayedStore::new(MemoryStore::new(), Duration::ZERO)
+        .before_call(unreachable_while(&down, StoreOp::Append));
     let engine = Arc::new(SagaEngine::new(outage).with_lease_ttl(Duration::from_millis(100)));
     engine.register(napping()).await.unwrap();
     let id = engine.start("napping", Plan::default()).await.unwrap();

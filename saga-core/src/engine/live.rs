@@ -178,10 +178,7 @@ impl SagaEngine {
     }
 
     pub(super) fn ended(&self) -> std::sync::MutexGuard<'_, super::ended::Ended> {
-        self.inner
-            .ended
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.ended()
     }
 
     pub(super) fn live(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Live>> {
@@ -558,11 +555,7 @@ impl SagaEngine {
             let _ = tx.send(Some(done));
             if completed {
                 // Kept before its entry goes: a `wait` finds one or the other.
-                inner
-                    .ended
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .keep(task_id.clone(), tx.subscribe());
+                inner.ended().keep(task_id.clone(), tx.subscribe());
             }
             if !interrupted {
                 let mut live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);

@@ -173,6 +173,15 @@ struct Registry {
     by_fingerprint: HashMap<String, Arc<dyn Runner>>,
 }
 
+impl EngineInner {
+    /// The ends of the runs completed lately, locked.
+    fn ended(&self) -> std::sync::MutexGuard<'_, ended::Ended> {
+        self.ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl std::fmt::Debug for SagaEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SagaEngine")
@@ -508,12 +517,11 @@ impl SagaEngine {
     /// if it completed, [`WaitError::Saga`] with the [`SagaError`](crate::SagaError) if it
     /// ended compensated, stuck, cancelled or abandoned. The report is the
     /// run's own if this engine is running it when `wait` is called, or
-    /// completed it in the last 10 seconds (and its record, read once,
-    /// says it completed; at most 1024 such runs are kept; should another
-    /// engine purge it and another start the id again, and that run
-    /// complete, within those seconds, the earlier run's report is given),
-    /// otherwise one
-    /// rebuilt from the log (statuses, outcomes, attempts and
+    /// completed it in the last 10 seconds and its record, read once, says
+    /// it completed (at most 1024 such runs are kept; should another engine
+    /// purge it and another start the id again, and that run complete,
+    /// within those seconds, the earlier run's report is given); otherwise
+    /// one rebuilt from the log (statuses, outcomes, attempts and
     /// errors; durations from the log's timestamps, to the millisecond,
     /// including any time spent waiting for recovery). The errors inside a
     /// `SagaError` are always read from the log, in their logged form

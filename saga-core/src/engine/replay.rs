@@ -88,7 +88,7 @@ impl SagaEngine {
             steps,
             // A request that came with the last commit was not logged as
             // ignored: the execution completed with it on file.
-            cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored)
+            cancel_ignored: folded.cancel_ignored
                 || (record.status == ExecutionStatus::Completed && record.cancel_requested),
             duration: since(run),
         })
@@ -127,6 +127,8 @@ pub(super) struct Folded {
     pub(super) outputs: Vec<Option<String>>,
     pub(super) context: Option<String>,
     pub(super) phase: ResumePhase,
+    /// Whether the log records a cancellation as ignored.
+    pub(super) cancel_ignored: bool,
 }
 
 /// Reads a log: each step's state, outputs, the latest context and the
@@ -152,6 +154,7 @@ pub(super) fn fold(
         outputs: vec![None; steps],
         context: None,
         phase: ResumePhase::Forward,
+        cancel_ignored: false,
     };
     let mut in_flight = vec![false; steps];
     for event in events {
@@ -250,6 +253,7 @@ pub(super) fn fold(
                     s.status = StepStatus::CompensationFailed;
                 }
             }
+            (EventKind::CancelIgnored, _) => folded.cancel_ignored = true,
             (EventKind::Resumed, _) => {
                 // Exactly what the resumed phase runs again: going forward,
                 // the steps that failed for good; rolling back, the

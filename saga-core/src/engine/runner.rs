@@ -16,7 +16,7 @@ use crate::id::ExecutionId;
 use crate::journal::Resume;
 use crate::saga::{RunOptions, Saga};
 use crate::step::{BoxFuture, Output};
-use crate::store::{Event, EventKind, Lease, SagaStore, StoreError};
+use crate::store::{Event, Lease, SagaStore, StoreError};
 
 /// What a run needs: its log so far and its lease.
 pub(super) struct Job {
@@ -113,7 +113,7 @@ where
                 steps: folded.steps,
                 outputs,
                 phase: folded.phase,
-                cancel_ignored: events.iter().any(|e| e.kind == EventKind::CancelIgnored),
+                cancel_ignored: folded.cancel_ignored,
             }),
         ))
     }
