@@ -497,3 +497,59 @@ fn control_characters_in_user_text_are_escaped_in_records() {
             && e.field("error") == Some(r"declined\u{a}\u{1b}[2Jcleared"))
     );
 }
+
+/// A durable run has finished once its end is in the log: observers hear
+/// of the finish then, once, and not at all when that write fails (the
+/// execution is still running in the store, and whoever takes it over
+/// finishes it).
+#[tokio::test]
+async fn a_durable_run_tells_its_finish_only_once_its_end_is_logged() {
+    use saga_core::store::{EventKind, MemoryStore, StoreError};
+    use saga_core::testkit::DelayedStore;
+    use saga_core::{ExecutionStatus, SagaEngine};
+    use support::durable::Order;
+
+    let saga = |observer: &Arc<Recorder>| {
+        Saga::builder("end-logged")
+            .observer(observer.clone())
+            .step(Step::new("a", |_: &mut Order, _: &StepInfo<'_>| {
+                Ok::<_, StepError>(())
+            }))
+            .build()
+            .unwrap()
+    };
+    for end_written in [true, false] {
+        let observer = Arc::new(Recorder::default());
+        let store = DelayedStore::new(MemoryStore::new(), std::time::Duration::ZERO).before_call(
+            move |call| {
+                if !end_written && call.events.contains(&EventKind::Finished) {
+                    return Err(StoreError::Closed {
+                        store: "the test's store".into(),
+                    });
+                }
+                Ok(())
+            },
+        );
+        let engine = SagaEngine::new(store);
+        engine.register(saga(&observer)).await.unwrap();
+        let id = engine.start("end-logged", Order::default()).await.unwrap();
+        let waited = engine.wait(&id).await;
+        let finishes: Vec<String> = observer
+            .lines()
+            .into_iter()
+            .filter(|line| line.starts_with("saga finished"))
+            .map(|line| line.split(" in ").next().unwrap().to_owned())
+            .collect();
+        if end_written {
+            assert_eq!(waited.unwrap().status, ExecutionStatus::Completed);
+            assert_eq!(finishes, ["saga finished completed"]);
+        } else {
+            assert!(waited.is_err());
+            assert_eq!(
+                finishes,
+                Vec::<String>::new(),
+                "a finish told but not logged"
+            );
+        }
+    }
+}

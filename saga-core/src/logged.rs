@@ -194,6 +194,36 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// What the `rollback_started` event of a cancellation holds in its
+/// detail (since 0.2.0): the steps whose last start was stopped before it
+/// ran, as the request came with that start's commit. A start without an
+/// end that it does not name was cut off by a crash, and may have taken
+/// effect.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RollbackDetail {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    not_run: Vec<u32>,
+}
+
+/// The detail of a cancellation's `rollback_started` event: `None` when no
+/// start was stopped before it ran.
+pub(crate) fn rollback_detail(not_run: Vec<u32>) -> Option<String> {
+    if not_run.is_empty() {
+        return None;
+    }
+    serde_json::to_string(&RollbackDetail { not_run }).ok()
+}
+
+/// The steps a cancellation's `rollback_started` detail names as stopped
+/// before they ran: none in a log written before 0.2.0, or where the
+/// detail does not read.
+pub(crate) fn stopped_before_run(detail: Option<&str>) -> Vec<u32> {
+    detail
+        .and_then(|d| serde_json::from_str::<RollbackDetail>(d).ok())
+        .map(|d| d.not_run)
+        .unwrap_or_default()
+}
+
 /// The detail of a failure event for `error`: `None` when its message and
 /// the event's columns say it all (no cause, not permanent).
 pub(crate) fn failure_detail(error: &StepError) -> Option<String> {

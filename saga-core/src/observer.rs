@@ -76,7 +76,9 @@ pub enum SagaEvent<'a> {
         /// last step if it came during that one.
         step: &'a str,
     },
-    /// The run ended.
+    /// The run ended: a durable run's, once its end is in the log (if that
+    /// write fails, the execution is still running in the store, and
+    /// whoever carries it on tells of its end).
     SagaFinished {
         /// How it ended.
         status: ExecutionStatus,

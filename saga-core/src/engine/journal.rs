@@ -118,10 +118,11 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
     }
 
     fn buffer(&self, event: Event) -> Option<Event> {
-        let flush = matches!(
-            event.kind,
-            EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished
-        );
+        let flush = match event.kind {
+            EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished => true,
+            EventKind::StepFailed | EventKind::CompensationFailed => event.will_retry,
+            _ => false,
+        };
         if flush {
             return Some(event);
         }
@@ -137,28 +138,43 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
         let Some(event) = self.buffer(event) else {
             return Box::pin(Buffered);
         };
-        Box::pin(async move {
-            let _flushing = match self.flushing.try_lock() {
-                Ok(guard) => guard,
-                Err(_) => self.flushing.lock().await,
-            };
-            let events = {
-                let mut state = self.state();
+        Box::pin(self.commit(Some(event), status))
+    }
+
+    fn flush(&self, status: ExecutionStatus) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.commit(None, status))
+    }
+}
+
+impl<C> StoreJournal<C> {
+    /// Commits the buffered events, and `event` after them.
+    async fn commit(
+        &self,
+        event: Option<Event>,
+        status: ExecutionStatus,
+    ) -> Result<(), StoreError> {
+        let _flushing = match self.flushing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => self.flushing.lock().await,
+        };
+        let events = {
+            let mut state = self.state();
+            if let Some(event) = event {
                 Self::push(&mut state, event);
-                std::mem::take(&mut state.buffer)
-            };
-            if events.is_empty() {
-                return Ok(());
             }
-            let ack = self
-                .store
-                .append(&self.id, &self.lease, events, status)
-                .await?;
-            if ack.cancel_requested {
-                self.cancel.cancel();
-            }
-            Ok(())
-        })
+            std::mem::take(&mut state.buffer)
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ack = self
+            .store
+            .append(&self.id, &self.lease, events, status)
+            .await?;
+        if ack.cancel_requested {
+            self.cancel.cancel();
+        }
+        Ok(())
     }
 }
 

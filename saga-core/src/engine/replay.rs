@@ -8,7 +8,7 @@ use super::{EngineError, SagaEngine, Shape, WaitError, kind_from_label};
 use crate::error::{Failure, SagaError, StuckPhase};
 use crate::id::ExecutionId;
 use crate::journal::{LoggedCause, ResumePhase, ResumeStep};
-use crate::logged::{LoggedError, read_outcome};
+use crate::logged::{LoggedError, read_outcome, stopped_before_run};
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::step::StepKind;
 use crate::store::{Event, EventKind, ExecutionRecord, StoreError, logged_durations};
@@ -209,17 +209,35 @@ pub(super) fn fold(
             }
             (EventKind::RollbackStarted, _) => {
                 // A step whose start is followed by the rollback without an
-                // end of its own was stopped by a cancellation before it
-                // ran (the start's commit brought the request).
-                for (s, flying) in folded.steps.iter_mut().zip(&mut in_flight) {
-                    if *flying && s.status == StepStatus::Running {
-                        *flying = false;
+                // end of its own was either stopped by a cancellation before
+                // it ran (the start's commit brought the request; the
+                // cancellation's rollback names it), or cut off by a crash
+                // before a recovery rolled back: it may have taken effect,
+                // and it is not run again.
+                let not_run = match index {
+                    None => stopped_before_run(event.detail.as_deref()),
+                    Some(_) => Vec::new(),
+                };
+                for (i, (s, flying)) in folded.steps.iter_mut().zip(&mut in_flight).enumerate() {
+                    if s.status != StepStatus::Running {
+                        continue;
+                    }
+                    if !*flying {
+                        // Its retry was due: the rollback stopped it.
+                        s.status = StepStatus::Failed;
+                        continue;
+                    }
+                    *flying = false;
+                    if not_run.contains(&(i as u32)) {
                         s.attempts = s.attempts.saturating_sub(1);
                         s.status = if s.attempts == 0 {
                             StepStatus::Pending
                         } else {
                             StepStatus::Failed
                         };
+                    } else {
+                        s.outcome = Outcome::Unknown;
+                        s.status = StepStatus::Failed;
                     }
                 }
                 folded.phase = ResumePhase::Rollback {
@@ -254,6 +272,15 @@ pub(super) fn fold(
                 }
             }
             (EventKind::CancelIgnored, _) => folded.cancel_ignored = true,
+            (EventKind::Finished, _) => {
+                // A retry that was due when the run ended (a sibling's
+                // failure stopped it) was never run.
+                for (s, flying) in folded.steps.iter_mut().zip(&in_flight) {
+                    if s.status == StepStatus::Running && !*flying {
+                        s.status = StepStatus::Failed;
+                    }
+                }
+            }
             (EventKind::Resumed, _) => {
                 // Exactly what the resumed phase runs again: going forward,
                 // the steps that failed for good; rolling back, the

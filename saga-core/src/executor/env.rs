@@ -47,6 +47,10 @@ pub(super) struct Durable<'r, C> {
     pub(super) journal: &'r dyn Journal<C>,
     /// The journal's first error: the run stops at the next check.
     pub(super) aborted: Mutex<Option<StoreError>>,
+    /// The steps whose last start was stopped before it ran (a
+    /// cancellation came with its commit): the rollback's event names
+    /// them, so that a log tells them from starts a crash cut off.
+    pub(super) not_run: Mutex<Vec<u32>>,
 }
 
 impl<C, D> Env<'_, C, D> {
@@ -135,6 +139,23 @@ impl<C, D> Env<'_, C, D> {
         }
     }
 
+    /// Commits what the journal (if any) buffered, as [`log`](Self::log)
+    /// commits an event: a branch of a group that ended while a sibling
+    /// still runs, so that a crash in the sibling does not read as one
+    /// that cut this branch off too.
+    pub(super) fn flush(&self, status: ExecutionStatus) -> Logged<'_> {
+        let Some(durable) = self.durable.as_deref() else {
+            return Logged::Done(true);
+        };
+        if lock(&durable.aborted).is_some() {
+            return Logged::Done(false);
+        }
+        Logged::Writing {
+            write: durable.journal.flush(status),
+            aborted: &durable.aborted,
+        }
+    }
+
     /// The context, encoded for the journal; an encoding error aborts the
     /// run (at its next log point).
     pub(super) fn snapshot(&self, ctx: &C) -> Option<String> {
@@ -186,6 +207,21 @@ impl<C, D> Env<'_, C, D> {
         self.durable
             .as_ref()
             .is_some_and(|durable| lock(&durable.aborted).is_some())
+    }
+
+    /// Notes that step `index`'s last start was stopped before it ran.
+    pub(super) fn not_run(&self, index: usize) {
+        if let Some(durable) = &self.durable {
+            lock(&durable.not_run).push(index as u32);
+        }
+    }
+
+    /// The steps whose last start was stopped before it ran, in order.
+    pub(super) fn take_not_run(&self) -> Vec<u32> {
+        self.durable
+            .as_ref()
+            .map(|durable| std::mem::take(&mut *lock(&durable.not_run)))
+            .unwrap_or_default()
     }
 
     pub(super) fn take_abort(&self) -> Option<StoreError> {
@@ -282,11 +318,9 @@ impl std::future::Future for Logged<'_> {
     }
 }
 
-/// The journal's abort slot; it stays consistent whatever panicked while
-/// it was held.
-pub(super) fn lock(
-    slot: &Mutex<Option<StoreError>>,
-) -> std::sync::MutexGuard<'_, Option<StoreError>> {
+/// The journal's abort slot, or its list of steps not run; each stays
+/// consistent whatever panicked while it was held.
+pub(super) fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     slot.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

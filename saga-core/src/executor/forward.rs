@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::guard::{attempt_action, catch, settle};
+use super::guard::{attempt_action, backoff, catch, settle};
 use super::{Access, Brakes, Env, JournalFailed, Record, State, Stop, final_error, run_group};
 use crate::cancel::CancellationToken;
 use crate::clock::elapsed;
@@ -167,6 +167,9 @@ pub(super) struct Halt {
     /// report), rather than being stopped by the journal or by a
     /// cancellation at a write.
     pub(super) failed: bool,
+    /// When it was stopped before a retry ran: the error of the attempt
+    /// before, this run's (it goes in the report).
+    pub(super) recovered: Option<Box<str>>,
 }
 
 /// Runs one step's action until it succeeds or its policy gives up (or a
@@ -198,6 +201,7 @@ pub(super) fn run_action<'a, C, D>(
             end,
             error,
             failed: false,
+            recovered: None,
         };
         // From 0 in a fresh run; a recovered run goes on where its log stopped.
         let mut attempt = record.attempts;
@@ -216,7 +220,8 @@ pub(super) fn run_action<'a, C, D>(
                 }
                 // A durable run hears of a cancellation request at its writes:
                 // one that came with this start stops the step before it runs
-                // (the rollback that follows tells the log it never ran).
+                // (the rollback that follows names it in the log: a start
+                // without an end is otherwise one a crash cut off).
                 // The pivot too, but only before it may have taken effect:
                 // its first attempt, unless the log says one was cut off.
                 // (The pivot's in-flight brake is off: a running pivot is
@@ -229,6 +234,7 @@ pub(super) fn run_action<'a, C, D>(
                     brakes.cancel
                 };
                 if stop.is_some_and(CancellationToken::is_cancelled) {
+                    env.not_run(index);
                     attempt -= 1;
                     record.attempts = attempt;
                     record.status = if attempt == 0 {
@@ -236,7 +242,10 @@ pub(super) fn run_action<'a, C, D>(
                     } else {
                         StepStatus::Failed
                     };
-                    return Err(halt(env.now(), StepError::interrupted()));
+                    return Err(Halt {
+                        recovered,
+                        ..halt(env.now(), StepError::interrupted())
+                    });
                 }
             }
             env.emit(&SagaEvent::StepStarted {
@@ -302,10 +311,14 @@ pub(super) fn run_action<'a, C, D>(
                 let Some(delay) = retry_in else {
                     return Err(action_gave_up(record, start, now, error));
                 };
-                recovered = Some(error.to_string().into_boxed_str());
-                delay
+                (delay, now, error)
             };
-            env.sleep(delay).await;
+            let (delay, failed_at, error) = delay;
+            if !backoff(env, delay, &brakes).await {
+                // A brake applied during the backoff: no attempt follows.
+                return Err(action_gave_up(record, start, failed_at, error));
+            }
+            recovered = Some(error.to_string().into_boxed_str());
         }
     }
 }
@@ -362,8 +375,12 @@ pub(super) fn run_sync_action<C, D>(
         let Some(delay) = action_failed(env, step, record, attempt, &error, &brakes) else {
             return Err(action_gave_up(record, start, now, error));
         };
-        recovered = Some(error.to_string().into_boxed_str());
         env.clock().sleep_blocking(delay);
+        // A cancellation during the backoff: no attempt follows.
+        if brakes.applied() {
+            return Err(action_gave_up(record, start, now, error));
+        }
+        recovered = Some(error.to_string().into_boxed_str());
     }
 }
 
@@ -448,6 +465,7 @@ pub(super) fn action_gave_up(
         end: now,
         error,
         failed: true,
+        recovered: None,
     }
 }
 

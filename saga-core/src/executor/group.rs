@@ -11,6 +11,7 @@ use super::rollback::run_compensation;
 use super::{Brakes, Env, Extra, Record};
 use crate::cancel::CancellationToken;
 use crate::error::StepError;
+use crate::report::ExecutionStatus;
 use crate::saga::SharedContext;
 
 /// What a group's run returns: its first failure, and the last error of
@@ -29,6 +30,7 @@ pub(super) async fn run_group<C, D>(
 ) -> GroupRun {
     let group = CancellationToken::new();
     let first_failure = AtomicUsize::new(usize::MAX);
+    let running = AtomicUsize::new(range.len());
     let start = env.now();
     let branches = records
         .iter_mut()
@@ -36,6 +38,7 @@ pub(super) async fn run_group<C, D>(
         .map(|(record, index)| {
             let group = &group;
             let first_failure = &first_failure;
+            let running = &running;
             Box::pin(async move {
                 let step = &env.saga.steps[index];
                 let brakes = Brakes {
@@ -53,6 +56,9 @@ pub(super) async fn run_group<C, D>(
                     );
                     group.cancel();
                 }
+                // A branch's end is logged now if a sibling still runs (a
+                // failure is then in the log, a success is not run again).
+                ended_while_siblings_run(env, running, ExecutionStatus::Running).await;
                 (index, result)
             })
         })
@@ -71,8 +77,11 @@ pub(super) async fn run_group<C, D>(
             }
             Err(halt) => halt,
         };
+        let mut halt = halt;
         if halt.failed {
             errors.push((index, halt.error.to_string()));
+        } else if let Some(message) = halt.recovered.take() {
+            errors.push((index, message.into()));
         }
         if index == first && failure.is_none() {
             failure = Some((index, halt.error));
@@ -92,25 +101,46 @@ pub(super) async fn compensate_group<C, D>(
 ) -> Vec<(usize, StepError)> {
     let saga = env.saga;
     let start = env.now();
-    let branches = records
+    let branches: Vec<_> = records
         .iter_mut()
         .zip(extra)
         .zip(range)
         .filter(|((record, _), index)| {
             record.outcome.needs_compensation() && saga.steps[*index].undo.is_some()
         })
+        .collect();
+    let running = AtomicUsize::new(branches.len());
+    let running = &running;
+    let branches = branches
+        .into_iter()
         .map(|((record, extra), index)| {
             let mut mark = start;
             let Record { status, output, .. } = record;
             Box::pin(async move {
-                run_compensation(env, index, ctx, status, output.as_deref(), extra, &mut mark)
-                    .await
-                    .err()
-                    .map(|error| (index, error))
+                let failed =
+                    run_compensation(env, index, ctx, status, output.as_deref(), extra, &mut mark)
+                        .await
+                        .err()
+                        .map(|error| (index, error));
+                ended_while_siblings_run(env, running, ExecutionStatus::Compensating).await;
+                failed
             })
         })
         .collect();
     join_all(branches).await.into_iter().flatten().collect()
+}
+
+/// Counts a branch out of the `running` ones; commits what the journal
+/// buffered if a sibling still runs. (A write that fails is in the run's
+/// abort slot, which stops it after the group.)
+async fn ended_while_siblings_run<C, D>(
+    env: &Env<'_, C, D>,
+    running: &AtomicUsize,
+    status: ExecutionStatus,
+) {
+    if running.fetch_sub(1, Ordering::SeqCst) > 1 && env.durable.is_some() {
+        let _ = env.flush(status).await;
+    }
 }
 
 /// Polls every future until all are done; results in input order.

@@ -75,6 +75,36 @@ impl<'t> Brakes<'t> {
     }
 }
 
+/// The backoff before a retry: `delay` on the run's clock, cut short when
+/// a brake is applied (a run driven without a runtime sleeps it whole).
+/// Returns whether the retry may run: no brake applied, before or during
+/// the wait.
+pub(super) async fn backoff<C, D>(
+    env: &Env<'_, C, D>,
+    delay: Duration,
+    brakes: &Brakes<'_>,
+) -> bool {
+    if env.blocking || (brakes.cancel.is_none() && brakes.group.is_none()) {
+        env.sleep(delay).await;
+    } else {
+        tokio::select! {
+            biased;
+            () = applied(brakes.cancel) => {}
+            () = applied(brakes.group) => {}
+            () = env.sleep(delay) => {}
+        }
+    }
+    !brakes.applied()
+}
+
+/// Completes once `token` (if any) is cancelled.
+async fn applied(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One attempt of an action: panics caught, the timeout applied, and a
 /// droppable step dropped when a brake is applied.
 #[inline]

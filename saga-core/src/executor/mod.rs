@@ -149,6 +149,7 @@ pub(crate) fn execute<'a, C, D>(
             Box::new(Durable {
                 journal,
                 aborted: Mutex::new(None),
+                not_run: Mutex::new(Vec::new()),
             })
         }),
     };
@@ -236,6 +237,10 @@ async fn finish_durable<C, D>(
     if let Some(error) = abort {
         return Err(store_error(env, state, error));
     }
+    env.emit(&SagaEvent::SagaFinished {
+        status,
+        elapsed: env.since_start(state.mark),
+    });
     // A cancel that came with the last commit found the run completed.
     if let Ok(report) = &mut result {
         report.cancel_ignored |= env.cancel_requested();

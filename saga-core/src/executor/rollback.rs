@@ -11,11 +11,38 @@ use super::{
 use crate::clock::elapsed;
 use crate::error::{SagaError, StepError, StuckPhase};
 use crate::journal::{EventKind, StoreError};
-use crate::logged::failure_detail;
+use crate::logged::{failure_detail, rollback_detail};
 use crate::observer::SagaEvent;
-use crate::report::{ExecutionStatus, SagaReport, StepStatus};
+use crate::report::{ExecutionStatus, Outcome, SagaReport, StepStatus};
 use crate::saga::Node;
 use crate::step::{StepDef, StepInfo, SyncUndo};
+
+/// What the log and the report say of an attempt a crash cut off that a
+/// rollback does not run again.
+const CUT_OFF: &str = "its attempt was cut off by the end of the process running it, and is not run again: the execution is rolling back";
+
+/// Ends step `index`'s attempt that a crash cut off, as a failure whose
+/// outcome is unknown (its record has the attempt before it: a run going
+/// forward would run it again). A journal failure is in the abort slot.
+async fn cut_off<C, D>(env: &Env<'_, C, D>, state: &mut State<'_>, index: usize) {
+    let record = &mut state.records[index];
+    record.attempts += 1;
+    record.status = StepStatus::Failed;
+    record.outcome = Outcome::Unknown;
+    let attempt = record.attempts;
+    state.extra()[index].last_error = Some(CUT_OFF.into());
+    let log = env.log(
+        EventKind::StepFailed,
+        ExecutionStatus::Compensating,
+        |event| {
+            event.step = Some(index as u32);
+            event.attempt = attempt;
+            event.error = Some(CUT_OFF.to_owned());
+            event.outcome_unknown = true;
+        },
+    );
+    let _ = log.await;
+}
 
 /// Rolls back: compensates, in reverse order (parallel branches at once),
 /// every step that took effect or may have.
@@ -36,6 +63,14 @@ pub(super) async fn rollback<C, D>(
         Stop::Aborted => return Err(aborted(env, state)),
     };
     if env.durable.is_some() {
+        // A step that a crash cut off, left running by the log a recovered
+        // run went on from, is not run again: its attempt is ended in the
+        // log, failed with an unknown outcome (it may have taken effect).
+        for index in 0..state.records.len() {
+            if state.records[index].status == StepStatus::Running {
+                cut_off(env, state, index).await;
+            }
+        }
         let log = env.log(
             EventKind::RollbackStarted,
             ExecutionStatus::Compensating,
@@ -45,6 +80,8 @@ pub(super) async fn rollback<C, D>(
                     event.error = Some(error.to_string());
                     event.outcome_unknown = error.is_outcome_unknown();
                     event.detail = failure_detail(error);
+                } else {
+                    event.detail = rollback_detail(env.take_not_run());
                 }
                 event.context = env.snapshot(&*ctx);
             },

@@ -139,6 +139,8 @@ impl<'a> State<'a> {
                 self.mark = halt.end;
                 if halt.failed {
                     self.extra()[index].last_error = Some(halt.error.to_string());
+                } else if let Some(message) = halt.recovered {
+                    self.extra()[index].last_error = Some(message.into());
                 }
                 Some((index, halt.error))
             }
@@ -315,7 +317,11 @@ impl<'a> State<'a> {
     ) -> SagaReport {
         self.status = status;
         let elapsed = env.since_start(self.mark);
-        env.emit(&SagaEvent::SagaFinished { status, elapsed });
+        // A durable run has finished once its end is in the log: it tells
+        // then (`finish_durable`), and not if that write fails.
+        if env.durable.is_none() {
+            env.emit(&SagaEvent::SagaFinished { status, elapsed });
+        }
         self.report(env, status, elapsed)
     }
 }
