@@ -91,7 +91,7 @@ fn taken_over_at_once(db: &std::path::Path, id: &str) {
         let engine = SagaEngine::new(SqliteStore::open(db).unwrap()).with_lease_ttl(HOUR);
         engine.register(saga()).await.unwrap();
         let recovery = engine.recover().await.unwrap();
-        assert_eq!(recovery.resumed, [id.clone()], "{recovery:?}");
+        assert_eq!(recovery.resumed, std::slice::from_ref(&id), "{recovery:?}");
         let report = engine.wait(&id).await.unwrap();
         assert_eq!(report.status, ExecutionStatus::Completed);
     });
