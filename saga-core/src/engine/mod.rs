@@ -266,6 +266,13 @@ impl SagaEngine {
     /// write or renewal (default 10 s; renewed every third of it while the
     /// execution runs). After a crash, another owner can take an execution
     /// over once its lease expired. At least 30 ms.
+    ///
+    /// Renewal runs in a task of its own: on a multi-thread runtime it
+    /// goes on while a sync step (or an async step that blocks its thread)
+    /// runs, however long. On a current-thread runtime a blocked thread
+    /// stops it too, so a sync step that runs longer than the ttl loses
+    /// its lease and another owner may run it again meanwhile: give such
+    /// steps a multi-thread runtime, or a ttl longer than they run.
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(30));

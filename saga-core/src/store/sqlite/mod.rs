@@ -71,8 +71,11 @@ use crate::step::BoxFuture;
 /// a live lease tries its owner's lock: a process that died (SIGKILL, a
 /// crash, a power cut) holds none, and its executions are taken over at
 /// once instead of when their leases expire; a live one's leases stand.
-/// The sidecar is removed when the store closes, or by the first claimer
-/// (or the next open) that finds its owner dead.
+/// A store that closes (dropped, or its process returning from `main`)
+/// releases its owners' locks as a dead process does, and its executions
+/// are taken over as fast as a crashed one's; an owner that another open
+/// store of its process still uses keeps its lock. The sidecar is removed
+/// by the first claimer (or the next open) that finds its owner gone.
 ///
 /// Opening checks the file before writing anything: a file that is not an
 /// SQLite database, a damaged one, an empty one, one without our
