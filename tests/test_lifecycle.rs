@@ -94,7 +94,7 @@ async fn stopping(engine: &SagaEngine) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_waits_for_the_runs_start_began() {
     logs::install_logger(log::LevelFilter::Info);
-    for (store_name, store) in every_store("shutdown-waits").await {
+    for (store_name, store) in every_store("shutdown_waits").await {
         let gate = Arc::new(Gate::default());
         let engine = SagaEngine::with_store(Arc::clone(&store));
         engine.register(gated("waited", &gate)).await.unwrap();
@@ -124,7 +124,7 @@ async fn a_shutdown_waits_for_the_runs_start_began() {
 /// expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_stops_a_started_run_its_grace_did_not_see_end() {
-    for (store_name, store) in every_store("shutdown-stops").await {
+    for (store_name, store) in every_store("shutdown_stops").await {
         let gate = Arc::new(Gate::default());
         let engine = SagaEngine::with_store(Arc::clone(&store));
         engine.register(gated("stopped", &gate)).await.unwrap();
@@ -149,7 +149,7 @@ async fn a_shutdown_stops_a_started_run_its_grace_did_not_see_end() {
 /// `start` began goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_worker_handle_leaves_started_runs_alone() {
-    for (store_name, store) in every_store("handle-dropped").await {
+    for (store_name, store) in every_store("handle_dropped").await {
         let gate = Arc::new(Gate::default());
         let engine = SagaEngine::with_store(Arc::clone(&store));
         engine.register(gated("kept", &gate)).await.unwrap();
@@ -163,14 +163,40 @@ async fn a_dropped_worker_handle_leaves_started_runs_alone() {
     }
 }
 
-/// An engine whose runtime is shut down with a run mid-step, kept and
-/// used on a new runtime. Returns the run's id.
-fn started_on_a_dying_runtime(engine: &SagaEngine, saga: &str, gate: &Arc<Gate>) -> ExecutionId {
-    in_dying_runtime(|| async {
-        let id = engine.start(saga, 0u32).await.unwrap();
-        unless_hung(gate.entered.notified()).await;
-        id
-    })
+/// An engine whose runtime was shut down with a run of `outlived` mid-step
+/// (in its gated step), kept to be used on a new runtime.
+struct Outlived {
+    store_name: &'static str,
+    store: Arc<dyn SagaStore>,
+    engine: SagaEngine,
+    gate: Arc<Gate>,
+    /// The run's execution.
+    id: ExecutionId,
+}
+
+/// An [`Outlived`] engine on each store, for test `test`; the stores are
+/// made on `rt`, which must outlive them.
+fn outlived(rt: &tokio::runtime::Runtime, test: &str) -> Vec<Outlived> {
+    let mut outlived = Vec::new();
+    for (store_name, store) in rt.block_on(every_store(test)) {
+        let gate = Arc::new(Gate::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        rt.block_on(engine.register(gated("outlived", &gate)))
+            .unwrap();
+        let id = in_dying_runtime(|| async {
+            let id = engine.start("outlived", 0u32).await.unwrap();
+            unless_hung(gate.entered.notified()).await;
+            id
+        });
+        outlived.push(Outlived {
+            store_name,
+            store,
+            engine,
+            gate,
+            id,
+        });
+    }
+    outlived
 }
 
 /// Before: the dropped run's entry counted as a run going on: `recover`
@@ -178,12 +204,14 @@ fn started_on_a_dying_runtime(engine: &SagaEngine, saga: &str, gate: &Arc<Gate>)
 #[test]
 fn an_engine_outliving_its_runtime_recovers_the_runs_it_dropped() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for (store_name, store) in rt.block_on(every_store("outlives-recover")) {
-        let gate = Arc::new(Gate::default());
-        let engine = SagaEngine::with_store(Arc::clone(&store));
-        rt.block_on(engine.register(gated("outlived", &gate)))
-            .unwrap();
-        let id = started_on_a_dying_runtime(&engine, "outlived", &gate);
+    for Outlived {
+        store_name,
+        engine,
+        gate,
+        id,
+        ..
+    } in outlived(&rt, "outlives_recover")
+    {
         let again = tokio::runtime::Runtime::new().unwrap();
         again.block_on(async {
             // A start of the same id finds it (nothing new starts).
@@ -209,12 +237,14 @@ fn an_engine_outliving_its_runtime_recovers_the_runs_it_dropped() {
 #[test]
 fn a_worker_takes_over_the_runs_its_engine_dropped_with_a_runtime() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for (store_name, store) in rt.block_on(every_store("outlives-worker")) {
-        let gate = Arc::new(Gate::default());
-        let engine = SagaEngine::with_store(Arc::clone(&store));
-        rt.block_on(engine.register(gated("outlived", &gate)))
-            .unwrap();
-        let id = started_on_a_dying_runtime(&engine, "outlived", &gate);
+    for Outlived {
+        store_name,
+        engine,
+        gate,
+        id,
+        ..
+    } in outlived(&rt, "outlives_worker")
+    {
         let again = tokio::runtime::Runtime::new().unwrap();
         again.block_on(async {
             gate.open();
@@ -234,12 +264,14 @@ fn a_worker_takes_over_the_runs_its_engine_dropped_with_a_runtime() {
 #[test]
 fn an_operator_abandons_a_run_its_engine_dropped_with_a_runtime() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for (store_name, store) in rt.block_on(every_store("outlives-abandon")) {
-        let gate = Arc::new(Gate::default());
-        let engine = SagaEngine::with_store(Arc::clone(&store));
-        rt.block_on(engine.register(gated("outlived", &gate)))
-            .unwrap();
-        let id = started_on_a_dying_runtime(&engine, "outlived", &gate);
+    for Outlived {
+        store_name,
+        store,
+        engine,
+        id,
+        ..
+    } in outlived(&rt, "outlives_abandon")
+    {
         let again = tokio::runtime::Runtime::new().unwrap();
         again.block_on(async {
             engine.abandon(&id).await.unwrap();
@@ -263,7 +295,7 @@ fn an_operator_abandons_a_run_its_engine_dropped_with_a_runtime() {
 /// this engine's own, kept a recovery off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_whose_future_is_dropped_runs_what_it_recorded() {
-    for (store_name, store) in every_store("start-dropped").await {
+    for (store_name, store) in every_store("start_dropped").await {
         let gate = Arc::new(Gate::default());
         gate.open();
         let engine = SagaEngine::with_store(Arc::clone(&store));
@@ -290,7 +322,7 @@ async fn a_start_whose_future_is_dropped_runs_what_it_recorded() {
 /// expired, and a second `recover` listed it as busy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_whose_future_is_dropped_runs_what_it_claimed() {
-    for (store_name, store) in every_store("recover-dropped").await {
+    for (store_name, store) in every_store("recover_dropped").await {
         let gate = Arc::new(Gate::default());
         gate.open();
         let engine = SagaEngine::with_store(Arc::clone(&store));
@@ -338,7 +370,7 @@ fn signed() -> Saga<String, Sender> {
 /// replaced the first, and `a` ran with `b`'s dependencies.
 #[tokio::test]
 async fn engines_made_by_with_dependencies_keep_their_own_registrations() {
-    for (store_name, store) in every_store("own-registry").await {
+    for (store_name, store) in every_store("own_registry").await {
         let base = SagaEngine::with_store(Arc::clone(&store));
         let a = base.clone().with_dependencies(Sender("a"));
         let b = base.clone().with_dependencies(Sender("b"));
