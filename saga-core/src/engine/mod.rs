@@ -71,11 +71,15 @@ pub struct RecoveryReport {
 /// Runs `work` in a task of its own on the current runtime and awaits it:
 /// a caller that stops awaiting does not cut it short (between a store's
 /// commit of a claim and the launch of the run, say). A panic inside is
-/// resumed in the caller.
+/// resumed in the caller; with the `tracing` feature, it runs in the
+/// caller's current span.
 async fn detached<T: Send + 'static>(
     work: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
 ) -> Result<T, EngineError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+    // In the caller's span: a fresh start's run hangs under it.
+    #[cfg(feature = "tracing")]
+    let work = tracing::Instrument::in_current_span(work);
     match handle.spawn(work).await {
         Ok(done) => done,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
