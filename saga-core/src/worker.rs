@@ -99,7 +99,10 @@ pub struct WorkerStats {
     /// lease, an unreachable store); whoever holds the lease next carries
     /// them on.
     pub interrupted: u64,
-    /// Runs it stopped at shutdown, releasing their leases.
+    /// Runs it stopped at shutdown, releasing their leases: its own, and
+    /// at a [`shutdown`](WorkerHandle::shutdown) those its engine began
+    /// otherwise (`start`, `recover`, `resume`) that were still going on
+    /// once the grace period ended.
     pub released: u64,
     /// Executions it refused to run (a log it cannot decode); left as they
     /// were, for an operator.
@@ -142,12 +145,24 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// A running worker; [`shutdown`](Self::shutdown) stops it. Dropping the
-/// handle stops it too, releasing its leases at once.
+/// handle stops it too, releasing its own runs' leases at once (the
+/// engine's other runs go on).
 #[derive(Debug)]
 pub struct WorkerHandle {
-    stop: watch::Sender<Option<Duration>>,
+    stop: watch::Sender<Option<Stop>>,
     task: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+}
+
+/// How a worker is asked to stop.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    /// How long its runs may go on.
+    grace: Duration,
+    /// Whether the engine's other runs (begun by `start`, `recover`,
+    /// `resume`) are waited for and stopped too: at a shutdown, not when
+    /// the handle is dropped.
+    all: bool,
 }
 
 impl std::fmt::Debug for Counters {
@@ -242,7 +257,7 @@ impl Worker {
         })
     }
 
-    async fn run(self, mut stop: watch::Receiver<Option<Duration>>, counters: Arc<Counters>) {
+    async fn run(self, mut stop: watch::Receiver<Option<Stop>>, counters: Arc<Counters>) {
         let engine = &self.engine;
         let store = Arc::clone(engine.store());
         let mut signal = store.work_signal();
@@ -275,6 +290,9 @@ impl Worker {
             let free = self.concurrency.saturating_sub(running.len());
             let mut more = false;
             if free > 0 {
+                // Runs of this engine dropped with an earlier runtime hold
+                // leases no claim would take until they expire.
+                engine.release_dropped_runs().await;
                 let mut exclude = engine.running();
                 exclude.extend(refused.iter().cloned());
                 let request = ClaimRequest {
@@ -359,25 +377,52 @@ impl Worker {
             purging.abort();
         }
         // Stop claiming; let the runs finish within the grace period, then
-        // stop the rest and release their leases for another worker.
-        let grace = (*stop.borrow()).unwrap_or_default();
+        // stop the rest and release their leases for another worker. At a
+        // shutdown, the runs this engine began otherwise (`start`,
+        // `recover`, `resume`) are the process's too: waited for, then
+        // stopped, alike.
+        let Stop { grace, all } = (*stop.borrow()).unwrap_or(Stop {
+            grace: Duration::ZERO,
+            all: false,
+        });
         log::info!(target: "saga", owner:% = Escaped(engine.owner()), running = running.len(), grace:? = grace; "worker stopping");
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
+        let mut others: JoinSet<()> = JoinSet::new();
         loop {
+            if all && running.is_empty() && others.is_empty() {
+                // Those begun since the last look (a request the server
+                // was finishing) are waited for too.
+                for (_, mut done) in engine.runs_not_by_worker() {
+                    others.spawn(async move {
+                        let _ = done.wait_for(Option::is_some).await;
+                    });
+                }
+            }
+            if running.is_empty() && others.is_empty() {
+                break;
+            }
             tokio::select! {
-                joined = running.join_next() => match joined {
-                    Some(Ok((id, ok))) => finish(&counters, &mut mine, &id, ok),
-                    Some(Err(_)) => {}
-                    None => break,
-                },
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    if let Ok((id, ok)) = joined {
+                        finish(&counters, &mut mine, &id, ok);
+                    }
+                }
+                Some(_) = others.join_next(), if !others.is_empty() => {}
                 () = &mut deadline => break,
             }
         }
         running.abort_all();
+        others.abort_all();
         for id in mine.drain() {
             engine.abort_run(&id).await;
             bump(&counters.released);
+        }
+        if all {
+            for (id, _) in engine.runs_not_by_worker() {
+                engine.abort_run(&id).await;
+                bump(&counters.released);
+            }
         }
         log::info!(target: "saga", owner:% = Escaped(engine.owner()), stats:? = counters.snapshot(); "worker stopped");
     }
@@ -491,8 +536,13 @@ impl WorkerHandle {
     /// releases their leases, so another worker carries them on at once
     /// (a step cut off runs again there, with the same idempotency key,
     /// and counts towards the [crash limit](Worker::with_crash_limit)).
-    /// Returns what it did. The runs it waits for include those that
-    /// [`start`](SagaEngine::start) began in this process.
+    /// Returns what it did.
+    ///
+    /// The runs it waits for, and then stops, are every run its engine (or
+    /// a clone of it) has going on in this process: its own and those that
+    /// [`start`](SagaEngine::start), [`recover`](SagaEngine::recover) and
+    /// [`resume`](SagaEngine::resume) began, including any begun while it
+    /// waits. Dropping the handle instead stops only the worker's own runs.
     ///
     /// In a service, stop the HTTP server first (it stops taking requests
     /// and finishes those in flight, which may start executions), then the
@@ -531,7 +581,7 @@ impl WorkerHandle {
     /// # Ok(()) }
     /// ```
     pub async fn shutdown(mut self, grace: Duration) -> WorkerStats {
-        let _ = self.stop.send(Some(grace));
+        let _ = self.stop.send(Some(Stop { grace, all: true }));
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -544,7 +594,10 @@ impl Drop for WorkerHandle {
         // Without a grace period: the runs stop and their leases are
         // released by the worker's task.
         if self.task.is_some() {
-            let _ = self.stop.send(Some(Duration::ZERO));
+            let _ = self.stop.send(Some(Stop {
+                grace: Duration::ZERO,
+                all: false,
+            }));
         }
     }
 }

@@ -38,8 +38,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use saga_core::store::SqliteStore;
-use saga_core::{EngineError, ExecutionStatus, SagaEngine, Worker};
-use tokio::task::JoinSet;
+use saga_core::{EngineError, ExecutionId, ExecutionStatus, SagaEngine, Worker};
 
 use crate::payments::PaymentsClient;
 use crate::saga::{Services, order_saga};
@@ -142,46 +141,46 @@ async fn main() -> Result<(), Box<dyn Error>> {
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_requested())
         .await?;
-    // No request comes in any more: let the runs in flight finish, the
-    // worker's and those the requests started, for up to the grace period.
-    let (stats, drained) =
-        tokio::join!(worker.shutdown(config.grace), drain(&engine, config.grace));
-    let (finished, left) = drained?;
+    // No request comes in any more: the worker's shutdown lets the runs in
+    // flight finish, its own and those the requests started, for up to the
+    // grace period, then releases the others' leases for the next start.
+    let in_flight = in_flight(&engine).await?;
     println!(
-        "stopped: {finished} runs finished, {left} left to the next start; \
+        "stopping: waiting up to {:?} for {} runs",
+        config.grace,
+        in_flight.len()
+    );
+    std::io::stdout().flush()?;
+    let stats = worker.shutdown(config.grace).await;
+    let mut left = 0;
+    for id in &in_flight {
+        let view = engine.get(id).await?;
+        if view.is_some_and(|view| !view.record.status.is_finished()) {
+            left += 1;
+        }
+    }
+    println!(
+        "stopped: {} runs finished, {left} left to the next start; \
          the worker claimed {} executions, released {}",
-        stats.claimed, stats.released
+        in_flight.len() - left,
+        stats.claimed,
+        stats.released
     );
     Ok(())
 }
 
-/// Waits up to `grace` for the unfinished executions this process runs;
-/// returns how many finished and how many were still running. Runs started
-/// by `POST /orders` are the engine's, not the worker's, so the worker's
-/// shutdown does not wait for them; one cut off by the exit is carried on
-/// by the next start once its lease expires.
-async fn drain(engine: &SagaEngine, grace: Duration) -> Result<(usize, usize), EngineError> {
-    let mut runs = JoinSet::new();
+/// The unfinished executions this process runs (for the shutdown's
+/// messages).
+async fn in_flight(engine: &SagaEngine) -> Result<Vec<ExecutionId>, EngineError> {
+    let mut ids = Vec::new();
     for status in [ExecutionStatus::Running, ExecutionStatus::Compensating] {
         for record in engine.list(Some(status)).await? {
             if record.owner.as_deref() == Some(engine.owner()) {
-                let engine = engine.clone();
-                runs.spawn(async move { engine.wait(&record.id).await });
+                ids.push(record.id);
             }
         }
     }
-    println!("stopping: waiting up to {grace:?} for {} runs", runs.len());
-    let _ = std::io::stdout().flush();
-    let mut finished = 0;
-    let _ = tokio::time::timeout(grace, async {
-        while let Some(run) = runs.join_next().await {
-            if matches!(run, Ok(Ok(_))) {
-                finished += 1;
-            }
-        }
-    })
-    .await;
-    Ok((finished, runs.len()))
+    Ok(ids)
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM on Unix (what `docker stop` and

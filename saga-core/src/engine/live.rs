@@ -28,11 +28,19 @@ pub(super) struct Live {
 impl Live {
     /// Whether the entry stands for work going on (a claim, or a run that
     /// has not ended), as opposed to a run that stopped and stays listed
-    /// for `wait`.
+    /// for `wait`, or one whose task is gone.
     pub(super) fn active(&self) -> bool {
         self.run
             .as_ref()
-            .is_none_or(|run| run.done.borrow().is_none())
+            .is_none_or(|run| run.done.borrow().is_none() && !run.dropped())
+    }
+
+    /// The lease of a run whose task is gone (see [`LiveRun::dropped`]).
+    fn dropped_lease(&self) -> Option<&Lease> {
+        self.run
+            .as_ref()
+            .filter(|run| run.dropped())
+            .map(|run| &run.lease)
     }
 
     /// Whether the entry is a run stopped by its store (its log could not
@@ -50,13 +58,27 @@ pub(super) struct LiveRun {
     pub(super) done: watch::Receiver<Option<Done>>,
     pub(super) task: tokio::task::AbortHandle,
     pub(super) lease: Lease,
+    /// Launched by a [`Worker`](crate::Worker), which stops it at its
+    /// shutdown; the others (`start`, `recover`, `resume`) a shutting-down
+    /// worker waits for and stops too.
+    pub(super) by_worker: bool,
+}
+
+impl LiveRun {
+    /// Whether its task is gone without telling an end: it was dropped
+    /// with the runtime it ran on (shut down mid-step), or aborted. No
+    /// run goes on; the lease it held is this engine's to give back.
+    pub(super) fn dropped(&self) -> bool {
+        self.done.borrow().is_none() && self.done.has_changed().is_err()
+    }
 }
 
 /// A claiming entry in the live set, made by [`SagaEngine::enter`]: while
 /// it stands, nothing else in this engine claims or runs its execution.
 /// Dropped without a launch, it gives back the lease it took, if any, and
-/// puts back the entry it replaced if that was a run stopped by its store
-/// (or removes its own).
+/// puts back the entry it replaced if that was a run stopped by its store,
+/// or one whose task is gone and whose lease it did not give back (or
+/// removes its own).
 pub(super) struct Claiming {
     pub(super) inner: Arc<EngineInner>,
     pub(super) id: ExecutionId,
@@ -66,6 +88,25 @@ pub(super) struct Claiming {
     pub(super) previous: Option<Live>,
     /// The lease its claim took, once it has one.
     pub(super) lease: Option<Lease>,
+    /// The lease of the entry it replaced, a run whose task is gone (see
+    /// [`LiveRun::dropped`]): the store lets no owner claim a lease it
+    /// holds, so it is given back before the claim.
+    pub(super) stale: Option<Lease>,
+    /// Made for a [`Worker`](crate::Worker)'s run.
+    pub(super) by_worker: bool,
+}
+
+impl Claiming {
+    /// Gives back the lease of the replaced run whose task is gone, if
+    /// any, so that this engine's claim can take it (a lease another owner
+    /// took since is left alone: the release is fenced).
+    pub(super) async fn release_stale(&mut self) {
+        if let Some(lease) = self.stale.take() {
+            if let Err(error) = self.inner.store.release(&self.id, &lease).await {
+                log::warn!(target: "saga", execution:% = crate::escape::Escaped(self.id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing a dropped run's lease failed");
+            }
+        }
+    }
 }
 
 impl Drop for Claiming {
@@ -92,8 +133,15 @@ impl Drop for Claiming {
         if live.get(&self.id).is_some_and(|l| l.slot == self.slot) {
             // Only a run stopped by its store stays listed (for `wait`,
             // until it runs again): one that ended may have been replaced
-            // just before its task's removal, which then skipped it.
-            match self.previous.take().filter(Live::stopped) {
+            // just before its task's removal, which then skipped it. A run
+            // whose task is gone stays listed while its lease is not given
+            // back, for the next claim to give it back.
+            let stale = self.stale.is_some();
+            match self
+                .previous
+                .take()
+                .filter(|previous| previous.stopped() || stale)
+            {
                 Some(previous) => {
                     live.insert(self.id.clone(), previous);
                 }
@@ -164,17 +212,13 @@ pub(crate) struct Stopped {
 
 impl SagaEngine {
     pub(super) fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
-        self.inner
-            .registry
+        self.registry
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(super) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
-        self.inner
-            .registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(super) fn ended(&self) -> std::sync::MutexGuard<'_, super::ended::Ended> {
@@ -199,6 +243,7 @@ impl SagaEngine {
         }
         let slot = self.inner.slots.fetch_add(1, Ordering::Relaxed);
         let previous = live.insert(id.clone(), Live { slot, run: None });
+        let stale = previous.as_ref().and_then(Live::dropped_lease).cloned();
         Some(Claiming {
             inner: Arc::clone(&self.inner),
             id: id.clone(),
@@ -206,7 +251,27 @@ impl SagaEngine {
             launched: false,
             previous,
             lease: None,
+            stale,
+            by_worker: false,
         })
+    }
+
+    /// Gives back the leases of this engine's runs whose task is gone
+    /// (dropped with the runtime they ran on), so that a claim (a worker's,
+    /// this engine's included) takes them over at once rather than when
+    /// they expire.
+    pub(crate) async fn release_dropped_runs(&self) {
+        let dropped: Vec<ExecutionId> = self
+            .live()
+            .iter()
+            .filter(|(_, live)| live.dropped_lease().is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dropped {
+            if let Some(mut claiming) = self.enter(&id) {
+                claiming.release_stale().await;
+            }
+        }
     }
 
     /// The answer to a command on an execution this engine is claiming or
@@ -272,6 +337,7 @@ impl SagaEngine {
         // is refused before the lease is touched.
         let events = store.events(id).await?;
         runner.check(id, &record.context, &events)?;
+        claiming.release_stale().await;
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Ok(None);
         };
@@ -437,7 +503,7 @@ impl SagaEngine {
         claimed: Claimed,
     ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
         let Claimed { record, lease } = claimed;
-        let Some(claiming) = self.enter(&record.id) else {
+        let Some(mut claiming) = self.enter(&record.id) else {
             // Claimed or run by another entry point of this engine: the
             // store's claim makes that one fail or this one stale.
             let _ = self.inner.store.release(&record.id, &lease).await;
@@ -450,6 +516,7 @@ impl SagaEngine {
                 return Err(error);
             }
         };
+        claiming.by_worker = true;
         // `None` if another owner finished it since the claim's listing.
         self.launch_claimed(
             runner,
@@ -473,6 +540,19 @@ impl SagaEngine {
             .iter()
             .filter(|(_, live)| live.active())
             .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The runs of this engine going on that no worker launched (begun by
+    /// `start`, `recover` or `resume` in this process), each with where
+    /// its end will be told.
+    pub(crate) fn runs_not_by_worker(&self) -> Vec<(ExecutionId, watch::Receiver<Option<Done>>)> {
+        self.live()
+            .iter()
+            .filter(|(_, live)| live.active())
+            .filter_map(|(id, live)| live.run.as_ref().map(|run| (id, run)))
+            .filter(|(_, run)| !run.by_worker)
+            .map(|(id, run)| (id.clone(), run.done.clone()))
             .collect()
     }
 
@@ -524,6 +604,7 @@ impl SagaEngine {
         let task_lease = lease.clone();
         let task_id = id.clone();
         let slot = claiming.slot;
+        let by_worker = claiming.by_worker;
         // Spawned under the lock, so the task's own removal (which takes
         // the lock) comes after its entry exists.
         let mut live = self.live();
@@ -573,6 +654,7 @@ impl SagaEngine {
                     done: rx,
                     task: task.abort_handle(),
                     lease,
+                    by_worker,
                 }),
             },
         );
@@ -606,6 +688,7 @@ mod tests {
                 token: 1,
                 ttl: Duration::from_secs(10),
             },
+            by_worker: false,
         };
         engine.live().insert(
             id.clone(),

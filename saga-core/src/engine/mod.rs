@@ -68,6 +68,26 @@ pub struct RecoveryReport {
     pub refused: Vec<(ExecutionId, EngineError)>,
 }
 
+/// Runs `work` in a task of its own on the current runtime and awaits it:
+/// a caller that stops awaiting does not cut it short (between a store's
+/// commit of a claim and the launch of the run, say). A panic inside is
+/// resumed in the caller; with the `tracing` feature, it runs in the
+/// caller's current span.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+) -> Result<T, EngineError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+    // In the caller's span: a fresh start's run hangs under it.
+    #[cfg(feature = "tracing")]
+    let work = tracing::Instrument::in_current_span(work);
+    match handle.spawn(work).await {
+        Ok(done) => done,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Cancelled: the runtime is shutting down.
+        Err(_) => Err(EngineError::NoRuntime),
+    }
+}
+
 /// [`RecoveryReport`]'s name in 0.1.
 #[deprecated(since = "0.2.0", note = "renamed `RecoveryReport`")]
 pub type Recovery = RecoveryReport;
@@ -129,6 +149,9 @@ pub struct SagaEngine {
     /// The dependencies sagas may declare, one value per type (see
     /// [`with_dependencies`](Self::with_dependencies)).
     dependencies: Dependencies,
+    /// The registered definitions: shared by clones, an engine's own from
+    /// its last [`with_dependencies`](Self::with_dependencies).
+    registry: Arc<RwLock<Registry>>,
 }
 
 /// The engine's dependencies: one value per type, each shared with the
@@ -150,7 +173,6 @@ impl Dependencies {
 struct EngineInner {
     store: Arc<dyn SagaStore>,
     owner: String,
-    registry: RwLock<Registry>,
     /// The executions this engine is claiming or running, at most one
     /// entry (so one run) per id: an entry is made before the first await
     /// of whatever may lead to a run, and removed only by whoever made it.
@@ -166,7 +188,7 @@ struct EngineInner {
     tasks: Mutex<HashMap<ExecutionId, u32>>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Registry {
     /// The latest version registered under each name.
     by_name: HashMap<String, Arc<dyn Runner>>,
@@ -204,7 +226,6 @@ impl SagaEngine {
             inner: Arc::new(EngineInner {
                 store,
                 owner,
-                registry: RwLock::new(Registry::default()),
                 live: Mutex::new(HashMap::new()),
                 slots: AtomicU64::new(0),
                 ended: Mutex::default(),
@@ -215,6 +236,7 @@ impl SagaEngine {
             retention: Duration::from_secs(7 * 24 * 3600),
             crash_limit: 3,
             dependencies: Dependencies::default(),
+            registry: Arc::default(),
         }
     }
 
@@ -225,6 +247,19 @@ impl SagaEngine {
     /// keeps its dependencies from its registration for the engine's life,
     /// and every run of it borrows them (no clone per run or per step).
     /// They are never logged, and not part of a saga's fingerprint.
+    ///
+    /// The engine it returns has a registry of its own, starting with the
+    /// definitions registered so far (each with the dependencies it was
+    /// registered with): a saga registered on it afterwards is not seen by
+    /// the engine it was made from, nor by that engine's other clones, and
+    /// the other way round. So `base.clone().with_dependencies(a)` and
+    /// `base.clone().with_dependencies(b)` are two engines that may each
+    /// register the same saga with their own dependencies, and each runs
+    /// the executions it starts with its own. They still share the store,
+    /// the owner id and the runs in flight ([`wait`](Self::wait),
+    /// [`Worker`](crate::Worker) shutdown): a run carried on by a
+    /// [`recover`](Self::recover) or a worker gets the dependencies of the
+    /// engine that carries it on. Plain clones share one registry.
     ///
     /// ```
     /// use saga_core::{SagaEngine, Saga, Step, StepError, StepInfo};
@@ -259,6 +294,8 @@ impl SagaEngine {
         deps: Arc<D>,
     ) -> Self {
         self.dependencies.0.insert(TypeId::of::<D>(), deps);
+        let registered = self.registry().clone();
+        self.registry = Arc::new(RwLock::new(registered));
         self
     }
 
@@ -371,9 +408,20 @@ impl SagaEngine {
     /// id). Idempotent: if an execution of this saga with that id exists,
     /// nothing starts and its id is returned.
     ///
+    /// The start goes on in a task of its own: a caller that stops awaiting
+    /// it (a request timed out, a `select!` took another branch) does not
+    /// cut it between the store's commit and the run's launch. Once the
+    /// execution is recorded, its run goes on whether or not the future is
+    /// still awaited, so a retry with the same id finds it running (or
+    /// ended), and [`wait`](Self::wait) gives its end. Only a runtime shut
+    /// down under it stops it (then, as after a crash, a
+    /// [`recover`](Self::recover) or a [`Worker`](crate::Worker) carries it
+    /// on).
+    ///
     /// # Errors
     /// As [`start`](Self::start), and [`EngineError::IdTaken`] if the id
-    /// belongs to another saga's execution.
+    /// belongs to another saga's execution; [`EngineError::NoRuntime`] if
+    /// the runtime shut down under the start.
     pub async fn start_with_id<C>(
         &self,
         name: &str,
@@ -385,22 +433,49 @@ impl SagaEngine {
     {
         let id = id.into();
         tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        // Encoded here: the task owns the context, and needs no `C: Sync`.
+        let new = self.encode_new(name, &ctx)?;
+        let engine = self.clone();
+        let name = name.to_owned();
+        detached(async move { engine.start_here(&name, id, new, ctx).await }).await
+    }
+
+    /// [`start_with_id`](Self::start_with_id), in the caller's task.
+    async fn start_here<C>(
+        &self,
+        name: &str,
+        id: ExecutionId,
+        new: (Arc<dyn Runner>, String),
+        ctx: C,
+    ) -> Result<ExecutionId, EngineError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
         // The first step's start is committed with the creation: one commit
         // fewer per execution. The journal knows it is there already.
         let mut first = Event::new(1, EventKind::StepStarted);
         first.step = Some(0);
         first.attempt = 1;
-        // `None` if this engine runs it already: then it exists, and the
-        // creation below writes nothing.
+        // `None` if this engine runs it already (then it exists, and the
+        // creation below writes nothing), or another start of the same id
+        // is under way.
         let claiming = self.enter(&id);
-        let created = self.create(name, &id, &ctx, vec![first.clone()]).await?;
+        let created = self
+            .create_encoded(name, &id, new, vec![first.clone()])
+            .await?;
         if let Some((runner, lease, context_len)) = created {
-            let Some(claiming) = claiming else {
-                self.inner.store.release(&id, &lease).await?;
-                return Err(EngineError::Busy {
-                    execution_id: id,
-                    owner: self.inner.owner.clone(),
-                });
+            let claiming = match claiming {
+                Some(claiming) => claiming,
+                // A new execution, so the entry in the way is no run of it
+                // but another start of the same id, before its creation:
+                // that one finds this creation and launches nothing, and
+                // its entry goes at once. This start runs what it created.
+                None => loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    if let Some(claiming) = self.enter(&id) {
+                        break claiming;
+                    }
+                },
             };
             let job = Job {
                 id: id.clone(),
@@ -431,6 +506,16 @@ impl SagaEngine {
     where
         C: Serialize + 'static,
     {
+        let new = self.encode_new(name, ctx)?;
+        self.create_encoded(name, id, new, events).await
+    }
+
+    /// The registered definition of `name` and `ctx` encoded for a new
+    /// execution of it, checked before anything is written.
+    fn encode_new<C>(&self, name: &str, ctx: &C) -> Result<(Arc<dyn Runner>, String), EngineError>
+    where
+        C: Serialize + 'static,
+    {
         let runner = self.by_name(name)?;
         if runner.context_type() != TypeId::of::<C>() {
             return Err(EngineError::ContextType {
@@ -446,6 +531,18 @@ impl SagaEngine {
                 detail,
             }
         })?;
+        Ok((runner, context))
+    }
+
+    /// [`create`](Self::create) with the context encoded by
+    /// [`encode_new`](Self::encode_new).
+    async fn create_encoded(
+        &self,
+        name: &str,
+        id: &ExecutionId,
+        (runner, context): (Arc<dyn Runner>, String),
+        events: Vec<Event>,
+    ) -> Result<Option<(Arc<dyn Runner>, Lease, usize)>, EngineError> {
         let context_len = context.len();
         let created = self
             .inner
@@ -606,13 +703,10 @@ impl SagaEngine {
                         }
                         .into());
                     }
-                    None => {
-                        return Err(EngineError::RunLost {
-                            execution_id: id.clone(),
-                            detail: "its run was dropped".to_owned(),
-                        }
-                        .into());
-                    }
+                    // Its task is gone (dropped with the runtime it ran
+                    // on): a recovery or a worker carries it on, as after
+                    // a crash; the record tells when it ends.
+                    None => {}
                 }
                 read_record = true;
             }
@@ -690,11 +784,25 @@ impl SagaEngine {
     /// [`Worker::with_crash_limit`](crate::Worker::with_crash_limit); 3
     /// starts here).
     ///
+    /// Runs of this engine whose task is gone (dropped with a runtime shut
+    /// down mid-step, the engine kept and called on another runtime) are
+    /// taken over too, at once: their lease is this engine's own.
+    ///
+    /// Recovery goes on in a task of its own: a caller that stops awaiting
+    /// it does not leave an execution claimed and not run; what it took
+    /// over runs on.
+    ///
     /// # Errors
     /// Store errors while listing; errors of single executions are in
-    /// [`RecoveryReport::refused`].
+    /// [`RecoveryReport::refused`]; [`EngineError::NoRuntime`] if the
+    /// runtime shut down under it.
     pub async fn recover(&self) -> Result<RecoveryReport, EngineError> {
-        tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let engine = self.clone();
+        detached(async move { engine.recover_here().await }).await
+    }
+
+    /// [`recover`](Self::recover), in the caller's task.
+    async fn recover_here(&self) -> Result<RecoveryReport, EngineError> {
         let mut recovery = RecoveryReport::default();
         // Summaries: no context is read until an execution is taken over.
         let store = &self.inner.store;
@@ -769,9 +877,10 @@ impl SagaEngine {
         &self,
         id: &ExecutionId,
     ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
-        let Some(claiming) = self.enter(id) else {
+        let Some(mut claiming) = self.enter(id) else {
             return Ok(None);
         };
+        claiming.by_worker = true;
         let Some(record) = self.inner.store.get(id).await? else {
             return Ok(None);
         };

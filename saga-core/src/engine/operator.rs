@@ -43,9 +43,10 @@ impl SagaEngine {
         // again under the lease.
         applies(&self.record(id).await?)?;
         // Held until the lease is given up again.
-        let Some(_claiming) = self.enter(id) else {
+        let Some(mut claiming) = self.enter(id) else {
             return Err(self.busy_here(id));
         };
+        claiming.release_stale().await;
         let store = &self.inner.store;
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Err(self.busy(id).await);
@@ -123,16 +124,12 @@ impl SagaEngine {
         // In a task of its own: a caller that gives up mid-claim does not
         // cut it between taking the lease and launching the run.
         let engine = self.clone();
-        let taken = tokio::spawn(async move {
+        let taken = super::detached(async move {
             engine
                 .take_over(&record, Some(EventKind::Resumed), false, claiming)
                 .await
         })
-        .await
-        .map_err(|e| EngineError::RunLost {
-            execution_id: id.clone(),
-            detail: e.to_string(),
-        })??;
+        .await?;
         match taken {
             Some(_) => Ok(()),
             None => Err(self.busy(id).await),

@@ -13,6 +13,14 @@ impl<C: Send + 'static> Saga<C> {
     /// timeouts and backoff). A saga with dependencies runs through
     /// [`using`](Saga::using).
     ///
+    /// Dropping the future mid-step (a `select!` branch lost, a timeout, a
+    /// task aborted) abandons the run where it is: the step in flight is
+    /// dropped at its await, nothing is compensated, no observer hears an
+    /// end and no report is made. To stop a run with compensation, cancel
+    /// it through a [`CancellationToken`](crate::CancellationToken) given
+    /// by [`RunOptions::with_cancellation`] to [`run_with`](Self::run_with),
+    /// and await its end.
+    ///
     /// # Errors
     /// [`SagaError::Compensated`] if a step failed and the rollback
     /// succeeded, [`SagaError::Stuck`] if the run can go neither way on its

@@ -1,0 +1,464 @@
+//! An engine's runs across its callers' lifetimes, on the embedded stores
+//! (a real SQLite file): a worker's shutdown waits for the runs `start`
+//! began; an engine that outlives its runtime takes over the runs that
+//! runtime dropped; a start (or recovery) whose future is dropped still
+//! runs what it recorded; engines made by `with_dependencies` keep their
+//! own registrations; and what dropping an in-memory run's future does.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use saga_core::store::SagaStore;
+use saga_core::{
+    CancellationToken, ExecutionId, ExecutionStatus, RunOptions, Saga, SagaEngine, SagaError, Step,
+    StepError, StepInfo, Worker,
+};
+use tokio::sync::{Notify, Semaphore};
+
+use support::durable::in_dying_runtime;
+use support::logs;
+use support::steps::unless_hung;
+use support::stores::every_store;
+
+/// A step's gate: the step tells it entered, then waits until the test
+/// opens the gate (for good: every later attempt passes too).
+struct Gate {
+    entered: Notify,
+    open: Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            entered: Notify::new(),
+            open: Semaphore::new(0),
+        }
+    }
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+/// `first` (which counts its runs in the context), then `gated`, which
+/// waits at `gate`.
+fn gated(name: &str, gate: &Arc<Gate>) -> Saga<u32> {
+    let gate = Arc::clone(gate);
+    Saga::<u32>::builder(name.to_owned())
+        .step(Step::new("first", |n: &mut u32, _: &StepInfo<'_>| {
+            *n += 1;
+            Ok::<(), StepError>(())
+        }))
+        .step(Step::new_async(
+            "gated",
+            move |_: &mut u32, _: &StepInfo<'_>| {
+                let gate = Arc::clone(&gate);
+                Box::pin(async move {
+                    gate.entered.notify_one();
+                    let _ = gate.open.acquire().await.map(|p| p.forget());
+                    Ok::<(), StepError>(())
+                })
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+async fn status(store: &Arc<dyn SagaStore>, id: &ExecutionId) -> ExecutionStatus {
+    store.get(id).await.unwrap().unwrap().status
+}
+
+async fn owner(store: &Arc<dyn SagaStore>, id: &ExecutionId) -> Option<String> {
+    store.get(id).await.unwrap().unwrap().owner
+}
+
+/// Waits until the worker of `engine` logged that it is stopping.
+async fn stopping(engine: &SagaEngine) {
+    unless_hung(async {
+        while !logs::entries_where("owner", engine.owner())
+            .iter()
+            .any(|e| e.message == "worker stopping")
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// Before: `shutdown` joined only the worker's own runs and returned at
+/// once, the started run still in its step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_waits_for_the_runs_start_began() {
+    logs::install_logger(log::LevelFilter::Info);
+    for (store_name, store) in every_store("shutdown_waits").await {
+        let gate = Arc::new(Gate::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(gated("waited", &gate)).await.unwrap();
+        let worker = Worker::new(engine.clone())
+            .with_poll_interval(Duration::from_secs(3600))
+            .spawn()
+            .unwrap();
+        let id = engine.start("waited", 0u32).await.unwrap();
+        unless_hung(gate.entered.notified()).await;
+        let shutdown = tokio::spawn(worker.shutdown(support::steps::HANG));
+        // Opened once the worker stops claiming: its shutdown has nothing
+        // of its own to wait for, only the started run.
+        stopping(&engine).await;
+        gate.open();
+        let stats = unless_hung(shutdown).await.unwrap();
+        assert_eq!(
+            status(&store, &id).await,
+            ExecutionStatus::Completed,
+            "{store_name}: the shutdown returned before the started run ended"
+        );
+        assert_eq!(stats.released, 0, "{store_name}");
+    }
+}
+
+/// Before: a started run still in its step when the grace period ended
+/// kept its lease (and went on), so the next process waited for it to
+/// expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_stops_a_started_run_its_grace_did_not_see_end() {
+    for (store_name, store) in every_store("shutdown_stops").await {
+        let gate = Arc::new(Gate::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(gated("stopped", &gate)).await.unwrap();
+        let worker = Worker::new(engine.clone()).spawn().unwrap();
+        let id = engine.start("stopped", 0u32).await.unwrap();
+        unless_hung(gate.entered.notified()).await;
+        let stats = unless_hung(worker.shutdown(Duration::ZERO)).await;
+        assert_eq!(stats.released, 1, "{store_name}");
+        assert_eq!(owner(&store, &id).await, None, "{store_name}: lease kept");
+        // The next process carries it on at once, from its log.
+        let next = SagaEngine::with_store(Arc::clone(&store));
+        next.register(gated("stopped", &gate)).await.unwrap();
+        let recovery = next.recover().await.unwrap();
+        assert_eq!(recovery.resumed, vec![id.clone()], "{store_name}");
+        gate.open();
+        let report = unless_hung(next.wait(&id)).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+    }
+}
+
+/// Dropping the worker's handle stops the worker's own runs only: a run
+/// `start` began goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_worker_handle_leaves_started_runs_alone() {
+    for (store_name, store) in every_store("handle_dropped").await {
+        let gate = Arc::new(Gate::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(gated("kept", &gate)).await.unwrap();
+        let worker = Worker::new(engine.clone()).spawn().unwrap();
+        let id = engine.start("kept", 0u32).await.unwrap();
+        unless_hung(gate.entered.notified()).await;
+        drop(worker);
+        gate.open();
+        let report = unless_hung(engine.wait(&id)).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+    }
+}
+
+/// An engine whose runtime was shut down with a run of `outlived` mid-step
+/// (in its gated step), kept to be used on a new runtime.
+struct Outlived {
+    store_name: &'static str,
+    store: Arc<dyn SagaStore>,
+    engine: SagaEngine,
+    gate: Arc<Gate>,
+    /// The run's execution.
+    id: ExecutionId,
+}
+
+/// An [`Outlived`] engine on each store, for test `test`; the stores are
+/// made on `rt`, which must outlive them.
+fn outlived(rt: &tokio::runtime::Runtime, test: &str) -> Vec<Outlived> {
+    let mut outlived = Vec::new();
+    for (store_name, store) in rt.block_on(every_store(test)) {
+        let gate = Arc::new(Gate::default());
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        rt.block_on(engine.register(gated("outlived", &gate)))
+            .unwrap();
+        let id = in_dying_runtime(|| async {
+            let id = engine.start("outlived", 0u32).await.unwrap();
+            unless_hung(gate.entered.notified()).await;
+            id
+        });
+        outlived.push(Outlived {
+            store_name,
+            store,
+            engine,
+            gate,
+            id,
+        });
+    }
+    outlived
+}
+
+/// Before: the dropped run's entry counted as a run going on: `recover`
+/// skipped it (neither resumed nor busy) and `wait` said the run was lost.
+#[test]
+fn an_engine_outliving_its_runtime_recovers_the_runs_it_dropped() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for Outlived {
+        store_name,
+        engine,
+        gate,
+        id,
+        ..
+    } in outlived(&rt, "outlives_recover")
+    {
+        let again = tokio::runtime::Runtime::new().unwrap();
+        again.block_on(async {
+            // A start of the same id finds it (nothing new starts).
+            let same = engine.start_with_id("outlived", id.clone(), 0u32).await;
+            assert_eq!(same.unwrap(), id, "{store_name}");
+            let waiting = tokio::spawn({
+                let (engine, id) = (engine.clone(), id.clone());
+                async move { engine.wait(&id).await }
+            });
+            let recovery = engine.recover().await.unwrap();
+            assert_eq!(recovery.resumed, vec![id.clone()], "{store_name}");
+            gate.open();
+            let report = unless_hung(waiting).await.unwrap().unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+            assert_eq!(engine.context::<u32>(&id).await.unwrap(), 1, "{store_name}");
+        });
+    }
+}
+
+/// Before: a worker of the engine never claimed the dropped run (its
+/// lease, the engine's own, was held until it expired, and then the
+/// engine still excluded it as running).
+#[test]
+fn a_worker_takes_over_the_runs_its_engine_dropped_with_a_runtime() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for Outlived {
+        store_name,
+        engine,
+        gate,
+        id,
+        ..
+    } in outlived(&rt, "outlives_worker")
+    {
+        let again = tokio::runtime::Runtime::new().unwrap();
+        again.block_on(async {
+            gate.open();
+            let worker = Worker::new(engine.clone())
+                .with_poll_interval(Duration::from_millis(20))
+                .spawn()
+                .unwrap();
+            let report = unless_hung(engine.wait(&id)).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+            let stats = worker.shutdown(Duration::ZERO).await;
+            assert_eq!(stats.claimed, 1, "{store_name}");
+        });
+    }
+}
+
+/// Before: `abandon` answered that the engine itself was running it.
+#[test]
+fn an_operator_abandons_a_run_its_engine_dropped_with_a_runtime() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for Outlived {
+        store_name,
+        store,
+        engine,
+        id,
+        ..
+    } in outlived(&rt, "outlives_abandon")
+    {
+        let again = tokio::runtime::Runtime::new().unwrap();
+        again.block_on(async {
+            engine.abandon(&id).await.unwrap();
+            assert_eq!(
+                status(&store, &id).await,
+                ExecutionStatus::Abandoned,
+                "{store_name}"
+            );
+            assert!(
+                matches!(engine.wait(&id).await, Err(saga_core::WaitError::Saga(_))),
+                "{store_name}"
+            );
+        });
+    }
+}
+
+/// Before (SQLite, whose writes are done by its writer thread once
+/// asked): the creation committed the execution and its lease, the
+/// dropped future never launched the run, a retried start found the
+/// execution and returned its id, and `wait` hung: no run, and the lease,
+/// this engine's own, kept a recovery off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_future_is_dropped_runs_what_it_recorded() {
+    for (store_name, store) in every_store("start_dropped").await {
+        let gate = Arc::new(Gate::default());
+        gate.open();
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(gated("dropped", &gate)).await.unwrap();
+        let id = ExecutionId::new("order-1");
+        let mut start = Box::pin(engine.start_with_id("dropped", id.clone(), 0u32));
+        // Polled once, then given up (a request timed out).
+        tokio::select! {
+            biased;
+            _ = &mut start => {}
+            () = std::future::ready(()) => {}
+        }
+        drop(start);
+        let again = engine.start_with_id("dropped", id.clone(), 0u32).await;
+        assert_eq!(again.unwrap(), id, "{store_name}");
+        let report = unless_hung(engine.wait(&id)).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+        assert_eq!(engine.context::<u32>(&id).await.unwrap(), 1, "{store_name}");
+    }
+}
+
+/// A recovery given up once its claim is committed: what it claimed runs
+/// all the same (before: the lease was held, with no run, until it
+/// expired, and a second `recover` listed it as busy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_whose_future_is_dropped_runs_what_it_claimed() {
+    for (store_name, store) in every_store("recover_dropped").await {
+        let gate = Arc::new(Gate::default());
+        gate.open();
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(gated("recovered", &gate)).await.unwrap();
+        // Recorded with its lease free, for whoever claims it.
+        let id = engine.submit("recovered", 0u32).await.unwrap();
+        let mut recover = Box::pin(engine.recover());
+        // Polled until the store holds the claim, then given up.
+        unless_hung(async {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut recover => break,
+                    () = std::future::ready(()) => {}
+                }
+                if owner(&store, &id).await.is_some() {
+                    break;
+                }
+            }
+        })
+        .await;
+        drop(recover);
+        let report = unless_hung(engine.wait(&id)).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+    }
+}
+
+/// A mailer's sender, a saga's dependency.
+struct Sender(&'static str);
+
+fn signed() -> Saga<String, Sender> {
+    Saga::<String, Sender>::builder("signed")
+        .step(Step::new(
+            "sign",
+            |out: &mut String, info: &StepInfo<'_, Sender>| {
+                out.push_str(info.dependencies().0);
+                Ok::<(), StepError>(())
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+/// Before: both engines shared one registry, so the second registration
+/// replaced the first, and `a` ran with `b`'s dependencies.
+#[tokio::test]
+async fn engines_made_by_with_dependencies_keep_their_own_registrations() {
+    for (store_name, store) in every_store("own_registry").await {
+        let base = SagaEngine::with_store(Arc::clone(&store));
+        let a = base.clone().with_dependencies(Sender("a"));
+        let b = base.clone().with_dependencies(Sender("b"));
+        a.register(signed()).await.unwrap();
+        b.register(signed()).await.unwrap();
+        for (engine, sender) in [(&a, "a"), (&b, "b")] {
+            let id = engine.start("signed", String::new()).await.unwrap();
+            unless_hung(engine.wait(&id)).await.unwrap();
+            let signed: String = engine.context(&id).await.unwrap();
+            assert_eq!(signed, sender, "{store_name}");
+        }
+        // The base has registered neither; plain clones share one registry.
+        assert!(base.start("signed", String::new()).await.is_err());
+        let a2 = a.clone();
+        let id = a2.start("signed", String::new()).await.unwrap();
+        unless_hung(a2.wait(&id)).await.unwrap();
+        assert_eq!(a2.context::<String>(&id).await.unwrap(), "a");
+    }
+}
+
+/// `first` (undone into `undone`), `gated` (waiting at `gate`), `last`.
+fn in_memory(undone: &Arc<Mutex<Vec<String>>>, gate: &Arc<Gate>) -> Saga<u32> {
+    let (undone, gate) = (Arc::clone(undone), Arc::clone(gate));
+    Saga::<u32>::builder("in-memory")
+        .step(
+            Step::new("first", |n: &mut u32, _: &StepInfo<'_>| {
+                *n += 1;
+                Ok::<(), StepError>(())
+            })
+            .undo(move |_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+                undone.lock().unwrap().push("first".to_owned());
+                Ok::<(), StepError>(())
+            }),
+        )
+        .step(Step::new_async(
+            "gated",
+            move |_: &mut u32, _: &StepInfo<'_>| {
+                let gate = Arc::clone(&gate);
+                Box::pin(async move {
+                    gate.entered.notify_one();
+                    let _ = gate.open.acquire().await.map(|p| p.forget());
+                    Ok::<(), StepError>(())
+                })
+            },
+        ))
+        .step(Step::new("last", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .build()
+        .unwrap()
+}
+
+/// What `Saga::run`'s documentation says: a run whose future is dropped
+/// mid-step is abandoned where it is (nothing compensated); a cancellation
+/// token stops it with compensation.
+#[tokio::test]
+async fn a_dropped_run_compensates_nothing_and_a_cancelled_one_does() {
+    let undone = Arc::new(Mutex::new(Vec::<String>::new()));
+    let gate = Arc::new(Gate::default());
+    let saga = in_memory(&undone, &gate);
+    let mut n = 0;
+    tokio::select! {
+        _ = saga.run(&mut n) => panic!("the gated step passed its closed gate"),
+        () = gate.entered.notified() => {}
+    }
+    // The future is gone: the gate opened now wakes nothing.
+    gate.open();
+    tokio::task::yield_now().await;
+    assert_eq!(n, 1, "the first step ran once");
+    assert!(
+        undone.lock().unwrap().is_empty(),
+        "a dropped run compensated"
+    );
+
+    let gate = Arc::new(Gate::default());
+    let saga = in_memory(&undone, &gate);
+    let token = CancellationToken::new();
+    let mut n = 0;
+    let run = saga.run_with(&mut n, RunOptions::new().with_cancellation(token.clone()));
+    let cancel = async {
+        gate.entered.notified().await;
+        token.cancel();
+        gate.open();
+    };
+    let (ended, ()) = tokio::join!(run, cancel);
+    assert!(
+        matches!(ended, Err(SagaError::Cancelled { .. })),
+        "{ended:?}"
+    );
+    assert_eq!(*undone.lock().unwrap(), ["first"]);
+}
