@@ -19,6 +19,11 @@ fn options(schema: &str) -> PostgresOptions {
     PostgresOptions::new().with_schema(schema)
 }
 
+/// A read-only connection to the store in `schema`, as the superuser.
+async fn read_only(schema: &str) -> Result<PostgresStore, StoreError> {
+    PostgresStore::connect_read_only(&pg_url(), options(schema)).await
+}
+
 /// `pg_url()` as `user` (trusted by `scripts/pg.sh`, no password).
 fn url_as(user: &str) -> String {
     let url = pg_url();
@@ -100,9 +105,7 @@ async fn event_columns(admin: &Client, schema: &str) -> Vec<String> {
 async fn a_schema_that_does_not_exist_is_no_store_and_is_not_created() {
     let admin = client(&pg_url()).await;
     let schema = fresh_schema("ro_missing");
-    let err = PostgresStore::connect_read_only(&pg_url(), options(&schema))
-        .await
-        .unwrap_err();
+    let err = read_only(&schema).await.unwrap_err();
     let StoreError::NoStore { detail, .. } = &err else {
         panic!("expected NoStore, got {err:?}");
     };
@@ -130,9 +133,7 @@ async fn a_schema_that_does_not_exist_is_no_store_and_is_not_created() {
         .await
         .unwrap();
     for err in [
-        PostgresStore::connect_read_only(&pg_url(), options(&schema))
-            .await
-            .unwrap_err(),
+        read_only(&schema).await.unwrap_err(),
         PostgresStore::connect_with(&pg_url(), options(&schema).with_create_schema(false))
             .await
             .unwrap_err(),
@@ -157,9 +158,7 @@ async fn a_schema_that_does_not_exist_is_no_store_and_is_not_created() {
 async fn a_read_only_store_reads_and_refuses_every_write() {
     let schema = fresh_schema("ro_reads");
     populated(&schema).await;
-    let store = PostgresStore::connect_read_only(&pg_url(), options(&schema))
-        .await
-        .unwrap();
+    let store = read_only(&schema).await.unwrap();
     let listed = store.list(None).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].status, ExecutionStatus::Completed);
@@ -349,9 +348,7 @@ async fn schema_versions_are_checked_and_left_as_they_were() {
         ))
         .await
         .unwrap();
-    let err = PostgresStore::connect_read_only(&pg_url(), options(&schema))
-        .await
-        .unwrap_err();
+    let err = read_only(&schema).await.unwrap_err();
     let StoreError::OlderSchema {
         found, supported, ..
     } = &err
@@ -379,9 +376,7 @@ async fn schema_versions_are_checked_and_left_as_they_were() {
             .await
             .contains(&"detail".to_owned())
     );
-    let store = PostgresStore::connect_read_only(&pg_url(), options(&schema))
-        .await
-        .unwrap();
+    let store = read_only(&schema).await.unwrap();
     assert_eq!(store.list(None).await.unwrap().len(), 1);
     drop(store);
 
@@ -391,9 +386,7 @@ async fn schema_versions_are_checked_and_left_as_they_were() {
         ))
         .await
         .unwrap();
-    let store = PostgresStore::connect_read_only(&pg_url(), options(&schema))
-        .await
-        .unwrap();
+    let store = read_only(&schema).await.unwrap();
     assert_eq!(store.list(None).await.unwrap().len(), 1);
     drop(store);
     admin
@@ -402,9 +395,7 @@ async fn schema_versions_are_checked_and_left_as_they_were() {
         ))
         .await
         .unwrap();
-    let err = PostgresStore::connect_read_only(&pg_url(), options(&schema))
-        .await
-        .unwrap_err();
+    let err = read_only(&schema).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -432,9 +423,7 @@ async fn schema_versions_are_checked_and_left_as_they_were() {
         ))
         .await
         .unwrap();
-    let err = PostgresStore::connect_read_only(&pg_url(), options(&foreign))
-        .await
-        .unwrap_err();
+    let err = read_only(&foreign).await.unwrap_err();
     assert!(matches!(err, StoreError::ForeignSchema { .. }), "{err:?}");
 }
 

@@ -176,19 +176,29 @@ async fn inspect(client: &Client, store: &str, schema: &str) -> StoreResult<Foun
     })
 }
 
-/// The schema's `(version, min_compatible)`, from `saga_schema`.
-async fn read_version(client: &Client, store: &str, what: &str) -> StoreResult<(i64, i64)> {
+/// The schema's version, from `saga_schema`, once checked that this build
+/// understands it (its `min_compatible` is no newer than this build).
+async fn read_version(client: &Client, store: &str, what: &str) -> StoreResult<i64> {
     let row = client
         .query_opt("SELECT version, min_compatible FROM saga_schema", &[])
         .await
         .map_err(|e| sql_error(store, what, e))?;
-    match row {
-        Some(row) => Ok((row.get::<_, i64>(0), row.get::<_, i64>(1))),
-        None => Err(StoreError::ForeignSchema {
+    let Some(row) = row else {
+        return Err(StoreError::ForeignSchema {
             store: store.to_owned(),
             detail: "its table `saga_schema` is empty".to_owned(),
-        }),
+        });
+    };
+    let (version, min_compatible) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+    if min_compatible > SCHEMA_VERSION {
+        return Err(StoreError::IncompatibleSchema {
+            store: store.to_owned(),
+            found: version,
+            required: min_compatible,
+            supported: SCHEMA_VERSION,
+        });
     }
+    Ok(version)
 }
 
 /// Checks, writing nothing, that the schema holds a store this build can
@@ -233,16 +243,7 @@ pub(super) async fn check_read_only(
             source: None,
         });
     }
-    let (version, min_compatible) =
-        read_version(client, store, "reading the schema version").await?;
-    if min_compatible > SCHEMA_VERSION {
-        return Err(StoreError::IncompatibleSchema {
-            store: store.to_owned(),
-            found: version,
-            required: min_compatible,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    let version = read_version(client, store, "reading the schema version").await?;
     if version < SCHEMA_VERSION {
         return Err(StoreError::OlderSchema {
             store: store.to_owned(),
@@ -320,19 +321,11 @@ pub(super) async fn migrate(
                 _ => err(e),
             })?;
     }
-    let (version, min_compatible) = if found.tables.is_empty() {
-        (0, 0)
+    let version = if found.tables.is_empty() {
+        0
     } else {
         read_version(client, store, "migrating the schema").await?
     };
-    if min_compatible > SCHEMA_VERSION {
-        return Err(StoreError::IncompatibleSchema {
-            store: store.to_owned(),
-            found: version,
-            required: min_compatible,
-            supported: SCHEMA_VERSION,
-        });
-    }
     if version >= SCHEMA_VERSION {
         // Ours, as new as this build or newer but compatible.
         return Ok(());
