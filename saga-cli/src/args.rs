@@ -15,7 +15,7 @@ use crate::CliError;
     version,
     about,
     long_about = None,
-    after_help = "The store comes from `--store`, else from `SAGA_STORE`. Colour: on a terminal, unless `NO_COLOR` is set.\nExample: SAGA_STORE=sagas.db saga list --status stuck"
+    after_help = "The store comes from `--store`, else from `SAGA_STORE`. Colour: on a terminal, unless `NO_COLOR` is set.\nExit codes: 0 done; 1 refused, failed, or a dry run (`resume`, `abandon`, `cancel` without `--yes`: nothing was done); 2 bad arguments.\nExample: SAGA_STORE=sagas.db saga list --status stuck"
 )]
 pub(crate) struct Cli {
     /// The store: an SQLite file path (never created by this tool) or a
@@ -23,7 +23,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "PATH|URL")]
     pub(crate) store: Option<String>,
     /// The PostgreSQL schema holding the saga tables (default `saga`, as
-    /// `PostgresStore` uses).
+    /// `PostgresStore` uses); never created: a schema without a store is an
+    /// error.
     #[arg(long, global = true, value_name = "NAME", default_value = "saga")]
     pub(crate) pg_schema: String,
     /// Print JSON instead of text, for scripts.
@@ -48,7 +49,8 @@ pub(crate) enum Command {
         /// completed, compensated, cancelled, stuck, abandoned).
         #[arg(long, value_parser = parse_status)]
         status: Option<ExecutionStatus>,
-        /// Only executions of this saga.
+        /// Only executions of this saga (a name no execution has gets a
+        /// hint on stderr; the exit code stays 0).
         #[arg(long)]
         saga: Option<String>,
         /// Only executions created since then: a time ago (`90s`, `15m`,
@@ -109,7 +111,8 @@ pub(crate) enum Command {
     Resume {
         /// The execution's id.
         id: String,
-        /// Do it (without, the command says what it would do).
+        /// Do it. Without, a dry run: the command says what it would do,
+        /// changes nothing and exits with code 1.
         #[arg(long)]
         yes: bool,
     },
@@ -120,7 +123,8 @@ pub(crate) enum Command {
     Abandon {
         /// The execution's id.
         id: String,
-        /// Do it (without, the command says what it would do).
+        /// Do it. Without, a dry run: the command says what it would do,
+        /// changes nothing and exits with code 1.
         #[arg(long)]
         yes: bool,
     },
@@ -131,7 +135,8 @@ pub(crate) enum Command {
     Cancel {
         /// The execution's id.
         id: String,
-        /// Do it (without, the command says what it would do).
+        /// Do it. Without, a dry run: the command says what it would do,
+        /// changes nothing and exits with code 1.
         #[arg(long)]
         yes: bool,
     },

@@ -83,6 +83,20 @@ pub enum CliError {
         .0.display()
     )]
     Missing(PathBuf),
+    /// The PostgreSQL schema holds no saga store (it does not exist, or has
+    /// no tables): a misspelt `--pg-schema`, or a URL to another database.
+    /// Nothing was created.
+    #[error(
+        "{store} holds no saga store ({detail}); the saga CLI never creates one: check `--pg-schema` (now `{schema}`, default `saga`) and the database of the URL"
+    )]
+    NoPgStore {
+        /// The store, as it names itself.
+        store: String,
+        /// What was found instead.
+        detail: String,
+        /// The schema asked for.
+        schema: String,
+    },
     /// The path is a directory.
     #[error("`{}` is a directory; give the path of the SQLite file in it", .0.display())]
     Directory(PathBuf),
@@ -122,7 +136,10 @@ pub enum CliError {
         /// The store, as it names itself (for SQLite: its file).
         store: String,
     },
-    /// A command that changes an execution, without `--yes`.
+    /// A command that changes an execution, without `--yes`: a dry run,
+    /// not a failure. The text says what the command would do; nothing
+    /// was changed. The binaries print it as a plain notice on stderr
+    /// (no `error:`), and exit with code 1 (nothing was done).
     #[error("{0}; run it again with `--yes` to do it")]
     NeedsYes(String),
     /// Writing the output failed.
@@ -132,34 +149,53 @@ pub enum CliError {
 
 /// The CLI embedded in your binary: parses the process's arguments, runs
 /// the command on `engine` (whose store and registered sagas it uses),
-/// prints to stdout (errors to stderr) and returns the exit code: 0 done,
-/// 1 refused or failed, 2 bad arguments. `resume` runs the execution in
-/// this process and waits for it. Statuses are coloured when stdout is a
-/// terminal and `NO_COLOR` is not set.
+/// prints to stdout (errors, hints and dry runs to stderr) and returns
+/// the exit code: 0 done, 1 refused, failed, or a dry run (`resume`,
+/// `abandon` or `cancel` without `--yes`: nothing was done), 2 bad
+/// arguments. `resume` runs the execution in this process and waits for
+/// it. Statuses are coloured when stdout is a terminal and `NO_COLOR` is
+/// not set.
 pub async fn main(engine: SagaEngine) -> ExitCode {
     let mut stdout = std::io::stdout();
+    let mut notes = Vec::new();
     let result = run_embedded(
         &engine,
         std::env::args_os(),
         Style::for_stdout(),
         &mut stdout,
+        &mut notes,
     )
     .await;
-    finish(result)
+    finish(result, &notes)
 }
 
 /// The `saga` binary: opens the store given by `--store` (or
 /// `SAGA_STORE`) and runs the command. Exit codes and colour as [`main`].
 pub async fn tool_main() -> ExitCode {
     let mut stdout = std::io::stdout();
-    finish(run_standalone(std::env::args_os(), Style::for_stdout(), &mut stdout).await)
+    let mut notes = Vec::new();
+    let result = run_standalone(
+        std::env::args_os(),
+        Style::for_stdout(),
+        &mut stdout,
+        &mut notes,
+    )
+    .await;
+    finish(result, &notes)
 }
 
-fn finish(result: Result<String, CliError>) -> ExitCode {
-    match result {
+/// Prints the command's output (and its `notes`, hints for the operator,
+/// on stderr) or its error, and says the exit code.
+fn finish(result: Result<String, CliError>, notes: &[String]) -> ExitCode {
+    let code = match result {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
+        }
+        // A dry run: what the command would do, not an error.
+        Err(error @ CliError::NeedsYes(_)) => {
+            eprintln!("{}", user_text(&error.to_string()));
+            ExitCode::FAILURE
         }
         Err(CliError::Help(text)) => {
             print!("{text}");
@@ -173,7 +209,11 @@ fn finish(result: Result<String, CliError>) -> ExitCode {
             eprintln!("error: {}", user_text(&chain(&error)));
             ExitCode::FAILURE
         }
+    };
+    for note in notes {
+        eprintln!("{}", user_text(note));
     }
+    code
 }
 
 /// `error`'s message followed by each of its causes, `: `-separated
@@ -195,7 +235,9 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
 
 /// Runs one command (`args` as a process gets them, the program name
 /// first) on `engine`, as [`main`] does, and returns its output (without
-/// colour; `watch` returns what it printed once the execution ends).
+/// colour; `watch` returns what it printed once the execution ends). The
+/// hints [`main`] prints on stderr (a `list --saga` naming no saga of the
+/// store) are not part of it.
 ///
 /// # Errors
 /// A [`CliError`] saying what went wrong and what to do.
@@ -205,12 +247,20 @@ where
     T: Into<OsString> + Clone,
 {
     let mut streamed = Vec::new();
-    let text = run_embedded(engine, args, Style::default(), &mut streamed).await?;
+    let text = run_embedded(
+        engine,
+        args,
+        Style::default(),
+        &mut streamed,
+        &mut Vec::new(),
+    )
+    .await?;
     Ok(String::from_utf8_lossy(&streamed).into_owned() + &text)
 }
 
 /// Runs one command as the standalone `saga` tool does: the store comes
-/// from `--store`, else from the environment variable `SAGA_STORE`.
+/// from `--store`, else from the environment variable `SAGA_STORE`. Its
+/// output as [`run`]'s.
 ///
 /// # Errors
 /// A [`CliError`] saying what went wrong and what to do.
@@ -220,7 +270,7 @@ where
     T: Into<OsString> + Clone,
 {
     let mut streamed = Vec::new();
-    let text = run_standalone(args, Style::default(), &mut streamed).await?;
+    let text = run_standalone(args, Style::default(), &mut streamed, &mut Vec::new()).await?;
     Ok(String::from_utf8_lossy(&streamed).into_owned() + &text)
 }
 
@@ -229,6 +279,7 @@ async fn run_embedded<I, T>(
     args: I,
     style: Style,
     stream: &mut dyn Write,
+    notes: &mut Vec<String>,
 ) -> Result<String, CliError>
 where
     I: IntoIterator<Item = T>,
@@ -238,13 +289,14 @@ where
     if cli.store.is_some() {
         return Err(CliError::StoreEmbedded);
     }
-    execute(engine, &cli, Mode::Embedded, style, stream).await
+    execute(engine, &cli, Mode::Embedded, style, stream, notes).await
 }
 
 async fn run_standalone<I, T>(
     args: I,
     style: Style,
     stream: &mut dyn Write,
+    notes: &mut Vec<String>,
 ) -> Result<String, CliError>
 where
     I: IntoIterator<Item = T>,
@@ -263,17 +315,19 @@ where
         open_store_read_only(spec, &cli.pg_schema).await?
     };
     let engine = SagaEngine::with_store(store);
-    execute(&engine, &cli, Mode::Tool, style, stream).await
+    execute(&engine, &cli, Mode::Tool, style, stream, notes).await
 }
 
 /// Runs the parsed command. Commands return their whole output; `watch`
-/// writes to `stream` as events arrive.
+/// writes to `stream` as events arrive; hints for the operator go to
+/// `notes`.
 async fn execute(
     engine: &SagaEngine,
     cli: &Cli,
     mode: Mode,
     style: Style,
     stream: &mut dyn Write,
+    notes: &mut Vec<String>,
 ) -> Result<String, CliError> {
     match &cli.command {
         Command::List {
@@ -290,7 +344,7 @@ async fn execute(
                 limit: *limit,
                 after: after.as_ref(),
             };
-            list::list(engine, &filter, cli.json, style).await
+            list::list(engine, &filter, cli.json, style, notes).await
         }
         Command::Show { id, context } => show::show(engine, id, cli.json, *context, style).await,
         Command::Diagram { saga, dot } => diagram::diagram_of(engine, saga, *dot, cli.json).await,

@@ -30,6 +30,7 @@ pub(crate) async fn list(
     filter: &Filter<'_>,
     json: bool,
     style: Style,
+    notes: &mut Vec<String>,
 ) -> Result<String, CliError> {
     let since = filter.since.map(|s| s.at_ms(now_ms()));
     // Summaries: a listing reads no context.
@@ -45,6 +46,9 @@ pub(crate) async fn list(
         .filter(|r| since.is_none_or(|t| r.created_at_ms >= t))
         .collect();
     let matched = records.len();
+    if let (0, Some(saga)) = (matched, filter.saga) {
+        notes.extend(unknown_saga(engine, saga).await?);
+    }
     let stuck = records
         .iter()
         .filter(|r| r.status == ExecutionStatus::Stuck)
@@ -86,4 +90,41 @@ pub(crate) async fn list(
     }
     out.push('\n');
     Ok(out)
+}
+
+/// How many saga names a hint lists at most.
+const NAMES_SHOWN: usize = 10;
+
+/// A hint when no execution of any status has saga `saga` (a misspelt
+/// `--saga` must not look like a quiet store), naming the sagas that have
+/// some; `None` if it has executions (of another status, or older).
+async fn unknown_saga(engine: &SagaEngine, saga: &str) -> Result<Option<String>, CliError> {
+    let mut names: Vec<String> = engine
+        .store()
+        .list_summaries(ListQuery::new())
+        .await?
+        .into_iter()
+        .map(|r| r.saga)
+        .collect();
+    if names.iter().any(|name| name == saga) {
+        return Ok(None);
+    }
+    names.sort();
+    names.dedup();
+    let mut hint = format!("hint: no execution in the store has saga `{saga}`");
+    if names.is_empty() {
+        hint.push_str(" (the store has no executions)");
+    } else {
+        let shown: Vec<String> = names
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|name| format!("`{name}`"))
+            .collect();
+        let _ = write!(hint, "; sagas with executions: {}", shown.join(", "));
+        let more = names.len().saturating_sub(NAMES_SHOWN);
+        if more > 0 {
+            let _ = write!(hint, " and {more} more");
+        }
+    }
+    Ok(Some(hint))
 }

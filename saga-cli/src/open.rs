@@ -7,29 +7,27 @@ use saga_core::store::{SagaStore, SqliteOptions, SqliteStore};
 
 use crate::CliError;
 
-/// Opens the store named on the command line, never creating one: an
-/// SQLite file (`integrity_check` runs SQLite's `quick_check` first) or,
-/// in a build with the `postgres` feature, a PostgreSQL URL or key/value
-/// connection string (`host=db user=saga dbname=sagas`) whose saga tables
-/// are in `pg_schema`. No error repeats a password given in `spec`.
+/// Opens the store named on the command line to write (as `resume`,
+/// `abandon` and `cancel` do), never creating one: an SQLite file
+/// (`integrity_check` runs SQLite's `quick_check` first) or, in a build
+/// with the `postgres` feature, a PostgreSQL URL or key/value connection
+/// string (`host=db user=saga dbname=sagas`) whose saga tables are in
+/// `pg_schema` (`PostgresOptions::with_create_schema(false)`: a schema
+/// that does not exist or has no tables is an error, not a new store). A store of an older version is migrated, as a worker of this
+/// build would. No error repeats a password given in `spec`.
 ///
 /// # Errors
-/// [`CliError::Missing`] for a file that does not exist, and the store's
-/// own errors for a file that is not a saga store or a server that cannot
-/// be reached.
+/// [`CliError::Missing`] for a file that does not exist,
+/// [`CliError::NoPgStore`] for a PostgreSQL schema without a store, and
+/// the store's own errors for a file that is not a saga store or a server
+/// that cannot be reached.
 pub async fn open_store(
     spec: &str,
     integrity_check: bool,
     pg_schema: &str,
 ) -> Result<Arc<dyn SagaStore>, CliError> {
-    if let Some((scheme, _)) = spec.split_once("://") {
-        return match scheme {
-            "postgres" | "postgresql" => open_postgres(spec, pg_schema).await,
-            _ => Err(CliError::UnsupportedUrl(redacted(spec))),
-        };
-    }
-    if is_key_value(spec) {
-        return open_postgres(spec, pg_schema).await;
+    if is_postgres(spec)? {
+        return open_postgres(spec, pg_schema, false).await;
     }
     let path = existing_file(spec)?;
     let options = SqliteOptions::new().with_integrity_check(integrity_check);
@@ -40,20 +38,33 @@ pub async fn open_store(
 /// `show`, `diagram` and `watch` do: an SQLite file is opened read-only
 /// ([`SqliteStore::open_read_only`]: no migration, no full check, and no
 /// write access needed to the file or its directory), so inspecting a
-/// store never changes a byte of it. A PostgreSQL store is opened as by
-/// [`open_store`].
+/// store never changes a byte of it. A PostgreSQL store is connected to
+/// read only (`PostgresStore::connect_read_only`: nothing created or
+/// migrated, and `USAGE` on the schema with `SELECT` on its tables is all
+/// the user needs).
 ///
 /// # Errors
-/// As [`open_store`].
+/// As [`open_store`], and the store's error for a PostgreSQL store of an
+/// older schema version (a read-only connection does not migrate it).
 pub async fn open_store_read_only(
     spec: &str,
     pg_schema: &str,
 ) -> Result<Arc<dyn SagaStore>, CliError> {
-    if spec.contains("://") || is_key_value(spec) {
-        return open_store(spec, false, pg_schema).await;
+    if is_postgres(spec)? {
+        return open_postgres(spec, pg_schema, true).await;
     }
     let path = existing_file(spec)?;
     Ok(Arc::new(SqliteStore::open_read_only(path)?))
+}
+
+/// Whether `spec` names a PostgreSQL store (a URL or a key/value
+/// connection string); an error for a URL of another database.
+fn is_postgres(spec: &str) -> Result<bool, CliError> {
+    match spec.split_once("://") {
+        Some(("postgres" | "postgresql", _)) => Ok(true),
+        Some(_) => Err(CliError::UnsupportedUrl(redacted(spec))),
+        None => Ok(is_key_value(spec)),
+    }
 }
 
 /// `spec` as the path of an existing file: the CLI never creates a store.
@@ -68,15 +79,38 @@ fn existing_file(spec: &str) -> Result<&Path, CliError> {
     Ok(path)
 }
 
+/// Connects to the PostgreSQL store at `url` in `schema`, read-only or
+/// to write; neither creates a store.
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str, schema: &str) -> Result<Arc<dyn SagaStore>, CliError> {
-    use saga_core::store::{PostgresOptions, PostgresStore};
+async fn open_postgres(
+    url: &str,
+    schema: &str,
+    read_only: bool,
+) -> Result<Arc<dyn SagaStore>, CliError> {
+    use saga_core::store::{PostgresOptions, PostgresStore, StoreError};
     let options = PostgresOptions::new().with_schema(schema);
-    Ok(Arc::new(PostgresStore::connect_with(url, options).await?))
+    let store = if read_only {
+        PostgresStore::connect_read_only(url, options).await
+    } else {
+        PostgresStore::connect_with(url, options.with_create_schema(false)).await
+    };
+    match store {
+        Ok(store) => Ok(Arc::new(store)),
+        Err(StoreError::NoStore { store, detail }) => Err(CliError::NoPgStore {
+            store,
+            detail,
+            schema: schema.to_owned(),
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(url: &str, _schema: &str) -> Result<Arc<dyn SagaStore>, CliError> {
+async fn open_postgres(
+    url: &str,
+    _schema: &str,
+    _read_only: bool,
+) -> Result<Arc<dyn SagaStore>, CliError> {
     Err(CliError::NoPostgres(redacted(url)))
 }
 

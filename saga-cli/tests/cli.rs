@@ -59,6 +59,55 @@ async fn list_prints_a_table_that_fits_80_columns() {
     );
 }
 
+/// A `--saga` no execution has gets a hint on stderr naming the sagas
+/// that have some (a typo must not look like a quiet store); the answer
+/// and the exit code stay those of an empty listing.
+#[tokio::test]
+async fn list_of_a_saga_no_execution_has_hints_at_the_names() {
+    let dir = dir("list-nosuch");
+    let db = populated(&dir).await;
+    let out = saga(&[
+        "--store",
+        db.to_str().unwrap(),
+        "list",
+        "--saga",
+        "ordr",
+        "--status",
+        "stuck",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().last(), Some("0 executions"));
+    assert_eq!(
+        stderr(&out),
+        "hint: no execution in the store has saga `ordr`; sagas with executions: `order`, `refund`\n"
+    );
+    let out = saga(&[
+        "--store",
+        db.to_str().unwrap(),
+        "list",
+        "--saga",
+        "ordr",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&stdout(&out)), serde_json::json!([]));
+    assert!(stderr(&out).starts_with("hint: no execution in the store has saga `ordr`"));
+
+    // A saga with executions, none of them stuck: an empty answer, no hint.
+    let out = saga(&[
+        "--store",
+        db.to_str().unwrap(),
+        "list",
+        "--saga",
+        "refund",
+        "--status",
+        "stuck",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().last(), Some("0 executions"));
+    assert_eq!(stderr(&out), "");
+}
+
 #[tokio::test]
 async fn show_prints_steps_attempts_durations_errors_and_the_timeline() {
     let dir = dir("show");
@@ -178,13 +227,18 @@ async fn diagram_prints_the_stored_shape_by_name_or_fingerprint() {
 async fn resume_writes_a_request_that_a_worker_carries_out() {
     let dir = dir("resume");
     let db = populated(&dir).await;
-    // Without `--yes`: says what it would do, does nothing.
+    // Without `--yes`: a dry run, not an error: says what it would do,
+    // as a notice (exit code 1: nothing was done).
     let err = fails(&db, &["resume", "stuck-1"], 1);
     assert!(
-        err.contains("this would resume stuck execution `stuck-1`"),
+        err.starts_with("this would resume stuck execution `stuck-1`"),
         "{err}"
     );
-    assert!(err.contains("run it again with `--yes`"), "{err}");
+    assert!(
+        err.ends_with("run it again with `--yes` to do it\n"),
+        "{err}"
+    );
+    assert!(!err.contains("error"), "{err}");
     let doc = json(&ok(&db, &["show", "stuck-1", "--json"]));
     assert_eq!(doc["execution"]["resume_requested"], false);
 
@@ -258,6 +312,10 @@ async fn abandon_is_done_at_once_and_only_with_yes() {
     let dir = dir("abandon");
     let db = populated(&dir).await;
     let err = fails(&db, &["abandon", "stuck-1"], 1);
+    assert!(
+        err.starts_with("this would abandon stuck execution `stuck-1` of saga `order` for good"),
+        "{err}"
+    );
     assert!(err.contains("nothing is compensated"), "{err}");
     assert!(ok(&db, &["show", "stuck-1"]).contains("status     stuck"));
     let text = ok(&db, &["abandon", "stuck-1", "--yes"]);
@@ -299,6 +357,13 @@ async fn cancel_writes_a_request_that_recovery_carries_out() {
         .await
         .unwrap();
     drop(store);
+    // A dry run: a notice, not an error; nothing requested.
+    let err = fails(&db, &["cancel", "orphan-1", "--json"], 1);
+    assert!(
+        err.starts_with("this would cancel running execution `orphan-1` of saga `order`"),
+        "{err}"
+    );
+    assert!(!ok(&db, &["show", "orphan-1"]).contains("requested  cancel"));
     let text = ok(&db, &["cancel", "orphan-1", "--yes"]);
     assert!(text.starts_with("cancel of `orphan-1` requested"), "{text}");
     assert!(ok(&db, &["show", "orphan-1"]).contains("requested  cancel"));
@@ -370,35 +435,6 @@ fn a_postgres_url_without_the_feature_says_how_to_get_it() {
         "{}",
         stderr(&out)
     );
-}
-
-/// The server of the PostgreSQL tests: `SAGA_PG_URL`, else the cluster of
-/// `scripts/pg.sh start`, the project's one start-the-server helper (it
-/// starts the cluster if none runs and prints its URL last), so the test
-/// never skips. A cluster it starts is the tests': it stops once no test
-/// process has been alive for 10 s (`SAGA_PG_USER_PID`, see the script).
-#[cfg(feature = "postgres")]
-fn pg_url() -> String {
-    if let Some(url) = std::env::var("SAGA_PG_URL").ok().filter(|u| !u.is_empty()) {
-        return url;
-    }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh");
-    let out = std::process::Command::new(&script)
-        .arg("start")
-        .env("SAGA_PG_USER_PID", std::process::id().to_string())
-        .output()
-        .expect("running scripts/pg.sh start");
-    assert!(
-        out.status.success(),
-        "scripts/pg.sh start: {}",
-        stderr(&out)
-    );
-    stdout(&out)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 /// `scripts/pg.sh` makes the role `saga_password` give a password; the

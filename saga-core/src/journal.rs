@@ -323,6 +323,47 @@ pub enum StoreError {
         #[source]
         source: Cause,
     },
+    /// The store's configuration does not match the server, and trying
+    /// again cannot help until it is fixed: a database that does not
+    /// exist, a user without a privilege the store needs (on the database,
+    /// the schema or its tables). Not an outage, unlike
+    /// [`Unavailable`](Self::Unavailable).
+    #[error("{store}: {problem}")]
+    Misconfigured {
+        /// The store.
+        store: String,
+        /// What is wrong and what to check, in words.
+        problem: String,
+        /// The server's error, if it gave one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// No store where one was expected: a connection that must not
+    /// create one (a read-only one, or one told not to) found no schema of
+    /// that name, or a schema without the store's tables. Nothing was
+    /// created.
+    #[error(
+        "{store} holds no saga store ({detail}); nothing was created: check the schema name and the database of the URL"
+    )]
+    NoStore {
+        /// The store.
+        store: String,
+        /// What was found instead.
+        detail: String,
+    },
+    /// A database schema older than this build's, opened without
+    /// migrating it (read-only): this build's reads need the newer one.
+    #[error(
+        "{store} has schema version {found}, older than this build's ({supported}), and a read-only connection does not migrate it; it was left untouched: let a worker of this build connect first (it migrates the schema), or use the tools of the version that wrote it"
+    )]
+    OlderSchema {
+        /// The store.
+        store: String,
+        /// The schema version found.
+        found: i64,
+        /// The version this build reads.
+        supported: i64,
+    },
     /// The file exists but is empty (0 bytes). It is not taken for a new
     /// store: an empty file where a store was expected is more often a
     /// mistake (a wrong path, a truncating copy) than an intent.

@@ -210,3 +210,32 @@ pub fn ended(error: saga_core::WaitError) -> Result<saga_core::SagaReport, saga_
         other => Err(other),
     }
 }
+
+/// The server of the PostgreSQL tests: `SAGA_PG_URL`, else the cluster of
+/// `scripts/pg.sh start`, the project's one start-the-server helper (it
+/// starts the cluster if none runs and prints its URL last), so the test
+/// never skips. A cluster it starts is the tests': it stops once no test
+/// process has been alive for 10 s (`SAGA_PG_USER_PID`, see the script).
+#[cfg(feature = "postgres")]
+pub fn pg_url() -> String {
+    if let Some(url) = std::env::var("SAGA_PG_URL").ok().filter(|u| !u.is_empty()) {
+        return url;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh");
+    let out = std::process::Command::new(&script)
+        .arg("start")
+        .env("SAGA_PG_USER_PID", std::process::id().to_string())
+        .output()
+        .expect("running scripts/pg.sh start");
+    assert!(
+        out.status.success(),
+        "scripts/pg.sh start: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}

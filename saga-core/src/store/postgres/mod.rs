@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use self::listen::listener_loop;
 pub use self::options::PostgresOptions;
-use self::schema::check_and_migrate;
+use self::schema::{check_and_migrate, check_read_only};
 use self::session::{Session, Target, open_session, sql_error, while_doing};
 use self::writer::{Job, Op, Reply, writer_loop};
 use super::{StoreError, StoreResult};
@@ -77,6 +77,15 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// connection fails too, though it may have happened: the engine then
 /// stops the run, and whoever takes the execution over reads the log.
 ///
+/// **Reading only.** [`connect_read_only`](Self::connect_read_only) is for
+/// tools that inspect a store (the `saga` command's `list`, `show`,
+/// `diagram` and `watch`): it creates and migrates nothing, needs only
+/// `USAGE` on the schema and `SELECT` on its tables, and its sessions are
+/// read-only on the server (`default_transaction_read_only`). A schema
+/// that does not exist or holds no table is [`StoreError::NoStore`] there,
+/// never a new empty store; a missing privilege is
+/// [`StoreError::Misconfigured`] naming it.
+///
 /// **Bad input.** Connecting checks the schema before writing anything: a
 /// schema holding tables of another application gives
 /// [`StoreError::ForeignSchema`], one written by a newer, incompatible
@@ -117,7 +126,8 @@ struct Inner {
     describe: String,
     target: Target,
     schema: String,
-    writes: mpsc::UnboundedSender<Job>,
+    /// The writer's queue; `None` for a read-only store.
+    writes: Option<mpsc::UnboundedSender<Job>>,
     reads: tokio::sync::Mutex<Option<Arc<Session>>>,
     signal: watch::Sender<u64>,
     /// Bumped on every work and status notification.
@@ -144,11 +154,16 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url` (a `postgres://` URL or a
     /// `key=value` string), with the default options; checks and migrates
-    /// the schema. Must be called inside a tokio runtime: the store's
-    /// connections run on it.
+    /// the schema, and creates it if there is none. Must be called inside
+    /// a tokio runtime: the store's connections run on it.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] if the server cannot be reached,
+    /// [`StoreError::Unavailable`] if the server cannot be reached;
+    /// [`StoreError::Unauthorized`] for refused credentials (or a password
+    /// the server asks for and the URL lacks);
+    /// [`StoreError::Misconfigured`] for a database the server does not
+    /// have, or a privilege the user lacks (to connect, to use or create
+    /// the schema, to migrate it);
     /// [`StoreError::ForeignSchema`] or [`StoreError::IncompatibleSchema`]
     /// if the schema cannot be used (it is left as it was), or
     /// [`StoreError::Backend`] for a malformed URL, an unknown `sslmode`,
@@ -161,63 +176,107 @@ impl PostgresStore {
     /// Connects with `options`.
     ///
     /// # Errors
-    /// As [`connect`](Self::connect), and [`StoreError::Backend`] for a
-    /// schema name that is not a plain identifier.
+    /// As [`connect`](Self::connect), [`StoreError::Backend`] for a schema
+    /// name that is not a plain identifier, and [`StoreError::NoStore`]
+    /// for a schema that does not exist or holds no table when `options`
+    /// say not to create one
+    /// ([`with_create_schema(false)`](PostgresOptions::with_create_schema)).
     pub async fn connect_with(url: &str, options: PostgresOptions) -> StoreResult<Self> {
-        let url_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Backend {
-            store: "the PostgreSQL store".to_owned(),
-            what: "reading the connection URL (expected `postgres://user@host:port/database`)"
-                .to_owned(),
-            source,
-        };
-        // `sslmode` and `sslrootcert` first: tokio-postgres refuses the
-        // `verify-*` modes.
-        let parsed = tls::parse(url).map_err(|e| url_error(e.into()))?;
-        let mut config =
-            tokio_postgres::Config::from_str(&parsed.rest).map_err(|e| url_error(Box::new(e)))?;
-        let describe = describe(&config, &options.schema);
-        let tls = tls::connector(&parsed).map_err(|e| StoreError::Backend {
-            store: describe.clone(),
-            what: "setting up TLS".to_owned(),
-            source: e.into(),
-        })?;
-        config.ssl_mode(tls.client_mode);
-        let target = Target { config, tls };
-        if !valid_schema(&options.schema) {
-            return Err(StoreError::Backend {
-                store: describe,
-                what: format!(
-                    "choosing the schema (`{}` is not a plain schema name: use lowercase letters, digits and `_`, starting with a letter or `_`, at most 63 characters)",
-                    options.schema
-                ),
-                source: "invalid schema name".into(),
-            });
-        }
+        let (target, describe) = target(url, &options, false)?;
         let schema = options.schema.clone();
         let session = open_session(&target, &describe, &schema, false).await?;
-        check_and_migrate(&session, &describe, &schema).await?;
-        let (writes, receiver) = mpsc::unbounded_channel();
+        check_and_migrate(&session, &describe, &schema, options.create_schema).await?;
+        Ok(Self::start(
+            target,
+            describe,
+            schema,
+            Some((session, options.max_batch)),
+            None,
+        ))
+    }
+
+    /// Connects for reading only, as tools that inspect a store do:
+    /// creates nothing, migrates nothing, writes nothing. The store must
+    /// exist in `options`' schema, be of this build's schema version (or a
+    /// newer compatible one), and the user needs only `USAGE` on the
+    /// schema and `SELECT` on its tables. Every session of the store is
+    /// read-only on the server; the store's writes fail with
+    /// [`StoreError::Backend`] without reaching it. Its work and change
+    /// signals work as in a store connected to write.
+    /// [`with_create_schema`](PostgresOptions::with_create_schema) plays
+    /// no part here: nothing is ever created.
+    ///
+    /// ```no_run
+    /// use saga_core::store::{PostgresOptions, PostgresStore, SagaStore};
+    ///
+    /// # async fn demo() -> Result<(), saga_core::store::StoreError> {
+    /// let store = PostgresStore::connect_read_only(
+    ///     "postgres://auditor@db.internal/orders",
+    ///     PostgresOptions::new().with_schema("orders_saga"),
+    /// )
+    /// .await?;
+    /// let stuck = store.list(Some(saga_core::ExecutionStatus::Stuck)).await?;
+    /// # let _ = stuck;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`connect_with`](Self::connect_with), and:
+    /// [`StoreError::NoStore`] for a schema that does not exist or holds
+    /// no table (nothing is created); [`StoreError::Misconfigured`] naming
+    /// the privilege the user lacks (`USAGE` on the schema, `SELECT` on a
+    /// table); [`StoreError::OlderSchema`] for a store of an older schema
+    /// version, which only a connection that may migrate it can bring up
+    /// to date.
+    pub async fn connect_read_only(url: &str, options: PostgresOptions) -> StoreResult<Self> {
+        let (target, describe) = target(url, &options, true)?;
+        let schema = options.schema.clone();
+        let session = open_session(&target, &describe, &schema, false).await?;
+        check_read_only(&session, &describe, &schema).await?;
+        // The checking session reads from now on.
+        Ok(Self::start(target, describe, schema, None, Some(session)))
+    }
+
+    /// Starts the store's tasks on a checked schema: the writer on
+    /// `writer`'s session (none for a read-only store) and the listener;
+    /// reads go to `reader`, if given, until it is lost.
+    fn start(
+        target: Target,
+        describe: String,
+        schema: String,
+        writer: Option<(Session, usize)>,
+        reader: Option<Session>,
+    ) -> Self {
         let (signal, _) = watch::channel(0);
         let (changes, _) = watch::channel(0);
         let stop = Arc::new(Notify::new());
+        let (writes, writer) = match writer {
+            Some((session, max_batch)) => {
+                let (writes, receiver) = mpsc::unbounded_channel();
+                (Some(writes), Some((session, receiver, max_batch)))
+            }
+            None => (None, None),
+        };
         let inner = Arc::new(Inner {
             describe,
             target,
             schema,
             writes,
-            reads: tokio::sync::Mutex::new(None),
+            reads: tokio::sync::Mutex::new(reader.map(Arc::new)),
             signal,
             changes,
             stop: Arc::clone(&stop),
         });
-        tokio::spawn(writer_loop(
-            Arc::downgrade(&inner),
-            Some(session),
-            receiver,
-            options.max_batch,
-        ));
+        if let Some((session, receiver, max_batch)) = writer {
+            tokio::spawn(writer_loop(
+                Arc::downgrade(&inner),
+                Some(session),
+                receiver,
+                max_batch,
+            ));
+        }
         tokio::spawn(listener_loop(Arc::downgrade(&inner), stop));
-        Ok(PostgresStore { inner })
+        PostgresStore { inner }
     }
 
     /// The schema the store's tables live in.
@@ -232,8 +291,17 @@ impl PostgresStore {
     }
 
     fn write(&self, op: Op) -> BoxFuture<'_, StoreResult<Reply>> {
+        let Some(writes) = &self.inner.writes else {
+            let refused = StoreError::Backend {
+                store: self.inner.describe.clone(),
+                what: op.what().to_owned(),
+                source: "the store was opened read-only (`PostgresStore::connect_read_only`)"
+                    .into(),
+            };
+            return Box::pin(std::future::ready(Err(refused)));
+        };
         let (reply, answer) = oneshot::channel();
-        let sent = self.inner.writes.send(Job { op, reply });
+        let sent = writes.send(Job { op, reply });
         Box::pin(async move {
             sent.map_err(|_| self.closed())?;
             answer.await.map_err(|_| self.closed())?
@@ -265,6 +333,45 @@ impl PostgresStore {
     }
 }
 
+/// Where `url` and `options` say to connect, and the store's name for
+/// messages; checks the schema name.
+fn target(url: &str, options: &PostgresOptions, read_only: bool) -> StoreResult<(Target, String)> {
+    let url_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Backend {
+        store: "the PostgreSQL store".to_owned(),
+        what: "reading the connection URL (expected `postgres://user@host:port/database`)"
+            .to_owned(),
+        source,
+    };
+    // `sslmode` and `sslrootcert` first: tokio-postgres refuses the
+    // `verify-*` modes.
+    let parsed = tls::parse(url).map_err(|e| url_error(e.into()))?;
+    let mut config =
+        tokio_postgres::Config::from_str(&parsed.rest).map_err(|e| url_error(Box::new(e)))?;
+    let describe = describe(&config, &options.schema);
+    let tls = tls::connector(&parsed).map_err(|e| StoreError::Backend {
+        store: describe.clone(),
+        what: "setting up TLS".to_owned(),
+        source: e.into(),
+    })?;
+    config.ssl_mode(tls.client_mode);
+    if !valid_schema(&options.schema) {
+        return Err(StoreError::Backend {
+            store: describe,
+            what: format!(
+                "choosing the schema (`{}` is not a plain schema name: use lowercase letters, digits and `_`, starting with a letter or `_`, at most 63 characters)",
+                options.schema
+            ),
+            source: "invalid schema name".into(),
+        });
+    }
+    let target = Target {
+        config,
+        tls,
+        read_only,
+    };
+    Ok((target, describe))
+}
+
 fn valid_schema(schema: &str) -> bool {
     let mut chars = schema.chars();
     matches!(chars.next(), Some('a'..='z' | '_'))
@@ -292,6 +399,10 @@ fn describe(config: &tokio_postgres::Config, schema: &str) -> String {
         } else {
             ports.join(",")
         },
-        config.get_dbname().unwrap_or("postgres"),
+        // The server's default: a database named after the user.
+        config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres"),
     )
 }

@@ -1,4 +1,5 @@
-//! Options of the PostgreSQL store: its schema and batch size.
+//! Options of the PostgreSQL store: its schema, batch size, and whether
+//! connecting may create it.
 
 /// Options of a [`PostgresStore`](super::PostgresStore).
 ///
@@ -12,6 +13,7 @@
 pub struct PostgresOptions {
     pub(super) schema: String,
     pub(super) max_batch: usize,
+    pub(super) create_schema: bool,
 }
 
 impl Default for PostgresOptions {
@@ -19,18 +21,21 @@ impl Default for PostgresOptions {
         PostgresOptions {
             schema: "saga".to_owned(),
             max_batch: 256,
+            create_schema: true,
         }
     }
 }
 
 impl PostgresOptions {
-    /// The defaults: schema `saga`, batches of up to 256 writes.
+    /// The defaults: schema `saga`, batches of up to 256 writes, the store
+    /// created if there is none.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The PostgreSQL schema (namespace) the store's tables live in
-    /// (default `saga`); created if missing. Lowercase letters, digits and
+    /// (default `saga`); created if missing (unless
+    /// [`with_create_schema(false)`](Self::with_create_schema)). Lowercase letters, digits and
     /// `_`, starting with a letter or `_`, at most 63 characters. Stores on
     /// different schemas of one database are independent.
     #[must_use]
@@ -43,6 +48,22 @@ impl PostgresOptions {
     #[must_use]
     pub fn with_max_batch(mut self, writes: usize) -> Self {
         self.max_batch = writes.max(1);
+        self
+    }
+
+    /// Whether connecting creates the store when there is none: the schema
+    /// if it does not exist, the tables in a schema that has none (default
+    /// `true`, as a service starting on a fresh database wants). With
+    /// `false`, such a schema is [`StoreError::NoStore`] and nothing is
+    /// created, so a misspelt schema or a URL to the wrong database is an
+    /// error rather than a new, empty store; an existing store of an
+    /// older version is still migrated. Tools that mend a store (the
+    /// `saga` command's `resume`, `abandon` and `cancel`) connect so.
+    ///
+    /// [`StoreError::NoStore`]: crate::store::StoreError::NoStore
+    #[must_use]
+    pub fn with_create_schema(mut self, create: bool) -> Self {
+        self.create_schema = create;
         self
     }
 }

@@ -81,42 +81,83 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// this build wrote (see [`MIGRATIONS`]).
 pub(super) const MIN_COMPATIBLE: i64 = 1;
 
-/// Validates the schema, then migrates it, in one transaction under an
-/// advisory lock (two workers starting together migrate once). Nothing is
-/// written to a schema that is not ours or is too new.
-pub(super) async fn check_and_migrate(
-    session: &Session,
-    store: &str,
-    schema: &str,
-) -> StoreResult<()> {
-    let err = |e| sql_error(store, "migrating the schema", e);
-    let client = &session.client;
-    client.batch_execute("BEGIN").await.map_err(err)?;
-    let result = migrate(client, store, schema).await;
-    match result {
-        Ok(()) => client.batch_execute("COMMIT").await.map_err(err),
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            Err(e)
+/// The tables a store's reads need (`saga_schema` aside).
+const TABLES: &[&str] = &["definitions", "events", "executions", "leases"];
+
+/// What the database holds under the store's schema name, as the
+/// connected user sees it.
+struct Found {
+    database: String,
+    user: String,
+    /// `None` if no schema has that name; else whether the user has
+    /// `USAGE` on it (without, PostgreSQL acts as if its tables were not
+    /// there).
+    usage: Option<bool>,
+    /// The schema's tables (and views), by name. The catalog shows them
+    /// whatever the user's privileges.
+    tables: Vec<String>,
+}
+
+impl Found {
+    /// Refuses a schema the user may not use.
+    fn check_usage(&self, store: &str, schema: &str) -> StoreResult<()> {
+        if self.usage == Some(false) {
+            let user = &self.user;
+            return Err(StoreError::Misconfigured {
+                store: store.to_owned(),
+                problem: format!(
+                    "user `{user}` has no USAGE privilege on schema `{schema}` of database `{}`; grant it (`GRANT USAGE ON SCHEMA {schema} TO {user}`, and SELECT on the schema's tables to read them, INSERT, UPDATE and DELETE to write them), or connect as another user",
+                    self.database
+                ),
+                source: None,
+            });
         }
+        Ok(())
+    }
+
+    /// Refuses a schema that does not exist or holds no table (a typo
+    /// must not look like an empty store).
+    fn check_exists(&self, store: &str, schema: &str) -> StoreResult<()> {
+        let detail = match self.usage {
+            None => format!("database `{}` has no schema `{schema}`", self.database),
+            Some(_) if self.tables.is_empty() => format!(
+                "schema `{schema}` of database `{}` has no tables",
+                self.database
+            ),
+            Some(_) => return Ok(()),
+        };
+        Err(StoreError::NoStore {
+            store: store.to_owned(),
+            detail,
+        })
+    }
+
+    /// Refuses a schema of another application's tables.
+    fn check_ours(&self, store: &str) -> StoreResult<()> {
+        if !self.tables.is_empty() && !self.tables.iter().any(|t| t == "saga_schema") {
+            let shown: Vec<&str> = self.tables.iter().take(5).map(String::as_str).collect();
+            return Err(StoreError::ForeignSchema {
+                store: store.to_owned(),
+                detail: format!("tables: {}", shown.join(", ")),
+            });
+        }
+        Ok(())
     }
 }
 
-pub(super) async fn migrate(client: &Client, store: &str, schema: &str) -> StoreResult<()> {
-    let err = |e| sql_error(store, "migrating the schema", e);
-    client
-        .execute(
-            "SELECT pg_advisory_xact_lock(hashtext('saga-schema:' || $1::text))",
+/// Looks at the schema without touching it.
+async fn inspect(client: &Client, store: &str, schema: &str) -> StoreResult<Found> {
+    let err = |e| sql_error(store, "reading the schema", e);
+    let row = client
+        .query_one(
+            "SELECT current_database()::text, current_user::text,
+                    (SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n
+                     WHERE n.nspname = $1)",
             &[&schema],
         )
         .await
         .map_err(err)?;
-    // A checked identifier, quoted: a keyword (`user`) is a name too.
-    client
-        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-        .await
-        .map_err(err)?;
-    let tables: Vec<String> = client
+    let tables = client
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY 1",
@@ -127,29 +168,28 @@ pub(super) async fn migrate(client: &Client, store: &str, schema: &str) -> Store
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let (version, min_compatible) = if tables.iter().any(|t| t == "saga_schema") {
-        let row = client
-            .query_opt("SELECT version, min_compatible FROM saga_schema", &[])
-            .await
-            .map_err(err)?;
-        match row {
-            Some(row) => (row.get::<_, i64>(0), row.get::<_, i64>(1)),
-            None => {
-                return Err(StoreError::ForeignSchema {
-                    store: store.to_owned(),
-                    detail: "its table `saga_schema` is empty".to_owned(),
-                });
-            }
-        }
-    } else if !tables.is_empty() {
-        let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+    Ok(Found {
+        database: row.get(0),
+        user: row.get(1),
+        usage: row.get(2),
+        tables,
+    })
+}
+
+/// The schema's version, from `saga_schema`, once checked that this build
+/// understands it (its `min_compatible` is no newer than this build).
+async fn read_version(client: &Client, store: &str, what: &str) -> StoreResult<i64> {
+    let row = client
+        .query_opt("SELECT version, min_compatible FROM saga_schema", &[])
+        .await
+        .map_err(|e| sql_error(store, what, e))?;
+    let Some(row) = row else {
         return Err(StoreError::ForeignSchema {
             store: store.to_owned(),
-            detail: format!("tables: {}", shown.join(", ")),
+            detail: "its table `saga_schema` is empty".to_owned(),
         });
-    } else {
-        (0, 0)
     };
+    let (version, min_compatible) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
     if min_compatible > SCHEMA_VERSION {
         return Err(StoreError::IncompatibleSchema {
             store: store.to_owned(),
@@ -158,6 +198,134 @@ pub(super) async fn migrate(client: &Client, store: &str, schema: &str) -> Store
             supported: SCHEMA_VERSION,
         });
     }
+    Ok(version)
+}
+
+/// Checks, writing nothing, that the schema holds a store this build can
+/// read as it is: it exists, the user may read it, it is ours, neither
+/// incompatible nor older than this build (whose reads need its columns).
+pub(super) async fn check_read_only(
+    session: &Session,
+    store: &str,
+    schema: &str,
+) -> StoreResult<()> {
+    let client = &session.client;
+    let found = inspect(client, store, schema).await?;
+    found.check_exists(store, schema)?;
+    found.check_usage(store, schema)?;
+    found.check_ours(store)?;
+    let unreadable: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = ANY($2)
+               AND NOT has_table_privilege(c.oid, 'SELECT')
+             ORDER BY 1",
+            &[&schema, &[&["saga_schema"][..], TABLES].concat()],
+        )
+        .await
+        .map_err(|e| sql_error(store, "reading the schema", e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if !unreadable.is_empty() {
+        let user = &found.user;
+        return Err(StoreError::Misconfigured {
+            store: store.to_owned(),
+            problem: format!(
+                "user `{user}` may not read table{} {} of schema `{schema}`; grant it (`GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {user}`), or connect as another user",
+                if unreadable.len() == 1 { "" } else { "s" },
+                unreadable
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            source: None,
+        });
+    }
+    let version = read_version(client, store, "reading the schema version").await?;
+    if version < SCHEMA_VERSION {
+        return Err(StoreError::OlderSchema {
+            store: store.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Validates the schema, then migrates it, in one transaction under an
+/// advisory lock (two workers starting together migrate once). Nothing is
+/// written to a schema that is not ours or is too new; with `create`
+/// false, nothing is created either: a schema that does not exist or
+/// holds no table is [`StoreError::NoStore`].
+pub(super) async fn check_and_migrate(
+    session: &Session,
+    store: &str,
+    schema: &str,
+    create: bool,
+) -> StoreResult<()> {
+    let err = |e| sql_error(store, "migrating the schema", e);
+    let client = &session.client;
+    client.batch_execute("BEGIN").await.map_err(err)?;
+    let result = migrate(client, store, schema, create).await;
+    match result {
+        Ok(()) => client.batch_execute("COMMIT").await.map_err(err),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+pub(super) async fn migrate(
+    client: &Client,
+    store: &str,
+    schema: &str,
+    create: bool,
+) -> StoreResult<()> {
+    let err = |e| sql_error(store, "migrating the schema", e);
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtext('saga-schema:' || $1::text))",
+            &[&schema],
+        )
+        .await
+        .map_err(err)?;
+    let found = inspect(client, store, schema).await?;
+    if !create {
+        found.check_exists(store, schema)?;
+    }
+    found.check_usage(store, schema)?;
+    found.check_ours(store)?;
+    if found.usage.is_none() {
+        // Only when missing: `CREATE SCHEMA IF NOT EXISTS` needs CREATE on
+        // the database even for a schema that exists, which a worker's
+        // user given a schema of its own need not have. A checked
+        // identifier, quoted: a keyword (`user`) is a name too.
+        client
+            .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .map_err(|e| match e.code() {
+                Some(code) if *code == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
+                    let user = &found.user;
+                    StoreError::Misconfigured {
+                        store: store.to_owned(),
+                        problem: format!(
+                            "database `{}` has no schema `{schema}`, and user `{user}` may not create it; create it for the user (`CREATE SCHEMA {schema} AUTHORIZATION {user}`), or check the schema name",
+                            found.database
+                        ),
+                        source: Some(Box::new(e)),
+                    }
+                }
+                _ => err(e),
+            })?;
+    }
+    let version = if found.tables.is_empty() {
+        0
+    } else {
+        read_version(client, store, "migrating the schema").await?
+    };
     if version >= SCHEMA_VERSION {
         // Ours, as new as this build or newer but compatible.
         return Ok(());

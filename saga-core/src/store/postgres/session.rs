@@ -15,6 +15,9 @@ use crate::store::{StoreError, StoreResult};
 pub(super) struct Target {
     pub(super) config: tokio_postgres::Config,
     pub(super) tls: Tls,
+    /// Every session is read-only (`default_transaction_read_only`): the
+    /// server itself refuses a write, whatever the code tries.
+    pub(super) read_only: bool,
 }
 
 /// A connection with its prepared statements.
@@ -66,14 +69,24 @@ impl Session {
 }
 
 /// Maps a client error: a lost or refused connection is
-/// [`StoreError::Unavailable`]; anything else the database said is
-/// [`StoreError::Backend`].
+/// [`StoreError::Unavailable`]; a missing privilege is
+/// [`StoreError::Misconfigured`] saying which the store needs; anything
+/// else the database said is [`StoreError::Backend`].
 pub(super) fn sql_error(store: &str, what: &str, e: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
     if unreachable(&e) {
         StoreError::Unavailable {
             store: store.to_owned(),
             what: what.to_owned(),
             source: Box::new(e),
+        }
+    } else if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        StoreError::Misconfigured {
+            store: store.to_owned(),
+            problem: format!(
+                "{what} was refused: the user of the URL lacks a privilege the store needs (USAGE on its schema, SELECT on its tables to read them, INSERT, UPDATE and DELETE to write them, CREATE on the schema to migrate it)"
+            ),
+            source: Some(Box::new(e)),
         }
     } else {
         StoreError::Backend {
@@ -84,10 +97,12 @@ pub(super) fn sql_error(store: &str, what: &str, e: tokio_postgres::Error) -> St
     }
 }
 
-/// Maps a failed connection: refused credentials are
-/// [`StoreError::Unauthorized`] (no outage: retrying cannot help), a
-/// refused server certificate is [`StoreError::Backend`] saying so, anything
-/// else [`StoreError::Unavailable`].
+/// Maps a failed connection: refused credentials (or a password the
+/// server asks for and the URL lacks) are [`StoreError::Unauthorized`], a
+/// database that does not exist or may not be connected to is
+/// [`StoreError::Misconfigured`] (neither is an outage: retrying cannot
+/// help), a refused server certificate is [`StoreError::Backend`] saying
+/// so, anything else [`StoreError::Unavailable`].
 fn connect_error(target: &Target, describe: &str, e: tokio_postgres::Error) -> StoreError {
     let config = &target.config;
     use tokio_postgres::error::SqlState;
@@ -95,6 +110,9 @@ fn connect_error(target: &Target, describe: &str, e: tokio_postgres::Error) -> S
         SqlState::INVALID_PASSWORD,
         SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
     ];
+    let user = config.get_user().unwrap_or_default();
+    // The server's default: a database named after the user.
+    let database = config.get_dbname().unwrap_or(user);
     if certificate_refused(&e) {
         let mode = match target.tls.mode {
             SslMode::VerifyFull => "verify-full",
@@ -112,9 +130,32 @@ fn connect_error(target: &Target, describe: &str, e: tokio_postgres::Error) -> S
     } else if e.code().is_some_and(|code| refused.contains(code)) {
         StoreError::Unauthorized {
             store: describe.to_owned(),
-            user: config.get_user().unwrap_or_default().to_owned(),
+            user: user.to_owned(),
             what: "connecting".to_owned(),
             source: Box::new(e),
+        }
+    } else if password_missing(&e) {
+        StoreError::Unauthorized {
+            store: describe.to_owned(),
+            user: user.to_owned(),
+            what: "connecting (the server asks for a password and the URL has none)".to_owned(),
+            source: Box::new(e),
+        }
+    } else if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) {
+        StoreError::Misconfigured {
+            store: describe.to_owned(),
+            problem: format!(
+                "the server has no database `{database}`; check the database name of the URL (`postgres://user@host:port/database`)"
+            ),
+            source: Some(Box::new(e)),
+        }
+    } else if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        StoreError::Misconfigured {
+            store: describe.to_owned(),
+            problem: format!(
+                "user `{user}` may not connect to database `{database}`; grant it `CONNECT` on the database, or connect as another user"
+            ),
+            source: Some(Box::new(e)),
         }
     } else {
         StoreError::Unavailable {
@@ -123,6 +164,13 @@ fn connect_error(target: &Target, describe: &str, e: tokio_postgres::Error) -> S
             source: Box::new(e),
         }
     }
+}
+
+/// Whether the server asked for a password and the configuration has
+/// none: the client says so only in words (its error kind is private).
+fn password_missing(e: &tokio_postgres::Error) -> bool {
+    e.code().is_none()
+        && std::error::Error::source(e).is_some_and(|cause| cause.to_string() == "password missing")
 }
 
 /// `error` of a connection opened for `what`, naming that operation.
@@ -216,9 +264,14 @@ pub(super) async fn open(
         }
     });
     // A checked identifier, quoted: a keyword (`user`) is a name too.
+    let read_only = if target.read_only {
+        "; SET default_transaction_read_only = on"
+    } else {
+        ""
+    };
     client
         .batch_execute(&format!(
-            "SET search_path TO \"{schema}\"; SET application_name TO 'saga'"
+            "SET search_path TO \"{schema}\"; SET application_name TO 'saga'{read_only}"
         ))
         .await
         .map_err(|e| sql_error(describe, "setting the schema", e))?;
