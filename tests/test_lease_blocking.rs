@@ -1,7 +1,8 @@
 //! A step's start commit gives the step the whole lease: a sync step that
-//! blocks its thread (so the run's renewal timer cannot fire) for most of
-//! the ttl keeps its lease, and a second engine on the same SQLite file
-//! finds the execution busy instead of running the step again.
+//! blocks its thread for most of the ttl keeps its lease, and a second
+//! engine on the same SQLite file finds the execution busy instead of
+//! running the step again. (Since the renewal runs in a task of its own,
+//! a step longer than the ttl keeps it too: test_lease_long_step.)
 
 mod support;
 

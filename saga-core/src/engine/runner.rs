@@ -241,6 +241,12 @@ where
     }
 }
 
+/// Whether execution `id` has ended, as the store says (a failed read
+/// says no).
+async fn ended(store: &dyn SagaStore, id: &ExecutionId) -> bool {
+    matches!(store.get(id).await, Ok(Some(record)) if record.status.is_finished())
+}
+
 /// A run's lease renewal: every third of the lease's time to live, in a
 /// task of its own, so that it goes on while the run's future is not
 /// polled (a sync step, or an async step that blocks its thread, on a
@@ -282,6 +288,9 @@ impl Renewal {
                 match store.renew(&id, &lease).await {
                     Ok(ack) if ack.cancel_requested => cancel.cancel(),
                     Ok(_) => {}
+                    // The run's own end released the lease while this
+                    // renewal was under way: nothing was lost.
+                    Err(StoreError::LeaseLost { .. }) if ended(&*store, &id).await => return,
                     // A lost lease fails the run's next write.
                     Err(error) => {
                         log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "lease renewal failed")
