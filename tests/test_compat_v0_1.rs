@@ -410,6 +410,35 @@ async fn sqlite_stores_of_0_1_recover_as_0_1_decided() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A read-only open (what `saga list` and `saga show` use) of a 0.1 file
+/// does not migrate it, so it cannot read it: it says so, and what to do,
+/// rather than failing at the first query on a missing column; the file
+/// is left as it was.
+#[test]
+fn a_read_only_open_of_a_0_1_store_asks_for_a_migration() {
+    let dir = scratch_dir("compat-v0-1-read-only");
+    let path = dir.join("store.db");
+    std::fs::copy(Path::new(FIXTURES).join("store.db"), &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let Err(error) = SqliteStore::open_read_only(&path) else {
+        panic!("a 0.1 file opened read-only without a migration");
+    };
+    assert!(
+        matches!(
+            error,
+            saga_core::store::StoreError::OlderSchema { found, supported, .. }
+                if found < supported
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("let a worker of this build"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The dump, made loadable into `schema` by this test's client: its
 /// schema renamed, and psql's `\restrict` lines (meta-commands that guard
 /// psql against a hostile server) left out.

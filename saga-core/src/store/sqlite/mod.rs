@@ -188,7 +188,9 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A [`StoreError`] naming the file if it is missing, not a store of
-    /// ours, or of a newer schema.
+    /// ours, or of a newer schema; [`StoreError::OlderSchema`] for a store
+    /// of an older one (a 0.1 file: open it once with
+    /// [`open`](Self::open), which migrates it).
     pub fn open_read_only(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         precheck_file(&path, Access::ReadOnly)?;

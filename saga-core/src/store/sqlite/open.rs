@@ -423,6 +423,15 @@ pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
         table_names(&conn).unwrap_or_else(|_| vec!["(unreadable)".to_owned()])
     };
     check_ours(path, application_id, &tables, version, false)?;
+    // An older schema is read only once a writer migrated it: its tables
+    // lack this build's columns.
+    if version < SCHEMA_VERSION {
+        return Err(StoreError::OlderSchema {
+            store: describe(path),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
     conn.busy_timeout(SqliteOptions::new().busy_timeout)
         .map_err(|e| open_error(path, "setting the busy timeout", e))?;
     Ok(conn)
