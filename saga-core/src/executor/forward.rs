@@ -167,9 +167,6 @@ pub(super) struct Halt {
     /// report), rather than being stopped by the journal or by a
     /// cancellation at a write.
     pub(super) failed: bool,
-    /// When it was stopped before a retry ran: the error of the attempt
-    /// before, this run's (it goes in the report).
-    pub(super) recovered: Option<Box<str>>,
 }
 
 /// Runs one step's action until it succeeds or its policy gives up (or a
@@ -201,7 +198,6 @@ pub(super) fn run_action<'a, C, D>(
             end,
             error,
             failed: false,
-            recovered: None,
         };
         // From 0 in a fresh run; a recovered run goes on where its log stopped.
         let mut attempt = record.attempts;
@@ -242,9 +238,15 @@ pub(super) fn run_action<'a, C, D>(
                     } else {
                         StepStatus::Failed
                     };
-                    return Err(Halt {
-                        recovered,
-                        ..halt(env.now(), StepError::interrupted())
+                    // Stopped before a retry: the step failed with the
+                    // error of this run's attempt before (the report's).
+                    return Err(match recovered {
+                        Some(message) => Halt {
+                            end: env.now(),
+                            error: StepError::new(String::from(message)),
+                            failed: true,
+                        },
+                        None => halt(env.now(), StepError::interrupted()),
                     });
                 }
             }
@@ -311,14 +313,16 @@ pub(super) fn run_action<'a, C, D>(
                 let Some(delay) = retry_in else {
                     return Err(action_gave_up(record, start, now, error));
                 };
-                (delay, now, error)
+                recovered = Some(error.to_string().into_boxed_str());
+                (delay, error)
             };
-            let (delay, failed_at, error) = delay;
-            if !backoff(env, delay, &brakes).await {
+            let (delay, error) = delay;
+            // Boxed, with the error in it: a retry's wait is rare, and
+            // inline its future would make every step's larger.
+            if let Some(error) = Box::pin(backoff(env, delay, &brakes, error)).await {
                 // A brake applied during the backoff: no attempt follows.
-                return Err(action_gave_up(record, start, failed_at, error));
+                return Err(action_gave_up(record, start, env.now(), error));
             }
-            recovered = Some(error.to_string().into_boxed_str());
         }
     }
 }
@@ -465,7 +469,6 @@ pub(super) fn action_gave_up(
         end: now,
         error,
         failed: true,
-        recovered: None,
     }
 }
 

@@ -77,11 +77,8 @@ pub(super) async fn run_group<C, D>(
             }
             Err(halt) => halt,
         };
-        let mut halt = halt;
         if halt.failed {
             errors.push((index, halt.error.to_string()));
-        } else if let Some(message) = halt.recovered.take() {
-            errors.push((index, message.into()));
         }
         if index == first && failure.is_none() {
             failure = Some((index, halt.error));

@@ -75,15 +75,16 @@ impl<'t> Brakes<'t> {
     }
 }
 
-/// The backoff before a retry: `delay` on the run's clock, cut short when
-/// a brake is applied (a run driven without a runtime sleeps it whole).
-/// Returns whether the retry may run: no brake applied, before or during
-/// the wait.
+/// The backoff before a retry of the attempt that failed with `error`:
+/// `delay` on the run's clock, cut short when a brake is applied (a run
+/// driven without a runtime sleeps it whole). Gives `error` back if a
+/// brake was applied, before or during the wait: then no retry runs.
 pub(super) async fn backoff<C, D>(
     env: &Env<'_, C, D>,
     delay: Duration,
     brakes: &Brakes<'_>,
-) -> bool {
+    error: StepError,
+) -> Option<StepError> {
     if env.blocking || (brakes.cancel.is_none() && brakes.group.is_none()) {
         env.sleep(delay).await;
     } else {
@@ -94,7 +95,7 @@ pub(super) async fn backoff<C, D>(
             () = env.sleep(delay) => {}
         }
     }
-    !brakes.applied()
+    brakes.applied().then_some(error)
 }
 
 /// Completes once `token` (if any) is cancelled.

@@ -139,8 +139,6 @@ impl<'a> State<'a> {
                 self.mark = halt.end;
                 if halt.failed {
                     self.extra()[index].last_error = Some(halt.error.to_string());
-                } else if let Some(message) = halt.recovered {
-                    self.extra()[index].last_error = Some(message.into());
                 }
                 Some((index, halt.error))
             }
