@@ -299,3 +299,92 @@ fn a_cancellation_that_stops_a_retry_keeps_the_last_error_in_every_report() {
         );
     });
 }
+
+/// A process killed in a step's backoff, then a cancellation, then a
+/// take-over: the step failed cleanly (its attempt ended in the log, its
+/// retry was due), so the rollback neither compensates it nor calls its
+/// attempt cut off. The report says what happened: failed, not applied,
+/// one attempt, its own error.
+#[test]
+fn a_cancellation_after_a_kill_in_a_backoff_compensates_nothing_that_failed_cleanly() {
+    let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+    let calls = Arc::new(Counter::default());
+    let undone = Arc::new(AtomicU32::new(0));
+    let saga = {
+        let calls = Arc::clone(&calls);
+        let undone = Arc::clone(&undone);
+        move || {
+            let undone = Arc::clone(&undone);
+            Saga::builder("backoff-cancel")
+                .step(
+                    flaky("fee", 5, Duration::from_secs(3600), Arc::clone(&calls)).undo_shared(
+                        move |_: &Order, _: Option<&()>, _: &StepInfo<'_>| {
+                            undone.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, StepError>(())
+                        },
+                    ),
+                )
+                .build()
+                .unwrap()
+        }
+    };
+    let id = in_dying_runtime(|| {
+        let store = Arc::clone(&store);
+        let calls = Arc::clone(&calls);
+        let saga = saga.clone();
+        async move {
+            let engine = short_lease(SagaEngine::with_store(store));
+            engine.register(saga()).await.unwrap();
+            let id = engine
+                .start("backoff-cancel", Order::default())
+                .await
+                .unwrap();
+            failed(&calls).await;
+            id
+        }
+    });
+    let report = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let engine = short_lease(SagaEngine::with_store(Arc::clone(&store)));
+        engine.register(saga()).await.unwrap();
+        engine.cancel(&id).await.unwrap();
+        let mut tries = 0;
+        while !engine.recover().await.unwrap().resumed.contains(&id) {
+            tries += 1;
+            assert!(
+                tries < 100,
+                "not taken over: {:?}",
+                engine.report(&id).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let own = engine.wait(&id).await.unwrap_err();
+        let rebuilt = engine.report(&id).await.unwrap();
+        (own.report().unwrap().clone(), rebuilt)
+    });
+    let (own, rebuilt) = report;
+    for report in [&own, &rebuilt] {
+        let fee = report.step("fee").unwrap();
+        assert_eq!(
+            (
+                report.status,
+                fee.status,
+                fee.outcome,
+                fee.attempts,
+                fee.last_error.as_deref()
+            ),
+            (
+                ExecutionStatus::Cancelled,
+                StepStatus::Failed,
+                Outcome::NotApplied,
+                1,
+                Some("fee busy (1)")
+            )
+        );
+    }
+    assert_eq!(
+        undone.load(Ordering::SeqCst),
+        0,
+        "a clean failure compensated"
+    );
+    assert_eq!(calls.get(), 1, "an attempt ran after the cancellation");
+}

@@ -445,6 +445,10 @@ pub(crate) struct ResumeStep {
     /// The detail (cause chain and marks) of the failure that logged
     /// `last_error`, if the log has one.
     pub(crate) last_detail: Option<String>,
+    /// Whether its last attempt was cut off by a crash: started, and no
+    /// end logged. (A step `Running` otherwise has a retry due, or was
+    /// given a fresh budget by an operator's resume.)
+    pub(crate) cut_off: bool,
 }
 
 /// The direction of a [`Resume`].

@@ -304,10 +304,11 @@ impl SagaEngine {
     /// execution runs). After a crash, another owner can take an execution
     /// over once its lease expired. At least 30 ms.
     ///
-    /// Renewal runs in a task of its own: on a multi-thread runtime it
-    /// goes on while a sync step (or an async step that blocks its thread)
-    /// runs, however long. On a current-thread runtime a blocked thread
-    /// stops it too, so a sync step that runs longer than the ttl loses
+    /// Renewal runs in a task of its own: on a multi-thread runtime with
+    /// a worker thread to spare it goes on while a sync step (or an async
+    /// step that blocks its thread) runs, however long. Steps blocking
+    /// every worker thread at once, or a blocked thread of a current-thread
+    /// runtime, stop it too, so a sync step that runs longer than the ttl loses
     /// its lease and another owner may run it again meanwhile: give such
     /// steps a multi-thread runtime, or a ttl longer than they run.
     #[must_use]

@@ -149,6 +149,7 @@ pub(super) fn fold(
                 compensation_attempts: 0,
                 last_error: None,
                 last_detail: None,
+                cut_off: false,
             })
             .collect(),
         outputs: vec![None; steps],
@@ -223,8 +224,13 @@ pub(super) fn fold(
                         continue;
                     }
                     if !*flying {
-                        // Its retry was due: the rollback stopped it.
-                        s.status = StepStatus::Failed;
+                        // Its retry was due (or an operator's resume gave
+                        // it a fresh budget): the rollback stopped it.
+                        s.status = if s.attempts == 0 {
+                            StepStatus::Pending
+                        } else {
+                            StepStatus::Failed
+                        };
                         continue;
                     }
                     *flying = false;
@@ -277,7 +283,11 @@ pub(super) fn fold(
                 // failure stopped it) was never run.
                 for (s, flying) in folded.steps.iter_mut().zip(&in_flight) {
                     if s.status == StepStatus::Running && !*flying {
-                        s.status = StepStatus::Failed;
+                        s.status = if s.attempts == 0 {
+                            StepStatus::Pending
+                        } else {
+                            StepStatus::Failed
+                        };
                     }
                 }
             }
@@ -314,6 +324,7 @@ pub(super) fn fold(
             StepStatus::Running => {
                 s.attempts = s.attempts.saturating_sub(1);
                 s.outcome = Outcome::Unknown;
+                s.cut_off = true;
             }
             StepStatus::Compensating => {
                 s.compensation_attempts = s.compensation_attempts.saturating_sub(1);

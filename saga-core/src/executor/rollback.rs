@@ -66,9 +66,21 @@ pub(super) async fn rollback<C, D>(
         // A step that a crash cut off, left running by the log a recovered
         // run went on from, is not run again: its attempt is ended in the
         // log, failed with an unknown outcome (it may have taken effect).
+        // Any other step left running (a retry was due, or an operator's
+        // resume gave it a fresh budget) did not run: the rollback stops it.
         for index in 0..state.records.len() {
-            if state.records[index].status == StepStatus::Running {
+            if state.records[index].status != StepStatus::Running {
+                continue;
+            }
+            if state.extra.get(index).is_some_and(|extra| extra.cut_off) {
                 cut_off(env, state, index).await;
+            } else {
+                let record = &mut state.records[index];
+                record.status = if record.attempts == 0 {
+                    StepStatus::Pending
+                } else {
+                    StepStatus::Failed
+                };
             }
         }
         let log = env.log(

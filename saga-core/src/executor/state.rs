@@ -35,6 +35,9 @@ pub(crate) struct Extra {
     pub(super) compensation_attempts: u32,
     pub(super) compensation_duration: Duration,
     pub(super) last_error: Option<String>,
+    /// A recovered run's step whose last attempt a crash cut off (see
+    /// [`ResumeStep::cut_off`](crate::journal::ResumeStep)).
+    pub(super) cut_off: bool,
 }
 
 /// What a run changes as it goes. Lives in the run's future; nothing of it
@@ -185,10 +188,9 @@ impl<'a> State<'a> {
         saga: &SagaInner<C, D>,
         resume: Resume,
     ) -> Option<Box<Stop>> {
-        let rare = resume
-            .steps
-            .iter()
-            .any(|step| step.compensation_attempts > 0 || step.last_error.is_some());
+        let rare = resume.steps.iter().any(|step| {
+            step.compensation_attempts > 0 || step.last_error.is_some() || step.cut_off
+        });
         if rare {
             self.extra();
         }
@@ -210,6 +212,7 @@ impl<'a> State<'a> {
             if let Some(extra) = self.extra.get_mut(index) {
                 extra.compensation_attempts = step.compensation_attempts;
                 extra.last_error = step.last_error;
+                extra.cut_off = step.cut_off;
             }
         }
         self.cancel_ignored = resume.cancel_ignored;
