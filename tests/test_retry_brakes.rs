@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use saga_core::store::{MemoryStore, SagaStore};
 use saga_core::{
-    CancellationToken, ExecutionStatus, Outcome, Parallel, RetryPolicy, RunOptions, Saga,
-    SagaEngine, SagaError, Step, StepError, StepInfo, StepStatus,
+    CancellationToken, ExecutionId, ExecutionStatus, Outcome, Parallel, RetryPolicy, RunOptions,
+    Saga, SagaEngine, SagaError, Step, StepError, StepInfo, StepStatus,
 };
 use support::durable::{Order, in_dying_runtime, short_lease};
 use tokio::sync::Notify;
@@ -171,6 +171,17 @@ fn one_flaky(calls: &Arc<Counter>, fails: u32) -> Saga<Order> {
         .unwrap()
 }
 
+/// `engine` takes `id` over once its lease expired (not ended stuck: a
+/// crash loop would be).
+async fn take_over(engine: &SagaEngine, id: &ExecutionId) {
+    let mut tries = 0;
+    while !engine.recover().await.unwrap().resumed.contains(id) {
+        tries += 1;
+        assert!(tries < 100, "not taken over: {:?}", engine.report(id).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits for the step's next failure, and a little more for it to be
 /// logged: the process is then killed in the step's backoff.
 async fn failed(calls: &Counter) {
@@ -209,16 +220,7 @@ fn a_process_killed_in_a_backoff_is_not_a_crash_loop() {
                 let engine = short_lease(SagaEngine::with_store(store));
                 engine.register(one_flaky(&calls, 4)).await.unwrap();
                 // Taken over once the lease expired; not ended stuck.
-                let mut tries = 0;
-                while !engine.recover().await.unwrap().resumed.contains(&id) {
-                    tries += 1;
-                    assert!(
-                        tries < 100,
-                        "not taken over: {:?}",
-                        engine.report(&id).await
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                take_over(&engine, &id).await;
                 failed(&calls).await;
             }
         });
@@ -226,16 +228,7 @@ fn a_process_killed_in_a_backoff_is_not_a_crash_loop() {
     let report = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let engine = short_lease(SagaEngine::with_store(Arc::clone(&store)));
         engine.register(one_flaky(&calls, 4)).await.unwrap();
-        let mut tries = 0;
-        while !engine.recover().await.unwrap().resumed.contains(&id) {
-            tries += 1;
-            assert!(
-                tries < 100,
-                "not taken over: {:?}",
-                engine.report(&id).await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        take_over(&engine, &id).await;
         engine.wait(&id).await.unwrap()
     });
     let fee = report.step("fee").unwrap();
@@ -347,16 +340,7 @@ fn a_cancellation_after_a_kill_in_a_backoff_compensates_nothing_that_failed_clea
         let engine = short_lease(SagaEngine::with_store(Arc::clone(&store)));
         engine.register(saga()).await.unwrap();
         engine.cancel(&id).await.unwrap();
-        let mut tries = 0;
-        while !engine.recover().await.unwrap().resumed.contains(&id) {
-            tries += 1;
-            assert!(
-                tries < 100,
-                "not taken over: {:?}",
-                engine.report(&id).await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        take_over(&engine, &id).await;
         let own = engine.wait(&id).await.unwrap_err();
         let rebuilt = engine.report(&id).await.unwrap();
         (own.report().unwrap().clone(), rebuilt)
