@@ -384,7 +384,10 @@ fn retries_successes_and_ignored_cancels_have_their_levels() {
         (Level::Debug, "step succeeded"),
         (Level::Debug, "step started"),
         (Level::Debug, "step succeeded"),
-        (Level::Warn, "cancellation ignored after the pivot"),
+        (
+            Level::Warn,
+            "cancellation ignored: past the pivot, or during the last step",
+        ),
         (Level::Debug, "step started"),
         (Level::Debug, "step succeeded"),
         (Level::Info, "saga finished"),
@@ -552,4 +555,51 @@ async fn a_durable_run_tells_its_finish_only_once_its_end_is_logged() {
             );
         }
     }
+}
+
+/// A durable run that stops because its log cannot be written (here, its
+/// context no longer encodes) says so in an error record naming the
+/// execution and the cause: the operator learns why it is still running.
+#[tokio::test]
+async fn a_durable_run_stopped_by_its_log_logs_why() {
+    use saga_core::SagaEngine;
+    use saga_core::store::MemoryStore;
+    use serde::{Deserialize, Serialize, Serializer};
+
+    install_logger();
+    /// A context that refuses to encode once a step set `broken`.
+    #[derive(Default, Deserialize)]
+    struct Fussy {
+        broken: bool,
+    }
+    impl Serialize for Fussy {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            if self.broken {
+                return Err(serde::ser::Error::custom("Fussy refuses to serialize"));
+            }
+            serializer.serialize_str("ok")
+        }
+    }
+    let saga = Saga::builder("log-refused")
+        .step(Step::new("break", |ctx: &mut Fussy, _: &StepInfo<'_>| {
+            ctx.broken = true;
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let engine = SagaEngine::new(MemoryStore::new());
+    engine.register(saga).await.unwrap();
+    let id = engine.start("log-refused", Fussy::default()).await.unwrap();
+    let _ = engine.wait(&id).await;
+    let stopped: Vec<String> = logs::entries_where("execution", id.as_str())
+        .into_iter()
+        .filter(|e| e.level == Level::Error)
+        .map(|e| format!("{} {:?}", e.message, e.field("error")))
+        .collect();
+    assert!(
+        stopped
+            .iter()
+            .any(|line| line.starts_with("run stopped") && line.contains("Fussy refuses")),
+        "{stopped:?}"
+    );
 }

@@ -139,7 +139,7 @@ fn write_record(
             let step = [("step", Value::from_display(&step))];
             write(
                 level,
-                "cancellation ignored after the pivot",
+                "cancellation ignored: past the pivot, or during the last step",
                 &[&run, &step, &elapsed],
             );
         }

@@ -230,11 +230,28 @@ where
             renewal.stop().await;
             match result {
                 Ok(report) => Ok(report),
-                Err(crate::SagaError::Store { error, .. }) => Err(Stopped {
-                    lease_lost: matches!(error, StoreError::LeaseLost { .. }),
-                    outage: matches!(error, StoreError::Unavailable { .. }),
-                    detail: error.to_string(),
-                }),
+                Err(crate::SagaError::Store { error, .. }) => {
+                    let (lease_lost, outage) = (
+                        matches!(error, StoreError::LeaseLost { .. }),
+                        matches!(error, StoreError::Unavailable { .. }),
+                    );
+                    let detail = error.to_string();
+                    let (execution, cause) = (
+                        crate::escape::Escaped(job.id.as_str()),
+                        crate::escape::Escaped(&detail),
+                    );
+                    // Its record still says running: say why it stopped.
+                    if lease_lost || outage {
+                        log::warn!(target: "saga", execution:% = execution, error:% = cause; "run stopped: its log could not be written; it is carried on from its log (by its new owner, or once the store is back)");
+                    } else {
+                        log::error!(target: "saga", execution:% = execution, error:% = cause; "run stopped: its log could not be written; the execution stays running until the cause is fixed and it is taken over");
+                    }
+                    Err(Stopped {
+                        lease_lost,
+                        outage,
+                        detail,
+                    })
+                }
                 Err(error) => Ok(error.report().clone()),
             }
         }))
