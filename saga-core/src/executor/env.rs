@@ -124,19 +124,10 @@ impl<C, D> Env<'_, C, D> {
     ) -> Logged<'_> {
         let mut event = Event::new(0, kind);
         fill(&mut event);
-        let Some(durable) = self.durable.as_deref() else {
-            return Logged::Done(true);
-        };
-        if lock(&durable.aborted).is_some() {
-            return Logged::Done(false);
-        }
-        let Some(event) = durable.journal.buffer(event) else {
-            return Logged::Done(true);
-        };
-        Logged::Writing {
-            write: durable.journal.record(event, status),
-            aborted: &durable.aborted,
-        }
+        self.write(|journal| {
+            let event = journal.buffer(event)?;
+            Some(journal.record(event, status))
+        })
     }
 
     /// Commits what the journal (if any) buffered, as [`log`](Self::log)
@@ -144,15 +135,27 @@ impl<C, D> Env<'_, C, D> {
     /// still runs, so that a crash in the sibling does not read as one
     /// that cut this branch off too.
     pub(super) fn flush(&self, status: ExecutionStatus) -> Logged<'_> {
+        self.write(|journal| Some(journal.flush(status)))
+    }
+
+    /// The write `start` makes on the journal, if the run is durable and
+    /// its journal has not failed (`None`: nothing to write).
+    fn write<'s>(
+        &'s self,
+        start: impl FnOnce(&'s dyn Journal<C>) -> Option<BoxFuture<'s, Result<(), StoreError>>>,
+    ) -> Logged<'s> {
         let Some(durable) = self.durable.as_deref() else {
             return Logged::Done(true);
         };
         if lock(&durable.aborted).is_some() {
             return Logged::Done(false);
         }
-        Logged::Writing {
-            write: durable.journal.flush(status),
-            aborted: &durable.aborted,
+        match start(durable.journal) {
+            Some(write) => Logged::Writing {
+                write,
+                aborted: &durable.aborted,
+            },
+            None => Logged::Done(true),
         }
     }
 

@@ -257,7 +257,7 @@ pub(super) fn run_action<'a, C, D>(
             // Scoped so that what the future holds across each await is
             // only what is used after it: a local borrowed or moved on one
             // path only is kept until the end of its scope.
-            let delay = {
+            let (delay, error) = {
                 let (now, error) = 'failed: {
                     let out = match {
                         let info =
@@ -316,7 +316,6 @@ pub(super) fn run_action<'a, C, D>(
                 recovered = Some(error.to_string().into_boxed_str());
                 (delay, error)
             };
-            let (delay, error) = delay;
             // Boxed, with the error in it: a retry's wait is rare, and
             // inline its future would make every step's larger.
             if let Some(error) = Box::pin(backoff(env, delay, &brakes, error)).await {
