@@ -3,8 +3,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use saga_core::store::StoreError;
 use saga_core::{EngineError, ExecutionId, SagaEngine};
 use serde::Serialize;
 
@@ -56,24 +57,34 @@ pub struct Accepted {
 }
 
 /// An error's answer: `404` for an unknown execution, `409` for an id
-/// another saga holds, `500` for the rest (a store failure), logged.
+/// another saga holds, `503` with `Retry-After` while the store is
+/// unreachable (the client may try again: posting an order is idempotent),
+/// `500` for the rest, logged.
 fn engine_error(error: &EngineError) -> Response {
-    let status = match error {
-        EngineError::NotFound { .. } => StatusCode::NOT_FOUND,
-        EngineError::IdTaken { .. } => StatusCode::CONFLICT,
+    let body = Json(ErrorBody {
+        error: error.to_string(),
+    });
+    match error {
+        EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, body).into_response(),
+        EngineError::IdTaken { .. } => (StatusCode::CONFLICT, body).into_response(),
+        EngineError::Store(StoreError::Unavailable { .. }) => {
+            log::warn!(target: "axum_orders", error:% = error; "store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, RETRY_AFTER_SECS)],
+                body,
+            )
+                .into_response()
+        }
         _ => {
             log::error!(target: "axum_orders", error:% = error; "request failed");
-            StatusCode::INTERNAL_SERVER_ERROR
+            (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
         }
-    };
-    (
-        status,
-        Json(ErrorBody {
-            error: error.to_string(),
-        }),
-    )
-        .into_response()
+    }
 }
+
+/// The seconds a client waits before it tries again after a `503`.
+const RETRY_AFTER_SECS: &str = "1";
 
 /// The body of an error answer.
 #[derive(Debug, Serialize)]

@@ -107,7 +107,7 @@ impl Config {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() {
     let config = match Config::read() {
         Ok(config) => config,
         Err(usage) => {
@@ -115,6 +115,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
             std::process::exit(2);
         }
     };
+    // Each error says what failed and how to fix it, in its own words
+    // (`Display`): `main` returning it would print its `Debug` form.
+    if let Err(error) = serve(config).await {
+        eprintln!("axum-orders: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs the service until it is asked to stop.
+async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     let services = Services {
         payments: PaymentsClient::new(&config.payment_url),
     };
