@@ -204,6 +204,27 @@ fn cut_off(dir: &Path) -> i64 {
     .unwrap()
 }
 
+/// Whether the log holds a failure that is no cut-off before its first
+/// cut-off attempt: a recovery rolls back (and so ends attempts as cut
+/// off) only for a failure it read in the log.
+fn failure_before_cut_off(dir: &Path) -> bool {
+    let conn = rusqlite::Connection::open(dir.join("sagas.db")).unwrap();
+    let first = |cut_off: bool| -> Option<i64> {
+        conn.query_row(
+            "SELECT min(seq) FROM events WHERE execution_id = 'exec-1' \
+             AND kind = 'step_failed' \
+             AND (error LIKE 'its attempt was cut off%') = ?1",
+            [cut_off],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    match (first(false), first(true)) {
+        (Some(failure), Some(cut_off)) => failure < cut_off,
+        _ => false,
+    }
+}
+
 /// The saga's log as `(kind, step)`, in order.
 fn log(dir: &Path) -> Vec<(String, Option<i64>)> {
     let conn = rusqlite::Connection::open(dir.join("sagas.db")).unwrap();
@@ -293,6 +314,7 @@ fn every_log_point_of_a_parallel_group_survives_a_sigkill_and_recovery() {
     let mut covered = 0;
     let mut absorbed_total = 0;
     let mut rerun_total = 0;
+    let mut cut_offs = 0;
     let modes = [
         ("group-forward", "completed", &[][..]),
         ("group-rollback", "compensated", &[1, 3][..]),
@@ -346,17 +368,31 @@ fn every_log_point_of_a_parallel_group_survives_a_sigkill_and_recovery() {
             // absorbs the repeat), unless the group's failure was logged
             // already, and the recovery rolls back instead: the cut-off
             // attempt is ended in the log, and compensated.
-            if point.starts_with("effect:") && cut_off(&dir) == 0 {
-                assert!(absorbed >= 1, "{context}: nothing absorbed");
+            if cut_off(&dir) == 0 {
+                if point.starts_with("effect:") {
+                    assert!(absorbed >= 1, "{context}: nothing absorbed");
+                }
+            } else {
+                // Only a rollback ends an attempt as cut off, and only
+                // for a failure logged before the kill.
+                assert_ne!(mode, "group-forward", "{context}: {:?}", log(&dir));
+                assert!(
+                    failure_before_cut_off(&dir),
+                    "{context}: cut off with no failure logged before: {:?}",
+                    log(&dir)
+                );
+                cut_offs += 1;
             }
             rerun_total += check_group_log(&dir, undone, &context);
             absorbed_total += absorbed;
         }
     }
     println!(
-        "parallel group crash points covered: {covered}; re-invocations absorbed by the ledger: {absorbed_total}; steps run again after recovery: {rerun_total}"
+        "parallel group crash points covered: {covered}; re-invocations absorbed by the ledger: {absorbed_total}; steps run again after recovery: {rerun_total}; attempts ended as cut off: {cut_offs}"
     );
     assert_eq!(covered, 2 * (8 + 11 + 14) + 5 + 6 + 8);
     assert!(absorbed_total > 0);
     assert!(rerun_total > 0);
+    // Kills after a branch's effect once the group's failure was logged.
+    assert!(cut_offs > 0);
 }

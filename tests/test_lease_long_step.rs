@@ -9,7 +9,7 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use saga_core::store::SqliteStore;
 use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
@@ -77,18 +77,27 @@ async fn blocked_step_keeps_its_lease(name: &'static str, probe: &'static Probe,
     owner.register(saga(name, probe, sync)).await.unwrap();
     other.register(saga(name, probe, sync)).await.unwrap();
 
+    let started = Instant::now();
     let id = owner.start(name, ()).await.unwrap();
-    let mut tries = 0;
+    // When the last recovery that found it busy began: the check means
+    // something only once the start's lease would have expired unrenewed.
+    let mut last_try = Duration::ZERO;
     while !probe.over.load(Ordering::SeqCst) {
+        let tried = started.elapsed();
         let recovery = other.recover().await.unwrap();
         assert!(
             recovery.resumed.is_empty(),
             "taken over while its step ran: {recovery:?}"
         );
-        tries += 1;
+        if !probe.over.load(Ordering::SeqCst) {
+            last_try = tried;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(tries > 0);
+    assert!(
+        last_try > TTL + TTL / 2,
+        "no recovery tried after the start's lease would have expired (last at {last_try:?})"
+    );
     let report = owner.wait(&id).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
     assert_eq!(probe.runs.load(Ordering::SeqCst), 1, "`long` ran twice");
