@@ -91,7 +91,7 @@ fn size(bytes: usize) -> String {
 /// One event as a timeline line: seconds since `start_ms`, its kind, its
 /// step and attempt, its error with its cause chain (`error: cause:
 /// cause`, escaped) and its flags.
-pub(crate) fn timeline_line(e: &Event, start_ms: i64, step: Option<&str>) -> String {
+fn timeline_line(e: &Event, start_ms: i64, step: Option<&str>) -> String {
     let offset = (e.at_ms - start_ms) as f64 / 1000.0;
     let mut line = format!("{offset:>9.3}  {:<22}", e.kind.label());
     if let Some(step) = step {
@@ -116,6 +116,43 @@ pub(crate) fn timeline_line(e: &Event, start_ms: i64, step: Option<&str>) -> Str
         line.push_str(" (will retry)");
     }
     line.trim_end().to_owned()
+}
+
+/// The timeline's lines, in log order: each event as [`timeline_line`]
+/// writes it, and a start of a step (or of a compensation) whose previous
+/// start never ended marked as a take-over: the run before was cut off
+/// there (killed, or stopped with its lease lost) and another run started
+/// the attempt again.
+#[derive(Default)]
+pub(crate) struct Timeline {
+    /// The starts not yet ended, as (compensation?, step).
+    open: std::collections::HashSet<(bool, u32)>,
+}
+
+impl Timeline {
+    /// Event `e`'s line (see [`timeline_line`]).
+    pub(crate) fn line(&mut self, e: &Event, start_ms: i64, step: Option<&str>) -> String {
+        let mut line = timeline_line(e, start_ms, step);
+        let Some(index) = e.step else {
+            return line;
+        };
+        match e.kind {
+            EventKind::StepStarted | EventKind::CompensationStarted => {
+                let undo = e.kind == EventKind::CompensationStarted;
+                if !self.open.insert((undo, index)) {
+                    line.push_str(" (again: taken over, the run before was cut off here)");
+                }
+            }
+            EventKind::StepSucceeded | EventKind::StepFailed => {
+                self.open.remove(&(false, index));
+            }
+            EventKind::CompensationSucceeded | EventKind::CompensationFailed => {
+                self.open.remove(&(true, index));
+            }
+            _ => {}
+        }
+        line
+    }
 }
 
 fn resume_pending(events: &[Event]) -> bool {
@@ -253,8 +290,9 @@ pub(crate) async fn show(
     }
     out.push('\n');
     let _ = writeln!(out, "TIMELINE (seconds since the start)");
+    let mut timeline = Timeline::default();
     for e in &events {
-        out.push_str(&timeline_line(e, record.created_at_ms, step_name(e)));
+        out.push_str(&timeline.line(e, record.created_at_ms, step_name(e)));
         out.push('\n');
     }
     if context {

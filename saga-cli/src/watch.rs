@@ -22,7 +22,7 @@ use saga_core::{ExecutionId, ExecutionStatus, SagaEngine};
 use tokio::sync::watch;
 
 use crate::output::{Style, utc};
-use crate::show::{event_json, timeline_line};
+use crate::show::{Timeline, event_json};
 use crate::{CliError, record};
 
 /// How often the store watch looks at a store that signals changes, in
@@ -109,6 +109,7 @@ pub(crate) async fn execution(
     }
     let mut signal = engine.store().change_signal();
     let mut seen = 0_u64;
+    let mut timeline = Timeline::default();
     loop {
         let (record, events) = crate::record(engine, id).await?;
         let before = seen;
@@ -120,7 +121,7 @@ pub(crate) async fn execution(
             let line = if json {
                 json_line(&event_json(e, step))
             } else {
-                timeline_line(e, record.created_at_ms, step)
+                timeline.line(e, record.created_at_ms, step)
             };
             emit(out, &line)?;
             seen = e.seq;

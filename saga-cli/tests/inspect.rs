@@ -7,8 +7,9 @@ mod support;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use saga_core::store::SqliteStore;
+use saga_core::store::{EventKind, SqliteStore};
 use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
 use support::*;
 
@@ -343,4 +344,62 @@ async fn inspecting_needs_no_write_access_and_changes_no_byte() {
     assert_eq!(std::fs::read(&db).unwrap(), before, "a byte changed");
 
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A run cut off inside a step (its process gone: here its runtime shut
+/// down, so its lease is no longer renewed) and taken over by another
+/// engine: `show` marks the start the new owner wrote again.
+#[test]
+fn show_marks_a_step_started_again_by_a_take_over() {
+    let dir = dir("show-takeover");
+    let db = dir.join("sagas.db");
+    let ttl = Duration::from_millis(300);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let id = first.block_on(async {
+        let engine = SagaEngine::new(SqliteStore::open(&db).unwrap()).with_lease_ttl(ttl);
+        engine.register(gated_saga(&gate)).await.unwrap();
+        let id = engine.start("gated", 0_u32).await.unwrap();
+        // `ship` is under way, waiting at the gate.
+        let started = std::time::Instant::now();
+        loop {
+            let events = engine.store().events(&id).await.unwrap();
+            if events
+                .iter()
+                .filter(|e| e.kind == EventKind::StepStarted)
+                .count()
+                == 2
+            {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{events:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        id
+    });
+    first.shutdown_background();
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let engine = SagaEngine::new(SqliteStore::open(&db).unwrap()).with_lease_ttl(ttl);
+        engine.register(gated_saga(&gate)).await.unwrap();
+        tokio::time::sleep(ttl * 2).await;
+        let recovery = engine.recover().await.unwrap();
+        assert_eq!(recovery.resumed, std::slice::from_ref(&id), "{recovery:?}");
+        gate.add_permits(1);
+        engine.wait(&id).await.unwrap();
+    });
+
+    let text = ok(&db, &["show", id.as_str()]);
+    let marked: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("(again: taken over"))
+        .collect();
+    assert_eq!(marked.len(), 1, "{text}");
+    assert!(
+        marked[0].contains("step_started") && marked[0].contains("ship #1"),
+        "{text}"
+    );
+    // Only the second start of `ship` is marked.
+    let starts = text.lines().filter(|l| l.contains("step_started")).count();
+    assert_eq!(starts, 3, "{text}");
 }
