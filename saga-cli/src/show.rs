@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use saga_core::escape::{Escaped, user_text};
 use saga_core::store::{Event, EventKind, logged_durations};
-use saga_core::{LoggedError, SagaEngine, SagaReport};
+use saga_core::{LoggedError, SagaEngine, SagaReport, StepStatus};
 use serde::Serialize;
 
 use crate::output::{ExecutionJson, Style, execution_json, fit, seconds, to_json, utc};
@@ -281,10 +281,18 @@ pub(crate) async fn show(
         );
     }
     for s in report.steps.iter().filter(|s| s.last_error.is_some()) {
+        // A step that succeeded (or was compensated) after it may keep
+        // the error a retry recovered from.
+        let recovered = matches!(s.status, StepStatus::Succeeded | StepStatus::Compensated);
         let _ = writeln!(
             out,
-            "error of `{}`: {}",
+            "error of `{}`{}: {}",
             Escaped(&s.name),
+            if recovered {
+                " (recovered: a later attempt succeeded)"
+            } else {
+                ""
+            },
             Escaped(s.last_error.as_deref().unwrap_or_default())
         );
     }

@@ -403,3 +403,42 @@ fn show_marks_a_step_started_again_by_a_take_over() {
     let starts = text.lines().filter(|l| l.contains("step_started")).count();
     assert_eq!(starts, 3, "{text}");
 }
+
+/// A step whose first attempt failed and whose retry succeeded keeps that
+/// error in its report: `show` says a retry recovered from it, so a
+/// completed execution does not read as failed.
+#[tokio::test]
+async fn show_says_when_a_retry_recovered_from_a_step_error() {
+    let dir = dir("show-recovered");
+    let db = dir.join("sagas.db");
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = Arc::clone(&calls);
+    let saga = Saga::builder("flaky")
+        .step(
+            Step::new("charge", move |_: &mut u32, _: &StepInfo<'_>| {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return Err(StepError::new("provider busy"));
+                }
+                Ok(())
+            })
+            .retry(
+                saga_core::RetryPolicy::attempts(2)
+                    .with_backoff(Duration::from_millis(1))
+                    .with_jitter(0.0),
+            ),
+        )
+        .build()
+        .unwrap();
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(saga).await.unwrap();
+    let id = engine.start("flaky", 0_u32).await.unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+
+    let text = ok(&db, &["show", id.as_str()]);
+    assert!(text.contains("status     completed\n"), "{text}");
+    assert!(
+        text.contains("error of `charge` (recovered: a later attempt succeeded): provider busy\n"),
+        "{text}"
+    );
+}
