@@ -1,19 +1,22 @@
 //! An engine's runs across its callers' lifetimes, on the embedded stores
 //! (a real SQLite file): a worker's shutdown waits for the runs `start`
 //! began; an engine that outlives its runtime takes over the runs that
-//! runtime dropped; a start (or recovery) whose future is dropped still
-//! runs what it recorded; engines made by `with_dependencies` keep their
-//! own registrations; and what dropping an in-memory run's future does.
+//! runtime dropped, even when the store failed to take their leases back
+//! at first; a start (or recovery) whose future is dropped still runs what
+//! it recorded; engines made by `with_dependencies` keep their own
+//! registrations; and what dropping an in-memory run's future does.
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use saga_core::store::SagaStore;
+use saga_core::store::{SagaStore, StoreError};
+use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{
-    CancellationToken, ExecutionId, ExecutionStatus, RunOptions, Saga, SagaEngine, SagaError, Step,
-    StepError, StepInfo, Worker,
+    CancellationToken, EngineError, ExecutionId, ExecutionStatus, RunOptions, Saga, SagaEngine,
+    SagaError, Step, StepError, StepInfo, Worker,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -177,26 +180,56 @@ struct Outlived {
 /// An [`Outlived`] engine on each store, for test `test`; the stores are
 /// made on `rt`, which must outlive them.
 fn outlived(rt: &tokio::runtime::Runtime, test: &str) -> Vec<Outlived> {
-    let mut outlived = Vec::new();
-    for (store_name, store) in rt.block_on(every_store(test)) {
-        let gate = Arc::new(Gate::default());
-        let engine = SagaEngine::with_store(Arc::clone(&store));
-        rt.block_on(engine.register(gated("outlived", &gate)))
-            .unwrap();
-        let id = in_dying_runtime(|| async {
-            let id = engine.start("outlived", 0u32).await.unwrap();
-            unless_hung(gate.entered.notified()).await;
-            id
-        });
-        outlived.push(Outlived {
-            store_name,
-            store,
-            engine,
-            gate,
-            id,
-        });
+    rt.block_on(every_store(test))
+        .into_iter()
+        .map(|(store_name, store)| outlive(rt, store_name, store))
+        .collect()
+}
+
+/// An [`Outlived`] engine on `store`, made on `rt`.
+fn outlive(
+    rt: &tokio::runtime::Runtime,
+    store_name: &'static str,
+    store: Arc<dyn SagaStore>,
+) -> Outlived {
+    let gate = Arc::new(Gate::default());
+    let engine = SagaEngine::with_store(Arc::clone(&store));
+    rt.block_on(engine.register(gated("outlived", &gate)))
+        .unwrap();
+    let id = in_dying_runtime(|| async {
+        let id = engine.start("outlived", 0u32).await.unwrap();
+        unless_hung(gate.entered.notified()).await;
+        id
+    });
+    Outlived {
+        store_name,
+        store,
+        engine,
+        gate,
+        id,
     }
-    outlived
+}
+
+/// `store`, whose lease releases fail as in an outage while `failing` is
+/// set, each refusal counted in `refused`; every other call goes through.
+fn releases_failing(
+    store: Arc<dyn SagaStore>,
+    failing: &Arc<AtomicBool>,
+    refused: &Arc<AtomicUsize>,
+) -> Arc<dyn SagaStore> {
+    let (failing, refused) = (Arc::clone(failing), Arc::clone(refused));
+    let store = DelayedStore::shared(store, Duration::ZERO).before_call(move |call| {
+        if call.op == StoreOp::Release && failing.load(Ordering::SeqCst) {
+            refused.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable {
+                store: "the test store".into(),
+                what: "releasing a lease".into(),
+                source: "connection reset".into(),
+            });
+        }
+        Ok(())
+    });
+    Arc::new(store)
 }
 
 /// Before: the dropped run's entry counted as a run going on: `recover`
@@ -253,6 +286,85 @@ fn a_worker_takes_over_the_runs_its_engine_dropped_with_a_runtime() {
                 .spawn()
                 .unwrap();
             let report = unless_hung(engine.wait(&id)).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+            let stats = worker.shutdown(Duration::ZERO).await;
+            assert_eq!(stats.claimed, 1, "{store_name}");
+        });
+    }
+}
+
+/// Before: the store's refusal to take the dropped run's lease back (an
+/// outage) made the engine forget that lease; once the store was back,
+/// `recover` found the execution busy, its lease (the engine's own) held
+/// until it expired (10 s). Now the refusal is the recovery's error for
+/// that execution, and the next recovery gives the lease back and runs it.
+#[test]
+fn a_recovery_gives_back_a_dropped_runs_lease_the_store_failed_to_take_back() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (store_name, store) in rt.block_on(every_store("outlives_release_fails")) {
+        let (failing, refused) = (Arc::default(), Arc::default());
+        let store = releases_failing(store, &failing, &refused);
+        let Outlived {
+            engine, gate, id, ..
+        } = outlive(&rt, store_name, store);
+        let again = tokio::runtime::Runtime::new().unwrap();
+        again.block_on(async {
+            failing.store(true, Ordering::SeqCst);
+            let recovery = engine.recover().await.unwrap();
+            assert!(refused.load(Ordering::SeqCst) > 0, "{store_name}");
+            assert!(recovery.resumed.is_empty(), "{store_name}: {recovery:?}");
+            assert!(
+                matches!(
+                    &recovery.refused[..],
+                    [(refused, EngineError::Store(StoreError::Unavailable { .. }))] if *refused == id
+                ),
+                "{store_name}: {recovery:?}"
+            );
+            failing.store(false, Ordering::SeqCst);
+            let recovery = engine.recover().await.unwrap();
+            assert_eq!(recovery.resumed, vec![id.clone()], "{store_name}: {recovery:?}");
+            gate.open();
+            let report = unless_hung(engine.wait(&id)).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+            assert_eq!(engine.context::<u32>(&id).await.unwrap(), 1, "{store_name}");
+        });
+    }
+}
+
+/// Before: a worker's attempt to give the dropped run's lease back failed
+/// in an outage and the engine forgot the lease, so once the store was
+/// back the worker took the execution over only when that lease expired
+/// (10 s after the start). Now it gives the lease back at its next round.
+#[test]
+fn a_worker_gives_back_a_dropped_runs_lease_once_an_outage_ends() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (store_name, store) in rt.block_on(every_store("outlives_worker_outage")) {
+        let (failing, refused) = (Arc::default(), Arc::default());
+        let store = releases_failing(store, &failing, &refused);
+        let Outlived {
+            engine, gate, id, ..
+        } = outlive(&rt, store_name, store);
+        let again = tokio::runtime::Runtime::new().unwrap();
+        again.block_on(async {
+            failing.store(true, Ordering::SeqCst);
+            let worker = Worker::new(engine.clone())
+                .with_poll_interval(Duration::from_millis(20))
+                .spawn()
+                .unwrap();
+            unless_hung(async {
+                while refused.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            failing.store(false, Ordering::SeqCst);
+            gate.open();
+            // Well within the lease's 10 s: a take-over that waited for
+            // it to expire fails here.
+            let report = tokio::time::timeout(Duration::from_secs(5), engine.wait(&id))
+                .await
+                .unwrap_or_else(|_| panic!("{store_name}: taken over only once its lease expired"))
+                .unwrap();
             assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
             let stats = worker.shutdown(Duration::ZERO).await;
             assert_eq!(stats.claimed, 1, "{store_name}");

@@ -787,7 +787,10 @@ impl SagaEngine {
     ///
     /// Runs of this engine whose task is gone (dropped with a runtime shut
     /// down mid-step, the engine kept and called on another runtime) are
-    /// taken over too, at once: their lease is this engine's own.
+    /// taken over too, at once: their lease is this engine's own. One
+    /// whose lease the store fails to take back (an outage) is in
+    /// [`RecoveryReport::refused`] with the store's error, its lease kept
+    /// for the next recovery (or worker) to give back.
     ///
     /// Recovery goes on in a task of its own: a caller that stops awaiting
     /// it does not leave an execution claimed and not run; what it took
