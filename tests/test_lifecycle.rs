@@ -3,14 +3,16 @@
 //! began; an engine that outlives its runtime takes over the runs that
 //! runtime dropped, even when the store failed to take their leases back
 //! at first; a start (or recovery) whose future is dropped still runs what
-//! it recorded; engines made by `with_dependencies` keep their own
-//! registrations; and what dropping an in-memory run's future does.
+//! it recorded; two starts of one id at once run it once, and one held up
+//! by the other gives up; engines made by `with_dependencies` keep their
+//! own registrations; and what dropping an in-memory run's future does.
 
 mod support;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use saga_core::store::{SagaStore, StoreError};
 use saga_core::testkit::{DelayedStore, StoreOp};
@@ -459,6 +461,153 @@ async fn a_recovery_whose_future_is_dropped_runs_what_it_claimed() {
         drop(recover);
         let report = unless_hung(engine.wait(&id)).await.unwrap();
         assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+    }
+}
+
+/// Before: a start whose creation found another start of the same id in
+/// this engine (its creation not answered yet) waited for that one to
+/// leave, polling every millisecond with no bound; one whose store call
+/// never answered held it for good. Now it gives up once the lease it
+/// took would have expired, gives the lease back, and says the execution
+/// is busy; a recovery (or a worker) runs it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_start_held_up_by_another_start_of_its_id_gives_up_after_the_lease_ttl() {
+    for (store_name, store) in every_store("start_held_up").await {
+        let (holding, let_go) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let creates = AtomicUsize::new(0);
+        // The first creation is held (its thread blocked, as by a store
+        // that does not answer) until the test lets it go.
+        let store = DelayedStore::shared(store, Duration::ZERO).before_call({
+            let (holding, let_go) = (Arc::clone(&holding), Arc::clone(&let_go));
+            move |call| {
+                if call.op == StoreOp::Create && creates.fetch_add(1, Ordering::SeqCst) == 0 {
+                    holding.store(true, Ordering::SeqCst);
+                    let since = Instant::now();
+                    while !let_go.load(Ordering::SeqCst) && since.elapsed() < support::steps::HANG {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Ok(())
+            }
+        });
+        let gate = Arc::new(Gate::default());
+        gate.open();
+        let ttl = Duration::from_millis(300);
+        let engine = SagaEngine::new(store).with_lease_ttl(ttl);
+        engine.register(gated("held", &gate)).await.unwrap();
+        let id = ExecutionId::new("order-held");
+        let first = tokio::spawn({
+            let (engine, id) = (engine.clone(), id.clone());
+            async move { engine.start_with_id("held", id, 0u32).await }
+        });
+        unless_hung(async {
+            while !holding.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        let since = Instant::now();
+        let second = tokio::time::timeout(
+            Duration::from_secs(5),
+            engine.start_with_id("held", id.clone(), 0u32),
+        )
+        .await;
+        let_go.store(true, Ordering::SeqCst);
+        let second =
+            second.unwrap_or_else(|_| panic!("{store_name}: the second start waited for good"));
+        assert!(
+            matches!(&second, Err(EngineError::Busy { execution_id, .. }) if *execution_id == id),
+            "{store_name}: {second:?}"
+        );
+        assert!(
+            since.elapsed() >= ttl,
+            "{store_name}: gave up before the ttl"
+        );
+        // The first finds the execution the second recorded.
+        assert_eq!(
+            unless_hung(first).await.unwrap().unwrap(),
+            id,
+            "{store_name}"
+        );
+        assert_eq!(
+            owner(engine.store(), &id).await,
+            None,
+            "{store_name}: lease kept"
+        );
+        let recovery = engine.recover().await.unwrap();
+        assert_eq!(
+            recovery.resumed,
+            vec![id.clone()],
+            "{store_name}: {recovery:?}"
+        );
+        let report = unless_hung(engine.wait(&id)).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+        assert_eq!(engine.context::<u32>(&id).await.unwrap(), 1, "{store_name}");
+    }
+}
+
+/// A saga of one step that counts its runs per execution in `runs`.
+fn counted(name: &str, runs: &Arc<Mutex<HashMap<ExecutionId, u32>>>) -> Saga<u32> {
+    let runs = Arc::clone(runs);
+    Saga::<u32>::builder(name.to_owned())
+        .step(Step::new(
+            "count",
+            move |_: &mut u32, info: &StepInfo<'_>| {
+                *runs
+                    .lock()
+                    .unwrap()
+                    .entry(info.execution_id().clone())
+                    .or_insert(0) += 1;
+                Ok::<(), StepError>(())
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+/// Two starts of one id at once, many times, on a store that answers
+/// 1 ms late: of one saga, both answer the id; of two sagas, one answers
+/// the id and the other `IdTaken`; either way the execution runs once,
+/// and no start hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_starts_of_one_id_at_once_run_it_once() {
+    for (store_name, store) in every_store("start_race").await {
+        let store = DelayedStore::shared(store, Duration::from_millis(1));
+        let engine = SagaEngine::new(store);
+        let runs = Arc::new(Mutex::new(HashMap::new()));
+        engine.register(counted("a", &runs)).await.unwrap();
+        engine.register(counted("b", &runs)).await.unwrap();
+        for i in 0..100 {
+            let id = ExecutionId::new(format!("race-{i}"));
+            let other = if i % 2 == 0 { "a" } else { "b" };
+            let start = |name: &'static str| {
+                let (engine, id) = (engine.clone(), id.clone());
+                tokio::spawn(async move { engine.start_with_id(name, id, 0u32).await })
+            };
+            let (a, b) = (start("a"), start(other));
+            let (a, b) = unless_hung(async { (a.await.unwrap(), b.await.unwrap()) }).await;
+            let answers = [a, b];
+            let ok = answers
+                .iter()
+                .filter(|r| matches!(r, Ok(answered) if *answered == id))
+                .count();
+            let taken = answers
+                .iter()
+                .filter(|r| matches!(r, Err(EngineError::IdTaken { execution_id, .. }) if *execution_id == id))
+                .count();
+            let expected = if other == "a" { (2, 0) } else { (1, 1) };
+            assert_eq!((ok, taken), expected, "{store_name} {id}: {answers:?}");
+            let report = unless_hung(engine.wait(&id)).await.unwrap();
+            assert_eq!(
+                report.status,
+                ExecutionStatus::Completed,
+                "{store_name} {id}"
+            );
+            assert_eq!(runs.lock().unwrap().get(&id), Some(&1), "{store_name} {id}");
+        }
     }
 }
 
