@@ -1,11 +1,12 @@
 //! An engine's runs across its callers' lifetimes, on the embedded stores
 //! (a real SQLite file): a worker's shutdown waits for the runs `start`
-//! began; an engine that outlives its runtime takes over the runs that
-//! runtime dropped, even when the store failed to take their leases back
-//! at first; a start (or recovery) whose future is dropped still runs what
-//! it recorded; two starts of one id at once run it once, and one held up
-//! by the other gives up; engines made by `with_dependencies` keep their
-//! own registrations; and what dropping an in-memory run's future does.
+//! began, and leaves another worker's alone; an engine that outlives its
+//! runtime takes over the runs that runtime dropped, even when the store
+//! failed to take their leases back at first; a start (or recovery) whose
+//! future is dropped still runs what it recorded; two starts of one id at
+//! once run it once, and one held up by the other gives up; engines made
+//! by `with_dependencies` keep their own registrations; and what dropping
+//! an in-memory run's future does.
 
 mod support;
 
@@ -608,6 +609,94 @@ async fn two_starts_of_one_id_at_once_run_it_once() {
             );
             assert_eq!(runs.lock().unwrap().get(&id), Some(&1), "{store_name} {id}");
         }
+    }
+}
+
+/// A saga whose one step counts its starts in `inside` and waits at
+/// `gate`.
+fn waiting(inside: &Arc<AtomicUsize>, gate: &Arc<Gate>) -> Saga<u32> {
+    let (inside, gate) = (Arc::clone(inside), Arc::clone(gate));
+    Saga::<u32>::builder("waiting")
+        .step(Step::new_async(
+            "gated",
+            move |_: &mut u32, _: &StepInfo<'_>| {
+                let (inside, gate) = (Arc::clone(&inside), Arc::clone(&gate));
+                Box::pin(async move {
+                    inside.fetch_add(1, Ordering::SeqCst);
+                    let _ = gate.open.acquire().await.map(|p| p.forget());
+                    Ok::<(), StepError>(())
+                })
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `inside` counts `n`.
+async fn until(inside: &AtomicUsize, n: usize) {
+    unless_hung(async {
+        while inside.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
+/// Two workers of one engine, each running one execution: the first's
+/// shutdown waits for its own run only, stops it when its grace ends, and
+/// leaves the second's run alone, which goes on (and the second worker
+/// then carries on the released one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_shutdown_leaves_another_workers_runs_alone() {
+    for (store_name, store) in every_store("two_workers").await {
+        let (inside, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Gate::default()));
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(waiting(&inside, &gate)).await.unwrap();
+        let ids = [
+            engine.submit("waiting", 0u32).await.unwrap(),
+            engine.submit("waiting", 0u32).await.unwrap(),
+        ];
+        let worker = || {
+            Worker::new(engine.clone())
+                .with_concurrency(1)
+                .with_poll_interval(Duration::from_millis(20))
+                .spawn()
+                .unwrap()
+        };
+        let first = worker();
+        until(&inside, 1).await;
+        let second = worker();
+        until(&inside, 2).await;
+        let stats = unless_hung(first.shutdown(Duration::from_millis(50))).await;
+        assert_eq!(
+            (stats.claimed, stats.released),
+            (1, 1),
+            "{store_name}: {stats:?}"
+        );
+        let mut owners = Vec::new();
+        for id in &ids {
+            owners.push(owner(&store, id).await.is_some());
+        }
+        owners.sort_unstable();
+        assert_eq!(
+            owners,
+            [false, true],
+            "{store_name}: the second's lease went"
+        );
+        gate.open();
+        for id in &ids {
+            let report = unless_hung(engine.wait(id)).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+        }
+        let stats = second.shutdown(Duration::ZERO).await;
+        assert_eq!(
+            (stats.finished, stats.released),
+            (2, 0),
+            "{store_name}: {stats:?}"
+        );
+        // Two first starts and the released one's second: the second
+        // worker's run was never cut off.
+        assert_eq!(inside.load(Ordering::SeqCst), 3, "{store_name}");
     }
 }
 
