@@ -88,6 +88,17 @@ async fn detached<T: Send + 'static>(
     }
 }
 
+/// A caller-given id for a new execution, checked.
+fn given(id: ExecutionId) -> Result<ExecutionId, EngineError> {
+    match id.unfit() {
+        Some(problem) => Err(EngineError::InvalidId {
+            execution_id: id,
+            problem,
+        }),
+        None => Ok(id),
+    }
+}
+
 /// [`RecoveryReport`]'s name in 0.1.
 #[deprecated(since = "0.2.0", note = "renamed `RecoveryReport`")]
 pub type Recovery = RecoveryReport;
@@ -424,7 +435,9 @@ impl SagaEngine {
     /// [`EngineError::IdTaken`], for two sagas).
     ///
     /// # Errors
-    /// As [`start`](Self::start), and [`EngineError::IdTaken`] if the id
+    /// As [`start`](Self::start), and [`EngineError::InvalidId`] for an
+    /// empty id or one holding a control character (nothing is recorded);
+    /// [`EngineError::IdTaken`] if the id
     /// belongs to another saga's execution; [`EngineError::NoRuntime`] if
     /// the runtime shut down under the start; [`EngineError::Busy`] (with
     /// this engine as the owner) if the start recorded the execution but
@@ -442,7 +455,7 @@ impl SagaEngine {
     where
         C: Serialize + DeserializeOwned + Send + 'static,
     {
-        let id = id.into();
+        let id = given(id.into())?;
         tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         // Encoded here: the task owns the context, and needs no `C: Sync`.
         let new = self.encode_new(name, &ctx)?;
@@ -643,7 +656,7 @@ impl SagaEngine {
     where
         C: Serialize + DeserializeOwned + Send + 'static,
     {
-        let id = id.into();
+        let id = given(id.into())?;
         // No step has started: the worker that claims it logs the first.
         if let Some((_, lease, _)) = self.create(name, &id, &ctx, Vec::new()).await? {
             // Were this release lost, the lease would expire and a
