@@ -1,19 +1,25 @@
 //! An engine's runs across its callers' lifetimes, on the embedded stores
 //! (a real SQLite file): a worker's shutdown waits for the runs `start`
-//! began; an engine that outlives its runtime takes over the runs that
-//! runtime dropped; a start (or recovery) whose future is dropped still
-//! runs what it recorded; engines made by `with_dependencies` keep their
-//! own registrations; and what dropping an in-memory run's future does.
+//! began, and leaves another worker's alone; an engine that outlives its
+//! runtime takes over the runs that runtime dropped, even when the store
+//! failed to take their leases back at first; a start (or recovery) whose
+//! future is dropped still runs what it recorded; two starts of one id at
+//! once run it once, and one held up by the other gives up; engines made
+//! by `with_dependencies` keep their own registrations; and what dropping
+//! an in-memory run's future does.
 
 mod support;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use saga_core::store::SagaStore;
+use saga_core::store::{SagaStore, StoreError};
+use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{
-    CancellationToken, ExecutionId, ExecutionStatus, RunOptions, Saga, SagaEngine, SagaError, Step,
-    StepError, StepInfo, Worker,
+    CancellationToken, EngineError, ExecutionId, ExecutionStatus, RunOptions, Saga, SagaEngine,
+    SagaError, Step, StepError, StepInfo, Worker,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -177,26 +183,56 @@ struct Outlived {
 /// An [`Outlived`] engine on each store, for test `test`; the stores are
 /// made on `rt`, which must outlive them.
 fn outlived(rt: &tokio::runtime::Runtime, test: &str) -> Vec<Outlived> {
-    let mut outlived = Vec::new();
-    for (store_name, store) in rt.block_on(every_store(test)) {
-        let gate = Arc::new(Gate::default());
-        let engine = SagaEngine::with_store(Arc::clone(&store));
-        rt.block_on(engine.register(gated("outlived", &gate)))
-            .unwrap();
-        let id = in_dying_runtime(|| async {
-            let id = engine.start("outlived", 0u32).await.unwrap();
-            unless_hung(gate.entered.notified()).await;
-            id
-        });
-        outlived.push(Outlived {
-            store_name,
-            store,
-            engine,
-            gate,
-            id,
-        });
+    rt.block_on(every_store(test))
+        .into_iter()
+        .map(|(store_name, store)| outlive(rt, store_name, store))
+        .collect()
+}
+
+/// An [`Outlived`] engine on `store`, made on `rt`.
+fn outlive(
+    rt: &tokio::runtime::Runtime,
+    store_name: &'static str,
+    store: Arc<dyn SagaStore>,
+) -> Outlived {
+    let gate = Arc::new(Gate::default());
+    let engine = SagaEngine::with_store(Arc::clone(&store));
+    rt.block_on(engine.register(gated("outlived", &gate)))
+        .unwrap();
+    let id = in_dying_runtime(|| async {
+        let id = engine.start("outlived", 0u32).await.unwrap();
+        unless_hung(gate.entered.notified()).await;
+        id
+    });
+    Outlived {
+        store_name,
+        store,
+        engine,
+        gate,
+        id,
     }
-    outlived
+}
+
+/// `store`, whose lease releases fail as in an outage while `failing` is
+/// set, each refusal counted in `refused`; every other call goes through.
+fn releases_failing(
+    store: Arc<dyn SagaStore>,
+    failing: &Arc<AtomicBool>,
+    refused: &Arc<AtomicUsize>,
+) -> Arc<dyn SagaStore> {
+    let (failing, refused) = (Arc::clone(failing), Arc::clone(refused));
+    let store = DelayedStore::shared(store, Duration::ZERO).before_call(move |call| {
+        if call.op == StoreOp::Release && failing.load(Ordering::SeqCst) {
+            refused.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable {
+                store: "the test store".into(),
+                what: "releasing a lease".into(),
+                source: "connection reset".into(),
+            });
+        }
+        Ok(())
+    });
+    Arc::new(store)
 }
 
 /// Before: the dropped run's entry counted as a run going on: `recover`
@@ -253,6 +289,85 @@ fn a_worker_takes_over_the_runs_its_engine_dropped_with_a_runtime() {
                 .spawn()
                 .unwrap();
             let report = unless_hung(engine.wait(&id)).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+            let stats = worker.shutdown(Duration::ZERO).await;
+            assert_eq!(stats.claimed, 1, "{store_name}");
+        });
+    }
+}
+
+/// Before: the store's refusal to take the dropped run's lease back (an
+/// outage) made the engine forget that lease; once the store was back,
+/// `recover` found the execution busy, its lease (the engine's own) held
+/// until it expired (10 s). Now the refusal is the recovery's error for
+/// that execution, and the next recovery gives the lease back and runs it.
+#[test]
+fn a_recovery_gives_back_a_dropped_runs_lease_the_store_failed_to_take_back() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (store_name, store) in rt.block_on(every_store("outlives_release_fails")) {
+        let (failing, refused) = (Arc::default(), Arc::default());
+        let store = releases_failing(store, &failing, &refused);
+        let Outlived {
+            engine, gate, id, ..
+        } = outlive(&rt, store_name, store);
+        let again = tokio::runtime::Runtime::new().unwrap();
+        again.block_on(async {
+            failing.store(true, Ordering::SeqCst);
+            let recovery = engine.recover().await.unwrap();
+            assert!(refused.load(Ordering::SeqCst) > 0, "{store_name}");
+            assert!(recovery.resumed.is_empty(), "{store_name}: {recovery:?}");
+            assert!(
+                matches!(
+                    &recovery.refused[..],
+                    [(refused, EngineError::Store(StoreError::Unavailable { .. }))] if *refused == id
+                ),
+                "{store_name}: {recovery:?}"
+            );
+            failing.store(false, Ordering::SeqCst);
+            let recovery = engine.recover().await.unwrap();
+            assert_eq!(recovery.resumed, vec![id.clone()], "{store_name}: {recovery:?}");
+            gate.open();
+            let report = unless_hung(engine.wait(&id)).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+            assert_eq!(engine.context::<u32>(&id).await.unwrap(), 1, "{store_name}");
+        });
+    }
+}
+
+/// Before: a worker's attempt to give the dropped run's lease back failed
+/// in an outage and the engine forgot the lease, so once the store was
+/// back the worker took the execution over only when that lease expired
+/// (10 s after the start). Now it gives the lease back at its next round.
+#[test]
+fn a_worker_gives_back_a_dropped_runs_lease_once_an_outage_ends() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (store_name, store) in rt.block_on(every_store("outlives_worker_outage")) {
+        let (failing, refused) = (Arc::default(), Arc::default());
+        let store = releases_failing(store, &failing, &refused);
+        let Outlived {
+            engine, gate, id, ..
+        } = outlive(&rt, store_name, store);
+        let again = tokio::runtime::Runtime::new().unwrap();
+        again.block_on(async {
+            failing.store(true, Ordering::SeqCst);
+            let worker = Worker::new(engine.clone())
+                .with_poll_interval(Duration::from_millis(20))
+                .spawn()
+                .unwrap();
+            unless_hung(async {
+                while refused.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            failing.store(false, Ordering::SeqCst);
+            gate.open();
+            // Well within the lease's 10 s: a take-over that waited for
+            // it to expire fails here.
+            let report = tokio::time::timeout(Duration::from_secs(5), engine.wait(&id))
+                .await
+                .unwrap_or_else(|_| panic!("{store_name}: taken over only once its lease expired"))
+                .unwrap();
             assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
             let stats = worker.shutdown(Duration::ZERO).await;
             assert_eq!(stats.claimed, 1, "{store_name}");
@@ -347,6 +462,241 @@ async fn a_recovery_whose_future_is_dropped_runs_what_it_claimed() {
         drop(recover);
         let report = unless_hung(engine.wait(&id)).await.unwrap();
         assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+    }
+}
+
+/// Before: a start whose creation found another start of the same id in
+/// this engine (its creation not answered yet) waited for that one to
+/// leave, polling every millisecond with no bound; one whose store call
+/// never answered held it for good. Now it gives up once the lease it
+/// took would have expired, gives the lease back, and says the execution
+/// is busy; a recovery (or a worker) runs it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_start_held_up_by_another_start_of_its_id_gives_up_after_the_lease_ttl() {
+    for (store_name, store) in every_store("start_held_up").await {
+        let (holding, let_go) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let creates = AtomicUsize::new(0);
+        // The first creation is held (its thread blocked, as by a store
+        // that does not answer) until the test lets it go.
+        let store = DelayedStore::shared(store, Duration::ZERO).before_call({
+            let (holding, let_go) = (Arc::clone(&holding), Arc::clone(&let_go));
+            move |call| {
+                if call.op == StoreOp::Create && creates.fetch_add(1, Ordering::SeqCst) == 0 {
+                    holding.store(true, Ordering::SeqCst);
+                    let since = Instant::now();
+                    while !let_go.load(Ordering::SeqCst) && since.elapsed() < support::steps::HANG {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Ok(())
+            }
+        });
+        let gate = Arc::new(Gate::default());
+        gate.open();
+        let ttl = Duration::from_millis(300);
+        let engine = SagaEngine::new(store).with_lease_ttl(ttl);
+        engine.register(gated("held", &gate)).await.unwrap();
+        let id = ExecutionId::new("order-held");
+        let first = tokio::spawn({
+            let (engine, id) = (engine.clone(), id.clone());
+            async move { engine.start_with_id("held", id, 0u32).await }
+        });
+        unless_hung(async {
+            while !holding.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        let since = Instant::now();
+        let second = tokio::time::timeout(
+            Duration::from_secs(5),
+            engine.start_with_id("held", id.clone(), 0u32),
+        )
+        .await;
+        let_go.store(true, Ordering::SeqCst);
+        let second =
+            second.unwrap_or_else(|_| panic!("{store_name}: the second start waited for good"));
+        assert!(
+            matches!(&second, Err(EngineError::Busy { execution_id, .. }) if *execution_id == id),
+            "{store_name}: {second:?}"
+        );
+        assert!(
+            since.elapsed() >= ttl,
+            "{store_name}: gave up before the ttl"
+        );
+        // The first finds the execution the second recorded.
+        assert_eq!(
+            unless_hung(first).await.unwrap().unwrap(),
+            id,
+            "{store_name}"
+        );
+        assert_eq!(
+            owner(engine.store(), &id).await,
+            None,
+            "{store_name}: lease kept"
+        );
+        let recovery = engine.recover().await.unwrap();
+        assert_eq!(
+            recovery.resumed,
+            vec![id.clone()],
+            "{store_name}: {recovery:?}"
+        );
+        let report = unless_hung(engine.wait(&id)).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+        assert_eq!(engine.context::<u32>(&id).await.unwrap(), 1, "{store_name}");
+    }
+}
+
+/// A saga of one step that counts its runs per execution in `runs`.
+fn counted(name: &str, runs: &Arc<Mutex<HashMap<ExecutionId, u32>>>) -> Saga<u32> {
+    let runs = Arc::clone(runs);
+    Saga::<u32>::builder(name.to_owned())
+        .step(Step::new(
+            "count",
+            move |_: &mut u32, info: &StepInfo<'_>| {
+                *runs
+                    .lock()
+                    .unwrap()
+                    .entry(info.execution_id().clone())
+                    .or_insert(0) += 1;
+                Ok::<(), StepError>(())
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+/// Two starts of one id at once, many times, on a store that answers
+/// 1 ms late: of one saga, both answer the id; of two sagas, one answers
+/// the id and the other `IdTaken`; either way the execution runs once,
+/// and no start hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_starts_of_one_id_at_once_run_it_once() {
+    for (store_name, store) in every_store("start_race").await {
+        let store = DelayedStore::shared(store, Duration::from_millis(1));
+        let engine = SagaEngine::new(store);
+        let runs = Arc::new(Mutex::new(HashMap::new()));
+        engine.register(counted("a", &runs)).await.unwrap();
+        engine.register(counted("b", &runs)).await.unwrap();
+        for i in 0..100 {
+            let id = ExecutionId::new(format!("race-{i}"));
+            let other = if i % 2 == 0 { "a" } else { "b" };
+            let start = |name: &'static str| {
+                let (engine, id) = (engine.clone(), id.clone());
+                tokio::spawn(async move { engine.start_with_id(name, id, 0u32).await })
+            };
+            let (a, b) = (start("a"), start(other));
+            let (a, b) = unless_hung(async { (a.await.unwrap(), b.await.unwrap()) }).await;
+            let answers = [a, b];
+            let ok = answers
+                .iter()
+                .filter(|r| matches!(r, Ok(answered) if *answered == id))
+                .count();
+            let taken = answers
+                .iter()
+                .filter(|r| matches!(r, Err(EngineError::IdTaken { execution_id, .. }) if *execution_id == id))
+                .count();
+            let expected = if other == "a" { (2, 0) } else { (1, 1) };
+            assert_eq!((ok, taken), expected, "{store_name} {id}: {answers:?}");
+            let report = unless_hung(engine.wait(&id)).await.unwrap();
+            assert_eq!(
+                report.status,
+                ExecutionStatus::Completed,
+                "{store_name} {id}"
+            );
+            assert_eq!(runs.lock().unwrap().get(&id), Some(&1), "{store_name} {id}");
+        }
+    }
+}
+
+/// A saga whose one step counts its starts in `inside` and waits at
+/// `gate`.
+fn waiting(inside: &Arc<AtomicUsize>, gate: &Arc<Gate>) -> Saga<u32> {
+    let (inside, gate) = (Arc::clone(inside), Arc::clone(gate));
+    Saga::<u32>::builder("waiting")
+        .step(Step::new_async(
+            "gated",
+            move |_: &mut u32, _: &StepInfo<'_>| {
+                let (inside, gate) = (Arc::clone(&inside), Arc::clone(&gate));
+                Box::pin(async move {
+                    inside.fetch_add(1, Ordering::SeqCst);
+                    let _ = gate.open.acquire().await.map(|p| p.forget());
+                    Ok::<(), StepError>(())
+                })
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `inside` counts `n`.
+async fn until(inside: &AtomicUsize, n: usize) {
+    unless_hung(async {
+        while inside.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
+/// Two workers of one engine, each running one execution: the first's
+/// shutdown waits for its own run only, stops it when its grace ends, and
+/// leaves the second's run alone, which goes on (and the second worker
+/// then carries on the released one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_shutdown_leaves_another_workers_runs_alone() {
+    for (store_name, store) in every_store("two_workers").await {
+        let (inside, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Gate::default()));
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(waiting(&inside, &gate)).await.unwrap();
+        let ids = [
+            engine.submit("waiting", 0u32).await.unwrap(),
+            engine.submit("waiting", 0u32).await.unwrap(),
+        ];
+        let worker = || {
+            Worker::new(engine.clone())
+                .with_concurrency(1)
+                .with_poll_interval(Duration::from_millis(20))
+                .spawn()
+                .unwrap()
+        };
+        let first = worker();
+        until(&inside, 1).await;
+        let second = worker();
+        until(&inside, 2).await;
+        let stats = unless_hung(first.shutdown(Duration::from_millis(50))).await;
+        assert_eq!(
+            (stats.claimed, stats.released),
+            (1, 1),
+            "{store_name}: {stats:?}"
+        );
+        let mut owners = Vec::new();
+        for id in &ids {
+            owners.push(owner(&store, id).await.is_some());
+        }
+        owners.sort_unstable();
+        assert_eq!(
+            owners,
+            [false, true],
+            "{store_name}: the second's lease went"
+        );
+        gate.open();
+        for id in &ids {
+            let report = unless_hung(engine.wait(id)).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{store_name}");
+        }
+        let stats = second.shutdown(Duration::ZERO).await;
+        assert_eq!(
+            (stats.finished, stats.released),
+            (2, 0),
+            "{store_name}: {stats:?}"
+        );
+        // Two first starts and the released one's second: the second
+        // worker's run was never cut off.
+        assert_eq!(inside.load(Ordering::SeqCst), 3, "{store_name}");
     }
 }
 

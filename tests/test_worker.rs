@@ -2,16 +2,19 @@
 //! another engine submits (hearing of it by the store's work signal, or
 //! its poll), leaves executions of definitions it lacks alone, and a
 //! graceful shutdown releases what it could not finish, for another worker
-//! to carry on.
+//! to carry on; a store that says it is misconfigured is an error at each
+//! attempt, and the worker carries on once it is fixed.
 
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use saga_core::store::{MemoryStore, SagaStore, SqliteStore};
+use saga_core::store::{MemoryStore, SagaStore, SqliteStore, StoreError};
+use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{Context, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker};
+use support::logs;
 
 fn saga(name: &str, steps: usize, calls: &Arc<AtomicUsize>, pause: Duration) -> Saga<Context> {
     let mut builder = Saga::<Context>::builder(name.to_owned());
@@ -141,5 +144,83 @@ async fn a_graceful_shutdown_releases_unfinished_runs_for_another_worker() {
         }
         let stats = worker.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stats.finished, 4, "{name}: {stats:?}");
+    }
+}
+
+/// The store's message for a privilege its user lacks, as the PostgreSQL
+/// store words it.
+const MISSING: &str = "claiming work was refused: the user of the URL lacks a privilege the store needs (UPDATE on its tables)";
+
+/// Before: a store that said it was misconfigured (a database missing, a
+/// privilege lacking) was retried as an outage, with a warning per
+/// attempt, the same as a database restarting. Now each attempt is an
+/// error record carrying the store's message, for an operator to notice;
+/// the worker still tries again with backoff, and carries on by itself
+/// once the configuration is fixed (a `GRANT`, no restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_store_is_an_error_at_each_attempt_until_fixed() {
+    logs::install_logger(log::LevelFilter::Info);
+    for (name, store) in stores("misconfigured") {
+        let broken = Arc::new(AtomicBool::new(true));
+        let store = DelayedStore::shared(store, Duration::ZERO).before_call({
+            let broken = Arc::clone(&broken);
+            move |call| {
+                let refused = matches!(call.op, StoreOp::ClaimNext | StoreOp::Purge);
+                if refused && broken.load(Ordering::SeqCst) {
+                    return Err(StoreError::Misconfigured {
+                        store: "the test store".into(),
+                        problem: MISSING.into(),
+                        source: None,
+                    });
+                }
+                Ok(())
+            }
+        });
+        let engine = SagaEngine::new(store);
+        let calls = Arc::new(AtomicUsize::new(0));
+        engine
+            .register(saga("granted", 1, &calls, Duration::ZERO))
+            .await
+            .unwrap();
+        let id = engine.submit("granted", Context::new()).await.unwrap();
+        let worker = Worker::new(engine.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .with_max_backoff(Duration::from_millis(100))
+            .spawn()
+            .unwrap();
+        let ours = || logs::entries_where("owner", engine.owner());
+        let refusals = || {
+            ours()
+                .into_iter()
+                .filter(|e| e.message.starts_with("worker cannot claim work"))
+                .collect::<Vec<_>>()
+        };
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while refusals().len() < 3
+                || !ours().iter().any(|e| e.message == "worker could not purge")
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: {:?}", ours()));
+        for record in refusals().iter().chain(
+            ours()
+                .iter()
+                .filter(|e| e.message == "worker could not purge"),
+        ) {
+            assert_eq!(record.level, log::Level::Error, "{name}: {record:?}");
+            assert!(
+                record.field("error").unwrap_or_default().contains(MISSING),
+                "{name}: {record:?}"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{name}");
+        // The privilege is granted: the worker carries on by itself.
+        broken.store(false, Ordering::SeqCst);
+        let report = finished(&engine, &id).await;
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        let stats = worker.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(stats.finished, 1, "{name}: {stats:?}");
     }
 }

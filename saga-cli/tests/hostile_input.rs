@@ -4,8 +4,8 @@
 
 mod support;
 
-use saga_core::store::SqliteStore;
-use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
+use saga_core::store::{Created, NewExecution, SqliteStore};
+use saga_core::{ExecutionId, Saga, SagaEngine, Step, StepError, StepInfo};
 use support::*;
 
 #[test]
@@ -72,12 +72,31 @@ async fn escapes_and_newlines_in_ids_and_errors_are_printed_escaped() {
         }))
         .build()
         .unwrap();
-    engine.register(saga).await.unwrap();
+    let fingerprint = engine.register(saga).await.unwrap();
+    // `start_with_id` refuses such an id (0.2); 0.1 recorded it, and the
+    // store still holds what was recorded. Written as 0.1 did, then run.
     let raw_id = "evil\u{1b}[31m\nid";
-    let id = engine
-        .start_with_id("hostile", raw_id, 0_u32)
+    let id = ExecutionId::new(raw_id);
+    let created = engine
+        .store()
+        .create(
+            NewExecution {
+                id: id.clone(),
+                saga: "hostile".into(),
+                fingerprint,
+                context: "0".into(),
+                events: Vec::new(),
+            },
+            "a 0.1 process",
+            std::time::Duration::from_secs(10),
+        )
         .await
         .unwrap();
+    let Created::New(lease) = created else {
+        panic!("{created:?}")
+    };
+    engine.store().release(&id, &lease).await.unwrap();
+    assert_eq!(engine.recover().await.unwrap().resumed, vec![id.clone()]);
     engine.wait(&id).await.or_else(support::ended).unwrap();
     drop(engine);
 

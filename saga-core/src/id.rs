@@ -17,6 +17,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// millisecond grain), which keeps index inserts in stores local.
 ///
 /// Ids compare, order and hash as their text, whether chosen or generated.
+///
+/// A chosen id is any text but an empty one or one holding a control
+/// character (NUL, a newline, an escape): [`SagaEngine::start_with_id`]
+/// and [`SagaEngine::submit_with_id`] refuse those with
+/// [`EngineError::InvalidId`]. Every other call takes any id, so an
+/// execution stored under one by 0.1, which took any text, stays
+/// reachable.
+///
+/// [`SagaEngine::start_with_id`]: crate::SagaEngine::start_with_id
+/// [`SagaEngine::submit_with_id`]: crate::SagaEngine::submit_with_id
+/// [`EngineError::InvalidId`]: crate::EngineError::InvalidId
 #[derive(Clone)]
 pub struct ExecutionId(Repr);
 
@@ -54,6 +65,26 @@ impl ExecutionId {
         // Written by hand: `format!` then `Arc<str>` costs two allocations
         // and a reallocation on every run's start.
         ExecutionId(Repr::Generated(hex_digits(hi, lo)))
+    }
+
+    /// Why no new execution may be given this id, if none may: an empty
+    /// id, or one holding a control character (C0 with NUL, newline and
+    /// escape; DEL; C1), which PostgreSQL (NUL), log lines, terminals and
+    /// the services that receive idempotency keys (HTTP headers) cannot
+    /// all carry as they are. Only new executions are checked: one stored
+    /// under such an id (0.1 took any text) stays reachable by it.
+    pub(crate) fn unfit(&self) -> Option<String> {
+        let Repr::Given(id) = &self.0 else {
+            return None;
+        };
+        if id.is_empty() {
+            return Some("it is empty".to_owned());
+        }
+        let control = id.chars().find(|c| c.is_control())?;
+        Some(format!(
+            "it holds a control character (`\\u{{{:x}}}`)",
+            u32::from(control)
+        ))
     }
 
     /// The id as text.

@@ -59,7 +59,16 @@ use crate::store::{ClaimRequest, StoreError};
 /// and are carried on from the log once the store is back. Refused
 /// credentials ([`StoreError::Unauthorized`]) are no outage: the worker
 /// logs an error and stops, as after [`shutdown`](WorkerHandle::shutdown)
-/// with no grace period.
+/// with no grace period (credentials live in the process's
+/// configuration: fixing them means a restart anyway). A store that says
+/// it is misconfigured ([`StoreError::Misconfigured`]: a database that
+/// does not exist, a privilege its user lacks) is no outage either, but
+/// is fixed in the database (a `GRANT`, a `CREATE DATABASE`) with the
+/// service left running: the worker logs an error naming what is missing
+/// at every attempt (`worker cannot claim work: the store is
+/// misconfigured; retrying`), tries again with the same backoff, and
+/// carries on by itself once the fix is made. Alert on the worker's
+/// error records.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -265,6 +274,8 @@ impl Worker {
         let mut mine: HashSet<ExecutionId> = HashSet::new();
         let mut refused: HashSet<ExecutionId> = HashSet::new();
         let mut backoff: Option<Duration> = None;
+        // Whether the last claim failed because the store is misconfigured.
+        let mut misconfigured = false;
         // Resume requests at each poll, purges on their own schedule; both
         // the first time at once.
         let mut next_sweep = Instant::now();
@@ -305,7 +316,11 @@ impl Worker {
                 match store.claim_next(request).await {
                     Ok(claims) => {
                         if backoff.take().is_some() {
-                            log::info!(target: "saga", store:% = Escaped(&store.describe()); "store reachable again");
+                            if misconfigured {
+                                log::info!(target: "saga", owner:% = Escaped(engine.owner()), store:% = Escaped(&store.describe()); "store configuration fixed; worker claims work again");
+                            } else {
+                                log::info!(target: "saga", owner:% = Escaped(engine.owner()), store:% = Escaped(&store.describe()); "store reachable again");
+                            }
                         }
                         more = claims.len() == free;
                         for claimed in claims {
@@ -316,7 +331,7 @@ impl Worker {
                                 Ok(Some(done)) => track(&mut running, &mut mine, id, done),
                                 Err(EngineError::Store(error)) => {
                                     bump(&counters.interrupted);
-                                    log::warn!(target: "saga", execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker could not start a claimed execution");
+                                    log::log!(target: "saga", level(&error), execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker could not start a claimed execution");
                                 }
                                 Err(error) => {
                                     bump(&counters.refused);
@@ -335,7 +350,16 @@ impl Worker {
                         let wait = backoff.map_or(Duration::from_millis(100), |b| {
                             (b * 2).min(self.max_backoff)
                         });
-                        log::warn!(target: "saga", owner:% = Escaped(engine.owner()), retry_in:? = wait, error:% = Escaped(&error.to_string()); "worker cannot claim work, retrying");
+                        misconfigured = matches!(error, StoreError::Misconfigured { .. });
+                        if misconfigured {
+                            // Not an outage either, but fixed in the
+                            // database (a `GRANT`, a `CREATE DATABASE`),
+                            // not in this process: an error at every
+                            // attempt, and carrying on once it is fixed.
+                            log::error!(target: "saga", owner:% = Escaped(engine.owner()), retry_in:? = wait, error:% = Escaped(&error.to_string()); "worker cannot claim work: the store is misconfigured; retrying");
+                        } else {
+                            log::warn!(target: "saga", owner:% = Escaped(engine.owner()), retry_in:? = wait, error:% = Escaped(&error.to_string()); "worker cannot claim work, retrying");
+                        }
                         backoff = Some(wait);
                     }
                 }
@@ -443,7 +467,7 @@ impl Worker {
         let requests = match engine.store().resume_requests().await {
             Ok(requests) => requests,
             Err(error) => {
-                log::warn!(target: "saga", owner:% = Escaped(engine.owner()), error:% = Escaped(&error.to_string()); "worker cannot read resume requests");
+                log::log!(target: "saga", level(&error), owner:% = Escaped(engine.owner()), error:% = Escaped(&error.to_string()); "worker cannot read resume requests");
                 return;
             }
         };
@@ -464,7 +488,7 @@ impl Worker {
                     track(running, mine, id, done);
                 }
                 Err(EngineError::Store(error)) => {
-                    log::warn!(target: "saga", execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker could not resume a requested execution");
+                    log::log!(target: "saga", level(&error), execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker could not resume a requested execution");
                 }
                 Err(error) => {
                     bump(&counters.refused);
@@ -493,8 +517,24 @@ async fn purge(engine: SagaEngine, counters: Arc<Counters>) {
             log::info!(target: "saga", owner:% = Escaped(engine.owner()), purged = purged; "worker purged finished executions");
         }
         Err(error) => {
-            log::warn!(target: "saga", owner:% = Escaped(engine.owner()), error:% = Escaped(&error.to_string()); "worker could not purge");
+            let level = match &error {
+                EngineError::Store(error) => level(error),
+                _ => log::Level::Warn,
+            };
+            log::log!(target: "saga", level, owner:% = Escaped(engine.owner()), error:% = Escaped(&error.to_string()); "worker could not purge");
         }
+    }
+}
+
+/// How a store's error is logged by the worker: an error when the store
+/// says it is misconfigured (a database missing, a privilege lacking),
+/// which only an operator can fix; a warning otherwise (an outage passes
+/// by itself).
+fn level(error: &StoreError) -> log::Level {
+    if matches!(error, StoreError::Misconfigured { .. }) {
+        log::Level::Error
+    } else {
+        log::Level::Warn
     }
 }
 

@@ -134,6 +134,19 @@ pub enum EngineError {
         /// The saga asked for.
         requested: String,
     },
+    /// A caller-given id no new execution may have: an empty one, or one
+    /// holding a control character (see [`ExecutionId`]). Nothing was
+    /// recorded.
+    #[error(
+        "`{}` cannot be an execution id: {problem}; give another id, or let `start` generate one",
+        crate::escape::Escaped(.execution_id.as_str())
+    )]
+    InvalidId {
+        /// The id given.
+        execution_id: ExecutionId,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// This engine's run of the execution stopped because its log could
     /// not be written (see [`SagaError::Store`](crate::SagaError::Store));
     /// recovery carries it on once the store works. (0.1 called it

@@ -14,7 +14,7 @@ use crate::cancel::CancellationToken;
 use crate::id::ExecutionId;
 use crate::journal::ResumePhase;
 use crate::report::{ExecutionStatus, SagaReport};
-use crate::store::{Claimed, Event, EventKind, ExecutionRecord, Lease};
+use crate::store::{Claimed, Event, EventKind, ExecutionRecord, Lease, StoreError};
 
 /// An entry of the live set.
 pub(super) struct Live {
@@ -100,11 +100,32 @@ impl Claiming {
     /// Gives back the lease of the replaced run whose task is gone, if
     /// any, so that this engine's claim can take it (a lease another owner
     /// took since is left alone: the release is fenced).
-    pub(super) async fn release_stale(&mut self) {
-        if let Some(lease) = self.stale.take() {
-            if let Err(error) = self.inner.store.release(&self.id, &lease).await {
-                log::warn!(target: "saga", execution:% = crate::escape::Escaped(self.id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing a dropped run's lease failed");
+    ///
+    /// # Errors
+    /// The store's, if it failed to take the lease back (an outage): the
+    /// lease is kept, and the entry it came from put back when this one
+    /// goes, for the next claim to give it back. A claim now would find
+    /// the lease held (by this engine) until it expired.
+    pub(super) async fn give_back_stale(&mut self) -> Result<(), StoreError> {
+        let Some(lease) = self.stale.take() else {
+            return Ok(());
+        };
+        match self.inner.store.release(&self.id, &lease).await {
+            // Gone, or another owner's: nothing of this engine's to give back.
+            Ok(()) | Err(StoreError::NotFound { .. } | StoreError::LeaseLost { .. }) => Ok(()),
+            Err(error) => {
+                self.stale = Some(lease);
+                Err(error)
             }
+        }
+    }
+
+    /// [`give_back_stale`](Self::give_back_stale), for a caller whose
+    /// claim then answers for itself (busy, or the store's error): a
+    /// failure is logged, and the lease kept for the next claim.
+    pub(super) async fn release_stale(&mut self) {
+        if let Err(error) = self.give_back_stale().await {
+            log::warn!(target: "saga", execution:% = crate::escape::Escaped(self.id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing a dropped run's lease failed");
         }
     }
 }
@@ -269,6 +290,7 @@ impl SagaEngine {
             .collect();
         for id in dropped {
             if let Some(mut claiming) = self.enter(&id) {
+                // A failure is logged; the lease is kept for the next round.
                 claiming.release_stale().await;
             }
         }
@@ -337,7 +359,7 @@ impl SagaEngine {
         // is refused before the lease is touched.
         let events = store.events(id).await?;
         runner.check(id, &record.context, &events)?;
-        claiming.release_stale().await;
+        claiming.give_back_stale().await?;
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Ok(None);
         };

@@ -88,6 +88,17 @@ async fn detached<T: Send + 'static>(
     }
 }
 
+/// A caller-given id for a new execution, checked.
+fn given(id: ExecutionId) -> Result<ExecutionId, EngineError> {
+    match id.unfit() {
+        Some(problem) => Err(EngineError::InvalidId {
+            execution_id: id,
+            problem,
+        }),
+        None => Ok(id),
+    }
+}
+
 /// [`RecoveryReport`]'s name in 0.1.
 #[deprecated(since = "0.2.0", note = "renamed `RecoveryReport`")]
 pub type Recovery = RecoveryReport;
@@ -419,10 +430,22 @@ impl SagaEngine {
     /// [`recover`](Self::recover) or a [`Worker`](crate::Worker) carries it
     /// on).
     ///
+    /// Two starts of one id at once, in one engine or several, record it
+    /// once and run it once: both return the id (or one of them
+    /// [`EngineError::IdTaken`], for two sagas).
+    ///
     /// # Errors
-    /// As [`start`](Self::start), and [`EngineError::IdTaken`] if the id
+    /// As [`start`](Self::start), and [`EngineError::InvalidId`] for an
+    /// empty id or one holding a control character (nothing is recorded);
+    /// [`EngineError::IdTaken`] if the id
     /// belongs to another saga's execution; [`EngineError::NoRuntime`] if
-    /// the runtime shut down under the start.
+    /// the runtime shut down under the start; [`EngineError::Busy`] (with
+    /// this engine as the owner) if the start recorded the execution but
+    /// another call of this engine on the same id (a start whose store call
+    /// does not answer) held it longer than the lease's time to live: the
+    /// lease is given back, and a [`Worker`](crate::Worker) or
+    /// [`recover`](Self::recover) runs the execution (its first step
+    /// counts as started once, its outcome unknown).
     pub async fn start_with_id<C>(
         &self,
         name: &str,
@@ -432,7 +455,7 @@ impl SagaEngine {
     where
         C: Serialize + DeserializeOwned + Send + 'static,
     {
-        let id = id.into();
+        let id = given(id.into())?;
         tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         // Encoded here: the task owns the context, and needs no `C: Sync`.
         let new = self.encode_new(name, &ctx)?;
@@ -470,11 +493,15 @@ impl SagaEngine {
                 // A new execution, so the entry in the way is no run of it
                 // but another start of the same id, before its creation:
                 // that one finds this creation and launches nothing, and
-                // its entry goes at once. This start runs what it created.
-                None => loop {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    if let Some(claiming) = self.enter(&id) {
-                        break claiming;
+                // its entry goes once its store call answers. This start
+                // runs what it created, if that entry goes while the lease
+                // lasts; past it, another owner may have taken it over.
+                None => match self.enter_after_start(&id).await {
+                    Some(claiming) => claiming,
+                    None => {
+                        log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), waited:? = self.lease_ttl; "start gave up waiting for another start of its id; its lease is given back");
+                        let _ = self.inner.store.release(&id, &lease).await;
+                        return Err(self.busy_here(&id));
                     }
                 },
             };
@@ -491,6 +518,28 @@ impl SagaEngine {
             self.launch(runner, job, claiming)?;
         }
         Ok(id)
+    }
+
+    /// Waits for the entry of another start of `id` to go, and enters in
+    /// its place; `None` if it is still there once the lease ttl has
+    /// passed (its store call does not answer). Looks every millisecond at
+    /// first, then less often, up to every 50 ms.
+    async fn enter_after_start(&self, id: &ExecutionId) -> Option<Claiming> {
+        use tokio::time::Instant;
+        // `None`: a ttl too long for the clock, never reached.
+        let deadline = Instant::now().checked_add(self.lease_ttl);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let next = Instant::now() + pause;
+            tokio::time::sleep_until(deadline.map_or(next, |d| d.min(next))).await;
+            if let Some(claiming) = self.enter(id) {
+                return Some(claiming);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// Records a new execution with its first `events` and takes its
@@ -607,7 +656,7 @@ impl SagaEngine {
     where
         C: Serialize + DeserializeOwned + Send + 'static,
     {
-        let id = id.into();
+        let id = given(id.into())?;
         // No step has started: the worker that claims it logs the first.
         if let Some((_, lease, _)) = self.create(name, &id, &ctx, Vec::new()).await? {
             // Were this release lost, the lease would expire and a
@@ -787,7 +836,10 @@ impl SagaEngine {
     ///
     /// Runs of this engine whose task is gone (dropped with a runtime shut
     /// down mid-step, the engine kept and called on another runtime) are
-    /// taken over too, at once: their lease is this engine's own.
+    /// taken over too, at once: their lease is this engine's own. One
+    /// whose lease the store fails to take back (an outage) is in
+    /// [`RecoveryReport::refused`] with the store's error, its lease kept
+    /// for the next recovery (or worker) to give back.
     ///
     /// Recovery goes on in a task of its own: a caller that stops awaiting
     /// it does not leave an execution claimed and not run; what it took
