@@ -403,6 +403,43 @@ fn an_operator_abandons_a_run_its_engine_dropped_with_a_runtime() {
     }
 }
 
+/// Before: an operator's command whose release of the dropped run's lease
+/// failed (an outage) answered that this engine itself was running the
+/// execution (`Busy`, owner this engine). Now it answers the store's
+/// error, and the same command succeeds once the store takes the lease
+/// back.
+#[test]
+fn an_operator_command_in_an_outage_answers_the_stores_error() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (store_name, store) in rt.block_on(every_store("outlives_abandon_outage")) {
+        let (failing, refused) = (Arc::default(), Arc::default());
+        let store = releases_failing(store, &failing, &refused);
+        let Outlived {
+            store, engine, id, ..
+        } = outlive(&rt, store_name, store);
+        let again = tokio::runtime::Runtime::new().unwrap();
+        again.block_on(async {
+            failing.store(true, Ordering::SeqCst);
+            let refusal = engine.abandon(&id).await;
+            assert!(
+                matches!(
+                    refusal,
+                    Err(EngineError::Store(StoreError::Unavailable { .. }))
+                ),
+                "{store_name}: {refusal:?}"
+            );
+            assert!(refused.load(Ordering::SeqCst) > 0, "{store_name}");
+            failing.store(false, Ordering::SeqCst);
+            engine.abandon(&id).await.unwrap();
+            assert_eq!(
+                status(&store, &id).await,
+                ExecutionStatus::Abandoned,
+                "{store_name}"
+            );
+        });
+    }
+}
+
 /// Before (SQLite, whose writes are done by its writer thread once
 /// asked): the creation committed the execution and its lease, the
 /// dropped future never launched the run, a retried start found the

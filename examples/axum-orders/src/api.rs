@@ -57,7 +57,7 @@ pub struct Accepted {
 }
 
 /// An error's answer: `404` for an unknown execution, `409` for an id
-/// another saga holds, `503` with `Retry-After` while the store is
+/// another saga holds, `422` for an id the engine refuses, `503` with `Retry-After` while the store is
 /// unreachable (the client may try again: posting an order is idempotent),
 /// `500` for the rest, logged.
 fn engine_error(error: &EngineError) -> Response {
@@ -67,6 +67,8 @@ fn engine_error(error: &EngineError) -> Response {
     match error {
         EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, body).into_response(),
         EngineError::IdTaken { .. } => (StatusCode::CONFLICT, body).into_response(),
+        // An id with a control character (the check above covers the rest).
+        EngineError::InvalidId { .. } => (StatusCode::UNPROCESSABLE_ENTITY, body).into_response(),
         EngineError::Store(StoreError::Unavailable { .. }) => {
             log::warn!(target: "axum_orders", error:% = error; "store unavailable");
             (

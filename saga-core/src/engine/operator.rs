@@ -46,7 +46,9 @@ impl SagaEngine {
         let Some(mut claiming) = self.enter(id) else {
             return Err(self.busy_here(id));
         };
-        claiming.release_stale().await;
+        // A lease the store fails to take back is kept for the next
+        // command, which answers the store's error meanwhile.
+        claiming.give_back_stale().await?;
         let store = &self.inner.store;
         let Some(lease) = store.claim(id, &self.inner.owner, self.lease_ttl).await? else {
             return Err(self.busy(id).await);
