@@ -15,6 +15,7 @@
 //! - `operator.rs`: resume, abandon, cancel, purge, and the reads tools use
 //! - `replay.rs`: a log folded back into step states; rebuilt reports
 //! - `runner.rs`: a registered definition, erased over its context
+//! - `keeper.rs`: the lease keeper, which renews the leases of the runs
 //! - `journal.rs`: the executor's journal on a store
 //! - `shape.rs`: a definition's shape and fingerprint
 
@@ -41,6 +42,7 @@ mod crash;
 mod ended;
 mod error;
 mod journal;
+mod keeper;
 mod live;
 mod operator;
 mod replay;
@@ -192,6 +194,8 @@ struct EngineInner {
     slots: AtomicU64,
     /// The ends of the runs this engine completed lately, for `wait`.
     ended: Mutex<ended::Ended>,
+    /// Renews the leases of this engine's runs.
+    keeper: keeper::LeaseKeeper,
     /// Debug builds: the run tasks alive per execution, counted by the
     /// tasks themselves, so the one-live-run rule is checked on what runs,
     /// not on the bookkeeping that is meant to ensure it.
@@ -235,6 +239,7 @@ impl SagaEngine {
         let owner = format!("pid{}-{}", std::process::id(), ExecutionId::generate());
         SagaEngine {
             inner: Arc::new(EngineInner {
+                keeper: keeper::LeaseKeeper::new(Arc::clone(&store)),
                 store,
                 owner,
                 live: Mutex::new(HashMap::new()),
@@ -312,16 +317,19 @@ impl SagaEngine {
 
     /// Sets how long an owner's lease on an execution lasts without a
     /// write or renewal (default 10 s; renewed every third of it while the
-    /// execution runs). After a crash, another owner can take an execution
+    /// execution runs, the first time a third to a half of it after the
+    /// run began). After a crash, another owner can take an execution
     /// over once its lease expired. At least 30 ms.
     ///
-    /// Renewal runs in a task of its own: on a multi-thread runtime with
-    /// a worker thread to spare it goes on while a sync step (or an async
-    /// step that blocks its thread) runs, however long. Steps blocking
-    /// every worker thread at once, or a blocked thread of a current-thread
-    /// runtime, stop it too, so a sync step that runs longer than the ttl loses
-    /// its lease and another owner may run it again meanwhile: give such
-    /// steps a multi-thread runtime, or a ttl longer than they run.
+    /// Renewal runs in a task of its own, one per engine and runtime
+    /// that renews the leases of all the engine's runs on that runtime: on
+    /// a multi-thread runtime with a worker thread to spare it goes on
+    /// while a sync step (or an async step that blocks its thread) runs,
+    /// however long. Steps blocking every worker thread at once, or a
+    /// blocked thread of a current-thread runtime, stop it too (for every
+    /// run on that runtime), so a sync step that runs longer than the ttl
+    /// loses its lease and another owner may run it again meanwhile: give
+    /// such steps a multi-thread runtime, or a ttl longer than they run.
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(30));
@@ -394,6 +402,7 @@ impl SagaEngine {
             shape,
             fingerprint: fingerprint.clone(),
             context_len: AtomicUsize::new(0),
+            keeper: self.inner.keeper.clone(),
         });
         let mut registry = self.registry_mut();
         registry

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicUsize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::keeper::LeaseKeeper;
 use super::{Done, EngineError, JournalState, Shape, Stopped, StoreJournal, fold};
 use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
@@ -66,6 +67,8 @@ pub(super) struct Typed<C, D> {
     pub(super) fingerprint: String,
     /// See [`Runner::context_len`].
     pub(super) context_len: AtomicUsize,
+    /// The engine's lease keeper, which renews each run's lease.
+    pub(super) keeper: LeaseKeeper,
 }
 
 impl<C, D> Typed<C, D>
@@ -217,17 +220,15 @@ where
                     ..Run::new(options)
                 },
             );
-            // Renewal runs in a task of its own, so that on a multi-thread
-            // runtime a step that blocks its thread does not stop it.
-            let renewal = Renewal::start(
-                Arc::clone(&store),
-                job.id.clone(),
-                job.lease.clone(),
-                job.cancel.clone(),
-            )
-            .await;
+            // Renewed by the engine's keeper, a task of its own, so that on
+            // a multi-thread runtime a step that blocks its thread does not
+            // stop it.
+            let kept = self
+                .keeper
+                .keep(job.id.clone(), job.lease.clone(), job.cancel.clone())
+                .await;
             let result = run.await;
-            renewal.stop().await;
+            kept.stop().await;
             match result {
                 Ok(report) => Ok(report),
                 Err(crate::SagaError::Store { error, .. }) => {
@@ -255,87 +256,5 @@ where
                 Err(error) => Ok(error.report().clone()),
             }
         }))
-    }
-}
-
-/// Whether execution `id` has ended, as the store says (a failed read
-/// says no).
-async fn ended(store: &dyn SagaStore, id: &ExecutionId) -> bool {
-    matches!(store.get(id).await, Ok(Some(record)) if record.status.is_finished())
-}
-
-/// A run's lease renewal: every third of the lease's time to live, in a
-/// task of its own, so that it goes on while the run's future is not
-/// polled (a sync step, or an async step that blocks its thread, on a
-/// multi-thread runtime; on a current-thread runtime a blocked thread
-/// blocks it too). A lost lease is only logged: it fails the run's next
-/// write. A cancellation its ack tells of cancels the run. Dropped (the
-/// run's future dropped), it aborts the task.
-struct Renewal {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Renewal {
-    /// Spawns the renewal task and returns once it has set its timer: a
-    /// task spawned from a worker waits in that worker's own slot, which
-    /// no other worker takes from, until the spawner yields, and the run
-    /// may block before it yields.
-    async fn start(
-        store: Arc<dyn SagaStore>,
-        id: ExecutionId,
-        lease: Lease,
-        cancel: CancellationToken,
-    ) -> Self {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, timer_set) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let period = lease.ttl / 3;
-            let mut renewals =
-                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            // After a stall, one renewal, not one per missed tick.
-            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let _ = ready.send(());
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut stopped => return,
-                    _ = renewals.tick() => {}
-                }
-                match store.renew(&id, &lease).await {
-                    Ok(ack) if ack.cancel_requested => cancel.cancel(),
-                    Ok(_) => {}
-                    // The run's own end released the lease while this
-                    // renewal was under way: nothing was lost.
-                    Err(StoreError::LeaseLost { .. }) if ended(&*store, &id).await => return,
-                    // A lost lease fails the run's next write.
-                    Err(error) => {
-                        log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "lease renewal failed")
-                    }
-                }
-            }
-        });
-        let _ = timer_set.await;
-        Renewal {
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Stops renewing, once the renewal under way (if any) has ended: no
-    /// renewal outlives the run.
-    async fn stop(mut self) {
-        drop(self.stop.take());
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Renewal {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
