@@ -167,7 +167,7 @@ async fn register_refuses_a_saga_whose_dependencies_the_engine_lacks() {
     );
     assert_eq!(
         err.to_string(),
-        "saga `checkout` needs dependencies of type `test_dependencies::Services`, which this engine was not given; build the engine with `.with_dependencies(..)` of that type before registering the saga"
+        "saga `checkout` needs dependencies of type `test_dependencies::Services`, which this engine was not given (it was given none); build the engine with `.with_dependencies(..)` of that type (`.with_shared_dependencies(arc)` for an `Arc` of it) before registering the saga"
     );
     // Nothing was registered: the saga cannot be started here, and its
     // definition was not recorded.
@@ -181,12 +181,37 @@ async fn register_refuses_a_saga_whose_dependencies_the_engine_lacks() {
     );
     let fingerprint = checkout(false).fingerprint();
     assert!(store.definition(&fingerprint).await.unwrap().is_none());
-    // Dependencies of another type do not stand in for them.
-    let other = SagaEngine::with_store(store).with_dependencies(String::from("pool"));
+    // Dependencies of another type do not stand in for them, an `Arc` of
+    // them neither; the error names what the engine was given.
+    let other = SagaEngine::with_store(Arc::clone(&store))
+        .with_dependencies(String::from("pool"))
+        .with_dependencies(Arc::new(Services::new("arc")));
     let err = other.register(checkout(false)).await.unwrap_err();
     assert!(
         matches!(err, EngineError::MissingDependencies { .. }),
         "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(
+            "(it was given `alloc::string::String`, `alloc::sync::Arc<test_dependencies::Services>`)"
+        ),
+        "{err}"
+    );
+}
+
+/// A service's `Arc<AppState>`, given as it is: the engine's runs use the
+/// very value the caller holds.
+#[tokio::test]
+async fn dependencies_shared_already_are_used_as_they_are() {
+    let shared = Arc::new(Services::new("shared"));
+    let engine = SagaEngine::new(MemoryStore::new()).with_shared_dependencies(Arc::clone(&shared));
+    engine.register(checkout(false)).await.unwrap();
+    let id = engine.start("checkout", Order::default()).await.unwrap();
+    let report = engine.wait(&id).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert_eq!(
+        *shared.calls.lock().unwrap(),
+        ["shared:reserve", "shared:charge", "shared:ship"]
     );
 }
 

@@ -55,13 +55,16 @@ pub enum EngineError {
     /// a worker that cannot run it must not claim its executions. Nothing
     /// was registered.
     #[error(
-        "saga `{saga}` needs dependencies of type `{dependencies}`, which this engine was not given; build the engine with `.with_dependencies(..)` of that type before registering the saga"
+        "saga `{saga}` needs dependencies of type `{dependencies}`, which this engine was not given ({}); build the engine with `.with_dependencies(..)` of that type (`.with_shared_dependencies(arc)` for an `Arc` of it) before registering the saga",
+        given_types(.given)
     )]
     MissingDependencies {
         /// The saga.
         saga: String,
         /// The type of its dependencies.
         dependencies: &'static str,
+        /// The types of the dependencies the engine was given, sorted.
+        given: Vec<&'static str>,
     },
     /// `start` was given a context of another type than the saga's.
     #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`")]
@@ -217,4 +220,13 @@ fn list(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
+}
+
+/// "it was given `A`, `B`", or "it was given none".
+fn given_types(given: &[&'static str]) -> String {
+    if given.is_empty() {
+        return "it was given none".to_owned();
+    }
+    let names: Vec<String> = given.iter().map(|name| format!("`{name}`")).collect();
+    format!("it was given {}", names.join(", "))
 }

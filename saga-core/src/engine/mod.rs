@@ -170,16 +170,28 @@ pub struct SagaEngine {
 /// The engine's dependencies: one value per type, each shared with the
 /// registered sagas that declare it for the engine's life.
 #[derive(Clone, Default)]
-struct Dependencies(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+struct Dependencies(HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>);
 
 impl Dependencies {
+    /// The names of the types given, sorted (for an error message).
+    fn given(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.0.values().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The value of type `D`: `()` is always there.
     fn get<D: Send + Sync + 'static>(&self) -> Option<Arc<D>> {
         if TypeId::of::<D>() == TypeId::of::<()>() {
             let unit: Arc<dyn Any + Send + Sync> = Arc::new(());
             return unit.downcast::<D>().ok();
         }
-        self.0.get(&TypeId::of::<D>())?.clone().downcast::<D>().ok()
+        self.0
+            .get(&TypeId::of::<D>())?
+            .1
+            .clone()
+            .downcast::<D>()
+            .ok()
     }
 }
 
@@ -303,13 +315,40 @@ impl SagaEngine {
     }
 
     /// [`with_dependencies`](Self::with_dependencies) with a value shared
-    /// already: the test kit hands its engines the same one.
-    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
-    pub(crate) fn with_shared_dependencies<D: Send + Sync + 'static>(
-        mut self,
-        deps: Arc<D>,
-    ) -> Self {
-        self.dependencies.0.insert(TypeId::of::<D>(), deps);
+    /// already: a service's `Arc<AppState>` gives the engine the same
+    /// value its request handlers use, with no second copy. The sagas
+    /// declare `D` (`Saga<C, AppState>`, `dependencies: AppState`), not
+    /// `Arc<D>`: `with_dependencies(arc)` would give the engine
+    /// dependencies of type `Arc<AppState>`, which no such saga takes.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use saga_core::{SagaEngine, Saga, Step, StepError, StepInfo};
+    /// use saga_core::store::MemoryStore;
+    ///
+    /// struct AppState { greeting: &'static str }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let state = Arc::new(AppState { greeting: "hello" });
+    /// let saga = Saga::<String, AppState>::builder("greet")
+    ///     .step(Step::new("greet", |said: &mut String, info: &StepInfo<'_, AppState>| {
+    ///         *said = info.dependencies().greeting.to_owned();
+    ///         Ok::<_, StepError>(())
+    ///     }))
+    ///     .build()?;
+    /// let engine = SagaEngine::new(MemoryStore::new()).with_shared_dependencies(Arc::clone(&state));
+    /// engine.register(saga).await?;
+    /// let id = engine.start("greet", String::new()).await?;
+    /// engine.wait(&id).await?;
+    /// assert_eq!(engine.context::<String>(&id).await?, "hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn with_shared_dependencies<D: Send + Sync + 'static>(mut self, deps: Arc<D>) -> Self {
+        self.dependencies
+            .0
+            .insert(TypeId::of::<D>(), (type_name::<D>(), deps));
         let registered = self.registry().clone();
         self.registry = Arc::new(RwLock::new(registered));
         self
@@ -378,6 +417,7 @@ impl SagaEngine {
             return Err(EngineError::MissingDependencies {
                 saga: saga.name().to_owned(),
                 dependencies: type_name::<D>(),
+                given: self.dependencies.given(),
             });
         };
         if let Some(step) = saga.inner.steps.iter().find(|s| s.codec.is_none()) {
