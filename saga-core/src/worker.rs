@@ -184,7 +184,8 @@ impl Worker {
     /// A worker running `engine`'s registered sagas: 16 executions at a
     /// time, polling for expired leases and resume requests every 5 s,
     /// purging by the engine's retention every hour, and ending a run
-    /// stuck once one step attempt crashed its process 3 times.
+    /// stuck once one step attempt was cut off 3 times (its process
+    /// crashed, or lost its lease, each time before the attempt ended).
     pub fn new(engine: SagaEngine) -> Self {
         Worker {
             engine,
@@ -213,7 +214,7 @@ impl Worker {
     /// 1). A step that takes its process down (an abort, an out-of-memory
     /// kill, a segfault in a native library) would otherwise be run again
     /// at every restart, forever; stuck, the report says
-    /// ``step `x` crashed its process 3 times``, and an operator resumes
+    /// ``step `x` was cut off 3 times``, and an operator resumes
     /// (or abandons) it once the cause is known.
     ///
     /// Every start cut off counts, whatever cut it off: a crash, a stall
