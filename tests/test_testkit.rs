@@ -292,6 +292,54 @@ async fn a_step_that_is_not_idempotent_is_caught_by_running_it_twice() {
     );
 }
 
+/// A case's summary counts every run of the user's code: both runs of a
+/// doubled action or compensation, and not an attempt the kit failed
+/// without running it.
+#[tokio::test]
+async fn a_summary_counts_every_run_of_an_action_and_a_compensation() {
+    let saga = Saga::builder("pair")
+        .step(
+            Step::new("reserve", |n: &mut u32, _: &StepInfo<'_>| {
+                *n = 1;
+                Ok::<_, StepError>(())
+            })
+            .undo(|n: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+                *n = 0;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("notify", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let report = SagaTest::new(&saga, || 0).twice().await;
+    report.assert_passed();
+    let summaries: Vec<(&str, &str)> = report
+        .cases
+        .iter()
+        .map(|c| (c.name.as_str(), c.summary.as_str()))
+        .collect();
+    assert_eq!(
+        summaries,
+        [
+            (
+                "no failure, every step twice",
+                "compensated []; 4 action and 0 compensation invocations"
+            ),
+            // `notify` is failed by the kit, not run.
+            (
+                "step `notify` fails cleanly, every step twice",
+                "compensated [reserve]; 2 action and 1 compensation invocations"
+            ),
+            (
+                "step `notify` fails cleanly, every compensation twice",
+                "compensated [reserve]; 1 action and 2 compensation invocations"
+            ),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_context_that_loses_a_field_in_the_log_is_caught_by_a_crash() {
     #[derive(Debug, Default, Serialize, Deserialize)]

@@ -46,6 +46,9 @@ pub(super) struct Call {
     pub(super) undo: bool,
     /// `None` while running, or if it was dropped or cut off.
     pub(super) end: Option<End>,
+    /// How many times the user's code ran in this invocation: 0 when an
+    /// injected failure skipped it, 2 when the case runs it twice in a row.
+    pub(super) runs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +115,7 @@ impl Probe {
             step,
             undo,
             end: injected.then_some(End::Failed { unknown: false }),
+            runs: 0,
         });
         if injected {
             if let Fault::Once(_) = self.fault {
@@ -121,6 +125,11 @@ impl Probe {
             return Err(StepError::new(format!("injected failure of the {what}")).permanent());
         }
         Ok(calls.len() - 1)
+    }
+
+    /// Records that the user's code ran (once more) in an invocation.
+    fn ran(&self, call: usize) {
+        self.calls()[call].runs += 1;
     }
 
     /// Records the end of an invocation; turns a success into an unknown
@@ -167,8 +176,10 @@ fn invoke<T>(
     mut call: impl FnMut() -> Result<T, StepError>,
 ) -> Result<T, StepError> {
     let at = probe.before(step, undo)?;
+    probe.ran(at);
     let mut result = call();
     if probe.doubles(undo) && result.is_ok() {
+        probe.ran(at);
         result = call();
     }
     probe.after(at, result)
@@ -267,11 +278,13 @@ fn wrap_action<C: Send + 'static, D: Sync + 'static>(
                 let Some(first) = f.call_async(&mut *ctx, info) else {
                     return Err(mismatch());
                 };
+                probe.ran(call);
                 let mut result = first.await;
                 if probe.doubles(false) && result.is_ok() {
                     let Some(second) = f.call_async(&mut *ctx, info) else {
                         return Err(mismatch());
                     };
+                    probe.ran(call);
                     result = second.await;
                 }
                 probe.after(call, result)
@@ -291,8 +304,10 @@ fn wrap_action<C: Send + 'static, D: Sync + 'static>(
             let second = probe.doubles(false).then(|| f(ctx, info));
             let probe = Arc::clone(&probe);
             Box::pin(async move {
+                probe.ran(call);
                 let mut result = first.await;
                 if let Some(second) = second.filter(|_| result.is_ok()) {
+                    probe.ran(call);
                     result = second.await;
                 }
                 probe.after(call, result)
@@ -328,8 +343,10 @@ fn wrap_undo<C: Send + 'static, D: Sync + 'static>(
                     return Err(mismatch());
                 };
                 let call = probe.before(i, true)?;
+                probe.ran(call);
                 let mut result = f(&mut *ctx, out, info).await;
                 if probe.doubles(true) && result.is_ok() {
+                    probe.ran(call);
                     result = f(&mut *ctx, out, info).await;
                 }
                 probe.after(call, result)
@@ -347,8 +364,10 @@ fn wrap_undo<C: Send + 'static, D: Sync + 'static>(
             let second = probe.doubles(true).then(|| f(ctx, out, info));
             let probe = Arc::clone(&probe);
             Box::pin(async move {
+                probe.ran(call);
                 let mut result = first.await;
                 if let Some(second) = second.filter(|_| result.is_ok()) {
+                    probe.ran(call);
                     result = second.await;
                 }
                 probe.after(call, result)

@@ -249,8 +249,16 @@ impl Plan {
                 undone.push(name);
             }
         }
-        let actions = calls.iter().filter(|c| !c.undo).count();
-        let undos = calls.iter().filter(|c| c.undo).count();
+        // The user's code, however often each attempt ran it (twice in a
+        // "twice" case; not at all when a failure was injected instead).
+        let runs = |undo: bool| -> u32 {
+            calls
+                .iter()
+                .filter(|c| c.undo == undo)
+                .map(|c| c.runs)
+                .sum()
+        };
+        let (actions, undos) = (runs(false), runs(true));
         format!(
             "compensated [{}]; {actions} action and {undos} compensation invocations",
             undone.join(", ")
