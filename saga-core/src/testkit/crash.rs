@@ -5,8 +5,9 @@ use super::inject::{Call, Fault, Probe, Twice, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, failed_case};
 use super::{DelayedStore, Durability, SagaTest, StoreOp};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -39,18 +40,31 @@ where
     ///
     /// The crashed owner writes nothing after the crash; its lease is
     /// treated as expired. The failing step of the rollback path gets one
-    /// attempt (its retry policy is not used here).
+    /// attempt (its retry policy is not used here). With
+    /// [`Durability::Sqlite`], the stores' files live in a directory of
+    /// their own under the system's temporary directory, removed when the
+    /// run ends.
     pub async fn crashes(&self, durability: Durability) -> TestReport {
         let deps = match self.dependencies() {
             Ok(deps) => deps,
             Err(report) => return report,
+        };
+        let scratch = match Scratch::new(durability) {
+            Ok(scratch) => scratch,
+            Err(problem) => {
+                return self.report(vec![failed_case(
+                    "durable store".to_owned(),
+                    ExecutionStatus::Completed,
+                    problem,
+                )]);
+            }
         };
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
         let paths = std::iter::once(Fault::None).chain(plan.longest_rollback().map(Fault::Clean));
         for fault in paths {
             let path = plan.describe(fault);
-            let baseline = match self.durable_run(&deps, fault, None, durability).await {
+            let baseline = match self.durable_run(&deps, fault, None, &scratch).await {
                 Ok(run) => run,
                 Err(problem) => {
                     cases.push(failed_case(
@@ -76,7 +90,7 @@ where
             // a crash while it runs must end like.
             let unknown = match fault {
                 Fault::Clean(s) => Some(
-                    self.durable_run(&deps, Fault::Unknown(s), None, durability)
+                    self.durable_run(&deps, Fault::Unknown(s), None, &scratch)
                         .await,
                 ),
                 _ => None,
@@ -89,7 +103,7 @@ where
                         baseline.commits
                     );
                     let run = match self
-                        .durable_run(&deps, fault, Some((commit, after)), durability)
+                        .durable_run(&deps, fault, Some((commit, after)), &scratch)
                         .await
                     {
                         Ok(run) => run,
@@ -156,9 +170,28 @@ where
         deps: &Arc<D>,
         fault: Fault,
         crash: Option<(usize, bool)>,
-        durability: Durability,
+        scratch: &Scratch,
     ) -> Result<DurableRun<C>, String> {
-        let (store, _file) = open_store(durability)?;
+        // Declared first, so removed last: after the engines and the
+        // store, which hold its files open.
+        let _files;
+        let store: Arc<dyn SagaStore> = match scratch.case()? {
+            None => Arc::new(MemoryStore::new()),
+            #[cfg(feature = "sqlite")]
+            Some(dir) => {
+                let path = dir.0.join("saga.db");
+                _files = dir;
+                Arc::new(
+                    crate::store::SqliteStore::open(&path)
+                        .map_err(|e| format!("cannot open a temporary store: {e}"))?,
+                )
+            }
+            #[cfg(not(feature = "sqlite"))]
+            Some(dir) => {
+                _files = dir;
+                return Err("no durable store in this build".to_owned());
+            }
+        };
         let probe = Probe::new(fault, Twice::Nothing);
         let failing = match fault {
             Fault::Clean(s) | Fault::Unknown(s) => Some(s),
@@ -273,38 +306,57 @@ async fn final_context<C: DeserializeOwned>(store: &dyn SagaStore, id: &Executio
     serde_json::from_str(finished.context.as_deref()?).ok()
 }
 
-/// A temporary SQLite file, deleted on drop.
-struct TempFile(Option<std::path::PathBuf>);
+/// Where the durable cases of one [`SagaTest::crashes`] run keep their
+/// files: nowhere in memory; on SQLite, a directory of the run's own
+/// under the system's temporary directory, with a directory per case in
+/// it. A store leaves more than its file (its journal, and a lock file per
+/// owner beside it): removing directories removes whatever it left.
+struct Scratch {
+    dir: Option<TempDir>,
+    next: AtomicU64,
+}
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut file = path.clone().into_os_string();
-                file.push(suffix);
-                let _ = std::fs::remove_file(file);
+impl Scratch {
+    fn new(durability: Durability) -> Result<Self, String> {
+        let dir = match durability {
+            Durability::Memory => None,
+            #[cfg(feature = "sqlite")]
+            Durability::Sqlite => {
+                let path = std::env::temp_dir().join(format!(
+                    "saga-testkit-{}-{}",
+                    std::process::id(),
+                    ExecutionId::generate()
+                ));
+                std::fs::create_dir(&path).map_err(|e| {
+                    format!("cannot make a temporary directory {}: {e}", path.display())
+                })?;
+                Some(TempDir(path))
             }
-        }
+        };
+        Ok(Scratch {
+            dir,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// A new directory for one case's store; `None` in memory.
+    fn case(&self) -> Result<Option<TempDir>, String> {
+        let Some(TempDir(run)) = &self.dir else {
+            return Ok(None);
+        };
+        let path = run.join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+        std::fs::create_dir(&path)
+            .map_err(|e| format!("cannot make a temporary directory {}: {e}", path.display()))?;
+        Ok(Some(TempDir(path)))
     }
 }
 
-fn open_store(durability: Durability) -> Result<(Arc<dyn SagaStore>, TempFile), String> {
-    match durability {
-        Durability::Memory => Ok((Arc::new(MemoryStore::new()), TempFile(None))),
-        #[cfg(feature = "sqlite")]
-        Durability::Sqlite => {
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "saga-testkit-{}-{}-{}.db",
-                std::process::id(),
-                ExecutionId::generate(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let file = TempFile(Some(path.clone()));
-            let store = crate::store::SqliteStore::open(&path)
-                .map_err(|e| format!("cannot open a temporary store: {e}"))?;
-            Ok((Arc::new(store), file))
-        }
+/// A temporary directory, removed with everything in it on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -122,8 +122,11 @@ pub enum Durability {
     /// A [`MemoryStore`](crate::store::MemoryStore) shared by the crashed engine and the one that
     /// recovers.
     Memory,
-    /// A temporary [`SqliteStore`](crate::store::SqliteStore) file per case,
-    /// deleted afterwards (feature `sqlite`).
+    /// A temporary [`SqliteStore`](crate::store::SqliteStore) file per case
+    /// (feature `sqlite`), in a directory of the run's own under the
+    /// system's temporary directory; each case's files (the store, its
+    /// journal, the owners' lock files beside it) are deleted when the
+    /// case ends, and the directory when the run does.
     #[cfg(feature = "sqlite")]
     Sqlite,
 }
