@@ -4,7 +4,7 @@
 use super::inject::{Call, Fault, Probe, Twice, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, failed_case};
-use super::{DelayedStore, Durability, SagaTest, StoreOp};
+use super::{DelayedStore, Dependencies, Durability, SagaTest, StoreOp};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,8 +28,10 @@ where
     /// stopping the owner dead just before and just after that commit; a
     /// new engine on the same store then recovers the execution. Each case
     /// must end as the undisturbed run did, with the same step statuses
-    /// (and, with [`with_state`](Self::with_state), the same final state),
-    /// and no compensation for a step that never started.
+    /// (and, with [`with_state`](Self::with_state) and
+    /// [`with_dependencies_state`](Self::with_dependencies_state), the
+    /// same final state), and no compensation for a step that never
+    /// started.
     ///
     /// One exception, by the rules: a crash while the failing step of the
     /// rollback path runs (its start logged, its failure not) makes that
@@ -150,6 +152,15 @@ where
                     if let Some(difference) = difference {
                         problems.push(format!("the final state differs: {difference}"));
                     }
+                    let dependencies = match (&self.compare_deps, run.failing_in_flight) {
+                        (Some(compare), false) => compare(&reference.deps, &run.deps),
+                        _ => None,
+                    };
+                    if let Some(difference) = dependencies {
+                        problems.push(format!(
+                            "the dependencies' final state differs: {difference}"
+                        ));
+                    }
                     cases.push(CaseReport {
                         name,
                         expected: reference.status,
@@ -167,11 +178,11 @@ where
     /// it or before it) and recovered by a second engine.
     async fn durable_run(
         &self,
-        deps: &Arc<D>,
+        deps: &Dependencies<D>,
         fault: Fault,
         crash: Option<(usize, bool)>,
         scratch: &Scratch,
-    ) -> Result<DurableRun<C>, String> {
+    ) -> Result<DurableRun<C, D>, String> {
         // Declared first, so removed last: after the engines and the
         // store, which hold its files open.
         let _files;
@@ -192,6 +203,7 @@ where
                 return Err("no durable store in this build".to_owned());
             }
         };
+        let deps = deps.make();
         let probe = Probe::new(fault, Twice::Nothing);
         let failing = match fault {
             Fault::Clean(s) | Fault::Unknown(s) => Some(s),
@@ -200,7 +212,7 @@ where
         let single = failing;
         let saga = wrap(&self.saga, &probe, single);
         let (crashing, crashed) = crashing(&store, crash);
-        let first = SagaEngine::new(crashing.clone()).with_shared_dependencies(Arc::clone(deps));
+        let first = SagaEngine::new(crashing.clone()).with_shared_dependencies(Arc::clone(&deps));
         first
             .register(saga.clone())
             .await
@@ -230,7 +242,7 @@ where
                 failing_in_flight = last.is_some_and(|e| e.kind == EventKind::StepStarted);
             }
             let second = SagaEngine::with_store(Arc::clone(&store))
-                .with_shared_dependencies(Arc::clone(deps));
+                .with_shared_dependencies(Arc::clone(&deps));
             second
                 .register(saga)
                 .await
@@ -273,6 +285,7 @@ where
             calls,
             commits,
             context,
+            deps,
             failing_in_flight,
         })
     }
@@ -286,7 +299,7 @@ fn ended(error: WaitError) -> Result<SagaReport, WaitError> {
     }
 }
 
-struct DurableRun<C> {
+struct DurableRun<C, D> {
     /// The crash cut the failing step of the path off.
     failing_in_flight: bool,
     status: ExecutionStatus,
@@ -294,6 +307,8 @@ struct DurableRun<C> {
     calls: Vec<Call>,
     commits: usize,
     context: Option<C>,
+    /// The dependencies both engines used.
+    deps: Arc<D>,
 }
 
 /// The context the log's `finished` event holds.
