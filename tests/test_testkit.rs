@@ -71,15 +71,24 @@ async fn the_example_order_saga_survives_a_crash_at_every_commit_in_memory() {
     let kit = SagaTest::new(&order_saga().unwrap(), new_order).with_state(order_state);
     let report = kit.crashes(Durability::Memory).await;
     report.assert_passed();
-    // Two paths (undisturbed, rolled back from the pivot `ship`), each
-    // with its own run and a crash before and after each of its commits.
+    // Three paths (undisturbed; `email`, retried forever after the
+    // pivot, failing once; rolled back from the pivot `ship`), each with
+    // its own run and a crash before and after each of its commits.
     let text = report.to_string();
     assert!(text.contains("no failure, durable, 5 commits"), "{text}");
+    assert!(
+        text.contains("step `email` fails once, then succeeds, durable, 7 commits"),
+        "{text}"
+    );
     assert!(
         text.contains("step `ship` fails cleanly, durable, 6 commits"),
         "{text}"
     );
-    assert_eq!(report.cases.len(), 1 + 5 * 2 + 1 + 6 * 2, "{text}");
+    assert_eq!(
+        report.cases.len(),
+        (1 + 5 * 2) + (1 + 7 * 2) + (1 + 6 * 2),
+        "{text}"
+    );
     // A crash while the pivot ran makes its outcome unknown: the rules,
     // and the kit, expect the run to end stuck then.
     assert!(
@@ -340,6 +349,74 @@ async fn a_summary_counts_every_run_of_an_action_and_a_compensation() {
     );
 }
 
+/// Steps that retry: `crashes` also runs the path on which each fails its
+/// first attempt and succeeds on the next, and crashes it at every commit,
+/// so a crash lands after a failure that will be retried (in the backoff,
+/// which the kit does not wait for) and in the retry.
+#[tokio::test]
+async fn crashes_land_in_the_backoff_of_every_step_that_retries() {
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let step = |name: &'static str| {
+        let attempts = Arc::clone(&attempts);
+        Step::new(name, move |n: &mut u32, info: &StepInfo<'_>| {
+            attempts.lock().unwrap().push((name, info.attempt()));
+            *n += 1;
+            Ok::<_, StepError>(())
+        })
+    };
+    let saga = Saga::builder("retrying")
+        .step(
+            step("reserve")
+                .retry(RetryPolicy::attempts(3).with_backoff(Duration::from_secs(60)))
+                .undo(|n: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+                    *n -= 1;
+                    Ok::<_, StepError>(())
+                }),
+        )
+        .pivot(step("charge"))
+        // After the pivot, no policy means retried forever.
+        .step(step("email"))
+        .build()
+        .unwrap();
+    let kit = SagaTest::new(&saga, || 0).with_state(|n: &u32| *n);
+    let started = std::time::Instant::now();
+    let report = kit.crashes(Durability::Memory).await;
+    report.assert_passed();
+    // The backoff (a minute) is not waited for.
+    assert!(started.elapsed() < Duration::from_secs(30), "{report}");
+    let text = report.to_string();
+    // Undisturbed: `reserve` started, then each step's success with the
+    // next step's start (4 commits). On the retry path, `reserve` and
+    // `email` each add a failure that will be retried and a second start:
+    // commits 2 and 6. A crash just after either is a crash in that
+    // step's backoff; the recovered run must still complete.
+    assert!(text.contains("no failure, durable, 4 commits"), "{text}");
+    assert!(
+        text.contains("ok   steps `reserve`, `email` fail once, then succeed, durable, 8 commits: expected completed, got completed"),
+        "{text}"
+    );
+    for commit in 1..=8 {
+        for when in ["before", "after"] {
+            let case = format!(
+                "ok   steps `reserve`, `email` fail once, then succeed, crash {when} commit {commit} of 8: expected completed, got completed"
+            );
+            assert!(text.contains(&case), "{case}\n{text}");
+        }
+    }
+    // The retries after a crash in the backoff were second attempts.
+    assert!(
+        attempts.lock().unwrap().contains(&("reserve", 2)),
+        "{:?}",
+        attempts.lock().unwrap()
+    );
+    // Undisturbed, the retry path, and the rollback from the pivot.
+    assert_eq!(
+        report.cases.len(),
+        (1 + 2 * 4) + (1 + 2 * 8) + (1 + 2 * 4),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_context_that_loses_a_field_in_the_log_is_caught_by_a_crash() {
     #[derive(Debug, Default, Serialize, Deserialize)]
@@ -414,10 +491,15 @@ async fn the_macro_example_order_saga_passes_the_kit() {
     report.assert_passed();
     // Durable: its steps' outputs (`u64`, `u32`) are logged without an
     // annotation. Each run uncrashed, then crashed before and after each
-    // of its commits: the run that completes (5 commits) and the longest
-    // rollback (8).
+    // of its commits: the run that completes (5 commits), the run in which
+    // `charge_payment` (`retry 3`) fails once (7) and the longest rollback
+    // (8).
     let report = kit.crashes(Durability::Memory).await;
-    assert_eq!(report.cases.len(), (1 + 2 * 5) + (1 + 2 * 8), "{report}");
+    assert_eq!(
+        report.cases.len(),
+        (1 + 2 * 5) + (1 + 2 * 7) + (1 + 2 * 8),
+        "{report}"
+    );
     report.assert_passed();
 }
 

@@ -1,7 +1,7 @@
 //! The crash harness: a durable run stopped dead at each log commit, then
 //! recovered.
 
-use super::inject::{Call, Fault, Probe, Twice, wrap};
+use super::inject::{Call, Fault, Probe, Retries, Twice, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, failed_case};
 use super::{DelayedStore, Dependencies, Durability, SagaTest, StoreOp};
@@ -23,12 +23,23 @@ where
     C: Serialize + DeserializeOwned + Send + 'static,
     D: Send + Sync + 'static,
 {
-    /// Runs the saga durably (on an engine and a store), undisturbed and
-    /// on its longest rollback path, and then once per log commit of each,
-    /// stopping the owner dead just before and just after that commit; a
-    /// new engine on the same store then recovers the execution. Each case
-    /// must end as the undisturbed run did, with the same step statuses
-    /// (and, with [`with_state`](Self::with_state) and
+    /// Runs the saga durably (on an engine and a store) on up to three
+    /// paths, and then once per log commit of each path, stopping the
+    /// owner dead just before and just after that commit; a new engine on
+    /// the same store then recovers the execution. The paths:
+    ///
+    /// - undisturbed;
+    /// - if a step's retry policy retries a plain error: every such step
+    ///   fails its first attempt and succeeds on its second, so crashes
+    ///   land after a failure that will be retried (in the backoff) and
+    ///   in the retry itself. The backoff is not waited for (an engine
+    ///   sleeps on the real clock); the log is the same;
+    /// - the longest rollback: the last step that can still roll the saga
+    ///   back fails cleanly, with one attempt (its retry policy is not
+    ///   used there).
+    ///
+    /// Each case must end as its path's uncrashed run did, with the same
+    /// step statuses (and, with [`with_state`](Self::with_state) and
     /// [`with_dependencies_state`](Self::with_dependencies_state), the
     /// same final state), and no compensation for a step that never
     /// started.
@@ -40,12 +51,15 @@ where
     /// its own compensation run if it has one); the final state is not
     /// compared then, as that run's step did take effect.
     ///
+    /// Not covered: other failure paths (a crash during the rollback that
+    /// a compensation's failure halts, say), crashes during a compensation's
+    /// retries, and two crashes in one run; [`failures`](Self::failures)
+    /// runs those failures without a crash.
+    ///
     /// The crashed owner writes nothing after the crash; its lease is
-    /// treated as expired. The failing step of the rollback path gets one
-    /// attempt (its retry policy is not used here). With
-    /// [`Durability::Sqlite`], the stores' files live in a directory of
-    /// their own under the system's temporary directory, removed when the
-    /// run ends.
+    /// treated as expired. With [`Durability::Sqlite`], the stores' files
+    /// live in a directory of their own under the system's temporary
+    /// directory, removed when the run ends.
     pub async fn crashes(&self, durability: Durability) -> TestReport {
         let deps = match self.dependencies() {
             Ok(deps) => deps,
@@ -63,10 +77,12 @@ where
         };
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
-        let paths = std::iter::once(Fault::None).chain(plan.longest_rollback().map(Fault::Clean));
+        let paths = std::iter::once(Fault::None)
+            .chain(plan.retry_path())
+            .chain(plan.longest_rollback().map(Fault::Clean));
         for fault in paths {
             let path = plan.describe(fault);
-            let baseline = match self.durable_run(&deps, fault, None, &scratch).await {
+            let baseline = match self.durable_run(&deps, &plan, fault, None, &scratch).await {
                 Ok(run) => run,
                 Err(problem) => {
                     cases.push(failed_case(
@@ -92,7 +108,7 @@ where
             // a crash while it runs must end like.
             let unknown = match fault {
                 Fault::Clean(s) => Some(
-                    self.durable_run(&deps, Fault::Unknown(s), None, &scratch)
+                    self.durable_run(&deps, &plan, Fault::Unknown(s), None, &scratch)
                         .await,
                 ),
                 _ => None,
@@ -105,7 +121,7 @@ where
                         baseline.commits
                     );
                     let run = match self
-                        .durable_run(&deps, fault, Some((commit, after)), &scratch)
+                        .durable_run(&deps, &plan, fault, Some((commit, after)), &scratch)
                         .await
                     {
                         Ok(run) => run,
@@ -179,6 +195,7 @@ where
     async fn durable_run(
         &self,
         deps: &Dependencies<D>,
+        plan: &Plan,
         fault: Fault,
         crash: Option<(usize, bool)>,
         scratch: &Scratch,
@@ -204,13 +221,17 @@ where
             }
         };
         let deps = deps.make();
-        let probe = Probe::new(fault, Twice::Nothing);
+        let probe = Probe::retrying(fault, Twice::Nothing, plan.retried());
         let failing = match fault {
             Fault::Clean(s) | Fault::Unknown(s) => Some(s),
             _ => None,
         };
-        let single = failing;
-        let saga = wrap(&self.saga, &probe, single);
+        let retries = match (fault, failing) {
+            (_, Some(s)) => Retries::Single(s),
+            (Fault::Retried, None) => Retries::NoBackoff,
+            _ => Retries::AsGiven,
+        };
+        let saga = wrap(&self.saga, &probe, retries);
         let (crashing, crashed) = crashing(&store, crash);
         let first = SagaEngine::new(crashing.clone()).with_shared_dependencies(Arc::clone(&deps));
         first

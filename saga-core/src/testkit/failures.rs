@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::inject::{Call, Fault, Probe, Twice, wrap};
+use super::inject::{Call, Fault, Probe, Retries, Twice, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, describe_result, status_of};
 use super::{Dependencies, SagaTest};
@@ -26,7 +26,7 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// Runs one case in memory, on dependencies from `deps`.
     async fn run_case(&self, deps: &Dependencies<D>, fault: Fault, twice: Twice) -> CaseRun<C, D> {
         let probe = Probe::new(fault, twice);
-        let saga = wrap(&self.saga, &probe, None);
+        let saga = wrap(&self.saga, &probe, Retries::AsGiven);
         let mut context = (self.factory)();
         let deps = deps.make();
         let options = RunOptions::new().with_clock(TestClock::new());

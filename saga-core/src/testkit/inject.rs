@@ -1,12 +1,13 @@
 //! Fault injection: wraps a saga's actions and compensations in a probe.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::error::StepError;
 use crate::policy::RetryPolicy;
 use crate::saga::{Node, Saga, SagaInner};
 use crate::step::{
-    Action, BoxFuture, Output, StepDef, StepInfo, Undo, erase_async, erase_async_undo,
+    Action, BoxFuture, Output, StepDef, StepInfo, StepKind, Undo, erase_async, erase_async_undo,
     erase_shared_async, erase_shared_async_undo,
 };
 
@@ -23,6 +24,10 @@ pub(super) enum Fault {
     /// The step's first attempt fails cleanly, with an error its policy
     /// may retry; later attempts run the action.
     Once(usize),
+    /// As [`Once`](Self::Once), for every step whose policy retries that
+    /// error (the probe's `retried`): the run completes through a retry
+    /// of each.
+    Retried,
     /// Every attempt of the step's compensation fails without running it;
     /// the rollback is started by `trigger`.
     Undo {
@@ -71,14 +76,23 @@ pub(super) enum Twice {
 pub(super) struct Probe {
     fault: Fault,
     twice: Twice,
+    /// Per step: whether [`Fault::Retried`] fails its first attempt.
+    retried: Vec<bool>,
     calls: Mutex<Vec<Call>>,
 }
 
 impl Probe {
     pub(super) fn new(fault: Fault, twice: Twice) -> Arc<Self> {
+        Self::retrying(fault, twice, Vec::new())
+    }
+
+    /// A probe whose [`Fault::Retried`] fails the first attempt of each
+    /// step `retried` marks.
+    pub(super) fn retrying(fault: Fault, twice: Twice, retried: Vec<bool>) -> Arc<Self> {
         Arc::new(Probe {
             fault,
             twice,
+            retried,
             calls: Mutex::new(Vec::new()),
         })
     }
@@ -101,11 +115,11 @@ impl Probe {
     /// Records the start of an invocation; fails it at once if the case
     /// injects a clean failure there.
     fn before(&self, step: usize, undo: bool) -> Result<usize, StepError> {
+        let first = || !self.calls().iter().any(|c| c.step == step && !c.undo);
         let injected = match self.fault {
             Fault::Clean(s) if !undo => s == step,
-            Fault::Once(s) if !undo => {
-                s == step && !self.calls().iter().any(|c| c.step == step && !c.undo)
-            }
+            Fault::Once(s) if !undo => s == step && first(),
+            Fault::Retried if !undo => self.retried.get(step) == Some(&true) && first(),
             Fault::Undo { trigger, .. } if !undo => trigger == Trigger::Clean(step),
             Fault::Undo { step: s, .. } if undo => s == step,
             _ => false,
@@ -118,7 +132,7 @@ impl Probe {
             runs: 0,
         });
         if injected {
-            if let Fault::Once(_) = self.fault {
+            if let Fault::Once(_) | Fault::Retried = self.fault {
                 return Err(once_error());
             }
             let what = if undo { "compensation" } else { "step" };
@@ -189,13 +203,28 @@ fn mismatch() -> StepError {
     StepError::new("internal error: the test kit wrapped a step of another kind")
 }
 
-/// The saga with every action and compensation wrapped by `probe`; the
-/// trigger of a crash case gets one attempt (so a rollback does not wait
-/// for a real backoff).
+/// The retry policies of a wrapped saga. A durable run sleeps its backoff
+/// on the real clock (an engine has no other), so the crash cases, which
+/// run many, do not wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retries {
+    /// The steps' own policies.
+    AsGiven,
+    /// The steps' own policies, but the given step gets one attempt (the
+    /// trigger of a rollback: its rollback does not wait for retries that
+    /// fail the same way).
+    Single(usize),
+    /// The steps' own policies without their backoff: each retry comes at
+    /// once (the same log, without the wait).
+    NoBackoff,
+}
+
+/// The saga with every action and compensation wrapped by `probe`, and
+/// its retry policies as `retries` says.
 pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
     saga: &Saga<C, D>,
     probe: &Arc<Probe>,
-    single: Option<usize>,
+    retries: Retries,
 ) -> Saga<C, D> {
     let inner = &saga.inner;
     let steps = inner
@@ -206,10 +235,16 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
             name: step.name.clone(),
             action: wrap_action(saga, probe, i),
             undo: step.undo.as_ref().map(|u| wrap_undo(saga, probe, i, u)),
-            retry: if single == Some(i) {
-                RetryPolicy::none()
-            } else {
-                step.retry.clone()
+            retry: match retries {
+                Retries::AsGiven => step.retry.clone(),
+                Retries::Single(s) if s == i => RetryPolicy::none(),
+                Retries::Single(_) => step.retry.clone(),
+                // A setter clears "unset", which after the pivot means
+                // forever: keep that meaning.
+                Retries::NoBackoff if step.kind == StepKind::Retriable && step.retry.is_unset() => {
+                    RetryPolicy::forever().with_backoff(Duration::ZERO)
+                }
+                Retries::NoBackoff => step.retry.clone().with_backoff(Duration::ZERO),
             },
             undo_retry: step.undo_retry.clone(),
             timeout: step.timeout,

@@ -1,8 +1,12 @@
 //! A test kit for your own sagas (feature `testkit`): runs a saga with a
-//! failure injected at every step and every compensation, each in turn,
-//! with every step run twice and then every compensation run twice, and
-//! with a crash at every log point followed by recovery, and checks each
-//! run against the failure rules of `docs/DESIGN.md` section 3.
+//! failure injected at every step and every compensation, each in turn
+//! ([`failures`](SagaTest::failures)), with every step run twice and then
+//! every compensation run twice ([`twice`](SagaTest::twice)), and durably
+//! with a crash at every log commit of three paths, each crash followed by
+//! recovery ([`crashes`](SagaTest::crashes): the undisturbed run, the run
+//! in which every step that retries fails once, and the longest rollback;
+//! not every failure path), and checks each run against the failure rules
+//! of `docs/DESIGN.md` section 3.
 //!
 //! The kit wraps the definition's steps (the saga itself is untouched, and
 //! the wrapped copy has the same [fingerprint](crate::Saga::fingerprint)),
