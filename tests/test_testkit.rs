@@ -714,3 +714,30 @@ async fn the_delegating_store_passes_summaries_and_context_reads_on() {
         [StoreOp::ListSummaries, StoreOp::Context]
     );
 }
+
+/// The kit's Cargo snippet depends on saga-core as the README says (by
+/// path, until it is published), with the feature on.
+#[test]
+fn the_kits_cargo_snippet_depends_on_saga_core_as_the_readme_says() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |file: &str| std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+    let readme = read("README.md");
+    let kit = read("saga-core/src/testkit/mod.rs");
+    // The README's `[dependencies]` line: `saga-core = { path = "..", ...`.
+    let path = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("saga-core = { path = \""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("a saga-core path dependency in README.md");
+    let snippet = format!("//! saga-core = {{ path = \"{path}\", features = [\"testkit\"] }}");
+    assert!(
+        kit.lines().any(|l| l == snippet),
+        "saga-core/src/testkit/mod.rs lacks `{snippet}`"
+    );
+    assert!(
+        readme.contains(&format!(
+            "saga-core = {{ path = \"{path}\", features = [\"testkit\"] }}"
+        )),
+        "README.md lacks the kit's dev-dependency"
+    );
+}

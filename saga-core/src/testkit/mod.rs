@@ -37,11 +37,12 @@
 //! case wait: run the kit under `#[tokio::test(start_paused = true)]`
 //! (tokio's `test-util` feature) and tokio's timers cost nothing.
 //!
-//! Add it as a dev-dependency with the feature on:
+//! Turn the feature on for your tests: saga-core is not on crates.io yet,
+//! so give the same path (or `git =`) as your `[dependencies]` entry:
 //!
 //! ```toml
 //! [dev-dependencies]
-//! saga-core = { version = "0.1", features = ["testkit"] }
+//! saga-core = { path = "../saga-framework/saga-core", features = ["testkit"] }
 //! ```
 //!
 //! and copy this test:
