@@ -71,15 +71,24 @@ async fn the_example_order_saga_survives_a_crash_at_every_commit_in_memory() {
     let kit = SagaTest::new(&order_saga().unwrap(), new_order).with_state(order_state);
     let report = kit.crashes(Durability::Memory).await;
     report.assert_passed();
-    // Two paths (undisturbed, rolled back from the pivot `ship`), each
-    // with its own run and a crash before and after each of its commits.
+    // Three paths (undisturbed; `email`, retried forever after the
+    // pivot, failing once; rolled back from the pivot `ship`), each with
+    // its own run and a crash before and after each of its commits.
     let text = report.to_string();
     assert!(text.contains("no failure, durable, 5 commits"), "{text}");
+    assert!(
+        text.contains("step `email` fails once, then succeeds, durable, 7 commits"),
+        "{text}"
+    );
     assert!(
         text.contains("step `ship` fails cleanly, durable, 6 commits"),
         "{text}"
     );
-    assert_eq!(report.cases.len(), 1 + 5 * 2 + 1 + 6 * 2, "{text}");
+    assert_eq!(
+        report.cases.len(),
+        (1 + 5 * 2) + (1 + 7 * 2) + (1 + 6 * 2),
+        "{text}"
+    );
     // A crash while the pivot ran makes its outcome unknown: the rules,
     // and the kit, expect the run to end stuck then.
     assert!(
@@ -292,6 +301,122 @@ async fn a_step_that_is_not_idempotent_is_caught_by_running_it_twice() {
     );
 }
 
+/// A case's summary counts every run of the user's code: both runs of a
+/// doubled action or compensation, and not an attempt the kit failed
+/// without running it.
+#[tokio::test]
+async fn a_summary_counts_every_run_of_an_action_and_a_compensation() {
+    let saga = Saga::builder("pair")
+        .step(
+            Step::new("reserve", |n: &mut u32, _: &StepInfo<'_>| {
+                *n = 1;
+                Ok::<_, StepError>(())
+            })
+            .undo(|n: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+                *n = 0;
+                Ok::<_, StepError>(())
+            }),
+        )
+        .step(Step::new("notify", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<_, StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let report = SagaTest::new(&saga, || 0).twice().await;
+    report.assert_passed();
+    let summaries: Vec<(&str, &str)> = report
+        .cases
+        .iter()
+        .map(|c| (c.name.as_str(), c.summary.as_str()))
+        .collect();
+    assert_eq!(
+        summaries,
+        [
+            (
+                "no failure, every step twice",
+                "compensated []; 4 action and 0 compensation invocations"
+            ),
+            // `notify` is failed by the kit, not run.
+            (
+                "step `notify` fails cleanly, every step twice",
+                "compensated [reserve]; 2 action and 1 compensation invocations"
+            ),
+            (
+                "step `notify` fails cleanly, every compensation twice",
+                "compensated [reserve]; 1 action and 2 compensation invocations"
+            ),
+        ]
+    );
+}
+
+/// Steps that retry: `crashes` also runs the path on which each fails its
+/// first attempt and succeeds on the next, and crashes it at every commit,
+/// so a crash lands after a failure that will be retried (in the backoff,
+/// which the kit does not wait for) and in the retry.
+#[tokio::test]
+async fn crashes_land_in_the_backoff_of_every_step_that_retries() {
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let step = |name: &'static str| {
+        let attempts = Arc::clone(&attempts);
+        Step::new(name, move |n: &mut u32, info: &StepInfo<'_>| {
+            attempts.lock().unwrap().push((name, info.attempt()));
+            *n += 1;
+            Ok::<_, StepError>(())
+        })
+    };
+    let saga = Saga::builder("retrying")
+        .step(
+            step("reserve")
+                .retry(RetryPolicy::attempts(3).with_backoff(Duration::from_secs(60)))
+                .undo(|n: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+                    *n -= 1;
+                    Ok::<_, StepError>(())
+                }),
+        )
+        .pivot(step("charge"))
+        // After the pivot, no policy means retried forever.
+        .step(step("email"))
+        .build()
+        .unwrap();
+    let kit = SagaTest::new(&saga, || 0).with_state(|n: &u32| *n);
+    let started = std::time::Instant::now();
+    let report = kit.crashes(Durability::Memory).await;
+    report.assert_passed();
+    // The backoff (a minute) is not waited for.
+    assert!(started.elapsed() < Duration::from_secs(30), "{report}");
+    let text = report.to_string();
+    // Undisturbed: `reserve` started, then each step's success with the
+    // next step's start (4 commits). On the retry path, `reserve` and
+    // `email` each add a failure that will be retried and a second start:
+    // commits 2 and 6. A crash just after either is a crash in that
+    // step's backoff; the recovered run must still complete.
+    assert!(text.contains("no failure, durable, 4 commits"), "{text}");
+    assert!(
+        text.contains("ok   steps `reserve`, `email` fail once, then succeed, durable, 8 commits: expected completed, got completed"),
+        "{text}"
+    );
+    for commit in 1..=8 {
+        for when in ["before", "after"] {
+            let case = format!(
+                "ok   steps `reserve`, `email` fail once, then succeed, crash {when} commit {commit} of 8: expected completed, got completed"
+            );
+            assert!(text.contains(&case), "{case}\n{text}");
+        }
+    }
+    // The retries after a crash in the backoff were second attempts.
+    assert!(
+        attempts.lock().unwrap().contains(&("reserve", 2)),
+        "{:?}",
+        attempts.lock().unwrap()
+    );
+    // Undisturbed, the retry path, and the rollback from the pivot.
+    assert_eq!(
+        report.cases.len(),
+        (1 + 2 * 4) + (1 + 2 * 8) + (1 + 2 * 4),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_context_that_loses_a_field_in_the_log_is_caught_by_a_crash() {
     #[derive(Debug, Default, Serialize, Deserialize)]
@@ -366,10 +491,15 @@ async fn the_macro_example_order_saga_passes_the_kit() {
     report.assert_passed();
     // Durable: its steps' outputs (`u64`, `u32`) are logged without an
     // annotation. Each run uncrashed, then crashed before and after each
-    // of its commits: the run that completes (5 commits) and the longest
-    // rollback (8).
+    // of its commits: the run that completes (5 commits), the run in which
+    // `charge_payment` (`retry 3`) fails once (7) and the longest rollback
+    // (8).
     let report = kit.crashes(Durability::Memory).await;
-    assert_eq!(report.cases.len(), (1 + 2 * 5) + (1 + 2 * 8), "{report}");
+    assert_eq!(
+        report.cases.len(),
+        (1 + 2 * 5) + (1 + 2 * 7) + (1 + 2 * 8),
+        "{report}"
+    );
     report.assert_passed();
 }
 
@@ -582,5 +712,32 @@ async fn the_delegating_store_passes_summaries_and_context_reads_on() {
     assert_eq!(
         *seen.lock().unwrap(),
         [StoreOp::ListSummaries, StoreOp::Context]
+    );
+}
+
+/// The kit's Cargo snippet depends on saga-core as the README says (by
+/// path, until it is published), with the feature on.
+#[test]
+fn the_kits_cargo_snippet_depends_on_saga_core_as_the_readme_says() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |file: &str| std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+    let readme = read("README.md");
+    let kit = read("saga-core/src/testkit/mod.rs");
+    // The README's `[dependencies]` line: `saga-core = { path = "..", ...`.
+    let path = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("saga-core = { path = \""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("a saga-core path dependency in README.md");
+    let snippet = format!("//! saga-core = {{ path = \"{path}\", features = [\"testkit\"] }}");
+    assert!(
+        kit.lines().any(|l| l == snippet),
+        "saga-core/src/testkit/mod.rs lacks `{snippet}`"
+    );
+    assert!(
+        readme.contains(&format!(
+            "saga-core = {{ path = \"{path}\", features = [\"testkit\"] }}"
+        )),
+        "README.md lacks the kit's dev-dependency"
     );
 }

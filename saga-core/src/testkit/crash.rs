@@ -1,12 +1,13 @@
 //! The crash harness: a durable run stopped dead at each log commit, then
 //! recovered.
 
-use super::inject::{Call, Fault, Probe, Twice, wrap};
+use super::inject::{Call, Fault, Probe, Retries, Twice, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, failed_case};
-use super::{DelayedStore, Durability, SagaTest, StoreOp};
+use super::{DelayedStore, Dependencies, Durability, SagaTest, StoreOp};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -22,13 +23,26 @@ where
     C: Serialize + DeserializeOwned + Send + 'static,
     D: Send + Sync + 'static,
 {
-    /// Runs the saga durably (on an engine and a store), undisturbed and
-    /// on its longest rollback path, and then once per log commit of each,
-    /// stopping the owner dead just before and just after that commit; a
-    /// new engine on the same store then recovers the execution. Each case
-    /// must end as the undisturbed run did, with the same step statuses
-    /// (and, with [`with_state`](Self::with_state), the same final state),
-    /// and no compensation for a step that never started.
+    /// Runs the saga durably (on an engine and a store) on up to three
+    /// paths, and then once per log commit of each path, stopping the
+    /// owner dead just before and just after that commit; a new engine on
+    /// the same store then recovers the execution. The paths:
+    ///
+    /// - undisturbed;
+    /// - if a step's retry policy retries a plain error: every such step
+    ///   fails its first attempt and succeeds on its second, so crashes
+    ///   land after a failure that will be retried (in the backoff) and
+    ///   in the retry itself. The backoff is not waited for (an engine
+    ///   sleeps on the real clock); the log is the same;
+    /// - the longest rollback: the last step that can still roll the saga
+    ///   back fails cleanly, with one attempt (its retry policy is not
+    ///   used there).
+    ///
+    /// Each case must end as its path's uncrashed run did, with the same
+    /// step statuses (and, with [`with_state`](Self::with_state) and
+    /// [`with_dependencies_state`](Self::with_dependencies_state), the
+    /// same final state), and no compensation for a step that never
+    /// started.
     ///
     /// One exception, by the rules: a crash while the failing step of the
     /// rollback path runs (its start logged, its failure not) makes that
@@ -37,20 +51,38 @@ where
     /// its own compensation run if it has one); the final state is not
     /// compared then, as that run's step did take effect.
     ///
+    /// Not covered: other failure paths (a crash during the rollback that
+    /// a compensation's failure halts, say), crashes during a compensation's
+    /// retries, and two crashes in one run; [`failures`](Self::failures)
+    /// runs those failures without a crash.
+    ///
     /// The crashed owner writes nothing after the crash; its lease is
-    /// treated as expired. The failing step of the rollback path gets one
-    /// attempt (its retry policy is not used here).
+    /// treated as expired. With [`Durability::Sqlite`], the stores' files
+    /// live in a directory of their own under the system's temporary
+    /// directory, removed when the run ends.
     pub async fn crashes(&self, durability: Durability) -> TestReport {
         let deps = match self.dependencies() {
             Ok(deps) => deps,
             Err(report) => return report,
         };
+        let scratch = match Scratch::new(durability) {
+            Ok(scratch) => scratch,
+            Err(problem) => {
+                return self.report(vec![failed_case(
+                    "durable store".to_owned(),
+                    ExecutionStatus::Completed,
+                    problem,
+                )]);
+            }
+        };
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
-        let paths = std::iter::once(Fault::None).chain(plan.longest_rollback().map(Fault::Clean));
+        let paths = std::iter::once(Fault::None)
+            .chain(plan.retry_path())
+            .chain(plan.longest_rollback().map(Fault::Clean));
         for fault in paths {
             let path = plan.describe(fault);
-            let baseline = match self.durable_run(&deps, fault, None, durability).await {
+            let baseline = match self.durable_run(&deps, &plan, fault, None, &scratch).await {
                 Ok(run) => run,
                 Err(problem) => {
                     cases.push(failed_case(
@@ -76,7 +108,7 @@ where
             // a crash while it runs must end like.
             let unknown = match fault {
                 Fault::Clean(s) => Some(
-                    self.durable_run(&deps, Fault::Unknown(s), None, durability)
+                    self.durable_run(&deps, &plan, Fault::Unknown(s), None, &scratch)
                         .await,
                 ),
                 _ => None,
@@ -89,7 +121,7 @@ where
                         baseline.commits
                     );
                     let run = match self
-                        .durable_run(&deps, fault, Some((commit, after)), durability)
+                        .durable_run(&deps, &plan, fault, Some((commit, after)), &scratch)
                         .await
                     {
                         Ok(run) => run,
@@ -136,6 +168,15 @@ where
                     if let Some(difference) = difference {
                         problems.push(format!("the final state differs: {difference}"));
                     }
+                    let dependencies = match (&self.compare_deps, run.failing_in_flight) {
+                        (Some(compare), false) => compare(&reference.deps, &run.deps),
+                        _ => None,
+                    };
+                    if let Some(difference) = dependencies {
+                        problems.push(format!(
+                            "the dependencies' final state differs: {difference}"
+                        ));
+                    }
                     cases.push(CaseReport {
                         name,
                         expected: reference.status,
@@ -153,21 +194,46 @@ where
     /// it or before it) and recovered by a second engine.
     async fn durable_run(
         &self,
-        deps: &Arc<D>,
+        deps: &Dependencies<D>,
+        plan: &Plan,
         fault: Fault,
         crash: Option<(usize, bool)>,
-        durability: Durability,
-    ) -> Result<DurableRun<C>, String> {
-        let (store, _file) = open_store(durability)?;
-        let probe = Probe::new(fault, Twice::Nothing);
+        scratch: &Scratch,
+    ) -> Result<DurableRun<C, D>, String> {
+        // Declared first, so removed last: after the engines and the
+        // store, which hold its files open.
+        let _files;
+        let store: Arc<dyn SagaStore> = match scratch.case()? {
+            None => Arc::new(MemoryStore::new()),
+            #[cfg(feature = "sqlite")]
+            Some(dir) => {
+                let path = dir.0.join("saga.db");
+                _files = dir;
+                Arc::new(
+                    crate::store::SqliteStore::open(&path)
+                        .map_err(|e| format!("cannot open a temporary store: {e}"))?,
+                )
+            }
+            #[cfg(not(feature = "sqlite"))]
+            Some(dir) => {
+                _files = dir;
+                return Err("no durable store in this build".to_owned());
+            }
+        };
+        let deps = deps.make();
+        let probe = Probe::retrying(fault, Twice::Nothing, plan.retried());
         let failing = match fault {
             Fault::Clean(s) | Fault::Unknown(s) => Some(s),
             _ => None,
         };
-        let single = failing;
-        let saga = wrap(&self.saga, &probe, single);
+        let retries = match (fault, failing) {
+            (_, Some(s)) => Retries::Single(s),
+            (Fault::Retried, None) => Retries::NoBackoff,
+            _ => Retries::AsGiven,
+        };
+        let saga = wrap(&self.saga, &probe, retries);
         let (crashing, crashed) = crashing(&store, crash);
-        let first = SagaEngine::new(crashing.clone()).with_shared_dependencies(Arc::clone(deps));
+        let first = SagaEngine::new(crashing.clone()).with_shared_dependencies(Arc::clone(&deps));
         first
             .register(saga.clone())
             .await
@@ -197,7 +263,7 @@ where
                 failing_in_flight = last.is_some_and(|e| e.kind == EventKind::StepStarted);
             }
             let second = SagaEngine::with_store(Arc::clone(&store))
-                .with_shared_dependencies(Arc::clone(deps));
+                .with_shared_dependencies(Arc::clone(&deps));
             second
                 .register(saga)
                 .await
@@ -240,6 +306,7 @@ where
             calls,
             commits,
             context,
+            deps,
             failing_in_flight,
         })
     }
@@ -253,7 +320,7 @@ fn ended(error: WaitError) -> Result<SagaReport, WaitError> {
     }
 }
 
-struct DurableRun<C> {
+struct DurableRun<C, D> {
     /// The crash cut the failing step of the path off.
     failing_in_flight: bool,
     status: ExecutionStatus,
@@ -261,6 +328,8 @@ struct DurableRun<C> {
     calls: Vec<Call>,
     commits: usize,
     context: Option<C>,
+    /// The dependencies both engines used.
+    deps: Arc<D>,
 }
 
 /// The context the log's `finished` event holds.
@@ -273,38 +342,57 @@ async fn final_context<C: DeserializeOwned>(store: &dyn SagaStore, id: &Executio
     serde_json::from_str(finished.context.as_deref()?).ok()
 }
 
-/// A temporary SQLite file, deleted on drop.
-struct TempFile(Option<std::path::PathBuf>);
+/// Where the durable cases of one [`SagaTest::crashes`] run keep their
+/// files: nowhere in memory; on SQLite, a directory of the run's own
+/// under the system's temporary directory, with a directory per case in
+/// it. A store leaves more than its file (its journal, and a lock file per
+/// owner beside it): removing directories removes whatever it left.
+struct Scratch {
+    dir: Option<TempDir>,
+    next: AtomicU64,
+}
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut file = path.clone().into_os_string();
-                file.push(suffix);
-                let _ = std::fs::remove_file(file);
+impl Scratch {
+    fn new(durability: Durability) -> Result<Self, String> {
+        let dir = match durability {
+            Durability::Memory => None,
+            #[cfg(feature = "sqlite")]
+            Durability::Sqlite => {
+                let path = std::env::temp_dir().join(format!(
+                    "saga-testkit-{}-{}",
+                    std::process::id(),
+                    ExecutionId::generate()
+                ));
+                std::fs::create_dir(&path).map_err(|e| {
+                    format!("cannot make a temporary directory {}: {e}", path.display())
+                })?;
+                Some(TempDir(path))
             }
-        }
+        };
+        Ok(Scratch {
+            dir,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// A new directory for one case's store; `None` in memory.
+    fn case(&self) -> Result<Option<TempDir>, String> {
+        let Some(TempDir(run)) = &self.dir else {
+            return Ok(None);
+        };
+        let path = run.join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+        std::fs::create_dir(&path)
+            .map_err(|e| format!("cannot make a temporary directory {}: {e}", path.display()))?;
+        Ok(Some(TempDir(path)))
     }
 }
 
-fn open_store(durability: Durability) -> Result<(Arc<dyn SagaStore>, TempFile), String> {
-    match durability {
-        Durability::Memory => Ok((Arc::new(MemoryStore::new()), TempFile(None))),
-        #[cfg(feature = "sqlite")]
-        Durability::Sqlite => {
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "saga-testkit-{}-{}-{}.db",
-                std::process::id(),
-                ExecutionId::generate(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let file = TempFile(Some(path.clone()));
-            let store = crate::store::SqliteStore::open(&path)
-                .map_err(|e| format!("cannot open a temporary store: {e}"))?;
-            Ok((Arc::new(store), file))
-        }
+/// A temporary directory, removed with everything in it on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,32 +1,43 @@
 //! The in-memory modes: injected failures, and actions or compensations
 //! run twice.
 
-use super::SagaTest;
-use super::inject::{Call, Fault, Probe, Twice, wrap};
+use std::sync::Arc;
+
+use super::inject::{Call, Fault, Probe, Retries, Twice, wrap};
 use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, describe_result, status_of};
+use super::{Dependencies, SagaTest};
 
 use crate::clock::TestClock;
 use crate::error::SagaError;
 use crate::report::{ExecutionStatus, SagaReport};
 use crate::saga::RunOptions;
 
+/// What one in-memory case left.
+struct CaseRun<C, D> {
+    result: Result<SagaReport, SagaError>,
+    /// What the probe saw.
+    calls: Vec<Call>,
+    context: C,
+    deps: Arc<D>,
+}
+
 impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
-    /// Runs one case in memory; returns the status, what the probe saw and
-    /// the final context.
-    async fn run_case(
-        &self,
-        deps: &D,
-        fault: Fault,
-        twice: Twice,
-    ) -> (Result<SagaReport, SagaError>, Vec<Call>, C) {
+    /// Runs one case in memory, on dependencies from `deps`.
+    async fn run_case(&self, deps: &Dependencies<D>, fault: Fault, twice: Twice) -> CaseRun<C, D> {
         let probe = Probe::new(fault, twice);
-        let saga = wrap(&self.saga, &probe, None);
-        let mut ctx = (self.factory)();
+        let saga = wrap(&self.saga, &probe, Retries::AsGiven);
+        let mut context = (self.factory)();
+        let deps = deps.make();
         let options = RunOptions::new().with_clock(TestClock::new());
-        let result = saga.using(deps).run_with(&mut ctx, options).await;
+        let result = saga.using(&*deps).run_with(&mut context, options).await;
         let calls = probe.calls().clone();
-        (result, calls, ctx)
+        CaseRun {
+            result,
+            calls,
+            context,
+            deps,
+        }
     }
 
     /// Runs the saga once undisturbed, then with each step failing cleanly
@@ -36,7 +47,9 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// each compensation failing (permanently);
     /// checks every run against the rules, and (with
     /// [`with_state`](Self::with_state)) that every run that was rolled
-    /// back left the state as a fresh context from the factory has it.
+    /// back left the state as a fresh context from the factory has it
+    /// (with [`with_dependencies_state`](Self::with_dependencies_state):
+    /// and the dependencies as fresh ones have it).
     pub async fn failures(&self) -> TestReport {
         let deps = match self.dependencies() {
             Ok(deps) => deps,
@@ -45,32 +58,43 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
         let plan = Plan::of(&self.saga);
         let mut cases = Vec::new();
         for fault in plan.failure_cases() {
-            let (result, calls, ctx) = self.run_case(&deps, fault, Twice::Nothing).await;
+            let run = self.run_case(&deps, fault, Twice::Nothing).await;
             let expected = plan.expected(fault);
-            let status = status_of(&result);
-            let mut problems = plan.check(fault, &calls, status, false);
+            let status = status_of(&run.result);
+            let mut problems = plan.check(fault, &run.calls, status, false);
             if status != expected {
-                problems.insert(0, format!("ended {status}: {}", describe_result(&result)));
+                problems.insert(
+                    0,
+                    format!("ended {status}: {}", describe_result(&run.result)),
+                );
             }
             // A clean rollback undoes every effect: the state is the
             // state the run started from.
-            let difference = match status {
-                ExecutionStatus::Compensated => self
+            if status == ExecutionStatus::Compensated {
+                let context = self
                     .compare
                     .as_ref()
-                    .and_then(|compare| compare(&(self.factory)(), &ctx)),
-                _ => None,
-            };
-            if let Some(difference) = difference {
-                problems.push(format!(
-                    "rolled back, but the state is not the one it started from: {difference}"
-                ));
+                    .and_then(|compare| compare(&(self.factory)(), &run.context));
+                if let Some(difference) = context {
+                    problems.push(format!(
+                        "rolled back, but the state is not the one it started from: {difference}"
+                    ));
+                }
+                let dependencies = self
+                    .compare_deps
+                    .as_ref()
+                    .and_then(|compare| compare(&deps.make(), &run.deps));
+                if let Some(difference) = dependencies {
+                    problems.push(format!(
+                        "rolled back, but the dependencies' state is not that of fresh ones: {difference}"
+                    ));
+                }
             }
             cases.push(CaseReport {
                 name: plan.describe(fault),
                 expected,
                 actual: Some(status),
-                summary: plan.summary(&calls),
+                summary: plan.summary(&run.calls),
                 problems,
             });
         }
@@ -82,7 +106,9 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// undisturbed and on each rollback path; then, on each rollback path,
     /// every compensation twice in a row (the actions once). Checks that
     /// each run ends as a single run does and (with
-    /// [`with_state`](Self::with_state)) leaves the same state.
+    /// [`with_state`](Self::with_state) and
+    /// [`with_dependencies_state`](Self::with_dependencies_state)) leaves
+    /// the same state.
     ///
     /// Actions and compensations are doubled in separate cases, so each
     /// case names what is not idempotent, and a non-idempotent pair (a
@@ -99,32 +125,39 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
                 .filter_map(|s| (plan.can_roll_back(s) && s > 0).then_some(Fault::Clean(s))),
         );
         for fault in faults {
-            let (once, _, once_ctx) = self.run_case(&deps, fault, Twice::Nothing).await;
+            let once = self.run_case(&deps, fault, Twice::Nothing).await;
             let rolls_back = matches!(fault, Fault::Clean(s) if plan.rolls_back_anything(s));
             let doubled = std::iter::once((Twice::Actions, "every step twice"))
                 .chain(rolls_back.then_some((Twice::Compensations, "every compensation twice")));
             for (twice, what) in doubled {
-                let (result, calls, ctx) = self.run_case(&deps, fault, twice).await;
-                let expected = status_of(&once);
-                let status = status_of(&result);
-                let mut problems = plan.check(fault, &calls, status, false);
+                let run = self.run_case(&deps, fault, twice).await;
+                let expected = status_of(&once.result);
+                let status = status_of(&run.result);
+                let mut problems = plan.check(fault, &run.calls, status, false);
                 if status != expected {
                     problems.insert(
                         0,
                         format!(
                             "ended {status} where a single run ends {expected}: {}",
-                            describe_result(&result)
+                            describe_result(&run.result)
                         ),
                     );
                 }
-                if let Some(difference) = self.compare.as_ref().and_then(|c| c(&once_ctx, &ctx)) {
+                let context = self.compare.as_ref();
+                if let Some(difference) = context.and_then(|c| c(&once.context, &run.context)) {
                     problems.push(format!("the final state differs: {difference}"));
+                }
+                let dependencies = self.compare_deps.as_ref();
+                if let Some(difference) = dependencies.and_then(|c| c(&once.deps, &run.deps)) {
+                    problems.push(format!(
+                        "the dependencies' final state differs: {difference}"
+                    ));
                 }
                 cases.push(CaseReport {
                     name: format!("{}, {what}", plan.describe(fault)),
                     expected,
                     actual: Some(status),
-                    summary: plan.summary(&calls),
+                    summary: plan.summary(&run.calls),
                     problems,
                 });
             }

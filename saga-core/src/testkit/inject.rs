@@ -1,12 +1,13 @@
 //! Fault injection: wraps a saga's actions and compensations in a probe.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::error::StepError;
 use crate::policy::RetryPolicy;
 use crate::saga::{Node, Saga, SagaInner};
 use crate::step::{
-    Action, BoxFuture, Output, StepDef, StepInfo, Undo, erase_async, erase_async_undo,
+    Action, BoxFuture, Output, StepDef, StepInfo, StepKind, Undo, erase_async, erase_async_undo,
     erase_shared_async, erase_shared_async_undo,
 };
 
@@ -23,6 +24,10 @@ pub(super) enum Fault {
     /// The step's first attempt fails cleanly, with an error its policy
     /// may retry; later attempts run the action.
     Once(usize),
+    /// As [`Once`](Self::Once), for every step whose policy retries that
+    /// error (the probe's `retried`): the run completes through a retry
+    /// of each.
+    Retried,
     /// Every attempt of the step's compensation fails without running it;
     /// the rollback is started by `trigger`.
     Undo {
@@ -46,6 +51,9 @@ pub(super) struct Call {
     pub(super) undo: bool,
     /// `None` while running, or if it was dropped or cut off.
     pub(super) end: Option<End>,
+    /// How many times the user's code ran in this invocation: 0 when an
+    /// injected failure skipped it, 2 when the case runs it twice in a row.
+    pub(super) runs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +76,23 @@ pub(super) enum Twice {
 pub(super) struct Probe {
     fault: Fault,
     twice: Twice,
+    /// Per step: whether [`Fault::Retried`] fails its first attempt.
+    retried: Vec<bool>,
     calls: Mutex<Vec<Call>>,
 }
 
 impl Probe {
     pub(super) fn new(fault: Fault, twice: Twice) -> Arc<Self> {
+        Self::retrying(fault, twice, Vec::new())
+    }
+
+    /// A probe whose [`Fault::Retried`] fails the first attempt of each
+    /// step `retried` marks.
+    pub(super) fn retrying(fault: Fault, twice: Twice, retried: Vec<bool>) -> Arc<Self> {
         Arc::new(Probe {
             fault,
             twice,
+            retried,
             calls: Mutex::new(Vec::new()),
         })
     }
@@ -98,11 +115,11 @@ impl Probe {
     /// Records the start of an invocation; fails it at once if the case
     /// injects a clean failure there.
     fn before(&self, step: usize, undo: bool) -> Result<usize, StepError> {
+        let first = || !self.calls().iter().any(|c| c.step == step && !c.undo);
         let injected = match self.fault {
             Fault::Clean(s) if !undo => s == step,
-            Fault::Once(s) if !undo => {
-                s == step && !self.calls().iter().any(|c| c.step == step && !c.undo)
-            }
+            Fault::Once(s) if !undo => s == step && first(),
+            Fault::Retried if !undo => self.retried.get(step) == Some(&true) && first(),
             Fault::Undo { trigger, .. } if !undo => trigger == Trigger::Clean(step),
             Fault::Undo { step: s, .. } if undo => s == step,
             _ => false,
@@ -112,15 +129,21 @@ impl Probe {
             step,
             undo,
             end: injected.then_some(End::Failed { unknown: false }),
+            runs: 0,
         });
         if injected {
-            if let Fault::Once(_) = self.fault {
+            if let Fault::Once(_) | Fault::Retried = self.fault {
                 return Err(once_error());
             }
             let what = if undo { "compensation" } else { "step" };
             return Err(StepError::new(format!("injected failure of the {what}")).permanent());
         }
         Ok(calls.len() - 1)
+    }
+
+    /// Records that the user's code ran (once more) in an invocation.
+    fn ran(&self, call: usize) {
+        self.calls()[call].runs += 1;
     }
 
     /// Records the end of an invocation; turns a success into an unknown
@@ -167,8 +190,10 @@ fn invoke<T>(
     mut call: impl FnMut() -> Result<T, StepError>,
 ) -> Result<T, StepError> {
     let at = probe.before(step, undo)?;
+    probe.ran(at);
     let mut result = call();
     if probe.doubles(undo) && result.is_ok() {
+        probe.ran(at);
         result = call();
     }
     probe.after(at, result)
@@ -178,13 +203,28 @@ fn mismatch() -> StepError {
     StepError::new("internal error: the test kit wrapped a step of another kind")
 }
 
-/// The saga with every action and compensation wrapped by `probe`; the
-/// trigger of a crash case gets one attempt (so a rollback does not wait
-/// for a real backoff).
+/// The retry policies of a wrapped saga. A durable run sleeps its backoff
+/// on the real clock (an engine has no other), so the crash cases, which
+/// run many, do not wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retries {
+    /// The steps' own policies.
+    AsGiven,
+    /// The steps' own policies, but the given step gets one attempt (the
+    /// trigger of a rollback: its rollback does not wait for retries that
+    /// fail the same way).
+    Single(usize),
+    /// The steps' own policies without their backoff: each retry comes at
+    /// once (the same log, without the wait).
+    NoBackoff,
+}
+
+/// The saga with every action and compensation wrapped by `probe`, and
+/// its retry policies as `retries` says.
 pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
     saga: &Saga<C, D>,
     probe: &Arc<Probe>,
-    single: Option<usize>,
+    retries: Retries,
 ) -> Saga<C, D> {
     let inner = &saga.inner;
     let steps = inner
@@ -195,10 +235,16 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
             name: step.name.clone(),
             action: wrap_action(saga, probe, i),
             undo: step.undo.as_ref().map(|u| wrap_undo(saga, probe, i, u)),
-            retry: if single == Some(i) {
-                RetryPolicy::none()
-            } else {
-                step.retry.clone()
+            retry: match retries {
+                Retries::AsGiven => step.retry.clone(),
+                Retries::Single(s) if s == i => RetryPolicy::none(),
+                Retries::Single(_) => step.retry.clone(),
+                // A setter clears "unset", which after the pivot means
+                // forever: keep that meaning.
+                Retries::NoBackoff if step.kind == StepKind::Retriable && step.retry.is_unset() => {
+                    RetryPolicy::forever().with_backoff(Duration::ZERO)
+                }
+                Retries::NoBackoff => step.retry.clone().with_backoff(Duration::ZERO),
             },
             undo_retry: step.undo_retry.clone(),
             timeout: step.timeout,
@@ -267,11 +313,13 @@ fn wrap_action<C: Send + 'static, D: Sync + 'static>(
                 let Some(first) = f.call_async(&mut *ctx, info) else {
                     return Err(mismatch());
                 };
+                probe.ran(call);
                 let mut result = first.await;
                 if probe.doubles(false) && result.is_ok() {
                     let Some(second) = f.call_async(&mut *ctx, info) else {
                         return Err(mismatch());
                     };
+                    probe.ran(call);
                     result = second.await;
                 }
                 probe.after(call, result)
@@ -291,8 +339,10 @@ fn wrap_action<C: Send + 'static, D: Sync + 'static>(
             let second = probe.doubles(false).then(|| f(ctx, info));
             let probe = Arc::clone(&probe);
             Box::pin(async move {
+                probe.ran(call);
                 let mut result = first.await;
                 if let Some(second) = second.filter(|_| result.is_ok()) {
+                    probe.ran(call);
                     result = second.await;
                 }
                 probe.after(call, result)
@@ -328,8 +378,10 @@ fn wrap_undo<C: Send + 'static, D: Sync + 'static>(
                     return Err(mismatch());
                 };
                 let call = probe.before(i, true)?;
+                probe.ran(call);
                 let mut result = f(&mut *ctx, out, info).await;
                 if probe.doubles(true) && result.is_ok() {
+                    probe.ran(call);
                     result = f(&mut *ctx, out, info).await;
                 }
                 probe.after(call, result)
@@ -347,8 +399,10 @@ fn wrap_undo<C: Send + 'static, D: Sync + 'static>(
             let second = probe.doubles(true).then(|| f(ctx, out, info));
             let probe = Arc::clone(&probe);
             Box::pin(async move {
+                probe.ran(call);
                 let mut result = first.await;
                 if let Some(second) = second.filter(|_| result.is_ok()) {
+                    probe.ran(call);
                     result = second.await;
                 }
                 probe.after(call, result)

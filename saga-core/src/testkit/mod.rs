@@ -1,8 +1,12 @@
 //! A test kit for your own sagas (feature `testkit`): runs a saga with a
-//! failure injected at every step and every compensation, each in turn,
-//! with every step run twice and then every compensation run twice, and
-//! with a crash at every log point followed by recovery, and checks each
-//! run against the failure rules of `docs/DESIGN.md` section 3.
+//! failure injected at every step and every compensation, each in turn
+//! ([`failures`](SagaTest::failures)), with every step run twice and then
+//! every compensation run twice ([`twice`](SagaTest::twice)), and durably
+//! with a crash at every log commit of three paths, each crash followed by
+//! recovery ([`crashes`](SagaTest::crashes): the undisturbed run, the run
+//! in which every step that retries fails once, and the longest rollback;
+//! not every failure path), and checks each run against the failure rules
+//! of `docs/DESIGN.md` section 3.
 //!
 //! The kit wraps the definition's steps (the saga itself is untouched, and
 //! the wrapped copy has the same [fingerprint](crate::Saga::fingerprint)),
@@ -24,16 +28,21 @@
 //! final context with the one an undisturbed run leaves (for the "twice"
 //! and crash modes: how idempotency shows) and, after a rollback, with the
 //! context the run started from (how an effect left behind shows).
+//! Effects kept in the saga's dependencies (a fake payment service's
+//! ledger) are compared the same way when each case gets dependencies of
+//! its own: [`SagaTest::with_fresh_dependencies`] and
+//! [`SagaTest::with_dependencies_state`].
 //!
 //! Steps that sleep (real remote calls, or stand-ins for them) make every
 //! case wait: run the kit under `#[tokio::test(start_paused = true)]`
 //! (tokio's `test-util` feature) and tokio's timers cost nothing.
 //!
-//! Add it as a dev-dependency with the feature on:
+//! Turn the feature on for your tests: saga-core is not on crates.io yet,
+//! so give the same path (or `git =`) as your `[dependencies]` entry:
 //!
 //! ```toml
 //! [dev-dependencies]
-//! saga-core = { version = "0.1", features = ["testkit"] }
+//! saga-core = { path = "../saga-framework/saga-core", features = ["testkit"] }
 //! ```
 //!
 //! and copy this test:
@@ -97,22 +106,66 @@ use serde::de::DeserializeOwned;
 
 use crate::saga::Saga;
 
-/// Compares the final contexts of two runs: `None` when they agree, a
-/// description of the difference otherwise.
-type Compare<C> = dyn Fn(&C, &C) -> Option<String> + Send + Sync;
+/// Compares what two runs left (their final contexts, or their
+/// dependencies): `None` when they agree, a description of the difference
+/// otherwise.
+type Compare<T> = dyn Fn(&T, &T) -> Option<String> + Send + Sync;
+
+/// A comparison of what `state` extracts: "`b` instead of `a`".
+fn compare_by<T, S, F>(state: F) -> Arc<Compare<T>>
+where
+    S: PartialEq + fmt::Debug,
+    F: Fn(&T) -> S + Send + Sync + 'static,
+{
+    Arc::new(move |a: &T, b: &T| {
+        let (a, b) = (state(a), state(b));
+        (a != b).then(|| format!("{b:?} instead of {a:?}"))
+    })
+}
 
 /// Tests one saga against failures, repeated steps and crashes. See the
 /// [module documentation](self) for what each case checks.
 ///
-/// A saga with dependencies (`Saga<C, D>`) gets them once, from
-/// [`with_dependencies`](Self::with_dependencies): every case borrows the
-/// same value, and so does the engine that recovers after each simulated
-/// crash.
+/// A saga with dependencies (`Saga<C, D>`) gets them from
+/// [`with_fresh_dependencies`](Self::with_fresh_dependencies) (a new value
+/// per case, which the kit can then check) or
+/// [`with_dependencies`](Self::with_dependencies) (one value every case
+/// shares). Within a crash case, the engine that recovers uses the same
+/// value as the one that crashed, as the remote services a real process
+/// reaches survive its crash.
 pub struct SagaTest<C, D = ()> {
     saga: Saga<C, D>,
-    deps: Option<Arc<D>>,
+    deps: Option<Dependencies<D>>,
     factory: Arc<dyn Fn() -> C + Send + Sync>,
     compare: Option<Arc<Compare<C>>>,
+    compare_deps: Option<Arc<Compare<D>>>,
+}
+
+/// Where each case gets its dependencies.
+enum Dependencies<D> {
+    /// One value, shared by every case.
+    Shared(Arc<D>),
+    /// A new value per case, from the user's factory.
+    Fresh(Arc<dyn Fn() -> D + Send + Sync>),
+}
+
+impl<D> Clone for Dependencies<D> {
+    fn clone(&self) -> Self {
+        match self {
+            Dependencies::Shared(deps) => Dependencies::Shared(Arc::clone(deps)),
+            Dependencies::Fresh(make) => Dependencies::Fresh(Arc::clone(make)),
+        }
+    }
+}
+
+impl<D> Dependencies<D> {
+    /// The dependencies of one case.
+    fn make(&self) -> Arc<D> {
+        match self {
+            Dependencies::Shared(deps) => Arc::clone(deps),
+            Dependencies::Fresh(make) => Arc::new(make()),
+        }
+    }
 }
 
 /// Where [`SagaTest::crashes`] keeps the log that survives the crash.
@@ -122,8 +175,11 @@ pub enum Durability {
     /// A [`MemoryStore`](crate::store::MemoryStore) shared by the crashed engine and the one that
     /// recovers.
     Memory,
-    /// A temporary [`SqliteStore`](crate::store::SqliteStore) file per case,
-    /// deleted afterwards (feature `sqlite`).
+    /// A temporary [`SqliteStore`](crate::store::SqliteStore) file per case
+    /// (feature `sqlite`), in a directory of the run's own under the
+    /// system's temporary directory; each case's files (the store, its
+    /// journal, the owners' lock files beside it) are deleted when the
+    /// case ends, and the directory when the run does.
     #[cfg(feature = "sqlite")]
     Sqlite,
 }
@@ -138,13 +194,22 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
             deps: None,
             factory: Arc::new(factory),
             compare: None,
+            compare_deps: None,
         }
     }
 
     /// Gives the saga its dependencies: every case, in memory and durable,
     /// and every engine that recovers after a simulated crash, uses this
-    /// one value. Without it, a saga whose dependencies are not `()` fails
-    /// every mode with one case saying so.
+    /// one value. Without it (or
+    /// [`with_fresh_dependencies`](Self::with_fresh_dependencies)), a saga
+    /// whose dependencies are not `()` fails every mode with one case
+    /// saying so.
+    ///
+    /// Shared by every case, the value gathers every case's effects, so
+    /// the kit cannot tell one case's from another's: when the
+    /// dependencies hold effects (a fake payment service's ledger), give
+    /// [`with_fresh_dependencies`](Self::with_fresh_dependencies) and
+    /// [`with_dependencies_state`](Self::with_dependencies_state) instead.
     ///
     /// ```
     /// use saga_core::testkit::SagaTest;
@@ -166,27 +231,89 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// ```
     #[must_use]
     pub fn with_dependencies(mut self, deps: D) -> Self {
-        self.deps = Some(Arc::new(deps));
+        self.deps = Some(Dependencies::Shared(Arc::new(deps)));
         self
     }
 
-    /// The dependencies every case uses: those given, or `()` for a saga
-    /// without any; else the problem to report.
-    fn dependencies(&self) -> Result<Arc<D>, TestReport> {
-        if let Some(deps) = &self.deps {
-            return Ok(Arc::clone(deps));
-        }
-        let unit: Arc<dyn std::any::Any + Send + Sync> = Arc::new(());
-        unit.downcast::<D>().map_err(|_| {
+    /// Gives each case dependencies of its own, made by `factory` (a new
+    /// set of fakes: an in-memory payment service, a recording mailer).
+    /// Within a crash case, the engine that crashed and the one that
+    /// recovers share the case's value, as a real process's remote
+    /// services outlive its crash. With
+    /// [`with_dependencies_state`](Self::with_dependencies_state), the kit
+    /// then checks what each case left in them.
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use saga_core::testkit::{Durability, SagaTest};
+    /// use saga_core::{Saga, Step, StepError, StepInfo};
+    ///
+    /// /// A fake payment service: the charges it holds, by key.
+    /// #[derive(Default)]
+    /// struct Payments { ledger: Mutex<Vec<String>> }
+    ///
+    /// let saga = Saga::<(), Payments>::builder("pay")
+    ///     .step(Step::new("charge", |_: &mut (), info: &StepInfo<'_, Payments>| {
+    ///         let mut ledger = info.dependencies().ledger.lock().unwrap();
+    ///         let key = info.idempotency_key();
+    ///         if !ledger.contains(&key) { // the key makes a repeat harmless
+    ///             ledger.push(key);
+    ///         }
+    ///         Ok::<_, StepError>(())
+    ///     })
+    ///     // Without it, the case where `charge`'s outcome is unknown (it
+    ///     // charged, the saga cannot know) fails: a charge left after the
+    ///     // rollback.
+    ///     .undo(|_: &mut (), _: Option<&()>, info: &StepInfo<'_, Payments>| {
+    ///         let key = info.idempotency_key();
+    ///         info.dependencies().ledger.lock().unwrap().retain(|k| *k != key);
+    ///         Ok::<_, StepError>(())
+    ///     }))
+    ///     .build()
+    ///     .unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let kit = SagaTest::new(&saga, || ())
+    ///     .with_fresh_dependencies(Payments::default)
+    ///     // Each case has its own execution id, so its own keys: compare
+    ///     // what does not depend on them.
+    ///     .with_dependencies_state(|p: &Payments| p.ledger.lock().unwrap().len());
+    /// kit.check_all(Durability::Memory).await.assert_passed();
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn with_fresh_dependencies(
+        mut self,
+        factory: impl Fn() -> D + Send + Sync + 'static,
+    ) -> Self {
+        self.deps = Some(Dependencies::Fresh(Arc::new(factory)));
+        self
+    }
+
+    /// Where the cases get their dependencies: as given, or `()` for a
+    /// saga without any; else the problem to report.
+    fn dependencies(&self) -> Result<Dependencies<D>, TestReport> {
+        let problem = |message: String| {
             self.report(vec![report::failed_case(
                 "dependencies".to_owned(),
                 crate::report::ExecutionStatus::Completed,
-                format!(
-                    "the saga needs dependencies of type `{}`: give them with `SagaTest::with_dependencies`",
-                    std::any::type_name::<D>()
-                ),
+                message,
             )])
-        })
+        };
+        match &self.deps {
+            Some(Dependencies::Shared(_)) if self.compare_deps.is_some() => Err(problem(
+                "`with_dependencies_state` compares each case's dependencies with those of another case or a fresh set: give the dependencies with `SagaTest::with_fresh_dependencies`, not `with_dependencies` (one value every case shares)".to_owned(),
+            )),
+            Some(deps) => Ok(deps.clone()),
+            None => {
+                let unit: Arc<dyn std::any::Any + Send + Sync> = Arc::new(());
+                unit.downcast::<D>().map(Dependencies::Shared).map_err(|_| {
+                    problem(format!(
+                        "the saga needs dependencies of type `{}`: give them with `SagaTest::with_dependencies` (one value for every case) or `SagaTest::with_fresh_dependencies` (a new value per case)",
+                        std::any::type_name::<D>()
+                    ))
+                })
+            }
+        }
     }
 
     /// Compares what `state` extracts from the final context of the
@@ -196,16 +323,38 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// fresh context (an effect left behind shows). Extract what your
     /// steps change and their compensations undo (stock, charges, a fake
     /// service's ledger kept in the context), not test scaffolding.
+    /// Effects kept in the dependencies are checked by
+    /// [`with_dependencies_state`](Self::with_dependencies_state).
     #[must_use]
     pub fn with_state<S, F>(mut self, state: F) -> Self
     where
         S: PartialEq + fmt::Debug,
         F: Fn(&C) -> S + Send + Sync + 'static,
     {
-        self.compare = Some(Arc::new(move |a: &C, b: &C| {
-            let (a, b) = (state(a), state(b));
-            (a != b).then(|| format!("{b:?} instead of {a:?}"))
-        }));
+        self.compare = Some(compare_by(state));
+        self
+    }
+
+    /// Does for the dependencies what [`with_state`](Self::with_state)
+    /// does for the context: compares what `state` extracts from each
+    /// case's dependencies at its end with what it extracts from those of
+    /// an undisturbed run of the same case ("twice" and crash modes: a
+    /// step or compensation that ignores its idempotency key shows as a
+    /// difference), and, after a rollback, from a fresh set (an effect
+    /// left behind shows). Needs
+    /// [`with_fresh_dependencies`](Self::with_fresh_dependencies): with
+    /// one shared value, every mode fails with one case saying so.
+    ///
+    /// Each case runs under its own execution id, so its own idempotency
+    /// keys: extract what does not depend on them (how many charges, the
+    /// amounts, the most times one key was charged), not the keys.
+    #[must_use]
+    pub fn with_dependencies_state<S, F>(mut self, state: F) -> Self
+    where
+        S: PartialEq + fmt::Debug,
+        F: Fn(&D) -> S + Send + Sync + 'static,
+    {
+        self.compare_deps = Some(compare_by(state));
         self
     }
 

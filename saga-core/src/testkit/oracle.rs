@@ -92,6 +92,21 @@ impl Plan {
         cases
     }
 
+    /// Per step: whether [`Fault::Retried`] fails its first attempt (its
+    /// policy retries that failure).
+    pub(super) fn retried(&self) -> Vec<bool> {
+        self.retries_once.clone()
+    }
+
+    /// The path on which every step whose policy retries fails once and
+    /// then succeeds; none if no step retries.
+    pub(super) fn retry_path(&self) -> Option<Fault> {
+        self.retries_once
+            .iter()
+            .any(|&r| r)
+            .then_some(Fault::Retried)
+    }
+
     /// The longest rollback: the last step that can roll back fails
     /// cleanly (none if no step before it has something to undo).
     pub(super) fn longest_rollback(&self) -> Option<usize> {
@@ -109,6 +124,16 @@ impl Plan {
             Fault::Clean(s) => format!("step `{}` fails cleanly", self.name(s)),
             Fault::Unknown(s) => format!("step `{}` fails, outcome unknown", self.name(s)),
             Fault::Once(s) => format!("step `{}` fails once, then succeeds", self.name(s)),
+            Fault::Retried => {
+                let names: Vec<String> = (0..self.names.len())
+                    .filter(|&s| self.retries_once[s])
+                    .map(|s| format!("`{}`", self.name(s)))
+                    .collect();
+                match names.as_slice() {
+                    [one] => format!("step {one} fails once, then succeeds"),
+                    _ => format!("steps {} fail once, then succeed", names.join(", ")),
+                }
+            }
             Fault::Undo { step, trigger } => {
                 let cause = match trigger {
                     Trigger::Clean(t) => format!("`{}` failing", self.name(t)),
@@ -136,6 +161,7 @@ impl Plan {
             Fault::Clean(_) => ExecutionStatus::Compensated,
             Fault::Once(s) if self.retries_once[s] => ExecutionStatus::Completed,
             Fault::Once(s) => self.expected(Fault::Clean(s)),
+            Fault::Retried => ExecutionStatus::Completed,
             // The pivot with an unknown outcome can go neither way.
             Fault::Unknown(s) if after_pivot(s) || self.kinds[s] == StepKind::Pivot => {
                 ExecutionStatus::Stuck
@@ -249,8 +275,16 @@ impl Plan {
                 undone.push(name);
             }
         }
-        let actions = calls.iter().filter(|c| !c.undo).count();
-        let undos = calls.iter().filter(|c| c.undo).count();
+        // The user's code, however often each attempt ran it (twice in a
+        // "twice" case; not at all when a failure was injected instead).
+        let runs = |undo: bool| -> u32 {
+            calls
+                .iter()
+                .filter(|c| c.undo == undo)
+                .map(|c| c.runs)
+                .sum()
+        };
+        let (actions, undos) = (runs(false), runs(true));
         format!(
             "compensated [{}]; {actions} action and {undos} compensation invocations",
             undone.join(", ")

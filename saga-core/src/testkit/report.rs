@@ -23,7 +23,10 @@ pub struct CaseReport {
     pub expected: ExecutionStatus,
     /// The status the run ended with (`None`: it did not end).
     pub actual: Option<ExecutionStatus>,
-    /// What the run did, in short (compensations, invocations).
+    /// What the run did, in short: the steps compensated, and how many
+    /// times the user's actions and compensations ran (both runs of a
+    /// doubled one; an attempt the kit failed without running it is not
+    /// counted).
     pub summary: String,
     /// Every rule the run broke; empty when the case passed.
     pub problems: Vec<String>,
