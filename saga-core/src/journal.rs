@@ -385,6 +385,14 @@ pub enum StoreError {
 /// decides what must be durable before it returns (every `*_started` and
 /// `finished` event, with whatever it buffered before).
 pub(crate) trait Journal<C>: Send + Sync {
+    /// The gate the run's sync steps pass (see
+    /// [`BlockingGate`](crate::gate::BlockingGate)): a
+    /// durable run on a multi-thread runtime must not hold its runtime's
+    /// last worker thread, which its lease's renewal needs.
+    fn gate(&self) -> Option<&crate::gate::BlockingGate> {
+        None
+    }
+
     /// Encodes the context for an event (synchronously, so no borrow of it
     /// is held across an await).
     fn encode_context(&self, ctx: &C) -> Result<String, StoreError>;

@@ -96,7 +96,7 @@
 //! | `sqlite`   | yes     | `store::SqliteStore`, the embedded durable store: one SQLite file (bundled, no system library) |
 //! | `postgres` | no      | `store::PostgresStore`, the store many [`Worker`] processes share |
 //! | `tracing`  | no      | a `tracing` span per execution (`saga`) and per step or compensation attempt (`step`, `compensation`), so a saga shows as one trace |
-//! | `testkit`  | no      | `saga_core::testkit`: run your sagas against failures at every step and compensation, repeated steps, and crashes at every log point |
+//! | `testkit`  | no      | `saga_core::testkit`: run your sagas against failures at every step and compensation, repeated steps, and crashes at every commit of their undisturbed, longest-rollback and retry paths |
 //!
 //! Items that need a feature say so in these docs.
 //!
@@ -159,6 +159,7 @@ mod engine;
 mod error;
 pub mod escape;
 mod executor;
+mod gate;
 pub mod guide;
 mod id;
 mod journal;

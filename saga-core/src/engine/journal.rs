@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use serde::Serialize;
 
 use crate::cancel::CancellationToken;
+use crate::gate::BlockingGate;
 use crate::id::ExecutionId;
 use crate::journal::Journal;
 use crate::report::ExecutionStatus;
@@ -46,6 +47,9 @@ pub(super) struct StoreJournal<C> {
     /// room for it, rather than growing (and copying) from a few bytes.
     pub(super) encoded_len: AtomicUsize,
     pub(super) cancel: CancellationToken,
+    /// The gate of the multi-thread runtime the run is polled on, for its
+    /// sync steps (`None` on a current-thread runtime).
+    pub(super) gate: Option<Arc<BlockingGate>>,
     pub(super) _context: PhantomData<fn(&C)>,
 }
 
@@ -104,6 +108,10 @@ impl<C> StoreJournal<C> {
 }
 
 impl<C: Serialize> Journal<C> for StoreJournal<C> {
+    fn gate(&self) -> Option<&BlockingGate> {
+        self.gate.as_deref()
+    }
+
     fn encode_context(&self, ctx: &C) -> Result<String, StoreError> {
         encode_sized(ctx, &self.encoded_len).map_err(|detail| StoreError::Encode {
             what: format!("the context of execution `{}`", self.id),

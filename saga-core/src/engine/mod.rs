@@ -361,14 +361,17 @@ impl SagaEngine {
     /// over once its lease expired. At least 30 ms.
     ///
     /// Renewal runs in a task of its own, one per engine and runtime
-    /// that renews the leases of all the engine's runs on that runtime: on
-    /// a multi-thread runtime with a worker thread to spare it goes on
-    /// while a sync step (or an async step that blocks its thread) runs,
-    /// however long. Steps blocking every worker thread at once, or a
-    /// blocked thread of a current-thread runtime, stop it too (for every
-    /// run on that runtime), so a sync step that runs longer than the ttl
-    /// loses its lease and another owner may run it again meanwhile: give
-    /// such steps a multi-thread runtime, or a ttl longer than they run.
+    /// that renews the leases of all the engine's runs on that runtime. On
+    /// a multi-thread runtime it goes on while sync steps run, however
+    /// long and however many: the engine runs at most one sync step per
+    /// worker thread but one in place, and each further one in
+    /// [`tokio::task::block_in_place`], so a worker thread stays free.
+    /// Async steps blocking every worker thread at once, or a blocked
+    /// thread of a current-thread runtime, stop it (for every run on that
+    /// runtime), so a step that blocks longer than the ttl there loses its
+    /// lease and another owner may run it again meanwhile: give such steps
+    /// a multi-thread runtime (and async steps their async clients), or a
+    /// ttl longer than they run.
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(30));

@@ -13,6 +13,7 @@ use super::keeper::LeaseKeeper;
 use super::{Done, EngineError, JournalState, Shape, Stopped, StoreJournal, fold};
 use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
+use crate::gate::BlockingGate;
 use crate::id::ExecutionId;
 use crate::journal::Resume;
 use crate::saga::{RunOptions, Saga};
@@ -203,6 +204,8 @@ where
                 flushing: tokio::sync::Mutex::new(()),
                 encoded_len: AtomicUsize::new(job.context_len),
                 cancel: job.cancel.clone(),
+                // Where the run is polled: the runtime it was spawned on.
+                gate: BlockingGate::of_current_runtime(),
                 _context: PhantomData,
             };
             let options = RunOptions::new()

@@ -54,6 +54,13 @@ pub(super) struct Durable<'r, C> {
 }
 
 impl<C, D> Env<'_, C, D> {
+    /// The gate a durable run's sync steps pass on a multi-thread runtime
+    /// (see [`BlockingGate`](crate::gate::BlockingGate)).
+    #[inline]
+    pub(super) fn gate(&self) -> Option<&crate::gate::BlockingGate> {
+        self.durable.as_deref()?.journal.gate()
+    }
+
     pub(super) fn clock(&self) -> &dyn Clock {
         match &self.clock {
             Some(clock) => &**clock,

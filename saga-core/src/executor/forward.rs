@@ -263,7 +263,7 @@ pub(super) fn run_action<'a, C, D>(
                         let info =
                             StepInfo::of(&env.saga.name, &env.id, &step.name, attempt, env.deps);
                         settle!(
-                            attempt_action(step, &mut ctx, &info, brakes),
+                            attempt_action(step, &mut ctx, &info, brakes, env.gate()),
                             false,
                             &step.name,
                             attempt

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::Env;
 use crate::cancel::CancellationToken;
 use crate::error::StepError;
+use crate::gate::BlockingGate;
 use crate::saga::SharedContext;
 use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, Undo};
 
@@ -107,23 +108,25 @@ async fn applied(token: Option<&CancellationToken>) {
 }
 
 /// One attempt of an action: panics caught, the timeout applied, and a
-/// droppable step dropped when a brake is applied.
+/// droppable step dropped when a brake is applied. A sync action passes
+/// `gate`, if any (a durable run on a multi-thread runtime).
 #[inline]
 pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     step: &'a StepDef<C, D>,
     ctx: &'a mut A,
     info: &'a StepInfo<'a, D>,
     brakes: Brakes<'a>,
+    gate: Option<&BlockingGate>,
 ) -> Attempt<'a, Output> {
     let future = match &step.action {
         Action::Sync(action) => {
             return Attempt::Done(match A::exclusive(ctx) {
-                Some(ctx) => catch(|| action(ctx, info)),
+                Some(ctx) => blocking(gate, || action(ctx, info)),
                 None => Err(exclusive_in_group(info)),
             });
         }
         Action::SharedSync(action) => {
-            return Attempt::Done(catch(|| action(A::shared(ctx), info)));
+            return Attempt::Done(blocking(gate, || action(A::shared(ctx), info)));
         }
         Action::Async(action) => match A::exclusive(ctx) {
             Some(ctx) => catch(move || Ok(Made::Erased(action(ctx, info)))),
@@ -274,27 +277,41 @@ pub(super) fn exclusive_in_group<D>(info: &StepInfo<'_, D>) -> StepError {
     ))
 }
 
+/// Calls sync user code as [`catch`] does, through `gate` if any.
+#[inline]
+fn blocking<T>(
+    gate: Option<&BlockingGate>,
+    f: impl FnOnce() -> Result<T, StepError>,
+) -> Result<T, StepError> {
+    match gate {
+        Some(gate) => gate.call(|| catch(f)),
+        None => catch(f),
+    }
+}
+
 /// Calls user code, turning a panic into a step error of unknown outcome.
 pub(super) fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, StepError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| Err(StepError::panicked(&*panic)))
 }
 
-/// One attempt of a compensation, panics caught.
+/// One attempt of a compensation, panics caught; a sync one passes
+/// `gate`, as in [`attempt_action`].
 pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
     undo: &'a Undo<C, D>,
     ctx: &'a mut A,
     output: Option<&'a (dyn std::any::Any + Send + Sync)>,
     info: &'a StepInfo<'a, D>,
+    gate: Option<&BlockingGate>,
 ) -> Attempt<'a, ()> {
     let future = match undo {
         Undo::Sync(undo) => {
             return Attempt::Done(match A::exclusive(ctx) {
-                Some(ctx) => catch(|| undo(ctx, output, info)),
+                Some(ctx) => blocking(gate, || undo(ctx, output, info)),
                 None => Err(exclusive_in_group(info)),
             });
         }
         Undo::SharedSync(undo) => {
-            return Attempt::Done(catch(|| undo(A::shared(ctx), output, info)));
+            return Attempt::Done(blocking(gate, || undo(A::shared(ctx), output, info)));
         }
         Undo::Async(undo) => match A::exclusive(ctx) {
             Some(ctx) => catch(move || Ok(undo(ctx, output, info))),

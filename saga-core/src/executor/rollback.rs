@@ -271,7 +271,7 @@ pub(super) async fn run_compensation<C, D>(
         let result = {
             let info = StepInfo::of(&saga.name, &env.id, &step.name, attempt, env.deps);
             settle!(
-                attempt_undo(undo, &mut ctx, output, &info),
+                attempt_undo(undo, &mut ctx, output, &info, env.gate()),
                 true,
                 &step.name,
                 attempt
