@@ -38,10 +38,12 @@ pub enum EngineError {
     },
     /// A step returns a value without a codec, so a durable saga could not
     /// log it: a `#[saga_task]` step whose output type lacks serde's
-    /// traits, or a [`Step`](crate::Step) built without
-    /// [`durable`](crate::Step::durable).
+    /// traits, a [`Step`](crate::Step) built without
+    /// [`durable`](crate::Step::durable), or a hand-written
+    /// [`Task`](crate::Task) added with `.task(..)` or `saga!` (which
+    /// cannot make it durable: add `Step::from_task(task).durable()`).
     #[error(
-        "step `{step}` of saga `{saga}` returns a `{output}`, which a durable saga cannot log; derive `serde::Serialize` and `serde::Deserialize` on that type (a `#[saga_task]` step then logs it by itself; a `Step` built by hand also needs `.durable()`), or return `()` and keep the value in the context"
+        "step `{step}` of saga `{saga}` returns a `{output}`, which a durable saga cannot log; its type needs `serde::Serialize` and `serde::Deserialize` (a `#[saga_task]` step is then logged by itself; a `Step` built by hand needs `.durable()`, and a hand-written `Task` `.step(Step::from_task(task).durable())` in place of `.task(task)` or `saga!`), or return `()` and keep the value in the context"
     )]
     OutputNotDurable {
         /// The saga.
