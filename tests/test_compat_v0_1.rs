@@ -1,12 +1,13 @@
-//! Stores written by release 0.1.0, recovered by this build: every
-//! execution ends as 0.1.0's rules decided (completed, compensated, or
-//! stuck), the steps it runs again get the keys `{execution_id}/{step}`
-//! byte for byte, the execution whose resume an operator requested is
-//! resumed, and the stuck one stays stuck.
+//! Stores written by 0.1 (the build of commit 0a56b04: see the fixtures'
+//! README), recovered by this build: every execution ends as 0.1's rules
+//! decided (completed, compensated, or stuck), the steps it runs again
+//! get the keys `{execution_id}/{step}` byte for byte, the execution whose
+//! resume an operator requested is resumed, and the stuck one stays
+//! stuck; an open that must not migrate leaves them as they were.
 //!
 //! The stores are fixtures, `tests/fixtures/v0.1/` (an SQLite file and a
 //! PostgreSQL dump; their README says what each execution is and how
-//! 0.1.0 wrote it). Each test recovers a copy: the committed files are
+//! 0.1 wrote it). Each test recovers a copy: the committed files are
 //! never opened for writing.
 //!
 //! The saga is defined here again with the names and kinds that 0.1.0
