@@ -1,12 +1,13 @@
-//! Stores written by release 0.1.0, recovered by this build: every
-//! execution ends as 0.1.0's rules decided (completed, compensated, or
-//! stuck), the steps it runs again get the keys `{execution_id}/{step}`
-//! byte for byte, the execution whose resume an operator requested is
-//! resumed, and the stuck one stays stuck.
+//! Stores written by 0.1 (the build of commit 0a56b04: see the fixtures'
+//! README), recovered by this build: every execution ends as 0.1's rules
+//! decided (completed, compensated, or stuck), the steps it runs again
+//! get the keys `{execution_id}/{step}` byte for byte, the execution whose
+//! resume an operator requested is resumed, and the stuck one stays
+//! stuck; an open that must not migrate leaves them as they were.
 //!
 //! The stores are fixtures, `tests/fixtures/v0.1/` (an SQLite file and a
 //! PostgreSQL dump; their README says what each execution is and how
-//! 0.1.0 wrote it). Each test recovers a copy: the committed files are
+//! 0.1 wrote it). Each test recovers a copy: the committed files are
 //! never opened for writing.
 //!
 //! The saga is defined here again with the names and kinds that 0.1.0
@@ -439,6 +440,48 @@ fn a_read_only_open_of_a_0_1_store_asks_for_a_migration() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An open that may write but must not migrate (what the `saga` command's
+/// `resume`, `abandon` and `cancel --yes` use) refuses a 0.1 file with
+/// the same error, before writing anything: the file stays a store that
+/// 0.1 processes can open.
+#[test]
+fn an_open_told_not_to_migrate_leaves_a_0_1_store_as_it_was() {
+    use saga_core::store::{SqliteOptions, StoreError};
+
+    let dir = scratch_dir("compat-v0-1-no-migration");
+    let path = dir.join("store.db");
+    std::fs::copy(Path::new(FIXTURES).join("store.db"), &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    for integrity_check in [true, false] {
+        let options = SqliteOptions::new()
+            .with_integrity_check(integrity_check)
+            .with_migrate(false);
+        let Err(error) = SqliteStore::open_with(&path, options) else {
+            panic!("a 0.1 file opened to write without a migration");
+        };
+        assert!(
+            matches!(
+                error,
+                StoreError::OlderSchema {
+                    found: 1,
+                    supported: 2,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("let a worker of this build"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
+    }
+    // The default still migrates, as a service's first open must.
+    drop(SqliteStore::open(&path).unwrap());
+    assert_ne!(std::fs::read(&path).unwrap(), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The dump, made loadable into `schema` by this test's client: its
 /// schema renamed, and psql's `\restrict` lines (meta-commands that guard
 /// psql against a hostile server) left out.
@@ -470,4 +513,67 @@ async fn postgres_stores_of_0_1_recover_as_0_1_decided() {
         .await
         .unwrap();
     recover_and_check(store).await;
+}
+
+/// A connection that may write but must not migrate refuses a 0.1 schema
+/// and leaves it at version 1, without the column version 2 adds.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_connection_told_not_to_migrate_leaves_a_0_1_store_as_it_was() {
+    use saga_core::store::{PostgresOptions, PostgresStore, StoreError};
+    use support::pg::{client, fresh_schema, pg_url};
+
+    let url = pg_url();
+    let schema = fresh_schema("compat_v0_1_no_migration");
+    let admin = client(&url).await;
+    admin.batch_execute(&dump_for(&schema)).await.unwrap();
+    let state = || async {
+        let version: i64 = admin
+            .query_one(&format!("SELECT version FROM {schema}.saga_schema"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        let columns: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = 'events'",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (version, columns)
+    };
+    let before = state().await;
+    assert_eq!(before.0, 1);
+    let options = PostgresOptions::new()
+        .with_schema(&schema)
+        .with_create_schema(false)
+        .with_migrate(false);
+    let error = PostgresStore::connect_with(&url, options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::OlderSchema {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("let a worker of this build"),
+        "{error}"
+    );
+    assert_eq!(state().await, before, "the schema changed");
+    // The default still migrates, as a service's first connection must.
+    drop(
+        PostgresStore::connect_with(&url, PostgresOptions::new().with_schema(&schema))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(state().await, (2, before.1 + 1));
 }

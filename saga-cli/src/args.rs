@@ -143,11 +143,13 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    /// Whether the command may write to the store (an operator command);
-    /// the others open it read-only.
+    /// Whether the command writes to the store (an operator command with
+    /// `--yes`); the others, and a dry run, open it read-only.
     pub(crate) fn writes(&self) -> bool {
         match self {
-            Command::Resume { .. } | Command::Abandon { .. } | Command::Cancel { .. } => true,
+            Command::Resume { yes, .. }
+            | Command::Abandon { yes, .. }
+            | Command::Cancel { yes, .. } => *yes,
             Command::List { .. }
             | Command::Show { .. }
             | Command::Diagram { .. }

@@ -8,17 +8,24 @@ use saga_core::store::{SagaStore, SqliteOptions, SqliteStore};
 use crate::CliError;
 
 /// Opens the store named on the command line to write (as `resume`,
-/// `abandon` and `cancel` do), never creating one: an SQLite file
-/// (`integrity_check` runs SQLite's `quick_check` first) or, in a build
-/// with the `postgres` feature, a PostgreSQL URL or key/value connection
-/// string (`host=db user=saga dbname=sagas`) whose saga tables are in
-/// `pg_schema` (`PostgresOptions::with_create_schema(false)`: a schema
-/// that does not exist or has no tables is an error, not a new store). A store of an older version is migrated, as a worker of this
-/// build would. No error repeats a password given in `spec`.
+/// `abandon` and `cancel` with `--yes` do), never creating one and never
+/// migrating one: an SQLite file (`integrity_check` runs SQLite's
+/// `quick_check` first) or, in a build with the `postgres` feature, a
+/// PostgreSQL URL or key/value connection string (`host=db user=saga
+/// dbname=sagas`) whose saga tables are in `pg_schema`
+/// (`PostgresOptions::with_create_schema(false)`: a schema that does not
+/// exist or has no tables is an error, not a new store). A store of an
+/// older schema version is refused and left as it was
+/// (`SqliteOptions::with_migrate(false)`,
+/// `PostgresOptions::with_migrate(false)`): the service's own workers
+/// migrate it when the new version first opens it, and until then the
+/// processes of the old version can still open it. No error repeats a
+/// password given in `spec`.
 ///
 /// # Errors
 /// [`CliError::Missing`] for a file that does not exist,
-/// [`CliError::NoPgStore`] for a PostgreSQL schema without a store, and
+/// [`CliError::NoPgStore`] for a PostgreSQL schema without a store,
+/// `StoreError::OlderSchema` for a store of an older schema version, and
 /// the store's own errors for a file that is not a saga store or a server
 /// that cannot be reached.
 pub async fn open_store(
@@ -30,12 +37,15 @@ pub async fn open_store(
         return open_postgres(spec, pg_schema, false).await;
     }
     let path = existing_file(spec)?;
-    let options = SqliteOptions::new().with_integrity_check(integrity_check);
+    let options = SqliteOptions::new()
+        .with_integrity_check(integrity_check)
+        .with_migrate(false);
     Ok(Arc::new(SqliteStore::open_with(path, options)?))
 }
 
 /// Opens the store named on the command line for reading only, as `list`,
-/// `show`, `diagram` and `watch` do: an SQLite file is opened read-only
+/// `show`, `diagram`, `watch` and the dry runs of `resume`, `abandon` and
+/// `cancel` (without `--yes`) do: an SQLite file is opened read-only
 /// ([`SqliteStore::open_read_only`]: no migration, no full check, and no
 /// write access needed to the file or its directory), so inspecting a
 /// store never changes a byte of it. A PostgreSQL store is connected to
@@ -44,8 +54,8 @@ pub async fn open_store(
 /// the user needs).
 ///
 /// # Errors
-/// As [`open_store`], and the store's error for a PostgreSQL store of an
-/// older schema version (a read-only connection does not migrate it).
+/// As [`open_store`] (a store of an older schema version included: a
+/// read-only connection does not migrate it).
 pub async fn open_store_read_only(
     spec: &str,
     pg_schema: &str,
@@ -92,7 +102,8 @@ async fn open_postgres(
     let store = if read_only {
         PostgresStore::connect_read_only(url, options).await
     } else {
-        PostgresStore::connect_with(url, options.with_create_schema(false)).await
+        let options = options.with_create_schema(false).with_migrate(false);
+        PostgresStore::connect_with(url, options).await
     };
     match store {
         Ok(store) => Ok(Arc::new(store)),

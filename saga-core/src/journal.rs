@@ -352,9 +352,10 @@ pub enum StoreError {
         detail: String,
     },
     /// A database schema older than this build's, opened without
-    /// migrating it (read-only): this build's reads need the newer one.
+    /// migrating it (read-only, or told not to migrate: the `saga`
+    /// command): this build's reads and writes need the newer one.
     #[error(
-        "{store} has schema version {found}, older than this build's ({supported}), and a read-only connection does not migrate it; it was left untouched: let a worker of this build connect first (it migrates the schema), or use the tools of the version that wrote it"
+        "{store} has schema version {found}, older than this build's ({supported}), and this connection does not migrate it (read-only, or opened not to migrate); it was left untouched: let a worker of this build connect first (it migrates the schema), or use the tools of the version that wrote it"
     )]
     OlderSchema {
         /// The store.

@@ -92,9 +92,10 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// version gives [`StoreError::IncompatibleSchema`], and both are left as
 /// they were. An older schema is migrated (additive migrations only, under
 /// an advisory lock, so that old and new workers can run side by side
-/// during a rolling upgrade). PostgreSQL's `text` cannot hold a NUL
-/// character: a step error message with one is logged with U+FFFD in its
-/// place (the run's own report keeps the message as it was).
+/// during a rolling upgrade), unless [`PostgresOptions::with_migrate`]
+/// says not to. PostgreSQL's `text` cannot hold a NUL character: a step
+/// error message with one is logged with U+FFFD in its place (the run's
+/// own report keeps the message as it was).
 ///
 /// **TLS.** `sslmode` and `sslrootcert` in the connection string have
 /// libpq's meanings: `disable`, `prefer` (the default: TLS if the server
@@ -180,12 +181,16 @@ impl PostgresStore {
     /// name that is not a plain identifier, and [`StoreError::NoStore`]
     /// for a schema that does not exist or holds no table when `options`
     /// say not to create one
-    /// ([`with_create_schema(false)`](PostgresOptions::with_create_schema)).
+    /// ([`with_create_schema(false)`](PostgresOptions::with_create_schema)),
+    /// [`StoreError::OlderSchema`] for a store of an older schema version
+    /// when they say not to migrate it
+    /// ([`with_migrate(false)`](PostgresOptions::with_migrate)); either is
+    /// left as it was.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> StoreResult<Self> {
         let (target, describe) = target(url, &options, false)?;
         let schema = options.schema.clone();
         let session = open_session(&target, &describe, &schema, false).await?;
-        check_and_migrate(&session, &describe, &schema, options.create_schema).await?;
+        check_and_migrate(&session, &describe, &options).await?;
         Ok(Self::start(
             target,
             describe,

@@ -3,6 +3,7 @@
 
 use tokio_postgres::Client;
 
+use super::PostgresOptions;
 use super::session::{Session, sql_error};
 use crate::store::{StoreError, StoreResult};
 
@@ -258,17 +259,18 @@ pub(super) async fn check_read_only(
 /// advisory lock (two workers starting together migrate once). Nothing is
 /// written to a schema that is not ours or is too new; with `create`
 /// false, nothing is created either: a schema that does not exist or
-/// holds no table is [`StoreError::NoStore`].
+/// holds no table is [`StoreError::NoStore`]; with `options` saying not to
+/// migrate, a store of an older version is [`StoreError::OlderSchema`],
+/// and nothing is written to it.
 pub(super) async fn check_and_migrate(
     session: &Session,
     store: &str,
-    schema: &str,
-    create: bool,
+    options: &PostgresOptions,
 ) -> StoreResult<()> {
     let err = |e| sql_error(store, "migrating the schema", e);
     let client = &session.client;
     client.batch_execute("BEGIN").await.map_err(err)?;
-    let result = migrate(client, store, schema, create).await;
+    let result = migrate(client, store, options).await;
     match result {
         Ok(()) => client.batch_execute("COMMIT").await.map_err(err),
         Err(e) => {
@@ -278,12 +280,8 @@ pub(super) async fn check_and_migrate(
     }
 }
 
-pub(super) async fn migrate(
-    client: &Client,
-    store: &str,
-    schema: &str,
-    create: bool,
-) -> StoreResult<()> {
+async fn migrate(client: &Client, store: &str, options: &PostgresOptions) -> StoreResult<()> {
+    let schema = options.schema.as_str();
     let err = |e| sql_error(store, "migrating the schema", e);
     client
         .execute(
@@ -293,7 +291,7 @@ pub(super) async fn migrate(
         .await
         .map_err(err)?;
     let found = inspect(client, store, schema).await?;
-    if !create {
+    if !options.create_schema {
         found.check_exists(store, schema)?;
     }
     found.check_usage(store, schema)?;
@@ -329,6 +327,13 @@ pub(super) async fn migrate(
     if version >= SCHEMA_VERSION {
         // Ours, as new as this build or newer but compatible.
         return Ok(());
+    }
+    if version > 0 && !options.migrate {
+        return Err(StoreError::OlderSchema {
+            store: store.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         client.batch_execute(sql).await.map_err(err)?;

@@ -81,7 +81,9 @@ use crate::step::BoxFuture;
 /// SQLite database, a damaged one, an empty one, one without our
 /// application id, one with a newer schema, or a read-only one gives a
 /// [`StoreError`] naming the file, and the file is left as it was. A file
-/// of an older schema is migrated. A missing file is created, `0600`.
+/// of an older schema is migrated (unless
+/// [`SqliteOptions::with_migrate`] says not to: then it is refused, as it
+/// was). A missing file is created, `0600`.
 ///
 /// Contexts and outputs are stored as JSON text, readable with the
 /// `sqlite3` shell: `SELECT seq, kind, step, context FROM events WHERE
@@ -156,7 +158,9 @@ impl SqliteStore {
     /// Opens the store with `options`.
     ///
     /// # Errors
-    /// As [`open`](Self::open).
+    /// As [`open`](Self::open), and [`StoreError::OlderSchema`] for a store
+    /// of an older schema version when `options` say not to migrate it
+    /// ([`SqliteOptions::with_migrate(false)`](SqliteOptions::with_migrate)).
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let created = create_file(&path)?;

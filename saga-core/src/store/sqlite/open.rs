@@ -71,7 +71,7 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// What an opener means to do with the file.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Access {
-    /// Read and write it (and migrate it).
+    /// Read and write it (and migrate it, unless told not to).
     ReadWrite,
     /// Only read it.
     ReadOnly,
@@ -277,7 +277,8 @@ pub(super) fn open_error(path: &Path, what: &str, error: rusqlite::Error) -> Sto
     }
 }
 
-/// Validates an opened file, then sets it up and migrates it. Nothing is
+/// Validates an opened file, then sets it up and migrates it (or, if
+/// `options` say not to migrate, refuses an older schema). Nothing is
 /// written before the file is known to be ours (or `created` by this open)
 /// and sound.
 pub(super) fn check_and_migrate(
@@ -309,6 +310,15 @@ pub(super) fn check_and_migrate(
         .map_err(err("reading the schema version"))?;
     let tables = table_names(conn).map_err(err("reading the schema"))?;
     check_ours(path, application_id, &tables, version, created)?;
+    // Before anything is written (the switch to WAL may be a write): an
+    // older build still opens the file it refused to migrate.
+    if !options.migrate && !created && version < SCHEMA_VERSION {
+        return Err(StoreError::OlderSchema {
+            store: describe(path),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
     if options.integrity_check && !tables.is_empty() {
         let verdict: String = conn
             .pragma_query_value(None, "quick_check", |row| row.get(0))

@@ -1,5 +1,5 @@
 //! Options of the SQLite store: when commits reach the disk, busy timeout,
-//! batch size, the integrity check on open.
+//! batch size, the integrity check and the migration on open.
 
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ pub struct SqliteOptions {
     pub(super) busy_timeout: Duration,
     pub(super) max_batch: usize,
     pub(super) integrity_check: bool,
+    pub(super) migrate: bool,
 }
 
 impl Default for SqliteOptions {
@@ -40,13 +41,14 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             max_batch: 512,
             integrity_check: true,
+            migrate: true,
         }
     }
 }
 
 impl SqliteOptions {
     /// The defaults: durable commits, a 5 s busy timeout, batches of up to
-    /// 512 writes, an integrity check on open.
+    /// 512 writes, an integrity check on open, an older schema migrated.
     pub fn new() -> Self {
         Self::default()
     }
@@ -78,6 +80,23 @@ impl SqliteOptions {
     #[must_use]
     pub fn with_integrity_check(mut self, yes: bool) -> Self {
         self.integrity_check = yes;
+        self
+    }
+
+    /// Whether opening migrates a store of an older schema version
+    /// (default: yes, as a service's own processes want: the first open by
+    /// a new version brings its store up to date). With `false`, such a
+    /// file is refused with
+    /// [`StoreError::OlderSchema`](crate::store::StoreError::OlderSchema)
+    /// and left byte for byte as it was, so processes of the older version
+    /// can still open it (an older build refuses a migrated file as newer
+    /// than it understands). Tools that mend a store (the `saga` command's
+    /// `resume`, `abandon` and `cancel`) open so, and leave the migration
+    /// to the service. A missing file is still created as a new store of
+    /// this version.
+    #[must_use]
+    pub fn with_migrate(mut self, yes: bool) -> Self {
+        self.migrate = yes;
         self
     }
 }
