@@ -31,7 +31,9 @@ use syn::visit::{self, Visit};
 /// execution, because of what the definitions' own signatures name:
 ///
 /// - `vocabulary`: the leaves everything names (ids, the lifecycle
-///   statuses and kinds, escaping user text). They import nothing.
+///   statuses and kinds, escaping user text), and `gate`, the runtime's
+///   share of threads for sync steps that the journal trait hands the
+///   executor. They import nothing.
 /// - `log vocabulary`: `journal`, the events, the journal trait, the resume
 ///   state and `StoreError`. Below both the executor and the stores (as
 ///   steno keeps `saga_log.rs`), and below the definitions as well:
@@ -51,7 +53,7 @@ use syn::visit::{self, Visit};
 /// - `tools`: the test kit, and `guide` (the design, macro and operations
 ///   guides as doc modules: no code, and free to link anywhere).
 const FLOORS: &[(&str, &[&str])] = &[
-    ("vocabulary", &["id", "name", "status", "escape"]),
+    ("vocabulary", &["id", "name", "status", "escape", "gate"]),
     ("log vocabulary", &["journal"]),
     (
         "definitions",

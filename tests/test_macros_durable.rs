@@ -328,9 +328,10 @@ async fn register_refuses_a_saga_macro_step_whose_output_lacks_serde_saying_what
     assert_eq!(
         err.to_string(),
         "step `take_cash` of saga `till` returns a `test_macros_durable::Cash`, which a durable saga \
-         cannot log; derive `serde::Serialize` and `serde::Deserialize` on that type (a \
-         `#[saga_task]` step then logs it by itself; a `Step` built by hand also needs \
-         `.durable()`), or return `()` and keep the value in the context"
+         cannot log; its type needs `serde::Serialize` and `serde::Deserialize` (a \
+         `#[saga_task]` step is then logged by itself; a `Step` built by hand needs \
+         `.durable()`, and a hand-written `Task` `.step(Step::from_task(task).durable())` in \
+         place of `.task(task)` or `saga!`), or return `()` and keep the value in the context"
     );
 
     let coins = saga! { name: "coins", context: Trip, step count_coins; };
