@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use saga_core::store::SagaStore;
+use saga_core::store::{EventKind, SagaStore};
 use saga_core::{
     ExecutionStatus, Outcome, Parallel, Saga, SagaEngine, SagaReport, Step, StepError, StepInfo,
     StepStatus,
@@ -137,6 +137,20 @@ fn a_second_crash_mid_rollback_still_compensates_what_the_first_cut_off() {
                     .await
                     .unwrap();
                 script.hung.notified().await;
+                // `quick`'s end is committed at once (a sibling still
+                // runs), but after `slow` hung: wait for it, so the crash
+                // cuts off `slow` alone.
+                let store = engine.store();
+                for _ in 0..1000 {
+                    let events = store.events(&id).await.unwrap();
+                    if events
+                        .iter()
+                        .any(|e| e.kind == EventKind::StepSucceeded && e.step == Some(2))
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 engine.cancel(&id).await.unwrap();
                 id
             }
