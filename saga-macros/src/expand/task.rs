@@ -322,12 +322,27 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
         return item.to_token_stream();
     }
     let impls = stub_impls(ident, &name);
+    // `saga!` checks that a step's name exists by naming it as a value,
+    // which rustc cannot do for a generic function without its type
+    // arguments; it looks for a value of the name in this module first.
+    let generic = (!item.sig.generics.params.is_empty()).then(|| {
+        let module = format_ident!("__saga_generic_{}", name);
+        quote! {
+            #[allow(non_snake_case)]
+            #[doc(hidden)]
+            #vis mod #module {
+                #[allow(non_upper_case_globals, dead_code)]
+                pub const #ident: () = ();
+            }
+        }
+    });
     quote! {
         #item
         #[allow(non_camel_case_types)]
         #[doc(hidden)]
         #vis struct #ident {}
         #impls
+        #generic
     }
 }
 
