@@ -278,6 +278,28 @@ pub mod checks {
     #[diagnostic::do_not_recommend]
     impl<Undo: ?Sized, T: ?Sized, D: crate::Provides<T> + ?Sized> UndoDependency<Undo, T> for D {}
 
+    /// The error type `Self` of a `#[saga_task]` function converts into
+    /// [`StepError`](crate::StepError): `Into<StepError>`, in words that
+    /// say which types do, as one error where rustc would report each
+    /// missing bound of a `Box<dyn Error>` (`Send`, `Sync`, `Sized`).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a step's error: it does not convert into `StepError`",
+        label = "not an error type a step can return",
+        note = "a step's error is any `std::error::Error + Send + Sync + 'static` (an enum deriving `thiserror::Error`, `std::io::Error`, `anyhow::Error`), a `String`, a `&'static str` or a `StepError`",
+        note = "a boxed error must be `Send + Sync`, as steps run on any thread: `Box<dyn std::error::Error + Send + Sync>`"
+    )]
+    pub trait StepErrorType: Sized {
+        /// `self.into()`.
+        fn __saga_into(self) -> crate::StepError;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<E: Into<crate::StepError>> StepErrorType for E {
+        fn __saga_into(self) -> crate::StepError {
+            self.into()
+        }
+    }
+
     /// The saga's dependencies `Self` are, or provide, the `T` of the
     /// `StepInfo<'_, T>` that the `#[saga_task]` function `Step` takes:
     /// [`Provides<T>`], in words that name the function.

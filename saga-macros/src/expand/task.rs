@@ -36,12 +36,13 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> Token
     let plain_info = has_info
         .then(|| quote!(let __saga_plain_info = __saga_info.with_dependencies(#info_deps);));
     // The error converts at the error type, so that a wrong one is
-    // reported there, once, as rustc's "the trait bound `E: Into<StepError>`
-    // is not satisfied". The conversion is a closure rather than the path
-    // `Into::into`, which would be checked again at the call, at the
-    // attribute: see `allow_closure`.
+    // reported there, once, in `checks::StepErrorType`'s words (rustc's
+    // own `Into<StepError>` reports each missing bound of a
+    // `Box<dyn Error>` apart: `Send`, `Sync`, `Sized`). The conversion is
+    // a closure rather than a path, which would be checked again at the
+    // call, at the attribute: see `allow_closure`.
     let error = quote_spanned! {task.error_span=>
-        |__saga_error| ::core::convert::Into::<#p::StepError>::into(__saga_error)
+        |__saga_error| ::saga_core::checks::StepErrorType::__saga_into(__saga_error)
     };
     if task.is_async {
         // One boxed future, made by `step_future` around the function's
