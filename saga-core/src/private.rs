@@ -152,11 +152,22 @@ pub trait UndoContext<C> {
 }
 
 /// Second half: what `Self` receives, as `Option<&Received>`, when it
-/// undoes a step whose output is `T`. A `#[saga_task]` compensation
-/// implements it for every `T` with its own `Received`, and
-/// [`checks::UndoReceives`] compares the two, so that a mismatch is one
-/// error in words that name the step and both types.
-pub trait UndoOutput<C, T> {
+/// undoes the step `Step`, whose output is `T`. A `#[saga_task]`
+/// compensation that takes `Option<&R>` implements it for every `T`, with
+/// `Received = R`, and [`checks::UndoReceives`] compares the two, so that
+/// a mismatch is one error in words that name the step and both types.
+/// One that takes no `Option<&R>` implements it for `T = ()` only, so that
+/// undoing any other output fails here, in words that say what is
+/// missing (its `&T` parameters, if any, ask the saga's dependencies,
+/// and are often the output written without its `Option`).
+#[diagnostic::on_unimplemented(
+    message = "compensation `{Self}` cannot undo step `{Step}`: `{Step}` returns `{T}`, and `{Self}` takes no `Option<&{T}>` after its context",
+    label = "expected a compensation taking `Option<&{T}>` after the context",
+    note = "a compensation receives its step's output as `Option<&T>`: `Some` when the step succeeded, `None` when its outcome is unknown (a timeout, a panic, an error marked `outcome_unknown`)",
+    note = "a `&T` parameter is not the step's output: it asks the saga's dependencies for a `T`",
+    note = "a compensation that takes no `Option<&T>` undoes only a step whose output is `()`"
+)]
+pub trait UndoOutput<C, T, Step: ?Sized> {
     /// The `T` of the compensation's `Option<&T>` (`()` without one).
     type Received: ?Sized;
 }
@@ -245,12 +256,49 @@ pub mod checks {
     #[diagnostic::on_unimplemented(
         message = "`{Step}` asks for `&{T}`, and the saga's dependencies `{Self}` do not provide it",
         label = "`{Self}` does not provide `{T}`",
-        note = "implement `saga_core::Provides<{T}>` for `{Self}` (returning the `{T}` it holds), or name dependencies that provide it with `dependencies: ..` in `saga!`"
+        note = "if `{Self}` is a type of your own, implement `saga_core::Provides<{T}>` for it (returning the `{T}` it holds); else name dependencies of your own type that provide it, as `dependencies: MyDeps` in `saga!` with `impl Provides<{T}> for MyDeps`"
     )]
     pub trait Dependency<Step: ?Sized, T: ?Sized>: crate::Provides<T> {}
 
     #[diagnostic::do_not_recommend]
     impl<Step: ?Sized, T: ?Sized, D: crate::Provides<T> + ?Sized> Dependency<Step, T> for D {}
+
+    /// [`Dependency`] for a compensation: the saga's dependencies `Self`
+    /// provide the `T` that the compensation `Undo` asks for as `&T`, in
+    /// words that add where its step's output comes in, since a `&T`
+    /// written for the output is read as a dependency.
+    #[diagnostic::on_unimplemented(
+        message = "compensation `{Undo}` asks for `&{T}`, and the saga's dependencies `{Self}` do not provide it",
+        label = "`{Self}` does not provide `{T}`",
+        note = "a compensation receives the output of the step it undoes as `Option<&T>` after its context: if `&{T}` is meant to be that output, write `Option<&{T}>`",
+        note = "if `&{T}` is a dependency and `{Self}` a type of your own, implement `saga_core::Provides<{T}>` for it; else name dependencies of your own type that provide it, as `dependencies: MyDeps` in `saga!` with `impl Provides<{T}> for MyDeps`"
+    )]
+    pub trait UndoDependency<Undo: ?Sized, T: ?Sized>: crate::Provides<T> {}
+
+    #[diagnostic::do_not_recommend]
+    impl<Undo: ?Sized, T: ?Sized, D: crate::Provides<T> + ?Sized> UndoDependency<Undo, T> for D {}
+
+    /// The error type `Self` of a `#[saga_task]` function converts into
+    /// [`StepError`](crate::StepError): `Into<StepError>`, in words that
+    /// say which types do, as one error where rustc would report each
+    /// missing bound of a `Box<dyn Error>` (`Send`, `Sync`, `Sized`).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a step's error: it does not convert into `StepError`",
+        label = "not an error type a step can return",
+        note = "a step's error is any `std::error::Error + Send + Sync + 'static` (an enum deriving `thiserror::Error`, `std::io::Error`, `anyhow::Error`), a `String`, a `&'static str` or a `StepError`",
+        note = "a boxed error must be `Send + Sync`, as steps run on any thread: `Box<dyn std::error::Error + Send + Sync>`"
+    )]
+    pub trait StepErrorType: Sized {
+        /// `self.into()`.
+        fn __saga_into(self) -> crate::StepError;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<E: Into<crate::StepError>> StepErrorType for E {
+        fn __saga_into(self) -> crate::StepError {
+            self.into()
+        }
+    }
 
     /// The saga's dependencies `Self` are, or provide, the `T` of the
     /// `StepInfo<'_, T>` that the `#[saga_task]` function `Step` takes:
@@ -260,7 +308,7 @@ pub mod checks {
     #[diagnostic::on_unimplemented(
         message = "`{Step}` takes `StepInfo<'_, {T}>`, and the saga's dependencies `{Self}` are not `{T}` and do not provide it",
         label = "`{Self}` is not `{T}` and does not provide it",
-        note = "take `StepInfo<'_, {Self}>` to reach the saga's dependencies, name `{T}` with `dependencies: ..` in `saga!`, or implement `saga_core::Provides<{T}>` for `{Self}`"
+        note = "take `StepInfo<'_, {Self}>` to reach the saga's dependencies, name `{T}` with `dependencies: ..` in `saga!`, or, if `{Self}` is a type of your own, implement `saga_core::Provides<{T}>` for it"
     )]
     pub trait InfoDependencies<Step: ?Sized, T: ?Sized>: crate::Provides<T> {}
 

@@ -288,13 +288,26 @@ impl Parse for StepDef {
 impl Parse for StepOption {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let keyword: Ident = syn::ext::IdentExt::parse_any(input)?;
+        let known = [
+            "retry",
+            "undo_retry",
+            "backoff",
+            "max_backoff",
+            "retry_if",
+            "timeout",
+            "name",
+            "metadata",
+        ];
+        if input.peek(Token![=]) && known.iter().any(|k| keyword == k) {
+            return Err(option_with_eq(input, &keyword));
+        }
         let value = match keyword.to_string().as_str() {
             "retry" => OptionValue::Retry(parse_attempts(input, &keyword)?),
             "undo_retry" => OptionValue::UndoRetry(parse_attempts(input, &keyword)?),
-            "backoff" => OptionValue::Backoff(parse_duration(input)?),
-            "max_backoff" => OptionValue::MaxBackoff(parse_duration(input)?),
+            "backoff" => OptionValue::Backoff(parse_duration(input, &keyword)?),
+            "max_backoff" => OptionValue::MaxBackoff(parse_duration(input, &keyword)?),
             "retry_if" => OptionValue::RetryIf(input.parse()?),
-            "timeout" => OptionValue::Timeout(parse_duration(input)?),
+            "timeout" => OptionValue::Timeout(parse_duration(input, &keyword)?),
             "name" => OptionValue::Name(input.parse()?),
             "metadata" => {
                 let content;
@@ -313,6 +326,45 @@ impl Parse for StepOption {
     }
 }
 
+/// `timeout = "2s"`, the attribute's form, in `saga!`: an error at the
+/// `=` and its value that shows the option as `saga!` takes it.
+fn option_with_eq(input: ParseStream<'_>, keyword: &Ident) -> syn::Error {
+    let mut value = proc_macro2::TokenStream::new();
+    let mut shown = String::new();
+    while !input.is_empty() && !input.peek(Token![,]) && !input.peek(Token![;]) {
+        match input.parse::<proc_macro2::TokenTree>() {
+            Ok(tree) => {
+                if !matches!(&tree, proc_macro2::TokenTree::Punct(p) if p.as_char() == '=') {
+                    shown.push_str(&unquoted(&tree, keyword));
+                }
+                value.extend([tree]);
+            }
+            Err(e) => return e,
+        }
+    }
+    syn::Error::new_spanned(
+        value,
+        format!(
+            "a `saga!` option takes no `=`: write `{keyword} {shown}` (`=` is the `#[saga_task(..)]` attribute's form)"
+        ),
+    )
+}
+
+/// A duration's string without its quotes (`"2s"` as `2s`), any other
+/// token as written.
+fn unquoted(tree: &proc_macro2::TokenTree, keyword: &Ident) -> String {
+    let durations = ["timeout", "backoff", "max_backoff"];
+    if let proc_macro2::TokenTree::Literal(lit) = tree {
+        if durations.iter().any(|d| keyword == d) {
+            if let Ok(lit) = syn::parse2::<LitStr>(tree.clone().into()) {
+                return lit.value();
+            }
+        }
+        return lit.to_string();
+    }
+    tree.to_string()
+}
+
 /// `3` or `forever`, after `retry` or `undo_retry`.
 fn parse_attempts(input: ParseStream<'_>, keyword: &Ident) -> syn::Result<Attempts> {
     if input.peek(kw::forever) {
@@ -320,9 +372,19 @@ fn parse_attempts(input: ParseStream<'_>, keyword: &Ident) -> syn::Result<Attemp
         Ok(Attempts::Forever(forever.span))
     } else if input.peek(LitInt) {
         Ok(Attempts::Count(input.parse()?))
+    } else if input.peek(syn::token::Paren) {
+        let content;
+        let parens = syn::parenthesized!(content in input);
+        let _ = content.parse::<proc_macro2::TokenStream>();
+        Err(syn::Error::new(
+            parens.span.join(),
+            format!(
+                "in `saga!`, write `{keyword} 3` or `{keyword} forever` (`{keyword}(attempts = 3)` is the `#[saga_task(..)]` attribute's form)"
+            ),
+        ))
     } else {
         Err(input.error(format!(
-            "expected a number of attempts or `forever` after `{keyword}`"
+            "expected a number of attempts or `forever` after `{keyword}`, as in `{keyword} 3`"
         )))
     }
 }
@@ -347,8 +409,20 @@ impl Parse for MetaPair {
 const DURATION_HELP: &str =
     "write a number and its unit together, as in `250ms`, `2s`, `1.5s`, `5m` or `1h`";
 
-/// A duration written as one literal token: `250ms`, `2s`, `1.5s`.
-fn parse_duration(input: ParseStream<'_>) -> syn::Result<Dur> {
+/// A duration written as one literal token: `250ms`, `2s`, `1.5s`; the
+/// attribute's quoted `"2s"` is an error that shows it unquoted.
+fn parse_duration(input: ParseStream<'_>, keyword: &Ident) -> syn::Result<Dur> {
+    if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "in `saga!`, a duration is not quoted: write `{keyword} {}` (the `#[saga_task(..)]` attribute quotes it: `{keyword} = \"{}\"`)",
+                lit.value(),
+                lit.value()
+            ),
+        ));
+    }
     let (digits, suffix, span) = if input.peek(LitInt) {
         let lit: LitInt = input.parse()?;
         (

@@ -302,6 +302,8 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// )]
 /// ```
 ///
+/// Durations are strings here (`timeout = "2s"`), where `saga!` writes
+/// them unquoted (`timeout 2s`); paths are not quoted (`undo = refund`).
 /// `saga!` options override these, except a compensation, which is given
 /// in one place only. Alongside the function, the attribute emits a
 /// hidden type of the same name (types and functions live in different

@@ -118,9 +118,22 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
             "a `#[saga_task]` function cannot be generic: a saga names it as one step with one context type",
         ));
     }
-    let mut inputs = sig.inputs.iter();
+    let mut inputs = sig.inputs.iter().peekable();
     let mut context = None;
     let mut shared = false;
+    // The parameters after `self` are read as they would be in the free
+    // function: a context there is no second mistake.
+    let receiver = match inputs.peek() {
+        Some(FnArg::Receiver(receiver)) => {
+            errors.push(syn::Error::new_spanned(
+                receiver,
+                "`#[saga_task]` cannot take `self`: write a free function taking the saga's context first, as `ctx: &mut C` or `ctx: &C`",
+            ));
+            inputs.next();
+            true
+        }
+        _ => false,
+    };
     match inputs.next() {
         Some(FnArg::Receiver(receiver)) => errors.push(syn::Error::new_spanned(
             receiver,
@@ -136,6 +149,7 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
                 "the first parameter of a `#[saga_task]` function is the saga's context, as `ctx: &mut C` or `ctx: &C`",
             )),
         },
+        None if receiver => {}
         None => errors.error(
             sig.paren_token.span.join(),
             "a `#[saga_task]` function takes the saga's context first, as `ctx: &mut C` or `ctx: &C`",
@@ -155,6 +169,12 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
                 continue;
             }
         };
+        if let Type::Reference(r) = ty {
+            if r.mutability.is_some() && !is_step_info(&r.elem) {
+                errors.push(syn::Error::new_spanned(ty, mut_after_first(r, shared)));
+                continue;
+            }
+        }
         let shared_ref = match ty {
             Type::Reference(r) if r.mutability.is_none() => Some(r),
             _ => None,
@@ -202,6 +222,9 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
     };
     if ok.is_none() {
         match &sig.output {
+            ReturnType::Type(_, ty) if sig.asyncness.is_none() && names_future(ty) => {
+                errors.push(syn::Error::new_spanned(ty, FUTURE_NOT_ASYNC));
+            }
             ReturnType::Type(_, ty) => errors.push(syn::Error::new_spanned(ty, NOT_RESULT)),
             ReturnType::Default => errors.error(sig.paren_token.span.join(), NOT_RESULT),
         }
@@ -258,6 +281,38 @@ fn step_info(ty: &Type) -> Option<Option<&Type>> {
     }
     Some(first_generic(ty))
 }
+
+/// A `&mut T` after the first parameter: the context written after a
+/// dependency (when the first parameter is a shared `&U`, which may be
+/// either), or a dependency taken `&mut`.
+fn mut_after_first(r: &syn::TypeReference, first_shared: bool) -> String {
+    let elem = &r.elem;
+    let elem = quote::quote!(#elem).to_string().replace(' ', "");
+    if first_shared {
+        format!(
+            "`&mut {elem}` after the first parameter: if `{elem}` is the saga's context, put it first (the context comes first, then dependencies as `&T`); if it is a dependency, take `&{elem}`, since dependencies are shared"
+        )
+    } else {
+        format!(
+            "dependencies are shared by every step that runs at once: take `&{elem}`, and change it through interior mutability (a `Mutex`, an atomic, or a client whose methods take `&self`); only the context, first, is `&mut`"
+        )
+    }
+}
+
+/// Whether a return type names a future (`impl Future<..>`,
+/// `Pin<Box<dyn Future<..>>>`, `BoxFuture<..>`).
+fn names_future(ty: &Type) -> bool {
+    fn has_future(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) => ident.to_string().ends_with("Future"),
+            proc_macro2::TokenTree::Group(group) => has_future(group.stream()),
+            _ => false,
+        })
+    }
+    has_future(quote::quote!(#ty))
+}
+
+const FUTURE_NOT_ASYNC: &str = "a `#[saga_task]` function returning a future is written `async fn` returning `Result<T, E>`: `async fn charge(ctx: &mut C) -> Result<T, E>`, and the attribute boxes its future";
 
 const NOT_RESULT: &str = "a `#[saga_task]` function returns `Result<T, E>` (or an alias named `Result`), with `E` any error that converts into `StepError`";
 
@@ -412,6 +467,10 @@ pub fn check_saga(saga: &SagaDef) -> syn::Result<()> {
     }
     for step in &steps {
         check_options(step, &mut errors);
+        check_free_function(&step.task, &mut errors);
+        if let Some((_, undo)) = &step.undo {
+            check_free_function(undo, &mut errors);
+        }
         match &step.undo {
             Some((_, undo)) if path_text(undo) == path_text(&step.task) => {
                 undo_is_step(undo, &mut errors);
@@ -420,6 +479,32 @@ pub fn check_saga(saga: &SagaDef) -> syn::Result<()> {
         }
     }
     errors.finish()
+}
+
+/// `step Payments::charge`: a path through a type (a segment before the
+/// last in UpperCamelCase, as types are named) names an associated
+/// function, which `#[saga_task]` cannot make a step: its twin type
+/// cannot go in an `impl` block.
+fn check_free_function(path: &Path, errors: &mut Errors) {
+    let segments: Vec<_> = path.segments.iter().collect();
+    let Some((last, prefix)) = segments.split_last() else {
+        return;
+    };
+    let through_type = prefix.iter().find(|segment| {
+        let name = syn::ext::IdentExt::unraw(&segment.ident).to_string();
+        name.starts_with(|c: char| c.is_uppercase()) && name != "Self"
+    });
+    if let Some(owner) = through_type {
+        let name = path_text(path);
+        let owner = &owner.ident;
+        let function = &last.ident;
+        errors.push(syn::Error::new_spanned(
+            path,
+            format!(
+                "`{name}` is a function of `{owner}`: a saga step is a free function, so move `{function}` out of the `impl` block and name it by its module path (`#[saga_task]` cannot go in an `impl`)"
+            ),
+        ));
+    }
 }
 
 fn check_has_steps(saga: &SagaDef, errors: &mut Errors) {

@@ -101,7 +101,8 @@ pub(super) fn path_text(path: &Path) -> String {
 ///         parallel { step reserve => undo release; step book; }
 ///         pivot ship; }
 /// ```
-/// Output: a block with the rule checks across items (below), then
+/// Output: a block with the fallbacks of `aliases`, and in it a block with
+/// the imports and the rule checks across items (below), then
 /// ```text
 /// let b = Saga::<Shop>::builder("order");
 /// let b = { let dsl = Dsl { .. }; let s = step_of::<Shop, create_order>(&dsl);
@@ -128,71 +129,171 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
         Entry::Step(step) => push(step, &ctx, Target::Builder),
         Entry::Parallel(group) => parallel(group, &ctx),
     });
-    let aliases = aliases(&steps);
+    let Aliases { fallbacks, imports } = aliases(&steps);
     let deps = &ctx.deps;
     quote! {{
-        #aliases
-        #checks
-        let __saga_builder = #p::Saga::<#ctx, #deps>::builder(#name);
-        #(let __saga_builder = #pushes;)*
-        #p::finish(__saga_builder)
+        #fallbacks
+        {
+            #imports
+            #checks
+            let __saga_builder = #p::Saga::<#ctx, #deps>::builder(#name);
+            #(let __saga_builder = #pushes;)*
+            #p::finish(__saga_builder)
+        }
     }}
+}
+
+/// The two halves of `aliases`: the fallback types, which go in the
+/// saga's outer block, and the imports and checks, in its inner block.
+pub(super) struct Aliases {
+    pub fallbacks: TokenStream,
+    pub imports: TokenStream,
 }
 
 /// Input: `step create_order => undo cancel_order;` (the first step).
 /// Output:
 /// ```text
-/// use create_order as __saga_step_0;  use cancel_order as __saga_undo_0;
-/// use __saga_plain::*;                // fallbacks, shadowed by the above
-/// mod __saga_plain { pub struct __saga_step_0 {} /* __SAGA_PLAIN, stubs */ .. }
-/// const _: () = <checks::Plain<{ __saga_step_0::__SAGA_PLAIN }> as checks::Annotated>::OK;
+/// // outer block: fallbacks
+/// struct __saga_step_0 {} /* __SAGA_PLAIN, stubs */  mod __saga_step_0_generic {}
+/// {   // inner block
+///     use __saga_generic_create_order as __saga_step_0_generic; // (after an empty
+///                                                   // `macro_rules!` of that name)
+///     static __SAGA_STEP_0: () = <checks::Plain<{
+///         { use __saga_step_0_generic::*; let _ = create_order; }
+///         __saga_step_0::__SAGA_PLAIN
+///     }> as checks::Annotated>::OK;
+///     macro_rules! create_order { () => {}; }
+///     use create_order as __saga_step_0;
+///     .. (the same for `cancel_order`)
+/// }
 /// ```
 /// The rest of the expansion names the aliases. A `#[saga_task]` function
-/// has a twin type, which the explicit import brings and which shadows the
-/// glob's fallback; a plain function fills only the value namespace, so
-/// the alias is the fallback type, whose `__SAGA_PLAIN` fails the check in
-/// our words (see `NotPlain`), and whose stub impls add no other error.
-pub(super) fn aliases(steps: &[&StepDef]) -> TokenStream {
+/// has a twin type, which the import brings into the inner block and
+/// which shadows the outer block's fallback; a plain function fills only
+/// the value namespace, so the alias is the fallback type, whose
+/// `__SAGA_PLAIN` fails the check in our words (see `NotPlain`), and whose
+/// stub impls add no other error.
+///
+/// A path that names nothing is one error, rustc's, at the user's token:
+/// a failed import binds its alias to an error in every namespace of the
+/// inner block (never to the fallback, which lives outside it), so nothing
+/// that names the alias reports again; rustc says "no `chrage` in
+/// `payments`" and suggests a similar name. A path of one segment would
+/// get "no external crate" instead, without a suggestion, so its import
+/// never fails (the empty `macro_rules!` of its name fills the macro
+/// namespace) and the check names it itself (`mention`), in a block that
+/// rustc resolves with suggestions: "cannot find value `charge_paymnet`",
+/// "a function with a similar name exists". That error taints the check's
+/// constant, which then adds none.
+pub(super) fn aliases(steps: &[&StepDef]) -> Aliases {
     let p = private();
-    let mut uses = TokenStream::new();
-    let mut fallbacks = TokenStream::new();
-    let mut checks = TokenStream::new();
+    let mut out = Aliases {
+        fallbacks: TokenStream::new(),
+        imports: quote! {
+            #[allow(unused_imports)]
+            use #p::NotPlain as _;
+        },
+    };
     let pairs = steps.iter().flat_map(|step| {
         let undo = step.undo.as_ref().map(|(_, undo)| (undo, &step.undo_alias));
         std::iter::once((&step.task, &step.alias)).chain(undo)
     });
     for (path, alias) in pairs {
-        let name = path_text(path);
-        let stubs = stub_impls(alias, &name);
-        uses.extend(quote! {
-            #[allow(unused_imports)]
-            use #path as #alias;
-        });
-        fallbacks.extend(quote! {
+        let stubs = stub_impls(alias, &path_text(path));
+        out.fallbacks.extend(quote! {
             #[allow(non_camel_case_types)]
-            pub struct #alias {}
+            struct #alias {}
             impl #alias {
-                pub const __SAGA_PLAIN: bool = true;
+                const __SAGA_PLAIN: bool = true;
             }
             #stubs
         });
+        let single = single_ident(path);
+        let mention = single.map(|ident| mention(ident, alias, &mut out));
+        // A `static` rather than a `const _`: rustc would suggest a const
+        // parameter on the item for an unknown name in a `const`.
+        let check = Ident::new(&alias.to_string().to_uppercase(), Span::call_site());
         // Every token at the user's path, where the error points.
-        checks.extend(quote_spanned! {path.span()=>
-            const _: () = <::saga_core::checks::Plain<{ #alias::__SAGA_PLAIN }>
+        out.imports.extend(quote_spanned! {path.span()=>
+            #[allow(dead_code)]
+            static #check: () = <::saga_core::checks::Plain<{ #mention #alias::__SAGA_PLAIN }>
                 as ::saga_core::checks::Annotated>::OK;
         });
-    }
-    quote! {
-        #[allow(unused_imports)]
-        use __saga_plain::*;
-        #[allow(unused_imports)]
-        use #p::NotPlain as _;
-        #uses
-        mod __saga_plain {
-            #fallbacks
+        // After the check, which must not see it.
+        if let Some(ident) = single {
+            out.imports.extend(quote! {
+                #[allow(unused_macros)]
+                macro_rules! #ident { () => {}; }
+            });
         }
-        #checks
+        // Spanned at the path's last segment, so that rustc's error for a
+        // path that names nothing covers the whole path.
+        let last = path
+            .segments
+            .last()
+            .map_or(alias.span(), |s| s.ident.span());
+        let alias = Ident::new(&alias.to_string(), last);
+        out.imports.extend(quote! {
+            #[allow(unused_imports)]
+            use #path as #alias;
+        });
     }
+    out
+}
+
+/// The check's own mention of a path of one segment: as a type when it
+/// starts in uppercase (`Charge`, a type implementing `Task` by hand,
+/// which may have no value), as a value otherwise (a function's name).
+///
+/// rustc cannot name a generic function as a value without its type
+/// arguments ("type annotations needed"), and `#[saga_task]` refuses one
+/// with its own error: its attribute then also emits a module
+/// `__saga_generic_<name>` holding a plain value of the name, which the
+/// mention's glob import brings in to stand for the function. Without
+/// such a module, the glob imports from the empty fallback.
+fn mention(ident: &Ident, alias: &Ident, out: &mut Aliases) -> TokenStream {
+    if starts_uppercase(ident) {
+        return quote!(let _ = ::core::marker::PhantomData::<#ident>;);
+    }
+    let generic = generic_module(alias);
+    let probe = format_ident!("__saga_generic_{}", syn::ext::IdentExt::unraw(ident));
+    out.fallbacks.extend(quote! {
+        #[allow(non_snake_case)]
+        mod #generic {}
+    });
+    out.imports.extend(quote! {
+        #[allow(unused_macros)]
+        macro_rules! #probe { () => {}; }
+        #[allow(unused_imports)]
+        use #probe as #generic;
+    });
+    quote!({
+        #[allow(unused_imports)]
+        use #generic::*;
+        let _ = #ident;
+    })
+}
+
+/// `__saga_step_0_generic`: where the value of a generic function's name
+/// comes from, for the check of the step named by `alias`.
+fn generic_module(alias: &Ident) -> Ident {
+    format_ident!("{}_generic", alias)
+}
+
+/// The identifier of a path of one segment (`charge`, not `crate`).
+fn single_ident(path: &Path) -> Option<&Ident> {
+    path.get_ident().filter(|ident| {
+        !matches!(
+            ident.to_string().as_str(),
+            "self" | "super" | "crate" | "Self"
+        )
+    })
+}
+
+/// Whether a name is a type's (`Charge`) rather than a function's.
+fn starts_uppercase(ident: &Ident) -> bool {
+    let name = syn::ext::IdentExt::unraw(ident).to_string();
+    name.starts_with(|c: char| c.is_uppercase())
 }
 
 /// Where `push` adds a step.

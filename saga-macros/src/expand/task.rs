@@ -36,12 +36,13 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> Token
     let plain_info = has_info
         .then(|| quote!(let __saga_plain_info = __saga_info.with_dependencies(#info_deps);));
     // The error converts at the error type, so that a wrong one is
-    // reported there, once, as rustc's "the trait bound `E: Into<StepError>`
-    // is not satisfied". The conversion is a closure rather than the path
-    // `Into::into`, which would be checked again at the call, at the
-    // attribute: see `allow_closure`.
+    // reported there, once, in `checks::StepErrorType`'s words (rustc's
+    // own `Into<StepError>` reports each missing bound of a
+    // `Box<dyn Error>` apart: `Send`, `Sync`, `Sized`). The conversion is
+    // a closure rather than a path, which would be checked again at the
+    // call, at the attribute: see `allow_closure`.
     let error = quote_spanned! {task.error_span=>
-        |__saga_error| ::core::convert::Into::<#p::StepError>::into(__saga_error)
+        |__saga_error| ::saga_core::checks::StepErrorType::__saga_into(__saga_error)
     };
     if task.is_async {
         // One boxed future, made by `step_future` around the function's
@@ -94,7 +95,8 @@ pub(super) fn allow_closure() -> TokenStream {
 /// through `UndoContext`/`UndoOutput`; `__saga_codec` makes the step
 /// durable when its output implements serde's traits (`Codec`)). A
 /// function that can be a compensation also gets the `Undo*` impls,
-/// `UndoOutput::UNDO` calling it.
+/// `UndoOf::UNDO` calling it (`UndoOutput` for every `T` when it takes
+/// `Option<&R>`, for `T = ()` only when it does not).
 pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let p = private();
     let ident = &item.sig.ident;
@@ -127,15 +129,29 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
         let shape = shape(task, true);
         let shared = task.shared;
         let allow = allow_closure();
-        let bounds = dependency_bounds(ident, task);
+        let bounds = dependency_bounds(ident, task, true);
+        // Without an `Option<&R>`, it undoes only a step whose output is
+        // `()`: for any other, the bound fails in `UndoOutput`'s words.
+        let step = param_name(item, args, "Step", "__SagaStep");
+        let output_impl = if task.output_param.is_some() {
+            quote! {
+                impl<#t, #step: ?Sized> #p::UndoOutput<#ctx, #t, #step> for #ident {
+                    type Received = #output;
+                }
+            }
+        } else {
+            quote! {
+                impl<#step: ?Sized> #p::UndoOutput<#ctx, (), #step> for #ident {
+                    type Received = ();
+                }
+            }
+        };
         out.extend(quote! {
             impl #p::UndoContext<#ctx> for #ident {
                 type Checked = #ident;
                 const SHARED: bool = #shared;
             }
-            impl<#t> #p::UndoOutput<#ctx, #t> for #ident {
-                type Received = #output;
-            }
+            #output_impl
             impl<#t: 'static, #d> #p::UndoOf<#ctx, #t, #d> for #ident
             where
                 #d: #bounds,
@@ -170,7 +186,7 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     // should point at that type.
     let codec = quote_spanned!(ok.span()=> (&#p::Codec::<#ok>::NEW).__saga_codec(__saga_step));
     let shape = shape(task, false);
-    let bounds = dependency_bounds(ident, task);
+    let bounds = dependency_bounds(ident, task, false);
     // An undo named by the attribute: its context and output are checked
     // in `UNDO`, once, at the attribute's `undo = ..`, whatever the
     // dependencies; the impl's bound is what the undo asks of them
@@ -276,12 +292,19 @@ fn shape(task: &TaskFn, undo: bool) -> TokenStream {
 /// What the impl of a function asks of the saga's dependencies `D`:
 /// `Send + Sync + 'static` and, for each `&T` parameter, the rule
 /// `checks::Dependency<f, T>` (that is, `Provides<T>`, in words that name
-/// the function), spanned at the parameter; for a `StepInfo<'_, X>`
-/// parameter, `checks::InfoDependencies<f, X>`, spanned at the `X`.
-pub(super) fn dependency_bounds(ident: &Ident, task: &TaskFn) -> TokenStream {
+/// the function; `checks::UndoDependency<f, T>` for a compensation, whose
+/// words add that its step's output comes as `Option<&T>`), spanned at the
+/// parameter; for a `StepInfo<'_, X>` parameter,
+/// `checks::InfoDependencies<f, X>`, spanned at the `X`.
+pub(super) fn dependency_bounds(ident: &Ident, task: &TaskFn, undo: bool) -> TokenStream {
+    let rule = if undo {
+        quote!(UndoDependency)
+    } else {
+        quote!(Dependency)
+    };
     let tools = task
         .dependencies()
-        .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::Dependency<#ident, #ty>));
+        .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::#rule<#ident, #ty>));
     let info = task
         .info_dependencies()
         .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::InfoDependencies<#ident, #ty>));
@@ -289,7 +312,7 @@ pub(super) fn dependency_bounds(ident: &Ident, task: &TaskFn) -> TokenStream {
 }
 
 /// The compensation `undo` of `step`, checked, as a type:
-/// `<<<undo as UndoContext<C>>::Checked as UndoOutput<C, T>>::Received
+/// `<<<undo as UndoContext<C>>::Checked as UndoOutput<C, T, step>>::Received
 /// as checks::UndoReceives<step, undo, T>>::Undo`, spanned at the
 /// compensation so that a mismatch points there. The context is checked
 /// first; a failure there hides the output check, and a failure of either
@@ -304,7 +327,7 @@ pub(super) fn compensation(
 ) -> TokenStream {
     let p = private();
     quote_spanned! {span=>
-        <<<#undo as #p::UndoContext<#ctx>>::Checked as #p::UndoOutput<#ctx, #output>>::Received
+        <<<#undo as #p::UndoContext<#ctx>>::Checked as #p::UndoOutput<#ctx, #output, #step>>::Received
             as ::saga_core::checks::UndoReceives<#step, #undo, #output>>::Undo
     }
 }
@@ -322,12 +345,27 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
         return item.to_token_stream();
     }
     let impls = stub_impls(ident, &name);
+    // `saga!` checks that a step's name exists by naming it as a value,
+    // which rustc cannot do for a generic function without its type
+    // arguments; it looks for a value of the name in this module first.
+    let generic = (!item.sig.generics.params.is_empty()).then(|| {
+        let module = format_ident!("__saga_generic_{}", name);
+        quote! {
+            #[allow(non_snake_case)]
+            #[doc(hidden)]
+            #vis mod #module {
+                #[allow(non_upper_case_globals, dead_code)]
+                pub const #ident: () = ();
+            }
+        }
+    });
     quote! {
         #item
         #[allow(non_camel_case_types)]
         #[doc(hidden)]
         #vis struct #ident {}
         #impls
+        #generic
     }
 }
 
@@ -351,7 +389,7 @@ pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
             const SHARED: bool = true;
         }
         #[diagnostic::do_not_recommend]
-        impl<__SagaC, __SagaT> #p::UndoOutput<__SagaC, __SagaT> for #ident {
+        impl<__SagaC, __SagaT, __SagaStep: ?Sized> #p::UndoOutput<__SagaC, __SagaT, __SagaStep> for #ident {
             type Received = __SagaT;
         }
 
