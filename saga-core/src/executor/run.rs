@@ -53,7 +53,12 @@ impl<C: Send + 'static> Saga<C> {
     ///
     /// A saga with async steps is driven on a private current-thread tokio
     /// runtime (on a scoped helper thread when the caller is itself inside a
-    /// runtime, which cannot be blocked on).
+    /// runtime, which cannot be blocked on). The calling thread waits for
+    /// the run's end all the same: called from a task, it blocks that
+    /// task's thread, and on a current-thread runtime the whole runtime,
+    /// so an async step that needs the caller's runtime (a task spawned on
+    /// it, a client whose connection it drives) never completes there.
+    /// From async code, `.await` [`run`](Self::run) instead.
     ///
     /// # Errors
     /// As [`run`](Self::run).
