@@ -31,9 +31,9 @@ use syn::visit::{self, Visit};
 /// execution, because of what the definitions' own signatures name:
 ///
 /// - `vocabulary`: the leaves everything names (ids, the lifecycle
-///   statuses and kinds, escaping user text), and `gate`, the runtime's
-///   share of threads for sync steps that the journal trait hands the
-///   executor. They import nothing.
+///   statuses and kinds, escaping user text), and `gate`, the way a
+///   durable run's sync steps leave their worker thread, which the journal
+///   trait hands the executor. They import nothing.
 /// - `log vocabulary`: `journal`, the events, the journal trait, the resume
 ///   state and `StoreError`. Below both the executor and the stores (as
 ///   steno keeps `saga_log.rs`), and below the definitions as well:

@@ -49,7 +49,7 @@ pub(super) struct StoreJournal<C> {
     pub(super) cancel: CancellationToken,
     /// The gate of the multi-thread runtime the run is polled on, for its
     /// sync steps (`None` on a current-thread runtime).
-    pub(super) gate: Option<Arc<BlockingGate>>,
+    pub(super) gate: Option<&'static BlockingGate>,
     pub(super) _context: PhantomData<fn(&C)>,
 }
 
@@ -109,7 +109,7 @@ impl<C> StoreJournal<C> {
 
 impl<C: Serialize> Journal<C> for StoreJournal<C> {
     fn gate(&self) -> Option<&BlockingGate> {
-        self.gate.as_deref()
+        self.gate
     }
 
     fn encode_context(&self, ctx: &C) -> Result<String, StoreError> {

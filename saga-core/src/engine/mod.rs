@@ -363,9 +363,9 @@ impl SagaEngine {
     /// Renewal runs in a task of its own, one per engine and runtime
     /// that renews the leases of all the engine's runs on that runtime. On
     /// a multi-thread runtime it goes on while sync steps run, however
-    /// long and however many: the engine runs at most one sync step per
-    /// worker thread but one in place, and each further one in
-    /// [`tokio::task::block_in_place`], so a worker thread stays free.
+    /// long and however many: the engine runs each sync step of a durable
+    /// run in [`tokio::task::block_in_place`], so the runtime's timers and
+    /// I/O stay driven (a few microseconds per sync step).
     /// Async steps blocking every worker thread at once, or a blocked
     /// thread of a current-thread runtime, stop it (for every run on that
     /// runtime), so a step that blocks longer than the ttl there loses its
