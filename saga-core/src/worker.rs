@@ -439,16 +439,13 @@ impl Worker {
         }
         running.abort_all();
         others.abort_all();
-        for id in mine.drain() {
-            engine.abort_run(&id).await;
-            bump(&counters.released);
-        }
+        let mut ids: Vec<ExecutionId> = mine.drain().collect();
         if all {
-            for (id, _) in engine.runs_not_by_worker() {
-                engine.abort_run(&id).await;
-                bump(&counters.released);
-            }
+            ids.extend(engine.runs_not_by_worker().into_iter().map(|(id, _)| id));
         }
+        let (stopped, ended) = engine.abort_runs(ids).await;
+        counters.released.fetch_add(stopped, Ordering::Relaxed);
+        counters.finished.fetch_add(ended, Ordering::Relaxed);
         log::info!(target: "saga", owner:% = Escaped(engine.owner()), stats:? = counters.snapshot(); "worker stopped");
     }
 }

@@ -583,28 +583,49 @@ impl SagaEngine {
         self.lease_ttl
     }
 
-    /// Stops a run of this engine where it is (as a crash would) and gives
-    /// its lease up, so another owner carries it on from its log at once.
-    pub(crate) async fn abort_run(&self, id: &ExecutionId) {
-        let run = {
+    /// Stops runs `ids` of this engine where they are (as a crash would)
+    /// and gives their leases up, so another owner carries them on from
+    /// their logs at once. All are told to stop before any is waited for:
+    /// a run waited for in turn would go on starting steps meanwhile.
+    /// Returns how many were stopped and how many ended by themselves
+    /// first (ids this engine does not run count in neither).
+    pub(crate) async fn abort_runs(
+        &self,
+        ids: impl IntoIterator<Item = ExecutionId>,
+    ) -> (u64, u64) {
+        let runs: Vec<(ExecutionId, LiveRun)> = {
             let mut live = self.live();
-            match live.get(id) {
-                Some(Live { run: Some(_), .. }) => live.remove(id).and_then(|l| l.run),
-                _ => None,
-            }
+            ids.into_iter()
+                .filter_map(|id| {
+                    match live.get(&id) {
+                        Some(Live { run: Some(_), .. }) => {}
+                        _ => return None,
+                    }
+                    let run = live.remove(&id)?.run?;
+                    run.task.abort();
+                    Some((id, run))
+                })
+                .collect()
         };
-        if let Some(run) = run {
-            run.task.abort();
+        let (mut stopped, mut ended) = (0, 0);
+        for (id, run) in runs {
             // An abort takes effect at the run's next await, and a sync
             // step does not await: the lease goes back only once the task
             // is gone (its sender dropped), or another owner, or this
             // engine's recover, would start the step again beside it.
             let mut done = run.done.clone();
             let _ = done.wait_for(|_| false).await;
-            if let Err(error) = self.inner.store.release(id, &run.lease).await {
+            if done.borrow().is_some() {
+                // It ended (and gave its lease up) before the abort took.
+                ended += 1;
+                continue;
+            }
+            stopped += 1;
+            if let Err(error) = self.inner.store.release(&id, &run.lease).await {
                 log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing an aborted run's lease failed");
             }
         }
+        (stopped, ended)
     }
 
     /// Prepares a run (decoding its log) and spawns it, in the place of
