@@ -164,17 +164,47 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let created = create_file(&path)?;
-        if !created {
-            precheck_file(&path, Access::ReadWrite)?;
-        }
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| open_error(&path, "opening", e))?;
-        check_and_migrate(&conn, &path, &options, created)?;
+        // A file another process created a moment ago is empty, then an
+        // SQLite file with no schema (its first page perhaps half
+        // written), until that process's open has set it up: a file
+        // written in the last seconds is waited for (at most the busy
+        // timeout, and 2 s) before it is taken for a mistake.
+        let waited = std::time::Instant::now();
+        let patience = options.busy_timeout.min(std::time::Duration::from_secs(2));
+        let conn = loop {
+            match Self::open_checked(&path, &options, created) {
+                Err(
+                    StoreError::Empty { .. }
+                    | StoreError::ForeignDatabase { .. }
+                    | StoreError::NotADatabase { .. }
+                    | StoreError::Corrupt { .. },
+                ) if !created && waited.elapsed() < patience && open::just_written(&path) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let reader = open::open_reader(&path, &options)?;
         Self::start(path, conn, options.max_batch, Some(reader))
+    }
+
+    /// The writer's connection to the store at `path`, checked (and
+    /// migrated) as [`open_with`](Self::open_with) says.
+    fn open_checked(
+        path: &Path,
+        options: &SqliteOptions,
+        created: bool,
+    ) -> StoreResult<Connection> {
+        if !created {
+            precheck_file(path, Access::ReadWrite)?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(path, "opening", e))?;
+        check_and_migrate(&conn, path, options, created)?;
+        Ok(conn)
     }
 
     /// Opens an existing store for reading only (`SQLITE_OPEN_READ_ONLY`):

@@ -107,6 +107,16 @@ pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
     }
 }
 
+/// Whether the file at `path` was written in the last few seconds: a
+/// store another process is creating, not yet set up.
+pub(super) fn just_written(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age < std::time::Duration::from_secs(5))
+}
+
 /// Checks what can be checked without SQLite in an existing file: it must
 /// not be empty, must start with the SQLite header and be as long as the
 /// header says; for writing, it must be writable.
