@@ -154,8 +154,14 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// A running worker; [`shutdown`](Self::shutdown) stops it. Dropping the
-/// handle stops it too, releasing its own runs' leases at once (the
-/// engine's other runs go on).
+/// handle stops it too, releasing its own runs' leases as soon as each
+/// run has stopped (the engine's other runs go on).
+///
+/// Call `shutdown` before `main` returns. A runtime dropped with runs in
+/// flight stops its tasks, and with them the renewal of their leases, but
+/// a sync step already under way runs on to its end: its lease expires
+/// meanwhile (after the engine's ttl), and another process may take the
+/// execution over and start the same step beside it.
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop: watch::Sender<Option<Stop>>,
