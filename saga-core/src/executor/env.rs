@@ -245,12 +245,17 @@ impl<C, D> Env<'_, C, D> {
         }
     }
 
-    /// Tells the logger and the observers of `event`. Inlined, so that
-    /// where the event is built its log level folds to a constant: without
-    /// a logger and observers an event costs an atomic load and a test,
-    /// and is never built beyond its fields on the stack.
+    /// Tells the logger and the observers of the event `make` builds.
+    /// Inlined, and the event built only once something may hear it:
+    /// without a logger and observers an event costs an atomic load and
+    /// two tests, and is never built (not even its fields on the stack).
+    /// Where it is built its log level folds to a constant.
     #[inline(always)]
-    pub(super) fn emit(&self, event: &SagaEvent<'_>) {
+    pub(super) fn emit<'e>(&self, make: impl FnOnce() -> SagaEvent<'e>) {
+        if !self.observed && log::max_level() == log::LevelFilter::Off {
+            return;
+        }
+        let event = &make();
         crate::logging::log_event(|| self.run_info(), event, || self.since_start(self.now()));
         if self.observed {
             self.notify(event);

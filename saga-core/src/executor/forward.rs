@@ -131,7 +131,7 @@ async fn ignore_cancel<C, D>(
         return Ok(());
     }
     state.cancel_ignored = true;
-    env.emit(&SagaEvent::CancelIgnored {
+    env.emit(|| SagaEvent::CancelIgnored {
         step: &env.saga.steps[step].name,
     });
     if env.durable.is_some() {
@@ -250,7 +250,7 @@ pub(super) fn run_action<'a, C, D>(
                     });
                 }
             }
-            env.emit(&SagaEvent::StepStarted {
+            env.emit(|| SagaEvent::StepStarted {
                 step: &step.name,
                 attempt,
             });
@@ -352,7 +352,7 @@ pub(super) fn run_sync_action<C, D>(
     loop {
         attempt += 1;
         record.attempts = attempt;
-        env.emit(&SagaEvent::StepStarted {
+        env.emit(|| SagaEvent::StepStarted {
             step: &step.name,
             attempt,
         });
@@ -401,7 +401,7 @@ pub(super) fn action_succeeded<C, D>(
     record.outcome = Outcome::Applied;
     let elapsed = elapsed(start, now);
     record.duration = elapsed;
-    env.emit(&SagaEvent::StepSucceeded {
+    env.emit(|| SagaEvent::StepSucceeded {
         step: &step.name,
         attempt,
         elapsed,
@@ -445,7 +445,7 @@ pub(super) fn action_failed<C, D>(
         && !error.error().is::<Interrupted>()
         && !brakes.applied())
     .then(|| policy.random_delay_before(attempt + 1));
-    env.emit(&SagaEvent::StepFailed {
+    env.emit(|| SagaEvent::StepFailed {
         step: &step.name,
         attempt,
         error,

@@ -182,7 +182,7 @@ fn run_execution<'a, C, D>(
         let started = env.now();
         env.started = Some(started);
         let mut state = State::new(env.saga, started, lent);
-        env.emit(&SagaEvent::SagaStarted);
+        env.emit(|| SagaEvent::SagaStarted);
         // A recovered run that was rolling back goes on rolling back. (Its
         // cause is boxed, and each match ends before the next await: a
         // match's scrutinee, and a local moved on one path only, are held
@@ -237,7 +237,7 @@ async fn finish_durable<C, D>(
     if let Some(error) = abort {
         return Err(store_error(env, state, error));
     }
-    env.emit(&SagaEvent::SagaFinished {
+    env.emit(|| SagaEvent::SagaFinished {
         status,
         elapsed: env.since_start(state.mark),
     });

@@ -388,7 +388,7 @@ pub(super) fn run_sync_compensation<C, D>(
 fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: &mut Extra) -> u32 {
     let attempt = extra.compensation_attempts + 1;
     extra.compensation_attempts = attempt;
-    env.emit(&SagaEvent::CompensationStarted {
+    env.emit(|| SagaEvent::CompensationStarted {
         step: &step.name,
         attempt,
     });
@@ -406,7 +406,7 @@ fn compensation_succeeded<C, D>(
 ) {
     *status = StepStatus::Compensated;
     extra.compensation_duration = elapsed;
-    env.emit(&SagaEvent::CompensationSucceeded {
+    env.emit(|| SagaEvent::CompensationSucceeded {
         step: &step.name,
         attempt,
         elapsed,
@@ -424,7 +424,7 @@ fn compensation_failed<C, D>(
     let policy = step.undo_retry.as_ref().unwrap_or(&env.saga.undo_retry);
     let retry_in = (attempt < policy.max_attempts() && policy.retries(error))
         .then(|| policy.random_delay_before(attempt + 1));
-    env.emit(&SagaEvent::CompensationFailed {
+    env.emit(|| SagaEvent::CompensationFailed {
         step: &step.name,
         attempt,
         error,
