@@ -107,8 +107,10 @@ async fn applied(token: Option<&CancellationToken>) {
 }
 
 /// One attempt of an action: panics caught, the timeout applied, and a
-/// droppable step dropped when a brake is applied.
-#[inline]
+/// droppable step dropped when a brake is applied. Inlined where it is
+/// called, as [`catch`] is: a call made for every attempt, and the
+/// `Attempt` it returns written to memory and read back.
+#[inline(always)]
 pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     step: &'a StepDef<C, D>,
     ctx: &'a mut A,
@@ -275,11 +277,17 @@ pub(super) fn exclusive_in_group<D>(info: &StepInfo<'_, D>) -> StepError {
 }
 
 /// Calls user code, turning a panic into a step error of unknown outcome.
+/// Inlined: out of line, it was a call, its frame and its result written
+/// to memory around every step's call, more than the landing pad it puts
+/// in its caller costs (docs/PERFORMANCE.md).
+#[inline(always)]
 pub(super) fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, StepError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| Err(StepError::panicked(&*panic)))
 }
 
-/// One attempt of a compensation, panics caught.
+/// One attempt of a compensation, panics caught. Inlined, as
+/// [`attempt_action`] is.
+#[inline(always)]
 pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
     undo: &'a Undo<C, D>,
     ctx: &'a mut A,
