@@ -57,16 +57,87 @@ pub(super) fn forward<'a, C, D>(
                         break 'step state.step_ended(index, result);
                     }
                     let pivot = step.pivot;
-                    let brakes = Brakes::of(env, step, pivot_done);
-                    let result = run_action(
-                        env,
-                        index,
-                        &mut *ctx,
-                        &mut state.records[index],
-                        state.mark,
-                        brakes,
-                    )
-                    .await;
+                    if env.durable.is_some() {
+                        let result = run_action(
+                            env,
+                            index,
+                            &mut *ctx,
+                            &mut state.records[index],
+                            state.mark,
+                            Brakes::of(env, step, pivot_done),
+                            None,
+                        )
+                        .await;
+                        pivot_done |= pivot && result.is_ok();
+                        break 'step state.step_ended(index, result);
+                    }
+                    // An in-memory run's first attempt is made here, as
+                    // `run_action` makes it but without a journal, and
+                    // without a future of its own (made, moved into place
+                    // and dropped for every step: docs/PERFORMANCE.md).
+                    // Scoped: what it borrows is not held across the
+                    // retries' await below, where it would be kept apart
+                    // from `run_action`'s future above and make the run's
+                    // future larger. Only a recovered run, which is
+                    // durable, has steps that succeeded already.
+                    let retry = {
+                        let brakes = Brakes::of(env, step, pivot_done);
+                        let record = &mut state.records[index];
+                        debug_assert_ne!(record.status, StepStatus::Succeeded);
+                        let start = state.mark;
+                        record.status = StepStatus::Running;
+                        let attempt = record.attempts + 1;
+                        record.attempts = attempt;
+                        env.emit(|| SagaEvent::StepStarted {
+                            step: &step.name,
+                            attempt,
+                        });
+                        let mut ctx = &mut *ctx;
+                        let result = {
+                            let info = StepInfo::of(
+                                &env.saga.name,
+                                &env.id,
+                                &step.name,
+                                attempt,
+                                env.deps,
+                            );
+                            settle!(
+                                attempt_action(step, &mut ctx, &info, brakes),
+                                false,
+                                &step.name,
+                                attempt
+                            )
+                        };
+                        let now = env.now();
+                        let error = match result {
+                            Ok(out) => {
+                                action_succeeded(env, step, record, attempt, start, now);
+                                record.output = Some(out);
+                                pivot_done |= pivot;
+                                let end = Ended {
+                                    at: now,
+                                    recovered: None,
+                                };
+                                break 'step state.step_ended(index, Ok(end));
+                            }
+                            Err(error) => error,
+                        };
+                        let retry_in = action_failed(env, step, record, attempt, &error, &brakes);
+                        let Some(delay) = retry_in else {
+                            let halt = action_gave_up(record, start, now, error);
+                            break 'step state.step_ended(index, Err(halt));
+                        };
+                        Retry {
+                            start,
+                            delay,
+                            error,
+                            brakes,
+                        }
+                    };
+                    // Retries, rare, go on in `run_action`'s future, boxed.
+                    let retry =
+                        retry_action(env, index, &mut *ctx, &mut state.records[index], retry);
+                    let result = Box::pin(retry).await;
                     pivot_done |= pivot && result.is_ok();
                     state.step_ended(index, result)
                 }
@@ -181,6 +252,9 @@ pub(super) fn run_action<'a, C, D>(
     record: &'a mut Record,
     start: Instant,
     brakes: Brakes<'a>,
+    // The error of the last failed attempt a retry recovered from: a
+    // retry of an in-memory run's step comes with its first attempt's.
+    mut recovered: Option<Box<str>>,
 ) -> impl Future<Output = Result<Ended, Halt>> + 'a {
     // An `async move` block rather than an `async fn`: its captures are
     // stored once in the future, an `async fn`'s arguments twice.
@@ -201,8 +275,6 @@ pub(super) fn run_action<'a, C, D>(
         };
         // From 0 in a fresh run; a recovered run goes on where its log stopped.
         let mut attempt = record.attempts;
-        // The error of the last failed attempt a retry recovered from.
-        let mut recovered: Option<Box<str>> = None;
         loop {
             attempt += 1;
             record.attempts = attempt;
@@ -324,6 +396,44 @@ pub(super) fn run_action<'a, C, D>(
             }
         }
     }
+}
+
+/// An in-memory run's step whose first attempt, made by [`forward`],
+/// failed and is to be retried: what [`retry_action`] takes besides the
+/// step.
+struct Retry<'t> {
+    /// When the step started.
+    start: Instant,
+    /// The backoff before the next attempt.
+    delay: Duration,
+    /// The first attempt's error.
+    error: StepError,
+    /// The step's brakes.
+    brakes: Brakes<'t>,
+}
+
+/// The retries of an in-memory run's step whose first attempt, made by
+/// [`forward`], failed: the backoff, then [`run_action`]'s attempts from
+/// the second on.
+async fn retry_action<C, D>(
+    env: &Env<'_, C, D>,
+    index: usize,
+    ctx: &mut C,
+    record: &mut Record,
+    retry: Retry<'_>,
+) -> Result<Ended, Halt> {
+    let Retry {
+        start,
+        delay,
+        error,
+        brakes,
+    } = retry;
+    let recovered = error.to_string().into_boxed_str();
+    if let Some(error) = backoff(env, delay, &brakes, error).await {
+        // A brake applied during the backoff: no attempt follows.
+        return Err(action_gave_up(record, start, env.now(), error));
+    }
+    run_action(env, index, ctx, record, start, brakes, Some(recovered)).await
 }
 
 /// [`run_action`] for a sync action in a run without a journal, driven

@@ -46,7 +46,7 @@ pub(super) async fn run_group<C, D>(
                     group: Some(group),
                     droppable: step.cancel_safe && !pivot_done,
                 };
-                let result = run_action(env, index, ctx, record, start, brakes).await;
+                let result = run_action(env, index, ctx, record, start, brakes, None).await;
                 if result.is_err() {
                     let _ = first_failure.compare_exchange(
                         usize::MAX,
