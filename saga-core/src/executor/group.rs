@@ -114,11 +114,19 @@ pub(super) async fn compensate_group<C, D>(
             let mut mark = start;
             let Record { status, output, .. } = record;
             Box::pin(async move {
-                let failed =
-                    run_compensation(env, index, ctx, status, output.as_deref(), extra, &mut mark)
-                        .await
-                        .err()
-                        .map(|error| (index, error));
+                let failed = run_compensation(
+                    env,
+                    index,
+                    ctx,
+                    status,
+                    output.as_deref(),
+                    extra,
+                    start,
+                    &mut mark,
+                )
+                .await
+                .err()
+                .map(|error| (index, error));
                 ended_while_siblings_run(env, running, ExecutionStatus::Compensating).await;
                 failed
             })

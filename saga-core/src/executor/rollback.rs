@@ -1,6 +1,7 @@
 //! The rollback: compensations in reverse order, each attempted until
 //! it succeeds or its policy gives up, and how a rollback ends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::guard::{attempt_undo, catch, settle};
@@ -9,12 +10,12 @@ use super::{
     stuck_forward,
 };
 use crate::clock::elapsed;
-use crate::error::{SagaError, StepError, StuckPhase};
+use crate::error::{Failure, SagaError, StepError, StuckPhase};
 use crate::journal::{EventKind, StoreError};
 use crate::logged::{failure_detail, rollback_detail};
 use crate::observer::SagaEvent;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepStatus};
-use crate::saga::Node;
+use crate::saga::{Node, SagaInner};
 use crate::step::{StepDef, StepInfo, SyncUndo};
 
 /// What the log and the report say of an attempt a crash cut off that a
@@ -136,14 +137,15 @@ pub(super) async fn rollback<C, D>(
             );
             continue;
         }
-        let failed = match node {
+        match node {
             Node::Step(index) => {
                 let index = *index;
                 let record = &mut state.records[index];
                 // A sync compensation in a run that can call it without a
                 // future, as the forward path does for actions.
-                let result = match env.sync_undo(&saga.steps[index]) {
-                    Some(undo) => run_sync_compensation(
+                let step = &saga.steps[index];
+                let result = match (env.sync_undo(step), &step.undo) {
+                    (Some(undo), _) => run_sync_compensation(
                         env,
                         index,
                         undo,
@@ -153,7 +155,58 @@ pub(super) async fn rollback<C, D>(
                         &mut state.extra[index],
                         &mut state.mark,
                     ),
-                    None => {
+                    (None, Some(undo)) if env.durable.is_none() => 'compensated: {
+                        // An in-memory run's first attempt is made here, as
+                        // `run_compensation` makes it but without a journal,
+                        // and without a future of its own (as the forward
+                        // path makes an action's). Scoped, so that what it
+                        // borrows is not held across the retries' awaits.
+                        // Only a recovered run, which is durable, has steps
+                        // compensated already.
+                        let (start, delay) = {
+                            debug_assert_ne!(record.status, StepStatus::Compensated);
+                            let status = &mut record.status;
+                            let extra = &mut state.extra[index];
+                            let start = state.mark;
+                            *status = StepStatus::Compensating;
+                            let attempt = compensation_started(env, step, extra);
+                            let mut ctx = &mut *ctx;
+                            let result = {
+                                let info = StepInfo::of(
+                                    &saga.name, &env.id, &step.name, attempt, env.deps,
+                                );
+                                let output = record.output.as_deref();
+                                settle!(
+                                    attempt_undo(undo, &mut ctx, output, &info),
+                                    true,
+                                    &step.name,
+                                    attempt
+                                )
+                            };
+                            let now = env.now();
+                            state.mark = now;
+                            let error = match result {
+                                Ok(()) => {
+                                    let elapsed = elapsed(start, now);
+                                    compensation_succeeded(
+                                        env, step, status, extra, attempt, elapsed,
+                                    );
+                                    break 'compensated Ok(());
+                                }
+                                Err(error) => error,
+                            };
+                            let Some(delay) = compensation_failed(env, step, attempt, &error)
+                            else {
+                                let error = compensation_gave_up(status, extra, start, now, error);
+                                break 'compensated Err(error);
+                            };
+                            extra.last_error = Some(error.to_string());
+                            (start, delay)
+                        };
+                        // Retries, rare, go on in `run_compensation`, from
+                        // the compensation's start.
+                        env.sleep(delay).await;
+                        let record = &mut state.records[index];
                         run_compensation(
                             env,
                             index,
@@ -161,12 +214,41 @@ pub(super) async fn rollback<C, D>(
                             &mut record.status,
                             record.output.as_deref(),
                             &mut state.extra[index],
+                            start,
+                            &mut state.mark,
+                        )
+                        .await
+                    }
+                    (None, _) => {
+                        run_compensation(
+                            env,
+                            index,
+                            &mut *ctx,
+                            &mut record.status,
+                            record.output.as_deref(),
+                            &mut state.extra[index],
+                            state.mark,
                             &mut state.mark,
                         )
                         .await
                     }
                 };
-                result.err().map(|e| vec![(index, e)]).unwrap_or_default()
+                if env.is_aborted() {
+                    return Err(aborted(env, state));
+                }
+                // A step's failure is no vector: one made and dropped for
+                // every compensated step cost more than its call.
+                if let Err(error) = result {
+                    let failed = (index, error);
+                    gave_up(
+                        saga,
+                        state,
+                        failed,
+                        &mut stuck,
+                        &mut remaining,
+                        &mut failures,
+                    );
+                }
             }
             Node::Group { range, ops } => {
                 let records = &mut state.records[range.clone()];
@@ -175,19 +257,18 @@ pub(super) async fn rollback<C, D>(
                 let failed =
                     Box::pin(compensate_group(env, shared, range.clone(), records, extra)).await;
                 state.mark = env.now();
-                failed
-            }
-        };
-        if env.is_aborted() {
-            return Err(aborted(env, state));
-        }
-        // Empty but for a failure: not iterated then (an iterator made and
-        // dropped for every compensated step).
-        if !failed.is_empty() {
-            for (index, error) in failed {
-                remaining.push(saga.steps[index].name.to_arc());
-                if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
-                    failures.push(state.failure(saga, earlier, true, &earlier_error));
+                if env.is_aborted() {
+                    return Err(aborted(env, state));
+                }
+                for failed in failed {
+                    gave_up(
+                        saga,
+                        state,
+                        failed,
+                        &mut stuck,
+                        &mut remaining,
+                        &mut failures,
+                    );
                 }
             }
         }
@@ -229,8 +310,30 @@ pub(super) async fn rollback<C, D>(
     }
 }
 
+/// Notes that a compensation failed for good: the rollback is stuck
+/// there, with the step left to compensate, and the one it was stuck at
+/// before, if any, joins the failures.
+fn gave_up<C, D>(
+    saga: &SagaInner<C, D>,
+    state: &State<'_>,
+    (index, error): (usize, StepError),
+    stuck: &mut Option<(usize, StepError)>,
+    remaining: &mut Vec<Arc<str>>,
+    failures: &mut Vec<Failure>,
+) {
+    remaining.push(saga.steps[index].name.to_arc());
+    if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
+        failures.push(state.failure(saga, earlier, true, &earlier_error));
+    }
+}
+
 /// Runs one compensation until it succeeds or its policy gives up. `status`
-/// is the step's in its [`Record`], `mark` the last clock reading.
+/// is the step's in its [`Record`], `start` the compensation's start and
+/// `mark` the last clock reading. (The last clock reading before a
+/// compensation, the end of what ran before, is its start, and its end
+/// the next one's: one read each. An in-memory run's retries go on here
+/// from the start of the first attempt, which the rollback made.)
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_compensation<C, D>(
     env: &Env<'_, C, D>,
     index: usize,
@@ -238,6 +341,7 @@ pub(super) async fn run_compensation<C, D>(
     status: &mut StepStatus,
     output: Option<&(dyn std::any::Any + Send + Sync)>,
     extra: &mut Extra,
+    start: Instant,
     mark: &mut Instant,
 ) -> Result<(), StepError> {
     let saga = env.saga;
@@ -249,9 +353,6 @@ pub(super) async fn run_compensation<C, D>(
         // Recovered: its success is in the log already.
         return Ok(());
     }
-    // The last clock reading (the end of what ran before) is this
-    // compensation's start, and its end the next one's: one read each.
-    let start = *mark;
     *status = StepStatus::Compensating;
     loop {
         let attempt = compensation_started(env, step, extra);
@@ -385,6 +486,7 @@ pub(super) fn run_sync_compensation<C, D>(
 
 /// Starts a compensation's next attempt; returns its number. (Counted
 /// from 0 in a fresh run; a recovered run goes on where its log stopped.)
+#[inline(always)]
 fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: &mut Extra) -> u32 {
     let attempt = extra.compensation_attempts + 1;
     extra.compensation_attempts = attempt;
@@ -396,6 +498,7 @@ fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: 
 }
 
 /// Records a compensation's successful attempt, `elapsed` after its start.
+#[inline(always)]
 fn compensation_succeeded<C, D>(
     env: &Env<'_, C, D>,
     step: &StepDef<C, D>,
