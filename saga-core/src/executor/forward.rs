@@ -1,11 +1,12 @@
 //! The forward path: the nodes in order, each step's action attempted
-//! until it succeeds or its policy gives up (a sync fast path for runs
-//! without a runtime or a journal), and a run stuck going forward.
+//! until it succeeds or its policy gives up, and a run stuck going
+//! forward. (A run driven without a runtime goes forward in `sync.rs`.)
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::guard::{attempt_action, backoff, catch, settle};
+use super::group::GroupRun;
+use super::guard::{attempt_action, backoff, settle};
 use super::{Access, Brakes, Env, JournalFailed, Record, State, Stop, final_error, run_group};
 use crate::cancel::CancellationToken;
 use crate::clock::elapsed;
@@ -16,7 +17,7 @@ use crate::observer::SagaEvent;
 use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, StepStatus};
 use crate::saga::Node;
-use crate::step::{StepDef, StepInfo, StepKind, SyncAction};
+use crate::step::{StepDef, StepInfo, StepKind};
 
 /// Runs the nodes in order, up to the first that stops the run.
 // Deliberately not an `async fn`: clippy's suggestion would store the
@@ -42,20 +43,6 @@ pub(super) fn forward<'a, C, D>(
             let failure = match &env.saga.nodes[node_index] {
                 &Node::Step(index) => 'step: {
                     let step = &env.saga.steps[index];
-                    // A sync step in a run that can call it without a future.
-                    if let Some(action) = env.sync_action(step) {
-                        let result = run_sync_action(
-                            env,
-                            step,
-                            action,
-                            &mut *ctx,
-                            &mut state.records[index],
-                            state.mark,
-                            pivot_done,
-                        );
-                        pivot_done |= step.pivot && result.is_ok();
-                        break 'step state.step_ended(index, result);
-                    }
                     let pivot = step.pivot;
                     if env.durable.is_some() {
                         let result = run_action(
@@ -146,39 +133,16 @@ pub(super) fn forward<'a, C, D>(
                     // Boxed: inline, a group's future would make every run
                     // in flight larger.
                     let shared = (ops.run)(&*ctx);
-                    let (failure, errors) =
+                    let ended =
                         Box::pin(run_group(env, shared, range.clone(), records, pivot_done)).await;
-                    state.mark = env.now();
-                    if !errors.is_empty() {
-                        let extra = state.extra();
-                        for (index, message) in errors {
-                            extra[index].last_error = Some(message);
-                        }
-                    }
-                    failure
+                    group_ended(env, state, ended)
                 }
             };
             if env.is_aborted() {
                 return Err(Stop::Aborted);
             }
             if let Some((index, error)) = failure {
-                let saga = env.saga;
-                let step = &saga.steps[index];
-                let unknown = state.records[index].outcome == Outcome::Unknown;
-                if pivot_done || (step.pivot && unknown) {
-                    return Err(Stop::Stuck {
-                        node: node_index,
-                        index,
-                        error,
-                    });
-                }
-                if env.cancel_requested() {
-                    // Dropped mid-flight by the run's cancellation (then
-                    // compensated with the others), or its retries stopped by
-                    // it: the run ends cancelled either way.
-                    return Err(Stop::Cancelled);
-                }
-                return Err(Stop::Failed { index, error });
+                return Err(stop_at(env, state, node_index, pivot_done, index, error));
             }
         }
         // A cancel that came during the last step: nothing is left to stop.
@@ -190,10 +154,51 @@ pub(super) fn forward<'a, C, D>(
     }
 }
 
+/// Takes the end of a group's run: the clock read, the last errors of its
+/// branches noted; returns its first failure.
+pub(super) fn group_ended<C, D>(
+    env: &Env<'_, C, D>,
+    state: &mut State<'_>,
+    (failure, errors): GroupRun,
+) -> Option<(usize, StepError)> {
+    state.mark = env.now();
+    if !errors.is_empty() {
+        let extra = state.extra();
+        for (index, message) in errors {
+            extra[index].last_error = Some(message);
+        }
+    }
+    failure
+}
+
+/// Where the forward path stops when step `index` of node `node` failed
+/// with `error`.
+pub(super) fn stop_at<C, D>(
+    env: &Env<'_, C, D>,
+    state: &State<'_>,
+    node: usize,
+    pivot_done: bool,
+    index: usize,
+    error: StepError,
+) -> Stop {
+    let step = &env.saga.steps[index];
+    let unknown = state.records[index].outcome == Outcome::Unknown;
+    if pivot_done || (step.pivot && unknown) {
+        return Stop::Stuck { node, index, error };
+    }
+    if env.cancel_requested() {
+        // Dropped mid-flight by the run's cancellation (then compensated
+        // with the others), or its retries stopped by it: the run ends
+        // cancelled either way.
+        return Stop::Cancelled;
+    }
+    Stop::Failed { index, error }
+}
+
 /// Records, once per run, that a cancellation was ignored at step `step`
 /// (after the pivot, or with nothing left to stop): in the report, for the
 /// observers, and in a durable run's log.
-async fn ignore_cancel<C, D>(
+pub(super) async fn ignore_cancel<C, D>(
     env: &Env<'_, C, D>,
     state: &mut State<'_>,
     step: usize,
@@ -434,67 +439,6 @@ async fn retry_action<C, D>(
         return Err(action_gave_up(record, start, env.now(), error));
     }
     run_action(env, index, ctx, record, start, brakes, Some(recovered)).await
-}
-
-/// [`run_action`] for a sync action in a run without a journal, driven
-/// without a runtime (`run_blocking`): nothing in it waits (a backoff
-/// sleep blocks the thread), so it is a plain call, without a future to
-/// make, poll and drop for every step. Inlined: a sync run saves more than
-/// an async one (whose future's code grows) loses (docs/PERFORMANCE.md).
-#[inline(always)]
-pub(super) fn run_sync_action<C, D>(
-    env: &Env<'_, C, D>,
-    step: &StepDef<C, D>,
-    action: &SyncAction<C, D>,
-    ctx: &mut C,
-    record: &mut Record,
-    start: Instant,
-    pivot_done: bool,
-) -> Result<Ended, Halt> {
-    // Neither read nor written here, unlike in `run_action`: whether the
-    // step succeeded already (only a recovered run's steps have, and a
-    // recovered run is durable, so never here), and its `Running` status
-    // (nothing reads the record before its attempts end, which write the
-    // final status): work on every step of the hot path.
-    debug_assert_eq!(record.status, StepStatus::Pending);
-    let mut attempt = record.attempts;
-    let mut recovered: Option<Box<str>> = None;
-    loop {
-        attempt += 1;
-        record.attempts = attempt;
-        env.emit(|| SagaEvent::StepStarted {
-            step: &step.name,
-            attempt,
-        });
-        let info = StepInfo::of(&env.saga.name, &env.id, &step.name, attempt, env.deps);
-        #[cfg(not(feature = "tracing"))]
-        let result = catch(|| action(&mut *ctx, &info));
-        #[cfg(feature = "tracing")]
-        let result = crate::spans::attempt_sync(false, &step.name, attempt, || {
-            catch(|| action(&mut *ctx, &info))
-        });
-        let now = env.now();
-        let error = match result {
-            Ok(out) => {
-                action_succeeded(env, step, record, attempt, start, now);
-                record.output = Some(out);
-                return Ok(Ended { at: now, recovered });
-            }
-            Err(error) => error,
-        };
-        // The brakes are read only after a failure: not made for every
-        // step that succeeds.
-        let brakes = Brakes::of(env, step, pivot_done);
-        let Some(delay) = action_failed(env, step, record, attempt, &error, &brakes) else {
-            return Err(action_gave_up(record, start, now, error));
-        };
-        env.clock().sleep_blocking(delay);
-        // A cancellation during the backoff: no attempt follows.
-        if brakes.applied() {
-            return Err(action_gave_up(record, start, now, error));
-        }
-        recovered = Some(error.to_string().into_boxed_str());
-    }
 }
 
 /// Records an action's successful attempt, which ended at `now`.

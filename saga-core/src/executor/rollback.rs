@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::guard::{attempt_undo, catch, settle};
+use super::guard::{attempt_undo, settle};
 use super::{
     Access, Env, Extra, JournalFailed, State, Stop, compensate_group, final_error, store_error,
     stuck_forward,
@@ -16,7 +16,7 @@ use crate::logged::{failure_detail, rollback_detail};
 use crate::observer::SagaEvent;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepStatus};
 use crate::saga::{Node, SagaInner};
-use crate::step::{StepDef, StepInfo, SyncUndo};
+use crate::step::{StepDef, StepInfo};
 
 /// What the log and the report say of an attempt a crash cut off that a
 /// rollback does not run again.
@@ -46,7 +46,8 @@ async fn cut_off<C, D>(env: &Env<'_, C, D>, state: &mut State<'_>, index: usize)
 }
 
 /// Rolls back: compensates, in reverse order (parallel branches at once),
-/// every step that took effect or may have.
+/// every step that took effect or may have. (A run driven without a
+/// runtime rolls back in [`rollback_blocking`](super::sync::rollback_blocking).)
 pub(super) async fn rollback<C, D>(
     env: &Env<'_, C, D>,
     state: &mut State<'_>,
@@ -54,15 +55,7 @@ pub(super) async fn rollback<C, D>(
     stop: Stop,
 ) -> Result<SagaReport, SagaError> {
     let saga = env.saga;
-    state.status = ExecutionStatus::Compensating;
-    let cause = match stop {
-        Stop::Failed { index, error } => Some((index, error)),
-        Stop::Cancelled => None,
-        Stop::Stuck { node, index, error } => {
-            return Err(stuck_forward(env, state, node, index, error));
-        }
-        Stop::Aborted => return Err(aborted(env, state)),
-    };
+    let cause = cause_of(env, state, stop)?;
     if env.durable.is_some() {
         // A step that a crash cut off, left running by the log a recovered
         // run went on from, is not run again: its attempt is ended in the
@@ -103,59 +96,18 @@ pub(super) async fn rollback<C, D>(
             return Err(aborted(env, state));
         }
     }
-    state.extra();
-    let mut failures = Vec::new();
-    let mut stuck: Option<(usize, StepError)> = None;
-    let mut remaining = Vec::new();
+    let mut unwind = Unwind::new(state, cause);
     for node in saga.nodes.iter().rev() {
-        let range = node.range();
-        // Counted rather than collected: a vector per node was an
-        // allocation per compensated step.
-        let mut pending = 0;
-        for index in range.clone() {
-            let record = &mut state.records[index];
-            if !record.outcome.needs_compensation() {
-                continue;
-            }
-            if saga.steps[index].undo.is_none() {
-                record.status = StepStatus::Skipped;
-            } else {
-                pending += 1;
-            }
-        }
-        if pending == 0 {
-            continue;
-        }
-        if stuck.is_some() && !saga.continue_on_compensation_failure {
-            let records = &state.records;
-            remaining.extend(
-                range
-                    .filter(|&i| {
-                        records[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
-                    })
-                    .map(|i| saga.steps[i].name.to_arc()),
-            );
+        if !unwind.compensates(saga, state, node) {
             continue;
         }
         match node {
             Node::Step(index) => {
                 let index = *index;
                 let record = &mut state.records[index];
-                // A sync compensation in a run that can call it without a
-                // future, as the forward path does for actions.
                 let step = &saga.steps[index];
-                let result = match (env.sync_undo(step), &step.undo) {
-                    (Some(undo), _) => run_sync_compensation(
-                        env,
-                        index,
-                        undo,
-                        &mut *ctx,
-                        &mut record.status,
-                        record.output.as_deref(),
-                        &mut state.extra[index],
-                        &mut state.mark,
-                    ),
-                    (None, Some(undo)) if env.durable.is_none() => 'compensated: {
+                let result = match &step.undo {
+                    Some(undo) if env.durable.is_none() => 'compensated: {
                         // An in-memory run's first attempt is made here, as
                         // `run_compensation` makes it but without a journal,
                         // and without a future of its own (as the forward
@@ -219,7 +171,7 @@ pub(super) async fn rollback<C, D>(
                         )
                         .await
                     }
-                    (None, _) => {
+                    _ => {
                         run_compensation(
                             env,
                             index,
@@ -236,18 +188,8 @@ pub(super) async fn rollback<C, D>(
                 if env.is_aborted() {
                     return Err(aborted(env, state));
                 }
-                // A step's failure is no vector: one made and dropped for
-                // every compensated step cost more than its call.
                 if let Err(error) = result {
-                    let failed = (index, error);
-                    gave_up(
-                        saga,
-                        state,
-                        failed,
-                        &mut stuck,
-                        &mut remaining,
-                        &mut failures,
-                    );
+                    unwind.gave_up(saga, state, index, error);
                 }
             }
             Node::Group { range, ops } => {
@@ -260,70 +202,169 @@ pub(super) async fn rollback<C, D>(
                 if env.is_aborted() {
                     return Err(aborted(env, state));
                 }
-                for failed in failed {
-                    gave_up(
-                        saga,
-                        state,
-                        failed,
-                        &mut stuck,
-                        &mut remaining,
-                        &mut failures,
-                    );
+                for (index, error) in failed {
+                    unwind.gave_up(saga, state, index, error);
                 }
             }
         }
     }
-    match (stuck, cause) {
-        (None, Some((index, error))) => {
-            let report = state.finish(env, ExecutionStatus::Compensated);
-            Err(SagaError::Compensated {
-                saga: saga.name.to_arc(),
-                step: saga.steps[index].name.to_arc(),
-                error: final_error(env, error),
-                report: Box::new(report),
-            })
-        }
-        (None, None) => {
-            let report = state.finish(env, ExecutionStatus::Cancelled);
-            Err(SagaError::Cancelled {
-                saga: saga.name.to_arc(),
-                report: Box::new(report),
-            })
-        }
-        (Some((index, error)), cause) => {
-            if let Some((cause_index, cause_error)) = cause {
-                // The failure that started the rollback comes first.
-                failures.insert(0, state.failure(saga, cause_index, false, &cause_error));
-            }
-            failures.push(state.failure(saga, index, true, &error));
-            let report = state.finish(env, ExecutionStatus::Stuck);
-            Err(SagaError::Stuck {
-                saga: saga.name.to_arc(),
-                step: saga.steps[index].name.to_arc(),
-                phase: StuckPhase::Rollback,
-                error: final_error(env, error),
-                failures,
-                remaining,
-                report: Box::new(report),
-            })
-        }
+    unwind.end(env, state)
+}
+
+/// Why a rollback starts, from where the forward path stopped; `Err` if
+/// the run ends there instead (stuck going forward, or its journal
+/// failed).
+pub(super) fn cause_of<C, D>(
+    env: &Env<'_, C, D>,
+    state: &mut State<'_>,
+    stop: Stop,
+) -> Result<Option<(usize, StepError)>, SagaError> {
+    state.status = ExecutionStatus::Compensating;
+    match stop {
+        Stop::Failed { index, error } => Ok(Some((index, error))),
+        Stop::Cancelled => Ok(None),
+        Stop::Stuck { node, index, error } => Err(stuck_forward(env, state, node, index, error)),
+        Stop::Aborted => Err(aborted(env, state)),
     }
 }
 
-/// Notes that a compensation failed for good: the rollback is stuck
-/// there, with the step left to compensate, and the one it was stuck at
-/// before, if any, joins the failures.
-fn gave_up<C, D>(
-    saga: &SagaInner<C, D>,
-    state: &State<'_>,
-    (index, error): (usize, StepError),
-    stuck: &mut Option<(usize, StepError)>,
-    remaining: &mut Vec<Arc<str>>,
-    failures: &mut Vec<Failure>,
-) {
-    remaining.push(saga.steps[index].name.to_arc());
-    if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
-        failures.push(state.failure(saga, earlier, true, &earlier_error));
+/// A rollback under way: why it started, and the compensations that
+/// failed for good.
+pub(super) struct Unwind {
+    /// The step whose failure started it; none for a cancellation.
+    cause: Option<(usize, StepError)>,
+    /// The last compensation that failed for good: the rollback is stuck
+    /// there.
+    stuck: Option<(usize, StepError)>,
+    /// The ones that failed for good before it.
+    failures: Vec<Failure>,
+    /// The steps left to compensate.
+    remaining: Vec<Arc<str>>,
+}
+
+impl Unwind {
+    /// A rollback for `cause`: every step's [`Extra`] is made.
+    pub(super) fn new(state: &mut State<'_>, cause: Option<(usize, StepError)>) -> Self {
+        state.extra();
+        Unwind {
+            cause,
+            stuck: None,
+            failures: Vec::new(),
+            remaining: Vec::new(),
+        }
+    }
+
+    /// Whether `node` has compensations to run. A step that took effect
+    /// (or may have) without an undo is skipped; once the rollback is
+    /// stuck, and unless the saga goes on past a failed compensation, a
+    /// node's are left to compensate instead. Inlined: it runs for every
+    /// node of every rollback.
+    #[inline(always)]
+    pub(super) fn compensates<C, D>(
+        &mut self,
+        saga: &SagaInner<C, D>,
+        state: &mut State<'_>,
+        node: &Node<C>,
+    ) -> bool {
+        let range = node.range();
+        // Counted rather than collected: a vector per node was an
+        // allocation per compensated step.
+        let mut pending = 0;
+        for index in range.clone() {
+            let record = &mut state.records[index];
+            if !record.outcome.needs_compensation() {
+                continue;
+            }
+            if saga.steps[index].undo.is_none() {
+                record.status = StepStatus::Skipped;
+            } else {
+                pending += 1;
+            }
+        }
+        if pending == 0 {
+            return false;
+        }
+        if self.stuck.is_some() && !saga.continue_on_compensation_failure {
+            let records = &state.records;
+            self.remaining.extend(
+                range
+                    .filter(|&i| {
+                        records[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
+                    })
+                    .map(|i| saga.steps[i].name.to_arc()),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Notes that the compensation of step `index` failed for good with
+    /// `error`: the rollback is stuck there, with the step left to
+    /// compensate, and the one it was stuck at before, if any, joins the
+    /// failures. (A step's failure comes here as it is: a vector made and
+    /// dropped for every compensated step cost more than its call.)
+    pub(super) fn gave_up<C, D>(
+        &mut self,
+        saga: &SagaInner<C, D>,
+        state: &State<'_>,
+        index: usize,
+        error: StepError,
+    ) {
+        self.remaining.push(saga.steps[index].name.to_arc());
+        if let Some((earlier, earlier_error)) = self.stuck.replace((index, error)) {
+            self.failures
+                .push(state.failure(saga, earlier, true, &earlier_error));
+        }
+    }
+
+    /// How the rollback ends: compensated, cancelled, or stuck.
+    pub(super) fn end<C, D>(
+        self,
+        env: &Env<'_, C, D>,
+        state: &mut State<'_>,
+    ) -> Result<SagaReport, SagaError> {
+        let saga = env.saga;
+        let Unwind {
+            cause,
+            stuck,
+            mut failures,
+            remaining,
+        } = self;
+        match (stuck, cause) {
+            (None, Some((index, error))) => {
+                let report = state.finish(env, ExecutionStatus::Compensated);
+                Err(SagaError::Compensated {
+                    saga: saga.name.to_arc(),
+                    step: saga.steps[index].name.to_arc(),
+                    error: final_error(env, error),
+                    report: Box::new(report),
+                })
+            }
+            (None, None) => {
+                let report = state.finish(env, ExecutionStatus::Cancelled);
+                Err(SagaError::Cancelled {
+                    saga: saga.name.to_arc(),
+                    report: Box::new(report),
+                })
+            }
+            (Some((index, error)), cause) => {
+                if let Some((cause_index, cause_error)) = cause {
+                    // The failure that started the rollback comes first.
+                    failures.insert(0, state.failure(saga, cause_index, false, &cause_error));
+                }
+                failures.push(state.failure(saga, index, true, &error));
+                let report = state.finish(env, ExecutionStatus::Stuck);
+                Err(SagaError::Stuck {
+                    saga: saga.name.to_arc(),
+                    step: saga.steps[index].name.to_arc(),
+                    phase: StuckPhase::Rollback,
+                    error: final_error(env, error),
+                    failures,
+                    remaining,
+                    report: Box::new(report),
+                })
+            }
+        }
     }
 }
 
@@ -431,63 +472,14 @@ pub(super) async fn run_compensation<C, D>(
     }
 }
 
-/// [`run_compensation`] for a sync compensation in a run without a
-/// journal, driven without a runtime (`run_blocking`): a plain call, no
-/// future to make, poll and drop for each compensation (a backoff sleep
-/// blocks the thread, as `Env::sleep` does in such a run). Inlined, as
-/// [`run_sync_action`](super::forward::run_sync_action) is: a call with
-/// eight arguments cost about 25 instructions a compensation.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(super) fn run_sync_compensation<C, D>(
-    env: &Env<'_, C, D>,
-    index: usize,
-    undo: &SyncUndo<C, D>,
-    ctx: &mut C,
-    status: &mut StepStatus,
-    output: Option<&(dyn std::any::Any + Send + Sync)>,
-    extra: &mut Extra,
-    mark: &mut Instant,
-) -> Result<(), StepError> {
-    let saga = env.saga;
-    let step = &saga.steps[index];
-    // Only a recovered run has compensations done already, and a
-    // recovered run is durable, so never here.
-    debug_assert_ne!(*status, StepStatus::Compensated);
-    let start = *mark;
-    *status = StepStatus::Compensating;
-    loop {
-        let attempt = compensation_started(env, step, extra);
-        let info = StepInfo::of(&saga.name, &env.id, &step.name, attempt, env.deps);
-        #[cfg(not(feature = "tracing"))]
-        let result = catch(|| undo(&mut *ctx, output, &info));
-        #[cfg(feature = "tracing")]
-        let result = crate::spans::attempt_sync(true, &step.name, attempt, || {
-            catch(|| undo(&mut *ctx, output, &info))
-        });
-        let now = env.now();
-        *mark = now;
-        let error = match result {
-            Ok(()) => {
-                compensation_succeeded(env, step, status, extra, attempt, elapsed(start, now));
-                return Ok(());
-            }
-            Err(error) => error,
-        };
-        match compensation_failed(env, step, attempt, &error) {
-            Some(delay) => {
-                extra.last_error = Some(error.to_string());
-                env.clock().sleep_blocking(delay);
-            }
-            None => return Err(compensation_gave_up(status, extra, start, now, error)),
-        }
-    }
-}
-
 /// Starts a compensation's next attempt; returns its number. (Counted
 /// from 0 in a fresh run; a recovered run goes on where its log stopped.)
 #[inline(always)]
-fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: &mut Extra) -> u32 {
+pub(super) fn compensation_started<C, D>(
+    env: &Env<'_, C, D>,
+    step: &StepDef<C, D>,
+    extra: &mut Extra,
+) -> u32 {
     let attempt = extra.compensation_attempts + 1;
     extra.compensation_attempts = attempt;
     env.emit(|| SagaEvent::CompensationStarted {
@@ -499,7 +491,7 @@ fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: 
 
 /// Records a compensation's successful attempt, `elapsed` after its start.
 #[inline(always)]
-fn compensation_succeeded<C, D>(
+pub(super) fn compensation_succeeded<C, D>(
     env: &Env<'_, C, D>,
     step: &StepDef<C, D>,
     status: &mut StepStatus,
@@ -518,7 +510,7 @@ fn compensation_succeeded<C, D>(
 
 /// Tells of a compensation's failed attempt; returns the delay before the
 /// next one if its policy retries it.
-fn compensation_failed<C, D>(
+pub(super) fn compensation_failed<C, D>(
     env: &Env<'_, C, D>,
     step: &StepDef<C, D>,
     attempt: u32,
@@ -538,7 +530,7 @@ fn compensation_failed<C, D>(
 
 /// Records that a compensation's policy gave up on `error`, at `now`
 /// after its start at `start`.
-fn compensation_gave_up(
+pub(super) fn compensation_gave_up(
     status: &mut StepStatus,
     extra: &mut Extra,
     start: Instant,
