@@ -230,7 +230,12 @@ pub(super) enum Running<'a, T> {
 impl<T: FromUnit> Future for Running<'_, T> {
     type Output = Result<T, StepError>;
 
-    #[inline]
+    /// Inlined where the attempt is awaited, with [`CatchUnwind`]'s poll:
+    /// each call returns its 24-byte result through memory, stored in
+    /// parts (the error's flags a byte each) and read back whole by the
+    /// caller, which stalls the read until the stores retire. Inlined, the
+    /// step's own result is the only one so passed (docs/PERFORMANCE.md).
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Running::Plain(future) => Pin::new(future).poll(cx),
@@ -364,6 +369,8 @@ pub(super) struct CatchUnwind<'a, T>(BoxFuture<'a, Result<T, StepError>>);
 impl<T> Future for CatchUnwind<'_, T> {
     type Output = Result<T, StepError>;
 
+    /// Inlined, as [`Running`]'s poll is.
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
             Ok(poll) => poll,
