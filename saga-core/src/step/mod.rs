@@ -655,6 +655,9 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     }
 }
 
+/// Inlined into each compensation's erasure: a call for every
+/// compensation otherwise, around a type check of a few instructions.
+#[inline]
 fn downcast_output<'o, T: 'static, D>(
     out: Option<&'o (dyn Any + Send + Sync)>,
     info: &StepInfo<'_, D>,
