@@ -266,6 +266,23 @@ impl Unwind {
         state: &mut State<'_>,
         node: &Node<C>,
     ) -> bool {
+        // A single step, the usual node, without the group's count.
+        if let &Node::Step(index) = node {
+            let record = &mut state.records[index];
+            if !record.outcome.needs_compensation() {
+                return false;
+            }
+            let step = &saga.steps[index];
+            if step.undo.is_none() {
+                record.status = StepStatus::Skipped;
+                return false;
+            }
+            if self.stuck.is_some() && !saga.continue_on_compensation_failure {
+                self.remaining.push(step.name.to_arc());
+                return false;
+            }
+            return true;
+        }
         let range = node.range();
         // Counted rather than collected: a vector per node was an
         // allocation per compensated step.
