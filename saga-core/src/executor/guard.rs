@@ -13,7 +13,7 @@ use super::Env;
 use crate::cancel::CancellationToken;
 use crate::error::StepError;
 use crate::saga::SharedContext;
-use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, Undo};
+use crate::step::{Action, ActionFuture, BoxFuture, Output, StepDef, StepInfo, TypedFuture, Undo};
 
 /// The context as a step gets it: exclusively (`&mut C`) in a sequence,
 /// shared (`&C`) in a parallel group. A trait rather than an enum, so a
@@ -128,7 +128,7 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
             return Attempt::Done(catch(|| action(A::shared(ctx), info)));
         }
         Action::Async(action) => match A::exclusive(ctx) {
-            Some(ctx) => catch(move || Ok(Made::Erased(action(ctx, info)))),
+            Some(ctx) => catch(move || Ok(Made::of(action(ctx, info)))),
             None => Err(exclusive_in_group(info)),
         },
         Action::AsyncUnit(action) => match A::exclusive(ctx) {
@@ -137,7 +137,7 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
         },
         Action::SharedAsync(action) => {
             let ctx = A::shared(ctx);
-            catch(move || Ok(Made::Erased(action(ctx, info))))
+            catch(move || Ok(Made::of(action(ctx, info))))
         }
     };
     let future = match future {
@@ -156,7 +156,8 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     let braked = brakes.droppable && (brakes.cancel.is_some() || brakes.group.is_some());
     if step.timeout.is_none() && !braked {
         return Attempt::Pending(match future {
-            Made::Erased(future) => Running::Plain(CatchUnwind(future)),
+            Made::Erased(future) => Running::Erased(CatchUnwind(future)),
+            Made::Typed(future) => Running::Typed(CatchUnwind(future)),
             Made::Unit(future) => Running::Unit(CatchUnwind(future)),
         });
     }
@@ -165,6 +166,7 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     // use them pay for it.
     Attempt::Pending(Running::Guarded(match future {
         Made::Erased(future) => Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)),
+        Made::Typed(future) => Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)),
         Made::Unit(future) => Box::pin(async move {
             guarded(CatchUnwind(future), step.timeout, brakes)
                 .await
@@ -174,17 +176,32 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
 }
 
 /// An async action's future as its action made it: its output erased
-/// already, or `()` (an [`Action::AsyncUnit`]), erased as it is polled.
+/// already, or as it is polled (a task's, or `()`: an
+/// [`Action::AsyncUnit`]). One variant per kind of box, so that each is
+/// polled and dropped without a second match.
 enum Made<'a> {
     Erased(BoxFuture<'a, Result<Output, StepError>>),
+    Typed(TypedFuture<'a>),
     Unit(BoxFuture<'a, Result<(), StepError>>),
 }
 
-/// What an attempt's `()` output becomes: the erased output of an action
-/// (a box of a zero-sized value, which allocates nothing), or a
-/// compensation's `()`.
+impl<'a> Made<'a> {
+    #[inline(always)]
+    fn of(future: ActionFuture<'a>) -> Self {
+        match future {
+            ActionFuture::Erased(future) => Made::Erased(future),
+            ActionFuture::Typed(future) => Made::Typed(future),
+        }
+    }
+}
+
+/// What an attempt's output becomes: for an action, its erased output
+/// (from a `()`, a box of a zero-sized value, which allocates nothing);
+/// for a compensation, `()`.
 pub(super) trait FromUnit {
     fn from_unit() -> Self;
+    /// An action's erased output (only an action's attempt has one).
+    fn from_output(output: Output) -> Self;
 }
 
 impl FromUnit for Output {
@@ -192,11 +209,19 @@ impl FromUnit for Output {
     fn from_unit() -> Self {
         Box::new(())
     }
+
+    #[inline]
+    fn from_output(output: Output) -> Self {
+        output
+    }
 }
 
 impl FromUnit for () {
     #[inline]
     fn from_unit() -> Self {}
+
+    #[inline]
+    fn from_output(_: Output) -> Self {}
 }
 
 /// One attempt of an action or a compensation, as made: a sync one is
@@ -221,9 +246,13 @@ impl<T: Unpin + FromUnit> Attempt<'_, T> {
 /// The step's future, polled with its panics caught; boxed with its timer
 /// and brakes when a timeout or a brake applies.
 pub(super) enum Running<'a, T> {
-    Plain(CatchUnwind<'a, T>),
-    /// A future whose output is `()`, made a `T` as it is polled.
-    Unit(CatchUnwind<'a, ()>),
+    /// An action's future, its output erased already.
+    Erased(CatchUnwind<BoxFuture<'a, Result<Output, StepError>>>),
+    /// An action's future, its output erased as it is polled.
+    Typed(CatchUnwind<TypedFuture<'a>>),
+    /// A future whose output is `()` (a compensation's, or an action's of
+    /// `()`), made a `T` as it is polled.
+    Unit(CatchUnwind<BoxFuture<'a, Result<(), StepError>>>),
     Guarded(BoxFuture<'a, Result<T, StepError>>),
 }
 
@@ -238,7 +267,12 @@ impl<T: FromUnit> Future for Running<'_, T> {
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Running::Plain(future) => Pin::new(future).poll(cx),
+            Running::Erased(future) => Pin::new(future)
+                .poll(cx)
+                .map(|result| result.map(T::from_output)),
+            Running::Typed(future) => Pin::new(future)
+                .poll(cx)
+                .map(|result| result.map(T::from_output)),
             Running::Unit(future) => Pin::new(future)
                 .poll(cx)
                 .map(|result| result.map(|()| T::from_unit())),
@@ -319,15 +353,15 @@ pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
         }
     };
     match future {
-        Ok(future) => Attempt::Pending(Running::Plain(CatchUnwind(future))),
+        Ok(future) => Attempt::Pending(Running::Unit(CatchUnwind(future))),
         Err(error) => Attempt::Done(Err(error)),
     }
 }
 
 /// Awaits an attempt's future under its timeout, and drops it when a brake
 /// is applied (only given for cancel-safe steps).
-pub(super) async fn guarded<T>(
-    future: CatchUnwind<'_, T>,
+pub(super) async fn guarded<F: Future<Output = Result<T, StepError>> + Unpin, T>(
+    future: CatchUnwind<F>,
     timeout: Option<Duration>,
     brakes: Brakes<'_>,
 ) -> Result<T, StepError> {
@@ -364,15 +398,15 @@ pub(super) async fn guarded<T>(
 
 /// Polls a boxed future, turning a panic into a step error of unknown
 /// outcome.
-pub(super) struct CatchUnwind<'a, T>(BoxFuture<'a, Result<T, StepError>>);
+pub(super) struct CatchUnwind<F>(F);
 
-impl<T> Future for CatchUnwind<'_, T> {
+impl<F: Future<Output = Result<T, StepError>> + Unpin, T> Future for CatchUnwind<F> {
     type Output = Result<T, StepError>;
 
     /// Inlined, as [`Running`]'s poll is.
     #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
             Ok(poll) => poll,
             Err(panic) => Poll::Ready(Err(StepError::panicked(&*panic))),
         }
