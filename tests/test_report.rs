@@ -378,3 +378,86 @@ fn every_step_ends_in_a_status_and_durations_come_from_the_run_clock() {
     );
     assert!(ends.iter().all(|e| e.report().status.is_finished()));
 }
+
+/// An async run reports the same durations: each step's and each
+/// compensation's from its first attempt to its last, backoff included,
+/// though an in-memory run makes a first attempt apart from its retries.
+#[tokio::test]
+async fn an_async_run_counts_durations_from_the_first_attempt() {
+    let saga = Saga::builder("timed")
+        .step(
+            Step::new_async("a", |t: &mut Timed, _: &StepInfo<'_>| {
+                Box::pin(async move {
+                    t.clock.advance(Duration::from_secs(3));
+                    Ok::<_, StepError>(())
+                })
+            })
+            .undo_async(|t: &mut Timed, _: Option<&()>, info: &StepInfo<'_>| {
+                let attempt = info.attempt();
+                Box::pin(async move {
+                    t.clock.advance(ms(50));
+                    if attempt == 1 {
+                        Err(unavailable())
+                    } else {
+                        Ok(())
+                    }
+                })
+            })
+            .undo_retry(exact(2)),
+        )
+        .step(
+            Step::new_async("b", |t: &mut Timed, info: &StepInfo<'_>| {
+                let attempt = info.attempt();
+                Box::pin(async move {
+                    t.clock.advance(Duration::from_secs(1));
+                    if attempt == 1 {
+                        Err(unavailable())
+                    } else {
+                        Ok(())
+                    }
+                })
+            })
+            .retry(exact(2)),
+        )
+        .step(Step::new_async("c", |t: &mut Timed, _: &StepInfo<'_>| {
+            Box::pin(async move {
+                t.clock.advance(ms(500));
+                Err::<(), _>(declined())
+            })
+        }))
+        .build()
+        .unwrap();
+    let clock = TestClock::new();
+    let start = clock.now();
+    let mut timed = Timed {
+        clock: clock.clone(),
+    };
+    let err = saga
+        .run_with(&mut timed, RunOptions::new().with_clock(clock.clone()))
+        .await
+        .unwrap_err();
+
+    let report = err.report();
+    let attempts: Vec<(u32, u32)> = report
+        .steps
+        .iter()
+        .map(|s| (s.attempts, s.compensation_attempts))
+        .collect();
+    assert_eq!(attempts, [(1, 2), (2, 0), (1, 0)]);
+    let durations: Vec<(Duration, Duration)> = report
+        .steps
+        .iter()
+        .map(|s| (s.duration, s.compensation_duration))
+        .collect();
+    assert_eq!(
+        durations,
+        [
+            // Two attempts of 50 ms and the 100 ms backoff between them.
+            (Duration::from_secs(3), ms(200)),
+            (ms(2100), Duration::ZERO),
+            (ms(500), Duration::ZERO),
+        ]
+    );
+    assert_eq!(report.duration, ms(5800));
+    assert_eq!(clock.now() - start, ms(5800));
+}

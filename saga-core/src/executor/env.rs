@@ -14,7 +14,7 @@ use crate::journal::{Event, EventKind, Journal, StoreError};
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
 use crate::report::ExecutionStatus;
 use crate::saga::SagaInner;
-use crate::step::{Action, BoxFuture, StepDef, SyncAction, SyncUndo, Undo};
+use crate::step::{BoxFuture, StepDef};
 
 pub(super) static SYSTEM_CLOCK: SystemClock = SystemClock;
 
@@ -75,34 +75,6 @@ impl<C, D> Env<'_, C, D> {
         match &self.clock {
             Some(clock) => clock.now(),
             None => Instant::now(),
-        }
-    }
-
-    /// A step's sync action, when the run can call it without a future:
-    /// driven without a runtime and without a journal (see
-    /// [`run_sync_action`]).
-    #[inline]
-    pub(super) fn sync_action<'s>(&self, step: &'s StepDef<C, D>) -> Option<&'s SyncAction<C, D>> {
-        // The run's kind first: an async run pays one test per step.
-        if !self.blocking || self.durable.is_some() {
-            return None;
-        }
-        match &step.action {
-            Action::Sync(action) => Some(&**action),
-            _ => None,
-        }
-    }
-
-    /// A step's sync compensation, when the run can call it without a
-    /// future (as [`sync_action`](Self::sync_action) says for actions).
-    #[inline]
-    pub(super) fn sync_undo<'s>(&self, step: &'s StepDef<C, D>) -> Option<&'s SyncUndo<C, D>> {
-        if !self.blocking || self.durable.is_some() {
-            return None;
-        }
-        match &step.undo {
-            Some(Undo::Sync(undo)) => Some(&**undo),
-            _ => None,
         }
     }
 
@@ -252,12 +224,17 @@ impl<C, D> Env<'_, C, D> {
         }
     }
 
-    /// Tells the logger and the observers of `event`. Inlined, so that
-    /// where the event is built its log level folds to a constant: without
-    /// a logger and observers an event costs an atomic load and a test,
-    /// and is never built beyond its fields on the stack.
+    /// Tells the logger and the observers of the event `make` builds.
+    /// Inlined, and the event built only once something may hear it:
+    /// without a logger and observers an event costs an atomic load and
+    /// two tests, and is never built (not even its fields on the stack).
+    /// Where it is built its log level folds to a constant.
     #[inline(always)]
-    pub(super) fn emit(&self, event: &SagaEvent<'_>) {
+    pub(super) fn emit<'e>(&self, make: impl FnOnce() -> SagaEvent<'e>) {
+        if !self.observed && log::max_level() == log::LevelFilter::Off {
+            return;
+        }
+        let event = &make();
         crate::logging::log_event(|| self.run_info(), event, || self.since_start(self.now()));
         if self.observed {
             self.notify(event);

@@ -1,11 +1,12 @@
 //! The forward path: the nodes in order, each step's action attempted
-//! until it succeeds or its policy gives up (a sync fast path for runs
-//! without a runtime or a journal), and a run stuck going forward.
+//! until it succeeds or its policy gives up, and a run stuck going
+//! forward. (A run driven without a runtime goes forward in `sync.rs`.)
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::guard::{attempt_action, backoff, catch, settle};
+use super::group::GroupRun;
+use super::guard::{attempt_action, backoff, settle};
 use super::{Access, Brakes, Env, JournalFailed, Record, State, Stop, final_error, run_group};
 use crate::cancel::CancellationToken;
 use crate::clock::elapsed;
@@ -16,7 +17,7 @@ use crate::observer::SagaEvent;
 use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, StepStatus};
 use crate::saga::Node;
-use crate::step::{StepDef, StepInfo, StepKind, SyncAction};
+use crate::step::{StepDef, StepInfo, StepKind};
 
 /// Runs the nodes in order, up to the first that stops the run.
 // Deliberately not an `async fn`: clippy's suggestion would store the
@@ -42,31 +43,88 @@ pub(super) fn forward<'a, C, D>(
             let failure = match &env.saga.nodes[node_index] {
                 &Node::Step(index) => 'step: {
                     let step = &env.saga.steps[index];
-                    // A sync step in a run that can call it without a future.
-                    if let Some(action) = env.sync_action(step) {
-                        let result = run_sync_action(
+                    let pivot = step.pivot;
+                    if env.durable.is_some() {
+                        let result = run_action(
                             env,
-                            step,
-                            action,
+                            index,
                             &mut *ctx,
                             &mut state.records[index],
                             state.mark,
-                            pivot_done,
-                        );
-                        pivot_done |= step.pivot && result.is_ok();
+                            Brakes::of(env, step, pivot_done),
+                            None,
+                        )
+                        .await;
+                        pivot_done |= pivot && result.is_ok();
                         break 'step state.step_ended(index, result);
                     }
-                    let pivot = step.pivot;
-                    let brakes = Brakes::of(env, step, pivot_done);
-                    let result = run_action(
-                        env,
-                        index,
-                        &mut *ctx,
-                        &mut state.records[index],
-                        state.mark,
-                        brakes,
-                    )
-                    .await;
+                    // An in-memory run's first attempt is made here, as
+                    // `run_action` makes it but without a journal, and
+                    // without a future of its own (made, moved into place
+                    // and dropped for every step: docs/PERFORMANCE.md).
+                    // Scoped: what it borrows is not held across the
+                    // retries' await below, where it would be kept apart
+                    // from `run_action`'s future above and make the run's
+                    // future larger. Only a recovered run, which is
+                    // durable, has steps that succeeded already.
+                    let retry = {
+                        let brakes = Brakes::of(env, step, pivot_done);
+                        let record = &mut state.records[index];
+                        debug_assert_ne!(record.status, StepStatus::Succeeded);
+                        let start = state.mark;
+                        record.status = StepStatus::Running;
+                        let attempt = record.attempts + 1;
+                        record.attempts = attempt;
+                        env.emit(|| SagaEvent::StepStarted {
+                            step: &step.name,
+                            attempt,
+                        });
+                        let mut ctx = &mut *ctx;
+                        let result = {
+                            let info = StepInfo::of(
+                                &env.saga.name,
+                                &env.id,
+                                &step.name,
+                                attempt,
+                                env.deps,
+                            );
+                            settle!(
+                                attempt_action(step, &mut ctx, &info, brakes, env.gate()),
+                                false,
+                                &step.name,
+                                attempt
+                            )
+                        };
+                        let now = env.now();
+                        let error = match result {
+                            Ok(out) => {
+                                action_succeeded(env, step, record, attempt, start, now);
+                                record.output = Some(out);
+                                pivot_done |= pivot;
+                                let end = Ended {
+                                    at: now,
+                                    recovered: None,
+                                };
+                                break 'step state.step_ended(index, Ok(end));
+                            }
+                            Err(error) => error,
+                        };
+                        let retry_in = action_failed(env, step, record, attempt, &error, &brakes);
+                        let Some(delay) = retry_in else {
+                            let halt = action_gave_up(record, start, now, error);
+                            break 'step state.step_ended(index, Err(halt));
+                        };
+                        Retry {
+                            start,
+                            delay,
+                            error,
+                            brakes,
+                        }
+                    };
+                    // Retries, rare, go on in `run_action`'s future, boxed.
+                    let retry =
+                        retry_action(env, index, &mut *ctx, &mut state.records[index], retry);
+                    let result = Box::pin(retry).await;
                     pivot_done |= pivot && result.is_ok();
                     state.step_ended(index, result)
                 }
@@ -75,39 +133,16 @@ pub(super) fn forward<'a, C, D>(
                     // Boxed: inline, a group's future would make every run
                     // in flight larger.
                     let shared = (ops.run)(&*ctx);
-                    let (failure, errors) =
+                    let ended =
                         Box::pin(run_group(env, shared, range.clone(), records, pivot_done)).await;
-                    state.mark = env.now();
-                    if !errors.is_empty() {
-                        let extra = state.extra();
-                        for (index, message) in errors {
-                            extra[index].last_error = Some(message);
-                        }
-                    }
-                    failure
+                    group_ended(env, state, ended)
                 }
             };
             if env.is_aborted() {
                 return Err(Stop::Aborted);
             }
             if let Some((index, error)) = failure {
-                let saga = env.saga;
-                let step = &saga.steps[index];
-                let unknown = state.records[index].outcome == Outcome::Unknown;
-                if pivot_done || (step.pivot && unknown) {
-                    return Err(Stop::Stuck {
-                        node: node_index,
-                        index,
-                        error,
-                    });
-                }
-                if env.cancel_requested() {
-                    // Dropped mid-flight by the run's cancellation (then
-                    // compensated with the others), or its retries stopped by
-                    // it: the run ends cancelled either way.
-                    return Err(Stop::Cancelled);
-                }
-                return Err(Stop::Failed { index, error });
+                return Err(stop_at(env, state, node_index, pivot_done, index, error));
             }
         }
         // A cancel that came during the last step: nothing is left to stop.
@@ -119,10 +154,51 @@ pub(super) fn forward<'a, C, D>(
     }
 }
 
+/// Takes the end of a group's run: the clock read, the last errors of its
+/// branches noted; returns its first failure.
+pub(super) fn group_ended<C, D>(
+    env: &Env<'_, C, D>,
+    state: &mut State<'_>,
+    (failure, errors): GroupRun,
+) -> Option<(usize, StepError)> {
+    state.mark = env.now();
+    if !errors.is_empty() {
+        let extra = state.extra();
+        for (index, message) in errors {
+            extra[index].last_error = Some(message);
+        }
+    }
+    failure
+}
+
+/// Where the forward path stops when step `index` of node `node` failed
+/// with `error`.
+pub(super) fn stop_at<C, D>(
+    env: &Env<'_, C, D>,
+    state: &State<'_>,
+    node: usize,
+    pivot_done: bool,
+    index: usize,
+    error: StepError,
+) -> Stop {
+    let step = &env.saga.steps[index];
+    let unknown = state.records[index].outcome == Outcome::Unknown;
+    if pivot_done || (step.pivot && unknown) {
+        return Stop::Stuck { node, index, error };
+    }
+    if env.cancel_requested() {
+        // Dropped mid-flight by the run's cancellation (then compensated
+        // with the others), or its retries stopped by it: the run ends
+        // cancelled either way.
+        return Stop::Cancelled;
+    }
+    Stop::Failed { index, error }
+}
+
 /// Records, once per run, that a cancellation was ignored at step `step`
 /// (after the pivot, or with nothing left to stop): in the report, for the
 /// observers, and in a durable run's log.
-async fn ignore_cancel<C, D>(
+pub(super) async fn ignore_cancel<C, D>(
     env: &Env<'_, C, D>,
     state: &mut State<'_>,
     step: usize,
@@ -131,7 +207,7 @@ async fn ignore_cancel<C, D>(
         return Ok(());
     }
     state.cancel_ignored = true;
-    env.emit(&SagaEvent::CancelIgnored {
+    env.emit(|| SagaEvent::CancelIgnored {
         step: &env.saga.steps[step].name,
     });
     if env.durable.is_some() {
@@ -181,6 +257,9 @@ pub(super) fn run_action<'a, C, D>(
     record: &'a mut Record,
     start: Instant,
     brakes: Brakes<'a>,
+    // The error of the last failed attempt a retry recovered from: a
+    // retry of an in-memory run's step comes with its first attempt's.
+    mut recovered: Option<Box<str>>,
 ) -> impl Future<Output = Result<Ended, Halt>> + 'a {
     // An `async move` block rather than an `async fn`: its captures are
     // stored once in the future, an `async fn`'s arguments twice.
@@ -201,8 +280,6 @@ pub(super) fn run_action<'a, C, D>(
         };
         // From 0 in a fresh run; a recovered run goes on where its log stopped.
         let mut attempt = record.attempts;
-        // The error of the last failed attempt a retry recovered from.
-        let mut recovered: Option<Box<str>> = None;
         loop {
             attempt += 1;
             record.attempts = attempt;
@@ -250,7 +327,7 @@ pub(super) fn run_action<'a, C, D>(
                     });
                 }
             }
-            env.emit(&SagaEvent::StepStarted {
+            env.emit(|| SagaEvent::StepStarted {
                 step: &step.name,
                 attempt,
             });
@@ -326,65 +403,42 @@ pub(super) fn run_action<'a, C, D>(
     }
 }
 
-/// [`run_action`] for a sync action in a run without a journal, driven
-/// without a runtime (`run_blocking`): nothing in it waits (a backoff
-/// sleep blocks the thread), so it is a plain call, without a future to
-/// make, poll and drop for every step. Inlined: a sync run saves more than
-/// an async one (whose future's code grows) loses (docs/PERFORMANCE.md).
-#[inline(always)]
-pub(super) fn run_sync_action<C, D>(
+/// An in-memory run's step whose first attempt, made by [`forward`],
+/// failed and is to be retried: what [`retry_action`] takes besides the
+/// step.
+struct Retry<'t> {
+    /// When the step started.
+    start: Instant,
+    /// The backoff before the next attempt.
+    delay: Duration,
+    /// The first attempt's error.
+    error: StepError,
+    /// The step's brakes.
+    brakes: Brakes<'t>,
+}
+
+/// The retries of an in-memory run's step whose first attempt, made by
+/// [`forward`], failed: the backoff, then [`run_action`]'s attempts from
+/// the second on.
+async fn retry_action<C, D>(
     env: &Env<'_, C, D>,
-    step: &StepDef<C, D>,
-    action: &SyncAction<C, D>,
+    index: usize,
     ctx: &mut C,
     record: &mut Record,
-    start: Instant,
-    pivot_done: bool,
+    retry: Retry<'_>,
 ) -> Result<Ended, Halt> {
-    // Neither read nor written here, unlike in `run_action`: whether the
-    // step succeeded already (only a recovered run's steps have, and a
-    // recovered run is durable, so never here), and its `Running` status
-    // (nothing reads the record before its attempts end, which write the
-    // final status): work on every step of the hot path.
-    debug_assert_eq!(record.status, StepStatus::Pending);
-    let mut attempt = record.attempts;
-    let mut recovered: Option<Box<str>> = None;
-    loop {
-        attempt += 1;
-        record.attempts = attempt;
-        env.emit(&SagaEvent::StepStarted {
-            step: &step.name,
-            attempt,
-        });
-        let info = StepInfo::of(&env.saga.name, &env.id, &step.name, attempt, env.deps);
-        #[cfg(not(feature = "tracing"))]
-        let result = catch(|| action(&mut *ctx, &info));
-        #[cfg(feature = "tracing")]
-        let result = crate::spans::attempt_sync(false, &step.name, attempt, || {
-            catch(|| action(&mut *ctx, &info))
-        });
-        let now = env.now();
-        let error = match result {
-            Ok(out) => {
-                action_succeeded(env, step, record, attempt, start, now);
-                record.output = Some(out);
-                return Ok(Ended { at: now, recovered });
-            }
-            Err(error) => error,
-        };
-        // The brakes are read only after a failure: not made for every
-        // step that succeeds.
-        let brakes = Brakes::of(env, step, pivot_done);
-        let Some(delay) = action_failed(env, step, record, attempt, &error, &brakes) else {
-            return Err(action_gave_up(record, start, now, error));
-        };
-        env.clock().sleep_blocking(delay);
-        // A cancellation during the backoff: no attempt follows.
-        if brakes.applied() {
-            return Err(action_gave_up(record, start, now, error));
-        }
-        recovered = Some(error.to_string().into_boxed_str());
+    let Retry {
+        start,
+        delay,
+        error,
+        brakes,
+    } = retry;
+    let recovered = error.to_string().into_boxed_str();
+    if let Some(error) = backoff(env, delay, &brakes, error).await {
+        // A brake applied during the backoff: no attempt follows.
+        return Err(action_gave_up(record, start, env.now(), error));
     }
+    run_action(env, index, ctx, record, start, brakes, Some(recovered)).await
 }
 
 /// Records an action's successful attempt, which ended at `now`.
@@ -401,7 +455,7 @@ pub(super) fn action_succeeded<C, D>(
     record.outcome = Outcome::Applied;
     let elapsed = elapsed(start, now);
     record.duration = elapsed;
-    env.emit(&SagaEvent::StepSucceeded {
+    env.emit(|| SagaEvent::StepSucceeded {
         step: &step.name,
         attempt,
         elapsed,
@@ -445,7 +499,7 @@ pub(super) fn action_failed<C, D>(
         && !error.error().is::<Interrupted>()
         && !brakes.applied())
     .then(|| policy.random_delay_before(attempt + 1));
-    env.emit(&SagaEvent::StepFailed {
+    env.emit(|| SagaEvent::StepFailed {
         step: &step.name,
         attempt,
         error,

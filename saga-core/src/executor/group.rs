@@ -46,7 +46,7 @@ pub(super) async fn run_group<C, D>(
                     group: Some(group),
                     droppable: step.cancel_safe && !pivot_done,
                 };
-                let result = run_action(env, index, ctx, record, start, brakes).await;
+                let result = run_action(env, index, ctx, record, start, brakes, None).await;
                 if result.is_err() {
                     let _ = first_failure.compare_exchange(
                         usize::MAX,
@@ -114,11 +114,19 @@ pub(super) async fn compensate_group<C, D>(
             let mut mark = start;
             let Record { status, output, .. } = record;
             Box::pin(async move {
-                let failed =
-                    run_compensation(env, index, ctx, status, output.as_deref(), extra, &mut mark)
-                        .await
-                        .err()
-                        .map(|error| (index, error));
+                let failed = run_compensation(
+                    env,
+                    index,
+                    ctx,
+                    status,
+                    output.as_deref(),
+                    extra,
+                    start,
+                    &mut mark,
+                )
+                .await
+                .err()
+                .map(|error| (index, error));
                 ended_while_siblings_run(env, running, ExecutionStatus::Compensating).await;
                 failed
             })

@@ -14,7 +14,7 @@ use crate::cancel::CancellationToken;
 use crate::error::StepError;
 use crate::gate::BlockingGate;
 use crate::saga::SharedContext;
-use crate::step::{Action, BoxFuture, Output, StepDef, StepInfo, Undo};
+use crate::step::{Action, ActionFuture, BoxFuture, Output, StepDef, StepInfo, TypedFuture, Undo};
 
 /// The context as a step gets it: exclusively (`&mut C`) in a sequence,
 /// shared (`&C`) in a parallel group. A trait rather than an enum, so a
@@ -109,8 +109,10 @@ async fn applied(token: Option<&CancellationToken>) {
 
 /// One attempt of an action: panics caught, the timeout applied, and a
 /// droppable step dropped when a brake is applied. A sync action passes
-/// `gate`, if any (a durable run on a multi-thread runtime).
-#[inline]
+/// `gate`, if any (a durable run on a multi-thread runtime). Inlined
+/// where it is called, as [`catch`] is: a call made for every attempt,
+/// and the `Attempt` it returns written to memory and read back.
+#[inline(always)]
 pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     step: &'a StepDef<C, D>,
     ctx: &'a mut A,
@@ -129,7 +131,7 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
             return Attempt::Done(blocking(gate, || action(A::shared(ctx), info)));
         }
         Action::Async(action) => match A::exclusive(ctx) {
-            Some(ctx) => catch(move || Ok(Made::Erased(action(ctx, info)))),
+            Some(ctx) => catch(move || Ok(Made::of(action(ctx, info)))),
             None => Err(exclusive_in_group(info)),
         },
         Action::AsyncUnit(action) => match A::exclusive(ctx) {
@@ -138,7 +140,7 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
         },
         Action::SharedAsync(action) => {
             let ctx = A::shared(ctx);
-            catch(move || Ok(Made::Erased(action(ctx, info))))
+            catch(move || Ok(Made::of(action(ctx, info))))
         }
     };
     let future = match future {
@@ -157,7 +159,8 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     let braked = brakes.droppable && (brakes.cancel.is_some() || brakes.group.is_some());
     if step.timeout.is_none() && !braked {
         return Attempt::Pending(match future {
-            Made::Erased(future) => Running::Plain(CatchUnwind(future)),
+            Made::Erased(future) => Running::Erased(CatchUnwind(future)),
+            Made::Typed(future) => Running::Typed(CatchUnwind(future)),
             Made::Unit(future) => Running::Unit(CatchUnwind(future)),
         });
     }
@@ -166,6 +169,7 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     // use them pay for it.
     Attempt::Pending(Running::Guarded(match future {
         Made::Erased(future) => Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)),
+        Made::Typed(future) => Box::pin(guarded(CatchUnwind(future), step.timeout, brakes)),
         Made::Unit(future) => Box::pin(async move {
             guarded(CatchUnwind(future), step.timeout, brakes)
                 .await
@@ -175,17 +179,32 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
 }
 
 /// An async action's future as its action made it: its output erased
-/// already, or `()` (an [`Action::AsyncUnit`]), erased as it is polled.
+/// already, or as it is polled (a task's, or `()`: an
+/// [`Action::AsyncUnit`]). One variant per kind of box, so that each is
+/// polled and dropped without a second match.
 enum Made<'a> {
     Erased(BoxFuture<'a, Result<Output, StepError>>),
+    Typed(TypedFuture<'a>),
     Unit(BoxFuture<'a, Result<(), StepError>>),
 }
 
-/// What an attempt's `()` output becomes: the erased output of an action
-/// (a box of a zero-sized value, which allocates nothing), or a
-/// compensation's `()`.
+impl<'a> Made<'a> {
+    #[inline(always)]
+    fn of(future: ActionFuture<'a>) -> Self {
+        match future {
+            ActionFuture::Erased(future) => Made::Erased(future),
+            ActionFuture::Typed(future) => Made::Typed(future),
+        }
+    }
+}
+
+/// What an attempt's output becomes: for an action, its erased output
+/// (from a `()`, a box of a zero-sized value, which allocates nothing);
+/// for a compensation, `()`.
 pub(super) trait FromUnit {
     fn from_unit() -> Self;
+    /// An action's erased output (only an action's attempt has one).
+    fn from_output(output: Output) -> Self;
 }
 
 impl FromUnit for Output {
@@ -193,11 +212,19 @@ impl FromUnit for Output {
     fn from_unit() -> Self {
         Box::new(())
     }
+
+    #[inline]
+    fn from_output(output: Output) -> Self {
+        output
+    }
 }
 
 impl FromUnit for () {
     #[inline]
     fn from_unit() -> Self {}
+
+    #[inline]
+    fn from_output(_: Output) -> Self {}
 }
 
 /// One attempt of an action or a compensation, as made: a sync one is
@@ -222,19 +249,33 @@ impl<T: Unpin + FromUnit> Attempt<'_, T> {
 /// The step's future, polled with its panics caught; boxed with its timer
 /// and brakes when a timeout or a brake applies.
 pub(super) enum Running<'a, T> {
-    Plain(CatchUnwind<'a, T>),
-    /// A future whose output is `()`, made a `T` as it is polled.
-    Unit(CatchUnwind<'a, ()>),
+    /// An action's future, its output erased already.
+    Erased(CatchUnwind<BoxFuture<'a, Result<Output, StepError>>>),
+    /// An action's future, its output erased as it is polled.
+    Typed(CatchUnwind<TypedFuture<'a>>),
+    /// A future whose output is `()` (a compensation's, or an action's of
+    /// `()`), made a `T` as it is polled.
+    Unit(CatchUnwind<BoxFuture<'a, Result<(), StepError>>>),
     Guarded(BoxFuture<'a, Result<T, StepError>>),
 }
 
 impl<T: FromUnit> Future for Running<'_, T> {
     type Output = Result<T, StepError>;
 
-    #[inline]
+    /// Inlined where the attempt is awaited, with [`CatchUnwind`]'s poll:
+    /// each call returns its 24-byte result through memory, stored in
+    /// parts (the error's flags a byte each) and read back whole by the
+    /// caller, which stalls the read until the stores retire. Inlined, the
+    /// step's own result is the only one so passed (docs/PERFORMANCE.md).
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Running::Plain(future) => Pin::new(future).poll(cx),
+            Running::Erased(future) => Pin::new(future)
+                .poll(cx)
+                .map(|result| result.map(T::from_output)),
+            Running::Typed(future) => Pin::new(future)
+                .poll(cx)
+                .map(|result| result.map(T::from_output)),
             Running::Unit(future) => Pin::new(future)
                 .poll(cx)
                 .map(|result| result.map(|()| T::from_unit())),
@@ -290,12 +331,39 @@ fn blocking<T>(
 }
 
 /// Calls user code, turning a panic into a step error of unknown outcome.
+/// Inlined: out of line, it was a call, its frame and its result written
+/// to memory around every step's call, more than the landing pad it puts
+/// in its caller costs (docs/PERFORMANCE.md).
+///
+/// The call's error is set aside as it returns, and only its output
+/// crosses the panic guard: `catch_unwind` copies what its closure
+/// returns out of a union, word by word, and a `Result<_, StepError>`
+/// just written by the step's call has its variant in a byte of the
+/// error's flags, so the copy's last word waited for that byte's store
+/// to retire (perf: about a third of the sync forward loop's samples).
+/// An `Option` of the output is written and copied whole.
+#[inline(always)]
 pub(super) fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, StepError> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| Err(StepError::panicked(&*panic)))
+    let mut error = None;
+    let caught = catch_unwind(AssertUnwindSafe(|| match f() {
+        Ok(out) => Some(out),
+        Err(e) => {
+            error = Some(e);
+            None
+        }
+    }));
+    match caught {
+        Ok(Some(out)) => Ok(out),
+        // `error` is set whenever the output is not (the fallback is
+        // never taken).
+        Ok(None) => Err(error.unwrap_or_else(StepError::interrupted)),
+        Err(panic) => Err(StepError::panicked(&*panic)),
+    }
 }
 
 /// One attempt of a compensation, panics caught; a sync one passes
-/// `gate`, as in [`attempt_action`].
+/// `gate`, as in [`attempt_action`]. Inlined, as [`attempt_action`] is.
+#[inline(always)]
 pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
     undo: &'a Undo<C, D>,
     ctx: &'a mut A,
@@ -323,15 +391,15 @@ pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
         }
     };
     match future {
-        Ok(future) => Attempt::Pending(Running::Plain(CatchUnwind(future))),
+        Ok(future) => Attempt::Pending(Running::Unit(CatchUnwind(future))),
         Err(error) => Attempt::Done(Err(error)),
     }
 }
 
 /// Awaits an attempt's future under its timeout, and drops it when a brake
 /// is applied (only given for cancel-safe steps).
-pub(super) async fn guarded<T>(
-    future: CatchUnwind<'_, T>,
+pub(super) async fn guarded<F: Future<Output = Result<T, StepError>> + Unpin, T>(
+    future: CatchUnwind<F>,
     timeout: Option<Duration>,
     brakes: Brakes<'_>,
 ) -> Result<T, StepError> {
@@ -368,13 +436,15 @@ pub(super) async fn guarded<T>(
 
 /// Polls a boxed future, turning a panic into a step error of unknown
 /// outcome.
-pub(super) struct CatchUnwind<'a, T>(BoxFuture<'a, Result<T, StepError>>);
+pub(super) struct CatchUnwind<F>(F);
 
-impl<T> Future for CatchUnwind<'_, T> {
+impl<F: Future<Output = Result<T, StepError>> + Unpin, T> Future for CatchUnwind<F> {
     type Output = Result<T, StepError>;
 
+    /// Inlined, as [`Running`]'s poll is.
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
             Ok(poll) => poll,
             Err(panic) => Poll::Ready(Err(StepError::panicked(&*panic))),
         }

@@ -11,7 +11,9 @@
 //! - `mod.rs`: [`execute`] and the run's body, from its start to its end
 //! - `env.rs`: what a run shares with every step; logging and events
 //! - `state.rs`: the step records and the report built from them
-//! - `forward.rs`: the forward path, action attempts, the sync fast path
+//! - `forward.rs`: the forward path and action attempts
+//! - `sync.rs`: the forward path and the rollback of a run driven without
+//!   a runtime
 //! - `rollback.rs`: compensations in reverse order
 //! - `group.rs`: parallel groups
 //! - `guard.rs`: an attempt under its guards (panics, timeout, brakes)
@@ -41,6 +43,7 @@ mod run;
 
 pub use run::Using;
 mod state;
+mod sync;
 
 use env::{Durable, Env};
 use forward::{forward, stuck_forward};
@@ -48,6 +51,7 @@ use group::{compensate_group, run_group};
 use guard::{Access, Brakes};
 use rollback::rollback;
 use state::{Extra, Record, State};
+use sync::{forward_blocking, rollback_blocking};
 
 /// A durable log could not be written; the run stopped there.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +186,7 @@ fn run_execution<'a, C, D>(
         let started = env.now();
         env.started = Some(started);
         let mut state = State::new(env.saga, started, lent);
-        env.emit(&SagaEvent::SagaStarted);
+        env.emit(|| SagaEvent::SagaStarted);
         // A recovered run that was rolling back goes on rolling back. (Its
         // cause is boxed, and each match ends before the next await: a
         // match's scrutinee, and a local moved on one path only, are held
@@ -190,6 +194,9 @@ fn run_execution<'a, C, D>(
         let result = {
             let stop = match resume.and_then(|resume| state.resume(env.saga, *resume)) {
                 Some(stop) => Some(*stop),
+                // Driven without a runtime, and never durable (only
+                // `run_blocking` drives a run so).
+                None if env.blocking => forward_blocking(&env, &mut state, ctx).err(),
                 None => forward(&env, &mut state, ctx).await.err(),
             };
             match stop {
@@ -197,6 +204,7 @@ fn run_execution<'a, C, D>(
                 Some(Stop::Stuck { node, index, error }) => {
                     Err(stuck_forward(&env, &mut state, node, index, error))
                 }
+                Some(stop) if env.blocking => rollback_blocking(&env, &mut state, ctx, stop),
                 // Boxed: inline, the rollback's future would make every run
                 // in flight larger, though only failed runs need it.
                 Some(stop) => Box::pin(rollback(&env, &mut state, ctx, stop)).await,
@@ -237,7 +245,7 @@ async fn finish_durable<C, D>(
     if let Some(error) = abort {
         return Err(store_error(env, state, error));
     }
-    env.emit(&SagaEvent::SagaFinished {
+    env.emit(|| SagaEvent::SagaFinished {
         status,
         elapsed: env.since_start(state.mark),
     });

@@ -1,21 +1,22 @@
 //! The rollback: compensations in reverse order, each attempted until
 //! it succeeds or its policy gives up, and how a rollback ends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::guard::{attempt_undo, catch, settle};
+use super::guard::{attempt_undo, settle};
 use super::{
     Access, Env, Extra, JournalFailed, State, Stop, compensate_group, final_error, store_error,
     stuck_forward,
 };
 use crate::clock::elapsed;
-use crate::error::{SagaError, StepError, StuckPhase};
+use crate::error::{Failure, SagaError, StepError, StuckPhase};
 use crate::journal::{EventKind, StoreError};
 use crate::logged::{failure_detail, rollback_detail};
 use crate::observer::SagaEvent;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepStatus};
-use crate::saga::Node;
-use crate::step::{StepDef, StepInfo, SyncUndo};
+use crate::saga::{Node, SagaInner};
+use crate::step::{StepDef, StepInfo};
 
 /// What the log and the report say of an attempt a crash cut off that a
 /// rollback does not run again.
@@ -45,7 +46,8 @@ async fn cut_off<C, D>(env: &Env<'_, C, D>, state: &mut State<'_>, index: usize)
 }
 
 /// Rolls back: compensates, in reverse order (parallel branches at once),
-/// every step that took effect or may have.
+/// every step that took effect or may have. (A run driven without a
+/// runtime rolls back in [`rollback_blocking`](super::sync::rollback_blocking).)
 pub(super) async fn rollback<C, D>(
     env: &Env<'_, C, D>,
     state: &mut State<'_>,
@@ -53,15 +55,7 @@ pub(super) async fn rollback<C, D>(
     stop: Stop,
 ) -> Result<SagaReport, SagaError> {
     let saga = env.saga;
-    state.status = ExecutionStatus::Compensating;
-    let cause = match stop {
-        Stop::Failed { index, error } => Some((index, error)),
-        Stop::Cancelled => None,
-        Stop::Stuck { node, index, error } => {
-            return Err(stuck_forward(env, state, node, index, error));
-        }
-        Stop::Aborted => return Err(aborted(env, state)),
-    };
+    let cause = cause_of(env, state, stop)?;
     if env.durable.is_some() {
         // A step that a crash cut off, left running by the log a recovered
         // run went on from, is not run again: its attempt is ended in the
@@ -102,11 +96,193 @@ pub(super) async fn rollback<C, D>(
             return Err(aborted(env, state));
         }
     }
-    state.extra();
-    let mut failures = Vec::new();
-    let mut stuck: Option<(usize, StepError)> = None;
-    let mut remaining = Vec::new();
+    let mut unwind = Unwind::new(state, cause);
     for node in saga.nodes.iter().rev() {
+        if !unwind.compensates(saga, state, node) {
+            continue;
+        }
+        match node {
+            Node::Step(index) => {
+                let index = *index;
+                let record = &mut state.records[index];
+                let step = &saga.steps[index];
+                let result = match &step.undo {
+                    Some(undo) if env.durable.is_none() => 'compensated: {
+                        // An in-memory run's first attempt is made here, as
+                        // `run_compensation` makes it but without a journal,
+                        // and without a future of its own (as the forward
+                        // path makes an action's). Scoped, so that what it
+                        // borrows is not held across the retries' awaits.
+                        // Only a recovered run, which is durable, has steps
+                        // compensated already.
+                        let (start, delay) = {
+                            debug_assert_ne!(record.status, StepStatus::Compensated);
+                            let status = &mut record.status;
+                            let extra = &mut state.extra[index];
+                            let start = state.mark;
+                            *status = StepStatus::Compensating;
+                            let attempt = compensation_started(env, step, extra);
+                            let mut ctx = &mut *ctx;
+                            let result = {
+                                let info = StepInfo::of(
+                                    &saga.name, &env.id, &step.name, attempt, env.deps,
+                                );
+                                let output = record.output.as_deref();
+                                settle!(
+                                    attempt_undo(undo, &mut ctx, output, &info, env.gate()),
+                                    true,
+                                    &step.name,
+                                    attempt
+                                )
+                            };
+                            let now = env.now();
+                            state.mark = now;
+                            let error = match result {
+                                Ok(()) => {
+                                    let elapsed = elapsed(start, now);
+                                    compensation_succeeded(
+                                        env, step, status, extra, attempt, elapsed,
+                                    );
+                                    break 'compensated Ok(());
+                                }
+                                Err(error) => error,
+                            };
+                            let Some(delay) = compensation_failed(env, step, attempt, &error)
+                            else {
+                                let error = compensation_gave_up(status, extra, start, now, error);
+                                break 'compensated Err(error);
+                            };
+                            extra.last_error = Some(error.to_string());
+                            (start, delay)
+                        };
+                        // Retries, rare, go on in `run_compensation`, from
+                        // the compensation's start.
+                        env.sleep(delay).await;
+                        let record = &mut state.records[index];
+                        run_compensation(
+                            env,
+                            index,
+                            &mut *ctx,
+                            &mut record.status,
+                            record.output.as_deref(),
+                            &mut state.extra[index],
+                            start,
+                            &mut state.mark,
+                        )
+                        .await
+                    }
+                    _ => {
+                        run_compensation(
+                            env,
+                            index,
+                            &mut *ctx,
+                            &mut record.status,
+                            record.output.as_deref(),
+                            &mut state.extra[index],
+                            state.mark,
+                            &mut state.mark,
+                        )
+                        .await
+                    }
+                };
+                if env.is_aborted() {
+                    return Err(aborted(env, state));
+                }
+                if let Err(error) = result {
+                    unwind.gave_up(saga, state, index, error);
+                }
+            }
+            Node::Group { range, ops } => {
+                let records = &mut state.records[range.clone()];
+                let extra = &mut state.extra[range.clone()];
+                let shared = (ops.compensate)(&*ctx);
+                let failed =
+                    Box::pin(compensate_group(env, shared, range.clone(), records, extra)).await;
+                state.mark = env.now();
+                if env.is_aborted() {
+                    return Err(aborted(env, state));
+                }
+                for (index, error) in failed {
+                    unwind.gave_up(saga, state, index, error);
+                }
+            }
+        }
+    }
+    unwind.end(env, state)
+}
+
+/// Why a rollback starts, from where the forward path stopped; `Err` if
+/// the run ends there instead (stuck going forward, or its journal
+/// failed).
+pub(super) fn cause_of<C, D>(
+    env: &Env<'_, C, D>,
+    state: &mut State<'_>,
+    stop: Stop,
+) -> Result<Option<(usize, StepError)>, SagaError> {
+    state.status = ExecutionStatus::Compensating;
+    match stop {
+        Stop::Failed { index, error } => Ok(Some((index, error))),
+        Stop::Cancelled => Ok(None),
+        Stop::Stuck { node, index, error } => Err(stuck_forward(env, state, node, index, error)),
+        Stop::Aborted => Err(aborted(env, state)),
+    }
+}
+
+/// A rollback under way: why it started, and the compensations that
+/// failed for good.
+pub(super) struct Unwind {
+    /// The step whose failure started it; none for a cancellation.
+    cause: Option<(usize, StepError)>,
+    /// The last compensation that failed for good: the rollback is stuck
+    /// there.
+    stuck: Option<(usize, StepError)>,
+    /// The ones that failed for good before it.
+    failures: Vec<Failure>,
+    /// The steps left to compensate.
+    remaining: Vec<Arc<str>>,
+}
+
+impl Unwind {
+    /// A rollback for `cause`: every step's [`Extra`] is made.
+    pub(super) fn new(state: &mut State<'_>, cause: Option<(usize, StepError)>) -> Self {
+        state.extra();
+        Unwind {
+            cause,
+            stuck: None,
+            failures: Vec::new(),
+            remaining: Vec::new(),
+        }
+    }
+
+    /// Whether `node` has compensations to run. A step that took effect
+    /// (or may have) without an undo is skipped; once the rollback is
+    /// stuck, and unless the saga goes on past a failed compensation, a
+    /// node's are left to compensate instead. Inlined: it runs for every
+    /// node of every rollback.
+    #[inline(always)]
+    pub(super) fn compensates<C, D>(
+        &mut self,
+        saga: &SagaInner<C, D>,
+        state: &mut State<'_>,
+        node: &Node<C>,
+    ) -> bool {
+        // A single step, the usual node, without the group's count.
+        if let &Node::Step(index) = node {
+            let record = &mut state.records[index];
+            if !record.outcome.needs_compensation() {
+                return false;
+            }
+            let step = &saga.steps[index];
+            if step.undo.is_none() {
+                record.status = StepStatus::Skipped;
+                return false;
+            }
+            if self.stuck.is_some() && !saga.continue_on_compensation_failure {
+                self.remaining.push(step.name.to_arc());
+                return false;
+            }
+            return true;
+        }
         let range = node.range();
         // Counted rather than collected: a vector per node was an
         // allocation per compensated step.
@@ -123,114 +299,99 @@ pub(super) async fn rollback<C, D>(
             }
         }
         if pending == 0 {
-            continue;
+            return false;
         }
-        if stuck.is_some() && !saga.continue_on_compensation_failure {
+        if self.stuck.is_some() && !saga.continue_on_compensation_failure {
             let records = &state.records;
-            remaining.extend(
+            self.remaining.extend(
                 range
                     .filter(|&i| {
                         records[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
                     })
                     .map(|i| saga.steps[i].name.to_arc()),
             );
-            continue;
+            return false;
         }
-        let failed = match node {
-            Node::Step(index) => {
-                let index = *index;
-                let record = &mut state.records[index];
-                // A sync compensation in a run that can call it without a
-                // future, as the forward path does for actions.
-                let result = match env.sync_undo(&saga.steps[index]) {
-                    Some(undo) => run_sync_compensation(
-                        env,
-                        index,
-                        undo,
-                        &mut *ctx,
-                        &mut record.status,
-                        record.output.as_deref(),
-                        &mut state.extra[index],
-                        &mut state.mark,
-                    ),
-                    None => {
-                        run_compensation(
-                            env,
-                            index,
-                            &mut *ctx,
-                            &mut record.status,
-                            record.output.as_deref(),
-                            &mut state.extra[index],
-                            &mut state.mark,
-                        )
-                        .await
-                    }
-                };
-                result.err().map(|e| vec![(index, e)]).unwrap_or_default()
-            }
-            Node::Group { range, ops } => {
-                let records = &mut state.records[range.clone()];
-                let extra = &mut state.extra[range.clone()];
-                let shared = (ops.compensate)(&*ctx);
-                let failed =
-                    Box::pin(compensate_group(env, shared, range.clone(), records, extra)).await;
-                state.mark = env.now();
-                failed
-            }
-        };
-        if env.is_aborted() {
-            return Err(aborted(env, state));
-        }
-        // Empty but for a failure: not iterated then (an iterator made and
-        // dropped for every compensated step).
-        if !failed.is_empty() {
-            for (index, error) in failed {
-                remaining.push(saga.steps[index].name.to_arc());
-                if let Some((earlier, earlier_error)) = stuck.replace((index, error)) {
-                    failures.push(state.failure(saga, earlier, true, &earlier_error));
-                }
-            }
+        true
+    }
+
+    /// Notes that the compensation of step `index` failed for good with
+    /// `error`: the rollback is stuck there, with the step left to
+    /// compensate, and the one it was stuck at before, if any, joins the
+    /// failures. (A step's failure comes here as it is: a vector made and
+    /// dropped for every compensated step cost more than its call.)
+    pub(super) fn gave_up<C, D>(
+        &mut self,
+        saga: &SagaInner<C, D>,
+        state: &State<'_>,
+        index: usize,
+        error: StepError,
+    ) {
+        self.remaining.push(saga.steps[index].name.to_arc());
+        if let Some((earlier, earlier_error)) = self.stuck.replace((index, error)) {
+            self.failures
+                .push(state.failure(saga, earlier, true, &earlier_error));
         }
     }
-    match (stuck, cause) {
-        (None, Some((index, error))) => {
-            let report = state.finish(env, ExecutionStatus::Compensated);
-            Err(SagaError::Compensated {
-                saga: saga.name.to_arc(),
-                step: saga.steps[index].name.to_arc(),
-                error: final_error(env, error),
-                report: Box::new(report),
-            })
-        }
-        (None, None) => {
-            let report = state.finish(env, ExecutionStatus::Cancelled);
-            Err(SagaError::Cancelled {
-                saga: saga.name.to_arc(),
-                report: Box::new(report),
-            })
-        }
-        (Some((index, error)), cause) => {
-            if let Some((cause_index, cause_error)) = cause {
-                // The failure that started the rollback comes first.
-                failures.insert(0, state.failure(saga, cause_index, false, &cause_error));
+
+    /// How the rollback ends: compensated, cancelled, or stuck.
+    pub(super) fn end<C, D>(
+        self,
+        env: &Env<'_, C, D>,
+        state: &mut State<'_>,
+    ) -> Result<SagaReport, SagaError> {
+        let saga = env.saga;
+        let Unwind {
+            cause,
+            stuck,
+            mut failures,
+            remaining,
+        } = self;
+        match (stuck, cause) {
+            (None, Some((index, error))) => {
+                let report = state.finish(env, ExecutionStatus::Compensated);
+                Err(SagaError::Compensated {
+                    saga: saga.name.to_arc(),
+                    step: saga.steps[index].name.to_arc(),
+                    error: final_error(env, error),
+                    report: Box::new(report),
+                })
             }
-            failures.push(state.failure(saga, index, true, &error));
-            let report = state.finish(env, ExecutionStatus::Stuck);
-            Err(SagaError::Stuck {
-                saga: saga.name.to_arc(),
-                step: saga.steps[index].name.to_arc(),
-                phase: StuckPhase::Rollback,
-                error: final_error(env, error),
-                failures,
-                remaining,
-                report: Box::new(report),
-            })
+            (None, None) => {
+                let report = state.finish(env, ExecutionStatus::Cancelled);
+                Err(SagaError::Cancelled {
+                    saga: saga.name.to_arc(),
+                    report: Box::new(report),
+                })
+            }
+            (Some((index, error)), cause) => {
+                if let Some((cause_index, cause_error)) = cause {
+                    // The failure that started the rollback comes first.
+                    failures.insert(0, state.failure(saga, cause_index, false, &cause_error));
+                }
+                failures.push(state.failure(saga, index, true, &error));
+                let report = state.finish(env, ExecutionStatus::Stuck);
+                Err(SagaError::Stuck {
+                    saga: saga.name.to_arc(),
+                    step: saga.steps[index].name.to_arc(),
+                    phase: StuckPhase::Rollback,
+                    error: final_error(env, error),
+                    failures,
+                    remaining,
+                    report: Box::new(report),
+                })
+            }
         }
     }
 }
 
 /// Runs one compensation until it succeeds or its policy gives up. `status`
-/// is the step's in its [`Record`], `mark` the last clock reading.
+/// is the step's in its [`Record`], `start` the compensation's start and
+/// `mark` the last clock reading. (The last clock reading before a
+/// compensation, the end of what ran before, is its start, and its end
+/// the next one's: one read each. An in-memory run's retries go on here
+/// from the start of the first attempt, which the rollback made.)
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_compensation<C, D>(
     env: &Env<'_, C, D>,
     index: usize,
@@ -238,6 +399,7 @@ pub(super) async fn run_compensation<C, D>(
     status: &mut StepStatus,
     output: Option<&(dyn std::any::Any + Send + Sync)>,
     extra: &mut Extra,
+    start: Instant,
     mark: &mut Instant,
 ) -> Result<(), StepError> {
     let saga = env.saga;
@@ -249,9 +411,6 @@ pub(super) async fn run_compensation<C, D>(
         // Recovered: its success is in the log already.
         return Ok(());
     }
-    // The last clock reading (the end of what ran before) is this
-    // compensation's start, and its end the next one's: one read each.
-    let start = *mark;
     *status = StepStatus::Compensating;
     loop {
         let attempt = compensation_started(env, step, extra);
@@ -330,65 +489,17 @@ pub(super) async fn run_compensation<C, D>(
     }
 }
 
-/// [`run_compensation`] for a sync compensation in a run without a
-/// journal, driven without a runtime (`run_blocking`): a plain call, no
-/// future to make, poll and drop for each compensation (a backoff sleep
-/// blocks the thread, as `Env::sleep` does in such a run). Inlined, as
-/// [`run_sync_action`](super::forward::run_sync_action) is: a call with
-/// eight arguments cost about 25 instructions a compensation.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(super) fn run_sync_compensation<C, D>(
-    env: &Env<'_, C, D>,
-    index: usize,
-    undo: &SyncUndo<C, D>,
-    ctx: &mut C,
-    status: &mut StepStatus,
-    output: Option<&(dyn std::any::Any + Send + Sync)>,
-    extra: &mut Extra,
-    mark: &mut Instant,
-) -> Result<(), StepError> {
-    let saga = env.saga;
-    let step = &saga.steps[index];
-    // Only a recovered run has compensations done already, and a
-    // recovered run is durable, so never here.
-    debug_assert_ne!(*status, StepStatus::Compensated);
-    let start = *mark;
-    *status = StepStatus::Compensating;
-    loop {
-        let attempt = compensation_started(env, step, extra);
-        let info = StepInfo::of(&saga.name, &env.id, &step.name, attempt, env.deps);
-        #[cfg(not(feature = "tracing"))]
-        let result = catch(|| undo(&mut *ctx, output, &info));
-        #[cfg(feature = "tracing")]
-        let result = crate::spans::attempt_sync(true, &step.name, attempt, || {
-            catch(|| undo(&mut *ctx, output, &info))
-        });
-        let now = env.now();
-        *mark = now;
-        let error = match result {
-            Ok(()) => {
-                compensation_succeeded(env, step, status, extra, attempt, elapsed(start, now));
-                return Ok(());
-            }
-            Err(error) => error,
-        };
-        match compensation_failed(env, step, attempt, &error) {
-            Some(delay) => {
-                extra.last_error = Some(error.to_string());
-                env.clock().sleep_blocking(delay);
-            }
-            None => return Err(compensation_gave_up(status, extra, start, now, error)),
-        }
-    }
-}
-
 /// Starts a compensation's next attempt; returns its number. (Counted
 /// from 0 in a fresh run; a recovered run goes on where its log stopped.)
-fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: &mut Extra) -> u32 {
+#[inline(always)]
+pub(super) fn compensation_started<C, D>(
+    env: &Env<'_, C, D>,
+    step: &StepDef<C, D>,
+    extra: &mut Extra,
+) -> u32 {
     let attempt = extra.compensation_attempts + 1;
     extra.compensation_attempts = attempt;
-    env.emit(&SagaEvent::CompensationStarted {
+    env.emit(|| SagaEvent::CompensationStarted {
         step: &step.name,
         attempt,
     });
@@ -396,7 +507,8 @@ fn compensation_started<C, D>(env: &Env<'_, C, D>, step: &StepDef<C, D>, extra: 
 }
 
 /// Records a compensation's successful attempt, `elapsed` after its start.
-fn compensation_succeeded<C, D>(
+#[inline(always)]
+pub(super) fn compensation_succeeded<C, D>(
     env: &Env<'_, C, D>,
     step: &StepDef<C, D>,
     status: &mut StepStatus,
@@ -406,7 +518,7 @@ fn compensation_succeeded<C, D>(
 ) {
     *status = StepStatus::Compensated;
     extra.compensation_duration = elapsed;
-    env.emit(&SagaEvent::CompensationSucceeded {
+    env.emit(|| SagaEvent::CompensationSucceeded {
         step: &step.name,
         attempt,
         elapsed,
@@ -415,7 +527,7 @@ fn compensation_succeeded<C, D>(
 
 /// Tells of a compensation's failed attempt; returns the delay before the
 /// next one if its policy retries it.
-fn compensation_failed<C, D>(
+pub(super) fn compensation_failed<C, D>(
     env: &Env<'_, C, D>,
     step: &StepDef<C, D>,
     attempt: u32,
@@ -424,7 +536,7 @@ fn compensation_failed<C, D>(
     let policy = step.undo_retry.as_ref().unwrap_or(&env.saga.undo_retry);
     let retry_in = (attempt < policy.max_attempts() && policy.retries(error))
         .then(|| policy.random_delay_before(attempt + 1));
-    env.emit(&SagaEvent::CompensationFailed {
+    env.emit(|| SagaEvent::CompensationFailed {
         step: &step.name,
         attempt,
         error,
@@ -435,7 +547,7 @@ fn compensation_failed<C, D>(
 
 /// Records that a compensation's policy gave up on `error`, at `now`
 /// after its start at `start`.
-fn compensation_gave_up(
+pub(super) fn compensation_gave_up(
     status: &mut StepStatus,
     extra: &mut Extra,
     start: Instant,

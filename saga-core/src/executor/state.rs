@@ -321,7 +321,7 @@ impl<'a> State<'a> {
         // A durable run has finished once its end is in the log: it tells
         // then (`finish_durable`), and not if that write fails.
         if env.durable.is_none() {
-            env.emit(&SagaEvent::SagaFinished { status, elapsed });
+            env.emit(|| SagaEvent::SagaFinished { status, elapsed });
         }
         self.report(env, status, elapsed)
     }

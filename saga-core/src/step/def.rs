@@ -7,14 +7,16 @@ use crate::error::StepError;
 use crate::policy::RetryPolicy;
 pub use crate::status::StepKind;
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub(crate) type Output = Box<dyn Any + Send + Sync>;
 pub(crate) type SyncAction<C, D> =
     dyn Fn(&mut C, &StepInfo<'_, D>) -> Result<Output, StepError> + Send + Sync;
-type AsyncAction<C, D> = dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<Output, StepError>>
-    + Send
-    + Sync;
+type AsyncAction<C, D> =
+    dyn for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> ActionFuture<'a> + Send + Sync;
 /// An async action whose future already has the executor's types but for
 /// the output, `()`: the user's own future, awaited without a second box
 /// around it to erase its output (see [`Action::AsyncUnit`]).
@@ -34,9 +36,8 @@ type AsyncUndo<C, D> = dyn for<'a> Fn(
 
 type SharedSyncAction<C, D> =
     dyn Fn(&C, &StepInfo<'_, D>) -> Result<Output, StepError> + Send + Sync;
-type SharedAsyncAction<C, D> = dyn for<'a> Fn(&'a C, &'a StepInfo<'a, D>) -> BoxFuture<'a, Result<Output, StepError>>
-    + Send
-    + Sync;
+type SharedAsyncAction<C, D> =
+    dyn for<'a> Fn(&'a C, &'a StepInfo<'a, D>) -> ActionFuture<'a> + Send + Sync;
 type SharedSyncUndo<C, D> = dyn Fn(&C, Option<&(dyn Any + Send + Sync)>, &StepInfo<'_, D>) -> Result<(), StepError>
     + Send
     + Sync;
@@ -47,6 +48,61 @@ type SharedAsyncUndo<C, D> = dyn for<'a> Fn(
     ) -> BoxFuture<'a, Result<(), StepError>>
     + Send
     + Sync;
+
+/// A future of an action's result whose output is erased as it is polled:
+/// every future of a `Result<T, StepError>` is one. A task's future is
+/// boxed as this trait (see [`TaskFuture`](super::TaskFuture)), so that
+/// its one box holds the task's own future, polled in place, where a
+/// [`BoxFuture`] of the erased output needs a second future around it
+/// (an `async` block, which moves the task's future into place at its
+/// first poll and dispatches on its own state at every poll).
+pub(crate) trait PollOutput: Send {
+    fn poll_output(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Output, StepError>>;
+}
+
+impl<F, T> PollOutput for F
+where
+    F: Future<Output = Result<T, StepError>> + Send,
+    T: Send + Sync + 'static,
+{
+    #[inline]
+    fn poll_output(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Output, StepError>> {
+        self.poll(cx)
+            .map(|result| result.map(|out| Box::new(out) as Output))
+    }
+}
+
+/// A boxed [`PollOutput`]: a future of an action's erased output.
+pub(crate) struct TypedFuture<'a>(pub(crate) Pin<Box<dyn PollOutput + 'a>>);
+
+impl Future for TypedFuture<'_> {
+    type Output = Result<Output, StepError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll_output(cx)
+    }
+}
+
+/// The future of an async action: its output erased already (a
+/// [`BoxFuture`]), or erased as it is polled (a task's, see
+/// [`PollOutput`]). Either way one box.
+pub(crate) enum ActionFuture<'a> {
+    Erased(BoxFuture<'a, Result<Output, StepError>>),
+    Typed(TypedFuture<'a>),
+}
+
+impl Future for ActionFuture<'_> {
+    type Output = Result<Output, StepError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            ActionFuture::Erased(future) => future.as_mut().poll(cx),
+            ActionFuture::Typed(future) => Pin::new(future).poll(cx),
+        }
+    }
+}
 
 /// A step's action, type-erased: sync or async, taking the context
 /// exclusively (`&mut C`) or shared (`&C`, as parallel branches must).
@@ -80,7 +136,10 @@ impl<C, D> Action<C, D> {
         info: &'a StepInfo<'a, D>,
     ) -> Option<BoxFuture<'a, Result<Output, StepError>>> {
         match self {
-            Action::Async(f) => Some(f(ctx, info)),
+            Action::Async(f) => Some(match f(ctx, info) {
+                ActionFuture::Erased(future) => future,
+                typed => Box::pin(typed),
+            }),
             Action::AsyncUnit(f) => {
                 let future = f(ctx, info);
                 Some(Box::pin(async move {
@@ -172,6 +231,15 @@ where
         + Sync
         + 'static,
 {
+    erase_async_typed(move |ctx, info| ActionFuture::Erased(action(ctx, info)))
+}
+
+/// Boxes an async action whose future erases its output as it is polled
+/// (see [`erase_async`]).
+pub(crate) fn erase_async_typed<C, D, F>(action: F) -> Action<C, D>
+where
+    F: for<'a> Fn(&'a mut C, &'a StepInfo<'a, D>) -> ActionFuture<'a> + Send + Sync + 'static,
+{
     Action::Async(Box::new(action))
 }
 
@@ -197,6 +265,15 @@ where
         + Send
         + Sync
         + 'static,
+{
+    erase_shared_async_typed(move |ctx, info| ActionFuture::Erased(action(ctx, info)))
+}
+
+/// [`erase_shared_async`] for an action whose future erases its output as
+/// it is polled.
+pub(crate) fn erase_shared_async_typed<C, D, F>(action: F) -> Action<C, D>
+where
+    F: for<'a> Fn(&'a C, &'a StepInfo<'a, D>) -> ActionFuture<'a> + Send + Sync + 'static,
 {
     Action::SharedAsync(Box::new(action))
 }

@@ -19,10 +19,11 @@ mod task;
 
 pub use crate::name::Name;
 pub(crate) use def::{
-    Action, Output, OutputCodec, StepDef, SyncAction, SyncUndo, Undo, erase_async,
-    erase_async_undo, erase_shared_async, erase_shared_async_undo,
+    Action, ActionFuture, Output, OutputCodec, StepDef, SyncAction, SyncUndo, TypedFuture, Undo,
+    erase_async, erase_async_undo, erase_shared_async, erase_shared_async_undo,
 };
 use def::{AsyncUnitAction, erase_sync, same_type};
+use def::{erase_async_typed, erase_shared_async_typed};
 pub use provides::Provides;
 #[doc(hidden)]
 pub use task::{Dsl, undo_shared};
@@ -632,9 +633,11 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
             }
             // The task's own box is the one the executor awaits: one box
             // per attempt.
-            TaskFn::ExclusiveAsync(f) => erase_async(move |ctx, info| f(ctx, info).into_erased()),
+            TaskFn::ExclusiveAsync(f) => {
+                erase_async_typed(move |ctx, info| f(ctx, info).into_erased())
+            }
             TaskFn::SharedAsync(f) => {
-                erase_shared_async(move |ctx, info| f(ctx, info).into_erased())
+                erase_shared_async_typed(move |ctx, info| f(ctx, info).into_erased())
             }
         };
         let step = Self::from_action(name.into(), action);
@@ -655,6 +658,9 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     }
 }
 
+/// Inlined into each compensation's erasure: a call for every
+/// compensation otherwise, around a type check of a few instructions.
+#[inline]
 fn downcast_output<'o, T: 'static, D>(
     out: Option<&'o (dyn Any + Send + Sync)>,
     info: &StepInfo<'_, D>,

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::def::Output;
+use super::def::{ActionFuture, PollOutput, TypedFuture};
 use super::{BoxFuture, StepInfo};
 use crate::error::StepError;
 use crate::policy::{RetryOn, RetryPolicy};
@@ -267,7 +267,8 @@ impl<C, D, T> Copy for TaskFn<C, D, T> {}
 /// # }).unwrap();
 /// ```
 pub struct TaskFuture<'a, T> {
-    inner: BoxFuture<'a, Result<Output, StepError>>,
+    /// The action's own future, its output erased as it is polled.
+    inner: Pin<Box<dyn PollOutput + 'a>>,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -275,7 +276,7 @@ impl<'a, T: Send + Sync + 'static> TaskFuture<'a, T> {
     /// Boxes an async action's future.
     pub fn new(future: impl Future<Output = Result<T, StepError>> + Send + 'a) -> Self {
         TaskFuture {
-            inner: Box::pin(async move { future.await.map(|out| Box::new(out) as Output) }),
+            inner: Box::pin(future),
             _output: PhantomData,
         }
     }
@@ -283,8 +284,8 @@ impl<'a, T: Send + Sync + 'static> TaskFuture<'a, T> {
 
 impl<'a, T> TaskFuture<'a, T> {
     /// The boxed future as the executor awaits it.
-    pub(crate) fn into_erased(self) -> BoxFuture<'a, Result<Output, StepError>> {
-        self.inner
+    pub(crate) fn into_erased(self) -> ActionFuture<'a> {
+        ActionFuture::Typed(TypedFuture(self.inner))
     }
 }
 
@@ -292,7 +293,7 @@ impl<T: 'static> Future for TaskFuture<'_, T> {
     type Output = Result<T, StepError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx).map(|result| {
+        self.inner.as_mut().poll_output(cx).map(|result| {
             result.and_then(|out| match out.downcast::<T>() {
                 Ok(out) => Ok(*out),
                 // `new` boxed a `T`: unreachable, reported rather than a panic.
