@@ -443,15 +443,28 @@ impl Worker {
                 () = &mut deadline => break,
             }
         }
+        // Runs that ended as the grace did are counted as they ended.
+        while let Some(joined) = running.try_join_next() {
+            if let Ok((id, ok)) = joined {
+                finish(&counters, &mut mine, &id, ok);
+            }
+        }
         running.abort_all();
         others.abort_all();
         let mut ids: Vec<ExecutionId> = mine.drain().collect();
         if all {
             ids.extend(engine.runs_not_by_worker().into_iter().map(|(id, _)| id));
         }
-        let (stopped, ended) = engine.abort_runs(ids).await;
-        counters.released.fetch_add(stopped, Ordering::Relaxed);
-        counters.finished.fetch_add(ended, Ordering::Relaxed);
+        let aborted = engine.abort_runs(ids).await;
+        counters
+            .released
+            .fetch_add(aborted.stopped, Ordering::Relaxed);
+        counters
+            .finished
+            .fetch_add(aborted.finished, Ordering::Relaxed);
+        counters
+            .interrupted
+            .fetch_add(aborted.interrupted, Ordering::Relaxed);
         log::info!(target: "saga", owner:% = Escaped(engine.owner()), stats:? = counters.snapshot(); "worker stopped");
     }
 }

@@ -218,6 +218,17 @@ impl Drop for TaskAlive {
 /// How a run in this process ended: its report, or why it stopped.
 pub(crate) type Done = Result<SagaReport, Stopped>;
 
+/// What [`SagaEngine::abort_runs`] did with the runs it was given.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Aborted {
+    /// Stopped where they were, their leases given back.
+    pub(crate) stopped: u64,
+    /// Ended by themselves first.
+    pub(crate) finished: u64,
+    /// Stopped by their store (an outage, a lost lease) first.
+    pub(crate) interrupted: u64,
+}
+
 /// Why a run stopped without an end: its log could not be written.
 #[derive(Debug, Clone)]
 pub(crate) struct Stopped {
@@ -587,12 +598,10 @@ impl SagaEngine {
     /// and gives their leases up, so another owner carries them on from
     /// their logs at once. All are told to stop before any is waited for:
     /// a run waited for in turn would go on starting steps meanwhile.
-    /// Returns how many were stopped and how many ended by themselves
-    /// first (ids this engine does not run count in neither).
-    pub(crate) async fn abort_runs(
-        &self,
-        ids: impl IntoIterator<Item = ExecutionId>,
-    ) -> (u64, u64) {
+    /// Says how many were stopped, and how many ended by themselves first
+    /// or were stopped by their store before the abort took (ids this
+    /// engine does not run count in none).
+    pub(crate) async fn abort_runs(&self, ids: impl IntoIterator<Item = ExecutionId>) -> Aborted {
         let runs: Vec<(ExecutionId, LiveRun)> = {
             let mut live = self.live();
             ids.into_iter()
@@ -607,7 +616,7 @@ impl SagaEngine {
                 })
                 .collect()
         };
-        let (mut stopped, mut ended) = (0, 0);
+        let mut aborted = Aborted::default();
         for (id, run) in runs {
             // An abort takes effect at the run's next await, and a sync
             // step does not await: the lease goes back only once the task
@@ -615,17 +624,34 @@ impl SagaEngine {
             // engine's recover, would start the step again beside it.
             let mut done = run.done.clone();
             let _ = done.wait_for(|_| false).await;
-            if done.borrow().is_some() {
-                // It ended (and gave its lease up) before the abort took.
-                ended += 1;
+            // Its end told before the abort took: the task gave the lease
+            // back itself.
+            let told = match &*done.borrow() {
+                Some(Ok(_)) => Some(&mut aborted.finished),
+                Some(Err(_)) => Some(&mut aborted.interrupted),
+                None => None,
+            };
+            if let Some(count) = told {
+                *count += 1;
                 continue;
             }
-            stopped += 1;
+            // The abort may have taken after the run's last write (while
+            // it waited for a renewal under way to end): then the
+            // execution has ended, and its lease went with its end.
+            let ended = matches!(
+                self.inner.store.get(&id).await,
+                Ok(Some(record)) if record.status.is_finished()
+            );
+            if ended {
+                aborted.finished += 1;
+                continue;
+            }
+            aborted.stopped += 1;
             if let Err(error) = self.inner.store.release(&id, &run.lease).await {
                 log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing an aborted run's lease failed");
             }
         }
-        (stopped, ended)
+        aborted
     }
 
     /// Prepares a run (decoding its log) and spawns it, in the place of
