@@ -546,12 +546,16 @@ impl SagaEngine {
                 // but another start of the same id, before its creation:
                 // that one finds this creation and launches nothing, and
                 // its entry goes once its store call answers. This start
-                // runs what it created, if that entry goes while the lease
-                // lasts; past it, another owner may have taken it over.
+                // runs what it created if that entry goes within a third
+                // of the lease's ttl: its lease then lasts until the
+                // keeper's first renewal (a third to a half of the ttl
+                // after the launch). Later, it could have expired before
+                // its first renewal, and the first step run beside a
+                // take-over with no write to fence it.
                 None => match self.enter_after_start(&id).await {
                     Some(claiming) => claiming,
                     None => {
-                        log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), waited:? = self.lease_ttl; "start gave up waiting for another start of its id; its lease is given back");
+                        log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), waited:? = self.lease_ttl / 3; "start gave up waiting for another start of its id; its lease is given back");
                         let _ = self.inner.store.release(&id, &lease).await;
                         return Err(self.busy_here(&id));
                     }
@@ -573,13 +577,13 @@ impl SagaEngine {
     }
 
     /// Waits for the entry of another start of `id` to go, and enters in
-    /// its place; `None` if it is still there once the lease ttl has
-    /// passed (its store call does not answer). Looks every millisecond at
-    /// first, then less often, up to every 50 ms.
+    /// its place; `None` if it is still there once a third of the lease
+    /// ttl has passed (its store call does not answer). Looks every
+    /// millisecond at first, then less often, up to every 50 ms.
     async fn enter_after_start(&self, id: &ExecutionId) -> Option<Claiming> {
         use tokio::time::Instant;
         // `None`: a ttl too long for the clock, never reached.
-        let deadline = Instant::now().checked_add(self.lease_ttl);
+        let deadline = Instant::now().checked_add(self.lease_ttl / 3);
         let mut pause = Duration::from_millis(1);
         loop {
             let next = Instant::now() + pause;
