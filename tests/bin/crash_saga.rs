@@ -320,6 +320,19 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let worker = Worker::new(engine.clone())
                 .with_poll_interval(Duration::from_millis(50))
                 .spawn()?;
+            // A stuck execution with a resume requested ends stuck until
+            // the worker carries the request out: `wait` would answer at
+            // once with the old end. Wait for the request to be taken.
+            let asked = std::time::Instant::now();
+            while engine.get(&id).await?.is_some_and(|view| {
+                view.events.last().map(|e| e.kind)
+                    == Some(saga_core::store::EventKind::ResumeRequested)
+            }) {
+                if asked.elapsed() > Duration::from_secs(30) {
+                    return Err("the worker never carried out the resume request".into());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             // Stuck, compensated or completed: the report either way.
             let report = match engine.wait(&id).await {
                 Ok(report) => report,
