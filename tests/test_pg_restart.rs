@@ -49,14 +49,11 @@ async fn workers_reconnect_after_a_server_restart_and_finish_everything() {
     // A connection made at once may still be closed by the server as it
     // finishes starting (seen once in a full suite: `Closed` at the first
     // query); the test's own client tries again, for up to 30 s.
-    let unfinished = format!(
-        "SELECT count(*) FROM {schema}.executions WHERE status IN ('running', 'compensating')"
-    );
     let reconnecting = Instant::now();
     let (sql, unfinished_at_restart) = loop {
         let sql = client(&url).await;
-        match sql.query_one(&unfinished, &[]).await {
-            Ok(row) => break (sql, row.get::<_, i64>(0)),
+        match support::pg::unfinished(&sql, &schema).await {
+            Ok(count) => break (sql, count),
             Err(error) => {
                 assert!(
                     reconnecting.elapsed() < Duration::from_secs(30),

@@ -170,17 +170,18 @@ pub async fn statuses(client: &Client, schema: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
-pub async fn unfinished(client: &Client, schema: &str) -> i64 {
-    client
+/// How many executions are running or compensating; the server's error
+/// if the query fails (a caller right after a restart tries again).
+pub async fn unfinished(client: &Client, schema: &str) -> Result<i64, tokio_postgres::Error> {
+    let row = client
         .query_one(
             &format!(
                 "SELECT count(*) FROM {schema}.executions WHERE status IN ('running', 'compensating')"
             ),
             &[],
         )
-        .await
-        .unwrap()
-        .get(0)
+        .await?;
+    Ok(row.get(0))
 }
 
 /// What the ledger says at the end.
@@ -277,7 +278,7 @@ pub async fn verdict(client: &Client, schema: &str, steps: usize) -> Verdict {
 /// panics after `limit` with the statuses.
 pub async fn wait_finished(client: &Client, schema: &str, limit: Duration, mut tick: impl FnMut()) {
     let end = Instant::now() + limit;
-    while unfinished(client, schema).await > 0 {
+    while unfinished(client, schema).await.unwrap() > 0 {
         assert!(
             Instant::now() < end,
             "executions still unfinished after {limit:?}: {:?}",
