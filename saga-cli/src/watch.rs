@@ -10,6 +10,12 @@
 //! transition would make PostgreSQL take a database-wide lock at every
 //! commit).
 //!
+//! A watch outlives an outage of its store (a PostgreSQL server that
+//! restarts, a network that drops): once it has started, a read that finds
+//! the store unreachable prints one line saying so, the watch looks again
+//! every `--interval`, and prints one line when the store answers again.
+//! Any other error ends the watch.
+//!
 //! [`SagaStore::change_signal`]: saga_core::store::SagaStore::change_signal
 
 use std::collections::HashMap;
@@ -17,8 +23,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use saga_core::escape::Escaped;
-use saga_core::store::{ExecutionSummary, ListQuery};
-use saga_core::{ExecutionId, ExecutionStatus, SagaEngine};
+use saga_core::store::{ExecutionSummary, ListQuery, StoreError};
+use saga_core::{EngineError, ExecutionId, ExecutionStatus, SagaEngine};
 use tokio::sync::watch;
 
 use crate::output::{Style, utc};
@@ -44,6 +50,65 @@ async fn pause(signal: &mut Option<watch::Receiver<u64>>, every: Duration) {
         }
         () = tokio::time::sleep(every) => {}
     }
+}
+
+/// Whether the store answered the watch's last read: a watch goes on
+/// through an outage and says when it began and ended.
+#[derive(Default)]
+struct Reach {
+    /// The last read found the store unreachable.
+    lost: bool,
+}
+
+impl Reach {
+    /// The value of a read that succeeded; `None` if the store could not
+    /// be reached (said once per outage); the error of any other failure.
+    fn read<T>(
+        &mut self,
+        result: Result<T, CliError>,
+        json: bool,
+        out: &mut dyn Write,
+    ) -> Result<Option<T>, CliError> {
+        match result {
+            Ok(value) => {
+                if self.lost {
+                    self.lost = false;
+                    let line = if json {
+                        json_line(&serde_json::json!({ "store": "reachable" }))
+                    } else {
+                        "the store answers again".to_owned()
+                    };
+                    emit(out, &line)?;
+                }
+                Ok(Some(value))
+            }
+            Err(error) if unreachable(&error) => {
+                if !self.lost {
+                    self.lost = true;
+                    let line = if json {
+                        json_line(&serde_json::json!({
+                            "store": "unreachable",
+                            "error": error.to_string(),
+                        }))
+                    } else {
+                        format!("{error}; still watching: looking again until it answers")
+                    };
+                    emit(out, &line)?;
+                }
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The store could not be reached: an outage a watch waits out.
+fn unreachable(error: &CliError) -> bool {
+    matches!(
+        error,
+        CliError::Store(StoreError::Unavailable { .. })
+            | CliError::Engine(EngineError::Store(StoreError::Unavailable { .. }))
+    )
 }
 
 /// Every execution's summary (no contexts), page by page.
@@ -110,8 +175,12 @@ pub(crate) async fn execution(
     let mut signal = engine.store().change_signal();
     let mut seen = 0_u64;
     let mut timeline = Timeline::default();
+    let mut reach = Reach::default();
     loop {
-        let (record, events) = crate::record(engine, id).await?;
+        let Some((record, events)) = reach.read(crate::record(engine, id).await, json, out)? else {
+            pause(&mut signal, every).await;
+            continue;
+        };
         let before = seen;
         for e in events.iter().filter(|e| e.seq > before) {
             let step = e
@@ -152,9 +221,11 @@ pub(crate) async fn store(
 ) -> Result<String, CliError> {
     let mut known: HashMap<ExecutionId, ExecutionStatus> = HashMap::new();
     let mut signal = engine.store().change_signal();
+    // The first read's error ends the watch: nothing was watched yet.
+    let mut records = summaries(engine).await?;
     let mut first = true;
+    let mut reach = Reach::default();
     loop {
-        let records = summaries(engine).await?;
         if first && !json {
             let unfinished = records.iter().filter(|r| !r.status.is_finished()).count();
             emit(
@@ -194,7 +265,19 @@ pub(crate) async fn store(
             }
         }
         first = false;
-        let every = if signal.is_some() { SAFETY_POLL } else { every };
-        pause(&mut signal, every).await;
+        loop {
+            // Through an outage, look every `every`: a lost connection
+            // may not be signalled again when it comes back.
+            let wait = if signal.is_some() && !reach.lost {
+                SAFETY_POLL
+            } else {
+                every
+            };
+            pause(&mut signal, wait).await;
+            if let Some(now) = reach.read(summaries(engine).await, json, out)? {
+                records = now;
+                break;
+            }
+        }
     }
 }

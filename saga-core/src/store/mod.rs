@@ -425,8 +425,10 @@ pub trait SagaStore: Send + Sync + 'static {
     /// value changes when it may, in this process and (PostgreSQL:
     /// `LISTEN`/`NOTIFY`) in others; a step's own events do not signal
     /// (a notification per step transition would make PostgreSQL take a
-    /// database-wide lock at every commit). `None` (the default) if the
-    /// store cannot tell; watchers then poll. `saga watch` uses it.
+    /// database-wide lock at every commit). It also changes when the store
+    /// loses the connection it listens on (a look then finds the outage).
+    /// `None` (the default) if the store cannot tell; watchers then poll.
+    /// `saga watch` uses it.
     fn change_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }

@@ -14,7 +14,9 @@ use crate::escape::Escaped;
 /// The listener: `LISTEN`s on its own connection and bumps the work
 /// signal on each notification of this schema; reconnects with backoff
 /// when the connection is lost (and bumps the signal then, since
-/// notifications sent meanwhile were missed).
+/// notifications sent meanwhile were missed). The change signal is bumped
+/// when the connection is lost too: a watcher looks, and finds the outage
+/// at once instead of at its next safety poll.
 pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -72,6 +74,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         }
         if let Some(store) = inner.upgrade() {
             log::warn!(target: "saga", store:% = Escaped(&store.describe); "postgres store listener lost its connection, reconnecting");
+            store.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 }
