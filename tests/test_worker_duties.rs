@@ -90,6 +90,63 @@ async fn a_worker_hears_of_this_process_s_new_work_at_once() {
     }
 }
 
+/// `wait` on a stuck execution whose resume an operator requested waits
+/// for the resumed run's end (it answered `stuck` at once, as if nothing
+/// were pending), and answers that end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_follows_a_requested_resume_to_its_end() {
+    for (name, store) in every_store("wait_resume").await {
+        let broken = Arc::new(AtomicBool::new(true));
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(refund_saga(&broken)).await.unwrap();
+        let id = engine.start("refund", Context::new()).await.unwrap();
+        let stuck = engine.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(stuck.status, ExecutionStatus::Stuck, "{name}");
+        broken.store(false, Ordering::SeqCst);
+        let cli = SagaEngine::with_store(Arc::clone(&store));
+        cli.request_resume(&id).await.unwrap();
+        // No worker runs yet: the request is pending, and so is the wait.
+        let waiting = tokio::spawn({
+            let (cli, id) = (cli.clone(), id.clone());
+            async move { cli.wait(&id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{name}: wait answered while the resume was pending: {:?}",
+            waiting.await.unwrap().map(|r| r.status)
+        );
+        let worker = Worker::new(engine.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let report = tokio::time::timeout(HANG, waiting)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the wait did not end"))
+            .unwrap()
+            .or_else(support::ended)
+            .unwrap();
+        let steps: Vec<_> = report
+            .steps
+            .iter()
+            .map(|s| (&*s.name, s.status, s.outcome))
+            .collect();
+        assert_eq!(
+            (report.status, steps),
+            (
+                ExecutionStatus::Compensated,
+                vec![
+                    ("charge", StepStatus::Compensated, Outcome::Applied),
+                    ("ship", StepStatus::Failed, Outcome::NotApplied),
+                ]
+            ),
+            "{name}"
+        );
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!(stats.resumed, 1, "{name}: {stats:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_carries_out_a_resume_requested_from_the_cli() {
     for (name, store) in every_store("cli_resume").await {

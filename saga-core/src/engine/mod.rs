@@ -747,7 +747,9 @@ impl SagaEngine {
     /// [`recover`](Self::recover) has carried them to their end, or an
     /// operator [abandoned](Self::abandon) them ([`SagaError::Abandoned`](crate::SagaError::Abandoned)).
     /// A [cancelled](Self::cancel) one ends cancelled once a run picks it
-    /// up. With no worker and no recovery for its saga, the wait does not
+    /// up. A stuck one whose resume an operator
+    /// [requested](Self::request_resume) is waited for until a worker has
+    /// run it again. With no worker and no recovery for its saga, the wait does not
     /// end; bound it with [`tokio::time::timeout`] where that can happen.
     /// While this engine does not run it, `wait` reads the record every
     /// 50 ms.
@@ -817,15 +819,27 @@ impl SagaEngine {
                 read_record = true;
             }
             let outcome = match self.record(id).await {
+                // Stuck, with a resume an operator requested: a worker runs
+                // it again, and its end is what is waited for.
                 Ok(record) if record.status.is_finished() => {
-                    // The run's own report if this engine ran it: one that
-                    // ended here, or completed here lately.
-                    let report = own.clone().or_else(|| {
-                        (record.status == ExecutionStatus::Completed)
-                            .then(|| self.ended().report(id))
-                            .flatten()
-                    });
-                    self.outcome(&record, report).await
+                    match self.resume_pending(&record).await {
+                        Ok(true) => {
+                            own = None;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        Ok(false) => {
+                            // The run's own report if this engine ran it: one
+                            // that ended here, or completed here lately.
+                            let report = own.clone().or_else(|| {
+                                (record.status == ExecutionStatus::Completed)
+                                    .then(|| self.ended().report(id))
+                                    .flatten()
+                            });
+                            self.outcome(&record, report).await
+                        }
+                        Err(error) => Err(error.into()),
+                    }
                 }
                 // Run by another owner, or waiting for one to take it: poll.
                 Ok(_) => {
@@ -851,6 +865,17 @@ impl SagaEngine {
                 outcome => return outcome,
             }
         }
+    }
+
+    /// Whether `record` is stuck with a [resume request](Self::request_resume)
+    /// that no worker has carried out yet (the last event of its log).
+    async fn resume_pending(&self, record: &ExecutionRecord) -> Result<bool, EngineError> {
+        if record.status != ExecutionStatus::Stuck {
+            return Ok(false);
+        }
+        Ok(resume_requested(
+            &self.inner.store.events(&record.id).await?,
+        ))
     }
 
     /// The last context the log of an execution holds (the initial one if
