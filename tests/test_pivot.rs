@@ -129,7 +129,7 @@ fn unknown_outcome_of_the_pivot_is_retried_with_the_same_key_then_stuck_forward(
     );
     assert_eq!(
         err.to_string(),
-        "saga `ship` is stuck at the action of step `charge`: steps still to run: charge, ship, notify"
+        "saga `ship` is stuck at the action of step `charge`, whose outcome is unknown (an attempt may have taken effect): steps still to run: charge, ship, notify"
     );
     assert_eq!(
         user_error::<PaymentError>(&err),
@@ -166,6 +166,42 @@ fn unknown_outcome_of_the_pivot_with_one_attempt_is_stuck_at_once() {
     ));
     assert_eq!(rec.effects.len(), 2);
     assert_eq!(err.report().step("charge").unwrap().attempts, 1);
+}
+
+/// A pivot whose first attempt may have taken effect and whose retry then
+/// fails for good is stuck, and its message says the outcome is unknown:
+/// the last error alone ("declined") reads as if nothing was charged.
+#[test]
+fn unknown_then_permanent_failure_of_the_pivot_says_the_outcome_is_unknown() {
+    let saga = ship_order(
+        Step::new("charge", |r: &mut Rec, info: &StepInfo<'_>| {
+            r.push(format!("charge#{}", info.attempt()));
+            if info.attempt() == 1 {
+                Err::<String, _>(unavailable().outcome_unknown())
+            } else {
+                Err(declined())
+            }
+        })
+        .retry(exact(3)),
+        compensable_free("ship"),
+    );
+    let (_, options) = virtual_time();
+    let mut rec = Rec::default();
+    let err = saga.run_blocking_with(&mut rec, options).unwrap_err();
+    assert_eq!(rec.effects, ["do reserve", "charge#1", "charge#2"]);
+    assert_eq!(
+        err.to_string(),
+        "saga `ship` is stuck at the action of step `charge`, whose outcome is unknown (an attempt may have taken effect): steps still to run: charge, ship, notify"
+    );
+    assert_eq!(
+        rows(err.report()),
+        [
+            row("reserve", "succeeded", "applied", 1, 0),
+            row("charge", "failed", "unknown", 2, 0),
+            row("ship", "pending", "not_started", 0, 0),
+            row("notify", "pending", "not_started", 0, 0),
+        ]
+    );
 }
 
 #[test]

@@ -381,7 +381,7 @@ pub enum SagaError {
     },
     /// The run can go neither forward nor back on its own; an operator must
     /// act. `failures` lists every error that led here, in order.
-    #[error("saga `{saga}` is stuck at {} of step `{step}`: {}", if *.phase == StuckPhase::Rollback { "the compensation" } else { "the action" }, stuck_summary(.phase, .remaining))]
+    #[error("saga `{saga}` is stuck at {} of step `{step}`{}: {}", if *.phase == StuckPhase::Rollback { "the compensation" } else { "the action" }, unknown_note(.phase, .step, .report), stuck_summary(.phase, .remaining))]
     Stuck {
         /// The saga's name.
         saga: Arc<str>,
@@ -461,6 +461,21 @@ fn rollback_summary(report: &SagaReport) -> String {
         "nothing to compensate".to_owned()
     } else {
         format!("compensated: {}", undone.join(", "))
+    }
+}
+
+/// Going forward, a step whose outcome is unknown: an attempt may have
+/// taken effect, whatever the last error says (a pivot cut off, then
+/// declined for good).
+fn unknown_note(phase: &StuckPhase, step: &str, report: &SagaReport) -> &'static str {
+    let unknown = *phase == StuckPhase::Forward
+        && report
+            .step(step)
+            .is_some_and(|s| s.outcome == crate::Outcome::Unknown);
+    if unknown {
+        ", whose outcome is unknown (an attempt may have taken effect)"
+    } else {
+        ""
     }
 }
 
