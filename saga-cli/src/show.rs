@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use saga_core::escape::{Escaped, user_text};
 use saga_core::store::{Event, EventKind, logged_durations};
-use saga_core::{LoggedError, SagaEngine, SagaReport, StepStatus};
+use saga_core::{LoggedError, Outcome, SagaEngine, SagaReport, StepStatus};
 use serde::Serialize;
 
 use crate::output::{ExecutionJson, Style, execution_json, fit, seconds, to_json, utc};
@@ -281,18 +281,21 @@ pub(crate) async fn show(
         );
     }
     for s in report.steps.iter().filter(|s| s.last_error.is_some()) {
-        // A step that succeeded (or was compensated) after it may keep
-        // the error a retry recovered from.
-        let recovered = matches!(s.status, StepStatus::Succeeded | StepStatus::Compensated);
+        // A step that succeeded (and may have been compensated since)
+        // keeps the error a retry recovered from; one of unknown outcome
+        // had no attempt succeed, whatever happened next.
+        let note = match (s.status, s.outcome) {
+            (StepStatus::Succeeded | StepStatus::Compensated, Outcome::Applied) => {
+                " (recovered: a later attempt succeeded)"
+            }
+            (StepStatus::Compensated, Outcome::Unknown) => " (outcome unknown, compensated)",
+            _ => "",
+        };
         let _ = writeln!(
             out,
             "error of `{}`{}: {}",
             Escaped(&s.name),
-            if recovered {
-                " (recovered: a later attempt succeeded)"
-            } else {
-                ""
-            },
+            note,
             Escaped(s.last_error.as_deref().unwrap_or_default())
         );
     }

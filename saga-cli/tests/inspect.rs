@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use saga_core::store::{EventKind, SqliteStore};
-use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
+use saga_core::{ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
 use support::*;
 
 #[tokio::test]
@@ -439,6 +439,36 @@ async fn show_says_when_a_retry_recovered_from_a_step_error() {
     assert!(text.contains("status     completed\n"), "{text}");
     assert!(
         text.contains("error of `charge` (recovered: a later attempt succeeded): provider busy\n"),
+        "{text}"
+    );
+}
+
+/// A step whose attempt may have taken effect (its outcome unknown) and
+/// that was then compensated had no attempt succeed: `show` must not say
+/// a retry recovered from its error.
+#[tokio::test]
+async fn show_does_not_say_recovered_of_a_step_of_unknown_outcome() {
+    let dir = dir("show-unknown");
+    let db = dir.join("sagas.db");
+    let saga = Saga::builder("lost")
+        .step(
+            Step::new("charge", |_: &mut u32, _: &StepInfo<'_>| {
+                Err::<(), _>(StepError::new("provider timed out").outcome_unknown())
+            })
+            .undo(|_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| Ok::<(), StepError>(())),
+        )
+        .build()
+        .unwrap();
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(saga).await.unwrap();
+    let id = engine.start("lost", 0_u32).await.unwrap();
+    let report = engine.wait(&id).await.or_else(ended).unwrap();
+    assert_eq!(report.status, ExecutionStatus::Compensated);
+    drop(engine);
+
+    let text = ok(&db, &["show", id.as_str()]);
+    assert!(
+        text.contains("error of `charge` (outcome unknown, compensated): provider timed out\n"),
         "{text}"
     );
 }
