@@ -100,7 +100,8 @@ pub(crate) enum Command {
         id: Option<String>,
         /// How often to look at the store, in milliseconds. A PostgreSQL
         /// store also says when an execution starts, changes status or
-        /// ends, and those show at once.
+        /// ends, and those show at once. While the store cannot be
+        /// reached, the watch says so once and looks again at this pace.
         #[arg(long, value_name = "MS", default_value_t = 500)]
         interval: u64,
     },

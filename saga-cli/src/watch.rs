@@ -11,7 +11,7 @@
 //! commit).
 //!
 //! A watch outlives an outage of its store (a PostgreSQL server that
-//! restarts, a network that drops): once it has started, a read that finds
+//! restarts or refuses connections, a connection it closes): once it has started, a read that finds
 //! the store unreachable prints one line saying so, the watch looks again
 //! every `--interval`, and prints one line when the store answers again.
 //! Any other error ends the watch.
@@ -143,7 +143,8 @@ fn json_line(value: &impl serde::Serialize) -> String {
 
 /// Prints execution `id`'s events as they are logged, as `show`'s
 /// timeline does (with `json`: one `show --json` event a line, then
-/// `{"ended": "<status>"}`), and returns when the execution has ended
+/// `{"ended": "<status>"}`; `{"store": "unreachable", "error": ...}` and
+/// `{"store": "reachable"}` around an outage), and returns when the execution has ended
 /// (stuck counts: it waits for an operator).
 pub(crate) async fn execution(
     engine: &SagaEngine,
@@ -266,8 +267,8 @@ pub(crate) async fn store(
         }
         first = false;
         loop {
-            // Through an outage, look every `every`: a lost connection
-            // may not be signalled again when it comes back.
+            // Through an outage, look every `every`: the listener
+            // signals its reconnection only after its own backoff.
             let wait = if signal.is_some() && !reach.lost {
                 SAFETY_POLL
             } else {

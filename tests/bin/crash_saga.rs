@@ -320,21 +320,13 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let worker = Worker::new(engine.clone())
                 .with_poll_interval(Duration::from_millis(50))
                 .spawn()?;
-            // A stuck execution with a resume requested ends stuck until
-            // the worker carries the request out: `wait` would answer at
-            // once with the old end. Wait for the request to be taken.
-            let asked = std::time::Instant::now();
-            while engine.get(&id).await?.is_some_and(|view| {
-                view.events.last().map(|e| e.kind)
-                    == Some(saga_core::store::EventKind::ResumeRequested)
-            }) {
-                if asked.elapsed() > Duration::from_secs(30) {
-                    return Err("the worker never carried out the resume request".into());
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            // Stuck, compensated or completed: the report either way.
-            let report = match engine.wait(&id).await {
+            // A resume requested of a stuck execution: `wait` follows it
+            // until the worker has run it again. Stuck, compensated or
+            // completed: the report either way.
+            let waited = tokio::time::timeout(Duration::from_secs(30), engine.wait(&id))
+                .await
+                .map_err(|_| "the worker never carried out the resume request")?;
+            let report = match waited {
                 Ok(report) => report,
                 Err(saga_core::WaitError::Saga(failed)) => failed.report().clone(),
                 Err(other) => return Err(other.into()),

@@ -749,7 +749,11 @@ impl SagaEngine {
     /// A [cancelled](Self::cancel) one ends cancelled once a run picks it
     /// up. A stuck one whose resume an operator
     /// [requested](Self::request_resume) is waited for until a worker has
-    /// run it again. With no worker and no recovery for its saga, the wait does not
+    /// run it again; a request no worker carries out (no process registers
+    /// its definition, or a worker refused it: see
+    /// [`WorkerStats::refused`](crate::WorkerStats::refused) and the log)
+    /// keeps the wait going until an operator resumes or abandons the
+    /// execution. With no worker and no recovery for its saga, the wait does not
     /// end; bound it with [`tokio::time::timeout`] where that can happen.
     /// While this engine does not run it, `wait` reads the record every
     /// 50 ms.
@@ -868,14 +872,16 @@ impl SagaEngine {
     }
 
     /// Whether `record` is stuck with a [resume request](Self::request_resume)
-    /// that no worker has carried out yet (the last event of its log).
+    /// that no worker has carried out yet (the last event of its log), or
+    /// was read just before its log moved on (a worker carrying the request
+    /// out between the two reads): either way, not an end yet.
     async fn resume_pending(&self, record: &ExecutionRecord) -> Result<bool, EngineError> {
         if record.status != ExecutionStatus::Stuck {
             return Ok(false);
         }
-        Ok(resume_requested(
-            &self.inner.store.events(&record.id).await?,
-        ))
+        let events = self.inner.store.events(&record.id).await?;
+        let moved_on = events.last().is_some_and(|e| e.seq > record.last_seq);
+        Ok(moved_on || resume_requested(&events))
     }
 
     /// The last context the log of an execution holds (the initial one if

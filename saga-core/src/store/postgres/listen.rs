@@ -51,7 +51,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
             backoff = (backoff * 2).min(Duration::from_secs(5));
             continue;
         }
-        backoff = Duration::from_millis(100);
+        let listened = tokio::time::Instant::now();
         store.signal.send_modify(|n| *n = n.wrapping_add(1));
         store.changes.send_modify(|n| *n = n.wrapping_add(1));
         let schema = store.schema.clone();
@@ -75,6 +75,18 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
         if let Some(store) = inner.upgrade() {
             log::warn!(target: "saga", store:% = Escaped(&store.describe); "postgres store listener lost its connection, reconnecting");
             store.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if listened.elapsed() >= Duration::from_secs(1) {
+            backoff = Duration::from_millis(100);
+        } else {
+            // A connection that dies as soon as it listens (a server
+            // shutting down, a proxy that drops it): back off instead of
+            // reconnecting, and waking every watcher, in a loop.
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.notified() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }
