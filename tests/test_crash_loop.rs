@@ -72,7 +72,7 @@ fn a_step_that_crashes_its_process_three_times_ends_the_execution_stuck() {
     assert_eq!(
         lines,
         [
-            "error s2: step `s2` was cut off 3 times: its attempt 1 started 3 times and never ended (its process crashed, or lost its lease while the step ran); resume it once the cause is fixed",
+            "error s2: step `s2` was cut off 3 times: its attempt 1 started 3 times and never ended (its process crashed or was shut down before it ended, or lost its lease while it ran); resume it once the cause is fixed",
             "commits=1 effects=0",
             "exec-1 stuck",
         ],

@@ -29,7 +29,7 @@ impl CrashLoop {
             "step"
         };
         format!(
-            "{what} `{name}` was cut off {} times: its attempt {} started {} times and never ended (its process crashed, or lost its lease while the step ran); resume it once the cause is fixed",
+            "{what} `{name}` was cut off {} times: its attempt {} started {} times and never ended (its process crashed or was shut down before it ended, or lost its lease while it ran); resume it once the cause is fixed",
             self.starts, self.attempt, self.starts
         )
     }
@@ -177,7 +177,7 @@ mod tests {
         assert!(loops[0].compensation);
         assert_eq!(
             loops[0].message("s0"),
-            "the compensation of step `s0` was cut off 2 times: its attempt 1 started 2 times and never ended (its process crashed, or lost its lease while the step ran); resume it once the cause is fixed"
+            "the compensation of step `s0` was cut off 2 times: its attempt 1 started 2 times and never ended (its process crashed or was shut down before it ended, or lost its lease while it ran); resume it once the cause is fixed"
         );
     }
 }
