@@ -90,6 +90,119 @@ async fn a_worker_hears_of_this_process_s_new_work_at_once() {
     }
 }
 
+/// Executions of a version no process registers (dropped in a deploy)
+/// wait for no one: the worker, which cannot run them, says so once per
+/// version (it said nothing, and `wait` on them never ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_warns_of_executions_of_a_version_no_one_registers() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("orphans").await {
+        // Version 1, by a process that is gone: submitted, never run.
+        let v1 = SagaEngine::with_store(Arc::clone(&store));
+        v1.register(saga(&Arc::new(Script::default())))
+            .await
+            .unwrap();
+        let first = v1.submit("order", Order::default()).await.unwrap();
+        v1.submit("order", Order::default()).await.unwrap();
+        let old = store.get(&first).await.unwrap().unwrap().fingerprint;
+        drop(v1);
+        // Version 2 only, with a step of its own.
+        let v2 = SagaEngine::with_store(Arc::clone(&store));
+        v2.register(
+            Saga::<Order>::builder("order")
+                .step(Step::new("audit", |_: &mut Order, _: &StepInfo<'_>| {
+                    Ok::<(), StepError>(())
+                }))
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let worker = Worker::new(v2.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        // This store's warnings (the stores share the test's logger).
+        let mine = || {
+            support::logs::entries_where("owner", v2.owner())
+                .into_iter()
+                .filter(|e| e.field("fingerprint") == Some(old.as_str()))
+                .collect::<Vec<_>>()
+        };
+        let started = std::time::Instant::now();
+        let warned = loop {
+            let found = mine();
+            if !found.is_empty() {
+                break found;
+            }
+            assert!(started.elapsed() < HANG, "{name}: no warning");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(warned[0].level, log::Level::Warn, "{name}");
+        let message = &warned[0].message;
+        assert!(
+            message.starts_with(&format!(
+                "2 executions of saga `order` wait for a worker with definition {old}, which this process has not registered (it registers its versions "
+            )),
+            "{name}: {message}"
+        );
+        assert!(
+            message.ends_with("register it here or `abandon` them"),
+            "{message}"
+        );
+        // Once, not at every census.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(mine().len(), 1, "{name}");
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!(stats.claimed, 0, "{name}: {stats:?}");
+    }
+}
+
+/// A handler's `start_with_id` racing the worker for a submitted
+/// execution: one of them runs it, and the worker counts a claim only
+/// for a run it started (it counted the claims it gave back too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_counts_only_the_claims_it_ran() {
+    for (name, store) in every_store("claim_count").await {
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine
+            .register(saga(&Arc::new(Script::default())))
+            .await
+            .unwrap();
+        let worker = Worker::new(engine.clone())
+            .with_poll_interval(Duration::from_millis(1))
+            .spawn()
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..60 {
+            let id = format!("race-{i}");
+            engine
+                .submit_with_id("order", id.as_str(), Order::default())
+                .await
+                .unwrap();
+            // Already claimed by the worker, or claimed here: either way
+            // it runs once.
+            let _ = engine
+                .start_with_id("order", id.as_str(), Order::default())
+                .await;
+            ids.push(ExecutionId::from(id.as_str()));
+        }
+        for id in &ids {
+            let report = tokio::time::timeout(HANG, engine.wait(id))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        }
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!(
+            stats.claimed,
+            stats.finished + stats.interrupted + stats.refused + stats.released,
+            "{name}: {stats:?}"
+        );
+    }
+}
+
 /// `wait` on a stuck execution whose resume an operator requested waits
 /// for the resumed run's end (it answered `stuck` at once, as if nothing
 /// were pending), and answers that end.

@@ -15,6 +15,11 @@ use crate::escape::Escaped;
 use crate::id::ExecutionId;
 use crate::store::{ClaimRequest, StoreError};
 
+mod census;
+
+/// Polls between two censuses of executions no process runs.
+const CENSUS_POLLS: u32 = 6;
+
 /// Carries executions on: the one call a service makes at startup, on
 /// every store, after registering its sagas. No user code needs a loop of
 /// [`recover`](SagaEngine::recover): the worker takes over what a crashed
@@ -32,6 +37,11 @@ use crate::store::{ClaimRequest, StoreError};
 /// registered (by fingerprint: during a rolling upgrade, an execution
 /// started with a definition this worker lacks is left to the workers that
 /// have it), at most [`concurrency`](Self::with_concurrency) at a time.
+/// Every six polls it looks for executions of definitions it lacks that
+/// no process has touched since its last look (free, their log unchanged),
+/// and warns once per definition (again every 10 minutes while they wait):
+/// a version dropped in a deploy leaves them to no one, and nothing else
+/// says so (they are not stuck, and `wait` on them does not end).
 /// Each claim gives it a lease, which the engine renews while the run goes
 /// on. When a worker dies or stalls, its leases expire and another worker
 /// takes the executions over, carrying each on from its log; a step that
@@ -288,6 +298,9 @@ impl Worker {
         let mut next_sweep = Instant::now();
         let mut next_purge = Instant::now();
         let mut purging: Option<JoinHandle<()>> = None;
+        let mut census = census::Census::default();
+        let census_every = self.poll.checked_mul(CENSUS_POLLS).unwrap_or(Duration::MAX);
+        let mut next_census = later(Instant::now(), census_every);
         log::info!(target: "saga", owner:% = Escaped(engine.owner()), concurrency = self.concurrency; "worker started");
         while stop.borrow().is_none() {
             let now = Instant::now();
@@ -304,6 +317,10 @@ impl Worker {
                     self.sweep(free, &counters, &mut running, &mut mine, &mut refused)
                         .await;
                 }
+            }
+            if now >= next_census && backoff.is_none() {
+                next_census = later(now, census_every);
+                census.take(engine).await;
             }
             let free = self.concurrency.saturating_sub(running.len());
             let mut more = false;
@@ -332,8 +349,13 @@ impl Worker {
                         more = claims.len() == free;
                         for claimed in claims {
                             let id = claimed.record.id.clone();
-                            bump(&counters.claimed);
-                            match engine.run_claimed(claimed).await {
+                            // Given back (run by another entry point of
+                            // this engine, or ended meanwhile): no claim.
+                            let outcome = engine.run_claimed(claimed).await;
+                            if !matches!(outcome, Ok(None)) {
+                                bump(&counters.claimed);
+                            }
+                            match outcome {
                                 Ok(None) => {}
                                 Ok(Some(done)) => track(&mut running, &mut mine, id, done),
                                 Err(EngineError::Store(error)) => {

@@ -408,21 +408,12 @@ impl SagaEngine {
                     registered: sorted(registry.by_name.keys()),
                 })
             }
-            None => {
-                let mut registered: Vec<String> = registry
-                    .by_fingerprint
-                    .values()
-                    .filter(|r| r.name() == record.saga)
-                    .map(|r| r.fingerprint().to_owned())
-                    .collect();
-                registered.sort();
-                Err(EngineError::UnknownDefinition {
-                    execution_id: id.clone(),
-                    saga: record.saga.clone(),
-                    fingerprint: record.fingerprint.clone(),
-                    registered,
-                })
-            }
+            None => Err(EngineError::UnknownDefinition {
+                execution_id: id.clone(),
+                saga: record.saga.clone(),
+                fingerprint: record.fingerprint.clone(),
+                registered: versions(&registry, &record.saga),
+            }),
         }
     }
 
@@ -565,6 +556,12 @@ impl SagaEngine {
     /// The fingerprints of every registered definition.
     pub(crate) fn fingerprints(&self) -> Vec<String> {
         sorted(self.registry().by_fingerprint.keys())
+    }
+
+    /// The fingerprints of the versions of saga `name` this engine has
+    /// registered, sorted.
+    pub(crate) fn versions_of(&self, name: &str) -> Vec<String> {
+        versions(&self.registry(), name)
     }
 
     /// The executions this engine runs now.
@@ -731,6 +728,18 @@ impl SagaEngine {
         claiming.launched = true;
         Ok(done)
     }
+}
+
+/// The fingerprints of the versions of saga `name` in `registry`, sorted.
+fn versions(registry: &Registry, name: &str) -> Vec<String> {
+    let mut versions: Vec<String> = registry
+        .by_fingerprint
+        .values()
+        .filter(|r| r.name() == name)
+        .map(|r| r.fingerprint().to_owned())
+        .collect();
+    versions.sort();
+    versions
 }
 
 pub(super) fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
