@@ -289,6 +289,9 @@ pub(crate) async fn show(
                 " (recovered: a later attempt succeeded)"
             }
             (StepStatus::Compensated, Outcome::Unknown) => " (outcome unknown, compensated)",
+            (StepStatus::Failed, Outcome::Unknown) => {
+                " (outcome unknown: an attempt may have taken effect)"
+            }
             _ => "",
         };
         let _ = writeln!(

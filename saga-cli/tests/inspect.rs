@@ -472,3 +472,44 @@ async fn show_does_not_say_recovered_of_a_step_of_unknown_outcome() {
         "{text}"
     );
 }
+
+/// A pivot whose first attempt may have taken effect, declined for good
+/// on its retry, is stuck: `show` says its outcome is unknown, which the
+/// decline alone does not.
+#[tokio::test]
+async fn show_says_a_failed_step_of_unknown_outcome_may_have_taken_effect() {
+    let dir = dir("show-unknown-pivot");
+    let db = dir.join("sagas.db");
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = Arc::clone(&calls);
+    let saga = Saga::builder("ship")
+        .pivot(
+            Step::new("ship", move |_: &mut u32, _: &StepInfo<'_>| {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return Err::<(), _>(StepError::new("courier timed out").outcome_unknown());
+                }
+                Err(StepError::new("courier refused").permanent())
+            })
+            .retry(
+                saga_core::RetryPolicy::attempts(2)
+                    .with_backoff(Duration::from_millis(1))
+                    .with_jitter(0.0),
+            ),
+        )
+        .build()
+        .unwrap();
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(saga).await.unwrap();
+    let id = engine.start("ship", 0_u32).await.unwrap();
+    let report = engine.wait(&id).await.or_else(ended).unwrap();
+    assert_eq!(report.status, ExecutionStatus::Stuck);
+    drop(engine);
+
+    let text = ok(&db, &["show", id.as_str()]);
+    assert!(
+        text.contains(
+            "error of `ship` (outcome unknown: an attempt may have taken effect): courier refused\n"
+        ),
+        "{text}"
+    );
+}
