@@ -84,7 +84,7 @@ pub(crate) enum Command {
     )]
     Diagram {
         /// A saga's name (its newest definition in the store) or a
-        /// definition's fingerprint.
+        /// definition's fingerprint (or its first 8 or more hex digits).
         saga: String,
         /// Graphviz DOT instead of Mermaid.
         #[arg(long)]

@@ -10,6 +10,12 @@ fn is_fingerprint(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The start of a fingerprint, as `list` and the logs shorten it: at
+/// least 8 hex digits.
+fn is_fingerprint_prefix(text: &str) -> bool {
+    (8..64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn no_definition(engine: &SagaEngine, wanted: &str) -> CliError {
     CliError::NoDefinition {
         wanted: wanted.to_owned(),
@@ -34,6 +40,29 @@ pub(crate) async fn diagram_of(
     let store = engine.store();
     let fingerprint = if is_fingerprint(wanted) {
         wanted.to_owned()
+    } else if is_fingerprint_prefix(wanted) {
+        // The definitions of the store's executions that start so.
+        let wanted_lower = wanted.to_ascii_lowercase();
+        let mut found: Vec<String> = engine
+            .list(None)
+            .await?
+            .into_iter()
+            .map(|r| r.fingerprint)
+            .filter(|f| f.starts_with(&wanted_lower))
+            .collect();
+        found.sort();
+        found.dedup();
+        match found.len() {
+            0 => return Err(no_definition(engine, wanted)),
+            1 => found.remove(0),
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "`{wanted}` starts {} fingerprints ({}): give more of it",
+                    found.len(),
+                    found.join(", ")
+                )));
+            }
+        }
     } else {
         // The newest execution of that saga names its newest definition.
         engine

@@ -213,6 +213,12 @@ async fn diagram_prints_the_stored_shape_by_name_or_fingerprint() {
         order_saga(&ready).to_mermaid()
     );
 
+    // The start of a fingerprint, as the logs and `list` shorten it.
+    let short = ok(&db, &["diagram", &fingerprint[..8]]);
+    assert_eq!(short, mermaid);
+    let err = fails(&db, &["diagram", "00000000"], 1);
+    assert!(err.contains("no definition `00000000`"), "{err}");
+
     let err = fails(&db, &["diagram", "shipping"], 1);
     assert!(
         err.contains(&format!(
