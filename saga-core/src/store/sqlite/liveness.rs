@@ -17,6 +17,23 @@
 //! not a plain name, a directory it cannot write) the lease's expiry
 //! decides, as before.
 //!
+//! The proof is made durable before it is thrown away: the write
+//! transaction that finds an owner dead (a claim's, or the sweep a store
+//! opened to write runs first) expires every live lease of that owner in
+//! the database ([`expire_leases`]), and the sidecar is removed only once
+//! that transaction has committed. So every later process, one that never
+//! saw the sidecar included (a restarted worker, the CLI), finds the dead
+//! owner's executions claimable at once; a transaction that cannot commit
+//! (the store busy, a full disk) leaves the sidecar for the next one. The
+//! locks are tried inside a write transaction, which an owner's first
+//! lease (and its [`hold`](Owners::hold)) is taken in too, so a claimer
+//! of another process never finds an owner's sidecar made but not yet
+//! locked (a read-only store's claim, which fails at its first write,
+//! may probe outside one: [`lock`] has an owner wait a moment for such a
+//! prober rather than be judged dead). Fencing is the
+//! token's, not the expiry's: an owner judged dead writes nothing with an
+//! expired lease that anyone else claimed.
+//!
 //! The locks are the process's, not a store object's: two stores of this
 //! process on one file, used by one owner, share its lock (a count of the
 //! stores that use it), so an owner lives while any of them is open. When
@@ -28,10 +45,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::writer::{Job, Pending, Undo, Write};
 
 /// The sidecar locks this process holds, by sidecar path: each with the
 /// number of open stores whose owner it is. A lock is released when its
@@ -62,29 +81,24 @@ pub(super) struct Owners {
 }
 
 impl Owners {
-    /// The owners of the store in `db`. For a store opened to write,
-    /// removes the sidecars that dead processes left (one that died
-    /// holding no lease is never probed by a claim); a read-only store
-    /// writes nothing, here either.
-    pub(super) fn new(db: &Path, writable: bool) -> Self {
+    /// The owners of the store in `db`. Nothing is probed yet: a store
+    /// opened to write runs [`sweep`] first.
+    pub(super) fn new(db: &Path) -> Self {
         // One file, one set of sidecar names, whatever path opened it: the
         // process's locks are keyed by them.
         let db = std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf());
-        let mut owners = Owners {
+        Owners {
             db,
             mine: HashSet::new(),
             dead: HashSet::new(),
-        };
-        if writable {
-            owners.sweep();
         }
-        owners
     }
 
-    /// Probes every sidecar of this store; the dead ones are removed.
-    fn sweep(&mut self) {
+    /// Probes every sidecar of this store but those of live owners of this
+    /// process: the owners found dead, with a sidecar still to remove.
+    fn dead_by_sidecar(&mut self) -> Vec<String> {
         let (Some(dir), Some(name)) = (self.db.parent(), self.db.file_name()) else {
-            return;
+            return Vec::new();
         };
         let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -92,21 +106,25 @@ impl Owners {
             dir
         };
         let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+            return Vec::new();
         };
         let mut prefix = name.to_owned();
         prefix.push("-owner-");
         let prefix = prefix.to_string_lossy().into_owned();
-        for entry in entries.flatten() {
-            let file = entry.file_name();
-            let owner = file.to_string_lossy();
-            match owner.strip_prefix(&prefix) {
-                Some(owner) if self.probe(owner) => {
-                    self.dead.insert(owner.to_owned());
-                }
-                _ => {}
-            }
-        }
+        let owners: Vec<String> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let file = entry.file_name();
+                let owner = file.to_string_lossy().strip_prefix(&prefix)?.to_owned();
+                // SQLite's own companions of a sidecar (its journal) are
+                // not sidecars.
+                let companion = ["-journal", "-wal", "-shm"]
+                    .iter()
+                    .any(|suffix| owner.ends_with(suffix));
+                (!companion).then_some(owner)
+            })
+            .collect();
+        self.dead_among(owners)
     }
 
     /// The sidecar of `owner`; `None` for an owner id that is not a plain
@@ -126,8 +144,9 @@ impl Owners {
     }
 
     /// Takes the lock of `owner`, an owner of this store, before its first
-    /// lease here. Best effort: an owner whose lock cannot be taken is
-    /// judged by its leases' expiry alone.
+    /// lease here (in the write transaction that takes it). Best effort:
+    /// an owner whose lock cannot be taken is judged by its leases' expiry
+    /// alone.
     pub(super) fn hold(&mut self, owner: &str) {
         if self.mine.contains(owner) {
             return;
@@ -160,6 +179,9 @@ impl Owners {
     }
 
     /// Of `owners` (holders of live leases), those whose process is gone.
+    /// Called in a write transaction, which is to expire their leases
+    /// ([`expire_leases`]) before their sidecars are removed
+    /// ([`forget`](Self::forget)).
     pub(super) fn dead_among(&mut self, owners: impl IntoIterator<Item = String>) -> Vec<String> {
         let mut dead = Vec::new();
         for owner in owners {
@@ -174,6 +196,20 @@ impl Owners {
         dead
     }
 
+    /// Removes the sidecars of `dead` owners, once the leases they held
+    /// are expired in a committed transaction: their death is recorded in
+    /// the store, and the proof is not needed any more.
+    pub(super) fn forget(&self, dead: &[String]) {
+        for owner in dead {
+            if !self.dead.contains(owner) {
+                continue;
+            }
+            if let Some(path) = self.sidecar(owner) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
     /// Whether this process holds `owner`'s lock, for another store on
     /// this file: it lives.
     fn held_here(&self, owner: &str) -> bool {
@@ -182,7 +218,7 @@ impl Owners {
     }
 
     /// Whether `owner`'s lock can be taken: its process is gone. The
-    /// sidecar is removed then.
+    /// sidecar stays, the proof, until the death is recorded.
     fn probe(&self, owner: &str) -> bool {
         let Some(path) = self.sidecar(owner) else {
             return false;
@@ -190,14 +226,7 @@ impl Owners {
         if !path.exists() {
             return false;
         }
-        match lock(&path, false) {
-            Ok(conn) => {
-                drop(conn);
-                let _ = std::fs::remove_file(&path);
-                true
-            }
-            Err(_) => false,
-        }
+        lock(&path, false).is_ok()
     }
 }
 
@@ -228,15 +257,83 @@ impl Drop for Owners {
     }
 }
 
+/// Expires, in the write transaction of `conn`, every live lease that the
+/// `dead` owners (a JSON array of owner ids) hold on an execution not
+/// ended: each is set to expire at `now`, so that any claimer, in any
+/// process, takes it over at once. The owner and the token stay (who ran
+/// it last; the fence is the token's). The number of leases expired.
+pub(super) fn expire_leases(conn: &Connection, dead: &str, now: i64) -> rusqlite::Result<usize> {
+    // Through the status index: the unfinished executions are few, the
+    // leases as many as the executions kept. A stuck one holds a lease
+    // between a resume's claim and its first commit.
+    conn.prepare_cached(
+        "UPDATE leases SET expires_at = ?1
+         WHERE execution_id IN (
+            SELECT e.id FROM executions e JOIN leases l ON l.execution_id = e.id
+            WHERE e.status IN ('running', 'compensating', 'stuck')
+              AND l.owner IN (SELECT value FROM json_each(?2))
+              AND l.expires_at > ?1)",
+    )?
+    .execute(params![now, dead])
+}
+
+/// The sweep a store opened to write runs before anything else: the
+/// owners whose sidecar proves them gone (whether they held a lease or
+/// not) have their leases expired, and, once that is committed, their
+/// sidecars removed. A transaction that cannot begin (the store busy for
+/// longer than the busy timeout) or commit probes and removes nothing:
+/// the sidecars stay for the next claimer.
+pub(super) fn sweep(owners: Arc<Mutex<Owners>>) -> Job {
+    let nothing = || Pending {
+        ok: true,
+        finish: Box::new(|_| {}),
+    };
+    Job::Write(Write {
+        undo: Undo::Batch,
+        work: Box::new(move |conn| {
+            let Ok(conn) = conn else {
+                return nothing();
+            };
+            let dead = super::owners(&owners).dead_by_sidecar();
+            if dead.is_empty() {
+                return nothing();
+            }
+            let list = serde_json::Value::from(dead.clone()).to_string();
+            match expire_leases(conn, &list, crate::store::now_ms()) {
+                Ok(_) => Pending {
+                    ok: true,
+                    finish: Box::new(move |commit| {
+                        if commit.is_ok() {
+                            super::owners(&owners).forget(&dead);
+                        }
+                    }),
+                },
+                Err(error) => {
+                    log::warn!(target: "saga", error:% = crate::escape::Escaped(&error.to_string()); "dead owners' leases not expired; they expire by time");
+                    Pending {
+                        ok: false,
+                        finish: Box::new(|_| {}),
+                    }
+                }
+            }
+        }),
+    })
+}
+
 /// Opens `path` (creating it, empty, if `create`) and takes its exclusive
-/// lock, without waiting; the lock lasts as long as the connection.
+/// lock; the lock lasts as long as the connection. A prober does not wait:
+/// a lock held is an owner alive. An owner taking its own lock waits a
+/// moment for a prober that holds it (a read-only store's claim probes
+/// outside a write transaction); refused, it would be judged dead.
 fn lock(path: &Path, create: bool) -> rusqlite::Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut patience = Duration::ZERO;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        patience = Duration::from_millis(100);
     }
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::ZERO)?;
+    conn.busy_timeout(patience)?;
     conn.execute_batch("BEGIN EXCLUSIVE")?;
     Ok(conn)
 }
@@ -264,9 +361,9 @@ mod tests {
     #[test]
     fn a_held_owner_lives_and_a_released_one_is_dead() {
         let db = scratch("held");
-        let mut holder = Owners::new(&db, true);
+        let mut holder = Owners::new(&db);
         holder.hold("pid1-a");
-        let mut claimer = Owners::new(&db, true);
+        let mut claimer = Owners::new(&db);
         assert!(claimer.dead_among(["pid1-a".to_owned()]).is_empty());
         // Unknown owners (no sidecar) and odd ids are never judged dead.
         assert!(
@@ -276,37 +373,49 @@ mod tests {
         );
         die(&mut holder, "pid1-a");
         assert_eq!(claimer.dead_among(["pid1-a".to_owned()]), ["pid1-a"]);
-        assert!(!claimer.sidecar("pid1-a").unwrap().exists());
+        // The proof stays until the death is recorded.
+        let sidecar = claimer.sidecar("pid1-a").unwrap();
+        assert!(sidecar.exists());
+        claimer.forget(&["pid1-a".to_owned()]);
+        assert!(!sidecar.exists());
+    }
+
+    #[test]
+    fn a_live_owner_s_sidecar_is_never_forgotten() {
+        let db = scratch("forget");
+        let mut holder = Owners::new(&db);
+        holder.hold("pid1-live");
+        let claimer = Owners::new(&db);
+        claimer.forget(&["pid1-live".to_owned()]);
+        assert!(claimer.sidecar("pid1-live").unwrap().exists());
     }
 
     #[test]
     fn a_closed_store_s_owner_is_dead_at_once() {
         let db = scratch("closed");
-        let mut holder = Owners::new(&db, true);
+        let mut holder = Owners::new(&db);
         holder.hold("pid1-closed");
-        let mut claimer = Owners::new(&db, true);
+        let mut claimer = Owners::new(&db);
         assert!(claimer.dead_among(["pid1-closed".to_owned()]).is_empty());
         drop(holder);
         assert_eq!(
             claimer.dead_among(["pid1-closed".to_owned()]),
             ["pid1-closed"]
         );
-        assert!(!claimer.sidecar("pid1-closed").unwrap().exists());
     }
 
     #[test]
     fn an_owner_lives_while_any_store_of_its_process_holds_it() {
         let db = scratch("shared");
-        let mut first = Owners::new(&db, true);
+        let mut first = Owners::new(&db);
         first.hold("pid1-shared");
-        let mut second = Owners::new(&db, true);
+        let mut second = Owners::new(&db);
         second.hold("pid1-shared");
-        let mut claimer = Owners::new(&db, true);
+        let mut claimer = Owners::new(&db);
         drop(first);
         assert!(claimer.dead_among(["pid1-shared".to_owned()]).is_empty());
-        // A store opened now does not sweep it away either.
-        drop(Owners::new(&db, true));
-        assert!(second.sidecar("pid1-shared").unwrap().exists());
+        // A sweep does not find it dead either.
+        assert!(Owners::new(&db).dead_by_sidecar().is_empty());
         drop(second);
         assert_eq!(
             claimer.dead_among(["pid1-shared".to_owned()]),
@@ -315,26 +424,25 @@ mod tests {
     }
 
     #[test]
-    fn opening_removes_the_sidecars_of_dead_owners_only() {
+    fn a_sweep_finds_the_dead_owners_only() {
         let db = scratch("sweep");
-        let mut live = Owners::new(&db, true);
+        let mut live = Owners::new(&db);
         live.hold("pid1-live");
-        let mut died = Owners::new(&db, true);
+        let mut died = Owners::new(&db);
         died.hold("pid2-died");
         die(&mut died, "pid2-died");
         let sidecar = |owner: &str| live.sidecar(owner).unwrap();
+        // SQLite's companion of a sidecar is not one.
+        let journal = db.with_file_name("sagas.db-owner-pid3-gone-journal");
+        std::fs::write(&journal, b"").unwrap();
+        let mut sweeper = Owners::new(&db);
+        assert_eq!(sweeper.dead_by_sidecar(), ["pid2-died"]);
         assert!(sidecar("pid2-died").exists());
-        let opened = Owners::new(&db, true);
+        sweeper.forget(&["pid2-died".to_owned()]);
         assert!(!sidecar("pid2-died").exists());
         assert!(sidecar("pid1-live").exists());
-        assert!(opened.dead.contains("pid2-died"));
-        // Closed, its owner is gone: the next store opened to write
-        // removes its sidecar; a read-only one writes nothing.
-        let closed = live.sidecar("pid1-live").unwrap();
+        // Closed, its owner is gone.
         drop(live);
-        drop(Owners::new(&db, false));
-        assert!(closed.exists());
-        drop(Owners::new(&db, true));
-        assert!(!closed.exists());
+        assert_eq!(Owners::new(&db).dead_by_sidecar(), ["pid1-live"]);
     }
 }

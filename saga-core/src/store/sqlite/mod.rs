@@ -74,8 +74,11 @@ use crate::step::BoxFuture;
 /// A store that closes (dropped, or its process returning from `main`)
 /// releases its owners' locks as a dead process does, and its executions
 /// are taken over as fast as a crashed one's; an owner that another open
-/// store of its process still uses keeps its lock. The sidecar is removed
-/// by the first claimer (or the next open) that finds its owner gone.
+/// store of its process still uses keeps its lock. The first claimer (or
+/// the next store opened to write) that finds an owner gone expires all
+/// its leases in the same transaction, and removes its sidecar only once
+/// that is committed: every process after it, which cannot prove anything
+/// any more, finds them claimable at once all the same.
 ///
 /// Opening checks the file before writing anything: a file that is not an
 /// SQLite database, a damaged one, an empty one, one without our
@@ -271,9 +274,16 @@ impl SqliteStore {
             .name("saga-sqlite-writer".to_owned())
             .spawn(move || writer_loop(&conn, &receiver, max_batch))
             .map_err(|e| thread_error("starting the writer thread", e))?;
+        let owners = Arc::new(Mutex::new(Owners::new(&path)));
+        if writable {
+            // The first write: dead owners' leases expired, their sidecars
+            // removed. Not waited for: a busy store does not hold the open
+            // up, and every write after it sees it.
+            let _ = sender.send(liveness::sweep(Arc::clone(&owners)));
+        }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                owners: Arc::new(Mutex::new(Owners::new(&path, writable))),
+                owners,
                 path,
                 sender: Some(sender),
                 writer: Some(writer),

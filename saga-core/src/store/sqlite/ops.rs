@@ -34,6 +34,36 @@ fn json_list(items: Vec<String>) -> String {
     serde_json::Value::from(items).to_string()
 }
 
+/// Records the death of the `dead` owners in the claim's transaction:
+/// their leases expire now ([`super::liveness::expire_leases`]), for every
+/// claimer in every process, before their sidecars (the proof) are
+/// removed. The owners as a JSON array, for the claim's statement. Two
+/// writing statements in a fenced write: a claim fails after this one
+/// only on a damaged file or an I/O error, which roll its batch back.
+fn expire_dead(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    dead: Vec<String>,
+    now: i64,
+) -> StoreResult<String> {
+    let dead = json_list(dead);
+    if dead != "[]" {
+        super::liveness::expire_leases(conn, &dead, now)
+            .map_err(db(path, "expiring a dead owner's leases"))?;
+    }
+    Ok(dead)
+}
+
+impl SqliteStore {
+    /// Removes the sidecars of `dead` owners, whose leases a committed
+    /// claim expired.
+    fn forget_dead(&self, dead: &[String]) {
+        if !dead.is_empty() {
+            super::owners(&self.owners()).forget(dead);
+        }
+    }
+}
+
 impl SagaStore for SqliteStore {
     fn describe(&self) -> String {
         describe(&self.inner.path)
@@ -176,7 +206,7 @@ impl SagaStore for SqliteStore {
         let id = id.clone();
         let owner = owner.to_owned();
         let owners = self.owners();
-        self.write_fenced("claiming an execution", move |conn, path| {
+        let claimed = self.write_fenced("claiming an execution", move |conn, path| {
             let now = now_ms();
             let mut owners = super::owners(&owners);
             owners.hold(&owner);
@@ -190,8 +220,9 @@ impl SagaStore for SqliteStore {
                         .optional()
                 })
                 .map_err(db(path, "claiming an execution"))?;
-            let dead = json_list(owners.dead_among(holder));
+            let dead = owners.dead_among(holder);
             drop(owners);
+            let dead_list = expire_dead(conn, path, dead.clone(), now)?;
             let token: Option<i64> = conn
                 .prepare_cached(
                     "UPDATE leases SET owner = ?2, token = token + 1, expires_at = ?3
@@ -207,24 +238,30 @@ impl SagaStore for SqliteStore {
                             owner,
                             now.saturating_add(ttl_ms(ttl)),
                             now,
-                            dead
+                            dead_list
                         ],
                         |row| row.get(0),
                     )
                     .optional()
                 })
                 .map_err(db(path, "claiming an execution"))?;
-            match token {
-                Some(token) => Ok(Some(Lease {
+            let lease = match token {
+                Some(token) => Some(Lease {
                     owner: owner.into(),
                     token,
                     ttl,
-                })),
+                }),
                 None if get_execution(conn, path, id.as_str())?.is_none() => {
-                    Err(StoreError::NotFound { execution_id: id })
+                    return Err(StoreError::NotFound { execution_id: id });
                 }
-                None => Ok(None),
-            }
+                None => None,
+            };
+            Ok((lease, dead))
+        });
+        Box::pin(async move {
+            let (lease, dead) = claimed.await?;
+            self.forget_dead(&dead);
+            Ok(lease)
         })
     }
 
@@ -565,7 +602,7 @@ impl SagaStore for SqliteStore {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         let owners = self.owners();
-        self.write_fenced("claiming executions", move |conn, path| {
+        let claimed = self.write_fenced("claiming executions", move |conn, path| {
             let err = db(path, "claiming executions");
             let now = now_ms();
             let mut owners = super::owners(&owners);
@@ -584,8 +621,9 @@ impl SagaStore for SqliteStore {
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .map_err(&err)?;
-            let dead = json_list(owners.dead_among(holders));
+            let dead = owners.dead_among(holders);
             drop(owners);
+            let dead_list = expire_dead(conn, path, dead.clone(), now)?;
             let as_json = |items: Vec<&str>| serde_json::Value::from(items).to_string();
             let fingerprints = as_json(request.fingerprints.iter().map(String::as_str).collect());
             let exclude = as_json(request.exclude.iter().map(ExecutionId::as_str).collect());
@@ -615,7 +653,7 @@ impl SagaStore for SqliteStore {
                         fingerprints,
                         exclude,
                         limit,
-                        dead
+                        dead_list
                     ],
                     |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
                 )
@@ -641,6 +679,11 @@ impl SagaStore for SqliteStore {
                 (a.record.created_at_ms, a.record.id.as_str())
                     .cmp(&(b.record.created_at_ms, b.record.id.as_str()))
             });
+            Ok((claimed, dead))
+        });
+        Box::pin(async move {
+            let (claimed, dead) = claimed.await?;
+            self.forget_dead(&dead);
             Ok(claimed)
         })
     }
