@@ -413,3 +413,135 @@ async fn appends_beside_other_writes_commit_with_them() {
     assert_eq!(store.get(&ids[3]).await.unwrap().unwrap().last_seq, 2);
     assert_eq!(store.get(&ids[2]).await.unwrap().unwrap().owner, None);
 }
+
+/// Appends to distinct executions that reach the writer together go to
+/// the server as one statement; each is still fenced and checked on its
+/// own: one on a gap in the log (a `BadRecord`, nothing written), one to
+/// an execution that does not exist, one that finishes its execution
+/// (its lease dropped), one with no events, one whose execution has a
+/// cancellation requested (its answer says so), beside plain ones.
+/// Two appends to one execution in a batch go one after the other, as
+/// before: the second follows the first.
+#[tokio::test]
+async fn appends_in_one_statement_are_each_fenced_and_checked() {
+    let (store, _) = store("many").await;
+    let mut leases = Vec::new();
+    for i in 0..6 {
+        let created = store
+            .create(
+                new_execution(&format!("n{i}")),
+                "a",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let Created::New(lease) = created else {
+            panic!("n{i}: not created")
+        };
+        leases.push(lease);
+    }
+    let ids: Vec<ExecutionId> = (0..6).map(|i| ExecutionId::new(format!("n{i}"))).collect();
+    assert!(store.request_cancel(&ids[5]).await.unwrap());
+    let started = |seq: u64| {
+        let mut event = Event::new(seq, EventKind::StepStarted);
+        event.step = Some(0);
+        event.attempt = 1;
+        event
+    };
+    let missing = ExecutionId::new("n-missing");
+    // A current-thread runtime: every append reaches the writer's queue
+    // before the writer runs, so they make one batch.
+    let (plain, gap, unknown, finished, empty, cancelled) = tokio::join!(
+        store.append(
+            &ids[0],
+            &leases[0],
+            vec![started(1), started(2)],
+            ExecutionStatus::Running
+        ),
+        // The log ends at 0: an append from 3 leaves a gap.
+        store.append(
+            &ids[1],
+            &leases[1],
+            vec![started(3)],
+            ExecutionStatus::Running
+        ),
+        store.append(
+            &missing,
+            &leases[2],
+            vec![started(1)],
+            ExecutionStatus::Running
+        ),
+        store.append(
+            &ids[3],
+            &leases[3],
+            vec![started(1), Event::new(2, EventKind::Finished)],
+            ExecutionStatus::Completed
+        ),
+        store.append(&ids[4], &leases[4], Vec::new(), ExecutionStatus::Running),
+        store.append(
+            &ids[5],
+            &leases[5],
+            vec![started(1)],
+            ExecutionStatus::Running
+        ),
+    );
+    assert!(!plain.unwrap().cancel_requested);
+    let gap = gap.unwrap_err();
+    assert!(matches!(gap, StoreError::BadRecord { .. }), "{gap:?}");
+    let unknown = unknown.unwrap_err();
+    assert!(
+        matches!(unknown, StoreError::NotFound { .. }),
+        "{unknown:?}"
+    );
+    assert!(!finished.unwrap().cancel_requested);
+    assert!(!empty.unwrap().cancel_requested);
+    assert!(cancelled.unwrap().cancel_requested);
+    let record = |i: usize| {
+        let store = store.clone();
+        let id = ids[i].clone();
+        async move { store.get(&id).await.unwrap().unwrap() }
+    };
+    assert_eq!(store.events(&ids[0]).await.unwrap().len(), 2);
+    assert_eq!(record(0).await.last_seq, 2);
+    assert!(store.events(&ids[1]).await.unwrap().is_empty());
+    assert_eq!(record(1).await.last_seq, 0);
+    assert!(store.get(&missing).await.unwrap().is_none());
+    let done = record(3).await;
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(done.owner, None);
+    assert_eq!(done.last_seq, 2);
+    assert_eq!(record(4).await.last_seq, 0);
+    assert_eq!(record(5).await.last_seq, 1);
+    let a = Some("a".to_owned());
+    for i in [0, 1, 4, 5] {
+        assert_eq!(record(i).await.owner, a, "n{i}");
+    }
+
+    // Two appends to one execution, side by side with another.
+    let (first, second, other) = tokio::join!(
+        store.append(
+            &ids[0],
+            &leases[0],
+            vec![started(3)],
+            ExecutionStatus::Running
+        ),
+        store.append(
+            &ids[0],
+            &leases[0],
+            vec![started(4)],
+            ExecutionStatus::Running
+        ),
+        store.append(
+            &ids[1],
+            &leases[1],
+            vec![started(1)],
+            ExecutionStatus::Running
+        ),
+    );
+    first.unwrap();
+    second.unwrap();
+    other.unwrap();
+    assert_eq!(record(0).await.last_seq, 4);
+    assert_eq!(store.events(&ids[0]).await.unwrap().len(), 4);
+    assert_eq!(record(1).await.last_seq, 1);
+}

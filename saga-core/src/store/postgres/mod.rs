@@ -65,8 +65,9 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// **Group commit.** Writes go through one connection, whose task groups
 /// the writes that arrive while it commits into one transaction, so
 /// concurrent executions share commits; a batch of appends goes to the
-/// server pipelined, one round trip per commit. Reads use a second
-/// connection.
+/// server pipelined, one round trip per commit, the appends to distinct
+/// executions as one statement (each row fenced on its own). Reads use a
+/// second connection.
 /// [`claim_next`](super::SagaStore::claim_next) takes executions with `FOR UPDATE
 /// SKIP LOCKED`, so claimers never wait for each other. A third connection
 /// `LISTEN`s for new work ([`work_signal`](super::SagaStore::work_signal)).

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
 use super::session::{Session, open_session, sql_error, unreachable};
-use super::writes::{append, append_sql, run_op};
+use super::writes::{AppendOf, answer, append, append_many, append_many_sql, append_sql, run_op};
 use super::{CHANNEL, Inner, STATUS_CHANNEL};
 use crate::escape::Escaped;
 use crate::id::ExecutionId;
@@ -237,19 +237,41 @@ pub(super) async fn run_batch(
         return run_appends(s, store, jobs).await;
     }
     // The appends first, pipelined with the `BEGIN` (as in
-    // `run_appends`), then the other writes one statement at a time: a
+    // `run_appends`; one statement for them all if they are to distinct
+    // executions), then the other writes one statement at a time: a
     // claim does not make every append beside it a round trip of its own.
+    let many = distinct_appends(jobs);
     let statement = match jobs.iter().any(|job| matches!(job.op, Op::Append { .. })) {
+        true if many.is_some() => Some(s.statement(append_many_sql()).await?),
         true => Some(s.statement(append_sql()).await?),
         false => None,
     };
     let begin = s.client.batch_execute("BEGIN");
-    let appends = match &statement {
-        Some(statement) => append_futures(s, store, statement, jobs),
-        None => Vec::new(),
+    let (appends, sent) = match (&statement, &many) {
+        (Some(statement), Some(many)) => (Vec::new(), Some(append_many(s, statement, many))),
+        (Some(statement), None) => (append_futures(s, store, statement, jobs), None),
+        (None, _) => (Vec::new(), None),
     };
-    let (begun, appended, (), ()) = in_order(begin, appends, ready(()), ready(())).await;
+    let sent = async {
+        match sent {
+            Some(sent) => Some(sent.await),
+            None => None,
+        }
+    };
+    let (begun, mut appended, sent, ()) = in_order(begin, appends, sent, ready(())).await;
     begun?;
+    if let (Some(sent), Some(many)) = (sent, &many) {
+        let outcomes = match sent {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                let _ = s.client.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+        };
+        for (a, outcome) in many.iter().zip(outcomes) {
+            appended.push(answer(s, store, a.id, a.events, outcome).await);
+        }
+    }
     let mut appended = appended.into_iter();
     let mut replies = Vec::with_capacity(jobs.len());
     let (mut signal, mut status) = (false, false);
@@ -313,6 +335,9 @@ async fn run_appends(
     store: &Inner,
     jobs: &[Job],
 ) -> Result<Vec<StoreResult<Reply>>, tokio_postgres::Error> {
+    if let Some(appends) = distinct_appends(jobs) {
+        return run_append_many(s, store, jobs, &appends).await;
+    }
     // Prepared before the pipeline: a statement still to prepare would be
     // sent a round trip later, after the `COMMIT`.
     let statement = s.statement(append_sql()).await?;
@@ -348,6 +373,79 @@ async fn run_appends(
     }
     notified?;
     committed?;
+    Ok(answers)
+}
+
+/// The appends of `jobs`, in their order, if there are at least two and
+/// each is to an execution of its own: what [`append_many`] takes.
+fn distinct_appends(jobs: &[Job]) -> Option<Vec<AppendOf<'_>>> {
+    let mut appends = Vec::with_capacity(jobs.len());
+    let mut ids = std::collections::HashSet::with_capacity(jobs.len());
+    for job in jobs {
+        let Op::Append {
+            id,
+            lease,
+            events,
+            status,
+        } = &job.op
+        else {
+            continue;
+        };
+        if !ids.insert(id.as_str()) {
+            return None;
+        }
+        appends.push(AppendOf {
+            id,
+            lease,
+            events,
+            status: *status,
+        });
+    }
+    (appends.len() >= 2).then_some(appends)
+}
+
+/// Runs `appends` (all of `jobs`, each to an execution of its own) as
+/// [`run_appends`] does, but as one statement ([`append_many`]): `BEGIN`, the statement, the
+/// notification and `COMMIT` pipelined, then each append's answer (the
+/// reads that explain a refused one come after the `COMMIT`, as there).
+async fn run_append_many(
+    s: &Session,
+    store: &Inner,
+    jobs: &[Job],
+    appends: &[AppendOf<'_>],
+) -> Result<Vec<StoreResult<Reply>>, tokio_postgres::Error> {
+    let statement = s.statement(append_many_sql()).await?;
+    let status = jobs.iter().any(|job| job.op.signals_status());
+    let notify = match status {
+        true => Some(s.statement(NOTIFY).await?),
+        false => None,
+    };
+    let begin = s.client.batch_execute("BEGIN");
+    let sent = vec![Box::pin(append_many(s, &statement, appends))];
+    let notified = async {
+        match &notify {
+            Some(statement) => s
+                .client
+                .execute(statement, &[&STATUS_CHANNEL])
+                .await
+                .map(drop),
+            None => Ok(()),
+        }
+    };
+    let commit = s.client.batch_execute("COMMIT");
+    let (begun, mut outcomes, notified, committed) = in_order(begin, sent, notified, commit).await;
+    begun?;
+    let outcomes = outcomes.pop().unwrap_or_else(|| Ok(Vec::new()))?;
+    notified?;
+    committed?;
+    let mut answers = Vec::with_capacity(appends.len());
+    for (a, outcome) in appends.iter().zip(outcomes) {
+        match answer(s, store, a.id, a.events, outcome).await {
+            Ok(reply) => answers.push(Ok(reply)),
+            Err(Failure::Refused(error)) => answers.push(Err(error)),
+            Err(Failure::Sql(e)) => return Err(e),
+        }
+    }
     Ok(answers)
 }
 

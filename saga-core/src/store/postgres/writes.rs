@@ -316,6 +316,25 @@ pub(super) struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    /// The events of several appends, one after the other.
+    fn of_many(logs: impl Iterator<Item = &'a [Event]>) -> Self {
+        let mut all = Columns::of(&[]);
+        for events in logs {
+            let c = Columns::of(events);
+            all.seqs.extend(c.seqs);
+            all.kinds.extend(c.kinds);
+            all.steps.extend(c.steps);
+            all.attempts.extend(c.attempts);
+            all.outputs.extend(c.outputs);
+            all.contexts.extend(c.contexts);
+            all.errors.extend(c.errors);
+            all.unknown.extend(c.unknown);
+            all.retry.extend(c.retry);
+            all.details.extend(c.details);
+        }
+        all
+    }
+
     fn of(events: &'a [Event]) -> Self {
         Columns {
             seqs: events
@@ -437,14 +456,44 @@ pub(super) async fn append(
             ],
         )
         .await?;
-    let (cancel, held, written) = match row {
-        Some(row) => (
-            row.get::<_, Option<bool>>(0),
-            row.get::<_, i64>(1),
-            row.get::<_, i64>(2),
-        ),
-        None => (None, 0, 0),
+    let outcome = match row {
+        Some(row) => Outcome {
+            cancel: row.get(0),
+            held: row.get(1),
+            written: row.get(2),
+        },
+        None => Outcome::default(),
     };
+    answer(s, store, id, events, outcome).await
+}
+
+/// What an append's statement said: the execution's cancel request if the
+/// execution row moved on, how many leases matched (0 or 1), how many
+/// events were written.
+#[derive(Default)]
+pub(super) struct Outcome {
+    cancel: Option<bool>,
+    held: i64,
+    written: i64,
+}
+
+/// The answer to an append from its [`Outcome`]: the acknowledgement if
+/// everything was written, else why not (read after the fact: a refused
+/// append wrote nothing).
+pub(super) async fn answer(
+    s: &Session,
+    store: &Inner,
+    id: &ExecutionId,
+    events: &[Event],
+    outcome: Outcome,
+) -> Result<Reply, Failure> {
+    let Outcome {
+        cancel,
+        held,
+        written,
+    } = outcome;
+    let first = events.first().map_or(0, |e| e.seq);
+    let prev = first.saturating_sub(1);
     let all_written = usize::try_from(written).ok() == Some(events.len());
     if let (Some(cancel_requested), true) = (cancel, all_written) {
         return Ok(Reply::Ack(Ack { cancel_requested }));
@@ -467,4 +516,141 @@ pub(super) async fn append(
         what: format!("event {first} of execution `{id}`"),
         detail: format!("the log ends at {found}, expected {prev}"),
     }))
+}
+
+/// One append of a batch: what [`append`] takes.
+pub(super) struct AppendOf<'a> {
+    pub(super) id: &'a ExecutionId,
+    pub(super) lease: &'a Lease,
+    pub(super) events: &'a [Event],
+    pub(super) status: ExecutionStatus,
+}
+
+/// The statement of a batch of appends to distinct executions: each
+/// append as [`append_sql`]'s, side by side in one statement (one
+/// execution of the plan, one answer from the server, instead of one of
+/// each per append). Every append is fenced on its own: `$1`..`$8` hold
+/// one element per append (`n` its place, from 1), `$9` the place of the
+/// append each event of `$10`..`$19` belongs to. One row per append, in
+/// order: as [`append_sql`]'s.
+///
+/// The executions must be distinct: two appends to one execution would
+/// both be checked against the same snapshot (the writer sends those one
+/// statement each).
+pub(super) fn append_many_sql() -> &'static str {
+    const_format!(
+        "WITH input AS (
+            SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[],
+                $5::text[], $6::bigint[], $7::bigint[], $8::bool[])
+                WITH ORDINALITY AS a(id, token, owner, ttl, status, new_last, prev, finished, n)
+        ), lease AS (
+            UPDATE leases l SET
+                owner = CASE WHEN a.finished THEN NULL ELSE l.owner END,
+                expires_at = CASE WHEN a.finished THEN NULL ELSE {NOW} + a.ttl END
+            FROM input a
+            WHERE l.execution_id = a.id AND l.token = a.token AND l.owner = a.owner
+            RETURNING a.n
+        ), moved AS (
+            UPDATE executions e SET status = a.status, last_seq = a.new_last,
+                updated_at = {NOW}
+            FROM input a
+            WHERE e.id = a.id AND e.last_seq = a.prev AND a.n IN (SELECT n FROM lease)
+            RETURNING a.n, e.cancel_requested
+        ), written AS (
+            INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
+                context, error, outcome_unknown, will_retry, detail)
+            SELECT a.id, u.seq, {NOW}, u.kind, u.step, u.attempt, u.output, u.context,
+                u.error, u.unknown, u.retry, u.detail
+            FROM unnest($9::bigint[], $10::bigint[], $11::text[], $12::bigint[],
+                $13::bigint[], $14::text[], $15::text[], $16::text[], $17::bool[],
+                $18::bool[], $19::text[])
+                AS u(n, seq, kind, step, attempt, output, context, error, unknown, retry,
+                    detail)
+            JOIN input a ON a.n = u.n
+            WHERE u.n IN (SELECT n FROM moved)
+            RETURNING execution_id
+        )
+        SELECT a.n, m.cancel_requested, (l.n IS NOT NULL)::int::int8, coalesce(w.count, 0)
+        FROM input a
+        LEFT JOIN lease l ON l.n = a.n
+        LEFT JOIN moved m ON m.n = a.n
+        LEFT JOIN (SELECT execution_id, count(*) FROM written GROUP BY execution_id) w
+            ON w.execution_id = a.id
+        ORDER BY a.n"
+    )
+}
+
+/// Sends `appends` (to distinct executions) as one statement,
+/// [`append_many_sql`] prepared (sent when the future is first polled);
+/// each append's [`Outcome`], in their order, for [`answer`].
+pub(super) async fn append_many(
+    s: &Session,
+    statement: &Statement,
+    appends: &[AppendOf<'_>],
+) -> Result<Vec<Outcome>, tokio_postgres::Error> {
+    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut ids = Vec::with_capacity(appends.len());
+    let mut tokens = Vec::with_capacity(appends.len());
+    let mut owners = Vec::with_capacity(appends.len());
+    let mut ttls = Vec::with_capacity(appends.len());
+    let mut statuses = Vec::with_capacity(appends.len());
+    let mut new_lasts = Vec::with_capacity(appends.len());
+    let mut prevs = Vec::with_capacity(appends.len());
+    let mut finished = Vec::with_capacity(appends.len());
+    let mut places = Vec::new();
+    for (n, a) in appends.iter().enumerate() {
+        let first = a.events.first().map_or(0, |e| e.seq);
+        let prev = first.saturating_sub(1);
+        let new_last = a.events.last().map_or(prev, |e| e.seq);
+        ids.push(a.id.as_str());
+        tokens.push(a.lease.token);
+        owners.push(&*a.lease.owner);
+        ttls.push(ttl_ms(a.lease.ttl));
+        statuses.push(a.status.label());
+        new_lasts.push(as_i64(new_last));
+        prevs.push(as_i64(prev));
+        finished.push(a.status.is_finished());
+        let place = i64::try_from(n + 1).unwrap_or(i64::MAX);
+        places.extend(a.events.iter().map(|_| place));
+    }
+    let c = Columns::of_many(appends.iter().map(|a| a.events));
+    let rows = s
+        .client
+        .query(
+            statement,
+            &[
+                &ids,
+                &tokens,
+                &owners,
+                &ttls,
+                &statuses,
+                &new_lasts,
+                &prevs,
+                &finished,
+                &places,
+                &c.seqs,
+                &c.kinds,
+                &c.steps,
+                &c.attempts,
+                &c.outputs,
+                &c.contexts,
+                &c.errors,
+                &c.unknown,
+                &c.retry,
+                &c.details,
+            ],
+        )
+        .await?;
+    let mut outcomes: Vec<Outcome> = appends.iter().map(|_| Outcome::default()).collect();
+    for row in rows {
+        let n = usize::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        if let Some(slot) = n.checked_sub(1).and_then(|i| outcomes.get_mut(i)) {
+            *slot = Outcome {
+                cancel: row.get(1),
+                held: row.get(2),
+                written: row.get(3),
+            };
+        }
+    }
+    Ok(outcomes)
 }
