@@ -15,7 +15,7 @@ use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
 use crate::gate::BlockingGate;
 use crate::id::ExecutionId;
-use crate::journal::Resume;
+use crate::journal::{FlushLock, Resume};
 use crate::saga::{RunOptions, Saga};
 use crate::step::{BoxFuture, Output};
 use crate::store::{Event, Lease, SagaStore, StoreError};
@@ -201,9 +201,8 @@ where
                     buffer: Vec::new(),
                     preloaded,
                 }),
-                flushing: tokio::sync::Mutex::new(()),
+                flushing: FlushLock::new(job.cancel.shared()),
                 encoded_len: AtomicUsize::new(job.context_len),
-                cancel: job.cancel.clone(),
                 // Where the run is polled: the runtime it was spawned on.
                 gate: BlockingGate::of_current_runtime(),
                 _context: PhantomData,

@@ -10,11 +10,11 @@ use crate::cancel::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::escape::Escaped;
 use crate::id::ExecutionId;
-use crate::journal::{Event, EventKind, Journal, StoreError};
+use crate::journal::{Event, EventKind, Journal, StoreError, Write};
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
 use crate::report::ExecutionStatus;
 use crate::saga::SagaInner;
-use crate::step::{BoxFuture, StepDef};
+use crate::step::StepDef;
 
 pub(super) static SYSTEM_CLOCK: SystemClock = SystemClock;
 
@@ -121,7 +121,7 @@ impl<C, D> Env<'_, C, D> {
     /// its journal has not failed (`None`: nothing to write).
     fn write<'s>(
         &'s self,
-        start: impl FnOnce(&'s dyn Journal<C>) -> Option<BoxFuture<'s, Result<(), StoreError>>>,
+        start: impl FnOnce(&'s dyn Journal<C>) -> Option<Write<'s>>,
     ) -> Logged<'s> {
         let Some(durable) = self.durable.as_deref() else {
             return Logged::Done(true);
@@ -270,14 +270,14 @@ impl<C, D> Env<'_, C, D> {
 /// The future of a log point ([`Env::log`]): `Ok(())` once the event is
 /// recorded, `Err(())` if the journal failed, now or before (its error is
 /// then in the run's abort slot). Polled in place by the caller's future,
-/// it holds no more than the journal's boxed write and the slot: only the
+/// it holds no more than the journal's write and the slot: only the
 /// durable part of the run, so it is `Send` whatever the context is.
 pub(super) enum Logged<'a> {
     /// Settled at the call: recorded (or nothing to record) when `true`.
     Done(bool),
     /// The journal's write under way.
     Writing {
-        write: BoxFuture<'a, Result<(), StoreError>>,
+        write: Write<'a>,
         aborted: &'a Mutex<Option<StoreError>>,
     },
 }
@@ -293,7 +293,7 @@ impl std::future::Future for Logged<'_> {
         match self.get_mut() {
             Logged::Done(true) => Poll::Ready(Ok(())),
             Logged::Done(false) => Poll::Ready(Err(())),
-            Logged::Writing { write, aborted } => match write.as_mut().poll(cx) {
+            Logged::Writing { write, aborted } => match std::pin::Pin::new(write).poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
                 Poll::Ready(Err(error)) => {
