@@ -414,17 +414,13 @@ pub(crate) trait Journal<C>: Send + Sync {
     /// copies it rather than encoding the context again.
     fn last_context(&self) -> Option<String>;
 
-    /// Buffers `event` at once when nothing must be committed before the
-    /// run goes on (a step's or a compensation's end: it is committed with
-    /// the next start or the end), so that recording it needs no future;
-    /// gives it back otherwise, for [`record`](Journal::record). A failure
-    /// to be retried is committed at once: the backoff before the retry
-    /// may be long, and a crash in it must not read as one that cut the
-    /// attempt off.
-    fn buffer(&self, event: Event) -> Option<Event>;
-
     /// Records `event` (its `seq` is the journal's to set); `status` is the
-    /// execution's status after it.
+    /// execution's status after it. An event after which nothing must be
+    /// committed before the run goes on (a step's or a compensation's end:
+    /// it is committed with the next start or the end) is buffered at the
+    /// call, and its write is [`Write::Done`]. A failure to be retried is
+    /// committed at once: the backoff before the retry may be long, and a
+    /// crash in it must not read as one that cut the attempt off.
     fn record(&self, event: Event, status: ExecutionStatus) -> Write<'_>;
 
     /// Commits the events buffered so far (none: nothing to write); `status`

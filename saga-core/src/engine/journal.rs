@@ -108,23 +108,16 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
         last.cloned()
     }
 
-    fn buffer(&self, event: Event) -> Option<Event> {
-        let flush = match event.kind {
+    fn record(&self, event: Event, status: ExecutionStatus) -> Write<'_> {
+        let commit = match event.kind {
             EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished => true,
             EventKind::StepFailed | EventKind::CompensationFailed => event.will_retry,
             _ => false,
         };
-        if flush {
-            return Some(event);
-        }
-        Self::push(&mut self.state(), event);
-        None
-    }
-
-    fn record(&self, event: Event, status: ExecutionStatus) -> Write<'_> {
-        let Some(event) = self.buffer(event) else {
+        if !commit {
+            Self::push(&mut self.state(), event);
             return Write::Done;
-        };
+        }
         self.commit(Some(event), status)
     }
 
