@@ -24,7 +24,12 @@
 //!   (enc(20 KB) - enc(200 B))`); and the engine on a `MemoryStore` on a
 //!   current-thread runtime, where a run's task and the caller waiting for
 //!   it share one thread, against the multi-thread runtime above, where
-//!   each run is handed from the caller's thread to a worker and back.
+//!   each run is handed from the caller's thread to a worker and back; and
+//!   the engine called from a task on the multi-thread runtime (as a
+//!   service's handler calls it), with the sync steps above, each of which
+//!   a durable run there hands over with `block_in_place` (src/gate.rs),
+//!   and with the same steps async, which need no hand-over: the engine's
+//!   own cost on that runtime.
 //!
 //! Throughput is in step transitions (10 per saga) or rows per second.
 //! First, all of them are measured in alternation and their ratios printed
@@ -89,13 +94,35 @@ fn big_order() -> Order {
     .clone()
 }
 
+/// The name of [`saga`]'s definition.
+const SYNC: &str = "bench";
+/// The name of [`async_saga`]'s definition.
+const ASYNC: &str = "bench_async";
+
 fn saga() -> Saga<Order> {
-    let mut builder = Saga::builder("bench");
+    let mut builder = Saga::builder(SYNC);
     for i in 0..STEPS {
         builder = builder.step(
             Step::new(format!("step_{i}"), |o: &mut Order, _: &StepInfo<'_>| {
                 o.steps_done += 1;
                 Ok::<_, StepError>(u64::from(o.steps_done))
+            })
+            .durable(),
+        );
+    }
+    builder.build().expect("a valid saga")
+}
+
+/// [`saga`] with async steps doing the same work, which a durable run on
+/// a multi-thread runtime polls in place (no `block_in_place`).
+fn async_saga() -> Saga<Order> {
+    let mut builder = Saga::builder(ASYNC);
+    for i in 0..STEPS {
+        builder = builder.step(
+            Step::new_async(format!("step_{i}"), |o: &mut Order, _: &StepInfo<'_>| {
+                o.steps_done += 1;
+                let out = u64::from(o.steps_done);
+                Box::pin(async move { Ok::<_, StepError>(out) })
             })
             .durable(),
         );
@@ -175,9 +202,10 @@ fn memory_engine() -> SagaEngine {
     SagaEngine::new(MemoryStore::new()).with_retention(Duration::ZERO)
 }
 
-/// `engine` with the saga registered.
+/// `engine` with the sagas registered ([`saga`], [`async_saga`]).
 async fn registered(engine: SagaEngine) -> Arc<SagaEngine> {
     engine.register(saga()).await.expect("register");
+    engine.register(async_saga()).await.expect("register");
     Arc::new(engine)
 }
 
@@ -226,7 +254,7 @@ fn run_sequential(engine: &SagaEngine, sagas: u64) -> impl Future<Output = ()> +
 /// the clock starts: the caller's context is not the engine's work).
 async fn run_sequential_on(engine: &SagaEngine, contexts: Vec<Order>) {
     for ctx in contexts {
-        let id = engine.start("bench", ctx).await.expect("start");
+        let id = engine.start(SYNC, ctx).await.expect("start");
         engine.wait(&id).await.expect("wait");
     }
 }
@@ -248,17 +276,38 @@ fn memory_rounds(
     while left > 0 {
         let n = left.min(MEMORY_ENGINE_SAGAS);
         let batch = contexts(n, ctx);
-        took += timed(rt, run_purging(engine, batch));
+        took += timed(rt, run_purging(engine, SYNC, batch));
         left -= n;
     }
     took
 }
 
-/// Runs one saga after another, one on each of `contexts`, purging each
-/// once it finished.
-async fn run_purging(engine: &SagaEngine, contexts: Vec<Order>) {
+/// [`memory_rounds`] of the saga `name` from a task on `rt`'s workers
+/// (see [`timed_in_task`]), on 200-byte contexts.
+fn memory_rounds_in_task(
+    rt: &tokio::runtime::Runtime,
+    engine: &Arc<SagaEngine>,
+    sagas: u64,
+    name: &'static str,
+) -> Duration {
+    let mut took = Duration::ZERO;
+    let mut left = sagas;
+    while left > 0 {
+        let n = left.min(MEMORY_ENGINE_SAGAS);
+        let (engine, batch) = (Arc::clone(engine), contexts(n, order));
+        took += timed_in_task(rt, async move {
+            run_purging(&engine, name, batch).await;
+        });
+        left -= n;
+    }
+    took
+}
+
+/// Runs one saga `name` after another, one on each of `contexts`, purging
+/// each once it finished.
+async fn run_purging(engine: &SagaEngine, name: &str, contexts: Vec<Order>) {
     for ctx in contexts {
-        let id = engine.start("bench", ctx).await.expect("start");
+        let id = engine.start(name, ctx).await.expect("start");
         engine.wait(&id).await.expect("wait");
         engine.purge().await.expect("purge");
     }
@@ -291,7 +340,7 @@ async fn run_concurrent_on(engine: &Arc<SagaEngine>, contexts: Vec<Order>) {
         .into_iter()
         .map(|ctx| {
             let engine = Arc::clone(engine);
-            tokio::spawn(async move { engine.start("bench", ctx).await })
+            tokio::spawn(async move { engine.start(SYNC, ctx).await })
         })
         .collect();
     let mut ids = Vec::with_capacity(starts.len());
@@ -415,7 +464,7 @@ fn interleaved() {
         serde_json::to_vec(&small).expect("json").len(),
         serde_json::to_vec(&big).expect("json").len()
     );
-    let mut rows: Vec<[f64; 20]> = Vec::with_capacity(ROUNDS);
+    let mut rows: Vec<[f64; 21]> = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let memory_run = rate(
             MEMORY_RUNS as usize * STEPS,
@@ -430,12 +479,8 @@ fn interleaved() {
         let enc_small = encode(&small, 2000);
         let memory_big = per_step(memory_rounds(&rt, &memory, sagas, big_order));
         let enc_big = encode(&big, 50);
-        let task_small = {
-            let (memory, batch) = (Arc::clone(&memory), contexts(sagas, order));
-            per_step(timed_in_task(&rt, async move {
-                run_purging(&memory, batch).await;
-            }))
-        };
+        let task_small = per_step(memory_rounds_in_task(&rt, &memory, sagas, SYNC));
+        let task_async = per_step(memory_rounds_in_task(&rt, &memory, sagas, ASYNC));
         let ct_small = per_step(memory_rounds(&ct, &memory_ct, sagas, order));
         let ct_big = per_step(memory_rounds(&ct, &memory_ct, sagas, big_order));
         // Nanoseconds per step.
@@ -470,6 +515,7 @@ fn interleaved() {
             ct_big,
             (ct_t_big - ct_t_small) / (enc_big - enc_small),
             task_small,
+            task_async,
         ]);
     }
     let q = |i: usize| quartiles(rows.iter().map(|r| r[i]).collect());
@@ -505,6 +551,11 @@ fn interleaved() {
     show(
         "in memory, engine, sequential, from a task on the runtime",
         19,
+        true,
+    );
+    show(
+        "in memory, engine, sequential, async steps, from a task on the runtime",
+        20,
         true,
     );
     show(
@@ -556,7 +607,10 @@ criterion_group! {
 /// `strace -f -c` (fsyncs and writes per step). Cases: `memory_engine`
 /// (one saga at a time on a `MemoryStore`, 200-byte context),
 /// `memory_engine_20k` (the same with a 20 KB context),
-/// `memory_engine_ct` (the first on a current-thread runtime), `sqlite`
+/// `memory_engine_ct` (the first on a current-thread runtime),
+/// `memory_engine_task` (the first from a task on the multi-thread
+/// runtime, its sync steps handed over with `block_in_place`),
+/// `memory_engine_task_async` (the same with async steps), `sqlite`
 /// (one at a time on SQLite), `sqlite_64` (64 at once on SQLite,
 /// `<sagas>` rounds of 64), `raw` (`<sagas>` x 11 raw commits).
 fn profile(spec: &str) {
@@ -573,6 +627,12 @@ fn profile(spec: &str) {
         "memory_engine_ct" => {
             let (ct, memory_ct) = current_thread_engine();
             memory_rounds(&ct, &memory_ct, runs, order);
+        }
+        "memory_engine_task" => {
+            memory_rounds_in_task(&rt, &memory, runs, SYNC);
+        }
+        "memory_engine_task_async" => {
+            memory_rounds_in_task(&rt, &memory, runs, ASYNC);
         }
         "sqlite" => rt.block_on(run_sequential(&engine, runs)),
         "sqlite_64" => rt.block_on(async {

@@ -33,6 +33,13 @@ struct Inner {
     notify: Notify,
 }
 
+impl crate::journal::Cancel for Inner {
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
 impl CancellationToken {
     /// A token not yet cancelled.
     pub fn new() -> Self {
@@ -41,8 +48,13 @@ impl CancellationToken {
 
     /// Cancels: every run holding this token stops at its next check.
     pub fn cancel(&self) {
-        self.inner.cancelled.store(true, Ordering::SeqCst);
-        self.inner.notify.notify_waiters();
+        crate::journal::Cancel::cancel(&*self.inner);
+    }
+
+    /// The token as a durable run's journal holds it (no allocation: the
+    /// token's own).
+    pub(crate) fn shared(&self) -> Arc<dyn crate::journal::Cancel> {
+        self.inner.clone()
     }
 
     /// Whether [`cancel`](Self::cancel) was called.

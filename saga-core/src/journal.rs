@@ -19,6 +19,9 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use crate::id::ExecutionId;
 use crate::status::{ExecutionStatus, Outcome, StepStatus};
@@ -159,6 +162,13 @@ impl Event {
             at_ms: 0,
         }
     }
+}
+
+/// What the store tells the owner after a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ack {
+    /// A cancellation of the execution was requested.
+    pub cancel_requested: bool,
 }
 
 /// An error of a store. Every variant that concerns a file names it and
@@ -404,29 +414,123 @@ pub(crate) trait Journal<C>: Send + Sync {
     /// copies it rather than encoding the context again.
     fn last_context(&self) -> Option<String>;
 
-    /// Buffers `event` at once when nothing must be committed before the
-    /// run goes on (a step's or a compensation's end: it is committed with
-    /// the next start or the end), so that recording it needs no future;
-    /// gives it back otherwise, for [`record`](Journal::record). A failure
-    /// to be retried is committed at once: the backoff before the retry
-    /// may be long, and a crash in it must not read as one that cut the
-    /// attempt off.
-    fn buffer(&self, event: Event) -> Option<Event>;
-
     /// Records `event` (its `seq` is the journal's to set); `status` is the
-    /// execution's status after it.
-    fn record(
-        &self,
-        event: Event,
-        status: ExecutionStatus,
-    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+    /// execution's status after it. An event after which nothing must be
+    /// committed before the run goes on (a step's or a compensation's end:
+    /// it is committed with the next start or the end) is buffered at the
+    /// call, and its write is [`Write::Done`]. A failure to be retried is
+    /// committed at once: the backoff before the retry may be long, and a
+    /// crash in it must not read as one that cut the attempt off.
+    fn record(&self, event: Event, status: ExecutionStatus) -> Write<'_>;
 
     /// Commits the events buffered so far (none: nothing to write); `status`
     /// is the execution's status after them.
-    fn flush(
-        &self,
-        status: ExecutionStatus,
-    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+    fn flush(&self, status: ExecutionStatus) -> Write<'_>;
+}
+
+/// A store's write, boxed.
+type Boxed<'a> = Pin<Box<dyn Future<Output = Result<Ack, StoreError>> + Send + 'a>>;
+
+/// A journal's write ([`Journal::record`], [`Journal::flush`]): `Ok(())`
+/// once what it commits is durable. A commit whose turn came at the call
+/// holds the store's own future, with no box of its own around it (one
+/// allocation and a copy of the event fewer per commit).
+pub(crate) enum Write<'a> {
+    /// Nothing to commit.
+    Done,
+    /// The store's write under way, the flush lock held until it is
+    /// dropped; or (`flushing` none) a commit waiting for the one before
+    /// it (a sibling branch's), then writing: boxed, as it is rare, with
+    /// the lock inside.
+    Writing {
+        write: Boxed<'a>,
+        flushing: Option<FlushGuard<'a>>,
+    },
+}
+
+impl Future for Write<'_> {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Write::Done => Poll::Ready(Ok(())),
+            Write::Writing { write, flushing } => {
+                let ack = match write.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(answer) => answer?,
+                };
+                if let Some(flushing) = flushing.as_ref().filter(|_| ack.cancel_requested) {
+                    flushing.0.cancel.cancel();
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+/// What a [`Write`] tells of a cancellation the store's answer reports:
+/// the run's cancellation token (named above this module).
+pub(crate) trait Cancel: Send + Sync {
+    /// Asks the run to stop.
+    fn cancel(&self);
+}
+
+/// A journal's flush lock: held by the commit under way, from the
+/// numbering of its events to the store's answer, so that the writes of a
+/// run's concurrent branches reach the store in the order of their
+/// numbers. A flag and a [`Notify`](tokio::sync::Notify) for the rare
+/// commit that waits, where a `tokio::sync::Mutex` took its semaphore's
+/// lock at every release.
+pub(crate) struct FlushLock {
+    held: AtomicBool,
+    released: tokio::sync::Notify,
+    /// The run's cancellation, which a store's answer may ask for.
+    cancel: Arc<dyn Cancel>,
+}
+
+/// The [`FlushLock`] held: released when dropped.
+pub(crate) struct FlushGuard<'a>(&'a FlushLock);
+
+impl FlushLock {
+    /// A lock not held, for a run whose cancellation is `cancel`.
+    pub(crate) fn new(cancel: Arc<dyn Cancel>) -> Self {
+        FlushLock {
+            held: AtomicBool::new(false),
+            released: tokio::sync::Notify::new(),
+            cancel,
+        }
+    }
+
+    /// The lock, if no commit holds it.
+    pub(crate) fn try_lock(&self) -> Option<FlushGuard<'_>> {
+        self.held
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| FlushGuard(self))
+    }
+
+    /// The lock, once the commits holding it or waiting before this one
+    /// let it go. (Each release wakes one waiter, which takes the lock or,
+    /// beaten to it, waits for that holder's release.)
+    pub(crate) async fn lock(&self) -> FlushGuard<'_> {
+        loop {
+            let released = self.released.notified();
+            let mut released = std::pin::pin!(released);
+            // Listening before the test: a release in between is heard.
+            released.as_mut().enable();
+            if let Some(guard) = self.try_lock() {
+                return guard;
+            }
+            released.await;
+        }
+    }
+}
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        self.0.held.store(false, Ordering::Release);
+        self.0.released.notify_one();
+    }
 }
 
 /// Where a recovered run starts: what its log says of each step.
@@ -476,4 +580,60 @@ pub(crate) struct LoggedCause {
     pub(crate) message: String,
     pub(crate) outcome_unknown: bool,
     pub(crate) detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    struct NoCancel;
+
+    impl Cancel for NoCancel {
+        fn cancel(&self) {}
+    }
+
+    /// Takes `lock` in a task of its own, then holds it until told.
+    fn taker(
+        lock: &Arc<FlushLock>,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (taken, told_taken) = tokio::sync::oneshot::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let lock = Arc::clone(lock);
+        let task = tokio::spawn(async move {
+            let _guard = lock.lock().await;
+            let _ = taken.send(());
+            let _ = released.await;
+        });
+        (task, told_taken, release)
+    }
+
+    #[tokio::test]
+    async fn a_commit_waiting_for_the_flush_lock_takes_it_once_released() {
+        let lock = Arc::new(FlushLock::new(Arc::new(NoCancel)));
+        let held = lock.try_lock().expect("a free lock");
+        assert!(lock.try_lock().is_none(), "a held lock taken again");
+        // Two waiters; the first gives up before the release: the release
+        // still reaches the second.
+        let (first, _, _) = taker(&lock);
+        let (second, mut second_taken, release_second) = taker(&lock);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(second_taken.try_recv().is_err(), "taken while held");
+        first.abort();
+        let _ = first.await;
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), second_taken)
+            .await
+            .expect("the waiter took the lock once released")
+            .expect("taken");
+        assert!(lock.try_lock().is_none(), "taken by the waiter");
+        let _ = release_second.send(());
+        second.await.expect("the waiter ended");
+        assert!(lock.try_lock().is_some(), "released by the waiter");
+    }
 }

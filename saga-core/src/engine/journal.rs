@@ -1,22 +1,17 @@
 //! The executor's journal on a store: numbers events, buffers them, and
 //! commits at every point after which an effect may happen.
 
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 
 use serde::Serialize;
 
-use crate::cancel::CancellationToken;
 use crate::gate::BlockingGate;
 use crate::id::ExecutionId;
-use crate::journal::Journal;
+use crate::journal::{FlushGuard, FlushLock, Journal, Write};
 use crate::report::ExecutionStatus;
-use crate::step::BoxFuture;
-use crate::store::{Event, EventKind, Lease, SagaStore, StoreError};
+use crate::store::{Ack, Event, EventKind, Lease, SagaStore, StoreError};
 
 pub(super) struct JournalState {
     pub(super) next_seq: u64,
@@ -41,28 +36,16 @@ pub(super) struct StoreJournal<C> {
     pub(super) lease: Lease,
     pub(super) state: Mutex<JournalState>,
     /// Held by the flush under way, from the numbering of its event to its
-    /// commit.
-    pub(super) flushing: tokio::sync::Mutex<()>,
+    /// commit; with the run's cancellation, which a commit's answer may
+    /// ask for.
+    pub(super) flushing: FlushLock,
     /// The length of the context's last encoding: the next one starts with
     /// room for it, rather than growing (and copying) from a few bytes.
     pub(super) encoded_len: AtomicUsize,
-    pub(super) cancel: CancellationToken,
     /// The gate of the multi-thread runtime the run is polled on, for its
     /// sync steps (`None` on a current-thread runtime).
     pub(super) gate: Option<&'static BlockingGate>,
     pub(super) _context: PhantomData<fn(&C)>,
-}
-
-/// The future of a record that only buffered its event: zero-sized, so
-/// boxing it allocates nothing.
-struct Buffered;
-
-impl Future for Buffered {
-    type Output = Result<(), StoreError>;
-
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(()))
-    }
 }
 
 /// `value` as JSON, in a buffer with room for a little more than `last`
@@ -125,46 +108,52 @@ impl<C: Serialize> Journal<C> for StoreJournal<C> {
         last.cloned()
     }
 
-    fn buffer(&self, event: Event) -> Option<Event> {
-        let flush = match event.kind {
+    fn record(&self, event: Event, status: ExecutionStatus) -> Write<'_> {
+        let commit = match event.kind {
             EventKind::StepStarted | EventKind::CompensationStarted | EventKind::Finished => true,
             EventKind::StepFailed | EventKind::CompensationFailed => event.will_retry,
             _ => false,
         };
-        if flush {
-            return Some(event);
+        if !commit {
+            Self::push(&mut self.state(), event);
+            return Write::Done;
         }
-        Self::push(&mut self.state(), event);
-        None
+        self.commit(Some(event), status)
     }
 
-    fn record(
-        &self,
-        event: Event,
-        status: ExecutionStatus,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let Some(event) = self.buffer(event) else {
-            return Box::pin(Buffered);
-        };
-        Box::pin(self.commit(Some(event), status))
-    }
-
-    fn flush(&self, status: ExecutionStatus) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.commit(None, status))
+    fn flush(&self, status: ExecutionStatus) -> Write<'_> {
+        self.commit(None, status)
     }
 }
 
 impl<C> StoreJournal<C> {
-    /// Commits the buffered events, and `event` after them.
-    async fn commit(
-        &self,
+    /// Commits the buffered events, and `event` after them: at once when
+    /// no other commit is under way (the store's write is made at the
+    /// call), after it otherwise.
+    fn commit(&self, event: Option<Event>, status: ExecutionStatus) -> Write<'_> {
+        match self.flushing.try_lock() {
+            Some(flushing) => self.append(flushing, event, status),
+            // The commit made inside tells of a cancellation itself.
+            None => Write::Writing {
+                write: Box::pin(async move {
+                    let flushing = self.flushing.lock().await;
+                    self.append(flushing, event, status).await?;
+                    Ok(Ack::default())
+                }),
+                flushing: None,
+            },
+        }
+    }
+
+    /// Numbers `event`, takes the buffer with it and hands it to the
+    /// store, under the flush lock `flushing` (held until the store
+    /// answers).
+    fn append<'a>(
+        &'a self,
+        flushing: FlushGuard<'a>,
         event: Option<Event>,
         status: ExecutionStatus,
-    ) -> Result<(), StoreError> {
-        let _flushing = match self.flushing.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => self.flushing.lock().await,
-        };
+    ) -> Write<'a> {
         let events = {
             let mut state = self.state();
             if let Some(event) = event {
@@ -173,16 +162,12 @@ impl<C> StoreJournal<C> {
             std::mem::take(&mut state.buffer)
         };
         if events.is_empty() {
-            return Ok(());
+            return Write::Done;
         }
-        let ack = self
-            .store
-            .append(&self.id, &self.lease, events, status)
-            .await?;
-        if ack.cancel_requested {
-            self.cancel.cancel();
+        Write::Writing {
+            write: self.store.append(&self.id, &self.lease, events, status),
+            flushing: Some(flushing),
         }
-        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! per execution, and how a claimed execution is launched.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -270,11 +271,22 @@ impl SagaEngine {
     /// a run that stopped (kept for `wait`).
     pub(super) fn enter(&self, id: &ExecutionId) -> Option<Claiming> {
         let mut live = self.live();
-        if live.get(id).is_some_and(Live::active) {
-            return None;
+        // One lookup (a hash of the id) for the test and the insertion.
+        let entry = live.entry(id.clone());
+        if let Entry::Occupied(entry) = &entry {
+            if entry.get().active() {
+                return None;
+            }
         }
         let slot = self.inner.slots.fetch_add(1, Ordering::Relaxed);
-        let previous = live.insert(id.clone(), Live { slot, run: None });
+        let mine = Live { slot, run: None };
+        let previous = match entry {
+            Entry::Occupied(mut entry) => Some(std::mem::replace(entry.get_mut(), mine)),
+            Entry::Vacant(entry) => {
+                entry.insert(mine);
+                None
+            }
+        };
         let stale = previous.as_ref().and_then(Live::dropped_lease).cloned();
         Some(Claiming {
             inner: Arc::clone(&self.inner),
@@ -706,8 +718,10 @@ impl SagaEngine {
             }
             if !interrupted {
                 let mut live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
-                if live.get(&task_id).is_some_and(|l| l.slot == slot) {
-                    live.remove(&task_id);
+                if let Entry::Occupied(entry) = live.entry(task_id) {
+                    if entry.get().slot == slot {
+                        entry.remove();
+                    }
                 }
             }
         });

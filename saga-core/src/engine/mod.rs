@@ -536,9 +536,7 @@ impl SagaEngine {
         // creation below writes nothing), or another start of the same id
         // is under way.
         let claiming = self.enter(&id);
-        let created = self
-            .create_encoded(name, &id, new, vec![first.clone()])
-            .await?;
+        let created = self.create_encoded(name, &id, new, vec![first]).await?;
         if let Some((runner, lease, context_len)) = created {
             let claiming = match claiming {
                 Some(claiming) => claiming,
@@ -566,7 +564,7 @@ impl SagaEngine {
                 // A fresh start runs on `ctx` itself: nothing to decode.
                 initial_context: String::new(),
                 context_len,
-                events: vec![first],
+                events: Vec::new(),
                 fresh: Some(Box::new(ctx)),
                 lease,
                 cancel: CancellationToken::new(),

@@ -15,7 +15,7 @@ use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
 use crate::gate::BlockingGate;
 use crate::id::ExecutionId;
-use crate::journal::Resume;
+use crate::journal::{FlushLock, Resume};
 use crate::saga::{RunOptions, Saga};
 use crate::step::{BoxFuture, Output};
 use crate::store::{Event, Lease, SagaStore, StoreError};
@@ -27,6 +27,8 @@ pub(super) struct Job {
     /// The length of the last context the log holds (or of the caller's,
     /// encoded at a fresh start): the first encoding's starting room.
     pub(super) context_len: usize,
+    /// The log so far; empty for a fresh start, whose log holds only its
+    /// first step's start (seq 1), written with the execution.
     pub(super) events: Vec<Event>,
     /// The caller's context, for a fresh start (no decoding needed).
     pub(super) fresh: Option<Box<dyn Any + Send>>,
@@ -190,7 +192,11 @@ where
             Some(Ok(ctx)) => (*ctx, None),
             _ => self.decode(&job.id, &job.initial_context, &job.events)?,
         };
-        let next_seq = job.events.last().map_or(1, |e| e.seq + 1);
+        let next_seq = match job.events.last() {
+            Some(last) => last.seq + 1,
+            None if preloaded => 2,
+            None => 1,
+        };
         Ok(Box::pin(async move {
             let journal = StoreJournal::<C> {
                 store: Arc::clone(&store),
@@ -201,9 +207,8 @@ where
                     buffer: Vec::new(),
                     preloaded,
                 }),
-                flushing: tokio::sync::Mutex::new(()),
+                flushing: FlushLock::new(job.cancel.shared()),
                 encoded_len: AtomicUsize::new(job.context_len),
-                cancel: job.cancel.clone(),
                 // Where the run is polled: the runtime it was spawned on.
                 gate: BlockingGate::of_current_runtime(),
                 _context: PhantomData,

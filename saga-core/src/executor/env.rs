@@ -10,11 +10,11 @@ use crate::cancel::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::escape::Escaped;
 use crate::id::ExecutionId;
-use crate::journal::{Event, EventKind, Journal, StoreError};
+use crate::journal::{Event, EventKind, Journal, StoreError, Write};
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
 use crate::report::ExecutionStatus;
 use crate::saga::SagaInner;
-use crate::step::{BoxFuture, StepDef};
+use crate::step::StepDef;
 
 pub(super) static SYSTEM_CLOCK: SystemClock = SystemClock;
 
@@ -89,9 +89,8 @@ impl<C, D> Env<'_, C, D> {
     /// for the run's result, and the run stops at its next check.
     ///
     /// An event the journal only buffers is recorded here, at the call,
-    /// and the future is ready at once; a write is the journal's own boxed
-    /// future, polled in place (see [`Logged`]), with no second box around
-    /// it.
+    /// and the future is ready at once; a commit is the journal's
+    /// [`Write`], polled in place (see [`Logged`]), with no box around it.
     ///
     /// `fill` sets the event's fields: the event is made here, so the
     /// caller's future does not hold it across the write.
@@ -103,10 +102,7 @@ impl<C, D> Env<'_, C, D> {
     ) -> Logged<'_> {
         let mut event = Event::new(0, kind);
         fill(&mut event);
-        self.write(|journal| {
-            let event = journal.buffer(event)?;
-            Some(journal.record(event, status))
-        })
+        self.write(|journal| journal.record(event, status))
     }
 
     /// Commits what the journal (if any) buffered, as [`log`](Self::log)
@@ -114,15 +110,12 @@ impl<C, D> Env<'_, C, D> {
     /// still runs, so that a crash in the sibling does not read as one
     /// that cut this branch off too.
     pub(super) fn flush(&self, status: ExecutionStatus) -> Logged<'_> {
-        self.write(|journal| Some(journal.flush(status)))
+        self.write(|journal| journal.flush(status))
     }
 
     /// The write `start` makes on the journal, if the run is durable and
-    /// its journal has not failed (`None`: nothing to write).
-    fn write<'s>(
-        &'s self,
-        start: impl FnOnce(&'s dyn Journal<C>) -> Option<BoxFuture<'s, Result<(), StoreError>>>,
-    ) -> Logged<'s> {
+    /// its journal has not failed.
+    fn write<'s>(&'s self, start: impl FnOnce(&'s dyn Journal<C>) -> Write<'s>) -> Logged<'s> {
         let Some(durable) = self.durable.as_deref() else {
             return Logged::Done(true);
         };
@@ -130,11 +123,11 @@ impl<C, D> Env<'_, C, D> {
             return Logged::Done(false);
         }
         match start(durable.journal) {
-            Some(write) => Logged::Writing {
+            Write::Done => Logged::Done(true),
+            write => Logged::Writing {
                 write,
                 aborted: &durable.aborted,
             },
-            None => Logged::Done(true),
         }
     }
 
@@ -270,14 +263,14 @@ impl<C, D> Env<'_, C, D> {
 /// The future of a log point ([`Env::log`]): `Ok(())` once the event is
 /// recorded, `Err(())` if the journal failed, now or before (its error is
 /// then in the run's abort slot). Polled in place by the caller's future,
-/// it holds no more than the journal's boxed write and the slot: only the
+/// it holds no more than the journal's write and the slot: only the
 /// durable part of the run, so it is `Send` whatever the context is.
 pub(super) enum Logged<'a> {
     /// Settled at the call: recorded (or nothing to record) when `true`.
     Done(bool),
     /// The journal's write under way.
     Writing {
-        write: BoxFuture<'a, Result<(), StoreError>>,
+        write: Write<'a>,
         aborted: &'a Mutex<Option<StoreError>>,
     },
 }
@@ -293,7 +286,7 @@ impl std::future::Future for Logged<'_> {
         match self.get_mut() {
             Logged::Done(true) => Poll::Ready(Ok(())),
             Logged::Done(false) => Poll::Ready(Err(())),
-            Logged::Writing { write, aborted } => match write.as_mut().poll(cx) {
+            Logged::Writing { write, aborted } => match std::pin::Pin::new(write).poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
                 Poll::Ready(Err(error)) => {

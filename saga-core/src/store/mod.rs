@@ -38,7 +38,7 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub use crate::journal::{Event, EventKind, StoreError};
+pub use crate::journal::{Ack, Event, EventKind, StoreError};
 pub use listing::{BadCursor, ExecutionSummary, ListCursor, ListQuery};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -191,13 +191,6 @@ pub struct Claimed {
     pub record: ExecutionRecord,
     /// The claimer's lease on it.
     pub lease: Lease,
-}
-
-/// What the store tells the owner after a write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ack {
-    /// A cancellation of the execution was requested.
-    pub cancel_requested: bool,
 }
 
 /// Where durable executions keep their log. See the [module
