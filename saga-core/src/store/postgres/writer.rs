@@ -318,6 +318,22 @@ pub(super) async fn run_batch(
     Ok(replies)
 }
 
+/// Sends the status notification of a pipelined batch, when it has one
+/// (`notify`: the prepared `NOTIFY`); delivered when the batch commits.
+async fn notify_status(
+    s: &Session,
+    notify: Option<&Statement>,
+) -> Result<(), tokio_postgres::Error> {
+    match notify {
+        Some(statement) => s
+            .client
+            .execute(statement, &[&STATUS_CHANNEL])
+            .await
+            .map(drop),
+        None => Ok(()),
+    }
+}
+
 /// Runs a batch of appends in one transaction, pipelined: `BEGIN`, every
 /// append's statement, the notification and `COMMIT` are sent together,
 /// and the writer waits for one round trip rather than one per
@@ -350,16 +366,7 @@ async fn run_appends(
     let appends = append_futures(s, store, &statement, jobs);
     // Committed with the appends; one for an append that is then refused
     // only wakes a watcher for nothing.
-    let notified = async {
-        match &notify {
-            Some(statement) => s
-                .client
-                .execute(statement, &[&STATUS_CHANNEL])
-                .await
-                .map(drop),
-            None => Ok(()),
-        }
-    };
+    let notified = notify_status(s, notify.as_ref());
     let commit = s.client.batch_execute("COMMIT");
     let (begun, replies, notified, committed) = in_order(begin, appends, notified, commit).await;
     begun?;
@@ -422,16 +429,7 @@ async fn run_append_many(
     };
     let begin = s.client.batch_execute("BEGIN");
     let sent = vec![Box::pin(append_many(s, &statement, appends))];
-    let notified = async {
-        match &notify {
-            Some(statement) => s
-                .client
-                .execute(statement, &[&STATUS_CHANNEL])
-                .await
-                .map(drop),
-            None => Ok(()),
-        }
-    };
+    let notified = notify_status(s, notify.as_ref());
     let commit = s.client.batch_execute("COMMIT");
     let (begun, mut outcomes, notified, committed) = in_order(begin, sent, notified, commit).await;
     begun?;
