@@ -404,6 +404,18 @@ fn show_marks_a_step_started_again_by_a_take_over() {
     assert_eq!(starts, 3, "{text}");
 }
 
+/// Runs `saga` once on a new SQLite store at `db` and returns how it
+/// ended and what `saga show` prints of it.
+async fn shown(db: &std::path::Path, saga: Saga<u32>) -> (ExecutionStatus, String) {
+    let name = saga.name().to_string();
+    let engine = SagaEngine::new(SqliteStore::open(db).unwrap());
+    engine.register(saga).await.unwrap();
+    let id = engine.start(&name, 0_u32).await.unwrap();
+    let report = engine.wait(&id).await.or_else(ended).unwrap();
+    drop(engine);
+    (report.status, ok(db, &["show", id.as_str()]))
+}
+
 /// A step whose first attempt failed and whose retry succeeded keeps that
 /// error in its report: `show` says a retry recovered from it, so a
 /// completed execution does not read as failed.
@@ -429,13 +441,8 @@ async fn show_says_when_a_retry_recovered_from_a_step_error() {
         )
         .build()
         .unwrap();
-    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
-    engine.register(saga).await.unwrap();
-    let id = engine.start("flaky", 0_u32).await.unwrap();
-    engine.wait(&id).await.unwrap();
-    drop(engine);
-
-    let text = ok(&db, &["show", id.as_str()]);
+    let (status, text) = shown(&db, saga).await;
+    assert_eq!(status, ExecutionStatus::Completed);
     assert!(text.contains("status     completed\n"), "{text}");
     assert!(
         text.contains("error of `charge` (recovered: a later attempt succeeded): provider busy\n"),
@@ -459,14 +466,8 @@ async fn show_does_not_say_recovered_of_a_step_of_unknown_outcome() {
         )
         .build()
         .unwrap();
-    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
-    engine.register(saga).await.unwrap();
-    let id = engine.start("lost", 0_u32).await.unwrap();
-    let report = engine.wait(&id).await.or_else(ended).unwrap();
-    assert_eq!(report.status, ExecutionStatus::Compensated);
-    drop(engine);
-
-    let text = ok(&db, &["show", id.as_str()]);
+    let (status, text) = shown(&db, saga).await;
+    assert_eq!(status, ExecutionStatus::Compensated);
     assert!(
         text.contains("error of `charge` (outcome unknown, compensated): provider timed out\n"),
         "{text}"
@@ -498,14 +499,8 @@ async fn show_says_a_failed_step_of_unknown_outcome_may_have_taken_effect() {
         )
         .build()
         .unwrap();
-    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
-    engine.register(saga).await.unwrap();
-    let id = engine.start("ship", 0_u32).await.unwrap();
-    let report = engine.wait(&id).await.or_else(ended).unwrap();
-    assert_eq!(report.status, ExecutionStatus::Stuck);
-    drop(engine);
-
-    let text = ok(&db, &["show", id.as_str()]);
+    let (status, text) = shown(&db, saga).await;
+    assert_eq!(status, ExecutionStatus::Stuck);
     assert!(
         text.contains(
             "error of `ship` (outcome unknown: an attempt may have taken effect): courier refused\n"
