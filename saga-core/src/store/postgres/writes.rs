@@ -374,21 +374,30 @@ pub(super) const UNNEST_EVENTS: &str =
     $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[], $11::text[])
     AS u(seq, kind, step, attempt, output, context, error, unknown, retry, detail)";
 
-/// The statement of an append: the lease checked and extended (or
-/// dropped when the execution finishes), the execution row moved on and
-/// the events inserted, all or nothing.
+/// The statement of an append: the lease checked (and its row locked, as
+/// an update would: a claim that commits meanwhile is seen), the
+/// execution row moved on and the events inserted, and only then the
+/// lease extended (or dropped when the execution finishes), all or
+/// nothing. An append refused on its sequence leaves the lease as it was:
+/// a stale writer's finishing append must not release the lease of the
+/// owner still running the execution.
 pub(super) fn append_sql() -> &'static str {
     const_format!(
-        "WITH lease AS (
+        "WITH held AS (
+            SELECT 1 FROM leases
+            WHERE execution_id = $1 AND token = $2 AND owner = $3
+            FOR NO KEY UPDATE
+        ), moved AS (
+            UPDATE executions SET status = $5, last_seq = $6, updated_at = {NOW}
+            WHERE id = $1 AND last_seq = $7 AND EXISTS (SELECT 1 FROM held)
+            RETURNING cancel_requested
+        ), lease AS (
             UPDATE leases SET
                 owner = CASE WHEN $17 THEN NULL ELSE owner END,
                 expires_at = CASE WHEN $17 THEN NULL ELSE {NOW} + $4 END
             WHERE execution_id = $1 AND token = $2 AND owner = $3
-            RETURNING execution_id
-        ), moved AS (
-            UPDATE executions SET status = $5, last_seq = $6, updated_at = {NOW}
-            WHERE id = $1 AND last_seq = $7 AND EXISTS (SELECT 1 FROM lease)
-            RETURNING cancel_requested
+              AND EXISTS (SELECT 1 FROM moved)
+            RETURNING 1
         ), written AS (
             INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
                 context, error, outcome_unknown, will_retry, detail)
@@ -403,14 +412,15 @@ pub(super) fn append_sql() -> &'static str {
             RETURNING 1
         )
         SELECT (SELECT cancel_requested FROM moved),
-            (SELECT count(*) FROM lease),
+            (SELECT count(*) FROM held),
             (SELECT count(*) FROM written)"
     )
 }
 
 /// Appends events in one statement: the lease's fence, the sequence check
-/// and the writes together, so a lost lease or a gap writes nothing. A
-/// finished status releases the lease in the same statement.
+/// and the writes together, so a lost lease or a gap writes nothing and
+/// leaves the lease as it was. A finished status releases the lease in the
+/// same statement.
 ///
 /// `statement` is [`append_sql`] prepared: with it, the statement is sent
 /// when the future is first polled, which the writer's pipelined batches
@@ -543,19 +553,24 @@ pub(super) fn append_many_sql() -> &'static str {
             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[],
                 $5::text[], $6::bigint[], $7::bigint[], $8::bool[])
                 WITH ORDINALITY AS a(id, token, owner, ttl, status, new_last, prev, finished, n)
+        ), held AS (
+            SELECT a.n FROM leases l JOIN input a
+                ON l.execution_id = a.id AND l.token = a.token AND l.owner = a.owner
+            FOR NO KEY UPDATE OF l
+        ), moved AS (
+            UPDATE executions e SET status = a.status, last_seq = a.new_last,
+                updated_at = {NOW}
+            FROM input a
+            WHERE e.id = a.id AND e.last_seq = a.prev AND a.n IN (SELECT n FROM held)
+            RETURNING a.n, e.cancel_requested
         ), lease AS (
             UPDATE leases l SET
                 owner = CASE WHEN a.finished THEN NULL ELSE l.owner END,
                 expires_at = CASE WHEN a.finished THEN NULL ELSE {NOW} + a.ttl END
             FROM input a
             WHERE l.execution_id = a.id AND l.token = a.token AND l.owner = a.owner
+              AND a.n IN (SELECT n FROM moved)
             RETURNING a.n
-        ), moved AS (
-            UPDATE executions e SET status = a.status, last_seq = a.new_last,
-                updated_at = {NOW}
-            FROM input a
-            WHERE e.id = a.id AND e.last_seq = a.prev AND a.n IN (SELECT n FROM lease)
-            RETURNING a.n, e.cancel_requested
         ), written AS (
             INSERT INTO events (execution_id, seq, at, kind, step, attempt, output,
                 context, error, outcome_unknown, will_retry, detail)
@@ -570,9 +585,9 @@ pub(super) fn append_many_sql() -> &'static str {
             WHERE u.n IN (SELECT n FROM moved)
             RETURNING execution_id
         )
-        SELECT a.n, m.cancel_requested, (l.n IS NOT NULL)::int::int8, coalesce(w.count, 0)
+        SELECT a.n, m.cancel_requested, (h.n IS NOT NULL)::int::int8, coalesce(w.count, 0)
         FROM input a
-        LEFT JOIN lease l ON l.n = a.n
+        LEFT JOIN held h ON h.n = a.n
         LEFT JOIN moved m ON m.n = a.n
         LEFT JOIN (SELECT execution_id, count(*) FROM written GROUP BY execution_id) w
             ON w.execution_id = a.id
