@@ -12,7 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
 use super::session::{Session, open_session, sql_error, unreachable};
-use super::writes::{AppendOf, answer, append, append_many, append_many_sql, append_sql, run_op};
+use super::writes::{
+    AppendOf, Outcome, answer, answer_committed, append, append_many, append_many_sql,
+    append_outcome, append_sql, run_op,
+};
 use super::{CHANNEL, Inner, STATUS_CHANNEL};
 use crate::escape::Escaped;
 use crate::id::ExecutionId;
@@ -341,11 +344,12 @@ async fn notify_status(
 ///
 /// Each request is sent when its future is first polled, and
 /// [`in_order`] polls them first in this order, so the server runs them
-/// so. An append is one statement in its common path; what follows it
-/// (only when it was refused) reads, after the `COMMIT`. A statement the
-/// database refuses aborts the transaction, which turns the pipelined
-/// `COMMIT` into a rollback: the batch then answers `Err`, as
-/// [`run_batch`] does, and the writer runs each append again alone.
+/// so. An append is one statement; a refused one is explained by a read
+/// after the `COMMIT` ([`answer_committed`]), whose failure fails that
+/// append alone: the others committed. A statement the database refuses
+/// aborts the transaction, which turns the pipelined `COMMIT` into a
+/// rollback: the batch then answers `Err`, as [`run_batch`] does, and the
+/// writer runs each append again alone.
 async fn run_appends(
     s: &Session,
     store: &Inner,
@@ -363,24 +367,36 @@ async fn run_appends(
         false => None,
     };
     let begin = s.client.batch_execute("BEGIN");
-    let appends = append_futures(s, store, &statement, jobs);
+    let appends = outcome_futures(s, &statement, jobs);
     // Committed with the appends; one for an append that is then refused
     // only wakes a watcher for nothing.
     let notified = notify_status(s, notify.as_ref());
     let commit = s.client.batch_execute("COMMIT");
-    let (begun, replies, notified, committed) = in_order(begin, appends, notified, commit).await;
+    let (begun, outcomes, notified, committed) = in_order(begin, appends, notified, commit).await;
     begun?;
-    let mut answers = Vec::with_capacity(jobs.len());
-    for reply in replies {
-        match reply {
-            Ok(reply) => answers.push(Ok(reply)),
-            Err(Failure::Refused(error)) => answers.push(Err(error)),
-            Err(Failure::Sql(e)) => return Err(e),
-        }
-    }
+    let outcomes = outcomes.into_iter().collect::<Result<Vec<_>, _>>()?;
     notified?;
     committed?;
-    Ok(answers)
+    let appended = jobs.iter().filter_map(|job| match &job.op {
+        Op::Append { id, events, .. } => Some((id, &events[..])),
+        _ => None,
+    });
+    Ok(answer_all(s, store, appended.zip(outcomes)).await)
+}
+
+/// The answers of a committed batch's appends, each `(id, events)` with
+/// its outcome ([`answer_committed`]), in their order; the reads that
+/// explain refused ones are pipelined.
+async fn answer_all<'a>(
+    s: &Session,
+    store: &Inner,
+    appends: impl Iterator<Item = ((&'a ExecutionId, &'a [Event]), Outcome)>,
+) -> Vec<StoreResult<Reply>> {
+    let answers = appends
+        .map(|((id, events), outcome)| Box::pin(answer_committed(s, store, id, events, outcome)))
+        .collect();
+    let ((), answers, (), ()) = in_order(ready(()), answers, ready(()), ready(())).await;
+    answers
 }
 
 /// The appends of `jobs`, in their order, if there are at least two and
@@ -414,7 +430,8 @@ fn distinct_appends(jobs: &[Job]) -> Option<Vec<AppendOf<'_>>> {
 /// Runs `appends` (all of `jobs`, each to an execution of its own) as
 /// [`run_appends`] does, but as one statement ([`append_many`]): `BEGIN`, the statement, the
 /// notification and `COMMIT` pipelined, then each append's answer (the
-/// reads that explain a refused one come after the `COMMIT`, as there).
+/// reads that explain a refused one come after the `COMMIT`, as there,
+/// and a failed one fails that append alone).
 async fn run_append_many(
     s: &Session,
     store: &Inner,
@@ -436,15 +453,8 @@ async fn run_append_many(
     let outcomes = outcomes.pop().unwrap_or_else(|| Ok(Vec::new()))?;
     notified?;
     committed?;
-    let mut answers = Vec::with_capacity(appends.len());
-    for (a, outcome) in appends.iter().zip(outcomes) {
-        match answer(s, store, a.id, a.events, outcome).await {
-            Ok(reply) => answers.push(Ok(reply)),
-            Err(Failure::Refused(error)) => answers.push(Err(error)),
-            Err(Failure::Sql(e)) => return Err(e),
-        }
-    }
-    Ok(answers)
+    let appended = appends.iter().map(|a| (a.id, a.events));
+    Ok(answer_all(s, store, appended.zip(outcomes)).await)
 }
 
 /// The appends of `jobs`, in their order, each a future that sends its
@@ -464,6 +474,29 @@ fn append_futures<'a>(
                 status,
             } => Some(Box::pin(append(
                 s, store, statement, id, lease, events, *status,
+            ))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The statements of the appends of `jobs`, in their order, each a
+/// future that sends its statement when first polled and returns what it
+/// said (the refused ones are explained after the batch's `COMMIT`).
+fn outcome_futures<'a>(
+    s: &'a Session,
+    statement: &'a Statement,
+    jobs: &'a [Job],
+) -> Vec<Pin<Box<impl Future<Output = Result<Outcome, tokio_postgres::Error>> + 'a>>> {
+    jobs.iter()
+        .filter_map(|job| match &job.op {
+            Op::Append {
+                id,
+                lease,
+                events,
+                status,
+            } => Some(Box::pin(append_outcome(
+                s, statement, id, lease, events, *status,
             ))),
             _ => None,
         })

@@ -7,14 +7,14 @@ use std::time::Duration;
 use super::rows::{execution, get_execution, lease_lost};
 use tokio_postgres::Statement;
 
-use super::session::Session;
+use super::session::{Session, sql_error};
 use super::writer::{Failure, Op, Reply};
 use super::{Inner, NOW};
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::store::{
     Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, Lease, NewExecution, StoreError,
-    ttl_ms,
+    StoreResult, ttl_ms,
 };
 
 /// Runs one write inside the batch's transaction.
@@ -422,9 +422,8 @@ pub(super) fn append_sql() -> &'static str {
 /// leaves the lease as it was. A finished status releases the lease in the
 /// same statement.
 ///
-/// `statement` is [`append_sql`] prepared: with it, the statement is sent
-/// when the future is first polled, which the writer's pipelined batches
-/// rely on.
+/// `statement` is [`append_sql`] prepared. The answer of a refused append
+/// is read in the same transaction ([`answer`]).
 pub(super) async fn append(
     s: &Session,
     store: &Inner,
@@ -434,6 +433,22 @@ pub(super) async fn append(
     events: &[Event],
     status: ExecutionStatus,
 ) -> Result<Reply, Failure> {
+    let outcome = append_outcome(s, statement, id, lease, events, status).await?;
+    answer(s, store, id, events, outcome).await
+}
+
+/// Sends an append's statement ([`append_sql`] prepared, as `statement`)
+/// and returns what it said, for [`answer`] or [`answer_committed`]: the
+/// statement is sent when the future is first polled, which the writer's
+/// pipelined batches rely on.
+pub(super) async fn append_outcome(
+    s: &Session,
+    statement: &Statement,
+    id: &ExecutionId,
+    lease: &Lease,
+    events: &[Event],
+    status: ExecutionStatus,
+) -> Result<Outcome, tokio_postgres::Error> {
     let first = events.first().map_or(0, |e| e.seq);
     let last = events.last().map_or(0, |e| e.seq);
     let prev = first.saturating_sub(1);
@@ -466,15 +481,14 @@ pub(super) async fn append(
             ],
         )
         .await?;
-    let outcome = match row {
+    Ok(match row {
         Some(row) => Outcome {
             cancel: row.get(0),
             held: row.get(1),
             written: row.get(2),
         },
         None => Outcome::default(),
-    };
-    answer(s, store, id, events, outcome).await
+    })
 }
 
 /// What an append's statement said: the execution's cancel request if the
@@ -526,6 +540,36 @@ pub(super) async fn answer(
         what: format!("event {first} of execution `{id}`"),
         detail: format!("the log ends at {found}, expected {prev}"),
     }))
+}
+
+/// What a read that explains a refused append was doing, for its error.
+const EXPLAINING: &str = "reading why an append was refused";
+
+/// [`answer`] for an append whose batch committed before its refusal is
+/// explained (the writer's pipelined batches read after the `COMMIT`).
+/// The explaining read failing (the connection dropped) fails this
+/// append alone ([`explained`]): the batch committed, and the appends of
+/// it that were written must be acknowledged, not run again.
+pub(super) async fn answer_committed(
+    s: &Session,
+    store: &Inner,
+    id: &ExecutionId,
+    events: &[Event],
+    outcome: Outcome,
+) -> StoreResult<Reply> {
+    explained(&store.describe, answer(s, store, id, events, outcome).await)
+}
+
+/// The answer to one append from [`answer`]'s, read after its batch
+/// committed: a failed read is this append's error (an outage if the
+/// connection dropped: [`StoreError::Unavailable`], which says nothing
+/// was written, as nothing was), never the batch's.
+fn explained(store: &str, answer: Result<Reply, Failure>) -> StoreResult<Reply> {
+    match answer {
+        Ok(reply) => Ok(reply),
+        Err(Failure::Refused(error)) => Err(error),
+        Err(Failure::Sql(e)) => Err(sql_error(store, EXPLAINING, e)),
+    }
 }
 
 /// One append of a batch: what [`append`] takes.
