@@ -24,15 +24,15 @@
 //! that transaction has committed. So every later process, one that never
 //! saw the sidecar included (a restarted worker, the CLI), finds the dead
 //! owner's executions claimable at once; a transaction that cannot commit
-//! (the store busy, a full disk) leaves the sidecar for the next one. The
-//! locks are tried inside a write transaction, which an owner's first
-//! lease (and its [`hold`](Owners::hold)) is taken in too, so a claimer
-//! of another process never finds an owner's sidecar made but not yet
-//! locked (a read-only store's claim, which fails at its first write,
-//! may probe outside one: [`lock`] has an owner wait a moment for such a
-//! prober rather than be judged dead). Fencing is the
-//! token's, not the expiry's: an owner judged dead writes nothing with an
-//! expired lease that anyone else claimed.
+//! (the store busy, a full disk) leaves the sidecar for the next one. An
+//! owner makes its sidecar and locks it under another name, then renames
+//! it into place ([`lock_new`]), so a sidecar under its name is locked
+//! for as long as its owner lives, and a lock not taken leaves no
+//! sidecar (the owner's leases then expire by time). The locks are also
+//! tried inside a write transaction, which an owner's first lease (and
+//! its [`hold`](Owners::hold)) is taken in too. Fencing is the token's,
+//! not the expiry's: an owner judged dead writes nothing with an expired
+//! lease that anyone else claimed.
 //!
 //! The locks are the process's, not a store object's: two stores of this
 //! process on one file, used by one owner, share its lock (a count of the
@@ -116,9 +116,9 @@ impl Owners {
             .filter_map(|entry| {
                 let file = entry.file_name();
                 let owner = file.to_string_lossy().strip_prefix(&prefix)?.to_owned();
-                // SQLite's own companions of a sidecar (its journal) are
-                // not sidecars.
-                let companion = ["-journal", "-wal", "-shm"]
+                // SQLite's own companions of a sidecar (its journal) and
+                // a sidecar in the making are not sidecars.
+                let companion = ["-journal", "-wal", "-shm", ".locking"]
                     .iter()
                     .any(|suffix| owner.ends_with(suffix));
                 (!companion).then_some(owner)
@@ -161,7 +161,7 @@ impl Owners {
             self.mine.insert(owner.to_owned());
             return;
         }
-        match lock(&path, true) {
+        match lock_new(&path) {
             Ok(conn) => {
                 held.insert(
                     path,
@@ -320,11 +320,59 @@ pub(super) fn sweep(owners: Arc<Mutex<Owners>>) -> Job {
     })
 }
 
+/// The name a sidecar is made under, locked, before it is put in place:
+/// not a sidecar's (an owner id is a plain name, without a `.`), so a
+/// claimer never probes it.
+fn making(sidecar: &Path) -> PathBuf {
+    let mut name = sidecar.as_os_str().to_owned();
+    name.push(".locking");
+    PathBuf::from(name)
+}
+
+/// Makes the sidecar `path` and takes its lock: made and locked under
+/// another name ([`making`]), then renamed into place, so that a sidecar
+/// under its name is always locked while its owner lives. Made and locked
+/// in place, a lock not taken (a prober holding it longer than the owner
+/// waits, an I/O error) left a live owner's sidecar unlocked, which the
+/// next claimer took as proof of its death, taking its executions over
+/// from a live process. A failure leaves no sidecar (the owner is judged
+/// by its leases' expiry), and a sidecar already in place (left by a
+/// store of this process that closed) is replaced.
+#[cfg(unix)]
+fn lock_new(path: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
+    let making = making(path);
+    let locked = lock(&making, true).map_err(Box::from).and_then(|conn| {
+        match std::fs::rename(&making, path) {
+            Ok(()) => Ok(conn),
+            Err(error) => Err(error.into()),
+        }
+    });
+    if locked.is_err() {
+        let _ = std::fs::remove_file(&making);
+    }
+    locked
+}
+
+/// Makes the sidecar `path` and takes its lock, in place: Windows does not
+/// rename a file SQLite has open. A lock not taken removes the sidecar it
+/// made (best effort), so it is not taken for the owner's death.
+#[cfg(not(unix))]
+fn lock_new(path: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
+    let existed = path.exists();
+    lock(path, true).map_err(|error| {
+        if !existed {
+            let _ = std::fs::remove_file(path);
+        }
+        error.into()
+    })
+}
+
 /// Opens `path` (creating it, empty, if `create`) and takes its exclusive
 /// lock; the lock lasts as long as the connection. A prober does not wait:
 /// a lock held is an owner alive. An owner taking its own lock waits a
-/// moment for a prober that holds it (a read-only store's claim probes
-/// outside a write transaction); refused, it would be judged dead.
+/// moment for a prober that holds it (where the sidecar is locked in
+/// place, see [`lock_new`]: a read-only store's claim probes outside a
+/// write transaction).
 fn lock(path: &Path, create: bool) -> rusqlite::Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut patience = Duration::ZERO;
@@ -421,6 +469,55 @@ mod tests {
             claimer.dead_among(["pid1-shared".to_owned()]),
             ["pid1-shared"]
         );
+    }
+
+    /// Whether a sidecar is at `path` and unlocked: what a claimer takes
+    /// as its owner's death.
+    fn unlocked(path: &Path) -> bool {
+        path.exists() && lock(path, false).is_ok()
+    }
+
+    #[test]
+    fn an_owner_whose_sidecar_a_prober_holds_still_lives() {
+        // A prober outside a write transaction (a read-only store's
+        // claim) holds the sidecar's lock longer than the owner waits.
+        let db = scratch("busy");
+        let mut holder = Owners::new(&db);
+        let sidecar = holder.sidecar("pid1-busy").unwrap();
+        let prober = lock(&sidecar, true).unwrap();
+        holder.hold("pid1-busy");
+        drop(prober);
+        assert!(!unlocked(&sidecar), "a live owner's sidecar is unlocked");
+        let mut claimer = Owners::new(&db);
+        assert!(claimer.dead_among(["pid1-busy".to_owned()]).is_empty());
+        assert!(Owners::new(&db).dead_by_sidecar().is_empty());
+    }
+
+    #[test]
+    fn a_lock_not_taken_leaves_no_sidecar() {
+        // The new sidecar's lock cannot be taken (held here, as a
+        // prober's would be): the owner is judged by expiry alone, and no
+        // unlocked sidecar says it is dead.
+        let db = scratch("untaken");
+        let mut holder = Owners::new(&db);
+        let sidecar = holder.sidecar("pid1-untaken").unwrap();
+        let making = making(&sidecar);
+        let busy = lock(&making, true).unwrap();
+        holder.hold("pid1-untaken");
+        assert!(!sidecar.exists());
+        assert!(!making.exists(), "the sidecar in the making is left");
+        assert!(!holder.mine.contains("pid1-untaken"));
+        drop(busy);
+        assert!(Owners::new(&db).dead_by_sidecar().is_empty());
+
+        // The sidecar cannot be put in place (a directory holds its
+        // name): the same, and the directory is left alone.
+        std::fs::create_dir(&sidecar).unwrap();
+        std::fs::write(sidecar.join("x"), b"").unwrap();
+        holder.hold("pid1-untaken");
+        assert!(sidecar.is_dir());
+        assert!(!making.exists(), "the sidecar in the making is left");
+        assert!(!holder.mine.contains("pid1-untaken"));
     }
 
     #[test]
