@@ -469,6 +469,45 @@ async fn a_start_whose_future_is_dropped_runs_what_it_recorded() {
     }
 }
 
+/// A start runs in a task of its own: a panic there (here, in the
+/// store's creation of the execution) is the caller's, and the engine
+/// starts the next execution as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_start_reaches_its_caller() {
+    let store = DelayedStore::new(saga_core::store::MemoryStore::new(), Duration::ZERO)
+        .before_call(|call| {
+            if call.op == StoreOp::Create
+                && call
+                    .execution_id
+                    .as_ref()
+                    .is_some_and(|id| id.as_str() == "poison")
+            {
+                panic!("the store broke on purpose");
+            }
+            Ok(())
+        });
+    let gate = Arc::new(Gate::default());
+    gate.open();
+    let engine = SagaEngine::new(store);
+    engine.register(gated("panics", &gate)).await.unwrap();
+    let starting = engine.clone();
+    let panicked = tokio::spawn(async move {
+        starting
+            .start_with_id("panics", ExecutionId::new("poison"), 0u32)
+            .await
+    })
+    .await
+    .expect_err("the start's panic reached its caller");
+    let message = panicked.into_panic();
+    assert_eq!(
+        message.downcast_ref::<&str>(),
+        Some(&"the store broke on purpose")
+    );
+    let id = engine.start("panics", 0u32).await.unwrap();
+    let report = unless_hung(engine.wait(&id)).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+}
+
 /// A recovery given up once its claim is committed: what it claimed runs
 /// all the same (before: the lease was held, with no run, until it
 /// expired, and a second `recover` listed it as busy).

@@ -672,30 +672,55 @@ impl SagaEngine {
         mut claiming: Claiming,
     ) -> Result<watch::Receiver<Option<Done>>, EngineError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let (body, listing) = self.prepare_run(runner, job, &claiming)?;
+        // Spawned under the lock, so the task's own removal (which takes
+        // the lock) comes after its entry exists.
+        let mut live = self.live();
+        let task = handle.spawn(body).abort_handle();
+        let done = listing.list(&mut live, task);
+        drop(live);
+        claiming.launched = true;
+        Ok(done)
+    }
+
+    /// [`launch`](Self::launch) in the calling task, whose abort handle is
+    /// `task`: lists the run in the place of its claiming entry and
+    /// returns it, for the caller to await (it tells its end as a spawned
+    /// run does). A fresh start runs this way, in the task that recorded
+    /// the execution: one task per start, not two.
+    pub(super) fn launch_here(
+        &self,
+        runner: Arc<dyn Runner>,
+        job: Job,
+        mut claiming: Claiming,
+        task: tokio::task::AbortHandle,
+    ) -> Result<impl Future<Output = ()> + Send + 'static + use<>, EngineError> {
+        let (body, listing) = self.prepare_run(runner, job, &claiming)?;
+        listing.list(&mut self.live(), task);
+        claiming.launched = true;
+        Ok(body)
+    }
+
+    /// Decodes a run's log and makes its task's body (the run, then its
+    /// end told and its entry removed) and the entry that lists it.
+    fn prepare_run(
+        &self,
+        runner: Arc<dyn Runner>,
+        job: Job,
+        claiming: &Claiming,
+    ) -> Result<(impl Future<Output = ()> + Send + 'static + use<>, Listing), EngineError> {
         let id = job.id.clone();
         let lease = job.lease.clone();
         let cancel = job.cancel.clone();
         let run = runner.prepare(Arc::clone(&self.inner.store), job)?;
         let (tx, rx) = watch::channel(None);
         let inner = Arc::clone(&self.inner);
-        let done = rx.clone();
         let task_lease = lease.clone();
         let task_id = id.clone();
         let slot = claiming.slot;
-        let by_worker = claiming.by_worker;
-        // Spawned under the lock, so the task's own removal (which takes
-        // the lock) comes after its entry exists.
-        let mut live = self.live();
-        // One live run per execution: the entry is still the claiming one
-        // this run was claimed under.
-        debug_assert!(
-            live.get(&id)
-                .is_some_and(|l| l.slot == slot && l.run.is_none()),
-            "a second live run of execution {id}"
-        );
         #[cfg(debug_assertions)]
         let alive = TaskAlive::new(&self.inner, &id);
-        let task = handle.spawn(async move {
+        let body = async move {
             let done = run.await;
             // The run's code has returned: another run may start once the
             // end is told below.
@@ -724,23 +749,66 @@ impl SagaEngine {
                     }
                 }
             }
-        });
+        };
+        let listing = Listing {
+            id,
+            slot,
+            cancel,
+            done: rx,
+            lease,
+            by_worker: claiming.by_worker,
+        };
+        Ok((body, listing))
+    }
+}
+
+/// A prepared run's entry in the live set, listed once its task is known.
+struct Listing {
+    id: ExecutionId,
+    slot: u64,
+    cancel: CancellationToken,
+    done: watch::Receiver<Option<Done>>,
+    lease: Lease,
+    by_worker: bool,
+}
+
+impl Listing {
+    /// Lists the run, run by `task`, in the place of its claiming entry;
+    /// returns where its end will be told.
+    fn list(
+        self,
+        live: &mut HashMap<ExecutionId, Live>,
+        task: tokio::task::AbortHandle,
+    ) -> watch::Receiver<Option<Done>> {
+        let Listing {
+            id,
+            slot,
+            cancel,
+            done,
+            lease,
+            by_worker,
+        } = self;
+        // One live run per execution: the entry is still the claiming one
+        // this run was claimed under.
+        debug_assert!(
+            live.get(&id)
+                .is_some_and(|l| l.slot == slot && l.run.is_none()),
+            "a second live run of execution {id}"
+        );
         live.insert(
             id,
             Live {
                 slot,
                 run: Some(LiveRun {
                     cancel,
-                    done: rx,
-                    task: task.abort_handle(),
+                    done: done.clone(),
+                    task,
                     lease,
                     by_worker,
                 }),
             },
         );
-        drop(live);
-        claiming.launched = true;
-        Ok(done)
+        done
     }
 }
 

@@ -508,22 +508,82 @@ impl SagaEngine {
         C: Serialize + DeserializeOwned + Send + 'static,
     {
         let id = given(id.into())?;
-        tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         // Encoded here: the task owns the context, and needs no `C: Sync`.
         let new = self.encode_new(name, &ctx)?;
         let engine = self.clone();
         let name = name.to_owned();
-        detached(async move { engine.start_here(&name, id, new, ctx).await }).await
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let (give_task, task) = tokio::sync::oneshot::channel();
+        let work = engine.start_and_run(name, id, new, ctx, task, tell);
+        // In the caller's span: a fresh start's run hangs under it.
+        #[cfg(feature = "tracing")]
+        let work = tracing::Instrument::in_current_span(work);
+        let _ = give_task.send(handle.spawn(work).abort_handle());
+        match told.await {
+            Ok(Ok(started)) => started,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // Its task dropped untold: the runtime is shutting down.
+            Err(_) => Err(EngineError::NoRuntime),
+        }
     }
 
-    /// [`start_with_id`](Self::start_with_id), in the caller's task.
+    /// The task of a start: records the execution, tells `tell` (or the
+    /// panic that stopped it), and then runs it, `task` being this task's
+    /// abort handle. A panic in the run is the task's, as a spawned run's.
+    async fn start_and_run<C>(
+        self,
+        name: String,
+        id: ExecutionId,
+        new: (Arc<dyn Runner>, String),
+        ctx: C,
+        task: tokio::sync::oneshot::Receiver<tokio::task::AbortHandle>,
+        tell: tokio::sync::oneshot::Sender<std::thread::Result<Result<ExecutionId, EngineError>>>,
+    ) where
+        C: Serialize + DeserializeOwned + Send + 'static,
+    {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        // Boxed, and dropped before the run: the task spawned is small
+        // (tokio copies it whole into its cell), and holds one at a time.
+        let started = {
+            let mut starting = Box::pin(self.start_here(&name, id, new, ctx, task));
+            std::future::poll_fn(|cx| {
+                match catch_unwind(AssertUnwindSafe(|| starting.as_mut().poll(cx))) {
+                    Ok(poll) => poll.map(Ok),
+                    Err(panic) => std::task::Poll::Ready(Err(panic)),
+                }
+            })
+            .await
+        };
+        let (told, run) = match started {
+            Ok(Ok((id, run))) => (Ok(Ok(id)), run),
+            Ok(Err(error)) => (Ok(Err(error)), None),
+            Err(panic) => (Err(panic), None),
+        };
+        // A caller gone meanwhile does not stop the run.
+        let _ = tell.send(told);
+        if let Some(run) = run {
+            run.await;
+        }
+    }
+
+    /// [`start_with_id`](Self::start_with_id) up to its run, in the
+    /// caller's task (whose abort handle `task` gives): the id, and the
+    /// run to await if this start launched one.
     async fn start_here<C>(
         &self,
         name: &str,
         id: ExecutionId,
         new: (Arc<dyn Runner>, String),
         ctx: C,
-    ) -> Result<ExecutionId, EngineError>
+        task: tokio::sync::oneshot::Receiver<tokio::task::AbortHandle>,
+    ) -> Result<
+        (
+            ExecutionId,
+            Option<impl Future<Output = ()> + Send + 'static>,
+        ),
+        EngineError,
+    >
     where
         C: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -569,9 +629,12 @@ impl SagaEngine {
                 lease,
                 cancel: CancellationToken::new(),
             };
-            self.launch(runner, job, claiming)?;
+            // Sent by the caller as soon as it spawned this task.
+            let task = task.await.map_err(|_| EngineError::NoRuntime)?;
+            let run = self.launch_here(runner, job, claiming, task)?;
+            return Ok((id, Some(run)));
         }
-        Ok(id)
+        Ok((id, None))
     }
 
     /// Waits for the entry of another start of `id` to go, and enters in
