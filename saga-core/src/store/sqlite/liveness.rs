@@ -18,20 +18,26 @@
 //! decides, as before.
 //!
 //! The proof is made durable before it is thrown away: the write
-//! transaction that finds an owner dead (a claim's, or the sweep a store
-//! opened to write runs first) expires every live lease of that owner in
-//! the database ([`expire_leases`]), and the sidecar is removed only once
-//! that transaction has committed. So every later process, one that never
-//! saw the sidecar included (a restarted worker, the CLI), finds the dead
-//! owner's executions claimable at once; a transaction that cannot commit
-//! (the store busy, a full disk) leaves the sidecar for the next one. An
-//! owner makes its sidecar and locks it under another name, then renames
-//! it into place ([`lock_new`]), so a sidecar under its name is locked
-//! for as long as its owner lives, and a lock not taken leaves no
-//! sidecar (the owner's leases then expire by time). The locks are also
-//! tried inside a write transaction, which an owner's first lease (and
-//! its [`hold`](Owners::hold)) is taken in too. Fencing is the token's,
-//! not the expiry's: an owner judged dead writes nothing with an expired
+//! transaction that finds an owner dead (a claim's, or the sweep a
+//! store opened to write runs first) expires every live lease of that
+//! owner in the database ([`expire_leases`]), and the sidecar is
+//! removed only once that transaction has committed. So every later
+//! process, one that never saw the sidecar included (a restarted
+//! worker, the CLI), finds the dead owner's executions claimable at
+//! once; a transaction that cannot commit (the store busy, a full disk)
+//! leaves the sidecar for the next one. On Unix an owner makes its
+//! sidecar and locks it under another name, then renames it into place
+//! ([`lock_new`]), so a sidecar under its name is locked for as long as
+//! its owner lives, and a lock not taken leaves no sidecar (the owner's
+//! leases then expire by time). Elsewhere (Windows does not rename a
+//! file SQLite holds open) the sidecar is locked in place and this is
+//! not guaranteed: a lock not taken removes the sidecar where it can,
+//! and the owner's leases then expire by time; a sidecar it cannot
+//! remove (one already there, a prober's still open) says the owner is
+//! dead (fencing still holds). The locks are also tried inside a write
+//! transaction, which an owner's first lease (and its
+//! [`hold`](Owners::hold)) is taken in too. Fencing is the token's, not
+//! the expiry's: an owner judged dead writes nothing with an expired
 //! lease that anyone else claimed.
 //!
 //! The locks are the process's, not a store object's: two stores of this
@@ -323,6 +329,7 @@ pub(super) fn sweep(owners: Arc<Mutex<Owners>>) -> Job {
 /// The name a sidecar is made under, locked, before it is put in place:
 /// not a sidecar's (an owner id is a plain name, without a `.`), so a
 /// claimer never probes it.
+#[cfg(unix)]
 fn making(sidecar: &Path) -> PathBuf {
     let mut name = sidecar.as_os_str().to_owned();
     name.push(".locking");
@@ -473,10 +480,12 @@ mod tests {
 
     /// Whether a sidecar is at `path` and unlocked: what a claimer takes
     /// as its owner's death.
+    #[cfg(unix)]
     fn unlocked(path: &Path) -> bool {
         path.exists() && lock(path, false).is_ok()
     }
 
+    #[cfg(unix)]
     #[test]
     fn an_owner_whose_sidecar_a_prober_holds_still_lives() {
         // A prober outside a write transaction (a read-only store's
@@ -493,6 +502,7 @@ mod tests {
         assert!(Owners::new(&db).dead_by_sidecar().is_empty());
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_lock_not_taken_leaves_no_sidecar() {
         // The new sidecar's lock cannot be taken (held here, as a
