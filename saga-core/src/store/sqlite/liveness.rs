@@ -485,6 +485,52 @@ mod tests {
         path.exists() && lock(path, false).is_ok()
     }
 
+    /// The job of [`probe_for_parent`]: the store's file and the owner,
+    /// on two lines.
+    #[cfg(unix)]
+    const PROBE: &str = "SAGA_LIVENESS_PROBE";
+
+    /// What a claimer and a sweep of another process find of `owner` of
+    /// the store in `db`: this test binary run again for
+    /// [`probe_for_parent`] alone. In this process the owners it holds
+    /// are skipped (they live), whatever their sidecar's state.
+    #[cfg(unix)]
+    fn judged_by_another_process(db: &Path, owner: &str) -> String {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::sqlite::liveness::tests::probe_for_parent",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PROBE, format!("{}\n{owner}", db.display()))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the probe failed: {stdout}");
+        stdout
+            .lines()
+            .find_map(|line| Some(line.split_once("probe: ")?.1))
+            .unwrap_or_else(|| panic!("the probe did not run: {stdout}"))
+            .to_owned()
+    }
+
+    /// Run by [`judged_by_another_process`]; does nothing otherwise.
+    #[cfg(unix)]
+    #[test]
+    fn probe_for_parent() {
+        let Ok(job) = std::env::var(PROBE) else {
+            return;
+        };
+        let (db, owner) = job.split_once('\n').unwrap();
+        let db = Path::new(db);
+        let mut claimer = Owners::new(db);
+        let unlocked = unlocked(&claimer.sidecar(owner).unwrap());
+        let dead = claimer.dead_among([owner.to_owned()]);
+        let swept = Owners::new(db).dead_by_sidecar();
+        println!("probe: unlocked {unlocked}, dead {dead:?}, swept {swept:?}");
+    }
+
     #[cfg(unix)]
     #[test]
     fn an_owner_whose_sidecar_a_prober_holds_still_lives() {
@@ -496,10 +542,18 @@ mod tests {
         let prober = lock(&sidecar, true).unwrap();
         holder.hold("pid1-busy");
         drop(prober);
-        assert!(!unlocked(&sidecar), "a live owner's sidecar is unlocked");
-        let mut claimer = Owners::new(&db);
-        assert!(claimer.dead_among(["pid1-busy".to_owned()]).is_empty());
-        assert!(Owners::new(&db).dead_by_sidecar().is_empty());
+        assert!(sidecar.exists());
+        assert_eq!(
+            judged_by_another_process(&db, "pid1-busy"),
+            "unlocked false, dead [], swept []",
+            "a live owner's sidecar is unlocked"
+        );
+        // The same probe finds the owner dead once its store is closed.
+        drop(holder);
+        assert_eq!(
+            judged_by_another_process(&db, "pid1-busy"),
+            r#"unlocked true, dead ["pid1-busy"], swept ["pid1-busy"]"#
+        );
     }
 
     #[cfg(unix)]
