@@ -303,7 +303,12 @@ pub enum StoreError {
         detail: String,
     },
     /// The database server cannot be reached (down, restarting, or the
-    /// address is wrong). Nothing was written by the failed call.
+    /// address is wrong). Nothing was written by the failed call, except
+    /// by a write cut off as it committed (the connection lost once its
+    /// `COMMIT` was sent): whether it was written is unknown, and only a
+    /// read of the store once it is back tells. The engine assumes
+    /// neither: a run whose write fails so stops, and is carried on from
+    /// its log.
     #[error("{store} is unreachable while {what}; check that the server runs and the URL is right")]
     Unavailable {
         /// The store.

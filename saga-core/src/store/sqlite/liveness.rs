@@ -18,21 +18,28 @@
 //! decides, as before.
 //!
 //! The proof is made durable before it is thrown away: the write
-//! transaction that finds an owner dead (a claim's, or the sweep a store
-//! opened to write runs first) expires every live lease of that owner in
-//! the database ([`expire_leases`]), and the sidecar is removed only once
-//! that transaction has committed. So every later process, one that never
-//! saw the sidecar included (a restarted worker, the CLI), finds the dead
-//! owner's executions claimable at once; a transaction that cannot commit
-//! (the store busy, a full disk) leaves the sidecar for the next one. An
-//! owner makes its sidecar and locks it under another name, then renames
-//! it into place ([`lock_new`]), so a sidecar under its name is locked
-//! for as long as its owner lives, and a lock not taken leaves no
-//! sidecar (the owner's leases then expire by time). The locks are also
-//! tried inside a write transaction, which an owner's first lease (and
-//! its [`hold`](Owners::hold)) is taken in too. Fencing is the token's,
-//! not the expiry's: an owner judged dead writes nothing with an expired
-//! lease that anyone else claimed.
+//! transaction that finds an owner dead (a claim's, or the sweep a
+//! store opened to write runs first) expires every live lease of that
+//! owner in the database ([`expire_leases`]), and the sidecar is
+//! removed only once that transaction has committed. So every later
+//! process, one that never saw the sidecar included (a restarted
+//! worker, the CLI), finds the dead owner's executions claimable at
+//! once; a transaction that cannot commit (the store busy, a full disk)
+//! leaves the sidecar for the next one. On Unix an owner makes its
+//! sidecar and locks it under another name, then renames it into place
+//! ([`lock_new`]), so a sidecar under its name is locked for as long as
+//! its owner lives, and a lock not taken leaves no sidecar (the owner's
+//! leases then expire by time); one a process killed before the rename
+//! leaves under the other name is removed by the next sweep. Elsewhere
+//! (Windows does not rename a file SQLite holds open) the sidecar is
+//! locked in place and this is not guaranteed: a lock not taken removes
+//! the sidecar where it can, and the owner's leases then expire by
+//! time; a sidecar it cannot remove (one already there, a prober's
+//! still open) says the owner is dead (fencing still holds). The locks
+//! are also tried inside a write transaction, which an owner's first
+//! lease (and its [`hold`](Owners::hold)) is taken in too. Fencing is
+//! the token's, not the expiry's: an owner judged dead writes nothing
+//! with an expired lease that anyone else claimed.
 //!
 //! The locks are the process's, not a store object's: two stores of this
 //! process on one file, used by one owner, share its lock (a count of the
@@ -111,19 +118,29 @@ impl Owners {
         let mut prefix = name.to_owned();
         prefix.push("-owner-");
         let prefix = prefix.to_string_lossy().into_owned();
-        let owners: Vec<String> = entries
-            .flatten()
-            .filter_map(|entry| {
-                let file = entry.file_name();
-                let owner = file.to_string_lossy().strip_prefix(&prefix)?.to_owned();
-                // SQLite's own companions of a sidecar (its journal) and
-                // a sidecar in the making are not sidecars.
-                let companion = ["-journal", "-wal", "-shm", ".locking"]
-                    .iter()
-                    .any(|suffix| owner.ends_with(suffix));
-                (!companion).then_some(owner)
-            })
-            .collect();
+        let mut owners = Vec::new();
+        let mut unfinished = Vec::new();
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(owner) = file
+                .to_string_lossy()
+                .strip_prefix(&prefix)
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            // A sidecar in the making is not a sidecar; nor are SQLite's
+            // own companions of one (its journal).
+            if owner.ends_with(UNFINISHED) {
+                unfinished.push(entry.path());
+            } else if !["-journal", "-wal", "-shm"]
+                .iter()
+                .any(|suffix| owner.ends_with(suffix))
+            {
+                owners.push(owner);
+            }
+        }
+        remove_unfinished(&unfinished);
         self.dead_among(owners)
     }
 
@@ -320,13 +337,40 @@ pub(super) fn sweep(owners: Arc<Mutex<Owners>>) -> Job {
     })
 }
 
+/// The end of the name a sidecar is made under ([`making`]).
+const UNFINISHED: &str = ".locking";
+
 /// The name a sidecar is made under, locked, before it is put in place:
 /// not a sidecar's (an owner id is a plain name, without a `.`), so a
 /// claimer never probes it.
+#[cfg(unix)]
 fn making(sidecar: &Path) -> PathBuf {
     let mut name = sidecar.as_os_str().to_owned();
-    name.push(".locking");
+    name.push(UNFINISHED);
     PathBuf::from(name)
+}
+
+/// Removes the sidecars in the making ([`making`]) at `paths` whose lock
+/// can be taken: a process killed between making one and putting it in
+/// place left it, and nothing else would. One whose lock is held is an
+/// owner's putting its sidecar in place now: it stays. An owner of
+/// another process caught between making its file and locking it loses
+/// it (its rename then fails): it goes without a sidecar, its leases
+/// expiring by time, as for any lock not taken. Best effort.
+fn remove_unfinished(paths: &[PathBuf]) {
+    if paths.is_empty() {
+        return;
+    }
+    // This process's owners make theirs holding the table: none of them
+    // is caught in the making.
+    let _held = held();
+    for path in paths {
+        if let Ok(conn) = lock(path, false) {
+            // Removed while locked: no owner took it meanwhile.
+            let _ = std::fs::remove_file(path);
+            drop(conn);
+        }
+    }
 }
 
 /// Makes the sidecar `path` and takes its lock: made and locked under
@@ -473,10 +517,58 @@ mod tests {
 
     /// Whether a sidecar is at `path` and unlocked: what a claimer takes
     /// as its owner's death.
+    #[cfg(unix)]
     fn unlocked(path: &Path) -> bool {
         path.exists() && lock(path, false).is_ok()
     }
 
+    /// The job of [`probe_for_parent`]: the store's file and the owner,
+    /// on two lines.
+    #[cfg(unix)]
+    const PROBE: &str = "SAGA_LIVENESS_PROBE";
+
+    /// What a claimer and a sweep of another process find of `owner` of
+    /// the store in `db`: this test binary run again for
+    /// [`probe_for_parent`] alone. In this process the owners it holds
+    /// are skipped (they live), whatever their sidecar's state.
+    #[cfg(unix)]
+    fn judged_by_another_process(db: &Path, owner: &str) -> String {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::sqlite::liveness::tests::probe_for_parent",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PROBE, format!("{}\n{owner}", db.display()))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the probe failed: {stdout}");
+        stdout
+            .lines()
+            .find_map(|line| Some(line.split_once("probe: ")?.1))
+            .unwrap_or_else(|| panic!("the probe did not run: {stdout}"))
+            .to_owned()
+    }
+
+    /// Run by [`judged_by_another_process`]; does nothing otherwise.
+    #[cfg(unix)]
+    #[test]
+    fn probe_for_parent() {
+        let Ok(job) = std::env::var(PROBE) else {
+            return;
+        };
+        let (db, owner) = job.split_once('\n').unwrap();
+        let db = Path::new(db);
+        let mut claimer = Owners::new(db);
+        let unlocked = unlocked(&claimer.sidecar(owner).unwrap());
+        let dead = claimer.dead_among([owner.to_owned()]);
+        let swept = Owners::new(db).dead_by_sidecar();
+        println!("probe: unlocked {unlocked}, dead {dead:?}, swept {swept:?}");
+    }
+
+    #[cfg(unix)]
     #[test]
     fn an_owner_whose_sidecar_a_prober_holds_still_lives() {
         // A prober outside a write transaction (a read-only store's
@@ -487,12 +579,21 @@ mod tests {
         let prober = lock(&sidecar, true).unwrap();
         holder.hold("pid1-busy");
         drop(prober);
-        assert!(!unlocked(&sidecar), "a live owner's sidecar is unlocked");
-        let mut claimer = Owners::new(&db);
-        assert!(claimer.dead_among(["pid1-busy".to_owned()]).is_empty());
-        assert!(Owners::new(&db).dead_by_sidecar().is_empty());
+        assert!(sidecar.exists());
+        assert_eq!(
+            judged_by_another_process(&db, "pid1-busy"),
+            "unlocked false, dead [], swept []",
+            "a live owner's sidecar is unlocked"
+        );
+        // The same probe finds the owner dead once its store is closed.
+        drop(holder);
+        assert_eq!(
+            judged_by_another_process(&db, "pid1-busy"),
+            r#"unlocked true, dead ["pid1-busy"], swept ["pid1-busy"]"#
+        );
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_lock_not_taken_leaves_no_sidecar() {
         // The new sidecar's lock cannot be taken (held here, as a
@@ -518,6 +619,24 @@ mod tests {
         assert!(sidecar.is_dir());
         assert!(!making.exists(), "the sidecar in the making is left");
         assert!(!holder.mine.contains("pid1-untaken"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_sweep_removes_a_sidecar_left_in_the_making() {
+        let db = scratch("unfinished");
+        let owners = Owners::new(&db);
+        // A process killed between making its sidecar and putting it in
+        // place leaves it, unlocked.
+        let left = making(&owners.sidecar("pid1-killed").unwrap());
+        drop(lock(&left, true).unwrap());
+        // An owner putting its sidecar in place now holds its lock.
+        let now = making(&owners.sidecar("pid2-making").unwrap());
+        let busy = lock(&now, true).unwrap();
+        assert!(Owners::new(&db).dead_by_sidecar().is_empty());
+        assert!(!left.exists(), "a sidecar left in the making stays");
+        assert!(now.exists(), "an owner's sidecar in the making was removed");
+        drop(busy);
     }
 
     #[test]
