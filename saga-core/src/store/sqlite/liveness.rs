@@ -350,14 +350,23 @@ fn making(sidecar: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Removes the sidecars in the making ([`making`]) at `paths` whose lock
-/// can be taken: a process killed between making one and putting it in
-/// place left it, and nothing else would. One whose lock is held is an
-/// owner's putting its sidecar in place now: it stays. An owner of
-/// another process caught between making its file and locking it loses
-/// it (its rename then fails): it goes without a sidecar, its leases
-/// expiring by time, as for any lock not taken. Best effort.
+/// How old a sidecar in the making must be for a sweep to remove it:
+/// an owner locks and renames its own within milliseconds.
+const UNFINISHED_AGE: Duration = Duration::from_secs(60);
+
+/// Removes the sidecars in the making ([`making`]) at `paths` that are
+/// older than [`UNFINISHED_AGE`] and whose lock can be taken: a process
+/// killed between making one and putting it in place left it, and
+/// nothing else would. One whose lock is held is an owner's putting its
+/// sidecar in place now; a young one may be an owner's of another process
+/// between making its file and locking it: both stay. Best effort.
 fn remove_unfinished(paths: &[PathBuf]) {
+    let old = |path: &PathBuf| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|made| made.elapsed().is_ok_and(|age| age >= UNFINISHED_AGE))
+    };
+    let paths: Vec<&PathBuf> = paths.iter().filter(|p| old(p)).collect();
     if paths.is_empty() {
         return;
     }
@@ -630,13 +639,27 @@ mod tests {
         // place leaves it, unlocked.
         let left = making(&owners.sidecar("pid1-killed").unwrap());
         drop(lock(&left, true).unwrap());
+        made_long_ago(&left);
         // An owner putting its sidecar in place now holds its lock.
         let now = making(&owners.sidecar("pid2-making").unwrap());
         let busy = lock(&now, true).unwrap();
+        made_long_ago(&now);
+        // One just made, not locked yet: its owner may lock it next.
+        let young = making(&owners.sidecar("pid3-young").unwrap());
+        drop(lock(&young, true).unwrap());
         assert!(Owners::new(&db).dead_by_sidecar().is_empty());
         assert!(!left.exists(), "a sidecar left in the making stays");
         assert!(now.exists(), "an owner's sidecar in the making was removed");
+        assert!(young.exists(), "a sidecar just made was removed");
         drop(busy);
+    }
+
+    /// Dates `path` back past [`UNFINISHED_AGE`].
+    #[cfg(unix)]
+    fn made_long_ago(path: &Path) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        let then = std::time::SystemTime::now() - UNFINISHED_AGE * 2;
+        file.set_modified(then).unwrap();
     }
 
     #[test]
