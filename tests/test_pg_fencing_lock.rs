@@ -18,28 +18,17 @@ use std::time::{Duration, Instant};
 
 use saga_core::ExecutionId;
 use saga_core::store::{
-    Ack, Created, Event, EventKind, Lease, PostgresOptions, PostgresStore, SagaStore, StoreError,
+    Ack, Event, EventKind, Lease, PostgresOptions, PostgresStore, SagaStore, StoreError,
 };
 use saga_core::{ExecutionStatus, store::ExecutionRecord};
 use support::pg::{client, fresh_schema, pg_url};
-use support::stores::new_execution;
+use support::stores::created;
 use tokio_postgres::Client;
 
 async fn store(schema: &str) -> PostgresStore {
     PostgresStore::connect_with(&pg_url(), PostgresOptions::new().with_schema(schema))
         .await
         .unwrap()
-}
-
-async fn create(store: &PostgresStore, id: &str) -> (ExecutionId, Lease) {
-    let created = store
-        .create(new_execution(id), "a", Duration::from_secs(60))
-        .await
-        .unwrap();
-    let Created::New(lease) = created else {
-        panic!("{id}: not created")
-    };
-    (ExecutionId::new(id), lease)
 }
 
 /// Events that finish an execution: what a stale owner sends when it
@@ -146,7 +135,7 @@ async fn an_append_waiting_for_a_claim_is_refused_once_it_commits() {
     let schema = fresh_schema("fence_one");
     let store = store(&schema).await;
     let watcher = client(&pg_url()).await;
-    let (id, lease) = create(&store, "f1").await;
+    let (id, lease) = created(&store, "f1").await;
 
     let claim = Claim::open(&schema, &id).await;
     let (result, waited) = tokio::join!(
@@ -162,8 +151,8 @@ async fn batched_appends_waiting_for_a_claim_fence_each_on_its_own() {
     let schema = fresh_schema("fence_many");
     let store = store(&schema).await;
     let watcher = client(&pg_url()).await;
-    let (id, lease) = create(&store, "f-stale").await;
-    let (other, other_lease) = create(&store, "f-other").await;
+    let (id, lease) = created(&store, "f-stale").await;
+    let (other, other_lease) = created(&store, "f-other").await;
 
     let claim = Claim::open(&schema, &id).await;
     // A current-thread runtime: both appends reach the writer's queue

@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use saga_core::ExecutionId;
 use saga_core::store::{
-    Created, Event, EventKind, Lease, PostgresOptions, PostgresStore, SagaStore, StoreError,
+    Event, EventKind, Lease, PostgresOptions, PostgresStore, SagaStore, StoreError,
 };
 use saga_core::{ExecutionStatus, store::ExecutionRecord};
 use support::pg::{fresh_schema, pg_url};
-use support::stores::new_execution;
+use support::stores::created;
 
 async fn store(test: &str) -> PostgresStore {
     PostgresStore::connect_with(
@@ -34,17 +34,6 @@ async fn store(test: &str) -> PostgresStore {
     )
     .await
     .unwrap()
-}
-
-async fn create(store: &PostgresStore, id: &str) -> (ExecutionId, Lease) {
-    let created = store
-        .create(new_execution(id), "a", Duration::from_secs(60))
-        .await
-        .unwrap();
-    let Created::New(lease) = created else {
-        panic!("{id}: not created")
-    };
-    (ExecutionId::new(id), lease)
 }
 
 fn started(seq: u64) -> Event {
@@ -105,7 +94,7 @@ fn assert_gap(result: Result<saga_core::store::Ack, StoreError>, id: &ExecutionI
 #[tokio::test]
 async fn a_refused_append_alone_leaves_the_lease_as_it_was() {
     let store = store("refused_one").await;
-    let (id, lease) = create(&store, "r1").await;
+    let (id, lease) = created(&store, "r1").await;
     let before = record(&store, &id).await;
     // The next milliseconds: a lease extended now would show it.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -126,9 +115,9 @@ async fn a_refused_append_alone_leaves_the_lease_as_it_was() {
 #[tokio::test]
 async fn refused_appends_sent_together_leave_their_leases_as_they_were() {
     let store = store("refused_many").await;
-    let (done, done_lease) = create(&store, "m-done").await;
-    let (finishing_gap, finishing_lease) = create(&store, "m-finish").await;
-    let (running_gap, running_lease) = create(&store, "m-run").await;
+    let (done, done_lease) = created(&store, "m-done").await;
+    let (finishing_gap, finishing_lease) = created(&store, "m-finish").await;
+    let (running_gap, running_lease) = created(&store, "m-run").await;
     let finishing_before = record(&store, &finishing_gap).await;
     let running_before = record(&store, &running_gap).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -290,7 +279,7 @@ fn server_of(url: &str) -> String {
 async fn a_failed_read_of_why_an_append_was_refused_fails_that_append_alone() {
     let relay = Relay::to(&server_of(&pg_url()));
     let (store, direct) = relayed_stores("explain_one", &relay).await;
-    let (id, lease) = create(&store, "e1").await;
+    let (id, lease) = created(&store, "e1").await;
     relay.armed.store(true, Ordering::SeqCst);
     // A current-thread runtime: both appends reach the writer's queue
     // before the writer runs, so they make one batch.
@@ -325,8 +314,8 @@ async fn a_failed_read_of_why_an_append_was_refused_fails_that_append_alone() {
 async fn a_failed_read_of_why_a_batched_append_was_refused_fails_that_append_alone() {
     let relay = Relay::to(&server_of(&pg_url()));
     let (store, direct) = relayed_stores("explain_many", &relay).await;
-    let (id, lease) = create(&store, "e-ok").await;
-    let (gap, gap_lease) = create(&store, "e-gap").await;
+    let (id, lease) = created(&store, "e-ok").await;
+    let (gap, gap_lease) = created(&store, "e-gap").await;
     relay.armed.store(true, Ordering::SeqCst);
     let (written, refused) = tokio::join!(
         store.append(&id, &lease, finishing(1), ExecutionStatus::Completed),

@@ -3,9 +3,10 @@
 //! execution to write to one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use saga_core::ExecutionId;
-use saga_core::store::{MemoryStore, NewExecution, SagaStore, SqliteStore};
+use saga_core::store::{Created, Lease, MemoryStore, NewExecution, SagaStore, SqliteStore};
 
 #[cfg(feature = "postgres")]
 use super::pg;
@@ -44,4 +45,17 @@ pub fn new_execution(id: &str) -> NewExecution {
         context: "{}".into(),
         events: Vec::new(),
     }
+}
+
+/// Creates [`new_execution`] `id` in `store` for owner `a`, with a 60 s
+/// lease: its id and lease.
+pub async fn created(store: &dyn SagaStore, id: &str) -> (ExecutionId, Lease) {
+    let created = store
+        .create(new_execution(id), "a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let Created::New(lease) = created else {
+        panic!("{id}: not created")
+    };
+    (ExecutionId::new(id), lease)
 }

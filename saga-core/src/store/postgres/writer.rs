@@ -404,25 +404,11 @@ async fn answer_all<'a>(
 fn distinct_appends(jobs: &[Job]) -> Option<Vec<AppendOf<'_>>> {
     let mut appends = Vec::with_capacity(jobs.len());
     let mut ids = std::collections::HashSet::with_capacity(jobs.len());
-    for job in jobs {
-        let Op::Append {
-            id,
-            lease,
-            events,
-            status,
-        } = &job.op
-        else {
-            continue;
-        };
-        if !ids.insert(id.as_str()) {
+    for append in appends_of(jobs) {
+        if !ids.insert(append.id.as_str()) {
             return None;
         }
-        appends.push(AppendOf {
-            id,
-            lease,
-            events,
-            status: *status,
-        });
+        appends.push(append);
     }
     (appends.len() >= 2).then_some(appends)
 }
@@ -457,6 +443,24 @@ async fn run_append_many(
     Ok(answer_all(s, store, appended.zip(outcomes)).await)
 }
 
+/// The appends of `jobs`, in their order.
+fn appends_of(jobs: &[Job]) -> impl Iterator<Item = AppendOf<'_>> {
+    jobs.iter().filter_map(|job| match &job.op {
+        Op::Append {
+            id,
+            lease,
+            events,
+            status,
+        } => Some(AppendOf {
+            id,
+            lease,
+            events,
+            status: *status,
+        }),
+        _ => None,
+    })
+}
+
 /// The appends of `jobs`, in their order, each a future that sends its
 /// statement when first polled.
 fn append_futures<'a>(
@@ -465,17 +469,11 @@ fn append_futures<'a>(
     statement: &'a Statement,
     jobs: &'a [Job],
 ) -> Vec<Pin<Box<impl Future<Output = Result<Reply, Failure>> + 'a>>> {
-    jobs.iter()
-        .filter_map(|job| match &job.op {
-            Op::Append {
-                id,
-                lease,
-                events,
-                status,
-            } => Some(Box::pin(append(
-                s, store, statement, id, lease, events, *status,
-            ))),
-            _ => None,
+    appends_of(jobs)
+        .map(|a| {
+            Box::pin(append(
+                s, store, statement, a.id, a.lease, a.events, a.status,
+            ))
         })
         .collect()
 }
@@ -488,17 +486,11 @@ fn outcome_futures<'a>(
     statement: &'a Statement,
     jobs: &'a [Job],
 ) -> Vec<Pin<Box<impl Future<Output = Result<Outcome, tokio_postgres::Error>> + 'a>>> {
-    jobs.iter()
-        .filter_map(|job| match &job.op {
-            Op::Append {
-                id,
-                lease,
-                events,
-                status,
-            } => Some(Box::pin(append_outcome(
-                s, statement, id, lease, events, *status,
-            ))),
-            _ => None,
+    appends_of(jobs)
+        .map(|a| {
+            Box::pin(append_outcome(
+                s, statement, a.id, a.lease, a.events, a.status,
+            ))
         })
         .collect()
 }
