@@ -61,14 +61,29 @@ pub(crate) async fn list(
         return Ok(to_json(&rows));
     }
     // Ids whole, however long: an operator copies them into `saga show`.
-    let mut table = Table::new(vec!["ID", "SAGA", "STATUS", "UPDATED (UTC)"]);
+    // A version column only where a saga's executions listed have more
+    // than one (a deploy under way): a fingerprint's first characters,
+    // which `saga diagram` takes.
+    let versions = mixed_versions(&records);
+    let mut header = vec!["ID", "SAGA"];
+    if versions {
+        header.push("VERSION");
+    }
+    header.extend(["STATUS", "UPDATED (UTC)"]);
+    let mut table = Table::new(header);
     for r in &records {
-        table.row(vec![
+        let mut row = vec![
             (user_text(r.id.as_str()).into_owned(), None),
             (user_text(&r.saga).into_owned(), None),
+        ];
+        if versions {
+            row.push((user_text(short_version(&r.fingerprint)).into_owned(), None));
+        }
+        row.extend([
             (r.status.label().to_owned(), Style::status(r.status)),
             (utc(r.updated_at_ms, false), None),
         ]);
+        table.row(row);
     }
     let mut out = table.render(style.colour);
     let noun = if matched == 1 {
@@ -90,6 +105,26 @@ pub(crate) async fn list(
     }
     out.push('\n');
     Ok(out)
+}
+
+/// How many characters of a fingerprint the version column shows: as
+/// many as `saga diagram` needs at least.
+const VERSION_SHOWN: usize = 8;
+
+/// Whether some saga has executions of more than one version in `records`.
+fn mixed_versions(records: &[ExecutionSummary]) -> bool {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    records
+        .iter()
+        .any(|r| *seen.entry(&r.saga).or_insert(&r.fingerprint) != r.fingerprint)
+}
+
+/// A fingerprint's first characters, to tell versions apart.
+fn short_version(fingerprint: &str) -> &str {
+    fingerprint
+        .char_indices()
+        .nth(VERSION_SHOWN)
+        .map_or(fingerprint, |(end, _)| &fingerprint[..end])
 }
 
 /// How many saga names a hint lists at most.

@@ -11,6 +11,46 @@ use saga_core::store::{NewExecution, SagaStore, SqliteStore};
 use saga_core::{ExecutionStatus, SagaEngine};
 use support::*;
 
+/// A rolling deploy leaves executions of two versions of one saga: the
+/// table then shows which version each is (a fingerprint's first eight
+/// characters); with one version per saga it has no such column.
+#[tokio::test]
+async fn list_shows_versions_when_a_saga_has_two() {
+    let dir = dir("list_versions");
+    let db = populated(&dir).await;
+    let text = ok(&db, &["list"]);
+    assert!(!text.contains("VERSION"), "{text}");
+    let ready = Arc::new(AtomicBool::new(true));
+    let v1 = order_saga(&ready).fingerprint();
+    let v2 = "f".repeat(64);
+    let store = SqliteStore::open(&db).unwrap();
+    let execution = NewExecution {
+        id: "v2-1".into(),
+        saga: "order".to_owned(),
+        fingerprint: v2,
+        context: "0".to_owned(),
+        events: Vec::new(),
+    };
+    store
+        .create(execution, "dead-owner", Duration::from_secs(60))
+        .await
+        .unwrap();
+    drop(store);
+    let text = ok(&db, &["list", "--saga", "order"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "SAGA", "VERSION", "STATUS", "UPDATED", "(UTC)"]
+    );
+    let version = |id: &str| {
+        let row = lines.iter().find(|l| l.starts_with(id)).unwrap();
+        row.split_whitespace().nth(2).unwrap().to_owned()
+    };
+    assert_eq!(version("ok-1"), v1[..8]);
+    assert_eq!(version("v2-1"), "ffffffff");
+}
+
 #[tokio::test]
 async fn list_prints_a_table_that_fits_80_columns() {
     let dir = dir("list");
