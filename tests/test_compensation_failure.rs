@@ -29,7 +29,7 @@ fn undo_fails(name: &'static str, failures: u32) -> Step<Rec, String> {
     )
 }
 
-fn names(remaining: &[std::sync::Arc<str>]) -> Vec<&str> {
+fn names(remaining: &[saga_core::Name]) -> Vec<&str> {
     remaining.iter().map(|s| &**s).collect()
 }
 

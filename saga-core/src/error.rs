@@ -3,9 +3,9 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::name::Name;
 use crate::report::SagaReport;
 
 /// The boxed error type user code may return: anything that converts into it
@@ -329,7 +329,7 @@ pub enum BuildError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The step whose action or compensation failed.
-    pub step: Arc<str>,
+    pub step: Name,
     /// Whether it was the step's compensation that failed.
     pub compensation: bool,
     /// The attempt that failed last.
@@ -370,9 +370,9 @@ pub enum SagaError {
     #[error("saga `{saga}` failed at step `{step}` and was rolled back ({})", rollback_summary(.report))]
     Compensated {
         /// The saga's name.
-        saga: Arc<str>,
+        saga: Name,
         /// The step that failed.
-        step: Arc<str>,
+        step: Name,
         /// That step's error.
         #[source]
         error: BoxError,
@@ -384,9 +384,9 @@ pub enum SagaError {
     #[error("saga `{saga}` is stuck at {} of step `{step}`{}: {}", if *.phase == StuckPhase::Rollback { "the compensation" } else { "the action" }, unknown_note(.phase, .step, .report), stuck_summary(.phase, .remaining))]
     Stuck {
         /// The saga's name.
-        saga: Arc<str>,
+        saga: Name,
         /// The step (or compensation) that failed last.
-        step: Arc<str>,
+        step: Name,
         /// Forward or rollback.
         phase: StuckPhase,
         /// The last error.
@@ -396,7 +396,7 @@ pub enum SagaError {
         failures: Vec<Failure>,
         /// What remains to be done: steps to run (forward) or steps to
         /// compensate (rollback), in the order they would run.
-        remaining: Vec<Arc<str>>,
+        remaining: Box<[Name]>,
         /// The run's report.
         report: Box<SagaReport>,
     },
@@ -407,10 +407,10 @@ pub enum SagaError {
     #[error("saga `{saga}` stopped: its durable log could not be written")]
     Store {
         /// The saga's name.
-        saga: Arc<str>,
+        saga: Name,
         /// The store's error.
         #[source]
-        error: crate::journal::StoreError,
+        error: Box<crate::journal::StoreError>,
         /// The run's report, as far as it got.
         report: Box<SagaReport>,
     },
@@ -419,7 +419,7 @@ pub enum SagaError {
     #[error("saga `{saga}` was cancelled and rolled back ({})", rollback_summary(.report))]
     Cancelled {
         /// The saga's name.
-        saga: Arc<str>,
+        saga: Name,
         /// The run's report.
         report: Box<SagaReport>,
     },
@@ -431,7 +431,7 @@ pub enum SagaError {
     )]
     Abandoned {
         /// The saga's name.
-        saga: Arc<str>,
+        saga: Name,
         /// The execution's report, as far as it got.
         report: Box<SagaReport>,
     },
@@ -479,7 +479,7 @@ fn unknown_note(phase: &StuckPhase, step: &str, report: &SagaReport) -> &'static
     }
 }
 
-fn stuck_summary(phase: &StuckPhase, remaining: &[Arc<str>]) -> String {
+fn stuck_summary(phase: &StuckPhase, remaining: &[Name]) -> String {
     let what = match phase {
         StuckPhase::Forward => "steps still to run",
         StuckPhase::Rollback => "compensations still to run",

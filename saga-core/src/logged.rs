@@ -9,9 +9,9 @@
 //! the run's outcome. A log written before has no detail; its errors are
 //! their messages alone.
 
+use crate::name::Name;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -355,7 +355,7 @@ impl OutcomeRecord {
     /// The [`SagaError`] this outcome was, with `report`; `None` for a
     /// cancelled run (whose error needs no more than its report).
     pub(crate) fn into_error(self, saga: &str, report: crate::SagaReport) -> SagaError {
-        let saga: Arc<str> = saga.into();
+        let saga = Name::from(saga.to_owned());
         let report = Box::new(report);
         match self {
             OutcomeRecord::Compensated { step, error } => SagaError::Compensated {
@@ -390,7 +390,7 @@ impl OutcomeRecord {
                         permanent: f.permanent,
                     })
                     .collect(),
-                remaining: remaining.into_iter().map(Arc::from).collect(),
+                remaining: remaining.into_iter().map(Name::from).collect(),
                 report,
             },
             OutcomeRecord::Cancelled => SagaError::Cancelled { saga, report },

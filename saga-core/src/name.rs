@@ -55,15 +55,6 @@ impl Name {
             Repr::Shared(name) => name,
         }
     }
-
-    /// The name as an `Arc<str>`: the same `Arc` for a name made at run
-    /// time, a new one for a literal.
-    pub(crate) fn to_arc(&self) -> Arc<str> {
-        match &self.0 {
-            Repr::Static(name) => Arc::from(*name),
-            Repr::Shared(name) => Arc::clone(name),
-        }
-    }
 }
 
 impl Deref for Name {
@@ -263,7 +254,6 @@ mod tests {
         assert_ne!(literal, "refund");
         assert_eq!(format!("{literal} {made:?}"), "charge \"charge\"");
         assert_eq!(&*Arc::<str>::from(made.clone()), "charge");
-        assert!(Arc::ptr_eq(&made.to_arc(), &made.to_arc()));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Replay: a log folded back into each step's state, for a recovered run
 //! and for a report rebuilt from the log.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{EngineError, SagaEngine, Shape, WaitError, kind_from_label};
@@ -9,6 +8,7 @@ use crate::error::{Failure, SagaError, StuckPhase};
 use crate::id::ExecutionId;
 use crate::journal::{LoggedCause, ResumePhase, ResumeStep};
 use crate::logged::{LoggedError, read_outcome, stopped_before_run};
+use crate::name::Name;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::step::StepKind;
 use crate::store::{Event, EventKind, ExecutionRecord, StoreError, logged_durations};
@@ -364,7 +364,7 @@ impl SagaEngine {
             ExecutionStatus::Completed => return Ok(report),
             ExecutionStatus::Abandoned => {
                 return Err(SagaError::Abandoned {
-                    saga: record.saga.as_str().into(),
+                    saga: Name::from(record.saga.clone()),
                     report: Box::new(report),
                 }
                 .into());
@@ -379,7 +379,12 @@ impl SagaEngine {
             .and_then(read_outcome);
         Err(match logged {
             Some(outcome) => outcome.into_error(&record.saga, report),
-            None => from_old_log(record.saga.as_str().into(), record.status, &events, report),
+            None => from_old_log(
+                Name::from(record.saga.clone()),
+                record.status,
+                &events,
+                report,
+            ),
         }
         .into())
     }
@@ -389,14 +394,14 @@ impl SagaEngine {
 /// `finished` event says no more than the status): the step and message
 /// of the failure that decided it, as far as the log records them.
 fn from_old_log(
-    saga: Arc<str>,
+    saga: Name,
     status: ExecutionStatus,
     events: &[Event],
     report: SagaReport,
 ) -> SagaError {
-    let name = |step: Option<u32>| -> Arc<str> {
+    let name = |step: Option<u32>| -> Name {
         step.and_then(|i| report.steps.get(i as usize))
-            .map_or_else(|| "".into(), |s| s.name.to_arc())
+            .map_or_else(|| Name::from_static(""), |s| s.name.clone())
     };
     let error_of = |e: &Event| {
         LoggedError::from_event(
@@ -425,7 +430,7 @@ fn from_old_log(
                 e.kind == EventKind::CompensationFailed,
             ),
             None => (
-                "".into(),
+                Name::from_static(""),
                 StuckPhase::Forward,
                 LoggedError::from_event("", false, None),
                 0,
@@ -448,12 +453,12 @@ fn from_old_log(
                     StepStatus::CompensationFailed | StepStatus::Compensating
                 ),
             })
-            .map(|(_, s)| s.name.to_arc())
+            .map(|(_, s)| s.name.clone())
             .collect();
         return SagaError::Stuck {
             saga,
             failures: vec![Failure {
-                step: Arc::clone(&step),
+                step: step.clone(),
                 compensation,
                 attempt,
                 message: error.message().to_owned(),

@@ -241,8 +241,8 @@ where
                 Ok(report) => Ok(report),
                 Err(crate::SagaError::Store { error, .. }) => {
                     let (lease_lost, outage) = (
-                        matches!(error, StoreError::LeaseLost { .. }),
-                        matches!(error, StoreError::Unavailable { .. }),
+                        matches!(*error, StoreError::LeaseLost { .. }),
+                        matches!(*error, StoreError::Unavailable { .. }),
                     );
                     let detail = error.to_string();
                     let (execution, cause) = (

@@ -540,12 +540,12 @@ pub(super) fn stuck_forward<C, D>(
         .iter()
         .zip(&saga.steps[first..])
         .filter(|(record, _)| record.status != StepStatus::Succeeded)
-        .map(|(_, step)| step.name.to_arc())
+        .map(|(_, step)| step.name.clone())
         .collect();
     let report = state.finish(env, ExecutionStatus::Stuck);
     SagaError::Stuck {
-        saga: saga.name.to_arc(),
-        step: saga.steps[index].name.to_arc(),
+        saga: saga.name.clone(),
+        step: saga.steps[index].name.clone(),
         phase: StuckPhase::Forward,
         error: final_error(env, error),
         failures,

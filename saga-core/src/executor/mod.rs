@@ -272,8 +272,8 @@ fn store_error<C, D>(env: &Env<'_, C, D>, state: &mut State<'_>, error: StoreErr
     let duration = env.since_start(env.now());
     let report = state.report(env, state.status, duration);
     SagaError::Store {
-        saga: env.saga.name.to_arc(),
-        error,
+        saga: env.saga.name.clone(),
+        error: Box::new(error),
         report: Box::new(report),
     }
 }

@@ -1,7 +1,7 @@
 //! The rollback: compensations in reverse order, each attempted until
 //! it succeeds or its policy gives up, and how a rollback ends.
 
-use std::sync::Arc;
+use crate::name::Name;
 use std::time::{Duration, Instant};
 
 use super::guard::{attempt_undo, settle};
@@ -239,7 +239,7 @@ pub(super) struct Unwind {
     /// The ones that failed for good before it.
     failures: Vec<Failure>,
     /// The steps left to compensate.
-    remaining: Vec<Arc<str>>,
+    remaining: Vec<Name>,
 }
 
 impl Unwind {
@@ -278,7 +278,7 @@ impl Unwind {
                 return false;
             }
             if self.stuck.is_some() && !saga.continue_on_compensation_failure {
-                self.remaining.push(step.name.to_arc());
+                self.remaining.push(step.name.clone());
                 return false;
             }
             return true;
@@ -308,7 +308,7 @@ impl Unwind {
                     .filter(|&i| {
                         records[i].outcome.needs_compensation() && saga.steps[i].undo.is_some()
                     })
-                    .map(|i| saga.steps[i].name.to_arc()),
+                    .map(|i| saga.steps[i].name.clone()),
             );
             return false;
         }
@@ -327,7 +327,7 @@ impl Unwind {
         index: usize,
         error: StepError,
     ) {
-        self.remaining.push(saga.steps[index].name.to_arc());
+        self.remaining.push(saga.steps[index].name.clone());
         if let Some((earlier, earlier_error)) = self.stuck.replace((index, error)) {
             self.failures
                 .push(state.failure(saga, earlier, true, &earlier_error));
@@ -351,8 +351,8 @@ impl Unwind {
             (None, Some((index, error))) => {
                 let report = state.finish(env, ExecutionStatus::Compensated);
                 Err(SagaError::Compensated {
-                    saga: saga.name.to_arc(),
-                    step: saga.steps[index].name.to_arc(),
+                    saga: saga.name.clone(),
+                    step: saga.steps[index].name.clone(),
                     error: final_error(env, error),
                     report: Box::new(report),
                 })
@@ -360,7 +360,7 @@ impl Unwind {
             (None, None) => {
                 let report = state.finish(env, ExecutionStatus::Cancelled);
                 Err(SagaError::Cancelled {
-                    saga: saga.name.to_arc(),
+                    saga: saga.name.clone(),
                     report: Box::new(report),
                 })
             }
@@ -372,12 +372,12 @@ impl Unwind {
                 failures.push(state.failure(saga, index, true, &error));
                 let report = state.finish(env, ExecutionStatus::Stuck);
                 Err(SagaError::Stuck {
-                    saga: saga.name.to_arc(),
-                    step: saga.steps[index].name.to_arc(),
+                    saga: saga.name.clone(),
+                    step: saga.steps[index].name.clone(),
                     phase: StuckPhase::Rollback,
                     error: final_error(env, error),
                     failures,
-                    remaining,
+                    remaining: remaining.into_boxed_slice(),
                     report: Box::new(report),
                 })
             }

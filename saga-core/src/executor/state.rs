@@ -166,7 +166,7 @@ impl<'a> State<'a> {
         error: &StepError,
     ) -> Failure {
         Failure {
-            step: saga.steps[index].name.to_arc(),
+            step: saga.steps[index].name.clone(),
             compensation,
             attempt: if compensation {
                 self.extra
