@@ -38,44 +38,66 @@ pub(crate) fn write<T: ?Sized + Serialize>(out: Vec<u8>, value: &T) -> Result<Ve
     Ok(writer.out)
 }
 
-/// Whether serde_json escapes any byte of `bytes`: `"`, `\` or one below
-/// 0x20 (it writes DEL, U+2028 and U+2029 as they are).
+/// Appends `bytes` between quotes, as serde_json writes a string with
+/// nothing to escape, and returns `true`; or returns `false`, having
+/// written part of it, when one of its bytes needs escaping: `"`, `\` or
+/// one below 0x20 (serde_json writes DEL, U+2028 and U+2029 as they are).
 ///
-/// Eight bytes at a time, with the word tricks of "Bit Twiddling Hacks"
-/// (`haszero`, `hasless`): `(w - 0x01..) & !w & 0x80..` is non-zero when
-/// a byte of `w` is zero, and with `0x20..` for `0x01..` when a byte is
-/// below 0x20. A borrow can only mark a byte above one that is marked
-/// rightly, so the word's answer is exact, though not the position.
-fn needs_escape(bytes: &[u8]) -> bool {
+/// Eight bytes at a time, each word checked as it is copied, so that the
+/// copies are stores of a known length rather than a call to `memcpy`; the
+/// last bytes go as the last word, overlapping the one before.
+fn copy_clean(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
     let len = bytes.len();
-    if len < 8 {
-        if len < 4 {
-            return bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+    out.reserve(len + 2);
+    out.push(b'"');
+    if len >= 8 {
+        let mut rest = bytes;
+        while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+            if word_needs_escape(u64::from_le_bytes(*word)) {
+                return false;
+            }
+            out.extend_from_slice(word);
+            rest = tail;
         }
-        // Two words of four that may overlap, as one of eight.
-        let first = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        let last = u32::from_le_bytes([
+        if let (false, Some(last)) = (rest.is_empty(), bytes.last_chunk::<8>()) {
+            if word_needs_escape(u64::from_le_bytes(*last)) {
+                return false;
+            }
+            out.truncate(out.len() - (8 - rest.len()));
+            out.extend_from_slice(last);
+        }
+    } else if len >= 4 {
+        // Two words of four that may overlap, checked as one of eight.
+        let first = [bytes[0], bytes[1], bytes[2], bytes[3]];
+        let last = [
             bytes[len - 4],
             bytes[len - 3],
             bytes[len - 2],
             bytes[len - 1],
-        ]);
-        return word_needs_escape(u64::from(first) | (u64::from(last) << 32));
-    }
-    let mut rest = bytes;
-    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
-        if word_needs_escape(u64::from_le_bytes(*word)) {
-            return true;
+        ];
+        let word = u64::from(u32::from_le_bytes(first)) | u64::from(u32::from_le_bytes(last)) << 32;
+        if word_needs_escape(word) {
+            return false;
         }
-        rest = tail;
+        out.extend_from_slice(&first);
+        out.truncate(out.len() - (8 - len));
+        out.extend_from_slice(&last);
+    } else {
+        if bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+            return false;
+        }
+        out.extend_from_slice(bytes);
     }
-    // The last eight bytes, overlapping the words above.
-    match bytes.last_chunk::<8>() {
-        Some(word) if !rest.is_empty() => word_needs_escape(u64::from_le_bytes(*word)),
-        _ => false,
-    }
+    out.push(b'"');
+    true
 }
 
+/// Whether a byte of `w` is `"`, `\` or below 0x20, with the word tricks
+/// of "Bit Twiddling Hacks" (`haszero`, `hasless`): `(w - 0x01..) & !w &
+/// 0x80..` is non-zero when a byte of `w` is zero, and with `0x20..` for
+/// `0x01..` when a byte is below 0x20. A borrow can only mark a byte above
+/// one that is marked rightly, so the answer is exact, though not the
+/// position.
 #[inline]
 fn word_needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -104,14 +126,18 @@ impl Writer {
     }
 
     fn str(&mut self, v: &str) -> Result<(), Error> {
-        if needs_escape(v.as_bytes()) {
-            return self.json().serialize_str(v);
+        let start = self.out.len();
+        if copy_clean(&mut self.out, v.as_bytes()) {
+            return Ok(());
         }
-        self.out.reserve(v.len() + 2);
-        self.out.push(b'"');
-        self.out.extend_from_slice(v.as_bytes());
-        self.out.push(b'"');
-        Ok(())
+        self.out.truncate(start);
+        self.escaped(v)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn escaped(&mut self, v: &str) -> Result<(), Error> {
+        self.json().serialize_str(v)
     }
 
     /// `{"variant":`, as serde_json begins a newtype, tuple or struct
@@ -681,7 +707,11 @@ mod tests {
     use serde::Serialize;
     use serde::ser::{Error as _, SerializeMap as _, SerializeSeq as _, Serializer};
 
-    use super::{needs_escape, write};
+    use super::{copy_clean, write};
+
+    fn needs_escape(bytes: &[u8]) -> bool {
+        !copy_clean(&mut Vec::new(), bytes)
+    }
 
     /// `value` written here and by serde_json: the same bytes, or the same
     /// error.
