@@ -163,6 +163,7 @@ mod gate;
 pub mod guide;
 mod id;
 mod journal;
+mod json;
 mod logged;
 pub mod logging;
 mod name;

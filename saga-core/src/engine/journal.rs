@@ -56,8 +56,8 @@ pub(super) struct StoreJournal<C> {
 /// it, as the store may keep the text for as long as the execution.
 pub(super) fn encode_sized(value: &impl Serialize, last: &AtomicUsize) -> Result<String, String> {
     let before = last.load(Ordering::Relaxed);
-    let mut json = Vec::with_capacity(before + before / 16 + 64);
-    serde_json::to_writer(&mut json, value).map_err(|e| e.to_string())?;
+    let mut json = crate::json::write(Vec::with_capacity(before + before / 16 + 64), value)
+        .map_err(|e| e.to_string())?;
     if json.len() != before {
         last.store(json.len(), Ordering::Relaxed);
     }

@@ -1,0 +1,1094 @@
+//! Compact JSON, byte for byte as `serde_json::to_writer` writes it, with
+//! the strings that need no escaping copied whole.
+//!
+//! A durable run encodes its context at every step. serde_json looks up
+//! every byte of every string in a table, one byte at a time, to find the
+//! ones it escapes (`"`, `\` and the controls below U+0020); here a string
+//! is checked eight bytes at a time, and one with none of them is copied
+//! between its quotes. Everything else is serde_json's own work: numbers,
+//! `null`, strings that need escaping, map keys that are not strings, and
+//! serde_json's private structs (`RawValue`, `Number` under
+//! `arbitrary_precision`) go through a `serde_json::Serializer` made for
+//! the one value on the same buffer, and the punctuation is written by
+//! serde_json's `CompactFormatter`, in the order serde_json's serializer
+//! calls it.
+//!
+//! Why a serializer of our own rather than one wrapped around serde_json's,
+//! passing all but strings through: a wrapper meets serializers whose `Ok`
+//! it cannot name (so it must ask serde_json for an empty string and write
+//! between its quotes), and shares the buffer with serde_json through a
+//! `RefCell` checked at every write; measured, it cost more than the
+//! scanning it saved on a context of short strings.
+
+use serde::ser::{self, Serialize, SerializeMap as _, Serializer as _};
+use serde_json::Error;
+use serde_json::ser::{CompactFormatter, Formatter};
+
+/// `value` as compact JSON appended to `out`, as `serde_json::to_writer`
+/// would write it.
+///
+/// # Errors
+///
+/// What `serde_json::to_writer` returns for `value` (a map key that is not
+/// a string, a `Serialize` impl's own error); `out`'s contents are then
+/// unspecified.
+pub(crate) fn write<T: ?Sized + Serialize>(out: Vec<u8>, value: &T) -> Result<Vec<u8>, Error> {
+    let mut writer = Writer { out };
+    value.serialize(&mut writer)?;
+    Ok(writer.out)
+}
+
+/// Appends `bytes` between quotes, as serde_json writes a string with
+/// nothing to escape, and returns `true`; or returns `false`, having
+/// written part of it, when one of its bytes needs escaping: `"`, `\` or
+/// one below 0x20 (serde_json writes DEL, U+2028 and U+2029 as they are).
+///
+/// Eight bytes at a time, each word checked as it is copied, so that the
+/// copies are stores of a known length rather than a call to `memcpy`; the
+/// last bytes go as the last word, overlapping the one before.
+fn copy_clean(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    let len = bytes.len();
+    out.reserve(len + 2);
+    out.push(b'"');
+    if len >= 8 {
+        let mut rest = bytes;
+        while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+            if word_needs_escape(u64::from_le_bytes(*word)) {
+                return false;
+            }
+            out.extend_from_slice(word);
+            rest = tail;
+        }
+        if let (false, Some(last)) = (rest.is_empty(), bytes.last_chunk::<8>()) {
+            if word_needs_escape(u64::from_le_bytes(*last)) {
+                return false;
+            }
+            out.truncate(out.len() - (8 - rest.len()));
+            out.extend_from_slice(last);
+        }
+    } else if len >= 4 {
+        // Two words of four that may overlap, checked as one of eight.
+        let first = [bytes[0], bytes[1], bytes[2], bytes[3]];
+        let last = [
+            bytes[len - 4],
+            bytes[len - 3],
+            bytes[len - 2],
+            bytes[len - 1],
+        ];
+        let word = u64::from(u32::from_le_bytes(first)) | u64::from(u32::from_le_bytes(last)) << 32;
+        if word_needs_escape(word) {
+            return false;
+        }
+        out.extend_from_slice(&first);
+        out.truncate(out.len() - (8 - len));
+        out.extend_from_slice(&last);
+    } else {
+        if bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+            return false;
+        }
+        out.extend_from_slice(bytes);
+    }
+    out.push(b'"');
+    true
+}
+
+/// Whether a byte of `w` is `"`, `\` or below 0x20, with the word tricks
+/// of "Bit Twiddling Hacks" (`haszero`, `hasless`): `(w - 0x01..) & !w &
+/// 0x80..` is non-zero when a byte of `w` is zero, and with `0x20..` for
+/// `0x01..` when a byte is below 0x20. A borrow can only mark a byte above
+/// one that is marked rightly, so the answer is exact, though not the
+/// position.
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(ONES * 0x20);
+    let quote = (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+    let backslash = (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+    // `"` and `\` are below 0x80: a byte's high bit is the same in `w` and
+    // in `w` xor either, so one `!w` serves the three tests.
+    (control | quote | backslash) & !w & HIGHS != 0
+}
+
+/// The names of serde_json's structs that its serializer writes raw when a
+/// feature is on (`raw_value`, `arbitrary_precision`).
+const RAW_VALUE: &str = "$serde_json::private::RawValue";
+const NUMBER: &str = "$serde_json::private::Number";
+
+struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    /// serde_json's serializer on the buffer, for one value.
+    fn json(&mut self) -> serde_json::Serializer<&mut Vec<u8>> {
+        serde_json::Serializer::new(&mut self.out)
+    }
+
+    fn str(&mut self, v: &str) -> Result<(), Error> {
+        let start = self.out.len();
+        if copy_clean(&mut self.out, v.as_bytes()) {
+            return Ok(());
+        }
+        self.out.truncate(start);
+        self.escaped(v)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn escaped(&mut self, v: &str) -> Result<(), Error> {
+        self.json().serialize_str(v)
+    }
+
+    /// `{"variant":`, as serde_json begins a newtype, tuple or struct
+    /// variant.
+    fn begin_variant(&mut self, variant: &str) -> Result<(), Error> {
+        let mut f = CompactFormatter;
+        f.begin_object(&mut self.out).map_err(Error::io)?;
+        f.begin_object_key(&mut self.out, true).map_err(Error::io)?;
+        self.str(variant)?;
+        f.end_object_key(&mut self.out).map_err(Error::io)?;
+        f.begin_object_value(&mut self.out).map_err(Error::io)
+    }
+
+    fn end_variant(&mut self) -> Result<(), Error> {
+        let mut f = CompactFormatter;
+        f.end_object_value(&mut self.out).map_err(Error::io)?;
+        f.end_object(&mut self.out).map_err(Error::io)
+    }
+
+    fn seq(&mut self, len: Option<usize>) -> Result<Compound<'_>, Error> {
+        let mut f = CompactFormatter;
+        f.begin_array(&mut self.out).map_err(Error::io)?;
+        let state = if len == Some(0) {
+            f.end_array(&mut self.out).map_err(Error::io)?;
+            State::Empty
+        } else {
+            State::First
+        };
+        Ok(Compound::Map { w: self, state })
+    }
+
+    fn map(&mut self, len: Option<usize>) -> Result<Compound<'_>, Error> {
+        let mut f = CompactFormatter;
+        f.begin_object(&mut self.out).map_err(Error::io)?;
+        let state = if len == Some(0) {
+            f.end_object(&mut self.out).map_err(Error::io)?;
+            State::Empty
+        } else {
+            State::First
+        };
+        Ok(Compound::Map { w: self, state })
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum State {
+    Empty,
+    First,
+    Rest,
+}
+
+/// A sequence, map or struct being written; or one of serde_json's
+/// private structs, each field of which serde_json writes.
+enum Compound<'a> {
+    Map {
+        w: &'a mut Writer,
+        state: State,
+    },
+    Private {
+        w: &'a mut Writer,
+        name: &'static str,
+    },
+}
+
+macro_rules! delegate {
+    ($($method:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(
+            fn $method(self, $($arg: $ty),*) -> Result<(), Error> {
+                self.json().$method($($arg),*)
+            }
+        )*
+    };
+}
+
+impl<'a> ser::Serializer for &'a mut Writer {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = Compound<'a>;
+    type SerializeMap = Compound<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = Compound<'a>;
+
+    delegate! {
+        serialize_bool(v: bool);
+        serialize_i8(v: i8);
+        serialize_i16(v: i16);
+        serialize_i32(v: i32);
+        serialize_i64(v: i64);
+        serialize_i128(v: i128);
+        serialize_u8(v: u8);
+        serialize_u16(v: u16);
+        serialize_u32(v: u32);
+        serialize_u64(v: u64);
+        serialize_u128(v: u128);
+        serialize_f32(v: f32);
+        serialize_f64(v: f64);
+        serialize_char(v: char);
+        serialize_bytes(v: &[u8]);
+        serialize_none();
+        serialize_unit();
+        serialize_unit_struct(name: &'static str);
+    }
+
+    fn serialize_str(self, v: &str) -> Result<(), Error> {
+        self.str(v)
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _variant_index: u32,
+        variant: &'static str,
+    ) -> Result<(), Error> {
+        self.str(variant)
+    }
+
+    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _name: &'static str,
+        _variant_index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.begin_variant(variant)?;
+        value.serialize(&mut *self)?;
+        self.end_variant()
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
+        self.seq(len)
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, Error> {
+        self.seq(Some(len))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, Error> {
+        self.seq(Some(len))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _variant_index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, Error> {
+        self.begin_variant(variant)?;
+        self.seq(Some(len))
+    }
+
+    fn serialize_map(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
+        self.map(len)
+    }
+
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<Compound<'a>, Error> {
+        if name == RAW_VALUE || name == NUMBER {
+            return Ok(Compound::Private { w: self, name });
+        }
+        self.map(Some(len))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _variant_index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, Error> {
+        self.begin_variant(variant)?;
+        self.map(Some(len))
+    }
+
+    fn collect_str<T: ?Sized + std::fmt::Display>(self, value: &T) -> Result<(), Error> {
+        self.json().collect_str(value)
+    }
+}
+
+impl<'a> Compound<'a> {
+    fn element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+        let Compound::Map { w, state } = self else {
+            return Err(ser::Error::custom(
+                "internal error: a field of a private struct",
+            ));
+        };
+        let mut f = CompactFormatter;
+        f.begin_array_value(&mut w.out, *state == State::First)
+            .map_err(Error::io)?;
+        *state = State::Rest;
+        value.serialize(&mut **w)?;
+        f.end_array_value(&mut w.out).map_err(Error::io)
+    }
+
+    fn end_array(self) -> Result<&'a mut Writer, Error> {
+        match self {
+            Compound::Map { w, state } => {
+                if state != State::Empty {
+                    CompactFormatter.end_array(&mut w.out).map_err(Error::io)?;
+                }
+                Ok(w)
+            }
+            Compound::Private { w, .. } => Ok(w),
+        }
+    }
+
+    fn key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Error> {
+        let Compound::Map { w, state } = self else {
+            return Err(ser::Error::custom(
+                "internal error: a key of a private struct",
+            ));
+        };
+        CompactFormatter
+            .begin_object_key(&mut w.out, *state == State::First)
+            .map_err(Error::io)?;
+        *state = State::Rest;
+        match key.serialize(KeyWriter(w)) {
+            Ok(()) => {}
+            Err(KeyError::NotAString) => key_by_serde_json(&mut w.out, key)?,
+            Err(KeyError::Json(e)) => return Err(e),
+        }
+        CompactFormatter
+            .end_object_key(&mut w.out)
+            .map_err(Error::io)
+    }
+
+    fn value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+        let Compound::Map { w, .. } = self else {
+            return Err(ser::Error::custom(
+                "internal error: a value of a private struct",
+            ));
+        };
+        let mut f = CompactFormatter;
+        f.begin_object_value(&mut w.out).map_err(Error::io)?;
+        value.serialize(&mut **w)?;
+        f.end_object_value(&mut w.out).map_err(Error::io)
+    }
+
+    fn field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
+        match self {
+            Compound::Map { w, state } => {
+                CompactFormatter
+                    .begin_object_key(&mut w.out, *state == State::First)
+                    .map_err(Error::io)?;
+                *state = State::Rest;
+                w.str(key)?;
+                CompactFormatter
+                    .end_object_key(&mut w.out)
+                    .map_err(Error::io)?;
+                self.value(value)
+            }
+            // serde_json's own, each field through its serializer: raw
+            // with its feature on, or `{"$serde_json::private::..":..}`
+            // as any struct of one field without (both of its own have
+            // one field).
+            Compound::Private { w, name } => {
+                let mut json = w.json();
+                let mut private = ser::Serializer::serialize_struct(&mut json, name, 1)?;
+                ser::SerializeStruct::serialize_field(&mut private, key, value)?;
+                ser::SerializeStruct::end(private)
+            }
+        }
+    }
+
+    fn end_object(self) -> Result<&'a mut Writer, Error> {
+        match self {
+            Compound::Map { w, state } => {
+                if state != State::Empty {
+                    CompactFormatter.end_object(&mut w.out).map_err(Error::io)?;
+                }
+                Ok(w)
+            }
+            Compound::Private { w, .. } => Ok(w),
+        }
+    }
+}
+
+impl ser::SerializeSeq for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<(), Error> {
+        self.end_array().map(|_| ())
+    }
+}
+
+impl ser::SerializeTuple for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<(), Error> {
+        self.end_array().map(|_| ())
+    }
+}
+
+impl ser::SerializeTupleStruct for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<(), Error> {
+        self.end_array().map(|_| ())
+    }
+}
+
+impl ser::SerializeTupleVariant for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+
+    fn end(self) -> Result<(), Error> {
+        self.end_array()?.end_variant()
+    }
+}
+
+impl ser::SerializeMap for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+
+    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Error> {
+        self.key(key)
+    }
+
+    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+        self.value(value)
+    }
+
+    fn end(self) -> Result<(), Error> {
+        self.end_object().map(|_| ())
+    }
+}
+
+impl ser::SerializeStruct for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.field(key, value)
+    }
+
+    fn end(self) -> Result<(), Error> {
+        self.end_object().map(|_| ())
+    }
+}
+
+impl ser::SerializeStructVariant for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.field(key, value)
+    }
+
+    fn end(self) -> Result<(), Error> {
+        self.end_object()?.end_variant()
+    }
+}
+
+/// A map key that is not a string, written as serde_json writes it (quoted
+/// numbers, `true`, ...) or refused with its error: a map of serde_json's
+/// is begun on the buffer, the key written in it, and its `{` taken out.
+fn key_by_serde_json<T: ?Sized + Serialize>(out: &mut Vec<u8>, key: &T) -> Result<(), Error> {
+    let start = out.len();
+    {
+        let mut json = serde_json::Serializer::new(&mut *out);
+        let mut map = (&mut json).serialize_map(None)?;
+        map.serialize_key(key)?;
+    }
+    out.remove(start);
+    Ok(())
+}
+
+/// Writes a map key that is a string; any other key is handed back
+/// ([`KeyError::NotAString`]), with nothing written, to serde_json, which
+/// serializes it again with its own rules.
+struct KeyWriter<'a>(&'a mut Writer);
+
+#[derive(Debug)]
+enum KeyError {
+    NotAString,
+    Json(Error),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::NotAString => f.write_str("key must be a string"),
+            KeyError::Json(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl ser::Error for KeyError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        KeyError::Json(Error::custom(msg))
+    }
+}
+
+macro_rules! not_a_string {
+    ($($method:ident($($ty:ty),*);)*) => {
+        $(
+            fn $method(self, $(_: $ty),*) -> Result<(), KeyError> {
+                Err(KeyError::NotAString)
+            }
+        )*
+    };
+}
+
+impl ser::Serializer for KeyWriter<'_> {
+    type Ok = ();
+    type Error = KeyError;
+    type SerializeSeq = ser::Impossible<(), KeyError>;
+    type SerializeTuple = ser::Impossible<(), KeyError>;
+    type SerializeTupleStruct = ser::Impossible<(), KeyError>;
+    type SerializeTupleVariant = ser::Impossible<(), KeyError>;
+    type SerializeMap = ser::Impossible<(), KeyError>;
+    type SerializeStruct = ser::Impossible<(), KeyError>;
+    type SerializeStructVariant = ser::Impossible<(), KeyError>;
+
+    fn serialize_str(self, v: &str) -> Result<(), KeyError> {
+        self.0.str(v).map_err(KeyError::Json)
+    }
+
+    not_a_string! {
+        serialize_bool(bool);
+        serialize_i8(i8);
+        serialize_i16(i16);
+        serialize_i32(i32);
+        serialize_i64(i64);
+        serialize_i128(i128);
+        serialize_u8(u8);
+        serialize_u16(u16);
+        serialize_u32(u32);
+        serialize_u64(u64);
+        serialize_u128(u128);
+        serialize_f32(f32);
+        serialize_f64(f64);
+        serialize_char(char);
+        serialize_bytes(&[u8]);
+        serialize_none();
+        serialize_unit();
+        serialize_unit_struct(&'static str);
+        serialize_unit_variant(&'static str, u32, &'static str);
+    }
+
+    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, KeyError> {
+        Err(KeyError::NotAString)
+    }
+
+    fn collect_str<T: ?Sized + std::fmt::Display>(self, _: &T) -> Result<(), KeyError> {
+        Err(KeyError::NotAString)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use serde::Serialize;
+    use serde::ser::{Error as _, SerializeMap as _, SerializeSeq as _, Serializer};
+
+    use super::{copy_clean, write};
+
+    fn needs_escape(bytes: &[u8]) -> bool {
+        !copy_clean(&mut Vec::new(), bytes)
+    }
+
+    /// `value` written here and by serde_json: the same bytes, or the same
+    /// error.
+    #[track_caller]
+    fn same<T: ?Sized + Serialize>(value: &T) {
+        let ours = write(Vec::new(), value);
+        let theirs = serde_json::to_vec(value);
+        match (ours, theirs) {
+            (Ok(ours), Ok(theirs)) => assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            ),
+            (Err(ours), Err(theirs)) => assert_eq!(ours.to_string(), theirs.to_string()),
+            (ours, theirs) => panic!("ours {ours:?}, serde_json's {theirs:?}"),
+        }
+    }
+
+    /// `same`, and the value fails in both.
+    #[track_caller]
+    fn fails<T: ?Sized + Serialize>(value: &T, message: &str) {
+        same(value);
+        let err = write(Vec::new(), value).unwrap_err();
+        assert_eq!(err.to_string(), message);
+    }
+
+    /// `serialize_bytes`, which serde's impls for `[u8]` do not call.
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    /// A `Serialize` impl that fails with its own message, after writing
+    /// part of a sequence.
+    struct Refuses;
+
+    impl Serialize for Refuses {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(None)?;
+            seq.serialize_element("before")?;
+            Err(S::Error::custom("refused: \"no\""))
+        }
+    }
+
+    /// `collect_str` with text to escape.
+    struct Collected(&'static str);
+
+    impl Serialize for Collected {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("<{}>", self.0))
+        }
+    }
+
+    /// Writes whether the serializer is human-readable.
+    struct Readable;
+
+    impl Serialize for Readable {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let readable = s.is_human_readable();
+            s.serialize_bool(readable)
+        }
+    }
+
+    /// A map with keys of any kind, in the given order.
+    struct Pairs<K, V>(Vec<(K, V)>);
+
+    impl<K: Serialize, V: Serialize> Serialize for Pairs<K, V> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(None)?;
+            for (k, v) in &self.0 {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
+    }
+
+    /// A string key, then one that is not.
+    struct ThenBadKey;
+
+    impl Serialize for ThenBadKey {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(2))?;
+            map.serialize_entry("first", &1)?;
+            map.serialize_entry(&(), &2)?;
+            map.end()
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Unit;
+
+    #[derive(Serialize)]
+    struct Newtype(String);
+
+    #[derive(Serialize)]
+    struct Tuple(u8, &'static str, Option<i64>);
+
+    #[derive(Serialize)]
+    struct Empty {}
+
+    #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+    enum Kind {
+        Plain,
+        #[serde(rename = "with \"quote\"")]
+        Quoted,
+        Newtype(u32),
+        Tuple(u32, String),
+        Struct {
+            a: u8,
+            b: String,
+        },
+        EmptyTuple(),
+        EmptyStruct {},
+    }
+
+    #[derive(Serialize)]
+    struct Order {
+        order_id: String,
+        customer: String,
+        items: Vec<(String, u32)>,
+        total_cents: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        #[serde(rename = "weird \"key\"\n")]
+        weird: bool,
+        #[serde(flatten)]
+        extra: BTreeMap<String, serde_json::Value>,
+        kind: Kind,
+        unit: Unit,
+        newtype: Newtype,
+        tuple: Tuple,
+        empty: Empty,
+        nothing: Vec<u8>,
+    }
+
+    fn order(note: Option<&str>) -> Order {
+        let mut extra = BTreeMap::new();
+        extra.insert("flat".to_owned(), serde_json::json!({"x": [1, "y\u{1}"]}));
+        Order {
+            order_id: "order-000000000042".to_owned(),
+            customer: "customer-7f3a9c21@example.com".to_owned(),
+            items: vec![("sku-book-0001".to_owned(), 2), ("a\"b".to_owned(), 10)],
+            total_cents: 12_345,
+            note: note.map(str::to_owned),
+            weird: true,
+            extra,
+            kind: Kind::Struct {
+                a: 1,
+                b: "tab\there".to_owned(),
+            },
+            unit: Unit,
+            newtype: Newtype("n".to_owned()),
+            tuple: Tuple(7, "\\", None),
+            empty: Empty {},
+            nothing: Vec::new(),
+        }
+    }
+
+    /// A struct named as serde_json's `RawValue`: without serde_json's
+    /// `raw_value` feature, an ordinary struct to it.
+    #[derive(Serialize)]
+    #[serde(rename = "$serde_json::private::RawValue")]
+    struct LikeRawValue {
+        #[serde(rename = "$serde_json::private::RawValue")]
+        json: &'static str,
+    }
+
+    #[test]
+    fn appends_to_the_buffer() {
+        let out = write(b"x".to_vec(), &("a", 1)).unwrap();
+        assert_eq!(out, b"x[\"a\",1]");
+    }
+
+    #[test]
+    fn scalars_are_serde_jsons() {
+        same(&true);
+        same(&false);
+        same(&[i8::MIN, -1, 0, i8::MAX]);
+        same(&[i16::MIN, i16::MAX]);
+        same(&[i32::MIN, i32::MAX]);
+        same(&[i64::MIN, i64::MAX]);
+        same(&[i128::MIN, 0, i128::MAX]);
+        same(&[u8::MAX, 0]);
+        same(&u16::MAX);
+        same(&u32::MAX);
+        same(&u64::MAX);
+        same(&u128::MAX);
+        let f32s = [
+            0.0f32,
+            -0.0,
+            1.5,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::NAN,
+            f32::INFINITY,
+        ];
+        for v in f32s {
+            same(&v);
+        }
+        let f64s = [
+            0.1f64,
+            -0.0,
+            1e300,
+            5e-324,
+            f64::NAN,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+        ];
+        for v in f64s {
+            same(&v);
+        }
+        for c in [
+            'a', '"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}', 'é', '\u{2028}', '😀',
+        ] {
+            same(&c);
+        }
+        same(&());
+        same(&None::<u8>);
+        same(&Some("x"));
+        same(&Some(Some(3)));
+        same(&Bytes(b"\x00\xffab"));
+        same(&Bytes(b""));
+        same(&Collected("a\"b\\c\nd"));
+        same(&Collected("plain"));
+        same(&Readable);
+        same(&std::net::Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn strings_are_serde_jsons() {
+        same("");
+        let mut every_ascii = String::new();
+        for b in 0u8..=0x7f {
+            every_ascii.push(char::from(b));
+            same(&char::from(b).to_string());
+            same(&format!("abcdefgh{}ijklmnop", char::from(b)));
+        }
+        same(&every_ascii);
+        same("\u{7f}\u{80}\u{2028}\u{2029}é😀 ü");
+        same(&"long and clean, past a few words: ".repeat(20));
+        same(&"long, with a \"quote\" at the end ".repeat(20));
+    }
+
+    #[test]
+    fn compounds_are_serde_jsons() {
+        same(&Unit);
+        same(&Newtype("a\u{0}".to_owned()));
+        same(&Tuple(1, "two", Some(-3)));
+        same(&Empty {});
+        same(&(1, "a", [true, false], ()));
+        for kind in [
+            Kind::Plain,
+            Kind::Quoted,
+            Kind::Newtype(3),
+            Kind::Tuple(1, "x\"".to_owned()),
+            Kind::Struct {
+                a: 2,
+                b: String::new(),
+            },
+            Kind::EmptyTuple(),
+            Kind::EmptyStruct {},
+        ] {
+            same(&kind);
+        }
+        same(&order(None));
+        same(&order(Some("a note, \u{1b}[1m bold")));
+        same(&Vec::<Vec<u8>>::new());
+        same(&vec![Vec::<u8>::new(), vec![1]]);
+        same(&LikeRawValue { json: "{\"a\":1}" });
+        let mut deep = serde_json::json!("bottom \"quoted\"");
+        for i in 0..200 {
+            deep = if i % 2 == 0 {
+                serde_json::json!([deep, i])
+            } else {
+                serde_json::json!({ format!("k{i}"): deep, "n": null })
+            };
+        }
+        same(&deep);
+        same(&serde_json::json!({
+            "a": [1, 2.5, -3, true, null, "s\"t"],
+            "b\nc": {"": {}, "e": []},
+            "big": 18446744073709551615u64,
+        }));
+    }
+
+    #[test]
+    fn map_keys_are_serde_jsons() {
+        let mut strings = HashMap::new();
+        strings.insert("plain key".to_owned(), 1);
+        strings.insert("quoted \"key\"".to_owned(), 2);
+        strings.insert(String::new(), 3);
+        same(&strings);
+        same(&Pairs(vec![(1i8, "a"), (-2, "b")]));
+        same(&Pairs(vec![(u128::MAX, 0)]));
+        same(&Pairs(vec![(i128::MIN, 0)]));
+        same(&Pairs(vec![(true, 1), (false, 0)]));
+        same(&Pairs(vec![('c', 1), ('"', 2), ('\n', 3)]));
+        same(&Pairs(vec![(1.5f64, 1)]));
+        same(&Pairs(vec![(2.5f32, 1)]));
+        same(&Pairs(vec![(Kind::Plain, 1), (Kind::Quoted, 2)]));
+        same(&Pairs(vec![(Newtype("in a newtype".to_owned()), 1)]));
+        same(&Pairs(vec![(Some("k"), 1)]));
+        fails(
+            &Pairs(vec![(f64::NAN, 1)]),
+            "float key must be finite (got NaN or +/-inf)",
+        );
+        fails(&Pairs(vec![((), 1)]), "key must be a string");
+        fails(&Pairs(vec![(vec![1], 1)]), "key must be a string");
+        fails(&Pairs(vec![((1, 2), 1)]), "key must be a string");
+        fails(&Pairs(vec![(Kind::Newtype(1), 1)]), "key must be a string");
+        fails(&Pairs(vec![(Bytes(b"k"), 1)]), "key must be a string");
+        fails(&Pairs(vec![(Unit, 1)]), "key must be a string");
+        fails(&ThenBadKey, "key must be a string");
+    }
+
+    #[test]
+    fn a_serialize_impls_own_error_is_serde_jsons() {
+        fails(&Refuses, "refused: \"no\"");
+        fails(&vec![Some(Refuses)], "refused: \"no\"");
+        fails(&Pairs(vec![(Collected("k"), Refuses)]), "refused: \"no\"");
+    }
+
+    /// Escapes where a word's check must catch them: at each position of
+    /// the first words, and in strings as long as a word and a bit.
+    #[test]
+    fn an_escape_is_found_at_every_position() {
+        for len in 1..40 {
+            for at in 0..len {
+                for escape in ['\u{0}', '\u{1f}', '"', '\\', '\n'] {
+                    let mut s = "abcdefghijklmnopqrstuvwxyzabcdefghijklmn"[..len].to_owned();
+                    s.replace_range(at..=at, escape.encode_utf8(&mut [0; 4]));
+                    assert!(needs_escape(s.as_bytes()), "{s:?}");
+                    same(&s);
+                    same(&Pairs(vec![(s.as_str(), 0)]));
+                }
+            }
+            let clean: String = "a ~\u{7f}é\u{2028}!#[]".chars().cycle().take(len).collect();
+            assert!(!needs_escape(clean.as_bytes()), "{clean:?}");
+            same(&clean);
+        }
+    }
+
+    /// Thousands of strings, from an alphabet heavy in what serde_json
+    /// escapes and in the bytes around them (0x1f, 0x20, 0x21, 0x23,
+    /// 0x5b, 0x5d, 0x7f, 0xff-like multi-byte).
+    #[test]
+    fn generated_strings_are_serde_jsons() {
+        const ALPHABET: [char; 20] = [
+            '\u{0}', '\u{8}', '\n', '\u{1f}', ' ', '!', '"', '#', '[', '\\', ']', 'a', 'z', '~',
+            '\u{7f}', '\u{80}', 'é', '\u{2028}', '\u{ffff}', '😀',
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..5000 {
+            let len = (next() % 100) as usize;
+            // Most strings clean, as contexts are: an escape in one of
+            // four.
+            let clean = next() % 4 != 0;
+            let s: String = (0..len)
+                .map(|_| {
+                    loop {
+                        let c = ALPHABET[(next() % ALPHABET.len() as u64) as usize];
+                        if !clean || !(c < ' ' || c == '"' || c == '\\') {
+                            break c;
+                        }
+                    }
+                })
+                .collect();
+            same(&s);
+            same(&Pairs(vec![(s.as_str(), s.as_str())]));
+        }
+    }
+}
