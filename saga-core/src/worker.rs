@@ -337,7 +337,7 @@ impl Worker {
                     limit: free,
                     exclude,
                 };
-                match store.claim_next(request).await {
+                match store.claim_next_with_log(request).await {
                     Ok(claims) => {
                         if backoff.take().is_some() {
                             if misconfigured {
@@ -348,7 +348,7 @@ impl Worker {
                         }
                         more = claims.len() == free;
                         for claimed in claims {
-                            let id = claimed.record.id.clone();
+                            let id = claimed.claimed.record.id.clone();
                             // Given back (run by another entry point of
                             // this engine, or ended meanwhile): no claim.
                             let outcome = engine.run_claimed(claimed).await;

@@ -15,7 +15,7 @@ use crate::cancel::CancellationToken;
 use crate::id::ExecutionId;
 use crate::journal::ResumePhase;
 use crate::report::{ExecutionStatus, SagaReport};
-use crate::store::{Claimed, Event, EventKind, ExecutionRecord, Lease, StoreError};
+use crate::store::{Claimed, ClaimedWithLog, Event, EventKind, ExecutionRecord, Lease, StoreError};
 
 /// An entry of the live set.
 pub(super) struct Live {
@@ -396,7 +396,7 @@ impl SagaEngine {
                 record.status == ExecutionStatus::Stuck && (!requested || resume_requested(events))
             }
         };
-        self.launch_claimed(runner, id, lease, mark, still, claiming)
+        self.launch_claimed(runner, id, lease, None, mark, still, claiming)
             .await
     }
 
@@ -431,22 +431,31 @@ impl SagaEngine {
 
     /// Runs an execution whose lease this engine holds, from its log (read
     /// again under the lease: it may have grown since it was listed).
+    /// `read`: the record and log as the claim read them under this lease
+    /// (a worker's claim that returned the log), not read again then.
     /// `mark` is an event to log first (an operator's resume). `None` if
     /// `still` finds, under the lease, that the run no longer applies.
     /// Gives the lease up if the run does not start.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn launch_claimed(
         &self,
         runner: Arc<dyn Runner>,
         id: &ExecutionId,
         lease: Lease,
+        read: Option<(ExecutionRecord, Vec<Event>)>,
         mark: Option<EventKind>,
         still: impl FnOnce(&ExecutionRecord, &[Event]) -> bool,
         mut claiming: Claiming,
     ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
         let store = &self.inner.store;
         let started = async {
-            let mut events = store.events(id).await?;
-            let record = self.record(id).await?;
+            let (record, mut events) = match read {
+                Some(read) => read,
+                None => {
+                    let events = store.events(id).await?;
+                    (self.record(id).await?, events)
+                }
+            };
             if !still(&record, &events) {
                 return Ok(None);
             }
@@ -530,15 +539,20 @@ impl SagaEngine {
     }
 
     /// Runs an execution a worker claimed (see
-    /// [`SagaStore::claim_next`](crate::store::SagaStore::claim_next));
-    /// returns where its end will be told (`None` if it finished
-    /// meanwhile). Gives the lease up if the run does not start (its definition is not registered, its log does not
-    /// decode).
+    /// [`SagaStore::claim_next_with_log`](crate::store::SagaStore::claim_next_with_log)),
+    /// from the record and log its claim read under the new lease if it
+    /// read the log, else from both read again; returns where its end will
+    /// be told (`None` if it finished meanwhile). Gives the lease up if
+    /// the run does not start (its definition is not registered, its log
+    /// does not decode).
     pub(crate) async fn run_claimed(
         &self,
-        claimed: Claimed,
+        claimed: ClaimedWithLog,
     ) -> Result<Option<watch::Receiver<Option<Done>>>, EngineError> {
-        let Claimed { record, lease } = claimed;
+        let ClaimedWithLog {
+            claimed: Claimed { record, lease },
+            events,
+        } = claimed;
         let Some(mut claiming) = self.enter(&record.id) else {
             // Claimed or run by another entry point of this engine: the
             // store's claim makes that one fail or this one stale.
@@ -553,11 +567,18 @@ impl SagaEngine {
             }
         };
         claiming.by_worker = true;
+        let id = record.id.clone();
+        // A log that does not end where the record does is read again
+        // (a store's mistake must not start a run from half a log).
+        let read = events
+            .filter(|events| events.last().map_or(0, |e| e.seq) == record.last_seq)
+            .map(|events| (record, events));
         // `None` if another owner finished it since the claim's listing.
         self.launch_claimed(
             runner,
-            &record.id,
+            &id,
             lease,
+            read,
             None,
             |r, _| !r.status.is_finished(),
             claiming,

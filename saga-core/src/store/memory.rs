@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
-    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult, now_ms,
-    ttl_ms,
+    Ack, ClaimRequest, Claimed, ClaimedWithLog, Created, DefinitionRecord, Event, EventKind,
+    ExecutionRecord, ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError,
+    StoreResult, now_ms, ttl_ms,
 };
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
@@ -123,6 +123,50 @@ impl MemoryStore {
         if self.work.receiver_count() > 0 {
             self.work.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// Claims as [`SagaStore::claim_next`] does, under one lock; each
+    /// claim with its log if `with_log`.
+    fn claim_under_lock(&self, request: &ClaimRequest, with_log: bool) -> Vec<ClaimedWithLog> {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let Inner {
+            executions, order, ..
+        } = &mut *inner;
+        let mut picked: Vec<&ExecutionId> = order
+            .iter()
+            .filter(|id| {
+                executions
+                    .get(*id)
+                    .is_some_and(|s| Self::claimable(s, request, now))
+            })
+            .collect();
+        picked.sort_by_key(|id| {
+            executions
+                .get(*id)
+                .map(|s| (s.record.created_at_ms, s.record.id.as_str()))
+        });
+        picked.truncate(request.limit);
+        let mut claimed = Vec::with_capacity(picked.len());
+        for id in picked {
+            let Some(stored) = executions.get_mut(id) else {
+                continue;
+            };
+            stored.token += 1;
+            stored.record.owner = Some(request.owner.clone());
+            stored.record.lease_expires_at_ms = Some(now.saturating_add(ttl_ms(request.ttl)));
+            let claim = Claimed {
+                record: stored.record.clone(),
+                lease: Lease {
+                    owner: request.owner.as_str().into(),
+                    token: stored.token,
+                    ttl: request.ttl,
+                },
+            };
+            let events = with_log.then(|| stored.events.to_vec());
+            claimed.push(ClaimedWithLog::new(claim, events));
+        }
+        claimed
     }
 
     /// Whether a stored execution is unfinished, free (or expired) and
@@ -468,43 +512,17 @@ impl SagaStore for MemoryStore {
     /// Under one lock: no context is cloned but those of the executions
     /// it claims.
     fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
-        let mut inner = self.lock();
-        let now = now_ms();
-        let Inner {
-            executions, order, ..
-        } = &mut *inner;
-        let mut picked: Vec<&ExecutionId> = order
-            .iter()
-            .filter(|id| {
-                executions
-                    .get(*id)
-                    .is_some_and(|s| Self::claimable(s, &request, now))
-            })
-            .collect();
-        picked.sort_by_key(|id| {
-            executions
-                .get(*id)
-                .map(|s| (s.record.created_at_ms, s.record.id.as_str()))
-        });
-        picked.truncate(request.limit);
-        let mut claimed = Vec::with_capacity(picked.len());
-        for id in picked {
-            let Some(stored) = executions.get_mut(id) else {
-                continue;
-            };
-            stored.token += 1;
-            stored.record.owner = Some(request.owner.clone());
-            stored.record.lease_expires_at_ms = Some(now.saturating_add(ttl_ms(request.ttl)));
-            claimed.push(Claimed {
-                record: stored.record.clone(),
-                lease: Lease {
-                    owner: request.owner.as_str().into(),
-                    token: stored.token,
-                    ttl: request.ttl,
-                },
-            });
-        }
-        ready(Ok(claimed))
+        let claimed = self.claim_under_lock(&request, false);
+        ready(Ok(claimed.into_iter().map(|c| c.claimed).collect()))
+    }
+
+    /// [`claim_next`](SagaStore::claim_next)'s claims, each with its log,
+    /// copied under the claim's lock.
+    fn claim_next_with_log(
+        &self,
+        request: ClaimRequest,
+    ) -> BoxFuture<'_, StoreResult<Vec<ClaimedWithLog>>> {
+        ready(Ok(self.claim_under_lock(&request, true)))
     }
 
     fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {

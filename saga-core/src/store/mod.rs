@@ -193,6 +193,28 @@ pub struct Claimed {
     pub lease: Lease,
 }
 
+/// An execution handed out by [`SagaStore::claim_next_with_log`]: the
+/// claim, and the execution's log as the claim found it, if the store
+/// read it with the claim.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClaimedWithLog {
+    /// The execution and the claimer's lease on it.
+    pub claimed: Claimed,
+    /// The execution's whole log, in order, read under the new lease (in
+    /// the claim's transaction, or after it) and ending at
+    /// `claimed.record.last_seq`; `None` if the store did not read it (the
+    /// engine reads the record and the log itself then).
+    pub events: Option<Vec<Event>>,
+}
+
+impl ClaimedWithLog {
+    /// A claim with its log (`None`: not read with the claim).
+    pub fn new(claimed: Claimed, events: Option<Vec<Event>>) -> Self {
+        ClaimedWithLog { claimed, events }
+    }
+}
+
 /// Where durable executions keep their log. See the [module
 /// documentation](self) for the ownership rules.
 ///
@@ -375,6 +397,34 @@ pub trait SagaStore: Send + Sync + 'static {
                 }
             }
             Ok(claimed)
+        })
+    }
+
+    /// [`claim_next`](Self::claim_next), each claimed execution with its
+    /// log when the store reads it with the claim, so that a
+    /// [`Worker`](crate::Worker) runs it without reading the execution
+    /// and its log again. A log given here must be the execution's whole
+    /// log as the new lease found it (every event an earlier owner
+    /// committed, ending at the record's `last_seq`), and the record read
+    /// under the new lease too: the engine runs from them.
+    ///
+    /// The default calls [`claim_next`](Self::claim_next) and gives no log
+    /// (the engine reads the record and the log after the claim); the
+    /// stores of this crate read the logs in the claim's statement or
+    /// transaction (PostgreSQL: in the claim's statement, and only for
+    /// executions whose lease no other transaction changed between the
+    /// statement's snapshot and its lock).
+    fn claim_next_with_log(
+        &self,
+        request: ClaimRequest,
+    ) -> BoxFuture<'_, StoreResult<Vec<ClaimedWithLog>>> {
+        Box::pin(async move {
+            Ok(self
+                .claim_next(request)
+                .await?
+                .into_iter()
+                .map(|claimed| ClaimedWithLog::new(claimed, None))
+                .collect())
         })
     }
 

@@ -10,8 +10,9 @@ use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 use crate::store::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
-    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult,
+    Ack, ClaimRequest, Claimed, ClaimedWithLog, Created, DefinitionRecord, Event, EventKind,
+    ExecutionRecord, ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError,
+    StoreResult,
 };
 
 /// Which [`SagaStore`] method a [`StoreCall`] is.
@@ -27,7 +28,8 @@ pub enum StoreOp {
     Create,
     /// [`SagaStore::claim`].
     Claim,
-    /// [`SagaStore::claim_next`].
+    /// [`SagaStore::claim_next`], or
+    /// [`SagaStore::claim_next_with_log`].
     ClaimNext,
     /// [`SagaStore::append`]: a commit of the log.
     Append,
@@ -115,8 +117,9 @@ type After = dyn Fn(&StoreCall, Result<(), &StoreError>) -> StoreResult<()> + Se
 /// built on them.
 ///
 /// Every [`SagaStore`] method is passed on, including
-/// [`claim_next`](SagaStore::claim_next) (the inner store's own, so a
-/// PostgreSQL store keeps its one-statement claim) and
+/// [`claim_next`](SagaStore::claim_next) and
+/// [`claim_next_with_log`](SagaStore::claim_next_with_log) (the inner
+/// store's own, so a PostgreSQL store keeps its one-statement claim) and
 /// [`work_signal`](SagaStore::work_signal) (not delayed and not hooked: it
 /// is a signal, not an answer).
 ///
@@ -426,6 +429,14 @@ impl SagaStore for DelayedStore {
     fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
         let call = self.call(StoreOp::ClaimNext, None, &[]);
         self.through(call, || self.inner.claim_next(request))
+    }
+
+    fn claim_next_with_log(
+        &self,
+        request: ClaimRequest,
+    ) -> BoxFuture<'_, StoreResult<Vec<ClaimedWithLog>>> {
+        let call = self.call(StoreOp::ClaimNext, None, &[]);
+        self.through(call, || self.inner.claim_next_with_log(request))
     }
 
     fn work_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

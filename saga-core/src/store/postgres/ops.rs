@@ -12,9 +12,9 @@ use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::step::BoxFuture;
 use crate::store::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
-    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult,
-    skip_unknown_status, status_from_label,
+    Ack, ClaimRequest, Claimed, ClaimedWithLog, Created, DefinitionRecord, Event, EventKind,
+    ExecutionRecord, ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError,
+    StoreResult, skip_unknown_status, status_from_label,
 };
 
 pub(super) fn expect_reply<T>(
@@ -102,7 +102,22 @@ impl SagaStore for PostgresStore {
         })
     }
 
+    /// The claims of [`claim_next_with_log`](SagaStore::claim_next_with_log),
+    /// whose statement reads the logs too.
     fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
+        Box::pin(async move {
+            let claimed = self.claim_next_with_log(request).await?;
+            Ok(claimed.into_iter().map(|c| c.claimed).collect())
+        })
+    }
+
+    /// One statement: the claim, and the log of each execution it claimed
+    /// whose lease row it locked as its snapshot saw it (none was appended
+    /// to or claimed in between); the others' logs are left to the engine.
+    fn claim_next_with_log(
+        &self,
+        request: ClaimRequest,
+    ) -> BoxFuture<'_, StoreResult<Vec<ClaimedWithLog>>> {
         Box::pin(async move {
             if request.limit == 0 || request.fingerprints.is_empty() {
                 return Ok(Vec::new());
@@ -201,37 +216,25 @@ impl SagaStore for PostgresStore {
                 )
                 .await
                 .map_err(self.db(what))?;
-            let bad = |seq: i64, detail: String| StoreError::BadRecord {
-                store: self.inner.describe.clone(),
-                what: format!("event {seq} of execution `{id}`"),
-                detail,
-            };
             let mut events = Vec::with_capacity(rows.len());
             for row in rows {
-                let seq: i64 = row.get(0);
-                let kind: String = row.get(1);
-                let kind = EventKind::from_label(&kind)
-                    .ok_or_else(|| bad(seq, format!("unknown kind `{kind}`")))?;
-                let step = row
-                    .get::<_, Option<i64>>(2)
-                    .map(u32::try_from)
-                    .transpose()
-                    .map_err(|_| bad(seq, "step index out of range".to_owned()))?;
-                let attempt = u32::try_from(row.get::<_, i64>(3))
-                    .map_err(|_| bad(seq, "attempt out of range".to_owned()))?;
-                events.push(Event {
-                    seq: u64::try_from(seq).map_err(|_| bad(seq, "negative seq".to_owned()))?,
-                    kind,
-                    step,
-                    attempt,
-                    output: row.get(4),
-                    context: row.get(5),
-                    error: row.get(6),
-                    outcome_unknown: row.get(7),
-                    will_retry: row.get(8),
-                    at_ms: row.get(9),
-                    detail: row.get(10),
-                });
+                events.push(decode_event(
+                    &self.inner.describe,
+                    id,
+                    EventRow {
+                        seq: row.get(0),
+                        kind: row.get(1),
+                        step: row.get(2),
+                        attempt: row.get(3),
+                        output: row.get(4),
+                        context: row.get(5),
+                        error: row.get(6),
+                        unknown: row.get(7),
+                        retry: row.get(8),
+                        at: row.get(9),
+                        detail: row.get(10),
+                    },
+                )?);
             }
             Ok(events)
         })
@@ -369,4 +372,51 @@ impl SagaStore for PostgresStore {
             })
         })
     }
+}
+
+/// One row of the events table, as read.
+pub(super) struct EventRow {
+    pub(super) seq: i64,
+    pub(super) kind: String,
+    pub(super) step: Option<i64>,
+    pub(super) attempt: i64,
+    pub(super) output: Option<String>,
+    pub(super) context: Option<String>,
+    pub(super) error: Option<String>,
+    pub(super) unknown: bool,
+    pub(super) retry: bool,
+    pub(super) at: i64,
+    pub(super) detail: Option<String>,
+}
+
+/// The event of a row of execution `id`'s log; a row this build cannot
+/// read is a [`StoreError::BadRecord`] of the store `describe`.
+pub(super) fn decode_event(describe: &str, id: &ExecutionId, row: EventRow) -> StoreResult<Event> {
+    let seq = row.seq;
+    let bad = |detail: String| StoreError::BadRecord {
+        store: describe.to_owned(),
+        what: format!("event {seq} of execution `{id}`"),
+        detail,
+    };
+    let kind = EventKind::from_label(&row.kind)
+        .ok_or_else(|| bad(format!("unknown kind `{}`", row.kind)))?;
+    let step = row
+        .step
+        .map(u32::try_from)
+        .transpose()
+        .map_err(|_| bad("step index out of range".to_owned()))?;
+    let attempt = u32::try_from(row.attempt).map_err(|_| bad("attempt out of range".to_owned()))?;
+    Ok(Event {
+        seq: u64::try_from(seq).map_err(|_| bad("negative seq".to_owned()))?,
+        kind,
+        step,
+        attempt,
+        output: row.output,
+        context: row.context,
+        error: row.error,
+        outcome_unknown: row.unknown,
+        will_retry: row.retry,
+        at_ms: row.at,
+        detail: row.detail,
+    })
 }

@@ -21,8 +21,8 @@ use crate::escape::Escaped;
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::store::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, Lease, NewExecution,
-    StoreError, StoreResult,
+    Ack, ClaimRequest, ClaimedWithLog, Created, DefinitionRecord, Event, EventKind, Lease,
+    NewExecution, StoreError, StoreResult,
 };
 
 /// Tells the listeners of a channel, at commit, that the schema changed.
@@ -111,7 +111,7 @@ pub(super) enum Reply {
     Done,
     Created(Created),
     Lease(Option<Lease>),
-    Claimed(Vec<Claimed>),
+    Claimed(Vec<ClaimedWithLog>),
     Ack(Ack),
     Changed(bool),
     Count(u64),

@@ -4,8 +4,10 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use super::ops::{EventRow, decode_event};
 use super::rows::{execution, get_execution, lease_lost};
-use tokio_postgres::Statement;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{Row, Statement};
 
 use super::session::{Session, sql_error};
 use super::writer::{Failure, Op, Reply};
@@ -13,8 +15,8 @@ use super::{Inner, NOW};
 use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 use crate::store::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, Lease, NewExecution, StoreError,
-    StoreResult, ttl_ms,
+    Ack, ClaimRequest, Claimed, ClaimedWithLog, Created, DefinitionRecord, Event, Lease,
+    NewExecution, StoreError, StoreResult, ttl_ms,
 };
 
 /// Runs one write inside the batch's transaction.
@@ -173,7 +175,19 @@ async fn claim(
 }
 
 /// Takes up to `request.limit` claimable executions, skipping those another
-/// claimer has locked.
+/// claimer has locked, each with its log when the statement can vouch for
+/// it.
+///
+/// The statement reads the executions and their logs as its snapshot saw
+/// them, but it locks the newest version of each lease row: a lease
+/// committed after the snapshot (an append's, which writes its events and
+/// moves the lease row in one statement, or another claim's) is locked
+/// and checked again, and its execution row and log in the snapshot may
+/// be older than the lease. Every write of the log moves the lease row,
+/// so a lease row locked as the snapshot saw it (same `ctid`) means that
+/// the snapshot's execution row and log are the ones the new lease
+/// covers; for the others the log is left out (`fresh` false), and the
+/// engine reads the record and the log again under the lease.
 async fn claim_next(s: &Session, store: &Inner, request: &ClaimRequest) -> Result<Reply, Failure> {
     let exclude: Vec<&str> = request.exclude.iter().map(ExecutionId::as_str).collect();
     let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
@@ -181,7 +195,7 @@ async fn claim_next(s: &Session, store: &Inner, request: &ClaimRequest) -> Resul
         .query(
             const_format!(
                 "WITH picked AS (
-                    SELECT l.execution_id FROM leases l
+                    SELECT l.execution_id, l.ctid AS locked FROM leases l
                     JOIN executions e ON e.id = l.execution_id
                     WHERE e.status IN ('running', 'compensating')
                       AND e.fingerprint = ANY($1)
@@ -195,12 +209,32 @@ async fn claim_next(s: &Session, store: &Inner, request: &ClaimRequest) -> Resul
                     UPDATE leases l SET owner = $2, token = l.token + 1,
                         expires_at = {NOW} + $3
                     FROM picked WHERE l.execution_id = picked.execution_id
-                    RETURNING l.execution_id, l.owner, l.token, l.expires_at
+                    RETURNING l.execution_id, l.owner, l.token, l.expires_at, picked.locked
                 )
                 SELECT e.id, e.saga, e.fingerprint, e.status, e.context, e.last_seq,
                     e.created_at, e.updated_at, c.owner, c.expires_at,
-                    e.cancel_requested, c.token
+                    e.cancel_requested, c.token, f.fresh,
+                    v.seqs, v.kinds, v.steps, v.attempts, v.outputs, v.contexts,
+                    v.errors, v.unknown, v.retry, v.ats, v.details
                 FROM claimed c JOIN executions e ON e.id = c.execution_id
+                CROSS JOIN LATERAL (
+                    SELECT c.locked = (SELECT s.ctid FROM leases s
+                        WHERE s.execution_id = c.execution_id) IS TRUE AS fresh
+                ) f
+                LEFT JOIN LATERAL (
+                    SELECT array_agg(v.seq ORDER BY v.seq) AS seqs,
+                        array_agg(v.kind ORDER BY v.seq) AS kinds,
+                        array_agg(v.step ORDER BY v.seq) AS steps,
+                        array_agg(v.attempt ORDER BY v.seq) AS attempts,
+                        array_agg(v.output ORDER BY v.seq) AS outputs,
+                        array_agg(v.context ORDER BY v.seq) AS contexts,
+                        array_agg(v.error ORDER BY v.seq) AS errors,
+                        array_agg(v.outcome_unknown ORDER BY v.seq) AS unknown,
+                        array_agg(v.will_retry ORDER BY v.seq) AS retry,
+                        array_agg(v.at ORDER BY v.seq) AS ats,
+                        array_agg(v.detail ORDER BY v.seq) AS details
+                    FROM events v WHERE f.fresh AND v.execution_id = c.execution_id
+                ) v ON TRUE
                 ORDER BY e.created_at, e.id"
             ),
             &[
@@ -215,16 +249,65 @@ async fn claim_next(s: &Session, store: &Inner, request: &ClaimRequest) -> Resul
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
         let token: i64 = row.get(11);
-        claimed.push(Claimed {
-            record: execution(store, &row).map_err(Failure::Refused)?,
-            lease: Lease {
-                owner: request.owner.as_str().into(),
-                token,
-                ttl: request.ttl,
-            },
-        });
+        let record = execution(store, &row).map_err(Failure::Refused)?;
+        let events = match row.get::<_, bool>(12) {
+            true => Some(claimed_log(store, &record.id, &row).map_err(Failure::Refused)?),
+            false => None,
+        };
+        let lease = Lease {
+            owner: request.owner.as_str().into(),
+            token,
+            ttl: request.ttl,
+        };
+        claimed.push(ClaimedWithLog::new(Claimed { record, lease }, events));
     }
     Ok(Reply::Claimed(claimed))
+}
+
+/// The log [`claim_next`] read for one execution: its columns 13 to 23,
+/// one array each (all `NULL` for an empty log).
+fn claimed_log(store: &Inner, id: &ExecutionId, row: &Row) -> StoreResult<Vec<Event>> {
+    let seqs: Vec<i64> = row.get::<_, Option<_>>(13).unwrap_or_default();
+    let mut kinds = column::<String>(row, 14);
+    let mut steps = column::<Option<i64>>(row, 15);
+    let mut attempts = column::<i64>(row, 16);
+    let mut outputs = column::<Option<String>>(row, 17);
+    let mut contexts = column::<Option<String>>(row, 18);
+    let mut errors = column::<Option<String>>(row, 19);
+    let mut unknown = column::<bool>(row, 20);
+    let mut retry = column::<bool>(row, 21);
+    let mut ats = column::<i64>(row, 22);
+    let mut details = column::<Option<String>>(row, 23);
+    let mut events = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let short = || StoreError::BadRecord {
+            store: store.describe.clone(),
+            what: format!("event {seq} of execution `{id}`"),
+            detail: "a column of the claimed log is short".to_owned(),
+        };
+        let row = EventRow {
+            seq,
+            kind: kinds.next().ok_or_else(short)?,
+            step: steps.next().ok_or_else(short)?,
+            attempt: attempts.next().ok_or_else(short)?,
+            output: outputs.next().ok_or_else(short)?,
+            context: contexts.next().ok_or_else(short)?,
+            error: errors.next().ok_or_else(short)?,
+            unknown: unknown.next().ok_or_else(short)?,
+            retry: retry.next().ok_or_else(short)?,
+            at: ats.next().ok_or_else(short)?,
+            detail: details.next().ok_or_else(short)?,
+        };
+        events.push(decode_event(&store.describe, id, row)?);
+    }
+    Ok(events)
+}
+
+/// The elements of column `i` of `row`, an array (none for `NULL`).
+fn column<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> std::vec::IntoIter<T> {
+    row.get::<_, Option<Vec<T>>>(i)
+        .unwrap_or_default()
+        .into_iter()
 }
 
 /// Extends a lease that is still held.

@@ -16,9 +16,9 @@ use crate::step::BoxFuture;
 use tokio::sync::watch;
 
 use crate::store::{
-    Ack, ClaimRequest, Claimed, Created, DefinitionRecord, Event, EventKind, ExecutionRecord,
-    ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError, StoreResult, now_ms,
-    skip_unknown_status, status_from_label, ttl_ms,
+    Ack, ClaimRequest, Claimed, ClaimedWithLog, Created, DefinitionRecord, Event, EventKind,
+    ExecutionRecord, ExecutionSummary, Lease, ListQuery, NewExecution, SagaStore, StoreError,
+    StoreResult, now_ms, skip_unknown_status, status_from_label, ttl_ms,
 };
 
 /// How far beyond a whole ttl an append sets a lease it extends, as a
@@ -54,7 +54,166 @@ fn expire_dead(
     Ok(dead)
 }
 
+/// An execution's log, in order (in a claim's transaction, or read alone).
+fn read_events(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    id: &str,
+) -> StoreResult<Vec<Event>> {
+    let err = db(path, "reading events");
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
+                will_retry, at, detail
+             FROM events WHERE execution_id = ?1 ORDER BY seq",
+        )
+        .map_err(&err)?;
+    let rows = stmt
+        .query_map([id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<u32>>(2)?,
+                row.get::<_, u32>(3)?,
+                row.get::<_, Option<String>>(4)?,
+                row.get::<_, Option<String>>(5)?,
+                row.get::<_, Option<String>>(6)?,
+                row.get::<_, bool>(7)?,
+                row.get::<_, bool>(8)?,
+                row.get::<_, i64>(9)?,
+                row.get::<_, Option<String>>(10)?,
+            ))
+        })
+        .map_err(&err)?;
+    let mut events = Vec::new();
+    for row in rows {
+        let (seq, kind, step, attempt, output, context, error, unknown, retry, at, detail) =
+            row.map_err(&err)?;
+        let kind = EventKind::from_label(&kind).ok_or_else(|| {
+            bad_record(
+                path,
+                format!("event {seq} of execution `{id}`"),
+                format!("unknown kind `{kind}`"),
+            )
+        })?;
+        events.push(Event {
+            seq: u64::try_from(seq).unwrap_or(0),
+            kind,
+            step,
+            attempt,
+            output,
+            context,
+            error,
+            outcome_unknown: unknown,
+            will_retry: retry,
+            detail,
+            at_ms: at,
+        });
+    }
+    Ok(events)
+}
+
 impl SqliteStore {
+    /// Claims as [`SagaStore::claim_next`] does, in one write transaction;
+    /// each claim with its log if `with_log`.
+    fn claim_in_one_transaction(
+        &self,
+        request: ClaimRequest,
+        with_log: bool,
+    ) -> BoxFuture<'_, StoreResult<Vec<ClaimedWithLog>>> {
+        if request.limit == 0 || request.fingerprints.is_empty() {
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
+        let owners = self.owners();
+        let claimed = self.write_fenced("claiming executions", move |conn, path| {
+            let err = db(path, "claiming executions");
+            let now = now_ms();
+            let mut owners = super::owners(&owners);
+            owners.hold(&request.owner);
+            // The owners of live leases on unfinished executions, and of
+            // those the ones whose process is gone.
+            let holders = conn
+                .prepare_cached(
+                    "SELECT DISTINCT l.owner FROM leases l
+                     JOIN executions e ON e.id = l.execution_id
+                     WHERE e.status IN ('running', 'compensating')
+                       AND l.owner IS NOT NULL AND l.expires_at > ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([now], |row| row.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(&err)?;
+            let dead = owners.dead_among(holders);
+            drop(owners);
+            let dead_list = expire_dead(conn, path, dead.clone(), now)?;
+            let as_json = |items: Vec<&str>| serde_json::Value::from(items).to_string();
+            let fingerprints = as_json(request.fingerprints.iter().map(String::as_str).collect());
+            let exclude = as_json(request.exclude.iter().map(ExecutionId::as_str).collect());
+            let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE leases SET owner = ?1, token = token + 1, expires_at = ?2
+                     WHERE execution_id IN (
+                        SELECT e.id FROM executions e
+                        JOIN leases l ON l.execution_id = e.id
+                        WHERE e.status IN ('running', 'compensating')
+                          AND e.fingerprint IN (SELECT value FROM json_each(?4))
+                          AND e.id NOT IN (SELECT value FROM json_each(?5))
+                          AND (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= ?3
+                               OR l.owner IN (SELECT value FROM json_each(?7)))
+                        ORDER BY e.created_at, e.id
+                        LIMIT ?6)
+                     RETURNING execution_id, token",
+                )
+                .map_err(&err)?;
+            let tokens = stmt
+                .query_map(
+                    params![
+                        request.owner,
+                        now.saturating_add(ttl_ms(request.ttl)),
+                        now,
+                        fingerprints,
+                        exclude,
+                        limit,
+                        dead_list
+                    ],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            let mut claimed = Vec::with_capacity(tokens.len());
+            for (id, token) in tokens {
+                // In the claim's transaction: the execution and its log as
+                // claimed.
+                let Some(record) = get_execution(conn, path, &id)? else {
+                    continue;
+                };
+                let events = match with_log {
+                    true => Some(read_events(conn, path, &id)?),
+                    false => None,
+                };
+                let lease = Lease {
+                    owner: request.owner.as_str().into(),
+                    token,
+                    ttl: request.ttl,
+                };
+                claimed.push(ClaimedWithLog::new(Claimed { record, lease }, events));
+            }
+            claimed.sort_by(|a, b| {
+                let (a, b) = (&a.claimed.record, &b.claimed.record);
+                (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str()))
+            });
+            Ok((claimed, dead))
+        });
+        Box::pin(async move {
+            let (claimed, dead) = claimed.await?;
+            self.forget_dead(&dead);
+            Ok(claimed)
+        })
+    }
+
     /// Removes the sidecars of `dead` owners, whose leases a committed
     /// claim expired.
     fn forget_dead(&self, dead: &[String]) {
@@ -467,59 +626,7 @@ impl SagaStore for SqliteStore {
 
     fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
         let id = id.clone();
-        self.read(move |conn, path| {
-            let err = db(path, "reading events");
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
-                        will_retry, at, detail
-                     FROM events WHERE execution_id = ?1 ORDER BY seq",
-                )
-                .map_err(&err)?;
-            let rows = stmt
-                .query_map([id.as_str()], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, Option<u32>>(2)?,
-                        row.get::<_, u32>(3)?,
-                        row.get::<_, Option<String>>(4)?,
-                        row.get::<_, Option<String>>(5)?,
-                        row.get::<_, Option<String>>(6)?,
-                        row.get::<_, bool>(7)?,
-                        row.get::<_, bool>(8)?,
-                        row.get::<_, i64>(9)?,
-                        row.get::<_, Option<String>>(10)?,
-                    ))
-                })
-                .map_err(&err)?;
-            let mut events = Vec::new();
-            for row in rows {
-                let (seq, kind, step, attempt, output, context, error, unknown, retry, at, detail) =
-                    row.map_err(&err)?;
-                let kind = EventKind::from_label(&kind).ok_or_else(|| {
-                    bad_record(
-                        path,
-                        format!("event {seq} of execution `{id}`"),
-                        format!("unknown kind `{kind}`"),
-                    )
-                })?;
-                events.push(Event {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    kind,
-                    step,
-                    attempt,
-                    output,
-                    context,
-                    error,
-                    outcome_unknown: unknown,
-                    will_retry: retry,
-                    detail,
-                    at_ms: at,
-                });
-            }
-            Ok(events)
-        })
+        self.read(move |conn, path| read_events(conn, path, id.as_str()))
     }
 
     fn list(
@@ -598,94 +705,17 @@ impl SagaStore for SqliteStore {
     /// One statement, which reads no context but those of the executions
     /// it claims (to run them).
     fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
-        if request.limit == 0 || request.fingerprints.is_empty() {
-            return Box::pin(std::future::ready(Ok(Vec::new())));
-        }
-        let owners = self.owners();
-        let claimed = self.write_fenced("claiming executions", move |conn, path| {
-            let err = db(path, "claiming executions");
-            let now = now_ms();
-            let mut owners = super::owners(&owners);
-            owners.hold(&request.owner);
-            // The owners of live leases on unfinished executions, and of
-            // those the ones whose process is gone.
-            let holders = conn
-                .prepare_cached(
-                    "SELECT DISTINCT l.owner FROM leases l
-                     JOIN executions e ON e.id = l.execution_id
-                     WHERE e.status IN ('running', 'compensating')
-                       AND l.owner IS NOT NULL AND l.expires_at > ?1",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_map([now], |row| row.get::<_, String>(0))?
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(&err)?;
-            let dead = owners.dead_among(holders);
-            drop(owners);
-            let dead_list = expire_dead(conn, path, dead.clone(), now)?;
-            let as_json = |items: Vec<&str>| serde_json::Value::from(items).to_string();
-            let fingerprints = as_json(request.fingerprints.iter().map(String::as_str).collect());
-            let exclude = as_json(request.exclude.iter().map(ExecutionId::as_str).collect());
-            let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-            let mut stmt = conn
-                .prepare_cached(
-                    "UPDATE leases SET owner = ?1, token = token + 1, expires_at = ?2
-                     WHERE execution_id IN (
-                        SELECT e.id FROM executions e
-                        JOIN leases l ON l.execution_id = e.id
-                        WHERE e.status IN ('running', 'compensating')
-                          AND e.fingerprint IN (SELECT value FROM json_each(?4))
-                          AND e.id NOT IN (SELECT value FROM json_each(?5))
-                          AND (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= ?3
-                               OR l.owner IN (SELECT value FROM json_each(?7)))
-                        ORDER BY e.created_at, e.id
-                        LIMIT ?6)
-                     RETURNING execution_id, token",
-                )
-                .map_err(&err)?;
-            let tokens = stmt
-                .query_map(
-                    params![
-                        request.owner,
-                        now.saturating_add(ttl_ms(request.ttl)),
-                        now,
-                        fingerprints,
-                        exclude,
-                        limit,
-                        dead_list
-                    ],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
-                )
-                .map_err(&err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(&err)?;
-            let mut claimed = Vec::with_capacity(tokens.len());
-            for (id, token) in tokens {
-                // In the claim's transaction: the execution as claimed.
-                let Some(record) = get_execution(conn, path, &id)? else {
-                    continue;
-                };
-                claimed.push(Claimed {
-                    record,
-                    lease: Lease {
-                        owner: request.owner.as_str().into(),
-                        token,
-                        ttl: request.ttl,
-                    },
-                });
-            }
-            claimed.sort_by(|a, b| {
-                (a.record.created_at_ms, a.record.id.as_str())
-                    .cmp(&(b.record.created_at_ms, b.record.id.as_str()))
-            });
-            Ok((claimed, dead))
-        });
-        Box::pin(async move {
-            let (claimed, dead) = claimed.await?;
-            self.forget_dead(&dead);
-            Ok(claimed)
-        })
+        let claimed = self.claim_in_one_transaction(request, false);
+        Box::pin(async move { Ok(claimed.await?.into_iter().map(|c| c.claimed).collect()) })
+    }
+
+    /// [`claim_next`](SagaStore::claim_next)'s claims, each with its log,
+    /// read in the claim's transaction.
+    fn claim_next_with_log(
+        &self,
+        request: ClaimRequest,
+    ) -> BoxFuture<'_, StoreResult<Vec<ClaimedWithLog>>> {
+        self.claim_in_one_transaction(request, true)
     }
 
     fn resume_requests(&self) -> BoxFuture<'_, StoreResult<Vec<ExecutionSummary>>> {
