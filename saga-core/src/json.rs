@@ -433,57 +433,37 @@ impl<'a> Compound<'a> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = Error;
+/// The compounds serde_json writes as arrays: `$method` writes an element,
+/// `$end` closes the compound.
+macro_rules! array_compound {
+    ($trait:ident, $method:ident, $end:expr) => {
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = Error;
 
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        self.element(value)
-    }
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+                self.element(value)
+            }
 
-    fn end(self) -> Result<(), Error> {
-        self.end_array().map(|_| ())
-    }
+            fn end(self) -> Result<(), Error> {
+                $end(self)
+            }
+        }
+    };
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), Error> {
-        self.end_array().map(|_| ())
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), Error> {
-        self.end_array().map(|_| ())
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), Error> {
-        self.end_array()?.end_variant()
-    }
-}
+array_compound!(SerializeSeq, serialize_element, |c: Self| c
+    .end_array()
+    .map(drop));
+array_compound!(SerializeTuple, serialize_element, |c: Self| c
+    .end_array()
+    .map(drop));
+array_compound!(SerializeTupleStruct, serialize_field, |c: Self| c
+    .end_array()
+    .map(drop));
+array_compound!(SerializeTupleVariant, serialize_field, |c: Self| c
+    .end_array()?
+    .end_variant());
 
 impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
@@ -502,39 +482,33 @@ impl ser::SerializeMap for Compound<'_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Error;
+/// The compounds serde_json writes as objects of named fields; `$end`
+/// closes the compound.
+macro_rules! struct_compound {
+    ($trait:ident, $end:expr) => {
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = Error;
 
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        self.field(key, value)
-    }
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), Error> {
+                self.field(key, value)
+            }
 
-    fn end(self) -> Result<(), Error> {
-        self.end_object().map(|_| ())
-    }
+            fn end(self) -> Result<(), Error> {
+                $end(self)
+            }
+        }
+    };
 }
 
-impl ser::SerializeStructVariant for Compound<'_> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result<(), Error> {
-        self.end_object()?.end_variant()
-    }
-}
+struct_compound!(SerializeStruct, |c: Self| c.end_object().map(drop));
+struct_compound!(SerializeStructVariant, |c: Self| c
+    .end_object()?
+    .end_variant());
 
 /// A map key that is not a string, written as serde_json writes it (quoted
 /// numbers, `true`, ...) or refused with its error: a map of serde_json's
