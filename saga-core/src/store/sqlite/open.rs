@@ -119,7 +119,8 @@ pub(super) fn just_written(path: &Path) -> bool {
 
 /// Checks what can be checked without SQLite in an existing file: it must
 /// not be empty, must start with the SQLite header and be as long as the
-/// header says; for writing, it must be writable.
+/// header says (unless a `-wal` beside it holds pages); for writing, it
+/// must be writable.
 pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
     let metadata = std::fs::metadata(path).map_err(|e| StoreError::Backend {
         store: describe(path),
@@ -172,7 +173,13 @@ pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
         header[28], header[29], header[30], header[31],
     ]));
     let size_valid = header[24..28] == header[92..96];
-    if size_valid && pages > 0 && len < pages.saturating_mul(page_size) {
+    // Beside a `-wal` holding a frame, the file's length does not bound
+    // the database: the last commit in the `-wal` does, and its pages are
+    // read from there. A checkpoint cut off (by a full disk) leaves the
+    // file shorter than its header's count, while SQLite reads it whole;
+    // SQLite's own checks (and the integrity check) still apply.
+    let in_wal = wal_holds_a_frame(path, page_size);
+    if size_valid && pages > 0 && len < pages.saturating_mul(page_size) && !in_wal {
         return Err(StoreError::Corrupt {
             path: path.to_path_buf(),
             detail: format!(
@@ -184,6 +191,12 @@ pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
         check_writable(path, &metadata)?;
     }
     Ok(())
+}
+
+/// Whether the `-wal` beside `path` is long enough to hold a frame (its
+/// header, a frame's header and a page of `page_size` bytes).
+fn wal_holds_a_frame(path: &Path, page_size: u64) -> bool {
+    std::fs::metadata(wal_path(path)).is_ok_and(|m| m.is_file() && m.len() >= 32 + 24 + page_size)
 }
 
 /// Calls `read` with the file at `path`, opened through a descriptor this
