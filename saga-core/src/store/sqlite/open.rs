@@ -107,6 +107,34 @@ pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
     }
 }
 
+/// Refuses a missing file at `path` beside its store's traces: a `-wal`
+/// holding anything, or a `-shm`. The file was deleted or moved while a
+/// process had it open (and that process was killed): its last writes
+/// may be in the `-wal`, which a new store there would drop. Nothing is
+/// created or touched.
+pub(super) fn refuse_orphaned_wal(path: &Path) -> StoreResult<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // There, or not to be told: the open goes on and says why.
+        _ => return Ok(()),
+    }
+    let wal = wal_path(path);
+    let shm = companion(path, "-shm");
+    let found = match std::fs::metadata(&wal) {
+        Ok(m) if m.len() > 0 => format!("`{}` ({} bytes)", wal.display(), m.len()),
+        _ if std::fs::symlink_metadata(&shm).is_ok() => format!("`{}`", shm.display()),
+        _ => return Ok(()),
+    };
+    Err(StoreError::FileGone {
+        path: path.to_path_buf(),
+        problem: format!(
+            "is missing, but {found} is beside it: the store file was deleted or moved, and its last writes may be in its `-wal`; nothing was created or touched: move the store file back if it was moved; to restore a backup or start a new store, move `{}` and `{}` away first",
+            wal.display(),
+            shm.display()
+        ),
+    })
+}
+
 /// Whether the file at `path` was written in the last few seconds: a
 /// store another process is creating, not yet set up.
 pub(super) fn just_written(path: &Path) -> bool {
@@ -486,9 +514,14 @@ fn read_header(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 }
 
 fn wal_path(path: &Path) -> std::path::PathBuf {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    wal.into()
+    companion(path, "-wal")
+}
+
+/// The file of SQLite's beside `path` whose name ends in `suffix`.
+fn companion(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
 }
 
 /// `file:` URI of `path` with `immutable=1` (`%`, `?` and `#` escaped).
