@@ -183,3 +183,56 @@ fn a_new_store_is_created_and_an_existing_one_reopens_with_its_executions() {
         );
     });
 }
+
+/// A checkpoint cut off by a full disk leaves the file shorter than its
+/// header's page count while the pages missing from it are in its `-wal`:
+/// SQLite reads it whole, so it is no damage. The files are copied while
+/// the store is open (its recent pages in the `-wal`, as a crash leaves
+/// them), then the copy's header is made to count the pages its `-wal`
+/// holds, as the checkpoint's copy of the first page left it.
+#[test]
+fn a_store_cut_off_by_a_checkpoint_opens_from_its_wal() {
+    let dir = scratch_dir("cut-off-checkpoint");
+    let path = dir.join("sagas.db");
+    let copy = dir.join("copy.db");
+    let copy_wal = dir.join("copy.db-wal");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = SagaEngine::new(SqliteStore::open(&path).unwrap());
+        let script = Arc::new(Script::default());
+        engine.register(saga(&script)).await.unwrap();
+        for _ in 0..10 {
+            let id = engine.start("order", Order::default()).await.unwrap();
+            engine.wait(&id).await.or_else(support::ended).unwrap();
+        }
+        let pages: u32 = {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.pragma_query_value(None, "page_count", |r| r.get(0))
+                .unwrap()
+        };
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::copy(path.with_extension("db-wal"), &copy_wal).unwrap();
+        drop(engine);
+        let mut main = bytes(&copy);
+        let page_size = u64::from(u16::from_be_bytes([main[16], main[17]]));
+        assert!(
+            (main.len() as u64) < u64::from(pages) * page_size,
+            "the file ({} bytes) holds fewer than the store's {pages} pages",
+            main.len()
+        );
+        main[28..32].copy_from_slice(&pages.to_be_bytes());
+        let counter: [u8; 4] = main[24..28].try_into().unwrap();
+        main[92..96].copy_from_slice(&counter);
+        std::fs::write(&copy, &main).unwrap();
+    });
+    let store = SqliteStore::open(&copy).unwrap();
+    rt.block_on(async {
+        let engine = SagaEngine::new(store);
+        let all = engine.list(None).await.unwrap();
+        assert_eq!(all.len(), 10);
+        assert!(
+            all.iter()
+                .all(|r| r.status == saga_core::ExecutionStatus::Completed)
+        );
+    });
+}

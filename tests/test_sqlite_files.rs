@@ -340,3 +340,149 @@ fn a_second_open_in_the_process_keeps_the_live_stores_log() {
         drop(engine);
     }
 }
+
+/// A store file deleted (or moved away) while its process ran leaves its
+/// `-wal` behind after a crash, holding the last writes: opening the path
+/// again must not take it for a new store (a new file beside that `-wal`
+/// would have SQLite drop it). It is refused, naming both files, and
+/// nothing is created or touched; once the `-wal` is moved away, a new
+/// store is created.
+#[test]
+fn a_missing_store_file_beside_its_wal_is_refused_and_nothing_is_created() {
+    let dir = scratch_dir("orphaned-wal");
+    let path = dir.join("sagas.db");
+    let wal = companion(&path, "-wal");
+    let shm = companion(&path, "-shm");
+    let saved = dir.join("saved-wal");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = SagaEngine::new(SqliteStore::open(&path).unwrap());
+        let script = Arc::new(Script::default());
+        engine.register(saga(&script)).await.unwrap();
+        for _ in 0..3 {
+            let id = engine.start("order", Order::default()).await.unwrap();
+            engine.wait(&id).await.or_else(support::ended).unwrap();
+        }
+        // As a crash leaves it: the `-wal` as the open store wrote it.
+        std::fs::copy(&wal, &saved).unwrap();
+    });
+    drop(rt);
+    assert!(!wal.exists(), "a closed store's -wal is removed");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::copy(&saved, &wal).unwrap();
+    let kept = bytes(&wal);
+    assert!(!kept.is_empty());
+    for read_only in [false, true] {
+        let err = if read_only {
+            SqliteStore::open_read_only(&path).unwrap_err()
+        } else {
+            SqliteStore::open(&path).unwrap_err()
+        };
+        assert!(
+            matches!(err, StoreError::FileGone { .. }),
+            "read-only {read_only}: {err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("`{}`", path.display()))
+                && message.contains(&format!("`{}`", wal.display())),
+            "read-only {read_only}: {message}"
+        );
+        assert!(
+            message.contains("the store file was deleted or moved")
+                && message.contains("its last writes may be in its `-wal`"),
+            "read-only {read_only}: {message}"
+        );
+        assert!(!path.exists(), "read-only {read_only}: a store was created");
+        assert_eq!(bytes(&wal), kept, "read-only {read_only}");
+        assert!(!shm.exists(), "read-only {read_only}: a -shm was created");
+    }
+    // A `-shm` left alone (an empty `-wal`) is a store's trace too.
+    std::fs::write(&wal, b"").unwrap();
+    std::fs::write(&shm, vec![0_u8; 32 * 1024]).unwrap();
+    let message = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("`{}`", shm.display())),
+        "{message}"
+    );
+    assert!(!path.exists());
+    // The traces moved away, the path is free for a new store.
+    std::fs::remove_file(&wal).unwrap();
+    std::fs::remove_file(&shm).unwrap();
+    drop(SqliteStore::open(&path).unwrap());
+    assert!(path.exists());
+}
+
+/// A store file deleted (or replaced by another file) under a running
+/// process: its writes would go to a file no one else sees, lost when the
+/// process exits. The store notices within about a second (it looks at
+/// most once a second) and refuses every write from then on.
+#[test]
+fn a_store_file_deleted_or_replaced_while_open_refuses_every_write_after() {
+    for how in ["deleted", "replaced"] {
+        let dir = scratch_dir(&format!("gone-while-open-{how}"));
+        let path = dir.join("sagas.db");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let engine = SagaEngine::new(SqliteStore::open(&path).unwrap());
+            let script = Arc::new(Script::default());
+            engine.register(saga(&script)).await.unwrap();
+            let id = engine.start("order", Order::default()).await.unwrap();
+            engine.wait(&id).await.or_else(support::ended).unwrap();
+            if how == "deleted" {
+                std::fs::remove_file(&path).unwrap();
+            } else {
+                let other = dir.join("other.db");
+                std::fs::copy(&path, &other).unwrap();
+                std::fs::rename(&other, &path).unwrap();
+            }
+            let gone = std::time::Instant::now();
+            let start = || {
+                let engine = engine.clone();
+                async move {
+                    tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        engine.start("order", Order::default()),
+                    )
+                    .await
+                    .expect("a write hung")
+                }
+            };
+            let error = loop {
+                assert!(
+                    gone.elapsed() < std::time::Duration::from_secs(3),
+                    "{how}: writes still succeed 3 s after"
+                );
+                match start().await {
+                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                    Err(error) => break error,
+                }
+            };
+            // At most a second between looks, and the writes' own time
+            // on a loaded machine.
+            assert!(
+                gone.elapsed() < std::time::Duration::from_secs(2),
+                "{how}: refused only after {:?}",
+                gone.elapsed()
+            );
+            assert!(
+                matches!(
+                    error,
+                    saga_core::EngineError::Store(StoreError::FileGone { .. })
+                ),
+                "{how}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("`{}`", path.display()))
+                    && message.contains("was deleted or replaced while this process had it open")
+                    && message.contains("restart the process"),
+                "{how}: {message}"
+            );
+            for _ in 0..3 {
+                let again = start().await.unwrap_err().to_string();
+                assert_eq!(again, message, "{how}");
+            }
+        });
+    }
+}

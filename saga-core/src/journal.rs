@@ -388,6 +388,19 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// The store's file is not where its path says: missing while its
+    /// `-wal` (holding the last writes, perhaps) or `-shm` is there (the
+    /// file was deleted or moved; nothing is created there), or deleted
+    /// or replaced by another file while this process had it open (what
+    /// it wrote would be lost with the process: every write is refused
+    /// from then on, until the process is restarted).
+    #[error("`{}` {problem}", path.display())]
+    FileGone {
+        /// The file.
+        path: PathBuf,
+        /// What was found and what to do, in words.
+        problem: String,
+    },
     /// The store was closed (its writer thread is gone).
     #[error("{store} is closed")]
     Closed {

@@ -38,7 +38,7 @@ use tokio::sync::{oneshot, watch};
 use self::liveness::Owners;
 use self::open::{Access, check_and_migrate, create_file, open_error, precheck_file};
 pub use self::options::{SqliteOptions, Synchronous};
-use self::writer::{Db, Job, Pending, Read, Undo, Write, writer_loop};
+use self::writer::{Db, FileWatch, Job, NotBegun, Pending, Read, Undo, Write, writer_loop};
 use super::{StoreError, StoreResult};
 use crate::step::BoxFuture;
 
@@ -86,7 +86,17 @@ use crate::step::BoxFuture;
 /// [`StoreError`] naming the file, and the file is left as it was. A file
 /// of an older schema is migrated (unless
 /// [`SqliteOptions::with_migrate`] says not to: then it is refused, as it
-/// was). A missing file is created, `0600`.
+/// was). A missing file is created, `0600`, unless its `-wal` (holding
+/// anything) or `-shm` is there: the file was deleted or moved, its last
+/// writes perhaps in the `-wal`, and the open is refused
+/// ([`StoreError::FileGone`]) with nothing created or touched.
+///
+/// Never delete (or replace) the file while a process has the store open:
+/// that process would go on writing to a file no one else sees, lost when
+/// it exits. The writer looks at most once a second (one `stat`, on Unix)
+/// whether the path still names the file it opened; once it does not, it
+/// logs an error and refuses every write with [`StoreError::FileGone`]
+/// until the process is restarted.
 ///
 /// Contexts and outputs are stored as JSON text, readable with the
 /// `sqlite3` shell: `SELECT seq, kind, step, context FROM events WHERE
@@ -153,7 +163,8 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A [`StoreError`] naming the file if it cannot be used; it is left as
-    /// it was.
+    /// it was. [`StoreError::FileGone`] if the file is missing while its
+    /// `-wal` or `-shm` is there (nothing is created).
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         Self::open_with(path, SqliteOptions::new())
     }
@@ -166,6 +177,7 @@ impl SqliteStore {
     /// ([`SqliteOptions::with_migrate(false)`](SqliteOptions::with_migrate)).
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
+        open::refuse_orphaned_wal(&path)?;
         let created = create_file(&path)?;
         // A file another process created a moment ago is empty, then an
         // SQLite file with no schema (its first page perhaps half
@@ -224,12 +236,14 @@ impl SqliteStore {
     /// and with a directory nobody here can write, no writer is running.
     ///
     /// # Errors
-    /// A [`StoreError`] naming the file if it is missing, not a store of
-    /// ours, or of a newer schema; [`StoreError::OlderSchema`] for a store
-    /// of an older one (a 0.1 file: open it once with
+    /// A [`StoreError`] naming the file if it is missing
+    /// ([`StoreError::FileGone`] if its `-wal` or `-shm` is there), not a
+    /// store of ours, or of a newer schema; [`StoreError::OlderSchema`]
+    /// for a store of an older one (a 0.1 file: open it once with
     /// [`open`](Self::open), which migrates it).
     pub fn open_read_only(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
+        open::refuse_orphaned_wal(&path)?;
         precheck_file(&path, Access::ReadOnly)?;
         let conn = open::open_read_only(&path)?;
         Self::start(path, conn, 1, None)
@@ -270,9 +284,16 @@ impl SqliteStore {
         // none is parsed again after another pushed it out.
         conn.set_prepared_statement_cache_capacity(64);
         let (sender, receiver) = mpsc::channel::<Job>();
+        // A store opened to write refuses its writes once its file is
+        // deleted or replaced (they would be lost with the process).
+        let watch = if writable {
+            FileWatch::new(&path)
+        } else {
+            None
+        };
         let writer = std::thread::Builder::new()
             .name("saga-sqlite-writer".to_owned())
-            .spawn(move || writer_loop(&conn, &receiver, max_batch))
+            .spawn(move || writer_loop(&conn, &receiver, max_batch, watch))
             .map_err(|e| thread_error("starting the writer thread", e))?;
         let owners = Arc::new(Mutex::new(Owners::new(&path)));
         if writable {
@@ -356,13 +377,16 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         let path = self.inner.path.clone();
         let work: Box<writer::WriteWork> = Box::new(move |conn| match conn {
-            Err(message) => Pending {
+            Err(not_begun) => Pending {
                 ok: false,
                 finish: Box::new(move |_| {
-                    let _ = tx.send(Err(StoreError::Backend {
-                        store: describe(&path),
-                        what: format!("beginning a transaction ({what})"),
-                        source: message.into(),
+                    let _ = tx.send(Err(match not_begun {
+                        NotBegun::Failed(message) => StoreError::Backend {
+                            store: describe(&path),
+                            what: format!("beginning a transaction ({what})"),
+                            source: message.into(),
+                        },
+                        NotBegun::Gone(problem) => StoreError::FileGone { path, problem },
                     }));
                 }),
             },

@@ -107,6 +107,34 @@ pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
     }
 }
 
+/// Refuses a missing file at `path` beside its store's traces: a `-wal`
+/// holding anything, or a `-shm`. The file was deleted or moved while a
+/// process had it open (and that process was killed): its last writes
+/// may be in the `-wal`, which a new store there would drop. Nothing is
+/// created or touched.
+pub(super) fn refuse_orphaned_wal(path: &Path) -> StoreResult<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // There, or not to be told: the open goes on and says why.
+        _ => return Ok(()),
+    }
+    let wal = wal_path(path);
+    let shm = companion(path, "-shm");
+    let found = match std::fs::metadata(&wal) {
+        Ok(m) if m.len() > 0 => format!("`{}` ({} bytes)", wal.display(), m.len()),
+        _ if std::fs::symlink_metadata(&shm).is_ok() => format!("`{}`", shm.display()),
+        _ => return Ok(()),
+    };
+    Err(StoreError::FileGone {
+        path: path.to_path_buf(),
+        problem: format!(
+            "is missing, but {found} is beside it: the store file was deleted or moved, and its last writes may be in its `-wal`; nothing was created or touched: move the store file back if it was moved; to restore a backup or start a new store, move `{}` and `{}` away first",
+            wal.display(),
+            shm.display()
+        ),
+    })
+}
+
 /// Whether the file at `path` was written in the last few seconds: a
 /// store another process is creating, not yet set up.
 pub(super) fn just_written(path: &Path) -> bool {
@@ -119,7 +147,8 @@ pub(super) fn just_written(path: &Path) -> bool {
 
 /// Checks what can be checked without SQLite in an existing file: it must
 /// not be empty, must start with the SQLite header and be as long as the
-/// header says; for writing, it must be writable.
+/// header says (unless a `-wal` beside it holds pages); for writing, it
+/// must be writable.
 pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
     let metadata = std::fs::metadata(path).map_err(|e| StoreError::Backend {
         store: describe(path),
@@ -172,7 +201,13 @@ pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
         header[28], header[29], header[30], header[31],
     ]));
     let size_valid = header[24..28] == header[92..96];
-    if size_valid && pages > 0 && len < pages.saturating_mul(page_size) {
+    // Beside a `-wal` holding a frame, the file's length does not bound
+    // the database: the last commit in the `-wal` does, and its pages are
+    // read from there. A checkpoint cut off (by a full disk) leaves the
+    // file shorter than its header's count, while SQLite reads it whole;
+    // SQLite's own checks (and the integrity check) still apply.
+    let in_wal = wal_holds_a_frame(path, page_size);
+    if size_valid && pages > 0 && len < pages.saturating_mul(page_size) && !in_wal {
         return Err(StoreError::Corrupt {
             path: path.to_path_buf(),
             detail: format!(
@@ -184,6 +219,12 @@ pub(super) fn precheck_file(path: &Path, access: Access) -> StoreResult<()> {
         check_writable(path, &metadata)?;
     }
     Ok(())
+}
+
+/// Whether the `-wal` beside `path` is long enough to hold a frame (its
+/// header, a frame's header and a page of `page_size` bytes).
+fn wal_holds_a_frame(path: &Path, page_size: u64) -> bool {
+    std::fs::metadata(wal_path(path)).is_ok_and(|m| m.is_file() && m.len() >= 32 + 24 + page_size)
 }
 
 /// Calls `read` with the file at `path`, opened through a descriptor this
@@ -473,9 +514,14 @@ fn read_header(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 }
 
 fn wal_path(path: &Path) -> std::path::PathBuf {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    wal.into()
+    companion(path, "-wal")
+}
+
+/// The file of SQLite's beside `path` whose name ends in `suffix`.
+fn companion(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
 }
 
 /// `file:` URI of `path` with `immutable=1` (`%`, `?` and `#` escaped).

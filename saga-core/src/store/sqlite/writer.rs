@@ -4,7 +4,9 @@
 
 use std::cell::RefCell;
 use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Statement};
 
@@ -44,7 +46,105 @@ pub(super) enum Undo {
     Batch,
 }
 
-pub(super) type WriteWork = dyn FnOnce(Result<&Db<'_>, String>) -> Pending + Send;
+pub(super) type WriteWork = dyn FnOnce(Result<&Db<'_>, NotBegun>) -> Pending + Send;
+
+/// Why a batch's transaction did not begin: what each of its writes is
+/// given instead of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum NotBegun {
+    /// SQLite's `BEGIN` (or the `ROLLBACK` of a transaction left open)
+    /// failed: its message.
+    Failed(String),
+    /// The store's file was deleted or replaced while open
+    /// ([`FileWatch`]): what was found and what to do.
+    Gone(String),
+}
+
+impl std::fmt::Display for NotBegun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotBegun::Failed(message) | NotBegun::Gone(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Whether the path of a store still names the file its connection has
+/// open: a file deleted (or moved away, or replaced by another) under a
+/// running process still takes its writes, seen by no one else and lost
+/// when the process exits. Looked at (one `stat`) before a batch, at most
+/// once a [`FileWatch::EVERY`]; once it is gone, every write is refused.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(super) struct FileWatch {
+    path: PathBuf,
+    /// The file's device and inode at open.
+    #[cfg(unix)]
+    id: (u64, u64),
+    looked: Instant,
+    gone: Option<String>,
+}
+
+#[cfg_attr(not(unix), allow(dead_code))]
+impl FileWatch {
+    /// The longest time between two looks.
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Watches the file `path` names now (the one just opened); `None`
+    /// where it cannot be told (no file identity but on Unix, or no
+    /// metadata).
+    pub(super) fn new(path: &Path) -> Option<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let metadata = std::fs::metadata(path).ok()?;
+            Some(FileWatch {
+                path: path.to_path_buf(),
+                id: (metadata.dev(), metadata.ino()),
+                looked: Instant::now(),
+                gone: None,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
+
+    /// Why writes are refused, if the file is gone: looks again if the
+    /// last look is [`EVERY`](Self::EVERY) old, and logs an error the
+    /// first time it finds the file gone.
+    fn gone(&mut self) -> Option<&str> {
+        if self.gone.is_none() && self.looked.elapsed() >= Self::EVERY {
+            self.looked = Instant::now();
+            if let Some(how) = self.look() {
+                log::error!(target: "saga", path:% = crate::escape::Escaped(&self.path.display().to_string()), found = how; "sqlite store file deleted or replaced while open; every write is refused until the process restarts");
+                self.gone = Some(format!(
+                    "was deleted or replaced while this process had it open ({how}); every write is refused from now on, since it would go to a file no one else sees and be lost when the process exits: put the store file back in place, then restart the process"
+                ));
+            }
+        }
+        self.gone.as_deref()
+    }
+
+    /// What the path names now, if not the watched file.
+    #[cfg(unix)]
+    fn look(&self) -> Option<&'static str> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => None,
+            Ok(_) => Some("another file is at its path"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no file is at its path"),
+            // Not to be told (a directory made unreadable): not taken
+            // for gone.
+            Err(_) => None,
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn look(&self) -> Option<&'static str> {
+        None
+    }
+}
 
 /// The writer's connection, with the statements of the hot path (an
 /// append's) kept prepared by the address of their text: rusqlite's
@@ -119,7 +219,12 @@ fn control(db: &Db<'_>, sql: &'static str) -> rusqlite::Result<()> {
 
 /// The writer thread: one batch of writes per transaction, then the reads
 /// that arrived with them.
-pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max_batch: usize) {
+pub(super) fn writer_loop(
+    conn: &Connection,
+    receiver: &mpsc::Receiver<Job>,
+    max_batch: usize,
+    mut watch: Option<FileWatch>,
+) {
     let db = Db::new(conn);
     while let Ok(first) = receiver.recv() {
         let mut writes = Vec::new();
@@ -135,7 +240,11 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
             }
         }
         if !writes.is_empty() {
-            write_batch(&db, writes);
+            let gone = watch.as_mut().and_then(FileWatch::gone);
+            match gone {
+                Some(why) => refuse_batch(writes, &NotBegun::Gone(why.to_owned())),
+                None => write_batch(&db, writes),
+            }
         }
         for read in reads {
             read(conn);
@@ -147,13 +256,23 @@ pub(super) fn writer_loop(conn: &Connection, receiver: &mpsc::Receiver<Job>, max
 /// failure failed too) is rolled back first: none of its writes was
 /// answered as committed, and left open it would fail every later batch
 /// and hold the write lock against other processes.
-fn begin(db: &Db<'_>) -> Result<(), String> {
+fn begin(db: &Db<'_>) -> Result<(), NotBegun> {
     if !db.conn.is_autocommit() {
-        db.conn
-            .execute_batch("ROLLBACK")
-            .map_err(|e| format!("a failed transaction could not be rolled back: {e}"))?;
+        db.conn.execute_batch("ROLLBACK").map_err(|e| {
+            NotBegun::Failed(format!(
+                "a failed transaction could not be rolled back: {e}"
+            ))
+        })?;
     }
-    control(db, "BEGIN IMMEDIATE").map_err(|e| e.to_string())
+    control(db, "BEGIN IMMEDIATE").map_err(|e| NotBegun::Failed(e.to_string()))
+}
+
+/// Answers `writes` with `why` without running them.
+fn refuse_batch(writes: Vec<Write>, why: &NotBegun) {
+    for write in writes {
+        let pending = (write.work)(Err(why.clone()));
+        (pending.finish)(Err(why.to_string()));
+    }
 }
 
 /// Runs `writes` in one transaction and commits it, then answers them.
@@ -172,7 +291,12 @@ fn write_batch(db: &Db<'_>, writes: Vec<Write>) {
         let step = match write.undo {
             Undo::Savepoint => {
                 let savepoint = control(db, "SAVEPOINT job");
-                let step = (write.work)(savepoint.as_ref().map(|()| db).map_err(|e| e.to_string()));
+                let step = (write.work)(
+                    savepoint
+                        .as_ref()
+                        .map(|()| db)
+                        .map_err(|e| NotBegun::Failed(e.to_string())),
+                );
                 let closed = if step.ok {
                     control(db, "RELEASE job")
                 } else {
@@ -215,7 +339,7 @@ fn write_batch(db: &Db<'_>, writes: Vec<Write>) {
             }
             commit
         }
-        Err(message) => Err(message),
+        Err(message) => Err(message.to_string()),
     };
     for p in pending {
         (p.finish)(commit.clone());
@@ -270,7 +394,7 @@ mod tests {
             sender.send(job).unwrap();
         }
         drop(sender);
-        writer_loop(&conn, &receiver, 512);
+        writer_loop(&conn, &receiver, 512, None);
         let mut stmt = conn.prepare("SELECT name FROM t ORDER BY name").unwrap();
         let rows = stmt
             .query_map([], |row| row.get(0))
@@ -455,7 +579,7 @@ mod full_disk_tests {
             sender.send(j).unwrap();
         }
         drop(sender);
-        writer_loop(&conn, &receiver, 512);
+        writer_loop(&conn, &receiver, 512, None);
         drop(conn);
         let check = Connection::open(&path).unwrap();
         let mut stmt = check.prepare("SELECT name FROM t ORDER BY name").unwrap();
