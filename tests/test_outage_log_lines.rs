@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use saga_core::store::{MemoryStore, StoreError};
-use saga_core::testkit::DelayedStore;
-use saga_core::{ExecutionId, SagaEngine, Step, StepError, StepInfo};
+use saga_core::testkit::{DelayedStore, StoreOp};
+use saga_core::{ExecutionId, SagaEngine, Step, StepError, StepInfo, Worker};
 use support::logs;
 
 const WAITS: usize = 40;
@@ -101,4 +101,60 @@ async fn many_waits_through_an_outage_log_one_warning() {
     for wait in waits {
         wait.abort();
     }
+}
+
+/// A worker whose claims failed other than by an outage (an SQLite disk
+/// full) says when they work again, in those words: "store reachable
+/// again" said before, of a store that was never unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_says_when_its_claims_work_again_after_a_full_disk() {
+    logs::install_logger(log::LevelFilter::Info);
+    let full = Arc::new(AtomicBool::new(true));
+    let store = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call({
+        let full = Arc::clone(&full);
+        move |call| {
+            if call.op == StoreOp::ClaimNext && full.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend {
+                    store: "the test store".into(),
+                    what: "committing (claiming executions)".into(),
+                    source: "database or disk is full".into(),
+                });
+            }
+            Ok(())
+        }
+    });
+    let engine = SagaEngine::new(store);
+    let worker = Worker::new(engine.clone())
+        .with_poll_interval(Duration::from_millis(20))
+        .with_max_backoff(Duration::from_millis(200))
+        .spawn()
+        .unwrap();
+    let mine = || logs::entries_where("owner", engine.owner());
+    let failed = |entries: &[logs::Entry]| {
+        entries
+            .iter()
+            .any(|e| e.message == "worker cannot claim work, retrying")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !failed(&mine()) {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", mine());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    full.store(false, Ordering::SeqCst);
+    let again = |entries: &[logs::Entry]| {
+        entries
+            .iter()
+            .filter(|e| e.level == log::Level::Info && e.message.starts_with("store "))
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+    };
+    while again(&mine()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", mine());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        again(&mine()),
+        ["store works again; worker claims work again"]
+    );
+    worker.shutdown(Duration::from_secs(1)).await;
 }
