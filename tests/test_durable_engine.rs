@@ -675,7 +675,7 @@ async fn a_log_that_cannot_be_written_stops_the_run_and_recovery_finishes_it() {
     let err = engine.wait(&id).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("execution `{id}` stopped: the test store: appending events failed")
+        format!("execution `{id}` stopped: the test store: appending events failed: disk full")
     );
     // Not one step after the failed write: s2's start was never logged,
     // so s2 did not run.

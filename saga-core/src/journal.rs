@@ -266,8 +266,11 @@ pub enum StoreError {
         /// The encoder's error.
         detail: String,
     },
-    /// The database reported an error.
-    #[error("{store}: {what} failed")]
+    /// The database reported an error. Its message ends with the
+    /// database's (the engine and the worker log an error's message
+    /// alone), and for a full disk (SQLite's `SQLITE_FULL`) with what to
+    /// do.
+    #[error("{store}: {what} failed: {source}{}", advice(.source))]
     Backend {
         /// The store (for SQLite: its file).
         store: String,
@@ -407,6 +410,21 @@ pub enum StoreError {
         /// The store.
         store: String,
     },
+}
+
+/// What to do about a [`StoreError::Backend`] of this cause, if it is one
+/// the operator can fix: a full disk. SQLite's message for `SQLITE_FULL`
+/// is how it is known, in the cause or below it: the SQLite store passes
+/// a commit's error on as its text.
+fn advice(source: &Cause) -> &'static str {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
+    while let Some(c) = cause {
+        if c.to_string().contains("database or disk is full") {
+            return "; free disk space: the store carries on by itself once there is room";
+        }
+        cause = c.source();
+    }
+    ""
 }
 
 /// Where a durable run writes its log. The executor awaits
@@ -653,5 +671,51 @@ mod tests {
         let _ = release_second.send(());
         second.await.expect("the waiter ended");
         assert!(lock.try_lock().is_some(), "released by the waiter");
+    }
+
+    /// A database error's message names its cause: the engine and the
+    /// worker log an error's `Display` alone, and "committing failed"
+    /// told a full disk from nothing else.
+    #[test]
+    fn a_backend_error_names_its_cause() {
+        let error = StoreError::Backend {
+            store: "the test store".into(),
+            what: "appending events".into(),
+            source: "connection reset".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "the test store: appending events failed: connection reset"
+        );
+    }
+
+    /// SQLite's full disk (SQLITE_FULL, as the store's writer passes it
+    /// on: its text) says what to do, once.
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_full_disk_says_to_free_space() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (b BLOB); PRAGMA max_page_count=4;")
+            .unwrap();
+        let full = conn
+            .execute("INSERT INTO t VALUES (zeroblob(100000))", [])
+            .unwrap_err();
+        assert_eq!(
+            full.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DiskFull)
+        );
+        let expected = "the SQLite store `x.db`: committing (appending events) failed: \
+             database or disk is full; free disk space: the store carries on by \
+             itself once there is room";
+        // As the writer passes a commit's error on (its text), and as the
+        // error itself.
+        for source in [Cause::from(full.to_string()), Box::new(full)] {
+            let error = StoreError::Backend {
+                store: "the SQLite store `x.db`".into(),
+                what: "committing (appending events)".into(),
+                source,
+            };
+            assert_eq!(error.to_string(), expected);
+        }
     }
 }

@@ -291,8 +291,9 @@ impl Worker {
         let mut mine: HashSet<ExecutionId> = HashSet::new();
         let mut refused: HashSet<ExecutionId> = HashSet::new();
         let mut backoff: Option<Duration> = None;
-        // Whether the last claim failed because the store is misconfigured.
-        let mut misconfigured = false;
+        // Why the last claim failed: the store is misconfigured, or
+        // unreachable (else it failed another way: a full disk, say).
+        let (mut misconfigured, mut unreachable) = (false, false);
         // Resume requests at each poll, purges on their own schedule; both
         // the first time at once.
         let mut next_sweep = Instant::now();
@@ -340,10 +341,15 @@ impl Worker {
                 match store.claim_next_with_log(request).await {
                     Ok(claims) => {
                         if backoff.take().is_some() {
+                            let (owner, described) = (Escaped(engine.owner()), store.describe());
+                            let described = Escaped(&described);
                             if misconfigured {
-                                log::info!(target: "saga", owner:% = Escaped(engine.owner()), store:% = Escaped(&store.describe()); "store configuration fixed; worker claims work again");
+                                log::info!(target: "saga", owner:% = owner, store:% = described; "store configuration fixed; worker claims work again");
+                            } else if unreachable {
+                                log::info!(target: "saga", owner:% = owner, store:% = described; "store reachable again");
                             } else {
-                                log::info!(target: "saga", owner:% = Escaped(engine.owner()), store:% = Escaped(&store.describe()); "store reachable again");
+                                // Never unreachable: a full disk, say.
+                                log::info!(target: "saga", owner:% = owner, store:% = described; "store works again; worker claims work again");
                             }
                         }
                         more = claims.len() == free;
@@ -380,6 +386,7 @@ impl Worker {
                             (b * 2).min(self.max_backoff)
                         });
                         misconfigured = matches!(error, StoreError::Misconfigured { .. });
+                        unreachable = matches!(error, StoreError::Unavailable { .. });
                         if misconfigured {
                             // Not an outage either, but fixed in the
                             // database (a `GRANT`, a `CREATE DATABASE`),

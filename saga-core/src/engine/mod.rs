@@ -23,7 +23,7 @@ use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -45,6 +45,7 @@ mod journal;
 mod keeper;
 mod live;
 mod operator;
+mod outage;
 mod replay;
 mod runner;
 mod shape;
@@ -208,6 +209,9 @@ struct EngineInner {
     ended: Mutex<ended::Ended>,
     /// Renews the leases of this engine's runs.
     keeper: keeper::LeaseKeeper,
+    /// The `wait`s retrying through an outage of the store, and when
+    /// they were last warned of.
+    wait_outage: outage::WaitOutage,
     /// Debug builds: the run tasks alive per execution, counted by the
     /// tasks themselves, so the one-live-run rule is checked on what runs,
     /// not on the bookkeeping that is meant to ensure it.
@@ -257,6 +261,7 @@ impl SagaEngine {
                 live: Mutex::new(HashMap::new()),
                 slots: AtomicU64::new(0),
                 ended: Mutex::default(),
+                wait_outage: outage::WaitOutage::default(),
                 #[cfg(debug_assertions)]
                 tasks: Mutex::new(HashMap::new()),
             }),
@@ -829,8 +834,10 @@ impl SagaEngine {
     /// lost lease (another engine's `wait` goes on waiting for a
     /// recovery), and store errors other than an outage:
     /// while the store cannot be reached ([`StoreError::Unavailable`], a
-    /// database restarting), `wait` reads again every 250 ms, with a
-    /// warning every 30 s, as a [`Worker`](crate::Worker) does, and a run
+    /// database restarting), `wait` reads again every 250 ms, as a
+    /// [`Worker`](crate::Worker) does, with one warning per engine every
+    /// 30 s (`store unavailable while waiting; retrying`, its `waits`
+    /// saying how many of the engine's waits retry), and a run
     /// of this engine that the outage stopped is waited for until a
     /// worker (or a recovery) carries it on. An outage that never ends
     /// (a server gone for good) is waited through for good: bound the
@@ -843,8 +850,9 @@ impl SagaEngine {
         // The run's own report, of a run of this engine that ended other
         // than completed.
         let mut own: Option<SagaReport> = None;
-        // When an outage of the store was last logged.
-        let mut warned: Option<Instant> = None;
+        // Counted among the engine's waits retrying through an outage,
+        // from this wait's first failed read to its next read that works.
+        let mut retrying: Option<outage::Retrying<'_>> = None;
         loop {
             let live = if read_record {
                 None
@@ -883,7 +891,11 @@ impl SagaEngine {
                 }
                 read_record = true;
             }
-            let outcome = match self.record(id).await {
+            let read = self.record(id).await;
+            if read.is_ok() {
+                retrying = None;
+            }
+            let outcome = match read {
                 // Stuck, with a resume an operator requested: a worker runs
                 // it again, and its end is what is waited for.
                 Ok(record) if record.status.is_finished() => {
@@ -917,13 +929,17 @@ impl SagaEngine {
                 // An outage (a database restarting): the execution goes on
                 // where its owner is, or is carried on by a worker once the
                 // store is back; it is waited for, as workers wait for the
-                // store. Logged every 30 s while it lasts.
+                // store. Logged once per engine every 30 s while it
+                // lasts, with the number of its waits that retry (this
+                // one an example), not once per wait.
                 Err(WaitError::Engine(EngineError::Store(
                     error @ StoreError::Unavailable { .. },
                 ))) => {
-                    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
-                        warned = Some(Instant::now());
-                        log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "store unavailable while waiting; retrying");
+                    let due = retrying
+                        .get_or_insert_with(|| self.inner.wait_outage.retrying())
+                        .failed();
+                    if let Some(waits) = due {
+                        log::warn!(target: "saga", owner:% = crate::escape::Escaped(self.owner()), waits, execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "store unavailable while waiting; retrying");
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }

@@ -160,7 +160,12 @@ impl PostgresStore {
     /// a tokio runtime: the store's connections run on it.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] if the server cannot be reached;
+    /// [`StoreError::Unavailable`] if the server cannot be reached, at
+    /// once: a service that may start before its database retries the
+    /// first connect itself (the guide
+    /// [operations](crate::guide::operations) has a loop with backoff and
+    /// a deadline for it), where a running [`Worker`](crate::Worker)
+    /// rides out an outage by itself;
     /// [`StoreError::Unauthorized`] for refused credentials (or a password
     /// the server asks for and the URL lacks);
     /// [`StoreError::Misconfigured`] for a database the server does not
