@@ -115,6 +115,26 @@ fn word_needs_escape(w: u64) -> bool {
 const RAW_VALUE: &str = "$serde_json::private::RawValue";
 const NUMBER: &str = "$serde_json::private::Number";
 
+/// Whether serde_json writes its struct `name` ([`RAW_VALUE`] or
+/// [`NUMBER`]) raw: whether the feature that makes it so is on in this
+/// build (features are chosen for the whole build, by any crate). Asked of
+/// serde_json once each. Without it, a struct of that name is any struct.
+fn raw_in_serde_json(name: &'static str) -> bool {
+    static RAW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static NUMBERS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    /// serde_json's own struct `name`, holding `1`.
+    struct Probe(&'static str);
+    impl Serialize for Probe {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut probe = s.serialize_struct(self.0, 1)?;
+            ser::SerializeStruct::serialize_field(&mut probe, self.0, "1")?;
+            ser::SerializeStruct::end(probe)
+        }
+    }
+    let asked = if name == RAW_VALUE { &RAW } else { &NUMBERS };
+    *asked.get_or_init(|| serde_json::to_vec(&Probe(name)).is_ok_and(|json| json == b"1"))
+}
+
 struct Writer {
     out: Vec<u8>,
 }
@@ -313,7 +333,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
     }
 
     fn serialize_struct(self, name: &'static str, len: usize) -> Result<Compound<'a>, Error> {
-        if name == RAW_VALUE || name == NUMBER {
+        if (name == RAW_VALUE || name == NUMBER) && raw_in_serde_json(name) {
             return Ok(Compound::Private { w: self, name });
         }
         self.map(Some(len))
@@ -372,8 +392,18 @@ impl<'a> Compound<'a> {
             .begin_object_key(&mut w.out, *state == State::First)
             .map_err(Error::io)?;
         *state = State::Rest;
-        match key.serialize(KeyWriter(w)) {
+        let (start, mut refused) = (w.out.len(), false);
+        match key.serialize(KeyWriter {
+            w,
+            refused: &mut refused,
+        }) {
             Ok(()) => {}
+            // Not a string, whatever error the key's own impl made of the
+            // refusal (one that wraps errors makes another of it).
+            Err(_) if refused => {
+                w.out.truncate(start);
+                key_by_serde_json(&mut w.out, key)?;
+            }
             Err(KeyError::NotAString) => key_by_serde_json(&mut w.out, key)?,
             Err(KeyError::Json(e)) => return Err(e),
         }
@@ -525,9 +555,19 @@ fn key_by_serde_json<T: ?Sized + Serialize>(out: &mut Vec<u8>, key: &T) -> Resul
 }
 
 /// Writes a map key that is a string; any other key is handed back
-/// ([`KeyError::NotAString`]), with nothing written, to serde_json, which
-/// serializes it again with its own rules.
-struct KeyWriter<'a>(&'a mut Writer);
+/// ([`KeyError::NotAString`], and `refused` set), with nothing written, to
+/// serde_json, which serializes it again with its own rules.
+struct KeyWriter<'a> {
+    w: &'a mut Writer,
+    refused: &'a mut bool,
+}
+
+impl KeyWriter<'_> {
+    fn refuse(self) -> KeyError {
+        *self.refused = true;
+        KeyError::NotAString
+    }
+}
 
 #[derive(Debug)]
 enum KeyError {
@@ -556,7 +596,7 @@ macro_rules! not_a_string {
     ($($method:ident($($ty:ty),*);)*) => {
         $(
             fn $method(self, $(_: $ty),*) -> Result<(), KeyError> {
-                Err(KeyError::NotAString)
+                Err(self.refuse())
             }
         )*
     };
@@ -574,7 +614,7 @@ impl ser::Serializer for KeyWriter<'_> {
     type SerializeStructVariant = ser::Impossible<(), KeyError>;
 
     fn serialize_str(self, v: &str) -> Result<(), KeyError> {
-        self.0.str(v).map_err(KeyError::Json)
+        self.w.str(v).map_err(KeyError::Json)
     }
 
     not_a_string! {
@@ -600,7 +640,7 @@ impl ser::Serializer for KeyWriter<'_> {
     }
 
     fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_newtype_struct<T: ?Sized + Serialize>(
@@ -608,7 +648,7 @@ impl ser::Serializer for KeyWriter<'_> {
         _: &'static str,
         _: &T,
     ) -> Result<(), KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_newtype_variant<T: ?Sized + Serialize>(
@@ -618,15 +658,15 @@ impl ser::Serializer for KeyWriter<'_> {
         _: &'static str,
         _: &T,
     ) -> Result<(), KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_tuple_struct(
@@ -634,7 +674,7 @@ impl ser::Serializer for KeyWriter<'_> {
         _: &'static str,
         _: usize,
     ) -> Result<Self::SerializeTupleStruct, KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_tuple_variant(
@@ -644,11 +684,11 @@ impl ser::Serializer for KeyWriter<'_> {
         _: &'static str,
         _: usize,
     ) -> Result<Self::SerializeTupleVariant, KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_struct(
@@ -656,7 +696,7 @@ impl ser::Serializer for KeyWriter<'_> {
         _: &'static str,
         _: usize,
     ) -> Result<Self::SerializeStruct, KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn serialize_struct_variant(
@@ -666,11 +706,11 @@ impl ser::Serializer for KeyWriter<'_> {
         _: &'static str,
         _: usize,
     ) -> Result<Self::SerializeStructVariant, KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 
     fn collect_str<T: ?Sized + std::fmt::Display>(self, _: &T) -> Result<(), KeyError> {
-        Err(KeyError::NotAString)
+        Err(self.refuse())
     }
 }
 

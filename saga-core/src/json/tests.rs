@@ -335,6 +335,49 @@ fn a_serialize_impls_own_error_is_serde_jsons() {
     fails(&Pairs(vec![(Collected("k"), Refuses)]), "refused: \"no\"");
 }
 
+/// A key whose impl puts context on its serializer's errors: the
+/// refusal of a key that is not a string comes back as another error,
+/// and must still hand the key to serde_json (which quotes the number).
+struct WrapsErrors(u32);
+
+impl Serialize for WrapsErrors {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0
+            .serialize(s)
+            .map_err(|e| S::Error::custom(format_args!("id: {e}")))
+    }
+}
+
+#[test]
+fn a_key_whose_impl_wraps_errors_is_serde_jsons() {
+    same(&Pairs(vec![(WrapsErrors(7), 1)]));
+    same(&Pairs(vec![(WrapsErrors(7), 1), (WrapsErrors(8), 2)]));
+}
+
+/// A struct of the user's named as serde_json's private ones: without
+/// serde_json's features (this build's), any struct.
+struct NamedLikeSerdeJsons(&'static str, usize);
+
+impl Serialize for NamedLikeSerdeJsons {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct(self.0, self.1)?;
+        for field in ["a", "b"].into_iter().take(self.1) {
+            st.serialize_field(field, &1)?;
+        }
+        st.end()
+    }
+}
+
+#[test]
+fn a_struct_named_as_serde_jsons_own_is_serde_jsons() {
+    for name in [super::RAW_VALUE, super::NUMBER] {
+        for fields in 0..=2 {
+            same(&NamedLikeSerdeJsons(name, fields));
+        }
+    }
+}
+
 /// Escapes where a word's check must catch them: at each position of
 /// the first words, and in strings as long as a word and a bit.
 #[test]
