@@ -4,7 +4,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use saga_core::store::{MemoryStore, StoreError};
@@ -156,5 +156,55 @@ async fn a_worker_says_when_its_claims_work_again_after_a_full_disk() {
         again(&mine()),
         ["store works again; worker claims work again"]
     );
+    worker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Before: a worker whose claims failed claimed again at every wake-up
+/// (an execution submitted, a run ended), whatever its backoff said: in
+/// an outage with work arriving, a claim (and a warning) per submission.
+/// Its claims now wait for the backoff, however often it is woken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_in_backoff_does_not_claim_at_each_wake_up() {
+    let (down, claims) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let store = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call({
+        let (down, claims) = (Arc::clone(&down), Arc::clone(&claims));
+        move |call| {
+            if call.op == StoreOp::ClaimNext && down.load(Ordering::SeqCst) {
+                claims.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::Unavailable {
+                    store: "the test store".into(),
+                    what: "claiming executions".into(),
+                    source: "connection refused".into(),
+                });
+            }
+            Ok(())
+        }
+    });
+    let engine = SagaEngine::new(store);
+    let saga = saga_core::Saga::<u32>::builder("noop")
+        .step(Step::new("nothing", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .build()
+        .unwrap();
+    engine.register(saga).await.unwrap();
+    let worker = Worker::new(engine.clone())
+        .with_poll_interval(Duration::from_millis(20))
+        .with_max_backoff(Duration::from_secs(2))
+        .spawn()
+        .unwrap();
+    // A second of submissions, each one a work signal that wakes the
+    // worker: backoff 100, 200, 400 ms then 800 allows four or five claims.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        engine.submit("noop", 0u32).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tried = claims.load(Ordering::SeqCst);
+    assert!(tried <= 6, "{tried} claims in a second of backoff");
+    down.store(false, Ordering::SeqCst);
     worker.shutdown(Duration::from_secs(1)).await;
 }

@@ -291,6 +291,9 @@ impl Worker {
         let mut mine: HashSet<ExecutionId> = HashSet::new();
         let mut refused: HashSet<ExecutionId> = HashSet::new();
         let mut backoff: Option<Duration> = None;
+        // When a claim that failed is tried again: woken before (a run's
+        // end, a work signal), the worker claims nothing.
+        let mut retry_at = Instant::now();
         // Why the last claim failed: the store is misconfigured, or
         // unreachable (else it failed another way: a full disk, say).
         let (mut misconfigured, mut unreachable) = (false, false);
@@ -325,7 +328,7 @@ impl Worker {
             }
             let free = self.concurrency.saturating_sub(running.len());
             let mut more = false;
-            if free > 0 {
+            if free > 0 && (backoff.is_none() || now >= retry_at) {
                 // Runs of this engine dropped with an earlier runtime hold
                 // leases no claim would take until they expire.
                 engine.release_dropped_runs().await;
@@ -397,6 +400,7 @@ impl Worker {
                             log::warn!(target: "saga", owner:% = Escaped(engine.owner()), retry_in:? = wait, error:% = Escaped(&error.to_string()); "worker cannot claim work, retrying");
                         }
                         backoff = Some(wait);
+                        retry_at = later(Instant::now(), wait);
                     }
                 }
             }
@@ -410,8 +414,11 @@ impl Worker {
                     continue;
                 }
             }
-            let wait = backoff.unwrap_or(self.poll);
-            let deadline = later(Instant::now(), wait).min(next_purge);
+            let deadline = match backoff {
+                Some(_) => retry_at,
+                None => later(Instant::now(), self.poll),
+            }
+            .min(next_purge);
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() { break },
                 Some(joined) = running.join_next(), if !running.is_empty() => {
