@@ -112,11 +112,13 @@ pub struct Worker {
 pub struct WorkerStats {
     /// Executions it claimed (new ones and take-overs).
     pub claimed: u64,
-    /// Runs that ended (completed, compensated, cancelled or stuck).
+    /// Runs that ended (completed, compensated, cancelled or stuck): its
+    /// own, and at a [`shutdown`](WorkerHandle::shutdown) those its
+    /// engine began otherwise that ended within the grace period.
     pub finished: u64,
     /// Runs that stopped because the log could not be written (a lost
-    /// lease, an unreachable store); whoever holds the lease next carries
-    /// them on.
+    /// lease, an unreachable store), counted as `finished` is; whoever
+    /// holds the lease next carries them on.
     pub interrupted: u64,
     /// Runs it stopped at shutdown, releasing their leases: its own, and
     /// at a [`shutdown`](WorkerHandle::shutdown) those its engine began
@@ -455,14 +457,18 @@ impl Worker {
         log::info!(target: "saga", owner:% = Escaped(engine.owner()), running = running.len(), grace:? = grace; "worker stopping");
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
-        let mut others: JoinSet<()> = JoinSet::new();
+        // The others' ends, as `running`'s: whether each ended (or was
+        // stopped by its store).
+        let mut others: JoinSet<bool> = JoinSet::new();
         loop {
             if all && running.is_empty() && others.is_empty() {
                 // Those begun since the last look (a request the server
                 // was finishing) are waited for too.
                 for (_, mut done) in engine.runs_not_by_worker() {
                     others.spawn(async move {
-                        let _ = done.wait_for(Option::is_some).await;
+                        done.wait_for(Option::is_some)
+                            .await
+                            .is_ok_and(|done| matches!(*done, Some(Ok(_))))
                     });
                 }
             }
@@ -475,7 +481,11 @@ impl Worker {
                         finish(&counters, &mut mine, &id, ok);
                     }
                 }
-                Some(_) = others.join_next(), if !others.is_empty() => {}
+                Some(joined) = others.join_next(), if !others.is_empty() => {
+                    if let Ok(ok) = joined {
+                        ended(&counters, ok);
+                    }
+                }
                 () = &mut deadline => break,
             }
         }
@@ -483,6 +493,11 @@ impl Worker {
         while let Some(joined) = running.try_join_next() {
             if let Ok((id, ok)) = joined {
                 finish(&counters, &mut mine, &id, ok);
+            }
+        }
+        while let Some(joined) = others.try_join_next() {
+            if let Ok(ok) = joined {
+                ended(&counters, ok);
             }
         }
         running.abort_all();
@@ -611,6 +626,11 @@ fn track(
 
 fn finish(counters: &Counters, mine: &mut HashSet<ExecutionId>, id: &ExecutionId, ok: bool) {
     mine.remove(id);
+    ended(counters, ok);
+}
+
+/// Counts a run's end: `ok` if it ended, else its store stopped it.
+fn ended(counters: &Counters, ok: bool) {
     if ok {
         bump(&counters.finished);
     } else {
