@@ -154,7 +154,12 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     // No request comes in any more: the worker's shutdown lets the runs in
     // flight finish, its own and those the requests started, for up to the
     // grace period, then releases the others' leases for the next start.
-    let in_flight = in_flight(&engine).await?;
+    // Only for the messages: a store that fails here (restarting, say)
+    // must not skip the worker's shutdown, which lets the runs finish.
+    let in_flight = in_flight(&engine).await.unwrap_or_else(|error| {
+        eprintln!("listing the runs in flight failed ({error}); stopping all the same");
+        Vec::new()
+    });
     println!(
         "stopping: waiting up to {:?} for {} runs",
         config.grace,
@@ -164,8 +169,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     let stats = worker.shutdown(config.grace).await;
     let mut left = 0;
     for id in &in_flight {
-        let view = engine.get(id).await?;
-        if view.is_some_and(|view| !view.record.status.is_finished()) {
+        // Unread (the store failing): counted as left.
+        let finished =
+            matches!(engine.get(id).await, Ok(Some(view)) if view.record.status.is_finished());
+        if !finished {
             left += 1;
         }
     }
