@@ -16,30 +16,78 @@
 //! and other tasks to another thread. That costs a hand-over of a few
 //! microseconds per step; async steps do not pay it.
 //!
+//! The hand-over needs a thread of the runtime's blocking pool: once the
+//! pool is at its size (`max_blocking_threads`, 512 by default), a worker
+//! entering `block_in_place` just blocks, and with enough such steps at
+//! once every worker blocks and the runtime stalls (a 10 ms timer fired
+//! after 1.8 s with 600 steps). So the gate lets in a bounded number of
+//! steps at once (an engine's [`SagaEngine::with_sync_steps_at_once`],
+//! 256 by default), below the pool's size; the others wait for their
+//! turn asynchronously, holding no thread. A turn free at once costs no
+//! await and no allocation.
+//!
 //! A current-thread runtime has no thread to hand over to, and no gate:
 //! its sync steps block it (see `SagaEngine::with_lease_ttl`). In-memory
 //! runs hold no lease and call their sync steps in place.
+//!
+//! [`SagaEngine::with_sync_steps_at_once`]: crate::SagaEngine::with_sync_steps_at_once
+
+use std::sync::Arc;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// The way a durable run's sync steps leave their worker thread.
+/// The way a durable run's sync steps leave their worker thread: one per
+/// engine, shared by its clones and its runs.
 #[derive(Debug)]
 pub(crate) struct BlockingGate {
-    _private: (),
+    /// A permit per sync step that may be in `block_in_place` at once.
+    turns: Semaphore,
 }
 
-static GATE: BlockingGate = BlockingGate { _private: () };
+/// A sync step's turn through the gate, held while it runs.
+pub(crate) struct Turn<'g> {
+    /// `None` only if the semaphore were closed, which it never is.
+    _permit: Option<SemaphorePermit<'g>>,
+}
 
 impl BlockingGate {
-    /// The gate, when the caller runs on a multi-thread runtime; `None`
-    /// outside a runtime and on a current-thread one.
-    pub(crate) fn of_current_runtime() -> Option<&'static BlockingGate> {
-        let handle = Handle::try_current().ok()?;
-        (handle.runtime_flavor() == RuntimeFlavor::MultiThread).then_some(&GATE)
+    /// The default of [`BlockingGate::new`]'s `steps`: half the blocking
+    /// pool of a runtime built with tokio's defaults.
+    pub(crate) const DEFAULT_STEPS: usize = 256;
+
+    /// A gate that lets `steps` sync steps (at least one) through at once.
+    pub(crate) fn new(steps: usize) -> Self {
+        BlockingGate {
+            turns: Semaphore::new(steps.clamp(1, Semaphore::MAX_PERMITS)),
+        }
     }
 
-    /// Calls `f`, a sync step, off its worker thread's duties.
-    pub(crate) fn call<R>(&self, f: impl FnOnce() -> R) -> R {
+    /// `gate`, when the caller runs on a multi-thread runtime; `None`
+    /// outside a runtime and on a current-thread one.
+    pub(crate) fn of_current_runtime(gate: &Arc<BlockingGate>) -> Option<Arc<BlockingGate>> {
+        let handle = Handle::try_current().ok()?;
+        (handle.runtime_flavor() == RuntimeFlavor::MultiThread).then(|| Arc::clone(gate))
+    }
+
+    /// Waits for a turn through the gate, asynchronously: a waiting step
+    /// holds no thread. A turn free at once is taken without a wait or an
+    /// allocation (a step waiting before it still goes first: a permit
+    /// given back goes to the first waiter); a wait is boxed, so that the
+    /// run's future does not hold the semaphore's waiter.
+    pub(crate) async fn turn(&self) -> Turn<'_> {
+        let permit = match self.turns.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => Box::pin(self.turns.acquire()).await.ok(),
+        };
+        Turn { _permit: permit }
+    }
+}
+
+impl Turn<'_> {
+    /// Calls `f`, a sync step, off its worker thread's duties; the turn
+    /// is given back when it returns.
+    pub(crate) fn call<R>(self, f: impl FnOnce() -> R) -> R {
         tokio::task::block_in_place(f)
     }
 }
@@ -52,11 +100,12 @@ mod tests {
 
     #[test]
     fn no_gate_outside_a_runtime_or_on_a_current_thread_one() {
-        assert!(BlockingGate::of_current_runtime().is_none());
+        let gate = Arc::new(BlockingGate::new(BlockingGate::DEFAULT_STEPS));
+        assert!(BlockingGate::of_current_runtime(&gate).is_none());
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(async { assert!(BlockingGate::of_current_runtime().is_none()) });
+        rt.block_on(async { assert!(BlockingGate::of_current_runtime(&gate).is_none()) });
     }
 
     /// While a step blocks in the gate, the runtime's timers fire: a task
@@ -69,17 +118,57 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let gate = BlockingGate::of_current_runtime().unwrap();
+            let gate = Arc::new(BlockingGate::new(BlockingGate::DEFAULT_STEPS));
+            let gate = BlockingGate::of_current_runtime(&gate).unwrap();
             let started = Instant::now();
             let sleeper = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 started.elapsed()
             });
-            tokio::spawn(async move { gate.call(|| std::thread::sleep(Duration::from_secs(1))) })
-                .await
-                .unwrap();
+            tokio::spawn(async move {
+                gate.turn()
+                    .await
+                    .call(|| std::thread::sleep(Duration::from_secs(1)))
+            })
+            .await
+            .unwrap();
             let woke = sleeper.await.unwrap();
             assert!(woke < Duration::from_millis(900), "woke after {woke:?}");
+        });
+    }
+
+    /// More steps than the blocking pool has threads: those past the
+    /// gate's limit wait for their turn without holding a worker, so the
+    /// runtime's timers still fire, and every step runs.
+    #[test]
+    fn steps_past_the_limit_wait_without_holding_a_worker() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gate = Arc::new(BlockingGate::new(4));
+            let mut steps = Vec::new();
+            for _ in 0..24 {
+                let gate = Arc::clone(&gate);
+                steps.push(tokio::spawn(async move {
+                    gate.turn()
+                        .await
+                        .call(|| std::thread::sleep(Duration::from_millis(50)))
+                }));
+            }
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let woke = started.elapsed();
+            for step in steps {
+                tokio::time::timeout(Duration::from_secs(10), step)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            assert!(woke < Duration::from_millis(150), "woke after {woke:?}");
         });
     }
 }

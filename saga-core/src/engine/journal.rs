@@ -42,9 +42,9 @@ pub(super) struct StoreJournal<C> {
     /// The length of the context's last encoding: the next one starts with
     /// room for it, rather than growing (and copying) from a few bytes.
     pub(super) encoded_len: AtomicUsize,
-    /// The gate of the multi-thread runtime the run is polled on, for its
-    /// sync steps (`None` on a current-thread runtime).
-    pub(super) gate: Option<&'static BlockingGate>,
+    /// The engine's gate, for the run's sync steps when it is polled on a
+    /// multi-thread runtime (`None` on a current-thread runtime).
+    pub(super) gate: Option<Arc<BlockingGate>>,
     pub(super) _context: PhantomData<fn(&C)>,
 }
 
@@ -92,7 +92,7 @@ impl<C> StoreJournal<C> {
 
 impl<C: Serialize> Journal<C> for StoreJournal<C> {
     fn gate(&self) -> Option<&BlockingGate> {
-        self.gate
+        self.gate.as_deref()
     }
 
     fn encode_context(&self, ctx: &C) -> Result<String, StoreError> {

@@ -160,6 +160,9 @@ pub struct SagaEngine {
     /// How many starts of one step attempt without an end make a
     /// take-over end the execution stuck (a crash loop).
     crash_limit: u32,
+    /// How many sync steps of its durable runs leave their worker threads
+    /// at once (see [`with_sync_steps_at_once`](Self::with_sync_steps_at_once)).
+    gate: Arc<crate::gate::BlockingGate>,
     /// The dependencies sagas may declare, one value per type (see
     /// [`with_dependencies`](Self::with_dependencies)).
     dependencies: Dependencies,
@@ -268,6 +271,9 @@ impl SagaEngine {
             lease_ttl: Duration::from_secs(10),
             retention: Duration::from_secs(7 * 24 * 3600),
             crash_limit: 3,
+            gate: Arc::new(crate::gate::BlockingGate::new(
+                crate::gate::BlockingGate::DEFAULT_STEPS,
+            )),
             dependencies: Dependencies::default(),
             registry: Arc::default(),
         }
@@ -370,7 +376,9 @@ impl SagaEngine {
     /// a multi-thread runtime it goes on while sync steps run, however
     /// long and however many: the engine runs each sync step of a durable
     /// run in [`tokio::task::block_in_place`], so the runtime's timers and
-    /// I/O stay driven (a few microseconds per sync step).
+    /// I/O stay driven (a few microseconds per sync step), a bounded
+    /// number at once, the others waiting for their turn without holding
+    /// a thread (see [`with_sync_steps_at_once`](Self::with_sync_steps_at_once)).
     /// Async steps blocking every worker thread at once, or a blocked
     /// thread of a current-thread runtime, stop it (for every run on that
     /// runtime), so a step that blocks longer than the ttl there loses its
@@ -380,6 +388,38 @@ impl SagaEngine {
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Sets how many sync steps (and sync compensations) of this engine's
+    /// durable runs may block their threads at once on a multi-thread
+    /// runtime (default 256, at least 1); the others wait for their turn.
+    ///
+    /// On a multi-thread runtime each sync step of a durable run runs in
+    /// [`tokio::task::block_in_place`], which hands its worker thread's
+    /// duties (the runtime's timers and I/O, its other tasks) to a thread
+    /// of the runtime's blocking pool, so that the lease keeper and the
+    /// store go on while the step blocks (see
+    /// [`with_lease_ttl`](Self::with_lease_ttl)). Once that pool is at its
+    /// size (tokio's `max_blocking_threads`, 512 by default, shared with
+    /// `spawn_blocking` and file I/O) the hand-over cannot happen: the
+    /// worker just blocks, and with enough such steps at once every worker
+    /// blocks, no timer fires and leases expire mid-step. So at most this
+    /// many are in `block_in_place` at once; a step past it waits
+    /// asynchronously (holding no thread) for one to end, its start
+    /// logged already and its lease renewed meanwhile. The default, 256,
+    /// is half tokio's default pool: lower it below your runtime's
+    /// `max_blocking_threads` (less what else blocks there) if you build
+    /// the runtime with fewer. Engines that share a runtime each have
+    /// their own limit, and their steps add up on its pool.
+    ///
+    /// Set it before registering the sagas: a saga runs its steps with
+    /// the limit of the engine it was registered on (its clones share
+    /// it). Async steps, in-memory runs and current-thread runtimes are
+    /// not bounded by it.
+    #[must_use]
+    pub fn with_sync_steps_at_once(mut self, steps: usize) -> Self {
+        self.gate = Arc::new(crate::gate::BlockingGate::new(steps));
         self
     }
 
@@ -451,6 +491,7 @@ impl SagaEngine {
             fingerprint: fingerprint.clone(),
             context_len: AtomicUsize::new(0),
             keeper: self.inner.keeper.clone(),
+            gate: Arc::clone(&self.gate),
         });
         let mut registry = self.registry_mut();
         registry

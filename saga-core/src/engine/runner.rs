@@ -72,6 +72,9 @@ pub(super) struct Typed<C, D> {
     pub(super) context_len: AtomicUsize,
     /// The engine's lease keeper, which renews each run's lease.
     pub(super) keeper: LeaseKeeper,
+    /// The engine's gate, which its runs' sync steps pass on a
+    /// multi-thread runtime.
+    pub(super) gate: Arc<BlockingGate>,
 }
 
 impl<C, D> Typed<C, D>
@@ -210,7 +213,7 @@ where
                 flushing: FlushLock::new(job.cancel.shared()),
                 encoded_len: AtomicUsize::new(job.context_len),
                 // Where the run is polled: the runtime it was spawned on.
-                gate: BlockingGate::of_current_runtime(),
+                gate: BlockingGate::of_current_runtime(&self.gate),
                 _context: PhantomData,
             };
             let options = RunOptions::new()

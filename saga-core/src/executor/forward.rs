@@ -89,7 +89,7 @@ pub(super) fn forward<'a, C, D>(
                                 env.deps,
                             );
                             settle!(
-                                attempt_action(step, &mut ctx, &info, brakes, env.gate()),
+                                attempt_action(step, &mut ctx, &info, brakes, None),
                                 false,
                                 &step.name,
                                 attempt
@@ -337,10 +337,19 @@ pub(super) fn run_action<'a, C, D>(
             let (delay, error) = {
                 let (now, error) = 'failed: {
                     let out = match {
+                        // A durable run's sync step on a multi-thread
+                        // runtime waits for its turn (its start is logged,
+                        // its lease renewed meanwhile). Before the step's
+                        // info is made: held across this await too, it
+                        // would have a place of its own in the future.
+                        let turn = match env.gate() {
+                            Some(gate) if !step.action.is_async() => Some(gate.turn().await),
+                            _ => None,
+                        };
                         let info =
                             StepInfo::of(&env.saga.name, &env.id, &step.name, attempt, env.deps);
                         settle!(
-                            attempt_action(step, &mut ctx, &info, brakes, env.gate()),
+                            attempt_action(step, &mut ctx, &info, brakes, turn),
                             false,
                             &step.name,
                             attempt

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::Env;
 use crate::cancel::CancellationToken;
 use crate::error::StepError;
-use crate::gate::BlockingGate;
+use crate::gate::Turn;
 use crate::saga::SharedContext;
 use crate::step::{Action, ActionFuture, BoxFuture, Output, StepDef, StepInfo, TypedFuture, Undo};
 
@@ -109,7 +109,8 @@ async fn applied(token: Option<&CancellationToken>) {
 
 /// One attempt of an action: panics caught, the timeout applied, and a
 /// droppable step dropped when a brake is applied. A sync action passes
-/// `gate`, if any (a durable run on a multi-thread runtime). Inlined
+/// its `turn` through the gate, if any (a durable run on a multi-thread
+/// runtime: see [`BlockingGate`](crate::gate::BlockingGate)). Inlined
 /// where it is called, as [`catch`] is: a call made for every attempt,
 /// and the `Attempt` it returns written to memory and read back.
 #[inline(always)]
@@ -118,17 +119,17 @@ pub(super) fn attempt_action<'a, C, D, A: Access<C>>(
     ctx: &'a mut A,
     info: &'a StepInfo<'a, D>,
     brakes: Brakes<'a>,
-    gate: Option<&BlockingGate>,
+    turn: Option<Turn<'_>>,
 ) -> Attempt<'a, Output> {
     let future = match &step.action {
         Action::Sync(action) => {
             return Attempt::Done(match A::exclusive(ctx) {
-                Some(ctx) => blocking(gate, || action(ctx, info)),
+                Some(ctx) => blocking(turn, || action(ctx, info)),
                 None => Err(exclusive_in_group(info)),
             });
         }
         Action::SharedSync(action) => {
-            return Attempt::Done(blocking(gate, || action(A::shared(ctx), info)));
+            return Attempt::Done(blocking(turn, || action(A::shared(ctx), info)));
         }
         Action::Async(action) => match A::exclusive(ctx) {
             Some(ctx) => catch(move || Ok(Made::of(action(ctx, info)))),
@@ -318,14 +319,14 @@ pub(super) fn exclusive_in_group<D>(info: &StepInfo<'_, D>) -> StepError {
     ))
 }
 
-/// Calls sync user code as [`catch`] does, through `gate` if any.
+/// Calls sync user code as [`catch`] does, in `turn` if any.
 #[inline]
 fn blocking<T>(
-    gate: Option<&BlockingGate>,
+    turn: Option<Turn<'_>>,
     f: impl FnOnce() -> Result<T, StepError>,
 ) -> Result<T, StepError> {
-    match gate {
-        Some(gate) => gate.call(|| catch(f)),
+    match turn {
+        Some(turn) => turn.call(|| catch(f)),
         None => catch(f),
     }
 }
@@ -362,24 +363,24 @@ pub(super) fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, St
 }
 
 /// One attempt of a compensation, panics caught; a sync one passes
-/// `gate`, as in [`attempt_action`]. Inlined, as [`attempt_action`] is.
+/// `turn`, as in [`attempt_action`]. Inlined, as [`attempt_action`] is.
 #[inline(always)]
 pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
     undo: &'a Undo<C, D>,
     ctx: &'a mut A,
     output: Option<&'a (dyn std::any::Any + Send + Sync)>,
     info: &'a StepInfo<'a, D>,
-    gate: Option<&BlockingGate>,
+    turn: Option<Turn<'_>>,
 ) -> Attempt<'a, ()> {
     let future = match undo {
         Undo::Sync(undo) => {
             return Attempt::Done(match A::exclusive(ctx) {
-                Some(ctx) => blocking(gate, || undo(ctx, output, info)),
+                Some(ctx) => blocking(turn, || undo(ctx, output, info)),
                 None => Err(exclusive_in_group(info)),
             });
         }
         Undo::SharedSync(undo) => {
-            return Attempt::Done(blocking(gate, || undo(A::shared(ctx), output, info)));
+            return Attempt::Done(blocking(turn, || undo(A::shared(ctx), output, info)));
         }
         Undo::Async(undo) => match A::exclusive(ctx) {
             Some(ctx) => catch(move || Ok(undo(ctx, output, info))),

@@ -129,7 +129,7 @@ pub(super) async fn rollback<C, D>(
                                 );
                                 let output = record.output.as_deref();
                                 settle!(
-                                    attempt_undo(undo, &mut ctx, output, &info, env.gate()),
+                                    attempt_undo(undo, &mut ctx, output, &info, None),
                                     true,
                                     &step.name,
                                     attempt
@@ -428,9 +428,14 @@ pub(super) async fn run_compensation<C, D>(
             }
         }
         let result = {
+            // As an action's (see `run_action`).
+            let turn = match env.gate() {
+                Some(gate) if !undo.is_async() => Some(gate.turn().await),
+                _ => None,
+            };
             let info = StepInfo::of(&saga.name, &env.id, &step.name, attempt, env.deps);
             settle!(
-                attempt_undo(undo, &mut ctx, output, &info, env.gate()),
+                attempt_undo(undo, &mut ctx, output, &info, turn),
                 true,
                 &step.name,
                 attempt
