@@ -31,9 +31,10 @@ use syn::visit::{self, Visit};
 /// execution, because of what the definitions' own signatures name:
 ///
 /// - `vocabulary`: the leaves everything names (ids, the lifecycle
-///   statuses and kinds, escaping user text), and `gate`, the way a
-///   durable run's sync steps leave their worker thread, which the journal
-///   trait hands the executor. They import nothing.
+///   statuses and kinds, escaping user text), `gate`, the way a durable
+///   run's sync steps leave their worker thread, which the journal trait
+///   hands the executor, and `json`, the encoding of logged contexts.
+///   They import nothing.
 /// - `log vocabulary`: `journal`, the events, the journal trait, the resume
 ///   state and `StoreError`. Below both the executor and the stores (as
 ///   steno keeps `saga_log.rs`), and below the definitions as well:
@@ -53,7 +54,10 @@ use syn::visit::{self, Visit};
 /// - `tools`: the test kit, and `guide` (the design, macro and operations
 ///   guides as doc modules: no code, and free to link anywhere).
 const FLOORS: &[(&str, &[&str])] = &[
-    ("vocabulary", &["id", "name", "status", "escape", "gate"]),
+    (
+        "vocabulary",
+        &["id", "name", "status", "escape", "gate", "json"],
+    ),
     ("log vocabulary", &["journal"]),
     (
         "definitions",
