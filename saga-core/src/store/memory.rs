@@ -157,11 +157,7 @@ impl MemoryStore {
             stored.record.lease_expires_at_ms = Some(now.saturating_add(ttl_ms(request.ttl)));
             let claim = Claimed {
                 record: stored.record.clone(),
-                lease: Lease {
-                    owner: request.owner.as_str().into(),
-                    token: stored.token,
-                    ttl: request.ttl,
-                },
+                lease: request.lease(stored.token),
             };
             let events = with_log.then(|| stored.events.to_vec());
             claimed.push(ClaimedWithLog::new(claim, events));

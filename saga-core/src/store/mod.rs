@@ -184,6 +184,18 @@ pub struct ClaimRequest {
     pub exclude: Vec<ExecutionId>,
 }
 
+impl ClaimRequest {
+    /// The lease a claim of this request takes, with the execution's new
+    /// fencing `token`.
+    pub(crate) fn lease(&self, token: i64) -> Lease {
+        Lease {
+            owner: self.owner.as_str().into(),
+            token,
+            ttl: self.ttl,
+        }
+    }
+}
+
 /// An execution handed out by [`SagaStore::claim_next`], with its lease.
 #[derive(Debug, Clone)]
 pub struct Claimed {

@@ -254,11 +254,7 @@ async fn claim_next(s: &Session, store: &Inner, request: &ClaimRequest) -> Resul
             true => Some(claimed_log(store, &record.id, &row).map_err(Failure::Refused)?),
             false => None,
         };
-        let lease = Lease {
-            owner: request.owner.as_str().into(),
-            token,
-            ttl: request.ttl,
-        };
+        let lease = request.lease(token);
         claimed.push(ClaimedWithLog::new(Claimed { record, lease }, events));
     }
     Ok(Reply::Claimed(claimed))

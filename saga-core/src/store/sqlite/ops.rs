@@ -194,11 +194,7 @@ impl SqliteStore {
                     true => Some(read_events(conn, path, &id)?),
                     false => None,
                 };
-                let lease = Lease {
-                    owner: request.owner.as_str().into(),
-                    token,
-                    ttl: request.ttl,
-                };
+                let lease = request.lease(token);
                 claimed.push(ClaimedWithLog::new(Claimed { record, lease }, events));
             }
             claimed.sort_by(|a, b| {
