@@ -21,7 +21,9 @@
 //!   context of about 20 KB, and `serde_json::to_vec` of both contexts,
 //!   so that what a larger context adds per step can be set against what
 //!   its encoding adds (issue 17's `t(20 KB) - t(200 B) <= 1.2 x
-//!   (enc(20 KB) - enc(200 B))`); and the engine on a `MemoryStore` on a
+//!   (enc(20 KB) - enc(200 B))`), and beside it the same difference of
+//!   `serde_json::to_vec` done as the log does it (11 encodings per saga
+//!   of 10 steps, kept until the saga ends); and the engine on a `MemoryStore` on a
 //!   current-thread runtime, where a run's task and the caller waiting for
 //!   it share one thread, against the multi-thread runtime above, where
 //!   each run is handed from the caller's thread to a worker and back; and
@@ -456,6 +458,24 @@ fn interleaved() {
         }
         start.elapsed().as_secs_f64() * 1e9 / f64::from(n)
     };
+    // Nanoseconds per step of `serde_json::to_vec` of `ctx` as a log on a
+    // `MemoryStore` holds it, over `sagas` sagas: 11 encodings a saga
+    // (the creation's, then one per step), kept until the saga ends, per
+    // 10 steps. Not issue 17's yardstick (`encode` above, whose buffer is
+    // the same few cache lines every time) but the same bytes written
+    // where the engine writes them.
+    let encode_as_logged = |ctx: &Order, sagas: u32| {
+        let start = Instant::now();
+        let mut kept = Vec::with_capacity(STEPS + 1);
+        for _ in 0..sagas {
+            for _ in 0..=STEPS {
+                kept.push(serde_json::to_vec(std::hint::black_box(ctx)).expect("json"));
+            }
+            std::hint::black_box(&kept);
+            kept.clear();
+        }
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(sagas) / STEPS as f64
+    };
     let (small, big) = (order(), big_order());
     println!(
         "durable: {}; load average {} at the start; contexts of {} and {} bytes",
@@ -464,7 +484,7 @@ fn interleaved() {
         serde_json::to_vec(&small).expect("json").len(),
         serde_json::to_vec(&big).expect("json").len()
     );
-    let mut rows: Vec<[f64; 21]> = Vec::with_capacity(ROUNDS);
+    let mut rows: Vec<[f64; 24]> = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let memory_run = rate(
             MEMORY_RUNS as usize * STEPS,
@@ -483,6 +503,8 @@ fn interleaved() {
         let task_async = per_step(memory_rounds_in_task(&rt, &memory, sagas, ASYNC));
         let ct_small = per_step(memory_rounds(&ct, &memory_ct, sagas, order));
         let ct_big = per_step(memory_rounds(&ct, &memory_ct, sagas, big_order));
+        let logged_small = encode_as_logged(&small, 200);
+        let logged_big = encode_as_logged(&big, 5);
         // Nanoseconds per step.
         let (t_small, t_big) = (1e9 / memory_sequential, 1e9 / memory_big);
         let (ct_t_small, ct_t_big) = (1e9 / ct_small, 1e9 / ct_big);
@@ -516,6 +538,9 @@ fn interleaved() {
             (ct_t_big - ct_t_small) / (enc_big - enc_small),
             task_small,
             task_async,
+            logged_small,
+            logged_big,
+            (ct_t_big - ct_t_small) / (logged_big - logged_small),
         ]);
     }
     let q = |i: usize| quartiles(rows.iter().map(|r| r[i]).collect());
@@ -572,6 +597,18 @@ fn interleaved() {
         "engine in memory, current-thread, (t(20 KB) - t(200 B)) / (enc(20 KB) - enc(200 B))",
         18,
     );
+    let (low, mid, high) = q(21);
+    println!(
+        "  serde_json::to_vec kept as a log, 200 B context: {mid:.0} ns per step ({low:.0}-{high:.0})"
+    );
+    let (low, mid, high) = q(22);
+    println!(
+        "  serde_json::to_vec kept as a log, 20 KB context: {mid:.0} ns per step ({low:.0}-{high:.0})"
+    );
+    ratio(
+        "engine in memory, current-thread, (t(20 KB) - t(200 B)) / the same of serde_json kept as a log",
+        23,
+    );
     show("raw SQLite commits", 3, false);
     show("SQLite, engine, sequential", 4, true);
     show("SQLite, engine, 64 at once", 5, true);
@@ -608,6 +645,7 @@ criterion_group! {
 /// (one saga at a time on a `MemoryStore`, 200-byte context),
 /// `memory_engine_20k` (the same with a 20 KB context),
 /// `memory_engine_ct` (the first on a current-thread runtime),
+/// `memory_engine_ct_20k` (the second on a current-thread runtime),
 /// `memory_engine_task` (the first from a task on the multi-thread
 /// runtime, its sync steps handed over with `block_in_place`),
 /// `memory_engine_task_async` (the same with async steps), `sqlite`
@@ -627,6 +665,10 @@ fn profile(spec: &str) {
         "memory_engine_ct" => {
             let (ct, memory_ct) = current_thread_engine();
             memory_rounds(&ct, &memory_ct, runs, order);
+        }
+        "memory_engine_ct_20k" => {
+            let (ct, memory_ct) = current_thread_engine();
+            memory_rounds(&ct, &memory_ct, runs, big_order);
         }
         "memory_engine_task" => {
             memory_rounds_in_task(&rt, &memory, runs, SYNC);
