@@ -166,3 +166,43 @@ fn sync_steps_past_the_blocking_pool_wait_without_stalling_the_runtime() {
         "`block` ran twice: {started:?}"
     );
 }
+
+/// The limit holds for sagas registered before it was set: it is the
+/// engine's (and its clones'), not fixed at each registration.
+#[test]
+fn a_limit_set_after_registering_bounds_the_sagas_registered_before() {
+    const LIMIT: usize = 2;
+    const RUNS: usize = 8;
+    let probe = Arc::new(Probe::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = SagaEngine::with_store(Arc::new(MemoryStore::new()));
+    rt.block_on(engine.register(saga(&probe))).unwrap();
+    let engine = engine.with_sync_steps_at_once(LIMIT);
+    rt.block_on(async {
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            let engine = engine.clone();
+            runs.push(tokio::spawn(async move {
+                let id = engine.start("blocking", 0_u32).await.unwrap();
+                engine.wait(&id).await.unwrap()
+            }));
+        }
+        for run in runs {
+            let report = tokio::time::timeout(Duration::from_secs(30), run)
+                .await
+                .expect("a run never ended")
+                .unwrap();
+            assert_eq!(report.status, ExecutionStatus::Completed, "{report:?}");
+        }
+    });
+    assert_eq!(probe.over.load(Ordering::SeqCst), RUNS);
+    let most = probe.most_inside.load(Ordering::SeqCst);
+    assert!(
+        most <= LIMIT,
+        "{most} steps blocked at once, the limit {LIMIT}"
+    );
+}

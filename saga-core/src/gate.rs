@@ -32,7 +32,8 @@
 //!
 //! [`SagaEngine::with_sync_steps_at_once`]: crate::SagaEngine::with_sync_steps_at_once
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -43,12 +44,20 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 pub(crate) struct BlockingGate {
     /// A permit per sync step that may be in `block_in_place` at once.
     turns: Semaphore,
+    /// How many steps the gate lets through at once: the semaphore's
+    /// permits, free, taken or [`owed`](Self::owed).
+    steps: Mutex<usize>,
+    /// Permits taken when the limit was lowered, to be forgotten as their
+    /// turns end rather than given back.
+    owed: AtomicUsize,
 }
 
 /// A sync step's turn through the gate, held while it runs.
 pub(crate) struct Turn<'g> {
     /// `None` only if the semaphore were closed, which it never is.
-    _permit: Option<SemaphorePermit<'g>>,
+    permit: Option<SemaphorePermit<'g>>,
+    /// The gate's [`BlockingGate::owed`].
+    owed: &'g AtomicUsize,
 }
 
 impl BlockingGate {
@@ -58,9 +67,44 @@ impl BlockingGate {
 
     /// A gate that lets `steps` sync steps (at least one) through at once.
     pub(crate) fn new(steps: usize) -> Self {
+        let steps = steps.clamp(1, Semaphore::MAX_PERMITS);
         BlockingGate {
-            turns: Semaphore::new(steps.clamp(1, Semaphore::MAX_PERMITS)),
+            turns: Semaphore::new(steps),
+            steps: Mutex::new(steps),
+            owed: AtomicUsize::new(0),
         }
+    }
+
+    /// Lets `steps` sync steps (at least one) through at once from now
+    /// on. Steps in their turn keep it; a lower limit holds once enough
+    /// of them ended, its permits forgotten as they end.
+    pub(crate) fn set_steps(&self, steps: usize) {
+        let steps = steps.clamp(1, Semaphore::MAX_PERMITS);
+        let mut current = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        if steps > *current {
+            let mut more = steps - *current;
+            // Owed permits not forgotten yet are kept instead.
+            while more > 0 {
+                let owed = self.owed.load(Ordering::Acquire);
+                let kept = owed.min(more);
+                if kept == 0 {
+                    break;
+                }
+                if self
+                    .owed
+                    .compare_exchange(owed, owed - kept, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    more -= kept;
+                }
+            }
+            self.turns.add_permits(more);
+        } else {
+            let fewer = *current - steps;
+            let forgotten = self.turns.forget_permits(fewer);
+            self.owed.fetch_add(fewer - forgotten, Ordering::AcqRel);
+        }
+        *current = steps;
     }
 
     /// `gate`, when the caller runs on a multi-thread runtime; `None`
@@ -80,7 +124,29 @@ impl BlockingGate {
             Ok(permit) => Some(permit),
             Err(_) => Box::pin(self.turns.acquire()).await.ok(),
         };
-        Turn { _permit: permit }
+        Turn {
+            permit,
+            owed: &self.owed,
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    /// Gives the permit back, or forgets it if the limit was lowered
+    /// while it was taken.
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let owing = self
+            .owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
+                owed.checked_sub(1)
+            })
+            .is_ok();
+        if owing {
+            permit.forget();
+        }
     }
 }
 
@@ -134,6 +200,35 @@ mod tests {
             .unwrap();
             let woke = sleeper.await.unwrap();
             assert!(woke < Duration::from_millis(900), "woke after {woke:?}");
+        });
+    }
+
+    /// A limit lowered while steps hold their turns holds once they end;
+    /// raised again before they end, nothing is forgotten.
+    #[test]
+    fn a_limit_changed_while_steps_run_holds_once_they_end() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let gate = BlockingGate::new(2);
+        let free = |gate: &BlockingGate| gate.turns.available_permits();
+        rt.block_on(async {
+            let (a, b) = (gate.turn().await, gate.turn().await);
+            gate.set_steps(1);
+            drop(a);
+            assert_eq!(free(&gate), 0, "the first turn's permit is forgotten");
+            drop(b);
+            assert_eq!(free(&gate), 1);
+            gate.set_steps(3);
+            assert_eq!(free(&gate), 3);
+
+            let (a, b, c) = (gate.turn().await, gate.turn().await, gate.turn().await);
+            gate.set_steps(1);
+            gate.set_steps(2);
+            drop((a, b, c));
+            assert_eq!(free(&gate), 2, "one owed permit kept by the raise");
+            gate.set_steps(0);
+            assert_eq!(free(&gate), 1, "at least one");
         });
     }
 

@@ -413,13 +413,14 @@ impl SagaEngine {
     /// the runtime with fewer. Engines that share a runtime each have
     /// their own limit, and their steps add up on its pool.
     ///
-    /// Set it before registering the sagas: a saga runs its steps with
-    /// the limit of the engine it was registered on (its clones share
-    /// it). Async steps, in-memory runs and current-thread runtimes are
-    /// not bounded by it.
+    /// The limit is the engine's and its clones' (one limit they share),
+    /// for every saga registered on them, before or after it is set;
+    /// steps already blocking when it is lowered finish, and no new one
+    /// starts until fewer than the new limit block. Async steps,
+    /// in-memory runs and current-thread runtimes are not bounded by it.
     #[must_use]
-    pub fn with_sync_steps_at_once(mut self, steps: usize) -> Self {
-        self.gate = Arc::new(crate::gate::BlockingGate::new(steps));
+    pub fn with_sync_steps_at_once(self, steps: usize) -> Self {
+        self.gate.set_steps(steps);
         self
     }
 
