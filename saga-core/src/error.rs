@@ -215,6 +215,13 @@ pub enum BuildError {
     /// an engine's registry.
     #[error("a saga needs a name: `Saga::builder` was given an empty one")]
     EmptySagaName,
+    /// The version given to [`SagaBuilder::version`](crate::SagaBuilder::version)
+    /// is empty or blank.
+    #[error("saga `{saga}` has an empty version; give it a label such as \"2\", or no version")]
+    EmptyVersion {
+        /// The saga's name.
+        saga: String,
+    },
     /// A step's name is empty.
     #[error("saga `{saga}` has a step with an empty name")]
     EmptyName {

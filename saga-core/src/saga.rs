@@ -57,6 +57,8 @@ pub struct Saga<C = Context, D = ()> {
 
 pub(crate) struct SagaInner<C, D> {
     pub(crate) name: Name,
+    /// The version the user declared ([`SagaBuilder::version`]).
+    pub(crate) version: Option<Box<str>>,
     /// Every step, group branches included, in definition order; reports
     /// and outputs are indexed the same way.
     pub(crate) steps: Vec<StepDef<C, D>>,
@@ -232,6 +234,7 @@ impl<C, D> Saga<C, D> {
     pub fn builder(name: impl Into<Name>) -> SagaBuilder<C, D> {
         SagaBuilder {
             name: name.into(),
+            version: None,
             steps: Vec::new(),
             nodes: Vec::new(),
             observers: Vec::new(),
@@ -243,6 +246,11 @@ impl<C, D> Saga<C, D> {
     /// The saga's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The version declared with [`SagaBuilder::version`], if any.
+    pub fn version(&self) -> Option<&str> {
+        self.inner.version.as_deref()
     }
 
     /// The steps in order, as tools see them.
@@ -275,6 +283,7 @@ impl<C, D> Saga<C, D> {
 /// Builds a [`Saga`]; [`build`](SagaBuilder::build) checks the definition.
 pub struct SagaBuilder<C, D = ()> {
     name: Name,
+    version: Option<Box<str>>,
     steps: Vec<StepDef<C, D>>,
     nodes: Vec<Node<C>>,
     observers: Vec<Arc<dyn SagaObserver>>,
@@ -329,6 +338,29 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
         self.step(Step::from_task(task))
     }
 
+    /// Declares the definition's version, a label of your choosing (`"2"`,
+    /// `"2026-12-07"`), made part of its [fingerprint](Saga::fingerprint).
+    ///
+    /// The fingerprint sees the saga's name and its steps' names, kinds,
+    /// order and groups, not the context's type nor what a step's code
+    /// does. A durable execution runs only under a definition with its
+    /// fingerprint, so a change that keeps the steps but changes the
+    /// context (a field added, renamed or removed) or a step's meaning
+    /// needs a new version: without one, a process of the old build and
+    /// one of the new run each other's executions during a rolling
+    /// upgrade (the old build dropping the new fields it does not know).
+    /// Bump it with such a change, and register the old definition beside
+    /// the new one while executions of it are in flight (see
+    /// [`SagaEngine::register`](crate::SagaEngine::register)).
+    ///
+    /// A saga without a version keeps the fingerprint it had before
+    /// versions existed.
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into().into_boxed_str());
+        self
+    }
+
     /// Sets the retry policy of compensations that have none of their own
     /// (default: [`default_undo_retry`]).
     #[must_use]
@@ -364,7 +396,7 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
     /// Checks the definition and builds the saga.
     ///
     /// # Errors
-    /// A [`BuildError`] for an empty saga name, no steps, an empty or
+    /// A [`BuildError`] for an empty saga name or version, no steps, an empty or
     /// duplicate step name, a step name containing `/` (it would make
     /// idempotency keys ambiguous), two pivots, a compensation on or after
     /// the pivot, a timeout on a sync step or of zero, or a retry policy of
@@ -372,6 +404,11 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
     pub fn build(mut self) -> Result<Saga<C, D>, BuildError> {
         if self.name.is_empty() {
             return Err(BuildError::EmptySagaName);
+        }
+        if self.version.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(BuildError::EmptyVersion {
+                saga: self.name.to_string(),
+            });
         }
         let saga = || self.name.to_string();
         for node in &self.nodes {
@@ -481,6 +518,7 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
         Ok(Saga {
             inner: Arc::new(SagaInner {
                 name: self.name,
+                version: self.version,
                 steps: self.steps,
                 nodes: self.nodes,
                 observers: self.observers,

@@ -41,7 +41,7 @@ mod kw {
 }
 
 /// The saga's header fields.
-pub const FIELDS: &str = "`name`, `context` or `dependencies`";
+pub const FIELDS: &str = "`name`, `version`, `context` or `dependencies`";
 /// The options a step accepts in `saga!`.
 pub const STEP_OPTIONS: &str =
     "`retry`, `backoff`, `max_backoff`, `retry_if`, `undo_retry`, `timeout`, `name` or `metadata`";
@@ -49,6 +49,8 @@ pub const STEP_OPTIONS: &str =
 /// A whole `saga! { .. }`.
 pub struct SagaDef {
     pub name: Option<LitStr>,
+    /// `version: "2"`: the definition's declared version.
+    pub version: Option<LitStr>,
     pub context: Option<Type>,
     /// `dependencies: D`, the saga's tools (`Saga<C, D>`).
     pub dependencies: Option<Type>,
@@ -143,6 +145,7 @@ impl Parse for SagaDef {
         let span = input.span();
         let mut def = SagaDef {
             name: None,
+            version: None,
             context: None,
             dependencies: None,
             entries: Vec::new(),
@@ -184,6 +187,18 @@ fn parse_field(input: ParseStream<'_>, def: &mut SagaDef) -> syn::Result<()> {
             return Err(duplicate("name"));
         }
         def.name = Some(input.parse()?);
+    } else if key == "version" {
+        if def.version.is_some() {
+            return Err(duplicate("version"));
+        }
+        let version: LitStr = input.parse()?;
+        if version.value().trim().is_empty() {
+            return Err(syn::Error::new(
+                version.span(),
+                "a saga's version is a label such as \"2\": give a non-empty one, or no `version`",
+            ));
+        }
+        def.version = Some(version);
     } else if key == "context" {
         if def.context.is_some() {
             return Err(duplicate("context"));

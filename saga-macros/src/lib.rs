@@ -20,6 +20,7 @@ mod validate;
 /// ```text
 /// saga! {
 ///     name: "order",               // required
+///     version: "2",                // optional, see below
 ///     context: OrderCtx,           // optional, default `saga_core::Context`
 ///     dependencies: Services,      // optional, default `()`
 ///     step validate_cart;
@@ -34,6 +35,10 @@ mod validate;
 /// }
 /// ```
 ///
+/// - `version: "2"` declares the definition's version
+///   (`SagaBuilder::version`), part of its fingerprint: give a new one
+///   when the context's type or a step's meaning changes but the steps
+///   do not, so that old and new builds keep to their own executions.
 /// - `dependencies: D` are the saga's tools (clients, pools), lent to an
 ///   in-memory run by `saga.using(&services)` and to a durable one by
 ///   `SagaEngine::with_dependencies`; every step is read as a

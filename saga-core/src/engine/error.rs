@@ -25,7 +25,7 @@ pub enum EngineError {
     /// An execution was started with a definition (by fingerprint) that
     /// this process has not registered: the saga changed since. The record
     /// was left untouched.
-    #[error("execution `{execution_id}` of saga `{saga}` was started with definition {fingerprint}, which this process has not registered ({}); register that version of the saga to carry it on, or `abandon` it; the record was left untouched", if .registered.is_empty() { "no version of it is registered".to_owned() } else { format!("registered versions: {}", .registered.join(", ")) })]
+    #[error("execution `{execution_id}` of saga `{saga}` was started with definition {fingerprint}, which this process has not registered ({}); register that version of the saga to carry it on, or `abandon` it (which compensates nothing); the record was left untouched", if .registered.is_empty() { "no version of it is registered".to_owned() } else { format!("registered versions: {}", .registered.join(", ")) })]
     UnknownDefinition {
         /// The execution.
         execution_id: ExecutionId,
@@ -67,6 +67,22 @@ pub enum EngineError {
         dependencies: &'static str,
         /// The types of the dependencies the engine was given, sorted.
         given: Vec<&'static str>,
+    },
+    /// `register` was given a definition whose fingerprint is registered
+    /// already with another context type: the same steps over two
+    /// contexts, which one fingerprint cannot tell apart in a log.
+    #[error(
+        "saga `{saga}` is registered already with the same fingerprint ({fingerprint}) over a context of type `{registered}`, so it cannot be registered over `{given}` too: give the definitions different versions (`SagaBuilder::version`, or `version:` in `saga!`)"
+    )]
+    DuplicateFingerprint {
+        /// The saga.
+        saga: String,
+        /// The fingerprint both have.
+        fingerprint: String,
+        /// The context type registered with it.
+        registered: &'static str,
+        /// The context type of the definition refused.
+        given: &'static str,
     },
     /// `start` was given a context of another type than the saga's.
     #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`")]

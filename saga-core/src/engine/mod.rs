@@ -443,9 +443,18 @@ impl SagaEngine {
     }
 
     /// Registers a definition: its shape is recorded in the store under its
-    /// fingerprint, and it becomes the version that `start(name, ..)` runs.
-    /// Registering an older version too lets `recover` carry on executions
-    /// started with it. Returns the fingerprint.
+    /// fingerprint, and it becomes the version that `start(name, ..)` runs
+    /// (of several versions of one saga, the last registered). Registering
+    /// an older version too lets this engine's workers (and `recover`)
+    /// carry on executions started with it. To roll a deploy back while
+    /// the newer version's executions are in flight, register the newer
+    /// version first and the older one last: new executions start on the
+    /// older, the newer's carry on. Returns the fingerprint.
+    ///
+    /// The fingerprint sees the steps, not the context's type nor the
+    /// steps' code: declare a version ([`SagaBuilder::version`](crate::SagaBuilder::version))
+    /// when those change, or old and new builds run each other's
+    /// executions.
     ///
     /// A saga with dependencies (`Saga<C, D>`) is registered only on an
     /// engine given a `D` ([`with_dependencies`](Self::with_dependencies)),
@@ -454,7 +463,10 @@ impl SagaEngine {
     ///
     /// # Errors
     /// [`EngineError::MissingDependencies`] for a saga whose dependencies
-    /// this engine lacks; [`EngineError::OutputNotDurable`] for a step
+    /// this engine lacks; [`EngineError::DuplicateFingerprint`] for a
+    /// definition whose fingerprint is registered over another context
+    /// type (declare versions: [`SagaBuilder::version`](crate::SagaBuilder::version));
+    /// [`EngineError::OutputNotDurable`] for a step
     /// whose output cannot be logged; [`EngineError::Store`] if the store
     /// fails. Nothing is registered then.
     pub async fn register<C, D>(&self, saga: Saga<C, D>) -> Result<String, EngineError>
@@ -477,6 +489,20 @@ impl SagaEngine {
             });
         }
         let (shape, text, fingerprint) = describe(&saga);
+        let clash = self
+            .registry()
+            .by_fingerprint
+            .get(&fingerprint)
+            .filter(|r| r.context_type() != TypeId::of::<C>())
+            .map(|r| r.context_type_name());
+        if let Some(registered) = clash {
+            return Err(EngineError::DuplicateFingerprint {
+                saga: saga.name().to_owned(),
+                fingerprint,
+                registered,
+                given: type_name::<C>(),
+            });
+        }
         self.inner
             .store
             .put_definition(DefinitionRecord {

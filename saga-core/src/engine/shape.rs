@@ -23,6 +23,10 @@ pub(super) struct Shape {
     /// The description's own format, so it can evolve without colliding.
     pub(super) format: u32,
     pub(super) saga: String,
+    /// The declared version ([`SagaBuilder::version`](crate::SagaBuilder::version)):
+    /// absent without one, so that such a saga keeps its fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(super) version: Option<String>,
     pub(super) steps: Vec<ShapeStep>,
 }
 
@@ -35,8 +39,8 @@ pub(super) struct ShapeStep {
     pub(super) group: Option<usize>,
 }
 
-/// The canonical description of a definition (JSON: name, steps in order
-/// with their kinds and groups), its text and its fingerprint: SHA-256 of
+/// The canonical description of a definition (JSON: name, declared
+/// version, steps in order with their kinds and groups), its text and its fingerprint: SHA-256 of
 /// that text, hex. Stable across builds, platforms and compilers; retry policies,
 /// timeouts and metadata are not part of it (changing them does not change
 /// what a log means).
@@ -44,6 +48,7 @@ pub(super) fn describe<C, D>(saga: &Saga<C, D>) -> (Shape, String, String) {
     let shape = Shape {
         format: 1,
         saga: saga.name().to_owned(),
+        version: saga.version().map(str::to_owned),
         steps: saga
             .shape()
             .into_iter()
@@ -62,6 +67,23 @@ pub(super) fn describe<C, D>(saga: &Saga<C, D>) -> (Shape, String, String) {
 }
 
 impl DefinitionRecord {
+    /// The version the definition declared
+    /// ([`SagaBuilder::version`](crate::SagaBuilder::version)), if any.
+    ///
+    /// # Errors
+    /// [`StoreError::BadRecord`] if the stored shape does not parse.
+    pub fn version(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.parsed()?.version)
+    }
+
+    fn parsed(&self) -> Result<Shape, StoreError> {
+        serde_json::from_str(&self.shape).map_err(|e| StoreError::BadRecord {
+            store: "the store".to_owned(),
+            what: format!("the definition {}", self.fingerprint),
+            detail: e.to_string(),
+        })
+    }
+
     /// The steps of the stored shape, in order, as
     /// [`diagram::mermaid`](crate::diagram::mermaid) and tools take them.
     /// The shape keeps names, kinds and parallel groups only: metadata is
@@ -70,12 +92,7 @@ impl DefinitionRecord {
     /// # Errors
     /// [`StoreError::BadRecord`] if the stored shape does not parse.
     pub fn steps(&self) -> Result<Vec<StepShape>, StoreError> {
-        let shape: Shape =
-            serde_json::from_str(&self.shape).map_err(|e| StoreError::BadRecord {
-                store: "the store".to_owned(),
-                what: format!("the definition {}", self.fingerprint),
-                detail: e.to_string(),
-            })?;
+        let shape = self.parsed()?;
         Ok(shape
             .steps
             .into_iter()
@@ -92,9 +109,12 @@ impl DefinitionRecord {
 
 impl<C, D> Saga<C, D> {
     /// The definition's fingerprint: SHA-256 (hex) of its canonical
-    /// description (name, steps in order, their kinds and parallel groups).
-    /// A durable execution records it; recovery runs an execution only
-    /// under a registered definition with the same fingerprint.
+    /// description (name, declared [version](crate::SagaBuilder::version), steps
+    /// in order, their kinds and parallel groups). A durable execution
+    /// records it; recovery runs an execution only under a registered
+    /// definition with the same fingerprint. The context's type and the
+    /// steps' code are not part of it: declare a new version when they
+    /// change what a log means.
     pub fn fingerprint(&self) -> String {
         describe(self).2
     }

@@ -273,6 +273,7 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
     Saga {
         inner: Arc::new(SagaInner {
             name: inner.name.clone(),
+            version: inner.version.clone(),
             steps,
             nodes,
             observers: inner.observers.clone(),

@@ -131,12 +131,16 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     });
     let Aliases { fallbacks, imports } = aliases(&steps);
     let deps = &ctx.deps;
+    let version = saga.version.as_ref().map(|v| {
+        quote! { let __saga_builder = __saga_builder.version(#v); }
+    });
     quote! {{
         #fallbacks
         {
             #imports
             #checks
             let __saga_builder = #p::Saga::<#ctx, #deps>::builder(#name);
+            #version
             #(let __saga_builder = #pushes;)*
             #p::finish(__saga_builder)
         }
