@@ -147,7 +147,7 @@ async fn a_worker_warns_of_executions_of_a_version_no_one_registers() {
             "{name}: {message}"
         );
         assert!(
-            message.ends_with("register it here or `abandon` them"),
+            message.ends_with("or give them up with `abandon`, which compensates nothing"),
             "{message}"
         );
         // Once, not at every census.

@@ -84,9 +84,10 @@ impl Census {
                 saga:% = Escaped(&saga),
                 fingerprint:% = Escaped(&fingerprint),
                 executions = count;
-                "{count} execution{} of saga `{}` wait for a worker with definition {}, which this process has not registered (it registers {registered}); if no other process runs that version, register it here or `abandon` them",
+                "{count} execution{} of saga `{}` {} for a worker with definition {}, which this process has not registered (it registers {registered}); if no other process runs that version, deploy a build that registers it beside yours (the version new executions should start on registered last), or give them up with `abandon`, which compensates nothing",
                 if count == 1 { "" } else { "s" },
                 Escaped(&saga),
+                if count == 1 { "waits" } else { "wait" },
                 Escaped(&fingerprint),
             );
         }
