@@ -7,7 +7,7 @@ use saga_core::store::{Event, EventKind, logged_durations};
 use saga_core::{LoggedError, Outcome, SagaEngine, SagaReport, StepStatus};
 use serde::Serialize;
 
-use crate::output::{ExecutionJson, Style, execution_json, fit, seconds, to_json, utc};
+use crate::output::{ExecutionJson, Style, execution_json, fit, now_ms, seconds, to_json, utc};
 use crate::{CliError, record};
 
 #[derive(Serialize)]
@@ -240,6 +240,16 @@ pub(crate) async fn show(
     }
     out.push('\n');
     match (&record.owner, record.lease_expires_at_ms) {
+        (Some(owner), Some(until)) if until < now_ms() => {
+            // Its owner stopped renewing it: gone, or cut off from the
+            // store (by this machine's clock; PostgreSQL judges by its own).
+            let _ = writeln!(
+                out,
+                "lease      {}, expired at {} (a worker with this definition takes it over)",
+                Escaped(owner),
+                utc(until, true)
+            );
+        }
         (Some(owner), Some(until)) => {
             let _ = writeln!(
                 out,

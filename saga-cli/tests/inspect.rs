@@ -508,3 +508,45 @@ async fn show_says_a_failed_step_of_unknown_outcome_may_have_taken_effect() {
         "{text}"
     );
 }
+
+/// Before: an owner's lease that had expired (its process gone) read as
+/// held: `lease dead-owner, until <a time past>`.
+#[tokio::test]
+async fn show_says_a_lease_expired() {
+    use saga_core::store::{NewExecution, SagaStore};
+    let dir = dir("lease-expired");
+    let db = populated(&dir).await;
+    let ready = Arc::new(AtomicBool::new(true));
+    let store = SqliteStore::open(&db).unwrap();
+    for (id, ttl) in [
+        ("orphan-1", Duration::from_millis(1)),
+        ("held-1", Duration::from_secs(3600)),
+    ] {
+        store
+            .create(
+                NewExecution {
+                    id: id.into(),
+                    saga: "order".to_owned(),
+                    fingerprint: order_saga(&ready).fingerprint(),
+                    context: "0".to_owned(),
+                    events: Vec::new(),
+                },
+                "dead-owner",
+                ttl,
+            )
+            .await
+            .unwrap();
+    }
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let text = ok(&db, &["show", "orphan-1"]);
+    let lease = text.lines().find(|l| l.starts_with("lease ")).unwrap();
+    assert!(
+        lease.starts_with("lease      dead-owner, expired at ")
+            && lease.ends_with(" (a worker with this definition takes it over)"),
+        "{text}"
+    );
+    let text = ok(&db, &["show", "held-1"]);
+    let lease = text.lines().find(|l| l.starts_with("lease ")).unwrap();
+    assert!(lease.starts_with("lease      dead-owner, until "), "{text}");
+}
