@@ -1,8 +1,9 @@
 //! The order saga of the original package's README, declared with the
 //! macros: create the order, reserve stock, charge the payment, ship.
 //!
-//! Run 1: the card is declined, so the reservation and the order are
-//! compensated in reverse order and the error says what was rolled back.
+//! Run 1: the card is declined, a permanent error, so the payment is not
+//! retried: the reservation and the order are compensated in reverse
+//! order and the error says what was rolled back.
 //! Run 2: the payment gateway is busy twice; `retry 3` gets the payment
 //! through and the order ships.
 //!
@@ -76,7 +77,9 @@ fn charge_payment(order: &mut Order, info: &StepInfo<'_>) -> Result<u64, StepErr
     }
     if order.declined {
         println!("  charge attempt {}: card declined", info.attempt());
-        return Err("card declined".into());
+        // No retry fixes a declined card: `permanent` says so, and the
+        // saga rolls back at once.
+        return Err(StepError::new("card declined").permanent());
     }
     order.charged_cents = 4_999;
     println!("  charge attempt {}: charged 49.99", info.attempt());
@@ -134,6 +137,9 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("after run 1: {order:?}\n");
     if order.id.is_some() || order.stock != 10 || order.charged_cents != 0 {
         return Err("run 1 left effects behind".into());
+    }
+    if err.report().step("charge_payment").map(|s| s.attempts) != Some(1) {
+        return Err("run 1 retried a declined card".into());
     }
 
     println!("run 2: the gateway is busy twice, then the payment goes through");

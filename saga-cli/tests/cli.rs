@@ -156,7 +156,17 @@ async fn show_prints_steps_attempts_durations_errors_and_the_timeline() {
     assert!(text.contains("execution  stuck-1\n"), "{text}");
     assert!(text.contains("saga       order\ndefinition "), "{text}");
     assert!(text.contains("status     stuck\n"), "{text}");
-    assert!(text.contains("lease      free\n"), "{text}");
+    assert!(
+        text.contains("context    1 B (`--context` prints it and the outputs)\nlease      free\n"),
+        "{text}"
+    );
+    // The table's header, as docs/OPERATIONS.md shows it.
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["STEP", "KIND", "STATUS", "TRIES", "UNDOS", "TIME", "OUTPUT"]),
+        "{text}"
+    );
     let step = |name: &str| {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -164,14 +174,17 @@ async fn show_prints_steps_attempts_durations_errors_and_the_timeline() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    // name, kind, status, tries, undos, time.
+    // name, kind, status, tries, undos, time, output size.
     let ship = step("ship ");
     assert_eq!(ship[..5], ["ship", "retriable", "failed", "1", "0"]);
     assert!(ship[5].ends_with('s'), "a duration: {ship:?}");
+    assert_eq!(ship[6..], ["-"], "no output: {ship:?}");
+    let reserve = step("reserve");
     assert_eq!(
-        step("reserve")[..5],
+        reserve[..5],
         ["reserve", "compensable", "succeeded", "1", "0"]
     );
+    assert_eq!(reserve[6..], ["4", "B"], "its output `null`: {reserve:?}");
     assert_eq!(step("charge")[..3], ["charge", "pivot", "succeeded"]);
     assert!(
         text.contains("error of `ship`: no courier today\n"),
@@ -197,7 +210,7 @@ async fn show_prints_steps_attempts_durations_errors_and_the_timeline() {
         ]
     );
     assert!(
-        text.contains("step_failed             ship #1: no courier today"),
+        text.contains("step_failed             ship #1: no courier today (permanent)\n"),
         "{text}"
     );
 

@@ -77,12 +77,17 @@
 //!   cancellation ([`CancellationToken`]), logs (target `saga`) and
 //!   observers ([`SagaObserver`]).
 //! - Make it durable with a [`SagaEngine`] on a [`store`]
-//!   (`SqliteStore`, one file): every step's start and end is logged, and
-//!   after a crash [`SagaEngine::recover`] carries each unfinished
-//!   execution on. Steps run *at least once*: one cut off by a crash runs
-//!   again with the same [`idempotency_key`](StepInfo::idempotency_key), so
-//!   pass the key to the services you call.
-//! - With the `postgres` feature, N [`Worker`] processes share one
+//!   (`SqliteStore`, one file): every step's start and end is logged. A
+//!   service's one call at startup, after registering its sagas, is
+//!   `Worker::new(engine).spawn()` ([`Worker`], on every store): it
+//!   carries on what a crash left unfinished, carries out the resumes an
+//!   operator requests, and purges old executions
+//!   ([`SagaEngine::recover`] does the first of these once: the one-shot
+//!   call the worker is built on). Steps run *at least once*: one cut
+//!   off by a crash runs again with the same
+//!   [`idempotency_key`](StepInfo::idempotency_key), so pass the key to
+//!   the services you call.
+//! - With the `postgres` feature, N worker processes share one
 //!   PostgreSQL database and take over each other's executions.
 //!
 //! The guides: [the design and its failure semantics](guide::design),

@@ -116,8 +116,10 @@ pub struct ExecutionView {
 }
 
 /// Runs durable sagas: every execution is logged in a [`SagaStore`], and
-/// after a crash [`recover`](Self::recover) carries each unfinished one on
-/// from its log.
+/// after a crash a [`Worker`](crate::Worker) (`Worker::new(engine).spawn()`,
+/// the one call a service makes at startup, on every store) carries each
+/// unfinished one on from its log; [`recover`](Self::recover) does it
+/// once.
 ///
 /// Delivery is *at least once*: a step (or compensation) that started and
 /// never recorded its end is run again after a crash, with the same
