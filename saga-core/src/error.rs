@@ -302,7 +302,7 @@ pub enum BuildError {
     /// A parallel branch whose action or compensation takes the context
     /// exclusively (`&mut C`): branches run at once and share it (`&C`).
     #[error(
-        "step `{step}` of saga `{saga}` is in a parallel group but takes the context as `&mut`; build it with `Step::shared` (or `shared_async`) and `compensate_shared`, and keep what its compensation needs in its output"
+        "step `{step}` of saga `{saga}` is in a parallel group but takes the context as `&mut`; build it with `Step::shared` (or `shared_async`) and `undo_shared` (or `undo_shared_async`), and keep what its compensation needs in its output"
     )]
     ExclusiveContextInGroup {
         /// The saga's name.
