@@ -61,8 +61,8 @@ fn made_long_ago(path: &std::path::Path) {
 /// The `crash_saga` helper on the store in `dir`, running execution `id`
 /// with a ledger of its own, an hour-long lease (only a proof of its
 /// death ends it), stopped dead inside a step: it lives, holding its
-/// owner's lock, until killed.
-fn owner_stopped_in_a_step(dir: &Path, id: &str) -> Child {
+/// owner's lock, until killed (at the latest when the test ends).
+fn owner_stopped_in_a_step(dir: &Path, id: &str) -> Owner {
     let mut owner = Command::new(env!("CARGO_BIN_EXE_crash_saga"))
         .arg(dir.join("sagas.db"))
         .arg(dir.join(format!("{id}.ledger")))
@@ -78,11 +78,31 @@ fn owner_stopped_in_a_step(dir: &Path, id: &str) -> Child {
     BufReader::new(owner.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    if line.trim() != "crash-point" {
-        let _ = owner.kill();
-        panic!("the helper did not stop in its step: {line:?}");
-    }
+    let owner = Owner(owner);
+    assert_eq!(
+        line.trim(),
+        "crash-point",
+        "the helper did not stop in its step"
+    );
     owner
+}
+
+/// A helper process, killed when dropped (a failed test leaves none).
+struct Owner(Child);
+
+impl Owner {
+    /// SIGKILLs it, and waits for its end: killed.
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        assert_eq!(self.0.wait().unwrap().signal(), Some(9));
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The files beside the store in `dir` that its owners' liveness made
@@ -107,8 +127,7 @@ fn a_killed_owner_leaves_nothing_beside_the_store_once_swept() {
     // a power cut do to a service in the middle of a saga).
     let mut killed = owner_stopped_in_a_step(&dir, "exec-1");
     let killed_files = owners_files(&dir);
-    killed.kill().unwrap();
-    assert_eq!(killed.wait().unwrap().signal(), Some(9));
+    killed.kill();
     // An owner alive in another process, whose files must stay.
     let mut live = owner_stopped_in_a_step(&dir, "exec-2");
     let live_files: Vec<String> = owners_files(&dir)
@@ -128,8 +147,7 @@ fn a_killed_owner_leaves_nothing_beside_the_store_once_swept() {
         .block_on(store.claim(&ExecutionId::new("exec-2"), "probe", hour))
         .unwrap();
     drop(store);
-    live.kill().unwrap();
-    assert_eq!(live.wait().unwrap().signal(), Some(9));
+    live.kill();
     assert_eq!(
         after_restart, live_files,
         "beside the store, once the killed owner was swept (it had {killed_files:?})"
