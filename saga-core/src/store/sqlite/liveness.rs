@@ -6,8 +6,9 @@
 //! Each owner of this store (an engine's owner id, the first time it takes
 //! a lease here) holds a lock on a sidecar file of its own,
 //! `<store>-owner-<owner id>`, for as long as the store is open: an empty
-//! SQLite database in which it keeps an exclusive transaction open, so the
-//! lock is SQLite's own (POSIX advisory locks on Unix, `LockFileEx` on
+//! SQLite database in which it keeps an exclusive transaction open (its
+//! journal in memory, so no file beside it: see [`lock`]), so the lock
+//! is SQLite's own (POSIX advisory locks on Unix, `LockFileEx` on
 //! Windows), which the system drops when the process dies, whatever kills
 //! it. A claimer that finds a live lease of another owner tries that
 //! owner's lock: taken, the owner's process is gone, and its leases are
@@ -130,7 +131,8 @@ impl Owners {
                 continue;
             };
             // A sidecar in the making is not a sidecar; nor are SQLite's
-            // own companions of one (its journal).
+            // own companions of one (a journal, which a sidecar's lock no
+            // longer makes: see [`lock`]).
             if owner.ends_with(UNFINISHED) {
                 unfinished.push(entry.path());
             } else if !["-journal", "-wal", "-shm"]
@@ -426,6 +428,16 @@ fn lock_new(path: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
 /// moment for a prober that holds it (where the sidecar is locked in
 /// place, see [`lock_new`]: a read-only store's claim probes outside a
 /// write transaction).
+///
+/// The rollback journal is kept in memory, so a sidecar has no file
+/// beside it. The exclusive transaction starts the empty database (its
+/// first page, in memory), which in SQLite's default journal mode makes
+/// a journal file, `<file>-journal`, kept for as long as the lock: a
+/// killed process left it, and on Unix under the name the sidecar was
+/// made under (`<sidecar>.locking-journal`), which no later connection
+/// opens, rolls back or removes: one file more beside the store per
+/// crash. Nothing is ever written to a sidecar (its transaction never
+/// commits), so nothing is left to roll back after a crash either.
 fn lock(path: &Path, create: bool) -> rusqlite::Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut patience = Duration::ZERO;
@@ -435,6 +447,11 @@ fn lock(path: &Path, create: bool) -> rusqlite::Result<Connection> {
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(patience)?;
+    // Reads the (empty) schema under a shared lock: refused, like the
+    // transaction, while another connection holds the lock.
+    conn.pragma_update_and_check(None, "journal_mode", "MEMORY", |row| {
+        row.get::<_, String>(0)
+    })?;
     conn.execute_batch("BEGIN EXCLUSIVE")?;
     Ok(conn)
 }
@@ -660,6 +677,31 @@ mod tests {
         let file = std::fs::File::options().write(true).open(path).unwrap();
         let then = std::time::SystemTime::now() - UNFINISHED_AGE * 2;
         file.set_modified(then).unwrap();
+    }
+
+    #[test]
+    fn a_sidecar_has_no_file_beside_it() {
+        // Neither its owner's lock nor a prober's makes one (a journal),
+        // which a killed process would leave.
+        let db = scratch("alone");
+        let files = || {
+            let mut names: Vec<String> = std::fs::read_dir(db.parent().unwrap())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let mut holder = Owners::new(&db);
+        holder.hold("pid1-alone");
+        let sidecar = holder.sidecar("pid1-alone").unwrap();
+        assert!(lock(&sidecar, false).is_err(), "a live owner's lock taken");
+        assert_eq!(files(), ["sagas.db-owner-pid1-alone"]);
+        drop(holder);
+        let prober = lock(&sidecar, false).unwrap();
+        assert_eq!(files(), ["sagas.db-owner-pid1-alone"]);
+        drop(prober);
+        assert_eq!(files(), ["sagas.db-owner-pid1-alone"]);
     }
 
     #[test]
