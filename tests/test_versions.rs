@@ -162,7 +162,81 @@ async fn the_same_steps_over_two_contexts_need_two_versions() {
     // The same definition again, over the same context, is no clash.
     engine.register(v1(Some("2"))).await.unwrap();
     // Two versions register side by side; `start` runs the last one.
-    engine.register(v1(Some("1"))).await.unwrap();
+    let one = engine.register(v1(Some("1"))).await.unwrap();
+    let id = engine.start("order", OrderV1 { qty: 0 }).await.unwrap();
+    let record = engine.store().get(&id).await.unwrap().unwrap();
+    assert_eq!(record.fingerprint, one);
+    let stored = engine.store().definition(&one).await.unwrap().unwrap();
+    assert_eq!(stored.version().unwrap().as_deref(), Some("1"));
+    let unversioned = engine.register(v1(None)).await.unwrap();
+    let stored = engine.store().definition(&unversioned).await.unwrap();
+    assert_eq!(stored.unwrap().version().unwrap(), None);
+}
+
+/// Two registrations at once, one fingerprint over two contexts: one of
+/// them is refused. Before: both checked before either was in the
+/// registry, and the last to finish replaced the other.
+#[tokio::test]
+async fn two_registrations_at_once_of_one_fingerprint_clash_too() {
+    use saga_core::testkit::DelayedStore;
+    let store = DelayedStore::new(
+        saga_core::store::MemoryStore::new(),
+        Duration::from_millis(50),
+    );
+    let engine = SagaEngine::new(store);
+    let (a, b) = tokio::join!(engine.register(v1(Some("2"))), engine.register(v2(None)));
+    let refused = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Err(EngineError::DuplicateFingerprint { .. })))
+        .count();
+    assert_eq!(refused, 1, "{a:?} {b:?}");
+}
+
+/// Rolling back while the new version's executions are in flight: a
+/// build registering the new version first and the old one last starts
+/// new executions on the old, and carries the new one's on.
+#[test]
+fn a_rollback_build_starts_the_old_version_and_finishes_the_new() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let store: Arc<dyn saga_core::store::SagaStore> =
+        Arc::new(saga_core::store::MemoryStore::new());
+    let (entered, open) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
+    let new_build =
+        SagaEngine::with_store(Arc::clone(&store)).with_lease_ttl(Duration::from_millis(100));
+    let newer = setup
+        .block_on(new_build.register(v2(Some((Arc::clone(&entered), open)))))
+        .unwrap();
+    let in_flight = in_dying_runtime(|| async {
+        let order = OrderV2 {
+            qty: 0,
+            coupon: "WELCOME".into(),
+        };
+        let id = new_build.start("order", order).await.unwrap();
+        unless_hung(entered.notified()).await;
+        id
+    });
+    let again = tokio::runtime::Runtime::new().unwrap();
+    again.block_on(async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rollback = SagaEngine::with_store(Arc::clone(&store));
+        assert_eq!(rollback.register(v2(None)).await.unwrap(), newer);
+        let older = rollback.register(v1(None)).await.unwrap();
+        let id = rollback.start("order", OrderV1 { qty: 0 }).await.unwrap();
+        let record = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(
+            record.fingerprint, older,
+            "new executions start on the older"
+        );
+        let report = unless_hung(rollback.wait(&id)).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed);
+
+        let recovery = rollback.recover().await.unwrap();
+        assert_eq!(recovery.resumed, vec![in_flight.clone()]);
+        let report = unless_hung(rollback.wait(&in_flight)).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Completed);
+        let order: OrderV2 = rollback.context(&in_flight).await.unwrap();
+        assert_eq!(order.coupon, "WELCOME");
+    });
 }
 
 /// The new build (version "2", context with `coupon`) starts an execution

@@ -71,6 +71,28 @@ pub struct RecoveryReport {
     pub refused: Vec<(ExecutionId, EngineError)>,
 }
 
+/// [`EngineError::DuplicateFingerprint`] if `registry` holds `fingerprint`
+/// over another context type than `C`.
+fn duplicate<C: 'static>(
+    registry: &Registry,
+    saga: &str,
+    fingerprint: &str,
+) -> Result<(), EngineError> {
+    let clash = registry
+        .by_fingerprint
+        .get(fingerprint)
+        .filter(|r| r.context_type() != TypeId::of::<C>());
+    match clash {
+        Some(registered) => Err(EngineError::DuplicateFingerprint {
+            saga: saga.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            registered: registered.context_type_name(),
+            given: type_name::<C>(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Runs `work` in a task of its own on the current runtime and awaits it:
 /// a caller that stops awaiting does not cut it short (between a store's
 /// commit of a claim and the launch of the run, say). A panic inside is
@@ -491,20 +513,9 @@ impl SagaEngine {
             });
         }
         let (shape, text, fingerprint) = describe(&saga);
-        let clash = self
-            .registry()
-            .by_fingerprint
-            .get(&fingerprint)
-            .filter(|r| r.context_type() != TypeId::of::<C>())
-            .map(|r| r.context_type_name());
-        if let Some(registered) = clash {
-            return Err(EngineError::DuplicateFingerprint {
-                saga: saga.name().to_owned(),
-                fingerprint,
-                registered,
-                given: type_name::<C>(),
-            });
-        }
+        // Checked before the store's write and again under the registry's
+        // lock: another `register` may have come in meanwhile.
+        duplicate::<C>(&self.registry(), saga.name(), &fingerprint)?;
         self.inner
             .store
             .put_definition(DefinitionRecord {
@@ -523,6 +534,7 @@ impl SagaEngine {
             gate: Arc::clone(&self.gate),
         });
         let mut registry = self.registry_mut();
+        duplicate::<C>(&registry, runner.name(), &fingerprint)?;
         registry
             .by_name
             .insert(runner.name().to_owned(), Arc::clone(&runner));
