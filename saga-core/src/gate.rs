@@ -32,8 +32,7 @@
 //!
 //! [`SagaEngine::with_sync_steps_at_once`]: crate::SagaEngine::with_sync_steps_at_once
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -44,20 +43,27 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 pub(crate) struct BlockingGate {
     /// A permit per sync step that may be in `block_in_place` at once.
     turns: Semaphore,
-    /// How many steps the gate lets through at once: the semaphore's
-    /// permits, free, taken or [`owed`](Self::owed).
-    steps: Mutex<usize>,
-    /// Permits taken when the limit was lowered, to be forgotten as their
-    /// turns end rather than given back.
-    owed: AtomicUsize,
+    limit: Mutex<Limit>,
+}
+
+/// How many steps the gate lets through at once, and what a lowering of
+/// it still owes. Locked by [`BlockingGate::set_steps`] and by a turn's
+/// end, so that a turn ending while the limit is lowered cannot give back
+/// a permit the new limit owes.
+#[derive(Debug)]
+struct Limit {
+    /// The semaphore's permits: free, taken, or owed.
+    steps: usize,
+    /// Permits that were taken when the limit was lowered, forgotten as
+    /// their turns end rather than given back.
+    owed: usize,
 }
 
 /// A sync step's turn through the gate, held while it runs.
 pub(crate) struct Turn<'g> {
     /// `None` only if the semaphore were closed, which it never is.
     permit: Option<SemaphorePermit<'g>>,
-    /// The gate's [`BlockingGate::owed`].
-    owed: &'g AtomicUsize,
+    gate: &'g BlockingGate,
 }
 
 impl BlockingGate {
@@ -70,9 +76,13 @@ impl BlockingGate {
         let steps = steps.clamp(1, Semaphore::MAX_PERMITS);
         BlockingGate {
             turns: Semaphore::new(steps),
-            steps: Mutex::new(steps),
-            owed: AtomicUsize::new(0),
+            limit: Mutex::new(Limit { steps, owed: 0 }),
         }
+    }
+
+    fn limit(&self) -> MutexGuard<'_, Limit> {
+        // Two numbers, consistent whatever panicked.
+        self.limit.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Lets `steps` sync steps (at least one) through at once from now
@@ -80,31 +90,18 @@ impl BlockingGate {
     /// of them ended, its permits forgotten as they end.
     pub(crate) fn set_steps(&self, steps: usize) {
         let steps = steps.clamp(1, Semaphore::MAX_PERMITS);
-        let mut current = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
-        if steps > *current {
-            let mut more = steps - *current;
+        let mut limit = self.limit();
+        if steps > limit.steps {
             // Owed permits not forgotten yet are kept instead.
-            while more > 0 {
-                let owed = self.owed.load(Ordering::Acquire);
-                let kept = owed.min(more);
-                if kept == 0 {
-                    break;
-                }
-                if self
-                    .owed
-                    .compare_exchange(owed, owed - kept, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    more -= kept;
-                }
-            }
-            self.turns.add_permits(more);
+            let more = steps - limit.steps;
+            let kept = limit.owed.min(more);
+            limit.owed -= kept;
+            self.turns.add_permits(more - kept);
         } else {
-            let fewer = *current - steps;
-            let forgotten = self.turns.forget_permits(fewer);
-            self.owed.fetch_add(fewer - forgotten, Ordering::AcqRel);
+            let fewer = limit.steps - steps;
+            limit.owed += fewer - self.turns.forget_permits(fewer);
         }
-        *current = steps;
+        limit.steps = steps;
     }
 
     /// `gate`, when the caller runs on a multi-thread runtime; `None`
@@ -124,10 +121,7 @@ impl BlockingGate {
             Ok(permit) => Some(permit),
             Err(_) => Box::pin(self.turns.acquire()).await.ok(),
         };
-        Turn {
-            permit,
-            owed: &self.owed,
-        }
+        Turn { permit, gate: self }
     }
 }
 
@@ -138,15 +132,16 @@ impl Drop for Turn<'_> {
         let Some(permit) = self.permit.take() else {
             return;
         };
-        let owing = self
-            .owed
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
-                owed.checked_sub(1)
-            })
-            .is_ok();
-        if owing {
+        // Decided and done under the lock: a permit given back after it
+        // could miss a lowering made meanwhile.
+        let mut limit = self.gate.limit();
+        if limit.owed > 0 {
+            limit.owed -= 1;
             permit.forget();
+        } else {
+            drop(permit);
         }
+        drop(limit);
     }
 }
 
