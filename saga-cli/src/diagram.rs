@@ -27,6 +27,9 @@ fn no_definition(engine: &SagaEngine, wanted: &str) -> CliError {
 struct DiagramJson<'a> {
     saga: &'a str,
     fingerprint: &'a str,
+    /// The version the definition declared (`SagaBuilder::version`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
     format: &'a str,
     diagram: &'a str,
 }
@@ -88,6 +91,7 @@ pub(crate) async fn diagram_of(
         return Ok(to_json(&DiagramJson {
             saga: &definition.saga,
             fingerprint: &definition.fingerprint,
+            version: definition.version()?,
             format: if dot { "dot" } else { "mermaid" },
             diagram: &text,
         }));

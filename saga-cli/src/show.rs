@@ -226,7 +226,25 @@ pub(crate) async fn show(
     let mut out = String::new();
     let _ = writeln!(out, "execution  {}", Escaped(record.id.as_str()));
     let _ = writeln!(out, "saga       {}", Escaped(&record.saga));
-    let _ = writeln!(out, "definition {}", record.fingerprint);
+    // The version its definition declared, if the store holds the
+    // definition and it declared one.
+    let version = match engine.store().definition(&record.fingerprint).await {
+        Ok(Some(definition)) => definition.version().ok().flatten(),
+        _ => None,
+    };
+    match version {
+        Some(version) => {
+            let _ = writeln!(
+                out,
+                "definition {} (version {})",
+                record.fingerprint,
+                Escaped(&version)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "definition {}", record.fingerprint);
+        }
+    }
     let _ = writeln!(
         out,
         "status     {}",

@@ -550,3 +550,36 @@ async fn show_says_a_lease_expired() {
     let lease = text.lines().find(|l| l.starts_with("lease ")).unwrap();
     assert!(lease.starts_with("lease      dead-owner, until "), "{text}");
 }
+
+/// A definition's declared version shows beside its fingerprint in `show`
+/// and in `diagram --json`; an undeclared one shows nothing more.
+#[tokio::test]
+async fn show_and_diagram_name_a_declared_version() {
+    let dir = dir("version");
+    let db = populated(&dir).await;
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let saga = Saga::<u32>::builder("versioned")
+        .version("2")
+        .step(Step::new("one", |n: &mut u32, _: &StepInfo<'_>| {
+            *n += 1;
+            Ok::<(), StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let fingerprint = engine.register(saga).await.unwrap();
+    let id = engine
+        .start_with_id("versioned", "v-1", 0_u32)
+        .await
+        .unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+    let text = ok(&db, &["show", "v-1"]);
+    assert!(
+        text.contains(&format!("definition {fingerprint} (version 2)\n")),
+        "{text}"
+    );
+    let doc = json(&ok(&db, &["diagram", &fingerprint, "--json"]));
+    assert_eq!(doc["version"], "2", "{doc}");
+    let text = ok(&db, &["show", "ok-1"]);
+    assert!(!text.contains("(version"), "{text}");
+}

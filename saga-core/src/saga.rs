@@ -354,7 +354,9 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
     /// [`SagaEngine::register`](crate::SagaEngine::register)).
     ///
     /// A saga without a version keeps the fingerprint it had before
-    /// versions existed.
+    /// versions existed. Give a version of the saga, not of the service
+    /// (`env!("CARGO_PKG_VERSION")` would change the fingerprint at every
+    /// release, leaving the executions in flight to the build before).
     #[must_use]
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = Some(version.into().into_boxed_str());

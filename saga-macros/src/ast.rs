@@ -191,7 +191,12 @@ fn parse_field(input: ParseStream<'_>, def: &mut SagaDef) -> syn::Result<()> {
         if def.version.is_some() {
             return Err(duplicate("version"));
         }
-        let version: LitStr = input.parse()?;
+        let version: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "`version` takes a string literal such as \"2\"; for a value computed in code, build the saga with `SagaBuilder::version`",
+            )
+        })?;
         if version.value().trim().is_empty() {
             return Err(syn::Error::new(
                 version.span(),
