@@ -197,8 +197,15 @@ impl SagaEngine {
     /// or abandoned; never stuck ones) longer ago than the retention;
     /// returns how many.
     ///
+    /// The SQLite and PostgreSQL stores delete in batches of a few hundred
+    /// executions, each its own transaction
+    /// ([`SagaStore::purge`](crate::store::SagaStore::purge)): the runs in
+    /// flight keep writing while a large purge (the first of a year-old
+    /// store) goes on.
+    ///
     /// # Errors
-    /// Store errors.
+    /// Store errors. A purge that fails part-way has deleted the batches
+    /// committed before the error; the next purge deletes the rest.
     pub async fn purge(&self) -> Result<u64, EngineError> {
         let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention);

@@ -491,6 +491,14 @@ pub trait SagaStore: Send + Sync + 'static {
     /// Deletes finished executions (and their logs and leases) last written
     /// at or before `before_ms` (milliseconds since the Unix epoch), except
     /// stuck ones, which wait for an operator; returns how many.
+    ///
+    /// A store whose writes share one writer (SQLite, PostgreSQL) deletes
+    /// in batches of a few hundred executions, oldest first, each in a
+    /// transaction of its own, so the writes of the runs in flight go
+    /// between two batches rather than waiting for the whole purge. Each
+    /// execution goes with its log and lease in one transaction. An
+    /// error ends the purge: the batches committed before it stay
+    /// deleted, and the next purge goes on from there.
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
 }
 

@@ -363,13 +363,28 @@ impl SagaStore for PostgresStore {
         Some(self.inner.changes.subscribe())
     }
 
+    /// In batches of at most 500 executions, each a write of its own: the
+    /// writes queued meanwhile (the runs in flight) commit between two
+    /// batches instead of after the whole purge.
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
-            let reply = self.write(Op::Purge(before_ms)).await;
-            expect_reply(self, reply, |r| match r {
-                Reply::Count(n) => Some(n),
-                _ => None,
-            })
+            let (mut purged, mut after) = (0, (i64::MIN, String::new()));
+            loop {
+                let op = Op::Purge {
+                    before: before_ms,
+                    after,
+                };
+                let reply = self.write(op).await;
+                let (deleted, next) = expect_reply(self, reply, |r| match r {
+                    Reply::Purged(deleted, next) => Some((deleted, next)),
+                    _ => None,
+                })?;
+                purged += deleted;
+                match next {
+                    Some(next) => after = next,
+                    None => return Ok(purged),
+                }
+            }
         })
     }
 }

@@ -62,7 +62,12 @@ pub(super) enum Op {
         lease: Lease,
     },
     RequestCancel(ExecutionId),
-    Purge(i64),
+    /// One batch of a purge: finished executions last written at or
+    /// before `before`, after `after` in `(created_at, id)` order.
+    Purge {
+        before: i64,
+        after: (i64, String),
+    },
 }
 
 impl Op {
@@ -76,7 +81,7 @@ impl Op {
             Op::Renew { .. } => "renewing a lease",
             Op::Release { .. } => "releasing a lease",
             Op::RequestCancel(_) => "requesting a cancellation",
-            Op::Purge(_) => "purging executions",
+            Op::Purge { .. } => "purging executions",
         }
     }
 
@@ -114,7 +119,9 @@ pub(super) enum Reply {
     Claimed(Vec<ClaimedWithLog>),
     Ack(Ack),
     Changed(bool),
-    Count(u64),
+    /// A purge's batch: how many it deleted, and where the next starts
+    /// (`None` once none is left).
+    Purged(u64, Option<(i64, String)>),
 }
 
 /// Why an operation failed: the database refused a statement (the

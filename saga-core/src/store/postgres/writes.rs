@@ -42,7 +42,7 @@ pub(super) async fn run_op(s: &Session, store: &Inner, op: &Op) -> Result<Reply,
         Op::Renew { id, lease } => renew(s, id, lease).await,
         Op::Release { id, lease } => release(s, id, lease).await,
         Op::RequestCancel(id) => request_cancel(s, id).await,
-        Op::Purge(before) => purge(s, *before).await,
+        Op::Purge { before, after } => purge(s, *before, after).await,
     }
 }
 
@@ -353,31 +353,59 @@ async fn request_cancel(s: &Session, id: &ExecutionId) -> Result<Reply, Failure>
     Ok(Reply::Changed(changed == 1))
 }
 
-/// Deletes finished executions last updated at or before `before` (ms).
-async fn purge(s: &Session, before: i64) -> Result<Reply, Failure> {
-    s.execute(
-        "DELETE FROM events WHERE execution_id IN (SELECT id FROM executions
-            WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
-              AND updated_at <= $1)",
-        &[&before],
-    )
-    .await?;
-    s.execute(
-        "DELETE FROM leases WHERE execution_id IN (SELECT id FROM executions
-            WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
-              AND updated_at <= $1)",
-        &[&before],
-    )
-    .await?;
-    let purged = s
-        .execute(
-            "DELETE FROM executions
-             WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
-               AND updated_at <= $1",
-            &[&before],
+/// How many executions one transaction of a purge deletes at most: a
+/// batch holds the writer (every other write of the process waits) for
+/// some milliseconds, where the whole purge of a year-old store held it
+/// for seconds.
+pub(super) const PURGE_BATCH: i64 = 500;
+
+/// One batch of a purge: deletes the first [`PURGE_BATCH`] finished
+/// executions last updated at or before `before` (ms), after `after` in
+/// `(created_at, id)` order (walked along `executions_by_created`), with
+/// their logs and leases, in one statement (one snapshot).
+async fn purge(s: &Session, before: i64, after: &(i64, String)) -> Result<Reply, Failure> {
+    let row = s
+        .query_opt(
+            // The limit written out, not a parameter: the plan kept for
+            // the statement then expects a batch's few hundred rows and
+            // deletes their logs through the primary key, where one for
+            // a limit it cannot see scanned the whole events table at
+            // each batch.
+            const_format!(
+                "WITH doomed AS MATERIALIZED (
+                SELECT id, created_at FROM executions
+                WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
+                  AND updated_at <= $1 AND created_at <= $1
+                  AND (created_at, id COLLATE \"C\") > ($2, $3::text COLLATE \"C\")
+                ORDER BY created_at, id COLLATE \"C\"
+                LIMIT {PURGE_BATCH}
+             ), events_gone AS (
+                DELETE FROM events WHERE execution_id IN (SELECT id FROM doomed)
+             ), leases_gone AS (
+                DELETE FROM leases WHERE execution_id IN (SELECT id FROM doomed)
+             ), gone AS (
+                DELETE FROM executions WHERE id IN (SELECT id FROM doomed)
+                RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM gone), last.created_at, last.id
+             FROM (SELECT 1) one LEFT JOIN LATERAL (
+                SELECT created_at, id FROM doomed
+                ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT 1
+             ) last ON TRUE"
+            ),
+            &[&before, &after.0, &after.1],
         )
         .await?;
-    Ok(Reply::Count(purged))
+    // One row, always.
+    let Some(row) = row else {
+        return Ok(Reply::Purged(0, None));
+    };
+    let (found, purged): (i64, i64) = (row.get(0), row.get(1));
+    let next = match (found == PURGE_BATCH, row.get(2), row.get(3)) {
+        (true, Some(at), Some(id)) => Some((at, id)),
+        _ => None,
+    };
+    Ok(Reply::Purged(u64::try_from(purged).unwrap_or(0), next))
 }
 
 /// The events' fields as arrays, for `unnest`.

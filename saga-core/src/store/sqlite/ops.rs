@@ -751,31 +751,86 @@ impl SagaStore for SqliteStore {
         })
     }
 
+    /// In batches of at most 500 executions, each a write of its own: the
+    /// writes queued meanwhile (the runs in flight) commit between two
+    /// batches instead of after the whole purge.
     fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let (mut purged, mut after) = (0, (i64::MIN, String::new()));
+            loop {
+                let (deleted, next) = self.purge_batch(before_ms, after).await?;
+                purged += deleted;
+                match next {
+                    Some(next) => after = next,
+                    None => return Ok(purged),
+                }
+            }
+        })
+    }
+}
+
+/// How many executions one transaction of a purge deletes at most: a
+/// batch holds the writer (every other write of the process waits) for
+/// a few milliseconds, where the whole purge of a year-old store held it
+/// for seconds.
+const PURGE_BATCH: i64 = 500;
+
+/// Where a purge's next batch starts: after the execution created at
+/// this time (ms) with this id, in `(created_at, id)` order.
+type PurgeAfter = (i64, String);
+
+impl SqliteStore {
+    /// One batch of a purge: deletes the first [`PURGE_BATCH`] finished
+    /// executions last written at or before `before`, after `after` in
+    /// `(created_at, id)` order, with their logs and leases, in one
+    /// transaction; how many, and where the next batch starts (`None`
+    /// once none is left).
+    fn purge_batch(
+        &self,
+        before: i64,
+        after: PurgeAfter,
+    ) -> BoxFuture<'static, StoreResult<(u64, Option<PurgeAfter>)>> {
         self.write("purging executions", move |conn, path| {
             let err = db(path, "purging executions");
-            let doomed = "SELECT id FROM executions
-                WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
-                  AND updated_at <= ?1";
-            conn.execute(
-                &format!("DELETE FROM events WHERE execution_id IN ({doomed})"),
-                [before_ms],
-            )
-            .map_err(&err)?;
-            conn.execute(
-                &format!("DELETE FROM leases WHERE execution_id IN ({doomed})"),
-                [before_ms],
-            )
-            .map_err(&err)?;
-            let purged = conn
-                .execute(
-                    "DELETE FROM executions
-                     WHERE status IN ('completed', 'compensated', 'cancelled', 'abandoned')
-                       AND updated_at <= ?1",
-                    [before_ms],
+            // Walked along `executions_by_created` from the last batch
+            // (`+status` keeps SQLite off `executions_by_status`, which
+            // would read and sort every finished execution left, at each
+            // batch). Last written at or before `before`, so created then
+            // too: the walk ends there.
+            let mut doomed = conn
+                .prepare_cached(
+                    "SELECT id, created_at FROM executions
+                     WHERE +status IN ('completed', 'compensated', 'cancelled', 'abandoned')
+                       AND updated_at <= ?1 AND created_at <= ?1
+                       AND (created_at, id) > (?2, ?3)
+                     ORDER BY created_at, id
+                     LIMIT ?4",
                 )
+                .map_err(&err)?
+                .query_map(params![before, after.0, after.1, PURGE_BATCH], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(&err)?;
-            Ok(purged as u64)
+            let mut purged = 0;
+            for (id, _) in &doomed {
+                for sql in [
+                    "DELETE FROM events WHERE execution_id = ?1",
+                    "DELETE FROM leases WHERE execution_id = ?1",
+                ] {
+                    conn.prepare_cached(sql)
+                        .and_then(|mut stmt| stmt.execute([id]))
+                        .map_err(&err)?;
+                }
+                purged += conn
+                    .prepare_cached("DELETE FROM executions WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute([id]))
+                    .map_err(&err)?;
+            }
+            let full = doomed.len() == usize::try_from(PURGE_BATCH).unwrap_or(usize::MAX);
+            let next = doomed.pop().filter(|_| full).map(|(id, at)| (at, id));
+            Ok((purged as u64, next))
         })
     }
 }
