@@ -209,12 +209,13 @@ impl SagaEngine {
     pub async fn purge(&self) -> Result<u64, EngineError> {
         let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention);
-        let purged = self.inner.store.purge(before).await?;
-        if purged > 0 {
-            // Their ids may be started again.
+        let purged = self.inner.store.purge(before).await;
+        // Their ids may be started again; a purge that failed part-way
+        // may have deleted some.
+        if !matches!(purged, Ok(0)) {
             self.ended().clear();
         }
-        Ok(purged)
+        Ok(purged?)
     }
 }
 
