@@ -25,13 +25,19 @@ const AN_HOUR_MS: i64 = 3_600_000;
 /// finishes them (`completed`), many at a time, then dates their
 /// creation an hour back, as in a store that has run for a while.
 async fn finished(db: &Path, n: usize) {
+    finished_of(db, n, |_| "bulk").await;
+}
+
+/// [`finished`], execution `i` of saga `saga_of(i)`; their creations an
+/// hour back, in the order of `i`.
+async fn finished_of(db: &Path, n: usize, saga_of: fn(usize) -> &'static str) {
     let store = Arc::new(SqliteStore::open(db).unwrap());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let store = Arc::clone(&store);
         tasks.spawn(async move {
             let id = ExecutionId::new(format!("done-{i:06}"));
-            let lease = lease_of(create(&*store, &id).await);
+            let lease = lease_of(create_of(&*store, &id, saga_of(i)).await);
             store
                 .append(&id, &lease, Vec::new(), ExecutionStatus::Completed)
                 .await
@@ -45,7 +51,25 @@ async fn finished(db: &Path, n: usize) {
         done.unwrap();
     }
     drop(store);
-    backdate(db);
+    let conn = rusqlite::Connection::open(db).unwrap();
+    // Creation order as `i`: concurrent creates may commit out of order.
+    conn.execute(
+        "UPDATE executions
+         SET created_at = ?1 + CAST(substr(id, 6) AS INTEGER)
+         WHERE id LIKE 'done-%'",
+        [now_ms() - AN_HOUR_MS],
+    )
+    .unwrap();
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 /// Dates the creation of every execution of saga `bulk` an hour back.
@@ -61,9 +85,15 @@ fn backdate(db: &Path) {
 /// Creates execution `id` of saga `bulk` (status `running`) for a dead
 /// owner.
 async fn create(store: &dyn SagaStore, id: &ExecutionId) -> Created {
+    create_of(store, id, "bulk").await
+}
+
+/// Creates execution `id` of saga `saga` (status `running`) for a dead
+/// owner.
+async fn create_of(store: &dyn SagaStore, id: &ExecutionId, saga: &str) -> Created {
     let execution = NewExecution {
         id: id.clone(),
-        saga: "bulk".to_owned(),
+        saga: saga.to_owned(),
         fingerprint: "b".repeat(64),
         context: "0".to_owned(),
         events: Vec::new(),
@@ -368,4 +398,116 @@ async fn the_store_watch_lists_by_status_when_many_can_change() {
         read <= looks * 2 * 100 + 200,
         "{read} rows read in {looks} looks (100 can change)"
     );
+}
+
+/// Execution `i` of [`finished_of`] in the listing tests: one in 1,000
+/// is of saga `rare`.
+fn rare_or_bulk(i: usize) -> &'static str {
+    if i % 1_000 == 7 { "rare" } else { "bulk" }
+}
+
+/// `list --saga` with `--limit` lists the oldest executions of that saga,
+/// then says there are more and where the next page starts; the pages
+/// hold each execution of the saga once, in order. `--since` with
+/// `--limit` lists the oldest created since.
+#[tokio::test]
+async fn list_with_a_limit_and_a_filter_lists_the_first_that_match() {
+    let dir = dir("big-list");
+    let db = populated(&dir).await; // ok-1, stuck-1, refund-1: just now
+    finished_of(&db, 6_000, rare_or_bulk).await; // an hour ago
+
+    let first_column = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("next page") && !l.starts_with(char::is_numeric))
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    let text = ok(&db, &["list", "--saga", "rare", "--limit", "2"]);
+    assert_eq!(
+        first_column(&text),
+        ["done-000007", "done-001007"],
+        "{text}"
+    );
+    assert!(text.ends_with("2 executions shown, more match\n"), "{text}");
+
+    let mut seen = Vec::new();
+    let mut args: Vec<String> = ["list", "--saga", "rare", "--limit", "4"]
+        .map(String::from)
+        .to_vec();
+    for _ in 0..5 {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let text = ok(&db, &refs);
+        seen.extend(first_column(&text));
+        let Some(next) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("next page: `--after "))
+        else {
+            assert!(text.ends_with("2 executions\n"), "{text}");
+            break;
+        };
+        args.truncate(5);
+        args.extend(["--after".to_owned(), next.trim_end_matches('`').to_owned()]);
+    }
+    let rare: Vec<String> = (0..6)
+        .map(|k| format!("done-{:06}", k * 1_000 + 7))
+        .collect();
+    assert_eq!(seen, rare);
+
+    let text = ok(&db, &["list", "--since", "10m", "--limit", "2"]);
+    assert_eq!(first_column(&text), ["ok-1", "stuck-1"], "{text}");
+    assert!(
+        text.ends_with("2 executions shown, more match (1 stuck: `saga show <id>`)\n"),
+        "{text}"
+    );
+    let text = ok(
+        &db,
+        &["list", "--since", "10m", "--saga", "refund", "--limit", "5"],
+    );
+    assert_eq!(first_column(&text), ["refund-1"], "{text}");
+    assert!(text.ends_with("1 execution\n"), "{text}");
+    let rows = json(&ok(&db, &["list", "--limit", "3", "--json"]));
+    let ids: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["done-000000", "done-000001", "done-000002"]);
+}
+
+/// How many summaries `saga list <args>` reads from a store of 12,003
+/// executions (12,000 an hour old, one in 1,000 of saga `rare`; three
+/// just now).
+async fn rows_listed(db: &Path, args: &[&str]) -> usize {
+    let rows = Arc::new(AtomicUsize::new(0));
+    let counting = Counting {
+        inner: Arc::new(SqliteStore::open(db).unwrap()),
+        rows: Arc::clone(&rows),
+        listings: Arc::new(AtomicUsize::new(0)),
+    };
+    let engine = SagaEngine::new(counting);
+    let mut all = vec!["saga", "list"];
+    all.extend_from_slice(args);
+    saga_cli::run(&engine, all).await.unwrap();
+    rows.load(Ordering::SeqCst)
+}
+
+/// `list --limit` reads no more summaries than it needs: one more than
+/// the limit without a filter, from the time given with `--since`, and
+/// with `--saga` pages until enough matched.
+#[tokio::test]
+async fn list_with_a_limit_stops_reading_once_it_has_its_rows() {
+    let dir = dir("big-list-reads");
+    let db = populated(&dir).await;
+    finished_of(&db, 12_000, rare_or_bulk).await;
+    assert_eq!(rows_listed(&db, &["--limit", "20"]).await, 21);
+    assert_eq!(
+        rows_listed(&db, &["--since", "10m", "--limit", "20"]).await,
+        3
+    );
+    let read = rows_listed(&db, &["--saga", "rare", "--limit", "2"]).await;
+    assert!(read <= 5_000, "{read} rows read");
+    // Without a limit, every one is read.
+    assert_eq!(rows_listed(&db, &["--saga", "rare"]).await, 12_003);
 }
