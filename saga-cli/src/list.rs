@@ -1,10 +1,11 @@
 //! `saga list`: a table of executions, filtered by status, saga, time and count.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use saga_core::escape::user_text;
 use saga_core::store::{ExecutionSummary, ListCursor, ListQuery};
-use saga_core::{ExecutionStatus, SagaEngine};
+use saga_core::{ExecutionId, ExecutionStatus, SagaEngine};
 
 use crate::CliError;
 use crate::args::Since;
@@ -33,29 +34,19 @@ pub(crate) async fn list(
     notes: &mut Vec<String>,
 ) -> Result<String, CliError> {
     let since = filter.since.map(|s| s.at_ms(now_ms()));
-    // Summaries: a listing reads no context.
-    let mut query = ListQuery::new();
-    query.status = filter.status;
-    query.after = filter.after.cloned();
-    let mut records: Vec<ExecutionSummary> = engine
-        .store()
-        .list_summaries(query)
-        .await?
-        .into_iter()
-        .filter(|r| filter.saga.is_none_or(|s| r.saga == s))
-        .filter(|r| since.is_none_or(|t| r.created_at_ms >= t))
-        .collect();
-    let matched = records.len();
-    if let (0, Some(saga)) = (matched, filter.saga) {
+    let mut records = matching(engine, filter, since).await?;
+    // One more than `limit` was read if there is a next page.
+    let more = filter.limit.is_some_and(|n| records.len() > n);
+    if let Some(limit) = filter.limit {
+        records.truncate(limit);
+    }
+    if let (true, Some(saga)) = (records.is_empty() && !more, filter.saga) {
         notes.extend(unknown_saga(engine, saga).await?);
     }
     let stuck = records
         .iter()
         .filter(|r| r.status == ExecutionStatus::Stuck)
         .count();
-    if let Some(limit) = filter.limit {
-        records.truncate(limit);
-    }
     if json {
         let rows: Vec<ExecutionJson<'_>> = records.iter().map(summary_json).collect();
         return Ok(to_json(&rows));
@@ -86,25 +77,88 @@ pub(crate) async fn list(
         table.row(row);
     }
     let mut out = table.render(style.colour);
-    let noun = if matched == 1 {
+    let shown = records.len();
+    let noun = if shown == 1 {
         "execution"
     } else {
         "executions"
     };
-    if records.len() < matched {
+    if more {
         if let Some(last) = records.last() {
             let cursor = last.cursor().to_string();
             let _ = writeln!(out, "next page: `--after {}`", user_text(&cursor));
         }
-        let _ = write!(out, "{} of {matched} {noun} shown", records.len());
+        let _ = write!(out, "{shown} {noun} shown, more match");
     } else {
-        let _ = write!(out, "{matched} {noun}");
+        let _ = write!(out, "{shown} {noun}");
     }
     if stuck > 0 && filter.status != Some(ExecutionStatus::Stuck) {
         let _ = write!(out, " ({stuck} stuck: `saga show <id>`)");
     }
     out.push('\n');
     Ok(out)
+}
+
+/// How many summaries a listing filtered by saga or time reads at a
+/// time. Large: on SQLite each page after the first walks the creation
+/// index from its start.
+const PAGE: usize = 5_000;
+
+/// The executions `filter` selects, oldest first: with a limit, one more
+/// than it if there are more (so the caller can tell a next page exists),
+/// and no more read than that. Without `--saga` or `--since` the store
+/// selects them all; with either, pages are read and filtered here until
+/// enough passed.
+async fn matching(
+    engine: &SagaEngine,
+    filter: &Filter<'_>,
+    since: Option<i64>,
+) -> Result<Vec<ExecutionSummary>, CliError> {
+    let mut query = ListQuery::new();
+    query.status = filter.status;
+    query.after = filter.after.cloned();
+    if let Some(since) = since {
+        // Created at `since` or later: listed from just before it (an id
+        // sorts after the empty one), unless the cursor given is later.
+        let from = ListCursor {
+            created_at_ms: since.saturating_sub(1),
+            id: ExecutionId::new(""),
+        };
+        let later = query.after.as_ref().is_some_and(|after| {
+            (after.created_at_ms, after.id.as_str()) >= (from.created_at_ms, from.id.as_str())
+        });
+        if !later {
+            query.after = Some(from);
+        }
+    }
+    let filtered = filter.saga.is_some() || since.is_some();
+    let wanted = filter.limit.map(|n| n.saturating_add(1));
+    let mut records: Vec<ExecutionSummary> = Vec::new();
+    loop {
+        query.limit = if filtered {
+            Some(PAGE)
+        } else {
+            wanted.map(|n| n - records.len())
+        };
+        let page = engine.store().list_summaries(query.clone()).await?;
+        let last = page.last().map(ExecutionSummary::cursor);
+        let full = query.limit.is_some_and(|n| page.len() == n);
+        records.extend(
+            page.into_iter()
+                .filter(|r| filter.saga.is_none_or(|s| r.saga == s))
+                .filter(|r| since.is_none_or(|t| r.created_at_ms >= t)),
+        );
+        if let Some(wanted) = wanted {
+            if records.len() >= wanted {
+                records.truncate(wanted);
+                return Ok(records);
+            }
+        }
+        match last {
+            Some(cursor) if full => query.after = Some(cursor),
+            _ => return Ok(records),
+        }
+    }
 }
 
 /// How many characters of a fingerprint the version column shows: as
@@ -134,18 +188,25 @@ const NAMES_SHOWN: usize = 10;
 /// `--saga` must not look like a quiet store), naming the sagas that have
 /// some; `None` if it has executions (of another status, or older).
 async fn unknown_saga(engine: &SagaEngine, saga: &str) -> Result<Option<String>, CliError> {
-    let mut names: Vec<String> = engine
-        .store()
-        .list_summaries(ListQuery::new())
-        .await?
-        .into_iter()
-        .map(|r| r.saga)
-        .collect();
-    if names.iter().any(|name| name == saga) {
-        return Ok(None);
+    // Each name once, in order; the reading stops at the first
+    // execution of `saga`.
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut query = ListQuery::new().with_limit(PAGE);
+    loop {
+        let page = engine.store().list_summaries(query.clone()).await?;
+        let last = page.last().map(ExecutionSummary::cursor);
+        let full = page.len() == PAGE;
+        for r in page {
+            if r.saga == saga {
+                return Ok(None);
+            }
+            names.insert(r.saga);
+        }
+        match last {
+            Some(cursor) if full => query = query.with_after(cursor),
+            _ => break,
+        }
     }
-    names.sort();
-    names.dedup();
     let mut hint = format!("hint: no execution in the store has saga `{saga}`");
     if names.is_empty() {
         hint.push_str(" (the store has no executions)");

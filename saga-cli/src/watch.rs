@@ -10,6 +10,13 @@
 //! transition would make PostgreSQL take a database-wide lock at every
 //! commit).
 //!
+//! The store watch reads every execution's summary once, to count them;
+//! each later look reads only what can have changed: the executions
+//! created since (from a few seconds before the newest it saw, for those
+//! another process created in the same millisecond or with a clock a
+//! little behind), and the ones whose status can still change (running,
+//! compensating, stuck). It remembers no more than those.
+//!
 //! A watch outlives an outage of its store (a PostgreSQL server that
 //! restarts or refuses connections, a connection it closes): once it has started, a read that finds
 //! the store unreachable prints one line saying so, the watch looks again
@@ -18,16 +25,16 @@
 //!
 //! [`SagaStore::change_signal`]: saga_core::store::SagaStore::change_signal
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use saga_core::escape::Escaped;
-use saga_core::store::{ExecutionSummary, ListQuery, StoreError};
+use saga_core::store::{ExecutionSummary, ListCursor, ListQuery, StoreError};
 use saga_core::{EngineError, ExecutionId, ExecutionStatus, SagaEngine};
 use tokio::sync::watch;
 
-use crate::output::{Style, utc};
+use crate::output::{Style, now_ms, utc};
 use crate::show::{Timeline, event_json};
 use crate::{CliError, record};
 
@@ -109,23 +116,6 @@ fn unreachable(error: &CliError) -> bool {
         CliError::Store(StoreError::Unavailable { .. })
             | CliError::Engine(EngineError::Store(StoreError::Unavailable { .. }))
     )
-}
-
-/// Every execution's summary (no contexts), page by page.
-async fn summaries(engine: &SagaEngine) -> Result<Vec<ExecutionSummary>, CliError> {
-    const PAGE: usize = 500;
-    let mut all = Vec::new();
-    let mut query = ListQuery::new().with_limit(PAGE);
-    loop {
-        let page = engine.store().list_summaries(query.clone()).await?;
-        let last = page.last().map(ExecutionSummary::cursor);
-        let full = page.len() == PAGE;
-        all.extend(page);
-        match last {
-            Some(cursor) if full => query = query.with_after(cursor),
-            _ => return Ok(all),
-        }
-    }
 }
 
 /// Writes `line` and a newline to `out`, at once (a person is watching).
@@ -213,6 +203,10 @@ pub(crate) async fn execution(
 /// Prints a line for every execution that appears in the store or changes
 /// status, until the process is stopped; starts with the unfinished ones.
 /// With `json`, each line is `{"id", "saga", "status", "updated_at_ms"}`.
+///
+/// The first look reads every summary (to count them); each later look
+/// reads only what can have changed (see [`Looks`]), so a store of many
+/// finished executions costs a watch little.
 pub(crate) async fn store(
     engine: &SagaEngine,
     every: Duration,
@@ -220,53 +214,27 @@ pub(crate) async fn store(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<String, CliError> {
-    let mut known: HashMap<ExecutionId, ExecutionStatus> = HashMap::new();
     let mut signal = engine.store().change_signal();
     // The first read's error ends the watch: nothing was watched yet.
-    let mut records = summaries(engine).await?;
-    let mut first = true;
+    let (mut looks, first) = Looks::first(engine).await?;
+    if !json {
+        emit(
+            out,
+            &format!(
+                "watching the store: {} execution{}, {} unfinished; Ctrl-C stops",
+                first.total,
+                if first.total == 1 { "" } else { "s" },
+                first.unfinished.len()
+            ),
+        )?;
+    }
+    for r in &first.unfinished {
+        emit(out, &store_line(r, json, style))?;
+    }
+    drop(first);
     let mut reach = Reach::default();
     loop {
-        if first && !json {
-            let unfinished = records.iter().filter(|r| !r.status.is_finished()).count();
-            emit(
-                out,
-                &format!(
-                    "watching the store: {} execution{}, {unfinished} unfinished; Ctrl-C stops",
-                    records.len(),
-                    if records.len() == 1 { "" } else { "s" }
-                ),
-            )?;
-        }
-        for r in &records {
-            let before = known.insert(r.id.clone(), r.status);
-            let show = match before {
-                None => !first || !r.status.is_finished(),
-                Some(status) => status != r.status,
-            };
-            if show && json {
-                let line = serde_json::json!({
-                    "id": r.id.as_str(),
-                    "saga": r.saga,
-                    "status": r.status.label(),
-                    "updated_at_ms": r.updated_at_ms,
-                });
-                emit(out, &json_line(&line))?;
-            } else if show {
-                emit(
-                    out,
-                    &format!(
-                        "{}  {}  {}  {}",
-                        utc(r.updated_at_ms, true),
-                        Escaped(r.id.as_str()),
-                        Escaped(&r.saga),
-                        style.paint(r.status, r.status.label())
-                    ),
-                )?;
-            }
-        }
-        first = false;
-        loop {
+        let read = loop {
             // Through an outage, look every `every`: the listener
             // signals its reconnection only after its own backoff.
             let wait = if signal.is_some() && !reach.lost {
@@ -275,10 +243,290 @@ pub(crate) async fn store(
                 every
             };
             pause(&mut signal, wait).await;
-            if let Some(now) = reach.read(summaries(engine).await, json, out)? {
-                records = now;
-                break;
+            if let Some(read) = reach.read(looks.read(engine).await, json, out)? {
+                break read;
+            }
+        };
+        for r in looks.changed(read) {
+            emit(out, &store_line(&r, json, style))?;
+        }
+    }
+}
+
+/// The store watch's line for execution `r`.
+fn store_line(r: &ExecutionSummary, json: bool, style: Style) -> String {
+    if json {
+        return json_line(&serde_json::json!({
+            "id": r.id.as_str(),
+            "saga": r.saga,
+            "status": r.status.label(),
+            "updated_at_ms": r.updated_at_ms,
+        }));
+    }
+    format!(
+        "{}  {}  {}  {}",
+        utc(r.updated_at_ms, true),
+        Escaped(r.id.as_str()),
+        Escaped(&r.saga),
+        style.paint(r.status, r.status.label())
+    )
+}
+
+/// How many summaries a listing reads at a time. Large: on SQLite each
+/// page after the first walks the creation index from its start.
+const PAGE: usize = 5_000;
+
+/// How far back in creation time each look of the store watch lists
+/// again, in milliseconds, from where the writers' clocks stood when the
+/// previous look began: an execution that another process created just
+/// before that look but committed after it, or created with a clock a
+/// little behind the others, must not be missed.
+const LOOK_BACK_MS: i64 = 5_000;
+
+/// Up to this many executions whose status can change are read one by
+/// one at each look (a lookup by key each); more are found by listings
+/// of their statuses (a scan each on SQLite, however few match).
+const BY_ID_AT_MOST: usize = 64;
+
+/// Whether an execution of `status` can still change status: unfinished,
+/// or stuck (an operator resumes or abandons it). The others never do.
+fn may_change(status: ExecutionStatus) -> bool {
+    !status.is_finished() || status == ExecutionStatus::Stuck
+}
+
+/// What the store watch's first look found.
+struct FirstLook {
+    /// How many executions the store has.
+    total: usize,
+    /// The unfinished ones (running or compensating), oldest first.
+    unfinished: Vec<ExecutionSummary>,
+}
+
+/// What the store watch remembers between looks: only the executions
+/// whose status can change, and those created at or after its floor
+/// (which the next look lists again, and must not print twice). A
+/// finished execution created before the floor is forgotten: it can
+/// neither change nor be listed again.
+///
+/// The floor follows the writers' clocks as the watch can tell them
+/// (an execution's creation time is its writer's clock when it was
+/// created, before the watch read it) and advances with the watch's own
+/// monotonic time, so a store where nothing is created is listed from a
+/// few seconds back, however many executions a burst created before.
+struct Looks {
+    /// Each remembered execution's last status and creation time.
+    known: HashMap<ExecutionId, (ExecutionStatus, i64)>,
+    /// The watch's monotonic time, from its start.
+    origin: Instant,
+    /// How far the writers' clocks are at least ahead of [`Self::origin`]'s
+    /// time, in milliseconds: the largest creation time read, less the
+    /// time when it was read. `None` until an execution was read.
+    ahead_ms: Option<i64>,
+    /// The next look lists the executions created at or after this time
+    /// (all of them for `None`). It only grows: what one look forgot,
+    /// the next must not list again.
+    floor_ms: Option<i64>,
+}
+
+/// What one look read.
+struct Read {
+    /// Summaries, in the order they were read.
+    summaries: Vec<ExecutionSummary>,
+    /// Executions remembered that the store no longer has (purged).
+    gone: Vec<ExecutionId>,
+    /// When the look began: the watch's time, and the wall clock.
+    began_ms: i64,
+    began_wall_ms: i64,
+    /// When its last read answered, the watch's time.
+    ended_ms: i64,
+    /// The newest creation time it listed.
+    newest_ms: Option<i64>,
+}
+
+impl Looks {
+    /// Reads every summary, a page at a time, keeping what later looks
+    /// need.
+    async fn first(engine: &SagaEngine) -> Result<(Self, FirstLook), CliError> {
+        let mut looks = Looks {
+            known: HashMap::new(),
+            origin: Instant::now(),
+            ahead_ms: None,
+            floor_ms: None,
+        };
+        let mut first = FirstLook {
+            total: 0,
+            unfinished: Vec::new(),
+        };
+        let began_ms = looks.elapsed_ms();
+        let began_wall_ms = now_ms();
+        let mut query = ListQuery::new().with_limit(PAGE);
+        loop {
+            let page = engine.store().list_summaries(query.clone()).await?;
+            let ended_ms = looks.elapsed_ms();
+            let last = page.last().map(ExecutionSummary::cursor);
+            let full = page.len() == PAGE;
+            first.total += page.len();
+            looks.saw(page.iter().map(|r| r.created_at_ms).max(), ended_ms);
+            for r in page {
+                looks
+                    .known
+                    .insert(r.id.clone(), (r.status, r.created_at_ms));
+                if !r.status.is_finished() {
+                    first.unfinished.push(r);
+                }
+            }
+            // A page read later gives the same floor or a higher one:
+            // nothing forgotten here is listed again.
+            looks.forget_old(began_ms, began_wall_ms);
+            match last {
+                Some(cursor) if full => query = query.with_after(cursor),
+                _ => return Ok((looks, first)),
             }
         }
+    }
+
+    /// Milliseconds of the watch's monotonic time.
+    fn elapsed_ms(&self) -> i64 {
+        i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Learns from a read that listed an execution created at `newest`
+    /// and answered at `ended_ms` how far the writers' clocks are at
+    /// least ahead.
+    fn saw(&mut self, newest: Option<i64>, ended_ms: i64) {
+        if let Some(newest) = newest {
+            let ahead = newest.saturating_sub(ended_ms);
+            self.ahead_ms = Some(self.ahead_ms.map_or(ahead, |a| a.max(ahead)));
+        }
+    }
+
+    /// Whether `r` is new, or has changed status, since the last look.
+    fn is_news(&self, r: &ExecutionSummary) -> bool {
+        self.known
+            .get(&r.id)
+            .is_none_or(|(status, _)| *status != r.status)
+    }
+
+    /// Raises the floor to [`LOOK_BACK_MS`] before where the writers'
+    /// clocks stood when the look began (`began_ms`; or before the wall
+    /// clock then, if that is earlier: one writer with a clock far ahead
+    /// must not hide the others' executions), and forgets the executions
+    /// that can neither change nor be listed again.
+    fn forget_old(&mut self, began_ms: i64, began_wall_ms: i64) {
+        let Some(ahead) = self.ahead_ms else {
+            return;
+        };
+        let writers = ahead.saturating_add(began_ms).min(began_wall_ms);
+        let floor = writers.saturating_sub(LOOK_BACK_MS);
+        let floor = self.floor_ms.map_or(floor, |f| f.max(floor));
+        self.floor_ms = Some(floor);
+        self.known
+            .retain(|_, (status, created)| may_change(*status) || *created >= floor);
+    }
+
+    /// Reads what can have changed since the last look: the executions
+    /// created at or after the floor, and those remembered whose status
+    /// can change. An execution may come twice; the later read counts.
+    async fn read(&self, engine: &SagaEngine) -> Result<Read, CliError> {
+        let store = engine.store();
+        let floor = self.floor_ms;
+        let mut read = Read {
+            summaries: Vec::new(),
+            gone: Vec::new(),
+            began_ms: self.elapsed_ms(),
+            began_wall_ms: now_ms(),
+            ended_ms: 0,
+            newest_ms: None,
+        };
+        let mut query = ListQuery::new().with_limit(PAGE);
+        if let Some(floor) = floor {
+            // Every execution created at `floor` or later (an id sorts
+            // after the empty one); those just before are dropped below.
+            query = query.with_after(ListCursor {
+                created_at_ms: floor.saturating_sub(1),
+                id: ExecutionId::new(""),
+            });
+        }
+        loop {
+            let page = store.list_summaries(query.clone()).await?;
+            let last = page.last().map(ExecutionSummary::cursor);
+            let full = page.len() == PAGE;
+            read.newest_ms = read
+                .newest_ms
+                .max(page.iter().map(|r| r.created_at_ms).max());
+            // Only what is new or changed is kept: a burst of creations
+            // is listed again at each look until the floor passes it.
+            read.summaries.extend(
+                page.into_iter()
+                    .filter(|r| floor.is_none_or(|t| r.created_at_ms >= t) && self.is_news(r)),
+            );
+            match last {
+                Some(cursor) if full => query = query.with_after(cursor),
+                _ => break,
+            }
+        }
+        let mut watched: Vec<&ExecutionId> = self
+            .known
+            .iter()
+            .filter(|(_, (status, _))| may_change(*status))
+            .map(|(id, _)| id)
+            .collect();
+        if watched.len() > BY_ID_AT_MOST {
+            let mut listed = HashSet::new();
+            for status in [
+                ExecutionStatus::Running,
+                ExecutionStatus::Compensating,
+                ExecutionStatus::Stuck,
+            ] {
+                let mut query = ListQuery::new().with_status(status).with_limit(PAGE);
+                loop {
+                    let page = store.list_summaries(query.clone()).await?;
+                    let last = page.last().map(ExecutionSummary::cursor);
+                    let full = page.len() == PAGE;
+                    listed.extend(page.iter().map(|r| r.id.clone()));
+                    read.summaries
+                        .extend(page.into_iter().filter(|r| self.is_news(r)));
+                    match last {
+                        Some(cursor) if full => query = query.with_after(cursor),
+                        _ => break,
+                    }
+                }
+            }
+            // Those listed under none of them have finished (or were
+            // purged): read one by one.
+            watched.retain(|id| !listed.contains(*id));
+        }
+        for id in watched {
+            match store.get(id).await? {
+                Some(record) => read.summaries.push(ExecutionSummary::from(record)),
+                None => read.gone.push(id.clone()),
+            }
+        }
+        read.ended_ms = self.elapsed_ms();
+        Ok(read)
+    }
+
+    /// The executions of `read` that are new or changed status since the
+    /// last look, oldest first; remembers them.
+    fn changed(&mut self, read: Read) -> Vec<ExecutionSummary> {
+        for id in &read.gone {
+            self.known.remove(id);
+        }
+        self.saw(read.newest_ms, read.ended_ms);
+        // The later read of an execution counts.
+        let mut latest: HashMap<ExecutionId, ExecutionSummary> = HashMap::new();
+        for r in read.summaries {
+            latest.insert(r.id.clone(), r);
+        }
+        let mut changed: Vec<ExecutionSummary> =
+            latest.into_values().filter(|r| self.is_news(r)).collect();
+        changed.sort_by(|a, b| {
+            (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str()))
+        });
+        for r in &changed {
+            self.known.insert(r.id.clone(), (r.status, r.created_at_ms));
+        }
+        self.forget_old(read.began_ms, read.began_wall_ms);
+        changed
     }
 }

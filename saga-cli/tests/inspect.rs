@@ -48,7 +48,7 @@ async fn list_prints_full_ids_and_filters_by_status_time_and_count() {
         .collect();
     assert_eq!(ids, ["ok-1", "stuck-1"], "{text}");
     assert!(
-        text.ends_with("2 of 4 executions shown (1 stuck: `saga show <id>`)\n"),
+        text.ends_with("2 executions shown, more match (1 stuck: `saga show <id>`)\n"),
         "{text}"
     );
     let rows = json(&ok(&db, &["list", "--limit", "1", "--json"]));
