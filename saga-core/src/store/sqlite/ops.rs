@@ -659,12 +659,7 @@ impl SagaStore for SqliteStore {
         self.read(move |conn, path| {
             let err = db(path, "listing executions");
             let mut stmt = conn
-                .prepare_cached(&format!(
-                    "{SELECT_SUMMARY}
-                     WHERE (?1 IS NULL OR e.status = ?1)
-                       AND (?2 IS NULL OR (e.created_at, e.id) > (?2, ?3))
-                     ORDER BY e.created_at, e.id LIMIT ?4"
-                ))
+                .prepare_cached(&list_sql(query.status.is_some(), query.after.is_some()))
                 .map_err(&err)?;
             let after = query.after.as_ref();
             let limit = query
@@ -835,6 +830,31 @@ impl SqliteStore {
     }
 }
 
+/// The listing statement for a query with or without a status and a
+/// cursor: one of four, so that each uses an index (`executions_by_status`
+/// for a status, `executions_by_created` from a cursor), where one
+/// statement with `?1 IS NULL OR ..` terms read every execution whatever
+/// the query. Every one binds the same four parameters (status, the
+/// cursor's time and id, the limit); a parameter a statement does not
+/// filter on is only tested for `NULL`, once.
+fn list_sql(status: bool, after: bool) -> String {
+    let status = if status {
+        "e.status = ?1"
+    } else {
+        "?1 IS NULL"
+    };
+    let after = if after {
+        "(e.created_at, e.id) > (?2, ?3)"
+    } else {
+        "?2 IS NULL AND ?3 IS NULL"
+    };
+    format!(
+        "{SELECT_SUMMARY}
+         WHERE {status} AND {after}
+         ORDER BY e.created_at, e.id LIMIT ?4"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,6 +864,35 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         SqliteStore::open(dir.join("sagas.db")).unwrap()
+    }
+
+    /// Each listing statement searches an index: before, one statement
+    /// for every query scanned all executions (a watch of a store of
+    /// 100,000 read them all at every look, about 6 ms each).
+    #[test]
+    fn a_listing_searches_an_index() {
+        let store = scratch("list-plan");
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        for (status, after, index) in [
+            (true, false, "executions_by_status"),
+            (true, true, "executions_by_status"),
+            (false, true, "executions_by_created"),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", list_sql(status, after)))
+                .unwrap()
+                .query_map(params!["stuck", 1_i64, "x", 10_i64], |row| {
+                    row.get::<_, String>(3)
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let outer = &plan[0];
+            assert!(
+                outer.starts_with("SEARCH e USING") && outer.contains(index),
+                "status {status}, after {after}: {plan:?}"
+            );
+        }
     }
 
     fn started(seq: u64, step: u32) -> Event {
