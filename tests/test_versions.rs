@@ -285,3 +285,34 @@ fn an_old_build_leaves_a_new_versions_executions_alone() {
         });
     }
 }
+
+/// A rollback build that registers the versions in the wrong order: a
+/// start with the older context names the version that takes it and
+/// says `start` runs the last registered. Before: only "takes a context
+/// of type `OrderV2`, not `OrderV1`", though the build registered both.
+#[tokio::test]
+async fn a_start_on_a_version_registered_before_the_last_says_so() {
+    let engine = SagaEngine::new(saga_core::store::MemoryStore::new());
+    let older = engine.register(v1(Some("1"))).await.unwrap();
+    engine.register(v2(None)).await.unwrap();
+    let error = engine.start("order", OrderV1 { qty: 0 }).await.unwrap_err();
+    let EngineError::ContextType { other, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(
+        other.as_deref(),
+        Some(format!("{older} (version 1)").as_str())
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("`start` runs the version registered last"),
+        "{message}"
+    );
+    // A context no registered version takes: no such hint.
+    let error = engine.start("order", 7_u32).await.unwrap_err();
+    assert!(
+        matches!(error, EngineError::ContextType { other: None, .. }),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("registered last"), "{error}");
+}

@@ -108,16 +108,18 @@ async fn a_worker_warns_of_executions_of_a_version_no_one_registers() {
         drop(v1);
         // Version 2 only, with a step of its own.
         let v2 = SagaEngine::with_store(Arc::clone(&store));
-        v2.register(
-            Saga::<Order>::builder("order")
-                .step(Step::new("audit", |_: &mut Order, _: &StepInfo<'_>| {
-                    Ok::<(), StepError>(())
-                }))
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let new = v2
+            .register(
+                Saga::<Order>::builder("order")
+                    .version("2")
+                    .step(Step::new("audit", |_: &mut Order, _: &StepInfo<'_>| {
+                        Ok::<(), StepError>(())
+                    }))
+                    .build()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
         let worker = Worker::new(v2.clone())
             .with_poll_interval(Duration::from_millis(20))
             .spawn()
@@ -148,6 +150,11 @@ async fn a_worker_warns_of_executions_of_a_version_no_one_registers() {
         );
         assert!(
             message.ends_with("or give them up with `abandon`, which compensates nothing"),
+            "{message}"
+        );
+        // The declared version beside a fingerprint that has one.
+        assert!(
+            message.contains(&format!("(it registers its versions {new} (version 2));")),
             "{message}"
         );
         // Once, not at every census.

@@ -84,8 +84,9 @@ pub enum EngineError {
         /// The context type of the definition refused.
         given: &'static str,
     },
-    /// `start` was given a context of another type than the saga's.
-    #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`")]
+    /// `start` was given a context of another type than the saga's (the
+    /// version of it registered last).
+    #[error("saga `{saga}` takes a context of type `{expected}`, not `{found}`{}", other_version(.saga, .found, .other))]
     ContextType {
         /// The saga.
         saga: String,
@@ -93,6 +94,10 @@ pub enum EngineError {
         expected: &'static str,
         /// The type given.
         found: &'static str,
+        /// Another registered version of the saga that takes `found`: its
+        /// fingerprint, and ` (version ..)` if it declared one. `start`
+        /// runs the version registered last.
+        other: Option<String>,
     },
     /// A stored context or output no longer decodes (its type changed).
     /// The record was left untouched.
@@ -241,6 +246,17 @@ fn list(names: &[String]) -> String {
 }
 
 /// "it was given `A`, `B`", or "it was given none".
+/// The end of a [`EngineError::ContextType`] message when another
+/// registered version takes the context given.
+fn other_version(saga: &str, found: &str, other: &Option<String>) -> String {
+    match other {
+        Some(other) => format!(
+            "; definition {other} of `{saga}`, also registered, takes `{found}`, but `start` runs the version registered last: register the one new executions should start on last"
+        ),
+        None => String::new(),
+    }
+}
+
 fn given_types(given: &[&'static str]) -> String {
     if given.is_empty() {
         return "it was given none".to_owned();

@@ -593,8 +593,21 @@ impl SagaEngine {
 
     /// The fingerprints of the versions of saga `name` this engine has
     /// registered, sorted.
-    pub(crate) fn versions_of(&self, name: &str) -> Vec<String> {
-        versions(&self.registry(), name)
+    /// The fingerprints of `name`'s registered definitions, sorted, each
+    /// with the version it declared, if any (`<fingerprint> (version 2)`).
+    pub(crate) fn version_labels_of(&self, name: &str) -> Vec<String> {
+        let registry = self.registry();
+        let mut labels: Vec<String> = registry
+            .by_fingerprint
+            .values()
+            .filter(|r| r.name() == name)
+            .map(|r| {
+                let version = r.shape().version.as_deref();
+                format!("{}{}", r.fingerprint(), declared(version))
+            })
+            .collect();
+        labels.sort();
+        labels
     }
 
     /// The executions this engine runs now.
@@ -843,6 +856,14 @@ fn versions(registry: &Registry, name: &str) -> Vec<String> {
         .collect();
     versions.sort();
     versions
+}
+
+/// ` (version 2)` after a fingerprint whose definition declared one;
+/// nothing otherwise.
+pub(crate) fn declared(version: Option<&str>) -> String {
+    version.map_or_else(String::new, |v| {
+        format!(" (version {})", crate::escape::Escaped(v))
+    })
 }
 
 pub(super) fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {

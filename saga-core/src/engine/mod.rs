@@ -53,7 +53,7 @@ mod shape;
 pub use error::{EngineError, WaitError};
 use journal::{JournalState, StoreJournal};
 use live::{Claiming, Live};
-pub(crate) use live::{Done, Stopped};
+pub(crate) use live::{Done, Stopped, declared};
 use replay::{fold, resume_requested};
 use runner::{Job, Runner, Typed};
 use shape::{Shape, describe, kind_from_label};
@@ -471,9 +471,11 @@ impl SagaEngine {
     /// (of several versions of one saga, the last registered). Registering
     /// an older version too lets this engine's workers (and `recover`)
     /// carry on executions started with it. To roll a deploy back while
-    /// the newer version's executions are in flight, register the newer
-    /// version first and the older one last: new executions start on the
-    /// older, the newer's carry on. Returns the fingerprint.
+    /// the newer version's executions are in flight, deploy the newer
+    /// build with the newer version registered first and the older one
+    /// last (the newer keeping its own context type and step code):
+    /// new executions start on the older, the newer's carry on. Returns
+    /// the fingerprint.
     ///
     /// The fingerprint sees the steps, not the context's type nor the
     /// steps' code: declare a version ([`SagaBuilder::version`](crate::SagaBuilder::version))
@@ -772,10 +774,20 @@ impl SagaEngine {
     {
         let runner = self.by_name(name)?;
         if runner.context_type() != TypeId::of::<C>() {
+            let other = self
+                .registry()
+                .by_fingerprint
+                .values()
+                .find(|r| r.name() == name && r.context_type() == TypeId::of::<C>())
+                .map(|r| {
+                    let version = r.shape().version.as_deref();
+                    format!("{}{}", r.fingerprint(), declared(version))
+                });
             return Err(EngineError::ContextType {
                 saga: name.to_owned(),
                 expected: runner.context_type_name(),
                 found: type_name::<C>(),
+                other,
             });
         }
         // Sized as this saga's last new context was.

@@ -72,11 +72,17 @@ impl Census {
                 continue;
             }
             self.warned.insert(fingerprint.clone(), at);
-            let versions = engine.versions_of(&saga);
+            let versions = engine.version_labels_of(&saga);
             let registered = if versions.is_empty() {
                 "no version of it".to_owned()
             } else {
                 format!("its versions {}", versions.join(", "))
+            };
+            // The version the waiting definition declared, if the store
+            // has its shape and it declared one.
+            let declared = match engine.store().definition(&fingerprint).await {
+                Ok(Some(definition)) => definition.version().ok().flatten(),
+                _ => None,
             };
             log::warn!(
                 target: "saga",
@@ -84,11 +90,12 @@ impl Census {
                 saga:% = Escaped(&saga),
                 fingerprint:% = Escaped(&fingerprint),
                 executions = count;
-                "{count} execution{} of saga `{}` {} for a worker with definition {}, which this process has not registered (it registers {registered}); if no other process runs that version, deploy a build that registers it beside yours (the version new executions should start on registered last), or give them up with `abandon`, which compensates nothing",
+                "{count} execution{} of saga `{}` {} for a worker with definition {}{}, which this process has not registered (it registers {registered}); if no other process runs that version, deploy a build that registers it beside yours (the version new executions should start on registered last), or give them up with `abandon`, which compensates nothing",
                 if count == 1 { "" } else { "s" },
                 Escaped(&saga),
                 if count == 1 { "waits" } else { "wait" },
                 Escaped(&fingerprint),
+                crate::engine::declared(declared.as_deref()),
             );
         }
     }
