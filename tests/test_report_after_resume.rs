@@ -308,3 +308,76 @@ async fn a_run_stuck_rolling_back_reports_every_step_after_resume_abandon_and_ca
     let compensated = ExecutionStatus::Compensated;
     operator_commands("rollback", reserve, STUCK_ROLLING_BACK, compensated, after).await;
 }
+
+/// A step (or compensation) whose attempt started and whose process died
+/// before it ended: the report rebuilt from the log counts that attempt.
+/// Before: `attempts` (or `compensation_attempts`) said 0 for it, and
+/// `saga show` printed a pivot cut off by a SIGKILL as tried 0 times.
+#[test]
+fn a_report_counts_the_attempt_a_crash_cut_off() {
+    use support::durable::in_dying_runtime;
+    use tokio::sync::{Notify, Semaphore};
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    for (label, store) in setup.block_on(stores("report_cut_off")) {
+        for undo in [false, true] {
+            let entered = Arc::new(Notify::new());
+            let never = Arc::new(Semaphore::new(0));
+            let gate = {
+                let (entered, never) = (Arc::clone(&entered), Arc::clone(&never));
+                move || {
+                    let (entered, never) = (Arc::clone(&entered), Arc::clone(&never));
+                    async move {
+                        entered.notify_one();
+                        let _ = never.acquire().await;
+                    }
+                }
+            };
+            let (action_gate, undo_gate) = (gate.clone(), gate);
+            let saga = Saga::<Order>::builder(format!("cut_off_{undo}"))
+                .step(
+                    Step::new_async("hold", move |_: &mut Order, _: &StepInfo<'_>| {
+                        let gate = action_gate.clone();
+                        Box::pin(async move {
+                            if !undo {
+                                gate().await;
+                            }
+                            Ok::<(), StepError>(())
+                        })
+                    })
+                    .undo_async(
+                        move |_: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                            let gate = undo_gate.clone();
+                            Box::pin(async move {
+                                gate().await;
+                                Ok::<(), StepError>(())
+                            })
+                        },
+                    ),
+                )
+                .step(Step::new("fail", |_: &mut Order, _: &StepInfo<'_>| {
+                    Err::<(), _>(StepError::new("no").permanent())
+                }))
+                .build()
+                .unwrap();
+            let engine = SagaEngine::with_store(Arc::clone(&store));
+            let name = saga.name().to_owned();
+            setup.block_on(engine.register(saga)).unwrap();
+            let id = in_dying_runtime(|| async {
+                let id = engine.start(&name, Order::default()).await.unwrap();
+                support::steps::unless_hung(entered.notified()).await;
+                id
+            });
+            let report = setup.block_on(engine.report(&id)).unwrap();
+            let hold = &report.steps[0];
+            if undo {
+                assert_eq!(hold.status, StepStatus::Compensating, "{label}: {report:?}");
+                assert_eq!(hold.attempts, 1, "{label}: {report:?}");
+                assert_eq!(hold.compensation_attempts, 1, "{label}: {report:?}");
+            } else {
+                assert_eq!(hold.status, StepStatus::Running, "{label}: {report:?}");
+                assert_eq!(hold.attempts, 1, "{label}: {report:?}");
+                assert_eq!(hold.outcome, Outcome::Unknown, "{label}: {report:?}");
+            }
+        }
+    }
+}

@@ -598,6 +598,8 @@ pub(crate) struct ResumeStep {
     /// end logged. (A step `Running` otherwise has a retry due, or was
     /// given a fresh budget by an operator's resume.)
     pub(crate) cut_off: bool,
+    /// Whether its last compensation attempt was cut off the same way.
+    pub(crate) undo_cut_off: bool,
 }
 
 /// The direction of a [`Resume`].

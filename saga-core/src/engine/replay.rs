@@ -74,8 +74,11 @@ impl SagaEngine {
                     f.status
                 },
                 outcome: f.outcome,
-                attempts: f.attempts,
-                compensation_attempts: f.compensation_attempts,
+                // The fold counts an attempt a crash cut off as not made
+                // (a resume makes it again, as the same attempt); it was
+                // started, and the report counts it.
+                attempts: f.attempts + u32::from(f.cut_off),
+                compensation_attempts: f.compensation_attempts + u32::from(f.undo_cut_off),
                 duration: since(action),
                 compensation_duration: since(undo),
                 last_error: f.last_error,
@@ -150,6 +153,7 @@ pub(super) fn fold(
                 last_error: None,
                 last_detail: None,
                 cut_off: false,
+                undo_cut_off: false,
             })
             .collect(),
         outputs: vec![None; steps],
@@ -328,6 +332,7 @@ pub(super) fn fold(
             }
             StepStatus::Compensating => {
                 s.compensation_attempts = s.compensation_attempts.saturating_sub(1);
+                s.undo_cut_off = true;
             }
             _ => {}
         }
