@@ -1,6 +1,6 @@
 //! `saga list`: a table of executions, filtered by status, saga, time and count.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use saga_core::escape::user_text;
@@ -54,8 +54,22 @@ pub(crate) async fn list(
     // Ids whole, however long: an operator copies them into `saga show`.
     // A version column only where a saga's executions listed have more
     // than one (a deploy under way): a fingerprint's first characters,
-    // which `saga diagram` takes.
+    // which `saga diagram` takes, after the version its definition
+    // declared if any (`2 (0e8b2f7a)`).
     let versions = mixed_versions(&records);
+    // Each listed definition's declared version, if it has one.
+    let mut declared: HashMap<&str, Option<String>> = HashMap::new();
+    if versions {
+        for r in &records {
+            if !declared.contains_key(r.fingerprint.as_str()) {
+                let version = match engine.store().definition(&r.fingerprint).await {
+                    Ok(Some(definition)) => definition.version().ok().flatten(),
+                    _ => None,
+                };
+                declared.insert(&r.fingerprint, version);
+            }
+        }
+    }
     let mut header = vec!["ID", "SAGA"];
     if versions {
         header.push("VERSION");
@@ -68,7 +82,12 @@ pub(crate) async fn list(
             (user_text(&r.saga).into_owned(), None),
         ];
         if versions {
-            row.push((user_text(short_version(&r.fingerprint)).into_owned(), None));
+            let short = short_version(&r.fingerprint);
+            let cell = match declared.get(r.fingerprint.as_str()) {
+                Some(Some(version)) => format!("{version} ({short})"),
+                _ => short.to_owned(),
+            };
+            row.push((user_text(&cell).into_owned(), None));
         }
         row.extend([
             (r.status.label().to_owned(), Style::status(r.status)),
@@ -100,8 +119,7 @@ pub(crate) async fn list(
 }
 
 /// How many summaries a listing filtered by saga or time reads at a
-/// time. Large: on SQLite each page after the first walks the creation
-/// index from its start.
+/// time.
 const PAGE: usize = 5_000;
 
 /// The executions `filter` selects, oldest first: with a limit, one more

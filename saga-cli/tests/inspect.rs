@@ -582,4 +582,32 @@ async fn show_and_diagram_name_a_declared_version() {
     assert_eq!(doc["version"], "2", "{doc}");
     let text = ok(&db, &["show", "ok-1"]);
     assert!(!text.contains("(version"), "{text}");
+
+    // Two versions listed: the column gives the declared one first.
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let unversioned = Saga::<u32>::builder("versioned")
+        .step(Step::new("one", |_: &mut u32, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .build()
+        .unwrap();
+    let plain = engine.register(unversioned).await.unwrap();
+    let id = engine
+        .start_with_id("versioned", "v-0", 0_u32)
+        .await
+        .unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+    let text = ok(&db, &["list", "--saga", "versioned"]);
+    let row = |id: &str| {
+        let line = text.lines().find(|l| l.starts_with(id)).unwrap();
+        line.split("  ")
+            .filter(|c| !c.is_empty())
+            .nth(2)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(row("v-1"), format!("2 ({})", &fingerprint[..8]), "{text}");
+    assert_eq!(row("v-0"), plain[..8], "{text}");
 }
