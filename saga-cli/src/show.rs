@@ -45,6 +45,10 @@ pub(crate) struct EventJson<'a> {
 #[derive(Serialize)]
 struct ShowJson<'a> {
     execution: ExecutionJson<'a>,
+    /// The version its definition declared (`SagaBuilder::version`);
+    /// absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
     steps: Vec<StepJson<'a>>,
     events: Vec<EventJson<'a>>,
     /// The size of the latest context's JSON.
@@ -188,9 +192,16 @@ pub(crate) async fn show(
             .and_then(|s| report.steps.get(s as usize))
             .map(|s| &*s.name)
     };
+    // The version its definition declared, if the store holds the
+    // definition and it declared one.
+    let version = match engine.store().definition(&record.fingerprint).await {
+        Ok(Some(definition)) => definition.version().ok().flatten(),
+        _ => None,
+    };
     if json {
         let doc = ShowJson {
             execution: execution_json(&record, resume_pending(&events)),
+            version,
             steps: report
                 .steps
                 .iter()
@@ -226,12 +237,6 @@ pub(crate) async fn show(
     let mut out = String::new();
     let _ = writeln!(out, "execution  {}", Escaped(record.id.as_str()));
     let _ = writeln!(out, "saga       {}", Escaped(&record.saga));
-    // The version its definition declared, if the store holds the
-    // definition and it declared one.
-    let version = match engine.store().definition(&record.fingerprint).await {
-        Ok(Some(definition)) => definition.version().ok().flatten(),
-        _ => None,
-    };
     match version {
         Some(version) => {
             let _ = writeln!(

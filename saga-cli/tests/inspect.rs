@@ -580,6 +580,10 @@ async fn show_and_diagram_name_a_declared_version() {
     );
     let doc = json(&ok(&db, &["diagram", &fingerprint, "--json"]));
     assert_eq!(doc["version"], "2", "{doc}");
+    let doc = json(&ok(&db, &["show", "v-1", "--json"]));
+    assert_eq!(doc["version"], "2", "{doc}");
+    let doc = json(&ok(&db, &["show", "ok-1", "--json"]));
+    assert!(doc.get("version").is_none(), "{doc}");
     let text = ok(&db, &["show", "ok-1"]);
     assert!(!text.contains("(version"), "{text}");
 
