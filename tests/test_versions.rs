@@ -192,21 +192,20 @@ async fn two_registrations_at_once_of_one_fingerprint_clash_too() {
     assert_eq!(refused, 1, "{a:?} {b:?}");
 }
 
-/// Rolling back while the new version's executions are in flight: a
-/// build registering the new version first and the old one last starts
-/// new executions on the old, and carries the new one's on.
-#[test]
-fn a_rollback_build_starts_the_old_version_and_finishes_the_new() {
-    let setup = tokio::runtime::Runtime::new().unwrap();
-    let store: Arc<dyn saga_core::store::SagaStore> =
-        Arc::new(saga_core::store::MemoryStore::new());
+/// The new build (version "2", context with `coupon`) on `store`: it
+/// starts an execution with a coupon and dies mid-step, its lease
+/// expiring after 100 ms. Returns its fingerprint and the execution.
+fn new_build_dies_mid_step(
+    setup: &tokio::runtime::Runtime,
+    store: &Arc<dyn saga_core::store::SagaStore>,
+) -> (String, saga_core::ExecutionId) {
     let (entered, open) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
     let new_build =
-        SagaEngine::with_store(Arc::clone(&store)).with_lease_ttl(Duration::from_millis(100));
+        SagaEngine::with_store(Arc::clone(store)).with_lease_ttl(Duration::from_millis(100));
     let newer = setup
         .block_on(new_build.register(v2(Some((Arc::clone(&entered), open)))))
         .unwrap();
-    let in_flight = in_dying_runtime(|| async {
+    let id = in_dying_runtime(|| async {
         let order = OrderV2 {
             qty: 0,
             coupon: "WELCOME".into(),
@@ -215,6 +214,18 @@ fn a_rollback_build_starts_the_old_version_and_finishes_the_new() {
         unless_hung(entered.notified()).await;
         id
     });
+    (newer, id)
+}
+
+/// Rolling back while the new version's executions are in flight: a
+/// build registering the new version first and the old one last starts
+/// new executions on the old, and carries the new one's on.
+#[test]
+fn a_rollback_build_starts_the_old_version_and_finishes_the_new() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let store: Arc<dyn saga_core::store::SagaStore> =
+        Arc::new(saga_core::store::MemoryStore::new());
+    let (newer, in_flight) = new_build_dies_mid_step(&setup, &store);
     let again = tokio::runtime::Runtime::new().unwrap();
     again.block_on(async {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -247,21 +258,7 @@ fn a_rollback_build_starts_the_old_version_and_finishes_the_new() {
 fn an_old_build_leaves_a_new_versions_executions_alone() {
     let setup = tokio::runtime::Runtime::new().unwrap();
     for (store_name, store) in setup.block_on(every_store("versions_rolling")) {
-        let (entered, open) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
-        let new_build =
-            SagaEngine::with_store(Arc::clone(&store)).with_lease_ttl(Duration::from_millis(100));
-        setup
-            .block_on(new_build.register(v2(Some((Arc::clone(&entered), open)))))
-            .unwrap();
-        let id = in_dying_runtime(|| async {
-            let order = OrderV2 {
-                qty: 0,
-                coupon: "WELCOME".into(),
-            };
-            let id = new_build.start("order", order).await.unwrap();
-            unless_hung(entered.notified()).await;
-            id
-        });
+        let (_, id) = new_build_dies_mid_step(&setup, &store);
         let again = tokio::runtime::Runtime::new().unwrap();
         again.block_on(async {
             // The new build's lease expires: anyone may take it over.
