@@ -245,7 +245,6 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// "it was given `A`, `B`", or "it was given none".
 /// The end of a [`EngineError::ContextType`] message when another
 /// registered version takes the context given.
 fn other_version(saga: &str, found: &str, other: &Option<String>) -> String {
@@ -257,6 +256,7 @@ fn other_version(saga: &str, found: &str, other: &Option<String>) -> String {
     }
 }
 
+/// "it was given `A`, `B`", or "it was given none".
 fn given_types(given: &[&'static str]) -> String {
     if given.is_empty() {
         return "it was given none".to_owned();

@@ -591,8 +591,6 @@ impl SagaEngine {
         sorted(self.registry().by_fingerprint.keys())
     }
 
-    /// The fingerprints of the versions of saga `name` this engine has
-    /// registered, sorted.
     /// The fingerprints of `name`'s registered definitions, sorted, each
     /// with the version it declared, if any (`<fingerprint> (version 2)`).
     pub(crate) fn version_labels_of(&self, name: &str) -> Vec<String> {

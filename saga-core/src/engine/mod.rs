@@ -778,7 +778,9 @@ impl SagaEngine {
                 .registry()
                 .by_fingerprint
                 .values()
-                .find(|r| r.name() == name && r.context_type() == TypeId::of::<C>())
+                .filter(|r| r.name() == name && r.context_type() == TypeId::of::<C>())
+                // The same one every time, if several take it.
+                .min_by(|a, b| a.fingerprint().cmp(b.fingerprint()))
                 .map(|r| {
                     let version = r.shape().version.as_deref();
                     format!("{}{}", r.fingerprint(), declared(version))
