@@ -13,13 +13,15 @@
 //! steps still ran (an outside workload saw it with 600 steps on tokio's
 //! default pool of 512).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use saga_core::store::{MemoryStore, SagaStore};
-use saga_core::{ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
+use saga_core::{ExecutionId, ExecutionStatus, Saga, SagaEngine};
+use support::steps::BlockingProbe as Probe;
 
 const RUNS: usize = 40;
 const BLOCK: Duration = Duration::from_millis(200);
@@ -28,38 +30,9 @@ const TTL: Duration = Duration::from_millis(600);
 const POOL: usize = 8;
 const AT_ONCE: usize = 4;
 
-/// How many times `block` started, per execution, how many are over, and
-/// the most in it at once.
-#[derive(Default)]
-struct Probe {
-    started: Mutex<HashMap<String, u32>>,
-    inside: AtomicUsize,
-    most_inside: AtomicUsize,
-    over: AtomicUsize,
-}
-
 fn saga(probe: &Arc<Probe>) -> Saga<u32> {
-    let probe = Arc::clone(probe);
     Saga::builder("blocking")
-        .step(Step::new(
-            "block",
-            move |n: &mut u32, info: &StepInfo<'_>| {
-                *probe
-                    .started
-                    .lock()
-                    .unwrap()
-                    .entry(info.execution_id().to_string())
-                    .or_default() += 1;
-                let inside = probe.inside.fetch_add(1, Ordering::SeqCst) + 1;
-                probe.most_inside.fetch_max(inside, Ordering::SeqCst);
-                // A blocking call: a sync HTTP client, a file lock, a sleep.
-                std::thread::sleep(BLOCK);
-                probe.inside.fetch_sub(1, Ordering::SeqCst);
-                probe.over.fetch_add(1, Ordering::SeqCst);
-                *n += 1;
-                Ok::<(), StepError>(())
-            },
-        ))
+        .step(probe.step("block", BLOCK))
         .build()
         .unwrap()
 }

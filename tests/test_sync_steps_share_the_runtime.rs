@@ -14,45 +14,22 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use saga_core::store::{SagaStore, SqliteStore};
 use saga_core::{ExecutionId, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo};
 use support::durable::scratch_dir;
+use support::steps::BlockingProbe as Probe;
 
 const TTL: Duration = Duration::from_millis(600);
 const BLOCK: Duration = Duration::from_millis(2400);
 const RUNS: usize = 4;
 
-/// How many times `book` started, per execution, and how many are over.
-#[derive(Default)]
-struct Probe {
-    started: Mutex<HashMap<String, u32>>,
-    over: AtomicUsize,
-}
-
 fn saga(probe: &Arc<Probe>) -> Saga<u32> {
-    let probe = Arc::clone(probe);
     Saga::builder("booking")
-        .step(Step::new(
-            "book",
-            move |n: &mut u32, info: &StepInfo<'_>| {
-                *probe
-                    .started
-                    .lock()
-                    .unwrap()
-                    .entry(info.execution_id().to_string())
-                    .or_default() += 1;
-                // A blocking call: a sync HTTP client, a file lock, a sleep.
-                std::thread::sleep(BLOCK);
-                probe.over.fetch_add(1, Ordering::SeqCst);
-                *n += 1;
-                Ok::<(), StepError>(())
-            },
-        ))
+        .step(probe.step("book", BLOCK))
         .step(Step::new("confirm", |_: &mut u32, _: &StepInfo<'_>| {
             Ok::<(), StepError>(())
         }))

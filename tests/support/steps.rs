@@ -4,6 +4,9 @@
 //! Each test binary uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use saga_core::clock::TestClock;
@@ -216,3 +219,38 @@ impl std::fmt::Display for Handmade {
 }
 
 impl std::error::Error for Handmade {}
+
+/// What a blocking sync step saw: how many times it started, per
+/// execution; how many runs are in it, and the most that were at once;
+/// how many ended.
+#[derive(Default)]
+pub struct BlockingProbe {
+    pub started: Mutex<HashMap<String, u32>>,
+    pub inside: AtomicUsize,
+    pub most_inside: AtomicUsize,
+    pub over: AtomicUsize,
+}
+
+impl BlockingProbe {
+    /// A sync step `name` that blocks its thread for `block`, as a sync
+    /// HTTP client, a file lock or a sleep would, adds 1 to the context
+    /// and tells this probe.
+    pub fn step(self: &Arc<Self>, name: &'static str, block: Duration) -> Step<u32, ()> {
+        let probe = Arc::clone(self);
+        Step::new(name, move |n: &mut u32, info: &StepInfo<'_>| {
+            *probe
+                .started
+                .lock()
+                .unwrap()
+                .entry(info.execution_id().to_string())
+                .or_default() += 1;
+            let inside = probe.inside.fetch_add(1, Ordering::SeqCst) + 1;
+            probe.most_inside.fetch_max(inside, Ordering::SeqCst);
+            std::thread::sleep(block);
+            probe.inside.fetch_sub(1, Ordering::SeqCst);
+            probe.over.fetch_add(1, Ordering::SeqCst);
+            *n += 1;
+            Ok::<(), StepError>(())
+        })
+    }
+}
