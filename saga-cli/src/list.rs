@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use saga_core::escape::user_text;
 use saga_core::store::{ExecutionSummary, ListCursor, ListQuery};
 use saga_core::{ExecutionId, ExecutionStatus, SagaEngine};
+use serde::Serialize;
 
 use crate::CliError;
 use crate::args::Since;
@@ -48,7 +49,14 @@ pub(crate) async fn list(
         .filter(|r| r.status == ExecutionStatus::Stuck)
         .count();
     if json {
-        let rows: Vec<ExecutionJson<'_>> = records.iter().map(summary_json).collect();
+        let declared = declared_versions(engine, &records).await;
+        let rows: Vec<ListedJson<'_>> = records
+            .iter()
+            .map(|r| ListedJson {
+                execution: summary_json(r),
+                version: declared.get(r.fingerprint.as_str()).cloned().flatten(),
+            })
+            .collect();
         return Ok(to_json(&rows));
     }
     // Ids whole, however long: an operator copies them into `saga show`.
@@ -57,19 +65,11 @@ pub(crate) async fn list(
     // which `saga diagram` takes, after the version its definition
     // declared if any (`2 (0e8b2f7a)`).
     let versions = mixed_versions(&records);
-    // Each listed definition's declared version, if it has one.
-    let mut declared: HashMap<&str, Option<String>> = HashMap::new();
-    if versions {
-        for r in &records {
-            if !declared.contains_key(r.fingerprint.as_str()) {
-                let version = match engine.store().definition(&r.fingerprint).await {
-                    Ok(Some(definition)) => definition.version().ok().flatten(),
-                    _ => None,
-                };
-                declared.insert(&r.fingerprint, version);
-            }
-        }
-    }
+    let declared = if versions {
+        declared_versions(engine, &records).await
+    } else {
+        HashMap::new()
+    };
     let mut header = vec!["ID", "SAGA"];
     if versions {
         header.push("VERSION");
@@ -116,6 +116,36 @@ pub(crate) async fn list(
     }
     out.push('\n');
     Ok(out)
+}
+
+/// A listed execution as `--json` prints it: the execution, then the
+/// version its definition declared, absent without one.
+#[derive(Serialize)]
+struct ListedJson<'a> {
+    #[serde(flatten)]
+    execution: ExecutionJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+}
+
+/// Each listed definition's declared version, if it has one: one read
+/// of the store per distinct fingerprint. A definition the store cannot
+/// give counts as undeclared (the listing still prints).
+async fn declared_versions<'a>(
+    engine: &SagaEngine,
+    records: &'a [ExecutionSummary],
+) -> HashMap<&'a str, Option<String>> {
+    let mut declared: HashMap<&str, Option<String>> = HashMap::new();
+    for r in records {
+        if !declared.contains_key(r.fingerprint.as_str()) {
+            let version = match engine.store().definition(&r.fingerprint).await {
+                Ok(Some(definition)) => definition.version().ok().flatten(),
+                _ => None,
+            };
+            declared.insert(&r.fingerprint, version);
+        }
+    }
+    declared
 }
 
 /// How many summaries a listing filtered by saga or time reads at a

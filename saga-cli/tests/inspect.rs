@@ -614,4 +614,18 @@ async fn show_and_diagram_name_a_declared_version() {
     };
     assert_eq!(row("v-1"), format!("2 ({})", &fingerprint[..8]), "{text}");
     assert_eq!(row("v-0"), plain[..8], "{text}");
+
+    // `list --json` gives each row its declared version, none without.
+    let rows = json(&ok(&db, &["list", "--saga", "versioned", "--json"]));
+    let listed = |id: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(listed("v-1")["version"], "2", "{rows}");
+    assert_eq!(listed("v-1")["fingerprint"], *fingerprint, "{rows}");
+    assert!(listed("v-0").get("version").is_none(), "{rows}");
 }
