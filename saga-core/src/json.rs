@@ -46,6 +46,7 @@ pub(crate) fn write<T: ?Sized + Serialize>(out: Vec<u8>, value: &T) -> Result<Ve
 /// Eight bytes at a time, each word checked as it is copied, so that the
 /// copies are stores of a known length rather than a call to `memcpy`; the
 /// last bytes go as the last word, overlapping the one before.
+#[inline]
 fn copy_clean(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
     let len = bytes.len();
     out.reserve(len + 2);
@@ -141,10 +142,12 @@ struct Writer {
 
 impl Writer {
     /// serde_json's serializer on the buffer, for one value.
+    #[inline]
     fn json(&mut self) -> serde_json::Serializer<&mut Vec<u8>> {
         serde_json::Serializer::new(&mut self.out)
     }
 
+    #[inline]
     fn str(&mut self, v: &str) -> Result<(), Error> {
         let start = self.out.len();
         if copy_clean(&mut self.out, v.as_bytes()) {
@@ -162,6 +165,7 @@ impl Writer {
 
     /// `{"variant":`, as serde_json begins a newtype, tuple or struct
     /// variant.
+    #[inline]
     fn begin_variant(&mut self, variant: &str) -> Result<(), Error> {
         let mut f = CompactFormatter;
         f.begin_object(&mut self.out).map_err(Error::io)?;
@@ -171,12 +175,14 @@ impl Writer {
         f.begin_object_value(&mut self.out).map_err(Error::io)
     }
 
+    #[inline]
     fn end_variant(&mut self) -> Result<(), Error> {
         let mut f = CompactFormatter;
         f.end_object_value(&mut self.out).map_err(Error::io)?;
         f.end_object(&mut self.out).map_err(Error::io)
     }
 
+    #[inline]
     fn seq(&mut self, len: Option<usize>) -> Result<Compound<'_>, Error> {
         let mut f = CompactFormatter;
         f.begin_array(&mut self.out).map_err(Error::io)?;
@@ -189,6 +195,7 @@ impl Writer {
         Ok(Compound::Map { w: self, state })
     }
 
+    #[inline]
     fn map(&mut self, len: Option<usize>) -> Result<Compound<'_>, Error> {
         let mut f = CompactFormatter;
         f.begin_object(&mut self.out).map_err(Error::io)?;
@@ -225,6 +232,7 @@ enum Compound<'a> {
 macro_rules! delegate {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {
         $(
+            #[inline]
             fn $method(self, $($arg: $ty),*) -> Result<(), Error> {
                 self.json().$method($($arg),*)
             }
@@ -264,10 +272,12 @@ impl<'a> ser::Serializer for &'a mut Writer {
         serialize_unit_struct(name: &'static str);
     }
 
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<(), Error> {
         self.str(v)
     }
 
+    #[inline]
     fn serialize_unit_variant(
         self,
         _name: &'static str,
@@ -277,10 +287,12 @@ impl<'a> ser::Serializer for &'a mut Writer {
         self.str(variant)
     }
 
+    #[inline]
     fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), Error> {
         value.serialize(self)
     }
 
+    #[inline]
     fn serialize_newtype_struct<T: ?Sized + Serialize>(
         self,
         _name: &'static str,
@@ -289,6 +301,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         value.serialize(self)
     }
 
+    #[inline]
     fn serialize_newtype_variant<T: ?Sized + Serialize>(
         self,
         _name: &'static str,
@@ -301,14 +314,17 @@ impl<'a> ser::Serializer for &'a mut Writer {
         self.end_variant()
     }
 
+    #[inline]
     fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
         self.seq(len)
     }
 
+    #[inline]
     fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, Error> {
         self.seq(Some(len))
     }
 
+    #[inline]
     fn serialize_tuple_struct(
         self,
         _name: &'static str,
@@ -317,6 +333,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         self.seq(Some(len))
     }
 
+    #[inline]
     fn serialize_tuple_variant(
         self,
         _name: &'static str,
@@ -328,10 +345,12 @@ impl<'a> ser::Serializer for &'a mut Writer {
         self.seq(Some(len))
     }
 
+    #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
         self.map(len)
     }
 
+    #[inline]
     fn serialize_struct(self, name: &'static str, len: usize) -> Result<Compound<'a>, Error> {
         if (name == RAW_VALUE || name == NUMBER) && raw_in_serde_json(name) {
             return Ok(Compound::Private { w: self, name });
@@ -339,6 +358,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         self.map(Some(len))
     }
 
+    #[inline]
     fn serialize_struct_variant(
         self,
         _name: &'static str,
@@ -350,6 +370,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         self.map(Some(len))
     }
 
+    #[inline]
     fn collect_str<T: ?Sized + std::fmt::Display>(self, value: &T) -> Result<(), Error> {
         self.json().collect_str(value)
     }
@@ -370,6 +391,7 @@ impl<'a> Compound<'a> {
         f.end_array_value(&mut w.out).map_err(Error::io)
     }
 
+    #[inline]
     fn end_array(self) -> Result<&'a mut Writer, Error> {
         match self {
             Compound::Map { w, state } => {
@@ -450,6 +472,7 @@ impl<'a> Compound<'a> {
         }
     }
 
+    #[inline]
     fn end_object(self) -> Result<&'a mut Writer, Error> {
         match self {
             Compound::Map { w, state } => {
@@ -471,10 +494,12 @@ macro_rules! array_compound {
             type Ok = ();
             type Error = Error;
 
+            #[inline]
             fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
                 self.element(value)
             }
 
+            #[inline]
             fn end(self) -> Result<(), Error> {
                 $end(self)
             }
@@ -507,6 +532,7 @@ impl ser::SerializeMap for Compound<'_> {
         self.value(value)
     }
 
+    #[inline]
     fn end(self) -> Result<(), Error> {
         self.end_object().map(|_| ())
     }
@@ -528,6 +554,7 @@ macro_rules! struct_compound {
                 self.field(key, value)
             }
 
+            #[inline]
             fn end(self) -> Result<(), Error> {
                 $end(self)
             }
