@@ -13,6 +13,11 @@
 //! serde_json's `CompactFormatter`, in the order serde_json's serializer
 //! calls it.
 //!
+//! The functions a value's encoding calls are `#[inline]`: the encoding of
+//! a context is instantiated in the crate that defines the context, which
+//! otherwise calls each of them out of line, several calls per array
+//! element (a quarter of a 20 KB context's encoding time, measured).
+//!
 //! Why a serializer of our own rather than one wrapped around serde_json's,
 //! passing all but strings through: a wrapper meets serializers whose `Ok`
 //! it cannot name (so it must ask serde_json for an empty string and write
