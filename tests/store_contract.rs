@@ -160,6 +160,57 @@ async fn claims_take_the_oldest_free_unfinished_executions_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_context_is_the_last_logged_or_the_initial_one() {
+    for (name, store) in every_store("latest_context").await {
+        latest_context(name, &*store).await;
+    }
+    latest_context("default bodies", &Defaults(MemoryStore::new())).await;
+}
+
+/// `latest_context` gives the initial context until an event logs one,
+/// then the last logged, whatever events without a context follow it;
+/// `None` for an unknown id.
+async fn latest_context(name: &str, store: &dyn SagaStore) {
+    let lease = created(name, store, "x", "a", Duration::from_secs(60)).await;
+    let id = ExecutionId::new("x");
+    let latest = || store.latest_context(&id);
+    assert_eq!(latest().await.unwrap().as_deref(), Some("{}"), "{name}");
+    let mut events = Vec::new();
+    for (seq, context) in [
+        (1, None),
+        (2, Some("{\"k\":1}")),
+        (3, Some("{\"k\":2}")),
+        (4, None),
+    ] {
+        let mut event = Event::new(seq, EventKind::StepStarted);
+        event.step = Some(0);
+        event.attempt = 1;
+        event.context = context.map(str::to_owned);
+        events.push(event);
+    }
+    let later = events.split_off(2);
+    let append = |events| store.append(&id, &lease, events, ExecutionStatus::Running);
+    append(events).await.unwrap();
+    assert_eq!(
+        latest().await.unwrap().as_deref(),
+        Some("{\"k\":1}"),
+        "{name}"
+    );
+    append(later).await.unwrap();
+    assert_eq!(
+        latest().await.unwrap().as_deref(),
+        Some("{\"k\":2}"),
+        "{name}"
+    );
+    let unknown = ExecutionId::new("nope");
+    assert_eq!(
+        store.latest_context(&unknown).await.unwrap(),
+        None,
+        "{name}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_requests_list_the_stuck_executions_asked_to_resume() {
     for (name, store) in every_store("resume_requests").await {
         resume_requests(name, &*store).await;

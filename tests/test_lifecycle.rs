@@ -896,3 +896,38 @@ async fn a_dropped_run_compensates_nothing_and_a_cancelled_one_does() {
     );
     assert_eq!(*undone.lock().unwrap(), ["first"]);
 }
+
+/// `SagaEngine::context` reads the one context it decodes, the log's
+/// last, not the whole log (each step's context in it: hundreds of
+/// megabytes for a large context over many steps).
+#[tokio::test]
+async fn the_context_is_read_alone_not_with_the_log() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = DelayedStore::new(saga_core::store::MemoryStore::new(), Duration::ZERO)
+        .before_call({
+            let seen = Arc::clone(&seen);
+            move |call| {
+                seen.lock().unwrap().push(call.op);
+                Ok(())
+            }
+        });
+    let engine = SagaEngine::new(store);
+    let mut builder = Saga::<u32>::builder("count");
+    for name in ["one", "two", "three"] {
+        builder = builder.step(Step::new(name, |n: &mut u32, _: &StepInfo<'_>| {
+            *n += 1;
+            Ok::<(), StepError>(())
+        }));
+    }
+    engine.register(builder.build().unwrap()).await.unwrap();
+    let id = engine.start("count", 10_u32).await.unwrap();
+    engine.wait(&id).await.unwrap();
+    seen.lock().unwrap().clear();
+    assert_eq!(engine.context::<u32>(&id).await.unwrap(), 13);
+    assert_eq!(*seen.lock().unwrap(), [StoreOp::LatestContext]);
+    let unknown = ExecutionId::new("nope");
+    assert!(matches!(
+        engine.context::<u32>(&unknown).await,
+        Err(EngineError::NotFound { execution_id }) if execution_id == unknown
+    ));
+}

@@ -710,8 +710,16 @@ async fn the_delegating_store_passes_summaries_and_context_reads_on() {
         memory.context(&id).await.unwrap()
     );
     assert_eq!(
+        store.latest_context(&id).await.unwrap(),
+        memory.latest_context(&id).await.unwrap()
+    );
+    assert_eq!(
         *seen.lock().unwrap(),
-        [StoreOp::ListSummaries, StoreOp::Context]
+        [
+            StoreOp::ListSummaries,
+            StoreOp::Context,
+            StoreOp::LatestContext
+        ]
     );
 }
 

@@ -1066,14 +1066,15 @@ impl SagaEngine {
     /// [`EngineError::Undecodable`] if the stored context is not a `C`;
     /// store errors.
     pub async fn context<C: DeserializeOwned>(&self, id: &ExecutionId) -> Result<C, EngineError> {
-        let record = self.record(id).await?;
-        let events = self.inner.store.events(id).await?;
-        let json = events
-            .iter()
-            .rev()
-            .find_map(|e| e.context.as_deref())
-            .unwrap_or(&record.context);
-        serde_json::from_str(json).map_err(|e| EngineError::Undecodable {
+        let json =
+            self.inner
+                .store
+                .latest_context(id)
+                .await?
+                .ok_or_else(|| EngineError::NotFound {
+                    execution_id: id.clone(),
+                })?;
+        serde_json::from_str(&json).map_err(|e| EngineError::Undecodable {
             execution_id: id.clone(),
             what: format!("the context (as `{}`)", std::any::type_name::<C>()),
             detail: e.to_string(),

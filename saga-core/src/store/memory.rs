@@ -90,6 +90,15 @@ impl Log {
         self.0.last().and_then(|write| write.last())
     }
 
+    /// The context of the last event that logged one.
+    fn latest_context(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .flat_map(|write| write.iter().rev())
+            .find_map(|e| e.context.as_deref())
+    }
+
     /// Every event, in order.
     fn to_vec(&self) -> Vec<Event> {
         let mut all = Vec::with_capacity(self.0.iter().map(Vec::len).sum());
@@ -461,6 +470,18 @@ impl SagaStore for MemoryStore {
             .get(id)
             .map(|s| s.events.to_vec())
             .unwrap_or_default()))
+    }
+
+    fn latest_context<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        ready(Ok(self.lock().executions.get(id).map(|s| {
+            s.events
+                .latest_context()
+                .unwrap_or(&s.record.context)
+                .to_owned()
+        })))
     }
 
     fn list(

@@ -358,6 +358,33 @@ pub trait SagaStore: Send + Sync + 'static {
         Box::pin(async move { Ok(self.get(id).await?.map(|record| record.context)) })
     }
 
+    /// The latest context (JSON) of one execution's log: that of its last
+    /// event that logged one, or the initial one before any did; `None`
+    /// if there is no such execution. What a run resumed now would start
+    /// from, and what [`SagaEngine::context`](crate::SagaEngine::context)
+    /// decodes.
+    ///
+    /// The default reads the whole log ([`events`](Self::events)), every
+    /// context in it, then [`context`](Self::context); the crate's stores
+    /// read the one context.
+    fn latest_context<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        Box::pin(async move {
+            let logged = self
+                .events(id)
+                .await?
+                .into_iter()
+                .rev()
+                .find_map(|e| e.context);
+            match logged {
+                Some(context) => Ok(Some(context)),
+                None => self.context(id).await,
+            }
+        })
+    }
+
     /// Marks a cancellation request on the execution, for its owner to see
     /// at its next write. `false` if there is no such execution.
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>>;

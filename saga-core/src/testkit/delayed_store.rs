@@ -47,6 +47,8 @@ pub enum StoreOp {
     ListSummaries,
     /// [`SagaStore::context`].
     Context,
+    /// [`SagaStore::latest_context`].
+    LatestContext,
     /// [`SagaStore::request_cancel`].
     RequestCancel,
     /// [`SagaStore::purge`].
@@ -70,6 +72,7 @@ impl StoreOp {
             StoreOp::List => "list",
             StoreOp::ListSummaries => "list_summaries",
             StoreOp::Context => "context",
+            StoreOp::LatestContext => "latest_context",
             StoreOp::RequestCancel => "request_cancel",
             StoreOp::Purge => "purge",
         }
@@ -419,6 +422,14 @@ impl SagaStore for DelayedStore {
     fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
         let call = self.call(StoreOp::Context, Some(id), &[]);
         self.through(call, || self.inner.context(id))
+    }
+
+    fn latest_context<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let call = self.call(StoreOp::LatestContext, Some(id), &[]);
+        self.through(call, || self.inner.latest_context(id))
     }
 
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {

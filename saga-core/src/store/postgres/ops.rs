@@ -27,6 +27,15 @@ pub(super) fn expect_reply<T>(
     })
 }
 
+/// An execution's latest context: its log's last, the log's key read
+/// from its end (a context not read but the one returned), else its
+/// initial one; no row for an unknown id.
+const LATEST_CONTEXT: &str = "SELECT COALESCE(
+        (SELECT context FROM events WHERE execution_id = $1 AND context IS NOT NULL
+         ORDER BY seq DESC LIMIT 1),
+        context)
+    FROM executions WHERE id = $1";
+
 impl SagaStore for PostgresStore {
     fn describe(&self) -> String {
         self.inner.describe.clone()
@@ -316,6 +325,23 @@ impl SagaStore for PostgresStore {
                     "SELECT context FROM executions WHERE id = $1",
                     &[&id.as_str()],
                 )
+                .await
+                .map_err(self.db(what))?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    /// One statement: the last logged context, by the log's key read from
+    /// its end, else the initial one.
+    fn latest_context<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        Box::pin(async move {
+            let what = "reading a context";
+            let s = self.reader(what).await?;
+            let row = s
+                .query_opt(LATEST_CONTEXT, &[&id.as_str()])
                 .await
                 .map_err(self.db(what))?;
             Ok(row.map(|row| row.get(0)))

@@ -219,6 +219,15 @@ impl SqliteStore {
     }
 }
 
+/// An execution's latest context: its log's last, the log's key read
+/// from its end (a context not read but the one returned), else its
+/// initial one; no row for an unknown id.
+const LATEST_CONTEXT: &str = "SELECT COALESCE(
+        (SELECT context FROM events WHERE execution_id = ?1 AND context IS NOT NULL
+         ORDER BY seq DESC LIMIT 1),
+        context)
+    FROM executions WHERE id = ?1";
+
 impl SagaStore for SqliteStore {
     fn describe(&self) -> String {
         describe(&self.inner.path)
@@ -688,6 +697,20 @@ impl SagaStore for SqliteStore {
         let id = id.clone();
         self.read(move |conn, path| {
             conn.prepare_cached("SELECT context FROM executions WHERE id = ?1")
+                .and_then(|mut stmt| stmt.query_row([id.as_str()], |row| row.get(0)).optional())
+                .map_err(db(path, "reading a context"))
+        })
+    }
+
+    /// One statement: the last logged context, by the log's key read from
+    /// its end, else the initial one.
+    fn latest_context<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let id = id.clone();
+        self.read(move |conn, path| {
+            conn.prepare_cached(LATEST_CONTEXT)
                 .and_then(|mut stmt| stmt.query_row([id.as_str()], |row| row.get(0)).optional())
                 .map_err(db(path, "reading a context"))
         })
