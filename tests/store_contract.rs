@@ -160,7 +160,7 @@ async fn claims_take_the_oldest_free_unfinished_executions_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_latest_context_is_the_last_logged_or_the_initial_one() {
+async fn contexts_read_alone_and_a_log_read_without_them() {
     for (name, store) in every_store("latest_context").await {
         latest_context(name, &*store).await;
     }
@@ -169,7 +169,8 @@ async fn the_latest_context_is_the_last_logged_or_the_initial_one() {
 
 /// `latest_context` gives the initial context until an event logs one,
 /// then the last logged, whatever events without a context follow it;
-/// `None` for an unknown id.
+/// `None` for an unknown id. `events_without_contexts` gives the log as
+/// `events` does, every context `None`.
 async fn latest_context(name: &str, store: &dyn SagaStore) {
     let lease = created(name, store, "x", "a", Duration::from_secs(60)).await;
     let id = ExecutionId::new("x");
@@ -208,6 +209,16 @@ async fn latest_context(name: &str, store: &dyn SagaStore) {
         None,
         "{name}"
     );
+    // The log without its contexts: every other field as `events` gives it.
+    let mut expected = store.events(&id).await.unwrap();
+    assert_eq!(expected.len(), 4, "{name}");
+    for event in &mut expected {
+        event.context = None;
+    }
+    let without = store.events_without_contexts(&id).await.unwrap();
+    assert_eq!(without, expected, "{name}");
+    let none = store.events_without_contexts(&unknown).await.unwrap();
+    assert!(none.is_empty(), "{name}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

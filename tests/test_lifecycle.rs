@@ -899,7 +899,8 @@ async fn a_dropped_run_compensates_nothing_and_a_cancelled_one_does() {
 
 /// `SagaEngine::context` reads the one context it decodes, the log's
 /// last, not the whole log (each step's context in it: hundreds of
-/// megabytes for a large context over many steps).
+/// megabytes for a large context over many steps); a report is rebuilt
+/// from the log without its contexts.
 #[tokio::test]
 async fn the_context_is_read_alone_not_with_the_log() {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -925,6 +926,15 @@ async fn the_context_is_read_alone_not_with_the_log() {
     seen.lock().unwrap().clear();
     assert_eq!(engine.context::<u32>(&id).await.unwrap(), 13);
     assert_eq!(*seen.lock().unwrap(), [StoreOp::LatestContext]);
+    // A report rebuilt from the log reads it without the contexts.
+    seen.lock().unwrap().clear();
+    let report = engine.report(&id).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert_eq!(report.steps.len(), 3);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [StoreOp::Get, StoreOp::EventsWithoutContexts]
+    );
     let unknown = ExecutionId::new("nope");
     assert!(matches!(
         engine.context::<u32>(&unknown).await,

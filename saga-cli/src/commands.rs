@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::args::Mode;
 use crate::output::to_json;
-use crate::{CliError, record};
+use crate::{CliError, execution_record};
 
 #[derive(Serialize)]
 struct CommandJson<'a> {
@@ -58,7 +58,7 @@ pub(crate) async fn resume(
     json: bool,
     mode: Mode,
 ) -> Result<String, CliError> {
-    let (record, _) = record(engine, id).await?;
+    let record = execution_record(engine, id).await?;
     if record.status != ExecutionStatus::Stuck {
         return Err(wrong_status(&record, "resume", "stuck executions"));
     }
@@ -112,7 +112,7 @@ pub(crate) async fn abandon(
     yes: bool,
     json: bool,
 ) -> Result<String, CliError> {
-    let (record, _) = record(engine, id).await?;
+    let record = execution_record(engine, id).await?;
     if record.status.is_finished() && record.status != ExecutionStatus::Stuck {
         return Err(wrong_status(
             &record,
@@ -145,7 +145,7 @@ pub(crate) async fn cancel(
     yes: bool,
     json: bool,
 ) -> Result<String, CliError> {
-    let (record, _) = record(engine, id).await?;
+    let record = execution_record(engine, id).await?;
     if record.status.is_finished() {
         return Err(wrong_status(
             &record,

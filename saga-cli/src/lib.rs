@@ -361,14 +361,22 @@ async fn execute(
     }
 }
 
-/// The execution `id` and its log, or [`CliError::NoExecution`].
+/// The execution `id` and its log without the contexts (read alone, with
+/// `latest_context`, where one is shown), or [`CliError::NoExecution`].
 async fn record(engine: &SagaEngine, id: &str) -> Result<(ExecutionRecord, Vec<Event>), CliError> {
-    let view = engine
+    let record = execution_record(engine, id).await?;
+    let events = engine.store().events_without_contexts(&record.id).await?;
+    Ok((record, events))
+}
+
+/// The execution `id`'s record, or [`CliError::NoExecution`].
+async fn execution_record(engine: &SagaEngine, id: &str) -> Result<ExecutionRecord, CliError> {
+    engine
+        .store()
         .get(&ExecutionId::from(id))
         .await?
         .ok_or_else(|| CliError::NoExecution {
             id: id.to_owned(),
             store: engine.store().describe(),
-        })?;
-    Ok((view.record, view.events))
+        })
 }

@@ -182,11 +182,13 @@ pub(crate) async fn show(
             *slot = e.output.as_deref();
         }
     }
-    let latest_context = events
-        .iter()
-        .rev()
-        .find_map(|e| e.context.as_deref())
-        .unwrap_or(&record.context);
+    // Read alone: the log above came without its contexts.
+    let latest_context = engine
+        .store()
+        .latest_context(&record.id)
+        .await?
+        .unwrap_or_else(|| record.context.clone());
+    let latest_context = latest_context.as_str();
     let step_name = |e: &Event| {
         e.step
             .and_then(|s| report.steps.get(s as usize))

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use crate::output::{Style, now_ms, utc};
 use crate::show::{Timeline, event_json};
-use crate::{CliError, record};
+use crate::{CliError, execution_record};
 
 /// How often the store watch looks at a store that signals changes, in
 /// case a notification was missed (a lost connection is signalled too).
@@ -144,7 +144,7 @@ pub(crate) async fn execution(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<String, CliError> {
-    let (record, _) = record(engine, id).await?;
+    let record = execution_record(engine, id).await?;
     // The definition's step names, for the lines.
     let steps: Vec<String> = engine
         .report(&record.id)

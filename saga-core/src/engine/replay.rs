@@ -14,13 +14,14 @@ use crate::step::StepKind;
 use crate::store::{Event, EventKind, ExecutionRecord, StoreError, logged_durations};
 
 impl SagaEngine {
-    /// The report of a finished execution, rebuilt from its log and its
+    /// The report of a finished execution, rebuilt from its log (read
+    /// without its contexts, which a report does not hold) and its
     /// definition's shape (the registered one's, or else the stored one).
     pub(super) async fn rebuilt_report(
         &self,
         record: &ExecutionRecord,
     ) -> Result<SagaReport, EngineError> {
-        let events = self.inner.store.events(&record.id).await?;
+        let events = self.inner.store.events_without_contexts(&record.id).await?;
         self.report_from_log(record, &events).await
     }
 
@@ -355,9 +356,10 @@ impl SagaEngine {
             record.status,
             ExecutionStatus::Completed | ExecutionStatus::Abandoned
         );
-        // The log, read once: for the report, the logged error, or both.
+        // The log, read once (its contexts left out): for the report, the
+        // logged error, or both.
         let events = if report.is_none() || logged_error {
-            self.inner.store.events(&record.id).await?
+            self.inner.store.events_without_contexts(&record.id).await?
         } else {
             Vec::new()
         };

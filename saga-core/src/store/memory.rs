@@ -99,6 +99,27 @@ impl Log {
             .find_map(|e| e.context.as_deref())
     }
 
+    /// Every event, in order, none with its context (not copied).
+    fn without_contexts(&self) -> Vec<Event> {
+        self.0
+            .iter()
+            .flatten()
+            .map(|e| Event {
+                seq: e.seq,
+                kind: e.kind,
+                step: e.step,
+                attempt: e.attempt,
+                output: e.output.clone(),
+                context: None,
+                error: e.error.clone(),
+                outcome_unknown: e.outcome_unknown,
+                will_retry: e.will_retry,
+                detail: e.detail.clone(),
+                at_ms: e.at_ms,
+            })
+            .collect()
+    }
+
     /// Every event, in order.
     fn to_vec(&self) -> Vec<Event> {
         let mut all = Vec::with_capacity(self.0.iter().map(Vec::len).sum());
@@ -469,6 +490,18 @@ impl SagaStore for MemoryStore {
             .executions
             .get(id)
             .map(|s| s.events.to_vec())
+            .unwrap_or_default()))
+    }
+
+    fn events_without_contexts<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        ready(Ok(self
+            .lock()
+            .executions
+            .get(id)
+            .map(|s| s.events.without_contexts())
             .unwrap_or_default()))
     }
 

@@ -358,6 +358,26 @@ pub trait SagaStore: Send + Sync + 'static {
         Box::pin(async move { Ok(self.get(id).await?.map(|record| record.context)) })
     }
 
+    /// One execution's log as [`events`](Self::events) gives it, but with
+    /// no event's `context` (`None`): what a report or a timeline needs,
+    /// without a copy of the context per step (each as large as the
+    /// context). Empty for an unknown id.
+    ///
+    /// The default reads [`events`](Self::events) and drops the contexts;
+    /// the crate's stores do not read them.
+    fn events_without_contexts<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        Box::pin(async move {
+            let mut events = self.events(id).await?;
+            for event in &mut events {
+                event.context = None;
+            }
+            Ok(events)
+        })
+    }
+
     /// The latest context (JSON) of one execution's log: that of its last
     /// event that logged one, or the initial one before any did; `None`
     /// if there is no such execution. What a run resumed now would start

@@ -49,6 +49,8 @@ pub enum StoreOp {
     Context,
     /// [`SagaStore::latest_context`].
     LatestContext,
+    /// [`SagaStore::events_without_contexts`].
+    EventsWithoutContexts,
     /// [`SagaStore::request_cancel`].
     RequestCancel,
     /// [`SagaStore::purge`].
@@ -73,6 +75,7 @@ impl StoreOp {
             StoreOp::ListSummaries => "list_summaries",
             StoreOp::Context => "context",
             StoreOp::LatestContext => "latest_context",
+            StoreOp::EventsWithoutContexts => "events_without_contexts",
             StoreOp::RequestCancel => "request_cancel",
             StoreOp::Purge => "purge",
         }
@@ -422,6 +425,14 @@ impl SagaStore for DelayedStore {
     fn context<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Option<String>>> {
         let call = self.call(StoreOp::Context, Some(id), &[]);
         self.through(call, || self.inner.context(id))
+    }
+
+    fn events_without_contexts<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        let call = self.call(StoreOp::EventsWithoutContexts, Some(id), &[]);
+        self.through(call, || self.inner.events_without_contexts(id))
     }
 
     fn latest_context<'a>(

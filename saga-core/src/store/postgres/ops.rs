@@ -27,6 +27,45 @@ pub(super) fn expect_reply<T>(
     })
 }
 
+impl PostgresStore {
+    /// An execution's log, in order, with each event's context or none.
+    async fn read_events(&self, id: &ExecutionId, contexts: bool) -> StoreResult<Vec<Event>> {
+        let what = "reading events";
+        let s = self.reader(what).await?;
+        let sql = if contexts {
+            "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
+                will_retry, at, detail
+             FROM events WHERE execution_id = $1 ORDER BY seq"
+        } else {
+            "SELECT seq, kind, step, attempt, output, NULL::text, error, outcome_unknown,
+                will_retry, at, detail
+             FROM events WHERE execution_id = $1 ORDER BY seq"
+        };
+        let rows = s.query(sql, &[&id.as_str()]).await.map_err(self.db(what))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            events.push(decode_event(
+                &self.inner.describe,
+                id,
+                EventRow {
+                    seq: row.get(0),
+                    kind: row.get(1),
+                    step: row.get(2),
+                    attempt: row.get(3),
+                    output: row.get(4),
+                    context: row.get(5),
+                    error: row.get(6),
+                    unknown: row.get(7),
+                    retry: row.get(8),
+                    at: row.get(9),
+                    detail: row.get(10),
+                },
+            )?);
+        }
+        Ok(events)
+    }
+}
+
 /// An execution's latest context: its log's last, the log's key read
 /// from its end (a context not read but the one returned), else its
 /// initial one; no row for an unknown id.
@@ -213,40 +252,15 @@ impl SagaStore for PostgresStore {
     }
 
     fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
-        Box::pin(async move {
-            let what = "reading events";
-            let s = self.reader(what).await?;
-            let rows = s
-                .query(
-                    "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
-                        will_retry, at, detail
-                     FROM events WHERE execution_id = $1 ORDER BY seq",
-                    &[&id.as_str()],
-                )
-                .await
-                .map_err(self.db(what))?;
-            let mut events = Vec::with_capacity(rows.len());
-            for row in rows {
-                events.push(decode_event(
-                    &self.inner.describe,
-                    id,
-                    EventRow {
-                        seq: row.get(0),
-                        kind: row.get(1),
-                        step: row.get(2),
-                        attempt: row.get(3),
-                        output: row.get(4),
-                        context: row.get(5),
-                        error: row.get(6),
-                        unknown: row.get(7),
-                        retry: row.get(8),
-                        at: row.get(9),
-                        detail: row.get(10),
-                    },
-                )?);
-            }
-            Ok(events)
-        })
+        Box::pin(self.read_events(id, true))
+    }
+
+    /// The log's columns but the context, which is then not detoasted.
+    fn events_without_contexts<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        Box::pin(self.read_events(id, false))
     }
 
     fn list(

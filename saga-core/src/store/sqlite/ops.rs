@@ -54,20 +54,25 @@ fn expire_dead(
     Ok(dead)
 }
 
-/// An execution's log, in order (in a claim's transaction, or read alone).
+/// An execution's log, in order (in a claim's transaction, or read alone),
+/// with each event's context or none.
 fn read_events(
     conn: &rusqlite::Connection,
     path: &std::path::Path,
     id: &str,
+    contexts: bool,
 ) -> StoreResult<Vec<Event>> {
     let err = db(path, "reading events");
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
-                will_retry, at, detail
-             FROM events WHERE execution_id = ?1 ORDER BY seq",
-        )
-        .map_err(&err)?;
+    let sql = if contexts {
+        "SELECT seq, kind, step, attempt, output, context, error, outcome_unknown,
+            will_retry, at, detail
+         FROM events WHERE execution_id = ?1 ORDER BY seq"
+    } else {
+        "SELECT seq, kind, step, attempt, output, NULL, error, outcome_unknown,
+            will_retry, at, detail
+         FROM events WHERE execution_id = ?1 ORDER BY seq"
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(&err)?;
     let rows = stmt
         .query_map([id], |row| {
             Ok((
@@ -191,7 +196,7 @@ impl SqliteStore {
                     continue;
                 };
                 let events = match with_log {
-                    true => Some(read_events(conn, path, &id)?),
+                    true => Some(read_events(conn, path, &id, true)?),
                     false => None,
                 };
                 let lease = request.lease(token);
@@ -631,7 +636,17 @@ impl SagaStore for SqliteStore {
 
     fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
         let id = id.clone();
-        self.read(move |conn, path| read_events(conn, path, id.as_str()))
+        self.read(move |conn, path| read_events(conn, path, id.as_str(), true))
+    }
+
+    /// The log's columns but the context: a large context spills into
+    /// overflow pages, which are then not copied out.
+    fn events_without_contexts<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+        let id = id.clone();
+        self.read(move |conn, path| read_events(conn, path, id.as_str(), false))
     }
 
     fn list(
