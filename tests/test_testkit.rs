@@ -60,10 +60,17 @@ async fn the_example_order_saga_passes_every_failure_and_repeat() {
     assert_eq!(report.cases.len(), 1 + 4 * 3 + 2, "{report}");
     let report = kit.twice().await;
     report.assert_passed();
-    // Undisturbed with every step twice, and rolled back from
-    // `charge_card` and from `ship` with every step twice, then with every
-    // compensation twice.
-    assert_eq!(report.cases.len(), 5, "{report}");
+    // Undisturbed with every step twice, `email` (retried forever after
+    // the pivot) taking effect with its answer lost and run again, and
+    // rolled back from `charge_card` and from `ship` with every step
+    // twice, then with every compensation twice.
+    assert_eq!(report.cases.len(), 6, "{report}");
+    assert!(
+        names(&report).contains(
+            &"step `email` takes effect but its answer is lost, then a retry runs it again"
+        ),
+        "{report}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -93,7 +100,7 @@ async fn the_example_order_saga_survives_a_crash_at_every_commit_in_memory() {
     // and the kit, expect the run to end stuck then.
     assert!(
         text.contains(
-            "step `ship` fails cleanly, crash after commit 3 of 6 (while the failing step ran: its outcome is unknown): expected stuck, got stuck"
+            "step `ship` fails cleanly, crash after commit 3 of 6 (logs `charge_card` step_succeeded, `ship` step_started) (while the failing step ran: its outcome is unknown): expected stuck, got stuck"
         ),
         "{text}"
     );
@@ -180,16 +187,28 @@ async fn a_saga_with_a_group_a_pivot_and_a_retriable_step_passes() {
             ("no failure", "completed"),
             ("step `hold` fails cleanly", "compensated"),
             ("step `hold` fails, outcome unknown", "compensated"),
-            ("step `hold` fails once, then succeeds", "compensated"),
+            (
+                "step `hold` fails once (its retry policy does not retry it: a failure)",
+                "compensated"
+            ),
             ("step `hotel` fails cleanly", "compensated"),
             ("step `hotel` fails, outcome unknown", "compensated"),
-            ("step `hotel` fails once, then succeeds", "compensated"),
+            (
+                "step `hotel` fails once (its retry policy does not retry it: a failure)",
+                "compensated"
+            ),
             ("step `flight` fails cleanly", "compensated"),
             ("step `flight` fails, outcome unknown", "compensated"),
-            ("step `flight` fails once, then succeeds", "compensated"),
+            (
+                "step `flight` fails once (its retry policy does not retry it: a failure)",
+                "compensated"
+            ),
             ("step `pay` fails cleanly", "compensated"),
             ("step `pay` fails, outcome unknown", "stuck"),
-            ("step `pay` fails once, then succeeds", "compensated"),
+            (
+                "step `pay` fails once (its retry policy does not retry it: a failure)",
+                "compensated"
+            ),
             ("step `email` fails cleanly", "stuck"),
             ("step `email` fails, outcome unknown", "stuck"),
             ("step `email` fails once, then succeeds", "completed"),
@@ -398,11 +417,24 @@ async fn crashes_land_in_the_backoff_of_every_step_that_retries() {
     for commit in 1..=8 {
         for when in ["before", "after"] {
             let case = format!(
-                "ok   steps `reserve`, `email` fail once, then succeed, crash {when} commit {commit} of 8: expected completed, got completed"
+                "ok   steps `reserve`, `email` fail once, then succeed, crash {when} commit {commit} of 8 (logs "
             );
-            assert!(text.contains(&case), "{case}\n{text}");
+            let line = text.lines().find(|l| l.trim_start().starts_with(&case));
+            assert!(
+                line.is_some_and(|l| l.contains("): expected completed, got completed")),
+                "{case}\n{text}"
+            );
         }
     }
+    // Each crash names what its commit logs: the backoff's failures.
+    assert!(
+        text.contains("crash after commit 2 of 8 (logs `reserve` step_failed): expected completed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("crash after commit 6 of 8 (logs `email` step_failed): expected completed"),
+        "{text}"
+    );
     // The retries after a crash in the backoff were second attempts.
     assert!(
         attempts.lock().unwrap().contains(&("reserve", 2)),
@@ -445,7 +477,7 @@ async fn a_context_that_loses_a_field_in_the_log_is_caught_by_a_crash() {
     // Recovered after `open` succeeded, `send` finds no session.
     let text = report.to_string();
     assert!(
-        text.contains("FAIL no failure, crash after commit 2 of 3: expected completed, got stuck"),
+        text.contains("FAIL no failure, crash after commit 2 of 3 (logs `open` step_succeeded, `send` step_started): expected completed, got stuck"),
         "{text}"
     );
 }
@@ -486,8 +518,9 @@ async fn the_macro_example_order_saga_passes_the_kit() {
     report.assert_passed();
     let report = kit.twice().await;
     // Undisturbed, and each of its three rollback paths with every step
-    // twice, then with every compensation twice.
-    assert_eq!(report.cases.len(), 1 + 3 * 2, "{report}");
+    // twice, then with every compensation twice; and `charge_payment`
+    // (`retry 3`) taking effect with its answer lost, then run again.
+    assert_eq!(report.cases.len(), 1 + 3 * 2 + 1, "{report}");
     report.assert_passed();
     // Durable: its steps' outputs (`u64`, `u32`) are logged without an
     // annotation. Each run uncrashed, then crashed before and after each

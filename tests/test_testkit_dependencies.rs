@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 
 use saga_core::testkit::{Durability, SagaTest, TestReport};
-use saga_core::{Saga, Step, StepError, StepInfo};
+use saga_core::{RetryPolicy, Saga, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -37,16 +37,23 @@ enum Client {
     IgnoresKey,
     /// Refunds nothing.
     NoRefund,
+    /// Charges under a key of its own per attempt (`{key}#{attempt}`),
+    /// and refunds every attempt's charge: a retry after a lost answer
+    /// charges again.
+    KeyPerAttempt,
 }
 
-/// `charge` (with `refund`) then the pivot `ship`.
-fn order_saga(client: Client) -> Saga<Order, Payments> {
+/// `charge` (with `refund`, in `attempts` attempts) then the pivot `ship`.
+fn order_saga(client: Client, attempts: u32) -> Saga<Order, Payments> {
     Saga::builder("order")
         .step(
             Step::new(
                 "charge",
                 move |o: &mut Order, info: &StepInfo<'_, Payments>| {
-                    let key = info.idempotency_key();
+                    let mut key = info.idempotency_key();
+                    if client == Client::KeyPerAttempt {
+                        key = format!("{key}#{}", info.attempt());
+                    }
                     let mut ledger = info.dependencies().ledger.lock().unwrap();
                     if client == Client::IgnoresKey || !ledger.contains(&key) {
                         ledger.push(key);
@@ -55,14 +62,20 @@ fn order_saga(client: Client) -> Saga<Order, Payments> {
                     Ok::<_, StepError>(())
                 },
             )
+            .retry(RetryPolicy::attempts(attempts))
             .undo(
                 move |o: &mut Order, _: Option<&()>, info: &StepInfo<'_, Payments>| {
                     let key = info.idempotency_key();
                     let mut ledger = info.dependencies().ledger.lock().unwrap();
-                    if client != Client::NoRefund {
-                        // Refunds one charge of the key.
-                        if let Some(i) = ledger.iter().position(|k| *k == key) {
-                            ledger.remove(i);
+                    match client {
+                        Client::NoRefund => {}
+                        // Every attempt's charge.
+                        Client::KeyPerAttempt => ledger.retain(|k| !k.starts_with(&key)),
+                        // One charge of the key.
+                        Client::Keyed | Client::IgnoresKey => {
+                            if let Some(i) = ledger.iter().position(|k| *k == key) {
+                                ledger.remove(i);
+                            }
                         }
                     }
                     o.charged = false;
@@ -82,7 +95,11 @@ fn order_saga(client: Client) -> Saga<Order, Payments> {
 }
 
 fn kit(client: Client) -> SagaTest<Order, Payments> {
-    SagaTest::new(&order_saga(client), Order::default)
+    kit_of(order_saga(client, 1))
+}
+
+fn kit_of(saga: Saga<Order, Payments>) -> SagaTest<Order, Payments> {
+    SagaTest::new(&saga, Order::default)
         .with_state(|o: &Order| (o.charged, o.shipped))
         .with_fresh_dependencies(Payments::default)
         .with_dependencies_state(Payments::charges)
@@ -104,8 +121,8 @@ async fn a_charge_that_ignores_its_key_in_the_dependencies_fails_twice() {
     assert_eq!(
         failures(&report),
         [
-            "no failure, every step twice: the dependencies' final state differs: 2 instead of 1",
-            "step `ship` fails cleanly, every step twice: the dependencies' final state differs: 1 instead of 0",
+            "no failure, every step twice: the dependencies' final state differs: 2 instead of 1; doubled one step at a time: `charge` alone makes the difference",
+            "step `ship` fails cleanly, every step twice: the dependencies' final state differs: 1 instead of 0; doubled one step at a time: `charge` alone makes the difference",
         ],
         "{report}"
     );
@@ -130,8 +147,8 @@ async fn a_charge_that_ignores_its_key_fails_crashes(durability: Durability) {
     assert_eq!(
         failures(&report),
         [
-            "no failure, crash before commit 2 of 3: the dependencies' final state differs: 2 instead of 1",
-            "step `ship` fails cleanly, crash before commit 2 of 4: the dependencies' final state differs: 1 instead of 0",
+            "no failure, crash before commit 2 of 3 (logs `charge` step_succeeded, `ship` step_started): the dependencies' final state differs: 2 instead of 1",
+            "step `ship` fails cleanly, crash before commit 2 of 4 (logs `charge` step_succeeded, `ship` step_started): the dependencies' final state differs: 1 instead of 0",
         ],
         "{text}"
     );
@@ -160,7 +177,7 @@ async fn a_refund_that_refunds_nothing_in_the_dependencies_fails_failures() {
         [
             "step `charge` fails, outcome unknown: rolled back, but the dependencies' state is not that of fresh ones: 1 instead of 0",
             "step `ship` fails cleanly: rolled back, but the dependencies' state is not that of fresh ones: 1 instead of 0",
-            "step `ship` fails once, then succeeds: rolled back, but the dependencies' state is not that of fresh ones: 1 instead of 0",
+            "step `ship` fails once (its retry policy does not retry it: a failure): rolled back, but the dependencies' state is not that of fresh ones: 1 instead of 0",
         ],
         "{report}"
     );
@@ -175,7 +192,7 @@ async fn a_keyed_charge_in_the_dependencies_passes_every_mode() {
 
 #[tokio::test]
 async fn a_state_of_shared_dependencies_is_refused_with_the_way_out() {
-    let report = SagaTest::new(&order_saga(Client::Keyed), Order::default)
+    let report = SagaTest::new(&order_saga(Client::Keyed, 1), Order::default)
         .with_dependencies(Payments::default())
         .with_dependencies_state(Payments::charges)
         .twice()
@@ -193,7 +210,7 @@ async fn a_state_of_shared_dependencies_is_refused_with_the_way_out() {
 async fn shared_dependencies_still_serve_every_case() {
     // One value for every case, as before: nothing compared, so the
     // double charge gathers unseen (the reason for fresh dependencies).
-    let report = SagaTest::new(&order_saga(Client::IgnoresKey), Order::default)
+    let report = SagaTest::new(&order_saga(Client::IgnoresKey, 1), Order::default)
         .with_dependencies(Payments::default())
         .twice()
         .await;
@@ -203,7 +220,7 @@ async fn shared_dependencies_still_serve_every_case() {
 
 #[tokio::test]
 async fn missing_dependencies_name_both_ways_to_give_them() {
-    let report = SagaTest::new(&order_saga(Client::Keyed), Order::default)
+    let report = SagaTest::new(&order_saga(Client::Keyed, 1), Order::default)
         .failures()
         .await;
     assert_eq!(
@@ -211,6 +228,34 @@ async fn missing_dependencies_name_both_ways_to_give_them() {
         [
             "dependencies: the saga needs dependencies of type `test_testkit_dependencies::Payments`: give them with `SagaTest::with_dependencies` (one value for every case) or `SagaTest::with_fresh_dependencies` (a new value per case)"
         ],
+        "{report}"
+    );
+}
+
+/// A charge keyed per attempt passes one failure at a time, every step
+/// twice (the same attempt twice) and every crash (a re-run keeps the
+/// attempt), but charges twice when its answer is lost and a retry runs
+/// it again: `twice` runs that case for each step whose policy retries
+/// an unknown outcome, and names it.
+#[tokio::test]
+async fn a_charge_keyed_per_attempt_fails_when_its_answer_is_lost_and_retried() {
+    let kit = kit_of(order_saga(Client::KeyPerAttempt, 3));
+    kit.failures().await.assert_passed();
+    kit.crashes(Durability::Memory).await.assert_passed();
+    let report = kit.twice().await;
+    assert_eq!(
+        failures(&report),
+        [
+            "step `charge` takes effect but its answer is lost, then a retry runs it again: the dependencies' final state differs: 2 instead of 1",
+        ],
+        "{report}"
+    );
+    // The correct client passes the same case.
+    let report = kit_of(order_saga(Client::Keyed, 3)).twice().await;
+    report.assert_passed();
+    assert!(
+        report.cases.iter().any(|c| c.name
+            == "step `charge` takes effect but its answer is lost, then a retry runs it again"),
         "{report}"
     );
 }

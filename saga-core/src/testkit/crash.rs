@@ -6,8 +6,8 @@ use super::oracle::Plan;
 use super::report::{CaseReport, TestReport, failed_case};
 use super::{DelayedStore, Dependencies, Durability, SagaTest, StoreOp};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -116,8 +116,13 @@ where
             for commit in 1..=baseline.commits {
                 for after in [false, true] {
                     let when = if after { "after" } else { "before" };
+                    let logs = baseline
+                        .commit_logs
+                        .get(commit - 1)
+                        .map(|logs| format!(" ({logs})"))
+                        .unwrap_or_default();
                     let name = format!(
-                        "{path}, crash {when} commit {commit} of {}",
+                        "{path}, crash {when} commit {commit} of {}{logs}",
                         baseline.commits
                     );
                     let run = match self
@@ -232,7 +237,7 @@ where
             _ => Retries::AsGiven,
         };
         let saga = wrap(&self.saga, &probe, retries);
-        let (crashing, crashed) = crashing(&store, crash);
+        let (crashing, crashed, sizes) = crashing(&store, crash);
         let first = SagaEngine::new(crashing.clone()).with_shared_dependencies(Arc::clone(&deps));
         first
             .register(saga.clone())
@@ -296,6 +301,11 @@ where
         };
         let context = final_context::<C>(&*store, &id).await;
         let calls = probe.calls().clone();
+        let sizes = sizes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let commit_logs = match crash {
+            Some(_) => Vec::new(),
+            None => commit_logs(plan, &*store, &id, &sizes).await,
+        };
         Ok(DurableRun {
             status: report.status,
             steps: report
@@ -305,6 +315,7 @@ where
                 .collect(),
             calls,
             commits,
+            commit_logs,
             context,
             deps,
             failing_in_flight,
@@ -327,9 +338,40 @@ struct DurableRun<C, D> {
     steps: Vec<String>,
     calls: Vec<Call>,
     commits: usize,
+    /// What each commit logged, in words ("logs `charge` step_succeeded,
+    /// `ship` step_started"), in order: of a run not crashed.
+    commit_logs: Vec<String>,
     context: Option<C>,
     /// The dependencies both engines used.
     deps: Arc<D>,
+}
+
+/// What each commit of execution `id` wrote, from its log cut in the
+/// commits' sizes (the number of events each wrote, in order).
+async fn commit_logs(
+    plan: &Plan,
+    store: &dyn SagaStore,
+    id: &ExecutionId,
+    sizes: &[usize],
+) -> Vec<String> {
+    let Ok(events) = store.events_without_contexts(id).await else {
+        return Vec::new();
+    };
+    let mut events = events.iter();
+    sizes
+        .iter()
+        .map(|&size| {
+            let logged: Vec<String> = events
+                .by_ref()
+                .take(size)
+                .map(|e| match e.step.and_then(|s| plan.names.get(s as usize)) {
+                    Some(step) => format!("`{step}` {}", e.kind),
+                    None => e.kind.to_string(),
+                })
+                .collect();
+            format!("logs {}", logged.join(", "))
+        })
+        .collect()
 }
 
 /// The context the log's `finished` event holds.
@@ -403,8 +445,11 @@ impl Drop for TempDir {
 fn crashing(
     store: &Arc<dyn SagaStore>,
     crash: Option<(usize, bool)>,
-) -> (DelayedStore, Arc<AtomicBool>) {
+) -> (DelayedStore, Arc<AtomicBool>, Arc<Mutex<Vec<usize>>>) {
     let crashed = Arc::new(AtomicBool::new(false));
+    // How many events each commit wrote, in order.
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let counted = Arc::clone(&sizes);
     let describe = store.describe();
     let dead = move || StoreError::Closed {
         store: format!("{describe} (crashed by the test kit)"),
@@ -421,6 +466,12 @@ fn crashing(
                 before.store(true, Ordering::SeqCst);
                 return Err(dead());
             }
+            if call.commit.is_some() {
+                counted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(call.events.len());
+            }
             Ok(())
         })
         .after_call(move |call, _| {
@@ -430,5 +481,5 @@ fn crashing(
             }
             Ok(())
         });
-    (store, crashed)
+    (store, crashed, sizes)
 }

@@ -104,15 +104,21 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// Runs every step's action twice in a row (with the same
     /// [`StepInfo`](crate::StepInfo), so the same idempotency key),
     /// undisturbed and on each rollback path; then, on each rollback path,
-    /// every compensation twice in a row (the actions once). Checks that
-    /// each run ends as a single run does and (with
-    /// [`with_state`](Self::with_state) and
+    /// every compensation twice in a row (the actions once); and, for each
+    /// step whose retry policy retries an unknown outcome, a run where the
+    /// step takes effect but its answer is lost (an unknown outcome its
+    /// policy retries), so that a retry runs it again: a new attempt with
+    /// the same key. Checks that each run ends as a single undisturbed run
+    /// does and (with [`with_state`](Self::with_state) and
     /// [`with_dependencies_state`](Self::with_dependencies_state)) leaves
-    /// the same state.
+    /// the same state: a step whose effect depends on the attempt (a key
+    /// of its own per attempt, say) charges twice there.
     ///
     /// Actions and compensations are doubled in separate cases, so each
     /// case names what is not idempotent, and a non-idempotent pair (a
-    /// doubled debit undone by a doubled credit) cannot cancel out.
+    /// doubled debit undone by a doubled credit) cannot cancel out. When a
+    /// case that doubles every step fails, the kit doubles them one at a
+    /// time and names those that make the difference alone.
     pub async fn twice(&self) -> TestReport {
         let deps = match self.dependencies() {
             Ok(deps) => deps,
@@ -131,37 +137,111 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
                 .chain(rolls_back.then_some((Twice::Compensations, "every compensation twice")));
             for (twice, what) in doubled {
                 let run = self.run_case(&deps, fault, twice).await;
-                let expected = status_of(&once.result);
-                let status = status_of(&run.result);
-                let mut problems = plan.check(fault, &run.calls, status, false);
-                if status != expected {
-                    problems.insert(
-                        0,
-                        format!(
-                            "ended {status} where a single run ends {expected}: {}",
-                            describe_result(&run.result)
-                        ),
-                    );
-                }
-                let context = self.compare.as_ref();
-                if let Some(difference) = context.and_then(|c| c(&once.context, &run.context)) {
-                    problems.push(format!("the final state differs: {difference}"));
-                }
-                let dependencies = self.compare_deps.as_ref();
-                if let Some(difference) = dependencies.and_then(|c| c(&once.deps, &run.deps)) {
-                    problems.push(format!(
-                        "the dependencies' final state differs: {difference}"
-                    ));
+                let mut problems = self.against(&plan, fault, &once, &run);
+                if !problems.is_empty() {
+                    problems.push(self.culprits(&deps, &plan, fault, twice, &once).await);
                 }
                 cases.push(CaseReport {
                     name: format!("{}, {what}", plan.describe(fault)),
-                    expected,
-                    actual: Some(status),
+                    expected: status_of(&once.result),
+                    actual: Some(status_of(&run.result)),
                     summary: plan.summary(&run.calls),
                     problems,
                 });
             }
+            if fault != Fault::None {
+                continue;
+            }
+            for lost in plan.lost_cases() {
+                let run = self.run_case(&deps, lost, Twice::Nothing).await;
+                cases.push(CaseReport {
+                    name: plan.describe(lost),
+                    expected: status_of(&once.result),
+                    actual: Some(status_of(&run.result)),
+                    summary: plan.summary(&run.calls),
+                    problems: self.against(&plan, lost, &once, &run),
+                });
+            }
         }
         self.report(cases)
+    }
+
+    /// What `run` (of `fault`) broke, against `once`, the same path run
+    /// once undisturbed: the rules, its end, and the states compared.
+    fn against(
+        &self,
+        plan: &Plan,
+        fault: Fault,
+        once: &CaseRun<C, D>,
+        run: &CaseRun<C, D>,
+    ) -> Vec<String> {
+        let expected = status_of(&once.result);
+        let status = status_of(&run.result);
+        let mut problems = plan.check(fault, &run.calls, status, false);
+        if status != expected {
+            problems.insert(
+                0,
+                format!(
+                    "ended {status} where a single run ends {expected}: {}",
+                    describe_result(&run.result)
+                ),
+            );
+        }
+        let context = self.compare.as_ref();
+        if let Some(difference) = context.and_then(|c| c(&once.context, &run.context)) {
+            problems.push(format!("the final state differs: {difference}"));
+        }
+        let dependencies = self.compare_deps.as_ref();
+        if let Some(difference) = dependencies.and_then(|c| c(&once.deps, &run.deps)) {
+            problems.push(format!(
+                "the dependencies' final state differs: {difference}"
+            ));
+        }
+        problems
+    }
+
+    /// Which steps, doubled alone (their actions for
+    /// [`Twice::Actions`], their compensations otherwise), break the
+    /// case `twice` broke, as a line for its report.
+    async fn culprits(
+        &self,
+        deps: &Dependencies<D>,
+        plan: &Plan,
+        fault: Fault,
+        twice: Twice,
+        once: &CaseRun<C, D>,
+    ) -> String {
+        let actions = twice == Twice::Actions;
+        let mut alone = Vec::new();
+        for step in 0..plan.names.len() {
+            if !actions && !plan.has_undo(step) {
+                continue;
+            }
+            let single = if actions {
+                Twice::Action(step)
+            } else {
+                Twice::Compensation(step)
+            };
+            let run = self.run_case(deps, fault, single).await;
+            if !self.against(plan, fault, once, &run).is_empty() {
+                alone.push(format!("`{}`", plan.names[step]));
+            }
+        }
+        let (what, of) = if actions {
+            ("step", "")
+        } else {
+            ("compensation", "that of ")
+        };
+        match alone.as_slice() {
+            [] => format!(
+                "doubled one {what} at a time, none makes the difference alone: only together"
+            ),
+            [one] => format!("doubled one {what} at a time: {of}{one} alone makes the difference"),
+            many => format!(
+                "doubled one {what} at a time: {}{} each make a difference alone",
+                if actions { "" } else { "those of " },
+                many.join(", ")
+            ),
+        }
     }
 }

@@ -28,6 +28,10 @@ pub(super) enum Fault {
     /// error (the probe's `retried`): the run completes through a retry
     /// of each.
     Retried,
+    /// The step's first attempt runs the action, then reports an unknown
+    /// outcome with an error its policy retries (the answer lost on its
+    /// way back); later attempts run it again, with the same key.
+    Lost(usize),
     /// Every attempt of the step's compensation fails without running it;
     /// the rollback is started by `trigger`.
     Undo {
@@ -64,12 +68,16 @@ pub(super) enum End {
 
 /// What a case runs twice in a row: the actions, or the compensations,
 /// never both (a non-idempotent action and compensation doubled together
-/// cancel out on a rollback).
+/// cancel out on a rollback); every step's, or one step's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Twice {
     Nothing,
     Actions,
     Compensations,
+    /// This step's action only.
+    Action(usize),
+    /// This step's compensation only.
+    Compensation(usize),
 }
 
 /// Injects a case's fault and records every invocation.
@@ -97,15 +105,16 @@ impl Probe {
         })
     }
 
-    /// Whether the case runs an action (`undo` false) or a compensation
-    /// twice in a row.
-    fn doubles(&self, undo: bool) -> bool {
-        let doubled = if undo {
-            Twice::Compensations
-        } else {
-            Twice::Actions
-        };
-        self.twice == doubled
+    /// Whether the case runs `step`'s action (`undo` false) or its
+    /// compensation twice in a row.
+    fn doubles(&self, step: usize, undo: bool) -> bool {
+        match self.twice {
+            Twice::Nothing => false,
+            Twice::Actions => !undo,
+            Twice::Compensations => undo,
+            Twice::Action(s) => !undo && s == step,
+            Twice::Compensation(s) => undo && s == step,
+        }
     }
 
     pub(super) fn calls(&self) -> std::sync::MutexGuard<'_, Vec<Call>> {
@@ -157,12 +166,18 @@ impl Probe {
                 Fault::Undo { trigger, .. } => trigger == Trigger::Unknown(step),
                 _ => false,
             };
+        let lost = !undo
+            && self.fault == Fault::Lost(step)
+            && !self.calls()[..call]
+                .iter()
+                .any(|c| c.step == step && !c.undo);
         let result = match result {
             Ok(_) if unknown => Err(StepError::new(
                 "injected failure after the step ran (outcome unknown)",
             )
             .outcome_unknown()
             .permanent()),
+            Ok(_) if lost => Err(lost_error()),
             other => other,
         };
         self.calls()[call].end = Some(match &result {
@@ -181,6 +196,14 @@ pub(super) fn once_error() -> StepError {
     StepError::new("injected failure of the step's first attempt")
 }
 
+/// The error of a [`Fault::Lost`] case's first attempt, which ran: an
+/// unknown outcome, not permanent, so the step's policy decides whether
+/// it is retried.
+pub(super) fn lost_error() -> StepError {
+    StepError::new("injected failure after the step ran: its answer was lost (outcome unknown)")
+        .outcome_unknown()
+}
+
 /// One invocation of a sync action or compensation through the probe:
 /// twice in a row when the case doubles its kind.
 fn invoke<T>(
@@ -192,7 +215,7 @@ fn invoke<T>(
     let at = probe.before(step, undo)?;
     probe.ran(at);
     let mut result = call();
-    if probe.doubles(undo) && result.is_ok() {
+    if probe.doubles(step, undo) && result.is_ok() {
         probe.ran(at);
         result = call();
     }
@@ -316,7 +339,7 @@ fn wrap_action<C: Send + 'static, D: Sync + 'static>(
                 };
                 probe.ran(call);
                 let mut result = first.await;
-                if probe.doubles(false) && result.is_ok() {
+                if probe.doubles(i, false) && result.is_ok() {
                     let Some(second) = f.call_async(&mut *ctx, info) else {
                         return Err(mismatch());
                     };
@@ -337,7 +360,7 @@ fn wrap_action<C: Send + 'static, D: Sync + 'static>(
                 Err(e) => return Box::pin(std::future::ready(Err(e))),
             };
             let first = f(ctx, info);
-            let second = probe.doubles(false).then(|| f(ctx, info));
+            let second = probe.doubles(i, false).then(|| f(ctx, info));
             let probe = Arc::clone(&probe);
             Box::pin(async move {
                 probe.ran(call);
@@ -381,7 +404,7 @@ fn wrap_undo<C: Send + 'static, D: Sync + 'static>(
                 let call = probe.before(i, true)?;
                 probe.ran(call);
                 let mut result = f(&mut *ctx, out, info).await;
-                if probe.doubles(true) && result.is_ok() {
+                if probe.doubles(i, true) && result.is_ok() {
                     probe.ran(call);
                     result = f(&mut *ctx, out, info).await;
                 }
@@ -397,7 +420,7 @@ fn wrap_undo<C: Send + 'static, D: Sync + 'static>(
                 Err(e) => return Box::pin(std::future::ready(Err(e))),
             };
             let first = f(ctx, out, info);
-            let second = probe.doubles(true).then(|| f(ctx, out, info));
+            let second = probe.doubles(i, true).then(|| f(ctx, out, info));
             let probe = Arc::clone(&probe);
             Box::pin(async move {
                 probe.ran(call);

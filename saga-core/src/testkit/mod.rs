@@ -1,7 +1,9 @@
 //! A test kit for your own sagas (feature `testkit`): runs a saga with a
 //! failure injected at every step and every compensation, each in turn
-//! ([`failures`](SagaTest::failures)), with every step run twice and then
-//! every compensation run twice ([`twice`](SagaTest::twice)), and durably
+//! ([`failures`](SagaTest::failures)), with every step run twice, every
+//! compensation run twice, and each step that retries taking effect with
+//! its answer lost and then run again by a retry
+//! ([`twice`](SagaTest::twice)), and durably
 //! with a crash at every log commit of three paths, each crash followed by
 //! recovery ([`crashes`](SagaTest::crashes): the undisturbed run, the run
 //! in which every step that retries fails once, and the longest rollback;
@@ -35,7 +37,18 @@
 //!
 //! Steps that sleep (real remote calls, or stand-ins for them) make every
 //! case wait: run the kit under `#[tokio::test(start_paused = true)]`
-//! (tokio's `test-util` feature) and tokio's timers cost nothing.
+//! (tokio's `test-util` feature) and tokio's timers cost nothing. Only
+//! with [`Durability::Memory`] and steps that wait on tokio's timers
+//! alone: paused time jumps to the next timer whenever the runtime has
+//! nothing to do, and it has nothing to do while a thread works for it
+//! (the SQLite store's writer with [`Durability::Sqlite`], a
+//! `spawn_blocking` database call in a step), so timers fire early (a
+//! step's timeout among them) and a `tokio::time::timeout` around the kit
+//! measures hours that did not pass. Bound such a test on real time.
+//!
+//! A case reports a panicking step or compensation (the run catches it),
+//! but Rust's panic hook still prints it, with a backtrace when
+//! `RUST_BACKTRACE` is set: expect that output beside the report.
 //!
 //! Turn the feature on for your tests: saga-core is not on crates.io yet,
 //! so give the same path (or `git =`) as your `[dependencies]` entry:
@@ -111,7 +124,8 @@ use crate::saga::Saga;
 /// otherwise.
 type Compare<T> = dyn Fn(&T, &T) -> Option<String> + Send + Sync;
 
-/// A comparison of what `state` extracts: "`b` instead of `a`".
+/// A comparison of what `state` extracts: "`b` instead of `a`", as
+/// [`difference`] words it.
 fn compare_by<T, S, F>(state: F) -> Arc<Compare<T>>
 where
     S: PartialEq + fmt::Debug,
@@ -119,8 +133,38 @@ where
 {
     Arc::new(move |a: &T, b: &T| {
         let (a, b) = (state(a), state(b));
-        (a != b).then(|| format!("{b:?} instead of {a:?}"))
+        (a != b).then(|| difference(&format!("{a:#?}"), &format!("{b:#?}")))
     })
+}
+
+/// How `b` differs from `a`, both `{:#?}` text: "`b` instead of `a`" of
+/// a value on one line; of a larger one, only the lines that differ
+/// (those between the lines both begin and end with), each trimmed, so
+/// that a struct's changed field shows rather than two whole dumps.
+fn difference(a: &str, b: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    if a.len() <= 1 && b.len() <= 1 {
+        return format!("{} instead of {}", b.join(""), a.join(""));
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suffix = a[prefix..]
+        .iter()
+        .rev()
+        .zip(b[prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let middle = |lines: &[&str]| {
+        lines[prefix..lines.len() - suffix]
+            .iter()
+            .map(|line| line.trim())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match (middle(&a), middle(&b)) {
+        (a, b) if a.is_empty() => format!("{b} added"),
+        (a, b) if b.is_empty() => format!("{a} missing"),
+        (a, b) => format!("{b} instead of {a}"),
+    }
 }
 
 /// Tests one saga against failures, repeated steps and crashes. See the
@@ -378,5 +422,67 @@ where
         let twice = self.twice().await;
         let crashes = self.crashes(durability).await;
         failures.merge(twice).merge(crashes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::difference;
+
+    #[test]
+    fn a_one_line_value_differs_whole() {
+        assert_eq!(difference("1", "2"), "2 instead of 1");
+        assert_eq!(difference("\"a\"", "\"b\""), "\"b\" instead of \"a\"");
+    }
+
+    #[test]
+    fn a_struct_differs_by_its_changed_lines_only() {
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct Ledger {
+            stock: u32,
+            charged: i64,
+            emails: u32,
+        }
+        let a = format!(
+            "{:#?}",
+            Ledger {
+                stock: 10,
+                charged: 1999,
+                emails: 1
+            }
+        );
+        let b = format!(
+            "{:#?}",
+            Ledger {
+                stock: 10,
+                charged: 3998,
+                emails: 1
+            }
+        );
+        assert_eq!(
+            difference(&a, &b),
+            "charged: 3998, instead of charged: 1999,"
+        );
+        let b = format!(
+            "{:#?}",
+            Ledger {
+                stock: 8,
+                charged: 1999,
+                emails: 2
+            }
+        );
+        assert_eq!(
+            difference(&a, &b),
+            "stock: 8, charged: 1999, emails: 2, instead of stock: 10, charged: 1999, emails: 1,"
+        );
+    }
+
+    #[test]
+    fn lines_added_or_missing_are_named_so() {
+        let a = format!("{:#?}", vec![1, 2]);
+        let b = format!("{:#?}", vec![1, 2, 3]);
+        assert_eq!(difference(&a, &b), "3, added");
+        assert_eq!(difference(&b, &a), "3, missing");
     }
 }

@@ -1,7 +1,7 @@
 //! The oracle: what the failure rules say each case must end as, and the
 //! rules a run must keep.
 
-use super::inject::{Call, End, Fault, Trigger, once_error};
+use super::inject::{Call, End, Fault, Trigger, lost_error, once_error};
 
 use crate::report::ExecutionStatus;
 use crate::saga::{Node, Saga};
@@ -19,6 +19,9 @@ pub(super) struct Plan {
     /// Per step: whether its policy retries a first attempt's failure
     /// ([`once_error`]).
     retries_once: Vec<bool>,
+    /// Per step: whether its policy retries a first attempt's unknown
+    /// outcome ([`lost_error`]).
+    retries_lost: Vec<bool>,
 }
 
 impl Plan {
@@ -41,20 +44,26 @@ impl Plan {
             node_of,
             pivot: inner.steps.iter().position(|s| s.pivot),
             continue_on_failure: inner.continue_on_compensation_failure,
-            retries_once: inner
-                .steps
-                .iter()
-                .map(|s| {
-                    // After the pivot, no policy means forever.
-                    let forever = s.kind == StepKind::Retriable && s.retry.is_unset();
-                    (forever || s.retry.max_attempts() > 1) && s.retry.retries(&once_error())
-                })
-                .collect(),
+            retries_once: retries(saga, &once_error()),
+            retries_lost: retries(saga, &lost_error()),
         }
     }
 
     fn name(&self, step: usize) -> &str {
         &self.names[step]
+    }
+
+    /// Whether `step` has a compensation.
+    pub(super) fn has_undo(&self, step: usize) -> bool {
+        self.has_undo[step]
+    }
+
+    /// A [`Fault::Lost`] per step whose policy retries an unknown outcome.
+    pub(super) fn lost_cases(&self) -> Vec<Fault> {
+        (0..self.names.len())
+            .filter(|&s| self.retries_lost[s])
+            .map(Fault::Lost)
+            .collect()
     }
 
     /// Whether a failure of `step` may still roll the saga back: it comes
@@ -123,7 +132,17 @@ impl Plan {
             Fault::None => "no failure".to_owned(),
             Fault::Clean(s) => format!("step `{}` fails cleanly", self.name(s)),
             Fault::Unknown(s) => format!("step `{}` fails, outcome unknown", self.name(s)),
-            Fault::Once(s) => format!("step `{}` fails once, then succeeds", self.name(s)),
+            Fault::Once(s) if self.retries_once[s] => {
+                format!("step `{}` fails once, then succeeds", self.name(s))
+            }
+            Fault::Once(s) => format!(
+                "step `{}` fails once (its retry policy does not retry it: a failure)",
+                self.name(s)
+            ),
+            Fault::Lost(s) => format!(
+                "step `{}` takes effect but its answer is lost, then a retry runs it again",
+                self.name(s)
+            ),
             Fault::Retried => {
                 let names: Vec<String> = (0..self.names.len())
                     .filter(|&s| self.retries_once[s])
@@ -162,6 +181,8 @@ impl Plan {
             Fault::Once(s) if self.retries_once[s] => ExecutionStatus::Completed,
             Fault::Once(s) => self.expected(Fault::Clean(s)),
             Fault::Retried => ExecutionStatus::Completed,
+            Fault::Lost(s) if self.retries_lost[s] => ExecutionStatus::Completed,
+            Fault::Lost(s) => self.expected(Fault::Unknown(s)),
             // The pivot with an unknown outcome can go neither way.
             Fault::Unknown(s) if after_pivot(s) || self.kinds[s] == StepKind::Pivot => {
                 ExecutionStatus::Stuck
@@ -290,4 +311,17 @@ impl Plan {
             undone.join(", ")
         )
     }
+}
+
+/// Per step of `saga`: whether its policy retries `error` after a first
+/// attempt (after the pivot, no policy means forever).
+fn retries<C, D>(saga: &Saga<C, D>, error: &crate::error::StepError) -> Vec<bool> {
+    saga.inner
+        .steps
+        .iter()
+        .map(|s| {
+            let forever = s.kind == StepKind::Retriable && s.retry.is_unset();
+            (forever || s.retry.max_attempts() > 1) && s.retry.retries(error)
+        })
+        .collect()
 }

@@ -60,7 +60,10 @@ impl TestReport {
         assert!(self.passed(), "{self}");
     }
 
-    pub(super) fn merge(mut self, other: TestReport) -> Self {
+    /// The cases of both reports, `self`'s first: the modes run (or
+    /// timed) one by one, reported as one.
+    #[must_use]
+    pub fn merge(mut self, other: TestReport) -> Self {
         self.cases.extend(other.cases);
         self
     }
