@@ -315,7 +315,18 @@ pub(crate) async fn show(
             output.map_or_else(|| "-".to_owned(), |o| size(o.len()))
         );
     }
-    for s in report.steps.iter().filter(|s| s.last_error.is_some()) {
+    // Each step's action error and its compensation's, from the log: the
+    // report's `last_error` is whichever came last, and a compensation's
+    // error a retry recovered from would hide why the saga rolled back.
+    let logged = |kind: EventKind, index: usize| {
+        events
+            .iter()
+            .rev()
+            .find(|e| e.kind == kind && e.step == Some(index as u32))
+            .and_then(|e| e.error.as_deref())
+    };
+    for (index, s) in report.steps.iter().enumerate() {
+        let undo_error = logged(EventKind::CompensationFailed, index);
         // A step that succeeded (and may have been compensated since)
         // keeps the error a retry recovered from; one of unknown outcome
         // had no attempt succeed, whatever happened next.
@@ -329,13 +340,33 @@ pub(crate) async fn show(
             }
             _ => "",
         };
-        let _ = writeln!(
-            out,
-            "error of `{}`{}: {}",
-            Escaped(&s.name),
-            note,
-            Escaped(s.last_error.as_deref().unwrap_or_default())
-        );
+        // Without a failure of the action in the log, the report's error
+        // is the action's unless it is the compensation's.
+        let action_error = logged(EventKind::StepFailed, index)
+            .or_else(|| s.last_error.as_deref().filter(|e| Some(*e) != undo_error));
+        if let Some(error) = action_error {
+            let _ = writeln!(
+                out,
+                "error of `{}`{}: {}",
+                Escaped(&s.name),
+                note,
+                Escaped(error)
+            );
+        }
+        if let Some(error) = undo_error {
+            let note = if s.status == StepStatus::Compensated {
+                " (recovered: a later attempt succeeded)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "error of the compensation of `{}`{}: {}",
+                Escaped(&s.name),
+                note,
+                Escaped(error)
+            );
+        }
     }
     out.push('\n');
     let _ = writeln!(out, "TIMELINE (seconds since the start)");

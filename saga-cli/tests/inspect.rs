@@ -474,6 +474,56 @@ async fn show_does_not_say_recovered_of_a_step_of_unknown_outcome() {
     );
 }
 
+/// A charge whose first attempt may have taken effect, declined for good
+/// on its retry, then refunded on the second try: `show` names the
+/// decline as the charge's error, and the refund's error a retry
+/// recovered from apart (the report's `last_error`, the last of either,
+/// is the refund's, which hid why the saga rolled back).
+#[tokio::test]
+async fn show_names_the_actions_error_apart_from_its_compensations() {
+    let dir = dir("show-undo-error");
+    let db = dir.join("sagas.db");
+    let (charges, refunds) = (
+        Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        Arc::new(std::sync::atomic::AtomicU32::new(0)),
+    );
+    let retry = || {
+        saga_core::RetryPolicy::attempts(2)
+            .with_backoff(Duration::from_millis(1))
+            .with_jitter(0.0)
+    };
+    let saga = Saga::builder("declined")
+        .step(
+            Step::new("charge", move |_: &mut u32, _: &StepInfo<'_>| {
+                if charges.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return Err::<(), _>(StepError::new("answered 500").outcome_unknown());
+                }
+                Err(StepError::new("card declined").permanent())
+            })
+            .retry(retry())
+            .undo(move |_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| {
+                if refunds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return Err(StepError::new("refund answered 500"));
+                }
+                Ok::<(), StepError>(())
+            })
+            .undo_retry(retry()),
+        )
+        .build()
+        .unwrap();
+    let (status, text) = shown(&db, saga).await;
+    assert_eq!(status, ExecutionStatus::Compensated);
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error of")).collect();
+    assert_eq!(
+        errors,
+        [
+            "error of `charge` (outcome unknown, compensated): card declined",
+            "error of the compensation of `charge` (recovered: a later attempt succeeded): refund answered 500",
+        ],
+        "{text}"
+    );
+}
+
 /// A pivot whose first attempt may have taken effect, declined for good
 /// on its retry, is stuck: `show` says its outcome is unknown, which the
 /// decline alone does not.
