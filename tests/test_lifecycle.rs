@@ -136,6 +136,7 @@ async fn a_shutdown_waits_for_the_runs_start_began() {
 /// expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_stops_a_started_run_its_grace_did_not_see_end() {
+    logs::install_logger(log::LevelFilter::Info);
     for (store_name, store) in every_store("shutdown_stops").await {
         let gate = Arc::new(Gate::default());
         let engine = SagaEngine::with_store(Arc::clone(&store));
@@ -146,6 +147,21 @@ async fn a_shutdown_stops_a_started_run_its_grace_did_not_see_end() {
         let stats = unless_hung(worker.shutdown(Duration::ZERO)).await;
         assert_eq!(stats.released, 1, "{store_name}");
         assert_eq!(owner(&store, &id).await, None, "{store_name}: lease kept");
+        // The log says which run it stopped, and the stopping worker
+        // counted the started run (before: `running=0`, no id).
+        let ours = logs::entries_where("owner", engine.owner());
+        let stopping = ours.iter().find(|e| e.message == "worker stopping");
+        assert_eq!(
+            stopping.and_then(|e| e.field("started")),
+            Some("1"),
+            "{store_name}: {ours:?}"
+        );
+        assert!(
+            ours.iter()
+                .any(|e| e.message.starts_with("run stopped unfinished")
+                    && e.field("execution") == Some(id.as_str())),
+            "{store_name}: {ours:?}"
+        );
         // The next process carries it on at once, from its log.
         let next = SagaEngine::with_store(Arc::clone(&store));
         next.register(gated("stopped", &gate)).await.unwrap();

@@ -454,7 +454,14 @@ impl Worker {
             grace: Duration::ZERO,
             all: false,
         });
-        log::info!(target: "saga", owner:% = Escaped(engine.owner()), running = running.len(), grace:? = grace; "worker stopping");
+        // `started`: the runs this engine began otherwise (a request's
+        // `start`), which a shutdown waits for and stops alike.
+        let started = if all {
+            engine.runs_not_by_worker().len()
+        } else {
+            0
+        };
+        log::info!(target: "saga", owner:% = Escaped(engine.owner()), running = running.len(), started = started, grace:? = grace; "worker stopping");
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
         // The others' ends, as `running`'s: whether each ended (or was

@@ -526,7 +526,7 @@ impl SagaEngine {
         for looping in loops {
             seq += 1;
             let message = looping.message(&runner.step_name(looping.step));
-            log::error!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&message); "crash loop: the execution ends stuck");
+            log::error!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&message); "cut off too often (a crash loop, or shutdowns whose grace ended mid-step): the execution ends stuck");
             written.push(looping.failure(seq, message));
         }
         written.push(Event::new(seq + 1, EventKind::Finished));
@@ -688,6 +688,7 @@ impl SagaEngine {
                 continue;
             }
             aborted.stopped += 1;
+            log::warn!(target: "saga", owner:% = crate::escape::Escaped(&self.inner.owner), execution:% = crate::escape::Escaped(id.as_str()); "run stopped unfinished: its lease is given back and a worker carries it on from its log (a step it cut off counts toward the crash limit)");
             if let Err(error) = self.inner.store.release(&id, &run.lease).await {
                 log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing an aborted run's lease failed");
             }
