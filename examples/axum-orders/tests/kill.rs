@@ -46,9 +46,9 @@ async fn orders_survive_sigkill_inside_a_step_and_inside_a_compensation() {
     let _ = release_x.send(());
 
     // 2. Killed inside a compensation: order-y fails after its charge, and
-    //    the service is killed while its refund is held. (order-x waits
-    //    for the killed process' lease to expire: this run or the next
-    //    takes it over.)
+    //    the service is killed while its refund is held. (order-x is
+    //    taken over by this run, at once: the killed process' file lock is
+    //    gone, which proves it dead, whatever its lease says.)
     let (arrived, release_y) = payments.hold("refund", "order-y");
     let service = Service::start(&store, &payment_url);
     place(

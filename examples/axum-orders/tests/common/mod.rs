@@ -331,8 +331,9 @@ impl Service {
             .args(["--listen", "127.0.0.1:0", "--payment-url", payment_url])
             .arg("--store")
             .arg(store)
-            // A killed process' executions are taken over a second after
-            // its last lease renewal, found by a poll every 100 ms.
+            // A killed process' executions are taken over at once (its
+            // file lock is gone); the short ttl bounds the wait should
+            // nothing prove it dead, and the poll finds them within 100 ms.
             .args(["--lease-ttl-ms", "1000", "--poll-ms", "100"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
