@@ -39,7 +39,13 @@ pub async fn create_order(
 
 /// `GET /orders/{id}`: the execution's report, rebuilt from the log (so it
 /// works for a run this process does not hold, or one a killed process
-/// left); `404` for an unknown order.
+/// left); `404` for an unknown order. It answers at once, whatever the
+/// status, and the client polls: axum's graceful shutdown waits for every
+/// handler, so an unbounded `engine.wait` here would hold SIGTERM for as
+/// long as the slowest run a client waits on (hours for one retrying past
+/// its pivot), before the worker's grace period even starts. To wait,
+/// bound it (`tokio::time::timeout`, then `202 Accepted`; docs/DESIGN.md
+/// section 5).
 pub async fn get_order(State(engine): State<SagaEngine>, Path(id): Path<String>) -> Response {
     match engine.report(&ExecutionId::from(id)).await {
         // The report as saga-core serializes it (statuses as labels,

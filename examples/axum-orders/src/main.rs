@@ -12,8 +12,10 @@
 //! names the same execution), `GET /orders/{id}` returns its report. The
 //! saga's steps reach the payment service through the engine's
 //! dependencies ([`saga::Services`]). A [`Worker`] started with the service
-//! carries on whatever a killed process left unfinished, once its lease
-//! has expired. SIGTERM or Ctrl-C stops the server, then gives the runs in
+//! carries on whatever a killed process left unfinished: on SQLite at once
+//! (the dead process no longer holds the file lock that proves an owner
+//! alive), on a shared store such as PostgreSQL once its lease has
+//! expired. SIGTERM or Ctrl-C stops the server, then gives the runs in
 //! flight a grace period to finish before the process exits.
 //!
 //! Settings, each an argument or else an environment variable:
@@ -49,7 +51,9 @@ struct Config {
     listen: String,
     store: String,
     payment_url: String,
-    /// How long a killed process' lease holds its executions.
+    /// How long a lease holds its executions when nothing proves its
+    /// owner dead (on SQLite a killed process is proved dead at once, by
+    /// its file lock; a stalled one is not).
     lease_ttl: Duration,
     /// How often the worker looks for expired leases.
     poll: Duration,
@@ -134,7 +138,8 @@ async fn serve(config: Config) -> Result<(), Box<dyn Error>> {
     engine.register(order_saga()?).await?;
 
     // The one call that carries runs on: it takes over what a killed
-    // process left, once its lease has expired.
+    // process left, at once here (on SQLite its released file lock proves
+    // it dead; docs/OPERATIONS.md), elsewhere once its lease expires.
     let worker = Worker::new(engine.clone())
         .with_poll_interval(config.poll)
         .spawn()?;

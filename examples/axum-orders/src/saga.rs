@@ -36,14 +36,29 @@ pub struct Order {
     pub reserved: bool,
 }
 
-/// A payment error as the step reports it: no answer may mean the charge
-/// went through, so it is retried with the same key and, if it still
-/// fails, compensated (the refund is harmless for a key never charged); a
-/// refusal is final, so it is not retried.
+/// A payment error as the step reports it, by what it says about the
+/// request (docs/DESIGN.md, "Classifying a remote call's errors"):
+///
+/// | The call ended with | Applied? | The step's error |
+/// |---|---|---|
+/// | a `4xx` (a declined card, a refunded key) | no | permanent: not retried |
+/// | `408`, `429`, or no connection at all | no | unmarked: retried |
+/// | a `5xx`, a timeout, a connection lost after sending | maybe | outcome unknown: retried with the same key, then compensated |
+///
+/// Only an answer that says so counts as "nothing applied": a provider
+/// that charges and then fails with a `500` has made the charge, and an
+/// error left unmarked would roll the order back without its refund. A
+/// charge whose outcome stays unknown is compensated: the refund of a key
+/// never charged is harmless (it voids the key). In a refund, the same
+/// marks make a `5xx` retried by the compensation's policy rather than
+/// leaving the order stuck at once.
 fn step_error(error: PaymentError) -> StepError {
     match error {
-        PaymentError::Unreachable(_) => StepError::new(error).outcome_unknown(),
         PaymentError::Refused { .. } => StepError::new(error).permanent(),
+        PaymentError::NotSent(_) | PaymentError::Busy { .. } => StepError::new(error),
+        PaymentError::NoAnswer(_) | PaymentError::Failed { .. } => {
+            StepError::new(error).outcome_unknown()
+        }
     }
 }
 
