@@ -185,35 +185,56 @@ pub async fn tool_main() -> ExitCode {
 }
 
 /// Prints the command's output (and its `notes`, hints for the operator,
-/// on stderr) or its error, and says the exit code.
+/// on stderr) or its error, and says the exit code. A reader that stopped
+/// reading (`saga list | head`) ends the output quietly, with the
+/// command's own code: not a failure of the command, nor a panic.
 fn finish(result: Result<String, CliError>, notes: &[String]) -> ExitCode {
     let code = match result {
         Ok(out) => {
-            print!("{out}");
+            print_out(&out);
             ExitCode::SUCCESS
         }
         // A dry run: what the command would do, not an error.
         Err(error @ CliError::NeedsYes(_)) => {
-            eprintln!("{}", user_text(&error.to_string()));
+            print_err(&format!("{}\n", user_text(&error.to_string())));
             ExitCode::FAILURE
         }
         Err(CliError::Help(text)) => {
-            print!("{text}");
+            print_out(&text);
             ExitCode::SUCCESS
         }
         Err(CliError::Usage(text)) => {
-            eprint!("{text}");
+            print_err(&text);
             ExitCode::from(2)
         }
+        // `watch` writes as it goes: its reader went away.
+        Err(CliError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
-            eprintln!("error: {}", user_text(&chain(&error)));
+            print_err(&format!("error: {}\n", user_text(&chain(&error))));
             ExitCode::FAILURE
         }
     };
     for note in notes {
-        eprintln!("{}", user_text(note));
+        print_err(&format!("{}\n", user_text(note)));
     }
     code
+}
+
+/// `text` on stdout; a reader gone is not an error (`print!` panics).
+fn print_out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// `text` on stderr, likewise.
+fn print_err(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// `error`'s message followed by each of its causes, `: `-separated

@@ -662,3 +662,47 @@ async fn embedded_resume_runs_the_execution_in_the_users_process() {
         "this binary works on its own store; drop `--store`"
     );
 }
+
+/// A reader that stops early (`saga show ... | head -c 1500`) ends the
+/// output quietly, with the command's own exit code. Before: `print!`
+/// panicked ("failed printing to stdout: Broken pipe") with a backtrace
+/// and exit code 101. The output (a 300 KB context) outgrows the pipe's
+/// buffer, so the write meets the closed pipe whatever the timing.
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let dir = dir("broken-pipe");
+    let db = dir.join("sagas.db");
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let saga = saga_core::Saga::<Vec<String>>::builder("big")
+        .step(saga_core::Step::new(
+            "one",
+            |_: &mut Vec<String>, _: &saga_core::StepInfo<'_>| Ok::<(), saga_core::StepError>(()),
+        ))
+        .build()
+        .unwrap();
+    engine.register(saga).await.unwrap();
+    let id = engine
+        .start_with_id("big", "big-1", vec!["x".repeat(100); 3_000])
+        .await
+        .unwrap();
+    engine.wait(&id).await.unwrap();
+    drop(engine);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args([
+            "--store",
+            db.to_str().unwrap(),
+            "show",
+            "big-1",
+            "--context",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the output is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
