@@ -22,6 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use crate::id::ExecutionId;
 use crate::status::{ExecutionStatus, Outcome, StepStatus};
@@ -137,7 +138,9 @@ pub struct Event {
     pub will_retry: bool,
     /// More of what happened, JSON, written since 0.2.0 (`None` in older
     /// logs, which still decode): for a failure, its error's cause chain
-    /// as text and its permanent mark; for `finished`, how the run ended,
+    /// as text, its permanent mark and, if it is to be retried, its
+    /// backoff (`retry_in_ms`, which a run taking the execution over
+    /// waits out); for `finished`, how the run ended,
     /// in the form [`SagaEngine::wait`](crate::SagaEngine::wait) returns.
     pub detail: Option<String>,
     /// Wall-clock time of the write, milliseconds since the Unix epoch
@@ -600,6 +603,92 @@ pub(crate) struct ResumeStep {
     pub(crate) cut_off: bool,
     /// Whether its last compensation attempt was cut off the same way.
     pub(crate) undo_cut_off: bool,
+    /// The retry its last failure left due, if the log has it: a run
+    /// carrying the execution on waits out the rest of its backoff.
+    pub(crate) retry_due: Option<RetryDue>,
+    /// The same for its compensation.
+    pub(crate) undo_retry_due: Option<RetryDue>,
+}
+
+/// A retry a failure event left due: when the failure was logged (the
+/// store's clock) and the backoff logged with it. A run that takes the
+/// execution over (after a crash, a release, a claim) waits out what is
+/// left of the backoff before the next attempt, so a restart loop does not
+/// run the attempts faster than the policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryDue {
+    /// The failure event's `at_ms`.
+    pub(crate) at_ms: i64,
+    /// The backoff its run drew before the next attempt.
+    pub(crate) backoff: Duration,
+}
+
+/// The part of a failure event's detail that tells its backoff (the rest
+/// is the error's: `crate::logged`).
+#[derive(serde::Deserialize)]
+struct Backoff {
+    retry_in_ms: Option<u64>,
+}
+
+impl RetryDue {
+    /// The retry a failure event (`step_failed`, `compensation_failed`)
+    /// left due: none if it was not to be retried, or if its log has no
+    /// backoff (written before this was logged: the next attempt runs at
+    /// once, as it did then).
+    pub(crate) fn of(event: &Event) -> Option<Self> {
+        if !event.will_retry {
+            return None;
+        }
+        let ms = serde_json::from_str::<Backoff>(event.detail.as_deref()?)
+            .ok()?
+            .retry_in_ms?;
+        Some(RetryDue {
+            at_ms: event.at_ms,
+            backoff: Duration::from_millis(ms),
+        })
+    }
+
+    /// What is left of the backoff at `now_ms` (on the wall clock, as the
+    /// event's time). Never more than the backoff itself: a clock behind
+    /// the store's (or a store's clock ahead) does not make the wait
+    /// longer than the policy's delay.
+    pub(crate) fn remaining(&self, now_ms: i64) -> Duration {
+        let backoff_ms = i64::try_from(self.backoff.as_millis()).unwrap_or(i64::MAX);
+        let left = self
+            .at_ms
+            .saturating_add(backoff_ms)
+            .saturating_sub(now_ms)
+            .clamp(0, backoff_ms);
+        Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    }
+
+    /// What is left of the backoff now.
+    pub(crate) fn remaining_now(&self) -> Duration {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.remaining(now_ms)
+    }
+}
+
+/// The detail of a failure event to be retried after `retry_in`: the
+/// error's `detail` (a JSON object, or none) with the backoff added as
+/// `retry_in_ms`, which [`RetryDue::of`] reads back. A failure not to be
+/// retried keeps the error's detail alone.
+pub(crate) fn with_retry_in(detail: Option<String>, retry_in: Option<Duration>) -> Option<String> {
+    let Some(delay) = retry_in else {
+        return detail;
+    };
+    let field = format!("\"retry_in_ms\":{}", delay.as_millis());
+    Some(match detail {
+        // The error's detail is a serialized struct: `{...}`, a field or
+        // more in it.
+        Some(mut object) if object.len() > 2 && object.ends_with('}') => {
+            object.insert_str(object.len() - 1, &format!(",{field}"));
+            object
+        }
+        _ => format!("{{{field}}}"),
+    })
 }
 
 /// The direction of a [`Resume`].
@@ -625,6 +714,51 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    fn failed(detail: Option<String>, will_retry: bool) -> Event {
+        let mut event = Event::new(3, EventKind::StepFailed);
+        event.will_retry = will_retry;
+        event.detail = detail;
+        event.at_ms = 10_000;
+        event
+    }
+
+    #[test]
+    fn a_retried_failure_logs_its_backoff_beside_its_error_detail() {
+        let delay = Some(Duration::from_millis(4_500));
+        let alone = with_retry_in(None, delay);
+        assert_eq!(alone.as_deref(), Some(r#"{"retry_in_ms":4500}"#));
+        let with_causes = with_retry_in(Some(r#"{"causes":["x"]}"#.into()), delay);
+        assert_eq!(
+            with_causes.as_deref(),
+            Some(r#"{"causes":["x"],"retry_in_ms":4500}"#)
+        );
+        let due = RetryDue::of(&failed(with_causes, true)).unwrap();
+        assert_eq!(
+            (due.at_ms, due.backoff),
+            (10_000, Duration::from_millis(4_500))
+        );
+        // Not retried, or logged without a backoff: nothing is due.
+        assert_eq!(with_retry_in(None, None), None);
+        assert_eq!(RetryDue::of(&failed(alone, false)), None);
+        assert_eq!(RetryDue::of(&failed(None, true)), None);
+        assert_eq!(RetryDue::of(&failed(Some("{}".into()), true)), None);
+    }
+
+    #[test]
+    fn the_wait_left_is_never_more_than_the_backoff_nor_less_than_zero() {
+        let due = RetryDue {
+            at_ms: 10_000,
+            backoff: Duration::from_millis(4_500),
+        };
+        assert_eq!(due.remaining(11_500), Duration::from_millis(3_000));
+        assert_eq!(due.remaining(14_500), Duration::ZERO);
+        // This clock far ahead of the store's: due long ago.
+        assert_eq!(due.remaining(i64::MAX), Duration::ZERO);
+        // Behind it (or the store's ahead): the backoff, not more.
+        assert_eq!(due.remaining(0), Duration::from_millis(4_500));
+        assert_eq!(due.remaining(i64::MIN), Duration::from_millis(4_500));
+    }
 
     struct NoCancel;
 

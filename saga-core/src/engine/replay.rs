@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{EngineError, SagaEngine, Shape, WaitError, kind_from_label};
 use crate::error::{Failure, SagaError, StuckPhase};
 use crate::id::ExecutionId;
-use crate::journal::{LoggedCause, ResumePhase, ResumeStep};
+use crate::journal::{LoggedCause, ResumePhase, ResumeStep, RetryDue};
 use crate::logged::{LoggedError, read_outcome, stopped_before_run};
 use crate::name::Name;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
@@ -155,6 +155,8 @@ pub(super) fn fold(
                 last_detail: None,
                 cut_off: false,
                 undo_cut_off: false,
+                retry_due: None,
+                undo_retry_due: None,
             })
             .collect(),
         outputs: vec![None; steps],
@@ -190,6 +192,7 @@ pub(super) fn fold(
                 }
                 s.status = StepStatus::Running;
                 s.attempts = event.attempt;
+                s.retry_due = None;
                 *flying = true;
             }
             (EventKind::StepSucceeded, Some((s, flying))) => {
@@ -209,6 +212,7 @@ pub(super) fn fold(
                 }
                 s.last_error.clone_from(&event.error);
                 s.last_detail.clone_from(&event.detail);
+                s.retry_due = RetryDue::of(event);
                 if !event.will_retry {
                     s.status = StepStatus::Failed;
                 }
@@ -225,6 +229,7 @@ pub(super) fn fold(
                     Some(_) => Vec::new(),
                 };
                 for (i, (s, flying)) in folded.steps.iter_mut().zip(&mut in_flight).enumerate() {
+                    s.retry_due = None;
                     if s.status != StepStatus::Running {
                         continue;
                     }
@@ -267,6 +272,7 @@ pub(super) fn fold(
             (EventKind::CompensationStarted, Some((s, flying))) => {
                 s.status = StepStatus::Compensating;
                 s.compensation_attempts = event.attempt;
+                s.undo_retry_due = None;
                 *flying = true;
             }
             (EventKind::CompensationSucceeded, Some((s, flying))) => {
@@ -278,6 +284,7 @@ pub(super) fn fold(
                 s.compensation_attempts = event.attempt;
                 s.last_error.clone_from(&event.error);
                 s.last_detail.clone_from(&event.detail);
+                s.undo_retry_due = RetryDue::of(event);
                 if !event.will_retry {
                     s.status = StepStatus::CompensationFailed;
                 }
@@ -287,6 +294,7 @@ pub(super) fn fold(
                 // A retry that was due when the run ended (a sibling's
                 // failure stopped it) was never run.
                 for (s, flying) in folded.steps.iter_mut().zip(&in_flight) {
+                    (s.retry_due, s.undo_retry_due) = (None, None);
                     if s.status == StepStatus::Running && !*flying {
                         s.status = if s.attempts == 0 {
                             StepStatus::Pending
@@ -301,8 +309,11 @@ pub(super) fn fold(
                 // the steps that failed for good; rolling back, the
                 // compensations that did (the step whose failure started
                 // the rollback stays failed: it is not run again).
+                // A fresh budget: no backoff is owed (nor can one be
+                // pending: the run ended before the resume).
                 let forward = matches!(folded.phase, ResumePhase::Forward);
                 for s in &mut folded.steps {
+                    (s.retry_due, s.undo_retry_due) = (None, None);
                     match s.status {
                         StepStatus::Failed if forward => {
                             s.status = StepStatus::Running;

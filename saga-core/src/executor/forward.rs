@@ -11,7 +11,7 @@ use super::{Access, Brakes, Env, JournalFailed, Record, State, Stop, final_error
 use crate::cancel::CancellationToken;
 use crate::clock::elapsed;
 use crate::error::{Interrupted, SagaError, StepError, StuckPhase};
-use crate::journal::EventKind;
+use crate::journal::{EventKind, with_retry_in};
 use crate::logged::failure_detail;
 use crate::observer::SagaEvent;
 use crate::policy::RetryPolicy;
@@ -39,6 +39,11 @@ pub(super) fn forward<'a, C, D>(
                 }
                 let first = env.saga.nodes[node_index].first();
                 ignore_cancel(env, state, first).await?;
+            }
+            // Only a recovered run has a retry its log left due, and it
+            // has `Extra` then: an empty vector here in every other run.
+            if !state.extra.is_empty() {
+                Box::pin(wait_due_retry(env, state, node_index, pivot_done)).await?;
             }
             let failure = match &env.saga.nodes[node_index] {
                 &Node::Step(index) => 'step: {
@@ -225,6 +230,45 @@ pub(super) async fn ignore_cancel<C, D>(
     Ok(())
 }
 
+/// Waits out what is left of the backoff of a retry that the log a
+/// recovered run went on from left due at node `node` (a take-over after a
+/// crash, a release or a claim mid-backoff): the next attempt runs when it
+/// would have in the run that logged the failure, not at once, so a
+/// restart loop does not spend the retries early. A group waits for the
+/// longest of its branches'. A cancellation stops the wait where it stops
+/// a backoff (before the pivot): the run then rolls back, the retry never
+/// made.
+async fn wait_due_retry<C, D>(
+    env: &Env<'_, C, D>,
+    state: &mut State<'_>,
+    node: usize,
+    pivot_done: bool,
+) -> Result<(), Stop> {
+    let range = env.saga.nodes[node].range();
+    let Some(wait) = state.extra[range]
+        .iter_mut()
+        .filter_map(|extra| extra.retry_wait.take())
+        .max()
+        .filter(|wait| !wait.is_zero())
+    else {
+        return Ok(());
+    };
+    let brakes = match &env.saga.nodes[node] {
+        &Node::Step(index) => Brakes::of(env, &env.saga.steps[index], pivot_done),
+        Node::Group { .. } => Brakes {
+            cancel: env.cancel.as_ref().filter(|_| !pivot_done),
+            group: None,
+            droppable: false,
+        },
+    };
+    match backoff(env, wait, &brakes, StepError::interrupted()).await {
+        // Its steps are left as the log left them, their retries due: the
+        // rollback stops them.
+        Some(_) => Err(Stop::Cancelled),
+        None => Ok(()),
+    }
+}
+
 /// The end of a step's action that succeeded.
 pub(super) struct Ended {
     /// The clock reading at its end.
@@ -389,7 +433,9 @@ pub(super) fn run_action<'a, C, D>(
                         event.error = Some(error.to_string());
                         event.outcome_unknown = error.is_outcome_unknown();
                         event.will_retry = retry_in.is_some();
-                        event.detail = failure_detail(&error);
+                        // With its backoff, which a run taking the
+                        // execution over waits out.
+                        event.detail = with_retry_in(failure_detail(&error), retry_in);
                         event.context = env.snapshot(ctx.shared());
                     });
                     if log.await.is_err() {

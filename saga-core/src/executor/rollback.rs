@@ -11,7 +11,7 @@ use super::{
 };
 use crate::clock::elapsed;
 use crate::error::{Failure, SagaError, StepError, StuckPhase};
-use crate::journal::{EventKind, StoreError};
+use crate::journal::{EventKind, StoreError, with_retry_in};
 use crate::logged::{failure_detail, rollback_detail};
 use crate::observer::SagaEvent;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepStatus};
@@ -412,6 +412,10 @@ pub(super) async fn run_compensation<C, D>(
         return Ok(());
     }
     *status = StepStatus::Compensating;
+    // A recovered run's retry its log left due: the rest of its backoff.
+    if let Some(wait) = extra.undo_wait.take().filter(|wait| !wait.is_zero()) {
+        env.sleep(wait).await;
+    }
     loop {
         let attempt = compensation_started(env, step, extra);
         if env.durable.is_some() {
@@ -475,7 +479,7 @@ pub(super) async fn run_compensation<C, D>(
                     event.error = Some(error.to_string());
                     event.outcome_unknown = error.is_outcome_unknown();
                     event.will_retry = retry_in.is_some();
-                    event.detail = failure_detail(&error);
+                    event.detail = with_retry_in(failure_detail(&error), retry_in);
                     event.context = env.snapshot(ctx.shared());
                 },
             );

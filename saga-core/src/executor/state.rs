@@ -38,6 +38,11 @@ pub(crate) struct Extra {
     /// A recovered run's step whose last attempt a crash cut off (see
     /// [`ResumeStep::cut_off`](crate::journal::ResumeStep)).
     pub(super) cut_off: bool,
+    /// A recovered run's step whose retry its log left due: what is left
+    /// of the backoff, waited out before its next attempt (taken then).
+    pub(super) retry_wait: Option<Duration>,
+    /// The same for its compensation's next attempt.
+    pub(super) undo_wait: Option<Duration>,
 }
 
 /// What a run changes as it goes. Lives in the run's future; nothing of it
@@ -189,7 +194,11 @@ impl<'a> State<'a> {
         resume: Resume,
     ) -> Option<Box<Stop>> {
         let rare = resume.steps.iter().any(|step| {
-            step.compensation_attempts > 0 || step.last_error.is_some() || step.cut_off
+            step.compensation_attempts > 0
+                || step.last_error.is_some()
+                || step.cut_off
+                || step.retry_due.is_some()
+                || step.undo_retry_due.is_some()
         });
         if rare {
             self.extra();
@@ -213,6 +222,10 @@ impl<'a> State<'a> {
                 extra.compensation_attempts = step.compensation_attempts;
                 extra.last_error = step.last_error;
                 extra.cut_off = step.cut_off;
+                // Read off the wall clock now, as the run takes the
+                // execution over: the wait is on the run's own clock.
+                extra.retry_wait = step.retry_due.map(|due| due.remaining_now());
+                extra.undo_wait = step.undo_retry_due.map(|due| due.remaining_now());
             }
         }
         self.cancel_ignored = resume.cancel_ignored;
