@@ -102,6 +102,11 @@ pub trait Task<C, D = ()>: 'static {
     /// action cannot be interrupted, so a timeout on one is refused.
     const TIMEOUT: Option<Duration> = None;
 
+    /// Limits each attempt of an async undo (default: none; see
+    /// [`Step::undo_timeout`](crate::Step::undo_timeout)); the action's
+    /// [`TIMEOUT`](Self::TIMEOUT) does not apply to the undo.
+    const UNDO_TIMEOUT: Option<Duration> = None;
+
     /// Free-form metadata (default: none).
     const METADATA: &'static [(&'static str, &'static str)] = &[];
 
