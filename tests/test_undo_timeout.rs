@@ -1,5 +1,5 @@
-//! A compensation's timeout (`Step::undo_timeout`): an attempt of an
-//! async compensation that runs longer is
+//! A compensation's timeout (`Step::undo_timeout`, `undo_timeout` in the
+//! macros): an attempt of an async compensation that runs longer is
 //! dropped, its outcome unknown, and retried by the compensation's policy;
 //! when that gives up the run ends stuck, rolling back, as it does for a
 //! compensation that fails. Without it, a refund calling a provider that
@@ -13,7 +13,8 @@ use std::time::Duration;
 use saga_core::store::{Event, EventKind, SagaStore, SqliteStore};
 use saga_core::{
     BuildError, ExecutionStatus, Failure, Outcome, RetryPolicy, Saga, SagaEngine, SagaError,
-    SagaReport, Step, StepError, StepInfo, StepKind, StepStatus, StuckPhase, Timeout,
+    SagaReport, Step, StepError, StepInfo, StepKind, StepStatus, StuckPhase, Timeout, saga,
+    saga_task,
 };
 use support::durable::{Order, scratch_dir};
 
@@ -428,4 +429,87 @@ fn an_undo_timeout_leaves_the_fingerprint_alone() {
     let plain = build(undone()).unwrap();
     let timed = build(undone().undo_timeout(ms(200))).unwrap();
     assert_eq!(plain.fingerprint(), timed.fingerprint());
+}
+
+// The macros: `undo_timeout` on the step's attribute, and in `saga!`.
+
+#[saga_task(undo = refund, undo_timeout = "200ms", undo_retry(attempts = 2, backoff = "10ms"))]
+async fn pay(order: &mut Order) -> Result<(), StepError> {
+    order.done.push("pay".into());
+    Ok(())
+}
+
+#[saga_task]
+async fn refund(order: &mut Order, _: Option<&()>) -> Result<(), StepError> {
+    order.done.push("refund".into());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[saga_task]
+async fn book(order: &mut Order) -> Result<(), StepError> {
+    order.done.push("book".into());
+    Ok(())
+}
+
+#[saga_task]
+async fn cancel_booking(order: &mut Order, _: Option<&()>) -> Result<(), StepError> {
+    order.done.push("cancel".into());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[saga_task]
+fn ship(_: &mut Order) -> Result<(), StepError> {
+    Err(StepError::new("no courier").permanent())
+}
+
+#[tokio::test]
+async fn the_attribute_gives_a_compensation_its_timeout() {
+    let saga = saga! {
+        name: "order",
+        context: Order,
+        step pay;
+        step ship;
+    };
+    let mut order = Order::default();
+    let error = unless_hung(saga.run(&mut order)).await.unwrap_err();
+    assert!(error.is_stuck(), "{error}");
+    assert_eq!(order.done, ["pay", "refund", "refund"]);
+    assert_eq!(
+        rows(error.report()).1[0],
+        row(
+            "pay",
+            StepStatus::CompensationFailed,
+            Outcome::Applied,
+            1,
+            2,
+            Some(TIMED_OUT)
+        )
+    );
+}
+
+#[tokio::test]
+async fn saga_gives_a_compensation_its_timeout() {
+    let saga = saga! {
+        name: "order",
+        context: Order,
+        step book => undo cancel_booking, undo_timeout 200ms, undo_retry 2;
+        step ship;
+    };
+    let mut order = Order::default();
+    let error = unless_hung(saga.run(&mut order)).await.unwrap_err();
+    assert!(error.is_stuck(), "{error}");
+    assert_eq!(order.done, ["book", "cancel", "cancel"]);
+    assert_eq!(
+        rows(error.report()).1[0],
+        row(
+            "book",
+            StepStatus::CompensationFailed,
+            Outcome::Applied,
+            1,
+            2,
+            Some(TIMED_OUT)
+        )
+    );
 }

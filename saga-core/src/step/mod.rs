@@ -26,7 +26,7 @@ use def::{AsyncUnitAction, erase_sync, same_type};
 use def::{erase_async_typed, erase_shared_async_typed};
 pub use provides::Provides;
 #[doc(hidden)]
-pub use task::{Dsl, undo_shared};
+pub use task::{Dsl, undo_async, undo_shared};
 pub use task::{RetrySpec, Task, TaskFn, TaskFuture, UndoFn, default_undo_retry};
 
 /// A boxed, `Send` future: what async steps and compensations return.

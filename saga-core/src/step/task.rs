@@ -153,6 +153,9 @@ pub trait Task<C, D = ()>: 'static {
         if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
             step = step.timeout(timeout);
         }
+        if let Some(timeout) = dsl.undo_timeout.or(Self::UNDO_TIMEOUT) {
+            step = step.undo_timeout(timeout);
+        }
         for (key, value) in Self::METADATA.iter().chain(dsl.metadata) {
             step = step.metadata(*key, *value);
         }
@@ -174,6 +177,8 @@ pub struct Dsl {
     pub undo_retry: RetrySpec,
     /// `timeout`.
     pub timeout: Option<Duration>,
+    /// `undo_timeout`.
+    pub undo_timeout: Option<Duration>,
     /// `metadata(..)`.
     pub metadata: &'static [(&'static str, &'static str)],
     /// `pivot` rather than `step`.
@@ -186,6 +191,16 @@ pub struct Dsl {
 pub const fn undo_shared<C, D, T>(undo: &Option<UndoFn<C, D, T>>) -> bool {
     match undo {
         Some(undo) => undo.is_shared(),
+        None => true,
+    }
+}
+
+/// Whether an undo, if any, is async: `true` without one (`saga!`'s check
+/// of an `undo_timeout`, which another check requires an undo for).
+#[doc(hidden)]
+pub const fn undo_async<C, D, T>(undo: &Option<UndoFn<C, D, T>>) -> bool {
+    match undo {
+        Some(undo) => undo.is_async(),
         None => true,
     }
 }
