@@ -330,6 +330,61 @@ async fn an_in_memory_run_times_a_compensation_out_too() {
     );
 }
 
+#[tokio::test]
+async fn a_parallel_branch_times_its_compensation_out() {
+    let branch = |name: &'static str, hangs: bool| {
+        Step::<Order>::shared_async(name, |_: &Order, _: &StepInfo<'_>| {
+            Box::pin(async { Ok::<_, StepError>(()) })
+        })
+        .undo_shared_async(move |_: &Order, _: Option<&()>, _: &StepInfo<'_>| {
+            Box::pin(async move {
+                if hangs {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, StepError>(())
+            })
+        })
+        .undo_timeout(ms(200))
+        .undo_retry(RetryPolicy::attempts(1))
+    };
+    let saga = Saga::<Order>::builder("order")
+        .parallel(
+            saga_core::Parallel::new()
+                .step(branch("reserve", true))
+                .step(branch("hold", false)),
+        )
+        .step(Step::new("ship", |_: &mut Order, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("no courier").permanent())
+        }))
+        .build()
+        .unwrap();
+    let error = unless_hung(saga.run(&mut Order::default()))
+        .await
+        .unwrap_err();
+    assert!(error.is_stuck(), "{error}");
+    assert_eq!(
+        rows(error.report()).1[..2],
+        [
+            row(
+                "reserve",
+                StepStatus::CompensationFailed,
+                Outcome::Applied,
+                1,
+                1,
+                Some(TIMED_OUT)
+            ),
+            row(
+                "hold",
+                StepStatus::Compensated,
+                Outcome::Applied,
+                1,
+                1,
+                None
+            ),
+        ]
+    );
+}
+
 fn charge() -> Step<Order> {
     Step::new_async("charge", |_: &mut Order, _: &StepInfo<'_>| {
         Box::pin(async { Ok::<_, StepError>(()) })
