@@ -178,12 +178,12 @@ impl fmt::Debug for StepError {
     }
 }
 
-/// An attempt ran longer than its step's timeout and was dropped; its
-/// outcome is unknown.
+/// An attempt ran longer than its step's timeout (or, for a compensation,
+/// its step's undo timeout) and was dropped; its outcome is unknown.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("attempt timed out after {after:?}")]
 pub struct Timeout {
-    /// The step's timeout.
+    /// The step's timeout, or its undo timeout.
     pub after: Duration,
 }
 
@@ -275,6 +275,39 @@ pub enum BuildError {
         "step `{step}` of saga `{saga}` has a timeout of zero, which would fail every attempt before it starts; give a positive duration or none"
     )]
     ZeroTimeout {
+        /// The saga's name.
+        saga: String,
+        /// The step.
+        step: String,
+    },
+    /// An undo timeout ([`Step::undo_timeout`](crate::Step::undo_timeout))
+    /// on a step whose compensation is sync: a sync compensation cannot be
+    /// pre-empted.
+    #[error(
+        "step `{step}` of saga `{saga}` has an undo timeout but a sync compensation; a sync compensation cannot be pre-empted, make it async (`undo_async`)"
+    )]
+    UndoTimeoutOnSyncUndo {
+        /// The saga's name.
+        saga: String,
+        /// The step.
+        step: String,
+    },
+    /// An undo timeout of zero: every attempt of the compensation would
+    /// time out before it starts.
+    #[error(
+        "step `{step}` of saga `{saga}` has an undo timeout of zero, which would fail every attempt of its compensation before it starts; give a positive duration or none"
+    )]
+    ZeroUndoTimeout {
+        /// The saga's name.
+        saga: String,
+        /// The step.
+        step: String,
+    },
+    /// An undo timeout on a step without a compensation: nothing to time.
+    #[error(
+        "step `{step}` of saga `{saga}` has an undo timeout but no compensation; give it one with `undo_async`, or drop `undo_timeout`"
+    )]
+    UndoTimeoutWithoutUndo {
         /// The saga's name.
         saga: String,
         /// The step.

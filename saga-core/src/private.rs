@@ -19,7 +19,7 @@ pub use crate::policy::RetryPolicy;
 pub use crate::saga::{Parallel, Saga, SagaBuilder, default_undo_retry};
 pub use crate::step::{
     BoxFuture, Dsl, Provides, RetrySpec, Step, StepInfo, Task, TaskFn, TaskFuture, UndoFn,
-    undo_shared,
+    undo_async, undo_shared,
 };
 pub use checks::UndoOf;
 
@@ -149,6 +149,9 @@ pub trait UndoContext<C> {
     /// Whether the compensation takes the context shared (`&C`), as the
     /// compensation of a `parallel` branch must.
     const SHARED: bool;
+    /// Whether the compensation is async, as one with an `undo_timeout`
+    /// must be.
+    const ASYNC: bool;
 }
 
 /// Second half: what `Self` receives, as `Option<&Received>`, when it
@@ -413,6 +416,25 @@ pub mod checks {
             message: "`undo_retry` retries a compensation, and step `{Self}` has none; give it one with `=> undo ..` or drop `undo_retry`",
             label: "`{Self}` has no compensation to retry",
             note: "an `undo_retry` may come from `saga!` or from the step's `#[saga_task(undo_retry(..))]`",
+        }
+    }
+
+    rule! {
+        /// `undo_timeout` is given to a step with a compensation only.
+        UndoTimeoutNeedsCompensation<> {
+            message: "`undo_timeout` limits a compensation, and step `{Self}` has none; give it one with `=> undo ..` or drop `undo_timeout`",
+            label: "`{Self}` has no compensation to time",
+            note: "an `undo_timeout` may come from `saga!` or from the step's `#[saga_task(undo_timeout = ..)]`",
+        }
+    }
+
+    rule! {
+        /// `undo_timeout` is given to a step whose compensation is an
+        /// `async fn`: a sync compensation cannot be interrupted.
+        UndoTimeoutNeedsAsyncUndo<> {
+            message: "`undo_timeout` needs an `async fn` compensation, and the compensation of step `{Self}` is sync: a sync compensation cannot be interrupted",
+            label: "an `undo_timeout` on a sync compensation",
+            note: "make the compensation an `async fn`, or drop `undo_timeout`",
         }
     }
 

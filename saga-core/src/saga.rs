@@ -401,8 +401,9 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
     /// A [`BuildError`] for an empty saga name or version, no steps, an empty or
     /// duplicate step name, a step name containing `/` (it would make
     /// idempotency keys ambiguous), two pivots, a compensation on or after
-    /// the pivot, a timeout on a sync step or of zero, or a retry policy of
-    /// zero attempts.
+    /// the pivot, a timeout on a sync step or of zero, an undo timeout on a
+    /// step without a compensation, on a sync compensation or of zero, or
+    /// a retry policy of zero attempts.
     pub fn build(mut self) -> Result<Saga<C, D>, BuildError> {
         if self.name.is_empty() {
             return Err(BuildError::EmptySagaName);
@@ -485,6 +486,26 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
                     saga: saga(),
                     step: name(),
                 });
+            }
+            if let Some(timeout) = step.undo_timeout {
+                let error = match &step.undo {
+                    None => Some(BuildError::UndoTimeoutWithoutUndo {
+                        saga: saga(),
+                        step: name(),
+                    }),
+                    Some(_) if timeout.is_zero() => Some(BuildError::ZeroUndoTimeout {
+                        saga: saga(),
+                        step: name(),
+                    }),
+                    Some(undo) if !undo.is_async() => Some(BuildError::UndoTimeoutOnSyncUndo {
+                        saga: saga(),
+                        step: name(),
+                    }),
+                    Some(_) => None,
+                };
+                if let Some(error) = error {
+                    return Err(error);
+                }
             }
             let undo_attempts = step.undo_retry.as_ref().map(RetryPolicy::max_attempts);
             if step.retry.max_attempts() == 0 || undo_attempts == Some(0) {

@@ -13,6 +13,7 @@
 //!          | "backoff" duration | "max_backoff" duration
 //!          | "retry_if" Path
 //!          | "timeout" duration
+//!          | "undo_timeout" duration              // each attempt of the compensation
 //!          | "name" LitStr
 //!          | "metadata" "(" (Ident "=" LitStr),* ")"
 //! duration:= an integer or decimal with a unit suffix: 250ms, 2s, 1.5s, 5m, 1h
@@ -43,8 +44,7 @@ mod kw {
 /// The saga's header fields.
 pub const FIELDS: &str = "`name`, `version`, `context` or `dependencies`";
 /// The options a step accepts in `saga!`.
-pub const STEP_OPTIONS: &str =
-    "`retry`, `backoff`, `max_backoff`, `retry_if`, `undo_retry`, `timeout`, `name` or `metadata`";
+pub const STEP_OPTIONS: &str = "`retry`, `backoff`, `max_backoff`, `retry_if`, `undo_retry`, `timeout`, `undo_timeout`, `name` or `metadata`";
 
 /// A whole `saga! { .. }`.
 pub struct SagaDef {
@@ -101,6 +101,7 @@ pub enum OptionValue {
     MaxBackoff(Dur),
     RetryIf(Path),
     Timeout(Dur),
+    UndoTimeout(Dur),
     Name(LitStr),
     Metadata(Vec<(Ident, LitStr)>),
 }
@@ -315,6 +316,7 @@ impl Parse for StepOption {
             "max_backoff",
             "retry_if",
             "timeout",
+            "undo_timeout",
             "name",
             "metadata",
         ];
@@ -328,6 +330,7 @@ impl Parse for StepOption {
             "max_backoff" => OptionValue::MaxBackoff(parse_duration(input, &keyword)?),
             "retry_if" => OptionValue::RetryIf(input.parse()?),
             "timeout" => OptionValue::Timeout(parse_duration(input, &keyword)?),
+            "undo_timeout" => OptionValue::UndoTimeout(parse_duration(input, &keyword)?),
             "name" => OptionValue::Name(input.parse()?),
             "metadata" => {
                 let content;
@@ -373,7 +376,7 @@ fn option_with_eq(input: ParseStream<'_>, keyword: &Ident) -> syn::Error {
 /// A duration's string without its quotes (`"2s"` as `2s`), any other
 /// token as written.
 fn unquoted(tree: &proc_macro2::TokenTree, keyword: &Ident) -> String {
-    let durations = ["timeout", "backoff", "max_backoff"];
+    let durations = ["timeout", "undo_timeout", "backoff", "max_backoff"];
     if let proc_macro2::TokenTree::Literal(lit) = tree {
         if durations.iter().any(|d| keyword == d) {
             if let Ok(lit) = syn::parse2::<LitStr>(tree.clone().into()) {

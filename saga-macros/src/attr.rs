@@ -7,6 +7,7 @@
 //!          | "retry" "(" retry ("," retry)* ")"
 //!          | "undo_retry" "(" retry ("," retry)* ")"   // the compensation's retries
 //!          | "timeout" "=" LitStr          // "2s", "250ms"
+//!          | "undo_timeout" "=" LitStr     // each attempt of the compensation
 //!          | "pivot"
 //!          | "metadata" "(" (Ident "=" LitStr),* ")"
 //! retry   := "attempts" "=" LitInt | "forever"
@@ -22,7 +23,7 @@ use syn::{Ident, LitFloat, LitInt, LitStr, Path, Token};
 use crate::ast::{Attempts, Dur, MetaPair, duration_from_str};
 
 /// The arguments `#[saga_task]` accepts.
-pub const ARGS: &str = "`compensate` (or `undo`), `name`, `retry(..)`, `undo_retry(..)`, `timeout`, `pivot` or `metadata(..)`";
+pub const ARGS: &str = "`compensate` (or `undo`), `name`, `retry(..)`, `undo_retry(..)`, `timeout`, `undo_timeout`, `pivot` or `metadata(..)`";
 /// The arguments `retry(..)` accepts.
 pub const RETRY_ARGS: &str = "`attempts`, `forever`, `backoff`, `max_backoff` or `on`";
 
@@ -34,6 +35,7 @@ pub struct TaskArgs {
     pub retry: Option<RetryArgs>,
     pub undo_retry: Option<(Ident, RetryArgs)>,
     pub timeout: Option<(Ident, Dur)>,
+    pub undo_timeout: Option<(Ident, Dur)>,
     pub pivot: Option<Ident>,
     pub metadata: Option<(Ident, Vec<(Ident, LitStr)>)>,
     /// The first argument, where "takes no arguments" points.
@@ -89,6 +91,11 @@ impl Parse for TaskArgs {
                     parse_eq(input, &key, "timeout = \"2s\"")?;
                     let dur = parse_duration(input, &key)?;
                     set_once(&mut args.timeout, &key, (key.clone(), dur))
+                }
+                "undo_timeout" => {
+                    parse_eq(input, &key, "undo_timeout = \"5s\"")?;
+                    let dur = parse_duration(input, &key)?;
+                    set_once(&mut args.undo_timeout, &key, (key.clone(), dur))
                 }
                 "pivot" => {
                     no_value(input, &key)?;

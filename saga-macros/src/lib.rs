@@ -60,7 +60,13 @@ mod validate;
 ///   - `undo_retry 5` (or `forever`): attempts of the step's compensation,
 ///     which otherwise gets `default_undo_retry()` (3 attempts,
 ///     every error retried); a step with no compensation cannot have it;
-///   - `timeout 2s`: per attempt, for `async fn` steps only;
+///   - `timeout 2s`: per attempt, for `async fn` steps only; it does not
+///     apply to the step's compensation;
+///   - `undo_timeout 5s`: per attempt of the step's compensation, for an
+///     `async fn` compensation only; an attempt that runs longer is dropped
+///     (its outcome unknown) and retried by `undo_retry`, and when those
+///     run out the run ends stuck; a step with no compensation cannot
+///     have it;
 ///   - `name "charge_again"`: the step's name (default: the attribute's
 ///     `name`, else the function's), so a function can run twice;
 ///   - `metadata(team = "payments")`.
@@ -82,8 +88,10 @@ mod validate;
 /// Everything `SagaBuilder::build` would reject is a compile error at the
 /// token to change: no steps, a duplicate step name (at the second), a
 /// second pivot, a compensation on or after the pivot, a compensation
-/// given both here and in the attribute, a timeout on a sync step, zero
-/// attempts; and beyond it: `undo_retry` on a step without compensation,
+/// given both here and in the attribute, a timeout on a sync step, an
+/// `undo_timeout` on a sync compensation or on a step without one, a zero
+/// timeout, zero attempts; and beyond it: `undo_retry` on a step without
+/// compensation,
 /// a compensation whose context or output type does not match its step, a step that is not a `#[saga_task]` function
 /// of the saga's context, an unknown option; in a `parallel` group, a
 /// branch or compensation taking `&mut C`, a pivot (by keyword or by
@@ -302,6 +310,7 @@ pub fn saga(input: TokenStream) -> TokenStream {
 ///     retry(forever),                     // instead of `attempts`
 ///     undo_retry(attempts = 5, backoff = "1s"), // the compensation's retries (same arguments)
 ///     timeout = "2s",                     // async functions only
+///     undo_timeout = "5s",                // each attempt of the compensation (an async one)
 ///     pivot,                              // the point of no return, no compensation
 ///     metadata(team = "payments"),
 /// )]
@@ -310,7 +319,9 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// Durations are strings here (`timeout = "2s"`), where `saga!` writes
 /// them unquoted (`timeout 2s`); paths are not quoted (`undo = refund`).
 /// `saga!` options override these, except a compensation, which is given
-/// in one place only. Alongside the function, the attribute emits a
+/// in one place only. A compensation's own `#[saga_task]` takes no
+/// arguments: its retries and timeout are the step's `undo_retry` and
+/// `undo_timeout`. Alongside the function, the attribute emits a
 /// hidden type of the same name (types and functions live in different
 /// namespaces) through which `saga!` reads these arguments.
 ///

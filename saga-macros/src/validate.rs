@@ -362,7 +362,7 @@ pub fn check_task_args(args: &TaskArgs, task: &TaskFn, ident: &Ident) -> syn::Re
         if let Some(first) = args.first {
             errors.error(
                 first,
-                "a compensation's `#[saga_task]` takes no arguments: give retries, timeouts and names to the step it undoes",
+                "a compensation's `#[saga_task]` takes no arguments: give its timeout and retries to the step it undoes, as `undo_timeout` and `undo_retry` (the step's own `timeout` and `retry` do not apply to its compensation)",
             );
         }
         return errors.finish();
@@ -389,8 +389,11 @@ pub fn check_task_args(args: &TaskArgs, task: &TaskFn, ident: &Ident) -> syn::Re
         }
         _ => {}
     }
-    if let Some((_, timeout)) = &args.timeout {
-        check_timeout(timeout, &mut errors);
+    if let Some((keyword, timeout)) = &args.timeout {
+        check_timeout(keyword, timeout, &mut errors);
+    }
+    if let Some((keyword, timeout)) = &args.undo_timeout {
+        check_timeout(keyword, timeout, &mut errors);
     }
     let retries = [
         args.retry.as_ref(),
@@ -427,11 +430,19 @@ fn undo_is_step(undo: &Path, errors: &mut Errors) {
     );
 }
 
-fn check_timeout(timeout: &Dur, errors: &mut Errors) {
+/// A `timeout` or `undo_timeout` (`keyword`) of zero.
+fn check_timeout(keyword: &Ident, timeout: &Dur, errors: &mut Errors) {
     if timeout.value.is_zero() {
+        let attempts = if keyword == "undo_timeout" {
+            "every attempt of the compensation"
+        } else {
+            "every attempt"
+        };
         errors.error(
             timeout.span,
-            "a timeout of zero would fail every attempt before it starts; give a positive duration, or no `timeout`",
+            format!(
+                "a timeout of zero would fail {attempts} before it starts; give a positive duration, or no `{keyword}`"
+            ),
         );
     }
 }
@@ -624,7 +635,9 @@ fn check_options(step: &StepDef, errors: &mut Errors) {
                 check_attempts(n, errors)
             }
             OptionValue::Name(name) => check_name(name, errors),
-            OptionValue::Timeout(timeout) => check_timeout(timeout, errors),
+            OptionValue::Timeout(timeout) | OptionValue::UndoTimeout(timeout) => {
+                check_timeout(&option.keyword, timeout, errors)
+            }
             _ => {}
         }
     }

@@ -362,8 +362,10 @@ pub(super) fn catch<T>(f: impl FnOnce() -> Result<T, StepError>) -> Result<T, St
     }
 }
 
-/// One attempt of a compensation, panics caught; a sync one passes
-/// `turn`, as in [`attempt_action`]. Inlined, as [`attempt_action`] is.
+/// One attempt of a compensation, panics caught, under its step's undo
+/// `timeout` (an async one only: `build()` refuses one for a sync
+/// compensation); a sync one passes `turn`, as in [`attempt_action`].
+/// Inlined, as [`attempt_action`] is.
 #[inline(always)]
 pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
     undo: &'a Undo<C, D>,
@@ -371,6 +373,7 @@ pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
     output: Option<&'a (dyn std::any::Any + Send + Sync)>,
     info: &'a StepInfo<'a, D>,
     turn: Option<Turn<'_>>,
+    timeout: Option<Duration>,
 ) -> Attempt<'a, ()> {
     let future = match undo {
         Undo::Sync(undo) => {
@@ -391,9 +394,24 @@ pub(super) fn attempt_undo<'a, C, D, A: Access<C>>(
             catch(move || Ok(undo(ctx, output, info)))
         }
     };
-    match future {
-        Ok(future) => Attempt::Pending(Running::Unit(CatchUnwind(future))),
-        Err(error) => Attempt::Done(Err(error)),
+    match (future, timeout) {
+        (Ok(future), None) => Attempt::Pending(Running::Unit(CatchUnwind(future))),
+        // Boxed with its timer, as an action's: only compensations with a
+        // timeout pay for it. No brakes: a compensation always finishes,
+        // or times out.
+        (Ok(future), Some(_)) => {
+            let unbraked = Brakes {
+                cancel: None,
+                group: None,
+                droppable: false,
+            };
+            Attempt::Pending(Running::Guarded(Box::pin(guarded(
+                CatchUnwind(future),
+                timeout,
+                unbraked,
+            ))))
+        }
+        (Err(error), _) => Attempt::Done(Err(error)),
     }
 }
 

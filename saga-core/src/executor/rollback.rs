@@ -129,7 +129,14 @@ pub(super) async fn rollback<C, D>(
                                 );
                                 let output = record.output.as_deref();
                                 settle!(
-                                    attempt_undo(undo, &mut ctx, output, &info, None),
+                                    attempt_undo(
+                                        undo,
+                                        &mut ctx,
+                                        output,
+                                        &info,
+                                        None,
+                                        step.undo_timeout
+                                    ),
                                     true,
                                     &step.name,
                                     attempt
@@ -439,7 +446,7 @@ pub(super) async fn run_compensation<C, D>(
             };
             let info = StepInfo::of(&saga.name, &env.id, &step.name, attempt, env.deps);
             settle!(
-                attempt_undo(undo, &mut ctx, output, &info, turn),
+                attempt_undo(undo, &mut ctx, output, &info, turn, step.undo_timeout),
                 true,
                 &step.name,
                 attempt

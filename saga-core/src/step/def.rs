@@ -183,6 +183,8 @@ pub(crate) struct StepDef<C, D> {
     pub(crate) retry: RetryPolicy,
     pub(crate) undo_retry: Option<RetryPolicy>,
     pub(crate) timeout: Option<Duration>,
+    /// Limits each attempt of an async compensation.
+    pub(crate) undo_timeout: Option<Duration>,
     pub(crate) metadata: Metadata,
     pub(crate) cancel_safe: bool,
     pub(crate) pivot: bool,

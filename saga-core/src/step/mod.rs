@@ -26,7 +26,7 @@ use def::{AsyncUnitAction, erase_sync, same_type};
 use def::{erase_async_typed, erase_shared_async_typed};
 pub use provides::Provides;
 #[doc(hidden)]
-pub use task::{Dsl, undo_shared};
+pub use task::{Dsl, undo_async, undo_shared};
 pub use task::{RetrySpec, Task, TaskFn, TaskFuture, UndoFn, default_undo_retry};
 
 /// A boxed, `Send` future: what async steps and compensations return.
@@ -212,6 +212,7 @@ impl<C, T: 'static, D> Step<C, T, D> {
                 retry: RetryPolicy::default(),
                 undo_retry: None,
                 timeout: None,
+                undo_timeout: None,
                 metadata: Metadata::new(),
                 cancel_safe: false,
                 pivot: false,
@@ -518,6 +519,42 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
         self
     }
 
+    /// Limits each attempt of the step's async compensation, as
+    /// [`timeout`](Self::timeout) limits its action's: an attempt that runs
+    /// longer is dropped and counts as a failure of unknown outcome, retried
+    /// by the compensation's policy ([`undo_retry`](Self::undo_retry)); when
+    /// that gives up, the run ends stuck, as for any compensation that
+    /// fails. The step's own `timeout` does not apply to its compensation:
+    /// without this, a compensation that never answers holds the rollback
+    /// in `compensating` for good.
+    ///
+    /// A sync compensation cannot be pre-empted, so a timeout for one is a
+    /// [`BuildError::UndoTimeoutOnSyncUndo`](crate::BuildError::UndoTimeoutOnSyncUndo);
+    /// one for a step without a compensation a
+    /// [`BuildError::UndoTimeoutWithoutUndo`](crate::BuildError::UndoTimeoutWithoutUndo);
+    /// a zero one a
+    /// [`BuildError::ZeroUndoTimeout`](crate::BuildError::ZeroUndoTimeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use saga_core::{RetryPolicy, Step, StepError, StepInfo};
+    ///
+    /// let charge = Step::new_async("charge", |_: &mut (), _: &StepInfo<'_>| {
+    ///     Box::pin(async { Ok::<_, StepError>(()) })
+    /// })
+    /// .undo_async(|_: &mut (), _: Option<&()>, _: &StepInfo<'_>| {
+    ///     Box::pin(async { Ok::<_, StepError>(()) }) // the refund's call
+    /// })
+    /// .undo_timeout(Duration::from_secs(5))
+    /// .undo_retry(RetryPolicy::attempts(5));
+    /// # let _ = charge;
+    /// ```
+    #[must_use]
+    pub fn undo_timeout(mut self, timeout: Duration) -> Self {
+        self.def.undo_timeout = Some(timeout);
+        self
+    }
+
     /// Adds a metadata entry.
     #[must_use]
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -607,6 +644,7 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
             step.def.undo_retry = Some(K::UNDO_RETRY.policy_from(default_undo_retry()));
         }
         step.def.timeout = K::TIMEOUT;
+        step.def.undo_timeout = K::UNDO_TIMEOUT;
         for (key, value) in K::METADATA {
             step.def
                 .metadata

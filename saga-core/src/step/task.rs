@@ -102,6 +102,11 @@ pub trait Task<C, D = ()>: 'static {
     /// action cannot be interrupted, so a timeout on one is refused.
     const TIMEOUT: Option<Duration> = None;
 
+    /// Limits each attempt of an async undo (default: none; see
+    /// [`Step::undo_timeout`](crate::Step::undo_timeout)); the action's
+    /// [`TIMEOUT`](Self::TIMEOUT) does not apply to the undo.
+    const UNDO_TIMEOUT: Option<Duration> = None;
+
     /// Free-form metadata (default: none).
     const METADATA: &'static [(&'static str, &'static str)] = &[];
 
@@ -148,6 +153,9 @@ pub trait Task<C, D = ()>: 'static {
         if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
             step = step.timeout(timeout);
         }
+        if let Some(timeout) = dsl.undo_timeout.or(Self::UNDO_TIMEOUT) {
+            step = step.undo_timeout(timeout);
+        }
         for (key, value) in Self::METADATA.iter().chain(dsl.metadata) {
             step = step.metadata(*key, *value);
         }
@@ -169,6 +177,8 @@ pub struct Dsl {
     pub undo_retry: RetrySpec,
     /// `timeout`.
     pub timeout: Option<Duration>,
+    /// `undo_timeout`.
+    pub undo_timeout: Option<Duration>,
     /// `metadata(..)`.
     pub metadata: &'static [(&'static str, &'static str)],
     /// `pivot` rather than `step`.
@@ -181,6 +191,16 @@ pub struct Dsl {
 pub const fn undo_shared<C, D, T>(undo: &Option<UndoFn<C, D, T>>) -> bool {
     match undo {
         Some(undo) => undo.is_shared(),
+        None => true,
+    }
+}
+
+/// Whether an undo, if any, is async: `true` without one (`saga!`'s check
+/// of an `undo_timeout`, which another check requires an undo for).
+#[doc(hidden)]
+pub const fn undo_async<C, D, T>(undo: &Option<UndoFn<C, D, T>>) -> bool {
+    match undo {
+        Some(undo) => undo.is_async(),
         None => true,
     }
 }

@@ -271,6 +271,7 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
             },
             undo_retry: step.undo_retry.clone(),
             timeout: step.timeout,
+            undo_timeout: step.undo_timeout,
             metadata: step.metadata.clone(),
             cancel_safe: step.cancel_safe,
             pivot: step.pivot,

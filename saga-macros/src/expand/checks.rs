@@ -15,6 +15,8 @@ pub(super) fn checks(steps: &[&StepDef], ctx: &SagaTypes) -> TokenStream {
         out.extend(compensation_given_twice(step, ctx));
         out.extend(timeout_needs_async(step, ctx));
         out.extend(undo_retry_needs_compensation(step, ctx));
+        out.extend(undo_timeout_needs_compensation(step, ctx));
+        out.extend(undo_timeout_needs_async_undo(step, ctx));
         out.extend(one_pivot(step, earlier, ctx));
         out.extend(no_compensation_from_pivot(step, earlier, ctx));
         out.extend(unique_names(step, earlier, ctx));
@@ -124,6 +126,54 @@ pub(super) fn undo_retry_needs_compensation(step: &StepDef, ctx: &SagaTypes) -> 
     let span = option.map_or(step.task.span(), |o| o.keyword.span());
     let holds = quote!(!((#dsl || #attr.is_set()) && !#has_compensation));
     rule(span, step, "UndoRetryNeedsCompensation", &[], holds)
+}
+
+/// The `undo_timeout` given in `saga!`, if any.
+fn undo_timeout_option(step: &StepDef) -> Option<&StepOption> {
+    step.options
+        .iter()
+        .find(|o| matches!(o.value, OptionValue::UndoTimeout(_)))
+}
+
+/// Whether the step has an undo timeout, from `saga!` or its attribute, as
+/// a `const` expression.
+fn has_undo_timeout(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
+    let dsl = undo_timeout_option(step).is_some();
+    let attr = step_of(step, ctx, "UNDO_TIMEOUT");
+    quote!((#dsl || #attr.is_some()))
+}
+
+pub(super) fn undo_timeout_needs_compensation(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
+    let option = undo_timeout_option(step);
+    let span = option.map_or(step.task.span(), |o| o.keyword.span());
+    let timed = has_undo_timeout(step, ctx);
+    let has_compensation = has_compensation(step, ctx);
+    let holds = quote!(!(#timed && !#has_compensation));
+    rule(span, step, "UndoTimeoutNeedsCompensation", &[], holds)
+}
+
+/// The compensation given in `saga!` is checked by its own `UndoContext`
+/// (spanned at it); one from the attribute through the step's `UNDO`.
+/// Without a compensation the rule holds: the rule above reports it.
+pub(super) fn undo_timeout_needs_async_undo(step: &StepDef, ctx: &SagaTypes) -> TokenStream {
+    let option = undo_timeout_option(step);
+    let timed = has_undo_timeout(step, ctx);
+    let (span, is_async) = match &step.undo {
+        Some((_, undo)) => {
+            let p = private();
+            let alias = &step.undo_alias;
+            let is_async = quote_spanned!(undo.span()=> <#alias as #p::UndoContext<#ctx>>::ASYNC);
+            (option.map_or(undo.span(), |o| o.keyword.span()), is_async)
+        }
+        None => {
+            let p = private();
+            let undo = step_of(step, ctx, "UNDO");
+            let span = option.map_or(step.task.span(), |o| o.keyword.span());
+            (span, quote!(#p::undo_async(&#undo)))
+        }
+    };
+    let holds = quote!(!(#timed && !#is_async));
+    rule(span, step, "UndoTimeoutNeedsAsyncUndo", &[], holds)
 }
 
 pub(super) fn one_pivot(step: &StepDef, earlier: &[&StepDef], ctx: &SagaTypes) -> TokenStream {

@@ -7,7 +7,7 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, LitStr, Path, Type};
 
-use crate::ast::{Attempts, Dur, Entry, GroupDef, OptionValue, SagaDef, StepDef};
+use crate::ast::{Attempts, Dur, Entry, GroupDef, OptionValue, SagaDef, StepDef, StepOption};
 use crate::attr::{RetryArgs, TaskArgs};
 use crate::validate::{Param, TaskFn};
 

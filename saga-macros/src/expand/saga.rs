@@ -333,6 +333,7 @@ fn push(step: &StepDef, ctx: &SagaTypes, into: Target) -> TokenStream {
     let mut max_backoff = None;
     let mut retry_if = None;
     let mut timeout = None;
+    let mut undo_timeout = None;
     let mut meta: &[(Ident, LitStr)] = &[];
     for option in &step.options {
         match &option.value {
@@ -342,6 +343,7 @@ fn push(step: &StepDef, ctx: &SagaTypes, into: Target) -> TokenStream {
             OptionValue::MaxBackoff(d) => max_backoff = Some(d),
             OptionValue::RetryIf(path) => retry_if = Some(path),
             OptionValue::Timeout(d) => timeout = Some(d),
+            OptionValue::UndoTimeout(d) => undo_timeout = Some(d),
             OptionValue::Name(_) => {}
             OptionValue::Metadata(pairs) => meta = pairs,
         }
@@ -350,6 +352,7 @@ fn push(step: &StepDef, ctx: &SagaTypes, into: Target) -> TokenStream {
     let retry = retry_spec(attempts, backoff, max_backoff, retry_if);
     let undo_retry = retry_spec(undo_attempts, None, None, None);
     let timeout = some_or_none(timeout, duration);
+    let undo_timeout = some_or_none(undo_timeout, duration);
     let metadata = metadata(meta);
     let pivot = step.pivot;
     let undo = step.undo.as_ref().map(|(_, undo)| {
@@ -379,6 +382,7 @@ fn push(step: &StepDef, ctx: &SagaTypes, into: Target) -> TokenStream {
             retry: #retry,
             undo_retry: #undo_retry,
             timeout: #timeout,
+            undo_timeout: #undo_timeout,
             metadata: #metadata,
             pivot: #pivot,
         };

@@ -128,6 +128,7 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
         };
         let shape = shape(task, true);
         let shared = task.shared;
+        let is_async = task.is_async;
         let allow = allow_closure();
         let bounds = dependency_bounds(ident, task, true);
         // Without an `Option<&R>`, it undoes only a step whose output is
@@ -150,6 +151,7 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
             impl #p::UndoContext<#ctx> for #ident {
                 type Checked = #ident;
                 const SHARED: bool = #shared;
+                const ASYNC: bool = #is_async;
             }
             #output_impl
             impl<#t: 'static, #d> #p::UndoOf<#ctx, #t, #d> for #ident
@@ -177,6 +179,7 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     let retry = retry_args(args.retry.as_ref());
     let undo_retry = retry_args(args.undo_retry.as_ref().map(|(_, r)| r));
     let timeout = some_or_none(args.timeout.as_ref(), |(_, d)| duration(d));
+    let undo_timeout = some_or_none(args.undo_timeout.as_ref(), |(_, d)| duration(d));
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let d = deps_param(item, args);
     let call = call(item, task, false, &d);
@@ -217,6 +220,7 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
             const RETRY: #p::RetrySpec = #retry;
             const UNDO_RETRY: #p::RetrySpec = #undo_retry;
             const TIMEOUT: ::core::option::Option<::core::time::Duration> = #timeout;
+            const UNDO_TIMEOUT: ::core::option::Option<::core::time::Duration> = #undo_timeout;
             const METADATA: &'static [(&'static str, &'static str)] = #metadata;
             #allow
             const ACTION: #p::TaskFn<#ctx, #d, #ok> = #shape(|__saga_ctx, __saga_info| {
@@ -387,6 +391,7 @@ pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
         impl<__SagaC> #p::UndoContext<__SagaC> for #ident {
             type Checked = #ident;
             const SHARED: bool = true;
+            const ASYNC: bool = true;
         }
         #[diagnostic::do_not_recommend]
         impl<__SagaC, __SagaT, __SagaStep: ?Sized> #p::UndoOutput<__SagaC, __SagaT, __SagaStep> for #ident {
