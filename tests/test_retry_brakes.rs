@@ -158,15 +158,20 @@ fn a_cancellation_in_a_blocking_runs_backoff_stops_its_retries() {
 }
 
 /// A saga of one step that fails its first `fails` attempts, each retried
-/// after a long backoff.
+/// after a backoff of 1 s, not growing: long enough for a kill to land in
+/// it, short enough to wait out (a take-over waits for what is left of a
+/// logged backoff).
 fn one_flaky(calls: &Arc<Counter>, fails: u32) -> Saga<Order> {
+    let backoff = Duration::from_secs(1);
     Saga::builder("backoff-crash")
-        .step(flaky(
-            "fee",
-            fails,
-            Duration::from_secs(3600),
-            Arc::clone(calls),
-        ))
+        .step(
+            flaky("fee", fails, backoff, Arc::clone(calls)).retry(
+                RetryPolicy::attempts(5)
+                    .with_backoff(backoff)
+                    .with_multiplier(1.0)
+                    .with_jitter(0.0),
+            ),
+        )
         .build()
         .unwrap()
 }

@@ -478,7 +478,7 @@ async fn a_late_wait_reads_the_record_and_the_log_once_each() {
     let during = saga_error(engine.wait(&id).await);
     calls.lock().unwrap().clear();
     let late = saga_error(engine.wait(&id).await);
-    assert_eq!(*calls.lock().unwrap(), ["get", "events"]);
+    assert_eq!(*calls.lock().unwrap(), ["get", "events_without_contexts"]);
     assert_eq!(late.to_string(), during.to_string());
     assert_eq!(late.report().statuses(), during.report().statuses());
 }
