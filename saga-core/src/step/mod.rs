@@ -618,8 +618,11 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     /// The step a [`Task`] describes: its name, action, undo and options.
     /// [`SagaBuilder::build`](crate::SagaBuilder::build) checks it as it
     /// checks any step. A sync action or undo is called as it is, without
-    /// a future. An output other than `()` needs
-    /// [`durable`](Self::durable) for a durable saga, as any step's.
+    /// a future. An output other than `()` of a hand-written task needs
+    /// [`durable`](Self::durable) for a durable saga, as any step's; a
+    /// `#[saga_task]` one is logged without it (the macro picks the codec
+    /// where the output's type is known). A `#[saga_task] fn charge`'s
+    /// task is its twin struct: `Step::from_task(charge {})`.
     ///
     /// ```
     /// use saga_core::{Step, Task, TaskFn};
