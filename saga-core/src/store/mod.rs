@@ -69,11 +69,25 @@ pub(crate) fn status_from_label(label: &str) -> Option<ExecutionStatus> {
 /// Per step of a log with `steps` steps: the milliseconds its action and
 /// its compensation took by the log's timestamps, each from its first
 /// start to its last success or failure (`None` where the log has no such
-/// pair: not run, or not ended). Wall clock: the time includes any wait for
-/// a retry or a recovery, and a clock that went back gives a negative span.
+/// pair: not run, or not ended), less the time the execution sat ended
+/// (stuck) until an operator's resume ran it again. Wall clock: the time
+/// includes any wait for a retry or a take-over, and a clock that went
+/// back gives a negative span.
 pub fn logged_durations(steps: usize, events: &[Event]) -> Vec<(Option<i64>, Option<i64>)> {
     let mut spans: Vec<[(Option<i64>, Option<i64>); 2]> = vec![[(None, None); 2]; steps];
+    // From each `finished` to the `resumed` that ran the execution again.
+    let mut rests: Vec<(i64, i64)> = Vec::new();
+    let mut ended_at = None;
     for event in events {
+        match event.kind {
+            EventKind::Finished => ended_at = Some(event.at_ms),
+            EventKind::Resumed => {
+                if let Some(ended) = ended_at.take() {
+                    rests.push((ended, event.at_ms));
+                }
+            }
+            _ => {}
+        }
         let Some(step) = event.step.map(|s| s as usize).filter(|&s| s < steps) else {
             continue;
         };
@@ -91,10 +105,20 @@ pub fn logged_durations(steps: usize, events: &[Event]) -> Vec<(Option<i64>, Opt
             span.1 = Some(event.at_ms);
         }
     }
+    // The part of the rests within `from..to`.
+    let resting = |from: i64, to: i64| -> i64 {
+        rests
+            .iter()
+            .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
+            .sum()
+    };
     spans
         .into_iter()
         .map(|[action, undo]| {
-            let took = |(a, b): (Option<i64>, Option<i64>)| Some(b? - a?);
+            let took = |(a, b): (Option<i64>, Option<i64>)| {
+                let (a, b) = (a?, b?);
+                Some(b - a - resting(a, b))
+            };
             (took(action), took(undo))
         })
         .collect()
@@ -579,4 +603,39 @@ pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
 /// not stuck (a stuck execution waits for an operator, however old).
 pub(crate) fn purgeable(status: ExecutionStatus) -> bool {
     status.is_finished() && status != ExecutionStatus::Stuck
+}
+
+#[cfg(test)]
+mod logged_tests {
+    use super::{Event, EventKind, logged_durations};
+
+    fn at(seq: u64, kind: EventKind, step: Option<u32>, at_ms: i64) -> Event {
+        let mut event = Event::new(seq, kind);
+        event.step = step;
+        event.at_ms = at_ms;
+        event
+    }
+
+    /// A step failed for good at 100 ms, sat stuck until an operator's
+    /// resume ran it again at 5,100 ms, and succeeded at 5,200 ms: it
+    /// took 200 ms, not 5,200 (the time stuck is nobody's attempt).
+    #[test]
+    fn the_time_an_execution_sat_stuck_is_not_a_steps() {
+        let events = [
+            at(1, EventKind::StepStarted, Some(0), 0),
+            at(2, EventKind::StepFailed, Some(0), 100),
+            at(3, EventKind::Finished, None, 100),
+            at(4, EventKind::ResumeRequested, None, 5_000),
+            at(5, EventKind::Resumed, None, 5_100),
+            at(6, EventKind::StepStarted, Some(0), 5_100),
+            at(7, EventKind::StepSucceeded, Some(0), 5_200),
+            at(8, EventKind::StepStarted, Some(1), 5_200),
+            at(9, EventKind::StepSucceeded, Some(1), 5_250),
+            at(10, EventKind::Finished, None, 5_250),
+        ];
+        assert_eq!(
+            logged_durations(2, &events),
+            [(Some(200), None), (Some(50), None)]
+        );
+    }
 }
