@@ -253,7 +253,9 @@ async fn operator_commands(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stuck_going_forward_reports_every_step_after_resume_abandon_and_cancel() {
     // Resumed: the failed step runs again on a fresh budget, the pivot
-    // does not; its error before the resume stays its last.
+    // does not; its error before the resume stays its last, and its
+    // attempts count the one before the resume (before: 1, beside "a
+    // later attempt succeeded" in `saga show`).
     let after: &[Row] = &[
         (
             "charge",
@@ -267,7 +269,7 @@ async fn a_run_stuck_going_forward_reports_every_step_after_resume_abandon_and_c
             "ship",
             StepStatus::Succeeded,
             Outcome::Applied,
-            1,
+            2,
             0,
             Some("no courier"),
         ),
@@ -284,16 +286,16 @@ async fn a_run_stuck_going_forward_reports_every_step_after_resume_abandon_and_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stuck_rolling_back_reports_every_step_after_resume_abandon_and_cancel() {
-    // Resumed: the failed compensation runs again on a fresh budget; the
-    // step whose failure started the rollback stays failed, as it was (it
-    // is not run again).
+    // Resumed: the failed compensation runs again on a fresh budget (its
+    // attempts count both); the step whose failure started the rollback
+    // stays failed, as it was (it is not run again).
     let after: &[Row] = &[
         (
             "reserve",
             StepStatus::Compensated,
             Outcome::Applied,
             1,
-            1,
+            2,
             Some("stock service down"),
         ),
         (

@@ -593,6 +593,12 @@ pub(crate) struct ResumeStep {
     pub(crate) outcome: Outcome,
     pub(crate) attempts: u32,
     pub(crate) compensation_attempts: u32,
+    /// Attempts of its action made before an operator's resume gave it a
+    /// fresh budget (`attempts` counts from there): the report counts
+    /// them all.
+    pub(crate) earlier_attempts: u32,
+    /// The same for its compensation.
+    pub(crate) earlier_compensation_attempts: u32,
     pub(crate) last_error: Option<String>,
     /// The detail (cause chain and marks) of the failure that logged
     /// `last_error`, if the log has one.

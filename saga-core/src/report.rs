@@ -33,9 +33,11 @@ pub struct StepReport {
     pub status: StepStatus,
     /// Whether its action took effect.
     pub outcome: Outcome,
-    /// Attempts of its action.
+    /// Attempts of its action, those before an operator's resume included
+    /// (the resume gives a fresh budget: its attempts count from 1 again,
+    /// as [`StepInfo::attempt`](crate::StepInfo::attempt) says).
     pub attempts: u32,
-    /// Attempts of its compensation.
+    /// Attempts of its compensation, likewise.
     pub compensation_attempts: u32,
     /// Time spent in its action, retries and backoff included (monotonic).
     pub duration: Duration,

@@ -77,9 +77,12 @@ impl SagaEngine {
                 outcome: f.outcome,
                 // The fold counts an attempt a crash cut off as not made
                 // (a resume makes it again, as the same attempt); it was
-                // started, and the report counts it.
-                attempts: f.attempts + u32::from(f.cut_off),
-                compensation_attempts: f.compensation_attempts + u32::from(f.undo_cut_off),
+                // started, and the report counts it, and those made before
+                // an operator's resume.
+                attempts: f.earlier_attempts + f.attempts + u32::from(f.cut_off),
+                compensation_attempts: f.earlier_compensation_attempts
+                    + f.compensation_attempts
+                    + u32::from(f.undo_cut_off),
                 duration: since(action),
                 compensation_duration: since(undo),
                 last_error: f.last_error,
@@ -151,6 +154,8 @@ pub(super) fn fold(
                 outcome: Outcome::NotStarted,
                 attempts: 0,
                 compensation_attempts: 0,
+                earlier_attempts: 0,
+                earlier_compensation_attempts: 0,
                 last_error: None,
                 last_detail: None,
                 cut_off: false,
@@ -317,10 +322,12 @@ pub(super) fn fold(
                     match s.status {
                         StepStatus::Failed if forward => {
                             s.status = StepStatus::Running;
+                            s.earlier_attempts += s.attempts;
                             s.attempts = 0;
                         }
                         StepStatus::CompensationFailed if !forward => {
                             s.status = StepStatus::Compensating;
+                            s.earlier_compensation_attempts += s.compensation_attempts;
                             s.compensation_attempts = 0;
                         }
                         _ => {}

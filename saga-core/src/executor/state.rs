@@ -43,6 +43,11 @@ pub(crate) struct Extra {
     pub(super) retry_wait: Option<Duration>,
     /// The same for its compensation's next attempt.
     pub(super) undo_wait: Option<Duration>,
+    /// A resumed run's attempts of the action made before the operator's
+    /// resume (`Record::attempts` counts from there): in the report.
+    pub(super) earlier_attempts: u32,
+    /// The same for its compensation.
+    pub(super) earlier_compensation_attempts: u32,
 }
 
 /// What a run changes as it goes. Lives in the run's future; nothing of it
@@ -195,6 +200,8 @@ impl<'a> State<'a> {
     ) -> Option<Box<Stop>> {
         let rare = resume.steps.iter().any(|step| {
             step.compensation_attempts > 0
+                || step.earlier_attempts > 0
+                || step.earlier_compensation_attempts > 0
                 || step.last_error.is_some()
                 || step.cut_off
                 || step.retry_due.is_some()
@@ -220,6 +227,8 @@ impl<'a> State<'a> {
             record.output = output;
             if let Some(extra) = self.extra.get_mut(index) {
                 extra.compensation_attempts = step.compensation_attempts;
+                extra.earlier_attempts = step.earlier_attempts;
+                extra.earlier_compensation_attempts = step.earlier_compensation_attempts;
                 extra.last_error = step.last_error;
                 extra.cut_off = step.cut_off;
                 // Read off the wall clock now, as the run takes the
@@ -348,20 +357,21 @@ pub(super) fn step_report<C, D>(
     record: &Record,
     extra: Option<&mut Extra>,
 ) -> StepReport {
-    let (compensation_attempts, compensation_duration, last_error) = match extra {
+    let (earlier_attempts, compensation_attempts, compensation_duration, last_error) = match extra {
         Some(extra) => (
-            extra.compensation_attempts,
+            extra.earlier_attempts,
+            extra.earlier_compensation_attempts + extra.compensation_attempts,
             extra.compensation_duration,
             extra.last_error.take(),
         ),
-        None => (0, Duration::ZERO, None),
+        None => (0, 0, Duration::ZERO, None),
     };
     StepReport {
         name: step.name.clone(),
         kind: step.kind,
         status: record.status,
         outcome: record.outcome,
-        attempts: record.attempts,
+        attempts: earlier_attempts + record.attempts,
         compensation_attempts,
         duration: record.duration,
         compensation_duration,
