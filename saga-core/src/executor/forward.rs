@@ -41,8 +41,15 @@ pub(super) fn forward<'a, C, D>(
                 ignore_cancel(env, state, first).await?;
             }
             // Only a recovered run has a retry its log left due, and it
-            // has `Extra` then: an empty vector here in every other run.
-            if !state.extra.is_empty() {
+            // has `Extra` then: an empty vector here in most other runs,
+            // and no wait in it in a run that failed a step (no future
+            // boxed per node after a failure).
+            let range = env.saga.nodes[node_index].range();
+            if state.extra.get(range).is_some_and(|extra| {
+                extra
+                    .iter()
+                    .any(|e| e.retry_wait.is_some_and(|w| !w.is_zero()))
+            }) {
                 Box::pin(wait_due_retry(env, state, node_index, pivot_done)).await?;
             }
             let failure = match &env.saga.nodes[node_index] {
