@@ -187,20 +187,24 @@ pub async fn tool_main() -> ExitCode {
 /// Prints the command's output (and its `notes`, hints for the operator,
 /// on stderr) or its error, and says the exit code. A reader that stopped
 /// reading (`saga list | head`) ends the output quietly, with the
-/// command's own code: not a failure of the command, nor a panic.
+/// command's own code: not a failure of the command, nor a panic. Any
+/// other failure to write the output (a full disk) is an error, code 1.
 fn finish(result: Result<String, CliError>, notes: &[String]) -> ExitCode {
     let code = match result {
-        Ok(out) => {
-            print_out(&out);
-            ExitCode::SUCCESS
-        }
+        Ok(out) => match print_out(&out) {
+            Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                print_err(&format!("error: {}\n", CliError::Output(error)));
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        },
         // A dry run: what the command would do, not an error.
         Err(error @ CliError::NeedsYes(_)) => {
             print_err(&format!("{}\n", user_text(&error.to_string())));
             ExitCode::FAILURE
         }
         Err(CliError::Help(text)) => {
-            print_out(&text);
+            let _ = print_out(&text);
             ExitCode::SUCCESS
         }
         Err(CliError::Usage(text)) => {
@@ -222,16 +226,15 @@ fn finish(result: Result<String, CliError>, notes: &[String]) -> ExitCode {
     code
 }
 
-/// `text` on stdout; a reader gone is not an error (`print!` panics).
-fn print_out(text: &str) {
+/// `text` on stdout (where `print!` would panic on a closed pipe).
+fn print_out(text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush());
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
 }
 
-/// `text` on stderr, likewise.
+/// `text` on stderr; nowhere else to tell a failure to write it.
 fn print_err(text: &str) {
     use std::io::Write as _;
     let _ = std::io::stderr().lock().write_all(text.as_bytes());

@@ -322,7 +322,8 @@ async fn resume_writes_a_request_that_a_worker_carries_out() {
     assert_eq!(recovery.resumed, ["stuck-1".into()]);
     let report = worker.wait(&"stuck-1".into()).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
-    assert_eq!(report.step("ship").unwrap().attempts, 1);
+    // Its attempt before the resume and the one after.
+    assert_eq!(report.step("ship").unwrap().attempts, 2);
     // Carried out once: a second recover finds nothing to do.
     assert!(worker.recover().await.unwrap().resumed.is_empty());
     let doc = json(&ok(&db, &["show", "stuck-1", "--json"]));
@@ -705,4 +706,25 @@ async fn a_reader_that_stops_early_ends_the_output_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+/// Output that cannot be written for another reason than a reader gone
+/// (a full disk) is an error, exit code 1: only a closed pipe is quiet.
+#[test]
+fn output_that_cannot_be_written_is_an_error() {
+    let dir = dir("dev-full");
+    let db = dir.join("sagas.db");
+    drop(SqliteStore::open(&db).unwrap());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["--store", db.to_str().unwrap(), "list"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: cannot write the output: "), "{err}");
 }
