@@ -60,11 +60,12 @@ async fn the_example_order_saga_passes_every_failure_and_repeat() {
     assert_eq!(report.cases.len(), 1 + 4 * 3 + 2, "{report}");
     let report = kit.twice().await;
     report.assert_passed();
-    // Undisturbed with every step twice, `email` (retried forever after
-    // the pivot) taking effect with its answer lost and run again, and
-    // rolled back from `charge_card` and from `ship` with every step
-    // twice, then with every compensation twice.
-    assert_eq!(report.cases.len(), 6, "{report}");
+    // Undisturbed with every step twice, and rolled back from
+    // `charge_card` and from `ship` with every step twice, then with
+    // every compensation twice; `email` (retried forever after the pivot)
+    // taking effect with its answer lost and run again, and the same of
+    // the compensations of `reserve_stock` and `charge_card`.
+    assert_eq!(report.cases.len(), 8, "{report}");
     assert!(
         names(&report).contains(
             &"step `email` takes effect but its answer is lost, then a retry runs it again"
@@ -295,12 +296,14 @@ async fn a_step_that_is_not_idempotent_is_caught_by_running_it_twice() {
     kit.failures().await.assert_passed();
     // ...running each step twice does: the undisturbed run ends at -20.
     let report = kit.twice().await;
+    // The credit retried after its answer was lost credits twice too.
     assert_eq!(
         failed(&report),
         [
             "no failure, every step twice",
             "step `notify` fails cleanly, every step twice",
             "step `notify` fails cleanly, every compensation twice",
+            "compensation of `debit` takes effect but its answer is lost, then a retry runs it again (rollback from `notify` failing)",
         ]
     );
     let text = report.to_string();
@@ -362,6 +365,12 @@ async fn a_summary_counts_every_run_of_an_action_and_a_compensation() {
             ),
             (
                 "step `notify` fails cleanly, every compensation twice",
+                "compensated [reserve]; 1 action and 2 compensation invocations"
+            ),
+            // The first attempt ran and its answer was lost; the retry
+            // ran it again.
+            (
+                "compensation of `reserve` takes effect but its answer is lost, then a retry runs it again (rollback from `notify` failing)",
                 "compensated [reserve]; 1 action and 2 compensation invocations"
             ),
         ]
@@ -518,9 +527,10 @@ async fn the_macro_example_order_saga_passes_the_kit() {
     report.assert_passed();
     let report = kit.twice().await;
     // Undisturbed, and each of its three rollback paths with every step
-    // twice, then with every compensation twice; and `charge_payment`
-    // (`retry 3`) taking effect with its answer lost, then run again.
-    assert_eq!(report.cases.len(), 1 + 3 * 2 + 1, "{report}");
+    // twice, then with every compensation twice; `charge_payment`
+    // (`retry 3`) taking effect with its answer lost, then run again, and
+    // the same of its three compensations.
+    assert_eq!(report.cases.len(), 1 + 3 * 2 + 1 + 3, "{report}");
     report.assert_passed();
     // Durable: its steps' outputs (`u64`, `u32`) are logged without an
     // annotation. Each run uncrashed, then crashed before and after each
@@ -619,17 +629,23 @@ async fn a_compensation_that_is_not_idempotent_is_caught_though_its_step_is_keye
     let report = kit.twice().await;
     // The step's key absorbs its repeat: no case blames it; the
     // compensation run twice puts back two units for one.
+    let lost = "compensation of `reserve` takes effect but its answer is lost, then a retry runs it again (rollback from `notify` failing)";
     assert_eq!(
         names(&report),
         [
             "no failure, every step twice",
             "step `notify` fails cleanly, every step twice",
             "step `notify` fails cleanly, every compensation twice",
+            lost,
         ]
     );
+    // Its retry after a lost answer puts back two units too.
     assert_eq!(
         failed(&report),
-        ["step `notify` fails cleanly, every compensation twice"]
+        [
+            "step `notify` fails cleanly, every compensation twice",
+            lost
+        ]
     );
     assert!(
         report

@@ -16,15 +16,20 @@ struct Order {
     shipped: bool,
 }
 
-/// A fake payment service: the idempotency key of every charge it holds.
+/// A fake payment service: the idempotency key of every charge it holds,
+/// and of every refund it paid out apart from a charge.
 #[derive(Debug, Default)]
 struct Payments {
     ledger: Mutex<Vec<String>>,
+    refunds: Mutex<Vec<String>>,
 }
 
 impl Payments {
-    fn charges(&self) -> usize {
-        self.ledger.lock().unwrap().len()
+    /// What it holds: the charges less the refunds paid apart.
+    fn net(&self) -> i64 {
+        let charges = self.ledger.lock().unwrap().len();
+        let refunds = self.refunds.lock().unwrap().len();
+        charges as i64 - refunds as i64
     }
 }
 
@@ -41,9 +46,14 @@ enum Client {
     /// and refunds every attempt's charge: a retry after a lost answer
     /// charges again.
     KeyPerAttempt,
+    /// Charges by the key; pays a refund under a key of its own per
+    /// attempt of the compensation: a retry after a lost answer refunds
+    /// again.
+    RefundPerAttempt,
 }
 
-/// `charge` (with `refund`, in `attempts` attempts) then the pivot `ship`.
+/// `charge` (with `refund`, in `attempts` attempts each; a single
+/// attempt leaves the refund the default policy) then the pivot `ship`.
 fn order_saga(client: Client, attempts: u32) -> Saga<Order, Payments> {
     Saga::builder("order")
         .step(
@@ -63,6 +73,11 @@ fn order_saga(client: Client, attempts: u32) -> Saga<Order, Payments> {
                 },
             )
             .retry(RetryPolicy::attempts(attempts))
+            .undo_retry(if attempts > 1 {
+                RetryPolicy::attempts(attempts)
+            } else {
+                saga_core::default_undo_retry()
+            })
             .undo(
                 move |o: &mut Order, _: Option<&()>, info: &StepInfo<'_, Payments>| {
                     let key = info.idempotency_key();
@@ -71,6 +86,13 @@ fn order_saga(client: Client, attempts: u32) -> Saga<Order, Payments> {
                         Client::NoRefund => {}
                         // Every attempt's charge.
                         Client::KeyPerAttempt => ledger.retain(|k| !k.starts_with(&key)),
+                        Client::RefundPerAttempt => {
+                            let refund = format!("{key}#{}", info.attempt());
+                            let mut refunds = info.dependencies().refunds.lock().unwrap();
+                            if !refunds.contains(&refund) {
+                                refunds.push(refund);
+                            }
+                        }
                         // One charge of the key.
                         Client::Keyed | Client::IgnoresKey => {
                             if let Some(i) = ledger.iter().position(|k| *k == key) {
@@ -102,7 +124,7 @@ fn kit_of(saga: Saga<Order, Payments>) -> SagaTest<Order, Payments> {
     SagaTest::new(&saga, Order::default)
         .with_state(|o: &Order| (o.charged, o.shipped))
         .with_fresh_dependencies(Payments::default)
-        .with_dependencies_state(Payments::charges)
+        .with_dependencies_state(Payments::net)
 }
 
 /// Every failed case, with its problems, one line each.
@@ -194,7 +216,7 @@ async fn a_keyed_charge_in_the_dependencies_passes_every_mode() {
 async fn a_state_of_shared_dependencies_is_refused_with_the_way_out() {
     let report = SagaTest::new(&order_saga(Client::Keyed, 1), Order::default)
         .with_dependencies(Payments::default())
-        .with_dependencies_state(Payments::charges)
+        .with_dependencies_state(Payments::net)
         .twice()
         .await;
     assert_eq!(
@@ -215,7 +237,10 @@ async fn shared_dependencies_still_serve_every_case() {
         .twice()
         .await;
     report.assert_passed();
-    assert_eq!(report.cases.len(), 3, "{report}");
+    // Undisturbed, rolled back from `ship` with every step and every
+    // compensation twice, and the refund's answer lost (the default
+    // compensation policy retries it).
+    assert_eq!(report.cases.len(), 4, "{report}");
 }
 
 #[tokio::test]
@@ -256,6 +281,25 @@ async fn a_charge_keyed_per_attempt_fails_when_its_answer_is_lost_and_retried() 
     assert!(
         report.cases.iter().any(|c| c.name
             == "step `charge` takes effect but its answer is lost, then a retry runs it again"),
+        "{report}"
+    );
+}
+
+/// A refund paid under a key of its own per attempt passes one failure at
+/// a time, every compensation twice (the same attempt twice) and every
+/// crash, but refunds twice when its answer is lost and a retry runs it
+/// again: `twice` runs that case for each compensation whose policy
+/// retries an unknown outcome, and names it.
+#[tokio::test]
+async fn a_refund_keyed_per_attempt_fails_when_its_answer_is_lost_and_retried() {
+    let kit = kit_of(order_saga(Client::RefundPerAttempt, 3));
+    kit.crashes(Durability::Memory).await.assert_passed();
+    let report = kit.twice().await;
+    assert_eq!(
+        failures(&report),
+        [
+            "compensation of `charge` takes effect but its answer is lost, then a retry runs it again (rollback from `ship` failing): the dependencies' final state differs: -1 instead of 0",
+        ],
         "{report}"
     );
 }

@@ -108,7 +108,9 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
     /// step whose retry policy retries an unknown outcome, a run where the
     /// step takes effect but its answer is lost (an unknown outcome its
     /// policy retries), so that a retry runs it again: a new attempt with
-    /// the same key. Checks that each run ends as a single undisturbed run
+    /// the same key; then the same for each compensation whose policy
+    /// retries an unknown outcome, on the rollback
+    /// [`failures`](Self::failures) fails it on. Checks that each run ends as a single undisturbed run
     /// does and (with [`with_state`](Self::with_state) and
     /// [`with_dependencies_state`](Self::with_dependencies_state)) leaves
     /// the same state: a step whose effect depends on the attempt (a key
@@ -149,19 +151,22 @@ impl<C: Send + 'static, D: Send + Sync + 'static> SagaTest<C, D> {
                     problems,
                 });
             }
-            if fault != Fault::None {
-                continue;
-            }
-            for lost in plan.lost_cases() {
-                let run = self.run_case(&deps, lost, Twice::Nothing).await;
-                cases.push(CaseReport {
-                    name: plan.describe(lost),
-                    expected: status_of(&once.result),
-                    actual: Some(status_of(&run.result)),
-                    summary: plan.summary(&run.calls),
-                    problems: self.against(&plan, lost, &once, &run),
-                });
-            }
+        }
+        // An answer lost, then a retry: against the same path run once.
+        for lost in plan.lost_cases() {
+            let path = match lost {
+                Fault::LostUndo { trigger, .. } => Plan::path(trigger),
+                _ => Fault::None,
+            };
+            let once = self.run_case(&deps, path, Twice::Nothing).await;
+            let run = self.run_case(&deps, lost, Twice::Nothing).await;
+            cases.push(CaseReport {
+                name: plan.describe(lost),
+                expected: status_of(&once.result),
+                actual: Some(status_of(&run.result)),
+                summary: plan.summary(&run.calls),
+                problems: self.against(&plan, lost, &once, &run),
+            });
         }
         self.report(cases)
     }

@@ -32,6 +32,13 @@ pub(super) enum Fault {
     /// outcome with an error its policy retries (the answer lost on its
     /// way back); later attempts run it again, with the same key.
     Lost(usize),
+    /// As [`Lost`](Self::Lost), for the step's compensation: its first
+    /// attempt runs, then reports an unknown outcome its compensation
+    /// policy retries; the rollback is started by `trigger`.
+    LostUndo {
+        step: usize,
+        trigger: Trigger,
+    },
     /// Every attempt of the step's compensation fails without running it;
     /// the rollback is started by `trigger`.
     Undo {
@@ -129,7 +136,9 @@ impl Probe {
             Fault::Clean(s) if !undo => s == step,
             Fault::Once(s) if !undo => s == step && first(),
             Fault::Retried if !undo => self.retried.get(step) == Some(&true) && first(),
-            Fault::Undo { trigger, .. } if !undo => trigger == Trigger::Clean(step),
+            Fault::Undo { trigger, .. } | Fault::LostUndo { trigger, .. } if !undo => {
+                trigger == Trigger::Clean(step)
+            }
             Fault::Undo { step: s, .. } if undo => s == step,
             _ => false,
         };
@@ -163,14 +172,20 @@ impl Probe {
         let unknown = !undo
             && match self.fault {
                 Fault::Unknown(s) => s == step,
-                Fault::Undo { trigger, .. } => trigger == Trigger::Unknown(step),
+                Fault::Undo { trigger, .. } | Fault::LostUndo { trigger, .. } => {
+                    trigger == Trigger::Unknown(step)
+                }
                 _ => false,
             };
-        let lost = !undo
-            && self.fault == Fault::Lost(step)
-            && !self.calls()[..call]
-                .iter()
-                .any(|c| c.step == step && !c.undo);
+        // The first attempt of the action (or compensation) the case
+        // loses the answer of.
+        let lost = match self.fault {
+            Fault::Lost(s) => !undo && s == step,
+            Fault::LostUndo { step: s, .. } => undo && s == step,
+            _ => false,
+        } && !self.calls()[..call]
+            .iter()
+            .any(|c| c.step == step && c.undo == undo);
         let result = match result {
             Ok(_) if unknown => Err(StepError::new(
                 "injected failure after the step ran (outcome unknown)",
@@ -196,11 +211,11 @@ pub(super) fn once_error() -> StepError {
     StepError::new("injected failure of the step's first attempt")
 }
 
-/// The error of a [`Fault::Lost`] case's first attempt, which ran: an
-/// unknown outcome, not permanent, so the step's policy decides whether
-/// it is retried.
+/// The error of a [`Fault::Lost`] (or [`Fault::LostUndo`]) case's first
+/// attempt, which ran: an unknown outcome, not permanent, so the policy
+/// decides whether it is retried.
 pub(super) fn lost_error() -> StepError {
-    StepError::new("injected failure after the step ran: its answer was lost (outcome unknown)")
+    StepError::new("injected failure after it ran: its answer was lost (outcome unknown)")
         .outcome_unknown()
 }
 

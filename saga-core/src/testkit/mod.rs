@@ -1,8 +1,8 @@
 //! A test kit for your own sagas (feature `testkit`): runs a saga with a
 //! failure injected at every step and every compensation, each in turn
 //! ([`failures`](SagaTest::failures)), with every step run twice, every
-//! compensation run twice, and each step that retries taking effect with
-//! its answer lost and then run again by a retry
+//! compensation run twice, and each step (and compensation) that retries
+//! taking effect with its answer lost and then run again by a retry
 //! ([`twice`](SagaTest::twice)), and durably
 //! with a crash at every log commit of three paths, each crash followed by
 //! recovery ([`crashes`](SagaTest::crashes): the undisturbed run, the run

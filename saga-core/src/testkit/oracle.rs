@@ -22,6 +22,8 @@ pub(super) struct Plan {
     /// Per step: whether its policy retries a first attempt's unknown
     /// outcome ([`lost_error`]).
     retries_lost: Vec<bool>,
+    /// Per step: whether its compensation's policy does.
+    undo_retries_lost: Vec<bool>,
 }
 
 impl Plan {
@@ -46,6 +48,14 @@ impl Plan {
             continue_on_failure: inner.continue_on_compensation_failure,
             retries_once: retries(saga, &once_error()),
             retries_lost: retries(saga, &lost_error()),
+            undo_retries_lost: inner
+                .steps
+                .iter()
+                .map(|s| {
+                    let policy = s.undo_retry.as_ref().unwrap_or(&inner.undo_retry);
+                    s.undo.is_some() && policy.max_attempts() > 1 && policy.retries(&lost_error())
+                })
+                .collect(),
         }
     }
 
@@ -58,12 +68,37 @@ impl Plan {
         self.has_undo[step]
     }
 
-    /// A [`Fault::Lost`] per step whose policy retries an unknown outcome.
+    /// A [`Fault::Lost`] per step whose policy retries an unknown outcome,
+    /// then a [`Fault::LostUndo`] per compensation whose policy does, on
+    /// the rollback [`failure_cases`](Self::failure_cases) fails it on.
     pub(super) fn lost_cases(&self) -> Vec<Fault> {
-        (0..self.names.len())
+        let steps = (0..self.names.len())
             .filter(|&s| self.retries_lost[s])
-            .map(Fault::Lost)
-            .collect()
+            .map(Fault::Lost);
+        let undos = (0..self.names.len())
+            .filter(|&s| self.undo_retries_lost[s])
+            .map(|step| Fault::LostUndo {
+                step,
+                trigger: self.trigger(step),
+            });
+        steps.chain(undos).collect()
+    }
+
+    /// What starts the rollback that runs `step`'s compensation: the next
+    /// step that can roll back, failing cleanly, or else the step itself
+    /// failing with an unknown outcome.
+    fn trigger(&self, step: usize) -> Trigger {
+        (step + 1..self.names.len())
+            .find(|&t| self.node_of[t] > self.node_of[step] && self.can_roll_back(t))
+            .map_or(Trigger::Unknown(step), Trigger::Clean)
+    }
+
+    /// The rollback path a [`Trigger`] starts, without a fault of its own.
+    pub(super) fn path(trigger: Trigger) -> Fault {
+        match trigger {
+            Trigger::Clean(t) => Fault::Clean(t),
+            Trigger::Unknown(s) => Fault::Unknown(s),
+        }
     }
 
     /// Whether a failure of `step` may still roll the saga back: it comes
@@ -93,9 +128,7 @@ impl Plan {
             cases.push(Fault::Once(step));
         }
         for step in (0..n).filter(|&s| self.has_undo[s]) {
-            let trigger = (step + 1..n)
-                .find(|&t| self.node_of[t] > self.node_of[step] && self.can_roll_back(t))
-                .map_or(Trigger::Unknown(step), Trigger::Clean);
+            let trigger = self.trigger(step);
             cases.push(Fault::Undo { step, trigger });
         }
         cases
@@ -153,18 +186,24 @@ impl Plan {
                     _ => format!("steps {} fail once, then succeed", names.join(", ")),
                 }
             }
-            Fault::Undo { step, trigger } => {
-                let cause = match trigger {
-                    Trigger::Clean(t) => format!("`{}` failing", self.name(t)),
-                    Trigger::Unknown(t) => {
-                        format!("`{}` failing with an unknown outcome", self.name(t))
-                    }
-                };
-                format!(
-                    "compensation of `{}` fails (rollback from {cause})",
-                    self.name(step)
-                )
-            }
+            Fault::Undo { step, trigger } => format!(
+                "compensation of `{}` fails (rollback from {})",
+                self.name(step),
+                self.cause(trigger)
+            ),
+            Fault::LostUndo { step, trigger } => format!(
+                "compensation of `{}` takes effect but its answer is lost, then a retry runs it again (rollback from {})",
+                self.name(step),
+                self.cause(trigger)
+            ),
+        }
+    }
+
+    /// A rollback's cause, in words.
+    fn cause(&self, trigger: Trigger) -> String {
+        match trigger {
+            Trigger::Clean(t) => format!("`{}` failing", self.name(t)),
+            Trigger::Unknown(t) => format!("`{}` failing with an unknown outcome", self.name(t)),
         }
     }
 
@@ -189,6 +228,8 @@ impl Plan {
             }
             Fault::Unknown(_) => ExecutionStatus::Compensated,
             Fault::Undo { .. } => ExecutionStatus::Stuck,
+            // The retry succeeds: the rollback ends as it would have.
+            Fault::LostUndo { trigger, .. } => self.expected(Self::path(trigger)),
         }
     }
 
