@@ -153,6 +153,25 @@ async fn take_over(
     panic!("`{id}` was never taken over");
 }
 
+/// The log's retry after `failed`: attempt 2, its start (`started`) no
+/// earlier than the failure's logged time plus its backoff.
+async fn retried_when_due(
+    store: &Arc<dyn SagaStore>,
+    id: &ExecutionId,
+    started: EventKind,
+    failed: &Event,
+) {
+    let due = failed.at_ms + BACKOFF.as_millis() as i64;
+    let events = store.events(id).await.unwrap();
+    let retried = last(&events, started).unwrap();
+    assert_eq!(retried.attempt, 2);
+    assert!(
+        retried.at_ms >= due - SLACK_MS,
+        "{started} attempt 2 at {} ms after the failure; its backoff was {BACKOFF:?}",
+        retried.at_ms - failed.at_ms
+    );
+}
+
 fn sqlite(test: &str) -> Arc<dyn SagaStore> {
     Arc::new(SqliteStore::open(scratch_dir(test).join("sagas.db")).unwrap())
 }
@@ -176,14 +195,7 @@ async fn a_retry_due_when_its_owner_crashed_runs_when_its_backoff_ends() {
     );
     let report = engine.wait(&id).await.unwrap();
     assert_eq!(report.steps[0].attempts, 2);
-    let events = store.events(&id).await.unwrap();
-    let retried = last(&events, EventKind::StepStarted).unwrap();
-    assert_eq!(retried.attempt, 2);
-    assert!(
-        retried.at_ms >= due - SLACK_MS,
-        "attempt 2 started {} ms after the failure; its backoff was {BACKOFF:?}",
-        retried.at_ms - failed.at_ms
-    );
+    retried_when_due(&store, &id, EventKind::StepStarted, &failed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,14 +230,7 @@ async fn a_retry_due_when_its_worker_shut_down_runs_when_its_backoff_ends() {
         .unwrap();
     worker.shutdown(Duration::from_secs(1)).await;
     assert_eq!(report.steps[0].attempts, 2);
-    let events = store.events(&id).await.unwrap();
-    let retried = last(&events, EventKind::StepStarted).unwrap();
-    assert_eq!(retried.attempt, 2);
-    assert!(
-        retried.at_ms >= due - SLACK_MS,
-        "attempt 2 started {} ms after the failure; its backoff was {BACKOFF:?}",
-        retried.at_ms - failed.at_ms
-    );
+    retried_when_due(&store, &id, EventKind::StepStarted, &failed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,14 +260,7 @@ async fn a_compensation_retry_due_when_its_owner_crashed_runs_when_its_backoff_e
         }
         other => panic!("expected a clean rollback, got {other:?}"),
     }
-    let events = store.events(&id).await.unwrap();
-    let retried = last(&events, EventKind::CompensationStarted).unwrap();
-    assert_eq!(retried.attempt, 2);
-    assert!(
-        retried.at_ms >= due - SLACK_MS,
-        "compensation attempt 2 started {} ms after the failure; its backoff was {BACKOFF:?}",
-        retried.at_ms - failed.at_ms
-    );
+    retried_when_due(&store, &id, EventKind::CompensationStarted, &failed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use saga_core::{
     Step, StepError, StepInfo, StepStatus,
 };
 use support::durable::Order;
+use support::report_rows;
 use support::stores::every_store as stores;
 
 /// One step of a report, without its durations (which the clock decides).
@@ -26,28 +27,6 @@ type Row = (
     u32,
     Option<&'static str>,
 );
-
-/// A [`Row`] as a report has it.
-type OwnedRow = (String, StepStatus, Outcome, u32, u32, Option<String>);
-
-/// A report as its status and rows.
-fn rows(report: &SagaReport) -> (ExecutionStatus, Vec<OwnedRow>) {
-    let steps = report
-        .steps
-        .iter()
-        .map(|s| {
-            (
-                s.name.to_string(),
-                s.status,
-                s.outcome,
-                s.attempts,
-                s.compensation_attempts,
-                s.last_error.clone(),
-            )
-        })
-        .collect();
-    (report.status, steps)
-}
 
 /// Checks `report` is `status` with exactly `expected` steps.
 fn assert_report(label: &str, report: &SagaReport, status: ExecutionStatus, expected: &[Row]) {
@@ -64,7 +43,7 @@ fn assert_report(label: &str, report: &SagaReport, status: ExecutionStatus, expe
             )
         })
         .collect();
-    assert_eq!(rows(report), (status, expected), "{label}");
+    assert_eq!(report_rows(report), (status, expected), "{label}");
 }
 
 /// Checks the report `engine` rebuilds from the log, and the one a fresh

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use saga_core::store::{Event, EventKind, SagaStore, SqliteStore};
 use saga_core::{
-    BuildError, ExecutionStatus, Failure, Outcome, RetryPolicy, Saga, SagaEngine, SagaError,
-    SagaReport, Step, StepError, StepInfo, StepKind, StepStatus, StuckPhase, Timeout, saga,
-    saga_task,
+    BuildError, ExecutionStatus, Failure, Outcome, RetryPolicy, Saga, SagaEngine, SagaError, Step,
+    StepError, StepInfo, StepKind, StepStatus, StuckPhase, Timeout, saga, saga_task,
 };
 use support::durable::{Order, scratch_dir};
+use support::{ReportRow as Row, report_rows as rows};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -62,27 +62,6 @@ fn refund_saga(hangs: u32) -> Saga<Order> {
         }))
         .build()
         .unwrap()
-}
-
-/// A report's steps without their durations (which the clock decides).
-type Row = (String, StepStatus, Outcome, u32, u32, Option<String>);
-
-fn rows(report: &SagaReport) -> (ExecutionStatus, Vec<Row>) {
-    let steps = report
-        .steps
-        .iter()
-        .map(|s| {
-            (
-                s.name.to_string(),
-                s.status,
-                s.outcome,
-                s.attempts,
-                s.compensation_attempts,
-                s.last_error.clone(),
-            )
-        })
-        .collect();
-    (report.status, steps)
 }
 
 fn row(

@@ -30,3 +30,34 @@ pub fn ended(error: saga_core::WaitError) -> Result<saga_core::SagaReport, saga_
         other => Err(other),
     }
 }
+
+/// A report's step as the tests compare it, without its durations (which
+/// the clock decides): name, status, outcome, attempts, compensation
+/// attempts, last error.
+pub type ReportRow = (
+    String,
+    saga_core::StepStatus,
+    saga_core::Outcome,
+    u32,
+    u32,
+    Option<String>,
+);
+
+/// A report as its status and [`ReportRow`]s.
+pub fn report_rows(report: &saga_core::SagaReport) -> (saga_core::ExecutionStatus, Vec<ReportRow>) {
+    let steps = report
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.to_string(),
+                s.status,
+                s.outcome,
+                s.attempts,
+                s.compensation_attempts,
+                s.last_error.clone(),
+            )
+        })
+        .collect();
+    (report.status, steps)
+}
