@@ -272,6 +272,7 @@ fn records_name_saga_execution_step_attempt_and_elapsed_at_design_levels() {
                 ("step", "b"),
                 ("attempt", "1"),
                 ("outcome_unknown", "false"),
+                ("permanent", "true"),
                 ("error", "card declined (code 51)"),
                 ("elapsed", "0ns"),
             ]),
@@ -462,6 +463,7 @@ fn user_text_with_braces_is_data_not_a_format_string() {
         && e.message == "step failed"
         && e.field("step") == Some("charge {card} {}")
         && e.field("attempt") == Some("1")
+        && e.field("permanent") == Some("false")
         && e.field("error") == Some("declined {reason} {:?}")));
 }
 

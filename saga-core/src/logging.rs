@@ -8,6 +8,7 @@
 //! Messages are short fixed text (`step failed`); the details are `log`
 //! key-values: `saga`, `execution`, and as the event has them `step`,
 //! `attempt`, `took` (the attempt), `retry_in`, `outcome_unknown`,
+//! `permanent` (of a step's last failure),
 //! `error`, `status` and `elapsed` (since the run started). A logger
 //! prints them only if it reads key-values (env_logger with its `kv`
 //! feature). User text among them (names, ids, error messages) is escaped
@@ -92,12 +93,19 @@ fn write_record(
                     &[("retry_in", Value::from_debug(delay)), field],
                 ),
                 None => {
+                    // Marked permanent, or out of retries: a decline reads
+                    // apart from a provider that never answered.
                     let unknown = Value::from(error.is_outcome_unknown());
+                    let permanent = Value::from(error.is_permanent());
                     attempt(
                         "step failed",
                         step,
                         *n,
-                        &[("outcome_unknown", unknown), field],
+                        &[
+                            ("outcome_unknown", unknown),
+                            ("permanent", permanent),
+                            field,
+                        ],
                     );
                 }
             }
