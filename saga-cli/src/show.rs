@@ -126,17 +126,27 @@ fn timeline_line(e: &Event, start_ms: i64, step: Option<&str>) -> String {
 /// writes it, and a start of a step (or of a compensation) whose previous
 /// start never ended marked as a take-over: the run before was cut off
 /// there (killed, or stopped with its lease lost) and another run started
-/// the attempt again.
+/// the attempt again. A rollback logged again is marked likewise: a run
+/// that took the execution over mid-rollback (or an operator's resume)
+/// goes on with it.
 #[derive(Default)]
 pub(crate) struct Timeline {
     /// The starts not yet ended, as (compensation?, step).
     open: std::collections::HashSet<(bool, u32)>,
+    /// Whether a rollback was logged already.
+    rolling_back: bool,
 }
 
 impl Timeline {
     /// Event `e`'s line (see [`timeline_line`]).
     pub(crate) fn line(&mut self, e: &Event, start_ms: i64, step: Option<&str>) -> String {
         let mut line = timeline_line(e, start_ms, step);
+        if e.kind == EventKind::RollbackStarted {
+            if std::mem::replace(&mut self.rolling_back, true) {
+                line.push_str(" (again: a later run goes on with the rollback)");
+            }
+            return line;
+        }
         let Some(index) = e.step else {
             return line;
         };

@@ -679,3 +679,79 @@ async fn show_and_diagram_name_a_declared_version() {
     assert_eq!(listed("v-1")["fingerprint"], *fingerprint, "{rows}");
     assert!(listed("v-0").get("version").is_none(), "{rows}");
 }
+
+/// A rollback logged a second time (a run that took the execution over
+/// mid-rollback logs it again) is marked in the timeline, as a step
+/// started again is. Before: two `rollback_started` lines, unmarked.
+#[tokio::test]
+async fn show_marks_a_rollback_logged_again() {
+    use saga_core::store::{Created, Event, NewExecution};
+    let dir = dir("show-rollback-again");
+    let db = dir.join("sagas.db");
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    let saga = Saga::<u32>::builder("undone")
+        .step(
+            Step::new("reserve", |_: &mut u32, _: &StepInfo<'_>| {
+                Ok::<(), StepError>(())
+            })
+            .undo(|_: &mut u32, _: Option<&()>, _: &StepInfo<'_>| Ok::<(), StepError>(())),
+        )
+        .step(Step::new("pay", |_: &mut u32, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("declined").permanent())
+        }))
+        .build()
+        .unwrap();
+    let fingerprint = engine.register(saga).await.unwrap();
+    let store = engine.store();
+    let event = |seq: u64, kind: EventKind, step: Option<u32>| {
+        let mut event = Event::new(seq, kind);
+        event.step = step;
+        event.attempt = u32::from(step.is_some() && kind != EventKind::RollbackStarted);
+        event
+    };
+    let created = store
+        .create(
+            NewExecution {
+                id: "again-1".into(),
+                saga: "undone".to_owned(),
+                fingerprint,
+                context: "0".to_owned(),
+                events: vec![event(1, EventKind::StepStarted, Some(0))],
+            },
+            "first",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let Created::New(lease) = created else {
+        panic!("not created")
+    };
+    let id = saga_core::ExecutionId::new("again-1");
+    let mut failed = event(4, EventKind::StepFailed, Some(1));
+    failed.error = Some("declined".to_owned());
+    let log = vec![
+        event(2, EventKind::StepSucceeded, Some(0)),
+        event(3, EventKind::StepStarted, Some(1)),
+        failed,
+        event(5, EventKind::RollbackStarted, Some(1)),
+        event(6, EventKind::CompensationStarted, Some(0)),
+        // The process died here; the next owner logs the rollback again.
+        event(7, EventKind::RollbackStarted, Some(1)),
+    ];
+    store
+        .append(&id, &lease, log, ExecutionStatus::Compensating)
+        .await
+        .unwrap();
+    drop(engine);
+    let text = ok(&db, &["show", "again-1"]);
+    let rollbacks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("rollback_started"))
+        .collect();
+    assert_eq!(rollbacks.len(), 2, "{text}");
+    assert!(!rollbacks[0].contains("(again"), "{text}");
+    assert!(
+        rollbacks[1].ends_with("(again: a later run goes on with the rollback)"),
+        "{text}"
+    );
+}
