@@ -273,11 +273,13 @@ fn expected() -> Vec<Expected> {
         },
         Expected {
             // Resumed as requested: `reserve`'s undo with a fresh budget.
-            // The report keeps the error the resume recovered from.
+            // The report keeps the error the resume recovered from, and
+            // counts the undo's three attempts before the resume with the
+            // one after.
             id: "resume-requested",
             status: ExecutionStatus::Compensated,
             steps: [
-                "reserve compensable compensated applied 1/1 the warehouse refused the release",
+                "reserve compensable compensated applied 1/4 the warehouse refused the release",
                 ROLLED_BACK[1],
                 ROLLED_BACK[2],
                 ROLLED_BACK[3],
