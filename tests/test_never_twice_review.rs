@@ -552,19 +552,23 @@ async fn a_stuck_parallel_group_reports_every_branch_after_resume() {
             (
                 &forward,
                 ExecutionStatus::Completed,
+                // `b` and `c` failed for good before the resume: their
+                // attempt then and the one after.
                 vec![
                     row("charge", Succeeded, 1, 0),
                     row("a", Succeeded, 1, 0),
-                    row("b", Succeeded, 1, 0),
-                    row("c", Succeeded, 1, 0),
+                    row("b", Succeeded, 2, 0),
+                    row("c", Succeeded, 2, 0),
                 ],
             ),
             (
                 &rollback,
                 ExecutionStatus::Compensated,
+                // Their compensations' failed attempts before the
+                // resume are counted with the one after.
                 vec![
-                    row("x", Compensated, 1, 1),
-                    row("y", Compensated, 1, 1),
+                    row("x", Compensated, 1, 2),
+                    row("y", Compensated, 1, 2),
                     row("pay", Failed, 1, 0),
                 ],
             ),
