@@ -224,3 +224,74 @@ async fn a_misconfigured_store_is_an_error_at_each_attempt_until_fixed() {
         assert_eq!(stats.finished, 1, "{name}: {stats:?}");
     }
 }
+
+/// A run waiting out a retry's backoff holds its place in the worker's
+/// concurrency (documented at `Worker::with_concurrency`): with one place,
+/// a second execution is claimed only once the first has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_backing_off_holds_its_place_in_the_concurrency() {
+    for (name, store) in stores("backoff-place") {
+        let failed = Arc::new(AtomicBool::new(false));
+        let flaky = |failed: &Arc<AtomicBool>| {
+            let failed = Arc::clone(failed);
+            Saga::<Context>::builder("flaky")
+                .step(
+                    Step::new("call", move |_: &mut Context, _: &StepInfo<'_>| {
+                        if failed.swap(true, Ordering::SeqCst) {
+                            Ok(())
+                        } else {
+                            Err(StepError::new("provider down"))
+                        }
+                    })
+                    .retry(
+                        saga_core::RetryPolicy::attempts(2)
+                            .with_backoff(Duration::from_millis(1500))
+                            .with_jitter(0.0),
+                    ),
+                )
+                .build()
+                .unwrap()
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let submitter = SagaEngine::with_store(Arc::clone(&store));
+        submitter.register(flaky(&failed)).await.unwrap();
+        submitter
+            .register(saga("quick", 1, &calls, Duration::ZERO))
+            .await
+            .unwrap();
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(flaky(&failed)).await.unwrap();
+        engine
+            .register(saga("quick", 1, &calls, Duration::ZERO))
+            .await
+            .unwrap();
+        let first = submitter.submit("flaky", Context::new()).await.unwrap();
+        let worker = Worker::new(engine)
+            .with_concurrency(1)
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        while !failed.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = submitter.submit("quick", Context::new()).await.unwrap();
+        // Well within the 1.5 s backoff.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waiting = store.get(&second).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                waiting.owner,
+                calls.load(Ordering::SeqCst),
+                worker.stats().claimed
+            ),
+            (None, 0, 1),
+            "{name}: the second execution waits for the place"
+        );
+        for id in [&first, &second] {
+            let report = finished(&submitter, id).await;
+            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        }
+        let stats = worker.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((stats.claimed, stats.finished), (2, 2), "{name}");
+    }
+}

@@ -245,7 +245,14 @@ impl Worker {
         self
     }
 
-    /// The most executions it runs at a time (at least 1).
+    /// The most executions it runs at a time (at least 1; default 16).
+    ///
+    /// A run waiting out a retry's backoff still holds its place: with
+    /// every place held by runs backing off (a provider down, each
+    /// retrying every few seconds), executions it could take over wait
+    /// for a place too. Set it above the number of executions you expect
+    /// to wait on one outage at once. Runs begun by
+    /// [`start`](crate::SagaEngine::start) are not counted.
     #[must_use]
     pub fn with_concurrency(mut self, executions: usize) -> Self {
         self.concurrency = executions.max(1);
