@@ -425,6 +425,55 @@ fn after_the_pivot_without_retry_a_step_is_retried_forever_up_to_the_ceiling() {
     assert_eq!(rec.effects, ["do ship", "try notify#1"]);
 }
 
+/// A policy that does not set its number of attempts keeps its place's
+/// default: a backoff or a `retry_if` given to a step after the pivot
+/// does not turn "forever" into one attempt (before: stuck after one).
+#[test]
+fn after_the_pivot_a_policy_without_attempts_still_retries_forever() {
+    let policies = [
+        ("backoff", RetryPolicy::new().with_backoff(ms(5))),
+        ("retry_if", RetryPolicy::new().retry_if(|_| true)),
+        ("jitter", RetryPolicy::new().with_jitter(0.0)),
+    ];
+    for (what, policy) in policies {
+        let saga = Saga::builder("tuned")
+            .pivot(compensable_free("ship"))
+            .step(flaky_free("notify", 2).retry(policy))
+            .build()
+            .unwrap();
+        let (clock, options) = virtual_time();
+        let mut rec = Rec::default();
+        let report = saga.run_blocking_with(&mut rec, options).unwrap();
+        assert_eq!(
+            rec.effects,
+            ["do ship", "try notify#1", "try notify#2", "try notify#3"],
+            "{what}"
+        );
+        assert_eq!(report.step("notify").unwrap().attempts, 3, "{what}");
+        assert_eq!(clock.sleeps().len(), 2, "{what}");
+    }
+    // Before the pivot, the same policy still means one attempt.
+    let saga = Saga::builder("before")
+        .step(flaky_free("notify", 2).retry(RetryPolicy::new().with_backoff(ms(5))))
+        .build()
+        .unwrap();
+    let mut rec = Rec::default();
+    saga.run_blocking(&mut rec).unwrap_err();
+    assert_eq!(rec.effects, ["try notify#1"]);
+}
+
+/// A step with nothing to undo, failing with a plain error on its first
+/// `failures` attempts.
+fn flaky_free(name: &'static str, failures: u32) -> Step<Rec, ()> {
+    Step::new(name, move |r: &mut Rec, info: &StepInfo<'_>| {
+        r.push(format!("try {name}#{}", info.attempt()));
+        if info.attempt() <= failures {
+            return Err(reset());
+        }
+        Ok(())
+    })
+}
+
 // | after the pivot | permanent or exhausted | stuck, forward |
 #[test]
 fn after_the_pivot_permanent_or_exhausted_is_stuck_forward() {
@@ -485,6 +534,40 @@ fn a_compensation_without_undo_retry_gets_three_attempts_100ms_doubling() {
         stuck_parts(&err),
         ("reserve", StuckPhase::Rollback, vec!["reserve"])
     );
+}
+
+/// A compensation's policy that does not set its number of attempts keeps
+/// the compensation's default of 3, as `undo_retry` in the macros does
+/// (before: a backoff alone on the builder meant one attempt).
+#[test]
+fn a_compensation_policy_without_attempts_keeps_three_attempts() {
+    for (what, per_step) in [("step", true), ("saga", false)] {
+        let tuned = RetryPolicy::new().with_backoff(ms(5)).with_jitter(0.0);
+        let mut reserve = undo_failing("reserve", 2, reset);
+        if per_step {
+            reserve = reserve.undo_retry(tuned.clone());
+        }
+        let mut builder = Saga::builder("undo-tuned")
+            .step(reserve)
+            .step(failing("charge", || reset().permanent()));
+        if !per_step {
+            builder = builder.undo_retry(tuned);
+        }
+        let (rec, clock, err) = run_failing(&builder.build().unwrap());
+        assert_eq!(
+            rec.effects,
+            [
+                "do reserve",
+                "try charge#1",
+                "undo reserve#1",
+                "undo reserve#2",
+                "undo reserve#3"
+            ],
+            "{what}"
+        );
+        assert_eq!(clock.sleeps(), [ms(5), ms(10)], "{what}");
+        assert_eq!(compensated_step(&err), "charge", "{what}");
+    }
 }
 
 // | compensation | permanent or exhausted | stuck at once |
@@ -640,4 +723,61 @@ async fn recovery_of_a_failure_logged_will_retry_retries_it() {
     let report = engine.report(&id).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Compensated);
     assert_eq!(report.step("charge").unwrap().attempts, 3);
+}
+
+/// `saga!`'s `backoff` and `#[saga_task]`'s `retry(backoff = ..)` alone
+/// keep the "forever" of a step after the pivot (before: one attempt).
+mod macros {
+    use saga_core::{StepError, StepInfo, saga, saga_task};
+
+    use super::support::steps::Rec;
+
+    #[saga_task]
+    fn ship(r: &mut Rec) -> Result<(), StepError> {
+        r.push("do ship".to_owned());
+        Ok(())
+    }
+
+    fn flaky(r: &mut Rec, name: &str, info: &StepInfo<'_>) -> Result<(), StepError> {
+        r.push(format!("try {name}#{}", info.attempt()));
+        if info.attempt() <= 2 {
+            return Err(StepError::new("connection reset"));
+        }
+        Ok(())
+    }
+
+    #[saga_task]
+    fn mail(r: &mut Rec, info: &StepInfo<'_>) -> Result<(), StepError> {
+        flaky(r, "mail", info)
+    }
+
+    #[saga_task(retry(backoff = "1ms"))]
+    fn archive(r: &mut Rec, info: &StepInfo<'_>) -> Result<(), StepError> {
+        flaky(r, "archive", info)
+    }
+
+    #[test]
+    fn a_backoff_alone_after_the_pivot_keeps_forever() {
+        let saga = saga! {
+            name: "tuned",
+            context: Rec,
+            pivot ship;
+            step mail, backoff 1ms;
+            step archive;
+        };
+        let mut rec = Rec::default();
+        saga.run_blocking(&mut rec).unwrap();
+        assert_eq!(
+            rec.effects,
+            [
+                "do ship",
+                "try mail#1",
+                "try mail#2",
+                "try mail#3",
+                "try archive#1",
+                "try archive#2",
+                "try archive#3"
+            ]
+        );
+    }
 }

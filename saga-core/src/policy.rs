@@ -43,9 +43,14 @@ impl fmt::Debug for RetryOn {
 ///
 /// Every error is retried except one marked
 /// [`permanent`](StepError::permanent); [`retry_if`](Self::retry_if) only
-/// narrows that. The default is one attempt (no retry), except on a step
-/// after the pivot, which without a policy of its own is retried
-/// [`forever`](Self::forever). Counters are per step and per run.
+/// narrows that. A policy that does not set its number of attempts
+/// ([`new`](Self::new), and its setters other than
+/// [`with_max_attempts`](Self::with_max_attempts)) gets its place's
+/// default: one attempt (no retry) on a step before the pivot,
+/// [`forever`](Self::forever) on a step after it, 3 on a compensation
+/// ([`default_undo_retry`](crate::default_undo_retry)'s). A backoff, a
+/// jitter or a predicate alone never changes how many attempts there are.
+/// Counters are per step and per run.
 ///
 /// ```
 /// use std::time::Duration;
@@ -70,13 +75,15 @@ pub struct RetryPolicy {
     multiplier: f64,
     jitter: f64,
     retry_on: RetryOn,
-    /// Whether nothing was said: the default, which a step after the pivot
-    /// takes as [`forever`](Self::forever). Every setter clears it.
-    unset: bool,
+    /// Whether the number of attempts was never set: a step after the
+    /// pivot takes it as [`forever`](Self::forever), a compensation as 3.
+    /// Only [`with_max_attempts`](Self::with_max_attempts) clears it.
+    attempts_unset: bool,
 }
 
 impl Default for RetryPolicy {
-    /// One attempt; on a step after the pivot, [`forever`](Self::forever).
+    /// One attempt; on a step after the pivot, [`forever`](Self::forever);
+    /// on a compensation, 3.
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 1,
@@ -85,7 +92,7 @@ impl Default for RetryPolicy {
             multiplier: 2.0,
             jitter: 0.2,
             retry_on: RetryOn::Any,
-            unset: true,
+            attempts_unset: true,
         }
     }
 }
@@ -93,7 +100,8 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// "Retry forever" is capped at this many attempts, so a run that can
     /// never succeed still ends (stuck) instead of hanging: with the default
-    /// 10 s cap on backoff, about 28 hours.
+    /// 10 s cap on backoff, 22 to 28 hours (the default jitter draws each
+    /// delay between 8 and 10 s).
     pub const FOREVER_ATTEMPTS: u32 = 10_000;
 
     /// The default policy ([`Default`]), to build on with the `with_*`
@@ -124,7 +132,7 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n;
-        self.unset = false;
+        self.attempts_unset = false;
         self
     }
 
@@ -133,7 +141,6 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_backoff(mut self, initial: Duration) -> Self {
         self.backoff = initial;
-        self.unset = false;
         self
     }
 
@@ -141,7 +148,6 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_max_backoff(mut self, cap: Duration) -> Self {
         self.max_backoff = cap;
-        self.unset = false;
         self
     }
 
@@ -150,7 +156,6 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_multiplier(mut self, multiplier: f64) -> Self {
         self.multiplier = multiplier.max(1.0);
-        self.unset = false;
         self
     }
 
@@ -160,7 +165,6 @@ impl RetryPolicy {
     /// in lockstep; `0.0` makes delays exact.
     #[must_use]
     pub fn with_jitter(mut self, jitter: f64) -> Self {
-        self.unset = false;
         self.jitter = if jitter.is_nan() {
             0.0
         } else {
@@ -173,7 +177,6 @@ impl RetryPolicy {
     #[must_use]
     pub fn retry_on(mut self, retry_on: RetryOn) -> Self {
         self.retry_on = retry_on;
-        self.unset = false;
         self
     }
 
@@ -210,10 +213,20 @@ impl RetryPolicy {
         }
     }
 
-    /// Whether nothing was said: the [`Default`], which a step after the
-    /// pivot takes as [`forever`](Self::forever).
-    pub(crate) fn is_unset(&self) -> bool {
-        self.unset
+    /// Whether the number of attempts was never set: a step after the
+    /// pivot takes it as [`forever`](Self::forever).
+    pub(crate) fn attempts_unset(&self) -> bool {
+        self.attempts_unset
+    }
+
+    /// This policy, with `n` attempts if it did not set its number: a
+    /// compensation's policy keeps the compensation's default.
+    pub(crate) fn or_attempts(self, n: u32) -> Self {
+        if self.attempts_unset {
+            self.with_max_attempts(n)
+        } else {
+            self
+        }
     }
 
     /// The delay before attempt `attempt` (2 for the first retry), given a

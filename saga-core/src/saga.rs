@@ -364,10 +364,11 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
     }
 
     /// Sets the retry policy of compensations that have none of their own
-    /// (default: [`default_undo_retry`]).
+    /// (default: [`default_undo_retry`]). A policy that does not set its
+    /// number of attempts keeps the default's 3.
     #[must_use]
     pub fn undo_retry(mut self, policy: RetryPolicy) -> Self {
-        self.undo_retry = policy;
+        self.undo_retry = policy.or_attempts(default_undo_retry().max_attempts());
         self
     }
 

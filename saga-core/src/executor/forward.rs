@@ -546,7 +546,7 @@ pub(super) fn action_failed<C, D>(
     // A step after the pivot without a policy of its own is retried
     // forever: giving up there means stuck.
     let forever;
-    let policy = if step.kind == StepKind::Retriable && step.retry.is_unset() {
+    let policy = if step.kind == StepKind::Retriable && step.retry.attempts_unset() {
         forever = RetryPolicy::forever();
         &forever
     } else {

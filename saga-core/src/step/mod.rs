@@ -484,7 +484,9 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     {
         self.undo_shared_async(undo)
     }
-    /// Sets the retry policy of the step's action (default: one attempt).
+    /// Sets the retry policy of the step's action (default: one attempt,
+    /// or [`forever`](RetryPolicy::forever) on a step after the pivot; a
+    /// policy that does not set its number of attempts keeps that default).
     #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.def.retry = policy;
@@ -492,10 +494,12 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     }
 
     /// Sets the retry policy of the step's compensation (default:
-    /// [`SagaBuilder::undo_retry`](crate::SagaBuilder::undo_retry)).
+    /// [`SagaBuilder::undo_retry`](crate::SagaBuilder::undo_retry)). A
+    /// policy that does not set its number of attempts keeps the
+    /// compensation's default of 3.
     #[must_use]
     pub fn undo_retry(mut self, policy: RetryPolicy) -> Self {
-        self.def.undo_retry = Some(policy);
+        self.def.undo_retry = Some(policy.or_attempts(default_undo_retry().max_attempts()));
         self
     }
 

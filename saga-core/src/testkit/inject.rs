@@ -279,7 +279,9 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
                 Retries::Single(_) => step.retry.clone(),
                 // A setter clears "unset", which after the pivot means
                 // forever: keep that meaning.
-                Retries::NoBackoff if step.kind == StepKind::Retriable && step.retry.is_unset() => {
+                Retries::NoBackoff
+                    if step.kind == StepKind::Retriable && step.retry.attempts_unset() =>
+                {
                     RetryPolicy::forever().with_backoff(Duration::ZERO)
                 }
                 Retries::NoBackoff => step.retry.clone().with_backoff(Duration::ZERO),

@@ -361,7 +361,7 @@ fn retries<C, D>(saga: &Saga<C, D>, error: &crate::error::StepError) -> Vec<bool
         .steps
         .iter()
         .map(|s| {
-            let forever = s.kind == StepKind::Retriable && s.retry.is_unset();
+            let forever = s.kind == StepKind::Retriable && s.retry.attempts_unset();
             (forever || s.retry.max_attempts() > 1) && s.retry.retries(error)
         })
         .collect()
