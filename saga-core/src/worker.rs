@@ -175,6 +175,7 @@ fn bump(counter: &AtomicU64) {
 /// meanwhile (after the engine's ttl), and another process may take the
 /// execution over and start the same step beside it.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the worker: keep it (`let worker = ...`) and call `shutdown` before `main` returns"]
 pub struct WorkerHandle {
     stop: watch::Sender<Option<Stop>>,
     task: Option<JoinHandle<()>>,
