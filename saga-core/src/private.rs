@@ -394,9 +394,9 @@ pub mod checks {
         /// A step's compensation is given once: in its `#[saga_task]` or
         /// in `saga!`, not in both.
         OneCompensation<> {
-            message: "step `{Self}` already has a compensation from its `#[saga_task(compensate = ..)]`; give it in one place",
+            message: "step `{Self}` already has a compensation from its `#[saga_task(undo = ..)]`; give it in one place",
             label: "a second compensation for `{Self}`",
-            note: "drop this `=> undo ..` or the attribute's `compensate = ..`",
+            note: "drop this `=> undo ..` or the attribute's `undo = ..`",
         }
     }
 
