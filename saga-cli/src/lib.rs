@@ -16,9 +16,9 @@
 //! Every command takes `--json` for scripts. The tool holds none of your
 //! code, so it cannot run a step: `resume` and `cancel` write a durable
 //! request that your workers (the processes whose
-//! [`SagaEngine`] has the saga registered) carry out — a resume at their
-//! next [`recover`](SagaEngine::recover), a cancel at the owner's next
-//! log write. `abandon` needs no code and is done at once.
+//! [`SagaEngine`] has the saga registered) carry out — a resume at a
+//! [`Worker`](saga_core::Worker)'s next poll (5 s by default), a cancel at
+//! the owner's next log write. `abandon` needs no code and is done at once.
 //!
 //! The same commands embed in your own binary, next to your registered
 //! sagas, where `resume` runs the execution right there:
@@ -209,6 +209,12 @@ fn finish(result: Result<String, CliError>, notes: &[String]) -> ExitCode {
         }
         Err(CliError::Usage(text)) => {
             print_err(&text);
+            ExitCode::from(2)
+        }
+        // Bad arguments too: no store named, or one named where the
+        // binary has its own.
+        Err(error @ (CliError::NoStore | CliError::StoreEmbedded)) => {
+            print_err(&format!("error: {error}\n"));
             ExitCode::from(2)
         }
         // `watch` writes as it goes: its reader went away.

@@ -617,9 +617,10 @@ fn urls_and_missing_arguments_get_clear_errors() {
         "{}",
         stderr(&out)
     );
+    // A missing store is a bad argument, like any other: code 2.
     let out = saga(&["list"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no store given; pass `--store <path>`"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("error: no store given; pass `--store <path>`"));
     let out = saga(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("Usage: saga"), "{}", stdout(&out));
