@@ -7,7 +7,9 @@
 //!
 //! Messages are short fixed text (`step failed`); the details are `log`
 //! key-values: `saga`, `execution`, and as the event has them `step`,
-//! `attempt`, `took` (the attempt), `retry_in`, `outcome_unknown`,
+//! `attempt`, `took` (of a step or compensation that succeeded: since its
+//! first attempt started, earlier attempts and backoffs included; in this
+//! run only, after a take-over or a resume), `retry_in`, `outcome_unknown`,
 //! `permanent` (of a step's last failure),
 //! `error`, `status` and `elapsed` (since the run started). A logger
 //! prints them only if it reads key-values (env_logger with its `kv`
