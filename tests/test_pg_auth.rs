@@ -112,6 +112,7 @@ async fn a_worker_whose_password_stops_working_stops_instead_of_retrying() {
         .with_max_backoff(Duration::from_millis(100))
         .spawn()
         .unwrap();
+    assert!(!worker.has_stopped());
     // The password changes and the worker's connections are cut: its next
     // claim must connect again, and is refused.
     admin
@@ -156,5 +157,11 @@ async fn a_worker_whose_password_stops_working_stops_instead_of_retrying() {
                     .contains("authentication failed")),
         "{records:?}"
     );
+    // A health check sees it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !worker.has_stopped() {
+        assert!(Instant::now() < deadline, "the handle says it still runs");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     worker.shutdown(Duration::ZERO).await;
 }

@@ -659,6 +659,16 @@ impl WorkerHandle {
         self.counters.snapshot()
     }
 
+    /// Whether the worker stopped by itself: it does only when its store
+    /// refuses its credentials (a password rotated away; logged at error,
+    /// "worker stops: the store refused its credentials"), since every
+    /// retry would be refused too. A service's health check should report
+    /// unhealthy then, so that the process is restarted with working
+    /// credentials: nothing carries its executions on meanwhile.
+    pub fn has_stopped(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// Stops the worker gracefully: it claims nothing more, lets its runs
     /// finish for up to `grace`, then stops the others where they are and
     /// releases their leases, so another worker carries them on at once
@@ -671,6 +681,12 @@ impl WorkerHandle {
     /// [`start`](SagaEngine::start), [`recover`](SagaEngine::recover) and
     /// [`resume`](SagaEngine::resume) began, including any begun while it
     /// waits. Dropping the handle instead stops only the worker's own runs.
+    ///
+    /// It can return later than `grace`: a sync step cannot be cut off
+    /// mid-call, so a run stopped during one is waited for until the call
+    /// returns (its lease released then). Keep sync steps shorter than the
+    /// time between the orchestrator's SIGTERM and its SIGKILL, less
+    /// `grace`; async steps are cut off at once.
     ///
     /// In a service, stop the HTTP server first (it stops taking requests
     /// and finishes those in flight, which may start executions), then the
