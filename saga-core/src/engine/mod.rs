@@ -155,6 +155,15 @@ pub struct ExecutionView {
 /// `#[saga_task]` step is, when its output type implements
 /// `Serialize + DeserializeOwned`).
 ///
+/// A clone is a handle to the same engine (its runs and owner id, and its
+/// registrations until one of them calls
+/// [`with_dependencies`](Self::with_dependencies)), but the settings of its `with_*` methods belong to the value
+/// they are called on and the clones made after it: configure the engine
+/// first, then clone it (`Worker::new(engine.clone())`). A worker given a
+/// clone made before [`with_retention`](Self::with_retention) purges with
+/// the default 7 days. [`with_sync_steps_at_once`](Self::with_sync_steps_at_once)
+/// is the exception: one limit shared by every clone.
+///
 /// ```
 /// use saga_core::{Context, SagaEngine, Saga, Step, StepError, StepInfo};
 /// use saga_core::store::MemoryStore;
@@ -917,8 +926,11 @@ impl SagaEngine {
     /// keeps the wait going until an operator resumes or abandons the
     /// execution. With no worker and no recovery for its saga, the wait does not
     /// end; bound it with [`tokio::time::timeout`] where that can happen.
-    /// While this engine does not run it, `wait` reads the record every
-    /// 50 ms.
+    /// While this engine does not run it, `wait` reads the record again
+    /// when the store signals a change of status
+    /// ([`SagaStore::change_signal`]: PostgreSQL's `LISTEN`), at most every
+    /// 50 ms and at least once a second; on a store without the signal
+    /// (SQLite, memory), every 50 ms.
     ///
     /// [`Saga::run`]: crate::Saga::run
     ///
@@ -949,6 +961,8 @@ impl SagaEngine {
         // Counted among the engine's waits retrying through an outage,
         // from this wait's first failed read to its next read that works.
         let mut retrying: Option<outage::Retrying<'_>> = None;
+        // Subscribed before the first read, so no change after it is missed.
+        let mut changes = self.store().change_signal();
         loop {
             let live = if read_record {
                 None
@@ -998,7 +1012,7 @@ impl SagaEngine {
                     match self.resume_pending(&record).await {
                         Ok(true) => {
                             own = None;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            until_worth_reading(&mut changes).await;
                             continue;
                         }
                         Ok(false) => {
@@ -1014,9 +1028,10 @@ impl SagaEngine {
                         Err(error) => Err(error.into()),
                     }
                 }
-                // Run by another owner, or waiting for one to take it: poll.
+                // Run by another owner, or waiting for one to take it: read
+                // again once it may have changed.
                 Ok(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    until_worth_reading(&mut changes).await;
                     continue;
                 }
                 Err(error) => Err(error.into()),
@@ -1206,5 +1221,22 @@ impl SagaEngine {
     /// before a take-over ends the execution stuck (at least 1).
     pub(crate) fn set_crash_limit(&mut self, starts: u32) {
         self.crash_limit = starts.max(1);
+    }
+}
+
+/// Until the record of an execution another owner runs is worth reading
+/// again: where the store signals changes of status, once one may have
+/// happened (at most every 50 ms, however many executions change: each
+/// change wakes every wait) or a second has passed (a notification lost);
+/// elsewhere 50 ms.
+async fn until_worth_reading(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Some(signal) = changes {
+        // A change during the sleep above is seen at once.
+        let waited = tokio::time::timeout(Duration::from_millis(950), signal.changed()).await;
+        if matches!(waited, Ok(Err(_))) {
+            // The store dropped its signal: every 50 ms from now on.
+            *changes = None;
+        }
     }
 }
