@@ -257,6 +257,55 @@ impl ClaimedWithLog {
 /// Implementations must make each call's writes durable (as far as the
 /// store promises durability) before its future resolves: the engine runs
 /// the next step only after the log says it may.
+///
+/// # Implementing a store
+///
+/// What the engine relies on, beyond each method's own lines:
+///
+/// - **Reads see every write whose call returned**, from any process:
+///   [`get`](Self::get), [`events`](Self::events) and the listings never
+///   answer from a replica that may lag (a take-over and
+///   [`wait`](crate::SagaEngine::wait) decide from what they read).
+/// - **Events are kept as given**, every field, except
+///   [`at_ms`](Event::at_ms): the engine passes 0, and
+///   [`create`](Self::create) and [`append`](Self::append) set it to the
+///   store's wall clock at the write (milliseconds since the Unix epoch).
+///   A run that takes an execution over reads the backoff still due from
+///   a failure's `at_ms` and `detail`, and reports read durations from
+///   `at_ms`: a store that drops either retries at once after a crash.
+///   Store new fields of [`Event`] too as releases add them (additively,
+///   as `detail` was in 0.2.0).
+/// - **Fencing**: a write checks, in the same atomic step as the write,
+///   that the execution's current token and owner are the [`Lease`]'s.
+///   A lease past its expiry that no one has claimed still writes; a
+///   claim bumps the token, after which the old holder's writes fail with
+///   [`StoreError::LeaseLost`] and write nothing.
+/// - [`claim`](Self::claim) works on finished executions too (an
+///   operator's [`resume`](crate::SagaEngine::resume) and
+///   [`abandon`](crate::SagaEngine::abandon) claim stuck ones).
+/// - **Errors steer the engine**: [`StoreError::Unavailable`] means "try
+///   again later", for anything transient (a timeout, a connection lost,
+///   a service answering 503): workers back off and retry, and a
+///   [`wait`](crate::SagaEngine::wait) waits through it. Any other error
+///   (`Backend` for a failure that retrying will not cure) is given to the
+///   caller: a `wait` returns it, and a run stops with it.
+///   [`StoreError::NotFound`] for an unknown id where a method says so,
+///   [`StoreError::BadRecord`] for a stored row that cannot be read (and
+///   for an append whose `seq` does not continue the log).
+/// - **Which provided methods to override**: their defaults are correct
+///   but read more than they need. [`list_summaries`](Self::list_summaries)
+///   reads every context through [`list`](Self::list), and
+///   [`claim_next`](Self::claim_next) lists through it at every worker
+///   poll; [`resume_requests`](Self::resume_requests) reads each stuck
+///   execution's whole log at every poll; [`latest_context`](Self::latest_context)
+///   and [`events_without_contexts`](Self::events_without_contexts) read
+///   every context of a log. A store holding more than a few thousand
+///   executions overrides at least the first three.
+/// - [`work_signal`](Self::work_signal) is optional: without it, work
+///   another process submits waits for a worker's poll (5 s by default).
+///
+/// `saga_core::testkit` (feature `testkit`) checks a store against these
+/// rules.
 pub trait SagaStore: Send + Sync + 'static {
     /// Names the store in messages (for SQLite: its file).
     fn describe(&self) -> String;
@@ -442,7 +491,9 @@ pub trait SagaStore: Send + Sync + 'static {
     /// one by one (each claim is atomic, so two claimers never both win),
     /// then reads the record of each execution it claimed; the stores of
     /// this crate override it with one statement (PostgreSQL: `FOR UPDATE
-    /// SKIP LOCKED`).
+    /// SKIP LOCKED`). An error after it claimed some ends the claim with
+    /// those (an error is returned only when none was claimed): a lease
+    /// taken and not handed back would hold its execution a whole ttl.
     fn claim_next(&self, request: ClaimRequest) -> BoxFuture<'_, StoreResult<Vec<Claimed>>> {
         Box::pin(async move {
             let mut candidates = Vec::new();
@@ -469,14 +520,32 @@ pub trait SagaStore: Send + Sync + 'static {
                 {
                     continue;
                 }
-                let Some(lease) = self.claim(&summary.id, &request.owner, request.ttl).await?
-                else {
-                    continue;
+                let lease = match self.claim(&summary.id, &request.owner, request.ttl).await {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => continue,
+                    Err(error) if claimed.is_empty() => return Err(error),
+                    // The leases taken so far go to the caller's runs.
+                    Err(_) => break,
                 };
-                match self.get(&summary.id).await? {
-                    Some(record) => claimed.push(Claimed { record, lease }),
+                match self.get(&summary.id).await {
+                    Ok(Some(record)) => claimed.push(Claimed { record, lease }),
                     // Purged since the listing.
-                    None => self.release(&summary.id, &lease).await?,
+                    Ok(None) => {
+                        if let Err(error) = self.release(&summary.id, &lease).await {
+                            if claimed.is_empty() {
+                                return Err(error);
+                            }
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        // Given back, as far as the store lets it.
+                        let _ = self.release(&summary.id, &lease).await;
+                        if claimed.is_empty() {
+                            return Err(error);
+                        }
+                        break;
+                    }
                 }
             }
             Ok(claimed)
@@ -637,5 +706,161 @@ mod logged_tests {
             logged_durations(2, &events),
             [(Some(200), None), (Some(50), None)]
         );
+    }
+}
+
+#[cfg(test)]
+mod default_claim_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A store of only the required methods (the provided ones are the
+    /// trait's defaults), over a [`MemoryStore`]; its `get` fails with an
+    /// outage on call number `fail_get`.
+    struct Minimal {
+        inner: MemoryStore,
+        gets: AtomicUsize,
+        fail_get: usize,
+    }
+
+    impl SagaStore for Minimal {
+        fn describe(&self) -> String {
+            "a minimal store".to_owned()
+        }
+        fn put_definition(&self, d: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
+            self.inner.put_definition(d)
+        }
+        fn definition(&self, f: &str) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
+            self.inner.definition(f)
+        }
+        fn create(
+            &self,
+            e: NewExecution,
+            owner: &str,
+            ttl: Duration,
+        ) -> BoxFuture<'_, StoreResult<Created>> {
+            self.inner.create(e, owner, ttl)
+        }
+        fn claim(
+            &self,
+            id: &ExecutionId,
+            owner: &str,
+            ttl: Duration,
+        ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
+            self.inner.claim(id, owner, ttl)
+        }
+        fn append<'a>(
+            &'a self,
+            id: &'a ExecutionId,
+            lease: &'a Lease,
+            events: Vec<Event>,
+            status: ExecutionStatus,
+        ) -> BoxFuture<'a, StoreResult<Ack>> {
+            self.inner.append(id, lease, events, status)
+        }
+        fn renew<'a>(
+            &'a self,
+            id: &'a ExecutionId,
+            lease: &'a Lease,
+        ) -> BoxFuture<'a, StoreResult<Ack>> {
+            self.inner.renew(id, lease)
+        }
+        fn release<'a>(
+            &'a self,
+            id: &'a ExecutionId,
+            lease: &'a Lease,
+        ) -> BoxFuture<'a, StoreResult<()>> {
+            self.inner.release(id, lease)
+        }
+        fn get<'a>(
+            &'a self,
+            id: &'a ExecutionId,
+        ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
+            if self.gets.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_get {
+                return Box::pin(async {
+                    Err(StoreError::Unavailable {
+                        store: "a minimal store".to_owned(),
+                        what: "get".to_owned(),
+                        source: "connection reset".into(),
+                    })
+                });
+            }
+            self.inner.get(id)
+        }
+        fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
+            self.inner.events(id)
+        }
+        fn list(
+            &self,
+            status: Option<ExecutionStatus>,
+        ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
+            self.inner.list(status)
+        }
+        fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
+            self.inner.request_cancel(id)
+        }
+        fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+            self.inner.purge(before_ms)
+        }
+    }
+
+    /// Before: the default `claim_next` returned the error of its third
+    /// execution's read, and the two leases it had taken went with it:
+    /// those executions waited a whole ttl (10.5 s in a custom store's
+    /// workload) for anyone to run them.
+    #[test]
+    fn an_error_after_some_claims_keeps_them_and_gives_back_the_failed_one() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = Arc::new(Minimal {
+                inner: MemoryStore::new(),
+                gets: AtomicUsize::new(0),
+                fail_get: 3,
+            });
+            let mut ids = Vec::new();
+            for n in 0..4 {
+                let id = ExecutionId::from(format!("order-{n}"));
+                let created = store
+                    .create(
+                        NewExecution {
+                            id: id.clone(),
+                            saga: "order".to_owned(),
+                            fingerprint: "f1".to_owned(),
+                            context: "{}".to_owned(),
+                            events: Vec::new(),
+                        },
+                        "creator",
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .unwrap();
+                let Created::New(lease) = created else {
+                    panic!("{created:?}")
+                };
+                store.release(&id, &lease).await.unwrap();
+                ids.push(id);
+                tokio::task::yield_now().await;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let request = ClaimRequest {
+                fingerprints: vec!["f1".to_owned()],
+                owner: "worker".to_owned(),
+                ttl: Duration::from_secs(60),
+                limit: 4,
+                exclude: Vec::new(),
+            };
+            let claimed = store.claim_next(request.clone()).await.unwrap();
+            let names: Vec<&str> = claimed.iter().map(|c| c.record.id.as_str()).collect();
+            assert_eq!(names, ["order-0", "order-1"]);
+            // The third was given back: the next claim takes it.
+            let again = store.claim_next(request).await.unwrap();
+            let names: Vec<&str> = again.iter().map(|c| c.record.id.as_str()).collect();
+            assert_eq!(names, ["order-2", "order-3"]);
+        });
     }
 }
