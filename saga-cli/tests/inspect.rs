@@ -88,13 +88,13 @@ async fn the_store_comes_from_saga_store_unless_store_is_given() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("other.db"), "{}", stderr(&out));
-    // Neither: the error names both ways.
+    // Neither: the error names both ways (bad arguments: code 2).
     let out = Command::new(env!("CARGO_BIN_EXE_saga"))
         .args(["list"])
         .env_remove("SAGA_STORE")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("pass `--store <path>` or set `SAGA_STORE`"),
         "{}",
