@@ -1,7 +1,7 @@
 //! Log records through the `log` facade, target `saga`. The library never
 //! installs a logger; with none installed each record costs one atomic load.
 //!
-//! Levels: info = saga started/finished, debug = step started/succeeded,
+//! Levels: info = saga started/resumed/finished, debug = step started/succeeded,
 //! warn = step failed or retried, compensation started, cancellation
 //! ignored; error = compensation failed, run stuck.
 //!
@@ -67,6 +67,7 @@ fn write_record(
     };
     match event {
         SagaEvent::SagaStarted => write(level, "saga started", &[&run, &elapsed]),
+        SagaEvent::SagaResumed => write(level, "saga resumed", &[&run, &elapsed]),
         SagaEvent::StepStarted { step, attempt: n } => attempt("step started", step, *n, &[]),
         SagaEvent::StepSucceeded {
             step,
@@ -216,7 +217,7 @@ impl Source for Fields<'_, '_> {
 #[inline]
 fn level(event: &SagaEvent<'_>) -> Level {
     match event {
-        SagaEvent::SagaStarted => Level::Info,
+        SagaEvent::SagaStarted | SagaEvent::SagaResumed => Level::Info,
         SagaEvent::StepStarted { .. } | SagaEvent::StepSucceeded { .. } => Level::Debug,
         SagaEvent::StepFailed { .. }
         | SagaEvent::CompensationStarted { .. }
@@ -231,5 +232,35 @@ fn level(event: &SagaEvent<'_>) -> Level {
             ..
         } => Level::Error,
         SagaEvent::SagaFinished { .. } => Level::Info,
+    }
+}
+
+/// Tells `event` to each of `observers`. An observer is user code: its
+/// panic must not tear down the run (and leave compensations undone), nor
+/// silence the others; it is logged, with the event and the panic's
+/// message.
+pub(crate) fn tell<'o>(
+    observers: impl Iterator<Item = &'o std::sync::Arc<dyn crate::observer::SagaObserver>>,
+    run: &RunInfo<'_>,
+    event: &SagaEvent<'_>,
+) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    for observer in observers {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| observer.on_event(run, event))) {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            log::error!(
+                target: TARGET,
+                saga:% = Escaped(run.saga),
+                execution:% = Escaped(run.execution_id.as_str()),
+                event:? = event,
+                panic:% = Escaped(message);
+                "observer panicked, event dropped for it"
+            );
+        }
     }
 }

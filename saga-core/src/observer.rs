@@ -8,11 +8,24 @@ use crate::id::ExecutionId;
 use crate::report::ExecutionStatus;
 
 /// A lifecycle event of one run.
+///
+/// An execution that a take-over ends stuck without running it (a step
+/// cut off by a crash too often, see
+/// [`Worker::with_crash_limit`](crate::Worker::with_crash_limit)) is told
+/// with `SagaFinished` alone (`elapsed` zero).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SagaEvent<'a> {
-    /// The run started.
+    /// The run started: the execution's first run.
     SagaStarted,
+    /// A run carried the execution on from its log, in place of
+    /// [`SagaStarted`](Self::SagaStarted): a take-over after its owner
+    /// died or stopped, a [`recover`](crate::SagaEngine::recover), or an
+    /// operator's [`resume`](crate::SagaEngine::resume). An execution has
+    /// one `SagaStarted` and one `SagaFinished` however many runs it took,
+    /// so started minus finished counts the executions in flight; a step
+    /// a crash cut off starts again after this, with the same key.
+    SagaResumed,
     /// An attempt of a step's action is about to run (the "before" hook).
     StepStarted {
         /// The step.

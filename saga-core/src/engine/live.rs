@@ -525,8 +525,9 @@ impl SagaEngine {
         let mut written = Vec::with_capacity(loops.len() + 1);
         for looping in loops {
             seq += 1;
-            let message = looping.message(&runner.step_name(looping.step));
-            log::error!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&message); "cut off too often (a crash loop, or shutdowns whose grace ended mid-step): the execution ends stuck");
+            let step = runner.step_name(looping.step);
+            let message = looping.message(&step);
+            log::error!(target: "saga", saga:% = crate::escape::Escaped(runner.name()), execution:% = crate::escape::Escaped(id.as_str()), step:% = crate::escape::Escaped(&step), error:% = crate::escape::Escaped(&message); "cut off too often (a crash loop, or shutdowns whose grace ended mid-step): the execution ends stuck");
             written.push(looping.failure(seq, message));
         }
         written.push(Event::new(seq + 1, EventKind::Finished));
@@ -534,6 +535,7 @@ impl SagaEngine {
             .store
             .append(id, lease, written, ExecutionStatus::Stuck)
             .await?;
+        runner.tell_ended_unrun(id, ExecutionStatus::Stuck);
         let record = self.record(id).await?;
         self.rebuilt_report(&record).await
     }

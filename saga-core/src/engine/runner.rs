@@ -5,6 +5,7 @@ use std::any::{Any, TypeId, type_name};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,6 +51,9 @@ pub(super) trait Runner: Send + Sync {
     /// The length of the last context a start encoded: the next start's
     /// starting room.
     fn context_len(&self) -> &AtomicUsize;
+    /// Tells the log and the definition's observers that execution `id`
+    /// ended with `status` without a run (a take-over found a crash loop).
+    fn tell_ended_unrun(&self, id: &ExecutionId, status: crate::ExecutionStatus);
     /// Decodes a log without running anything.
     fn check(&self, id: &ExecutionId, initial: &str, events: &[Event]) -> Result<(), EngineError>;
     /// Decodes the log and returns the run, ready to spawn.
@@ -173,6 +177,19 @@ where
         self.decode(id, initial, events).map(|_| ())
     }
 
+    fn tell_ended_unrun(&self, id: &ExecutionId, status: crate::ExecutionStatus) {
+        let run = || crate::RunInfo {
+            saga: &self.saga.inner.name,
+            execution_id: id,
+        };
+        let event = crate::SagaEvent::SagaFinished {
+            status,
+            elapsed: Duration::ZERO,
+        };
+        crate::logging::log_event(run, &event, || Duration::ZERO);
+        crate::logging::tell(self.saga.inner.observers.iter(), &run(), &event);
+    }
+
     fn prepare(
         self: Arc<Self>,
         store: Arc<dyn SagaStore>,
@@ -248,15 +265,16 @@ where
                         matches!(*error, StoreError::Unavailable { .. }),
                     );
                     let detail = error.to_string();
-                    let (execution, cause) = (
+                    let (saga, execution, cause) = (
+                        crate::escape::Escaped(&self.saga.inner.name),
                         crate::escape::Escaped(job.id.as_str()),
                         crate::escape::Escaped(&detail),
                     );
                     // Its record still says running: say why it stopped.
                     if lease_lost || outage {
-                        log::warn!(target: "saga", execution:% = execution, error:% = cause; "run stopped: its log could not be written; it is carried on from its log (by its new owner, or once the store is back)");
+                        log::warn!(target: "saga", saga:% = saga, execution:% = execution, error:% = cause; "run stopped: its log could not be written; it is carried on from its log (by its new owner, or once the store is back)");
                     } else {
-                        log::error!(target: "saga", execution:% = execution, error:% = cause; "run stopped: its log could not be written; the execution stays running until the cause is fixed and it is taken over");
+                        log::error!(target: "saga", saga:% = saga, execution:% = execution, error:% = cause; "run stopped: its log could not be written; the execution stays running until the cause is fixed and it is taken over");
                     }
                     Err(Stopped {
                         lease_lost,

@@ -2,13 +2,11 @@
 //! its id, clock, cancellation, observers and the durable journal), and
 //! how it logs, emits events, sleeps and reads the clock.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cancel::CancellationToken;
 use crate::clock::{Clock, SystemClock};
-use crate::escape::Escaped;
 use crate::id::ExecutionId;
 use crate::journal::{Event, EventKind, Journal, StoreError, Write};
 use crate::observer::{RunInfo, SagaEvent, SagaObserver};
@@ -244,19 +242,8 @@ impl<C, D> Env<'_, C, D> {
     /// Calls every observer with `event`: out of line, as few runs have any.
     #[inline(never)]
     pub(super) fn notify(&self, event: &SagaEvent<'_>) {
-        let run = &self.run_info();
-        for observer in self.saga.observers.iter().chain(&self.run_observers) {
-            // An observer is user code: its panic must not tear down the
-            // run (and leave compensations undone), nor silence the others.
-            if catch_unwind(AssertUnwindSafe(|| observer.on_event(run, event))).is_err() {
-                log::error!(
-                    target: crate::logging::TARGET,
-                    saga:% = Escaped(run.saga),
-                    execution:% = Escaped(run.execution_id.as_str());
-                    "observer panicked, event dropped for it"
-                );
-            }
-        }
+        let observers = self.saga.observers.iter().chain(&self.run_observers);
+        crate::logging::tell(observers, &self.run_info(), event);
     }
 }
 

@@ -186,7 +186,11 @@ fn run_execution<'a, C, D>(
         let started = env.now();
         env.started = Some(started);
         let mut state = State::new(env.saga, started, lent);
-        env.emit(|| SagaEvent::SagaStarted);
+        if resume.is_some() {
+            env.emit(|| SagaEvent::SagaResumed);
+        } else {
+            env.emit(|| SagaEvent::SagaStarted);
+        }
         // A recovered run that was rolling back goes on rolling back. (Its
         // cause is boxed, and each match ends before the next await: a
         // match's scrutinee, and a local moved on one path only, are held

@@ -1,0 +1,165 @@
+//! What observers and the log are told of an execution carried on from
+//! its log: a take-over (here a recovery of a log a dead process left) is
+//! `SagaResumed`, not a second `SagaStarted`, so started minus finished
+//! counts the executions in flight; one that a take-over ends stuck as a
+//! crash loop, without running it, is still told with `SagaFinished`.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::{Level, LevelFilter};
+use saga_core::store::{Event, EventKind, MemoryStore, NewExecution, SagaStore};
+use saga_core::{
+    Context, ExecutionId, ExecutionStatus, RunInfo, Saga, SagaEngine, SagaEvent, SagaObserver,
+    Step, StepError, StepInfo,
+};
+use support::logs::{entries_where, install_logger};
+
+/// Each event as `kind step`.
+#[derive(Default)]
+struct Told(Mutex<Vec<String>>);
+
+impl SagaObserver for Told {
+    fn on_event(&self, _run: &RunInfo<'_>, event: &SagaEvent<'_>) {
+        let line = match event {
+            SagaEvent::SagaStarted => "saga started".to_owned(),
+            SagaEvent::SagaResumed => "saga resumed".to_owned(),
+            SagaEvent::StepStarted { step, attempt } => format!("started {step}#{attempt}"),
+            SagaEvent::StepSucceeded { step, .. } => format!("succeeded {step}"),
+            SagaEvent::SagaFinished { status, elapsed } => {
+                let zero = if elapsed.is_zero() { " (0)" } else { "" };
+                format!("finished {status}{zero}")
+            }
+            other => format!("{other:?}"),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+fn saga(told: &Arc<Told>) -> Saga<Context> {
+    let step = |name: &'static str| {
+        Step::new(name, |_: &mut Context, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        })
+    };
+    Saga::<Context>::builder("told")
+        .step(step("a"))
+        .step(step("b"))
+        .observer(Arc::clone(told) as Arc<dyn SagaObserver>)
+        .build()
+        .unwrap()
+}
+
+fn started(seq: u64, step: u32) -> Event {
+    let mut event = Event::new(seq, EventKind::StepStarted);
+    event.step = Some(step);
+    event.attempt = 1;
+    event
+}
+
+/// An engine with the saga registered, on a store holding execution `id`
+/// whose log is `events` and whose lease is free (its process died).
+async fn left_by_a_dead_process(
+    id: &str,
+    events: Vec<Event>,
+    told: &Arc<Told>,
+) -> (SagaEngine, ExecutionId) {
+    let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+    let engine = SagaEngine::with_store(Arc::clone(&store));
+    let fingerprint = engine.register(saga(told)).await.unwrap();
+    let id = ExecutionId::new(id);
+    store
+        .create(
+            NewExecution {
+                id: id.clone(),
+                saga: "told".into(),
+                fingerprint,
+                context: "{}".into(),
+                events,
+            },
+            "a-dead-process",
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    (engine, id)
+}
+
+#[tokio::test]
+async fn a_take_over_is_told_as_resumed_not_started_again() {
+    install_logger(LevelFilter::Debug);
+    let told = Arc::new(Told::default());
+    // Its process died inside `a`.
+    let (engine, id) = left_by_a_dead_process("resumed-1", vec![started(1, 0)], &told).await;
+    engine.recover().await.unwrap();
+    let report = engine.wait(&id).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert_eq!(
+        *told.0.lock().unwrap(),
+        [
+            "saga resumed",
+            "started a#1",
+            "succeeded a",
+            "started b#1",
+            "succeeded b",
+            "finished completed",
+        ]
+    );
+    let records = entries_where("execution", "resumed-1");
+    let first = &records[0];
+    assert_eq!(
+        (first.level, first.message.as_str(), first.field("saga")),
+        (Level::Info, "saga resumed", Some("told"))
+    );
+    assert!(!records.iter().any(|r| r.message == "saga started"));
+}
+
+#[tokio::test]
+async fn a_crash_loop_ended_stuck_without_a_run_is_told_finished() {
+    install_logger(LevelFilter::Debug);
+    let told = Arc::new(Told::default());
+    // `b`'s first attempt started three times, and never ended.
+    let events = vec![
+        started(1, 0),
+        {
+            let mut done = Event::new(2, EventKind::StepSucceeded);
+            done.step = Some(0);
+            done.attempt = 1;
+            done
+        },
+        started(3, 1),
+        started(4, 1),
+        started(5, 1),
+    ];
+    let (engine, id) = left_by_a_dead_process("looped-1", events, &told).await;
+    engine.recover().await.unwrap();
+    let report = engine.wait(&id).await.or_else(support::ended).unwrap();
+    assert_eq!(report.status, ExecutionStatus::Stuck);
+    assert_eq!(*told.0.lock().unwrap(), ["finished stuck (0)"]);
+    let records = entries_where("execution", "looped-1");
+    let messages: Vec<(Level, &str, Option<&str>, Option<&str>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.level,
+                r.message.as_str(),
+                r.field("saga"),
+                r.field("step"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                Level::Error,
+                "cut off too often (a crash loop, or shutdowns whose grace ended mid-step): the execution ends stuck",
+                Some("told"),
+                Some("b")
+            ),
+            (Level::Error, "saga finished", Some("told"), None),
+        ]
+    );
+}
