@@ -26,10 +26,11 @@ impl ToTokens for SagaTypes {
 }
 
 pub(super) fn types_of(saga: &SagaDef) -> SagaTypes {
+    let k = krate();
     SagaTypes {
         ctx: match &saga.context {
             Some(ty) => ty.to_token_stream(),
-            None => quote!(::saga_core::Context),
+            None => quote!(#k::Context),
         },
         deps: match &saga.dependencies {
             Some(ty) => ty.to_token_stream(),
@@ -218,11 +219,15 @@ pub(super) fn aliases(steps: &[&StepDef]) -> Aliases {
         // parameter on the item for an unknown name in a `const`.
         let check = Ident::new(&alias.to_string().to_uppercase(), Span::call_site());
         // Every token at the user's path, where the error points.
-        out.imports.extend(quote_spanned! {path.span()=>
-            #[allow(dead_code)]
-            static #check: () = <::saga_core::checks::Plain<{ #mention #alias::__SAGA_PLAIN }>
-                as ::saga_core::checks::Annotated>::OK;
-        });
+        let k = krate();
+        out.imports.extend(located_at(
+            quote! {
+                #[allow(dead_code)]
+                static #check: () = <#k::checks::Plain<{ #mention #alias::__SAGA_PLAIN }>
+                    as #k::checks::Annotated>::OK;
+            },
+            path.span(),
+        ));
         // After the check, which must not see it.
         if let Some(ident) = single {
             out.imports.extend(quote! {

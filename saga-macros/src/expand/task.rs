@@ -15,6 +15,7 @@ use super::*;
 pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> TokenStream {
     let ident = &item.sig.ident;
     let p = private();
+    let k = krate_at(task.error_span);
     let args = task.params.iter().map(|param| match param {
         Param::Output if undo => quote!(__saga_output),
         // A step has no output parameter (`is_step`).
@@ -42,7 +43,7 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> Token
     // a closure rather than a path, which would be checked again at the
     // call, at the attribute: see `allow_closure`.
     let error = quote_spanned! {task.error_span=>
-        |__saga_error| ::saga_core::checks::StepErrorType::__saga_into(__saga_error)
+        |__saga_error| #k::checks::StepErrorType::__saga_into(__saga_error)
     };
     if task.is_async {
         // One boxed future, made by `step_future` around the function's
@@ -306,12 +307,14 @@ pub(super) fn dependency_bounds(ident: &Ident, task: &TaskFn, undo: bool) -> Tok
     } else {
         quote!(Dependency)
     };
-    let tools = task
-        .dependencies()
-        .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::#rule<#ident, #ty>));
-    let info = task
-        .info_dependencies()
-        .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::InfoDependencies<#ident, #ty>));
+    let tools = task.dependencies().map(|ty| {
+        let k = krate_at(ty.span());
+        quote_spanned!(ty.span()=> + #k::checks::#rule<#ident, #ty>)
+    });
+    let info = task.info_dependencies().map(|ty| {
+        let k = krate_at(ty.span());
+        quote_spanned!(ty.span()=> + #k::checks::InfoDependencies<#ident, #ty>)
+    });
     quote!(::core::marker::Send + ::core::marker::Sync + 'static #(#tools)* #info)
 }
 
@@ -330,9 +333,10 @@ pub(super) fn compensation(
     output: &TokenStream,
 ) -> TokenStream {
     let p = private();
+    let k = krate_at(span);
     quote_spanned! {span=>
         <<<#undo as #p::UndoContext<#ctx>>::Checked as #p::UndoOutput<#ctx, #output, #step>>::Received
-            as ::saga_core::checks::UndoReceives<#step, #undo, #output>>::Undo
+            as #k::checks::UndoReceives<#step, #undo, #output>>::Undo
     }
 }
 
