@@ -137,13 +137,13 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
         let step = param_name(item, args, "Step", "__SagaStep");
         let output_impl = if task.output_param.is_some() {
             quote! {
-                impl<#t, #step: ?Sized> #p::UndoOutput<#ctx, #t, #step> for #ident {
+                impl<#t, #step: ?::core::marker::Sized> #p::UndoOutput<#ctx, #t, #step> for #ident {
                     type Received = #output;
                 }
             }
         } else {
             quote! {
-                impl<#step: ?Sized> #p::UndoOutput<#ctx, (), #step> for #ident {
+                impl<#step: ?::core::marker::Sized> #p::UndoOutput<#ctx, (), #step> for #ident {
                     type Received = ();
                 }
             }
@@ -382,27 +382,27 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
 /// error adds no errors of its own.
 pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
     let p = private();
-    // Never offered by rustc as "the trait is implemented for ..".
+    // Without `#[diagnostic::do_not_recommend]`, which a
+    // `#![no_implicit_prelude]` module cannot name (the `diagnostic` tool
+    // module is in the prelude): rustc then offers the fallback of
+    // `saga!`'s first step in a help of `tests/ui/step-is-compensation.rs`.
     quote! {
-        #[diagnostic::do_not_recommend]
         impl<__SagaC: 'static, __SagaD> #p::Task<__SagaC, __SagaD> for #ident {
             type Output = ();
             const NAME: &'static str = #name;
             const ACTION: #p::TaskFn<__SagaC, __SagaD, ()> =
                 #p::TaskFn::SharedAsync(|_, _| ::core::unreachable!());
         }
-        #[diagnostic::do_not_recommend]
         impl<__SagaC> #p::UndoContext<__SagaC> for #ident {
             type Checked = #ident;
             const SHARED: bool = true;
             const ASYNC: bool = true;
         }
-        #[diagnostic::do_not_recommend]
-        impl<__SagaC, __SagaT, __SagaStep: ?Sized> #p::UndoOutput<__SagaC, __SagaT, __SagaStep> for #ident {
+        impl<__SagaC, __SagaT, __SagaStep: ?::core::marker::Sized>
+            #p::UndoOutput<__SagaC, __SagaT, __SagaStep> for #ident
+        {
             type Received = __SagaT;
         }
-
-        #[diagnostic::do_not_recommend]
         impl<__SagaC, __SagaT, __SagaD> #p::UndoOf<__SagaC, __SagaT, __SagaD> for #ident {
             const UNDO: #p::UndoFn<__SagaC, __SagaD, __SagaT> =
                 #p::UndoFn::SharedAsync(|_, _, _| ::core::unreachable!());
