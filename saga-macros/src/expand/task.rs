@@ -41,7 +41,7 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> Token
     // own `Into<StepError>` reports each missing bound of a
     // `Box<dyn Error>` apart: `Send`, `Sync`, `Sized`). The conversion is
     // a closure rather than a path, which would be checked again at the
-    // call, at the attribute: see `allow_closure`.
+    // call, at the attribute: see `allow_call`.
     let error = quote_spanned! {task.error_span=>
         |__saga_error| #k::checks::StepErrorType::__saga_into(__saga_error)
     };
@@ -78,11 +78,13 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> Token
     }
 }
 
-/// The error's conversion in a function's call (see `call`) is a closure
-/// that clippy would have the user's code replace by a path, since it
-/// carries the user's spans.
-pub(super) fn allow_closure() -> TokenStream {
-    quote!(#[allow(clippy::redundant_closure)])
+/// On the consts that call the function: the error's conversion (see
+/// `call`) is a closure that clippy would have the user's code replace by
+/// a path, since it carries the user's spans; and a `#[deprecated]`
+/// function (a step kept while old executions drain) is called by its own
+/// attribute, which the user's `#[allow(deprecated)]` cannot reach.
+pub(super) fn allow_call() -> TokenStream {
+    quote!(#[allow(clippy::redundant_closure, deprecated)])
 }
 
 /// Input:
@@ -130,7 +132,7 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
         let shape = shape(task, true);
         let shared = task.shared;
         let is_async = task.is_async;
-        let allow = allow_closure();
+        let allow = allow_call();
         let bounds = dependency_bounds(ident, task, true);
         // Without an `Option<&R>`, it undoes only a step whose output is
         // `()`: for any other, the bound fails in `UndoOutput`'s words.
@@ -184,7 +186,7 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let d = deps_param(item, args);
     let call = call(item, task, false, &d);
-    let allow = allow_closure();
+    let allow = allow_call();
     // Spanned at the output type: an output that serde can log only when it
     // borrows `'static` data (`&'static str`) fails here, and the error
     // should point at that type.
