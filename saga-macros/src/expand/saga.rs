@@ -191,6 +191,16 @@ pub(super) struct Aliases {
 /// "a function with a similar name exists". That error taints the check's
 /// constant, which then adds none.
 pub(super) fn aliases(steps: &[&StepDef]) -> Aliases {
+    let pairs = steps.iter().flat_map(|step| {
+        let undo = step.undo.as_ref().map(|(_, undo)| (undo, &step.undo_alias));
+        std::iter::once((&step.task, &step.alias)).chain(undo)
+    });
+    path_aliases(pairs)
+}
+
+/// `aliases` for `(path, alias)` pairs; `#[saga_task(undo = ..)]` names
+/// its compensation through one too.
+pub(super) fn path_aliases<'a>(pairs: impl IntoIterator<Item = (&'a Path, &'a Ident)>) -> Aliases {
     let p = private();
     let mut out = Aliases {
         fallbacks: TokenStream::new(),
@@ -199,10 +209,6 @@ pub(super) fn aliases(steps: &[&StepDef]) -> Aliases {
             use #p::NotPlain as _;
         },
     };
-    let pairs = steps.iter().flat_map(|step| {
-        let undo = step.undo.as_ref().map(|(_, undo)| (undo, &step.undo_alias));
-        std::iter::once((&step.task, &step.alias)).chain(undo)
-    });
     for (path, alias) in pairs {
         let stubs = stub_impls(alias, &path_text(path));
         out.fallbacks.extend(quote! {

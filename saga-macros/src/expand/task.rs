@@ -200,10 +200,19 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     // the sagas whose dependencies provide what both functions ask for,
     // and a wrong output is not reported again wherever `saga!` names the
     // step.
-    let (undo, undo_bound) = match &args.compensate {
-        Some((_, undo)) => {
-            let checked = compensation(undo, undo.span(), ident, ctx, &quote!(#ok));
-            let of = quote_spanned!(undo.span()=> #p::UndoOf<#ctx, #ok, #d>);
+    //
+    // The compensation is named through an alias, as `saga!` names its
+    // steps (`aliases`), so that a plain function is one error in our
+    // words ("add `#[saga_task]`") rather than rustc's "expected type,
+    // found function": the impl goes in a block that holds the fallback.
+    let alias = args.compensate.as_ref().map(|(_, undo)| {
+        let last = undo.segments.last().map_or(undo.span(), |s| s.ident.span());
+        (undo, Ident::new("__saga_undo", last))
+    });
+    let (undo, undo_bound) = match &alias {
+        Some((path, undo)) => {
+            let checked = compensation(undo, path.span(), ident, ctx, &quote!(#ok));
+            let of = quote_spanned!(path.span()=> #p::UndoOf<#ctx, #ok, #d>);
             (
                 quote!(::core::option::Option::Some(<#checked as #of>::UNDO)),
                 quote_spanned!(undo.span()=> #undo: #of,),
@@ -211,7 +220,7 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
         }
         None => (quote!(::core::option::Option::None), TokenStream::new()),
     };
-    quote! {
+    let task_impl = quote! {
         impl<#d> #p::Task<#ctx, #d> for #ident
         where
             #d: #bounds,
@@ -239,6 +248,24 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
                 #codec
             }
         }
+    };
+    match &alias {
+        Some((path, alias)) => {
+            let Aliases { fallbacks, imports } = path_aliases([(*path, alias)]);
+            quote! {
+                // The attribute's use of a deprecated compensation is not
+                // the user's to allow.
+                #[allow(deprecated)]
+                const _: () = {
+                    #fallbacks
+                    {
+                        #imports
+                        #task_impl
+                    }
+                };
+            }
+        }
+        None => task_impl,
     }
 }
 
