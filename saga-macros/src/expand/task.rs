@@ -385,7 +385,12 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
     // `saga!` checks that a step's name exists by naming it as a value,
     // which rustc cannot do for a generic function without its type
     // arguments; it looks for a value of the name in this module first.
-    let generic = (!item.sig.generics.params.is_empty()).then(|| {
+    // `impl Trait` in a parameter makes it generic too.
+    let impl_trait = item.sig.inputs.iter().any(|arg| match arg {
+        syn::FnArg::Typed(arg) => crate::validate::impl_trait(&arg.ty).is_some(),
+        syn::FnArg::Receiver(_) => false,
+    });
+    let generic = (!item.sig.generics.params.is_empty() || impl_trait).then(|| {
         let module = format_ident!("__saga_generic_{}", name);
         quote! {
             #[allow(non_snake_case)]
