@@ -277,6 +277,12 @@ pub use saga_macros::saga_task;
 ///   `Task<C, D>`, so a `#[saga_task]` function asking for `&T` needs
 ///   `D: Provides<T>` (a compile error naming the function, `T` and `D`
 ///   otherwise). See `#[saga_task]`'s example with dependencies.
+///   `D` is a concrete type: `saga!` checks the saga with items, which
+///   cannot see the type parameters of the function around it, so
+///   `dependencies: D` with `D` a type parameter is rustc's E0401 ("can't
+///   use generic parameters from outer item") at the `D`. A saga generic
+///   over its dependencies takes the builder, which names the same
+///   functions: `Saga::builder("checkout").task(charge {}).build()`.
 /// - `step path` adds the `#[saga_task]` function at `path`; `pivot path`
 ///   adds it as the pivot, the point of no return (a function whose
 ///   attribute says `pivot` is the pivot wherever it is listed).
