@@ -291,6 +291,14 @@ fn parse_attempts(input: ParseStream<'_>) -> syn::Result<LitInt> {
     if input.peek(LitInt) {
         return input.parse();
     }
+    if input.peek(Ident) {
+        // A const (`attempts = MAX_ATTEMPTS`): the macro sees only its name.
+        let path: Path = input.parse()?;
+        return Err(syn::Error::new_spanned(
+            path,
+            "`attempts` takes a literal number such as `attempts = 3`; for a value computed in code, build the step with `Step::retry(RetryPolicy::attempts(..))`",
+        ));
+    }
     Err(input.error("expected a number of attempts, as in `attempts = 3`"))
 }
 
