@@ -29,14 +29,34 @@ pub(super) fn types_of(saga: &SagaDef) -> SagaTypes {
     let k = krate();
     SagaTypes {
         ctx: match &saga.context {
-            Some(ty) => ty.to_token_stream(),
+            Some(ty) => alias_of(ty, "__SagaContext"),
             None => quote!(#k::Context),
         },
+        // Not aliased: a type parameter there (which `saga!` does not
+        // take, see its docs) would get rustc's help to give the alias a
+        // generic parameter.
         deps: match &saga.dependencies {
             Some(ty) => ty.to_token_stream(),
             None => quote!(()),
         },
     }
+}
+
+/// The name by which the expansion names the user's `context:` type, at
+/// the user's type: an alias that [`type_aliases`]
+/// declares once, so that a type that names nothing is one error (rustc
+/// reports it once per item that names it, and the checks are items).
+fn alias_of(ty: &Type, name: &str) -> TokenStream {
+    Ident::new(name, ty.span()).to_token_stream()
+}
+
+/// `type __SagaContext = Order;`, see `alias_of`.
+pub(super) fn type_aliases(saga: &SagaDef) -> TokenStream {
+    let context = saga.context.as_ref().map(|ty| {
+        let alias = alias_of(ty, "__SagaContext");
+        quote!(type #alias = #ty;)
+    });
+    quote!(#context)
 }
 
 /// `saga!` next to its compile errors: a value of the right type, so that
@@ -135,7 +155,9 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     let version = saga.version.as_ref().map(|v| {
         quote! { let __saga_builder = __saga_builder.version(#v); }
     });
+    let types = type_aliases(saga);
     quote! {{
+        #types
         #fallbacks
         {
             #imports
