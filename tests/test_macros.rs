@@ -1052,3 +1052,47 @@ mod hand_written_tasks {
         assert_eq!(cart.log, ["reserve", "ship", "release Some(7)"]);
     }
 }
+
+// ------------------------------------------- generic dependencies ----
+
+/// A tool of the generic saga below.
+struct Payments {
+    next: u64,
+}
+
+#[derive(Default)]
+struct Checkout {
+    payment: Option<u64>,
+}
+
+#[saga_task]
+fn pay_generic(checkout: &mut Checkout, payments: &Payments) -> Result<u64, StepError> {
+    checkout.payment = Some(payments.next);
+    Ok(payments.next)
+}
+
+/// `saga!` checks with items, which cannot see a function's type
+/// parameters, so its `dependencies:` is a concrete type
+/// (`tests/ui/dependencies-generic.rs`); a saga generic over its
+/// dependencies names the same `#[saga_task]` functions in the builder.
+fn generic_checkout<D>() -> Saga<Checkout, D>
+where
+    D: saga_core::Provides<Payments> + Send + Sync + 'static,
+{
+    Saga::builder("checkout")
+        .task(pay_generic {})
+        .build()
+        .expect("one step, no pivot")
+}
+
+#[test]
+fn a_saga_generic_over_its_dependencies_takes_the_builder() {
+    let payments = Payments { next: 7 };
+    let mut checkout = Checkout::default();
+    let report = generic_checkout::<Payments>()
+        .using(&payments)
+        .run_blocking(&mut checkout)
+        .unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert_eq!(checkout.payment, Some(7));
+}

@@ -242,4 +242,243 @@ pub use worker::WorkerHandle;
 pub use worker::WorkerStats;
 
 #[doc(inline)]
-pub use saga_macros::{saga, saga_task};
+pub use saga_macros::saga_task;
+
+/// Declares a saga from `#[saga_task]` functions; evaluates to a
+/// `Saga<C, D>`, checked at compile time.
+///
+/// # Grammar
+///
+/// ```text
+/// saga! {
+///     name: "order",               // required
+///     version: "2",                // optional, see below
+///     context: OrderCtx,           // optional, default `saga_core::Context`
+///     dependencies: Services,      // optional, default `()`
+///     step validate_cart;
+///     step create_order => undo cancel_order;
+///     step charge_payment => undo refund_payment, retry 3, timeout 2s;
+///     parallel {                   // branches run at once, sharing `&OrderCtx`
+///         step reserve_stock => undo release_stock, retry 3;
+///         step book_courier => undo cancel_courier;
+///     }
+///     pivot ship_order;
+///     step send_receipt, retry forever, backoff 1s;
+/// }
+/// ```
+///
+/// - `version: "2"` declares the definition's version
+///   (`SagaBuilder::version`), part of its fingerprint: give a new one
+///   when the context's type or a step's meaning changes but the steps
+///   do not, so that old and new builds keep to their own executions.
+/// - `dependencies: D` are the saga's tools (clients, pools), lent to an
+///   in-memory run by `saga.using(&services)` and to a durable one by
+///   `SagaEngine::with_dependencies`; every step is read as a
+///   `Task<C, D>`, so a `#[saga_task]` function asking for `&T` needs
+///   `D: Provides<T>` (a compile error naming the function, `T` and `D`
+///   otherwise). See `#[saga_task]`'s example with dependencies.
+///   `D` is a concrete type: `saga!` checks the saga with items, which
+///   cannot see the type parameters of the function around it, so
+///   `dependencies: D` with `D` a type parameter is rustc's E0401 ("can't
+///   use generic parameters from outer item") at the `D`. A saga generic
+///   over its dependencies takes the builder, which names the same
+///   functions: `Saga::builder("checkout").task(charge {}).build()`.
+/// - `step path` adds the `#[saga_task]` function at `path`; `pivot path`
+///   adds it as the pivot, the point of no return (a function whose
+///   attribute says `pivot` is the pivot wherever it is listed).
+/// - `=> undo path` (or `=> compensate path`) gives the step a
+///   compensation, a `#[saga_task]` function taking the same context and
+///   `Option<&T>`, `T` the step's output. It comes right after the step.
+/// - Options, after commas, override the function's attribute:
+///   - `retry 3` (attempts in all, at least 1) or `retry forever`;
+///   - `backoff 100ms`, `max_backoff 5s`: delays between attempts;
+///   - `retry_if path`: a `fn(&StepError) -> bool` choosing which errors
+///     are retried (default: every error not marked `StepError::permanent`;
+///     a predicate only narrows that);
+///   - `undo_retry 5` (or `forever`): attempts of the step's compensation,
+///     which otherwise gets `default_undo_retry()` (3 attempts,
+///     every error retried); a step with no compensation cannot have it;
+///   - `timeout 2s`: per attempt, for `async fn` steps only; it does not
+///     apply to the step's compensation;
+///   - `undo_timeout 5s`: per attempt of the step's compensation, for an
+///     `async fn` compensation only; an attempt that runs longer is dropped
+///     (its outcome unknown) and retried by `undo_retry`, and when those
+///     run out the run ends stuck; a step with no compensation cannot
+///     have it;
+///   - `name "charge_again"`: the step's name (default: the attribute's
+///     `name`, else the function's), so a function can run twice;
+///   - `metadata(team = "payments")`.
+/// - Durations are one token, a number and its unit: `250ms`, `2s`,
+///   `1.5s`, `5m`, `1h`.
+/// - `parallel { step a => undo ua; step b, retry 3; }` is a group of
+///   branches that run at once (async ones concurrently; sync ones one
+///   after another, a sync step cannot yield), each with the options of a
+///   step. Branches share the context, so each one and its compensation
+///   take it as `&C` (and `C: Sync`), and keep what their compensation
+///   needs in their output. When a branch fails, the group stops its
+///   siblings' retries, waits for the running ones, then compensates every
+///   branch that took effect (or may have), at once, before the steps
+///   ahead of the group. The pivot cannot be a branch; a group is not
+///   empty and holds no other group.
+///
+/// # Compile-time checks
+///
+/// Everything `SagaBuilder::build` would reject is a compile error at the
+/// token to change: no steps, a duplicate step name (at the second), a
+/// second pivot, a compensation on or after the pivot, a compensation
+/// given both here and in the attribute, a timeout on a sync step, an
+/// `undo_timeout` on a sync compensation or on a step without one, a zero
+/// timeout, zero attempts; and beyond it: `undo_retry` on a step without
+/// compensation,
+/// a compensation whose context or output type does not match its step, a step that is not a `#[saga_task]` function
+/// of the saga's context, an unknown option; in a `parallel` group, a
+/// branch or compensation taking `&mut C`, a pivot (by keyword or by
+/// attribute), an empty or nested group. Since no `BuildError` remains
+/// possible, `saga!` evaluates to the `Saga<C, D>` itself (`D` the
+/// `dependencies:` type, `()` without one).
+///
+/// A `step` names a type implementing `Task`: a `#[saga_task]` function's
+/// or one written by hand (its name, action and compensation are the
+/// trait's consts).
+///
+/// # Example
+///
+/// ```
+/// use saga_core::{saga, saga_task, StepError};
+///
+/// #[derive(Default)]
+/// struct Shop { stock: u32, orders: Vec<u64>, log: Vec<String> }
+///
+/// #[saga_task]
+/// fn check_stock(shop: &Shop) -> Result<(), StepError> {
+///     if shop.stock == 0 { return Err("out of stock".into()) }
+///     Ok(())
+/// }
+///
+/// #[saga_task(undo = cancel_order)]
+/// fn create_order(shop: &mut Shop) -> Result<u64, StepError> {
+///     shop.orders.push(42);
+///     Ok(42)
+/// }
+///
+/// #[saga_task]
+/// fn cancel_order(shop: &mut Shop, order: Option<&u64>) -> Result<(), StepError> {
+///     shop.orders.retain(|o| Some(o) != order);
+///     Ok(())
+/// }
+///
+/// #[saga_task]
+/// fn charge(shop: &mut Shop) -> Result<(), StepError> {
+///     shop.log.push("charge".into());
+///     Err("card declined".into())
+/// }
+///
+/// let order = saga! {
+///     name: "order",
+///     context: Shop,
+///     step check_stock;
+///     step create_order;
+///     step charge, retry 2, backoff 1ms;
+/// };
+///
+/// let mut shop = Shop { stock: 1, ..Shop::default() };
+/// let err = order.run_blocking(&mut shop).unwrap_err();
+/// assert_eq!(shop.orders, Vec::<u64>::new());   // compensated
+/// assert_eq!(shop.log, ["charge", "charge"]);    // a plain error is retried
+/// assert_eq!(err.to_string(), "saga `order` failed at step `charge` and was rolled back (compensated: create_order)");
+/// ```
+///
+/// Async steps, a timeout and a pivot:
+///
+/// ```
+/// use saga_core::{saga, saga_task, StepError, StepInfo};
+///
+/// #[derive(Default)]
+/// struct Trip { booked: Vec<String> }
+///
+/// #[saga_task]
+/// async fn book_flight(trip: &mut Trip, info: &StepInfo<'_>) -> Result<String, StepError> {
+///     let seat = format!("seat for {}", info.idempotency_key());
+///     trip.booked.push(seat.clone());
+///     Ok(seat)
+/// }
+///
+/// #[saga_task]
+/// async fn cancel_flight(trip: &mut Trip, seat: Option<&String>) -> Result<(), StepError> {
+///     trip.booked.retain(|s| Some(s) != seat);
+///     Ok(())
+/// }
+///
+/// #[saga_task(pivot)]
+/// fn issue_tickets(_trip: &mut Trip) -> Result<(), StepError> {
+///     Ok(())
+/// }
+///
+/// let trip = saga! {
+///     name: "trip",
+///     context: Trip,
+///     step book_flight => undo cancel_flight, timeout 2s, retry 3;
+///     step issue_tickets;
+/// };
+/// let mut state = Trip::default();
+/// let report = trip.run_blocking(&mut state).unwrap();
+/// assert_eq!(report.status, saga_core::ExecutionStatus::Completed);
+/// assert_eq!(state.booked.len(), 1);
+/// ```
+///
+/// A parallel group, whose branches meet: run one after the other, the
+/// first would wait at the barrier forever.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use saga_core::{saga, saga_task, StepError};
+/// use tokio::sync::Barrier;
+///
+/// struct Trip { barrier: Barrier, booked: Mutex<Vec<String>> }
+///
+/// #[saga_task(undo = cancel_hotel)]
+/// async fn book_hotel(trip: &Trip) -> Result<String, StepError> {
+///     trip.barrier.wait().await;
+///     trip.booked.lock().unwrap().push("hotel".into());
+///     Ok("room 12".into())
+/// }
+///
+/// #[saga_task]
+/// fn cancel_hotel(trip: &Trip, room: Option<&String>) -> Result<(), StepError> {
+///     trip.booked.lock().unwrap().retain(|b| b != "hotel");
+///     Ok(())
+/// }
+///
+/// #[saga_task]
+/// async fn book_flight(trip: &Trip) -> Result<(), StepError> {
+///     trip.barrier.wait().await;
+///     Err("no seats".into())
+/// }
+///
+/// let trip = saga! {
+///     name: "trip",
+///     context: Trip,
+///     parallel {
+///         step book_hotel;
+///         step book_flight, retry 1;
+///     }
+/// };
+/// let mut state = Trip { barrier: Barrier::new(2), booked: Mutex::new(vec![]) };
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let err = runtime.block_on(trip.run(&mut state)).unwrap_err();
+/// assert_eq!(state.booked.lock().unwrap().len(), 0); // the hotel was cancelled
+/// assert_eq!(err.to_string(), "saga `trip` failed at step `book_flight` and was rolled back (compensated: book_hotel)");
+/// ```
+///
+/// # Paths
+///
+/// `saga!` finds saga-core by itself wherever it is reached from: under a
+/// renamed dependency (`sc = { package = "saga-core" }`) or through a
+/// crate that re-exports it (`pub use saga_core::{saga, saga_task}`);
+/// a `#[saga_task]` function there says where with `crate = ..`.
+#[macro_export]
+macro_rules! saga {
+    ($($input:tt)*) => {
+        $crate::__private::saga! { [$crate] $($input)* }
+    };
+}

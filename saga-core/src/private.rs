@@ -22,6 +22,9 @@ pub use crate::step::{
     undo_async, undo_shared,
 };
 pub use checks::UndoOf;
+/// `saga!`'s implementation, which the `macro_rules!` `saga!` calls with
+/// `$crate` first.
+pub use saga_macros::saga;
 
 /// The conversion of an async function's result: one boxed future, the
 /// one an async [`TaskFn`] or [`UndoFn`] returns, with the `Ok` value

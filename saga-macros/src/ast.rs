@@ -405,6 +405,15 @@ fn parse_attempts(input: ParseStream<'_>, keyword: &Ident) -> syn::Result<Attemp
                 "in `saga!`, write `{keyword} 3` or `{keyword} forever` (`{keyword}(attempts = 3)` is the `#[saga_task(..)]` attribute's form)"
             ),
         ))
+    } else if input.peek(Ident) {
+        // A const (`retry MAX_ATTEMPTS`): the macro sees only its name.
+        let path: syn::Path = input.parse()?;
+        Err(syn::Error::new_spanned(
+            &path,
+            format!(
+                "`{keyword}` takes a literal number of attempts such as `{keyword} 3`, or `{keyword} forever`; for a value computed in code, build the step with `Step::retry(RetryPolicy::attempts(..))`"
+            ),
+        ))
     } else {
         Err(input.error(format!(
             "expected a number of attempts or `forever` after `{keyword}`, as in `{keyword} 3`"

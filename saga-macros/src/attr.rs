@@ -10,6 +10,7 @@
 //!          | "undo_timeout" "=" LitStr     // each attempt of the compensation
 //!          | "pivot"
 //!          | "metadata" "(" (Ident "=" LitStr),* ")"
+//!          | "crate" "=" Path              // saga-core's path, default `::saga_core`
 //! retry   := "attempts" "=" LitInt | "forever"
 //!          | "backoff" "=" LitStr | "max_backoff" "=" LitStr
 //!          | "on" "=" Path                 // fn(&StepError) -> bool
@@ -23,7 +24,7 @@ use syn::{Ident, LitFloat, LitInt, LitStr, Path, Token};
 use crate::ast::{Attempts, Dur, MetaPair, duration_from_str};
 
 /// The arguments `#[saga_task]` accepts.
-pub const ARGS: &str = "`compensate` (or `undo`), `name`, `retry(..)`, `undo_retry(..)`, `timeout`, `undo_timeout`, `pivot` or `metadata(..)`";
+pub const ARGS: &str = "`compensate` (or `undo`), `name`, `retry(..)`, `undo_retry(..)`, `timeout`, `undo_timeout`, `pivot`, `metadata(..)` or `crate`";
 /// The arguments `retry(..)` accepts.
 pub const RETRY_ARGS: &str = "`attempts`, `forever`, `backoff`, `max_backoff` or `on`";
 
@@ -38,7 +39,11 @@ pub struct TaskArgs {
     pub undo_timeout: Option<(Ident, Dur)>,
     pub pivot: Option<Ident>,
     pub metadata: Option<(Ident, Vec<(Ident, LitStr)>)>,
-    /// The first argument, where "takes no arguments" points.
+    /// `crate = path::to::saga_core`, for a crate that does not know
+    /// saga-core as `saga_core` (a facade); any function may have it.
+    pub krate: Option<(Ident, Path)>,
+    /// The first argument other than `crate`, where "takes no arguments"
+    /// points.
     pub first: Option<Span>,
 }
 
@@ -75,8 +80,15 @@ impl Parse for TaskArgs {
                 break;
             }
             let key: Ident = syn::ext::IdentExt::parse_any(input)?;
-            args.first.get_or_insert(key.span());
+            if key != "crate" {
+                args.first.get_or_insert(key.span());
+            }
             let result = match key.to_string().as_str() {
+                "crate" => {
+                    parse_eq(input, &key, "crate = platform::saga_core")?;
+                    let path = parse_path(input, &key, "saga-core's")?;
+                    set_once(&mut args.krate, &key, (key.clone(), path))
+                }
                 "compensate" | "undo" => {
                     parse_eq(input, &key, &format!("{key} = refund"))?;
                     let path = parse_path(input, &key, "the compensation's")?;
@@ -278,6 +290,14 @@ fn parse_attempts(input: ParseStream<'_>) -> syn::Result<LitInt> {
     }
     if input.peek(LitInt) {
         return input.parse();
+    }
+    if input.peek(Ident) {
+        // A const (`attempts = MAX_ATTEMPTS`): the macro sees only its name.
+        let path: Path = input.parse()?;
+        return Err(syn::Error::new_spanned(
+            path,
+            "`attempts` takes a literal number such as `attempts = 3`; for a value computed in code, build the step with `Step::retry(RetryPolicy::attempts(..))`",
+        ));
     }
     Err(input.error("expected a number of attempts, as in `attempts = 3`"))
 }

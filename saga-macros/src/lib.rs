@@ -1,258 +1,104 @@
-//! Procedural macros for `saga-core`: [`saga!`](macro@saga) and
+//! Procedural macros for `saga-core`: `saga!` and
 //! [`#[saga_task]`](macro@saga_task).
 //!
-//! Use them through `saga_core`, which re-exports both; the expansions name
-//! `::saga_core::__private`, so this crate is never used alone.
+//! Use them through `saga_core`, which re-exports both (`saga!` as a
+//! `macro_rules!` wrapper of the `saga` here); the expansions name
+//! `saga_core::__private` (as `$crate`, as `#[saga_task(crate = ..)]`
+//! says, or `::saga_core`), so this crate is never used alone.
 
 use proc_macro::TokenStream;
-use quote::quote;
+use quote::{ToTokens, quote};
 
 mod ast;
 mod attr;
 mod expand;
+mod manifest;
 mod validate;
 
-/// Declares a saga from `#[saga_task]` functions; evaluates to a
-/// `Saga<C, D>`, checked at compile time.
-///
-/// # Grammar
-///
-/// ```text
-/// saga! {
-///     name: "order",               // required
-///     version: "2",                // optional, see below
-///     context: OrderCtx,           // optional, default `saga_core::Context`
-///     dependencies: Services,      // optional, default `()`
-///     step validate_cart;
-///     step create_order => undo cancel_order;
-///     step charge_payment => undo refund_payment, retry 3, timeout 2s;
-///     parallel {                   // branches run at once, sharing `&OrderCtx`
-///         step reserve_stock => undo release_stock, retry 3;
-///         step book_courier => undo cancel_courier;
-///     }
-///     pivot ship_order;
-///     step send_receipt, retry forever, backoff 1s;
-/// }
-/// ```
-///
-/// - `version: "2"` declares the definition's version
-///   (`SagaBuilder::version`), part of its fingerprint: give a new one
-///   when the context's type or a step's meaning changes but the steps
-///   do not, so that old and new builds keep to their own executions.
-/// - `dependencies: D` are the saga's tools (clients, pools), lent to an
-///   in-memory run by `saga.using(&services)` and to a durable one by
-///   `SagaEngine::with_dependencies`; every step is read as a
-///   `Task<C, D>`, so a `#[saga_task]` function asking for `&T` needs
-///   `D: Provides<T>` (a compile error naming the function, `T` and `D`
-///   otherwise). See `#[saga_task]`'s example with dependencies.
-/// - `step path` adds the `#[saga_task]` function at `path`; `pivot path`
-///   adds it as the pivot, the point of no return (a function whose
-///   attribute says `pivot` is the pivot wherever it is listed).
-/// - `=> undo path` (or `=> compensate path`) gives the step a
-///   compensation, a `#[saga_task]` function taking the same context and
-///   `Option<&T>`, `T` the step's output. It comes right after the step.
-/// - Options, after commas, override the function's attribute:
-///   - `retry 3` (attempts in all, at least 1) or `retry forever`;
-///   - `backoff 100ms`, `max_backoff 5s`: delays between attempts;
-///   - `retry_if path`: a `fn(&StepError) -> bool` choosing which errors
-///     are retried (default: every error not marked `StepError::permanent`;
-///     a predicate only narrows that);
-///   - `undo_retry 5` (or `forever`): attempts of the step's compensation,
-///     which otherwise gets `default_undo_retry()` (3 attempts,
-///     every error retried); a step with no compensation cannot have it;
-///   - `timeout 2s`: per attempt, for `async fn` steps only; it does not
-///     apply to the step's compensation;
-///   - `undo_timeout 5s`: per attempt of the step's compensation, for an
-///     `async fn` compensation only; an attempt that runs longer is dropped
-///     (its outcome unknown) and retried by `undo_retry`, and when those
-///     run out the run ends stuck; a step with no compensation cannot
-///     have it;
-///   - `name "charge_again"`: the step's name (default: the attribute's
-///     `name`, else the function's), so a function can run twice;
-///   - `metadata(team = "payments")`.
-/// - Durations are one token, a number and its unit: `250ms`, `2s`,
-///   `1.5s`, `5m`, `1h`.
-/// - `parallel { step a => undo ua; step b, retry 3; }` is a group of
-///   branches that run at once (async ones concurrently; sync ones one
-///   after another, a sync step cannot yield), each with the options of a
-///   step. Branches share the context, so each one and its compensation
-///   take it as `&C` (and `C: Sync`), and keep what their compensation
-///   needs in their output. When a branch fails, the group stops its
-///   siblings' retries, waits for the running ones, then compensates every
-///   branch that took effect (or may have), at once, before the steps
-///   ahead of the group. The pivot cannot be a branch; a group is not
-///   empty and holds no other group.
-///
-/// # Compile-time checks
-///
-/// Everything `SagaBuilder::build` would reject is a compile error at the
-/// token to change: no steps, a duplicate step name (at the second), a
-/// second pivot, a compensation on or after the pivot, a compensation
-/// given both here and in the attribute, a timeout on a sync step, an
-/// `undo_timeout` on a sync compensation or on a step without one, a zero
-/// timeout, zero attempts; and beyond it: `undo_retry` on a step without
-/// compensation,
-/// a compensation whose context or output type does not match its step, a step that is not a `#[saga_task]` function
-/// of the saga's context, an unknown option; in a `parallel` group, a
-/// branch or compensation taking `&mut C`, a pivot (by keyword or by
-/// attribute), an empty or nested group. Since no `BuildError` remains
-/// possible, `saga!` evaluates to the `Saga<C, D>` itself (`D` the
-/// `dependencies:` type, `()` without one).
-///
-/// A `step` names a type implementing `Task`: a `#[saga_task]` function's
-/// or one written by hand (its name, action and compensation are the
-/// trait's consts).
-///
-/// # Example
-///
-/// ```
-/// use saga_core::{saga, saga_task, StepError};
-///
-/// #[derive(Default)]
-/// struct Shop { stock: u32, orders: Vec<u64>, log: Vec<String> }
-///
-/// #[saga_task]
-/// fn check_stock(shop: &Shop) -> Result<(), StepError> {
-///     if shop.stock == 0 { return Err("out of stock".into()) }
-///     Ok(())
-/// }
-///
-/// #[saga_task(undo = cancel_order)]
-/// fn create_order(shop: &mut Shop) -> Result<u64, StepError> {
-///     shop.orders.push(42);
-///     Ok(42)
-/// }
-///
-/// #[saga_task]
-/// fn cancel_order(shop: &mut Shop, order: Option<&u64>) -> Result<(), StepError> {
-///     shop.orders.retain(|o| Some(o) != order);
-///     Ok(())
-/// }
-///
-/// #[saga_task]
-/// fn charge(shop: &mut Shop) -> Result<(), StepError> {
-///     shop.log.push("charge".into());
-///     Err("card declined".into())
-/// }
-///
-/// let order = saga! {
-///     name: "order",
-///     context: Shop,
-///     step check_stock;
-///     step create_order;
-///     step charge, retry 2, backoff 1ms;
-/// };
-///
-/// let mut shop = Shop { stock: 1, ..Shop::default() };
-/// let err = order.run_blocking(&mut shop).unwrap_err();
-/// assert_eq!(shop.orders, Vec::<u64>::new());   // compensated
-/// assert_eq!(shop.log, ["charge", "charge"]);    // a plain error is retried
-/// assert_eq!(err.to_string(), "saga `order` failed at step `charge` and was rolled back (compensated: create_order)");
-/// ```
-///
-/// Async steps, a timeout and a pivot:
-///
-/// ```
-/// use saga_core::{saga, saga_task, StepError, StepInfo};
-///
-/// #[derive(Default)]
-/// struct Trip { booked: Vec<String> }
-///
-/// #[saga_task]
-/// async fn book_flight(trip: &mut Trip, info: &StepInfo<'_>) -> Result<String, StepError> {
-///     let seat = format!("seat for {}", info.idempotency_key());
-///     trip.booked.push(seat.clone());
-///     Ok(seat)
-/// }
-///
-/// #[saga_task]
-/// async fn cancel_flight(trip: &mut Trip, seat: Option<&String>) -> Result<(), StepError> {
-///     trip.booked.retain(|s| Some(s) != seat);
-///     Ok(())
-/// }
-///
-/// #[saga_task(pivot)]
-/// fn issue_tickets(_trip: &mut Trip) -> Result<(), StepError> {
-///     Ok(())
-/// }
-///
-/// let trip = saga! {
-///     name: "trip",
-///     context: Trip,
-///     step book_flight => undo cancel_flight, timeout 2s, retry 3;
-///     step issue_tickets;
-/// };
-/// let mut state = Trip::default();
-/// let report = trip.run_blocking(&mut state).unwrap();
-/// assert_eq!(report.status, saga_core::ExecutionStatus::Completed);
-/// assert_eq!(state.booked.len(), 1);
-/// ```
-///
-/// A parallel group, whose branches meet: run one after the other, the
-/// first would wait at the barrier forever.
-///
-/// ```
-/// use std::sync::Mutex;
-/// use saga_core::{saga, saga_task, StepError};
-/// use tokio::sync::Barrier;
-///
-/// struct Trip { barrier: Barrier, booked: Mutex<Vec<String>> }
-///
-/// #[saga_task(undo = cancel_hotel)]
-/// async fn book_hotel(trip: &Trip) -> Result<String, StepError> {
-///     trip.barrier.wait().await;
-///     trip.booked.lock().unwrap().push("hotel".into());
-///     Ok("room 12".into())
-/// }
-///
-/// #[saga_task]
-/// fn cancel_hotel(trip: &Trip, room: Option<&String>) -> Result<(), StepError> {
-///     trip.booked.lock().unwrap().retain(|b| b != "hotel");
-///     Ok(())
-/// }
-///
-/// #[saga_task]
-/// async fn book_flight(trip: &Trip) -> Result<(), StepError> {
-///     trip.barrier.wait().await;
-///     Err("no seats".into())
-/// }
-///
-/// let trip = saga! {
-///     name: "trip",
-///     context: Trip,
-///     parallel {
-///         step book_hotel;
-///         step book_flight, retry 1;
-///     }
-/// };
-/// let mut state = Trip { barrier: Barrier::new(2), booked: Mutex::new(vec![]) };
-/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-/// let err = runtime.block_on(trip.run(&mut state)).unwrap_err();
-/// assert_eq!(state.booked.lock().unwrap().len(), 0); // the hotel was cancelled
-/// assert_eq!(err.to_string(), "saga `trip` failed at step `book_flight` and was rolled back (compensated: book_hotel)");
-/// ```
+/// `saga_core::saga!`'s implementation: use `saga!` through `saga_core`
+/// (or a crate that re-exports it), whose `macro_rules!` wrapper passes
+/// saga-core's path (`$crate`) before the input, so that the expansion
+/// finds it under any name. Its grammar and examples are on `saga!`.
+#[doc(hidden)]
 #[proc_macro]
 pub fn saga(input: TokenStream) -> TokenStream {
-    let def = match syn::parse::<ast::SagaDef>(input) {
+    let (krate, input) = crate_prefix(input.into());
+    // Called from `saga_core::saga!`, this macro's call site is inside
+    // that `macro_rules!`, whose hygiene would keep the locals it
+    // declares at the call site from the user's spans that name them:
+    // every name resolves at the user's first token instead.
+    let user = match (&krate, input.clone().into_iter().next()) {
+        (Some(_), Some(token)) => Some(token.span()),
+        _ => None,
+    };
+    let output = expand::with_crate(krate, false, || saga_with(input));
+    match user {
+        Some(user) => resolved_at(output, user).into(),
+        None => output.into(),
+    }
+}
+
+/// `tokens` with every identifier but `$crate` resolved at `site`.
+fn resolved_at(
+    tokens: proc_macro2::TokenStream,
+    site: proc_macro2::Span,
+) -> proc_macro2::TokenStream {
+    use proc_macro2::TokenTree;
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Ident(mut ident) if ident != "$crate" => {
+                ident.set_span(ident.span().resolved_at(site));
+                TokenTree::Ident(ident)
+            }
+            TokenTree::Group(group) => {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), resolved_at(group.stream(), site));
+                inner.set_span(group.span());
+                TokenTree::Group(inner)
+            }
+            other => other,
+        })
+        .collect()
+}
+
+/// `saga_core::saga!` passes its `$crate` in brackets before the user's
+/// input: `[$crate] name: ..`.
+fn crate_prefix(
+    input: proc_macro2::TokenStream,
+) -> (Option<proc_macro2::TokenStream>, proc_macro2::TokenStream) {
+    let mut tokens = input.clone().into_iter();
+    match tokens.next() {
+        Some(proc_macro2::TokenTree::Group(group))
+            if group.delimiter() == proc_macro2::Delimiter::Bracket =>
+        {
+            (Some(group.stream()), tokens.collect())
+        }
+        _ => (None, input),
+    }
+}
+
+fn saga_with(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    let def = match syn::parse2::<ast::SagaDef>(input) {
         Ok(def) => def,
         Err(e) => {
             let error = e.to_compile_error();
             let stub = expand::saga_stub(None, None);
-            return quote!({ #error #stub }).into();
+            return quote!({ #error #stub });
         }
     };
     match validate::check_saga(&def) {
-        Ok(()) => expand::saga(&def).into(),
+        Ok(()) => expand::saga(&def),
         Err(e) => {
             let error = e.to_compile_error();
             let stub = expand::saga_stub(def.context.as_ref(), def.dependencies.as_ref());
-            quote!({ #error #stub }).into()
+            quote!({ #error #stub })
         }
     }
 }
 
 /// Turns a function into a saga step (or a compensation) that
-/// [`saga!`](macro@saga) can name; the function stays callable exactly as
+/// `saga!` can name; the function stays callable exactly as
 /// written, so it can be unit-tested alone.
 ///
 /// # Shapes
@@ -285,7 +131,7 @@ pub fn saga(input: TokenStream) -> TokenStream {
 /// failed with an error marked `outcome_unknown`), so it must find out
 /// what to undo by itself; a compensation of a step whose output is `()`
 /// may leave that parameter out. A compensation's attribute takes no
-/// arguments.
+/// arguments but `crate = ..`.
 ///
 /// # Durable sagas
 ///
@@ -313,8 +159,17 @@ pub fn saga(input: TokenStream) -> TokenStream {
 ///     undo_timeout = "5s",                // each attempt of the compensation (an async one)
 ///     pivot,                              // the point of no return, no compensation
 ///     metadata(team = "payments"),
+///     crate = platform::saga_core,        // where saga-core is (any function may say it)
 /// )]
 /// ```
+///
+/// `crate = ..` is for a crate that reaches saga-core through another
+/// crate (a company facade re-exporting it): the expansion names the
+/// runtime by this path. Without it, the attribute uses `::saga_core`, or
+/// the name of a renamed dependency (`sc = { package = "saga-core" }`)
+/// found in the package's `Cargo.toml`; a package whose manifest never
+/// mentions saga-core gets an error saying to write `crate = ..`.
+/// `saga!` needs none of this.
 ///
 /// Durations are strings here (`timeout = "2s"`), where `saga!` writes
 /// them unquoted (`timeout 2s`); paths are not quoted (`undo = refund`).
@@ -431,13 +286,43 @@ pub fn saga_task(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let args = syn::parse::<attr::TaskArgs>(args);
+    let user = matches!(&args, Ok(args) if args.krate.is_some());
+    let krate = match &args {
+        Ok(attr::TaskArgs {
+            krate: Some((_, path)),
+            ..
+        }) => Some(path.to_token_stream()),
+        _ => match manifest::saga_core() {
+            manifest::SagaCore::Default => None,
+            manifest::SagaCore::Renamed(name) => {
+                let name = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
+                Some(quote!(::#name))
+            }
+            manifest::SagaCore::Absent if args.is_ok() => {
+                // The function alone: a `saga!` naming it then adds that
+                // it has no `#[saga_task]` (a twin type would need
+                // saga-core's traits to stay quiet).
+                let error = syn::Error::new(
+                    proc_macro2::Span::call_site(),
+                    "`saga_core` is not a dependency of this package: if it is reached through another crate or under another name, say where with `#[saga_task(crate = path::to::saga_core)]`",
+                )
+                .to_compile_error();
+                return quote!(#error #item2).into();
+            }
+            manifest::SagaCore::Absent => None,
+        },
+    };
+    expand::with_crate(krate, user, || task_with(func, args)).into()
+}
+
+fn task_with(func: syn::ItemFn, args: syn::Result<attr::TaskArgs>) -> proc_macro2::TokenStream {
     let shape = validate::check_task_fn(&func);
     let checked = match (&args, &shape) {
         (Ok(args), Ok(shape)) => validate::check_task_args(args, shape, &func.sig.ident),
         _ => Ok(()),
     };
     match (args, shape, checked) {
-        (Ok(args), Ok(shape), Ok(())) => expand::task(&func, &args, &shape).into(),
+        (Ok(args), Ok(shape), Ok(())) => expand::task(&func, &args, &shape),
         (args, shape, checked) => {
             let mut errors = validate::Errors::default();
             for e in [args.err(), shape.err(), checked.err()]
@@ -451,7 +336,7 @@ pub fn saga_task(args: TokenStream, item: TokenStream) -> TokenStream {
                 Ok(()) => proc_macro2::TokenStream::new(),
             };
             let stub = expand::task_stub(&func);
-            quote!(#error #stub).into()
+            quote!(#error #stub)
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use proc_macro2::Span;
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, Ident, ItemFn, Path, PathArguments, ReturnType, Type};
 
@@ -199,7 +200,16 @@ pub fn check_task_fn(item: &ItemFn) -> syn::Result<TaskFn> {
                     });
                 }
             }
-            (Some(r), _) => params.push(Param::Dependency(r.elem.clone())),
+            (Some(r), _) => match impl_trait(&r.elem) {
+                Some(found) => errors.push(syn::Error::new_spanned(
+                    found,
+                    format!(
+                        "a dependency cannot be `{}`: a saga lends its steps one value of each tool type, so the function cannot be generic over it; take a concrete type (`&HttpClient`), or a tool type without generics that holds the trait object (a struct with a `Box<dyn Trait + Send + Sync>` field)",
+                        found.to_token_stream().to_string().replace(" ,", ",")
+                    ),
+                )),
+                None => params.push(Param::Dependency(r.elem.clone())),
+            },
             (None, Some(inner)) => {
                 if output_param.is_some() {
                     errors.push(syn::Error::new_spanned(
@@ -340,6 +350,33 @@ fn result_ok(ty: &Type) -> Option<&Type> {
 
 fn is_unit(ty: &Type) -> bool {
     matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}
+
+/// An `impl Trait` in `ty` (`impl Http`, `Box<impl Http>`), which makes
+/// the function generic.
+pub fn impl_trait(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::ImplTrait(_) => Some(ty),
+        Type::Reference(r) => impl_trait(&r.elem),
+        Type::Paren(p) => impl_trait(&p.elem),
+        Type::Group(g) => impl_trait(&g.elem),
+        Type::Slice(s) => impl_trait(&s.elem),
+        Type::Array(a) => impl_trait(&a.elem),
+        Type::Ptr(p) => impl_trait(&p.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(impl_trait),
+        Type::Path(p) => p
+            .path
+            .segments
+            .iter()
+            .find_map(|segment| match &segment.arguments {
+                PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+                    GenericArgument::Type(ty) => impl_trait(ty),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+        _ => None,
+    }
 }
 
 /// The first generic type argument of a path type's last segment.

@@ -38,8 +38,9 @@ pub(super) fn rule(
 ) -> TokenStream {
     let alias = Ident::new(&step.alias.to_string(), span);
     let rule = Ident::new(rule, span);
+    let k = krate_at(span);
     quote_spanned! {span=>
-        const _: () = <#alias as ::saga_core::checks::#rule<#(#params,)* { #holds }>>::OK;
+        const _: () = <#alias as #k::checks::#rule<#(#params,)* { #holds }>>::OK;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Code generation only: everything here was validated before, so nothing
-//! here rejects. The runtime is reached as `::saga_core::__private::..`,
-//! std by absolute paths, and the names we introduce start with `__saga_`.
+//! here rejects. The runtime is reached as `<crate>::__private::..` (see
+//! [`krate`]), std by absolute paths, and the names we introduce start
+//! with `__saga_`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
@@ -21,8 +22,71 @@ pub use saga::{saga, saga_stub};
 use task::*;
 pub use task::{task, task_stub};
 
+thread_local! {
+    /// The path of saga-core in the expansion being written, when it is
+    /// not `::saga_core`: `$crate` from `saga!`'s `macro_rules!` wrapper,
+    /// or `#[saga_task(crate = ..)]`'s path. A thread-local rather than a
+    /// parameter of every function below, each of which reaches the
+    /// runtime; set by [`with_crate`] around one macro call.
+    static CRATE: std::cell::RefCell<Option<TokenStream>> = const { std::cell::RefCell::new(None) };
+    /// Whether [`CRATE`] is a path the user wrote (`crate = ..`).
+    static USER_CRATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (one macro's expansion) with saga-core at `path`
+/// (`::saga_core` when `None`), which the user wrote if `user`.
+pub fn with_crate<R>(path: Option<TokenStream>, user: bool, f: impl FnOnce() -> R) -> R {
+    let previous = CRATE.with(|c| c.replace(path));
+    let previous_user = USER_CRATE.with(|c| c.replace(user));
+    let result = f();
+    CRATE.with(|c| c.replace(previous));
+    USER_CRATE.with(|c| c.replace(previous_user));
+    result
+}
+
+/// saga-core's path: `::saga_core` unless [`with_crate`] says otherwise.
+pub(super) fn krate() -> TokenStream {
+    CRATE
+        .with(|c| c.borrow().clone())
+        .unwrap_or_else(|| quote!(::saga_core))
+}
+
+/// [`krate`] at `span`, where an error that names it points (`$crate`
+/// keeps resolving to saga-core: only its location moves). A path the
+/// user wrote (`crate = ..`) stays where it is written, so that a wrong
+/// one is reported there once.
+pub(super) fn krate_at(span: Span) -> TokenStream {
+    match USER_CRATE.with(std::cell::Cell::get) {
+        true => krate(),
+        false => located_at(krate(), span),
+    }
+}
+
+/// `tokens`, each at `span` but resolving as before. Through `saga!`'s
+/// `macro_rules!` wrapper, `$crate` and the call site are in saga-core's
+/// expansion: an error spanned across them and the user's tokens would
+/// cover the whole `saga! { .. }` rather than the token to change.
+pub(super) fn located_at(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            proc_macro2::TokenTree::Group(group) => {
+                let mut relocated =
+                    proc_macro2::Group::new(group.delimiter(), located_at(group.stream(), span));
+                relocated.set_span(group.span().located_at(span));
+                proc_macro2::TokenTree::Group(relocated)
+            }
+            mut token => {
+                token.set_span(token.span().located_at(span));
+                token
+            }
+        })
+        .collect()
+}
+
 pub(super) fn private() -> TokenStream {
-    quote!(::saga_core::__private)
+    let krate = krate();
+    quote!(#krate::__private)
 }
 
 pub(super) fn duration(d: &Dur) -> TokenStream {

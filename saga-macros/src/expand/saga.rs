@@ -26,16 +26,37 @@ impl ToTokens for SagaTypes {
 }
 
 pub(super) fn types_of(saga: &SagaDef) -> SagaTypes {
+    let k = krate();
     SagaTypes {
         ctx: match &saga.context {
-            Some(ty) => ty.to_token_stream(),
-            None => quote!(::saga_core::Context),
+            Some(ty) => alias_of(ty, "__SagaContext"),
+            None => quote!(#k::Context),
         },
+        // Not aliased: a type parameter there (which `saga!` does not
+        // take, see its docs) would get rustc's help to give the alias a
+        // generic parameter.
         deps: match &saga.dependencies {
             Some(ty) => ty.to_token_stream(),
             None => quote!(()),
         },
     }
+}
+
+/// The name by which the expansion names the user's `context:` type, at
+/// the user's type: an alias that [`type_aliases`]
+/// declares once, so that a type that names nothing is one error (rustc
+/// reports it once per item that names it, and the checks are items).
+fn alias_of(ty: &Type, name: &str) -> TokenStream {
+    Ident::new(name, ty.span()).to_token_stream()
+}
+
+/// `type __SagaContext = Order;`, see `alias_of`.
+pub(super) fn type_aliases(saga: &SagaDef) -> TokenStream {
+    let context = saga.context.as_ref().map(|ty| {
+        let alias = alias_of(ty, "__SagaContext");
+        quote!(type #alias = #ty;)
+    });
+    quote!(#context)
 }
 
 /// `saga!` next to its compile errors: a value of the right type, so that
@@ -134,7 +155,9 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     let version = saga.version.as_ref().map(|v| {
         quote! { let __saga_builder = __saga_builder.version(#v); }
     });
+    let types = type_aliases(saga);
     quote! {{
+        #types
         #fallbacks
         {
             #imports
@@ -190,6 +213,16 @@ pub(super) struct Aliases {
 /// "a function with a similar name exists". That error taints the check's
 /// constant, which then adds none.
 pub(super) fn aliases(steps: &[&StepDef]) -> Aliases {
+    let pairs = steps.iter().flat_map(|step| {
+        let undo = step.undo.as_ref().map(|(_, undo)| (undo, &step.undo_alias));
+        std::iter::once((&step.task, &step.alias)).chain(undo)
+    });
+    path_aliases(pairs)
+}
+
+/// `aliases` for `(path, alias)` pairs; `#[saga_task(undo = ..)]` names
+/// its compensation through one too.
+pub(super) fn path_aliases<'a>(pairs: impl IntoIterator<Item = (&'a Path, &'a Ident)>) -> Aliases {
     let p = private();
     let mut out = Aliases {
         fallbacks: TokenStream::new(),
@@ -198,10 +231,6 @@ pub(super) fn aliases(steps: &[&StepDef]) -> Aliases {
             use #p::NotPlain as _;
         },
     };
-    let pairs = steps.iter().flat_map(|step| {
-        let undo = step.undo.as_ref().map(|(_, undo)| (undo, &step.undo_alias));
-        std::iter::once((&step.task, &step.alias)).chain(undo)
-    });
     for (path, alias) in pairs {
         let stubs = stub_impls(alias, &path_text(path));
         out.fallbacks.extend(quote! {
@@ -218,11 +247,15 @@ pub(super) fn aliases(steps: &[&StepDef]) -> Aliases {
         // parameter on the item for an unknown name in a `const`.
         let check = Ident::new(&alias.to_string().to_uppercase(), Span::call_site());
         // Every token at the user's path, where the error points.
-        out.imports.extend(quote_spanned! {path.span()=>
-            #[allow(dead_code)]
-            static #check: () = <::saga_core::checks::Plain<{ #mention #alias::__SAGA_PLAIN }>
-                as ::saga_core::checks::Annotated>::OK;
-        });
+        let k = krate();
+        out.imports.extend(located_at(
+            quote! {
+                #[allow(dead_code)]
+                static #check: () = <#k::checks::Plain<{ #mention #alias::__SAGA_PLAIN }>
+                    as #k::checks::Annotated>::OK;
+            },
+            path.span(),
+        ));
         // After the check, which must not see it.
         if let Some(ident) = single {
             out.imports.extend(quote! {

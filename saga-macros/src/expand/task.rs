@@ -15,6 +15,7 @@ use super::*;
 pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> TokenStream {
     let ident = &item.sig.ident;
     let p = private();
+    let k = krate_at(task.error_span);
     let args = task.params.iter().map(|param| match param {
         Param::Output if undo => quote!(__saga_output),
         // A step has no output parameter (`is_step`).
@@ -40,9 +41,9 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> Token
     // own `Into<StepError>` reports each missing bound of a
     // `Box<dyn Error>` apart: `Send`, `Sync`, `Sized`). The conversion is
     // a closure rather than a path, which would be checked again at the
-    // call, at the attribute: see `allow_closure`.
+    // call, at the attribute: see `allow_call`.
     let error = quote_spanned! {task.error_span=>
-        |__saga_error| ::saga_core::checks::StepErrorType::__saga_into(__saga_error)
+        |__saga_error| #k::checks::StepErrorType::__saga_into(__saga_error)
     };
     if task.is_async {
         // One boxed future, made by `step_future` around the function's
@@ -77,11 +78,13 @@ pub(super) fn call(item: &ItemFn, task: &TaskFn, undo: bool, d: &Ident) -> Token
     }
 }
 
-/// The error's conversion in a function's call (see `call`) is a closure
-/// that clippy would have the user's code replace by a path, since it
-/// carries the user's spans.
-pub(super) fn allow_closure() -> TokenStream {
-    quote!(#[allow(clippy::redundant_closure)])
+/// On the consts that call the function: the error's conversion (see
+/// `call`) is a closure that clippy would have the user's code replace by
+/// a path, since it carries the user's spans; and a `#[deprecated]`
+/// function (a step kept while old executions drain) is called by its own
+/// attribute, which the user's `#[allow(deprecated)]` cannot reach.
+pub(super) fn allow_call() -> TokenStream {
+    quote!(#[allow(clippy::redundant_closure, deprecated)])
 }
 
 /// Input:
@@ -129,20 +132,20 @@ pub fn task(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenStream {
         let shape = shape(task, true);
         let shared = task.shared;
         let is_async = task.is_async;
-        let allow = allow_closure();
+        let allow = allow_call();
         let bounds = dependency_bounds(ident, task, true);
         // Without an `Option<&R>`, it undoes only a step whose output is
         // `()`: for any other, the bound fails in `UndoOutput`'s words.
         let step = param_name(item, args, "Step", "__SagaStep");
         let output_impl = if task.output_param.is_some() {
             quote! {
-                impl<#t, #step: ?Sized> #p::UndoOutput<#ctx, #t, #step> for #ident {
+                impl<#t, #step: ?::core::marker::Sized> #p::UndoOutput<#ctx, #t, #step> for #ident {
                     type Received = #output;
                 }
             }
         } else {
             quote! {
-                impl<#step: ?Sized> #p::UndoOutput<#ctx, (), #step> for #ident {
+                impl<#step: ?::core::marker::Sized> #p::UndoOutput<#ctx, (), #step> for #ident {
                     type Received = ();
                 }
             }
@@ -183,7 +186,7 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     let metadata = metadata(args.metadata.iter().flat_map(|(_, pairs)| pairs));
     let d = deps_param(item, args);
     let call = call(item, task, false, &d);
-    let allow = allow_closure();
+    let allow = allow_call();
     // Spanned at the output type: an output that serde can log only when it
     // borrows `'static` data (`&'static str`) fails here, and the error
     // should point at that type.
@@ -197,10 +200,19 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
     // the sagas whose dependencies provide what both functions ask for,
     // and a wrong output is not reported again wherever `saga!` names the
     // step.
-    let (undo, undo_bound) = match &args.compensate {
-        Some((_, undo)) => {
-            let checked = compensation(undo, undo.span(), ident, ctx, &quote!(#ok));
-            let of = quote_spanned!(undo.span()=> #p::UndoOf<#ctx, #ok, #d>);
+    //
+    // The compensation is named through an alias, as `saga!` names its
+    // steps (`aliases`), so that a plain function is one error in our
+    // words ("add `#[saga_task]`") rather than rustc's "expected type,
+    // found function": the impl goes in a block that holds the fallback.
+    let alias = args.compensate.as_ref().map(|(_, undo)| {
+        let last = undo.segments.last().map_or(undo.span(), |s| s.ident.span());
+        (undo, Ident::new("__saga_undo", last))
+    });
+    let (undo, undo_bound) = match &alias {
+        Some((path, undo)) => {
+            let checked = compensation(undo, path.span(), ident, ctx, &quote!(#ok));
+            let of = quote_spanned!(path.span()=> #p::UndoOf<#ctx, #ok, #d>);
             (
                 quote!(::core::option::Option::Some(<#checked as #of>::UNDO)),
                 quote_spanned!(undo.span()=> #undo: #of,),
@@ -208,7 +220,7 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
         }
         None => (quote!(::core::option::Option::None), TokenStream::new()),
     };
-    quote! {
+    let task_impl = quote! {
         impl<#d> #p::Task<#ctx, #d> for #ident
         where
             #d: #bounds,
@@ -236,6 +248,24 @@ pub(super) fn step_impl(item: &ItemFn, args: &TaskArgs, task: &TaskFn) -> TokenS
                 #codec
             }
         }
+    };
+    match &alias {
+        Some((path, alias)) => {
+            let Aliases { fallbacks, imports } = path_aliases([(*path, alias)]);
+            quote! {
+                // The attribute's use of a deprecated compensation is not
+                // the user's to allow.
+                #[allow(deprecated)]
+                const _: () = {
+                    #fallbacks
+                    {
+                        #imports
+                        #task_impl
+                    }
+                };
+            }
+        }
+        None => task_impl,
     }
 }
 
@@ -306,12 +336,14 @@ pub(super) fn dependency_bounds(ident: &Ident, task: &TaskFn, undo: bool) -> Tok
     } else {
         quote!(Dependency)
     };
-    let tools = task
-        .dependencies()
-        .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::#rule<#ident, #ty>));
-    let info = task
-        .info_dependencies()
-        .map(|ty| quote_spanned!(ty.span()=> + ::saga_core::checks::InfoDependencies<#ident, #ty>));
+    let tools = task.dependencies().map(|ty| {
+        let k = krate_at(ty.span());
+        quote_spanned!(ty.span()=> + #k::checks::#rule<#ident, #ty>)
+    });
+    let info = task.info_dependencies().map(|ty| {
+        let k = krate_at(ty.span());
+        quote_spanned!(ty.span()=> + #k::checks::InfoDependencies<#ident, #ty>)
+    });
     quote!(::core::marker::Send + ::core::marker::Sync + 'static #(#tools)* #info)
 }
 
@@ -330,9 +362,10 @@ pub(super) fn compensation(
     output: &TokenStream,
 ) -> TokenStream {
     let p = private();
+    let k = krate_at(span);
     quote_spanned! {span=>
         <<<#undo as #p::UndoContext<#ctx>>::Checked as #p::UndoOutput<#ctx, #output, #step>>::Received
-            as ::saga_core::checks::UndoReceives<#step, #undo, #output>>::Undo
+            as #k::checks::UndoReceives<#step, #undo, #output>>::Undo
     }
 }
 
@@ -352,7 +385,12 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
     // `saga!` checks that a step's name exists by naming it as a value,
     // which rustc cannot do for a generic function without its type
     // arguments; it looks for a value of the name in this module first.
-    let generic = (!item.sig.generics.params.is_empty()).then(|| {
+    // `impl Trait` in a parameter makes it generic too.
+    let impl_trait = item.sig.inputs.iter().any(|arg| match arg {
+        syn::FnArg::Typed(arg) => crate::validate::impl_trait(&arg.ty).is_some(),
+        syn::FnArg::Receiver(_) => false,
+    });
+    let generic = (!item.sig.generics.params.is_empty() || impl_trait).then(|| {
         let module = format_ident!("__saga_generic_{}", name);
         quote! {
             #[allow(non_snake_case)]
@@ -378,27 +416,27 @@ pub fn task_stub(item: &ItemFn) -> TokenStream {
 /// error adds no errors of its own.
 pub(super) fn stub_impls(ident: &Ident, name: &str) -> TokenStream {
     let p = private();
-    // Never offered by rustc as "the trait is implemented for ..".
+    // Without `#[diagnostic::do_not_recommend]`, which a
+    // `#![no_implicit_prelude]` module cannot name (the `diagnostic` tool
+    // module is in the prelude): rustc then offers the fallback of
+    // `saga!`'s first step in a help of `tests/ui/step-is-compensation.rs`.
     quote! {
-        #[diagnostic::do_not_recommend]
         impl<__SagaC: 'static, __SagaD> #p::Task<__SagaC, __SagaD> for #ident {
             type Output = ();
             const NAME: &'static str = #name;
             const ACTION: #p::TaskFn<__SagaC, __SagaD, ()> =
                 #p::TaskFn::SharedAsync(|_, _| ::core::unreachable!());
         }
-        #[diagnostic::do_not_recommend]
         impl<__SagaC> #p::UndoContext<__SagaC> for #ident {
             type Checked = #ident;
             const SHARED: bool = true;
             const ASYNC: bool = true;
         }
-        #[diagnostic::do_not_recommend]
-        impl<__SagaC, __SagaT, __SagaStep: ?Sized> #p::UndoOutput<__SagaC, __SagaT, __SagaStep> for #ident {
+        impl<__SagaC, __SagaT, __SagaStep: ?::core::marker::Sized>
+            #p::UndoOutput<__SagaC, __SagaT, __SagaStep> for #ident
+        {
             type Received = __SagaT;
         }
-
-        #[diagnostic::do_not_recommend]
         impl<__SagaC, __SagaT, __SagaD> #p::UndoOf<__SagaC, __SagaT, __SagaD> for #ident {
             const UNDO: #p::UndoFn<__SagaC, __SagaD, __SagaT> =
                 #p::UndoFn::SharedAsync(|_, _, _| ::core::unreachable!());
