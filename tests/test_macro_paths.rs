@@ -87,7 +87,7 @@ fn write_workspace(root: &Path) {
         (
             "platform/Cargo.toml",
             format!(
-                "[package]\nname = \"platform\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nsc = {{ package = \"saga-core\", path = \"{core}\" }}\n"
+                "[package]\nname = \"platform\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nsc = {{ package = \"saga-core\", path = \"{core}\", default-features = false }}\n"
             ),
         ),
         (
@@ -121,7 +121,7 @@ fn write_workspace(root: &Path) {
         (
             "renamed/Cargo.toml",
             format!(
-                "[package]\nname = \"renamed\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nsc = {{ package = \"saga-core\", path = \"{core}\" }}\n"
+                "[package]\nname = \"renamed\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nsc = {{ package = \"saga-core\", path = \"{core}\", default-features = false }}\n"
             ),
         ),
         (
