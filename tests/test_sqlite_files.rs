@@ -486,3 +486,48 @@ fn a_store_file_deleted_or_replaced_while_open_refuses_every_write_after() {
         });
     }
 }
+
+/// A new file is told once, "sqlite store created" with its schema
+/// version, and a 0.1 file once, "sqlite store migrated" from 1 (before:
+/// a record per migration step, "migrated" for a new file too, written
+/// before the commit); a current file is told nothing.
+#[test]
+fn a_new_or_migrated_store_is_logged_once() {
+    support::logs::install_logger(log::LevelFilter::Info);
+    let dir = scratch_dir("migration-records");
+    let messages = |path: &Path| -> Vec<(String, Option<String>, Option<String>)> {
+        support::logs::entries_where("path", &path.display().to_string())
+            .into_iter()
+            .map(|e| {
+                let field = |key| e.field(key).map(str::to_owned);
+                (e.message.clone(), field("from"), field("version"))
+            })
+            .collect()
+    };
+    let fresh = dir.join("fresh.db");
+    drop(SqliteStore::open(&fresh).unwrap());
+    drop(SqliteStore::open(&fresh).unwrap());
+    assert_eq!(
+        messages(&fresh),
+        [(
+            "sqlite store created".to_owned(),
+            None,
+            Some("2".to_owned())
+        )]
+    );
+    let old = dir.join("old.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v0.1/store.db"),
+        &old,
+    )
+    .unwrap();
+    drop(SqliteStore::open(&old).unwrap());
+    assert_eq!(
+        messages(&old),
+        [(
+            "sqlite store migrated".to_owned(),
+            Some("1".to_owned()),
+            Some("2".to_owned())
+        )]
+    );
+}

@@ -546,19 +546,28 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
     let result = (|| {
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        for sql in MIGRATIONS.iter().skip(version.max(0) as usize) {
             conn.execute_batch(sql)?;
-            log::info!(target: "saga", path:% = crate::escape::Escaped(&path.display().to_string()), version = from + 1; "sqlite store migrated");
         }
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION.max(version))?;
-        Ok(())
+        Ok(version)
     })();
-    match result {
-        Ok(()) => conn.execute_batch("COMMIT").map_err(err),
+    let from = match result {
+        Ok(from) => from,
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
-            Err(err(e))
+            return Err(err(e));
         }
+    };
+    conn.execute_batch("COMMIT").map_err(err)?;
+    // Told once, once it is committed: a new file, or an older schema.
+    let file = path.display().to_string();
+    let file = crate::escape::Escaped(&file);
+    if from <= 0 {
+        log::info!(target: "saga", path:% = file, version = SCHEMA_VERSION; "sqlite store created");
+    } else if from < SCHEMA_VERSION {
+        log::info!(target: "saga", path:% = file, from = from, version = SCHEMA_VERSION; "sqlite store migrated");
     }
+    Ok(())
 }
