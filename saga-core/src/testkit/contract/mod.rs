@@ -100,18 +100,22 @@ where
             report.store = store.describe();
         }
         let started = Instant::now();
-        let task = tokio::spawn((check.run)(store));
-        let problem = match tokio::time::timeout(HUNG, task).await {
+        let mut task = tokio::spawn((check.run)(store));
+        let problem = match tokio::time::timeout(HUNG, &mut task).await {
             Ok(Ok(Ok(()))) => None,
             Ok(Ok(Err(problem))) => Some(problem),
             Ok(Err(join)) => Some(match join.try_into_panic() {
                 Ok(panic) => format!("panicked: {}", panic_message(&*panic)),
                 Err(join) => format!("its task ended: {join}"),
             }),
-            Err(_) => Some(format!(
-                "did not end within {} s: a call of the store hangs",
-                HUNG.as_secs()
-            )),
+            Err(_) => {
+                // Its calls stop at their next await.
+                task.abort();
+                Some(format!(
+                    "did not end within {} s: a call of the store hangs",
+                    HUNG.as_secs()
+                ))
+            }
         };
         report.checks.push(CheckReport {
             name: check.name,
