@@ -94,7 +94,7 @@ async fn the_contract_catches_planted_faults() {
         (
             Fault::DropDetail,
             "events_come_back_as_written",
-            "not as written",
+            "with `detail` None, written Some(",
         ),
         (
             Fault::NoAtMs,

@@ -333,14 +333,76 @@ pub(super) fn same_events(after: &str, written: &[Event], got: &[Event]) -> Outc
         seqs(written)
     );
     for (w, g) in written.iter().zip(got) {
-        let mut g = g.clone();
-        g.at_ms = w.at_ms;
+        let differ = differences(w, g);
         ensure!(
-            *w == g,
-            "after {after}, `events` gave event {} as {g:?} (`at_ms` aside), not as written: \
-             {w:?}",
-            w.seq
+            differ.is_empty(),
+            "after {after}, `events` gave event {} with {} (written: {w:?})",
+            w.seq,
+            differ.join(", ")
         );
     }
     Ok(())
+}
+
+/// The fields of `got` that differ from `written`, `at_ms` aside, each
+/// as "`field` x, written y".
+fn differences(written: &Event, got: &Event) -> Vec<String> {
+    let mut differ = Vec::new();
+    let mut field = |name: &str, w: String, g: String| {
+        if w != g {
+            differ.push(format!("`{name}` {g}, written {w}"));
+        }
+    };
+    field(
+        "kind",
+        format!("{:?}", written.kind),
+        format!("{:?}", got.kind),
+    );
+    field(
+        "step",
+        format!("{:?}", written.step),
+        format!("{:?}", got.step),
+    );
+    field(
+        "attempt",
+        written.attempt.to_string(),
+        got.attempt.to_string(),
+    );
+    field(
+        "output",
+        format!("{:?}", written.output),
+        format!("{:?}", got.output),
+    );
+    field(
+        "context",
+        format!("{:?}", written.context),
+        format!("{:?}", got.context),
+    );
+    field(
+        "error",
+        format!("{:?}", written.error),
+        format!("{:?}", got.error),
+    );
+    field(
+        "outcome_unknown",
+        written.outcome_unknown.to_string(),
+        got.outcome_unknown.to_string(),
+    );
+    field(
+        "will_retry",
+        written.will_retry.to_string(),
+        got.will_retry.to_string(),
+    );
+    field(
+        "detail",
+        format!("{:?}", written.detail),
+        format!("{:?}", got.detail),
+    );
+    // A field added to `Event` later shows here until listed above.
+    let mut rest = got.clone();
+    rest.at_ms = written.at_ms;
+    if differ.is_empty() && rest != *written {
+        differ.push(format!("fields other than written: {got:?}"));
+    }
+    differ
 }
