@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use saga_core::BoxFuture;
 use saga_core::store::{
-    Ack, Created, DefinitionRecord, Event, ExecutionRecord, Lease, MemoryStore, NewExecution,
-    SagaStore, SqliteStore, StoreResult,
+    Ack, ClaimRequest, ClaimedWithLog, Created, DefinitionRecord, Event, ExecutionRecord, Lease,
+    MemoryStore, NewExecution, SagaStore, SqliteStore, StoreResult,
 };
 use saga_core::testkit::DelayedStore;
 use saga_core::testkit::contract;
@@ -84,7 +84,7 @@ async fn a_slow_store_keeps_the_contract() {
 
 /// Each planted fault fails the check that covers it, and the report
 /// names that check, says what the trait requires and what the store did.
-/// None of these five failed the contract of 0.1's tests (an outside
+/// None of the first five failed the contract of 0.1's tests (an outside
 /// store's fault matrix: `release` ignoring the token, `purge` deleting
 /// stuck executions, `detail` dropped, `at_ms` not stamped; a live lease
 /// claimed was caught there only by two of its tests' side effects).
@@ -115,6 +115,11 @@ async fn the_contract_catches_planted_faults() {
             Fault::ClaimLiveLease,
             "a_live_lease_is_never_claimed",
             "while `a` holds a lease",
+        ),
+        (
+            Fault::ShortClaimLog,
+            "a_claim_with_its_log_gives_the_whole_log",
+            "has the events [1, 2], not [1, 2, 3]",
         ),
     ] {
         let report = contract::check(|| async move { Faulty::new(Some(fault)) }).await;
@@ -186,6 +191,8 @@ enum Fault {
     ClaimLiveLease,
     /// `purge` panics.
     PanicOnPurge,
+    /// `claim_next_with_log` gives each log without its last event.
+    ShortClaimLog,
 }
 
 /// A `MemoryStore` behind only the required methods (so every default
@@ -238,6 +245,25 @@ impl Faulty {
 }
 
 impl SagaStore for Faulty {
+    fn claim_next_with_log(
+        &self,
+        request: ClaimRequest,
+    ) -> BoxFuture<'_, StoreResult<Vec<ClaimedWithLog>>> {
+        Box::pin(async move {
+            let mut claimed = Vec::new();
+            for claim in self.claim_next(request).await? {
+                let log = if self.has(Fault::ShortClaimLog) {
+                    let mut log = self.events(&claim.record.id).await?;
+                    log.pop();
+                    Some(log)
+                } else {
+                    None
+                };
+                claimed.push(ClaimedWithLog::new(claim, log));
+            }
+            Ok(claimed)
+        })
+    }
     fn describe(&self) -> String {
         format!("{:?} {}", self.fault, self.inner.describe())
     }

@@ -23,6 +23,12 @@ pub(super) fn checks() -> Vec<Check> {
              started with one of `fingerprints` are claimed, and none in `exclude`"
         ),
         entry!(
+            a_claim_with_its_log_gives_the_whole_log,
+            "`claim_next_with_log` claims as `claim_next` does; a log it gives is the \
+             execution's whole log, every event an earlier owner committed, ending at the \
+             record's `last_seq` (`None`: the engine reads it itself)"
+        ),
+        entry!(
             the_work_signal_changes_on_new_work,
             "a store that gives a `work_signal` changes its value when an execution is \
              created and when a lease is released (a store that gives `None` passes: claimers \
@@ -208,6 +214,56 @@ async fn claimers_skip_each_other_and_honour_fingerprints(store: Arc<dyn SagaSto
         "`claim_next` claimed {:?}, which other claimers hold live leases on",
         claimed_ids(&none)
     );
+    Ok(())
+}
+
+async fn a_claim_with_its_log_gives_the_whole_log(store: Arc<dyn SagaStore>) -> Outcome {
+    let lease = create(&*store, "x", "a", LIVE).await?;
+    let id = ExecutionId::new("x");
+    let mut written = Vec::new();
+    for seq in 1..=3 {
+        let mut e = event(seq, EventKind::StepStarted);
+        e.step = Some(0);
+        e.attempt = u32::try_from(seq).unwrap_or(u32::MAX);
+        e.context = Some(format!("{{\"k\":{seq}}}"));
+        written.push(e);
+    }
+    append(
+        &*store,
+        &id,
+        &lease,
+        written[..2].to_vec(),
+        ExecutionStatus::Running,
+    )
+    .await?;
+    append(
+        &*store,
+        &id,
+        &lease,
+        written[2..].to_vec(),
+        ExecutionStatus::Running,
+    )
+    .await?;
+    store.release(&id, &lease).await.or_fail("release(`x`)")?;
+    let claimed = store
+        .claim_next_with_log(request("w", LIVE, 10))
+        .await
+        .or_fail("claim_next_with_log(limit 10)")?;
+    let got: Vec<&str> = ids(claimed.iter().map(|c| &c.claimed.record.id));
+    ensure!(
+        got == ["x"],
+        "`claim_next_with_log` gave {got:?} for the one free execution x"
+    );
+    let claim = &claimed[0];
+    let record = &claim.claimed.record;
+    ensure!(
+        record.owner.as_deref() == Some("w") && record.last_seq == 3,
+        "`claim_next_with_log` by `w` gave the record {record:?}, not x with owner `w` and \
+         `last_seq` 3"
+    );
+    if let Some(log) = &claim.events {
+        super::log::same_events("`claim_next_with_log` of x (its log)", &written, log)?;
+    }
     Ok(())
 }
 

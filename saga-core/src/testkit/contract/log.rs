@@ -328,7 +328,7 @@ pub(super) fn same_events(after: &str, written: &[Event], got: &[Event]) -> Outc
     let seqs = |events: &[Event]| events.iter().map(|e| e.seq).collect::<Vec<_>>();
     ensure!(
         seqs(written) == seqs(got),
-        "after {after}, `events` gave the events {:?}, not {:?}",
+        "after {after}, the log read back has the events {:?}, not {:?}",
         seqs(got),
         seqs(written)
     );
@@ -336,7 +336,7 @@ pub(super) fn same_events(after: &str, written: &[Event], got: &[Event]) -> Outc
         let differ = differences(w, g);
         ensure!(
             differ.is_empty(),
-            "after {after}, `events` gave event {} with {} (written: {w:?})",
+            "after {after}, the log read back has event {} with {} (written: {w:?})",
             w.seq,
             differ.join(", ")
         );
