@@ -101,6 +101,7 @@
 //! # });
 //! ```
 
+pub mod contract;
 mod crash;
 mod delayed_store;
 mod failures;
