@@ -290,8 +290,8 @@ impl ClaimedWithLog {
 ///   (`Backend` for a failure that retrying will not cure) is given to the
 ///   caller: a `wait` returns it, and a run stops with it.
 ///   [`StoreError::NotFound`] for an unknown id where a method says so,
-///   [`StoreError::BadRecord`] for a stored row that cannot be read (and
-///   for an append whose `seq` does not continue the log).
+///   [`StoreError::BadRecord`] for a stored row that cannot be read, and
+///   for an append whose `seq` does not continue the log.
 /// - **Which provided methods to override**: their defaults are correct
 ///   but read more than they need. [`list_summaries`](Self::list_summaries)
 ///   reads every context through [`list`](Self::list), and
@@ -304,8 +304,11 @@ impl ClaimedWithLog {
 /// - [`work_signal`](Self::work_signal) is optional: without it, work
 ///   another process submits waits for a worker's poll (5 s by default).
 ///
-/// `saga_core::testkit` (feature `testkit`) checks a store against these
-/// rules.
+/// `saga_core::testkit::contract::check` (feature `testkit`) checks a
+/// store against these rules and each method's own, every check named.
+/// Also: an `append` or `renew` leaves the lease at least a ttl from the
+/// store's now; an `append` whose events' `seq` do not continue the log
+/// one by one (a gap or a repeat, inside its batch too) writes nothing.
 pub trait SagaStore: Send + Sync + 'static {
     /// Names the store in messages (for SQLite: its file).
     fn describe(&self) -> String;
@@ -654,6 +657,24 @@ pub(crate) fn skip_unknown_status(store: &str, id: &str, status: &str) {
         status:% = crate::escape::Escaped(status);
         "listing skips an execution of unknown status"
     );
+}
+
+/// Refuses a batch of events whose `seq` do not follow each other: a
+/// store's sequence check compares the first with the log's end.
+pub(crate) fn consecutive(store: &str, id: &ExecutionId, events: &[Event]) -> StoreResult<()> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    for (expected, event) in (first.seq..).zip(events) {
+        if event.seq != expected {
+            return Err(StoreError::BadRecord {
+                store: store.to_owned(),
+                what: format!("event {} of execution `{id}`", event.seq),
+                detail: format!("expected sequence number {expected}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock (leases, event

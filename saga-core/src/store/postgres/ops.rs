@@ -185,6 +185,9 @@ impl SagaStore for PostgresStore {
         events: Vec<Event>,
         status: ExecutionStatus,
     ) -> BoxFuture<'a, StoreResult<Ack>> {
+        if let Err(error) = super::super::consecutive(&self.describe(), id, &events) {
+            return Box::pin(std::future::ready(Err(error)));
+        }
         let op = Op::Append {
             id: id.clone(),
             lease: lease.clone(),

@@ -441,6 +441,9 @@ impl SagaStore for SqliteStore {
         events: Vec<Event>,
         status: ExecutionStatus,
     ) -> BoxFuture<'a, StoreResult<Ack>> {
+        if let Err(error) = super::super::consecutive(&self.describe(), id, &events) {
+            return Box::pin(std::future::ready(Err(error)));
+        }
         let id = id.clone();
         let lease = lease.clone();
         self.write_fenced("appending events", move |conn, path| {

@@ -282,6 +282,7 @@ async fn a_sequence_gap_or_repeat_is_refused(store: Arc<dyn SagaStore>) -> Outco
         ("a gap (event 4 after event 2)", vec![4]),
         ("a repeat (event 2 again)", vec![2]),
         ("a log starting over (event 1)", vec![1]),
+        ("a gap inside one batch (events 3 and 5)", vec![3, 5]),
     ] {
         let batch = seqs
             .iter()
