@@ -295,3 +295,84 @@ async fn a_run_backing_off_holds_its_place_in_the_concurrency() {
         assert_eq!((stats.claimed, stats.finished), (2, 2), "{name}");
     }
 }
+
+/// A store that takes a second or more to answer a claim (a locked file,
+/// an overloaded server) is told, once per slow claim: before, a 4 s lock
+/// of the SQLite file left no record at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_claim_is_logged() {
+    logs::install_logger(log::LevelFilter::Info);
+    let slow_once = Arc::new(AtomicBool::new(true));
+    let slow = Arc::clone(&slow_once);
+    let store = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call(move |call| {
+        if call.op == StoreOp::ClaimNext && slow.swap(false, Ordering::SeqCst) {
+            // Blocks this worker thread, as a locked file blocks a store.
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+        Ok(())
+    });
+    let engine = SagaEngine::new(store);
+    let owner = engine.owner().to_owned();
+    let worker = Worker::new(engine)
+        .with_poll_interval(Duration::from_millis(20))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let slow_records = || {
+        logs::entries_where("owner", &owner)
+            .into_iter()
+            .filter(|e| e.message == "store slow: claiming work took long")
+            .collect::<Vec<_>>()
+    };
+    while slow_records().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record of the slow claim"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Claims after it are quick again: one record.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let records = slow_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].level, log::Level::Warn);
+    let took = records[0].field("took").unwrap_or_default();
+    assert!(took.ends_with('s') && !took.ends_with("ms"), "{took}");
+    worker.shutdown(Duration::ZERO).await;
+}
+
+/// A lease renewal that takes a third of the lease or more is told: the
+/// store is slow enough to cost leases soon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_lease_renewal_is_logged() {
+    logs::install_logger(log::LevelFilter::Info);
+    let slow_once = Arc::new(AtomicBool::new(true));
+    let slow = Arc::clone(&slow_once);
+    let store = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call(move |call| {
+        if call.op == StoreOp::Renew && slow.swap(false, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        Ok(())
+    });
+    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_secs(1));
+    let calls = Arc::new(AtomicUsize::new(0));
+    engine
+        .register(saga("long", 1, &calls, Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    let id = engine.start("long", Context::new()).await.unwrap();
+    let report = finished(&engine, &id).await;
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let records: Vec<_> = logs::entries_where("execution", id.as_str())
+        .into_iter()
+        .filter(|e| e.message.starts_with("store slow"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].level, records[0].message.as_str()),
+        (
+            log::Level::Warn,
+            "store slow: a lease renewal took a third of the lease or more"
+        )
+    );
+}

@@ -20,6 +20,10 @@ mod census;
 /// Polls between two censuses of executions no process runs.
 const CENSUS_POLLS: u32 = 6;
 
+/// A claim that takes this long is logged (a warning, "store slow"): a
+/// store locked or overloaded is otherwise silent until it fails.
+const SLOW_CLAIM: Duration = Duration::from_secs(1);
+
 /// Carries executions on: the one call a service makes at startup, on
 /// every store, after registering its sagas. No user code needs a loop of
 /// [`recover`](SagaEngine::recover): the worker takes over what a crashed
@@ -351,7 +355,13 @@ impl Worker {
                     limit: free,
                     exclude,
                 };
-                match store.claim_next_with_log(request).await {
+                let asked = Instant::now();
+                let claimed = store.claim_next_with_log(request).await;
+                let took = asked.elapsed();
+                if took >= SLOW_CLAIM {
+                    log::warn!(target: "saga", owner:% = Escaped(engine.owner()), store:% = Escaped(&store.describe()), took:? = took; "store slow: claiming work took long");
+                }
+                match claimed {
                     Ok(claims) => {
                         if backoff.take().is_some() {
                             let (owner, described) = (Escaped(engine.owner()), store.describe());

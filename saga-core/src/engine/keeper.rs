@@ -412,7 +412,15 @@ async fn renew(shared: Arc<Shared>, due: Due) {
         serial: due.serial,
     };
     let store = &*shared.store;
-    match store.renew(&due.id, &due.lease).await {
+    let asked = Instant::now();
+    let renewed = store.renew(&due.id, &due.lease).await;
+    // A third of the lease gone in one renewal: the store is slow enough
+    // to cost leases soon (a locked file, an overloaded server).
+    let took = asked.elapsed();
+    if took >= due.lease.ttl / 3 && renewing.kept() {
+        log::warn!(target: "saga", execution:% = crate::escape::Escaped(due.id.as_str()), store:% = crate::escape::Escaped(&store.describe()), took:? = took, ttl:? = due.lease.ttl; "store slow: a lease renewal took a third of the lease or more");
+    }
+    match renewed {
         Ok(ack) if ack.cancel_requested => due.cancel.cancel(),
         Ok(_) => {}
         // The run's own end released the lease while this renewal was
