@@ -571,17 +571,17 @@ impl Worker {
             .take(free)
             .collect::<Vec<_>>();
         for request in mine_to_run {
-            let id = request.id;
+            let (id, saga) = (request.id, request.saga);
             match engine.carry_out_resume_request(&id).await {
                 Ok(None) => {}
                 Ok(Some(done)) => {
                     bump(&counters.claimed);
                     bump(&counters.resumed);
-                    log::info!(target: "saga", execution:% = Escaped(id.as_str()); "worker resumes an execution at an operator's request");
+                    log::info!(target: "saga", saga:% = Escaped(&saga), execution:% = Escaped(id.as_str()); "worker resumes an execution at an operator's request");
                     track(running, mine, id, done);
                 }
                 Err(EngineError::Store(error)) => {
-                    log::log!(target: "saga", level(&error), execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker could not resume a requested execution");
+                    log::log!(target: "saga", level(&error), saga:% = Escaped(&saga), execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker could not resume a requested execution");
                 }
                 Err(error) => {
                     bump(&counters.refused);
