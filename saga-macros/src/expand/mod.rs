@@ -35,13 +35,22 @@ thread_local! {
 
 /// Runs `f` (one macro's expansion) with saga-core at `path`
 /// (`::saga_core` when `None`), which the user wrote if `user`.
+/// Restored by a guard, so that an expansion that panics does not leave
+/// its path to the next macro call on the thread.
 pub fn with_crate<R>(path: Option<TokenStream>, user: bool, f: impl FnOnce() -> R) -> R {
-    let previous = CRATE.with(|c| c.replace(path));
-    let previous_user = USER_CRATE.with(|c| c.replace(user));
-    let result = f();
-    CRATE.with(|c| c.replace(previous));
-    USER_CRATE.with(|c| c.replace(previous_user));
-    result
+    struct Restore(Option<Option<TokenStream>>, bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let (previous, user) = (self.0.take(), self.1);
+            CRATE.with(|c| c.replace(previous.flatten()));
+            USER_CRATE.with(|c| c.replace(user));
+        }
+    }
+    let _restore = Restore(
+        Some(CRATE.with(|c| c.replace(path))),
+        USER_CRATE.with(|c| c.replace(user)),
+    );
+    f()
 }
 
 /// saga-core's path: `::saga_core` unless [`with_crate`] says otherwise.
