@@ -414,10 +414,11 @@ async fn renew(shared: Arc<Shared>, due: Due) {
     let store = &*shared.store;
     let asked = Instant::now();
     let renewed = store.renew(&due.id, &due.lease).await;
-    // A third of the lease gone in one renewal: the store is slow enough
-    // to cost leases soon (a locked file, an overloaded server).
+    // A third of the lease gone in one renewal that worked: the store is
+    // slow enough to cost leases soon (a locked file, an overloaded
+    // server). One that failed says so itself, or met the run's end.
     let took = asked.elapsed();
-    if took >= due.lease.ttl / 3 && renewing.kept() {
+    if renewed.is_ok() && took >= due.lease.ttl / 3 && renewing.kept() {
         log::warn!(target: "saga", execution:% = crate::escape::Escaped(due.id.as_str()), store:% = crate::escape::Escaped(&store.describe()), took:? = took, ttl:? = due.lease.ttl; "store slow: a lease renewal took a third of the lease or more");
     }
     match renewed {
