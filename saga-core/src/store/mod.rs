@@ -660,12 +660,23 @@ pub(crate) fn skip_unknown_status(store: &str, id: &str, status: &str) {
 }
 
 /// Refuses a batch of events whose `seq` do not follow each other: a
-/// store's sequence check compares the first with the log's end.
-pub(crate) fn consecutive(store: &str, id: &ExecutionId, events: &[Event]) -> StoreResult<()> {
+/// store's sequence check compares the first with the log's end. With
+/// `repeats_allowed`, a number repeated at once is let through, for a
+/// store whose events' key refuses it in the database.
+pub(crate) fn consecutive(
+    store: &str,
+    id: &ExecutionId,
+    events: &[Event],
+    repeats_allowed: bool,
+) -> StoreResult<()> {
     let Some(first) = events.first() else {
         return Ok(());
     };
-    for (expected, event) in (first.seq..).zip(events) {
+    let mut expected = first.seq;
+    for event in events {
+        if repeats_allowed && event.seq + 1 == expected {
+            continue;
+        }
         if event.seq != expected {
             return Err(StoreError::BadRecord {
                 store: store.to_owned(),
@@ -673,6 +684,7 @@ pub(crate) fn consecutive(store: &str, id: &ExecutionId, events: &[Event]) -> St
                 detail: format!("expected sequence number {expected}"),
             });
         }
+        expected += 1;
     }
     Ok(())
 }

@@ -441,7 +441,7 @@ impl SagaStore for SqliteStore {
         events: Vec<Event>,
         status: ExecutionStatus,
     ) -> BoxFuture<'a, StoreResult<Ack>> {
-        if let Err(error) = super::super::consecutive(&self.describe(), id, &events) {
+        if let Err(error) = super::super::consecutive(&self.describe(), id, &events, false) {
             return Box::pin(std::future::ready(Err(error)));
         }
         let id = id.clone();
