@@ -430,12 +430,25 @@ fn after_the_pivot_without_retry_a_step_is_retried_forever_up_to_the_ceiling() {
 /// does not turn "forever" into one attempt (before: stuck after one).
 #[test]
 fn after_the_pivot_a_policy_without_attempts_still_retries_forever() {
+    // Each keeps what it sets: the delays of its backoff and jitter.
     let policies = [
-        ("backoff", RetryPolicy::new().with_backoff(ms(5))),
-        ("retry_if", RetryPolicy::new().retry_if(|_| true)),
-        ("jitter", RetryPolicy::new().with_jitter(0.0)),
+        (
+            "backoff",
+            RetryPolicy::new().with_backoff(ms(5)).with_jitter(0.0),
+            vec![ms(5), ms(10)],
+        ),
+        (
+            "retry_if",
+            RetryPolicy::new().retry_if(|_| true).with_jitter(0.0),
+            vec![ms(100), ms(200)],
+        ),
+        (
+            "jitter",
+            RetryPolicy::new().with_jitter(0.0),
+            vec![ms(100), ms(200)],
+        ),
     ];
-    for (what, policy) in policies {
+    for (what, policy, sleeps) in policies {
         let saga = Saga::builder("tuned")
             .pivot(compensable_free("ship"))
             .step(flaky_free("notify", 2).retry(policy))
@@ -450,8 +463,21 @@ fn after_the_pivot_a_policy_without_attempts_still_retries_forever() {
             "{what}"
         );
         assert_eq!(report.step("notify").unwrap().attempts, 3, "{what}");
-        assert_eq!(clock.sleeps().len(), 2, "{what}");
+        assert_eq!(clock.sleeps(), sleeps, "{what}");
     }
+    // A predicate that retries nothing still retries nothing: stuck at
+    // once (it was forever's 10,000 attempts for a moment).
+    let saga = Saga::builder("narrowed")
+        .pivot(compensable_free("ship"))
+        .step(flaky_free("notify", 2).retry(RetryPolicy::new().retry_if(|_| false)))
+        .build()
+        .unwrap();
+    let (rec, _, err) = run_failing(&saga);
+    assert_eq!(rec.effects, ["do ship", "try notify#1"]);
+    assert_eq!(
+        stuck_parts(&err),
+        ("notify", StuckPhase::Forward, vec!["notify"])
+    );
     // Before the pivot, the same policy still means one attempt.
     let saga = Saga::builder("before")
         .step(flaky_free("notify", 2).retry(RetryPolicy::new().with_backoff(ms(5))))
@@ -536,11 +562,11 @@ fn a_compensation_without_undo_retry_gets_three_attempts_100ms_doubling() {
     );
 }
 
-/// A compensation's policy that does not set its number of attempts keeps
-/// the compensation's default of 3, as `undo_retry` in the macros does
-/// (before: a backoff alone on the builder meant one attempt).
+/// A compensation's policy that does not set its number of attempts takes
+/// the saga's (3 by default), as `undo_retry` in the macros does (before:
+/// a backoff alone on the builder meant one attempt).
 #[test]
-fn a_compensation_policy_without_attempts_keeps_three_attempts() {
+fn a_compensation_policy_without_attempts_takes_the_sagas_number() {
     for (what, per_step) in [("step", true), ("saga", false)] {
         let tuned = RetryPolicy::new().with_backoff(ms(5)).with_jitter(0.0);
         let mut reserve = undo_failing("reserve", 2, reset);
@@ -568,6 +594,31 @@ fn a_compensation_policy_without_attempts_keeps_three_attempts() {
         assert_eq!(clock.sleeps(), [ms(5), ms(10)], "{what}");
         assert_eq!(compensated_step(&err), "charge", "{what}");
     }
+    // A step's policy without attempts takes the saga's number, not a
+    // fixed 3: here 4, its own backoff kept.
+    let saga = Saga::builder("undo-saga-attempts")
+        .undo_retry(RetryPolicy::attempts(4))
+        .step(
+            undo_failing("reserve", 3, reset)
+                .undo_retry(RetryPolicy::new().with_backoff(ms(5)).with_jitter(0.0)),
+        )
+        .step(failing("charge", || reset().permanent()))
+        .build()
+        .unwrap();
+    let (rec, clock, err) = run_failing(&saga);
+    assert_eq!(
+        rec.effects,
+        [
+            "do reserve",
+            "try charge#1",
+            "undo reserve#1",
+            "undo reserve#2",
+            "undo reserve#3",
+            "undo reserve#4"
+        ]
+    );
+    assert_eq!(clock.sleeps(), [ms(5), ms(10), ms(20)]);
+    assert_eq!(compensated_step(&err), "charge");
 }
 
 // | compensation | permanent or exhausted | stuck at once |

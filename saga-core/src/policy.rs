@@ -46,10 +46,12 @@ impl fmt::Debug for RetryOn {
 /// narrows that. A policy that does not set its number of attempts
 /// ([`new`](Self::new), and its setters other than
 /// [`with_max_attempts`](Self::with_max_attempts)) gets its place's
-/// default: one attempt (no retry) on a step before the pivot,
-/// [`forever`](Self::forever) on a step after it, 3 on a compensation
-/// ([`default_undo_retry`](crate::default_undo_retry)'s). A backoff, a
-/// jitter or a predicate alone never changes how many attempts there are.
+/// default when the saga is built: one attempt (no retry) on a step
+/// before the pivot, [`forever`](Self::forever) on a step after it, and
+/// on a compensation the saga's number
+/// ([`SagaBuilder::undo_retry`](crate::SagaBuilder::undo_retry), 3 by
+/// default). A backoff, a jitter or a predicate alone never changes how
+/// many attempts there are, and is kept.
 /// Counters are per step and per run.
 ///
 /// ```
@@ -75,8 +77,8 @@ pub struct RetryPolicy {
     multiplier: f64,
     jitter: f64,
     retry_on: RetryOn,
-    /// Whether the number of attempts was never set: a step after the
-    /// pivot takes it as [`forever`](Self::forever), a compensation as 3.
+    /// Whether the number of attempts was never set: the saga's build
+    /// gives it its place's (see the type's docs).
     /// Only [`with_max_attempts`](Self::with_max_attempts) clears it.
     attempts_unset: bool,
 }
@@ -189,7 +191,8 @@ impl RetryPolicy {
         self.retry_on(RetryOn::If(Arc::new(predicate)))
     }
 
-    /// The number of attempts in all.
+    /// The number of attempts in all: 1 for a policy that set none, until
+    /// a saga's build gives it its place's.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
@@ -211,12 +214,6 @@ impl RetryPolicy {
                     .unwrap_or(false)
             }
         }
-    }
-
-    /// Whether the number of attempts was never set: a step after the
-    /// pivot takes it as [`forever`](Self::forever).
-    pub(crate) fn attempts_unset(&self) -> bool {
-        self.attempts_unset
     }
 
     /// This policy, with `n` attempts if it did not set its number: a

@@ -534,6 +534,17 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
             } else {
                 StepKind::NoUndo
             };
+            // A policy that set no number of attempts gets its place's:
+            // forever after the pivot (giving up there means stuck), and
+            // for a compensation the saga's compensation default; what
+            // else it sets (a backoff, `retry_if`) stays.
+            if step.kind == StepKind::Retriable {
+                step.retry =
+                    std::mem::take(&mut step.retry).or_attempts(RetryPolicy::FOREVER_ATTEMPTS);
+            }
+            if let Some(undo) = step.undo_retry.take() {
+                step.undo_retry = Some(undo.or_attempts(self.undo_retry.max_attempts()));
+            }
         }
         let has_async = self
             .steps

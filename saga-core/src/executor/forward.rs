@@ -14,10 +14,9 @@ use crate::error::{Interrupted, SagaError, StepError, StuckPhase};
 use crate::journal::{EventKind, with_retry_in};
 use crate::logged::failure_detail;
 use crate::observer::SagaEvent;
-use crate::policy::RetryPolicy;
 use crate::report::{ExecutionStatus, Outcome, StepStatus};
 use crate::saga::Node;
-use crate::step::{StepDef, StepInfo, StepKind};
+use crate::step::{StepDef, StepInfo};
 
 /// Runs the nodes in order, up to the first that stops the run.
 // Deliberately not an `async fn`: clippy's suggestion would store the
@@ -543,15 +542,9 @@ pub(super) fn action_failed<C, D>(
     } else if record.outcome != Outcome::Unknown {
         record.outcome = Outcome::NotApplied;
     }
-    // A step after the pivot without a policy of its own is retried
-    // forever: giving up there means stuck.
-    let forever;
-    let policy = if step.kind == StepKind::Retriable && step.retry.attempts_unset() {
-        forever = RetryPolicy::forever();
-        &forever
-    } else {
-        &step.retry
-    };
+    // A step after the pivot without a number of attempts was given
+    // forever's when the saga was built.
+    let policy = &step.retry;
     // The pivot retries an unknown outcome whatever its predicate says
     // (giving up there means stuck), but not a permanent error.
     let qualifies = policy.retries(error)

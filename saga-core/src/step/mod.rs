@@ -495,11 +495,12 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
 
     /// Sets the retry policy of the step's compensation (default:
     /// [`SagaBuilder::undo_retry`](crate::SagaBuilder::undo_retry)). A
-    /// policy that does not set its number of attempts keeps the
-    /// compensation's default of 3.
+    /// policy that does not set its number of attempts takes the saga's
+    /// (3 unless [`SagaBuilder::undo_retry`](crate::SagaBuilder::undo_retry)
+    /// says otherwise).
     #[must_use]
     pub fn undo_retry(mut self, policy: RetryPolicy) -> Self {
-        self.def.undo_retry = Some(policy.or_attempts(default_undo_retry().max_attempts()));
+        self.def.undo_retry = Some(policy);
         self
     }
 

@@ -7,7 +7,7 @@ use crate::error::StepError;
 use crate::policy::RetryPolicy;
 use crate::saga::{Node, Saga, SagaInner};
 use crate::step::{
-    Action, BoxFuture, Output, StepDef, StepInfo, StepKind, Undo, erase_async, erase_async_undo,
+    Action, BoxFuture, Output, StepDef, StepInfo, Undo, erase_async, erase_async_undo,
     erase_shared_async, erase_shared_async_undo,
 };
 
@@ -277,13 +277,7 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
                 Retries::AsGiven => step.retry.clone(),
                 Retries::Single(s) if s == i => RetryPolicy::none(),
                 Retries::Single(_) => step.retry.clone(),
-                // A setter clears "unset", which after the pivot means
-                // forever: keep that meaning.
-                Retries::NoBackoff
-                    if step.kind == StepKind::Retriable && step.retry.attempts_unset() =>
-                {
-                    RetryPolicy::forever().with_backoff(Duration::ZERO)
-                }
+                // Forever after the pivot is in the policy since the build.
                 Retries::NoBackoff => step.retry.clone().with_backoff(Duration::ZERO),
             },
             undo_retry: step.undo_retry.clone(),

@@ -355,14 +355,12 @@ impl Plan {
 }
 
 /// Per step of `saga`: whether its policy retries `error` after a first
-/// attempt (after the pivot, no policy means forever).
+/// attempt (after the pivot, a policy without a number of attempts has
+/// forever's since the build).
 fn retries<C, D>(saga: &Saga<C, D>, error: &crate::error::StepError) -> Vec<bool> {
     saga.inner
         .steps
         .iter()
-        .map(|s| {
-            let forever = s.kind == StepKind::Retriable && s.retry.attempts_unset();
-            (forever || s.retry.max_attempts() > 1) && s.retry.retries(error)
-        })
+        .map(|s| s.retry.max_attempts() > 1 && s.retry.retries(error))
         .collect()
 }
