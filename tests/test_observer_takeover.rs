@@ -1,8 +1,10 @@
 //! What observers and the log are told of an execution carried on from
 //! its log: a take-over (here a recovery of a log a dead process left) is
-//! `SagaResumed`, not a second `SagaStarted`, so started minus finished
-//! counts the executions in flight; one that a take-over ends stuck as a
-//! crash loop, without running it, is still told with `SagaFinished`.
+//! `SagaResumed`, not a second `SagaStarted`; an operator's resume of a
+//! stuck one is `SagaResumed` after its stuck `SagaFinished`, marked so;
+//! one that a take-over ends stuck as a crash loop, without running it,
+//! is still told with `SagaFinished`. Started, plus resumed after stuck,
+//! minus finished counts the executions in flight.
 
 mod support;
 
@@ -25,7 +27,8 @@ impl SagaObserver for Told {
     fn on_event(&self, _run: &RunInfo<'_>, event: &SagaEvent<'_>) {
         let line = match event {
             SagaEvent::SagaStarted => "saga started".to_owned(),
-            SagaEvent::SagaResumed => "saga resumed".to_owned(),
+            SagaEvent::SagaResumed { after_stuck: false } => "saga resumed".to_owned(),
+            SagaEvent::SagaResumed { after_stuck: true } => "saga resumed after stuck".to_owned(),
             SagaEvent::StepStarted { step, attempt } => format!("started {step}#{attempt}"),
             SagaEvent::StepSucceeded { step, .. } => format!("succeeded {step}"),
             SagaEvent::SagaFinished { status, elapsed } => {
@@ -160,6 +163,55 @@ async fn a_crash_loop_ended_stuck_without_a_run_is_told_finished() {
                 Some("b")
             ),
             (Level::Error, "saga finished", Some("told"), None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_operators_resume_of_a_stuck_execution_is_told_resumed_after_stuck() {
+    let told = Arc::new(Told::default());
+    let declined = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fails_once = Arc::clone(&declined);
+    let saga = Saga::<Context>::builder("resumable")
+        .pivot(Step::new("ship", |_: &mut Context, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .step(Step::new(
+            "mail",
+            move |_: &mut Context, _: &StepInfo<'_>| {
+                if fails_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    return Err(StepError::new("mail server refused").permanent());
+                }
+                Ok(())
+            },
+        ))
+        .observer(Arc::clone(&told) as Arc<dyn SagaObserver>)
+        .build()
+        .unwrap();
+    let engine = SagaEngine::new(MemoryStore::new());
+    engine.register(saga).await.unwrap();
+    let id = engine.start("resumable", Context::new()).await.unwrap();
+    let stuck = engine.wait(&id).await.or_else(support::ended).unwrap();
+    assert_eq!(stuck.status, ExecutionStatus::Stuck);
+    engine.resume(&id).await.unwrap();
+    let report = engine.wait(&id).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let saga_level: Vec<String> = told
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.starts_with("saga") || line.starts_with("finished"))
+        .cloned()
+        .collect();
+    // Started 1 + resumed after stuck 1 - finished 2 = 0 in flight.
+    assert_eq!(
+        saga_level,
+        [
+            "saga started",
+            "finished stuck",
+            "saga resumed after stuck",
+            "finished completed"
         ]
     );
 }

@@ -67,7 +67,10 @@ fn write_record(
     };
     match event {
         SagaEvent::SagaStarted => write(level, "saga started", &[&run, &elapsed]),
-        SagaEvent::SagaResumed => write(level, "saga resumed", &[&run, &elapsed]),
+        SagaEvent::SagaResumed { after_stuck } => {
+            let after_stuck = [("after_stuck", Value::from(*after_stuck))];
+            write(level, "saga resumed", &[&run, &after_stuck, &elapsed]);
+        }
         SagaEvent::StepStarted { step, attempt: n } => attempt("step started", step, *n, &[]),
         SagaEvent::StepSucceeded {
             step,
@@ -217,7 +220,7 @@ impl Source for Fields<'_, '_> {
 #[inline]
 fn level(event: &SagaEvent<'_>) -> Level {
     match event {
-        SagaEvent::SagaStarted | SagaEvent::SagaResumed => Level::Info,
+        SagaEvent::SagaStarted | SagaEvent::SagaResumed { .. } => Level::Info,
         SagaEvent::StepStarted { .. } | SagaEvent::StepSucceeded { .. } => Level::Debug,
         SagaEvent::StepFailed { .. }
         | SagaEvent::CompensationStarted { .. }

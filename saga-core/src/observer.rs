@@ -21,11 +21,21 @@ pub enum SagaEvent<'a> {
     /// A run carried the execution on from its log, in place of
     /// [`SagaStarted`](Self::SagaStarted): a take-over after its owner
     /// died or stopped, a [`recover`](crate::SagaEngine::recover), or an
-    /// operator's [`resume`](crate::SagaEngine::resume). An execution has
-    /// one `SagaStarted` and one `SagaFinished` however many runs it took,
-    /// so started minus finished counts the executions in flight; a step
-    /// a crash cut off starts again after this, with the same key.
-    SagaResumed,
+    /// operator's [`resume`](crate::SagaEngine::resume) of a stuck one. A
+    /// step a crash cut off starts again after this, with the same key.
+    ///
+    /// An execution has one `SagaStarted`, a `SagaFinished` per end (a
+    /// stuck end included) and a `SagaResumed` per run after the first.
+    /// Executions in flight are started, plus resumed `after_stuck`, minus
+    /// finished (an execution an operator
+    /// [abandons](crate::SagaEngine::abandon) before its end is told
+    /// nothing: count abandons apart).
+    SagaResumed {
+        /// Whether it had ended stuck (told with a `SagaFinished`) and an
+        /// operator's resume carries it on; `false` for a take-over of a
+        /// run cut off before its end.
+        after_stuck: bool,
+    },
     /// An attempt of a step's action is about to run (the "before" hook).
     StepStarted {
         /// The step.

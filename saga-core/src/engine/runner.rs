@@ -16,6 +16,7 @@ use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
 use crate::gate::BlockingGate;
 use crate::id::ExecutionId;
+use crate::journal::EventKind;
 use crate::journal::{FlushLock, Resume};
 use crate::saga::{RunOptions, Saga};
 use crate::step::{BoxFuture, Output};
@@ -127,6 +128,7 @@ where
                 outputs,
                 phase: folded.phase,
                 cancel_ignored: folded.cancel_ignored,
+                after_stuck: events.last().map(|e| e.kind) == Some(EventKind::Resumed),
             }),
         ))
     }

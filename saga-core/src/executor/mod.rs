@@ -186,8 +186,9 @@ fn run_execution<'a, C, D>(
         let started = env.now();
         env.started = Some(started);
         let mut state = State::new(env.saga, started, lent);
-        if resume.is_some() {
-            env.emit(|| SagaEvent::SagaResumed);
+        if let Some(resume) = &resume {
+            let after_stuck = resume.after_stuck;
+            env.emit(|| SagaEvent::SagaResumed { after_stuck });
         } else {
             env.emit(|| SagaEvent::SagaStarted);
         }
