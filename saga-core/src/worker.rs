@@ -669,10 +669,10 @@ impl WorkerHandle {
         self.counters.snapshot()
     }
 
-    /// Whether the worker stopped by itself: it does only when its store
-    /// refuses its credentials (a password rotated away; logged at error,
-    /// "worker stops: the store refused its credentials"), since every
-    /// retry would be refused too. A service's health check should report
+    /// Whether the worker stopped by itself: when its store refuses its
+    /// credentials (a password rotated away; logged at error, "worker
+    /// stops: the store refused its credentials"), since every retry
+    /// would be refused too, or when its task panicked (a bug). A service's health check should report
     /// unhealthy then, so that the process is restarted with working
     /// credentials: nothing carries its executions on meanwhile.
     pub fn has_stopped(&self) -> bool {

@@ -303,6 +303,10 @@ impl ClaimedWithLog {
 ///   executions overrides at least the first three.
 /// - [`work_signal`](Self::work_signal) is optional: without it, work
 ///   another process submits waits for a worker's poll (5 s by default).
+///   So is [`change_signal`](Self::change_signal), but one a store gives
+///   must change for every process's status changes: a
+///   [`wait`](crate::SagaEngine::wait) on another process's run reads
+///   the record when it changes, and otherwise only once a second.
 ///
 /// `saga_core::testkit::contract::check` (feature `testkit`) checks a
 /// store against these rules and each method's own, every check named.
@@ -528,7 +532,10 @@ pub trait SagaStore: Send + Sync + 'static {
                     Ok(None) => continue,
                     Err(error) if claimed.is_empty() => return Err(error),
                     // The leases taken so far go to the caller's runs.
-                    Err(_) => break,
+                    Err(error) => {
+                        log::warn!(target: "saga", store:% = crate::escape::Escaped(&self.describe()), error:% = crate::escape::Escaped(&error.to_string()); "claiming work stopped part-way; the claims made so far go on");
+                        break;
+                    }
                 };
                 match self.get(&summary.id).await {
                     Ok(Some(record)) => claimed.push(Claimed { record, lease }),
