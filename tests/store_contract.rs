@@ -13,12 +13,13 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use saga_core::BoxFuture;
 use saga_core::store::{
     Ack, ClaimRequest, ClaimedWithLog, Created, DefinitionRecord, Event, ExecutionRecord, Lease,
-    MemoryStore, NewExecution, SagaStore, SqliteStore, StoreResult,
+    MemoryStore, NewExecution, SagaStore, SqliteStore, StoreError, StoreResult,
 };
 use saga_core::testkit::DelayedStore;
 use saga_core::testkit::contract;
@@ -176,6 +177,53 @@ async fn wait_on_a_submitted_execution_returns_once_a_worker_runs_it() {
     }
 }
 
+/// The default `claim_next` (a store of only the required methods): an
+/// error after it claimed some executions keeps those and gives back the
+/// one whose read failed. Before, it returned the error and the leases it
+/// had taken went with it: those executions waited a whole ttl (10.5 s in
+/// a custom store's workload) for anyone to run them.
+#[tokio::test]
+async fn the_default_claim_next_keeps_its_claims_on_an_error() {
+    let store = Faulty::new(Some(Fault::ThirdGetFails));
+    for n in 0..4 {
+        let id = ExecutionId::new(format!("order-{n}"));
+        let new = NewExecution {
+            id: id.clone(),
+            saga: "order".into(),
+            fingerprint: "f1".into(),
+            context: "{}".into(),
+            events: Vec::new(),
+        };
+        let Created::New(lease) = store.create(new, "creator", LIVE).await.unwrap() else {
+            panic!("order-{n} exists")
+        };
+        store.release(&id, &lease).await.unwrap();
+        // Distinct creation times, so that the claims' order is known.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let request = ClaimRequest {
+        fingerprints: vec!["f1".to_owned()],
+        owner: "worker".to_owned(),
+        ttl: LIVE,
+        limit: 4,
+        exclude: Vec::new(),
+    };
+    let names = |claimed: Vec<saga_core::store::Claimed>| -> Vec<String> {
+        claimed
+            .into_iter()
+            .map(|c| c.record.id.to_string())
+            .collect()
+    };
+    let claimed = store.claim_next(request.clone()).await.unwrap();
+    assert_eq!(names(claimed), ["order-0", "order-1"]);
+    // The third was given back: the next claim takes it.
+    let again = store.claim_next(request).await.unwrap();
+    assert_eq!(names(again), ["order-2", "order-3"]);
+}
+
+/// A lease a check wants alive.
+const LIVE: Duration = Duration::from_secs(60);
+
 /// A fault planted in [`Faulty`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -193,6 +241,8 @@ enum Fault {
     PanicOnPurge,
     /// `claim_next_with_log` gives each log without its last event.
     ShortClaimLog,
+    /// The third `get` fails with an outage.
+    ThirdGetFails,
 }
 
 /// A `MemoryStore` behind only the required methods (so every default
@@ -204,6 +254,8 @@ struct Faulty {
     leases: Mutex<HashMap<ExecutionId, Lease>>,
     /// Executions `purge` deleted, as far as the wrapper shows.
     purged: Mutex<HashSet<ExecutionId>>,
+    /// `get` calls so far.
+    gets: AtomicUsize,
 }
 
 impl Faulty {
@@ -213,6 +265,7 @@ impl Faulty {
             fault,
             leases: Mutex::default(),
             purged: Mutex::default(),
+            gets: AtomicUsize::new(0),
         }
     }
 
@@ -344,7 +397,17 @@ impl SagaStore for Faulty {
         &'a self,
         id: &'a ExecutionId,
     ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
-        Box::pin(async move { Ok(self.inner.get(id).await?.filter(|r| self.shown(&r.id))) })
+        Box::pin(async move {
+            let n = self.gets.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.has(Fault::ThirdGetFails) && n == 3 {
+                return Err(StoreError::Unavailable {
+                    store: "a faulty store".to_owned(),
+                    what: "get".to_owned(),
+                    source: "connection reset".into(),
+                });
+            }
+            Ok(self.inner.get(id).await?.filter(|r| self.shown(&r.id)))
+        })
     }
     fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
         Box::pin(async move {

@@ -343,6 +343,9 @@ impl SagaStore for MemoryStore {
         owner: &str,
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<Created>> {
+        if let Err(error) = super::first_events(&self.describe(), &execution) {
+            return Box::pin(std::future::ready(Err(error)));
+        }
         let mut inner = self.lock();
         if let Some(existing) = inner.executions.get(&execution.id) {
             return ready(Ok(Created::Existing(existing.record.clone())));

@@ -676,24 +676,42 @@ pub(crate) fn consecutive(
     events: &[Event],
     repeats_allowed: bool,
 ) -> StoreResult<()> {
-    let Some(first) = events.first() else {
-        return Ok(());
-    };
-    let mut expected = first.seq;
+    let mut previous: Option<u64> = None;
     for event in events {
-        if repeats_allowed && event.seq + 1 == expected {
-            continue;
-        }
-        if event.seq != expected {
+        let follows = match previous {
+            None => true,
+            Some(previous) => {
+                previous.checked_add(1) == Some(event.seq)
+                    || (repeats_allowed && previous == event.seq)
+            }
+        };
+        if !follows {
+            let expected = previous.and_then(|p| p.checked_add(1));
             return Err(StoreError::BadRecord {
                 store: store.to_owned(),
                 what: format!("event {} of execution `{id}`", event.seq),
-                detail: format!("expected sequence number {expected}"),
+                detail: match expected {
+                    Some(expected) => format!("expected sequence number {expected}"),
+                    None => "no sequence number follows the one before".to_owned(),
+                },
             });
         }
-        expected += 1;
+        previous = Some(event.seq);
     }
     Ok(())
+}
+
+/// Refuses a new execution whose first events do not number its log from
+/// 1 one by one.
+pub(crate) fn first_events(store: &str, execution: &NewExecution) -> StoreResult<()> {
+    if let Some(first) = execution.events.first().filter(|e| e.seq != 1) {
+        return Err(StoreError::BadRecord {
+            store: store.to_owned(),
+            what: format!("event {} of execution `{}`", first.seq, execution.id),
+            detail: "expected sequence number 1".to_owned(),
+        });
+    }
+    consecutive(store, &execution.id, &execution.events, false)
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock (leases, event
@@ -746,161 +764,5 @@ mod logged_tests {
             logged_durations(2, &events),
             [(Some(200), None), (Some(50), None)]
         );
-    }
-}
-
-#[cfg(test)]
-mod default_claim_tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
-    use super::*;
-
-    /// A store of only the required methods (the provided ones are the
-    /// trait's defaults), over a [`MemoryStore`]; its `get` fails with an
-    /// outage on call number `fail_get`.
-    struct Minimal {
-        inner: MemoryStore,
-        gets: AtomicUsize,
-        fail_get: usize,
-    }
-
-    impl SagaStore for Minimal {
-        fn describe(&self) -> String {
-            "a minimal store".to_owned()
-        }
-        fn put_definition(&self, d: DefinitionRecord) -> BoxFuture<'_, StoreResult<()>> {
-            self.inner.put_definition(d)
-        }
-        fn definition(&self, f: &str) -> BoxFuture<'_, StoreResult<Option<DefinitionRecord>>> {
-            self.inner.definition(f)
-        }
-        fn create(
-            &self,
-            e: NewExecution,
-            owner: &str,
-            ttl: Duration,
-        ) -> BoxFuture<'_, StoreResult<Created>> {
-            self.inner.create(e, owner, ttl)
-        }
-        fn claim(
-            &self,
-            id: &ExecutionId,
-            owner: &str,
-            ttl: Duration,
-        ) -> BoxFuture<'_, StoreResult<Option<Lease>>> {
-            self.inner.claim(id, owner, ttl)
-        }
-        fn append<'a>(
-            &'a self,
-            id: &'a ExecutionId,
-            lease: &'a Lease,
-            events: Vec<Event>,
-            status: ExecutionStatus,
-        ) -> BoxFuture<'a, StoreResult<Ack>> {
-            self.inner.append(id, lease, events, status)
-        }
-        fn renew<'a>(
-            &'a self,
-            id: &'a ExecutionId,
-            lease: &'a Lease,
-        ) -> BoxFuture<'a, StoreResult<Ack>> {
-            self.inner.renew(id, lease)
-        }
-        fn release<'a>(
-            &'a self,
-            id: &'a ExecutionId,
-            lease: &'a Lease,
-        ) -> BoxFuture<'a, StoreResult<()>> {
-            self.inner.release(id, lease)
-        }
-        fn get<'a>(
-            &'a self,
-            id: &'a ExecutionId,
-        ) -> BoxFuture<'a, StoreResult<Option<ExecutionRecord>>> {
-            if self.gets.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_get {
-                return Box::pin(async {
-                    Err(StoreError::Unavailable {
-                        store: "a minimal store".to_owned(),
-                        what: "get".to_owned(),
-                        source: "connection reset".into(),
-                    })
-                });
-            }
-            self.inner.get(id)
-        }
-        fn events<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<Vec<Event>>> {
-            self.inner.events(id)
-        }
-        fn list(
-            &self,
-            status: Option<ExecutionStatus>,
-        ) -> BoxFuture<'_, StoreResult<Vec<ExecutionRecord>>> {
-            self.inner.list(status)
-        }
-        fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> BoxFuture<'a, StoreResult<bool>> {
-            self.inner.request_cancel(id)
-        }
-        fn purge(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
-            self.inner.purge(before_ms)
-        }
-    }
-
-    /// Before: the default `claim_next` returned the error of its third
-    /// execution's read, and the two leases it had taken went with it:
-    /// those executions waited a whole ttl (10.5 s in a custom store's
-    /// workload) for anyone to run them.
-    #[test]
-    fn an_error_after_some_claims_keeps_them_and_gives_back_the_failed_one() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let store = Arc::new(Minimal {
-                inner: MemoryStore::new(),
-                gets: AtomicUsize::new(0),
-                fail_get: 3,
-            });
-            let mut ids = Vec::new();
-            for n in 0..4 {
-                let id = ExecutionId::from(format!("order-{n}"));
-                let created = store
-                    .create(
-                        NewExecution {
-                            id: id.clone(),
-                            saga: "order".to_owned(),
-                            fingerprint: "f1".to_owned(),
-                            context: "{}".to_owned(),
-                            events: Vec::new(),
-                        },
-                        "creator",
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .unwrap();
-                let Created::New(lease) = created else {
-                    panic!("{created:?}")
-                };
-                store.release(&id, &lease).await.unwrap();
-                ids.push(id);
-                tokio::task::yield_now().await;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let request = ClaimRequest {
-                fingerprints: vec!["f1".to_owned()],
-                owner: "worker".to_owned(),
-                ttl: Duration::from_secs(60),
-                limit: 4,
-                exclude: Vec::new(),
-            };
-            let claimed = store.claim_next(request.clone()).await.unwrap();
-            let names: Vec<&str> = claimed.iter().map(|c| c.record.id.as_str()).collect();
-            assert_eq!(names, ["order-0", "order-1"]);
-            // The third was given back: the next claim takes it.
-            let again = store.claim_next(request).await.unwrap();
-            let names: Vec<&str> = again.iter().map(|c| c.record.id.as_str()).collect();
-            assert_eq!(names, ["order-2", "order-3"]);
-        });
     }
 }

@@ -116,6 +116,9 @@ impl SagaStore for PostgresStore {
         owner: &str,
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<Created>> {
+        if let Err(error) = super::super::first_events(&self.describe(), &execution) {
+            return Box::pin(std::future::ready(Err(error)));
+        }
         let op = Op::Create {
             execution,
             owner: owner.to_owned(),

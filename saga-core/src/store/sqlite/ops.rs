@@ -284,6 +284,9 @@ impl SagaStore for SqliteStore {
         owner: &str,
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<Created>> {
+        if let Err(error) = super::super::first_events(&self.describe(), &execution) {
+            return Box::pin(std::future::ready(Err(error)));
+        }
         let owner = owner.to_owned();
         let owners = self.owners();
         let created = self.write("creating an execution", move |conn, path| {

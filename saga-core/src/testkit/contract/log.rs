@@ -42,8 +42,9 @@ pub(super) fn checks() -> Vec<Check> {
         ),
         entry!(
             a_sequence_gap_or_repeat_is_refused,
-            "`append` takes events whose `seq` continue the log without gaps; a gap or a \
-             repeat is refused with `StoreError::BadRecord` and writes nothing"
+            "`append` takes events whose `seq` continue the log without gaps, and `create` \
+             first events numbered from 1; a gap or a repeat is refused with \
+             `StoreError::BadRecord` and writes nothing"
         ),
     ]
 }
@@ -283,6 +284,7 @@ async fn a_sequence_gap_or_repeat_is_refused(store: Arc<dyn SagaStore>) -> Outco
         ("a repeat (event 2 again)", vec![2]),
         ("a log starting over (event 1)", vec![1]),
         ("a gap inside one batch (events 3 and 5)", vec![3, 5]),
+        ("the last number there is (u64::MAX)", vec![u64::MAX]),
     ] {
         let batch = seqs
             .iter()
@@ -312,6 +314,29 @@ async fn a_sequence_gap_or_repeat_is_refused(store: Arc<dyn SagaStore>) -> Outco
     // The lease is still good for the right event.
     let next = vec![step_event(3, EventKind::StepStarted, 1)];
     append(&*store, &id, &lease, next, ExecutionStatus::Running).await?;
+    // A new execution's first events number its log from 1 too.
+    let mut gapped = new_execution("y");
+    gapped.events = vec![
+        step_event(1, EventKind::StepStarted, 0),
+        step_event(3, EventKind::StepSucceeded, 0),
+    ];
+    match store.create(gapped, "a", LIVE).await {
+        Err(StoreError::BadRecord { .. }) => {}
+        Err(other) => {
+            return Err(format!(
+                "`create` with first events 1 and 3 failed with {other:?}, not `StoreError::BadRecord`"
+            ));
+        }
+        Ok(_) => return Err("`create` with first events 1 and 3 was accepted".to_owned()),
+    }
+    ensure!(
+        store
+            .get(&ExecutionId::new("y"))
+            .await
+            .or_fail("get(`y`)")?
+            .is_none(),
+        "a refused `create` of `y` left the execution behind"
+    );
     Ok(())
 }
 
