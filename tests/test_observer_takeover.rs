@@ -215,3 +215,91 @@ async fn an_operators_resume_of_a_stuck_execution_is_told_resumed_after_stuck() 
         ]
     );
 }
+
+/// A resumed run whose first write fails: the take-over after it is a
+/// plain resume, not a second "after stuck" (which would leave the
+/// execution counted in flight for good).
+#[tokio::test]
+async fn a_take_over_after_a_failed_resumed_run_is_not_after_stuck_again() {
+    use saga_core::store::StoreError;
+    use saga_core::testkit::{DelayedStore, StoreOp};
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    let told = Arc::new(Told::default());
+    let declined = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fails_once = Arc::clone(&declined);
+    let saga = Saga::<Context>::builder("resumable")
+        .pivot(Step::new("ship", |_: &mut Context, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .step(Step::new(
+            "mail",
+            move |_: &mut Context, _: &StepInfo<'_>| {
+                if fails_once.swap(false, Ordering::SeqCst) {
+                    return Err(StepError::new("mail server refused").permanent());
+                }
+                Ok(())
+            },
+        ))
+        .observer(Arc::clone(&told) as Arc<dyn SagaObserver>)
+        .build()
+        .unwrap();
+    // 0: not yet; 1: the resume was written, its next append fails; 2: done.
+    let state = Arc::new(AtomicU8::new(0));
+    let hook = Arc::clone(&state);
+    let store = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call(move |call| {
+        if call.op != StoreOp::Append {
+            return Ok(());
+        }
+        if call.events.contains(&EventKind::Resumed) {
+            hook.store(1, Ordering::SeqCst);
+        } else if hook
+            .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable {
+                store: "a store restarting".to_owned(),
+                what: "append".to_owned(),
+                source: "connection reset".into(),
+            });
+        }
+        Ok(())
+    });
+    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(200));
+    engine.register(saga).await.unwrap();
+    let id = engine.start("resumable", Context::new()).await.unwrap();
+    engine.wait(&id).await.or_else(support::ended).unwrap();
+    // The resumed run stops at its first write.
+    let _ = engine.resume(&id).await;
+    assert_eq!(state.load(Ordering::SeqCst), 2);
+    // A take-over once its lease is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        engine.recover().await.unwrap();
+        if let Ok(report) = engine.wait(&id).await.or_else(support::ended) {
+            if report.status == ExecutionStatus::Completed {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let saga_level: Vec<String> = told
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.starts_with("saga") || line.starts_with("finished"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        saga_level,
+        [
+            "saga started",
+            "finished stuck",
+            "saga resumed after stuck",
+            "saga resumed",
+            "finished completed"
+        ]
+    );
+}

@@ -585,8 +585,8 @@ pub(crate) struct Resume {
     /// Whether the log records a cancellation as ignored already: a run
     /// carried on from it does not record it again.
     pub(crate) cancel_ignored: bool,
-    /// Whether an operator's resume carries the execution on after it
-    /// ended stuck (its log ends with the resume).
+    /// Whether this run carries the execution on after it ended stuck:
+    /// the run that wrote an operator's resume.
     pub(crate) after_stuck: bool,
 }
 

@@ -498,6 +498,7 @@ impl SagaEngine {
                 fresh: None,
                 lease: lease.clone(),
                 cancel,
+                after_stuck: mark == Some(EventKind::Resumed),
             };
             self.launch(runner, job, claiming).map(Some)
         }

@@ -726,6 +726,7 @@ impl SagaEngine {
                 fresh: Some(Box::new(ctx)),
                 lease,
                 cancel: CancellationToken::new(),
+                after_stuck: false,
             };
             // Sent by the caller as soon as it spawned this task.
             let task = task.await.map_err(|_| EngineError::NoRuntime)?;

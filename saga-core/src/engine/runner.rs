@@ -16,7 +16,6 @@ use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
 use crate::gate::BlockingGate;
 use crate::id::ExecutionId;
-use crate::journal::EventKind;
 use crate::journal::{FlushLock, Resume};
 use crate::saga::{RunOptions, Saga};
 use crate::step::{BoxFuture, Output};
@@ -36,6 +35,10 @@ pub(super) struct Job {
     pub(super) fresh: Option<Box<dyn Any + Send>>,
     pub(super) lease: Lease,
     pub(super) cancel: CancellationToken,
+    /// This run appended an operator's resume of the stuck execution: it
+    /// is the one to tell `SagaResumed { after_stuck: true }` (a later
+    /// take-over of a log ending with that resume is not).
+    pub(super) after_stuck: bool,
 }
 
 /// A registered definition, type-erased over its context.
@@ -128,7 +131,7 @@ where
                 outputs,
                 phase: folded.phase,
                 cancel_ignored: folded.cancel_ignored,
-                after_stuck: events.last().map(|e| e.kind) == Some(EventKind::Resumed),
+                after_stuck: false,
             }),
         ))
     }
@@ -210,10 +213,13 @@ where
         // A fresh start's log holds its first step's start, written with
         // the execution.
         let preloaded = matches!(fresh, Some(Ok(_)));
-        let (mut ctx, resume) = match fresh {
+        let (mut ctx, mut resume) = match fresh {
             Some(Ok(ctx)) => (*ctx, None),
             _ => self.decode(&job.id, &job.initial_context, &job.events)?,
         };
+        if let Some(resume) = &mut resume {
+            resume.after_stuck = job.after_stuck;
+        }
         let next_seq = match job.events.last() {
             Some(last) => last.seq + 1,
             None if preloaded => 2,
