@@ -807,6 +807,60 @@ mod macros {
         flaky(r, "archive", info)
     }
 
+    #[saga_task]
+    fn reserve(r: &mut Rec) -> Result<(), StepError> {
+        r.push("do reserve".to_owned());
+        Ok(())
+    }
+
+    #[saga_task(undo = unhold, undo_retry(backoff = "1ms"))]
+    fn hold(r: &mut Rec) -> Result<(), StepError> {
+        r.push("do hold".to_owned());
+        Ok(())
+    }
+
+    #[saga_task]
+    fn unhold(r: &mut Rec, _: Option<&()>, info: &StepInfo<'_>) -> Result<(), StepError> {
+        r.push(format!("undo hold#{}", info.attempt()));
+        if info.attempt() <= 3 {
+            return Err(StepError::new("connection reset"));
+        }
+        Ok(())
+    }
+
+    #[saga_task]
+    fn charge(r: &mut Rec) -> Result<(), StepError> {
+        r.push("try charge".to_owned());
+        Err(StepError::new("card declined").permanent())
+    }
+
+    /// An attribute's `undo_retry` without a number takes the saga's, as
+    /// the builder's `Step::undo_retry` does (before: a fixed 3).
+    #[test]
+    fn an_attribute_undo_retry_without_a_number_takes_the_sagas() {
+        let saga = saga_core::Saga::builder("held")
+            .undo_retry(saga_core::RetryPolicy::attempts(4))
+            .task(reserve {})
+            .task(hold {})
+            .task(charge {})
+            .build()
+            .unwrap();
+        let mut rec = Rec::default();
+        saga.run_blocking(&mut rec).unwrap_err();
+        assert_eq!(
+            rec.effects,
+            [
+                "do reserve",
+                "do hold",
+                "try charge",
+                "undo hold#1",
+                "undo hold#2",
+                "undo hold#3",
+                "undo hold#4"
+            ]
+        );
+    }
+
     #[test]
     fn a_backoff_alone_after_the_pivot_keeps_forever() {
         let saga = saga! {

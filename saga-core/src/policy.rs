@@ -84,8 +84,9 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// One attempt; on a step after the pivot, [`forever`](Self::forever);
-    /// on a compensation, 3.
+    /// One attempt; as built into a saga, on a step after the pivot
+    /// [`forever`](Self::forever), on a compensation the saga's number
+    /// (3 by default).
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 1,
@@ -216,8 +217,8 @@ impl RetryPolicy {
         }
     }
 
-    /// This policy, with `n` attempts if it did not set its number: a
-    /// compensation's policy keeps the compensation's default.
+    /// This policy, with `n` attempts if it did not set its number: what
+    /// a saga's build gives it in its place.
     pub(crate) fn or_attempts(self, n: u32) -> Self {
         if self.attempts_unset {
             self.with_max_attempts(n)

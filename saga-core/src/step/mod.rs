@@ -649,7 +649,7 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
         let mut step = K::__saga_codec(Self::task_named::<K>(K::NAME));
         step.def.retry = K::RETRY.policy();
         if K::UNDO_RETRY.is_set() {
-            step.def.undo_retry = Some(K::UNDO_RETRY.policy_from(default_undo_retry()));
+            step.def.undo_retry = Some(K::UNDO_RETRY.policy_from(task::undo_retry_base()));
         }
         step.def.timeout = K::TIMEOUT;
         step.def.undo_timeout = K::UNDO_TIMEOUT;

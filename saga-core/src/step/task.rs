@@ -94,8 +94,9 @@ pub trait Task<C, D = ()>: 'static {
     /// options override it field by field.
     const RETRY: RetrySpec = RetrySpec::NONE;
 
-    /// The undo's retry policy, starting from [`default_undo_retry`]
-    /// (default: the saga's, [`SagaBuilder::undo_retry`](crate::SagaBuilder::undo_retry)).
+    /// The undo's retry policy, starting from [`default_undo_retry`]'s
+    /// backoff, its number of attempts the saga's unless given (default:
+    /// the saga's policy, [`SagaBuilder::undo_retry`](crate::SagaBuilder::undo_retry)).
     const UNDO_RETRY: RetrySpec = RetrySpec::NONE;
 
     /// Limits each attempt of an async action (default: none); a sync
@@ -148,7 +149,7 @@ pub trait Task<C, D = ()>: 'static {
         let mut step = Self::__saga_codec(step).retry(dsl.retry.or(Self::RETRY).policy());
         let undo_retry = dsl.undo_retry.or(Self::UNDO_RETRY);
         if undo_retry.is_set() {
-            step = step.undo_retry(undo_retry.policy_from(default_undo_retry()));
+            step = step.undo_retry(undo_retry.policy_from(undo_retry_base()));
         }
         if let Some(timeout) = dsl.timeout.or(Self::TIMEOUT) {
             step = step.timeout(timeout);
@@ -450,7 +451,7 @@ impl RetrySpec {
     }
 
     /// The policy, starting from `base`: an undo's retries start from
-    /// [`default_undo_retry`], so `undo_retry 5` keeps its backoff.
+    /// [`default_undo_retry`]'s backoff, so `undo_retry 5` keeps it.
     pub fn policy_from(&self, base: RetryPolicy) -> RetryPolicy {
         let mut policy = base;
         if let Some(n) = self.attempts {
@@ -479,7 +480,14 @@ impl Default for RetrySpec {
 /// retried, 100 ms backoff doubling up to 5 s. Compensations are retried by
 /// default because a compensation that gives up leaves the run stuck.
 pub fn default_undo_retry() -> RetryPolicy {
-    RetryPolicy::attempts(3)
+    undo_retry_base().with_max_attempts(3)
+}
+
+/// [`default_undo_retry`] without its number of attempts: what an undo's
+/// `undo_retry` options start from, so that one without a number takes
+/// the saga's when it is built, as the builder's `Step::undo_retry` does.
+pub(crate) fn undo_retry_base() -> RetryPolicy {
+    RetryPolicy::new()
         .with_backoff(Duration::from_millis(100))
         .with_max_backoff(Duration::from_secs(5))
         .retry_on(RetryOn::Any)
