@@ -358,7 +358,8 @@ impl Worker {
                 let asked = Instant::now();
                 let claimed = store.claim_next_with_log(request).await;
                 let took = asked.elapsed();
-                if took >= SLOW_CLAIM {
+                // A failed claim says so itself.
+                if took >= SLOW_CLAIM && claimed.is_ok() {
                     log::warn!(target: "saga", owner:% = Escaped(engine.owner()), store:% = Escaped(&store.describe()), took:? = took; "store slow: claiming work took long");
                 }
                 match claimed {

@@ -37,7 +37,14 @@ pub(super) struct LeaseKeeper {
 struct Shared {
     store: Arc<dyn SagaStore>,
     state: Mutex<State>,
+    /// When a slow renewal was last told, and how many were slow since:
+    /// one warning per [`SLOW_TOLD_EVERY`] for all the engine's leases, not
+    /// one per lease when the store slows down for all of them.
+    slow: Mutex<(Option<Instant>, u64)>,
 }
+
+/// How often slow renewals are told at most, per engine.
+const SLOW_TOLD_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct State {
@@ -116,6 +123,7 @@ impl LeaseKeeper {
             shared: Arc::new(Shared {
                 store,
                 state: Mutex::default(),
+                slow: Mutex::default(),
             }),
         }
     }
@@ -414,12 +422,25 @@ async fn renew(shared: Arc<Shared>, due: Due) {
     let store = &*shared.store;
     let asked = Instant::now();
     let renewed = store.renew(&due.id, &due.lease).await;
-    // A third of the lease gone in one renewal that worked: the store is
-    // slow enough to cost leases soon (a locked file, an overloaded
-    // server). One that failed says so itself, or met the run's end.
+    // A third of the lease gone in one renewal that worked (and at least
+    // 100 ms: a short ttl is no slow store): the store is slow enough to
+    // cost leases soon (a locked file, an overloaded server). One that
+    // failed says so itself, or met the run's end.
     let took = asked.elapsed();
-    if renewed.is_ok() && took >= due.lease.ttl / 3 && renewing.kept() {
-        log::warn!(target: "saga", execution:% = crate::escape::Escaped(due.id.as_str()), store:% = crate::escape::Escaped(&store.describe()), took:? = took, ttl:? = due.lease.ttl; "store slow: a lease renewal took a third of the lease or more");
+    let slow = took >= (due.lease.ttl / 3).max(Duration::from_millis(100));
+    if renewed.is_ok() && slow && renewing.kept() {
+        let told = {
+            let mut slow = shared.slow.lock().unwrap_or_else(PoisonError::into_inner);
+            slow.1 += 1;
+            let due_now = slow.0.is_none_or(|at| at.elapsed() >= SLOW_TOLD_EVERY);
+            due_now.then(|| {
+                slow.0 = Some(Instant::now());
+                std::mem::take(&mut slow.1)
+            })
+        };
+        if let Some(renewals) = told {
+            log::warn!(target: "saga", execution:% = crate::escape::Escaped(due.id.as_str()), store:% = crate::escape::Escaped(&store.describe()), took:? = took, ttl:? = due.lease.ttl, renewals = renewals; "store slow: a lease renewal took a third of the lease or more");
+        }
     }
     match renewed {
         Ok(ack) if ack.cancel_requested => due.cancel.cancel(),
