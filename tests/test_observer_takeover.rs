@@ -41,6 +41,39 @@ impl SagaObserver for Told {
     }
 }
 
+impl Told {
+    /// The execution-level events only (starts, resumes, ends).
+    fn saga_level(&self) -> Vec<String> {
+        let told = self.0.lock().unwrap();
+        told.iter()
+            .filter(|line| line.starts_with("saga") || line.starts_with("finished"))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A saga past its pivot whose `mail` step fails for good once (the
+/// execution ends stuck), then works (an operator's resume completes it).
+fn stuck_once(told: &Arc<Told>) -> Saga<Context> {
+    let declined = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    Saga::<Context>::builder("resumable")
+        .pivot(Step::new("ship", |_: &mut Context, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .step(Step::new(
+            "mail",
+            move |_: &mut Context, _: &StepInfo<'_>| {
+                if declined.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    return Err(StepError::new("mail server refused").permanent());
+                }
+                Ok(())
+            },
+        ))
+        .observer(Arc::clone(told) as Arc<dyn SagaObserver>)
+        .build()
+        .unwrap()
+}
+
 fn saga(told: &Arc<Told>) -> Saga<Context> {
     let step = |name: &'static str| {
         Step::new(name, |_: &mut Context, _: &StepInfo<'_>| {
@@ -170,24 +203,7 @@ async fn a_crash_loop_ended_stuck_without_a_run_is_told_finished() {
 #[tokio::test]
 async fn an_operators_resume_of_a_stuck_execution_is_told_resumed_after_stuck() {
     let told = Arc::new(Told::default());
-    let declined = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let fails_once = Arc::clone(&declined);
-    let saga = Saga::<Context>::builder("resumable")
-        .pivot(Step::new("ship", |_: &mut Context, _: &StepInfo<'_>| {
-            Ok::<(), StepError>(())
-        }))
-        .step(Step::new(
-            "mail",
-            move |_: &mut Context, _: &StepInfo<'_>| {
-                if fails_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                    return Err(StepError::new("mail server refused").permanent());
-                }
-                Ok(())
-            },
-        ))
-        .observer(Arc::clone(&told) as Arc<dyn SagaObserver>)
-        .build()
-        .unwrap();
+    let saga = stuck_once(&told);
     let engine = SagaEngine::new(MemoryStore::new());
     engine.register(saga).await.unwrap();
     let id = engine.start("resumable", Context::new()).await.unwrap();
@@ -196,14 +212,7 @@ async fn an_operators_resume_of_a_stuck_execution_is_told_resumed_after_stuck() 
     engine.resume(&id).await.unwrap();
     let report = engine.wait(&id).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Completed);
-    let saga_level: Vec<String> = told
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|line| line.starts_with("saga") || line.starts_with("finished"))
-        .cloned()
-        .collect();
+    let saga_level = told.saga_level();
     // Started 1 + resumed after stuck 1 - finished 2 = 0 in flight.
     assert_eq!(
         saga_level,
@@ -226,24 +235,7 @@ async fn a_take_over_after_a_failed_resumed_run_is_not_after_stuck_again() {
     use std::sync::atomic::{AtomicU8, Ordering};
 
     let told = Arc::new(Told::default());
-    let declined = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let fails_once = Arc::clone(&declined);
-    let saga = Saga::<Context>::builder("resumable")
-        .pivot(Step::new("ship", |_: &mut Context, _: &StepInfo<'_>| {
-            Ok::<(), StepError>(())
-        }))
-        .step(Step::new(
-            "mail",
-            move |_: &mut Context, _: &StepInfo<'_>| {
-                if fails_once.swap(false, Ordering::SeqCst) {
-                    return Err(StepError::new("mail server refused").permanent());
-                }
-                Ok(())
-            },
-        ))
-        .observer(Arc::clone(&told) as Arc<dyn SagaObserver>)
-        .build()
-        .unwrap();
+    let saga = stuck_once(&told);
     // 0: not yet; 1: the resume was written, its next append fails; 2: done.
     let state = Arc::new(AtomicU8::new(0));
     let hook = Arc::clone(&state);
@@ -284,14 +276,7 @@ async fn a_take_over_after_a_failed_resumed_run_is_not_after_stuck_again() {
         assert!(std::time::Instant::now() < deadline, "never completed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let saga_level: Vec<String> = told
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|line| line.starts_with("saga") || line.starts_with("finished"))
-        .cloned()
-        .collect();
+    let saga_level = told.saga_level();
     assert_eq!(
         saga_level,
         [

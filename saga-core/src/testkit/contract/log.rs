@@ -290,18 +290,10 @@ async fn a_sequence_gap_or_repeat_is_refused(store: Arc<dyn SagaStore>) -> Outco
             .iter()
             .map(|&seq| step_event(seq, EventKind::StepStarted, 1))
             .collect();
-        match store
+        let appended = store
             .append(&id, &lease, batch, ExecutionStatus::Running)
-            .await
-        {
-            Err(StoreError::BadRecord { .. }) => {}
-            Err(other) => {
-                return Err(format!(
-                    "`append` of {what} failed with {other:?}, not `StoreError::BadRecord`"
-                ));
-            }
-            Ok(_) => return Err(format!("`append` of {what} was accepted")),
-        }
+            .await;
+        refused(appended, &format!("`append` of {what}"))?;
         let log = events(&*store, &id).await?;
         let got = record(&*store, &id).await?;
         ensure!(
@@ -320,15 +312,8 @@ async fn a_sequence_gap_or_repeat_is_refused(store: Arc<dyn SagaStore>) -> Outco
         step_event(1, EventKind::StepStarted, 0),
         step_event(3, EventKind::StepSucceeded, 0),
     ];
-    match store.create(gapped, "a", LIVE).await {
-        Err(StoreError::BadRecord { .. }) => {}
-        Err(other) => {
-            return Err(format!(
-                "`create` with first events 1 and 3 failed with {other:?}, not `StoreError::BadRecord`"
-            ));
-        }
-        Ok(_) => return Err("`create` with first events 1 and 3 was accepted".to_owned()),
-    }
+    let created = store.create(gapped, "a", LIVE).await;
+    refused(created, "`create` with first events 1 and 3")?;
     ensure!(
         store
             .get(&ExecutionId::new("y"))
@@ -338,6 +323,18 @@ async fn a_sequence_gap_or_repeat_is_refused(store: Arc<dyn SagaStore>) -> Outco
         "a refused `create` of `y` left the execution behind"
     );
     Ok(())
+}
+
+/// `Ok` if `result` is the refusal of a bad sequence number
+/// (`BadRecord`); else what `call` did instead.
+fn refused<T>(result: Result<T, StoreError>, call: &str) -> Outcome {
+    match result {
+        Err(StoreError::BadRecord { .. }) => Ok(()),
+        Err(other) => Err(format!(
+            "{call} failed with {other:?}, not `StoreError::BadRecord`"
+        )),
+        Ok(_) => Err(format!("{call} was accepted")),
+    }
 }
 
 /// An event of a step: `kind` at `seq`, step `step`, attempt 1.
