@@ -370,57 +370,25 @@ pub(super) fn same_events(after: &str, written: &[Event], got: &[Event]) -> Outc
 /// The fields of `got` that differ from `written`, `at_ms` aside, each
 /// as "`field` x, written y".
 fn differences(written: &Event, got: &Event) -> Vec<String> {
-    let mut differ = Vec::new();
-    let mut field = |name: &str, w: String, g: String| {
-        if w != g {
-            differ.push(format!("`{name}` {g}, written {w}"));
-        }
-    };
-    field(
-        "kind",
-        format!("{:?}", written.kind),
-        format!("{:?}", got.kind),
-    );
-    field(
-        "step",
-        format!("{:?}", written.step),
-        format!("{:?}", got.step),
-    );
-    field(
-        "attempt",
-        written.attempt.to_string(),
-        got.attempt.to_string(),
-    );
-    field(
-        "output",
-        format!("{:?}", written.output),
-        format!("{:?}", got.output),
-    );
-    field(
-        "context",
-        format!("{:?}", written.context),
-        format!("{:?}", got.context),
-    );
-    field(
-        "error",
-        format!("{:?}", written.error),
-        format!("{:?}", got.error),
-    );
-    field(
-        "outcome_unknown",
-        written.outcome_unknown.to_string(),
-        got.outcome_unknown.to_string(),
-    );
-    field(
-        "will_retry",
-        written.will_retry.to_string(),
-        got.will_retry.to_string(),
-    );
-    field(
-        "detail",
-        format!("{:?}", written.detail),
-        format!("{:?}", got.detail),
-    );
+    type Field = (&'static str, fn(&Event) -> &dyn std::fmt::Debug);
+    let fields: [Field; 9] = [
+        ("kind", |e| &e.kind),
+        ("step", |e| &e.step),
+        ("attempt", |e| &e.attempt),
+        ("output", |e| &e.output),
+        ("context", |e| &e.context),
+        ("error", |e| &e.error),
+        ("outcome_unknown", |e| &e.outcome_unknown),
+        ("will_retry", |e| &e.will_retry),
+        ("detail", |e| &e.detail),
+    ];
+    let mut differ: Vec<String> = fields
+        .iter()
+        .filter_map(|(name, field)| {
+            let (w, g) = (format!("{:?}", field(written)), format!("{:?}", field(got)));
+            (w != g).then(|| format!("`{name}` {g}, written {w}"))
+        })
+        .collect();
     // A field added to `Event` later shows here until listed above.
     let mut rest = got.clone();
     rest.at_ms = written.at_ms;
