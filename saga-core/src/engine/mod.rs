@@ -758,24 +758,6 @@ impl SagaEngine {
         }
     }
 
-    /// Records a new execution with its first `events` and takes its
-    /// lease: the registered definition, the lease and the length of the
-    /// encoded context; `None` if an execution of this saga with that id
-    /// exists (nothing was written).
-    async fn create<C>(
-        &self,
-        name: &str,
-        id: &ExecutionId,
-        ctx: &C,
-        events: Vec<Event>,
-    ) -> Result<Option<(Arc<dyn Runner>, Lease, usize)>, EngineError>
-    where
-        C: Serialize + 'static,
-    {
-        let new = self.encode_new(name, ctx)?;
-        self.create_encoded(name, id, new, events).await
-    }
-
     /// The registered definition of `name` and `ctx` encoded for a new
     /// execution of it, checked before anything is written.
     fn encode_new<C>(&self, name: &str, ctx: &C) -> Result<(Arc<dyn Runner>, String), EngineError>
@@ -812,8 +794,13 @@ impl SagaEngine {
         Ok((runner, context))
     }
 
-    /// [`create`](Self::create) with the context encoded by
-    /// [`encode_new`](Self::encode_new).
+    /// Records a new execution with its first `events` and takes its
+    /// lease, its context encoded by [`encode_new`](Self::encode_new)
+    /// (before any await: a future that held the context by reference
+    /// across one would not be `Send` for a context that is not `Sync`):
+    /// the registered definition, the lease and the length of the encoded
+    /// context; `None` if an execution of this saga with that id exists
+    /// (nothing was written).
     async fn create_encoded(
         &self,
         name: &str,
@@ -886,7 +873,8 @@ impl SagaEngine {
     {
         let id = given(id.into())?;
         // No step has started: the worker that claims it logs the first.
-        if let Some((_, lease, _)) = self.create(name, &id, &ctx, Vec::new()).await? {
+        let new = self.encode_new(name, &ctx)?;
+        if let Some((_, lease, _)) = self.create_encoded(name, &id, new, Vec::new()).await? {
             // Were this release lost, the lease would expire and a
             // worker's poll would find the execution then.
             self.inner.store.release(&id, &lease).await?;
