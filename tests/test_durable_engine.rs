@@ -444,7 +444,7 @@ async fn registration_rejects_an_output_without_a_codec_and_start_an_unknown_nam
     let err = engine.register(saga).await.unwrap_err();
     assert!(
         err.to_string().starts_with(
-            "step `charge` of saga `loose` returns a `u32`, which a durable saga cannot log; its type needs `serde::Serialize` and `serde::Deserialize` (a `#[saga_task]` step is then logged by itself; a `Step` built by hand needs `.durable()`, and a hand-written `Task` `.step(Step::from_task(task).durable())` in place of `.task(task)` or `saga!`), or return `()` and keep the value in the context"
+            "step `charge` of saga `loose` returns a `u32` and has no codec to log it, which a durable saga needs: a `#[saga_task]` step gets one by itself when its output implements `serde::Serialize` and `serde::Deserialize`; a `Step` built by hand from `.durable()`; a hand-written `Task` from `.step(Step::from_task(task).durable())` in place of `.task(task)` or `saga!`; or return `()` and keep the value in the context"
         ),
         "{err}"
     );

@@ -327,18 +327,18 @@ async fn register_refuses_a_saga_macro_step_whose_output_lacks_serde_saying_what
     let err = engine.register(till).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "step `take_cash` of saga `till` returns a `test_macros_durable::Cash`, which a durable saga \
-         cannot log; its type needs `serde::Serialize` and `serde::Deserialize` (a \
-         `#[saga_task]` step is then logged by itself; a `Step` built by hand needs \
-         `.durable()`, and a hand-written `Task` `.step(Step::from_task(task).durable())` in \
-         place of `.task(task)` or `saga!`), or return `()` and keep the value in the context"
+        "step `take_cash` of saga `till` returns a `test_macros_durable::Cash` and has no codec \
+         to log it, which a durable saga needs: a `#[saga_task]` step gets one by itself when its \
+         output implements `serde::Serialize` and `serde::Deserialize`; a `Step` built by hand \
+         from `.durable()`; a hand-written `Task` from `.step(Step::from_task(task).durable())` \
+         in place of `.task(task)` or `saga!`; or return `()` and keep the value in the context"
     );
 
     let coins = saga! { name: "coins", context: Trip, step count_coins; };
     let err = engine.register(coins).await.unwrap_err();
     assert!(
         err.to_string().starts_with(
-            "step `count_coins` of saga `coins` returns a `alloc::vec::Vec<test_macros_durable::Cash>`, which a durable saga cannot log"
+            "step `count_coins` of saga `coins` returns a `alloc::vec::Vec<test_macros_durable::Cash>` and has no codec to log it"
         ),
         "{err}"
     );

@@ -43,7 +43,7 @@ pub enum EngineError {
     /// [`Task`](crate::Task) added with `.task(..)` or `saga!` (which
     /// cannot make it durable: add `Step::from_task(task).durable()`).
     #[error(
-        "step `{step}` of saga `{saga}` returns a `{output}`, which a durable saga cannot log; its type needs `serde::Serialize` and `serde::Deserialize` (a `#[saga_task]` step is then logged by itself; a `Step` built by hand needs `.durable()`, and a hand-written `Task` `.step(Step::from_task(task).durable())` in place of `.task(task)` or `saga!`), or return `()` and keep the value in the context"
+        "step `{step}` of saga `{saga}` returns a `{output}` and has no codec to log it, which a durable saga needs: a `#[saga_task]` step gets one by itself when its output implements `serde::Serialize` and `serde::Deserialize`; a `Step` built by hand from `.durable()`; a hand-written `Task` from `.step(Step::from_task(task).durable())` in place of `.task(task)` or `saga!`; or return `()` and keep the value in the context"
     )]
     OutputNotDurable {
         /// The saga.

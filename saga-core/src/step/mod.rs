@@ -609,6 +609,38 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
         &self.def.name
     }
 
+    /// Renames the step: one [`Task`] (or one closure) used twice in a
+    /// saga, as two steps with names of their own. The name goes into the
+    /// step's [idempotency key](StepInfo::idempotency_key), and
+    /// [`SagaBuilder::build`](crate::SagaBuilder::build) checks it as any
+    /// step's (unique, no `/`).
+    ///
+    /// ```
+    /// use saga_core::{Saga, Step, Task, TaskFn};
+    ///
+    /// struct Audit;
+    /// impl Task<Vec<String>> for Audit {
+    ///     type Output = ();
+    ///     const NAME: &'static str = "audit";
+    ///     const ACTION: TaskFn<Vec<String>, (), ()> =
+    ///         TaskFn::Exclusive(|trail, info| Ok(trail.push(info.step().to_owned())));
+    /// }
+    ///
+    /// let saga = Saga::builder("audited")
+    ///     .step(Step::from_task(Audit).named("audit_before"))
+    ///     .step(Step::from_task(Audit).named("audit_after"))
+    ///     .build()?;
+    /// let mut trail = Vec::new();
+    /// saga.run_blocking(&mut trail)?;
+    /// assert_eq!(trail, ["audit_before", "audit_after"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn named(mut self, name: impl Into<Name>) -> Self {
+        self.def.name = name.into();
+        self
+    }
+
     pub(crate) fn into_def(self) -> StepDef<C, D> {
         self.def
     }
@@ -644,7 +676,20 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
     /// let step = Step::from_task(Ping);
     /// assert_eq!(step.name(), "ping");
     /// ```
+    ///
+    /// A task is its type: its name, options, action and undo are
+    /// associated items, and nothing reads the value's fields. A task type
+    /// with fields (not zero-sized) is refused at compile time (`cargo
+    /// build`), where its fields would otherwise be ignored in silence; a
+    /// step configured by values is a [`Step::new`] closure that captures
+    /// them.
     pub fn from_task<K: Task<C, D, Output = T>>(task: K) -> Self {
+        const {
+            assert!(
+                std::mem::size_of::<K>() == 0,
+                "a `Task` is its type, not its value: `Step::from_task`, `SagaBuilder::task` and `Parallel::task` never read the fields of the task given (the type named in the note below `instantiating`); make it a unit struct, and build a step configured by values with `Step::new` and a closure that captures them"
+            )
+        };
         let _ = task;
         let mut step = K::__saga_codec(Self::task_named::<K>(K::NAME));
         step.def.retry = K::RETRY.policy();

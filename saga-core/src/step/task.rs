@@ -22,6 +22,13 @@ use crate::policy::{RetryOn, RetryPolicy};
 /// rules at run time. `#[saga_task]` generates exactly this impl on a
 /// function's twin type; a hand-written one is checked the same way.
 ///
+/// A task is its type: a unit struct (or one of `PhantomData`s) whose
+/// value is a marker. Nothing reads a task value's fields, so a task
+/// type with fields is refused at compile time; a step configured by
+/// values is a [`Step::new`](crate::Step::new) closure that captures them,
+/// and one task twice in a saga is two steps
+/// [`named`](crate::Step::named) apart.
+///
 /// `C` is the saga's context, `D` its dependencies (see
 /// [`Provides`](crate::Provides)); a task that needs no dependencies can
 /// implement `Task<C, D>` for every `D`.
