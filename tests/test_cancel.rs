@@ -382,6 +382,66 @@ fn cancel_does_not_stop_the_retries_of_a_step_after_the_pivot() {
     assert!(report.cancel_ignored);
 }
 
+/// A pivot that records each attempt, cancels the run's token and fails
+/// with `error`'s outcome until its third attempt.
+fn cancelling_pivot(error: fn() -> StepError) -> Step<Ctl, ()> {
+    Step::new("pay", move |c: &mut Ctl, info: &StepInfo<'_>| {
+        c.effects.push(format!("try pay#{}", info.attempt()));
+        c.token.cancel();
+        if info.attempt() < 3 {
+            Err(error())
+        } else {
+            Ok(())
+        }
+    })
+    .retry(exact(3))
+}
+
+#[test]
+fn cancel_stops_the_retries_of_a_pivot_whose_attempts_took_no_effect() {
+    // Its first attempt failed clean: the point of no return is not
+    // passed, so the run rolls back as before any other step.
+    let saga = Saga::builder("c")
+        .step(step("a"))
+        .pivot(cancelling_pivot(unavailable))
+        .step(step_plain("ship"))
+        .build()
+        .unwrap();
+    let mut ctl = Ctl::default();
+    let options = RunOptions::new()
+        .with_cancellation(ctl.token.clone())
+        .with_clock(saga_core::clock::TestClock::new());
+    let err = saga.run_blocking_with(&mut ctl, options).unwrap_err();
+
+    assert_eq!(ctl.effects, ["do a", "try pay#1", "undo a with a-out"]);
+    assert!(matches!(err, SagaError::Cancelled { .. }), "{err:?}");
+    let pay = err.report().step("pay").unwrap();
+    assert_eq!((pay.status.label(), pay.attempts), ("failed", 1));
+    assert!(!err.report().cancel_ignored);
+}
+
+#[test]
+fn cancel_does_not_stop_the_retries_of_a_pivot_that_may_have_taken_effect() {
+    let saga = Saga::builder("c")
+        .step(step("a"))
+        .pivot(cancelling_pivot(|| unavailable().outcome_unknown()))
+        .step(step_plain("ship"))
+        .build()
+        .unwrap();
+    let mut ctl = Ctl::default();
+    let options = RunOptions::new()
+        .with_cancellation(ctl.token.clone())
+        .with_clock(saga_core::clock::TestClock::new());
+    let report = saga.run_blocking_with(&mut ctl, options).unwrap();
+
+    assert_eq!(
+        ctl.effects,
+        ["do a", "try pay#1", "try pay#2", "try pay#3", "do ship"]
+    );
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    assert!(report.cancel_ignored);
+}
+
 #[test]
 fn cancel_whose_rollback_fails_ends_stuck() {
     let saga = Saga::builder("c")

@@ -579,6 +579,64 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
     }
 }
 
+/// A cancel that comes while the pivot waits to retry an attempt that
+/// failed clean stops the wait and rolls back, as one before any other
+/// step does, and as a worker taking the execution over would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_pivots_backoff_after_a_clean_failure_rolls_back() {
+    for (name, store) in stores("cancel-pivot-backoff") {
+        let script = Arc::new(Script::default());
+        let saga = Saga::builder("order")
+            .step(
+                Step::new("reserve", |o: &mut Order, _: &StepInfo<'_>| {
+                    o.done.push("reserve".into());
+                    Ok::<_, StepError>(())
+                })
+                .undo(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                    o.done.push("undo reserve".into());
+                    Ok::<_, StepError>(())
+                }),
+            )
+            .pivot(
+                Step::new("charge", {
+                    let script = Arc::clone(&script);
+                    move |o: &mut Order, info: &StepInfo<'_>| {
+                        o.done.push(format!("charge#{}", info.attempt()));
+                        script.hung.notify_one();
+                        Err::<(), _>(StepError::new("nothing charged: try later"))
+                    }
+                })
+                // A backoff no test waits out: only the cancel ends it.
+                .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_secs(600))),
+            )
+            .build()
+            .unwrap();
+        let engine = SagaEngine::with_store(Arc::clone(&store));
+        engine.register(saga).await.unwrap();
+        let failed = script.hung.notified();
+        let id = engine.start("order", Order::default()).await.unwrap();
+        failed.await;
+        engine.cancel(&id).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(60), engine.wait(&id))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the cancel did not stop the pivot's backoff"));
+        let report = ended.or_else(support::ended).unwrap();
+        assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+        let charge = report.step("charge").unwrap();
+        assert_eq!(
+            (charge.status, charge.attempts),
+            (StepStatus::Failed, 1),
+            "{name}"
+        );
+        let order: Order = engine.context(&id).await.unwrap();
+        assert_eq!(
+            order.done,
+            ["reserve", "charge#1", "undo reserve"],
+            "{name}"
+        );
+    }
+}
+
 /// A cancel of an execution that completed is refused and records nothing.
 #[tokio::test]
 async fn a_cancel_of_a_completed_execution_is_refused_and_records_nothing() {
@@ -1006,11 +1064,12 @@ async fn a_cancel_during_the_last_step_is_ignored_and_reported() {
 }
 
 /// A cancel request that arrives while the pivot's first attempt runs
-/// does not stop its retry: the pivot may have taken effect (an unknown
-/// outcome), or is retried by its policy as an in-memory run retries it;
-/// the run completes and the cancel is ignored.
+/// stops its retry if the attempt failed clean (the point of no return is
+/// not passed: the run rolls back, as an in-memory run does), and does not
+/// if its outcome is unknown (the pivot may have taken effect: the run
+/// completes and the cancel is ignored).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_during_the_pivots_first_attempt_does_not_stop_its_retry() {
+async fn a_cancel_during_the_pivots_first_attempt_stops_its_retry_unless_unknown() {
     for unknown in [false, true] {
         for (name, store) in stores(&format!("cancel-pivot-retry-{unknown}")) {
             let entered = Arc::new(tokio::sync::Notify::new());
@@ -1049,8 +1108,20 @@ async fn a_cancel_during_the_pivots_first_attempt_does_not_stop_its_retry() {
             gate.add_permits(1);
             let report = engine.wait(&id).await.or_else(support::ended).unwrap();
             let name = format!("{name}, unknown {unknown}");
-            assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
-            assert_eq!(report.step("charge").unwrap().attempts, 2, "{name}");
+            let charge = report.step("charge").unwrap();
+            if unknown {
+                assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+                assert_eq!(charge.attempts, 2, "{name}");
+                assert!(report.cancel_ignored, "{name}");
+            } else {
+                assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+                assert_eq!(
+                    (charge.status, charge.attempts),
+                    (StepStatus::Failed, 1),
+                    "{name}"
+                );
+                assert!(!report.cancel_ignored, "{name}");
+            }
         }
     }
 }

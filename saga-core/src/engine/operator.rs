@@ -162,7 +162,9 @@ impl SagaEngine {
 
     /// Asks an execution to cancel. Its owner (this process or another)
     /// sees the request at its next log write: before the pivot the run
-    /// rolls back and ends cancelled; after it, or during the last step
+    /// rolls back and ends cancelled (between the pivot's retries too,
+    /// while every attempt of it failed without effect); once the pivot
+    /// may have taken effect or did, or during the last step
     /// (nothing is left to stop), the request is recorded and ignored
     /// ([`SagaReport::cancel_ignored`](crate::SagaReport::cancel_ignored)).
     /// An execution that completes between the check of its status and

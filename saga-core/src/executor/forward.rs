@@ -79,7 +79,7 @@ pub(super) fn forward<'a, C, D>(
                     // future larger. Only a recovered run, which is
                     // durable, has steps that succeeded already.
                     let retry = {
-                        let brakes = Brakes::of(env, step, pivot_done);
+                        let mut brakes = Brakes::of(env, step, pivot_done);
                         let record = &mut state.records[index];
                         debug_assert_ne!(record.status, StepStatus::Succeeded);
                         let start = state.mark;
@@ -120,7 +120,8 @@ pub(super) fn forward<'a, C, D>(
                             }
                             Err(error) => error,
                         };
-                        let retry_in = action_failed(env, step, record, attempt, &error, &brakes);
+                        let retry_in =
+                            action_failed(env, step, record, attempt, &error, &mut brakes);
                         let Some(delay) = retry_in else {
                             let halt = action_gave_up(record, start, now, error);
                             break 'step state.step_ended(index, Err(halt));
@@ -306,7 +307,7 @@ pub(super) fn run_action<'a, C, D>(
     mut ctx: impl Access<C> + 'a,
     record: &'a mut Record,
     start: Instant,
-    brakes: Brakes<'a>,
+    mut brakes: Brakes<'a>,
     // The error of the last failed attempt a retry recovered from: a
     // retry of an in-memory run's step comes with its first attempt's.
     mut recovered: Option<Box<str>>,
@@ -346,13 +347,13 @@ pub(super) fn run_action<'a, C, D>(
                 // (the rollback that follows names it in the log: a start
                 // without an end is otherwise one a crash cut off).
                 // The pivot too, but only before it may have taken effect:
-                // its first attempt, unless the log says one was cut off.
-                // (The pivot's in-flight brake is off: a running pivot is
-                // never dropped.)
+                // while every attempt before failed clean, and the log
+                // says none was cut off. (The pivot's in-flight brake is
+                // off: a running pivot is never dropped.)
                 let stop = if step.pivot {
                     env.cancel
                         .as_ref()
-                        .filter(|_| attempt == 1 && record.outcome != Outcome::Unknown)
+                        .filter(|_| record.outcome != Outcome::Unknown)
                 } else {
                     brakes.cancel
                 };
@@ -431,7 +432,7 @@ pub(super) fn run_action<'a, C, D>(
                     }
                     return Ok(Ended { at: now, recovered });
                 };
-                let retry_in = action_failed(env, step, record, attempt, &error, &brakes);
+                let retry_in = action_failed(env, step, record, attempt, &error, &mut brakes);
                 if env.durable.is_some() {
                     let log = env.log(EventKind::StepFailed, ExecutionStatus::Running, |event| {
                         event.step = Some(index as u32);
@@ -527,13 +528,13 @@ pub(super) fn action_succeeded<C, D>(
 /// one if the step's policy retries it. Out of line: the failure path's
 /// code kept out of the hot loop.
 #[inline(never)]
-pub(super) fn action_failed<C, D>(
-    env: &Env<'_, C, D>,
+pub(super) fn action_failed<'t, C, D>(
+    env: &'t Env<'_, C, D>,
     step: &StepDef<C, D>,
     record: &mut Record,
     attempt: u32,
     error: &StepError,
-    brakes: &Brakes<'_>,
+    brakes: &mut Brakes<'t>,
 ) -> Option<Duration> {
     // Unknown is sticky: once an attempt may have taken effect, the
     // step is compensated whatever follows.
@@ -541,6 +542,16 @@ pub(super) fn action_failed<C, D>(
         record.outcome = Outcome::Unknown;
     } else if record.outcome != Outcome::Unknown {
         record.outcome = Outcome::NotApplied;
+    }
+    // The pivot heeds a cancellation between its attempts while none of
+    // them may have taken effect (every failure so far clean), as a step
+    // before it does: the point of no return is not passed yet. (Its
+    // attempt in flight is never dropped.)
+    if step.pivot {
+        brakes.cancel = env
+            .cancel
+            .as_ref()
+            .filter(|_| record.outcome != Outcome::Unknown);
     }
     // A step after the pivot without a number of attempts was given
     // forever's when the saga was built.

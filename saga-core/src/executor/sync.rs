@@ -199,8 +199,8 @@ fn run_sync_action<C, D>(
         };
         // The brakes are read only after a failure: not made for every
         // step that succeeds.
-        let brakes = Brakes::of(env, step, pivot_done);
-        let Some(delay) = action_failed(env, step, record, attempt, &error, &brakes) else {
+        let mut brakes = Brakes::of(env, step, pivot_done);
+        let Some(delay) = action_failed(env, step, record, attempt, &error, &mut brakes) else {
             return Err(action_gave_up(record, start, now, error));
         };
         env.clock().sleep_blocking(delay);
