@@ -1204,6 +1204,78 @@ fn a_pivot_cut_off_by_a_crash_runs_again_despite_a_cancel_request() {
     }
 }
 
+/// A cancel request on file when a worker takes over an execution past
+/// its pivot is ignored at the step about to run, not at the first step of
+/// the saga (done long before): the log's `cancel_ignored` names `ship`.
+#[test]
+fn a_cancel_ignored_after_a_take_over_names_the_step_about_to_run() {
+    for (name, store) in stores("cancel-ignored-takeover") {
+        let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let saga = {
+            let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
+            move || {
+                let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
+                let plain = |step: &'static str| {
+                    Step::new(step, move |o: &mut Order, _: &StepInfo<'_>| {
+                        o.done.push(step.into());
+                        Ok::<_, StepError>(())
+                    })
+                };
+                Saga::<Order>::builder("order")
+                    .step(plain("reserve"))
+                    .pivot(plain("charge"))
+                    .step(Step::new_async(
+                        "ship",
+                        move |o: &mut Order, _: &StepInfo<'_>| {
+                            let (crashed, entered) = (Arc::clone(&crashed), Arc::clone(&entered));
+                            Box::pin(async move {
+                                if !crashed.load(std::sync::atomic::Ordering::SeqCst) {
+                                    entered.notify_one();
+                                    std::future::pending::<()>().await;
+                                }
+                                o.done.push("ship".into());
+                                Ok::<_, StepError>(())
+                            })
+                        },
+                    ))
+                    .build()
+                    .unwrap()
+            }
+        };
+        let id = support::durable::in_dying_runtime(|| {
+            let (store, entered, saga) = (Arc::clone(&store), Arc::clone(&entered), saga.clone());
+            async move {
+                let engine = support::durable::short_lease(SagaEngine::with_store(store));
+                engine.register(saga()).await.unwrap();
+                let shipping = entered.notified();
+                let id = engine.start("order", Order::default()).await.unwrap();
+                shipping.await;
+                engine.cancel(&id).await.unwrap();
+                id
+            }
+        });
+        crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = recover_and_wait(&store, saga(), &id);
+        assert_eq!(report.status, ExecutionStatus::Completed, "{name}");
+        assert!(report.cancel_ignored, "{name}");
+        let events = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(store.events(&id))
+            .unwrap();
+        let ignored: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::CancelIgnored)
+            .map(|e| e.step)
+            .collect();
+        assert_eq!(
+            ignored,
+            [Some(2)],
+            "{name}: the step about to run is `ship`"
+        );
+    }
+}
+
 /// A saga whose `slow` step takes at least 40 ms, whose compensation takes
 /// at least 40 ms, and whose last step fails.
 fn slow_then_failing() -> Saga<Order> {

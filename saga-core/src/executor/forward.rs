@@ -32,7 +32,9 @@ pub(super) fn forward<'a, C, D>(
         // Indexed rather than iterated, and the definition read again after
         // each await: the future holds less across the steps' awaits.
         for node_index in 0..env.saga.nodes.len() {
-            if env.cancel_requested() {
+            // A node a recovered run's log shows done is passed over: a
+            // cancellation is seen at the first node still to run.
+            if env.cancel_requested() && !state.node_done(env.saga.nodes[node_index].range()) {
                 if !pivot_done {
                     return Err(Stop::Cancelled);
                 }

@@ -158,6 +158,14 @@ impl<'a> State<'a> {
         }
     }
 
+    /// Whether every step in `range` (a node's) has succeeded: a
+    /// recovered run's node its log shows done.
+    pub(super) fn node_done(&self, range: std::ops::Range<usize>) -> bool {
+        self.records[range]
+            .iter()
+            .all(|record| record.status == StepStatus::Succeeded)
+    }
+
     /// Every step's [`Extra`], allocated the first time.
     pub(super) fn extra(&mut self) -> &mut [Extra] {
         if self.extra.is_empty() {
