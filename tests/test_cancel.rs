@@ -223,12 +223,13 @@ struct Events(Mutex<Vec<String>>);
 
 impl SagaObserver for Events {
     fn on_event(&self, _: &RunInfo<'_>, event: &SagaEvent<'_>) {
-        if let SagaEvent::CancelIgnored { step } = event {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("cancel ignored at {step}"));
-        }
+        let line = match event {
+            SagaEvent::CancelIgnored { step } => format!("cancel ignored at {step}"),
+            SagaEvent::CancelHonoured { step } => format!("cancel honoured at {step}"),
+            SagaEvent::CompensationSucceeded { step, .. } => format!("compensated {step}"),
+            _ => return,
+        };
+        self.0.lock().unwrap().push(line);
     }
 }
 
@@ -401,10 +402,12 @@ fn cancelling_pivot(error: fn() -> StepError) -> Step<Ctl, ()> {
 fn cancel_stops_the_retries_of_a_pivot_whose_attempts_took_no_effect() {
     // Its first attempt failed clean: the point of no return is not
     // passed, so the run rolls back as before any other step.
+    let events = Arc::new(Events::default());
     let saga = Saga::builder("c")
         .step(step("a"))
         .pivot(cancelling_pivot(unavailable))
         .step(step_plain("ship"))
+        .observer(events.clone())
         .build()
         .unwrap();
     let mut ctl = Ctl::default();
@@ -418,6 +421,11 @@ fn cancel_stops_the_retries_of_a_pivot_whose_attempts_took_no_effect() {
     let pay = err.report().step("pay").unwrap();
     assert_eq!((pay.status.label(), pay.attempts), ("failed", 1));
     assert!(!err.report().cancel_ignored);
+    // Told before the rollback it starts.
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        ["cancel honoured at pay", "compensated a"]
+    );
 }
 
 #[test]

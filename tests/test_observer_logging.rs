@@ -61,6 +61,7 @@ impl SagaObserver for Recorder {
                 retry_in,
             } => format!("undo {step}#{attempt} failed: {error}, retry in {retry_in:?}"),
             SagaEvent::CancelIgnored { step } => format!("cancel ignored at {step}"),
+            SagaEvent::CancelHonoured { step } => format!("cancel honoured at {step}"),
             SagaEvent::SagaFinished { status, elapsed } => {
                 format!("saga finished {status} in {elapsed:?}")
             }
@@ -350,6 +351,53 @@ fn a_retried_step_logs_its_delay_as_a_field() {
         )]
         .map(|(l, _, f)| (l, f))
     );
+}
+
+/// A cancellation that stops a run is told as it is seen, before the
+/// rollback it starts, so the log does not read as a failure's rollback.
+#[test]
+fn an_honoured_cancel_is_logged_before_its_rollback() {
+    install_logger();
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    let saga = Saga::builder("logs-cancel")
+        .step(compensable("a"))
+        .step(Step::new("b", move |_: &mut Rec, _: &StepInfo<'_>| {
+            cancel.cancel();
+            Ok::<_, StepError>(())
+        }))
+        .step(plain("c"))
+        .build()
+        .unwrap();
+    let (_, options) = virtual_time();
+    saga.run_blocking_with(&mut Rec::default(), options.with_cancellation(token))
+        .unwrap_err();
+
+    let got: Vec<(Level, String, Option<String>)> = records_of("logs-cancel")
+        .into_iter()
+        .map(|e| {
+            let step = e.field("step").map(str::to_owned);
+            (e.level, e.message, step)
+        })
+        .collect();
+    let step = |s: &str| Some(s.to_owned());
+    let expected = [
+        (Level::Info, "saga started", None),
+        (Level::Debug, "step started", step("a")),
+        (Level::Debug, "step succeeded", step("a")),
+        (Level::Debug, "step started", step("b")),
+        (Level::Debug, "step succeeded", step("b")),
+        (
+            Level::Warn,
+            "cancellation honoured: rolling back",
+            step("c"),
+        ),
+        (Level::Warn, "compensation started", step("a")),
+        (Level::Info, "compensation succeeded", step("a")),
+        (Level::Info, "saga finished", None),
+    ]
+    .map(|(l, m, s)| (l, m.to_owned(), s));
+    assert_eq!(got, expected);
 }
 
 #[test]

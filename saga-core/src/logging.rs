@@ -148,6 +148,15 @@ fn write_record(
                 None => attempt("compensation failed", step, *n, &[error]),
             }
         }
+        SagaEvent::CancelHonoured { step } => {
+            let step = Escaped(step);
+            let step = [("step", Value::from_display(&step))];
+            write(
+                level,
+                "cancellation honoured: rolling back",
+                &[&run, &step, &elapsed],
+            );
+        }
         SagaEvent::CancelIgnored { step } => {
             let step = Escaped(step);
             let step = [("step", Value::from_display(&step))];
@@ -224,6 +233,7 @@ fn level(event: &SagaEvent<'_>) -> Level {
         SagaEvent::StepStarted { .. } | SagaEvent::StepSucceeded { .. } => Level::Debug,
         SagaEvent::StepFailed { .. }
         | SagaEvent::CompensationStarted { .. }
+        | SagaEvent::CancelHonoured { .. }
         | SagaEvent::CancelIgnored { .. } => Level::Warn,
         SagaEvent::CompensationSucceeded { .. } => Level::Info,
         SagaEvent::CompensationFailed {

@@ -92,6 +92,15 @@ pub enum SagaEvent<'a> {
         /// failed for good.
         retry_in: Option<Duration>,
     },
+    /// A cancellation stops the run before its pivot: it rolls back what
+    /// took effect (the compensations follow) and ends cancelled. Told
+    /// once, by the run that saw the request; a rollback a take-over
+    /// carries on is not told again.
+    CancelHonoured {
+        /// The step about to run when the cancellation was seen, or the
+        /// one whose attempt or retries it stopped.
+        step: &'a str,
+    },
     /// A cancellation arrived after the pivot, or during the last step:
     /// recorded and ignored.
     CancelIgnored {

@@ -35,10 +35,10 @@ pub(super) fn forward<'a, C, D>(
             // A node a recovered run's log shows done is passed over: a
             // cancellation is seen at the first node still to run.
             if env.cancel_requested() && !state.node_done(env.saga.nodes[node_index].range()) {
-                if !pivot_done {
-                    return Err(Stop::Cancelled);
-                }
                 let first = env.saga.nodes[node_index].first();
+                if !pivot_done {
+                    return Err(cancel_honoured(env, first));
+                }
                 ignore_cancel(env, state, first).await?;
             }
             // Only a recovered run has a retry its log left due, and it
@@ -204,9 +204,18 @@ pub(super) fn stop_at<C, D>(
         // Dropped mid-flight by the run's cancellation (then compensated
         // with the others), or its retries stopped by it: the run ends
         // cancelled either way.
-        return Stop::Cancelled;
+        return cancel_honoured(env, index);
     }
     Stop::Failed { index, error }
+}
+
+/// Tells the observers that the run's cancellation stops it at step
+/// `step`, before the pivot: the run rolls back.
+pub(super) fn cancel_honoured<C, D>(env: &Env<'_, C, D>, step: usize) -> Stop {
+    env.emit(|| SagaEvent::CancelHonoured {
+        step: &env.saga.steps[step].name,
+    });
+    Stop::Cancelled
 }
 
 /// Records, once per run, that a cancellation was ignored at step `step`
@@ -273,7 +282,7 @@ async fn wait_due_retry<C, D>(
     match backoff(env, wait, &brakes, StepError::interrupted()).await {
         // Its steps are left as the log left them, their retries due: the
         // rollback stops them.
-        Some(_) => Err(Stop::Cancelled),
+        Some(_) => Err(cancel_honoured(env, env.saga.nodes[node].first())),
         None => Ok(()),
     }
 }

@@ -9,8 +9,8 @@ use std::pin::pin;
 use std::time::Instant;
 
 use super::forward::{
-    Ended, Halt, action_failed, action_gave_up, action_succeeded, group_ended, ignore_cancel,
-    run_action, stop_at,
+    Ended, Halt, action_failed, action_gave_up, action_succeeded, cancel_honoured, group_ended,
+    ignore_cancel, run_action, stop_at,
 };
 use super::guard::catch;
 use super::rollback::{
@@ -41,7 +41,7 @@ pub(super) fn forward_blocking<C, D>(
     for (node_index, node) in env.saga.nodes.iter().enumerate() {
         if env.cancel_requested() {
             if !pivot_done {
-                return Err(Stop::Cancelled);
+                return Err(cancel_honoured(env, node.first()));
             }
             block_on_ready(pin!(ignore_cancel(env, state, node.first())))?;
         }
