@@ -513,7 +513,11 @@ impl<C: 'static, T: Send + Sync + 'static, D: 'static> Step<C, T, D> {
 
     /// Limits each attempt of an async step; an attempt that runs longer is
     /// dropped and counts as a failure of unknown outcome (retried by the
-    /// step's policy like any other). A sync
+    /// step's policy like any other). The attempt is dropped where it
+    /// awaits: an async step that blocks its thread (`std::thread::sleep`,
+    /// a blocking client, a long computation) runs to its end first, and
+    /// holds a runtime worker meanwhile; run such work in
+    /// `tokio::task::spawn_blocking` and await it, or make the step sync. A sync
     /// step cannot be pre-empted, so a timeout on one is a
     /// [`BuildError::TimeoutOnSyncStep`](crate::BuildError::TimeoutOnSyncStep),
     /// and a zero timeout, which would fail every attempt before it starts,
