@@ -167,6 +167,9 @@ pub(crate) async fn execution(
     let mut seen = 0_u64;
     let mut timeline = Timeline::default();
     let mut reach = Reach::default();
+    // A cancel request is a mark on the execution, not an event of its
+    // log: told once, when first seen (at the time the watch saw it).
+    let mut cancel_told = false;
     loop {
         let Some((record, events)) = reach.read(crate::record(engine, id).await, json, out)? else {
             pause(&mut signal, every).await;
@@ -185,6 +188,16 @@ pub(crate) async fn execution(
             };
             emit(out, &line)?;
             seen = e.seq;
+        }
+        if record.cancel_requested && !std::mem::replace(&mut cancel_told, true) {
+            let at_ms = now_ms();
+            let line = if json {
+                json_line(&serde_json::json!({ "kind": "cancel_requested", "seen_at_ms": at_ms }))
+            } else {
+                let offset = (at_ms - record.created_at_ms) as f64 / 1000.0;
+                format!("{offset:>9.3}  cancel_requested (seen by this watch)")
+            };
+            emit(out, &line)?;
         }
         if record.status.is_finished() {
             if json {

@@ -295,6 +295,64 @@ async fn watch_follows_an_execution_until_it_ends_and_the_store_until_stopped() 
     assert!(err.contains("no execution `nope`"), "{err}");
 }
 
+/// A cancel request shows in an execution's watch when it is made (it is a
+/// mark on the execution, not an event of its log), once.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_shows_a_cancel_request_when_it_is_made() {
+    let dir = dir("watch-cancel");
+    let db = dir.join("sagas.db");
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let engine = SagaEngine::new(SqliteStore::open(&db).unwrap());
+    engine.register(gated_saga(&gate)).await.unwrap();
+    let id = engine.start_with_id("gated", "c-1", 0_u32).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args([
+            "--store",
+            db.to_str().unwrap(),
+            "watch",
+            "c-1",
+            "--interval",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    until(&lines, "step_started            ship #1");
+    engine.cancel(&id).await.unwrap();
+    let told = until(&lines, "cancel_requested");
+    assert!(
+        told.last()
+            .unwrap()
+            .ends_with("cancel_requested (seen by this watch)"),
+        "{told:#?}"
+    );
+    // The last step was under way: the run completes, the request ignored.
+    gate.add_permits(1);
+    engine.wait(&id).await.or_else(support::ended).unwrap();
+    let rest = until(&lines, "ended");
+    assert_eq!(rest.last().unwrap(), "ended completed", "{rest:#?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("cancel_ignored          ship")),
+        "{rest:#?}"
+    );
+    assert!(
+        !rest.iter().any(|l| l.contains("cancel_requested")),
+        "told once: {rest:#?}"
+    );
+    assert!(child.wait().unwrap().success());
+
+    let text = ok(&db, &["watch", "c-1", "--json"]);
+    let docs: Vec<serde_json::Value> = text.lines().map(json).collect();
+    let requested: Vec<_> = docs
+        .iter()
+        .filter(|d| d["kind"] == "cancel_requested")
+        .collect();
+    assert_eq!(requested.len(), 1, "{text}");
+    assert!(requested[0]["seen_at_ms"].is_i64(), "{text}");
+}
+
 /// `list`, `show` and `diagram` open the store read-only: a user who may
 /// read the file but write neither it nor its directory inspects it, and
 /// no byte of it changes. Tests run as root, which ignores permission
