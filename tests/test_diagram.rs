@@ -110,6 +110,49 @@ fn quotes_in_names_are_escaped() {
     assert!(dot.contains(r#"label="a \"quoted\" \\ step""#), "{dot}");
 }
 
+/// Control and bidirectional formatting characters in stored names are
+/// written as `\u{..}`, as `saga list` and `show` write them: an ESC or
+/// OSC sequence does not reach the terminal that prints the diagram, and
+/// a newline does not end the Mermaid front matter or a node's line.
+#[test]
+fn control_characters_in_names_are_escaped() {
+    let saga = Saga::builder("esc\u{1b}]0;PWNED\u{7}\ntitle: forged")
+        .step(compensable("a\nb\u{202e}c"))
+        .build()
+        .unwrap();
+    let mermaid = saga.to_mermaid();
+    let dot = saga.to_dot();
+    for diagram in [&mermaid, &dot] {
+        assert!(
+            !diagram
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{diagram:?}"
+        );
+    }
+    // The front matter is YAML: a backslash in its double-quoted title is
+    // doubled, so the title reads `\u{1b}` rather than being invalid.
+    assert!(
+        mermaid.starts_with(
+            "---\ntitle: \"saga esc\\\\u{1b}]0;PWNED\\\\u{7}\\\\u{a}title: forged\"\n---\n"
+        ),
+        "{mermaid}"
+    );
+    assert_lines(
+        &mermaid,
+        &[
+            r#"s0["a\u{a}b\u{202e}c"]"#,
+            r#"s0 -. on rollback .-> u0["undo a\u{a}b\u{202e}c"]"#,
+        ],
+    );
+    assert!(
+        dot.starts_with(r#"digraph "esc\\u{1b}]0;PWNED\\u{7}\\u{a}title: forged" {"#),
+        "{dot}"
+    );
+    assert!(dot.contains(r#"label="a\\u{a}b\\u{202e}c""#), "{dot}");
+    assert!(dot.contains(r#"label="undo a\\u{a}b\\u{202e}c""#), "{dot}");
+}
+
 #[test]
 fn a_saga_without_compensations_has_no_undo_nodes() {
     let saga = Saga::builder("reads")

@@ -261,6 +261,35 @@ fn a_rollback_shows_compensation_spans_in_the_same_trace() {
     assert_eq!(spans_of_events, ["compensation"]);
 }
 
+/// A step error's text reaches the span's `error` field with its control
+/// characters escaped, as in the `log` records: an ESC sequence or a
+/// newline from a service's answer cannot recolour a terminal or forge a
+/// line of a subscriber's output.
+#[test]
+fn a_span_error_has_its_control_characters_escaped() {
+    let recorder = Arc::new(Recorder::default());
+    let hostile = Saga::<u32>::builder("order")
+        .step(Step::new("charge", |_: &mut u32, _: &StepInfo<'_>| {
+            Err::<(), _>(StepError::new("declined\u{1b}]0;PWNED\u{7}\nFAKE LINE").permanent())
+        }))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(Sub(Arc::clone(&recorder)), || {
+        hostile.run_blocking(&mut 0).unwrap_err()
+    });
+    let spans = recorder.spans();
+    let root = spans.iter().find(|s| s.parent.is_none()).unwrap();
+    assert_eq!(
+        recorder.children(root.id),
+        strings(&[(
+            "step",
+            "charge",
+            "1",
+            Some("declined\\u{1b}]0;PWNED\\u{7}\\u{a}FAKE LINE")
+        )])
+    );
+}
+
 #[test]
 fn a_durable_run_has_the_same_spans() {
     let recorder = Arc::new(Recorder::default());

@@ -80,11 +80,13 @@ fn is_postgres(spec: &str) -> Result<bool, CliError> {
 /// `spec` as the path of an existing file: the CLI never creates a store.
 fn existing_file(spec: &str) -> Result<&Path, CliError> {
     let path = Path::new(spec);
+    // What is not a file may be a connection string with a typo: the
+    // error shows it masked.
     if path.is_dir() {
-        return Err(CliError::Directory(path.to_owned()));
+        return Err(CliError::Directory(masked(spec).into()));
     }
     if !path.exists() {
-        return Err(CliError::Missing(path.to_owned()));
+        return Err(CliError::Missing(masked(spec).into()));
     }
     Ok(path)
 }
@@ -156,19 +158,25 @@ fn is_key_value(spec: &str) -> bool {
 }
 
 /// `spec` (a URL or a key/value connection string) with its password, if
-/// any, replaced by `***`, for error messages.
+/// any, replaced by `***`, for error messages. A URL's user information
+/// is taken to end at its last `@` (before its query, if the query has
+/// none): a password with an unencoded `/`, `?` or `#` is masked too.
 pub(crate) fn redacted(spec: &str) -> String {
     match spec.split_once("://") {
         Some((scheme, rest)) => {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(end);
-            let authority = match authority.rsplit_once('@') {
-                Some((userinfo, host)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{user}:***@{host}"),
-                    None => authority.to_owned(),
-                },
-                None => authority.to_owned(),
+            let (userinfo, after) = match userinfo_end(rest) {
+                Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+                None => (None, rest),
             };
+            let userinfo = match userinfo {
+                Some(userinfo) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@"),
+                    None => format!("{userinfo}@"),
+                },
+                None => String::new(),
+            };
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            let (host, tail) = after.split_at(end);
             let tail = match tail.split_once('?') {
                 Some((path, query)) => {
                     let query: Vec<String> = query
@@ -184,10 +192,79 @@ pub(crate) fn redacted(spec: &str) -> String {
                 }
                 None => tail.to_owned(),
             };
-            format!("{scheme}://{authority}{tail}")
+            format!("{scheme}://{userinfo}{host}{tail}")
         }
         None => redacted_key_value(spec),
     }
+}
+
+/// Where the user information of a URL's `rest` (what follows `://`)
+/// ends: its last `@` before the query or fragment, or, if there is none
+/// there, its last `@` at all (a `?` or `#` in the password). Masking too
+/// much of a URL is better than echoing part of a password.
+fn userinfo_end(rest: &str) -> Option<usize> {
+    let cut = rest.find(['?', '#']).unwrap_or(rest.len());
+    rest[..cut].rfind('@').or_else(|| rest.rfind('@'))
+}
+
+/// `spec` as an error may show it when it is taken for a file name: a
+/// `password=` value in it (a connection string with a misspelt first
+/// key, say) replaced by `***`, and a URL masked as [`redacted`] does.
+pub(crate) fn masked(spec: &str) -> String {
+    if spec.contains("://") {
+        return masked_pairs(&redacted(spec));
+    }
+    masked_pairs(spec)
+}
+
+/// `text` with the value of every `password=` (any case, spaces around
+/// the `=`, at the start or after a space) replaced by `***`; a value may
+/// be quoted with `'` and hold `\'`. The rest is kept byte for byte.
+fn masked_pairs(text: &str) -> String {
+    const KEY: &str = "password";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut at_boundary = true;
+    while let Some(c) = rest.chars().next() {
+        let value = rest
+            .get(..KEY.len())
+            .filter(|key| at_boundary && key.eq_ignore_ascii_case(KEY))
+            .and_then(|_| rest[KEY.len()..].trim_start().strip_prefix('='));
+        if let Some(value) = value {
+            // The key, the spaces and the `=`, as written.
+            out.push_str(&rest[..rest.len() - value.len()]);
+            let spaces = value.len() - value.trim_start().len();
+            out.push_str(&value[..spaces]);
+            out.push_str("***");
+            rest = skip_value(value.trim_start());
+            at_boundary = false;
+            continue;
+        }
+        out.push(c);
+        at_boundary = c.is_whitespace();
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// `text` after the connection-string value it starts with: quoted with
+/// `'` (with `\'` inside), or up to the next space.
+fn skip_value(text: &str) -> &str {
+    let Some(quoted) = text.strip_prefix('\'') else {
+        let end = text.find(char::is_whitespace).unwrap_or(text.len());
+        return &text[end..];
+    };
+    let mut chars = quoted.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '\'' => return &quoted[at + 1..],
+            _ => {}
+        }
+    }
+    ""
 }
 
 /// A key/value connection string with the value of `password` replaced by
@@ -258,9 +335,46 @@ mod tests {
             "host=db password=*** user=saga"
         );
         assert_eq!(redacted("password = pw"), "password=***");
+        // A `/`, `?` or `#` in an unencoded password, of any scheme.
+        assert_eq!(
+            redacted("postgress://u:Hunter2/Secret@host/db"),
+            "postgress://u:***@host/db"
+        );
+        assert_eq!(
+            redacted("postgres://u:a?b#c@host/db?sslmode=require"),
+            "postgres://u:***@host/db?sslmode=require"
+        );
+        assert_eq!(
+            redacted("postgres://u:p@ss@host/db?application_name=a@b"),
+            "postgres://u:***@host/db?application_name=a@b"
+        );
+        assert_eq!(
+            redacted("postgres://host/db?application_name=a@b"),
+            "postgres://host/db?application_name=a@b"
+        );
         assert!(is_key_value("host=db dbname=x"));
         assert!(is_key_value(" user = saga"));
         assert!(!is_key_value("sagas.db"));
         assert!(!is_key_value("hostname=x.db"));
+    }
+
+    #[test]
+    fn a_password_in_what_is_taken_for_a_path_is_masked() {
+        assert_eq!(
+            masked("hots=127.0.0.1 password=Hunter2 user=x"),
+            "hots=127.0.0.1 password=*** user=x"
+        );
+        assert_eq!(
+            masked("hots=db Password = 'a \\' b' user=x"),
+            "hots=db Password = *** user=x"
+        );
+        assert_eq!(masked("sagas.db"), "sagas.db");
+        assert_eq!(masked("/srv/my sagas.db"), "/srv/my sagas.db");
+        assert_eq!(masked("/srv/passwords.db"), "/srv/passwords.db");
+        assert_eq!(masked("x password="), "x password=***");
+        assert_eq!(
+            masked("see postgress://u:Hunter2/x@host/db"),
+            "see postgress://u:***@host/db"
+        );
     }
 }

@@ -40,6 +40,41 @@ fn a_password_in_a_store_argument_is_never_echoed() {
     assert!(!err.contains("does not exist"), "{err}");
 }
 
+/// What only looks like a connection string is still never echoed with
+/// its password: a key/value string whose first key is misspelt (taken
+/// for a file name), and a URL of another scheme with an unencoded `/`
+/// in its password.
+#[test]
+fn a_password_in_a_store_argument_that_is_not_a_connection_string_is_masked() {
+    let out = saga(&[
+        "--store",
+        "hots=127.0.0.1 password=Hunter2SuperSecretPW user=x",
+        "list",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains("Hunter2"), "{err}");
+    assert!(
+        err.contains("`hots=127.0.0.1 password=*** user=x` does not exist"),
+        "{err}"
+    );
+    let out = saga(&[
+        "--store",
+        "hots=127.0.0.1 PASSWORD = 'Hunter2 Super' user=x",
+        "list",
+    ]);
+    let err = stderr(&out);
+    assert!(!err.contains("Hunter2"), "{err}");
+    assert!(!err.contains("Super"), "{err}");
+
+    let out = saga(&["--store", "postgress://u:Hunter2/Secret@host/db", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains("Hunter2"), "{err}");
+    assert!(!err.contains("Secret"), "{err}");
+    assert!(err.contains("`postgress://u:***@host/db`"), "{err}");
+}
+
 #[tokio::test]
 async fn a_store_error_is_printed_with_its_causes() {
     let dir = dir("cause");

@@ -83,7 +83,7 @@ impl Entry {
                     key: key.to_owned(),
                     expected: type_name::<T>(),
                     found: self.type_name.clone(),
-                    detail: e.to_string(),
+                    detail: crate::redact::decode_message(&e.to_string()),
                 }
             })?;
             let _ = self.value.set(Box::new(decoded));
@@ -302,7 +302,8 @@ pub enum ContextError {
         expected: &'static str,
         /// The type name stored with it.
         found: String,
-        /// The decoder's error.
+        /// The decoder's error, without the stored values it quotes (the
+        /// kind of value, what was expected, field names are kept).
         detail: String,
     },
 }

@@ -1,7 +1,13 @@
 //! Diagrams of a definition: Mermaid and Graphviz DOT.
+//!
+//! Names are user text: their control and bidirectional formatting
+//! characters are written as `\u{..}` ([`crate::escape`]), so a diagram
+//! printed to a terminal cannot act on it, and a newline in a name cannot
+//! end a node's line or the Mermaid front matter.
 
 use std::fmt::Write;
 
+use crate::escape::Escaped;
 use crate::saga::{Saga, StepShape};
 use crate::step::StepKind;
 
@@ -10,7 +16,7 @@ impl<C, D> Saga<C, D> {
     /// a hexagon, steps with nothing to undo in rounded boxes), parallel
     /// groups between a `fork` and a `join`, and each compensation as a
     /// dashed edge to an `undo` node, the undo nodes chained in rollback
-    /// order.
+    /// order. Control characters in names are written as `\u{..}`.
     ///
     /// ```
     /// use saga_core::{Saga, Step, StepError, StepInfo};
@@ -117,8 +123,19 @@ trait Syntax {
 
 struct Mermaid;
 
+/// A name for a Mermaid label: control and bidirectional formatting
+/// characters as `\u{..}` (a newline would end the node's line, an ESC
+/// sequence would reach the terminal that prints the diagram), `"` as
+/// Mermaid's entity.
 fn mermaid_text(s: &str) -> String {
-    s.replace('"', "#quot;")
+    Escaped(s).to_string().replace('"', "#quot;")
+}
+
+/// A name for the front matter's `title: "..."`, a YAML double-quoted
+/// string, in which a backslash starts an escape: doubled, it reads as
+/// itself.
+fn mermaid_title(s: &str) -> String {
+    mermaid_text(s).replace('\\', "\\\\")
 }
 
 impl Syntax for Mermaid {
@@ -154,8 +171,13 @@ impl Syntax for Mermaid {
 
 struct Dot;
 
+/// A name for a DOT string: control and bidirectional formatting
+/// characters as `\u{..}`, then `\` and `"` escaped.
 fn dot_text(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+    Escaped(s)
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
 }
 
 impl Syntax for Dot {
@@ -197,7 +219,7 @@ impl Syntax for Dot {
 pub fn mermaid(name: &str, steps: &[StepShape]) -> String {
     let mut out = format!(
         "---\ntitle: \"saga {}\"\n---\nflowchart TD\n    start((start))\n    done((done))\n",
-        mermaid_text(name)
+        mermaid_title(name)
     );
     render(steps, &Mermaid, &mut out);
     out

@@ -174,6 +174,7 @@ pub mod logging;
 mod name;
 mod observer;
 mod policy;
+mod redact;
 mod report;
 mod saga;
 #[cfg(feature = "tracing")]

@@ -15,7 +15,9 @@
 //!
 //! Fields: `saga`, `execution_id`, `resumed` and (at the end) `status` on
 //! the execution span; `step`, `attempt` and, when the attempt fails, `error`
-//! and `outcome_unknown` on an attempt span. Target `saga`, level INFO.
+//! (the step error's text with its control characters escaped, as
+//! [`crate::escape`] does) and `outcome_unknown` on an attempt span.
+//! Target `saga`, level INFO.
 
 use std::future::Future;
 
@@ -23,6 +25,7 @@ use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 
 use crate::error::{SagaError, StepError};
+use crate::escape::Escaped;
 use crate::id::ExecutionId;
 use crate::report::SagaReport;
 
@@ -106,7 +109,10 @@ fn attempt_span(compensation: bool, step: &str, attempt: u32) -> Span {
 
 fn record_failure<T>(span: &Span, result: &Result<T, StepError>) {
     if let Err(error) = result {
-        span.record("error", display(error));
+        // Escaped as the `log` records are: the text comes from the
+        // services a step calls, and a subscriber may write it to a
+        // terminal or a line-based log as it is.
+        span.record("error", display(Escaped(&error.to_string())));
         span.record("outcome_unknown", error.is_outcome_unknown());
     }
 }

@@ -1081,7 +1081,7 @@ impl SagaEngine {
         serde_json::from_str(&json).map_err(|e| EngineError::Undecodable {
             execution_id: id.clone(),
             what: format!("the context (as `{}`)", std::any::type_name::<C>()),
-            detail: e.to_string(),
+            detail: crate::redact::decode_message(&e.to_string()),
         })
     }
 

@@ -102,7 +102,7 @@ where
             |e| EngineError::Undecodable {
                 execution_id: id.clone(),
                 what: format!("the context (a `{}`)", type_name::<C>()),
-                detail: e.to_string(),
+                detail: crate::redact::decode_message(&e.to_string()),
             },
         )?;
         if events.is_empty() {
@@ -116,7 +116,7 @@ where
                         (codec.decode)(json).map_err(|detail| EngineError::Undecodable {
                             execution_id: id.clone(),
                             what: format!("the output of step `{}`", step.name),
-                            detail,
+                            detail: crate::redact::decode_message(&detail),
                         })?,
                     )
                 }

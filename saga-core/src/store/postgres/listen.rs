@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::session::open;
+use super::session::{error_text, open};
 use super::{CHANNEL, Inner, STATUS_CHANNEL};
 use crate::escape::Escaped;
 
@@ -42,7 +42,7 @@ pub(super) async fn listener_loop(inner: Weak<Inner>, stop: Arc<Notify>) {
             .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {STATUS_CHANNEL}"))
             .await
         {
-            log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&e.to_string()); "postgres store listen failed");
+            log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&error_text(&e)); "postgres store listen failed");
             drop(store);
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}

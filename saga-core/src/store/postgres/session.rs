@@ -92,8 +92,41 @@ pub(super) fn sql_error(store: &str, what: &str, e: tokio_postgres::Error) -> St
         StoreError::Backend {
             store: store.to_owned(),
             what: what.to_owned(),
-            source: Box::new(e),
+            source: Box::new(ServerSaid(e)),
         }
+    }
+}
+
+/// A client error that displays what the server said. tokio_postgres
+/// displays a server's error as "db error" alone and keeps the message
+/// in its source, while [`StoreError::Backend`]'s text (what the engine
+/// and the worker log) ends with its source's text only: "creating an
+/// execution failed: db error" told an operator nothing. This displays
+/// the server's message and SQLSTATE (`index row requires 11464 bytes,
+/// maximum size is 8191 (SQLSTATE 54000)`) and keeps the client's error
+/// as its source. The server's DETAIL is left out: it can quote a row's
+/// values (a unique or check violation's), contexts included.
+#[derive(Debug)]
+pub(super) struct ServerSaid(pub(super) tokio_postgres::Error);
+
+impl std::fmt::Display for ServerSaid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_text(&self.0))
+    }
+}
+
+impl std::error::Error for ServerSaid {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A client error's text as [`ServerSaid`] displays it: for a log record,
+/// or a copy of the error.
+pub(super) fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
-use super::session::{Session, open_session, sql_error, unreachable};
+use super::session::{Session, error_text, open_session, sql_error, unreachable};
 use super::writes::{
     AppendOf, Outcome, answer, answer_committed, append, append_many, append_many_sql,
     append_outcome, append_sql, run_op,
@@ -192,7 +192,7 @@ pub(super) async fn writer_loop(
                 }
             }
             Err(e) if unreachable(&e) || s.client.is_closed() => {
-                log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&e.to_string()); "postgres store connection lost, a commit's outcome is unknown");
+                log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&error_text(&e)); "postgres store connection lost, a commit's outcome is unknown");
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Unavailable {
                         store: store.describe.clone(),
@@ -218,7 +218,7 @@ pub(super) async fn writer_loop(
 
 /// A client error cannot be cloned; its text can.
 pub(super) fn clone_error(e: &tokio_postgres::Error) -> std::io::Error {
-    std::io::Error::other(e.to_string())
+    std::io::Error::other(error_text(e))
 }
 
 pub(super) fn store_closed(store: &Inner) -> StoreError {
