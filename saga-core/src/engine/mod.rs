@@ -168,7 +168,7 @@ pub struct ExecutionView {
 /// use saga_core::{Context, SagaEngine, Saga, Step, StepError, StepInfo};
 /// use saga_core::store::MemoryStore;
 ///
-/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let saga = Saga::<Context>::builder("greet")
 ///     .step(Step::new("hello", |ctx: &mut Context, _: &StepInfo<'_>| {
 ///         ctx.insert("greeted", true);
@@ -339,7 +339,7 @@ impl SagaEngine {
     ///
     /// struct Mailer { from: &'static str }
     ///
-    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let saga = Saga::<String, Mailer>::builder("welcome")
     ///     .step(Step::new("mail", |sent: &mut String, info: &StepInfo<'_, Mailer>| {
     ///         *sent = format!("from {}", info.dependencies().from);
@@ -372,7 +372,7 @@ impl SagaEngine {
     ///
     /// struct AppState { greeting: &'static str }
     ///
-    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let state = Arc::new(AppState { greeting: "hello" });
     /// let saga = Saga::<String, AppState>::builder("greet")
     ///     .step(Step::new("greet", |said: &mut String, info: &StepInfo<'_, AppState>| {
@@ -543,6 +543,7 @@ impl SagaEngine {
             context_len: AtomicUsize::new(0),
             keeper: self.inner.keeper.clone(),
             gate: Arc::clone(&self.gate),
+            one_thread_told: std::sync::atomic::AtomicBool::new(false),
         });
         let mut registry = self.registry_mut();
         duplicate::<C>(&registry, runner.name(), &fingerprint)?;

@@ -83,6 +83,9 @@ pub(super) struct Typed<C, D> {
     /// The engine's gate, which its runs' sync steps pass on a
     /// multi-thread runtime.
     pub(super) gate: Arc<BlockingGate>,
+    /// Whether a run of it was found with sync steps on a current-thread
+    /// runtime, and told (once per registration).
+    pub(super) one_thread_told: std::sync::atomic::AtomicBool,
 }
 
 impl<C, D> Typed<C, D>
@@ -90,6 +93,38 @@ where
     C: Serialize + DeserializeOwned + Send + 'static,
     D: Send + Sync + 'static,
 {
+    /// The gate a run polled here passes its sync steps through: the
+    /// engine's on a multi-thread runtime. On a current-thread one there
+    /// is none, and a sync step holds the only thread: no lease is renewed
+    /// while it runs, so one longer than the lease is taken over and run
+    /// again by another process (documented, but silent until a crash loop
+    /// ends it stuck): said once per registration, at the first such run.
+    fn gate_here(&self) -> Option<Arc<BlockingGate>> {
+        let gate = BlockingGate::of_current_runtime(&self.gate);
+        let one_thread = gate.is_none()
+            && tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+            });
+        if one_thread
+            && !self
+                .one_thread_told
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let sync = self.saga.inner.steps.iter().find(|step| {
+                !step.action.is_async() || step.undo.as_ref().is_some_and(|undo| !undo.is_async())
+            });
+            if let Some(step) = sync {
+                if !self
+                    .one_thread_told
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    log::warn!(target: "saga", saga:% = crate::escape::Escaped(self.saga.name()), step:% = crate::escape::Escaped(&step.name); "sync step on a current-thread runtime: while it runs nothing else on the runtime runs, lease renewals included, so a step longer than the lease is taken over and run again by another process; run durable sagas with sync steps on a multi-thread runtime");
+                }
+            }
+        }
+        gate
+    }
+
     /// The context and the resume state a log records.
     pub(super) fn decode(
         &self,
@@ -238,7 +273,7 @@ where
                 flushing: FlushLock::new(job.cancel.shared()),
                 encoded_len: AtomicUsize::new(job.context_len),
                 // Where the run is polled: the runtime it was spawned on.
-                gate: BlockingGate::of_current_runtime(&self.gate),
+                gate: self.gate_here(),
                 _context: PhantomData,
             };
             let options = RunOptions::new()
