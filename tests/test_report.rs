@@ -84,6 +84,36 @@ fn durations_come_from_the_runs_monotonic_clock() {
     assert_eq!(clock.now() - start, ms(5900));
 }
 
+/// Reports compare whole: two runs of one saga on one virtual clock (a
+/// shared `Arc<dyn Clock>`, as a service keeps one) under one execution id
+/// give equal reports; a run that fails differently gives another.
+#[test]
+fn reports_compare_whole_and_a_shared_clock_is_a_clock() {
+    let saga = Saga::builder("timed")
+        .step(takes("a", Duration::from_secs(3)))
+        .step(takes("b", ms(500)))
+        .build()
+        .unwrap();
+    let clock = TestClock::new();
+    let shared: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock.clone());
+    let run = || {
+        let options = RunOptions::new()
+            .with_clock(std::sync::Arc::clone(&shared))
+            .with_execution_id("report-1");
+        let mut timed = Timed {
+            clock: clock.clone(),
+        };
+        saga.run_blocking_with(&mut timed, options).unwrap()
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first, second);
+    assert_eq!(first.duration, ms(3500));
+
+    let mut other = second.clone();
+    other.steps[1].attempts = 2;
+    assert_ne!(first, other);
+}
+
 #[test]
 fn a_completed_run_reports_every_step() {
     let saga = Saga::builder("shop")

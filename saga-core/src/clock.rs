@@ -20,6 +20,20 @@ pub trait Clock: Send + Sync + 'static {
     fn sleep_blocking(&self, duration: Duration);
 }
 
+/// A shared clock is a clock: an `Arc<dyn Clock>` (or `Arc<TestClock>`)
+/// kept by a service or a test can be given where a clock is asked.
+impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        (**self).sleep(duration)
+    }
+    fn sleep_blocking(&self, duration: Duration) {
+        (**self).sleep_blocking(duration)
+    }
+}
+
 /// The real clock: [`Instant::now`], tokio's timer, [`std::thread::sleep`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

@@ -273,6 +273,7 @@ fn wrong_type<T>(key: &str, found: &str) -> ContextError {
 
 /// A [`Context`] lookup that found nothing usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ContextError {
     /// No value under the key.
     #[error("context has no value under `{key}`")]

@@ -384,6 +384,7 @@ pub struct Failure {
 
 /// Where a stuck run stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StuckPhase {
     /// Going forward: the pivot's outcome is unknown, or a step on or after
     /// the pivot failed for good. Finishing the run means making the

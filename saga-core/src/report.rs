@@ -21,7 +21,7 @@ pub use crate::status::{ExecutionStatus, Outcome, StepStatus};
 /// Serialized as `{"name", "kind", "status", "outcome", "attempts",
 /// "compensation_attempts", "duration_us", "compensation_duration_us",
 /// "last_error"}` (as [`SagaReport`] says).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "StepWire", from = "StepWire")]
 #[non_exhaustive]
 pub struct StepReport {
@@ -68,7 +68,7 @@ pub struct StepReport {
 /// assert_eq!(json["steps"][0]["outcome"], "applied");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "ReportWire", from = "ReportWire")]
 #[non_exhaustive]
 pub struct SagaReport {
