@@ -506,7 +506,7 @@ async fn a_step_whose_output_cannot_be_logged_is_reported_not_run() {
     let text = report.to_string();
     assert!(text.contains("cannot register the saga"), "{text}");
     assert!(
-        text.contains("a `Step` built by hand needs `.durable()`"),
+        text.contains("a `Step` built by hand from `.durable()`"),
         "{text}"
     );
 }
