@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::cancel::CancellationToken;
 use crate::clock::Clock;
 use crate::context::Context;
-use crate::error::BuildError;
+use crate::error::{BuildError, StepError};
 use crate::id::ExecutionId;
 use crate::observer::SagaObserver;
 use crate::policy::RetryPolicy;
@@ -68,6 +68,28 @@ pub(crate) struct SagaInner<C, D> {
     pub(crate) undo_retry: RetryPolicy,
     pub(crate) continue_on_compensation_failure: bool,
     pub(crate) has_async: bool,
+    /// Marks the errors that come unmarked ([`SagaBuilder::classify_errors`]).
+    pub(crate) classify: Option<Classify>,
+}
+
+/// A saga's error classifier ([`SagaBuilder::classify_errors`]).
+pub(crate) type Classify = Arc<dyn Fn(StepError) -> StepError + Send + Sync>;
+
+impl<C, D> SagaInner<C, D> {
+    /// Gives `error`, the error of a step's or a compensation's attempt, to
+    /// the saga's classifier if it carries no mark (neither permanent nor
+    /// of unknown outcome: a timeout, a panic and an interruption are of
+    /// unknown outcome already).
+    pub(crate) fn classify(&self, error: &mut StepError) {
+        let Some(classify) = &self.classify else {
+            return;
+        };
+        if error.is_permanent() || error.is_outcome_unknown() {
+            return;
+        }
+        let unmarked = std::mem::replace(error, StepError::interrupted());
+        *error = classify(unmarked);
+    }
 }
 
 impl<C, D> Clone for Saga<C, D> {
@@ -240,6 +262,7 @@ impl<C, D> Saga<C, D> {
             observers: Vec::new(),
             undo_retry: default_undo_retry(),
             continue_on_compensation_failure: false,
+            classify: None,
         }
     }
 
@@ -289,6 +312,7 @@ pub struct SagaBuilder<C, D = ()> {
     observers: Vec<Arc<dyn SagaObserver>>,
     undo_retry: RetryPolicy,
     continue_on_compensation_failure: bool,
+    classify: Option<Classify>,
 }
 
 /// Renamed to [`default_undo_retry`].
@@ -386,6 +410,51 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
     #[must_use]
     pub fn continue_on_compensation_failure(mut self, yes: bool) -> Self {
         self.continue_on_compensation_failure = yes;
+        self
+    }
+
+    /// Marks, in one place, the errors the saga's steps and compensations
+    /// return without a mark: `classify` is given each error of an attempt
+    /// that is neither [`permanent`](StepError::permanent) nor of
+    /// [unknown outcome](StepError::outcome_unknown) (a timeout, a panic
+    /// and an interruption are of unknown outcome already) and returns it
+    /// marked as the service's errors need, or as it is, before the retry
+    /// policy reads it. `?` converts any error into an unmarked
+    /// [`StepError`], which reads "did not take effect, retry": a
+    /// classifier keeps a remote call's "maybe applied" (a 5xx, a lost
+    /// connection) from being rolled back as if nothing happened, without
+    /// every step remembering a `map_err` (see `docs/DESIGN.md`,
+    /// "Classifying a remote call's errors"). Errors a step marked itself
+    /// are not given to it.
+    ///
+    /// ```
+    /// use saga_core::{Saga, Step, StepError, StepInfo};
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("payment provider answered {0}")]
+    /// struct Http(u16);
+    ///
+    /// let saga = Saga::builder("order")
+    ///     .step(Step::new("charge", |_: &mut u32, _: &StepInfo<'_>| -> Result<(), StepError> {
+    ///         Err(Http(400))?
+    ///     }))
+    ///     .classify_errors(|error| match error.downcast_ref::<Http>() {
+    ///         Some(Http(status)) if *status >= 500 => error.outcome_unknown(),
+    ///         Some(Http(_)) => error.permanent(),
+    ///         None => error,
+    ///     })
+    ///     .build()?;
+    /// let failed = saga.run_blocking(&mut 0).unwrap_err();
+    /// let charge = failed.report().step("charge").unwrap();
+    /// assert_eq!(charge.last_error.as_deref(), Some("payment provider answered 400"));
+    /// # Ok::<(), saga_core::BuildError>(())
+    /// ```
+    #[must_use]
+    pub fn classify_errors(
+        mut self,
+        classify: impl Fn(StepError) -> StepError + Send + Sync + 'static,
+    ) -> Self {
+        self.classify = Some(Arc::new(classify));
         self
     }
 
@@ -560,6 +629,7 @@ impl<C: 'static, D: 'static> SagaBuilder<C, D> {
                 undo_retry: self.undo_retry,
                 continue_on_compensation_failure: self.continue_on_compensation_failure,
                 has_async,
+                classify: self.classify,
             }),
         })
     }

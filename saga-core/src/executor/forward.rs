@@ -109,7 +109,7 @@ pub(super) fn forward<'a, C, D>(
                             )
                         };
                         let now = env.now();
-                        let error = match result {
+                        let mut error = match result {
                             Ok(out) => {
                                 action_succeeded(env, step, record, attempt, start, now);
                                 record.output = Some(out);
@@ -123,7 +123,7 @@ pub(super) fn forward<'a, C, D>(
                             Err(error) => error,
                         };
                         let retry_in =
-                            action_failed(env, step, record, attempt, &error, &mut brakes);
+                            action_failed(env, step, record, attempt, &mut error, &mut brakes);
                         let Some(delay) = retry_in else {
                             let halt = action_gave_up(record, start, now, error);
                             break 'step state.step_ended(index, Err(halt));
@@ -397,7 +397,7 @@ pub(super) fn run_action<'a, C, D>(
             // only what is used after it: a local borrowed or moved on one
             // path only is kept until the end of its scope.
             let (delay, error) = {
-                let (now, error) = 'failed: {
+                let (now, mut error) = 'failed: {
                     let out = match {
                         // A durable run's sync step on a multi-thread
                         // runtime waits for its turn (its start is logged,
@@ -443,7 +443,7 @@ pub(super) fn run_action<'a, C, D>(
                     }
                     return Ok(Ended { at: now, recovered });
                 };
-                let retry_in = action_failed(env, step, record, attempt, &error, &mut brakes);
+                let retry_in = action_failed(env, step, record, attempt, &mut error, &mut brakes);
                 if env.durable.is_some() {
                     let log = env.log(EventKind::StepFailed, ExecutionStatus::Running, |event| {
                         event.step = Some(index as u32);
@@ -544,9 +544,10 @@ pub(super) fn action_failed<'t, C, D>(
     step: &StepDef<C, D>,
     record: &mut Record,
     attempt: u32,
-    error: &StepError,
+    error: &mut StepError,
     brakes: &mut Brakes<'t>,
 ) -> Option<Duration> {
+    env.saga.classify(error);
     // Unknown is sticky: once an attempt may have taken effect, the
     // step is compensated whatever follows.
     if error.is_outcome_unknown() {

@@ -144,7 +144,7 @@ pub(super) async fn rollback<C, D>(
                             };
                             let now = env.now();
                             state.mark = now;
-                            let error = match result {
+                            let mut error = match result {
                                 Ok(()) => {
                                     let elapsed = elapsed(start, now);
                                     compensation_succeeded(
@@ -154,7 +154,7 @@ pub(super) async fn rollback<C, D>(
                                 }
                                 Err(error) => error,
                             };
-                            let Some(delay) = compensation_failed(env, step, attempt, &error)
+                            let Some(delay) = compensation_failed(env, step, attempt, &mut error)
                             else {
                                 let error = compensation_gave_up(status, extra, start, now, error);
                                 break 'compensated Err(error);
@@ -454,7 +454,7 @@ pub(super) async fn run_compensation<C, D>(
         };
         let now = env.now();
         *mark = now;
-        let error = match result {
+        let mut error = match result {
             Ok(()) => {
                 compensation_succeeded(env, step, status, extra, attempt, elapsed(start, now));
                 if env.durable.is_some() {
@@ -475,7 +475,7 @@ pub(super) async fn run_compensation<C, D>(
             }
             Err(error) => error,
         };
-        let retry_in = compensation_failed(env, step, attempt, &error);
+        let retry_in = compensation_failed(env, step, attempt, &mut error);
         if env.durable.is_some() {
             let log = env.log(
                 EventKind::CompensationFailed,
@@ -547,8 +547,9 @@ pub(super) fn compensation_failed<C, D>(
     env: &Env<'_, C, D>,
     step: &StepDef<C, D>,
     attempt: u32,
-    error: &StepError,
+    error: &mut StepError,
 ) -> Option<Duration> {
+    env.saga.classify(error);
     let policy = step.undo_retry.as_ref().unwrap_or(&env.saga.undo_retry);
     let retry_in = (attempt < policy.max_attempts() && policy.retries(error))
         .then(|| policy.random_delay_before(attempt + 1));

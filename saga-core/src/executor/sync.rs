@@ -189,7 +189,7 @@ fn run_sync_action<C, D>(
             catch(|| action(&mut *ctx, &info))
         });
         let now = env.now();
-        let error = match result {
+        let mut error = match result {
             Ok(out) => {
                 action_succeeded(env, step, record, attempt, start, now);
                 record.output = Some(out);
@@ -200,7 +200,7 @@ fn run_sync_action<C, D>(
         // The brakes are read only after a failure: not made for every
         // step that succeeds.
         let mut brakes = Brakes::of(env, step, pivot_done);
-        let Some(delay) = action_failed(env, step, record, attempt, &error, &mut brakes) else {
+        let Some(delay) = action_failed(env, step, record, attempt, &mut error, &mut brakes) else {
             return Err(action_gave_up(record, start, now, error));
         };
         env.clock().sleep_blocking(delay);
@@ -247,14 +247,14 @@ fn run_sync_compensation<C, D>(
         });
         let now = env.now();
         *mark = now;
-        let error = match result {
+        let mut error = match result {
             Ok(()) => {
                 compensation_succeeded(env, step, status, extra, attempt, elapsed(start, now));
                 return Ok(());
             }
             Err(error) => error,
         };
-        match compensation_failed(env, step, attempt, &error) {
+        match compensation_failed(env, step, attempt, &mut error) {
             Some(delay) => {
                 extra.last_error = Some(error.to_string());
                 env.clock().sleep_blocking(delay);

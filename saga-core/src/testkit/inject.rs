@@ -315,6 +315,8 @@ pub(super) fn wrap<C: Send + 'static, D: Sync + 'static>(
             undo_retry: inner.undo_retry.clone(),
             continue_on_compensation_failure: inner.continue_on_compensation_failure,
             has_async: inner.has_async,
+            // The test kit's cases see the errors as the saga's runs do.
+            classify: inner.classify.clone(),
         }),
     }
 }
