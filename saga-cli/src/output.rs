@@ -190,9 +190,13 @@ pub(crate) fn parse_utc(text: &str) -> Option<i64> {
     Some((days * 86_400 + seconds) * 1000)
 }
 
-/// A text table: columns as wide as their widest cell (user text escaped
-/// beforehand, so its width is what a terminal shows), two spaces apart,
-/// the last column unpadded. A cell may carry a style, applied after the
+/// The widest a column is padded to: a longer cell (a 5 MB execution id)
+/// is written whole, but does not pad every other row to its width.
+const MAX_COLUMN: usize = 80;
+
+/// A text table: columns as wide as their widest cell up to
+/// [`MAX_COLUMN`] (user text escaped beforehand, so its width is what a
+/// terminal shows), two spaces apart, the last column unpadded. A cell may carry a style, applied after the
 /// padding so the columns still line up.
 pub(crate) struct Table {
     header: Vec<&'static str>,
@@ -217,7 +221,7 @@ impl Table {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
             for (w, (cell, _)) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(cell.chars().count().min(MAX_COLUMN));
             }
         }
         let mut out = String::new();
@@ -246,6 +250,22 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_cell_pads_no_other_row_to_its_width() {
+        let mut table = Table::new(vec!["ID", "SAGA"]);
+        let huge = "x".repeat(100_000);
+        table.row(vec![(huge.clone(), None), ("order".into(), None)]);
+        table.row(vec![("order-1".into(), None), ("order".into(), None)]);
+        let text = table.render(false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("ID{}SAGA", " ".repeat(MAX_COLUMN)));
+        assert_eq!(lines[1], format!("{huge}  order"));
+        assert_eq!(
+            lines[2],
+            format!("order-1{}order", " ".repeat(MAX_COLUMN - 5))
+        );
+    }
 
     #[test]
     fn parse_utc_reads_what_utc_writes() {
