@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use saga_core::store::{PostgresOptions, PostgresStore, SagaStore, StoreError};
 use saga_core::{Saga, SagaEngine, Step, StepError, StepInfo};
-use support::pg::{fresh_schema, pg_url};
+use support::pg::{client, fresh_schema, pg_url};
 use support::stores::new_execution;
 
 async fn store(test: &str) -> PostgresStore {
@@ -75,4 +75,42 @@ async fn a_nul_byte_in_a_name_fails_with_the_servers_message() {
         ),
         "{message}"
     );
+}
+
+/// A refused row's values stay out of the error everywhere: its text, its
+/// source chain and its `Debug` (the server's DETAIL quotes the row, the
+/// context with it: "Failing row contains (..., {"card": ...})").
+#[tokio::test]
+async fn a_refused_rows_values_stay_out_of_the_error_chain_and_debug() {
+    let schema = fresh_schema("server_errors_detail");
+    let store = PostgresStore::connect_with(&pg_url(), PostgresOptions::new().with_schema(&schema))
+        .await
+        .unwrap();
+    client(&pg_url())
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.executions ADD CONSTRAINT no_cards CHECK (context NOT LIKE '%tok_%')"
+        ))
+        .await
+        .unwrap();
+    let mut new = new_execution("detail-1");
+    new.context = r#"{"card":"tok_SECRET_4111"}"#.into();
+    let error = store
+        .create(new, "a", Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    let mut texts = vec![error.to_string(), format!("{error:?}")];
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        texts.push(cause.to_string());
+        texts.push(format!("{cause:?}"));
+        source = cause.source();
+    }
+    assert!(
+        texts[0].contains("violates check constraint \"no_cards\" (SQLSTATE 23514)"),
+        "{texts:#?}"
+    );
+    for text in &texts {
+        assert!(!text.contains("tok_SECRET"), "{texts:#?}");
+    }
 }

@@ -92,7 +92,7 @@ pub(super) fn sql_error(store: &str, what: &str, e: tokio_postgres::Error) -> St
         StoreError::Backend {
             store: store.to_owned(),
             what: what.to_owned(),
-            source: Box::new(ServerSaid(e)),
+            source: Box::new(ServerSaid::from(e)),
         }
     }
 }
@@ -103,21 +103,44 @@ pub(super) fn sql_error(store: &str, what: &str, e: tokio_postgres::Error) -> St
 /// and the worker log) ends with its source's text only: "creating an
 /// execution failed: db error" told an operator nothing. This displays
 /// the server's message and SQLSTATE (`index row requires 11464 bytes,
-/// maximum size is 8191 (SQLSTATE 54000)`) and keeps the client's error
-/// as its source. The server's DETAIL is left out: it can quote a row's
-/// values (a unique or check violation's), contexts included.
-#[derive(Debug)]
-pub(super) struct ServerSaid(pub(super) tokio_postgres::Error);
+/// maximum size is 8191 (SQLSTATE 54000)`). The server's DETAIL (and
+/// its WHERE) is left out everywhere, its source chain and `Debug`
+/// included: it can quote a row's values (a unique or check violation's),
+/// contexts included. A client error that is not the server's (a lost
+/// connection) stays the source.
+pub(super) struct ServerSaid {
+    text: String,
+    client: Option<tokio_postgres::Error>,
+}
+
+impl From<tokio_postgres::Error> for ServerSaid {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let text = error_text(&e);
+        let client = e.as_db_error().is_none().then_some(e);
+        ServerSaid { text, client }
+    }
+}
+
+impl std::fmt::Debug for ServerSaid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSaid")
+            .field("text", &self.text)
+            .field("client", &self.client)
+            .finish()
+    }
+}
 
 impl std::fmt::Display for ServerSaid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&error_text(&self.0))
+        f.write_str(&self.text)
     }
 }
 
 impl std::error::Error for ServerSaid {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        self.client
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
