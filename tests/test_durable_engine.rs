@@ -607,7 +607,11 @@ async fn a_cancel_during_the_pivots_backoff_after_a_clean_failure_rolls_back() {
                     }
                 })
                 // A backoff no test waits out: only the cancel ends it.
-                .retry(RetryPolicy::attempts(2).with_backoff(Duration::from_secs(600))),
+                .retry(
+                    RetryPolicy::attempts(2)
+                        .with_backoff(Duration::from_secs(600))
+                        .with_max_backoff(Duration::from_secs(600)),
+                ),
             )
             .build()
             .unwrap();
@@ -634,6 +638,91 @@ async fn a_cancel_during_the_pivots_backoff_after_a_clean_failure_rolls_back() {
             ["reserve", "charge#1", "undo reserve"],
             "{name}"
         );
+    }
+}
+
+/// The same, for a run that took the execution over while the pivot's
+/// retry was due: the cancel stops the rest of the backoff it waits out.
+#[test]
+fn a_cancel_during_a_taken_over_pivots_backoff_rolls_back() {
+    for (name, store) in stores("cancel-pivot-backoff-takeover") {
+        let saga = || {
+            Saga::<Order>::builder("order")
+                .step(
+                    Step::new("reserve", |o: &mut Order, _: &StepInfo<'_>| {
+                        o.done.push("reserve".into());
+                        Ok::<_, StepError>(())
+                    })
+                    .undo(
+                        |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                            o.done.push("undo reserve".into());
+                            Ok::<_, StepError>(())
+                        },
+                    ),
+                )
+                .pivot(
+                    Step::new("charge", |o: &mut Order, info: &StepInfo<'_>| {
+                        o.done.push(format!("charge#{}", info.attempt()));
+                        Err::<(), _>(StepError::new("nothing charged: try later"))
+                    })
+                    .retry(
+                        RetryPolicy::attempts(2)
+                            .with_backoff(Duration::from_secs(600))
+                            .with_max_backoff(Duration::from_secs(600)),
+                    ),
+                )
+                .build()
+                .unwrap()
+        };
+        // The first owner logs the clean failure and its backoff, and dies.
+        let id = support::durable::in_dying_runtime(|| {
+            let (store, saga) = (Arc::clone(&store), saga());
+            async move {
+                let engine =
+                    support::durable::short_lease(SagaEngine::with_store(Arc::clone(&store)));
+                engine.register(saga).await.unwrap();
+                let id = engine.start("order", Order::default()).await.unwrap();
+                for _ in 0..1000 {
+                    let events = store.events(&id).await.unwrap();
+                    if events.iter().any(|e| e.kind == EventKind::StepFailed) {
+                        return id;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("{name}: the pivot's failure was never logged");
+            }
+        });
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let engine = SagaEngine::with_store(Arc::clone(&store));
+            engine.register(saga()).await.unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !engine.recover().await.unwrap().resumed.contains(&id) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name}: not taken over"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            engine.cancel(&id).await.unwrap();
+            let ended = tokio::time::timeout(Duration::from_secs(60), engine.wait(&id))
+                .await
+                .unwrap_or_else(|_| panic!("{name}: the cancel did not stop the backoff"));
+            let report = ended.or_else(support::ended).unwrap();
+            assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+            let charge = report.step("charge").unwrap();
+            assert_eq!(
+                (charge.status, charge.attempts),
+                (StepStatus::Failed, 1),
+                "{name}"
+            );
+            let order: Order = engine.context(&id).await.unwrap();
+            assert_eq!(
+                order.done,
+                ["reserve", "charge#1", "undo reserve"],
+                "{name}"
+            );
+        });
     }
 }
 

@@ -272,7 +272,16 @@ async fn wait_due_retry<C, D>(
         return Ok(());
     };
     let brakes = match &env.saga.nodes[node] {
-        &Node::Step(index) => Brakes::of(env, &env.saga.steps[index], pivot_done),
+        &Node::Step(index) => {
+            let step = &env.saga.steps[index];
+            let mut brakes = Brakes::of(env, step, pivot_done);
+            // The pivot's retry whose attempts so far failed clean heeds
+            // a cancellation, as in the run that failed them.
+            if step.pivot && state.records[index].outcome != Outcome::Unknown {
+                brakes.cancel = env.cancel.as_ref();
+            }
+            brakes
+        }
         Node::Group { .. } => Brakes {
             cancel: env.cancel.as_ref().filter(|_| !pivot_done),
             group: None,
