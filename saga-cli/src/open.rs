@@ -208,28 +208,39 @@ fn userinfo_end(rest: &str) -> Option<usize> {
 }
 
 /// `spec` as an error may show it when it is taken for a file name: a
-/// `password=` value in it (a connection string with a misspelt first
-/// key, say) replaced by `***`, and a URL masked as [`redacted`] does.
+/// `password=` or `sslpassword=` value in it (a connection string with a
+/// misspelt first key, say) replaced by `***`, a URL masked as
+/// [`redacted`] does, and what looks like user information without a
+/// `://` (`postgresql:/u:pw@host`, `u:pw@host:5432/db`) masked from its
+/// first `:` to its last `@`. It may mask more than a password: a file
+/// name with both in it is rare, a password shown is not taken back.
 pub(crate) fn masked(spec: &str) -> String {
     if spec.contains("://") {
         return masked_pairs(&redacted(spec));
     }
-    masked_pairs(spec)
+    let userinfo = spec
+        .rfind('@')
+        .and_then(|at| Some((spec[..at].find(':')?, at)));
+    match userinfo {
+        Some((colon, at)) => masked_pairs(&format!("{}:***{}", &spec[..colon], &spec[at..])),
+        None => masked_pairs(spec),
+    }
 }
 
 /// `text` with the value of every `password=` (any case, spaces around
 /// the `=`, at the start or after a space) replaced by `***`; a value may
 /// be quoted with `'` and hold `\'`. The rest is kept byte for byte.
 fn masked_pairs(text: &str) -> String {
-    const KEY: &str = "password";
+    const KEYS: [&str; 2] = ["password", "sslpassword"];
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut at_boundary = true;
     while let Some(c) = rest.chars().next() {
-        let value = rest
-            .get(..KEY.len())
-            .filter(|key| at_boundary && key.eq_ignore_ascii_case(KEY))
-            .and_then(|_| rest[KEY.len()..].trim_start().strip_prefix('='));
+        let value = KEYS.iter().find_map(|key_name| {
+            rest.get(..key_name.len())
+                .filter(|key| at_boundary && key.eq_ignore_ascii_case(key_name))
+                .and_then(|key| rest[key.len()..].trim_start().strip_prefix('='))
+        });
         if let Some(value) = value {
             // The key, the spaces and the `=`, as written.
             out.push_str(&rest[..rest.len() - value.len()]);
@@ -376,5 +387,19 @@ mod tests {
             masked("see postgress://u:Hunter2/x@host/db"),
             "see postgress://u:***@host/db"
         );
+        // User information without `://`, and libpq's other password key.
+        assert_eq!(
+            masked("postgresql:/saga:Hunter2@db.internal/sagas"),
+            "postgresql:***@db.internal/sagas"
+        );
+        assert_eq!(
+            masked("saga:Hunter2@db.internal:5432/sagas"),
+            "saga:***@db.internal:5432/sagas"
+        );
+        assert_eq!(
+            masked("hots=db sslpassword=Hunter2 user=x"),
+            "hots=db sslpassword=*** user=x"
+        );
+        assert_eq!(masked("/srv/me@host.db"), "/srv/me@host.db");
     }
 }
