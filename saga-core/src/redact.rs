@@ -18,13 +18,17 @@ const IN_BACKTICKS: [&str; 4] = ["integer `", "floating point `", "boolean `", "
 const STRING: &str = "string \"";
 /// An enum variant read from the data, before the variants expected.
 const VARIANT: &str = "unknown variant `";
+/// A key read from the data (`deny_unknown_fields`), before the fields
+/// expected.
+const FIELD: &str = "unknown field `";
 
 /// `message`, a serde decoder's error about stored JSON, with the values
 /// it quotes left out: `invalid type: string "x", expected u64 at line 1
 /// column 3` becomes `invalid type: string, expected u64 at line 1 column
 /// 3`; `integer `5``, `floating point `1.5``, `boolean `true``,
-/// `character `c`` and `unknown variant `x`` lose their values the same
-/// way. Field names are kept (`missing field `coupon``).
+/// `character `c``, `unknown variant `x`` and `unknown field `x`` (a key
+/// of the data) lose their values the same way. The type's field names
+/// are kept (`missing field `coupon``).
 pub(crate) fn decode_message(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
@@ -49,7 +53,7 @@ pub(crate) fn decode_message(message: &str) -> String {
 fn next_marker(text: &str) -> Option<(usize, &'static str)> {
     IN_BACKTICKS
         .iter()
-        .chain([&STRING, &VARIANT])
+        .chain([&STRING, &VARIANT, &FIELD])
         .filter_map(|&marker| text.find(marker).map(|at| (at, marker)))
         .min_by_key(|&(at, _)| at)
 }
@@ -74,11 +78,15 @@ fn value_end(marker: &str, value: &str) -> Option<usize> {
         }
         // The variant is the data's and may hold anything; what follows it
         // is the type's list of variants.
-        VARIANT => ["`, expected ", "`, there are no variants"]
-            .iter()
-            .filter_map(|tail| value.rfind(tail))
-            .max()
-            .map(|at| at + 1),
+        VARIANT | FIELD => [
+            "`, expected ",
+            "`, there are no variants",
+            "`, there are no fields",
+        ]
+        .iter()
+        .filter_map(|tail| value.rfind(tail))
+        .max()
+        .map(|at| at + 1),
         // A character may be a backtick itself.
         "character `" => {
             let c = value.chars().next()?;
@@ -157,6 +165,21 @@ mod tests {
         assert_eq!(
             redacted::<u8>("300"),
             "invalid value: integer, expected u8 at line 1 column 3"
+        );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        amount: u64,
+    }
+
+    #[test]
+    fn a_key_read_from_the_data_is_left_out() {
+        assert_eq!(
+            redacted::<Strict>(r#"{"jane.doe@example.com": 1}"#),
+            "unknown field, expected `amount` at line 1 column 23"
         );
     }
 
