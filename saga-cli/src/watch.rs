@@ -175,6 +175,22 @@ pub(crate) async fn execution(
             pause(&mut signal, every).await;
             continue;
         };
+        // Before this read's events (which may be what it led to), and
+        // only while it can still act: on an ended execution the log's
+        // events say what came of it.
+        if record.cancel_requested
+            && !record.status.is_finished()
+            && !std::mem::replace(&mut cancel_told, true)
+        {
+            let at_ms = now_ms();
+            let line = if json {
+                json_line(&serde_json::json!({ "kind": "cancel_requested", "seen_at_ms": at_ms }))
+            } else {
+                let offset = (at_ms - record.created_at_ms) as f64 / 1000.0;
+                format!("{offset:>9.3}  cancel_requested (seen by this watch)")
+            };
+            emit(out, &line)?;
+        }
         let before = seen;
         for e in events.iter().filter(|e| e.seq > before) {
             let step = e
@@ -188,16 +204,6 @@ pub(crate) async fn execution(
             };
             emit(out, &line)?;
             seen = e.seq;
-        }
-        if record.cancel_requested && !std::mem::replace(&mut cancel_told, true) {
-            let at_ms = now_ms();
-            let line = if json {
-                json_line(&serde_json::json!({ "kind": "cancel_requested", "seen_at_ms": at_ms }))
-            } else {
-                let offset = (at_ms - record.created_at_ms) as f64 / 1000.0;
-                format!("{offset:>9.3}  cancel_requested (seen by this watch)")
-            };
-            emit(out, &line)?;
         }
         if record.status.is_finished() {
             if json {

@@ -343,14 +343,11 @@ async fn watch_shows_a_cancel_request_when_it_is_made() {
     );
     assert!(child.wait().unwrap().success());
 
+    // Once it has ended, its log says what came of the request.
     let text = ok(&db, &["watch", "c-1", "--json"]);
-    let docs: Vec<serde_json::Value> = text.lines().map(json).collect();
-    let requested: Vec<_> = docs
-        .iter()
-        .filter(|d| d["kind"] == "cancel_requested")
-        .collect();
-    assert_eq!(requested.len(), 1, "{text}");
-    assert!(requested[0]["seen_at_ms"].is_i64(), "{text}");
+    let kinds: Vec<serde_json::Value> = text.lines().map(|l| json(l)["kind"].clone()).collect();
+    assert!(!kinds.contains(&"cancel_requested".into()), "{text}");
+    assert!(kinds.contains(&"cancel_ignored".into()), "{text}");
 }
 
 /// `list`, `show` and `diagram` open the store read-only: a user who may

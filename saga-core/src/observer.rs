@@ -93,9 +93,11 @@ pub enum SagaEvent<'a> {
         retry_in: Option<Duration>,
     },
     /// A cancellation stops the run before its pivot: it rolls back what
-    /// took effect (the compensations follow) and ends cancelled. Told
-    /// once, by the run that saw the request; a rollback a take-over
-    /// carries on is not told again.
+    /// took effect (the compensations follow) and ends cancelled, or stuck
+    /// if a compensation fails for good. Told by the run that saw the
+    /// request, once; a rollback a take-over carries on from the log is
+    /// not told again (a crash before the rollback's start was logged
+    /// leaves it to the run that takes over, which tells it).
     CancelHonoured {
         /// The step about to run when the cancellation was seen, or the
         /// one whose attempt or retries it stopped.
