@@ -31,7 +31,8 @@ use syn::visit::{self, Visit};
 /// execution, because of what the definitions' own signatures name:
 ///
 /// - `vocabulary`: the leaves everything names (ids, the lifecycle
-///   statuses and kinds, escaping user text), `gate`, the way a durable
+///   statuses and kinds, escaping user text, `redact`, the stored values
+///   left out of a decoder's message), `gate`, the way a durable
 ///   run's sync steps leave their worker thread, which the journal trait
 ///   hands the executor, and `json`, the encoding of logged contexts.
 ///   They import nothing.
@@ -56,7 +57,7 @@ use syn::visit::{self, Visit};
 const FLOORS: &[(&str, &[&str])] = &[
     (
         "vocabulary",
-        &["id", "name", "status", "escape", "gate", "json"],
+        &["id", "name", "status", "escape", "redact", "gate", "json"],
     ),
     ("log vocabulary", &["journal"]),
     (
