@@ -45,6 +45,18 @@ fn charge(status: u16) -> Step<Rec, ()> {
     })
 }
 
+/// `reserve`, then a `charge` answering `status`; with the classifier
+/// counting into `calls`, if given.
+fn order(status: u16, calls: Option<&Arc<AtomicU32>>) -> Saga<Rec> {
+    let mut builder = Saga::builder("order")
+        .step(compensable("reserve"))
+        .step(charge(status));
+    if let Some(calls) = calls {
+        builder = builder.classify_errors(classify(calls));
+    }
+    builder.build().unwrap()
+}
+
 fn run(saga: &Saga<Rec>) -> (Vec<String>, saga_core::SagaError) {
     let mut rec = Rec::default();
     let options = saga_core::RunOptions::new().with_clock(saga_core::clock::TestClock::new());
@@ -55,12 +67,7 @@ fn run(saga: &Saga<Rec>) -> (Vec<String>, saga_core::SagaError) {
 #[test]
 fn a_refusal_is_made_permanent_and_not_retried_nor_compensated() {
     let calls = Arc::new(AtomicU32::new(0));
-    let saga = Saga::builder("order")
-        .step(compensable("reserve"))
-        .step(charge(402))
-        .classify_errors(classify(&calls))
-        .build()
-        .unwrap();
+    let saga = order(402, Some(&calls));
     let (effects, err) = run(&saga);
     assert_eq!(
         effects,
@@ -75,12 +82,7 @@ fn a_refusal_is_made_permanent_and_not_retried_nor_compensated() {
 #[test]
 fn a_server_error_is_made_unknown_so_the_rollback_compensates_it() {
     let calls = Arc::new(AtomicU32::new(0));
-    let saga = Saga::builder("order")
-        .step(compensable("reserve"))
-        .step(charge(503))
-        .classify_errors(classify(&calls))
-        .build()
-        .unwrap();
+    let saga = order(503, Some(&calls));
     let (effects, err) = run(&saga);
     assert_eq!(
         effects,
@@ -99,11 +101,7 @@ fn a_server_error_is_made_unknown_so_the_rollback_compensates_it() {
 
     // Without the classifier, the same answers read as "nothing applied":
     // retried, and never refunded.
-    let unclassified = Saga::builder("order")
-        .step(compensable("reserve"))
-        .step(charge(503))
-        .build()
-        .unwrap();
+    let unclassified = order(503, None);
     let (effects, _) = run(&unclassified);
     assert!(!effects.contains(&"refund".to_owned()), "{effects:?}");
 }

@@ -585,60 +585,75 @@ async fn a_cancel_request_rolls_a_durable_run_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_during_the_pivots_backoff_after_a_clean_failure_rolls_back() {
     for (name, store) in stores("cancel-pivot-backoff") {
-        let script = Arc::new(Script::default());
-        let saga = Saga::builder("order")
-            .step(
-                Step::new("reserve", |o: &mut Order, _: &StepInfo<'_>| {
-                    o.done.push("reserve".into());
-                    Ok::<_, StepError>(())
-                })
-                .undo(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
-                    o.done.push("undo reserve".into());
-                    Ok::<_, StepError>(())
-                }),
-            )
-            .pivot(
-                Step::new("charge", {
-                    let script = Arc::clone(&script);
-                    move |o: &mut Order, info: &StepInfo<'_>| {
-                        o.done.push(format!("charge#{}", info.attempt()));
-                        script.hung.notify_one();
-                        Err::<(), _>(StepError::new("nothing charged: try later"))
-                    }
-                })
-                // A backoff no test waits out: only the cancel ends it.
-                .retry(
-                    RetryPolicy::attempts(2)
-                        .with_backoff(Duration::from_secs(600))
-                        .with_max_backoff(Duration::from_secs(600)),
-                ),
-            )
-            .build()
-            .unwrap();
+        let failed = Arc::new(tokio::sync::Notify::new());
         let engine = SagaEngine::with_store(Arc::clone(&store));
-        engine.register(saga).await.unwrap();
-        let failed = script.hung.notified();
-        let id = engine.start("order", Order::default()).await.unwrap();
-        failed.await;
-        engine.cancel(&id).await.unwrap();
-        let ended = tokio::time::timeout(Duration::from_secs(60), engine.wait(&id))
+        engine
+            .register(clean_failing_pivot(Some(Arc::clone(&failed))))
             .await
-            .unwrap_or_else(|_| panic!("{name}: the cancel did not stop the pivot's backoff"));
-        let report = ended.or_else(support::ended).unwrap();
-        assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
-        let charge = report.step("charge").unwrap();
-        assert_eq!(
-            (charge.status, charge.attempts),
-            (StepStatus::Failed, 1),
-            "{name}"
-        );
-        let order: Order = engine.context(&id).await.unwrap();
-        assert_eq!(
-            order.done,
-            ["reserve", "charge#1", "undo reserve"],
-            "{name}"
-        );
+            .unwrap();
+        let charged = failed.notified();
+        let id = engine.start("order", Order::default()).await.unwrap();
+        charged.await;
+        cancel_and_expect_rollback(&engine, &id, name).await;
     }
+}
+
+/// `reserve` (compensable), then the pivot `charge`, whose every attempt
+/// fails clean ("nothing charged") and is retried after a backoff no test
+/// waits out (600 s, capped at 600 s): only a cancel ends it. `failed`
+/// hears of each failing attempt.
+fn clean_failing_pivot(failed: Option<Arc<tokio::sync::Notify>>) -> Saga<Order> {
+    Saga::builder("order")
+        .step(
+            Step::new("reserve", |o: &mut Order, _: &StepInfo<'_>| {
+                o.done.push("reserve".into());
+                Ok::<_, StepError>(())
+            })
+            .undo(|o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
+                o.done.push("undo reserve".into());
+                Ok::<_, StepError>(())
+            }),
+        )
+        .pivot(
+            Step::new("charge", move |o: &mut Order, info: &StepInfo<'_>| {
+                o.done.push(format!("charge#{}", info.attempt()));
+                if let Some(failed) = &failed {
+                    failed.notify_one();
+                }
+                Err::<(), _>(StepError::new("nothing charged: try later"))
+            })
+            .retry(
+                RetryPolicy::attempts(2)
+                    .with_backoff(Duration::from_secs(600))
+                    .with_max_backoff(Duration::from_secs(600)),
+            ),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Cancels `id` (of [`clean_failing_pivot`], in its backoff) and expects
+/// the rollback within a minute: cancelled, the pivot tried once, the
+/// reservation undone.
+async fn cancel_and_expect_rollback(engine: &SagaEngine, id: &ExecutionId, name: &str) {
+    engine.cancel(id).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(60), engine.wait(id))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the cancel did not stop the pivot's backoff"));
+    let report = ended.or_else(support::ended).unwrap();
+    assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
+    let charge = report.step("charge").unwrap();
+    assert_eq!(
+        (charge.status, charge.attempts),
+        (StepStatus::Failed, 1),
+        "{name}"
+    );
+    let order: Order = engine.context(id).await.unwrap();
+    assert_eq!(
+        order.done,
+        ["reserve", "charge#1", "undo reserve"],
+        "{name}"
+    );
 }
 
 /// The same, for a run that took the execution over while the pivot's
@@ -646,41 +661,13 @@ async fn a_cancel_during_the_pivots_backoff_after_a_clean_failure_rolls_back() {
 #[test]
 fn a_cancel_during_a_taken_over_pivots_backoff_rolls_back() {
     for (name, store) in stores("cancel-pivot-backoff-takeover") {
-        let saga = || {
-            Saga::<Order>::builder("order")
-                .step(
-                    Step::new("reserve", |o: &mut Order, _: &StepInfo<'_>| {
-                        o.done.push("reserve".into());
-                        Ok::<_, StepError>(())
-                    })
-                    .undo(
-                        |o: &mut Order, _: Option<&()>, _: &StepInfo<'_>| {
-                            o.done.push("undo reserve".into());
-                            Ok::<_, StepError>(())
-                        },
-                    ),
-                )
-                .pivot(
-                    Step::new("charge", |o: &mut Order, info: &StepInfo<'_>| {
-                        o.done.push(format!("charge#{}", info.attempt()));
-                        Err::<(), _>(StepError::new("nothing charged: try later"))
-                    })
-                    .retry(
-                        RetryPolicy::attempts(2)
-                            .with_backoff(Duration::from_secs(600))
-                            .with_max_backoff(Duration::from_secs(600)),
-                    ),
-                )
-                .build()
-                .unwrap()
-        };
         // The first owner logs the clean failure and its backoff, and dies.
         let id = support::durable::in_dying_runtime(|| {
-            let (store, saga) = (Arc::clone(&store), saga());
+            let store = Arc::clone(&store);
             async move {
                 let engine =
                     support::durable::short_lease(SagaEngine::with_store(Arc::clone(&store)));
-                engine.register(saga).await.unwrap();
+                engine.register(clean_failing_pivot(None)).await.unwrap();
                 let id = engine.start("order", Order::default()).await.unwrap();
                 for _ in 0..1000 {
                     let events = store.events(&id).await.unwrap();
@@ -695,7 +682,7 @@ fn a_cancel_during_a_taken_over_pivots_backoff_rolls_back() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let engine = SagaEngine::with_store(Arc::clone(&store));
-            engine.register(saga()).await.unwrap();
+            engine.register(clean_failing_pivot(None)).await.unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while !engine.recover().await.unwrap().resumed.contains(&id) {
                 assert!(
@@ -704,24 +691,7 @@ fn a_cancel_during_a_taken_over_pivots_backoff_rolls_back() {
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            engine.cancel(&id).await.unwrap();
-            let ended = tokio::time::timeout(Duration::from_secs(60), engine.wait(&id))
-                .await
-                .unwrap_or_else(|_| panic!("{name}: the cancel did not stop the backoff"));
-            let report = ended.or_else(support::ended).unwrap();
-            assert_eq!(report.status, ExecutionStatus::Cancelled, "{name}");
-            let charge = report.step("charge").unwrap();
-            assert_eq!(
-                (charge.status, charge.attempts),
-                (StepStatus::Failed, 1),
-                "{name}"
-            );
-            let order: Order = engine.context(&id).await.unwrap();
-            assert_eq!(
-                order.done,
-                ["reserve", "charge#1", "undo reserve"],
-                "{name}"
-            );
+            cancel_and_expect_rollback(&engine, &id, name).await;
         });
     }
 }
