@@ -535,6 +535,14 @@ impl SagaEngine {
                 shape: text,
             })
             .await?;
+        let sync_step = saga
+            .inner
+            .steps
+            .iter()
+            .find(|step| {
+                !step.action.is_async() || step.undo.as_ref().is_some_and(|undo| !undo.is_async())
+            })
+            .map(|step| step.name.clone());
         let runner: Arc<dyn Runner> = Arc::new(Typed {
             saga,
             deps,
@@ -543,6 +551,7 @@ impl SagaEngine {
             context_len: AtomicUsize::new(0),
             keeper: self.inner.keeper.clone(),
             gate: Arc::clone(&self.gate),
+            sync_step,
             one_thread_told: std::sync::atomic::AtomicBool::new(false),
         });
         let mut registry = self.registry_mut();

@@ -83,8 +83,11 @@ pub(super) struct Typed<C, D> {
     /// The engine's gate, which its runs' sync steps pass on a
     /// multi-thread runtime.
     pub(super) gate: Arc<BlockingGate>,
-    /// Whether a run of it was found with sync steps on a current-thread
-    /// runtime, and told (once per registration).
+    /// Its first step with a sync action or compensation, if any: what a
+    /// run on a current-thread runtime is warned of.
+    pub(super) sync_step: Option<crate::Name>,
+    /// Whether a run of it was found on a current-thread runtime with
+    /// `sync_step`, and told (once per registration).
     pub(super) one_thread_told: std::sync::atomic::AtomicBool,
 }
 
@@ -101,26 +104,18 @@ where
     /// ends it stuck): said once per registration, at the first such run.
     fn gate_here(&self) -> Option<Arc<BlockingGate>> {
         let gate = BlockingGate::of_current_runtime(&self.gate);
-        let one_thread = gate.is_none()
-            && tokio::runtime::Handle::try_current().is_ok_and(|handle| {
-                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-            });
+        let Some(step) = self.sync_step.as_ref().filter(|_| gate.is_none()) else {
+            return gate;
+        };
+        let one_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        });
         if one_thread
             && !self
                 .one_thread_told
-                .load(std::sync::atomic::Ordering::Relaxed)
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            let sync = self.saga.inner.steps.iter().find(|step| {
-                !step.action.is_async() || step.undo.as_ref().is_some_and(|undo| !undo.is_async())
-            });
-            if let Some(step) = sync {
-                if !self
-                    .one_thread_told
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    log::warn!(target: "saga", saga:% = crate::escape::Escaped(self.saga.name()), step:% = crate::escape::Escaped(&step.name); "sync step on a current-thread runtime: while it runs nothing else on the runtime runs, lease renewals included, so a step longer than the lease is taken over and run again by another process; run durable sagas with sync steps on a multi-thread runtime");
-                }
-            }
+            log::warn!(target: "saga", saga:% = crate::escape::Escaped(self.saga.name()), step:% = crate::escape::Escaped(step); "sync step on a current-thread runtime: while it runs nothing else on the runtime runs, lease renewals included, so a step longer than the lease is taken over and run again by another process; run durable sagas with sync steps on a multi-thread runtime");
         }
         gate
     }
