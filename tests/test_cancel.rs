@@ -42,8 +42,12 @@ fn cancels(name: &'static str) -> Step<Ctl, String> {
     })
 }
 
+/// Runs `saga` on `ctl`, cancellable by its token, on a virtual clock (a
+/// retry's backoff takes no time).
 fn run(saga: &Saga<Ctl>, ctl: &mut Ctl) -> Result<saga_core::SagaReport, SagaError> {
-    let options = RunOptions::new().with_cancellation(ctl.token.clone());
+    let options = RunOptions::new()
+        .with_cancellation(ctl.token.clone())
+        .with_clock(saga_core::clock::TestClock::new());
     saga.run_blocking_with(ctl, options)
 }
 
@@ -365,10 +369,7 @@ fn cancel_does_not_stop_the_retries_of_a_step_after_the_pivot() {
         .build()
         .unwrap();
     let mut ctl = Ctl::default();
-    let options = RunOptions::new()
-        .with_cancellation(ctl.token.clone())
-        .with_clock(saga_core::clock::TestClock::new());
-    let report = saga.run_blocking_with(&mut ctl, options).unwrap();
+    let report = run(&saga, &mut ctl).unwrap();
 
     assert_eq!(
         ctl.effects,
@@ -411,10 +412,7 @@ fn cancel_stops_the_retries_of_a_pivot_whose_attempts_took_no_effect() {
         .build()
         .unwrap();
     let mut ctl = Ctl::default();
-    let options = RunOptions::new()
-        .with_cancellation(ctl.token.clone())
-        .with_clock(saga_core::clock::TestClock::new());
-    let err = saga.run_blocking_with(&mut ctl, options).unwrap_err();
+    let err = run(&saga, &mut ctl).unwrap_err();
 
     assert_eq!(ctl.effects, ["do a", "try pay#1", "undo a with a-out"]);
     assert!(matches!(err, SagaError::Cancelled { .. }), "{err:?}");
@@ -437,10 +435,7 @@ fn cancel_does_not_stop_the_retries_of_a_pivot_that_may_have_taken_effect() {
         .build()
         .unwrap();
     let mut ctl = Ctl::default();
-    let options = RunOptions::new()
-        .with_cancellation(ctl.token.clone())
-        .with_clock(saga_core::clock::TestClock::new());
-    let report = saga.run_blocking_with(&mut ctl, options).unwrap();
+    let report = run(&saga, &mut ctl).unwrap();
 
     assert_eq!(
         ctl.effects,
