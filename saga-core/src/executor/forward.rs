@@ -275,10 +275,10 @@ async fn wait_due_retry<C, D>(
         &Node::Step(index) => {
             let step = &env.saga.steps[index];
             let mut brakes = Brakes::of(env, step, pivot_done);
-            // The pivot's retry whose attempts so far failed clean heeds
-            // a cancellation, as in the run that failed them.
-            if step.pivot && state.records[index].outcome != Outcome::Unknown {
-                brakes.cancel = env.cancel.as_ref();
+            // The pivot's retry heeds a cancellation as in the run that
+            // failed its attempts.
+            if step.pivot {
+                brakes.cancel = Brakes::pivot_cancel(env, &state.records[index]);
             }
             brakes
         }
@@ -366,14 +366,9 @@ pub(super) fn run_action<'a, C, D>(
                 // one that came with this start stops the step before it runs
                 // (the rollback that follows names it in the log: a start
                 // without an end is otherwise one a crash cut off).
-                // The pivot too, but only before it may have taken effect:
-                // while every attempt before failed clean, and the log
-                // says none was cut off. (The pivot's in-flight brake is
-                // off: a running pivot is never dropped.)
+                // The pivot too, but only before it may have taken effect.
                 let stop = if step.pivot {
-                    env.cancel
-                        .as_ref()
-                        .filter(|_| record.outcome != Outcome::Unknown)
+                    Brakes::pivot_cancel(env, record)
                 } else {
                     brakes.cancel
                 };
@@ -564,15 +559,8 @@ pub(super) fn action_failed<'t, C, D>(
     } else if record.outcome != Outcome::Unknown {
         record.outcome = Outcome::NotApplied;
     }
-    // The pivot heeds a cancellation between its attempts while none of
-    // them may have taken effect (every failure so far clean), as a step
-    // before it does: the point of no return is not passed yet. (Its
-    // attempt in flight is never dropped.)
     if step.pivot {
-        brakes.cancel = env
-            .cancel
-            .as_ref()
-            .filter(|_| record.outcome != Outcome::Unknown);
+        brakes.cancel = Brakes::pivot_cancel(env, record);
     }
     // A step after the pivot without a number of attempts was given
     // forever's when the saga was built.

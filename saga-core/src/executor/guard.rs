@@ -9,10 +9,11 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::Env;
+use super::{Env, Record};
 use crate::cancel::CancellationToken;
 use crate::error::StepError;
 use crate::gate::Turn;
+use crate::report::Outcome;
 use crate::saga::SharedContext;
 use crate::step::{Action, ActionFuture, BoxFuture, Output, StepDef, StepInfo, TypedFuture, Undo};
 
@@ -68,6 +69,19 @@ impl<'t> Brakes<'t> {
             group: None,
             droppable: step.cancel_safe && !pivot_done && !step.pivot,
         }
+    }
+
+    /// The cancellation the pivot heeds between its attempts: the run's,
+    /// while none of them may have taken effect (every failure so far
+    /// clean, none cut off), as a step before it heeds one; the point of
+    /// no return is not passed yet. (A running pivot is never dropped.)
+    pub(super) fn pivot_cancel<C, D>(
+        env: &'t Env<'_, C, D>,
+        record: &Record,
+    ) -> Option<&'t CancellationToken> {
+        env.cancel
+            .as_ref()
+            .filter(|_| record.outcome != Outcome::Unknown)
     }
 
     pub(super) fn applied(&self) -> bool {
