@@ -159,7 +159,8 @@ async fn a_shutdown_stops_a_started_run_its_grace_did_not_see_end() {
         assert!(
             ours.iter()
                 .any(|e| e.message.starts_with("run stopped unfinished")
-                    && e.field("execution") == Some(id.as_str())),
+                    && e.field("execution") == Some(id.as_str())
+                    && e.field("saga") == Some("stopped")),
             "{store_name}: {ours:?}"
         );
         // The next process carries it on at once, from its log.

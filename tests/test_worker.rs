@@ -373,6 +373,7 @@ async fn a_slow_lease_renewal_is_logged() {
         .collect();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].field("renewals"), Some("1"));
+    assert_eq!(records[0].field("saga"), Some("long"));
     assert_eq!(
         (records[0].level, records[0].message.as_str()),
         (
@@ -380,4 +381,36 @@ async fn a_slow_lease_renewal_is_logged() {
             "store slow: a lease renewal took a third of the lease or more"
         )
     );
+}
+
+/// A renewal the store fails is told with its execution and its saga,
+/// so that a log filtered by saga shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_lease_renewal_names_its_saga() {
+    logs::install_logger(log::LevelFilter::Info);
+    let store = DelayedStore::new(MemoryStore::new(), Duration::ZERO).before_call(move |call| {
+        if call.op == StoreOp::Renew {
+            return Err(StoreError::Unavailable {
+                store: "renewals refused".to_owned(),
+                what: "renew".to_owned(),
+                source: "the test refuses every renewal".into(),
+            });
+        }
+        Ok(())
+    });
+    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(600));
+    let calls = Arc::new(AtomicUsize::new(0));
+    engine
+        .register(saga("renewed", 1, &calls, Duration::from_millis(500)))
+        .await
+        .unwrap();
+    let id = engine.start("renewed", Context::new()).await.unwrap();
+    let report = finished(&engine, &id).await;
+    assert_eq!(report.status, ExecutionStatus::Completed);
+    let failed: Vec<_> = logs::entries_where("execution", id.as_str())
+        .into_iter()
+        .filter(|e| e.message == "lease renewal failed")
+        .collect();
+    assert!(!failed.is_empty(), "no record of the failed renewal");
+    assert_eq!(failed[0].field("saga"), Some("renewed"), "{failed:?}");
 }

@@ -23,6 +23,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cancel::CancellationToken;
 use crate::id::ExecutionId;
+use crate::name::Name;
 use crate::store::{Lease, SagaStore, StoreError};
 
 /// How many ticks in a row with no lease to keep end a keeper: a ttl.
@@ -72,6 +73,8 @@ struct Held {
     serial: u64,
     /// The runtime the run runs on: its keeper renews the lease.
     runtime: Id,
+    /// The execution's saga, for the log.
+    saga: Name,
     id: ExecutionId,
     lease: Lease,
     /// The run's: a renewal's ack that tells of a cancellation cancels it.
@@ -128,12 +131,13 @@ impl LeaseKeeper {
         }
     }
 
-    /// Keeps `lease` (of execution `id`, just taken) renewed until the
+    /// Keeps `lease` (of execution `id` of `saga`, just taken) renewed until the
     /// returned [`Kept`] is stopped or dropped; a renewal's ack that tells
     /// of a cancellation cancels `cancel`. Waits only when the current
     /// runtime has no keeper for this ttl yet: until the new one has run.
     pub(super) async fn keep(
         &self,
+        saga: Name,
         id: ExecutionId,
         lease: Lease,
         cancel: CancellationToken,
@@ -155,6 +159,7 @@ impl LeaseKeeper {
             let held = Held {
                 serial,
                 runtime: runtime_id,
+                saga,
                 id,
                 lease,
                 cancel,
@@ -294,6 +299,7 @@ impl Drop for Alive {
 struct Due {
     slot: usize,
     serial: u64,
+    saga: Name,
     id: ExecutionId,
     lease: Lease,
     cancel: CancellationToken,
@@ -357,6 +363,7 @@ fn due(shared: &Shared, keeper: &Alive, idle: &mut u32) -> Option<Vec<Due>> {
             due.push(Due {
                 slot,
                 serial: held.serial,
+                saga: held.saga.clone(),
                 id: held.id.clone(),
                 lease: held.lease.clone(),
                 cancel: held.cancel.clone(),
@@ -439,7 +446,7 @@ async fn renew(shared: Arc<Shared>, due: Due) {
             })
         };
         if let Some(renewals) = told {
-            log::warn!(target: "saga", execution:% = crate::escape::Escaped(due.id.as_str()), store:% = crate::escape::Escaped(&store.describe()), took:? = took, ttl:? = due.lease.ttl, renewals = renewals; "store slow: a lease renewal took a third of the lease or more");
+            log::warn!(target: "saga", saga:% = crate::escape::Escaped(due.saga.as_str()), execution:% = crate::escape::Escaped(due.id.as_str()), store:% = crate::escape::Escaped(&store.describe()), took:? = took, ttl:? = due.lease.ttl, renewals = renewals; "store slow: a lease renewal took a third of the lease or more");
         }
     }
     match renewed {
@@ -452,7 +459,7 @@ async fn renew(shared: Arc<Shared>, due: Due) {
         // dropped meanwhile has nothing left to tell.
         Err(error) => {
             if renewing.kept() {
-                log::warn!(target: "saga", execution:% = crate::escape::Escaped(due.id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "lease renewal failed");
+                log::warn!(target: "saga", saga:% = crate::escape::Escaped(due.saga.as_str()), execution:% = crate::escape::Escaped(due.id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "lease renewal failed");
             }
         }
     }

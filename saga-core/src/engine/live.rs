@@ -14,6 +14,7 @@ use super::{EngineError, EngineInner, Job, Registry, Runner, SagaEngine, fold, r
 use crate::cancel::CancellationToken;
 use crate::id::ExecutionId;
 use crate::journal::ResumePhase;
+use crate::name::Name;
 use crate::report::{ExecutionStatus, SagaReport};
 use crate::store::{Claimed, ClaimedWithLog, Event, EventKind, ExecutionRecord, Lease, StoreError};
 
@@ -59,6 +60,8 @@ pub(super) struct LiveRun {
     pub(super) done: watch::Receiver<Option<Done>>,
     pub(super) task: tokio::task::AbortHandle,
     pub(super) lease: Lease,
+    /// Its execution's saga, for the log.
+    pub(super) saga: Name,
     /// Launched by a [`Worker`](crate::Worker), which stops it at its
     /// shutdown; the others (`start`, `recover`, `resume`) a shutting-down
     /// worker waits for and stops too.
@@ -691,9 +694,9 @@ impl SagaEngine {
                 continue;
             }
             aborted.stopped += 1;
-            log::warn!(target: "saga", owner:% = crate::escape::Escaped(&self.inner.owner), execution:% = crate::escape::Escaped(id.as_str()); "run stopped unfinished: its lease is given back and a worker carries it on from its log (a step it cut off counts toward the crash limit)");
+            log::warn!(target: "saga", owner:% = crate::escape::Escaped(&self.inner.owner), saga:% = crate::escape::Escaped(run.saga.as_str()), execution:% = crate::escape::Escaped(id.as_str()); "run stopped unfinished: its lease is given back and a worker carries it on from its log (a step it cut off counts toward the crash limit)");
             if let Err(error) = self.inner.store.release(&id, &run.lease).await {
-                log::warn!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing an aborted run's lease failed");
+                log::warn!(target: "saga", saga:% = crate::escape::Escaped(run.saga.as_str()), execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "releasing an aborted run's lease failed");
             }
         }
         aborted
@@ -748,6 +751,7 @@ impl SagaEngine {
         let id = job.id.clone();
         let lease = job.lease.clone();
         let cancel = job.cancel.clone();
+        let saga = runner.saga_name();
         let run = runner.prepare(Arc::clone(&self.inner.store), job)?;
         let (tx, rx) = watch::channel(None);
         let inner = Arc::clone(&self.inner);
@@ -792,6 +796,7 @@ impl SagaEngine {
             cancel,
             done: rx,
             lease,
+            saga,
             by_worker: claiming.by_worker,
         };
         Ok((body, listing))
@@ -805,6 +810,7 @@ struct Listing {
     cancel: CancellationToken,
     done: watch::Receiver<Option<Done>>,
     lease: Lease,
+    saga: Name,
     by_worker: bool,
 }
 
@@ -822,6 +828,7 @@ impl Listing {
             cancel,
             done,
             lease,
+            saga,
             by_worker,
         } = self;
         // One live run per execution: the entry is still the claiming one
@@ -840,6 +847,7 @@ impl Listing {
                     done: done.clone(),
                     task,
                     lease,
+                    saga,
                     by_worker,
                 }),
             },
@@ -892,6 +900,7 @@ mod tests {
                 token: 1,
                 ttl: Duration::from_secs(10),
             },
+            saga: Name::from("test"),
             by_worker: false,
         };
         engine.live().insert(

@@ -17,6 +17,7 @@ use crate::executor::{self, Run};
 use crate::gate::BlockingGate;
 use crate::id::ExecutionId;
 use crate::journal::{FlushLock, Resume};
+use crate::name::Name;
 use crate::saga::{RunOptions, Saga};
 use crate::step::{BoxFuture, Output};
 use crate::store::{Event, Lease, SagaStore, StoreError};
@@ -44,6 +45,8 @@ pub(super) struct Job {
 /// A registered definition, type-erased over its context.
 pub(super) trait Runner: Send + Sync {
     fn name(&self) -> &str;
+    /// [`name`](Self::name) to keep (a literal's is copied, not counted).
+    fn saga_name(&self) -> Name;
     fn fingerprint(&self) -> &str;
     /// The canonical description its fingerprint hashes.
     fn shape(&self) -> &Shape;
@@ -176,6 +179,10 @@ where
         self.saga.name()
     }
 
+    fn saga_name(&self) -> Name {
+        self.saga.inner.name.clone()
+    }
+
     fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -291,7 +298,12 @@ where
             // stop it.
             let kept = self
                 .keeper
-                .keep(job.id.clone(), job.lease.clone(), job.cancel.clone())
+                .keep(
+                    self.saga.inner.name.clone(),
+                    job.id.clone(),
+                    job.lease.clone(),
+                    job.cancel.clone(),
+                )
                 .await;
             let result = run.await;
             kept.stop().await;
