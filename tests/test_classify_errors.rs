@@ -189,3 +189,65 @@ async fn a_durable_run_logs_the_mark_the_classifier_gave() {
     let report = engine.report(&id).await.unwrap();
     assert_eq!(report.step("charge").unwrap().outcome, Outcome::Unknown);
 }
+
+/// `charge` as `#[saga_task]` functions: every attempt answers 503
+/// through `?`.
+#[saga_core::saga_task(undo = refund_charge, retry(attempts = 3))]
+fn charge_task(r: &mut Rec, info: &StepInfo<'_>) -> Result<(), StepError> {
+    r.push(format!("charge #{}", info.attempt()));
+    Err(Http(503))?
+}
+
+#[saga_core::saga_task]
+fn refund_charge(r: &mut Rec, _: Option<&()>) -> Result<(), StepError> {
+    r.push("refund");
+    Ok(())
+}
+
+/// `saga!`'s `classify_errors:` is the builder's: the same 503s are
+/// refunded with it, and read as "nothing applied" without.
+#[test]
+fn saga_macro_takes_a_classifier_as_a_closure_or_a_path() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let with_closure = saga_core::saga! {
+        name: "order",
+        context: Rec,
+        classify_errors: move |error| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            match error.downcast_ref::<Http>() {
+                Some(Http(status)) if *status >= 500 => error.outcome_unknown(),
+                _ => error,
+            }
+        },
+        step charge_task;
+    };
+    let (effects, err) = run(&with_closure);
+    assert_eq!(effects, ["charge #1", "charge #2", "charge #3", "refund"]);
+    let charged = err.report().step("charge_task").unwrap();
+    assert_eq!((charged.attempts, charged.outcome), (3, Outcome::Unknown));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    fn unknown_on_5xx(error: StepError) -> StepError {
+        match error.downcast_ref::<Http>() {
+            Some(Http(status)) if *status >= 500 => error.outcome_unknown(),
+            _ => error,
+        }
+    }
+    let with_path = saga_core::saga! {
+        name: "order",
+        context: Rec,
+        classify_errors: unknown_on_5xx,
+        step charge_task;
+    };
+    let (effects, _) = run(&with_path);
+    assert_eq!(effects, ["charge #1", "charge #2", "charge #3", "refund"]);
+
+    let without = saga_core::saga! {
+        name: "order",
+        context: Rec,
+        step charge_task;
+    };
+    let (effects, _) = run(&without);
+    assert_eq!(effects, ["charge #1", "charge #2", "charge #3"]);
+}

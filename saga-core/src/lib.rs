@@ -256,6 +256,7 @@ pub use saga_macros::saga_task;
 ///     version: "2",                // optional, see below
 ///     context: OrderCtx,           // optional, default `saga_core::Context`
 ///     dependencies: Services,      // optional, default `()`
+///     classify_errors: classify,   // optional, a `Fn(StepError) -> StepError`
 ///     step validate_cart;
 ///     step create_order => undo cancel_order;
 ///     step charge_payment => undo refund_payment, retry 3, timeout 2s;
@@ -284,6 +285,10 @@ pub use saga_macros::saga_task;
 ///   use generic parameters from outer item") at the `D`. A saga generic
 ///   over its dependencies takes the builder, which names the same
 ///   functions: `Saga::builder("checkout").task(charge {}).build()`.
+/// - `classify_errors: f` is `SagaBuilder::classify_errors(f)`: `f`, a
+///   function or a closure `Fn(StepError) -> StepError`, marks the errors
+///   steps and compensations return unmarked (as `?` converts them):
+///   a client's 5xx `outcome_unknown()`, its 4xx `permanent()`.
 /// - `step path` adds the `#[saga_task]` function at `path`; `pivot path`
 ///   adds it as the pivot, the point of no return (a function whose
 ///   attribute says `pivot` is the pivot wherever it is listed).

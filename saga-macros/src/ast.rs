@@ -5,6 +5,8 @@
 //! field   := "name" ":" LitStr ","
 //!          | "context" ":" Type ","
 //!          | "dependencies" ":" Type ","
+//!          | "version" ":" LitStr ","
+//!          | "classify_errors" ":" Expr ","     // SagaBuilder::classify_errors
 //! entry   := step | group
 //! step    := ("step" | "pivot") Path ("=>" ("undo" | "compensate") Path)? ("," option)* ";"
 //! group   := "parallel" "{" step* "}"      // branches: `step` only, taking `&C`
@@ -42,7 +44,7 @@ mod kw {
 }
 
 /// The saga's header fields.
-pub const FIELDS: &str = "`name`, `version`, `context` or `dependencies`";
+pub const FIELDS: &str = "`name`, `version`, `context`, `dependencies` or `classify_errors`";
 /// The options a step accepts in `saga!`.
 pub const STEP_OPTIONS: &str = "`retry`, `backoff`, `max_backoff`, `retry_if`, `undo_retry`, `timeout`, `undo_timeout`, `name` or `metadata`";
 
@@ -54,6 +56,8 @@ pub struct SagaDef {
     pub context: Option<Type>,
     /// `dependencies: D`, the saga's tools (`Saga<C, D>`).
     pub dependencies: Option<Type>,
+    /// `classify_errors: f`, given to `SagaBuilder::classify_errors`.
+    pub classify: Option<syn::Expr>,
     pub entries: Vec<Entry>,
     /// Where an error about the whole saga points.
     pub span: Span,
@@ -149,6 +153,7 @@ impl Parse for SagaDef {
             version: None,
             context: None,
             dependencies: None,
+            classify: None,
             entries: Vec::new(),
             span,
         };
@@ -215,6 +220,11 @@ fn parse_field(input: ParseStream<'_>, def: &mut SagaDef) -> syn::Result<()> {
             return Err(duplicate("dependencies"));
         }
         def.dependencies = Some(input.parse()?);
+    } else if key == "classify_errors" {
+        if def.classify.is_some() {
+            return Err(duplicate("classify_errors"));
+        }
+        def.classify = Some(input.parse()?);
     } else {
         return Err(syn::Error::new(
             key.span(),

@@ -155,6 +155,12 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
     let version = saga.version.as_ref().map(|v| {
         quote! { let __saga_builder = __saga_builder.version(#v); }
     });
+    // Given to the builder as written: a closure's parameter takes its
+    // type from `classify_errors`'s bound, and a mistake is rustc's, at
+    // the user's expression.
+    let classify = saga.classify.as_ref().map(|f| {
+        quote! { let __saga_builder = __saga_builder.classify_errors(#f); }
+    });
     let types = type_aliases(saga);
     quote! {{
         #types
@@ -164,6 +170,7 @@ pub fn saga(saga: &SagaDef) -> TokenStream {
             #checks
             let __saga_builder = #p::Saga::<#ctx, #deps>::builder(#name);
             #version
+            #classify
             #(let __saga_builder = #pushes;)*
             #p::finish(__saga_builder)
         }
