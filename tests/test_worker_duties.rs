@@ -165,6 +165,191 @@ async fn a_worker_warns_of_executions_of_a_version_no_one_registers() {
     }
 }
 
+/// This worker's warnings whose `saga` is `saga` and whose message
+/// starts with `start`, waited for (or, with `none_within`, the ones that
+/// came in that time).
+async fn warnings(
+    engine: &SagaEngine,
+    saga: &str,
+    start: &str,
+    none_within: Option<Duration>,
+) -> Vec<support::logs::Entry> {
+    let found = || {
+        support::logs::entries_where("owner", engine.owner())
+            .into_iter()
+            .filter(|e| e.field("saga") == Some(saga) && e.message.starts_with(start))
+            .collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let entries = found();
+        match none_within {
+            Some(within) if started.elapsed() >= within => return entries,
+            None if !entries.is_empty() => return entries,
+            None => assert!(started.elapsed() < HANG, "no warning `{start}..`"),
+            Some(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The other version, of the same name: `order` version 2, one step.
+fn order_v2() -> Saga<Order> {
+    Saga::<Order>::builder("order")
+        .version("2")
+        .step(Step::new("audit", |_: &mut Order, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .build()
+        .unwrap()
+}
+
+/// Executions of an unregistered version that wait while another
+/// process runs that version (busy with one of them) are not orphans:
+/// the worker warned of them during an ordinary rolling deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_does_not_warn_of_a_version_another_process_runs() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("busy_version").await {
+        // Version 1's process, busy with one execution (its lease held
+        // and renewed), two more waiting their turn.
+        let script = Arc::new(Script::default());
+        *script.hang.lock().unwrap() = Some(support::durable::Point::Step(0));
+        let v1 = SagaEngine::with_store(Arc::clone(&store));
+        v1.register(saga(&script)).await.unwrap();
+        v1.start("order", Order::default()).await.unwrap();
+        tokio::time::timeout(HANG, script.hung.notified())
+            .await
+            .unwrap();
+        v1.submit("order", Order::default()).await.unwrap();
+        v1.submit("order", Order::default()).await.unwrap();
+        let v2 = SagaEngine::with_store(Arc::clone(&store));
+        v2.register(order_v2()).await.unwrap();
+        // A census every 120 ms: eight of them.
+        let worker = Worker::new(v2.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let warned = warnings(&v2, "order", "2 executions", Some(Duration::from_secs(1))).await;
+        assert!(warned.is_empty(), "{name}: {warned:?}");
+        worker.shutdown(HANG).await;
+    }
+}
+
+/// A context that decodes as the first build wrote it, and not as the
+/// second one reads it (a field added without `#[serde(default)]`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Before {
+    guests: u32,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct After {
+    guests: u32,
+    room: String,
+}
+
+/// `booking` with context `C`: the same shape, so the same definition,
+/// whatever `C` is.
+fn booking<C>() -> Saga<C>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    Saga::<C>::builder("booking")
+        .step(Step::new("book", |_: &mut C, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .build()
+        .unwrap()
+}
+
+/// An execution the worker refused (its context does not decode with
+/// this build) waits for no one here: the worker says so again at its
+/// census, not only once at the refusal (then nothing, while `saga list`
+/// showed it running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reminds_of_the_executions_it_refused() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("refused").await {
+        let before = SagaEngine::with_store(Arc::clone(&store));
+        before.register(booking::<Before>()).await.unwrap();
+        let id = before.submit("booking", Before::default()).await.unwrap();
+        let after = SagaEngine::with_store(Arc::clone(&store));
+        after.register(booking::<After>()).await.unwrap();
+        let worker = Worker::new(after.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let reminded = warnings(&after, "booking", "1 execution of saga", None).await;
+        assert_eq!(reminded[0].level, log::Level::Warn, "{name}");
+        assert_eq!(reminded[0].field("execution"), Some(id.as_str()), "{name}");
+        assert_eq!(
+            reminded[0].message,
+            format!(
+                "1 execution of saga `booking` that this worker refused (its log or context does not fit this build; the error was logged at the refusal) waits unfinished with no owner, `{id}` first: a process of the build that started it can carry it on; else make the types accept what is stored (serde `default`, `alias`) and restart this process, or give it up with `abandon`, which compensates nothing"
+            ),
+            "{name}"
+        );
+        // The refusal itself says what to do, the previous build included.
+        let errors: Vec<_> = support::logs::entries_where("execution", id.as_str())
+            .into_iter()
+            .filter(|e| e.message == "worker refused an execution")
+            .collect();
+        let error = errors[0].field("error").unwrap_or_default();
+        assert!(
+            error.contains("carry it on with the build that started it"),
+            "{name}: {error}"
+        );
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!(stats.refused, 1, "{name}: {stats:?}");
+    }
+}
+
+/// An operator's resume request of a version no process here registers
+/// waits for no one: the worker says so (the request was accepted, and
+/// nothing ever said it would not be carried out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_warns_of_resume_requests_of_a_version_no_one_registers() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("orphan_resume").await {
+        let broken = Arc::new(AtomicBool::new(true));
+        let v1 = SagaEngine::with_store(Arc::clone(&store));
+        let old = v1.register(refund_saga(&broken)).await.unwrap();
+        let id = v1.start("refund", Context::new()).await.unwrap();
+        let stuck = v1.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(stuck.status, ExecutionStatus::Stuck, "{name}");
+        let cli = SagaEngine::with_store(Arc::clone(&store));
+        cli.request_resume(&id).await.unwrap();
+        // The next build registers another version only.
+        let v2 = SagaEngine::with_store(Arc::clone(&store));
+        v2.register(
+            Saga::<Context>::builder("refund")
+                .version("2")
+                .step(Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
+                    Ok::<(), StepError>(())
+                }))
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let worker = Worker::new(v2.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let warned = warnings(&v2, "refund", "1 resume request", None).await;
+        assert_eq!(
+            warned[0].message,
+            format!(
+                "1 resume request of saga `refund` waits for a worker with definition {old}, which this process has not registered; if no other process runs that version, deploy a build that registers it beside yours, or give the execution up with `abandon`, which compensates nothing"
+            ),
+            "{name}"
+        );
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!((stats.resumed, stats.claimed), (0, 0), "{name}: {stats:?}");
+    }
+}
+
 /// A handler's `start_with_id` racing the worker for a submitted
 /// execution: one of them runs it, and the worker counts a claim only
 /// for a run it started (it counted the claims it gave back too).

@@ -42,10 +42,16 @@ const SLOW_CLAIM: Duration = Duration::from_secs(1);
 /// started with a definition this worker lacks is left to the workers that
 /// have it), at most [`concurrency`](Self::with_concurrency) at a time.
 /// Every six polls it looks for executions of definitions it lacks that
-/// no process has touched since its last look (free, their log unchanged),
-/// and warns once per definition (again every 10 minutes while they wait):
-/// a version dropped in a deploy leaves them to no one, and nothing else
-/// says so (they are not stuck, and `wait` on them does not end).
+/// no process has touched since its last look (free, their log unchanged,
+/// and no execution of that definition held or moved on meanwhile: a
+/// process busy with that version is not a dropped version), and warns
+/// once per definition (again every 10 minutes while they wait): a
+/// version dropped in a deploy leaves them to no one, and nothing else
+/// says so (they are not stuck, and `wait` on them does not end). It
+/// warns the same way of operators' resume requests of definitions it
+/// lacks that nobody carried out since its last look, and of executions
+/// it refused (their log or context does not fit this build) that still
+/// wait with no owner.
 /// Each claim gives it a lease, which the engine renews while the run goes
 /// on. When a worker dies or stalls, its leases expire and another worker
 /// takes the executions over, carrying each on from its log; a step that
@@ -338,7 +344,7 @@ impl Worker {
             }
             if now >= next_census && backoff.is_none() {
                 next_census = later(now, census_every);
-                census.take(engine).await;
+                census.take(engine, &refused).await;
             }
             let free = self.concurrency.saturating_sub(running.len());
             let mut more = false;
@@ -379,6 +385,7 @@ impl Worker {
                         more = claims.len() == free;
                         for claimed in claims {
                             let id = claimed.claimed.record.id.clone();
+                            let saga = claimed.claimed.record.saga.clone();
                             // Given back (run by another entry point of
                             // this engine, or ended meanwhile): no claim.
                             let outcome = engine.run_claimed(claimed).await;
@@ -394,7 +401,7 @@ impl Worker {
                                 }
                                 Err(error) => {
                                     bump(&counters.refused);
-                                    log::error!(target: "saga", execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker refused an execution");
+                                    log::error!(target: "saga", owner:% = Escaped(engine.owner()), saga:% = Escaped(&saga), execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker refused an execution");
                                     refused.insert(id);
                                 }
                             }
@@ -586,7 +593,7 @@ impl Worker {
                 }
                 Err(error) => {
                     bump(&counters.refused);
-                    log::error!(target: "saga", execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker refused an execution");
+                    log::error!(target: "saga", owner:% = Escaped(engine.owner()), saga:% = Escaped(&saga), execution:% = Escaped(id.as_str()), error:% = Escaped(&error.to_string()); "worker refused an execution");
                     refused.insert(id);
                 }
             }

@@ -102,7 +102,7 @@ pub enum EngineError {
     /// A stored context or output no longer decodes (its type changed).
     /// The record was left untouched.
     #[error(
-        "{what} of execution `{execution_id}` no longer decodes: {detail}; make the type accept the stored JSON (serde `default`, `alias`), or `abandon` the execution; the record was left untouched"
+        "{what} of execution `{execution_id}` no longer decodes: {detail}; make the type accept the stored JSON (serde `default`, `alias`), carry it on with the build that started it, or `abandon` the execution (which compensates nothing); the record was left untouched"
     )]
     Undecodable {
         /// The execution.
