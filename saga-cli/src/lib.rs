@@ -74,6 +74,12 @@ pub enum CliError {
         "no store given; pass `--store <path>` or set `SAGA_STORE` to the SQLite file your service writes (e.g. `--store sagas.db`) or its PostgreSQL URL"
     )]
     NoStore,
+    /// `--store` was given empty (`--store "$STORE"` with the variable
+    /// unset).
+    #[error(
+        "`--store` is empty (an unset shell variable?); give the SQLite file your service writes or its PostgreSQL URL"
+    )]
+    EmptyStore,
     /// `--store` was given to a binary that embeds the CLI.
     #[error("this binary works on its own store; drop `--store`")]
     StoreEmbedded,
@@ -213,7 +219,7 @@ fn finish(result: Result<String, CliError>, notes: &[String]) -> ExitCode {
         }
         // Bad arguments too: no store named, or one named where the
         // binary has its own.
-        Err(error @ (CliError::NoStore | CliError::StoreEmbedded)) => {
+        Err(error @ (CliError::NoStore | CliError::EmptyStore | CliError::StoreEmbedded)) => {
             print_err(&format!("error: {error}\n"));
             ExitCode::from(2)
         }
@@ -333,6 +339,9 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = parse(args)?;
+    if cli.store.as_deref() == Some("") {
+        return Err(CliError::EmptyStore);
+    }
     let from_env = std::env::var("SAGA_STORE").ok().filter(|s| !s.is_empty());
     let spec = cli
         .store

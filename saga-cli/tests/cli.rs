@@ -621,6 +621,14 @@ fn urls_and_missing_arguments_get_clear_errors() {
     let out = saga(&["list"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("error: no store given; pass `--store <path>`"));
+    // An empty one (an unset variable) is one too, named as such; it
+    // read "`` does not exist".
+    let out = saga(&["--store", "", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: `--store` is empty (an unset shell variable?); give the SQLite file your service writes or its PostgreSQL URL\n"
+    );
     let out = saga(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("Usage: saga"), "{}", stdout(&out));
