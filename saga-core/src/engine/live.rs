@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::crash::{CrashLoop, crash_loops};
+use super::crash::{CrashLoop, Cut, crash_loops};
 use super::{EngineError, EngineInner, Job, Registry, Runner, SagaEngine, fold, resume_requested};
 use crate::cancel::CancellationToken;
 use crate::id::ExecutionId;
@@ -62,6 +62,9 @@ pub(super) struct LiveRun {
     pub(super) lease: Lease,
     /// Its execution's saga, for the log.
     pub(super) saga: Name,
+    /// The starts of its execution that store failures cut off, as this
+    /// engine saw them: not crashes (see [`Cut`]).
+    pub(super) cuts: Vec<Cut>,
     /// Launched by a [`Worker`](crate::Worker), which stops it at its
     /// shutdown; the others (`start`, `recover`, `resume`) a shutting-down
     /// worker waits for and stops too.
@@ -98,9 +101,27 @@ pub(super) struct Claiming {
     pub(super) stale: Option<Lease>,
     /// Made for a [`Worker`](crate::Worker)'s run.
     pub(super) by_worker: bool,
+    /// The starts store failures cut off, for the run it launches.
+    pub(super) cuts: Vec<Cut>,
 }
 
 impl Claiming {
+    /// The starts of the execution that store failures cut off, as this
+    /// engine saw them: the replaced run's, and the last start of `events`
+    /// if that run was stopped by its store (its next write refused; a
+    /// run that lost its lease stalled, and counts as cut off).
+    fn store_cuts(&self, events: &[Event]) -> Vec<Cut> {
+        let Some(run) = self.previous.as_ref().and_then(|p| p.run.as_ref()) else {
+            return Vec::new();
+        };
+        let mut cuts = run.cuts.clone();
+        let by_store = matches!(&*run.done.borrow(), Some(Err(stopped)) if !stopped.lease_lost);
+        if by_store {
+            cuts.extend(Cut::last_start(events));
+        }
+        cuts
+    }
+
     /// Gives back the lease of the replaced run whose task is gone, if
     /// any, so that this engine's claim can take it (a lease another owner
     /// took since is left alone: the release is fenced).
@@ -300,6 +321,7 @@ impl SagaEngine {
             lease: None,
             stale,
             by_worker: false,
+            cuts: Vec::new(),
         })
     }
 
@@ -474,7 +496,8 @@ impl SagaEngine {
                     .await?;
                 events.push(event);
             }
-            let loops = crash_loops(&events, runner.steps(), self.crash_limit);
+            claiming.cuts = claiming.store_cuts(&events);
+            let loops = crash_loops(&events, runner.steps(), self.crash_limit, &claiming.cuts);
             if !loops.is_empty() {
                 let report = self
                     .end_crash_loop(&*runner, &record, &lease, &events, &loops)
@@ -797,6 +820,7 @@ impl SagaEngine {
             done: rx,
             lease,
             saga,
+            cuts: claiming.cuts.clone(),
             by_worker: claiming.by_worker,
         };
         Ok((body, listing))
@@ -811,6 +835,7 @@ struct Listing {
     done: watch::Receiver<Option<Done>>,
     lease: Lease,
     saga: Name,
+    cuts: Vec<Cut>,
     by_worker: bool,
 }
 
@@ -829,6 +854,7 @@ impl Listing {
             done,
             lease,
             saga,
+            cuts,
             by_worker,
         } = self;
         // One live run per execution: the entry is still the claiming one
@@ -848,6 +874,7 @@ impl Listing {
                     task,
                     lease,
                     saga,
+                    cuts,
                     by_worker,
                 }),
             },
@@ -901,6 +928,7 @@ mod tests {
                 ttl: Duration::from_secs(10),
             },
             saga: Name::from("test"),
+            cuts: Vec::new(),
             by_worker: false,
         };
         engine.live().insert(
