@@ -162,6 +162,8 @@ pub(super) fn fold(
                 undo_cut_off: false,
                 retry_due: None,
                 undo_retry_due: None,
+                took: Duration::ZERO,
+                undo_took: Duration::ZERO,
             })
             .collect(),
         outputs: vec![None; steps],
@@ -357,6 +359,78 @@ pub(super) fn fold(
         }
     }
     Ok(folded)
+}
+
+/// Sets each step's [`took`](ResumeStep::took) and
+/// [`undo_took`](ResumeStep::undo_took), the time a log shows before a run
+/// takes its execution over at `now_ms` (the wall clock, never before the
+/// log's last event); returns the execution's. By the rules of the report
+/// [`SagaEngine::report`] rebuilds from the whole log
+/// ([`logged_durations`]): a step's action and compensation from their
+/// first start to their last end, less the time the execution sat ended
+/// until an operator's resume, and to `now_ms` for one the run carries on
+/// (still `Running` or `Compensating` after the fold); the execution from
+/// its first event. The run's report adds its own time to them, so that
+/// `wait` gives what `report(id)` does once the run ended.
+pub(super) fn took_before(steps: &mut [ResumeStep], events: &[Event], now_ms: i64) -> Duration {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Duration::ZERO;
+    };
+    let now = now_ms.max(last.at_ms);
+    let ms = |ms: i64| Duration::from_millis(ms.max(0) as u64);
+    // Per step, the action's and the compensation's first start and
+    // last end.
+    let mut spans = vec![[(None, None); 2]; steps.len()];
+    // From each `finished` to the `resumed` that ran the execution again.
+    let mut rests: Vec<(i64, i64)> = Vec::new();
+    let mut ended_at = None;
+    for event in events {
+        match event.kind {
+            EventKind::Finished => ended_at = Some(event.at_ms),
+            EventKind::Resumed => {
+                if let Some(ended) = ended_at.take() {
+                    rests.push((ended, event.at_ms));
+                }
+            }
+            _ => {}
+        }
+        let Some(span) = event.step.and_then(|s| spans.get_mut(s as usize)).and_then(
+            |span: &mut [(Option<i64>, Option<i64>); 2]| match event.kind {
+                EventKind::StepStarted | EventKind::StepSucceeded | EventKind::StepFailed => {
+                    Some(&mut span[0])
+                }
+                EventKind::CompensationStarted
+                | EventKind::CompensationSucceeded
+                | EventKind::CompensationFailed => Some(&mut span[1]),
+                _ => None,
+            },
+        ) else {
+            continue;
+        };
+        match event.kind {
+            EventKind::StepStarted | EventKind::CompensationStarted => {
+                span.0.get_or_insert(event.at_ms);
+            }
+            _ => span.1 = Some(event.at_ms),
+        }
+    }
+    let resting = |from: i64, to: i64| -> i64 {
+        rests
+            .iter()
+            .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
+            .sum()
+    };
+    let took = |start: Option<i64>, end: Option<i64>| match (start, end) {
+        (Some(a), Some(b)) => ms(b - a - resting(a, b)),
+        _ => Duration::ZERO,
+    };
+    for (step, [action, undo]) in steps.iter_mut().zip(spans) {
+        let goes_on = step.status == StepStatus::Running;
+        step.took = took(action.0, if goes_on { Some(now) } else { action.1 });
+        let goes_on = step.status == StepStatus::Compensating;
+        step.undo_took = took(undo.0, if goes_on { Some(now) } else { undo.1 });
+    }
+    ms(now - first.at_ms)
 }
 
 impl SagaEngine {
