@@ -1,7 +1,8 @@
 //! A durable execution's report, rebuilt from its log, agrees with what
 //! the run that ended it reported: for runs cut off before and after each
 //! of their commits and taken over by a second engine (with a cancel
-//! requested meanwhile, or an operator resuming a stuck end), `wait`'s
+//! requested at an earlier commit or while the owner was gone, an operator
+//! resuming a stuck end, a crash loop ended stuck), `wait`'s
 //! report (the recovering run's own for a completed one) and `report(id)`
 //! read back from the store by another engine are equal, whole: statuses,
 //! outcomes, attempts, errors, `cancel_ignored`, and durations to the
@@ -131,6 +132,14 @@ fn cases() -> Vec<(String, Plan)> {
         ));
     }
     cases.push((
+        "charge fails, the undo of left fails".to_owned(),
+        Plan {
+            fail: Some("charge".to_owned()),
+            fail_undo: Some("left".to_owned()),
+            ..Plan::default()
+        },
+    ));
+    cases.push((
         "charge fails, the undo of reserve fails".to_owned(),
         Plan {
             fail: Some("charge".to_owned()),
@@ -172,7 +181,12 @@ fn rows(report: &SagaReport) -> String {
 
 /// `store`, dying at commit `crash` (from 1; after writing it or before):
 /// from then on every write fails, as if its process had been killed.
-fn crashing(store: &Arc<dyn SagaStore>, crash: Option<(usize, bool)>) -> DelayedStore {
+fn crashing(
+    store: &Arc<dyn SagaStore>,
+    crash: Option<(usize, bool)>,
+    cancel_at: Option<usize>,
+) -> DelayedStore {
+    let inner = Arc::clone(store);
     let crashed = Arc::new(AtomicBool::new(false));
     let (before, after) = (Arc::clone(&crashed), crashed);
     let dead = || StoreError::Closed {
@@ -180,6 +194,11 @@ fn crashing(store: &Arc<dyn SagaStore>, crash: Option<(usize, bool)>) -> Delayed
     };
     DelayedStore::shared(Arc::clone(store), Duration::ZERO)
         .before_call(move |call| {
+            if call.commit.is_some() && call.commit == cancel_at {
+                // The commit's answer brings the request (the memory store
+                // records it at the call).
+                drop(inner.request_cancel(&ExecutionId::from("case")));
+            }
             let writes = call.commit.is_some() || call.op == StoreOp::Renew;
             if writes && before.load(Ordering::SeqCst) {
                 return Err(dead());
@@ -206,6 +225,8 @@ struct Extras {
     cancel: bool,
     /// A run that ended stuck is resumed by an operator.
     resume: bool,
+    /// A cancel is requested as the first engine makes this commit.
+    cancel_at: Option<usize>,
 }
 
 /// One run of `plan`, cut off at `crash` and taken over by a second
@@ -217,7 +238,7 @@ async fn run_with(
     extras: Extras,
 ) -> (SagaReport, SagaReport, usize) {
     let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
-    let cut = crashing(&store, crash);
+    let cut = crashing(&store, crash, extras.cancel_at);
     let first = SagaEngine::new(cut.clone());
     first.register(saga()).await.unwrap();
     let id = ExecutionId::from("case");
@@ -290,6 +311,42 @@ async fn and_with_an_operator_resuming_a_stuck_end() {
         ..Extras::default()
     })
     .await;
+}
+
+#[tokio::test]
+async fn and_with_a_cancel_requested_at_any_commit_before_the_cut() {
+    let mut problems = Vec::new();
+    for (case, plan) in cases() {
+        let (_, _, commits) = run_with(&plan, None, Extras::default()).await;
+        for cancel in 1..=commits {
+            let extras = Extras {
+                cancel_at: Some(cancel),
+                ..Extras::default()
+            };
+            let (baseline, read, cancelled_commits) = run_with(&plan, None, extras).await;
+            if rows(&baseline) != rows(&read) {
+                problems.push(format!(
+                    "{case}, cancel at {cancel}, uncut: wait gave\n{}\nreport(id) gave\n{}",
+                    rows(&baseline),
+                    rows(&read)
+                ));
+            }
+            for commit in cancel..=cancelled_commits {
+                for after in [false, true] {
+                    let when = if after { "after" } else { "before" };
+                    let (waited, read, _) = run_with(&plan, Some((commit, after)), extras).await;
+                    if rows(&waited) != rows(&read) {
+                        problems.push(format!(
+                            "{case}, cancel at {cancel}, cut {when} commit {commit}: wait gave\n{}\nreport(id) gave\n{}",
+                            rows(&waited),
+                            rows(&read)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
 async fn compare_at_every_commit(extras: Extras) {
@@ -412,6 +469,7 @@ async fn crash_loop(
         let cut = crashing(
             &store,
             Some(if n == 0 { (commit, true) } else { (1, true) }),
+            None,
         );
         let engine = SagaEngine::new(cut);
         engine.register(saga()).await.unwrap();
