@@ -17,8 +17,8 @@ use std::time::Duration;
 use saga_core::store::{MemoryStore, SagaStore, StoreError};
 use saga_core::testkit::{DelayedStore, StoreOp};
 use saga_core::{
-    ExecutionId, ExecutionStatus, Parallel, RetryPolicy, Saga, SagaEngine, SagaReport, Step,
-    StepError, StepInfo,
+    ExecutionId, ExecutionStatus, Outcome, Parallel, RetryPolicy, Saga, SagaEngine, SagaError,
+    SagaReport, Step, StepError, StepInfo, StepKind, StepStatus, StuckPhase, WaitError,
 };
 use serde::{Deserialize, Serialize};
 use support::steps::unless_hung;
@@ -462,7 +462,7 @@ async fn crash_loop(
     plan: &Plan,
     commit: usize,
     times: usize,
-) -> (SagaReport, SagaReport, Option<String>) {
+) -> (SagaReport, SagaReport, Option<SagaError>) {
     let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
     let id = ExecutionId::from("case");
     for n in 0..times {
@@ -480,7 +480,10 @@ async fn crash_loop(
                 .await;
         } else {
             let recovery = engine.recover().await.unwrap();
-            assert!(recovery.resumed.contains(&id), "{recovery:?}");
+            if !recovery.resumed.contains(&id) {
+                // It ended before this cut.
+                break;
+            }
         }
         // Until the crash: a run whose log was cut off is waited for
         // until another engine carries it on.
@@ -490,12 +493,11 @@ async fn crash_loop(
     last.register(saga()).await.unwrap();
     let recovery = last.recover().await.unwrap();
     assert!(recovery.refused.is_empty(), "{:?}", recovery.refused);
-    let waited = unless_hung(last.wait(&id)).await;
-    let error = match &waited {
-        Err(saga_core::WaitError::Saga(error)) => Some(format!("{error:?}")),
-        _ => None,
+    let (waited, error) = match unless_hung(last.wait(&id)).await {
+        Ok(report) => (report, None),
+        Err(WaitError::Saga(error)) => (error.report().clone(), Some(error)),
+        Err(other) => panic!("the take-over did not end: {other}"),
     };
-    let waited = waited.or_else(support::ended).unwrap();
     let reader = SagaEngine::with_store(Arc::clone(&store));
     reader.register(saga()).await.unwrap();
     let read = reader.report(&id).await.unwrap();
@@ -523,4 +525,73 @@ async fn a_crash_loop_ended_stuck_reports_as_its_log_reads() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// A crash loop in a compensation ends the rollback stuck with the error a
+/// compensation failing for good gives: the failure that started the
+/// rollback first among the failures, and every compensation still owed
+/// in `remaining`, not only the one that looped (an operator reads there
+/// what is left to undo).
+#[tokio::test]
+async fn a_crash_loop_in_a_compensation_names_every_compensation_still_owed() {
+    let plan = Plan {
+        fail: Some("charge".to_owned()),
+        ..Plan::default()
+    };
+    let mut seen = 0;
+    let mut problems = Vec::new();
+    for commit in 1..=12 {
+        let (_, read, error) = crash_loop(&plan, commit, 3).await;
+        let Some(SagaError::Stuck {
+            step,
+            phase: StuckPhase::Rollback,
+            failures,
+            remaining,
+            ..
+        }) = error
+        else {
+            continue;
+        };
+        seen += 1;
+        // Owed: a step that took effect (or may have), with an undo that
+        // has not succeeded.
+        let owed: Vec<String> = read
+            .steps
+            .iter()
+            .rev()
+            .filter(|s| {
+                s.kind == StepKind::Compensable
+                    && matches!(s.outcome, Outcome::Applied | Outcome::Unknown)
+                    && s.status != StepStatus::Compensated
+            })
+            .map(|s| s.name.to_string())
+            .collect();
+        let mut remaining: Vec<String> = remaining.iter().map(|s| s.to_string()).collect();
+        if remaining.first() != Some(&step.to_string()) {
+            problems.push(format!(
+                "cut after commit {commit}: remaining {remaining:?} does not start with `{step}`"
+            ));
+        }
+        remaining.sort();
+        let mut expected = owed.clone();
+        expected.sort();
+        if remaining != expected {
+            problems.push(format!(
+                "cut after commit {commit}: remaining {remaining:?}, owed {owed:?}"
+            ));
+        }
+        let failed: Vec<(String, bool)> = failures
+            .iter()
+            .map(|f| (f.step.to_string(), f.compensation))
+            .collect();
+        if failed.first() != Some(&("charge".to_owned(), false))
+            || failed.last() != Some(&(step.to_string(), true))
+        {
+            problems.push(format!(
+                "cut after commit {commit}: failures {failed:?}, not `charge` then `{step}`"
+            ));
+        }
+    }
+    assert!(seen > 0, "no crash loop ended a rollback stuck");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -489,9 +489,14 @@ impl SagaEngine {
     }
 }
 
-/// The error of an execution whose log was written before 0.2.0 (its
-/// `finished` event says no more than the status): the step and message
-/// of the failure that decided it, as far as the log records them.
+/// The error of an execution whose `finished` event says no more than the
+/// status (a log written before 0.2.0, or a crash loop's end): the step
+/// and message of the failure that decided it, as far as the log records
+/// them. A rollback's, as a live one names them: the failure that started
+/// it first among the failures, then the compensations that failed for
+/// good; `remaining`, the compensation it is stuck at, then every other
+/// one still owed (a step that took effect, or may have, with an undo
+/// that has not succeeded), last step first.
 fn from_old_log(
     saga: Name,
     status: ExecutionStatus,
@@ -541,29 +546,90 @@ fn from_old_log(
             .iter()
             .position(|s| s.name == step)
             .unwrap_or_default();
-        let remaining = report
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| match phase {
-                StuckPhase::Forward => *i >= first && s.status != StepStatus::Succeeded,
-                StuckPhase::Rollback => matches!(
-                    s.status,
-                    StepStatus::CompensationFailed | StepStatus::Compensating
-                ),
-            })
-            .map(|(_, s)| s.name.clone())
-            .collect();
-        return SagaError::Stuck {
-            saga,
-            failures: vec![Failure {
-                step: step.clone(),
+        let remaining = match phase {
+            StuckPhase::Forward => report
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| *i >= first && s.status != StepStatus::Succeeded)
+                .map(|(_, s)| s.name.clone())
+                .collect(),
+            StuckPhase::Rollback => {
+                let owed = |s: &&StepReport| {
+                    s.name != step
+                        && s.kind == StepKind::Compensable
+                        && s.outcome.needs_compensation()
+                        && s.status != StepStatus::Compensated
+                };
+                std::iter::once(step.clone())
+                    .chain(
+                        report
+                            .steps
+                            .iter()
+                            .rev()
+                            .filter(owed)
+                            .map(|s| s.name.clone()),
+                    )
+                    .collect()
+            }
+        };
+        let failure = |e: &Event, compensation: bool| {
+            let error = error_of(e);
+            Failure {
+                step: name(e.step),
                 compensation,
-                attempt,
+                attempt: e.attempt,
                 message: error.message().to_owned(),
                 outcome_unknown: error.is_outcome_unknown(),
                 permanent: error.is_permanent(),
-            }],
+            }
+        };
+        let mut failures = Vec::new();
+        if phase == StuckPhase::Rollback {
+            // Since the run that rolled back (or an operator's resume of it).
+            let since = events
+                .iter()
+                .rposition(|e| e.kind == EventKind::Resumed)
+                .map_or(0, |i| i + 1);
+            let cause = events
+                .iter()
+                .rev()
+                .find(|e| e.kind == EventKind::RollbackStarted && e.step.is_some());
+            if let Some(cause) = cause {
+                // The cause's own event carries no attempt: its step's
+                // last failure does.
+                let attempt = events
+                    .iter()
+                    .rev()
+                    .find(|e| e.kind == EventKind::StepFailed && e.step == cause.step)
+                    .map_or(0, |e| e.attempt);
+                failures.push(Failure {
+                    attempt,
+                    ..failure(cause, false)
+                });
+            }
+            let earlier = events[since..].iter().filter(|e| {
+                e.kind == EventKind::CompensationFailed
+                    && !e.will_retry
+                    && name(e.step) != step
+                    && e.step
+                        .and_then(|i| report.steps.get(i as usize))
+                        .map(|s| s.status)
+                        == Some(StepStatus::CompensationFailed)
+            });
+            failures.extend(earlier.map(|e| failure(e, true)));
+        }
+        failures.push(Failure {
+            step: step.clone(),
+            compensation,
+            attempt,
+            message: error.message().to_owned(),
+            outcome_unknown: error.is_outcome_unknown(),
+            permanent: error.is_permanent(),
+        });
+        return SagaError::Stuck {
+            saga,
+            failures,
             step,
             phase,
             error: Box::new(error),
