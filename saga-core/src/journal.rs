@@ -588,6 +588,9 @@ pub(crate) struct Resume {
     /// Whether this run carries the execution on after it ended stuck:
     /// the run that wrote an operator's resume.
     pub(crate) after_stuck: bool,
+    /// The time the log shows the execution took before this run (from
+    /// its first event to the take-over): the run's report adds its own.
+    pub(crate) took: Duration,
 }
 
 /// One step of a [`Resume`].
@@ -617,6 +620,13 @@ pub(crate) struct ResumeStep {
     pub(crate) retry_due: Option<RetryDue>,
     /// The same for its compensation.
     pub(crate) undo_retry_due: Option<RetryDue>,
+    /// The time the log shows its action took before this run (to the
+    /// take-over for one the run carries on): the run's report adds its
+    /// own, so that it says what [`SagaEngine::report`](crate::SagaEngine::report)
+    /// rebuilds from the log.
+    pub(crate) took: Duration,
+    /// The same for its compensation.
+    pub(crate) undo_took: Duration,
 }
 
 /// A retry a failure event left due: when the failure was logged (the

@@ -54,7 +54,7 @@ pub use error::{EngineError, WaitError};
 use journal::{JournalState, StoreJournal};
 use live::{Claiming, Live};
 pub(crate) use live::{Done, Stopped, declared};
-use replay::{fold, resume_requested};
+use replay::{fold, resume_requested, took_before};
 use runner::{Job, Runner, Typed};
 use shape::{Shape, describe, kind_from_label};
 

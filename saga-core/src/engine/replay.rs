@@ -162,6 +162,8 @@ pub(super) fn fold(
                 undo_cut_off: false,
                 retry_due: None,
                 undo_retry_due: None,
+                took: Duration::ZERO,
+                undo_took: Duration::ZERO,
             })
             .collect(),
         outputs: vec![None; steps],
@@ -359,6 +361,78 @@ pub(super) fn fold(
     Ok(folded)
 }
 
+/// Sets each step's [`took`](ResumeStep::took) and
+/// [`undo_took`](ResumeStep::undo_took), the time a log shows before a run
+/// takes its execution over at `now_ms` (the wall clock, never before the
+/// log's last event); returns the execution's. By the rules of the report
+/// [`SagaEngine::report`] rebuilds from the whole log
+/// ([`logged_durations`]): a step's action and compensation from their
+/// first start to their last end, less the time the execution sat ended
+/// until an operator's resume, and to `now_ms` for one the run carries on
+/// (still `Running` or `Compensating` after the fold); the execution from
+/// its first event. The run's report adds its own time to them, so that
+/// `wait` gives what `report(id)` does once the run ended.
+pub(super) fn took_before(steps: &mut [ResumeStep], events: &[Event], now_ms: i64) -> Duration {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Duration::ZERO;
+    };
+    let now = now_ms.max(last.at_ms);
+    let ms = |ms: i64| Duration::from_millis(ms.max(0) as u64);
+    // Per step, the action's and the compensation's first start and
+    // last end.
+    let mut spans = vec![[(None, None); 2]; steps.len()];
+    // From each `finished` to the `resumed` that ran the execution again.
+    let mut rests: Vec<(i64, i64)> = Vec::new();
+    let mut ended_at = None;
+    for event in events {
+        match event.kind {
+            EventKind::Finished => ended_at = Some(event.at_ms),
+            EventKind::Resumed => {
+                if let Some(ended) = ended_at.take() {
+                    rests.push((ended, event.at_ms));
+                }
+            }
+            _ => {}
+        }
+        let Some(span) = event.step.and_then(|s| spans.get_mut(s as usize)).and_then(
+            |span: &mut [(Option<i64>, Option<i64>); 2]| match event.kind {
+                EventKind::StepStarted | EventKind::StepSucceeded | EventKind::StepFailed => {
+                    Some(&mut span[0])
+                }
+                EventKind::CompensationStarted
+                | EventKind::CompensationSucceeded
+                | EventKind::CompensationFailed => Some(&mut span[1]),
+                _ => None,
+            },
+        ) else {
+            continue;
+        };
+        match event.kind {
+            EventKind::StepStarted | EventKind::CompensationStarted => {
+                span.0.get_or_insert(event.at_ms);
+            }
+            _ => span.1 = Some(event.at_ms),
+        }
+    }
+    let resting = |from: i64, to: i64| -> i64 {
+        rests
+            .iter()
+            .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
+            .sum()
+    };
+    let took = |start: Option<i64>, end: Option<i64>| match (start, end) {
+        (Some(a), Some(b)) => ms(b - a - resting(a, b)),
+        _ => Duration::ZERO,
+    };
+    for (step, [action, undo]) in steps.iter_mut().zip(spans) {
+        let goes_on = step.status == StepStatus::Running;
+        step.took = took(action.0, if goes_on { Some(now) } else { action.1 });
+        let goes_on = step.status == StepStatus::Compensating;
+        step.undo_took = took(undo.0, if goes_on { Some(now) } else { undo.1 });
+    }
+    ms(now - first.at_ms)
+}
+
 impl SagaEngine {
     /// How a finished execution ended, as [`wait`](SagaEngine::wait)
     /// returns it: `report` (the run's own, or one rebuilt from the log),
@@ -415,9 +489,14 @@ impl SagaEngine {
     }
 }
 
-/// The error of an execution whose log was written before 0.2.0 (its
-/// `finished` event says no more than the status): the step and message
-/// of the failure that decided it, as far as the log records them.
+/// The error of an execution whose `finished` event says no more than the
+/// status (a log written before 0.2.0, or a crash loop's end): the step
+/// and message of the failure that decided it, as far as the log records
+/// them. A rollback's, as a live one names them: the failure that started
+/// it first among the failures, then the compensations that failed for
+/// good; `remaining`, the compensation it is stuck at, then every other
+/// one still owed (a step that took effect, or may have, with an undo
+/// that has not succeeded), last step first.
 fn from_old_log(
     saga: Name,
     status: ExecutionStatus,
@@ -467,29 +546,90 @@ fn from_old_log(
             .iter()
             .position(|s| s.name == step)
             .unwrap_or_default();
-        let remaining = report
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| match phase {
-                StuckPhase::Forward => *i >= first && s.status != StepStatus::Succeeded,
-                StuckPhase::Rollback => matches!(
-                    s.status,
-                    StepStatus::CompensationFailed | StepStatus::Compensating
-                ),
-            })
-            .map(|(_, s)| s.name.clone())
-            .collect();
-        return SagaError::Stuck {
-            saga,
-            failures: vec![Failure {
-                step: step.clone(),
+        let remaining = match phase {
+            StuckPhase::Forward => report
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| *i >= first && s.status != StepStatus::Succeeded)
+                .map(|(_, s)| s.name.clone())
+                .collect(),
+            StuckPhase::Rollback => {
+                let owed = |s: &&StepReport| {
+                    s.name != step
+                        && s.kind == StepKind::Compensable
+                        && s.outcome.needs_compensation()
+                        && s.status != StepStatus::Compensated
+                };
+                std::iter::once(step.clone())
+                    .chain(
+                        report
+                            .steps
+                            .iter()
+                            .rev()
+                            .filter(owed)
+                            .map(|s| s.name.clone()),
+                    )
+                    .collect()
+            }
+        };
+        let failure = |e: &Event, compensation: bool| {
+            let error = error_of(e);
+            Failure {
+                step: name(e.step),
                 compensation,
-                attempt,
+                attempt: e.attempt,
                 message: error.message().to_owned(),
                 outcome_unknown: error.is_outcome_unknown(),
                 permanent: error.is_permanent(),
-            }],
+            }
+        };
+        let mut failures = Vec::new();
+        if phase == StuckPhase::Rollback {
+            // Since the run that rolled back (or an operator's resume of it).
+            let since = events
+                .iter()
+                .rposition(|e| e.kind == EventKind::Resumed)
+                .map_or(0, |i| i + 1);
+            let cause = events
+                .iter()
+                .rev()
+                .find(|e| e.kind == EventKind::RollbackStarted && e.step.is_some());
+            if let Some(cause) = cause {
+                // The cause's own event carries no attempt: its step's
+                // last failure does.
+                let attempt = events
+                    .iter()
+                    .rev()
+                    .find(|e| e.kind == EventKind::StepFailed && e.step == cause.step)
+                    .map_or(0, |e| e.attempt);
+                failures.push(Failure {
+                    attempt,
+                    ..failure(cause, false)
+                });
+            }
+            let earlier = events[since..].iter().filter(|e| {
+                e.kind == EventKind::CompensationFailed
+                    && !e.will_retry
+                    && name(e.step) != step
+                    && e.step
+                        .and_then(|i| report.steps.get(i as usize))
+                        .map(|s| s.status)
+                        == Some(StepStatus::CompensationFailed)
+            });
+            failures.extend(earlier.map(|e| failure(e, true)));
+        }
+        failures.push(Failure {
+            step: step.clone(),
+            compensation,
+            attempt,
+            message: error.message().to_owned(),
+            outcome_unknown: error.is_outcome_unknown(),
+            permanent: error.is_permanent(),
+        });
+        return SagaError::Stuck {
+            saga,
+            failures,
             step,
             phase,
             error: Box::new(error),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::keeper::LeaseKeeper;
-use super::{Done, EngineError, JournalState, Shape, Stopped, StoreJournal, fold};
+use super::{Done, EngineError, JournalState, Shape, Stopped, StoreJournal, fold, took_before};
 use crate::cancel::CancellationToken;
 use crate::executor::{self, Run};
 use crate::gate::BlockingGate;
@@ -130,7 +130,7 @@ where
         initial: &str,
         events: &[Event],
     ) -> Result<(C, Option<Resume>), EngineError> {
-        let folded = fold(id, self.steps(), events)?;
+        let mut folded = fold(id, self.steps(), events)?;
         let ctx = serde_json::from_str::<C>(folded.context.as_deref().unwrap_or(initial)).map_err(
             |e| EngineError::Undecodable {
                 execution_id: id.clone(),
@@ -157,9 +157,11 @@ where
             };
             outputs.push(output);
         }
+        let took = took_before(&mut folded.steps, events, crate::store::now_ms());
         Ok((
             ctx,
             Some(Resume {
+                took,
                 steps: folded.steps,
                 outputs,
                 phase: folded.phase,

@@ -48,6 +48,12 @@ pub(crate) struct Extra {
     pub(super) earlier_attempts: u32,
     /// The same for its compensation.
     pub(super) earlier_compensation_attempts: u32,
+    /// A recovered run's time its log shows the action took before the
+    /// run (see [`ResumeStep::took`](crate::journal::ResumeStep)): the
+    /// report adds it to the run's own.
+    pub(super) took: Duration,
+    /// The same for its compensation.
+    pub(super) undo_took: Duration,
 }
 
 /// What a run changes as it goes. Lives in the run's future; nothing of it
@@ -67,6 +73,9 @@ pub(super) struct State<'a> {
     /// run's log says so): a cancellation is then ignored from the first
     /// step on, and the pivot, if cut off, runs again.
     pub(super) pivot_done: bool,
+    /// A recovered run's time its log shows the execution took before the
+    /// run: the report adds it to the run's own.
+    pub(super) took: Duration,
 }
 
 impl Record {
@@ -129,6 +138,7 @@ impl<'a> State<'a> {
             status: ExecutionStatus::Running,
             cancel_ignored: false,
             pivot_done: false,
+            took: Duration::ZERO,
         }
     }
 
@@ -214,6 +224,8 @@ impl<'a> State<'a> {
                 || step.cut_off
                 || step.retry_due.is_some()
                 || step.undo_retry_due.is_some()
+                || !step.took.is_zero()
+                || !step.undo_took.is_zero()
         });
         if rare {
             self.extra();
@@ -239,6 +251,8 @@ impl<'a> State<'a> {
                 extra.earlier_compensation_attempts = step.earlier_compensation_attempts;
                 extra.last_error = step.last_error;
                 extra.cut_off = step.cut_off;
+                extra.took = step.took;
+                extra.undo_took = step.undo_took;
                 // Read off the wall clock now, as the run takes the
                 // execution over: the wait is on the run's own clock.
                 extra.retry_wait = step.retry_due.map(|due| due.remaining_now());
@@ -246,6 +260,7 @@ impl<'a> State<'a> {
             }
         }
         self.cancel_ignored = resume.cancel_ignored;
+        self.took = resume.took;
         self.pivot_done = saga
             .steps
             .iter()
@@ -337,7 +352,7 @@ impl<'a> State<'a> {
             status,
             steps,
             cancel_ignored: self.cancel_ignored,
-            duration,
+            duration: self.took.saturating_add(duration),
         }
     }
 
@@ -365,15 +380,17 @@ pub(super) fn step_report<C, D>(
     record: &Record,
     extra: Option<&mut Extra>,
 ) -> StepReport {
-    let (earlier_attempts, compensation_attempts, compensation_duration, last_error) = match extra {
-        Some(extra) => (
-            extra.earlier_attempts,
-            extra.earlier_compensation_attempts + extra.compensation_attempts,
-            extra.compensation_duration,
-            extra.last_error.take(),
-        ),
-        None => (0, 0, Duration::ZERO, None),
-    };
+    let (earlier_attempts, compensation_attempts, took, compensation_duration, last_error) =
+        match extra {
+            Some(extra) => (
+                extra.earlier_attempts,
+                extra.earlier_compensation_attempts + extra.compensation_attempts,
+                extra.took,
+                extra.undo_took.saturating_add(extra.compensation_duration),
+                extra.last_error.take(),
+            ),
+            None => (0, 0, Duration::ZERO, Duration::ZERO, None),
+        };
     StepReport {
         name: step.name.clone(),
         kind: step.kind,
@@ -381,7 +398,7 @@ pub(super) fn step_report<C, D>(
         outcome: record.outcome,
         attempts: earlier_attempts + record.attempts,
         compensation_attempts,
-        duration: record.duration,
+        duration: took.saturating_add(record.duration),
         compensation_duration,
         last_error,
     }
