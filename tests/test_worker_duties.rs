@@ -643,3 +643,28 @@ async fn a_worker_with_endless_intervals_still_runs_signalled_work() {
     let stats = worker.shutdown(HANG).await;
     assert_eq!((stats.claimed, stats.finished), (1, 1));
 }
+
+/// `recover` refuses the same execution, and its record names the saga
+/// as the worker's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_s_refusal_names_the_saga() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("recovery_refused").await {
+        let before = SagaEngine::with_store(Arc::clone(&store));
+        before.register(booking::<Before>()).await.unwrap();
+        let id = before.submit("booking", Before::default()).await.unwrap();
+        let after = SagaEngine::with_store(Arc::clone(&store));
+        after.register(booking::<After>()).await.unwrap();
+        let recovery = after.recover().await.unwrap();
+        assert_eq!(recovery.refused.len(), 1, "{name}");
+        let refused: Vec<_> = support::logs::entries_where("execution", id.as_str())
+            .into_iter()
+            .filter(|e| e.message == "recovery refused an execution")
+            .collect();
+        assert_eq!(
+            refused[0].field("saga"),
+            Some("booking"),
+            "{name}: {refused:?}"
+        );
+    }
+}

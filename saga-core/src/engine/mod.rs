@@ -1190,7 +1190,7 @@ impl SagaEngine {
             Ok(Some(_)) => recovery.resumed.push(id),
             Ok(None) => recovery.busy.push(id),
             Err(error) => {
-                log::error!(target: "saga", execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "recovery refused an execution");
+                log::error!(target: "saga", saga:% = crate::escape::Escaped(&record.saga), execution:% = crate::escape::Escaped(id.as_str()), error:% = crate::escape::Escaped(&error.to_string()); "recovery refused an execution");
                 recovery.refused.push((id, error));
             }
         }
