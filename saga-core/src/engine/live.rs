@@ -109,14 +109,16 @@ impl Claiming {
     /// The starts of the execution that store failures cut off, as this
     /// engine saw them: the replaced run's, and the last start of `events`
     /// if that run was stopped by its store (its next write refused; a
-    /// run that lost its lease stalled, and counts as cut off).
-    fn store_cuts(&self, events: &[Event]) -> Vec<Cut> {
+    /// run that lost its lease stalled, and counts as cut off) and no
+    /// other claim came between it and `lease` (whose token is then the
+    /// next one): else that start may be another owner's, cut by a crash.
+    fn store_cuts(&self, events: &[Event], lease: &Lease) -> Vec<Cut> {
         let Some(run) = self.previous.as_ref().and_then(|p| p.run.as_ref()) else {
             return Vec::new();
         };
         let mut cuts = run.cuts.clone();
         let by_store = matches!(&*run.done.borrow(), Some(Err(stopped)) if !stopped.lease_lost);
-        if by_store {
+        if by_store && lease.token == run.lease.token + 1 {
             cuts.extend(Cut::last_start(events));
         }
         cuts
@@ -496,7 +498,7 @@ impl SagaEngine {
                     .await?;
                 events.push(event);
             }
-            claiming.cuts = claiming.store_cuts(&events);
+            claiming.cuts = claiming.store_cuts(&events, &lease);
             let loops = crash_loops(&events, runner.steps(), self.crash_limit, &claiming.cuts);
             if !loops.is_empty() {
                 let report = self
