@@ -213,13 +213,26 @@ impl SqliteStore {
         if !created {
             precheck_file(path, Access::ReadWrite)?;
         }
+        let traces = open::has_traces(path);
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| open_error(path, "opening", e))?;
-        check_and_migrate(&conn, path, options, created)?;
-        Ok(conn)
+        // Until the file passes the checks, closing this connection must
+        // not checkpoint a `-wal` into it (nor delete the `-wal`).
+        open::keep_wal_on_close(&conn, true).map_err(|e| open_error(path, "opening", e))?;
+        match check_and_migrate(&conn, path, options, created) {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                // A `-wal` and `-shm` SQLite created for the checks hold
+                // nothing: its close may remove them, as it would have.
+                if !traces {
+                    let _ = open::keep_wal_on_close(&conn, false);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Opens an existing store for reading only (`SQLITE_OPEN_READ_ONLY`):

@@ -381,6 +381,9 @@ pub(super) fn check_and_migrate(
             });
         }
     }
+    // The file is ours and sound: its `-wal` is checkpointed into it on
+    // close from now on, as SQLite does by default.
+    keep_wal_on_close(conn, false).map_err(err("setting up the connection"))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(err("switching to WAL"))?;
@@ -401,6 +404,26 @@ pub(super) fn check_and_migrate(
         migrate(conn, path)?;
     }
     Ok(())
+}
+
+/// Whether closing `conn` leaves the `-wal` as it is (`yes`), instead of
+/// checkpointing it into the file and deleting it when the connection is
+/// the file's last (SQLite's default). An open that refuses a file must
+/// leave it, and the `-wal` a killed process left beside it, as they were:
+/// a checkpoint would write a `-wal` into a file it may not belong to (a
+/// backup moved over a live file), and drop the `-wal` itself.
+pub(super) fn keep_wal_on_close(conn: &Connection, yes: bool) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        yes,
+    )
+    .map(drop)
+}
+
+/// Whether a `-wal` or a `-shm` is beside the file at `path`.
+pub(super) fn has_traces(path: &Path) -> bool {
+    std::fs::symlink_metadata(wal_path(path)).is_ok()
+        || std::fs::symlink_metadata(companion(path, "-shm")).is_ok()
 }
 
 /// Refuses a file that is not a store of ours (another application id, or
@@ -456,8 +479,11 @@ pub(super) fn open_reader(path: &Path, options: &SqliteOptions) -> StoreResult<C
 /// nothing (see [`SqliteStore::open_read_only`](super::SqliteStore::open_read_only)).
 pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let traces = has_traces(path);
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| open_error(path, "opening read-only", e))?;
+    // As for a writer (see `keep_wal_on_close`), until the checks pass.
+    keep_wal_on_close(&conn, true).map_err(|e| open_error(path, "opening read-only", e))?;
     let conn = match read_header(&conn) {
         Ok(_) => conn,
         // No writer (no `-wal`) and SQLite could not create the `-shm`:
@@ -483,16 +509,26 @@ pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
     } else {
         table_names(&conn).unwrap_or_else(|_| vec!["(unreadable)".to_owned()])
     };
-    check_ours(path, application_id, &tables, version, false)?;
-    // An older schema is read only once a writer migrated it: its tables
-    // lack this build's columns.
-    if version < SCHEMA_VERSION {
-        return Err(StoreError::OlderSchema {
-            store: describe(path),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
+    let checked = check_ours(path, application_id, &tables, version, false).and_then(|()| {
+        // An older schema is read only once a writer migrated it: its
+        // tables lack this build's columns.
+        if version < SCHEMA_VERSION {
+            return Err(StoreError::OlderSchema {
+                store: describe(path),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    });
+    if let Err(e) = checked {
+        if !traces {
+            let _ = keep_wal_on_close(&conn, false);
+        }
+        return Err(e);
     }
+    keep_wal_on_close(&conn, false)
+        .map_err(|e| open_error(path, "setting up the connection", e))?;
     conn.busy_timeout(SqliteOptions::new().busy_timeout)
         .map_err(|e| open_error(path, "setting the busy timeout", e))?;
     Ok(conn)
