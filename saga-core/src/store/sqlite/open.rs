@@ -68,6 +68,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The newest schema version this build knows.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The `-wal` is checkpointed into the file once it holds this many
+/// pages (`PRAGMA wal_autocheckpoint`; SQLite's default is 1000, about
+/// 4 MB of 4 KB pages): 1 MB, so that a store on a small disk does not
+/// lose several megabytes to its `-wal`.
+pub(super) const WAL_CHECKPOINT_PAGES: i64 = 256;
+
+/// The size a `-wal` is cut back to once a checkpoint let SQLite start
+/// it over (`PRAGMA journal_size_limit`, bytes; SQLite's default keeps
+/// it at its largest for good). A checkpoint held back (by a long read)
+/// or a large write lets it grow past this size for a while.
+pub(super) const WAL_SIZE_LIMIT: i64 = 1 << 20;
+
 /// What an opener means to do with the file.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Access {
@@ -400,6 +412,10 @@ pub(super) fn check_and_migrate(
     };
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(err("setting `synchronous`"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .map_err(err("setting `wal_autocheckpoint`"))?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+        .map_err(err("setting `journal_size_limit`"))?;
     if created || version < SCHEMA_VERSION {
         migrate(conn, path)?;
     }

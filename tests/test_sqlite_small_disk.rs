@@ -1,0 +1,127 @@
+//! An SQLite store on a small disk: its `-wal` stays bounded.
+//!
+//! The tests that need a small or full disk mount a tmpfs (root only) and
+//! skip, saying so, where they cannot.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use saga_core::SagaEngine;
+use saga_core::store::SqliteStore;
+use support::durable::{Order, Script, saga, scratch_dir};
+
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+fn len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// A tmpfs of `size` (`mount -o size=`) mounted on a new directory, and
+/// unmounted when dropped; `None`, said on stderr, where it cannot be.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(test: &str, options: &str) -> Option<Tmpfs> {
+        let dir = scratch_dir(test);
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(&dir)
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
+            other => {
+                eprintln!(
+                    "SKIPPED {test}: cannot mount a tmpfs (needs root): {:?}",
+                    other.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                );
+                let _ = std::fs::remove_dir(&dir);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the store keeps a descriptor of its file for as long as
+        // the file exists (see `open.rs`), which a plain `umount` refuses.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `n` executions one after the other on the store at `path`; the
+/// largest `-wal` seen after each, and the first error.
+fn run(path: &Path, n: usize) -> (u64, Result<(), String>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = SagaEngine::new(SqliteStore::open(path).map_err(|e| e.to_string())?);
+        let script = Arc::new(Script::default());
+        engine
+            .register(saga(&script))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut largest = 0;
+        for _ in 0..n {
+            let id = engine
+                .start("order", Order::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            engine
+                .wait(&id)
+                .await
+                .or_else(support::ended)
+                .map_err(|e| e.to_string())?;
+            largest = largest.max(len(&companion(path, "-wal")));
+        }
+        Ok::<_, String>(largest)
+    })
+    .map_or_else(|e| (0, Err(e)), |largest| (largest, Ok(())))
+}
+
+/// The bound of the `-wal` the docs give (docs/OPERATIONS.md, "How big
+/// the store grows").
+const WAL_BOUND: u64 = 1_200_000;
+
+/// With SQLite's defaults the `-wal` grows to about 4 MB (1000 pages)
+/// before a checkpoint, and keeps that size.
+#[test]
+fn the_wal_stays_under_its_bound() {
+    let dir = scratch_dir("wal-bound");
+    let path = dir.join("sagas.db");
+    let (largest, result) = run(&path, 150);
+    result.unwrap();
+    assert!(
+        largest <= WAL_BOUND,
+        "the -wal grew to {largest} bytes (bound {WAL_BOUND})"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 3 MB disk holds a store of a few hundred kilobytes: the `-wal` does
+/// not eat the rest.
+#[test]
+fn a_store_on_a_3_mb_disk_does_not_fill_it() {
+    let Some(disk) = Tmpfs::mount("wal-3mb", "size=3m") else {
+        return;
+    };
+    let path = disk.dir.join("sagas.db");
+    let (largest, result) = run(&path, 200);
+    assert_eq!(
+        result,
+        Ok(()),
+        "-wal {} bytes, file {} bytes",
+        len(&companion(&path, "-wal")),
+        len(&path)
+    );
+    assert!(largest <= WAL_BOUND, "the -wal grew to {largest} bytes");
+}
