@@ -1,4 +1,5 @@
-//! An SQLite store on a small disk: its `-wal` stays bounded.
+//! An SQLite store on a small disk: its `-wal` stays bounded, and a full
+//! disk at the first start leaves no empty file behind.
 //!
 //! The tests that need a small or full disk mount a tmpfs (root only) and
 //! skip, saying so, where they cannot.
@@ -47,6 +48,19 @@ impl Tmpfs {
                 None
             }
         }
+    }
+
+    /// Fills the disk: a file as large as it takes to get ENOSPC.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.dir.join("fill")).unwrap();
+        let chunk = vec![0_u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+
+    fn unfill(&self) {
+        std::fs::remove_file(self.dir.join("fill")).unwrap();
     }
 }
 
@@ -124,4 +138,32 @@ fn a_store_on_a_3_mb_disk_does_not_fill_it() {
         len(&path)
     );
     assert!(largest <= WAL_BOUND, "the -wal grew to {largest} bytes");
+}
+
+/// A store closed cleanly at `path`, with `n` executions.
+fn closed_store(path: &Path, n: usize) {
+    let (_, result) = run(path, n);
+    result.unwrap();
+}
+
+/// A full disk at the first start: the open fails, saying the disk is
+/// full, and leaves no empty file that would refuse every later start.
+#[test]
+fn a_full_disk_at_the_first_start_leaves_no_empty_file() {
+    let Some(disk) = Tmpfs::mount("full-at-create", "size=1m") else {
+        return;
+    };
+    disk.fill();
+    let path = disk.dir.join("sagas.db");
+    let err = SqliteStore::open(&path).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("full"), "{message}");
+    let left: Vec<_> = std::fs::read_dir(&disk.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != "fill")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?} ({message})");
+    disk.unfill();
+    closed_store(&path, 1);
 }

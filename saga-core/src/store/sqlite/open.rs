@@ -119,6 +119,31 @@ pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
     }
 }
 
+/// Removes the file at `path` that this open created and could not make
+/// into a store (a full disk, say): left empty, it would refuse every
+/// later open ([`StoreError::Empty`]). Only while it is still empty (no
+/// other opener made it a store meanwhile), with the empty `-wal` or
+/// `-journal` SQLite may have left, and the `-shm` once no `-wal` is
+/// left (a `-shm` alone would refuse the next open as a file gone).
+pub(super) fn remove_if_empty(path: &Path) {
+    let empty = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if !empty(path) {
+        return;
+    }
+    if std::fs::remove_file(path).is_err() {
+        return;
+    }
+    for suffix in ["-wal", "-journal"] {
+        let companion = companion(path, suffix);
+        if empty(&companion) {
+            let _ = std::fs::remove_file(companion);
+        }
+    }
+    if std::fs::symlink_metadata(wal_path(path)).is_err() {
+        let _ = std::fs::remove_file(companion(path, "-shm"));
+    }
+}
+
 /// Refuses a missing file at `path` beside its store's traces: a `-wal`
 /// holding anything, or a `-shm`. The file was deleted or moved while a
 /// process had it open (and that process was killed): its last writes
