@@ -1,5 +1,6 @@
-//! An SQLite store on a small disk: its `-wal` stays bounded, and a full
-//! disk at the first start leaves no empty file behind.
+//! An SQLite store on a small disk: its `-wal` stays bounded, a full disk
+//! at the first start leaves no empty file behind, and the errors of a
+//! full or read-only disk at open say so.
 //!
 //! The tests that need a small or full disk mount a tmpfs (root only) and
 //! skip, saying so, where they cannot.
@@ -11,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use saga_core::SagaEngine;
-use saga_core::store::SqliteStore;
+use saga_core::store::{SqliteStore, StoreError};
 use support::durable::{Order, Script, saga, scratch_dir};
 
 fn companion(path: &Path, suffix: &str) -> PathBuf {
@@ -166,4 +167,50 @@ fn a_full_disk_at_the_first_start_leaves_no_empty_file() {
     assert!(left.is_empty(), "left behind: {left:?} ({message})");
     disk.unfill();
     closed_store(&path, 1);
+}
+
+/// A full disk at the start of an existing store: the error says the
+/// disk is full and what to do, not that the store carries on by itself
+/// (nothing retries an open); once there is room it opens.
+#[test]
+fn a_full_disk_at_open_says_so() {
+    let Some(disk) = Tmpfs::mount("full-at-open", "size=1m") else {
+        return;
+    };
+    let path = disk.dir.join("sagas.db");
+    closed_store(&path, 2);
+    let before = std::fs::read(&path).unwrap();
+    disk.fill();
+    let err = SqliteStore::open(&path).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("is full"), "{message}");
+    assert!(message.contains("free space"), "{message}");
+    assert!(!message.contains("carries on by itself"), "{message}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    disk.unfill();
+    closed_store(&path, 1);
+}
+
+/// A store on a filesystem mounted read-only: the error says so (`chmod`
+/// cannot help there).
+#[test]
+fn a_read_only_filesystem_is_named_at_open() {
+    let Some(disk) = Tmpfs::mount("ro-mount", "size=1m") else {
+        return;
+    };
+    let path = disk.dir.join("sagas.db");
+    closed_store(&path, 1);
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&disk.dir)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("mounted read-only"), "{message}");
+    assert!(message.contains("`mount` shows `ro`"), "{message}");
+    // Reading it still works.
+    drop(SqliteStore::open_read_only(&path).unwrap());
 }

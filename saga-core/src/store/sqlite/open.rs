@@ -111,11 +111,70 @@ pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
             path: path.to_path_buf(),
             detail: format!("the file cannot be created in its directory: {e}"),
         }),
+        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+            detail: format!("the file cannot be created: {e}; {READ_ONLY_FS}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => Err(StoreError::Backend {
+            store: describe(path),
+            what: "creating the file".to_owned(),
+            source: format!("{e}; {FULL_AT_OPEN}").into(),
+        }),
         Err(e) => Err(StoreError::Backend {
             store: describe(path),
             what: "creating the file".to_owned(),
             source: Box::new(e),
         }),
+    }
+}
+
+/// What to do about a disk found full while opening: nothing retries an
+/// open.
+const FULL_AT_OPEN: &str = "the disk holding the store is full: free space on it, then open the store again (start the service again)";
+
+/// What to do about a file on a filesystem mounted read-only.
+const READ_ONLY_FS: &str = "its filesystem is mounted read-only (`mount` shows `ro` for it), so `chmod` cannot help: remount it read-write once the disk is checked (Linux remounts a failing disk read-only), or copy the store somewhere writable";
+
+/// How much room [`disk_state`] looks for.
+const ROOM: usize = 64 * 1024;
+
+/// What the disk holding the file at `path` tells of an open that failed
+/// with an I/O error: full, mounted read-only, or neither (or not to be
+/// told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Disk {
+    /// Less than [`ROOM`] bytes could be written beside the file.
+    Full,
+    /// Nothing can be created beside the file: a read-only filesystem.
+    ReadOnly,
+    /// Room, and writable (or not to be told).
+    Fine,
+}
+
+/// Tells the state of the disk holding `path` by writing (and syncing)
+/// [`ROOM`] bytes to a new file beside it, then removing that file: the
+/// standard library has no portable call for free space, and the test
+/// is the one that matters (SQLite needs room for its `-shm`, 32 KB, and
+/// its `-wal`). Only called once an open failed.
+pub(super) fn disk_state(path: &Path) -> Disk {
+    use std::io::{ErrorKind, Write};
+    let probe = companion(path, &format!("-probe-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    let file = match options.open(&probe) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => return Disk::ReadOnly,
+        Err(e) if e.kind() == ErrorKind::StorageFull => return Disk::Full,
+        Err(_) => return Disk::Fine,
+    };
+    let written = (&file)
+        .write_all(&[0_u8; ROOM])
+        .and_then(|()| file.sync_data());
+    drop(file);
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Err(e) if e.kind() == ErrorKind::StorageFull => Disk::Full,
+        _ => Disk::Fine,
     }
 }
 
@@ -354,9 +413,38 @@ pub(super) fn open_error(path: &Path, what: &str, error: rusqlite::Error) -> Sto
         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
             StoreError::ReadOnly {
                 path: path.to_path_buf(),
-                detail: error.to_string(),
+                detail: match disk_state(path) {
+                    Disk::ReadOnly => format!("{error}; {READ_ONLY_FS}"),
+                    _ => error.to_string(),
+                },
             }
         }
+        // SQLite's own words for it ("database or disk is full") would
+        // tell the operator that the store carries on by itself once
+        // there is room, as a running store does: an open does not.
+        Some(ErrorCode::DiskFull) => StoreError::Backend {
+            store: describe(path),
+            what: what.to_owned(),
+            source: format!("SQLITE_FULL; {FULL_AT_OPEN}").into(),
+        },
+        // A full disk shows as an I/O error where SQLite cannot grow its
+        // `-shm`; a read-only filesystem where it cannot create it.
+        Some(ErrorCode::SystemIoFailure) => match disk_state(path) {
+            Disk::Full => StoreError::Backend {
+                store: describe(path),
+                what: what.to_owned(),
+                source: format!("{error}; {FULL_AT_OPEN}").into(),
+            },
+            Disk::ReadOnly => StoreError::ReadOnly {
+                path: path.to_path_buf(),
+                detail: format!("{error}; {READ_ONLY_FS}"),
+            },
+            Disk::Fine => StoreError::Backend {
+                store: describe(path),
+                what: what.to_owned(),
+                source: Box::new(error),
+            },
+        },
         _ => StoreError::Backend {
             store: describe(path),
             what: what.to_owned(),
@@ -385,7 +473,10 @@ pub(super) fn check_and_migrate(
     {
         return Err(StoreError::ReadOnly {
             path: path.to_path_buf(),
-            detail: "SQLite opened it read-only".to_owned(),
+            detail: match disk_state(path) {
+                Disk::ReadOnly => format!("SQLite opened it read-only; {READ_ONLY_FS}"),
+                _ => "SQLite opened it read-only".to_owned(),
+            },
         });
     }
     conn.busy_timeout(options.busy_timeout)
