@@ -156,7 +156,9 @@ impl SqliteStore {
     ///
     /// A missing file is created, readable and writable by its owner only
     /// (mode `0600` on Unix: the store holds contexts in clear); SQLite's
-    /// `-wal` and `-shm` files take the same mode. An existing file is
+    /// `-wal` and `-shm` files take the same mode; if the open then fails
+    /// (a full disk), the file it created is removed while still empty,
+    /// so that it does not refuse the next open. An existing file is
     /// written to only if it is a store of ours: a file of another
     /// application (another application id, or none) and an empty file are
     /// refused, byte for byte as they were.
@@ -196,7 +198,16 @@ impl SqliteStore {
                 ) if !created && waited.elapsed() < patience && open::just_written(&path) => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                other => break other?,
+                other => break other,
+            }
+        };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                if created {
+                    open::remove_if_empty(&path);
+                }
+                return Err(e);
             }
         };
         let reader = open::open_reader(&path, &options)?;
@@ -213,13 +224,26 @@ impl SqliteStore {
         if !created {
             precheck_file(path, Access::ReadWrite)?;
         }
+        let traces = open::has_traces(path);
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| open_error(path, "opening", e))?;
-        check_and_migrate(&conn, path, options, created)?;
-        Ok(conn)
+        // Until the file passes the checks, closing this connection must
+        // not checkpoint a `-wal` into it (nor delete the `-wal`).
+        open::keep_wal_on_close(&conn, true).map_err(|e| open_error(path, "opening", e))?;
+        match check_and_migrate(&conn, path, options, created) {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                // A `-wal` and `-shm` SQLite created for the checks hold
+                // nothing: its close may remove them, as it would have.
+                if !traces {
+                    let _ = open::keep_wal_on_close(&conn, false);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Opens an existing store for reading only (`SQLITE_OPEN_READ_ONLY`):

@@ -68,6 +68,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The newest schema version this build knows.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The `-wal` is checkpointed into the file once it holds this many
+/// pages (`PRAGMA wal_autocheckpoint`; SQLite's default is 1000, about
+/// 4 MB of 4 KB pages): 1 MB, so that a store on a small disk does not
+/// lose several megabytes to its `-wal`.
+pub(super) const WAL_CHECKPOINT_PAGES: i64 = 256;
+
+/// The size a `-wal` is cut back to once a checkpoint let SQLite start
+/// it over (`PRAGMA journal_size_limit`, bytes; SQLite's default keeps
+/// it at its largest for good). A checkpoint held back (by a long read)
+/// or a large write lets it grow past this size for a while.
+pub(super) const WAL_SIZE_LIMIT: i64 = 1 << 20;
+
 /// What an opener means to do with the file.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Access {
@@ -99,11 +111,95 @@ pub(super) fn create_file(path: &Path) -> StoreResult<bool> {
             path: path.to_path_buf(),
             detail: format!("the file cannot be created in its directory: {e}"),
         }),
+        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+            detail: format!("the file cannot be created: {e}; {READ_ONLY_FS}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => Err(StoreError::Backend {
+            store: describe(path),
+            what: "creating the file".to_owned(),
+            source: format!("{e}; {FULL_AT_OPEN}").into(),
+        }),
         Err(e) => Err(StoreError::Backend {
             store: describe(path),
             what: "creating the file".to_owned(),
             source: Box::new(e),
         }),
+    }
+}
+
+/// What to do about a disk found full while opening: nothing retries an
+/// open.
+const FULL_AT_OPEN: &str = "the disk holding the store is full: free space on it, then open the store again (start the service again)";
+
+/// What to do about a file on a filesystem mounted read-only.
+const READ_ONLY_FS: &str = "its filesystem is mounted read-only (`mount` shows `ro` for it), so `chmod` cannot help: remount it read-write once the disk is checked (Linux remounts a failing disk read-only), or copy the store somewhere writable";
+
+/// How much room [`disk_state`] looks for.
+const ROOM: usize = 64 * 1024;
+
+/// What the disk holding the file at `path` tells of an open that failed
+/// with an I/O error: full, mounted read-only, or neither (or not to be
+/// told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Disk {
+    /// Less than [`ROOM`] bytes could be written beside the file.
+    Full,
+    /// Nothing can be created beside the file: a read-only filesystem.
+    ReadOnly,
+    /// Room, and writable (or not to be told).
+    Fine,
+}
+
+/// Tells the state of the disk holding `path` by writing (and syncing)
+/// [`ROOM`] bytes to a new file beside it, then removing that file: the
+/// standard library has no portable call for free space, and the test
+/// is the one that matters (SQLite needs room for its `-shm`, 32 KB, and
+/// its `-wal`). Only called once an open failed.
+pub(super) fn disk_state(path: &Path) -> Disk {
+    use std::io::{ErrorKind, Write};
+    let probe = companion(path, &format!("-probe-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    let file = match options.open(&probe) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => return Disk::ReadOnly,
+        Err(e) if e.kind() == ErrorKind::StorageFull => return Disk::Full,
+        Err(_) => return Disk::Fine,
+    };
+    let written = (&file)
+        .write_all(&[0_u8; ROOM])
+        .and_then(|()| file.sync_data());
+    drop(file);
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Err(e) if e.kind() == ErrorKind::StorageFull => Disk::Full,
+        _ => Disk::Fine,
+    }
+}
+
+/// Removes the file at `path` that this open created and could not make
+/// into a store (a full disk, say): left empty, it would refuse every
+/// later open ([`StoreError::Empty`]). Only while it is still empty (no
+/// other opener made it a store meanwhile), with the empty `-wal` or
+/// `-journal` SQLite may have left, and the `-shm` once no `-wal` is
+/// left (a `-shm` alone would refuse the next open as a file gone).
+pub(super) fn remove_if_empty(path: &Path) {
+    let empty = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if !empty(path) {
+        return;
+    }
+    if std::fs::remove_file(path).is_err() {
+        return;
+    }
+    for suffix in ["-wal", "-journal"] {
+        let companion = companion(path, suffix);
+        if empty(&companion) {
+            let _ = std::fs::remove_file(companion);
+        }
+    }
+    if std::fs::symlink_metadata(wal_path(path)).is_err() {
+        let _ = std::fs::remove_file(companion(path, "-shm"));
     }
 }
 
@@ -317,9 +413,38 @@ pub(super) fn open_error(path: &Path, what: &str, error: rusqlite::Error) -> Sto
         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
             StoreError::ReadOnly {
                 path: path.to_path_buf(),
-                detail: error.to_string(),
+                detail: match disk_state(path) {
+                    Disk::ReadOnly => format!("{error}; {READ_ONLY_FS}"),
+                    _ => error.to_string(),
+                },
             }
         }
+        // SQLite's own words for it ("database or disk is full") would
+        // tell the operator that the store carries on by itself once
+        // there is room, as a running store does: an open does not.
+        Some(ErrorCode::DiskFull) => StoreError::Backend {
+            store: describe(path),
+            what: what.to_owned(),
+            source: format!("SQLITE_FULL; {FULL_AT_OPEN}").into(),
+        },
+        // A full disk shows as an I/O error where SQLite cannot grow its
+        // `-shm`; a read-only filesystem where it cannot create it.
+        Some(ErrorCode::SystemIoFailure) => match disk_state(path) {
+            Disk::Full => StoreError::Backend {
+                store: describe(path),
+                what: what.to_owned(),
+                source: format!("{error}; {FULL_AT_OPEN}").into(),
+            },
+            Disk::ReadOnly => StoreError::ReadOnly {
+                path: path.to_path_buf(),
+                detail: format!("{error}; {READ_ONLY_FS}"),
+            },
+            Disk::Fine => StoreError::Backend {
+                store: describe(path),
+                what: what.to_owned(),
+                source: Box::new(error),
+            },
+        },
         _ => StoreError::Backend {
             store: describe(path),
             what: what.to_owned(),
@@ -348,7 +473,10 @@ pub(super) fn check_and_migrate(
     {
         return Err(StoreError::ReadOnly {
             path: path.to_path_buf(),
-            detail: "SQLite opened it read-only".to_owned(),
+            detail: match disk_state(path) {
+                Disk::ReadOnly => format!("SQLite opened it read-only; {READ_ONLY_FS}"),
+                _ => "SQLite opened it read-only".to_owned(),
+            },
         });
     }
     conn.busy_timeout(options.busy_timeout)
@@ -381,6 +509,9 @@ pub(super) fn check_and_migrate(
             });
         }
     }
+    // The file is ours and sound: its `-wal` is checkpointed into it on
+    // close from now on, as SQLite does by default.
+    keep_wal_on_close(conn, false).map_err(err("setting up the connection"))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(err("switching to WAL"))?;
@@ -397,10 +528,34 @@ pub(super) fn check_and_migrate(
     };
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(err("setting `synchronous`"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .map_err(err("setting `wal_autocheckpoint`"))?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+        .map_err(err("setting `journal_size_limit`"))?;
     if created || version < SCHEMA_VERSION {
         migrate(conn, path)?;
     }
     Ok(())
+}
+
+/// Whether closing `conn` leaves the `-wal` as it is (`yes`), instead of
+/// checkpointing it into the file and deleting it when the connection is
+/// the file's last (SQLite's default). An open that refuses a file must
+/// leave it, and the `-wal` a killed process left beside it, as they were:
+/// a checkpoint would write a `-wal` into a file it may not belong to (a
+/// backup moved over a live file), and drop the `-wal` itself.
+pub(super) fn keep_wal_on_close(conn: &Connection, yes: bool) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        yes,
+    )
+    .map(drop)
+}
+
+/// Whether a `-wal` or a `-shm` is beside the file at `path`.
+pub(super) fn has_traces(path: &Path) -> bool {
+    std::fs::symlink_metadata(wal_path(path)).is_ok()
+        || std::fs::symlink_metadata(companion(path, "-shm")).is_ok()
 }
 
 /// Refuses a file that is not a store of ours (another application id, or
@@ -456,8 +611,11 @@ pub(super) fn open_reader(path: &Path, options: &SqliteOptions) -> StoreResult<C
 /// nothing (see [`SqliteStore::open_read_only`](super::SqliteStore::open_read_only)).
 pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let traces = has_traces(path);
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| open_error(path, "opening read-only", e))?;
+    // As for a writer (see `keep_wal_on_close`), until the checks pass.
+    keep_wal_on_close(&conn, true).map_err(|e| open_error(path, "opening read-only", e))?;
     let conn = match read_header(&conn) {
         Ok(_) => conn,
         // No writer (no `-wal`) and SQLite could not create the `-shm`:
@@ -483,16 +641,26 @@ pub(super) fn open_read_only(path: &Path) -> StoreResult<Connection> {
     } else {
         table_names(&conn).unwrap_or_else(|_| vec!["(unreadable)".to_owned()])
     };
-    check_ours(path, application_id, &tables, version, false)?;
-    // An older schema is read only once a writer migrated it: its tables
-    // lack this build's columns.
-    if version < SCHEMA_VERSION {
-        return Err(StoreError::OlderSchema {
-            store: describe(path),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
+    let checked = check_ours(path, application_id, &tables, version, false).and_then(|()| {
+        // An older schema is read only once a writer migrated it: its
+        // tables lack this build's columns.
+        if version < SCHEMA_VERSION {
+            return Err(StoreError::OlderSchema {
+                store: describe(path),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    });
+    if let Err(e) = checked {
+        if !traces {
+            let _ = keep_wal_on_close(&conn, false);
+        }
+        return Err(e);
     }
+    keep_wal_on_close(&conn, false)
+        .map_err(|e| open_error(path, "setting up the connection", e))?;
     conn.busy_timeout(SqliteOptions::new().busy_timeout)
         .map_err(|e| open_error(path, "setting the busy timeout", e))?;
     Ok(conn)
