@@ -226,10 +226,7 @@ pub enum StoreError {
         supported: i64,
     },
     /// The file (or its directory) cannot be written.
-    #[error(
-        "`{}` is read-only ({detail}); make it and its directory writable (e.g. `chmod u+w`), or copy it somewhere writable",
-        path.display()
-    )]
+    #[error("`{}` is read-only ({detail}){}", path.display(), read_only_remedy(detail))]
     ReadOnly {
         /// The file.
         path: PathBuf,
@@ -728,6 +725,17 @@ pub(crate) struct LoggedCause {
     pub(crate) detail: Option<String>,
 }
 
+/// What [`StoreError::ReadOnly`] tells to do, after its detail: a detail
+/// that names a read-only filesystem says it itself (`chmod` cannot help
+/// there).
+fn read_only_remedy(detail: &str) -> &'static str {
+    if detail.contains("mounted read-only") {
+        ""
+    } else {
+        "; make it and its directory writable (e.g. `chmod u+w`), or copy it somewhere writable"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -872,5 +880,27 @@ mod tests {
             };
             assert_eq!(error.to_string(), expected);
         }
+    }
+
+    #[test]
+    fn a_read_only_error_tells_chmod_only_where_it_can_help() {
+        let path = std::path::PathBuf::from("x.db");
+        let permissions = StoreError::ReadOnly {
+            path: path.clone(),
+            detail: "the file's permissions forbid writing".into(),
+        };
+        assert!(
+            permissions
+                .to_string()
+                .ends_with("(e.g. `chmod u+w`), or copy it somewhere writable")
+        );
+        let mount = StoreError::ReadOnly {
+            path,
+            detail: "its filesystem is mounted read-only (`mount` shows `ro` for it), so `chmod` cannot help".into(),
+        };
+        assert_eq!(
+            mount.to_string(),
+            "`x.db` is read-only (its filesystem is mounted read-only (`mount` shows `ro` for it), so `chmod` cannot help)"
+        );
     }
 }
