@@ -8,6 +8,8 @@ use std::sync::Weak;
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
@@ -138,6 +140,100 @@ impl From<tokio_postgres::Error> for Failure {
     }
 }
 
+/// The first wait before connecting again after a failed connection.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+/// The longest: while the server is away, at most one connection
+/// attempt a second, however many writes come.
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// How often an outage that goes on is told again.
+const OUTAGE_TOLD_EVERY: Duration = Duration::from_secs(30);
+
+/// The writer's view of an outage: the server could not be connected to.
+/// Writes that come before the next attempt is due fail at once with the
+/// last attempt's error (not one connection attempt per write), and the
+/// log tells the outage once, then every [`OUTAGE_TOLD_EVERY`] with the
+/// writes refused meanwhile, then its end.
+struct Outage {
+    error: StoreError,
+    began: Instant,
+    wait: Duration,
+    next_try: Instant,
+    told: Instant,
+    /// Writes refused since the outage was last told.
+    refused: u64,
+    /// Writes refused in all.
+    refused_in_all: u64,
+}
+
+impl Outage {
+    fn begin(store: &Inner, error: StoreError) -> Self {
+        tell_outage(store, &error, None);
+        let now = Instant::now();
+        Outage {
+            error,
+            began: now,
+            wait: RECONNECT_FIRST,
+            next_try: now + RECONNECT_FIRST,
+            told: now,
+            refused: 0,
+            refused_in_all: 0,
+        }
+    }
+
+    /// Another failed attempt: waits longer before the next one; tells
+    /// the outage again if it is due.
+    fn failed_again(&mut self, store: &Inner, error: StoreError) {
+        self.error = error;
+        self.wait = (self.wait * 2).min(RECONNECT_MAX);
+        let now = Instant::now();
+        self.next_try = now + self.wait;
+        if now.duration_since(self.told) >= OUTAGE_TOLD_EVERY {
+            tell_outage(store, &self.error, Some((now - self.began, self.refused)));
+            self.told = now;
+            self.refused = 0;
+        }
+    }
+
+    fn refuse(&mut self, store: &Inner, batch: &mut Vec<Job>) {
+        let count = batch.len() as u64;
+        self.refused += count;
+        self.refused_in_all += count;
+        for job in batch.drain(..) {
+            let reply = match &self.error {
+                StoreError::Unauthorized {
+                    store,
+                    user,
+                    source,
+                    ..
+                } => StoreError::Unauthorized {
+                    store: store.clone(),
+                    user: user.clone(),
+                    what: job.op.what().to_owned(),
+                    source: source.to_string().into(),
+                },
+                error => unavailable(store, &job.op, error),
+            };
+            let _ = job.reply.send(Err(reply));
+        }
+    }
+
+    /// Connected again.
+    fn end(self, store: &Inner) {
+        log::info!(target: "saga", store:% = Escaped(&store.describe), down_for:? = self.began.elapsed(), writes_refused = self.refused_in_all; "postgres store reachable again, writes go on");
+    }
+}
+
+/// Tells an outage: its start, or (`going_on`: how long so far, writes
+/// refused since last told) that it goes on.
+fn tell_outage(store: &Inner, error: &StoreError, going_on: Option<(Duration, u64)>) {
+    let (down_for, refused) = going_on.unwrap_or_default();
+    if matches!(error, StoreError::Unauthorized { .. }) {
+        log::error!(target: "saga", store:% = Escaped(&store.describe), down_for:? = down_for, writes_refused = refused, error:% = Escaped(&error.to_string()); "postgres store refused the credentials, writes fail until they are fixed");
+    } else {
+        log::warn!(target: "saga", store:% = Escaped(&store.describe), down_for:? = down_for, writes_refused = refused, error:% = Escaped(&error.to_string()); "postgres store unreachable, writes fail until it is back");
+    }
+}
+
 /// The writer: one transaction per batch of the writes waiting. A write
 /// that fails in the database aborts the transaction; the batch is then
 /// run again one write per transaction, so only that write fails.
@@ -148,39 +244,37 @@ pub(super) async fn writer_loop(
     max_batch: usize,
 ) {
     let mut batch = Vec::new();
+    let mut outage: Option<Outage> = None;
     while receiver.recv_many(&mut batch, max_batch).await > 0 {
         let Some(store) = inner.upgrade() else {
             return;
         };
         let live = match session.take().filter(|s| !s.client.is_closed()) {
             Some(s) => Ok(s),
-            None => open_session(&store.target, &store.describe, &store.schema, false).await,
+            None => {
+                if let Some(down) = outage.as_mut().filter(|d| Instant::now() < d.next_try) {
+                    down.refuse(&store, &mut batch);
+                    continue;
+                }
+                open_session(&store.target, &store.describe, &store.schema, false).await
+            }
         };
         let s = match live {
-            Ok(s) => s,
+            Ok(s) => {
+                if let Some(down) = outage.take() {
+                    down.end(&store);
+                }
+                s
+            }
             Err(error) => {
-                if matches!(error, StoreError::Unauthorized { .. }) {
-                    log::error!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&error.to_string()); "postgres store refused the credentials, writes fail until they are fixed");
-                } else {
-                    log::warn!(target: "saga", store:% = Escaped(&store.describe), error:% = Escaped(&error.to_string()); "postgres store unreachable, writes fail until it is back");
-                }
-                for job in batch.drain(..) {
-                    let reply = match &error {
-                        StoreError::Unauthorized {
-                            store,
-                            user,
-                            source,
-                            ..
-                        } => StoreError::Unauthorized {
-                            store: store.clone(),
-                            user: user.clone(),
-                            what: job.op.what().to_owned(),
-                            source: source.to_string().into(),
-                        },
-                        _ => unavailable(&store, &job.op, &error),
-                    };
-                    let _ = job.reply.send(Err(reply));
-                }
+                let down = match outage.as_mut() {
+                    Some(down) => {
+                        down.failed_again(&store, error);
+                        down
+                    }
+                    None => outage.insert(Outage::begin(&store, error)),
+                };
+                down.refuse(&store, &mut batch);
                 continue;
             }
         };
