@@ -668,3 +668,55 @@ async fn a_recovery_s_refusal_names_the_saga() {
         );
     }
 }
+
+/// `hotel` with context `C`: `book`, whose compensation always fails,
+/// then `pay`, which always fails: an execution ends stuck in its
+/// rollback. The same definition whatever `C` is.
+fn stuck_hotel<C>() -> Saga<C>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    Saga::<C>::builder("hotel")
+        .step(
+            Step::new(
+                "book",
+                |_: &mut C, _: &StepInfo<'_>| Ok::<(), StepError>(()),
+            )
+            .undo(|_: &mut C, _: Option<&()>, _: &StepInfo<'_>| {
+                Err::<(), StepError>(StepError::new("the hotel kept the deposit").permanent())
+            }),
+        )
+        .step(Step::new("pay", |_: &mut C, _: &StepInfo<'_>| {
+            Err::<(), StepError>(StepError::new("card declined").permanent())
+        }))
+        .build()
+        .unwrap()
+}
+
+/// An operator's resume request the worker refused (the stuck
+/// execution's context does not decode with this build) waits for no one
+/// here either: the worker reminds of it as of a refused running one. (It
+/// said so once, at the refusal: the execution is stuck, not running, and
+/// the request is of a definition this worker registers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reminds_of_the_resume_requests_it_refused() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("refused_request").await {
+        let before = SagaEngine::with_store(Arc::clone(&store));
+        before.register(stuck_hotel::<Before>()).await.unwrap();
+        let id = before.start("hotel", Before::default()).await.unwrap();
+        let stuck = before.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(stuck.status, ExecutionStatus::Stuck, "{name}");
+        before.request_resume(&id).await.unwrap();
+        let after = SagaEngine::with_store(Arc::clone(&store));
+        after.register(stuck_hotel::<After>()).await.unwrap();
+        let worker = Worker::new(after.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let reminded = warnings(&after, "hotel", "1 execution of saga", None).await;
+        assert_eq!(reminded[0].field("execution"), Some(id.as_str()), "{name}");
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!(stats.refused, 1, "{name}: {stats:?}");
+    }
+}

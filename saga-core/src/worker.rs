@@ -51,7 +51,7 @@ const SLOW_CLAIM: Duration = Duration::from_secs(1);
 /// warns the same way of operators' resume requests of definitions it
 /// lacks that nobody carried out since its last look, and of executions
 /// it refused (their log or context does not fit this build) that still
-/// wait with no owner.
+/// wait with no owner, or whose resume request still waits.
 /// Each claim gives it a lease, which the engine renews while the run goes
 /// on. When a worker dies or stalls, its leases expire and another worker
 /// takes the executions over, carrying each on from its log; a step that
