@@ -720,3 +720,55 @@ async fn a_worker_reminds_of_the_resume_requests_it_refused() {
         assert_eq!(stats.refused, 1, "{name}: {stats:?}");
     }
 }
+
+/// A resume request of a version another process runs (busy: one of its
+/// executions held) is that process's to carry out once it has room, as
+/// its waiting executions are: no warning that invites `abandon` during an
+/// ordinary rolling deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_does_not_warn_of_resume_requests_of_a_version_another_process_runs() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("busy_version_request").await {
+        let broken = Arc::new(AtomicBool::new(true));
+        let v1 = SagaEngine::with_store(Arc::clone(&store));
+        v1.register(refund_saga(&broken)).await.unwrap();
+        let id = v1.start("refund", Context::new()).await.unwrap();
+        let stuck = v1.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(stuck.status, ExecutionStatus::Stuck, "{name}");
+        v1.request_resume(&id).await.unwrap();
+        // Version 1's process, busy with another execution: its lease
+        // held.
+        let busy = v1.submit("refund", Context::new()).await.unwrap();
+        let held = store
+            .claim(&busy, "version-1", Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(held.is_some(), "{name}");
+        let v2 = SagaEngine::with_store(Arc::clone(&store));
+        v2.register(
+            Saga::<Context>::builder("refund")
+                .version("2")
+                .step(Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
+                    Ok::<(), StepError>(())
+                }))
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        // A census every 120 ms: eight of them.
+        let worker = Worker::new(v2.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let warned = warnings(
+            &v2,
+            "refund",
+            "1 resume request",
+            Some(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(warned.is_empty(), "{name}: {warned:?}");
+        worker.shutdown(HANG).await;
+    }
+}

@@ -12,7 +12,8 @@
 //! worker refused (their log or context does not fit this build) that
 //! still wait, free, or whose resume request it refused (stuck ones);
 //! and operators' resume requests of definitions this process has not
-//! registered, unchanged since the census before.
+//! registered, unchanged since the census before (while no execution of
+//! that definition is held or moved on, as above).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -128,6 +129,8 @@ impl Census {
             pending.insert(r.id);
         }
         self.requests = pending;
+        // A busy process of that version carries them out once it has room.
+        requested.retain(|(_, fingerprint), _| !alive.contains(fingerprint));
         let at = Instant::now();
         let topics: HashSet<Topic> = waiting
             .keys()
