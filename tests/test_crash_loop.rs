@@ -176,3 +176,92 @@ async fn a_store_that_refuses_a_step_s_end_again_and_again_is_no_crash_loop() {
     assert_eq!(report.steps[0].attempts, 1, "{report:?}");
     worker.shutdown(Duration::from_secs(10)).await;
 }
+
+/// The same with a group: a branch's end refused stops the run while the
+/// other branch is still in flight, and both starts were cut off by the
+/// store, the refused branch's as much as the last one logged. (The one
+/// that ended first counted as a crash each time: the execution ended
+/// stuck, "step `fast` was cut off 3 times", with no crash.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_a_branch_s_end_again_and_again_is_no_crash_loop() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use saga_core::store::{EventKind, SqliteStore, StoreError};
+    use saga_core::testkit::{DelayedStore, StoreOp};
+    use saga_core::{
+        Context, ExecutionStatus, Parallel, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
+    };
+
+    let dir = scratch_dir("store_refusals_group");
+    let refused = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::clone(&refused);
+    // The first four ends of a branch are refused, as a full disk does:
+    // `fast`'s each time, `slow` still running.
+    let store = DelayedStore::new(SqliteStore::open(dir.join("s.db")).unwrap(), Duration::ZERO)
+        .before_call(move |call| {
+            let an_end = call.op == StoreOp::Append
+                && call.events.first() == Some(&EventKind::StepSucceeded);
+            if an_end && refusing.fetch_add(1, Ordering::SeqCst) < 4 {
+                return Err(StoreError::Backend {
+                    store: "a flapping disk".to_owned(),
+                    what: "committing (appending events)".to_owned(),
+                    source: "database or disk is full".into(),
+                });
+            }
+            Ok(())
+        });
+    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(300));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    engine
+        .register(
+            Saga::<Context>::builder("flapping")
+                .parallel(
+                    Parallel::new()
+                        .step(Step::shared_async(
+                            "fast",
+                            move |_: &Context, _: &StepInfo<'_>| {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                Box::pin(async {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                    Ok::<(), StepError>(())
+                                })
+                            },
+                        ))
+                        .step(Step::shared_async(
+                            "slow",
+                            |_: &Context, _: &StepInfo<'_>| {
+                                Box::pin(async {
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                    Ok::<(), StepError>(())
+                                })
+                            },
+                        )),
+                )
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let worker = Worker::new(engine.clone())
+        .with_poll_interval(Duration::from_millis(20))
+        .spawn()
+        .unwrap();
+    let id = engine.submit("flapping", Context::new()).await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let report = engine.report(&id).await.unwrap();
+            if report.status.is_finished() {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the execution did not end");
+    assert_eq!(report.status, ExecutionStatus::Completed, "{report:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+    worker.shutdown(Duration::from_secs(10)).await;
+}

@@ -668,3 +668,107 @@ async fn a_recovery_s_refusal_names_the_saga() {
         );
     }
 }
+
+/// `hotel` with context `C`: `book`, whose compensation always fails,
+/// then `pay`, which always fails: an execution ends stuck in its
+/// rollback. The same definition whatever `C` is.
+fn stuck_hotel<C>() -> Saga<C>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    Saga::<C>::builder("hotel")
+        .step(
+            Step::new(
+                "book",
+                |_: &mut C, _: &StepInfo<'_>| Ok::<(), StepError>(()),
+            )
+            .undo(|_: &mut C, _: Option<&()>, _: &StepInfo<'_>| {
+                Err::<(), StepError>(StepError::new("the hotel kept the deposit").permanent())
+            }),
+        )
+        .step(Step::new("pay", |_: &mut C, _: &StepInfo<'_>| {
+            Err::<(), StepError>(StepError::new("card declined").permanent())
+        }))
+        .build()
+        .unwrap()
+}
+
+/// An operator's resume request the worker refused (the stuck
+/// execution's context does not decode with this build) waits for no one
+/// here either: the worker reminds of it as of a refused running one. (It
+/// said so once, at the refusal: the execution is stuck, not running, and
+/// the request is of a definition this worker registers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reminds_of_the_resume_requests_it_refused() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("refused_request").await {
+        let before = SagaEngine::with_store(Arc::clone(&store));
+        before.register(stuck_hotel::<Before>()).await.unwrap();
+        let id = before.start("hotel", Before::default()).await.unwrap();
+        let stuck = before.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(stuck.status, ExecutionStatus::Stuck, "{name}");
+        before.request_resume(&id).await.unwrap();
+        let after = SagaEngine::with_store(Arc::clone(&store));
+        after.register(stuck_hotel::<After>()).await.unwrap();
+        let worker = Worker::new(after.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let reminded = warnings(&after, "hotel", "1 execution of saga", None).await;
+        assert_eq!(reminded[0].field("execution"), Some(id.as_str()), "{name}");
+        let stats = worker.shutdown(HANG).await;
+        assert_eq!(stats.refused, 1, "{name}: {stats:?}");
+    }
+}
+
+/// A resume request of a version another process runs (busy: one of its
+/// executions held) is that process's to carry out once it has room, as
+/// its waiting executions are: no warning that invites `abandon` during an
+/// ordinary rolling deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_does_not_warn_of_resume_requests_of_a_version_another_process_runs() {
+    support::logs::install_logger(log::LevelFilter::Warn);
+    for (name, store) in every_store("busy_version_request").await {
+        let broken = Arc::new(AtomicBool::new(true));
+        let v1 = SagaEngine::with_store(Arc::clone(&store));
+        v1.register(refund_saga(&broken)).await.unwrap();
+        let id = v1.start("refund", Context::new()).await.unwrap();
+        let stuck = v1.wait(&id).await.or_else(support::ended).unwrap();
+        assert_eq!(stuck.status, ExecutionStatus::Stuck, "{name}");
+        v1.request_resume(&id).await.unwrap();
+        // Version 1's process, busy with another execution: its lease
+        // held.
+        let busy = v1.submit("refund", Context::new()).await.unwrap();
+        let held = store
+            .claim(&busy, "version-1", Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(held.is_some(), "{name}");
+        let v2 = SagaEngine::with_store(Arc::clone(&store));
+        v2.register(
+            Saga::<Context>::builder("refund")
+                .version("2")
+                .step(Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
+                    Ok::<(), StepError>(())
+                }))
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        // A census every 120 ms: eight of them.
+        let worker = Worker::new(v2.clone())
+            .with_poll_interval(Duration::from_millis(20))
+            .spawn()
+            .unwrap();
+        let warned = warnings(
+            &v2,
+            "refund",
+            "1 resume request",
+            Some(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(warned.is_empty(), "{name}: {warned:?}");
+        worker.shutdown(HANG).await;
+    }
+}

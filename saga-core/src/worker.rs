@@ -49,9 +49,10 @@ const SLOW_CLAIM: Duration = Duration::from_secs(1);
 /// version dropped in a deploy leaves them to no one, and nothing else
 /// says so (they are not stuck, and `wait` on them does not end). It
 /// warns the same way of operators' resume requests of definitions it
-/// lacks that nobody carried out since its last look, and of executions
+/// lacks that nobody carried out since its last look (spared the same
+/// way while a process runs that version), and of executions
 /// it refused (their log or context does not fit this build) that still
-/// wait with no owner.
+/// wait with no owner, or whose resume request still waits.
 /// Each claim gives it a lease, which the engine renews while the run goes
 /// on. When a worker dies or stalls, its leases expire and another worker
 /// takes the executions over, carrying each on from its log; a step that

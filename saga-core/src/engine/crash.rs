@@ -5,9 +5,10 @@
 //! with no end between them. At the limit, the take-over ends the
 //! execution stuck instead of running it.
 //!
-//! A start whose run the store stopped (its end could not be written: a
-//! full disk, a database restarting) was cut off by no crash; the engine
-//! that saw it knows ([`Cut`]) and does not count it, so that a store
+//! The starts a run the store stopped was inside (an end could not be
+//! written: a full disk, a database restarting; a group's branches are
+//! in flight together) were cut off by no crash; the engine that saw it
+//! knows ([`Cut`]) and does not count them, so that a store
 //! that fails and comes back over and over does not end its executions
 //! stuck as crash loops. An engine that did not see it (another process,
 //! after this one died) counts it as any start without an end.
@@ -60,50 +61,42 @@ impl CrashLoop {
 }
 
 /// A step attempt's start that a store failure cut off, seen by this
-/// engine.
+/// engine: the start logged at `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Cut {
-    step: usize,
-    compensation: bool,
-    attempt: u32,
+    seq: u64,
 }
 
 impl Cut {
-    /// The last start of a step or a compensation in `events`, the one a
-    /// run stopped by its store (its next write refused) was inside.
-    pub(super) fn last_start(events: &[Event]) -> Option<Cut> {
-        events.iter().rev().find_map(|e| {
-            let compensation = match e.kind {
-                EventKind::StepStarted => false,
-                EventKind::CompensationStarted => true,
-                _ => return None,
-            };
-            Some(Cut {
-                step: e.step? as usize,
-                compensation,
-                attempt: e.attempt,
-            })
-        })
+    /// The starts of `events` (a log of `steps` steps) logged after `since`
+    /// and still in flight at its end: those a run launched from the log
+    /// up to `since`, and stopped by its store (its next write refused),
+    /// was inside. Every one of them, not only the last one logged: a
+    /// group's branches, or its compensations, are in flight together.
+    pub(super) fn in_flight(events: &[Event], steps: usize, since: u64) -> Vec<Cut> {
+        flying(events, steps, &[])
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|f| f.last > since)
+            .map(|f| Cut { seq: f.last })
+            .collect()
     }
 }
 
-/// The attempts of a log of `steps` steps that were started at least
-/// `limit` times without an end, and are still in flight at its end;
-/// the starts in `cuts` (a store failure's, not a crash's) not counted.
-///
-/// Counted per step and per direction: a start of the same attempt as the
-/// last one, with no end between them, counts one more; an end, another
-/// attempt, a rollback (which tells that an unended start was stopped by
-/// a cancellation before it ran) or an operator's resume start over.
-pub(super) fn crash_loops(
-    events: &[Event],
-    steps: usize,
-    limit: u32,
-    cuts: &[Cut],
-) -> Vec<CrashLoop> {
-    // Per step: the action's and the compensation's attempt in flight,
-    // and how many times it was started.
-    let mut flying: Vec<[Option<(u32, u32)>; 2]> = vec![[None; 2]; steps];
+/// An attempt in flight: started `starts` times (the ones in no cut) with
+/// no end between them, the last time at `last`.
+#[derive(Debug, Clone, Copy)]
+struct Flying {
+    attempt: u32,
+    starts: u32,
+    last: u64,
+}
+
+/// Per step: the action's and the compensation's attempt in flight at the
+/// end of `events`, the starts in `cuts` not counted.
+fn flying(events: &[Event], steps: usize, cuts: &[Cut]) -> Vec<[Option<Flying>; 2]> {
+    let mut flying: Vec<[Option<Flying>; 2]> = vec![[None; 2]; steps];
     for event in events {
         match event.kind {
             EventKind::RollbackStarted => {
@@ -122,13 +115,17 @@ pub(super) fn crash_loops(
         match event.kind {
             EventKind::StepStarted | EventKind::CompensationStarted => {
                 let which = usize::from(event.kind == EventKind::CompensationStarted);
+                let counted = u32::from(!cuts.contains(&Cut { seq: event.seq }));
                 let slot = &mut flying[step][which];
-                *slot = match *slot {
-                    Some((attempt, starts)) if attempt == event.attempt => {
-                        Some((attempt, starts.saturating_add(1)))
-                    }
-                    _ => Some((event.attempt, 1)),
+                let starts = match *slot {
+                    Some(f) if f.attempt == event.attempt => f.starts.saturating_add(counted),
+                    _ => counted,
                 };
+                *slot = Some(Flying {
+                    attempt: event.attempt,
+                    starts,
+                    last: event.seq,
+                });
             }
             EventKind::StepSucceeded | EventKind::StepFailed => flying[step][0] = None,
             EventKind::CompensationSucceeded | EventKind::CompensationFailed => {
@@ -137,25 +134,32 @@ pub(super) fn crash_loops(
             _ => {}
         }
     }
+    flying
+}
+
+/// The attempts of a log of `steps` steps that were started at least
+/// `limit` times without an end, and are still in flight at its end;
+/// the starts in `cuts` (a store failure's, not a crash's) not counted.
+///
+/// Counted per step and per direction: a start of the same attempt as the
+/// last one, with no end between them, counts one more; an end, another
+/// attempt, a rollback (which tells that an unended start was stopped by
+/// a cancellation before it ran) or an operator's resume start over.
+pub(super) fn crash_loops(
+    events: &[Event],
+    steps: usize,
+    limit: u32,
+    cuts: &[Cut],
+) -> Vec<CrashLoop> {
     let mut loops = Vec::new();
-    for (step, slots) in flying.into_iter().enumerate() {
+    for (step, slots) in flying(events, steps, cuts).into_iter().enumerate() {
         for (which, slot) in slots.into_iter().enumerate() {
-            let compensation = which == 1;
-            let cut = |(attempt, starts): (u32, u32)| {
-                let by_store = cuts
-                    .iter()
-                    .filter(|c| {
-                        (c.step, c.compensation, c.attempt) == (step, compensation, attempt)
-                    })
-                    .count();
-                (attempt, starts.saturating_sub(by_store as u32))
-            };
-            match slot.map(cut) {
-                Some((attempt, starts)) if starts >= limit => loops.push(CrashLoop {
+            match slot {
+                Some(f) if f.starts >= limit => loops.push(CrashLoop {
                     step,
-                    compensation,
-                    attempt,
-                    starts,
+                    compensation: which == 1,
+                    attempt: f.attempt,
+                    starts: f.starts,
                 }),
                 _ => {}
             }
@@ -234,16 +238,38 @@ mod tests {
 
     #[test]
     fn starts_a_store_failure_cut_off_are_not_counted() {
-        let log = [started(0, 1), started(0, 1), started(0, 1)];
-        let cut = Cut::last_start(&log).unwrap();
+        let mut log = vec![started(0, 1), started(0, 1), started(0, 1)];
+        for (seq, event) in log.iter_mut().enumerate() {
+            event.seq = seq as u64 + 1;
+        }
+        let cut = Cut::in_flight(&log, 1, 2);
+        assert_eq!(cut, [Cut { seq: 3 }]);
         assert_eq!(crash_loops(&log, 1, 3, &[]).len(), 1);
         // One of the three starts was cut off by the store: two crashes.
-        assert!(crash_loops(&log, 1, 3, &[cut]).is_empty());
-        assert_eq!(crash_loops(&log, 1, 2, &[cut]).len(), 1);
+        assert!(crash_loops(&log, 1, 3, &cut).is_empty());
+        assert_eq!(crash_loops(&log, 1, 2, &cut).len(), 1);
         // Three store failures, no crash.
-        assert!(crash_loops(&log, 1, 1, &[cut, cut, cut]).is_empty());
-        // A cut of another attempt counts for nothing here.
-        let other = Cut::last_start(&[started(0, 2)]).unwrap();
-        assert_eq!(crash_loops(&log, 1, 3, &[other]).len(), 1);
+        let three = [Cut { seq: 1 }, Cut { seq: 2 }, Cut { seq: 3 }];
+        assert!(crash_loops(&log, 1, 1, &three).is_empty());
+        // A cut of another start counts for nothing here.
+        assert_eq!(crash_loops(&log, 1, 3, &[Cut { seq: 9 }]).len(), 1);
+    }
+
+    #[test]
+    fn every_start_in_flight_after_the_run_s_launch_is_its_cut() {
+        // A group of two branches and a step before it: the run launched
+        // after seq 2 started both branches; the one before it ended.
+        let mut log = vec![
+            started(0, 1),
+            event(EventKind::StepSucceeded, Some(0), 1),
+            started(1, 1),
+            started(2, 1),
+        ];
+        for (seq, event) in log.iter_mut().enumerate() {
+            event.seq = seq as u64 + 1;
+        }
+        assert_eq!(Cut::in_flight(&log, 3, 2), [Cut { seq: 3 }, Cut { seq: 4 }]);
+        // A start logged before the launch is not the run's.
+        assert_eq!(Cut::in_flight(&log, 3, 3), [Cut { seq: 4 }]);
     }
 }

@@ -65,6 +65,9 @@ pub(super) struct LiveRun {
     /// The starts of its execution that store failures cut off, as this
     /// engine saw them: not crashes (see [`Cut`]).
     pub(super) cuts: Vec<Cut>,
+    /// The last event of the log it was launched from (0 for none): the
+    /// starts after it are its own.
+    pub(super) from_seq: u64,
     /// Launched by a [`Worker`](crate::Worker), which stops it at its
     /// shutdown; the others (`start`, `recover`, `resume`) a shutting-down
     /// worker waits for and stops too.
@@ -106,20 +109,22 @@ pub(super) struct Claiming {
 }
 
 impl Claiming {
-    /// The starts of the execution that store failures cut off, as this
-    /// engine saw them: the replaced run's, and the last start of `events`
-    /// if that run was stopped by its store (its next write refused; a
-    /// run that lost its lease stalled, and counts as cut off) and no
-    /// other claim came between it and `lease` (whose token is then the
-    /// next one): else that start may be another owner's, cut by a crash.
-    fn store_cuts(&self, events: &[Event], lease: &Lease) -> Vec<Cut> {
+    /// The starts of the execution (`events`, a log of `steps` steps) that
+    /// store failures cut off, as this engine saw them: the replaced
+    /// run's, and the starts that run logged and was inside (every one in
+    /// flight: a group's branches run together) if it was stopped by its
+    /// store (its next write refused; a run that lost its lease stalled,
+    /// and counts as cut off) and no other claim came between it and
+    /// `lease` (whose token is then the next one): else those starts may
+    /// be another owner's, cut by a crash.
+    fn store_cuts(&self, events: &[Event], steps: usize, lease: &Lease) -> Vec<Cut> {
         let Some(run) = self.previous.as_ref().and_then(|p| p.run.as_ref()) else {
             return Vec::new();
         };
         let mut cuts = run.cuts.clone();
         let by_store = matches!(&*run.done.borrow(), Some(Err(stopped)) if !stopped.lease_lost);
         if by_store && lease.token == run.lease.token + 1 {
-            cuts.extend(Cut::last_start(events));
+            cuts.extend(Cut::in_flight(events, steps, run.from_seq));
         }
         cuts
     }
@@ -498,7 +503,7 @@ impl SagaEngine {
                     .await?;
                 events.push(event);
             }
-            claiming.cuts = claiming.store_cuts(&events, &lease);
+            claiming.cuts = claiming.store_cuts(&events, runner.steps(), &lease);
             let loops = crash_loops(&events, runner.steps(), self.crash_limit, &claiming.cuts);
             if !loops.is_empty() {
                 let report = self
@@ -777,6 +782,7 @@ impl SagaEngine {
         let lease = job.lease.clone();
         let cancel = job.cancel.clone();
         let saga = runner.saga_name();
+        let from_seq = job.events.last().map_or(0, |e| e.seq);
         let run = runner.prepare(Arc::clone(&self.inner.store), job)?;
         let (tx, rx) = watch::channel(None);
         let inner = Arc::clone(&self.inner);
@@ -823,6 +829,7 @@ impl SagaEngine {
             lease,
             saga,
             cuts: claiming.cuts.clone(),
+            from_seq,
             by_worker: claiming.by_worker,
         };
         Ok((body, listing))
@@ -838,6 +845,7 @@ struct Listing {
     lease: Lease,
     saga: Name,
     cuts: Vec<Cut>,
+    from_seq: u64,
     by_worker: bool,
 }
 
@@ -857,6 +865,7 @@ impl Listing {
             lease,
             saga,
             cuts,
+            from_seq,
             by_worker,
         } = self;
         // One live run per execution: the entry is still the claiming one
@@ -877,6 +886,7 @@ impl Listing {
                     lease,
                     saga,
                     cuts,
+                    from_seq,
                     by_worker,
                 }),
             },
@@ -931,6 +941,7 @@ mod tests {
             },
             saga: Name::from("test"),
             cuts: Vec::new(),
+            from_seq: 0,
             by_worker: false,
         };
         engine.live().insert(

@@ -11,7 +11,7 @@ use crate::logged::{LoggedError, read_outcome, stopped_before_run};
 use crate::name::Name;
 use crate::report::{ExecutionStatus, Outcome, SagaReport, StepReport, StepStatus};
 use crate::step::StepKind;
-use crate::store::{Event, EventKind, ExecutionRecord, StoreError, logged_durations};
+use crate::store::{Event, EventKind, ExecutionRecord, LoggedSpans, StoreError, logged_durations};
 
 impl SagaEngine {
     /// The report of a finished execution, rebuilt from its log (read
@@ -378,57 +378,16 @@ pub(super) fn took_before(steps: &mut [ResumeStep], events: &[Event], now_ms: i6
     };
     let now = now_ms.max(last.at_ms);
     let ms = |ms: i64| Duration::from_millis(ms.max(0) as u64);
-    // Per step, the action's and the compensation's first start and
-    // last end.
-    let mut spans = vec![[(None, None); 2]; steps.len()];
-    // From each `finished` to the `resumed` that ran the execution again.
-    let mut rests: Vec<(i64, i64)> = Vec::new();
-    let mut ended_at = None;
-    for event in events {
-        match event.kind {
-            EventKind::Finished => ended_at = Some(event.at_ms),
-            EventKind::Resumed => {
-                if let Some(ended) = ended_at.take() {
-                    rests.push((ended, event.at_ms));
-                }
-            }
-            _ => {}
-        }
-        let Some(span) = event.step.and_then(|s| spans.get_mut(s as usize)).and_then(
-            |span: &mut [(Option<i64>, Option<i64>); 2]| match event.kind {
-                EventKind::StepStarted | EventKind::StepSucceeded | EventKind::StepFailed => {
-                    Some(&mut span[0])
-                }
-                EventKind::CompensationStarted
-                | EventKind::CompensationSucceeded
-                | EventKind::CompensationFailed => Some(&mut span[1]),
-                _ => None,
-            },
-        ) else {
-            continue;
-        };
-        match event.kind {
-            EventKind::StepStarted | EventKind::CompensationStarted => {
-                span.0.get_or_insert(event.at_ms);
-            }
-            _ => span.1 = Some(event.at_ms),
-        }
-    }
-    let resting = |from: i64, to: i64| -> i64 {
-        rests
-            .iter()
-            .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
-            .sum()
-    };
-    let took = |start: Option<i64>, end: Option<i64>| match (start, end) {
-        (Some(a), Some(b)) => ms(b - a - resting(a, b)),
+    let logged = LoggedSpans::of(steps.len(), events);
+    let took = |(start, end): (Option<i64>, Option<i64>)| match (start, end) {
+        (Some(a), Some(b)) => ms(logged.took(a, b)),
         _ => Duration::ZERO,
     };
-    for (step, [action, undo]) in steps.iter_mut().zip(spans) {
+    for (step, [action, undo]) in steps.iter_mut().zip(logged.spans.iter().copied()) {
         let goes_on = step.status == StepStatus::Running;
-        step.took = took(action.0, if goes_on { Some(now) } else { action.1 });
+        step.took = took((action.0, if goes_on { Some(now) } else { action.1 }));
         let goes_on = step.status == StepStatus::Compensating;
-        step.undo_took = took(undo.0, if goes_on { Some(now) } else { undo.1 });
+        step.undo_took = took((undo.0, if goes_on { Some(now) } else { undo.1 }));
     }
     ms(now - first.at_ms)
 }

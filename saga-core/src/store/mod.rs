@@ -74,54 +74,71 @@ pub(crate) fn status_from_label(label: &str) -> Option<ExecutionStatus> {
 /// includes any wait for a retry or a take-over, and a clock that went
 /// back gives a negative span.
 pub fn logged_durations(steps: usize, events: &[Event]) -> Vec<(Option<i64>, Option<i64>)> {
-    let mut spans: Vec<[(Option<i64>, Option<i64>); 2]> = vec![[(None, None); 2]; steps];
-    // From each `finished` to the `resumed` that ran the execution again.
-    let mut rests: Vec<(i64, i64)> = Vec::new();
-    let mut ended_at = None;
-    for event in events {
-        match event.kind {
-            EventKind::Finished => ended_at = Some(event.at_ms),
-            EventKind::Resumed => {
-                if let Some(ended) = ended_at.take() {
-                    rests.push((ended, event.at_ms));
-                }
-            }
-            _ => {}
-        }
-        let Some(step) = event.step.map(|s| s as usize).filter(|&s| s < steps) else {
-            continue;
-        };
-        let (which, start) = match event.kind {
-            EventKind::StepStarted => (0, true),
-            EventKind::StepSucceeded | EventKind::StepFailed => (0, false),
-            EventKind::CompensationStarted => (1, true),
-            EventKind::CompensationSucceeded | EventKind::CompensationFailed => (1, false),
-            _ => continue,
-        };
-        let span = &mut spans[step][which];
-        if start {
-            span.0.get_or_insert(event.at_ms);
-        } else {
-            span.1 = Some(event.at_ms);
-        }
-    }
-    // The part of the rests within `from..to`.
-    let resting = |from: i64, to: i64| -> i64 {
-        rests
-            .iter()
-            .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
-            .sum()
-    };
-    spans
-        .into_iter()
+    let logged = LoggedSpans::of(steps, events);
+    logged
+        .spans
+        .iter()
         .map(|[action, undo]| {
-            let took = |(a, b): (Option<i64>, Option<i64>)| {
-                let (a, b) = (a?, b?);
-                Some(b - a - resting(a, b))
-            };
+            let took = |&(a, b): &(Option<i64>, Option<i64>)| Some(logged.took(a?, b?));
             (took(action), took(undo))
         })
         .collect()
+}
+
+/// What [`logged_durations`] reads off a log: per step, its action's and
+/// its compensation's first start and last end (ms), and the spans the
+/// execution sat ended until an operator's resume ran it again.
+pub(crate) struct LoggedSpans {
+    pub(crate) spans: Vec<[(Option<i64>, Option<i64>); 2]>,
+    rests: Vec<(i64, i64)>,
+}
+
+impl LoggedSpans {
+    /// The spans of a log with `steps` steps.
+    pub(crate) fn of(steps: usize, events: &[Event]) -> Self {
+        let mut spans: Vec<[(Option<i64>, Option<i64>); 2]> = vec![[(None, None); 2]; steps];
+        // From each `finished` to the `resumed` that ran the execution again.
+        let mut rests: Vec<(i64, i64)> = Vec::new();
+        let mut ended_at = None;
+        for event in events {
+            match event.kind {
+                EventKind::Finished => ended_at = Some(event.at_ms),
+                EventKind::Resumed => {
+                    if let Some(ended) = ended_at.take() {
+                        rests.push((ended, event.at_ms));
+                    }
+                }
+                _ => {}
+            }
+            let Some(step) = event.step.map(|s| s as usize).filter(|&s| s < steps) else {
+                continue;
+            };
+            let (which, start) = match event.kind {
+                EventKind::StepStarted => (0, true),
+                EventKind::StepSucceeded | EventKind::StepFailed => (0, false),
+                EventKind::CompensationStarted => (1, true),
+                EventKind::CompensationSucceeded | EventKind::CompensationFailed => (1, false),
+                _ => continue,
+            };
+            let span = &mut spans[step][which];
+            if start {
+                span.0.get_or_insert(event.at_ms);
+            } else {
+                span.1 = Some(event.at_ms);
+            }
+        }
+        LoggedSpans { spans, rests }
+    }
+
+    /// The milliseconds from `from` to `to`, less the rests within them.
+    pub(crate) fn took(&self, from: i64, to: i64) -> i64 {
+        let resting: i64 = self
+            .rests
+            .iter()
+            .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
+            .sum();
+        to - from - resting
+    }
 }
 
 /// A definition's shape, kept by fingerprint for recovery checks,

@@ -10,8 +10,10 @@
 //!
 //! The same for two other kinds of work left to no one: executions this
 //! worker refused (their log or context does not fit this build) that
-//! still wait, free; and operators' resume requests of definitions this
-//! process has not registered, unchanged since the census before.
+//! still wait, free, or whose resume request it refused (stuck ones);
+//! and operators' resume requests of definitions this process has not
+//! registered, unchanged since the census before (while no execution of
+//! that definition is held or moved on, as above).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -58,7 +60,8 @@ impl Census {
     /// Reads the unfinished executions and the resume requests, and warns
     /// about the work left to no one: the definitions whose executions
     /// (or resume requests) waited, untouched, since the last census, and
-    /// the executions of `refused` (this worker's refusals) still free. A
+    /// the executions of `refused` (this worker's refusals) still free or
+    /// with a resume request still pending. A
     /// store error skips this census (the worker's claims report outages).
     pub(super) async fn take(&mut self, engine: &SagaEngine, refused: &HashSet<ExecutionId>) {
         let registered = engine.fingerprints();
@@ -71,6 +74,7 @@ impl Census {
         let mut alive: HashSet<String> = HashSet::new();
         // By saga: the refused executions still free, and the first.
         let mut left: BTreeMap<String, (usize, ExecutionId)> = BTreeMap::new();
+        let mut counted: HashSet<ExecutionId> = HashSet::new();
         for status in [ExecutionStatus::Running, ExecutionStatus::Compensating] {
             let query = ListQuery::new().with_status(status).with_limit(LIMIT);
             let Ok(page) = engine.store().list_summaries(query).await else {
@@ -80,7 +84,8 @@ impl Census {
                 let held = s.owner.is_some() && s.lease_expires_at_ms.is_some_and(|t| t > now);
                 if registered.contains(&s.fingerprint) {
                     if !held && refused.contains(&s.id) {
-                        left.entry(s.saga).or_insert((0, s.id)).0 += 1;
+                        left.entry(s.saga).or_insert((0, s.id.clone())).0 += 1;
+                        counted.insert(s.id);
                     }
                     continue;
                 }
@@ -111,6 +116,11 @@ impl Census {
         let mut pending = HashSet::new();
         for r in requests {
             if registered.contains(&r.fingerprint) {
+                // A request this worker refused (a stuck execution whose
+                // log does not fit this build): nobody here carries it out.
+                if refused.contains(&r.id) && counted.insert(r.id.clone()) {
+                    left.entry(r.saga).or_insert((0, r.id)).0 += 1;
+                }
                 continue;
             }
             if self.requests.contains(&r.id) {
@@ -119,6 +129,8 @@ impl Census {
             pending.insert(r.id);
         }
         self.requests = pending;
+        // A busy process of that version carries them out once it has room.
+        requested.retain(|(_, fingerprint), _| !alive.contains(fingerprint));
         let at = Instant::now();
         let topics: HashSet<Topic> = waiting
             .keys()
