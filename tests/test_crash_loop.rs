@@ -10,6 +10,16 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use saga_core::store::{EventKind, SqliteStore, StoreError};
+use saga_core::testkit::{DelayedStore, StoreOp};
+use saga_core::{
+    Context, ExecutionStatus, Parallel, Saga, SagaEngine, SagaReport, Step, StepError, StepInfo,
+    Worker,
+};
 
 mod support;
 
@@ -101,33 +111,15 @@ fn a_resumed_crash_loop_gets_three_more_starts() {
     killed_inside_s2(&dir, "worker");
 }
 
-/// A store that refuses a step's end again and again (a disk that fills
-/// and frees, a database restarting) stops the run each time, and the
-/// worker carries it on once the store takes writes again, running the
-/// step again. Those starts were cut off by the store, not by a crash:
-/// the execution completes. (It ended stuck as a crash loop, "step
-/// `slow` was cut off 3 times", on a full disk with no crash.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_that_refuses_a_step_s_end_again_and_again_is_no_crash_loop() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
-    use saga_core::store::{EventKind, SqliteStore, StoreError};
-    use saga_core::testkit::{DelayedStore, StoreOp};
-    use saga_core::{
-        Context, ExecutionStatus, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
-    };
-
-    let dir = scratch_dir("store_refusals");
+/// An engine on an SQLite store in `dir` whose first four step ends are
+/// refused with a full disk's error (and nothing else: no crash).
+fn flapping_engine(dir: &Path) -> SagaEngine {
     let refused = Arc::new(AtomicUsize::new(0));
-    let refusing = Arc::clone(&refused);
-    // The first four ends of `slow` are refused, as a full disk does.
     let store = DelayedStore::new(SqliteStore::open(dir.join("s.db")).unwrap(), Duration::ZERO)
         .before_call(move |call| {
             let an_end = call.op == StoreOp::Append
                 && call.events.first() == Some(&EventKind::StepSucceeded);
-            if an_end && refusing.fetch_add(1, Ordering::SeqCst) < 4 {
+            if an_end && refused.fetch_add(1, Ordering::SeqCst) < 4 {
                 return Err(StoreError::Backend {
                     store: "a flapping disk".to_owned(),
                     what: "committing (appending events)".to_owned(),
@@ -136,7 +128,41 @@ async fn a_store_that_refuses_a_step_s_end_again_and_again_is_no_crash_loop() {
             }
             Ok(())
         });
-    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(300));
+    SagaEngine::new(store).with_lease_ttl(Duration::from_millis(300))
+}
+
+/// Submits saga `flapping` to a worker of `engine`; its report once it
+/// has ended.
+async fn worked_to_its_end(engine: &SagaEngine) -> SagaReport {
+    let worker = Worker::new(engine.clone())
+        .with_poll_interval(Duration::from_millis(20))
+        .spawn()
+        .unwrap();
+    let id = engine.submit("flapping", Context::new()).await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let report = engine.report(&id).await.unwrap();
+            if report.status.is_finished() {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the execution did not end");
+    worker.shutdown(Duration::from_secs(10)).await;
+    report
+}
+
+/// A store that refuses a step's end again and again (a disk that fills
+/// and frees, a database restarting) stops the run each time, and the
+/// worker carries it on once the store takes writes again, running the
+/// step again. Those starts were cut off by the store, not by a crash:
+/// the execution completes. (It ended stuck as a crash loop, "step
+/// `slow` was cut off 3 times", on a full disk with no crash.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_a_step_s_end_again_and_again_is_no_crash_loop() {
+    let engine = flapping_engine(&scratch_dir("store_refusals"));
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&runs);
     engine
@@ -154,27 +180,11 @@ async fn a_store_that_refuses_a_step_s_end_again_and_again_is_no_crash_loop() {
         )
         .await
         .unwrap();
-    let worker = Worker::new(engine.clone())
-        .with_poll_interval(Duration::from_millis(20))
-        .spawn()
-        .unwrap();
-    let id = engine.submit("flapping", Context::new()).await.unwrap();
-    let report = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let report = engine.report(&id).await.unwrap();
-            if report.status.is_finished() {
-                return report;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the execution did not end");
+    let report = worked_to_its_end(&engine).await;
     assert_eq!(report.status, ExecutionStatus::Completed, "{report:?}");
     // Run once per refusal, then once more.
     assert_eq!(runs.load(Ordering::SeqCst), 5);
     assert_eq!(report.steps[0].attempts, 1, "{report:?}");
-    worker.shutdown(Duration::from_secs(10)).await;
 }
 
 /// The same with a group: a branch's end refused stops the run while the
@@ -184,35 +194,8 @@ async fn a_store_that_refuses_a_step_s_end_again_and_again_is_no_crash_loop() {
 /// stuck, "step `fast` was cut off 3 times", with no crash.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_refuses_a_branch_s_end_again_and_again_is_no_crash_loop() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
-    use saga_core::store::{EventKind, SqliteStore, StoreError};
-    use saga_core::testkit::{DelayedStore, StoreOp};
-    use saga_core::{
-        Context, ExecutionStatus, Parallel, Saga, SagaEngine, Step, StepError, StepInfo, Worker,
-    };
-
-    let dir = scratch_dir("store_refusals_group");
-    let refused = Arc::new(AtomicUsize::new(0));
-    let refusing = Arc::clone(&refused);
-    // The first four ends of a branch are refused, as a full disk does:
-    // `fast`'s each time, `slow` still running.
-    let store = DelayedStore::new(SqliteStore::open(dir.join("s.db")).unwrap(), Duration::ZERO)
-        .before_call(move |call| {
-            let an_end = call.op == StoreOp::Append
-                && call.events.first() == Some(&EventKind::StepSucceeded);
-            if an_end && refusing.fetch_add(1, Ordering::SeqCst) < 4 {
-                return Err(StoreError::Backend {
-                    store: "a flapping disk".to_owned(),
-                    what: "committing (appending events)".to_owned(),
-                    source: "database or disk is full".into(),
-                });
-            }
-            Ok(())
-        });
-    let engine = SagaEngine::new(store).with_lease_ttl(Duration::from_millis(300));
+    // `fast`'s end refused each time, `slow` still running.
+    let engine = flapping_engine(&scratch_dir("store_refusals_group"));
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&runs);
     engine
@@ -245,23 +228,7 @@ async fn a_store_that_refuses_a_branch_s_end_again_and_again_is_no_crash_loop() 
         )
         .await
         .unwrap();
-    let worker = Worker::new(engine.clone())
-        .with_poll_interval(Duration::from_millis(20))
-        .spawn()
-        .unwrap();
-    let id = engine.submit("flapping", Context::new()).await.unwrap();
-    let report = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let report = engine.report(&id).await.unwrap();
-            if report.status.is_finished() {
-                return report;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the execution did not end");
+    let report = worked_to_its_end(&engine).await;
     assert_eq!(report.status, ExecutionStatus::Completed, "{report:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 5);
-    worker.shutdown(Duration::from_secs(10)).await;
 }

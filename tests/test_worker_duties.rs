@@ -47,6 +47,18 @@ fn refund_saga(broken: &Arc<AtomicBool>) -> Saga<Context> {
         .unwrap()
 }
 
+/// `refund` version 2, one step: a build that does not register
+/// [`refund_saga`]'s definition.
+fn refund_v2() -> Saga<Context> {
+    Saga::<Context>::builder("refund")
+        .version("2")
+        .step(Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
+            Ok::<(), StepError>(())
+        }))
+        .build()
+        .unwrap()
+}
+
 /// Reads the report until `done` holds of it.
 async fn report_until(
     engine: &SagaEngine,
@@ -322,17 +334,7 @@ async fn a_worker_warns_of_resume_requests_of_a_version_no_one_registers() {
         cli.request_resume(&id).await.unwrap();
         // The next build registers another version only.
         let v2 = SagaEngine::with_store(Arc::clone(&store));
-        v2.register(
-            Saga::<Context>::builder("refund")
-                .version("2")
-                .step(Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
-                    Ok::<(), StepError>(())
-                }))
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        v2.register(refund_v2()).await.unwrap();
         let worker = Worker::new(v2.clone())
             .with_poll_interval(Duration::from_millis(20))
             .spawn()
@@ -745,17 +747,7 @@ async fn a_worker_does_not_warn_of_resume_requests_of_a_version_another_process_
             .unwrap();
         assert!(held.is_some(), "{name}");
         let v2 = SagaEngine::with_store(Arc::clone(&store));
-        v2.register(
-            Saga::<Context>::builder("refund")
-                .version("2")
-                .step(Step::new("charge", |_: &mut Context, _: &StepInfo<'_>| {
-                    Ok::<(), StepError>(())
-                }))
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        v2.register(refund_v2()).await.unwrap();
         // A census every 120 ms: eight of them.
         let worker = Worker::new(v2.clone())
             .with_poll_interval(Duration::from_millis(20))
